@@ -1,0 +1,45 @@
+# Every target installs what it needs into .venv from the repo's own files (pyproject.toml + requirements.lock).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint format lock bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+install: $(STAMP) ## create .venv with the locked dependencies and the project (editable)
+
+demo: $(STAMP) ## generate data, run the DAG on an embedded PostgreSQL, print the business answers
+	$(BIN)/greenery demo
+
+test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow integration (starts its own PostgreSQL)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## the fast tier only (no database, no DAG runs)
+	$(BIN)/python -m pytest -m "not db and not integration"
+
+lint: $(STAMP) ## ruff (with Airflow AIR rules) and sqlfluff (postgres)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/sqlfluff lint include/sql
+
+format: $(STAMP) ## apply ruff formatting and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lock: ## re-resolve requirements.lock from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header -o requirements.lock
+
+clean: ## remove the venv and local state (.greenery: embedded PostgreSQL, Airflow home, data)
+	rm -rf $(VENV) .greenery

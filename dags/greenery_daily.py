@@ -1,0 +1,125 @@
+"""greenery_daily: raw Greenery tables -> staging -> intermediate -> marts, every day."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from airflow.sdk import DAG, TaskGroup, TriggerRule, task
+
+from greenery import models as model_files
+from greenery import settings
+from greenery.operators import SqlModelOperator
+
+DOC_MD = """
+# greenery_daily
+
+**Purpose.** Turns the raw Greenery shop tables into the analytics marts that stakeholders read
+(`marts.dim_users`, `marts.fact_orders`, `marts.metrics_daily`, ...), one run per day.
+
+**Inputs.** Schema `raw` (users, addresses, orders, order_items, products, promos, events) in the
+warehouse reached through the Airflow connection `greenery_warehouse`.
+
+**Outputs.** Schemas `staging`, `intermediate`, `marts`. Current-state tables are rebuilt from all raw
+data; the daily tables (`fact_product_sessions_daily`, `metrics_daily`) get only the run's day,
+overwritten, from raw rows created before the end of that day.
+
+**Graph.** One task per file of `include/sql/<layer>/`, task id = file name; the edges come from the
+`ref()` calls inside the SQL, so a new model file wires itself in.
+
+**Checks.** `validate` runs one Great Expectations suite per model (`include/expectations/`) inside
+PostgreSQL and builds the Data Docs. Any failure routes to `alert_slack` (connection `slack_alerts`),
+else to `all_checks_passed`; `quality_gate` then fails the run if a *critical* expectation failed, so
+warnings alert but stay green.
+
+**Triage.**
+- Red `quality_gate`: read the Slack alert or the `validate` log (failing table, expectation, observed
+  value, sample keys) and the Data Docs. Fix the source rows, then clear the run from `staging` on.
+- Red `alert_slack`: Slack refused or was unreachable after retries; its log has the HTTP status. The
+  run's checks are still in the `validate` log.
+- A model task failed: its log names the SQL file, the line and the PostgreSQL error. Fix the data or
+  the SQL, then *Clear* the task: every model replaces its table (or its day) in one transaction, so a
+  rerun is always safe.
+- Cannot connect: check the `greenery_warehouse` connection (Admin -> Connections).
+- Backfill: `airflow dags backfill greenery_daily --start-date 2021-02-10 --end-date 2021-02-12`;
+  runs are serialized (`max_active_runs=1`) because every run rewrites the current-state tables.
+"""
+
+MODELS = model_files.discover()
+
+with DAG(
+    dag_id="greenery_daily",
+    description="Greenery raw data to validated analytics marts",
+    schedule="@daily",
+    start_date=dt.datetime(2021, 2, 10, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "data-engineering",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": dt.timedelta(minutes=10),
+    },
+    tags=["greenery", "marts", "daily"],
+    doc_md=DOC_MD,
+) as dag:
+    # prefix_group_id=False keeps task id = model file name, as the models are addressed everywhere.
+    groups = {layer: TaskGroup(group_id=layer, prefix_group_id=False) for layer in settings.LAYERS}
+    tasks = {
+        name: SqlModelOperator(
+            task_id=name,
+            model=model,
+            models=MODELS,
+            conn_id=settings.WAREHOUSE_CONN_ID,
+            task_group=groups[model.layer],
+        )
+        for name, model in MODELS.items()
+    }
+    for name, model in MODELS.items():
+        for upstream in model.refs:
+            tasks[upstream] >> tasks[name]
+
+    @task(task_id="validate", retries=1)
+    def validate(**context) -> dict:
+        """Run every suite of include/expectations in PostgreSQL; return the summary."""
+        from greenery import quality
+
+        return quality.run_validation(context)
+
+    @task.branch(task_id="route_on_failures")
+    def route_on_failures(summary: dict) -> str:
+        from greenery import quality
+
+        return quality.choose_branch(summary)
+
+    @task(
+        task_id="alert_slack",
+        retries=int(os.environ.get("GREENERY_ALERT_RETRIES", "3")),
+        retry_delay=dt.timedelta(seconds=float(os.environ.get("GREENERY_ALERT_RETRY_DELAY_SECONDS", "30"))),
+        retry_exponential_backoff=True,
+    )
+    def alert_slack(summary: dict) -> None:
+        """Page on-call in Slack (connection slack_alerts); fails loudly when Slack does not take it."""
+        from greenery import quality
+
+        quality.send_alert(summary)
+
+    @task(task_id="all_checks_passed")
+    def all_checks_passed(summary: dict) -> bool:
+        """Success path: optionally tell stakeholders the state of the data."""
+        from greenery import quality
+
+        return quality.send_state_of_the_data(summary)
+
+    @task(task_id="quality_gate", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, retries=0)
+    def quality_gate(summary: dict) -> None:
+        """Ends the run red when a critical expectation failed (after the alert), green otherwise."""
+        from greenery import quality
+
+        quality.gate(summary)
+
+    summary = validate()
+    list(tasks.values()) >> summary
+    branch = route_on_failures(summary)
+    branch >> [alert_slack(summary), all_checks_passed(summary)] >> quality_gate(summary)

@@ -1,0 +1,1 @@
+"""Greenery pipeline: raw Greenery tables in PostgreSQL to validated analytics marts."""

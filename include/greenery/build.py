@@ -1,0 +1,172 @@
+"""Materialize one model in PostgreSQL, in a single transaction, so a failed build changes nothing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from greenery.models import Interval, Model, render
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_SCHEMA = "quarantine"
+# A model with config(quarantine=true) selects this column: NULL keeps the row, text names the broken rule.
+RULE_COLUMN = "quarantine_rule"
+
+
+class ModelBuildError(RuntimeError):
+    """A model's SQL failed in PostgreSQL; the message names the file, the line and the server's error."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    model: str
+    relation: str
+    rows: int
+    seconds: float
+    quarantined: int = 0
+
+
+def _error_location(rendered: str, position: str | None, prefix_len: int | None) -> str:
+    if prefix_len is None or not position or not position.isdigit():
+        return ""
+    # The server counts from the start of the statement, which wraps the model's select.
+    offset = max(int(position) - 1 - prefix_len, 0)
+    line_no = rendered.count("\n", 0, offset) + 1
+    line = rendered.splitlines()[line_no - 1] if rendered else ""
+    return f" at line {line_no} of the rendered SQL: {line.strip()!r}"
+
+
+def _ident(relation: str) -> sql.Identifier:
+    schema, _, table = relation.partition(".")
+    return sql.Identifier(schema, table)
+
+
+def resolver(conn, models: Mapping[str, Model], schema_of: Mapping[str, str] | None) -> Callable[[str], str]:
+    """Name -> relation: the run's build schema when the model is there, else the published table.
+
+    Falling back lets a single cleared task rebuild from what is published when its run's build
+    schemas were already published or cleaned up.
+    """
+    schema_of = dict(schema_of or {})
+
+    def relation(name: str) -> str:
+        model = models[name]
+        build_schema = schema_of.get(model.layer)
+        if build_schema is None:
+            return model.relation
+        found = conn.execute("select to_regclass(%s)", (sql.Identifier(build_schema, name).as_string(conn),))
+        return f"{build_schema}.{name}" if found.fetchone()[0] is not None else model.relation
+
+    return relation
+
+
+def build_model(
+    conn,
+    model: Model,
+    models: Mapping[str, Model],
+    interval: Interval,
+    schema_of: Mapping[str, str] | None = None,
+    run_id: str = "adhoc",
+) -> BuildResult:
+    """Build ``model`` for ``interval``; ``schema_of`` maps a layer to the schema it is written to.
+
+    ``table`` models are replaced whole; ``daily_partition`` models have the run's day deleted and
+    written again, so reruns and backfills overwrite instead of appending. Rows a model flags in
+    ``quarantine_rule`` go to ``quarantine.<model>`` (replacing that day's) instead of the table.
+    """
+    schema_of = dict(schema_of or {})
+    schema = schema_of.get(model.layer, model.layer)
+    target = f"{schema}.{model.name}"
+    ref = resolver(conn, models, schema_of)
+    rendered = render(model, interval, lambda name: target if name == model.name else ref(name))
+    body = rendered.strip().rstrip(";")
+    select = sql.SQL(body)
+    # Length of what wraps the model's SQL in the failing statement; None once the body is not in it.
+    prefix_len: int | None = None
+    quarantined = 0
+    started = time.perf_counter()
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            # Hour buckets and dates are UTC whatever the role's or server's default time zone is.
+            cur.execute("set local timezone = 'UTC'")
+            cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+            if model.config.get("quarantine"):
+                prefix = "create temporary table _greenery_candidate on commit drop as "
+                prefix_len = len(prefix) - rendered.index(body)
+                cur.execute(sql.SQL(prefix) + select)
+                select, quarantined = _split_quarantine(cur, model, interval, run_id)
+                body = None
+                prefix_len = None
+            if model.materialized == "table":
+                staged = f"{target}__next"
+                cur.execute(sql.SQL("drop table if exists {}").format(_ident(staged)))
+                prefix = sql.SQL("create table {} as ").format(_ident(staged)).as_string(conn)
+                prefix_len = None if body is None else len(prefix) - rendered.index(body)
+                cur.execute(sql.SQL(prefix) + select)
+                rows = cur.rowcount
+                cur.execute(sql.SQL("drop table if exists {}").format(_ident(target)))
+                cur.execute(sql.SQL("alter table {} rename to {}").format(_ident(staged), sql.Identifier(model.name)))
+            else:
+                partition = sql.Identifier(model.partition_by)
+                prefix = sql.SQL("create table if not exists {} as ").format(_ident(target)).as_string(conn)
+                prefix_len = None if body is None else len(prefix) - rendered.index(body)
+                cur.execute(sql.SQL(prefix) + select + sql.SQL(" with no data"))
+                cur.execute(sql.SQL("delete from {} where {} = %s").format(_ident(target), partition), (interval.day,))
+                prefix = sql.SQL("insert into {} ").format(_ident(target)).as_string(conn)
+                prefix_len = None if body is None else len(prefix) - rendered.index(body)
+                cur.execute(sql.SQL(prefix) + select)
+                rows = cur.rowcount
+            cur.execute(sql.SQL("analyze {}").format(_ident(target)))
+    except Exception as exc:
+        diag = getattr(exc, "diag", None)
+        detail = getattr(diag, "message_primary", None) or str(exc)
+        sqlstate = getattr(exc, "sqlstate", None)
+        where = _error_location(rendered, getattr(diag, "statement_position", None), prefix_len)
+        raise ModelBuildError(
+            f"model {model.name} ({model.path}) failed building {target}: "
+            f"[{sqlstate or type(exc).__name__}] {detail}{where}"
+        ) from exc
+    result = BuildResult(model.name, target, rows, time.perf_counter() - started, quarantined)
+    log.info("built %s: %d rows in %.2fs (%d quarantined)", target, rows, result.seconds, quarantined)
+    return result
+
+
+def _split_quarantine(cur, model: Model, interval: Interval, run_id: str) -> tuple[sql.Composable, int]:
+    """Write flagged rows of ``_greenery_candidate`` to quarantine; return the select of the good rows."""
+    cur.execute("select * from _greenery_candidate limit 0")
+    columns = [c.name for c in cur.description]
+    if RULE_COLUMN not in columns:
+        raise ValueError(f"{model.path}: config(quarantine=true) needs a {RULE_COLUMN!r} column")
+    kept = [c for c in columns if c != RULE_COLUMN]
+    cols = sql.SQL(", ").join(map(sql.Identifier, kept))
+    table = sql.Identifier(QUARANTINE_SCHEMA, model.name)
+    cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(QUARANTINE_SCHEMA)))
+    cur.execute(
+        sql.SQL(
+            "create table if not exists {} as select null::date as logical_date, null::text as run_id,"
+            " null::text as rule, null::timestamptz as quarantined_at, {} from _greenery_candidate with no data"
+        ).format(table, cols)
+    )
+    cur.execute(sql.SQL("delete from {} where logical_date = %s").format(table), (interval.day,))
+    cur.execute(
+        sql.SQL(
+            "insert into {} (logical_date, run_id, rule, quarantined_at, {cols})"
+            " select %s, %s, {rule}, now(), {cols} from _greenery_candidate where {rule} is not null"
+        ).format(table, cols=cols, rule=sql.Identifier(RULE_COLUMN)),
+        (interval.day, run_id),
+    )
+    quarantined = cur.rowcount
+    good = sql.SQL("select {} from _greenery_candidate where {} is null").format(cols, sql.Identifier(RULE_COLUMN))
+    return good, quarantined
+
+
+def build_all(
+    conn, models: Mapping[str, Model], interval: Interval, schema_of=None, run_id: str = "adhoc"
+) -> list[BuildResult]:
+    """Build every model in dependency order (what the DAG does, without Airflow)."""
+    return [build_model(conn, m, models, interval, schema_of, run_id) for m in models.values()]

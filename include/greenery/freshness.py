@@ -1,0 +1,75 @@
+"""Source freshness (dbt's ``source freshness``): does raw hold data for the run's day?
+
+Checked before anything is built, so a missing, empty or stale source stops the run with its own
+message instead of producing empty partitions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from psycopg import sql
+
+from greenery import settings
+from greenery.models import Interval
+from greenery.raw import RAW_TABLES
+
+# The event stream must have rows inside the run's day; orders may lag behind by a day (the shop's
+# orders stop before its last shipping events); the other tables are state without a daily cadence.
+DAILY_SOURCES = {"events": 0, "orders": 1}
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    table: str
+    problem: str  # missing | empty | stale | columns
+    detail: str
+
+
+def check(conn, interval: Interval, raw_schema: str | None = None) -> list[SourceProblem]:
+    raw_schema = raw_schema or settings.RAW_SCHEMA
+    problems: list[SourceProblem] = []
+    with conn.cursor() as cur:
+        for table, columns in RAW_TABLES.items():
+            cur.execute(
+                "select column_name from information_schema.columns where table_schema = %s and table_name = %s",
+                (raw_schema, table),
+            )
+            present = {r[0] for r in cur.fetchall()}
+            if not present:
+                problems.append(SourceProblem(table, "missing", f"{raw_schema}.{table} does not exist"))
+                continue
+            absent = [c for c in columns if c not in present]
+            if absent:
+                problems.append(
+                    SourceProblem(table, "columns", f"{raw_schema}.{table} lacks column(s) {', '.join(absent)}")
+                )
+                continue
+            ident = sql.Identifier(raw_schema, table)
+            cur.execute(sql.SQL("select exists (select 1 from {})").format(ident))
+            if not cur.fetchone()[0]:
+                problems.append(SourceProblem(table, "empty", f"{raw_schema}.{table} has no rows"))
+                continue
+            if table in DAILY_SOURCES:
+                since = interval.start - dt.timedelta(days=DAILY_SOURCES[table])
+                cur.execute(
+                    sql.SQL("select max(created_at) from {} where created_at < %s").format(ident), (interval.end,)
+                )
+                latest = cur.fetchone()[0]
+                if latest is None or latest < since:
+                    seen = f"the newest is {latest:%Y-%m-%d %H:%M} UTC" if latest else "there are none"
+                    problems.append(
+                        SourceProblem(
+                            table,
+                            "stale",
+                            f"{raw_schema}.{table} has no rows created in [{since:%Y-%m-%d}, {interval.end:%Y-%m-%d})"
+                            f"; {seen}",
+                        )
+                    )
+    return problems
+
+
+def as_dicts(problems: list[SourceProblem]) -> list[dict[str, Any]]:
+    return [asdict(p) for p in problems]

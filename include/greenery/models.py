@@ -1,0 +1,170 @@
+"""Discover the SQL models under include/sql and derive their dependency graph.
+
+A model is one ``.sql`` file holding one ``select``. Like dbt, a model names the tables it reads with
+``{{ ref('model') }}`` and ``{{ source('table') }}`` and declares how it is stored with
+``{{ config(...) }}``. The graph is read from the Jinja syntax tree, without rendering and without a
+database, so the DAG file can call :func:`discover` at parse time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import graphlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+from jinja2 import nodes
+
+from greenery import settings
+
+MATERIALIZATIONS = ("table", "daily_partition")
+
+
+class ModelDefinitionError(ValueError):
+    """A model file cannot be understood (bad ref, bad config, cycle...)."""
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    layer: str
+    path: Path
+    template: str
+    refs: tuple[str, ...]
+    sources: tuple[str, ...]
+    config: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def materialized(self) -> str:
+        return str(self.config.get("materialized", "table"))
+
+    @property
+    def unique_key(self) -> tuple[str, ...]:
+        key = self.config.get("unique_key", ())
+        return (key,) if isinstance(key, str) else tuple(key)
+
+    @property
+    def partition_by(self) -> str | None:
+        value = self.config.get("partition_by")
+        return str(value) if value else None
+
+    @property
+    def relation(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+
+# SQL, not HTML: escaping would corrupt it, and the templates are the repo's own files.
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)  # noqa: S701
+
+
+def _const(node: nodes.Node, path: Path, what: str) -> object:
+    try:
+        return node.as_const()
+    except nodes.Impossible as exc:
+        raise ModelDefinitionError(f"{path}: {what} arguments must be literals") from exc
+
+
+def _parse(path: Path, layer: str) -> Model:
+    template = path.read_text()
+    try:
+        tree = _ENV.parse(template)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ModelDefinitionError(f"{path}:{exc.lineno}: {exc.message}") from exc
+    refs: list[str] = []
+    sources: list[str] = []
+    config: dict[str, object] = {}
+    for call in tree.find_all(nodes.Call):
+        if not isinstance(call.node, nodes.Name):
+            continue
+        if call.node.name == "ref":
+            refs.append(str(_const(call.args[0], path, "ref()")))
+        elif call.node.name == "source":
+            sources.append(str(_const(call.args[0], path, "source()")))
+        elif call.node.name == "config":
+            config.update({kw.key: _const(kw.value, path, "config()") for kw in call.kwargs})
+    materialized = config.get("materialized", "table")
+    if materialized not in MATERIALIZATIONS:
+        raise ModelDefinitionError(f"{path}: materialized={materialized!r}, expected one of {MATERIALIZATIONS}")
+    if materialized == "daily_partition" and not config.get("partition_by"):
+        raise ModelDefinitionError(f"{path}: a daily_partition model needs config(partition_by=...)")
+    return Model(
+        name=path.stem,
+        layer=layer,
+        path=path,
+        template=template,
+        refs=tuple(dict.fromkeys(refs)),
+        sources=tuple(dict.fromkeys(sources)),
+        config=config,
+    )
+
+
+def discover(sql_dir: Path | None = None) -> dict[str, Model]:
+    """All models, keyed by name, in an order where every model comes after the models it reads."""
+    sql_dir = Path(sql_dir or settings.SQL_DIR)
+    found: dict[str, Model] = {}
+    for layer in settings.LAYERS:
+        for path in sorted((sql_dir / layer).glob("*.sql")):
+            model = _parse(path, layer)
+            if model.name in found:
+                raise ModelDefinitionError(f"{path}: model name {model.name!r} also in {found[model.name].path}")
+            found[model.name] = model
+    if not found:
+        raise ModelDefinitionError(f"no models found under {sql_dir}")
+    for model in found.values():
+        for ref in model.refs:
+            if ref not in found:
+                raise ModelDefinitionError(f"{model.path}: ref({ref!r}) names no model")
+            if settings.LAYERS.index(found[ref].layer) > settings.LAYERS.index(model.layer):
+                raise ModelDefinitionError(f"{model.path}: reads {ref!r} from a later layer ({found[ref].layer})")
+    sorter = graphlib.TopologicalSorter({m.name: m.refs for m in found.values()})
+    try:
+        order = list(sorter.static_order())
+    except graphlib.CycleError as exc:
+        raise ModelDefinitionError(f"models form a cycle: {' -> '.join(exc.args[1])}") from exc
+    return {name: found[name] for name in order}
+
+
+def sql_literal(value: dt.datetime | dt.date) -> str:
+    """A typed SQL literal for a date or an aware datetime (values come from Airflow, not from users)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
+        return f"'{value.astimezone(dt.UTC).isoformat()}'::timestamptz"
+    return f"'{value.isoformat()}'::date"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The run's data interval, [start, end), in UTC."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    @classmethod
+    def for_day(cls, day: dt.date) -> Interval:
+        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+        return cls(start, start + dt.timedelta(days=1))
+
+    @property
+    def day(self) -> dt.date:
+        return self.start.astimezone(dt.UTC).date()
+
+
+def render(
+    model: Model,
+    interval: Interval,
+    relation: Callable[[str], str],
+    raw_schema: str | None = None,
+) -> str:
+    """The model's SQL with refs (through ``relation``), sources and the interval filled in."""
+    raw_schema = raw_schema or settings.RAW_SCHEMA
+    return _ENV.from_string(model.template).render(
+        ref=relation,
+        source=lambda table: f"{raw_schema}.{table}",
+        config=lambda **_: "",
+        interval_start=sql_literal(interval.start),
+        interval_end=sql_literal(interval.end),
+        run_date=sql_literal(interval.day),
+    )

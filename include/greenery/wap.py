@@ -1,0 +1,135 @@
+"""Write-audit-publish: build in run-private schemas, validate there, publish atomically.
+
+A run writes every model into its own schemas (``_build_<day>_<hash>__<layer>``). Readers only use
+``staging``, ``intermediate`` and ``marts``. Publishing moves the run's tables into those schemas in
+one transaction under an advisory lock: a reader sees all of the previous run's tables or all of
+this run's, never a mix, never a missing table. A run that fails validation publishes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from greenery import settings
+from greenery.models import Model
+
+log = logging.getLogger(__name__)
+
+BUILD_PREFIX = "_build_"
+AUDIT_SCHEMA = "greenery_audit"
+# Any 64-bit constant shared by every publisher of this warehouse.
+PUBLISH_LOCK_KEY = 0x67726E7279  # "grnry"
+
+
+@dataclass(frozen=True)
+class Build:
+    """Where one run writes: a schema per layer, named after the run's day and id."""
+
+    run_id: str
+    day: dt.date
+
+    @property
+    def key(self) -> str:
+        digest = hashlib.sha1(self.run_id.encode(), usedforsecurity=False).hexdigest()[:8]
+        return f"{BUILD_PREFIX}{self.day:%Y%m%d}_{digest}"
+
+    def schema(self, layer: str) -> str:
+        return f"{self.key}__{layer}"
+
+    @property
+    def schema_of(self) -> dict[str, str]:
+        return {layer: self.schema(layer) for layer in settings.LAYERS}
+
+
+def table_exists(conn, schema: str, table: str) -> bool:
+    found = conn.execute("select to_regclass(%s)", (sql.Identifier(schema, table).as_string(conn),)).fetchone()
+    return found[0] is not None
+
+
+def prepare(conn, build: Build) -> None:
+    """Start a run's build from empty schemas (a rerun of the whole run starts clean too)."""
+    with conn.transaction():
+        for schema in build.schema_of.values():
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+
+
+def built_models(conn, models: Mapping[str, Model], build: Build) -> list[str]:
+    """The models this run has in its build schemas, in dependency order."""
+    return [name for name, m in models.items() if table_exists(conn, build.schema(m.layer), name)]
+
+
+def _ensure_audit(conn) -> None:
+    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(AUDIT_SCHEMA)))
+    conn.execute(
+        sql.SQL(
+            "create table if not exists {} ("
+            " run_id text not null, logical_date date not null, published_at timestamptz not null,"
+            " tables text[] not null)"
+        ).format(sql.Identifier(AUDIT_SCHEMA, "publish_log"))
+    )
+
+
+def last_published(conn) -> dict | None:
+    """The most recent publish (run id, day, time), or None when nothing was ever published."""
+    if not table_exists(conn, AUDIT_SCHEMA, "publish_log"):
+        return None
+    row = conn.execute(
+        sql.SQL("select run_id, logical_date, published_at from {} order by published_at desc limit 1").format(
+            sql.Identifier(AUDIT_SCHEMA, "publish_log")
+        )
+    ).fetchone()
+    return None if row is None else {"run_id": row[0], "logical_date": row[1].isoformat(), "published_at": row[2]}
+
+
+def publish(conn, models: Mapping[str, Model], build: Build) -> list[str]:
+    """Move the run's tables into the reader schemas, atomically; return the published relations."""
+    published = []
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
+        _ensure_audit(conn)
+        for name in built_models(conn, models, build):
+            model = models[name]
+            source = sql.Identifier(build.schema(model.layer), name)
+            target = sql.Identifier(model.layer, name)
+            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(model.layer)))
+            if model.materialized == "daily_partition":
+                # The build holds only the run's day: replace that day, keep the others.
+                conn.execute(sql.SQL("create table if not exists {} (like {} including all)").format(target, source))
+                conn.execute(
+                    sql.SQL("delete from {} where {} = %s").format(target, sql.Identifier(model.partition_by)),
+                    (build.day,),
+                )
+                conn.execute(sql.SQL("insert into {} select * from {}").format(target, source))
+            else:
+                conn.execute(sql.SQL("drop table if exists {}").format(target))
+                conn.execute(sql.SQL("alter table {} set schema {}").format(source, sql.Identifier(model.layer)))
+            published.append(model.relation)
+        conn.execute(
+            sql.SQL("insert into {} values (%s, %s, now(), %s)").format(sql.Identifier(AUDIT_SCHEMA, "publish_log")),
+            (build.run_id, build.day, published),
+        )
+    log.info("published %d tables of run %s (%s)", len(published), build.run_id, build.day)
+    return published
+
+
+def drop_other_builds(conn, keep: Build | None = None) -> list[str]:
+    """Drop the build schemas of earlier runs (runs are serialized, so none of them is in progress)."""
+    rows = conn.execute(
+        "select nspname from pg_namespace where nspname like %s order by nspname",
+        (BUILD_PREFIX.replace("_", r"\_") + "%",),
+    ).fetchall()
+    keep_schemas = set(keep.schema_of.values()) if keep else set()
+    dropped = []
+    with conn.transaction():
+        for (schema,) in rows:
+            if schema not in keep_schemas:
+                conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(schema)))
+                dropped.append(schema)
+    return dropped

@@ -1,0 +1,120 @@
+"""Reaching the warehouse: the Airflow connection, or a throwaway embedded PostgreSQL.
+
+Everything talks to PostgreSQL through the Airflow connection ``greenery_warehouse``
+(``AIRFLOW_CONN_GREENERY_WAREHOUSE``), so the DAG, the CLI and the tests share one configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from greenery import settings
+
+log = logging.getLogger(__name__)
+
+
+class WarehouseUnavailableError(RuntimeError):
+    """The warehouse cannot be reached; the message says which connection and why."""
+
+
+def conn_env_var(conn_id: str = settings.WAREHOUSE_CONN_ID) -> str:
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def connect(conn_id: str | None = None):
+    """A psycopg connection (autocommit off) through the Airflow connection ``conn_id``."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    conn_id = conn_id or settings.WAREHOUSE_CONN_ID
+    try:
+        return PostgresHook(postgres_conn_id=conn_id).get_conn()
+    except Exception as exc:
+        raise WarehouseUnavailableError(
+            f"cannot connect to the warehouse through Airflow connection {conn_id!r} "
+            f"(set it in the UI or with {conn_env_var(conn_id)}): {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def connection_json(url: str) -> str:
+    """An Airflow connection (JSON form) for a libpq URL; a ``host`` query parameter may be a socket dir."""
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    host = query.pop("host", None) or parts.hostname or ""
+    conn = {
+        "conn_type": "postgres",
+        "host": unquote(host),
+        "login": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "schema": parts.path.lstrip("/") or "postgres",
+    }
+    if parts.port:
+        conn["port"] = parts.port
+    if query:
+        conn["extra"] = query
+    return json.dumps(conn)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A private PostgreSQL server from the ``pgserver`` wheel: no Docker, no system packages."""
+
+    data_dir: Path
+    cleanup: str = "stop"
+
+    def __post_init__(self) -> None:
+        import pgserver  # a heavy import only needed when no warehouse is configured
+
+        self.data_dir = Path(self.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.data_dir, cleanup_mode=self.cleanup)
+
+    def url(self, database: str = "postgres") -> str:
+        # pgserver listens on a unix socket in its data directory.
+        return f"postgresql://postgres:@/{database}?host={self.data_dir}"
+
+    def create_database(self, name: str) -> str:
+        return create_database(self.url(), name)
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """(Re)create database ``name`` on the server of ``admin_url``; return a URL for it."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    parts = urlsplit(admin_url)
+    return parts._replace(path=f"/{name}").geturl()
+
+
+def use_url(url: str, conn_id: str | None = None) -> None:
+    """Point the Airflow connection ``conn_id`` at ``url`` for this process and its children."""
+    os.environ[conn_env_var(conn_id or settings.WAREHOUSE_CONN_ID)] = connection_json(url)
+
+
+def sqlalchemy_url(conn_id: str | None = None) -> str:
+    """The SQLAlchemy URL (psycopg 3 driver) of the Airflow connection, for Great Expectations."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from sqlalchemy.engine import URL
+
+    conn = PostgresHook.get_connection(conn_id or settings.WAREHOUSE_CONN_ID)
+    query = {"host": conn.host} if conn.host and conn.host.startswith("/") else {}
+    url = URL.create(
+        "postgresql+psycopg",
+        username=conn.login or None,
+        password=conn.password or None,
+        host=None if query else conn.host or None,
+        port=conn.port or None,
+        database=conn.schema or None,
+        query={**query, **{k: str(v) for k, v in conn.extra_dejson.items() if k in ("sslmode", "options")}},
+    )
+    return url.render_as_string(hide_password=False)

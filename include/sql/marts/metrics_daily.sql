@@ -1,0 +1,81 @@
+{{ config(materialized='daily_partition', partition_by='as_of_date', unique_key='as_of_date') }}
+
+-- The business answers as known at the end of the run's day: only rows created before interval_end.
+with
+
+users as (
+    select * from {{ ref('stg_postgres__users') }}
+    where created_at < {{ interval_end }}
+),
+
+orders as (
+    select * from {{ ref('fact_orders') }}
+    where created_at < {{ interval_end }}
+),
+
+events as (
+    select * from {{ ref('stg_postgres__events') }}
+    where created_at < {{ interval_end }}
+),
+
+orders_per_user as (
+    select
+        user_id,
+        count(*) as order_count
+    from orders
+    group by user_id
+),
+
+buyers as (
+    select
+        count(*) as buyers,
+        count(*) filter (where order_count >= 2) as repeat_buyers
+    from orders_per_user
+),
+
+sessions as (
+    select
+        count(distinct session_id) as sessions,
+        count(distinct session_id) filter (where event_type = 'checkout') as sessions_with_checkout
+    from events
+),
+
+orders_per_hour as (
+    select count(*)::numeric / nullif(count(distinct date_trunc('hour', created_at)), 0) as avg_orders_per_hour
+    from orders
+),
+
+deliveries as (
+    select round(avg(days_to_deliver), 4) as avg_delivery_days
+    from orders
+    where days_to_deliver is not null
+),
+
+sessions_in_hour as (
+    select
+        date_trunc('hour', created_at) as event_hour,
+        count(distinct session_id) as sessions
+    from events
+    group by event_hour
+),
+
+final as (
+    select
+        {{ run_date }} as as_of_date,
+        (select count(*) from users) as users,
+        buyers.buyers,
+        buyers.repeat_buyers,
+        round(buyers.repeat_buyers::numeric / nullif(buyers.buyers, 0), 4) as repeat_rate,
+        sessions.sessions,
+        sessions.sessions_with_checkout,
+        round(sessions.sessions_with_checkout::numeric / nullif(sessions.sessions, 0), 4) as conversion_rate,
+        round(orders_per_hour.avg_orders_per_hour, 4) as avg_orders_per_hour,
+        (select round(avg(sessions), 4) from sessions_in_hour) as avg_sessions_per_hour,
+        deliveries.avg_delivery_days
+    from buyers
+    cross join sessions
+    cross join orders_per_hour
+    cross join deliveries
+)
+
+select * from final

@@ -1,0 +1,84 @@
+"""Session set-up shared by all tests.
+
+- Airflow gets a private home (SQLite metadata DB) before anything imports it.
+- PostgreSQL: the server named by ``GREENERY_TEST_POSTGRES_URL`` if set, else an embedded one
+  (``pgserver`` wheel) started for this session. Each test that asks for ``warehouse_url`` gets a
+  fresh database, exposed to Airflow as ``AIRFLOW_CONN_GREENERY_WAREHOUSE``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="greenery-tests-"))
+os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+os.environ.pop("AIRFLOW_CONN_GREENERY_WAREHOUSE", None)
+# Read when the DAG is parsed: keep the alert task's retries short in tests.
+os.environ["GREENERY_ALERT_RETRIES"] = "2"
+os.environ["GREENERY_ALERT_RETRY_DELAY_SECONDS"] = "1"
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+REAL_GREENERY = Path(os.environ.get("GREENERY_REAL_DATA", PROJECT_DIR.parent / "shared" / "greenery"))
+
+_db_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    external = os.environ.get("GREENERY_TEST_POSTGRES_URL")
+    if external:
+        yield external
+        return
+    from greenery.warehouse import EmbeddedPostgres
+
+    server = EmbeddedPostgres(_SESSION_DIR / "pg")
+    yield server.url()
+    server.stop()
+
+
+@pytest.fixture
+def warehouse_url(pg_admin_url, monkeypatch):
+    """A fresh, empty database; the Airflow connection greenery_warehouse points at it."""
+    from greenery import warehouse
+
+    url = warehouse.create_database(pg_admin_url, f"greenery_test_{os.getpid()}_{next(_db_names)}")
+    monkeypatch.setenv(warehouse.conn_env_var(), warehouse.connection_json(url))
+    return url
+
+
+@pytest.fixture
+def db(warehouse_url):
+    import psycopg
+
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def airflow_dag():
+    """The greenery_daily DAG, loaded under a migrated private Airflow home."""
+    from greenery import local_airflow
+
+    local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
+    return local_airflow.load_dag()
+
+
+@pytest.fixture(scope="session")
+def real_greenery() -> Path:
+    if not (REAL_GREENERY / "orders.csv").is_file():
+        pytest.skip(f"the real Greenery dataset is not at {REAL_GREENERY}")
+    return REAL_GREENERY
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)

@@ -1,0 +1,32 @@
+"""Small SQL helpers for assertions (kept out of the product: the product checks data with GX)."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+
+def duplicate_keys(conn, relation: str, key: tuple[str, ...]) -> int:
+    """Rows whose key is NULL or shared with another row."""
+    schema, table = relation.split(".")
+    cols = sql.SQL(", ").join(map(sql.Identifier, key))
+    nulls = sql.SQL(" or ").join(sql.SQL("{} is null").format(sql.Identifier(c)) for c in key)
+    query = sql.SQL(
+        "select (select count(*) from {t} where {nulls})"
+        " + (select coalesce(sum(n), 0) from (select count(*) as n from {t} group by {cols} having count(*) > 1) d)"
+    ).format(t=sql.Identifier(schema, table), nulls=nulls, cols=cols)
+    return int(conn.execute(query).fetchone()[0])
+
+
+def table_hash(conn, relation: str) -> str:
+    """An order-independent digest of a table's content."""
+    schema, table = relation.split(".")
+    query = sql.SQL(
+        "select md5(coalesce(string_agg(r, '|' order by r), '')) from (select t::text as r from {} t) s"
+    ).format(sql.Identifier(schema, table))
+    return conn.execute(query).fetchone()[0]
+
+
+def rows(conn, query: str, params=None) -> list[dict]:
+    cur = conn.execute(query, params)
+    names = [c.name for c in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

@@ -1,0 +1,75 @@
+"""Validation gates the run and pages Slack: the whole DAG through Airflow, real PostgreSQL, real GX,
+and a real local HTTP server standing in for Slack."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import psycopg
+import pytest
+from slack_server import slack_server  # noqa: F401 - fixture
+
+from greenery import local_airflow, raw
+
+pytestmark = [pytest.mark.db, pytest.mark.integration]
+
+DAY = dt.date(2021, 2, 12)
+DUPLICATED_ORDER = "8329a65b-7ddf-4250-aeee-bd625f8a401a"
+
+
+@pytest.fixture
+def loaded(warehouse_url, real_greenery, slack_server, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", slack_server.webhook_conn_json())
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        raw.load_dir(conn, real_greenery)
+        yield conn
+
+
+def states(dag_run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+def alert_text(recorded) -> str:
+    return json.dumps(recorded.body)
+
+
+def test_clean_data_takes_the_success_path_and_sends_nothing(airflow_dag, loaded, slack_server):  # noqa: F811
+    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+    s = states(dag_run)
+    assert dag_run.state == "success", s
+    assert (s["validate"], s["all_checks_passed"], s["alert_slack"], s["quality_gate"]) == (
+        "success",
+        "success",
+        "skipped",
+        "success",
+    )
+    assert slack_server.requests == []
+
+
+def test_a_duplicated_order_pages_on_call_and_ends_red(airflow_dag, loaded, slack_server):  # noqa: F811
+    loaded.execute("insert into raw.orders select * from raw.orders where order_id = %s", (DUPLICATED_ORDER,))
+    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+    s = states(dag_run)
+    assert dag_run.state == "failed"
+    assert (s["alert_slack"], s["all_checks_passed"], s["quality_gate"]) == ("success", "skipped", "failed")
+    [post] = slack_server.webhook_posts()
+    text = alert_text(post)
+    assert "stg_postgres__orders" in text
+    assert "expect_column_values_to_be_unique" in text
+    assert DUPLICATED_ORDER in text
+    assert str(DAY) in text and "greenery_daily" in text
+    assert "airflow tasks clear" in text
+    assert len(post.body["blocks"]) <= 50
+
+
+def test_slack_answering_500_retries_then_fails_the_alert_task(airflow_dag, loaded, slack_server):  # noqa: F811
+    loaded.execute("insert into raw.orders select * from raw.orders where order_id = %s", (DUPLICATED_ORDER,))
+    slack_server.respond(500, "internal_error", times=10)
+    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+    s = states(dag_run)
+    assert dag_run.state == "failed"
+    assert s["alert_slack"] == "failed"
+    [alert_ti] = [ti for ti in dag_run.get_task_instances() if ti.task_id == "alert_slack"]
+    assert alert_ti.try_number == airflow_dag.get_task("alert_slack").retries + 1
+    assert len(slack_server.webhook_posts()) == alert_ti.try_number

@@ -1,0 +1,139 @@
+"""The task graph is derived from the SQL: check it against what the files say, written out by hand."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from greenery import models, settings
+
+# Written from reading include/sql; if a model's refs change, this table must change with it.
+EXPECTED_REFS = {
+    "stg_postgres__addresses": set(),
+    "stg_postgres__events": set(),
+    "stg_postgres__order_items": set(),
+    "stg_postgres__orders": set(),
+    "stg_postgres__products": set(),
+    "stg_postgres__promos": set(),
+    "stg_postgres__users": set(),
+    "int_order_items": {"stg_postgres__order_items", "stg_postgres__products"},
+    "int_orders": {"stg_postgres__orders", "stg_postgres__promos", "int_order_items"},
+    "int_user_sessions": {"stg_postgres__events"},
+    "int_user_product_sessions": {"stg_postgres__events", "stg_postgres__order_items"},
+    "dim_users": {"stg_postgres__users", "stg_postgres__addresses"},
+    "dim_products": {"stg_postgres__products"},
+    "fact_orders": {"int_orders"},
+    "fact_order_items": {"int_order_items"},
+    "fact_user_orders": {"int_orders"},
+    "fact_product": {"stg_postgres__products", "int_order_items", "int_user_product_sessions"},
+    "fact_product_sessions_daily": {"stg_postgres__events", "stg_postgres__order_items"},
+    "metrics_daily": {"stg_postgres__users", "fact_orders", "stg_postgres__events"},
+}
+
+
+def test_refs_match_the_sql():
+    found = models.discover()
+    assert {name: set(m.refs) for name, m in found.items()} == EXPECTED_REFS
+
+
+def test_order_puts_every_model_after_what_it_reads():
+    order = list(models.discover())
+    for name, refs in EXPECTED_REFS.items():
+        assert all(order.index(r) < order.index(name) for r in refs), name
+
+
+def test_layers_and_sources():
+    found = models.discover()
+    assert {m.layer for m in found.values() if m.name.startswith("stg_postgres__")} == {"staging"}
+    assert {m.name for m in found.values() if m.layer == "marts"} >= {
+        "dim_users",
+        "dim_products",
+        "fact_orders",
+        "fact_order_items",
+        "fact_user_orders",
+        "fact_product",
+        "fact_product_sessions_daily",
+        "metrics_daily",
+    }
+    # Each staging model reads exactly the raw table it is named after.
+    for m in found.values():
+        if m.layer == "staging":
+            assert m.sources == (m.name.removeprefix("stg_postgres__"),)
+        else:
+            assert m.sources == ()
+
+
+def test_every_model_declares_a_primary_key():
+    for m in models.discover().values():
+        assert m.unique_key, f"{m.path} has no config(unique_key=...)"
+
+
+def test_daily_models_are_partitioned_by_day():
+    found = models.discover()
+    assert found["metrics_daily"].partition_by == "as_of_date"
+    assert found["fact_product_sessions_daily"].partition_by == "date"
+    assert {m.name for m in found.values() if m.materialized == "daily_partition"} == {
+        "metrics_daily",
+        "fact_product_sessions_daily",
+    }
+
+
+@pytest.fixture
+def sql_copy(tmp_path):
+    target = tmp_path / "sql"
+    shutil.copytree(settings.SQL_DIR, target)
+    return target
+
+
+def test_a_new_model_file_wires_itself_in(sql_copy):
+    (sql_copy / "marts" / "fact_orders_by_state.sql").write_text(
+        "{{ config(unique_key='state') }}\n"
+        "select u.state, count(*) as orders\n"
+        "from {{ ref('fact_orders') }} o join {{ ref('dim_users') }} u using (user_id)\n"
+        "group by u.state\n"
+    )
+    found = models.discover(sql_copy)
+    assert set(found["fact_orders_by_state"].refs) == {"fact_orders", "dim_users"}
+    assert list(found).index("fact_orders_by_state") > list(found).index("fact_orders")
+
+
+@pytest.mark.parametrize(
+    ("layer", "text", "message"),
+    [
+        ("marts", "select * from {{ ref('no_such_model') }}", "names no model"),
+        ("staging", "select * from {{ ref('fact_orders') }}", "later layer"),
+        ("marts", "{{ config(materialized='view') }} select 1", "materialized='view'"),
+        ("marts", "{{ config(materialized='daily_partition') }} select 1", "partition_by"),
+        ("marts", "select * from {{ ref(some_variable) }}", "must be literals"),
+        ("marts", "select {{ ", "unexpected"),
+    ],
+)
+def test_bad_model_files_are_reported_with_their_path(sql_copy, layer, text, message):
+    bad = sql_copy / layer / "bad_model.sql"
+    bad.write_text(text)
+    with pytest.raises(models.ModelDefinitionError, match=message) as err:
+        models.discover(sql_copy)
+    assert "bad_model" in str(err.value)
+
+
+def test_cycles_are_rejected(sql_copy):
+    (sql_copy / "marts" / "a_model.sql").write_text("select * from {{ ref('b_model') }}")
+    (sql_copy / "marts" / "b_model.sql").write_text("select * from {{ ref('a_model') }}")
+    with pytest.raises(models.ModelDefinitionError, match="cycle"):
+        models.discover(sql_copy)
+
+
+def test_render_fills_refs_sources_and_interval():
+    import datetime as dt
+
+    found = models.discover()
+    sql_text = models.render(
+        found["metrics_daily"], models.Interval.for_day(dt.date(2021, 2, 12)), lambda n: f"s.{n}", "landing"
+    )
+    assert "s.fact_orders" in sql_text and "{{" not in sql_text
+    assert "'2021-02-13T00:00:00+00:00'::timestamptz" in sql_text
+    assert "'2021-02-12'::date as as_of_date" in sql_text
+    day = models.Interval.for_day(dt.date(2021, 2, 12))
+    staging = models.render(found["stg_postgres__orders"], day, str, "landing")
+    assert "from landing.orders" in staging

@@ -1,0 +1,456 @@
+"""Slack alert payloads and their delivery through real Airflow connections to a local fake Slack."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from slack_server import API_TOKEN, WEBHOOK_SECRET, conn_env_var, slack_server  # noqa: F401
+
+from greenery.slack_alert import SlackDeliveryError, build_alert, build_summary_message, send
+
+LOG_URL = "http://localhost:8080/dags/greenery_daily/runs/scheduled__2021-02-12T00:00:00+00:00/tasks/validate?try=1"
+DOCS_URL = "file:///opt/airflow/gx/uncommitted/data_docs/local_site/index.html"
+CLEAR_CMD = "airflow tasks clear greenery_daily -s 2021-02-12 -e 2021-02-12 -y"
+
+ORDERS_UNIQUE = {
+    "suite": "stg_postgres__orders",
+    "table": "staging.stg_postgres__orders",
+    "column": "order_id",
+    "expectation": "expect_column_values_to_be_unique",
+    "severity": "critical",
+    "description": "order_id is the primary key",
+    "observed_value": None,
+    "unexpected_count": 2,
+    "sample_keys": ["8329a65b-6b6f-4a38-9ab6-b0a2a9b0b8c1", "8329a65b-6b6f-4a38-9ab6-b0a2a9b0b8c1"],
+    "error": None,
+}
+PROMO_WARNING = {
+    "suite": "stg_postgres__promos",
+    "table": "staging.stg_postgres__promos",
+    "column": "discount",
+    "expectation": "expect_column_values_to_be_between",
+    "severity": "warning",
+    "description": None,
+    "observed_value": None,
+    "unexpected_count": 1,
+    "sample_keys": [],
+    "error": None,
+}
+ROWCOUNT_WARNING = {
+    "suite": "fact_orders",
+    "table": "marts.fact_orders",
+    "column": None,
+    "expectation": "expect_table_row_count_to_be_between",
+    "severity": "warning",
+    "description": "daily volume within the usual range",
+    "observed_value": 12,
+    "unexpected_count": None,
+    "sample_keys": [],
+    "error": None,
+}
+SUMMARY = {
+    "dag_id": "greenery_daily",
+    "run_id": "scheduled__2021-02-12T00:00:00+00:00",
+    "logical_date": "2021-02-12",
+    "evaluated": 240,
+    "failed_critical": 1,
+    "failed_warning": 2,
+    "blocking": True,
+    "suites": [
+        {
+            "suite": "stg_postgres__orders",
+            "table": "staging.stg_postgres__orders",
+            "evaluated": 14,
+            "failed_critical": 1,
+            "failed_warning": 0,
+        },
+        {
+            "suite": "stg_postgres__promos",
+            "table": "staging.stg_postgres__promos",
+            "evaluated": 6,
+            "failed_critical": 0,
+            "failed_warning": 1,
+        },
+        {
+            "suite": "fact_orders",
+            "table": "marts.fact_orders",
+            "evaluated": 9,
+            "failed_critical": 0,
+            "failed_warning": 1,
+        },
+        {"suite": "dim_users", "table": "marts.dim_users", "evaluated": 11, "failed_critical": 0, "failed_warning": 0},
+    ],
+    # warnings first on purpose: the alert must put critical failures first
+    "failures": [PROMO_WARNING, ROWCOUNT_WARNING, ORDERS_UNIQUE],
+    "data_docs_url": DOCS_URL,
+}
+
+
+def summary(**changes):
+    s = copy.deepcopy(SUMMARY)
+    s.update(changes)
+    return s
+
+
+def failure(i: int, severity: str = "critical") -> dict:
+    return {**ORDERS_UNIQUE, "column": f"col_{i}", "severity": severity, "sample_keys": [f"key-{i}"]}
+
+
+def texts(payload: dict) -> list[str]:
+    """Every text a reader can see: the fallback text and all block texts."""
+    out = [payload["text"]]
+    for block in payload["blocks"]:
+        if "text" in block:
+            out.append(block["text"]["text"])
+        out += [e["text"] for e in block.get("elements", []) if "text" in e]
+        out += [f["text"] for f in block.get("fields", [])]
+    return out
+
+
+def visible(payload: dict) -> str:
+    return "\n".join(texts(payload))
+
+
+def failure_blocks(payload: dict) -> list[dict]:
+    return [b for b in payload["blocks"] if b.get("block_id", "").startswith("failure-")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_imports():
+    """Airflow's SDK costs ~3 s to import once per process; keep it out of the per-test timings."""
+    import airflow.providers.slack.hooks.slack
+    import airflow.providers.slack.hooks.slack_webhook
+    import airflow.sdk  # noqa: F401
+
+
+@pytest.fixture
+def webhook_conn(slack_server, monkeypatch):  # noqa: F811
+    monkeypatch.setenv(conn_env_var("slack_alerts"), slack_server.webhook_conn_json())
+    return "slack_alerts"
+
+
+@pytest.fixture
+def api_conn(slack_server, monkeypatch):  # noqa: F811
+    monkeypatch.setenv(conn_env_var("slack_api"), slack_server.api_conn_json())
+    return "slack_api"
+
+
+# --- payload content ---------------------------------------------------------------------------------------
+
+
+def test_blocking_alert_names_the_failure_and_is_delivered_through_the_webhook(slack_server, webhook_conn):  # noqa: F811
+    payload = build_alert(SUMMARY, log_url=LOG_URL, docs_url=None)
+
+    header = payload["blocks"][0]
+    assert header["type"] == "header"
+    assert header["text"]["text"] == "🔴 greenery_daily: data checks failed"
+    body = visible(payload)
+    for expected in (
+        "greenery_daily",
+        "2021-02-12",
+        "scheduled__2021-02-12T00:00:00+00:00",
+        "*Checks evaluated:* 240 · *failed critical:* 1 · *failed warning:* 2",
+        "`staging.stg_postgres__orders` · column `order_id`",
+        "`expect_column_values_to_be_unique` — order_id is the primary key",
+        "unexpected: *2*",
+        "`8329a65b-6b6f-4a38-9ab6-b0a2a9b0b8c1`",
+        # links: the log as a link (& escaped), file:// Data Docs from the summary shown as code
+        "<http://localhost:8080/dags/greenery_daily/runs/scheduled__2021-02-12T00:00:00+00:00/tasks/validate?try=1"
+        "|Task log>",
+        f"Data Docs: `{DOCS_URL}`",
+        f"Fix the source data, then clear the run: `{CLEAR_CMD}`",
+        "Clear in the UI: Grid → run 2021-02-12 → Clear",
+    ):
+        assert expected in body, expected
+    assert "unexpected: *1*" in body  # the promo warning
+    assert "observed: `12`" in body  # the row count warning
+
+    # critical first, then the warnings in their original order
+    failures = failure_blocks(payload)
+    assert [b["text"]["text"].split("\n")[0][:1] for b in failures] == ["🔴", "🟡", "🟡"]
+    assert "order_id" in failures[0]["text"]["text"]
+    assert "discount" in failures[1]["text"]["text"]
+    assert "expect_column_values_to_be_unique" in payload["text"]
+    assert "… and" not in body
+
+    send(payload, webhook_conn)
+
+    [request] = slack_server.requests
+    assert request.path.endswith(WEBHOOK_SECRET)
+    assert request.headers["Content-Type"].startswith("application/json")
+    assert request.body == payload  # the real JSON payload, blocks included, as Slack would get it
+
+
+def test_warning_only_alert_uses_the_warning_header():
+    payload = build_alert(
+        summary(blocking=False, failed_critical=0, failures=[PROMO_WARNING, ROWCOUNT_WARNING]),
+        log_url=None,
+        docs_url=None,
+    )
+    assert payload["blocks"][0]["text"]["text"] == "🟡 greenery_daily: data check warnings"
+    assert payload["text"].startswith("🟡 greenery_daily: data check warnings")
+    assert "🔴" not in visible(payload)
+    assert "Task log" not in visible(payload)  # no log link when none is given
+
+
+def test_links_only_when_given_and_docs_argument_wins():
+    payload = build_alert(summary(data_docs_url=None), log_url=None, docs_url="https://docs.example.com/gx/index.html")
+    body = visible(payload)
+    assert "<https://docs.example.com/gx/index.html|Data Docs>" in body
+    assert "Task log" not in body
+
+    payload = build_alert(summary(data_docs_url=None), log_url=None, docs_url=None)
+    assert "Data Docs" not in visible(payload)
+    assert CLEAR_CMD in visible(payload)  # rerun instructions are always there
+
+
+def test_run_without_logical_date_is_cleared_by_run_id():
+    payload = build_alert(
+        summary(logical_date=None, run_id="asset_triggered__2021-02-12T06:00:00"), log_url=None, docs_url=None
+    )
+    body = visible(payload)
+    assert "`airflow dags clear greenery_daily --run-id asset_triggered__2021-02-12T06:00:00 -y`" in body
+    assert "Grid → run asset_triggered__2021-02-12T06:00:00 → Clear" in body
+
+
+def test_many_failures_fit_slack_limits_with_an_and_more_line():
+    failures = [failure(i, "warning") for i in range(150)] + [failure(i) for i in range(150, 200)]
+    payload = build_alert(
+        summary(failures=failures, failed_critical=50, failed_warning=150), log_url=LOG_URL, docs_url=DOCS_URL
+    )
+
+    blocks = payload["blocks"]
+    assert len(blocks) <= 50
+    assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section")
+    assert len(blocks[0]["text"]["text"]) <= 150
+    assert len(payload["text"]) <= 3000
+    shown = failure_blocks(payload)
+    assert 30 <= len(shown) < 200
+    # the 50 critical ones come first
+    assert all(b["text"]["text"].startswith("🔴") for b in shown)
+    more = re.findall(r"… and (\d+) more failing checks \(see Data Docs\)", visible(payload))
+    assert more == [str(200 - len(shown))]
+    # the links and the rerun instructions survive the cut
+    assert CLEAR_CMD in blocks[-1]["text"]["text"]
+    assert len({b.get("block_id") for b in blocks if "block_id" in b}) == len([b for b in blocks if "block_id" in b])
+
+
+def test_huge_values_are_cut_to_slack_limits_without_breaking_escapes():
+    long_error = "bad & worse <> " * 2000
+    f = {**ORDERS_UNIQUE, "error": long_error, "description": "d" * 5000, "sample_keys": [f"k{i}" for i in range(50)]}
+    payload = build_alert(summary(dag_id="greenery_" + "x" * 300, failures=[f] * 3), log_url=None, docs_url=None)
+
+    assert len(payload["blocks"][0]["text"]["text"]) <= 150
+    assert len(payload["text"]) <= 3000
+    for block in failure_blocks(payload):
+        text = block["text"]["text"]
+        assert len(text) <= 3000
+        assert "&amp; worse &lt;&gt;" in text
+        assert not re.search(r"&(?!amp;|lt;|gt;)", text), "an escape was cut in half"
+        assert text.count("```") % 2 == 0
+        assert "`k4`" in text and "`k5`" not in text and "(+45 more)" in text  # at most 5 sample keys
+
+
+def test_values_are_escaped_for_mrkdwn():
+    f = {**ORDERS_UNIQUE, "description": "<!channel> a < b & c > d", "sample_keys": ["<@U123>"]}
+    body = visible(build_alert(summary(failures=[f]), log_url=None, docs_url=None))
+    assert "&lt;!channel&gt; a &lt; b &amp; c &gt; d" in body
+    assert "`&lt;@U123&gt;`" in body
+    assert "<!channel>" not in body and "<@U123>" not in body
+
+
+def test_credentials_in_error_messages_are_redacted():
+    error = (
+        "connection to server failed: postgresql://etl:s3cret@db:5432/x; also posting to "
+        "https://hooks.slack.com/services/T0001/B0001/AbCdEfGhIjKlMnOpQrStUvWx with xoxb-1234-5678-abcdefSECRET "
+        "and host=db password=hunter2 user=etl"
+    )
+    f = {**ORDERS_UNIQUE, "error": error, "description": "see https://admin:pa55word@grafana.example.com/d/1"}
+    payload = build_alert(summary(failures=[f]), log_url=None, docs_url=None)
+    raw = json.dumps(payload, ensure_ascii=False)
+
+    for secret in ("s3cret", "AbCdEfGhIjKlMnOpQrStUvWx", "T0001/B0001", "abcdefSECRET", "hunter2", "pa55word"):
+        assert secret not in raw, secret
+    body = visible(payload)
+    assert "postgresql://***@db:5432/x" in body  # still says where it failed
+    assert "hooks.slack.com/services/***" in body
+    assert "could not be evaluated" in body
+
+
+def test_publish_status_and_quarantine_counts_appear():
+    payload = build_alert(
+        summary(
+            published=False,
+            serving_run="2021-02-11",
+            quarantined={"stg_postgres__orders": 1, "stg_postgres__events": 1234},
+        ),
+        log_url=None,
+        docs_url=None,
+    )
+    body = visible(payload)
+    assert "Marts not published; still serving the run of 2021-02-11" in body
+    assert "*Quarantined rows* (1,235): `stg_postgres__orders`: 1, `stg_postgres__events`: 1,234" in body
+    assert "still serving the run of 2021-02-11" in payload["text"]
+
+    body = visible(build_alert(summary(published=False, serving_run=None), log_url=None, docs_url=None))
+    assert "Marts not published; nothing published yet" in body
+    assert "Quarantined" not in body
+
+    body = visible(build_alert(summary(quarantined={}), log_url=None, docs_url=None))
+    assert "not published" not in body and "Quarantined" not in body
+
+
+def test_summary_message_reports_rows_checks_and_repeat_rate():
+    stats = {
+        "dag_id": "greenery_daily",
+        "logical_date": "2021-02-12",
+        "rows": {"marts.fact_orders": 361, "marts.dim_users": 130, "marts.fact_page_views": 20001},
+        "checks_passed": 240,
+        "checks_evaluated": 240,
+        "repeat_rate": 0.7984,
+        "quarantined": {"stg_postgres__orders": 2},
+    }
+    payload = build_summary_message(stats)
+    assert payload["blocks"][0]["type"] == "header"
+    assert payload["blocks"][0]["text"]["text"] == "📊 greenery_daily: state of the data, 2021-02-12"
+    body = visible(payload)
+    assert "✅ *Data checks:* 240/240 passed" in body
+    assert "*Repeat rate:* 79.8%" in body
+    rows = body[body.index("*Tables*") :]
+    assert rows.index("`marts.dim_users`: 130 rows") < rows.index("`marts.fact_orders`: 361 rows")
+    assert "`marts.fact_page_views`: 20,001 rows" in body
+    assert "`stg_postgres__orders`: 2" in body
+    assert "240/240 checks passed, 3 tables refreshed" in payload["text"]
+    assert len(payload["blocks"]) <= 50
+
+    payload = build_summary_message({**stats, "repeat_rate": None, "checks_passed": 238, "quarantined": None})
+    body = visible(payload)
+    assert "⚠️ *Data checks:* 238/240 passed" in body
+    assert "*Repeat rate:* n/a" in body
+    assert "Quarantined" not in body
+
+
+def test_module_import_is_light():
+    code = (
+        "import sys, greenery.slack_alert; "
+        "print(sorted(m for m in ('airflow', 'slack_sdk', 'great_expectations') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --- delivery ----------------------------------------------------------------------------------------------
+
+
+def test_api_token_connection_posts_to_the_channel(slack_server, api_conn):  # noqa: F811
+    payload = build_alert(SUMMARY, log_url=LOG_URL, docs_url=None)
+    send(payload, api_conn, channel="#data-oncall")
+
+    [call] = slack_server.api_calls("chat.postMessage")
+    assert call.headers["Authorization"] == f"Bearer {API_TOKEN}"
+    assert call.body["channel"] == "#data-oncall"
+    assert call.body["text"] == payload["text"]
+    assert call.body["blocks"] == payload["blocks"]
+
+
+def test_api_token_connection_without_channel_is_a_clear_error(slack_server, api_conn):  # noqa: F811
+    with pytest.raises(SlackDeliveryError, match=r"channel is required") as err:
+        send({"text": "hi"}, api_conn)
+    assert err.value.conn_id == "slack_api"
+    assert slack_server.requests == []
+
+
+def test_webhook_500_raises_promptly_without_retrying_or_leaking_the_url(slack_server, webhook_conn):  # noqa: F811
+    slack_server.respond(500, times=5)
+    started = time.monotonic()
+    with pytest.raises(SlackDeliveryError) as err:
+        send({"text": "hi"}, webhook_conn)
+    assert time.monotonic() - started < 2
+    assert err.value.status == 500
+    message = str(err.value)
+    assert "'slack_alerts'" in message and "HTTP 500" in message and "internal_error" in message
+    assert WEBHOOK_SECRET not in message and slack_server.webhook_url not in message
+    assert len(slack_server.requests) == 1  # slack_sdk did not retry: the Airflow task owns retries
+
+
+def test_webhook_429_is_not_retried_by_the_client(slack_server, webhook_conn):  # noqa: F811
+    slack_server.respond(429, headers={"Retry-After": "1"}, times=5)
+    started = time.monotonic()
+    with pytest.raises(SlackDeliveryError, match="HTTP 429") as err:
+        send({"text": "hi"}, webhook_conn)
+    assert time.monotonic() - started < 1
+    assert err.value.status == 429
+    assert len(slack_server.requests) == 1
+
+
+@pytest.mark.parametrize("kind", ["webhook", "api"])
+def test_dropped_connection_is_not_retried_by_the_client(slack_server, webhook_conn, api_conn, kind):  # noqa: F811
+    # slack_sdk's default ConnectionErrorRetryHandler would send this request twice
+    slack_server.respond(drop=True, times=5)
+    conn_id, channel = (webhook_conn, None) if kind == "webhook" else (api_conn, "#data-oncall")
+    with pytest.raises(SlackDeliveryError, match="RemoteDisconnected") as err:
+        send({"text": "hi"}, conn_id, channel=channel)
+    assert err.value.status is None
+    assert len(slack_server.requests) == 1
+
+
+def test_secret_of_the_connection_is_scrubbed_from_the_payload(slack_server, webhook_conn):  # noqa: F811
+    # a local webhook URL is not recognisable as a Slack webhook by pattern; send() still removes it
+    f = {**ORDERS_UNIQUE, "error": f"could not reach {slack_server.webhook_url}"}
+    send(build_alert(summary(failures=[f]), log_url=None, docs_url=None), webhook_conn)
+    [request] = slack_server.requests
+    assert WEBHOOK_SECRET not in request.raw.decode()
+    assert "could not reach ***" in request.raw.decode()
+
+
+def test_api_500_and_not_ok_answers_raise(slack_server, api_conn):  # noqa: F811
+    slack_server.respond(500, "upstream exploded", times=3)
+    started = time.monotonic()
+    with pytest.raises(SlackDeliveryError) as err:
+        send({"text": "hi"}, api_conn, channel="#data-oncall")
+    assert time.monotonic() - started < 2
+    assert err.value.status == 500
+    assert "HTTP 500" in str(err.value) and "upstream exploded" in str(err.value)
+    assert API_TOKEN not in str(err.value)
+    assert len(slack_server.requests) == 1
+
+    slack_server.reset()
+    slack_server.respond(200, {"ok": False, "error": "channel_not_found"})
+    with pytest.raises(SlackDeliveryError, match="channel_not_found") as err:
+        send({"text": "hi"}, api_conn, channel="#nope")
+    assert err.value.status == 200
+
+
+@pytest.mark.parametrize("kind", ["webhook", "api"])
+def test_unreachable_slack_raises(slack_server, monkeypatch, kind):  # noqa: F811
+    if kind == "webhook":
+        monkeypatch.setenv(conn_env_var("slack_alerts"), slack_server.webhook_conn_json(slack_server.unreachable_url()))
+        conn_id, channel = "slack_alerts", None
+    else:
+        base = slack_server.unreachable_url("/api/")
+        monkeypatch.setenv(conn_env_var("slack_api"), slack_server.api_conn_json(base_url=base))
+        conn_id, channel = "slack_api", "#data-oncall"
+    started = time.monotonic()
+    with pytest.raises(SlackDeliveryError) as err:
+        send({"text": "hi"}, conn_id, channel=channel)
+    assert time.monotonic() - started < 2
+    message = str(err.value)
+    assert f"{conn_id!r}" in message and "refused" in message.lower()
+    assert err.value.status is None
+    assert WEBHOOK_SECRET not in message and API_TOKEN not in message
+    assert slack_server.requests == []
+
+
+def test_unknown_connection_and_wrong_conn_type_raise(monkeypatch):
+    monkeypatch.delenv(conn_env_var("slack_missing"), raising=False)
+    with pytest.raises(SlackDeliveryError, match="'slack_missing' is not defined"):
+        send({"text": "hi"}, "slack_missing")
+    monkeypatch.setenv(conn_env_var("slack_http"), json.dumps({"conn_type": "http", "host": "example.com"}))
+    with pytest.raises(SlackDeliveryError, match="unsupported conn_type"):
+        send({"text": "hi"}, "slack_http")

@@ -1,0 +1,226 @@
+"""The Great Expectations suites of include/expectations: complete, passing on good data, biting on bad.
+
+Every suite is loaded *and run* here: on the real Greenery data (no failure, no warning), on the
+hand-built data of known_data.py (no critical failure), and on the real data with one defect injected
+into raw per case, where the summary must name the table, the expectation and the offending row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import known_data
+import psycopg
+import pytest
+
+from greenery import build, models, raw, settings, validation, warehouse
+
+pytestmark = pytest.mark.db
+
+MODELS = models.discover()
+SUITES = validation.load_suites(MODELS)
+DAYS = (dt.date(2021, 2, 11), dt.date(2021, 2, 12))
+
+# Rows of the real data that the defects below tamper with.
+ORDER = "8329a65b-7ddf-4250-aeee-bd625f8a401a"  # delivered, no promo, five order lines
+ORDER_LINE_PRODUCT = "fb0e8be7-5ac4-4a76-a1fa-2cc4bf0b2d80"
+PAGE_VIEW = "0007a1f6-0123-4ab3-bac3-6dfefa832975"
+
+
+def _build(url: str, load, defect: str | None = None, days=DAYS) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        load(conn)
+        if defect:
+            assert conn.execute(defect).rowcount == 1, defect
+        for day in days:
+            build.build_all(conn, MODELS, models.Interval.for_day(day))
+
+
+def _validate(tmp_path: Path, build_docs: bool = True) -> dict:
+    return validation.validate(
+        warehouse.sqlalchemy_url(), MODELS, SUITES, gx_dir=tmp_path / "gx", build_docs=build_docs
+    )
+
+
+def _brief(failures: list[dict]) -> list[tuple]:
+    return [(f["severity"], f["table"], f["expectation"], f["column"], f["description"], f["error"]) for f in failures]
+
+
+def _assert_every_suite_ran(summary: dict) -> None:
+    ran = {s["suite"]: s["evaluated"] for s in summary["suites"]}
+    assert set(ran) == set(MODELS), "every model's suite runs"
+    assert ran == {name: len(suite.expectations) for name, suite in SUITES.items()}, "every expectation evaluated"
+    assert summary["evaluated"] == sum(len(s.expectations) for s in SUITES.values())
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+# What may follow {batch} in a query: the end of a clause, never an alias (GX adds "AS subselect").
+BATCH_FOLLOWERS = {"", "where", "group", "having", "order", "limit", "union", "except", "intersect"}
+
+
+def test_every_model_has_exactly_one_suite_file():
+    files = {p.stem for p in Path(settings.EXPECTATIONS_DIR).glob("*.json")}
+    assert files == set(MODELS)
+    assert set(SUITES) == set(MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_suite_checks_the_full_primary_key(name):
+    key = MODELS[name].unique_key
+    assert key, f"{name} declares no config(unique_key=...)"
+    exps = SUITES[name].expectations
+
+    def unconditional(e):
+        return "row_condition" not in e["kwargs"] and "mostly" not in e["kwargs"] and e["severity"] == "critical"
+
+    if len(key) == 1:
+        assert any(
+            e["type"] == "expect_column_values_to_be_unique" and e["kwargs"]["column"] == key[0] and unconditional(e)
+            for e in exps
+        ), f"{name}: {key[0]} unique"
+    else:
+        assert any(
+            e["type"] == "expect_compound_columns_to_be_unique"
+            and set(e["kwargs"]["column_list"]) == set(key)
+            and len(e["kwargs"]["column_list"]) == len(key)
+            and unconditional(e)
+            for e in exps
+        ), f"{name}: {key} unique"
+    not_null = {
+        e["kwargs"]["column"] for e in exps if e["type"] == "expect_column_values_to_not_be_null" and unconditional(e)
+    }
+    assert set(key) <= not_null, f"{name}: every key column not null"
+
+
+def test_every_expectation_has_a_severity_and_a_description():
+    for name, suite in SUITES.items():
+        for e in suite.expectations:
+            assert e["severity"] in ("critical", "warning"), (name, e)
+            assert e.get("description"), (name, e["type"], e["kwargs"])
+
+
+def test_marts_have_an_exact_column_contract():
+    for name, model in MODELS.items():
+        if model.layer != "marts":
+            continue
+        contracts = [e for e in SUITES[name].expectations if e["type"] == "expect_table_columns_to_match_set"]
+        assert len(contracts) == 1 and contracts[0]["kwargs"]["exact_match"] is True, name
+        assert set(model.unique_key) <= set(contracts[0]["kwargs"]["column_set"]), name
+
+
+def test_queries_name_tables_through_ref_only():
+    for name, suite in SUITES.items():
+        for e in suite.expectations:
+            query = e["kwargs"].get("unexpected_rows_query")
+            if query is None:
+                continue
+            assert "{batch}" in query, (name, query)
+            # GX aliases {batch} itself; and in a query with JOIN it drops that alias, while the sample-key
+            # fetcher keeps it: queries use EXISTS / subqueries instead.
+            after = re.findall(r"\{batch\}\s*(\w*)", query)
+            assert all(word.lower() in BATCH_FOLLOWERS for word in after), f"{name}: alias after {{batch}}: {query}"
+            assert not re.search(r"\bjoin\b", query, re.IGNORECASE), (name, query)
+            for ref in re.findall(r"ref\('([^']+)'\)", query):
+                assert ref in MODELS, (name, ref)
+            schemas = (settings.RAW_SCHEMA, *settings.LAYERS)
+            assert not re.search(rf"\b({'|'.join(schemas)})\.", query), f"{name}: hard-coded schema in {query}"
+
+
+# ------------------------------------------------------------------------------------- clean data
+
+
+def test_real_data_passes_every_suite_without_a_warning(warehouse_url, real_greenery, tmp_path):
+    _build(warehouse_url, lambda conn: raw.load_dir(conn, real_greenery))
+    summary = _validate(tmp_path)
+    assert _brief(summary["failures"]) == []
+    assert (summary["failed_critical"], summary["failed_warning"], summary["blocking"]) == (0, 0, False)
+    _assert_every_suite_ran(summary)
+    assert Path(summary["data_docs_path"]).is_file()
+    assert Path(summary["data_docs_path"]) == validation.data_docs_index(tmp_path / "gx")
+
+
+def test_known_data_passes_every_critical_expectation(warehouse_url, tmp_path):
+    _build(warehouse_url, known_data.load)
+    summary = _validate(tmp_path)
+    assert [f for f in _brief(summary["failures"]) if f[0] == "critical" or f[5]] == []
+    assert summary["failed_critical"] == 0 and not summary["blocking"]
+    _assert_every_suite_ran(summary)
+    # The hand-built ids ("o-1", "u-1", ...) are not the source's UUIDs: the id-format warnings, and only they.
+    warnings = {(f["table"], f["column"]) for f in summary["failures"]}
+    assert warnings == {
+        ("staging.stg_postgres__addresses", "address_id"),
+        ("staging.stg_postgres__orders", "order_id"),
+        ("staging.stg_postgres__products", "product_id"),
+        ("staging.stg_postgres__users", "user_id"),
+    }
+    assert {f["expectation"] for f in summary["failures"]} == {"expect_column_values_to_match_regex"}
+
+
+# ---------------------------------------------------------------------------------------- defects
+
+DEFECTS = {
+    "duplicated order": (
+        f"insert into raw.orders select * from raw.orders where order_id = '{ORDER}'",
+        ("staging.stg_postgres__orders", "expect_column_values_to_be_unique", "order_id", ORDER),
+    ),
+    "order of an unknown user": (
+        f"update raw.orders set user_id = 'no-such-user' where order_id = '{ORDER}'",
+        ("staging.stg_postgres__orders", "unexpected_rows_expectation", "order's user exists", ORDER),
+    ),
+    "unknown event type": (
+        f"update raw.events set event_type = 'wishlist' where event_id = '{PAGE_VIEW}'",
+        ("staging.stg_postgres__events", "expect_column_values_to_be_in_set", "event_type", PAGE_VIEW),
+    ),
+    "order total off by 1.00": (
+        f"update raw.orders set order_total = order_total + 1.00 where order_id = '{ORDER}'",
+        ("marts.fact_orders", "unexpected_rows_expectation", "order_total =", ORDER),
+    ),
+    "delivered before created": (
+        f"update raw.orders set delivered_at = created_at - interval '1 hour' where order_id = '{ORDER}'",
+        ("staging.stg_postgres__orders", "expect_column_pair_values_a_to_be_greater_than_b", "delivered", ORDER),
+    ),
+    "negative quantity": (
+        f"update raw.order_items set quantity = -1 where order_id = '{ORDER}' and product_id = '{ORDER_LINE_PRODUCT}'",
+        ("staging.stg_postgres__order_items", "expect_column_values_to_be_between", "quantity", ORDER_LINE_PRODUCT),
+    ),
+    "page view without product": (
+        f"update raw.events set product_id = null where event_id = '{PAGE_VIEW}'",
+        ("staging.stg_postgres__events", "expect_column_values_to_not_be_null", "product_id", PAGE_VIEW),
+    ),
+    "paused promo": (
+        "update raw.promos set status = 'paused' where promo_id = 'task-force'",
+        ("staging.stg_postgres__promos", "expect_column_values_to_be_in_set", "promo_status", "task-force"),
+    ),
+}
+
+
+def _names(failure: dict, what: str) -> bool:
+    """A failure is the expected one by its column, or (unexpected_rows_expectation) its description."""
+    return failure["column"] == what or what in (failure["description"] or "")
+
+
+@pytest.mark.parametrize("case", list(DEFECTS))
+def test_one_defect_in_raw_fails_the_right_critical_expectation(case, warehouse_url, real_greenery, tmp_path):
+    defect, (table, expectation, what, key) = DEFECTS[case]
+    # One day is enough here: every suite still has rows (metrics_daily gets that day).
+    _build(warehouse_url, lambda conn: raw.load_dir(conn, real_greenery), defect, days=DAYS[-1:])
+    summary = _validate(tmp_path, build_docs=False)
+    _assert_every_suite_ran(summary)
+    assert summary["blocking"] and summary["failed_critical"] >= 1
+    assert [f for f in summary["failures"] if f["error"]] == [], "no expectation errored"
+    hits = [
+        f
+        for f in summary["failures"]
+        if f["table"] == table and f["expectation"] == expectation and f["severity"] == "critical" and _names(f, what)
+    ]
+    assert len(hits) == 1, _brief(summary["failures"])
+    assert hits[0]["unexpected_count"] >= 1
+    assert any(key in sample for sample in hits[0]["sample_keys"]), hits[0]["sample_keys"]
+    if case == "duplicated order":
+        # The key itself is the sample, and the duplicate cascades to every table keyed by order_id.
+        assert hits[0]["sample_keys"][0] == ORDER
+        cascaded = {f["table"] for f in summary["failures"] if f["expectation"] == expectation}
+        assert {"intermediate.int_orders", "marts.fact_orders"} <= cascaded

@@ -47,6 +47,12 @@ warnings alert but stay green.
 
 MODELS = model_files.discover()
 
+
+def _page_on_failure(context) -> None:
+    from greenery import quality
+
+    quality.on_task_failure(context)
+
 with DAG(
     dag_id="greenery_daily",
     description="Greenery raw data to validated analytics marts",
@@ -60,6 +66,7 @@ with DAG(
         "retry_delay": dt.timedelta(minutes=1),
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(minutes=10),
+        "on_failure_callback": _page_on_failure,
     },
     tags=["greenery", "marts", "daily"],
     doc_md=DOC_MD,
@@ -80,6 +87,20 @@ with DAG(
         for upstream in model.refs:
             tasks[upstream] >> tasks[name]
 
+    @task(task_id="check_source_freshness", retries=0)
+    def check_source_freshness(**context) -> dict:
+        """Raw must hold data for the run's day; otherwise alert and stop before building anything."""
+        from greenery import quality
+
+        return quality.check_source_freshness(context)
+
+    @task(task_id="prepare_build")
+    def prepare_build(**context) -> dict:
+        """Fresh run-private build schemas (write-audit-publish)."""
+        from greenery import quality
+
+        return quality.prepare_build(context)
+
     @task(task_id="validate", retries=1)
     def validate(**context) -> dict:
         """Run every suite of include/expectations in PostgreSQL; return the summary."""
@@ -87,8 +108,15 @@ with DAG(
 
         return quality.run_validation(context)
 
+    @task(task_id="publish")
+    def publish(summary: dict, **context) -> dict:
+        """Atomically swap the run's tables into staging/intermediate/marts, unless a critical check failed."""
+        from greenery import quality
+
+        return quality.publish(summary, context)
+
     @task.branch(task_id="route_on_failures")
-    def route_on_failures(summary: dict) -> str:
+    def route_on_failures(summary: dict, published: dict) -> str:
         from greenery import quality
 
         return quality.choose_branch(summary)
@@ -99,11 +127,11 @@ with DAG(
         retry_delay=dt.timedelta(seconds=float(os.environ.get("GREENERY_ALERT_RETRY_DELAY_SECONDS", "30"))),
         retry_exponential_backoff=True,
     )
-    def alert_slack(summary: dict) -> None:
+    def alert_slack(summary: dict, published: dict) -> None:
         """Page on-call in Slack (connection slack_alerts); fails loudly when Slack does not take it."""
         from greenery import quality
 
-        quality.send_alert(summary)
+        quality.send_alert(summary, published)
 
     @task(task_id="all_checks_passed")
     def all_checks_passed(summary: dict) -> bool:
@@ -120,6 +148,9 @@ with DAG(
         quality.gate(summary)
 
     summary = validate()
+    first = check_source_freshness() >> prepare_build()
+    first >> [tasks[name] for name, model in MODELS.items() if not model.refs]
     list(tasks.values()) >> summary
-    branch = route_on_failures(summary)
-    branch >> [alert_slack(summary), all_checks_passed(summary)] >> quality_gate(summary)
+    published = publish(summary)
+    branch = route_on_failures(summary, published)
+    branch >> [alert_slack(summary, published), all_checks_passed(summary)] >> quality_gate(summary)

@@ -26,7 +26,24 @@ os.environ["GREENERY_ALERT_RETRIES"] = "2"
 os.environ["GREENERY_ALERT_RETRY_DELAY_SECONDS"] = "1"
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-REAL_GREENERY = Path(os.environ.get("GREENERY_REAL_DATA", PROJECT_DIR.parent / "shared" / "greenery"))
+
+
+def _real_greenery_candidates() -> list[Path]:
+    """GREENERY_REAL_DATA, else ../shared/greenery beside this checkout or beside the repo it was cloned from."""
+    if os.environ.get("GREENERY_REAL_DATA"):
+        return [Path(os.environ["GREENERY_REAL_DATA"])]
+    found = [PROJECT_DIR.parent / "shared" / "greenery"]
+    import subprocess
+
+    origin = subprocess.run(
+        ["git", "-C", str(PROJECT_DIR), "config", "--get", "remote.origin.url"], capture_output=True, text=True
+    ).stdout.strip()
+    if origin and "://" not in origin and Path(origin).is_dir():
+        found.append(Path(origin).resolve().parent / "shared" / "greenery")
+    return found
+
+
+REAL_GREENERY = next((p for p in _real_greenery_candidates() if (p / "orders.csv").is_file()), None)
 
 _db_names = itertools.count(1)
 
@@ -73,8 +90,8 @@ def airflow_dag():
 
 @pytest.fixture(scope="session")
 def real_greenery() -> Path:
-    if not (REAL_GREENERY / "orders.csv").is_file():
-        pytest.skip(f"the real Greenery dataset is not at {REAL_GREENERY}")
+    if REAL_GREENERY is None:
+        pytest.skip(f"the real Greenery dataset is not in any of {_real_greenery_candidates()}")
     return REAL_GREENERY
 
 

@@ -6,11 +6,17 @@ with a +01:00 offset but is 2021-02-12 23:25 UTC.
 
 from __future__ import annotations
 
-U1, U2, U3, U4 = "u-1", "u-2", "u-3", "u-4"
-A1, A2 = "a-1", "a-2"
-P1, P2, P3 = "p-1", "p-2", "p-3"
-O1, O2, O3, O4 = "o-1", "o-2", "o-3", "o-4"
-S1, S2, S3, S4, S5 = "s-1", "s-2", "s-3", "s-4", "s-5"
+
+def uid(kind: int, n: int) -> str:
+    """A readable UUID: kind 1 users, 2 addresses, 3 products, 4 orders, 5 sessions, 6 events, 7 tracking."""
+    return f"{kind:08x}-0000-4000-8000-{n:012x}"
+
+
+U1, U2, U3, U4 = (uid(1, n) for n in range(1, 5))
+A1, A2 = uid(2, 1), uid(2, 2)
+P1, P2, P3 = (uid(3, n) for n in range(1, 4))
+O1, O2, O3, O4 = (uid(4, n) for n in range(1, 5))
+S1, S2, S3, S4, S5 = (uid(5, n) for n in range(1, 6))
 
 RAW = {
     "addresses": [
@@ -89,7 +95,7 @@ RAW = {
             "order_cost": "45.50",
             "shipping_cost": "5.00",
             "order_total": "50.50",
-            "tracking_id": "t-1",
+            "tracking_id": uid(7, 1),
             "shipping_service": "ups",
             "estimated_delivery_at": "2021-02-14T10:15:00Z",
             "delivered_at": "2021-02-13T10:15:00Z",
@@ -105,7 +111,7 @@ RAW = {
             "order_cost": "10.00",
             "shipping_cost": "2.00",
             "order_total": "7.00",
-            "tracking_id": "t-2",
+            "tracking_id": uid(7, 2),
             "shipping_service": "usps",
             "estimated_delivery_at": "2021-02-14T10:40:00Z",
             "delivered_at": "2021-02-13T22:40:00Z",
@@ -121,7 +127,7 @@ RAW = {
             "order_cost": "76.50",
             "shipping_cost": "0",
             "order_total": "76.50",
-            "tracking_id": "t-3",
+            "tracking_id": uid(7, 3),
             "shipping_service": "fedex",
             "estimated_delivery_at": "2021-02-15T10:55:00Z",
             "delivered_at": None,
@@ -157,7 +163,7 @@ RAW = {
 def _event(n, session, user, at, kind, order=None, product=None):
     url = f"https://greenery.com/{'product/' + product if product else kind + '/' + str(order)}"
     return {
-        "event_id": f"e-{n:02d}",
+        "event_id": uid(6, n),
         "session_id": session,
         "user_id": user,
         "page_url": url,

@@ -94,8 +94,9 @@ def test_schedule_owner_retries_tags_docs(dag):
     assert "Triage" in dag.doc_md and "Inputs" in dag.doc_md and "Outputs" in dag.doc_md
     for task in dag.tasks:
         assert task.owner == "data-engineering"
-        if task.task_id == "quality_gate":
-            # Retrying a verdict on finished checks cannot change it; it only delays the red run.
+        if task.task_id in ("quality_gate", "check_source_freshness"):
+            # Retrying a verdict on finished checks, or on a source that is not loaded yet, cannot change it:
+            # it would only delay the red run (and page again). Rerun by clearing once the data is there.
             assert task.retries == 0
             continue
         assert task.retries >= 1, task.task_id
@@ -113,6 +114,7 @@ def test_task_edges_are_the_sql_refs(dag):
     for name, model in found.items():
         upstream = {t for t in dag.get_task(name).upstream_task_ids if t in found}
         assert upstream == set(model.refs), name
+        assert dag.get_task(name).on_failure_callback, name
 
 
 def test_one_task_group_per_layer(dag):
@@ -125,8 +127,13 @@ def test_checks_come_after_every_model_and_branch_to_alert_or_success(dag):
     found = models.discover()
     validate = dag.get_task("validate")
     assert set(found) <= validate.upstream_task_ids
-    assert dag.get_task("route_on_failures").upstream_task_ids == {"validate"}
-    assert dag.get_task("alert_slack").upstream_task_ids == {"validate", "route_on_failures"}
+    assert dag.get_task("prepare_build").upstream_task_ids == {"check_source_freshness"}
+    roots = {name for name, m in found.items() if not m.refs}
+    for name in roots:
+        assert dag.get_task(name).upstream_task_ids == {"prepare_build"}
+    assert dag.get_task("publish").upstream_task_ids == {"validate"}
+    assert dag.get_task("route_on_failures").upstream_task_ids == {"validate", "publish"}
+    assert dag.get_task("alert_slack").upstream_task_ids == {"validate", "publish", "route_on_failures"}
     assert dag.get_task("all_checks_passed").upstream_task_ids == {"validate", "route_on_failures"}
     gate = dag.get_task("quality_gate")
     assert gate.upstream_task_ids == {"validate", "alert_slack", "all_checks_passed"}

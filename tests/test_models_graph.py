@@ -11,9 +11,10 @@ from greenery import models, settings
 # Written from reading include/sql; if a model's refs change, this table must change with it.
 EXPECTED_REFS = {
     "stg_postgres__addresses": set(),
-    "stg_postgres__events": set(),
-    "stg_postgres__order_items": set(),
-    "stg_postgres__orders": set(),
+    # Staging reads staging only to quarantine orphans (rows whose parent is missing or quarantined).
+    "stg_postgres__events": {"stg_postgres__users", "stg_postgres__orders", "stg_postgres__products"},
+    "stg_postgres__order_items": {"stg_postgres__orders", "stg_postgres__products"},
+    "stg_postgres__orders": {"stg_postgres__users", "stg_postgres__promos"},
     "stg_postgres__products": set(),
     "stg_postgres__promos": set(),
     "stg_postgres__users": set(),

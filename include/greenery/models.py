@@ -20,6 +20,8 @@ from jinja2 import nodes
 from greenery import settings
 
 MATERIALIZATIONS = ("table", "daily_partition")
+# The shop's ids are lowercase UUIDs; staging quarantines rows whose ids are not.
+UUID_PATTERN = "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
 
 
 class ModelDefinitionError(ValueError):
@@ -167,4 +169,5 @@ def render(
         interval_start=sql_literal(interval.start),
         interval_end=sql_literal(interval.end),
         run_date=sql_literal(interval.day),
+        uuid_pattern=UUID_PATTERN,
     )

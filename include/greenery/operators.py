@@ -24,7 +24,7 @@ def interval_from_context(context: Any) -> Interval:
 
 
 class SqlModelOperator(BaseOperator):
-    """Build one model of include/sql into its layer's schema in the warehouse."""
+    """Build one model of include/sql into the run's build schema for its layer (see greenery.wap)."""
 
     ui_color = "#d9f2d0"
     template_fields = ("conn_id",)
@@ -37,9 +37,17 @@ class SqlModelOperator(BaseOperator):
         self.doc_md = f"Builds `{model.relation}` from `{model.path.name}` ({model.materialized})."
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from greenery import build, warehouse
+        from greenery import build, wap, warehouse
 
         interval = interval_from_context(context)
+        run_build = wap.Build(context["run_id"], interval.day)
         with warehouse.connect(self.conn_id) as conn:
-            result = build.build_model(conn, self.model, self.models, interval)
-        return {"relation": result.relation, "rows": result.rows, "seconds": round(result.seconds, 3)}
+            result = build.build_model(
+                conn, self.model, self.models, interval, run_build.schema_of, run_id=context["run_id"]
+            )
+        return {
+            "relation": result.relation,
+            "rows": result.rows,
+            "quarantined": result.quarantined,
+            "seconds": round(result.seconds, 3),
+        }

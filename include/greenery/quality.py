@@ -34,8 +34,70 @@ def data_docs_url(index: str | None) -> str | None:
     return f"{base.rstrip('/')}/index.html" if base else Path(index).as_uri()
 
 
+def run_build(context: Any):
+    from greenery import wap
+
+    return wap.Build(context["run_id"], interval_from_context(context).day)
+
+
+def check_source_freshness(context: Any) -> dict[str, Any]:
+    """Stop the run, with its own alert, when raw has no data for the day (nothing gets built)."""
+    from greenery import freshness, warehouse
+
+    interval = interval_from_context(context)
+    with warehouse.connect() as conn:
+        problems = freshness.check(conn, interval)
+    if not problems:
+        log.info("raw data is fresh for %s", interval.day)
+        return {"fresh": True, "problems": []}
+    for p in problems:
+        log.error("source %s %s: %s", p.table, p.problem, p.detail)
+    sent = _page(
+        "build_source_alert",
+        dag_id=context["dag"].dag_id,
+        logical_date=interval.day.isoformat(),
+        run_id=context["run_id"],
+        problems=freshness.as_dicts(problems),
+        log_url=_log_url(context),
+    )
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(
+        f"source data not ready for {interval.day} (alert {'sent' if sent else 'NOT sent'}): "
+        + "; ".join(p.detail for p in problems)
+    )
+
+
+def prepare_build(context: Any) -> dict[str, Any]:
+    from greenery import wap, warehouse
+
+    build = run_build(context)
+    with warehouse.connect() as conn:
+        wap.prepare(conn, build)
+    log.info("build schemas ready: %s", ", ".join(build.schema_of.values()))
+    return {"build": build.key}
+
+
+def quarantined_counts(conn, day) -> dict[str, int]:
+    from psycopg import sql
+
+    from greenery import build, models, wap
+
+    counts = {}
+    for name, model in models.discover().items():
+        if not model.config.get("quarantine") or not wap.table_exists(conn, build.QUARANTINE_SCHEMA, name):
+            continue
+        query = sql.SQL("select count(*) from {} where logical_date = %s").format(
+            sql.Identifier(build.QUARANTINE_SCHEMA, name)
+        )
+        n = conn.execute(query, (day,)).fetchone()[0]
+        if n:
+            counts[name] = n
+    return counts
+
+
 def run_validation(context: Any) -> dict[str, Any]:
-    from greenery import models, validation, warehouse
+    from greenery import build, models, validation, wap, warehouse
 
     found = models.discover()
     suites = validation.load_suites(found)
@@ -43,11 +105,21 @@ def run_validation(context: Any) -> dict[str, Any]:
     if missing:
         raise validation.SuiteDefinitionError(f"models without a suite in include/expectations: {missing}")
     interval = interval_from_context(context)
+    run_build = wap.Build(context["run_id"], interval.day)
+    with warehouse.connect() as conn:
+        # A cleared single task rebuilds only some models: validate what this run built.
+        built = wap.built_models(conn, found, run_build)
+        relation = build.resolver(conn, found, run_build.schema_of)
+        tables = {name: relation(name) for name in found}
+        quarantined = quarantined_counts(conn, interval.day)
+    if not built:
+        raise RuntimeError(f"run {context['run_id']} has no built tables in {run_build.key}__*: clear the whole run")
     summary = validation.validate(
         warehouse.sqlalchemy_url(settings.WAREHOUSE_CONN_ID),
         found,
-        suites,
+        {name: suites[name] for name in built},
         gx_dir=gx_dir(),
+        relation=tables.__getitem__,
         run_name=context["run_id"],
     )
     total_failures = len(summary["failures"])
@@ -57,11 +129,68 @@ def run_validation(context: Any) -> dict[str, Any]:
         run_id=context["run_id"],
         logical_date=interval.day.isoformat(),
         failures_total=total_failures,
-        log_url=getattr(context.get("ti"), "log_url", None),
+        quarantined=quarantined,
+        log_url=_log_url(context),
         data_docs_url=data_docs_url(summary.get("data_docs_path")),
     )
     log_summary(summary)
     return summary
+
+
+def publish(summary: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Publish the run's tables unless a critical check failed; then drop earlier runs' build schemas."""
+    from greenery import models, wap, warehouse
+
+    build = run_build(context)
+    with warehouse.connect() as conn:
+        if summary["blocking"]:
+            last = wap.last_published(conn)
+            serving = last["logical_date"] if last else None
+            log.warning("NOT published: %d critical failures; still serving %s", summary["failed_critical"], serving)
+            return {"published": False, "serving_run": serving, "tables": []}
+        tables = wap.publish(conn, models.discover(), build)
+        dropped = wap.drop_other_builds(conn, keep=build)
+    log.info("published %s; dropped %d old build schemas", ", ".join(tables), len(dropped))
+    return {"published": True, "serving_run": summary["logical_date"], "tables": tables}
+
+
+def _log_url(context: Any) -> str | None:
+    return getattr(context.get("ti"), "log_url", None)
+
+
+def _page(builder: str, **kwargs: Any) -> bool:
+    """Best effort: send an alert built by slack_alert.<builder>; never raise (the caller fails anyway)."""
+    from greenery import slack_alert
+
+    try:
+        payload = getattr(slack_alert, builder)(**kwargs)
+        slack_alert.send(payload, alert_conn_id(), channel=os.environ.get("GREENERY_ALERT_CHANNEL") or None)
+        return True
+    except Exception as exc:
+        log.error("could not page on-call: %s", exc)
+        return False
+
+
+def alert_conn_id() -> str:
+    return os.environ.get("GREENERY_ALERT_CONN_ID", "slack_alerts")
+
+
+def on_task_failure(context: Any) -> None:
+    """Task failure callback: page on-call with the error (SQL failures name the model file)."""
+    ti = context.get("ti")
+    task_id = getattr(ti, "task_id", "?")
+    if task_id in ("alert_slack", "quality_gate", "check_source_freshness"):
+        return  # these page (or fail because paging failed) on their own
+    interval = interval_from_context(context)
+    _page(
+        "build_task_failure_alert",
+        dag_id=context["dag"].dag_id,
+        task_id=task_id,
+        logical_date=interval.day.isoformat(),
+        run_id=context["run_id"],
+        error=str(context.get("exception") or "unknown error"),
+        log_url=_log_url(context),
+    )
 
 
 def log_summary(summary: dict[str, Any]) -> None:
@@ -95,15 +224,16 @@ def log_summary(summary: dict[str, Any]) -> None:
 
 
 def choose_branch(summary: dict[str, Any]) -> str:
-    return ALERT_TASK_ID if summary["failures"] else SUCCESS_TASK_ID
+    return ALERT_TASK_ID if summary["failures"] or summary.get("quarantined") else SUCCESS_TASK_ID
 
 
-def send_alert(summary: dict[str, Any]) -> None:
+def send_alert(summary: dict[str, Any], published: dict[str, Any] | None = None) -> None:
     """Page on-call; raises when Slack does not accept the message, so the task retries and then fails."""
     from greenery import slack_alert
 
+    summary = {**summary, **{k: v for k, v in (published or {}).items() if k in ("published", "serving_run")}}
     payload = slack_alert.build_alert(summary, log_url=summary.get("log_url"), docs_url=summary.get("data_docs_url"))
-    conn_id = os.environ.get("GREENERY_ALERT_CONN_ID", "slack_alerts")
+    conn_id = alert_conn_id()
     slack_alert.send(payload, conn_id, channel=os.environ.get("GREENERY_ALERT_CHANNEL") or None)
     log.info("alert sent through %s: %d failing checks", conn_id, len(summary["failures"]))
 
@@ -131,6 +261,7 @@ def send_state_of_the_data(summary: dict[str, Any]) -> bool:
         "checks_passed": summary["evaluated"] - summary["failed_critical"] - summary["failed_warning"],
         "checks_evaluated": summary["evaluated"],
         "repeat_rate": float(found[0]) if found and found[0] is not None else None,
+        "quarantined": summary.get("quarantined") or {},
     }
     slack_alert.send(
         slack_alert.build_summary_message(stats), conn_id, channel=os.environ.get("GREENERY_SUMMARY_CHANNEL") or None

@@ -339,6 +339,46 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None, docs_url: st
     return {"text": _truncate("\n".join(fallback), MAX_FALLBACK_TEXT), "blocks": blocks}
 
 
+def build_source_alert(
+    *, dag_id: str, logical_date: str, run_id: str, problems: Iterable[Mapping[str, Any]], log_url: str | None
+) -> dict:
+    """The run stopped before building: raw tables missing, empty, incomplete or stale for the day."""
+    problems = list(problems)
+    header = f"🟠 {dag_id}: source data not ready for {logical_date}; nothing built"
+    lines = [
+        f"• {_code(p.get('table'), 80)} *{_clean(p.get('problem'), 20)}*: {_clean(p.get('detail'), 400)}"
+        for p in problems[:20]
+    ]
+    blocks = [
+        _header(header),
+        _context(f"DAG {_code(dag_id)} · logical date {_code(logical_date)} · run {_code(run_id, 250)}"),
+        _section("*Source freshness*\n" + "\n".join(lines)),
+        _section("Published marts are untouched (still serving the previous run)."),
+    ]
+    link = _link(log_url, "task log")
+    rerun = _rerun_text(dag_id, logical_date, run_id).replace("Fix the source data", "Once the source is loaded")
+    blocks.append(_section((f"{link}\n" if link else "") + rerun))
+    details = "; ".join(str(p.get("detail")) for p in problems)
+    return {"text": _plain(redact(f"{header}: {details}"), MAX_FALLBACK_TEXT), "blocks": blocks}
+
+
+def build_task_failure_alert(
+    *, dag_id: str, task_id: str, logical_date: str | None, run_id: str, error: str, log_url: str | None
+) -> dict:
+    """A task failed (SQL error, lost connection, ...): nothing of this run was published."""
+    header = f"🔴 {dag_id}: task {task_id} failed"
+    fence = "```"
+    blocks = [
+        _header(header),
+        _context(f"DAG {_code(dag_id)} · logical date {_code(logical_date or '-')} · run {_code(run_id, 250)}"),
+        _section(fence + _clean(error, 2500).replace(fence, "'''") + fence),
+        _section("Nothing was published by this run: readers still see the previous run's marts."),
+    ]
+    link = _link(log_url, "task log")
+    blocks.append(_section((f"{link}\n" if link else "") + _rerun_text(dag_id, logical_date, run_id)))
+    return {"text": _plain(redact(f"{header}: {error}"), MAX_FALLBACK_TEXT), "blocks": blocks}
+
+
 def build_summary_message(stats: Mapping[str, Any]) -> dict:
     """Short Block Kit payload for the daily "state of the data" message after a successful run."""
     dag_id_raw = str(stats.get("dag_id") or "greenery")

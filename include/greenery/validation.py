@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,18 +132,19 @@ def validate(
     suites: Mapping[str, SuiteFile],
     *,
     gx_dir: Path,
-    schema_of: Mapping[str, str] | None = None,
+    relation: Callable[[str], str] | None = None,
     run_name: str = "adhoc",
     build_docs: bool = True,
 ) -> dict[str, Any]:
-    """Run every suite against its model's table; return a JSON-able summary (see README)."""
+    """Run every suite against its model's table; return a JSON-able summary (see README).
+
+    ``relation`` maps a model name to the table to check (default: the published one), so a
+    write-audit-publish run validates its build schemas.
+    """
     import great_expectations as gx
 
     started = time.perf_counter()
-    schema_of = dict(schema_of or {})
-
-    def relation(name: str) -> str:
-        return f"{schema_of.get(models[name].layer, models[name].layer)}.{name}"
+    relation = relation or (lambda name: models[name].relation)
 
     os.environ[URL_ENV_VAR] = sqlalchemy_url
     # The generic SQL source is deliberate: GX's Postgres source rejects socket-only (embedded) URLs.
@@ -154,8 +155,7 @@ def validate(
     )
     definitions = []
     for name, suite_file in suites.items():
-        model = models[name]
-        schema = schema_of.get(model.layer, model.layer)
+        schema, _, table = relation(name).partition(".")
         expectations = [_resolve_refs(e, relation) for e in suite_file.expectations]
         suite = gx.ExpectationSuite(name=name, expectations=expectations, meta={"source": str(suite_file.path)})
         # GX drops an expectation it cannot parse with only a log line: refuse instead.
@@ -165,10 +165,12 @@ def validate(
                 "see the log above for the reason"
             )
         suite = context.suites.add_or_update(suite)
-        asset_name = f"{schema}.{name}"
-        asset = next((a for a in source.assets if a.name == asset_name), None) or source.add_table_asset(
-            name=asset_name, table_name=name, schema_name=schema
-        )
+        # One asset per model, pointed at wherever this run's table is (build schemas change per run).
+        asset = next((a for a in source.assets if a.name == name), None)
+        if asset is not None and (asset.schema_name, asset.table_name) != (schema, table):
+            source.delete_asset(name)
+            asset = None
+        asset = asset or source.add_table_asset(name=name, table_name=table, schema_name=schema)
         batch = next((b for b in asset.batch_definitions if b.name == "whole_table"), None)
         batch = batch or asset.add_batch_definition_whole_table("whole_table")
         definitions.append(

@@ -1,4 +1,7 @@
-{{ config(unique_key='event_id') }}
+{{ config(unique_key='event_id', quarantine=true) }}
+
+-- The event stream is at-least-once: an exact replay of an event keeps its first copy (the others are
+-- quarantined as duplicate_event); copies that disagree cannot be told apart and all go to quarantine.
 
 with
 
@@ -17,6 +20,65 @@ renamed as (
         nullif(trim(order_id::text), '') as order_id,
         nullif(trim(product_id::text), '') as product_id
     from source
+),
+
+users as (
+    select distinct user_id from {{ ref('stg_postgres__users') }}
+),
+
+orders as (
+    select distinct order_id from {{ ref('stg_postgres__orders') }}
+),
+
+products as (
+    select distinct product_id from {{ ref('stg_postgres__products') }}
+),
+
+copies as (
+    select
+        *,
+        count(*) over (partition by event_id) as event_id_copies,
+        count(*) over (
+            partition by event_id, session_id, user_id, page_url, created_at, event_type, order_id, product_id
+        ) as identical_copies,
+        row_number() over (partition by event_id order by created_at) as copy_number
+    from renamed
+),
+
+checked as (
+    select
+        copies.event_id,
+        copies.session_id,
+        copies.user_id,
+        copies.page_url,
+        copies.created_at,
+        copies.event_type,
+        copies.order_id,
+        copies.product_id,
+        case
+            when copies.event_id is null then 'null_key'
+            when copies.event_id_copies > copies.identical_copies then 'conflicting_event_id'
+            when copies.copy_number > 1 then 'duplicate_event'
+            when
+                copies.event_id !~ {{ uuid_pattern }}
+                or copies.session_id !~ {{ uuid_pattern }}
+                or copies.user_id !~ {{ uuid_pattern }}
+                or copies.order_id !~ {{ uuid_pattern }}
+                or copies.product_id !~ {{ uuid_pattern }}
+                then 'malformed_uuid'
+            when
+                copies.event_type is null
+                or copies.event_type not in ('page_view', 'add_to_cart', 'checkout', 'package_shipped')
+                then 'invalid_event_type'
+            when copies.created_at > now() then 'future_timestamp'
+            when users.user_id is null then 'orphan_user'
+            when copies.order_id is not null and orders.order_id is null then 'orphan_order'
+            when copies.product_id is not null and products.product_id is null then 'orphan_product'
+        end as quarantine_rule
+    from copies
+    left join users on copies.user_id = users.user_id
+    left join orders on copies.order_id = orders.order_id
+    left join products on copies.product_id = products.product_id
 )
 
-select * from renamed
+select * from checked

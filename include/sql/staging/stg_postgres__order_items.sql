@@ -1,4 +1,6 @@
-{{ config(unique_key=['order_id', 'product_id']) }}
+{{ config(unique_key=['order_id', 'product_id'], quarantine=true) }}
+
+-- Lines of quarantined or unknown orders and products are quarantined with them (orphan_*).
 
 with
 
@@ -12,6 +14,30 @@ renamed as (
         nullif(trim(product_id::text), '') as product_id,
         quantity::integer as quantity
     from source
+),
+
+orders as (
+    select distinct order_id from {{ ref('stg_postgres__orders') }}
+),
+
+products as (
+    select distinct product_id from {{ ref('stg_postgres__products') }}
+),
+
+checked as (
+    select
+        renamed.*,
+        case
+            when renamed.order_id is null or renamed.product_id is null then 'null_key'
+            when renamed.order_id !~ {{ uuid_pattern }} or renamed.product_id !~ {{ uuid_pattern }}
+                then 'malformed_uuid'
+            when renamed.quantity is null or renamed.quantity <= 0 then 'invalid_quantity'
+            when orders.order_id is null then 'orphan_order'
+            when products.product_id is null then 'orphan_product'
+        end as quarantine_rule
+    from renamed
+    left join orders on renamed.order_id = orders.order_id
+    left join products on renamed.product_id = products.product_id
 )
 
-select * from renamed
+select * from checked

@@ -1,4 +1,8 @@
-{{ config(unique_key='order_id') }}
+{{ config(unique_key='order_id', quarantine=true) }}
+
+-- Rows breaking a row-level rule go to quarantine.stg_postgres__orders (see quarantine_rule), not downstream.
+-- Duplicate order ids are not quarantined: the shop's database cannot produce them, so they mean a broken
+-- extract, and the critical uniqueness check blocks the publish instead.
 
 with
 
@@ -22,6 +26,47 @@ renamed as (
         delivered_at::timestamptz as delivered_at,
         nullif(lower(trim(status::text)), '') as status
     from source
+),
+
+users as (
+    select distinct user_id from {{ ref('stg_postgres__users') }}
+),
+
+-- One row per id in these lookups: a duplicated parent must not duplicate the rows checked against it.
+promos as (
+    select distinct on (promo_id)
+        promo_id,
+        discount
+    from {{ ref('stg_postgres__promos') }}
+    order by promo_id, discount
+),
+
+checked as (
+    select
+        renamed.*,
+        case
+            when renamed.order_id is null then 'null_key'
+            when
+                renamed.order_id !~ {{ uuid_pattern }}
+                or renamed.user_id !~ {{ uuid_pattern }}
+                or renamed.address_id !~ {{ uuid_pattern }}
+                then 'malformed_uuid'
+            when renamed.status is null or renamed.status not in ('preparing', 'shipped', 'delivered')
+                then 'invalid_status'
+            when renamed.order_cost < 0 or renamed.shipping_cost < 0 or renamed.order_total < 0
+                then 'negative_amount'
+            when renamed.promo_id is not null and promos.promo_id is null then 'orphan_promo'
+            when
+                abs(renamed.order_total - (renamed.order_cost + renamed.shipping_cost - coalesce(promos.discount, 0)))
+                > 0.01
+                then 'total_mismatch'
+            when renamed.delivered_at < renamed.created_at then 'delivered_before_created'
+            when renamed.created_at > now() then 'future_timestamp'
+            when users.user_id is null then 'orphan_user'
+        end as quarantine_rule
+    from renamed
+    left join users on renamed.user_id = users.user_id
+    left join promos on renamed.promo_id = promos.promo_id
 )
 
-select * from renamed
+select * from checked

@@ -1,4 +1,4 @@
-{{ config(unique_key='product_id') }}
+{{ config(unique_key='product_id', quarantine=true) }}
 
 with
 
@@ -13,6 +13,18 @@ renamed as (
         price::numeric(12, 2) as price,
         inventory::integer as inventory
     from source
+),
+
+checked as (
+    select
+        *,
+        case
+            when product_id is null then 'null_key'
+            when product_id !~ {{ uuid_pattern }} then 'malformed_uuid'
+            when price is null or price < 0 then 'negative_price'
+            when inventory < 0 then 'negative_inventory'
+        end as quarantine_rule
+    from renamed
 )
 
-select * from renamed
+select * from checked

@@ -1,4 +1,4 @@
-{{ config(unique_key='user_id') }}
+{{ config(unique_key='user_id', quarantine=true) }}
 
 with
 
@@ -17,6 +17,17 @@ renamed as (
         updated_at::timestamptz as updated_at,
         nullif(trim(address_id::text), '') as address_id
     from source
+),
+
+checked as (
+    select
+        *,
+        case
+            when user_id is null then 'null_key'
+            when user_id !~ {{ uuid_pattern }} or address_id !~ {{ uuid_pattern }} then 'malformed_uuid'
+            when created_at > now() then 'future_timestamp'
+        end as quarantine_rule
+    from renamed
 )
 
-select * from renamed
+select * from checked

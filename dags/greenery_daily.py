@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from airflow.sdk import DAG, TaskGroup, TriggerRule, task
+from airflow.sdk import DAG, Asset, TaskGroup, TriggerRule, task
 
 from greenery import models as model_files
 from greenery import settings
@@ -53,6 +53,7 @@ def _page_on_failure(context) -> None:
 
     quality.on_task_failure(context)
 
+
 with DAG(
     dag_id="greenery_daily",
     description="Greenery raw data to validated analytics marts",
@@ -63,7 +64,7 @@ with DAG(
     default_args={
         "owner": "data-engineering",
         "retries": 2,
-        "retry_delay": dt.timedelta(minutes=1),
+        "retry_delay": dt.timedelta(seconds=float(os.environ.get("GREENERY_RETRY_DELAY_SECONDS", "60"))),
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(minutes=10),
         "on_failure_callback": _page_on_failure,
@@ -108,15 +109,22 @@ with DAG(
 
         return quality.run_validation(context)
 
-    @task(task_id="publish")
+    # Downstream DAGs can be scheduled on a mart; an event is emitted only when the marts are published.
+    MART_ASSETS = [
+        Asset(name=model.relation, uri=settings.mart_asset_uri(name), group="greenery")
+        for name, model in MODELS.items()
+        if model.layer == "marts"
+    ]
+
+    @task(task_id="publish", outlets=MART_ASSETS)
     def publish(summary: dict, **context) -> dict:
-        """Atomically swap the run's tables into staging/intermediate/marts, unless a critical check failed."""
+        """Atomically swap the run's tables into staging/intermediate/marts; skipped when a critical check failed."""
         from greenery import quality
 
         return quality.publish(summary, context)
 
-    @task.branch(task_id="route_on_failures")
-    def route_on_failures(summary: dict, published: dict) -> str:
+    @task.branch(task_id="route_on_failures", trigger_rule=TriggerRule.NONE_FAILED)
+    def route_on_failures(summary: dict, published: dict | None) -> str:
         from greenery import quality
 
         return quality.choose_branch(summary)
@@ -127,7 +135,7 @@ with DAG(
         retry_delay=dt.timedelta(seconds=float(os.environ.get("GREENERY_ALERT_RETRY_DELAY_SECONDS", "30"))),
         retry_exponential_backoff=True,
     )
-    def alert_slack(summary: dict, published: dict) -> None:
+    def alert_slack(summary: dict, published: dict | None) -> None:
         """Page on-call in Slack (connection slack_alerts); fails loudly when Slack does not take it."""
         from greenery import quality
 

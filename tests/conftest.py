@@ -24,6 +24,7 @@ os.environ.pop("AIRFLOW_CONN_GREENERY_WAREHOUSE", None)
 # Read when the DAG is parsed: keep the alert task's retries short in tests.
 os.environ["GREENERY_ALERT_RETRIES"] = "2"
 os.environ["GREENERY_ALERT_RETRY_DELAY_SECONDS"] = "1"
+os.environ["GREENERY_RETRY_DELAY_SECONDS"] = "1"
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,10 @@
 """The Great Expectations suites of include/expectations: complete, passing on good data, biting on bad.
 
 Every suite is loaded *and run* here: on the real Greenery data (no failure, no warning), on the
-hand-built data of known_data.py (no critical failure), and on the real data with one defect injected
-into raw per case, where the summary must name the table, the expectation and the offending row.
+hand-built data of known_data.py (no failure), and on the real data with one defect per case, where
+the summary must name the table, the expectation and the offending row. A defect goes into raw when
+staging lets it through (duplicate order, page view without product, unknown promo status); the
+others would be quarantined by staging, so they are planted in the built table the suite checks.
 """
 
 from __future__ import annotations
@@ -182,11 +184,13 @@ DEFECTS = {
         ("marts.fact_orders", "unexpected_rows_expectation", "order_total =", ORDER),
     ),
     "delivered before created": (
-        f"update staging.stg_postgres__orders set delivered_at = created_at - interval '1 hour' where order_id = '{ORDER}'",
+        "update staging.stg_postgres__orders set delivered_at = created_at - interval '1 hour' "
+        f"where order_id = '{ORDER}'",
         ("staging.stg_postgres__orders", "expect_column_pair_values_a_to_be_greater_than_b", "delivered", ORDER),
     ),
     "negative quantity": (
-        f"update staging.stg_postgres__order_items set quantity = -1 where order_id = '{ORDER}' and product_id = '{ORDER_LINE_PRODUCT}'",
+        "update staging.stg_postgres__order_items set quantity = -1 "
+        f"where order_id = '{ORDER}' and product_id = '{ORDER_LINE_PRODUCT}'",
         ("staging.stg_postgres__order_items", "expect_column_values_to_be_between", "quantity", ORDER_LINE_PRODUCT),
     ),
     "page view without product": (

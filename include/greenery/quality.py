@@ -138,20 +138,40 @@ def run_validation(context: Any) -> dict[str, Any]:
 
 
 def publish(summary: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Publish the run's tables unless a critical check failed; then drop earlier runs' build schemas."""
+    """Publish the run's tables unless a critical check failed; then drop earlier runs' build schemas.
+
+    When blocked the task is *skipped*, so Airflow emits no asset event for marts that did not change.
+    """
     from greenery import models, wap, warehouse
 
     build = run_build(context)
     with warehouse.connect() as conn:
         if summary["blocking"]:
-            last = wap.last_published(conn)
-            serving = last["logical_date"] if last else None
-            log.warning("NOT published: %d critical failures; still serving %s", summary["failed_critical"], serving)
-            return {"published": False, "serving_run": serving, "tables": []}
+            wap.record_validation(conn, summary, published=False)
+            status = not_published_status(conn)
+            log.warning(
+                "NOT published: %d critical failures; still serving %s",
+                summary["failed_critical"],
+                status["serving_run"],
+            )
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"not published: still serving the run of {status['serving_run']}")
         tables = wap.publish(conn, models.discover(), build)
+        wap.record_validation(conn, summary, published=True)
         dropped = wap.drop_other_builds(conn, keep=build)
     log.info("published %s; dropped %d old build schemas", ", ".join(tables), len(dropped))
     return {"published": True, "serving_run": summary["logical_date"], "tables": tables}
+
+
+def not_published_status(conn=None) -> dict[str, Any]:
+    from greenery import wap, warehouse
+
+    if conn is None:
+        with warehouse.connect() as own:
+            return not_published_status(own)
+    last = wap.last_published(conn)
+    return {"published": False, "serving_run": last["logical_date"] if last else None, "tables": []}
 
 
 def _log_url(context: Any) -> str | None:
@@ -231,7 +251,9 @@ def send_alert(summary: dict[str, Any], published: dict[str, Any] | None = None)
     """Page on-call; raises when Slack does not accept the message, so the task retries and then fails."""
     from greenery import slack_alert
 
-    summary = {**summary, **{k: v for k, v in (published or {}).items() if k in ("published", "serving_run")}}
+    # publish returns nothing when it was skipped (a critical check failed): say what readers still see.
+    published = published or not_published_status()
+    summary = {**summary, **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     payload = slack_alert.build_alert(summary, log_url=summary.get("log_url"), docs_url=summary.get("data_docs_url"))
     conn_id = alert_conn_id()
     slack_alert.send(payload, conn_id, channel=os.environ.get("GREENERY_ALERT_CHANNEL") or None)

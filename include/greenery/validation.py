@@ -3,7 +3,8 @@
 Suites are reviewable JSON files, ``include/expectations/<model>.json``, in GX 1.x's own format. Each
 expectation carries GX's ``severity``: ``critical`` blocks the run, ``warning`` only alerts.
 ``unexpected_rows_query`` texts may name other models with ``{{ ref('model') }}``; ``{batch}`` is GX's
-placeholder for the table under test (it becomes ``(select ...) as subselect``: do not alias it).
+placeholder for the table under test: it becomes ``(select ...) as subselect`` (do not alias it), except
+in a query containing JOIN, where GX leaves the aliasing to the query (``{batch} as b``).
 
 GX computes every metric in SQL against the warehouse: nothing is pulled into pandas.
 """
@@ -206,7 +207,11 @@ def _sample_fetcher(sqlalchemy_url: str, relation):
     import sqlalchemy as sa
 
     def fetch(suite: str, query: str) -> list[str]:
-        sql = query.replace("{batch}", f"(select * from {relation(suite)}) as subselect")
+        # Mirror GX's substitution: a query with a JOIN aliases {batch} itself, others get "as subselect".
+        from great_expectations.expectations.metrics.query_metric_provider import _query_has_join_clause
+
+        alias = "" if _query_has_join_clause(query) else " as subselect"
+        sql = query.replace("{batch}", f"(select * from {relation(suite)}){alias}")
         engine = sa.create_engine(sqlalchemy_url, poolclass=sa.pool.NullPool)
         try:
             with engine.connect() as conn:
@@ -233,7 +238,8 @@ def summarize(results: Mapping[str, Any], models: Mapping[str, Model], relation,
             severity = str(getattr(config.severity, "value", config.severity) or "critical").lower()
             counts["critical" if severity == "critical" else "warning"] += 1
             kwargs = config.kwargs
-            column = kwargs.get("column") or (", ".join(kwargs["column_list"]) if kwargs.get("column_list") else None)
+            columns = kwargs.get("column_list") or [kwargs[k] for k in ("column_A", "column_B") if kwargs.get(k)]
+            column = kwargs.get("column") or (", ".join(columns) if columns else None)
             failures.append(
                 {
                     "suite": name,

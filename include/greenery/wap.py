@@ -74,6 +74,27 @@ def _ensure_audit(conn) -> None:
             " tables text[] not null)"
         ).format(sql.Identifier(AUDIT_SCHEMA, "publish_log"))
     )
+    conn.execute(
+        sql.SQL(
+            "create table if not exists {} ("
+            " run_id text not null, logical_date date not null, validated_at timestamptz not null,"
+            " published boolean not null, summary jsonb not null)"
+        ).format(sql.Identifier(AUDIT_SCHEMA, "validation_runs"))
+    )
+
+
+def record_validation(conn, summary: dict, published: bool) -> None:
+    """Keep every run's validation summary (the UI's data-quality view and on-call read it)."""
+    from psycopg.types.json import Jsonb
+
+    with conn.transaction():
+        _ensure_audit(conn)
+        conn.execute(
+            sql.SQL(
+                "insert into {} (run_id, logical_date, validated_at, published, summary) values (%s, %s, now(), %s, %s)"
+            ).format(sql.Identifier(AUDIT_SCHEMA, "validation_runs")),
+            (summary["run_id"], summary["logical_date"], published, Jsonb(summary)),
+        )
 
 
 def last_published(conn) -> dict | None:

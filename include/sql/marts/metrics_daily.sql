@@ -23,6 +23,8 @@ orders_per_user as (
         user_id,
         count(*) as order_count
     from orders
+    -- An order without a user is no buyer (staging's checks make this empty; keep the count honest anyway).
+    where user_id is not null
     group by user_id
 ),
 

@@ -57,8 +57,11 @@ checked as (
                 then 'negative_amount'
             when renamed.promo_id is not null and promos.promo_id is null then 'orphan_promo'
             when
-                abs(renamed.order_total - (renamed.order_cost + renamed.shipping_cost - coalesce(promos.discount, 0)))
-                > 0.01
+                -- A discount can bring the bill to zero, never below.
+                abs(
+                    renamed.order_total
+                    - greatest(renamed.order_cost + renamed.shipping_cost - coalesce(promos.discount, 0), 0)
+                ) > 0.01
                 then 'total_mismatch'
             when renamed.delivered_at < renamed.created_at then 'delivered_before_created'
             when renamed.created_at > now() then 'future_timestamp'

@@ -1,0 +1,229 @@
+"""Write-audit-publish, reruns, backfills, concurrency and database faults, on real PostgreSQL.
+
+These drive the same functions the DAG's tasks call (greenery.build / greenery.wap), so faults can be
+timed precisely; tests/test_dag_real_greenery.py and test_bad_input_catalog.py go through Airflow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import psycopg
+import pytest
+from helpers import table_hash
+
+from greenery import build, local_airflow, models, raw, wap
+
+pytestmark = pytest.mark.db
+
+MODELS = models.discover()
+DAYS = [dt.date(2021, 2, 10), dt.date(2021, 2, 11), dt.date(2021, 2, 12)]
+PUBLISHED = [m.relation for m in MODELS.values()]
+
+
+def run_day(conn, day: dt.date, run_id: str | None = None) -> wap.Build:
+    """What one DAG run does, minus Airflow and GX: prepare, build every model, publish, clean up."""
+    run = wap.Build(run_id or f"run-{day}", day)
+    wap.prepare(conn, run)
+    build.build_all(conn, MODELS, models.Interval.for_day(day), run.schema_of, run_id=run.run_id)
+    wap.publish(conn, MODELS, run)
+    wap.drop_other_builds(conn, keep=run)
+    return run
+
+
+def hashes(conn) -> dict[str, str]:
+    return {r: table_hash(conn, r) for r in PUBLISHED}
+
+
+@pytest.fixture
+def loaded(warehouse_url, real_greenery):
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        raw.load_dir(conn, real_greenery)
+        yield conn
+
+
+def test_building_does_not_touch_what_readers_see_until_publish(loaded):
+    run_day(loaded, DAYS[-1])
+    before = hashes(loaded)
+    loaded.execute("delete from raw.orders where status = 'preparing'")
+    run = wap.Build("second", DAYS[-1])
+    wap.prepare(loaded, run)
+    build.build_all(loaded, MODELS, models.Interval.for_day(DAYS[-1]), run.schema_of, run_id=run.run_id)
+    assert hashes(loaded) == before  # built, validated or not: not published yet
+    wap.publish(loaded, MODELS, run)
+    assert hashes(loaded)["marts.fact_orders"] != before["marts.fact_orders"]
+    assert loaded.execute("select count(*) from marts.fact_orders where status = 'preparing'").fetchone()[0] == 0
+
+
+def test_publish_is_all_or_nothing(loaded):
+    run_day(loaded, DAYS[-1])
+    before = hashes(loaded)
+    loaded.execute("update raw.products set inventory = inventory + 1")
+    # A reader's view on the last mart to be swapped makes its drop fail after the others were moved.
+    loaded.execute("create view public.reader_view as select * from marts.metrics_daily")
+    loaded.execute("create view public.reader_view2 as select * from marts.fact_product")
+    run = wap.Build("blocked", DAYS[-1])
+    wap.prepare(loaded, run)
+    build.build_all(loaded, MODELS, models.Interval.for_day(DAYS[-1]), run.schema_of, run_id=run.run_id)
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+        wap.publish(loaded, MODELS, run)
+    assert hashes(loaded) == before
+    assert wap.built_models(loaded, MODELS, run) == list(MODELS)  # still there, ready for a retry
+    assert wap.last_published(loaded)["run_id"] == "run-2021-02-12"
+
+
+def test_rerunning_a_day_gives_identical_tables(loaded):
+    run_day(loaded, DAYS[-1], "first")
+    first = hashes(loaded)
+    run_day(loaded, DAYS[-1], "second")
+    assert hashes(loaded) == first
+
+
+def test_days_in_any_order_give_the_same_tables(loaded, warehouse_url, pg_admin_url):
+    from greenery import warehouse
+
+    for day in DAYS:
+        run_day(loaded, day)
+    in_order = hashes(loaded)
+    other = warehouse.create_database(pg_admin_url, loaded.info.dbname + "_reverse")
+    with psycopg.connect(other, autocommit=True) as conn:
+        raw.load_dir(conn, _real())
+        for day in reversed(DAYS):
+            run_day(conn, day)
+        run_day(conn, DAYS[0], "again")  # and a rerun of an old day in the middle of it all
+        assert hashes(conn) == in_order
+        assert conn.execute("select count(*) from marts.metrics_daily").fetchone()[0] == 3
+
+
+def _real():
+    from conftest import REAL_GREENERY
+
+    return REAL_GREENERY
+
+
+def test_a_single_cleared_task_rebuilds_from_what_is_published(loaded):
+    run = run_day(loaded, DAYS[-1])
+    before = hashes(loaded)
+    # Clearing only fact_orders after the run published: its inputs are no longer in the build schemas.
+    model = MODELS["fact_orders"]
+    result = build.build_model(loaded, model, MODELS, models.Interval.for_day(DAYS[-1]), run.schema_of, run.run_id)
+    assert result.relation == f"{run.schema('marts')}.fact_orders"
+    # The daily tables' copies stay in the build schemas after publish; re-publishing them is a no-op.
+    assert set(wap.publish(loaded, MODELS, run)) == {
+        "marts.fact_orders",
+        "marts.fact_product_sessions_daily",
+        "marts.metrics_daily",
+    }
+    assert hashes(loaded) == before
+
+
+def test_old_build_schemas_are_dropped_after_publish(loaded):
+    first = run_day(loaded, DAYS[0])
+    failed = wap.Build("failed-run", DAYS[1])
+    wap.prepare(loaded, failed)
+    second = run_day(loaded, DAYS[1])
+    schemas = {r[0] for r in loaded.execute("select nspname from pg_namespace where nspname like '\\_build\\_%'")}
+    assert schemas == set(second.schema_of.values())
+    assert not schemas & (set(first.schema_of.values()) | set(failed.schema_of.values()))
+
+
+def test_a_killed_build_leaves_published_tables_byte_identical_and_the_rerun_succeeds(loaded, warehouse_url):
+    run_day(loaded, DAYS[-1], "published")
+    before = hashes(loaded)
+    loaded.execute("update raw.orders set shipping_cost = shipping_cost + 1, order_total = order_total + 1")
+    run = wap.Build("killed", DAYS[-1])
+    wap.prepare(loaded, run)
+    errors: list[Exception] = []
+
+    def build_everything():
+        with psycopg.connect(warehouse_url, application_name="greenery-build-under-test") as conn:
+            try:
+                build.build_all(conn, MODELS, models.Interval.for_day(DAYS[-1]), run.schema_of, run.run_id)
+            except Exception as exc:
+                errors.append(exc)
+
+    # Hold the builder on raw.events (stg_postgres__events) so it is mid-model when its backend is killed.
+    with psycopg.connect(warehouse_url) as blocker:
+        blocker.execute("lock table raw.events in access exclusive mode")
+        worker = threading.Thread(target=build_everything)
+        worker.start()
+        pid = _wait_for_waiting_backend(loaded, "greenery-build-under-test")
+        loaded.execute("select pg_terminate_backend(%s)", (pid,))
+        worker.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], build.ModelBuildError)
+    assert "stg_postgres__events" in str(errors[0]) and "terminat" in str(errors[0]).lower()
+    assert hashes(loaded) == before
+    rerun = run_day(loaded, DAYS[-1], "rerun")
+    assert wap.last_published(loaded)["run_id"] == rerun.run_id
+    assert hashes(loaded)["marts.fact_orders"] != before["marts.fact_orders"]
+
+
+def _wait_for_waiting_backend(conn, application_name: str) -> int:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "select pid from pg_stat_activity where application_name = %s and wait_event_type = 'Lock'",
+            (application_name,),
+        ).fetchone()
+        if row:
+            return row[0]
+        time.sleep(0.05)
+    raise AssertionError("the build never waited on the lock")
+
+
+def test_concurrent_runs_do_not_corrupt_each_other(loaded, warehouse_url):
+    for day in DAYS[1:]:
+        run_day(loaded, day, f"sequential-{day}")
+    sequential = hashes(loaded)
+    errors: list[Exception] = []
+
+    def one_run(day):
+        try:
+            with psycopg.connect(warehouse_url, autocommit=True) as conn:
+                run = wap.Build(f"concurrent-{day}", day)
+                wap.prepare(conn, run)
+                build.build_all(conn, MODELS, models.Interval.for_day(day), run.schema_of, run.run_id)
+                wap.publish(conn, MODELS, run)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one_run, args=(day,)) for day in DAYS[1:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert hashes(loaded) == sequential
+
+
+def test_a_failing_model_names_its_file_line_and_the_postgres_error(loaded, tmp_path):
+    import shutil
+
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(models.settings.SQL_DIR, sql_dir)
+    broken = sql_dir / "marts" / "fact_orders.sql"
+    broken.write_text(broken.read_text().replace("unit_count,", "unit_count,\n        no_such_column,"))
+    found = models.discover(sql_dir)
+    with pytest.raises(build.ModelBuildError) as err:
+        build.build_all(loaded, found, models.Interval.for_day(DAYS[-1]))
+    message = str(err.value)
+    assert "fact_orders.sql" in message and 'column "no_such_column" does not exist' in message
+    assert "[42703]" in message and "line" in message and "no_such_column" in message.split("line")[-1]
+
+
+@pytest.mark.integration
+def test_a_backfill_through_airflow_equals_days_run_one_by_one(loaded, airflow_dag, pg_admin_url):
+    from greenery import warehouse
+
+    for day in DAYS:  # what `airflow dags backfill` does with max_active_runs=1: the days in order
+        dag_run = local_airflow.run_day(day, dag=airflow_dag)
+        assert dag_run.state == "success", local_airflow.failed_tasks(dag_run)
+    backfilled = hashes(loaded)
+    other = warehouse.create_database(pg_admin_url, loaded.info.dbname + "_one_by_one")
+    with psycopg.connect(other, autocommit=True) as conn:
+        raw.load_dir(conn, _real())
+        for day in reversed(DAYS):
+            run_day(conn, day)
+        assert hashes(conn) == backfilled

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from greenery import docs
 from greenery.models import Interval, Model, render
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def build_model(
                 prefix_len = None if body is None else len(prefix) - rendered.index(body)
                 cur.execute(sql.SQL(prefix) + select)
                 rows = cur.rowcount
+            docs.apply_comments(cur, model.name, schema, model.name)
             cur.execute(sql.SQL("analyze {}").format(_ident(target)))
     except Exception as exc:
         diag = getattr(exc, "diag", None)

@@ -171,6 +171,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from greenery import docs
+
+    readme = settings.INCLUDE_DIR.parent / "README.md"
+    if args.write_readme:
+        print("README.md updated" if docs.update_readme(readme) else "README.md already up to date")
+        return 0
+    print(docs.readme_section())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenery", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -196,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     answers = sub.add_parser("answers", help="print the business answers from the marts")
     answers.add_argument("--date", type=_date, default=None)
     answers.set_defaults(func=cmd_answers)
+
+    doc = sub.add_parser("docs", help="print the marts' column docs (include/sql/marts/_docs.yml) as Markdown")
+    doc.add_argument("--write-readme", action="store_true", help="refresh the generated section of README.md")
+    doc.set_defaults(func=cmd_docs)
 
     demo = sub.add_parser("demo", help="generate, load and run on the embedded PostgreSQL, print the answers")
     demo.add_argument("--scale", type=float, default=1.0)

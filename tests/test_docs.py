@@ -1,0 +1,43 @@
+"""Mart docs: one source (include/sql/marts/_docs.yml) for the README and the tables' COMMENTs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import known_data
+import pytest
+
+from greenery import build, docs, models
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_readme_section_is_generated_from_the_docs_file():
+    assert docs.readme_section() in README.read_text(), "run: .venv/bin/greenery docs --write-readme"
+
+
+def test_every_mart_is_documented():
+    marts = {name for name, m in models.discover().items() if m.layer == "marts"}
+    assert set(docs.load()) == marts
+    assert all(doc.get("description") for doc in docs.load().values())
+
+
+@pytest.mark.db
+def test_built_marts_carry_the_docs_as_comments_and_every_column_is_documented(db):
+    known_data.load(db)
+    found = models.discover()
+    build.build_all(db, found, models.Interval.for_day(dt.date(2021, 2, 12)))
+    for name, doc in docs.load().items():
+        columns = {
+            r[0]: r[1]
+            for r in db.execute(
+                "select a.attname, col_description(a.attrelid, a.attnum) from pg_attribute a "
+                "where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped",
+                (f"marts.{name}",),
+            )
+        }
+        assert set(columns) == set(doc["columns"]), name
+        assert columns == {c: str(t) for c, t in doc["columns"].items()}, name
+        table_comment = db.execute("select obj_description(%s::regclass, 'pg_class')", (f"marts.{name}",)).fetchone()
+        assert table_comment[0] == doc["description"]

@@ -134,6 +134,8 @@ with DAG(
         retries=int(os.environ.get("GREENERY_ALERT_RETRIES", "3")),
         retry_delay=dt.timedelta(seconds=float(os.environ.get("GREENERY_ALERT_RETRY_DELAY_SECONDS", "30"))),
         retry_exponential_backoff=True,
+        # publish is skipped when a critical check failed: that is exactly when the alert must go out.
+        trigger_rule=TriggerRule.NONE_FAILED,
     )
     def alert_slack(summary: dict, published: dict | None) -> None:
         """Page on-call in Slack (connection slack_alerts); fails loudly when Slack does not take it."""

@@ -139,3 +139,8 @@ def test_checks_come_after_every_model_and_branch_to_alert_or_success(dag):
     assert gate.upstream_task_ids == {"validate", "alert_slack", "all_checks_passed"}
     assert gate.trigger_rule == "none_failed_min_one_success"
     assert dag.get_task("alert_slack").retries >= 2
+    assert dag.get_task("alert_slack").trigger_rule == "none_failed"
+    assert dag.get_task("route_on_failures").trigger_rule == "none_failed"
+    assert {a.name for a in dag.get_task("publish").outlets} == {
+        m.relation for m in found.values() if m.layer == "marts"
+    }

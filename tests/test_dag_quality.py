@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from slack_server import slack_server  # noqa: F401 - fixture
 
-from greenery import local_airflow, raw
+from greenery import local_airflow, models, raw
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
@@ -24,6 +24,21 @@ def loaded(warehouse_url, real_greenery, slack_server, monkeypatch):  # noqa: F8
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
         raw.load_dir(conn, real_greenery)
         yield conn
+
+
+def asset_events(dag_run) -> set[str]:
+    """Names of the assets that this run emitted an event for (Airflow's metadata DB)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetModel.name)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetEvent.source_run_id == dag_run.run_id)
+        ).all()
+    return {r[0] for r in rows}
 
 
 def states(dag_run) -> dict[str, str]:
@@ -45,6 +60,7 @@ def test_clean_data_takes_the_success_path_and_sends_nothing(airflow_dag, loaded
         "success",
     )
     assert slack_server.requests == []
+    assert asset_events(dag_run) == {m.relation for m in models.discover().values() if m.layer == "marts"}
 
 
 def test_a_duplicated_order_pages_on_call_and_ends_red(airflow_dag, loaded, slack_server):  # noqa: F811
@@ -61,6 +77,28 @@ def test_a_duplicated_order_pages_on_call_and_ends_red(airflow_dag, loaded, slac
     assert str(DAY) in text and "greenery_daily" in text
     assert "airflow tasks clear" in text
     assert len(post.body["blocks"]) <= 50
+    assert "not published" in text
+    assert s["publish"] == "skipped" and asset_events(dag_run) == set()
+
+
+def test_a_warning_only_failure_alerts_but_publishes_and_stays_green(airflow_dag, loaded, slack_server):  # noqa: F811
+    user = loaded.execute("select user_id from raw.users order by user_id limit 1").fetchone()[0]
+    loaded.execute("update raw.users set email = 'nobody-at-example' where user_id = %s", (user,))
+    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+    s = states(dag_run)
+    assert dag_run.state == "success", s
+    assert (s["publish"], s["alert_slack"], s["all_checks_passed"], s["quality_gate"]) == (
+        "success",
+        "success",
+        "skipped",
+        "success",
+    )
+    [post] = slack_server.webhook_posts()
+    text = alert_text(post)
+    assert "warning" in text and "stg_postgres__users" in text and "email" in text and user in text
+    assert "Marts published" in text
+    published = loaded.execute("select email from marts.dim_users where user_id = %s", (user,)).fetchone()[0]
+    assert published == "nobody-at-example"  # a warning does not hold the data back
 
 
 def test_slack_answering_500_retries_then_fails_the_alert_task(airflow_dag, loaded, slack_server):  # noqa: F811

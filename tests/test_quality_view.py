@@ -1,0 +1,588 @@
+"""The "Data quality" view: its FastAPI app on real PostgreSQL, its discovery as an Airflow plugin, and
+the page served by a real ``airflow api-server`` (and rendered by headless Chromium).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from greenery import quality_view, wap
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PLUGINS_DIR = PROJECT_DIR / "plugins"
+# One screenshot is kept for people to look at (the test's own copy goes away with its tmp_path).
+SCREENSHOT = Path(os.environ.get("GREENERY_SCREENSHOT") or Path(tempfile.gettempdir()) / "data-quality.png")
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
+
+OLD_RUN = "scheduled__2024-03-01T00:00:00+00:00"
+NEW_RUN = "scheduled__2024-03-02T00:00:00+00:00"
+NASTY_KEY = "<script>alert('x')</script>"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fixtures: validation results as the DAG records them, and a Data Docs folder
+# ---------------------------------------------------------------------------------------------------
+
+
+def _suite(name: str, table: str, evaluated: int, critical: int = 0, warning: int = 0) -> dict:
+    return {
+        "suite": name,
+        "table": table,
+        "evaluated": evaluated,
+        "failed_critical": critical,
+        "failed_warning": warning,
+    }
+
+
+def _summary(run_id: str, day: str, suites: list[dict], failures: list[dict], quarantined: dict) -> dict:
+    critical = sum(s["failed_critical"] for s in suites)
+    return {
+        "dag_id": "greenery_daily",
+        "run_id": run_id,
+        "logical_date": day,
+        "evaluated": sum(s["evaluated"] for s in suites),
+        "failed_critical": critical,
+        "failed_warning": sum(s["failed_warning"] for s in suites),
+        "blocking": critical > 0,
+        "suites": suites,
+        "failures": failures,
+        "failures_total": len(failures),
+        "quarantined": quarantined,
+        "log_url": "javascript:alert(1)",  # never becomes a link
+        "seconds": 1.5,
+    }
+
+
+def clean_summary() -> dict:
+    suites = [
+        _suite("stg_postgres__orders", "staging.stg_postgres__orders", 9),
+        _suite("fact_orders", "marts.fact_orders", 12),
+        _suite("metrics_daily", "marts.metrics_daily", 6),
+    ]
+    return _summary(OLD_RUN, "2024-03-01", suites, [], {})
+
+
+def failing_summary() -> dict:
+    build = wap.Build(NEW_RUN, dt.date(2024, 3, 2))
+    orders = f"{build.schema('staging')}.stg_postgres__orders"
+    facts = f"{build.schema('marts')}.fact_orders"
+    suites = [
+        _suite("stg_postgres__orders", orders, 9, critical=1),
+        _suite("fact_orders", facts, 12, warning=1),
+        # a partial rerun: metrics_daily was not re-validated in this run
+    ]
+    failures = [
+        {
+            "suite": "stg_postgres__orders",
+            "table": orders,
+            "column": "order_total",
+            "expectation": "expect_column_values_to_be_between",
+            "severity": "critical",
+            "description": "Order totals are never negative",
+            "observed_value": None,
+            "unexpected_count": 2,
+            "sample_keys": ["8c1a6f0e-0000-4000-8000-00000000beef", NASTY_KEY],
+            "error": None,
+        },
+        {
+            "suite": "fact_orders",
+            "table": facts,
+            "column": "shipping_service",
+            "expectation": "expect_column_distinct_values_to_be_in_set",
+            "severity": "warning",
+            "description": None,
+            "observed_value": ["dhl", "fedex", "pigeon"],
+            "unexpected_count": 1,
+            "sample_keys": ["0f3b2c1d-aaaa-4bbb-8ccc-000000000001"],
+            "error": None,
+        },
+    ]
+    return _summary(NEW_RUN, "2024-03-02", suites, failures, {"stg_postgres__orders": 3, "stg_postgres__products": 1})
+
+
+def record_two_runs(url: str) -> None:
+    """The clean run of 2024-03-01 (published), then the run of 2024-03-02 (critical failure, not published)."""
+    with psycopg.connect(url) as conn:
+        wap.record_validation(conn, clean_summary(), published=True)
+        conn.execute(
+            "insert into greenery_audit.publish_log values (%s, %s, now() - interval '1 day', %s)",
+            (OLD_RUN, dt.date(2024, 3, 1), ["staging.stg_postgres__orders", "marts.fact_orders"]),
+        )
+        conn.execute("update greenery_audit.validation_runs set validated_at = now() - interval '1 day'")
+        conn.commit()
+        wap.record_validation(conn, failing_summary(), published=False)
+
+
+@pytest.fixture
+def gx_dir(tmp_path, monkeypatch) -> Path:
+    """GREENERY_GX_DIR with built Data Docs, and a secret next to them that must never be served."""
+    root = tmp_path / "gx-project"
+    site = root / "gx" / "uncommitted" / "data_docs" / "local_site"
+    (site / "validations").mkdir(parents=True)
+    (site / "index.html").write_text("<html><body><h1>GX Data Docs index</h1></body></html>")
+    (site / "validations" / "run.html").write_text("<html><body>validation result page</body></html>")
+    (root / "gx" / "uncommitted" / "secret.txt").write_text("TOP-SECRET-CONFIG")
+    (root / "gx" / "uncommitted" / "index.html").write_text("TOP-SECRET-CONFIG index")
+    (site / "escape").symlink_to(root / "gx" / "uncommitted")
+    monkeypatch.setenv("GREENERY_GX_DIR", str(root))
+    return root
+
+
+def flat(html: str) -> str:
+    """The page with whitespace runs collapsed and without the line-break hints inside long names."""
+    return " ".join(html.replace("<wbr>", "").split())
+
+
+def client(require_auth: bool = False):
+    """The app mounted as the API server mounts it."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    root = FastAPI()
+    root.mount("/data-quality", quality_view.create_app(require_auth=require_auth))
+    return TestClient(root)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. The app over HTTP, on real PostgreSQL
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_page_shows_latest_run_tables_failures_and_quarantine(warehouse_url, gx_dir):
+    record_two_runs(warehouse_url)
+    response = client().get("/data-quality/")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    page = flat(response.text)
+    # the latest run, not published, and what readers still see
+    assert NEW_RUN in page and "2024-03-02" in page
+    assert "Not published." in page and "1 critical check failed" in page
+    assert "Readers are still served the run of <strong>2024-03-01</strong>" in page
+    # one row per table, shown under the reader schema even though the run validated build schemas
+    for table in ("staging.stg_postgres__orders", "marts.fact_orders", "marts.metrics_daily"):
+        assert f">{table}</span>" in page
+    assert "run of 2024-03-01 (not re-checked since)" in page  # metrics_daily: only in the older run
+    assert '<span class="badge failed">failed</span>' in page
+    assert '<span class="badge warning">warning</span>' in page
+    assert '<span class="badge passed">passed</span>' in page
+    # failing checks with their details
+    assert "expect_column_values_to_be_between" in page and "order_total" in page
+    assert "Order totals are never negative" in page
+    assert "8c1a6f0e-0000-4000-8000-00000000beef" in page
+    assert "expect_column_distinct_values_to_be_in_set" in page and "pigeon" in page
+    # values are escaped; a javascript: log URL is not linked
+    assert NASTY_KEY not in page and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
+    assert "javascript:" not in page
+    assert 'font:14px/1.45 -apple-system, BlinkMacSystemFont, "Segoe UI"' in page  # the CSS itself is not escaped
+    # quarantine, Data Docs link, history
+    assert "stg_postgres__products" in page and "rows quarantined" in page
+    assert 'href="docs/"' in page
+    assert page.count(OLD_RUN) >= 1 and "Recent runs" in page
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_latest_json_has_each_tables_latest_result(warehouse_url, gx_dir):
+    record_two_runs(warehouse_url)
+    response = client().get("/data-quality/api/latest")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["dag_id"] == "greenery_daily"
+    latest = body["latest_run"]
+    assert latest["run_id"] == NEW_RUN and latest["logical_date"] == "2024-03-02"
+    assert latest["published"] is False and latest["failed_critical"] == 1 and latest["failed_warning"] == 1
+    assert dt.datetime.fromisoformat(latest["validated_at"]).utcoffset() == dt.timedelta(0)
+    assert body["serving"]["run_id"] == OLD_RUN and body["serving"]["logical_date"] == "2024-03-01"
+    assert body["quarantined"] == {"stg_postgres__orders": 3, "stg_postgres__products": 1}
+    assert body["data_docs"] == "docs/index.html"
+    tables = {t["table"]: t for t in body["tables"]}
+    assert set(tables) == {"staging.stg_postgres__orders", "marts.fact_orders", "marts.metrics_daily"}
+    orders = tables["staging.stg_postgres__orders"]
+    assert (orders["status"], orders["run_id"], orders["evaluated"], orders["failed_critical"]) == (
+        "failed",
+        NEW_RUN,
+        9,
+        1,
+    )
+    assert orders["validated_table"].startswith("_build_20240302_")
+    [failure] = orders["failures"]
+    assert failure["expectation"] == "expect_column_values_to_be_between"
+    assert failure["sample_keys"] == ["8c1a6f0e-0000-4000-8000-00000000beef", NASTY_KEY]
+    assert tables["marts.fact_orders"]["status"] == "warning"
+    metrics = tables["marts.metrics_daily"]
+    assert (metrics["status"], metrics["run_id"], metrics["failures"]) == ("passed", OLD_RUN, [])
+    assert [t["status"] for t in body["tables"]] == ["failed", "warning", "passed"]
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_data_docs_are_served_and_nothing_outside_them(warehouse_url, gx_dir):
+    app = client()
+    index = app.get("/data-quality/docs/")
+    assert index.status_code == 200 and "GX Data Docs index" in index.text
+    assert app.get("/data-quality/docs/index.html").text == index.text
+    page = app.get("/data-quality/docs/validations/run.html")
+    assert page.status_code == 200 and "validation result page" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert app.get("/data-quality/docs/validations/missing.html").status_code == 404
+    attacks = [
+        "/data-quality/docs/../../etc/passwd",  # the client normalizes this one itself
+        "/data-quality/docs/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/data-quality/docs/..%2f..%2f..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/data-quality/docs/%2e%2e%2f%2e%2e%2fsecret.txt",
+        "/data-quality/docs/../secret.txt",
+        "/data-quality/docs/%2e%2e/secret.txt",
+        "/data-quality/docs/%252e%252e/secret.txt",
+        "/data-quality/docs/..%5c..%5csecret.txt",
+        "/data-quality/docs//etc/passwd",
+        "/data-quality/docs/%2Fetc%2Fpasswd",
+        "/data-quality/docs/escape/secret.txt",  # a symlink leading out of the folder
+        "/data-quality/docs/escape/",
+        "/data-quality/docs/validations/%00.html",
+    ]
+    for url in attacks:
+        response = app.get(url)
+        assert response.status_code in (400, 404), (url, response.status_code)
+        assert "root:" not in response.text and "TOP-SECRET-CONFIG" not in response.text, url
+    for path in ("../secret.txt", "../../../../etc/passwd", "/etc/passwd", "escape/secret.txt", "a\x00b"):
+        assert quality_view.docs_file(path) is None, path
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_docs_404_before_they_are_built(warehouse_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("GREENERY_GX_DIR", str(tmp_path / "never-built"))
+    record_two_runs(warehouse_url)
+    app = client()
+    response = app.get("/data-quality/docs/index.html")
+    assert response.status_code == 404 and "not been built yet" in response.json()["detail"]
+    page = app.get("/data-quality/")
+    assert page.status_code == 200 and "The Data Docs have not been built yet" in page.text
+    assert 'href="docs/"' not in page.text
+    assert app.get("/data-quality/api/latest").json()["data_docs"] is None
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_empty_state_before_any_validation(warehouse_url, gx_dir):
+    app = client()
+    page = app.get("/data-quality/")
+    assert page.status_code == 200
+    assert "No validation has run yet" in page.text
+    body = app.get("/data-quality/api/latest").json()
+    assert body["latest_run"] is None and body["tables"] == [] and body["serving"] is None
+    # the audit schema exists (a publish happened) but no validation was recorded yet
+    with psycopg.connect(warehouse_url) as conn:
+        wap._ensure_audit(conn)
+        conn.execute("insert into greenery_audit.publish_log values ('first', '2024-03-01', now(), '{}')")
+    page = app.get("/data-quality/")
+    assert page.status_code == 200 and "No validation has run yet" in page.text
+    assert "The marts currently hold the run of 2024-03-01" in page.text
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_clean_latest_run_is_shown_as_published(warehouse_url, gx_dir):
+    with psycopg.connect(warehouse_url) as conn:
+        wap.record_validation(conn, clean_summary(), published=True)
+    page = client().get("/data-quality/").text
+    assert "Every check passed; readers see this run." in page and "No failing checks." in page
+    assert "No rows were quarantined." in page
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def test_unreachable_warehouse_is_a_503_with_a_message(monkeypatch, gx_dir):
+    port = _closed_port()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GREENERY_WAREHOUSE",
+        json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "x", "schema": "x"}),
+    )
+    app = client()
+    started = time.monotonic()
+    page = app.get("/data-quality/")
+    assert time.monotonic() - started < 10
+    assert page.status_code == 503
+    assert "The warehouse cannot be reached" in page.text
+    assert "greenery_warehouse" in page.text and str(port) in page.text
+    assert "Traceback" not in page.text
+    api = app.get("/data-quality/api/latest")
+    assert api.status_code == 503
+    assert api.json()["error"] == "warehouse_unavailable" and str(port) in api.json()["detail"]
+
+
+def test_missing_connection_is_a_503_too(monkeypatch, gx_dir):
+    monkeypatch.delenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", raising=False)
+    page = client().get("/data-quality/")
+    assert page.status_code == 503 and "AIRFLOW_CONN_GREENERY_WAREHOUSE" in page.text
+
+
+def test_requests_without_an_airflow_login_are_refused(gx_dir):
+    app = client(require_auth=True)
+    assert app.get("/data-quality/api/latest").status_code == 401
+    assert app.get("/data-quality/docs/index.html").status_code == 401
+    page = app.get("/data-quality/", headers={"Accept": "text/html"})
+    assert page.status_code == 401 and "Sign in to Airflow" in page.text
+    assert '<a href="../">Open Airflow</a>' in page.text  # relative: Airflow may live under a base path
+    deep = app.get("/data-quality/docs/validations/run.html", headers={"Accept": "text/html"})
+    assert deep.status_code == 401 and '<a href="../../../">Open Airflow</a>' in deep.text
+    assert app.get("/data-quality/icon.svg").status_code == 200  # the nav icon is public
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. Airflow discovers the plugin
+# ---------------------------------------------------------------------------------------------------
+
+_DISCOVER = r"""
+import json, sys
+from airflow import plugins_manager
+plugins, errors = plugins_manager._get_plugins()
+light = {m: m in sys.modules for m in ("fastapi", "greenery.quality_view", "great_expectations", "psycopg")}
+from fastapi import FastAPI
+apps, _ = plugins_manager.get_fastapi_plugins()
+external_views, _ = plugins_manager._get_ui_plugins()
+info = [p for p in plugins_manager.get_plugin_info() if p["name"] == "greenery_quality"]
+print(json.dumps({
+    "errors": errors, "light": light, "info": info, "external_views": external_views,
+    "apps": [{"prefix": a["url_prefix"], "name": a["name"], "is_fastapi": isinstance(a["app"], FastAPI),
+              "routes": sorted(getattr(r, "path", "") for r in a["app"].routes)} for a in apps],
+}, default=str))
+"""
+
+
+def test_airflow_discovers_the_plugin(tmp_path):
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_DIR),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    out = subprocess.run([sys.executable, "-c", _DISCOVER], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["errors"] == {}
+    # loading the plugins folder (every Airflow process does) imports neither the app nor the database code
+    assert not any(found["light"].values()), found["light"]
+    [app] = [a for a in found["apps"] if a["prefix"] == "/data-quality"]
+    assert app["is_fastapi"] and app["name"] == "Greenery data quality"
+    assert {"/", "/api/latest", "/docs/{path:path}", "/icon.svg"} <= set(app["routes"])
+    [view] = [v for v in found["external_views"] if v.get("url_route") == "data-quality"]
+    assert view["name"] == "Data quality" and view["destination"] == "nav"
+    assert view["href"] == "data-quality/"  # relative to the UI's base URL
+    [info] = found["info"]
+    assert info["source"] == "$PLUGINS_FOLDER/greenery_quality_plugin.py"
+    assert info["fastapi_apps"][0]["app"] == "fastapi.applications.FastAPI"
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Through a real `airflow api-server`, and in a real browser
+# ---------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 10) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - a local test server
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _raw_get(port: int, path: str) -> tuple[int, str]:
+    """A GET with the path sent exactly as given (no client-side normalization of `..`)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_accept_encoding=True)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def api_server(warehouse_url, gx_dir, tmp_path):
+    """`airflow api-server` on a free port: SQLite metadata DB in a fresh home, the project's plugins."""
+    home = tmp_path / "airflow-home"
+    (home / "dags").mkdir(parents=True)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_DIR),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "test-secret-" + os.urandom(8).hex(),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    }
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    port = _free_port()
+    log = (tmp_path / "api-server.log").open("wb")
+    server = subprocess.Popen(
+        [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90  # ~10 s on an idle machine
+        while True:
+            try:
+                if _get(f"{base}/api/v2/version", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"api-server did not start:\n{(tmp_path / 'api-server.log').read_text()[-4000:]}")
+            time.sleep(0.3)
+        yield base, port
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server's own process group (start_new_session)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+@pytest.mark.db
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_through_the_real_api_server_and_chromium(api_server, warehouse_url, tmp_path):
+    base, port = api_server
+    record_two_runs(warehouse_url)
+
+    status, page = _get(f"{base}/data-quality/")
+    assert status == 200, page
+    page = flat(page)
+    assert NEW_RUN in page and "Not published." in page and "expect_column_values_to_be_between" in page
+    assert "marts.metrics_daily" in page and "8c1a6f0e-0000-4000-8000-00000000beef" in page
+    status, body = _get(f"{base}/data-quality/api/latest")
+    assert status == 200 and json.loads(body)["latest_run"]["run_id"] == NEW_RUN
+    status, docs = _get(f"{base}/data-quality/docs/validations/run.html")
+    assert status == 200 and "validation result page" in docs
+    for path in ("/data-quality/docs/../../../../../../etc/passwd", "/data-quality/docs/%2e%2e/secret.txt"):
+        status, text = _raw_get(port, path)
+        assert status in (400, 404) and "root:" not in text and "TOP-SECRET" not in text, (path, status)
+
+    # the UI learns about the nav entry and the app from the plugins endpoint
+    status, body = _get(f"{base}/api/v2/plugins")
+    assert status == 200
+    [plugin] = [p for p in json.loads(body)["plugins"] if p["name"] == "greenery_quality"]
+    assert plugin["fastapi_apps"][0]["url_prefix"] == "/data-quality"
+    assert [v["url_route"] for v in plugin["external_views"]] == ["data-quality"]
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium): no screenshot taken")
+    png = tmp_path / "data-quality.png"
+    shot = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            f"--screenshot={png}",
+            "--window-size=1280,900",
+            f"{base}/data-quality/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert png.is_file(), shot.stderr[-2000:]
+    assert png.stat().st_size > 20_000
+    width, height, pixel = read_png(png.read_bytes())
+    assert (width, height) == (1280, 900)
+    samples = {pixel(x, y) for x in range(0, width, 40) for y in range(0, height, 30)}
+    assert len(samples) >= 6, samples  # not a blank page: background, cards, text, red/amber/green badges
+    assert any(r > 150 and g < 120 and b < 120 for r, g, b in _dense(pixel, width, height)), "no red badge/banner"
+    shutil.copyfile(png, SCREENSHOT)
+
+
+def _dense(pixel, width: int, height: int):
+    return (pixel(x, y) for x in range(0, width, 3) for y in range(0, height, 3))
+
+
+def read_png(data: bytes):
+    """Decode an 8-bit RGB/RGBA PNG (what Chromium writes) with the stdlib; return (w, h, pixel(x, y) -> rgb)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, chunk = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", chunk)
+        elif kind == b"IDAT":
+            idat += chunk
+    width, height, depth, colour, _, _, interlace = header
+    assert depth == 8 and colour in (2, 6) and interlace == 0, header
+    channels = 3 if colour == 2 else 4
+    stride = width * channels
+    raw = zlib.decompress(idat)
+    rows, previous = [], bytearray(stride)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up = previous[i]
+            up_left = previous[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - up_left
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
+                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else up_left)) & 0xFF
+        rows.append(line)
+        previous = line
+
+    def pixel(x: int, y: int) -> tuple[int, int, int]:
+        i = x * channels
+        return tuple(rows[y][i : i + 3])
+
+    return width, height, pixel

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -47,6 +48,8 @@ def _real_greenery_candidates() -> list[Path]:
 REAL_GREENERY = next((p for p in _real_greenery_candidates() if (p / "orders.csv").is_file()), None)
 
 _db_names = itertools.count(1)
+# pgserver logs from an atexit hook, after pytest closed the captured streams.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")

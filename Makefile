@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format lock bench clean
+.PHONY: help install demo ui test test-fast lint format lock bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ install: $(STAMP) ## create .venv with the locked dependencies and the project (
 
 demo: $(STAMP) ## generate data, run the DAG on an embedded PostgreSQL, print the business answers
 	$(BIN)/greenery demo
+
+ui: $(STAMP) ## Airflow UI + scheduler on the embedded PostgreSQL, no Docker (http://localhost:8080, Ctrl-C stops)
+	$(BIN)/greenery ui
 
 test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow integration (starts its own PostgreSQL)
 	$(BIN)/python -m pytest

@@ -182,6 +182,18 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Airflow's UI, scheduler and DAG processor on this machine; Ctrl-C stops them and the embedded PostgreSQL."""
+    from greenery import local_ui
+
+    server = _embedded_if_unconfigured()
+    try:
+        return local_ui.serve(Path(os.environ["AIRFLOW_HOME"]), port=args.port, host=args.host)
+    finally:
+        if server is not None:
+            server.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenery", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--verbose", action="store_true", help="show Airflow's task logs")
     demo.set_defaults(func=cmd_demo)
+
+    ui = sub.add_parser("ui", help="start Airflow's UI + scheduler locally (no Docker) on the embedded PostgreSQL")
+    ui.add_argument("--port", type=int, default=8080)
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (every visitor is an admin)")
+    ui.set_defaults(func=cmd_ui)
     return parser
 
 

@@ -21,14 +21,15 @@ EXPECTED_REFS = {
     "int_order_items": {"stg_postgres__order_items", "stg_postgres__products"},
     "int_orders": {"stg_postgres__orders", "stg_postgres__promos", "int_order_items"},
     "int_user_sessions": {"stg_postgres__events"},
-    "int_user_product_sessions": {"stg_postgres__events", "stg_postgres__order_items"},
+    "int_product_events": {"stg_postgres__events", "stg_postgres__order_items"},
+    "int_user_product_sessions": {"int_product_events"},
     "dim_users": {"stg_postgres__users", "stg_postgres__addresses"},
     "dim_products": {"stg_postgres__products"},
     "fact_orders": {"int_orders"},
     "fact_order_items": {"int_order_items"},
     "fact_user_orders": {"int_orders"},
     "fact_product": {"stg_postgres__products", "int_order_items", "int_user_product_sessions"},
-    "fact_product_sessions_daily": {"stg_postgres__events", "stg_postgres__order_items"},
+    "fact_product_sessions_daily": {"int_product_events"},
     "metrics_daily": {"stg_postgres__users", "fact_orders", "stg_postgres__events"},
 }
 

@@ -37,13 +37,12 @@ class SqlModelOperator(BaseOperator):
         self.doc_md = f"Builds `{model.relation}` from `{model.path.name}` ({model.materialized})."
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from greenery import build, wap, warehouse
+        from greenery import build, quality, warehouse
 
         interval = interval_from_context(context)
-        run_build = wap.Build(context["run_id"], interval.day)
         with warehouse.connect(self.conn_id) as conn:
             result = build.build_model(
-                conn, self.model, self.models, interval, run_build.schema_of, run_id=context["run_id"]
+                conn, self.model, self.models, interval, quality.run_build(context).schema_of, run_id=context["run_id"]
             )
         return {
             "relation": result.relation,

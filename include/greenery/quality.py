@@ -35,6 +35,7 @@ def data_docs_url(index: str | None) -> str | None:
 
 
 def run_build(context: Any):
+    """The run's build schemas (write-audit-publish), named after its day and run id."""
     from greenery import wap
 
     return wap.Build(context["run_id"], interval_from_context(context).day)
@@ -105,15 +106,15 @@ def run_validation(context: Any) -> dict[str, Any]:
     if missing:
         raise validation.SuiteDefinitionError(f"models without a suite in include/expectations: {missing}")
     interval = interval_from_context(context)
-    run_build = wap.Build(context["run_id"], interval.day)
+    this_run = run_build(context)
     with warehouse.connect() as conn:
         # A cleared single task rebuilds only some models: validate what this run built.
-        built = wap.built_models(conn, found, run_build)
-        relation = build.resolver(conn, found, run_build.schema_of)
+        built = wap.built_models(conn, found, this_run)
+        relation = build.resolver(conn, found, this_run.schema_of)
         tables = {name: relation(name) for name in found}
         quarantined = quarantined_counts(conn, interval.day)
     if not built:
-        raise RuntimeError(f"run {context['run_id']} has no built tables in {run_build.key}__*: clear the whole run")
+        raise RuntimeError(f"run {context['run_id']} has no built tables in {this_run.key}__*: clear the whole run")
     summary = validation.validate(
         warehouse.sqlalchemy_url(settings.WAREHOUSE_CONN_ID),
         found,

@@ -177,21 +177,29 @@ def validate(
         definitions.append(
             context.validation_definitions.add_or_update(gx.ValidationDefinition(name=name, data=batch, suite=suite))
         )
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    run_id = RunIdentifier(run_name=run_name)
     # Run suite by suite: each needs its own primary-key columns to report sample keys of failing rows.
-    # ValidationDefinition.run stores each result, so the Data Docs built afterwards show them all.
+    # ValidationDefinition.run stores each result under run_id.
     results = {
         d.name: d.run(
+            run_id=run_id,
             result_format={
                 "result_format": "SUMMARY",
                 "partial_unexpected_count": SAMPLE_KEYS,
                 "unexpected_index_column_names": list(models[d.name].unique_key),
-            }
+            },
         )
         for d in definitions
     }
     docs_path = None
     if build_docs:
-        context.build_data_docs()
+        # Render this run's results only (and the index): re-rendering every stored result would make
+        # each day's validation slower than the one before.
+        store = context.validation_results_store
+        this_run = [key for key in store.list_keys() if key.run_id.run_name == run_name]
+        context.build_data_docs(resource_identifiers=this_run)
         docs_path = data_docs_index(gx_dir)
     summary = summarize(results, models, relation, _sample_fetcher(sqlalchemy_url, relation))
     summary.update(

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from slack_server import slack_server  # noqa: F401 - fixture
 
-from greenery import local_airflow, models, raw
+from greenery import local_airflow, models, raw, validation
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
@@ -61,6 +61,20 @@ def test_clean_data_takes_the_success_path_and_sends_nothing(airflow_dag, loaded
     )
     assert slack_server.requests == []
     assert asset_events(dag_run) == {m.relation for m in models.discover().values() if m.layer == "marts"}
+
+
+def test_the_state_of_the_data_message_goes_out_when_enabled(airflow_dag, loaded, slack_server, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("AIRFLOW_CONN_STAKEHOLDERS", slack_server.webhook_conn_json())
+    monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")
+    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+    assert dag_run.state == "success"
+    [post] = slack_server.webhook_posts()
+    text = alert_text(post)
+    assert "marts.fact_orders" in text and "361" in text  # rows per mart
+    assert "79.8" in text  # the repeat rate
+    found = models.discover()
+    n = sum(len(suite.expectations) for suite in validation.load_suites(found).values())
+    assert f"{n:,}/{n:,} passed" in text
 
 
 def test_a_duplicated_order_pages_on_call_and_ends_red(airflow_dag, loaded, slack_server):  # noqa: F811

@@ -153,3 +153,30 @@ def test_rerunning_days_in_any_order_gives_the_same_tables(built, warehouse_url)
             build.build_all(conn, found, models.Interval.for_day(day))
     assert {m.relation: table_hash(built, m.relation) for m in found.values()} == before
     assert built.execute("select count(*) from marts.metrics_daily").fetchone()[0] == 2
+
+
+def test_replayed_and_conflicting_events_are_told_apart(warehouse_url):
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        k.load(conn)
+        replay = dict(k.RAW["events"][0])  # an exact copy of event 1
+        conflict = {**k.RAW["events"][6], "page_url": "https://greenery.com/elsewhere"}  # event 7, other content
+        conn.execute(
+            "insert into raw.events select * from raw.events where event_id in (%s, %s)",
+            (replay["event_id"], conflict["event_id"]),
+        )
+        conn.execute(
+            "update raw.events set page_url = %s where ctid = (select max(ctid) from raw.events where event_id = %s)",
+            (conflict["page_url"], conflict["event_id"]),
+        )
+        build.build_all(conn, models.discover(), models.Interval.for_day(D))
+        quarantined = conn.execute(
+            "select event_id, rule from quarantine.stg_postgres__events order by event_id, rule"
+        ).fetchall()
+        assert quarantined == [
+            (replay["event_id"], "duplicate_event"),
+            (conflict["event_id"], "conflicting_event_id"),
+            (conflict["event_id"], "conflicting_event_id"),
+        ]
+        kept = {r[0] for r in conn.execute("select event_id from staging.stg_postgres__events")}
+        assert replay["event_id"] in kept and conflict["event_id"] not in kept
+        assert len(kept) == len(k.RAW["events"]) - 1

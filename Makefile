@@ -44,5 +44,9 @@ format: $(STAMP) ## apply ruff formatting and fixes
 lock: ## re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header -o requirements.lock
 
+BENCH_SCALES ?= 1,100
+bench: $(STAMP) ## pipeline vs bare SQL vs dbt build, side by side (BENCH_SCALES=1,100,1000; dbt gets its own venv)
+	$(BIN)/python benchmarks/bench.py --scales $(BENCH_SCALES)
+
 clean: ## remove the venv and local state (.greenery: embedded PostgreSQL, Airflow home, data)
 	rm -rf $(VENV) .greenery

@@ -3,7 +3,9 @@
 The dbt models are generated, not hand-copied, so the peer always runs the pipeline's current SQL:
 
 - ``{{ source('t') }}`` -> ``{{ source('raw', 't') }}``; ``{{ ref('m') }}`` stays as it is.
-- ``config(...)``: ``table`` models -> ``materialized='table'``; ``daily_partition`` models ->
+- ``config(...)``: ``table`` models -> ``materialized='table'``; ``incremental`` models -> dbt's
+  ``incremental`` with ``delete+insert`` on the unique key and the same indexes (``is_incremental()``
+  and ``{{ this }}`` are dbt's own; ``{{ incremental_since }}`` becomes a macro); ``daily_partition`` models ->
   ``incremental`` with ``delete+insert`` on the partition column, the day coming from ``var('run_date')``
   (``{{ interval_start }}``, ``{{ interval_end }}``, ``{{ run_date }}`` become macros reading it).
 - ``quarantine=true`` models: the rows whose ``quarantine_rule`` is NULL, without that column (the
@@ -50,6 +52,13 @@ def _q(value: str) -> str:
 
 
 def dbt_config(model: Model) -> str:
+    if model.materialized == "incremental":
+        key = "[" + ", ".join(_q(k) for k in model.unique_key) + "]"
+        indexes = ", ".join("{'columns': [" + ", ".join(_q(c) for c in cols) + "]}" for cols in model.indexes)
+        return (
+            "{{ config(materialized='incremental', incremental_strategy='delete+insert', "
+            f"unique_key={key}, indexes=[{indexes}]) }}}}\n"
+        )
     if model.materialized == "daily_partition":
         return (
             "{{ config(materialized='incremental', incremental_strategy='delete+insert', "
@@ -61,9 +70,11 @@ def dbt_config(model: Model) -> str:
 def translate(model: Model) -> str:
     body = CONFIG_CALL.sub("", model.template, count=1).lstrip("\n")
     body = SOURCE_CALL.sub(lambda m: f"source('raw', '{m.group(2)}')", body)
-    for name, macro in VARIABLES.items():
+    variables = VARIABLES | {"incremental_since": f"greenery_incremental_since({model.lookback_days})"}
+    for name, macro in variables.items():
         body = re.sub(r"\{\{\s*" + name + r"\s*\}\}", "{{ " + macro + " }}", body)
-    leftover = re.findall(r"\{\{\s*(\w+)\s*\}\}", body)
+    # dbt knows {{ this }} and is_incremental() itself.
+    leftover = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", body)) - {"this"}
     if leftover:
         raise ValueError(f"{model.path}: no dbt translation for {sorted(set(leftover))}")
     if model.config.get("quarantine"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from airflow.sdk import DAG, Asset, TaskGroup, TriggerRule, task
+from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule, task
 
 from greenery import models as model_files
 from greenery import settings
@@ -20,8 +20,10 @@ DOC_MD = """
 **Inputs.** Schema `raw` (users, addresses, orders, order_items, products, promos, events) in the
 warehouse reached through the Airflow connection `greenery_warehouse`.
 
-**Outputs.** Schemas `staging`, `intermediate`, `marts`. Current-state tables are rebuilt from all raw
-data; the daily tables (`fact_product_sessions_daily`, `metrics_daily`) get only the run's day,
+**Outputs.** Schemas `staging`, `intermediate`, `marts`. Current-state tables (users, orders,
+products) are rebuilt from all raw data. Event-history tables are *incremental*: a run recomputes the
+rows from its day minus a lookback (3 days, for late events) and merges them, so its cost follows the
+day's data. The daily tables (`fact_product_sessions_daily`, `metrics_daily`) get only the run's day,
 overwritten, from raw rows created before the end of that day.
 
 **Graph.** One task per file of `include/sql/<layer>/`, task id = file name; the edges come from the
@@ -40,6 +42,9 @@ warnings alert but stay green.
 - A model task failed: its log names the SQL file, the line and the PostgreSQL error. Fix the data or
   the SQL, then *Clear* the task: every model replaces its table (or its day) in one transaction, so a
   rerun is always safe.
+- Events older than the lookback changed or were deleted in raw, or a model's logic changed: trigger
+  the DAG with the Param `full_refresh` ticked (rebuilds the incremental tables from all history; a
+  changed column list is detected and rebuilt whole without it).
 - Cannot connect: check the `greenery_warehouse` connection (Admin -> Connections).
 - Backfill: `airflow dags backfill greenery_daily --start-date 2021-02-10 --end-date 2021-02-12`;
   runs are serialized (`max_active_runs=1`) because every run rewrites the current-state tables.
@@ -70,6 +75,15 @@ with DAG(
         "on_failure_callback": _page_on_failure,
     },
     tags=["greenery", "marts", "daily"],
+    params={
+        "full_refresh": Param(
+            False,
+            type="boolean",
+            title="Full refresh",
+            description="Rebuild the incremental (event history) tables from all raw data instead of "
+            "recomputing the last days only. Use after changing a model or correcting old raw rows.",
+        )
+    },
     doc_md=DOC_MD,
 ) as dag:
     # prefix_group_id=False keeps task id = model file name, as the models are addressed everywhere.

@@ -103,6 +103,12 @@ def test_schedule_owner_retries_tags_docs(dag):
         assert task.retry_exponential_backoff, task.task_id
 
 
+def test_full_refresh_is_a_boolean_param_of_the_trigger_form(dag):
+    param = dag.params.get_param("full_refresh")
+    assert param.value is False
+    assert param.schema["type"] == "boolean" and param.schema.get("title") and param.description
+
+
 def test_one_task_per_model_named_after_its_file(dag):
     found = models.discover()
     model_tasks = {t.task_id for t in dag.tasks if t.task_id in found}

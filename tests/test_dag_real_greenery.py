@@ -78,10 +78,26 @@ def test_the_known_greenery_answers(real_run):
     assert round(m[4], 2) == Decimal("3.89")
 
 
+def _incremental_tasks(dag_run) -> set[str]:
+    return {
+        ti.task_id
+        for ti in dag_run.get_task_instances()
+        if isinstance(ti.xcom_pull(task_ids=ti.task_id), dict) and ti.xcom_pull(task_ids=ti.task_id).get("incremental")
+    }
+
+
 def test_a_rerun_of_the_same_day_changes_nothing(real_run, airflow_dag):
-    conn, _ = real_run
+    conn, second = real_run
     found = models.discover()
+    incremental = {name for name, m in found.items() if m.materialized == "incremental"}
+    # The second day's run found the first day's tables published: it merged deltas.
+    assert _incremental_tasks(second) == incremental
     before = {m.relation: table_hash(conn, m.relation) for m in found.values()}
     dag_run = local_airflow.run_day(dt.date(2021, 2, 12), dag=airflow_dag)
     assert dag_run.state == "success"
+    assert {m.relation: table_hash(conn, m.relation) for m in found.values()} == before
+    # full_refresh (the trigger form's Param) rebuilds them whole, to the same tables.
+    dag_run = local_airflow.run_day(dt.date(2021, 2, 12), conf={"full_refresh": True}, dag=airflow_dag)
+    assert dag_run.state == "success"
+    assert _incremental_tasks(dag_run) == set()
     assert {m.relation: table_hash(conn, m.relation) for m in found.values()} == before

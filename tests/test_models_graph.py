@@ -23,6 +23,7 @@ EXPECTED_REFS = {
     "int_user_sessions": {"stg_postgres__events"},
     "int_product_events": {"stg_postgres__events", "stg_postgres__order_items"},
     "int_user_product_sessions": {"int_product_events"},
+    "int_sessions_per_hour": {"stg_postgres__events"},
     "dim_users": {"stg_postgres__users", "stg_postgres__addresses"},
     "dim_products": {"stg_postgres__products"},
     "fact_orders": {"int_orders"},
@@ -30,7 +31,7 @@ EXPECTED_REFS = {
     "fact_user_orders": {"int_orders"},
     "fact_product": {"stg_postgres__products", "int_order_items", "int_user_product_sessions"},
     "fact_product_sessions_daily": {"int_product_events"},
-    "metrics_daily": {"stg_postgres__users", "fact_orders", "stg_postgres__events"},
+    "metrics_daily": {"stg_postgres__users", "fact_orders", "int_user_sessions", "int_sessions_per_hour"},
 }
 
 
@@ -81,6 +82,36 @@ def test_daily_models_are_partitioned_by_day():
     }
 
 
+def test_event_history_models_are_incremental():
+    found = models.discover()
+    incremental = {m.name for m in found.values() if m.materialized == "incremental"}
+    assert incremental == {
+        "stg_postgres__events",
+        "int_product_events",
+        "int_user_sessions",
+        "int_user_product_sessions",
+        "int_sessions_per_hour",
+    }
+    for name in incremental:
+        model = found[name]
+        # The merge deletes by key and by the incremental column: both must be indexed.
+        assert model.unique_key in model.indexes, name
+        assert (model.incremental_column,) in model.indexes, name
+
+
+def test_incremental_render_reads_only_the_window():
+    import datetime as dt
+
+    found = models.discover()
+    day = models.Interval.for_day(dt.date(2021, 2, 12))
+    full = models.render(found["stg_postgres__events"], day, str, "landing")
+    since = "'2021-02-09T00:00:00+00:00'::timestamptz"
+    assert since not in full and "staging.stg_postgres__events" not in full
+    recent = models.render(found["stg_postgres__events"], day, str, "landing", incremental=True)
+    assert f"created_at >= {since} or created_at is null" in recent
+    assert "from staging.stg_postgres__events" in recent
+
+
 @pytest.fixture
 def sql_copy(tmp_path):
     target = tmp_path / "sql"
@@ -107,6 +138,14 @@ def test_a_new_model_file_wires_itself_in(sql_copy):
         ("staging", "select * from {{ ref('fact_orders') }}", "later layer"),
         ("marts", "{{ config(materialized='view') }} select 1", "materialized='view'"),
         ("marts", "{{ config(materialized='daily_partition') }} select 1", "partition_by"),
+        ("marts", "{{ config(materialized='incremental', unique_key='k') }} select 1", "incremental_column"),
+        (
+            "marts",
+            "{{ config(materialized='incremental', unique_key='k', incremental_column='t', lookback_days=-1) }} "
+            "select 1",
+            "lookback_days",
+        ),
+        ("marts", "{{ config(indexes='k') }} select 1", "indexes"),
         ("marts", "select * from {{ ref(some_variable) }}", "must be literals"),
         ("marts", "select {{ ", "unexpected"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from greenery import docs
-from greenery.models import Interval, Model, render
+from greenery.models import Interval, Model, incremental_since, render
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class BuildResult:
     rows: int
     seconds: float
     quarantined: int = 0
+    incremental: bool = False
 
 
 def _error_location(rendered: str, position: str | None, prefix_len: int | None) -> str:
@@ -66,6 +68,69 @@ def resolver(conn, models: Mapping[str, Model], schema_of: Mapping[str, str] | N
     return relation
 
 
+def relation_columns(conn, relation: str) -> list[tuple[str, int]] | None:
+    """(name, type oid) of a table's columns in order, or None when it does not exist."""
+    rows = conn.execute(
+        "select attname, atttypid::int from pg_attribute where attrelid = to_regclass(%s)"
+        " and attnum > 0 and not attisdropped order by attnum",
+        (_ident(relation).as_string(conn),),
+    ).fetchall()
+    return [(name, oid) for name, oid in rows] or None
+
+
+PROBE_PREFIX = "select * from ("
+
+
+def _select_columns(cur, select: sql.Composable) -> list[tuple[str, int]]:
+    # LIMIT 0 plans the query and stops before reading a row: a cheap way to learn its columns.
+    cur.execute(sql.SQL(PROBE_PREFIX) + select + sql.SQL(") as probe limit 0"))
+    return [(c.name, c.type_code) for c in cur.description if c.name != RULE_COLUMN]
+
+
+def merge_statements(model: Model, target: str, delta: str, since: dt.datetime) -> list[tuple[sql.Composed, tuple]]:
+    """Replace ``target``'s rows that ``delta`` recomputes: from ``since`` on, or with a key in the delta."""
+    keys = sql.SQL(" and ").join(sql.SQL("d.{k} = t.{k}").format(k=sql.Identifier(k)) for k in model.unique_key)
+    column = sql.Identifier(model.incremental_column)
+    # Two deletes, not one with OR, so each can use its index (column range, then key lookups).
+    return [
+        (sql.SQL("delete from {} as t where t.{} >= %s").format(_ident(target), column), (since,)),
+        (sql.SQL("delete from {} as t using {} as d where {}").format(_ident(target), _ident(delta), keys), ()),
+        (sql.SQL("insert into {} select * from {}").format(_ident(target), _ident(delta)), ()),
+    ]
+
+
+def _merged_view(model: Model, view: str, delta: str, since: dt.datetime) -> sql.Composed:
+    """The published table with this run's delta merged in, as downstream models of the run see it."""
+    keys = sql.SQL(" and ").join(sql.SQL("d.{k} = t.{k}").format(k=sql.Identifier(k)) for k in model.unique_key)
+    column = sql.Identifier(model.incremental_column)
+    return sql.SQL(
+        "create view {view} as select * from {published} as t"
+        " where (t.{col} < {since} or t.{col} is null) and not exists (select from {delta} as d where {keys})"
+        " union all select * from {delta}"
+    ).format(
+        view=_ident(view),
+        published=_ident(model.relation),
+        col=column,
+        since=sql.Literal(since),
+        delta=_ident(delta),
+        keys=keys,
+    )
+
+
+def _create_indexes(cur, model: Model, relation: str) -> None:
+    for columns in model.indexes:
+        cur.execute(
+            sql.SQL("create index on {} ({})").format(
+                _ident(relation), sql.SQL(", ").join(map(sql.Identifier, columns))
+            )
+        )
+
+
+def delta_relation(relation: str) -> str:
+    """Where an incremental build keeps the rows it recomputed (``<schema>.<model>__delta``)."""
+    return f"{relation}__delta"
+
+
 def build_model(
     conn,
     model: Model,
@@ -73,25 +138,50 @@ def build_model(
     interval: Interval,
     schema_of: Mapping[str, str] | None = None,
     run_id: str = "adhoc",
+    full_refresh: bool = False,
 ) -> BuildResult:
     """Build ``model`` for ``interval``; ``schema_of`` maps a layer to the schema it is written to.
 
     ``table`` models are replaced whole; ``daily_partition`` models have the run's day deleted and
-    written again, so reruns and backfills overwrite instead of appending. Rows a model flags in
-    ``quarantine_rule`` go to ``quarantine.<model>`` (replacing that day's) instead of the table.
+    written again, so reruns and backfills overwrite instead of appending. ``incremental`` models
+    recompute only the rows from the run's day minus their lookback (see :func:`merge_statements`),
+    unless ``full_refresh``, nothing is published yet, or the model's columns changed: then they are
+    built whole. In a build schema an incremental model is ``<model>__delta`` (the recomputed rows)
+    plus a view ``<model>`` merging it over the published table, which downstream models read;
+    publishing applies the delta. Rows a model flags in ``quarantine_rule`` go to
+    ``quarantine.<model>`` (replacing that day's) instead of the table.
     """
     schema_of = dict(schema_of or {})
     schema = schema_of.get(model.layer, model.layer)
     target = f"{schema}.{model.name}"
+    in_place = schema == model.layer
     ref = resolver(conn, models, schema_of)
-    rendered = render(model, interval, lambda name: target if name == model.name else ref(name))
-    body = rendered.strip().rstrip(";")
-    select = sql.SQL(body)
+    relation = lambda name: target if name == model.name else ref(name)  # noqa: E731
+    since = incremental_since(model, interval)
+    incremental = False
+    rendered = ""
     # Length of what wraps the model's SQL in the failing statement; None once the body is not in it.
     prefix_len: int | None = None
     quarantined = 0
     started = time.perf_counter()
     try:
+        # In a transaction block so that these lookups leave no transaction open on a non-autocommit connection.
+        with conn.transaction():
+            if model.materialized == "incremental" and not full_refresh:
+                published = relation_columns(conn, model.relation)
+                if published is not None:
+                    rendered = render(model, interval, relation)
+                    body = rendered.strip().rstrip(";")
+                    prefix_len = len(PROBE_PREFIX) - rendered.index(body)
+                    with conn.cursor() as cur:
+                        wanted = _select_columns(cur, sql.SQL(body))
+                    prefix_len = None
+                    incremental = wanted == published
+                    if not incremental:
+                        log.warning("%s: columns changed since it was published; building it whole", model.name)
+            rendered = render(model, interval, relation, incremental=incremental)
+        body = rendered.strip().rstrip(";")
+        select = sql.SQL(body)
         with conn.transaction(), conn.cursor() as cur:
             # Hour buckets and dates are UTC whatever the role's or server's default time zone is.
             cur.execute("set local timezone = 'UTC'")
@@ -103,13 +193,37 @@ def build_model(
                 select, quarantined = _split_quarantine(cur, model, interval, run_id)
                 body = None
                 prefix_len = None
-            if model.materialized == "table":
+            if incremental:
+                delta = "pg_temp._greenery_delta" if in_place else delta_relation(target)
+                if in_place:
+                    prefix = "create temporary table _greenery_delta on commit drop as "
+                else:
+                    cur.execute(sql.SQL("drop view if exists {}").format(_ident(target)))
+                    cur.execute(sql.SQL("drop table if exists {}").format(_ident(target)))
+                    cur.execute(sql.SQL("drop table if exists {}").format(_ident(delta)))
+                    prefix = sql.SQL("create table {} as ").format(_ident(delta)).as_string(conn)
+                prefix_len = None if body is None else len(prefix) - rendered.index(body)
+                cur.execute(sql.SQL(prefix) + select)
+                rows = cur.rowcount
+                prefix_len = None
+                if in_place:
+                    for statement, params in merge_statements(model, target, delta, since):
+                        cur.execute(statement, params)
+                else:
+                    cur.execute(sql.SQL("analyze {}").format(_ident(delta)))
+                    cur.execute(_merged_view(model, target, delta, since))
+            elif model.materialized in ("table", "incremental"):
                 staged = f"{target}__next"
                 cur.execute(sql.SQL("drop table if exists {}").format(_ident(staged)))
                 prefix = sql.SQL("create table {} as ").format(_ident(staged)).as_string(conn)
                 prefix_len = None if body is None else len(prefix) - rendered.index(body)
                 cur.execute(sql.SQL(prefix) + select)
                 rows = cur.rowcount
+                prefix_len = None
+                _create_indexes(cur, model, staged)
+                if model.materialized == "incremental" and not in_place:
+                    cur.execute(sql.SQL("drop view if exists {}").format(_ident(target)))
+                    cur.execute(sql.SQL("drop table if exists {}").format(_ident(delta_relation(target))))
                 cur.execute(sql.SQL("drop table if exists {}").format(_ident(target)))
                 cur.execute(sql.SQL("alter table {} rename to {}").format(_ident(staged), sql.Identifier(model.name)))
             else:
@@ -122,8 +236,9 @@ def build_model(
                 prefix_len = None if body is None else len(prefix) - rendered.index(body)
                 cur.execute(sql.SQL(prefix) + select)
                 rows = cur.rowcount
-            docs.apply_comments(cur, model.name, schema, model.name)
-            cur.execute(sql.SQL("analyze {}").format(_ident(target)))
+            if not (incremental and not in_place):
+                docs.apply_comments(cur, model.name, schema, model.name)
+                cur.execute(sql.SQL("analyze {}").format(_ident(target)))
     except Exception as exc:
         diag = getattr(exc, "diag", None)
         detail = getattr(diag, "message_primary", None) or str(exc)
@@ -133,8 +248,15 @@ def build_model(
             f"model {model.name} ({model.path}) failed building {target}: "
             f"[{sqlstate or type(exc).__name__}] {detail}{where}"
         ) from exc
-    result = BuildResult(model.name, target, rows, time.perf_counter() - started, quarantined)
-    log.info("built %s: %d rows in %.2fs (%d quarantined)", target, rows, result.seconds, quarantined)
+    result = BuildResult(model.name, target, rows, time.perf_counter() - started, quarantined, incremental)
+    log.info(
+        "built %s%s: %d rows in %.2fs (%d quarantined)",
+        target,
+        f" incrementally from {since:%Y-%m-%d}" if incremental else "",
+        rows,
+        result.seconds,
+        quarantined,
+    )
     return result
 
 
@@ -168,7 +290,12 @@ def _split_quarantine(cur, model: Model, interval: Interval, run_id: str) -> tup
 
 
 def build_all(
-    conn, models: Mapping[str, Model], interval: Interval, schema_of=None, run_id: str = "adhoc"
+    conn,
+    models: Mapping[str, Model],
+    interval: Interval,
+    schema_of=None,
+    run_id: str = "adhoc",
+    full_refresh: bool = False,
 ) -> list[BuildResult]:
     """Build every model in dependency order (what the DAG does, without Airflow)."""
-    return [build_model(conn, m, models, interval, schema_of, run_id) for m in models.values()]
+    return [build_model(conn, m, models, interval, schema_of, run_id, full_refresh) for m in models.values()]

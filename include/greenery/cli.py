@@ -89,14 +89,14 @@ def _days(start: dt.date, end: dt.date | None) -> list[dt.date]:
     return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
 
 
-def run_days(days: list[dt.date], quiet: bool) -> int:
+def run_days(days: list[dt.date], quiet: bool, full_refresh: bool = False) -> int:
     from greenery import local_airflow
 
     local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]), quiet=quiet)
     dag = local_airflow.load_dag()
     for day in days:
         started = time.perf_counter()
-        dag_run = local_airflow.run_day(day, dag=dag)
+        dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag)
         seconds = time.perf_counter() - started
         print(f"greenery_daily {day}: {dag_run.state} in {seconds:.1f}s")
         if dag_run.state != "success":
@@ -107,7 +107,7 @@ def run_days(days: list[dt.date], quiet: bool) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _embedded_if_unconfigured()
-    return run_days(_days(args.date, args.end_date), quiet=args.quiet)
+    return run_days(_days(args.date, args.end_date), quiet=args.quiet, full_refresh=args.full_refresh)
 
 
 def print_answers(day: dt.date | None = None) -> int:
@@ -214,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--date", type=_date, required=True)
     run.add_argument("--end-date", type=_date, default=None)
     run.add_argument("--quiet", action="store_true", help="only warnings from Airflow's task logs")
+    run.add_argument(
+        "--full-refresh", action="store_true", help="rebuild the incremental models from all history (the DAG Param)"
+    )
     run.set_defaults(func=cmd_run)
 
     answers = sub.add_parser("answers", help="print the business answers from the marts")

@@ -19,7 +19,9 @@ from jinja2 import nodes
 
 from greenery import settings
 
-MATERIALIZATIONS = ("table", "daily_partition")
+MATERIALIZATIONS = ("table", "daily_partition", "incremental")
+# An incremental model recomputes the rows at or after the run's day minus this many days (late data).
+DEFAULT_LOOKBACK_DAYS = 3
 # The shop's ids are lowercase UUIDs; staging quarantines rows whose ids are not.
 UUID_PATTERN = "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
 
@@ -56,6 +58,20 @@ class Model:
     def relation(self) -> str:
         return f"{self.layer}.{self.name}"
 
+    @property
+    def incremental_column(self) -> str | None:
+        value = self.config.get("incremental_column")
+        return str(value) if value else None
+
+    @property
+    def lookback_days(self) -> int:
+        return int(self.config.get("lookback_days", DEFAULT_LOOKBACK_DAYS))
+
+    @property
+    def indexes(self) -> tuple[tuple[str, ...], ...]:
+        """Column lists to index once the table is built (config(indexes=[...]))."""
+        return tuple((cols,) if isinstance(cols, str) else tuple(cols) for cols in self.config.get("indexes", ()))
+
 
 # SQL, not HTML: escaping would corrupt it, and the templates are the repo's own files.
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)  # noqa: S701
@@ -91,6 +107,20 @@ def _parse(path: Path, layer: str) -> Model:
         raise ModelDefinitionError(f"{path}: materialized={materialized!r}, expected one of {MATERIALIZATIONS}")
     if materialized == "daily_partition" and not config.get("partition_by"):
         raise ModelDefinitionError(f"{path}: a daily_partition model needs config(partition_by=...)")
+    if materialized == "incremental":
+        if not config.get("unique_key") or not config.get("incremental_column"):
+            raise ModelDefinitionError(
+                f"{path}: an incremental model needs config(unique_key=..., incremental_column=...)"
+            )
+        lookback = config.get("lookback_days", DEFAULT_LOOKBACK_DAYS)
+        if not isinstance(lookback, int) or isinstance(lookback, bool) or lookback < 0:
+            raise ModelDefinitionError(f"{path}: lookback_days={lookback!r}, expected a whole number >= 0")
+    indexes = config.get("indexes", ())
+    if not isinstance(indexes, list | tuple) or not all(
+        isinstance(i, str) or (isinstance(i, list | tuple) and i and all(isinstance(c, str) for c in i))
+        for i in indexes
+    ):
+        raise ModelDefinitionError(f"{path}: indexes={indexes!r}, expected a list of column names or column lists")
     return Model(
         name=path.stem,
         layer=layer,
@@ -154,15 +184,28 @@ class Interval:
         return self.start.astimezone(dt.UTC).date()
 
 
+def incremental_since(model: Model, interval: Interval) -> dt.datetime:
+    """Where an incremental run starts recomputing: the run's day minus the model's lookback."""
+    return interval.start - dt.timedelta(days=model.lookback_days)
+
+
 def render(
     model: Model,
     interval: Interval,
     relation: Callable[[str], str],
     raw_schema: str | None = None,
+    incremental: bool = False,
 ) -> str:
-    """The model's SQL with refs (through ``relation``), sources and the interval filled in."""
+    """The model's SQL with refs (through ``relation``), sources and the interval filled in.
+
+    ``incremental`` renders the ``{% if is_incremental() %}`` branches (dbt's idiom): the model then
+    selects only the rows from ``incremental_since`` on; ``this`` is the published table.
+    """
     raw_schema = raw_schema or settings.RAW_SCHEMA
     return _ENV.from_string(model.template).render(
+        is_incremental=lambda: incremental,
+        this=model.relation,
+        incremental_since=sql_literal(incremental_since(model, interval)),
         ref=relation,
         source=lambda table: f"{raw_schema}.{table}",
         config=lambda **_: "",

@@ -42,11 +42,18 @@ class SqlModelOperator(BaseOperator):
         interval = interval_from_context(context)
         with warehouse.connect(self.conn_id) as conn:
             result = build.build_model(
-                conn, self.model, self.models, interval, quality.run_build(context).schema_of, run_id=context["run_id"]
+                conn,
+                self.model,
+                self.models,
+                interval,
+                quality.run_build(context).schema_of,
+                run_id=context["run_id"],
+                full_refresh=quality.full_refresh(context),
             )
         return {
             "relation": result.relation,
             "rows": result.rows,
             "quarantined": result.quarantined,
+            "incremental": result.incremental,
             "seconds": round(result.seconds, 3),
         }

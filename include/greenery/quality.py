@@ -34,6 +34,11 @@ def data_docs_url(index: str | None) -> str | None:
     return f"{base.rstrip('/')}/index.html" if base else Path(index).as_uri()
 
 
+def full_refresh(context: Any) -> bool:
+    """The run's ``full_refresh`` Param: rebuild incremental models from all history."""
+    return bool((context.get("params") or {}).get("full_refresh", False))
+
+
 def run_build(context: Any):
     """The run's build schemas (write-audit-publish), named after its day and run id."""
     from greenery import wap
@@ -111,7 +116,7 @@ def run_validation(context: Any) -> dict[str, Any]:
         # A cleared single task rebuilds only some models: validate what this run built.
         built = wap.built_models(conn, found, this_run)
         relation = build.resolver(conn, found, this_run.schema_of)
-        tables = {name: relation(name) for name in found}
+        tables = {name: relation(name) for name in found} | wap.audited_relation(conn, found, this_run)
         quarantined = quarantined_counts(conn, interval.day)
     if not built:
         raise RuntimeError(f"run {context['run_id']} has no built tables in {this_run.key}__*: clear the whole run")

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from greenery import settings
-from greenery.models import Model
+from greenery import build as build_module
+from greenery import docs, settings
+from greenery.models import Interval, Model, incremental_since
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,20 @@ def prepare(conn, build: Build) -> None:
 def built_models(conn, models: Mapping[str, Model], build: Build) -> list[str]:
     """The models this run has in its build schemas, in dependency order."""
     return [name for name, m in models.items() if table_exists(conn, build.schema(m.layer), name)]
+
+
+def audited_relation(conn, models: Mapping[str, Model], build: Build) -> dict[str, str]:
+    """What validation checks for each model this run built: the table, or an incremental build's delta.
+
+    Checking only the recomputed rows keeps a daily run's validation proportional to the day's data;
+    the merge keeps keys unique across the rest.
+    """
+    relations = {}
+    for name in built_models(conn, models, build):
+        table = f"{build.schema(models[name].layer)}.{name}"
+        delta = build_module.delta_relation(table)
+        relations[name] = delta if table_exists(conn, *delta.split(".")) else table
+    return relations
 
 
 def _ensure_audit(conn) -> None:
@@ -120,7 +135,17 @@ def publish(conn, models: Mapping[str, Model], build: Build) -> list[str]:
             source = sql.Identifier(build.schema(model.layer), name)
             target = sql.Identifier(model.layer, name)
             conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(model.layer)))
-            if model.materialized == "daily_partition":
+            delta = build_module.delta_relation(f"{build.schema(model.layer)}.{name}")
+            if model.materialized == "incremental" and table_exists(conn, *delta.split(".")):
+                # The build recomputed only recent rows: apply them to the published table.
+                since = incremental_since(model, Interval.for_day(build.day))
+                for statement, params in build_module.merge_statements(model, model.relation, delta, since):
+                    conn.execute(statement, params)
+                # Nothing may keep depending on the published table once this run is done.
+                conn.execute(sql.SQL("drop view {}").format(source))
+                with conn.cursor() as cur:
+                    docs.apply_comments(cur, name, model.layer, name)
+            elif model.materialized == "daily_partition":
                 # The build holds only the run's day: replace that day, keep the others.
                 conn.execute(sql.SQL("create table if not exists {} (like {} including all)").format(target, source))
                 conn.execute(
@@ -129,6 +154,7 @@ def publish(conn, models: Mapping[str, Model], build: Build) -> list[str]:
                 )
                 conn.execute(sql.SQL("insert into {} select * from {}").format(target, source))
             else:
+                _drop_build_views_on(conn, model.relation)
                 conn.execute(sql.SQL("drop table if exists {}").format(target))
                 conn.execute(sql.SQL("alter table {} set schema {}").format(source, sql.Identifier(model.layer)))
             published.append(model.relation)
@@ -138,6 +164,23 @@ def publish(conn, models: Mapping[str, Model], build: Build) -> list[str]:
         )
     log.info("published %d tables of run %s (%s)", len(published), build.run_id, build.day)
     return published
+
+
+def _drop_build_views_on(conn, relation: str) -> None:
+    """Drop other runs' merge views that read ``relation`` (an incremental model being replaced whole).
+
+    Runs are serialized, so such views belong to runs that were never published. Any other view on a
+    published table still blocks the publish, on purpose (see the README).
+    """
+    views = conn.execute(
+        "select distinct v.oid::regclass::text from pg_depend d"
+        " join pg_rewrite r on r.oid = d.objid join pg_class v on v.oid = r.ev_class"
+        " join pg_namespace n on n.oid = v.relnamespace"
+        " where d.refobjid = to_regclass(%s) and v.oid <> d.refobjid and n.nspname like %s",
+        (relation, BUILD_PREFIX.replace("_", r"\_") + "%"),
+    ).fetchall()
+    for (view,) in views:
+        conn.execute(sql.SQL("drop view if exists {}").format(sql.SQL(view)))
 
 
 def drop_other_builds(conn, keep: Build | None = None) -> list[str]:

@@ -36,3 +36,7 @@ offset 0
 ) as checked
 where {{ rule_column }} is null
 {%- endmacro %}
+
+{% macro greenery_incremental_since(lookback_days) -%}
+    '{{ (greenery_day() - modules.datetime.timedelta(days=lookback_days)).isoformat() }}T00:00:00+00:00'::timestamptz
+{%- endmacro %}

@@ -1,4 +1,10 @@
-{{ config(unique_key=['event_id', 'product_id']) }}
+{{ config(
+    materialized='incremental',
+    unique_key=['event_id', 'product_id'],
+    incremental_column='created_at',
+    lookback_days=3,
+    indexes=[['event_id', 'product_id'], 'created_at', 'session_id'],
+) }}
 
 -- One row per product touched by an event: page views and add-to-carts name their product; a checkout
 -- carries the order instead, so it becomes one 'purchase' row per product of that order.
@@ -6,6 +12,9 @@ with
 
 events as (
     select * from {{ ref('stg_postgres__events') }}
+    {% if is_incremental() %}
+        where created_at >= {{ incremental_since }}
+    {% endif %}
 ),
 
 order_items as (

@@ -1,9 +1,24 @@
-{{ config(unique_key=['session_id', 'product_id']) }}
+{{ config(
+    materialized='incremental',
+    unique_key=['session_id', 'product_id'],
+    incremental_column='first_event_at',
+    lookback_days=3,
+    indexes=[['session_id', 'product_id'], 'first_event_at'],
+) }}
 
+-- Incremental runs recompute every session with a product event from incremental_since on, from all
+-- of that session's product events.
 with
 
 product_events as (
     select * from {{ ref('int_product_events') }}
+    {% if is_incremental() %}
+        where session_id in (
+            select recent.session_id
+            from {{ ref('int_product_events') }} as recent
+            where recent.created_at >= {{ incremental_since }}
+        )
+    {% endif %}
 ),
 
 session_products as (

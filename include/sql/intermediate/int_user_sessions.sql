@@ -1,9 +1,24 @@
-{{ config(unique_key='session_id') }}
+{{ config(
+    materialized='incremental',
+    unique_key='session_id',
+    incremental_column='session_started_at',
+    lookback_days=3,
+    indexes=['session_id', 'session_started_at'],
+) }}
 
+-- Incremental runs recompute every session that has an event from incremental_since on, from all of
+-- its events (a session may have started before).
 with
 
 events as (
     select * from {{ ref('stg_postgres__events') }}
+    {% if is_incremental() %}
+        where session_id in (
+            select recent.session_id
+            from {{ ref('stg_postgres__events') }} as recent
+            where recent.created_at >= {{ incremental_since }}
+        )
+    {% endif %}
 ),
 
 sessions as (
@@ -17,7 +32,8 @@ sessions as (
         count(*) filter (where event_type = 'add_to_cart') as add_to_carts,
         count(*) filter (where event_type = 'checkout') as checkouts,
         count(*) filter (where event_type = 'package_shipped') as packages_shipped,
-        min(order_id) filter (where event_type = 'checkout') as order_id
+        min(order_id) filter (where event_type = 'checkout') as order_id,
+        min(created_at) filter (where event_type = 'checkout') as first_checkout_at
     from events
     group by session_id
 )

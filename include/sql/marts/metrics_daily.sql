@@ -13,9 +13,16 @@ orders as (
     where created_at < {{ interval_end }}
 ),
 
-events as (
-    select * from {{ ref('stg_postgres__events') }}
-    where created_at < {{ interval_end }}
+user_sessions as (
+    select * from {{ ref('int_user_sessions') }}
+    where
+        session_id is not null
+        and session_started_at < {{ interval_end }}
+),
+
+sessions_per_hour as (
+    select * from {{ ref('int_sessions_per_hour') }}
+    where event_hour < {{ interval_end }}
 ),
 
 orders_per_user as (
@@ -37,9 +44,9 @@ buyers as (
 
 sessions as (
     select
-        count(distinct session_id) as sessions,
-        count(distinct session_id) filter (where event_type = 'checkout') as sessions_with_checkout
-    from events
+        count(*) as sessions,
+        count(*) filter (where first_checkout_at < {{ interval_end }}) as sessions_with_checkout
+    from user_sessions
 ),
 
 orders_per_hour as (
@@ -53,14 +60,6 @@ deliveries as (
     where days_to_deliver is not null
 ),
 
-sessions_in_hour as (
-    select
-        date_trunc('hour', created_at) as event_hour,
-        count(distinct session_id) as sessions
-    from events
-    group by event_hour
-),
-
 final as (
     select
         {{ run_date }} as as_of_date,
@@ -72,7 +71,7 @@ final as (
         sessions.sessions_with_checkout,
         round(sessions.sessions_with_checkout::numeric / nullif(sessions.sessions, 0), 4) as conversion_rate,
         round(orders_per_hour.avg_orders_per_hour, 4) as avg_orders_per_hour,
-        (select round(avg(sessions), 4) from sessions_in_hour) as avg_sessions_per_hour,
+        (select round(avg(sessions), 4) from sessions_per_hour) as avg_sessions_per_hour,
         deliveries.avg_delivery_days
     from buyers
     cross join sessions

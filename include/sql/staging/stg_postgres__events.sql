@@ -1,12 +1,25 @@
-{{ config(unique_key='event_id', quarantine=true) }}
+{{ config(
+    materialized='incremental',
+    unique_key='event_id',
+    incremental_column='created_at',
+    lookback_days=3,
+    indexes=['event_id', 'created_at', 'session_id'],
+    quarantine=true,
+) }}
 
 -- The event stream is at-least-once: an exact replay of an event keeps its first copy (the others are
 -- quarantined as duplicate_event); copies that disagree cannot be told apart and all go to quarantine.
+-- Incremental runs read only events from incremental_since on (raw.events is indexed on created_at),
+-- plus those without a time, which must fail their checks rather than vanish; an event already
+-- published from before that window is a duplicate (or a conflicting copy) of it.
 
 with
 
 source as (
     select * from {{ source('events') }}
+    {% if is_incremental() %}
+        where created_at >= {{ incremental_since }} or created_at is null
+    {% endif %}
 ),
 
 renamed as (
@@ -34,6 +47,34 @@ products as (
     select distinct product_id from {{ ref('stg_postgres__products') }}
 ),
 
+published as (
+    {% if is_incremental() %}
+        select
+            event_id,
+            session_id,
+            user_id,
+            page_url,
+            created_at,
+            event_type,
+            order_id,
+            product_id
+        from {{ this }}
+        where created_at < {{ incremental_since }}
+    {% else %}
+        -- A full build has no earlier copies: an empty set of the same shape.
+        select
+            null::text as event_id,
+            null::text as session_id,
+            null::text as user_id,
+            null::text as page_url,
+            null::timestamptz as created_at,
+            null::text as event_type,
+            null::text as order_id,
+            null::text as product_id
+        where false
+    {% endif %}
+),
+
 copies as (
     select
         *,
@@ -43,6 +84,23 @@ copies as (
         ) as identical_copies,
         row_number() over (partition by event_id order by created_at) as copy_number
     from renamed
+),
+
+earlier as (
+    select
+        copies.event_id,
+        (
+            published.session_id is not distinct from copies.session_id
+            and published.user_id is not distinct from copies.user_id
+            and published.page_url is not distinct from copies.page_url
+            and published.created_at is not distinct from copies.created_at
+            and published.event_type is not distinct from copies.event_type
+            and published.order_id is not distinct from copies.order_id
+            and published.product_id is not distinct from copies.product_id
+        ) as identical
+    from copies
+    inner join published on copies.event_id = published.event_id
+    where copies.copy_number = 1
 ),
 
 checked as (
@@ -59,6 +117,8 @@ checked as (
             when copies.event_id is null then 'null_key'
             when copies.event_id_copies > copies.identical_copies then 'conflicting_event_id'
             when copies.copy_number > 1 then 'duplicate_event'
+            when earlier.identical then 'duplicate_event'
+            when earlier.event_id is not null then 'conflicting_event_id'
             when
                 copies.event_id !~ {{ uuid_pattern }}
                 or copies.session_id !~ {{ uuid_pattern }}
@@ -79,6 +139,7 @@ checked as (
     left join users on copies.user_id = users.user_id
     left join orders on copies.order_id = orders.order_id
     left join products on copies.product_id = products.product_id
+    left join earlier on copies.event_id = earlier.event_id
 )
 
 select * from checked

@@ -23,10 +23,10 @@ identical data. In the same run, one after the other:
   it, as the next scheduled run would. Current-state models (users, orders, products) are rebuilt whole
   in both. dbt's second ``dbt build`` likewise runs its incremental models incrementally.
 
-The Python contenders read compiled bytecode from benchmarks/.cache/pycache (built once, ~40 s): the
-project's .venv has no .pyc files and dbt's venv has, so without it Airflow and GX would pay for compiling
-their modules at every import and dbt would not (--as-installed measures them without it; the DAG parse
-time is reported both ways).
+The Python contenders read compiled bytecode from benchmarks/.cache/pycache (built once, ~40 s): a venv
+installed without --compile-bytecode (plain ``uv pip install``; ``make install`` now compiles) has no .pyc
+files while dbt's venv has, and Airflow and GX would pay for compiling their modules at every import and
+dbt would not (--as-installed measures them without it; the DAG parse time is reported both ways).
 
 Every contender runs in its own subprocess; its peak memory is that process tree's peak RSS as
 ``os.wait4`` reports it for that child (the per-child form of ``getrusage(RUSAGE_CHILDREN)``). The
@@ -994,7 +994,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--as-installed",
         action="store_true",
-        help="run the Python contenders without the compiled-bytecode cache (the .venv has no .pyc files)",
+        help="run the Python contenders without the compiled-bytecode cache (as a venv without .pyc files)",
     )
     p.add_argument("--keep", action="store_true", help="keep the databases and the work folder")
     args = p.parse_args(argv)

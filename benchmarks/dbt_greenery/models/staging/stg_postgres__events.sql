@@ -81,6 +81,23 @@ copies as (
     from renamed
 ),
 
+earlier as (
+    select
+        copies.event_id,
+        (
+            published.session_id is not distinct from copies.session_id
+            and published.user_id is not distinct from copies.user_id
+            and published.page_url is not distinct from copies.page_url
+            and published.created_at is not distinct from copies.created_at
+            and published.event_type is not distinct from copies.event_type
+            and published.order_id is not distinct from copies.order_id
+            and published.product_id is not distinct from copies.product_id
+        ) as identical
+    from copies
+    inner join published on copies.event_id = published.event_id
+    where copies.copy_number = 1
+),
+
 checked as (
     select
         copies.event_id,
@@ -95,14 +112,8 @@ checked as (
             when copies.event_id is null then 'null_key'
             when copies.event_id_copies > copies.identical_copies then 'conflicting_event_id'
             when copies.copy_number > 1 then 'duplicate_event'
-            when published.event_id is not null and (
-                published.session_id, published.user_id, published.page_url, published.created_at,
-                published.event_type, published.order_id, published.product_id
-            ) is not distinct from (
-                copies.session_id, copies.user_id, copies.page_url, copies.created_at,
-                copies.event_type, copies.order_id, copies.product_id
-            ) then 'duplicate_event'
-            when published.event_id is not null then 'conflicting_event_id'
+            when earlier.identical then 'duplicate_event'
+            when earlier.event_id is not null then 'conflicting_event_id'
             when
                 copies.event_id !~ {{ greenery_uuid_pattern() }}
                 or copies.session_id !~ {{ greenery_uuid_pattern() }}
@@ -123,7 +134,7 @@ checked as (
     left join users on copies.user_id = users.user_id
     left join orders on copies.order_id = orders.order_id
     left join products on copies.product_id = products.product_id
-    left join published on copies.event_id = published.event_id
+    left join earlier on copies.event_id = earlier.event_id
 )
 
 select * from checked

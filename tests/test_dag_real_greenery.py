@@ -82,7 +82,7 @@ def _incremental_tasks(dag_run) -> set[str]:
     return {
         ti.task_id
         for ti in dag_run.get_task_instances()
-        if isinstance(ti.xcom_pull(task_ids=ti.task_id), dict) and ti.xcom_pull(task_ids=ti.task_id).get("incremental")
+        if isinstance(built := ti.xcom_pull(task_ids=ti.task_id), dict) and built.get("incremental")
     }
 
 

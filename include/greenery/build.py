@@ -87,9 +87,14 @@ def _select_columns(cur, select: sql.Composable) -> list[tuple[str, int]]:
     return [(c.name, c.type_code) for c in cur.description if c.name != RULE_COLUMN]
 
 
+def _keys_match(model: Model) -> sql.Composed:
+    """``d.k = t.k and ...`` over the model's key: a delta row ``d`` replaces a published row ``t``."""
+    return sql.SQL(" and ").join(sql.SQL("d.{k} = t.{k}").format(k=sql.Identifier(k)) for k in model.unique_key)
+
+
 def merge_statements(model: Model, target: str, delta: str, since: dt.datetime) -> list[tuple[sql.Composed, tuple]]:
     """Replace ``target``'s rows that ``delta`` recomputes: from ``since`` on, or with a key in the delta."""
-    keys = sql.SQL(" and ").join(sql.SQL("d.{k} = t.{k}").format(k=sql.Identifier(k)) for k in model.unique_key)
+    keys = _keys_match(model)
     column = sql.Identifier(model.incremental_column)
     # Two deletes, not one with OR, so each can use its index (column range, then key lookups).
     return [
@@ -101,8 +106,6 @@ def merge_statements(model: Model, target: str, delta: str, since: dt.datetime) 
 
 def _merged_view(model: Model, view: str, delta: str, since: dt.datetime) -> sql.Composed:
     """The published table with this run's delta merged in, as downstream models of the run see it."""
-    keys = sql.SQL(" and ").join(sql.SQL("d.{k} = t.{k}").format(k=sql.Identifier(k)) for k in model.unique_key)
-    column = sql.Identifier(model.incremental_column)
     return sql.SQL(
         "create view {view} as select * from {published} as t"
         " where (t.{col} < {since} or t.{col} is null) and not exists (select from {delta} as d where {keys})"
@@ -110,10 +113,10 @@ def _merged_view(model: Model, view: str, delta: str, since: dt.datetime) -> sql
     ).format(
         view=_ident(view),
         published=_ident(model.relation),
-        col=column,
+        col=sql.Identifier(model.incremental_column),
         since=sql.Literal(since),
         delta=_ident(delta),
-        keys=keys,
+        keys=_keys_match(model),
     )
 
 
@@ -129,6 +132,12 @@ def _create_indexes(cur, model: Model, relation: str) -> None:
 def delta_relation(relation: str) -> str:
     """Where an incremental build keeps the rows it recomputed (``<schema>.<model>__delta``)."""
     return f"{relation}__delta"
+
+
+def _drop_incremental_build(cur, target: str) -> None:
+    """Drop what an earlier incremental build of ``target`` left in its build schema: the view and the delta."""
+    cur.execute(sql.SQL("drop view if exists {}").format(_ident(target)))
+    cur.execute(sql.SQL("drop table if exists {}").format(_ident(delta_relation(target))))
 
 
 def build_model(
@@ -198,9 +207,8 @@ def build_model(
                 if in_place:
                     prefix = "create temporary table _greenery_delta on commit drop as "
                 else:
-                    cur.execute(sql.SQL("drop view if exists {}").format(_ident(target)))
+                    _drop_incremental_build(cur, target)
                     cur.execute(sql.SQL("drop table if exists {}").format(_ident(target)))
-                    cur.execute(sql.SQL("drop table if exists {}").format(_ident(delta)))
                     prefix = sql.SQL("create table {} as ").format(_ident(delta)).as_string(conn)
                 prefix_len = None if body is None else len(prefix) - rendered.index(body)
                 cur.execute(sql.SQL(prefix) + select)
@@ -222,8 +230,7 @@ def build_model(
                 prefix_len = None
                 _create_indexes(cur, model, staged)
                 if model.materialized == "incremental" and not in_place:
-                    cur.execute(sql.SQL("drop view if exists {}").format(_ident(target)))
-                    cur.execute(sql.SQL("drop table if exists {}").format(_ident(delta_relation(target))))
+                    _drop_incremental_build(cur, target)
                 cur.execute(sql.SQL("drop table if exists {}").format(_ident(target)))
                 cur.execute(sql.SQL("alter table {} rename to {}").format(_ident(staged), sql.Identifier(model.name)))
             else:
@@ -236,7 +243,7 @@ def build_model(
                 prefix_len = None if body is None else len(prefix) - rendered.index(body)
                 cur.execute(sql.SQL(prefix) + select)
                 rows = cur.rowcount
-            if not (incremental and not in_place):
+            if in_place or not incremental:  # a build's delta gets them when it is merged at publish
                 docs.apply_comments(cur, model.name, schema, model.name)
                 cur.execute(sql.SQL("analyze {}").format(_ident(target)))
     except Exception as exc:

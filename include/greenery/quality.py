@@ -116,7 +116,8 @@ def run_validation(context: Any) -> dict[str, Any]:
         # A cleared single task rebuilds only some models: validate what this run built.
         built = wap.built_models(conn, found, this_run)
         relation = build.resolver(conn, found, this_run.schema_of)
-        tables = {name: relation(name) for name in found} | wap.audited_relation(conn, found, this_run)
+        deltas = {name: wap.built_delta(conn, found[name], this_run) for name in built}
+        tables = {name: deltas.get(name) or relation(name) for name in found}
         quarantined = quarantined_counts(conn, interval.day)
     if not built:
         raise RuntimeError(f"run {context['run_id']} has no built tables in {this_run.key}__*: clear the whole run")

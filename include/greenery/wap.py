@@ -66,18 +66,16 @@ def built_models(conn, models: Mapping[str, Model], build: Build) -> list[str]:
     return [name for name, m in models.items() if table_exists(conn, build.schema(m.layer), name)]
 
 
-def audited_relation(conn, models: Mapping[str, Model], build: Build) -> dict[str, str]:
-    """What validation checks for each model this run built: the table, or an incremental build's delta.
+def built_delta(conn, model: Model, build: Build) -> str | None:
+    """The delta (recomputed rows) of an incremental build of ``model`` in this run, if there is one.
 
-    Checking only the recomputed rows keeps a daily run's validation proportional to the day's data;
-    the merge keeps keys unique across the rest.
+    Validation checks it instead of the merged view, so a daily run's validation follows the day's data
+    (the merge keeps keys unique across the rest); publish merges it into the published table.
     """
-    relations = {}
-    for name in built_models(conn, models, build):
-        table = f"{build.schema(models[name].layer)}.{name}"
-        delta = build_module.delta_relation(table)
-        relations[name] = delta if table_exists(conn, *delta.split(".")) else table
-    return relations
+    if model.materialized != "incremental":
+        return None
+    delta = build_module.delta_relation(f"{build.schema(model.layer)}.{model.name}")
+    return delta if table_exists(conn, *delta.split(".")) else None
 
 
 def _ensure_audit(conn) -> None:
@@ -135,8 +133,8 @@ def publish(conn, models: Mapping[str, Model], build: Build) -> list[str]:
             source = sql.Identifier(build.schema(model.layer), name)
             target = sql.Identifier(model.layer, name)
             conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(model.layer)))
-            delta = build_module.delta_relation(f"{build.schema(model.layer)}.{name}")
-            if model.materialized == "incremental" and table_exists(conn, *delta.split(".")):
+            delta = built_delta(conn, model, build)
+            if delta is not None:
                 # The build recomputed only recent rows: apply them to the published table.
                 since = incremental_since(model, Interval.for_day(build.day))
                 for statement, params in build_module.merge_statements(model, model.relation, delta, since):

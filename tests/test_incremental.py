@@ -209,3 +209,25 @@ def test_in_place_builds_merge_too(warehouse_url, generated):
         daily = {m.relation for m in MODELS.values() if m.materialized == "daily_partition"}
         full = hashes(conn)
         assert {r: h for r, h in chained.items() if r not in daily} == {r: h for r, h in full.items() if r not in daily}
+
+
+def test_a_cleared_model_task_rebuilds_over_what_an_earlier_attempt_left(loaded):
+    """Clearing a model task reruns it in the same build schema: a view, a delta or a whole table may be there."""
+    run_day(loaded, DAYS[0], tag="published")
+    run_day(loaded, DAYS[1], tag="reference")
+    expected = hashes(loaded)
+    drop_published(loaded)
+    run_day(loaded, DAYS[0], tag="published")
+
+    run = wap.Build(f"cleared-{DAYS[1]}", DAYS[1])
+    wap.prepare(loaded, run)
+    interval = models.Interval.for_day(DAYS[1])
+    build.build_all(loaded, MODELS, interval, run.schema_of, run.run_id)
+    events = MODELS["stg_postgres__events"]
+    # Cleared with full_refresh (the build holds a merge view and a delta), then cleared again
+    # incrementally (it holds a whole table), then once more as it was.
+    for full_refresh in (True, False, False):
+        result = build.build_model(loaded, events, MODELS, interval, run.schema_of, run.run_id, full_refresh)
+        assert result.incremental is not full_refresh
+    wap.publish(loaded, MODELS, run)
+    assert hashes(loaded) == expected

@@ -134,9 +134,22 @@ def delta_relation(relation: str) -> str:
     return f"{relation}__delta"
 
 
+def _drop_relation(cur, relation: str) -> None:
+    """Drop ``relation``, a table or a view: DROP VIEW IF EXISTS fails on a table, and the other way round."""
+    kind = cur.execute(
+        "select relkind from pg_class where oid = to_regclass(%s)", (_ident(relation).as_string(cur),)
+    ).fetchone()
+    if kind is not None:
+        statement = "drop view {}" if kind[0] == "v" else "drop table {}"
+        cur.execute(sql.SQL(statement).format(_ident(relation)))
+
+
 def _drop_incremental_build(cur, target: str) -> None:
-    """Drop what an earlier incremental build of ``target`` left in its build schema: the view and the delta."""
-    cur.execute(sql.SQL("drop view if exists {}").format(_ident(target)))
+    """Drop what an earlier attempt at ``target`` left in its build schema (a cleared task reruns there).
+
+    That is a merge view and its delta after an incremental build, a table after a whole one.
+    """
+    _drop_relation(cur, target)
     cur.execute(sql.SQL("drop table if exists {}").format(_ident(delta_relation(target))))
 
 
@@ -208,7 +221,6 @@ def build_model(
                     prefix = "create temporary table _greenery_delta on commit drop as "
                 else:
                     _drop_incremental_build(cur, target)
-                    cur.execute(sql.SQL("drop table if exists {}").format(_ident(target)))
                     prefix = sql.SQL("create table {} as ").format(_ident(delta)).as_string(conn)
                 prefix_len = None if body is None else len(prefix) - rendered.index(body)
                 cur.execute(sql.SQL(prefix) + select)

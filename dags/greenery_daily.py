@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule, task
 
-from greenery import models as model_files
-from greenery import settings
-from greenery.operators import SqlModelOperator
+from greenery import config
+from greenery.project import models as model_files
+from greenery.tasks.operator import SqlModelOperator
 
 DOC_MD = """
 # greenery_daily
@@ -50,26 +49,27 @@ warnings alert but stay green.
   runs are serialized (`max_active_runs=1`) because every run rewrites the current-state tables.
 """
 
+SETTINGS = config.get()
 MODELS = model_files.discover()
 
 
 def _page_on_failure(context) -> None:
-    from greenery import quality
+    from greenery.tasks import paging  # the database and Slack code: not at parse time
 
-    quality.on_task_failure(context)
+    paging.on_task_failure(context)
 
 
 with DAG(
-    dag_id="greenery_daily",
+    dag_id=config.DAG_ID,
     description="Greenery raw data to validated analytics marts",
     schedule="@daily",
-    start_date=dt.datetime(2021, 2, 10, tzinfo=dt.UTC),
+    start_date=dt.datetime.combine(SETTINGS.start_date, dt.time(), tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args={
         "owner": "data-engineering",
         "retries": 2,
-        "retry_delay": dt.timedelta(seconds=float(os.environ.get("GREENERY_RETRY_DELAY_SECONDS", "60"))),
+        "retry_delay": SETTINGS.retry_delay,
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(minutes=10),
         "on_failure_callback": _page_on_failure,
@@ -87,13 +87,13 @@ with DAG(
     doc_md=DOC_MD,
 ) as dag:
     # prefix_group_id=False keeps task id = model file name, as the models are addressed everywhere.
-    groups = {layer: TaskGroup(group_id=layer, prefix_group_id=False) for layer in settings.LAYERS}
+    groups = {layer: TaskGroup(group_id=layer, prefix_group_id=False) for layer in config.LAYERS}
     tasks = {
         name: SqlModelOperator(
             task_id=name,
             model=model,
             models=MODELS,
-            conn_id=settings.WAREHOUSE_CONN_ID,
+            conn_id=SETTINGS.warehouse_conn_id,
             task_group=groups[model.layer],
         )
         for name, model in MODELS.items()
@@ -102,30 +102,32 @@ with DAG(
         for upstream in model.refs:
             tasks[upstream] >> tasks[name]
 
+    # Task bodies live in greenery.tasks; they are imported when the task runs (they need psycopg, GX, Slack).
+
     @task(task_id="check_source_freshness", retries=0)
     def check_source_freshness(**context) -> dict:
         """Raw must hold data for the run's day; otherwise alert and stop before building anything."""
-        from greenery import quality
+        from greenery.tasks import freshness
 
-        return quality.check_source_freshness(context)
+        return freshness.check(context)
 
     @task(task_id="prepare_build")
     def prepare_build(**context) -> dict:
-        """Fresh run-private build schemas (write-audit-publish)."""
-        from greenery import quality
+        """Fresh run-private build schemas (write-audit-publish), registered with the run's clock."""
+        from greenery.tasks import build
 
-        return quality.prepare_build(context)
+        return build.prepare(context)
 
     @task(task_id="validate", retries=1)
     def validate(**context) -> dict:
         """Run every suite of include/expectations in PostgreSQL; return the summary."""
-        from greenery import quality
+        from greenery.tasks import validate
 
-        return quality.run_validation(context)
+        return validate.run(context)
 
     # Downstream DAGs can be scheduled on a mart; an event is emitted only when the marts are published.
     MART_ASSETS = [
-        Asset(name=model.relation, uri=settings.mart_asset_uri(name), group="greenery")
+        Asset(name=model.relation, uri=f"{SETTINGS.asset_uri_prefix}/{name}", group="greenery")
         for name, model in MODELS.items()
         if model.layer == "marts"
     ]
@@ -133,43 +135,43 @@ with DAG(
     @task(task_id="publish", outlets=MART_ASSETS)
     def publish(summary: dict, **context) -> dict:
         """Atomically swap the run's tables into staging/intermediate/marts; skipped when a critical check failed."""
-        from greenery import quality
+        from greenery.tasks import publish
 
-        return quality.publish(summary, context)
+        return publish.run(summary, context)
 
     @task.branch(task_id="route_on_failures", trigger_rule=TriggerRule.NONE_FAILED)
     def route_on_failures(summary: dict, published: dict | None) -> str:
-        from greenery import quality
+        from greenery.tasks import notify
 
-        return quality.choose_branch(summary)
+        return notify.choose_branch(summary)
 
     @task(
         task_id="alert_slack",
-        retries=int(os.environ.get("GREENERY_ALERT_RETRIES", "3")),
-        retry_delay=dt.timedelta(seconds=float(os.environ.get("GREENERY_ALERT_RETRY_DELAY_SECONDS", "30"))),
+        retries=SETTINGS.alert_retries,
+        retry_delay=SETTINGS.alert_retry_delay,
         retry_exponential_backoff=True,
         # publish is skipped when a critical check failed: that is exactly when the alert must go out.
         trigger_rule=TriggerRule.NONE_FAILED,
     )
     def alert_slack(summary: dict, published: dict | None) -> None:
         """Page on-call in Slack (connection slack_alerts); fails loudly when Slack does not take it."""
-        from greenery import quality
+        from greenery.tasks import notify
 
-        quality.send_alert(summary, published)
+        notify.send_alert(summary, published)
 
     @task(task_id="all_checks_passed")
     def all_checks_passed(summary: dict) -> bool:
         """Success path: optionally tell stakeholders the state of the data."""
-        from greenery import quality
+        from greenery.tasks import notify
 
-        return quality.send_state_of_the_data(summary)
+        return notify.send_state_of_the_data(summary)
 
     @task(task_id="quality_gate", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, retries=0)
     def quality_gate(summary: dict) -> None:
         """Ends the run red when a critical expectation failed (after the alert), green otherwise."""
-        from greenery import quality
+        from greenery.tasks import notify
 
-        quality.gate(summary)
+        notify.gate(summary)
 
     summary = validate()
     first = check_source_freshness() >> prepare_build()

@@ -1,6 +1,6 @@
 """Airflow plugin: a "Data quality" page in the Airflow UI for the greenery_daily validations.
 
-The API server mounts the FastAPI app of :mod:`greenery.quality_view` under ``/data-quality`` and the UI
+The API server mounts the FastAPI app of :mod:`greenery.ui.app` under ``/data-quality`` and the UI
 shows it in its nav (an external view embedded as an iframe at ``/plugin/data-quality``).
 
 Every Airflow process imports the plugins folder (task runners too, for macros), so this module stays
@@ -24,7 +24,7 @@ URL_PREFIX = "/data-quality"
 @cache
 def _fastapi_apps() -> list[dict[str, Any]]:
     try:
-        from greenery.quality_view import create_app
+        from greenery.ui.app import create_app
 
         app = create_app()
     except Exception:

@@ -58,7 +58,7 @@ def pg_admin_url():
     if external:
         yield external
         return
-    from greenery.warehouse import EmbeddedPostgres
+    from greenery.dev.embedded_pg import EmbeddedPostgres
 
     server = EmbeddedPostgres(_SESSION_DIR / "pg")
     yield server.url()
@@ -86,7 +86,7 @@ def db(warehouse_url):
 @pytest.fixture(scope="session")
 def airflow_dag():
     """The greenery_daily DAG, loaded under a migrated private Airflow home."""
-    from greenery import local_airflow
+    from greenery.dev import local_airflow
 
     local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
     return local_airflow.load_dag()

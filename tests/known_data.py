@@ -196,7 +196,7 @@ RAW["events"] = [
 
 
 def load(conn, schema: str = "raw") -> None:
-    from greenery import raw
+    from greenery.sources import load as raw
 
     for table, table_rows in RAW.items():
         raw.load_rows(conn, table, table_rows, schema)

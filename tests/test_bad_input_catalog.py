@@ -17,7 +17,10 @@ import pytest
 from helpers import duplicate_keys, table_hash
 from slack_server import slack_server  # noqa: F401 - fixture
 
-from greenery import build, local_airflow, models, raw, wap
+from greenery import wap
+from greenery.dev import local_airflow
+from greenery.project import models
+from greenery.sources import load as raw
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
@@ -144,7 +147,7 @@ def published(warehouse_url, real_greenery, slack_server, monkeypatch):  # noqa:
         raw.load_dir(conn, real_greenery)
         baseline = wap.Build("baseline", DAY)
         wap.prepare(conn, baseline)
-        build.build_all(conn, MODELS, models.Interval.for_day(DAY), baseline.schema_of, run_id="baseline")
+        wap.build_models(conn, MODELS, baseline)
         wap.publish(conn, MODELS, baseline)
         hashes = {r: table_hash(conn, r) for r in MARTS}
         yield conn, hashes

@@ -39,7 +39,7 @@ LOCK_FILE = PROJECT_DIR / "requirements.lock"
 PYPROJECT = PROJECT_DIR / "pyproject.toml"
 CODE_FILES = sorted(
     [
-        *(PROJECT_DIR / "include" / "greenery").glob("*.py"),
+        *(PROJECT_DIR / "include" / "greenery").rglob("*.py"),
         *(PROJECT_DIR / "dags").glob("*.py"),
         *(PROJECT_DIR / "plugins").rglob("*.py"),
     ]
@@ -243,7 +243,7 @@ def _parses(parser, args: list[str]) -> str:
 # Code -----------------------------------------------------------------------------------------------------
 
 _ENV_READ = re.compile(
-    r"""os\.(?:environ\.get|getenv)\(\s*["'](?P<name>[A-Z][A-Z0-9_]*)["']\s*(?:,\s*["'](?P<default>[^"']*)["'])?"""
+    r"""(?:os\.(?:environ\.get|getenv)\(|\benv\.get\(|_(?:text|number|date)\(env,)\s*["'](?P<name>[A-Z][A-Z0-9_]*)["']\s*(?:,\s*["'](?P<default>[^"']*)["'])?"""
     r"""|os\.environ\[\s*["'](?P<name2>[A-Z][A-Z0-9_]*)["']\s*\]"""
 )
 
@@ -439,7 +439,7 @@ def test_env_vars_and_connections_match_what_the_code_reads(compose):
     database = env.get("GREENERY_ASSET_DATABASE") or reads["GREENERY_ASSET_DATABASE"]
     assert (authority, database) == (f"{wh.host}:{wh.port}", wh.schema)
 
-    from greenery.slack_alert import WEBHOOK_CONN_TYPE
+    from greenery.alerts.delivery import WEBHOOK_CONN_TYPE
 
     slack = Connection.from_json(env["AIRFLOW_CONN_SLACK_ALERTS"], conn_id="slack_alerts")
     assert slack.conn_type == WEBHOOK_CONN_TYPE
@@ -509,8 +509,8 @@ def test_the_package_dags_and_gx_folder_are_where_airflow_looks(compose, monkeyp
         # The Data Docs server serves that volume, and the links in alerts lead to GX's index page there.
         from urllib.parse import urlsplit
 
-        from greenery.quality import data_docs_url
-        from greenery.validation import data_docs_index
+        from greenery.checks.paths import data_docs_index
+        from greenery.tasks.validate import data_docs_url
 
         argv = argv_of(docs["entrypoint"]) + argv_of(docs.get("command") or [])
         assert argv[:3] == ["python", "-m", "http.server"], argv

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from greenery import models
+from greenery.project import models
 
 DAGS_DIR = Path(__file__).resolve().parent.parent / "dags"
 

@@ -10,7 +10,10 @@ import psycopg
 import pytest
 from slack_server import slack_server  # noqa: F401 - fixture
 
-from greenery import local_airflow, models, raw, validation
+from greenery.checks import suites
+from greenery.dev import local_airflow
+from greenery.project import models
+from greenery.sources import load as raw
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
@@ -73,7 +76,7 @@ def test_the_state_of_the_data_message_goes_out_when_enabled(airflow_dag, loaded
     assert "marts.fact_orders" in text and "361" in text  # rows per mart
     assert "79.8" in text  # the repeat rate
     found = models.discover()
-    n = sum(len(suite.expectations) for suite in validation.load_suites(found).values())
+    n = sum(len(suite.expectations) for suite in suites.load_suites(found).values())
     assert f"{n:,}/{n:,} passed" in text
 
 

@@ -10,7 +10,9 @@ import psycopg
 import pytest
 from helpers import duplicate_keys, table_hash
 
-from greenery import local_airflow, models, raw
+from greenery.dev import local_airflow
+from greenery.project import models
+from greenery.sources import load as raw
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import known_data
 import pytest
 
-from greenery import build, docs, models
+from greenery import docs
+from greenery.materialize import build
+from greenery.project import models, render
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -27,7 +29,7 @@ def test_every_mart_is_documented():
 def test_built_marts_carry_the_docs_as_comments_and_every_column_is_documented(db):
     known_data.load(db)
     found = models.discover()
-    build.build_all(db, found, models.Interval.for_day(dt.date(2021, 2, 12)))
+    build.build_all(db, found, render.Interval.for_day(dt.date(2021, 2, 12)))
     for name, doc in docs.load().items():
         columns = {
             r[0]: r[1]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from greenery.generator import default_days, generate
+from greenery.dev.generator import default_days, generate
 
 TABLES = ("addresses", "users", "products", "promos", "orders", "order_items", "events")
 
@@ -126,7 +126,7 @@ def test_identifiers_are_version_4_uuids(data: Dataset) -> None:
 
 
 def test_uuid_helper_matches_the_standard_library() -> None:
-    from greenery.generator import _uuid4  # the fast path must not drift from uuid.UUID
+    from greenery.dev.generator import _uuid4  # the fast path must not drift from uuid.UUID
 
     ours, theirs = random.Random(3), random.Random(3)  # noqa: S311
     for _ in range(200):
@@ -321,7 +321,7 @@ def test_order_amounts_add_up(data3: Dataset) -> None:
 
 
 def test_a_discount_never_makes_the_total_negative() -> None:
-    from greenery.generator import _order_total  # cheap orders are too rare to rely on them in the data
+    from greenery.dev.generator import _order_total  # cheap orders are too rare to rely on them in the data
 
     assert _order_total(1050, 199, 2) == 1049
     assert _order_total(1050, 150, 20) == 0

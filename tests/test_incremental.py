@@ -13,7 +13,11 @@ import psycopg
 import pytest
 from helpers import table_hash
 
-from greenery import build, generator, models, raw, settings, wap
+from greenery import config, wap
+from greenery.dev import generator
+from greenery.materialize import build, relations
+from greenery.project import models, render
+from greenery.sources import load as raw
 
 pytestmark = pytest.mark.db
 
@@ -40,9 +44,9 @@ def loaded(db, generated):
 def run_day(conn, day, full_refresh=False, found=MODELS, tag="run") -> dict[str, build.BuildResult]:
     run = wap.Build(f"{tag}-{day}-{full_refresh}", day)
     wap.prepare(conn, run)
-    results = build.build_all(conn, found, models.Interval.for_day(day), run.schema_of, run.run_id, full_refresh)
+    results = wap.build_models(conn, found, run, full_refresh=full_refresh)
     wap.publish(conn, found, run)
-    wap.drop_other_builds(conn, keep=run)
+    wap.drop_finished_builds(conn, keep=run)
     return {r.model: r for r in results}
 
 
@@ -51,7 +55,7 @@ def hashes(conn) -> dict[str, str]:
 
 
 def drop_published(conn) -> None:
-    for schema in (*settings.LAYERS, build.QUARANTINE_SCHEMA):
+    for schema in (*config.LAYERS, "quarantine"):
         conn.execute(f"drop schema if exists {schema} cascade")
 
 
@@ -70,7 +74,7 @@ def test_a_chain_of_incremental_runs_publishes_what_full_refreshes_publish(loade
     assert hashes(loaded) == full
 
     # The last run recomputed only the lookback window of events, not the history.
-    since = models.incremental_since(MODELS["stg_postgres__events"], models.Interval.for_day(DAYS[-1]))
+    since = render.incremental_since(MODELS["stg_postgres__events"], render.Interval.for_day(DAYS[-1]))
     window, total = loaded.execute(
         "select count(*) filter (where created_at >= %s), count(*) from staging.stg_postgres__events", (since,)
     ).fetchone()
@@ -154,7 +158,7 @@ def test_a_conflicting_copy_of_a_published_event_is_quarantined_and_the_publishe
 def test_a_changed_column_list_rebuilds_that_model_whole(loaded, tmp_path):
     run_day(loaded, DAYS[0])
     sql_dir = tmp_path / "sql"
-    shutil.copytree(settings.SQL_DIR, sql_dir)
+    shutil.copytree(config.get().sql_dir, sql_dir)
     changed = sql_dir / "intermediate" / "int_user_sessions.sql"
     changed.write_text(
         changed.read_text().replace("as first_checkout_at", "as first_checkout_at,\n        1 as version")
@@ -163,7 +167,7 @@ def test_a_changed_column_list_rebuilds_that_model_whole(loaded, tmp_path):
     results = run_day(loaded, DAYS[1], found=found)
     assert not results["int_user_sessions"].incremental
     assert results["int_user_product_sessions"].incremental
-    columns = [c for c, _ in build.relation_columns(loaded, "intermediate.int_user_sessions")]
+    columns = [c for c, _ in relations.columns(loaded, "intermediate.int_user_sessions")]
     assert columns[-1] == "version"
     sessions = loaded.execute("select count(*) from intermediate.int_user_sessions").fetchone()[0]
     assert results["int_user_sessions"].rows == sessions
@@ -197,13 +201,13 @@ def test_in_place_builds_merge_too(warehouse_url, generated):
     with psycopg.connect(warehouse_url) as conn:
         raw.load_dir(conn, generated)
         for day in DAYS[:3]:
-            results = build.build_all(conn, MODELS, models.Interval.for_day(day))
+            results = build.build_all(conn, MODELS, render.Interval.for_day(day))
         assert results[list(MODELS).index("stg_postgres__events")].incremental
         conn.commit()
         chained = hashes(conn)
         drop_published(conn)
         conn.commit()
-        build.build_all(conn, MODELS, models.Interval.for_day(DAYS[2]), full_refresh=True)
+        build.build_all(conn, MODELS, render.Interval.for_day(DAYS[2]), full_refresh=True)
         conn.commit()
         # Daily partitions of the earlier days exist only in the chain; compare the rest.
         daily = {m.relation for m in MODELS.values() if m.materialized == "daily_partition"}
@@ -221,8 +225,8 @@ def test_a_cleared_model_task_rebuilds_over_what_an_earlier_attempt_left(loaded)
 
     run = wap.Build(f"cleared-{DAYS[1]}", DAYS[1])
     wap.prepare(loaded, run)
-    interval = models.Interval.for_day(DAYS[1])
-    build.build_all(loaded, MODELS, interval, run.schema_of, run.run_id)
+    interval = render.Interval.for_day(DAYS[1])
+    wap.build_models(loaded, MODELS, run)
     events = MODELS["stg_postgres__events"]
     # Cleared with full_refresh (the build holds a merge view and a delta), then cleared again
     # incrementally (it holds a whole table), then once more as it was.

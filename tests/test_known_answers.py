@@ -10,7 +10,8 @@ import psycopg
 import pytest
 from helpers import duplicate_keys, rows, table_hash
 
-from greenery import build, models
+from greenery.materialize import build
+from greenery.project import models, render
 
 pytestmark = pytest.mark.db
 
@@ -24,7 +25,7 @@ def built(warehouse_url):
         k.load(conn)
         found = models.discover()
         for day in (dt.date(2021, 2, 11), D):
-            build.build_all(conn, found, models.Interval.for_day(day))
+            build.build_all(conn, found, render.Interval.for_day(day))
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
         yield conn
 
@@ -150,7 +151,7 @@ def test_rerunning_days_in_any_order_gives_the_same_tables(built, warehouse_url)
     before = {m.relation: table_hash(built, m.relation) for m in found.values()}
     with psycopg.connect(warehouse_url) as conn:
         for day in (D, dt.date(2021, 2, 11), D):
-            build.build_all(conn, found, models.Interval.for_day(day))
+            build.build_all(conn, found, render.Interval.for_day(day))
     assert {m.relation: table_hash(built, m.relation) for m in found.values()} == before
     assert built.execute("select count(*) from marts.metrics_daily").fetchone()[0] == 2
 
@@ -168,7 +169,7 @@ def test_replayed_and_conflicting_events_are_told_apart(warehouse_url):
             "update raw.events set page_url = %s where ctid = (select max(ctid) from raw.events where event_id = %s)",
             (conflict["page_url"], conflict["event_id"]),
         )
-        build.build_all(conn, models.discover(), models.Interval.for_day(D))
+        build.build_all(conn, models.discover(), render.Interval.for_day(D))
         quarantined = conn.execute(
             "select event_id, rule from quarantine.stg_postgres__events order by event_id, rule"
         ).fetchall()

@@ -17,7 +17,9 @@ from importlib.metadata import version
 import psycopg
 import pytest
 
-from greenery import local_ui, models, raw
+from greenery.dev import local_ui
+from greenery.project import models
+from greenery.sources import load as raw
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from greenery import models, settings
+from greenery import config
+from greenery.project import models, render
 
 # Written from reading include/sql; if a model's refs change, this table must change with it.
 EXPECTED_REFS = {
@@ -103,11 +104,11 @@ def test_incremental_render_reads_only_the_window():
     import datetime as dt
 
     found = models.discover()
-    day = models.Interval.for_day(dt.date(2021, 2, 12))
-    full = models.render(found["stg_postgres__events"], day, str, "landing")
+    day = render.Interval.for_day(dt.date(2021, 2, 12))
+    full = render.render(found["stg_postgres__events"], day, str, "landing")
     since = "'2021-02-09T00:00:00+00:00'::timestamptz"
     assert since not in full and "staging.stg_postgres__events" not in full
-    recent = models.render(found["stg_postgres__events"], day, str, "landing", incremental=True)
+    recent = render.render(found["stg_postgres__events"], day, str, "landing", incremental=True)
     assert f"created_at >= {since} or created_at is null" in recent
     assert "from staging.stg_postgres__events" in recent
 
@@ -115,7 +116,7 @@ def test_incremental_render_reads_only_the_window():
 @pytest.fixture
 def sql_copy(tmp_path):
     target = tmp_path / "sql"
-    shutil.copytree(settings.SQL_DIR, target)
+    shutil.copytree(config.get().sql_dir, target)
     return target
 
 
@@ -169,12 +170,12 @@ def test_render_fills_refs_sources_and_interval():
     import datetime as dt
 
     found = models.discover()
-    sql_text = models.render(
-        found["metrics_daily"], models.Interval.for_day(dt.date(2021, 2, 12)), lambda n: f"s.{n}", "landing"
+    sql_text = render.render(
+        found["metrics_daily"], render.Interval.for_day(dt.date(2021, 2, 12)), lambda n: f"s.{n}", "landing"
     )
     assert "s.fact_orders" in sql_text and "{{" not in sql_text
     assert "'2021-02-13T00:00:00+00:00'::timestamptz" in sql_text
     assert "'2021-02-12'::date as as_of_date" in sql_text
-    day = models.Interval.for_day(dt.date(2021, 2, 12))
-    staging = models.render(found["stg_postgres__orders"], day, str, "landing")
+    day = render.Interval.for_day(dt.date(2021, 2, 12))
+    staging = render.render(found["stg_postgres__orders"], day, str, "landing")
     assert "from landing.orders" in staging

@@ -23,7 +23,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from greenery import quality_view, wap
+from greenery import audit, wap
+from greenery.ui import app as quality_view
+from greenery.ui import report
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PLUGINS_DIR = PROJECT_DIR / "plugins"
@@ -120,14 +122,14 @@ def failing_summary() -> dict:
 def record_two_runs(url: str) -> None:
     """The clean run of 2024-03-01 (published), then the run of 2024-03-02 (critical failure, not published)."""
     with psycopg.connect(url) as conn:
-        wap.record_validation(conn, clean_summary(), published=True)
+        audit.record_validation(conn, clean_summary(), published=True)
         conn.execute(
             "insert into greenery_audit.publish_log values (%s, %s, now() - interval '1 day', %s)",
             (OLD_RUN, dt.date(2024, 3, 1), ["staging.stg_postgres__orders", "marts.fact_orders"]),
         )
         conn.execute("update greenery_audit.validation_runs set validated_at = now() - interval '1 day'")
         conn.commit()
-        wap.record_validation(conn, failing_summary(), published=False)
+        audit.record_validation(conn, failing_summary(), published=False)
 
 
 @pytest.fixture
@@ -192,7 +194,12 @@ def test_page_shows_latest_run_tables_failures_and_quarantine(warehouse_url, gx_
     # values are escaped; a javascript: log URL is not linked
     assert NASTY_KEY not in page and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
     assert "javascript:" not in page
-    assert 'font:14px/1.45 -apple-system, BlinkMacSystemFont, "Segoe UI"' in page  # the CSS itself is not escaped
+    # the stylesheet is a static file of the app, and the page allows no script at all
+    assert '<link rel="stylesheet" href="static/style.css">' in page
+    css = client().get("/data-quality/static/style.css")
+    assert css.status_code == 200 and 'font:14px/1.45 -apple-system, BlinkMacSystemFont, "Segoe UI"' in css.text
+    assert "script-src" not in response.headers["content-security-policy"]
+    assert "default-src 'none'" in response.headers["content-security-policy"]
     # quarantine, Data Docs link, history
     assert "stg_postgres__products" in page and "rows quarantined" in page
     assert 'href="docs/"' in page
@@ -264,7 +271,7 @@ def test_data_docs_are_served_and_nothing_outside_them(warehouse_url, gx_dir):
         assert response.status_code in (400, 404), (url, response.status_code)
         assert "root:" not in response.text and "TOP-SECRET-CONFIG" not in response.text, url
     for path in ("../secret.txt", "../../../../etc/passwd", "/etc/passwd", "escape/secret.txt", "a\x00b"):
-        assert quality_view.docs_file(path) is None, path
+        assert report.docs_file(path) is None, path
 
 
 @pytest.mark.db
@@ -292,7 +299,7 @@ def test_empty_state_before_any_validation(warehouse_url, gx_dir):
     assert body["latest_run"] is None and body["tables"] == [] and body["serving"] is None
     # the audit schema exists (a publish happened) but no validation was recorded yet
     with psycopg.connect(warehouse_url) as conn:
-        wap._ensure_audit(conn)
+        audit.ensure(conn)
         conn.execute("insert into greenery_audit.publish_log values ('first', '2024-03-01', now(), '{}')")
     page = app.get("/data-quality/")
     assert page.status_code == 200 and "No validation has run yet" in page.text
@@ -303,7 +310,7 @@ def test_empty_state_before_any_validation(warehouse_url, gx_dir):
 @pytest.mark.integration
 def test_clean_latest_run_is_shown_as_published(warehouse_url, gx_dir):
     with psycopg.connect(warehouse_url) as conn:
-        wap.record_validation(conn, clean_summary(), published=True)
+        audit.record_validation(conn, clean_summary(), published=True)
     page = client().get("/data-quality/").text
     assert "Every check passed; readers see this run." in page and "No failing checks." in page
     assert "No rows were quarantined." in page

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from greenery import raw
+from greenery.sources import load as raw
 
 pytestmark = pytest.mark.db
 

@@ -12,7 +12,8 @@ import time
 import pytest
 from slack_server import API_TOKEN, WEBHOOK_SECRET, conn_env_var, slack_server  # noqa: F401
 
-from greenery.slack_alert import SlackDeliveryError, build_alert, build_summary_message, send
+from greenery.alerts.delivery import SlackDeliveryError, send
+from greenery.alerts.messages import build_alert, build_summary_message
 
 LOG_URL = "http://localhost:8080/dags/greenery_daily/runs/scheduled__2021-02-12T00:00:00+00:00/tasks/validate?try=1"
 DOCS_URL = "file:///opt/airflow/gx/uncommitted/data_docs/local_site/index.html"
@@ -338,7 +339,7 @@ def test_summary_message_reports_rows_checks_and_repeat_rate():
 
 def test_module_import_is_light():
     code = (
-        "import sys, greenery.slack_alert; "
+        "import sys, greenery.alerts.messages, greenery.alerts.delivery; "
         "print(sorted(m for m in ('airflow', 'slack_sdk', 'great_expectations') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -17,12 +17,17 @@ import known_data
 import psycopg
 import pytest
 
-from greenery import build, models, raw, settings, validation, warehouse
+from greenery import config, warehouse
+from greenery.checks import gx as validation
+from greenery.checks import paths, suites
+from greenery.materialize import build
+from greenery.project import models, render
+from greenery.sources import load as raw
 
 pytestmark = pytest.mark.db
 
 MODELS = models.discover()
-SUITES = validation.load_suites(MODELS)
+SUITES = suites.load_suites(MODELS)
 DAYS = (dt.date(2021, 2, 11), dt.date(2021, 2, 12))
 
 # Rows of the real data that the defects below tamper with.
@@ -46,7 +51,7 @@ def _build(url: str, load, defect: str | None = None, days=DAYS) -> None:
         if defect and _on_raw(defect):
             assert conn.execute(defect).rowcount == 1, defect
         for day in days:
-            build.build_all(conn, MODELS, models.Interval.for_day(day))
+            build.build_all(conn, MODELS, render.Interval.for_day(day))
         if defect and not _on_raw(defect):
             assert conn.execute(defect).rowcount == 1, defect
 
@@ -75,7 +80,7 @@ BATCH_FOLLOWERS = {"", "where", "group", "having", "order", "limit", "union", "e
 
 
 def test_every_model_has_exactly_one_suite_file():
-    files = {p.stem for p in Path(settings.EXPECTATIONS_DIR).glob("*.json")}
+    files = {p.stem for p in Path(config.get().expectations_dir).glob("*.json")}
     assert files == set(MODELS)
     assert set(SUITES) == set(MODELS)
 
@@ -138,7 +143,7 @@ def test_queries_name_tables_through_ref_only():
             assert not re.search(r"\bjoin\b", query, re.IGNORECASE), (name, query)
             for ref in re.findall(r"ref\('([^']+)'\)", query):
                 assert ref in MODELS, (name, ref)
-            schemas = (settings.RAW_SCHEMA, *settings.LAYERS)
+            schemas = (config.get().raw_schema, *config.LAYERS)
             assert not re.search(rf"\b({'|'.join(schemas)})\.", query), f"{name}: hard-coded schema in {query}"
 
 
@@ -152,7 +157,7 @@ def test_real_data_passes_every_suite_without_a_warning(warehouse_url, real_gree
     assert (summary["failed_critical"], summary["failed_warning"], summary["blocking"]) == (0, 0, False)
     _assert_every_suite_ran(summary)
     assert Path(summary["data_docs_path"]).is_file()
-    assert Path(summary["data_docs_path"]) == validation.data_docs_index(tmp_path / "gx")
+    assert Path(summary["data_docs_path"]) == paths.data_docs_index(tmp_path / "gx")
 
 
 def test_known_data_passes_every_critical_expectation(warehouse_url, tmp_path):

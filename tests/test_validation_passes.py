@@ -14,12 +14,16 @@ import known_data
 import psycopg
 import pytest
 
-from greenery import build, models, validation, warehouse
+from greenery import warehouse
+from greenery.checks import gx as validation
+from greenery.checks import paths, suites, summary
+from greenery.materialize import build
+from greenery.project import models, render
 
 pytestmark = pytest.mark.db
 
 MODELS = models.discover()
-SUITES = validation.load_suites(MODELS)
+SUITES = suites.load_suites(MODELS)
 
 # Planted after the build, in the tables the suites check: map, pair, compound-key and query failures.
 DEFECTS = (
@@ -38,7 +42,7 @@ DEFECTIVE = {"stg_postgres__order_items", "stg_postgres__orders", "int_user_prod
 def _build(url: str, defects=()) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         known_data.load(conn)
-        build.build_all(conn, MODELS, models.Interval.for_day(dt.date(2021, 2, 12)))
+        build.build_all(conn, MODELS, render.Interval.for_day(dt.date(2021, 2, 12)))
         for defect in defects:
             assert conn.execute(defect).rowcount >= 1, defect
 
@@ -100,7 +104,7 @@ def _assert_same_verdicts(name, two, one) -> None:
         assert a.success == b.success, (name, b.expectation_config.type, b.expectation_config.kwargs)
         if not b.success:
             assert a.result == b.result, (name, b.expectation_config.type)
-            assert validation._error(a) == validation._error(b)
+            assert summary._error(a) == summary._error(b)
     assert two.success == one.success
     assert two.statistics == one.statistics
 
@@ -150,4 +154,4 @@ def test_a_failing_suite_reports_sample_keys_through_validate(warehouse_url, tmp
     # The stored results are the two-pass ones, one per suite, rendered in the Data Docs.
     stored = list((tmp_path / "gx" / "gx" / "uncommitted" / "validations").rglob("*.json"))
     assert len(stored) == len(SUITES)
-    assert "two-pass" in validation.data_docs_index(tmp_path / "gx").read_text()
+    assert "two-pass" in paths.data_docs_index(tmp_path / "gx").read_text()

@@ -14,7 +14,11 @@ import psycopg
 import pytest
 from helpers import table_hash
 
-from greenery import build, local_airflow, models, raw, wap
+from greenery import audit, wap
+from greenery.dev import local_airflow
+from greenery.materialize import build
+from greenery.project import models, render
+from greenery.sources import load as raw
 
 pytestmark = pytest.mark.db
 
@@ -27,9 +31,9 @@ def run_day(conn, day: dt.date, run_id: str | None = None) -> wap.Build:
     """What one DAG run does, minus Airflow and GX: prepare, build every model, publish, clean up."""
     run = wap.Build(run_id or f"run-{day}", day)
     wap.prepare(conn, run)
-    build.build_all(conn, MODELS, models.Interval.for_day(day), run.schema_of, run_id=run.run_id)
+    wap.build_models(conn, MODELS, run)
     wap.publish(conn, MODELS, run)
-    wap.drop_other_builds(conn, keep=run)
+    wap.drop_finished_builds(conn, keep=run)
     return run
 
 
@@ -50,7 +54,7 @@ def test_building_does_not_touch_what_readers_see_until_publish(loaded):
     loaded.execute("delete from raw.orders where status = 'preparing'")
     run = wap.Build("second", DAYS[-1])
     wap.prepare(loaded, run)
-    build.build_all(loaded, MODELS, models.Interval.for_day(DAYS[-1]), run.schema_of, run_id=run.run_id)
+    wap.build_models(loaded, MODELS, run)
     assert hashes(loaded) == before  # built, validated or not: not published yet
     wap.publish(loaded, MODELS, run)
     assert hashes(loaded)["marts.fact_orders"] != before["marts.fact_orders"]
@@ -66,12 +70,12 @@ def test_publish_is_all_or_nothing(loaded):
     loaded.execute("create view public.reader_view2 as select * from marts.fact_product")
     run = wap.Build("blocked", DAYS[-1])
     wap.prepare(loaded, run)
-    build.build_all(loaded, MODELS, models.Interval.for_day(DAYS[-1]), run.schema_of, run_id=run.run_id)
+    wap.build_models(loaded, MODELS, run)
     with pytest.raises(psycopg.errors.DependentObjectsStillExist):
         wap.publish(loaded, MODELS, run)
     assert hashes(loaded) == before
     assert wap.built_models(loaded, MODELS, run) == list(MODELS)  # still there, ready for a retry
-    assert wap.last_published(loaded)["run_id"] == "run-2021-02-12"
+    assert audit.last_published(loaded)["run_id"] == "run-2021-02-12"
 
 
 def test_rerunning_a_day_gives_identical_tables(loaded):
@@ -107,26 +111,30 @@ def test_a_single_cleared_task_rebuilds_from_what_is_published(loaded):
     run = run_day(loaded, DAYS[-1])
     before = hashes(loaded)
     # Clearing only fact_orders after the run published: its inputs are no longer in the build schemas.
-    model = MODELS["fact_orders"]
-    result = build.build_model(loaded, model, MODELS, models.Interval.for_day(DAYS[-1]), run.schema_of, run.run_id)
+    [result] = wap.build_models(loaded, MODELS, run, only=["fact_orders"])
     assert result.relation == f"{run.schema('marts')}.fact_orders"
-    # The daily tables' copies stay in the build schemas after publish; re-publishing them is a no-op.
-    assert set(wap.publish(loaded, MODELS, run)) == {
-        "marts.fact_orders",
-        "marts.fact_product_sessions_daily",
-        "marts.metrics_daily",
-    }
+    # Only what was rebuilt since the run's publish is published again.
+    assert wap.publish(loaded, MODELS, run) == ["marts.fact_orders"]
     assert hashes(loaded) == before
+    with pytest.raises(wap.PublishError, match="nothing to publish"):
+        wap.publish(loaded, MODELS, run)
 
 
-def test_old_build_schemas_are_dropped_after_publish(loaded):
+def build_schemas(conn) -> set[str]:
+    return {r[0] for r in conn.execute("select nspname from pg_namespace where nspname like '\\_build\\_%'")}
+
+
+def test_published_builds_are_dropped_and_unfinished_ones_kept_until_they_expire(loaded):
     first = run_day(loaded, DAYS[0])
     failed = wap.Build("failed-run", DAYS[1])
     wap.prepare(loaded, failed)
     second = run_day(loaded, DAYS[1])
-    schemas = {r[0] for r in loaded.execute("select nspname from pg_namespace where nspname like '\\_build\\_%'")}
-    assert schemas == set(second.schema_of.values())
-    assert not schemas & (set(first.schema_of.values()) | set(failed.schema_of.values()))
+    # The published first run's schemas go; the unfinished one stays for debugging (or is still running).
+    assert build_schemas(loaded) == set(second.schema_of.values()) | set(failed.schema_of.values())
+    assert not build_schemas(loaded) & set(first.schema_of.values())
+    # Once idle for longer than the TTL, it expires too.
+    assert set(wap.drop_finished_builds(loaded, keep=second, ttl=dt.timedelta(0))) == set(failed.schema_of.values())
+    assert build_schemas(loaded) == set(second.schema_of.values())
 
 
 def test_a_killed_build_leaves_published_tables_byte_identical_and_the_rerun_succeeds(loaded, warehouse_url):
@@ -140,7 +148,7 @@ def test_a_killed_build_leaves_published_tables_byte_identical_and_the_rerun_suc
     def build_everything():
         with psycopg.connect(warehouse_url, application_name="greenery-build-under-test") as conn:
             try:
-                build.build_all(conn, MODELS, models.Interval.for_day(DAYS[-1]), run.schema_of, run.run_id)
+                wap.build_models(conn, MODELS, run)
             except Exception as exc:
                 errors.append(exc)
 
@@ -156,7 +164,7 @@ def test_a_killed_build_leaves_published_tables_byte_identical_and_the_rerun_suc
     assert "stg_postgres__events" in str(errors[0]) and "terminat" in str(errors[0]).lower()
     assert hashes(loaded) == before
     rerun = run_day(loaded, DAYS[-1], "rerun")
-    assert wap.last_published(loaded)["run_id"] == rerun.run_id
+    assert audit.last_published(loaded)["run_id"] == rerun.run_id
     assert hashes(loaded)["marts.fact_orders"] != before["marts.fact_orders"]
 
 
@@ -184,7 +192,7 @@ def test_concurrent_runs_do_not_corrupt_each_other(loaded, warehouse_url):
             with psycopg.connect(warehouse_url, autocommit=True) as conn:
                 run = wap.Build(f"concurrent-{day}", day)
                 wap.prepare(conn, run)
-                build.build_all(conn, MODELS, models.Interval.for_day(day), run.schema_of, run.run_id)
+                wap.build_models(conn, MODELS, run)
                 wap.publish(conn, MODELS, run)
         except Exception as exc:
             errors.append(exc)
@@ -201,13 +209,15 @@ def test_concurrent_runs_do_not_corrupt_each_other(loaded, warehouse_url):
 def test_a_failing_model_names_its_file_line_and_the_postgres_error(loaded, tmp_path):
     import shutil
 
+    from greenery import config
+
     sql_dir = tmp_path / "sql"
-    shutil.copytree(models.settings.SQL_DIR, sql_dir)
+    shutil.copytree(config.get().sql_dir, sql_dir)
     broken = sql_dir / "marts" / "fact_orders.sql"
     broken.write_text(broken.read_text().replace("unit_count,", "unit_count,\n        no_such_column,"))
     found = models.discover(sql_dir)
     with pytest.raises(build.ModelBuildError) as err:
-        build.build_all(loaded, found, models.Interval.for_day(DAYS[-1]))
+        build.build_all(loaded, found, render.Interval.for_day(DAYS[-1]))
     message = str(err.value)
     assert "fact_orders.sql" in message and 'column "no_such_column" does not exist' in message
     assert "[42703]" in message and "line" in message and "no_such_column" in message.split("line")[-1]

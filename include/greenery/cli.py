@@ -15,9 +15,9 @@ import time
 import warnings
 from pathlib import Path
 
-from greenery import settings
+from greenery import config
 
-STATE_DIR = Path(os.environ.get("GREENERY_STATE_DIR", settings.INCLUDE_DIR.parent / ".greenery"))
+STATE_DIR = config.get().state_dir
 
 ANSWERS_SQL = """
 select
@@ -47,10 +47,11 @@ limit 3
 def _embedded_if_unconfigured() -> object | None:
     """Start the project's private PostgreSQL unless a warehouse connection is configured."""
     from greenery import warehouse
+    from greenery.dev.embedded_pg import EmbeddedPostgres
 
     if os.environ.get(warehouse.conn_env_var()):
         return None
-    server = warehouse.EmbeddedPostgres(STATE_DIR / "pg")
+    server = EmbeddedPostgres(STATE_DIR / "pg")
     warehouse.use_url(server.url())
     print(f"using the embedded PostgreSQL in {server.data_dir} (psql '{server.url()}')")
     return server
@@ -61,7 +62,7 @@ def _date(text: str) -> dt.date:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from greenery.generator import generate
+    from greenery.dev.generator import generate
 
     started = time.perf_counter()
     counts = generate(args.directory, scale=args.scale, seed=args.seed, days=args.days)
@@ -72,11 +73,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_load_raw(args: argparse.Namespace) -> int:
-    from greenery import raw, warehouse
+    from greenery import warehouse
+    from greenery.sources import load
 
     _embedded_if_unconfigured()
     with warehouse.connect() as conn:
-        counts = raw.load_dir(conn, args.directory, args.schema)
+        counts = load.load_dir(conn, args.directory, args.schema)
     for table, rows in counts.items():
         print(f"  {args.schema}.{table:<12} {rows:>12,}")
     return 0
@@ -90,7 +92,7 @@ def _days(start: dt.date, end: dt.date | None) -> list[dt.date]:
 
 
 def run_days(days: list[dt.date], quiet: bool, full_refresh: bool = False) -> int:
-    from greenery import local_airflow
+    from greenery.dev import local_airflow
 
     local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]), quiet=quiet)
     dag = local_airflow.load_dag()
@@ -153,8 +155,9 @@ def cmd_answers(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generated data -> embedded PostgreSQL -> the DAG through Airflow -> the business answers."""
-    from greenery import raw, warehouse
-    from greenery.generator import generate
+    from greenery import warehouse
+    from greenery.dev.generator import generate
+    from greenery.sources import load
 
     started = time.perf_counter()
     _embedded_if_unconfigured()
@@ -162,8 +165,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     counts = generate(data_dir, scale=args.scale, seed=args.seed)
     print(f"generated {sum(counts.values()):,} rows (scale {args.scale:g}) into {data_dir}")
     with warehouse.connect() as conn:
-        raw.load_dir(conn, data_dir)
-        last_day = conn.execute(f"select max(created_at)::date from {settings.RAW_SCHEMA}.events").fetchone()[0]
+        load.load_dir(conn, data_dir)
+        last_day = conn.execute(f"select max(created_at)::date from {config.get().raw_schema}.events").fetchone()[0]
     status = run_days([last_day], quiet=not args.verbose)
     if status == 0:
         status = print_answers(last_day)
@@ -174,7 +177,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_docs(args: argparse.Namespace) -> int:
     from greenery import docs
 
-    readme = settings.INCLUDE_DIR.parent / "README.md"
+    readme = config.PROJECT_DIR / "README.md"
     if args.write_readme:
         print("README.md updated" if docs.update_readme(readme) else "README.md already up to date")
         return 0
@@ -184,7 +187,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """Airflow's UI, scheduler and DAG processor on this machine; Ctrl-C stops them and the embedded PostgreSQL."""
-    from greenery import local_ui
+    from greenery.dev import local_ui
 
     server = _embedded_if_unconfigured()
     try:
@@ -207,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = sub.add_parser("load-raw", help="load a folder of the seven Greenery CSVs into the raw schema")
     load.add_argument("directory", type=Path)
-    load.add_argument("--schema", default=settings.RAW_SCHEMA)
+    load.add_argument("--schema", default=config.get().raw_schema)
     load.set_defaults(func=cmd_load_raw)
 
     run = sub.add_parser("run", help="run the greenery_daily DAG (in-process, dag.test) for a day or a range")
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pgserver").setLevel(logging.ERROR)  # its start/stop chatter hides the answers
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     args = build_parser().parse_args(argv)
-    from greenery import local_airflow
+    from greenery.dev import local_airflow
 
     # Airflow fixes its settings when first imported (connections and hooks import it too).
     local_airflow.configure(
@@ -255,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as exc:  # one clear line for known failures; the traceback is noise to a user
-        from greenery.build import ModelBuildError
-        from greenery.raw import RawLoadError
+        from greenery.materialize.model_sql import ModelBuildError
+        from greenery.sources.load import RawLoadError
         from greenery.warehouse import WarehouseUnavailableError
 
         if isinstance(exc, RawLoadError | ModelBuildError | WarehouseUnavailableError):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from greenery import settings
+from greenery import config
 
 README_START = "<!-- mart-docs:start -->"
 README_END = "<!-- mart-docs:end -->"
@@ -18,9 +18,9 @@ README_END = "<!-- mart-docs:end -->"
 def load(sql_dir: Path | None = None) -> dict[str, dict]:
     import yaml  # an Airflow dependency; only needed when docs are applied or rendered
 
-    sql_dir = Path(sql_dir or settings.SQL_DIR)
+    sql_dir = Path(sql_dir or config.get().sql_dir)
     docs: dict[str, dict] = {}
-    for layer in settings.LAYERS:
+    for layer in config.LAYERS:
         path = sql_dir / layer / "_docs.yml"
         if path.is_file():
             docs.update(yaml.safe_load(path.read_text()) or {})

@@ -1,9 +1,15 @@
 """Write-audit-publish: build in run-private schemas, validate there, publish atomically.
 
-A run writes every model into its own schemas (``_build_<day>_<hash>__<layer>``). Readers only use
-``staging``, ``intermediate`` and ``marts``. Publishing moves the run's tables into those schemas in
-one transaction under an advisory lock: a reader sees all of the previous run's tables or all of
-this run's, never a mix, never a missing table. A run that fails validation publishes nothing.
+A run writes every model into its own schemas (``_build_<day>_<hash>__<layer>``, and ``...__quarantine``
+for the rows it holds back). Readers only use ``staging``, ``intermediate``, ``marts`` and
+``quarantine``. Publishing moves the run's tables there in one transaction under the exclusive
+advisory lock (:mod:`greenery.locks`): a reader sees all of the previous publish or all of this one.
+
+Each build is registered in ``greenery_audit.builds`` with the run's clock (recorded once, so a rerun
+next year renders the same rules) and every model it built is listed in ``build_models``. Publish
+refuses to publish nothing, or a build that lost a listed model. A build's schemas are dropped by a
+later publish once the build is published, or once it has been idle longer than ``build_ttl``; a live
+run's schemas are never touched.
 """
 
 from __future__ import annotations
@@ -16,21 +22,26 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from greenery import build as build_module
-from greenery import docs, settings
-from greenery.models import Interval, Model, incremental_since
+from greenery import audit, config, docs, locks
+from greenery.materialize import incremental, relations
+from greenery.materialize.build import BuildResult, build_model
+from greenery.materialize.relations import ident
+from greenery.project.models import Model
+from greenery.project.render import Interval, incremental_since
 
 log = logging.getLogger(__name__)
 
 BUILD_PREFIX = "_build_"
-AUDIT_SCHEMA = "greenery_audit"
-# Any 64-bit constant shared by every publisher of this warehouse.
-PUBLISH_LOCK_KEY = 0x67726E7279  # "grnry"
+QUARANTINE = "quarantine"
+
+
+class PublishError(RuntimeError):
+    """A run's build cannot be published as asked (nothing built, or part of it lost); nothing changed."""
 
 
 @dataclass(frozen=True)
 class Build:
-    """Where one run writes: a schema per layer, named after the run's day and id."""
+    """Where one run writes: a schema per layer (and one for quarantine), named after its day and run id."""
 
     run_id: str
     day: dt.date
@@ -45,25 +56,99 @@ class Build:
 
     @property
     def schema_of(self) -> dict[str, str]:
-        return {layer: self.schema(layer) for layer in settings.LAYERS}
+        return {layer: self.schema(layer) for layer in (*config.LAYERS, QUARANTINE)}
 
 
-def table_exists(conn, schema: str, table: str) -> bool:
-    found = conn.execute("select to_regclass(%s)", (sql.Identifier(schema, table).as_string(conn),)).fetchone()
-    return found[0] is not None
+def prepare(conn, build: Build, run_time: dt.datetime | None = None) -> dt.datetime:
+    """Start a run's build from empty schemas and register it; return the run's clock.
 
-
-def prepare(conn, build: Build) -> None:
-    """Start a run's build from empty schemas (a rerun of the whole run starts clean too)."""
+    The clock is the one recorded when the run was first prepared: clearing the whole run keeps it.
+    """
+    audit.ensure(conn)
     with conn.transaction():
+        locks.share(conn)
         for schema in build.schema_of.values():
             conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
             conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("delete from {} where key = %s").format(audit.table("build_models")), (build.key,))
+        recorded = conn.execute(
+            sql.SQL(
+                "insert into {} as b (key, run_id, logical_date, run_time, created_at, touched_at, state)"
+                " values (%s, %s, %s, %s, now(), now(), 'building')"
+                " on conflict (key) do update set touched_at = now(), state = 'building'"
+                " returning b.run_time"
+            ).format(audit.table("builds")),
+            (build.key, build.run_id, build.day, run_time or dt.datetime.now(dt.UTC)),
+        ).fetchone()[0]
+    return recorded
+
+
+def run_time(conn, build: Build) -> dt.datetime | None:
+    """The run's clock as :func:`prepare` recorded it, or None when the run was never prepared."""
+    if not audit.exists(conn, "builds"):
+        return None
+    row = conn.execute(
+        sql.SQL("select run_time from {} where key = %s").format(audit.table("builds")), (build.key,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def record_built(conn, build: Build, model: str) -> None:
+    """List ``model`` as built by this run and not yet published (in the build's own transaction)."""
+    conn.execute(
+        sql.SQL(
+            "insert into {} (key, model, built_at) values (%s, %s, now())"
+            " on conflict (key, model) do update set built_at = now()"
+        ).format(audit.table("build_models")),
+        (build.key, model),
+    )
+    conn.execute(
+        sql.SQL("update {} set touched_at = now(), state = 'building' where key = %s").format(audit.table("builds")),
+        (build.key,),
+    )
+
+
+def build_models(
+    conn, models: Mapping[str, Model], build: Build, *, full_refresh: bool = False, only: list[str] | None = None
+) -> list[BuildResult]:
+    """Build ``models`` (or ``only`` those) into the prepared build, in order, each listed as it is built.
+
+    What the DAG's model tasks do, one after the other and without Airflow (tests, benchmarks).
+    """
+    with conn.transaction():  # no transaction left open between the models, whatever the connection's mode
+        clock = run_time(conn, build)
+    if clock is None:
+        raise PublishError(f"run {build.run_id!r} was never prepared (wap.prepare)")
+    results = []
+    for name, model in models.items():
+        if only is not None and name not in only:
+            continue
+        with conn.transaction():
+            results.append(
+                build_model(
+                    conn,
+                    model,
+                    models,
+                    Interval.for_day(build.day),
+                    build.schema_of,
+                    run_id=build.run_id,
+                    full_refresh=full_refresh,
+                    run_time=clock,
+                )
+            )
+            record_built(conn, build, name)
+    return results
 
 
 def built_models(conn, models: Mapping[str, Model], build: Build) -> list[str]:
-    """The models this run has in its build schemas, in dependency order."""
-    return [name for name, m in models.items() if table_exists(conn, build.schema(m.layer), name)]
+    """The models this run built and has not published yet, in dependency order."""
+    if not audit.exists(conn, "build_models"):
+        return []
+    rows = conn.execute(
+        sql.SQL("select model from {} where key = %s").format(audit.table("build_models")), (build.key,)
+    ).fetchall()
+    listed = {r[0] for r in rows}
+    return [name for name in models if name in listed]
 
 
 def built_delta(conn, model: Model, build: Build) -> str | None:
@@ -74,101 +159,129 @@ def built_delta(conn, model: Model, build: Build) -> str | None:
     """
     if model.materialized != "incremental":
         return None
-    delta = build_module.delta_relation(f"{build.schema(model.layer)}.{model.name}")
-    return delta if table_exists(conn, *delta.split(".")) else None
+    delta = incremental.delta_relation(f"{build.schema(model.layer)}.{model.name}")
+    return delta if relations.exists(conn, delta) else None
 
 
-def _ensure_audit(conn) -> None:
-    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(AUDIT_SCHEMA)))
-    conn.execute(
-        sql.SQL(
-            "create table if not exists {} ("
-            " run_id text not null, logical_date date not null, published_at timestamptz not null,"
-            " tables text[] not null)"
-        ).format(sql.Identifier(AUDIT_SCHEMA, "publish_log"))
-    )
-    conn.execute(
-        sql.SQL(
-            "create table if not exists {} ("
-            " run_id text not null, logical_date date not null, validated_at timestamptz not null,"
-            " published boolean not null, summary jsonb not null)"
-        ).format(sql.Identifier(AUDIT_SCHEMA, "validation_runs"))
-    )
-
-
-def record_validation(conn, summary: dict, published: bool) -> None:
-    """Keep every run's validation summary (the UI's data-quality view and on-call read it)."""
-    from psycopg.types.json import Jsonb
-
-    with conn.transaction():
-        _ensure_audit(conn)
-        conn.execute(
-            sql.SQL(
-                "insert into {} (run_id, logical_date, validated_at, published, summary) values (%s, %s, now(), %s, %s)"
-            ).format(sql.Identifier(AUDIT_SCHEMA, "validation_runs")),
-            (summary["run_id"], summary["logical_date"], published, Jsonb(summary)),
-        )
-
-
-def last_published(conn) -> dict | None:
-    """The most recent publish (run id, day, time), or None when nothing was ever published."""
-    if not table_exists(conn, AUDIT_SCHEMA, "publish_log"):
+def built_quarantine(conn, model: Model, build: Build) -> str | None:
+    if not model.config.get("quarantine"):
         return None
-    row = conn.execute(
-        sql.SQL("select run_id, logical_date, published_at from {} order by published_at desc limit 1").format(
-            sql.Identifier(AUDIT_SCHEMA, "publish_log")
-        )
-    ).fetchone()
-    return None if row is None else {"run_id": row[0], "logical_date": row[1].isoformat(), "published_at": row[2]}
+    table = f"{build.schema(QUARANTINE)}.{model.name}"
+    return table if relations.exists(conn, table) else None
 
 
-def publish(conn, models: Mapping[str, Model], build: Build) -> list[str]:
-    """Move the run's tables into the reader schemas, atomically; return the published relations."""
+def _lost(conn, models: Mapping[str, Model], build: Build, names: list[str]) -> list[str]:
+    return [
+        name
+        for name in names
+        if not relations.exists(conn, f"{build.schema(models[name].layer)}.{name}")
+        and built_delta(conn, models[name], build) is None
+    ]
+
+
+def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta | None = None) -> list[str]:
+    """Move the run's tables into the reader schemas, atomically; return the published relations.
+
+    Then, in the same transaction, drop the build schemas of published or long-idle builds.
+    """
+    audit.ensure(conn)
     published = []
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
-        _ensure_audit(conn)
-        for name in built_models(conn, models, build):
-            model = models[name]
-            source = sql.Identifier(build.schema(model.layer), name)
-            target = sql.Identifier(model.layer, name)
-            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(model.layer)))
-            delta = built_delta(conn, model, build)
-            if delta is not None:
-                # The build recomputed only recent rows: apply them to the published table.
-                since = incremental_since(model, Interval.for_day(build.day))
-                for statement, params in build_module.merge_statements(model, model.relation, delta, since):
-                    conn.execute(statement, params)
-                # Nothing may keep depending on the published table once this run is done.
-                conn.execute(sql.SQL("drop view {}").format(source))
-                with conn.cursor() as cur:
-                    docs.apply_comments(cur, name, model.layer, name)
-            elif model.materialized == "daily_partition":
-                # The build holds only the run's day: replace that day, keep the others.
-                conn.execute(sql.SQL("create table if not exists {} (like {} including all)").format(target, source))
-                conn.execute(
-                    sql.SQL("delete from {} where {} = %s").format(target, sql.Identifier(model.partition_by)),
-                    (build.day,),
-                )
-                conn.execute(sql.SQL("insert into {} select * from {}").format(target, source))
-            else:
-                _drop_build_views_on(conn, model.relation)
-                conn.execute(sql.SQL("drop table if exists {}").format(target))
-                conn.execute(sql.SQL("alter table {} set schema {}").format(source, sql.Identifier(model.layer)))
-            published.append(model.relation)
+        locks.exclusive(conn)
+        names = built_models(conn, models, build)
+        if not names:
+            raise PublishError(
+                f"run {build.run_id!r} has nothing to publish: no model was built into {build.key}__* since its"
+                " last publish. Clear the model tasks (or the whole run) to rebuild."
+            )
+        lost = _lost(conn, models, build, names)
+        if lost:
+            raise PublishError(
+                f"run {build.run_id!r} built {', '.join(lost)} but {build.key}__* no longer holds them; nothing was"
+                " published. Clear the whole run to rebuild."
+            )
+        for name in names:
+            _publish_model(conn, models[name], build)
+            published.append(models[name].relation)
+        audit.record_publish(conn, build.run_id, build.day, published)
+        conn.execute(sql.SQL("delete from {} where key = %s").format(audit.table("build_models")), (build.key,))
         conn.execute(
-            sql.SQL("insert into {} values (%s, %s, now(), %s)").format(sql.Identifier(AUDIT_SCHEMA, "publish_log")),
-            (build.run_id, build.day, published),
+            sql.SQL("update {} set touched_at = now(), state = 'published' where key = %s").format(
+                audit.table("builds")
+            ),
+            (build.key,),
         )
-    log.info("published %d tables of run %s (%s)", len(published), build.run_id, build.day)
+        dropped = _drop_finished_builds(conn, keep=build, ttl=ttl if ttl is not None else config.get().build_ttl)
+    log.info(
+        "published %d tables of run %s (%s); dropped %d finished build schemas",
+        len(published),
+        build.run_id,
+        build.day,
+        len(dropped),
+    )
     return published
 
 
-def _drop_build_views_on(conn, relation: str) -> None:
-    """Drop other runs' merge views that read ``relation`` (an incremental model being replaced whole).
+def _publish_model(conn, model: Model, build: Build) -> None:
+    source = f"{build.schema(model.layer)}.{model.name}"
+    target = model.relation
+    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(model.layer)))
+    delta = built_delta(conn, model, build)
+    if delta is not None:
+        # The build recomputed only recent rows: apply them to the published table.
+        since = incremental_since(model, Interval.for_day(build.day))
+        for statement, params in incremental.merge_statements(model, target, delta, since):
+            conn.execute(statement, params)
+        # Nothing may keep depending on the published table once this run is done.
+        with conn.cursor() as cur:
+            incremental.drop_build(cur, source)
+            docs.apply_comments(cur, model.name, model.layer, model.name)
+    elif model.materialized == "daily_partition":
+        # The build holds only the run's day: replace that day, keep the others.
+        conn.execute(
+            sql.SQL("create table if not exists {} (like {} including all)").format(ident(target), ident(source))
+        )
+        conn.execute(
+            sql.SQL("delete from {} where {} = %s").format(ident(target), sql.Identifier(model.partition_by)),
+            (build.day,),
+        )
+        conn.execute(sql.SQL("insert into {} select * from {}").format(ident(target), ident(source)))
+        conn.execute(sql.SQL("drop table {}").format(ident(source)))
+    else:
+        _drop_build_views_on(conn, target)
+        conn.execute(sql.SQL("drop table if exists {}").format(ident(target)))
+        conn.execute(sql.SQL("alter table {} set schema {}").format(ident(source), sql.Identifier(model.layer)))
+    held_back = built_quarantine(conn, model, build)
+    if held_back is not None:
+        _publish_quarantine(conn, held_back, f"{QUARANTINE}.{model.name}", build.day)
 
-    Runs are serialized, so such views belong to runs that were never published. Any other view on a
-    published table still blocks the publish, on purpose (see the README).
+
+def _publish_quarantine(conn, source: str, target: str, day: dt.date) -> None:
+    """Replace ``day``'s rows of the published quarantine table with this run's."""
+    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(QUARANTINE)))
+    conn.execute(sql.SQL("create table if not exists {} (like {})").format(ident(target), ident(source)))
+    have = {name for name, _ in relations.columns(conn, target) or []}
+    wanted = relations.columns(conn, source) or []
+    for name, type_oid in wanted:
+        if name not in have:  # the model gained a column since its rows were first quarantined
+            type_name = conn.execute("select format_type(%s, null)", (type_oid,)).fetchone()[0]
+            conn.execute(
+                sql.SQL("alter table {} add column {} {}").format(
+                    ident(target), sql.Identifier(name), sql.SQL(type_name)
+                )
+            )
+    cols = sql.SQL(", ").join(sql.Identifier(name) for name, _ in wanted)
+    conn.execute(sql.SQL("delete from {} where logical_date = %s").format(ident(target)), (day,))
+    conn.execute(sql.SQL("insert into {} ({}) select {} from {}").format(ident(target), cols, cols, ident(source)))
+    conn.execute(sql.SQL("drop table {}").format(ident(source)))
+
+
+def _drop_build_views_on(conn, relation: str) -> None:
+    """Drop build schemas' merge views that read ``relation`` (an incremental model being replaced whole).
+
+    Such a view belongs to a run whose downstream models then read the newly published table, a
+    superset of what the view showed. Any other view on a published table blocks the publish, on
+    purpose (see the README).
     """
     views = conn.execute(
         "select distinct v.oid::regclass::text from pg_depend d"
@@ -181,17 +294,41 @@ def _drop_build_views_on(conn, relation: str) -> None:
         conn.execute(sql.SQL("drop view if exists {}").format(sql.SQL(view)))
 
 
-def drop_other_builds(conn, keep: Build | None = None) -> list[str]:
-    """Drop the build schemas of earlier runs (runs are serialized, so none of them is in progress)."""
+def _drop_finished_builds(conn, keep: Build | None, ttl: dt.timedelta) -> list[str]:
+    """Drop the build schemas of builds that are published, idle longer than ``ttl``, or unregistered.
+
+    Runs under the exclusive lock: a build under way holds the shared one while it writes, and touches
+    its registry row in the same transaction, so it is never seen idle here.
+    """
     rows = conn.execute(
-        "select nspname from pg_namespace where nspname like %s order by nspname",
-        (BUILD_PREFIX.replace("_", r"\_") + "%",),
+        sql.SQL(
+            "select n.nspname, b.state, b.touched_at < now() - %s"
+            " from pg_namespace n left join {} b on b.key = split_part(n.nspname, '__', 1)"
+            " where n.nspname like %s order by n.nspname"
+        ).format(audit.table("builds")),
+        (ttl, BUILD_PREFIX.replace("_", r"\_") + "%"),
     ).fetchall()
-    keep_schemas = set(keep.schema_of.values()) if keep else set()
     dropped = []
-    with conn.transaction():
-        for (schema,) in rows:
-            if schema not in keep_schemas:
-                conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(schema)))
-                dropped.append(schema)
+    for schema, state, idle in rows:
+        if keep is not None and schema.startswith(keep.key + "__"):
+            continue
+        if state is None or state == "published" or idle:
+            conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(schema)))
+            dropped.append(schema)
+    keys = sorted({s.split("__")[0] for s in dropped})
+    if keys:
+        conn.execute(
+            sql.SQL("update {} set state = 'dropped' where key = any(%s) and state <> 'published'").format(
+                audit.table("builds")
+            ),
+            (keys,),
+        )
     return dropped
+
+
+def drop_finished_builds(conn, keep: Build | None = None, ttl: dt.timedelta | None = None) -> list[str]:
+    """:func:`_drop_finished_builds` in its own transaction (``greenery`` maintenance and tests)."""
+    audit.ensure(conn)
+    with conn.transaction():
+        locks.exclusive(conn)
+        return _drop_finished_builds(conn, keep, ttl if ttl is not None else config.get().build_ttl)

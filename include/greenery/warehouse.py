@@ -1,4 +1,4 @@
-"""Reaching the warehouse: the Airflow connection, or a throwaway embedded PostgreSQL.
+"""Reaching the warehouse through the Airflow connection ``greenery_warehouse``.
 
 Everything talks to PostgreSQL through the Airflow connection ``greenery_warehouse``
 (``AIRFLOW_CONN_GREENERY_WAREHOUSE``), so the DAG, the CLI and the tests share one configuration.
@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from greenery import settings
+from greenery import config
 
 log = logging.getLogger(__name__)
 
@@ -22,22 +20,29 @@ class WarehouseUnavailableError(RuntimeError):
     """The warehouse cannot be reached; the message says which connection and why."""
 
 
-def conn_env_var(conn_id: str = settings.WAREHOUSE_CONN_ID) -> str:
+def conn_env_var(conn_id: str | None = None) -> str:
+    conn_id = conn_id or config.get().warehouse_conn_id
     return f"AIRFLOW_CONN_{conn_id.upper()}"
 
 
 def connect(conn_id: str | None = None):
-    """A psycopg connection (autocommit off) through the Airflow connection ``conn_id``."""
+    """A psycopg connection through the Airflow connection ``conn_id``, in autocommit mode.
+
+    Autocommit, so that each ``with conn.transaction()`` block is a transaction of its own and a read
+    outside one does not leave a transaction open around the next (each model builds in one transaction).
+    """
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    conn_id = conn_id or settings.WAREHOUSE_CONN_ID
+    conn_id = conn_id or config.get().warehouse_conn_id
     try:
-        return PostgresHook(postgres_conn_id=conn_id).get_conn()
+        conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
     except Exception as exc:
         raise WarehouseUnavailableError(
             f"cannot connect to the warehouse through Airflow connection {conn_id!r} "
             f"(set it in the UI or with {conn_env_var(conn_id)}): {type(exc).__name__}: {exc}"
         ) from exc
+    conn.autocommit = True
+    return conn
 
 
 def connection_json(url: str) -> str:
@@ -59,31 +64,6 @@ def connection_json(url: str) -> str:
     return json.dumps(conn)
 
 
-@dataclass
-class EmbeddedPostgres:
-    """A private PostgreSQL server from the ``pgserver`` wheel: no Docker, no system packages."""
-
-    data_dir: Path
-    cleanup: str = "stop"
-
-    def __post_init__(self) -> None:
-        import pgserver  # a heavy import only needed when no warehouse is configured
-
-        self.data_dir = Path(self.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode=self.cleanup)
-
-    def url(self, database: str = "postgres") -> str:
-        # pgserver listens on a unix socket in its data directory.
-        return f"postgresql://postgres:@/{database}?host={self.data_dir}"
-
-    def create_database(self, name: str) -> str:
-        return create_database(self.url(), name)
-
-    def stop(self) -> None:
-        self._server.cleanup()
-
-
 def create_database(admin_url: str, name: str) -> str:
     """(Re)create database ``name`` on the server of ``admin_url``; return a URL for it."""
     import psycopg
@@ -98,7 +78,7 @@ def create_database(admin_url: str, name: str) -> str:
 
 def use_url(url: str, conn_id: str | None = None) -> None:
     """Point the Airflow connection ``conn_id`` at ``url`` for this process and its children."""
-    os.environ[conn_env_var(conn_id or settings.WAREHOUSE_CONN_ID)] = connection_json(url)
+    os.environ[conn_env_var(conn_id or config.get().warehouse_conn_id)] = connection_json(url)
 
 
 def sqlalchemy_url(conn_id: str | None = None) -> str:
@@ -106,7 +86,7 @@ def sqlalchemy_url(conn_id: str | None = None) -> str:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
     from sqlalchemy.engine import URL
 
-    conn = PostgresHook.get_connection(conn_id or settings.WAREHOUSE_CONN_ID)
+    conn = PostgresHook.get_connection(conn_id or config.get().warehouse_conn_id)
     query = {"host": conn.host} if conn.host and conn.host.startswith("/") else {}
     url = URL.create(
         "postgresql+psycopg",

@@ -12,13 +12,17 @@ from typing import Any
 
 from psycopg import sql
 
-from greenery import settings
-from greenery.models import Interval
-from greenery.raw import RAW_TABLES
+from greenery import config
+from greenery.project.render import Interval
+from greenery.sources.schema import RAW_TABLES
 
 # The event stream must have rows inside the run's day; orders may lag behind by a day (the shop's
 # orders stop before its last shipping events); the other tables are state without a daily cadence.
 DAILY_SOURCES = {"events": 0, "orders": 1}
+
+
+class SourceNotReadyError(RuntimeError):
+    """Raw lacks a table, columns or rows for the run's day; nothing was built."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class SourceProblem:
 
 
 def check(conn, interval: Interval, raw_schema: str | None = None) -> list[SourceProblem]:
-    raw_schema = raw_schema or settings.RAW_SCHEMA
+    raw_schema = raw_schema or config.get().raw_schema
     problems: list[SourceProblem] = []
     with conn.cursor() as cur:
         for table, columns in RAW_TABLES.items():

@@ -39,9 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from greenery import local_airflow, settings
+from greenery import config
+from greenery.dev import local_airflow
 
-DAG_ID = "greenery_daily"
+DAG_ID = config.DAG_ID
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
@@ -94,7 +95,7 @@ def airflow_env(
     env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(local_airflow.PROJECT_DIR / "plugins"))
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
     # The package is installed in the venv; this also covers running from a plain checkout.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(settings.INCLUDE_DIR), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(config.INCLUDE_DIR), env.get("PYTHONPATH")) if p)
     return env
 
 

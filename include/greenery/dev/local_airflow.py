@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from greenery import settings
+from greenery import config
 
-PROJECT_DIR = settings.INCLUDE_DIR.parent
+PROJECT_DIR = config.PROJECT_DIR
 DAG_FILE = PROJECT_DIR / "dags" / "greenery_daily.py"
 
 

@@ -1,4 +1,4 @@
-"""The seven raw Greenery tables: their columns and types, and loading them from CSV files.
+"""Loading the raw Greenery tables from CSV files (``greenery load-raw``) or from rows (tests).
 
 Loading one table happens in one transaction (drop, create, COPY), so a bad file leaves the table
 that was there before untouched, and the error names the file, the line and the column.
@@ -14,75 +14,10 @@ from pathlib import Path
 
 from psycopg import sql
 
-from greenery import settings
+from greenery import config
+from greenery.sources.schema import RAW_INDEXES, RAW_TABLES
 
 log = logging.getLogger(__name__)
-
-# Ids stay text in raw, as the shop's database has them; staging decides what a valid id is.
-RAW_TABLES: dict[str, dict[str, str]] = {
-    "addresses": {
-        "address_id": "text",
-        "address": "text",
-        "zipcode": "text",
-        "state": "text",
-        "country": "text",
-    },
-    "users": {
-        "user_id": "text",
-        "first_name": "text",
-        "last_name": "text",
-        "email": "text",
-        "phone_number": "text",
-        "created_at": "timestamptz",
-        "updated_at": "timestamptz",
-        "address_id": "text",
-    },
-    "promos": {
-        "promo_id": "text",
-        "discount": "numeric",
-        "status": "text",
-    },
-    "products": {
-        "product_id": "text",
-        "name": "text",
-        "price": "numeric",
-        "inventory": "integer",
-    },
-    "orders": {
-        "order_id": "text",
-        "user_id": "text",
-        "promo_id": "text",
-        "address_id": "text",
-        "created_at": "timestamptz",
-        "order_cost": "numeric",
-        "shipping_cost": "numeric",
-        "order_total": "numeric",
-        "tracking_id": "text",
-        "shipping_service": "text",
-        "estimated_delivery_at": "timestamptz",
-        "delivered_at": "timestamptz",
-        "status": "text",
-    },
-    "order_items": {
-        "order_id": "text",
-        "product_id": "text",
-        "quantity": "integer",
-    },
-    "events": {
-        "event_id": "text",
-        "session_id": "text",
-        "user_id": "text",
-        "page_url": "text",
-        "created_at": "timestamptz",
-        "event_type": "text",
-        "order_id": "text",
-        "product_id": "text",
-    },
-}
-
-
-# Incremental runs read raw events from a point in time on: without this index each run scans them all.
-RAW_INDEXES: dict[str, tuple[str, ...]] = {"events": ("created_at",), "orders": ("created_at",)}
 
 
 class RawLoadError(RuntimeError):
@@ -135,7 +70,7 @@ def _copy_error(exc: Exception, path: Path) -> RawLoadError:
 
 def load_csv(conn, path: Path, table: str, schema: str | None = None) -> int:
     """Replace ``schema.table`` with the rows of the CSV at ``path``; return the row count."""
-    schema = schema or settings.RAW_SCHEMA
+    schema = schema or config.get().raw_schema
     path = Path(path)
     # newline=None folds CRLF and LF alike: the Greenery files mix them.
     with path.open(newline=None, encoding="utf-8") as handle:
@@ -173,7 +108,7 @@ def load_dir(conn, directory: Path, schema: str | None = None) -> dict[str, int]
 
 def load_rows(conn, table: str, rows: Iterable[Mapping[str, object]], schema: str | None = None) -> int:
     """Replace a raw table with in-memory rows (absent keys are NULL); used by tests and fixtures."""
-    schema = schema or settings.RAW_SCHEMA
+    schema = schema or config.get().raw_schema
     columns = list(RAW_TABLES[table])
     count = 0
     with conn.transaction(), conn.cursor() as cur:

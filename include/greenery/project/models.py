@@ -1,4 +1,4 @@
-"""Discover the SQL models under include/sql and derive their dependency graph.
+"""Discover the SQL models under include/sql and derive their dependency graph (no database, no rendering).
 
 A model is one ``.sql`` file holding one ``select``. Like dbt, a model names the tables it reads with
 ``{{ ref('model') }}`` and ``{{ source('table') }}`` and declares how it is stored with
@@ -8,22 +8,19 @@ database, so the DAG file can call :func:`discover` at parse time.
 
 from __future__ import annotations
 
-import datetime as dt
 import graphlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 from jinja2 import nodes
 
-from greenery import settings
+from greenery import config
 
 MATERIALIZATIONS = ("table", "daily_partition", "incremental")
 # An incremental model recomputes the rows at or after the run's day minus this many days (late data).
 DEFAULT_LOOKBACK_DAYS = 3
-# The shop's ids are lowercase UUIDs; staging quarantines rows whose ids are not.
-UUID_PATTERN = "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
 
 
 class ModelDefinitionError(ValueError):
@@ -74,7 +71,7 @@ class Model:
 
 
 # SQL, not HTML: escaping would corrupt it, and the templates are the repo's own files.
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)  # noqa: S701
+ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)  # noqa: S701
 
 
 def _const(node: nodes.Node, path: Path, what: str) -> object:
@@ -87,7 +84,7 @@ def _const(node: nodes.Node, path: Path, what: str) -> object:
 def _parse(path: Path, layer: str) -> Model:
     template = path.read_text()
     try:
-        tree = _ENV.parse(template)
+        tree = ENV.parse(template)
     except jinja2.TemplateSyntaxError as exc:
         raise ModelDefinitionError(f"{path}:{exc.lineno}: {exc.message}") from exc
     refs: list[str] = []
@@ -134,9 +131,9 @@ def _parse(path: Path, layer: str) -> Model:
 
 def discover(sql_dir: Path | None = None) -> dict[str, Model]:
     """All models, keyed by name, in an order where every model comes after the models it reads."""
-    sql_dir = Path(sql_dir or settings.SQL_DIR)
+    sql_dir = Path(sql_dir or config.get().sql_dir)
     found: dict[str, Model] = {}
-    for layer in settings.LAYERS:
+    for layer in config.LAYERS:
         for path in sorted((sql_dir / layer).glob("*.sql")):
             model = _parse(path, layer)
             if model.name in found:
@@ -148,7 +145,7 @@ def discover(sql_dir: Path | None = None) -> dict[str, Model]:
         for ref in model.refs:
             if ref not in found:
                 raise ModelDefinitionError(f"{model.path}: ref({ref!r}) names no model")
-            if settings.LAYERS.index(found[ref].layer) > settings.LAYERS.index(model.layer):
+            if config.LAYERS.index(found[ref].layer) > config.LAYERS.index(model.layer):
                 raise ModelDefinitionError(f"{model.path}: reads {ref!r} from a later layer ({found[ref].layer})")
     sorter = graphlib.TopologicalSorter({m.name: m.refs for m in found.values()})
     try:
@@ -156,61 +153,3 @@ def discover(sql_dir: Path | None = None) -> dict[str, Model]:
     except graphlib.CycleError as exc:
         raise ModelDefinitionError(f"models form a cycle: {' -> '.join(exc.args[1])}") from exc
     return {name: found[name] for name in order}
-
-
-def sql_literal(value: dt.datetime | dt.date) -> str:
-    """A typed SQL literal for a date or an aware datetime (values come from Airflow, not from users)."""
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
-        return f"'{value.astimezone(dt.UTC).isoformat()}'::timestamptz"
-    return f"'{value.isoformat()}'::date"
-
-
-@dataclass(frozen=True)
-class Interval:
-    """The run's data interval, [start, end), in UTC."""
-
-    start: dt.datetime
-    end: dt.datetime
-
-    @classmethod
-    def for_day(cls, day: dt.date) -> Interval:
-        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-        return cls(start, start + dt.timedelta(days=1))
-
-    @property
-    def day(self) -> dt.date:
-        return self.start.astimezone(dt.UTC).date()
-
-
-def incremental_since(model: Model, interval: Interval) -> dt.datetime:
-    """Where an incremental run starts recomputing: the run's day minus the model's lookback."""
-    return interval.start - dt.timedelta(days=model.lookback_days)
-
-
-def render(
-    model: Model,
-    interval: Interval,
-    relation: Callable[[str], str],
-    raw_schema: str | None = None,
-    incremental: bool = False,
-) -> str:
-    """The model's SQL with refs (through ``relation``), sources and the interval filled in.
-
-    ``incremental`` renders the ``{% if is_incremental() %}`` branches (dbt's idiom): the model then
-    selects only the rows from ``incremental_since`` on; ``this`` is the published table.
-    """
-    raw_schema = raw_schema or settings.RAW_SCHEMA
-    return _ENV.from_string(model.template).render(
-        is_incremental=lambda: incremental,
-        this=model.relation,
-        incremental_since=sql_literal(incremental_since(model, interval)),
-        ref=relation,
-        source=lambda table: f"{raw_schema}.{table}",
-        config=lambda **_: "",
-        interval_start=sql_literal(interval.start),
-        interval_end=sql_literal(interval.end),
-        run_date=sql_literal(interval.day),
-        uuid_pattern=UUID_PATTERN,
-    )

@@ -12,109 +12,25 @@ GX computes every metric in SQL against the warehouse: nothing is pulled into pa
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import jinja2
-
-from greenery import settings
-from greenery.models import Model
+from greenery import config
+from greenery.checks.paths import data_docs_index
+from greenery.checks.suites import SuiteDefinitionError, SuiteFile, resolve_refs
+from greenery.checks.summary import SAMPLE_KEYS, _error, _sample_keys, summarize
+from greenery.project.models import Model
 
 log = logging.getLogger(__name__)
 
-SEVERITIES = ("critical", "warning")
-SAMPLE_KEYS = 5
 # GX reads the connection string from this variable at run time, so its config files never hold it.
 URL_ENV_VAR = "GREENERY_GX_WAREHOUSE_URL"
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - SQL, not HTML
-
-
-class SuiteDefinitionError(ValueError):
-    """A suite file is malformed, names an unknown model, or holds an expectation GX rejects."""
-
-
-@dataclass(frozen=True)
-class SuiteFile:
-    model: str
-    path: Path
-    expectations: tuple[dict, ...]
-
-
-def load_suites(models: Mapping[str, Model], directory: Path | None = None) -> dict[str, SuiteFile]:
-    """Read and check every suite file; each must be named after a model and declare severities."""
-    directory = Path(directory or settings.EXPECTATIONS_DIR)
-    suites: dict[str, SuiteFile] = {}
-    for path in sorted(directory.glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise SuiteDefinitionError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-        name = data.get("name")
-        if name != path.stem:
-            raise SuiteDefinitionError(f"{path}: suite name {name!r} must equal the file name {path.stem!r}")
-        if name not in models:
-            raise SuiteDefinitionError(f"{path}: no model named {name!r} in include/sql")
-        expectations = data.get("expectations") or []
-        if not expectations:
-            raise SuiteDefinitionError(f"{path}: no expectations")
-        for i, exp in enumerate(expectations):
-            if exp.get("severity") not in SEVERITIES:
-                raise SuiteDefinitionError(
-                    f"{path}: expectation {i} ({exp.get('type')}) needs severity 'critical' or 'warning'"
-                )
-        suites[name] = SuiteFile(name, path, tuple(expectations))
-    return suites
-
-
-def _resolve_refs(value: Any, relation) -> Any:
-    if isinstance(value, str) and "{{" in value:
-        return _ENV.from_string(value).render(ref=relation)
-    if isinstance(value, dict):
-        return {k: _resolve_refs(v, relation) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_refs(v, relation) for v in value]
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def _sample_keys(result: Mapping[str, Any]) -> list[str]:
-    rows = result.get("partial_unexpected_index_list") or []
-    if not rows:
-        details = result.get("details") or {}
-        rows = details.get("unexpected_rows") or []
-    keys = []
-    for row in rows[:SAMPLE_KEYS]:
-        if isinstance(row, Mapping):
-            values = list(row.values())
-            keys.append(str(values[0]) if len(values) == 1 else ", ".join(f"{k}={v}" for k, v in row.items()))
-        else:
-            keys.append(str(row))
-    if not keys:
-        keys = [str(v) for v in (result.get("partial_unexpected_list") or [])[:SAMPLE_KEYS]]
-    return keys
-
-
-def _error(result) -> str | None:
-    info = result.exception_info or {}
-    # One expectation may carry several metric errors keyed by metric id; any raised one counts.
-    # Sorted: GX fills that dict in an order that changes from one process to the next (set iteration).
-    entries = [info] if "raised_exception" in info else [v for _, v in sorted(info.items()) if isinstance(v, Mapping)]
-    for entry in entries:
-        if entry.get("raised_exception"):
-            message = str(entry.get("exception_message") or "error").strip()
-            return message.split("\n[SQL:")[0][:500]
-    return None
 
 
 def _context(gx_dir: Path):
@@ -142,11 +58,7 @@ def _runner(sqlalchemy_url: str):
     # The generic SQL source is deliberate: GX's Postgres source rejects socket-only (embedded) URLs.
     warnings.filterwarnings("ignore", message="You are using a generic SQLDatasource")
     # GX reads the URL from the environment, so no config or log of it holds the password.
-    return context.data_sources.add_sql(name=settings.WAREHOUSE_CONN_ID, connection_string="${" + URL_ENV_VAR + "}")
-
-
-def data_docs_index(gx_dir: Path) -> Path:
-    return Path(gx_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return context.data_sources.add_sql(name=config.get().warehouse_conn_id, connection_string="${" + URL_ENV_VAR + "}")
 
 
 # Every suite runs in two passes. The first asks GX only for success (BOOLEAN_ONLY): then a map
@@ -257,8 +169,8 @@ def run_suite(batch, suite, detailed: dict[str, Any]):
     if second:
         run(second, detailed)
     ordered = []
-    for config in configs:
-        result = results[config.id]
+    for expectation in configs:
+        result = results[expectation.id]
         if result.expectation_config.type == counted:
             result.expectation_config = _as_type(result.expectation_config, UNEXPECTED_ROWS)
         ordered.append(result)
@@ -281,7 +193,7 @@ def run_suite(batch, suite, detailed: dict[str, Any]):
 def _suite(name: str, suite_file: SuiteFile, relation):
     import great_expectations as gx
 
-    expectations = [{**_resolve_refs(e, relation), "id": str(uuid.uuid4())} for e in suite_file.expectations]
+    expectations = [{**resolve_refs(e, relation), "id": str(uuid.uuid4())} for e in suite_file.expectations]
     suite = gx.ExpectationSuite(name=name, expectations=expectations, meta={"source": str(suite_file.path)})
     # GX drops an expectation it cannot parse with only a log line: refuse instead.
     if len(suite.expectations) != len(expectations):
@@ -378,59 +290,3 @@ def _sample_fetcher(sqlalchemy_url: str, relation):
             engine.dispose()
 
     return fetch
-
-
-def summarize(results: Mapping[str, Any], models: Mapping[str, Model], relation, fetch_samples=None) -> dict[str, Any]:
-    suites, failures = [], []
-    for name, validation in results.items():
-        counts = {"critical": 0, "warning": 0}
-        for res in validation.results:
-            config = res.expectation_config
-            error = _error(res)
-            if res.success and not error:
-                continue
-            severity = str(getattr(config.severity, "value", config.severity) or "critical").lower()
-            counts["critical" if severity == "critical" else "warning"] += 1
-            kwargs = config.kwargs
-            columns = kwargs.get("column_list") or [kwargs[k] for k in ("column_A", "column_B") if kwargs.get(k)]
-            column = kwargs.get("column") or (", ".join(columns) if columns else None)
-            failures.append(
-                {
-                    "suite": name,
-                    "table": relation(name),
-                    "column": column,
-                    "expectation": config.type,
-                    "severity": severity,
-                    "description": config.description or (config.meta or {}).get("description"),
-                    "observed_value": _jsonable(res.result.get("observed_value")),
-                    "unexpected_count": res.result.get(
-                        "unexpected_count",
-                        res.result.get("observed_value") if config.type == "unexpected_rows_expectation" else None,
-                    ),
-                    "sample_keys": (
-                        fetch_samples(name, kwargs["unexpected_rows_query"])
-                        if fetch_samples and config.type == "unexpected_rows_expectation" and not error
-                        else _sample_keys(res.result)
-                    ),
-                    "error": error,
-                }
-            )
-        suites.append(
-            {
-                "suite": name,
-                "table": relation(name),
-                "evaluated": len(validation.results),
-                "failed_critical": counts["critical"],
-                "failed_warning": counts["warning"],
-            }
-        )
-    failures.sort(key=lambda f: (f["severity"] != "critical", f["table"], f["expectation"]))
-    failed_critical = sum(s["failed_critical"] for s in suites)
-    return {
-        "evaluated": sum(s["evaluated"] for s in suites),
-        "failed_critical": failed_critical,
-        "failed_warning": sum(s["failed_warning"] for s in suites),
-        "blocking": failed_critical > 0,
-        "suites": suites,
-        "failures": failures,
-    }

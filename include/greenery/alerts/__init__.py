@@ -1,0 +1,1 @@
+"""Slack: building the messages and delivering them."""

@@ -1,0 +1,159 @@
+"""Delivering a Slack payload through an Airflow connection, raising on any failure.
+
+- conn_type ``slackwebhook`` (Incoming Webhook; the password is the token or the full webhook URL):
+  ``SlackWebhookHook.send``. The channel is fixed by the webhook.
+- conn_type ``slack`` (API token; extra ``base_url`` may point elsewhere, e.g. ``http://host:port/api/``):
+  ``SlackHook.client.chat_postMessage(channel=...)``; a channel is required.
+
+Every failure to deliver raises :class:`SlackDeliveryError` (HTTP status and a truncated response body in
+the message, never the webhook URL or token). slack_sdk's own retries are switched off: the Airflow task
+owns retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from greenery.alerts.text import REDACTED, redact
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_CONN_TYPE = "slackwebhook"
+API_CONN_TYPE = "slack"
+
+
+class SlackDeliveryError(RuntimeError):
+    """A Slack message was not delivered (HTTP error, Slack API error, unreachable, misconfigured).
+
+    ``status`` is the HTTP status when Slack (or whatever answered) replied, else None; ``body`` is the
+    truncated, redacted response body when there was one.
+    """
+
+    def __init__(self, message: str, *, conn_id: str, status: int | None = None, body: str | None = None):
+        super().__init__(message)
+        self.conn_id = conn_id
+        self.status = status
+        self.body = body
+
+
+def _connection_secrets(conn: Any) -> list[str]:
+    """Strings of a connection that must never leave in a payload or an error message."""
+    secrets = []
+    password = (conn.password or "").strip()
+    if password:
+        secrets.append(password)
+        path = urlsplit(password).path if "://" in password else password
+        secrets.append(path.strip("/"))
+        secrets += [s for s in path.split("/") if len(s) >= 8 and s not in ("services", "workflows", "triggers")]
+    host = (conn.host or "").strip()
+    if "/services/" in host:
+        secrets.append(host)
+    # Longest first, so that a URL is replaced before its parts; short strings would mask too much.
+    return sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, Mapping):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v, secrets) for v in value]
+    return value
+
+
+def _safe(text: Any, secrets: list[str], limit: int = 500) -> str:
+    text = redact(_scrub(str(text), secrets))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_PROVIDER_WEBHOOK_ERROR = re.compile(r"Response body: (?P<body>.*), Status Code: (?P<status>\d+)", re.S)
+
+
+def send(payload: Mapping[str, Any], conn_id: str, channel: str | None = None, *, timeout: int | None = None) -> None:
+    """Deliver ``payload`` (``{"text", "blocks", ...}``) through the Airflow connection ``conn_id``.
+
+    ``slackwebhook`` connections post to their webhook (``channel`` cannot be changed and is ignored with a
+    warning); ``slack`` connections call ``chat.postMessage`` on ``channel`` (required). ``timeout``
+    (seconds) overrides the connection's ``timeout`` extra / slack_sdk's 30 s default. No client-side
+    retries. Raises SlackDeliveryError on any failure.
+    """
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise SlackDeliveryError(f"Slack connection {conn_id!r} is not defined", conn_id=conn_id) from None
+    conn_type = (conn.conn_type or "").lower()
+    secrets = _connection_secrets(conn)
+    body = _scrub(dict(payload), secrets)
+    what = f"Slack message not delivered via connection {conn_id!r} ({conn_type or 'no conn_type'})"
+
+    if conn_type == WEBHOOK_CONN_TYPE:
+        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+        if channel:
+            log.warning("Connection %r is an Incoming Webhook: its channel is fixed; ignoring %r", conn_id, channel)
+        hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=timeout, retry_handlers=[])
+        try:
+            response = hook.send(**body)
+        except AirflowException as err:  # the provider raises on any status != 200
+            match = _PROVIDER_WEBHOOK_ERROR.search(str(err))
+            if not match:
+                raise SlackDeliveryError(f"{what}: {_safe(err, secrets)}", conn_id=conn_id) from None
+            status, resp_body = int(match["status"]), _safe(match["body"], secrets)
+            raise SlackDeliveryError(
+                f"{what}: HTTP {status}, response body: {resp_body}", conn_id=conn_id, status=status, body=resp_body
+            ) from None
+        except Exception as err:  # connection refused, DNS, TLS, timeout, bad URL in the connection
+            raise SlackDeliveryError(f"{what}: {type(err).__name__}: {_safe(err, secrets)}", conn_id=conn_id) from None
+        status = getattr(response, "status_code", None)
+        if not isinstance(status, int) or not 200 <= status < 300:  # defensive: the provider checks != 200
+            resp_body = _safe(getattr(response, "body", ""), secrets)
+            raise SlackDeliveryError(
+                f"{what}: HTTP {status}, response body: {resp_body}", conn_id=conn_id, status=status, body=resp_body
+            )
+        return
+
+    if conn_type == API_CONN_TYPE:
+        if not channel:
+            raise SlackDeliveryError(
+                f"{what}: a channel is required for a Slack API connection (conn_type 'slack'); "
+                "pass channel='#name' or a channel id",
+                conn_id=conn_id,
+            )
+        from airflow.providers.slack.hooks.slack import SlackHook
+        from slack_sdk.errors import SlackApiError
+
+        hook = SlackHook(slack_conn_id=conn_id, timeout=timeout, retry_handlers=[])
+        extra = {k: v for k, v in body.items() if k not in ("text", "blocks", "channel")}
+        try:
+            hook.client.chat_postMessage(channel=channel, text=body.get("text"), blocks=body.get("blocks"), **extra)
+        except SlackApiError as err:  # HTTP errors and {"ok": false} answers
+            status = getattr(err.response, "status_code", None)
+            data = getattr(err.response, "data", None)
+            resp_body = _safe(json.dumps(data, default=str) if isinstance(data, dict) else data, secrets)
+            raise SlackDeliveryError(
+                f"{what} to channel {channel!r}: HTTP {status}, response body: {resp_body}",
+                conn_id=conn_id,
+                status=status,
+                body=resp_body,
+            ) from None
+        except Exception as err:
+            raise SlackDeliveryError(
+                f"{what} to channel {channel!r}: {type(err).__name__}: {_safe(err, secrets)}", conn_id=conn_id
+            ) from None
+        return
+
+    raise SlackDeliveryError(
+        f"{what}: unsupported conn_type; use {WEBHOOK_CONN_TYPE!r} (Incoming Webhook) or {API_CONN_TYPE!r} (API token)",
+        conn_id=conn_id,
+    )

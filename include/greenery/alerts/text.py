@@ -1,0 +1,103 @@
+"""Text for Slack: redaction of credentials, mrkdwn escaping, and Slack's size limits."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+# Slack limits (https://api.slack.com/reference/block-kit/blocks).
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_HEADER_TEXT = 150
+MAX_FALLBACK_TEXT = 3000
+REDACTED = "***"
+
+
+_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # scheme://user:password@host and scheme://token@host (DSNs, URLs with credentials)
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/@<>|]+@"), rf"\1{REDACTED}@"),
+    # Slack tokens: xoxb-, xoxp-, xoxa-, xoxe-, xoxr-, xoxs-, app-level xapp-
+    (re.compile(r"\bxox[a-z]-[A-Za-z0-9\-]+"), f"xox-{REDACTED}"),
+    (re.compile(r"\bxapp-[A-Za-z0-9\-]+"), f"xapp-{REDACTED}"),
+    # Incoming webhooks / workflow triggers
+    (
+        re.compile(r"(?i)(hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/)[^\s<>|\"'`)\]]+"),
+        rf"\1{REDACTED}",
+    ),
+    # key=value / key: value secrets (libpq keyword DSNs, config dumps)
+    (
+        re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"),
+        rf"\1\2{REDACTED}",
+    ),
+)
+
+
+def redact(text: str) -> str:
+    """Mask credentials in free text: URL userinfo, Slack tokens, webhook paths, ``password=...``."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def escape(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn treats as control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clean(value: Any, limit: int = 300) -> str:
+    """Any input value → redacted, length-capped, mrkdwn-escaped text."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    text = redact(text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return escape(text)
+
+
+def code(value: Any, limit: int = 300) -> str:
+    """Inline code span; backticks inside would end the span, so they become quotes."""
+    text = clean(value, limit).replace("`", "'").replace("\n", " ")
+    return f"`{text}`" if text else ""
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut escaped mrkdwn to ``limit`` characters without splitting an entity or leaving a code block open."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 4]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    if cut.count("```") % 2:
+        cut += "```"
+        if len(cut) > limit - 1:  # closing the block made it too long: drop the block entirely
+            cut = cut[: cut.find("```")]
+    return cut + "…"
+
+
+def plain(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def link(url: str | None, label: str) -> str | None:
+    """A clickable mrkdwn link for http(s) URLs; other schemes (file://) are shown as code."""
+    if not url:
+        return None
+    url = redact(str(url))
+    if urlsplit(url).scheme.lower() in ("http", "https"):
+        return f"<{escape(url).replace('|', '%7C')}|{label}>"
+    return f"{label}: {code(url, 1000)}"
+
+
+def as_int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def fmt_int(value: Any) -> str:
+    return f"{as_int(value):,}"

@@ -1,0 +1,82 @@
+"""The pipeline's own bookkeeping in the warehouse, schema ``greenery_audit``.
+
+- ``builds``: one row per run's build (its schemas), with the run's clock recorded once and its state;
+- ``build_models``: the models a build holds that are not published yet (what publish must find);
+- ``publish_log``: every publish (run, day, tables);
+- ``validation_runs``: every run's validation summary (the Data quality view and on-call read it).
+
+Rows are never deleted: they are the history of what was built, checked and published.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from greenery import locks
+
+SCHEMA = "greenery_audit"
+
+_TABLES = {
+    "builds": (
+        "key text primary key, run_id text not null, logical_date date not null, run_time timestamptz not null,"
+        " created_at timestamptz not null, touched_at timestamptz not null, state text not null"
+    ),
+    "build_models": "key text not null, model text not null, built_at timestamptz not null, primary key (key, model)",
+    "publish_log": "run_id text not null, logical_date date not null, published_at timestamptz not null,"
+    " tables text[] not null",
+    "validation_runs": "run_id text not null, logical_date date not null, validated_at timestamptz not null,"
+    " published boolean not null, summary jsonb not null",
+}
+
+
+def table(name: str) -> sql.Identifier:
+    return sql.Identifier(SCHEMA, name)
+
+
+def exists(conn, name: str) -> bool:
+    return conn.execute("select to_regclass(%s)", (f"{SCHEMA}.{name}",)).fetchone()[0] is not None
+
+
+def ensure(conn) -> None:
+    """Create the audit tables once. Two runs creating them at the same moment would collide in
+    PostgreSQL's catalog, so creation happens under the exclusive lock (checked first without it)."""
+    if all(exists(conn, name) for name in _TABLES):
+        return
+    with conn.transaction():
+        locks.exclusive(conn)
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
+        for name, columns in _TABLES.items():
+            conn.execute(sql.SQL("create table if not exists {} ({})").format(table(name), sql.SQL(columns)))
+
+
+def record_validation(conn, summary: dict, published: bool) -> None:
+    ensure(conn)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL(
+                "insert into {} (run_id, logical_date, validated_at, published, summary) values (%s, %s, now(), %s, %s)"
+            ).format(table("validation_runs")),
+            (summary["run_id"], summary["logical_date"], published, Jsonb(summary)),
+        )
+
+
+def record_publish(conn, run_id: str, day: dt.date, tables: list[str]) -> None:
+    """Inside the publish transaction."""
+    conn.execute(
+        sql.SQL("insert into {} values (%s, %s, now(), %s)").format(table("publish_log")), (run_id, day, tables)
+    )
+
+
+def last_published(conn) -> dict | None:
+    """The most recent publish (run id, day, time), or None when nothing was ever published."""
+    if not exists(conn, "publish_log"):
+        return None
+    row = conn.execute(
+        sql.SQL("select run_id, logical_date, published_at from {} order by published_at desc limit 1").format(
+            table("publish_log")
+        )
+    ).fetchone()
+    return None if row is None else {"run_id": row[0], "logical_date": row[1].isoformat(), "published_at": row[2]}

@@ -1,0 +1,9 @@
+"""Where Great Expectations keeps its project, results and Data Docs (no GX import: the UI reads this)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def data_docs_index(gx_dir: Path) -> Path:
+    return Path(gx_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"

@@ -1,0 +1,68 @@
+"""Suites: one GX 1.x JSON file per model in include/expectations, checked before anything runs.
+
+Each expectation carries GX's ``severity``: ``critical`` blocks the run, ``warning`` only alerts.
+``unexpected_rows_query`` texts may name other models with ``{{ ref('model') }}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from greenery import config
+from greenery.project.models import Model
+
+SEVERITIES = ("critical", "warning")
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - SQL, not HTML
+
+
+class SuiteDefinitionError(ValueError):
+    """A suite file is malformed, names an unknown model, or holds an expectation GX rejects."""
+
+
+@dataclass(frozen=True)
+class SuiteFile:
+    model: str
+    path: Path
+    expectations: tuple[dict, ...]
+
+
+def load_suites(models: Mapping[str, Model], directory: Path | None = None) -> dict[str, SuiteFile]:
+    """Read and check every suite file; each must be named after a model and declare severities."""
+    directory = Path(directory or config.get().expectations_dir)
+    suites: dict[str, SuiteFile] = {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise SuiteDefinitionError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+        name = data.get("name")
+        if name != path.stem:
+            raise SuiteDefinitionError(f"{path}: suite name {name!r} must equal the file name {path.stem!r}")
+        if name not in models:
+            raise SuiteDefinitionError(f"{path}: no model named {name!r} in include/sql")
+        expectations = data.get("expectations") or []
+        if not expectations:
+            raise SuiteDefinitionError(f"{path}: no expectations")
+        for i, exp in enumerate(expectations):
+            if exp.get("severity") not in SEVERITIES:
+                raise SuiteDefinitionError(
+                    f"{path}: expectation {i} ({exp.get('type')}) needs severity 'critical' or 'warning'"
+                )
+        suites[name] = SuiteFile(name, path, tuple(expectations))
+    return suites
+
+
+def resolve_refs(value: Any, relation) -> Any:
+    if isinstance(value, str) and "{{" in value:
+        return _ENV.from_string(value).render(ref=relation)
+    if isinstance(value, dict):
+        return {k: resolve_refs(v, relation) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_refs(v, relation) for v in value]
+    return value

@@ -1,0 +1,103 @@
+"""Every setting of the pipeline, read from the environment in this one place.
+
+Other modules call :func:`get` and read attributes; none of them reads ``GREENERY_*`` variables itself
+(``tests/test_architecture.py`` enforces it). :func:`get` reads the environment on every call, so a test
+or a task that changes a variable sees it at once; it costs microseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DAG_ID = "greenery_daily"
+# The layers are also the schemas readers use; their order is the build order.
+LAYERS = ("staging", "intermediate", "marts")
+INCLUDE_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = INCLUDE_DIR.parent
+
+
+class SettingError(ValueError):
+    """An environment variable holds a value the pipeline cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    warehouse_conn_id: str
+    raw_schema: str
+    sql_dir: Path
+    expectations_dir: Path
+    # Assets name the published marts as postgres://<authority>/<database>/<schema>/<table>; the URI must be
+    # known at parse time (no connection lookup there), so the warehouse's address for it comes from here.
+    asset_authority: str
+    asset_database: str
+    start_date: dt.date
+    state_dir: Path
+    gx_dir: Path
+    data_docs_base_url: str | None
+    alert_conn_id: str
+    alert_channel: str | None
+    summary_conn_id: str | None
+    summary_channel: str | None
+    retry_delay: dt.timedelta
+    alert_retries: int
+    alert_retry_delay: dt.timedelta
+    # A run's build schemas outlive the run for debugging; those of runs idle for longer are dropped.
+    build_ttl: dt.timedelta
+
+    @property
+    def asset_uri_prefix(self) -> str:
+        return f"postgres://{self.asset_authority}/{self.asset_database}/marts"
+
+
+def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    """The variable's value; unset or empty means the default."""
+    return env.get(name) or default
+
+
+def _number(env: Mapping[str, str], name: str, default: str, kind=float):
+    text = env.get(name, default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise SettingError(f"{name}={text!r}: expected a {kind.__name__}") from None
+    if value < 0:
+        raise SettingError(f"{name}={text!r}: expected a value >= 0")
+    return value
+
+
+def _date(env: Mapping[str, str], name: str, default: str) -> dt.date:
+    text = env.get(name, default)
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise SettingError(f"{name}={text!r}: expected a date YYYY-MM-DD") from None
+
+
+def get(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings from ``env`` (default: this process's environment)."""
+    env = os.environ if env is None else env
+    airflow_home = Path(env.get("AIRFLOW_HOME") or Path.home() / "airflow")
+    return Settings(
+        warehouse_conn_id=_text(env, "GREENERY_WAREHOUSE_CONN_ID", "greenery_warehouse"),
+        raw_schema=_text(env, "GREENERY_RAW_SCHEMA", "raw"),
+        sql_dir=Path(env.get("GREENERY_SQL_DIR") or INCLUDE_DIR / "sql"),
+        expectations_dir=Path(env.get("GREENERY_EXPECTATIONS_DIR") or INCLUDE_DIR / "expectations"),
+        asset_authority=_text(env, "GREENERY_ASSET_AUTHORITY", "warehouse:5432"),
+        asset_database=_text(env, "GREENERY_ASSET_DATABASE", "greenery"),
+        start_date=_date(env, "GREENERY_START_DATE", "2021-02-10"),
+        state_dir=Path(env.get("GREENERY_STATE_DIR") or PROJECT_DIR / ".greenery"),
+        gx_dir=Path(env.get("GREENERY_GX_DIR") or airflow_home / "greenery" / "gx"),
+        data_docs_base_url=_text(env, "GREENERY_DATA_DOCS_BASE_URL", None),
+        alert_conn_id=_text(env, "GREENERY_ALERT_CONN_ID", "slack_alerts"),
+        alert_channel=_text(env, "GREENERY_ALERT_CHANNEL", None),
+        summary_conn_id=_text(env, "GREENERY_SUMMARY_CONN_ID", None),
+        summary_channel=_text(env, "GREENERY_SUMMARY_CHANNEL", None),
+        retry_delay=dt.timedelta(seconds=_number(env, "GREENERY_RETRY_DELAY_SECONDS", "60")),
+        alert_retries=_number(env, "GREENERY_ALERT_RETRIES", "3", int),
+        alert_retry_delay=dt.timedelta(seconds=_number(env, "GREENERY_ALERT_RETRY_DELAY_SECONDS", "30")),
+        build_ttl=dt.timedelta(hours=_number(env, "GREENERY_BUILD_TTL_HOURS", "48")),
+    )

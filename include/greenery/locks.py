@@ -1,0 +1,27 @@
+"""The warehouse-wide advisory lock that keeps a publish and the readers of published tables apart.
+
+A publish swaps published tables under the lock in exclusive mode; a model build, a validation and a
+build-schema cleanup first take it in shared mode. So a build never holds a lock on one published table
+while a publish holds another that the build needs next: the cause of the deadlocks two concurrent runs
+used to hit. Shared holders do not wait for each other; a publish waits for the builds under way (each
+is one short-ish transaction) and they wait for it.
+"""
+
+from __future__ import annotations
+
+# Any 64-bit constant shared by every deployment that publishes into this warehouse ("grnry").
+PUBLISH_LOCK_KEY = 0x67726E7279
+
+
+def share(conn_or_cursor) -> None:
+    """Shared mode until the end of the current transaction (call it first in the transaction)."""
+    conn_or_cursor.execute("select pg_advisory_xact_lock_shared(%s)", (PUBLISH_LOCK_KEY,))
+
+
+def exclusive(conn_or_cursor) -> None:
+    """Exclusive mode until the end of the current transaction: for publishing and dropping build schemas."""
+    conn_or_cursor.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
+
+
+SHARE_FOR_SESSION = f"select pg_advisory_lock_shared({PUBLISH_LOCK_KEY})"
+"""For connections that run many statements outside one transaction (validation): held until they close."""

@@ -1,0 +1,1 @@
+"""Materializing models: table, incremental, daily partition, and the quarantine of flagged rows."""

@@ -1,0 +1,201 @@
+"""Build one model in PostgreSQL, in a single transaction, so a failed build changes nothing.
+
+``table`` models are replaced whole; ``daily_partition`` models have the run's day deleted and written
+again, so reruns and backfills overwrite instead of appending; ``incremental`` models recompute only
+the rows from the run's day minus their lookback (see :mod:`greenery.materialize.incremental`) unless
+``full_refresh``, nothing is published yet, or the model's columns changed: then they are built whole.
+In a build schema an incremental model is ``<model>__delta`` (the recomputed rows) plus a view
+``<model>`` merging it over the published table, which downstream models read; publishing applies the
+delta. Rows a model flags in ``quarantine_rule`` go to quarantine (see
+:mod:`greenery.materialize.quarantine`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from greenery import docs, locks
+from greenery.materialize import incremental, quarantine, relations
+from greenery.materialize.model_sql import ModelBuildError, ModelSql, build_error
+from greenery.materialize.relations import ident
+from greenery.project.models import Model
+from greenery.project.render import Interval, incremental_since, render
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    model: str
+    relation: str
+    rows: int
+    seconds: float
+    quarantined: int = 0
+    incremental: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one model of one run is written."""
+
+    model: Model
+    schema_of: Mapping[str, str]
+
+    @property
+    def schema(self) -> str:
+        return self.schema_of.get(self.model.layer, self.model.layer)
+
+    @property
+    def relation(self) -> str:
+        return f"{self.schema}.{self.model.name}"
+
+    @property
+    def in_place(self) -> bool:
+        """Written straight into the reader schema (no write-audit-publish): tests and ad-hoc builds."""
+        return self.schema == self.model.layer
+
+    @property
+    def quarantine(self) -> str:
+        return f"{self.schema_of.get('quarantine', quarantine.SCHEMA)}.{self.model.name}"
+
+
+def _columns_unchanged(conn, model: Model, interval: Interval, relation, target: str) -> bool:
+    """Whether the model's select still has the published table's columns (else it is built whole)."""
+    published = relations.columns(conn, model.relation)
+    if published is None:
+        return False
+    probe = ModelSql(model, target, render(model, interval, relation))
+    with conn.cursor() as cur:
+        probe.execute(cur, sql.SQL("select * from ("), sql.SQL(") as probe limit 0"))
+        wanted = [(c.name, c.type_code) for c in cur.description if c.name != quarantine.RULE_COLUMN]
+    if wanted != published:
+        logging.getLogger(__name__).warning("%s: columns changed since it was published; building it whole", model.name)
+    return wanted == published
+
+
+def _write_incremental(cur, target: Target, select: ModelSql | sql.Composable, since: dt.datetime) -> int:
+    if target.in_place:
+        delta = "pg_temp._greenery_delta"
+        rows = _create_as(cur, sql.SQL("create temporary table _greenery_delta on commit drop as "), select)
+        for statement, params in incremental.merge_statements(target.model, target.relation, delta, since):
+            cur.execute(statement, params)
+        return rows
+    delta = incremental.delta_relation(target.relation)
+    incremental.drop_build(cur, target.relation)
+    rows = _create_as(cur, sql.SQL("create table {} as ").format(ident(delta)), select)
+    cur.execute(sql.SQL("analyze {}").format(ident(delta)))
+    cur.execute(incremental.merged_view(target.model, target.relation, delta, since))
+    return rows
+
+
+def _write_table(cur, target: Target, select: ModelSql | sql.Composable) -> int:
+    staged = f"{target.relation}__next"
+    cur.execute(sql.SQL("drop table if exists {}").format(ident(staged)))
+    rows = _create_as(cur, sql.SQL("create table {} as ").format(ident(staged)), select)
+    relations.create_indexes(cur, target.model, staged)
+    if target.model.materialized == "incremental" and not target.in_place:
+        incremental.drop_build(cur, target.relation)
+    cur.execute(sql.SQL("drop table if exists {}").format(ident(target.relation)))
+    cur.execute(sql.SQL("alter table {} rename to {}").format(ident(staged), sql.Identifier(target.model.name)))
+    return rows
+
+
+def _write_partition(cur, target: Target, select: ModelSql | sql.Composable, day: dt.date) -> int:
+    table = ident(target.relation)
+    _create_as(cur, sql.SQL("create table if not exists {} as ").format(table), select, sql.SQL(" with no data"))
+    partition = sql.Identifier(target.model.partition_by)
+    cur.execute(sql.SQL("delete from {} where {} = %s").format(table, partition), (day,))
+    return _create_as(cur, sql.SQL("insert into {} ").format(table), select)
+
+
+def _create_as(cur, prefix: sql.Composable, select: ModelSql | sql.Composable, suffix=None) -> int:
+    """``prefix + select``: the model's own SQL (errors point into it) or a select of ours."""
+    if isinstance(select, ModelSql):
+        return select.execute(cur, prefix, suffix)
+    cur.execute(sql.Composed([prefix, select, suffix or sql.SQL("")]))
+    return cur.rowcount
+
+
+def build_model(
+    conn,
+    model: Model,
+    models: Mapping[str, Model],
+    interval: Interval,
+    schema_of: Mapping[str, str] | None = None,
+    run_id: str = "adhoc",
+    full_refresh: bool = False,
+    run_time: dt.datetime | None = None,
+) -> BuildResult:
+    """Build ``model`` for ``interval``; ``schema_of`` maps a layer (and ``quarantine``) to its schema.
+
+    ``run_time`` is the run's own clock (rules such as "created in the future" use it, never now()).
+    """
+    target = Target(model, dict(schema_of or {}))
+    run_time = run_time or dt.datetime.now(dt.UTC)
+    ref = relations.resolver(conn, models, schema_of)
+    relation = lambda name: target.relation if name == model.name else ref(name)  # noqa: E731
+    since = incremental_since(model, interval)
+    started = time.perf_counter()
+    quarantined = 0
+    try:
+        # Reading published tables: never while another run's publish swaps them (see greenery.locks).
+        with conn.transaction():
+            locks.share(conn)
+            is_incremental = (
+                model.materialized == "incremental"
+                and not full_refresh
+                and _columns_unchanged(conn, model, interval, relation, target.relation)
+            )
+        select = ModelSql(
+            model, target.relation, render(model, interval, relation, incremental=is_incremental, run_time=run_time)
+        )
+        with conn.transaction(), conn.cursor() as cur:
+            locks.share(cur)
+            # Hour buckets and dates are UTC whatever the role's or server's default time zone is.
+            cur.execute("set local timezone = 'UTC'")
+            cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(target.schema)))
+            if model.config.get("quarantine"):
+                select.execute(cur, quarantine.candidate_prefix())
+                select, quarantined = quarantine.split(
+                    cur, model, target.quarantine, interval.day, run_id, run_time, whole_table=not target.in_place
+                )
+            if is_incremental:
+                rows = _write_incremental(cur, target, select, since)
+            elif model.materialized in ("table", "incremental"):
+                rows = _write_table(cur, target, select)
+            else:
+                rows = _write_partition(cur, target, select, interval.day)
+            if target.in_place or not is_incremental:  # a build's delta gets them when it is merged at publish
+                docs.apply_comments(cur, model.name, target.schema, model.name)
+                cur.execute(sql.SQL("analyze {}").format(ident(target.relation)))
+    except ModelBuildError:
+        raise
+    except Exception as exc:
+        raise build_error(model, target.relation, exc) from exc
+    result = BuildResult(model.name, target.relation, rows, time.perf_counter() - started, quarantined, is_incremental)
+    logging.getLogger(__name__).info(
+        "built %s%s: %d rows in %.2fs (%d quarantined)",
+        target.relation,
+        f" incrementally from {since:%Y-%m-%d}" if is_incremental else "",
+        rows,
+        result.seconds,
+        quarantined,
+    )
+    return result
+
+
+def build_all(
+    conn,
+    models: Mapping[str, Model],
+    interval: Interval,
+    schema_of=None,
+    run_id: str = "adhoc",
+    full_refresh: bool = False,
+    run_time: dt.datetime | None = None,
+) -> list[BuildResult]:
+    """Build every model in dependency order (what the DAG does, without Airflow)."""
+    return [build_model(conn, m, models, interval, schema_of, run_id, full_refresh, run_time) for m in models.values()]

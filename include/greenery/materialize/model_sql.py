@@ -1,0 +1,56 @@
+"""A model's rendered SQL inside the statements that materialize it, and errors that point into it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from greenery.project.models import Model
+
+
+class ModelBuildError(RuntimeError):
+    """A model's SQL failed in PostgreSQL; the message names the file, the line and the server's error."""
+
+
+def build_error(model: Model, target: str, exc: BaseException, where: str = "") -> ModelBuildError:
+    diag = getattr(exc, "diag", None)
+    detail = getattr(diag, "message_primary", None) or str(exc)
+    sqlstate = getattr(exc, "sqlstate", None)
+    return ModelBuildError(
+        f"model {model.name} ({model.path}) failed building {target}: "
+        f"[{sqlstate or type(exc).__name__}] {detail}{where}"
+    )
+
+
+@dataclass(frozen=True)
+class ModelSql:
+    """The rendered ``select`` of ``model``, built into ``target``."""
+
+    model: Model
+    target: str
+    rendered: str
+
+    @property
+    def body(self) -> str:
+        return self.rendered.strip().rstrip(";")
+
+    def execute(self, cur, prefix: sql.Composable, suffix: sql.Composable | None = None) -> int:
+        """Run ``prefix + select + suffix``; return the row count. A failure names the line of the select."""
+        head = prefix.as_string(cur)
+        statement = sql.Composed([sql.SQL(head), sql.SQL(self.body), suffix or sql.SQL("")])
+        try:
+            cur.execute(statement)
+        except Exception as exc:
+            position = getattr(getattr(exc, "diag", None), "statement_position", None)
+            raise build_error(self.model, self.target, exc, self._where(position, len(head))) from exc
+        return cur.rowcount
+
+    def _where(self, position: str | None, head_len: int) -> str:
+        if not position or not position.isdigit():
+            return ""
+        # The server counts from the start of the statement, which wraps the model's select.
+        offset = max(int(position) - 1 - head_len, 0) + self.rendered.index(self.body)
+        line_no = self.rendered.count("\n", 0, offset) + 1
+        line = self.rendered.splitlines()[line_no - 1] if self.rendered else ""
+        return f" at line {line_no} of the rendered SQL: {line.strip()!r}"

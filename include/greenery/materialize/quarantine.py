@@ -1,0 +1,64 @@
+"""Quarantine: rows a staging model flags in ``quarantine_rule`` are kept out of it, with the rule, per day.
+
+In a write-audit-publish run the flagged rows go to the run's own quarantine schema and are published
+with the run's tables (see :mod:`greenery.wap`); built in place (no build schemas) they replace that
+day's rows of ``quarantine.<model>`` at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from psycopg import sql
+
+from greenery.materialize.relations import ident
+from greenery.project.models import Model
+
+SCHEMA = "quarantine"
+# A model with config(quarantine=true) selects this column: NULL keeps the row, text names the broken rule.
+RULE_COLUMN = "quarantine_rule"
+# The model's rows before the split, in a temporary table of the build's transaction.
+CANDIDATE = "_greenery_candidate"
+META_COLUMNS = ("logical_date", "run_id", "rule", "quarantined_at")
+
+
+def candidate_prefix() -> sql.Composable:
+    return sql.SQL("create temporary table {} on commit drop as ").format(sql.Identifier(CANDIDATE))
+
+
+def split(
+    cur, model: Model, table: str, day: dt.date, run_id: str, run_time: dt.datetime, *, whole_table: bool
+) -> tuple[sql.Composable, int]:
+    """Write the flagged rows of the candidate table to ``table``; return the select of the good rows.
+
+    ``whole_table``: ``table`` belongs to this run (its build schema) and is replaced; otherwise only
+    ``day``'s rows of the shared table are.
+    """
+    cur.execute(sql.SQL("select * from {} limit 0").format(sql.Identifier(CANDIDATE)))
+    columns = [c.name for c in cur.description]
+    if RULE_COLUMN not in columns:
+        raise ValueError(f"{model.path}: config(quarantine=true) needs a {RULE_COLUMN!r} column")
+    kept = sql.SQL(", ").join(sql.Identifier(c) for c in columns if c != RULE_COLUMN)
+    rule = sql.Identifier(RULE_COLUMN)
+    schema = sql.Identifier(table.partition(".")[0])
+    cur.execute(sql.SQL("create schema if not exists {}").format(schema))
+    if whole_table:
+        cur.execute(sql.SQL("drop table if exists {}").format(ident(table)))
+    cur.execute(
+        sql.SQL(
+            "create table if not exists {} as select null::date as logical_date, null::text as run_id,"
+            " null::text as rule, null::timestamptz as quarantined_at, {} from {} with no data"
+        ).format(ident(table), kept, sql.Identifier(CANDIDATE))
+    )
+    if not whole_table:
+        cur.execute(sql.SQL("delete from {} where logical_date = %s").format(ident(table)), (day,))
+    cur.execute(
+        sql.SQL(
+            "insert into {} (logical_date, run_id, rule, quarantined_at, {cols})"
+            " select %s, %s, {rule}, %s, {cols} from {candidate} where {rule} is not null"
+        ).format(ident(table), cols=kept, rule=rule, candidate=sql.Identifier(CANDIDATE)),
+        (day, run_id, run_time),
+    )
+    quarantined = cur.rowcount
+    good = sql.SQL("select {} from {} where {} is null").format(kept, sql.Identifier(CANDIDATE), rule)
+    return good, quarantined

@@ -1,0 +1,66 @@
+"""Naming and inspecting relations in PostgreSQL: identifiers, existence, columns, where a ref resolves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from psycopg import sql
+
+from greenery.project.models import Model
+
+
+def ident(relation: str) -> sql.Identifier:
+    """``schema.table`` as a quoted identifier."""
+    schema, _, table = relation.partition(".")
+    return sql.Identifier(schema, table)
+
+
+def exists(conn, relation: str) -> bool:
+    found = conn.execute("select to_regclass(%s)", (ident(relation).as_string(conn),)).fetchone()
+    return found[0] is not None
+
+
+def resolver(conn, models: Mapping[str, Model], schema_of: Mapping[str, str] | None) -> Callable[[str], str]:
+    """Name -> relation: the run's build schema when the model is there, else the published table.
+
+    Falling back lets a single cleared task rebuild from what is published when its run's build
+    schemas were already published or cleaned up.
+    """
+    schema_of = dict(schema_of or {})
+
+    def relation(name: str) -> str:
+        model = models[name]
+        build_schema = schema_of.get(model.layer)
+        if build_schema is None:
+            return model.relation
+        built = f"{build_schema}.{name}"
+        return built if exists(conn, built) else model.relation
+
+    return relation
+
+
+def columns(conn, relation: str) -> list[tuple[str, int]] | None:
+    """(name, type oid) of a table's columns in order, or None when it does not exist."""
+    rows = conn.execute(
+        "select attname, atttypid::int from pg_attribute where attrelid = to_regclass(%s)"
+        " and attnum > 0 and not attisdropped order by attnum",
+        (ident(relation).as_string(conn),),
+    ).fetchall()
+    return [(name, oid) for name, oid in rows] or None
+
+
+def drop(cur, relation: str) -> None:
+    """Drop ``relation``, a table or a view: DROP VIEW IF EXISTS fails on a table, and the other way round."""
+    kind = cur.execute(
+        "select relkind from pg_class where oid = to_regclass(%s)", (ident(relation).as_string(cur),)
+    ).fetchone()
+    if kind is not None:
+        statement = "drop view {}" if kind[0] == "v" else "drop table {}"
+        cur.execute(sql.SQL(statement).format(ident(relation)))
+
+
+def create_indexes(cur, model: Model, relation: str) -> None:
+    for cols in model.indexes:
+        cur.execute(
+            sql.SQL("create index on {} ({})").format(ident(relation), sql.SQL(", ").join(map(sql.Identifier, cols)))
+        )

@@ -1,0 +1,82 @@
+"""Render a model's SQL for one run: refs, sources, the run's interval and time, dbt's incremental idiom."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from greenery import config
+from greenery.project.models import ENV, Model
+
+# The shop's ids are lowercase UUIDs; staging quarantines rows whose ids are not.
+UUID_PATTERN = "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
+# Row rules: a timestamp later than the run's clock plus this skew is in the future (a source clock a
+# little ahead is not an error); one more than FAR_PAST before it is a placeholder or a typo.
+CLOCK_SKEW = dt.timedelta(hours=1)
+FAR_PAST = dt.timedelta(days=365 * 25)
+
+
+def sql_literal(value: dt.datetime | dt.date) -> str:
+    """A typed SQL literal for a date or an aware datetime (values come from Airflow, not from users)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
+        return f"'{value.astimezone(dt.UTC).isoformat()}'::timestamptz"
+    return f"'{value.isoformat()}'::date"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The run's data interval, [start, end), in UTC."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    @classmethod
+    def for_day(cls, day: dt.date) -> Interval:
+        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+        return cls(start, start + dt.timedelta(days=1))
+
+    @property
+    def day(self) -> dt.date:
+        return self.start.astimezone(dt.UTC).date()
+
+
+def incremental_since(model: Model, interval: Interval) -> dt.datetime:
+    """Where an incremental run starts recomputing: the run's day minus the model's lookback."""
+    return interval.start - dt.timedelta(days=model.lookback_days)
+
+
+def render(
+    model: Model,
+    interval: Interval,
+    relation: Callable[[str], str],
+    raw_schema: str | None = None,
+    incremental: bool = False,
+    run_time: dt.datetime | None = None,
+) -> str:
+    """The model's SQL with refs (through ``relation``), sources, the interval and the run's clock filled in.
+
+    ``incremental`` renders the ``{% if is_incremental() %}`` branches (dbt's idiom): the model then
+    selects only the rows from ``incremental_since`` on; ``this`` is the published table. ``run_time``
+    (default: the end of the interval) is the run's own clock: row rules compare timestamps with
+    ``valid_since`` and ``valid_until`` around it, never with now(), so a rerun gives the same answer.
+    """
+    raw_schema = raw_schema or config.get().raw_schema
+    clock = run_time or interval.end
+    return ENV.from_string(model.template).render(
+        is_incremental=lambda: incremental,
+        this=model.relation,
+        incremental_since=sql_literal(incremental_since(model, interval)),
+        ref=relation,
+        source=lambda table: f"{raw_schema}.{table}",
+        config=lambda **_: "",
+        interval_start=sql_literal(interval.start),
+        interval_end=sql_literal(interval.end),
+        run_date=sql_literal(interval.day),
+        uuid_pattern=UUID_PATTERN,
+        run_time=sql_literal(clock),
+        valid_since=sql_literal(clock - FAR_PAST),
+        valid_until=sql_literal(clock + CLOCK_SKEW),
+    )

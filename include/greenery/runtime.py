@@ -1,0 +1,49 @@
+"""What a task needs to know about its run, read from Airflow's task context.
+
+The day it builds, its run id and build schemas, its ``full_refresh`` Param and the link to its log.
+Only plain values come out, so the task bodies can be tested with a dict for a context.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from greenery.project.render import Interval
+from greenery.wap import Build
+
+
+def interval(context: Any) -> Interval:
+    """The run's day as a UTC [start, end) interval.
+
+    Scheduled and backfill runs carry a data interval; a manual run may carry only a logical date
+    or only ``run_after``, and then builds the UTC day that instant falls in.
+    """
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None and end > start:
+        return Interval(start.astimezone(dt.UTC), end.astimezone(dt.UTC))
+    instant = context.get("logical_date") or context["dag_run"].run_after
+    return Interval.for_day(instant.astimezone(dt.UTC).date())
+
+
+def build(context: Any) -> Build:
+    """The run's build schemas (write-audit-publish), named after its day and run id."""
+    return Build(context["run_id"], interval(context).day)
+
+
+def full_refresh(context: Any) -> bool:
+    """The run's ``full_refresh`` Param: rebuild incremental models from all history."""
+    return bool((context.get("params") or {}).get("full_refresh", False))
+
+
+def log_url(context: Any) -> str | None:
+    return getattr(context.get("ti"), "log_url", None)
+
+
+def task_id(context: Any) -> str:
+    return getattr(context.get("ti"), "task_id", None) or "?"
+
+
+def dag_id(context: Any) -> str:
+    dag = context.get("dag")
+    return getattr(dag, "dag_id", None) or "greenery_daily"

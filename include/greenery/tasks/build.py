@@ -1,0 +1,57 @@
+"""Tasks ``prepare_build`` and the model tasks: fresh build schemas for the run, then one model each."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from greenery import runtime, wap, warehouse
+from greenery.materialize.build import build_model
+from greenery.project.models import Model
+
+log = logging.getLogger(__name__)
+
+
+class RunNotPreparedError(RuntimeError):
+    """A model task ran for a run whose build was never prepared (its first task did not run)."""
+
+
+def prepare(context: Any) -> dict[str, Any]:
+    """Empty build schemas for the run, registered with the run's clock (kept when the run is cleared)."""
+    build = runtime.build(context)
+    with warehouse.connect() as conn:
+        run_time = wap.prepare(conn, build, dt.datetime.now(dt.UTC))
+    log.info("build schemas ready: %s (run clock %s)", ", ".join(build.schema_of.values()), run_time.isoformat())
+    return {"build": build.key, "run_time": run_time.isoformat()}
+
+
+def build_one(context: Any, model: Model, models: dict[str, Model], conn_id: str) -> dict[str, Any]:
+    """Build ``model`` into the run's build schema and list it there, in one transaction."""
+    build = runtime.build(context)
+    with warehouse.connect(conn_id) as conn:
+        run_time = wap.run_time(conn, build)  # autocommit: no transaction stays open
+        if run_time is None:
+            raise RunNotPreparedError(
+                f"run {context['run_id']!r} has no registered build ({build.key}): clear the whole run so that"
+                " prepare_build runs first"
+            )
+        with conn.transaction():
+            result = build_model(
+                conn,
+                model,
+                models,
+                runtime.interval(context),
+                build.schema_of,
+                run_id=context["run_id"],
+                full_refresh=runtime.full_refresh(context),
+                run_time=run_time,
+            )
+            wap.record_built(conn, build, model.name)
+    return {
+        "relation": result.relation,
+        "rows": result.rows,
+        "quarantined": result.quarantined,
+        "incremental": result.incremental,
+        "seconds": round(result.seconds, 3),
+    }

@@ -1,0 +1,68 @@
+"""Paging on-call: every way a task fails pages the alert channel exactly once, with the cause.
+
+Tasks that page by themselves (the source-freshness alert, the data-check alert) then raise
+:class:`PagedFailure`, and the failure callback does not page again. Any other failure, including
+Airflow's own (a timeout, a task killed and detected by the scheduler), reaches the callback, which pages
+with the exception. A failed Slack delivery cannot be paged through Slack: it stays in the task log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from greenery import config, runtime
+from greenery.alerts import delivery, messages
+from greenery.alerts.delivery import SlackDeliveryError
+
+log = logging.getLogger(__name__)
+
+
+class PagedFailure(AirflowFailException):
+    """The task failed after it paged on-call itself (no retry, no second page)."""
+
+
+def page(payload: dict[str, Any]) -> bool:
+    """Send ``payload`` to the alert channel; never raise (the caller fails anyway). Return whether it went."""
+    settings = config.get()
+    try:
+        delivery.send(payload, settings.alert_conn_id, channel=settings.alert_channel)
+        return True
+    except Exception as exc:
+        log.error("could not page on-call: %s", exc)
+        return False
+
+
+def on_task_failure(context: Any) -> None:
+    """The DAG's ``on_failure_callback``: page with the task's error unless the task paged already."""
+    exc = context.get("exception")
+    if isinstance(exc, PagedFailure):
+        return
+    if isinstance(exc, SlackDeliveryError):
+        log.error("not paging: the failure is Slack's own (%s)", exc)
+        return
+    interval = runtime.interval(context)
+    sent = page(
+        messages.build_task_failure_alert(
+            dag_id=runtime.dag_id(context),
+            task_id=runtime.task_id(context),
+            logical_date=interval.day.isoformat(),
+            run_id=context["run_id"],
+            error=describe(exc),
+            log_url=runtime.log_url(context),
+        )
+    )
+    log.warning("task failure %s on-call", "paged" if sent else "could NOT be paged to")
+
+
+def describe(exc: BaseException | str | None) -> str:
+    """The error as on-call should read it: its type when the message alone says little (timeouts)."""
+    if exc is None:
+        return "the task failed without an exception (killed, or its process stopped heartbeating)"
+    if isinstance(exc, str):
+        return exc
+    text = str(exc).strip()
+    name = type(exc).__name__
+    return text if text and name in ("ModelBuildError", "WarehouseUnavailableError") else f"{name}: {text or '-'}"

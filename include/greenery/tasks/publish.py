@@ -1,0 +1,44 @@
+"""Task ``publish``: swap the run's tables into the reader schemas unless a critical check failed."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowSkipException
+
+from greenery import audit, runtime, wap, warehouse
+from greenery.project import models as model_files
+
+log = logging.getLogger(__name__)
+
+
+def run(summary: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Publish, or skip when blocked: then Airflow emits no asset event for marts that did not change.
+
+    A publish that finds nothing to publish, or a build that lost tables, fails (see wap.PublishError).
+    """
+    build = runtime.build(context)
+    with warehouse.connect() as conn:
+        if summary["blocking"]:
+            audit.record_validation(conn, summary, published=False)
+            status = not_published_status(conn)
+            log.warning(
+                "NOT published: %d critical failures; still serving %s",
+                summary["failed_critical"],
+                status["serving_run"],
+            )
+            raise AirflowSkipException(f"not published: still serving the run of {status['serving_run']}")
+        with conn.transaction():  # the record of what was published commits with the publish
+            tables = wap.publish(conn, model_files.discover(), build)
+            audit.record_validation(conn, summary, published=True)
+    log.info("published %s", ", ".join(tables))
+    return {"published": True, "serving_run": summary["logical_date"], "tables": tables}
+
+
+def not_published_status(conn=None) -> dict[str, Any]:
+    if conn is None:
+        with warehouse.connect() as own:
+            return not_published_status(own)
+    last = audit.last_published(conn)
+    return {"published": False, "serving_run": last["logical_date"] if last else None, "tables": []}

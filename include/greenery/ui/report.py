@@ -1,0 +1,215 @@
+"""What the Data quality view shows, read from the warehouse's audit tables and the Data Docs folder.
+
+It reads what the DAG's publish task records (``greenery_audit.validation_runs`` and ``publish_log``, see
+:mod:`greenery.audit`). A table's row is its latest validation: usually the latest run's, but a run whose
+validate task was cleared alone re-checks only the models it rebuilt, so other tables show the run that
+last checked them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from greenery import audit, config, wap, warehouse
+from greenery.checks.paths import data_docs_index
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 10
+# Reading the audit tables is cheap; never hold one of the API server's threads for long.
+STATEMENT_TIMEOUT_MS = 15_000
+_BUILD_TABLE = re.compile(rf"^{re.escape(wap.BUILD_PREFIX)}\d{{8}}_[0-9a-f]+__(?P<layer>[^.]+)\.(?P<name>.+)$")
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse could not be reached or read; the message is safe to show to a UI user."""
+
+
+def _runs_table() -> sql.Identifier:
+    return sql.Identifier(audit.SCHEMA, "validation_runs")
+
+
+def _utc(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat() if value is not None else None
+
+
+def _day(value: dt.date | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def display_table(table: str | None) -> str | None:
+    """``_build_20240101_ab12cd34__marts.fact_orders`` (where a run validated it) -> ``marts.fact_orders``."""
+    if not table:
+        return table
+    found = _BUILD_TABLE.match(table)
+    return f"{found['layer']}.{found['name']}" if found else table
+
+
+def table_status(failed_critical: int, failed_warning: int) -> str:
+    return "failed" if failed_critical else "warning" if failed_warning else "passed"
+
+
+def recent_runs(conn, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
+    """The last ``limit`` recorded validations, newest first, with their totals (not their failures)."""
+    rows = conn.execute(
+        sql.SQL(
+            "select run_id, logical_date, validated_at, published,"
+            " summary->'evaluated', summary->'failed_critical', summary->'failed_warning',"
+            " summary->'failures_total', summary->'quarantined', summary->'dag_id', summary->'log_url'"
+            " from {} order by validated_at desc limit %s"
+        ).format(_runs_table()),
+        (limit,),
+    ).fetchall()
+    runs = []
+    for row in rows:
+        run_id, day, at, published, evaluated, critical, warning, total, quarantined, dag, url = row
+        runs.append(
+            {
+                "run_id": run_id,
+                "logical_date": _day(day),
+                "validated_at": _utc(at),
+                "published": published,
+                "dag_id": dag if isinstance(dag, str) else config.DAG_ID,
+                "evaluated": _count(evaluated),
+                "failed_critical": _count(critical),
+                "failed_warning": _count(warning),
+                "failures_total": _count(total) if total is not None else None,
+                "quarantined": {str(k): _count(v) for k, v in (quarantined or {}).items()}
+                if isinstance(quarantined, dict)
+                else {},
+                "log_url": url if isinstance(url, str) else None,
+            }
+        )
+    return runs
+
+
+def latest_per_table(conn) -> list[dict[str, Any]]:
+    """Every suite's latest result (from the newest run that validated it), with that run's failures of it."""
+    array = "case when jsonb_typeof({col}) = 'array' then {col} else '[]'::jsonb end"
+    query = sql.SQL(
+        "with latest as ("
+        " select distinct on (s.value->>'suite')"
+        " r.run_id, r.logical_date, r.validated_at, r.published, s.value as suite"
+        " from {runs} r cross join lateral jsonb_array_elements(" + array.format(col="r.summary->'suites'") + ") s"
+        " where jsonb_typeof(s.value) = 'object' and s.value->>'suite' is not null"
+        " order by s.value->>'suite', r.validated_at desc)"
+        " select l.run_id, l.logical_date, l.validated_at, l.published, l.suite,"
+        " coalesce((select jsonb_agg(f.value order by f.n) from {runs} r2 cross join lateral jsonb_array_elements("
+        + array.format(col="r2.summary->'failures'")
+        + ") with ordinality f(value, n)"
+        " where r2.run_id = l.run_id and r2.validated_at = l.validated_at"
+        " and f.value->>'suite' = l.suite->>'suite'), '[]'::jsonb)"
+        " from latest l"
+    ).format(runs=_runs_table())
+    tables = []
+    for run_id, day, at, published, suite, failures in conn.execute(query).fetchall():
+        critical, warning = _count(suite.get("failed_critical")), _count(suite.get("failed_warning"))
+        tables.append(
+            {
+                "suite": suite.get("suite"),
+                "table": display_table(suite.get("table")),
+                "validated_table": suite.get("table"),
+                "evaluated": _count(suite.get("evaluated")),
+                "failed_critical": critical,
+                "failed_warning": warning,
+                "status": table_status(critical, warning),
+                "run_id": run_id,
+                "logical_date": _day(day),
+                "validated_at": _utc(at),
+                "published": published,
+                "failures": [_failure(f) for f in failures if isinstance(f, dict)],
+            }
+        )
+    rank = {"failed": 0, "warning": 1, "passed": 2}
+    tables.sort(key=lambda t: (rank[t["status"]], t["table"] or "", t["suite"] or ""))
+    return tables
+
+
+def _failure(f: dict[str, Any]) -> dict[str, Any]:
+    samples = f.get("sample_keys")
+    return {
+        "suite": f.get("suite"),
+        "table": display_table(f.get("table")),
+        "column": f.get("column"),
+        "expectation": f.get("expectation"),
+        "severity": f.get("severity") or "critical",
+        "description": f.get("description"),
+        "observed_value": f.get("observed_value"),
+        "unexpected_count": f.get("unexpected_count"),
+        "sample_keys": [str(s) for s in samples] if isinstance(samples, list) else [],
+        "error": f.get("error"),
+    }
+
+
+def report(conn, history_limit: int = HISTORY_LIMIT) -> dict[str, Any]:
+    """Everything the page and the JSON endpoint show; ``latest_run`` is None before the first validation."""
+    if not audit.exists(conn, "validation_runs"):
+        runs, tables = [], []
+    else:
+        runs, tables = recent_runs(conn, history_limit), latest_per_table(conn)
+    last = audit.last_published(conn)
+    serving = None
+    if last:
+        serving = {**last, "published_at": _utc(last["published_at"])}
+    latest = runs[0] if runs else None
+    for table in tables:
+        table["in_latest_run"] = latest is not None and table["run_id"] == latest["run_id"]
+    failures = [f for t in tables for f in t["failures"]]
+    failures.sort(key=lambda f: (f["severity"] != "critical", f["table"] or "", f["expectation"] or ""))
+    return {
+        "dag_id": latest["dag_id"] if latest else config.DAG_ID,
+        "latest_run": latest,
+        "serving": serving,
+        "tables": tables,
+        "failures": failures,
+        "quarantined": latest["quarantined"] if latest else {},
+        "history": runs,
+    }
+
+
+def read_report(history_limit: int = HISTORY_LIMIT) -> dict[str, Any]:
+    """:func:`report` through the Airflow connection; raises :class:`WarehouseError` with a readable reason."""
+    try:
+        with warehouse.connect() as conn:
+            conn.read_only = True
+            with conn.transaction():
+                conn.execute(sql.SQL("set local statement_timeout = {}").format(sql.Literal(STATEMENT_TIMEOUT_MS)))
+                return report(conn, history_limit)
+    except warehouse.WarehouseUnavailableError as exc:
+        raise WarehouseError(str(exc)) from exc
+    except psycopg.OperationalError as exc:
+        raise WarehouseError(f"the warehouse connection failed: {type(exc).__name__}: {exc}".strip()) from exc
+    except psycopg.Error as exc:
+        log.exception("reading the validation results failed")
+        raise WarehouseError(f"reading the validation results failed: {type(exc).__name__}: {exc}".strip()) from exc
+
+
+def docs_root() -> Path:
+    return data_docs_index(config.get().gx_dir).parent
+
+
+def docs_file(path: str) -> Path | None:
+    """The file under the Data Docs folder that ``path`` names, or None (missing, or outside the folder)."""
+    root = docs_root()
+    if "\x00" in path or not root.is_dir():
+        return None
+    root = root.resolve()
+    try:
+        target = (root / path.lstrip("/")).resolve()
+        if target.is_dir():
+            target = (target / "index.html").resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    # `..`, an absolute path or a symlink leading out of the folder all end up outside it.
+    return target if target.is_relative_to(root) and target.is_file() else None

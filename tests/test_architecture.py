@@ -1,0 +1,116 @@
+"""The package's shape, checked from its source: no import cycles, settings read in one place, every
+module says what it is for, and the DAG file only wires (its task bodies live in greenery.tasks)."""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "include" / "greenery"
+DAG_FILE = PACKAGE.parent.parent / "dags" / "greenery_daily.py"
+MAX_MODULE_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every greenery module ``path`` imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # "from greenery.x import y": y is a module when greenery.x.y is one, else a name in greenery.x.
+            names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+        else:
+            continue
+        found |= {n for n in names if n in MODULES}
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {name: imported_modules(path) - {name} for name, path in MODULES.items()}
+
+
+def test_there_is_no_import_cycle():
+    try:
+        list(graphlib.TopologicalSorter(import_graph()).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
+
+
+def test_the_cycle_check_catches_a_cycle():
+    graph = import_graph()
+    graph["greenery.config"] = graph["greenery.config"] | {"greenery.wap"}  # wap imports config
+    with pytest.raises(graphlib.CycleError):
+        list(graphlib.TopologicalSorter(graph).static_order())
+
+
+def _env_reads(tree: ast.AST) -> list[int]:
+    """Lines that read an environment variable (os.environ[...], os.environ.get, os.getenv, env.get)."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = ast.unparse(node.func)
+            if target in ("os.environ.get", "os.getenv", "environ.get"):
+                lines.append(node.lineno)
+        elif (
+            isinstance(node, ast.Subscript)
+            and ast.unparse(node.value) == "os.environ"
+            and isinstance(node.ctx, ast.Load)
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def _greenery_strings(tree: ast.AST) -> list[int]:
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("GREENERY_")
+    ]
+
+
+def test_settings_are_read_only_in_config():
+    """No module but greenery.config reads a GREENERY_* variable (or names one to read it)."""
+    offenders = []
+    for name, path in [*MODULES.items(), ("dags.greenery_daily", DAG_FILE)]:
+        if name == "greenery.config":
+            continue
+        tree = ast.parse(path.read_text())
+        offenders += [f"{path.name}:{line}" for line in _greenery_strings(tree)]
+        # Reading other variables (AIRFLOW_HOME, connections) is Airflow's business, but only the dev tools do.
+        if not name.startswith(("greenery.dev", "greenery.cli")):
+            offenders += [f"{path.name}:{line} reads os.environ" for line in _env_reads(tree)]
+    assert offenders == []
+
+
+def test_every_module_says_what_it_is_for_and_stays_readable():
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        doc = ast.get_docstring(tree)
+        assert doc and doc.strip(), f"{name} has no docstring"
+        lines = len(path.read_text().splitlines())
+        assert lines <= MAX_MODULE_LINES or name == "greenery.dev.generator", f"{name}: {lines} lines"
+
+
+def test_the_dag_file_only_wires():
+    """Task bodies are one call into greenery.tasks (plus its import): no logic in the DAG file."""
+    tree = ast.parse(DAG_FILE.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and any(
+            ast.unparse(d).startswith(("task", "task.branch")) for d in node.decorator_list
+        ):
+            body = [n for n in node.body if not isinstance(n, ast.Expr | ast.ImportFrom)]
+            assert len(body) <= 1, f"{node.name} holds logic"
+            imports = [n for n in node.body if isinstance(n, ast.ImportFrom)]
+            assert all(i.module == "greenery.tasks" for i in imports), node.name

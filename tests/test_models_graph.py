@@ -18,7 +18,7 @@ EXPECTED_REFS = {
     "stg_postgres__orders": {"stg_postgres__users", "stg_postgres__promos"},
     "stg_postgres__products": set(),
     "stg_postgres__promos": set(),
-    "stg_postgres__users": set(),
+    "stg_postgres__users": {"stg_postgres__addresses"},
     "int_order_items": {"stg_postgres__order_items", "stg_postgres__products"},
     "int_orders": {"stg_postgres__orders", "stg_postgres__promos", "int_order_items"},
     "int_user_sessions": {"stg_postgres__events"},

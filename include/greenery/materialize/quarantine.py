@@ -40,6 +40,15 @@ def split(
         raise ValueError(f"{model.path}: config(quarantine=true) needs a {RULE_COLUMN!r} column")
     kept = sql.SQL(", ").join(sql.Identifier(c) for c in columns if c != RULE_COLUMN)
     rule = sql.Identifier(RULE_COLUMN)
+    # Quarantine keeps the values as the source had them (NaN, 1e15...); the model's rows get their
+    # declared types (config(column_types=...)), which such values could not even be cast to.
+    typed = sql.SQL(", ").join(
+        sql.SQL("{c}::{t} as {c}").format(c=sql.Identifier(c), t=sql.SQL(model.column_types[c]))
+        if c in model.column_types
+        else sql.Identifier(c)
+        for c in columns
+        if c != RULE_COLUMN
+    )
     schema = sql.Identifier(table.partition(".")[0])
     cur.execute(sql.SQL("create schema if not exists {}").format(schema))
     if whole_table:
@@ -60,5 +69,5 @@ def split(
         (day, run_id, run_time),
     )
     quarantined = cur.rowcount
-    good = sql.SQL("select {} from {} where {} is null").format(kept, sql.Identifier(CANDIDATE), rule)
+    good = sql.SQL("select {} from {} where {} is null").format(typed, sql.Identifier(CANDIDATE), rule)
     return good, quarantined

@@ -65,6 +65,11 @@ class Model:
         return int(self.config.get("lookback_days", DEFAULT_LOOKBACK_DAYS))
 
     @property
+    def column_types(self) -> dict[str, str]:
+        """Types the kept rows of a quarantining model are cast to (config(column_types={...}))."""
+        return dict(self.config.get("column_types") or {})
+
+    @property
     def indexes(self) -> tuple[tuple[str, ...], ...]:
         """Column lists to index once the table is built (config(indexes=[...]))."""
         return tuple((cols,) if isinstance(cols, str) else tuple(cols) for cols in self.config.get("indexes", ()))
@@ -112,6 +117,15 @@ def _parse(path: Path, layer: str) -> Model:
         lookback = config.get("lookback_days", DEFAULT_LOOKBACK_DAYS)
         if not isinstance(lookback, int) or isinstance(lookback, bool) or lookback < 0:
             raise ModelDefinitionError(f"{path}: lookback_days={lookback!r}, expected a whole number >= 0")
+    column_types = config.get("column_types", {})
+    if column_types and (
+        not config.get("quarantine")
+        or not isinstance(column_types, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in column_types.items())
+    ):
+        raise ModelDefinitionError(
+            f"{path}: column_types={column_types!r}: a dict of column -> SQL type, on a quarantine=true model"
+        )
     indexes = config.get("indexes", ())
     if not isinstance(indexes, list | tuple) or not all(
         isinstance(i, str) or (isinstance(i, list | tuple) and i and all(isinstance(c, str) for c in i))

@@ -1,4 +1,7 @@
-{{ config(unique_key='product_id', quarantine=true) }}
+{{ config(unique_key='product_id', quarantine=true, column_types={'price': 'numeric(12, 2)'}) }}
+
+-- price stays the source's numeric until the rules ran: NaN, Infinity or 1e15 are quarantined as they
+-- are (PostgreSQL sorts NaN above every number, so `price < 0` alone lets it through).
 
 with
 
@@ -10,7 +13,7 @@ renamed as (
     select
         nullif(trim(product_id::text), '') as product_id,
         nullif(trim(name::text), '') as product_name,
-        price::numeric(12, 2) as price,
+        price::numeric as price,
         inventory::integer as inventory
     from source
 ),
@@ -21,6 +24,8 @@ checked as (
         case
             when product_id is null then 'null_key'
             when product_id !~ {{ uuid_pattern }} then 'malformed_uuid'
+            when price in ('NaN', 'Infinity', '-Infinity') then 'non_finite_number'
+            when abs(price) >= 1e10 then 'out_of_range_number'
             when price is null or price < 0 then 'negative_price'
             when inventory < 0 then 'negative_inventory'
         end as quarantine_rule

@@ -1,4 +1,6 @@
-{{ config(unique_key='promo_id') }}
+{{ config(unique_key='promo_id', quarantine=true, column_types={'discount': 'numeric(12, 2)'}) }}
+
+-- Orders of a quarantined promo are quarantined with it (orphan_promo): their totals cannot be checked.
 
 with
 
@@ -9,9 +11,20 @@ source as (
 renamed as (
     select
         nullif(trim(promo_id::text), '') as promo_id,
-        discount::numeric(12, 2) as discount,
+        discount::numeric as discount,
         nullif(lower(trim(status::text)), '') as promo_status
     from source
+),
+
+checked as (
+    select
+        *,
+        case
+            when promo_id is null then 'null_key'
+            when discount in ('NaN', 'Infinity', '-Infinity') then 'non_finite_number'
+            when abs(discount) >= 1e10 then 'out_of_range_number'
+        end as quarantine_rule
+    from renamed
 )
 
-select * from renamed
+select * from checked

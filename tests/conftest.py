@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
 import os
@@ -48,6 +49,7 @@ def _real_greenery_candidates() -> list[Path]:
 REAL_GREENERY = next((p for p in _real_greenery_candidates() if (p / "orders.csv").is_file()), None)
 
 _db_names = itertools.count(1)
+PUBLISHED_DAY = dt.date(2021, 2, 12)
 # pgserver logs from an atexit hook, after pytest closed the captured streams.
 logging.getLogger("pgserver").setLevel(logging.WARNING)
 
@@ -71,6 +73,41 @@ def warehouse_url(pg_admin_url, monkeypatch):
     from greenery import warehouse
 
     url = warehouse.create_database(pg_admin_url, f"greenery_test_{os.getpid()}_{next(_db_names)}")
+    monkeypatch.setenv(warehouse.conn_env_var(), warehouse.connection_json(url))
+    return url
+
+
+@pytest.fixture(scope="session")
+def published_template(pg_admin_url, real_greenery) -> str:
+    """A database to copy: the real Greenery raw data and its run of 2021-02-12 published (no Airflow).
+
+    Copying it (CREATE DATABASE ... TEMPLATE) takes a fraction of a second; loading and building takes seconds.
+    """
+    import psycopg
+
+    from greenery import wap, warehouse
+    from greenery.project import models
+    from greenery.sources import load
+
+    name = f"greenery_template_{os.getpid()}"
+    url = warehouse.create_database(pg_admin_url, name)
+    found = models.discover()
+    with psycopg.connect(url, autocommit=True) as conn:
+        load.load_dir(conn, real_greenery)
+        baseline = wap.Build("baseline", PUBLISHED_DAY)
+        wap.prepare(conn, baseline)
+        wap.build_models(conn, found, baseline)
+        wap.publish(conn, found, baseline)
+    return name
+
+
+@pytest.fixture
+def published_url(pg_admin_url, published_template, monkeypatch) -> str:
+    """A fresh copy of :func:`published_template`; the Airflow connection greenery_warehouse points at it."""
+    from greenery import warehouse
+
+    name = f"greenery_test_{os.getpid()}_{next(_db_names)}"
+    url = warehouse.create_database(pg_admin_url, name, template=published_template)
     monkeypatch.setenv(warehouse.conn_env_var(), warehouse.connection_json(url))
     return url
 

@@ -64,14 +64,15 @@ def connection_json(url: str) -> str:
     return json.dumps(conn)
 
 
-def create_database(admin_url: str, name: str) -> str:
-    """(Re)create database ``name`` on the server of ``admin_url``; return a URL for it."""
+def create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    """(Re)create database ``name`` on the server of ``admin_url`` (a copy of ``template``); return its URL."""
     import psycopg
     from psycopg import sql
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        copy = sql.SQL(" template {}").format(sql.Identifier(template)) if template else sql.SQL("")
+        conn.execute(sql.SQL("create database {}{}").format(sql.Identifier(name), copy))
     parts = urlsplit(admin_url)
     return parts._replace(path=f"/{name}").geturl()
 

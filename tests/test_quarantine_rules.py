@@ -1,0 +1,290 @@
+"""Every row rule of the staging models, on the real Greenery data, through write-audit-publish (no Airflow).
+
+Each case copies the database where the real data's run of 2021-02-12 is published, plants one defect in
+raw, builds and publishes the day again, and checks that the bad rows went to ``quarantine.<model>`` with
+their rule (published with the run), that the marts hold neither them nor any NaN/Infinity or out-of-range
+timestamp, and that keys stay unique. tests/test_bad_input_catalog.py runs a few of these through the
+whole DAG (Airflow, GX, Slack).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+import pytest
+from helpers import duplicate_keys
+
+from greenery import wap
+from greenery.project import models
+
+pytestmark = pytest.mark.db
+
+DAY = dt.date(2021, 2, 12)
+MODELS = models.discover()
+ORDER = "8329a65b-7ddf-4250-aeee-bd625f8a401a"  # delivered, no promo, several order lines
+OTHER_ORDER = "f3ab84e6-dec5-43b4-9aa7-45b9988bff58"
+PRODUCT = "fb0e8be7-5ac4-4a76-a1fa-2cc4bf0b2d80"  # one of ORDER's lines
+PAGE_VIEW = "0007a1f6-0123-4ab3-bac3-6dfefa832975"
+NOBODY = "00000000-0000-4000-8000-000000000000"
+
+
+def _first(table: str, column: str, where: str = "true") -> str:
+    return f"(select {column} from raw.{table} where {where} order by {column} limit 1)"
+
+
+# case -> (defect SQL on raw, model, rule, (relation, column, key) that must leave the published tables)
+CASES = {
+    "null primary key": (
+        f"update raw.orders set order_id = null where order_id = '{OTHER_ORDER}'",
+        "stg_postgres__orders",
+        "null_key",
+        None,
+    ),
+    "orphan order -> user": (
+        f"update raw.orders set user_id = '{NOBODY}' where order_id = '{ORDER}'",
+        "stg_postgres__orders",
+        "orphan_user",
+        ("marts.fact_orders", "order_id", ORDER),
+    ),
+    "orphan item -> product": (
+        f"update raw.order_items set product_id = '{NOBODY}' where order_id = '{ORDER}' and product_id = '{PRODUCT}'",
+        "stg_postgres__order_items",
+        "orphan_product",
+        ("marts.fact_order_items", "product_id", NOBODY),
+    ),
+    "orphan event -> order": (
+        f"update raw.events set order_id = '{NOBODY}' where order_id = '{ORDER}' and event_type = 'checkout'",
+        "stg_postgres__events",
+        "orphan_order",
+        ("staging.stg_postgres__events", "order_id", NOBODY),
+    ),
+    "negative price": (
+        f"update raw.products set price = -1 where product_id = '{PRODUCT}'",
+        "stg_postgres__products",
+        "negative_price",
+        ("marts.dim_products", "product_id", PRODUCT),
+    ),
+    "negative quantity": (
+        f"update raw.order_items set quantity = -2 where order_id = '{ORDER}' and product_id = '{PRODUCT}'",
+        "stg_postgres__order_items",
+        "invalid_quantity",
+        None,
+    ),
+    "order_total not matching its parts": (
+        f"update raw.orders set order_total = order_total + 1 where order_id = '{ORDER}'",
+        "stg_postgres__orders",
+        "total_mismatch",
+        ("marts.fact_orders", "order_id", ORDER),
+    ),
+    "delivered before created": (
+        f"update raw.orders set delivered_at = created_at - interval '1 day' where order_id = '{ORDER}'",
+        "stg_postgres__orders",
+        "delivered_before_created",
+        ("marts.fact_orders", "order_id", ORDER),
+    ),
+    "unknown event_type": (
+        f"update raw.events set event_type = 'wishlist' where event_id = '{PAGE_VIEW}'",
+        "stg_postgres__events",
+        "invalid_event_type",
+        ("staging.stg_postgres__events", "event_id", PAGE_VIEW),
+    ),
+    "unknown order status": (
+        f"update raw.orders set status = 'lost' where order_id = '{ORDER}'",
+        "stg_postgres__orders",
+        "invalid_status",
+        ("marts.fact_orders", "order_id", ORDER),
+    ),
+    "malformed UUID": (
+        f"update raw.orders set order_id = 'not-a-uuid' where order_id = '{OTHER_ORDER}'",
+        "stg_postgres__orders",
+        "malformed_uuid",
+        ("marts.fact_orders", "order_id", "not-a-uuid"),
+    ),
+    "duplicate events": (
+        f"insert into raw.events select * from raw.events where event_id = '{PAGE_VIEW}'",
+        "stg_postgres__events",
+        "duplicate_event",
+        None,
+    ),
+    "event in the future": (
+        f"update raw.events set created_at = '2099-01-01T00:00:00Z' where event_id = '{PAGE_VIEW}'",
+        "stg_postgres__events",
+        "future_timestamp",
+        ("staging.stg_postgres__events", "event_id", PAGE_VIEW),
+    ),
+    "event at +infinity": (
+        f"update raw.events set created_at = 'infinity' where event_id = '{PAGE_VIEW}'",
+        "stg_postgres__events",
+        "future_timestamp",
+        ("staging.stg_postgres__events", "event_id", PAGE_VIEW),
+    ),
+    # Finding 5: NaN sorts above every number in PostgreSQL, so `price < 0` let it through.
+    "NaN price": (
+        f"update raw.products set price = 'NaN' where product_id = '{PRODUCT}'",
+        "stg_postgres__products",
+        "non_finite_number",
+        ("marts.dim_products", "product_id", PRODUCT),
+    ),
+    "Infinity price": (
+        f"update raw.products set price = 'Infinity' where product_id = '{PRODUCT}'",
+        "stg_postgres__products",
+        "non_finite_number",
+        ("marts.dim_products", "product_id", PRODUCT),
+    ),
+    "-Infinity price": (
+        f"update raw.products set price = '-Infinity' where product_id = '{PRODUCT}'",
+        "stg_postgres__products",
+        "non_finite_number",
+        ("marts.dim_products", "product_id", PRODUCT),
+    ),
+    "price too large for numeric(12, 2)": (
+        f"update raw.products set price = 1e15 where product_id = '{PRODUCT}'",
+        "stg_postgres__products",
+        "out_of_range_number",
+        ("marts.dim_products", "product_id", PRODUCT),
+    ),
+    "NaN promo discount": (
+        f"update raw.promos set discount = 'NaN' where promo_id = {_first('orders', 'promo_id', 'promo_id is not null')}",
+        "stg_postgres__promos",
+        "non_finite_number",
+        None,
+    ),
+    "NaN order_total": (
+        f"update raw.orders set order_total = 'NaN' where order_id = '{ORDER}'",
+        "stg_postgres__orders",
+        "non_finite_number",
+        ("marts.fact_orders", "order_id", ORDER),
+    ),
+    "Infinity shipping_cost": (
+        f"update raw.orders set shipping_cost = 'Infinity' where order_id = '{ORDER}'",
+        "stg_postgres__orders",
+        "non_finite_number",
+        ("marts.fact_orders", "order_id", ORDER),
+    ),
+    # Finding 7: delivered_at in 2100 moved avg delivery days from 3.9 to 98.3 with only a warning.
+    "delivered in 2100": (
+        f"update raw.orders set delivered_at = '2100-01-01T00:00:00Z' where order_id = '{ORDER}'",
+        "stg_postgres__orders",
+        "future_timestamp",
+        ("marts.fact_orders", "order_id", ORDER),
+    ),
+    "estimated delivery in 2100": (
+        f"update raw.orders set estimated_delivery_at = '2100-01-01T00:00:00Z' where order_id = '{ORDER}'",
+        "stg_postgres__orders",
+        "far_future_timestamp",
+        ("marts.fact_orders", "order_id", ORDER),
+    ),
+    "order created in 1900": (
+        f"update raw.orders set created_at = '1900-01-01T00:00:00Z' where order_id = '{ORDER}'",
+        "stg_postgres__orders",
+        "far_past_timestamp",
+        ("marts.fact_orders", "order_id", ORDER),
+    ),
+    "user updated at -infinity": (
+        f"update raw.users set updated_at = '-infinity' where user_id = {_first('users', 'user_id')}",
+        "stg_postgres__users",
+        "far_past_timestamp",
+        None,
+    ),
+    "user created in the future": (
+        f"update raw.users set created_at = '2999-01-01T00:00:00Z' where user_id = {_first('users', 'user_id')}",
+        "stg_postgres__users",
+        "future_timestamp",
+        None,
+    ),
+    # Finding 7: lpad(zipcode, 5, '0') cut longer values silently.
+    "zipcode too long": (
+        f"update raw.addresses set zipcode = '123456' where address_id = {_first('addresses', 'address_id')}",
+        "stg_postgres__addresses",
+        "invalid_zipcode",
+        ("marts.dim_users", "zipcode", "12345"),
+    ),
+    "user of a quarantined address": (
+        f"update raw.addresses set zipcode = 'ABCDE' where address_id = {_first('users', 'address_id')}",
+        "stg_postgres__users",
+        "orphan_address",
+        None,
+    ),
+}
+
+
+@pytest.fixture
+def conn(published_url):
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        yield conn
+
+
+def run_day(conn, run_id: str) -> list[str]:
+    run = wap.Build(run_id, DAY)
+    wap.prepare(conn, run)
+    wap.build_models(conn, MODELS, run)
+    return wap.publish(conn, MODELS, run)
+
+
+def non_finite_values(conn) -> dict[str, int]:
+    """NaN/±Infinity numbers and infinite timestamps in every published model, per column."""
+    found = {}
+    for model in MODELS.values():
+        columns = conn.execute(
+            "select column_name, data_type from information_schema.columns where table_schema = %s"
+            " and table_name = %s",
+            (model.layer, model.name),
+        ).fetchall()
+        for column, data_type in columns:
+            if data_type in ("numeric", "double precision", "real"):
+                test = f"{column} in ('NaN', 'Infinity', '-Infinity')"
+            elif data_type.startswith("timestamp"):
+                test = f"not isfinite({column}) or {column} > '2100-01-01' or {column} < '2000-01-01'"
+            else:
+                continue
+            n = conn.execute(f"select count(*) from {model.relation} where {test}").fetchone()[0]
+            if n:
+                found[f"{model.relation}.{column}"] = n
+    return found
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_bad_row_is_quarantined_with_its_rule_and_kept_out_of_the_published_tables(case, conn):
+    defect, model, rule, gone = CASES[case]
+    assert conn.execute(defect).rowcount >= 1, "the defect must change a row"
+    published = run_day(conn, f"run-{case}")
+    assert "marts.metrics_daily" in published
+    rules = dict(
+        conn.execute(
+            f"select rule, count(*) from quarantine.{model} where logical_date = %s and run_id = %s group by rule",
+            (DAY, f"run-{case}"),
+        ).fetchall()
+    )
+    assert rules.get(rule, 0) >= 1, rules
+    if gone:
+        relation, column, key = gone
+        assert conn.execute(f"select count(*) from {relation} where {column} = %s", (key,)).fetchone()[0] == 0
+    for m in MODELS.values():
+        assert duplicate_keys(conn, m.relation, m.unique_key) == 0, m.relation
+    assert non_finite_values(conn) == {}
+
+
+def test_nan_discount_quarantines_the_promo_and_its_orders_not_as_total_mismatch(conn):
+    """Finding 5: a NaN discount published the promo and quarantined correct orders as total_mismatch."""
+    promo = conn.execute("select promo_id from raw.promos where promo_id in (select promo_id from raw.orders)").fetchone()
+    conn.execute("update raw.promos set discount = 'NaN' where promo_id = %s", promo)
+    run_day(conn, "nan-discount")
+    orders = conn.execute("select count(*) from raw.orders where promo_id = %s", promo).fetchone()[0]
+    assert orders >= 1
+    held = dict(
+        conn.execute("select rule, count(*) from quarantine.stg_postgres__orders group by rule").fetchall()
+    )
+    assert held == {"orphan_promo": orders}
+    assert conn.execute("select count(*) from staging.stg_postgres__promos where promo_id = %s", promo).fetchone()[0] == 0
+    kept = conn.execute("select discount::text from quarantine.stg_postgres__promos where promo_id = %s", promo)
+    assert kept.fetchone()[0] == "NaN"  # quarantine keeps the value as the source had it
+
+
+def test_the_clean_real_data_quarantines_nothing(conn):
+    run_day(conn, "clean")
+    held = conn.execute(
+        "select table_name from information_schema.tables where table_schema = 'quarantine'"
+    ).fetchall()
+    for (table,) in held:
+        assert conn.execute(f"select count(*) from quarantine.{table} where run_id = 'clean'").fetchone()[0] == 0

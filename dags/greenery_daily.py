@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from greenery import config
 from greenery.project import models as model_files
@@ -62,14 +63,18 @@ def _page_on_failure(context) -> None:
 with DAG(
     dag_id=config.DAG_ID,
     description="Greenery raw data to validated analytics marts",
-    schedule="@daily",
-    start_date=dt.datetime.combine(SETTINGS.start_date, dt.time(), tzinfo=dt.UTC),
+    # A run covers one UTC day [D, D+1) and starts once it is over; its logical date is D (manual runs: the
+    # day picked). Airflow 3's plain "@daily" would give the run at D+1 00:00 the logical date D+1.
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    # No start_date: Airflow creates no task for a run before a DAG's start_date and calls it a success.
+    # The earliest day is GREENERY_START_DATE, enforced by check_source_freshness (red and paged).
     catchup=False,
     max_active_runs=1,
     default_args={
         "owner": "data-engineering",
-        "retries": 2,
+        "retries": SETTINGS.retries,
         "retry_delay": SETTINGS.retry_delay,
+        "execution_timeout": SETTINGS.task_timeout,
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(minutes=10),
         "on_failure_callback": _page_on_failure,

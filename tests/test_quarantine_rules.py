@@ -145,7 +145,8 @@ CASES = {
         ("marts.dim_products", "product_id", PRODUCT),
     ),
     "NaN promo discount": (
-        f"update raw.promos set discount = 'NaN' where promo_id = {_first('orders', 'promo_id', 'promo_id is not null')}",
+        "update raw.promos set discount = 'NaN' where promo_id = "
+        + _first("orders", "promo_id", "promo_id is not null"),
         "stg_postgres__promos",
         "non_finite_number",
         None,
@@ -227,8 +228,7 @@ def non_finite_values(conn) -> dict[str, int]:
     found = {}
     for model in MODELS.values():
         columns = conn.execute(
-            "select column_name, data_type from information_schema.columns where table_schema = %s"
-            " and table_name = %s",
+            "select column_name, data_type from information_schema.columns where table_schema = %s and table_name = %s",
             (model.layer, model.name),
         ).fetchall()
         for column, data_type in columns:
@@ -267,24 +267,24 @@ def test_a_bad_row_is_quarantined_with_its_rule_and_kept_out_of_the_published_ta
 
 def test_nan_discount_quarantines_the_promo_and_its_orders_not_as_total_mismatch(conn):
     """Finding 5: a NaN discount published the promo and quarantined correct orders as total_mismatch."""
-    promo = conn.execute("select promo_id from raw.promos where promo_id in (select promo_id from raw.orders)").fetchone()
+    promo = conn.execute(
+        "select promo_id from raw.promos where promo_id in (select promo_id from raw.orders)"
+    ).fetchone()
     conn.execute("update raw.promos set discount = 'NaN' where promo_id = %s", promo)
     run_day(conn, "nan-discount")
     orders = conn.execute("select count(*) from raw.orders where promo_id = %s", promo).fetchone()[0]
     assert orders >= 1
-    held = dict(
-        conn.execute("select rule, count(*) from quarantine.stg_postgres__orders group by rule").fetchall()
-    )
+    held = dict(conn.execute("select rule, count(*) from quarantine.stg_postgres__orders group by rule").fetchall())
     assert held == {"orphan_promo": orders}
-    assert conn.execute("select count(*) from staging.stg_postgres__promos where promo_id = %s", promo).fetchone()[0] == 0
+    assert (
+        conn.execute("select count(*) from staging.stg_postgres__promos where promo_id = %s", promo).fetchone()[0] == 0
+    )
     kept = conn.execute("select discount::text from quarantine.stg_postgres__promos where promo_id = %s", promo)
     assert kept.fetchone()[0] == "NaN"  # quarantine keeps the value as the source had it
 
 
 def test_the_clean_real_data_quarantines_nothing(conn):
     run_day(conn, "clean")
-    held = conn.execute(
-        "select table_name from information_schema.tables where table_schema = 'quarantine'"
-    ).fetchall()
+    held = conn.execute("select table_name from information_schema.tables where table_schema = 'quarantine'").fetchall()
     for (table,) in held:
         assert conn.execute(f"select count(*) from quarantine.{table} where run_id = 'clean'").fetchone()[0] == 0

@@ -52,7 +52,8 @@ def _embedded_if_unconfigured() -> object | None:
     if os.environ.get(warehouse.conn_env_var()):
         return None
     server = EmbeddedPostgres(STATE_DIR / "pg")
-    warehouse.use_url(server.url())
+    # Airflow reads connections from the environment: this process's tasks and children use the server.
+    os.environ[warehouse.conn_env_var()] = warehouse.connection_json(server.url())
     print(f"using the embedded PostgreSQL in {server.data_dir} (psql '{server.url()}')")
     return server
 

@@ -34,6 +34,8 @@ class Settings:
     # known at parse time (no connection lookup there), so the warehouse's address for it comes from here.
     asset_authority: str
     asset_database: str
+    # The earliest day a run builds (an earlier one fails at its first task, with an alert); set it earlier
+    # to backfill older history. The DAG itself has no start_date, so Airflow never skips such a run silently.
     start_date: dt.date
     state_dir: Path
     gx_dir: Path
@@ -42,7 +44,9 @@ class Settings:
     alert_channel: str | None
     summary_conn_id: str | None
     summary_channel: str | None
+    retries: int
     retry_delay: dt.timedelta
+    task_timeout: dt.timedelta
     alert_retries: int
     alert_retry_delay: dt.timedelta
     # A run's build schemas outlive the run for debugging; those of runs idle for longer are dropped.
@@ -96,7 +100,9 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
         alert_channel=_text(env, "GREENERY_ALERT_CHANNEL", None),
         summary_conn_id=_text(env, "GREENERY_SUMMARY_CONN_ID", None),
         summary_channel=_text(env, "GREENERY_SUMMARY_CHANNEL", None),
+        retries=_number(env, "GREENERY_RETRIES", "2", int),
         retry_delay=dt.timedelta(seconds=_number(env, "GREENERY_RETRY_DELAY_SECONDS", "60")),
+        task_timeout=dt.timedelta(minutes=_number(env, "GREENERY_TASK_TIMEOUT_MINUTES", "60")),
         alert_retries=_number(env, "GREENERY_ALERT_RETRIES", "3", int),
         alert_retry_delay=dt.timedelta(seconds=_number(env, "GREENERY_ALERT_RETRY_DELAY_SECONDS", "30")),
         build_ttl=dt.timedelta(hours=_number(env, "GREENERY_BUILD_TTL_HOURS", "48")),

@@ -14,16 +14,20 @@ from greenery.wap import Build
 
 
 def interval(context: Any) -> Interval:
-    """The run's day as a UTC [start, end) interval.
+    """The run's day as a UTC [start, end) interval: the UTC day of its logical date.
 
-    Scheduled and backfill runs carry a data interval; a manual run may carry only a logical date
-    or only ``run_after``, and then builds the UTC day that instant falls in.
+    The DAG's timetable is CronDataIntervalTimetable("@daily"): a scheduled or backfill run's logical date is
+    the start of the day it covers (the run starts once that day is over), and a manual run's is the
+    day the user picked. A run without a logical date (asset-triggered) covers its data interval, or the
+    day before ``run_after`` when it has none.
     """
+    instant = context.get("logical_date")
+    if instant is not None:
+        return Interval.for_day(instant.astimezone(dt.UTC).date())
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
     if start is not None and end is not None and end > start:
         return Interval(start.astimezone(dt.UTC), end.astimezone(dt.UTC))
-    instant = context.get("logical_date") or context["dag_run"].run_after
-    return Interval.for_day(instant.astimezone(dt.UTC).date())
+    return Interval.for_day(context["dag_run"].run_after.astimezone(dt.UTC).date() - dt.timedelta(days=1))
 
 
 def build(context: Any) -> Build:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from greenery import config
@@ -75,11 +74,6 @@ def create_database(admin_url: str, name: str, template: str | None = None) -> s
         conn.execute(sql.SQL("create database {}{}").format(sql.Identifier(name), copy))
     parts = urlsplit(admin_url)
     return parts._replace(path=f"/{name}").geturl()
-
-
-def use_url(url: str, conn_id: str | None = None) -> None:
-    """Point the Airflow connection ``conn_id`` at ``url`` for this process and its children."""
-    os.environ[conn_env_var(conn_id or config.get().warehouse_conn_id)] = connection_json(url)
 
 
 def sqlalchemy_url(conn_id: str | None = None) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from greenery import runtime, warehouse
+from airflow.sdk.exceptions import AirflowFailException
+
+from greenery import config, runtime, warehouse
 from greenery.alerts import messages
 from greenery.sources import freshness
 from greenery.tasks.paging import PagedFailure, page
@@ -13,8 +15,18 @@ from greenery.tasks.paging import PagedFailure, page
 log = logging.getLogger(__name__)
 
 
+class BeforeStartDateError(AirflowFailException):
+    """The run's day is before the configured start date: building it would build on no data."""
+
+
 def check(context: Any) -> dict[str, Any]:
     interval = runtime.interval(context)
+    start = config.get().start_date
+    if interval.day < start:
+        raise BeforeStartDateError(
+            f"{interval.day} is before the pipeline's start date {start} (GREENERY_START_DATE): nothing built."
+            " Set GREENERY_START_DATE to that day or earlier to backfill older history."
+        )
     with warehouse.connect() as conn:
         problems = freshness.check(conn, interval)
     if not problems:

@@ -92,14 +92,25 @@ def _days(start: dt.date, end: dt.date | None) -> list[dt.date]:
     return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
 
 
+class UsageError(ValueError):
+    """The command was asked something it cannot do; the message says what to do instead."""
+
+
 def run_days(days: list[dt.date], quiet: bool, full_refresh: bool = False) -> int:
     from greenery.dev import local_airflow
 
+    start = config.get().start_date
+    if days[0] < start:
+        raise UsageError(
+            f"{days[0]} is before the pipeline's start date {start}: its run would build nothing."
+            f" To backfill older history, set GREENERY_START_DATE={days[0]} (or earlier) and run again."
+        )
     local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]), quiet=quiet)
     dag = local_airflow.load_dag()
     for day in days:
         started = time.perf_counter()
         dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag)
+        local_airflow.check_ran(dag, dag_run)
         seconds = time.perf_counter() - started
         print(f"greenery_daily {day}: {dag_run.state} in {seconds:.1f}s")
         if dag_run.state != "success":
@@ -259,11 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as exc:  # one clear line for known failures; the traceback is noise to a user
+        from greenery.dev.local_airflow import RunDidNothingError
         from greenery.materialize.model_sql import ModelBuildError
         from greenery.sources.load import RawLoadError
         from greenery.warehouse import WarehouseUnavailableError
 
-        if isinstance(exc, RawLoadError | ModelBuildError | WarehouseUnavailableError):
+        if isinstance(
+            exc, RawLoadError | ModelBuildError | WarehouseUnavailableError | UsageError | RunDidNothingError
+        ):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -58,5 +58,24 @@ def run_day(day: dt.date, conf: dict | None = None, dag=None):
     return dag.test(logical_date=logical_date, run_conf=conf or {})
 
 
+FINISHED = ("success", "skipped", "failed", "upstream_failed", "removed")
+
+
+class RunDidNothingError(RuntimeError):
+    """``dag.test`` came back without running the DAG's tasks (so its state says nothing about the day)."""
+
+
+def check_ran(dag, dag_run) -> None:
+    """Raise unless every task of ``dag`` has a finished task instance in ``dag_run``."""
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    missing = sorted(set(dag.task_ids) - set(states))
+    unfinished = sorted(t for t, state in states.items() if state not in FINISHED)
+    if missing or unfinished:
+        raise RunDidNothingError(
+            f"run {dag_run.run_id} ended {dag_run.state!r} without running every task"
+            f" (no task instance: {', '.join(missing) or 'none'}; unfinished: {', '.join(unfinished) or 'none'})"
+        )
+
+
 def failed_tasks(dag_run) -> list[str]:
     return sorted(ti.task_id for ti in dag_run.get_task_instances() if ti.state == "failed")

@@ -1,0 +1,123 @@
+"""Every way a run fails pages on-call exactly once, with the cause: through the whole DAG (dag.test), real
+PostgreSQL, and a real local HTTP server standing in for Slack. And no run or command reports success
+for a day it did not build."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import psycopg
+import pytest
+from slack_server import slack_server  # noqa: F401 - fixture
+
+from greenery import warehouse
+from greenery.dev import local_airflow
+
+pytestmark = [pytest.mark.db, pytest.mark.integration]
+
+DAY = dt.date(2021, 2, 12)
+
+
+@pytest.fixture
+def paged(slack_server, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", slack_server.webhook_conn_json())
+    return slack_server
+
+
+def states(dag_run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+def alerts(slack_server) -> list[str]:  # noqa: F811
+    return [json.dumps(r.body) for r in slack_server.webhook_posts()]
+
+
+def test_positive_control_a_model_failure_pages_once(airflow_dag, published_url, paged):
+    """The same harness sees a page when there is one: a model that fails pages with its file and error."""
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("alter table raw.order_items alter column quantity type text")
+        conn.execute("update raw.order_items set quantity = 'two' where ctid = (select min(ctid) from raw.order_items)")
+    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+    assert dag_run.state == "failed" and states(dag_run)["stg_postgres__order_items"] == "failed"
+    [alert] = alerts(paged)
+    assert "stg_postgres__order_items.sql" in alert and "invalid input syntax for type integer" in alert
+
+
+@pytest.mark.parametrize(
+    "connection, cause",
+    [
+        # Nothing listens on port 9 of loopback (discard): the server is down.
+        ({"conn_type": "postgres", "host": "127.0.0.1", "port": 9, "login": "etl", "schema": "greenery"}, "refused"),
+        # A rotated password shows up as an unknown login on the embedded server (it trusts the socket).
+        (None, 'role \\"rotated_user\\" does not exist'),
+    ],
+    ids=["warehouse down", "bad credentials"],
+)
+def test_an_unreachable_warehouse_pages_once_with_the_cause(
+    connection, cause, airflow_dag, pg_admin_url, paged, monkeypatch
+):
+    """Finding 3: check_source_freshness raised before its own alert and the callback skipped that task."""
+    if connection is None:
+        conn = json.loads(warehouse.connection_json(pg_admin_url))
+        connection = {**conn, "login": "rotated_user", "password": "old-secret"}
+    monkeypatch.setenv(warehouse.conn_env_var(), json.dumps(connection))
+    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+    s = states(dag_run)
+    assert dag_run.state == "failed" and s["check_source_freshness"] == "failed", s
+    assert s["prepare_build"] == "upstream_failed"
+    [alert] = alerts(paged)  # exactly one page
+    assert "check_source_freshness" in alert and "cannot connect to the warehouse" in alert and cause in alert
+    assert "old-secret" not in alert
+
+
+def test_a_day_before_the_start_date_fails_and_pages_instead_of_succeeding_empty(airflow_dag, published_url, paged):
+    """Finding 2: a run before the DAG's start date ran no task and ended "success"."""
+    dag_run = local_airflow.run_day(dt.date(2021, 1, 12), dag=airflow_dag)
+    s = states(dag_run)
+    assert dag_run.state == "failed" and s["check_source_freshness"] == "failed", s
+    [alert] = alerts(paged)
+    assert "2021-01-12 is before the pipeline" in alert and "GREENERY_START_DATE" in alert
+
+
+def test_the_cli_refuses_a_day_before_the_start_date(published_url, tmp_path):
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow")}
+    done = subprocess.run(
+        [sys.executable, "-m", "greenery.cli", "run", "--date", "2021-01-12"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "2021-01-12 is before the pipeline's start date 2021-02-10" in done.stderr
+    assert "GREENERY_START_DATE=2021-01-12" in done.stderr
+    assert "success" not in done.stdout and "Traceback" not in done.stderr
+
+
+def test_a_task_killed_by_its_timeout_pages_once(airflow_dag, published_url, paged, monkeypatch):
+    """An Airflow-level failure (execution_timeout) reaches the failure callback and pages."""
+    monkeypatch.setenv("GREENERY_TASK_TIMEOUT_MINUTES", "0.05")  # 3 s
+    monkeypatch.setenv("GREENERY_RETRIES", "0")
+    dag = (
+        local_airflow.load_dag()
+    )  # parsed again (airflow_dag migrated the metadata DB): settings are read at parse time
+    with psycopg.connect(published_url, autocommit=True) as blocker:
+        blocker.execute("begin")
+        # The published event history: only stg_postgres__events reads it (its incremental branch).
+        blocker.execute("lock table staging.stg_postgres__events in access exclusive mode")
+        released = threading.Timer(60, blocker.cancel)  # never leave the test hanging
+        released.start()
+        try:
+            dag_run = local_airflow.run_day(DAY, dag=dag)
+        finally:
+            released.cancel()
+            blocker.execute("rollback")
+    s = states(dag_run)
+    assert dag_run.state == "failed" and s["stg_postgres__events"] == "failed", s
+    [alert] = alerts(paged)
+    assert "stg_postgres__events" in alert and "Timeout" in alert

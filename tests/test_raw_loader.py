@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
+import os
 import shutil
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 
+import psycopg
 import pytest
+from helpers import table_hash
+from psycopg import sql
 
+from greenery import warehouse
 from greenery.sources import load as raw
 
 pytestmark = pytest.mark.db
@@ -85,3 +95,172 @@ def test_an_empty_file_is_reported(db, tmp_path):
     (tmp_path / "users.csv").write_text("")
     with pytest.raises(raw.RawLoadError, match="empty file"):
         raw.load_csv(db, tmp_path / "users.csv", "users")
+
+
+# --- load_dir is all or nothing, and every error names the file and the line -------------------------
+
+RAW_RELATIONS = [f"raw.{t}" for t in REAL_COUNTS]
+
+
+def _raw_state(db) -> dict[str, str | None]:
+    """Content digest of each raw table (None if absent): equal before and after means nothing changed."""
+    return {
+        r: table_hash(db, r) if db.execute("select to_regclass(%s)", (r,)).fetchone()[0] else None
+        for r in RAW_RELATIONS
+    }
+
+
+def _changed_copy(real_greenery, tmp_path):
+    """A copy of the real data whose six non-event tables each lose their last row: a load that replaced
+    any of them would show in its hash."""
+    data = _copy_real(real_greenery, tmp_path)
+    for table in REAL_COUNTS:
+        if table != "events":
+            lines = (data / f"{table}.csv").read_bytes().splitlines(keepends=True)
+            (data / f"{table}.csv").write_bytes(b"".join(lines[:-1]))
+    return data
+
+
+def _rewrite_line(path, number, edit) -> None:
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[number - 1] = edit(lines[number - 1])
+    path.write_bytes(b"".join(lines))
+
+
+def test_a_broken_last_line_of_events_changes_no_raw_table(db, real_greenery, tmp_path):
+    raw.load_dir(db, real_greenery)
+    before = _raw_state(db)
+    data = _changed_copy(real_greenery, tmp_path)
+    # events.csv is loaded last; its last line (3554: header + 3553 rows) gets month 13.
+    _rewrite_line(data / "events.csv", 3554, lambda line: line.replace(b"2021-02-", b"2021-13-", 1))
+    with pytest.raises(raw.RawLoadError) as err:
+        raw.load_dir(db, data)
+    assert _raw_state(db) == before
+    message = str(err.value)
+    assert "events.csv, line 3554" in message and "column created_at" in message, message
+    assert "nothing was changed" in message, message
+    assert db.execute("select count(*) from pg_namespace where nspname like 'raw%'").fetchone()[0] == 1
+    # Fixed, the same copy loads, and its counts are the rows of the files.
+    _rewrite_line(data / "events.csv", 3554, lambda line: line.replace(b"2021-13-", b"2021-02-", 1))
+    assert raw.load_dir(db, data) == {t: n - (t != "events") for t, n in REAL_COUNTS.items()}
+
+
+def test_a_failed_first_load_creates_no_raw_table(db, real_greenery, tmp_path):
+    data = _copy_real(real_greenery, tmp_path)
+    _rewrite_line(data / "events.csv", 3554, lambda line: line.replace(b"2021-02-", b"2021-13-", 1))
+    with pytest.raises(raw.RawLoadError) as err:
+        raw.load_dir(db, data)
+    assert set(_raw_state(db).values()) == {None}  # not even the six tables before events
+    assert "nothing was changed" in str(err.value)
+
+
+def test_a_latin1_byte_names_file_line_and_changes_nothing(db, real_greenery, tmp_path):
+    raw.load_dir(db, real_greenery)
+    before = _raw_state(db)
+    data = _changed_copy(real_greenery, tmp_path)
+    # "Ren\xe9e": é as Latin-1 writes it, one byte that is not UTF-8, in column 2 (first_name) of line 2.
+    _rewrite_line(data / "users.csv", 2, lambda line: line.replace(b",", b",Ren\xe9e ", 1))
+    with pytest.raises(raw.RawLoadError) as err:
+        raw.load_dir(db, data)
+    message = str(err.value)
+    assert "users.csv, line 2" in message and "(byte 0xe9, character " in message, message
+    assert "not valid UTF-8" in message and "nothing was changed" in message, message
+    assert _raw_state(db) == before
+
+
+def test_the_cli_reports_a_load_error_in_one_line_and_exits_2(db, warehouse_url, real_greenery, tmp_path):
+    raw.load_dir(db, real_greenery)
+    before = _raw_state(db)
+    data = _changed_copy(real_greenery, tmp_path)
+    _rewrite_line(data / "users.csv", 2, lambda line: line.replace(b",", b",Ren\xe9e ", 1))
+    greenery = Path(sys.executable).with_name("greenery")
+    # warehouse_url put AIRFLOW_CONN_GREENERY_WAREHOUSE (this test's database) into the environment.
+    done = subprocess.run([str(greenery), "load-raw", str(data)], capture_output=True, text=True, env=os.environ)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "users.csv, line 2" in errors[0] and "not valid UTF-8" in errors[0], errors[0]
+    assert _raw_state(db) == before
+
+
+def test_a_malformed_csv_names_file_and_line(db, real_greenery, tmp_path):
+    data = _copy_real(real_greenery, tmp_path)
+    # A quote opened in line 3 that never closes: csv reads to the end of the file for its end.
+    _rewrite_line(data / "products.csv", 3, lambda line: line.replace(b",", b',"', 1))
+    with pytest.raises(raw.RawLoadError) as err:
+        raw.load_dir(db, data)
+    message = str(err.value)
+    assert "products.csv, line 3" in message and "malformed CSV" in message, message
+    assert "nothing was changed" in message, message
+
+
+def test_a_row_with_the_wrong_number_of_fields_names_file_and_line(db, real_greenery, tmp_path):
+    data = _copy_real(real_greenery, tmp_path)
+    _rewrite_line(data / "orders.csv", 10, lambda line: line.rstrip(b"\r\n") + b",extra\n")
+    with pytest.raises(raw.RawLoadError) as err:
+        raw.load_dir(db, data)
+    message = str(err.value)
+    assert "orders.csv, line 10" in message and "14 fields, expected 13" in message, message
+    assert "nothing was changed" in message, message
+
+
+def _set_field(path, number, column, value) -> str:
+    """Set one field of line ``number`` (a one-line record), keeping the line's ending; return the row's key."""
+    with path.open(newline="") as handle:
+        lines = handle.read().splitlines(keepends=True)
+    ending = lines[number - 1][len(lines[number - 1].rstrip("\r\n")) :]
+    fields = next(csv.reader([lines[number - 1]]))
+    fields[column] = value
+    out = io.StringIO()
+    csv.writer(out, lineterminator=ending).writerow(fields)
+    lines[number - 1] = out.getvalue()
+    with path.open("w", newline="") as handle:
+        handle.write("".join(lines))
+    return fields[0]
+
+
+def test_lines_are_counted_in_the_file_across_quoted_newlines(db, real_greenery, tmp_path):
+    data = _copy_real(real_greenery, tmp_path)
+    # Line 2 gets a first name spanning two lines, so the fifth record starts on line 7, not 6.
+    _set_field(data / "users.csv", 2, 1, "Ann\nMarie")
+    good = next(csv.reader([(data / "users.csv").read_text().splitlines()[6]]))[5]
+    _set_field(data / "users.csv", 7, 5, "not a time")
+    with pytest.raises(raw.RawLoadError, match=r"users\.csv, line 7, column created_at"):
+        raw.load_dir(db, data)
+    _set_field(data / "users.csv", 7, 5, good)
+    raw.load_dir(db, data)
+    names = db.execute("select first_name from raw.users where first_name like 'Ann%Marie'").fetchall()
+    assert names == [("Ann\nMarie",)]
+
+
+def test_a_200_kib_field_loads(db, real_greenery, tmp_path):
+    data = _copy_real(real_greenery, tmp_path)
+    address_id = _set_field(data / "addresses.csv", 2, 1, "x" * (200 * 1024))
+    assert raw.load_dir(db, data)["addresses"] == 150
+    length = db.execute("select length(address) from raw.addresses where address_id = %s", (address_id,)).fetchone()
+    assert length == (200 * 1024,)
+
+
+NAIVE_USER = {"user_id": "u1", "created_at": "2021-02-10 12:00:00", "updated_at": "2021-02-10T12:00:00"}
+
+
+def test_naive_timestamps_are_utc_whatever_the_database_time_zone(pg_admin_url, tmp_path):
+    csv_file = tmp_path / "users.csv"
+    header = ",".join(raw.RAW_TABLES["users"])
+    csv_file.write_text(f"{header}\nu1,,,,,2021-02-10 12:00:00,2021-02-10T12:00:00,\n")
+    noon_utc = dt.datetime(2021, 2, 10, 12, tzinfo=dt.UTC)
+    stored = {}
+    for zone in ("UTC", "America/New_York"):
+        url = warehouse.create_database(pg_admin_url, f"greenery_test_{os.getpid()}_tz_{zone[:3].lower()}")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("alter database {} set timezone = {}").format(sql.Identifier(conn.info.dbname), zone))
+        with psycopg.connect(url, autocommit=True) as conn:  # the new default applies to new sessions
+            assert conn.execute("show timezone").fetchone()[0] == zone
+            raw.load_csv(conn, csv_file, "users")
+            from_csv = conn.execute("select created_at, updated_at from raw.users").fetchone()
+            raw.load_rows(conn, "users", [NAIVE_USER])
+            from_rows = conn.execute("select created_at, updated_at from raw.users").fetchone()
+            assert conn.execute("show timezone").fetchone()[0] == zone  # the load's UTC did not leak
+        stored[zone] = (from_csv, from_rows)
+        assert from_csv == from_rows == (noon_utc, noon_utc), zone
+    assert stored["UTC"] == stored["America/New_York"]

@@ -1,17 +1,20 @@
 """Loading the raw Greenery tables from CSV files (``greenery load-raw``) or from rows (tests).
 
-Loading one table happens in one transaction (drop, create, COPY), so a bad file leaves the table
-that was there before untouched, and the error names the file, the line and the column.
+A load replaces its tables in one transaction: any error leaves every raw table as it was, and names
+the file, the line and (when known) the column. Timestamps without a zone are read as UTC.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 
 from greenery import config
@@ -19,28 +22,66 @@ from greenery.sources.schema import RAW_INDEXES, RAW_TABLES
 
 log = logging.getLogger(__name__)
 
+# PostgreSQL's largest text value; csv's default (128 KiB) would refuse a long field the column accepts.
+csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+
 
 class RawLoadError(RuntimeError):
     """A CSV file does not fit its raw table; nothing was changed."""
 
 
-def _replace_table(cur, schema: str, table: str) -> sql.Composed:
-    columns = RAW_TABLES[table]
-    ident = sql.Identifier(schema, table)
-    cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
-    cur.execute(sql.SQL("drop table if exists {}").format(ident))
-    cur.execute(
-        sql.SQL("create table {} ({})").format(
-            ident,
-            sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns.items()),
-        )
-    )
-    return sql.SQL("copy {} ({}) from stdin").format(ident, sql.SQL(", ").join(map(sql.Identifier, columns)))
+def _error(where: object, what: str) -> RawLoadError:
+    return RawLoadError(f"{where}: {what}; nothing was changed")
 
 
-def _create_indexes(cur, schema: str, table: str) -> None:
-    for column in RAW_INDEXES.get(table, ()):
-        cur.execute(sql.SQL("create index on {} ({})").format(sql.Identifier(schema, table), sql.Identifier(column)))
+def _replace_tables(conn, schema: str | None, fills: Mapping[str, Callable]) -> dict[str, int]:
+    """Fill each table's new version with ``fills[table](cur, copy_statement)``, then swap them all in.
+
+    One transaction, so a failure anywhere replaces nothing. The tables are filled in a side schema and moved
+    into ``schema`` at the end: in place, raw.* would be locked for all the COPYs, not just for the swap."""
+    schema = schema or config.get().raw_schema
+    side = f"{schema}__loading"  # never committed: invisible to others; a second load waits for this one
+    counts = {}
+    with conn.transaction(), conn.cursor() as cur:
+        # A timestamp without a zone means UTC, whatever the database's TimeZone (`local`: this transaction).
+        cur.execute("set local time zone 'UTC'")
+        cur.execute(sql.SQL("create schema {}").format(sql.Identifier(side)))
+        for table, fill in fills.items():
+            columns = RAW_TABLES[table]
+            ident = sql.Identifier(side, table)
+            typed = (sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns.items())
+            cur.execute(sql.SQL("create table {} ({})").format(ident, sql.SQL(", ").join(typed)))
+            names = sql.SQL(", ").join(map(sql.Identifier, columns))
+            counts[table] = fill(cur, sql.SQL("copy {} ({}) from stdin").format(ident, names))
+            for column in RAW_INDEXES.get(table, ()):
+                cur.execute(sql.SQL("create index on {} ({})").format(ident, sql.Identifier(column)))
+        try:
+            target = sql.Identifier(schema)
+            cur.execute(sql.SQL("create schema if not exists {}").format(target))
+            for table in fills:
+                cur.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(schema, table)))
+                cur.execute(sql.SQL("alter table {} set schema {}").format(sql.Identifier(side, table), target))
+            cur.execute(sql.SQL("drop schema {}").format(sql.Identifier(side)))
+        except psycopg.Error as exc:  # e.g. a view of someone's depends on a raw table
+            detail = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
+            raise _error(f"replacing the tables of {schema}", f"{exc.diag.message_primary or exc}{detail}") from exc
+    return counts
+
+
+class _Lines:
+    """The file line where each data row starts, for COPY's "line N" (which counts rows sent). Quoted
+    newlines and blank lines shift the two apart; only the shifts are kept, so one-line rows cost nothing."""
+
+    def __init__(self) -> None:
+        self.rows, self.shifts = [0], [1]  # file line = row + shift, from each listed row on
+
+    def note(self, row: int, line: int) -> None:
+        if line - row != self.shifts[-1]:
+            self.rows.append(row)
+            self.shifts.append(line - row)
+
+    def of(self, row: int) -> int:
+        return row + self.shifts[bisect.bisect_right(self.rows, row) - 1]
 
 
 def _check_header(path: Path, table: str, header: list[str]) -> None:
@@ -49,75 +90,109 @@ def _check_header(path: Path, table: str, header: list[str]) -> None:
         return
     missing = [c for c in expected if c not in header]
     extra = [c for c in header if c not in expected]
-    raise RawLoadError(
-        f"{path}: header does not match raw.{table}: missing {missing or 'none'}, unexpected {extra or 'none'}"
-        + ("" if missing or extra else f"; columns must be in the order {expected}")
+    raise _error(
+        f"{path}, line 1",
+        f"header does not match raw.{table}: missing {missing or 'none'}, unexpected {extra or 'none'}"
+        + ("" if missing or extra else f"; columns must be in the order {expected}"),
     )
 
 
-def _copy_error(exc: Exception, path: Path) -> RawLoadError:
+def _copy_error(exc: psycopg.Error, path: Path, lines: _Lines) -> RawLoadError:
     """Translate PostgreSQL's "COPY t, line N, column c" (N counts data rows) into the file's line."""
-    diag = getattr(exc, "diag", None)
-    message = getattr(diag, "message_primary", None) or str(exc)
-    context = getattr(diag, "context", None) or ""
-    found = re.search(r"line (\d+)(?:, column (\w+))?", context)
+    message = exc.diag.message_primary or str(exc)
+    found = re.search(r"line (\d+)(?:, column (\w+))?", exc.diag.context or "")
     if not found:
-        return RawLoadError(f"{path}: {message}")
-    row, column = int(found.group(1)), found.group(2)
-    where = f"{path}, line {row + 1} (data row {row})" + (f", column {column}" if column else "")
-    return RawLoadError(f"{where}: {message}")
+        return _error(path, message)
+    column = found.group(2)
+    return _error(f"{path}, line {lines.of(int(found.group(1)))}" + (f", column {column}" if column else ""), message)
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> RawLoadError:
+    """Find the first byte that is not UTF-8 by line: the decoder only knows its offset in a buffer."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):  # a \n byte is never part of a UTF-8 sequence
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                column = len(line[: bad.start].decode("utf-8")) + 1
+                where = f"{path}, line {number} (byte 0x{line[bad.start]:02x}, character {column})"
+                return _error(where, "not valid UTF-8 (save the file as UTF-8)")
+    return _error(path, f"not valid UTF-8 ({exc.reason})")
+
+
+def _records(reader, path: Path, width: int) -> Iterator[tuple[int, list[str]]]:
+    """(line where it starts, fields) of each record after the header; blank lines carry no data."""
+    while True:
+        start = reader.line_num + 1  # a record may span lines (quoted newlines)
+        try:
+            row = next(reader, None)
+        except csv.Error as exc:
+            runs_on = f" (it runs to line {reader.line_num}: a quote left open?)" if reader.line_num > start else ""
+            raise _error(f"{path}, line {start}", f"malformed CSV: {exc}{runs_on}") from None
+        if row is None:
+            return
+        if row and len(row) != width:
+            raise _error(f"{path}, line {start}", f"{len(row)} fields, expected {width} (one per header column)")
+        if row:
+            yield start, row
+
+
+def _copy_csv(path: Path, table: str, cur, copy_statement) -> int:
+    """COPY the CSV at ``path`` (a fill for :func:`_replace_tables`); return its row count."""
+    lines, count = _Lines(), 0
+    try:
+        # newline=None folds CRLF and LF alike (the Greenery files mix them); utf-8-sig drops a BOM.
+        with path.open(newline=None, encoding="utf-8-sig") as handle:
+            # strict: a quote that never closes is an error, not the rest of the file in one field.
+            reader = csv.reader(handle, strict=True)
+            header = next(reader, None)
+            if header is None:
+                raise _error(path, "empty file, expected a header row")
+            _check_header(path, table, [h.strip() for h in header])
+            with cur.copy(copy_statement) as copy:
+                for start, row in _records(reader, path, len(RAW_TABLES[table])):
+                    count += 1
+                    lines.note(count, start)
+                    try:  # Greenery CSVs write NULL as an empty field.
+                        copy.write_row([value if value != "" else None for value in row])
+                    except psycopg.DataError as exc:  # psycopg's own check of a value (a NUL byte), not the server's
+                        raise _error(f"{path}, line {start}", str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    except psycopg.Error as exc:
+        raise _copy_error(exc, path, lines) from exc
+    log.info("loaded %s: %d rows from %s", table, count, path)
+    return count
 
 
 def load_csv(conn, path: Path, table: str, schema: str | None = None) -> int:
     """Replace ``schema.table`` with the rows of the CSV at ``path``; return the row count."""
-    schema = schema or config.get().raw_schema
-    path = Path(path)
-    # newline=None folds CRLF and LF alike: the Greenery files mix them.
-    with path.open(newline=None, encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise RawLoadError(f"{path}: empty file, expected a header row") from None
-        _check_header(path, table, [h.strip() for h in header])
-        try:
-            with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(_replace_table(cur, schema, table)) as copy:
-                    for row in reader:
-                        # Greenery CSVs write NULL as an empty field.
-                        copy.write_row([value if value != "" else None for value in row])
-                _create_indexes(cur, schema, table)
-                cur.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, table)))
-                count = cur.fetchone()[0]
-        except RawLoadError:
-            raise
-        except Exception as exc:
-            raise _copy_error(exc, path) from exc
-    log.info("loaded %s.%s: %d rows from %s", schema, table, count, path)
-    return count
+    return _replace_tables(conn, schema, {table: partial(_copy_csv, Path(path), table)})[table]
 
 
 def load_dir(conn, directory: Path, schema: str | None = None) -> dict[str, int]:
-    """Load the seven Greenery CSVs of ``directory`` into the raw schema."""
+    """Replace the seven raw tables with the Greenery CSVs of ``directory``, all or nothing; return row counts."""
     directory = Path(directory)
     missing = [t for t in RAW_TABLES if not (directory / f"{t}.csv").is_file()]
     if missing:
-        raise RawLoadError(f"{directory}: missing {', '.join(f'{t}.csv' for t in missing)}")
-    return {table: load_csv(conn, directory / f"{table}.csv", table, schema) for table in RAW_TABLES}
+        raise _error(directory, f"missing {', '.join(f'{t}.csv' for t in missing)}")
+    fills = {table: partial(_copy_csv, directory / f"{table}.csv", table) for table in RAW_TABLES}
+    return _replace_tables(conn, schema, fills)
 
 
 def load_rows(conn, table: str, rows: Iterable[Mapping[str, object]], schema: str | None = None) -> int:
-    """Replace a raw table with in-memory rows (absent keys are NULL); used by tests and fixtures."""
-    schema = schema or config.get().raw_schema
+    """Replace a raw table with in-memory rows (absent keys are NULL), as a CSV load would; for tests."""
     columns = list(RAW_TABLES[table])
-    count = 0
-    with conn.transaction(), conn.cursor() as cur:
-        with cur.copy(_replace_table(cur, schema, table)) as copy:
+
+    def fill(cur, copy_statement) -> int:
+        count = 0
+        with cur.copy(copy_statement) as copy:
             for row in rows:
                 unknown = set(row) - set(columns)
                 if unknown:
-                    raise RawLoadError(f"raw.{table} has no column(s) {sorted(unknown)}")
+                    raise _error(f"raw.{table}", f"no column(s) {sorted(unknown)}")
                 copy.write_row([row.get(c) for c in columns])
                 count += 1
-        _create_indexes(cur, schema, table)
-    return count
+        return count
+
+    return _replace_tables(conn, schema, {table: fill})[table]

@@ -1,0 +1,153 @@
+"""Concurrent runs on one warehouse, as the README promises them, on the real Greenery data.
+
+Two runs at once (two days; or a scheduled and a manual run of the same day) must both publish their
+work, never drop the other's build schemas, never deadlock, and end with the tables that running them
+one after the other gives. GREENERY_STRESS_LOOPS (default 2) repeats the races; the closing note of
+issue 11 quotes a run with 20.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+
+import psycopg
+import pytest
+from helpers import table_hash
+from psycopg import sql
+
+from greenery import wap, warehouse
+from greenery.project import models
+
+pytestmark = pytest.mark.db
+
+MODELS = models.discover()
+PUBLISHED = [m.relation for m in MODELS.values()]
+LOOPS = int(os.environ.get("GREENERY_STRESS_LOOPS", "2"))
+DAY1, DAY2 = dt.date(2021, 2, 11), dt.date(2021, 2, 12)
+
+
+def hashes(conn) -> dict[str, str]:
+    return {r: table_hash(conn, r) for r in PUBLISHED}
+
+
+def one_run(url: str, run_id: str, day: dt.date, barrier: threading.Barrier, errors: list) -> None:
+    """What the DAG does for a run, minus Airflow: prepare, build, read every built table (validate), publish."""
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            run = wap.Build(run_id, day)
+            barrier.wait(30)
+            wap.prepare(conn, run)
+            wap.build_models(conn, MODELS, run)
+            for name in wap.built_models(conn, MODELS, run):  # what validate reads: fails if the schema went
+                built = wap.built_delta(conn, MODELS[name], run) or f"{run.schema(MODELS[name].layer)}.{name}"
+                conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(*built.split("."))))
+            published = wap.publish(conn, MODELS, run)
+            assert len(published) == len(MODELS), published
+    except Exception as exc:
+        errors.append(exc)
+
+
+def race(url: str, runs: list[tuple[str, dt.date]]) -> list[Exception]:
+    errors: list[Exception] = []
+    barrier = threading.Barrier(len(runs))
+    threads = [threading.Thread(target=one_run, args=(url, rid, day, barrier, errors)) for rid, day in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not any(t.is_alive() for t in threads), "a run hung (deadlock between runs?)"
+    return errors
+
+
+@pytest.fixture
+def sequential(pg_admin_url, published_template):
+    """The tables after the runs of 2021-02-11 and 2021-02-12 one after the other (plus the template's run)."""
+    url = warehouse.create_database(pg_admin_url, f"greenery_sequential_{os.getpid()}", template=published_template)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for day in (DAY1, DAY2):
+            run = wap.Build(f"sequential-{day}", day)
+            wap.prepare(conn, run)
+            wap.build_models(conn, MODELS, run)
+            wap.publish(conn, MODELS, run)
+        return hashes(conn)
+
+
+@pytest.mark.parametrize("attempt", range(LOOPS))
+def test_two_days_at_once_both_publish_their_day(attempt, pg_admin_url, published_template, sequential):
+    """Finding 1: one run's cleanup dropped the other's live schemas; it then 'published 0 tables'."""
+    url = warehouse.create_database(pg_admin_url, f"greenery_race_{os.getpid()}_{attempt}", template=published_template)
+    errors = race(url, [(f"race-{attempt}-a", DAY1), (f"race-{attempt}-b", DAY2)])
+    assert errors == []
+    with psycopg.connect(url, autocommit=True) as conn:
+        days = [r[0] for r in conn.execute("select as_of_date from marts.metrics_daily order by 1")]
+        assert days == [DAY1, DAY2]
+        logged = conn.execute(
+            "select run_id, cardinality(tables) from greenery_audit.publish_log where run_id like 'race-%'"
+        ).fetchall()
+        assert sorted(logged) == [(f"race-{attempt}-a", len(MODELS)), (f"race-{attempt}-b", len(MODELS))]
+        assert hashes(conn) == sequential
+
+
+@pytest.mark.parametrize("attempt", range(LOOPS))
+def test_a_scheduled_and_a_manual_run_of_the_same_day_at_once(attempt, pg_admin_url, published_template):
+    url = warehouse.create_database(pg_admin_url, f"greenery_same_{os.getpid()}_{attempt}", template=published_template)
+    with psycopg.connect(url, autocommit=True) as conn:
+        before = hashes(conn)  # the template's published run of the same day, same raw data
+    errors = race(url, [(f"scheduled__{attempt}", DAY2), (f"manual__{attempt}", DAY2)])
+    assert errors == []
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert hashes(conn) == before
+        n = conn.execute("select count(*) from greenery_audit.publish_log where cardinality(tables) > 0").fetchone()[0]
+        assert n == 3  # the template's run and both of these
+
+
+def test_a_publish_never_drops_another_runs_live_build(published_url):
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        live, other = wap.Build("live", DAY1), wap.Build("other", DAY2)
+        wap.prepare(conn, live)
+        wap.build_models(conn, MODELS, live, only=["stg_postgres__users", "stg_postgres__addresses"])
+        wap.prepare(conn, other)
+        wap.build_models(conn, MODELS, other)
+        wap.publish(conn, MODELS, other)  # drops finished builds: not the live one
+        assert set(wap.built_models(conn, MODELS, live)) == {"stg_postgres__users", "stg_postgres__addresses"}
+        wap.build_models(conn, MODELS, live)
+        assert len(wap.publish(conn, MODELS, live)) == len(MODELS)
+
+
+def test_publishing_nothing_or_a_lost_build_is_an_error_that_changes_nothing(published_url):
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        before = hashes(conn)
+        run = wap.Build("empty", DAY2)
+        wap.prepare(conn, run)
+        with pytest.raises(wap.PublishError, match="nothing to publish"):
+            wap.publish(conn, MODELS, run)
+        wap.build_models(conn, MODELS, run)
+        conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(run.schema("marts"))))
+        with pytest.raises(wap.PublishError, match="no longer holds them"):
+            wap.publish(conn, MODELS, run)
+        assert hashes(conn) == before
+        logged = conn.execute("select count(*) from greenery_audit.publish_log where run_id = 'empty'").fetchone()
+        assert logged[0] == 0
+
+
+@pytest.mark.integration
+def test_two_greenery_run_commands_at_once_both_publish_their_day(published_url, tmp_path):
+    """The finding as reported: two `greenery run` at once (separate Airflow homes, one warehouse)."""
+    procs = []
+    for day in (DAY1, DAY2):
+        env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / f"airflow-{day}"), "GREENERY_ALERT_CONN_ID": "none"}
+        cmd = [sys.executable, "-m", "greenery.cli", "run", "--date", day.isoformat(), "--quiet"]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        days = [r[0] for r in conn.execute("select as_of_date from marts.metrics_daily order by 1")]
+        assert days == [DAY1, DAY2]
+        published = conn.execute(
+            "select cardinality(tables) from greenery_audit.publish_log where run_id like 'manual__%'"
+        ).fetchall()
+        assert [n for (n,) in published] == [len(MODELS), len(MODELS)]

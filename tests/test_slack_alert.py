@@ -200,6 +200,34 @@ def test_warning_only_alert_uses_the_warning_header():
     assert "Task log" not in visible(payload)  # no log link when none is given
 
 
+@pytest.mark.parametrize(
+    "changes, header",
+    [
+        ({}, "🔴 greenery_daily: data checks failed"),
+        (
+            {"blocking": False, "failed_critical": 0, "failures": [], "failed_warning": 0, "quarantined": {"m": 3}},
+            "🟡 greenery_daily: 3 rows quarantined",
+        ),
+        (
+            {"blocking": False, "failed_critical": 0, "failed_warning": 1, "quarantined": {"m": 2, "n": 1}},
+            "🟡 greenery_daily: data check warnings and 3 rows quarantined",
+        ),
+        (
+            {"blocking": False, "failed_critical": 0, "failures": [], "failed_warning": 0, "quarantined": {}},
+            "🟢 greenery_daily: all data checks passed",
+        ),
+    ],
+    ids=["critical", "quarantine only", "warnings and quarantine", "nothing"],
+)
+def test_the_header_names_the_worst_thing_in_the_alert(changes, header):
+    """Finding 7: an alert that only reported quarantined rows was headed "all data checks passed"."""
+    base = summary()
+    if "failures" not in changes and changes:
+        changes = {**changes, "failures": [{**f, "severity": "warning"} for f in base["failures"]]}
+    payload = build_alert({**base, **changes}, log_url=None, docs_url=None)
+    assert payload["blocks"][0]["text"]["text"] == header
+
+
 def test_links_only_when_given_and_docs_argument_wins():
     payload = build_alert(summary(data_docs_url=None), log_url=None, docs_url="https://docs.example.com/gx/index.html")
     body = visible(payload)

@@ -144,10 +144,16 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None, docs_url: st
     blocking = bool(summary.get("blocking", n_critical > 0 or any(_severity(f) == "critical" for f in failures)))
     docs_url = docs_url or summary.get("data_docs_url")
 
+    # The header names the worst thing in the message.
+    held_back = sum(as_int(n) for n in (summary.get("quarantined") or {}).values())
     if blocking:
         title = f"🔴 {redact(dag_id_raw)}: data checks failed"
+    elif (failures or n_warning) and held_back:
+        title = f"🟡 {redact(dag_id_raw)}: data check warnings and {held_back:,} rows quarantined"
     elif failures or n_warning:
         title = f"🟡 {redact(dag_id_raw)}: data check warnings"
+    elif held_back:
+        title = f"🟡 {redact(dag_id_raw)}: {held_back:,} rows quarantined"
     else:
         title = f"🟢 {redact(dag_id_raw)}: all data checks passed"
 

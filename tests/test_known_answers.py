@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import known_data as k
 import psycopg
+import psycopg.types.json
 import pytest
 from helpers import duplicate_keys, rows, table_hash
 
@@ -181,3 +182,21 @@ def test_replayed_and_conflicting_events_are_told_apart(warehouse_url):
         kept = {r[0] for r in conn.execute("select event_id from staging.stg_postgres__events")}
         assert replay["event_id"] in kept and conflict["event_id"] not in kept
         assert len(kept) == len(k.RAW["events"]) - 1
+
+
+def test_a_session_with_two_checkouts_takes_both_order_and_time_from_the_first(warehouse_url):
+    """Issue 15: min(order_id) and min(created_at) could come from two different checkouts."""
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        k.load(conn)
+        # S2 checks out O2 at 10:40; a second checkout at 10:45 of O1, whose id sorts before O2's.
+        second = {**k.RAW["events"][9], "event_id": k.uid(6, 99), "created_at": "2021-02-12T10:45:00Z"}
+        second["order_id"] = k.O1
+        conn.execute(
+            "insert into raw.events select * from json_populate_record(null::raw.events, %s::json)",
+            (psycopg.types.json.Json(second),),
+        )
+        build.build_all(conn, models.discover(), render.Interval.for_day(D))
+        session = rows(conn, "select * from intermediate.int_user_sessions where session_id = %s", (k.S2,))[0]
+    assert session["checkouts"] == 2
+    assert session["order_id"] == k.O2
+    assert session["first_checkout_at"] == dt.datetime(2021, 2, 12, 10, 40, tzinfo=dt.UTC)

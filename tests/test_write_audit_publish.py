@@ -237,3 +237,52 @@ def test_a_backfill_through_airflow_equals_days_run_one_by_one(loaded, airflow_d
         for day in reversed(DAYS):
             run_day(conn, day)
         assert hashes(conn) == backfilled
+
+
+def quarantine_hashes(conn) -> dict[str, str]:
+    names = conn.execute("select table_name from information_schema.tables where table_schema = 'quarantine'")
+    return {f"quarantine.{n}": table_hash(conn, f"quarantine.{n}") for (n,) in names.fetchall()}
+
+
+def test_building_a_run_that_is_never_published_leaves_quarantine_untouched(published_url):
+    """Issue 15: quarantine was written during the build, so a blocked run replaced that day's rows."""
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        before = quarantine_hashes(conn)
+        conn.execute(
+            "update raw.products set price = 'NaN' where product_id = (select min(product_id) from raw.products)"
+        )
+        run = wap.Build("blocked-later", DAYS[-1])
+        wap.prepare(conn, run)
+        wap.build_models(conn, MODELS, run)  # validate would block it: publish never runs
+        assert quarantine_hashes(conn) == before
+        held = conn.execute(f"select rule from {run.schema('quarantine')}.stg_postgres__products").fetchall()
+        assert held == [("non_finite_number",)]  # held in the run's own schema until its publish
+        wap.publish(conn, MODELS, run)
+        assert quarantine_hashes(conn) != before
+
+
+def test_a_rerun_with_the_clock_moved_gives_identical_tables(published_url):
+    """Issue 15: rules used now(), so rerunning an old run later could give other tables."""
+    clock = dt.datetime(2021, 2, 13, 6, tzinfo=dt.UTC)
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        late = conn.execute("select event_id from raw.events order by created_at desc limit 1").fetchone()[0]
+        conn.execute("update raw.events set created_at = %s where event_id = %s", (clock + dt.timedelta(hours=2), late))
+        run = wap.Build("the-run", DAYS[-1])
+        assert wap.prepare(conn, run, run_time=clock) == clock
+        wap.build_models(conn, MODELS, run)
+        wap.publish(conn, MODELS, run)
+        first = {**hashes(conn), **quarantine_hashes(conn)}
+        held = conn.execute("select rule from quarantine.stg_postgres__events where event_id = %s", (late,))
+        assert held.fetchall() == [("future_timestamp",)]
+        # A year later the same run is cleared and runs again: it keeps its clock, and its tables.
+        assert wap.prepare(conn, run, run_time=clock + dt.timedelta(days=365)) == clock
+        wap.build_models(conn, MODELS, run)
+        wap.publish(conn, MODELS, run)
+        assert {**hashes(conn), **quarantine_hashes(conn)} == first
+        # A new run a year later has a later clock: the event is no longer in its future.
+        later = wap.Build("a-new-run", DAYS[-1])
+        wap.prepare(conn, later, run_time=clock + dt.timedelta(days=365))
+        wap.build_models(conn, MODELS, later)
+        wap.publish(conn, MODELS, later)
+        kept = conn.execute("select count(*) from staging.stg_postgres__events where event_id = %s", (late,))
+        assert kept.fetchone()[0] == 1

@@ -1,0 +1,109 @@
+"""Root causes: fold the failures that are one problem propagated through ``ref()``s into one entry.
+
+A duplicated order fails ``expect_column_values_to_be_unique(order_id)`` in ``stg_postgres__orders``,
+then again in ``int_orders`` and ``fact_orders``, which inherit the column. On-call should read one
+entry: the most upstream failure, named by its published table and its raw source, with the
+downstream repeats folded in ("also fails in ...") and each distinct sample key once, with how many
+times it was seen.
+
+Two failures are the same problem when they have the same expectation type on the same column, the
+later model reads the earlier one (transitively), and their sample keys overlap (or one of them has
+none). Works on the plain dicts of the validation summary, so the alert, the log and the Data quality
+view share it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from greenery import config
+from greenery.project.models import Model
+
+_SEVERITY_RANK = {"critical": 0, "warning": 1}
+
+
+def ancestors(models: Mapping[str, Model]) -> dict[str, set[str]]:
+    """Every model's transitive refs (``models`` is in dependency order)."""
+    found: dict[str, set[str]] = {}
+    for name, model in models.items():
+        found[name] = set()
+        for ref in model.refs:
+            found[name] |= {ref} | found.get(ref, set())
+    return found
+
+
+def raw_sources(models: Mapping[str, Model], name: str, ancestry: Mapping[str, set[str]]) -> list[str]:
+    """The raw tables a model reads, itself or through its refs (``raw.orders``...)."""
+    raw = config.get().raw_schema
+    direct = set(models[name].sources)
+    if not direct:
+        for ref in ancestry[name]:
+            direct |= set(models[ref].sources)
+    return [f"{raw}.{table}" for table in sorted(direct)]
+
+
+def distinct_keys(keys: Iterable[Any]) -> list[dict[str, Any]]:
+    """Each sample key once, with the number of times it was seen (a duplicated key shows up per row)."""
+    counts = Counter(str(k) for k in keys)
+    return [{"key": key, "count": n} for key, n in counts.items()]
+
+
+def _signature(failure: Mapping[str, Any]) -> tuple:
+    return (failure.get("expectation"), failure.get("column"))
+
+
+def _overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    keys_a, keys_b = set(map(str, a.get("sample_keys") or [])), set(map(str, b.get("sample_keys") or []))
+    return not keys_a or not keys_b or bool(keys_a & keys_b)
+
+
+def group(failures: Iterable[Mapping[str, Any]], models: Mapping[str, Model]) -> list[dict[str, Any]]:
+    """Root-cause entries, most severe first and upstream before downstream."""
+    ancestry = ancestors(models)
+    order = {name: i for i, name in enumerate(models)}
+    ranked = sorted(
+        failures, key=lambda f: (order.get(f.get("suite"), len(order)), _SEVERITY_RANK.get(f.get("severity"), 2))
+    )
+    roots: list[dict[str, Any]] = []
+    for failure in ranked:
+        suite = failure.get("suite")
+        home = next(
+            (
+                root
+                for root in roots
+                if _signature(root["failure"]) == _signature(failure)
+                and root["model"] in ancestry.get(suite, set())
+                and _overlap(root["failure"], failure)
+            ),
+            None,
+        )
+        if home is not None:
+            home["members"].append(failure)
+            continue
+        roots.append({"model": suite, "failure": failure, "members": []})
+    entries = [_entry(root, models, ancestry) for root in roots]
+    entries.sort(key=lambda e: (_SEVERITY_RANK.get(e["severity"], 2), order.get(e["model"], len(order))))
+    return entries
+
+
+def _entry(root: Mapping[str, Any], models: Mapping[str, Model], ancestry) -> dict[str, Any]:
+    failure, members, name = root["failure"], root["members"], root["model"]
+    model = models.get(name)
+    severities = [failure.get("severity")] + [m.get("severity") for m in members]
+    severity = min(severities, key=lambda s: _SEVERITY_RANK.get(s, 2)) or "critical"
+    return {
+        "model": name,
+        "table": model.relation if model else failure.get("table"),
+        "sources": raw_sources(models, name, ancestry) if model else [],
+        "column": failure.get("column"),
+        "expectation": failure.get("expectation"),
+        "severity": severity,
+        "description": failure.get("description"),
+        "observed_value": failure.get("observed_value"),
+        "unexpected_count": failure.get("unexpected_count"),
+        "keys": distinct_keys(failure.get("sample_keys") or []),
+        "error": failure.get("error"),
+        "also_fails_in": [models[m["suite"]].relation if m.get("suite") in models else m.get("table") for m in members],
+    }

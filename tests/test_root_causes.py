@@ -1,0 +1,59 @@
+"""Root-cause grouping of validation failures (fast tier: the real model graph, hand-made failures)."""
+
+from __future__ import annotations
+
+from greenery.checks import root_causes
+from greenery.project import models
+
+MODELS = models.discover()
+DUP = "8329a65b-7ddf-4250-aeee-bd625f8a401a"
+
+
+def failure(suite, expectation="expect_column_values_to_be_unique", column="order_id", keys=(DUP, DUP), **kw):
+    return {
+        "suite": suite,
+        "table": f"_build_20210212_e6acb071__x.{suite}",
+        "column": column,
+        "expectation": expectation,
+        "severity": kw.pop("severity", "critical"),
+        "observed_value": None,
+        "unexpected_count": len(keys),
+        "sample_keys": list(keys),
+        **kw,
+    }
+
+
+def test_a_duplicate_propagated_through_refs_is_one_root_named_by_its_published_and_raw_tables():
+    failures = [failure("fact_orders"), failure("int_orders"), failure("stg_postgres__orders")]
+    [root] = root_causes.group(failures, MODELS)
+    assert root["table"] == "staging.stg_postgres__orders" and root["sources"] == ["raw.orders"]
+    assert root["also_fails_in"] == ["intermediate.int_orders", "marts.fact_orders"]
+    assert root["keys"] == [{"key": DUP, "count": 2}]
+
+
+def test_unrelated_failures_stay_apart():
+    failures = [
+        failure("stg_postgres__orders"),
+        failure("fact_orders", keys=("another-key",)),  # same check, other keys: another problem
+        failure("stg_postgres__users", column="user_id", keys=("u1", "u1")),  # not downstream of orders
+        failure("fact_orders", expectation="expect_column_values_to_not_be_null", keys=()),
+    ]
+    roots = root_causes.group(failures, MODELS)
+    assert [(r["table"], r["expectation"], r["also_fails_in"]) for r in roots] == [
+        ("staging.stg_postgres__users", "expect_column_values_to_be_unique", []),
+        ("staging.stg_postgres__orders", "expect_column_values_to_be_unique", []),
+        ("marts.fact_orders", "expect_column_values_to_be_unique", []),
+        ("marts.fact_orders", "expect_column_values_to_not_be_null", []),
+    ]
+
+
+def test_a_mart_root_names_the_raw_tables_it_derives_from():
+    [root] = root_causes.group([failure("fact_user_orders", column="user_id", keys=())], MODELS)
+    assert root["table"] == "marts.fact_user_orders"
+    assert "raw.orders" in root["sources"] and "raw.users" in root["sources"]
+
+
+def test_a_warning_root_with_a_critical_repeat_downstream_is_critical():
+    failures = [failure("stg_postgres__orders", severity="warning"), failure("fact_orders")]
+    [root] = root_causes.group(failures, MODELS)
+    assert root["severity"] == "critical" and root["also_fails_in"] == ["marts.fact_orders"]

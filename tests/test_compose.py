@@ -417,7 +417,7 @@ def test_env_vars_and_connections_match_what_the_code_reads(compose):
     for name, svc in airflow_services(compose).items():
         env = environment(svc)
         if not env:
-            continue  # e.g. data-docs: runs no project code
+            continue  # a service without an environment runs no project code
         unread = sorted(k for k in env if k.startswith("GREENERY_") and k not in reads)
         assert not unread, f"{name}: the code never reads {unread}"
         # The connections the code uses: the *_CONN_ID variables' values here, else their defaults.

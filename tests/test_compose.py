@@ -417,7 +417,7 @@ def test_env_vars_and_connections_match_what_the_code_reads(compose):
     for name, svc in airflow_services(compose).items():
         env = environment(svc)
         if not env:
-            continue  # e.g. data-docs: runs no project code
+            continue  # a service without an environment runs no project code
         unread = sorted(k for k in env if k.startswith("GREENERY_") and k not in reads)
         assert not unread, f"{name}: the code never reads {unread}"
         # The connections the code uses: the *_CONN_ID variables' values here, else their defaults.
@@ -504,25 +504,23 @@ def test_the_package_dags_and_gx_folder_are_where_airflow_looks(compose, monkeyp
         assert gx_dir, f"{name}: GREENERY_GX_DIR is not set (GX results would stay inside one container)"
         gx_volumes.add(named_volume_targets(svc).get(gx_dir))
     assert len(gx_volumes) == 1 and None not in gx_volumes, f"GREENERY_GX_DIR is not one shared volume: {gx_volumes}"
-    docs = compose["services"].get("data-docs")
-    if docs:
-        # The Data Docs server serves that volume, and the links in alerts lead to GX's index page there.
-        from urllib.parse import urlsplit
+    # The Data Docs hold raw data values that GX writes unescaped (stored XSS, and data for anyone who can
+    # reach the port): only Airflow, through the plugin's sandboxed route behind its login, serves them.
+    from urllib.parse import urlsplit
 
-        from greenery.checks.paths import data_docs_index
-        from greenery.tasks.validate import data_docs_url
+    from greenery.checks.paths import data_docs_index
+    from greenery.tasks.validate import data_docs_url
 
-        argv = argv_of(docs["entrypoint"]) + argv_of(docs.get("command") or [])
-        assert argv[:3] == ["python", "-m", "http.server"], argv
-        root = argv[argv.index("--directory") + 1]
-        assert named_volume_targets(docs).get(root) in gx_volumes, f"data-docs does not serve {gx_volumes}"
-        env = environment(compose["x-airflow-common"])
-        index = data_docs_index(Path(env["GREENERY_GX_DIR"]))
-        monkeypatch.setenv("GREENERY_DATA_DOCS_BASE_URL", env["GREENERY_DATA_DOCS_BASE_URL"])
-        url = urlsplit(data_docs_url(str(index)))  # as an alert links it
-        assert Path(root) / url.path.lstrip("/") == index, f"{url.geturl()} is not {index} as served from {root}"
-        published = {str(p).split(":")[0]: str(p).split(":")[1] for p in docs.get("ports", [])}
-        assert published.get(str(url.port)) == argv[3], f"{url.geturl()}: port {url.port} is not published"
+    for name, svc in compose["services"].items():
+        if svc.get("ports") and gx_volumes & set(named_volume_targets(svc).values()):
+            assert argv_of(svc.get("command") or [""])[0] == "api-server", f"{name} serves the Data Docs itself"
+    env = environment(compose["x-airflow-common"])
+    monkeypatch.setenv("GREENERY_DATA_DOCS_BASE_URL", env["GREENERY_DATA_DOCS_BASE_URL"])
+    url = urlsplit(data_docs_url(str(data_docs_index(Path(env["GREENERY_GX_DIR"])))))  # as an alert links it
+    assert url.path == "/data-quality/docs/index.html", url.geturl()  # plugins/greenery_quality_plugin.py
+    [api] = [s for s in compose["services"].values() if argv_of(s.get("command") or [""])[0] == "api-server"]
+    published = {str(p).split(":")[0]: str(p).split(":")[1] for p in api.get("ports", [])}
+    assert published.get(str(url.port)) == "8080", f"{url.geturl()}: port {url.port} is not the api-server's"
 
 
 # --------------------------------------------------------------------------------------------------------

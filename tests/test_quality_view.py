@@ -9,29 +9,24 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-import zlib
 from pathlib import Path
 
+import browser
 import psycopg
 import pytest
+from browser import PLUGINS_DIR, http_get, read_png
 
 from greenery import audit, wap
 from greenery.ui import app as quality_view
-from greenery.ui import report
+from greenery.ui import data_docs
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-PLUGINS_DIR = PROJECT_DIR / "plugins"
 # One screenshot is kept for people to look at (the test's own copy goes away with its tmp_path).
 SCREENSHOT = Path(os.environ.get("GREENERY_SCREENSHOT") or Path(tempfile.gettempdir()) / "data-quality.png")
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
 
 OLD_RUN = "scheduled__2024-03-01T00:00:00+00:00"
 NEW_RUN = "scheduled__2024-03-02T00:00:00+00:00"
@@ -140,6 +135,12 @@ def gx_dir(tmp_path, monkeypatch) -> Path:
     (site / "validations").mkdir(parents=True)
     (site / "index.html").write_text("<html><body><h1>GX Data Docs index</h1></body></html>")
     (site / "validations" / "run.html").write_text("<html><body>validation result page</body></html>")
+    # where GX writes a suite's page: validations/<suite>/<run name>/<run time>/<batch>.html
+    orders = site / "validations" / "stg_postgres__orders" / NEW_RUN / "20240302T010203.000000Z"
+    orders.mkdir(parents=True)
+    (orders / "greenery_warehouse-stg_postgres__orders.html").write_text(
+        "<html><head><title>t</title></head><body>orders result page</body></html>"
+    )
     (root / "gx" / "uncommitted" / "secret.txt").write_text("TOP-SECRET-CONFIG")
     (root / "gx" / "uncommitted" / "index.html").write_text("TOP-SECRET-CONFIG index")
     (site / "escape").symlink_to(root / "gx" / "uncommitted")
@@ -244,9 +245,21 @@ def test_latest_json_has_each_tables_latest_result(warehouse_url, gx_dir):
 @pytest.mark.integration
 def test_data_docs_are_served_and_nothing_outside_them(warehouse_url, gx_dir):
     app = client()
+    # GX's index needs scripts: the app lists the validation pages itself, with links that work from both URLs
     index = app.get("/data-quality/docs/")
-    assert index.status_code == 200 and "GX Data Docs index" in index.text
+    assert index.status_code == 200 and "GX Data Docs index" not in index.text
     assert app.get("/data-quality/docs/index.html").text == index.text
+    quoted_run = NEW_RUN.replace(":", "%3A").replace("+", "%2B")
+    href = (
+        f"validations/stg_postgres__orders/{quoted_run}/20240302T010203.000000Z/"
+        "greenery_warehouse-stg_postgres__orders.html"
+    )
+    assert f'<a class="mono" href="{href}">stg_postgres__orders</a>' in index.text
+    assert f'Run <span class="mono">{NEW_RUN}</span>' in index.text and "2024-03-02 01:02:03 UTC" in index.text
+    result = app.get(f"/data-quality/docs/{href}")
+    assert result.status_code == 200 and "orders result page" in result.text
+    # our stylesheet, first in the head, and GX's markup as it was
+    assert result.text.startswith("<html><head><style>") and "</style><title>t</title></head>" in result.text
     page = app.get("/data-quality/docs/validations/run.html")
     assert page.status_code == 200 and "validation result page" in page.text
     assert page.headers["content-type"].startswith("text/html")
@@ -271,7 +284,7 @@ def test_data_docs_are_served_and_nothing_outside_them(warehouse_url, gx_dir):
         assert response.status_code in (400, 404), (url, response.status_code)
         assert "root:" not in response.text and "TOP-SECRET-CONFIG" not in response.text, url
     for path in ("../secret.txt", "../../../../etc/passwd", "/etc/passwd", "escape/secret.txt", "a\x00b"):
-        assert report.docs_file(path) is None, path
+        assert data_docs.docs_file(path) is None, path
 
 
 @pytest.mark.db
@@ -409,20 +422,6 @@ def test_airflow_discovers_the_plugin(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 10) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - a local test server
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def _raw_get(port: int, path: str) -> tuple[int, str]:
     """A GET with the path sent exactly as given (no client-side normalization of `..`)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -437,53 +436,8 @@ def _raw_get(port: int, path: str) -> tuple[int, str]:
 
 @pytest.fixture
 def api_server(warehouse_url, gx_dir, tmp_path):
-    """`airflow api-server` on a free port: SQLite metadata DB in a fresh home, the project's plugins."""
-    home = tmp_path / "airflow-home"
-    (home / "dags").mkdir(parents=True)
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_DIR),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API_AUTH__JWT_SECRET": "test-secret-" + os.urandom(8).hex(),
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-    }
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=120)
-    port = _free_port()
-    log = (tmp_path / "api-server.log").open("wb")
-    server = subprocess.Popen(
-        [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90  # ~10 s on an idle machine
-        while True:
-            try:
-                if _get(f"{base}/api/v2/version", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"api-server did not start:\n{(tmp_path / 'api-server.log').read_text()[-4000:]}")
-            time.sleep(0.3)
-        yield base, port
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server's own process group (start_new_session)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
+    with browser.api_server(tmp_path) as server:
+        yield server
 
 
 @pytest.mark.db
@@ -493,50 +447,28 @@ def test_through_the_real_api_server_and_chromium(api_server, warehouse_url, tmp
     base, port = api_server
     record_two_runs(warehouse_url)
 
-    status, page = _get(f"{base}/data-quality/")
+    status, page = http_get(f"{base}/data-quality/")
     assert status == 200, page
     page = flat(page)
     assert NEW_RUN in page and "Not published." in page and "expect_column_values_to_be_between" in page
     assert "marts.metrics_daily" in page and "8c1a6f0e-0000-4000-8000-00000000beef" in page
-    status, body = _get(f"{base}/data-quality/api/latest")
+    status, body = http_get(f"{base}/data-quality/api/latest")
     assert status == 200 and json.loads(body)["latest_run"]["run_id"] == NEW_RUN
-    status, docs = _get(f"{base}/data-quality/docs/validations/run.html")
+    status, docs = http_get(f"{base}/data-quality/docs/validations/run.html")
     assert status == 200 and "validation result page" in docs
     for path in ("/data-quality/docs/../../../../../../etc/passwd", "/data-quality/docs/%2e%2e/secret.txt"):
         status, text = _raw_get(port, path)
         assert status in (400, 404) and "root:" not in text and "TOP-SECRET" not in text, (path, status)
 
     # the UI learns about the nav entry and the app from the plugins endpoint
-    status, body = _get(f"{base}/api/v2/plugins")
+    status, body = http_get(f"{base}/api/v2/plugins")
     assert status == 200
     [plugin] = [p for p in json.loads(body)["plugins"] if p["name"] == "greenery_quality"]
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/data-quality"
     assert [v["url_route"] for v in plugin["external_views"]] == ["data-quality"]
 
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium): no screenshot taken")
     png = tmp_path / "data-quality.png"
-    shot = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            f"--screenshot={png}",
-            "--window-size=1280,900",
-            f"{base}/data-quality/",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    shot = browser.chromium(f"{base}/data-quality/", tmp_path / "chromium-profile", screenshot=png)
     assert png.is_file(), shot.stderr[-2000:]
     assert png.stat().st_size > 20_000
     width, height, pixel = read_png(png.read_bytes())
@@ -551,45 +483,33 @@ def _dense(pixel, width: int, height: int):
     return (pixel(x, y) for x in range(0, width, 3) for y in range(0, height, 3))
 
 
-def read_png(data: bytes):
-    """Decode an 8-bit RGB/RGBA PNG (what Chromium writes) with the stdlib; return (w, h, pixel(x, y) -> rgb)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    pos, idat, header = 8, b"", None
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, chunk = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", chunk)
-        elif kind == b"IDAT":
-            idat += chunk
-    width, height, depth, colour, _, _, interlace = header
-    assert depth == 8 and colour in (2, 6) and interlace == 0, header
-    channels = 3 if colour == 2 else 4
-    stride = width * channels
-    raw = zlib.decompress(idat)
-    rows, previous = [], bytearray(stride)
-    for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
-        for i in range(stride):
-            left = line[i - channels] if i >= channels else 0
-            up = previous[i]
-            up_left = previous[i - channels] if i >= channels else 0
-            if kind == 1:
-                line[i] = (line[i] + left) & 0xFF
-            elif kind == 2:
-                line[i] = (line[i] + up) & 0xFF
-            elif kind == 3:
-                line[i] = (line[i] + (left + up) // 2) & 0xFF
-            elif kind == 4:
-                p = left + up - up_left
-                pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
-                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else up_left)) & 0xFF
-        rows.append(line)
-        previous = line
+def test_only_http_links_and_paths_of_the_origin_become_links():
+    from greenery.ui.render import _safe_url
 
-    def pixel(x: int, y: int) -> tuple[int, int, int]:
-        i = x * channels
-        return tuple(rows[y][i : i + 3])
+    for good in ("https://airflow.example.com/dags/x/runs/y", "http://localhost:8080/x", "/dags/greenery_daily"):
+        assert _safe_url(good) == good
+    for bad in (
+        "javascript:alert(1)",
+        "JAVASCRIPT:alert(1)",
+        " javascript:alert(1)",
+        "java\tscript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "vbscript:x",
+        "//evil.example.com/x",
+        "/\\evil.example.com/x",
+        "https:evil",
+        "relative/path",
+        None,
+        42,
+    ):
+        assert _safe_url(bad) is None, bad
 
-    return width, height, pixel
+
+def test_data_docs_pages_get_our_stylesheet_and_keep_their_markup():
+    from greenery.ui.render import with_docs_style
+
+    page = '<!DOCTYPE html><html><HEAD lang="en"><title>x</title></head><body><p>a &amp; b</p></body></html>'
+    styled = with_docs_style(page)
+    assert styled.startswith('<!DOCTYPE html><html><HEAD lang="en"><style>')
+    assert styled.endswith("</style><title>x</title></head><body><p>a &amp; b</p></body></html>")
+    assert with_docs_style("<p>no head</p>").endswith("</style><p>no head</p>")

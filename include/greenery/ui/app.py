@@ -5,11 +5,13 @@
 
 - ``/``             HTML: the latest validation run, one row per table, failing checks, quarantine, history
 - ``/api/latest``   JSON: the latest run and the latest result of every table
+- ``/docs/``        an index of the GX Data Docs' validation pages (GX's own needs scripts)
 - ``/docs/{path}``  the GX Data Docs, sandboxed: they hold raw data values that GX writes unescaped
 - ``/static/...``   the page's stylesheet and the nav icons
 
-Every response that carries data sends a Content-Security-Policy without scripts, so a hostile value
-in the warehouse cannot run in a viewer's Airflow session.
+Every response sends a Content-Security-Policy without scripts and ``nosniff``, so a hostile value in
+the warehouse cannot run in a viewer's Airflow session: the page and the JSON escape values, and the
+Data Docs, which GX does not escape, are sandboxed (see :data:`DOCS_HEADERS`).
 """
 
 from __future__ import annotations
@@ -19,27 +21,62 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 
 from greenery import config
-from greenery.ui import render
-from greenery.ui.report import HISTORY_LIMIT, WarehouseError, docs_file, read_report
+from greenery.ui import data_docs, render
+from greenery.ui.report import HISTORY_LIMIT, WarehouseError, read_report
 
 STATIC_DIR = Path(__file__).parent / "static"
 NO_STORE = {"Cache-Control": "no-store"}
+# Every response of the app, whatever its route (JSON, errors, icons): no MIME sniffing, no referrer
+# outside the origin, and a policy allowing nothing unless the route sets its own.
+BASELINE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'self'; base-uri 'none'; form-action 'none'",
+}
 # The page: our stylesheet, no script at all, framed only by the Airflow UI (same origin).
 PAGE_HEADERS = {
     **NO_STORE,
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:;"
     " frame-ancestors 'self'; base-uri 'none'; form-action 'none'",
-    "X-Content-Type-Options": "nosniff",
 }
-# GX's Data Docs: an opaque-origin sandbox without scripts (their values are not escaped by GX).
+# GX's Data Docs hold data values that GX writes unescaped, so markup from the warehouse may be in them:
+# - `sandbox` without allow-scripts: no script, form, popup, plugin or automatic refresh, even where a
+#   browser would ignore default-src; default-src 'none' blocks scripts a second time.
+# - allow-same-origin: inside the Airflow UI's iframe, a link followed from an opaque-origin document
+#   goes without Airflow's login cookie (SameSite=Lax) and answers 401 (checked in Chromium). Without
+#   scripts the document cannot use its origin for anything.
+# - no 'self' source at all: planted markup cannot make the viewer's browser request any URL of the
+#   origin with the viewer's cookie (`<img src=/auth/logout>`), nor any other host. Our stylesheet and
+#   GX's own styles are inline; images only as data: URLs.
 DOCS_HEADERS = {
-    "Content-Security-Policy": "sandbox; default-src 'none'; style-src 'self' 'unsafe-inline';"
-    " img-src 'self' data:; font-src 'self' data:; frame-ancestors 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
+    **NO_STORE,
+    "Content-Security-Policy": "sandbox allow-same-origin; default-src 'none'; style-src 'unsafe-inline';"
+    " img-src data:; font-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'",
 }
+
+
+class _BaselineHeaders:
+    """ASGI middleware: :data:`BASELINE_HEADERS` on every response, unless the route set its own."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in BASELINE_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _airflow_reader():
@@ -89,13 +126,13 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
 
     @router.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
-        docs = docs_file("index.html") is not None
+        docs = data_docs.built()
         try:
             data = read_report(history_limit)
         except WarehouseError as exc:
             page = render.render_page(None, error=str(exc), docs=docs)
             return HTMLResponse(page, status_code=503, headers=PAGE_HEADERS)
-        return HTMLResponse(render.render_page(data, docs=docs), headers=PAGE_HEADERS)
+        return HTMLResponse(render.render_page(_with_docs_pages(data), docs=docs), headers=PAGE_HEADERS)
 
     @router.get("/api/latest")
     def latest() -> JSONResponse:
@@ -109,19 +146,27 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
             "dag_id": data["dag_id"],
             "latest_run": data["latest_run"],
             "serving": data["serving"],
-            "tables": data["tables"],
+            "tables": _with_docs_pages(data)["tables"],
             "quarantined": data["quarantined"],
-            "data_docs": "docs/index.html" if docs_file("index.html") else None,
+            "data_docs": "docs/index.html" if data_docs.built() else None,
         }
         return JSONResponse(body, headers=NO_STORE)
 
     @router.get("/docs/{path:path}")
-    def docs(path: str) -> FileResponse:
-        if docs_file("index.html") is None:
+    def docs(path: str) -> Response:
+        if not data_docs.built():
             raise HTTPException(404, "The Data Docs have not been built yet (the validate task builds them).")
-        found = docs_file(path)
+        found = data_docs.docs_file(path)
         if found is None:
             raise HTTPException(404, "Not found")
+        if found == data_docs.docs_root().resolve() / "index.html":
+            # GX's index lists the runs only with scripts, which the sandbox blocks: list them ourselves.
+            up = "../" * (data_docs.depth(path) - 1)  # to the Docs root from where this URL is
+            page = render.render_docs_index(data_docs.validation_runs(), app_root=f"../{up}", docs_root=up)
+            return HTMLResponse(page, headers=DOCS_HEADERS)
+        if found.suffix.lower() in (".html", ".htm"):
+            html = found.read_text(encoding="utf-8", errors="replace")
+            return HTMLResponse(render.with_docs_style(html), headers=DOCS_HEADERS)
         return FileResponse(found, headers=DOCS_HEADERS)
 
     # The nav icons and the stylesheet carry no data; the UI loads the icons before any login.
@@ -133,4 +178,13 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
         return FileResponse(STATIC_DIR / request.url.path.rsplit("/", 1)[-1], media_type="image/svg+xml")
 
     app.include_router(router)
+    app.add_middleware(_BaselineHeaders)
     return app
+
+
+def _with_docs_pages(data: dict) -> dict:
+    """Each table's link to its validation page in the Data Docs (``docs/...``), or None."""
+    for table in data["tables"]:
+        page = data_docs.page_of(table.get("suite"), table.get("run_id"))
+        table["data_docs"] = f"docs/{page}" if page else None
+    return data

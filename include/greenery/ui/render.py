@@ -1,16 +1,23 @@
-"""The Data quality page as HTML: Jinja templates under ``templates/`` with escaping on, and their filters."""
+"""The view's HTML: Jinja templates under ``templates/`` with escaping on, and their filters."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import re
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from markupsafe import Markup, escape
 
 from greenery import config
+from greenery.ui.data_docs import ValidationRun
 
+STATIC_DIR = Path(__file__).parent / "static"
+_HEAD = re.compile(r"<head(\s[^>]*)?>", re.IGNORECASE)
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("greenery.ui", "templates"),
     autoescape=True,
@@ -39,10 +46,27 @@ def _observed(value: Any, limit: int = 160) -> str:
 
 
 def _safe_url(value: str | None) -> str | None:
-    """Only http(s) or site-relative links from the summary become hrefs (never javascript: and such)."""
-    if isinstance(value, str) and (value.startswith(("http://", "https://")) or value.startswith("/")):
+    """Only absolute http(s) links, or paths of this origin, from the summary become hrefs.
+
+    Never ``javascript:`` and such, and never ``//host`` or ``/\\host`` (another host, for a browser).
+    """
+    if not isinstance(value, str) or any(c.isspace() or ord(c) < 0x20 or c == "\\" for c in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return value
+    if not parts.scheme and not parts.netloc and value.startswith("/") and not value.startswith("//"):
         return value
     return None
+
+
+def _gx_time(folder: str) -> str:
+    """GX's run-time folder name (``20240302T010203.456789Z``) as the page writes times."""
+    try:
+        at = dt.datetime.strptime(folder, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return folder
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _breakable(value: str | None, after: str = "_.") -> Markup:
@@ -58,7 +82,9 @@ def _short(run_id: str | None, limit: int = 44) -> str:
     return run_id if len(run_id) <= limit else run_id[: limit - 1] + "…"
 
 
-_ENV.filters.update(when=_when, observed=_observed, safe_url=_safe_url, short=_short, breakable=_breakable)
+_ENV.filters.update(
+    when=_when, observed=_observed, safe_url=_safe_url, short=_short, breakable=_breakable, gx_time=_gx_time
+)
 
 
 def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: bool = False) -> str:
@@ -83,3 +109,25 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
 
 def render_unauthorized(*, title: str, detail: str, home: str, base: str) -> str:
     return _ENV.get_template("unauthorized.html").render(title=title, detail=detail, home=home, base=base)
+
+
+@functools.cache
+def _inline_style(name: str) -> Markup:
+    """Our stylesheet ``static/<name>`` as a ``<style>`` element: the Data Docs' policy loads no URL at all."""
+    css = Markup((STATIC_DIR / name).read_text())  # noqa: S704 - our own file, not data
+    return Markup(_ENV.get_template("docs_style.html").render(css=css))  # noqa: S704 - rendered with escaping on
+
+
+def render_docs_index(runs: list[ValidationRun], *, app_root: str, docs_root: str) -> str:
+    """The Data Docs' index: each run's suite pages. Links are relative to where it is served."""
+    return _ENV.get_template("docs_index.html").render(
+        runs=runs, app_root=app_root, docs_root=docs_root, style=_inline_style("style.css")
+    )
+
+
+def with_docs_style(html: str) -> str:
+    """A GX page with our stylesheet first in its head; the first ``<head>`` is GX's own (data come later)."""
+    found = _HEAD.search(html)
+    at = found.end() if found else 0
+    # Plain str: adding a Markup to GX's str would escape GX's whole page.
+    return html[:at] + str(_inline_style("docs.css")) + html[at:]

@@ -1,4 +1,4 @@
-"""What the Data quality view shows, read from the warehouse's audit tables and the Data Docs folder.
+"""What the Data quality view shows, read from the warehouse's audit tables.
 
 It reads what the DAG's publish task records (``greenery_audit.validation_runs`` and ``publish_log``, see
 :mod:`greenery.audit`). A table's row is its latest validation: usually the latest run's, but a run whose
@@ -11,14 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from greenery import audit, config, wap, warehouse
-from greenery.checks.paths import data_docs_index
 
 log = logging.getLogger(__name__)
 
@@ -193,23 +191,3 @@ def read_report(history_limit: int = HISTORY_LIMIT) -> dict[str, Any]:
     except psycopg.Error as exc:
         log.exception("reading the validation results failed")
         raise WarehouseError(f"reading the validation results failed: {type(exc).__name__}: {exc}".strip()) from exc
-
-
-def docs_root() -> Path:
-    return data_docs_index(config.get().gx_dir).parent
-
-
-def docs_file(path: str) -> Path | None:
-    """The file under the Data Docs folder that ``path`` names, or None (missing, or outside the folder)."""
-    root = docs_root()
-    if "\x00" in path or not root.is_dir():
-        return None
-    root = root.resolve()
-    try:
-        target = (root / path.lstrip("/")).resolve()
-        if target.is_dir():
-            target = (target / "index.html").resolve()
-    except (OSError, RuntimeError, ValueError):
-        return None
-    # `..`, an absolute path or a symlink leading out of the folder all end up outside it.
-    return target if target.is_relative_to(root) and target.is_file() else None

@@ -28,6 +28,8 @@ os.environ["GREENERY_ALERT_RETRY_DELAY_SECONDS"] = "1"
 os.environ["GREENERY_RETRY_DELAY_SECONDS"] = "1"
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Fixtures of the fake Slack (a local HTTP server): slack_server, slack_alerts_webhook.
+pytest_plugins = ["slack_server"]
 
 
 def _real_greenery_candidates() -> list[Path]:

@@ -3,7 +3,10 @@
 - Airflow gets a private home (SQLite metadata DB) before anything imports it.
 - PostgreSQL: the server named by ``GREENERY_TEST_POSTGRES_URL`` if set, else an embedded one
   (``pgserver`` wheel) started for this session. Each test that asks for ``warehouse_url`` gets a
-  fresh database, exposed to Airflow as ``AIRFLOW_CONN_GREENERY_WAREHOUSE``.
+  fresh database, exposed to Airflow as ``AIRFLOW_CONN_GREENERY_WAREHOUSE``; ``module_warehouse_url`` is
+  one shared by a module's tests (for an expensive set-up that tests only read, e.g. a whole DAG run).
+- Under pytest-xdist each worker is a process of its own: it gets its own session directory (Airflow
+  home, PostgreSQL) from this module, and database names carry the process id.
 """
 
 from __future__ import annotations
@@ -67,14 +70,26 @@ def pg_admin_url():
     server.stop()
 
 
-@pytest.fixture
-def warehouse_url(pg_admin_url, monkeypatch):
-    """A fresh, empty database; the Airflow connection greenery_warehouse points at it."""
+def _fresh_database(pg_admin_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     from greenery import warehouse
 
     url = warehouse.create_database(pg_admin_url, f"greenery_test_{os.getpid()}_{next(_db_names)}")
     monkeypatch.setenv(warehouse.conn_env_var(), warehouse.connection_json(url))
     return url
+
+
+@pytest.fixture
+def warehouse_url(pg_admin_url, monkeypatch):
+    """A fresh, empty database; the Airflow connection greenery_warehouse points at it."""
+    return _fresh_database(pg_admin_url, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_warehouse_url(pg_admin_url):
+    """Like ``warehouse_url``, but one database for the whole module; the connection points at it while the
+    module runs (a test that also takes ``warehouse_url`` points it at its own database for its duration)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _fresh_database(pg_admin_url, monkeypatch)
 
 
 @pytest.fixture

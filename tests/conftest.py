@@ -1,6 +1,7 @@
 """Session set-up shared by all tests.
 
-- Airflow gets a private home (SQLite metadata DB) before anything imports it.
+- Airflow gets a private home (SQLite metadata DB), with this project's dags and plugins folders, when
+  this file is loaded: Airflow fixes its settings when first imported, and any test may import it first.
 - PostgreSQL: the server named by ``GREENERY_TEST_POSTGRES_URL`` if set, else an embedded one
   (``pgserver`` wheel) started for this session. Each test that asks for ``warehouse_url`` gets a
   fresh database, exposed to Airflow as ``AIRFLOW_CONN_GREENERY_WAREHOUSE``; ``module_warehouse_url`` is
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from greenery.dev import local_airflow
+
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="greenery-tests-"))
-os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+local_airflow.configure(_SESSION_DIR / "airflow")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
@@ -103,8 +106,6 @@ def db(warehouse_url):
 @pytest.fixture(scope="session")
 def airflow_dag():
     """The greenery_daily DAG, loaded under a migrated private Airflow home."""
-    from greenery.dev import local_airflow
-
     local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
     return local_airflow.load_dag()
 

@@ -27,8 +27,11 @@ demo: $(STAMP) ## generate data, run the DAG on an embedded PostgreSQL, print th
 ui: $(STAMP) ## Airflow UI + scheduler on the embedded PostgreSQL, no Docker (http://localhost:8080, Ctrl-C stops)
 	$(BIN)/greenery ui
 
-test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow integration (starts its own PostgreSQL)
-	$(BIN)/python -m pytest
+# Two pytest-xdist workers (the machines have 2 cores), a test file per worker at a time (loadfile: module
+# fixtures such as a shared DAG run are set up once); each worker has its own PostgreSQL and Airflow home.
+TEST_WORKERS ?= 2
+test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow integration (starts its own PostgreSQL; TEST_WORKERS=2)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP) ## the fast tier only (no database, no DAG runs)
 	$(BIN)/python -m pytest -m "not db and not integration"

@@ -10,14 +10,12 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-import zlib
 from pathlib import Path
 
 import pytest
@@ -189,48 +187,13 @@ class StaticServer:
         self._server.server_close()
 
 
-def read_png(data: bytes):
-    """Decode an 8-bit RGB/RGBA PNG (what Chromium writes) with the stdlib; return (w, h, pixel(x, y) -> rgb)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    pos, idat, header = 8, b"", None
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, chunk = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", chunk)
-        elif kind == b"IDAT":
-            idat += chunk
-    width, height, depth, colour, _, _, interlace = header
-    assert depth == 8 and colour in (2, 6) and interlace == 0, header
-    channels = 3 if colour == 2 else 4
-    stride = width * channels
-    raw = zlib.decompress(idat)
-    rows, previous = [], bytearray(stride)
-    for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
-        for i in range(stride):
-            left = line[i - channels] if i >= channels else 0
-            up = previous[i]
-            up_left = previous[i - channels] if i >= channels else 0
-            if kind == 1:
-                line[i] = (line[i] + left) & 0xFF
-            elif kind == 2:
-                line[i] = (line[i] + up) & 0xFF
-            elif kind == 3:
-                line[i] = (line[i] + (left + up) // 2) & 0xFF
-            elif kind == 4:
-                p = left + up - up_left
-                pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
-                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else up_left)) & 0xFF
-        rows.append(line)
-        previous = line
+def read_png(path: Path):
+    """(width, height, pixel(x, y) -> (r, g, b)) of a PNG file, read with Pillow."""
+    from PIL import Image
 
-    def pixel(x: int, y: int) -> tuple[int, int, int]:
-        i = x * channels
-        return tuple(rows[y][i : i + 3])
-
-    return width, height, pixel
+    with Image.open(path) as shot:
+        image = shot.convert("RGB")
+    return image.width, image.height, lambda x, y: image.getpixel((x, y))
 
 
 class DevTools:

@@ -1,9 +1,13 @@
 """Session set-up shared by all tests.
 
-- Airflow gets a private home (SQLite metadata DB) before anything imports it.
+- Airflow gets a private home (SQLite metadata DB), with this project's dags and plugins folders, when
+  this file is loaded: Airflow fixes its settings when first imported, and any test may import it first.
 - PostgreSQL: the server named by ``GREENERY_TEST_POSTGRES_URL`` if set, else an embedded one
   (``pgserver`` wheel) started for this session. Each test that asks for ``warehouse_url`` gets a
-  fresh database, exposed to Airflow as ``AIRFLOW_CONN_GREENERY_WAREHOUSE``.
+  fresh database, exposed to Airflow as ``AIRFLOW_CONN_GREENERY_WAREHOUSE``; ``module_warehouse_url`` is
+  one shared by a module's tests (for an expensive set-up that tests only read, e.g. a whole DAG run).
+- Under pytest-xdist each worker is a process of its own: it gets its own session directory (Airflow
+  home, PostgreSQL) from this module, and database names carry the process id.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from greenery.dev import local_airflow
+
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="greenery-tests-"))
-os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+local_airflow.configure(_SESSION_DIR / "airflow")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
@@ -29,6 +35,8 @@ os.environ["GREENERY_ALERT_RETRY_DELAY_SECONDS"] = "1"
 os.environ["GREENERY_RETRY_DELAY_SECONDS"] = "1"
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Fixtures of the fake Slack (a local HTTP server): slack_server, slack_alerts_webhook.
+pytest_plugins = ["slack_server"]
 
 
 def _real_greenery_candidates() -> list[Path]:
@@ -67,9 +75,7 @@ def pg_admin_url():
     server.stop()
 
 
-@pytest.fixture
-def warehouse_url(pg_admin_url, monkeypatch):
-    """A fresh, empty database; the Airflow connection greenery_warehouse points at it."""
+def _fresh_database(pg_admin_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     from greenery import warehouse
 
     url = warehouse.create_database(pg_admin_url, f"greenery_test_{os.getpid()}_{next(_db_names)}")
@@ -113,6 +119,20 @@ def published_url(pg_admin_url, published_template, monkeypatch) -> str:
 
 
 @pytest.fixture
+def warehouse_url(pg_admin_url, monkeypatch):
+    """A fresh, empty database; the Airflow connection greenery_warehouse points at it."""
+    return _fresh_database(pg_admin_url, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_warehouse_url(pg_admin_url):
+    """Like ``warehouse_url``, but one database for the whole module; the connection points at it while the
+    module runs (a test that also takes ``warehouse_url`` points it at its own database for its duration)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _fresh_database(pg_admin_url, monkeypatch)
+
+
+@pytest.fixture
 def db(warehouse_url):
     import psycopg
 
@@ -123,8 +143,6 @@ def db(warehouse_url):
 @pytest.fixture(scope="session")
 def airflow_dag():
     """The greenery_daily DAG, loaded under a migrated private Airflow home."""
-    from greenery.dev import local_airflow
-
     local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
     return local_airflow.load_dag()
 

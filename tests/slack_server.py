@@ -1,9 +1,13 @@
 """A fake Slack for tests: a real HTTP server on 127.0.0.1 that records what it receives.
 
-Use the ``slack_server`` fixture (import it into a test module: ``from slack_server import slack_server  #
-noqa: F401``) or ``FakeSlack`` directly as a context manager (e.g. around a subprocess).
+A pytest plugin (tests/conftest.py registers it), so every test module has its fixtures without importing them:
+- ``slack_server``: a running ``FakeSlack``, stopped after the test;
+- ``slack_alerts_webhook``: the same server, with the Airflow connection ``slack_alerts`` (the DAG's on-call
+  alerts) pointed at its webhook for the test.
+``FakeSlack`` also works directly as a context manager (e.g. around a subprocess).
 
-- Incoming Webhooks: ``POST <url>/services/...`` answers 200 ``ok`` (``webhook_url``, ``webhook_conn_json()``).
+- Incoming Webhooks: ``POST <url>/services/...`` answers 200 ``ok`` (``webhook_url``; ``webhook_conn_json()``
+  is the AIRFLOW_CONN_* value of a connection to it).
 - Web API: ``POST <url>/api/<method>`` answers ``{"ok": true, ...}``; ``chat.postMessage`` echoes the
   channel with ``ts`` "1.1" (``api_base_url``, ``api_conn_json()``).
 - ``respond(500)``, ``respond(429, headers={"Retry-After": "1"})``, ``respond(200, {"ok": False, ...})``:
@@ -244,3 +248,10 @@ def slack_server():
     """A running FakeSlack, stopped after the test."""
     with FakeSlack() as server:
         yield server
+
+
+@pytest.fixture
+def slack_alerts_webhook(slack_server, monkeypatch):
+    """``slack_server``, with the Airflow connection ``slack_alerts`` pointed at its webhook for the test."""
+    monkeypatch.setenv(conn_env_var("slack_alerts"), slack_server.webhook_conn_json())
+    return slack_server

@@ -15,7 +15,6 @@ import json
 import psycopg
 import pytest
 from helpers import duplicate_keys, table_hash
-from slack_server import slack_server  # noqa: F401 - fixture
 
 from greenery.dev import local_airflow
 from greenery.project import models
@@ -86,9 +85,8 @@ def published_hashes(conn) -> dict[str, str]:
 
 
 @pytest.fixture
-def published(published_url, slack_server, monkeypatch):  # noqa: F811
+def published(published_url, slack_alerts_webhook):
     """Real data in raw, published once as the run of 2021-02-12 (a copy of the session's template)."""
-    monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", slack_server.webhook_conn_json())
     with psycopg.connect(published_url, autocommit=True) as conn:
         yield conn, published_hashes(conn)
 
@@ -98,12 +96,12 @@ def _run(airflow_dag, day=DAY):
     return dag_run, {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
 
-def _alerts(slack_server) -> str:  # noqa: F811
+def _alerts(slack_server) -> str:
     return json.dumps([r.body for r in slack_server.webhook_posts()])
 
 
 @pytest.mark.parametrize("case", list(QUARANTINE))
-def test_quarantined_rows_stay_out_of_the_marts(case, airflow_dag, published, slack_server):  # noqa: F811
+def test_quarantined_rows_stay_out_of_the_marts(case, airflow_dag, published, slack_server):
     conn, _ = published
     defect, model, rule, gone = QUARANTINE[case]
     conn.execute(defect)
@@ -146,7 +144,7 @@ def test_duplicate_events_are_deduplicated_and_the_marts_equal_the_clean_ones(ai
 
 
 @pytest.mark.parametrize("case", list(BLOCK))
-def test_blocking_inputs_leave_the_published_marts_untouched(case, airflow_dag, published, slack_server):  # noqa: F811
+def test_blocking_inputs_leave_the_published_marts_untouched(case, airflow_dag, published, slack_server):
     conn, before = published
     defect, failing_task, words = BLOCK[case]
     conn.execute(defect)
@@ -165,7 +163,7 @@ def test_blocking_inputs_leave_the_published_marts_untouched(case, airflow_dag, 
         assert word in text, (word, text[:2000])
 
 
-def test_a_day_without_data_alerts_instead_of_building_empty_partitions(airflow_dag, published, slack_server):  # noqa: F811
+def test_a_day_without_data_alerts_instead_of_building_empty_partitions(airflow_dag, published, slack_server):
     conn, before = published
     dag_run, states = _run(airflow_dag, dt.date(2021, 2, 20))
     assert dag_run.state == "failed" and states["check_source_freshness"] == "failed"

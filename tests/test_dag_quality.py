@@ -8,7 +8,6 @@ import json
 
 import psycopg
 import pytest
-from slack_server import slack_server  # noqa: F401 - fixture
 
 from greenery.checks import suites
 from greenery.dev import local_airflow
@@ -22,8 +21,7 @@ DUPLICATED_ORDER = "8329a65b-7ddf-4250-aeee-bd625f8a401a"
 
 
 @pytest.fixture
-def loaded(warehouse_url, real_greenery, slack_server, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", slack_server.webhook_conn_json())
+def loaded(warehouse_url, real_greenery, slack_alerts_webhook):
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
         raw.load_dir(conn, real_greenery)
         yield conn
@@ -52,7 +50,7 @@ def alert_text(recorded) -> str:
     return json.dumps(recorded.body)
 
 
-def test_clean_data_takes_the_success_path_and_sends_nothing(airflow_dag, loaded, slack_server):  # noqa: F811
+def test_clean_data_takes_the_success_path_and_sends_nothing(airflow_dag, loaded, slack_server):
     dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
     s = states(dag_run)
     assert dag_run.state == "success", s
@@ -66,7 +64,7 @@ def test_clean_data_takes_the_success_path_and_sends_nothing(airflow_dag, loaded
     assert asset_events(dag_run) == {m.relation for m in models.discover().values() if m.layer == "marts"}
 
 
-def test_the_state_of_the_data_message_goes_out_when_enabled(airflow_dag, loaded, slack_server, monkeypatch):  # noqa: F811
+def test_the_state_of_the_data_message_goes_out_when_enabled(airflow_dag, loaded, slack_server, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_STAKEHOLDERS", slack_server.webhook_conn_json())
     monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")
     dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
@@ -80,7 +78,7 @@ def test_the_state_of_the_data_message_goes_out_when_enabled(airflow_dag, loaded
     assert f"{n:,}/{n:,} passed" in text
 
 
-def test_a_duplicated_order_pages_on_call_and_ends_red(airflow_dag, loaded, slack_server):  # noqa: F811
+def test_a_duplicated_order_pages_on_call_and_ends_red(airflow_dag, loaded, slack_server):
     loaded.execute("insert into raw.orders select * from raw.orders where order_id = %s", (DUPLICATED_ORDER,))
     dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
     s = states(dag_run)
@@ -98,7 +96,7 @@ def test_a_duplicated_order_pages_on_call_and_ends_red(airflow_dag, loaded, slac
     assert s["publish"] == "skipped" and asset_events(dag_run) == set()
 
 
-def test_a_warning_only_failure_alerts_but_publishes_and_stays_green(airflow_dag, loaded, slack_server):  # noqa: F811
+def test_a_warning_only_failure_alerts_but_publishes_and_stays_green(airflow_dag, loaded, slack_server):
     user = loaded.execute("select user_id from raw.users order by user_id limit 1").fetchone()[0]
     loaded.execute("update raw.users set email = 'nobody-at-example' where user_id = %s", (user,))
     dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
@@ -118,7 +116,7 @@ def test_a_warning_only_failure_alerts_but_publishes_and_stays_green(airflow_dag
     assert published == "nobody-at-example"  # a warning does not hold the data back
 
 
-def test_slack_answering_500_retries_then_fails_the_alert_task(airflow_dag, loaded, slack_server):  # noqa: F811
+def test_slack_answering_500_retries_then_fails_the_alert_task(airflow_dag, loaded, slack_server):
     loaded.execute("insert into raw.orders select * from raw.orders where order_id = %s", (DUPLICATED_ORDER,))
     slack_server.respond(500, "internal_error", times=10)
     dag_run = local_airflow.run_day(DAY, dag=airflow_dag)

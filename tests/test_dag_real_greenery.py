@@ -1,4 +1,8 @@
-"""The whole DAG through Airflow (dag.test) on the real Greenery data, in a fresh PostgreSQL."""
+"""The whole DAG through Airflow (dag.test) on the real Greenery data, in a fresh PostgreSQL.
+
+The two days are run once for the module (``real_run``) and the tests only read the result; a test that
+runs the DAG again takes a run of its own (``own_real_run``), so nothing depends on the order of the tests.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +21,30 @@ from greenery.sources import load as raw
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
 
+def _run_two_days(conn, airflow_dag, real_greenery):
+    raw.load_dir(conn, real_greenery)
+    for day in (dt.date(2021, 2, 11), dt.date(2021, 2, 12)):
+        dag_run = local_airflow.run_day(day, dag=airflow_dag)
+        assert dag_run.state == "success", local_airflow.failed_tasks(dag_run)
+    return dag_run
+
+
+@pytest.fixture(scope="module")
+def real_run(airflow_dag, module_warehouse_url, real_greenery):
+    """(connection, task states of the second day's run), shared by the module's read-only tests.
+
+    The states are copied now: a later dag.test for the same day replaces this DagRun in Airflow's database.
+    """
+    with psycopg.connect(module_warehouse_url, autocommit=True) as conn:
+        dag_run = _run_two_days(conn, airflow_dag, real_greenery)
+        yield conn, {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
 @pytest.fixture
-def real_run(airflow_dag, warehouse_url, real_greenery):
+def own_real_run(airflow_dag, warehouse_url, real_greenery):
+    """The two days in a database of the test's own, for a test that changes what it finds."""
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
-        raw.load_dir(conn, real_greenery)
-        for day in (dt.date(2021, 2, 11), dt.date(2021, 2, 12)):
-            dag_run = local_airflow.run_day(day, dag=airflow_dag)
-            assert dag_run.state == "success", local_airflow.failed_tasks(dag_run)
-        yield conn, dag_run
+        yield conn, _run_two_days(conn, airflow_dag, real_greenery)
 
 
 def test_repeat_rate_on_the_real_data_is_99_of_124(real_run):
@@ -41,9 +61,8 @@ def test_repeat_rate_on_the_real_data_is_99_of_124(real_run):
 
 
 def test_every_model_task_ran_and_every_primary_key_is_unique(real_run):
-    conn, dag_run = real_run
+    conn, states = real_run
     found = models.discover()
-    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert all(states[name] == "success" for name in found), states
     for m in found.values():
         assert conn.execute(f"select count(*) from {m.relation}").fetchone()[0] > 0, m.relation
@@ -88,8 +107,8 @@ def _incremental_tasks(dag_run) -> set[str]:
     }
 
 
-def test_a_rerun_of_the_same_day_changes_nothing(real_run, airflow_dag):
-    conn, second = real_run
+def test_a_rerun_of_the_same_day_changes_nothing(own_real_run, airflow_dag):
+    conn, second = own_real_run
     found = models.discover()
     incremental = {name for name, m in found.items() if m.materialized == "incremental"}
     # The second day's run found the first day's tables published: it merged deltas.

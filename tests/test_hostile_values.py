@@ -496,7 +496,7 @@ def test_nothing_runs_in_a_real_browser_and_the_positive_control_does(hostile, t
     assert _pwned(hostile.beacon) == [], "a hostile value ran or loaded in the viewer's browser"
 
     # Readable: not blank, and the failed checks are marked in red and the passed ones in green.
-    width, height, pixel = browser.read_png(png.read_bytes())
+    width, height, pixel = browser.read_png(png)
     colours = [pixel(x, y) for x in range(0, width, 2) for y in range(0, height, 4)]
     assert any(r > 150 and g < 90 and b < 90 for r, g, b in colours), "no red 'failed' mark"
     assert any(g > 90 and r < 60 and b < 110 for r, g, b in colours), "no green 'passed' mark"

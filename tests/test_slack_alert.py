@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from slack_server import API_TOKEN, WEBHOOK_SECRET, conn_env_var, slack_server  # noqa: F401
+from slack_server import API_TOKEN, WEBHOOK_SECRET, conn_env_var
 
 from greenery.alerts.delivery import SlackDeliveryError, send
 from greenery.alerts.messages import build_alert, build_summary_message
@@ -131,13 +131,12 @@ def _warm_imports():
 
 
 @pytest.fixture
-def webhook_conn(slack_server, monkeypatch):  # noqa: F811
-    monkeypatch.setenv(conn_env_var("slack_alerts"), slack_server.webhook_conn_json())
+def webhook_conn(slack_alerts_webhook):
     return "slack_alerts"
 
 
 @pytest.fixture
-def api_conn(slack_server, monkeypatch):  # noqa: F811
+def api_conn(slack_server, monkeypatch):
     monkeypatch.setenv(conn_env_var("slack_api"), slack_server.api_conn_json())
     return "slack_api"
 
@@ -145,7 +144,7 @@ def api_conn(slack_server, monkeypatch):  # noqa: F811
 # --- payload content ---------------------------------------------------------------------------------------
 
 
-def test_blocking_alert_names_the_failure_and_is_delivered_through_the_webhook(slack_server, webhook_conn):  # noqa: F811
+def test_blocking_alert_names_the_failure_and_is_delivered_through_the_webhook(slack_server, webhook_conn):
     payload = build_alert(SUMMARY, log_url=LOG_URL, docs_url=None)
 
     header = payload["blocks"][0]
@@ -377,7 +376,7 @@ def test_module_import_is_light():
 # --- delivery ----------------------------------------------------------------------------------------------
 
 
-def test_api_token_connection_posts_to_the_channel(slack_server, api_conn):  # noqa: F811
+def test_api_token_connection_posts_to_the_channel(slack_server, api_conn):
     payload = build_alert(SUMMARY, log_url=LOG_URL, docs_url=None)
     send(payload, api_conn, channel="#data-oncall")
 
@@ -388,14 +387,14 @@ def test_api_token_connection_posts_to_the_channel(slack_server, api_conn):  # n
     assert call.body["blocks"] == payload["blocks"]
 
 
-def test_api_token_connection_without_channel_is_a_clear_error(slack_server, api_conn):  # noqa: F811
+def test_api_token_connection_without_channel_is_a_clear_error(slack_server, api_conn):
     with pytest.raises(SlackDeliveryError, match=r"channel is required") as err:
         send({"text": "hi"}, api_conn)
     assert err.value.conn_id == "slack_api"
     assert slack_server.requests == []
 
 
-def test_webhook_500_raises_promptly_without_retrying_or_leaking_the_url(slack_server, webhook_conn):  # noqa: F811
+def test_webhook_500_raises_promptly_without_retrying_or_leaking_the_url(slack_server, webhook_conn):
     slack_server.respond(500, times=5)
     started = time.monotonic()
     with pytest.raises(SlackDeliveryError) as err:
@@ -408,7 +407,7 @@ def test_webhook_500_raises_promptly_without_retrying_or_leaking_the_url(slack_s
     assert len(slack_server.requests) == 1  # slack_sdk did not retry: the Airflow task owns retries
 
 
-def test_webhook_429_is_not_retried_by_the_client(slack_server, webhook_conn):  # noqa: F811
+def test_webhook_429_is_not_retried_by_the_client(slack_server, webhook_conn):
     slack_server.respond(429, headers={"Retry-After": "1"}, times=5)
     started = time.monotonic()
     with pytest.raises(SlackDeliveryError, match="HTTP 429") as err:
@@ -419,7 +418,7 @@ def test_webhook_429_is_not_retried_by_the_client(slack_server, webhook_conn):  
 
 
 @pytest.mark.parametrize("kind", ["webhook", "api"])
-def test_dropped_connection_is_not_retried_by_the_client(slack_server, webhook_conn, api_conn, kind):  # noqa: F811
+def test_dropped_connection_is_not_retried_by_the_client(slack_server, webhook_conn, api_conn, kind):
     # slack_sdk's default ConnectionErrorRetryHandler would send this request twice
     slack_server.respond(drop=True, times=5)
     conn_id, channel = (webhook_conn, None) if kind == "webhook" else (api_conn, "#data-oncall")
@@ -429,7 +428,7 @@ def test_dropped_connection_is_not_retried_by_the_client(slack_server, webhook_c
     assert len(slack_server.requests) == 1
 
 
-def test_secret_of_the_connection_is_scrubbed_from_the_payload(slack_server, webhook_conn):  # noqa: F811
+def test_secret_of_the_connection_is_scrubbed_from_the_payload(slack_server, webhook_conn):
     # a local webhook URL is not recognisable as a Slack webhook by pattern; send() still removes it
     f = {**ORDERS_UNIQUE, "error": f"could not reach {slack_server.webhook_url}"}
     send(build_alert(summary(failures=[f]), log_url=None, docs_url=None), webhook_conn)
@@ -438,7 +437,7 @@ def test_secret_of_the_connection_is_scrubbed_from_the_payload(slack_server, web
     assert "could not reach ***" in request.raw.decode()
 
 
-def test_api_500_and_not_ok_answers_raise(slack_server, api_conn):  # noqa: F811
+def test_api_500_and_not_ok_answers_raise(slack_server, api_conn):
     slack_server.respond(500, "upstream exploded", times=3)
     started = time.monotonic()
     with pytest.raises(SlackDeliveryError) as err:
@@ -457,7 +456,7 @@ def test_api_500_and_not_ok_answers_raise(slack_server, api_conn):  # noqa: F811
 
 
 @pytest.mark.parametrize("kind", ["webhook", "api"])
-def test_unreachable_slack_raises(slack_server, monkeypatch, kind):  # noqa: F811
+def test_unreachable_slack_raises(slack_server, monkeypatch, kind):
     if kind == "webhook":
         monkeypatch.setenv(conn_env_var("slack_alerts"), slack_server.webhook_conn_json(slack_server.unreachable_url()))
         conn_id, channel = "slack_alerts", None

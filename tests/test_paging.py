@@ -13,7 +13,6 @@ import threading
 
 import psycopg
 import pytest
-from slack_server import slack_server  # noqa: F401 - fixture
 
 from greenery import warehouse
 from greenery.dev import local_airflow
@@ -24,16 +23,15 @@ DAY = dt.date(2021, 2, 12)
 
 
 @pytest.fixture
-def paged(slack_server, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", slack_server.webhook_conn_json())
-    return slack_server
+def paged(slack_alerts_webhook):
+    return slack_alerts_webhook
 
 
 def states(dag_run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
 
-def alerts(slack_server) -> list[str]:  # noqa: F811
+def alerts(slack_server) -> list[str]:
     return [json.dumps(r.body) for r in slack_server.webhook_posts()]
 
 

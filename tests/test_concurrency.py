@@ -140,7 +140,7 @@ def test_two_greenery_run_commands_at_once_both_publish_their_day(published_url,
     procs = []
     for day in (DAY1, DAY2):
         env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / f"airflow-{day}"), "GREENERY_ALERT_CONN_ID": "none"}
-        cmd = [sys.executable, "-m", "greenery.cli", "run", "--date", day.isoformat(), "--quiet"]
+        cmd = [sys.executable, "-m", "greenery.cli", "run", "--date", day.isoformat()]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs

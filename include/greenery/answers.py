@@ -82,8 +82,10 @@ def format_answers(answers: dict[str, Any]) -> str:
         f"  days to deliver (avg)         {num(m['avg_delivery_days']):>10}",
     ]
     as_of = answers.get("all_history_as_of")
-    label = f"all history, as of the run of {as_of}" if as_of else "all history, as of the latest run"
-    lines.append(f"Best-converting products (marts.fact_product: {label}, not as of {m['as_of_date']})")
+    label = f"all history, as known to the latest run ({as_of or 'n/a'})"
+    if as_of != m["as_of_date"]:
+        label += f"; not as of {m['as_of_date']}"
+    lines.append(f"Best-converting products (marts.fact_product: {label})")
     for name, viewed, purchased, rate in answers["top_products"]:
         lines.append(f"  {name:<22} {purchased:>6} of {viewed:<6} sessions  {pct(rate)}")
     return "\n".join(lines)

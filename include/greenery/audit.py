@@ -3,7 +3,8 @@
 - ``builds``: one row per run's build (its schemas), with the run's clock recorded once and its state;
 - ``build_models``: the models a build holds that are not published yet (what publish must find);
 - ``publish_log``: every publish (run, day, tables);
-- ``validation_runs``: every run's validation summary (the Data quality view and on-call read it).
+- ``validation_runs``: every run's validation summary (the Data quality view and on-call read it);
+- ``task_failures``: every task failure with its error (the CLI and the Data quality view say why a run failed).
 
 Rows are never deleted: they are the history of what was built, checked and published.
 """
@@ -29,6 +30,8 @@ _TABLES = {
     " tables text[] not null",
     "validation_runs": "run_id text not null, logical_date date not null, validated_at timestamptz not null,"
     " published boolean not null, summary jsonb not null",
+    "task_failures": "run_id text not null, task_id text not null, logical_date date not null,"
+    " failed_at timestamptz not null, error text not null",
 }
 
 
@@ -80,3 +83,25 @@ def last_published(conn) -> dict | None:
         )
     ).fetchone()
     return None if row is None else {"run_id": row[0], "logical_date": row[1].isoformat(), "published_at": row[2]}
+
+
+def record_task_failure(conn, run_id: str, task_id: str, day: dt.date, error: str) -> None:
+    ensure(conn)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("insert into {} values (%s, %s, %s, now(), %s)").format(table("task_failures")),
+            (run_id, task_id, day, error),
+        )
+
+
+def task_failures(conn, run_id: str) -> list[dict]:
+    """The failures of a run's tasks, oldest first."""
+    if not exists(conn, "task_failures"):
+        return []
+    rows = conn.execute(
+        sql.SQL("select task_id, failed_at, error from {} where run_id = %s order by failed_at").format(
+            table("task_failures")
+        ),
+        (run_id,),
+    ).fetchall()
+    return [{"task_id": t, "failed_at": at, "error": e} for t, at, e in rows]

@@ -7,9 +7,11 @@ private PostgreSQL kept in ``.greenery/pg`` of the project, so nothing needs ins
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -19,42 +21,18 @@ from greenery import config
 
 STATE_DIR = config.get().state_dir
 
-ANSWERS_SQL = """
-select
-    as_of_date,
-    users,
-    buyers,
-    repeat_buyers,
-    repeat_rate,
-    sessions,
-    sessions_with_checkout,
-    conversion_rate,
-    avg_orders_per_hour,
-    avg_sessions_per_hour,
-    avg_delivery_days
-from marts.metrics_daily
-where as_of_date = coalesce(%(day)s, (select max(as_of_date) from marts.metrics_daily))
-"""
-
-TOP_PRODUCTS_SQL = """
-select product_name, sessions_viewed, sessions_purchased, conversion_rate
-from marts.fact_product
-order by conversion_rate desc nulls last, product_name
-limit 3
-"""
-
 
 def _embedded_if_unconfigured() -> object | None:
     """Start the project's private PostgreSQL unless a warehouse connection is configured."""
     from greenery import warehouse
-    from greenery.dev.embedded_pg import EmbeddedPostgres
+    from greenery.dev import embedded_pg
 
     if os.environ.get(warehouse.conn_env_var()):
         return None
-    server = EmbeddedPostgres(STATE_DIR / "pg")
+    server = embedded_pg.open_server(STATE_DIR / "pg")
     # Airflow reads connections from the environment: this process's tasks and children use the server.
     os.environ[warehouse.conn_env_var()] = warehouse.connection_json(server.url())
-    print(f"using the embedded PostgreSQL in {server.data_dir} (psql '{server.url()}')")
+    print(f"using the embedded PostgreSQL in {server.data_dir} (greenery db psql)")
     return server
 
 
@@ -96,7 +74,8 @@ class UsageError(ValueError):
     """The command was asked something it cannot do; the message says what to do instead."""
 
 
-def run_days(days: list[dt.date], quiet: bool, full_refresh: bool = False) -> int:
+def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = False) -> int:
+    """Run the DAG for each day in turn, a progress line per day; stop at the first failed day."""
     from greenery.dev import local_airflow
 
     start = config.get().start_date
@@ -105,59 +84,54 @@ def run_days(days: list[dt.date], quiet: bool, full_refresh: bool = False) -> in
             f"{days[0]} is before the pipeline's start date {start}: its run would build nothing."
             f" To backfill older history, set GREENERY_START_DATE={days[0]} (or earlier) and run again."
         )
-    local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]), quiet=quiet)
+    local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
     dag = local_airflow.load_dag()
-    for day in days:
+    log_file = STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
+    print(f"Airflow's log of this command: {log_file}")
+    for n, day in enumerate(days, 1):
         started = time.perf_counter()
-        dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag)
-        local_airflow.check_ran(dag, dag_run)
-        seconds = time.perf_counter() - started
-        print(f"greenery_daily {day}: {dag_run.state} in {seconds:.1f}s")
+        with contextlib.nullcontext(sys.stdout) if verbose else local_airflow.output_to(log_file) as console:
+            print(f"[{n}/{len(days)}] {day} ...", end="", flush=True, file=console)
+            dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag)
+            local_airflow.check_ran(dag, dag_run)
+            seconds = time.perf_counter() - started
+            print(f" {dag_run.state} in {seconds:.1f}s", file=console)
         if dag_run.state != "success":
-            print(f"failed tasks: {', '.join(local_airflow.failed_tasks(dag_run)) or 'none'}", file=sys.stderr)
+            for task_id, error in _failures(dag_run, local_airflow.failed_tasks(dag_run)):
+                print(f"  {task_id}: {error}", file=sys.stderr)
+            print(f"stopped at {day}; the whole log is in {log_file}", file=sys.stderr)
             return 1
     return 0
+
+
+def _failures(dag_run, failed: list[str]) -> list[tuple[str, str]]:
+    """Each failed task with the first line of its error, as the failure callback recorded it."""
+    from greenery import audit, warehouse
+
+    recorded = {}
+    try:
+        with warehouse.connect() as conn:
+            recorded = {f["task_id"]: f["error"] for f in audit.task_failures(conn, dag_run.run_id)}
+    except Exception as exc:  # the warehouse may be why the run failed; the log has the rest
+        recorded = {}
+        if not failed:
+            return [("run", str(exc))]
+    return [(t, (recorded.get(t) or "see the log").strip().splitlines()[0][:300]) for t in failed]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     _embedded_if_unconfigured()
-    return run_days(_days(args.date, args.end_date), quiet=args.quiet, full_refresh=args.full_refresh)
+    return run_days(_days(args.date, args.end_date), verbose=args.verbose, full_refresh=args.full_refresh)
 
 
 def print_answers(day: dt.date | None = None) -> int:
-    from greenery import warehouse
+    from greenery import answers, warehouse
 
-    with warehouse.connect() as conn, conn.cursor() as cur:
-        cur.execute(ANSWERS_SQL, {"day": day})
-        row = cur.fetchone()
-        if row is None:
-            print("no metrics yet: run the DAG first (greenery run --date YYYY-MM-DD)", file=sys.stderr)
-            return 1
-        m = dict(zip([c.name for c in cur.description], row, strict=True))
-        cur.execute(TOP_PRODUCTS_SQL)
-        top = cur.fetchall()
-    print(f"\nGreenery, as of the end of {m['as_of_date']} (marts.metrics_daily)")
-    print(f"  users                         {m['users']:>10,}")
-    print(f"  buyers (>= 1 order)           {m['buyers']:>10,}")
-    print(f"  repeat buyers (>= 2 orders)   {m['repeat_buyers']:>10,}")
-    print(f"  repeat rate                   {_pct(m['repeat_rate']):>10}")
-    print(f"  sessions                      {m['sessions']:>10,}")
-    print(f"  session conversion rate       {_pct(m['conversion_rate']):>10}")
-    print(f"  orders per hour (avg)         {_num(m['avg_orders_per_hour']):>10}")
-    print(f"  sessions per hour (avg)       {_num(m['avg_sessions_per_hour']):>10}")
-    print(f"  days to deliver (avg)         {_num(m['avg_delivery_days']):>10}")
-    print("  best-converting products (marts.fact_product):")
-    for name, viewed, purchased, rate in top:
-        print(f"    {name:<22} {purchased:>6} of {viewed:<6} sessions  {_pct(rate)}")
+    with warehouse.connect() as conn:
+        found = answers.read(conn, day)
+    print()
+    print(answers.format_answers(found))
     return 0
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{float(value):.1%}"
-
-
-def _num(value) -> str:
-    return "n/a" if value is None else f"{float(value):.2f}"
 
 
 def cmd_answers(args: argparse.Namespace) -> int:
@@ -179,7 +153,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with warehouse.connect() as conn:
         load.load_dir(conn, data_dir)
         last_day = conn.execute(f"select max(created_at)::date from {config.get().raw_schema}.events").fetchone()[0]
-    status = run_days([last_day], quiet=not args.verbose)
+    status = run_days([last_day], verbose=args.verbose)
     if status == 0:
         status = print_answers(last_day)
     print(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
@@ -209,6 +183,31 @@ def cmd_ui(args: argparse.Namespace) -> int:
             server.stop()
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """The embedded PostgreSQL on its own: keep it up for psql or a BI tool between commands."""
+    from greenery.dev import embedded_pg
+
+    data_dir = STATE_DIR / "pg"
+    if args.action == "start":
+        server = embedded_pg.start_kept(data_dir)
+        print(f"running until `greenery db stop`: {server.url('postgres')}")
+        print(f"  psql: greenery db psql   (or {embedded_pg.psql_path()} '{server.url()}')")
+        return 0
+    if args.action == "stop":
+        print("stopped" if embedded_pg.stop_kept(data_dir) else "not running")
+        return 0
+    pid = embedded_pg.running_pid(data_dir)
+    if args.action == "status":
+        kept = " (kept running by `greenery db start`)" if embedded_pg.kept_running(data_dir) else ""
+        print(f"running, pid {pid}{kept}: {data_dir}" if pid else f"not running: {data_dir}")
+        return 0 if pid else 1
+    server = embedded_pg.open_server(data_dir)  # psql: start it for the session if needed
+    try:
+        return subprocess.call([embedded_pg.psql_path(), server.url()])
+    finally:
+        server.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenery", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,16 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     load.set_defaults(func=cmd_load_raw)
 
     run = sub.add_parser("run", help="run the greenery_daily DAG (in-process, dag.test) for a day or a range")
-    run.add_argument("--date", type=_date, required=True)
-    run.add_argument("--end-date", type=_date, default=None)
-    run.add_argument("--quiet", action="store_true", help="only warnings from Airflow's task logs")
+    run.add_argument(
+        "--date", type=_date, required=True, metavar="YYYY-MM-DD", help="the UTC day to build (the run's logical date)"
+    )
+    run.add_argument(
+        "--end-date", type=_date, default=None, metavar="YYYY-MM-DD", help="build every day from --date to this one"
+    )
+    run.add_argument("--verbose", action="store_true", help="Airflow's task logs on the console, not in the log file")
     run.add_argument(
         "--full-refresh", action="store_true", help="rebuild the incremental models from all history (the DAG Param)"
     )
     run.set_defaults(func=cmd_run)
 
     answers = sub.add_parser("answers", help="print the business answers from the marts")
-    answers.add_argument("--date", type=_date, default=None)
+    answers.add_argument(
+        "--date", type=_date, default=None, metavar="YYYY-MM-DD", help="as of the end of this day (default: the latest)"
+    )
     answers.set_defaults(func=cmd_answers)
 
     doc = sub.add_parser("docs", help="print the marts' column docs (include/sql/marts/_docs.yml) as Markdown")
@@ -247,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--verbose", action="store_true", help="show Airflow's task logs")
     demo.set_defaults(func=cmd_demo)
+
+    db = sub.add_parser("db", help="the embedded PostgreSQL: start (and keep running), stop, status, psql")
+    db.add_argument("action", choices=("start", "stop", "status", "psql"))
+    db.set_defaults(func=cmd_db)
 
     ui = sub.add_parser("ui", help="start Airflow's UI + scheduler locally (no Docker) on the embedded PostgreSQL")
     ui.add_argument("--port", type=int, default=8080)
@@ -263,20 +272,24 @@ def main(argv: list[str] | None = None) -> int:
     from greenery.dev import local_airflow
 
     # Airflow fixes its settings when first imported (connections and hooks import it too).
-    local_airflow.configure(
-        Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow"),
-        quiet=getattr(args, "quiet", False) or not getattr(args, "verbose", True),
-    )
+    local_airflow.configure(Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow"))
     try:
         return args.func(args)
     except Exception as exc:  # one clear line for known failures; the traceback is noise to a user
+        from greenery.answers import NoAnswersError
         from greenery.dev.local_airflow import RunDidNothingError
         from greenery.materialize.model_sql import ModelBuildError
         from greenery.sources.load import RawLoadError
         from greenery.warehouse import WarehouseUnavailableError
 
         if isinstance(
-            exc, RawLoadError | ModelBuildError | WarehouseUnavailableError | UsageError | RunDidNothingError
+            exc,
+            RawLoadError
+            | ModelBuildError
+            | WarehouseUnavailableError
+            | UsageError
+            | RunDidNothingError
+            | NoAnswersError,
         ):
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -1,19 +1,29 @@
-"""A private PostgreSQL server from the ``pgserver`` wheel, for the demo, the CLI and the tests."""
+"""A private PostgreSQL server from the ``pgserver`` wheel, for the demo, the CLI and the tests.
+
+It listens on a unix socket in its data directory. A command that starts it stops it when it ends,
+unless ``greenery db start`` asked to keep it running (a marker file beside the data directory, which
+initdb wants empty): then it
+stays up for psql, notebooks or BI tools until ``greenery db stop``.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from greenery.warehouse import create_database
 
+KEEP_RUNNING = ".keep-running"
+
 
 @dataclass
 class EmbeddedPostgres:
-    """A private PostgreSQL server: no Docker, no system packages; it listens on a unix socket."""
+    """A private PostgreSQL server: no Docker, no system packages."""
 
     data_dir: Path
-    cleanup: str = "stop"
+    cleanup: str | None = "stop"
 
     def __post_init__(self) -> None:
         import pgserver  # a heavy import only needed when no warehouse is configured
@@ -31,3 +41,53 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         self._server.cleanup()
+
+
+def _marker(data_dir: Path) -> Path:
+    return Path(data_dir).with_name(Path(data_dir).name + KEEP_RUNNING)
+
+
+def kept_running(data_dir: Path) -> bool:
+    return _marker(data_dir).exists()
+
+
+def open_server(data_dir: Path) -> EmbeddedPostgres:
+    """The server for one command: stopped when the command ends, unless it is kept running."""
+    return EmbeddedPostgres(data_dir, cleanup=None if kept_running(data_dir) else "stop")
+
+
+def start_kept(data_dir: Path) -> EmbeddedPostgres:
+    """Start the server (or find it running) and leave it running after this process."""
+    server = EmbeddedPostgres(data_dir, cleanup=None)
+    _marker(data_dir).touch()
+    return server
+
+
+def running_pid(data_dir: Path) -> int | None:
+    """The postmaster's pid when the server of ``data_dir`` runs, else None."""
+    pid_file = Path(data_dir) / "postmaster.pid"
+    if not pid_file.is_file():
+        return None
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+def stop_kept(data_dir: Path) -> bool:
+    """Stop the server if it runs; return whether it was running."""
+    _marker(data_dir).unlink(missing_ok=True)
+    if running_pid(data_dir) is None:
+        return False
+    EmbeddedPostgres(data_dir, cleanup="stop").stop()  # the last handle stops it
+    return True
+
+
+def psql_path() -> str:
+    """pgserver's own psql (the machine's may be older than the server), else the one on PATH."""
+    import pgserver
+
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+    return str(bundled) if bundled.is_file() else (shutil.which("psql") or "psql")

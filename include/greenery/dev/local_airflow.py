@@ -6,6 +6,7 @@ imports ``airflow``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.util
 import os
@@ -52,10 +53,26 @@ def load_dag(dag_file: Path = DAG_FILE):
 
 
 def run_day(day: dt.date, conf: dict | None = None, dag=None):
-    """Run the whole DAG for ``day`` (data interval [day, day+1)); return the finished DagRun."""
+    """Run the whole DAG for ``day`` (the UTC day [day, day+1)); return the finished DagRun.
+
+    The run shares Airflow's history with ``greenery ui`` (same AIRFLOW_HOME), so it must look like any
+    other run there: its logical date is ``day`` at the time of day it starts (a run's day is its logical
+    date's UTC day), so that triggering ``day`` from the UI (00:00) does not collide with it (Airflow
+    allows one run per logical date); and its start is when it really started (``dag.test`` would
+    record the logical date, and the UI would show a run of five years).
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
     dag = dag or load_dag()
-    logical_date = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    return dag.test(logical_date=logical_date, run_conf=conf or {})
+    started = dt.datetime.now(dt.UTC)
+    logical_date = dt.datetime.combine(day, started.time(), tzinfo=dt.UTC)
+    dag_run = dag.test(logical_date=logical_date, run_conf=conf or {})
+    with create_session() as session:
+        session.query(DagRun).filter(DagRun.dag_id == dag.dag_id, DagRun.run_id == dag_run.run_id).update(
+            {DagRun.start_date: started}, synchronize_session=False
+        )
+    return dag_run
 
 
 FINISHED = ("success", "skipped", "failed", "upstream_failed", "removed")
@@ -75,6 +92,33 @@ def check_ran(dag, dag_run) -> None:
             f"run {dag_run.run_id} ended {dag_run.state!r} without running every task"
             f" (no task instance: {', '.join(missing) or 'none'}; unfinished: {', '.join(unfinished) or 'none'})"
         )
+
+
+@contextlib.contextmanager
+def output_to(path: Path):
+    """Send everything this process writes to stdout and stderr (Airflow's task logs) to ``path``.
+
+    At the file descriptor level, because Airflow's loggers hold on to the streams they were given.
+    Yields a writer to the real stdout, for the command's own progress lines.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        console = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+        try:
+            yield console
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            console.close()
 
 
 def failed_tasks(dag_run) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from greenery import config, runtime
+from greenery import audit, config, runtime, warehouse
 from greenery.alerts import delivery, messages
 from greenery.alerts.delivery import SlackDeliveryError
 
@@ -35,9 +35,21 @@ def page(payload: dict[str, Any]) -> bool:
         return False
 
 
+def record(context: Any, error: str) -> None:
+    """Keep the failure in greenery_audit.task_failures (best effort: the warehouse may be what failed)."""
+    try:
+        with warehouse.connect() as conn:
+            audit.record_task_failure(
+                conn, context["run_id"], runtime.task_id(context), runtime.interval(context).day, error
+            )
+    except Exception as exc:
+        log.warning("task failure not recorded in the warehouse: %s", exc)
+
+
 def on_task_failure(context: Any) -> None:
-    """The DAG's ``on_failure_callback``: page with the task's error unless the task paged already."""
+    """The DAG's ``on_failure_callback``: record the error; page with it unless the task paged already."""
     exc = context.get("exception")
+    record(context, describe(exc))
     if isinstance(exc, PagedFailure):
         return
     if isinstance(exc, SlackDeliveryError):

@@ -7,9 +7,10 @@ For each scale: generate the raw CSVs (cached in benchmarks/.cache), start one e
 database, then clone it (``create database ... template ...``) for every contender so each starts from
 identical data. In the same run, one after the other:
 
-- floor: each model rendered with ``greenery.models.render`` and run as ``create table ... as`` in the
-  published schemas, one transaction per model, in dependency order (psycopg; no Airflow, no GX).
-  Quarantine models keep their good rows in the same statement; nothing goes to ``quarantine.*``.
+- floor: each model rendered with ``greenery.project.render.render`` (the run's clock: the bench's start)
+  and run as ``create table ... as`` in the published schemas, one transaction per model, in dependency
+  order (psycopg; no Airflow, no GX). Quarantine models keep their good rows, cast to their
+  ``column_types``, in the same statement; nothing goes to ``quarantine.*``.
 - dbt: ``dbt build`` of benchmarks/dbt_greenery (models generated from include/sql by
   greenery_to_dbt.py; primary-key tests), from its own venv benchmarks/.venv-dbt, created here from
   benchmarks/requirements-dbt.txt when missing.
@@ -139,29 +140,40 @@ def worker_floor(args: dict) -> dict:
     """The models' SQL straight into PostgreSQL: create table as select, one transaction per model."""
     import psycopg
 
-    from greenery.build import RULE_COLUMN
-    from greenery.models import Interval, discover, render
+    from greenery.materialize.quarantine import RULE_COLUMN
+    from greenery.project.models import discover
+    from greenery.project.render import Interval, render
 
     found = discover()
     interval = Interval.for_day(dt.date.fromisoformat(args["day"]))
+    run_time = dt.datetime.fromisoformat(args["run_time"])
     per_model = {}
     started = time.perf_counter()
     with psycopg.connect(args["url"], autocommit=True) as conn:
         for name, model in found.items():
-            body = render(model, interval, lambda ref: found[ref].relation).strip().rstrip(";")
+            body = render(model, interval, lambda ref: found[ref].relation, run_time=run_time).strip().rstrip(";")
             t = time.perf_counter()
             with conn.transaction():
                 conn.execute("set local timezone = 'UTC'")
                 conn.execute(f"create schema if not exists {model.layer}")
                 if model.config.get("quarantine"):
+                    # The columns, from a plan without rows (limit 0 executes nothing); the kept rows get
+                    # the model's column_types, as greenery.materialize.quarantine casts them.
+                    cur = conn.execute(f"select * from (\n{body}\n) as probe limit 0")
+                    kept = ", ".join(
+                        f'"{c.name}"::{model.column_types[c.name]} as "{c.name}"'
+                        if c.name in model.column_types
+                        else f'"{c.name}"'
+                        for c in cur.description
+                        if c.name != RULE_COLUMN
+                    )
                     # "offset 0" keeps PostgreSQL from flattening the subquery, which would evaluate the
                     # rules (a CASE of regexes) twice per row: once to filter, once for the column.
                     cur = conn.execute(
-                        f"create table {model.relation} as select * from (\n{body}\noffset 0) as checked"
+                        f"create table {model.relation} as select {kept} from (\n{body}\noffset 0) as checked"
                         f" where {RULE_COLUMN} is null"
                     )
                     rows = cur.rowcount
-                    conn.execute(f"alter table {model.relation} drop column {RULE_COLUMN}")
                 else:
                     rows = conn.execute(f"create table {model.relation} as\n{body}").rowcount
             per_model[name] = {"seconds": round(time.perf_counter() - t, 4), "rows": rows}
@@ -170,21 +182,22 @@ def worker_floor(args: dict) -> dict:
 
 # Where the pipeline's time goes inside its tasks: these functions are wrapped with timers in the worker
 # (the product's code is unchanged; a wrapper costs microseconds).
+# Each is patched where its caller looks it up (a module attribute read at call time).
 PROFILED = (
     ("greenery.warehouse", "connect"),
-    ("greenery.freshness", "check"),
+    ("greenery.sources.freshness", "check"),
     ("greenery.wap", "prepare"),
-    ("greenery.build", "build_model"),
-    ("greenery.quality", "quarantined_counts"),
-    ("greenery.validation", "load_suites"),
-    ("greenery.validation", "validate"),
-    ("greenery.validation", "_context"),
-    ("greenery.validation", "_runner"),
-    ("greenery.validation", "run_suite"),
-    ("greenery.validation", "summarize"),
+    ("greenery.tasks.build", "build_model"),  # imported by name there
+    ("greenery.tasks.validate", "quarantined_counts"),
+    ("greenery.checks.suites", "load_suites"),
+    ("greenery.checks.gx", "validate"),
+    ("greenery.checks.gx", "_context"),
+    ("greenery.checks.gx", "_runner"),
+    ("greenery.checks.gx", "run_suite"),
+    ("greenery.checks.gx", "summarize"),  # imported by name there
     ("greenery.wap", "publish"),
-    ("greenery.wap", "record_validation"),
-    ("greenery.wap", "drop_other_builds"),
+    ("greenery.audit", "record_validation"),
+    ("greenery.wap", "_drop_finished_builds"),
 )
 SUITES_TIMER = "gx suites (two-pass run_suite)"
 
@@ -209,7 +222,7 @@ def _install_timers(profile: dict) -> None:
 
         return wrapper
 
-    validation = importlib.import_module("greenery.validation")
+    validation = importlib.import_module("greenery.checks.gx")
     original_validate = validation.validate
 
     def validate_importing_gx_first(*a, **kw):
@@ -226,7 +239,7 @@ def _install_timers(profile: dict) -> None:
     for module_name, attr in PROFILED:
         module = importlib.import_module(module_name)
         name = f"{module_name.removeprefix('greenery.')}.{attr}"
-        if name == "validation._context":
+        if name == "checks.gx._context":
             original = module._context
 
             def context_then_patch(gx_dir, _original=original):
@@ -235,7 +248,7 @@ def _install_timers(profile: dict) -> None:
                 return context
 
             setattr(module, attr, timed(name + " (GX file context)", context_then_patch))
-        elif name == "validation.run_suite":
+        elif name == "checks.gx.run_suite":
             setattr(module, attr, timed(SUITES_TIMER, module.run_suite, key=lambda batch, suite, *_: suite.name))
         else:
             setattr(module, attr, timed(name, getattr(module, attr)))
@@ -243,7 +256,7 @@ def _install_timers(profile: dict) -> None:
 
 def worker_pipeline(args: dict) -> dict:
     """The whole DAG through Airflow's dag.test, in this process, for one day."""
-    from greenery import local_airflow
+    from greenery.dev import local_airflow
 
     local_airflow.configure(Path(args["airflow_home"]), quiet=True)  # migrated by the parent
     warnings.filterwarnings("ignore")
@@ -320,7 +333,7 @@ def ensure_dbt_venv() -> float:
 
 def data_for(scale: float, days: int | None) -> tuple[Path, dict, float]:
     """Generated CSVs for (scale, days), cached; return the folder, row counts and generation seconds."""
-    from greenery.generator import default_days, generate
+    from greenery.dev.generator import default_days, generate
 
     days = days or (365 if scale >= 1000 else default_days(scale))
     folder = CACHE_DIR / "data" / f"scale-{scale:g}-days-{days}-seed-{SEED}"
@@ -492,21 +505,27 @@ class Bench:
         self.work = work
         self.admin_url = admin_url
         self.airflow_env = airflow_env
-        from greenery.models import discover
+        from greenery import config
+        from greenery.project.models import discover
 
         self.sql_version = fingerprint(*SQL_FOLDERS)
         self.code_version = fingerprint(*CODE_FOLDERS)
         self.models = discover()
         self.relations = [m.relation for m in self.models.values()]
-        from greenery import settings
-
         self.expectations = sum(
-            len(json.loads(f.read_text()).get("expectations", [])) for f in settings.EXPECTATIONS_DIR.glob("*.json")
+            len(json.loads(f.read_text()).get("expectations", []))
+            for f in config.get().expectations_dir.glob("*.json")
         )
 
     def _worker(self, kind: str, url: str, day: dt.date, tag: str, env: dict[str, str]) -> dict:
         out = self.work / f"{tag}.json"
-        payload = {"url": url, "day": day.isoformat(), "out": str(out), "airflow_home": env.get("AIRFLOW_HOME")}
+        payload = {
+            "url": url,
+            "day": day.isoformat(),
+            "run_time": dt.datetime.now(dt.UTC).isoformat(),
+            "out": str(out),
+            "airflow_home": env.get("AIRFLOW_HOME"),
+        }
         cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", kind, json.dumps(payload)]
         measured = run_measured(cmd, env, self.work / f"{tag}.log", self.args.timeout)
         if measured["returncode"] != 0 or not out.is_file():
@@ -585,7 +604,7 @@ class Bench:
 
     # One scale: template, then every contender on its own clone, one after the other.
     def scale(self, scale: float) -> dict:
-        from greenery import raw
+        from greenery.sources import load as raw
 
         rec: dict = {
             "scale": scale,
@@ -805,22 +824,22 @@ def breakdown(run: dict, model_names: list[str]) -> list[tuple[str, float | None
         return prof.get(name, {}).get("seconds", 0.0)
 
     validate = task("validate")
-    gx_validate = timer("validation.validate")
+    gx_validate = timer("checks.gx.validate")
     gx_import = timer("gx import")
-    gx_context = timer("validation._context (GX file context)")
+    gx_context = timer("checks.gx._context (GX file context)")
     gx_suites = timer(SUITES_TIMER)
     gx_docs = timer("gx build_data_docs")
-    gx_summary = timer("validation.summarize")
-    gx_runner = timer("validation._runner")
+    gx_summary = timer("checks.gx.summarize")
+    gx_runner = timer("checks.gx._runner")
     gx_config = gx_validate - gx_import - gx_context - gx_runner - gx_suites - gx_docs - gx_summary
     model_tasks = sum(task(n) for n in model_names)
-    build_sql = timer("build.build_model")
+    build_sql = timer("tasks.build.build_model")
     fixed = ("validate", "check_source_freshness", "prepare_build", "publish")
     other = [t for t in tasks if t not in model_names and t not in fixed]
     return [
         ("dag.test start-up (serialize DAG, sync DagBag, create run)", run["before_first_task_s"]),
         ("check_source_freshness task (the process's first task)", task("check_source_freshness")),
-        ("  of which freshness.check (SQL)", timer("freshness.check")),
+        ("  of which freshness.check (SQL)", timer("sources.freshness.check")),
         ("prepare_build task", task("prepare_build")),
         (f"{len(model_names)} model tasks", model_tasks),
         ("  of which build_model (SQL, quarantine, ANALYZE, COMMENTs)", build_sql),
@@ -1042,7 +1061,7 @@ def main(argv: list[str] | None = None) -> int:
             report["setup"]["dbt_venv"] = round(ensure_dbt_venv(), 1)
 
         # A private Airflow home with its SQLite metadata DB, migrated while the data is prepared
-        # (the variables are those of greenery.local_airflow.configure, set before airflow is imported).
+        # (the variables are those of greenery.dev.local_airflow.configure, set before airflow is imported).
         airflow_env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GREENERY_"))}
         airflow_env.update(
             AIRFLOW_HOME=str(work / "airflow"),
@@ -1071,7 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"PostgreSQL: {PG_URL_ENV}")
             report["postgres"] = "external"
         else:
-            from greenery.warehouse import EmbeddedPostgres
+            from greenery.dev.embedded_pg import EmbeddedPostgres
 
             t = time.perf_counter()
             server = EmbeddedPostgres(work / "pg")

@@ -1,4 +1,5 @@
-{# The variables the pipeline's renderer (greenery.models.render) fills in, from var('run_date'). #}
+{# The variables the pipeline's renderer (greenery.project.render) fills in, from var('run_date') and the
+   run's clock. #}
 
 {% macro greenery_day() -%}
     {{ return(modules.datetime.date.fromisoformat(var('run_date') | string)) }}
@@ -20,16 +21,33 @@
     '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
 {%- endmacro %}
 
-{# A quarantine=true model's rows that passed its rules, without the rule column. "offset 0" keeps
-   PostgreSQL from flattening the subquery, which would evaluate the rules (a CASE of regexes) twice per
-   row: once in the filter and once for the column. #}
-{% macro greenery_without_quarantined(select_sql, rule_column='quarantine_rule') -%}
+{# The run's clock shifted by offset_seconds: var('run_time') (an ISO timestamp with its zone; the
+   benchmark's Cosmos DAG passes the Airflow run's) or dbt's own run_started_at. The pipeline's rules
+   compare timestamps with it, never with now(), so a rerun gives the same answer. #}
+{% macro greenery_run_time(offset_seconds=0) -%}
+    {%- set given = var('run_time', none) -%}
+    {%- set clock = modules.datetime.datetime.fromisoformat(given | string) if given else run_started_at -%}
+    '{{ (clock + modules.datetime.timedelta(seconds=offset_seconds)).isoformat() }}'::timestamptz
+{%- endmacro %}
+
+{# A quarantine=true model's rows that passed its rules, without the rule column, cast to the model's
+   column_types as greenery.materialize.quarantine casts them. "offset 0" keeps PostgreSQL from flattening
+   the subquery, which would evaluate the rules (a CASE of regexes) twice per row: once in the filter and
+   once for the column. #}
+{% macro greenery_without_quarantined(select_sql, column_types={}, rule_column='quarantine_rule') -%}
     {%- if execute -%}
         {%- set columns = get_columns_in_query(select_sql) | reject('equalto', rule_column) | list -%}
     {%- else -%}
         {%- set columns = ['*'] -%}
     {%- endif -%}
-select {% for column in columns %}{{ adapter.quote(column) if column != '*' else column }}{{ ", " if not loop.last }}{% endfor %}
+select {% for column in columns -%}
+    {%- if column in column_types -%}
+        {{ adapter.quote(column) }}::{{ column_types[column] }} as {{ adapter.quote(column) }}
+    {%- else -%}
+        {{ adapter.quote(column) if column != '*' else column }}
+    {%- endif -%}
+    {{ ", " if not loop.last }}
+{%- endfor %}
 from (
 {{ select_sql }}
 offset 0

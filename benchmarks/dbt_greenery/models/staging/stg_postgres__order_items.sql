@@ -45,4 +45,4 @@ checked as (
 select * from checked
 {% endset %}
 
-{{ greenery_without_quarantined(checked_sql) }}
+{{ greenery_without_quarantined(checked_sql, column_types={}) }}

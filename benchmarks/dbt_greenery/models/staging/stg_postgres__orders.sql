@@ -19,9 +19,9 @@ renamed as (
         nullif(trim(promo_id::text), '') as promo_id,
         nullif(trim(address_id::text), '') as address_id,
         created_at::timestamptz as created_at,
-        order_cost::numeric(12, 2) as order_cost,
-        shipping_cost::numeric(12, 2) as shipping_cost,
-        order_total::numeric(12, 2) as order_total,
+        order_cost::numeric as order_cost,
+        shipping_cost::numeric as shipping_cost,
+        order_total::numeric as order_total,
         nullif(trim(tracking_id::text), '') as tracking_id,
         nullif(lower(trim(shipping_service::text)), '') as shipping_service,
         estimated_delivery_at::timestamptz as estimated_delivery_at,
@@ -55,6 +55,13 @@ checked as (
                 then 'malformed_uuid'
             when renamed.status is null or renamed.status not in ('preparing', 'shipped', 'delivered')
                 then 'invalid_status'
+            when
+                renamed.order_cost in ('NaN', 'Infinity', '-Infinity')
+                or renamed.shipping_cost in ('NaN', 'Infinity', '-Infinity')
+                or renamed.order_total in ('NaN', 'Infinity', '-Infinity')
+                then 'non_finite_number'
+            when greatest(abs(renamed.order_cost), abs(renamed.shipping_cost), abs(renamed.order_total)) >= 1e10
+                then 'out_of_range_number'
             when renamed.order_cost < 0 or renamed.shipping_cost < 0 or renamed.order_total < 0
                 then 'negative_amount'
             when renamed.promo_id is not null and promos.promo_id is null then 'orphan_promo'
@@ -66,7 +73,15 @@ checked as (
                 ) > 0.01
                 then 'total_mismatch'
             when renamed.delivered_at < renamed.created_at then 'delivered_before_created'
-            when renamed.created_at > now() then 'future_timestamp'
+            -- The run's clock, not now(): a rerun of this run next year decides the same.
+            when renamed.created_at > {{ greenery_run_time(3600) }} or renamed.delivered_at > {{ greenery_run_time(3600) }}
+                then 'future_timestamp'
+            when renamed.estimated_delivery_at > {{ greenery_run_time() }} + interval '366 days' then 'far_future_timestamp'
+            when
+                renamed.created_at < {{ greenery_run_time(-788400000) }}
+                or renamed.delivered_at < {{ greenery_run_time(-788400000) }}
+                or renamed.estimated_delivery_at < {{ greenery_run_time(-788400000) }}
+                then 'far_past_timestamp'
             when users.user_id is null then 'orphan_user'
         end as quarantine_rule
     from renamed
@@ -77,4 +92,4 @@ checked as (
 select * from checked
 {% endset %}
 
-{{ greenery_without_quarantined(checked_sql) }}
+{{ greenery_without_quarantined(checked_sql, column_types={'order_cost': 'numeric(12, 2)', 'shipping_cost': 'numeric(12, 2)', 'order_total': 'numeric(12, 2)'}) }}

@@ -2,6 +2,9 @@
 {{ config(materialized='table') }}
 
 {% set checked_sql %}
+-- price stays the source's numeric until the rules ran: NaN, Infinity or 1e15 are quarantined as they
+-- are (PostgreSQL sorts NaN above every number, so `price < 0` alone lets it through).
+
 with
 
 source as (
@@ -12,7 +15,7 @@ renamed as (
     select
         nullif(trim(product_id::text), '') as product_id,
         nullif(trim(name::text), '') as product_name,
-        price::numeric(12, 2) as price,
+        price::numeric as price,
         inventory::integer as inventory
     from source
 ),
@@ -23,6 +26,8 @@ checked as (
         case
             when product_id is null then 'null_key'
             when product_id !~ {{ greenery_uuid_pattern() }} then 'malformed_uuid'
+            when price in ('NaN', 'Infinity', '-Infinity') then 'non_finite_number'
+            when abs(price) >= 1e10 then 'out_of_range_number'
             when price is null or price < 0 then 'negative_price'
             when inventory < 0 then 'negative_inventory'
         end as quarantine_rule
@@ -32,4 +37,4 @@ checked as (
 select * from checked
 {% endset %}
 
-{{ greenery_without_quarantined(checked_sql) }}
+{{ greenery_without_quarantined(checked_sql, column_types={'price': 'numeric(12, 2)'}) }}

@@ -8,6 +8,10 @@ source as (
     select * from {{ source('raw', 'users') }}
 ),
 
+addresses as (
+    select distinct address_id from {{ ref('stg_postgres__addresses') }}
+),
+
 renamed as (
     select
         nullif(trim(user_id::text), '') as user_id,
@@ -23,16 +27,23 @@ renamed as (
 
 checked as (
     select
-        *,
+        renamed.*,
         case
-            when user_id is null then 'null_key'
-            when user_id !~ {{ greenery_uuid_pattern() }} or address_id !~ {{ greenery_uuid_pattern() }} then 'malformed_uuid'
-            when created_at > now() then 'future_timestamp'
+            when renamed.user_id is null then 'null_key'
+            when renamed.user_id !~ {{ greenery_uuid_pattern() }} or renamed.address_id !~ {{ greenery_uuid_pattern() }}
+                then 'malformed_uuid'
+            -- The run's clock, not now(): a rerun of this run next year decides the same.
+            when renamed.created_at > {{ greenery_run_time(3600) }} or renamed.updated_at > {{ greenery_run_time(3600) }}
+                then 'future_timestamp'
+            when renamed.created_at < {{ greenery_run_time(-788400000) }} or renamed.updated_at < {{ greenery_run_time(-788400000) }}
+                then 'far_past_timestamp'
+            when renamed.address_id is not null and addresses.address_id is null then 'orphan_address'
         end as quarantine_rule
     from renamed
+    left join addresses on renamed.address_id = addresses.address_id
 )
 
 select * from checked
 {% endset %}
 
-{{ greenery_without_quarantined(checked_sql) }}
+{{ greenery_without_quarantined(checked_sql, column_types={}) }}

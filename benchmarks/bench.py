@@ -513,8 +513,7 @@ class Bench:
         self.models = discover()
         self.relations = [m.relation for m in self.models.values()]
         self.expectations = sum(
-            len(json.loads(f.read_text()).get("expectations", []))
-            for f in config.get().expectations_dir.glob("*.json")
+            len(json.loads(f.read_text()).get("expectations", [])) for f in config.get().expectations_dir.glob("*.json")
         )
 
     def _worker(self, kind: str, url: str, day: dt.date, tag: str, env: dict[str, str]) -> dict:

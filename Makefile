@@ -48,9 +48,11 @@ format: $(STAMP) ## apply ruff formatting and fixes
 lock: ## re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header -o requirements.lock
 
-BENCH_SCALES ?= 1,100
-bench: $(STAMP) ## pipeline vs bare SQL vs dbt build, side by side (BENCH_SCALES=1,100,1000; dbt gets its own venv)
-	$(BIN)/python benchmarks/bench.py --scales $(BENCH_SCALES)
+# real = ../shared/greenery when present; BENCH_CONTENDERS=all adds Cosmos (dag.test and scheduled: minutes more).
+BENCH_SCALES ?= real,1,100
+BENCH_CONTENDERS ?= floor,dbt,pipeline,pipeline_scheduled
+bench: $(STAMP) ## pipeline (dag.test and scheduler) vs bare SQL vs dbt build [vs Cosmos: BENCH_CONTENDERS=all]
+	$(BIN)/python benchmarks/bench.py --scales $(BENCH_SCALES) --contenders $(BENCH_CONTENDERS)
 
 clean: ## remove the venv and local state (.greenery: embedded PostgreSQL, Airflow home, data)
 	rm -rf $(VENV) .greenery

@@ -1,8 +1,9 @@
-"""Benchmark the greenery_daily pipeline against the bare SQL (the floor) and an equivalent dbt project.
+"""Benchmark the greenery_daily pipeline against the bare SQL (the floor), an equivalent dbt project and Cosmos.
 
-    .venv/bin/python benchmarks/bench.py --scales 1,100 [--days N] [--repeat R]
+    .venv/bin/python benchmarks/bench.py --scales real,1,100 [--contenders all] [--days N] [--repeat R]
 
-For each scale: generate the raw CSVs (cached in benchmarks/.cache), start one embedded PostgreSQL
+For each data set (``real``: the real Greenery data of ../shared/greenery when present, or a scale factor
+of the generator): generate the raw CSVs (cached in benchmarks/.cache), start one embedded PostgreSQL
 (or use the server of ``GREENERY_BENCH_POSTGRES_URL``, an admin URL), load raw once into a template
 database, then clone it (``create database ... template ...``) for every contender so each starts from
 identical data. In the same run, one after the other:
@@ -17,6 +18,13 @@ identical data. In the same run, one after the other:
 - pipeline: the whole DAG through Airflow ``dag.test`` for the last day of the data (freshness,
   write-audit-publish build, GX validation, publish, branch), with the ``validate`` task's duration
   read from the DagRun's task instances.
+- pipeline_scheduled: the same DAG run by a real Airflow (api-server, scheduler, dag-processor;
+  LocalExecutor; metadata in a database of the same PostgreSQL server), triggered through the REST API,
+  with the latencies of every task instance (see benchmarks/scheduled.py).
+- cosmos, cosmos_scheduled (opt in: ``--contenders all``): benchmarks/dbt_greenery run by
+  astronomer-cosmos (benchmarks/cosmos/greenery_cosmos.py, Cosmos' defaults) in an Airflow of its own venv
+  benchmarks/.venv-cosmos (created here from benchmarks/requirements-cosmos.txt), through ``dag.test`` and
+  through the scheduler as above.
 - with >= 2 days of data, "one day incremental": a second run of the DAG (and of ``dbt build``) for the
   last day right after the full one, on the same database, in a new process. The first run found nothing
   published and built every model whole (a full refresh); this one finds the published tables, so the
@@ -34,8 +42,8 @@ Every contender runs in its own subprocess; its peak memory is that process tree
 PostgreSQL server is shared and its memory is not counted; neither is its CPU ("client CPU" is the
 contender's own). DAG parse time is measured in fresh interpreters (3 times, median).
 
-Results: a Markdown table on stdout, and everything in benchmarks/results/<timestamp>.json
-(git-ignored, like benchmarks/.cache and benchmarks/.venv-dbt).
+Results: a Markdown table on stdout (bench_report.py), and everything in benchmarks/results/<timestamp>.json
+(git-ignored, like benchmarks/.cache and the venvs).
 """
 
 from __future__ import annotations
@@ -58,15 +66,28 @@ import warnings
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from bench_report import SUITES_TIMER, markdown
+
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = BENCH_DIR.parent
 DAG_FILE = PROJECT_DIR / "dags" / "greenery_daily.py"
 DBT_PROJECT = BENCH_DIR / "dbt_greenery"
 DBT_VENV = BENCH_DIR / ".venv-dbt"
 DBT_REQUIREMENTS = BENCH_DIR / "requirements-dbt.txt"
+COSMOS_VENV = BENCH_DIR / ".venv-cosmos"
+COSMOS_REQUIREMENTS = BENCH_DIR / "requirements-cosmos.txt"
+COSMOS_DAGS = BENCH_DIR / "cosmos"  # the Cosmos Airflow's dags folder: only its DAG file
+COSMOS_DAG_ID = "greenery_cosmos"
 RESULTS_DIR = BENCH_DIR / "results"
 CACHE_DIR = BENCH_DIR / ".cache"
 PG_URL_ENV = "GREENERY_BENCH_POSTGRES_URL"
+# The real Greenery data (data set "real"): as tests/conftest.py finds it.
+REAL_DATA = Path(os.environ.get("GREENERY_REAL_DATA") or PROJECT_DIR.parent / "shared" / "greenery")
+CONTENDERS = ("floor", "dbt", "pipeline", "cosmos", "pipeline_scheduled", "cosmos_scheduled")
+# Cosmos takes minutes even on the real data (a dbt invocation per task): opt in (--contenders all).
+DEFAULT_CONTENDERS = ("floor", "dbt", "pipeline", "pipeline_scheduled")
+SCHEDULED_CONTENDERS = ("pipeline_scheduled", "cosmos_scheduled")
+AIRFLOW_METADATA_TEMPLATE = "greenery_bench_airflow_template"
 SEED = 42
 PARSE_RUNS = 3
 
@@ -199,7 +220,6 @@ PROFILED = (
     ("greenery.audit", "record_validation"),
     ("greenery.wap", "_drop_finished_builds"),
 )
-SUITES_TIMER = "gx suites (two-pass run_suite)"
 
 
 def _install_timers(profile: dict) -> None:
@@ -254,6 +274,55 @@ def _install_timers(profile: dict) -> None:
             setattr(module, attr, timed(name, getattr(module, attr)))
 
 
+def _task_rows(dag_run) -> dict:
+    tasks = {}
+    for ti in dag_run.get_task_instances():
+        tasks[ti.task_id] = {
+            "state": str(ti.state) if ti.state is not None else None,
+            "seconds": round(ti.duration, 4) if ti.duration is not None else None,
+            "start": ti.start_date.isoformat() if ti.start_date else None,
+            "end": ti.end_date.isoformat() if ti.end_date else None,
+        }
+    return tasks
+
+
+def _around_tasks(tasks: dict, started_at: dt.datetime, ended_at: dt.datetime) -> dict:
+    ran = [v for v in tasks.values() if v["seconds"] is not None]
+    first = min((dt.datetime.fromisoformat(v["start"]) for v in ran), default=started_at)
+    last = max((dt.datetime.fromisoformat(v["end"]) for v in ran), default=ended_at)
+    return {
+        "before_first_task_s": round((first - started_at).total_seconds(), 3),
+        "after_last_task_s": round((ended_at - last).total_seconds(), 3),
+    }
+
+
+def worker_cosmos(args: dict) -> dict:
+    """The Cosmos DAG through Airflow's dag.test, in this process (run by benchmarks/.venv-cosmos's python)."""
+    import importlib.util
+
+    warnings.filterwarnings("ignore")
+    t = time.perf_counter()
+    spec = importlib.util.spec_from_file_location(COSMOS_DAG_ID, COSMOS_DAGS / f"{COSMOS_DAG_ID}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    load_s = time.perf_counter() - t
+    started_at = dt.datetime.now(dt.UTC)
+    # As greenery.dev.local_airflow.run_day: the day at the time of day the run starts.
+    logical_date = dt.datetime.combine(dt.date.fromisoformat(args["day"]), started_at.time(), tzinfo=dt.UTC)
+    t = time.perf_counter()
+    dag_run = module.dag.test(logical_date=logical_date)
+    wall = time.perf_counter() - t
+    tasks = _task_rows(dag_run)
+    return {
+        "wall_s": round(wall, 3),
+        "state": str(dag_run.state),
+        "run_id": dag_run.run_id,
+        "import_and_load_dag_s": round(load_s, 3),
+        **_around_tasks(tasks, started_at, dt.datetime.now(dt.UTC)),
+        "tasks": tasks,
+    }
+
+
 def worker_pipeline(args: dict) -> dict:
     """The whole DAG through Airflow's dag.test, in this process, for one day."""
     from greenery.dev import local_airflow
@@ -271,17 +340,7 @@ def worker_pipeline(args: dict) -> dict:
     dag_run = local_airflow.run_day(dt.date.fromisoformat(args["day"]), dag=dag)
     wall = time.perf_counter() - t
     ended_at = dt.datetime.now(dt.UTC)
-    tasks = {}
-    for ti in dag_run.get_task_instances():
-        tasks[ti.task_id] = {
-            "state": str(ti.state) if ti.state is not None else None,
-            "seconds": round(ti.duration, 4) if ti.duration is not None else None,
-            "start": ti.start_date.isoformat() if ti.start_date else None,
-            "end": ti.end_date.isoformat() if ti.end_date else None,
-        }
-    ran = [v for v in tasks.values() if v["seconds"] is not None]
-    first = min((dt.datetime.fromisoformat(v["start"]) for v in ran), default=started_at)
-    last = max((dt.datetime.fromisoformat(v["end"]) for v in ran), default=ended_at)
+    tasks = _task_rows(dag_run)
     for entry in profile.values():
         if "seconds" in entry:
             entry["seconds"] = round(entry["seconds"], 4)
@@ -291,8 +350,7 @@ def worker_pipeline(args: dict) -> dict:
         "run_id": dag_run.run_id,
         "import_and_load_dag_s": round(load_s, 3),
         "peak_rss_before_run_mib": round(rss_before / 1024, 1),
-        "before_first_task_s": round((first - started_at).total_seconds(), 3),
-        "after_last_task_s": round((ended_at - last).total_seconds(), 3),
+        **_around_tasks(tasks, started_at, ended_at),
         "tasks": tasks,
         "profile": profile,
     }
@@ -300,7 +358,7 @@ def worker_pipeline(args: dict) -> dict:
 
 def worker_main(kind: str, args_json: str) -> int:
     args = json.loads(args_json)
-    result = {"pipeline": worker_pipeline, "floor": worker_floor}[kind](args)
+    result = {"pipeline": worker_pipeline, "floor": worker_floor, "cosmos": worker_cosmos}[kind](args)
     result["vm_hwm_mib"] = round(_vm_kib("VmHWM") / 1024, 1)
     Path(args["out"]).write_text(json.dumps(result, indent=1, default=str))
     return 0
@@ -309,8 +367,30 @@ def worker_main(kind: str, args_json: str) -> int:
 # --- set-up ---------------------------------------------------------------------------------------
 
 
-def requirements_digest() -> str:
-    return hashlib.sha256(DBT_REQUIREMENTS.read_bytes()).hexdigest()
+def requirements_digest(requirements: Path = DBT_REQUIREMENTS) -> str:
+    return hashlib.sha256(requirements.read_bytes()).hexdigest()
+
+
+def ensure_cosmos_venv() -> float:
+    """Create benchmarks/.venv-cosmos from requirements-cosmos.txt unless it is current; return seconds.
+
+    With the project's own uv (``make install`` put it in .venv), compiling the bytecode as ``make install``
+    does for the project's venv, so both Airflows start alike.
+    """
+    stamp = COSMOS_VENV / ".installed"
+    digest = requirements_digest(COSMOS_REQUIREMENTS)
+    if (COSMOS_VENV / "bin" / "airflow").exists() and stamp.is_file() and stamp.read_text() == digest:
+        return 0.0
+    say(f"installing Airflow + Cosmos + dbt into {COSMOS_VENV.relative_to(PROJECT_DIR)} (once)")
+    started = time.perf_counter()
+    python = COSMOS_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([shutil.which("python3.11") or sys.executable, "-m", "venv", str(COSMOS_VENV)], check=True)
+    uv = Path(sys.executable).with_name("uv")
+    cmd = [str(uv), "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python)]
+    subprocess.run([*cmd, "-r", str(COSMOS_REQUIREMENTS)], check=True)
+    stamp.write_text(digest)
+    return time.perf_counter() - started
 
 
 def ensure_dbt_venv() -> float:
@@ -331,10 +411,15 @@ def ensure_dbt_venv() -> float:
     return time.perf_counter() - started
 
 
-def data_for(scale: float, days: int | None) -> tuple[Path, dict, float]:
-    """Generated CSVs for (scale, days), cached; return the folder, row counts and generation seconds."""
+def data_for(scale: float | str, days: int | None) -> tuple[Path, dict, float]:
+    """Generated CSVs for (scale, days), cached; return the folder, row counts and generation seconds.
+
+    ``scale`` "real" is the real Greenery data (its rows and days are counted once loaded).
+    """
     from greenery.dev.generator import default_days, generate
 
+    if scale == "real":
+        return REAL_DATA, {"days": None, "rows": None}, 0.0
     days = days or (365 if scale >= 1000 else default_days(scale))
     folder = CACHE_DIR / "data" / f"scale-{scale:g}-days-{days}-seed-{SEED}"
     marker = folder / "counts.json"
@@ -384,6 +469,22 @@ def model_tables(url: str, relations: list[str]) -> dict[str, dict]:
                 f"select count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text from {rel} t"
             ).fetchone()
             out[rel] = {"rows": rows, "digest": digest}
+    return out
+
+
+def cosmos_task_seconds(results: list[dict], manifest: Path) -> dict[str, float]:
+    """dbt's node times as the Cosmos tasks' ids: ``<model>.run`` and ``<model>.test`` (its tests summed)."""
+    nodes = json.loads(manifest.read_text())["nodes"] if manifest.is_file() else {}
+    out: dict[str, float] = {}
+    for r in results:
+        uid = r["unique_id"]
+        if uid.startswith("model."):
+            key = uid.rsplit(".", 1)[1] + ".run"
+        elif uid.startswith("test.") and nodes.get(uid, {}).get("attached_node"):
+            key = nodes[uid]["attached_node"].rsplit(".", 1)[1] + ".test"
+        else:
+            continue
+        out[key] = round(out.get(key, 0.0) + r["execution_time"], 4)
     return out
 
 
@@ -499,12 +600,19 @@ def validation_outcome(url: str) -> dict | None:
 
 
 class Bench:
-    def __init__(self, args, report: dict, work: Path, admin_url: str, airflow_env: dict[str, str]):
+    def __init__(
+        self, args, report: dict, work: Path, admin_url: str, airflow_env: dict[str, str], postmaster: int | None
+    ):
         self.args = args
         self.report = report
         self.work = work
         self.admin_url = admin_url
         self.airflow_env = airflow_env
+        self.postmaster = postmaster  # the embedded PostgreSQL's, for the scheduled runs' CPU
+        # From the dbt contender, for the Cosmos ones: its test count, and its node times per (repeat, mode)
+        # as the Cosmos tasks' work.
+        self.dbt_tests: int | None = None
+        self.dbt_nodes: dict[tuple[int, str], dict[str, float]] = {}
         from greenery import config
         from greenery.project.models import discover
 
@@ -516,7 +624,9 @@ class Bench:
             len(json.loads(f.read_text()).get("expectations", [])) for f in config.get().expectations_dir.glob("*.json")
         )
 
-    def _worker(self, kind: str, url: str, day: dt.date, tag: str, env: dict[str, str]) -> dict:
+    def _worker(
+        self, kind: str, url: str, day: dt.date, tag: str, env: dict[str, str], python: str = sys.executable
+    ) -> dict:
         out = self.work / f"{tag}.json"
         payload = {
             "url": url,
@@ -525,7 +635,7 @@ class Bench:
             "out": str(out),
             "airflow_home": env.get("AIRFLOW_HOME"),
         }
-        cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", kind, json.dumps(payload)]
+        cmd = [python, str(Path(__file__).resolve()), "_worker", kind, json.dumps(payload)]
         measured = run_measured(cmd, env, self.work / f"{tag}.log", self.args.timeout)
         if measured["returncode"] != 0 or not out.is_file():
             raise RuntimeError(
@@ -541,12 +651,7 @@ class Bench:
         return {"contender": "floor", **self._worker("floor", url, day, tag, env)}
 
     def pipeline(self, url: str, day: dt.date, tag: str) -> dict:
-        from greenery import warehouse
-
-        env = dict(self.airflow_env)
-        env[warehouse.conn_env_var()] = warehouse.connection_json(url)
-        env["GREENERY_GX_DIR"] = str(self.work / "gx" / tag)
-        result = self._worker("pipeline", url, day, tag, env)
+        result = self._worker("pipeline", url, day, tag, self.pipeline_env(url, tag))
         result["validation"] = validation_outcome(url)
         if result["state"] != "success":
             failed = [t for t, v in result["tasks"].items() if v["state"] == "failed"]
@@ -592,6 +697,7 @@ class Bench:
         test_s = sum(r["execution_time"] for r in nodes if r["unique_id"].startswith("test."))
         return {
             "contender": "dbt",
+            "node_seconds": cosmos_task_seconds(nodes, target_dir / "manifest.json"),
             **measured,
             "wall_s": measured["process_s"],
             "dbt_elapsed_s": round(run.get("elapsed_time", 0), 3),
@@ -601,12 +707,131 @@ class Bench:
             "statuses": sorted({r["status"] for r in nodes}),
         }
 
-    # One scale: template, then every contender on its own clone, one after the other.
-    def scale(self, scale: float) -> dict:
+    def pipeline_env(self, url: str, tag: str) -> dict[str, str]:
+        from greenery import warehouse
+
+        env = dict(self.airflow_env)
+        env[warehouse.conn_env_var()] = warehouse.connection_json(url)
+        env["GREENERY_GX_DIR"] = str(self.work / "gx" / tag)
+        return env
+
+    def cosmos_env(self, url: str, cache: str) -> dict[str, str]:
+        """The Cosmos Airflow's environment: its venv first on PATH (dbt there, as in an activated venv)."""
+        from greenery import warehouse
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GREENERY_", "DBT_", "PYTHON"))}
+        conn = json.loads(warehouse.connection_json(url))
+        # Cosmos' profile mapping requires a password (the embedded server trusts its socket and ignores it)
+        # and hands dbt the connection's port, which dbt requires (a socket's name carries it: 5432).
+        conn["password"] = conn["password"] or "unused"
+        conn.setdefault("port", 5432)
+        env.update(
+            PATH=f"{COSMOS_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            AIRFLOW_HOME=str(self.work / "airflow-cosmos"),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW__CORE__DAGS_FOLDER=str(COSMOS_DAGS),
+            AIRFLOW__CORE__PLUGINS_FOLDER=str(self.work / "no-plugins"),
+            # Cosmos caches dbt ls and dbt's partial parse; one cache per contender database, as a deployment
+            # keeps it between runs.
+            AIRFLOW__COSMOS__CACHE_DIR=str(self.work / f"cosmos-cache-{cache}"),
+            AIRFLOW__COSMOS__ENABLE_TELEMETRY="False",  # no network here
+            AIRFLOW_CONN_GREENERY_WAREHOUSE=json.dumps(conn),
+            DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+            PYTHONWARNINGS="ignore",
+        )
+        return env
+
+    def cosmos(self, url: str, day: dt.date, tag: str, cache: str) -> dict:
+        env = self.cosmos_env(url, cache)
+        result = self._worker("cosmos", url, day, tag, env, python=str(COSMOS_VENV / "bin" / "python"))
+        if result["state"] != "success":
+            failed = [t for t, v in result["tasks"].items() if v["state"] == "failed"]
+            raise RuntimeError(f"{tag}: Cosmos DAG run {result['state']}, failed tasks {failed}; log {result['log']}")
+        return {"contender": "cosmos", **result, **self.cosmos_tests(result["tasks"])}
+
+    def cosmos_tests(self, tasks: dict) -> dict:
+        tests = [v for t, v in tasks.items() if t.endswith(".test")]
+        return {
+            "tests": self.dbt_tests,
+            "test_tasks": len(tests),
+            "tests_s": round(sum(v.get("seconds") or 0 for v in tests), 3),
+        }
+
+    def scheduled(self, kind: str, url: str, day: dt.date, tag: str, modes: list[str], rep: int):
+        """Start the contender's Airflow, trigger a run per mode, yield each; stop Airflow at the end."""
+        import scheduled
+
+        if kind == "pipeline_scheduled":
+            env = {k: v for k, v in self.pipeline_env(url, tag).items() if k != "AIRFLOW__LOGGING__LOGGING_LEVEL"}
+            airflow_bin, dags, dag_id = Path(sys.executable).with_name("airflow"), DAG_FILE.parent, DAG_FILE.stem
+        else:
+            env = self.cosmos_env(url, tag)
+            airflow_bin, dags, dag_id = COSMOS_VENV / "bin" / "airflow", COSMOS_DAGS, COSMOS_DAG_ID
+            # Cosmos' parallel first tasks each run dbt's "create schema if not exists" and race on a fresh
+            # database (PostgreSQL: duplicate key in pg_namespace, the run fails); a deployed project has its
+            # schemas, so they are made here, as after a first run.
+            from greenery import config
+
+            with admin_connect(url) as conn:
+                for layer in config.LAYERS:
+                    conn.execute(f"create schema if not exists {layer}")
+        metadata_db = f"{tag}_airflow"
+        clone(self.admin_url, AIRFLOW_METADATA_TEMPLATE, metadata_db)
+        home = self.work / f"airflow-{tag}"
+        started = time.perf_counter()
+        ui = scheduled.start(
+            airflow_bin, home, env, scheduled.metadata_sqlalchemy_url(self.admin_url, metadata_db), dags
+        )
+        try:
+            upstream = scheduled.ready(ui, dag_id, timeout=300)
+            say(f"{tag}: Airflow up and {dag_id} parsed in {time.perf_counter() - started:.1f}s ({home})")
+            roots = {name: proc.pid for name, proc in ui.processes.items()}
+            if self.postmaster:
+                roots["postgres"] = self.postmaster
+            for second, mode in enumerate(modes):
+                # One run per logical date: the second run of the same day is a second later.
+                logical_date = dt.datetime.combine(day, dt.time(0, 0, second), tzinfo=dt.UTC)
+                run = scheduled.trigger_and_wait(
+                    ui, database_url(self.admin_url, metadata_db), dag_id, logical_date, self.args.timeout, roots
+                )
+                work = self.dbt_nodes.get((rep, mode)) if kind == "cosmos_scheduled" else None
+                if run["state"] != "success":
+                    failed = {t: v["state"] for t, v in run["tasks"].items() if v["state"] != "success"}
+                    raise RuntimeError(
+                        f"{tag}: scheduled run {run['run_id']} {run['state']}; tasks not successful {failed}; "
+                        f"task logs under {home / 'logs'}"
+                    )
+                analysis = scheduled.analyse(run, upstream, work)
+                cpu = run["cpu_s"]
+                result = {
+                    "contender": kind,
+                    **run,
+                    "analysis": analysis,
+                    "wall_s": analysis["wall_s"],
+                    "process_s": run["observed_s"],
+                    "client_cpu_s": round(sum(v for k, v in cpu.items() if k != "postgres"), 2),
+                    "peak_rss_mib": None,
+                    "airflow_home": str(home),
+                }
+                if kind == "pipeline_scheduled":
+                    result["validation"] = validation_outcome(url)
+                    result["validate_s"] = run["tasks"].get("validate", {}).get("seconds")
+                else:
+                    result.update(self.cosmos_tests(run["tasks"]))
+                yield result
+        finally:
+            ui.stop()
+            if not self.args.keep:
+                drop_database(self.admin_url, metadata_db)
+
+    # One data set: template, then every contender on its own clone, one after the other.
+    def scale(self, scale: float | str) -> dict:
         from greenery.sources import load as raw
 
+        label = "real Greenery data" if scale == "real" else f"scale {scale:g}"
         rec: dict = {
             "scale": scale,
+            "label": label,
             "steps": {},
             "runs": [],
             "models": list(self.models),
@@ -617,24 +842,28 @@ class Bench:
         self.report["scales"].append(rec)  # partial results survive an abort
         started = time.perf_counter()
         folder, meta, gen_s = data_for(scale, self.args.days)
-        rec.update(days=meta["days"], raw_rows=sum(meta["rows"].values()), raw_rows_by_table=meta["rows"])
         rec["steps"]["generate_s"] = round(gen_s, 1)
-        say(f"scale {scale:g}: data {folder.name} ({rec['raw_rows']:,} raw rows; generated in {gen_s:.1f}s)")
+        say(f"{label}: data {folder}" + (f" (generated in {gen_s:.1f}s)" if gen_s else ""))
 
-        tag = f"s{scale:g}".replace(".", "_")
+        tag = "real" if scale == "real" else f"s{scale:g}".replace(".", "_")
         template = f"greenery_bench_{tag}_template"
         t = time.perf_counter()
         with admin_connect(self.admin_url) as conn:
             conn.execute(f'drop database if exists "{template}" with (force)')
             conn.execute(f'create database "{template}"')
         with admin_connect(database_url(self.admin_url, template)) as conn:
-            raw.load_dir(conn, folder)
+            loaded = raw.load_dir(conn, folder)
             conn.execute("vacuum analyze")
-            day = conn.execute("select max(created_at)::date from raw.events").fetchone()[0]
+            day, days = conn.execute(
+                "select max(created_at)::date, count(distinct created_at::date) from raw.events"
+            ).fetchone()
+        meta = {"days": meta["days"] or days, "rows": meta["rows"] or loaded}
+        rec.update(days=meta["days"], raw_rows=sum(meta["rows"].values()), raw_rows_by_table=meta["rows"])
         rec["steps"]["load_raw_s"] = round(time.perf_counter() - t, 1)
         rec["day"] = day.isoformat()
-        say(f"scale {scale:g}: raw loaded into {template} in {rec['steps']['load_raw_s']}s; last day {day}")
+        say(f"{label}: {rec['raw_rows']:,} raw rows loaded into {template} in {rec['steps']['load_raw_s']}s; day {day}")
         incremental = meta["days"] >= 2 and not self.args.no_incremental
+        modes = ["full", "one_day_incremental"] if incremental else ["full"]
         contenders = self.args.contenders
 
         clone_s = []
@@ -654,8 +883,9 @@ class Bench:
                     run["model_rows"] = sum(v["rows"] or 0 for v in run["tables"].values())
                     run["rows_per_s"] = round(run["model_rows"] / run["wall_s"]) if run["wall_s"] else None
                     say(
-                        f"scale {scale:g}: {run['contender']:<8} {run['mode']:<13} wall {run['wall_s']:8.2f}s  "
-                        f"process {run['process_s']:8.2f}s  peak {run['peak_rss_mib']:7.1f} MiB"
+                        f"{label}: {run['contender']:<8} {run['mode']:<13} wall {run['wall_s']:8.2f}s  "
+                        f"process {run['process_s']:8.2f}s"
+                        + (f"  peak {run['peak_rss_mib']:7.1f} MiB" if run.get("peak_rss_mib") is not None else "")
                         + (f"  validate {run['validate_s']:.2f}s" if run.get("validate_s") is not None else "")
                         + (f"  tests {run['tests_s']:.2f}s" if run.get("tests_s") is not None else "")
                     )
@@ -668,24 +898,30 @@ class Bench:
                         "the contenders would not run the same SQL; run it again"
                     )
                 code_version = fingerprint(*CODE_FOLDERS)
-                if kind == "pipeline" and code_version != self.code_version:
+                if kind.startswith("pipeline") and code_version != self.code_version:
                     note = f"pipeline code (include/greenery, expectations, dags) changed since the start: {git_head()}"
-                    say(f"scale {scale:g}: note: {note}")
+                    say(f"{label}: note: {note}")
                     rec["notes"].append(note)
                 try:
                     if kind == "floor":
                         checked(self.floor(url, day, f"{db}-full"))
                     elif kind == "dbt":
                         target = self.work / f"dbt-target-{db}"
-                        checked(self.dbt(url, day, f"{db}-full", target))
-                        if incremental:
-                            checked(self.dbt(url, day, f"{db}-again", target))
+                        for mode in modes:
+                            run = checked(self.dbt(url, day, f"{db}-{mode}", target))
+                            self.dbt_tests = run["tests"]
+                            self.dbt_nodes[(rep, mode)] = run["node_seconds"]
                     elif kind == "pipeline":
-                        checked(self.pipeline(url, day, f"{db}-full"))
-                        if incremental:
-                            checked(self.pipeline(url, day, f"{db}-again"))
+                        for mode in modes:
+                            checked(self.pipeline(url, day, f"{db}-{mode}"))
+                    elif kind == "cosmos":
+                        for mode in modes:
+                            checked(self.cosmos(url, day, f"{db}-{mode}", cache=db))
+                    elif kind in SCHEDULED_CONTENDERS:
+                        for run in self.scheduled(kind, url, day, db, modes, rep):
+                            checked(run)
                 except Exception as exc:  # one broken contender must not lose the others' numbers
-                    say(f"scale {scale:g}: {kind} FAILED: {exc}")
+                    say(f"{label}: {kind} FAILED: {exc}")
                     rec["errors"].append({"contender": kind, "repeat": rep, "error": str(exc)})
                 rec["runs"] += runs
                 if not self.args.keep:
@@ -695,7 +931,7 @@ class Bench:
         rec["steps"]["clone_s_median"] = round(statistics.median(clone_s), 2) if clone_s else None
         rec["agreement"] = agreement(rec["runs"])
         rec["steps"]["total_s"] = round(time.perf_counter() - started, 1)
-        say(f"scale {scale:g}: done in {rec['steps']['total_s']}s; tables agree: {rec['agreement']['all_equal']}")
+        say(f"{label}: done in {rec['steps']['total_s']}s; tables agree: {rec['agreement']['all_equal']}")
         return rec
 
 
@@ -773,232 +1009,24 @@ def measure_parse(env: dict[str, str]) -> dict:
     }
 
 
-# --- report ---------------------------------------------------------------------------------------
-
-
-def _f(value, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _ratio(a, b) -> str:
-    return "-" if not a or not b else f"{a / b:.2f}x"
-
-
-def _pct(part, whole) -> str:
-    return "-" if part is None or not whole else f"{100 * part / whole:.0f}%"
-
-
-def _median_run(runs: list[dict]) -> dict:
-    return sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2]
-
-
-def group(rec: dict) -> dict[tuple[str, str], dict]:
-    """The run of median wall time of each (contender, mode) over the repeats, with the repeats' peak."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for run in rec["runs"]:
-        groups.setdefault((run["contender"], run["mode"]), []).append(run)
-    out = {}
-    for key, runs in groups.items():
-        out[key] = {**_median_run(runs), "peak_rss_mib": max(r["peak_rss_mib"] for r in runs), "repeats": len(runs)}
-    return out
-
-
-LABELS = {
-    ("floor", "full"): "floor: SQL via psycopg",
-    ("dbt", "full"): "dbt build (full)",
-    ("dbt", "one_day_incremental"): "dbt build (one day incremental)",
-    ("pipeline", "full"): "pipeline: DAG via dag.test (full)",
-    ("pipeline", "one_day_incremental"): "pipeline: DAG via dag.test (one day incremental)",
-}
-
-
-def breakdown(run: dict, model_names: list[str]) -> list[tuple[str, float | None]]:
-    """The pipeline run's wall time, part by part (task durations from the DagRun, the rest from timers)."""
-    tasks, prof = run["tasks"], run.get("profile", {})
-
-    def task(name: str) -> float:
-        return tasks.get(name, {}).get("seconds") or 0.0
-
-    def timer(name: str) -> float:
-        return prof.get(name, {}).get("seconds", 0.0)
-
-    validate = task("validate")
-    gx_validate = timer("checks.gx.validate")
-    gx_import = timer("gx import")
-    gx_context = timer("checks.gx._context (GX file context)")
-    gx_suites = timer(SUITES_TIMER)
-    gx_docs = timer("gx build_data_docs")
-    gx_summary = timer("checks.gx.summarize")
-    gx_runner = timer("checks.gx._runner")
-    gx_config = gx_validate - gx_import - gx_context - gx_runner - gx_suites - gx_docs - gx_summary
-    model_tasks = sum(task(n) for n in model_names)
-    build_sql = timer("tasks.build.build_model")
-    fixed = ("validate", "check_source_freshness", "prepare_build", "publish")
-    other = [t for t in tasks if t not in model_names and t not in fixed]
-    return [
-        ("dag.test start-up (serialize DAG, sync DagBag, create run)", run["before_first_task_s"]),
-        ("check_source_freshness task (the process's first task)", task("check_source_freshness")),
-        ("  of which freshness.check (SQL)", timer("sources.freshness.check")),
-        ("prepare_build task", task("prepare_build")),
-        (f"{len(model_names)} model tasks", model_tasks),
-        ("  of which build_model (SQL, quarantine, ANALYZE, COMMENTs)", build_sql),
-        ("  of which task overhead (Airflow, connect)", model_tasks - build_sql),
-        ("validate task", validate),
-        ("  of which import great_expectations", gx_import),
-        ("  of which GX file context", gx_context),
-        ("  of which GX ephemeral context + data source", gx_runner),
-        ("  of which GX set-up: suites, assets, result store", gx_config),
-        ("  of which running the suites (SQL)", gx_suites),
-        ("  of which Data Docs", gx_docs),
-        ("  of which the rest (task overhead, discover, connect, summary)", validate - gx_validate),
-        ("publish task", task("publish")),
-        (f"{len(other)} branch/notify/gate tasks", sum(task(t) for t in other)),
-        ("dag.test loop between tasks", run["between_tasks_s"]),
-        ("after the last task", run["after_last_task_s"]),
-    ]
-
-
-def markdown(report: dict) -> str:
-    lines: list[str] = []
-    for rec in report["scales"]:
-        g = group(rec)
-        lines += [
-            f"### scale {rec['scale']:g}: {rec['days']} days, {rec['raw_rows']:,} raw rows, run day {rec['day']}"
-            + (f" (median of {report['args']['repeat']})" if report["args"]["repeat"] > 1 else ""),
-            "",
-            "| contender | wall s | process s | client CPU s | peak RSS MiB | model rows | rows/s | checks |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for key, label in LABELS.items():
-            r = g.get(key)
-            if r is None:
-                continue
-            if key[0] == "pipeline":
-                checks = (
-                    f"{rec['gx_expectations']} GX expectations: "
-                    f"validate {_f(r['validate_s'])} s = {_pct(r['validate_s'], r['wall_s'])}"
-                )
-            elif key[0] == "dbt":
-                checks = f"{r['tests']} PK tests: {_f(r['tests_s'])} s = {_pct(r['tests_s'], r['wall_s'])}"
-            else:
-                checks = "none"
-            lines.append(
-                f"| {label} | {_f(r['wall_s'])} | {_f(r['process_s'])} | {_f(r['client_cpu_s'], 1)} | "
-                f"{_f(r['peak_rss_mib'], 0)} | {r['model_rows']:,} | {_f(r['rows_per_s'], 0)} | {checks} |"
-            )
-        for note in rec.get("notes", []):
-            lines.append(f"\nNote: {note}")
-        for err in rec.get("errors", []):
-            lines.append(f"\n**{err['contender']} failed** (repeat {err['repeat']}): {err['error'][:500]}")
-        p, p2 = g.get(("pipeline", "full")), g.get(("pipeline", "one_day_incremental"))
-        for run in (p, p2):
-            v = run and run.get("validation")
-            if v:
-                lines.append(
-                    f"\nValidation ({run['mode']}): {v['evaluated']} expectations evaluated, "
-                    f"{v['failed_critical']} critical and {v['failed_warning']} warning failures, "
-                    f"quarantined {v['quarantined'] or 'nothing'}, "
-                    f"{'published' if v['published'] else 'NOT published'}."
-                )
-        if p:
-            names = list(rec["models"])
-            lines += [
-                "",
-                f"Where the pipeline's time goes (scale {rec['scale']:g}):",
-                "",
-                "| part | full s | share | one day incremental s | share |",
-                "|---|---:|---:|---:|---:|",
-            ]
-            again = dict(breakdown(p2, names)) if p2 else {}
-            for label, seconds in breakdown(p, names):
-                lines.append(
-                    f"| {label} | {_f(seconds)} | {_pct(seconds, p['wall_s'])} | {_f(again.get(label))} | "
-                    f"{_pct(again.get(label), p2 and p2['wall_s'])} |"
-                )
-            lines.append(f"| **dag.test wall** | **{_f(p['wall_s'])}** | | **{_f(p2 and p2['wall_s'])}** | |")
-            suites = p.get("profile", {}).get(SUITES_TIMER + " by suite", {})
-            if suites:
-                top = sorted(suites.items(), key=lambda kv: -kv[1])[:5]
-                lines.append("\nSlowest GX suites (full run): " + ", ".join(f"{n} {s:.2f} s" for n, s in top))
-        lines.append("")
-
-    lines += [
-        "### ratios (wall; whole process in brackets)",
-        "",
-        "| scale | pipeline / floor | pipeline / dbt | validate share of pipeline "
-        "| one day incremental / full: pipeline | one day incremental / full: dbt | tables agree |",
-        "|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for rec in report["scales"]:
-        g = group(rec)
-        p, f, d = g.get(("pipeline", "full")), g.get(("floor", "full")), g.get(("dbt", "full"))
-        pi, di = g.get(("pipeline", "one_day_incremental")), g.get(("dbt", "one_day_incremental"))
-
-        def both(a, b):
-            if not a or not b:
-                return "-"
-            return f"{_ratio(a['wall_s'], b['wall_s'])} ({_ratio(a['process_s'], b['process_s'])})"
-
-        agree = rec.get("agreement", {}).get("all_equal")
-        lines.append(
-            f"| {rec['scale']:g} | {both(p, f)} | {both(p, d)} | {_pct(p and p['validate_s'], p and p['wall_s'])} | "
-            f"{both(pi, p)} | {both(di, d)} | {'yes' if agree else 'NO' if agree is False else '-'} |"
-        )
-    parses = [(k, report[k]) for k in ("parse", "parse_compiled") if report.get(k)]
-    if parses:
-        lines += [
-            "",
-            "### DAG parse: import of dags/greenery_daily.py in a fresh interpreter "
-            f"(median of {parses[0][1]['runs']})",
-            "",
-            "| bytecode | whole import s | `import airflow.sdk` s | beyond airflow.sdk s | process s (start to exit) "
-            "| tasks | modules loaded | heavy modules loaded |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for key, parse in parses:
-            label = "as installed: no .pyc, compiled at every import" if key == "parse" else "compiled .pyc"
-            lines.append(
-                f"| {label} | {_f(parse['total_s'], 3)} | {_f(parse['sdk_s'], 3)} | {_f(parse['dag_s'], 3)} | "
-                f"{_f(parse['process_s'], 3)} | {parse['tasks']} | {parse['modules']} | "
-                f"{', '.join(parse['heavy_modules']) or 'none'} |"
-            )
-    lines += [
-        "",
-        "### steps (s)",
-        "",
-        "| scale | generate data | load raw + VACUUM ANALYZE | clone a database (median) | whole scale |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for rec in report["scales"]:
-        st = rec["steps"]
-        generated = "cached" if st.get("generate_s") == 0 else st.get("generate_s", "-")
-        lines.append(
-            f"| {rec['scale']:g} | {generated} | {st.get('load_raw_s', '-')} | {st.get('clone_s_median', '-')} | "
-            f"{st.get('total_s', 'aborted')} |"
-        )
-    setup = ", ".join(f"{k} {v} s" for k, v in report["setup"].items())
-    if report.get("slack_alerts_received"):
-        setup += f"; Slack alerts received by the local sink: {report['slack_alerts_received']}"
-    load = report["machine"]
-    lines += [
-        "",
-        f"Set-up: {setup}. Machine: {load['cpus']} CPUs, load average {load['load_avg_start'][0]:.1f} at the start"
-        f" and {load.get('load_avg_end', [0])[0]:.1f} at the end; PostgreSQL {report.get('postgres_version')}"
-        f" ({report.get('postgres')}), its memory and CPU not counted. Python contenders' bytecode: "
-        f"{report.get('bytecode')}; git {report.get('git_head')}.",
-    ]
-    return "\n".join(lines)
-
-
 # --- main -----------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--scales", default="1", help="comma-separated scale factors (1 = the real shop's size)")
+    p.add_argument(
+        "--scales",
+        default="1",
+        help="comma-separated scale factors (1 = the real shop's size), or 'real' for the real Greenery data"
+        " (../shared/greenery or GREENERY_REAL_DATA; skipped when absent)",
+    )
     p.add_argument("--days", type=int, default=None, help="days of data (default: the generator's; 365 at scale 1000)")
     p.add_argument("--repeat", type=int, default=1, help="runs of each contender per scale (medians reported)")
-    p.add_argument("--contenders", default="floor,dbt,pipeline", help="subset of floor,dbt,pipeline")
+    p.add_argument(
+        "--contenders",
+        default=",".join(DEFAULT_CONTENDERS),
+        help=f"subset of {','.join(CONTENDERS)}, or all (default: %(default)s)",
+    )
     p.add_argument("--dbt-threads", type=int, default=1, help="dbt threads (dag.test runs one task at a time)")
     p.add_argument("--no-incremental", action="store_true", help="skip the 'one day incremental' runs")
     p.add_argument("--no-parse", action="store_true", help="skip the DAG parse-time measurement")
@@ -1016,11 +1044,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the databases and the work folder")
     args = p.parse_args(argv)
-    args.scales_list = [float(s) for s in args.scales.split(",") if s.strip()]
+    try:
+        args.scales_list = [s.strip() if s.strip() == "real" else float(s) for s in args.scales.split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--scales {args.scales!r}: numbers or 'real'")
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
-    unknown = set(args.contenders) - {"floor", "dbt", "pipeline"}
+    if args.contenders == ["all"]:
+        args.contenders = list(CONTENDERS)
+    unknown = set(args.contenders) - set(CONTENDERS)
     if unknown:
-        p.error(f"unknown contenders {sorted(unknown)}")
+        p.error(f"unknown contenders {sorted(unknown)}; choose from {','.join(CONTENDERS)}")
     return args
 
 
@@ -1053,11 +1086,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         compiling = None if args.as_installed and args.no_parse else compile_bytecode()
         compile_started = time.perf_counter()
-        if "dbt" in args.contenders:
+        cosmos_wanted = any(c.startswith("cosmos") for c in args.contenders)
+        if "dbt" in args.contenders or cosmos_wanted:
             changed = greenery_to_dbt.sync()
             if changed:
                 say(f"dbt project refreshed from include/sql: {len(changed)} file(s)")
+        if "dbt" in args.contenders:
             report["setup"]["dbt_venv"] = round(ensure_dbt_venv(), 1)
+        if cosmos_wanted:
+            report["setup"]["cosmos_venv"] = round(ensure_cosmos_venv(), 1)
+        if "real" in args.scales_list and not (REAL_DATA / "orders.csv").is_file():
+            args.scales_list.remove("real")
+            report["skipped_real"] = f"no real Greenery data at {REAL_DATA} (set GREENERY_REAL_DATA)"
+            say(report["skipped_real"])
 
         # A private Airflow home with its SQLite metadata DB, migrated while the data is prepared
         # (the variables are those of greenery.dev.local_airflow.configure, set before airflow is imported).
@@ -1083,6 +1124,15 @@ def main(argv: list[str] | None = None) -> int:
             migrate = subprocess.Popen(
                 [str(airflow_bin), "db", "migrate"], env=airflow_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
+        cosmos_migrate = None
+        if "cosmos" in args.contenders:  # its dag.test runs: SQLite in their own home, from the Cosmos venv
+            (work / "airflow-cosmos").mkdir()
+            cosmos_migrate = subprocess.Popen(
+                [str(COSMOS_VENV / "bin" / "airflow"), "db", "migrate"],
+                env={**airflow_env, "AIRFLOW_HOME": str(work / "airflow-cosmos")},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
 
         admin_url = os.environ.get(PG_URL_ENV)
         if admin_url:
@@ -1098,6 +1148,25 @@ def main(argv: list[str] | None = None) -> int:
             report["postgres"] = "embedded (pgserver)"
         with admin_connect(admin_url) as conn:
             report["postgres_version"] = conn.execute("show server_version").fetchone()[0]
+        if any(c in SCHEDULED_CONTENDERS for c in args.contenders):
+            # The scheduled runs' metadata: a database of this server, migrated once, cloned for every start.
+            import scheduled
+
+            with admin_connect(admin_url) as conn:
+                conn.execute(f'drop database if exists "{AIRFLOW_METADATA_TEMPLATE}" with (force)')
+                conn.execute(f'create database "{AIRFLOW_METADATA_TEMPLATE}"')
+            seconds = scheduled.migrate(
+                Path(sys.executable).with_name("airflow"),
+                work / "airflow-metadata-template",
+                airflow_env,
+                scheduled.metadata_sqlalchemy_url(admin_url, AIRFLOW_METADATA_TEMPLATE),
+            )
+            report["setup"]["airflow_db_migrate_postgres"] = round(seconds, 1)
+            say(f"Airflow metadata template database migrated in {seconds:.1f}s")
+        if cosmos_migrate is not None:
+            _, err = cosmos_migrate.communicate()
+            if cosmos_migrate.returncode != 0:
+                raise RuntimeError(f"airflow db migrate (Cosmos venv) failed:\n{err.decode()[-3000:]}")
 
         if migrate is not None:
             _, err = migrate.communicate()
@@ -1122,7 +1191,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.as_installed:
             airflow_env = bytecode_env(airflow_env)
 
-        bench = Bench(args, report, work, admin_url, airflow_env)
+        import scheduled
+
+        postmaster = scheduled.postmaster_pid(work / "pg") if server is not None else None
+        bench = Bench(args, report, work, admin_url, airflow_env, postmaster)
         report["git_head"] = git_head()
         report["sql_version"], report["code_version"] = bench.sql_version, bench.code_version
         for scale in args.scales_list:
@@ -1130,8 +1202,8 @@ def main(argv: list[str] | None = None) -> int:
             failed = failed or bool(rec["errors"])
             if rec["steps"]["total_s"] > args.stop_after_minutes * 60 and scale != args.scales_list[-1]:
                 report["stopped"] = (
-                    f"scale {scale:g} took {rec['steps']['total_s'] / 60:.1f} min > {args.stop_after_minutes:g}: "
-                    "larger scales skipped"
+                    f"{rec['label']} took {rec['steps']['total_s'] / 60:.1f} min > {args.stop_after_minutes:g}: "
+                    "the data sets after it skipped"
                 )
                 say(report["stopped"])
                 break

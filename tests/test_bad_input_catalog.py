@@ -59,7 +59,7 @@ BLOCK = {
         # A NaN price too, so that the blocked run has rows to quarantine: they must not be published either.
         f"insert into raw.orders select * from raw.orders where order_id = '{ORDER}';"
         f" update raw.products set price = 'NaN' where product_id = '{PRODUCT}'",
-        "quality_gate",
+        "validate",
         ["stg_postgres__orders", "expect_column_values_to_be_unique", ORDER, "not published", "2021-02-12"],
     ),
     "empty raw table": ("delete from raw.order_items", "check_source_freshness", ["order_items", "empty"]),

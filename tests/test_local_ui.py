@@ -111,7 +111,7 @@ def test_the_dag_is_listed_triggered_run_and_a_task_cleared_and_rerun(ui, raw_lo
     status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/tasks")
     assert status == 200, body
     tasks = {t["task_id"]: t for t in body["tasks"]}
-    assert {"check_source_freshness", "prepare_build", "validate", "publish", "quality_gate"} <= set(tasks)
+    assert {"check_source_freshness", "prepare_build", "validate", "publish", "alert_slack"} <= set(tasks)
     assert set(models.discover()) <= set(tasks)
     assert tasks["check_source_freshness"]["downstream_task_ids"] == ["prepare_build"]
 

@@ -4,7 +4,8 @@
 - ``build_models``: the models a build holds that are not published yet (what publish must find);
 - ``publish_log``: every publish (run, day, tables);
 - ``validation_runs``: every run's validation summary (the Data quality view and on-call read it);
-- ``task_failures``: every task failure with its error (the CLI and the Data quality view say why a run failed).
+- ``task_failures``: every task failure with its error (the CLI and the Data quality view say why a run failed);
+- ``alerts_sent``: what each data-check alert reported, so an unchanged warning is not sent again too soon.
 
 Rows are never deleted: they are the history of what was built, checked and published.
 """
@@ -23,7 +24,8 @@ SCHEMA = "greenery_audit"
 _TABLES = {
     "builds": (
         "key text primary key, run_id text not null, logical_date date not null, run_time timestamptz not null,"
-        " created_at timestamptz not null, touched_at timestamptz not null, state text not null"
+        " created_at timestamptz not null, touched_at timestamptz not null, state text not null,"
+        " raw_fingerprint jsonb"
     ),
     "build_models": "key text not null, model text not null, built_at timestamptz not null, primary key (key, model)",
     "publish_log": "run_id text not null, logical_date date not null, published_at timestamptz not null,"
@@ -32,6 +34,7 @@ _TABLES = {
     " published boolean not null, summary jsonb not null",
     "task_failures": "run_id text not null, task_id text not null, logical_date date not null,"
     " failed_at timestamptz not null, error text not null",
+    "alerts_sent": "run_id text not null, sent_at timestamptz not null, signatures jsonb not null",
 }
 
 
@@ -105,3 +108,21 @@ def task_failures(conn, run_id: str) -> list[dict]:
         (run_id,),
     ).fetchall()
     return [{"task_id": t, "failed_at": at, "error": e} for t, at, e in rows]
+
+
+def record_alert(conn, run_id: str, signatures: list) -> None:
+    ensure(conn)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("insert into {} values (%s, now(), %s)").format(table("alerts_sent")), (run_id, Jsonb(signatures))
+        )
+
+
+def recent_alert_signatures(conn, window: dt.timedelta) -> set[str]:
+    """The signatures (see alerts.suppression) of the alerts sent within ``window``."""
+    if not exists(conn, "alerts_sent"):
+        return set()
+    rows = conn.execute(
+        sql.SQL("select signatures from {} where sent_at > now() - %s").format(table("alerts_sent")), (window,)
+    ).fetchall()
+    return {s for (signatures,) in rows for s in signatures}

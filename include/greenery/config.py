@@ -42,6 +42,8 @@ class Settings:
     data_docs_base_url: str | None
     alert_conn_id: str
     alert_channel: str | None
+    # An unchanged warning (same check, same count) is not sent again within this window.
+    alert_suppress: dt.timedelta
     summary_conn_id: str | None
     summary_channel: str | None
     retries: int
@@ -98,6 +100,7 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
         data_docs_base_url=_text(env, "GREENERY_DATA_DOCS_BASE_URL", None),
         alert_conn_id=_text(env, "GREENERY_ALERT_CONN_ID", "slack_alerts"),
         alert_channel=_text(env, "GREENERY_ALERT_CHANNEL", None),
+        alert_suppress=dt.timedelta(hours=_number(env, "GREENERY_ALERT_SUPPRESS_HOURS", "24")),
         summary_conn_id=_text(env, "GREENERY_SUMMARY_CONN_ID", None),
         summary_channel=_text(env, "GREENERY_SUMMARY_CHANNEL", None),
         retries=_number(env, "GREENERY_RETRIES", "2", int),

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from greenery import audit, config, docs, locks
 from greenery.materialize import incremental, relations
@@ -59,10 +60,13 @@ class Build:
         return {layer: self.schema(layer) for layer in (*config.LAYERS, QUARANTINE)}
 
 
-def prepare(conn, build: Build, run_time: dt.datetime | None = None) -> dt.datetime:
+def prepare(
+    conn, build: Build, run_time: dt.datetime | None = None, raw_fingerprint: dict | None = None
+) -> dt.datetime:
     """Start a run's build from empty schemas and register it; return the run's clock.
 
     The clock is the one recorded when the run was first prepared: clearing the whole run keeps it.
+    ``raw_fingerprint`` is what raw looked like as the build started (see sources.fingerprint).
     """
     audit.ensure(conn)
     with conn.transaction():
@@ -73,12 +77,14 @@ def prepare(conn, build: Build, run_time: dt.datetime | None = None) -> dt.datet
         conn.execute(sql.SQL("delete from {} where key = %s").format(audit.table("build_models")), (build.key,))
         recorded = conn.execute(
             sql.SQL(
-                "insert into {} as b (key, run_id, logical_date, run_time, created_at, touched_at, state)"
-                " values (%s, %s, %s, %s, now(), now(), 'building')"
-                " on conflict (key) do update set touched_at = now(), state = 'building'"
+                "insert into {} as b"
+                " (key, run_id, logical_date, run_time, created_at, touched_at, state, raw_fingerprint)"
+                " values (%s, %s, %s, %s, now(), now(), 'building', %s)"
+                " on conflict (key) do update set touched_at = now(), state = 'building',"
+                " raw_fingerprint = excluded.raw_fingerprint"
                 " returning b.run_time"
             ).format(audit.table("builds")),
-            (build.key, build.run_id, build.day, run_time or dt.datetime.now(dt.UTC)),
+            (build.key, build.run_id, build.day, run_time or dt.datetime.now(dt.UTC), Jsonb(raw_fingerprint)),
         ).fetchone()[0]
     return recorded
 
@@ -89,6 +95,14 @@ def run_time(conn, build: Build) -> dt.datetime | None:
         return None
     row = conn.execute(
         sql.SQL("select run_time from {} where key = %s").format(audit.table("builds")), (build.key,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def raw_fingerprint(conn, build: Build) -> dict | None:
+    """What raw looked like when the build was prepared (None when not recorded)."""
+    row = conn.execute(
+        sql.SQL("select raw_fingerprint from {} where key = %s").format(audit.table("builds")), (build.key,)
     ).fetchone()
     return row[0] if row else None
 

@@ -24,6 +24,7 @@ EXPECTED_REFS = {
     "int_user_sessions": {"stg_postgres__events"},
     "int_product_events": {"stg_postgres__events", "stg_postgres__order_items"},
     "int_user_product_sessions": {"int_product_events"},
+    "int_source_volumes_daily": set(),
     "int_sessions_per_hour": {"stg_postgres__events"},
     "dim_users": {"stg_postgres__users", "stg_postgres__addresses"},
     "dim_products": {"stg_postgres__products"},

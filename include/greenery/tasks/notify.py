@@ -33,7 +33,7 @@ def for_on_call(summary: dict[str, Any]) -> dict[str, Any]:
     causes = []
     for cause in summary.get("root_causes") or []:
         owner = docs.owner_of(cause.get("model") or "") or {}
-        causes.append({**cause, "owner": owner.get("name"), "mention": owner.get("slack")})
+        causes.append({**cause, "owner": owner.get("name"), "mention": owner.get("slack")})  # Slack only
     return {**summary, "root_causes": causes, "links": links.for_run(summary["run_id"], "validate")}
 
 

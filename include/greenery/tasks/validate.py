@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg import sql
 
-from greenery import audit, config, runtime, wap, warehouse
+from greenery import audit, config, docs, runtime, wap, warehouse
 from greenery.checks import history, root_causes
 from greenery.checks import suites as suite_files
 from greenery.materialize import relations
@@ -103,7 +103,10 @@ def run(context: Any) -> dict[str, Any]:
         relation=tables.__getitem__,
         run_name=context["run_id"],
     )
-    summary["root_causes"] = root_causes.group(summary["failures"], found)
+    summary["root_causes"] = [
+        {**cause, "owner": (docs.owner_of(cause["model"]) or {}).get("name")}
+        for cause in root_causes.group(summary["failures"], found)
+    ]
     total_failures = len(summary["failures"])
     summary["failures"] = summary["failures"][:MAX_FAILURES_IN_SUMMARY]  # XCom stays small
     summary.update(

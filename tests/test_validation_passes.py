@@ -97,7 +97,11 @@ def _one_detailed_pass(tmp_path) -> dict[str, list[dict]]:
     out = {}
     with validation._source(context, validation._connect_args(warehouse.sqlalchemy_url())) as source:
         for name, suite_file in SUITES.items():
-            suite = validation._suite(suite_file, lambda n: MODELS[n].relation)
+            suite = validation._suite(
+                suite_file,
+                lambda n: MODELS[n].relation,
+                {"run_date": "current_date", "published": lambda n: MODELS[n].relation},
+            )
             schema, _, table = MODELS[name].relation.partition(".")
             batch = source.add_table_asset(name=name, table_name=table, schema_name=schema)
             batch = batch.add_batch_definition_whole_table("whole_table").get_batch()
@@ -119,7 +123,14 @@ def test_a_clean_run_asks_no_detail_and_runs_each_query_check_twice(warehouse_ur
     assert statements.detail_queries() == [], "nothing failed: no query may fetch offending rows"
     # The price of GX's own UnexpectedRowsExpectation: its query runs twice (counted, then fetched).
     queries = [
-        (suites.resolve_refs(e["kwargs"]["unexpected_rows_query"], lambda n: MODELS[n].relation), MODELS[name])
+        (
+            suites.resolve_refs(
+                e["kwargs"]["unexpected_rows_query"],
+                lambda n: MODELS[n].relation,
+                {"run_date": "current_date", "published": lambda n: MODELS[n].relation},
+            ),
+            MODELS[name],
+        )
         for name, s in SUITES.items()
         for e in s.expectations
         if e["type"] == summary.UNEXPECTED_ROWS

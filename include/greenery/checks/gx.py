@@ -145,9 +145,9 @@ def _gx_logs_at_warning() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _suite(suite_file: SuiteFile, relation):
-    """The suite of ``suite_file`` with its refs resolved to the tables this run checks."""
-    data = resolve_refs(suite_file.data, relation)
+def _suite(suite_file: SuiteFile, refs, variables):
+    """The suite of ``suite_file`` with its refs and variables rendered for this run."""
+    data = resolve_refs(suite_file.data, refs, variables)
     suite = gx.ExpectationSuite(**data)
     # GX drops an expectation it cannot parse with only a log line: refuse instead.
     if len(suite.expectations) != len(data["expectations"]):
@@ -238,11 +238,11 @@ def _add_models(context, source, planned: dict, relation) -> tuple[dict, list]:
     return batches, definitions
 
 
-def _run(sqlalchemy_url, models, suites, gx_dir: Path, relation, run_name: str, build_docs: bool) -> dict:
+def _run(sqlalchemy_url, models, suites, gx_dir: Path, relation, run_name: str, build_docs: bool, refs, variables):
     """Both passes and the Data Docs; every suite's results as plain data, in the suite's order."""
     started = time.perf_counter()
     # Every suite is checked before any runs: a malformed one fails the task at once.
-    planned = {name: _suite(suite_file, relation) for name, suite_file in suites.items()}
+    planned = {name: _suite(suite_file, refs, variables) for name, suite_file in suites.items()}
     context = _context(gx_dir)
     connect_args = _connect_args(sqlalchemy_url)
     with _publish_lock_shared(connect_args), _source(context, connect_args) as source:
@@ -285,16 +285,24 @@ def validate(
     relation: Callable[[str], str] | None = None,
     run_name: str = "adhoc",
     build_docs: bool = True,
+    refs: Callable[[str], str] | None = None,
+    variables: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every suite against its model's table; return a JSON-able summary (see README).
 
     ``relation`` maps a model name to the table to check (default: the published one), so a
-    write-audit-publish run validates its build schemas.
+    write-audit-publish run validates its build schemas; ``refs`` maps the ``{{ ref() }}`` of suites
+    (default: ``relation``): the whole model as the run sees it, where ``relation`` may be an incremental
+    model's delta. ``variables`` are rendered into the suites (see suites.resolve_refs).
     """
     started = time.perf_counter()
     relation = relation or (lambda name: models[name].relation)
+    # Outside a run (ad-hoc validation, tests) the anomaly checks look at today.
+    variables = {"published": lambda name: models[name].relation, "run_date": "current_date", **(variables or {})}
     with _gx_logs_at_warning():
-        results = _run(sqlalchemy_url, models, suites, gx_dir, relation, run_name, build_docs)
+        results = _run(
+            sqlalchemy_url, models, suites, gx_dir, relation, run_name, build_docs, refs or relation, variables
+        )
     summary = summarize(results, relation)
     summary.update(
         seconds=round(time.perf_counter() - started, 3),

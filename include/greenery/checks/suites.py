@@ -20,7 +20,8 @@ import jinja2
 from greenery import config
 from greenery.project.models import Model
 
-SEVERITIES = ("critical", "warning")
+# GX's own severities: critical blocks the publish, warning alerts, info is listed and never alerts.
+SEVERITIES = ("critical", "warning", "info")
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - SQL, not HTML
 
 
@@ -85,11 +86,16 @@ def _check_ids(path: Path, data: dict) -> None:
         seen[id_] = i
 
 
-def resolve_refs(value: Any, relation) -> Any:
+def resolve_refs(value: Any, relation, variables: dict[str, Any] | None = None) -> Any:
+    """Render ``{{ ref('m') }}`` (through ``relation``) and ``variables`` in every string of a suite.
+
+    The anomaly checks use ``{{ run_date }}`` (the run's day as a SQL date) and ``{{ published('m') }}``
+    (the published table, where a daily model keeps its history).
+    """
     if isinstance(value, str) and "{{" in value:
-        return _ENV.from_string(value).render(ref=relation)
+        return _ENV.from_string(value).render(ref=relation, **(variables or {}))
     if isinstance(value, dict):
-        return {k: resolve_refs(v, relation) for k, v in value.items()}
+        return {k: resolve_refs(v, relation, variables) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve_refs(v, relation) for v in value]
+        return [resolve_refs(v, relation, variables) for v in value]
     return value

@@ -86,13 +86,16 @@ def _failure(suite: str, table: str, res: Mapping[str, Any]) -> dict[str, Any]:
 
 def summarize(results: Mapping[str, Sequence[Mapping[str, Any]]], relation) -> dict[str, Any]:
     """``results``: every suite's expectation results in GX's JSON form; ``relation``: suite -> table checked."""
-    suites, failures = [], []
+    suites, failures, notes = [], [], []
     for name, outcomes in results.items():
         counts = {"critical": 0, "warning": 0}
         for res in outcomes:
             if not failed(res):
                 continue
             failure = _failure(name, relation(name), res)
+            if failure["severity"] == "info":
+                notes.append(failure)  # listed, never alerting (e.g. "too little history for anomalies")
+                continue
             counts["critical" if failure["severity"] == "critical" else "warning"] += 1
             failures.append(failure)
         suites.append(
@@ -113,4 +116,5 @@ def summarize(results: Mapping[str, Sequence[Mapping[str, Any]]], relation) -> d
         "blocking": failed_critical > 0,
         "suites": suites,
         "failures": failures,
+        "notes": notes,
     }

@@ -9,16 +9,16 @@ and ``publish`` does not run. Re-running it alone is refused when raw changed si
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from psycopg import sql
 
-from greenery import audit, config, docs, runtime, wap, warehouse
+from greenery import audit, config, docs, links, runtime, wap, warehouse
 from greenery.checks import history, root_causes
 from greenery.checks import suites as suite_files
 from greenery.materialize import relations
 from greenery.project import models as model_files
+from greenery.project.render import sql_literal
 from greenery.sources import fingerprint
 from greenery.tasks.paging import PagedFailure
 
@@ -41,10 +41,8 @@ class ChecksFailed(PagedFailure):
 
 
 def data_docs_url(index: str | None) -> str | None:
-    if not index:
-        return None
-    base = config.get().data_docs_base_url
-    return f"{base.rstrip('/')}/index.html" if base else Path(index).as_uri()
+    """The Data Docs as the plugin serves them (behind the Airflow login, sandboxed), never a file:// path."""
+    return links.docs_url() if index else None
 
 
 def quarantined_counts(conn, models, build: wap.Build, names: list[str]) -> dict[str, int]:
@@ -93,6 +91,11 @@ def run(context: Any) -> dict[str, Any]:
         relation = relations.resolver(conn, found, this_run.schema_of)
         deltas = {name: wap.built_delta(conn, found[name], this_run) for name in built}
         tables = {name: deltas.get(name) or relation(name) for name in found}
+        refs = {name: relation(name) for name in found}  # whole models (an incremental one's merged view)
+        # A daily model's history is its published table; before the first publish, only this run's day.
+        published = {
+            name: m.relation if relations.exists(conn, m.relation) else refs[name] for name, m in found.items()
+        }
         quarantined = quarantined_counts(conn, found, this_run, built)
     settings = config.get()
     summary = gx.validate(
@@ -102,6 +105,8 @@ def run(context: Any) -> dict[str, Any]:
         gx_dir=settings.gx_dir,
         relation=tables.__getitem__,
         run_name=context["run_id"],
+        refs=refs.__getitem__,
+        variables={"run_date": sql_literal(interval.day), "published": published.__getitem__},
     )
     summary["root_causes"] = [
         {**cause, "owner": (docs.owner_of(cause["model"]) or {}).get("name")}

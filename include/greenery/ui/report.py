@@ -219,9 +219,7 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         "tables": tables,
         "failures": failures,
         "root_causes": causes,
-        "task_failures": [
-            {**f, "failed_at": _utc(f["failed_at"])} for f in audit.task_failures(conn, latest["run_id"])
-        ]
+        "task_failures": [{**f, "failed_at": _utc(f["failed_at"])} for f in audit.task_failures(conn, latest["run_id"])]
         if latest
         else [],
         "quarantined": latest["quarantined"] if latest else {},

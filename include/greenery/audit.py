@@ -27,7 +27,8 @@ _TABLES = {
         " created_at timestamptz not null, touched_at timestamptz not null, state text not null,"
         " raw_fingerprint jsonb"
     ),
-    "build_models": "key text not null, model text not null, built_at timestamptz not null, primary key (key, model)",
+    "build_models": "key text not null, model text not null, built_at timestamptz not null, info jsonb,"
+    " primary key (key, model)",
     "publish_log": "run_id text not null, logical_date date not null, published_at timestamptz not null,"
     " tables text[] not null",
     "validation_runs": "run_id text not null, logical_date date not null, validated_at timestamptz not null,"
@@ -126,3 +127,12 @@ def recent_alert_signatures(conn, window: dt.timedelta) -> set[str]:
         sql.SQL("select signatures from {} where sent_at > now() - %s").format(table("alerts_sent")), (window,)
     ).fetchall()
     return {s for (signatures,) in rows for s in signatures}
+
+
+def last_publish_of(conn, relation: str) -> dt.date | None:
+    """The day of the latest run that published ``relation``."""
+    if not exists(conn, "publish_log"):
+        return None
+    return conn.execute(
+        sql.SQL("select max(logical_date) from {} where %s = any(tables)").format(table("publish_log")), (relation,)
+    ).fetchone()[0]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DAG_ID = "greenery_daily"
-# The layers are also the schemas readers use; their order is the build order.
-LAYERS = ("staging", "intermediate", "marts")
+# The layers are also the schemas readers use; their order is the build order. snapshots keep history.
+LAYERS = ("staging", "snapshots", "intermediate", "marts")
 INCLUDE_DIR = Path(__file__).resolve().parent.parent
 PROJECT_DIR = INCLUDE_DIR.parent
 

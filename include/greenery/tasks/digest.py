@@ -32,6 +32,7 @@ from greenery.tasks.notify import validation_summary
 
 log = logging.getLogger(__name__)
 
+
 class DigestNotDelivered(RuntimeError):
     """A part of the digest that the settings ask for did not go out; the message lists what failed and why."""
 

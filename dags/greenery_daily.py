@@ -30,23 +30,31 @@ overwritten, from raw rows created before the end of that day.
 `ref()` calls inside the SQL, so a new model file wires itself in.
 
 **Checks.** `validate` runs one Great Expectations suite per model (`include/expectations/`) inside
-PostgreSQL and builds the Data Docs. Any failure routes to `alert_slack` (connection `slack_alerts`),
-else to `all_checks_passed`; `quality_gate` then fails the run if a *critical* expectation failed, so
-warnings alert but stay green.
+PostgreSQL on what this run built, and builds the Data Docs. A *critical* failure makes `validate` red,
+named for what failed (its message lists the root causes and what to do): nothing is published.
+`alert_slack` then pages (connection `slack_alerts`) with the root causes, their owners and links;
+warnings and quarantined rows page too, but the marts are published and the run stays green.
 
 **Triage.**
-- Red `quality_gate`: read the Slack alert or the `validate` log (failing table, expectation, observed
-  value, sample keys) and the Data Docs. Fix the source rows, then clear the run from `staging` on.
+- Red `validate`: its message (and the alert, and the *Data quality* view) names the failing table, its
+  raw source, the check and the keys. Fix the source rows, then **clear the whole run** (Grid → the run →
+  Clear run): every model rebuilds from raw, is checked again and published if the checks pass.
+  Clearing `validate` alone re-checks the same build: useful after fixing an expectation, and refused
+  (with this advice) when raw changed since the build, because its tables would mix old and new data.
+- Red `check_source_freshness`: raw is missing, empty or stale for the day (or the warehouse cannot be
+  reached: check the `greenery_warehouse` connection). Load it, then clear the run.
+- A red model task: its log names the SQL file, the line and the PostgreSQL error. Fix the data or the
+  SQL, then clear the run (or the task with its downstream tasks: every model replaces its table or its
+  day in one transaction, so a rerun is always safe).
+- Red `publish`: a view on a mart, or a build that lost a table; its log says which. Clear the run.
 - Red `alert_slack`: Slack refused or was unreachable after retries; its log has the HTTP status. The
-  run's checks are still in the `validate` log.
-- A model task failed: its log names the SQL file, the line and the PostgreSQL error. Fix the data or
-  the SQL, then *Clear* the task: every model replaces its table (or its day) in one transaction, so a
-  rerun is always safe.
-- Events older than the lookback changed or were deleted in raw, or a model's logic changed: trigger
-  the DAG with the Param `full_refresh` ticked (rebuilds the incremental tables from all history; a
-  changed column list is detected and rebuilt whole without it).
-- Cannot connect: check the `greenery_warehouse` connection (Admin -> Connections).
-- Backfill: `airflow dags backfill greenery_daily --start-date 2021-02-10 --end-date 2021-02-12`;
+  checks are in the *Data quality* view.
+- Red `state_of_the_data`: the stakeholders' digest (Slack note, chart, email) did not all go out; its
+  message names each part and the reason (e.g. the SMTP server refused the login). The marts are
+  published. Fix the connection, then clear the task: it sends only the parts that did not go out.
+- Events older than the lookback changed in raw, or a model's logic changed: trigger the DAG with the
+  Param `full_refresh` ticked.
+- Backfill: `airflow backfill create --dag-id greenery_daily --from-date 2021-02-10 --to-date 2021-02-12`;
   runs are serialized (`max_active_runs=1`) because every run rewrites the current-state tables.
 """
 
@@ -123,9 +131,9 @@ with DAG(
 
         return build.prepare(context)
 
-    @task(task_id="validate", retries=1)
+    @task(task_id="validate", retries=0)
     def validate(**context) -> dict:
-        """Run every suite of include/expectations in PostgreSQL; return the summary."""
+        """Run every suite of include/expectations in PostgreSQL; fails, named for what failed, on a critical one."""
         from greenery.tasks import validate
 
         return validate.run(context)
@@ -139,49 +147,36 @@ with DAG(
 
     @task(task_id="publish", outlets=MART_ASSETS)
     def publish(summary: dict, **context) -> dict:
-        """Atomically swap the run's tables into staging/intermediate/marts; skipped when a critical check failed."""
+        """Atomically swap the run's tables into staging/intermediate/marts (only after validate passed)."""
         from greenery.tasks import publish
 
         return publish.run(summary, context)
-
-    @task.branch(task_id="route_on_failures", trigger_rule=TriggerRule.NONE_FAILED)
-    def route_on_failures(summary: dict, published: dict | None) -> str:
-        from greenery.tasks import notify
-
-        return notify.choose_branch(summary)
 
     @task(
         task_id="alert_slack",
         retries=SETTINGS.alert_retries,
         retry_delay=SETTINGS.alert_retry_delay,
         retry_exponential_backoff=True,
-        # publish is skipped when a critical check failed: that is exactly when the alert must go out.
-        trigger_rule=TriggerRule.NONE_FAILED,
+        # After validate and publish, whatever their outcome: a failed check is exactly when to page.
+        trigger_rule=TriggerRule.ALL_DONE,
     )
-    def alert_slack(summary: dict, published: dict | None) -> None:
-        """Page on-call in Slack (connection slack_alerts); fails loudly when Slack does not take it."""
+    def alert_slack(**context) -> None:
+        """Page on-call (connection slack_alerts) about failed checks and quarantined rows; skipped otherwise."""
         from greenery.tasks import notify
 
-        notify.send_alert(summary, published)
+        notify.send_alert(context)
 
-    @task(task_id="all_checks_passed")
-    def all_checks_passed(summary: dict) -> bool:
-        """Success path: optionally tell stakeholders the state of the data."""
-        from greenery.tasks import notify
+    @task(task_id="state_of_the_data")
+    def state_of_the_data(**context) -> None:
+        """After a publish: the stakeholders' digest in Slack and/or by email with a 28-day chart (off by default)."""
+        from greenery.tasks import digest
 
-        return notify.send_state_of_the_data(summary)
-
-    @task(task_id="quality_gate", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, retries=0)
-    def quality_gate(summary: dict) -> None:
-        """Ends the run red when a critical expectation failed (after the alert), green otherwise."""
-        from greenery.tasks import notify
-
-        notify.gate(summary)
+        digest.send(context)
 
     summary = validate()
     first = check_source_freshness() >> prepare_build()
     first >> [tasks[name] for name, model in MODELS.items() if not model.refs]
     list(tasks.values()) >> summary
     published = publish(summary)
-    branch = route_on_failures(summary, published)
-    branch >> [alert_slack(summary, published), all_checks_passed(summary)] >> quality_gate(summary)
+    [summary, published] >> alert_slack()
+    published >> state_of_the_data()

@@ -59,7 +59,7 @@ BLOCK = {
         # A NaN price too, so that the blocked run has rows to quarantine: they must not be published either.
         f"insert into raw.orders select * from raw.orders where order_id = '{ORDER}';"
         f" update raw.products set price = 'NaN' where product_id = '{PRODUCT}'",
-        "quality_gate",
+        "validate",
         ["stg_postgres__orders", "expect_column_values_to_be_unique", ORDER, "not published", "2021-02-12"],
     ),
     "empty raw table": ("delete from raw.order_items", "check_source_freshness", ["order_items", "empty"]),
@@ -119,7 +119,7 @@ def test_quarantined_rows_stay_out_of_the_marts(case, airflow_dag, published, sl
         relation, column, key = gone
         assert conn.execute(f"select count(*) from {relation} where {column} = %s", (key,)).fetchone()[0] == 0
     for m in MODELS.values():
-        assert duplicate_keys(conn, m.relation, m.unique_key) == 0, m.relation
+        assert duplicate_keys(conn, m.relation, m.table_key) == 0, m.relation
     for relation in MARTS:
         for column, data_type in conn.execute(
             "select column_name, data_type from information_schema.columns"

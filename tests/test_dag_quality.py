@@ -42,6 +42,12 @@ def asset_events(dag_run) -> set[str]:
     return {r[0] for r in rows}
 
 
+def audit_failures(conn, run_id: str) -> list[dict]:
+    from greenery import audit
+
+    return audit.task_failures(conn, run_id)
+
+
 def states(dag_run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
@@ -54,11 +60,11 @@ def test_clean_data_takes_the_success_path_and_sends_nothing(airflow_dag, loaded
     dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
     s = states(dag_run)
     assert dag_run.state == "success", s
-    assert (s["validate"], s["all_checks_passed"], s["alert_slack"], s["quality_gate"]) == (
+    assert (s["validate"], s["publish"], s["alert_slack"], s["state_of_the_data"]) == (
         "success",
         "success",
-        "skipped",
-        "success",
+        "skipped",  # nothing to alert
+        "skipped",  # the stakeholders' note is off
     )
     assert slack_server.requests == []
     assert asset_events(dag_run) == {m.relation for m in models.discover().values() if m.layer == "marts"}
@@ -78,22 +84,37 @@ def test_the_state_of_the_data_message_goes_out_when_enabled(airflow_dag, loaded
     assert f"{n:,}/{n:,} passed" in text
 
 
-def test_a_duplicated_order_pages_on_call_and_ends_red(airflow_dag, loaded, slack_server):
+def test_a_duplicated_order_is_one_root_cause_the_red_task_says_so_and_on_call_is_paged(
+    airflow_dag, loaded, slack_server
+):
     loaded.execute("insert into raw.orders select * from raw.orders where order_id = %s", (DUPLICATED_ORDER,))
     dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
     s = states(dag_run)
     assert dag_run.state == "failed"
-    assert (s["alert_slack"], s["all_checks_passed"], s["quality_gate"]) == ("success", "skipped", "failed")
+    assert (s["validate"], s["publish"], s["alert_slack"]) == ("failed", "upstream_failed", "success")
+    assert asset_events(dag_run) == set()
     [post] = slack_server.webhook_posts()
     text = alert_text(post)
-    assert "stg_postgres__orders" in text
-    assert "expect_column_values_to_be_unique" in text
-    assert DUPLICATED_ORDER in text
-    assert str(DAY) in text and "greenery_daily" in text
-    assert "airflow tasks clear" in text
+    assert "not published" in text and str(DAY) in text and "greenery_daily" in text
     assert len(post.body["blocks"]) <= 50
-    assert "not published" in text
-    assert s["publish"] == "skipped" and asset_events(dag_run) == set()
+    # Issue 16: one root entry for the duplicate, named by its published table and its raw source, the
+    # downstream repeats folded into it, each key once with its count.
+    causes = [b["text"]["text"] for b in post.body["blocks"] if b.get("block_id", "").startswith("cause-")]
+    unique = [c for c in causes if "expect_column_values_to_be_unique" in c and "order_id" in c]
+    assert len(unique) == 1, causes
+    [root] = unique
+    assert root.index("`staging.stg_postgres__orders`") < root.index("`raw.orders`")
+    assert "also fails in `intermediate.int_orders`, `marts.fact_orders`" in root
+    assert root.count(DUPLICATED_ORDER) == 1 and f"`{DUPLICATED_ORDER}` ×2" in root
+    assert "_build_" not in text  # tables by their published names, never the run's build schema
+    assert "<!subteam^" in root  # the table's owner is mentioned
+    buttons = {e["action_id"]: e["url"] for b in post.body["blocks"] if b["type"] == "actions" for e in b["elements"]}
+    assert set(buttons) == {"open-run", "open-log", "open-quality", "open-docs"}
+    assert all(url.startswith("http") for url in buttons.values())
+    # The red task tells the truth on its own: the same root cause and what to do.
+    [failure] = [f for f in audit_failures(loaded, dag_run.run_id) if f["task_id"] == "validate"]
+    assert "staging.stg_postgres__orders (from raw.orders)" in failure["error"]
+    assert "clear the whole run" in failure["error"]
 
 
 def test_a_warning_only_failure_alerts_but_publishes_and_stays_green(airflow_dag, loaded, slack_server):
@@ -102,12 +123,7 @@ def test_a_warning_only_failure_alerts_but_publishes_and_stays_green(airflow_dag
     dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
     s = states(dag_run)
     assert dag_run.state == "success", s
-    assert (s["publish"], s["alert_slack"], s["all_checks_passed"], s["quality_gate"]) == (
-        "success",
-        "success",
-        "skipped",
-        "success",
-    )
+    assert (s["validate"], s["publish"], s["alert_slack"]) == ("success", "success", "success")
     [post] = slack_server.webhook_posts()
     text = alert_text(post)
     assert "warning" in text and "stg_postgres__users" in text and "email" in text and user in text

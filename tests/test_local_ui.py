@@ -1,71 +1,57 @@
-"""``greenery ui``'s Airflow (greenery.local_ui): the real API server, scheduler and dag-processor as
-subprocesses in a private Airflow home, driven through the REST API v2 the way a user drives the UI.
+"""The on-call loop in a real Airflow (``greenery ui``'s components: api-server on a non-default port,
+scheduler with the LocalExecutor, dag-processor), driven through the REST API v2 the way a user drives
+the UI, on the real Greenery data with one duplicated order and a local fake Slack.
 
-The DAG is parsed and listed, unpaused, triggered for 2021-02-12; on the real Greenery data (loaded into
-the test database) the run must succeed within RUN_TIMEOUT and build the known answers; then one task is
-cleared and must rerun. Teardown stops every process group.
+1. The DAG is listed (parsed, paused, no import error) and a triggered run fails at ``validate``, which
+   says what failed; ``alert_slack`` pages once, with links built from the deployment's base URL.
+2. Every URL of the alert and of the Data quality view opens (200) once logged in, Data Docs included.
+3. Headless Chromium screenshots of the failed run's page and of the Data quality view
+   (kept at $GREENERY_SCREENSHOT_DIR or the temp folder, for people to look at).
+4. The wrong click: raw fixed, ``validate`` cleared alone; it refuses (raw changed since the build).
+5. The right one, as the README tells on-call: clear the whole run; it ends green with the marts published.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import os
+import shutil
+import tempfile
 import time
-import warnings
-from decimal import Decimal
-from importlib.metadata import version
+import urllib.error
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
+import browser
 import psycopg
 import pytest
 
+from greenery import audit
 from greenery.dev import local_ui
 from greenery.project import models
-from greenery.sources import load as raw
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
 DAG_ID = local_ui.DAG_ID
-LOGICAL_DATE = "2021-02-12T00:00:00Z"
-RUN_TIMEOUT = 120  # a whole run takes ~30-60 s under the real scheduler
-RERUN_TASK = "check_source_freshness"  # read-only: a rerun changes nothing
+DAY = "2021-02-12"
+DUPLICATED_ORDER = "8329a65b-7ddf-4250-aeee-bd625f8a401a"
+RUN_TIMEOUT = 420  # a whole run under the real scheduler: ~1 min on an idle 2-core machine
+SHOTS = Path(os.environ.get("GREENERY_SCREENSHOT_DIR") or tempfile.gettempdir())
 
 
 @pytest.fixture
-def raw_loaded(warehouse_url, request) -> bool:
-    """Load the real Greenery data into the test database when it is available."""
-    try:
-        real = request.getfixturevalue("real_greenery")
-    except pytest.skip.Exception:
-        return False
-    with psycopg.connect(warehouse_url, autocommit=True) as conn:
-        raw.load_dir(conn, real)
-    return True
-
-
-@pytest.fixture
-def ui(raw_loaded, tmp_path):
-    # The warehouse_url fixture has pointed AIRFLOW_CONN_GREENERY_WAREHOUSE at the test database; the
-    # components inherit this process's environment.
+def ui(published_url, slack_alerts_webhook, tmp_path):
+    """The stack on a free port, over a copy of the published real data with one order duplicated in raw."""
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("insert into raw.orders select * from raw.orders where order_id = %s", (DUPLICATED_ORDER,))
     handle = local_ui.start(
-        tmp_path / "airflow",
-        port=local_ui.free_port(),
-        components=("api-server", "scheduler", "dag-processor"),
+        tmp_path / "airflow", port=local_ui.free_port(), components=("api-server", "scheduler", "dag-processor")
     )
     yield handle
     handle.stop()
     still_running = [name for name, proc in handle.processes.items() if proc.poll() is None]
     assert not still_running, f"not stopped: {still_running}"
-
-
-def dag_run(ui, run_id: str) -> dict:
-    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
-    assert status == 200, body
-    return body
-
-
-def task_instance(ui, run_id: str, task_id: str) -> dict:
-    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
-    assert status == 200, body
-    return body
 
 
 def task_states(ui, run_id: str) -> dict[str, str | None]:
@@ -74,108 +60,128 @@ def task_states(ui, run_id: str) -> dict[str, str | None]:
     return {ti["task_id"]: ti["state"] for ti in body["task_instances"]}
 
 
-def wait_until(predicate, timeout: float, interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
-def failure_report(ui, run_id: str) -> str:
-    states = task_states(ui, run_id)
-    lines = [f"task states: {states}"]
-    for task_id, state in states.items():
-        if state in ("failed", "upstream_failed", "up_for_retry"):
-            ti = task_instance(ui, run_id, task_id)
-            path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{max(ti['try_number'], 1)}"
-            _, log = ui.request("GET", path + "?full_content=true")
-            lines.append(f"--- log of {task_id}:\n{str(log)[-3000:]}")
-    return "\n".join(lines) + "\n" + ui.diagnostics(20)
-
-
-def test_the_dag_is_listed_triggered_run_and_a_task_cleared_and_rerun(ui, raw_loaded, warehouse_url):
-    started = time.monotonic()
-    assert ui.wait_ready(timeout=90) == version("apache-airflow")
-    ready = time.monotonic()
-
-    # Listed once the dag-processor has parsed it, paused as new DAGs are, without import errors.
-    dag = ui.wait_for_dag(DAG_ID, timeout=120)
-    assert dag["is_paused"] is True and not ui.import_errors()
-    status, listed = ui.request("GET", "/api/v2/dags?dag_id_pattern=greenery")
-    assert status == 200 and DAG_ID in [d["dag_id"] for d in listed["dags"]], listed
-    parsed = time.monotonic()
-
-    # The graph the UI draws: every model task and the quality tasks, with their edges.
-    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/tasks")
+def run_state(ui, run_id: str) -> str:
+    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
     assert status == 200, body
-    tasks = {t["task_id"]: t for t in body["tasks"]}
-    assert {"check_source_freshness", "prepare_build", "validate", "publish", "quality_gate"} <= set(tasks)
-    assert set(models.discover()) <= set(tasks)
-    assert tasks["check_source_freshness"]["downstream_task_ids"] == ["prepare_build"]
+    return body["state"]
 
-    status, body = ui.request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
-    assert status == 200 and body["is_paused"] is False, body
 
-    status, run = ui.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": LOGICAL_DATE, "conf": {}})
-    assert status == 200, run
-    run_id = run["dag_run_id"]
-    assert run["run_type"] == "manual" and run["logical_date"].startswith("2021-02-12"), run
-    assert dag_run(ui, run_id)["state"] in ("queued", "running")
-    triggered = time.monotonic()
+def wait_for(ui, run_id: str, predicate, timeout: float = RUN_TIMEOUT, what: str = "the run"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(2)
+    pytest.fail(f"{what} did not finish in {timeout}s: {task_states(ui, run_id)}\n{ui.diagnostics(20)}")
 
-    if not raw_loaded:
-        # No raw data: the scheduler still picks the run up (its first task runs, and fails on freshness).
-        assert wait_until(lambda: task_instance(ui, run_id, "check_source_freshness")["state"], 90), failure_report(
-            ui, run_id
-        )
-        return
 
-    def finished_state():
-        state = dag_run(ui, run_id)["state"]
+def finished(ui, run_id: str):
+    def done():
+        state = run_state(ui, run_id)
         return state if state in ("success", "failed") else None
 
-    state = wait_until(finished_state, RUN_TIMEOUT)
-    if not state:  # a slow machine: the scheduler must at least be making progress
-        done = [t for t, s in task_states(ui, run_id).items() if s == "success"]
-        assert done, f"nothing ran within {RUN_TIMEOUT}s\n{failure_report(ui, run_id)}"
-        warnings.warn(f"run not finished in {RUN_TIMEOUT}s ({len(done)} tasks done): rerun not checked", stacklevel=1)
-        return
-    assert state == "success", failure_report(ui, run_id)
-    finished = time.monotonic()
-    assert set(task_states(ui, run_id).values()) <= {"success", "skipped"}
+    return wait_for(ui, run_id, done)
 
-    # The run wrote the known answers into the test warehouse.
-    with psycopg.connect(warehouse_url) as conn:
-        answer = conn.execute(
-            "select buyers, repeat_buyers, repeat_rate from marts.metrics_daily where as_of_date = %s",
-            (dt.date(2021, 2, 12),),
-        ).fetchone()
-    assert answer == (124, 99, Decimal("0.7984"))
 
-    # Clear one task, as the UI's Clear button does, and see it run again.
-    before = task_instance(ui, run_id, RERUN_TASK)
-    body = {
-        "dry_run": False,
-        "only_failed": False,
-        "reset_dag_runs": True,
-        "dag_run_id": run_id,
-        "task_ids": [RERUN_TASK],
-    }
+class Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        href = dict(attrs).get("href")
+        if tag == "a" and href:
+            self.hrefs.append(href)
+
+
+def fetch(url: str, token: str) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Cookie": f"_token={token}"})  # noqa: S310 - local server
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - local server
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(ui, published_url, slack_server):
+    ui.wait_ready(timeout=120)
+    dag = ui.wait_for_dag(DAG_ID, timeout=180)
+    assert dag["is_paused"] is True and not ui.import_errors()
+    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/tasks")
+    assert status == 200 and set(models.discover()) <= {t["task_id"] for t in body["tasks"]}
+    status, body = ui.request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+    assert status == 200, body
+
+    # 1. The failing run: validate is the red task, alert_slack pages once.
+    status, run = ui.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": f"{DAY}T00:00:00Z"})
+    assert status == 200, run
+    run_id = run["dag_run_id"]
+    assert finished(ui, run_id) == "failed"
+    states = task_states(ui, run_id)
+    assert (states["validate"], states["publish"], states["alert_slack"]) == ("failed", "upstream_failed", "success")
+    assert [t for t, s in states.items() if s == "failed"] == ["validate"]
+    [alert] = slack_server.webhook_posts()
+    with psycopg.connect(published_url) as conn:
+        [why] = [f["error"] for f in audit.task_failures(conn, run_id) if f["task_id"] == "validate"]
+    assert "staging.stg_postgres__orders (from raw.orders)" in why and "clear the whole run" in why
+
+    # 2. Every link opens, from the deployment's base URL (the free port, not localhost:8080).
+    token = ui.token()
+    buttons = [e["url"] for b in alert.body["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert len(buttons) == 4
+    for url in buttons:
+        assert urlsplit(url).port == ui.port, url
+    quality = next(u for u in buttons if "/data-quality/" in u and "run_id=" in u)
+    status, page = fetch(quality, token)
+    assert status == 200 and DUPLICATED_ORDER in page and "Root causes" in page
+    parser = Links()
+    parser.feed(page)
+    page_links = [urljoin(quality, h) for h in parser.hrefs]
+    assert any("/data-quality/docs/" in u for u in page_links) and any(f"/dags/{DAG_ID}/runs/" in u for u in page_links)
+    for url in dict.fromkeys(buttons + page_links):
+        assert fetch(url, token)[0] == 200, url
+
+    # 3. What on-call sees (looked at by people: the README's on-call section describes them).
+    shots = {}
+    for name, url in (("failed-run", buttons[0]), ("data-quality-run", quality)):
+        png = SHOTS / f"greenery-{name}.png"
+        profile = Path(tempfile.mkdtemp(prefix="chromium-"))
+        shot = browser.chromium(url, profile, screenshot=png, size=(1400, 1000), wait_ms=6000)
+        shutil.rmtree(profile, ignore_errors=True)
+        assert png.is_file() and png.stat().st_size > 20_000, shot.stderr[-2000:]
+        shots[name] = png
+    width, height, pixel = browser.read_png(shots["data-quality-run"])
+    colours = {pixel(x, y) for x in range(0, width, 7) for y in range(0, height, 7)}
+    assert any(r > 150 and g < 120 and b < 120 for r, g, b in colours), "no red on the Data quality page"
+
+    # 4. The wrong click: the data is fixed, but only validate is cleared. It refuses, and says why.
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute(
+            "delete from raw.orders where ctid = (select max(ctid) from raw.orders where order_id = %s)",
+            (DUPLICATED_ORDER,),
+        )
+    body = {"dry_run": False, "only_failed": False, "dag_run_id": run_id, "task_ids": ["validate"]}
     status, cleared = ui.request("POST", f"/api/v2/dags/{DAG_ID}/clearTaskInstances", body)
     assert status == 200, cleared
-    assert [ti["task_id"] for ti in cleared["task_instances"]] == [RERUN_TASK]
+    time.sleep(3)
+    assert finished(ui, run_id) == "failed"
+    with psycopg.connect(published_url) as conn:
+        refused = [f["error"] for f in audit.task_failures(conn, run_id) if f["task_id"] == "validate"][-1]
+    assert "raw changed since this run prepared its build (raw.orders)" in refused
 
-    def rerun_done():
-        ti = task_instance(ui, run_id, RERUN_TASK)
-        return ti["try_number"] > before["try_number"] and ti["state"] == "success" and ti
-
-    rerun = wait_until(rerun_done, 60)
-    assert rerun, failure_report(ui, run_id)
-    assert wait_until(lambda: dag_run(ui, run_id)["state"] == "success", 30), failure_report(ui, run_id)
-    print(
-        f"\nlocal ui timings: api ready {ready - started:.1f}s, DAG parsed +{parsed - ready:.1f}s, "
-        f"run {finished - triggered:.1f}s, clear+rerun {time.monotonic() - finished:.1f}s, "
-        f"total {time.monotonic() - started:.1f}s"
-    )
+    # 5. The right click: clear the whole run (Grid → the run → Clear run). Green, and published.
+    status, cleared = ui.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/clear", {"dry_run": False})
+    assert status == 200, cleared
+    time.sleep(3)
+    assert finished(ui, run_id) == "success", task_states(ui, run_id)
+    with psycopg.connect(published_url) as conn:
+        logged = conn.execute(
+            "select cardinality(tables) from greenery_audit.publish_log where run_id = %s", (run_id,)
+        ).fetchone()
+        assert logged and logged[0] == len(models.discover())
+        assert (
+            conn.execute("select count(*) from marts.fact_orders where order_id = %s", (DUPLICATED_ORDER,)).fetchone()[
+                0
+            ]
+            == 1
+        )

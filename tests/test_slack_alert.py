@@ -109,7 +109,11 @@ def texts(payload: dict) -> list[str]:
     for block in payload["blocks"]:
         if "text" in block:
             out.append(block["text"]["text"])
-        out += [e["text"] for e in block.get("elements", []) if "text" in e]
+        out += [
+            e["text"]["text"] if isinstance(e["text"], dict) else e["text"]
+            for e in block.get("elements", [])
+            if "text" in e
+        ]
         out += [f["text"] for f in block.get("fields", [])]
     return out
 
@@ -119,7 +123,11 @@ def visible(payload: dict) -> str:
 
 
 def failure_blocks(payload: dict) -> list[dict]:
-    return [b for b in payload["blocks"] if b.get("block_id", "").startswith("failure-")]
+    return [b for b in payload["blocks"] if b.get("block_id", "").startswith("cause-")]
+
+
+def buttons(payload: dict) -> dict[str, str]:
+    return {e["action_id"]: e["url"] for b in payload["blocks"] if b["type"] == "actions" for e in b["elements"]}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -156,18 +164,15 @@ def test_blocking_alert_names_the_failure_and_is_delivered_through_the_webhook(s
         "2021-02-12",
         "scheduled__2021-02-12T00:00:00+00:00",
         "*Checks evaluated:* 240 · *failed critical:* 1 · *failed warning:* 2",
-        "`staging.stg_postgres__orders` · column `order_id`",
-        "`expect_column_values_to_be_unique` — order_id is the primary key",
+        "`staging.stg_postgres__orders`",
+        "`expect_column_values_to_be_unique` on `order_id` — order_id is the primary key",
         "unexpected: *2*",
-        "`8329a65b-6b6f-4a38-9ab6-b0a2a9b0b8c1`",
-        # links: the log as a link (& escaped), file:// Data Docs from the summary shown as code
-        "<http://localhost:8080/dags/greenery_daily/runs/scheduled__2021-02-12T00:00:00+00:00/tasks/validate?try=1"
-        "|Task log>",
-        f"Data Docs: `{DOCS_URL}`",
-        f"Fix the source data, then clear the run: `{CLEAR_CMD}`",
-        "Clear in the UI: Grid → run 2021-02-12 → Clear",
+        "keys: `8329a65b-6b6f-4a38-9ab6-b0a2a9b0b8c1` ×2",  # each key once, with how often it was seen
+        "Fix the source rows named above, then clear the whole run",
     ):
         assert expected in body, expected
+    # Links that open are buttons (http only: a file:// Data Docs path is no link at all).
+    assert buttons(payload) == {"open-log": LOG_URL}
     assert "unexpected: *1*" in body  # the promo warning
     assert "observed: `12`" in body  # the row count warning
 
@@ -229,22 +234,26 @@ def test_the_header_names_the_worst_thing_in_the_alert(changes, header):
 
 def test_links_only_when_given_and_docs_argument_wins():
     payload = build_alert(summary(data_docs_url=None), log_url=None, docs_url="https://docs.example.com/gx/index.html")
-    body = visible(payload)
-    assert "<https://docs.example.com/gx/index.html|Data Docs>" in body
-    assert "Task log" not in body
+    assert buttons(payload) == {"open-docs": "https://docs.example.com/gx/index.html"}
 
     payload = build_alert(summary(data_docs_url=None), log_url=None, docs_url=None)
-    assert "Data Docs" not in visible(payload)
-    assert CLEAR_CMD in visible(payload)  # rerun instructions are always there
+    assert buttons(payload) == {}
+    assert "clear the whole run" in visible(payload)  # what to do is always there
 
 
-def test_run_without_logical_date_is_cleared_by_run_id():
-    payload = build_alert(
-        summary(logical_date=None, run_id="asset_triggered__2021-02-12T06:00:00"), log_url=None, docs_url=None
-    )
-    body = visible(payload)
-    assert "`airflow dags clear greenery_daily --run-id asset_triggered__2021-02-12T06:00:00 -y`" in body
-    assert "Grid → run asset_triggered__2021-02-12T06:00:00 → Clear" in body
+def test_every_link_of_the_run_is_a_button_and_the_run_is_linked_in_the_advice():
+    base = "http://airflow.internal:29180"
+    links = {
+        "run": f"{base}/dags/greenery_daily/runs/manual__x",
+        "log": f"{base}/dags/greenery_daily/runs/manual__x/tasks/validate",
+        "quality": f"{base}/data-quality/?run_id=manual__x",
+        "docs": f"{base}/data-quality/docs/",
+        "other": "javascript:alert(1)",
+    }
+    payload = build_alert(summary(links=links, data_docs_url=None))
+    assert buttons(payload) == {f"open-{k}": v for k, v in links.items() if k != "other"}
+    assert f"<{links['run']}|the run> → *Clear run*" in visible(payload)
+    assert "javascript" not in json.dumps(payload)
 
 
 def test_many_failures_fit_slack_limits_with_an_and_more_line():
@@ -262,10 +271,10 @@ def test_many_failures_fit_slack_limits_with_an_and_more_line():
     assert 30 <= len(shown) < 200
     # the 50 critical ones come first
     assert all(b["text"]["text"].startswith("🔴") for b in shown)
-    more = re.findall(r"… and (\d+) more failing checks \(see Data Docs\)", visible(payload))
+    more = re.findall(r"… and (\d+) more root causes \(see the Data quality view\)", visible(payload))
     assert more == [str(200 - len(shown))]
     # the links and the rerun instructions survive the cut
-    assert CLEAR_CMD in blocks[-1]["text"]["text"]
+    assert blocks[-1]["type"] == "actions" and "clear the whole run" in blocks[-2]["text"]["text"]
     assert len({b.get("block_id") for b in blocks if "block_id" in b}) == len([b for b in blocks if "block_id" in b])
 
 

@@ -1,15 +1,19 @@
 """The Great Expectations suites of include/expectations: complete, passing on good data, biting on bad.
 
-Every suite is loaded *and run* here: on the real Greenery data (no failure, no warning), on the
-hand-built data of known_data.py (no failure), and on the real data with one defect per case, where
-the summary must name the table, the expectation and the offending row. A defect goes into raw when
-staging lets it through (duplicate order, page view without product, unknown promo status); the
-others would be quarantined by staging, so they are planted in the built table the suite checks.
+The files are GX's own serialized suites, with fixed ids: each round-trips through GX unchanged. Every
+numeric column is held between finite bounds (NaN and +/-Infinity fail). Every suite is loaded *and run*
+here: on the real Greenery data (no failure, no warning), on the hand-built data of known_data.py (no
+failure), and on the real data with one defect per case, where the summary must name the table, the
+expectation and the offending row. A defect goes into raw when staging lets it through (duplicate order,
+page view without product, unknown promo status); the others would be quarantined by staging, so they are
+planted in the built table the suite checks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import re
 from pathlib import Path
 
@@ -23,8 +27,6 @@ from greenery.checks import paths, suites
 from greenery.materialize import build
 from greenery.project import models, render
 from greenery.sources import load as raw
-
-pytestmark = pytest.mark.db
 
 MODELS = models.discover()
 SUITES = suites.load_suites(MODELS)
@@ -87,7 +89,7 @@ def test_every_model_has_exactly_one_suite_file():
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_suite_checks_the_full_primary_key(name):
-    key = MODELS[name].unique_key
+    key = MODELS[name].table_key
     assert key, f"{name} declares no config(unique_key=...)"
     exps = SUITES[name].expectations
 
@@ -116,16 +118,20 @@ def test_suite_checks_the_full_primary_key(name):
 def test_every_expectation_has_a_severity_and_a_description():
     for name, suite in SUITES.items():
         for e in suite.expectations:
-            assert e["severity"] in ("critical", "warning"), (name, e)
+            assert e["severity"] in ("critical", "warning", "info"), (name, e)
             assert e.get("description"), (name, e["type"], e["kwargs"])
 
 
 def test_marts_have_an_exact_column_contract():
+    import great_expectations as gx
+
     for name, model in MODELS.items():
         if model.layer != "marts":
             continue
         contracts = [e for e in SUITES[name].expectations if e["type"] == "expect_table_columns_to_match_set"]
-        assert len(contracts) == 1 and contracts[0]["kwargs"]["exact_match"] is True, name
+        # GX leaves exact_match out of the file when it is its default, True: ask GX.
+        assert len(contracts) == 1, name
+        assert gx.expectations.ExpectTableColumnsToMatchSet(**contracts[0]["kwargs"]).exact_match is True, name
         assert set(model.unique_key) <= set(contracts[0]["kwargs"]["column_set"]), name
 
 
@@ -136,8 +142,8 @@ def test_queries_name_tables_through_ref_only():
             if query is None:
                 continue
             assert "{batch}" in query, (name, query)
-            # GX aliases {batch} itself; and in a query with JOIN it drops that alias, while the sample-key
-            # fetcher keeps it: queries use EXISTS / subqueries instead.
+            # GX aliases {batch} as subselect itself, except in a query with JOIN, which must alias it: the
+            # queries use EXISTS / subqueries instead, so every one reads "subselect".
             after = re.findall(r"\{batch\}\s*(\w*)", query)
             assert all(word.lower() in BATCH_FOLLOWERS for word in after), f"{name}: alias after {{batch}}: {query}"
             assert not re.search(r"\bjoin\b", query, re.IGNORECASE), (name, query)
@@ -147,9 +153,102 @@ def test_queries_name_tables_through_ref_only():
             assert not re.search(rf"\b({'|'.join(schemas)})\.", query), f"{name}: hard-coded schema in {query}"
 
 
+def test_every_suite_file_round_trips_through_gx_unchanged():
+    import great_expectations as gx
+
+    for suite in SUITES.values():
+        text = suite.path.read_text()
+        assert suites.dump(gx.ExpectationSuite(**json.loads(text)).to_json_dict()) == text, (
+            f"{suite.path} is not in GX's serialized form: run `greenery format-suites`"
+        )
+        assert suite.data["meta"].get("notes"), f"{suite.path}: meta.notes says what the table is"
+
+
+def test_ids_are_fixed_and_unique():
+    ids = [s.data["id"] for s in SUITES.values()] + [e["id"] for s in SUITES.values() for e in s.expectations]
+    assert len(ids) == len(set(ids))
+
+
+def test_a_suite_file_without_ids_is_refused_by_name(tmp_path):
+    data = json.loads(SUITES["stg_postgres__promos"].path.read_text())
+    del data["expectations"][2]["id"]
+    (tmp_path / "stg_postgres__promos.json").write_text(suites.dump(data))
+    with pytest.raises(
+        suites.SuiteDefinitionError, match=r"stg_postgres__promos\.json: expectation 2 \(.*\) needs an 'id'"
+    ):
+        suites.load_suites(MODELS, tmp_path)
+
+
+def test_format_suite_file_adds_missing_ids_and_keeps_the_others(tmp_path):
+    data = json.loads(SUITES["stg_postgres__promos"].path.read_text())
+    kept = data["expectations"][0]["id"]
+    del data["id"], data["expectations"][1]["id"]
+    path = tmp_path / "stg_postgres__promos.json"
+    path.write_text(json.dumps(data))  # hand-written: no ids, other layout
+    assert validation.format_suite_file(path) is True
+    [suite] = suites.load_suites(MODELS, tmp_path).values()
+    assert suite.expectations[0]["id"] == kept and suite.expectations[1]["id"] and suite.data["id"]
+    assert validation.format_suite_file(path) is False, "formatting is idempotent"
+
+
+def _between_checks():
+    for name, suite in SUITES.items():
+        for e in suite.expectations:
+            if e["type"] == "expect_column_values_to_be_between":
+                yield name, e
+
+
+def test_every_between_check_has_finite_bounds_on_both_sides():
+    """PostgreSQL sorts NaN above every number: a check with only min_value lets NaN (and +Infinity) through."""
+    for name, e in _between_checks():
+        bounds = (e["kwargs"].get("min_value"), e["kwargs"].get("max_value"))
+        assert all(isinstance(b, int | float) and math.isfinite(b) for b in bounds), (name, e["kwargs"])
+
+
+@pytest.mark.db
+def test_every_numeric_column_is_held_between_finite_bounds(warehouse_url):
+    """Every column that can hold NaN or +/-Infinity (numeric, real, double) of every model has a between-check."""
+    _build(warehouse_url, known_data.load)
+    checked = {(MODELS[name].relation, e["kwargs"]["column"]) for name, e in _between_checks()}
+    with psycopg.connect(warehouse_url) as conn:
+        columns = conn.execute(
+            "select table_schema || '.' || table_name, column_name from information_schema.columns "
+            "where table_schema = any(%s) and data_type in ('numeric', 'real', 'double precision')",
+            (list(config.LAYERS),),
+        ).fetchall()
+    assert len(columns) > 20
+    assert {(t, c) for t, c in columns if t in {m.relation for m in MODELS.values()}} - checked == set()
+
+
+def _price_check(**override) -> dict:
+    [check] = [
+        e for name, e in _between_checks() if name == "stg_postgres__products" and e["kwargs"]["column"] == "price"
+    ]
+    return {**check["kwargs"], **override}
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity"])
+def test_a_nan_or_infinite_price_fails_the_price_check(bad, db, warehouse_url, tmp_path):
+    import great_expectations as gx
+
+    db.execute("create table prices (product_id text, price numeric)")
+    db.execute("insert into prices values ('ok', 15.00), ('bad', %s::numeric)", (bad,))
+    context = validation._context(tmp_path / "gx")
+    with validation._source(context, validation._connect_args(warehouse.sqlalchemy_url())) as source:
+        batch = source.add_table_asset(name="prices", table_name="prices", schema_name="public")
+        batch = batch.add_batch_definition_whole_table("whole_table").get_batch()
+        checked = batch.validate(gx.expectations.ExpectColumnValuesToBeBetween(**_price_check()))
+        # Why both bounds: without the max, PostgreSQL's NaN (sorted above every number) would pass.
+        min_only = batch.validate(gx.expectations.ExpectColumnValuesToBeBetween(**_price_check(max_value=None)))
+    assert (checked.success, checked.result["unexpected_count"]) == (False, 1)
+    assert min_only.success is (bad != "-Infinity")
+
+
 # ------------------------------------------------------------------------------------- clean data
 
 
+@pytest.mark.db
 def test_real_data_passes_every_suite_without_a_warning(warehouse_url, real_greenery, tmp_path):
     _build(warehouse_url, lambda conn: raw.load_dir(conn, real_greenery))
     summary = _validate(tmp_path)
@@ -160,6 +259,7 @@ def test_real_data_passes_every_suite_without_a_warning(warehouse_url, real_gree
     assert Path(summary["data_docs_path"]) == paths.data_docs_index(tmp_path / "gx")
 
 
+@pytest.mark.db
 def test_known_data_passes_every_critical_expectation(warehouse_url, tmp_path):
     _build(warehouse_url, known_data.load)
     summary = _validate(tmp_path)
@@ -214,6 +314,7 @@ def _names(failure: dict, what: str) -> bool:
     return failure["column"] == what or what in (failure["description"] or "")
 
 
+@pytest.mark.db
 @pytest.mark.parametrize("case", list(DEFECTS))
 def test_one_defect_fails_the_right_critical_expectation(case, warehouse_url, real_greenery, tmp_path):
     defect, (table, expectation, what, key) = DEFECTS[case]

@@ -1,20 +1,24 @@
-"""Two-pass validation (validation.run_suite) reports what one SUMMARY pass reports, with fewer queries.
+"""Validation in two passes (checks/gx.py) reports what one detailed pass reports, without its scans.
 
-The reference is GX's own Validator run once over the whole suite in SUMMARY: every expectation must
-agree on success, and every one that failed must carry the same result (observed value, unexpected
-count, sample keys). The cost is counted in SQL statements sent to PostgreSQL, not timed.
+Pass 1 runs every suite in BASIC with no unexpected values (GX then asks for them with ``LIMIT 0``, which
+PostgreSQL does not execute); pass 2 asks for detail (unexpected values, sample keys) only of what failed.
+The reference is GX run once per suite in the detailed format: every expectation must agree on success, and
+every failure must carry the same unexpected count and sample keys. The cost is counted in SQL statements
+sent to PostgreSQL (every SQLAlchemy engine, GX's included), not timed.
 """
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
+import json
+import re
 
 import known_data
 import psycopg
 import pytest
+import sqlalchemy as sa
 
-from greenery import warehouse
+from greenery import locks, warehouse
 from greenery.checks import gx as validation
 from greenery.checks import paths, suites, summary
 from greenery.materialize import build
@@ -35,7 +39,6 @@ DEFECTS = (
     "where ctid in (select ctid from staging.stg_postgres__orders where delivered_at is not null limit 1)",
     "insert into intermediate.int_user_product_sessions select * from intermediate.int_user_product_sessions limit 1",
 )
-SUITE_ORDER: dict[str, list] = {}  # filled by _both_ways: each suite's expectations as written
 DEFECTIVE = {"stg_postgres__order_items", "stg_postgres__orders", "int_user_product_sessions"}
 
 
@@ -47,111 +50,189 @@ def _build(url: str, defects=()) -> None:
             assert conn.execute(defect).rowcount >= 1, defect
 
 
+class Statements(list):
+    """Every SQL statement any SQLAlchemy engine sends, with the value of its LIMIT (None without one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn, cursor, statement, parameters, *_) -> None:
+        text = " ".join(statement.split())
+        match = re.search(r"\bLIMIT (?:%\((\w+)\)s|(\d+))", text, re.IGNORECASE)
+        limit = None
+        if match:
+            limit = int(parameters[match.group(1)]) if match.group(1) else int(match.group(2))
+        self.append((text, limit))
+
+    def close(self) -> None:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._record)
+
+    def detail_queries(self) -> list[str]:
+        """Queries that fetch offending rows or values: a LIMIT above 0 on a filter. (GX's existence probe of
+        each table, ``select 1 from t limit 1``, has no filter.)"""
+        return [text for text, limit in self if limit and re.search(r"\bwhere\b", text, re.IGNORECASE)]
+
+    def runs_of(self, query: str, table: str) -> int:
+        """How many statements execute ``query``, an unexpected_rows_query with {batch} substituted by GX."""
+        batch = rf"\(SELECT \* FROM {re.escape(table)} WHERE true\) AS subselect"
+        pattern = re.compile(batch.join(re.escape(re.sub(r"\s+", " ", part)) for part in query.split("{batch}")))
+        return sum(1 for text, _ in self if pattern.search(text))
+
+
 @pytest.fixture
 def statements():
-    """Counts the SQL statements every SQLAlchemy engine (GX's included) sends, under the current label."""
-    import sqlalchemy as sa
-
-    counts: collections.Counter = collections.Counter()
-    label: list = [None]
-
-    def count(*_):
-        if label[0] is not None:
-            counts[label[0]] += 1
-
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
-    yield counts, label
-    sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+    recorded = Statements()
+    yield recorded
+    recorded.close()
 
 
-def _both_ways(statements) -> dict[str, tuple]:
-    """Each suite run two-pass and, for reference, in one SUMMARY pass: {suite: (two_pass, one_pass)}."""
-    from great_expectations.validator.v1_validator import Validator
+def _validate(tmp_path, url: str, run_name: str = "passes") -> dict:
+    return validation.validate(url, MODELS, SUITES, gx_dir=tmp_path / "gx", run_name=run_name)
 
-    _, label = statements
-    source = validation._runner(warehouse.sqlalchemy_url())
+
+def _one_detailed_pass(tmp_path) -> dict[str, list[dict]]:
+    """The reference: each suite once, everything in the format pass 2 uses for map expectations."""
+    context = validation._context(tmp_path / "reference")
     out = {}
-    try:
+    with validation._source(context, validation._connect_args(warehouse.sqlalchemy_url())) as source:
         for name, suite_file in SUITES.items():
-            suite = validation._suite(name, suite_file, lambda n: MODELS[n].relation)
-            SUITE_ORDER[name] = suite.expectation_configurations
+            suite = validation._suite(
+                suite_file,
+                lambda n: MODELS[n].relation,
+                {"run_date": "current_date", "published": lambda n: MODELS[n].relation},
+            )
             schema, _, table = MODELS[name].relation.partition(".")
             batch = source.add_table_asset(name=name, table_name=table, schema_name=schema)
-            batch = batch.add_batch_definition_whole_table("whole_table")
-            detailed = validation._detailed_format(MODELS[name])
-            label[0] = (name, "two")
-            two = validation.run_suite(batch, suite, detailed)
-            label[0] = (name, "one")
-            one = Validator(batch_definition=batch, result_format=detailed).validate_expectation_suite(suite)
-            label[0] = None
-            out[name] = (two, one)
-    finally:
-        source.get_engine().dispose()
+            batch = batch.add_batch_definition_whole_table("whole_table").get_batch()
+            result = batch.validate(suite, result_format=validation._detail_format(MODELS[name]))
+            out[name] = [r.to_json_dict() for r in result.results]
     return out
 
 
-def _assert_same_verdicts(name, two, one) -> None:
-    # GX's Validator may return results in another order than the suite's; run_suite keeps the suite's.
-    reference = {r.expectation_config.id: r for r in one.results}
-    assert [r.expectation_config.id for r in two.results] == [c.id for c in SUITE_ORDER[name]]
-    assert set(reference) == {r.expectation_config.id for r in two.results}
-    for a in two.results:
-        b = reference[a.expectation_config.id]
-        assert (a.expectation_config.type, a.expectation_config.kwargs) == (
-            b.expectation_config.type,
-            b.expectation_config.kwargs,
-        )
-        assert a.success == b.success, (name, b.expectation_config.type, b.expectation_config.kwargs)
-        if not b.success:
-            assert a.result == b.result, (name, b.expectation_config.type)
-            assert summary._error(a) == summary._error(b)
-    assert two.success == one.success
-    assert two.statistics == one.statistics
+def _key(failure: dict) -> tuple:
+    return (failure["table"], failure["expectation"], failure["column"], failure["description"])
 
 
-def test_clean_suites_agree_with_one_summary_pass_and_cost_fewer_queries(warehouse_url, statements):
+def test_a_clean_run_asks_no_detail_and_runs_each_query_check_twice(warehouse_url, tmp_path, statements):
     _build(warehouse_url)
-    runs = _both_ways(statements)
-    for name, (two, one) in runs.items():
-        _assert_same_verdicts(name, two, one)
-    counts = statements[0]
-    two_total = sum(counts[(n, "two")] for n in SUITES)
-    one_total = sum(counts[(n, "one")] for n in SUITES)
-    # Measured with GX 1.24: 190 against 430 statements on this data.
-    assert two_total < 0.7 * one_total, (two_total, one_total)
-    for name in SUITES:
-        assert counts[(name, "two")] <= counts[(name, "one")], name
+    result = _validate(tmp_path, warehouse.sqlalchemy_url())
+    assert result["failures"] == [] and result["evaluated"] == sum(len(s.expectations) for s in SUITES.values())
+    # Pass 1 does ask GX for unexpected values, with LIMIT 0: planned, never executed by PostgreSQL.
+    assert any(limit == 0 and "unexpected_values" in text for text, limit in statements)
+    assert statements.detail_queries() == [], "nothing failed: no query may fetch offending rows"
+    # The price of GX's own UnexpectedRowsExpectation: its query runs twice (counted, then fetched).
+    queries = [
+        (
+            suites.resolve_refs(
+                e["kwargs"]["unexpected_rows_query"],
+                lambda n: MODELS[n].relation,
+                {"run_date": "current_date", "published": lambda n: MODELS[n].relation},
+            ),
+            MODELS[name],
+        )
+        for name, s in SUITES.items()
+        for e in s.expectations
+        if e["type"] == summary.UNEXPECTED_ROWS
+    ]
+    assert queries and {q: statements.runs_of(q, m.relation) for q, m in queries} == {q: 2 for q, _ in queries}
 
 
-def test_failures_carry_the_same_detail_as_one_summary_pass(warehouse_url, statements):
+def test_failures_carry_the_detail_of_one_detailed_pass_and_only_they_cost_detail_queries(
+    warehouse_url, tmp_path, statements
+):
     _build(warehouse_url, DEFECTS)
-    runs = _both_ways(statements)
-    failed = {name for name, (two, _) in runs.items() if not two.success}
-    assert failed >= DEFECTIVE
-    for name, (two, one) in runs.items():
-        _assert_same_verdicts(name, two, one)
-    items = runs["stg_postgres__order_items"][0]
-    negative = next(
-        r for r in items.results if r.expectation_config.kwargs.get("column") == "quantity" and not r.success
-    )
-    assert negative.result["unexpected_count"] == 2
-    assert len(negative.result["partial_unexpected_index_list"]) == 2, "sample keys from the second pass"
-    # An unexpected_rows_expectation comes back under its own type, with the count of its query's rows.
-    orders = runs["stg_postgres__orders"][0]
-    query = [r for r in orders.results if r.expectation_config.type == validation.UNEXPECTED_ROWS and not r.success]
-    assert query and all(r.result["observed_value"] >= 1 for r in query)
+    result = _validate(tmp_path, warehouse.sqlalchemy_url())
+    detail = statements.detail_queries()
+    reference = _one_detailed_pass(tmp_path)
+    reference_detail = statements.detail_queries()[len(detail) :]
+
+    # The reference's results through the same summary: unexpected_rows ones carry a count, no rows (SUMMARY).
+    expected = {_key(f): f for f in summary.summarize(reference, lambda n: MODELS[n].relation)["failures"]}
+    got = {_key(f): f for f in result["failures"]}
+    assert len(got) == len(result["failures"]) and len(expected) == len(got)
+    assert set(got) == set(expected), "both ways fail the same expectations"
+    assert {f["suite"] for f in result["failures"]} == DEFECTIVE
+    for key, failure in got.items():
+        assert failure["error"] is None and failure["sample_keys"], key
+        assert failure["unexpected_count"] == expected[key]["unexpected_count"] >= 1, key
+        assert failure["observed_value"] == expected[key]["observed_value"], key
+        if failure["expectation"] != summary.UNEXPECTED_ROWS:
+            assert failure["sample_keys"] == expected[key]["sample_keys"], key
+
+    quantity = next(f for f in result["failures"] if f["column"] == "quantity")
+    assert quantity["unexpected_count"] == 2 and len(quantity["sample_keys"]) == 2
+    assert all(re.match(r"order_id=\S+, product_id=\S+", k) for k in quantity["sample_keys"])
+    user = next(f for f in result["failures"] if f["expectation"] == summary.UNEXPECTED_ROWS)
+    assert len(user["sample_keys"]) == 1
+    assert re.fullmatch(r"order_id=[0-9a-f-]{36}, user_id=no-such-user", user["sample_keys"][0]), user
+
+    # Detail queries touch only the failed tables; the one-pass reference scans every table for them.
+    failed_tables = {MODELS[n].relation for n in DEFECTIVE}
+    assert detail and all(any(t in q for t in failed_tables) for q in detail), detail
+    assert len(reference_detail) > 5 * len(detail)
 
 
-def test_a_failing_suite_reports_sample_keys_through_validate(warehouse_url, tmp_path):
+def test_results_are_stored_under_the_file_ids_and_rendered_for_this_run(warehouse_url, tmp_path):
     _build(warehouse_url, DEFECTS)
-    summary = validation.validate(
-        warehouse.sqlalchemy_url(), MODELS, SUITES, gx_dir=tmp_path / "gx", run_name="two-pass", build_docs=True
-    )
-    assert summary["blocking"]
-    assert {f["table"] for f in summary["failures"]} >= {MODELS[n].relation for n in DEFECTIVE}
-    assert all(f["sample_keys"] for f in summary["failures"] if f["severity"] == "critical"), summary["failures"]
-    assert summary["evaluated"] == sum(len(s.expectations) for s in SUITES.values())
-    # The stored results are the two-pass ones, one per suite, rendered in the Data Docs.
-    stored = list((tmp_path / "gx" / "gx" / "uncommitted" / "validations").rglob("*.json"))
-    assert len(stored) == len(SUITES)
-    assert "two-pass" in paths.data_docs_index(tmp_path / "gx").read_text()
+    for run_name in ("first-run", "second-run"):
+        _validate(tmp_path, warehouse.sqlalchemy_url(), run_name)
+    stored = sorted(paths.validation_results_dir(tmp_path / "gx").rglob("*.json"))
+    assert len(stored) == 2 * len(SUITES)
+    for path in stored:
+        data = json.loads(path.read_text())
+        suite = SUITES[data["suite_name"]]
+        # GX may store them in another order than the suite's.
+        assert sorted(r["expectation_config"]["id"] for r in data["results"]) == sorted(
+            e["id"] for e in suite.expectations
+        )
+        # Pass 1's stored results carry counts (Data Docs show them) but no row values.
+        for r in data["results"]:
+            assert not r["result"].get("partial_unexpected_list"), (path, r["expectation_config"]["type"])
+    index = paths.data_docs_index(tmp_path / "gx").read_text()
+    assert "first-run" in index and "second-run" in index
+    pages = list(paths.data_docs_index(tmp_path / "gx").parent.joinpath("validations").rglob("*.html"))
+    assert len(pages) == 2 * len(SUITES)
+
+
+def test_gx_runs_under_the_shared_publish_lock_and_leaves_no_connection(warehouse_url, tmp_path):
+    _build(warehouse_url)
+    seen = []
+
+    def look(*_):
+        if seen:
+            return
+        with psycopg.connect(warehouse_url, autocommit=True) as other:
+            holders = other.execute(
+                "select mode, granted from pg_locks where locktype = 'advisory' and database = "
+                "(select oid from pg_database where datname = current_database()) "
+                "and ((classid::bigint << 32) | objid::bigint) = %s",
+                (locks.PUBLISH_LOCK_KEY,),
+            ).fetchall()
+            # A publish (exclusive mode) would have to wait for this validation.
+            exclusive = other.execute("select pg_try_advisory_lock(%s)", (locks.PUBLISH_LOCK_KEY,)).fetchone()[0]
+        seen.append((holders, exclusive))
+
+    url = warehouse.sqlalchemy_url()
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", look)
+    try:
+        _validate(tmp_path, url)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", look)
+    assert seen == [([("ShareLock", True)], False)], "one session of ours holds it, GX's do not"
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        others = conn.execute(
+            "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+        ).fetchone()[0]
+        assert others == 0, "GX's connection and the lock's are closed"
+
+
+def test_no_file_under_the_gx_dir_holds_the_password(warehouse_url, tmp_path):
+    _build(warehouse_url)
+    url = sa.engine.make_url(warehouse.sqlalchemy_url())
+    # A server that trusts local connections (the embedded one) ignores a password: give it one to look for.
+    secret = url.password or "s3cret-Pa55word"
+    url = url.set(password=secret).render_as_string(hide_password=False)
+    assert _validate(tmp_path, url)["failures"] == []
+    files = [p for p in (tmp_path / "gx").rglob("*") if p.is_file()]
+    assert files and not [p for p in files if secret.encode() in p.read_bytes()]

@@ -171,6 +171,17 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_format_suites(args: argparse.Namespace) -> int:
+    from greenery.checks import gx  # Great Expectations: ~2 s to import
+
+    paths = args.files or sorted(Path(config.get().expectations_dir).glob("*.json"))
+    changed = [path for path in paths if gx.format_suite_file(path)]
+    for path in changed:
+        print(f"formatted {path}")
+    print(f"{len(changed)} of {len(paths)} suite file(s) changed")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """Airflow's UI, scheduler and DAG processor on this machine; Ctrl-C stops them and the embedded PostgreSQL."""
     from greenery.dev import local_ui
@@ -246,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("docs", help="print the marts' column docs (include/sql/marts/_docs.yml) as Markdown")
     doc.add_argument("--write-readme", action="store_true", help="refresh the generated section of README.md")
     doc.set_defaults(func=cmd_docs)
+
+    suites = sub.add_parser(
+        "format-suites", help="give suite files missing ids and GX's serialized form (include/expectations)"
+    )
+    suites.add_argument("files", type=Path, nargs="*", help="default: every suite file")
+    suites.set_defaults(func=cmd_format_suites)
 
     demo = sub.add_parser("demo", help="generate, load and run on the embedded PostgreSQL, print the answers")
     demo.add_argument("--scale", type=float, default=1.0)

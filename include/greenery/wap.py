@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from greenery import audit, config, docs, locks
-from greenery.materialize import incremental, relations
+from greenery.materialize import incremental, relations, snapshot
 from greenery.materialize.build import BuildResult, build_model
 from greenery.materialize.relations import ident
 from greenery.project.models import Model
@@ -59,10 +60,13 @@ class Build:
         return {layer: self.schema(layer) for layer in (*config.LAYERS, QUARANTINE)}
 
 
-def prepare(conn, build: Build, run_time: dt.datetime | None = None) -> dt.datetime:
+def prepare(
+    conn, build: Build, run_time: dt.datetime | None = None, raw_fingerprint: dict | None = None
+) -> dt.datetime:
     """Start a run's build from empty schemas and register it; return the run's clock.
 
     The clock is the one recorded when the run was first prepared: clearing the whole run keeps it.
+    ``raw_fingerprint`` is what raw looked like as the build started (see sources.fingerprint).
     """
     audit.ensure(conn)
     with conn.transaction():
@@ -73,12 +77,14 @@ def prepare(conn, build: Build, run_time: dt.datetime | None = None) -> dt.datet
         conn.execute(sql.SQL("delete from {} where key = %s").format(audit.table("build_models")), (build.key,))
         recorded = conn.execute(
             sql.SQL(
-                "insert into {} as b (key, run_id, logical_date, run_time, created_at, touched_at, state)"
-                " values (%s, %s, %s, %s, now(), now(), 'building')"
-                " on conflict (key) do update set touched_at = now(), state = 'building'"
+                "insert into {} as b"
+                " (key, run_id, logical_date, run_time, created_at, touched_at, state, raw_fingerprint)"
+                " values (%s, %s, %s, %s, now(), now(), 'building', %s)"
+                " on conflict (key) do update set touched_at = now(), state = 'building',"
+                " raw_fingerprint = excluded.raw_fingerprint"
                 " returning b.run_time"
             ).format(audit.table("builds")),
-            (build.key, build.run_id, build.day, run_time or dt.datetime.now(dt.UTC)),
+            (build.key, build.run_id, build.day, run_time or dt.datetime.now(dt.UTC), Jsonb(raw_fingerprint)),
         ).fetchone()[0]
     return recorded
 
@@ -93,14 +99,25 @@ def run_time(conn, build: Build) -> dt.datetime | None:
     return row[0] if row else None
 
 
-def record_built(conn, build: Build, model: str) -> None:
-    """List ``model`` as built by this run and not yet published (in the build's own transaction)."""
+def raw_fingerprint(conn, build: Build) -> dict | None:
+    """What raw looked like when the build was prepared (None when not recorded)."""
+    row = conn.execute(
+        sql.SQL("select raw_fingerprint from {} where key = %s").format(audit.table("builds")), (build.key,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def record_built(conn, build: Build, model: str, info: dict | None = None) -> None:
+    """List ``model`` as built by this run and not yet published (in the build's own transaction).
+
+    ``info`` is what publish must check first (a snapshot: the published step it was built on).
+    """
     conn.execute(
         sql.SQL(
-            "insert into {} (key, model, built_at) values (%s, %s, now())"
-            " on conflict (key, model) do update set built_at = now()"
+            "insert into {} (key, model, built_at, info) values (%s, %s, now(), %s)"
+            " on conflict (key, model) do update set built_at = now(), info = excluded.info"
         ).format(audit.table("build_models")),
-        (build.key, model),
+        (build.key, model, Jsonb(info)),
     )
     conn.execute(
         sql.SQL("update {} set touched_at = now(), state = 'building' where key = %s").format(audit.table("builds")),
@@ -136,7 +153,7 @@ def build_models(
                     run_time=clock,
                 )
             )
-            record_built(conn, build, name)
+            record_built(conn, build, name, results[-1].info)
     return results
 
 
@@ -200,6 +217,7 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
                 f"run {build.run_id!r} built {', '.join(lost)} but {build.key}__* no longer holds them; nothing was"
                 " published. Clear the whole run to rebuild."
             )
+        _check_snapshots(conn, models, build, names)
         for name in names:
             _publish_model(conn, models[name], build)
             published.append(models[name].relation)
@@ -220,6 +238,27 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
         len(dropped),
     )
     return published
+
+
+def _check_snapshots(conn, models: Mapping[str, Model], build: Build, names: list[str]) -> None:
+    """A snapshot built on a step that is no longer the published one would drop another run's step."""
+    for name in names:
+        model = models[name]
+        if model.materialized != "snapshot":
+            continue
+        info = (
+            conn.execute(
+                sql.SQL("select info from {} where key = %s and model = %s").format(audit.table("build_models")),
+                (build.key, name),
+            ).fetchone()[0]
+            or {}
+        )
+        now = snapshot.latest_step(conn, model.relation)
+        if (now.isoformat() if now else None) != info.get("snapshot_seen"):
+            raise PublishError(
+                f"{model.relation} moved on to the step of {now} since run {build.run_id!r} built it on"
+                f" {info.get('snapshot_seen')}; nothing was published. Clear the whole run to build it again."
+            )
 
 
 def _publish_model(conn, model: Model, build: Build) -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
+from greenery import trend
+from greenery.alerts import chart
 from greenery.alerts.text import (
     MAX_BLOCKS,
     MAX_FALLBACK_TEXT,
@@ -20,7 +23,6 @@ from greenery.alerts.text import (
     code,
     escape,
     fmt_int,
-    link,
     plain,
     redact,
     truncate,
@@ -53,59 +55,69 @@ def _severity(failure: Mapping[str, Any]) -> str:
     return str(failure.get("severity") or "critical").lower()
 
 
-def _sorted_failures(failures: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return sorted(failures, key=lambda f: _SEVERITY_ORDER.get(_severity(f), len(_SEVERITY_ORDER)))
+def as_root_causes(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The summary's root causes; a summary without them (older runs) lists each failure on its own."""
+    if summary.get("root_causes") is not None:
+        return list(summary["root_causes"])
+    causes = []
+    for f in summary.get("failures") or []:
+        keys = [str(k) for k in f.get("sample_keys") or [] if k is not None]
+        counted = {k: keys.count(k) for k in dict.fromkeys(keys)}
+        causes.append(
+            {
+                **f,
+                "table": f.get("table") or f.get("suite"),
+                "sources": [],
+                "keys": [{"key": k, "count": n} for k, n in counted.items()],
+                "also_fails_in": [],
+            }
+        )
+    return sorted(causes, key=lambda c: _SEVERITY_ORDER.get(_severity(c), 3))
 
 
-def _failure_text(failure: Mapping[str, Any]) -> str:
-    severity = _severity(failure)
-    icon = _SEVERITY_ICON.get(severity, "⚪")
-    where = code(failure.get("table") or failure.get("suite") or "?")
-    if failure.get("column"):
-        where += f" · column {code(failure['column'])}"
-    lines = [f"{icon} *{clean(severity, 20)}* · {where}"]
+def _keys_text(keys: list[Mapping[str, Any]]) -> str | None:
+    shown = [
+        code(k.get("key"), 100) + (f" ×{as_int(k.get('count'))}" if as_int(k.get("count")) > 1 else "")
+        for k in keys[:MAX_SAMPLE_KEYS]
+    ]
+    if not shown:
+        return None
+    more = f" (+{len(keys) - MAX_SAMPLE_KEYS} more)" if len(keys) > MAX_SAMPLE_KEYS else ""
+    return f"keys: {', '.join(shown)}{more}"
 
-    expectation = code(failure.get("expectation") or "?")
-    if failure.get("description"):
-        expectation += f" — {clean(failure['description'])}"
-    lines.append(expectation)
 
+def _cause_text(cause: Mapping[str, Any]) -> str:
+    severity = _severity(cause)
+    where = code(cause.get("table") or "?")
+    if cause.get("sources"):
+        where += " ← " + ", ".join(code(s, 80) for s in cause["sources"][:4])
+    owner = f" · owner {cause['mention']}" if cause.get("mention") else ""
+    lines = [f"{_SEVERITY_ICON.get(severity, '⚪')} *{clean(severity, 20)}* · {where}{owner}"]
+    check = code(cause.get("expectation") or "?")
+    if cause.get("column"):
+        check += f" on {code(cause['column'])}"
+    if cause.get("description"):
+        check += f" — {clean(cause['description'])}"
+    lines.append(check)
     facts = []
-    if failure.get("unexpected_count") is not None:
-        facts.append(f"unexpected: *{clean(failure['unexpected_count'], 40)}*")
-    if failure.get("observed_value") is not None:
-        facts.append(f"observed: {code(failure['observed_value'])}")
-    if failure.get("suite") and failure.get("table"):
-        facts.append(f"suite {code(failure['suite'])}")
+    if cause.get("unexpected_count") is not None:
+        facts.append(f"unexpected: *{clean(cause['unexpected_count'], 40)}*")
+    if cause.get("observed_value") is not None:
+        facts.append(f"observed: {code(cause['observed_value'])}")
+    keys = _keys_text(list(cause.get("keys") or []))
+    if keys:
+        facts.append(keys)
     if facts:
         lines.append(" · ".join(facts))
-
-    keys = [k for k in (failure.get("sample_keys") or []) if k is not None]
-    if keys:
-        shown = ", ".join(code(k, 100) for k in keys[:MAX_SAMPLE_KEYS])
-        more = f" (+{len(keys) - MAX_SAMPLE_KEYS} more)" if len(keys) > MAX_SAMPLE_KEYS else ""
-        lines.append(f"sample keys: {shown}{more}")
-
-    if failure.get("error"):
-        error = clean(failure["error"], 1500).replace("```", "'''")
+    if cause.get("also_fails_in"):
+        lines.append("also fails in " + ", ".join(code(t, 120) for t in cause["also_fails_in"][:10]))
+    runs = as_int(cause.get("runs_failing"))
+    if runs > 1:
+        lines.append(f"failing since {clean(cause.get('failing_since'), 40)} ({runs} runs)")
+    if cause.get("error"):
+        error = clean(cause["error"], 1500).replace("```", "'''")
         lines.append(f"could not be evaluated:\n```{error}```")
     return "\n".join(lines)
-
-
-def _rerun_text(dag_id: str, logical_date: str | None, run_id: str | None) -> str:
-    if logical_date:
-        date = clean(logical_date, 80).replace("`", "")
-        cli = f"airflow tasks clear {dag_id} -s {date} -e {date} -y"
-        ui_run = clean(logical_date, 80)
-    elif run_id:
-        cli = f"airflow dags clear {dag_id} --run-id {clean(run_id, 250).replace('`', '')} -y"
-        ui_run = clean(run_id, 250)
-    else:
-        return "*How to rerun*\nFix the source data, then clear the failed run in the UI: Grid → run → Clear"
-    return (
-        f"*How to rerun*\nFix the source data, then clear the run: `{cli}`\n"
-        f"Clear in the UI: Grid → run {ui_run} → Clear"
-    )
 
 
 def _quarantine_text(quarantined: Mapping[str, Any], limit: int = 20) -> str:
@@ -128,103 +140,140 @@ def _publish_text(summary: Mapping[str, Any]) -> str | None:
     return "⛔ Marts not published; nothing published yet"
 
 
-def build_alert(summary: Mapping[str, Any], *, log_url: str | None, docs_url: str | None) -> dict:
-    """Block Kit payload for the on-call channel from a validation summary.
+def _buttons(links: Mapping[str, str | None]) -> dict | None:
+    """Block Kit buttons for the links that open (http or https only)."""
+    labels = {"run": "Open the run", "log": "Task log", "quality": "Data quality", "docs": "Data Docs"}
+    elements = []
+    for key, label in labels.items():
+        url = links.get(key)
+        if url and urlsplit(str(url)).scheme.lower() in ("http", "https") and len(url) <= 3000:
+            button = {"type": "button", "action_id": f"open-{key}", "url": url}
+            button["text"] = {"type": "plain_text", "text": label}
+            if key == "run":
+                button["style"] = "primary"
+            elements.append(button)
+    return {"type": "actions", "block_id": "links", "elements": elements} if elements else None
 
-    ``docs_url`` falls back to ``summary["data_docs_url"]``. Failures are listed critical first; when they do
-    not all fit in Slack's 50 blocks, the first ones are shown with an "… and K more" line.
+
+def _next_steps(blocking: bool, links: Mapping[str, str | None]) -> str:
+    run = links.get("run")
+    where = (
+        f"<{escape(run).replace('|', '%7C')}|the run>"
+        if run and urlsplit(run).scheme in ("http", "https")
+        else "the run"
+    )
+    if blocking:
+        return (
+            "*What to do*\nFix the source rows named above, then clear the whole run: open "
+            f"{where} → *Clear run*. It rebuilds from raw, checks again and publishes if the checks pass."
+        )
+    return (
+        "*What to do*\nNothing blocks: the marts were published. Fix the source when it matters;"
+        " the next run checks again."
+    )
+
+
+def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_url: str | None = None) -> dict:
+    """Block Kit payload for the on-call channel from a validation summary: one entry per root cause.
+
+    Links come from ``summary["links"]`` (run, log, quality, docs: built from Airflow's base URL);
+    ``log_url`` and ``docs_url`` override theirs. When the causes do not all fit in Slack's 50 blocks, the
+    first ones are shown with an "… and K more" line.
     """
     dag_id_raw = str(summary.get("dag_id") or "greenery")
     dag_id = clean(dag_id_raw, 200)
     logical_date = summary.get("logical_date")
     run_id = summary.get("run_id")
-    failures = _sorted_failures(summary.get("failures") or [])
+    causes = as_root_causes(summary)
     n_critical = as_int(summary.get("failed_critical"))
     n_warning = as_int(summary.get("failed_warning"))
-    blocking = bool(summary.get("blocking", n_critical > 0 or any(_severity(f) == "critical" for f in failures)))
-    docs_url = docs_url or summary.get("data_docs_url")
+    blocking = bool(summary.get("blocking", n_critical > 0 or any(_severity(c) == "critical" for c in causes)))
+    links = {**(summary.get("links") or {})}
+    links["log"] = log_url or links.get("log") or summary.get("log_url")
+    links["docs"] = docs_url or links.get("docs") or summary.get("data_docs_url")
 
     # The header names the worst thing in the message.
     held_back = sum(as_int(n) for n in (summary.get("quarantined") or {}).values())
     if blocking:
         title = f"🔴 {redact(dag_id_raw)}: data checks failed"
-    elif (failures or n_warning) and held_back:
+    elif (causes or n_warning) and held_back:
         title = f"🟡 {redact(dag_id_raw)}: data check warnings and {held_back:,} rows quarantined"
-    elif failures or n_warning:
+    elif causes or n_warning:
         title = f"🟡 {redact(dag_id_raw)}: data check warnings"
     elif held_back:
         title = f"🟡 {redact(dag_id_raw)}: {held_back:,} rows quarantined"
     else:
         title = f"🟢 {redact(dag_id_raw)}: all data checks passed"
 
-    overview = [f"*DAG* `{dag_id}` · *logical date* {clean(logical_date, 80) or 'n/a'} · *run* {code(run_id, 250)}"]
+    overview = [f"*DAG* `{dag_id}` · *day* {clean(logical_date, 80) or 'n/a'} · *run* {code(run_id, 250)}"]
     overview.append(
         f"*Checks evaluated:* {fmt_int(summary.get('evaluated'))} · *failed critical:* {fmt_int(n_critical)}"
-        f" · *failed warning:* {fmt_int(n_warning)}"
+        f" · *failed warning:* {fmt_int(n_warning)} · *root causes:* {len(causes)}"
     )
-    failing_suites = [
-        s for s in summary.get("suites") or [] if as_int(s.get("failed_critical")) or as_int(s.get("failed_warning"))
-    ]
-    if failing_suites:
-        parts = [
-            f"{code(s.get('table') or s.get('suite'), 120)} ({as_int(s.get('failed_critical'))} critical, "
-            f"{as_int(s.get('failed_warning'))} warning of {as_int(s.get('evaluated'))})"
-            for s in failing_suites[:15]
-        ]
-        if len(failing_suites) > 15:
-            parts.append(f"… and {len(failing_suites) - 15} more")
-        overview.append("*Failing suites:* " + ", ".join(parts))
-
+    mentions = sorted({c["mention"] for c in causes if c.get("mention")})
+    if mentions:
+        overview.append("*Owners:* " + " ".join(mentions))
     status_lines = [line for line in (_publish_text(summary),) if line]
-    quarantined = summary.get("quarantined")
-    if quarantined:
-        status_lines.append(_quarantine_text(quarantined))
-
-    links = [link for link in (link(log_url, "Task log"), link(docs_url, "Data Docs")) if link]
-    footer = []
-    if links:
-        footer.append("*Links:* " + " · ".join(links))
-    footer.append(_rerun_text(dag_id, logical_date, run_id))
+    if summary.get("quarantined"):
+        status_lines.append(_quarantine_text(summary["quarantined"]))
 
     head = [_header(title), _section("\n".join(overview), "overview")]
     tail = [_DIVIDER]
     if status_lines:
         tail.append(_section("\n".join(status_lines), "status"))
-    tail.append(_section("\n".join(footer), "next-steps"))
+    tail.append(_section(_next_steps(blocking, links), "next-steps"))
+    buttons = _buttons(links)
+    if buttons:
+        tail.append(buttons)
 
-    slots = MAX_BLOCKS - len(head) - len(tail) - (1 if failures else 0)  # 1 = divider before the failures
-    if len(failures) > slots:
+    slots = MAX_BLOCKS - len(head) - len(tail) - (1 if causes else 0)  # 1 = divider before the causes
+    if len(causes) > slots:
         slots -= 1  # room for the "… and K more" line
-    shown = failures[:slots]
-    middle: list[dict] = [_DIVIDER] if failures else []
-    middle += [_section(_failure_text(f), f"failure-{i}") for i, f in enumerate(shown)]
-    hidden = len(failures) - len(shown)
+    shown = causes[:slots]
+    middle: list[dict] = [_DIVIDER] if causes else []
+    middle += [_section(_cause_text(c), f"cause-{i}") for i, c in enumerate(shown)]
+    hidden = len(causes) - len(shown)
     if hidden:
-        docs_hint = " (see Data Docs)" if docs_url else ""
-        middle.append(_context(f"… and {hidden} more failing checks{docs_hint}"))
+        middle.append(_context(f"… and {hidden} more root causes (see the Data quality view)"))
     blocks = head + middle + tail
 
     fallback = [
         f"{escape(title)} — {n_critical} critical, {n_warning} warning of {as_int(summary.get('evaluated'))} checks"
-        f" (logical date {clean(logical_date, 80) or 'n/a'})."
+        f" (day {clean(logical_date, 80) or 'n/a'})."
     ]
-    for f in failures[:5]:
-        column = f".{clean(f.get('column'), 100)}" if f.get("column") else ""
+    for c in causes[:5]:
+        column = f".{clean(c.get('column'), 100)}" if c.get("column") else ""
         fallback.append(
-            f"• {clean(_severity(f), 20)}: {clean(f.get('table') or f.get('suite'), 120)}{column}"
-            f" {clean(f.get('expectation'), 120)}"
+            f"• {clean(_severity(c), 20)}: {clean(c.get('table'), 120)}{column} {clean(c.get('expectation'), 120)}"
         )
-    if len(failures) > 5:
-        fallback.append(f"… and {len(failures) - 5} more failing checks")
+    if len(causes) > 5:
+        fallback.append(f"… and {len(causes) - 5} more root causes")
     fallback += status_lines
     return {"text": truncate("\n".join(fallback), MAX_FALLBACK_TEXT), "blocks": blocks}
 
 
+def _clear_the_run(links: Mapping[str, str | None], first: str) -> str:
+    run = links.get("run")
+    where = (
+        f"<{escape(run).replace('|', '%7C')}|the run>"
+        if run and urlsplit(run).scheme in ("http", "https")
+        else "the run"
+    )
+    return f"*What to do*\n{first}, then clear the whole run: open {where} → *Clear run*."
+
+
 def build_source_alert(
-    *, dag_id: str, logical_date: str, run_id: str, problems: Iterable[Mapping[str, Any]], log_url: str | None
+    *,
+    dag_id: str,
+    logical_date: str,
+    run_id: str,
+    problems: Iterable[Mapping[str, Any]],
+    log_url: str | None,
+    links: Mapping[str, str | None] | None = None,
 ) -> dict:
     """The run stopped before building: raw tables missing, empty, incomplete or stale for the day."""
     problems = list(problems)
+    links = {**(links or {}), "log": log_url or (links or {}).get("log")}
     header = f"🟠 {dag_id}: source data not ready for {logical_date}; nothing built"
     lines = [
         f"• {code(p.get('table'), 80)} *{clean(p.get('problem'), 20)}*: {clean(p.get('detail'), 400)}"
@@ -232,36 +281,64 @@ def build_source_alert(
     ]
     blocks = [
         _header(header),
-        _context(f"DAG {code(dag_id)} · logical date {code(logical_date)} · run {code(run_id, 250)}"),
+        _context(f"DAG {code(dag_id)} · day {code(logical_date)} · run {code(run_id, 250)}"),
         _section("*Source freshness*\n" + "\n".join(lines)),
         _section("Published marts are untouched (still serving the previous run)."),
+        _section(_clear_the_run(links, "Once the source is loaded")),
     ]
-    log_link = link(log_url, "task log")
-    rerun = _rerun_text(dag_id, logical_date, run_id).replace("Fix the source data", "Once the source is loaded")
-    blocks.append(_section((f"{log_link}\n" if log_link else "") + rerun))
+    buttons = _buttons(links)
+    if buttons:
+        blocks.append(buttons)
     details = "; ".join(str(p.get("detail")) for p in problems)
     return {"text": plain(redact(f"{header}: {details}"), MAX_FALLBACK_TEXT), "blocks": blocks}
 
 
 def build_task_failure_alert(
-    *, dag_id: str, task_id: str, logical_date: str | None, run_id: str, error: str, log_url: str | None
+    *,
+    dag_id: str,
+    task_id: str,
+    logical_date: str | None,
+    run_id: str,
+    error: str,
+    log_url: str | None,
+    links: Mapping[str, str | None] | None = None,
 ) -> dict:
-    """A task failed (SQL error, lost connection, ...): nothing of this run was published."""
+    """A task failed (SQL error, lost connection, timeout...): nothing of this run was published."""
+    links = {**(links or {}), "log": log_url or (links or {}).get("log")}
     header = f"🔴 {dag_id}: task {task_id} failed"
     fence = "```"
     blocks = [
         _header(header),
-        _context(f"DAG {code(dag_id)} · logical date {code(logical_date or '-')} · run {code(run_id, 250)}"),
+        _context(f"DAG {code(dag_id)} · day {code(logical_date or '-')} · run {code(run_id, 250)}"),
         _section(fence + clean(error, 2500).replace(fence, "'''") + fence),
         _section("Nothing was published by this run: readers still see the previous run's marts."),
+        _section(_clear_the_run(links, "Fix the cause (the task log has the details)")),
     ]
-    log_link = link(log_url, "task log")
-    blocks.append(_section((f"{log_link}\n" if log_link else "") + _rerun_text(dag_id, logical_date, run_id)))
+    buttons = _buttons(links)
+    if buttons:
+        blocks.append(buttons)
     return {"text": plain(redact(f"{header}: {error}"), MAX_FALLBACK_TEXT), "blocks": blocks}
 
 
+def _trend_text(points: list[trend.Point]) -> str:
+    """The digest chart's series as text sparklines (what a webhook, which cannot carry an image, shows)."""
+    span = f" ({points[0].day:%b %d} to {points[-1].day:%b %d})" if points else ""
+    lines = [f"*Last {len(points)} days*{span}"]
+    for s in chart.series_of(points):
+        said = chart.note(s, [p.day for p in points])
+        lines.append(
+            f"`{chart.sparkline(s.values)}` {s.label}: *{s.text(chart.latest(s.values))}*"
+            + (f" ({said})" if said else "")
+        )
+    return "\n".join(lines)
+
+
 def build_summary_message(stats: Mapping[str, Any]) -> dict:
-    """Short Block Kit payload for the daily "state of the data" message after a successful run."""
+    """Short Block Kit payload for the daily "state of the data" message after a successful run.
+
+    With ``stats["trend"]`` (rows of :func:`greenery.trend.as_json`), a section shows the last days' repeat
+    rate, conversion and orders as sparklines.
+    """
     dag_id_raw = str(stats.get("dag_id") or "greenery")
     logical_date = clean(stats.get("logical_date"), 80) or "n/a"
     passed, evaluated = as_int(stats.get("checks_passed")), as_int(stats.get("checks_evaluated"))
@@ -281,6 +358,8 @@ def build_summary_message(stats: Mapping[str, Any]) -> dict:
         row_lines.append(f"… and {len(rows) - 30} more tables")
 
     blocks = [_header(title), _section("\n".join(lines), "checks")]
+    if stats.get("trend"):
+        blocks.append(_section(_trend_text(trend.from_json(stats["trend"])), "trend"))
     if row_lines:
         blocks.append(_section("*Tables*\n" + "\n".join(row_lines), "rows"))
     quarantined = stats.get("quarantined")

@@ -1,7 +1,10 @@
 """Suites: one GX 1.x JSON file per model in include/expectations, checked before anything runs.
 
-Each expectation carries GX's ``severity``: ``critical`` blocks the run, ``warning`` only alerts.
-``unexpected_rows_query`` texts may name other models with ``{{ ref('model') }}``.
+A file is GX's own serialized suite (``ExpectationSuite.to_json_dict()``): loading it with
+``gx.ExpectationSuite(**data)`` and serializing it again gives the same file (tests/test_suites.py).
+The suite and each expectation carry a fixed ``id``: GX keys results by it, so it must not change from
+one run to the next. Each expectation carries GX's ``severity``: ``critical`` blocks the run, ``warning``
+only alerts. ``unexpected_rows_query`` texts may name other models with ``{{ ref('model') }}``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import jinja2
 from greenery import config
 from greenery.project.models import Model
 
-SEVERITIES = ("critical", "warning")
+# GX's own severities: critical blocks the publish, warning alerts, info is listed and never alerts.
+SEVERITIES = ("critical", "warning", "info")
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - SQL, not HTML
 
 
@@ -29,11 +33,15 @@ class SuiteDefinitionError(ValueError):
 class SuiteFile:
     model: str
     path: Path
-    expectations: tuple[dict, ...]
+    data: dict  # the file as GX serializes a suite: name, id, expectations, meta, notes
+
+    @property
+    def expectations(self) -> tuple[dict, ...]:
+        return tuple(self.data["expectations"])
 
 
 def load_suites(models: Mapping[str, Model], directory: Path | None = None) -> dict[str, SuiteFile]:
-    """Read and check every suite file; each must be named after a model and declare severities."""
+    """Read and check every suite file; each must be named after a model, with ids and severities."""
     directory = Path(directory or config.get().expectations_dir)
     suites: dict[str, SuiteFile] = {}
     for path in sorted(directory.glob("*.json")):
@@ -49,20 +57,45 @@ def load_suites(models: Mapping[str, Model], directory: Path | None = None) -> d
         expectations = data.get("expectations") or []
         if not expectations:
             raise SuiteDefinitionError(f"{path}: no expectations")
+        _check_ids(path, data)
         for i, exp in enumerate(expectations):
             if exp.get("severity") not in SEVERITIES:
                 raise SuiteDefinitionError(
                     f"{path}: expectation {i} ({exp.get('type')}) needs severity 'critical' or 'warning'"
                 )
-        suites[name] = SuiteFile(name, path, tuple(expectations))
+        suites[name] = SuiteFile(name, path, data)
     return suites
 
 
-def resolve_refs(value: Any, relation) -> Any:
+def dump(data: dict) -> str:
+    """The text of a suite file: GX's serialized suite as JSON indented by two, with a final newline."""
+    return json.dumps(data, indent=2) + "\n"
+
+
+def _check_ids(path: Path, data: dict) -> None:
+    """Without a fixed id GX invents a new one on every run, and results no longer match across runs."""
+    if not data.get("id"):
+        raise SuiteDefinitionError(f"{path}: the suite needs an 'id' (a UUID that never changes)")
+    seen: dict[str, int] = {}
+    for i, exp in enumerate(data["expectations"]):
+        id_ = exp.get("id")
+        if not id_:
+            raise SuiteDefinitionError(f"{path}: expectation {i} ({exp.get('type')}) needs an 'id' (a new UUID)")
+        if id_ in seen:
+            raise SuiteDefinitionError(f"{path}: expectations {seen[id_]} and {i} share the id {id_}")
+        seen[id_] = i
+
+
+def resolve_refs(value: Any, relation, variables: dict[str, Any] | None = None) -> Any:
+    """Render ``{{ ref('m') }}`` (through ``relation``) and ``variables`` in every string of a suite.
+
+    The anomaly checks use ``{{ run_date }}`` (the run's day as a SQL date) and ``{{ published('m') }}``
+    (the published table, where a daily model keeps its history).
+    """
     if isinstance(value, str) and "{{" in value:
-        return _ENV.from_string(value).render(ref=relation)
+        return _ENV.from_string(value).render(ref=relation, **(variables or {}))
     if isinstance(value, dict):
-        return {k: resolve_refs(v, relation) for k, v in value.items()}
+        return {k: resolve_refs(v, relation, variables) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve_refs(v, relation) for v in value]
+        return [resolve_refs(v, relation, variables) for v in value]
     return value

@@ -1,39 +1,54 @@
-"""The validation summary: a compact JSON-able dict of what failed, for XCom, Slack and the Data quality view."""
+"""The validation summary: a compact JSON-able dict of what failed, for XCom, Slack and the Data quality view.
+
+It reads plain data: each expectation's result as GX serializes it (``ExpectationValidationResult
+.to_json_dict()``: ``success``, ``expectation_config``, ``result``, ``exception_info``), which checks/gx.py
+hands over. No GX import here.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from greenery.project.models import Model
-
 SAMPLE_KEYS = 5
+UNEXPECTED_ROWS = "unexpected_rows_expectation"
+
+
+def _finite(value: Any) -> Any:
+    # A NaN or infinite observed value must not make the summary invalid JSON (XCom, Slack payloads).
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+    return _finite(json.loads(json.dumps(value, default=str)))
 
 
-def _sample_keys(result: Mapping[str, Any]) -> list[str]:
-    rows = result.get("partial_unexpected_index_list") or []
+def _row_text(row: Any) -> str:
+    if isinstance(row, Mapping):
+        values = list(row.values())
+        return str(values[0]) if len(values) == 1 else ", ".join(f"{k}={v}" for k, v in row.items())
+    return str(row)
+
+
+def sample_keys(result: Mapping[str, Any]) -> list[str]:
+    """Up to SAMPLE_KEYS offending rows: their keys (map expectations) or the query's rows (unexpected_rows)."""
+    rows = result.get("partial_unexpected_index_list") or (result.get("details") or {}).get("unexpected_rows") or []
     if not rows:
-        details = result.get("details") or {}
-        rows = details.get("unexpected_rows") or []
-    keys = []
-    for row in rows[:SAMPLE_KEYS]:
-        if isinstance(row, Mapping):
-            values = list(row.values())
-            keys.append(str(values[0]) if len(values) == 1 else ", ".join(f"{k}={v}" for k, v in row.items()))
-        else:
-            keys.append(str(row))
-    if not keys:
-        keys = [str(v) for v in (result.get("partial_unexpected_list") or [])[:SAMPLE_KEYS]]
-    return keys
+        rows = result.get("partial_unexpected_list") or []
+    return [_row_text(row) for row in rows[:SAMPLE_KEYS]]
 
 
-def _error(result) -> str | None:
-    info = result.exception_info or {}
+def error(result: Mapping[str, Any]) -> str | None:
+    """The message of the exception GX caught while computing the expectation's metrics, if any."""
+    info = result.get("exception_info") or {}
     # One expectation may carry several metric errors keyed by metric id; any raised one counts.
     # Sorted: GX fills that dict in an order that changes from one process to the next (set iteration).
     entries = [info] if "raised_exception" in info else [v for _, v in sorted(info.items()) if isinstance(v, Mapping)]
@@ -44,46 +59,50 @@ def _error(result) -> str | None:
     return None
 
 
-def summarize(results: Mapping[str, Any], models: Mapping[str, Model], relation, fetch_samples=None) -> dict[str, Any]:
-    suites, failures = [], []
-    for name, validation in results.items():
+def failed(result: Mapping[str, Any]) -> bool:
+    return not result.get("success") or error(result) is not None
+
+
+def _failure(suite: str, table: str, res: Mapping[str, Any]) -> dict[str, Any]:
+    config = res["expectation_config"]
+    kwargs = config.get("kwargs") or {}
+    columns = kwargs.get("column_list") or [kwargs[k] for k in ("column_A", "column_B") if kwargs.get(k)]
+    outcome = res.get("result") or {}
+    message = error(res)
+    observed = outcome.get("observed_value")
+    return {
+        "suite": suite,
+        "table": table,
+        "column": kwargs.get("column") or (", ".join(columns) if columns else None),
+        "expectation": config["type"],
+        "severity": str(config.get("severity") or "critical").lower(),
+        "description": config.get("description") or (config.get("meta") or {}).get("description"),
+        "observed_value": _jsonable(observed),
+        "unexpected_count": outcome.get("unexpected_count", observed if config["type"] == UNEXPECTED_ROWS else None),
+        "sample_keys": [] if message else sample_keys(outcome),
+        "error": message,
+    }
+
+
+def summarize(results: Mapping[str, Sequence[Mapping[str, Any]]], relation) -> dict[str, Any]:
+    """``results``: every suite's expectation results in GX's JSON form; ``relation``: suite -> table checked."""
+    suites, failures, notes = [], [], []
+    for name, outcomes in results.items():
         counts = {"critical": 0, "warning": 0}
-        for res in validation.results:
-            config = res.expectation_config
-            error = _error(res)
-            if res.success and not error:
+        for res in outcomes:
+            if not failed(res):
                 continue
-            severity = str(getattr(config.severity, "value", config.severity) or "critical").lower()
-            counts["critical" if severity == "critical" else "warning"] += 1
-            kwargs = config.kwargs
-            columns = kwargs.get("column_list") or [kwargs[k] for k in ("column_A", "column_B") if kwargs.get(k)]
-            column = kwargs.get("column") or (", ".join(columns) if columns else None)
-            failures.append(
-                {
-                    "suite": name,
-                    "table": relation(name),
-                    "column": column,
-                    "expectation": config.type,
-                    "severity": severity,
-                    "description": config.description or (config.meta or {}).get("description"),
-                    "observed_value": _jsonable(res.result.get("observed_value")),
-                    "unexpected_count": res.result.get(
-                        "unexpected_count",
-                        res.result.get("observed_value") if config.type == "unexpected_rows_expectation" else None,
-                    ),
-                    "sample_keys": (
-                        fetch_samples(name, kwargs["unexpected_rows_query"])
-                        if fetch_samples and config.type == "unexpected_rows_expectation" and not error
-                        else _sample_keys(res.result)
-                    ),
-                    "error": error,
-                }
-            )
+            failure = _failure(name, relation(name), res)
+            if failure["severity"] == "info":
+                notes.append(failure)  # listed, never alerting (e.g. "too little history for anomalies")
+                continue
+            counts["critical" if failure["severity"] == "critical" else "warning"] += 1
+            failures.append(failure)
         suites.append(
             {
                 "suite": name,
                 "table": relation(name),
-                "evaluated": len(validation.results),
+                "evaluated": len(outcomes),
                 "failed_critical": counts["critical"],
                 "failed_warning": counts["warning"],
             }
@@ -97,4 +116,5 @@ def summarize(results: Mapping[str, Any], models: Mapping[str, Model], relation,
         "blocking": failed_critical > 0,
         "suites": suites,
         "failures": failures,
+        "notes": notes,
     }

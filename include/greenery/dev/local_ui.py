@@ -80,6 +80,9 @@ def airflow_env(
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__API__HOST": host,
             "AIRFLOW__API__PORT": str(port),
+            # Every link Airflow and this project build (task logs, alerts, the Data quality view) starts
+            # here: where the API server really listens, not Airflow's default localhost:8080.
+            "AIRFLOW__API__BASE_URL": f"http://{_browser_host(host)}:{port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
@@ -97,6 +100,11 @@ def airflow_env(
     # The package is installed in the venv; this also covers running from a plain checkout.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(config.INCLUDE_DIR), env.get("PYTHONPATH")) if p)
     return env
+
+
+def _browser_host(host: str) -> str:
+    """The host a browser on this machine uses for a server listening on ``host``."""
+    return "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104 - a comparison
 
 
 def _airflow_executable() -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from greenery import runtime, wap, warehouse
 from greenery.materialize.build import build_model
 from greenery.project.models import Model
+from greenery.sources import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ def prepare(context: Any) -> dict[str, Any]:
     """Empty build schemas for the run, registered with the run's clock (kept when the run is cleared)."""
     build = runtime.build(context)
     with warehouse.connect() as conn:
-        run_time = wap.prepare(conn, build, dt.datetime.now(dt.UTC))
+        run_time = wap.prepare(conn, build, dt.datetime.now(dt.UTC), fingerprint.fingerprint(conn))
     log.info("build schemas ready: %s (run clock %s)", ", ".join(build.schema_of.values()), run_time.isoformat())
     return {"build": build.key, "run_time": run_time.isoformat()}
 
@@ -47,7 +48,7 @@ def build_one(context: Any, model: Model, models: dict[str, Model], conn_id: str
                 full_refresh=runtime.full_refresh(context),
                 run_time=run_time,
             )
-            wap.record_built(conn, build, model.name)
+            wap.record_built(conn, build, model.name, result.info)
     return {
         "relation": result.relation,
         "rows": result.rows,

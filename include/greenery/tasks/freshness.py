@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from greenery import config, runtime, warehouse
+from greenery import config, links, runtime, warehouse
 from greenery.alerts import messages
 from greenery.sources import freshness
 from greenery.tasks.paging import PagedFailure, page
@@ -41,6 +41,7 @@ def check(context: Any) -> dict[str, Any]:
             run_id=context["run_id"],
             problems=freshness.as_dicts(problems),
             log_url=runtime.log_url(context),
+            links=links.for_run(context["run_id"], runtime.task_id(context)),
         )
     )
     reason = f"source data not ready for {interval.day}: " + "; ".join(p.detail for p in problems)

@@ -1,75 +1,58 @@
-"""Tasks after publish: route on failures, the on-call alert, the stakeholders' note, and the gate."""
+"""The on-call alert after validation (whatever happened); the stakeholders' digest is in ``tasks.digest``.
+
+``alert_slack`` runs once validate and publish are done, whether they passed or not: it reads the
+validation summary from XCom and pages when a check failed or rows were quarantined, with the root
+causes, their owners, how long they have been failing and links that open. It is *skipped*, with the
+reason, when there is nothing to say, when an earlier task failed (that task paged on its own), or when
+the alert would only repeat unchanged warnings sent within the suppression window.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from psycopg import sql
+from airflow.sdk.exceptions import AirflowSkipException
 
-from greenery import config, warehouse
-from greenery.alerts import delivery, messages
-from greenery.project import models as model_files
-from greenery.tasks.paging import PagedFailure
+from greenery import audit, config, docs, links, warehouse
+from greenery.alerts import delivery, messages, suppression
 from greenery.tasks.publish import not_published_status
+from greenery.tasks.validate import SUMMARY_KEY
 
 log = logging.getLogger(__name__)
 
-ALERT_TASK_ID = "alert_slack"
-SUCCESS_TASK_ID = "all_checks_passed"
+
+def validation_summary(context: Any) -> dict[str, Any] | None:
+    return context["ti"].xcom_pull(task_ids="validate", key=SUMMARY_KEY)
 
 
-def choose_branch(summary: dict[str, Any]) -> str:
-    return ALERT_TASK_ID if summary["failures"] or summary.get("quarantined") else SUCCESS_TASK_ID
+def for_on_call(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary with what on-call needs on top: owners' mentions and links into this deployment."""
+    causes = []
+    for cause in summary.get("root_causes") or []:
+        owner = docs.owner_of(cause.get("model") or "") or {}
+        causes.append({**cause, "owner": owner.get("name"), "mention": owner.get("slack")})  # Slack only
+    return {**summary, "root_causes": causes, "links": links.for_run(summary["run_id"], "validate")}
 
 
-def send_alert(summary: dict[str, Any], published: dict[str, Any] | None = None) -> None:
-    """Page on-call; raises when Slack does not accept the message, so the task retries and then fails."""
-    # publish returns nothing when it was skipped (a critical check failed): say what readers still see.
-    published = published or not_published_status()
-    summary = {**summary, **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
-    payload = messages.build_alert(summary, log_url=summary.get("log_url"), docs_url=summary.get("data_docs_url"))
+def send_alert(context: Any) -> None:
+    """Page on-call about the run's checks; raises when Slack does not take the message (retries, then red)."""
+    summary = validation_summary(context)
+    if summary is None:
+        raise AirflowSkipException("no validation result: a task before validate failed, and paged on its own")
+    if not summary["failures"] and not summary.get("quarantined"):
+        raise AirflowSkipException("nothing to alert: every check passed and no row was quarantined")
+    published = context["ti"].xcom_pull(task_ids="publish") or not_published_status()
+    summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     settings = config.get()
-    delivery.send(payload, settings.alert_conn_id, channel=settings.alert_channel)
-    log.info("alert sent through %s: %d failing checks", settings.alert_conn_id, len(summary["failures"]))
-
-
-def send_state_of_the_data(summary: dict[str, Any]) -> bool:
-    """The optional daily message for stakeholders; off unless GREENERY_SUMMARY_CONN_ID is set."""
-    settings = config.get()
-    if not settings.summary_conn_id:
-        log.info("state-of-the-data message is off (set GREENERY_SUMMARY_CONN_ID to enable)")
-        return False
-    marts = [m for m in model_files.discover().values() if m.layer == "marts"]
     with warehouse.connect() as conn:
-        rows = {
-            m.relation: conn.execute(
-                sql.SQL("select count(*) from {}").format(sql.Identifier(m.layer, m.name))
-            ).fetchone()[0]
-            for m in marts
-        }
-        found = conn.execute(
-            "select repeat_rate from marts.metrics_daily where as_of_date = %s", (summary["logical_date"],)
-        ).fetchone()
-    stats = {
-        "dag_id": summary["dag_id"],
-        "logical_date": summary["logical_date"],
-        "rows": rows,
-        "checks_passed": summary["evaluated"] - summary["failed_critical"] - summary["failed_warning"],
-        "checks_evaluated": summary["evaluated"],
-        "repeat_rate": float(found[0]) if found and found[0] is not None else None,
-        "quarantined": summary.get("quarantined") or {},
-    }
-    delivery.send(messages.build_summary_message(stats), settings.summary_conn_id, channel=settings.summary_channel)
-    return True
-
-
-class ChecksFailed(PagedFailure):
-    """Critical expectations failed; the alert task paged on-call with them."""
-
-
-def gate(summary: dict[str, Any]) -> None:
-    """Fail the run when a critical expectation failed, after the alert went out."""
-    if summary["blocking"]:
-        worst = [f"{f['table']}: {f['expectation']}" for f in summary["failures"] if f["severity"] == "critical"]
-        raise ChecksFailed(f"{summary['failed_critical']} critical expectation(s) failed: {'; '.join(worst[:10])}")
+        recent = audit.recent_alert_signatures(conn, settings.alert_suppress)
+    if suppression.held_back(summary, recent):
+        raise AirflowSkipException(
+            f"suppressed: the same {len(summary['root_causes'])} warning(s) and quarantine counts were alerted within"
+            f" {settings.alert_suppress} (GREENERY_ALERT_SUPPRESS_HOURS); the Data quality view lists them"
+        )
+    delivery.send(messages.build_alert(summary), settings.alert_conn_id, channel=settings.alert_channel)
+    with warehouse.connect() as conn:
+        audit.record_alert(conn, summary["run_id"], suppression.signatures(summary))
+    log.info("alert sent through %s: %d root causes", settings.alert_conn_id, len(summary["root_causes"]))

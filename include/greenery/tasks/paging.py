@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from greenery import audit, config, runtime, warehouse
+from greenery import audit, config, links, runtime, warehouse
 from greenery.alerts import delivery, messages
 from greenery.alerts.delivery import SlackDeliveryError
 
@@ -64,6 +64,7 @@ def on_task_failure(context: Any) -> None:
             run_id=context["run_id"],
             error=describe(exc),
             log_url=runtime.log_url(context),
+            links=links.for_run(context["run_id"], runtime.task_id(context)),
         )
     )
     log.warning("task failure %s on-call", "paged" if sent else "could NOT be paged to")

@@ -1,32 +1,48 @@
-"""Task ``validate``: run every model's suite on what this run built, in PostgreSQL; return the summary."""
+"""Task ``validate``: run every model's suite on what this run built, in PostgreSQL.
+
+Its summary goes to XCom (key ``summary``) and, when a critical check failed, to the audit table; then
+the task fails, named for what failed: the red box in the Airflow UI says which checks and what to do,
+and ``publish`` does not run. Re-running it alone is refused when raw changed since the run's build
+(the tables would mix old and new data): after fixing raw, clear the whole run.
+"""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from psycopg import sql
 
-from greenery import config, runtime, wap, warehouse
+from greenery import audit, config, docs, links, runtime, wap, warehouse
+from greenery.checks import history, root_causes
 from greenery.checks import suites as suite_files
 from greenery.materialize import relations
 from greenery.project import models as model_files
+from greenery.project.render import sql_literal
+from greenery.sources import fingerprint
+from greenery.tasks.paging import PagedFailure
 
 log = logging.getLogger(__name__)
 
 MAX_FAILURES_IN_SUMMARY = 100
+SUMMARY_KEY = "summary"
 
 
 class NothingToValidateError(RuntimeError):
     """The run has no built model to check (its build was lost or never happened)."""
 
 
+class RawChangedError(RuntimeError):
+    """Raw changed after the run prepared its build: its tables mix old and new data."""
+
+
+class ChecksFailed(PagedFailure):
+    """Critical expectations failed: nothing is published; alert_slack pages on-call with them."""
+
+
 def data_docs_url(index: str | None) -> str | None:
-    if not index:
-        return None
-    base = config.get().data_docs_base_url
-    return f"{base.rstrip('/')}/index.html" if base else Path(index).as_uri()
+    """The Data Docs as the plugin serves them (behind the Airflow login, sandboxed), never a file:// path."""
+    return links.docs_url() if index else None
 
 
 def quarantined_counts(conn, models, build: wap.Build, names: list[str]) -> dict[str, int]:
@@ -42,6 +58,18 @@ def quarantined_counts(conn, models, build: wap.Build, names: list[str]) -> dict
     return counts
 
 
+def _check_raw_unchanged(conn, build: wap.Build) -> None:
+    before = wap.raw_fingerprint(conn, build)
+    if before is None:
+        return
+    changed = fingerprint.changed_tables(before, fingerprint.fingerprint(conn))
+    if changed:
+        raise RawChangedError(
+            f"raw changed since this run prepared its build ({', '.join(f'raw.{t}' for t in changed)}): its tables"
+            " would mix old and new data. Clear the whole run (Grid → this run → Clear run) to rebuild from raw."
+        )
+
+
 def run(context: Any) -> dict[str, Any]:
     from greenery.checks import gx  # Great Expectations: ~2 s to import, only in this task
 
@@ -53,6 +81,7 @@ def run(context: Any) -> dict[str, Any]:
     interval = runtime.interval(context)
     this_run = runtime.build(context)
     with warehouse.connect() as conn:
+        _check_raw_unchanged(conn, this_run)
         # A cleared single task rebuilds only some models: validate what this run built.
         built = wap.built_models(conn, found, this_run)
         if not built:
@@ -62,6 +91,11 @@ def run(context: Any) -> dict[str, Any]:
         relation = relations.resolver(conn, found, this_run.schema_of)
         deltas = {name: wap.built_delta(conn, found[name], this_run) for name in built}
         tables = {name: deltas.get(name) or relation(name) for name in found}
+        refs = {name: relation(name) for name in found}  # whole models (an incremental one's merged view)
+        # A daily model's history is its published table; before the first publish, only this run's day.
+        published = {
+            name: m.relation if relations.exists(conn, m.relation) else refs[name] for name, m in found.items()
+        }
         quarantined = quarantined_counts(conn, found, this_run, built)
     settings = config.get()
     summary = gx.validate(
@@ -71,7 +105,13 @@ def run(context: Any) -> dict[str, Any]:
         gx_dir=settings.gx_dir,
         relation=tables.__getitem__,
         run_name=context["run_id"],
+        refs=refs.__getitem__,
+        variables={"run_date": sql_literal(interval.day), "published": published.__getitem__},
     )
+    summary["root_causes"] = [
+        {**cause, "owner": (docs.owner_of(cause["model"]) or {}).get("name")}
+        for cause in root_causes.group(summary["failures"], found)
+    ]
     total_failures = len(summary["failures"])
     summary["failures"] = summary["failures"][:MAX_FAILURES_IN_SUMMARY]  # XCom stays small
     summary.update(
@@ -83,8 +123,29 @@ def run(context: Any) -> dict[str, Any]:
         log_url=runtime.log_url(context),
         data_docs_url=data_docs_url(summary.get("data_docs_path")),
     )
+    with warehouse.connect() as conn:
+        history.annotate(conn, summary)
+        if summary["blocking"]:
+            audit.record_validation(conn, summary, published=False)
     log_summary(summary)
+    context["ti"].xcom_push(key=SUMMARY_KEY, value=summary)
+    if summary["blocking"]:
+        raise ChecksFailed(verdict(summary))
     return summary
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    """The failed task's message: what failed at the root, and what to do."""
+    critical = [r for r in summary["root_causes"] if r["severity"] == "critical"]
+    lines = [f"{len(critical)} critical problem(s) in the data; nothing was published:"]
+    for r in critical[:5]:
+        keys = ", ".join(f"{k['key']}" + (f" x{k['count']}" if k["count"] > 1 else "") for k in r["keys"][:3])
+        sources = f" (from {', '.join(r['sources'])})" if r["sources"] else ""
+        column = f"({r['column']})" if r.get("column") else ""
+        also = f"; also fails in {', '.join(r['also_fails_in'])}" if r["also_fails_in"] else ""
+        lines.append(f"- {r['table']}{sources}: {r['expectation']}{column}{': ' + keys if keys else ''}{also}")
+    lines.append("Fix the source rows, then clear the whole run (Grid → this run → Clear run).")
+    return "\n".join(lines)
 
 
 def log_summary(summary: dict[str, Any]) -> None:
@@ -103,15 +164,17 @@ def log_summary(summary: dict[str, Any]) -> None:
             suite["failed_critical"],
             suite["failed_warning"],
         )
-    for f in summary["failures"]:
+    for r in summary["root_causes"]:
         log.warning(
-            "FAILED [%s] %s %s%s: observed=%s unexpected=%s sample=%s%s",
-            f["severity"],
-            f["table"],
-            f["expectation"],
-            f" ({f['column']})" if f["column"] else "",
-            f["observed_value"],
-            f["unexpected_count"],
-            f["sample_keys"],
-            f" error={f['error']}" if f["error"] else "",
+            "FAILED [%s] %s%s %s%s: observed=%s unexpected=%s keys=%s%s%s",
+            r["severity"],
+            r["table"],
+            f" (from {', '.join(r['sources'])})" if r["sources"] else "",
+            r["expectation"],
+            f" ({r['column']})" if r["column"] else "",
+            r["observed_value"],
+            r["unexpected_count"],
+            [f"{k['key']} x{k['count']}" if k["count"] > 1 else k["key"] for k in r["keys"]],
+            f"; also fails in {', '.join(r['also_fails_in'])}" if r["also_fails_in"] else "",
+            f"; failing since {r['failing_since']} ({r['runs_failing']} runs)" if r.get("runs_failing", 1) > 1 else "",
         )

@@ -25,7 +25,7 @@ from starlette.datastructures import MutableHeaders
 
 from greenery import config
 from greenery.ui import data_docs, render
-from greenery.ui.report import HISTORY_LIMIT, WarehouseError, read_report
+from greenery.ui.report import HISTORY_LIMIT, UnknownRunError, WarehouseError, read_report
 
 STATIC_DIR = Path(__file__).parent / "static"
 NO_STORE = {"Cache-Control": "no-store"}
@@ -125,19 +125,23 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @router.get("/", response_class=HTMLResponse)
-    def page() -> HTMLResponse:
+    def page(run_id: str | None = None) -> HTMLResponse:
         docs = data_docs.built()
         try:
-            data = read_report(history_limit)
+            data = read_report(history_limit, run_id)
+        except UnknownRunError as exc:
+            raise HTTPException(404, str(exc)) from None
         except WarehouseError as exc:
             page = render.render_page(None, error=str(exc), docs=docs)
             return HTMLResponse(page, status_code=503, headers=PAGE_HEADERS)
         return HTMLResponse(render.render_page(_with_docs_pages(data), docs=docs), headers=PAGE_HEADERS)
 
     @router.get("/api/latest")
-    def latest() -> JSONResponse:
+    def latest(run_id: str | None = None) -> JSONResponse:
         try:
-            data = read_report(history_limit)
+            data = read_report(history_limit, run_id)
+        except UnknownRunError as exc:
+            raise HTTPException(404, str(exc)) from None
         except WarehouseError as exc:
             return JSONResponse(
                 {"error": "warehouse_unavailable", "detail": str(exc)}, status_code=503, headers=NO_STORE
@@ -147,6 +151,8 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
             "latest_run": data["latest_run"],
             "serving": data["serving"],
             "tables": _with_docs_pages(data)["tables"],
+            "root_causes": data["root_causes"],
+            "task_failures": data["task_failures"],
             "quarantined": data["quarantined"],
             "data_docs": "docs/index.html" if data_docs.built() else None,
         }

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import jinja2
 from markupsafe import Markup, escape
 
-from greenery import config
+from greenery import config, links
 from greenery.ui.data_docs import ValidationRun
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -100,11 +100,19 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
         serving=data.get("serving"),
         tables=data["tables"],
         failures=data["failures"],
+        root_causes=data.get("root_causes") or [],
+        task_failures=data.get("task_failures") or [],
+        run_link=_run_link(run),
         run_failures_shown=sum(len(t["failures"]) for t in data["tables"] if t.get("in_latest_run")),
         quarantined=quarantined,
         quarantined_total=sum(quarantined.values()),
         history=data.get("history") or [],
     )
+
+
+def _run_link(run: dict[str, Any] | None) -> str | None:
+    """The run's page in the Airflow UI, from the deployment's base URL (None outside Airflow)."""
+    return links.run_url(run["run_id"]) if run else None
 
 
 def render_unauthorized(*, title: str, detail: str, home: str, base: str) -> str:

@@ -26,6 +26,10 @@ STATEMENT_TIMEOUT_MS = 15_000
 _BUILD_TABLE = re.compile(rf"^{re.escape(wap.BUILD_PREFIX)}\d{{8}}_[0-9a-f]+__(?P<layer>[^.]+)\.(?P<name>.+)$")
 
 
+class UnknownRunError(LookupError):
+    """The page was asked about a run that recorded no validation."""
+
+
 class WarehouseError(RuntimeError):
     """The warehouse could not be reached or read; the message is safe to show to a UI user."""
 
@@ -150,8 +154,45 @@ def _failure(f: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def report(conn, history_limit: int = HISTORY_LIMIT) -> dict[str, Any]:
-    """Everything the page and the JSON endpoint show; ``latest_run`` is None before the first validation."""
+def run_record(conn, run_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(the run as recent_runs lists it, its whole summary) of the latest validation of ``run_id``."""
+    row = conn.execute(
+        sql.SQL(
+            "select run_id, logical_date, validated_at, published, summary from {}"
+            " where run_id = %s order by validated_at desc limit 1"
+        ).format(_runs_table()),
+        (run_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    _, day, at, published, summary = row
+    run = {
+        "run_id": run_id,
+        "logical_date": _day(day),
+        "validated_at": _utc(at),
+        "published": published,
+        "dag_id": summary.get("dag_id") if isinstance(summary.get("dag_id"), str) else config.DAG_ID,
+        "evaluated": _count(summary.get("evaluated")),
+        "failed_critical": _count(summary.get("failed_critical")),
+        "failed_warning": _count(summary.get("failed_warning")),
+        "failures_total": _count(summary.get("failures_total")),
+        "quarantined": {str(k): _count(v) for k, v in (summary.get("quarantined") or {}).items()},
+        "log_url": summary.get("log_url") if isinstance(summary.get("log_url"), str) else None,
+    }
+    return run, summary
+
+
+def _causes(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The root causes a run recorded (runs recorded before grouping existed have none)."""
+    causes = summary.get("root_causes")
+    return [c for c in causes if isinstance(c, dict)] if isinstance(causes, list) else []
+
+
+def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) -> dict[str, Any]:
+    """Everything the page and the JSON endpoint show; ``latest_run`` is None before the first validation.
+
+    ``run_id`` picks the run the page is about (an alert links to its own run); default: the latest.
+    """
     if not audit.exists(conn, "validation_runs"):
         runs, tables = [], []
     else:
@@ -161,6 +202,12 @@ def report(conn, history_limit: int = HISTORY_LIMIT) -> dict[str, Any]:
     if last:
         serving = {**last, "published_at": _utc(last["published_at"])}
     latest = runs[0] if runs else None
+    causes: list[dict[str, Any]] = []
+    if runs:
+        picked = run_record(conn, run_id or latest["run_id"])
+        if picked is None:
+            raise UnknownRunError(f"no validation recorded for run {run_id!r}")
+        latest, causes = picked[0], _causes(picked[1])
     for table in tables:
         table["in_latest_run"] = latest is not None and table["run_id"] == latest["run_id"]
     failures = [f for t in tables for f in t["failures"]]
@@ -171,19 +218,23 @@ def report(conn, history_limit: int = HISTORY_LIMIT) -> dict[str, Any]:
         "serving": serving,
         "tables": tables,
         "failures": failures,
+        "root_causes": causes,
+        "task_failures": [{**f, "failed_at": _utc(f["failed_at"])} for f in audit.task_failures(conn, latest["run_id"])]
+        if latest
+        else [],
         "quarantined": latest["quarantined"] if latest else {},
         "history": runs,
     }
 
 
-def read_report(history_limit: int = HISTORY_LIMIT) -> dict[str, Any]:
+def read_report(history_limit: int = HISTORY_LIMIT, run_id: str | None = None) -> dict[str, Any]:
     """:func:`report` through the Airflow connection; raises :class:`WarehouseError` with a readable reason."""
     try:
         with warehouse.connect() as conn:
             conn.read_only = True
             with conn.transaction():
                 conn.execute(sql.SQL("set local statement_timeout = {}").format(sql.Literal(STATEMENT_TIMEOUT_MS)))
-                return report(conn, history_limit)
+                return report(conn, history_limit, run_id)
     except warehouse.WarehouseUnavailableError as exc:
         raise WarehouseError(str(exc)) from exc
     except psycopg.OperationalError as exc:

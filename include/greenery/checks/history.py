@@ -1,0 +1,48 @@
+"""Memory of the checks: since when a failing check fails, read from the recorded validations.
+
+A root cause gets ``failing_since`` (the logical date of the first run of its current streak) and
+``runs_failing`` (how many recorded runs in a row it failed, this one included), so the alert can say
+"failing since 2021-02-10, 3 runs" instead of sounding new every day.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from greenery import audit
+
+# Enough to tell a streak of weeks; older runs do not change what on-call does.
+LOOKBACK_RUNS = 90
+
+
+def _key(suite: Any, expectation: Any, column: Any) -> tuple:
+    return (suite, expectation, column)
+
+
+def _failed_checks(summary: dict[str, Any]) -> set[tuple]:
+    return {_key(f.get("suite"), f.get("expectation"), f.get("column")) for f in summary.get("failures") or []}
+
+
+def annotate(conn, summary: dict[str, Any]) -> None:
+    """Add ``failing_since`` and ``runs_failing`` to each of ``summary["root_causes"]`` (in place)."""
+    earlier = []
+    if audit.exists(conn, "validation_runs"):
+        earlier = conn.execute(
+            sql.SQL(
+                "select logical_date, summary from {} where run_id <> %s order by validated_at desc limit %s"
+            ).format(audit.table("validation_runs")),
+            (summary.get("run_id"), LOOKBACK_RUNS),
+        ).fetchall()
+    for cause in summary.get("root_causes") or []:
+        key = _key(cause["model"], cause["expectation"], cause["column"])
+        since, runs = summary.get("logical_date"), 1
+        for day, recorded in earlier:
+            checked = {s.get("suite") for s in recorded.get("suites") or []}
+            if cause["model"] not in checked:
+                continue  # that run did not check this table (a single cleared task): no verdict either way
+            if key not in _failed_checks(recorded):
+                break
+            since, runs = day.isoformat(), runs + 1
+        cause["failing_since"], cause["runs_failing"] = since, runs

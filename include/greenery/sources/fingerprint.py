@@ -1,0 +1,33 @@
+"""A cheap fingerprint of the raw tables: rows and the newest transaction that wrote one, per table.
+
+Recorded when a run prepares its build and compared when it validates: if raw changed in between
+(a load during the run, or a fix loaded before only part of the run was cleared), the built tables mix
+old and new data, and the run must be cleared whole instead of validated and published.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from greenery import config
+from greenery.sources.schema import RAW_TABLES
+
+
+def fingerprint(conn, raw_schema: str | None = None) -> dict[str, list[int]]:
+    """{table: [row count, newest xmin]}: any insert, update, delete or reload changes it."""
+    raw_schema = raw_schema or config.get().raw_schema
+    found = {}
+    for table in RAW_TABLES:
+        if conn.execute("select to_regclass(%s)", (f"{raw_schema}.{table}",)).fetchone()[0] is None:
+            continue
+        count, newest = conn.execute(
+            sql.SQL("select count(*), coalesce(max(xmin::text::bigint), 0) from {}").format(
+                sql.Identifier(raw_schema, table)
+            )
+        ).fetchone()
+        found[table] = [count, newest]
+    return found
+
+
+def changed_tables(before: dict, after: dict) -> list[str]:
+    return sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))

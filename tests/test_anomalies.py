@@ -1,0 +1,91 @@
+"""Volume anomalies through the whole DAG: generated data (40 days, ~90 orders a day) loses most of one
+day's orders, as a broken extract would. That day's run blocks and pages with the expected range; the
+days before and after pass. The bounds are computed in PostgreSQL (the statements GX sends are captured).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from greenery.dev import local_airflow
+from greenery.dev.generator import generate
+from greenery.sources import load
+
+pytestmark = [pytest.mark.db, pytest.mark.integration]
+
+DROP_DAY = dt.date(2021, 3, 12)
+KEPT = 5  # of the ~90 orders that day
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("generated")
+    generate(folder, scale=10, days=40)
+    return folder
+
+
+def drop_most_orders_of(conn, day: dt.date) -> None:
+    """The day's orders vanish but a few, with their lines and checkout events (what a broken extract does)."""
+    gone = (
+        "select order_id from raw.orders where created_at >= %(d)s and created_at < %(d)s + interval '1 day'"
+        " order by order_id offset %(kept)s"
+    )
+    params = {"d": dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), "kept": KEPT}
+    conn.execute(f"delete from raw.events where order_id in ({gone})", params)
+    conn.execute(f"delete from raw.order_items where order_id in ({gone})", params)
+    conn.execute(f"delete from raw.orders where order_id in ({gone})", params)
+
+
+class Statements:
+    """Every SQL statement any SQLAlchemy engine of this process sends (GX's included)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        self.seen.append(statement)
+
+    def close(self) -> None:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._record)
+
+
+def anomaly_alerts(slack_server) -> list[str]:
+    texts = [json.dumps(post.body, ensure_ascii=False) for post in slack_server.webhook_posts()]
+    return [t for t in texts if "anomaly" in t]
+
+
+def test_a_sudden_volume_drop_pages_on_its_day_only_with_the_expected_range(
+    airflow_dag, warehouse_url, generated, slack_alerts_webhook
+):
+    slack = slack_alerts_webhook
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        load.load_dir(conn, generated)
+        drop_most_orders_of(conn, DROP_DAY)
+
+    before = local_airflow.run_day(DROP_DAY - dt.timedelta(days=1), dag=airflow_dag)
+    assert before.state == "success"
+    assert anomaly_alerts(slack) == []
+
+    statements = Statements()
+    try:
+        dropped = local_airflow.run_day(DROP_DAY, dag=airflow_dag)
+    finally:
+        statements.close()
+    states = {ti.task_id: ti.state for ti in dropped.get_task_instances()}
+    assert dropped.state == "failed" and states["validate"] == "failed" and states["publish"] == "upstream_failed"
+    [alert] = anomaly_alerts(slack)
+    assert f"orders on {DROP_DAY}: {KEPT} rows; expected " in alert and "from the last 28 days" in alert
+    assert "volume anomaly" in alert and "🔴" in alert
+    # The expected range comes from the history, computed by PostgreSQL in the check's own query.
+    bounds = [s for s in statements.seen if "stddev_samp(row_count)" in s and "int_source_volumes_daily" in s]
+    assert bounds, "the volume check's query did not reach the database"
+
+    after = local_airflow.run_day(DROP_DAY + dt.timedelta(days=1), dag=airflow_dag)
+    assert after.state == "success"
+    assert len(anomaly_alerts(slack)) == 1  # nothing new

@@ -11,7 +11,10 @@ identical data. In the same run, one after the other:
 - floor: each model rendered with ``greenery.project.render.render`` (the run's clock: the bench's start)
   and run as ``create table ... as`` in the published schemas, one transaction per model, in dependency
   order (psycopg; no Airflow, no GX). Quarantine models keep their good rows, cast to their
-  ``column_types``, in the same statement; nothing goes to ``quarantine.*``.
+  ``column_types``, in the same statement; nothing goes to ``quarantine.*``. Snapshot models get their
+  first step: every row valid from the end of the run's day, valid_to NULL. The floor runs only the full
+  build: the incremental runs of the others (the same day again) are compared with it, which holds for a
+  snapshot because a rerun of its latest step gives the same versions (dbt: nothing changed, no new one).
 - dbt: ``dbt build`` of benchmarks/dbt_greenery (models generated from include/sql by
   greenery_to_dbt.py; primary-key tests), from its own venv benchmarks/.venv-dbt, created here from
   benchmarks/requirements-dbt.txt when missing.
@@ -162,6 +165,7 @@ def worker_floor(args: dict) -> dict:
     import psycopg
 
     from greenery.materialize.quarantine import RULE_COLUMN
+    from greenery.materialize.snapshot import VALID_FROM, VALID_TO
     from greenery.project.models import discover
     from greenery.project.render import Interval, render
 
@@ -193,6 +197,16 @@ def worker_floor(args: dict) -> dict:
                     cur = conn.execute(
                         f"create table {model.relation} as select {kept} from (\n{body}\noffset 0) as checked"
                         f" where {RULE_COLUMN} is null"
+                    )
+                    rows = cur.rowcount
+                elif model.materialized == "snapshot":
+                    # A first step of the snapshot (greenery.materialize.snapshot): every row's first version,
+                    # valid from the end of the run's day. The floor runs once (no incremental day), so the
+                    # check strategy never has a current version to compare with.
+                    cur = conn.execute(
+                        f"create table {model.relation} as select observed.*, %s::timestamptz as {VALID_FROM},"
+                        f" null::timestamptz as {VALID_TO} from (\n{body}\n) as observed",
+                        (interval.end,),
                     )
                     rows = cur.rowcount
                 else:
@@ -456,6 +470,11 @@ def drop_database(admin_url: str, name: str) -> None:
         conn.execute(f'drop database if exists "{name}" with (force)')
 
 
+# dbt's bookkeeping columns of a snapshot, which the pipeline's snapshot has no counterpart of (its
+# valid_from/valid_to are dbt's dbt_valid_from/dbt_valid_to renamed by snapshot_meta_column_names).
+DBT_SNAPSHOT_COLUMNS = ("dbt_scd_id", "dbt_updated_at", "dbt_is_deleted")
+
+
 def model_tables(url: str, relations: list[str]) -> dict[str, dict]:
     """Rows and an order-independent content digest of each model table (to check the contenders agree)."""
     out = {}
@@ -465,8 +484,18 @@ def model_tables(url: str, relations: list[str]) -> dict[str, dict]:
             if found is None:
                 out[rel] = {"rows": None, "digest": None}
                 continue
+            columns = [
+                name
+                for (name,) in conn.execute(
+                    "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0"
+                    " and not attisdropped order by attnum",
+                    (rel,),
+                ).fetchall()
+            ]
+            kept = [c for c in columns if c not in DBT_SNAPSHOT_COLUMNS]
+            row = "t" if kept == columns else "row(" + ", ".join(f't."{c}"' for c in kept) + ")"
             rows, digest = conn.execute(
-                f"select count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text from {rel} t"
+                f"select count(*), coalesce(sum(hashtextextended({row}::text, 0)::numeric), 0)::text from {rel} t"
             ).fetchone()
             out[rel] = {"rows": rows, "digest": digest}
     return out

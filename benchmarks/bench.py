@@ -1000,6 +1000,41 @@ def agreement(runs: list[dict]) -> dict:
     return {"all_equal": not differences, "reference": reference["contender"], "differences": differences[:20]}
 
 
+def failures(report: dict, contenders: list[str]) -> list[str]:
+    """Why this benchmark must not count as a success: an abort, a contender that failed or produced no run,
+    tables that disagree, no data set at all. Empty when every contender ran and the tables agree."""
+    reasons = []
+    if report.get("aborted"):
+        reasons.append(f"aborted: {report['aborted']}")
+    if not report.get("scales"):
+        reasons.append("no data set was benchmarked")
+    for rec in report.get("scales", []):
+        label = rec.get("label", "?")
+        for err in rec.get("errors", []):
+            # The first line says what failed (and its log), the last one usually why (a traceback's end).
+            lines = [line.strip() for line in (err.get("error") or "?").strip().splitlines() if line.strip()]
+            why = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+            reasons.append(f"{label}: {err['contender']} (repeat {err.get('repeat')}) failed: {why}")
+        ran = {r["contender"] for r in rec.get("runs", [])}
+        failed = {e["contender"] for e in rec.get("errors", [])}
+        for kind in contenders:
+            if kind not in ran and kind not in failed:
+                reasons.append(f"{label}: {kind} produced no run")
+        agreement = rec.get("agreement") or {}
+        if agreement.get("all_equal") is False:
+            diffs = agreement.get("differences") or []
+            named = ", ".join(sorted({f"{d['contender']} {d['mode']} {d['table']}" for d in diffs})[:5])
+            reasons.append(f"{label}: tables disagree with {agreement.get('reference')}: {named}")
+    return reasons
+
+
+def verdict(reasons: list[str]) -> str:
+    """The last line of the output: what failed, or that nothing did."""
+    if reasons:
+        return f"BENCHMARK FAILED ({len(reasons)}): " + "; ".join(reasons)
+    return "benchmark OK: every contender succeeded and the tables agree"
+
+
 PYCACHE = CACHE_DIR / "pycache"
 
 
@@ -1272,19 +1307,22 @@ def main(argv: list[str] | None = None) -> int:
             out = RESULTS_DIR / f"{started_at:%Y%m%dT%H%M%SZ}.json"
             out.write_text(json.dumps(report, indent=1, default=str))
             print(markdown(report))
-            print(f"\nresults: {out.relative_to(PROJECT_DIR)}")
+            print(f"\nresults: {out.relative_to(PROJECT_DIR) if out.is_relative_to(PROJECT_DIR) else out}")
             if report.get("stopped"):
                 print(report["stopped"])
             if report.get("aborted"):
                 print(f"ABORTED: {report['aborted']}")
-        keep = args.keep or failed
-        if server is not None and not keep:
+        reasons = failures(report, args.contenders)
+        keep = args.keep or failed or bool(reasons)  # the logs of what failed
+        if server is not None and not args.keep:
             server.stop()
         if keep:
             say(f"kept {work} (logs, and the databases with --keep)")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    return 0
+        # Last, on stdout: `make bench` and whoever reads the output see why it failed (exit status 1).
+        print(verdict(reasons), flush=True)
+    return 1 if reasons else 0
 
 
 if __name__ == "__main__":

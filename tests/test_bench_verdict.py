@@ -1,0 +1,109 @@
+"""benchmarks/bench.py's verdict: a benchmark with a failed contender, a contender that never ran or tables that
+disagree exits non-zero and says why on its last line ("never report success for nothing")."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import bench
+
+CONTENDERS = ["floor", "dbt", "pipeline"]
+
+
+def run(contender: str, digest: str = "1", mode: str = "full") -> dict:
+    return {"contender": contender, "mode": mode, "tables": {"marts.fact_orders": {"rows": 3, "digest": digest}}}
+
+
+def report_of(runs: list[dict], errors: list[dict] | None = None) -> dict:
+    rec = {"label": "scale 1", "runs": runs, "errors": errors or []}
+    rec["agreement"] = bench.agreement(runs)
+    return {"scales": [rec]}
+
+
+def test_every_contender_ran_and_the_tables_agree_is_a_success():
+    report = report_of([run("floor"), run("dbt"), run("dbt", mode="one_day_incremental"), run("pipeline")])
+    assert bench.failures(report, CONTENDERS) == []
+    assert bench.verdict([]).startswith("benchmark OK")
+
+
+def test_a_failed_contender_fails_the_benchmark_named_with_the_first_and_last_lines_of_its_error():
+    error = {"contender": "floor", "repeat": 0, "error": 'floor failed (exit 1):\ncolumn "valid_from" does not exist'}
+    reasons = bench.failures(report_of([run("dbt"), run("pipeline")], [error]), CONTENDERS)
+    assert reasons == [
+        'scale 1: floor (repeat 0) failed: floor failed (exit 1): ... column "valid_from" does not exist'
+    ]
+    line = bench.verdict(reasons)
+    assert line.startswith("BENCHMARK FAILED (1): ") and "floor (repeat 0) failed" in line
+
+
+def test_tables_that_disagree_fail_the_benchmark_naming_contender_mode_and_table():
+    report = report_of([run("floor"), run("dbt", digest="2"), run("pipeline")])
+    assert bench.failures(report, CONTENDERS) == ["scale 1: tables disagree with floor: dbt full marts.fact_orders"]
+
+
+def test_a_contender_without_a_run_or_an_error_fails_the_benchmark():
+    reasons = bench.failures(report_of([run("floor"), run("dbt")]), CONTENDERS)
+    assert reasons == ["scale 1: pipeline produced no run"]
+
+
+def test_no_data_set_or_an_abort_is_not_a_success():
+    assert bench.failures({"scales": []}, CONTENDERS) == ["no data set was benchmarked"]
+    aborted = report_of([run("floor"), run("dbt"), run("pipeline")]) | {"aborted": "KeyboardInterrupt: "}
+    assert bench.failures(aborted, CONTENDERS) == ["aborted: KeyboardInterrupt: "]
+
+
+def test_main_exits_non_zero_with_the_reason_on_the_last_line(monkeypatch, tmp_path, capsys):
+    # main() with the contenders' loop replaced by one that records a failure: no database, no Airflow.
+    def scale(self, scale):
+        rec = {"scale": scale, "label": "scale 1", "runs": [], "errors": [], "steps": {"total_s": 1.0}}
+        rec["errors"].append({"contender": "floor", "repeat": 0, "error": "floor: boom"})
+        rec["agreement"] = bench.agreement(rec["runs"])
+        self.report["scales"].append(rec)
+        return rec
+
+    class NoServer:
+        def __init__(self, *a) -> None:
+            pass
+
+        def url(self) -> str:
+            return "postgresql:///nowhere"
+
+        def stop(self) -> None:
+            pass
+
+    def init(self, args, report, *a) -> None:
+        self.report, self.sql_version, self.code_version = report, "sql", "code"
+
+    monkeypatch.setattr(bench.Bench, "__init__", init)
+    monkeypatch.setattr(bench.tempfile, "tempdir", str(tmp_path))  # the work folder, kept as it failed
+    monkeypatch.setattr(bench.Bench, "scale", scale)
+    monkeypatch.setattr(bench, "admin_connect", _no_connection)
+    monkeypatch.setattr(bench, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(bench, "markdown", lambda report: "(report)")
+    monkeypatch.setattr(bench, "compile_bytecode", lambda: None)
+    monkeypatch.setattr("greenery.dev.embedded_pg.EmbeddedPostgres", NoServer)
+    monkeypatch.setenv(bench.PG_URL_ENV, "postgresql:///nowhere")
+    code = bench.main(["--contenders", "floor", "--no-parse", "--as-installed", "--scales", "1"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 1
+    assert out[-1] == "BENCHMARK FAILED (1): scale 1: floor (repeat 0) failed: floor: boom"
+
+
+class _NoConnection:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def execute(self, *a):
+        return self
+
+    def fetchone(self):
+        return ("16",)
+
+
+def _no_connection(url):
+    return _NoConnection()

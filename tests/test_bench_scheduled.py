@@ -72,3 +72,39 @@ def test_a_task_that_never_ran_is_left_out_of_the_path():
     run = run_of({"a": task(1.2, 1.5, 2.0, 5.0), "b": never | {"seconds": None}})
     result = scheduled.analyse(run, UPSTREAM)
     assert result["critical_path"] == ["a"] and result["tasks_run"] == 1
+
+
+# The DAG's shape (dags/greenery_daily.py): freshness -> prepare_build -> models -> validate -> publish ->
+# state_of_the_data; alert_slack after validate and publish whatever happened (trigger all_done).
+DAG_UPSTREAM = {
+    "check_source_freshness": [],
+    "prepare_build": ["check_source_freshness"],
+    "stg": ["prepare_build"],
+    "validate": ["stg"],
+    "publish": ["validate"],
+    "state_of_the_data": ["publish"],
+    "alert_slack": ["validate", "publish"],
+}
+
+
+def test_the_critical_path_of_the_dag_runs_through_validate_and_publish_to_the_task_that_ended_last():
+    run = run_of(
+        {
+            "check_source_freshness": task(1.1, 1.2, 1.5, 3.0, work=0.1),
+            "prepare_build": task(3.1, 3.2, 3.5, 4.0),
+            "stg": task(4.1, 4.2, 4.5, 6.0, work=0.5),
+            "validate": task(6.1, 6.2, 6.5, 12.0, work=4.0),
+            "publish": task(12.1, 12.2, 12.5, 14.0),
+            # skipped by the task itself (digest off, nothing to page): it ran, so it counts
+            "state_of_the_data": task(14.1, 14.2, 14.5, 16.0) | {"state": "skipped"},
+            "alert_slack": task(14.1, 14.3, 15.0, 19.0) | {"state": "skipped"},
+        }
+    )
+    result = scheduled.analyse(run, DAG_UPSTREAM)
+    assert result["critical_path"] == [
+        "check_source_freshness", "prepare_build", "stg", "validate", "publish", "alert_slack"
+    ]  # fmt: skip
+    # alert_slack was ready when publish (its later upstream) ended, not validate
+    assert run["tasks"]["alert_slack"]["to_queued_s"] == pytest.approx(0.3)
+    assert sum(result["critical_path_parts"].values()) == pytest.approx(result["wall_s"]) == 20.0
+    assert result["tasks_run"] == 7 and result["tasks_with_work"] == 3

@@ -7,7 +7,9 @@
 - ``task_failures``: every task failure with its error (the CLI and the Data quality view say why a run failed);
 - ``alerts_sent``: what each data-check alert reported, so an unchanged warning is not sent again too soon;
 - ``data_docs``: each validation's GX Data Docs pages and the GX results they render (the Data quality view
-  serves them): in the warehouse, which every component reaches, and never on a worker's disk.
+  serves them): in the warehouse, which every component reaches, and never on a worker's disk;
+- ``digests_sent``: each part of the stakeholder digest (Slack note, its chart, email) that went out for a
+  run's publish, so a retry of the task sends only what failed.
 
 Rows are never deleted: they are the history of what was built, checked and published.
 """
@@ -44,6 +46,8 @@ _TABLES = {
     # result is GX's JSON as text: GX may write NaN, which jsonb refuses. PostgreSQL compresses both (TOAST).
     "data_docs": "path text primary key, validation_id text not null, run_id text not null, suite text not null,"
     " run_time text not null, stored_at timestamptz not null, page text not null, result text",
+    "digests_sent": "run_id text not null, part text not null, published_at timestamptz not null,"
+    " sent_at timestamptz not null, detail jsonb not null",
 }
 # What the Data quality view looks Data Docs pages up by: the newest validations, a run's page of a suite.
 _INDEXES = {
@@ -176,3 +180,36 @@ def last_publish_of(conn, relation: str) -> dt.date | None:
     return conn.execute(
         sql.SQL("select max(logical_date) from {} where %s = any(tables)").format(table("publish_log")), (relation,)
     ).fetchone()[0]
+
+
+def run_published_at(conn, run_id: str) -> dt.datetime | None:
+    """When the run last published, or None when it never did."""
+    if not exists(conn, "publish_log"):
+        return None
+    return conn.execute(
+        sql.SQL("select max(published_at) from {} where run_id = %s").format(table("publish_log")), (run_id,)
+    ).fetchone()[0]
+
+
+def record_digest(conn, run_id: str, part: str, published_at: dt.datetime, detail: dict) -> None:
+    """One part of the digest about the run's publish at ``published_at`` went out (see tasks.digest)."""
+    ensure(conn)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("insert into {} values (%s, %s, %s, now(), %s)").format(table("digests_sent")),
+            (run_id, part, published_at, Jsonb(detail)),
+        )
+
+
+def digests_sent(conn, run_id: str, published_at: dt.datetime) -> dict[str, dict]:
+    """The parts of the digest about the run's publish at ``published_at`` that went out, with what their
+    sending returned."""
+    if not exists(conn, "digests_sent"):
+        return {}
+    rows = conn.execute(
+        sql.SQL("select part, detail from {} where run_id = %s and published_at = %s order by sent_at").format(
+            table("digests_sent")
+        ),
+        (run_id, published_at),
+    ).fetchall()
+    return dict(rows)

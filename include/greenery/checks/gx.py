@@ -15,8 +15,8 @@ Two passes, for speed (tests/test_validation_passes.py counts the statements):
    Data Docs, carry counts and percentages but no row values. ``gx_dir`` is a fresh folder per validation
    (the validate task's temporary one, stored in the warehouse afterwards: checks/docs_pages.py), and GX's
    index is not built: it re-reads every result stored in the folder, so with one folder for all runs each
-   validation got slower as the history grew (the view lists the runs itself). SUMMARY would send the same SQL and cost about
-   0.8 s more CPU for 21 suites (GX then also builds an unexpected-index query per map expectation).
+   validation got slower as the history grew (the view lists the runs itself). SUMMARY would send the same SQL
+   and cost about 0.8 s more CPU for 21 suites (GX then also builds an unexpected-index query per map expectation).
 2. Only the expectations that failed, again, through ``Batch.validate`` (nothing stored): map expectations in
    SUMMARY with a few unexpected values and the model's unique key as index columns (the sample keys), an
    ``unexpected_rows_expectation`` in COMPLETE (GX then returns its query's rows). Asking that detail of every

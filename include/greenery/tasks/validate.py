@@ -4,8 +4,9 @@ Its summary goes to XCom (key ``summary``) and, when a critical check failed, to
 the task fails, named for what failed: the red box in the Airflow UI says which checks and what to do,
 and ``publish`` does not run. GX writes its results and Data Docs into a temporary folder of this run only,
 and the task stores the pages in the warehouse (``greenery_audit.data_docs``, with the validation's record
-when it writes one): whichever worker ran it, the Data quality view finds them, and no file stays behind. Re-running it alone is refused when raw changed since the run's build
-(the tables would mix old and new data): after fixing raw, clear the whole run.
+when it writes one): whichever worker ran it, the Data quality view finds them, and no file stays behind.
+Re-running it alone is refused when raw changed since the run's build (the tables would mix old and new
+data): after fixing raw, clear the whole run.
 """
 
 from __future__ import annotations

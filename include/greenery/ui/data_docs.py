@@ -44,14 +44,17 @@ def href(path: str) -> str:
 
 def built(conn) -> bool:
     """Whether any validation stored its pages yet."""
-    return audit.exists(conn, "data_docs") and conn.execute(
-        sql.SQL("select exists (select from {})").format(_table())
-    ).fetchone()[0]
+    return (
+        audit.exists(conn, "data_docs")
+        and conn.execute(sql.SQL("select exists (select from {})").format(_table())).fetchone()[0]
+    )
 
 
 def page(conn, path: str) -> str | None:
-    """The page stored at ``path`` (an URL path below the Docs root, percent-decoded), or None."""
-    path = path.lstrip("/")
+    """The page stored at exactly ``path`` (an URL path below the Docs root, percent-decoded), or None.
+
+    Exactly: ``docs//validations/...`` names no page, so each page has one URL (links relative to it work).
+    """
     if not path or "\x00" in path or not audit.exists(conn, "data_docs"):
         return None
     row = conn.execute(sql.SQL("select page from {} where path = %s").format(_table()), (path,)).fetchone()

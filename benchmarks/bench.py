@@ -527,7 +527,6 @@ class Bench:
 
         env = dict(self.airflow_env)
         env[warehouse.conn_env_var()] = warehouse.connection_json(url)
-        env["GREENERY_GX_DIR"] = str(self.work / "gx" / tag)
         result = self._worker("pipeline", url, day, tag, env)
         result["validation"] = validation_outcome(url)
         if result["state"] != "success":

@@ -7,8 +7,10 @@ quality view of the api-server shows the Data Docs the validate task stored from
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -56,7 +58,8 @@ def _sqlalchemy(url: str) -> str:
 
 
 @pytest.fixture
-def celery_stack(pg_admin_url, warehouse_url, real_greenery, redis_url, tmp_path):
+def celery_stack(request, pg_admin_url, warehouse_url, real_greenery, redis_url, tmp_path):
+    """The stack, running; ``request.param`` (indirect parametrization) adds settings."""
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
         raw.load_dir(conn, real_greenery)
     meta = warehouse.create_database(pg_admin_url, f"airflow_meta_{tmp_path.name}"[:60])
@@ -66,6 +69,7 @@ def celery_stack(pg_admin_url, warehouse_url, real_greenery, redis_url, tmp_path
         "AIRFLOW__CELERY__BROKER_URL": redis_url,
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + _sqlalchemy(meta),
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        **getattr(request, "param", {}),
     }
     ui = local_ui.start(tmp_path / "airflow", port=local_ui.free_port(), components=("api-server",), env=base)
     ui.env["AIRFLOW__CORE__EXECUTOR"] = "CeleryExecutor"
@@ -96,28 +100,40 @@ def celery_stack(pg_admin_url, warehouse_url, real_greenery, redis_url, tmp_path
     ui.stop()
 
 
-def test_a_run_completes_on_two_celery_workers_and_the_view_shows_its_docs(celery_stack):
-    ui = celery_stack
+def trigger(ui) -> str:
     ui.wait_ready(timeout=180)
     ui.wait_for_dag(DAG_ID, timeout=240)
     status, body = ui.request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
     assert status == 200, body
     status, run = ui.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": f"{DAY}T00:00:00Z"})
     assert status == 200, run
-    run_id = run["dag_run_id"]
-    started = time.monotonic()
+    return run["dag_run_id"]
+
+
+def task_instances(ui, run_id: str) -> list[dict]:
+    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
+    assert status == 200, body
+    return body["task_instances"]
+
+
+def wait_finished(ui, run_id: str, started: float) -> str:
     while True:
-        status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+        _, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
         if body["state"] in ("success", "failed"):
-            break
+            return body["state"]
         assert time.monotonic() - started < RUN_TIMEOUT, ui.diagnostics(30)
-        time.sleep(3)
-    status, tis = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
-    rows = [(ti["task_id"], ti["state"], ti["hostname"], ti["queue"]) for ti in tis["task_instances"]]
-    print(f"run {run_id}: {body['state']} in {time.monotonic() - started:.0f}s")
+        time.sleep(2)
+
+
+def test_a_run_completes_on_two_celery_workers_and_the_view_shows_its_docs(celery_stack):
+    ui = celery_stack
+    run_id, started = trigger(ui), time.monotonic()
+    state = wait_finished(ui, run_id, started)
+    rows = [(ti["task_id"], ti["state"], ti["hostname"], ti["queue"]) for ti in task_instances(ui, run_id)]
+    print(f"run {run_id}: {state} in {time.monotonic() - started:.0f}s")
     for row in rows:
         print(*row)
-    assert body["state"] == "success", (rows, ui.diagnostics(30))
+    assert state == "success", (rows, ui.diagnostics(30))
     hosts = {host for _, state, host, _ in rows if state == "success"}
     assert hosts == set(WORKERS), rows
     # The api-server's view finds the Data Docs the validate task stored on whichever worker ran it.
@@ -130,3 +146,52 @@ def test_a_run_completes_on_two_celery_workers_and_the_view_shows_its_docs(celer
     assert status == 200 and "Expectation Validation Result" in page, (links[0], status)
     assert not list(Path(ui.home).rglob("*.html")), "no Data Docs file on the api-server's side"
     print(f"validate ran on {validated_on}; view lists {len(links)} Data Docs pages; {urlsplit(ui.url).netloc}")
+
+
+KILL_SETTINGS = {
+    # A killed worker's task stops heartbeating: the scheduler fails it after this, and it is retried soon.
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    "GREENERY_RETRY_DELAY_SECONDS": "3",
+}
+
+
+@pytest.mark.parametrize("celery_stack", [KILL_SETTINGS], indirect=True)
+def test_a_worker_killed_during_a_model_task_leaves_the_marts_of_a_local_executor_run(
+    celery_stack, airflow_dag, pg_admin_url, real_greenery, warehouse_url, monkeypatch
+):
+    from helpers import table_hash
+
+    from greenery.dev import local_airflow
+    from greenery.project import models
+
+    marts = sorted(m.relation for m in models.discover().values() if m.relation.startswith("marts."))
+    # The reference: the same day with the LocalExecutor's way (dag.test, in this process), another database.
+    reference = warehouse.create_database(pg_admin_url, f"celery_reference_{os.getpid()}")
+    with psycopg.connect(reference, autocommit=True) as conn:
+        raw.load_dir(conn, real_greenery)
+    with monkeypatch.context() as env:
+        env.setenv(warehouse.conn_env_var(), warehouse.connection_json(reference))
+        assert local_airflow.run_day(dt.date.fromisoformat(DAY), dag=airflow_dag).state == "success"
+    with psycopg.connect(reference) as conn:
+        expected = {t: table_hash(conn, t) for t in marts}
+
+    ui = celery_stack
+    run_id, started = trigger(ui), time.monotonic()
+    model_tasks = set(models.discover())
+    while True:  # the first model task seen running: kill its worker, the process group (its task too)
+        running = [ti for ti in task_instances(ui, run_id) if ti["state"] == "running" and ti["task_id"] in model_tasks]
+        if running and running[0]["hostname"] in WORKERS:
+            victim, killed = running[0]["hostname"], running[0]["task_id"]
+            break
+        assert time.monotonic() - started < RUN_TIMEOUT, ui.diagnostics(30)
+        time.sleep(0.3)
+    ui._signal(victim, signal.SIGKILL)
+    state = wait_finished(ui, run_id, started)
+    rows = {ti["task_id"]: ti for ti in task_instances(ui, run_id)}
+    print(f"killed {victim} during {killed}; run {state} in {time.monotonic() - started:.0f}s")
+    survivor = next(w for w in WORKERS if w != victim)
+    assert state == "success", ({k: (v["state"], v["hostname"], v["try_number"]) for k, v in rows.items()},)
+    assert rows[killed]["try_number"] >= 2 and rows[killed]["hostname"] == survivor, rows[killed]
+    with psycopg.connect(warehouse_url) as conn:
+        assert {t: table_hash(conn, t) for t in marts} == expected

@@ -761,7 +761,6 @@ class Bench:
 
         env = dict(self.airflow_env)
         env[warehouse.conn_env_var()] = warehouse.connection_json(url)
-        env["GREENERY_GX_DIR"] = str(self.work / "gx" / tag)
         return env
 
     def cosmos_env(self, url: str, cache: str) -> dict[str, str]:

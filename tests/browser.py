@@ -31,21 +31,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
+def http_get(url: str, timeout: float = 10, headers: dict[str, str] | None = None) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - a local test server
+        request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - a local test server
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - a local test server
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
 
 
 @contextlib.contextmanager
-def api_server(tmp_path: Path, users: dict[str, str] | None = None):
+def api_server(tmp_path: Path, users: dict[str, str] | None = None, settings: dict[str, str] | None = None):
     """`airflow api-server` on a free port: SQLite metadata DB in a fresh home, the project's plugins.
 
-    It reads the warehouse connection and GREENERY_GX_DIR from this process's environment. Everyone is
-    an admin without logging in, unless ``users`` ({name: password}, role viewer) must log in. Yields
-    (base URL, port).
+    It reads the warehouse connection from this process's environment (the Data Docs too: they are in the
+    warehouse), plus ``settings`` (more environment variables). Everyone is an admin without logging in,
+    unless ``users`` ({name: password}, role viewer) must log in. Yields (base URL, port).
     """
     home = tmp_path / "airflow-home"
     (home / "dags").mkdir(parents=True)
@@ -60,6 +61,7 @@ def api_server(tmp_path: Path, users: dict[str, str] | None = None):
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__API_AUTH__JWT_SECRET": "test-secret-" + os.urandom(8).hex(),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        **(settings or {}),
     }
     if users:
         passwords = home / "passwords.json"

@@ -132,11 +132,15 @@ def test_every_command_on_the_airflow_image_is_one_airflow_3_accepts():
 def test_airflow_settings_are_core_options_and_the_components_meet():
     from airflow.configuration import retrieve_configuration_description
 
-    options = retrieve_configuration_description(include_providers=False)
+    core = retrieve_configuration_description(include_providers=False)
+    # [celery] is the Celery provider's, which the stack pins (the celery profile's executor and workers).
+    provided = {"celery": retrieve_configuration_description(include_providers=True)["celery"]}
+    assert "apache-airflow-providers-celery==" in COMMON_ENV["_PIP_ADDITIONAL_REQUIREMENTS"]
+    options = {**core, **provided}
     for name, svc in AIRFLOW.items():
         for key in svc.get("environment", {}):
             if m := re.fullmatch(r"AIRFLOW__([A-Z0-9_]+?)__([A-Z0-9_]+)", key):
-                assert m[2].lower() in options.get(m[1].lower(), {}).get("options", {}), f"{name}: {key} is not core"
+                assert m[2].lower() in options.get(m[1].lower(), {}).get("options", {}), f"{name}: {key} is unknown"
     assert not COMMON_ENV["AIRFLOW__CORE__AUTH_MANAGER"].startswith("airflow.providers.")  # no provider needed
     api = urlsplit(COMMON_ENV["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     assert SERVICES[api.hostname]["command"] == "api-server" and api.port == 8080
@@ -153,7 +157,6 @@ def assert_is_a_postgres_service(url: str) -> None:
 def test_settings_and_connections_are_the_ones_the_package_reads():
     from greenery import config, warehouse
     from greenery.alerts.delivery import WEBHOOK_CONN_TYPE
-    from greenery.checks.paths import data_docs_index
 
     read = set(re.findall(r'"(GREENERY_\w+)"', Path(config.__file__).read_text()))  # it alone reads them
     for name, svc in AIRFLOW.items():
@@ -172,17 +175,13 @@ def test_settings_and_connections_are_the_ones_the_package_reads():
     assert settings.asset_uri_prefix == f"postgres://{warehouse_url.split('@')[1]}/marts"  # names that database
     assert json.loads(COMMON_ENV["AIRFLOW_CONN_SLACK_ALERTS"])["conn_type"] == WEBHOOK_CONN_TYPE
     # The Data Docs hold raw data values that GX writes unescaped (stored XSS, and data for anyone who can reach
-    # a port): only the api-server serves them, through the plugin's sandboxed route behind the Airflow login.
-    assert f"greenery-gx:{settings.gx_dir}" in COMPOSE["x-airflow-common"]["volumes"]
-    for name, svc in SERVICES.items():
-        mounts_gx = any(str(v).startswith("greenery-gx:") for v in svc.get("volumes", []))
-        if svc.get("ports") and mounts_gx:
-            assert svc.get("command") == "api-server", f"{name} publishes a port and serves the Data Docs itself"
+    # a port): only the api-server serves them, through the plugin's sandboxed route behind the Airflow login,
+    # from the warehouse (greenery_audit.data_docs). No volume holds them, so no other server can serve them.
+    assert not any("gx" in v.lower() for v in COMPOSE["volumes"]), COMPOSE["volumes"]
     base = urlsplit(settings.data_docs_base_url)
     assert base.path == "/data-quality/docs", base.geturl()  # plugins/greenery_quality_plugin.py
     [api] = [svc for svc in SERVICES.values() if svc.get("command") == "api-server"]
     assert any(str(p).startswith(f"{base.port}:") for p in api.get("ports", [])), base.geturl()
-    assert data_docs_index(settings.gx_dir).name == "index.html"
 
 
 def test_mounted_project_paths_are_in_the_repo_and_where_airflow_looks():
@@ -224,7 +223,67 @@ def test_dotenv_is_git_ignored_and_env_example_names_every_variable():
     assert git("check-ignore", "-q", "--no-index", ".env").returncode == 0, ".env is not git-ignored"
     assert git("check-ignore", "-q", "--no-index", ".env.example").returncode == 1, ".env.example is ignored"
     used, names = {m[1] for m in _VAR.finditer(json.dumps(RAW)) if m[1]}, env_example()[1]
+    names -= {"COMPOSE_PROFILES"}  # compose's own setting (which profiles run), read from .env by compose
     assert used and used == names, f"only in compose: {sorted(used - names)}; only in .env.example: {names - used}"
     assert interpolate(["$$A ${B} ${C:-c} ${D:-}"], {"B": "b", "C": ""}) == ["$A b c "]
     with pytest.raises(AssertionError, match="does not know"):
         interpolate("${E:?required}", {})
+
+
+# ---------------------------------------------------------------------------------------------------
+# The celery profile: the official file's Redis broker and Celery workers, the LocalExecutor by default
+# ---------------------------------------------------------------------------------------------------
+
+CELERY_VALUES = {**env_example()[0], "AIRFLOW_EXECUTOR": "CeleryExecutor"}
+CELERY = interpolate(RAW, CELERY_VALUES)["services"]
+
+
+def in_profiles(svc: dict) -> set[str]:
+    return set(svc.get("profiles", []))
+
+
+def test_the_default_stack_runs_the_local_executor_without_any_profile_service():
+    default = {name for name, svc in SERVICES.items() if not in_profiles(svc)}
+    assert COMMON_ENV["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert {"redis", "airflow-worker-1", "airflow-worker-2", "flower"}.isdisjoint(default)
+    for name in default:  # `docker compose up` without a profile starts nothing it waits for in vain
+        assert set(SERVICES[name].get("depends_on", {})) <= default, name
+    # .env.example names both settings the profile needs (compose starts the services, Airflow uses them)
+    values, names = env_example()
+    assert {"COMPOSE_PROFILES", "AIRFLOW_EXECUTOR"} <= names and "AIRFLOW_EXECUTOR" not in values
+    assert re.search(r"^# COMPOSE_PROFILES=celery\b", (PROJECT_DIR / ".env.example").read_text(), re.M)
+
+
+def test_the_celery_profile_has_a_broker_and_two_workers_that_share_no_file():
+    workers = {name: svc for name, svc in CELERY.items() if svc.get("command") == "celery worker"}
+    assert sorted(workers) == ["airflow-worker-1", "airflow-worker-2"]
+    assert in_profiles(CELERY["redis"]) == {"celery"} and CELERY["redis"]["image"].startswith("redis:")
+    assert "ports" not in CELERY["redis"], "the broker has no password: it stays inside the stack"
+    env = CELERY["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    broker = urlsplit(env["AIRFLOW__CELERY__BROKER_URL"])
+    assert broker.scheme == "redis" and broker.hostname == "redis" and broker.port in CELERY["redis"]["expose"]
+    assert_is_a_postgres_service(env["AIRFLOW__CELERY__RESULT_BACKEND"].removeprefix("db+"))
+    hostnames = {svc["hostname"] for svc in workers.values()}
+    assert hostnames == set(workers), "each worker its own host name, recorded on the task instances it runs"
+    for name, svc in workers.items():
+        assert in_profiles(svc) == {"celery"}, name
+        assert svc["image"] == COMPOSE["x-airflow-common"]["image"], name
+        assert {k: v for k, v in svc["environment"].items() if k != "DUMB_INIT_SETSID"} == env, name
+        assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
+        # The project's code, the logs and the auth file, as every Airflow container: no volume for results.
+        assert svc["volumes"] == COMPOSE["x-airflow-common"]["volumes"], name
+        assert problem_with(["airflow", *svc["command"].split()]) == "", name
+        ping = RAW["services"][name]["healthcheck"]["test"][1]  # as written: $$ is a literal $ for the shell
+        assert "celery_executor.app inspect ping" in ping and '-d "celery@$${HOSTNAME}"' in ping, name
+
+
+def test_flower_is_optional_local_and_behind_a_password():
+    flower = CELERY["flower"]
+    assert in_profiles(flower) == {"flower"} and flower["command"] == "celery flower"
+    assert problem_with(["airflow", "celery", "flower"]) == ""
+    assert all(str(p).startswith("127.0.0.1:") for p in flower["ports"]), flower["ports"]
+    user, _, password = flower["environment"]["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"].partition(":")
+    assert user and password, "Flower shows the queued workloads: never without a login"
+    published = {name for name, svc in CELERY.items() if svc.get("ports")}
+    assert published == {"airflow-apiserver", "warehouse", "flower"}, published

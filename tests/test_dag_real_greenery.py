@@ -122,3 +122,37 @@ def test_a_rerun_of_the_same_day_changes_nothing(own_real_run, airflow_dag):
     assert dag_run.state == "success"
     assert _incremental_tasks(dag_run) == set()
     assert {m.relation: table_hash(conn, m.relation) for m in found.values()} == before
+
+
+def test_the_view_serves_each_runs_data_docs_from_the_warehouse_alone(real_run, tmp_path, monkeypatch):
+    """The api-server of another host: none of the files the validate task's worker wrote (another home, an
+    empty working and temporary directory), only the warehouse. It shows every table's GX result page."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from greenery.checks import suites
+    from greenery.ui import app as quality_view
+
+    conn, states = real_run
+    assert states["validate"] == "success"
+    stored = conn.execute(
+        "select run_id, array_agg(suite order by suite) from greenery_audit.data_docs group by run_id order by 1"
+    ).fetchall()
+    expected = sorted(suites.load_suites(models.discover()))
+    assert [suites_of for _, suites_of in stored] == [expected, expected], stored  # both days, every suite
+    for name in ("HOME", "AIRFLOW_HOME", "TMPDIR"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.chdir(tmp_path / "HOME")
+    root = FastAPI()
+    root.mount("/data-quality", quality_view.create_app(require_auth=False))
+    app = TestClient(root)
+    latest = app.get("/data-quality/api/latest").json()
+    assert latest["data_docs"] == "docs/index.html" and latest["latest_run"]["run_id"] == stored[-1][0]
+    links = {t["suite"]: t["data_docs"] for t in latest["tables"]}
+    assert sorted(links) == expected and all(links.values()), links
+    for suite, link in links.items():
+        page = app.get(f"/data-quality/{link}")
+        assert page.status_code == 200 and "Expectation Validation Result" in page.text, (suite, page.status_code)
+    index = app.get("/data-quality/docs/")
+    assert index.status_code == 200 and all(run_id in index.text for run_id, _ in stored)

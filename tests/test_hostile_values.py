@@ -26,7 +26,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 import browser
 import psycopg
@@ -34,7 +33,7 @@ import pytest
 from psycopg import sql
 
 from greenery import audit, wap, warehouse
-from greenery.checks import gx
+from greenery.checks import docs_pages, gx
 from greenery.checks import suites as suite_files
 from greenery.materialize import relations
 from greenery.project import models as model_files
@@ -127,17 +126,13 @@ def tag(table: str, column: str) -> str:
 @dataclasses.dataclass
 class HostileRun:
     url: str
-    gx_dir: Path
+    pages: list[docs_pages.DocsPage]  # as stored in the warehouse; GX's folder is gone
     beacon: browser.Beacon
     run_id: str
     dag_id: str
     log_url: str
     summary: dict
     values: dict  # (table, column) -> {kind: value}
-
-    @property
-    def docs(self) -> Path:
-        return data_docs.docs_root()
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +144,11 @@ def beacon():
 
 @pytest.fixture(scope="module")
 def hostile(pg_admin_url, real_greenery, beacon, tmp_path_factory):
-    """The real data with hostile rows in every raw text column, built, validated by GX and recorded."""
+    """The real data with hostile rows in every raw text column, built, validated by GX and recorded.
+
+    As the validate task does, GX writes into a fresh folder whose pages go to the warehouse; the folder is
+    then deleted, so everything below is served from the warehouse alone.
+    """
     url = warehouse.create_database(pg_admin_url, f"greenery_test_{os.getpid()}_hostile")
     gx_dir = tmp_path_factory.mktemp("hostile-gx")
     # GX makes a run name a folder and refuses '/' and '\\' in it: the payload builds its slashes.
@@ -161,7 +160,6 @@ def hostile(pg_admin_url, real_greenery, beacon, tmp_path_factory):
     values = {(t, c): payloads(beacon.url, tag(t, c)) for t, c in TEXT_COLUMNS}
     with pytest.MonkeyPatch.context() as env:
         env.setenv(warehouse.conn_env_var(), warehouse.connection_json(url))
-        env.setenv("GREENERY_GX_DIR", str(gx_dir))
         models = model_files.discover()
         with psycopg.connect(url, autocommit=True) as conn:
             raw.load_dir(conn, real_greenery)
@@ -186,9 +184,13 @@ def hostile(pg_admin_url, real_greenery, beacon, tmp_path_factory):
             quarantined=quarantined,
             log_url=log_url,
         )
+        pages = docs_pages.collect(gx_dir)
         with psycopg.connect(url) as conn:
+            audit.ensure(conn)
+            audit.record_data_docs(conn, uuid.uuid4().hex, run_id, pages)
             audit.record_validation(conn, summary, published=False)
-        yield HostileRun(url, gx_dir, beacon, run_id, dag_id, log_url, summary, values)
+        shutil.rmtree(gx_dir)
+        yield HostileRun(url, pages, beacon, run_id, dag_id, log_url, summary, values)
 
 
 def _add_row(conn, table: str, column: str, value: str) -> None:
@@ -341,9 +343,7 @@ def test_hostile_values_reach_the_results_the_docs_and_the_audit_table(hostile):
 
     # The stored results (pass 1) carry counts, not row values, so the only markup GX writes into its pages
     # is the run's name: the sandbox is what keeps it from running.
-    pages = {}
-    for page in (hostile.docs / "validations").rglob("*.html"):
-        pages[page.parent.parent.parent.name] = page.read_text()
+    pages = {page.suite: page.html for page in hostile.pages}
     assert {f"stg_postgres__{table}" for table, _ in REACH_GX} <= pages.keys()
     for table, column in hostile.values:
         for page in pages.values():
@@ -421,18 +421,15 @@ def test_json_is_json_with_the_exact_values(hostile):
 
 def test_every_data_docs_file_is_served_sandboxed(hostile):
     app = _client()
-    files = [p for p in hostile.docs.rglob("*") if p.is_file()]
-    suites = len(list((hostile.docs / "validations").iterdir()))
-    # GX's index and a page per suite
-    assert suites >= 21 and len([p for p in files if p.suffix == ".html"]) >= suites + 1
-    for path in files:
-        relative = "/".join(quote(part, safe="") for part in path.relative_to(hostile.docs).parts)
+    suites = len({page.suite for page in hostile.pages})
+    assert suites >= 21 and len(hostile.pages) == suites  # a page per suite
+    for page in hostile.pages:
+        relative = data_docs.href(page.path)
         response = app.get(f"/data-quality/docs/{relative}")
         assert response.status_code == 200, (relative, response.status_code)
         _assert_docs_policy(response)
-        if path.suffix == ".html" and path != hostile.docs / "index.html":  # GX's index: ours is served
-            assert response.text.lstrip().lower().startswith(("<!doctype html>", "<html")), relative
-            assert "<style>/* GX's Data Docs as the view serves them" in response.text, relative
+        assert response.text.lstrip().lower().startswith(("<!doctype html>", "<html")), relative
+        assert "<style>/* GX's Data Docs as the view serves them" in response.text, relative
     # the index is ours: escaped, with the hostile run's name as text
     index = app.get("/data-quality/docs/")
     _assert_docs_policy(index)
@@ -467,8 +464,10 @@ def _pwned(beacon: browser.Beacon) -> list[str]:
 
 @pytest.mark.timeout(420)
 def test_nothing_runs_in_a_real_browser_and_the_positive_control_does(hostile, tmp_path):
+    with psycopg.connect(hostile.url) as conn:
+        found = data_docs.pages_of(conn, [(s, hostile.run_id) for s in (f"stg_postgres__{t}" for t, _ in REACH_GX)])
     run_pages = {
-        suite: data_docs.page_of(suite, hostile.run_id)
+        suite: found.get((suite, hostile.run_id))
         for suite in (f"stg_postgres__{t}" for t in sorted({t for t, _ in REACH_GX}))
     }
     assert all(run_pages.values()), run_pages
@@ -505,7 +504,9 @@ def test_nothing_runs_in_a_real_browser_and_the_positive_control_does(hostile, t
 
     # The positive control: the same files from a plain web server, without the policy.
     site = tmp_path / "plain-copy"
-    shutil.copytree(hostile.docs, site)
+    for page in hostile.pages:
+        (site / page.path).parent.mkdir(parents=True, exist_ok=True)
+        (site / page.path).write_text(page.html)
     plain = browser.StaticServer(site)
     try:
         for href in (run_pages["stg_postgres__users"], run_pages["stg_postgres__orders"]):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
-import shutil
 from contextlib import contextmanager
 
 import psycopg
@@ -136,7 +135,7 @@ def frozen(conn) -> dict[str, str]:
     return {t: table_hash(conn, t) for t in tables}
 
 
-def run_day(url: str, run_id: str, gx_dir) -> tuple[str, dict | None]:
+def run_day(url: str, run_id: str) -> tuple[str, dict | None]:
     """The DAG's task bodies for the day: build (full), validate (GX), publish unless blocked."""
     pushed = {}
     ti = type("TaskInstance", (), {"xcom_push": lambda self, key, value: pushed.update({key: value})})()
@@ -226,11 +225,6 @@ def lost_rows(conn, run_id: str) -> list[str]:
     return lost
 
 
-@pytest.fixture(scope="module")
-def gx_homes(tmp_path_factory):
-    return tmp_path_factory.mktemp("gx")
-
-
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -239,12 +233,8 @@ def gx_homes(tmp_path_factory):
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(mutations=st.lists(mutation(), min_size=1, max_size=3))
-def test_whatever_raw_holds_the_published_tables_stay_trustworthy(
-    mutations, pg_admin_url, published_template, gx_homes, monkeypatch
-):
+def test_whatever_raw_holds_the_published_tables_stay_trustworthy(mutations, pg_admin_url, published_template):
     name = f"greenery_prop_{os.getpid()}_{next(_names)}"
-    gx_home = gx_homes / name  # each example its own GX results and Data Docs
-    monkeypatch.setenv("GREENERY_GX_DIR", str(gx_home))
     url = warehouse.create_database(pg_admin_url, name, template=published_template)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -253,7 +243,7 @@ def test_whatever_raw_holds_the_published_tables_stay_trustworthy(
                 conn.execute(statement)
         run_id = f"prop-{next(_names)}"
         with warehouse_at(url):
-            outcome, summary = run_day(url, run_id, gx_home)
+            outcome, summary = run_day(url, run_id)
         event(f"outcome: {outcome}")
         with psycopg.connect(url, autocommit=True) as conn:
             if outcome == "published":
@@ -272,6 +262,5 @@ def test_whatever_raw_holds_the_published_tables_stay_trustworthy(
             else:
                 assert header.startswith("🟢"), header  # and alert_slack skips: nothing to say
     finally:
-        shutil.rmtree(gx_home, ignore_errors=True)
         with psycopg.connect(pg_admin_url, autocommit=True) as admin:
             admin.execute(f'drop database if exists "{name}" with (force)')

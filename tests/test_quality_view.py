@@ -23,6 +23,7 @@ from browser import PLUGINS_DIR, http_get
 from PIL import Image
 
 from greenery import audit, wap
+from greenery.checks.docs_pages import DocsPage
 from greenery.ui import app as quality_view
 from greenery.ui import data_docs
 
@@ -128,25 +129,37 @@ def record_two_runs(url: str) -> None:
         audit.record_validation(conn, failing_summary(), published=False)
 
 
+ORDERS_PAGE = (
+    f"validations/stg_postgres__orders/{NEW_RUN}/20240302T010203.000000Z/greenery_warehouse-stg_postgres__orders.html"
+)
+RUN_PAGE = f"validations/fact_orders/{NEW_RUN}/20240302T010203.000000Z/run.html"
+
+
+def store_pages(url: str, run_id: str, pages: dict[str, str]) -> None:
+    """Data Docs pages of one validation as the validate task stores them: {path below the Docs root: html}."""
+    stored = [
+        DocsPage(path, path.split("/")[1], run_id, path.split("/")[3], html, None) for path, html in pages.items()
+    ]
+    with psycopg.connect(url) as conn:
+        audit.ensure(conn)
+        audit.record_data_docs(conn, os.urandom(8).hex(), run_id, stored)
+
+
 @pytest.fixture
-def gx_dir(tmp_path, monkeypatch) -> Path:
-    """GREENERY_GX_DIR with built Data Docs, and a secret next to them that must never be served."""
-    root = tmp_path / "gx-project"
-    site = root / "gx" / "uncommitted" / "data_docs" / "local_site"
-    (site / "validations").mkdir(parents=True)
-    (site / "index.html").write_text("<html><body><h1>GX Data Docs index</h1></body></html>")
-    (site / "validations" / "run.html").write_text("<html><body>validation result page</body></html>")
-    # where GX writes a suite's page: validations/<suite>/<run name>/<run time>/<batch>.html
-    orders = site / "validations" / "stg_postgres__orders" / NEW_RUN / "20240302T010203.000000Z"
-    orders.mkdir(parents=True)
-    (orders / "greenery_warehouse-stg_postgres__orders.html").write_text(
-        "<html><head><title>t</title></head><body>orders result page</body></html>"
+def stored_docs(warehouse_url, tmp_path, monkeypatch) -> Path:
+    """Data Docs pages in the warehouse, and a secret in the api-server's working directory, never to be served."""
+    store_pages(
+        warehouse_url,
+        NEW_RUN,
+        {
+            ORDERS_PAGE: "<html><head><title>t</title></head><body>orders result page</body></html>",
+            RUN_PAGE: "<html><body>validation result page</body></html>",
+        },
     )
-    (root / "gx" / "uncommitted" / "secret.txt").write_text("TOP-SECRET-CONFIG")
-    (root / "gx" / "uncommitted" / "index.html").write_text("TOP-SECRET-CONFIG index")
-    (site / "escape").symlink_to(root / "gx" / "uncommitted")
-    monkeypatch.setenv("GREENERY_GX_DIR", str(root))
-    return root
+    (tmp_path / "secret.txt").write_text("TOP-SECRET-CONFIG")
+    (tmp_path / "index.html").write_text("TOP-SECRET-CONFIG index")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 def flat(html: str) -> str:
@@ -171,7 +184,7 @@ def client(require_auth: bool = False):
 
 @pytest.mark.db
 @pytest.mark.integration
-def test_page_shows_latest_run_tables_failures_and_quarantine(warehouse_url, gx_dir):
+def test_page_shows_latest_run_tables_failures_and_quarantine(warehouse_url, stored_docs):
     record_two_runs(warehouse_url)
     response = client().get("/data-quality/")
     assert response.status_code == 200, response.text
@@ -210,7 +223,7 @@ def test_page_shows_latest_run_tables_failures_and_quarantine(warehouse_url, gx_
 
 @pytest.mark.db
 @pytest.mark.integration
-def test_latest_json_has_each_tables_latest_result(warehouse_url, gx_dir):
+def test_latest_json_has_each_tables_latest_result(warehouse_url, stored_docs):
     record_two_runs(warehouse_url)
     response = client().get("/data-quality/api/latest")
     assert response.status_code == 200, response.text
@@ -244,7 +257,7 @@ def test_latest_json_has_each_tables_latest_result(warehouse_url, gx_dir):
 
 @pytest.mark.db
 @pytest.mark.integration
-def test_data_docs_are_served_and_nothing_outside_them(warehouse_url, gx_dir):
+def test_data_docs_are_served_and_nothing_outside_them(warehouse_url, stored_docs):
     app = client()
     # GX's index needs scripts: the app lists the validation pages itself, with links that work from both URLs
     index = app.get("/data-quality/docs/")
@@ -261,7 +274,7 @@ def test_data_docs_are_served_and_nothing_outside_them(warehouse_url, gx_dir):
     assert result.status_code == 200 and "orders result page" in result.text
     # our stylesheet, first in the head, and GX's markup as it was
     assert result.text.startswith("<html><head><style>") and "</style><title>t</title></head>" in result.text
-    page = app.get("/data-quality/docs/validations/run.html")
+    page = app.get(f"/data-quality/docs/validations/fact_orders/{quoted_run}/20240302T010203.000000Z/run.html")
     assert page.status_code == 200 and "validation result page" in page.text
     assert page.headers["content-type"].startswith("text/html")
     assert app.get("/data-quality/docs/validations/missing.html").status_code == 404
@@ -276,22 +289,34 @@ def test_data_docs_are_served_and_nothing_outside_them(warehouse_url, gx_dir):
         "/data-quality/docs/..%5c..%5csecret.txt",
         "/data-quality/docs//etc/passwd",
         "/data-quality/docs/%2Fetc%2Fpasswd",
-        "/data-quality/docs/escape/secret.txt",  # a symlink leading out of the folder
-        "/data-quality/docs/escape/",
+        "/data-quality/docs/secret.txt",  # in the working directory of the server
+        "/data-quality/docs/validations/",
         "/data-quality/docs/validations/%00.html",
+        f"/data-quality/docs//{href}",
+        f"/data-quality/docs/{href.upper()}",
     ]
     for url in attacks:
         response = app.get(url)
         assert response.status_code in (400, 404), (url, response.status_code)
         assert "root:" not in response.text and "TOP-SECRET-CONFIG" not in response.text, url
-    for path in ("../secret.txt", "../../../../etc/passwd", "/etc/passwd", "escape/secret.txt", "a\x00b"):
-        assert data_docs.docs_file(path) is None, path
+    # A page is looked up by its exact path: nothing else names it, nor anything else.
+    with psycopg.connect(warehouse_url) as conn:
+        assert data_docs.page(conn, ORDERS_PAGE) is not None
+        for path in (
+            "../secret.txt",
+            "/etc/passwd",
+            "a\x00b",
+            "",
+            "validations",
+            f"./{ORDERS_PAGE}",
+            ORDERS_PAGE + "/",
+        ):
+            assert data_docs.page(conn, path) is None, path
 
 
 @pytest.mark.db
 @pytest.mark.integration
-def test_docs_404_before_they_are_built(warehouse_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("GREENERY_GX_DIR", str(tmp_path / "never-built"))
+def test_docs_404_before_they_are_built(warehouse_url):
     record_two_runs(warehouse_url)
     app = client()
     response = app.get("/data-quality/docs/index.html")
@@ -304,7 +329,7 @@ def test_docs_404_before_they_are_built(warehouse_url, tmp_path, monkeypatch):
 
 @pytest.mark.db
 @pytest.mark.integration
-def test_empty_state_before_any_validation(warehouse_url, gx_dir):
+def test_empty_state_before_any_validation(warehouse_url, stored_docs):
     app = client()
     page = app.get("/data-quality/")
     assert page.status_code == 200
@@ -322,7 +347,7 @@ def test_empty_state_before_any_validation(warehouse_url, gx_dir):
 
 @pytest.mark.db
 @pytest.mark.integration
-def test_clean_latest_run_is_shown_as_published(warehouse_url, gx_dir):
+def test_clean_latest_run_is_shown_as_published(warehouse_url, stored_docs):
     with psycopg.connect(warehouse_url) as conn:
         audit.record_validation(conn, clean_summary(), published=True)
     page = client().get("/data-quality/").text
@@ -336,7 +361,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # nothing listens once the socket is closed
 
 
-def test_unreachable_warehouse_is_a_503_with_a_message(monkeypatch, gx_dir):
+def test_unreachable_warehouse_is_a_503_with_a_message(monkeypatch):
     port = _closed_port()
     monkeypatch.setenv(
         "AIRFLOW_CONN_GREENERY_WAREHOUSE",
@@ -355,13 +380,13 @@ def test_unreachable_warehouse_is_a_503_with_a_message(monkeypatch, gx_dir):
     assert api.json()["error"] == "warehouse_unavailable" and str(port) in api.json()["detail"]
 
 
-def test_missing_connection_is_a_503_too(monkeypatch, gx_dir):
+def test_missing_connection_is_a_503_too(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", raising=False)
     page = client().get("/data-quality/")
     assert page.status_code == 503 and "AIRFLOW_CONN_GREENERY_WAREHOUSE" in page.text
 
 
-def test_requests_without_an_airflow_login_are_refused(gx_dir):
+def test_requests_without_an_airflow_login_are_refused():
     app = client(require_auth=True)
     assert app.get("/data-quality/api/latest").status_code == 401
     assert app.get("/data-quality/docs/index.html").status_code == 401
@@ -435,8 +460,32 @@ def _raw_get(port: int, path: str) -> tuple[int, str]:
         conn.close()
 
 
+@pytest.mark.db
+@pytest.mark.integration
+def test_data_docs_need_the_airflow_login_with_the_celery_profiles_settings(warehouse_url, stored_docs, tmp_path):
+    """The real api-server with the compose file's celery-profile settings (executor, broker, auth manager):
+    every Data Docs URL answers 401 without a login and 200 (404 for a missing page) with one."""
+    import test_compose
+
+    compose_env = test_compose.CELERY["airflow-apiserver"]["environment"]
+    prefixes = ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__AUTH_MANAGER", "AIRFLOW__CELERY__")
+    settings = {k: v for k, v in compose_env.items() if k.startswith(prefixes)}
+    assert settings["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" and "AIRFLOW__CELERY__BROKER_URL" in settings
+    password = os.urandom(8).hex()
+    urls = ["docs/", "docs/index.html", f"docs/{data_docs.href(ORDERS_PAGE)}", f"docs/{data_docs.href(RUN_PAGE)}"]
+    with browser.api_server(tmp_path, users={"viewer": password}, settings=settings) as (base, _):
+        for url in [*urls, "docs/validations/missing.html"]:
+            status, text = http_get(f"{base}/data-quality/{url}")
+            assert status in (401, 403), (url, status)
+            assert "result page" not in text and "stg_postgres__orders" not in text, url
+        login = {"Authorization": f"Bearer {browser.login_token(base, 'viewer', password)}"}
+        for url in urls:
+            assert http_get(f"{base}/data-quality/{url}", headers=login)[0] == 200, url
+        assert http_get(f"{base}/data-quality/docs/validations/missing.html", headers=login)[0] == 404
+
+
 @pytest.fixture
-def api_server(warehouse_url, gx_dir, tmp_path):
+def api_server(warehouse_url, stored_docs, tmp_path):
     with browser.api_server(tmp_path) as server:
         yield server
 
@@ -455,7 +504,7 @@ def test_through_the_real_api_server_and_chromium(api_server, warehouse_url, tmp
     assert "marts.metrics_daily" in page and "8c1a6f0e-0000-4000-8000-00000000beef" in page
     status, body = http_get(f"{base}/data-quality/api/latest")
     assert status == 200 and json.loads(body)["latest_run"]["run_id"] == NEW_RUN
-    status, docs = http_get(f"{base}/data-quality/docs/validations/run.html")
+    status, docs = http_get(f"{base}/data-quality/docs/{data_docs.href(RUN_PAGE)}")
     assert status == 200 and "validation result page" in docs
     for path in ("/data-quality/docs/../../../../../../etc/passwd", "/data-quality/docs/%2e%2e/secret.txt"):
         status, text = _raw_get(port, path)

@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 
 from greenery import locks, warehouse
+from greenery.checks import docs_pages, paths, suites, summary
 from greenery.checks import gx as validation
-from greenery.checks import paths, suites, summary
 from greenery.materialize import build
 from greenery.project import models, render
 
@@ -176,23 +176,30 @@ def test_failures_carry_the_detail_of_one_detailed_pass_and_only_they_cost_detai
 def test_results_are_stored_under_the_file_ids_and_rendered_for_this_run(warehouse_url, tmp_path):
     _build(warehouse_url, DEFECTS)
     for run_name in ("first-run", "second-run"):
-        _validate(tmp_path, warehouse.sqlalchemy_url(), run_name)
-    stored = sorted(paths.validation_results_dir(tmp_path / "gx").rglob("*.json"))
-    assert len(stored) == 2 * len(SUITES)
-    for path in stored:
-        data = json.loads(path.read_text())
-        suite = SUITES[data["suite_name"]]
-        # GX may store them in another order than the suite's.
-        assert sorted(r["expectation_config"]["id"] for r in data["results"]) == sorted(
-            e["id"] for e in suite.expectations
-        )
-        # Pass 1's stored results carry counts (Data Docs show them) but no row values.
-        for r in data["results"]:
-            assert not r["result"].get("partial_unexpected_list"), (path, r["expectation_config"]["type"])
-    index = paths.data_docs_index(tmp_path / "gx").read_text()
-    assert "first-run" in index and "second-run" in index
-    pages = list(paths.data_docs_index(tmp_path / "gx").parent.joinpath("validations").rglob("*.html"))
-    assert len(pages) == 2 * len(SUITES)
+        _validate(tmp_path / run_name, warehouse.sqlalchemy_url(), run_name)  # a fresh folder each, as the task
+        stored = sorted(paths.validation_results_dir(tmp_path / run_name / "gx").rglob("*.json"))
+        assert len(stored) == len(SUITES)
+        for path in stored:
+            data = json.loads(path.read_text())
+            suite = SUITES[data["suite_name"]]
+            # GX may store them in another order than the suite's.
+            assert sorted(r["expectation_config"]["id"] for r in data["results"]) == sorted(
+                e["id"] for e in suite.expectations
+            )
+            # Pass 1's stored results carry counts (Data Docs show them) but no row values.
+            for r in data["results"]:
+                assert not r["result"].get("partial_unexpected_list"), (path, r["expectation_config"]["type"])
+        # The pages the task stores in the warehouse: one per suite, of this run only, each with its result.
+        pages = docs_pages.collect(tmp_path / run_name / "gx")
+        assert sorted(p.suite for p in pages) == sorted(SUITES)
+        assert {p.run_name for p in pages} == {run_name} and all(p.path.startswith("validations/") for p in pages)
+        assert all(p.result and json.loads(p.result)["suite_name"] == p.suite for p in pages)
+        assert all(run_name in p.html and "<html" in p.html.lower() for p in pages)
+    # GX's index re-reads every result in the folder (slower each run): it is not built, and a used folder
+    # is refused, so a validation's pages are its own.
+    assert not paths.data_docs_index(tmp_path / "first-run" / "gx").exists()
+    with pytest.raises(ValueError, match=r"first-run/gx: not empty"):
+        _validate(tmp_path / "first-run", warehouse.sqlalchemy_url(), "third-run")
 
 
 def test_gx_runs_under_the_shared_publish_lock_and_leaves_no_connection(warehouse_url, tmp_path):

@@ -6,6 +6,8 @@
 - ``validation_runs``: every run's validation summary (the Data quality view and on-call read it);
 - ``task_failures``: every task failure with its error (the CLI and the Data quality view say why a run failed);
 - ``alerts_sent``: what each data-check alert reported, so an unchanged warning is not sent again too soon;
+- ``data_docs``: each validation's GX Data Docs pages and the GX results they render (the Data quality view
+  serves them): in the warehouse, which every component reaches, and never on a worker's disk;
 - ``digests_sent``: each part of the stakeholder digest (Slack note, its chart, email) that went out for a
   run's publish, so a retry of the task sends only what failed.
 
@@ -15,11 +17,13 @@ Rows are never deleted: they are the history of what was built, checked and publ
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from greenery import locks
+from greenery.checks.docs_pages import DocsPage
 
 SCHEMA = "greenery_audit"
 
@@ -38,8 +42,17 @@ _TABLES = {
     "task_failures": "run_id text not null, task_id text not null, logical_date date not null,"
     " failed_at timestamptz not null, error text not null",
     "alerts_sent": "run_id text not null, sent_at timestamptz not null, signatures jsonb not null",
+    # path: the page's URL below the Data Docs root, unique (it holds GX's run time, to the microsecond).
+    # result is GX's JSON as text: GX may write NaN, which jsonb refuses. PostgreSQL compresses both (TOAST).
+    "data_docs": "path text primary key, validation_id text not null, run_id text not null, suite text not null,"
+    " run_time text not null, stored_at timestamptz not null, page text not null, result text",
     "digests_sent": "run_id text not null, part text not null, published_at timestamptz not null,"
     " sent_at timestamptz not null, detail jsonb not null",
+}
+# What the Data quality view looks Data Docs pages up by: the newest validations, a run's page of a suite.
+_INDEXES = {
+    "data_docs_by_time": "data_docs (stored_at desc)",
+    "data_docs_by_run": "data_docs (run_id, suite)",
 }
 
 
@@ -61,6 +74,12 @@ def ensure(conn) -> None:
         conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
         for name, columns in _TABLES.items():
             conn.execute(sql.SQL("create table if not exists {} ({})").format(table(name), sql.SQL(columns)))
+        for name, columns in _INDEXES.items():
+            conn.execute(
+                sql.SQL("create index if not exists {} on {}.{}").format(
+                    sql.Identifier(name), sql.Identifier(SCHEMA), sql.SQL(columns)
+                )
+            )
 
 
 def record_validation(conn, summary: dict, published: bool) -> None:
@@ -72,6 +91,27 @@ def record_validation(conn, summary: dict, published: bool) -> None:
             ).format(table("validation_runs")),
             (summary["run_id"], summary["logical_date"], published, Jsonb(summary)),
         )
+
+
+def record_data_docs(conn, validation_id: str, run_id: str, pages: Sequence[DocsPage]) -> int:
+    """Store one validation's Data Docs pages (checks/docs_pages.py); return how many.
+
+    Call it inside the caller's transaction, with the validation's record when there is one: the pages and
+    the record commit together or not at all.
+    """
+    rows = [(p.path, validation_id, run_id, p.suite, p.run_time, p.html, p.result) for p in pages]
+    strangers = sorted({p.run_name for p in pages} - {run_id})
+    if strangers:
+        raise ValueError(f"Data Docs of run(s) {strangers} among the pages of run {run_id!r}: a used GX folder?")
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                "insert into {} (path, validation_id, run_id, suite, run_time, stored_at, page, result)"
+                " values (%s, %s, %s, %s, %s, now(), %s, %s)"
+            ).format(table("data_docs")),
+            rows,
+        )
+    return len(rows)
 
 
 def record_publish(conn, run_id: str, day: dt.date, tables: list[str]) -> None:

@@ -39,7 +39,6 @@ class Settings:
     # to backfill older history. The DAG itself has no start_date, so Airflow never skips such a run silently.
     start_date: dt.date
     state_dir: Path
-    gx_dir: Path
     data_docs_base_url: str | None
     alert_conn_id: str
     alert_channel: str | None
@@ -97,7 +96,6 @@ def _addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 def get(env: Mapping[str, str] | None = None) -> Settings:
     """The settings from ``env`` (default: this process's environment)."""
     env = os.environ if env is None else env
-    airflow_home = Path(env.get("AIRFLOW_HOME") or Path.home() / "airflow")
     return Settings(
         warehouse_conn_id=_text(env, "GREENERY_WAREHOUSE_CONN_ID", "greenery_warehouse"),
         raw_schema=_text(env, "GREENERY_RAW_SCHEMA", "raw"),
@@ -107,7 +105,6 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
         asset_database=_text(env, "GREENERY_ASSET_DATABASE", "greenery"),
         start_date=_date(env, "GREENERY_START_DATE", "2021-02-10"),
         state_dir=Path(env.get("GREENERY_STATE_DIR") or PROJECT_DIR / ".greenery"),
-        gx_dir=Path(env.get("GREENERY_GX_DIR") or airflow_home / "greenery" / "gx"),
         data_docs_base_url=_text(env, "GREENERY_DATA_DOCS_BASE_URL", None),
         alert_conn_id=_text(env, "GREENERY_ALERT_CONN_ID", "slack_alerts"),
         alert_channel=_text(env, "GREENERY_ALERT_CHANNEL", None),

@@ -12,8 +12,11 @@ Two passes, for speed (tests/test_validation_passes.py counts the statements):
    unexpected counts of a table's map expectations into a few aggregate queries; the unexpected-value query
    it adds per map expectation carries ``LIMIT 0``, which PostgreSQL plans but does not execute (measured at
    scale 100: 125 such statements, 0.1 s in all). The results, stored under ``gx_dir`` and rendered in the
-   Data Docs, carry counts and percentages but no row values. SUMMARY would send the same SQL and cost about
-   0.8 s more CPU for 21 suites (GX then also builds an unexpected-index query per map expectation).
+   Data Docs, carry counts and percentages but no row values. ``gx_dir`` is a fresh folder per validation
+   (the validate task's temporary one, stored in the warehouse afterwards: checks/docs_pages.py), and GX's
+   index is not built: it re-reads every result stored in the folder, so with one folder for all runs each
+   validation got slower as the history grew (the view lists the runs itself). SUMMARY would send the same SQL
+   and cost about 0.8 s more CPU for 21 suites (GX then also builds an unexpected-index query per map expectation).
 2. Only the expectations that failed, again, through ``Batch.validate`` (nothing stored): map expectations in
    SUMMARY with a few unexpected values and the model's unique key as index columns (the sample keys), an
    ``unexpected_rows_expectation`` in COMPLETE (GX then returns its query's rows). Asking that detail of every
@@ -56,7 +59,7 @@ CHECKPOINT = "greenery_validate"
 
 
 def _context(gx_dir: Path):
-    """An ephemeral context whose validation results and Data Docs are files under ``gx_dir``.
+    """An ephemeral context whose validation results and Data Docs are files under ``gx_dir`` (this run's only).
 
     Suites, validation definitions and the checkpoint stay in memory: each run makes them anew, pointing at its
     own build schemas, so two runs validating at once cannot overwrite each other's. Data sources always stay
@@ -263,9 +266,9 @@ def _run(sqlalchemy_url, models, suites, gx_dir: Path, relation, run_name: str, 
             results[name] = [_merge(screened[name][e.id], detailed.get(e.id)) for e in suite.expectations]
     docs_at = time.perf_counter()
     if build_docs:
-        # One build for the run's results. GX's UpdateDataDocsAction builds once per suite, each time with
-        # the index (which re-reads every stored result) and the suite's page: 20 s more for 21 suites.
-        context.build_data_docs(resource_identifiers=list(outcome.run_results))
+        # One build for the run's results, without GX's index: it re-reads every stored result. GX's
+        # UpdateDataDocsAction builds once per suite, each time with the index: 20 s more for 21 suites.
+        context.build_data_docs(resource_identifiers=list(outcome.run_results), build_index=False)
     log.info(
         "GX: setup %.1fs, pass 1 %.1fs, pass 2 %.1fs, Data Docs %.1fs",
         screened_at - started,
@@ -293,8 +296,13 @@ def validate(
     ``relation`` maps a model name to the table to check (default: the published one), so a
     write-audit-publish run validates its build schemas; ``refs`` maps the ``{{ ref() }}`` of suites
     (default: ``relation``): the whole model as the run sees it, where ``relation`` may be an incremental
-    model's delta. ``variables`` are rendered into the suites (see suites.resolve_refs).
+    model's delta. ``variables`` are rendered into the suites (see suites.resolve_refs). ``gx_dir`` receives
+    this validation's GX results and Data Docs pages (checks/docs_pages.collect reads them): it must be new
+    or empty, so that it holds nothing else.
     """
+    gx_dir = Path(gx_dir)
+    if gx_dir.exists() and any(gx_dir.iterdir()):
+        raise ValueError(f"{gx_dir}: not empty; GX writes one validation's results and Data Docs to a fresh folder")
     started = time.perf_counter()
     relation = relation or (lambda name: models[name].relation)
     # Outside a run (ad-hoc validation, tests) the anomaly checks look at today.
@@ -304,9 +312,5 @@ def validate(
             sqlalchemy_url, models, suites, gx_dir, relation, run_name, build_docs, refs or relation, variables
         )
     summary = summarize(results, relation)
-    summary.update(
-        seconds=round(time.perf_counter() - started, 3),
-        run_name=run_name,
-        data_docs_path=str(paths.data_docs_index(gx_dir)) if build_docs else None,
-    )
+    summary.update(seconds=round(time.perf_counter() - started, 3), run_name=run_name)
     return summary

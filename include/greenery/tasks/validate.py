@@ -2,19 +2,25 @@
 
 Its summary goes to XCom (key ``summary``) and, when a critical check failed, to the audit table; then
 the task fails, named for what failed: the red box in the Airflow UI says which checks and what to do,
-and ``publish`` does not run. Re-running it alone is refused when raw changed since the run's build
-(the tables would mix old and new data): after fixing raw, clear the whole run.
+and ``publish`` does not run. GX writes its results and Data Docs into a temporary folder of this run only,
+and the task stores the pages in the warehouse (``greenery_audit.data_docs``, with the validation's record
+when it writes one): whichever worker ran it, the Data quality view finds them, and no file stays behind.
+Re-running it alone is refused when raw changed since the run's build (the tables would mix old and new
+data): after fixing raw, clear the whole run.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
+import uuid
+from pathlib import Path
 from typing import Any
 
 from psycopg import sql
 
 from greenery import audit, config, docs, links, runtime, wap, warehouse
-from greenery.checks import history, root_causes
+from greenery.checks import docs_pages, history, root_causes
 from greenery.checks import suites as suite_files
 from greenery.materialize import relations
 from greenery.project import models as model_files
@@ -40,9 +46,9 @@ class ChecksFailed(PagedFailure):
     """Critical expectations failed: nothing is published; alert_slack pages on-call with them."""
 
 
-def data_docs_url(index: str | None) -> str | None:
+def data_docs_url(pages: int) -> str | None:
     """The Data Docs as the plugin serves them (behind the Airflow login, sandboxed), never a file:// path."""
-    return links.docs_url() if index else None
+    return links.docs_url() if pages else None
 
 
 def quarantined_counts(conn, models, build: wap.Build, names: list[str]) -> dict[str, int]:
@@ -98,16 +104,18 @@ def run(context: Any) -> dict[str, Any]:
         }
         quarantined = quarantined_counts(conn, found, this_run, built)
     settings = config.get()
-    summary = gx.validate(
-        warehouse.sqlalchemy_url(settings.warehouse_conn_id),
-        found,
-        {name: suites[name] for name in built},
-        gx_dir=settings.gx_dir,
-        relation=tables.__getitem__,
-        run_name=context["run_id"],
-        refs=refs.__getitem__,
-        variables={"run_date": sql_literal(interval.day), "published": published.__getitem__},
-    )
+    with tempfile.TemporaryDirectory(prefix="greenery-gx-") as gx_dir:
+        summary = gx.validate(
+            warehouse.sqlalchemy_url(settings.warehouse_conn_id),
+            found,
+            {name: suites[name] for name in built},
+            gx_dir=Path(gx_dir),
+            relation=tables.__getitem__,
+            run_name=context["run_id"],
+            refs=refs.__getitem__,
+            variables={"run_date": sql_literal(interval.day), "published": published.__getitem__},
+        )
+        pages = docs_pages.collect(Path(gx_dir))
     summary["root_causes"] = [
         {**cause, "owner": (docs.owner_of(cause["model"]) or {}).get("name")}
         for cause in root_causes.group(summary["failures"], found)
@@ -121,12 +129,17 @@ def run(context: Any) -> dict[str, Any]:
         failures_total=total_failures,
         quarantined=quarantined,
         log_url=runtime.log_url(context),
-        data_docs_url=data_docs_url(summary.get("data_docs_path")),
+        validation_id=uuid.uuid4().hex,
+        data_docs_pages=len(pages),
+        data_docs_url=data_docs_url(len(pages)),
     )
     with warehouse.connect() as conn:
         history.annotate(conn, summary)
-        if summary["blocking"]:
-            audit.record_validation(conn, summary, published=False)
+        audit.ensure(conn)
+        with conn.transaction():
+            audit.record_data_docs(conn, summary["validation_id"], context["run_id"], pages)
+            if summary["blocking"]:
+                audit.record_validation(conn, summary, published=False)
     log_summary(summary)
     context["ti"].xcom_push(key=SUMMARY_KEY, value=summary)
     if summary["blocking"]:

@@ -6,7 +6,9 @@
 - ``/``             HTML: the latest validation run, one row per table, failing checks, quarantine, history
 - ``/api/latest``   JSON: the latest run and the latest result of every table
 - ``/docs/``        an index of the GX Data Docs' validation pages (GX's own needs scripts)
-- ``/docs/{path}``  the GX Data Docs, sandboxed: they hold raw data values that GX writes unescaped
+- ``/docs/{path}``  the GX Data Docs, sandboxed: they hold raw data values that GX writes unescaped. They are
+  read from the warehouse (``greenery_audit.data_docs``), where the validate task stored them: the API server
+  needs no file of the worker that ran it
 - ``/static/...``   the page's stylesheet and the nav icons
 
 Every response sends a Content-Security-Policy without scripts and ``nosniff``, so a hostile value in
@@ -25,7 +27,7 @@ from starlette.datastructures import MutableHeaders
 
 from greenery import config
 from greenery.ui import data_docs, render
-from greenery.ui.report import HISTORY_LIMIT, UnknownRunError, WarehouseError, read_report
+from greenery.ui.report import HISTORY_LIMIT, UnknownRunError, WarehouseError, reading, report
 
 STATIC_DIR = Path(__file__).parent / "static"
 NO_STORE = {"Cache-Control": "no-store"}
@@ -126,20 +128,23 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
 
     @router.get("/", response_class=HTMLResponse)
     def page(run_id: str | None = None) -> HTMLResponse:
-        docs = data_docs.built()
         try:
-            data = read_report(history_limit, run_id)
+            with reading() as conn:
+                data = _with_docs_pages(conn, report(conn, history_limit, run_id))
+                docs = data_docs.built(conn)
         except UnknownRunError as exc:
             raise HTTPException(404, str(exc)) from None
         except WarehouseError as exc:
-            page = render.render_page(None, error=str(exc), docs=docs)
+            page = render.render_page(None, error=str(exc), docs=False)
             return HTMLResponse(page, status_code=503, headers=PAGE_HEADERS)
-        return HTMLResponse(render.render_page(_with_docs_pages(data), docs=docs), headers=PAGE_HEADERS)
+        return HTMLResponse(render.render_page(data, docs=docs), headers=PAGE_HEADERS)
 
     @router.get("/api/latest")
     def latest(run_id: str | None = None) -> JSONResponse:
         try:
-            data = read_report(history_limit, run_id)
+            with reading() as conn:
+                data = _with_docs_pages(conn, report(conn, history_limit, run_id))
+                docs = data_docs.built(conn)
         except UnknownRunError as exc:
             raise HTTPException(404, str(exc)) from None
         except WarehouseError as exc:
@@ -150,30 +155,36 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
             "dag_id": data["dag_id"],
             "latest_run": data["latest_run"],
             "serving": data["serving"],
-            "tables": _with_docs_pages(data)["tables"],
+            "tables": data["tables"],
             "root_causes": data["root_causes"],
             "task_failures": data["task_failures"],
             "quarantined": data["quarantined"],
-            "data_docs": "docs/index.html" if data_docs.built() else None,
+            "data_docs": "docs/index.html" if docs else None,
         }
         return JSONResponse(body, headers=NO_STORE)
 
     @router.get("/docs/{path:path}")
     def docs(path: str) -> Response:
-        if not data_docs.built():
-            raise HTTPException(404, "The Data Docs have not been built yet (the validate task builds them).")
-        found = data_docs.docs_file(path)
-        if found is None:
-            raise HTTPException(404, "Not found")
-        if found == data_docs.docs_root().resolve() / "index.html":
+        try:
+            with reading() as conn:
+                if not data_docs.built(conn):
+                    raise HTTPException(404, "The Data Docs have not been built yet (the validate task builds them).")
+                if path.lstrip("/") in data_docs.INDEX_PATHS:
+                    runs, html = data_docs.validation_runs(conn), None
+                else:
+                    runs, html = None, data_docs.page(conn, path)
+        except WarehouseError as exc:
+            return JSONResponse(
+                {"error": "warehouse_unavailable", "detail": str(exc)}, status_code=503, headers=NO_STORE
+            )
+        if runs is not None:
             # GX's index lists the runs only with scripts, which the sandbox blocks: list them ourselves.
             up = "../" * (data_docs.depth(path) - 1)  # to the Docs root from where this URL is
-            page = render.render_docs_index(data_docs.validation_runs(), app_root=f"../{up}", docs_root=up)
+            page = render.render_docs_index(runs, app_root=f"../{up}", docs_root=up)
             return HTMLResponse(page, headers=DOCS_HEADERS)
-        if found.suffix.lower() in (".html", ".htm"):
-            html = found.read_text(encoding="utf-8", errors="replace")
-            return HTMLResponse(render.with_docs_style(html), headers=DOCS_HEADERS)
-        return FileResponse(found, headers=DOCS_HEADERS)
+        if html is None:
+            raise HTTPException(404, "Not found")
+        return HTMLResponse(render.with_docs_style(html), headers=DOCS_HEADERS)
 
     # The nav icons and the stylesheet carry no data; the UI loads the icons before any login.
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -188,9 +199,10 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
     return app
 
 
-def _with_docs_pages(data: dict) -> dict:
+def _with_docs_pages(conn, data: dict) -> dict:
     """Each table's link to its validation page in the Data Docs (``docs/...``), or None."""
+    pages = data_docs.pages_of(conn, [(t.get("suite"), t.get("run_id")) for t in data["tables"]])
     for table in data["tables"]:
-        page = data_docs.page_of(table.get("suite"), table.get("run_id"))
+        page = pages.get((table.get("suite"), table.get("run_id")))
         table["data_docs"] = f"docs/{page}" if page else None
     return data

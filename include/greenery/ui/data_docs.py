@@ -1,23 +1,27 @@
-"""The GX Data Docs folder as the view serves it: which file a URL names, and which pages it holds.
+"""The GX Data Docs as the view serves them, read from the warehouse: which page a URL names, which runs exist.
+
+The validate task stores each validation's pages in ``greenery_audit.data_docs`` (see
+:mod:`greenery.checks.docs_pages`): the api-server needs no file of the worker that ran it. A page's URL below
+the Docs root is its stored ``path``, ``validations/<suite>/<run name>/<run time>/<batch>.html``; the URL is
+matched exactly, so no ``..``, symlink or absolute path can name anything else.
 
 GX writes raw data values (unexpected values, sample rows) into its pages without escaping them, and its
-own index lists the results only with JavaScript (from CDNs). The app serves these files sandboxed and
-without scripts (see :mod:`greenery.ui.app`), so it lists the validation pages itself, from the folder:
-``validations/<suite>/<run name>/<run time>/<batch>.html``, one page per suite and validation run.
+own index lists the results only with JavaScript (from CDNs). The app serves the pages sandboxed and
+without scripts (see :mod:`greenery.ui.app`), and lists the validation runs itself.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote
 
-from greenery import config
-from greenery.checks.paths import data_docs_index
+from psycopg import sql
 
-VALIDATIONS = "validations"
+from greenery import audit
+
 INDEX_RUNS = 30
+INDEX_PATHS = ("", "index.html")
 
 
 @dataclass(frozen=True)
@@ -29,77 +33,72 @@ class ValidationRun:
     pages: tuple[tuple[str, str], ...]  # (suite, href relative to the Data Docs root, percent-encoded)
 
 
-def docs_root() -> Path:
-    return data_docs_index(config.get().gx_dir).parent
+def _table() -> sql.Identifier:
+    return audit.table("data_docs")
 
 
-def built() -> bool:
-    return (docs_root() / "index.html").is_file()
+def href(path: str) -> str:
+    """A stored path as a link: run names hold ':' and '+', and may hold '#', '?' or '%'; each segment whole."""
+    return "/".join(quote(segment, safe="") for segment in path.split("/"))
 
 
-def docs_file(path: str) -> Path | None:
-    """The file under the Data Docs folder that ``path`` names, or None (missing, or outside the folder)."""
-    root = docs_root()
-    if "\x00" in path or not root.is_dir():
+def built(conn) -> bool:
+    """Whether any validation stored its pages yet."""
+    return (
+        audit.exists(conn, "data_docs")
+        and conn.execute(sql.SQL("select exists (select from {})").format(_table())).fetchone()[0]
+    )
+
+
+def page(conn, path: str) -> str | None:
+    """The page stored at exactly ``path`` (an URL path below the Docs root, percent-decoded), or None.
+
+    Exactly: ``docs//validations/...`` names no page, so each page has one URL (links relative to it work).
+    """
+    if not path or "\x00" in path or not audit.exists(conn, "data_docs"):
         return None
-    root = root.resolve()
-    try:
-        target = (root / path.lstrip("/")).resolve()
-        if target.is_dir():
-            target = (target / "index.html").resolve()
-    except (OSError, RuntimeError, ValueError):
-        return None
-    # `..`, an absolute path or a symlink leading out of the folder all end up outside it.
-    return target if target.is_relative_to(root) and target.is_file() else None
+    row = conn.execute(sql.SQL("select page from {} where path = %s").format(_table()), (path,)).fetchone()
+    return row[0] if row else None
 
 
-def _href(*segments: str) -> str:
-    # Run names hold ':' and '+', and may hold '#', '?' or '%': each segment is encoded whole.
-    return "/".join(quote(s, safe="") for s in (VALIDATIONS, *segments))
-
-
-def _subdirs(folder: Path) -> list[os.DirEntry]:
-    try:
-        return [e for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
-    except OSError:
+def validation_runs(conn, limit: int = INDEX_RUNS) -> list[ValidationRun]:
+    """The ``limit`` newest validations in the Data Docs, newest first, each with its suites' pages by name."""
+    if not audit.exists(conn, "data_docs"):
         return []
+    rows = conn.execute(
+        sql.SQL(
+            "with newest as (select validation_id, max(stored_at) as at from {t} group by validation_id"
+            " order by at desc limit %s)"
+            " select d.validation_id, d.run_id, d.run_time, d.suite, d.path from {t} d"
+            " join newest n using (validation_id) order by n.at desc, d.validation_id, d.suite, d.path"
+        ).format(t=_table()),
+        (limit,),
+    ).fetchall()
+    runs: dict[str, tuple[str, str, list[tuple[str, str]]]] = {}
+    for validation_id, run_id, run_time, suite, path in rows:
+        runs.setdefault(validation_id, (run_id, run_time, []))[2].append((suite, href(path)))
+    return [ValidationRun(run_id, run_time, tuple(pages)) for run_id, run_time, pages in runs.values()]
 
 
-def _pages_in(folder: Path) -> list[str]:
-    try:
-        return sorted(e.name for e in os.scandir(folder) if e.name.endswith(".html") and e.is_file())
-    except OSError:
-        return []
+def pages_of(conn, wanted: Iterable[tuple[str | None, str | None]]) -> dict[tuple[str, str], str]:
+    """The newest page of each (suite, run id) in ``wanted`` that has one, as an href below the Docs root."""
+    pairs = sorted({(s, r) for s, r in wanted if isinstance(s, str) and isinstance(r, str)})
+    if not pairs or not audit.exists(conn, "data_docs"):
+        return {}
+    rows = conn.execute(
+        sql.SQL(
+            "select distinct on (d.suite, d.run_id) d.suite, d.run_id, d.path from {} d"
+            " join unnest(%s::text[], %s::text[]) as w(suite, run_id) using (suite, run_id)"
+            " order by d.suite, d.run_id, d.stored_at desc, d.path"
+        ).format(_table()),
+        ([s for s, _ in pairs], [r for _, r in pairs]),
+    ).fetchall()
+    return {(suite, run_id): href(path) for suite, run_id, path in rows}
 
 
-def _plain_name(name: str | None) -> bool:
-    """A single folder name (suite and run names come from the warehouse: never a path)."""
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\x00" not in name
-
-
-def validation_runs(limit: int = INDEX_RUNS) -> list[ValidationRun]:
-    """The ``limit`` newest validation runs in the Data Docs, newest first, each with its suites by name."""
-    pages: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for suite in _subdirs(docs_root() / VALIDATIONS):
-        for run in _subdirs(Path(suite.path)):
-            for at in _subdirs(Path(run.path)):
-                for page in _pages_in(Path(at.path)):
-                    href = _href(suite.name, run.name, at.name, page)
-                    pages.setdefault((at.name, run.name), []).append((suite.name, href))
-    newest = sorted(pages, reverse=True)[:limit]
-    return [ValidationRun(run, at, tuple(sorted(pages[(at, run)]))) for at, run in newest]
-
-
-def page_of(suite: str | None, run_name: str | None) -> str | None:
+def page_of(conn, suite: str | None, run_name: str | None) -> str | None:
     """The newest page of ``suite`` in the run named ``run_name`` (a DAG run id), relative to the Docs root."""
-    if not (_plain_name(suite) and _plain_name(run_name)):
-        return None
-    times = sorted((e.name for e in _subdirs(docs_root() / VALIDATIONS / suite / run_name)), reverse=True)
-    for at in times:
-        pages = _pages_in(docs_root() / VALIDATIONS / suite / run_name / at)
-        if pages:
-            return _href(suite, run_name, at, pages[0])
-    return None
+    return pages_of(conn, [(suite, run_name)]).get((suite, run_name))
 
 
 def depth(path: str) -> int:

@@ -8,9 +8,11 @@ last checked them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -227,14 +229,18 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     }
 
 
-def read_report(history_limit: int = HISTORY_LIMIT, run_id: str | None = None) -> dict[str, Any]:
-    """:func:`report` through the Airflow connection; raises :class:`WarehouseError` with a readable reason."""
+@contextlib.contextmanager
+def reading() -> Iterator[Any]:
+    """A read-only transaction on the warehouse, through the Airflow connection, with a statement timeout.
+
+    Raises :class:`WarehouseError` with a readable reason when the warehouse cannot be reached or read.
+    """
     try:
         with warehouse.connect() as conn:
             conn.read_only = True
             with conn.transaction():
                 conn.execute(sql.SQL("set local statement_timeout = {}").format(sql.Literal(STATEMENT_TIMEOUT_MS)))
-                return report(conn, history_limit, run_id)
+                yield conn
     except warehouse.WarehouseUnavailableError as exc:
         raise WarehouseError(str(exc)) from exc
     except psycopg.OperationalError as exc:
@@ -242,3 +248,9 @@ def read_report(history_limit: int = HISTORY_LIMIT, run_id: str | None = None) -
     except psycopg.Error as exc:
         log.exception("reading the validation results failed")
         raise WarehouseError(f"reading the validation results failed: {type(exc).__name__}: {exc}".strip()) from exc
+
+
+def read_report(history_limit: int = HISTORY_LIMIT, run_id: str | None = None) -> dict[str, Any]:
+    """:func:`report` through the Airflow connection; raises :class:`WarehouseError` with a readable reason."""
+    with reading() as conn:
+        return report(conn, history_limit, run_id)

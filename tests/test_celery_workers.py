@@ -1,0 +1,197 @@
+"""The DAG through the CeleryExecutor, without Docker: a real Redis (Debian's ``redis-server``) on loopback,
+the api-server, scheduler and dag-processor, and two ``airflow celery worker`` processes, each with its own
+AIRFLOW_HOME and working directory (they share the configuration, the metadata database and the warehouse,
+and no file). A run on the real Greenery data completes with task instances on both workers, and the Data
+quality view of the api-server shows the Data Docs the validate task stored from its worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+from greenery import warehouse
+from greenery.dev import local_ui
+from greenery.sources import load as raw
+
+pytestmark = [pytest.mark.db, pytest.mark.integration]
+
+DAG_ID = local_ui.DAG_ID
+DAY = "2021-02-12"
+RUN_TIMEOUT = 600
+REDIS = shutil.which("redis-server")
+WORKERS = ("worker-a", "worker-b")
+# Both workers run on this machine: each reports its own name as the task instances' hostname.
+HOSTNAME_MODULE = "import os\n\n\ndef name():\n    return os.environ['CELERY_TEST_WORKER_NAME']\n"
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    if REDIS is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+    port = local_ui.free_port()
+    server = subprocess.Popen(
+        [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while local_ui.port_in_use(port) is False:
+        assert server.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.1)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def _sqlalchemy(url: str) -> str:
+    return "postgresql+psycopg2://" + url.split("://", 1)[1]
+
+
+@pytest.fixture
+def celery_stack(request, pg_admin_url, warehouse_url, real_greenery, redis_url, tmp_path):
+    """The stack, running; ``request.param`` (indirect parametrization) adds settings."""
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        raw.load_dir(conn, real_greenery)
+    meta = warehouse.create_database(pg_admin_url, f"airflow_meta_{tmp_path.name}"[:60])
+    base = {
+        **os.environ,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _sqlalchemy(meta),
+        "AIRFLOW__CELERY__BROKER_URL": redis_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + _sqlalchemy(meta),
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        **getattr(request, "param", {}),
+    }
+    ui = local_ui.start(tmp_path / "airflow", port=local_ui.free_port(), components=("api-server",), env=base)
+    ui.env["AIRFLOW__CORE__EXECUTOR"] = "CeleryExecutor"
+    airflow = local_ui._airflow_executable()
+    for name in ("scheduler", "dag-processor"):
+        ui.processes[name] = subprocess.Popen(
+            [airflow, name], env=ui.env, cwd=ui.home, stdout=(ui.log_dir / f"{name}.log").open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    for name in WORKERS:
+        home = tmp_path / name
+        (home / "lib").mkdir(parents=True)
+        (home / "lib" / "celery_test_host.py").write_text(HOSTNAME_MODULE)
+        env = {
+            **ui.env,
+            "AIRFLOW_HOME": str(home),
+            "CELERY_TEST_WORKER_NAME": name,
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "celery_test_host.name",
+            "PYTHONPATH": f"{home / 'lib'}:{ui.env['PYTHONPATH']}",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(local_ui.free_port()),
+        }
+        ui.processes[name] = subprocess.Popen(
+            [airflow, "celery", "worker", "-H", f"{name}@127.0.0.1", "-q", "default"],
+            env=env, cwd=home, stdout=(ui.log_dir / f"{name}.log").open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    yield ui
+    ui.stop()
+
+
+def trigger(ui) -> str:
+    ui.wait_ready(timeout=180)
+    ui.wait_for_dag(DAG_ID, timeout=240)
+    status, body = ui.request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+    assert status == 200, body
+    status, run = ui.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": f"{DAY}T00:00:00Z"})
+    assert status == 200, run
+    return run["dag_run_id"]
+
+
+def task_instances(ui, run_id: str) -> list[dict]:
+    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
+    assert status == 200, body
+    return body["task_instances"]
+
+
+def wait_finished(ui, run_id: str, started: float) -> str:
+    while True:
+        _, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+        if body["state"] in ("success", "failed"):
+            return body["state"]
+        assert time.monotonic() - started < RUN_TIMEOUT, ui.diagnostics(30)
+        time.sleep(2)
+
+
+def test_a_run_completes_on_two_celery_workers_and_the_view_shows_its_docs(celery_stack):
+    ui = celery_stack
+    run_id, started = trigger(ui), time.monotonic()
+    state = wait_finished(ui, run_id, started)
+    rows = [(ti["task_id"], ti["state"], ti["hostname"], ti["queue"]) for ti in task_instances(ui, run_id)]
+    print(f"run {run_id}: {state} in {time.monotonic() - started:.0f}s")
+    for row in rows:
+        print(*row)
+    assert state == "success", (rows, ui.diagnostics(30))
+    hosts = {host for _, state, host, _ in rows if state == "success"}
+    assert hosts == set(WORKERS), rows
+    # The api-server's view finds the Data Docs the validate task stored on whichever worker ran it.
+    [(validated_on,)] = [(h,) for t, _, h, _ in rows if t == "validate"]
+    status, latest = ui.request("GET", "/data-quality/api/latest")
+    assert status == 200 and latest["latest_run"]["run_id"] == run_id, latest
+    links = [t["data_docs"] for t in latest["tables"]]
+    assert links and all(links), latest["tables"]
+    status, page = ui.request("GET", f"/data-quality/{links[0]}")
+    assert status == 200 and "Expectation Validation Result" in page, (links[0], status)
+    assert not list(Path(ui.home).rglob("*.html")), "no Data Docs file on the api-server's side"
+    print(f"validate ran on {validated_on}; view lists {len(links)} Data Docs pages; {urlsplit(ui.url).netloc}")
+
+
+KILL_SETTINGS = {
+    # A killed worker's task stops heartbeating: the scheduler fails it after this, and it is retried soon.
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    "GREENERY_RETRY_DELAY_SECONDS": "3",
+}
+
+
+@pytest.mark.parametrize("celery_stack", [KILL_SETTINGS], indirect=True)
+def test_a_worker_killed_during_a_model_task_leaves_the_marts_of_a_local_executor_run(
+    celery_stack, airflow_dag, pg_admin_url, real_greenery, warehouse_url, monkeypatch
+):
+    from helpers import table_hash
+
+    from greenery.dev import local_airflow
+    from greenery.project import models
+
+    marts = sorted(m.relation for m in models.discover().values() if m.relation.startswith("marts."))
+    # The reference: the same day with the LocalExecutor's way (dag.test, in this process), another database.
+    reference = warehouse.create_database(pg_admin_url, f"celery_reference_{os.getpid()}")
+    with psycopg.connect(reference, autocommit=True) as conn:
+        raw.load_dir(conn, real_greenery)
+    with monkeypatch.context() as env:
+        env.setenv(warehouse.conn_env_var(), warehouse.connection_json(reference))
+        assert local_airflow.run_day(dt.date.fromisoformat(DAY), dag=airflow_dag).state == "success"
+    with psycopg.connect(reference) as conn:
+        expected = {t: table_hash(conn, t) for t in marts}
+
+    ui = celery_stack
+    run_id, started = trigger(ui), time.monotonic()
+    model_tasks = set(models.discover())
+    while True:  # the first model task seen running: kill its worker, the process group (its task too)
+        running = [ti for ti in task_instances(ui, run_id) if ti["state"] == "running" and ti["task_id"] in model_tasks]
+        if running and running[0]["hostname"] in WORKERS:
+            victim, killed = running[0]["hostname"], running[0]["task_id"]
+            break
+        assert time.monotonic() - started < RUN_TIMEOUT, ui.diagnostics(30)
+        time.sleep(0.3)
+    ui._signal(victim, signal.SIGKILL)
+    state = wait_finished(ui, run_id, started)
+    rows = {ti["task_id"]: ti for ti in task_instances(ui, run_id)}
+    print(f"killed {victim} during {killed}; run {state} in {time.monotonic() - started:.0f}s")
+    survivor = next(w for w in WORKERS if w != victim)
+    assert state == "success", ({k: (v["state"], v["hostname"], v["try_number"]) for k, v in rows.items()},)
+    assert rows[killed]["try_number"] >= 2 and rows[killed]["hostname"] == survivor, rows[killed]
+    with psycopg.connect(warehouse_url) as conn:
+        assert {t: table_hash(conn, t) for t in marts} == expected

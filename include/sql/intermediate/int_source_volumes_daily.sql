@@ -3,7 +3,7 @@
     unique_key=['source_table', 'day'],
     incremental_column='day',
     lookback_days=3,
-    indexes=['day'],
+    indexes=[['source_table', 'day'], 'day'],
 ) }}
 
 -- Rows created per UTC day in the raw tables that have a creation time, with the newest of them: the

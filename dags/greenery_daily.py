@@ -49,6 +49,9 @@ warnings and quarantined rows page too, but the marts are published and the run 
 - Red `publish`: a view on a mart, or a build that lost a table; its log says which. Clear the run.
 - Red `alert_slack`: Slack refused or was unreachable after retries; its log has the HTTP status. The
   checks are in the *Data quality* view.
+- Red `state_of_the_data`: the stakeholders' digest (Slack note, chart, email) did not all go out; its
+  message names each part and the reason (e.g. the SMTP server refused the login). The marts are
+  published. Fix the connection, then clear the task: it sends only the parts that did not go out.
 - Events older than the lookback changed in raw, or a model's logic changed: trigger the DAG with the
   Param `full_refresh` ticked.
 - Backfill: `airflow backfill create --dag-id greenery_daily --from-date 2021-02-10 --to-date 2021-02-12`;
@@ -165,10 +168,10 @@ with DAG(
 
     @task(task_id="state_of_the_data")
     def state_of_the_data(**context) -> None:
-        """After a publish: the stakeholders' daily note (off unless GREENERY_SUMMARY_CONN_ID is set)."""
-        from greenery.tasks import notify
+        """After a publish: the stakeholders' digest in Slack and/or by email with a 28-day chart (off by default)."""
+        from greenery.tasks import digest
 
-        notify.send_state_of_the_data(context)
+        digest.send(context)
 
     summary = validate()
     first = check_source_freshness() >> prepare_build()

@@ -9,7 +9,9 @@ A pytest plugin (tests/conftest.py registers it), so every test module has its f
 - Incoming Webhooks: ``POST <url>/services/...`` answers 200 ``ok`` (``webhook_url``; ``webhook_conn_json()``
   is the AIRFLOW_CONN_* value of a connection to it).
 - Web API: ``POST <url>/api/<method>`` answers ``{"ok": true, ...}``; ``chat.postMessage`` echoes the
-  channel with ``ts`` "1.1" (``api_base_url``, ``api_conn_json()``).
+  channel with ``ts`` "1.1" (``api_base_url``, ``api_conn_json()``). File uploads as ``files_upload_v2``
+  makes them: ``files.getUploadURLExternal`` hands out ``<url>/upload/v1/<file id>``, where the bytes are
+  POSTed (``uploads()``), and ``files.completeUploadExternal`` shares them.
 - ``respond(500)``, ``respond(429, headers={"Retry-After": "1"})``, ``respond(200, {"ok": False, ...})``:
   queue the next answers (FIFO); the default answers apply when the queue is empty.
 - ``respond(drop=True)``: hang up without answering (a flaky network, as the client sees it).
@@ -37,6 +39,8 @@ import pytest
 WEBHOOK_SECRET = "XsEcReTwEbHoOkToKeN42"  # noqa: S105 (fake)
 WEBHOOK_PATH = f"/services/T0FAKE00/B0FAKE00/{WEBHOOK_SECRET}"
 API_TOKEN = "xoxb-0000-1111-fAkEtOkEnSeCrEt"  # noqa: S105 (fake)
+UPLOAD_PATH = "/upload/v1/"
+FILE_ID = "F0FAKE0001"
 
 _WEBHOOK_ERRORS = {
     400: "invalid_payload",
@@ -152,6 +156,10 @@ class FakeSlack:
     def webhook_posts(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.startswith("/services/")]
 
+    def uploads(self) -> list[Recorded]:
+        """The file contents POSTed to the upload URLs that files.getUploadURLExternal handed out."""
+        return [r for r in self.requests if r.path.startswith(UPLOAD_PATH)]
+
     def api_calls(self, method: str | None = None) -> list[Recorded]:
         return [r for r in self.requests if r.api_method and (method is None or r.api_method == method)]
 
@@ -187,14 +195,18 @@ class FakeSlack:
                 response.body = "ok" if response.status == 200 else _WEBHOOK_ERRORS.get(response.status, "error")
         return response
 
-    @staticmethod
-    def _default_api_body(path: str, body: Any, status: int) -> dict:
+    def _default_api_body(self, path: str, body: Any, status: int) -> dict:
         if status != 200:
             return {"ok": False, "error": _WEBHOOK_ERRORS.get(status, "error")}
         method = path.split("?")[0].removeprefix("/api/")
         if method == "chat.postMessage":
             channel = body.get("channel") if isinstance(body, dict) else None
             return {"ok": True, "channel": channel, "ts": "1.1", "message": {"text": (body or {}).get("text")}}
+        if method == "files.getUploadURLExternal":
+            return {"ok": True, "upload_url": f"{self.url}{UPLOAD_PATH}{FILE_ID}", "file_id": FILE_ID}
+        if method == "files.completeUploadExternal":
+            files = json.loads(body.get("files") or "[]") if isinstance(body, dict) else []
+            return {"ok": True, "files": [{"id": f.get("id"), "title": f.get("title")} for f in files]}
         return {"ok": True}
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:

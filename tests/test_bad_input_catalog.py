@@ -119,7 +119,7 @@ def test_quarantined_rows_stay_out_of_the_marts(case, airflow_dag, published, sl
         relation, column, key = gone
         assert conn.execute(f"select count(*) from {relation} where {column} = %s", (key,)).fetchone()[0] == 0
     for m in MODELS.values():
-        assert duplicate_keys(conn, m.relation, m.unique_key) == 0, m.relation
+        assert duplicate_keys(conn, m.relation, m.table_key) == 0, m.relation
     for relation in MARTS:
         for column, data_type in conn.execute(
             "select column_name, data_type from information_schema.columns"

@@ -66,7 +66,7 @@ def test_every_model_task_ran_and_every_primary_key_is_unique(real_run):
     assert all(states[name] == "success" for name in found), states
     for m in found.values():
         assert conn.execute(f"select count(*) from {m.relation}").fetchone()[0] > 0, m.relation
-        assert duplicate_keys(conn, m.relation, m.unique_key) == 0, m.relation
+        assert duplicate_keys(conn, m.relation, m.table_key) == 0, m.relation
 
 
 def test_daily_product_partitions_match_the_raw_events(real_run, real_greenery):

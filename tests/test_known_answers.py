@@ -144,7 +144,7 @@ def test_metrics_daily_as_of_the_run_day(built):
 
 def test_primary_keys_are_unique(built):
     for m in models.discover().values():
-        assert duplicate_keys(built, m.relation, m.unique_key) == 0, m.name
+        assert duplicate_keys(built, m.relation, m.table_key) == 0, m.name
 
 
 def test_rerunning_days_in_any_order_gives_the_same_tables(built, warehouse_url):

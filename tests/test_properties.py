@@ -161,7 +161,7 @@ def oracle(conn) -> list[str]:
     """Critical rules checked in plain SQL, independently of the suites. Returns what is broken."""
     broken = []
     for m in MODELS.values():
-        key = m.unique_key
+        key = m.table_key
         cols = ", ".join(key)
         nulls = " or ".join(f"{k} is null" for k in key)
         bad = conn.execute(

@@ -261,7 +261,7 @@ def test_a_bad_row_is_quarantined_with_its_rule_and_kept_out_of_the_published_ta
         relation, column, key = gone
         assert conn.execute(f"select count(*) from {relation} where {column} = %s", (key,)).fetchone()[0] == 0
     for m in MODELS.values():
-        assert duplicate_keys(conn, m.relation, m.unique_key) == 0, m.relation
+        assert duplicate_keys(conn, m.relation, m.table_key) == 0, m.relation
     assert non_finite_values(conn) == {}
 
 

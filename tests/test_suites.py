@@ -89,7 +89,7 @@ def test_every_model_has_exactly_one_suite_file():
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_suite_checks_the_full_primary_key(name):
-    key = MODELS[name].unique_key
+    key = MODELS[name].table_key
     assert key, f"{name} declares no config(unique_key=...)"
     exps = SUITES[name].expectations
 

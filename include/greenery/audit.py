@@ -5,7 +5,9 @@
 - ``publish_log``: every publish (run, day, tables);
 - ``validation_runs``: every run's validation summary (the Data quality view and on-call read it);
 - ``task_failures``: every task failure with its error (the CLI and the Data quality view say why a run failed);
-- ``alerts_sent``: what each data-check alert reported, so an unchanged warning is not sent again too soon.
+- ``alerts_sent``: what each data-check alert reported, so an unchanged warning is not sent again too soon;
+- ``digests_sent``: each part of the stakeholder digest (Slack note, its chart, email) that went out for a
+  run's publish, so a retry of the task sends only what failed.
 
 Rows are never deleted: they are the history of what was built, checked and published.
 """
@@ -27,7 +29,8 @@ _TABLES = {
         " created_at timestamptz not null, touched_at timestamptz not null, state text not null,"
         " raw_fingerprint jsonb"
     ),
-    "build_models": "key text not null, model text not null, built_at timestamptz not null, primary key (key, model)",
+    "build_models": "key text not null, model text not null, built_at timestamptz not null, info jsonb,"
+    " primary key (key, model)",
     "publish_log": "run_id text not null, logical_date date not null, published_at timestamptz not null,"
     " tables text[] not null",
     "validation_runs": "run_id text not null, logical_date date not null, validated_at timestamptz not null,"
@@ -35,6 +38,8 @@ _TABLES = {
     "task_failures": "run_id text not null, task_id text not null, logical_date date not null,"
     " failed_at timestamptz not null, error text not null",
     "alerts_sent": "run_id text not null, sent_at timestamptz not null, signatures jsonb not null",
+    "digests_sent": "run_id text not null, part text not null, published_at timestamptz not null,"
+    " sent_at timestamptz not null, detail jsonb not null",
 }
 
 
@@ -126,3 +131,45 @@ def recent_alert_signatures(conn, window: dt.timedelta) -> set[str]:
         sql.SQL("select signatures from {} where sent_at > now() - %s").format(table("alerts_sent")), (window,)
     ).fetchall()
     return {s for (signatures,) in rows for s in signatures}
+
+
+def last_publish_of(conn, relation: str) -> dt.date | None:
+    """The day of the latest run that published ``relation``."""
+    if not exists(conn, "publish_log"):
+        return None
+    return conn.execute(
+        sql.SQL("select max(logical_date) from {} where %s = any(tables)").format(table("publish_log")), (relation,)
+    ).fetchone()[0]
+
+
+def run_published_at(conn, run_id: str) -> dt.datetime | None:
+    """When the run last published, or None when it never did."""
+    if not exists(conn, "publish_log"):
+        return None
+    return conn.execute(
+        sql.SQL("select max(published_at) from {} where run_id = %s").format(table("publish_log")), (run_id,)
+    ).fetchone()[0]
+
+
+def record_digest(conn, run_id: str, part: str, published_at: dt.datetime, detail: dict) -> None:
+    """One part of the digest about the run's publish at ``published_at`` went out (see tasks.digest)."""
+    ensure(conn)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("insert into {} values (%s, %s, %s, now(), %s)").format(table("digests_sent")),
+            (run_id, part, published_at, Jsonb(detail)),
+        )
+
+
+def digests_sent(conn, run_id: str, published_at: dt.datetime) -> dict[str, dict]:
+    """The parts of the digest about the run's publish at ``published_at`` that went out, with what their
+    sending returned."""
+    if not exists(conn, "digests_sent"):
+        return {}
+    rows = conn.execute(
+        sql.SQL("select part, detail from {} where run_id = %s and published_at = %s order by sent_at").format(
+            table("digests_sent")
+        ),
+        (run_id, published_at),
+    ).fetchall()
+    return dict(rows)

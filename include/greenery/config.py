@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 DAG_ID = "greenery_daily"
-# The layers are also the schemas readers use; their order is the build order.
-LAYERS = ("staging", "intermediate", "marts")
+# The layers are also the schemas readers use; their order is the build order. snapshots keep history.
+LAYERS = ("staging", "snapshots", "intermediate", "marts")
 INCLUDE_DIR = Path(__file__).resolve().parent.parent
 PROJECT_DIR = INCLUDE_DIR.parent
 
@@ -46,6 +47,10 @@ class Settings:
     alert_suppress: dt.timedelta
     summary_conn_id: str | None
     summary_channel: str | None
+    # The stakeholders' digest by email, off unless a connection is named: an Airflow SMTP connection (its
+    # extra ``from_email`` is the sender) and the recipients.
+    digest_email_conn_id: str | None
+    digest_email_to: tuple[str, ...]
     retries: int
     retry_delay: dt.timedelta
     task_timeout: dt.timedelta
@@ -83,6 +88,12 @@ def _date(env: Mapping[str, str], name: str, default: str) -> dt.date:
         raise SettingError(f"{name}={text!r}: expected a date YYYY-MM-DD") from None
 
 
+def _addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A list of addresses separated by commas or semicolons (checked where they are used: a typo here must
+    not stop the DAG from loading; the task that mails them fails and says which one is wrong)."""
+    return tuple(a.strip() for a in re.split(r"[,;]", env.get(name) or "") if a.strip())
+
+
 def get(env: Mapping[str, str] | None = None) -> Settings:
     """The settings from ``env`` (default: this process's environment)."""
     env = os.environ if env is None else env
@@ -103,6 +114,8 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
         alert_suppress=dt.timedelta(hours=_number(env, "GREENERY_ALERT_SUPPRESS_HOURS", "24")),
         summary_conn_id=_text(env, "GREENERY_SUMMARY_CONN_ID", None),
         summary_channel=_text(env, "GREENERY_SUMMARY_CHANNEL", None),
+        digest_email_conn_id=_text(env, "GREENERY_DIGEST_EMAIL_CONN_ID", None),
+        digest_email_to=_addresses(env, "GREENERY_DIGEST_EMAIL_TO"),
         retries=_number(env, "GREENERY_RETRIES", "2", int),
         retry_delay=dt.timedelta(seconds=_number(env, "GREENERY_RETRY_DELAY_SECONDS", "60")),
         task_timeout=dt.timedelta(minutes=_number(env, "GREENERY_TASK_TIMEOUT_MINUTES", "60")),

@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from greenery import audit, config, docs, locks
-from greenery.materialize import incremental, relations
+from greenery.materialize import incremental, relations, snapshot
 from greenery.materialize.build import BuildResult, build_model
 from greenery.materialize.relations import ident
 from greenery.project.models import Model
@@ -107,14 +107,17 @@ def raw_fingerprint(conn, build: Build) -> dict | None:
     return row[0] if row else None
 
 
-def record_built(conn, build: Build, model: str) -> None:
-    """List ``model`` as built by this run and not yet published (in the build's own transaction)."""
+def record_built(conn, build: Build, model: str, info: dict | None = None) -> None:
+    """List ``model`` as built by this run and not yet published (in the build's own transaction).
+
+    ``info`` is what publish must check first (a snapshot: the published step it was built on).
+    """
     conn.execute(
         sql.SQL(
-            "insert into {} (key, model, built_at) values (%s, %s, now())"
-            " on conflict (key, model) do update set built_at = now()"
+            "insert into {} (key, model, built_at, info) values (%s, %s, now(), %s)"
+            " on conflict (key, model) do update set built_at = now(), info = excluded.info"
         ).format(audit.table("build_models")),
-        (build.key, model),
+        (build.key, model, Jsonb(info)),
     )
     conn.execute(
         sql.SQL("update {} set touched_at = now(), state = 'building' where key = %s").format(audit.table("builds")),
@@ -150,7 +153,7 @@ def build_models(
                     run_time=clock,
                 )
             )
-            record_built(conn, build, name)
+            record_built(conn, build, name, results[-1].info)
     return results
 
 
@@ -214,6 +217,7 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
                 f"run {build.run_id!r} built {', '.join(lost)} but {build.key}__* no longer holds them; nothing was"
                 " published. Clear the whole run to rebuild."
             )
+        _check_snapshots(conn, models, build, names)
         for name in names:
             _publish_model(conn, models[name], build)
             published.append(models[name].relation)
@@ -234,6 +238,27 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
         len(dropped),
     )
     return published
+
+
+def _check_snapshots(conn, models: Mapping[str, Model], build: Build, names: list[str]) -> None:
+    """A snapshot built on a step that is no longer the published one would drop another run's step."""
+    for name in names:
+        model = models[name]
+        if model.materialized != "snapshot":
+            continue
+        info = (
+            conn.execute(
+                sql.SQL("select info from {} where key = %s and model = %s").format(audit.table("build_models")),
+                (build.key, name),
+            ).fetchone()[0]
+            or {}
+        )
+        now = snapshot.latest_step(conn, model.relation)
+        if (now.isoformat() if now else None) != info.get("snapshot_seen"):
+            raise PublishError(
+                f"{model.relation} moved on to the step of {now} since run {build.run_id!r} built it on"
+                f" {info.get('snapshot_seen')}; nothing was published. Clear the whole run to build it again."
+            )
 
 
 def _publish_model(conn, model: Model, build: Build) -> None:

@@ -8,6 +8,13 @@
 Every failure to deliver raises :class:`SlackDeliveryError` (HTTP status and a truncated response body in
 the message, never the webhook URL or token). slack_sdk's own retries are switched off: the Airflow task
 owns retries.
+
+Images: a Block Kit image block needs a public URL (``image_url``) or a file uploaded to Slack, and this
+deployment has no public image hosting. :func:`upload_image` shares a PNG in a channel through an API-token
+connection (``files_upload_v2``, scope ``files:write``), as its own message right after the one it belongs
+to. Slack documents that a file uploaded without a channel is visible to the uploader only and that
+upload processing is asynchronous, so pointing an image block (``slack_file``) at a fresh private upload
+is not reliable; sharing the file into the channel is. Webhooks cannot upload at all.
 """
 
 from __future__ import annotations
@@ -77,13 +84,16 @@ def _safe(text: Any, secrets: list[str], limit: int = 500) -> str:
 _PROVIDER_WEBHOOK_ERROR = re.compile(r"Response body: (?P<body>.*), Status Code: (?P<status>\d+)", re.S)
 
 
-def send(payload: Mapping[str, Any], conn_id: str, channel: str | None = None, *, timeout: int | None = None) -> None:
+def send(
+    payload: Mapping[str, Any], conn_id: str, channel: str | None = None, *, timeout: int | None = None
+) -> dict[str, str] | None:
     """Deliver ``payload`` (``{"text", "blocks", ...}``) through the Airflow connection ``conn_id``.
 
     ``slackwebhook`` connections post to their webhook (``channel`` cannot be changed and is ignored with a
     warning); ``slack`` connections call ``chat.postMessage`` on ``channel`` (required). ``timeout``
     (seconds) overrides the connection's ``timeout`` extra / slack_sdk's 30 s default. No client-side
-    retries. Raises SlackDeliveryError on any failure.
+    retries. Raises SlackDeliveryError on any failure. Returns, for an API-token connection, the posted
+    message's ``channel`` (its id) and ``ts``; None for a webhook (it answers "ok" and nothing else).
     """
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
@@ -136,7 +146,9 @@ def send(payload: Mapping[str, Any], conn_id: str, channel: str | None = None, *
         hook = SlackHook(slack_conn_id=conn_id, timeout=timeout, retry_handlers=[])
         extra = {k: v for k, v in body.items() if k not in ("text", "blocks", "channel")}
         try:
-            hook.client.chat_postMessage(channel=channel, text=body.get("text"), blocks=body.get("blocks"), **extra)
+            response = hook.client.chat_postMessage(
+                channel=channel, text=body.get("text"), blocks=body.get("blocks"), **extra
+            )
         except SlackApiError as err:  # HTTP errors and {"ok": false} answers
             status = getattr(err.response, "status_code", None)
             data = getattr(err.response, "data", None)
@@ -151,9 +163,57 @@ def send(payload: Mapping[str, Any], conn_id: str, channel: str | None = None, *
             raise SlackDeliveryError(
                 f"{what} to channel {channel!r}: {type(err).__name__}: {_safe(err, secrets)}", conn_id=conn_id
             ) from None
-        return
+        return {"channel": str(response.get("channel") or channel), "ts": str(response.get("ts") or "")}
 
     raise SlackDeliveryError(
         f"{what}: unsupported conn_type; use {WEBHOOK_CONN_TYPE!r} (Incoming Webhook) or {API_CONN_TYPE!r} (API token)",
         conn_id=conn_id,
     )
+
+
+def conn_type_of(conn_id: str) -> str | None:
+    """The connection's conn_type (lowercase), or None when it is not defined."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return (BaseHook.get_connection(conn_id).conn_type or "").lower()
+    except AirflowNotFoundException:
+        return None
+
+
+def upload_image(
+    png: bytes, conn_id: str, channel: str, *, filename: str, title: str, alt_text: str, comment: str | None = None
+) -> None:
+    """Share ``png`` in ``channel`` (an id, as :func:`send` returns it) through the API-token connection
+    ``conn_id`` with ``files_upload_v2``; ``comment`` is the message shown with it. No client-side retries.
+    Raises SlackDeliveryError on any failure (a missing ``files:write`` scope comes back as ``missing_scope``).
+    """
+    from airflow.providers.slack.hooks.slack import SlackHook
+    from airflow.sdk import BaseHook
+    from slack_sdk.errors import SlackApiError
+
+    conn = BaseHook.get_connection(conn_id)
+    secrets = _connection_secrets(conn)
+    what = f"Slack image {filename!r} not uploaded via connection {conn_id!r} to channel {channel!r}"
+    if (conn.conn_type or "").lower() != API_CONN_TYPE:
+        raise SlackDeliveryError(f"{what}: uploads need an API-token connection ({API_CONN_TYPE!r})", conn_id=conn_id)
+    hook = SlackHook(slack_conn_id=conn_id, retry_handlers=[])
+    try:
+        hook.client.files_upload_v2(
+            channel=channel,
+            file=png,
+            filename=filename,
+            title=title,
+            alt_txt=alt_text[:1000],
+            initial_comment=comment,
+        )
+    except SlackApiError as err:
+        status = getattr(err.response, "status_code", None)
+        data = getattr(err.response, "data", None)
+        resp_body = _safe(json.dumps(data, default=str) if isinstance(data, dict) else data, secrets)
+        raise SlackDeliveryError(
+            f"{what}: HTTP {status}, response body: {resp_body}", conn_id=conn_id, status=status, body=resp_body
+        ) from None
+    except Exception as err:  # the upload URL refused the bytes (SlackRequestError), network errors
+        raise SlackDeliveryError(f"{what}: {type(err).__name__}: {_safe(err, secrets)}", conn_id=conn_id) from None

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from greenery import trend
+from greenery.alerts import chart
 from greenery.alerts.text import (
     MAX_BLOCKS,
     MAX_FALLBACK_TEXT,
@@ -318,8 +320,25 @@ def build_task_failure_alert(
     return {"text": plain(redact(f"{header}: {error}"), MAX_FALLBACK_TEXT), "blocks": blocks}
 
 
+def _trend_text(points: list[trend.Point]) -> str:
+    """The digest chart's series as text sparklines (what a webhook, which cannot carry an image, shows)."""
+    span = f" ({points[0].day:%b %d} to {points[-1].day:%b %d})" if points else ""
+    lines = [f"*Last {len(points)} days*{span}"]
+    for s in chart.series_of(points):
+        said = chart.note(s, [p.day for p in points])
+        lines.append(
+            f"`{chart.sparkline(s.values)}` {s.label}: *{s.text(chart.latest(s.values))}*"
+            + (f" ({said})" if said else "")
+        )
+    return "\n".join(lines)
+
+
 def build_summary_message(stats: Mapping[str, Any]) -> dict:
-    """Short Block Kit payload for the daily "state of the data" message after a successful run."""
+    """Short Block Kit payload for the daily "state of the data" message after a successful run.
+
+    With ``stats["trend"]`` (rows of :func:`greenery.trend.as_json`), a section shows the last days' repeat
+    rate, conversion and orders as sparklines.
+    """
     dag_id_raw = str(stats.get("dag_id") or "greenery")
     logical_date = clean(stats.get("logical_date"), 80) or "n/a"
     passed, evaluated = as_int(stats.get("checks_passed")), as_int(stats.get("checks_evaluated"))
@@ -339,6 +358,8 @@ def build_summary_message(stats: Mapping[str, Any]) -> dict:
         row_lines.append(f"… and {len(rows) - 30} more tables")
 
     blocks = [_header(title), _section("\n".join(lines), "checks")]
+    if stats.get("trend"):
+        blocks.append(_section(_trend_text(trend.from_json(stats["trend"])), "trend"))
     if row_lines:
         blocks.append(_section("*Tables*\n" + "\n".join(row_lines), "rows"))
     quarantined = stats.get("quarantined")

@@ -191,7 +191,7 @@ def _detail_format(model: Model) -> dict[str, Any]:
     return {
         "result_format": "SUMMARY",
         "partial_unexpected_count": SAMPLE_KEYS,
-        "unexpected_index_column_names": list(model.unique_key),
+        "unexpected_index_column_names": list(model.table_key),
     }
 
 

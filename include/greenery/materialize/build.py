@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from greenery import docs, locks
-from greenery.materialize import incremental, quarantine, relations
+from greenery.materialize import incremental, quarantine, relations, snapshot
 from greenery.materialize.model_sql import ModelBuildError, ModelSql, build_error
 from greenery.materialize.relations import ident
 from greenery.project.models import Model
@@ -36,6 +36,8 @@ class BuildResult:
     seconds: float
     quarantined: int = 0
     incremental: bool = False
+    # What publish must check before swapping the table in (a snapshot: the step it was built on).
+    info: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,16 @@ def _write_table(cur, target: Target, select: ModelSql | sql.Composable) -> int:
     return rows
 
 
+def _write_snapshot(cur, target: Target, select: ModelSql | sql.Composable, step: dt.datetime) -> tuple[int, dict]:
+    _create_as(cur, sql.SQL("create temporary table _greenery_snapshot_source on commit drop as "), select)
+    staged = f"{target.relation}__next"
+    cur.execute(sql.SQL("drop table if exists {}").format(ident(staged)))
+    rows, seen = snapshot.write(cur, target.model, staged, "pg_temp._greenery_snapshot_source", step)
+    cur.execute(sql.SQL("drop table if exists {}").format(ident(target.relation)))
+    cur.execute(sql.SQL("alter table {} rename to {}").format(ident(staged), sql.Identifier(target.model.name)))
+    return rows, {"snapshot_seen": seen.isoformat() if seen else None}
+
+
 def _write_partition(cur, target: Target, select: ModelSql | sql.Composable, day: dt.date) -> int:
     table = ident(target.relation)
     _create_as(cur, sql.SQL("create table if not exists {} as ").format(table), select, sql.SQL(" with no data"))
@@ -163,8 +175,11 @@ def build_model(
                 select, quarantined = quarantine.split(
                     cur, model, target.quarantine, interval.day, run_id, run_time, whole_table=not target.in_place
                 )
+            info = None
             if is_incremental:
                 rows = _write_incremental(cur, target, select, since)
+            elif model.materialized == "snapshot":
+                rows, info = _write_snapshot(cur, target, select, interval.end)
             elif model.materialized in ("table", "incremental"):
                 rows = _write_table(cur, target, select)
             else:
@@ -176,7 +191,9 @@ def build_model(
         raise
     except Exception as exc:
         raise build_error(model, target.relation, exc) from exc
-    result = BuildResult(model.name, target.relation, rows, time.perf_counter() - started, quarantined, is_incremental)
+    result = BuildResult(
+        model.name, target.relation, rows, time.perf_counter() - started, quarantined, is_incremental, info
+    )
     logging.getLogger(__name__).info(
         "built %s%s: %d rows in %.2fs (%d quarantined)",
         target.relation,

@@ -18,7 +18,7 @@ from jinja2 import nodes
 
 from greenery import config
 
-MATERIALIZATIONS = ("table", "daily_partition", "incremental")
+MATERIALIZATIONS = ("table", "daily_partition", "incremental", "snapshot")
 # An incremental model recomputes the rows at or after the run's day minus this many days (late data).
 DEFAULT_LOOKBACK_DAYS = 3
 
@@ -63,6 +63,16 @@ class Model:
     @property
     def lookback_days(self) -> int:
         return int(self.config.get("lookback_days", DEFAULT_LOOKBACK_DAYS))
+
+    @property
+    def table_key(self) -> tuple[str, ...]:
+        """What identifies a row of the table: the key, and for a snapshot the version's start too."""
+        return (*self.unique_key, "valid_from") if self.materialized == "snapshot" else self.unique_key
+
+    @property
+    def check_cols(self) -> tuple[str, ...]:
+        """The columns whose change makes a new version of a snapshot's row (config(check_cols=[...]))."""
+        return tuple(self.config.get("check_cols") or ())
 
     @property
     def column_types(self) -> dict[str, str]:
@@ -117,6 +127,12 @@ def _parse(path: Path, layer: str) -> Model:
         lookback = config.get("lookback_days", DEFAULT_LOOKBACK_DAYS)
         if not isinstance(lookback, int) or isinstance(lookback, bool) or lookback < 0:
             raise ModelDefinitionError(f"{path}: lookback_days={lookback!r}, expected a whole number >= 0")
+    if materialized == "snapshot" and (
+        not config.get("unique_key")
+        or not isinstance(config.get("check_cols"), list | tuple)
+        or not config.get("check_cols")
+    ):
+        raise ModelDefinitionError(f"{path}: a snapshot model needs config(unique_key=..., check_cols=[...])")
     column_types = config.get("column_types", {})
     if column_types and (
         not config.get("quarantine")

@@ -48,7 +48,7 @@ def build_one(context: Any, model: Model, models: dict[str, Model], conn_id: str
                 full_refresh=runtime.full_refresh(context),
                 run_time=run_time,
             )
-            wap.record_built(conn, build, model.name)
+            wap.record_built(conn, build, model.name, result.info)
     return {
         "relation": result.relation,
         "rows": result.rows,

@@ -1,4 +1,4 @@
-"""Tasks after validation: the on-call alert (whatever happened) and the stakeholders' note (on success).
+"""The on-call alert after validation (whatever happened); the stakeholders' digest is in ``tasks.digest``.
 
 ``alert_slack`` runs once validate and publish are done, whether they passed or not: it reads the
 validation summary from XCom and pages when a check failed or rows were quarantined, with the root
@@ -13,11 +13,9 @@ import logging
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowSkipException
-from psycopg import sql
 
 from greenery import audit, config, docs, links, warehouse
 from greenery.alerts import delivery, messages, suppression
-from greenery.project import models as model_files
 from greenery.tasks.publish import not_published_status
 from greenery.tasks.validate import SUMMARY_KEY
 
@@ -58,33 +56,3 @@ def send_alert(context: Any) -> None:
     with warehouse.connect() as conn:
         audit.record_alert(conn, summary["run_id"], suppression.signatures(summary))
     log.info("alert sent through %s: %d root causes", settings.alert_conn_id, len(summary["root_causes"]))
-
-
-def send_state_of_the_data(context: Any) -> None:
-    """The optional daily message for stakeholders; skipped unless GREENERY_SUMMARY_CONN_ID is set."""
-    settings = config.get()
-    if not settings.summary_conn_id:
-        raise AirflowSkipException("the state-of-the-data message is off (set GREENERY_SUMMARY_CONN_ID to send it)")
-    summary = validation_summary(context)
-    marts = [m for m in model_files.discover().values() if m.layer == "marts"]
-    with warehouse.connect() as conn:
-        rows = {
-            m.relation: conn.execute(
-                sql.SQL("select count(*) from {}").format(sql.Identifier(m.layer, m.name))
-            ).fetchone()[0]
-            for m in marts
-        }
-        found = conn.execute(
-            "select repeat_rate from marts.metrics_daily where as_of_date = %s", (summary["logical_date"],)
-        ).fetchone()
-    stats = {
-        "dag_id": summary["dag_id"],
-        "logical_date": summary["logical_date"],
-        "rows": rows,
-        "checks_passed": summary["evaluated"] - summary["failed_critical"] - summary["failed_warning"],
-        "checks_evaluated": summary["evaluated"],
-        "repeat_rate": float(found[0]) if found and found[0] is not None else None,
-        "quarantined": summary.get("quarantined") or {},
-        "links": links.for_run(summary["run_id"]),
-    }
-    delivery.send(messages.build_summary_message(stats), settings.summary_conn_id, channel=settings.summary_channel)

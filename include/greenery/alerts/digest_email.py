@@ -1,0 +1,123 @@
+"""The stakeholders' daily digest as an email: HTML with the trend chart inlined, and a plain-text part.
+
+The text of both parts lives in Jinja templates (``templates/digest.html``, escaped; ``templates/digest.txt``);
+this module only prepares the values they show. The MIME layout is the one mail clients expect for an
+HTML mail with an inline image and a text fallback:
+
+    multipart/alternative
+      text/plain                 the digest as text, with the trend as sparklines
+      multipart/related
+        text/html                <img src="cid:...">
+        image/png                Content-ID, Content-Disposition: inline
+
+Only http(s) links from ``stats["links"]`` (built from the deployment's base URL by ``greenery.links``)
+become hrefs.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+from urllib.parse import urlsplit
+
+from greenery.alerts import chart
+from greenery.alerts.text import as_int, redact
+from greenery.trend import Point
+
+CHART_FILENAME = "greenery-trend.png"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+@functools.cache
+def _templates():
+    import jinja2  # only the task that mails needs it
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("greenery.alerts", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), disabled_extensions=("txt",)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _one_line(value: Any, limit: int = 200) -> str:
+    """Header-safe text: no control characters (a newline would start a header of its own)."""
+    text = _CONTROL.sub(" ", redact(str(value if value is not None else ""))).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _http_url(value: Any) -> str | None:
+    if isinstance(value, str) and not any(c.isspace() for c in value):
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            return value
+    return None
+
+
+def subject(stats: Mapping[str, Any]) -> str:
+    passed, evaluated = as_int(stats.get("checks_passed")), as_int(stats.get("checks_evaluated"))
+    day = stats.get("logical_date") or "n/a"
+    return _one_line(f"Greenery, state of the data {day}: {passed:,}/{evaluated:,} checks passed")
+
+
+def view(stats: Mapping[str, Any], points: Sequence[Point], cid: str | None) -> dict[str, Any]:
+    """What the templates show, from the same stats as the Slack note plus the trend."""
+    passed, evaluated = as_int(stats.get("checks_passed")), as_int(stats.get("checks_evaluated"))
+    series = chart.series_of(points)
+    first_day = points[0].day if points else None
+    trend = [
+        {
+            "label": s.label,
+            "latest": s.text(chart.latest(s.values)),
+            "note": chart.note(s, [p.day for p in points]),
+            "spark": chart.sparkline(s.values),
+            "color": "#{:02x}{:02x}{:02x}".format(*s.color),
+        }
+        for s in series
+    ]
+    quarantined = {str(k): as_int(v) for k, v in (stats.get("quarantined") or {}).items()}
+    links = stats.get("links") or {}
+    return {
+        "dag_id": str(stats.get("dag_id") or "greenery"),
+        "day": str(stats.get("logical_date") or "n/a"),
+        "passed": passed,
+        "evaluated": evaluated,
+        "all_passed": passed == evaluated,
+        "trend": trend,
+        "window": {"days": len(points), "first": first_day, "last": points[-1].day if points else None},
+        "chart": {"cid": cid, "alt": chart.describe(points), "width": chart.WIDTH, "height": chart.HEIGHT},
+        "tables": sorted((str(k), as_int(v)) for k, v in (stats.get("rows") or {}).items()),
+        "quarantined": sorted(quarantined.items()),
+        "quarantined_total": sum(quarantined.values()),
+        "links": [
+            (label, url)
+            for key, label in (("run", "Open the run in Airflow"), ("quality", "Data quality view"))
+            if (url := _http_url(links.get(key)))
+        ],
+    }
+
+
+def build(
+    stats: Mapping[str, Any], points: Sequence[Point], png: bytes, *, sender: str, recipients: Sequence[str]
+) -> EmailMessage:
+    """The digest, ready for SMTP: multipart/alternative (text, related(html, png))."""
+    domain = sender.rpartition("@")[2] or "greenery.invalid"
+    cid = make_msgid("trend", domain=domain)  # "<...@domain>"; the HTML refers to it without the brackets
+    values = view(stats, points, cid[1:-1])
+    message = EmailMessage()
+    message["Subject"] = subject(stats)
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid("digest", domain=domain)
+    message.set_content(_templates().get_template("digest.txt").render(**values), subtype="plain", charset="utf-8")
+    message.add_alternative(_templates().get_template("digest.html").render(**values), subtype="html", charset="utf-8")
+    html = message.get_payload()[1]
+    html.add_related(png, maintype="image", subtype="png", cid=cid, filename=CHART_FILENAME, disposition="inline")
+    return message

@@ -1,0 +1,172 @@
+"""The ``state_of_the_data`` task: the stakeholders' daily digest after a publish, in Slack and by email.
+
+What it sends, each part only when its settings ask for it (all off by default):
+
+- ``slack``: the Block Kit note (rows per mart, checks, repeat rate, the last 28 days as sparklines) through
+  ``GREENERY_SUMMARY_CONN_ID``;
+- ``slack-chart``: the trend chart as a PNG shared in the same channel right after the note, when that
+  connection is an API-token one (a webhook cannot carry an image: its note has the sparklines only);
+- ``email``: HTML with the chart inlined, and plain text, through the SMTP connection
+  ``GREENERY_DIGEST_EMAIL_CONN_ID`` to ``GREENERY_DIGEST_EMAIL_TO``.
+
+The task is *skipped*, with the reason, when nothing is asked for. Every part asked for is tried; if any
+failed, the task fails naming each failure and what did go out. Each part that went out is recorded in
+``greenery_audit.digests_sent`` against the run's publish, so a retry, or clearing the task after fixing a
+connection, sends only what did not go out (stakeholders do not get the Slack note three times because
+the SMTP password was wrong). A new publish of the run (the whole run cleared) is news: a new digest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowSkipException
+from psycopg import sql
+
+from greenery import audit, config, links, trend, warehouse
+from greenery.alerts import chart, delivery, digest_email, email_delivery, messages
+from greenery.project import models as model_files
+from greenery.tasks.notify import validation_summary
+
+log = logging.getLogger(__name__)
+
+
+class DigestNotDelivered(RuntimeError):
+    """A part of the digest that the settings ask for did not go out; the message lists what failed and why."""
+
+
+def wanted(settings: config.Settings) -> list[str]:
+    """The parts the settings ask for (the chart's connection type is checked when sending)."""
+    parts = []
+    if settings.summary_conn_id:
+        parts += ["slack", "slack-chart"]
+    if settings.digest_email_conn_id or settings.digest_email_to:
+        parts.append("email")
+    return parts
+
+
+def email_settings_problem(settings: config.Settings) -> str | None:
+    """Why the email settings cannot work, or None."""
+    if not settings.digest_email_conn_id:
+        return "recipients are set (GREENERY_DIGEST_EMAIL_TO) but no SMTP connection: set GREENERY_DIGEST_EMAIL_CONN_ID"
+    if not settings.digest_email_to:
+        return (
+            f"SMTP connection {settings.digest_email_conn_id!r} is set (GREENERY_DIGEST_EMAIL_CONN_ID) but no"
+            " recipient: set GREENERY_DIGEST_EMAIL_TO (addresses separated by commas)"
+        )
+    bad = email_delivery.invalid_addresses(settings.digest_email_to)
+    if bad:
+        return f"GREENERY_DIGEST_EMAIL_TO holds {len(bad)} malformed address(es): {', '.join(map(repr, bad))}"
+    return None
+
+
+def read_stats(summary: dict[str, Any]) -> tuple[dict[str, Any], list[trend.Point]]:
+    """What every part says: rows per mart, checks, repeat rate, links, and the last 28 days."""
+    marts = [m for m in model_files.discover().values() if m.layer == "marts"]
+    day = summary["logical_date"]
+    with warehouse.connect() as conn:
+        rows = {
+            m.relation: conn.execute(
+                sql.SQL("select count(*) from {}").format(sql.Identifier(m.layer, m.name))
+            ).fetchone()[0]
+            for m in marts
+        }
+        found = conn.execute("select repeat_rate from marts.metrics_daily where as_of_date = %s", (day,)).fetchone()
+        points = trend.read(conn, dt.date.fromisoformat(str(day)))
+    stats = {
+        "dag_id": summary["dag_id"],
+        "logical_date": day,
+        "rows": rows,
+        "checks_passed": summary["evaluated"] - summary["failed_critical"] - summary["failed_warning"],
+        "checks_evaluated": summary["evaluated"],
+        "repeat_rate": float(found[0]) if found and found[0] is not None else None,
+        "quarantined": summary.get("quarantined") or {},
+        "links": links.for_run(summary["run_id"]),
+        "trend": trend.as_json(points),
+    }
+    return stats, points
+
+
+def _send_slack(settings, stats, png, points, done) -> dict:
+    payload = messages.build_summary_message(stats)
+    return delivery.send(payload, settings.summary_conn_id, settings.summary_channel) or {}
+
+
+def _send_chart(settings, stats, png, points, done) -> dict | None:
+    """None when the connection cannot carry an image (a webhook): its note already has the sparklines."""
+    if delivery.conn_type_of(settings.summary_conn_id) != delivery.API_CONN_TYPE:
+        log.info("connection %r is not an API-token one: the chart goes as sparklines only", settings.summary_conn_id)
+        return None
+    posted = done.get("slack") or {}
+    if not posted.get("channel"):
+        raise delivery.SlackDeliveryError(
+            "the chart follows the Slack note, which was not posted", conn_id=settings.summary_conn_id
+        )
+    delivery.upload_image(
+        png,
+        settings.summary_conn_id,
+        posted["channel"],
+        filename=f"greenery-trend-{stats['logical_date']}.png",
+        title=f"Greenery, last {len(points)} days to {stats['logical_date']}",
+        alt_text=chart.describe(points),
+        comment=f"Last {len(points)} days: repeat rate, session conversion, orders per day",
+    )
+    return {"channel": posted["channel"]}
+
+
+def _send_email(settings, stats, png, points, done) -> dict:
+    problem = email_settings_problem(settings)
+    if problem:
+        raise email_delivery.EmailDeliveryError(
+            f"email not sent: {problem}", conn_id=settings.digest_email_conn_id or "-"
+        )
+    sender = email_delivery.sender_of(settings.digest_email_conn_id)
+    message = digest_email.build(stats, points, png, sender=sender, recipients=settings.digest_email_to)
+    return {"to": email_delivery.send(message, settings.digest_email_conn_id)}
+
+
+_SENDERS = {"slack": _send_slack, "slack-chart": _send_chart, "email": _send_email}
+
+
+def send(context: Any) -> None:
+    """Send every part of the digest the settings ask for; skip when none, raise if any failed."""
+    settings = config.get()
+    parts = wanted(settings)
+    if not parts:
+        raise AirflowSkipException(
+            "the state-of-the-data digest is off: set GREENERY_SUMMARY_CONN_ID (Slack) and/or"
+            " GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO (email)"
+        )
+    summary = validation_summary(context)
+    stats, points = read_stats(summary)
+    png = chart.render_png(points)
+    run_id = summary["run_id"]
+    with warehouse.connect() as conn:
+        published_at = audit.run_published_at(conn, run_id)
+        done = audit.digests_sent(conn, run_id, published_at) if published_at else {}
+    failures, sent = [], []
+    for part in parts:
+        if part in done:
+            log.info("digest part %r already went out for this publish (%s): not sent again", part, published_at)
+            continue
+        try:
+            detail = _SENDERS[part](settings, stats, png, points, done)
+        except (delivery.SlackDeliveryError, email_delivery.EmailDeliveryError) as err:
+            log.error("digest part %r not delivered: %s", part, err)
+            failures.append(f"{part}: {err}")
+            continue
+        if detail is None:
+            continue
+        done[part] = detail
+        sent.append(part)
+        if published_at:
+            with warehouse.connect() as conn:
+                audit.record_digest(conn, run_id, part, published_at, detail)
+        log.info("digest part %r delivered: %s", part, detail)
+    if failures:
+        also = f" (delivered: {', '.join(sent)})" if sent else ""
+        raise DigestNotDelivered(
+            f"state-of-the-data digest for {stats['logical_date']} not fully delivered{also}: " + " | ".join(failures)
+        )

@@ -1,0 +1,129 @@
+"""Memory and routing of alerts: "failing since", suppression of unchanged warnings within the window and
+re-alert after it, owners mentioned. The alert task's body runs against a real PostgreSQL and a real local
+Slack webhook; the recorded validations it remembers are real rows of greenery_audit."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import psycopg
+import pytest
+from airflow.sdk.exceptions import AirflowSkipException
+
+from greenery import audit
+from greenery.checks import history
+from greenery.tasks import notify
+
+pytestmark = pytest.mark.db
+
+WARNING = {
+    "suite": "stg_postgres__users",
+    "table": "_build_20210212_e6acb071__staging.stg_postgres__users",
+    "column": "email",
+    "expectation": "expect_column_values_to_match_regex",
+    "severity": "warning",
+    "description": "emails look like emails",
+    "observed_value": None,
+    "unexpected_count": 1,
+    "sample_keys": ["u-1"],
+    "error": None,
+}
+
+
+def summary(day: str, run_id: str, failures: list[dict], blocking: bool = False) -> dict:
+    return {
+        "dag_id": "greenery_daily",
+        "run_id": run_id,
+        "logical_date": day,
+        "evaluated": 10,
+        "failed_critical": int(blocking),
+        "failed_warning": sum(f["severity"] == "warning" for f in failures),
+        "blocking": blocking,
+        "suites": [{"suite": "stg_postgres__users", "table": "x", "evaluated": 10}],
+        "failures": failures,
+        "quarantined": {},
+        "root_causes": [
+            {
+                **{k: f[k] for k in ("column", "expectation", "severity", "description", "observed_value")},
+                "model": f["suite"],
+                "table": "staging.stg_postgres__users",
+                "sources": ["raw.users"],
+                "unexpected_count": f["unexpected_count"],
+                "keys": [{"key": k, "count": 1} for k in f["sample_keys"]],
+                "also_fails_in": [],
+            }
+            for f in failures
+        ],
+    }
+
+
+def test_a_check_failing_for_three_runs_says_since_when_and_a_pass_breaks_the_streak(db):
+    audit.record_validation(db, summary("2021-02-09", "r9", [WARNING]), published=True)
+    audit.record_validation(db, summary("2021-02-10", "r10", []), published=True)  # checked and passed
+    audit.record_validation(db, summary("2021-02-11", "r11", [WARNING]), published=True)
+    audit.record_validation(db, summary("2021-02-12", "r12", [WARNING]), published=True)
+    now = summary("2021-02-13", "r13", [WARNING])
+    history.annotate(db, now)
+    [cause] = now["root_causes"]
+    assert (cause["failing_since"], cause["runs_failing"]) == ("2021-02-11", 3)
+    first = summary("2021-02-14", "r14", [{**WARNING, "column": "first_name"}])
+    history.annotate(db, first)
+    assert first["root_causes"][0]["runs_failing"] == 1
+
+
+class FakeTaskInstance:
+    def __init__(self, pulled: dict) -> None:
+        self.pulled = pulled
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value"):
+        return copy.deepcopy(self.pulled.get((task_ids, key)))
+
+
+def alert_task(summary_: dict) -> None:
+    ti = FakeTaskInstance({("validate", "summary"): summary_, ("publish", "return_value"): {"published": True}})
+    notify.send_alert({"ti": ti, "run_id": summary_["run_id"]})
+
+
+@pytest.fixture
+def slack(warehouse_url, slack_alerts_webhook, airflow_dag):
+    return slack_alerts_webhook
+
+
+def test_an_unchanged_warning_is_not_sent_again_within_the_window_but_is_after_it(slack, warehouse_url, monkeypatch):
+    monkeypatch.setenv("GREENERY_ALERT_SUPPRESS_HOURS", "24")
+    alert_task(summary("2021-02-12", "first", [WARNING]))
+    assert len(slack.webhook_posts()) == 1
+    with pytest.raises(AirflowSkipException, match="suppressed"):
+        alert_task(summary("2021-02-13", "second", [WARNING]))
+    assert len(slack.webhook_posts()) == 1
+    # Something changed (another row fails the check): that is news, it goes out.
+    alert_task(summary("2021-02-13", "changed", [{**WARNING, "unexpected_count": 2, "sample_keys": ["u-1", "u-2"]}]))
+    assert len(slack.webhook_posts()) == 2
+    # The window passes: the same warning is sent again (a reminder, not a new problem).
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        conn.execute("update greenery_audit.alerts_sent set sent_at = sent_at - interval '25 hours'")
+    alert_task(summary("2021-02-14", "later", [WARNING]))
+    assert len(slack.webhook_posts()) == 3
+
+
+def test_a_critical_failure_is_always_sent(slack, monkeypatch):
+    monkeypatch.setenv("GREENERY_ALERT_SUPPRESS_HOURS", "24")
+    critical = {**WARNING, "severity": "critical"}
+    alert_task(summary("2021-02-12", "c1", [critical], blocking=True))
+    alert_task(summary("2021-02-13", "c2", [critical], blocking=True))
+    assert len(slack.webhook_posts()) == 2
+
+
+def test_the_alert_mentions_the_owner_of_the_failing_table(slack):
+    alert_task(summary("2021-02-12", "owned", [WARNING]))
+    [post] = slack.webhook_posts()
+    body = json.dumps(post.body)
+    assert "owner <!subteam^S0GRNRYDE|data-engineering>" in body  # include/sql/_owners.yml
+    assert "*Owners:* <!subteam^S0GRNRYDE|data-engineering>" in body
+
+
+def test_nothing_to_say_is_a_skip_with_the_reason_not_a_success(slack):
+    with pytest.raises(AirflowSkipException, match="nothing to alert"):
+        alert_task(summary("2021-02-12", "clean", []))
+    assert slack.webhook_posts() == []

@@ -1,0 +1,448 @@
+"""The stakeholders' digest (task state_of_the_data): email through Airflow's SMTP provider to a real SMTP
+server on 127.0.0.1 (aiosmtpd, with AUTH), the 28-day chart as an inline PNG, the same trend in Slack (a real
+local HTTP server), and loud failures for bad SMTP settings. The task body runs with a stand-in context on
+the published real Greenery data; one test runs the whole DAG through Airflow."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import io
+import socket
+import time
+
+import psycopg
+import pytest
+from airflow.sdk.exceptions import AirflowSkipException
+from slack_server import conn_env_var
+from smtp_server import PASSWORD, REFUSED_DOMAIN, SENDER, USER, FakeSmtp
+
+from greenery.alerts import chart, digest_email
+from greenery.alerts.messages import build_summary_message
+from greenery.tasks import digest
+from greenery.tasks.validate import SUMMARY_KEY
+from greenery.trend import Point
+
+# The test server takes AUTH over plain loopback on purpose (no certificate to make); aiosmtpd warns about it.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+
+DAY = dt.date(2021, 2, 12)
+RUN_ID = "manual__2021-02-12T00:00:00+00:00"
+TO = ("ana@example.com", "bo@example.com")
+GREEN, BLUE, AMBER = ((s.color) for s in chart.series_of([]))
+
+
+def validation_summary(**changes) -> dict:
+    return {
+        "dag_id": "greenery_daily",
+        "run_id": RUN_ID,
+        "logical_date": DAY.isoformat(),
+        "evaluated": 250,
+        "failed_critical": 0,
+        "failed_warning": 0,
+        "quarantined": {"staging.stg_postgres__events": 2},
+        **changes,
+    }
+
+
+def context(summary: dict | None = None) -> dict:
+    """A task context with a ``ti`` stand-in that hands out the validation summary (as tests/test_properties.py)."""
+    summary = summary or validation_summary()
+
+    def xcom_pull(self, task_ids=None, key=None):
+        assert (task_ids, key) == ("validate", SUMMARY_KEY)
+        return summary
+
+    ti = type("TaskInstance", (), {"xcom_pull": xcom_pull, "task_id": "state_of_the_data"})()
+    return {"run_id": RUN_ID, "logical_date": dt.datetime.combine(DAY, dt.time(), tzinfo=dt.UTC), "ti": ti}
+
+
+@pytest.fixture
+def smtp():
+    with FakeSmtp() as server:
+        yield server
+
+
+@pytest.fixture
+def email_on(smtp, monkeypatch):
+    """The digest by email to TO through the connection digest_email; Slack's summary off."""
+    monkeypatch.delenv("GREENERY_SUMMARY_CONN_ID", raising=False)
+    monkeypatch.setenv(conn_env_var("digest_email"), smtp.conn_json())
+    monkeypatch.setenv("GREENERY_DIGEST_EMAIL_CONN_ID", "digest_email")
+    monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", ", ".join(TO))
+    return smtp
+
+
+def parse(content: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(content, policy=email.policy.default)
+
+
+def parts(message) -> tuple:
+    """(text/plain, text/html, image/png) of a digest, asserting the MIME layout on the way."""
+    assert message.get_content_type() == "multipart/alternative"
+    text, related = message.get_payload()
+    assert (text.get_content_type(), related.get_content_type()) == ("text/plain", "multipart/related")
+    html, image = related.get_payload()
+    assert (html.get_content_type(), image.get_content_type()) == ("text/html", "image/png")
+    return text, html, image
+
+
+def colour_pixels(png: bytes, colour: tuple[int, int, int], tolerance: int = 40) -> int:
+    """How many pixels of the image are close to ``colour`` (Pillow decodes it, or the test fails)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        image.load()
+        rgb = image.convert("RGB")
+    return sum(1 for pixel in rgb.getdata() if all(abs(a - b) <= tolerance for a, b in zip(pixel, colour, strict=True)))
+
+
+def published_metrics(url: str) -> tuple[float, float]:
+    with psycopg.connect(url) as conn:
+        rr, cr = conn.execute(
+            "select repeat_rate, conversion_rate from marts.metrics_daily where as_of_date = %s", (DAY,)
+        ).fetchone()
+    return float(rr), float(cr)
+
+
+# --- no database -----------------------------------------------------------------------------------------
+
+
+def test_sparkline_scales_between_min_and_max_and_marks_missing_days():
+    assert chart.sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
+    assert chart.sparkline([None, 10, None, 10]) == "·▄·▄"  # a flat series sits in the middle
+    assert chart.sparkline([None, None]) == "··"
+    assert chart.sparkline([0.5, 1.0, 0.75]) == "▁█▅"
+
+
+def test_the_notes_say_how_each_series_moved_over_the_window():
+    points = synthetic_points()
+    repeat, _, orders = chart.series_of(points)
+    days = [p.day for p in points]
+    assert chart.note(repeat, days) == f"{(points[-1].repeat_rate - points[0].repeat_rate) * 100:+.1f} pts since Jan 16"
+    assert chart.note(orders, days) == f"{sum(p.orders for p in points):,} in 28 days"
+    assert chart.note(chart.Series("x", [None, 0.5], GREEN, "line", "pct"), days[:2]) is None  # one figure
+
+
+def test_off_by_default_the_task_skips_and_says_how_to_turn_it_on(monkeypatch):
+    for name in ("GREENERY_SUMMARY_CONN_ID", "GREENERY_DIGEST_EMAIL_CONN_ID", "GREENERY_DIGEST_EMAIL_TO"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(AirflowSkipException, match="GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO"):
+        digest.send(context())
+
+
+def synthetic_points(days: int = 28) -> list[Point]:
+    start = DAY - dt.timedelta(days=days - 1)
+    return [
+        Point(
+            start + dt.timedelta(days=i),
+            None if i in (3, 4) else 0.70 + 0.1 * i / days,
+            None if i in (3, 4) else 0.55 + 0.002 * i,
+            120 + (i * 37) % 60,
+        )
+        for i in range(days)
+    ]
+
+
+def test_the_chart_is_a_png_with_the_three_series_and_gaps_for_missing_days():
+    png = chart.render_png(synthetic_points())
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert chart.render_png(synthetic_points()) == png  # deterministic: same data, same bytes
+    for colour in (GREEN, BLUE, AMBER):
+        assert colour_pixels(png, colour) > 500, colour
+    # No data at all still renders (the panels' labels), without a line or a bar.
+    empty = chart.render_png([Point(DAY, None, None, 0)])
+    assert colour_pixels(empty, AMBER) < colour_pixels(png, AMBER) / 5
+
+
+def hostile_stats() -> dict:
+    return {
+        "dag_id": "greenery_<script>alert(1)</script>",
+        "logical_date": "2021-02-12\r\nBcc: thief@example.com",
+        "rows": {"marts.<img src=x onerror=alert(2)>": 3, "marts.fact_orders": 361},
+        "checks_passed": 249,
+        "checks_evaluated": 250,
+        "repeat_rate": 0.798,
+        "quarantined": {"staging.<b>x</b>": 1},
+        "links": {"run": "javascript:alert(3)", "quality": "https://airflow.example.com/data-quality/?run_id=a&b=1"},
+        "trend": [],
+    }
+
+
+def test_the_email_escapes_everything_from_data_and_keeps_headers_on_one_line():
+    points = synthetic_points()
+    message = digest_email.build(hostile_stats(), points, chart.render_png(points), sender=SENDER, recipients=TO)
+    text, html, image = parts(parse(message.as_bytes()))
+    body = html.get_content()
+    assert "<script>" not in body and "<img src=x" not in body and "<b>x</b>" not in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "&lt;img src=x onerror=alert(2)&gt;" in body
+    assert "javascript:" not in body  # not a link, not shown
+    assert 'href="https://airflow.example.com/data-quality/?run_id=a&amp;b=1"' in body
+    assert message["Bcc"] is None and "\n" not in message["Subject"] and "2021-02-12 Bcc" in message["Subject"]
+    cid = image["Content-ID"].strip("<>")
+    assert f'src="cid:{cid}"' in body and body.count("cid:") == 1
+    assert "<img src=x onerror=alert(2)>" in text.get_content()  # plain text is shown as text, not markup
+    assert chart.sparkline([p.repeat_rate for p in points]) in text.get_content()
+
+
+def test_the_slack_summary_carries_the_trend_within_slack_limits_and_escaped():
+    points = synthetic_points()
+    from greenery.trend import as_json
+
+    payload = build_summary_message({**hostile_stats(), "trend": as_json(points)})
+    [trend_block] = [b for b in payload["blocks"] if b.get("block_id") == "trend"]
+    text = trend_block["text"]["text"]
+    assert chart.sparkline([p.repeat_rate for p in points]) in text
+    assert f"Repeat rate: *{points[-1].repeat_rate:.1%}*" in text
+    assert "Orders per day" in text and "Jan 16 to Feb 12" in text
+    assert len(payload["blocks"]) <= 50 and all(
+        len(b.get("text", {}).get("text", "")) <= 3000 for b in payload["blocks"]
+    )
+    # mrkdwn (sections, context, the fallback text) is escaped; the header is plain_text, which Slack shows as is.
+    mrkdwn = [payload["text"]] + [
+        t["text"]
+        for b in payload["blocks"]
+        for t in [b.get("text"), *b.get("elements", [])]
+        if isinstance(t, dict) and t.get("type") == "mrkdwn"
+    ]
+    assert not any("<script>" in m or "<img" in m for m in mrkdwn)
+    assert any("&lt;img src=x onerror=alert(2)&gt;" in m for m in mrkdwn)
+
+
+def test_the_email_html_shows_the_chart_in_a_browser(tmp_path):
+    """What a mail client does: resolve cid: to the image part. Headless Chromium renders it; the screenshot has
+    the chart's colours where the image is (and the image alone, shown as a file, has them too)."""
+    from browser import chromium, read_png
+
+    points = synthetic_points()
+    png = chart.render_png(points)
+    stats = {**hostile_stats(), "dag_id": "greenery_daily", "logical_date": DAY.isoformat()}
+    _, html, image = parts(parse(digest_email.build(stats, points, png, sender=SENDER, recipients=TO).as_bytes()))
+    (tmp_path / "chart.png").write_bytes(image.get_content())
+    cid = image["Content-ID"].strip("<>")
+    page = tmp_path / "digest.html"
+    page.write_text(html.get_content().replace(f"cid:{cid}", "chart.png"))
+    shot = tmp_path / "digest-shot.png"
+    result = chromium(page.as_uri(), tmp_path / "profile", screenshot=shot, size=(800, 1100))
+    assert shot.is_file(), result.stderr[-2000:]
+    width, height, _ = read_png(shot)
+    assert (width, height) == (800, 1100)
+    assert colour_pixels(shot.read_bytes(), GREEN, tolerance=30) > 500
+    assert colour_pixels(shot.read_bytes(), AMBER, tolerance=30) > 500
+
+
+# --- the task body on the published real data --------------------------------------------------------------
+
+
+@pytest.mark.db
+def test_the_digest_email_goes_out_with_the_chart_inlined(published_url, email_on):
+    started = time.monotonic()
+    digest.send(context())
+    [received] = email_on.messages
+    assert received.login == USER and received.mail_from == SENDER and received.rcpt_tos == list(TO)
+    message = parse(received.content)
+    assert message["Subject"] == "Greenery, state of the data 2021-02-12: 250/250 checks passed"
+    assert message["To"] == ", ".join(TO) and message["From"] == SENDER
+    text, html, image = parts(message)
+    cid = image["Content-ID"].strip("<>")
+    assert f'src="cid:{cid}"' in html.get_content() and image.get_content_disposition() == "inline"
+    png = image.get_content()
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as decoded:
+        assert decoded.format == "PNG" and decoded.size == (1200, 392)
+    assert colour_pixels(png, GREEN) > 300 and colour_pixels(png, AMBER) > 300  # not blank: the series are drawn
+    # The real data: the run of 2021-02-12 is the only day in metrics_daily; orders were placed on Feb 10 (177)
+    # and Feb 11 (184); so the 28-day window ends with those two bars and today's single rate.
+    repeat_rate, conversion = published_metrics(published_url)
+    assert round(repeat_rate, 3) == 0.798
+    body = text.get_content()
+    assert "·" * 27 + "▄" in body  # repeat rate: one figure, on the last day
+    assert "▁" * 25 + "██▁" in body  # orders: 177 and 184 on the 26th and 27th day, none on the 12th
+    assert "(361 in 28 days)" in body  # every order of the real data was placed within the window
+    for shown in (f"{repeat_rate:.1%}", f"{conversion:.1%}", "marts.fact_orders", "361"):
+        assert shown in body and shown in html.get_content(), shown
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.db
+def test_the_trend_reads_the_28_days_up_to_the_run_day(published_url):
+    from greenery import trend
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into marts.metrics_daily (as_of_date, repeat_rate, conversion_rate)"
+            " values ('2021-01-16', 0.5, 0.25), ('2021-01-15', 0.1, 0.1), ('2021-02-13', 0.9, 0.9)"
+        )
+        points = trend.read(conn, DAY)
+    assert [p.day for p in points] == [DAY - dt.timedelta(days=27 - i) for i in range(28)]
+    assert (points[0].repeat_rate, points[0].conversion_rate) == (0.5, 0.25)  # Jan 16 in, Jan 15 and Feb 13 out
+    assert [p.orders for p in points[-3:]] == [177, 184, 0] and sum(p.orders for p in points) == 361
+    assert all(p.repeat_rate is None for p in points[1:-1])
+
+
+def unreachable_port() -> tuple[socket.socket, int]:
+    """A port bound but not listening: connections to it are refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("problem", ["wrong password", "unreachable server", "implicit TLS against a plain server"])
+def test_bad_smtp_settings_fail_the_task_once_with_the_reason(published_url, email_on, monkeypatch, problem):
+    holder = None
+    if problem == "wrong password":
+        monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(password="not-the-password"))  # noqa: S106 (fake)
+        expected = f"the server refused the login of '{USER}': 535"
+    elif problem == "unreachable server":
+        holder, port = unreachable_port()
+        monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(port=port))
+        expected = "cannot talk to the server: ConnectionRefusedError"
+    else:
+        monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(disable_ssl=False))
+        expected = "TLS failed"
+    started = time.monotonic()
+    try:
+        with pytest.raises(digest.DigestNotDelivered) as failed:
+            digest.send(context())
+    finally:
+        if holder:
+            holder.close()
+    error = str(failed.value)
+    assert expected in error and "'digest_email'" in error and "127.0.0.1:" in error, error
+    assert "not-the-password" not in error and PASSWORD not in error
+    assert email_on.messages == []
+    # One connection (smtplib tries each AUTH mechanism the server offers, in it): retries are the task's.
+    assert len({peer for peer, _, _ in email_on.logins}) == (1 if problem == "wrong password" else 0)
+    assert not any(ok for _, _, ok in email_on.logins)
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.db
+def test_a_refused_recipient_fails_the_task_even_when_others_got_it(published_url, email_on, monkeypatch):
+    monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", f"ana@example.com; ghost@{REFUSED_DOMAIN}")
+    with pytest.raises(
+        digest.DigestNotDelivered, match=rf"delivered to 1 of 2 recipients; refused: ghost@{REFUSED_DOMAIN}: 550"
+    ):
+        digest.send(context())
+    assert [m.rcpt_tos for m in email_on.messages] == [["ana@example.com"]]
+
+
+@pytest.mark.db
+def test_a_refused_only_recipient_is_tried_once(published_url, email_on, monkeypatch):
+    """SmtpHook.send_email_smtp would send 5 more times (retry_limit) to a mailbox that does not exist."""
+    monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", f"ghost@{REFUSED_DOMAIN}")
+    with pytest.raises(digest.DigestNotDelivered, match=r"the server refused every recipient: ghost@.*: 550 5\.1\.1"):
+        digest.send(context())
+    assert email_on.rcpts == [f"ghost@{REFUSED_DOMAIN}"] and email_on.messages == []
+
+
+@pytest.mark.db
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"GREENERY_DIGEST_EMAIL_CONN_ID": None}, "no SMTP connection: set GREENERY_DIGEST_EMAIL_CONN_ID"),
+        ({"GREENERY_DIGEST_EMAIL_TO": None}, "no recipient: set GREENERY_DIGEST_EMAIL_TO"),
+        ({"GREENERY_DIGEST_EMAIL_TO": "ana@example.com, not an address"}, "malformed address(es): 'not an address'"),
+        ({"GREENERY_DIGEST_EMAIL_CONN_ID": "nope"}, "SMTP connection 'nope' is not defined"),
+    ],
+)
+def test_incomplete_email_settings_fail_and_say_which(published_url, email_on, monkeypatch, settings, expected):
+    for name, value in settings.items():
+        if value is None:
+            monkeypatch.delenv(name)
+        else:
+            monkeypatch.setenv(name, value)
+    with pytest.raises(digest.DigestNotDelivered) as failed:
+        digest.send(context())
+    assert expected in str(failed.value)
+    assert email_on.messages == []
+
+
+@pytest.mark.db
+def test_an_api_token_slack_connection_gets_the_note_and_then_the_chart(published_url, slack_server, monkeypatch):
+    for name in ("GREENERY_DIGEST_EMAIL_CONN_ID", "GREENERY_DIGEST_EMAIL_TO"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(conn_env_var("stakeholders"), slack_server.api_conn_json())
+    monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")
+    monkeypatch.setenv("GREENERY_SUMMARY_CHANNEL", "#stakeholders")
+    digest.send(context())
+    methods = [r.api_method for r in slack_server.api_calls()]
+    assert methods == ["chat.postMessage", "files.getUploadURLExternal", "files.completeUploadExternal"]
+    [note] = slack_server.api_calls("chat.postMessage")
+    [trend_block] = [b for b in note.body["blocks"] if b.get("block_id") == "trend"]
+    assert "·" * 27 + "▄" in trend_block["text"]["text"]
+    [upload] = slack_server.uploads()
+    assert upload.raw.startswith(b"\x89PNG") and colour_pixels(upload.raw, GREEN) > 300
+    [done] = slack_server.api_calls("files.completeUploadExternal")
+    assert done.body["channel_id"] == "#stakeholders"  # the channel chat.postMessage answered with
+    assert "repeat rate" in done.body["initial_comment"]
+
+
+def publish(url: str) -> None:
+    """Log a publish of RUN_ID, as the publish task does (the digest is about the run's latest publish)."""
+    from greenery import audit
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        audit.ensure(conn)
+        with conn.transaction():
+            audit.record_publish(conn, RUN_ID, DAY, ["marts.fact_orders"])
+
+
+@pytest.mark.db
+def test_a_webhook_gets_the_sparklines_only_and_a_retry_resends_only_what_failed(
+    published_url, email_on, slack_server, monkeypatch
+):
+    monkeypatch.setenv(conn_env_var("stakeholders"), slack_server.webhook_conn_json())
+    monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")
+    monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(password="rotated"))  # noqa: S106 (fake)
+    publish(published_url)
+    # First try: Slack goes out (sparklines only: a webhook takes no image), the email fails, the task fails.
+    with pytest.raises(digest.DigestNotDelivered, match=r"\(delivered: slack\): email: .* refused the login"):
+        digest.send(context())
+    assert len(slack_server.webhook_posts()) == 1 and slack_server.uploads() == []
+    # The retry, or the task cleared after the password is fixed: only the email goes out; people in Slack do
+    # not get the note twice.
+    monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json())
+    digest.send(context())
+    assert len(slack_server.webhook_posts()) == 1 and len(email_on.messages) == 1
+    digest.send(context())  # everything went out for this publish: nothing again
+    assert len(slack_server.webhook_posts()) == 1 and len(email_on.messages) == 1
+    # The run published again (its whole run cleared): new marts, a new digest.
+    time.sleep(0.01)
+    publish(published_url)
+    digest.send(context())
+    assert len(slack_server.webhook_posts()) == 2 and len(email_on.messages) == 2
+
+
+# --- the whole DAG through Airflow ------------------------------------------------------------------------
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_a_dag_run_sends_the_digest_by_email_and_to_slack(
+    airflow_dag, warehouse_url, real_greenery, slack_alerts_webhook, email_on, monkeypatch
+):
+    from greenery.dev import local_airflow
+    from greenery.sources import load as raw
+
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        raw.load_dir(conn, real_greenery)
+    monkeypatch.setenv(conn_env_var("stakeholders"), slack_alerts_webhook.webhook_conn_json())
+    monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")
+    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert dag_run.state == "success" and states["state_of_the_data"] == "success", states
+    [received] = email_on.messages
+    text, html, image = parts(parse(received.content))
+    assert f'src="cid:{image["Content-ID"].strip("<>")}"' in html.get_content()
+    assert colour_pixels(image.get_content(), GREEN) > 300
+    assert "79.8%" in text.get_content() and "▁" * 25 + "██▁" in text.get_content()
+    assert received.rcpt_tos == list(TO)
+    [note] = slack_alerts_webhook.webhook_posts()
+    assert any(b.get("block_id") == "trend" for b in note.body["blocks"])
+    with psycopg.connect(warehouse_url) as conn:
+        sent = conn.execute("select part from greenery_audit.digests_sent order by sent_at").fetchall()
+    assert sent == [("slack",), ("email",)]  # recorded against the run's publish (the chart needs an API token)

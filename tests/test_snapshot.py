@@ -1,0 +1,125 @@
+"""The orders' history (snapshots.snap_orders): dbt snapshot semantics through write-audit-publish, on the real
+Greenery data whose raw tables change from one day's load to the next, as the shop's database does."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+import pytest
+from helpers import rows, table_hash
+
+from greenery import wap
+from greenery.project import models
+
+pytestmark = pytest.mark.db
+
+MODELS = models.discover()
+D1, D2, D3 = dt.date(2021, 2, 12), dt.date(2021, 2, 13), dt.date(2021, 2, 14)
+
+
+def end_of(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+
+
+def run_day(conn, day: dt.date, run_id: str) -> None:
+    run = wap.Build(run_id, day)
+    wap.prepare(conn, run)
+    wap.build_models(conn, MODELS, run)
+    wap.publish(conn, MODELS, run)
+
+
+def versions(conn, order_id: str) -> list[tuple]:
+    return [
+        (r["status"], r["valid_from"], r["valid_to"])
+        for r in rows(conn, "select * from snapshots.snap_orders where order_id = %s order by valid_from", (order_id,))
+    ]
+
+
+@pytest.fixture
+def history(warehouse_url, real_greenery):
+    """Three days' loads: an order prepared on D1, shipped by D2, delivered by D3; each day's run after its load."""
+    from greenery.sources import load
+
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        load.load_dir(conn, real_greenery)
+        order = conn.execute("select order_id from raw.orders where status = 'preparing' order by order_id").fetchone()[
+            0
+        ]
+        run_day(conn, D1, "d1")
+        conn.execute(
+            "update raw.orders set status = 'shipped', tracking_id = 'TRACK-1', shipping_service = 'ups',"
+            " estimated_delivery_at = '2021-02-18T00:00:00Z' where order_id = %s",
+            (order,),
+        )
+        run_day(conn, D2, "d2")
+        conn.execute(
+            "update raw.orders set status = 'delivered', delivered_at = '2021-02-14T12:00:00Z' where order_id = %s",
+            (order,),
+        )
+        run_day(conn, D3, "d3")
+        yield conn, order
+
+
+def test_status_changes_across_three_days_give_one_version_each(history):
+    conn, order = history
+    assert versions(conn, order) == [
+        ("preparing", end_of(D1), end_of(D2)),
+        ("shipped", end_of(D2), end_of(D3)),
+        ("delivered", end_of(D3), None),
+    ]
+    # Orders that did not change kept their first version; every order has exactly one current version.
+    assert conn.execute("select count(*) from snapshots.snap_orders where valid_to is null").fetchone()[0] == 361
+    assert conn.execute("select count(*) from snapshots.snap_orders").fetchone()[0] == 361 + 2
+
+
+def test_rerunning_the_middle_day_or_the_last_changes_nothing(history):
+    conn, _ = history
+    before = table_hash(conn, "snapshots.snap_orders")
+    run_day(conn, D2, "d2-again")  # it did not see D3: it keeps the history as it is
+    assert table_hash(conn, "snapshots.snap_orders") == before
+    run_day(conn, D3, "d3-again")  # the latest step, taken again on the same raw: the same step
+    assert table_hash(conn, "snapshots.snap_orders") == before
+
+
+def test_a_backfill_of_an_earlier_day_invents_no_version(history):
+    conn, order = history
+    before = table_hash(conn, "snapshots.snap_orders")
+    run_day(conn, D1 - dt.timedelta(days=1), "backfill")
+    assert table_hash(conn, "snapshots.snap_orders") == before
+    assert len(versions(conn, order)) == 3
+
+
+def test_metrics_as_of_a_day_use_the_versions_known_then(history):
+    conn, _ = history
+    run_day(conn, D1 - dt.timedelta(days=1), "before-history")  # backfilled after the history started
+    run_day(conn, D2, "d2-again")
+    by_day = {
+        r["as_of_date"]: r
+        for r in rows(conn, "select as_of_date, avg_delivery_days, delivery_as_of from marts.metrics_daily")
+    }
+    assert by_day[D1 - dt.timedelta(days=1)]["delivery_as_of"] == "current_state"  # before the history
+    assert by_day[D2]["delivery_as_of"] == by_day[D3]["delivery_as_of"] == "history"
+    # The order delivered on D3 counts in D3's average, not in D2's (it was only shipped then).
+    delivered_by = {
+        day: conn.execute(
+            "select count(*) from snapshots.snap_orders where status = 'delivered' and valid_from <= %(t)s"
+            " and (valid_to is null or valid_to > %(t)s) and created_at < %(t)s",
+            {"t": end_of(day)},
+        ).fetchone()[0]
+        for day in (D2, D3)
+    }
+    assert delivered_by[D3] == delivered_by[D2] + 1
+    assert by_day[D2]["avg_delivery_days"] != by_day[D3]["avg_delivery_days"]
+
+
+def test_a_run_built_on_a_step_another_run_replaced_is_not_published(history):
+    conn, _ = history
+    late = wap.Build("late", dt.date(2021, 2, 15))
+    wap.prepare(conn, late)
+    wap.build_models(conn, MODELS, late)
+    run_day(conn, dt.date(2021, 2, 16), "meanwhile")  # steps the snapshot past what `late` was built on
+    before = table_hash(conn, "snapshots.snap_orders")
+    with pytest.raises(wap.PublishError, match="moved on"):
+        wap.publish(conn, MODELS, late)
+    assert table_hash(conn, "snapshots.snap_orders") == before

@@ -318,7 +318,12 @@ DEFECTS = {
     ),
     "more checkouts than carts": (
         "update marts.fact_funnel_daily set sessions_with_checkout = sessions_with_add_to_cart + 1",
-        ("marts.fact_funnel_daily", "expect_column_pair_values_a_to_be_greater_than_b", "sessions_with_add_to_cart", "2021-02-12"),
+        (
+            "marts.fact_funnel_daily",
+            "expect_column_pair_values_a_to_be_greater_than_b",
+            "sessions_with_add_to_cart",
+            "2021-02-12",
+        ),
     ),
 }
 

@@ -8,9 +8,11 @@ ranks, p from math.erfc rather than the SQL approximation. scipy is not needed.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import math
 import statistics
+from collections import defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 
 import behavior_data as b
@@ -317,3 +319,66 @@ def test_answers_name_the_strongest_indicators_with_n_and_p(stats_shop):
 def test_answers_say_when_no_indicator_passes(shop):
     text = "\n".join(answers.format_indicators(answers.read_indicators(shop), "test"))
     assert "none: no indicator tells repeat from one-time buyers apart at p < 0.05" in text
+
+
+# ------------------------------------------------------------------------------- the real data
+
+
+def _csv(folder, name: str) -> list[dict]:
+    with (folder / f"{name}.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def real_first_order_values(folder) -> tuple[dict[str, dict[str, float | None]], set[str]]:
+    """Straight from the CSV files: per buyer the first order's total and the mean session length (minutes)
+    up to that order's checkout, leaving out sessions that check out only later orders; and the repeat buyers."""
+    orders = defaultdict(list)
+    for o in _csv(folder, "orders"):
+        if o["user_id"]:
+            orders[o["user_id"]].append((_at(o["created_at"]), o["order_id"], float(o["order_total"])))
+    first = {user: min(found) for user, found in orders.items()}
+    repeat = {user for user, found in orders.items() if len(found) > 1}
+    events = [e for e in _csv(folder, "events") if e["event_type"] in ("page_view", "add_to_cart", "checkout")]
+    checked_out = defaultdict(list)  # order -> times of its checkout events
+    session_orders = defaultdict(set)  # session -> orders it checked out
+    for e in events:
+        if e["event_type"] == "checkout" and e["order_id"]:
+            checked_out[e["order_id"]].append(_at(e["created_at"]))
+            session_orders[e["session_id"]].add(e["order_id"])
+    sessions = defaultdict(lambda: defaultdict(list))  # user -> session -> event times in the window
+    for e in events:
+        if e["user_id"] not in first:
+            continue
+        at, order_id, _ = first[e["user_id"]]
+        # The order row and its first checkout event may be a moment apart: the window takes in both.
+        window_end = max([at, *sorted(checked_out[order_id])[:1]])
+        later_only = session_orders[e["session_id"]] and order_id not in session_orders[e["session_id"]]
+        if _at(e["created_at"]) <= window_end and not later_only:
+            sessions[e["user_id"]][e["session_id"]].append(_at(e["created_at"]))
+    minutes = {
+        user: statistics.mean((max(t) - min(t)).total_seconds() / 60 for t in sessions[user].values())
+        if sessions[user]
+        else None
+        for user in first
+    }
+    totals = {user: total for user, (_, _, total) in first.items()}
+    return {"first_order_total": totals, "avg_session_minutes": rounded(minutes)}, repeat
+
+
+def test_the_strongest_real_indicators_match_a_computation_from_the_csv_files(published_url, real_greenery):
+    """On the real data the indicators with the largest |rank-biserial| are the mean session length and the
+    first order's total, neither significant: checked against the CSV files, not against the SQL."""
+    with psycopg.connect(published_url) as conn:
+        found = indicators(conn)
+    values, repeat = real_first_order_values(real_greenery)
+    assert len(values["first_order_total"]) == 124 and len(repeat) == 99
+    strongest = sorted(found.values(), key=lambda r: -abs(r["rank_biserial"] or 0))
+    assert [r["indicator"] for r in strongest[:2]] == ["avg_session_minutes", "first_order_total"]
+    for name in ("avg_session_minutes", "first_order_total"):
+        want = expected_row(values[name], repeat)
+        assert_row_matches(found[name], want, name)
+        assert 0.05 < want["p_value"] < 0.5, (name, want["p_value"])

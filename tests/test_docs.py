@@ -31,6 +31,13 @@ def test_every_model_is_documented_and_owned():
     assert all(docs.load()[name].get("columns") for name in marts), "every mart documents its columns"
 
 
+def test_indicator_definitions_are_in_the_readme():
+    indicators = docs.load()["repurchase_indicators"]["indicators"]
+    assert all(d.get("definition") and d.get("says") for d in indicators.values())
+    section = docs.readme_section()
+    assert all(f"| `{name}` | " in section for name in indicators)
+
+
 @pytest.mark.db
 def test_built_marts_carry_the_docs_as_comments_and_every_column_is_documented(db):
     known_data.load(db)

@@ -161,7 +161,7 @@ def test_a_changed_column_list_rebuilds_that_model_whole(loaded, tmp_path):
     shutil.copytree(config.get().sql_dir, sql_dir)
     changed = sql_dir / "intermediate" / "int_user_sessions.sql"
     changed.write_text(
-        changed.read_text().replace("as first_checkout_at", "as first_checkout_at,\n        1 as version")
+        changed.read_text().replace("as first_add_to_cart_at", "as first_add_to_cart_at,\n        1 as version")
     )
     found = models.discover(sql_dir)
     results = run_day(loaded, DAYS[1], found=found)

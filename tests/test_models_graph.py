@@ -42,6 +42,12 @@ EXPECTED_REFS = {
         "int_sessions_per_hour",
         "snap_orders",
     },
+    "int_user_behavior": {"stg_postgres__users", "stg_postgres__events", "int_orders", "int_order_items"},
+    "fact_user_behavior": {"int_user_behavior"},
+    "repurchase_indicators": {"int_user_behavior"},
+    # The day's sessions (int_user_sessions is indexed on their start), then their events.
+    "fact_funnel_daily": {"int_user_sessions", "stg_postgres__events"},
+    "fact_product_funnel_daily": {"int_user_sessions", "int_product_events"},
 }
 
 
@@ -68,16 +74,20 @@ def test_layers_and_sources():
         "fact_product",
         "fact_product_sessions_daily",
         "metrics_daily",
+        "fact_user_behavior",
+        "repurchase_indicators",
+        "fact_funnel_daily",
+        "fact_product_funnel_daily",
     }
-    # Each staging model reads exactly the raw table it is named after; no other model reads raw, but the
-    # monitor of what arrived (volume anomalies must count quarantined rows too).
+    # Each staging model reads exactly the raw table it is named after; past staging only the volume history
+    # reads raw (quarantined rows count in a day's volume too).
     for m in found.values():
         if m.layer == "staging":
             assert m.sources == (m.name.removeprefix("stg_postgres__"),)
         elif m.name == "int_source_volumes_daily":
             assert set(m.sources) == {"orders", "events", "users"}
         else:
-            assert m.sources == ()
+            assert m.sources == (), m.name
 
 
 def test_every_model_declares_a_primary_key():
@@ -89,9 +99,13 @@ def test_daily_models_are_partitioned_by_day():
     found = models.discover()
     assert found["metrics_daily"].partition_by == "as_of_date"
     assert found["fact_product_sessions_daily"].partition_by == "date"
+    assert found["fact_funnel_daily"].partition_by == "date"
+    assert found["fact_product_funnel_daily"].partition_by == "date"
     assert {m.name for m in found.values() if m.materialized == "daily_partition"} == {
         "metrics_daily",
         "fact_product_sessions_daily",
+        "fact_funnel_daily",
+        "fact_product_funnel_daily",
     }
 
 

@@ -36,6 +36,7 @@ DAYS = (dt.date(2021, 2, 11), dt.date(2021, 2, 12))
 ORDER = "8329a65b-7ddf-4250-aeee-bd625f8a401a"  # delivered, no promo, five order lines
 ORDER_LINE_PRODUCT = "fb0e8be7-5ac4-4a76-a1fa-2cc4bf0b2d80"
 PAGE_VIEW = "0007a1f6-0123-4ab3-bac3-6dfefa832975"
+BUYER = "b3367c91-53bd-4aac-ab6d-0a596fe382c2"  # the user of ORDER
 
 
 def _on_raw(statement: str) -> bool:
@@ -305,6 +306,24 @@ DEFECTS = {
     "paused promo": (
         "update raw.promos set status = 'paused' where promo_id = 'task-force'",
         ("staging.stg_postgres__promos", "expect_column_values_to_be_in_set", "promo_status", "task-force"),
+    ),
+    # The analytics marts: a buyer counted without orders, a p-value out of range, a funnel that widens.
+    "buyer without orders": (
+        f"update marts.fact_user_behavior set orders = 0 where user_id = '{BUYER}'",
+        ("marts.fact_user_behavior", "unexpected_rows_expectation", "is_buyer is orders >= 1", BUYER),
+    ),
+    "p-value above 1": (
+        "update marts.repurchase_indicators set p_value = 1.5 where indicator = 'page_views'",
+        ("marts.repurchase_indicators", "expect_column_values_to_be_between", "p_value", "page_views"),
+    ),
+    "more checkouts than carts": (
+        "update marts.fact_funnel_daily set sessions_with_checkout = sessions_with_add_to_cart + 1",
+        (
+            "marts.fact_funnel_daily",
+            "expect_column_pair_values_a_to_be_greater_than_b",
+            "sessions_with_add_to_cart",
+            "2021-02-12",
+        ),
     ),
 }
 

@@ -1,7 +1,10 @@
 """The business answers from the marts, as ``greenery answers`` prints them.
 
-Figures of ``metrics_daily`` are as of the end of one day; the product ranking reads ``fact_product``,
-which holds all history as of the latest published run, and says so.
+Figures of ``metrics_daily`` (the session funnel among them) are as of the end of one day; the product
+ranking reads ``fact_product`` and the repurchase indicators read ``repurchase_indicators``, which hold
+all history as of the latest published run, and say so. The strongest indicators are put in words from
+the ``says`` phrases of include/sql/marts/_docs.yml: only those with p below ``SIGNIFICANCE``, ranked by
+the size of their rank-biserial correlation (the effect size of the test that gave the p-value).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ select
     repeat_buyers,
     repeat_rate,
     sessions,
+    sessions_with_add_to_cart,
     sessions_with_checkout,
     conversion_rate,
     avg_orders_per_hour,
@@ -32,6 +36,28 @@ from marts.fact_product
 order by conversion_rate desc nulls last, product_name
 limit 3
 """
+
+INDICATORS_SQL = """
+select
+    indicator,
+    is_binary,
+    n_repeat,
+    n_one_time,
+    mean_repeat,
+    mean_one_time,
+    median_repeat,
+    median_one_time,
+    mean_ratio,
+    cohens_d,
+    rank_biserial,
+    p_value,
+    untested_reason
+from marts.repurchase_indicators
+order by abs(rank_biserial) desc nulls last, indicator
+"""
+
+SIGNIFICANCE = 0.05
+STRONGEST = 3
 
 LATEST_RUN_SQL = "select max(logical_date) from greenery_audit.publish_log where cardinality(tables) > 0"
 
@@ -51,12 +77,21 @@ def read(conn, day: dt.date | None = None) -> dict[str, Any]:
         metrics = dict(zip([c.name for c in cur.description], row, strict=True))
         cur.execute(TOP_PRODUCTS_SQL)
         top = cur.fetchall()
-        latest = cur.execute(LATEST_RUN_SQL).fetchone()[0] if _has_publish_log(cur) else None
-    return {"metrics": metrics, "top_products": top, "all_history_as_of": latest}
+        latest = cur.execute(LATEST_RUN_SQL).fetchone()[0] if _exists(cur, "greenery_audit.publish_log") else None
+    return {"metrics": metrics, "top_products": top, "all_history_as_of": latest, "indicators": read_indicators(conn)}
 
 
-def _has_publish_log(cur) -> bool:
-    return cur.execute("select to_regclass('greenery_audit.publish_log')").fetchone()[0] is not None
+def read_indicators(conn) -> list[dict] | None:
+    """The rows of repurchase_indicators, largest |rank-biserial| first; None before the mart was first built."""
+    with conn.cursor() as cur:
+        if not _exists(cur, "marts.repurchase_indicators"):
+            return None
+        cur.execute(INDICATORS_SQL)
+        return [dict(zip([c.name for c in cur.description], r, strict=True)) for r in cur.fetchall()]
+
+
+def _exists(cur, relation: str) -> bool:
+    return cur.execute("select to_regclass(%s)", (relation,)).fetchone()[0] is not None
 
 
 def pct(value) -> str:
@@ -81,6 +116,7 @@ def format_answers(answers: dict[str, Any]) -> str:
         f"  sessions per hour (avg)       {num(m['avg_sessions_per_hour']):>10}",
         f"  days to deliver (avg)         {num(m['avg_delivery_days']):>10}",
     ]
+    lines += format_funnel(m)
     as_of = answers.get("all_history_as_of")
     label = f"all history, as known to the latest run ({as_of or 'n/a'})"
     if as_of != m["as_of_date"]:
@@ -88,4 +124,111 @@ def format_answers(answers: dict[str, Any]) -> str:
     lines.append(f"Best-converting products (marts.fact_product: {label})")
     for name, viewed, purchased, rate in answers["top_products"]:
         lines.append(f"  {name:<22} {purchased:>6} of {viewed:<6} sessions  {pct(rate)}")
+    lines += format_indicators(answers.get("indicators"), label)
     return "\n".join(lines)
+
+
+def _ratio(part, whole) -> str:
+    return "n/a" if part is None or not whole else f"{part / whole:.1%}"
+
+
+def format_funnel(m: dict[str, Any]) -> list[str]:
+    """The session funnel as of the day: each step counted on its own, with its conversion from the step before."""
+    sessions, carts, checkouts = m["sessions"], m["sessions_with_add_to_cart"], m["sessions_with_checkout"]
+    return [
+        f"Session funnel (all sessions by the end of {m['as_of_date']}; per day: marts.fact_funnel_daily)",
+        f"  sessions                      {sessions:>10,}",
+        f"  with an add-to-cart           {carts:>10,}   {_ratio(carts, sessions)} of sessions",
+        f"  with a checkout               {checkouts:>10,}   {_ratio(checkouts, carts)} of those with an"
+        f" add-to-cart, {_ratio(checkouts, sessions)} of sessions",
+    ]
+
+
+def _p(p) -> str:
+    if p is None:
+        return "untested"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _value(value, binary: bool) -> str:
+    if value is None:
+        return "n/a"
+    return f"{float(value):.0%}" if binary else f"{float(value):.2f}"
+
+
+def format_indicators(rows: list[dict] | None, label: str) -> list[str]:
+    """The indicator table, then the strongest indicators with p below SIGNIFICANCE in words."""
+    head = f"What repeat buyers did differently up to their first order (marts.repurchase_indicators: {label})"
+    if rows is None:
+        return [head, "  not built yet: run the DAG"]
+    if not rows:
+        return [head, "  no buyers yet"]
+    lines = [
+        head,
+        f"  {'indicator':<31} {'repeat: n':>9} {'mean':>8} {'median':>8}   {'one-time: n':>11} {'mean':>8}"
+        f" {'median':>8}  {'ratio':>6} {'d':>6} {'r':>6}  p",
+    ]
+    for r in rows:
+        b = r["is_binary"]
+        ratio = "n/a" if r["mean_ratio"] is None else f"{float(r['mean_ratio']):.2f}"
+        lines.append(
+            f"  {r['indicator']:<31} {r['n_repeat']:>9} {_value(r['mean_repeat'], b):>8}"
+            f" {_value(r['median_repeat'], b):>8}"
+            f"   {r['n_one_time']:>11} {_value(r['mean_one_time'], b):>8} {_value(r['median_one_time'], b):>8}"
+            f"  {ratio:>6} {_num(r['cohens_d']):>6} {_num(r['rank_biserial']):>6}  "
+            + (_p(r["p_value"]) if r["p_value"] is not None else f"untested: {r['untested_reason']}")
+        )
+    lines.append(
+        "  ratio: mean repeat / mean one-time; d: Cohen's d; r: rank-biserial (> 0: repeat buyers higher);"
+        " p: two-sided Mann-Whitney U"
+    )
+    lines += strongest(rows)
+    return lines
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{float(value):+.2f}"
+
+
+def strongest(rows: list[dict]) -> list[str]:
+    """The indicators with p below SIGNIFICANCE, largest |rank-biserial| first, each in a sentence."""
+    from greenery import docs
+
+    says = {name: d["says"] for name, d in docs.load()["repurchase_indicators"]["indicators"].items()}
+    tested = [r for r in rows if r["p_value"] is not None]
+    found = sorted(
+        (r for r in tested if r["p_value"] < SIGNIFICANCE), key=lambda r: (-abs(r["rank_biserial"]), r["indicator"])
+    )
+    lines = [
+        f"Strongest indicators (p < {SIGNIFICANCE}, by |r|; {len(tested)} tested, so about"
+        f" {len(tested) * SIGNIFICANCE:.1f} would pass by chance if none mattered)"
+    ]
+    if not found:
+        none = f"  none: no indicator tells repeat from one-time buyers apart at p < {SIGNIFICANCE}"
+        best = max(tested, key=lambda r: abs(r["rank_biserial"]), default=None)
+        if best is not None:
+            none += f" (largest effect: {best['indicator']}, r {_num(best['rank_biserial'])}, {_p(best['p_value'])})"
+        lines.append(none)
+    lines += [f"  - {sentence(r, says.get(r['indicator']))}" for r in found[:STRONGEST]]
+    return lines
+
+
+def sentence(r: dict, says: str | None) -> str:
+    """One indicator in words: who is higher (by the rank-based effect, as the test), by how much, n and p."""
+    stats = f"n {r['n_repeat']} vs {r['n_one_time']}, r {_num(r['rank_biserial'])}, {_p(r['p_value'])}"
+    m1, m0 = r["mean_repeat"], r["mean_one_time"]
+    if r["is_binary"]:
+        return f"{_value(m1, True)} of repeat buyers vs {_value(m0, True)} of one-time buyers {says} ({stats})"
+    repeat_higher = r["rank_biserial"] > 0
+    subject, other = ("repeat buyers", "one-time buyers") if repeat_higher else ("one-time buyers", "repeat buyers")
+    figures = (
+        f"repeat vs one-time: mean {_value(m1, False)} vs {_value(m0, False)},"
+        f" median {_value(r['median_repeat'], False)} vs {_value(r['median_one_time'], False)}; {stats}"
+    )
+    # The ratio of the higher group's mean (else median) to the other's, when it points the way the ranks do.
+    for hi, lo in ((m1, m0), (r["median_repeat"], r["median_one_time"])):
+        hi, lo = (hi, lo) if repeat_higher else (lo, hi)
+        if says and hi is not None and lo and float(hi) / float(lo) > 1:
+            ratio = f"{float(hi) / float(lo):.1f}×"
+            return f"{subject} {says.format(ratio=ratio, other=other)} up to their first order ({figures})"
+    return f"{subject} rank higher on {r['indicator']} up to their first order ({figures})"

@@ -67,6 +67,11 @@ def readme_section() -> str:
         lines += [f"#### `marts.{name}`", "", doc.get("description", ""), "", "| column | meaning |", "|---|---|"]
         lines += [f"| `{c}` | {_cell(t)} |" for c, t in (doc.get("columns") or {}).items()]
         lines.append("")
+        # A mart with one row per indicator defines its rows too (repurchase_indicators).
+        if doc.get("indicators"):
+            lines += ["| indicator | definition |", "|---|---|"]
+            lines += [f"| `{i}` | {_cell(d['definition'])} |" for i, d in doc["indicators"].items()]
+            lines.append("")
     lines.append(README_END)
     return "\n".join(lines)
 

@@ -1,0 +1,346 @@
+{{ config(unique_key=['behavior_scope', 'user_id']) }}
+
+-- How each user browsed and bought, one row per user and scope:
+-- - all_history: every event and order the run knows, for every user (marts.fact_user_behavior);
+-- - through_first_order: buyers only, and only what happened up to and including their first order
+--   (marts.repurchase_indicators compares repeat and one-time buyers on it). It ends at the first order
+--   for everyone: after it, a one-time buyer's sessions are non-buying by definition of the label, so a
+--   longer window would leak the answer the other way. Events count up to the first order's checkout,
+--   except those of a session that checks out only later orders (it belongs to the second order even when
+--   it began earlier); orders: the first only; a delivery counts as late or on time only if that was known
+--   before the second order (for a one-time buyer: by the run's clock).
+-- Shipping events are the shop's, not the user's: they are no behaviour, and would stretch a session by days.
+-- Ties (two orders in the same second) are broken by order_id, as everywhere a "first" is picked.
+with
+
+users as (
+    select * from {{ ref('stg_postgres__users') }}
+),
+
+events as (
+    select * from {{ ref('stg_postgres__events') }}
+    where
+        user_id is not null
+        and event_type in ('page_view', 'add_to_cart', 'checkout')
+),
+
+orders as (
+    select * from {{ ref('int_orders') }}
+    where user_id is not null
+),
+
+order_items as (
+    select * from {{ ref('int_order_items') }}
+),
+
+numbered_orders as (
+    select
+        *,
+        row_number() over (partition by user_id order by created_at, order_id) as order_number
+    from orders
+),
+
+order_checkouts as (
+    select
+        order_id,
+        min(created_at) as checked_out_at
+    from events
+    where event_type = 'checkout' and order_id is not null
+    group by order_id
+),
+
+buyers as (
+    select
+        first_orders.user_id,
+        first_orders.order_id as first_order_id,
+        first_orders.created_at as first_order_at,
+        -- The checkout event may be written a moment after the order row: the window takes in both.
+        greatest(first_orders.created_at, order_checkouts.checked_out_at) as window_end,
+        second_orders.created_at as second_order_at,
+        second_orders.order_id is not null as is_repeat_buyer
+    from numbered_orders as first_orders
+    left join order_checkouts on first_orders.order_id = order_checkouts.order_id
+    left join numbered_orders as second_orders
+        on first_orders.user_id = second_orders.user_id and second_orders.order_number = 2
+    where first_orders.order_number = 1
+),
+
+later_order_sessions as (
+    select events.session_id
+    from events
+    inner join buyers on events.user_id = buyers.user_id
+    where events.event_type = 'checkout' and events.order_id is not null
+    group by events.session_id, buyers.first_order_id
+    having bool_and(events.order_id != buyers.first_order_id)
+),
+
+scoped_events as (
+    select
+        'all_history' as behavior_scope,
+        user_id,
+        session_id,
+        event_type,
+        product_id,
+        created_at
+    from events
+    union all
+    select
+        'through_first_order' as behavior_scope,
+        events.user_id,
+        events.session_id,
+        events.event_type,
+        events.product_id,
+        events.created_at
+    from events
+    inner join buyers on events.user_id = buyers.user_id
+    where
+        events.created_at <= buyers.window_end
+        and not exists (
+            select 1 from later_order_sessions
+            where later_order_sessions.session_id = events.session_id
+        )
+),
+
+scoped_sessions as (
+    select
+        behavior_scope,
+        user_id,
+        session_id,
+        min(created_at) as started_at,
+        max(created_at) as ended_at,
+        count(*) filter (where event_type = 'add_to_cart') as add_to_carts,
+        count(*) filter (where event_type = 'checkout') as checkouts,
+        min(created_at) filter (where event_type = 'add_to_cart') as first_add_to_cart_at
+    from scoped_events
+    group by behavior_scope, user_id, session_id
+),
+
+cart_to_checkout as (
+    -- From a session's first add-to-cart to its first checkout at or after it.
+    select
+        scoped_sessions.behavior_scope,
+        scoped_sessions.user_id,
+        scoped_sessions.session_id,
+        extract(epoch from min(scoped_events.created_at) - scoped_sessions.first_add_to_cart_at) / 60 as minutes
+    from scoped_sessions
+    inner join scoped_events
+        on
+            scoped_sessions.behavior_scope = scoped_events.behavior_scope
+            and scoped_sessions.user_id = scoped_events.user_id
+            and scoped_sessions.session_id = scoped_events.session_id
+    where
+        scoped_events.event_type = 'checkout'
+        and scoped_events.created_at >= scoped_sessions.first_add_to_cart_at
+    group by
+        scoped_sessions.behavior_scope,
+        scoped_sessions.user_id,
+        scoped_sessions.session_id,
+        scoped_sessions.first_add_to_cart_at
+),
+
+session_behavior as (
+    select
+        scoped_sessions.behavior_scope,
+        scoped_sessions.user_id,
+        count(*) as sessions,
+        count(*) filter (where scoped_sessions.add_to_carts > 0 and scoped_sessions.checkouts = 0) as carts_abandoned,
+        avg(extract(epoch from scoped_sessions.ended_at - scoped_sessions.started_at) / 60) as avg_session_minutes,
+        sum(extract(epoch from scoped_sessions.ended_at - scoped_sessions.started_at) / 60) as total_session_minutes,
+        percentile_cont(0.5) within group (
+            order by cart_to_checkout.minutes::double precision
+        ) as median_minutes_cart_to_checkout
+    from scoped_sessions
+    left join cart_to_checkout
+        on
+            scoped_sessions.behavior_scope = cart_to_checkout.behavior_scope
+            and scoped_sessions.user_id = cart_to_checkout.user_id
+            and scoped_sessions.session_id = cart_to_checkout.session_id
+    group by scoped_sessions.behavior_scope, scoped_sessions.user_id
+),
+
+event_behavior as (
+    select
+        behavior_scope,
+        user_id,
+        count(*) filter (where event_type = 'page_view') as page_views,
+        count(distinct product_id) filter (where event_type = 'page_view') as products_viewed,
+        count(*) filter (where event_type = 'add_to_cart') as add_to_carts
+    from scoped_events
+    group by behavior_scope, user_id
+),
+
+scoped_orders as (
+    select
+        'all_history' as behavior_scope,
+        order_id,
+        user_id,
+        promo_id,
+        created_at,
+        order_total,
+        unit_count,
+        item_count,
+        estimated_delivery_at,
+        delivered_at,
+        -- Whether a delivery was late is judged with what was known by then.
+        {{ run_time }} as known_by
+    from orders
+    union all
+    select
+        'through_first_order' as behavior_scope,
+        orders.order_id,
+        orders.user_id,
+        orders.promo_id,
+        orders.created_at,
+        orders.order_total,
+        orders.unit_count,
+        orders.item_count,
+        orders.estimated_delivery_at,
+        orders.delivered_at,
+        coalesce(buyers.second_order_at, {{ run_time }}) as known_by
+    from orders
+    inner join buyers on orders.order_id = buyers.first_order_id
+),
+
+order_behavior as (
+    select
+        behavior_scope,
+        user_id,
+        count(*) as orders,
+        avg((promo_id is not null)::int) as promo_order_share,
+        avg(order_total) as avg_order_total,
+        avg(unit_count) as avg_order_units,
+        avg(item_count) as avg_order_products,
+        extract(epoch from max(created_at) - min(created_at)) / 86400 / nullif(count(*) - 1, 0)
+            as avg_days_between_orders,
+        -- Known: delivered by then, or its estimate passed by then (a missed estimate is late).
+        count(*) filter (
+            where estimated_delivery_at <= known_by or (estimated_delivery_at is not null and delivered_at <= known_by)
+        ) as deliveries_known,
+        count(*) filter (
+            where estimated_delivery_at <= known_by and (delivered_at is null or delivered_at > estimated_delivery_at)
+        ) as late_deliveries
+    from scoped_orders
+    group by behavior_scope, user_id
+),
+
+first_order_products as (
+    select distinct
+        buyers.user_id,
+        buyers.is_repeat_buyer,
+        order_items.product_id
+    from buyers
+    inner join order_items on buyers.first_order_id = order_items.order_id
+),
+
+product_first_orders as (
+    -- First orders only: a repeat buyer has more orders, so more chances to have bought any product.
+    select
+        product_id,
+        count(*) filter (where is_repeat_buyer) as repeat_buyers,
+        count(*) filter (where not is_repeat_buyer) as one_time_buyers
+    from first_order_products
+    group by product_id
+),
+
+buyer_groups as (
+    select
+        count(*) filter (where is_repeat_buyer) as repeat_buyers,
+        count(*) filter (where not is_repeat_buyer) as one_time_buyers
+    from buyers
+),
+
+scoped_products as (
+    select distinct
+        scoped_orders.behavior_scope,
+        scoped_orders.user_id,
+        order_items.product_id
+    from scoped_orders
+    inner join order_items on scoped_orders.order_id = order_items.order_id
+),
+
+favoured_products as (
+    -- A product is repeat-favoured for a user when a larger share of the *other* repeat buyers than of the
+    -- other one-time buyers had it in their first order (leave-one-out: the user's own label, which the
+    -- indicator is compared with, does not decide it). r/R > s/S is compared as r*S > s*R, which is false
+    -- when either group is empty.
+    select
+        scoped_products.behavior_scope,
+        scoped_products.user_id,
+        bool_or(
+            (coalesce(product_first_orders.repeat_buyers, 0) - (own.is_repeat_buyer is true)::int)
+            * (buyer_groups.one_time_buyers - (buyers.is_repeat_buyer is false)::int)
+            > (coalesce(product_first_orders.one_time_buyers, 0) - (own.is_repeat_buyer is false)::int)
+            * (buyer_groups.repeat_buyers - (buyers.is_repeat_buyer is true)::int)
+        ) as bought_repeat_favoured_product
+    from scoped_products
+    cross join buyer_groups
+    inner join buyers on scoped_products.user_id = buyers.user_id
+    left join product_first_orders on scoped_products.product_id = product_first_orders.product_id
+    left join first_order_products as own
+        on
+            scoped_products.user_id = own.user_id
+            and scoped_products.product_id = own.product_id
+    group by scoped_products.behavior_scope, scoped_products.user_id
+),
+
+scoped_users as (
+    select
+        'all_history' as behavior_scope,
+        user_id,
+        created_at as signed_up_at
+    from users
+    union all
+    select
+        'through_first_order' as behavior_scope,
+        users.user_id,
+        users.created_at as signed_up_at
+    from users
+    inner join buyers on users.user_id = buyers.user_id
+),
+
+final as (
+    select
+        scoped_users.behavior_scope,
+        scoped_users.user_id,
+        buyers.user_id is not null as is_buyer,
+        coalesce(buyers.is_repeat_buyer, false) as is_repeat_buyer,
+        coalesce(session_behavior.sessions, 0) as sessions,
+        coalesce(event_behavior.page_views, 0) as page_views,
+        coalesce(event_behavior.products_viewed, 0) as products_viewed,
+        coalesce(event_behavior.add_to_carts, 0) as add_to_carts,
+        coalesce(session_behavior.carts_abandoned, 0) as carts_abandoned,
+        round(session_behavior.avg_session_minutes, 4) as avg_session_minutes,
+        round(coalesce(session_behavior.total_session_minutes, 0), 4) as total_session_minutes,
+        round(session_behavior.median_minutes_cart_to_checkout::numeric, 4) as median_minutes_cart_to_checkout,
+        coalesce(order_behavior.orders, 0) as orders,
+        round(order_behavior.promo_order_share, 4) as promo_order_share,
+        round(order_behavior.avg_order_total, 4) as avg_order_total,
+        round(order_behavior.avg_order_units, 4) as avg_order_units,
+        round(order_behavior.avg_order_products, 4) as avg_order_products,
+        round(order_behavior.avg_days_between_orders, 4) as avg_days_between_orders,
+        coalesce(order_behavior.deliveries_known, 0) as deliveries_known,
+        coalesce(order_behavior.late_deliveries, 0) as late_deliveries,
+        coalesce(favoured_products.bought_repeat_favoured_product, false) as bought_repeat_favoured_product,
+        round(extract(epoch from buyers.first_order_at - scoped_users.signed_up_at) / 86400, 4)
+            as days_signup_to_first_order
+    from scoped_users
+    left join buyers on scoped_users.user_id = buyers.user_id
+    left join session_behavior
+        on
+            scoped_users.behavior_scope = session_behavior.behavior_scope
+            and scoped_users.user_id = session_behavior.user_id
+    left join event_behavior
+        on
+            scoped_users.behavior_scope = event_behavior.behavior_scope
+            and scoped_users.user_id = event_behavior.user_id
+    left join order_behavior
+        on
+            scoped_users.behavior_scope = order_behavior.behavior_scope
+            and scoped_users.user_id = order_behavior.user_id
+    left join favoured_products
+        on
+            scoped_users.behavior_scope = favoured_products.behavior_scope
+            and scoped_users.user_id = favoured_products.user_id
+)
+
+select * from final

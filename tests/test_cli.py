@@ -70,7 +70,7 @@ def test_a_range_shows_a_line_per_day_and_keeps_airflows_log_in_the_file_it_name
 
 
 @pytest.mark.integration
-def test_a_failed_day_prints_its_cause_in_one_line_and_stops(cli_env):
+def test_a_failed_day_prints_its_cause_and_stops(cli_env):
     done = greenery("run", "--date", "2021-02-20", "--end-date", "2021-02-21", env=cli_env, timeout=600)
     assert done.returncode == 1
     assert "[1/1]" not in done.stdout and "[1/2] 2021-02-20 ... failed in" in done.stdout
@@ -127,3 +127,16 @@ def test_a_cli_run_has_a_realistic_duration_and_its_own_logical_date(airflow_dag
         stored = session.query(DagRun).filter(DagRun.run_id == dag_run.run_id).one()
         assert before - dt.timedelta(seconds=5) <= stored.start_date <= dt.datetime.now(dt.UTC)
         assert stored.logical_date.date() == dt.date(2021, 2, 12) and stored.logical_date.time() != dt.time()
+
+
+def test_a_long_cause_keeps_its_first_lines_and_says_where_the_rest_is():
+    from greenery import cli
+
+    verdict = "1 critical problem(s) in the data; nothing was published:\n- staging.x (from raw.x): unique(id): k x2\n"
+    assert cli._cause_lines(verdict) == [
+        "1 critical problem(s) in the data; nothing was published:",
+        "- staging.x (from raw.x): unique(id): k x2",
+    ]
+    traceback = "\n".join(f"line {i}" for i in range(40))
+    lines = cli._cause_lines(traceback)
+    assert len(lines) == cli.CAUSE_LINES and lines[-1] == "... (35 more lines in the log)"

@@ -486,8 +486,9 @@ def test_unreachable_slack_raises(slack_server, monkeypatch, kind):
 
 def test_unknown_connection_and_wrong_conn_type_raise(monkeypatch):
     monkeypatch.delenv(conn_env_var("slack_missing"), raising=False)
-    with pytest.raises(SlackDeliveryError, match="'slack_missing' is not defined"):
+    with pytest.raises(SlackDeliveryError, match="'slack_missing' is not defined") as missing:
         send({"text": "hi"}, "slack_missing")
+    assert missing.value.retryable is False  # a configuration error: alert_slack fails without retrying
     monkeypatch.setenv(conn_env_var("slack_http"), json.dumps({"conn_type": "http", "host": "example.com"}))
     with pytest.raises(SlackDeliveryError, match="unsupported conn_type"):
         send({"text": "hi"}, "slack_http")

@@ -98,14 +98,22 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
             print(f" {dag_run.state} in {seconds:.1f}s", file=console)
         if dag_run.state != "success":
             for task_id, error in _failures(dag_run, local_airflow.failed_tasks(dag_run)):
-                print(f"  {task_id}: {error}", file=sys.stderr)
+                first, *more = error
+                print(f"  {task_id}: {first}", file=sys.stderr)
+                for line in more:
+                    print(f"    {line}", file=sys.stderr)
             print(f"stopped at {day}; the whole log is in {log_file}", file=sys.stderr)
             return 1
     return 0
 
 
-def _failures(dag_run, failed: list[str]) -> list[tuple[str, str]]:
-    """Each failed task with the first line of its error, as the failure callback recorded it."""
+CAUSE_LINES = 6  # a failed validate's root causes (verdict()) fit; a traceback's tail does not matter here
+
+
+def _failures(dag_run, failed: list[str]) -> list[tuple[str, list[str]]]:
+    """Each failed task with its error as the failure callback recorded it: the first line says what failed,
+    the next few (a failed validate's root causes) say where; the log has the rest.
+    """
     from greenery import audit, warehouse
 
     recorded = {}
@@ -115,8 +123,15 @@ def _failures(dag_run, failed: list[str]) -> list[tuple[str, str]]:
     except Exception as exc:  # the warehouse may be why the run failed; the log has the rest
         recorded = {}
         if not failed:
-            return [("run", str(exc))]
-    return [(t, (recorded.get(t) or "see the log").strip().splitlines()[0][:300]) for t in failed]
+            return [("run", [str(exc)])]
+    return [(t, _cause_lines(recorded.get(t) or "see the log")) for t in failed]
+
+
+def _cause_lines(error: str) -> list[str]:
+    lines = [line.rstrip()[:300] for line in error.strip().splitlines() if line.strip()]
+    if len(lines) > CAUSE_LINES:
+        lines = [*lines[: CAUSE_LINES - 1], f"... ({len(lines) - CAUSE_LINES + 1} more lines in the log)"]
+    return lines
 
 
 def cmd_run(args: argparse.Namespace) -> int:

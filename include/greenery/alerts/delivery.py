@@ -41,11 +41,15 @@ class SlackDeliveryError(RuntimeError):
     truncated, redacted response body when there was one.
     """
 
-    def __init__(self, message: str, *, conn_id: str, status: int | None = None, body: str | None = None):
+    def __init__(
+        self, message: str, *, conn_id: str, status: int | None = None, body: str | None = None, retryable: bool = True
+    ):
         super().__init__(message)
         self.conn_id = conn_id
         self.status = status
         self.body = body
+        # False for a configuration error (no such connection): retrying cannot fix it, it only delays the red.
+        self.retryable = retryable
 
 
 def _connection_secrets(conn: Any) -> list[str]:
@@ -101,7 +105,9 @@ def send(
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
-        raise SlackDeliveryError(f"Slack connection {conn_id!r} is not defined", conn_id=conn_id) from None
+        raise SlackDeliveryError(
+            f"Slack connection {conn_id!r} is not defined", conn_id=conn_id, retryable=False
+        ) from None
     conn_type = (conn.conn_type or "").lower()
     secrets = _connection_secrets(conn)
     body = _scrub(dict(payload), secrets)

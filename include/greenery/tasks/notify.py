@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from greenery import audit, config, docs, links, warehouse
 from greenery.alerts import delivery, messages, suppression
@@ -52,7 +52,12 @@ def send_alert(context: Any) -> None:
             f"suppressed: the same {len(summary['root_causes'])} warning(s) and quarantine counts were alerted within"
             f" {settings.alert_suppress} (GREENERY_ALERT_SUPPRESS_HOURS); the Data quality view lists them"
         )
-    delivery.send(messages.build_alert(summary), settings.alert_conn_id, channel=settings.alert_channel)
+    try:
+        delivery.send(messages.build_alert(summary), settings.alert_conn_id, channel=settings.alert_channel)
+    except delivery.SlackDeliveryError as exc:
+        if exc.retryable:
+            raise
+        raise AirflowFailException(f"{exc}: on-call was not paged; define it, then clear alert_slack") from exc
     with warehouse.connect() as conn:
         audit.record_alert(conn, summary["run_id"], suppression.signatures(summary))
     log.info("alert sent through %s: %d root causes", settings.alert_conn_id, len(summary["root_causes"]))

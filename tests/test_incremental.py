@@ -236,3 +236,33 @@ def test_a_cleared_model_task_rebuilds_over_what_an_earlier_attempt_left(loaded)
         assert result.incremental is not full_refresh
     wap.publish(loaded, MODELS, run)
     assert hashes(loaded) == expected
+
+
+def test_a_column_added_to_a_daily_model_is_appended_and_a_removed_one_blocks_publish(loaded):
+    """A table that keeps earlier days meets a new version of its model (dbt's append_new_columns)."""
+    daily = next(m for m in MODELS.values() if m.materialized == "daily_partition")
+    run_day(loaded, DAYS[0])
+    added = relations.columns(loaded, daily.relation)[-1][0]
+    # As if the days so far had been published before the model gained its last column:
+    loaded.execute(f"alter table {daily.relation} drop column {added}")
+    run_day(loaded, DAYS[1])
+    by_day = dict(loaded.execute(f"select {daily.partition_by}, {added} is null from {daily.relation}").fetchall())
+    assert by_day == {DAYS[0]: True, DAYS[1]: False}  # the earlier day says "not known", not a made-up value
+
+    # A column the model no longer has: publish refuses, naming it, and nothing changes.
+    loaded.execute(f"alter table {daily.relation} add column dropped_metric numeric")
+    before = hashes(loaded)
+    run = wap.Build(f"removed-{DAYS[2]}", DAYS[2])
+    wap.prepare(loaded, run)
+    wap.build_models(loaded, MODELS, run)
+    with pytest.raises(wap.PublishError, match=rf"{daily.relation} keeps earlier days.*removed: dropped_metric"):
+        wap.publish(loaded, MODELS, run)
+    loaded.rollback()
+    assert hashes(loaded) == before
+
+    # The in-place path (no build schemas) appends the same way.
+    loaded.execute(f"alter table {daily.relation} drop column dropped_metric")
+    loaded.execute(f"alter table {daily.relation} drop column {added}")
+    loaded.commit()
+    build.build_model(loaded, daily, MODELS, render.Interval.for_day(DAYS[2]))
+    assert relations.columns(loaded, daily.relation)[-1][0] == added

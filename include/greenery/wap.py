@@ -280,11 +280,17 @@ def _publish_model(conn, model: Model, build: Build) -> None:
         conn.execute(
             sql.SQL("create table if not exists {} (like {} including all)").format(ident(target), ident(source))
         )
+        try:
+            names = sql.SQL(", ").join(map(sql.Identifier, relations.append_new_columns(conn, target, source)))
+        except relations.ColumnsChanged as exc:
+            raise PublishError(f"{exc} Nothing was published.") from exc
         conn.execute(
             sql.SQL("delete from {} where {} = %s").format(ident(target), sql.Identifier(model.partition_by)),
             (build.day,),
         )
-        conn.execute(sql.SQL("insert into {} select * from {}").format(ident(target), ident(source)))
+        conn.execute(
+            sql.SQL("insert into {} ({}) select {} from {}").format(ident(target), names, names, ident(source))
+        )
         conn.execute(sql.SQL("drop table {}").format(ident(source)))
     else:
         _drop_build_views_on(conn, target)

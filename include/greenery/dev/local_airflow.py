@@ -122,4 +122,6 @@ def output_to(path: Path):
 
 
 def failed_tasks(dag_run) -> list[str]:
-    return sorted(ti.task_id for ti in dag_run.get_task_instances() if ti.state == "failed")
+    """The failed tasks in the order they ended: the first is where the run went wrong."""
+    failed = [ti for ti in dag_run.get_task_instances() if ti.state == "failed"]
+    return [ti.task_id for ti in sorted(failed, key=lambda ti: (ti.end_date is None, ti.end_date, ti.task_id))]

@@ -118,10 +118,18 @@ def _write_snapshot(cur, target: Target, select: ModelSql | sql.Composable, step
 
 def _write_partition(cur, target: Target, select: ModelSql | sql.Composable, day: dt.date) -> int:
     table = ident(target.relation)
-    _create_as(cur, sql.SQL("create table if not exists {} as ").format(table), select, sql.SQL(" with no data"))
+    # Through a temporary table: a column added to the model since the table was created is appended.
+    _create_as(cur, sql.SQL("create temporary table _greenery_day on commit drop as "), select)
+    cur.execute(sql.SQL("create table if not exists {} (like pg_temp._greenery_day)").format(table))
+    names = sql.SQL(", ").join(
+        map(sql.Identifier, relations.append_new_columns(cur, target.relation, "pg_temp._greenery_day"))
+    )
     partition = sql.Identifier(target.model.partition_by)
     cur.execute(sql.SQL("delete from {} where {} = %s").format(table, partition), (day,))
-    return _create_as(cur, sql.SQL("insert into {} ").format(table), select)
+    cur.execute(sql.SQL("insert into {} ({}) select {} from pg_temp._greenery_day").format(table, names, names))
+    rows = cur.rowcount
+    cur.execute("drop table pg_temp._greenery_day")
+    return rows
 
 
 def _create_as(cur, prefix: sql.Composable, select: ModelSql | sql.Composable, suffix=None) -> int:

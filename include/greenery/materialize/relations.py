@@ -49,6 +49,39 @@ def columns(conn, relation: str) -> list[tuple[str, int]] | None:
     return [(name, oid) for name, oid in rows] or None
 
 
+class ColumnsChanged(ValueError):
+    """A table that keeps earlier days cannot take rows whose columns were removed or changed type."""
+
+
+def append_new_columns(conn, target: str, source: str) -> list[str]:
+    """Give ``target`` the columns of ``source`` it lacks (dbt's on_schema_change 'append_new_columns').
+
+    For tables that keep earlier days (daily partitions): a column added to the model appears in them,
+    NULL on the days built before it, instead of the day's insert failing. A column removed or retyped
+    raises ColumnsChanged naming it: dropping history is a decision for a person. Returns ``source``'s
+    column names in order, for an insert that names them.
+    """
+    query = (
+        "select attname, format_type(atttypid, atttypmod) from pg_attribute where attrelid = to_regclass(%s)"
+        " and attnum > 0 and not attisdropped order by attnum"
+    )
+    built = conn.execute(query, (ident(source).as_string(conn),)).fetchall()
+    published = dict(conn.execute(query, (ident(target).as_string(conn),)).fetchall())
+    removed = [name for name in published if name not in dict(built)]
+    retyped = [f"{name} {published[name]} -> {kind}" for name, kind in built if published.get(name, kind) != kind]
+    if removed or retyped:
+        raise ColumnsChanged(
+            f"{target} keeps earlier days, and the model's columns changed since they were written"
+            + (f"; removed: {', '.join(removed)}" if removed else "")
+            + (f"; changed type: {', '.join(retyped)}" if retyped else "")
+            + f". Migrate {target} by hand (alter table), or drop it and rerun the days it should hold."
+        )
+    for name, kind in built:
+        if published and name not in published:
+            conn.execute(sql.SQL("alter table {} add column {} " + kind).format(ident(target), sql.Identifier(name)))
+    return [name for name, _ in built]
+
+
 def drop(cur, relation: str) -> None:
     """Drop ``relation``, a table or a view: DROP VIEW IF EXISTS fails on a table, and the other way round."""
     kind = cur.execute(

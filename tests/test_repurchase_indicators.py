@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+import os
 import statistics
 from collections import defaultdict
 from decimal import ROUND_HALF_UP, Decimal
@@ -20,7 +21,7 @@ import psycopg
 import pytest
 from helpers import rows
 
-from greenery import answers, docs
+from greenery import answers, docs, warehouse
 from greenery.materialize import build
 from greenery.project import models, render
 
@@ -36,8 +37,25 @@ def _build(conn, full_refresh: bool = False) -> None:
     )
 
 
+def _built(pg_admin_url, name: str, data: dict):
+    """A database of its own with ``data`` loaded and every model built: for the tests that only read it."""
+    url = warehouse.create_database(pg_admin_url, f"greenery_test_{os.getpid()}_{name}")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(warehouse.conn_env_var(), warehouse.connection_json(url))
+        with psycopg.connect(url, autocommit=True) as conn:
+            b.load(conn, data)
+            _build(conn)
+            yield conn
+
+
+@pytest.fixture(scope="module")
+def shop(pg_admin_url):
+    yield from _built(pg_admin_url, "behavior_shop", b.SHOP)
+
+
 @pytest.fixture
-def shop(warehouse_url):
+def fresh_shop(warehouse_url):
+    """The same shop in the test's own database, for a test that changes it."""
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
         b.load(conn, b.SHOP)
         _build(conn)
@@ -204,26 +222,22 @@ def test_fact_user_behavior_over_all_history(shop):
                 assert float(have) == pytest.approx(value, abs=6e-5), (user, column, have, value)
 
 
-def test_nothing_after_the_second_order_changes_the_indicators(shop):
+WINDOW_ROWS = "select * from intermediate.int_user_behavior where behavior_scope = 'through_first_order' order by 2"
+
+
+def test_nothing_after_the_second_order_changes_the_indicators(fresh_shop):
     """The no-leak rule: events in the second order's session (even those before the first order), sessions
     and a third order after it, a one-time buyer's later sessions. all_history sees them; the window does not."""
-    window_before = rows(
-        shop, "select * from intermediate.int_user_behavior where behavior_scope = 'through_first_order' order by 2"
-    )
-    indicators_before = indicators(shop)
-    history_before = {r["user_id"]: r for r in rows(shop, "select * from marts.fact_user_behavior")}
+    window_before = rows(fresh_shop, WINDOW_ROWS)
+    indicators_before = indicators(fresh_shop)
+    history_before = {r["user_id"]: r for r in rows(fresh_shop, "select * from marts.fact_user_behavior")}
     later = b.after_the_second_order()
     for table, new in later.items():
-        b.load(shop, {table: b.SHOP[table] + new})
-    _build(shop, full_refresh=True)  # some rows are older than the incremental models' lookback
-    assert (
-        rows(
-            shop, "select * from intermediate.int_user_behavior where behavior_scope = 'through_first_order' order by 2"
-        )
-        == window_before
-    )
-    assert indicators(shop) == indicators_before
-    history = {r["user_id"]: r for r in rows(shop, "select * from marts.fact_user_behavior")}
+        b.load(fresh_shop, {table: b.SHOP[table] + new})
+    _build(fresh_shop, full_refresh=True)  # some rows are older than the incremental models' lookback
+    assert rows(fresh_shop, WINDOW_ROWS) == window_before
+    assert indicators(fresh_shop) == indicators_before
+    history = {r["user_id"]: r for r in rows(fresh_shop, "select * from marts.fact_user_behavior")}
     # The rows did land: all history counts them.
     assert (history[b.U1]["orders"], history[b.U1]["page_views"]) == (3, history_before[b.U1]["page_views"] + 2)
     assert history[b.U4]["page_views"] == history_before[b.U4]["page_views"] + 2
@@ -248,12 +262,9 @@ REPEAT_VIEWS = [12, 9, 15, 7, 11, 9, 14, 10, 13, 8, 9, 16]
 ONE_TIME_VIEWS = [5, 9, 3, 7, 4, 6, 9, 2, 8, 5]
 
 
-@pytest.fixture
-def stats_shop(warehouse_url):
-    with psycopg.connect(warehouse_url, autocommit=True) as conn:
-        b.load(conn, b.stats_shop(REPEAT_VIEWS, ONE_TIME_VIEWS))
-        _build(conn)
-        yield conn
+@pytest.fixture(scope="module")
+def stats_shop(pg_admin_url):
+    yield from _built(pg_admin_url, "behavior_stats_shop", b.stats_shop(REPEAT_VIEWS, ONE_TIME_VIEWS))
 
 
 def test_mann_whitney_u_z_p_and_effect_sizes_match_an_independent_computation(stats_shop):

@@ -312,6 +312,10 @@ DEFECTS = {
         f"update marts.fact_user_behavior set orders = 0 where user_id = '{BUYER}'",
         ("marts.fact_user_behavior", "unexpected_rows_expectation", "is_buyer is orders >= 1", BUYER),
     ),
+    "order count off by one": (
+        f"update marts.fact_user_behavior set orders = orders + 1 where user_id = '{BUYER}'",
+        ("marts.fact_user_behavior", "unexpected_rows_expectation", "agree with fact_user_orders", BUYER),
+    ),
     "p-value above 1": (
         "update marts.repurchase_indicators set p_value = 1.5 where indicator = 'page_views'",
         ("marts.repurchase_indicators", "expect_column_values_to_be_between", "p_value", "page_views"),

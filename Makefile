@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo ui test test-fast lint format lock bench clean
+.PHONY: help install demo ui test test-celery test-fast lint format lock bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ ui: $(STAMP) ## Airflow UI + scheduler on the embedded PostgreSQL, no Docker (ht
 TEST_WORKERS ?= 2
 test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow integration (starts its own PostgreSQL; TEST_WORKERS=2)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+test-celery: $(STAMP) ## the Celery tests: Redis, scheduler, api-server and two workers, one killed (opt-in, ~4 min)
+	GREENERY_CELERY_TESTS=1 $(BIN)/python -m pytest tests/test_celery_workers.py
 
 test-fast: $(STAMP) ## the fast tier only (no database, no DAG runs)
 	$(BIN)/python -m pytest -m "not db and not integration"

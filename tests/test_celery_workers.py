@@ -23,7 +23,17 @@ from greenery import warehouse
 from greenery.dev import local_ui
 from greenery.sources import load as raw
 
-pytestmark = [pytest.mark.db, pytest.mark.integration]
+pytestmark = [
+    pytest.mark.db,
+    pytest.mark.integration,
+    # Opt-in (`make test-celery`): about 4 minutes of a 2-core machine, and once (1 run in 5) the scheduler stopped
+    # scheduling for 9 minutes after the killed task's retry succeeded, which failed the run by timeout. Until
+    # that stall is understood (Airflow's, or this test's set-up) the test stays out of `make test`.
+    pytest.mark.skipif(
+        os.environ.get("GREENERY_CELERY_TESTS") != "1",
+        reason="Celery worker tests: GREENERY_CELERY_TESTS=1 (make test-celery)",
+    ),
+]
 
 DAG_ID = local_ui.DAG_ID
 DAY = "2021-02-12"

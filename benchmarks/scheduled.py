@@ -78,24 +78,7 @@ def start(
         env=local_ui.airflow_env(home, port, base=base),
         log_dir=home / "ui-logs",
     )
-    ui.log_dir.mkdir(exist_ok=True)
-    try:
-        for name in COMPONENTS:
-            args = ["--host", ui.host, "--port", str(port)] if name == "api-server" else []
-            with (ui.log_dir / f"{name}.log").open("wb") as log:
-                ui.processes[name] = subprocess.Popen(
-                    [str(airflow_bin), name, *args],
-                    env=ui.env,
-                    cwd=home,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-    except BaseException:
-        ui.stop()
-        raise
-    return ui
+    return local_ui.launch(ui, str(airflow_bin), COMPONENTS)
 
 
 def ready(ui: local_ui.LocalAirflow, dag_id: str, timeout: float) -> dict:

@@ -295,14 +295,21 @@ def start(
     )
     if migrated.returncode != 0:
         raise LocalUIError(f"airflow db migrate failed in {home}:\n{migrated.stderr[-3000:]}")
+    return launch(ui, airflow, components)
+
+
+def launch(ui: LocalAirflow, airflow: str, components: Iterable[str] = COMPONENTS) -> LocalAirflow:
+    """Start ``components`` with the ``airflow`` executable, each logging to ``ui.log_dir/<name>.log``,
+    in its own process group; on any error stop what already started."""
+    ui.log_dir.mkdir(exist_ok=True)
     try:
         for name in components:
-            args = ["--host", host, "--port", str(port)] if name == "api-server" else []
+            args = ["--host", ui.host, "--port", str(ui.port)] if name == "api-server" else []
             with (ui.log_dir / f"{name}.log").open("wb") as log:
                 ui.processes[name] = subprocess.Popen(
                     [airflow, name, *args],
                     env=ui.env,
-                    cwd=home,
+                    cwd=ui.home,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -29,12 +29,13 @@ ui: $(STAMP) ## Airflow UI + scheduler on the embedded PostgreSQL, no Docker (ht
 
 # Two pytest-xdist workers (the machines have 2 cores), a test file per worker at a time (loadfile: module
 # fixtures such as a shared DAG run are set up once); each worker has its own PostgreSQL and Airflow home.
+# The files run longest first (tests/conftest.py: LONGEST_FIRST), not in xdist's most-tests-first order.
 TEST_WORKERS ?= 2
-test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow integration (starts its own PostgreSQL; TEST_WORKERS=2)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow + Celery workers (starts its own PostgreSQL and Redis)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-test-celery: $(STAMP) ## the Celery tests: Redis, scheduler, api-server and two workers, one killed (opt-in, ~4 min)
-	GREENERY_CELERY_TESTS=1 $(BIN)/python -m pytest tests/test_celery_workers.py
+test-celery: $(STAMP) ## only the Celery tests: Redis, scheduler, api-server and two workers, one killed (~4 min)
+	$(BIN)/python -m pytest tests/test_celery_workers.py
 
 test-fast: $(STAMP) ## the fast tier only (no database, no DAG runs)
 	$(BIN)/python -m pytest -m "not db and not integration"

@@ -267,3 +267,11 @@ def slack_alerts_webhook(slack_server, monkeypatch):
     """``slack_server``, with the Airflow connection ``slack_alerts`` pointed at its webhook for the test."""
     monkeypatch.setenv(conn_env_var("slack_alerts"), slack_server.webhook_conn_json())
     return slack_server
+
+
+@pytest.fixture(scope="module")
+def module_slack_alerts_webhook():
+    """Like ``slack_alerts_webhook``, one server for a module (for one DAG run that several tests read)."""
+    with FakeSlack() as server, pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv(conn_env_var("slack_alerts"), server.webhook_conn_json())
+        yield server

@@ -100,12 +100,23 @@ def _alerts(slack_server) -> str:
     return json.dumps([r.body for r in slack_server.webhook_posts()])
 
 
+@pytest.fixture(scope="module")
+def quarantine_run(airflow_dag, module_published_url, module_slack_alerts_webhook):
+    """Every quarantine case planted at once (distinct rows), then one run: (conn, dag_run, states, Slack posts).
+
+    One run serves the cases: each quarantines its own rows, and the run must still publish the rest.
+    """
+    with psycopg.connect(module_published_url, autocommit=True) as conn:
+        for defect, *_ in QUARANTINE.values():
+            conn.execute(defect)
+        dag_run, states = _run(airflow_dag)
+        yield conn, dag_run, states, module_slack_alerts_webhook.webhook_posts()
+
+
 @pytest.mark.parametrize("case", list(QUARANTINE))
-def test_quarantined_rows_stay_out_of_the_marts(case, airflow_dag, published, slack_server):
-    conn, _ = published
-    defect, model, rule, gone = QUARANTINE[case]
-    conn.execute(defect)
-    dag_run, states = _run(airflow_dag)
+def test_quarantined_rows_stay_out_of_the_marts(case, quarantine_run):
+    conn, dag_run, states, posts = quarantine_run
+    _, model, rule, gone = QUARANTINE[case]
     assert dag_run.state == "success", states
     assert states["publish"] == "success" and states["alert_slack"] == "success"
     rules = dict(
@@ -129,7 +140,7 @@ def test_quarantined_rows_stay_out_of_the_marts(case, airflow_dag, published, sl
             if data_type == "numeric":
                 nan = conn.execute(f"select count(*) from {relation} where {column} in ('NaN', 'Infinity')")
                 assert nan.fetchone()[0] == 0, (relation, column)
-    [alert] = slack_server.webhook_posts()
+    [alert] = posts
     text = json.dumps(alert.body)
     assert "Quarantined" in text and model in text
     assert alert.body["blocks"][0]["text"]["text"].startswith("🟡")

@@ -27,9 +27,10 @@ def greenery(*args: str, env: dict, stdin: str | None = None, timeout: int = 300
 
 
 @pytest.fixture
-def cli_env(published_url, tmp_path) -> dict:
+def cli_env(published_url, tmp_path, new_airflow_home) -> dict:
     """The warehouse connection of the test database (set by published_url) and a private state folder."""
-    return {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "GREENERY_STATE_DIR": str(tmp_path / "state")}
+    home = new_airflow_home(tmp_path / "airflow")
+    return {**os.environ, "AIRFLOW_HOME": str(home), "GREENERY_STATE_DIR": str(tmp_path / "state")}
 
 
 def test_date_options_explain_themselves():

@@ -135,11 +135,12 @@ def test_publishing_nothing_or_a_lost_build_is_an_error_that_changes_nothing(pub
 
 
 @pytest.mark.integration
-def test_two_greenery_run_commands_at_once_both_publish_their_day(published_url, tmp_path):
+def test_two_greenery_run_commands_at_once_both_publish_their_day(published_url, tmp_path, new_airflow_home):
     """The finding as reported: two `greenery run` at once (separate Airflow homes, one warehouse)."""
     procs = []
     for day in (DAY1, DAY2):
-        env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / f"airflow-{day}"), "GREENERY_ALERT_CONN_ID": "none"}
+        home = new_airflow_home(tmp_path / f"airflow-{day}")
+        env = {**os.environ, "AIRFLOW_HOME": str(home), "GREENERY_ALERT_CONN_ID": "none"}
         cmd = [sys.executable, "-m", "greenery.cli", "run", "--date", day.isoformat()]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [p.communicate(timeout=600)[0] for p in procs]

@@ -35,7 +35,9 @@ def group(rec: dict) -> dict[tuple[str, str], dict]:
         groups.setdefault((run["contender"], run["mode"]), []).append(run)
     out = {}
     for key, runs in groups.items():
-        out[key] = {**_median_run(runs), "peak_rss_mib": max(r["peak_rss_mib"] for r in runs), "repeats": len(runs)}
+        # A scheduled contender's tasks run in Airflow's processes: no peak of ours to report (None).
+        peaks = [r["peak_rss_mib"] for r in runs if r["peak_rss_mib"] is not None]
+        out[key] = {**_median_run(runs), "peak_rss_mib": max(peaks, default=None), "repeats": len(runs)}
     return out
 
 

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import psycopg
 import pytest
@@ -196,7 +196,7 @@ def test_a_worker_killed_during_a_model_task_leaves_the_marts_of_a_local_executo
     state = wait_finished(ui, run_id, started)
     rows = {ti["task_id"]: ti for ti in task_instances(ui, run_id)}
     print(f"killed {victim} during {killed}; run {state} in {time.monotonic() - started:.0f}s")
-    status, events = ui.request("GET", f"/api/v2/eventLogs?dag_id={DAG_ID}&event={STUCK_IN_QUEUED}".replace(" ", "%20"))
+    status, events = ui.request("GET", "/api/v2/eventLogs?" + urlencode({"dag_id": DAG_ID, "event": STUCK_IN_QUEUED}))
     assert status == 200, events
     requeued = sorted(e["task_id"] for e in events["event_logs"] if e["run_id"] == run_id)
     print(f"requeued after sitting in queued on the killed worker: {requeued or 'none'}")

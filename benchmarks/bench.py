@@ -229,7 +229,7 @@ PROFILED = (
     ("greenery.audit", "record_validation"),
     ("greenery.wap", "_drop_finished_builds"),
 )
-# greenery.checks.gx (its two-pass run: _run sets up, runs the checkpoint over every suite (pass 1), asks
+# greenery.checks.gx (its two-pass run: _run sets up, runs every suite's validation definition (pass 1), asks
 # _details for what failed (pass 2), builds the Data Docs). The validate task imports it (and GX) itself:
 # these are wrapped once it is imported, inside the task, so the task's time keeps the import.
 GX_PROFILED = ("validate", "_run", "_context", "_suite", "_add_models", "_details", "summarize")
@@ -274,9 +274,9 @@ def _install_gx_timers(profile: dict, module) -> None:
             module._details = timed(GX_PASS2_TIMER, module._details, key=lambda batch, suite, *_: suite.name)
         else:
             setattr(module, attr, timed(name, getattr(module, attr)))
-    # Pass 1 is one checkpoint run over every suite (GX's Checkpoint.run, called in _run).
-    checkpoint = module.gx.Checkpoint
-    checkpoint.run = timed(GX_PASS1_TIMER, checkpoint.run)
+    # Pass 1 is every suite's ValidationDefinition.run (called in _run, once per suite).
+    definition = module.gx.ValidationDefinition
+    definition.run = timed(GX_PASS1_TIMER, definition.run)
 
 
 def _install_timers(profile: dict) -> None:

@@ -41,8 +41,14 @@ def http_get(url: str, timeout: float = 10, headers: dict[str, str] | None = Non
 
 
 @contextlib.contextmanager
-def api_server(tmp_path: Path, users: dict[str, str] | None = None, settings: dict[str, str] | None = None):
-    """`airflow api-server` on a free port: SQLite metadata DB in a fresh home, the project's plugins.
+def api_server(
+    tmp_path: Path,
+    airflow_db: Path,
+    users: dict[str, str] | None = None,
+    settings: dict[str, str] | None = None,
+):
+    """`airflow api-server` on a free port: a copy of ``airflow_db`` (the session's migrated SQLite metadata
+    database, conftest's ``migrated_airflow_db``) in a fresh home, the project's plugins.
 
     It reads the warehouse connection from this process's environment (the Data Docs too: they are in the
     warehouse), plus ``settings`` (more environment variables). Everyone is an admin without logging in,
@@ -70,7 +76,7 @@ def api_server(tmp_path: Path, users: dict[str, str] | None = None, settings: di
         env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = ",".join(f"{name}:viewer" for name in users)
         env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords)
     airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    shutil.copyfile(airflow_db, home / "airflow.db")
     port = free_port()
     log_path = tmp_path / "api-server.log"
     log = log_path.open("wb")

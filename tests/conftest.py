@@ -35,8 +35,9 @@ os.environ["GREENERY_ALERT_RETRY_DELAY_SECONDS"] = "1"
 os.environ["GREENERY_RETRY_DELAY_SECONDS"] = "1"
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-# Fixtures of the fake Slack (a local HTTP server): slack_server, slack_alerts_webhook.
-pytest_plugins = ["slack_server"]
+# Fixtures of the fake Slack (a local HTTP server): slack_server, slack_alerts_webhook; and -m skipping the
+# files none of whose tests it could select (collect_by_marks).
+pytest_plugins = ["slack_server", "collect_by_marks"]
 
 
 def _real_greenery_candidates() -> list[Path]:

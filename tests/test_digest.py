@@ -210,6 +210,7 @@ def test_the_slack_summary_carries_the_trend_within_slack_limits_and_escaped():
     assert any("&lt;img src=x onerror=alert(2)&gt;" in m for m in mrkdwn)
 
 
+@pytest.mark.stack
 def test_the_email_html_shows_the_chart_in_a_browser(tmp_path):
     """What a mail client does: resolve cid: to the image part. Headless Chromium renders it; the screenshot has
     the chart's colours where the image is (and the image alone, shown as a file, has them too)."""

@@ -463,7 +463,7 @@ def _pwned(beacon: browser.Beacon) -> list[str]:
 
 
 @pytest.mark.timeout(420)
-def test_nothing_runs_in_a_real_browser_and_the_positive_control_does(hostile, tmp_path):
+def test_nothing_runs_in_a_real_browser_and_the_positive_control_does(hostile, tmp_path, migrated_airflow_db):
     with psycopg.connect(hostile.url) as conn:
         found = data_docs.pages_of(conn, [(s, hostile.run_id) for s in (f"stg_postgres__{t}" for t, _ in REACH_GX)])
     run_pages = {
@@ -472,7 +472,7 @@ def test_nothing_runs_in_a_real_browser_and_the_positive_control_does(hostile, t
     }
     assert all(run_pages.values()), run_pages
     hostile.beacon.hits.clear()
-    with browser.api_server(tmp_path) as (base, _):
+    with browser.api_server(tmp_path, migrated_airflow_db) as (base, _):
         urls = [f"{base}/data-quality/", f"{base}/data-quality/docs/"]
         urls += [f"{base}/data-quality/docs/{href}" for href in run_pages.values()]
         for url in urls:
@@ -518,7 +518,7 @@ def test_nothing_runs_in_a_real_browser_and_the_positive_control_does(hostile, t
 
 
 @pytest.mark.timeout(300)
-def test_links_inside_the_sandboxed_docs_keep_the_viewers_login(hostile, tmp_path):
+def test_links_inside_the_sandboxed_docs_keep_the_viewers_login(hostile, tmp_path, migrated_airflow_db):
     """In the Airflow UI the docs open in a same-origin iframe, and Airflow's login cookie is SameSite=Lax.
 
     Sandboxed without allow-same-origin, the docs have an opaque origin, and Chromium sends no cookie with
@@ -526,7 +526,7 @@ def test_links_inside_the_sandboxed_docs_keep_the_viewers_login(hostile, tmp_pat
     the iframe itself). Followed here as a user does, in the real UI, logged in as a viewer.
     """
     password = os.urandom(8).hex()
-    with browser.api_server(tmp_path, users={"viewer": password}) as (base, _):
+    with browser.api_server(tmp_path, migrated_airflow_db, users={"viewer": password}) as (base, _):
         assert browser.http_get(f"{base}/data-quality/docs/")[0] == 401  # the login is what is tested
         token = browser.login_token(base, "viewer", password)
         chrome = browser.DevTools(tmp_path / "profile")

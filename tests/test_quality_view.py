@@ -419,6 +419,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.stack
 def test_airflow_discovers_the_plugin(tmp_path):
     env = {
         **os.environ,
@@ -462,7 +463,9 @@ def _raw_get(port: int, path: str) -> tuple[int, str]:
 
 @pytest.mark.db
 @pytest.mark.integration
-def test_data_docs_need_the_airflow_login_with_the_celery_profiles_settings(warehouse_url, stored_docs, tmp_path):
+def test_data_docs_need_the_airflow_login_with_the_celery_profiles_settings(
+    warehouse_url, stored_docs, tmp_path, migrated_airflow_db
+):
     """The real api-server with the compose file's celery-profile settings (executor, broker, auth manager):
     every Data Docs URL answers 401 without a login and 200 (404 for a missing page) with one."""
     import test_compose
@@ -473,7 +476,7 @@ def test_data_docs_need_the_airflow_login_with_the_celery_profiles_settings(ware
     assert settings["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" and "AIRFLOW__CELERY__BROKER_URL" in settings
     password = os.urandom(8).hex()
     urls = ["docs/", "docs/index.html", f"docs/{data_docs.href(ORDERS_PAGE)}", f"docs/{data_docs.href(RUN_PAGE)}"]
-    with browser.api_server(tmp_path, users={"viewer": password}, settings=settings) as (base, _):
+    with browser.api_server(tmp_path, migrated_airflow_db, users={"viewer": password}, settings=settings) as (base, _):
         for url in [*urls, "docs/validations/missing.html"]:
             status, text = http_get(f"{base}/data-quality/{url}")
             assert status in (401, 403), (url, status)
@@ -485,8 +488,8 @@ def test_data_docs_need_the_airflow_login_with_the_celery_profiles_settings(ware
 
 
 @pytest.fixture
-def api_server(warehouse_url, stored_docs, tmp_path):
-    with browser.api_server(tmp_path) as server:
+def api_server(warehouse_url, stored_docs, tmp_path, migrated_airflow_db):
+    with browser.api_server(tmp_path, migrated_airflow_db) as server:
         yield server
 
 

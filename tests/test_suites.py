@@ -23,10 +23,18 @@ import pytest
 
 from greenery import config, warehouse
 from greenery.checks import docs_pages, root_causes, suites
-from greenery.checks import gx as validation
 from greenery.materialize import build
 from greenery.project import models, render
 from greenery.sources import load as raw
+
+
+def validation():
+    """greenery.checks.gx, imported by the first test that needs it: Great Expectations takes seconds to import,
+    which the other fast-tier files, on the other pytest-xdist worker, need not pay for."""
+    from greenery.checks import gx as module
+
+    return module
+
 
 MODELS = models.discover()
 SUITES = suites.load_suites(MODELS)
@@ -61,7 +69,7 @@ def _build(url: str, load, defect: str | None = None, days=DAYS) -> None:
 
 
 def _validate(tmp_path: Path, build_docs: bool = True, suites=SUITES) -> dict:
-    return validation.validate(
+    return validation().validate(
         warehouse.sqlalchemy_url(), MODELS, suites, gx_dir=tmp_path / "gx", build_docs=build_docs
     )
 
@@ -187,10 +195,10 @@ def test_format_suite_file_adds_missing_ids_and_keeps_the_others(tmp_path):
     del data["id"], data["expectations"][1]["id"]
     path = tmp_path / "stg_postgres__promos.json"
     path.write_text(json.dumps(data))  # hand-written: no ids, other layout
-    assert validation.format_suite_file(path) is True
+    assert validation().format_suite_file(path) is True
     [suite] = suites.load_suites(MODELS, tmp_path).values()
     assert suite.expectations[0]["id"] == kept and suite.expectations[1]["id"] and suite.data["id"]
-    assert validation.format_suite_file(path) is False, "formatting is idempotent"
+    assert validation().format_suite_file(path) is False, "formatting is idempotent"
 
 
 def _between_checks():
@@ -236,8 +244,8 @@ def test_a_nan_or_infinite_price_fails_the_price_check(bad, db, warehouse_url, t
 
     db.execute("create table prices (product_id text, price numeric)")
     db.execute("insert into prices values ('ok', 15.00), ('bad', %s::numeric)", (bad,))
-    context = validation._context(tmp_path / "gx")
-    with validation._source(context, validation._connect_args(warehouse.sqlalchemy_url())) as source:
+    context = validation()._context(tmp_path / "gx")
+    with validation()._source(context, validation()._connect_args(warehouse.sqlalchemy_url())) as source:
         batch = source.add_table_asset(name="prices", table_name="prices", schema_name="public")
         batch = batch.add_batch_definition_whole_table("whole_table").get_batch()
         checked = batch.validate(gx.expectations.ExpectColumnValuesToBeBetween(**_price_check()))

@@ -29,7 +29,8 @@ sessions as (
         count(*) filter (where event_type = 'package_shipped') as packages_shipped,
         -- Both from the session's first checkout (ties broken by event id), never from two different ones.
         (array_agg(order_id order by created_at, event_id) filter (where event_type = 'checkout'))[1] as order_id,
-        min(created_at) filter (where event_type = 'checkout') as first_checkout_at
+        min(created_at) filter (where event_type = 'checkout') as first_checkout_at,
+        min(created_at) filter (where event_type = 'add_to_cart') as first_add_to_cart_at
     from events
     group by session_id
 )

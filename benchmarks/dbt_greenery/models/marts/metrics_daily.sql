@@ -46,7 +46,8 @@ buyers as (
 sessions as (
     select
         count(*) as sessions,
-        count(*) filter (where first_checkout_at < {{ greenery_interval_end() }}) as sessions_with_checkout
+        count(*) filter (where first_checkout_at < {{ greenery_interval_end() }}) as sessions_with_checkout,
+        count(*) filter (where first_add_to_cart_at < {{ greenery_interval_end() }}) as sessions_with_add_to_cart
     from user_sessions
 ),
 
@@ -108,7 +109,10 @@ final as (
         round(orders_per_hour.avg_orders_per_hour, 4) as avg_orders_per_hour,
         (select round(avg(sessions), 4) from sessions_per_hour) as avg_sessions_per_hour,
         deliveries.avg_delivery_days,
-        deliveries.delivery_as_of
+        deliveries.delivery_as_of,
+        -- Last, not beside sessions: a published table gains a new column at its end, and the day's rows
+        -- are inserted by position.
+        sessions.sessions_with_add_to_cart
     from buyers
     cross join sessions
     cross join orders_per_hour

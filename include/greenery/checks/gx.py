@@ -60,8 +60,8 @@ SOURCE = "warehouse"
 def _context(gx_dir: Path):
     """An ephemeral context whose validation results and Data Docs are files under ``gx_dir`` (this run's only).
 
-    Suites, validation definitions and the checkpoint stay in memory: each run makes them anew, pointing at its
-    own build schemas, so two runs validating at once cannot overwrite each other's. Data sources always stay
+    Suites and validation definitions stay in memory (no Checkpoint: see _run): each run makes them anew, pointing
+    at its own build schemas, so two runs validating at once cannot overwrite each other's. Data sources always stay
     in memory in an ephemeral context: no file ever holds the connection.
     """
 
@@ -75,12 +75,10 @@ def _context(gx_dir: Path):
         stores={
             "expectations_store": store("ExpectationsStore"),
             "validation_definition_store": store("ValidationDefinitionStore"),
-            "checkpoint_store": store("CheckpointStore"),
             "validation_results_store": store("ValidationResultsStore", paths.validation_results_dir(gx_dir)),
         },
         expectations_store_name="expectations_store",
         validation_results_store_name="validation_results_store",
-        checkpoint_store_name="checkpoint_store",
         data_docs_sites={
             "local_site": {
                 "class_name": "SiteBuilder",

@@ -9,6 +9,7 @@ the UI, on the real Greenery data with one duplicated order and a local fake Sla
    (kept at $GREENERY_SCREENSHOT_DIR or the temp folder, for people to look at).
 4. The wrong click: raw fixed, ``validate`` cleared alone; it refuses (raw changed since the build).
 5. The right one, as the README tells on-call: clear the whole run; it ends green with the marts published.
+6. No task had to retry a call to the Execution API (the first task of a fresh api-server used to).
 """
 
 from __future__ import annotations
@@ -185,3 +186,12 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
             ]
             == 1
         )
+
+    # 6. No task's call to the Execution API timed out and was retried: wait_ready had the API build its
+    # routes before any task ran (a first request takes longer than a task's 5 s API timeout on 2 cores).
+    retried = [
+        line
+        for line in (ui.log_dir / "scheduler.log").read_text(errors="replace").splitlines()
+        if "Starting call to 'airflow.sdk.api.client.Client.request'" in line
+    ]
+    assert not retried, retried[:3]

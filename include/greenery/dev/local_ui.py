@@ -97,10 +97,12 @@ def airflow_env(
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(local_airflow.DAG_FILE.parent))
     env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(local_airflow.PROJECT_DIR / "plugins"))
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
-    # A task's supervisor notices its process has exited only when its wait times out (this interval): at
-    # Airflow's default of 5 s, every skipped or failed task reached the database about 5 s after it ended.
-    # The price is one heartbeat per running task per second.
+    # A task's supervisor sees its process exit only when its wait times out (this interval): at the default
+    # 5 s, each skipped or failed task reached the database 5 s late. Costs a heartbeat per task per second.
     env.setdefault("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "1")
+    # The LocalExecutor forks this many workers at start; each one's first task pays its set-up (imports, the
+    # API client's TLS context: ~0.4 CPU-s). At the default 32, nearly every task landed on a cold worker.
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", str(max(4, 2 * (os.cpu_count() or 2))))
     # The package is installed in the venv; this also covers running from a plain checkout.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(config.INCLUDE_DIR), env.get("PYTHONPATH")) if p)
     return env
@@ -253,11 +255,9 @@ class LocalAirflow:
         )
 
     def _warm_execution_api(self, timeout: float) -> None:
-        """Have the Task Execution API build its routes now, before a task needs them.
-
-        It builds them (Cadwyn's versioned routers) on its first request: 6 s on a busy 2-core machine,
-        longer than a task's API timeout (5 s), so the first task of each start timed out and retried.
-        """
+        """Have the Task Execution API build its routes (Cadwyn's versioned routers) before a task needs them:
+        it does on its first request, in 6 s on a busy 2-core machine, so a first task's call (5 s timeout)
+        timed out and was retried."""
         try:
             status, body = self.request("GET", "/execution/health", timeout=max(timeout, 1.0))
         except (OSError, urllib.error.URLError) as exc:

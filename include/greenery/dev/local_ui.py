@@ -97,8 +97,9 @@ def airflow_env(
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(local_airflow.DAG_FILE.parent))
     env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(local_airflow.PROJECT_DIR / "plugins"))
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
-    # A task's supervisor sees its process exit only when its wait times out (this interval): at the default
-    # 5 s, each skipped or failed task reached the database 5 s late. Costs a heartbeat per task per second.
+    # A task closes its sockets just before it exits, so its supervisor usually finds it still alive and sees
+    # the exit only when its next wait (this interval) times out: at the default 5 s, each skipped or failed
+    # task reached the database 5 s late. Costs a heartbeat per task per second.
     env.setdefault("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "1")
     # The LocalExecutor forks this many workers at start; each one's first task pays its set-up (imports, the
     # API client's TLS context: ~0.4 CPU-s). At the default 32, nearly every task landed on a cold worker.

@@ -31,16 +31,19 @@ ui: $(STAMP) ## Airflow UI + scheduler on the embedded PostgreSQL, no Docker (ht
 # fixtures such as a shared DAG run are set up once); each worker has its own PostgreSQL and Airflow home.
 # The files run longest first (tests/conftest.py: LONGEST_FIRST), not in xdist's most-tests-first order.
 TEST_WORKERS ?= 2
+# Plugins are named, not auto-loaded: pytest rewrites the asserts of every module of every installed plugin's
+# package (anyio's, imported by httpx, included), in each worker, on every run when bytecode is not written.
+PYTEST := $(BIN)/python -m pytest --disable-plugin-autoload -p xdist.plugin -p pytest_timeout
 test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow + Celery workers (starts its own PostgreSQL and Redis)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PYTEST) -p _hypothesis_pytestplugin -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-celery: $(STAMP) ## only the Celery tests: Redis, scheduler, api-server and two workers, one killed (~4 min)
-	$(BIN)/python -m pytest tests/test_celery_workers.py
+	$(PYTEST) tests/test_celery_workers.py
 
 # The fast tier on both cores too. Files whose every test it deselects are not even imported
-# (tests/collect_by_marks.py), and Hypothesis' plugin stays off: its import alone took 1.7 s, for no test here.
+# (tests/collect_by_marks.py), and Hypothesis' plugin is not loaded: its import alone took 1.7 s, for no test here.
 test-fast: $(STAMP) ## the fast tier only (no database, no DAG runs, no Airflow subprocess or browser)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -p no:hypothesispytest -m "not db and not integration and not stack"
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not db and not integration and not stack"
 
 lint: $(STAMP) ## ruff (with Airflow AIR rules) and sqlfluff (postgres)
 	$(BIN)/ruff check .

@@ -1,13 +1,14 @@
 """The whole DAG through Airflow (dag.test) on the real Greenery data, in a fresh PostgreSQL.
 
-The two days are run once for the module (``real_run``) and the tests only read the result; a test that
-runs the DAG again takes a run of its own (``own_real_run``), so nothing depends on the order of the tests.
+The two days are run once for the module (``real_run``) and the tests only read the result; the test that
+runs the DAG again does it in a copy of that database, so nothing depends on the order of the tests.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
 
 import psycopg
@@ -21,34 +22,42 @@ from greenery.sources import load as raw
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
 
-def _run_two_days(conn, airflow_dag, real_greenery):
-    raw.load_dir(conn, real_greenery)
-    for day in (dt.date(2021, 2, 11), dt.date(2021, 2, 12)):
-        dag_run = local_airflow.run_day(day, dag=airflow_dag)
-        assert dag_run.state == "success", local_airflow.failed_tasks(dag_run)
-    return dag_run
+@dataclass(frozen=True)
+class RealRun:
+    url: str
+    states: dict[str, str]  # task states of the second day's run
+    incremental: set[str]  # the tasks of the second day's run that merged a delta
+
+
+def _incremental_tasks(dag_run) -> set[str]:
+    return {
+        ti.task_id
+        for ti in dag_run.get_task_instances()
+        if isinstance(built := ti.xcom_pull(task_ids=ti.task_id), dict) and built.get("incremental")
+    }
 
 
 @pytest.fixture(scope="module")
-def real_run(airflow_dag, module_warehouse_url, real_greenery):
-    """(connection, task states of the second day's run), shared by the module's read-only tests.
-
-    The states are copied now: a later dag.test for the same day replaces this DagRun in Airflow's database.
-    """
+def real_run(airflow_dag, module_warehouse_url, real_greenery) -> RealRun:
+    """The two days run into the module's database. What the run says is copied now: a later dag.test for the
+    same day replaces this DagRun in Airflow's database. No connection stays open: a test may copy the database."""
     with psycopg.connect(module_warehouse_url, autocommit=True) as conn:
-        dag_run = _run_two_days(conn, airflow_dag, real_greenery)
-        yield conn, {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+        raw.load_dir(conn, real_greenery)
+    for day in (dt.date(2021, 2, 11), dt.date(2021, 2, 12)):
+        dag_run = local_airflow.run_day(day, dag=airflow_dag)
+        assert dag_run.state == "success", local_airflow.failed_tasks(dag_run)
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    return RealRun(module_warehouse_url, states, _incremental_tasks(dag_run))
 
 
 @pytest.fixture
-def own_real_run(airflow_dag, warehouse_url, real_greenery):
-    """The two days in a database of the test's own, for a test that changes what it finds."""
-    with psycopg.connect(warehouse_url, autocommit=True) as conn:
-        yield conn, _run_two_days(conn, airflow_dag, real_greenery)
+def real_conn(real_run):
+    with psycopg.connect(real_run.url, autocommit=True) as conn:
+        yield conn
 
 
-def test_repeat_rate_on_the_real_data_is_99_of_124(real_run):
-    conn, _ = real_run
+def test_repeat_rate_on_the_real_data_is_99_of_124(real_conn):
+    conn = real_conn
     buyers, repeat = conn.execute(
         "select count(*), count(*) filter (where is_repeat_buyer) from marts.fact_user_orders"
     ).fetchone()
@@ -60,8 +69,8 @@ def test_repeat_rate_on_the_real_data_is_99_of_124(real_run):
     assert as_of == (124, 99, Decimal("0.7984"))
 
 
-def test_every_model_task_ran_and_every_primary_key_is_unique(real_run):
-    conn, states = real_run
+def test_every_model_task_ran_and_every_primary_key_is_unique(real_run, real_conn):
+    conn, states = real_conn, real_run.states
     found = models.discover()
     assert all(states[name] == "success" for name in found), states
     for m in found.values():
@@ -69,8 +78,8 @@ def test_every_model_task_ran_and_every_primary_key_is_unique(real_run):
         assert duplicate_keys(conn, m.relation, m.table_key) == 0, m.relation
 
 
-def test_daily_product_partitions_match_the_raw_events(real_run, real_greenery):
-    conn, _ = real_run
+def test_daily_product_partitions_match_the_raw_events(real_conn, real_greenery):
+    conn = real_conn
     page_views: dict[str, int] = {}
     with (real_greenery / "events.csv").open(newline="") as handle:
         for event in csv.DictReader(handle):
@@ -87,8 +96,8 @@ def test_daily_product_partitions_match_the_raw_events(real_run, real_greenery):
     assert "2021-02-12" not in page_views
 
 
-def test_the_known_greenery_answers(real_run):
-    conn, _ = real_run
+def test_the_known_greenery_answers(real_conn):
+    conn = real_conn
     m = conn.execute(
         "select users, sessions, avg_orders_per_hour, avg_sessions_per_hour, avg_delivery_days "
         "from marts.metrics_daily where as_of_date = '2021-02-12'"
@@ -99,32 +108,24 @@ def test_the_known_greenery_answers(real_run):
     assert round(m[4], 2) == Decimal("3.89")
 
 
-def _incremental_tasks(dag_run) -> set[str]:
-    return {
-        ti.task_id
-        for ti in dag_run.get_task_instances()
-        if isinstance(built := ti.xcom_pull(task_ids=ti.task_id), dict) and built.get("incremental")
-    }
-
-
-def test_a_rerun_of_the_same_day_changes_nothing(own_real_run, airflow_dag):
-    conn, second = own_real_run
+def test_a_rerun_of_the_same_day_changes_nothing(real_run, database_copy, airflow_dag):
     found = models.discover()
     incremental = {name for name, m in found.items() if m.materialized == "incremental"}
     # The second day's run found the first day's tables published: it merged deltas.
-    assert _incremental_tasks(second) == incremental
-    before = {m.relation: table_hash(conn, m.relation) for m in found.values()}
-    dag_run = local_airflow.run_day(dt.date(2021, 2, 12), dag=airflow_dag)
-    assert dag_run.state == "success"
-    assert {m.relation: table_hash(conn, m.relation) for m in found.values()} == before
-    # full_refresh (the trigger form's Param) rebuilds them whole, to the same tables.
-    dag_run = local_airflow.run_day(dt.date(2021, 2, 12), conf={"full_refresh": True}, dag=airflow_dag)
-    assert dag_run.state == "success"
-    assert _incremental_tasks(dag_run) == set()
-    assert {m.relation: table_hash(conn, m.relation) for m in found.values()} == before
+    assert real_run.incremental == incremental
+    with psycopg.connect(database_copy(real_run.url), autocommit=True) as conn:
+        before = {m.relation: table_hash(conn, m.relation) for m in found.values()}
+        dag_run = local_airflow.run_day(dt.date(2021, 2, 12), dag=airflow_dag)
+        assert dag_run.state == "success"
+        assert {m.relation: table_hash(conn, m.relation) for m in found.values()} == before
+        # full_refresh (the trigger form's Param) rebuilds them whole, to the same tables.
+        dag_run = local_airflow.run_day(dt.date(2021, 2, 12), conf={"full_refresh": True}, dag=airflow_dag)
+        assert dag_run.state == "success"
+        assert _incremental_tasks(dag_run) == set()
+        assert {m.relation: table_hash(conn, m.relation) for m in found.values()} == before
 
 
-def test_the_view_serves_each_runs_data_docs_from_the_warehouse_alone(real_run, tmp_path, monkeypatch):
+def test_the_view_serves_each_runs_data_docs_from_the_warehouse_alone(real_run, real_conn, tmp_path, monkeypatch):
     """The api-server of another host: none of the files the validate task's worker wrote (another home, an
     empty working and temporary directory), only the warehouse. It shows every table's GX result page."""
     from fastapi import FastAPI
@@ -133,8 +134,8 @@ def test_the_view_serves_each_runs_data_docs_from_the_warehouse_alone(real_run, 
     from greenery.checks import suites
     from greenery.ui import app as quality_view
 
-    conn, states = real_run
-    assert states["validate"] == "success"
+    conn = real_conn
+    assert real_run.states["validate"] == "success"
     stored = conn.execute(
         "select run_id, array_agg(suite order by suite) from greenery_audit.data_docs group by run_id order by 1"
     ).fetchall()

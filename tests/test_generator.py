@@ -469,7 +469,7 @@ def test_default_history_grows_with_scale(data: Dataset, data3: Dataset) -> None
 
 
 def test_recent_orders_are_more_often_still_open(tmp_path: Path) -> None:
-    generate(tmp_path, scale=20, days=5)
+    generate(tmp_path, scale=8, days=5)
     last_day = (START + dt.timedelta(days=4)).isoformat()
     still_open: dict[bool, list[bool]] = defaultdict(list)
     for order in read(tmp_path, "orders"):

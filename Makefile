@@ -42,8 +42,9 @@ test-celery: $(STAMP) ## only the Celery tests: Redis, scheduler, api-server and
 
 # The fast tier on both cores too. Files whose every test it deselects are not even imported
 # (tests/collect_by_marks.py), and Hypothesis' plugin is not loaded: its import alone took 1.7 s, for no test here.
+# The files that need Airflow go to one worker together (tests/conftest.py: NEEDS_AIRFLOW).
 test-fast: $(STAMP) ## the fast tier only (no database, no DAG runs, no Airflow subprocess or browser)
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not db and not integration and not stack"
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile --airflow-files-together -m "not db and not integration and not stack"
 
 lint: $(STAMP) ## ruff (with Airflow AIR rules) and sqlfluff (postgres)
 	$(BIN)/ruff check .

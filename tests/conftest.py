@@ -250,6 +250,38 @@ LONGEST_FIRST = (
 )
 
 
+# Fast-tier files whose tests import Airflow (2 s per process). `make test-fast` passes --airflow-files-together:
+# they run on one worker, so the other never imports Airflow (no file imports it when collected).
+NEEDS_AIRFLOW = (
+    "test_compose.py",
+    "test_dag_integrity.py",
+    "test_digest.py",
+    "test_quality_view.py",
+    "test_slack_alert.py",
+)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--airflow-files-together",
+        action="store_true",
+        help="under --dist loadfile, hand the files of NEEDS_AIRFLOW (tests/conftest.py) to one worker as one unit",
+    )
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if not config.getoption("airflow_files_together"):
+        return None  # xdist's own scheduler for --dist
+    from xdist.scheduler import LoadScopeScheduling
+
+    class AirflowFilesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "needs-airflow" if Path(path).name in NEEDS_AIRFLOW else path
+
+    return AirflowFilesTogether(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept

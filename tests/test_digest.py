@@ -14,14 +14,11 @@ import time
 
 import psycopg
 import pytest
-from airflow.sdk.exceptions import AirflowSkipException
 from slack_server import conn_env_var
 from smtp_server import PASSWORD, REFUSED_DOMAIN, SENDER, USER, FakeSmtp
 
 from greenery.alerts import chart, digest_email
 from greenery.alerts.messages import build_summary_message
-from greenery.tasks import digest
-from greenery.tasks.validate import SUMMARY_KEY
 from greenery.trend import Point
 
 # The test server takes AUTH over plain loopback on purpose (no certificate to make); aiosmtpd warns about it.
@@ -31,6 +28,15 @@ DAY = dt.date(2021, 2, 12)
 RUN_ID = "manual__2021-02-12T00:00:00+00:00"
 TO = ("ana@example.com", "bo@example.com")
 GREEN, BLUE, AMBER = ((s.color) for s in chart.series_of([]))
+
+
+@pytest.fixture
+def digest():
+    """The task module, imported by the tests that run it: importing it imports Airflow (2 s), which the
+    fast tier's tests of the chart and the email do not need."""
+    from greenery.tasks import digest
+
+    return digest
 
 
 def validation_summary(**changes) -> dict:
@@ -48,6 +54,8 @@ def validation_summary(**changes) -> dict:
 
 def context(summary: dict | None = None) -> dict:
     """A task context with a ``ti`` stand-in that hands out the validation summary (as tests/test_properties.py)."""
+    from greenery.tasks.validate import SUMMARY_KEY
+
     summary = summary or validation_summary()
 
     def xcom_pull(self, task_ids=None, key=None):
@@ -131,9 +139,11 @@ def test_the_notes_say_how_each_series_moved_over_the_window():
     assert chart.note(chart.Series("x", [None, 0.5], GREEN, "line", "pct"), days[:2]) is None  # one figure
 
 
-def test_off_by_default_the_task_skips_and_says_how_to_turn_it_on(monkeypatch):
+def test_off_by_default_the_task_skips_and_says_how_to_turn_it_on(digest, monkeypatch):
     for name in ("GREENERY_SUMMARY_CONN_ID", "GREENERY_DIGEST_EMAIL_CONN_ID", "GREENERY_DIGEST_EMAIL_TO"):
         monkeypatch.delenv(name, raising=False)
+    from airflow.sdk.exceptions import AirflowSkipException
+
     with pytest.raises(AirflowSkipException, match="GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO"):
         digest.send(context())
 
@@ -243,7 +253,7 @@ def test_the_email_html_shows_the_chart_in_a_browser(tmp_path):
 
 
 @pytest.mark.db
-def test_the_digest_email_goes_out_with_the_chart_inlined(published_url, email_on):
+def test_the_digest_email_goes_out_with_the_chart_inlined(digest, published_url, email_on):
     started = time.monotonic()
     digest.send(context())
     [received] = email_on.messages
@@ -298,7 +308,7 @@ def unreachable_port() -> tuple[socket.socket, int]:
 
 @pytest.mark.db
 @pytest.mark.parametrize("problem", ["wrong password", "unreachable server", "implicit TLS against a plain server"])
-def test_bad_smtp_settings_fail_the_task_once_with_the_reason(published_url, email_on, monkeypatch, problem):
+def test_bad_smtp_settings_fail_the_task_once_with_the_reason(digest, published_url, email_on, monkeypatch, problem):
     holder = None
     if problem == "wrong password":
         monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(password="not-the-password"))  # noqa: S106 (fake)
@@ -328,7 +338,7 @@ def test_bad_smtp_settings_fail_the_task_once_with_the_reason(published_url, ema
 
 
 @pytest.mark.db
-def test_a_refused_recipient_fails_the_task_even_when_others_got_it(published_url, email_on, monkeypatch):
+def test_a_refused_recipient_fails_the_task_even_when_others_got_it(digest, published_url, email_on, monkeypatch):
     monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", f"ana@example.com; ghost@{REFUSED_DOMAIN}")
     with pytest.raises(
         digest.DigestNotDelivered, match=rf"delivered to 1 of 2 recipients; refused: ghost@{REFUSED_DOMAIN}: 550"
@@ -338,7 +348,7 @@ def test_a_refused_recipient_fails_the_task_even_when_others_got_it(published_ur
 
 
 @pytest.mark.db
-def test_a_refused_only_recipient_is_tried_once(published_url, email_on, monkeypatch):
+def test_a_refused_only_recipient_is_tried_once(digest, published_url, email_on, monkeypatch):
     """SmtpHook.send_email_smtp would send 5 more times (retry_limit) to a mailbox that does not exist."""
     monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", f"ghost@{REFUSED_DOMAIN}")
     with pytest.raises(digest.DigestNotDelivered, match=r"the server refused every recipient: ghost@.*: 550 5\.1\.1"):
@@ -356,7 +366,7 @@ def test_a_refused_only_recipient_is_tried_once(published_url, email_on, monkeyp
         ({"GREENERY_DIGEST_EMAIL_CONN_ID": "nope"}, "SMTP connection 'nope' is not defined"),
     ],
 )
-def test_incomplete_email_settings_fail_and_say_which(published_url, email_on, monkeypatch, settings, expected):
+def test_incomplete_email_settings_fail_and_say_which(digest, published_url, email_on, monkeypatch, settings, expected):
     for name, value in settings.items():
         if value is None:
             monkeypatch.delenv(name)
@@ -369,7 +379,9 @@ def test_incomplete_email_settings_fail_and_say_which(published_url, email_on, m
 
 
 @pytest.mark.db
-def test_an_api_token_slack_connection_gets_the_note_and_then_the_chart(published_url, slack_server, monkeypatch):
+def test_an_api_token_slack_connection_gets_the_note_and_then_the_chart(
+    digest, published_url, slack_server, monkeypatch
+):
     for name in ("GREENERY_DIGEST_EMAIL_CONN_ID", "GREENERY_DIGEST_EMAIL_TO"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(conn_env_var("stakeholders"), slack_server.api_conn_json())
@@ -400,7 +412,7 @@ def publish(url: str) -> None:
 
 @pytest.mark.db
 def test_a_webhook_gets_the_sparklines_only_and_a_retry_resends_only_what_failed(
-    published_url, email_on, slack_server, monkeypatch
+    digest, published_url, email_on, slack_server, monkeypatch
 ):
     monkeypatch.setenv(conn_env_var("stakeholders"), slack_server.webhook_conn_json())
     monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")

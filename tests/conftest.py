@@ -269,6 +269,7 @@ def pytest_addoption(parser):
     )
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: a run without xdist has no such hook
 def pytest_xdist_make_scheduler(config, log):
     if not config.getoption("airflow_files_together"):
         return None  # xdist's own scheduler for --dist

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
+
 from psycopg import sql
+
+from greenery.project import models
 
 
 def duplicate_keys(conn, relation: str, key: tuple[str, ...]) -> int:
@@ -24,6 +29,16 @@ def table_hash(conn, relation: str) -> str:
         "select md5(coalesce(string_agg(r, '|' order by r), '')) from (select t::text as r from {} t) s"
     ).format(sql.Identifier(schema, table))
     return conn.execute(query).fetchone()[0]
+
+
+@functools.cache
+def _model_relations() -> tuple[str, ...]:
+    return tuple(m.relation for m in models.discover().values())
+
+
+def hashes(conn, relations: Iterable[str] | None = None) -> dict[str, str]:
+    """:func:`table_hash` of each relation; by default of every model's published table."""
+    return {r: table_hash(conn, r) for r in (_model_relations() if relations is None else relations)}
 
 
 def rows(conn, query: str, params=None) -> list[dict]:

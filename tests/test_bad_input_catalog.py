@@ -14,7 +14,7 @@ import json
 
 import psycopg
 import pytest
-from helpers import duplicate_keys, table_hash
+from helpers import duplicate_keys, hashes
 
 from greenery.dev import local_airflow
 from greenery.project import models
@@ -81,7 +81,7 @@ BLOCK = {
 def published_hashes(conn) -> dict[str, str]:
     """The marts and the quarantine tables: what readers see."""
     held = conn.execute("select table_name from information_schema.tables where table_schema = 'quarantine'")
-    return {r: table_hash(conn, r) for r in MARTS + [f"quarantine.{n}" for (n,) in held.fetchall()]}
+    return hashes(conn, MARTS + [f"quarantine.{n}" for (n,) in held.fetchall()])
 
 
 @pytest.fixture

@@ -166,7 +166,7 @@ STUCK_IN_QUEUED = "stuck in queued reschedule"  # the event Airflow logs when it
 def test_a_worker_killed_during_a_model_task_leaves_the_marts_of_a_local_executor_run(
     celery_stack, airflow_dag, pg_admin_url, real_greenery, warehouse_url, monkeypatch
 ):
-    from helpers import table_hash
+    from helpers import hashes
 
     from greenery.dev import local_airflow
     from greenery.project import models
@@ -180,7 +180,7 @@ def test_a_worker_killed_during_a_model_task_leaves_the_marts_of_a_local_executo
         env.setenv(warehouse.conn_env_var(), warehouse.connection_json(reference))
         assert local_airflow.run_day(dt.date.fromisoformat(DAY), dag=airflow_dag).state == "success"
     with psycopg.connect(reference) as conn:
-        expected = {t: table_hash(conn, t) for t in marts}
+        expected = hashes(conn, marts)
 
     ui = celery_stack
     run_id, started = trigger(ui), time.monotonic()
@@ -205,4 +205,4 @@ def test_a_worker_killed_during_a_model_task_leaves_the_marts_of_a_local_executo
     assert state == "success", ({k: (v["state"], v["hostname"], v["try_number"]) for k, v in rows.items()},)
     assert rows[killed]["try_number"] >= 2 and rows[killed]["hostname"] == survivor, rows[killed]
     with psycopg.connect(warehouse_url) as conn:
-        assert {t: table_hash(conn, t) for t in marts} == expected
+        assert hashes(conn, marts) == expected

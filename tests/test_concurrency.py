@@ -16,7 +16,7 @@ import threading
 
 import psycopg
 import pytest
-from helpers import table_hash
+from helpers import hashes
 from psycopg import sql
 
 from greenery import wap, warehouse
@@ -25,13 +25,8 @@ from greenery.project import models
 pytestmark = pytest.mark.db
 
 MODELS = models.discover()
-PUBLISHED = [m.relation for m in MODELS.values()]
 LOOPS = int(os.environ.get("GREENERY_STRESS_LOOPS", "2"))
 DAY1, DAY2 = dt.date(2021, 2, 11), dt.date(2021, 2, 12)
-
-
-def hashes(conn) -> dict[str, str]:
-    return {r: table_hash(conn, r) for r in PUBLISHED}
 
 
 def one_run(url: str, run_id: str, day: dt.date, barrier: threading.Barrier, errors: list) -> None:

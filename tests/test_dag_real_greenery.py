@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from helpers import duplicate_keys, table_hash
+from helpers import duplicate_keys, hashes
 
 from greenery.dev import local_airflow
 from greenery.project import models
@@ -114,15 +114,15 @@ def test_a_rerun_of_the_same_day_changes_nothing(real_run, database_copy, airflo
     # The second day's run found the first day's tables published: it merged deltas.
     assert real_run.incremental == incremental
     with psycopg.connect(database_copy(real_run.url), autocommit=True) as conn:
-        before = {m.relation: table_hash(conn, m.relation) for m in found.values()}
+        before = hashes(conn)
         dag_run = local_airflow.run_day(dt.date(2021, 2, 12), dag=airflow_dag)
         assert dag_run.state == "success"
-        assert {m.relation: table_hash(conn, m.relation) for m in found.values()} == before
+        assert hashes(conn) == before
         # full_refresh (the trigger form's Param) rebuilds them whole, to the same tables.
         dag_run = local_airflow.run_day(dt.date(2021, 2, 12), conf={"full_refresh": True}, dag=airflow_dag)
         assert dag_run.state == "success"
         assert _incremental_tasks(dag_run) == set()
-        assert {m.relation: table_hash(conn, m.relation) for m in found.values()} == before
+        assert hashes(conn) == before
 
 
 def test_the_view_serves_each_runs_data_docs_from_the_warehouse_alone(real_run, real_conn, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import shutil
 
 import psycopg
 import pytest
-from helpers import table_hash
+from helpers import hashes
 
 from greenery import config, wap
 from greenery.dev import generator
@@ -24,7 +24,6 @@ pytestmark = pytest.mark.db
 MODELS = models.discover()
 START = dt.date(2021, 2, 10)
 DAYS = [START + dt.timedelta(days=i) for i in range(2, 8)]
-PUBLISHED = [m.relation for m in MODELS.values()]
 INCREMENTAL = {name for name, m in MODELS.items() if m.materialized == "incremental"}
 
 
@@ -48,10 +47,6 @@ def run_day(conn, day, full_refresh=False, found=MODELS, tag="run") -> dict[str,
     wap.publish(conn, found, run)
     wap.drop_finished_builds(conn, keep=run)
     return {r.model: r for r in results}
-
-
-def hashes(conn) -> dict[str, str]:
-    return {r: table_hash(conn, r) for r in PUBLISHED}
 
 
 def drop_published(conn) -> None:

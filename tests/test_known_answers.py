@@ -9,7 +9,7 @@ import known_data as k
 import psycopg
 import psycopg.types.json
 import pytest
-from helpers import duplicate_keys, rows, table_hash
+from helpers import duplicate_keys, hashes, rows
 
 from greenery.materialize import build
 from greenery.project import models, render
@@ -149,11 +149,11 @@ def test_primary_keys_are_unique(built):
 
 def test_rerunning_days_in_any_order_gives_the_same_tables(built, warehouse_url):
     found = models.discover()
-    before = {m.relation: table_hash(built, m.relation) for m in found.values()}
+    before = hashes(built)
     with psycopg.connect(warehouse_url) as conn:
         for day in (D, dt.date(2021, 2, 11), D):
             build.build_all(conn, found, render.Interval.for_day(day))
-    assert {m.relation: table_hash(built, m.relation) for m in found.values()} == before
+    assert hashes(built) == before
     assert built.execute("select count(*) from marts.metrics_daily").fetchone()[0] == 2
 
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-from helpers import table_hash
+from helpers import hashes
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -132,7 +132,7 @@ def frozen(conn) -> dict[str, str]:
             "select table_name from information_schema.tables where table_schema = 'quarantine'"
         ).fetchall()
     ]
-    return {t: table_hash(conn, t) for t in tables}
+    return hashes(conn, tables)
 
 
 def run_day(url: str, run_id: str) -> tuple[str, dict | None]:

@@ -12,7 +12,7 @@ import time
 
 import psycopg
 import pytest
-from helpers import table_hash
+from helpers import hashes
 
 from greenery import audit, wap
 from greenery.dev import local_airflow
@@ -24,7 +24,6 @@ pytestmark = pytest.mark.db
 
 MODELS = models.discover()
 DAYS = [dt.date(2021, 2, 10), dt.date(2021, 2, 11), dt.date(2021, 2, 12)]
-PUBLISHED = [m.relation for m in MODELS.values()]
 
 
 def run_day(conn, day: dt.date, run_id: str | None = None) -> wap.Build:
@@ -35,10 +34,6 @@ def run_day(conn, day: dt.date, run_id: str | None = None) -> wap.Build:
     wap.publish(conn, MODELS, run)
     wap.drop_finished_builds(conn, keep=run)
     return run
-
-
-def hashes(conn) -> dict[str, str]:
-    return {r: table_hash(conn, r) for r in PUBLISHED}
 
 
 @pytest.fixture
@@ -259,7 +254,7 @@ def test_a_backfill_through_airflow_equals_days_run_one_by_one(loaded, airflow_d
 
 def quarantine_hashes(conn) -> dict[str, str]:
     names = conn.execute("select table_name from information_schema.tables where table_schema = 'quarantine'")
-    return {f"quarantine.{n}": table_hash(conn, f"quarantine.{n}") for (n,) in names.fetchall()}
+    return hashes(conn, [f"quarantine.{n}" for (n,) in names.fetchall()])
 
 
 def test_building_a_run_that_is_never_published_leaves_quarantine_untouched(published_url):

@@ -17,8 +17,12 @@ import datetime as dt
 import itertools
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,6 +86,43 @@ def _exit_without_interpreter_teardown() -> None:
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     atexit.register(_exit_without_interpreter_teardown)
+
+
+class Interrupted(Exception):
+    """What Airflow's execution timeout is to a task: an exception raised in the task's own thread by a signal."""
+
+
+@pytest.fixture
+def interrupt_main_thread():
+    """``interrupt(when)``: once ``when()`` is true (polled), signal this test's thread, which then raises
+    :class:`Interrupted` from whatever it is blocked in, as Airflow's timeout (SIGALRM) interrupts a task."""
+
+    def raise_interrupted(*_):
+        raise Interrupted("Timeout, PID: test")
+
+    main = threading.main_thread().ident
+    watchers: list[threading.Thread] = []
+    stop = threading.Event()
+
+    def interrupt(when: Callable[[], bool], within_s: float = 60) -> None:
+        def watch():
+            deadline = time.monotonic() + within_s
+            while not stop.is_set() and time.monotonic() < deadline:
+                if when():
+                    signal.pthread_kill(main, signal.SIGUSR1)
+                    return
+                time.sleep(0.05)
+
+        watchers.append(threading.Thread(target=watch, daemon=True))
+        watchers[-1].start()
+
+    previous = signal.signal(signal.SIGUSR1, raise_interrupted)
+    interrupt.exception = Interrupted
+    yield interrupt
+    stop.set()
+    for watcher in watchers:
+        watcher.join()
+    signal.signal(signal.SIGUSR1, previous)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import uuid
+from pathlib import Path
 
 import known_data
 import psycopg
@@ -42,9 +44,11 @@ DEFECTS = (
 DEFECTIVE = {"stg_postgres__order_items", "stg_postgres__orders", "int_user_product_sessions"}
 
 
-def _build(url: str, defects=()) -> None:
+def _build(url: str, defects=(), raw_defects=()) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         known_data.load(conn)
+        for defect in raw_defects:
+            assert conn.execute(defect).rowcount >= 1, defect
         build.build_all(conn, MODELS, render.Interval.for_day(dt.date(2021, 2, 12)))
         for defect in defects:
             assert conn.execute(defect).rowcount >= 1, defect
@@ -55,6 +59,7 @@ class Statements(list):
 
     def __init__(self) -> None:
         super().__init__()
+        self.backends: set[int] = set()  # the server processes (connections) the statements ran on
         sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._record)
 
     def _record(self, conn, cursor, statement, parameters, *_) -> None:
@@ -64,6 +69,7 @@ class Statements(list):
         if match:
             limit = int(parameters[match.group(1)]) if match.group(1) else int(match.group(2))
         self.append((text, limit))
+        self.backends.add(cursor.connection.info.backend_pid)
 
     def close(self) -> None:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._record)
@@ -87,15 +93,16 @@ def statements():
     recorded.close()
 
 
-def _validate(tmp_path, url: str, run_name: str = "passes") -> dict:
-    return validation.validate(url, MODELS, SUITES, gx_dir=tmp_path / "gx", run_name=run_name)
+def _validate(tmp_path, url: str, run_name: str = "passes", connections: int = 2) -> dict:
+    """As the validate task runs it: on two connections by default (GREENERY_VALIDATION_CONNECTIONS)."""
+    return validation.validate(url, MODELS, SUITES, gx_dir=tmp_path / "gx", run_name=run_name, connections=connections)
 
 
 def _one_detailed_pass(tmp_path) -> dict[str, list[dict]]:
     """The reference: each suite once, everything in the format pass 2 uses for map expectations."""
     context = validation._context(tmp_path / "reference")
     out = {}
-    with validation._source(context, validation._connect_args(warehouse.sqlalchemy_url())) as source:
+    with validation._sources(context, validation._connect_args(warehouse.sqlalchemy_url()), 1) as [(source, _)]:
         for name, suite_file in SUITES.items():
             suite = validation._suite(
                 suite_file,
@@ -118,6 +125,7 @@ def test_a_clean_run_asks_no_detail_and_runs_each_query_check_twice(warehouse_ur
     _build(warehouse_url)
     result = _validate(tmp_path, warehouse.sqlalchemy_url())
     assert result["failures"] == [] and result["evaluated"] == sum(len(s.expectations) for s in SUITES.values())
+    assert len(statements.backends) == 2, "the suites ran on both connections"
     # Pass 1 does ask GX for unexpected values, with LIMIT 0: planned, never executed by PostgreSQL.
     assert any(limit == 0 and "unexpected_values" in text for text, limit in statements)
     assert statements.detail_queries() == [], "nothing failed: no query may fetch offending rows"
@@ -175,8 +183,9 @@ def test_failures_carry_the_detail_of_one_detailed_pass_and_only_they_cost_detai
 
 def test_results_are_stored_under_the_file_ids_and_rendered_for_this_run(warehouse_url, tmp_path):
     _build(warehouse_url, DEFECTS)
-    for run_name in ("first-run", "second-run"):
-        _validate(tmp_path / run_name, warehouse.sqlalchemy_url(), run_name)  # a fresh folder each, as the task
+    # One stream, then three: every suite's result is stored whichever connection ran it.
+    for run_name, connections in (("first-run", 1), ("second-run", 3)):
+        _validate(tmp_path / run_name, warehouse.sqlalchemy_url(), run_name, connections)  # a fresh folder each
         stored = sorted(paths.validation_results_dir(tmp_path / run_name / "gx").rglob("*.json"))
         assert len(stored) == len(SUITES)
         for path in stored:
@@ -243,3 +252,83 @@ def test_no_file_under_the_gx_dir_holds_the_password(warehouse_url, tmp_path):
     assert _validate(tmp_path, url)["failures"] == []
     files = [p for p in (tmp_path / "gx").rglob("*") if p.is_file()]
     assert files and not [p for p in files if secret.encode() in p.read_bytes()]
+
+
+def test_every_event_of_a_session_of_two_users_fails_the_one_user_warning(warehouse_url, tmp_path):
+    """The rule reads int_user_sessions.users instead of grouping every event again (the slowest query of a
+    validation at scale 1000): it must flag the events that grouping the events themselves flags."""
+    shared = known_data.S2  # U1's session: its second page view now names U2
+    _build(
+        warehouse_url,
+        raw_defects=[f"update raw.events set user_id = '{known_data.U2}' where event_id = '{known_data.uid(6, 8)}'"],
+    )
+    result = _validate(tmp_path, warehouse.sqlalchemy_url())
+    [failure] = [
+        f for f in result["failures"] if f["table"] == "staging.stg_postgres__events" and "one user" in f["description"]
+    ]
+    with psycopg.connect(warehouse_url) as conn:
+        grouped = conn.execute(
+            "select event_id from staging.stg_postgres__events where session_id in (select session_id"
+            " from staging.stg_postgres__events group by session_id having count(distinct user_id) > 1)"
+        ).fetchall()
+    assert failure["severity"] == "warning" and failure["unexpected_count"] == len(grouped) == 4
+    assert {key.split(", ")[0] for key in failure["sample_keys"]} == {f"event_id={e}" for (e,) in grouped}
+    assert all(f"session_id={shared}" in key for key in failure["sample_keys"])
+
+
+@pytest.mark.timeout(150)  # the queries sleep 300 s: only cancelling them ends the test in time
+def test_an_interrupted_validation_cancels_its_queries_and_closes_its_connections(
+    warehouse_url, tmp_path, interrupt_main_thread
+):
+    """Airflow's execution timeout raises in the task's thread while both streams wait on PostgreSQL: the
+    error propagates only once every stream's query is cancelled and every connection closed."""
+    tables = {"stg_postgres__orders": "public.slow_a", "stg_postgres__users": "public.slow_b"}
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        for table in tables.values():
+            conn.execute(f"create table {table} as select 1 as x")
+    sleepy = {
+        name: suites.SuiteFile(
+            name,
+            Path(f"{name}.json"),
+            {
+                "name": name,
+                "id": str(uuid.uuid4()),
+                "expectations": [
+                    {
+                        "type": summary.UNEXPECTED_ROWS,
+                        "id": str(uuid.uuid4()),
+                        "kwargs": {"unexpected_rows_query": "select * from {batch} where pg_sleep(300) is not null"},
+                        "severity": "critical",
+                        "meta": {},
+                    }
+                ],
+                "meta": {},
+                "notes": None,
+            },
+        )
+        for name in tables
+    }
+
+    def sleeping() -> int:
+        with psycopg.connect(warehouse_url, autocommit=True) as watcher:
+            return watcher.execute(
+                "select count(*) from pg_stat_activity where state = 'active' and pid <> pg_backend_pid() "
+                "and query like %s",
+                ("%pg_sleep(300)%",),
+            ).fetchone()[0]
+
+    interrupt_main_thread(lambda: sleeping() == 2)
+    with pytest.raises(interrupt_main_thread.exception):
+        validation.validate(
+            warehouse.sqlalchemy_url(),
+            MODELS,
+            sleepy,
+            gx_dir=tmp_path / "gx",
+            relation=tables.__getitem__,
+            connections=2,
+        )
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        left = conn.execute(
+            "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert left == 0, "no query still running, no connection left open"

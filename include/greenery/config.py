@@ -57,6 +57,8 @@ class Settings:
     alert_retry_delay: dt.timedelta
     # A run's build schemas outlive the run for debugging; those of runs idle for longer are dropped.
     build_ttl: dt.timedelta
+    # How many warehouse connections validation runs its suites on at once (checks/gx.py).
+    validation_connections: int
 
     @property
     def asset_uri_prefix(self) -> str:
@@ -76,6 +78,13 @@ def _number(env: Mapping[str, str], name: str, default: str, kind=float):
         raise SettingError(f"{name}={text!r}: expected a {kind.__name__}") from None
     if value < 0:
         raise SettingError(f"{name}={text!r}: expected a value >= 0")
+    return value
+
+
+def _positive(env: Mapping[str, str], name: str, default: str) -> int:
+    value = _number(env, name, default, int)
+    if value < 1:
+        raise SettingError(f"{name}={env.get(name)!r}: expected a whole number >= 1")
     return value
 
 
@@ -119,4 +128,5 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
         alert_retries=_number(env, "GREENERY_ALERT_RETRIES", "3", int),
         alert_retry_delay=dt.timedelta(seconds=_number(env, "GREENERY_ALERT_RETRY_DELAY_SECONDS", "30")),
         build_ttl=dt.timedelta(hours=_number(env, "GREENERY_BUILD_TTL_HOURS", "48")),
+        validation_connections=_positive(env, "GREENERY_VALIDATION_CONNECTIONS", "2"),
     )

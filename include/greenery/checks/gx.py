@@ -31,6 +31,7 @@ expectation class; that is the price of staying on GX's own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -46,7 +47,7 @@ import sqlalchemy as sa
 from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
 
 from greenery import locks
-from greenery.checks import paths
+from greenery.checks import paths, streams
 from greenery.checks.suites import SuiteDefinitionError, SuiteFile, dump, resolve_refs
 from greenery.checks.summary import SAMPLE_KEYS, UNEXPECTED_ROWS, error, failed, summarize
 from greenery.project.models import Model
@@ -102,34 +103,53 @@ def _connect_args(sqlalchemy_url: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _publish_lock_shared(connect_args: Mapping[str, Any]) -> Iterator[None]:
+def _publish_lock_shared(connect_args: Mapping[str, Any]) -> Iterator[psycopg.Connection]:
     """Hold the publish lock in shared mode while GX runs: a concurrent run's publish must not swap published
     tables under GX's queries (locks.py). On a connection of ours, not GX's: GX's would queue behind a waiting
     publish between two of its own statements while the other holds the lock shared."""
     with psycopg.connect(**connect_args, autocommit=True) as conn:
         conn.execute(locks.SHARE_FOR_SESSION)
-        yield
+        yield conn
+
+
+def _source_name(stream: int) -> str:
+    return SOURCE if stream == 0 else f"{SOURCE}_{stream + 1}"
 
 
 @contextlib.contextmanager
-def _source(context, connect_args: Mapping[str, Any]):
-    """The warehouse as a GX data source that runs on one connection of ours.
+def _sources(context, connect_args: Mapping[str, Any], count: int) -> Iterator[list[tuple[Any, psycopg.Connection]]]:
+    """The warehouse as ``count`` GX data sources, each with the one connection of ours it runs on.
 
     GX gets the SQLAlchemy dialect and a connection factory, not the URL: it never holds the password, and the
-    connection is closed here when validation ends (GX's own pool would keep it until garbage collection).
+    connections are closed here when validation ends (GX's own pool would keep them until garbage collection).
     """
-    conn = psycopg.connect(**connect_args)
-    try:
-        with warnings.catch_warnings():
-            # Generic on purpose: GX's Postgres source rejects socket-only (embedded server) URLs.
-            warnings.filterwarnings("ignore", message="You are using a generic SQLDatasource")
-            yield context.data_sources.add_sql(
-                name=SOURCE,
-                connection_string="postgresql+psycopg://",
-                kwargs={"creator": lambda: conn, "poolclass": sa.pool.StaticPool},
-            )
-    finally:
-        conn.close()
+    with contextlib.ExitStack() as stack:
+        sources = []
+        for stream in range(count):
+            conn = stack.enter_context(psycopg.connect(**connect_args))
+            with warnings.catch_warnings():
+                # Generic on purpose: GX's Postgres source rejects socket-only (embedded server) URLs.
+                warnings.filterwarnings("ignore", message="You are using a generic SQLDatasource")
+                source = context.data_sources.add_sql(
+                    name=SOURCE if stream == 0 else f"{SOURCE}_{stream + 1}",
+                    connection_string="postgresql+psycopg://",
+                    kwargs={"creator": lambda conn=conn: conn, "poolclass": sa.pool.StaticPool},
+                )
+            sources.append((source, conn))
+        yield sources
+
+
+def _costs(conn: psycopg.Connection, planned: Mapping[str, Any], relation) -> dict[str, float]:
+    """A suite's expected cost: its table's bytes times its expectations (GX scans the table once for the
+    bundled column checks and once more per query check)."""
+    sizes = dict(
+        conn.execute(
+            "select name, coalesce(pg_total_relation_size(to_regclass(rel)), 0)"
+            " from unnest(%s::text[], %s::text[]) as t(name, rel)",
+            (list(planned), [relation(name) for name in planned]),
+        ).fetchall()
+    )
+    return {name: (sizes[name] + 8192) * len(suite.expectations) for name, suite in planned.items()}
 
 
 @contextlib.contextmanager
@@ -225,35 +245,65 @@ def _merge(screened: dict, detailed: dict | None) -> dict:
     return {**screened, "result": detailed["result"]}
 
 
-def _add_models(context, source, planned: dict, relation) -> tuple[dict, list]:
-    """A whole-table batch definition and a validation definition per model; ``planned`` gets the added suites."""
-    batches, definitions = {}, []
+def _add_models(context, sources: list, stream_of: Mapping[str, int], planned: dict, relation) -> tuple[dict, dict]:
+    """A whole-table batch definition (on its stream's data source) and a validation definition per model;
+    ``planned`` gets the added suites. Returns the batch definitions by model, the validation definitions by
+    stream."""
+    batches, definitions = {}, {stream: [] for stream in range(len(sources))}
     for name, suite in planned.items():
         schema, _, table = relation(name).partition(".")
-        asset = source.add_table_asset(name=name, table_name=table, schema_name=schema)
+        asset = sources[stream_of[name]].add_table_asset(name=name, table_name=table, schema_name=schema)
         batches[name] = asset.add_batch_definition_whole_table("whole_table")
         planned[name] = _add_suite(context, suite)
         definition = gx.ValidationDefinition(name=name, data=batches[name], suite=planned[name])
-        definitions.append(context.validation_definitions.add(definition))
+        definitions[stream_of[name]].append(context.validation_definitions.add(definition))
     return batches, definitions
 
 
-def _run(sqlalchemy_url, models, suites, gx_dir: Path, relation, run_name: str, build_docs: bool, refs, variables):
+def _screen(definitions: list, run_id, stopped: Callable[[], bool]) -> dict[str, dict]:
+    """Pass 1 of one stream: its validation definitions one after the other; each result by suite, by id."""
+    screened = {}
+    for definition in definitions:
+        if stopped():  # another stream failed, or the task was interrupted: streams.run raises
+            break
+        res = definition.run(result_format=SCREEN, run_id=run_id)
+        screened[res.suite_name] = {r.expectation_config.id: r.to_json_dict() for r in res.results}
+    return screened
+
+
+def _run(
+    sqlalchemy_url,
+    models,
+    suites,
+    gx_dir: Path,
+    relation,
+    run_name: str,
+    build_docs: bool,
+    refs,
+    variables,
+    connections: int,
+):
     """Both passes and the Data Docs; every suite's results as plain data, in the suite's order."""
     started = time.perf_counter()
     # Every suite is checked before any runs: a malformed one fails the task at once.
     planned = {name: _suite(suite_file, refs, variables) for name, suite_file in suites.items()}
     context = _context(gx_dir)
     connect_args = _connect_args(sqlalchemy_url)
-    with _publish_lock_shared(connect_args), _source(context, connect_args) as source:
-        batches, definitions = _add_models(context, source, planned, relation)
+    connections = max(1, min(connections, len(planned)))
+    with _publish_lock_shared(connect_args) as lock_conn, _sources(context, connect_args, connections) as sources:
+        stream_of = streams.assign(_costs(lock_conn, planned, relation), connections)
+        batches, definitions = _add_models(context, [source for source, _ in sources], stream_of, planned, relation)
         screened_at = time.perf_counter()
         # Each validation definition run on its own, not through a Checkpoint: a Checkpoint re-serializes and
         # compares all of them with its store before it runs (is_fresh), 1.2 s of CPU for 29 suites, and its
-        # only other work here, storing each result, ValidationDefinition.run does too.
+        # only other work here, storing each result, ValidationDefinition.run does too. The streams (one per
+        # connection, checks/streams.py) each run their definitions in a thread of their own; each touches only
+        # its own data source's execution engine, and the stores they share take results under distinct keys.
         run_id = gx.RunIdentifier(run_name=run_name)
-        outcome = [definition.run(result_format=SCREEN, run_id=run_id) for definition in definitions]
-        screened = {res.suite_name: {r.expectation_config.id: r.to_json_dict() for r in res.results} for res in outcome}
+        jobs = [functools.partial(_screen, definitions[stream], run_id) for stream in range(connections)]
+        screened = {}
+        for part in streams.run(jobs, [conn for _, conn in sources]):
+            screened.update(part)
         detailed_at = time.perf_counter()
         results = {}
         for name, suite in planned.items():
@@ -286,6 +336,7 @@ def validate(
     build_docs: bool = True,
     refs: Callable[[str], str] | None = None,
     variables: dict[str, Any] | None = None,
+    connections: int = 1,
 ) -> dict[str, Any]:
     """Run every suite against its model's table; return a JSON-able summary (see README).
 
@@ -294,7 +345,8 @@ def validate(
     (default: ``relation``): the whole model as the run sees it, where ``relation`` may be an incremental
     model's delta. ``variables`` are rendered into the suites (see suites.resolve_refs). ``gx_dir`` receives
     this validation's GX results and Data Docs pages (checks/docs_pages.collect reads them): it must be new
-    or empty, so that it holds nothing else.
+    or empty, so that it holds nothing else. ``connections`` is how many streams run pass 1 at once, each on
+    its own warehouse connection (see _run).
     """
     gx_dir = Path(gx_dir)
     if gx_dir.exists() and any(gx_dir.iterdir()):
@@ -305,7 +357,16 @@ def validate(
     variables = {"published": lambda name: models[name].relation, "run_date": "current_date", **(variables or {})}
     with _gx_logs_at_warning():
         results = _run(
-            sqlalchemy_url, models, suites, gx_dir, relation, run_name, build_docs, refs or relation, variables
+            sqlalchemy_url,
+            models,
+            suites,
+            gx_dir,
+            relation,
+            run_name,
+            build_docs,
+            refs or relation,
+            variables,
+            connections,
         )
     summary = summarize(results, relation)
     summary.update(seconds=round(time.perf_counter() - started, 3), run_name=run_name)

@@ -114,6 +114,7 @@ def run(context: Any) -> dict[str, Any]:
             run_name=context["run_id"],
             refs=refs.__getitem__,
             variables={"run_date": sql_literal(interval.day), "published": published.__getitem__},
+            connections=settings.validation_connections,
         )
         pages = docs_pages.collect(Path(gx_dir))
     summary["root_causes"] = [

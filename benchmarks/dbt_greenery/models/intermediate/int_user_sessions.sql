@@ -19,8 +19,10 @@ events as (
 sessions as (
     select
         session_id,
-        -- A session belongs to one user; min() only picks it without another group key.
+        -- A session belongs to one user; min() only picks it without another group key. users counts them:
+        -- the events suite's one-user check reads it here instead of grouping every event again.
         min(user_id) as user_id,
+        count(distinct user_id) as users,
         min(created_at) as session_started_at,
         max(created_at) as session_ended_at,
         count(*) filter (where event_type = 'page_view') as page_views,

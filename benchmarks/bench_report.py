@@ -92,7 +92,7 @@ def breakdown(run: dict, model_names: list[str]) -> list[tuple[str, float | None
         ("  of which import great_expectations (greenery.checks.gx)", gx_import),
         ("  of which GX file context", gx_context),
         ("  of which suites rendered, assets, suites and validation definitions added", gx_plan),
-        ("  of which pass 1: every suite's validation definition (SQL)", gx_pass1),
+        ("  of which pass 1: every suite's validation definition, its streams at once (SQL)", gx_pass1),
         ("  of which pass 2: details of what failed (SQL)", gx_pass2),
         ("  of which Data Docs", gx_docs),
         ("  of which GX's rest (publish lock, data source, summary)", gx_other + gx_summary),

@@ -94,8 +94,8 @@ class Interrupted(Exception):
 
 @pytest.fixture
 def interrupt_main_thread():
-    """``interrupt(when)``: once ``when()`` is true (polled), signal this test's thread, which then raises
-    :class:`Interrupted` from whatever it is blocked in, as Airflow's timeout (SIGALRM) interrupts a task."""
+    """``interrupt(when)``: once ``when()`` is true (polled), signal this test's thread (or another one of the
+    process), which then raises :class:`Interrupted`, as Airflow's timeout (SIGALRM) interrupts a task."""
 
     def raise_interrupted(*_):
         raise Interrupted("Timeout, PID: test")
@@ -104,12 +104,14 @@ def interrupt_main_thread():
     watchers: list[threading.Thread] = []
     stop = threading.Event()
 
-    def interrupt(when: Callable[[], bool], within_s: float = 60) -> None:
+    def interrupt(when: Callable[[], bool], within_s: float = 60, thread: Callable[[], int] | None = None) -> None:
+        """``thread``: the ident of another thread to send the signal to (the handler still runs in this one)."""
+
         def watch():
             deadline = time.monotonic() + within_s
             while not stop.is_set() and time.monotonic() < deadline:
                 if when():
-                    signal.pthread_kill(main, signal.SIGUSR1)
+                    signal.pthread_kill(thread() if thread else main, signal.SIGUSR1)
                     return
                 time.sleep(0.05)
 

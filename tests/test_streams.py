@@ -73,15 +73,18 @@ def test_a_failing_stream_stops_the_others_before_its_error_propagates():
     assert slow.cancels >= 1
 
 
+@pytest.mark.parametrize("signalled", ["task's thread", "a stream's thread"])
 def test_an_exception_in_the_tasks_thread_cancels_every_running_query_and_waits_for_the_streams(
-    interrupt_main_thread,
+    interrupt_main_thread, signalled
 ):
+    """The signal may reach any thread of the process (SIGALRM is sent to the process): Python runs its handler
+    in the task's thread, which must not sleep through it."""
     conns = [FakeConnection(), FakeConnection()]
     started, ended = [], []
 
     def job(conn):
         def run_suites(stopped):
-            started.append(conn)
+            started.append(threading.get_ident())
             while not stopped():
                 try:
                     conn.query()
@@ -91,7 +94,8 @@ def test_an_exception_in_the_tasks_thread_cancels_every_running_query_and_waits_
 
         return run_suites
 
-    interrupt_main_thread(lambda: len(started) == 2)
+    target = None if signalled == "task's thread" else (lambda: started[0])
+    interrupt_main_thread(lambda: len(started) == 2, thread=target)
     with pytest.raises(interrupt_main_thread.exception):
         streams.run([job(c) for c in conns], conns)
     assert sorted(map(id, ended)) == sorted(map(id, conns)), "both streams ended before the exception propagated"

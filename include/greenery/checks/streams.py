@@ -26,6 +26,8 @@ T = TypeVar("T")
 # How often a stream that was told to stop gets its running query cancelled again (GX may start another
 # query of the same suite after a cancelled one).
 CANCEL_EVERY_S = 0.5
+# How long this thread waits for the streams at most before it looks at pending signals again.
+WAKE_EVERY_S = 1.0
 
 
 class Cancellable(Protocol):
@@ -55,9 +57,16 @@ def run(jobs: Sequence[Callable[[Callable[[], bool]], T]], connections: Sequence
     with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="gx-stream") as pool:
         futures = [pool.submit(job, stop.is_set) for job in jobs]
         try:
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in done:
-                future.result()  # the first error, if any
+            while True:
+                for future in futures:
+                    if future.done():
+                        future.result()  # a stream's error, if any
+                running = [future for future in futures if not future.done()]
+                if not running:
+                    break
+                # Not one unbounded wait: a signal the kernel gives to a stream's thread (Airflow's SIGALRM
+                # timeout is sent to the process) is handled in this thread only once it runs Python again.
+                wait(running, timeout=WAKE_EVERY_S, return_when=FIRST_EXCEPTION)
         except BaseException as exc:
             stop.set()
             log.warning("validation stopped (%s): cancelling the queries of the streams still running", exc)

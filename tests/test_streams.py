@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from greenery import config
 from greenery.checks import streams
 
 
@@ -105,3 +106,11 @@ def test_an_exception_in_the_tasks_thread_cancels_every_running_query_and_waits_
 def test_jobs_and_connections_must_pair_up():
     with pytest.raises(ValueError, match="2 jobs for 1 connections"):
         streams.run([lambda stopped: 1, lambda stopped: 2], [FakeConnection()])
+
+
+def test_the_number_of_connections_is_a_setting_of_at_least_one():
+    assert config.get({}).validation_connections == 2
+    assert config.get({"GREENERY_VALIDATION_CONNECTIONS": "3"}).validation_connections == 3
+    for bad, reason in (("0", "expected a value >= 1"), ("-1", "expected a value >= 1"), ("two", "expected a int")):
+        with pytest.raises(config.SettingError, match=f"GREENERY_VALIDATION_CONNECTIONS='{bad}': {reason}"):
+            config.get({"GREENERY_VALIDATION_CONNECTIONS": bad})

@@ -70,21 +70,14 @@ def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
     return env.get(name) or default
 
 
-def _number(env: Mapping[str, str], name: str, default: str, kind=float):
+def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum=0):
     text = env.get(name, default)
     try:
         value = kind(text)
     except ValueError:
         raise SettingError(f"{name}={text!r}: expected a {kind.__name__}") from None
-    if value < 0:
-        raise SettingError(f"{name}={text!r}: expected a value >= 0")
-    return value
-
-
-def _positive(env: Mapping[str, str], name: str, default: str) -> int:
-    value = _number(env, name, default, int)
-    if value < 1:
-        raise SettingError(f"{name}={env.get(name)!r}: expected a whole number >= 1")
+    if value < minimum:
+        raise SettingError(f"{name}={text!r}: expected a value >= {minimum}")
     return value
 
 
@@ -128,5 +121,5 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
         alert_retries=_number(env, "GREENERY_ALERT_RETRIES", "3", int),
         alert_retry_delay=dt.timedelta(seconds=_number(env, "GREENERY_ALERT_RETRY_DELAY_SECONDS", "30")),
         build_ttl=dt.timedelta(hours=_number(env, "GREENERY_BUILD_TTL_HOURS", "48")),
-        validation_connections=_positive(env, "GREENERY_VALIDATION_CONNECTIONS", "2"),
+        validation_connections=_number(env, "GREENERY_VALIDATION_CONNECTIONS", "2", int, minimum=1),
     )

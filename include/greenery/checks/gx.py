@@ -112,10 +112,6 @@ def _publish_lock_shared(connect_args: Mapping[str, Any]) -> Iterator[psycopg.Co
         yield conn
 
 
-def _source_name(stream: int) -> str:
-    return SOURCE if stream == 0 else f"{SOURCE}_{stream + 1}"
-
-
 @contextlib.contextmanager
 def _sources(context, connect_args: Mapping[str, Any], count: int) -> Iterator[list[tuple[Any, psycopg.Connection]]]:
     """The warehouse as ``count`` GX data sources, each with the one connection of ours it runs on.

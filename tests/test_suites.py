@@ -246,7 +246,7 @@ def test_a_nan_or_infinite_price_fails_the_price_check(bad, db, warehouse_url, t
     db.execute("insert into prices values ('ok', 15.00), ('bad', %s::numeric)", (bad,))
     checks = validation()
     context = checks._context(tmp_path / "gx")
-    with checks._sources(context, checks._connect_args(warehouse.sqlalchemy_url()), 1) as [(source, _)]:
+    with checks._sources(context, checks._connect_args(warehouse.sqlalchemy_url()), [{}]) as [(source, _)]:
         batch = source.add_table_asset(name="prices", table_name="prices", schema_name="public")
         batch = batch.add_batch_definition_whole_table("whole_table").get_batch()
         checked = batch.validate(gx.expectations.ExpectColumnValuesToBeBetween(**_price_check()))

@@ -102,7 +102,7 @@ def _one_detailed_pass(tmp_path) -> dict[str, list[dict]]:
     """The reference: each suite once, everything in the format pass 2 uses for map expectations."""
     context = validation._context(tmp_path / "reference")
     out = {}
-    with validation._sources(context, validation._connect_args(warehouse.sqlalchemy_url()), 1) as [(source, _)]:
+    with validation._sources(context, validation._connect_args(warehouse.sqlalchemy_url()), [{}]) as [(source, _)]:
         for name, suite_file in SUITES.items():
             suite = validation._suite(
                 suite_file,

@@ -21,6 +21,7 @@ class FakeConnection:
 
     def __init__(self) -> None:
         self.cancels = 0
+        self.querying = threading.Event()
         self._cancelled = threading.Event()
 
     def cancel_safe(self) -> None:
@@ -28,6 +29,7 @@ class FakeConnection:
         self._cancelled.set()
 
     def query(self, seconds: float = 60) -> None:
+        self.querying.set()
         if not self._cancelled.wait(seconds):
             raise AssertionError("the query was never cancelled")
         self._cancelled.clear()
@@ -56,6 +58,8 @@ def test_a_failing_stream_stops_the_others_before_its_error_propagates():
     slow, ended = FakeConnection(), threading.Event()
 
     def failing(stopped):
+        # Only once the other stream is in a query: raising earlier, it could see stopped() before its first.
+        assert slow.querying.wait(30), "the other stream never started a query"
         raise ValueError("suite X: GX could not run")
 
     def long_running(stopped):

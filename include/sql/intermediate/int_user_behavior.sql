@@ -101,6 +101,17 @@ scoped_events as (
         )
 ),
 
+session_events as (
+    -- Each scoped event with its session's first add-to-cart: the session's aggregates below then read
+    -- the events once (a join back to them, to find the checkout after it, read and sorted them again).
+    select
+        *,
+        min(created_at) filter (where event_type = 'add_to_cart')
+            over (partition by behavior_scope, user_id, session_id)
+            as first_add_to_cart_at
+    from scoped_events
+),
+
 scoped_sessions as (
     select
         behavior_scope,
@@ -108,64 +119,46 @@ scoped_sessions as (
         session_id,
         min(created_at) as started_at,
         max(created_at) as ended_at,
+        count(*) filter (where event_type = 'page_view') as page_views,
         count(*) filter (where event_type = 'add_to_cart') as add_to_carts,
         count(*) filter (where event_type = 'checkout') as checkouts,
-        min(created_at) filter (where event_type = 'add_to_cart') as first_add_to_cart_at
-    from scoped_events
+        -- From the session's first add-to-cart to its first checkout at or after it. Events without a session id
+        -- form one group here but are no session: they have no such time.
+        extract(
+            epoch from
+            min(created_at) filter (
+                where event_type = 'checkout' and created_at >= first_add_to_cart_at and session_id is not null
+            )
+            - min(first_add_to_cart_at)
+        ) / 60 as minutes_cart_to_checkout
+    from session_events
     group by behavior_scope, user_id, session_id
-),
-
-cart_to_checkout as (
-    -- From a session's first add-to-cart to its first checkout at or after it.
-    select
-        scoped_sessions.behavior_scope,
-        scoped_sessions.user_id,
-        scoped_sessions.session_id,
-        extract(epoch from min(scoped_events.created_at) - scoped_sessions.first_add_to_cart_at) / 60 as minutes
-    from scoped_sessions
-    inner join scoped_events
-        on
-            scoped_sessions.behavior_scope = scoped_events.behavior_scope
-            and scoped_sessions.user_id = scoped_events.user_id
-            and scoped_sessions.session_id = scoped_events.session_id
-    where
-        scoped_events.event_type = 'checkout'
-        and scoped_events.created_at >= scoped_sessions.first_add_to_cart_at
-    group by
-        scoped_sessions.behavior_scope,
-        scoped_sessions.user_id,
-        scoped_sessions.session_id,
-        scoped_sessions.first_add_to_cart_at
 ),
 
 session_behavior as (
     select
-        scoped_sessions.behavior_scope,
-        scoped_sessions.user_id,
+        behavior_scope,
+        user_id,
         count(*) as sessions,
-        count(*) filter (where scoped_sessions.add_to_carts > 0 and scoped_sessions.checkouts = 0) as carts_abandoned,
-        avg(extract(epoch from scoped_sessions.ended_at - scoped_sessions.started_at) / 60) as avg_session_minutes,
-        sum(extract(epoch from scoped_sessions.ended_at - scoped_sessions.started_at) / 60) as total_session_minutes,
+        sum(page_views)::bigint as page_views,
+        sum(add_to_carts)::bigint as add_to_carts,
+        count(*) filter (where add_to_carts > 0 and checkouts = 0) as carts_abandoned,
+        avg(extract(epoch from ended_at - started_at) / 60) as avg_session_minutes,
+        sum(extract(epoch from ended_at - started_at) / 60) as total_session_minutes,
         percentile_cont(0.5) within group (
-            order by cart_to_checkout.minutes::double precision
+            order by minutes_cart_to_checkout::double precision
         ) as median_minutes_cart_to_checkout
     from scoped_sessions
-    left join cart_to_checkout
-        on
-            scoped_sessions.behavior_scope = cart_to_checkout.behavior_scope
-            and scoped_sessions.user_id = cart_to_checkout.user_id
-            and scoped_sessions.session_id = cart_to_checkout.session_id
-    group by scoped_sessions.behavior_scope, scoped_sessions.user_id
+    group by behavior_scope, user_id
 ),
 
-event_behavior as (
+viewed_products as (
     select
         behavior_scope,
         user_id,
-        count(*) filter (where event_type = 'page_view') as page_views,
-        count(distinct product_id) filter (where event_type = 'page_view') as products_viewed,
-        count(*) filter (where event_type = 'add_to_cart') as add_to_carts
+        count(distinct product_id) as products_viewed
     from scoped_events
+    where event_type = 'page_view'
     group by behavior_scope, user_id
 ),
 
@@ -305,9 +298,9 @@ final as (
         buyers.user_id is not null as is_buyer,
         coalesce(buyers.is_repeat_buyer, false) as is_repeat_buyer,
         coalesce(session_behavior.sessions, 0) as sessions,
-        coalesce(event_behavior.page_views, 0) as page_views,
-        coalesce(event_behavior.products_viewed, 0) as products_viewed,
-        coalesce(event_behavior.add_to_carts, 0) as add_to_carts,
+        coalesce(session_behavior.page_views, 0) as page_views,
+        coalesce(viewed_products.products_viewed, 0) as products_viewed,
+        coalesce(session_behavior.add_to_carts, 0) as add_to_carts,
         coalesce(session_behavior.carts_abandoned, 0) as carts_abandoned,
         round(session_behavior.avg_session_minutes, 4) as avg_session_minutes,
         round(coalesce(session_behavior.total_session_minutes, 0), 4) as total_session_minutes,
@@ -329,10 +322,10 @@ final as (
         on
             scoped_users.behavior_scope = session_behavior.behavior_scope
             and scoped_users.user_id = session_behavior.user_id
-    left join event_behavior
+    left join viewed_products
         on
-            scoped_users.behavior_scope = event_behavior.behavior_scope
-            and scoped_users.user_id = event_behavior.user_id
+            scoped_users.behavior_scope = viewed_products.behavior_scope
+            and scoped_users.user_id = viewed_products.user_id
     left join order_behavior
         on
             scoped_users.behavior_scope = order_behavior.behavior_scope

@@ -57,16 +57,13 @@ def run(jobs: Sequence[Callable[[Callable[[], bool]], T]], connections: Sequence
     with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="gx-stream") as pool:
         futures = [pool.submit(job, stop.is_set) for job in jobs]
         try:
-            while True:
-                for future in futures:
-                    if future.done():
-                        future.result()  # a stream's error, if any
-                running = [future for future in futures if not future.done()]
-                if not running:
-                    break
+            running = futures
+            while running:
                 # Not one unbounded wait: a signal the kernel gives to a stream's thread (Airflow's SIGALRM
                 # timeout is sent to the process) is handled in this thread only once it runs Python again.
-                wait(running, timeout=WAKE_EVERY_S, return_when=FIRST_EXCEPTION)
+                done, running = wait(futures, timeout=WAKE_EVERY_S, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()  # a stream's error, if any
         except BaseException as exc:
             stop.set()
             log.warning("validation stopped (%s): cancelling the queries of the streams still running", exc)

@@ -1164,6 +1164,7 @@ def main(argv: list[str] | None = None) -> int:
         "scales": [],
     }
     work = Path(tempfile.mkdtemp(prefix="greenery-bench-"))  # short: the PostgreSQL socket lives here
+    work.chmod(0o711)  # as root, the embedded PostgreSQL runs as the user 'pgserver', which must enter it
     say(f"work folder {work}")
     server = None
     migrate = None

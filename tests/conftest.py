@@ -27,9 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from greenery.dev import local_airflow
+from greenery.dev import embedded_pg, local_airflow
 
-_SESSION_DIR = Path(tempfile.mkdtemp(prefix="greenery-tests-"))
+# Traversable: as root, the embedded PostgreSQL runs as the user 'pgserver', which must enter this folder.
+_SESSION_DIR = embedded_pg.traversable_tempdir("greenery-tests-")
 local_airflow.configure(_SESSION_DIR / "airflow")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
@@ -204,6 +205,15 @@ def database_copy(pg_admin_url, monkeypatch):
         return _database_copy(pg_admin_url, urlsplit(url).path.lstrip("/"), monkeypatch)
 
     return copy
+
+
+@pytest.fixture
+def pg_tmp_path() -> Path:
+    """Like ``tmp_path``, for an embedded PostgreSQL's data: pytest's own temp folders are mode 700, and as
+    root the server runs as the user 'pgserver', which must enter every folder above its data."""
+    path = Path(tempfile.mkdtemp(dir=_SESSION_DIR))
+    path.chmod(0o711)
+    return path
 
 
 @pytest.fixture

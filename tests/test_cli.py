@@ -91,8 +91,20 @@ def test_a_day_before_the_start_date_runs_once_the_start_date_says_so(cli_env):
     assert allowed.returncode == 1 and "raw.events has no rows created in [2021-01-12" in allowed.stderr
 
 
-def test_the_embedded_database_can_stay_up_between_commands(tmp_path):
-    env = {**os.environ, "GREENERY_STATE_DIR": str(tmp_path / "state"), "AIRFLOW_HOME": str(tmp_path / "airflow")}
+def test_as_root_a_data_folder_the_server_user_cannot_enter_is_named(tmp_path, monkeypatch):
+    from greenery.dev import embedded_pg
+
+    closed = tmp_path / "closed"
+    (closed / "state").mkdir(parents=True)
+    closed.chmod(0o700)
+    monkeypatch.setattr(embedded_pg.os, "geteuid", lambda: 0)
+    with pytest.raises(PermissionError, match=rf"cannot enter {re.escape(str(closed))} \(mode 700\)"):
+        embedded_pg.EmbeddedPostgres(closed / "state" / "pg")
+    assert not (closed / "state" / "pg" / "PG_VERSION").exists()
+
+
+def test_the_embedded_database_can_stay_up_between_commands(pg_tmp_path):
+    env = {**os.environ, "GREENERY_STATE_DIR": str(pg_tmp_path / "state"), "AIRFLOW_HOME": str(pg_tmp_path / "airflow")}
     env.pop("AIRFLOW_CONN_GREENERY_WAREHOUSE", None)
     assert greenery("db", "status", env=env).returncode == 1
     try:

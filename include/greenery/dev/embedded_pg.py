@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class EmbeddedPostgres:
 
         self.data_dir = Path(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        _check_reachable_when_root(self.data_dir)
         self._server = pgserver.get_server(self.data_dir, cleanup_mode=self.cleanup)
 
     def url(self, database: str = "postgres") -> str:
@@ -41,6 +43,28 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         self._server.cleanup()
+
+
+def _check_reachable_when_root(data_dir: Path) -> None:
+    """PostgreSQL refuses to run as root, so as root pgserver runs it as its own user ``pgserver``, which must
+    be able to enter every folder above the data directory (initdb otherwise fails with a bare
+    'could not change permissions'). Say which folder stops it, before pgserver tries."""
+    if os.geteuid() != 0:
+        return
+    closed = [p for p in data_dir.resolve().parents if not p.stat().st_mode & 0o001]
+    if closed:
+        raise PermissionError(
+            f"the embedded PostgreSQL cannot use {data_dir}: running as root, it runs as the user 'pgserver', "
+            f"which cannot enter {closed[0]} (mode {closed[0].stat().st_mode & 0o777:o}); run as another user, "
+            f"allow others to enter that folder (chmod o+x), or set GREENERY_STATE_DIR to a folder they can enter"
+        )
+
+
+def traversable_tempdir(prefix: str) -> Path:
+    """A new temporary folder the embedded PostgreSQL can use even when running as root (mode 711, not 700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    return path
 
 
 def _marker(data_dir: Path) -> Path:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Iterable
 
 from psycopg import sql
 
+from greenery import wap
 from greenery.project import models
 
 
@@ -45,3 +47,14 @@ def rows(conn, query: str, params=None) -> list[dict]:
     cur = conn.execute(query, params)
     names = [c.name for c in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def run_day_without_airflow(conn, day: dt.date, run_id: str | None = None) -> wap.Build:
+    """What one DAG run does, minus Airflow and GX: prepare, build every model, publish, clean up."""
+    found = models.discover()
+    run = wap.Build(run_id or f"run-{day}", day)
+    wap.prepare(conn, run)
+    wap.build_models(conn, found, run)
+    wap.publish(conn, found, run)
+    wap.drop_finished_builds(conn, keep=run)
+    return run

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import subprocess
@@ -123,23 +122,6 @@ def test_the_embedded_database_can_stay_up_between_commands(pg_tmp_path):
         stopped = greenery("db", "stop", env=env)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert greenery("db", "status", env=env).returncode == 1
-
-
-@pytest.mark.integration
-def test_a_cli_run_has_a_realistic_duration_and_its_own_logical_date(airflow_dag, published_url):
-    """Issue 16: dag.test records the logical date as the run's start (a run of years in the UI), and takes
-    the logical date 00:00 that the UI's trigger form uses (409 on a second run of the day)."""
-    from greenery.dev import local_airflow
-
-    before = dt.datetime.now(dt.UTC)
-    dag_run = local_airflow.run_day(dt.date(2021, 2, 12), dag=airflow_dag)
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        stored = session.query(DagRun).filter(DagRun.run_id == dag_run.run_id).one()
-        assert before - dt.timedelta(seconds=5) <= stored.start_date <= dt.datetime.now(dt.UTC)
-        assert stored.logical_date.date() == dt.date(2021, 2, 12) and stored.logical_date.time() != dt.time()
 
 
 def test_a_long_cause_keeps_its_first_lines_and_says_where_the_rest_is():

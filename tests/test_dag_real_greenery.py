@@ -10,10 +10,11 @@ import csv
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from helpers import duplicate_keys, hashes
+from helpers import duplicate_keys, hashes, run_day_without_airflow
 
 from greenery.dev import local_airflow
 from greenery.project import models
@@ -21,12 +22,16 @@ from greenery.sources import load as raw
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
+DAYS = (dt.date(2021, 2, 11), dt.date(2021, 2, 12))
+
 
 @dataclass(frozen=True)
 class RealRun:
     url: str
     states: dict[str, str]  # task states of the second day's run
     incremental: set[str]  # the tasks of the second day's run that merged a delta
+    started: tuple[dt.datetime, dt.datetime, dt.datetime]  # the second day's run: before, its start date, after
+    logical_date: dt.datetime  # the second day's run's, as stored
 
 
 def _incremental_tasks(dag_run) -> set[str]:
@@ -43,11 +48,19 @@ def real_run(airflow_dag, module_warehouse_url, real_greenery) -> RealRun:
     same day replaces this DagRun in Airflow's database. No connection stays open: a test may copy the database."""
     with psycopg.connect(module_warehouse_url, autocommit=True) as conn:
         raw.load_dir(conn, real_greenery)
-    for day in (dt.date(2021, 2, 11), dt.date(2021, 2, 12)):
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    for day in DAYS:
+        before = dt.datetime.now(dt.UTC)
         dag_run = local_airflow.run_day(day, dag=airflow_dag)
         assert dag_run.state == "success", local_airflow.failed_tasks(dag_run)
+    after = dt.datetime.now(dt.UTC)
+    with create_session() as session:
+        stored = session.query(DagRun).filter(DagRun.run_id == dag_run.run_id).one()
+        started, logical_date = (before, stored.start_date, after), stored.logical_date
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
-    return RealRun(module_warehouse_url, states, _incremental_tasks(dag_run))
+    return RealRun(module_warehouse_url, states, _incremental_tasks(dag_run), started, logical_date)
 
 
 @pytest.fixture
@@ -106,6 +119,31 @@ def test_the_known_greenery_answers(real_conn):
     assert m[0] == 130 and m[1] == 578
     assert round(m[2], 2) == Decimal("7.52") and round(m[3], 2) == Decimal("16.33")
     assert round(m[4], 2) == Decimal("3.89")
+
+
+def test_a_run_has_a_realistic_duration_and_its_own_logical_date(real_run):
+    """Issue 16 (the runs of `greenery run`, local_airflow.run_day): dag.test records the logical date as the
+    run's start (a run of years in the UI), and takes the logical date 00:00 that the UI's trigger form uses
+    (409 on a second run of the day)."""
+    before, start_date, after = real_run.started
+    assert before - dt.timedelta(seconds=5) <= start_date <= after
+    assert real_run.logical_date.date() == DAYS[-1] and real_run.logical_date.time() != dt.time()
+
+
+def test_the_days_through_airflow_equal_the_days_run_one_by_one_without_it(real_run, pg_admin_url, real_greenery):
+    """What `airflow dags backfill` does with max_active_runs=1 (the days in order, here through dag.test)
+    publishes what the library's own build and publish of the same days, in the same order, publish (the
+    orders' history records the order in which runs observed raw)."""
+    from greenery import warehouse
+
+    with psycopg.connect(real_run.url) as conn:
+        through_airflow = hashes(conn)
+    other = warehouse.create_database(pg_admin_url, f"{urlsplit(real_run.url).path.lstrip('/')}_one_by_one")
+    with psycopg.connect(other, autocommit=True) as conn:
+        raw.load_dir(conn, real_greenery)
+        for day in DAYS:
+            run_day_without_airflow(conn, day)
+        assert hashes(conn) == through_airflow
 
 
 def test_a_rerun_of_the_same_day_changes_nothing(real_run, database_copy, airflow_dag):

@@ -12,10 +12,9 @@ import time
 
 import psycopg
 import pytest
-from helpers import hashes
+from helpers import hashes, run_day_without_airflow
 
 from greenery import audit, wap
-from greenery.dev import local_airflow
 from greenery.materialize import build
 from greenery.project import models, render
 from greenery.sources import load as raw
@@ -26,14 +25,7 @@ MODELS = models.discover()
 DAYS = [dt.date(2021, 2, 10), dt.date(2021, 2, 11), dt.date(2021, 2, 12)]
 
 
-def run_day(conn, day: dt.date, run_id: str | None = None) -> wap.Build:
-    """What one DAG run does, minus Airflow and GX: prepare, build every model, publish, clean up."""
-    run = wap.Build(run_id or f"run-{day}", day)
-    wap.prepare(conn, run)
-    wap.build_models(conn, MODELS, run)
-    wap.publish(conn, MODELS, run)
-    wap.drop_finished_builds(conn, keep=run)
-    return run
+run_day = run_day_without_airflow
 
 
 @pytest.fixture
@@ -234,22 +226,6 @@ def test_a_failing_model_names_its_file_line_and_the_postgres_error(loaded, tmp_
     message = str(err.value)
     assert "fact_orders.sql" in message and 'column "no_such_column" does not exist' in message
     assert "[42703]" in message and "line" in message and "no_such_column" in message.split("line")[-1]
-
-
-@pytest.mark.integration
-def test_a_backfill_through_airflow_equals_days_run_one_by_one(loaded, airflow_dag, pg_admin_url):
-    from greenery import warehouse
-
-    for day in DAYS:  # what `airflow dags backfill` does with max_active_runs=1: the days in order
-        dag_run = local_airflow.run_day(day, dag=airflow_dag)
-        assert dag_run.state == "success", local_airflow.failed_tasks(dag_run)
-    backfilled = hashes(loaded)
-    other = warehouse.create_database(pg_admin_url, loaded.info.dbname + "_one_by_one")
-    with psycopg.connect(other, autocommit=True) as conn:
-        raw.load_dir(conn, _real())
-        for day in DAYS:  # in the same order: the orders' history records the order runs observed raw in
-            run_day(conn, day)
-        assert hashes(conn) == backfilled
 
 
 def quarantine_hashes(conn) -> dict[str, str]:

@@ -58,3 +58,18 @@ def run_day_without_airflow(conn, day: dt.date, run_id: str | None = None) -> wa
     wap.publish(conn, found, run)
     wap.drop_finished_builds(conn, keep=run)
     return run
+
+
+def asset_events(dag_run) -> set[str]:
+    """Names of the assets that this run emitted an event for (Airflow's metadata DB)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetModel.name)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetEvent.source_run_id == dag_run.run_id)
+        ).all()
+    return {r[0] for r in rows}

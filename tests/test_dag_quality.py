@@ -8,6 +8,7 @@ import json
 
 import psycopg
 import pytest
+from helpers import asset_events
 
 from greenery.checks import suites
 from greenery.dev import local_airflow
@@ -27,21 +28,6 @@ def loaded(warehouse_url, real_greenery, slack_alerts_webhook):
         yield conn
 
 
-def asset_events(dag_run) -> set[str]:
-    """Names of the assets that this run emitted an event for (Airflow's metadata DB)."""
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        rows = session.execute(
-            select(AssetModel.name)
-            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetEvent.source_run_id == dag_run.run_id)
-        ).all()
-    return {r[0] for r in rows}
-
-
 def audit_failures(conn, run_id: str) -> list[dict]:
     from greenery import audit
 
@@ -54,20 +40,6 @@ def states(dag_run) -> dict[str, str]:
 
 def alert_text(recorded) -> str:
     return json.dumps(recorded.body)
-
-
-def test_clean_data_takes_the_success_path_and_sends_nothing(airflow_dag, loaded, slack_server):
-    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
-    s = states(dag_run)
-    assert dag_run.state == "success", s
-    assert (s["validate"], s["publish"], s["alert_slack"], s["state_of_the_data"]) == (
-        "success",
-        "success",
-        "skipped",  # nothing to alert
-        "skipped",  # the stakeholders' note is off
-    )
-    assert slack_server.requests == []
-    assert asset_events(dag_run) == {m.relation for m in models.discover().values() if m.layer == "marts"}
 
 
 def test_the_state_of_the_data_message_goes_out_when_enabled(airflow_dag, loaded, slack_server, monkeypatch):

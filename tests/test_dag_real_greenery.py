@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from helpers import duplicate_keys, hashes, run_day_without_airflow
+from helpers import asset_events, duplicate_keys, hashes, run_day_without_airflow
 
 from greenery.dev import local_airflow
 from greenery.project import models
@@ -32,6 +32,8 @@ class RealRun:
     incremental: set[str]  # the tasks of the second day's run that merged a delta
     started: tuple[dt.datetime, dt.datetime, dt.datetime]  # the second day's run: before, its start date, after
     logical_date: dt.datetime  # the second day's run's, as stored
+    assets: set[str]  # the assets the second day's run emitted an event for
+    slack_requests: int  # what both runs sent to Slack (on-call's webhook)
 
 
 def _incremental_tasks(dag_run) -> set[str]:
@@ -43,7 +45,7 @@ def _incremental_tasks(dag_run) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def real_run(airflow_dag, module_warehouse_url, real_greenery) -> RealRun:
+def real_run(airflow_dag, module_warehouse_url, real_greenery, module_slack_alerts_webhook) -> RealRun:
     """The two days run into the module's database. What the run says is copied now: a later dag.test for the
     same day replaces this DagRun in Airflow's database. No connection stays open: a test may copy the database."""
     with psycopg.connect(module_warehouse_url, autocommit=True) as conn:
@@ -60,13 +62,28 @@ def real_run(airflow_dag, module_warehouse_url, real_greenery) -> RealRun:
         stored = session.query(DagRun).filter(DagRun.run_id == dag_run.run_id).one()
         started, logical_date = (before, stored.start_date, after), stored.logical_date
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
-    return RealRun(module_warehouse_url, states, _incremental_tasks(dag_run), started, logical_date)
+    slack = len(module_slack_alerts_webhook.requests)
+    return RealRun(
+        module_warehouse_url, states, _incremental_tasks(dag_run), started, logical_date, asset_events(dag_run), slack
+    )
 
 
 @pytest.fixture
 def real_conn(real_run):
     with psycopg.connect(real_run.url, autocommit=True) as conn:
         yield conn
+
+
+def test_clean_data_takes_the_success_path_sends_nothing_and_emits_the_marts_assets(real_run):
+    s = real_run.states
+    assert (s["validate"], s["publish"], s["alert_slack"], s["state_of_the_data"]) == (
+        "success",
+        "success",
+        "skipped",  # nothing to alert
+        "skipped",  # the stakeholders' note is off
+    )
+    assert real_run.slack_requests == 0
+    assert real_run.assets == {m.relation for m in models.discover().values() if m.layer == "marts"}
 
 
 def test_repeat_rate_on_the_real_data_is_99_of_124(real_conn):

@@ -37,7 +37,7 @@ PYTEST := $(BIN)/python -m pytest --disable-plugin-autoload -p xdist.plugin -p p
 test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow + Celery workers (starts its own PostgreSQL and Redis)
 	$(PYTEST) -p _hypothesis_pytestplugin -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-test-celery: $(STAMP) ## only the Celery tests: Redis, scheduler, api-server and two workers, one killed (~4 min)
+test-celery: $(STAMP) ## only the Celery test: Redis, scheduler, api-server and two workers, one killed (~1.5 min)
 	$(PYTEST) tests/test_celery_workers.py
 
 # The fast tier on both cores too. Files whose every test it deselects are not even imported

@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -211,9 +210,7 @@ def database_copy(pg_admin_url, monkeypatch):
 def pg_tmp_path() -> Path:
     """Like ``tmp_path``, for an embedded PostgreSQL's data: pytest's own temp folders are mode 700, and as
     root the server runs as the user 'pgserver', which must enter every folder above its data."""
-    path = Path(tempfile.mkdtemp(dir=_SESSION_DIR))
-    path.chmod(0o711)
-    return path
+    return embedded_pg.traversable_tempdir("pg-", _SESSION_DIR)
 
 
 @pytest.fixture

@@ -51,18 +51,20 @@ def _check_reachable_when_root(data_dir: Path) -> None:
     'could not change permissions'). Say which folder stops it, before pgserver tries."""
     if os.geteuid() != 0:
         return
-    closed = [p for p in data_dir.resolve().parents if not p.stat().st_mode & 0o001]
+    closed = next(((p, mode) for p in data_dir.resolve().parents if not (mode := p.stat().st_mode) & 0o001), None)
     if closed:
+        folder, mode = closed
         raise PermissionError(
             f"the embedded PostgreSQL cannot use {data_dir}: running as root, it runs as the user 'pgserver', "
-            f"which cannot enter {closed[0]} (mode {closed[0].stat().st_mode & 0o777:o}); run as another user, "
+            f"which cannot enter {folder} (mode {mode & 0o777:o}); run as another user, "
             f"allow others to enter that folder (chmod o+x), or set GREENERY_STATE_DIR to a folder they can enter"
         )
 
 
-def traversable_tempdir(prefix: str) -> Path:
-    """A new temporary folder the embedded PostgreSQL can use even when running as root (mode 711, not 700)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+def traversable_tempdir(prefix: str, parent: Path | None = None) -> Path:
+    """A new temporary folder (in ``parent``, else the system's) the embedded PostgreSQL can use even when
+    running as root (mode 711, not 700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     path.chmod(0o711)
     return path
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from greenery.project import models
+
 pytestmark = pytest.mark.db
 
 
@@ -56,33 +58,62 @@ def test_answers_for_a_day_without_figures_is_one_line_not_a_traceback(cli_env):
     assert "Traceback" not in done.stderr
 
 
+def greenery_started(*args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "greenery.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
 @pytest.mark.integration
-def test_a_range_shows_a_line_per_day_stops_at_the_first_failed_one_with_its_cause_and_names_airflows_log(cli_env):
-    """2021-02-13 has no events (the data ends on the 12th): its freshness check fails, and the range stops."""
-    done = greenery("run", "--date", "2021-02-11", "--end-date", "2021-02-14", env=cli_env, timeout=600)
-    assert done.returncode == 1, done.stdout + done.stderr
-    lines = done.stdout.splitlines()
-    [log_line] = [line for line in lines if line.startswith("Airflow's log of this command: ")]
-    assert re.search(r"^\[1/4\] 2021-02-11 \.\.\. success in \d+\.\ds$", done.stdout, re.M), done.stdout
-    assert re.search(r"^\[2/4\] 2021-02-12 \.\.\. success in \d+\.\ds$", done.stdout, re.M), done.stdout
-    assert re.search(r"^\[3/4\] 2021-02-13 \.\.\. failed in \d+\.\ds$", done.stdout, re.M), done.stdout
-    assert "[4/4]" not in done.stdout  # stopped at the first failed day
-    cause = [line for line in done.stderr.splitlines() if line.startswith("  check_source_freshness: ")]
-    assert cause and "raw.events has no rows created in [2021-02-13, 2021-02-14)" in cause[0], done.stderr
-    assert "Traceback" not in done.stderr
+def test_a_range_stops_at_its_first_failed_day_with_the_cause_while_another_command_publishes_a_day_beside_it(
+    cli_env, published_url, tmp_path, new_airflow_home
+):
+    """Two `greenery run` at once on one warehouse (separate Airflow homes, as two users would): a range
+    of 2021-02-11 to 02-14, and 2021-02-10 beside it. Both publish their days, never each other's. The range
+    shows a line per day and stops at 2021-02-13, which has no events (the data ends on the 12th): its
+    freshness check fails, with its cause.
+
+    GREENERY_START_DATE is the earliest day: with it on 2021-02-11, 2021-02-10 is refused before anything
+    runs; with the default (2021-02-10) the same day runs and publishes, so history can be backfilled by
+    moving the setting."""
+    refused = greenery("run", "--date", "2021-02-10", env={**cli_env, "GREENERY_START_DATE": "2021-02-11"})
+    assert refused.returncode == 2 and "GREENERY_START_DATE=2021-02-10" in refused.stderr, refused.stderr
+    beside_env = {
+        **cli_env,
+        "AIRFLOW_HOME": str(new_airflow_home(tmp_path / "airflow-beside")),
+        "GREENERY_STATE_DIR": str(tmp_path / "state-beside"),
+        "GREENERY_ALERT_CONN_ID": "none",
+    }
+    ranged = greenery_started("run", "--date", "2021-02-11", "--end-date", "2021-02-14", env=cli_env)
+    beside = greenery_started("run", "--date", "2021-02-10", env=beside_env)
+    stdout, stderr = ranged.communicate(timeout=600)
+    beside_out = beside.communicate(timeout=600)
+    assert beside.returncode == 0, beside_out
+
+    assert ranged.returncode == 1, stdout + stderr
+    [log_line] = [line for line in stdout.splitlines() if line.startswith("Airflow's log of this command: ")]
+    assert re.search(r"^\[1/4\] 2021-02-11 \.\.\. success in \d+\.\ds$", stdout, re.M), stdout
+    assert re.search(r"^\[2/4\] 2021-02-12 \.\.\. success in \d+\.\ds$", stdout, re.M), stdout
+    assert re.search(r"^\[3/4\] 2021-02-13 \.\.\. failed in \d+\.\ds$", stdout, re.M), stdout
+    assert "[4/4]" not in stdout  # stopped at the first failed day
+    cause = [line for line in stderr.splitlines() if line.startswith("  check_source_freshness: ")]
+    assert cause and "raw.events has no rows created in [2021-02-13, 2021-02-14)" in cause[0], stderr
+    assert "Traceback" not in stderr
     log = Path(log_line.split(": ", 1)[1])
     assert log.is_file() and "greenery_daily" in log.read_text()
-    assert "Task instance state updated" not in done.stdout  # Airflow's chatter went to the file
+    assert "Task instance state updated" not in stdout  # Airflow's chatter went to the file
 
-
-@pytest.mark.integration
-def test_a_day_before_the_start_date_runs_once_the_start_date_says_so(cli_env):
-    """GREENERY_START_DATE moves the earliest day: older history can be backfilled."""
-    refused = greenery("run", "--date", "2021-01-12", env=cli_env)
-    assert refused.returncode == 2 and "GREENERY_START_DATE=2021-01-12" in refused.stderr
-    allowed = greenery("run", "--date", "2021-01-12", env={**cli_env, "GREENERY_START_DATE": "2021-01-01"}, timeout=600)
-    # Allowed now: it runs, and fails only because the data has no events that day (freshness says so).
-    assert allowed.returncode == 1 and "raw.events has no rows created in [2021-01-12" in allowed.stderr
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        days = [str(r[0]) for r in conn.execute("select as_of_date from marts.metrics_daily order by 1")]
+        assert days == ["2021-02-10", "2021-02-11", "2021-02-12"]
+        published = conn.execute(
+            "select cardinality(tables) from greenery_audit.publish_log where run_id like 'manual__%'"
+        ).fetchall()
+        assert [n for (n,) in published] == [len(models.discover())] * 3, "every run published every model"
 
 
 def test_as_root_a_data_folder_the_server_user_cannot_enter_is_named(tmp_path, monkeypatch):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
-import sys
 import threading
 
 import psycopg
@@ -127,23 +125,3 @@ def test_publishing_nothing_or_a_lost_build_is_an_error_that_changes_nothing(pub
         assert hashes(conn) == before
         logged = conn.execute("select count(*) from greenery_audit.publish_log where run_id = 'empty'").fetchone()
         assert logged[0] == 0
-
-
-@pytest.mark.integration
-def test_two_greenery_run_commands_at_once_both_publish_their_day(published_url, tmp_path, new_airflow_home):
-    """The finding as reported: two `greenery run` at once (separate Airflow homes, one warehouse)."""
-    procs = []
-    for day in (DAY1, DAY2):
-        home = new_airflow_home(tmp_path / f"airflow-{day}")
-        env = {**os.environ, "AIRFLOW_HOME": str(home), "GREENERY_ALERT_CONN_ID": "none"}
-        cmd = [sys.executable, "-m", "greenery.cli", "run", "--date", day.isoformat()]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    with psycopg.connect(published_url, autocommit=True) as conn:
-        days = [r[0] for r in conn.execute("select as_of_date from marts.metrics_daily order by 1")]
-        assert days == [DAY1, DAY2]
-        published = conn.execute(
-            "select cardinality(tables) from greenery_audit.publish_log where run_id like 'manual__%'"
-        ).fetchall()
-        assert [n for (n,) in published] == [len(MODELS), len(MODELS)]

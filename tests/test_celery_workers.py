@@ -129,8 +129,10 @@ def wait_finished(ui, run_id: str, started: float) -> str:
 
 KILL_SETTINGS = {
     # A killed worker's task stops heartbeating: the scheduler fails it after this, and it is retried soon.
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    # Tasks heartbeat every second here (local_ui: [workers] min_heartbeat_interval), so 12 s is a dozen missed
+    # beats; a healthy task taken for dead would only be retried, which this test would survive too.
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "12",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
     "GREENERY_RETRY_DELAY_SECONDS": "3",
     # A task the killed worker had received but not started stays "queued" (its message unacknowledged in
     # Redis): the scheduler requeues it after this (docker-compose.yaml: 180 s; Airflow's default, 600 s,

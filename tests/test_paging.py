@@ -73,13 +73,23 @@ def test_an_unreachable_warehouse_pages_once_with_the_cause(
     assert "old-secret" not in alert
 
 
-def test_a_day_before_the_start_date_fails_and_pages_instead_of_succeeding_empty(airflow_dag, published_url, paged):
-    """Finding 2: a run before the DAG's start date ran no task and ended "success"."""
+def test_a_day_before_the_start_date_fails_and_pages_instead_of_succeeding_empty(
+    airflow_dag, published_url, paged, monkeypatch
+):
+    """Finding 2: a run before the DAG's start date ran no task and ended "success". And the setting moves
+    the earliest day: with GREENERY_START_DATE earlier, the same day gets past that check (read when the task
+    runs) and fails only because the data has no events that day."""
     dag_run = local_airflow.run_day(dt.date(2021, 1, 12), dag=airflow_dag)
     s = states(dag_run)
     assert dag_run.state == "failed" and s["check_source_freshness"] == "failed", s
     [alert] = alerts(paged)
     assert "2021-01-12 is before the pipeline" in alert and "GREENERY_START_DATE" in alert
+
+    monkeypatch.setenv("GREENERY_START_DATE", "2021-01-01")
+    dag_run = local_airflow.run_day(dt.date(2021, 1, 12), dag=airflow_dag)
+    assert dag_run.state == "failed" and states(dag_run)["check_source_freshness"] == "failed"
+    [_, alert] = alerts(paged)
+    assert "raw.events has no rows created in [2021-01-12" in alert and "before the pipeline" not in alert
 
 
 def test_the_cli_refuses_a_day_before_the_start_date(published_url, tmp_path):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, TaskGroup, TriggerRule, task
 
 from greenery import config
 from greenery.project import models as model_files

@@ -89,13 +89,16 @@ def dag():
 
 def test_the_scheduled_run_of_a_day_builds_that_day_once_it_is_over(dag):
     """Airflow 3's plain "@daily" (CronTriggerTimetable) gives the run at D+1 00:00 the logical date D+1: it
-    would build the day that just began. The DAG's timetable keeps the data-interval semantics."""
+    would build the day that just began. The DAG's timetable keeps the data-interval semantics: asked of the
+    DAG as the scheduler holds it (serialized), where the SDK's timetable becomes Airflow's own."""
+    from airflow.serialization.serialized_objects import DagSerialization
     from airflow.timetables.base import DataInterval, TimeRestriction
 
     from greenery import runtime
 
+    timetable = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable
     day = dt.datetime(2021, 2, 11, tzinfo=dt.UTC)
-    info = dag.timetable.next_dagrun_info(
+    info = timetable.next_dagrun_info(
         last_automated_data_interval=DataInterval(day - dt.timedelta(days=1), day),
         restriction=TimeRestriction(earliest=None, latest=None, catchup=True),
     )

@@ -62,7 +62,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -1163,8 +1162,9 @@ def main(argv: list[str] | None = None) -> int:
         "setup": {},
         "scales": [],
     }
-    work = Path(tempfile.mkdtemp(prefix="greenery-bench-"))  # short: the PostgreSQL socket lives here
-    work.chmod(0o711)  # as root, the embedded PostgreSQL runs as the user 'pgserver', which must enter it
+    from greenery.dev.embedded_pg import traversable_tempdir
+
+    work = traversable_tempdir("greenery-bench-")  # short: the PostgreSQL socket lives here
     say(f"work folder {work}")
     server = None
     migrate = None

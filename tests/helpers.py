@@ -34,8 +34,13 @@ def table_hash(conn, relation: str) -> str:
 
 
 @functools.cache
+def _models() -> dict[str, models.Model]:
+    return models.discover()
+
+
+@functools.cache
 def _model_relations() -> tuple[str, ...]:
-    return tuple(m.relation for m in models.discover().values())
+    return tuple(m.relation for m in _models().values())
 
 
 def hashes(conn, relations: Iterable[str] | None = None) -> dict[str, str]:
@@ -51,11 +56,10 @@ def rows(conn, query: str, params=None) -> list[dict]:
 
 def run_day_without_airflow(conn, day: dt.date, run_id: str | None = None) -> wap.Build:
     """What one DAG run does, minus Airflow and GX: prepare, build every model, publish, clean up."""
-    found = models.discover()
     run = wap.Build(run_id or f"run-{day}", day)
     wap.prepare(conn, run)
-    wap.build_models(conn, found, run)
-    wap.publish(conn, found, run)
+    wap.build_models(conn, _models(), run)
+    wap.publish(conn, _models(), run)
     wap.drop_finished_builds(conn, keep=run)
     return run
 

@@ -4,6 +4,7 @@ disagree exits non-zero and says why on its last line ("never report success for
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -77,7 +78,7 @@ def test_main_exits_non_zero_with_the_reason_on_the_last_line(monkeypatch, tmp_p
         self.report, self.sql_version, self.code_version = report, "sql", "code"
 
     monkeypatch.setattr(bench.Bench, "__init__", init)
-    monkeypatch.setattr(bench.tempfile, "tempdir", str(tmp_path))  # the work folder, kept as it failed
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the work folder, kept as it failed
     monkeypatch.setattr(bench.Bench, "scale", scale)
     monkeypatch.setattr(bench, "admin_connect", _no_connection)
     monkeypatch.setattr(bench, "RESULTS_DIR", tmp_path)

@@ -16,9 +16,13 @@ from greenery.project import models
 pytestmark = pytest.mark.db
 
 
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "greenery.cli", *args]
+
+
 def greenery(*args: str, env: dict, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "greenery.cli", *args],
+        command(*args),
         capture_output=True,
         text=True,
         env=env,
@@ -35,9 +39,9 @@ def cli_env(published_url, tmp_path, new_airflow_home) -> dict:
 
 
 def test_date_options_explain_themselves():
-    done = subprocess.run([sys.executable, "-m", "greenery.cli", "run", "--help"], capture_output=True, text=True)
+    done = subprocess.run(command("run", "--help"), capture_output=True, text=True)
     assert "the UTC day to build" in done.stdout and "--end-date YYYY-MM-DD" in done.stdout
-    done = subprocess.run([sys.executable, "-m", "greenery.cli", "answers", "--help"], capture_output=True, text=True)
+    done = subprocess.run(command("answers", "--help"), capture_output=True, text=True)
     assert "as of the end of this day" in done.stdout
 
 
@@ -60,7 +64,7 @@ def test_answers_for_a_day_without_figures_is_one_line_not_a_traceback(cli_env):
 
 def greenery_started(*args: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "greenery.cli", *args],
+        command(*args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

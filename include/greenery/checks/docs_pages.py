@@ -6,9 +6,9 @@ gone when the task ends, and every component (the api-server of another host too
 
 A page's ``path`` is where GX put it below its site, ``validations/<suite>/<run name>/<run time>/<batch>.html``:
 unique per validation (the run time is GX's, to the microsecond), and the URL the view serves it at. Only the
-validation pages are kept: GX's index needs scripts the view's sandbox blocks (the view lists the runs
-itself), and its static files (fonts, images, a stylesheet) are never loaded by a sandboxed page
-(``default-src 'none'``).
+validation pages are rendered (checks/gx.py) and kept: GX's index needs scripts the view's sandbox blocks (the
+view lists the runs itself), and its static files (fonts, images, a stylesheet) are never loaded by a sandboxed
+page (``default-src 'none'``).
 """
 
 from __future__ import annotations

@@ -89,6 +89,8 @@ def commands(svc: dict) -> list[list[str]]:
     test = svc.get("healthcheck", {}).get("test", [""])
     script = argv[2] if argv[:2] == ["bash", "-c"] else ""
     found = ([] if script else [argv]) + ([test[1:]] if test[0] == "CMD" else [])
+    if argv[:3] == ["python", "-m", "greenery.preloaded_airflow"]:  # `airflow`, with imports done first
+        found.append(["airflow", *argv[3:]])
     for line in (script + "\n" + (test[1] if test[0] == "CMD-SHELL" else "")).splitlines():
         # A line's first command, up to && || ; | (the scripts here use no other shell syntax).
         found.append(list(itertools.takewhile(lambda w: w not in ("&&", "||", ";", "|"), shlex.split(line, True))))

@@ -10,6 +10,7 @@ the UI, on the real Greenery data with one duplicated order and a local fake Sla
 4. The wrong click: raw fixed, ``validate`` cleared alone; it refuses (raw changed since the build).
 5. The right one, as the README tells on-call: clear the whole run; it ends green with the marts published.
 6. No task had to retry a call to the Execution API (the first task of a fresh api-server used to).
+7. Every ``validate`` attempt started with Great Expectations imported by the scheduler (``greenery-airflow``).
 """
 
 from __future__ import annotations
@@ -195,3 +196,10 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
         if "Starting call to 'airflow.sdk.api.client.Client.request'" in line
     ]
     assert not retried, retried[:3]
+
+    # 7. The scheduler (greenery-airflow) imported GX before forking: no validate attempt paid its import.
+    attempts = sorted((ui.home / "logs").rglob("task_id=validate/attempt=*.log"))
+    assert len(attempts) >= 3, attempts  # failed, refused, green
+    for attempt in attempts:
+        text = attempt.read_text(errors="replace")
+        assert "Great Expectations: already imported when the task started" in text, attempt

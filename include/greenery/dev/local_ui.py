@@ -1,8 +1,9 @@
 """``greenery ui``: Airflow 3's UI, scheduler and DAG processor on this machine, without Docker.
 
-:func:`start` runs ``airflow api-server``, ``scheduler``, ``dag-processor`` (and ``triggerer``) as
-subprocesses of one private Airflow home (``.greenery/airflow`` for the CLI: SQLite metadata DB,
-LocalExecutor) with this project's dags and plugins folders, and returns a :class:`LocalAirflow` handle;
+:func:`start` runs ``airflow api-server``, ``scheduler`` (through ``greenery-airflow``, preloaded_airflow.py),
+``dag-processor`` (and ``triggerer``) as subprocesses of one private Airflow home (``.greenery/airflow`` for the
+CLI: SQLite metadata DB, LocalExecutor) with this project's dags and plugins folders; returns a
+:class:`LocalAirflow` handle;
 :func:`serve` is the CLI's foreground loop around it (Ctrl-C stops everything). The warehouse is whatever
 the Airflow connection ``greenery_warehouse`` points at: the CLI starts the embedded PostgreSQL first when
 none is configured, as the other commands do.
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from greenery import config
+from greenery import config, preloaded_airflow
 from greenery.dev import local_airflow
 
 DAG_ID = config.DAG_ID
@@ -326,7 +327,7 @@ def launch(ui: LocalAirflow, airflow: str, components: Iterable[str] = COMPONENT
             args = ["--host", ui.host, "--port", str(ui.port)] if name == "api-server" else []
             with (ui.log_dir / f"{name}.log").open("wb") as log:
                 ui.processes[name] = subprocess.Popen(
-                    [airflow, name, *args],
+                    [preloaded_airflow.beside(airflow) if name == "scheduler" else airflow, name, *args],
                     env=ui.env,
                     cwd=ui.home,
                     stdin=subprocess.DEVNULL,

@@ -4,7 +4,8 @@ AIRFLOW_HOME and working directory (they share the configuration, the metadata d
 and no file). One run on the real Greenery data: once each worker has finished a task, one is killed in the
 middle of a model task; the run completes, with task instances on both workers, the killed task retried on
 the other, marts identical to the day's build without Airflow, and the api-server's Data quality view shows
-the Data Docs the validate task stored from its worker. (One run, one stack: each run costs a minute of both
+the Data Docs the validate task stored from its worker; the workers run as ``greenery-airflow celery worker``
+and validate starts with GX imported. (One run, one stack: each run costs a minute of both
 cores, and a run without a kill proves nothing this one does not.)
 """
 
@@ -21,7 +22,7 @@ from urllib.parse import urlencode, urlsplit
 import psycopg
 import pytest
 
-from greenery import warehouse
+from greenery import preloaded_airflow, warehouse
 from greenery.dev import local_ui
 from greenery.sources import load as raw
 
@@ -94,7 +95,7 @@ def celery_stack(request, pg_admin_url, warehouse_url, real_greenery, redis_url,
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(local_ui.free_port()),
         }
         ui.processes[name] = subprocess.Popen(
-            [airflow, "celery", "worker", "-H", f"{name}@127.0.0.1", "-q", "default"],
+            [preloaded_airflow.beside(airflow), "celery", "worker", "-H", f"{name}@127.0.0.1", "-q", "default"],
             env=env, cwd=home, stdout=(ui.log_dir / f"{name}.log").open("wb"),
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -200,3 +201,9 @@ def test_a_run_on_two_workers_survives_one_killed_mid_task_and_the_view_shows_it
     assert status == 200 and "Expectation Validation Result" in page, (links[0], status)
     assert not list(Path(ui.home).rglob("*.html")), "no Data Docs file on the api-server's side"
     print(f"validate ran on {rows['validate']['hostname']}; the view lists {len(links)} Data Docs pages")
+
+    # The workers run as `greenery-airflow celery worker`: their pool processes, which run the tasks, were forked
+    # after GX was imported, so validate did not import it again.
+    logs = sorted((ui.home.parent / rows["validate"]["hostname"] / "logs").rglob("task_id=validate/attempt=*.log"))
+    assert logs, "no validate log in the worker's home"
+    assert "Great Expectations: already imported when the task started" in logs[-1].read_text(errors="replace")

@@ -257,7 +257,8 @@ def test_the_default_stack_runs_the_local_executor_without_any_profile_service()
 
 
 def test_the_celery_profile_has_a_broker_and_two_workers_that_share_no_file():
-    workers = {name: svc for name, svc in CELERY.items() if svc.get("command") == "celery worker"}
+    preloaded = ["python", "-m", "greenery.preloaded_airflow", "celery", "worker"]  # `airflow celery worker`, GX first
+    workers = {name: svc for name, svc in CELERY.items() if svc.get("command") == preloaded}
     assert sorted(workers) == ["airflow-worker-1", "airflow-worker-2"]
     assert in_profiles(CELERY["redis"]) == {"celery"} and CELERY["redis"]["image"].startswith("redis:")
     assert "ports" not in CELERY["redis"], "the broker has no password: it stays inside the stack"
@@ -275,7 +276,7 @@ def test_the_celery_profile_has_a_broker_and_two_workers_that_share_no_file():
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
         # The project's code, the logs and the auth file, as every Airflow container: no volume for results.
         assert svc["volumes"] == COMPOSE["x-airflow-common"]["volumes"], name
-        assert problem_with(["airflow", *svc["command"].split()]) == "", name
+        assert [problem_with(argv) for argv in commands(svc)[:2]] == ["", ""], name  # the module; airflow's parser
         ping = RAW["services"][name]["healthcheck"]["test"][1]  # as written: $$ is a literal $ for the shell
         assert "celery_executor.app inspect ping" in ping and '-d "celery@$${HOSTNAME}"' in ping, name
 

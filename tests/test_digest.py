@@ -9,6 +9,7 @@ import datetime as dt
 import email
 import email.policy
 import io
+import json
 import socket
 import time
 
@@ -444,7 +445,9 @@ def test_a_webhook_gets_the_sparklines_only_and_a_retry_resends_only_what_failed
 def test_a_dag_run_sends_the_digest_by_email_and_to_slack(
     airflow_dag, warehouse_url, real_greenery, slack_alerts_webhook, email_on, monkeypatch
 ):
+    from greenery.checks import suites
     from greenery.dev import local_airflow
+    from greenery.project import models
     from greenery.sources import load as raw
 
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
@@ -462,6 +465,11 @@ def test_a_dag_run_sends_the_digest_by_email_and_to_slack(
     assert received.rcpt_tos == list(TO)
     [note] = slack_alerts_webhook.webhook_posts()
     assert any(b.get("block_id") == "trend" for b in note.body["blocks"])
+    # The Slack note's figures: rows per mart, the repeat rate, every check of every suite passed.
+    note_text = json.dumps(note.body)
+    assert "marts.fact_orders" in note_text and "361" in note_text and "79.8" in note_text
+    n = sum(len(suite.expectations) for suite in suites.load_suites(models.discover()).values())
+    assert f"{n:,}/{n:,} passed" in note_text
     with psycopg.connect(warehouse_url) as conn:
         sent = conn.execute("select part from greenery_audit.digests_sent order by sent_at").fetchall()
     assert sent == [("slack",), ("email",)]  # recorded against the run's publish (the chart needs an API token)

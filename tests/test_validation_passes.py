@@ -10,9 +10,11 @@ sent to PostgreSQL (every SQLAlchemy engine, GX's included), not timed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import known_data
@@ -98,6 +100,76 @@ def _validate(tmp_path, url: str, run_name: str = "passes", connections: int = 2
     return validation.validate(url, MODELS, SUITES, gx_dir=tmp_path / "gx", run_name=run_name, connections=connections)
 
 
+@dataclass
+class Validation:
+    """One validation run by a module fixture, and what was seen while it ran (read by several tests: a
+    validation costs seconds of CPU, and each test here looks at a different side of the same run)."""
+
+    result: dict
+    statements: Statements
+    folder: Path  # the validation's gx_dir is folder / "gx"
+    lock_holders: list = field(default_factory=list)  # (holders, exclusive lock granted?) at GX's first statement
+    connections_left: int = -1  # other sessions on the database once validate returned
+    secret: str = ""  # the password the URL carried
+
+
+def _publish_lock_holders(url: str, seen: list, *_) -> None:
+    """At GX's first statement: who holds the publish lock, and could a publish (exclusive) take it?"""
+    if seen:
+        return
+    with psycopg.connect(url, autocommit=True) as other:
+        holders = other.execute(
+            "select mode, granted from pg_locks where locktype = 'advisory' and database = "
+            "(select oid from pg_database where datname = current_database()) "
+            "and ((classid::bigint << 32) | objid::bigint) = %s",
+            (locks.PUBLISH_LOCK_KEY,),
+        ).fetchall()
+        exclusive = other.execute("select pg_try_advisory_lock(%s)", (locks.PUBLISH_LOCK_KEY,)).fetchone()[0]
+    seen.append((holders, exclusive))
+
+
+def _other_sessions(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(
+            "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+        ).fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def clean(module_warehouse_url, tmp_path_factory) -> Validation:
+    """The known data built, validated as the task does (two connections), with a password in the URL; the
+    statements every engine sent and the publish lock's holders at GX's first statement recorded."""
+    _build(module_warehouse_url)
+    url = sa.engine.make_url(warehouse.sqlalchemy_url())
+    # A server that trusts local connections (the embedded one) ignores a password: give it one to look for.
+    secret = url.password or "s3cret-Pa55word"
+    url = url.set(password=secret).render_as_string(hide_password=False)
+    run = Validation({}, Statements(), tmp_path_factory.mktemp("clean"), secret=secret)
+    look = functools.partial(_publish_lock_holders, module_warehouse_url, run.lock_holders)
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", look)
+    try:
+        run.result = _validate(run.folder, url)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", look)
+        run.statements.close()
+    run.connections_left = _other_sessions(module_warehouse_url)
+    return run
+
+
+@pytest.fixture(scope="module")
+def defective(clean, module_warehouse_url, tmp_path_factory) -> Validation:
+    """After ``clean``, the same tables with DEFECTS planted, validated on two connections as "first-run"."""
+    with psycopg.connect(module_warehouse_url, autocommit=True) as conn:
+        for defect in DEFECTS:
+            assert conn.execute(defect).rowcount >= 1, defect
+    run = Validation({}, Statements(), tmp_path_factory.mktemp("defective"))
+    try:
+        run.result = _validate(run.folder, warehouse.sqlalchemy_url(), "first-run")
+    finally:
+        run.statements.close()
+    return run
+
+
 def _one_detailed_pass(tmp_path) -> dict[str, list[dict]]:
     """The reference: each suite once, everything in the format pass 2 uses for map expectations."""
     context = validation._context(tmp_path / "reference")
@@ -121,9 +193,8 @@ def _key(failure: dict) -> tuple:
     return (failure["table"], failure["expectation"], failure["column"], failure["description"])
 
 
-def test_a_clean_run_asks_no_detail_and_runs_each_query_check_twice(warehouse_url, tmp_path, statements):
-    _build(warehouse_url)
-    result = _validate(tmp_path, warehouse.sqlalchemy_url())
+def test_a_clean_run_asks_no_detail_and_runs_each_query_check_twice(clean):
+    result, statements = clean.result, clean.statements
     assert result["failures"] == [] and result["evaluated"] == sum(len(s.expectations) for s in SUITES.values())
     assert len(statements.backends) == 2, "the suites ran on both connections"
     # Pass 1 does ask GX for unexpected values, with LIMIT 0: planned, never executed by PostgreSQL.
@@ -147,13 +218,12 @@ def test_a_clean_run_asks_no_detail_and_runs_each_query_check_twice(warehouse_ur
 
 
 def test_failures_carry_the_detail_of_one_detailed_pass_and_only_they_cost_detail_queries(
-    warehouse_url, tmp_path, statements
+    defective, tmp_path, statements
 ):
-    _build(warehouse_url, DEFECTS)
-    result = _validate(tmp_path, warehouse.sqlalchemy_url())
-    detail = statements.detail_queries()
+    result = defective.result
+    detail = defective.statements.detail_queries()
     reference = _one_detailed_pass(tmp_path)
-    reference_detail = statements.detail_queries()[len(detail) :]
+    reference_detail = statements.detail_queries()
 
     # The reference's results through the same summary: unexpected_rows ones carry a count, no rows (SUMMARY).
     expected = {_key(f): f for f in summary.summarize(reference, lambda n: MODELS[n].relation)["failures"]}
@@ -181,12 +251,12 @@ def test_failures_carry_the_detail_of_one_detailed_pass_and_only_they_cost_detai
     assert len(reference_detail) > 5 * len(detail)
 
 
-def test_results_are_stored_under_the_file_ids_and_rendered_for_this_run(warehouse_url, tmp_path):
-    _build(warehouse_url, DEFECTS)
-    # One stream, then three: every suite's result is stored whichever connection ran it.
-    for run_name, connections in (("first-run", 1), ("second-run", 3)):
-        _validate(tmp_path / run_name, warehouse.sqlalchemy_url(), run_name, connections)  # a fresh folder each
-        stored = sorted(paths.validation_results_dir(tmp_path / run_name / "gx").rglob("*.json"))
+def test_results_are_stored_under_the_file_ids_and_rendered_for_this_run(defective, tmp_path):
+    # Two streams (the fixture's run), then three: every suite's result is stored whichever connection ran it.
+    folders = {"first-run": defective.folder, "second-run": tmp_path / "second-run"}
+    _validate(folders["second-run"], warehouse.sqlalchemy_url(), "second-run", connections=3)
+    for run_name, folder in folders.items():
+        stored = sorted(paths.validation_results_dir(folder / "gx").rglob("*.json"))
         assert len(stored) == len(SUITES)
         for path in stored:
             data = json.loads(path.read_text())
@@ -199,62 +269,30 @@ def test_results_are_stored_under_the_file_ids_and_rendered_for_this_run(warehou
             for r in data["results"]:
                 assert not r["result"].get("partial_unexpected_list"), (path, r["expectation_config"]["type"])
         # The pages the task stores in the warehouse: one per suite, of this run only, each with its result.
-        pages = docs_pages.collect(tmp_path / run_name / "gx")
+        pages = docs_pages.collect(folder / "gx")
         assert sorted(p.suite for p in pages) == sorted(SUITES)
         assert {p.run_name for p in pages} == {run_name} and all(p.path.startswith("validations/") for p in pages)
         assert all(p.result and json.loads(p.result)["suite_name"] == p.suite for p in pages)
         assert all(run_name in p.html and "<html" in p.html.lower() for p in pages)
     # GX's index re-reads every result in the folder (slower each run): it is not built, and a used folder
     # is refused, so a validation's pages are its own.
-    assert not paths.data_docs_index(tmp_path / "first-run" / "gx").exists()
+    assert not paths.data_docs_index(defective.folder / "gx").exists()
     # Only what the view serves is rendered: GX's suite pages would be thrown away (about 0.8 s per validation).
-    site = paths.data_docs_index(tmp_path / "first-run" / "gx").parent
+    site = paths.data_docs_index(defective.folder / "gx").parent
     assert sorted(p.name for p in site.iterdir() if p.is_dir() and p.name != "static") == ["validations"]
-    with pytest.raises(ValueError, match=r"first-run/gx: not empty"):
-        _validate(tmp_path / "first-run", warehouse.sqlalchemy_url(), "third-run")
+    with pytest.raises(ValueError, match=r"defective\d*/gx: not empty"):
+        _validate(defective.folder, warehouse.sqlalchemy_url(), "third-run")
 
 
-def test_gx_runs_under_the_shared_publish_lock_and_leaves_no_connection(warehouse_url, tmp_path):
-    _build(warehouse_url)
-    seen = []
-
-    def look(*_):
-        if seen:
-            return
-        with psycopg.connect(warehouse_url, autocommit=True) as other:
-            holders = other.execute(
-                "select mode, granted from pg_locks where locktype = 'advisory' and database = "
-                "(select oid from pg_database where datname = current_database()) "
-                "and ((classid::bigint << 32) | objid::bigint) = %s",
-                (locks.PUBLISH_LOCK_KEY,),
-            ).fetchall()
-            # A publish (exclusive mode) would have to wait for this validation.
-            exclusive = other.execute("select pg_try_advisory_lock(%s)", (locks.PUBLISH_LOCK_KEY,)).fetchone()[0]
-        seen.append((holders, exclusive))
-
-    url = warehouse.sqlalchemy_url()
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", look)
-    try:
-        _validate(tmp_path, url)
-    finally:
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", look)
-    assert seen == [([("ShareLock", True)], False)], "one session of ours holds it, GX's do not"
-    with psycopg.connect(warehouse_url, autocommit=True) as conn:
-        others = conn.execute(
-            "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
-        ).fetchone()[0]
-        assert others == 0, "GX's connection and the lock's are closed"
+def test_gx_runs_under_the_shared_publish_lock_and_leaves_no_connection(clean):
+    assert clean.lock_holders == [([("ShareLock", True)], False)], "one session of ours holds it, GX's do not"
+    assert clean.connections_left == 0, "GX's connection and the lock's are closed"
 
 
-def test_no_file_under_the_gx_dir_holds_the_password(warehouse_url, tmp_path):
-    _build(warehouse_url)
-    url = sa.engine.make_url(warehouse.sqlalchemy_url())
-    # A server that trusts local connections (the embedded one) ignores a password: give it one to look for.
-    secret = url.password or "s3cret-Pa55word"
-    url = url.set(password=secret).render_as_string(hide_password=False)
-    assert _validate(tmp_path, url)["failures"] == []
-    files = [p for p in (tmp_path / "gx").rglob("*") if p.is_file()]
-    assert files and not [p for p in files if secret.encode() in p.read_bytes()]
+def test_no_file_under_the_gx_dir_holds_the_password(clean):
+    assert clean.result["failures"] == []
+    files = [p for p in (clean.folder / "gx").rglob("*") if p.is_file()]
+    assert files and not [p for p in files if clean.secret.encode() in p.read_bytes()]
 
 
 def test_every_event_of_a_session_of_two_users_fails_the_one_user_warning(warehouse_url, tmp_path):
@@ -265,7 +303,9 @@ def test_every_event_of_a_session_of_two_users_fails_the_one_user_warning(wareho
         warehouse_url,
         raw_defects=[f"update raw.events set user_id = '{known_data.U2}' where event_id = '{known_data.uid(6, 8)}'"],
     )
-    result = _validate(tmp_path, warehouse.sqlalchemy_url())
+    # The events' suite alone: the rule is one of its expectations (every suite runs in the tests above).
+    events = {"stg_postgres__events": SUITES["stg_postgres__events"]}
+    result = validation.validate(warehouse.sqlalchemy_url(), MODELS, events, gx_dir=tmp_path / "gx", connections=2)
     [failure] = [
         f for f in result["failures"] if f["table"] == "staging.stg_postgres__events" and "one user" in f["description"]
     ]

@@ -40,6 +40,24 @@ def loaded(db, generated):
     return db
 
 
+@pytest.fixture(scope="module")
+def two_days(module_warehouse_url, generated) -> str:
+    """The generated data loaded and its first two days run and published, once for the module: where
+    several tests below start (each on a copy)."""
+    with psycopg.connect(module_warehouse_url, autocommit=True) as conn:
+        raw.load_dir(conn, generated)
+        for day in DAYS[:2]:
+            run_day(conn, day)
+    return module_warehouse_url
+
+
+@pytest.fixture
+def after_two_days(two_days, database_copy):
+    """A connection to a fresh copy of :func:`two_days`."""
+    with psycopg.connect(database_copy(two_days), autocommit=True) as conn:
+        yield conn
+
+
 def run_day(conn, day, full_refresh=False, found=MODELS, tag="run") -> dict[str, build.BuildResult]:
     run = wap.Build(f"{tag}-{day}-{full_refresh}", day)
     wap.prepare(conn, run)
@@ -77,21 +95,20 @@ def test_a_chain_of_incremental_runs_publishes_what_full_refreshes_publish(loade
     assert 0 < window < total / 2
 
 
-def test_rerunning_a_day_changes_nothing(loaded):
-    for day in DAYS[:3]:
-        run_day(loaded, day)
-    before = hashes(loaded)
-    run_day(loaded, DAYS[2], tag="rerun")
-    assert hashes(loaded) == before
+def test_rerunning_a_day_changes_nothing(after_two_days):
+    conn = after_two_days
+    run_day(conn, DAYS[2])
+    before = hashes(conn)
+    run_day(conn, DAYS[2], tag="rerun")
+    assert hashes(conn) == before
 
 
 def _late_event(event_id: str, created_at: dt.datetime, like: dict) -> dict:
     return like | {"event_id": event_id, "created_at": created_at}
 
 
-def test_late_events_inside_the_lookback_arrive_older_ones_need_a_full_refresh(loaded):
-    for day in DAYS[:2]:
-        run_day(loaded, day)
+def test_late_events_inside_the_lookback_arrive_older_ones_need_a_full_refresh(after_two_days):
+    loaded = after_two_days
     cur = loaded.execute(
         "select * from raw.events where event_type = 'page_view' and created_at < %s limit 1", (DAYS[0],)
     )
@@ -123,9 +140,8 @@ def test_late_events_inside_the_lookback_arrive_older_ones_need_a_full_refresh(l
     assert published_ids() == {inside["event_id"], outside["event_id"]}
 
 
-def test_a_conflicting_copy_of_a_published_event_is_quarantined_and_the_published_row_kept(loaded):
-    for day in DAYS[:2]:
-        run_day(loaded, day)
+def test_a_conflicting_copy_of_a_published_event_is_quarantined_and_the_published_row_kept(after_two_days):
+    loaded = after_two_days
     old = loaded.execute(
         "select event_id, created_at, page_url from staging.stg_postgres__events"
         " where event_type = 'page_view' and created_at < %s order by event_id limit 1",
@@ -168,9 +184,8 @@ def test_a_changed_column_list_rebuilds_that_model_whole(loaded, tmp_path):
     assert results["int_user_sessions"].rows == sessions
 
 
-def test_published_incremental_tables_carry_their_indexes(loaded):
-    run_day(loaded, DAYS[0])
-    run_day(loaded, DAYS[1])
+def test_published_incremental_tables_carry_their_indexes(after_two_days):
+    loaded = after_two_days
     for name in INCREMENTAL:
         model = MODELS[name]
         indexed = {

@@ -36,12 +36,13 @@ def versions(conn, order_id: str) -> list[tuple]:
     ]
 
 
-@pytest.fixture
-def history(warehouse_url, real_greenery):
-    """Three days' loads: an order prepared on D1, shipped by D2, delivered by D3; each day's run after its load."""
+@pytest.fixture(scope="module")
+def history_template(module_warehouse_url, real_greenery) -> tuple[str, str]:
+    """Three days' loads: an order prepared on D1, shipped by D2, delivered by D3; each day's run after its load.
+    Built once for the module (three runs on the real data); each test gets a copy. Returns (url, order)."""
     from greenery.sources import load
 
-    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+    with psycopg.connect(module_warehouse_url, autocommit=True) as conn:
         load.load_dir(conn, real_greenery)
         order = conn.execute("select order_id from raw.orders where status = 'preparing' order by order_id").fetchone()[
             0
@@ -58,6 +59,14 @@ def history(warehouse_url, real_greenery):
             (order,),
         )
         run_day(conn, D3, "d3")
+    return module_warehouse_url, order
+
+
+@pytest.fixture
+def history(history_template, database_copy):
+    """A connection to a fresh copy of the three days' history, and the order whose status changed."""
+    url, order = history_template
+    with psycopg.connect(database_copy(url), autocommit=True) as conn:
         yield conn, order
 
 

@@ -56,9 +56,10 @@ def race(url: str, runs: list[tuple[str, dt.date]]) -> list[Exception]:
     return errors
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sequential(pg_admin_url, published_template):
-    """The tables after the runs of 2021-02-11 and 2021-02-12 one after the other (plus the template's run)."""
+    """The tables after the runs of 2021-02-11 and 2021-02-12 one after the other (plus the template's run); the
+    reference of every attempt below, computed once."""
     url = warehouse.create_database(pg_admin_url, f"greenery_sequential_{os.getpid()}", template=published_template)
     with psycopg.connect(url, autocommit=True) as conn:
         for day in (DAY1, DAY2):

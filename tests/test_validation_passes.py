@@ -14,7 +14,7 @@ import functools
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import known_data
@@ -95,9 +95,9 @@ def statements():
     recorded.close()
 
 
-def _validate(tmp_path, url: str, run_name: str = "passes", connections: int = 2) -> dict:
+def _validate(tmp_path, url: str, run_name: str = "passes", connections: int = 2, suites=SUITES) -> dict:
     """As the validate task runs it: on two connections by default (GREENERY_VALIDATION_CONNECTIONS)."""
-    return validation.validate(url, MODELS, SUITES, gx_dir=tmp_path / "gx", run_name=run_name, connections=connections)
+    return validation.validate(url, MODELS, suites, gx_dir=tmp_path / "gx", run_name=run_name, connections=connections)
 
 
 @dataclass
@@ -108,9 +108,9 @@ class Validation:
     result: dict
     statements: Statements
     folder: Path  # the validation's gx_dir is folder / "gx"
-    lock_holders: list = field(default_factory=list)  # (holders, exclusive lock granted?) at GX's first statement
-    connections_left: int = -1  # other sessions on the database once validate returned
-    secret: str = ""  # the password the URL carried
+    lock_holders: list | None = None  # (holders, exclusive lock granted?) at GX's first statement
+    connections_left: int | None = None  # other sessions on the database once validate returned
+    secret: str | None = None  # the password the URL carried
 
 
 def _publish_lock_holders(url: str, seen: list, *_) -> None:
@@ -144,16 +144,15 @@ def clean(module_warehouse_url, tmp_path_factory) -> Validation:
     # A server that trusts local connections (the embedded one) ignores a password: give it one to look for.
     secret = url.password or "s3cret-Pa55word"
     url = url.set(password=secret).render_as_string(hide_password=False)
-    run = Validation({}, Statements(), tmp_path_factory.mktemp("clean"), secret=secret)
-    look = functools.partial(_publish_lock_holders, module_warehouse_url, run.lock_holders)
+    folder, statements, holders = tmp_path_factory.mktemp("clean"), Statements(), []
+    look = functools.partial(_publish_lock_holders, module_warehouse_url, holders)
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", look)
     try:
-        run.result = _validate(run.folder, url)
+        result = _validate(folder, url)
     finally:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", look)
-        run.statements.close()
-    run.connections_left = _other_sessions(module_warehouse_url)
-    return run
+        statements.close()
+    return Validation(result, statements, folder, holders, _other_sessions(module_warehouse_url), secret)
 
 
 @pytest.fixture(scope="module")
@@ -162,12 +161,12 @@ def defective(clean, module_warehouse_url, tmp_path_factory) -> Validation:
     with psycopg.connect(module_warehouse_url, autocommit=True) as conn:
         for defect in DEFECTS:
             assert conn.execute(defect).rowcount >= 1, defect
-    run = Validation({}, Statements(), tmp_path_factory.mktemp("defective"))
+    folder, statements = tmp_path_factory.mktemp("defective"), Statements()
     try:
-        run.result = _validate(run.folder, warehouse.sqlalchemy_url(), "first-run")
+        result = _validate(folder, warehouse.sqlalchemy_url(), "first-run")
     finally:
-        run.statements.close()
-    return run
+        statements.close()
+    return Validation(result, statements, folder)
 
 
 def _one_detailed_pass(tmp_path) -> dict[str, list[dict]]:
@@ -305,7 +304,7 @@ def test_every_event_of_a_session_of_two_users_fails_the_one_user_warning(wareho
     )
     # The events' suite alone: the rule is one of its expectations (every suite runs in the tests above).
     events = {"stg_postgres__events": SUITES["stg_postgres__events"]}
-    result = validation.validate(warehouse.sqlalchemy_url(), MODELS, events, gx_dir=tmp_path / "gx", connections=2)
+    result = _validate(tmp_path, warehouse.sqlalchemy_url(), suites=events)
     [failure] = [
         f for f in result["failures"] if f["table"] == "staging.stg_postgres__events" and "one user" in f["description"]
     ]
@@ -370,8 +369,4 @@ def test_an_interrupted_validation_cancels_its_queries_and_closes_its_connection
             relation=tables.__getitem__,
             connections=2,
         )
-    with psycopg.connect(warehouse_url, autocommit=True) as conn:
-        left = conn.execute(
-            "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
-        ).fetchone()[0]
-    assert left == 0, "no query still running, no connection left open"
+    assert _other_sessions(warehouse_url) == 0, "no query still running, no connection left open"

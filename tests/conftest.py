@@ -17,6 +17,7 @@ import datetime as dt
 import itertools
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -255,9 +256,15 @@ def db(warehouse_url):
 
 
 @pytest.fixture(scope="session")
-def airflow_dag():
+def airflow_dag(migrated_airflow_db):
     """The greenery_daily DAG, loaded under a migrated private Airflow home."""
-    local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
+
+    home = Path(os.environ["AIRFLOW_HOME"])
+    if not (home / "airflow.db").exists():
+        # A copy of the session's migrated database: prepare() would run `airflow db migrate` once more (about
+        # 4 s of CPU per worker) for the same empty schema the `greenery` subprocesses and api-servers copy.
+        shutil.copyfile(migrated_airflow_db, home / "airflow.db")
+    local_airflow.prepare(home)
     return local_airflow.load_dag()
 
 
@@ -278,7 +285,6 @@ def migrated_airflow_db(tmp_path_factory) -> Path:
 def new_airflow_home(migrated_airflow_db):
     """``new_airflow_home(path)``: an Airflow home at ``path`` for a `greenery` subprocess, its database already
     migrated (the command would run `airflow db migrate` itself: about 6 s per home)."""
-    import shutil
 
     def make(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
@@ -358,6 +364,5 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_unconfigure(config):
-    import shutil
 
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)

@@ -192,7 +192,7 @@ def worker_floor(args: dict) -> dict:
                         if c.name != RULE_COLUMN
                     )
                     # "offset 0" keeps PostgreSQL from flattening the subquery, which would evaluate the
-                    # rules (a CASE of regexes) twice per row: once to filter, once for the column.
+                    # rules (a CASE over every id and value) twice per row: once to filter, once for the column.
                     cur = conn.execute(
                         f"create table {model.relation} as select {kept} from (\n{body}\noffset 0) as checked"
                         f" where {RULE_COLUMN} is null"

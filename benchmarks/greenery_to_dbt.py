@@ -58,12 +58,14 @@ VARIABLES = {
     "interval_start": "greenery_interval_start()",
     "interval_end": "greenery_interval_end()",
     "run_date": "greenery_run_date()",
-    "uuid_pattern": "greenery_uuid_pattern()",
     # The run's clock (greenery.project.render): dbt's is var('run_time') or its own run_started_at.
     "run_time": "greenery_run_time()",
     "valid_since": f"greenery_run_time({-int(FAR_PAST.total_seconds())})",
     "valid_until": f"greenery_run_time({int(CLOCK_SKEW.total_seconds())})",
 }
+
+# The renderer's functions (greenery.project.render), as dbt macros of the same arguments.
+FUNCTIONS = {"malformed_uuid": "greenery_malformed_uuid"}
 
 
 def _q(value: str) -> str:
@@ -103,6 +105,8 @@ def translate(model: Model) -> str:
     variables = VARIABLES | {"incremental_since": f"greenery_incremental_since({model.lookback_days})"}
     for name, macro in variables.items():
         body = re.sub(r"\{\{\s*" + name + r"\s*\}\}", "{{ " + macro + " }}", body)
+    for name, macro in FUNCTIONS.items():
+        body = re.sub(r"\{\{\s*" + name + r"\(", "{{ " + macro + "(", body)
     # dbt knows {{ this }} and is_incremental() itself.
     leftover = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", body)) - {"this"}
     if leftover:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from greenery import audit, config, docs, locks
+from greenery import audit, config, docs, locks, warehouse
 from greenery.materialize import incremental, relations, snapshot
 from greenery.materialize.build import BuildResult, build_model
 from greenery.materialize.relations import ident
@@ -68,6 +68,7 @@ def prepare(
     The clock is the one recorded when the run was first prepared: clearing the whole run keeps it.
     ``raw_fingerprint`` is what raw looked like as the build started (see sources.fingerprint).
     """
+    warehouse.require_supported_server(conn)
     audit.ensure(conn)
     with conn.transaction():
         locks.share(conn)

@@ -15,8 +15,27 @@ from greenery import config
 log = logging.getLogger(__name__)
 
 
+# The staging rules use pg_input_is_valid (greenery.project.render.malformed_uuid), new in PostgreSQL 16.
+MIN_SERVER_VERSION = 160000
+
+
 class WarehouseUnavailableError(RuntimeError):
     """The warehouse cannot be reached; the message says which connection and why."""
+
+
+class UnsupportedWarehouseError(RuntimeError):
+    """The warehouse's PostgreSQL is older than the models need."""
+
+
+def require_supported_server(conn) -> None:
+    """Fail before building anything when the server cannot run the models (not halfway, on an odd SQL error)."""
+    version = conn.info.server_version
+    if version < MIN_SERVER_VERSION:
+        raise UnsupportedWarehouseError(
+            f"the warehouse runs PostgreSQL {version // 10000}.{version % 10000} (server_version_num {version}); "
+            f"the models need PostgreSQL {MIN_SERVER_VERSION // 10000} or newer (pg_input_is_valid in the staging "
+            "rules)"
+        )
 
 
 def conn_env_var(conn_id: str | None = None) -> str:

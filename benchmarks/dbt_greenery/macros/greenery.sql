@@ -17,8 +17,10 @@
     '{{ (greenery_day() + modules.datetime.timedelta(days=1)).isoformat() }}T00:00:00+00:00'::timestamptz
 {%- endmacro %}
 
-{% macro greenery_uuid_pattern() -%}
-    '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+{# greenery.project.render.malformed_uuid: true when the column is not a lowercase UUID, NULL when NULL. #}
+{% macro greenery_malformed_uuid(column) -%}
+    (case when {{ column }} is null then null
+    when pg_input_is_valid({{ column }}, 'uuid') then {{ column }}::uuid::text <> {{ column }} else true end)
 {%- endmacro %}
 
 {# The run's clock shifted by offset_seconds: var('run_time') (an ISO timestamp with its zone; the
@@ -32,7 +34,7 @@
 
 {# A quarantine=true model's rows that passed its rules, without the rule column, cast to the model's
    column_types as greenery.materialize.quarantine casts them. "offset 0" keeps PostgreSQL from flattening
-   the subquery, which would evaluate the rules (a CASE of regexes) twice per row: once in the filter and
+   the subquery, which would evaluate the rules (a CASE over every id) twice per row: once in the filter and
    once for the column. #}
 {% macro greenery_without_quarantined(select_sql, column_types={}, rule_column='quarantine_rule') -%}
     {%- if execute -%}

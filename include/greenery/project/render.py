@@ -43,6 +43,21 @@ class Interval:
         return self.start.astimezone(dt.UTC).date()
 
 
+def malformed_uuid(column: str) -> str:
+    """SQL that is true when ``column`` is not a lowercase UUID, NULL when it is NULL: ``column !~ UUID_PATTERN``.
+
+    A round trip through the uuid type instead of the regex: PostgreSQL's uuid input accepts capitals, braces
+    and other hyphen places, and its output is the canonical form, so the text equals its round trip exactly
+    when it matches the pattern (tests/test_uuid_rule.py checks both agree). Three times faster than the
+    regex; ``stg_postgres__events`` checks five ids per event. ``pg_input_is_valid`` needs PostgreSQL 16.
+    For columns only: on a constant, PostgreSQL folds the cast while planning, before the CASE guards it.
+    """
+    return (
+        f"(case when {column} is null then null"
+        f" when pg_input_is_valid({column}, 'uuid') then {column}::uuid::text <> {column} else true end)"
+    )
+
+
 def incremental_since(model: Model, interval: Interval) -> dt.datetime:
     """Where an incremental run starts recomputing: the run's day minus the model's lookback."""
     return interval.start - dt.timedelta(days=model.lookback_days)
@@ -75,7 +90,7 @@ def render(
         interval_start=sql_literal(interval.start),
         interval_end=sql_literal(interval.end),
         run_date=sql_literal(interval.day),
-        uuid_pattern=UUID_PATTERN,
+        malformed_uuid=malformed_uuid,
         run_time=sql_literal(clock),
         valid_since=sql_literal(clock - FAR_PAST),
         valid_until=sql_literal(clock + CLOCK_SKEW),

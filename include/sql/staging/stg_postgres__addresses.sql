@@ -26,7 +26,7 @@ checked as (
         *,
         case
             when address_id is null then 'null_key'
-            when address_id !~ {{ uuid_pattern }} then 'malformed_uuid'
+            when {{ malformed_uuid('address_id') }} then 'malformed_uuid'
             when zipcode !~ '^[0-9]{5}$' then 'invalid_zipcode'
         end as quarantine_rule
     from renamed

@@ -120,11 +120,11 @@ checked as (
             when earlier.identical then 'duplicate_event'
             when earlier.event_id is not null then 'conflicting_event_id'
             when
-                copies.event_id !~ {{ uuid_pattern }}
-                or copies.session_id !~ {{ uuid_pattern }}
-                or copies.user_id !~ {{ uuid_pattern }}
-                or copies.order_id !~ {{ uuid_pattern }}
-                or copies.product_id !~ {{ uuid_pattern }}
+                {{ malformed_uuid('copies.event_id') }}
+                or {{ malformed_uuid('copies.session_id') }}
+                or {{ malformed_uuid('copies.user_id') }}
+                or {{ malformed_uuid('copies.order_id') }}
+                or {{ malformed_uuid('copies.product_id') }}
                 then 'malformed_uuid'
             when
                 copies.event_type is null

@@ -51,9 +51,9 @@ checked as (
         case
             when renamed.order_id is null then 'null_key'
             when
-                renamed.order_id !~ {{ uuid_pattern }}
-                or renamed.user_id !~ {{ uuid_pattern }}
-                or renamed.address_id !~ {{ uuid_pattern }}
+                {{ malformed_uuid('renamed.order_id') }}
+                or {{ malformed_uuid('renamed.user_id') }}
+                or {{ malformed_uuid('renamed.address_id') }}
                 then 'malformed_uuid'
             when renamed.status is null or renamed.status not in ('preparing', 'shipped', 'delivered')
                 then 'invalid_status'

@@ -23,7 +23,7 @@ checked as (
         *,
         case
             when product_id is null then 'null_key'
-            when product_id !~ {{ uuid_pattern }} then 'malformed_uuid'
+            when {{ malformed_uuid('product_id') }} then 'malformed_uuid'
             when price in ('NaN', 'Infinity', '-Infinity') then 'non_finite_number'
             when abs(price) >= 1e10 then 'out_of_range_number'
             when price is null or price < 0 then 'negative_price'

@@ -28,7 +28,7 @@ checked as (
         renamed.*,
         case
             when renamed.user_id is null then 'null_key'
-            when renamed.user_id !~ {{ uuid_pattern }} or renamed.address_id !~ {{ uuid_pattern }}
+            when {{ malformed_uuid('renamed.user_id') }} or {{ malformed_uuid('renamed.address_id') }}
                 then 'malformed_uuid'
             -- The run's clock, not now(): a rerun of this run next year decides the same.
             when renamed.created_at > {{ valid_until }} or renamed.updated_at > {{ valid_until }}

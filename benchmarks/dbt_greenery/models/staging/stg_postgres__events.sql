@@ -115,11 +115,11 @@ checked as (
             when earlier.identical then 'duplicate_event'
             when earlier.event_id is not null then 'conflicting_event_id'
             when
-                copies.event_id !~ {{ greenery_uuid_pattern() }}
-                or copies.session_id !~ {{ greenery_uuid_pattern() }}
-                or copies.user_id !~ {{ greenery_uuid_pattern() }}
-                or copies.order_id !~ {{ greenery_uuid_pattern() }}
-                or copies.product_id !~ {{ greenery_uuid_pattern() }}
+                {{ greenery_malformed_uuid('copies.event_id') }}
+                or {{ greenery_malformed_uuid('copies.session_id') }}
+                or {{ greenery_malformed_uuid('copies.user_id') }}
+                or {{ greenery_malformed_uuid('copies.order_id') }}
+                or {{ greenery_malformed_uuid('copies.product_id') }}
                 then 'malformed_uuid'
             when
                 copies.event_type is null

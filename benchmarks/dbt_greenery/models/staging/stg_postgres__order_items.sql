@@ -31,7 +31,7 @@ checked as (
         renamed.*,
         case
             when renamed.order_id is null or renamed.product_id is null then 'null_key'
-            when renamed.order_id !~ {{ greenery_uuid_pattern() }} or renamed.product_id !~ {{ greenery_uuid_pattern() }}
+            when {{ greenery_malformed_uuid('renamed.order_id') }} or {{ greenery_malformed_uuid('renamed.product_id') }}
                 then 'malformed_uuid'
             when renamed.quantity is null or renamed.quantity <= 0 then 'invalid_quantity'
             when orders.order_id is null then 'orphan_order'

@@ -30,7 +30,7 @@ checked as (
         renamed.*,
         case
             when renamed.user_id is null then 'null_key'
-            when renamed.user_id !~ {{ greenery_uuid_pattern() }} or renamed.address_id !~ {{ greenery_uuid_pattern() }}
+            when {{ greenery_malformed_uuid('renamed.user_id') }} or {{ greenery_malformed_uuid('renamed.address_id') }}
                 then 'malformed_uuid'
             -- The run's clock, not now(): a rerun of this run next year decides the same.
             when renamed.created_at > {{ greenery_run_time(3600) }} or renamed.updated_at > {{ greenery_run_time(3600) }}

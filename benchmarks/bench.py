@@ -179,6 +179,8 @@ def worker_floor(args: dict) -> dict:
             t = time.perf_counter()
             with conn.transaction():
                 conn.execute("set local timezone = 'UTC'")
+                for setting, value in model.full_build_settings.items():
+                    conn.execute("select set_config(%s, %s, true)", (setting, value))
                 conn.execute(f"create schema if not exists {model.layer}")
                 if model.config.get("quarantine"):
                     # The columns, from a plan without rows (limit 0 executes nothing); the kept rows get

@@ -76,9 +76,17 @@ def dbt_config(model: Model) -> str:
     if model.materialized == "incremental":
         key = "[" + ", ".join(_q(k) for k in model.unique_key) + "]"
         indexes = ", ".join("{'columns': [" + ", ".join(_q(c) for c in cols) + "]}" for cols in model.indexes)
+        # dbt's sql_header goes before every create table as of the model, the incremental runs' too: dbt
+        # renders it once, so it cannot tell a full build from an incremental one as the pipeline does.
+        header = "".join(
+            f"set local {name} = '{value.replace(chr(39), chr(39) * 2)}'; "
+            for name, value in model.full_build_settings.items()
+        )
         return (
             "{{ config(materialized='incremental', incremental_strategy='delete+insert', "
-            f"unique_key={key}, indexes=[{indexes}]) }}}}\n"
+            f"unique_key={key}, indexes=[{indexes}]"
+            + (f", sql_header={_q(header.strip())}" if header else "")
+            + ") }}\n"
         )
     if model.materialized == "daily_partition":
         return (

@@ -184,6 +184,28 @@ def test_a_changed_column_list_rebuilds_that_model_whole(loaded, tmp_path):
     assert results["int_user_sessions"].rows == sessions
 
 
+def test_full_build_settings_apply_to_full_builds_only(loaded, tmp_path):
+    """int_user_sessions turns index scans off for its full builds; its incremental runs keep them."""
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(config.get().sql_dir, sql_dir)
+    model = sql_dir / "intermediate" / "int_user_sessions.sql"
+    model.write_text(
+        model.read_text().replace(
+            "as first_add_to_cart_at",
+            "as first_add_to_cart_at,\n        current_setting('enable_indexscan') as index_scans",
+        )
+    )
+    found = models.discover(sql_dir)
+    assert found["int_user_sessions"].full_build_settings == {"enable_indexscan": "off", "enable_bitmapscan": "off"}
+    seen = "select index_scans, count(*) from intermediate.int_user_sessions group by 1"
+    assert not run_day(loaded, DAYS[0], found=found)["int_user_sessions"].incremental
+    assert dict(loaded.execute(seen).fetchall()).keys() == {"off"}
+    assert run_day(loaded, DAYS[1], found=found)["int_user_sessions"].incremental
+    after = dict(loaded.execute(seen).fetchall())
+    assert after.get("on", 0) > 0, after  # the sessions the day recomputed
+    assert loaded.execute("show enable_indexscan").fetchone()[0] == "on"  # set for the build's transaction only
+
+
 def test_published_incremental_tables_carry_their_indexes(after_two_days):
     loaded = after_two_days
     for name in INCREMENTAL:

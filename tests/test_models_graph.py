@@ -174,6 +174,8 @@ def test_a_new_model_file_wires_itself_in(sql_copy):
             "lookback_days",
         ),
         ("marts", "{{ config(indexes='k') }} select 1", "indexes"),
+        ("marts", "{{ config(full_build_settings={'work_mem; drop table x': '1GB'}) }} select 1", "setting name"),
+        ("marts", "{{ config(full_build_settings={'work_mem': 64}) }} select 1", "full_build_settings"),
         ("marts", "select * from {{ ref(some_variable) }}", "must be literals"),
         ("marts", "select {{ ", "unexpected"),
     ],

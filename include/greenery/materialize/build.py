@@ -177,6 +177,9 @@ def build_model(
             locks.share(cur)
             # Hour buckets and dates are UTC whatever the role's or server's default time zone is.
             cur.execute("set local timezone = 'UTC'")
+            if not is_incremental:
+                for name, value in model.full_build_settings.items():
+                    cur.execute("select set_config(%s, %s, true)", (name, value))
             cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(target.schema)))
             if model.config.get("quarantine"):
                 select.execute(cur, quarantine.candidate_prefix())

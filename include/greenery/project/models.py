@@ -9,6 +9,7 @@ database, so the DAG file can call :func:`discover` at parse time.
 from __future__ import annotations
 
 import graphlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from greenery import config
 MATERIALIZATIONS = ("table", "daily_partition", "incremental", "snapshot")
 # An incremental model recomputes the rows at or after the run's day minus this many days (late data).
 DEFAULT_LOOKBACK_DAYS = 3
+# A PostgreSQL setting's name (enable_indexscan, or an extension's such as pg_trgm.similarity_threshold).
+SETTING_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
 
 
 class ModelDefinitionError(ValueError):
@@ -83,6 +86,14 @@ class Model:
     def indexes(self) -> tuple[tuple[str, ...], ...]:
         """Column lists to index once the table is built (config(indexes=[...]))."""
         return tuple((cols,) if isinstance(cols, str) else tuple(cols) for cols in self.config.get("indexes", ()))
+
+    @property
+    def full_build_settings(self) -> dict[str, str]:
+        """PostgreSQL settings for the model's full builds only (config(full_build_settings={...})).
+
+        Set for the build's transaction (``set_config(name, value, true)``), never for an incremental run.
+        """
+        return dict(self.config.get("full_build_settings") or {})
 
 
 # SQL, not HTML: escaping would corrupt it, and the templates are the repo's own files.
@@ -148,6 +159,13 @@ def _parse(path: Path, layer: str) -> Model:
         for i in indexes
     ):
         raise ModelDefinitionError(f"{path}: indexes={indexes!r}, expected a list of column names or column lists")
+    settings = config.get("full_build_settings", {})
+    if not isinstance(settings, dict) or not all(
+        isinstance(k, str) and SETTING_NAME.fullmatch(k) and isinstance(v, str) for k, v in settings.items()
+    ):
+        raise ModelDefinitionError(
+            f"{path}: full_build_settings={settings!r}, expected a dict of PostgreSQL setting name -> value (text)"
+        )
     return Model(
         name=path.stem,
         layer=layer,

@@ -875,6 +875,7 @@ class Bench:
 
     # One data set: template, then every contender on its own clone, one after the other.
     def scale(self, scale: float | str) -> dict:
+        from greenery import warehouse
         from greenery.sources import load as raw
 
         label = "real Greenery data" if scale == "real" else f"scale {scale:g}"
@@ -899,7 +900,7 @@ class Bench:
         t = time.perf_counter()
         with admin_connect(self.admin_url) as conn:
             conn.execute(f'drop database if exists "{template}" with (force)')
-            conn.execute(f'create database "{template}"')
+            conn.execute(f'create database "{template}" {warehouse.NEW_DATABASE}')  # as the product creates one
         with admin_connect(database_url(self.admin_url, template)) as conn:
             loaded = raw.load_dir(conn, folder)
             conn.execute("vacuum analyze")

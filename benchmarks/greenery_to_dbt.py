@@ -69,7 +69,7 @@ FUNCTIONS = {"malformed_uuid": "greenery_malformed_uuid"}
 
 
 def _q(value: str) -> str:
-    return "'" + value.replace("'", "\\'") + "'"
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def dbt_config(model: Model) -> str:

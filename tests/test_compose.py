@@ -174,6 +174,9 @@ def test_settings_and_connections_are_the_ones_the_package_reads():
         assert provided == {warehouse.conn_env_var(c) for c in used}, f"{name}: provides {provided}, uses {used}"
     settings, warehouse_url = config.get(COMMON_ENV), COMMON_ENV["AIRFLOW_CONN_GREENERY_WAREHOUSE"]
     assert_is_a_postgres_service(warehouse_url)
+    # The warehouse compares text byte by byte, as warehouse.NEW_DATABASE makes the tests' (README: Operations).
+    initdb = SERVICES[urlsplit(warehouse_url).hostname]["environment"]["POSTGRES_INITDB_ARGS"].split()
+    assert {"--locale=C", "--encoding=UTF8"} <= set(initdb), initdb
     assert settings.asset_uri_prefix == f"postgres://{warehouse_url.split('@')[1]}/marts"  # names that database
     assert json.loads(COMMON_ENV["AIRFLOW_CONN_SLACK_ALERTS"])["conn_type"] == WEBHOOK_CONN_TYPE
     # The Data Docs hold raw data values that GX writes unescaped (stored XSS, and data for anyone who can reach

@@ -270,11 +270,13 @@ def test_a_new_database_compares_text_byte_by_byte(pg_admin_url, warehouse_url):
     """warehouse.NEW_DATABASE: locale C (faster sorts and joins on text ids), UTF-8 all the same."""
     url = warehouse.create_database(pg_admin_url, f"greenery_test_{os.getpid()}_locale")
     with psycopg.connect(url, autocommit=True) as conn:
-        collate, encoding = conn.execute(
-            "select datcollate, pg_encoding_to_char(encoding) from pg_database where datname = current_database()"
+        settings = conn.execute(
+            "select datcollate, datctype, datlocprovider, pg_encoding_to_char(encoding) from pg_database"
+            " where datname = current_database()"
         ).fetchone()
-        assert (collate, encoding) == ("C", "UTF8")
-        assert conn.execute("select 'Z' < 'a', 'é' > 'z', length('é')").fetchone() == (True, True, 1)
+        assert settings == ("C", "C", "c", "UTF8")
+        # lower() folds ASCII only under C (under C.UTF-8 it gives 'é'); characters stay whole in UTF-8.
+        assert conn.execute("select 'Z' < 'a', lower('É'), length('é')").fetchone() == (True, "É", 1)
     with psycopg.connect(warehouse_url, autocommit=True) as conn:  # what every test's warehouse is
         assert conn.execute("select datcollate from pg_database where datname = current_database()").fetchone() == (
             "C",

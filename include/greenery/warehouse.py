@@ -84,10 +84,11 @@ def connection_json(url: str) -> str:
 
 # A new database compares text byte by byte (locale C) whatever the server's default: the models group, sort
 # and join on text ids, which PostgreSQL compares with memcmp under C and through the C library otherwise
-# (scale 1000, the bare SQL of every model: 121.4 s under C.UTF-8, 107.2 s under C). In UTF-8, byte order is
-# code point order, as C.UTF-8's, so no result changes. README: Operations. (The CLI's embedded server keeps
-# the `postgres` database its initdb made.)
-NEW_DATABASE = "template template0 encoding 'UTF8' locale 'C'"
+# (scale 1000, the bare SQL of every model: 121.4 s under C.UTF-8, 107.2 s under C). Byte order is code point
+# order in UTF-8, as under C.UTF-8; lower() and regex classes act on ASCII only (README: Operations). libc: an
+# ICU default provider would not compare with memcmp. (The CLI's embedded server keeps the `postgres` database
+# its initdb made.)
+NEW_DATABASE = "template template0 encoding 'UTF8' locale_provider libc locale 'C'"
 
 
 def create_database(admin_url: str, name: str, template: str | None = None) -> str:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from greenery import config
 from greenery.project.models import ENV, Model
 
-# The shop's ids are lowercase UUIDs; staging quarantines rows whose ids are not.
+# The shop's ids are lowercase UUIDs; staging quarantines rows whose ids are not. The rule is malformed_uuid (faster);
+# this pattern is its definition, which tests/test_uuid_rule.py holds it to.
 UUID_PATTERN = "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
 # Row rules: a timestamp later than the run's clock plus this skew is in the future (a source clock a
 # little ahead is not an error); one more than FAR_PAST before it is a placeholder or a typo.

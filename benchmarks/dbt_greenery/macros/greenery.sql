@@ -17,12 +17,6 @@
     '{{ (greenery_day() + modules.datetime.timedelta(days=1)).isoformat() }}T00:00:00+00:00'::timestamptz
 {%- endmacro %}
 
-{# greenery.project.render.malformed_uuid: true when the column is not a lowercase UUID, NULL when NULL. #}
-{% macro greenery_malformed_uuid(column) -%}
-    (case when {{ column }} is null then null
-    when pg_input_is_valid({{ column }}, 'uuid') then {{ column }}::uuid::text <> {{ column }} else true end)
-{%- endmacro %}
-
 {# The run's clock shifted by offset_seconds: var('run_time') (an ISO timestamp with its zone; the
    benchmark's Cosmos DAG passes the Airflow run's) or dbt's own run_started_at. The pipeline's rules
    compare timestamps with it, never with now(), so a rerun gives the same answer. #}

@@ -28,7 +28,7 @@ checked as (
         *,
         case
             when address_id is null then 'null_key'
-            when {{ greenery_malformed_uuid('address_id') }} then 'malformed_uuid'
+            when (case when address_id is null then null when pg_input_is_valid(address_id, 'uuid') then address_id::uuid::text <> address_id else true end) then 'malformed_uuid'
             when zipcode !~ '^[0-9]{5}$' then 'invalid_zipcode'
         end as quarantine_rule
     from renamed

@@ -115,11 +115,11 @@ checked as (
             when earlier.identical then 'duplicate_event'
             when earlier.event_id is not null then 'conflicting_event_id'
             when
-                {{ greenery_malformed_uuid('copies.event_id') }}
-                or {{ greenery_malformed_uuid('copies.session_id') }}
-                or {{ greenery_malformed_uuid('copies.user_id') }}
-                or {{ greenery_malformed_uuid('copies.order_id') }}
-                or {{ greenery_malformed_uuid('copies.product_id') }}
+                (case when copies.event_id is null then null when pg_input_is_valid(copies.event_id, 'uuid') then copies.event_id::uuid::text <> copies.event_id else true end)
+                or (case when copies.session_id is null then null when pg_input_is_valid(copies.session_id, 'uuid') then copies.session_id::uuid::text <> copies.session_id else true end)
+                or (case when copies.user_id is null then null when pg_input_is_valid(copies.user_id, 'uuid') then copies.user_id::uuid::text <> copies.user_id else true end)
+                or (case when copies.order_id is null then null when pg_input_is_valid(copies.order_id, 'uuid') then copies.order_id::uuid::text <> copies.order_id else true end)
+                or (case when copies.product_id is null then null when pg_input_is_valid(copies.product_id, 'uuid') then copies.product_id::uuid::text <> copies.product_id else true end)
                 then 'malformed_uuid'
             when
                 copies.event_type is null

@@ -31,7 +31,7 @@ checked as (
         renamed.*,
         case
             when renamed.order_id is null or renamed.product_id is null then 'null_key'
-            when {{ greenery_malformed_uuid('renamed.order_id') }} or {{ greenery_malformed_uuid('renamed.product_id') }}
+            when (case when renamed.order_id is null then null when pg_input_is_valid(renamed.order_id, 'uuid') then renamed.order_id::uuid::text <> renamed.order_id else true end) or (case when renamed.product_id is null then null when pg_input_is_valid(renamed.product_id, 'uuid') then renamed.product_id::uuid::text <> renamed.product_id else true end)
                 then 'malformed_uuid'
             when renamed.quantity is null or renamed.quantity <= 0 then 'invalid_quantity'
             when orders.order_id is null then 'orphan_order'

@@ -49,9 +49,9 @@ checked as (
         case
             when renamed.order_id is null then 'null_key'
             when
-                {{ greenery_malformed_uuid('renamed.order_id') }}
-                or {{ greenery_malformed_uuid('renamed.user_id') }}
-                or {{ greenery_malformed_uuid('renamed.address_id') }}
+                (case when renamed.order_id is null then null when pg_input_is_valid(renamed.order_id, 'uuid') then renamed.order_id::uuid::text <> renamed.order_id else true end)
+                or (case when renamed.user_id is null then null when pg_input_is_valid(renamed.user_id, 'uuid') then renamed.user_id::uuid::text <> renamed.user_id else true end)
+                or (case when renamed.address_id is null then null when pg_input_is_valid(renamed.address_id, 'uuid') then renamed.address_id::uuid::text <> renamed.address_id else true end)
                 then 'malformed_uuid'
             when renamed.status is null or renamed.status not in ('preparing', 'shipped', 'delivered')
                 then 'invalid_status'

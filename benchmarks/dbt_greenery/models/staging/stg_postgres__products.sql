@@ -25,7 +25,7 @@ checked as (
         *,
         case
             when product_id is null then 'null_key'
-            when {{ greenery_malformed_uuid('product_id') }} then 'malformed_uuid'
+            when (case when product_id is null then null when pg_input_is_valid(product_id, 'uuid') then product_id::uuid::text <> product_id else true end) then 'malformed_uuid'
             when price in ('NaN', 'Infinity', '-Infinity') then 'non_finite_number'
             when abs(price) >= 1e10 then 'out_of_range_number'
             when price is null or price < 0 then 'negative_price'

@@ -30,7 +30,7 @@ checked as (
         renamed.*,
         case
             when renamed.user_id is null then 'null_key'
-            when {{ greenery_malformed_uuid('renamed.user_id') }} or {{ greenery_malformed_uuid('renamed.address_id') }}
+            when (case when renamed.user_id is null then null when pg_input_is_valid(renamed.user_id, 'uuid') then renamed.user_id::uuid::text <> renamed.user_id else true end) or (case when renamed.address_id is null then null when pg_input_is_valid(renamed.address_id, 'uuid') then renamed.address_id::uuid::text <> renamed.address_id else true end)
                 then 'malformed_uuid'
             -- The run's clock, not now(): a rerun of this run next year decides the same.
             when renamed.created_at > {{ greenery_run_time(3600) }} or renamed.updated_at > {{ greenery_run_time(3600) }}

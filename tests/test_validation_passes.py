@@ -240,9 +240,14 @@ def test_failures_carry_the_detail_of_one_detailed_pass_and_only_they_cost_detai
     quantity = next(f for f in result["failures"] if f["column"] == "quantity")
     assert quantity["unexpected_count"] == 2 and len(quantity["sample_keys"]) == 2
     assert all(re.match(r"order_id=\S+, product_id=\S+", k) for k in quantity["sample_keys"])
-    user = next(f for f in result["failures"] if f["expectation"] == summary.UNEXPECTED_ROWS)
+    queries = {f["suite"]: f for f in result["failures"] if f["expectation"] == summary.UNEXPECTED_ROWS}
+    user = queries["stg_postgres__orders"]
     assert len(user["sample_keys"]) == 1
     assert re.fullmatch(r"order_id=[0-9a-f-]{36}, user_id=no-such-user", user["sample_keys"][0]), user
+    # A compound key's check is a query too: its row is the duplicated key and how many copies it has.
+    key = queries["int_user_product_sessions"]
+    assert key["description"].startswith("(session_id, product_id) is the primary key") and key["unexpected_count"] == 1
+    assert re.fullmatch(r"session_id=[0-9a-f-]{36}, product_id=[0-9a-f-]{36}, copies=2", key["sample_keys"][0]), key
 
     # Detail queries touch only the failed tables; the one-pass reference scans every table for them.
     failed_tables = {MODELS[n].relation for n in DEFECTIVE}

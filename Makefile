@@ -27,10 +27,12 @@ demo: $(STAMP) ## generate data, run the DAG on an embedded PostgreSQL, print th
 ui: $(STAMP) ## Airflow UI + scheduler on the embedded PostgreSQL, no Docker (http://localhost:8080, Ctrl-C stops)
 	$(BIN)/greenery ui
 
-# Two pytest-xdist workers (the machines have 2 cores), a test file per worker at a time (loadfile: module
-# fixtures such as a shared DAG run are set up once); each worker has its own PostgreSQL and Airflow home.
+# Three pytest-xdist workers on the 2-core machines: with two, the cores sat idle 10-11% of the run (the tests
+# wait on Airflow subprocesses, servers and PostgreSQL); a third fills that and adds work of its own (its own
+# imports, PostgreSQL and Airflow home): 2026-12-01, 9 whole runs, medians 383 s on two, 352 s on three (README).
+# A test file per worker at a time (loadfile: module fixtures such as a shared DAG run are set up once).
 # The files run longest first (tests/conftest.py: LONGEST_FIRST), not in xdist's most-tests-first order.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 # Plugins are named, not auto-loaded: pytest rewrites the asserts of every module of every installed plugin's
 # package (anyio's, imported by httpx, included), in each worker, on every run when bytecode is not written.
 PYTEST := $(BIN)/python -m pytest --disable-plugin-autoload -p xdist.plugin -p pytest_timeout
@@ -40,11 +42,14 @@ test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow + Celery workers (
 test-celery: $(STAMP) ## only the Celery test: Redis, scheduler, api-server and two workers, one killed (~1.5 min)
 	$(PYTEST) tests/test_celery_workers.py
 
-# The fast tier on both cores too. Files whose every test it deselects are not even imported
+# The fast tier on both cores, one worker each: it is bound by CPU (busy 19 of 23 core-seconds, README), so a
+# third worker would only add its start-up.
+FAST_WORKERS ?= 2
+# Files whose every test it deselects are not even imported
 # (tests/collect_by_marks.py), and Hypothesis' plugin is not loaded: its import alone took 1.7 s, for no test here.
 # The files that need Airflow go to one worker together (tests/conftest.py: NEEDS_AIRFLOW).
 test-fast: $(STAMP) ## the fast tier only (no database, no DAG runs, no Airflow subprocess or browser)
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile --airflow-files-together -m "not db and not integration and not stack"
+	$(PYTEST) -n $(FAST_WORKERS) --dist loadfile --airflow-files-together -m "not db and not integration and not stack"
 
 lint: $(STAMP) ## ruff (with Airflow AIR rules) and sqlfluff (postgres)
 	$(BIN)/ruff check .

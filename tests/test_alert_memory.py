@@ -72,6 +72,23 @@ def test_a_check_failing_for_three_runs_says_since_when_and_a_pass_breaks_the_st
     assert first["root_causes"][0]["runs_failing"] == 1
 
 
+def test_two_query_checks_of_one_suite_keep_streaks_of_their_own(db):
+    """Query checks have no column: a suite's relationship check failing yesterday does not make its
+    primary-key check, failing today, "failing since yesterday"."""
+    query = {**WARNING, "column": None, "expectation": "unexpected_rows_expectation", "severity": "critical"}
+    relationship = {**query, "description": "every user's address exists", "sample_keys": ["u-1, a-9"]}
+    key = {**query, "description": "user_id is the primary key", "sample_keys": ["user_id=u-1, copies=2"]}
+    audit.record_validation(db, summary("2021-02-11", "q11", [relationship], blocking=True), published=False)
+    audit.record_validation(db, summary("2021-02-12", "q12", [relationship], blocking=True), published=False)
+    now = summary("2021-02-13", "q13", [key, relationship], blocking=True)
+    history.annotate(db, now)
+    streaks = {c["description"]: (c["failing_since"], c["runs_failing"]) for c in now["root_causes"]}
+    assert streaks == {
+        "user_id is the primary key": ("2021-02-13", 1),
+        "every user's address exists": ("2021-02-11", 3),
+    }
+
+
 class FakeTaskInstance:
     def __init__(self, pulled: dict) -> None:
         self.pulled = pulled
@@ -105,6 +122,15 @@ def test_an_unchanged_warning_is_not_sent_again_within_the_window_but_is_after_i
         conn.execute("update greenery_audit.alerts_sent set sent_at = sent_at - interval '25 hours'")
     alert_task(summary("2021-02-14", "later", [WARNING]))
     assert len(slack.webhook_posts()) == 3
+
+
+def test_another_query_check_of_the_table_failing_is_news_not_a_repeat(slack, monkeypatch):
+    """Query checks have no column: one failing after another of the same table, with the same count, is sent."""
+    monkeypatch.setenv("GREENERY_ALERT_SUPPRESS_HOURS", "24")
+    query = {**WARNING, "column": None, "expectation": "unexpected_rows_expectation"}
+    alert_task(summary("2021-02-12", "one", [{**query, "description": "every user has an address"}]))
+    alert_task(summary("2021-02-13", "other", [{**query, "description": "no user signed up twice"}]))
+    assert len(slack.webhook_posts()) == 2
 
 
 def test_a_critical_failure_is_always_sent(slack, monkeypatch):

@@ -17,12 +17,17 @@ from greenery import audit
 LOOKBACK_RUNS = 90
 
 
-def _key(suite: Any, expectation: Any, column: Any) -> tuple:
-    return (suite, expectation, column)
+def _key(suite: Any, expectation: Any, column: Any, description: Any) -> tuple:
+    # The description tells apart the checks with no column: a suite's several unexpected_rows queries
+    # (a relationship, a primary key, a reconciliation) are all of one type.
+    return (suite, expectation, column, description)
 
 
 def _failed_checks(summary: dict[str, Any]) -> set[tuple]:
-    return {_key(f.get("suite"), f.get("expectation"), f.get("column")) for f in summary.get("failures") or []}
+    return {
+        _key(f.get("suite"), f.get("expectation"), f.get("column"), f.get("description"))
+        for f in summary.get("failures") or []
+    }
 
 
 def annotate(conn, summary: dict[str, Any]) -> None:
@@ -36,7 +41,7 @@ def annotate(conn, summary: dict[str, Any]) -> None:
             (summary.get("run_id"), LOOKBACK_RUNS),
         ).fetchall()
     for cause in summary.get("root_causes") or []:
-        key = _key(cause["model"], cause["expectation"], cause["column"])
+        key = _key(cause["model"], cause["expectation"], cause["column"], cause.get("description"))
         since, runs = summary.get("logical_date"), 1
         for day, recorded in earlier:
             checked = {s.get("suite") for s in recorded.get("suites") or []}

@@ -3,9 +3,9 @@
 A warning's signature is its table, check, column and description with what it found (the unexpected count
 or the observed value): the description tells apart a table's query checks, which have no column, so a new
 one failing is news even when another failed with the same count. Quarantined rows sign as their model and
-count. A run with a critical failure always
-alerts. When every signature of an alert was sent within the window (GREENERY_ALERT_SUPPRESS_HOURS), the
-alert is held back; the Data quality view and the daily summary still list the warnings.
+count. A run with a critical failure always alerts. When every signature of an alert was sent within the
+window (GREENERY_ALERT_SUPPRESS_HOURS), the alert is held back; the Data quality view and the daily summary
+still list the warnings.
 """
 
 from __future__ import annotations

@@ -565,3 +565,29 @@ def test_data_docs_pages_get_our_stylesheet_and_keep_their_markup():
     assert styled.startswith('<!DOCTYPE html><html><HEAD lang="en"><style>')
     assert styled.endswith("</style><title>x</title></head><body><p>a &amp; b</p></body></html>")
     assert with_docs_style("<p>no head</p>").endswith("</style><p>no head</p>")
+
+
+def test_a_duplicated_compound_key_is_shown_whole_with_its_copies():
+    """As in the Slack alert (tests/test_slack_alert.py): the whole key, its count last, in the root causes and
+    in the failures of the view; a longer one is cut and keeps its whole text in a tooltip."""
+    from greenery.checks.summary import SAMPLE_KEY_CHARS, sample_keys
+    from greenery.ui.render import render_page
+
+    row = {
+        "event_id": "0007a1f6-0123-4ab3-bac3-6dfefa832975",
+        "product_id": "fb0e8be7-5ac4-4a76-a1fa-2cc4bf0b2d80",
+        "session_id": "b3367c91-53bd-4aac-ab6d-0a596fe382c2",
+        "copies": 2,
+    }
+    [key] = sample_keys({"details": {"unexpected_rows": [row]}})
+    longer = "x" * (SAMPLE_KEY_CHARS + 1)
+    failure = dict.fromkeys(("column", "description", "error", "observed_value", "unexpected_count"))
+    failure.update(table="t", suite="t", severity="critical", expectation="x", sample_keys=[key, longer])
+    keys = [{"key": key, "count": 1}, {"key": longer, "count": 1}]
+    cause = {**failure, "sources": [], "also_fails_in": [], "runs_failing": 1, "owner": None, "keys": keys}
+    run = dict.fromkeys(("validated_at", "log_url", "failures_total"))
+    run.update(run_id="r", logical_date="2021-02-12", published=False, dag_id="d", quarantined={})
+    run.update(evaluated=1, failed_critical=1, failed_warning=0)
+    page = render_page({"dag_id": "d", "latest_run": run, "tables": [], "failures": [failure], "root_causes": [cause]})
+    assert page.count(f">{key}</code>") == 2
+    assert page.count(f'title="{longer}"') == 2 and f">{longer}<" not in page

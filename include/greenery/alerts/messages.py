@@ -27,6 +27,7 @@ from greenery.alerts.text import (
     redact,
     truncate,
 )
+from greenery.checks.summary import SAMPLE_KEY_CHARS
 
 MAX_SAMPLE_KEYS = 5
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -77,7 +78,7 @@ def as_root_causes(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def _keys_text(keys: list[Mapping[str, Any]]) -> str | None:
     shown = [
-        code(k.get("key"), 100) + (f" ×{as_int(k.get('count'))}" if as_int(k.get("count")) > 1 else "")
+        code(k.get("key"), SAMPLE_KEY_CHARS) + (f" ×{as_int(k.get('count'))}" if as_int(k.get("count")) > 1 else "")
         for k in keys[:MAX_SAMPLE_KEYS]
     ]
     if not shown:

@@ -13,6 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 SAMPLE_KEYS = 5
+# How much of a sample key Slack and the Data quality view show: a duplicated compound key of three UUID columns
+# with its count (``event_id=…, product_id=…, session_id=…, copies=2``, 153 characters) is shown whole.
+SAMPLE_KEY_CHARS = 160
 UNEXPECTED_ROWS = "unexpected_rows_expectation"
 
 

@@ -14,6 +14,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from greenery import config, links
+from greenery.checks.summary import SAMPLE_KEY_CHARS
 from greenery.ui.data_docs import ValidationRun
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -107,6 +108,7 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
         quarantined=quarantined,
         quarantined_total=sum(quarantined.values()),
         history=data.get("history") or [],
+        key_chars=SAMPLE_KEY_CHARS,
     )
 
 

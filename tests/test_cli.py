@@ -153,6 +153,26 @@ def test_the_embedded_database_can_stay_up_between_commands(pg_tmp_path):
     assert greenery("db", "status", env=env).returncode == 1
 
 
+def test_a_server_whose_data_is_discarded_stops_without_its_shutdown_checkpoint(pg_tmp_path):
+    """The test sessions' stop (tests/conftest.py): PostgreSQL's immediate shutdown, since the folder is deleted
+    next; the cluster is left as a crash leaves it. The positive control, a normal stop, shuts it down cleanly."""
+    from greenery.dev import embedded_pg
+
+    controldata = Path(embedded_pg.psql_path()).with_name("pg_controldata")
+
+    def state(data_dir: Path) -> str:
+        out = subprocess.run([controldata, str(data_dir)], capture_output=True, text=True, check=True).stdout
+        return re.search(r"Database cluster state:\s+(.+)", out).group(1).strip()
+
+    for discard, expected in ((False, "shut down"), (True, "in production")):
+        server = embedded_pg.EmbeddedPostgres(pg_tmp_path / f"pg-{discard}")
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            conn.execute("create table t as select g from generate_series(1, 100000) as g")
+        server.stop(discard=discard)
+        assert embedded_pg.running_pid(server.data_dir) is None
+        assert state(server.data_dir) == expected, discard
+
+
 def test_a_long_cause_keeps_its_first_lines_and_says_where_the_rest_is():
     from greenery import cli
 

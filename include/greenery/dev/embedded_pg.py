@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,16 @@ class EmbeddedPostgres:
     def create_database(self, name: str) -> str:
         return create_database(self.url(), name)
 
-    def stop(self) -> None:
+    def stop(self, discard: bool = False) -> None:
+        """Stop the server. ``discard``: its data is deleted next, so it stops at once, without the shutdown
+        checkpoint (PostgreSQL's immediate shutdown): writing out a test session's buffers took 4-9 s."""
+        if discard and (pid := running_pid(self.data_dir)) is not None:
+            os.kill(pid, signal.SIGQUIT)
+            deadline = time.monotonic() + 30
+            while running_pid(self.data_dir) is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # Stopped: pgserver would find the exited postmaster not yet reaped, try pg_ctl and wait 2 s to kill it.
+            self._server.cleanup_mode = None
         self._server.cleanup()
 
 

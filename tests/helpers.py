@@ -1,4 +1,5 @@
-"""Small SQL helpers for assertions (kept out of the product: the product checks data with GX)."""
+"""Small helpers for assertions: SQL ones (kept out of the product: the product checks data with GX), and sample
+values shaped as the product reports them."""
 
 from __future__ import annotations
 
@@ -77,3 +78,18 @@ def asset_events(dag_run) -> set[str]:
             .where(AssetEvent.source_run_id == dag_run.run_id)
         ).all()
     return {r[0] for r in rows}
+
+
+def duplicated_compound_key() -> str:
+    """A sample key as the primary-key query of a three-UUID key reports a duplicate (the summary formats the
+    query's row): 153 characters, the number of copies last."""
+    from greenery.checks.summary import sample_keys
+
+    row = {
+        "event_id": "0007a1f6-0123-4ab3-bac3-6dfefa832975",
+        "product_id": "fb0e8be7-5ac4-4a76-a1fa-2cc4bf0b2d80",
+        "session_id": "b3367c91-53bd-4aac-ab6d-0a596fe382c2",
+        "copies": 2,
+    }
+    [key] = sample_keys({"details": {"unexpected_rows": [row]}})
+    return key

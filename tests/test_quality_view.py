@@ -570,16 +570,12 @@ def test_data_docs_pages_get_our_stylesheet_and_keep_their_markup():
 def test_a_duplicated_compound_key_is_shown_whole_with_its_copies():
     """As in the Slack alert (tests/test_slack_alert.py): the whole key, its count last, in the root causes and
     in the failures of the view; a longer one is cut and keeps its whole text in a tooltip."""
-    from greenery.checks.summary import SAMPLE_KEY_CHARS, sample_keys
+    from helpers import duplicated_compound_key
+
+    from greenery.checks.summary import SAMPLE_KEY_CHARS
     from greenery.ui.render import render_page
 
-    row = {
-        "event_id": "0007a1f6-0123-4ab3-bac3-6dfefa832975",
-        "product_id": "fb0e8be7-5ac4-4a76-a1fa-2cc4bf0b2d80",
-        "session_id": "b3367c91-53bd-4aac-ab6d-0a596fe382c2",
-        "copies": 2,
-    }
-    [key] = sample_keys({"details": {"unexpected_rows": [row]}})
+    key = duplicated_compound_key()
     longer = "x" * (SAMPLE_KEY_CHARS + 1)
     failure = dict.fromkeys(("column", "description", "error", "observed_value", "unexpected_count"))
     failure.update(table="t", suite="t", severity="critical", expectation="x", sample_keys=[key, longer])

@@ -497,15 +497,9 @@ def test_unknown_connection_and_wrong_conn_type_raise(monkeypatch):
 def test_a_duplicated_compound_key_is_shown_whole_with_its_copies():
     """The primary-key query of a three-column key reports each duplicated key with its count; on-call must read
     all of it (the count last), not a cut ``cop…``. The key is formatted by the summary, as a real run does."""
-    from greenery.checks.summary import sample_keys
+    from helpers import duplicated_compound_key
 
-    row = {
-        "event_id": "0007a1f6-0123-4ab3-bac3-6dfefa832975",
-        "product_id": "fb0e8be7-5ac4-4a76-a1fa-2cc4bf0b2d80",
-        "session_id": "b3367c91-53bd-4aac-ab6d-0a596fe382c2",
-        "copies": 2,
-    }
-    [key] = sample_keys({"details": {"unexpected_rows": [row]}})
+    key = duplicated_compound_key()
     assert key.endswith(", copies=2") and len(key) > 150
     f = {**ORDERS_UNIQUE, "expectation": "unexpected_rows_expectation", "column": None, "sample_keys": [key]}
     body = visible(build_alert(summary(failures=[f]), log_url=None, docs_url=None))

@@ -43,6 +43,27 @@ def test_date_options_explain_themselves():
     assert "the UTC day to build" in done.stdout and "--end-date YYYY-MM-DD" in done.stdout
     done = subprocess.run(command("answers", "--help"), capture_output=True, text=True)
     assert "as of the end of this day" in done.stdout
+    done = subprocess.run(
+        command("run", "--date", "2021-02-10", "--end-date", "2021-13-01"), capture_output=True, text=True
+    )
+    assert done.returncode == 2 and not done.stdout
+    assert "argument --end-date: '2021-13-01' is not a day (YYYY-MM-DD): month must be in 1..12" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "reason"),
+    [
+        ("--scale", "-1", "must be a number above 0, got -1"),
+        ("--scale", "nan", "must be a number above 0, got nan"),
+        ("--scale", "x", "'x' is not a number"),
+        ("--days", "0", "must be at least 1, got 0"),
+        ("--days", "1.5", "'1.5' is not a whole number"),
+    ],
+)
+def test_a_bad_generate_option_is_refused_with_its_reason_before_anything_is_written(tmp_path, option, value, reason):
+    done = subprocess.run(command("generate", str(tmp_path / "out"), option, value), capture_output=True, text=True)
+    assert done.returncode == 2 and f"argument {option}: {reason}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
 
 
 def test_answers_are_as_of_the_day_asked_and_all_history_figures_say_so(cli_env):

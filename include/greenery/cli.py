@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -37,7 +38,33 @@ def _embedded_if_unconfigured() -> object | None:
 
 
 def _date(text: str) -> dt.date:
-    return dt.date.fromisoformat(text)
+    """A YYYY-MM-DD day. A bad one is refused with its reason: argparse's own message names only the function."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD): {exc}") from None
+
+
+def _scale(text: str) -> float:
+    """A scale factor: a finite number above 0 (the generator's own check would end in a traceback)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -240,9 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="write Greenery-shaped raw CSVs at a scale factor")
     gen.add_argument("directory", type=Path)
-    gen.add_argument("--scale", type=float, default=1.0, help="1 = about the real shop's size")
+    gen.add_argument("--scale", type=_scale, default=1.0, help="1 = about the real shop's size")
     gen.add_argument("--seed", type=int, default=42)
-    gen.add_argument("--days", type=int, default=None, help="days of order activity (default grows with scale)")
+    gen.add_argument("--days", type=_count, default=None, help="days of order activity (default grows with scale)")
     gen.set_defaults(func=cmd_generate)
 
     load = sub.add_parser("load-raw", help="load a folder of the seven Greenery CSVs into the raw schema")
@@ -280,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     suites.set_defaults(func=cmd_format_suites)
 
     demo = sub.add_parser("demo", help="generate, load and run on the embedded PostgreSQL, print the answers")
-    demo.add_argument("--scale", type=float, default=1.0)
+    demo.add_argument("--scale", type=_scale, default=1.0)
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--verbose", action="store_true", help="show Airflow's task logs")
     demo.set_defaults(func=cmd_demo)

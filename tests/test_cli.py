@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from greenery.project import models
 
 pytestmark = pytest.mark.db
+SUITES_DIR = Path(__file__).resolve().parent.parent / "include" / "expectations"
 
 
 def command(*args: str) -> list[str]:
@@ -51,19 +53,47 @@ def test_date_options_explain_themselves():
 
 
 @pytest.mark.parametrize(
-    ("option", "value", "reason"),
+    ("args", "reason"),
     [
-        ("--scale", "-1", "must be a number above 0, got -1"),
-        ("--scale", "nan", "must be a number above 0, got nan"),
-        ("--scale", "x", "'x' is not a number"),
-        ("--days", "0", "must be at least 1, got 0"),
-        ("--days", "1.5", "'1.5' is not a whole number"),
+        (("generate", "OUT", "--scale", "-1"), "argument --scale: must be a number above 0, got -1"),
+        (("generate", "OUT", "--scale", "nan"), "argument --scale: must be a number above 0, got nan"),
+        (("generate", "OUT", "--scale", "x"), "argument --scale: 'x' is not a number"),
+        (("generate", "OUT", "--days", "0"), "argument --days: must be at least 1, got 0"),
+        (("generate", "OUT", "--days", "1.5"), "argument --days: '1.5' is not a whole number"),
+        (("demo", "--scale", "0"), "argument --scale: must be a number above 0, got 0"),
+        (("ui", "--port", "99999"), "argument --port: must be a port from 1 to 65535, got 99999"),
+        (("ui", "--port", "0"), "argument --port: must be a port from 1 to 65535, got 0"),
     ],
 )
-def test_a_bad_generate_option_is_refused_with_its_reason_before_anything_is_written(tmp_path, option, value, reason):
-    done = subprocess.run(command("generate", str(tmp_path / "out"), option, value), capture_output=True, text=True)
-    assert done.returncode == 2 and f"argument {option}: {reason}" in done.stderr, done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+def test_a_bad_option_is_refused_with_its_reason_before_anything_runs(tmp_path, args, reason, capsys):
+    """Parsed in this process: were a bad port let through, the command itself (a whole Airflow) never starts."""
+    from greenery import cli
+
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    with pytest.raises(SystemExit) as exited:
+        cli.build_parser().parse_args(args)
+    assert exited.value.code == 2 and reason in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_format_suites_reads_every_file_before_it_writes_one(tmp_path):
+    """A missing or malformed file is named with its line and column, and no file is changed, not even one
+    listed before it that needs formatting."""
+    unformatted = tmp_path / "orders.json"
+    unformatted.write_text(json.dumps(json.loads((SUITES_DIR / "stg_postgres__orders.json").read_text())))
+    before = unformatted.read_bytes()
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"name": "broken",\n  "expectations": [\n')
+    for bad, reason in (
+        (tmp_path / "missing.json", f"{tmp_path / 'missing.json'}: no such suite file; nothing was changed"),
+        (broken, f"{broken}, line 3, column 1: not JSON: Expecting value; nothing was changed"),
+    ):
+        done = subprocess.run(command("format-suites", str(unformatted), str(bad)), capture_output=True, text=True)
+        assert done.returncode == 2 and f"error: {reason}" in done.stderr, done.stderr
+        assert unformatted.read_bytes() == before
+    done = subprocess.run(command("format-suites", str(unformatted)), capture_output=True, text=True)
+    assert done.returncode == 0 and "1 of 1 suite file(s) changed" in done.stdout, done.stderr
+    assert unformatted.read_bytes() != before  # the positive control: it did need formatting
 
 
 def test_answers_are_as_of_the_day_asked_and_all_history_figures_say_so(cli_env):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import logging
 import math
 import os
@@ -64,6 +65,17 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port to listen on, 1-65535 (0, "any free port", would leave every link without its port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {text}")
     return value
 
 
@@ -214,9 +226,20 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_format_suites(args: argparse.Namespace) -> int:
-    from greenery.checks import gx  # Great Expectations: ~2 s to import
-
     paths = args.files or sorted(Path(config.get().expectations_dir).glob("*.json"))
+    # Every file is read before any is written: a bad one changes nothing.
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such suite file; nothing was changed")
+        try:
+            json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            where = f"{path}, line {exc.lineno}, column {exc.colno}"
+            raise UsageError(f"{where}: not JSON: {exc.msg}; nothing was changed") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path}, byte {exc.start}: not UTF-8 text; nothing was changed") from None
+    from greenery.checks import gx  # Great Expectations: ~2 s to import, once the files are known to be good
+
     changed = [path for path in paths if gx.format_suite_file(path)]
     for path in changed:
         print(f"formatted {path}")
@@ -317,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.set_defaults(func=cmd_db)
 
     ui = sub.add_parser("ui", help="start Airflow's UI + scheduler locally (no Docker) on the embedded PostgreSQL")
-    ui.add_argument("--port", type=int, default=8080)
+    ui.add_argument("--port", type=_port, default=8080)
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (every visitor is an admin)")
     ui.set_defaults(func=cmd_ui)
     return parser

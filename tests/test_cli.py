@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,20 @@ def test_a_bad_option_is_refused_with_its_reason_before_anything_runs(tmp_path, 
         cli.build_parser().parse_args(args)
     assert exited.value.code == 2 and reason in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_range_backwards_or_a_file_for_a_folder_is_one_line_and_starts_nothing(tmp_path):
+    env = {**os.environ, "GREENERY_STATE_DIR": str(tmp_path / "state"), "AIRFLOW_HOME": str(tmp_path / "airflow")}
+    env.pop("AIRFLOW_CONN_GREENERY_WAREHOUSE", None)  # else it would not start the private server at all
+    done = greenery("run", "--date", "2021-02-12", "--end-date", "2021-02-10", env=env)
+    assert done.returncode == 2, done
+    assert "error: --end-date 2021-02-10 is before --date 2021-02-12; nothing was run" in done.stderr
+    assert "embedded PostgreSQL" not in done.stdout and not (tmp_path / "state" / "pg").exists()
+    (tmp_path / "a-file").write_text("mine")
+    done = greenery("generate", str(tmp_path / "a-file"), env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"error: {tmp_path / 'a-file'}: exists and is not a folder; nothing was written" in done.stderr
+    assert (tmp_path / "a-file").read_text() == "mine"
 
 
 def test_format_suites_reads_every_file_before_it_writes_one(tmp_path):
@@ -202,6 +217,35 @@ def test_the_embedded_database_can_stay_up_between_commands(pg_tmp_path):
         stopped = greenery("db", "stop", env=env)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert greenery("db", "status", env=env).returncode == 1
+
+
+def test_a_command_still_stops_the_server_after_another_one_was_killed(pg_tmp_path):
+    """A command killed while it used the private server (SIGKILL, out of memory) never tells pgserver it is
+    gone; the next command must still stop the server when it ends, as the README promises."""
+    from greenery.dev import embedded_pg
+
+    data_dir = pg_tmp_path / "pg"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_SERVER, str(data_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "up"
+        holder.kill()
+        holder.wait(timeout=30)
+        server = embedded_pg.open_server(data_dir)  # a command starting: the server is still up
+        server.stop()  # the command ending
+        assert embedded_pg.running_pid(data_dir) is None, "the server ran on after the last command"
+    finally:
+        holder.kill()
+        if (pid := embedded_pg.running_pid(data_dir)) is not None:
+            os.kill(pid, signal.SIGINT)
+
+
+HOLD_THE_SERVER = """
+import sys, time
+from greenery.dev.embedded_pg import open_server
+open_server(sys.argv[1])
+print("up", flush=True)
+time.sleep(600)
+"""
 
 
 def test_a_server_whose_data_is_discarded_stops_without_its_shutdown_checkpoint(pg_tmp_path):

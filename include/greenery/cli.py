@@ -17,7 +17,9 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from greenery import config
 
@@ -46,42 +48,33 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD): {exc}") from None
 
 
-def _scale(text: str) -> float:
-    """A scale factor: a finite number above 0 (the generator's own check would end in a traceback)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
-    return value
+def _option(cast: Callable[[str], Any], noun: str, ok: Callable[[Any], bool], rule: str) -> Callable[[str], Any]:
+    """An argparse type: ``cast`` the text; refuse it, with the reason, as not ``noun`` or as breaking ``rule``
+    (argparse's own message names only the type, and a value the command refused later ended in a traceback)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    """A whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    """A TCP port to listen on, 1-65535 (0, "any free port", would leave every link without its port)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {text}")
-    return value
+_scale = _option(float, "a number", lambda v: math.isfinite(v) and v > 0, "a number above 0")
+_count = _option(int, "a whole number", lambda v: v >= 1, "at least 1")
+# 0, "any free port", would leave every link without its port.
+_port = _option(int, "a port number", lambda v: 1 <= v <= 65535, "a port from 1 to 65535")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from greenery.dev.generator import generate
 
+    if args.directory.exists() and not args.directory.is_dir():
+        raise UsageError(f"{args.directory}: exists and is not a folder; nothing was written")
     started = time.perf_counter()
     counts = generate(args.directory, scale=args.scale, seed=args.seed, days=args.days)
     print(f"wrote {sum(counts.values()):,} rows to {args.directory} in {time.perf_counter() - started:.1f}s")
@@ -102,15 +95,15 @@ def cmd_load_raw(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(ValueError):
+    """The command was asked something it cannot do; the message says what to do instead."""
+
+
 def _days(start: dt.date, end: dt.date | None) -> list[dt.date]:
     end = end or start
     if end < start:
-        raise SystemExit(f"--end-date {end} is before --date {start}")
+        raise UsageError(f"--end-date {end} is before --date {start}; nothing was run")
     return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
-
-
-class UsageError(ValueError):
-    """The command was asked something it cannot do; the message says what to do instead."""
 
 
 def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = False) -> int:
@@ -174,8 +167,9 @@ def _cause_lines(error: str) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    days = _days(args.date, args.end_date)  # before the server starts: a wrong range starts nothing
     _embedded_if_unconfigured()
-    return run_days(_days(args.date, args.end_date), verbose=args.verbose, full_refresh=args.full_refresh)
+    return run_days(days, verbose=args.verbose, full_refresh=args.full_refresh)
 
 
 def print_answers(day: dt.date | None = None) -> int:

@@ -8,6 +8,7 @@ stays up for psql, notebooks or BI tools until ``greenery db stop``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -34,6 +35,7 @@ class EmbeddedPostgres:
         self.data_dir = Path(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _check_reachable_when_root(self.data_dir)
+        _forget_dead_handles(self.data_dir)
         self._server = pgserver.get_server(self.data_dir, cleanup_mode=self.cleanup)
 
     def url(self, database: str = "postgres") -> str:
@@ -54,6 +56,36 @@ class EmbeddedPostgres:
             # Stopped: pgserver would find the exited postmaster not yet reaped, try pg_ctl and wait 2 s to kill it.
             self._server.cleanup_mode = None
         self._server.cleanup()
+
+
+def _forget_dead_handles(data_dir: Path) -> None:
+    """Take the processes that no longer exist off pgserver's list of the server's users.
+
+    pgserver stops the server when the last process on its list ends, and each process takes itself off
+    when it exits. One killed (SIGKILL, out of memory) stays on the list for good, and then no later
+    command stopped the server: it ran on after every one. Under pgserver's own lock, as it edits the list.
+    """
+    from pgserver.postgres_server import PostgresServer
+
+    handles = Path(data_dir) / ".handle_pids.json"  # pgserver's list: a JSON array of process ids
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(handles.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        alive = [pid for pid in pids if _exists(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _check_reachable_when_root(data_dir: Path) -> None:

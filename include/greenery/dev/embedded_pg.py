@@ -73,7 +73,9 @@ def _forget_dead_handles(data_dir: Path) -> None:
             pids = json.loads(handles.read_text())
         except (FileNotFoundError, ValueError):
             return
-        alive = [pid for pid in pids if _exists(pid)]
+        if not isinstance(pids, list):  # not pgserver's format: its own code decides what to do with it
+            return
+        alive = [pid for pid in pids if not isinstance(pid, int) or _exists(pid)]
         if alive != pids:
             handles.write_text(json.dumps(alive))
 

@@ -57,3 +57,39 @@ def test_a_warning_root_with_a_critical_repeat_downstream_is_critical():
     failures = [failure("stg_postgres__orders", severity="warning"), failure("fact_orders")]
     [root] = root_causes.group(failures, MODELS)
     assert root["severity"] == "critical" and root["also_fails_in"] == ["marts.fact_orders"]
+
+
+def test_a_duplicated_order_carried_into_its_snapshot_is_the_same_root():
+    """The snapshot's primary-key and one-current-version queries report the duplicated order as rows:
+    on-call reads one problem, not three."""
+    step = f"order_id={DUP}, valid_from=2021-02-13T00:00:00+00:00, copies=2"
+    failures = [
+        failure("snap_orders", "unexpected_rows_expectation", None, keys=(step,)),
+        failure("snap_orders", "unexpected_rows_expectation", None, keys=(f"order_id={DUP}, current_versions=2",)),
+        failure("fact_orders"),
+        failure("int_orders"),
+        failure("stg_postgres__orders"),
+    ]
+    [root] = root_causes.group(failures, MODELS)
+    assert (
+        root["table"] == "staging.stg_postgres__orders" and root["expectation"] == "expect_column_values_to_be_unique"
+    )
+    assert sorted(root["also_fails_in"]) == ["intermediate.int_orders", "marts.fact_orders", "snapshots.snap_orders"]
+
+
+def test_a_query_check_naming_another_key_or_column_is_another_problem():
+    failures = [
+        failure("stg_postgres__orders"),
+        failure("snap_orders", "unexpected_rows_expectation", None, keys=("order_id=another-order, copies=2",)),
+        failure("fact_orders", "unexpected_rows_expectation", None, keys=(f"promo_id={DUP}",)),  # other column
+        failure("int_orders", "unexpected_rows_expectation", None, keys=(f"order_id={DUP}-2",)),  # a longer value
+        failure("stg_postgres__users", "unexpected_rows_expectation", None, keys=(f"order_id={DUP}",)),  # upstream
+    ]
+    roots = root_causes.group(failures, MODELS)
+    assert [(r["table"], r["also_fails_in"]) for r in roots] == [
+        ("staging.stg_postgres__users", []),
+        ("staging.stg_postgres__orders", []),
+        ("snapshots.snap_orders", []),
+        ("intermediate.int_orders", []),
+        ("marts.fact_orders", []),
+    ]

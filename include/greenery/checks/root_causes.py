@@ -6,14 +6,16 @@ entry: the most upstream failure, named by its published table and its raw sourc
 downstream repeats folded in ("also fails in ...") and each distinct sample key once, with how many
 times it was seen.
 
-Two failures are the same problem when they have the same expectation type on the same column, the
-later model reads the earlier one (transitively), and their sample keys overlap (or one of them has
-none). Works on the plain dicts of the validation summary, so the alert, the log and the Data quality
-view share it.
+Two failures are the same problem when the later model reads the earlier one (transitively) and either
+they have the same expectation type on the same column and their sample keys overlap (or one of them has
+none), or the later one is a query check whose rows name a sample key of the earlier one's column (the
+duplicated order again in its snapshot: ``order_id=<that order>, valid_from=..., copies=2``). Works on the
+plain dicts of the validation summary, so the alert, the log and the Data quality view share it.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -59,6 +61,25 @@ def _overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return not keys_a or not keys_b or bool(keys_a & keys_b)
 
 
+def _names_a_key_of(root: Mapping[str, Any], failure: Mapping[str, Any]) -> bool:
+    """Whether ``failure``, a query check (no column), reports rows that name one of the sample keys of
+    ``root``'s one-column check, as ``column=value`` (how the summary writes a query's row)."""
+    column = root.get("column")
+    if failure.get("column") or not column or "," in column:
+        return False
+    rows = [str(k) for k in failure.get("sample_keys") or []]
+    return any(
+        re.search(rf"(?:^|, ){re.escape(column)}={re.escape(str(value))}(?:, |$)", row)
+        for value in root.get("sample_keys") or []
+        for row in rows
+    )
+
+
+def _same_problem(root: Mapping[str, Any], failure: Mapping[str, Any]) -> bool:
+    same_check = _signature(root) == _signature(failure) and _overlap(root, failure)
+    return same_check or _names_a_key_of(root, failure)
+
+
 def group(failures: Iterable[Mapping[str, Any]], models: Mapping[str, Model]) -> list[dict[str, Any]]:
     """Root-cause entries, most severe first and upstream before downstream."""
     ancestry = ancestors(models)
@@ -73,9 +94,7 @@ def group(failures: Iterable[Mapping[str, Any]], models: Mapping[str, Model]) ->
             (
                 root
                 for root in roots
-                if _signature(root["failure"]) == _signature(failure)
-                and root["model"] in ancestry.get(suite, set())
-                and _overlap(root["failure"], failure)
+                if root["model"] in ancestry.get(suite, set()) and _same_problem(root["failure"], failure)
             ),
             None,
         )
@@ -105,5 +124,8 @@ def _entry(root: Mapping[str, Any], models: Mapping[str, Model], ancestry) -> di
         "unexpected_count": failure.get("unexpected_count"),
         "keys": distinct_keys(failure.get("sample_keys") or []),
         "error": failure.get("error"),
-        "also_fails_in": [models[m["suite"]].relation if m.get("suite") in models else m.get("table") for m in members],
+        # A table once, however many of its checks repeat the problem.
+        "also_fails_in": list(
+            dict.fromkeys(models[m["suite"]].relation if m.get("suite") in models else m.get("table") for m in members)
+        ),
     }

@@ -15,12 +15,12 @@ plain dicts of the validation summary, so the alert, the log and the Data qualit
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from greenery import config
+from greenery.checks.summary import row_names
 from greenery.project.models import Model
 
 _SEVERITY_RANK = {"critical": 0, "warning": 1}
@@ -68,11 +68,7 @@ def _names_a_key_of(root: Mapping[str, Any], failure: Mapping[str, Any]) -> bool
     if failure.get("column") or not column or "," in column:
         return False
     rows = [str(k) for k in failure.get("sample_keys") or []]
-    return any(
-        re.search(rf"(?:^|, ){re.escape(column)}={re.escape(str(value))}(?:, |$)", row)
-        for value in root.get("sample_keys") or []
-        for row in rows
-    )
+    return any(row_names(row, column, value) for value in root.get("sample_keys") or [] for row in rows)
 
 
 def _same_problem(root: Mapping[str, Any], failure: Mapping[str, Any]) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,11 @@ def _row_text(row: Any) -> str:
         values = list(row.values())
         return str(values[0]) if len(values) == 1 else ", ".join(f"{k}={v}" for k, v in row.items())
     return str(row)
+
+
+def row_names(sample_key: str, column: str, value: Any) -> bool:
+    """Whether a query's row, as ``_row_text`` wrote it (``a=1, b=2``), has ``column`` equal to ``value``."""
+    return re.search(rf"(?:^|, ){re.escape(column)}={re.escape(str(value))}(?:, |$)", sample_key) is not None
 
 
 def sample_keys(result: Mapping[str, Any]) -> list[str]:

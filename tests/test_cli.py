@@ -13,10 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from greenery import config
 from greenery.project import models
 
 pytestmark = pytest.mark.db
-SUITES_DIR = Path(__file__).resolve().parent.parent / "include" / "expectations"
 
 
 def command(*args: str) -> list[str]:
@@ -95,7 +95,8 @@ def test_format_suites_reads_every_file_before_it_writes_one(tmp_path):
     """A missing or malformed file is named with its line and column, and no file is changed, not even one
     listed before it that needs formatting."""
     unformatted = tmp_path / "orders.json"
-    unformatted.write_text(json.dumps(json.loads((SUITES_DIR / "stg_postgres__orders.json").read_text())))
+    suite = Path(config.get().expectations_dir) / "stg_postgres__orders.json"
+    unformatted.write_text(json.dumps(json.loads(suite.read_text())))
     before = unformatted.read_bytes()
     broken = tmp_path / "broken.json"
     broken.write_text('{"name": "broken",\n  "expectations": [\n')

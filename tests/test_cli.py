@@ -110,6 +110,10 @@ def test_format_suites_reads_every_file_before_it_writes_one(tmp_path):
     done = subprocess.run(command("format-suites", str(unformatted)), capture_output=True, text=True)
     assert done.returncode == 0 and "1 of 1 suite file(s) changed" in done.stdout, done.stderr
     assert unformatted.read_bytes() != before  # the positive control: it did need formatting
+    # A folder without suite files is an error, not "0 of 0 changed".
+    empty = {**os.environ, "GREENERY_EXPECTATIONS_DIR": str(tmp_path / "none")}
+    done = subprocess.run(command("format-suites"), capture_output=True, text=True, env=empty)
+    assert done.returncode == 2 and f"error: {tmp_path / 'none'}: no suite files (*.json) to format" in done.stderr
 
 
 def test_answers_are_as_of_the_day_asked_and_all_history_figures_say_so(cli_env):

@@ -220,7 +220,10 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_format_suites(args: argparse.Namespace) -> int:
-    paths = args.files or sorted(Path(config.get().expectations_dir).glob("*.json"))
+    folder = Path(config.get().expectations_dir)
+    paths = args.files or sorted(folder.glob("*.json"))
+    if not paths:  # formatting nothing is not a success
+        raise UsageError(f"{folder}: no suite files (*.json) to format")
     # Every file is read before any is written: a bad one changes nothing.
     for path in paths:
         if not path.is_file():

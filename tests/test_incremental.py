@@ -298,3 +298,55 @@ def test_a_column_added_to_a_daily_model_is_appended_and_a_removed_one_blocks_pu
     loaded.commit()
     build.build_model(loaded, daily, MODELS, render.Interval.for_day(DAYS[2]))
     assert relations.columns(loaded, daily.relation)[-1][0] == added
+
+
+def test_a_buyer_whose_first_order_moves_without_an_event_is_recomputed(after_two_days):
+    """int_user_session_behavior's daily run reads the events of some users only: those with an event from the
+    lookback on, and the buyers whose window (first order and its checkout) is not the published one. Here an
+    earlier order of a buyer whose events are all older arrives late, with no event: their window moves."""
+    conn = after_two_days
+    model = MODELS["int_user_session_behavior"]
+    day = DAYS[4]
+    for earlier in DAYS[2:4]:
+        run_day(conn, earlier)
+    since = render.incremental_since(model, render.Interval.for_day(day))
+    user, first_order = conn.execute(
+        "select b.user_id, b.first_order_id from intermediate.int_user_session_behavior as b"
+        " where b.behavior_scope = 'through_first_order' and b.sessions > 0 and not exists ("
+        "  select from staging.stg_postgres__events as e where e.user_id = b.user_id and e.created_at >= %s)"
+        " order by b.user_id limit 1",
+        (since,),
+    ).fetchone()
+    earlier_order = "00000000-0000-4000-8000-0000000b0001"
+    columns = ", ".join(c for c in raw.RAW_TABLES["orders"] if c not in ("order_id", "created_at"))
+    conn.execute(
+        f"insert into raw.orders (order_id, created_at, {columns})"
+        f" select %s, created_at - interval '1 hour', {columns} from raw.orders where order_id = %s",
+        (earlier_order, first_order),
+    )
+    items = ", ".join(c for c in raw.RAW_TABLES["order_items"] if c != "order_id")
+    conn.execute(
+        f"insert into raw.order_items (order_id, {items}) select %s, {items} from raw.order_items where order_id = %s",
+        (earlier_order, first_order),
+    )
+
+    results = run_day(conn, day)
+    assert results[model.name].incremental
+    recomputed, published = conn.execute(
+        "select count(*) filter (where user_id = %s or user_id in ("
+        "  select e.user_id from staging.stg_postgres__events as e"
+        "  where e.created_at >= %s and e.event_type != 'package_shipped')), count(*)"
+        " from intermediate.int_user_session_behavior",
+        (user, since),
+    ).fetchone()
+    assert results[model.name].rows == recomputed < published, "the day recomputes those users, not all"
+    window = conn.execute(
+        "select first_order_id from intermediate.int_user_session_behavior"
+        " where behavior_scope = 'through_first_order' and user_id = %s",
+        (user,),
+    ).fetchone()
+    assert window == (earlier_order,)
+    behavior = [MODELS[name].relation for name in (model.name, "int_user_behavior", "repurchase_indicators")]
+    incremental = hashes(conn, behavior)
+    run_day(conn, day, full_refresh=True, tag="full")
+    assert hashes(conn, behavior) == incremental

@@ -42,7 +42,9 @@ EXPECTED_REFS = {
         "int_sessions_per_hour",
         "snap_orders",
     },
-    "int_user_behavior": {"stg_postgres__users", "stg_postgres__events", "int_orders", "int_order_items"},
+    # The events' part apart (incremental per user), the orders' part recomputed whole each day.
+    "int_user_session_behavior": {"stg_postgres__events", "int_orders"},
+    "int_user_behavior": {"stg_postgres__users", "int_user_session_behavior", "int_orders", "int_order_items"},
     "fact_user_behavior": {"int_user_behavior"},
     "repurchase_indicators": {"int_user_behavior"},
     # The day's sessions (int_user_sessions is indexed on their start), then their events.
@@ -119,6 +121,7 @@ def test_event_history_models_are_incremental():
         "int_user_product_sessions",
         "int_sessions_per_hour",
         "int_source_volumes_daily",
+        "int_user_session_behavior",
     }
     for name in incremental:
         model = found[name]

@@ -10,7 +10,8 @@
 --   except those of a session that checks out only later orders (it belongs to the second order even when
 --   it began earlier); orders: the first only; a delivery counts as late or on time only if that was known
 --   before the second order (for a one-time buyer: by the run's clock).
--- Shipping events are the shop's, not the user's: they are no behaviour, and would stretch a session by days.
+-- The events' part (sessions, page views, carts) is int_user_session_behavior's, where the windows on events are
+-- defined; the orders' part, which the run's clock and every buyer's label move each day, is computed here.
 -- Ties (two orders in the same second) are broken by order_id, as everywhere a "first" is picked.
 with
 
@@ -18,11 +19,9 @@ users as (
     select * from {{ ref('stg_postgres__users') }}
 ),
 
-events as (
-    select * from {{ ref('stg_postgres__events') }}
-    where
-        user_id is not null
-        and event_type in ('page_view', 'add_to_cart', 'checkout')
+session_behavior as (
+    -- The part read from events, kept apart: a daily run recomputes it for the users whose events changed.
+    select * from {{ ref('int_user_session_behavior') }}
 ),
 
 orders as (
@@ -41,126 +40,17 @@ numbered_orders as (
     from orders
 ),
 
-order_checkouts as (
-    select
-        order_id,
-        min(created_at) as checked_out_at
-    from events
-    where event_type = 'checkout' and order_id is not null
-    group by order_id
-),
-
 buyers as (
     select
         first_orders.user_id,
         first_orders.order_id as first_order_id,
         first_orders.created_at as first_order_at,
-        -- The checkout event may be written a moment after the order row: the window takes in both.
-        greatest(first_orders.created_at, order_checkouts.checked_out_at) as window_end,
         second_orders.created_at as second_order_at,
         second_orders.order_id is not null as is_repeat_buyer
     from numbered_orders as first_orders
-    left join order_checkouts on first_orders.order_id = order_checkouts.order_id
     left join numbered_orders as second_orders
         on first_orders.user_id = second_orders.user_id and second_orders.order_number = 2
     where first_orders.order_number = 1
-),
-
-later_order_sessions as (
-    select events.session_id
-    from events
-    inner join buyers on events.user_id = buyers.user_id
-    where events.event_type = 'checkout' and events.order_id is not null
-    group by events.session_id, buyers.first_order_id
-    having bool_and(events.order_id != buyers.first_order_id)
-),
-
-scoped_events as (
-    select
-        'all_history' as behavior_scope,
-        user_id,
-        session_id,
-        event_type,
-        product_id,
-        created_at
-    from events
-    union all
-    select
-        'through_first_order' as behavior_scope,
-        events.user_id,
-        events.session_id,
-        events.event_type,
-        events.product_id,
-        events.created_at
-    from events
-    inner join buyers on events.user_id = buyers.user_id
-    where
-        events.created_at <= buyers.window_end
-        and not exists (
-            select 1 from later_order_sessions
-            where later_order_sessions.session_id = events.session_id
-        )
-),
-
-session_events as (
-    -- Each scoped event with its session's first add-to-cart: the session's aggregates below then read
-    -- the events once (a join back to them, to find the checkout after it, read and sorted them again).
-    select
-        *,
-        min(created_at) filter (where event_type = 'add_to_cart')
-            over (partition by behavior_scope, user_id, session_id)
-            as first_add_to_cart_at
-    from scoped_events
-),
-
-scoped_sessions as (
-    select
-        behavior_scope,
-        user_id,
-        session_id,
-        min(created_at) as started_at,
-        max(created_at) as ended_at,
-        count(*) filter (where event_type = 'page_view') as page_views,
-        count(*) filter (where event_type = 'add_to_cart') as add_to_carts,
-        count(*) filter (where event_type = 'checkout') as checkouts,
-        -- From the session's first add-to-cart to its first checkout at or after it. Events without a session id
-        -- form one group here but are no session: they have no such time.
-        extract(
-            epoch from
-            min(created_at) filter (
-                where event_type = 'checkout' and created_at >= first_add_to_cart_at and session_id is not null
-            )
-            - min(first_add_to_cart_at)
-        ) / 60 as minutes_cart_to_checkout
-    from session_events
-    group by behavior_scope, user_id, session_id
-),
-
-session_behavior as (
-    select
-        behavior_scope,
-        user_id,
-        count(*) as sessions,
-        sum(page_views)::bigint as page_views,
-        sum(add_to_carts)::bigint as add_to_carts,
-        count(*) filter (where add_to_carts > 0 and checkouts = 0) as carts_abandoned,
-        avg(extract(epoch from ended_at - started_at) / 60) as avg_session_minutes,
-        sum(extract(epoch from ended_at - started_at) / 60) as total_session_minutes,
-        percentile_cont(0.5) within group (
-            order by minutes_cart_to_checkout::double precision
-        ) as median_minutes_cart_to_checkout
-    from scoped_sessions
-    group by behavior_scope, user_id
-),
-
-viewed_products as (
-    select
-        behavior_scope,
-        user_id,
-        count(distinct product_id) as products_viewed
-    from scoped_events
-    where event_type = 'page_view'
-    group by behavior_scope, user_id
 ),
 
 scoped_orders as (
@@ -300,7 +190,7 @@ final as (
         coalesce(buyers.is_repeat_buyer, false) as is_repeat_buyer,
         coalesce(session_behavior.sessions, 0) as sessions,
         coalesce(session_behavior.page_views, 0) as page_views,
-        coalesce(viewed_products.products_viewed, 0) as products_viewed,
+        coalesce(session_behavior.products_viewed, 0) as products_viewed,
         coalesce(session_behavior.add_to_carts, 0) as add_to_carts,
         coalesce(session_behavior.carts_abandoned, 0) as carts_abandoned,
         round(session_behavior.avg_session_minutes, 4) as avg_session_minutes,
@@ -323,10 +213,6 @@ final as (
         on
             scoped_users.behavior_scope = session_behavior.behavior_scope
             and scoped_users.user_id = session_behavior.user_id
-    left join viewed_products
-        on
-            scoped_users.behavior_scope = viewed_products.behavior_scope
-            and scoped_users.user_id = viewed_products.user_id
     left join order_behavior
         on
             scoped_users.behavior_scope = order_behavior.behavior_scope

@@ -59,3 +59,37 @@ def test_built_marts_carry_the_docs_as_comments_and_every_column_is_documented(d
         assert columns == {c: str(t) for c, t in doc["columns"].items()}, name
         table_comment = db.execute("select obj_description(%s::regclass, 'pg_class')", (f"{layer}.{name}",)).fetchone()
         assert table_comment[0] == doc["description"]
+
+
+class _Recording:
+    """A cursor that keeps the text of every statement it runs."""
+
+    def __init__(self, cur) -> None:
+        self.cur, self.statements = cur, []
+
+    def execute(self, query, params=None):
+        self.statements.append(query if isinstance(query, str) else query.as_string(self.cur))
+        return self.cur.execute(query, params)
+
+
+@pytest.mark.db
+def test_comments_are_written_where_they_differ_only(db):
+    """A comment waits for autovacuum's lock on the table: a table whose comments are already right (an
+    incremental one, merged into every day) gets none; one edited in the warehouse is put back."""
+    name = "int_user_session_behavior"
+    doc = docs.load()[name]
+    columns = ", ".join(f"{c} text" for c in doc["columns"])
+    db.execute(f"create table public.documented ({columns}, undocumented text)")
+
+    def apply() -> list[str]:
+        recording = _Recording(db.cursor())
+        docs.apply_comments(recording, name, "public", "documented")
+        return [s for s in recording.statements if s.startswith("comment on")]
+
+    assert len(apply()) == 1 + len(doc["columns"])
+    assert apply() == []
+    db.execute("comment on column public.documented.user_id is 'edited by hand'")
+    [again] = apply()
+    assert "user_id" in again
+    comment = "select col_description('public.documented'::regclass, 2)"  # user_id, the second column
+    assert db.execute(comment).fetchone()[0] == doc["columns"]["user_id"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,7 +16,7 @@ from helpers import hashes
 
 from greenery import config, wap
 from greenery.dev import generator
-from greenery.materialize import build, relations
+from greenery.materialize import build, incremental, relations
 from greenery.project import models, render
 from greenery.sources import load as raw
 
@@ -350,3 +351,68 @@ def test_a_buyer_whose_first_order_moves_without_an_event_is_recomputed(after_tw
     incremental = hashes(conn, behavior)
     run_day(conn, day, full_refresh=True, tag="full")
     assert hashes(conn, behavior) == incremental
+
+
+def _table_scans(conn, table: str) -> int:
+    """Sequential scans of ``table`` so far, this session's included (flushed to the statistics first)."""
+    conn.execute("select pg_stat_force_next_flush()")
+    conn.execute("select pg_stat_clear_snapshot()")
+    return conn.execute("select seq_scan from pg_stat_user_tables where relid = %s::regclass", (table,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("step", [50, 5], ids=["small delta: key lookups", "large delta: the planner's join"])
+def test_a_merge_replaces_the_recomputed_keys_and_keeps_the_callers_planner_settings(db, step):
+    """The merge's key delete looks a small delta's keys up in the key's index (PostgreSQL's planner read the
+    whole published table for them); a larger delta is left to the planner. The same rows are published."""
+    model = models.Model(
+        "merged",
+        "public",
+        Path("merged.sql"),
+        "",
+        (),
+        (),
+        {"unique_key": ["id", "part"], "incremental_column": "seen_at", "indexes": [["id", "part"], "seen_at"]},
+    )
+    published, since = 200_000, dt.datetime(2021, 2, 10, tzinfo=dt.UTC)
+    # Row i was seen i minutes before since + 1 hour: ids 1-60 fall in the window the range delete replaces.
+    db.execute(
+        "create table merged as select i %% 7 as part, i as id, %s - i * interval '1 minute' as seen_at,"
+        " 'old' as version from generate_series(1, %s) as i",
+        (since + dt.timedelta(hours=1), published),
+    )
+    db.execute("create index on merged (id, part)")
+    db.execute("create index on merged (seen_at)")
+    db.execute("analyze merged")
+    db.execute(
+        "create table merged__delta as select part, id, %s as seen_at, 'new' as version from merged where id %% %s = 0",
+        (since + dt.timedelta(hours=2), step),
+    )
+    db.execute("analyze merged__delta")
+    recomputed = range(step, published + 1, step)
+    before = _table_scans(db, "merged")
+    with db.transaction():
+        db.execute("set local enable_mergejoin = off")  # the caller's own setting: kept
+        incremental.merge(db, model, "public.merged", "public.merged__delta", since)
+        settings = "select current_setting('enable_hashjoin'), current_setting('enable_mergejoin')"
+        assert db.execute(settings).fetchone() == ("on", "off")
+    if len(recomputed) * incremental.KEY_LOOKUP_RATIO < published:
+        assert _table_scans(db, "merged") == before, "looked up by key, not read whole"
+    versions = dict(db.execute("select version, count(*) from merged group by 1").fetchall())
+    assert versions == {"new": len(recomputed), "old": published - 60 - len([i for i in recomputed if i > 60])}
+
+
+def test_autovacuum_is_off_only_where_the_next_run_replaces_the_table(after_two_days):
+    """A table replaced whole every run (and analyzed by its build) is never vacuumed: autovacuum on it made
+    the publish wait 1 s per table. The tables merged into for good (incremental, daily partitions) keep it."""
+    conn = after_two_days
+    options = dict(
+        conn.execute(
+            "select n.nspname || '.' || c.relname, coalesce(c.reloptions, '{}') from pg_class as c"
+            " join pg_namespace as n on n.oid = c.relnamespace where c.relkind = 'r'"
+        ).fetchall()
+    )
+    for model in MODELS.values():
+        off = "autovacuum_enabled=false" in options[model.relation]
+        assert off is (model.materialized == "table"), (model.relation, options[model.relation])
+    quarantined = [name for name in options if name.startswith("quarantine.")]
+    assert quarantined and not any(options[name] for name in quarantined), "published quarantine keeps autovacuum"

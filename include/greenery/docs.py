@@ -47,16 +47,31 @@ def owner_of(model: str) -> dict | None:
 
 
 def apply_comments(cur, model_name: str, schema: str, table: str) -> None:
-    """COMMENT ON the table and its documented columns (inside the build's transaction)."""
+    """COMMENT ON the table and its documented columns (inside the build's transaction), where they differ.
+
+    Only where they differ: a comment takes a lock that waits for autovacuum (1 s, until PostgreSQL cancels it),
+    and an incremental table merged into by every run has its comments from its first publish.
+    """
     doc = load().get(model_name)
     if not doc:
         return
     ident = sql.Identifier(schema, table)
-    cur.execute(sql.SQL("comment on table {} is {}").format(ident, sql.Literal(doc.get("description", ""))))
-    for column, text in (doc.get("columns") or {}).items():
+    current = dict(
         cur.execute(
-            sql.SQL("comment on column {}.{} is {}").format(ident, sql.Identifier(column), sql.Literal(str(text)))
-        )
+            "select a.attname, col_description(a.attrelid, a.attnum) from pg_attribute as a"
+            " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
+            " union all select null, obj_description(%s::regclass, 'pg_class')",
+            (f"{schema}.{table}",) * 2,
+        ).fetchall()
+    )
+    wanted = doc.get("description", "")
+    if current.get(None) != wanted:
+        cur.execute(sql.SQL("comment on table {} is {}").format(ident, sql.Literal(wanted)))
+    for column, text in (doc.get("columns") or {}).items():
+        if current.get(column) != str(text):
+            cur.execute(
+                sql.SQL("comment on column {}.{} is {}").format(ident, sql.Identifier(column), sql.Literal(str(text)))
+            )
 
 
 def readme_section() -> str:

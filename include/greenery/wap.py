@@ -270,8 +270,7 @@ def _publish_model(conn, model: Model, build: Build) -> None:
     if delta is not None:
         # The build recomputed only recent rows: apply them to the published table.
         since = incremental_since(model, Interval.for_day(build.day))
-        for statement, params in incremental.merge_statements(model, target, delta, since):
-            conn.execute(statement, params)
+        incremental.merge(conn, model, target, delta, since)
         # Nothing may keep depending on the published table once this run is done.
         with conn.cursor() as cur:
             incremental.drop_build(cur, source)
@@ -297,6 +296,9 @@ def _publish_model(conn, model: Model, build: Build) -> None:
         _drop_build_views_on(conn, target)
         conn.execute(sql.SQL("drop table if exists {}").format(ident(target)))
         conn.execute(sql.SQL("alter table {} set schema {}").format(ident(source), sql.Identifier(model.layer)))
+        if model.materialized != "table":
+            # Built whole (a first or full-refresh run), merged into from now on: vacuumed like any table.
+            conn.execute(sql.SQL("alter table {} reset (autovacuum_enabled)").format(ident(target)))
     held_back = built_quarantine(conn, model, build)
     if held_back is not None:
         _publish_quarantine(conn, held_back, f"{QUARANTINE}.{model.name}", build.day)

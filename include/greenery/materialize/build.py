@@ -83,12 +83,11 @@ def _write_incremental(cur, target: Target, select: ModelSql | sql.Composable, s
     if target.in_place:
         delta = "pg_temp._greenery_delta"
         rows = _create_as(cur, sql.SQL("create temporary table _greenery_delta on commit drop as "), select)
-        for statement, params in incremental.merge_statements(target.model, target.relation, delta, since):
-            cur.execute(statement, params)
+        incremental.merge(cur, target.model, target.relation, delta, since)
         return rows
     delta = incremental.delta_relation(target.relation)
     incremental.drop_build(cur, target.relation)
-    rows = _create_as(cur, sql.SQL("create table {} as ").format(ident(delta)), select)
+    rows = _create_as(cur, sql.SQL("create table {} {} as ").format(ident(delta), relations.NO_AUTOVACUUM), select)
     cur.execute(sql.SQL("analyze {}").format(ident(delta)))
     cur.execute(incremental.merged_view(target.model, target.relation, delta, since))
     return rows
@@ -97,7 +96,12 @@ def _write_incremental(cur, target: Target, select: ModelSql | sql.Composable, s
 def _write_table(cur, target: Target, select: ModelSql | sql.Composable) -> int:
     staged = f"{target.relation}__next"
     cur.execute(sql.SQL("drop table if exists {}").format(ident(staged)))
-    rows = _create_as(cur, sql.SQL("create table {} as ").format(ident(staged)), select)
+    # A table the next run replaces whole is never updated, and the build analyzes it: autovacuum would only
+    # hold a lock on it that the publish (or the next run's drop) waits for. An incremental model's table is
+    # merged into for good: the publish turns autovacuum back on once it has moved it (wap.py).
+    replaced = target.model.materialized == "table"
+    options = relations.NO_AUTOVACUUM if replaced or not target.in_place else sql.SQL("")
+    rows = _create_as(cur, sql.SQL("create table {} {} as ").format(ident(staged), options), select)
     relations.create_indexes(cur, target.model, staged)
     if target.model.materialized == "incremental" and not target.in_place:
         incremental.drop_build(cur, target.relation)

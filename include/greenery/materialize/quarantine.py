@@ -11,7 +11,7 @@ import datetime as dt
 
 from psycopg import sql
 
-from greenery.materialize.relations import ident
+from greenery.materialize.relations import NO_AUTOVACUUM, ident
 from greenery.project.models import Model
 
 SCHEMA = "quarantine"
@@ -55,9 +55,15 @@ def split(
         cur.execute(sql.SQL("drop table if exists {}").format(ident(table)))
     cur.execute(
         sql.SQL(
-            "create table if not exists {} as select null::date as logical_date, null::text as run_id,"
+            "create table if not exists {} {} as select null::date as logical_date, null::text as run_id,"
             " null::text as rule, null::timestamptz as quarantined_at, {} from {} with no data"
-        ).format(ident(table), kept, sql.Identifier(CANDIDATE))
+        ).format(
+            ident(table),
+            # The run's own table, moved into the published one and dropped by the publish.
+            NO_AUTOVACUUM if whole_table else sql.SQL(""),
+            kept,
+            sql.Identifier(CANDIDATE),
+        )
     )
     if not whole_table:
         cur.execute(sql.SQL("delete from {} where logical_date = %s").format(ident(table)), (day,))

@@ -81,7 +81,9 @@ def api_server(
     log_path = tmp_path / "api-server.log"
     log = log_path.open("wb")
     server = subprocess.Popen(
-        [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        # No task runs against this server: without the Task Execution API (its versioned routes) it starts on
+        # 7.3-8.0 s of CPU instead of 8.6-9.8 s (2026-12-01, two starts each).
+        [airflow, "api-server", "--apps", "core", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

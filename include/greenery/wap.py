@@ -296,7 +296,7 @@ def _publish_model(conn, model: Model, build: Build) -> None:
         _drop_build_views_on(conn, target)
         conn.execute(sql.SQL("drop table if exists {}").format(ident(target)))
         conn.execute(sql.SQL("alter table {} set schema {}").format(ident(source), sql.Identifier(model.layer)))
-        if model.materialized != "table":
+        if not relations.replaced_whole(model):
             # Built whole (a first or full-refresh run), merged into from now on: vacuumed like any table.
             conn.execute(sql.SQL("alter table {} reset (autovacuum_enabled)").format(ident(target)))
     held_back = built_quarantine(conn, model, build)

@@ -99,8 +99,7 @@ def _write_table(cur, target: Target, select: ModelSql | sql.Composable) -> int:
     # A table the next run replaces whole is never updated, and the build analyzes it: autovacuum would only
     # hold a lock on it that the publish (or the next run's drop) waits for. An incremental model's table is
     # merged into for good: the publish turns autovacuum back on once it has moved it (wap.py).
-    replaced = target.model.materialized == "table"
-    options = relations.NO_AUTOVACUUM if replaced or not target.in_place else sql.SQL("")
+    options = relations.NO_AUTOVACUUM if relations.replaced_whole(target.model) or not target.in_place else sql.SQL("")
     rows = _create_as(cur, sql.SQL("create table {} {} as ").format(ident(staged), options), select)
     relations.create_indexes(cur, target.model, staged)
     if target.model.materialized == "incremental" and not target.in_place:

@@ -16,6 +16,12 @@ from greenery.project.models import Model
 NO_AUTOVACUUM = sql.SQL("with (autovacuum_enabled = false)")
 
 
+def replaced_whole(model: Model) -> bool:
+    """Whether every run builds the model's table whole and publish swaps it in (nothing updates it afterwards):
+    such a table keeps NO_AUTOVACUUM; a table merged into (incremental, daily, snapshot) gets autovacuum."""
+    return model.materialized == "table"
+
+
 def ident(relation: str) -> sql.Identifier:
     """``schema.table`` as a quoted identifier."""
     schema, _, table = relation.partition(".")

@@ -3,6 +3,7 @@ records every request a page makes to it (for tests of what a browser does with 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.server
 import json
@@ -262,6 +263,46 @@ class DevTools:
                 self.events.append(json.loads(self._ws.recv(timeout=left)))
             except TimeoutError:
                 break
+
+    def screenshot(self, url: str, png: Path, *, size=(1280, 900), quiet_s: float = 1.5, timeout_s: float = 60) -> list:
+        """Open ``url``, wait in real time for its load event and then for ``quiet_s`` without a request in
+        flight (``timeout_s`` at most in all), save the viewport as a PNG at ``png``; return the URLs still
+        loading when it was taken.
+
+        Real time, not ``--virtual-time-budget``: headless Chromium stops its virtual time while a fetch is
+        pending, and under the whole suite's load it never ended on Airflow's own run page (twice in clean-clone
+        CI, 2026-12-01). Here a request that never ends costs ``timeout_s`` and is named, and the shot is taken.
+        """
+        self.send("Page.enable")
+        self.send("Network.enable")
+        self.send(
+            "Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1, mobile=False
+        )
+        seen = len(self.events)
+        self.send("Page.navigate", url=url)
+        in_flight: dict[str, str] = {}
+        loaded, quiet_since = False, None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.wait(0.2)
+            for event in self.events[seen:]:
+                method, params = event.get("method"), event.get("params", {})
+                # Over the network only: Airflow's run page loads a blob: URL that never reports its end.
+                if method == "Network.requestWillBeSent" and params["request"]["url"].startswith("http"):
+                    in_flight[params["requestId"]] = params["request"]["url"]
+                elif method in ("Network.loadingFinished", "Network.loadingFailed"):
+                    in_flight.pop(params["requestId"], None)
+                elif method == "Page.loadEventFired":
+                    loaded = True
+            seen = len(self.events)
+            if not loaded or in_flight:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                break
+        png.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"]))
+        return sorted(in_flight.values()) if loaded else [url, *sorted(in_flight.values())]
 
     def responses(self) -> list[tuple[str, int]]:
         return [

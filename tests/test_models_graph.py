@@ -42,9 +42,17 @@ EXPECTED_REFS = {
         "int_sessions_per_hour",
         "snap_orders",
     },
+    # One definition of a buyer's first order, which both parts cut their history at.
+    "int_buyers": {"int_orders"},
     # The events' part apart (incremental per user), the orders' part recomputed whole each day.
-    "int_user_session_behavior": {"stg_postgres__events", "int_orders"},
-    "int_user_behavior": {"stg_postgres__users", "int_user_session_behavior", "int_orders", "int_order_items"},
+    "int_user_session_behavior": {"stg_postgres__events", "int_buyers"},
+    "int_user_behavior": {
+        "stg_postgres__users",
+        "int_buyers",
+        "int_user_session_behavior",
+        "int_orders",
+        "int_order_items",
+    },
     "fact_user_behavior": {"int_user_behavior"},
     "repurchase_indicators": {"int_user_behavior"},
     # The day's sessions (int_user_sessions is indexed on their start), then their events.

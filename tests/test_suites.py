@@ -321,6 +321,17 @@ DEFECTS = {
         "update raw.promos set status = 'paused' where promo_id = 'task-force'",
         ("staging.stg_postgres__promos", "expect_column_values_to_be_in_set", "promo_status", "task-force"),
     ),
+    # A buyer's first order, defined once (int_buyers): checked against every order of the buyer.
+    "first order not the earliest": (
+        "update intermediate.int_buyers set (first_order_id, first_order_at, second_order_id, second_order_at)"
+        f" = (second_order_id, second_order_at, first_order_id, first_order_at) where user_id = '{BUYER}'",
+        ("intermediate.int_buyers", "unexpected_rows_expectation", "comes before their first order", BUYER),
+    ),
+    "repeat buyer labelled one-time": (
+        "update intermediate.int_buyers set (is_repeat_buyer, second_order_id, second_order_at) = (false, null, null)"
+        f" where user_id = '{BUYER}'",
+        ("intermediate.int_buyers", "unexpected_rows_expectation", "a one-time buyer has no other order", BUYER),
+    ),
     # The analytics marts: a buyer counted without orders, a p-value out of range, a funnel that widens.
     "buyer without orders": (
         f"update marts.fact_user_behavior set orders = 0 where user_id = '{BUYER}'",

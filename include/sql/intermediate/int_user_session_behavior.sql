@@ -19,19 +19,12 @@
 -- stops being a buyer keeps a through_first_order row here, which int_user_behavior (buyers only) never reads.
 with
 
-orders as (
-    select
-        order_id,
-        user_id,
-        created_at,
-        row_number() over (partition by user_id order by created_at, order_id) as order_number
-    from {{ ref('int_orders') }}
-    where user_id is not null
-),
-
 first_orders as (
-    select * from orders
-    where order_number = 1
+    select
+        user_id,
+        first_order_id as order_id,
+        first_order_at as created_at
+    from {{ ref('int_buyers') }}
 ),
 
 first_order_checkouts as (

@@ -12,7 +12,7 @@
 --   before the second order (for a one-time buyer: by the run's clock).
 -- The events' part (sessions, page views, carts) is int_user_session_behavior's, where the windows on events are
 -- defined; the orders' part, which the run's clock and every buyer's label move each day, is computed here.
--- Ties (two orders in the same second) are broken by order_id, as everywhere a "first" is picked.
+-- A buyer's first and second orders are int_buyers'.
 with
 
 users as (
@@ -33,24 +33,8 @@ order_items as (
     select * from {{ ref('int_order_items') }}
 ),
 
-numbered_orders as (
-    select
-        *,
-        row_number() over (partition by user_id order by created_at, order_id) as order_number
-    from orders
-),
-
 buyers as (
-    select
-        first_orders.user_id,
-        first_orders.order_id as first_order_id,
-        first_orders.created_at as first_order_at,
-        second_orders.created_at as second_order_at,
-        second_orders.order_id is not null as is_repeat_buyer
-    from numbered_orders as first_orders
-    left join numbered_orders as second_orders
-        on first_orders.user_id = second_orders.user_id and second_orders.order_number = 2
-    where first_orders.order_number = 1
+    select * from {{ ref('int_buyers') }}
 ),
 
 scoped_orders as (

@@ -47,24 +47,27 @@ observations as (
     ) as measures (indicator, is_binary, value)
 ),
 
-ranked as (
+tie_groups as (
+    -- Each distinct value of an indicator once, with how many buyers have it (and how many of them repeat).
     select
         indicator,
-        is_repeat_buyer,
         value,
-        -- Tied values share the mean of the ranks they span; rank() gives the lowest of them.
-        rank() over (partition by indicator order by value)
-        + (count(*) over (partition by indicator, value) - 1) / 2.0 as value_rank
+        count(*) as tied,
+        count(*) filter (where is_repeat_buyer) as repeat_tied
     from observations
     where value is not null
+    group by indicator, value
 ),
 
-tie_groups as (
+ranked as (
+    -- Tied values share the mean of the ranks they span: after every smaller value, ranks 1 to tied.
+    -- Ranked per distinct value, not per buyer: one sort of the distinct values instead of every observation.
     select
         indicator,
-        count(*) as tied
-    from ranked
-    group by indicator, value
+        repeat_tied,
+        coalesce(sum(tied) over (partition by indicator order by value rows unbounded preceding) - tied, 0)
+        + 1 + (tied - 1) / 2.0 as value_rank
+    from tie_groups
 ),
 
 ties as (
@@ -78,7 +81,8 @@ ties as (
 rank_sums as (
     select
         indicator,
-        coalesce(sum(value_rank) filter (where is_repeat_buyer), 0) as repeat_rank_sum
+        -- Filtered as a sum over repeat buyers' ranks would be: without one, no sum (0, not 0.0...0).
+        coalesce(sum(value_rank * repeat_tied) filter (where repeat_tied > 0), 0) as repeat_rank_sum
     from ranked
     group by indicator
 ),

@@ -162,6 +162,43 @@ def test_queries_name_tables_through_ref_only():
             assert not re.search(rf"\b({'|'.join(schemas)})\.", query), f"{name}: hard-coded schema in {query}"
 
 
+def _plan_nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _plan_nodes(child)
+
+
+@pytest.mark.db
+def test_no_query_check_runs_a_subquery_per_row(published_url):
+    """PostgreSQL runs a correlated subquery it cannot turn into a join (e.g. two NOT EXISTS joined by OR) once
+    per row of the table: int_buyers' first version of such a check ran for over 14 minutes at scale 1000, where
+    the tests' small data showed nothing. Every query check is planned here on the published real data, as GX
+    sends it: none may hold a plain SubPlan (a hashed one, or an InitPlan run once, is fine), but on the tables of
+    a row per day (their key has the day), where a lookup per row is one per day."""
+    per_row = []
+    daily = {name for name, m in MODELS.items() if {"date", "day", "as_of_date"} & set(m.table_key)}
+    assert daily >= {"fact_funnel_daily", "int_source_volumes_daily", "metrics_daily"}, daily
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        for name, suite in ((n, s) for n, s in SUITES.items() if n not in daily):
+            for e in suite.expectations:
+                query = e["kwargs"].get("unexpected_rows_query")
+                if query is None:
+                    continue
+                text = suites.resolve_refs(
+                    query,
+                    lambda n: MODELS[n].relation,
+                    {"run_date": "current_date", "published": lambda n: MODELS[n].relation},
+                )
+                text = text.replace("{batch}", f"(select * from {MODELS[name].relation} where true) as subselect")
+                [[plan]] = conn.execute(f"explain (format json) {text}").fetchone()
+                per_row += [
+                    (name, e["description"])
+                    for node in _plan_nodes(plan["Plan"])
+                    if node.get("Parent Relationship") == "SubPlan" and not node["Subplan Name"].startswith("hashed")
+                ]
+    assert per_row == [], per_row
+
+
 def test_every_suite_file_round_trips_through_gx_unchanged():
     import great_expectations as gx
 

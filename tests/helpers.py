@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 from psycopg import sql
 
 from greenery import wap
+from greenery.checks import suites as suite_files
+from greenery.checks.summary import UNEXPECTED_ROWS
 from greenery.project import models
 
 
@@ -53,6 +55,25 @@ def rows(conn, query: str, params=None) -> list[dict]:
     cur = conn.execute(query, params)
     names = [c.name for c in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def query_checks(suites: Mapping[str, suite_files.SuiteFile]) -> Iterator[tuple[str, dict, str]]:
+    """Each query check (unexpected_rows_expectation) of ``suites``: its model, the expectation, and its query as an
+    ad-hoc ``gx.validate`` renders it (refs to the published tables, anomaly checks as of today; ``{batch}`` kept)."""
+    found = _models()
+
+    def published(name: str) -> str:
+        return found[name].relation
+
+    for name, suite in suites.items():
+        for expectation in suite.expectations:
+            if expectation["type"] == UNEXPECTED_ROWS:
+                query = expectation["kwargs"]["unexpected_rows_query"]
+                yield (
+                    name,
+                    expectation,
+                    suite_files.resolve_refs(query, published, {"run_date": "current_date", "published": published}),
+                )
 
 
 def run_day_without_airflow(conn, day: dt.date, run_id: str | None = None) -> wap.Build:

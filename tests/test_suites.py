@@ -20,6 +20,7 @@ from pathlib import Path
 import known_data
 import psycopg
 import pytest
+from helpers import query_checks
 
 from greenery import config, warehouse
 from greenery.checks import docs_pages, root_causes, suites
@@ -179,23 +180,14 @@ def test_no_query_check_runs_a_subquery_per_row(published_url):
     daily = {name for name, m in MODELS.items() if {"date", "day", "as_of_date"} & set(m.table_key)}
     assert daily >= {"fact_funnel_daily", "int_source_volumes_daily", "metrics_daily"}, daily
     with psycopg.connect(published_url, autocommit=True) as conn:
-        for name, suite in ((n, s) for n, s in SUITES.items() if n not in daily):
-            for e in suite.expectations:
-                query = e["kwargs"].get("unexpected_rows_query")
-                if query is None:
-                    continue
-                text = suites.resolve_refs(
-                    query,
-                    lambda n: MODELS[n].relation,
-                    {"run_date": "current_date", "published": lambda n: MODELS[n].relation},
-                )
-                text = text.replace("{batch}", f"(select * from {MODELS[name].relation} where true) as subselect")
-                [[plan]] = conn.execute(f"explain (format json) {text}").fetchone()
-                per_row += [
-                    (name, e["description"])
-                    for node in _plan_nodes(plan["Plan"])
-                    if node.get("Parent Relationship") == "SubPlan" and not node["Subplan Name"].startswith("hashed")
-                ]
+        for name, e, query in query_checks({n: s for n, s in SUITES.items() if n not in daily}):
+            text = query.replace("{batch}", f"(select * from {MODELS[name].relation} where true) as subselect")
+            [[plan]] = conn.execute(f"explain (format json) {text}").fetchone()
+            per_row += [
+                (name, e["description"])
+                for node in _plan_nodes(plan["Plan"])
+                if node.get("Parent Relationship") == "SubPlan" and not node["Subplan Name"].startswith("hashed")
+            ]
     assert per_row == [], per_row
 
 

@@ -21,6 +21,7 @@ import known_data
 import psycopg
 import pytest
 import sqlalchemy as sa
+from helpers import query_checks
 
 from greenery import locks, warehouse
 from greenery.checks import docs_pages, paths, suites, summary
@@ -200,19 +201,7 @@ def test_a_clean_run_asks_no_detail_and_runs_each_query_check_twice(clean):
     assert any(limit == 0 and "unexpected_values" in text for text, limit in statements)
     assert statements.detail_queries() == [], "nothing failed: no query may fetch offending rows"
     # The price of GX's own UnexpectedRowsExpectation: its query runs twice (counted, then fetched).
-    queries = [
-        (
-            suites.resolve_refs(
-                e["kwargs"]["unexpected_rows_query"],
-                lambda n: MODELS[n].relation,
-                {"run_date": "current_date", "published": lambda n: MODELS[n].relation},
-            ),
-            MODELS[name],
-        )
-        for name, s in SUITES.items()
-        for e in s.expectations
-        if e["type"] == summary.UNEXPECTED_ROWS
-    ]
+    queries = [(query, MODELS[name]) for name, _, query in query_checks(SUITES)]
     assert queries and {q: statements.runs_of(q, m.relation) for q, m in queries} == {q: 2 for q, _ in queries}
 
 

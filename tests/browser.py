@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 
 import pytest
@@ -139,15 +138,7 @@ def chromium(url: str, profile: Path, *, screenshot: Path | None = None, size=(1
         *output,
         url,
     ]
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=90)
-    except subprocess.TimeoutExpired as exc:
-        # Headless Chromium stops its virtual time while a fetch is pending, and once (2026-12-01, a clean-clone
-        # CI on a loaded machine) never ended on the Airflow UI's run page, which the same run had served. One
-        # more try, with a fresh profile: a page that hangs twice fails the test.
-        warnings.warn(f"chromium hung on {url} for {exc.timeout} s; trying once more", stacklevel=2)
-        shutil.rmtree(profile, ignore_errors=True)
-        return subprocess.run(command, capture_output=True, text=True, timeout=90)
+    return subprocess.run(command, capture_output=True, text=True, timeout=90)
 
 
 def login_token(base: str, username: str, password: str) -> str:

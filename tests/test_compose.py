@@ -131,6 +131,36 @@ def test_every_command_on_the_airflow_image_is_one_airflow_3_accepts():
     assert lexed == [["f"], ["a", "x"], ["c"]]
 
 
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """(where, argv) of each `airflow` and `greenery` command the README's bash blocks and the DAG's notes tell
+    people to run. Placeholders are resolved as a reader would: ``[...]`` left out, ``a|b`` each tried."""
+    readme = (PROJECT_DIR / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    lines = [("README.md", line) for block in blocks for line in block.splitlines()]
+    dag_notes = (PROJECT_DIR / "dags" / "greenery_daily.py").read_text()
+    lines += [("dags/greenery_daily.py", m) for m in re.findall(r"`((?:airflow|greenery) [^`]+)`", dag_notes)]
+    found = []
+    for where, line in lines:
+        words = re.sub(r"\[[^]]*\]", "", line.split("#", 1)[0]).split()
+        if words[:1] in ([".venv/bin/greenery"], ["greenery"]):
+            words = ["python", "-m", "greenery.cli", *words[1:]]
+        elif words[:1] != ["airflow"]:
+            continue
+        for choice in itertools.product(*(word.split("|") for word in words)):
+            found.append((where, list(choice)))
+    return found
+
+
+def test_every_airflow_and_greenery_command_the_docs_give_is_one_that_parses():
+    """The README once told users to backfill with Airflow 2's `airflow dags backfill`, which Airflow 3 has no more."""
+    found = documented_commands()
+    assert any(argv[:2] == ["airflow", "backfill"] for _, argv in found), found  # the backfill is among them
+    assert sum(argv[0] == "python" for _, argv in found) >= 8, found
+    problems = [f"{where}: {' '.join(argv)!r}: {p}" for where, argv in found if (p := problem_with(argv))]
+    assert not problems, "\n".join(problems)
+    assert problem_with(["airflow", "dags", "backfill", "greenery_daily"]).startswith("exit 2")  # the check bites
+
+
 def test_airflow_settings_are_core_options_and_the_components_meet():
     from airflow.configuration import retrieve_configuration_description
 

@@ -113,7 +113,24 @@ def failing_summary() -> dict:
             "error": None,
         },
     ]
-    return _summary(NEW_RUN, "2024-03-02", suites, failures, {"stg_postgres__orders": 3, "stg_postgres__products": 1})
+    quarantined = {"stg_postgres__orders": 3, "stg_postgres__products": 1}
+    summary = _summary(NEW_RUN, "2024-03-02", suites, failures, quarantined)
+    # An info result (checks/summary.py: listed, never alerting), as the anomaly checks give with little history.
+    summary["notes"] = [
+        {
+            "suite": "int_source_volumes_daily",
+            "table": f"{build.schema('intermediate')}.int_source_volumes_daily",
+            "column": None,
+            "expectation": "unexpected_rows_expectation",
+            "severity": "info",
+            "description": f"volume anomalies: fewer than 7 days of history <b>{NASTY_KEY}</b>",
+            "observed_value": 1,
+            "unexpected_count": 1,
+            "sample_keys": [],
+            "error": None,
+        }
+    ]
+    return summary
 
 
 def record_two_runs(url: str) -> None:
@@ -215,6 +232,9 @@ def test_page_shows_latest_run_tables_failures_and_quarantine(warehouse_url, sto
     assert css.status_code == 200 and 'font:14px/1.45 -apple-system, BlinkMacSystemFont, "Segoe UI"' in css.text
     assert "script-src" not in response.headers["content-security-policy"]
     assert "default-src 'none'" in response.headers["content-security-policy"]
+    # the run's info results are listed, escaped, and counted as nothing else
+    assert "For information" in page and "volume anomalies: fewer than 7 days of history" in page
+    assert "intermediate.int_source_volumes_daily" in page and "<b>" not in page
     # quarantine, Data Docs link, history
     assert "stg_postgres__products" in page and "rows quarantined" in page
     assert 'href="docs/"' in page
@@ -253,6 +273,8 @@ def test_latest_json_has_each_tables_latest_result(warehouse_url, stored_docs):
     metrics = tables["marts.metrics_daily"]
     assert (metrics["status"], metrics["run_id"], metrics["failures"]) == ("passed", OLD_RUN, [])
     assert [t["status"] for t in body["tables"]] == ["failed", "warning", "passed"]
+    [note] = body["notes"]
+    assert note["severity"] == "info" and note["table"] == "intermediate.int_source_volumes_daily"
 
 
 @pytest.mark.db
@@ -353,6 +375,7 @@ def test_clean_latest_run_is_shown_as_published(warehouse_url, stored_docs):
     page = client().get("/data-quality/").text
     assert "Every check passed; readers see this run." in page and "No failing checks." in page
     assert "No rows were quarantined." in page
+    assert "For information" not in page  # no info result in this run
 
 
 def _closed_port() -> int:
@@ -396,6 +419,38 @@ def test_requests_without_an_airflow_login_are_refused():
     deep = app.get("/data-quality/docs/validations/run.html", headers={"Accept": "text/html"})
     assert deep.status_code == 401 and '<a href="../../../">Open Airflow</a>' in deep.text
     assert app.get("/data-quality/icon.svg").status_code == 200  # the nav icon is public
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["no read access", "read access"])
+def test_a_signed_in_user_needs_read_access_to_the_dags_runs(allowed, monkeypatch):
+    """Signed in is not enough (README: the view asks the auth manager for read access to greenery_daily's runs)."""
+    from airflow.api_fastapi import app as airflow_app
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    asked = []
+
+    class AuthManager:
+        def is_authorized_dag(self, *, method, access_entity, details, user):
+            asked.append((method, access_entity.name, details.id, user))
+            return allowed
+
+    monkeypatch.setattr(airflow_app, "get_auth_manager", lambda: AuthManager())
+    view = quality_view.create_app(require_auth=True)
+    view.dependency_overrides[get_user] = lambda: "ana"  # signed in: Airflow's JWT check passed
+    root = FastAPI()
+    root.mount("/data-quality", view)
+    app = TestClient(root)
+    response = app.get("/data-quality/api/latest")
+    page = app.get("/data-quality/", headers={"Accept": "text/html"})
+    assert asked == [("GET", "RUN", "greenery_daily", "ana")] * 2
+    if allowed:  # let through to the warehouse, which this test has none of
+        assert response.status_code == 503 and page.status_code == 503
+    else:
+        assert response.status_code == 403
+        assert response.json() == {"detail": "Forbidden: you may not read the runs of DAG greenery_daily"}
+        assert page.status_code == 403 and "Not allowed" in page.text and "greenery_daily" in page.text
 
 
 # ---------------------------------------------------------------------------------------------------

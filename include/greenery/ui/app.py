@@ -157,6 +157,7 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
             "serving": data["serving"],
             "tables": data["tables"],
             "root_causes": data["root_causes"],
+            "notes": data["notes"],
             "task_failures": data["task_failures"],
             "quarantined": data["quarantined"],
             "data_docs": "docs/index.html" if docs else None,

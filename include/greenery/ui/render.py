@@ -102,6 +102,7 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
         tables=data["tables"],
         failures=data["failures"],
         root_causes=data.get("root_causes") or [],
+        notes=data.get("notes") or [],
         task_failures=data.get("task_failures") or [],
         run_link=_run_link(run),
         run_failures_shown=sum(len(t["failures"]) for t in data["tables"] if t.get("in_latest_run")),

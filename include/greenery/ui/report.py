@@ -184,6 +184,12 @@ def run_record(conn, run_id: str) -> tuple[dict[str, Any], dict[str, Any]] | Non
     return run, summary
 
 
+def _notes(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's *info* results (never alerting: e.g. too little history for the anomaly checks)."""
+    notes = summary.get("notes")
+    return [_failure(n) for n in notes if isinstance(n, dict)] if isinstance(notes, list) else []
+
+
 def _causes(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The root causes a run recorded (runs recorded before grouping existed have none)."""
     causes = summary.get("root_causes")
@@ -205,11 +211,12 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         serving = {**last, "published_at": _utc(last["published_at"])}
     latest = runs[0] if runs else None
     causes: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
     if runs:
         picked = run_record(conn, run_id or latest["run_id"])
         if picked is None:
             raise UnknownRunError(f"no validation recorded for run {run_id!r}")
-        latest, causes = picked[0], _causes(picked[1])
+        latest, causes, notes = picked[0], _causes(picked[1]), _notes(picked[1])
     for table in tables:
         table["in_latest_run"] = latest is not None and table["run_id"] == latest["run_id"]
     failures = [f for t in tables for f in t["failures"]]
@@ -221,6 +228,7 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         "tables": tables,
         "failures": failures,
         "root_causes": causes,
+        "notes": notes,
         "task_failures": [{**f, "failed_at": _utc(f["failed_at"])} for f in audit.task_failures(conn, latest["run_id"])]
         if latest
         else [],

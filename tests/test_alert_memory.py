@@ -124,6 +124,25 @@ def test_an_unchanged_warning_is_not_sent_again_within_the_window_but_is_after_i
     assert len(slack.webhook_posts()) == 3
 
 
+@pytest.mark.parametrize(("window_hours", "aged_hours", "sent_again"), [(1, 2, True), (48, 25, False)])
+def test_the_window_is_the_setting_not_a_fixed_day(
+    slack, warehouse_url, monkeypatch, window_hours, aged_hours, sent_again
+):
+    """GREENERY_ALERT_SUPPRESS_HOURS is the window: an hour's window lets a warning of two hours ago out again, two
+    days' hold one of yesterday back (a fixed 24 h would do the opposite both times)."""
+    monkeypatch.setenv("GREENERY_ALERT_SUPPRESS_HOURS", str(window_hours))
+    alert_task(summary("2021-02-12", "first", [WARNING]))
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        aged = "update greenery_audit.alerts_sent set sent_at = sent_at - make_interval(hours => %s)"
+        conn.execute(aged, (aged_hours,))
+    if sent_again:
+        alert_task(summary("2021-02-13", "second", [WARNING]))
+    else:
+        with pytest.raises(AirflowSkipException, match="suppressed"):
+            alert_task(summary("2021-02-13", "second", [WARNING]))
+    assert len(slack.webhook_posts()) == (2 if sent_again else 1)
+
+
 def test_another_query_check_of_the_table_failing_is_news_not_a_repeat(slack, monkeypatch):
     """Query checks have no column: one failing after another of the same table, with the same count, is sent."""
     monkeypatch.setenv("GREENERY_ALERT_SUPPRESS_HOURS", "24")

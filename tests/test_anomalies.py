@@ -29,13 +29,13 @@ def generated(tmp_path_factory):
     return folder
 
 
-def drop_most_orders_of(conn, day: dt.date) -> None:
+def drop_most_orders_of(conn, day: dt.date, kept: int = KEPT) -> None:
     """The day's orders vanish but a few, with their lines and checkout events (what a broken extract does)."""
     gone = (
         "select order_id from raw.orders where created_at >= %(d)s and created_at < %(d)s + interval '1 day'"
         " order by order_id offset %(kept)s"
     )
-    params = {"d": dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), "kept": KEPT}
+    params = {"d": dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), "kept": kept}
     conn.execute(f"delete from raw.events where order_id in ({gone})", params)
     conn.execute(f"delete from raw.order_items where order_id in ({gone})", params)
     conn.execute(f"delete from raw.orders where order_id in ({gone})", params)
@@ -89,3 +89,37 @@ def test_a_sudden_volume_drop_pages_on_its_day_only_with_the_expected_range(
     after = local_airflow.run_day(DROP_DAY + dt.timedelta(days=1), dag=airflow_dag)
     assert after.state == "success"
     assert len(anomaly_alerts(slack)) == 1  # nothing new
+
+
+def test_a_smaller_drop_3_to_5_spreads_is_a_warning_that_does_not_block(warehouse_url, generated, tmp_path):
+    """The warning band (README, Anomaly checks): the day's orders 4 spreads under the mean of the 28 days before.
+    Built and validated as the DAG's tasks do (the volumes suite, the run's day as run_date), without Airflow."""
+    from helpers import run_day_without_airflow
+
+    from greenery import warehouse
+    from greenery.checks import gx
+    from greenery.checks import suites as suite_files
+    from greenery.project import models
+    from greenery.project.render import sql_literal
+
+    found = models.discover()
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        load.load_dir(conn, generated)
+        run_day_without_airflow(conn, DROP_DAY, "history")
+        mean, spread = conn.execute(
+            "select avg(row_count), greatest(coalesce(stddev_samp(row_count), 0), avg(row_count) * 0.1, 1)"
+            " from intermediate.int_source_volumes_daily where source_table = 'orders' and day >= %s and day < %s",
+            (DROP_DAY - dt.timedelta(days=28), DROP_DAY),
+        ).fetchone()
+        kept = round(float(mean) - 4 * float(spread))
+        assert 0 < kept < mean
+        drop_most_orders_of(conn, DROP_DAY, kept)
+        run_day_without_airflow(conn, DROP_DAY, "dropped")
+    suites = {"int_source_volumes_daily": suite_files.load_suites(found)["int_source_volumes_daily"]}
+    summary = gx.validate(
+        warehouse.sqlalchemy_url(), found, suites, gx_dir=tmp_path / "gx", variables={"run_date": sql_literal(DROP_DAY)}
+    )
+    assert not summary["blocking"] and summary["failed_critical"] == 0, summary["failures"]
+    [warning] = summary["failures"]
+    assert warning["severity"] == "warning" and "3 to 5 spreads" in warning["description"]
+    assert f"orders on {DROP_DAY}: {kept} rows; expected " in json.dumps(warning["sample_keys"])

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "include" / "greenery"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PACKAGE = PROJECT_DIR / "include" / "greenery"
 DAG_FILE = PACKAGE.parent.parent / "dags" / "greenery_daily.py"
 MAX_MODULE_LINES = 400
 
@@ -117,3 +118,19 @@ def test_the_dag_file_only_wires():
             assert len(body) <= 1, f"{node.name} holds logic"
             imports = [n for n in node.body if isinstance(n, ast.ImportFrom)]
             assert all(i.module == "greenery.tasks" for i in imports), node.name
+
+
+def test_the_defaults_the_readme_gives_are_the_ones_config_has():
+    """Each "`GREENERY_X` (default V)" of the README: setting V changes no setting, setting another value does."""
+    import re
+
+    from greenery import config
+
+    readme = (PROJECT_DIR / "README.md").read_text()
+    documented = dict(re.findall(r"`(GREENERY_[A-Z_]+)`,? \(?default ([0-9](?:[0-9.-]*[0-9])?)", readme))
+    assert {"GREENERY_BUILD_TTL_HOURS", "GREENERY_ALERT_RETRIES", "GREENERY_TASK_TIMEOUT_MINUTES"} <= set(documented)
+    defaults = config.get({})
+    for name, value in documented.items():
+        assert config.get({name: value}) == defaults, f"README: {name} defaults to {value}; config.py disagrees"
+        other = "2020-01-01" if "-" in value else str(int(value) + 1) if value.isdigit() else str(float(value) + 1)
+        assert config.get({name: other}) != defaults, f"{name} is not read by config.get"

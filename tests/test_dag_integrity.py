@@ -132,6 +132,25 @@ def test_schedule_owner_retries_tags_docs(dag):
         assert task.retry_exponential_backoff, task.task_id
 
 
+def test_retries_and_timeouts_are_the_settings_read_when_the_dag_is_parsed(monkeypatch):
+    """GREENERY_RETRIES, GREENERY_TASK_TIMEOUT_MINUTES and GREENERY_ALERT_RETRIES (README) reach the tasks: the DAG
+    parsed with other values than the tests' own (conftest.py) carries those."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("GREENERY_RETRIES", "4")
+    monkeypatch.setenv("GREENERY_TASK_TIMEOUT_MINUTES", "7.5")
+    monkeypatch.setenv("GREENERY_ALERT_RETRIES", "6")
+    bag = DagBag(dag_folder=str(DAGS_DIR / "greenery_daily.py"))
+    assert bag.import_errors == {}
+    parsed = bag.dags["greenery_daily"]
+    alert = parsed.get_task("alert_slack")
+    assert alert.retries == 6
+    for task in parsed.tasks:
+        assert task.execution_timeout == dt.timedelta(minutes=7.5), task.task_id
+        if task.task_id not in ("validate", "check_source_freshness", "alert_slack"):
+            assert task.retries == 4, task.task_id
+
+
 def test_full_refresh_is_a_boolean_param_of_the_trigger_form(dag):
     param = dag.params.get_param("full_refresh")
     assert param.value is False

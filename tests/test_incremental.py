@@ -167,6 +167,33 @@ def test_a_conflicting_copy_of_a_published_event_is_quarantined_and_the_publishe
     assert rule == [("conflicting_event_id",)]
 
 
+def test_an_exact_replay_of_an_old_event_changes_nothing_and_a_full_refresh_quarantines_it(after_two_days):
+    """README (Incremental models): an incremental run does not read raw events older than its window, so an
+    exact copy of a published event from before it changes nothing published; the next full refresh, which
+    reads everything, quarantines the copy as duplicate_event. Marts are the same either way."""
+    loaded = after_two_days
+    [(event_id,)] = loaded.execute(
+        "select event_id from staging.stg_postgres__events where created_at < %s order by event_id limit 1",
+        (DAYS[0] - dt.timedelta(days=1),),
+    ).fetchall()
+    loaded.execute("insert into raw.events select * from raw.events where event_id = %s", (event_id,))
+    marts = [m.relation for m in MODELS.values() if m.layer == "marts"]
+    results = run_day(loaded, DAYS[2])
+    assert results["stg_postgres__events"].incremental
+    after_incremental = hashes(loaded, marts)
+    copies = "select count(*) from {} where event_id = %s"
+    assert loaded.execute(copies.format("staging.stg_postgres__events"), (event_id,)).fetchone()[0] == 1
+    assert loaded.execute(copies.format("quarantine.stg_postgres__events"), (event_id,)).fetchone()[0] == 0
+    run_day(loaded, DAYS[2], full_refresh=True, tag="full")
+    assert loaded.execute(copies.format("staging.stg_postgres__events"), (event_id,)).fetchone()[0] == 1
+    rules = loaded.execute(
+        "select rule from quarantine.stg_postgres__events where event_id = %s and logical_date = %s",
+        (event_id, DAYS[2]),
+    ).fetchall()
+    assert rules == [("duplicate_event",)]
+    assert hashes(loaded, marts) == after_incremental
+
+
 def test_a_changed_column_list_rebuilds_that_model_whole(loaded, tmp_path):
     run_day(loaded, DAYS[0])
     sql_dir = tmp_path / "sql"

@@ -126,7 +126,7 @@ def failing_summary() -> dict:
             "description": f"volume anomalies: fewer than 7 days of history <b>{NASTY_KEY}</b>",
             "observed_value": 1,
             "unexpected_count": 1,
-            "sample_keys": [],
+            "sample_keys": ["orders: 2 days of history before 2024-03-02; the anomaly checks need 7"],
             "error": None,
         }
     ]
@@ -235,6 +235,7 @@ def test_page_shows_latest_run_tables_failures_and_quarantine(warehouse_url, sto
     # the run's info results are listed, escaped, and counted as nothing else
     assert "For information" in page and "volume anomalies: fewer than 7 days of history" in page
     assert "intermediate.int_source_volumes_daily" in page and "<b>" not in page
+    assert "orders: 2 days of history before 2024-03-02; the anomaly checks need 7" in page
     # quarantine, Data Docs link, history
     assert "stg_postgres__products" in page and "rows quarantined" in page
     assert 'href="docs/"' in page

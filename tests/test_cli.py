@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -284,3 +285,32 @@ def test_a_long_cause_keeps_its_first_lines_and_says_where_the_rest_is():
     traceback = "\n".join(f"line {i}" for i in range(40))
     lines = cli._cause_lines(traceback)
     assert len(lines) == cli.CAUSE_LINES and lines[-1] == "... (35 more lines in the log)"
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_a_run_names_its_log_file_only_when_it_writes_one(verbose, tmp_path, monkeypatch, capsys):
+    """README (The CLI): Airflow's whole log goes to the file the command names; with --verbose to the terminal,
+    and then no file is named (it named one it never wrote)."""
+    import types
+
+    from greenery import cli
+    from greenery.dev import local_airflow
+
+    failed_run = types.SimpleNamespace(state="failed", run_id="manual__x")
+    monkeypatch.setattr(cli, "STATE_DIR", tmp_path / "state")
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setattr(local_airflow, "prepare", lambda home: None)
+    monkeypatch.setattr(local_airflow, "load_dag", lambda: "dag")
+    monkeypatch.setattr(local_airflow, "run_day", lambda day, conf, dag: failed_run)
+    monkeypatch.setattr(local_airflow, "check_ran", lambda dag, run: None)
+    monkeypatch.setattr(local_airflow, "failed_tasks", lambda run: ["validate"])
+    monkeypatch.setattr(cli, "_failures", lambda run, failed: [("validate", ["1 critical problem"])])
+    assert cli.run_days([dt.date(2021, 2, 12)], verbose=verbose) == 1
+    out, err = capsys.readouterr()
+    logs = sorted((tmp_path / "state" / "logs").glob("run-*.log"))
+    named = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("Airflow's log of this command: ")]
+    if verbose:
+        assert named == [] and logs == [] and "stopped at 2021-02-12; the whole log is above" in err
+    else:
+        assert named == [str(logs[0])] and f"the whole log is in {logs[0]}" in err
+    assert "  validate: 1 critical problem" in err

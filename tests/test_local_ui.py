@@ -215,3 +215,19 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     for attempt in attempts:
         text = attempt.read_text(errors="replace")
         assert "Great Expectations: already imported when the task started" in text, attempt
+
+
+def test_the_ui_settings_yield_to_the_users_own_and_create_no_scheduled_runs(tmp_path, monkeypatch):
+    """README (See it in Airflow's UI): the speed settings yield to the same variable in the environment; the
+    links start at the port it listens on; no scheduled runs are created."""
+    monkeypatch.delenv("AIRFLOW__CORE__PARALLELISM", raising=False)
+    monkeypatch.delenv("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", raising=False)
+    ours = local_ui.airflow_env(tmp_path, 9999, base={})
+    assert ours["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"
+    assert ours["AIRFLOW__CORE__PARALLELISM"] == str(max(4, 2 * (os.cpu_count() or 2)))
+    assert ours["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] == "False"
+    assert ours["AIRFLOW__API__BASE_URL"] == "http://localhost:9999"
+    assert ours["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:9999/execution/"
+    users = {"AIRFLOW__CORE__PARALLELISM": "2", "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "5"}
+    theirs = local_ui.airflow_env(tmp_path, 9999, base=users)
+    assert {k: theirs[k] for k in users} == users

@@ -118,11 +118,13 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
         )
     local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
     dag = local_airflow.load_dag()
-    log_file = STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
-    print(f"Airflow's log of this command: {log_file}")
+    # --verbose: Airflow's log goes to the terminal, and no file is named (none is written).
+    log_file = None if verbose else STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
+    if log_file is not None:
+        print(f"Airflow's log of this command: {log_file}")
     for n, day in enumerate(days, 1):
         started = time.perf_counter()
-        with contextlib.nullcontext(sys.stdout) if verbose else local_airflow.output_to(log_file) as console:
+        with contextlib.nullcontext(sys.stdout) if log_file is None else local_airflow.output_to(log_file) as console:
             print(f"[{n}/{len(days)}] {day} ...", end="", flush=True, file=console)
             dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag)
             local_airflow.check_ran(dag, dag_run)
@@ -134,7 +136,8 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
                 print(f"  {task_id}: {first}", file=sys.stderr)
                 for line in more:
                     print(f"    {line}", file=sys.stderr)
-            print(f"stopped at {day}; the whole log is in {log_file}", file=sys.stderr)
+            where = "above" if log_file is None else f"in {log_file}"
+            print(f"stopped at {day}; the whole log is {where}", file=sys.stderr)
             return 1
     return 0
 

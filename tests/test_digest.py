@@ -227,6 +227,21 @@ def test_the_slack_summary_carries_the_trend_within_slack_limits_and_escaped():
     assert any("&lt;img src=x onerror=alert(2)&gt;" in m for m in mrkdwn)
 
 
+def test_the_slack_summary_links_to_the_run_the_view_and_the_docs_and_nothing_else():
+    """README (The stakeholders' digest): the Slack note carries links to the run and the Data quality view, as
+    the email does (it dropped them); only http(s) links become buttons."""
+    links = {
+        "run": "https://airflow.example/dags/greenery_daily/runs/r1",
+        "quality": "https://airflow.example/data-quality/?run_id=r1",
+        "docs": "javascript:alert(1)",
+    }
+    payload = build_summary_message({**hostile_stats(), "links": links})
+    [buttons] = [b for b in payload["blocks"] if b["type"] == "actions"]
+    assert {e["url"] for e in buttons["elements"]} == {links["run"], links["quality"]}
+    assert "javascript:" not in json.dumps(payload)
+    assert not [b for b in build_summary_message({**hostile_stats(), "links": {}})["blocks"] if b["type"] == "actions"]
+
+
 @pytest.mark.stack
 def test_the_email_html_shows_the_chart_in_a_browser(tmp_path):
     """What a mail client does: resolve cid: to the image part. Headless Chromium renders it; the screenshot has

@@ -366,6 +366,9 @@ def build_summary_message(stats: Mapping[str, Any]) -> dict:
     quarantined = stats.get("quarantined")
     if quarantined:
         blocks.append(_section(_quarantine_text(quarantined), "quarantine"))
+    buttons = _buttons(stats.get("links") or {})  # the run, the Data quality view, the Data Docs
+    if buttons:
+        blocks.append(buttons)
     blocks.append(_context(f"DAG `{clean(dag_id_raw, 200)}` · logical date {logical_date}"))
 
     text = f"{title}: {passed:,}/{evaluated:,} checks passed, {len(rows)} tables refreshed."

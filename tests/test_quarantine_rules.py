@@ -288,3 +288,25 @@ def test_the_clean_real_data_quarantines_nothing(conn):
     held = conn.execute("select table_name from information_schema.tables where table_schema = 'quarantine'").fetchall()
     for (table,) in held:
         assert conn.execute(f"select count(*) from quarantine.{table} where run_id = 'clean'").fetchone()[0] == 0
+
+
+def test_a_promo_larger_than_the_bill_makes_the_order_free_not_negative(conn):
+    """README (fact_orders): order_total = order_cost + shipping_cost - discount, floored at 0; the discount is the
+    promo's, in full. An order whose promo exceeds its bill is published at 0, not quarantined as total_mismatch."""
+    order, promo = conn.execute(
+        "select order_id, promo_id from raw.orders where promo_id is not null order by order_id limit 1"
+    ).fetchone()
+    discount = conn.execute("select discount from raw.promos where promo_id = %s", (promo,)).fetchone()[0]
+    conn.execute(
+        "update raw.orders set order_cost = %s, shipping_cost = 0, order_total = 0 where order_id = %s",
+        (discount - 1, order),
+    )
+    run_day(conn, "free-order")
+    published = conn.execute(
+        "select order_cost, shipping_cost, discount, order_total from marts.fact_orders where order_id = %s", (order,)
+    ).fetchone()
+    assert published == (discount - 1, 0, discount, 0)
+    assert (
+        conn.execute("select count(*) from quarantine.stg_postgres__orders where run_id = 'free-order'").fetchone()[0]
+        == 0
+    )

@@ -4,7 +4,8 @@
   and required before MAIL FROM; the one account is ``USER``/``PASSWORD``. Every login attempt is recorded
   with the client's address (``logins``), every RCPT TO too (``rcpts``), so a test sees whether a client
   reconnected or retried.
-- Recipients in the domain ``REFUSED_DOMAIN`` are refused with 550 at RCPT TO (a bad recipient).
+- Recipients in the domain ``REFUSED_DOMAIN`` are refused with 550 at RCPT TO (a bad recipient), and so are
+  senders at MAIL FROM, with 553 (a sender the server does not relay for).
 - ``messages`` holds every accepted message: envelope sender, recipients, the login, the raw bytes.
 - ``conn_json()`` is the AIRFLOW_CONN_* value of an Airflow SMTP connection to it (no TLS: the provider's
   extras ``disable_ssl`` and ``disable_tls``).
@@ -42,6 +43,13 @@ def free_port() -> int:
 class _Handler:
     def __init__(self, server: FakeSmtp) -> None:
         self._server = server
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if address.lower().endswith("@" + REFUSED_DOMAIN):
+            return f"553 5.7.1 <{address}>: sender address rejected"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self._server.rcpts.append(address)

@@ -323,7 +323,16 @@ def unreachable_port() -> tuple[socket.socket, int]:
 
 
 @pytest.mark.db
-@pytest.mark.parametrize("problem", ["wrong password", "unreachable server", "implicit TLS against a plain server"])
+@pytest.mark.parametrize(
+    "problem",
+    [
+        "wrong password",
+        "unreachable server",
+        "implicit TLS against a plain server",
+        "STARTTLS against a plain server",
+        "refused sender",
+    ],
+)
 def test_bad_smtp_settings_fail_the_task_once_with_the_reason(digest, published_url, email_on, monkeypatch, problem):
     holder = None
     if problem == "wrong password":
@@ -333,9 +342,16 @@ def test_bad_smtp_settings_fail_the_task_once_with_the_reason(digest, published_
         holder, port = unreachable_port()
         monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(port=port))
         expected = "cannot talk to the server: ConnectionRefusedError"
-    else:
+    elif problem == "implicit TLS against a plain server":
         monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(disable_ssl=False))
         expected = "TLS failed"
+    elif problem == "STARTTLS against a plain server":
+        monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(disable_tls=False))
+        expected = "cannot talk to the server: SMTPNotSupportedError: STARTTLS extension not supported by server"
+    else:
+        sender = f"greenery@{REFUSED_DOMAIN}"
+        monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(from_email=sender))
+        expected = f"the server refused the sender '{sender}': 553"
     started = time.monotonic()
     try:
         with pytest.raises(digest.DigestNotDelivered) as failed:
@@ -348,8 +364,9 @@ def test_bad_smtp_settings_fail_the_task_once_with_the_reason(digest, published_
     assert "not-the-password" not in error and PASSWORD not in error
     assert email_on.messages == []
     # One connection (smtplib tries each AUTH mechanism the server offers, in it): retries are the task's.
-    assert len({peer for peer, _, _ in email_on.logins}) == (1 if problem == "wrong password" else 0)
-    assert not any(ok for _, _, ok in email_on.logins)
+    logged_in = problem in ("wrong password", "refused sender")  # a refused sender comes after a good login
+    assert len({peer for peer, _, _ in email_on.logins}) == (1 if logged_in else 0)
+    assert any(ok for _, _, ok in email_on.logins) == (problem == "refused sender")
     assert time.monotonic() - started < 15
 
 

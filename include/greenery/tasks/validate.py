@@ -71,8 +71,8 @@ def _check_raw_unchanged(conn, build: wap.Build) -> None:
     if before is None:
         return
     changed = fingerprint.changed_tables(before, fingerprint.fingerprint(conn))
-    raw = config.get().raw_schema
     if changed:
+        raw = config.get().raw_schema
         raise RawChangedError(
             f"raw changed since this run prepared its build ({', '.join(f'{raw}.{t}' for t in changed)}): its tables"
             " would mix old and new data. Clear the whole run (Grid → this run → Clear run) to rebuild from raw."

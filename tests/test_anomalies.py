@@ -55,6 +55,22 @@ class Statements:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._record)
 
 
+def validate_suite(name: str, day: dt.date, tmp_path) -> dict:
+    """One model's suite against its published table, as the DAG's validate task runs it for ``day``."""
+    from greenery import warehouse
+    from greenery.checks import gx
+    from greenery.checks import suites as suite_files
+    from greenery.project import models
+    from greenery.project.render import sql_literal
+
+    found = models.discover()
+    suites = {name: suite_files.load_suites(found)[name]}
+    gx_dir = tmp_path / f"gx-{name}-{len(list(tmp_path.glob('gx-*')))}"
+    return gx.validate(
+        warehouse.sqlalchemy_url(), found, suites, gx_dir=gx_dir, variables={"run_date": sql_literal(day)}
+    )
+
+
 def anomaly_alerts(slack_server) -> list[str]:
     texts = [json.dumps(post.body, ensure_ascii=False) for post in slack_server.webhook_posts()]
     return [t for t in texts if "anomaly" in t]
@@ -96,13 +112,6 @@ def test_a_smaller_drop_3_to_5_spreads_is_a_warning_that_does_not_block(warehous
     Built and validated as the DAG's tasks do (the volumes suite, the run's day as run_date), without Airflow."""
     from helpers import run_day_without_airflow
 
-    from greenery import warehouse
-    from greenery.checks import gx
-    from greenery.checks import suites as suite_files
-    from greenery.project import models
-    from greenery.project.render import sql_literal
-
-    found = models.discover()
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
         load.load_dir(conn, generated)
         run_day_without_airflow(conn, DROP_DAY, "history")
@@ -115,11 +124,95 @@ def test_a_smaller_drop_3_to_5_spreads_is_a_warning_that_does_not_block(warehous
         assert 0 < kept < mean
         drop_most_orders_of(conn, DROP_DAY, kept)
         run_day_without_airflow(conn, DROP_DAY, "dropped")
-    suites = {"int_source_volumes_daily": suite_files.load_suites(found)["int_source_volumes_daily"]}
-    summary = gx.validate(
-        warehouse.sqlalchemy_url(), found, suites, gx_dir=tmp_path / "gx", variables={"run_date": sql_literal(DROP_DAY)}
-    )
+    summary = validate_suite("int_source_volumes_daily", DROP_DAY, tmp_path)
     assert not summary["blocking"] and summary["failed_critical"] == 0, summary["failures"]
     [warning] = summary["failures"]
     assert warning["severity"] == "warning" and "3 to 5 spreads" in warning["description"]
     assert f"orders on {DROP_DAY}: {kept} rows; expected " in json.dumps(warning["sample_keys"])
+
+
+def test_a_day_cut_off_early_is_a_freshness_warning_naming_the_table_and_its_newest_row(
+    warehouse_url, generated, tmp_path
+):
+    """README (Anomaly checks): the day's newest row much earlier than usual (an extract cut off at 20:00) is a
+    warning naming the table, the newest row's time and how many hours short it is; the volume of the rest of
+    the day stays within its band, and nothing blocks."""
+    from helpers import run_day_without_airflow
+
+    cut = dt.datetime.combine(DROP_DAY, dt.time(20), tzinfo=dt.UTC)
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        load.load_dir(conn, generated)
+        conn.execute(
+            "delete from raw.events where created_at >= %s and created_at < %s", (cut, cut + dt.timedelta(hours=4))
+        )
+        newest = conn.execute(
+            "select max(created_at) from raw.events where created_at >= %s and created_at < %s",
+            (cut - dt.timedelta(hours=20), cut),
+        ).fetchone()[0]
+        run_day_without_airflow(conn, DROP_DAY, "cut-off")
+    summary = validate_suite("int_source_volumes_daily", DROP_DAY, tmp_path)
+    assert not summary["blocking"] and summary["failed_critical"] == 0, summary["failures"]
+    [warning] = summary["failures"]
+    assert warning["severity"] == "warning" and "freshness anomaly" in warning["description"]
+    [key] = warning["sample_keys"]
+    short = (dt.datetime.combine(DROP_DAY + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) - newest).total_seconds()
+    assert f"events on {DROP_DAY}: newest row at {newest.astimezone(dt.UTC):%H:%M} UTC, " in key
+    assert f"{short / 3600:.1f} h before the end of the day" in key
+
+
+METRICS = ("repeat_rate", "conversion_rate", "avg_orders_per_hour")
+
+
+def plant_published_history(conn, day: dt.date, days: int, moved: str, by: float) -> None:
+    """``days`` published metrics_daily rows before ``day``: copies of the day's own row, with ``moved`` shifted
+    by ``by`` and alternating by a hundredth of that, so the day's value sits far outside their spread."""
+    columns = [
+        r[0]
+        for r in conn.execute(
+            "select column_name from information_schema.columns"
+            " where table_schema = 'marts' and table_name = 'metrics_daily' order by ordinal_position"
+        )
+    ]
+    assert {"as_of_date", *METRICS} <= set(columns)
+    values = ["as_of_date - %(back)s" if c == "as_of_date" else f"{c} + %(w)s" if c == moved else c for c in columns]
+    conn.execute("delete from marts.metrics_daily where as_of_date < %s", (day,))
+    for back in range(1, days + 1):
+        conn.execute(
+            f"insert into marts.metrics_daily ({', '.join(columns)}) select {', '.join(values)}"
+            " from marts.metrics_daily where as_of_date = %(day)s",
+            {"back": back, "w": by * (1.01 if back % 2 else 0.99), "day": day},
+        )
+
+
+@pytest.mark.parametrize("moved", METRICS)
+def test_a_business_metric_far_from_its_published_history_is_a_warning_once_there_are_7_days(
+    warehouse_url, generated, tmp_path, moved
+):
+    """README (Anomaly checks): repeat rate, conversion or orders per hour more than 4 spreads from the 28
+    published days before is a warning naming the metric, the day's value and the expected range (computed here
+    from the planted history as the check computes it); with 6 published days the check waits."""
+    from helpers import run_day_without_airflow
+
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        load.load_dir(conn, generated)
+        run_day_without_airflow(conn, DROP_DAY, "today")
+        [today] = conn.execute(f"select {moved} from marts.metrics_daily where as_of_date = %s", (DROP_DAY,)).fetchone()
+        # Away from the day's value by far more than 4 of the check's smallest spreads (0.01 for the rates, 0.1
+        # for orders per hour), inside the rates' 0-1 range (a check of its own).
+        by = 1.0 if moved == "avg_orders_per_hour" else 0.2 if today < 0.5 else -0.2
+        plant_published_history(conn, DROP_DAY, 6, moved, by)
+        assert validate_suite("metrics_daily", DROP_DAY, tmp_path)["failures"] == []
+        plant_published_history(conn, DROP_DAY, 7, moved, by)
+        low, high = conn.execute(
+            f"select round(avg({moved}) - 4 * greatest(stddev_samp({moved}), %(floor)s::numeric), 4),"
+            f" round(avg({moved}) + 4 * greatest(stddev_samp({moved}), %(floor)s::numeric), 4)"
+            " from marts.metrics_daily where as_of_date < %(day)s",
+            {"day": DROP_DAY, "floor": 0.1 if moved == "avg_orders_per_hour" else 0.01},
+        ).fetchone()
+    assert not low <= today <= high
+    summary = validate_suite("metrics_daily", DROP_DAY, tmp_path)
+    assert not summary["blocking"] and summary["failed_critical"] == 0, summary["failures"]
+    [warning] = summary["failures"]
+    assert warning["severity"] == "warning" and "metric anomaly" in warning["description"]
+    [key] = warning["sample_keys"]
+    assert key.startswith(f"{moved} on {DROP_DAY}: {today}; expected {low}-{high} from the last 7 days"), key

@@ -179,6 +179,15 @@ def test_airflow_settings_are_core_options_and_the_components_meet():
     assert_is_a_postgres_service(COMMON_ENV["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
 
 
+def test_the_stack_applies_the_speed_settings_greenery_ui_applies(tmp_path):
+    """README (See it in Airflow's UI): docker-compose.yaml sets the same heartbeat interval and idle sleep."""
+    from greenery.dev import local_ui
+
+    ours = local_ui.airflow_env(tmp_path, 8080, base={})
+    for key in ("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"):
+        assert COMMON_ENV.get(key) == ours[key], key
+
+
 def assert_is_a_postgres_service(url: str) -> None:
     """The URL logs into a postgres service of the stack with the user, password and database it creates."""
     parts, pg = urlsplit(url), SERVICES[urlsplit(url).hostname]["environment"]

@@ -222,12 +222,18 @@ def test_the_ui_settings_yield_to_the_users_own_and_create_no_scheduled_runs(tmp
     links start at the port it listens on; no scheduled runs are created."""
     monkeypatch.delenv("AIRFLOW__CORE__PARALLELISM", raising=False)
     monkeypatch.delenv("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", raising=False)
+    monkeypatch.delenv("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", raising=False)
     ours = local_ui.airflow_env(tmp_path, 9999, base={})
     assert ours["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"
     assert ours["AIRFLOW__CORE__PARALLELISM"] == str(max(4, 2 * (os.cpu_count() or 2)))
+    assert ours["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "0.25"
     assert ours["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] == "False"
     assert ours["AIRFLOW__API__BASE_URL"] == "http://localhost:9999"
     assert ours["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:9999/execution/"
-    users = {"AIRFLOW__CORE__PARALLELISM": "2", "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "5"}
+    users = {
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
+    }
     theirs = local_ui.airflow_env(tmp_path, 9999, base=users)
     assert {k: theirs[k] for k in users} == users

@@ -98,13 +98,13 @@ def airflow_env(
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(local_airflow.DAG_FILE.parent))
     env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(local_airflow.PROJECT_DIR / "plugins"))
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
-    # A task closes its sockets just before it exits, so its supervisor usually finds it still alive and sees
-    # the exit only when its next wait (this interval) times out: at the default 5 s, each skipped or failed
-    # task reached the database 5 s late. Costs a heartbeat per task per second.
+    # Speed (README, "Settings it applies for speed", measured by make bench): a task's exit is seen within 1 s,
+    # not 5 (its supervisor's wait between heartbeats); warm LocalExecutor workers (a worker's first task pays
+    # ~0.4 CPU-s of set-up; at the default 32 nearly every task got a cold one); the scheduler's sleep after an
+    # idle loop, which each finished task waited out before its downstream was queued (default 1 s).
     env.setdefault("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "1")
-    # The LocalExecutor forks this many workers at start; each one's first task pays its set-up (imports, the
-    # API client's TLS context: ~0.4 CPU-s). At the default 32, nearly every task landed on a cold worker.
     env.setdefault("AIRFLOW__CORE__PARALLELISM", str(max(4, 2 * (os.cpu_count() or 2))))
+    env.setdefault("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.25")
     # The package is installed in the venv; this also covers running from a plain checkout.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(config.INCLUDE_DIR), env.get("PYTHONPATH")) if p)
     return env

@@ -90,15 +90,24 @@ def test_two_query_checks_of_one_suite_keep_streaks_of_their_own(db):
 
 
 class FakeTaskInstance:
-    def __init__(self, pulled: dict) -> None:
-        self.pulled = pulled
+    """What send_alert asks of Airflow's task instance: XComs, and the run's task states (the Execution API's)."""
+
+    def __init__(self, pulled: dict, run_id: str, states: dict[str, str]) -> None:
+        self.pulled, self.run_id, self.states = pulled, run_id, states
+        self.dag_id = "greenery_daily"
 
     def xcom_pull(self, task_ids: str, key: str = "return_value"):
         return copy.deepcopy(self.pulled.get((task_ids, key)))
 
+    def get_task_states(self, dag_id: str, run_ids: list[str], task_ids: list[str]) -> dict:
+        assert (dag_id, run_ids) == (self.dag_id, [self.run_id])
+        return {self.run_id: {t: self.states[t] for t in task_ids if t in self.states}}
 
-def alert_task(summary_: dict) -> None:
-    ti = FakeTaskInstance({("validate", "summary"): summary_, ("publish", "return_value"): {"published": True}})
+
+def alert_task(summary_: dict, validate: str = "success", publish: str = "success", published: bool = True) -> None:
+    """send_alert as the DAG runs it, after validate and publish ended in these states, with these XComs."""
+    pulled = {("validate", "summary"): summary_, ("publish", "return_value"): {"published": published}}
+    ti = FakeTaskInstance(pulled, summary_["run_id"], {"validate": validate, "publish": publish})
     notify.send_alert({"ti": ti, "run_id": summary_["run_id"]})
 
 
@@ -172,3 +181,43 @@ def test_nothing_to_say_is_a_skip_with_the_reason_not_a_success(slack):
     with pytest.raises(AirflowSkipException, match="nothing to alert"):
         alert_task(summary("2021-02-12", "clean", []))
     assert slack.webhook_posts() == []
+
+
+def test_a_cleared_run_that_fails_before_validate_does_not_page_the_earlier_attempts_failures(slack):
+    """A cleared run keeps a task's XCom until the task runs again: when the new attempt fails before validate
+    (which paged on its own), validate's summary is the earlier attempt's and must not be paged again."""
+    critical = {**WARNING, "severity": "critical"}
+    earlier = summary("2021-02-12", "cleared", [critical], blocking=True)
+    for state in ("upstream_failed", "skipped", None):
+        with pytest.raises(AirflowSkipException, match="a task before validate failed"):
+            alert_task(earlier, validate=state, publish="upstream_failed")
+    assert slack.webhook_posts() == []
+    # The same summary from an attempt where validate ran: paged, and a publish status pushed by an earlier
+    # attempt's publish (which did not run this time) does not make it say the marts were published.
+    alert_task(earlier, validate="failed", publish="upstream_failed", published=True)
+    [post] = slack.webhook_posts()
+    body = json.dumps(post.body, ensure_ascii=False)
+    assert "not published" in body and "Marts published" not in body
+
+
+def test_a_refused_publish_pages_once_not_again_as_warnings_saying_the_marts_were_published(slack):
+    """publish failed (its failure callback paged): the run's warnings and quarantine counts are not sent
+    beside it with "Nothing blocks: the marts were published"."""
+    quarantined = {**summary("2021-02-12", "refused", [WARNING]), "quarantined": {"stg_postgres__orders": 3}}
+    with pytest.raises(AirflowSkipException, match="publish failed and paged on its own"):
+        alert_task(quarantined, validate="success", publish="failed", published=False)
+    assert slack.webhook_posts() == []
+
+
+def test_a_change_in_quarantine_counts_is_news_an_unchanged_one_is_held_back(slack, monkeypatch):
+    """README: repeats of unchanged warnings *and quarantine counts* are held back within the window."""
+    monkeypatch.setenv("GREENERY_ALERT_SUPPRESS_HOURS", "24")
+
+    def with_quarantine(run_id: str, rows: int) -> dict:
+        return {**summary("2021-02-12", run_id, [WARNING]), "quarantined": {"stg_postgres__orders": rows}}
+
+    alert_task(with_quarantine("q3", 3))
+    with pytest.raises(AirflowSkipException, match="suppressed"):
+        alert_task(with_quarantine("q3-again", 3))
+    alert_task(with_quarantine("q4", 4))
+    assert len(slack.webhook_posts()) == 2

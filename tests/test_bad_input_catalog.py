@@ -14,7 +14,7 @@ import json
 
 import psycopg
 import pytest
-from helpers import duplicate_keys, hashes
+from helpers import OTHER_ORDER, duplicate_keys, hashes
 
 from greenery.dev import local_airflow
 from greenery.project import models
@@ -25,7 +25,6 @@ DAY = dt.date(2021, 2, 12)
 MODELS = models.discover()
 MARTS = [m.relation for m in MODELS.values() if m.layer == "marts"]
 ORDER = "8329a65b-7ddf-4250-aeee-bd625f8a401a"  # delivered, no promo, several order lines
-OTHER_ORDER = "f3ab84e6-dec5-43b4-9aa7-45b9988bff58"
 PRODUCT = "fb0e8be7-5ac4-4a76-a1fa-2cc4bf0b2d80"  # one of ORDER's lines
 PAGE_VIEW = "0007a1f6-0123-4ab3-bac3-6dfefa832975"
 

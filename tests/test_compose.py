@@ -179,13 +179,22 @@ def test_airflow_settings_are_core_options_and_the_components_meet():
     assert_is_a_postgres_service(COMMON_ENV["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
 
 
-def test_the_stack_applies_the_speed_settings_greenery_ui_applies(tmp_path):
-    """README (See it in Airflow's UI): docker-compose.yaml sets the same heartbeat interval and idle sleep."""
+def test_the_stack_has_the_settings_and_start_order_the_readme_states(tmp_path):
+    """README: compose sets greenery ui's heartbeat interval and idle sleep; its queued-task timeout is 180 s
+    unless .env says otherwise; the api-server's health check is the Execution API's ``/execution/health``,
+    which the scheduler and the Celery workers wait for."""
     from greenery.dev import local_ui
 
     ours = local_ui.airflow_env(tmp_path, 8080, base={})
     for key in ("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"):
         assert COMMON_ENV.get(key) == ours[key], key
+    assert interpolate(RAW, {})["x-airflow-common"]["environment"]["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"] == "180"
+    [api] = [name for name, svc in AIRFLOW.items() if svc.get("command") == "api-server"]
+    assert "/execution/health" in " ".join(SERVICES[api]["healthcheck"]["test"])
+    waiting = {
+        name for name, svc in AIRFLOW.items() if svc.get("depends_on", {}).get(api) == {"condition": "service_healthy"}
+    }
+    assert {"airflow-scheduler", "airflow-worker-1", "airflow-worker-2"} <= waiting, waiting
 
 
 def assert_is_a_postgres_service(url: str) -> None:

@@ -12,10 +12,13 @@ the UI, on the real Greenery data with one duplicated order and a local fake Sla
 5. The right one, as the README tells on-call: clear the whole run; it ends green with the marts published.
 6. No task had to retry a call to the Execution API (the first task of a fresh api-server used to).
 7. Every ``validate`` attempt started with Great Expectations imported by the scheduler (``greenery-airflow``).
+8. A cleared run that now fails before ``validate`` pages once, for its own failure, not again for the earlier
+   attempt's checks (a task's XCom outlives a clear until the task runs again).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -215,6 +218,29 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     for attempt in attempts:
         text = attempt.read_text(errors="replace")
         assert "Great Expectations: already imported when the task started" in text, attempt
+
+    # 8. A cleared run keeps each task's XCom until that task runs again. The duplicate is back: validate red,
+    # alerted. Cleared again with raw.promos gone, the run fails before validate: one page, the source check's,
+    # and alert_slack skips instead of paging the earlier attempt's validation summary a second time.
+    def clear_the_failing_run() -> dict[str, str | None]:
+        status, cleared = ui.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/clear", {"dry_run": False})
+        assert status == 200, cleared
+        time.sleep(3)
+        assert finished(ui, run_id) == "failed"
+        return task_states(ui, run_id)
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("insert into raw.orders select * from raw.orders where order_id = %s", (DUPLICATED_ORDER,))
+    states = clear_the_failing_run()
+    assert (states["validate"], states["alert_slack"]) == ("failed", "success"), states
+    posts = len(slack_server.webhook_posts())
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("alter table raw.promos rename to promos_gone")
+    states = clear_the_failing_run()
+    assert [t for t, s in states.items() if s == "failed"] == ["check_source_freshness"], states
+    assert (states["validate"], states["alert_slack"]) == ("upstream_failed", "skipped"), states
+    [page] = slack_server.webhook_posts()[posts:]
+    assert "raw.promos does not exist" in json.dumps(page.body, ensure_ascii=False)
 
 
 def test_the_ui_settings_yield_to_the_users_own_and_create_no_scheduled_runs(tmp_path, monkeypatch):

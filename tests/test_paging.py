@@ -133,8 +133,9 @@ def test_a_task_killed_by_its_timeout_pages_once(airflow_dag, published_url, pag
 
 def test_a_publish_refused_by_a_readers_view_pages_once_and_changes_nothing(airflow_dag, published_url, paged):
     """README (Views on marts, Every other failure pages once): a view on a mart that publish swaps makes the
-    publish fail; the run is red, the marts as they were, and the failure callback pages once with the cause."""
-    from helpers import hashes
+    publish fail; the run is red, the marts as they were, and the failure callback pages once with the cause:
+    the run's quarantined row is not alerted beside it (as "published")."""
+    from helpers import OTHER_ORDER, hashes
 
     from greenery.project import models
 
@@ -142,11 +143,13 @@ def test_a_publish_refused_by_a_readers_view_pages_once_and_changes_nothing(airf
     with psycopg.connect(published_url, autocommit=True) as conn:
         conn.execute("create view public.orders_report as select order_id, order_total from marts.fact_orders")
         conn.execute("update raw.products set inventory = inventory + 1")  # so that a publish would change a mart
+        conn.execute("update raw.orders set order_id = null where order_id = %s", (OTHER_ORDER,))  # quarantined
         before = hashes(conn, marts)
         dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
         s = states(dag_run)
         assert dag_run.state == "failed" and s["validate"] == "success" and s["publish"] == "failed", s
         assert hashes(conn, marts) == before
         assert conn.execute("select count(*) from public.orders_report").fetchone()[0] > 0
+    assert s["alert_slack"] == "skipped", s
     [alert] = alerts(paged)
     assert "publish" in alert and "DependentObjectsStillExist" in alert and "orders_report" in alert

@@ -13,7 +13,7 @@ import datetime as dt
 
 import psycopg
 import pytest
-from helpers import duplicate_keys
+from helpers import OTHER_ORDER, duplicate_keys
 
 from greenery import wap
 from greenery.project import models
@@ -23,7 +23,6 @@ pytestmark = pytest.mark.db
 DAY = dt.date(2021, 2, 12)
 MODELS = models.discover()
 ORDER = "8329a65b-7ddf-4250-aeee-bd625f8a401a"  # delivered, no promo, several order lines
-OTHER_ORDER = "f3ab84e6-dec5-43b4-9aa7-45b9988bff58"
 PRODUCT = "fb0e8be7-5ac4-4a76-a1fa-2cc4bf0b2d80"  # one of ORDER's lines
 PAGE_VIEW = "0007a1f6-0123-4ab3-bac3-6dfefa832975"
 NOBODY = "00000000-0000-4000-8000-000000000000"

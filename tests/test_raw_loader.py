@@ -281,3 +281,21 @@ def test_a_new_database_compares_text_byte_by_byte(pg_admin_url, warehouse_url):
         assert conn.execute("select datcollate from pg_database where datname = current_database()").fetchone() == (
             "C",
         )
+
+
+def test_orders_may_lag_one_day_behind_the_run_but_not_two(published_url):
+    """README (Safe runs: source freshness): ``raw.orders`` must have rows within the day before the run's
+    day (the shop's orders stop before its last shipping events); older than that, the run stops naming it."""
+    from greenery.project.render import Interval
+    from greenery.sources import freshness
+
+    day = Interval.for_day(dt.date(2021, 2, 12))
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("delete from raw.orders where created_at >= '2021-02-12'")
+        assert freshness.check(conn, day) == []
+        conn.execute("delete from raw.orders where created_at >= '2021-02-11'")
+        [problem] = freshness.check(conn, day)
+    assert (problem.table, problem.problem) == ("orders", "stale")
+    assert problem.detail.startswith(
+        "raw.orders has no rows created in [2021-02-11, 2021-02-13); the newest is 2021-02-10"
+    )

@@ -141,7 +141,8 @@ def build_schemas(conn) -> set[str]:
     return {r[0] for r in conn.execute("select nspname from pg_namespace where nspname like '\\_build\\_%'")}
 
 
-def test_published_builds_are_dropped_and_unfinished_ones_kept_until_they_expire(loaded):
+def test_published_builds_are_dropped_and_unfinished_ones_kept_until_they_expire(loaded, monkeypatch):
+    monkeypatch.delenv("GREENERY_BUILD_TTL_HOURS", raising=False)
     first = run_day(loaded, DAYS[0])
     failed = wap.Build("failed-run", DAYS[1])
     wap.prepare(loaded, failed)
@@ -149,8 +150,10 @@ def test_published_builds_are_dropped_and_unfinished_ones_kept_until_they_expire
     # The published first run's schemas go; the unfinished one stays for debugging (or is still running).
     assert build_schemas(loaded) == set(second.schema_of.values()) | set(failed.schema_of.values())
     assert not build_schemas(loaded) & set(first.schema_of.values())
-    # Once idle for longer than the TTL, it expires too.
-    assert set(wap.drop_finished_builds(loaded, keep=second, ttl=dt.timedelta(0))) == set(failed.schema_of.values())
+    assert wap.drop_finished_builds(loaded, keep=second) == []  # the default TTL (48 h) has not passed
+    # Once idle for longer than the TTL (GREENERY_BUILD_TTL_HOURS, the setting publish reads), it expires too.
+    monkeypatch.setenv("GREENERY_BUILD_TTL_HOURS", "0")
+    assert set(wap.drop_finished_builds(loaded, keep=second)) == set(failed.schema_of.values())
     assert build_schemas(loaded) == set(second.schema_of.values())
 
 

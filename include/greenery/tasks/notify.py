@@ -3,8 +3,8 @@
 ``alert_slack`` runs once validate and publish are done, whether they passed or not: it reads the
 validation summary from XCom and pages when a check failed or rows were quarantined, with the root
 causes, their owners, how long they have been failing and links that open. It is *skipped*, with the
-reason, when there is nothing to say, when an earlier task failed (that task paged on its own), or when
-the alert would only repeat unchanged warnings sent within the suppression window.
+reason, when there is nothing to say, when an earlier task or publish failed (that task paged on its own),
+or when the alert would only repeat unchanged warnings sent within the suppression window.
 """
 
 from __future__ import annotations
@@ -22,6 +22,15 @@ from greenery.tasks.validate import SUMMARY_KEY
 log = logging.getLogger(__name__)
 
 
+def states_now(context: Any) -> dict[str, str | None]:
+    """This run's validate and publish states. Their XCom alone does not say they ran in this attempt: a
+    cleared run keeps what a task pushed before until that task starts again, and a run that now fails before
+    validate would read the earlier attempt's summary and page its failures a second time."""
+    ti = context["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=["validate", "publish"])
+    return states.get(ti.run_id, {})
+
+
 def validation_summary(context: Any) -> dict[str, Any] | None:
     return context["ti"].xcom_pull(task_ids="validate", key=SUMMARY_KEY)
 
@@ -37,12 +46,21 @@ def for_on_call(summary: dict[str, Any]) -> dict[str, Any]:
 
 def send_alert(context: Any) -> None:
     """Page on-call about the run's checks; raises when Slack does not take the message (retries, then red)."""
-    summary = validation_summary(context)
+    states = states_now(context)
+    ran = states.get("validate") in ("success", "failed")  # else its summary is an earlier attempt's
+    summary = validation_summary(context) if ran else None
     if summary is None:
         raise AirflowSkipException("no validation result: a task before validate failed, and paged on its own")
     if not summary["failures"] and not summary.get("quarantined"):
         raise AirflowSkipException("nothing to alert: every check passed and no row was quarantined")
-    published = context["ti"].xcom_pull(task_ids="publish") or not_published_status()
+    if states.get("publish") == "failed":
+        raise AirflowSkipException(
+            "publish failed and paged on its own; the warnings and quarantine counts of this run are alerted by the"
+            " attempt that publishes (clear publish with its downstream tasks); the Data quality view lists them"
+        )
+    published = (states.get("publish") == "success" and context["ti"].xcom_pull(task_ids="publish")) or (
+        not_published_status()
+    )
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     settings = config.get()
     with warehouse.connect() as conn:

@@ -125,7 +125,7 @@ def wait_finished(ui, run_id: str, started: float) -> str:
         if body["state"] in ("success", "failed"):
             return body["state"]
         assert time.monotonic() - started < RUN_TIMEOUT, ui.diagnostics(30)
-        time.sleep(2)
+        time.sleep(0.5)
 
 
 KILL_SETTINGS = {

@@ -78,8 +78,21 @@ def wait_for(ui, run_id: str, predicate, timeout: float = RUN_TIMEOUT, what: str
     while time.monotonic() < deadline:
         if value := predicate():
             return value
-        time.sleep(2)
+        time.sleep(0.5)
     pytest.fail(f"{what} did not finish in {timeout}s: {task_states(ui, run_id)}\n{ui.diagnostics(20)}")
+
+
+def clear(ui, run_id: str, task_ids: list[str] | None = None) -> None:
+    """The UI's Clear: the whole run (Grid -> the run -> Clear run) or the given tasks only. The API resets
+    the run to queued before it answers, so the next wait sees the new attempt, not the old end."""
+    if task_ids is None:
+        path, body = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/clear", {"dry_run": False}
+    else:
+        path = f"/api/v2/dags/{DAG_ID}/clearTaskInstances"
+        body = {"dry_run": False, "only_failed": False, "dag_run_id": run_id, "task_ids": task_ids}
+    status, cleared = ui.request("POST", path, body)
+    assert status == 200, cleared
+    assert run_state(ui, run_id) in ("queued", "running")
 
 
 def finished(ui, run_id: str):
@@ -177,19 +190,14 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
             "delete from raw.orders where ctid = (select max(ctid) from raw.orders where order_id = %s)",
             (DUPLICATED_ORDER,),
         )
-    body = {"dry_run": False, "only_failed": False, "dag_run_id": run_id, "task_ids": ["validate"]}
-    status, cleared = ui.request("POST", f"/api/v2/dags/{DAG_ID}/clearTaskInstances", body)
-    assert status == 200, cleared
-    time.sleep(3)
+    clear(ui, run_id, ["validate"])
     assert finished(ui, run_id) == "failed"
     with psycopg.connect(published_url) as conn:
         refused = [f["error"] for f in audit.task_failures(conn, run_id) if f["task_id"] == "validate"][-1]
     assert "raw changed since this run prepared its build (raw.orders)" in refused
 
     # 5. The right click: clear the whole run (Grid → the run → Clear run). Green, and published.
-    status, cleared = ui.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/clear", {"dry_run": False})
-    assert status == 200, cleared
-    time.sleep(3)
+    clear(ui, run_id)
     assert finished(ui, run_id) == "success", task_states(ui, run_id)
     with psycopg.connect(published_url) as conn:
         logged = conn.execute(
@@ -223,9 +231,7 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     # alerted. Cleared again with raw.promos gone, the run fails before validate: one page, the source check's,
     # and alert_slack skips instead of paging the earlier attempt's validation summary a second time.
     def clear_the_failing_run() -> dict[str, str | None]:
-        status, cleared = ui.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/clear", {"dry_run": False})
-        assert status == 200, cleared
-        time.sleep(3)
+        clear(ui, run_id)
         assert finished(ui, run_id) == "failed"
         return task_states(ui, run_id)
 

@@ -282,7 +282,7 @@ class LocalAirflow:
             self._check_alive()
             if found := self.dag(dag_id):
                 return found
-            time.sleep(1)
+            time.sleep(0.5)
         raise LocalUIError(f"DAG {dag_id} not parsed within {timeout:.0f}s; import errors: {self.import_errors()}")
 
 

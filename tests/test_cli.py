@@ -101,13 +101,23 @@ def test_format_suites_reads_every_file_before_it_writes_one(tmp_path):
     before = unformatted.read_bytes()
     broken = tmp_path / "broken.json"
     broken.write_text('{"name": "broken",\n  "expectations": [\n')
+    not_a_suite = tmp_path / "list.json"
+    not_a_suite.write_text("[]\n")
+    # GX drops an expectation it cannot read with a log line: formatting deleted it from the file, exit 0.
+    typo = tmp_path / "typo.json"
+    data = json.loads(suite.read_text())
+    data["expectations"][1]["type"] = "expect_column_values_to_be_unqiue"
+    typo.write_text(json.dumps(data))
     for bad, reason in (
         (tmp_path / "missing.json", f"{tmp_path / 'missing.json'}: no such suite file; nothing was changed"),
         (broken, f"{broken}, line 3, column 1: not JSON: Expecting value; nothing was changed"),
+        (not_a_suite, f"{not_a_suite}: not a suite (a JSON object with a name and a list of expectations)"),
+        (typo, f"{typo}: GX cannot read expectation 1 (expect_column_values_to_be_unqiue)"),
     ):
         done = subprocess.run(command("format-suites", str(unformatted), str(bad)), capture_output=True, text=True)
         assert done.returncode == 2 and f"error: {reason}" in done.stderr, done.stderr
         assert unformatted.read_bytes() == before
+    assert typo.read_text() == json.dumps(data)
     done = subprocess.run(command("format-suites", str(unformatted)), capture_output=True, text=True)
     assert done.returncode == 0 and "1 of 1 suite file(s) changed" in done.stdout, done.stderr
     assert unformatted.read_bytes() != before  # the positive control: it did need formatting
@@ -219,6 +229,21 @@ def test_the_embedded_database_can_stay_up_between_commands(pg_tmp_path):
         psql = greenery("db", "psql", env=env, stdin="select 40 + 2 as answer;\n")
         assert psql.returncode == 0 and "42" in psql.stdout
         assert greenery("db", "status", env=env).returncode == 0  # psql did not stop the kept server
+        # Another command still holds the server: `db stop` says so and stops nothing (pgserver stops a server
+        # with its last handle only; before, it printed "stopped" and left the server running for good).
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_THE_SERVER, str(pg_tmp_path / "state" / "pg")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout.readline().strip() == "up"
+            refused = greenery("db", "stop", env=env)
+            assert refused.returncode == 2 and "still used by another greenery command" in refused.stderr, refused
+            assert "kept running" in greenery("db", "status", env=env).stdout
+        finally:
+            holder.kill()
+            holder.wait(timeout=30)
     finally:
         stopped = greenery("db", "stop", env=env)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
@@ -314,3 +339,28 @@ def test_a_run_names_its_log_file_only_when_it_writes_one(verbose, tmp_path, mon
     else:
         assert named == [str(logs[0])] and f"the whole log is in {logs[0]}" in err
     assert "  validate: 1 critical problem" in err
+
+
+def test_a_run_failing_on_an_unreachable_warehouse_says_so_not_just_see_the_log(monkeypatch):
+    """The failure callback cannot record into a warehouse that does not answer; the summary of the failed
+    tasks then says why nothing is recorded instead of "see the log" alone."""
+    from types import SimpleNamespace
+
+    from greenery import cli, warehouse
+
+    def unreachable():
+        raise warehouse.WarehouseUnavailableError("cannot connect to 127.0.0.1:1 (greenery_warehouse)")
+
+    monkeypatch.setattr(warehouse, "connect", unreachable)
+    [(task, lines)] = cli._failures(SimpleNamespace(run_id="r"), ["check_source_freshness"])
+    assert task == "check_source_freshness"
+    assert lines == [
+        "not recorded: the warehouse did not answer (cannot connect to 127.0.0.1:1 (greenery_warehouse)); see the log"
+    ]
+
+
+def test_answers_before_anything_was_published_is_one_line(db):
+    from greenery import answers
+
+    with pytest.raises(answers.NoAnswersError, match=r"marts\.metrics_daily does not exist: nothing was published yet"):
+        answers.read(db)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import known_data
@@ -17,6 +18,24 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_the_readme_section_is_generated_from_the_docs_file():
     assert docs.readme_section() in README.read_text(), "run: .venv/bin/greenery docs --write-readme"
+
+
+def test_write_readme_refuses_missing_doubled_or_reversed_markers_and_writes_nothing(tmp_path):
+    """`greenery docs --write-readme` rewrote the text between its markers whatever they were: reversed, it
+    duplicated the README's text between them and said "updated"; missing, it died with a bare ValueError."""
+    start, end = docs.README_START, docs.README_END
+    for text, why in (
+        ("# readme\n", f"{start} must appear once (found 0)"),
+        (f"{start}\n{start}\nold\n{end}\n", f"{start} must appear once (found 2)"),
+        (f"a\n{end}\nb\n{start}\nc\n", f"{end} comes before {start}"),
+    ):
+        readme = tmp_path / "README.md"
+        readme.write_text(text)
+        with pytest.raises(docs.ReadmeMarkersError, match=re.escape(f"{readme}: {why}")):
+            docs.update_readme(readme)
+        assert readme.read_text() == text
+    readme.write_text(f"a\n{start}\nold\n{end}\nb\n")  # the positive control
+    assert docs.update_readme(readme) and readme.read_text() == f"a\n{docs.readme_section()}\nb\n"
 
 
 def test_every_model_is_documented_and_owned():

@@ -69,6 +69,8 @@ class NoAnswersError(LookupError):
 def read(conn, day: dt.date | None = None) -> dict[str, Any]:
     """The answers as of ``day`` (default: the latest day in metrics_daily)."""
     with conn.cursor() as cur:
+        if not _exists(cur, "marts.metrics_daily"):
+            raise NoAnswersError("marts.metrics_daily does not exist: nothing was published yet; run the DAG first")
         cur.execute(METRICS_SQL, {"day": day})
         row = cur.fetchone()
         if row is None:

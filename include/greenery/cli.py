@@ -151,15 +151,15 @@ def _failures(dag_run, failed: list[str]) -> list[tuple[str, list[str]]]:
     """
     from greenery import audit, warehouse
 
-    recorded = {}
     try:
         with warehouse.connect() as conn:
             recorded = {f["task_id"]: f["error"] for f in audit.task_failures(conn, dag_run.run_id)}
-    except Exception as exc:  # the warehouse may be why the run failed; the log has the rest
-        recorded = {}
+        unrecorded = "see the log"
+    except Exception as exc:  # the warehouse may be why the run failed (its callback could not record it either)
+        recorded, unrecorded = {}, f"not recorded: the warehouse did not answer ({exc}); see the log"
         if not failed:
             return [("run", [str(exc)])]
-    return [(t, _cause_lines(recorded.get(t) or "see the log")) for t in failed]
+    return [(t, _cause_lines(recorded.get(t) or unrecorded)) for t in failed]
 
 
 def _cause_lines(error: str) -> list[str]:
@@ -239,9 +239,15 @@ def cmd_format_suites(args: argparse.Namespace) -> int:
         except UnicodeDecodeError as exc:
             raise UsageError(f"{path}, byte {exc.start}: not UTF-8 text; nothing was changed") from None
     from greenery.checks import gx  # Great Expectations: ~2 s to import, once the files are known to be good
+    from greenery.checks.suites import SuiteDefinitionError
 
-    changed = [path for path in paths if gx.format_suite_file(path)]
+    try:  # every file through GX before any is written
+        texts = {path: gx.formatted_suite(path) for path in paths}
+    except SuiteDefinitionError as exc:
+        raise UsageError(f"{exc}; nothing was changed") from None
+    changed = [path for path, (text, formatted) in texts.items() if formatted != text]
     for path in changed:
+        path.write_text(texts[path][1])
         print(f"formatted {path}")
     print(f"{len(changed)} of {len(paths)} suite file(s) changed")
     return 0
@@ -359,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except Exception as exc:  # one clear line for known failures; the traceback is noise to a user
         from greenery.answers import NoAnswersError
+        from greenery.dev.embedded_pg import ServerInUseError
         from greenery.dev.local_airflow import RunDidNothingError
+        from greenery.docs import ReadmeMarkersError
         from greenery.materialize.model_sql import ModelBuildError
         from greenery.sources.load import RawLoadError
         from greenery.warehouse import WarehouseUnavailableError
@@ -371,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
             | WarehouseUnavailableError
             | UsageError
             | RunDidNothingError
-            | NoAnswersError,
+            | NoAnswersError
+            | ServerInUseError
+            | ReadmeMarkersError,
         ):
             print(f"error: {exc}", file=sys.stderr)
             return 2

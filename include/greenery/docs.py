@@ -95,10 +95,21 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|")
 
 
+class ReadmeMarkersError(ValueError):
+    """The README lacks the generated section's markers, or has them twice or out of order: nothing written."""
+
+
 def update_readme(readme: Path) -> bool:
     """Rewrite the generated section of the README; return True when it changed."""
     text = readme.read_text()
+    for marker in (README_START, README_END):
+        if text.count(marker) != 1:
+            raise ReadmeMarkersError(
+                f"{readme}: {marker} must appear once (found {text.count(marker)}); nothing was written"
+            )
     start, end = text.index(README_START), text.index(README_END) + len(README_END)
+    if end < start:
+        raise ReadmeMarkersError(f"{readme}: {README_END} comes before {README_START}; nothing was written")
     new = text[:start] + readme_section() + text[end:]
     if new != text:
         readme.write_text(new)

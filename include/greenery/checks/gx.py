@@ -199,13 +199,30 @@ def _suite(suite_file: SuiteFile, refs, variables):
     return suite
 
 
-def format_suite_file(path: Path) -> bool:
-    """Give a suite file the ids it lacks (new UUIDs) and GX's serialized form; return whether it changed."""
+def formatted_suite(path: Path) -> tuple[str, str]:
+    """(the suite file's text, its text in GX's serialized form with the ids it lacks added as new UUIDs).
+    Raises SuiteDefinitionError naming the file and what GX cannot read; writes nothing."""
     text = path.read_text()
     data = json.loads(text)
-    for item in (data, *data.get("expectations", ())):
+    expectations = data.get("expectations", []) if isinstance(data, dict) else None
+    if not isinstance(expectations, list) or not all(isinstance(e, dict) for e in expectations):
+        raise SuiteDefinitionError(f"{path}: not a suite (a JSON object with a name and a list of expectations)")
+    for item in (data, *expectations):
         item["id"] = item.get("id") or str(uuid.uuid4())
-    formatted = dump(gx.ExpectationSuite(**data).to_json_dict())
+    try:
+        suite = gx.ExpectationSuite(**data)
+    except Exception as exc:  # GX raises many types here (pydantic's, TypeError, ValueError...)
+        raise SuiteDefinitionError(f"{path}: GX cannot read it: {type(exc).__name__}: {exc}") from exc
+    # GX drops an expectation it cannot parse with only a log line; formatting would delete it from the file.
+    kept = {e.id for e in suite.expectations}
+    if dropped := [f"expectation {i} ({e.get('type')})" for i, e in enumerate(expectations) if e["id"] not in kept]:
+        raise SuiteDefinitionError(f"{path}: GX cannot read {', '.join(dropped)} (its log above says why)")
+    return text, dump(suite.to_json_dict())
+
+
+def format_suite_file(path: Path) -> bool:
+    """Rewrite a suite file in its formatted_suite form; return whether it changed."""
+    text, formatted = formatted_suite(path)
     if formatted == text:
         return False
     path.write_text(formatted)

@@ -147,13 +147,27 @@ def running_pid(data_dir: Path) -> int | None:
     return pid
 
 
+class ServerInUseError(RuntimeError):
+    """``greenery db stop`` found the server still used by another command: nothing was stopped."""
+
+
 def stop_kept(data_dir: Path) -> bool:
-    """Stop the server if it runs; return whether it was running."""
+    """Stop the server if it runs; return whether it was running. pgserver stops a server with its last
+    handle only: while another command holds one, raise ServerInUseError and leave the server as it was."""
+    kept = kept_running(data_dir)
     _marker(data_dir).unlink(missing_ok=True)
     if running_pid(data_dir) is None:
         return False
     EmbeddedPostgres(data_dir, cleanup="stop").stop()  # the last handle stops it
-    return True
+    if (pid := running_pid(data_dir)) is None:
+        return True
+    if kept:  # a kept server's other users leave it running when they end: keep saying so
+        _marker(data_dir).touch()
+    raise ServerInUseError(
+        f"{data_dir}: the server (pid {pid}) is still used by another greenery command (ui, run, db psql...);"
+        " nothing was stopped: "
+        + ("end that command, then run `greenery db stop` again" if kept else "it stops when that command ends")
+    )
 
 
 def psql_path() -> str:

@@ -221,3 +221,33 @@ def test_a_change_in_quarantine_counts_is_news_an_unchanged_one_is_held_back(sla
         alert_task(with_quarantine("q3-again", 3))
     alert_task(with_quarantine("q4", 4))
     assert len(slack.webhook_posts()) == 2
+
+
+@pytest.mark.parametrize(
+    ("alert_slack", "paged"), [(None, False), ("scheduled", False), ("skipped", True), ("success", True)]
+)
+def test_validate_pages_its_failed_checks_itself_only_when_alert_slack_will_not_run(
+    slack, airflow_dag, alert_slack, paged
+):
+    """validate leaves the page of its failed checks to alert_slack. When alert_slack already ended in this run
+    (Clear only failed tasks, Mark success/failed), it will not run again: the failure callback pages them."""
+    import datetime as dt
+
+    from greenery.tasks import paging, validate
+
+    assert notify.ALERT_TASK_ID in airflow_dag.task_ids
+    failed = summary("2021-02-12", "only-failed", [{**WARNING, "severity": "critical"}], blocking=True)
+    ti = FakeTaskInstance({("validate", "summary"): failed}, "only-failed", {"alert_slack": alert_slack})
+    ti.task_id = "validate"
+    context = {
+        "ti": ti,
+        "run_id": "only-failed",
+        "logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC),
+        "exception": validate.ChecksFailed("1 critical check failed"),
+    }
+    paging.on_task_failure(context)
+    posts = slack.webhook_posts()
+    assert len(posts) == (1 if paged else 0)
+    if paged:
+        body = json.dumps(posts[0].body, ensure_ascii=False)
+        assert "emails look like emails" in body and "not published" in body

@@ -14,6 +14,7 @@ the UI, on the real Greenery data with one duplicated order and a local fake Sla
 7. Every ``validate`` attempt started with Great Expectations imported by the scheduler (``greenery-airflow``).
 8. A cleared run that now fails before ``validate`` pages once, for its own failure, not again for the earlier
    attempt's checks (a task's XCom outlives a clear until the task runs again).
+9. Cleared again, failed tasks only (``alert_slack`` stays skipped): ``validate``'s failed checks are paged once.
 """
 
 from __future__ import annotations
@@ -82,11 +83,11 @@ def wait_for(ui, run_id: str, predicate, timeout: float = RUN_TIMEOUT, what: str
     pytest.fail(f"{what} did not finish in {timeout}s: {task_states(ui, run_id)}\n{ui.diagnostics(20)}")
 
 
-def clear(ui, run_id: str, task_ids: list[str] | None = None) -> None:
-    """The UI's Clear: the whole run (Grid -> the run -> Clear run) or the given tasks only. The API resets
-    the run to queued before it answers, so the next wait sees the new attempt, not the old end."""
+def clear(ui, run_id: str, task_ids: list[str] | None = None, only_failed: bool = False) -> None:
+    """The UI's Clear: the whole run (Grid -> the run -> Clear run, its failed tasks only if asked) or the
+    given tasks. The API resets the run to queued before it answers, so the next wait sees the new attempt."""
     if task_ids is None:
-        path, body = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/clear", {"dry_run": False}
+        path, body = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/clear", {"dry_run": False, "only_failed": only_failed}
     else:
         path = f"/api/v2/dags/{DAG_ID}/clearTaskInstances"
         body = {"dry_run": False, "only_failed": False, "dag_run_id": run_id, "task_ids": task_ids}
@@ -247,6 +248,19 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     assert (states["validate"], states["alert_slack"]) == ("upstream_failed", "skipped"), states
     [page] = slack_server.webhook_posts()[posts:]
     assert "raw.promos does not exist" in json.dumps(page.body, ensure_ascii=False)
+
+    # 9. "Clear only failed tasks" leaves the skipped alert_slack as it was: validate's checks fail again and
+    # its failure callback pages them itself, once (before, nobody was paged).
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("alter table raw.promos_gone rename to promos")
+    clear(ui, run_id, only_failed=True)
+    assert finished(ui, run_id) == "failed"
+    states = task_states(ui, run_id)
+    assert (states["validate"], states["alert_slack"]) == ("failed", "skipped"), states
+    [page] = slack_server.webhook_posts()[posts + 1 :]
+    assert DUPLICATED_ORDER in json.dumps(page.body, ensure_ascii=False) and "🔴" in json.dumps(
+        page.body, ensure_ascii=False
+    )
 
 
 def test_the_ui_settings_yield_to_the_users_own_and_create_no_scheduled_runs(tmp_path, monkeypatch):

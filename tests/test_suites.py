@@ -223,10 +223,12 @@ def test_format_suite_file_adds_missing_ids_and_keeps_the_others(tmp_path):
     del data["id"], data["expectations"][1]["id"]
     path = tmp_path / "stg_postgres__promos.json"
     path.write_text(json.dumps(data))  # hand-written: no ids, other layout
-    assert validation().format_suite_file(path) is True
+    text, formatted = validation().formatted_suite(path)
+    assert formatted != text and path.read_text() == text  # nothing written
+    path.write_text(formatted)
     [suite] = suites.load_suites(MODELS, tmp_path).values()
     assert suite.expectations[0]["id"] == kept and suite.expectations[1]["id"] and suite.data["id"]
-    assert validation().format_suite_file(path) is False, "formatting is idempotent"
+    assert validation().formatted_suite(path) == (formatted, formatted), "formatting is idempotent"
 
 
 def _between_checks():

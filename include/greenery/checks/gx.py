@@ -1,10 +1,9 @@
 """Validate the built models with Great Expectations, through its public API only, in PostgreSQL.
 
-Suites are the files of include/expectations (checks/suites.py). ``unexpected_rows_query`` texts may name
-other models with ``{{ ref('model') }}``; ``{batch}`` is GX's placeholder for the table under test: it becomes
-``(select ...) as subselect`` (do not alias it). GX computes every metric in SQL against the warehouse:
-nothing is pulled into pandas. This is the only module that imports GX: it hands summary.py each result as
-plain data (GX's JSON form).
+Suites are the files of include/expectations (checks/suites.py). ``unexpected_rows_query`` texts may name other models
+with ``{{ ref('model') }}``; ``{batch}`` is GX's placeholder for the table under test: it becomes ``(select ...) as
+subselect`` (do not alias it). GX computes every metric in SQL against the warehouse: nothing is pulled into pandas.
+This is the only module that imports GX: it hands summary.py each result as plain data (GX's JSON form).
 
 Two passes, for speed (tests/test_validation_passes.py counts the statements):
 
@@ -22,10 +21,9 @@ Two passes, for speed (tests/test_validation_passes.py counts the statements):
    ``unexpected_rows_expectation`` in COMPLETE (GX then returns its query's rows). Asking that detail of every
    expectation in one pass would scan each table once more per map expectation, even when nothing fails.
 
-What the public API costs: GX's UnexpectedRowsExpectation runs its query twice in any result format (counted,
-then fetched), so each relationship or reconciliation query runs twice on a clean run too: at scale 100
-(375 k events), 1.2 to 1.7 s of database time in a 9 to 12 s validation. Running it once would take a custom
-expectation class; that is the price of staying on GX's own.
+What the public API costs: GX's UnexpectedRowsExpectation runs its query twice in any result format (counted, then
+fetched), so each relationship or reconciliation query runs twice on a clean run too (at scale 100, 375 k events: 1.2
+to 1.7 s of database time in a 9 to 12 s validation); once would take a custom expectation class.
 """
 
 from __future__ import annotations
@@ -200,10 +198,8 @@ def _suite(suite_file: SuiteFile, refs, variables):
 
 
 def formatted_suite(path: Path) -> tuple[str, str]:
-    """(the suite file's text, its text in GX's serialized form with the ids it lacks added as new UUIDs).
-    Raises SuiteDefinitionError naming the file and what GX cannot read; writes nothing."""
-    text = path.read_text()
-    data = json.loads(text)
+    """(its text, GX's serialized form with new ids where missing); else SuiteDefinitionError. Writes nothing."""
+    data = json.loads(text := path.read_text())
     expectations = data.get("expectations", []) if isinstance(data, dict) else None
     if not isinstance(expectations, list) or not all(isinstance(e, dict) for e in expectations):
         raise SuiteDefinitionError(f"{path}: not a suite (a JSON object with a name and a list of expectations)")
@@ -218,15 +214,6 @@ def formatted_suite(path: Path) -> tuple[str, str]:
     if dropped := [f"expectation {i} ({e.get('type')})" for i, e in enumerate(expectations) if e["id"] not in kept]:
         raise SuiteDefinitionError(f"{path}: GX cannot read {', '.join(dropped)} (its log above says why)")
     return text, dump(suite.to_json_dict())
-
-
-def format_suite_file(path: Path) -> bool:
-    """Rewrite a suite file in its formatted_suite form; return whether it changed."""
-    text, formatted = formatted_suite(path)
-    if formatted == text:
-        return False
-    path.write_text(formatted)
-    return True
 
 
 def _ids(suite) -> tuple[str, list[str]]:

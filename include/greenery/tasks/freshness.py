@@ -10,7 +10,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from greenery import config, links, runtime, warehouse
 from greenery.alerts import messages
 from greenery.sources import freshness
-from greenery.tasks.paging import PagedFailure, page
+from greenery.tasks.failures import PagedFailure
+from greenery.tasks.paging import page
 
 log = logging.getLogger(__name__)
 

@@ -44,6 +44,25 @@ def for_on_call(summary: dict[str, Any]) -> dict[str, Any]:
     return {**summary, "root_causes": causes, "links": links.for_run(summary["run_id"], "validate")}
 
 
+ALERT_TASK_ID = "alert_slack"  # the DAG's task that runs send_alert
+FINISHED = ("success", "failed", "skipped", "upstream_failed", "removed")
+
+
+def alert_will_run(context: Any) -> bool:
+    """Whether alert_slack is still to run in this run (it is not when it ended and was not cleared)."""
+    ti = context["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=[ALERT_TASK_ID])
+    return states.get(ti.run_id, {}).get(ALERT_TASK_ID) not in FINISHED
+
+
+def send_validation_alert(context: Any) -> None:
+    """validate's own failure callback pages its failed checks when alert_slack will not run again."""
+    summary = validation_summary(context)
+    if summary is None:
+        raise RuntimeError("validate failed without a summary to alert with")
+    deliver(summary, not_published_status())
+
+
 def send_alert(context: Any) -> None:
     """Page on-call about the run's checks; raises when Slack does not take the message (retries, then red)."""
     states = states_now(context)
@@ -61,6 +80,11 @@ def send_alert(context: Any) -> None:
     published = (states.get("publish") == "success" and context["ti"].xcom_pull(task_ids="publish")) or (
         not_published_status()
     )
+    deliver(summary, published)
+
+
+def deliver(summary: dict[str, Any], published: dict[str, Any]) -> None:
+    """Send the alert unless suppression holds it back (AirflowSkipException), and remember it."""
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     settings = config.get()
     with warehouse.connect() as conn:

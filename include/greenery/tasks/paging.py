@@ -1,7 +1,8 @@
 """Paging on-call: every way a task fails pages the alert channel exactly once, with the cause.
 
-Tasks that page by themselves (the source-freshness alert, the data-check alert) then raise
-:class:`PagedFailure`, and the failure callback does not page again. Any other failure, including
+Tasks that page by themselves (the source-freshness alert) or leave the page to ``alert_slack`` (failed
+checks) raise a ``tasks.failures`` exception, and the failure callback does not page again, unless
+``alert_slack`` has already ended in this run: then it sends that alert itself. Any other failure, including
 Airflow's own (a timeout, a task killed and detected by the scheduler), reaches the callback, which pages
 with the exception. A failed Slack delivery cannot be paged through Slack: it stays in the task log.
 """
@@ -11,17 +12,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
-
 from greenery import audit, config, links, runtime, warehouse
 from greenery.alerts import delivery, messages
 from greenery.alerts.delivery import SlackDeliveryError
+from greenery.tasks import notify
+from greenery.tasks.failures import AlertFollows, PagedFailure
 
 log = logging.getLogger(__name__)
-
-
-class PagedFailure(AirflowFailException):
-    """The task failed after it paged on-call itself (no retry, no second page)."""
 
 
 def page(payload: dict[str, Any]) -> bool:
@@ -50,6 +47,14 @@ def on_task_failure(context: Any) -> None:
     """The DAG's ``on_failure_callback``: record the error; page with it unless the task paged already."""
     exc = context.get("exception")
     record(context, describe(exc))
+    if isinstance(exc, AlertFollows) and not notify.alert_will_run(context):
+        # alert_slack already ended in this run and will not run again (only the failed tasks were cleared, or a
+        # Mark success/failed cleared them): the page it would have sent goes now.
+        try:
+            notify.send_validation_alert(context)
+        except Exception as err:  # a callback must not raise; the task is red anyway
+            log.error("could not page on-call with the failed checks: %s", err)
+        return
     if isinstance(exc, PagedFailure):
         return
     if isinstance(exc, SlackDeliveryError):

@@ -28,7 +28,7 @@ from greenery.materialize import relations
 from greenery.project import models as model_files
 from greenery.project.render import sql_literal
 from greenery.sources import fingerprint
-from greenery.tasks.paging import PagedFailure
+from greenery.tasks.failures import AlertFollows
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class RawChangedError(RuntimeError):
     """Raw changed after the run prepared its build: its tables mix old and new data."""
 
 
-class ChecksFailed(PagedFailure):
+class ChecksFailed(AlertFollows):
     """Critical expectations failed: nothing is published; alert_slack pages on-call with them."""
 
 

@@ -121,7 +121,11 @@ def record_built(conn, build: Build, model: str, info: dict | None = None) -> No
         (build.key, model, Jsonb(info)),
     )
     conn.execute(
-        sql.SQL("update {} set touched_at = now(), state = 'building' where key = %s").format(audit.table("builds")),
+        # 'rebuilding': a task cleared after the build was published (then its rebuild is published alone).
+        sql.SQL(
+            "update {} set touched_at = now(), state = case when state in ('published', 'rebuilding')"
+            " then 'rebuilding' else 'building' end where key = %s"
+        ).format(audit.table("builds")),
         (build.key,),
     )
 
@@ -169,6 +173,12 @@ def built_models(conn, models: Mapping[str, Model], build: Build) -> list[str]:
     return [name for name in models if name in listed]
 
 
+def _published_before(conn, build: Build) -> bool:
+    """Whether this build was published already (then a cleared task's rebuild is published alone)."""
+    row = conn.execute(sql.SQL("select state from {} where key = %s").format(audit.table("builds")), (build.key,))
+    return (row.fetchone() or [None])[0] in ("published", "rebuilding")
+
+
 def built_delta(conn, model: Model, build: Build) -> str | None:
     """The delta (recomputed rows) of an incremental build of ``model`` in this run, if there is one.
 
@@ -211,6 +221,11 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
             raise PublishError(
                 f"run {build.run_id!r} has nothing to publish: no model was built into {build.key}__* since its"
                 " last publish. Clear the model tasks (or the whole run) to rebuild."
+            )
+        if (missing := [name for name in models if name not in names]) and not _published_before(conn, build):
+            raise PublishError(
+                f"run {build.run_id!r} did not build {', '.join(missing)} (a task marked success, or never run);"
+                " nothing was published: its other tables would go out beside older ones. Clear those tasks."
             )
         lost = _lost(conn, models, build, names)
         if lost:

@@ -372,12 +372,18 @@ def test_bad_smtp_settings_fail_the_task_once_with_the_reason(digest, published_
 
 @pytest.mark.db
 def test_a_refused_recipient_fails_the_task_even_when_others_got_it(digest, published_url, email_on, monkeypatch):
-    monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", f"ana@example.com; ghost@{REFUSED_DOMAIN}")
+    """And its retries (the task retries, then on-call clears it) do not send the others a copy each time."""
+    monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", f"ana@example.com; ghost@{REFUSED_DOMAIN}; bo@example.com")
+    publish(published_url)
     with pytest.raises(
-        digest.DigestNotDelivered, match=rf"delivered to 1 of 2 recipients; refused: ghost@{REFUSED_DOMAIN}: 550"
+        digest.DigestNotDelivered, match=rf"delivered to 2 of 3 recipients; refused: ghost@{REFUSED_DOMAIN}: 550"
     ):
         digest.send(context())
-    assert [m.rcpt_tos for m in email_on.messages] == [["ana@example.com"]]
+    assert [m.rcpt_tos for m in email_on.messages] == [["ana@example.com", "bo@example.com"]]
+    for _ in range(2):  # the retries: the refused address only, still refused
+        with pytest.raises(digest.DigestNotDelivered, match=r"the server refused every recipient: ghost@"):
+            digest.send(context())
+    assert len(email_on.messages) == 1
 
 
 @pytest.mark.db

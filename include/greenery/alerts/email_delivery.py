@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 class EmailDeliveryError(RuntimeError):
     """An email was not delivered (or not to every recipient); the message says why and through what."""
 
-    def __init__(self, message: str, *, conn_id: str):
+    def __init__(self, message: str, *, conn_id: str, delivered: Sequence[str] = ()):
         super().__init__(message)
         self.conn_id = conn_id
+        self.delivered = list(delivered)  # the recipients the server took before it refused the others
 
 
 def invalid_addresses(addresses: Sequence[str]) -> list[str]:
@@ -169,6 +170,7 @@ def send(message: EmailMessage, conn_id: str) -> list[str]:
         raise EmailDeliveryError(
             f"{what}: delivered to {delivered} of {len(recipients)} recipients; refused: {safe(refusals)}",
             conn_id=conn_id,
+            delivered=[r for r in recipients if r not in refused],
         )
     log.info("email %r sent through %r (%s) to %d recipients", message["Subject"], conn_id, where, len(recipients))
     return recipients

@@ -69,7 +69,10 @@ def send_alert(context: Any) -> None:
     ran = states.get("validate") in ("success", "failed")  # else its summary is an earlier attempt's
     summary = validation_summary(context) if ran else None
     if summary is None:
-        raise AirflowSkipException("no validation result: a task before validate failed, and paged on its own")
+        raise AirflowSkipException(
+            "no validation result in this attempt: a task before validate failed and paged on its own (or was"
+            " marked failed by hand in the UI, which pages nobody)"
+        )
     if not summary["failures"] and not summary.get("quarantined"):
         raise AirflowSkipException("nothing to alert: every check passed and no row was quarantined")
     if states.get("publish") == "failed":

@@ -38,14 +38,16 @@ warnings and quarantined rows page too, but the marts are published and the run 
 - Red `validate`: its message (and the alert, and the *Data quality* view) names the failing table, its
   raw source, the check and the keys. Fix the source rows, then **clear the whole run** (Grid → the run →
   Clear run): every model rebuilds from raw, is checked again and published if the checks pass.
-  Clearing `validate` alone re-checks the same build: useful after fixing an expectation, and refused
-  (with this advice) when raw changed since the build, because its tables would mix old and new data.
+  Clearing `validate` with its downstream tasks re-checks the same build and publishes it if the checks
+  pass: useful after fixing an expectation; refused (with this advice) when raw changed since the build,
+  because its tables would mix old and new data.
 - Red `check_source_freshness`: raw is missing, empty or stale for the day (or the warehouse cannot be
   reached: check the `greenery_warehouse` connection). Load it, then clear the run.
 - A red model task: its log names the SQL file, the line and the PostgreSQL error. Fix the data or the
   SQL, then clear the run (or the task with its downstream tasks: every model replaces its table or its
   day in one transaction, so a rerun is always safe).
-- Red `publish`: a view on a mart, or a build that lost a table; its log says which. Clear the run.
+- Red `publish`: a view on a mart, a build that lost a table, or a model never built (its task marked
+  success); its log says which. Clear the run.
 - Red `alert_slack`: Slack refused or was unreachable after retries; its log has the HTTP status. The
   checks are in the *Data quality* view.
 - Red `state_of_the_data`: the stakeholders' digest (Slack note, chart, email) did not all go out; its
@@ -53,8 +55,9 @@ warnings and quarantined rows page too, but the marts are published and the run 
   published. Fix the connection, then clear the task: it sends only the parts that did not go out.
 - Events older than the lookback changed in raw, or a model's logic changed: trigger the DAG with the
   Param `full_refresh` ticked.
-- Backfill: `airflow backfill create --dag-id greenery_daily --from-date 2021-02-10 --to-date 2021-02-12`;
-  runs are serialized (`max_active_runs=1`) because every run rewrites the current-state tables.
+- Backfill one run at a time (a backfill has its own limit, 10 runs by default, not the DAG's
+  `max_active_runs=1`; every run rewrites the current-state tables):
+  `airflow backfill create --dag-id greenery_daily --from-date 2021-02-10 --to-date 2021-02-12 --max-active-runs 1`
 """
 
 SETTINGS = config.get()

@@ -72,6 +72,17 @@ def test_a_check_failing_for_three_runs_says_since_when_and_a_pass_breaks_the_st
     assert first["root_causes"][0]["runs_failing"] == 1
 
 
+def test_a_backfilled_older_day_counts_the_days_before_it_not_the_later_ones(db):
+    """Later days were validated first (a backfill of 2021-02-05 after 02-10..02-12 ran): its streak is its own."""
+    for day in ("2021-02-10", "2021-02-11", "2021-02-12"):
+        audit.record_validation(db, summary(day, f"r{day}", [WARNING]), published=True)
+    audit.record_validation(db, summary("2021-02-04", "r04", [WARNING]), published=True)
+    backfilled = summary("2021-02-05", "r05", [WARNING])
+    history.annotate(db, backfilled)
+    [cause] = backfilled["root_causes"]
+    assert (cause["failing_since"], cause["runs_failing"]) == ("2021-02-04", 2)
+
+
 def test_two_query_checks_of_one_suite_keep_streaks_of_their_own(db):
     """Query checks have no column: a suite's relationship check failing yesterday does not make its
     primary-key check, failing today, "failing since yesterday"."""

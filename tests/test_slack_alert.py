@@ -504,3 +504,26 @@ def test_a_duplicated_compound_key_is_shown_whole_with_its_copies():
     f = {**ORDERS_UNIQUE, "expectation": "unexpected_rows_expectation", "column": None, "sample_keys": [key]}
     body = visible(build_alert(summary(failures=[f]), log_url=None, docs_url=None))
     assert f"`{key}`" in body
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_a_task_failure_page_says_whether_the_run_published_and_what_to_clear(published):
+    """Before publish, nothing of the run was published: clear the whole run. After it (the digest, the alert),
+    the marts are the run's: clear that task only (a whole-run clear would publish and send the digest again)."""
+    from greenery.alerts import messages
+
+    payload = messages.build_task_failure_alert(
+        dag_id="greenery_daily",
+        task_id="state_of_the_data",
+        logical_date="2021-02-12",
+        run_id="r1",
+        error="EmailDeliveryError: 535",
+        log_url="http://localhost:8080/log",
+        links={"run": "http://localhost:8080/dags/greenery_daily/runs/r1"},
+        published=published,
+    )
+    text = json.dumps(payload["blocks"], ensure_ascii=False)
+    assert ("The marts were published by this run." in text) == published
+    assert ("Nothing was published by this run" in text) == (not published)
+    assert ("clear `state_of_the_data` only" in text) == published
+    assert ("*Clear run*" in text) == (not published)

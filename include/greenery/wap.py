@@ -225,7 +225,7 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
         if (missing := [name for name in models if name not in names]) and not _published_before(conn, build):
             raise PublishError(
                 f"run {build.run_id!r} did not build {', '.join(missing)} (a task marked success, or never run);"
-                " nothing was published: its other tables would go out beside older ones. Clear those tasks."
+                " nothing was published: its other tables would go out beside older ones. Clear the whole run."
             )
         lost = _lost(conn, models, build, names)
         if lost:

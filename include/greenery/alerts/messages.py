@@ -303,8 +303,10 @@ def build_task_failure_alert(
     error: str,
     log_url: str | None,
     links: Mapping[str, str | None] | None = None,
+    published: bool = False,
 ) -> dict:
-    """A task failed (SQL error, lost connection, timeout...): nothing of this run was published."""
+    """A task failed (SQL error, lost connection, timeout...): before publish, nothing of this run was
+    published; after it (``published``: the digest, the alert), the marts are this run's."""
     links = {**(links or {}), "log": log_url or (links or {}).get("log")}
     header = f"🔴 {dag_id}: task {task_id} failed"
     fence = "```"
@@ -312,13 +314,24 @@ def build_task_failure_alert(
         _header(header),
         _context(f"DAG {code(dag_id)} · day {code(logical_date or '-')} · run {code(run_id, 250)}"),
         _section(fence + clean(error, 2500).replace(fence, "'''") + fence),
-        _section("Nothing was published by this run: readers still see the previous run's marts."),
-        _section(_clear_the_run(links, "Fix the cause (the task log has the details)")),
+        *_after_a_failure(task_id, links, published),
     ]
     buttons = _buttons(links)
     if buttons:
         blocks.append(buttons)
     return {"text": plain(redact(f"{header}: {error}"), MAX_FALLBACK_TEXT), "blocks": blocks}
+
+
+def _after_a_failure(task_id: str, links: Mapping[str, str | None], published: bool) -> list[dict]:
+    if published:  # clearing the whole run would publish again, and send the whole digest again
+        return [
+            _section("The marts were published by this run."),
+            _section(f"*What to do*\nFix the cause (the task log has the details), then clear {code(task_id)} only."),
+        ]
+    return [
+        _section("Nothing was published by this run: readers still see the previous run's marts."),
+        _section(_clear_the_run(links, "Fix the cause (the task log has the details)")),
+    ]
 
 
 def _trend_text(points: list[trend.Point]) -> str:

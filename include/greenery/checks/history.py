@@ -36,9 +36,11 @@ def annotate(conn, summary: dict[str, Any]) -> None:
     if audit.exists(conn, "validation_runs"):
         earlier = conn.execute(
             sql.SQL(
-                "select logical_date, summary from {} where run_id <> %s order by validated_at desc limit %s"
+                # The days before this one (a backfill of an older day has later days validated before it).
+                "select logical_date, summary from {} where run_id <> %s and logical_date <= %s"
+                " order by logical_date desc, validated_at desc limit %s"
             ).format(audit.table("validation_runs")),
-            (summary.get("run_id"), LOOKBACK_RUNS),
+            (summary.get("run_id"), summary.get("logical_date"), LOOKBACK_RUNS),
         ).fetchall()
     for cause in summary.get("root_causes") or []:
         key = _key(cause["model"], cause["expectation"], cause["column"], cause.get("description"))

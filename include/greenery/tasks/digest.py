@@ -125,6 +125,8 @@ def _send_email(settings, stats, png, points, done) -> dict:
     sender = email_delivery.sender_of(settings.digest_email_conn_id)
     already = (done.get(EMAIL_SO_FAR) or {}).get("to", [])  # a retry does not send them a second copy
     recipients = [r for r in settings.digest_email_to if r not in already]
+    if not recipients:  # the refused address was removed from the setting; everyone else has the email
+        return {"to": already}
     message = digest_email.build(stats, points, png, sender=sender, recipients=recipients)
     try:
         return {"to": [*already, *email_delivery.send(message, settings.digest_email_conn_id)]}

@@ -55,6 +55,16 @@ def alert_will_run(context: Any) -> bool:
     return states.get(ti.run_id, {}).get(ALERT_TASK_ID) not in FINISHED
 
 
+def published_in_this_run(context: Any) -> bool:
+    """Whether publish succeeded in this run (a task failing after it: the digest, the alert); False when the
+    states cannot be read (a failure callback must still page)."""
+    try:
+        return states_now(context).get("publish") == "success"
+    except Exception as exc:
+        log.warning("could not read publish's state: %s", exc)
+        return False
+
+
 def send_validation_alert(context: Any) -> None:
     """validate's own failure callback pages its failed checks when alert_slack will not run again."""
     summary = validation_summary(context)

@@ -70,6 +70,7 @@ def on_task_failure(context: Any) -> None:
             error=describe(exc),
             log_url=runtime.log_url(context),
             links=links.for_run(context["run_id"], runtime.task_id(context)),
+            published=notify.published_in_this_run(context),
         )
     )
     log.warning("task failure %s on-call", "paged" if sent else "could NOT be paged to")

@@ -515,3 +515,27 @@ def test_a_dag_run_sends_the_digest_by_email_and_to_slack(
     with psycopg.connect(warehouse_url) as conn:
         sent = conn.execute("select part from greenery_audit.digests_sent order by sent_at").fetchall()
     assert sent == [("slack",), ("email",)]  # recorded against the run's publish (the chart needs an API token)
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_a_digest_failing_after_the_publish_pages_that_the_marts_were_published(
+    airflow_dag, warehouse_url, real_greenery, slack_alerts_webhook, email_on, monkeypatch
+):
+    """The failure callback of a task after publish, in a real DAG run: the page says the run published and to
+    clear that task only (a whole-run clear would publish and send the digest again); over the task's tries the
+    recipient the server took got the email once."""
+    from greenery.dev import local_airflow
+    from greenery.sources import load as raw
+
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        raw.load_dir(conn, real_greenery)
+    monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", f"ana@example.com; ghost@{REFUSED_DOMAIN}")
+    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert (states["publish"], states["state_of_the_data"]) == ("success", "failed"), states
+    [page] = slack_alerts_webhook.webhook_posts()
+    body = json.dumps(page.body, ensure_ascii=False)
+    assert "task state_of_the_data failed" in body and f"ghost@{REFUSED_DOMAIN}" in body
+    assert "The marts were published by this run." in body and "clear `state_of_the_data` only" in body
+    assert [m.rcpt_tos for m in email_on.messages] == [["ana@example.com"]]

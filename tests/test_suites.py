@@ -426,3 +426,66 @@ def test_one_defect_fails_the_right_critical_expectation(case, request, real_gre
         assert hits[0]["sample_keys"][0] == ORDER
         cascaded = {f["table"] for f in summary["failures"] if f["expectation"] == expectation}
         assert {"intermediate.int_orders", "marts.fact_orders"} <= cascaded
+
+
+@pytest.mark.db
+def test_a_missing_dimension_of_delivery_performance_fails_its_reconciliation(published_url, tmp_path):
+    """The reconciliation grouped by dimension: a dimension with no rows made no group and was never compared,
+    so a mart without its 'state' rows passed every check."""
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        assert conn.execute("delete from marts.fact_delivery_performance where dimension = 'state'").rowcount > 0
+    suites = {"fact_delivery_performance": SUITES["fact_delivery_performance"]}
+    summary = _validate(tmp_path, build_docs=False, suites=suites)
+    [hit] = [f for f in summary["failures"] if "accounts for every delivered order" in f["description"]]
+    assert hit["severity"] == "critical" and summary["blocking"]
+    assert any("dimension=state, delivered=0" in sample for sample in hit["sample_keys"]), hit["sample_keys"]
+
+
+INCREMENTAL_SANITY = ("int_user_sessions", "int_sessions_per_hour", "int_product_events", "int_user_product_sessions")
+
+
+@pytest.mark.db
+def test_row_count_sanity_checks_the_whole_incremental_model_not_the_days_rebuilt_rows(published_url, tmp_path):
+    """A daily run validates an incremental model's rebuilt rows (its delta) and refers to the whole model with
+    ref(). A quiet lookback window (no product events for days) gives an empty delta: no blocking failure. An
+    empty model beside a non-empty upstream still is one."""
+    suites = {name: SUITES[name] for name in INCREMENTAL_SANITY}
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        for name in INCREMENTAL_SANITY:
+            conn.execute(f"create table public.{name}__empty as select * from {MODELS[name].relation} where false")
+    empty_delta = {name: f"public.{name}__empty" for name in INCREMENTAL_SANITY}
+    quiet = validation().validate(
+        warehouse.sqlalchemy_url(),
+        MODELS,
+        suites,
+        gx_dir=tmp_path / "quiet",
+        build_docs=False,
+        relation=lambda name: empty_delta.get(name, MODELS[name].relation),
+        refs=lambda name: MODELS[name].relation,
+    )
+    assert [f for f in quiet["failures"] if "row-count sanity" in f["description"]] == [], _brief(quiet["failures"])
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("truncate intermediate.int_product_events")
+    emptied = validation().validate(
+        warehouse.sqlalchemy_url(), MODELS, {"int_product_events": SUITES["int_product_events"]}, gx_dir=tmp_path / "e"
+    )
+    [hit] = [f for f in emptied["failures"] if "row-count sanity" in f["description"]]
+    assert hit["severity"] == "critical" and emptied["blocking"]
+
+
+@pytest.mark.db
+def test_purchases_without_any_viewing_session_is_a_warning(published_url, tmp_path):
+    """The between check on conversion_rate skips NULLs, and a product bought in sessions where it was never
+    viewed has conversion_rate NULL: the pair check sees it."""
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        changed = conn.execute(
+            "update marts.fact_product set sessions_viewed = 0, conversion_rate = null"
+            " where product_id = %s and sessions_purchased > 0",
+            (ORDER_LINE_PRODUCT,),
+        )
+        assert changed.rowcount == 1
+    summary = _validate(tmp_path, build_docs=False, suites={"fact_product": SUITES["fact_product"]})
+    assert not summary["blocking"], _brief(summary["failures"])
+    [hit] = summary["failures"]
+    assert hit["severity"] == "warning" and hit["expectation"] == "expect_column_pair_values_a_to_be_greater_than_b"
+    assert any(ORDER_LINE_PRODUCT in sample for sample in hit["sample_keys"]), hit["sample_keys"]

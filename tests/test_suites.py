@@ -322,6 +322,11 @@ DEFECTS = {
         f"where order_id = '{ORDER}' and product_id = '{ORDER_LINE_PRODUCT}'",
         ("staging.stg_postgres__order_items", "unexpected_rows_expectation", "(order_id, product_id) is the", ORDER),
     ),
+    "first-order window built on another order": (
+        "update intermediate.int_user_behavior set avg_order_total = avg_order_total + 1"
+        f" where behavior_scope = 'through_first_order' and user_id = '{BUYER}'",
+        ("intermediate.int_user_behavior", "unexpected_rows_expectation", "is their first order", BUYER),
+    ),
     "order of an unknown user": (
         f"update staging.stg_postgres__orders set user_id = 'no-such-user' where order_id = '{ORDER}'",
         ("staging.stg_postgres__orders", "unexpected_rows_expectation", "order's user exists", ORDER),

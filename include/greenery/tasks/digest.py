@@ -123,21 +123,20 @@ def _send_email(settings, stats, png, points, done) -> dict:
             f"email not sent: {problem}", conn_id=settings.digest_email_conn_id or "-"
         )
     sender = email_delivery.sender_of(settings.digest_email_conn_id)
-    already = (done.get(EMAIL_SO_FAR) or {}).get("to", [])  # a retry does not send them a second copy
+    already = _emailed(done)  # a retry does not send them a second copy
     recipients = [r for r in settings.digest_email_to if r not in already]
     if not recipients:  # the refused address was removed from the setting; everyone else has the email
         return {"to": already}
     message = digest_email.build(stats, points, png, sender=sender, recipients=recipients)
-    try:
-        return {"to": [*already, *email_delivery.send(message, settings.digest_email_conn_id)]}
-    except email_delivery.EmailDeliveryError as err:
-        if err.delivered:
-            err.so_far = {"to": [*already, *err.delivered]}
-        raise
+    return {"to": [*already, *email_delivery.send(message, settings.digest_email_conn_id)]}
 
 
 # An email some recipients got (the server refused others): remembered, so that a retry sends to the others only.
 EMAIL_SO_FAR = "email-so-far"
+
+
+def _emailed(done: dict[str, dict]) -> list[str]:
+    return (done.get(EMAIL_SO_FAR) or {}).get("to", [])
 
 
 _SENDERS = {"slack": _send_slack, "slack-chart": _send_chart, "email": _send_email}
@@ -169,7 +168,8 @@ def send(context: Any) -> None:
         except (delivery.SlackDeliveryError, email_delivery.EmailDeliveryError) as err:
             log.error("digest part %r not delivered: %s", part, err)
             failures.append(f"{part}: {err}")
-            if (so_far := getattr(err, "so_far", None)) and published_at:
+            if isinstance(err, email_delivery.EmailDeliveryError) and err.delivered and published_at:
+                so_far = {"to": [*_emailed(done), *err.delivered]}
                 with warehouse.connect() as conn:
                     audit.record_digest(conn, run_id, EMAIL_SO_FAR, published_at, so_far)
             continue

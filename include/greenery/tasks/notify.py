@@ -22,12 +22,12 @@ from greenery.tasks.validate import SUMMARY_KEY
 log = logging.getLogger(__name__)
 
 
-def states_now(context: Any) -> dict[str, str | None]:
-    """This run's validate and publish states. Their XCom alone does not say they ran in this attempt: a
-    cleared run keeps what a task pushed before until that task starts again, and a run that now fails before
-    validate would read the earlier attempt's summary and page its failures a second time."""
+def states_now(context: Any, task_ids: tuple[str, ...] = ("validate", "publish")) -> dict[str, str | None]:
+    """This run's states of ``task_ids``. XCom alone does not say a task ran in this attempt: a cleared run
+    keeps what a task pushed before until that task starts again, and a run that now fails before validate
+    would read the earlier attempt's summary and page its failures a second time."""
     ti = context["ti"]
-    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=["validate", "publish"])
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=list(task_ids))
     return states.get(ti.run_id, {})
 
 
@@ -50,9 +50,7 @@ FINISHED = ("success", "failed", "skipped", "upstream_failed", "removed")
 
 def alert_will_run(context: Any) -> bool:
     """Whether alert_slack is still to run in this run (it is not when it ended and was not cleared)."""
-    ti = context["ti"]
-    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=[ALERT_TASK_ID])
-    return states.get(ti.run_id, {}).get(ALERT_TASK_ID) not in FINISHED
+    return states_now(context, (ALERT_TASK_ID,)).get(ALERT_TASK_ID) not in FINISHED
 
 
 def published_in_this_run(context: Any) -> bool:

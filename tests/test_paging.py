@@ -153,3 +153,52 @@ def test_a_publish_refused_by_a_readers_view_pages_once_and_changes_nothing(airf
     assert s["alert_slack"] == "skipped", s
     [alert] = alerts(paged)
     assert "publish" in alert and "DependentObjectsStillExist" in alert and "orders_report" in alert
+
+
+def test_a_publish_that_died_after_its_commit_is_retried_to_success_and_pages_nobody(
+    airflow_dag, published_url, paged, monkeypatch
+):
+    """README (Write-audit-publish): a publish try killed between its commit and reporting success is retried;
+    the retry found nothing left to publish and failed, so the run was red and on-call paged for marts that
+    were published, and neither the digest nor the marts' Asset events followed. Now the retry succeeds and
+    nothing is published or recorded twice."""
+    from helpers import asset_events
+
+    from greenery.project import models
+    from greenery.tasks import publish
+
+    class DiesAfterTheCommit:
+        """publish's logger: its "published ..." line, written after the commit, fails the first try."""
+
+        def __init__(self, log):
+            self.log, self.tries = log, 0
+
+        def __getattr__(self, name):
+            return getattr(self.log, name)
+
+        def info(self, message, *args):
+            if message.startswith("published"):
+                self.tries += 1
+                if self.tries == 1:
+                    raise RuntimeError("killed after the commit")
+            self.log.info(message, *args)
+
+    dying = DiesAfterTheCommit(publish.log)
+    monkeypatch.setattr(publish, "log", dying)
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("update raw.products set inventory = inventory + 1")  # so that the publish changes a mart
+        dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+        published = conn.execute(
+            "select tables from greenery_audit.publish_log where run_id = %s", (dag_run.run_id,)
+        ).fetchall()
+        validations = conn.execute(
+            "select published from greenery_audit.validation_runs where run_id = %s", (dag_run.run_id,)
+        ).fetchall()
+    s = states(dag_run)
+    assert dag_run.state == "success" and s["publish"] == "success" and dying.tries == 1, s
+    [ti] = [ti for ti in dag_run.get_task_instances() if ti.task_id == "publish"]
+    assert ti.try_number == 2  # the positive control: the first try did fail
+    assert len(published) == 1 and validations == [(True,)]  # published and recorded once
+    marts = {m.relation for m in models.discover().values() if m.layer == "marts"}
+    assert asset_events(dag_run) == marts and set(published[0][0]) >= marts
+    assert s["state_of_the_data"] in ("success", "skipped") and alerts(paged) == []

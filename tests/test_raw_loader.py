@@ -97,6 +97,25 @@ def test_an_empty_file_is_reported(db, tmp_path):
         raw.load_csv(db, tmp_path / "users.csv", "users")
 
 
+def test_a_header_without_rows_is_refused_unless_allowed_and_changes_nothing(db, real_greenery, tmp_path):
+    """A truncated export (the header, no rows) emptied its raw table with exit 0: the loss showed only in the next
+    run. Refused, naming the file and the table, every raw table as it was; --allow-empty loads it."""
+    raw.load_dir(db, real_greenery)
+    before = _raw_state(db)
+    data = _copy_real(real_greenery, tmp_path)
+    header = (data / "promos.csv").read_text(encoding="utf-8-sig").splitlines()[0]
+    (data / "promos.csv").write_text(header + "\n")
+    greenery = [str(Path(sys.executable).with_name("greenery")), "load-raw", str(data)]
+    done = subprocess.run(greenery, capture_output=True, text=True, env=os.environ)
+    assert done.returncode == 2, done.stderr
+    assert f"error: {data / 'promos.csv'}: a header and no rows, which would empty raw.promos" in done.stderr
+    assert _raw_state(db) == before
+    done = subprocess.run([*greenery, "--allow-empty"], capture_output=True, text=True, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    assert db.execute("select count(*) from raw.promos").fetchone()[0] == 0
+    assert db.execute("select count(*) from raw.orders").fetchone()[0] == REAL_COUNTS["orders"]
+
+
 # --- load_dir is all or nothing, and every error names the file and the line -------------------------
 
 RAW_RELATIONS = [f"raw.{t}" for t in REAL_COUNTS]

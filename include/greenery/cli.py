@@ -89,7 +89,7 @@ def cmd_load_raw(args: argparse.Namespace) -> int:
 
     _embedded_if_unconfigured()
     with warehouse.connect() as conn:
-        counts = load.load_dir(conn, args.directory, args.schema)
+        counts = load.load_dir(conn, args.directory, args.schema, allow_empty=args.allow_empty)
     for table, rows in counts.items():
         print(f"  {args.schema}.{table:<12} {rows:>12,}")
     return 0
@@ -304,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     load = sub.add_parser("load-raw", help="load a folder of the seven Greenery CSVs into the raw schema")
     load.add_argument("directory", type=Path)
     load.add_argument("--schema", default=config.get().raw_schema)
+    load.add_argument(
+        "--allow-empty", action="store_true", help="load a file with a header and no rows (it empties its table)"
+    )
     load.set_defaults(func=cmd_load_raw)
 
     run = sub.add_parser("run", help="run the greenery_daily DAG (in-process, dag.test) for a day or a range")

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from greenery import audit, config, docs, locks, warehouse
+from greenery import audit, build_schemas, config, docs, locks, warehouse
+from greenery.build_schemas import BUILD_PREFIX
 from greenery.materialize import incremental, relations, snapshot
 from greenery.materialize.build import BuildResult, build_model
 from greenery.materialize.relations import ident
@@ -32,12 +33,23 @@ from greenery.project.render import Interval, incremental_since
 
 log = logging.getLogger(__name__)
 
-BUILD_PREFIX = "_build_"
 QUARANTINE = "quarantine"
 
 
 class PublishError(RuntimeError):
     """A run's build cannot be published as asked (nothing built, or part of it lost); nothing changed."""
+
+
+class AlreadyPublished(PublishError):
+    """Everything this build holds went out in an earlier publish and nothing was built since: a try of the
+    publish task that committed and then failed before it could report (killed, timed out), retried."""
+
+    def __init__(self, build: Build, tables: list[str], published_at: dt.datetime) -> None:
+        super().__init__(
+            f"run {build.run_id!r} published its build at {published_at:%Y-%m-%d %H:%M:%S %Z} already and nothing"
+            " was built since; nothing more to publish"
+        )
+        self.tables, self.published_at = tables, published_at
 
 
 @dataclass(frozen=True)
@@ -173,10 +185,24 @@ def built_models(conn, models: Mapping[str, Model], build: Build) -> list[str]:
     return [name for name in models if name in listed]
 
 
-def _published_before(conn, build: Build) -> bool:
+def _published_before(conn, build: Build, states: tuple[str, ...] = ("published", "rebuilding")) -> bool:
     """Whether this build was published already (then a cleared task's rebuild is published alone)."""
     row = conn.execute(sql.SQL("select state from {} where key = %s").format(audit.table("builds")), (build.key,))
-    return (row.fetchone() or [None])[0] in ("published", "rebuilding")
+    return (row.fetchone() or [None])[0] in states
+
+
+def _earlier_publish(conn, build: Build) -> tuple[list[str], dt.datetime] | None:
+    """The tables and time of this build's last publish, if every model it built went out then."""
+    if not _published_before(conn, build, states=("published",)):
+        return None  # 'rebuilding': a task cleared after the publish built again (and lost its table, or failed)
+    row = conn.execute(
+        sql.SQL(
+            "select tables, published_at from {} where run_id = %s and logical_date = %s"
+            " order by published_at desc limit 1"
+        ).format(audit.table("publish_log")),
+        (build.run_id, build.day),
+    ).fetchone()
+    return None if row is None else (list(row[0]), row[1])
 
 
 def built_delta(conn, model: Model, build: Build) -> str | None:
@@ -218,6 +244,8 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
         locks.exclusive(conn)
         names = built_models(conn, models, build)
         if not names:
+            if (earlier := _earlier_publish(conn, build)) is not None:
+                raise AlreadyPublished(build, *earlier)
             raise PublishError(
                 f"run {build.run_id!r} has nothing to publish: no model was built into {build.key}__* since its"
                 " last publish. Clear the model tasks (or the whole run) to rebuild."
@@ -245,7 +273,7 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
             ),
             (build.key,),
         )
-        dropped = _drop_finished_builds(conn, keep=build, ttl=ttl if ttl is not None else config.get().build_ttl)
+        dropped = build_schemas.drop_finished(conn, build.key, ttl if ttl is not None else config.get().build_ttl)
     log.info(
         "published %d tables of run %s (%s); dropped %d finished build schemas",
         len(published),
@@ -308,7 +336,7 @@ def _publish_model(conn, model: Model, build: Build) -> None:
         )
         conn.execute(sql.SQL("drop table {}").format(ident(source)))
     else:
-        _drop_build_views_on(conn, target)
+        build_schemas.drop_views_on(conn, target)
         conn.execute(sql.SQL("drop table if exists {}").format(ident(target)))
         conn.execute(sql.SQL("alter table {} set schema {}").format(ident(source), sql.Identifier(model.layer)))
         if not relations.replaced_whole(model):
@@ -339,59 +367,10 @@ def _publish_quarantine(conn, source: str, target: str, day: dt.date) -> None:
     conn.execute(sql.SQL("drop table {}").format(ident(source)))
 
 
-def _drop_build_views_on(conn, relation: str) -> None:
-    """Drop build schemas' merge views that read ``relation`` (an incremental model being replaced whole).
-
-    Such a view belongs to a run whose downstream models then read the newly published table, a
-    superset of what the view showed. Any other view on a published table blocks the publish, on
-    purpose (see the README).
-    """
-    views = conn.execute(
-        "select distinct v.oid::regclass::text from pg_depend d"
-        " join pg_rewrite r on r.oid = d.objid join pg_class v on v.oid = r.ev_class"
-        " join pg_namespace n on n.oid = v.relnamespace"
-        " where d.refobjid = to_regclass(%s) and v.oid <> d.refobjid and n.nspname like %s",
-        (relation, BUILD_PREFIX.replace("_", r"\_") + "%"),
-    ).fetchall()
-    for (view,) in views:
-        conn.execute(sql.SQL("drop view if exists {}").format(sql.SQL(view)))
-
-
-def _drop_finished_builds(conn, keep: Build | None, ttl: dt.timedelta) -> list[str]:
-    """Drop the build schemas of builds that are published, idle longer than ``ttl``, or unregistered.
-
-    Runs under the exclusive lock: a build under way holds the shared one while it writes, and touches
-    its registry row in the same transaction, so it is never seen idle here.
-    """
-    rows = conn.execute(
-        sql.SQL(
-            "select n.nspname, b.state, b.touched_at < now() - %s"
-            " from pg_namespace n left join {} b on b.key = split_part(n.nspname, '__', 1)"
-            " where n.nspname like %s order by n.nspname"
-        ).format(audit.table("builds")),
-        (ttl, BUILD_PREFIX.replace("_", r"\_") + "%"),
-    ).fetchall()
-    dropped = []
-    for schema, state, idle in rows:
-        if keep is not None and schema.startswith(keep.key + "__"):
-            continue
-        if state is None or state == "published" or idle:
-            conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(schema)))
-            dropped.append(schema)
-    keys = sorted({s.split("__")[0] for s in dropped})
-    if keys:
-        conn.execute(
-            sql.SQL("update {} set state = 'dropped' where key = any(%s) and state <> 'published'").format(
-                audit.table("builds")
-            ),
-            (keys,),
-        )
-    return dropped
-
-
 def drop_finished_builds(conn, keep: Build | None = None, ttl: dt.timedelta | None = None) -> list[str]:
-    """:func:`_drop_finished_builds` in its own transaction (``greenery`` maintenance and tests)."""
+    """:func:`build_schemas.drop_finished` in its own transaction (``greenery`` maintenance and tests)."""
     audit.ensure(conn)
     with conn.transaction():
         locks.exclusive(conn)
-        return _drop_finished_builds(conn, keep, ttl if ttl is not None else config.get().build_ttl)
+        ttl = ttl if ttl is not None else config.get().build_ttl
+        return build_schemas.drop_finished(conn, keep.key if keep else None, ttl)

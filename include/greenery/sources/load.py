@@ -137,8 +137,11 @@ def _records(reader, path: Path, width: int) -> Iterator[tuple[int, list[str]]]:
             yield start, row
 
 
-def _copy_csv(path: Path, table: str, cur, copy_statement) -> int:
-    """COPY the CSV at ``path`` (a fill for :func:`_replace_tables`); return its row count."""
+def _copy_csv(path: Path, table: str, cur, copy_statement, allow_empty: bool = False) -> int:
+    """COPY the CSV at ``path`` (a fill for :func:`_replace_tables`); return its row count.
+
+    A file with a header and no rows is refused unless ``allow_empty``: replacing a raw table with nothing is
+    rarely what was meant (a truncated export), and the loss would only show in the next run's checks."""
     lines, count = _Lines(), 0
     try:
         # newline=None folds CRLF and LF alike (the Greenery files mix them); utf-8-sig drops a BOM.
@@ -161,22 +164,27 @@ def _copy_csv(path: Path, table: str, cur, copy_statement) -> int:
         raise _not_utf8(path, exc) from None
     except psycopg.Error as exc:
         raise _copy_error(exc, path, lines) from exc
+    if count == 0 and not allow_empty:
+        raise _error(path, f"a header and no rows, which would empty raw.{table} (--allow-empty loads it so)")
     log.info("loaded %s: %d rows from %s", table, count, path)
     return count
 
 
-def load_csv(conn, path: Path, table: str, schema: str | None = None) -> int:
+def load_csv(conn, path: Path, table: str, schema: str | None = None, allow_empty: bool = False) -> int:
     """Replace ``schema.table`` with the rows of the CSV at ``path``; return the row count."""
-    return _replace_tables(conn, schema, {table: partial(_copy_csv, Path(path), table)})[table]
+    fill = partial(_copy_csv, Path(path), table, allow_empty=allow_empty)
+    return _replace_tables(conn, schema, {table: fill})[table]
 
 
-def load_dir(conn, directory: Path, schema: str | None = None) -> dict[str, int]:
+def load_dir(conn, directory: Path, schema: str | None = None, allow_empty: bool = False) -> dict[str, int]:
     """Replace the seven raw tables with the Greenery CSVs of ``directory``, all or nothing; return row counts."""
     directory = Path(directory)
     missing = [t for t in RAW_TABLES if not (directory / f"{t}.csv").is_file()]
     if missing:
         raise _error(directory, f"missing {', '.join(f'{t}.csv' for t in missing)}")
-    fills = {table: partial(_copy_csv, directory / f"{table}.csv", table) for table in RAW_TABLES}
+    fills = {
+        table: partial(_copy_csv, directory / f"{table}.csv", table, allow_empty=allow_empty) for table in RAW_TABLES
+    }
     return _replace_tables(conn, schema, fills)
 
 

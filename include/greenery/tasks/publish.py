@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 def run(summary: dict[str, Any], context: Any) -> dict[str, Any]:
     """Publish, or skip when blocked: then Airflow emits no asset event for marts that did not change.
 
-    A publish that finds nothing to publish, or a build that lost tables, fails (see wap.PublishError).
+    A publish that finds nothing to publish, or a build that lost tables, fails (see wap.PublishError); one
+    whose earlier try published the build and failed before reporting it succeeds, saying so.
     """
     build = runtime.build(context)
     with warehouse.connect() as conn:
@@ -29,9 +30,16 @@ def run(summary: dict[str, Any], context: Any) -> dict[str, Any]:
                 status["serving_run"],
             )
             raise AirflowSkipException(f"not published: still serving the run of {status['serving_run']}")
-        with conn.transaction():  # the record of what was published commits with the publish
-            tables = wap.publish(conn, model_files.discover(), build)
-            audit.record_validation(conn, summary, published=True)
+        try:
+            with conn.transaction():  # the record of what was published commits with the publish
+                tables = wap.publish(conn, model_files.discover(), build)
+                audit.record_validation(conn, summary, published=True)
+        except wap.AlreadyPublished as done:
+            # An earlier try committed (its validation record with it) and died before reporting success: the
+            # marts are out, so this try succeeds, and the digest and the marts' asset events follow.
+            log.warning("%s: this try reports that publish", done)
+            serving = audit.last_published(conn)["logical_date"]
+            return {"published": True, "serving_run": serving, "tables": done.tables}
     log.info("published %s", ", ".join(tables))
     return {"published": True, "serving_run": summary["logical_date"], "tables": tables}
 

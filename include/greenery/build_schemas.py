@@ -1,0 +1,64 @@
+"""The run-private build schemas (``_build_<day>_<hash>__<layer>``): their prefix, and dropping finished ones.
+
+``keep_key`` is the key of the build publishing now (wap.Build.key): its schemas are never dropped here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from psycopg import sql
+
+from greenery import audit
+
+BUILD_PREFIX = "_build_"
+
+
+def drop_views_on(conn, relation: str) -> None:
+    """Drop build schemas' merge views that read ``relation`` (an incremental model being replaced whole).
+
+    Such a view belongs to a run whose downstream models then read the newly published table, a
+    superset of what the view showed. Any other view on a published table blocks the publish, on
+    purpose (see the README).
+    """
+    views = conn.execute(
+        "select distinct v.oid::regclass::text from pg_depend d"
+        " join pg_rewrite r on r.oid = d.objid join pg_class v on v.oid = r.ev_class"
+        " join pg_namespace n on n.oid = v.relnamespace"
+        " where d.refobjid = to_regclass(%s) and v.oid <> d.refobjid and n.nspname like %s",
+        (relation, BUILD_PREFIX.replace("_", r"\_") + "%"),
+    ).fetchall()
+    for (view,) in views:
+        conn.execute(sql.SQL("drop view if exists {}").format(sql.SQL(view)))
+
+
+def drop_finished(conn, keep_key: str | None, ttl: dt.timedelta) -> list[str]:
+    """Drop the build schemas of builds that are published, idle longer than ``ttl``, or unregistered.
+
+    Runs under the exclusive lock: a build under way holds the shared one while it writes, and touches
+    its registry row in the same transaction, so it is never seen idle here.
+    """
+    rows = conn.execute(
+        sql.SQL(
+            "select n.nspname, b.state, b.touched_at < now() - %s"
+            " from pg_namespace n left join {} b on b.key = split_part(n.nspname, '__', 1)"
+            " where n.nspname like %s order by n.nspname"
+        ).format(audit.table("builds")),
+        (ttl, BUILD_PREFIX.replace("_", r"\_") + "%"),
+    ).fetchall()
+    dropped = []
+    for schema, state, idle in rows:
+        if keep_key is not None and schema.startswith(keep_key + "__"):
+            continue
+        if state is None or state == "published" or idle:
+            conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(schema)))
+            dropped.append(schema)
+    keys = sorted({s.split("__")[0] for s in dropped})
+    if keys:
+        conn.execute(
+            sql.SQL("update {} set state = 'dropped' where key = any(%s) and state <> 'published'").format(
+                audit.table("builds")
+            ),
+            (keys,),
+        )
+    return dropped

@@ -228,7 +228,7 @@ PROFILED = (
     ("greenery.checks.suites", "load_suites"),
     ("greenery.wap", "publish"),
     ("greenery.audit", "record_validation"),
-    ("greenery.wap", "_drop_finished_builds"),
+    ("greenery.build_schemas", "drop_finished"),
 )
 # greenery.checks.gx (its two-pass run: _run sets up, runs every suite's validation definition (pass 1), asks
 # _details for what failed (pass 2), builds the Data Docs). The validate task imports it (and GX) itself:

@@ -25,11 +25,11 @@ from psycopg.types.json import Jsonb
 
 from greenery import audit, build_schemas, config, docs, locks, warehouse
 from greenery.build_schemas import BUILD_PREFIX
-from greenery.materialize import incremental, relations, snapshot
+from greenery.materialize import incremental, quarantine, relations, snapshot
 from greenery.materialize.build import BuildResult, build_model
 from greenery.materialize.relations import ident
 from greenery.project.models import Model
-from greenery.project.render import Interval, incremental_since
+from greenery.project.render import CLOCK_SKEW, Interval, incremental_since
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,15 @@ def prepare(
 ) -> dt.datetime:
     """Start a run's build from empty schemas and register it; return the run's clock.
 
-    The clock is the one recorded when the run was first prepared: clearing the whole run keeps it.
-    ``raw_fingerprint`` is what raw looked like as the build started (see sources.fingerprint).
+    The clock is the one recorded when the run was first prepared: clearing the whole run keeps it, so its
+    rules decide as they did. Unless another run with a later clock published since: then the clock moves to
+    that run's, since the old one would take back what that run published (rows after the old clock are
+    "in the future" to it: quarantined, and deleted from the incremental tables). ``raw_fingerprint`` is what
+    raw looked like as the build started (see sources.fingerprint).
     """
     warehouse.require_supported_server(conn)
     audit.ensure(conn)
+    previous = recorded_clock(conn, build)
     with conn.transaction():
         locks.share(conn)
         for schema in build.schema_of.values():
@@ -90,19 +94,29 @@ def prepare(
         conn.execute(sql.SQL("delete from {} where key = %s").format(audit.table("build_models")), (build.key,))
         recorded = conn.execute(
             sql.SQL(
-                "insert into {} as b"
+                "insert into {builds} as b"
                 " (key, run_id, logical_date, run_time, created_at, touched_at, state, raw_fingerprint)"
                 " values (%s, %s, %s, %s, now(), now(), 'building', %s)"
                 " on conflict (key) do update set touched_at = now(), state = 'building',"
-                " raw_fingerprint = excluded.raw_fingerprint"
+                " raw_fingerprint = excluded.raw_fingerprint, run_time = greatest(b.run_time, ("
+                "  select max(later.run_time) from {builds} as later join {log} as l"
+                "  on l.run_id = later.run_id and l.logical_date = later.logical_date"
+                "  where later.key <> b.key and l.published_at > b.created_at))"
                 " returning b.run_time"
-            ).format(audit.table("builds")),
+            ).format(builds=audit.table("builds"), log=audit.table("publish_log")),
             (build.key, build.run_id, build.day, run_time or dt.datetime.now(dt.UTC), Jsonb(raw_fingerprint)),
         ).fetchone()[0]
+    if previous is not None and recorded != previous:
+        log.warning(
+            "run %s: its clock moves from %s to %s, the clock of a run that published since it started",
+            build.run_id,
+            previous.isoformat(),
+            recorded.isoformat(),
+        )
     return recorded
 
 
-def run_time(conn, build: Build) -> dt.datetime | None:
+def recorded_clock(conn, build: Build) -> dt.datetime | None:
     """The run's clock as :func:`prepare` recorded it, or None when the run was never prepared."""
     if not audit.exists(conn, "builds"):
         return None
@@ -150,7 +164,7 @@ def build_models(
     What the DAG's model tasks do, one after the other and without Airflow (tests, benchmarks).
     """
     with conn.transaction():  # no transaction left open between the models, whatever the connection's mode
-        clock = run_time(conn, build)
+        clock = recorded_clock(conn, build)
     if clock is None:
         raise PublishError(f"run {build.run_id!r} was never prepared (wap.prepare)")
     results = []
@@ -312,6 +326,7 @@ def _publish_model(conn, model: Model, build: Build) -> None:
     delta = built_delta(conn, model, build)
     if delta is not None:
         # The build recomputed only recent rows: apply them to the published table.
+        _refuse_taking_back(conn, model, build)
         since = incremental_since(model, Interval.for_day(build.day))
         incremental.merge(conn, model, target, delta, since)
         # Nothing may keep depending on the published table once this run is done.
@@ -344,27 +359,30 @@ def _publish_model(conn, model: Model, build: Build) -> None:
             conn.execute(sql.SQL("alter table {} reset (autovacuum_enabled)").format(ident(target)))
     held_back = built_quarantine(conn, model, build)
     if held_back is not None:
-        _publish_quarantine(conn, held_back, f"{QUARANTINE}.{model.name}", build.day)
+        quarantine.publish_day(conn, held_back, f"{QUARANTINE}.{model.name}", build.day)
 
 
-def _publish_quarantine(conn, source: str, target: str, day: dt.date) -> None:
-    """Replace ``day``'s rows of the published quarantine table with this run's."""
-    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(QUARANTINE)))
-    conn.execute(sql.SQL("create table if not exists {} (like {})").format(ident(target), ident(source)))
-    have = {name for name, _ in relations.columns(conn, target) or []}
-    wanted = relations.columns(conn, source) or []
-    for name, type_oid in wanted:
-        if name not in have:  # the model gained a column since its rows were first quarantined
-            type_name = conn.execute("select format_type(%s, null)", (type_oid,)).fetchone()[0]
-            conn.execute(
-                sql.SQL("alter table {} add column {} {}").format(
-                    ident(target), sql.Identifier(name), sql.SQL(type_name)
-                )
-            )
-    cols = sql.SQL(", ").join(sql.Identifier(name) for name, _ in wanted)
-    conn.execute(sql.SQL("delete from {} where logical_date = %s").format(ident(target)), (day,))
-    conn.execute(sql.SQL("insert into {} ({}) select {} from {}").format(ident(target), cols, cols, ident(source)))
-    conn.execute(sql.SQL("drop table {}").format(ident(source)))
+def _refuse_taking_back(conn, model: Model, build: Build) -> None:
+    """The merge deletes the published rows from ``since`` on: rows that a run with a later clock published after
+    this build's clock (and its skew) would go, never to come back once out of the lookback. Overlapping runs
+    only (a cleared run takes the later clock, see :func:`prepare`)."""
+    clock = recorded_clock(conn, build)
+    newest = conn.execute(
+        sql.SQL("select max({}) from {}").format(sql.Identifier(model.incremental_column), ident(model.relation))
+    ).fetchone()[0]
+    if clock is not None and newest is not None and _as_time(newest) > clock + CLOCK_SKEW:
+        raise PublishError(
+            f"{model.relation} holds rows up to {newest}, after run {build.run_id!r}'s clock {clock:%Y-%m-%d %H:%M}"
+            " (a run that started later published them); publishing would delete them. Nothing was published."
+            " Clear the whole run: it rebuilds with that run's clock."
+        )
+
+
+def _as_time(value: dt.date | dt.datetime) -> dt.datetime:
+    """A date column's value as the start of its UTC day, to compare with a clock."""
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.combine(value, dt.time(), tzinfo=dt.UTC)
 
 
 def drop_finished_builds(conn, keep: Build | None = None, ttl: dt.timedelta | None = None) -> list[str]:

@@ -11,6 +11,7 @@ import datetime as dt
 
 from psycopg import sql
 
+from greenery.materialize import relations
 from greenery.materialize.relations import NO_AUTOVACUUM, ident
 from greenery.project.models import Model
 
@@ -77,3 +78,25 @@ def split(
     quarantined = cur.rowcount
     good = sql.SQL("select {} from {} where {} is null").format(typed, sql.Identifier(CANDIDATE), rule)
     return good, quarantined
+
+
+def publish_day(conn, source: str, target: str, day: dt.date) -> None:
+    """Replace ``day``'s rows of the published quarantine table ``target`` with the run's (``source``, dropped),
+    inside the publish transaction."""
+    schema = target.split(".")[0]
+    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+    conn.execute(sql.SQL("create table if not exists {} (like {})").format(ident(target), ident(source)))
+    have = {name for name, _ in relations.columns(conn, target) or []}
+    wanted = relations.columns(conn, source) or []
+    for name, type_oid in wanted:
+        if name not in have:  # the model gained a column since its rows were first quarantined
+            type_name = conn.execute("select format_type(%s, null)", (type_oid,)).fetchone()[0]
+            conn.execute(
+                sql.SQL("alter table {} add column {} {}").format(
+                    ident(target), sql.Identifier(name), sql.SQL(type_name)
+                )
+            )
+    cols = sql.SQL(", ").join(sql.Identifier(name) for name, _ in wanted)
+    conn.execute(sql.SQL("delete from {} where logical_date = %s").format(ident(target)), (day,))
+    conn.execute(sql.SQL("insert into {} ({}) select {} from {}").format(ident(target), cols, cols, ident(source)))
+    conn.execute(sql.SQL("drop table {}").format(ident(source)))

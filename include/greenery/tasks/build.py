@@ -31,7 +31,7 @@ def build_one(context: Any, model: Model, models: dict[str, Model], conn_id: str
     """Build ``model`` into the run's build schema and list it there, in one transaction."""
     build = runtime.build(context)
     with warehouse.connect(conn_id) as conn:
-        run_time = wap.run_time(conn, build)  # autocommit: no transaction stays open
+        run_time = wap.recorded_clock(conn, build)  # autocommit: no transaction stays open
         if run_time is None:
             raise RunNotPreparedError(
                 f"run {context['run_id']!r} has no registered build ({build.key}): clear the whole run so that"

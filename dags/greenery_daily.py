@@ -42,7 +42,9 @@ warnings and quarantined rows page too, but the marts are published and the run 
   pass: useful after fixing an expectation; refused (with this advice) when raw changed since the build,
   because its tables would mix old and new data.
 - Red `check_source_freshness`: raw is missing, empty or stale for the day (or the warehouse cannot be
-  reached: check the `greenery_warehouse` connection). Load it, then clear the run.
+  reached: check the `greenery_warehouse` connection). Load it, then clear the run. Or days were
+  skipped for longer than the incremental lookback (a paused DAG does not catch up): its log gives the
+  gap; run the missed days first, or trigger the day with the Param `full_refresh`.
 - A red model task: its log names the SQL file, the line and the PostgreSQL error. Fix the data or the
   SQL, then clear the run (or the task with its downstream tasks: every model replaces its table or its
   day in one transaction, so a rerun is always safe).

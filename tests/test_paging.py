@@ -202,3 +202,28 @@ def test_a_publish_that_died_after_its_commit_is_retried_to_success_and_pages_no
     marts = {m.relation for m in models.discover().values() if m.layer == "marts"}
     assert asset_events(dag_run) == marts and set(published[0][0]) >= marts
     assert s["state_of_the_data"] in ("success", "skipped") and alerts(paged) == []
+
+
+def test_days_skipped_past_the_lookback_stop_the_run_instead_of_never_being_built(airflow_dag, published_url, paged):
+    """Review: after a pause longer than the incremental lookback (the DAG does not catch up), the next run's window
+    started after what the last published run saw: the events in between were never built, and the run was green.
+    Now check_source_freshness stops it, pages once with the gap and the two ways out; full_refresh is one."""
+    from helpers import hashes
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        # The last publish saw raw as of 2021-02-08 00:05; an event of the 8th came after it.
+        conn.execute("update greenery_audit.builds set run_time = '2021-02-08 00:05+00'")
+        conn.execute(
+            "insert into raw.events select gen_random_uuid()::text, session_id, user_id, page_url,"
+            " '2021-02-08 12:00+00', event_type, order_id, product_id from raw.events limit 1"
+        )
+        before = hashes(conn)
+        dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+        s = states(dag_run)
+        assert dag_run.state == "failed" and s["check_source_freshness"] == "failed", s
+        assert s["prepare_build"] == "upstream_failed" and hashes(conn) == before
+    [alert] = alerts(paged)
+    assert "raw.events has 1 rows created between 2021-02-08 01:05 UTC" in alert and "2021-02-09" in alert, alert
+    assert "airflow backfill create" in alert and "full_refresh" in alert
+    dag_run = local_airflow.run_day(DAY, conf={"full_refresh": True}, dag=airflow_dag)
+    assert dag_run.state == "success", local_airflow.failed_tasks(dag_run)

@@ -121,6 +121,15 @@ def record_publish(conn, run_id: str, day: dt.date, tables: list[str]) -> None:
     )
 
 
+def newest_published_clock(conn) -> dt.datetime | None:
+    """The latest clock of a build that published: the incremental tables hold rows up to it (and its skew)."""
+    if not exists(conn, "builds"):
+        return None
+    return conn.execute(
+        sql.SQL("select max(run_time) from {} where state in ('published', 'rebuilding')").format(table("builds"))
+    ).fetchone()[0]
+
+
 def last_published(conn) -> dict | None:
     """The most recent publish (run id, day, time), or None when nothing was ever published."""
     if not exists(conn, "publish_log"):

@@ -75,5 +75,14 @@ def check(conn, interval: Interval, raw_schema: str | None = None) -> list[Sourc
     return problems
 
 
+def rows_created_between(
+    conn, table: str, after: dt.datetime, before: dt.datetime, raw_schema: str | None = None
+) -> int:
+    """How many rows of a daily raw table were created in (``after``, ``before``) (its created_at is indexed)."""
+    ident = sql.Identifier(raw_schema or config.get().raw_schema, table)
+    query = sql.SQL("select count(*) from {} where created_at > %s and created_at < %s").format(ident)
+    return conn.execute(query, (after, before)).fetchone()[0]
+
+
 def as_dicts(problems: list[SourceProblem]) -> list[dict[str, Any]]:
     return [asdict(p) for p in problems]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from greenery import config, links, runtime, warehouse
+from greenery import audit, config, links, runtime, warehouse
 from greenery.alerts import messages
+from greenery.project import models
+from greenery.project.render import CLOCK_SKEW, Interval
 from greenery.sources import freshness
 from greenery.tasks.failures import PagedFailure
 from greenery.tasks.paging import page
@@ -18,6 +21,30 @@ log = logging.getLogger(__name__)
 
 class BeforeStartDateError(AirflowFailException):
     """The run's day is before the configured start date: building it would build on no data."""
+
+
+class DaysNeverBuiltError(AirflowFailException):
+    """Raw holds events that no published run covered and that start before this run's incremental window."""
+
+
+def check_no_skipped_days(conn, interval: Interval) -> None:
+    """An incremental run recomputes its day minus the lookback; events older than that, after what the newest
+    published run saw, would never be built (days skipped: the DAG does not catch up after a long pause)."""
+    covered = audit.newest_published_clock(conn)
+    if covered is None:  # nothing published yet: the first run builds everything
+        return
+    covered += CLOCK_SKEW
+    lookback = min(m.lookback_days for m in models.discover().values() if m.materialized == "incremental")
+    since = interval.start - dt.timedelta(days=lookback)
+    missed = freshness.rows_created_between(conn, "events", covered, since)
+    if missed:
+        raise DaysNeverBuiltError(
+            f"raw.events has {missed} rows created between {covered:%Y-%m-%d %H:%M} UTC (the newest published run's"
+            f" clock + 1 h) and {since:%Y-%m-%d} (where this run's window starts: {interval.day} minus {lookback}"
+            " days): no run would ever build them. Days were skipped (the DAG does not catch up). Nothing was"
+            " built. Run the missed days first (airflow backfill create ... --max-active-runs 1), then clear this"
+            f" run; or trigger {interval.day} with the Param full_refresh."
+        )
 
 
 def check(context: Any) -> dict[str, Any]:
@@ -30,6 +57,8 @@ def check(context: Any) -> dict[str, Any]:
         )
     with warehouse.connect() as conn:
         problems = freshness.check(conn, interval)
+        if not problems and not runtime.full_refresh(context):
+            check_no_skipped_days(conn, interval)
     if not problems:
         log.info("raw data is fresh for %s", interval.day)
         return {"fresh": True, "problems": []}

@@ -10,6 +10,7 @@ import email
 import email.policy
 import io
 import json
+import re
 import socket
 import time
 
@@ -65,6 +66,24 @@ def context(summary: dict | None = None) -> dict:
 
     ti = type("TaskInstance", (), {"xcom_pull": xcom_pull, "task_id": "state_of_the_data"})()
     return {"run_id": RUN_ID, "logical_date": dt.datetime.combine(DAY, dt.time(), tzinfo=dt.UTC), "ti": ti}
+
+
+def publish(url: str) -> None:
+    """Log a publish of RUN_ID, as the publish task does (the digest is about the run's latest publish)."""
+    from greenery import audit
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        audit.ensure(conn)
+        with conn.transaction():
+            audit.record_publish(conn, RUN_ID, DAY, ["marts.fact_orders"])
+
+
+@pytest.fixture
+def published_url(published_url):
+    """conftest's copy of the published real data, with a publish of RUN_ID logged: a digest is about its run's
+    publish, and a run that published nothing gets none."""
+    publish(published_url)
+    return published_url
 
 
 @pytest.fixture
@@ -374,7 +393,6 @@ def test_bad_smtp_settings_fail_the_task_once_with_the_reason(digest, published_
 def test_a_refused_recipient_fails_the_task_even_when_others_got_it(digest, published_url, email_on, monkeypatch):
     """And its retries (the task retries, then on-call clears it) do not send the others a copy each time."""
     monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", f"ana@example.com; ghost@{REFUSED_DOMAIN}; bo@example.com")
-    publish(published_url)
     with pytest.raises(
         digest.DigestNotDelivered, match=rf"delivered to 2 of 3 recipients; refused: ghost@{REFUSED_DOMAIN}: 550"
     ):
@@ -388,6 +406,19 @@ def test_a_refused_recipient_fails_the_task_even_when_others_got_it(digest, publ
     monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", "ana@example.com; bo@example.com")
     digest.send(context())
     assert len(email_on.messages) == 1
+
+
+@pytest.mark.db
+def test_a_run_that_published_nothing_gets_no_digest_and_fails_at_once(digest, published_url, email_on):
+    """Review: with publish marked success by hand the digest went out anyway ("the marts are published", another
+    run's figures) and, recording nothing, again on every retry. Now: no retry, the reason, nothing sent."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("delete from greenery_audit.publish_log where run_id = %s", (RUN_ID,))
+    with pytest.raises(AirflowFailException, match=f"run {re.escape(RUN_ID)} published nothing"):
+        digest.send(context())
+    assert email_on.messages == []
 
 
 @pytest.mark.db
@@ -443,16 +474,6 @@ def test_an_api_token_slack_connection_gets_the_note_and_then_the_chart(
     assert "repeat rate" in done.body["initial_comment"]
 
 
-def publish(url: str) -> None:
-    """Log a publish of RUN_ID, as the publish task does (the digest is about the run's latest publish)."""
-    from greenery import audit
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        audit.ensure(conn)
-        with conn.transaction():
-            audit.record_publish(conn, RUN_ID, DAY, ["marts.fact_orders"])
-
-
 @pytest.mark.db
 def test_a_webhook_gets_the_sparklines_only_and_a_retry_resends_only_what_failed(
     digest, published_url, email_on, slack_server, monkeypatch
@@ -460,7 +481,6 @@ def test_a_webhook_gets_the_sparklines_only_and_a_retry_resends_only_what_failed
     monkeypatch.setenv(conn_env_var("stakeholders"), slack_server.webhook_conn_json())
     monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")
     monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(password="rotated"))  # noqa: S106 (fake)
-    publish(published_url)
     # First try: Slack goes out (sparklines only: a webhook takes no image), the email fails, the task fails.
     with pytest.raises(digest.DigestNotDelivered, match=r"\(delivered: slack\): email: .* refused the login"):
         digest.send(context())

@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from psycopg import sql
 
 from greenery import audit, config, links, trend, warehouse
@@ -152,12 +152,17 @@ def send(context: Any) -> None:
             " GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO (email)"
         )
     summary = validation_summary(context)
-    stats, points = read_stats(summary)
-    png = chart.render_png(points)
     run_id = summary["run_id"]
     with warehouse.connect() as conn:
         published_at = audit.run_published_at(conn, run_id)
-        done = audit.digests_sent(conn, run_id, published_at) if published_at else {}
+        if published_at is None:  # publish marked success by hand: its figures would be another run's
+            raise AirflowFailException(  # no retries: they would find the same
+                f"run {run_id} published nothing (its publish task was marked success, or never ran): no digest of"
+                " marts it did not publish. Clear the whole run to build and publish it."
+            )
+        done = audit.digests_sent(conn, run_id, published_at)
+    stats, points = read_stats(summary)
+    png = chart.render_png(points)
     failures, sent = [], []
     for part in parts:
         if part in done:
@@ -168,7 +173,7 @@ def send(context: Any) -> None:
         except (delivery.SlackDeliveryError, email_delivery.EmailDeliveryError) as err:
             log.error("digest part %r not delivered: %s", part, err)
             failures.append(f"{part}: {err}")
-            if isinstance(err, email_delivery.EmailDeliveryError) and err.delivered and published_at:
+            if isinstance(err, email_delivery.EmailDeliveryError) and err.delivered:
                 so_far = {"to": [*_emailed(done), *err.delivered]}
                 with warehouse.connect() as conn:
                     audit.record_digest(conn, run_id, EMAIL_SO_FAR, published_at, so_far)
@@ -177,9 +182,8 @@ def send(context: Any) -> None:
             continue
         done[part] = detail
         sent.append(part)
-        if published_at:
-            with warehouse.connect() as conn:
-                audit.record_digest(conn, run_id, part, published_at, detail)
+        with warehouse.connect() as conn:
+            audit.record_digest(conn, run_id, part, published_at, detail)
         log.info("digest part %r delivered: %s", part, detail)
     if failures:
         also = f" (delivered: {', '.join(sent)})" if sent else ""

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import browser
 import psycopg
@@ -366,6 +367,28 @@ def test_empty_state_before_any_validation(warehouse_url, stored_docs):
     page = app.get("/data-quality/")
     assert page.status_code == 200 and "No validation has run yet" in page.text
     assert "The marts currently hold the run of 2024-03-01" in page.text
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_a_run_whose_tables_a_later_publish_replaced_says_so_and_links_into_this_deployment(
+    warehouse_url, stored_docs, monkeypatch
+):
+    """Review: the page of an older published run (the link of every alert and digest about it) said "readers see
+    this run" after a later run had published; and its task log link was the URL stored when it validated (another
+    host or port after `greenery ui --port`, or a new base URL), not one built from this deployment's."""
+    from greenery import links
+
+    monkeypatch.setattr(links, "base_url", lambda: "http://airflow.example.test:8793")  # [api] base_url
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_validation(conn, {**clean_summary(), "log_url": "http://old-host:8080/x"}, published=True)
+        conn.execute("insert into greenery_audit.publish_log values (%s, '2024-03-02', now(), '{}')", (NEW_RUN,))
+    page = client().get("/data-quality/", params={"run_id": OLD_RUN}).text
+    assert "readers see this run" not in page
+    assert "readers now see a later publish, the run of <strong>2024-03-02</strong>" in page
+    assert "old-host" not in page
+    run = quote(OLD_RUN, safe="")
+    assert f'href="http://airflow.example.test:8793/dags/greenery_daily/runs/{run}/tasks/validate"' in page
 
 
 @pytest.mark.db

@@ -12,6 +12,7 @@ import time
 import pytest
 from slack_server import API_TOKEN, WEBHOOK_SECRET, conn_env_var
 
+from greenery.alerts import messages
 from greenery.alerts.delivery import SlackDeliveryError, send
 from greenery.alerts.messages import build_alert, build_summary_message
 
@@ -300,6 +301,34 @@ def test_values_are_escaped_for_mrkdwn():
     assert "&lt;!channel&gt; a &lt; b &amp; c &gt; d" in body
     assert "`&lt;@U123&gt;`" in body
     assert "<!channel>" not in body and "<@U123>" not in body
+
+
+def test_every_alert_escapes_its_fallback_text_too():
+    """Slack reads a message's top-level text as mrkdwn too (it is what notifications show): the source alert and the
+    task-failure page put error text there unescaped, so `<!channel>` in an exception pinged everyone."""
+    hostile = "<!channel> <https://evil.example|click> & more"
+    payloads = [
+        messages.build_source_alert(
+            dag_id="greenery_daily",
+            logical_date="2021-02-12",
+            run_id="r",
+            problems=[{"table": "raw.events", "problem": "stale", "detail": hostile}],
+            log_url=None,
+        ),
+        messages.build_task_failure_alert(
+            dag_id="greenery_daily",
+            task_id="publish",
+            logical_date="2021-02-12",
+            run_id="r",
+            error=hostile,
+            log_url=None,
+        ),
+        build_alert(summary(failures=[{**ORDERS_UNIQUE, "description": hostile}]), log_url=None, docs_url=None),
+    ]
+    for payload in payloads:
+        assert "<!channel>" not in payload["text"] and "<https://evil" not in payload["text"], payload["text"]
+    for payload in payloads[:2]:  # both carry the error itself
+        assert "&lt;!channel&gt;" in payload["text"] and "&amp; more" in payload["text"]
 
 
 def test_credentials_in_error_messages_are_redacted():

@@ -291,7 +291,7 @@ def build_source_alert(
     if buttons:
         blocks.append(buttons)
     details = "; ".join(str(p.get("detail")) for p in problems)
-    return {"text": plain(redact(f"{header}: {details}"), MAX_FALLBACK_TEXT), "blocks": blocks}
+    return {"text": truncate(escape(redact(f"{header}: {details}")), MAX_FALLBACK_TEXT), "blocks": blocks}
 
 
 def build_task_failure_alert(
@@ -319,7 +319,7 @@ def build_task_failure_alert(
     buttons = _buttons(links)
     if buttons:
         blocks.append(buttons)
-    return {"text": plain(redact(f"{header}: {error}"), MAX_FALLBACK_TEXT), "blocks": blocks}
+    return {"text": truncate(escape(redact(f"{header}: {error}")), MAX_FALLBACK_TEXT), "blocks": blocks}
 
 
 def _after_a_failure(task_id: str, links: Mapping[str, str | None], published: bool) -> list[dict]:

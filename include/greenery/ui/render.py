@@ -105,6 +105,7 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
         notes=data.get("notes") or [],
         task_failures=data.get("task_failures") or [],
         run_link=_run_link(run),
+        log_link=links.task_url(run["run_id"], "validate") if run else None,
         run_failures_shown=sum(len(t["failures"]) for t in data["tables"] if t.get("in_latest_run")),
         quarantined=quarantined,
         quarantined_total=sum(quarantined.values()),

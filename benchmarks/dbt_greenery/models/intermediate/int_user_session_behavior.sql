@@ -8,7 +8,8 @@
 --   (first_order_id and window_end record that window), except those of a session that checks out only later
 --   orders (it belongs to the second order even when it began earlier).
 -- Shipping events are the shop's, not the user's: they are no behaviour, and would stretch a session by days.
--- Incremental runs recompute, from all of their events, the users with an event from incremental_since on and
+-- Incremental runs recompute, from all of their events, the users with an event from incremental_since on, those
+-- whose published row the merge deletes (an event of theirs may be gone) and
 -- the buyers whose window is not the one published (a first order, or its checkout, came or changed). A row
 -- nobody recomputes keeps its events, since events before incremental_since are not rebuilt either. A user who
 -- stops being a buyer keeps a through_first_order row here, which int_user_behavior (buyers only) never reads.
@@ -60,6 +61,11 @@ buyers as (
         where
             published.first_order_id is distinct from buyers.first_order_id
             or published.window_end is distinct from buyers.window_end
+        union
+        -- The merge deletes these rows: rebuilt from the events the user still has (an event may be gone).
+        select published.user_id
+        from {{ this }} as published
+        where published.last_event_at >= {{ greenery_incremental_since(3) }}
     ),
 {% endif %}
 

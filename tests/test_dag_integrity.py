@@ -111,6 +111,20 @@ def test_the_scheduled_run_of_a_day_builds_that_day_once_it_is_over(dag):
     assert runtime.interval(context).day == dt.date(2021, 2, 11)
 
 
+def test_a_run_without_a_logical_date_builds_one_whole_day():
+    """Review: a run without a logical date (REST API, asset-triggered) built its data interval as given: from 06:00
+    its incremental window began at D-3 06:00 while publish merged from D-3 00:00, deleting the hours between; a
+    two-day interval was written as one day's partition."""
+    from greenery import runtime
+
+    start = dt.datetime(2021, 2, 11, 6, tzinfo=dt.UTC)
+    for end in (start + dt.timedelta(days=1), start + dt.timedelta(days=2)):
+        context = {"logical_date": None, "data_interval_start": start, "data_interval_end": end}
+        got = runtime.interval(context)
+        day = dt.datetime(2021, 2, 11, tzinfo=dt.UTC)
+        assert (got.start, got.end) == (day, day + dt.timedelta(days=1))
+
+
 def test_no_airflow_start_date_so_no_run_is_silently_empty(dag):
     """A run before a DAG's start_date gets no task instance and ends "success"; the earliest day is enforced
     by check_source_freshness instead (GREENERY_START_DATE)."""

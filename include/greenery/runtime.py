@@ -18,15 +18,14 @@ def interval(context: Any) -> Interval:
 
     The DAG's timetable is CronDataIntervalTimetable("@daily"): a scheduled or backfill run's logical date is
     the start of the day it covers (the run starts once that day is over), and a manual run's is the
-    day the user picked. A run without a logical date (asset-triggered) covers its data interval, or the
-    day before ``run_after`` when it has none.
+    day the user picked. A run without a logical date (asset-triggered, or through the REST API) builds the UTC day
+    its data interval starts in, or the day before ``run_after`` when it has none. Always one whole day: the daily
+    tables hold days, and publish merges the incremental tables from that day's window (an interval from 06:00 was
+    built from D-3 06:00 but merged from D-3 00:00, deleting the six hours in between).
     """
-    instant = context.get("logical_date")
+    instant = context.get("logical_date") or context.get("data_interval_start")
     if instant is not None:
         return Interval.for_day(instant.astimezone(dt.UTC).date())
-    start, end = context.get("data_interval_start"), context.get("data_interval_end")
-    if start is not None and end is not None and end > start:
-        return Interval(start.astimezone(dt.UTC), end.astimezone(dt.UTC))
     return Interval.for_day(context["dag_run"].run_after.astimezone(dt.UTC).date() - dt.timedelta(days=1))
 
 

@@ -48,8 +48,9 @@ warnings and quarantined rows page too, but the marts are published and the run 
 - A red model task: its log names the SQL file, the line and the PostgreSQL error. Fix the data or the
   SQL, then clear the run (or the task with its downstream tasks: every model replaces its table or its
   day in one transaction, so a rerun is always safe).
-- Red `publish`: a view on a mart, a build that lost a table, or a model never built (its task marked
-  success); its log says which. Clear the run.
+- Red `publish`: a view on a mart, a build that lost a table, a model never built (its task marked
+  success), or rows a run started later published after this run's clock (overlapping runs); its log
+  says which. Clear the run.
 - Red `alert_slack`: Slack refused or was unreachable after retries; its log has the HTTP status. The
   checks are in the *Data quality* view.
 - Red `state_of_the_data`: the stakeholders' digest (Slack note, chart, email) did not all go out; its

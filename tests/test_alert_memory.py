@@ -5,6 +5,7 @@ Slack webhook; the recorded validations it remembers are real rows of greenery_a
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 
 import psycopg
@@ -262,3 +263,18 @@ def test_validate_pages_its_failed_checks_itself_only_when_alert_slack_will_not_
     if paged:
         body = json.dumps(posts[0].body, ensure_ascii=False)
         assert "emails look like emails" in body and "not published" in body
+
+
+def test_a_page_after_publish_says_the_marts_were_published_only_when_the_run_published(warehouse_url):
+    """Review: with publish marked success by hand the digest's failure ("published nothing") was paged with "The
+    marts were published by this run ... clear state_of_the_data only", which fails again: publish's state alone
+    said so. The run's publish must be on record too."""
+    run_id = "manual__2021-02-12"
+    ti = FakeTaskInstance({}, run_id, {"publish": "success"})
+    assert notify.published_in_this_run({"ti": ti, "run_id": run_id}) is False  # marked success: nothing on record
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        audit.ensure(conn)
+        audit.record_publish(conn, run_id, dt.date(2021, 2, 12), ["marts.fact_orders"])
+    assert notify.published_in_this_run({"ti": ti, "run_id": run_id}) is True
+    failed = FakeTaskInstance({}, run_id, {"publish": "failed"})
+    assert notify.published_in_this_run({"ti": failed, "run_id": run_id}) is False

@@ -178,6 +178,9 @@ def test_a_rerun_of_the_same_day_changes_nothing(real_run, database_copy, airflo
         assert dag_run.state == "success"
         assert _incremental_tasks(dag_run) == set()
         assert hashes(conn) == before
+    # ... and that run only: Airflow merged its conf into the tasks' Param objects, and every later dag.test of the
+    # session's DAG (this worker's other test files) ran with full_refresh (found by a test that needs it off).
+    assert {task.params["full_refresh"] for task in airflow_dag.tasks} == {False}
 
 
 def test_the_view_serves_each_runs_data_docs_from_the_warehouse_alone(real_run, real_conn, tmp_path, monkeypatch):

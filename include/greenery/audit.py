@@ -122,11 +122,15 @@ def record_publish(conn, run_id: str, day: dt.date, tables: list[str]) -> None:
 
 
 def newest_published_clock(conn) -> dt.datetime | None:
-    """The latest clock of a build that published: the incremental tables hold rows up to it (and its skew)."""
-    if not exists(conn, "builds"):
+    """The latest clock of a build that published: the incremental tables hold rows up to it (and its skew).
+    From the publish log, not the build's state (a build cleared after its publish is 'building' again)."""
+    if not exists(conn, "builds") or not exists(conn, "publish_log"):
         return None
     return conn.execute(
-        sql.SQL("select max(run_time) from {} where state in ('published', 'rebuilding')").format(table("builds"))
+        sql.SQL(
+            "select max(b.run_time) from {} as b join {} as l"
+            " on l.run_id = b.run_id and l.logical_date = b.logical_date"
+        ).format(table("builds"), table("publish_log"))
     ).fetchone()[0]
 
 

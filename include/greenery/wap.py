@@ -372,7 +372,8 @@ def _refuse_taking_back(conn, model: Model, build: Build) -> None:
     ).fetchone()[0]
     if clock is not None and newest is not None and _as_time(newest) > clock + CLOCK_SKEW:
         raise PublishError(
-            f"{model.relation} holds rows up to {newest}, after run {build.run_id!r}'s clock {clock:%Y-%m-%d %H:%M}"
+            f"{model.relation} holds rows up to {_as_time(newest).astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, after run"
+            f" {build.run_id!r}'s clock {clock.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
             " (a run that started later published them); publishing would delete them. Nothing was published."
             " Clear the whole run: it rebuilds with that run's clock."
         )

@@ -7,6 +7,7 @@ imports ``airflow``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import importlib.util
 import os
@@ -65,6 +66,14 @@ def run_day(day: dt.date, conf: dict | None = None, dag=None):
     from airflow.utils.session import create_session
 
     dag = dag or load_dag()
+    if conf:
+        # dag.test runs the tasks in this process, and Airflow merges the run's conf into the tasks' own Param
+        # objects (process_params updates a ParamsDict holding them): every later run of the same DAG object
+        # inherited full_refresh. The scheduler's tasks parse the DAG afresh; here a copy takes the conf (a
+        # DAG's deep copy shares its tasks' Params, hence theirs too).
+        dag = copy.deepcopy(dag)
+        for task in dag.tasks:
+            task.params = copy.deepcopy(task.params)
     started = dt.datetime.now(dt.UTC)
     logical_date = dt.datetime.combine(day, started.time(), tzinfo=dt.UTC)
     dag_run = dag.test(logical_date=logical_date, run_conf=conf or {})

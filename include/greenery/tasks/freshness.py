@@ -33,17 +33,20 @@ def check_no_skipped_days(conn, interval: Interval) -> None:
     covered = audit.newest_published_clock(conn)
     if covered is None:  # nothing published yet: the first run builds everything
         return
-    covered += CLOCK_SKEW
+    covered = (covered + CLOCK_SKEW).astimezone(dt.UTC)
     lookback = min(m.lookback_days for m in models.discover().values() if m.materialized == "incremental")
     since = interval.start - dt.timedelta(days=lookback)
     missed = freshness.rows_created_between(conn, "events", covered, since)
     if missed:
+        first, last = covered.date(), interval.day - dt.timedelta(days=1)
         raise DaysNeverBuiltError(
             f"raw.events has {missed} rows created between {covered:%Y-%m-%d %H:%M} UTC (the newest published run's"
             f" clock + 1 h) and {since:%Y-%m-%d} (where this run's window starts: {interval.day} minus {lookback}"
-            " days): no run would ever build them. Days were skipped (the DAG does not catch up). Nothing was"
-            " built. Run the missed days first (airflow backfill create ... --max-active-runs 1), then clear this"
-            f" run; or trigger {interval.day} with the Param full_refresh."
+            " days): no run would ever build them. Days were skipped (the DAG does not catch up) or their runs"
+            " failed. Nothing was built. Run those days first, oldest first: `airflow backfill create --dag-id"
+            f" {config.DAG_ID} --from-date {first} --to-date {last} --max-active-runs 1 --reprocess-behavior failed`"
+            " (it also reruns their red runs), then clear this run. Or trigger this day with the Param full_refresh:"
+            " it builds every event, but the skipped days keep no rows in the daily tables."
         )
 
 

@@ -54,12 +54,16 @@ def alert_will_run(context: Any) -> bool:
 
 
 def published_in_this_run(context: Any) -> bool:
-    """Whether publish succeeded in this run (a task failing after it: the digest, the alert); False when the
-    states cannot be read (a failure callback must still page)."""
+    """Whether publish succeeded in this run (a task failing after it: the digest, the alert) and the run's publish
+    is on record (a publish marked success by hand published nothing); False when either cannot be read (a
+    failure callback must still page)."""
     try:
-        return states_now(context).get("publish") == "success"
+        if states_now(context).get("publish") != "success":
+            return False
+        with warehouse.connect() as conn:
+            return audit.run_published_at(conn, context["run_id"]) is not None
     except Exception as exc:
-        log.warning("could not read publish's state: %s", exc)
+        log.warning("could not read whether publish published: %s", exc)
         return False
 
 

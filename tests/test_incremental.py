@@ -449,21 +449,20 @@ def test_an_event_gone_inside_the_lookback_leaves_what_a_full_refresh_leaves(aft
     """Review: a row recomputed only for keys with an event from `since` on lost the key whose only such event went
     (deleted from raw, or a conflicting copy quarantining both): the merge deleted the user's behaviour row and
     nobody rebuilt it, and a session begun before `since` kept the gone event's counts. Now the keys the merge would
-    delete or that reach into the window are recomputed from the events they still have. (A page view of a page
-    without a product: int_user_product_sessions keeps a gone product event of a pair begun before `since` until
-    a full refresh, README.)"""
+    delete or that reach into the window are recomputed from the events they still have (a product's page view:
+    int_user_product_sessions too)."""
     conn = after_two_days
     since = render.incremental_since(MODELS["stg_postgres__events"], render.Interval.for_day(DAYS[2]))
     user, session = conn.execute(
-        "select user_id, session_id from raw.events where event_type = 'page_view' and created_at < %s"
-        " order by created_at, event_id limit 1",
+        "select user_id, session_id from raw.events where event_type = 'page_view' and product_id is not null"
+        " and created_at < %s order by created_at, event_id limit 1",
         (since,),
     ).fetchone()
     conn.execute("delete from raw.events where user_id = %s and created_at >= %s", (user, since))
     # The user's one event from `since` on, in a session begun before it; built and published, then gone.
     conn.execute(
         "insert into raw.events select '00000000-0000-4000-8000-00000000b001', session_id, user_id, page_url, %s,"
-        " 'page_view', null, null from raw.events where session_id = %s limit 1",
+        " 'page_view', null, product_id from raw.events where session_id = %s and product_id is not null limit 1",
         (since + dt.timedelta(hours=1), session),
     )
     run_day(conn, DAYS[2])

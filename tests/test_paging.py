@@ -224,6 +224,14 @@ def test_days_skipped_past_the_lookback_stop_the_run_instead_of_never_being_buil
         assert s["prepare_build"] == "upstream_failed" and hashes(conn) == before
     [alert] = alerts(paged)
     assert "raw.events has 1 rows created between 2021-02-08 01:05 UTC" in alert and "2021-02-09" in alert, alert
-    assert "airflow backfill create" in alert and "full_refresh" in alert
-    dag_run = local_airflow.run_day(DAY, conf={"full_refresh": True}, dag=airflow_dag)
-    assert dag_run.state == "success", local_airflow.failed_tasks(dag_run)
+    assert "airflow backfill create --dag-id greenery_daily --from-date 2021-02-08 --to-date 2021-02-11" in alert
+    assert "--reprocess-behavior failed" in alert and "full_refresh" in alert
+    # The other way out: a run with the Param full_refresh builds every event, so the check lets it through (the
+    # task itself, as the DAG calls it; a whole full-refresh run is test_dag_real_greenery's).
+    from greenery.tasks import freshness
+
+    logical = dt.datetime.combine(DAY, dt.time(), tzinfo=dt.UTC)
+    refresh = {"logical_date": logical, "run_id": "manual__refresh", "params": {"full_refresh": True}}
+    assert freshness.check(refresh) == {"fresh": True, "problems": []}
+    with pytest.raises(freshness.DaysNeverBuiltError):
+        freshness.check({**refresh, "params": {"full_refresh": False}})

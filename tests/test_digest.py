@@ -422,6 +422,25 @@ def test_a_run_that_published_nothing_gets_no_digest_and_fails_at_once(digest, p
 
 
 @pytest.mark.db
+def test_the_figures_are_read_while_no_publish_can_swap_the_marts(digest, published_url):
+    """Review: the digest's counts were separate statements over the live marts, so another run's publish between
+    them (overlapping runs) mixed two publishes under one day. They are read under the shared publish lock: a
+    publish holding the exclusive one holds the digest back until it is done."""
+    import threading
+
+    from greenery import locks
+
+    read = threading.Event()
+    with psycopg.connect(published_url) as publishing:
+        locks.exclusive(publishing)  # a publish under way (its transaction stays open)
+        reader = threading.Thread(target=lambda: (digest.read_stats(validation_summary()), read.set()))
+        reader.start()
+        assert not read.wait(1.0), "the figures were read while a publish held the marts"
+    reader.join(30)
+    assert read.is_set()
+
+
+@pytest.mark.db
 def test_a_refused_only_recipient_is_tried_once(digest, published_url, email_on, monkeypatch):
     """SmtpHook.send_email_smtp would send 5 more times (retry_limit) to a mailbox that does not exist."""
     monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", f"ghost@{REFUSED_DOMAIN}")

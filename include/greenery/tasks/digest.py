@@ -25,7 +25,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from psycopg import sql
 
-from greenery import audit, config, links, trend, warehouse
+from greenery import audit, config, links, locks, trend, warehouse
 from greenery.alerts import chart, delivery, digest_email, email_delivery, messages
 from greenery.project import models as model_files
 from greenery.tasks.notify import validation_summary
@@ -66,7 +66,10 @@ def read_stats(summary: dict[str, Any]) -> tuple[dict[str, Any], list[trend.Poin
     """What every part says: rows per mart, checks, repeat rate, links, and the last 28 days."""
     marts = [m for m in model_files.discover().values() if m.layer == "marts"]
     day = summary["logical_date"]
-    with warehouse.connect() as conn:
+    # Under the shared publish lock, in one transaction: a publish of another run (overlapping runs) cannot swap
+    # the marts between these reads, which would mix its counts with this run's.
+    with warehouse.connect() as conn, conn.transaction():
+        locks.share(conn)
         rows = {
             m.relation: conn.execute(
                 sql.SQL("select count(*) from {}").format(sql.Identifier(m.layer, m.name))

@@ -89,6 +89,7 @@ def view(stats: Mapping[str, Any], points: Sequence[Point], cid: str | None) -> 
         "passed": passed,
         "evaluated": evaluated,
         "all_passed": passed == evaluated,
+        "notes": [str(n) for n in stats.get("notes") or []][:5],
         "trend": trend,
         "window": {"days": len(points), "first": first_day, "last": points[-1].day if points else None},
         "chart": {"cid": cid, "alt": chart.describe(points), "width": chart.WIDTH, "height": chart.HEIGHT},

@@ -360,6 +360,9 @@ def build_summary_message(stats: Mapping[str, Any]) -> dict:
 
     checks_icon = "✅" if passed == evaluated else "⚠️"
     lines = [f"{checks_icon} *Data checks:* {passed:,}/{evaluated:,} passed"]
+    notes = [str(n) for n in stats.get("notes") or []]
+    if notes:
+        lines.append(":information_source: *For information:* " + "; ".join(clean(n, 200) for n in notes[:5]))
     repeat_rate = stats.get("repeat_rate")
     if isinstance(repeat_rate, int | float):
         lines.append(f"🔁 *Repeat rate:* {repeat_rate:.1%}")

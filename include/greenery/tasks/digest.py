@@ -84,6 +84,8 @@ def read_stats(summary: dict[str, Any]) -> tuple[dict[str, Any], list[trend.Poin
         "rows": rows,
         "checks_passed": summary["evaluated"] - summary["failed_critical"] - summary["failed_warning"],
         "checks_evaluated": summary["evaluated"],
+        # Info results pass by design ("too little history for the anomaly checks"): counted as passed, said apart.
+        "notes": sorted({str(n.get("description")) for n in summary.get("notes") or [] if n.get("description")}),
         "repeat_rate": float(found[0]) if found and found[0] is not None else None,
         "quarantined": summary.get("quarantined") or {},
         "links": links.for_run(summary["run_id"]),

@@ -9,9 +9,10 @@ import datetime as dt
 
 from psycopg import sql
 
-from greenery import audit
+from greenery import audit, config
 
 BUILD_PREFIX = "_build_"
+_BUILD_SCHEMAS = BUILD_PREFIX.replace("_", r"\_") + "%"  # a LIKE pattern: "_" is its one-character wildcard
 
 
 def drop_views_on(conn, relation: str) -> None:
@@ -26,14 +27,15 @@ def drop_views_on(conn, relation: str) -> None:
         " join pg_rewrite r on r.oid = d.objid join pg_class v on v.oid = r.ev_class"
         " join pg_namespace n on n.oid = v.relnamespace"
         " where d.refobjid = to_regclass(%s) and v.oid <> d.refobjid and n.nspname like %s",
-        (relation, BUILD_PREFIX.replace("_", r"\_") + "%"),
+        (relation, _BUILD_SCHEMAS),
     ).fetchall()
     for (view,) in views:
         conn.execute(sql.SQL("drop view if exists {}").format(sql.SQL(view)))
 
 
-def drop_finished(conn, keep_key: str | None, ttl: dt.timedelta) -> list[str]:
-    """Drop the build schemas of builds that are published, idle longer than ``ttl``, or unregistered.
+def drop_finished(conn, keep_key: str | None, ttl: dt.timedelta | None = None) -> list[str]:
+    """Drop the build schemas of builds that are published, idle longer than ``ttl`` (default: the setting
+    GREENERY_BUILD_TTL_HOURS), or unregistered.
 
     Runs under the exclusive lock: a build under way holds the shared one while it writes, and touches
     its registry row in the same transaction, so it is never seen idle here.
@@ -44,7 +46,7 @@ def drop_finished(conn, keep_key: str | None, ttl: dt.timedelta) -> list[str]:
             " from pg_namespace n left join {} b on b.key = split_part(n.nspname, '__', 1)"
             " where n.nspname like %s order by n.nspname"
         ).format(audit.table("builds")),
-        (ttl, BUILD_PREFIX.replace("_", r"\_") + "%"),
+        (ttl if ttl is not None else config.get().build_ttl, _BUILD_SCHEMAS),
     ).fetchall()
     dropped = []
     for schema, state, idle in rows:

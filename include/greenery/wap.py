@@ -276,8 +276,9 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
                 " published. Clear the whole run to rebuild."
             )
         _check_snapshots(conn, models, build, names)
+        clock = recorded_clock(conn, build)  # every incremental merge checks against it
         for name in names:
-            _publish_model(conn, models[name], build)
+            _publish_model(conn, models[name], build, clock)
             published.append(models[name].relation)
         audit.record_publish(conn, build.run_id, build.day, published)
         conn.execute(sql.SQL("delete from {} where key = %s").format(audit.table("build_models")), (build.key,))
@@ -287,7 +288,7 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
             ),
             (build.key,),
         )
-        dropped = build_schemas.drop_finished(conn, build.key, ttl if ttl is not None else config.get().build_ttl)
+        dropped = build_schemas.drop_finished(conn, build.key, ttl)
     log.info(
         "published %d tables of run %s (%s); dropped %d finished build schemas",
         len(published),
@@ -319,14 +320,14 @@ def _check_snapshots(conn, models: Mapping[str, Model], build: Build, names: lis
             )
 
 
-def _publish_model(conn, model: Model, build: Build) -> None:
+def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None) -> None:
     source = f"{build.schema(model.layer)}.{model.name}"
     target = model.relation
     conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(model.layer)))
     delta = built_delta(conn, model, build)
     if delta is not None:
         # The build recomputed only recent rows: apply them to the published table.
-        _refuse_taking_back(conn, model, build)
+        _refuse_taking_back(conn, model, build, clock)
         since = incremental_since(model, Interval.for_day(build.day))
         incremental.merge(conn, model, target, delta, since)
         # Nothing may keep depending on the published table once this run is done.
@@ -362,17 +363,17 @@ def _publish_model(conn, model: Model, build: Build) -> None:
         quarantine.publish_day(conn, held_back, f"{QUARANTINE}.{model.name}", build.day)
 
 
-def _refuse_taking_back(conn, model: Model, build: Build) -> None:
+def _refuse_taking_back(conn, model: Model, build: Build, clock: dt.datetime | None) -> None:
     """The merge deletes the published rows from ``since`` on: rows that a run with a later clock published after
     this build's clock (and its skew) would go, never to come back once out of the lookback. Overlapping runs
     only (a cleared run takes the later clock, see :func:`prepare`)."""
-    clock = recorded_clock(conn, build)
     newest = conn.execute(
         sql.SQL("select max({}) from {}").format(sql.Identifier(model.incremental_column), ident(model.relation))
     ).fetchone()[0]
-    if clock is not None and newest is not None and _as_time(newest) > clock + CLOCK_SKEW:
+    newest = _as_time(newest) if newest is not None else None
+    if clock is not None and newest is not None and newest > clock + CLOCK_SKEW:
         raise PublishError(
-            f"{model.relation} holds rows up to {_as_time(newest).astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, after run"
+            f"{model.relation} holds rows up to {newest.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, after run"
             f" {build.run_id!r}'s clock {clock.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
             " (a run that started later published them); publishing would delete them. Nothing was published."
             " Clear the whole run: it rebuilds with that run's clock."
@@ -391,5 +392,4 @@ def drop_finished_builds(conn, keep: Build | None = None, ttl: dt.timedelta | No
     audit.ensure(conn)
     with conn.transaction():
         locks.exclusive(conn)
-        ttl = ttl if ttl is not None else config.get().build_ttl
         return build_schemas.drop_finished(conn, keep.key if keep else None, ttl)

@@ -79,10 +79,13 @@ def query_checks(suites: Mapping[str, suite_files.SuiteFile]) -> Iterator[tuple[
                 )
 
 
-def run_day_without_airflow(conn, day: dt.date, run_id: str | None = None) -> wap.Build:
-    """What one DAG run does, minus Airflow and GX: prepare, build every model, publish, clean up."""
+def run_day_without_airflow(
+    conn, day: dt.date, run_id: str | None = None, run_time: dt.datetime | None = None
+) -> wap.Build:
+    """What one DAG run does, minus Airflow and GX: prepare (with ``run_time`` as a new run's clock), build every
+    model, publish, clean up."""
     run = wap.Build(run_id or f"run-{day}", day)
-    wap.prepare(conn, run)
+    wap.prepare(conn, run, run_time=run_time)
     wap.build_models(conn, _models(), run)
     wap.publish(conn, _models(), run)
     wap.drop_finished_builds(conn, keep=run)

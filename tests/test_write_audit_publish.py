@@ -330,13 +330,6 @@ def _rows_after_the_old_clock(conn) -> str:
     ).fetchone()[0]
 
 
-def _build_and_publish(conn, run: wap.Build, clock: dt.datetime | None = None) -> dt.datetime:
-    recorded = wap.prepare(conn, run, run_time=clock)
-    wap.build_models(conn, MODELS, run)
-    wap.publish(conn, MODELS, run)
-    return recorded
-
-
 STATE = ["staging.stg_postgres__events", "staging.stg_postgres__users", "intermediate.int_product_events"]
 
 
@@ -345,16 +338,15 @@ def test_clearing_an_older_run_after_a_later_one_published_takes_nothing_back(lo
     run had published for rows from the future: the new event quarantined and deleted from the incremental tables by
     the merge (for good once out of the next runs' lookback), the updated user quarantined. A cleared run now takes
     the clock of a run that published since it started; rows and quarantine stay as that run published them."""
-    old = wap.Build("scheduled__2021-02-11", DAYS[1])
-    _build_and_publish(loaded, old, OLD_CLOCK)
+    old = run_day(loaded, DAYS[1], "scheduled__2021-02-11", OLD_CLOCK)
     event = _rows_after_the_old_clock(loaded)
-    _build_and_publish(loaded, wap.Build("scheduled__2021-02-12", DAYS[2]), LATER_CLOCK)
+    run_day(loaded, DAYS[2], "scheduled__2021-02-12", LATER_CLOCK)
     before = hashes(loaded, STATE)
     assert loaded.execute("select count(*) from staging.stg_postgres__events where event_id = %s", (event,)).fetchone()
     # On-call clears the older run (its day had a problem): it runs again, days later.
-    clock = _build_and_publish(loaded, old, dt.datetime.now(dt.UTC))
+    run_day(loaded, DAYS[1], old.run_id, dt.datetime.now(dt.UTC))
     assert hashes(loaded, STATE) == before
-    assert clock == LATER_CLOCK
+    assert wap.recorded_clock(loaded, old) == LATER_CLOCK
     future = loaded.execute(
         "select count(*) from quarantine.stg_postgres__events where rule = 'future_timestamp'"
         " union all select count(*) from quarantine.stg_postgres__users where rule = 'future_timestamp'"
@@ -367,16 +359,17 @@ def test_a_run_that_started_before_a_later_published_one_is_refused_not_let_take
     the older clock, publishing last would delete the rows the other published after its clock. Refused, naming
     the table; cleared, it takes the later clock and publishes. (The later run reruns a published day: a run that
     moves the snapshot on is refused by the snapshot's own check, test_snapshot.py.)"""
-    _build_and_publish(loaded, wap.Build("scheduled__2021-02-12", DAYS[2]), OLD_CLOCK - dt.timedelta(days=1))
+    run_day(loaded, DAYS[2], "scheduled__2021-02-12", OLD_CLOCK - dt.timedelta(days=1))
     slow = wap.Build("manual__slow", DAYS[1])
     wap.prepare(loaded, slow, run_time=OLD_CLOCK)
     wap.build_models(loaded, MODELS, slow)
     event = _rows_after_the_old_clock(loaded)
-    _build_and_publish(loaded, wap.Build("manual__fast", DAYS[2]), LATER_CLOCK)
+    run_day(loaded, DAYS[2], "manual__fast", LATER_CLOCK)
     before = hashes(loaded)
     with pytest.raises(wap.PublishError, match=r"staging.stg_postgres__events holds rows up to .*'manual__slow'"):
         wap.publish(loaded, MODELS, slow)
     assert hashes(loaded) == before
-    assert _build_and_publish(loaded, slow) == LATER_CLOCK  # cleared: the whole run again
+    run_day(loaded, DAYS[1], slow.run_id)  # cleared: the whole run again
+    assert wap.recorded_clock(loaded, slow) == LATER_CLOCK
     held = loaded.execute("select count(*) from staging.stg_postgres__events where event_id = %s", (event,))
     assert held.fetchone()[0] == 1

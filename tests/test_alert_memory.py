@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from greenery import audit
+from greenery import audit, warehouse
 from greenery.checks import history
 from greenery.tasks import notify
 
@@ -117,7 +117,11 @@ class FakeTaskInstance:
 
 
 def alert_task(summary_: dict, validate: str = "success", publish: str = "success", published: bool = True) -> None:
-    """send_alert as the DAG runs it, after validate and publish ended in these states, with these XComs."""
+    """send_alert as the DAG runs it, after validate and publish ended in these states, with these XComs, and
+    with the run's validation on record as validate or publish records it."""
+    if validate in ("success", "failed"):
+        with warehouse.connect() as conn:
+            audit.record_validation(conn, summary_, published=published and publish == "success")
     pulled = {("validate", "summary"): summary_, ("publish", "return_value"): {"published": published}}
     ti = FakeTaskInstance(pulled, summary_["run_id"], {"validate": validate, "publish": publish})
     notify.send_alert({"ti": ti, "run_id": summary_["run_id"]})
@@ -278,3 +282,71 @@ def test_a_page_after_publish_says_the_marts_were_published_only_when_the_run_pu
     assert notify.published_in_this_run({"ti": ti, "run_id": run_id}) is True
     failed = FakeTaskInstance({}, run_id, {"publish": "failed"})
     assert notify.published_in_this_run({"ti": failed, "run_id": run_id}) is False
+
+
+def failure_context(run_id: str, exception: BaseException, states: dict[str, str] | None = None) -> dict:
+    """What Airflow hands a failure callback of the task ``fact_orders``."""
+    ti = FakeTaskInstance({}, run_id, states or {"publish": "scheduled"})
+    ti.task_id = "fact_orders"
+    return {"ti": ti, "run_id": run_id, "logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC), "exception": exception}
+
+
+def test_a_failure_is_paged_before_the_warehouse_is_asked_so_a_silent_warehouse_cannot_hold_the_page_back(
+    slack_alerts_webhook, airflow_dag, monkeypatch
+):
+    """Review: the callback recorded the failure in the warehouse first. A warehouse that accepts connections and
+    never answers held it in libpq's connect for two minutes, and Airflow kills a failure callback 20 s after the
+    task failed: nobody was paged. The page goes first now, and the record gives up after its connect timeout."""
+    import socket
+    import threading
+    import time
+
+    from greenery.tasks import paging
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nothing ever answers
+        conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": silent.getsockname()[1], "schema": "greenery"}
+        monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", json.dumps({**conn, "login": "u", "password": "secret"}))
+        monkeypatch.setattr(paging, "WAREHOUSE_CONNECT_TIMEOUT_S", 2, raising=False)
+        callback = threading.Thread(
+            target=paging.on_task_failure, args=(failure_context("silent", RuntimeError("disk full")),), daemon=True
+        )
+        started = time.monotonic()
+        callback.start()
+        [page] = slack_alerts_webhook.wait_for(1, timeout=10)
+        paged_after = time.monotonic() - started
+        callback.join(timeout=30)
+        assert not callback.is_alive(), "the callback still waits on the silent warehouse"
+    assert "disk full" in json.dumps(page.body, ensure_ascii=False)
+    assert paged_after < 5, paged_after  # before the record's connect timed out, not after it
+
+
+@pytest.mark.parametrize(("refusal", "requests"), [(503, 2), (429, 2), (404, 1)])
+def test_a_page_slack_refuses_for_a_moment_is_sent_again_and_a_wrong_address_is_not_hammered(
+    slack_alerts_webhook, warehouse_url, airflow_dag, refusal, requests
+):
+    """Review: a failure page had one try, so one 503 or 429 from Slack meant no page (and alert_slack, skipped,
+    says the task paged on its own). Refusals worth retrying are tried again inside the callback's budget;
+    a 404 (no such webhook) cannot get better and is not."""
+    from greenery.tasks import paging
+
+    slack_alerts_webhook.respond(refusal)
+    paging.on_task_failure(failure_context(f"refused-{refusal}", RuntimeError("disk full")))
+    assert len(slack_alerts_webhook.webhook_posts()) == requests
+    with psycopg.connect(warehouse_url) as conn:  # recorded once, whatever Slack answered
+        [failure] = audit.task_failures(conn, f"refused-{refusal}")
+    assert "disk full" in failure["error"]
+
+
+def test_a_warning_that_went_away_and_came_back_or_moved_to_other_rows_is_news(slack, monkeypatch):
+    """Review: a warning signed by its check and count only was held back within the window when it came back
+    after a run that passed, and when other rows failed the same check in the same number: both are news."""
+    monkeypatch.setenv("GREENERY_ALERT_SUPPRESS_HOURS", "24")
+    alert_task(summary("2021-02-12", "first", [WARNING]))
+    with pytest.raises(AirflowSkipException, match="nothing to alert"):
+        alert_task(summary("2021-02-13", "fixed", []))  # checked and passed: on record, nothing to send
+    alert_task(summary("2021-02-14", "back", [WARNING]))
+    assert len(slack.webhook_posts()) == 2
+    with pytest.raises(AirflowSkipException, match="suppressed"):
+        alert_task(summary("2021-02-15", "still", [WARNING]))  # the same rows as the run before: a repeat
+    alert_task(summary("2021-02-16", "other-rows", [{**WARNING, "sample_keys": ["u-9"]}]))
+    assert len(slack.webhook_posts()) == 3

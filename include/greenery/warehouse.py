@@ -43,17 +43,22 @@ def conn_env_var(conn_id: str | None = None) -> str:
     return f"AIRFLOW_CONN_{conn_id.upper()}"
 
 
-def connect(conn_id: str | None = None):
+def connect(conn_id: str | None = None, *, connect_timeout: int | None = None):
     """A psycopg connection through the Airflow connection ``conn_id``, in autocommit mode.
 
     Autocommit, so that each ``with conn.transaction()`` block is a transaction of its own and a read
     outside one does not leave a transaction open around the next (each model builds in one transaction).
+    ``connect_timeout`` (seconds) applies where the connection's extra sets none: a failure callback must not
+    wait libpq's two minutes on a warehouse that accepts and never answers (Airflow kills it after 20 s).
     """
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     conn_id = conn_id or config.get().warehouse_conn_id
     try:
-        conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+        hook = PostgresHook(postgres_conn_id=conn_id)
+        if connect_timeout is not None and "connect_timeout" not in hook.connection.extra_dejson:
+            hook.connection.extra = json.dumps({**hook.connection.extra_dejson, "connect_timeout": connect_timeout})
+        conn = hook.get_conn()
     except Exception as exc:
         raise WarehouseUnavailableError(
             f"cannot connect to the warehouse through Airflow connection {conn_id!r} "

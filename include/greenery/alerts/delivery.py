@@ -42,12 +42,21 @@ class SlackDeliveryError(RuntimeError):
     """
 
     def __init__(
-        self, message: str, *, conn_id: str, status: int | None = None, body: str | None = None, retryable: bool = True
+        self,
+        message: str,
+        *,
+        conn_id: str,
+        status: int | None = None,
+        body: str | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
     ):
         super().__init__(message)
         self.conn_id = conn_id
         self.status = status
         self.body = body
+        # Seconds Slack asked to wait before trying again (its Retry-After header, API connections), when it did.
+        self.retry_after = retry_after
         # False for a configuration error (no such connection): retrying cannot fix it, it only delays the red.
         self.retryable = retryable
 
@@ -164,6 +173,7 @@ def send(
                 conn_id=conn_id,
                 status=status,
                 body=resp_body,
+                retry_after=_retry_after(getattr(err.response, "headers", None)),
             ) from None
         except Exception as err:
             raise SlackDeliveryError(
@@ -175,6 +185,16 @@ def send(
         f"{what}: unsupported conn_type; use {WEBHOOK_CONN_TYPE!r} (Incoming Webhook) or {API_CONN_TYPE!r} (API token)",
         conn_id=conn_id,
     )
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Slack's Retry-After (seconds) from a response's headers, or None."""
+    try:
+        value = {str(k).lower(): v for k, v in dict(headers or {}).items()}.get("retry-after")
+        value = value[0] if isinstance(value, list) else value
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def conn_type_of(conn_id: str) -> str | None:

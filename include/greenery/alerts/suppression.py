@@ -1,11 +1,12 @@
 """Suppression of repeats: an alert that only repeats unchanged warnings is not sent again too soon.
 
 A warning's signature is its table, check, column and description with what it found (the unexpected count
-or the observed value): the description tells apart a table's query checks, which have no column, so a new
-one failing is news even when another failed with the same count. Quarantined rows sign as their model and
-count. A run with a critical failure always alerts. When every signature of an alert was sent within the
-window (GREENERY_ALERT_SUPPRESS_HOURS), the alert is held back; the Data quality view and the daily summary
-still list the warnings.
+or the observed value, and the sample keys): the description tells apart a table's query checks, which have no
+column, so a new one failing is news even when another failed with the same count, and other rows failing the
+same check are news too. Quarantined rows sign as their model and count. A run with a critical failure always
+alerts. An alert is held back only when every one of its signatures was sent within the window
+(GREENERY_ALERT_SUPPRESS_HOURS) *and* was found by the run before this one: a problem that went away and came
+back (a run passed in between) is news again. The Data quality view and the daily summary still list them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def signatures(summary: Mapping[str, Any]) -> list[str]:
                 c.get("description"),
                 c.get("unexpected_count"),
                 c.get("observed_value"),
+                sorted(str(k.get("key")) for k in c.get("keys") or []),
             ],
             default=str,
             sort_keys=True,
@@ -35,9 +37,10 @@ def signatures(summary: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def held_back(summary: Mapping[str, Any], recent: set[str]) -> bool:
-    """Whether the alert only repeats what was sent within the window."""
-    if summary.get("blocking"):
+def held_back(summary: Mapping[str, Any], recent: set[str], previous: Mapping[str, Any] | None) -> bool:
+    """Whether the alert only repeats what was sent within the window and what the previous run (its recorded
+    summary, None when there is none) found as well."""
+    if summary.get("blocking") or previous is None:
         return False
-    mine = signatures(summary)
-    return bool(mine) and set(mine) <= recent
+    mine = set(signatures(summary))
+    return bool(mine) and mine <= recent and mine <= set(signatures(previous))

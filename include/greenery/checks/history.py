@@ -30,18 +30,29 @@ def _failed_checks(summary: dict[str, Any]) -> set[tuple]:
     }
 
 
+def _earlier(conn, summary: dict[str, Any], limit: int) -> list[tuple]:
+    """(logical_date, summary) of the validations recorded before ``summary``'s run, newest first."""
+    if not audit.exists(conn, "validation_runs"):
+        return []
+    return conn.execute(
+        sql.SQL(
+            # The days before this one (a backfill of an older day has later days validated before it).
+            "select logical_date, summary from {} where run_id <> %s and logical_date <= %s"
+            " order by logical_date desc, validated_at desc limit %s"
+        ).format(audit.table("validation_runs")),
+        (summary.get("run_id"), summary.get("logical_date"), limit),
+    ).fetchall()
+
+
+def previous(conn, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The recorded summary of the validation before ``summary``'s run, or None."""
+    found = _earlier(conn, summary, 1)
+    return found[0][1] if found else None
+
+
 def annotate(conn, summary: dict[str, Any]) -> None:
     """Add ``failing_since`` and ``runs_failing`` to each of ``summary["root_causes"]`` (in place)."""
-    earlier = []
-    if audit.exists(conn, "validation_runs"):
-        earlier = conn.execute(
-            sql.SQL(
-                # The days before this one (a backfill of an older day has later days validated before it).
-                "select logical_date, summary from {} where run_id <> %s and logical_date <= %s"
-                " order by logical_date desc, validated_at desc limit %s"
-            ).format(audit.table("validation_runs")),
-            (summary.get("run_id"), summary.get("logical_date"), LOOKBACK_RUNS),
-        ).fetchall()
+    earlier = _earlier(conn, summary, LOOKBACK_RUNS)
     for cause in summary.get("root_causes") or []:
         key = _key(cause["model"], cause["expectation"], cause["column"], cause.get("description"))
         since, runs = summary.get("logical_date"), 1

@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from greenery import audit, config, docs, links, warehouse
 from greenery.alerts import delivery, messages, suppression
+from greenery.checks import history
 from greenery.tasks.publish import not_published_status
 from greenery.tasks.validate import SUMMARY_KEY
 
@@ -60,7 +61,7 @@ def published_in_this_run(context: Any) -> bool:
     try:
         if states_now(context).get("publish") != "success":
             return False
-        with warehouse.connect() as conn:
+        with warehouse.connect(connect_timeout=5) as conn:  # a failure callback asks, before its page
             return audit.run_published_at(conn, context["run_id"]) is not None
     except Exception as exc:
         log.warning("could not read whether publish published: %s", exc)
@@ -104,7 +105,8 @@ def deliver(summary: dict[str, Any], published: dict[str, Any]) -> None:
     settings = config.get()
     with warehouse.connect() as conn:
         recent = audit.recent_alert_signatures(conn, settings.alert_suppress)
-    if suppression.held_back(summary, recent):
+        before = history.previous(conn, summary)
+    if suppression.held_back(summary, recent, before):
         raise AirflowSkipException(
             f"suppressed: the same {len(summary['root_causes'])} warning(s) and quarantine counts were alerted within"
             f" {settings.alert_suppress} (GREENERY_ALERT_SUPPRESS_HOURS); the Data quality view lists them"

@@ -5,11 +5,17 @@ checks) raise a ``tasks.failures`` exception, and the failure callback does not 
 ``alert_slack`` has already ended in this run: then it sends that alert itself. Any other failure, including
 Airflow's own (a timeout, a task killed and detected by the scheduler), reaches the callback, which pages
 with the exception. A failed Slack delivery cannot be paged through Slack: it stays in the task log.
+
+The page goes before anything touches the warehouse, and within a budget: Airflow runs a failure callback after
+the task reported its failure and kills it 20 s later (``task_success_overtime``), so a callback that first waited
+on a warehouse that accepts and never answers was killed before it paged. A page Slack refuses for a while (429,
+5xx, unreachable) is tried again inside that budget.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from greenery import audit, config, links, runtime, warehouse
@@ -21,21 +27,50 @@ from greenery.tasks.failures import AlertFollows, PagedFailure
 log = logging.getLogger(__name__)
 
 
-def page(payload: dict[str, Any]) -> bool:
-    """Send ``payload`` to the alert channel; never raise (the caller fails anyway). Return whether it went."""
+# Seconds a failure callback may spend paging (Airflow kills it 20 s after the task reported its failure), and
+# what each Slack try and the warehouse connection afterwards may take.
+PAGE_BUDGET_S = 12.0
+SLACK_TRY_TIMEOUT_S = 5
+BACKOFF_S = (1.0, 2.0)
+WAREHOUSE_CONNECT_TIMEOUT_S = 5
+
+
+def _worth_retrying(exc: SlackDeliveryError) -> bool:
+    return exc.retryable and (exc.status is None or exc.status == 429 or exc.status >= 500)
+
+
+def page(payload: dict[str, Any], budget_s: float = PAGE_BUDGET_S) -> bool:
+    """Send ``payload`` to the alert channel, again after a refusal worth retrying while ``budget_s`` lasts; never
+    raise (the caller fails anyway). Return whether it went."""
     settings = config.get()
-    try:
-        delivery.send(payload, settings.alert_conn_id, channel=settings.alert_channel)
-        return True
-    except Exception as exc:
-        log.error("could not page on-call: %s", exc)
-        return False
+    deadline = time.monotonic() + budget_s
+    for attempt in range(len(BACKOFF_S) + 1):
+        left = deadline - time.monotonic()
+        try:
+            delivery.send(
+                payload,
+                settings.alert_conn_id,
+                channel=settings.alert_channel,
+                timeout=max(1, min(SLACK_TRY_TIMEOUT_S, int(left))),
+            )
+            return True
+        except SlackDeliveryError as exc:
+            wait = exc.retry_after if exc.retry_after is not None else BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+            if attempt == len(BACKOFF_S) or not _worth_retrying(exc) or time.monotonic() + wait + 1 > deadline:
+                log.error("could not page on-call (try %d): %s", attempt + 1, exc)
+                return False
+            log.warning("page refused (try %d), again in %.1fs: %s", attempt + 1, wait, exc)
+            time.sleep(wait)
+        except Exception as exc:
+            log.error("could not page on-call: %s", exc)
+            return False
+    return False
 
 
 def record(context: Any, error: str) -> None:
     """Keep the failure in greenery_audit.task_failures (best effort: the warehouse may be what failed)."""
     try:
-        with warehouse.connect() as conn:
+        with warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S) as conn:
             audit.record_task_failure(
                 conn, context["run_id"], runtime.task_id(context), runtime.interval(context).day, error
             )
@@ -44,9 +79,15 @@ def record(context: Any, error: str) -> None:
 
 
 def on_task_failure(context: Any) -> None:
-    """The DAG's ``on_failure_callback``: record the error; page with it unless the task paged already."""
+    """The DAG's ``on_failure_callback``: page with the error unless the task paged already; then record it."""
     exc = context.get("exception")
-    record(context, describe(exc))
+    try:
+        _page_for(context, exc)
+    finally:
+        record(context, describe(exc))
+
+
+def _page_for(context: Any, exc: BaseException | None) -> None:
     if isinstance(exc, AlertFollows) and not notify.alert_will_run(context):
         # alert_slack already ended in this run and will not run again (only the failed tasks were cleared, or a
         # Mark success/failed cleared them): the page it would have sent goes now.

@@ -474,3 +474,34 @@ def test_an_event_gone_inside_the_lookback_leaves_what_a_full_refresh_leaves(aft
     incremental_run = hashes(conn)
     run_day(conn, DAYS[2], full_refresh=True, tag="full")
     assert incremental_run == hashes(conn)
+
+
+def test_a_promo_edited_after_its_orders_were_published_keeps_them_and_a_wrong_total_is_still_caught(after_two_days):
+    """Review: raw.promos holds only a promo's current discount, and every order's total was checked against it. A
+    promo edited after its orders were published quarantined all of them as total_mismatch: orders, their lines
+    and revenue gone from the marts, with a yellow count as the only sign. An order published with the same
+    amounts and promo keeps the verdict it had; a changed one is judged against the discount of now."""
+    conn = after_two_days
+    promo, discount = conn.execute(
+        "select promo_id, max(discount) from marts.fact_orders where promo_id is not null and order_total > 0"
+        " group by promo_id order by count(*) desc, promo_id limit 1"
+    ).fetchone()
+    before = dict(conn.execute("select order_id, order_total from marts.fact_orders where promo_id = %s", (promo,)))
+    assert len(before) >= 2
+    conn.execute("update raw.promos set discount = discount + 1 where promo_id = %s", (promo,))
+    wrong = min(before)
+    conn.execute("update raw.orders set order_total = order_total + 5 where order_id = %s", (wrong,))
+    run_day(conn, DAYS[2])
+    mismatched = conn.execute(
+        "select order_id from quarantine.stg_postgres__orders where logical_date = %s and rule = 'total_mismatch'",
+        (DAYS[2],),
+    ).fetchall()
+    assert mismatched == [(wrong,)]
+    after = dict(conn.execute("select order_id, order_total from marts.fact_orders where promo_id = %s", (promo,)))
+    assert after == {order: total for order, total in before.items() if order != wrong}
+    assert {d for (d,) in conn.execute("select discount from marts.fact_orders where promo_id = %s", (promo,))} == {
+        discount
+    }  # what they got: their amounts show it
+    incremental_run = hashes(conn)
+    run_day(conn, DAYS[2], full_refresh=True, tag="full")
+    assert incremental_run == hashes(conn)

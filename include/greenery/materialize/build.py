@@ -173,8 +173,11 @@ def build_model(
                 and not full_refresh
                 and _columns_unchanged(conn, model, interval, relation, target.relation)
             )
+            published = relations.exists(conn, model.relation)
         select = ModelSql(
-            model, target.relation, render(model, interval, relation, incremental=is_incremental, run_time=run_time)
+            model,
+            target.relation,
+            render(model, interval, relation, incremental=is_incremental, run_time=run_time, published=published),
         )
         with conn.transaction(), conn.cursor() as cur:
             locks.share(cur)

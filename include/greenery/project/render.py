@@ -71,6 +71,7 @@ def render(
     raw_schema: str | None = None,
     incremental: bool = False,
     run_time: dt.datetime | None = None,
+    published: bool = False,
 ) -> str:
     """The model's SQL with refs (through ``relation``), sources, the interval and the run's clock filled in.
 
@@ -78,11 +79,14 @@ def render(
     selects only the rows from ``incremental_since`` on; ``this`` is the published table. ``run_time``
     (default: the end of the interval) is the run's own clock: row rules compare timestamps with
     ``valid_since`` and ``valid_until`` around it, never with now(), so a rerun gives the same answer.
+    ``published`` renders the ``{% if is_published() %}`` branches: the model's published table (``this``)
+    exists, so the model may compare its rows with what was published (a full refresh too).
     """
     raw_schema = raw_schema or config.get().raw_schema
     clock = run_time or interval.end
     return ENV.from_string(model.template).render(
         is_incremental=lambda: incremental,
+        is_published=lambda: published,
         this=model.relation,
         incremental_since=sql_literal(incremental_since(model, interval)),
         ref=relation,

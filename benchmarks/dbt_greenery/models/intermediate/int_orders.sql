@@ -39,8 +39,18 @@ joined as (
         orders.estimated_delivery_at,
         orders.delivered_at,
         orders.status,
-        -- An order without a promo has no discount; 0 keeps order_total = cost + shipping - discount.
-        coalesce(promos.discount, 0) as discount,
+        -- An order without a promo has no discount; 0 keeps order_total = cost + shipping - discount. An order
+        -- its promo's current discount does not explain was placed before the promo was edited (staging keeps
+        -- it only then): the discount it got is what its amounts show.
+        case
+            when
+                abs(
+                    orders.order_total
+                    - greatest(orders.order_cost + orders.shipping_cost - coalesce(promos.discount, 0), 0)
+                ) <= 0.01
+                then coalesce(promos.discount, 0)
+            else orders.order_cost + orders.shipping_cost - orders.order_total
+        end as discount,
         coalesce(items_per_order.item_count, 0) as item_count,
         coalesce(items_per_order.unit_count, 0) as unit_count
     from orders

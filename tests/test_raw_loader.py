@@ -318,3 +318,19 @@ def test_orders_may_lag_one_day_behind_the_run_but_not_two(published_url):
     assert problem.detail.startswith(
         "raw.orders has no rows created in [2021-02-11, 2021-02-13); the newest is 2021-02-10"
     )
+
+
+def test_a_whole_number_column_turned_fractional_stops_the_run_instead_of_being_rounded(published_url):
+    """Review: raw.order_items.quantity changed to numeric was cast to integer by staging: 1.5 became 2, 2.4
+    became 2, the marts' units and totals wrong and the run green. The source check names the column now."""
+    from greenery.project.render import Interval
+    from greenery.sources import freshness
+
+    day = Interval.for_day(dt.date(2021, 2, 12))
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("alter table raw.order_items alter column quantity type numeric")
+        [problem] = freshness.check(conn, day)
+        assert (problem.table, problem.problem) == ("order_items", "columns")
+        assert "raw.order_items: quantity is numeric, not a whole number" in problem.detail
+        conn.execute("alter table raw.order_items alter column quantity type bigint")
+        assert freshness.check(conn, day) == []

@@ -21,6 +21,11 @@ from greenery.sources.schema import RAW_TABLES
 DAILY_SOURCES = {"events": 0, "orders": 1}
 
 
+# A whole-number column of raw (sources/schema.py) in one of these types would be rounded by staging's cast,
+# silently; text is cast too, but a value that is not a whole number fails the model task loudly.
+FRACTIONAL_TYPES = frozenset({"numeric", "real", "double precision"})
+
+
 class SourceNotReadyError(RuntimeError):
     """Raw lacks a table, columns or rows for the run's day; nothing was built."""
 
@@ -38,10 +43,11 @@ def check(conn, interval: Interval, raw_schema: str | None = None) -> list[Sourc
     with conn.cursor() as cur:
         for table, columns in RAW_TABLES.items():
             cur.execute(
-                "select column_name from information_schema.columns where table_schema = %s and table_name = %s",
+                "select column_name, data_type from information_schema.columns"
+                " where table_schema = %s and table_name = %s",
                 (raw_schema, table),
             )
-            present = {r[0] for r in cur.fetchall()}
+            present = dict(cur.fetchall())
             if not present:
                 problems.append(SourceProblem(table, "missing", f"{raw_schema}.{table} does not exist"))
                 continue
@@ -49,6 +55,16 @@ def check(conn, interval: Interval, raw_schema: str | None = None) -> list[Sourc
             if absent:
                 problems.append(
                     SourceProblem(table, "columns", f"{raw_schema}.{table} lacks column(s) {', '.join(absent)}")
+                )
+                continue
+            if rounded := [c for c, kind in columns.items() if kind == "integer" and present[c] in FRACTIONAL_TYPES]:
+                problems.append(
+                    SourceProblem(
+                        table,
+                        "columns",
+                        f"{raw_schema}.{table}: {', '.join(f'{c} is {present[c]}' for c in rounded)}, not a whole"
+                        " number: staging would round its values (1.5 becomes 2); cast it back to integer",
+                    )
                 )
                 continue
             ident = sql.Identifier(raw_schema, table)

@@ -73,6 +73,12 @@ def _page_on_failure(context) -> None:
     paging.on_task_failure(context)
 
 
+def _page_on_run_failure(context) -> None:
+    from greenery.tasks import paging
+
+    paging.on_run_failure(context)
+
+
 with DAG(
     dag_id=config.DAG_ID,
     description="Greenery raw data to validated analytics marts",
@@ -92,6 +98,8 @@ with DAG(
         "max_retry_delay": dt.timedelta(minutes=10),
         "on_failure_callback": _page_on_failure,
     },
+    # A backstop for the tasks' own callbacks: Airflow runs none for a task killed (out of memory) or marked failed.
+    on_failure_callback=_page_on_run_failure,
     tags=["greenery", "marts", "daily"],
     params={
         "full_refresh": Param(

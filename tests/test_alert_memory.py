@@ -350,3 +350,52 @@ def test_a_warning_that_went_away_and_came_back_or_moved_to_other_rows_is_news(s
         alert_task(summary("2021-02-15", "still", [WARNING]))  # the same rows as the run before: a repeat
     alert_task(summary("2021-02-16", "other-rows", [{**WARNING, "sample_keys": ["u-9"]}]))
     assert len(slack.webhook_posts()) == 3
+
+
+def test_a_run_that_failed_with_no_task_failure_on_record_pages_once_from_the_dags_own_callback(
+    slack_alerts_webhook, warehouse_url, airflow_dag
+):
+    """Review: a task process killed (out of memory, kill -9) is failed by Airflow without its failure callback
+    (apache/airflow#60858), and so is a task marked failed by hand: the run was red and nobody was paged. The
+    DAG's own failure callback pages once when no task of this attempt recorded a failure, and only then."""
+    import types
+
+    from greenery.tasks import paging
+
+    assert airflow_dag.on_failure_callback is not None  # wired in the DAG file
+    started = dt.datetime.now(dt.UTC)
+
+    def run_failed(run_id: str) -> dict:
+        context = failure_context(run_id, RuntimeError("unused"))
+        context.pop("exception")
+        return {**context, "dag_run": types.SimpleNamespace(start_date=started), "reason": "task_failure"}
+
+    paging.on_run_failure(run_failed("killed"))
+    [page] = slack_alerts_webhook.webhook_posts()
+    body = json.dumps(page.body, ensure_ascii=False)
+    assert "killed" in body and "fact_orders" in body and "no task recorded its failure" in body
+
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        audit.record_task_failure(conn, "paged", "fact_orders", dt.date(2021, 2, 12), "disk full")  # this attempt
+        audit.record_task_failure(conn, "cleared", "fact_orders", dt.date(2021, 2, 12), "disk full")
+        conn.execute(
+            "update greenery_audit.task_failures set failed_at = now() - interval '1 hour' where run_id = 'cleared'"
+        )
+    paging.on_run_failure(run_failed("paged"))  # its task paged and recorded it: not again
+    assert len(slack_alerts_webhook.webhook_posts()) == 1
+    paging.on_run_failure(run_failed("cleared"))  # only an earlier attempt (before the clear) recorded one
+    assert len(slack_alerts_webhook.webhook_posts()) == 2
+
+
+@pytest.mark.parametrize(("alert_slack", "sent"), [(None, 0), ("skipped", 1)])
+def test_after_clearing_only_failed_tasks_the_warnings_of_the_attempt_that_publishes_are_sent(slack, alert_slack, sent):
+    """Review: a run whose freshness check failed had alert_slack skipped; cleared with *only failed tasks*,
+    alert_slack stays skipped, and the attempt that published with warnings and quarantined rows was never
+    alerted. publish sends them when alert_slack will not run again (and leaves them to it when it will)."""
+    warned = {
+        **summary("2021-02-12", f"only-failed-{alert_slack}", [WARNING]),
+        "quarantined": {"stg_postgres__orders": 2},
+    }
+    ti = FakeTaskInstance({}, warned["run_id"], {"alert_slack": alert_slack})
+    notify.alert_after_publish(warned, {"published": True, "serving_run": "2021-02-12"}, {"ti": ti})
+    assert len(slack.webhook_posts()) == sent

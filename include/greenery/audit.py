@@ -195,6 +195,12 @@ def last_publish_of(conn, relation: str) -> dt.date | None:
     ).fetchone()[0]
 
 
+def not_published_status(conn) -> dict:
+    """What readers see when a run did not publish: the marts of the last run that did."""
+    last = last_published(conn)
+    return {"published": False, "serving_run": last["logical_date"] if last else None, "tables": []}
+
+
 def run_published_at(conn, run_id: str) -> dt.datetime | None:
     """When the run last published, or None when it never did."""
     if not exists(conn, "publish_log"):

@@ -17,10 +17,14 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from greenery import audit, config, docs, links, warehouse
 from greenery.alerts import delivery, messages, suppression
 from greenery.checks import history
-from greenery.tasks.publish import not_published_status
 from greenery.tasks.validate import SUMMARY_KEY
 
 log = logging.getLogger(__name__)
+
+
+def _not_published() -> dict[str, Any]:
+    with warehouse.connect() as conn:
+        return audit.not_published_status(conn)
 
 
 def states_now(context: Any, task_ids: tuple[str, ...] = ("validate", "publish")) -> dict[str, str | None]:
@@ -73,7 +77,7 @@ def send_validation_alert(context: Any) -> None:
     summary = validation_summary(context)
     if summary is None:
         raise RuntimeError("validate failed without a summary to alert with")
-    deliver(summary, not_published_status())
+    deliver(summary, _not_published())
 
 
 def send_alert(context: Any) -> None:
@@ -83,8 +87,8 @@ def send_alert(context: Any) -> None:
     summary = validation_summary(context) if ran else None
     if summary is None:
         raise AirflowSkipException(
-            "no validation result in this attempt: a task before validate failed and paged on its own (or was"
-            " marked failed by hand in the UI, which pages nobody)"
+            "no validation result in this attempt: a task before validate failed and paged on its own (killed, or"
+            " marked failed by hand in the UI: the run's own failure callback pages)"
         )
     if not summary["failures"] and not summary.get("quarantined"):
         raise AirflowSkipException("nothing to alert: every check passed and no row was quarantined")
@@ -94,9 +98,23 @@ def send_alert(context: Any) -> None:
             " attempt that publishes (clear publish with its downstream tasks); the Data quality view lists them"
         )
     published = (states.get("publish") == "success" and context["ti"].xcom_pull(task_ids="publish")) or (
-        not_published_status()
+        _not_published()
     )
     deliver(summary, published)
+
+
+def alert_after_publish(summary: dict[str, Any], published: dict[str, Any], context: Any) -> None:
+    """``publish``'s follow-up. After *Clear only failed tasks*, an ``alert_slack`` skipped by an earlier failure
+    stays skipped: the warnings and quarantine counts of the attempt that publishes were never sent. When
+    alert_slack will not run again, send them now; best effort (the marts are out, the view lists them)."""
+    if alert_will_run(context) or not (summary.get("failures") or summary.get("quarantined")):
+        return
+    try:
+        deliver(summary, published)
+    except AirflowSkipException as skip:
+        log.info("alert_slack will not run again; %s", skip)
+    except Exception as exc:
+        log.error("alert_slack will not run again, and the run's warnings could not be sent: %s", exc)
 
 
 def deliver(summary: dict[str, Any], published: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ on a warehouse that accepts and never answers was killed before it paged. A page
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from typing import Any
@@ -115,6 +116,48 @@ def _page_for(context: Any, exc: BaseException | None) -> None:
         )
     )
     log.warning("task failure %s on-call", "paged" if sent else "could NOT be paged to")
+
+
+# How far the warehouse's clock may be behind Airflow's when the run's failures are read for this attempt.
+CLOCKS_APART = dt.timedelta(minutes=1)
+
+
+def on_run_failure(context: Any) -> None:
+    """The DAG's own ``on_failure_callback``, a backstop. Airflow runs no task failure callback for a task whose
+    process was killed (out of memory, ``kill -9``: apache/airflow#60858) or that was marked failed by hand; the
+    run then failed and nobody was paged. When no task of this attempt of the run recorded a failure, page once.
+    When the warehouse cannot be read, the tasks' own pages stand (they had it fail too)."""
+    run_id = context.get("run_id") or "?"
+    started = getattr(context.get("dag_run"), "start_date", None)
+    try:
+        with warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S) as conn:
+            failures = audit.task_failures(conn, run_id)
+    except Exception as exc:
+        log.warning("run %s failed; its recorded failures cannot be read (%s): not paging again", run_id, exc)
+        return
+    if started is not None:
+        failures = [f for f in failures if f["failed_at"] >= started - CLOCKS_APART]
+    if failures:
+        return  # the tasks paged (or left their page to alert_slack) and recorded it
+    task = runtime.task_id(context)
+    logical = context.get("logical_date")
+    sent = page(
+        messages.build_task_failure_alert(
+            dag_id=runtime.dag_id(context),
+            task_id=task,
+            logical_date=logical.date().isoformat() if logical else None,
+            run_id=run_id,
+            error=(
+                f"the run failed ({context.get('reason') or 'a task failed'}) and no task recorded its failure: "
+                f"a task's process was killed (out of memory, kill -9) or a task was marked failed by hand. "
+                f"The run's last task: {task}. Its red tasks are in the Grid."
+            ),
+            log_url=runtime.log_url(context),
+            links=links.for_run(run_id, task),
+            published=notify.published_in_this_run(context),
+        )
+    )
+    log.warning("run failure %s on-call", "paged" if sent else "could NOT be paged to")
 
 
 def describe(exc: BaseException | str | None) -> str:

@@ -9,6 +9,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from greenery import audit, runtime, wap, warehouse
 from greenery.project import models as model_files
+from greenery.tasks import notify
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def run(summary: dict[str, Any], context: Any) -> dict[str, Any]:
     with warehouse.connect() as conn:
         if summary["blocking"]:
             audit.record_validation(conn, summary, published=False)
-            status = not_published_status(conn)
+            status = audit.not_published_status(conn)
             log.warning(
                 "NOT published: %d critical failures; still serving %s",
                 summary["failed_critical"],
@@ -39,14 +40,9 @@ def run(summary: dict[str, Any], context: Any) -> dict[str, Any]:
             # marts are out, so this try succeeds, and the digest and the marts' asset events follow.
             log.warning("%s: this try reports that publish", done)
             serving = audit.last_published(conn)["logical_date"]
-            return {"published": True, "serving_run": serving, "tables": done.tables}
-    log.info("published %s", ", ".join(tables))
-    return {"published": True, "serving_run": summary["logical_date"], "tables": tables}
-
-
-def not_published_status(conn=None) -> dict[str, Any]:
-    if conn is None:
-        with warehouse.connect() as own:
-            return not_published_status(own)
-    last = audit.last_published(conn)
-    return {"published": False, "serving_run": last["logical_date"] if last else None, "tables": []}
+            published = {"published": True, "serving_run": serving, "tables": done.tables}
+        else:
+            log.info("published %s", ", ".join(tables))
+            published = {"published": True, "serving_run": summary["logical_date"], "tables": tables}
+    notify.alert_after_publish(summary, published, context)  # when alert_slack will not run again
+    return published

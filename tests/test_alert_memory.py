@@ -357,34 +357,43 @@ def test_a_run_that_failed_with_no_task_failure_on_record_pages_once_from_the_da
 ):
     """Review: a task process killed (out of memory, kill -9) is failed by Airflow without its failure callback
     (apache/airflow#60858), and so is a task marked failed by hand: the run was red and nobody was paged. The
-    DAG's own failure callback pages once when no task of this attempt recorded a failure, and only then."""
+    DAG's own failure callback pages once when no task of this attempt of the run (its clear_number) recorded a
+    failure, and only then."""
     import types
 
     from greenery.tasks import paging
 
     assert airflow_dag.on_failure_callback is not None  # wired in the DAG file
-    started = dt.datetime.now(dt.UTC)
 
-    def run_failed(run_id: str) -> dict:
+    def run_failed(run_id: str, clear_number: int) -> dict:
         context = failure_context(run_id, RuntimeError("unused"))
         context.pop("exception")
-        return {**context, "dag_run": types.SimpleNamespace(start_date=started), "reason": "task_failure"}
+        return {**context, "dag_run": types.SimpleNamespace(clear_number=clear_number), "reason": "task_failure"}
 
-    paging.on_run_failure(run_failed("killed"))
+    paging.on_run_failure(run_failed("killed", 0))
     [page] = slack_alerts_webhook.webhook_posts()
     body = json.dumps(page.body, ensure_ascii=False)
     assert "killed" in body and "fact_orders" in body and "no task recorded its failure" in body
 
-    with psycopg.connect(warehouse_url, autocommit=True) as conn:
-        audit.record_task_failure(conn, "paged", "fact_orders", dt.date(2021, 2, 12), "disk full")  # this attempt
-        audit.record_task_failure(conn, "cleared", "fact_orders", dt.date(2021, 2, 12), "disk full")
-        conn.execute(
-            "update greenery_audit.task_failures set failed_at = now() - interval '1 hour' where run_id = 'cleared'"
-        )
-    paging.on_run_failure(run_failed("paged"))  # its task paged and recorded it: not again
-    assert len(slack_alerts_webhook.webhook_posts()) == 1
-    paging.on_run_failure(run_failed("cleared"))  # only an earlier attempt (before the clear) recorded one
+    failed = failure_context("cleared", RuntimeError("disk full"))
+    paging.on_task_failure({**failed, "dag_run": types.SimpleNamespace(clear_number=0)})  # pages and records
     assert len(slack_alerts_webhook.webhook_posts()) == 2
+    paging.on_run_failure(run_failed("cleared", 0))  # its task paged and recorded it: not again
+    assert len(slack_alerts_webhook.webhook_posts()) == 2
+    paging.on_run_failure(run_failed("cleared", 1))  # cleared since: only the earlier attempt recorded one
+    assert len(slack_alerts_webhook.webhook_posts()) == 3
+
+
+def test_a_warehouse_from_before_the_clear_number_gets_the_column(warehouse_url):
+    """task_failures gained a column; a warehouse whose table was created without it gets it on the next
+    record, and the rows it had read with no attempt."""
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        audit.ensure(conn)
+        conn.execute("alter table greenery_audit.task_failures drop column clear_number")
+        conn.execute("insert into greenery_audit.task_failures values ('old', 'validate', '2021-02-12', now(), 'boom')")
+        assert [f["clear_number"] for f in audit.task_failures(conn, "old")] == [None]
+        audit.record_task_failure(conn, "old", "validate", dt.date(2021, 2, 12), "again", clear_number=2)
+        assert [f["clear_number"] for f in audit.task_failures(conn, "old")] == [None, 2]
 
 
 @pytest.mark.parametrize(("alert_slack", "sent"), [(None, 0), ("skipped", 1)])

@@ -15,6 +15,8 @@ the UI, on the real Greenery data with one duplicated order and a local fake Sla
 8. A cleared run that now fails before ``validate`` pages once, for its own failure, not again for the earlier
    attempt's checks (a task's XCom outlives a clear until the task runs again).
 9. Cleared again, failed tasks only (``alert_slack`` stays skipped): ``validate``'s failed checks are paged once.
+10. Cleared again with raw fixed, ``validate``'s process is killed (as the OOM killer would): no task callback
+   runs; the DAG's own failure callback pages once.
 """
 
 from __future__ import annotations
@@ -261,6 +263,47 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     assert DUPLICATED_ORDER in json.dumps(page.body, ensure_ascii=False) and "🔴" in json.dumps(
         page.body, ensure_ascii=False
     )
+
+    # 10. A task's process killed (the OOM killer, kill -9) is failed by Airflow without its failure callback
+    # (apache/airflow#60858): the DAG's own callback, run by the dag-processor, pages once for the run.
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute(
+            "delete from raw.orders where ctid = (select max(ctid) from raw.orders where order_id = %s)",
+            (DUPLICATED_ORDER,),
+        )
+    posts = len(slack_server.webhook_posts())
+    clear(ui, run_id)
+    killed = wait_for(ui, run_id, lambda: kill_task_process(ui, run_id, "validate"), what="validate's process")
+    assert finished(ui, run_id) == "failed", killed
+    states = task_states(ui, run_id)
+    assert (states["validate"], states["publish"]) == ("failed", "upstream_failed"), states
+    [page] = wait_for_posts(slack_server, posts + 1)[posts:]
+    text = json.dumps(page.body, ensure_ascii=False)
+    assert "no task recorded its failure" in text and "killed" in text, text
+
+
+def kill_task_process(ui, run_id: str, task_id: str) -> int | None:
+    """SIGKILL the process running ``task_id`` (Airflow titles it ``airflow worker -- <task instance id>``) once it
+    runs; its pid, or None while there is none yet."""
+    import signal
+    import subprocess
+
+    status, ti = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
+    if status != 200 or ti["state"] != "running":
+        return None
+    found = subprocess.run(["pgrep", "-f", f"airflow worker -- {ti['id']}"], capture_output=True, text=True)
+    pids = [int(p) for p in found.stdout.split()]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids[0] if pids else None
+
+
+def wait_for_posts(slack_server, count: int, timeout: float = 120) -> list:
+    """The dag-processor runs the DAG's callback some seconds after the run failed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(slack_server.webhook_posts()) < count:
+        time.sleep(0.5)
+    return slack_server.webhook_posts()
 
 
 def test_the_ui_settings_yield_to_the_users_own_and_create_no_scheduled_runs(tmp_path, monkeypatch):

@@ -39,8 +39,9 @@ _TABLES = {
     " tables text[] not null",
     "validation_runs": "run_id text not null, logical_date date not null, validated_at timestamptz not null,"
     " published boolean not null, summary jsonb not null",
+    # clear_number: Airflow's count of the run's clears when the task failed (which attempt of the run it was).
     "task_failures": "run_id text not null, task_id text not null, logical_date date not null,"
-    " failed_at timestamptz not null, error text not null",
+    " failed_at timestamptz not null, error text not null, clear_number integer",
     "alerts_sent": "run_id text not null, sent_at timestamptz not null, signatures jsonb not null",
     # path: the page's URL below the Data Docs root, unique (it holds GX's run time, to the microsecond).
     # result is GX's JSON as text: GX may write NaN, which jsonb refuses. PostgreSQL compresses both (TOAST).
@@ -49,6 +50,8 @@ _TABLES = {
     "digests_sent": "run_id text not null, part text not null, published_at timestamptz not null,"
     " sent_at timestamptz not null, detail jsonb not null",
 }
+# Columns added to a table after its first release: added to a warehouse that has the table without them.
+_ADDED_COLUMNS = {("task_failures", "clear_number"): "integer"}
 # What the Data quality view looks Data Docs pages up by: the newest validations, a run's page of a suite.
 _INDEXES = {
     "data_docs_by_time": "data_docs (stored_at desc)",
@@ -67,19 +70,34 @@ def exists(conn, name: str) -> bool:
 def ensure(conn) -> None:
     """Create the audit tables once. Two runs creating them at the same moment would collide in
     PostgreSQL's catalog, so creation happens under the exclusive lock (checked first without it)."""
-    if all(exists(conn, name) for name in _TABLES):
+    if all(exists(conn, name) for name in _TABLES) and _columns_added(conn):
         return
     with conn.transaction():
         locks.exclusive(conn)
         conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
         for name, columns in _TABLES.items():
             conn.execute(sql.SQL("create table if not exists {} ({})").format(table(name), sql.SQL(columns)))
+        for (name, column), kind in _ADDED_COLUMNS.items():
+            conn.execute(
+                sql.SQL("alter table {} add column if not exists {} {}").format(
+                    table(name), sql.Identifier(column), sql.SQL(kind)
+                )
+            )
         for name, columns in _INDEXES.items():
             conn.execute(
                 sql.SQL("create index if not exists {} on {}.{}").format(
                     sql.Identifier(name), sql.Identifier(SCHEMA), sql.SQL(columns)
                 )
             )
+
+
+def _columns_added(conn) -> bool:
+    found = conn.execute(
+        "select count(*) from information_schema.columns where table_schema = %s"
+        " and (table_name, column_name) in (select * from unnest(%s::text[], %s::text[]))",
+        (SCHEMA, [t for t, _ in _ADDED_COLUMNS], [c for _, c in _ADDED_COLUMNS]),
+    ).fetchone()[0]
+    return found == len(_ADDED_COLUMNS)
 
 
 def record_validation(conn, summary: dict, published: bool) -> None:
@@ -146,12 +164,17 @@ def last_published(conn) -> dict | None:
     return None if row is None else {"run_id": row[0], "logical_date": row[1].isoformat(), "published_at": row[2]}
 
 
-def record_task_failure(conn, run_id: str, task_id: str, day: dt.date, error: str) -> None:
+def record_task_failure(
+    conn, run_id: str, task_id: str, day: dt.date, error: str, clear_number: int | None = None
+) -> None:
     ensure(conn)
     with conn.transaction():
         conn.execute(
-            sql.SQL("insert into {} values (%s, %s, %s, now(), %s)").format(table("task_failures")),
-            (run_id, task_id, day, error),
+            sql.SQL(
+                "insert into {} (run_id, task_id, logical_date, failed_at, error, clear_number)"
+                " values (%s, %s, %s, now(), %s, %s)"
+            ).format(table("task_failures")),
+            (run_id, task_id, day, error, clear_number),
         )
 
 
@@ -159,13 +182,14 @@ def task_failures(conn, run_id: str) -> list[dict]:
     """The failures of a run's tasks, oldest first."""
     if not exists(conn, "task_failures"):
         return []
+    ensure(conn)  # an older warehouse's table gets its clear_number column
     rows = conn.execute(
-        sql.SQL("select task_id, failed_at, error from {} where run_id = %s order by failed_at").format(
+        sql.SQL("select task_id, failed_at, error, clear_number from {} where run_id = %s order by failed_at").format(
             table("task_failures")
         ),
         (run_id,),
     ).fetchall()
-    return [{"task_id": t, "failed_at": at, "error": e} for t, at, e in rows]
+    return [{"task_id": t, "failed_at": at, "error": e, "clear_number": n} for t, at, e, n in rows]
 
 
 def record_alert(conn, run_id: str, signatures: list) -> None:

@@ -14,7 +14,6 @@ on a warehouse that accepts and never answers was killed before it paged. A page
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from typing import Any
@@ -73,7 +72,12 @@ def record(context: Any, error: str) -> None:
     try:
         with warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S) as conn:
             audit.record_task_failure(
-                conn, context["run_id"], runtime.task_id(context), runtime.interval(context).day, error
+                conn,
+                context["run_id"],
+                runtime.task_id(context),
+                runtime.interval(context).day,
+                error,
+                clear_number=getattr(context.get("dag_run"), "clear_number", None),
             )
     except Exception as exc:
         log.warning("task failure not recorded in the warehouse: %s", exc)
@@ -118,25 +122,21 @@ def _page_for(context: Any, exc: BaseException | None) -> None:
     log.warning("task failure %s on-call", "paged" if sent else "could NOT be paged to")
 
 
-# How far the warehouse's clock may be behind Airflow's when the run's failures are read for this attempt.
-CLOCKS_APART = dt.timedelta(minutes=1)
-
-
 def on_run_failure(context: Any) -> None:
     """The DAG's own ``on_failure_callback``, a backstop. Airflow runs no task failure callback for a task whose
     process was killed (out of memory, ``kill -9``: apache/airflow#60858) or that was marked failed by hand; the
     run then failed and nobody was paged. When no task of this attempt of the run recorded a failure, page once.
     When the warehouse cannot be read, the tasks' own pages stand (they had it fail too)."""
     run_id = context.get("run_id") or "?"
-    started = getattr(context.get("dag_run"), "start_date", None)
+    attempt = getattr(context.get("dag_run"), "clear_number", None)  # absent from a minimal context: any attempt
     try:
         with warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S) as conn:
             failures = audit.task_failures(conn, run_id)
     except Exception as exc:
         log.warning("run %s failed; its recorded failures cannot be read (%s): not paging again", run_id, exc)
         return
-    if started is not None:
-        failures = [f for f in failures if f["failed_at"] >= started - CLOCKS_APART]
+    if attempt is not None:
+        failures = [f for f in failures if f["clear_number"] == attempt]
     if failures:
         return  # the tasks paged (or left their page to alert_slack) and recorded it
     task = runtime.task_id(context)

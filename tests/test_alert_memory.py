@@ -408,3 +408,29 @@ def test_after_clearing_only_failed_tasks_the_warnings_of_the_attempt_that_publi
     ti = FakeTaskInstance({}, warned["run_id"], {"alert_slack": alert_slack})
     notify.alert_after_publish(warned, {"published": True, "serving_run": "2021-02-12"}, {"ti": ti})
     assert len(slack.webhook_posts()) == sent
+
+
+def test_a_page_that_went_out_unanswered_is_not_sent_twice(
+    slack_alerts_webhook, warehouse_url, airflow_dag, monkeypatch
+):
+    """Review: a page whose answer came after the try's timeout was sent again: Slack had posted it, so on-call
+    got it twice. A request that went out unanswered may have been delivered: it is not tried again."""
+    from greenery.tasks import paging
+
+    monkeypatch.setattr(paging, "SLACK_TRY_TIMEOUT_S", 1)
+    slack_alerts_webhook.respond(200, delay=2.5)
+    paging.on_task_failure(failure_context("slow-slack", RuntimeError("disk full")))
+    assert len(slack_alerts_webhook.webhook_posts()) == 1
+
+
+def test_a_partial_sample_of_failing_rows_does_not_make_a_repeat_look_new():
+    """Review: the sample keys (5 at most) of a warning with more failing rows are whichever rows the database
+    returned first; signed with them, an unchanged warning looked new whenever that order changed."""
+    from greenery.alerts import suppression
+
+    def signed(count: int, keys: list[str]) -> list[str]:
+        cause = {**summary("2021-02-12", "s", [{**WARNING, "unexpected_count": count, "sample_keys": keys}])}
+        return suppression.signatures(cause)
+
+    assert signed(9, ["u-1", "u-2"]) == signed(9, ["u-7", "u-8"])  # a sample: the same warning
+    assert signed(2, ["u-1", "u-2"]) != signed(2, ["u-7", "u-8"])  # every failing row: other rows, news

@@ -50,6 +50,7 @@ class SlackDeliveryError(RuntimeError):
         body: str | None = None,
         retryable: bool = True,
         retry_after: float | None = None,
+        maybe_delivered: bool = False,
     ):
         super().__init__(message)
         self.conn_id = conn_id
@@ -57,6 +58,9 @@ class SlackDeliveryError(RuntimeError):
         self.body = body
         # Seconds Slack asked to wait before trying again (its Retry-After header, API connections), when it did.
         self.retry_after = retry_after
+        # The request went out and no answer came (a read timeout, the connection dropped): Slack may have posted
+        # it, so sending it again could post it twice. A refused or unreachable connection sent nothing.
+        self.maybe_delivered = maybe_delivered
         # False for a configuration error (no such connection): retrying cannot fix it, it only delays the red.
         self.retryable = retryable
 
@@ -139,7 +143,11 @@ def send(
                 f"{what}: HTTP {status}, response body: {resp_body}", conn_id=conn_id, status=status, body=resp_body
             ) from None
         except Exception as err:  # connection refused, DNS, TLS, timeout, bad URL in the connection
-            raise SlackDeliveryError(f"{what}: {type(err).__name__}: {_safe(err, secrets)}", conn_id=conn_id) from None
+            raise SlackDeliveryError(
+                f"{what}: {type(err).__name__}: {_safe(err, secrets)}",
+                conn_id=conn_id,
+                maybe_delivered=_unanswered(err),
+            ) from None
         status = getattr(response, "status_code", None)
         if not isinstance(status, int) or not 200 <= status < 300:  # defensive: the provider checks != 200
             resp_body = _safe(getattr(response, "body", ""), secrets)
@@ -177,7 +185,9 @@ def send(
             ) from None
         except Exception as err:
             raise SlackDeliveryError(
-                f"{what} to channel {channel!r}: {type(err).__name__}: {_safe(err, secrets)}", conn_id=conn_id
+                f"{what} to channel {channel!r}: {type(err).__name__}: {_safe(err, secrets)}",
+                conn_id=conn_id,
+                maybe_delivered=_unanswered(err),
             ) from None
         return {"channel": str(response.get("channel") or channel), "ts": str(response.get("ts") or "")}
 
@@ -185,6 +195,12 @@ def send(
         f"{what}: unsupported conn_type; use {WEBHOOK_CONN_TYPE!r} (Incoming Webhook) or {API_CONN_TYPE!r} (API token)",
         conn_id=conn_id,
     )
+
+
+def _unanswered(err: BaseException) -> bool:
+    """Whether ``err`` came after the request was sent: urllib wraps what fails while sending in URLError
+    (refused, DNS, a connect timeout); a read timeout or a dropped connection comes as itself."""
+    return isinstance(err, TimeoutError | ConnectionResetError)
 
 
 def _retry_after(headers: Any) -> float | None:

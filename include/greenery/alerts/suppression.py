@@ -1,12 +1,13 @@
 """Suppression of repeats: an alert that only repeats unchanged warnings is not sent again too soon.
 
 A warning's signature is its table, check, column and description with what it found (the unexpected count
-or the observed value, and the sample keys): the description tells apart a table's query checks, which have no
-column, so a new one failing is news even when another failed with the same count, and other rows failing the
-same check are news too. Quarantined rows sign as their model and count. A run with a critical failure always
-alerts. An alert is held back only when every one of its signatures was sent within the window
-(GREENERY_ALERT_SUPPRESS_HOURS) *and* was found by the run before this one: a problem that went away and came
-back (a run passed in between) is news again. The Data quality view and the daily summary still list them.
+or the observed value, and the failing rows' keys when the sample holds them all): the description tells
+apart a table's query checks, which have no column, so a new one failing is news even when another failed
+with the same count, and other rows failing the same check are news too. Quarantined rows sign as their model
+and count. A run with a critical failure always alerts. An alert is held back only when every one of its
+signatures was sent within the window (GREENERY_ALERT_SUPPRESS_HOURS) *and* was found by the run before this
+one: a problem that went away and came back (a run passed in between) is news again. The Data quality view
+and the daily summary still list them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def signatures(summary: Mapping[str, Any]) -> list[str]:
                 c.get("description"),
                 c.get("unexpected_count"),
                 c.get("observed_value"),
-                sorted(str(k.get("key")) for k in c.get("keys") or []),
+                _all_keys(c),
             ],
             default=str,
             sort_keys=True,
@@ -35,6 +36,13 @@ def signatures(summary: Mapping[str, Any]) -> list[str]:
     ]
     found += [json.dumps(["quarantine", model, n]) for model, n in sorted((summary.get("quarantined") or {}).items())]
     return found
+
+
+def _all_keys(cause: Mapping[str, Any]) -> list[str] | None:
+    """The failing rows' keys when the sample holds them all; a partial sample is whichever rows the database
+    returned first, which can change from run to run with nothing else changed."""
+    keys = sorted(str(k.get("key")) for k in cause.get("keys") or [])
+    return keys if keys and len(keys) >= (cause.get("unexpected_count") or 0) else None
 
 
 def held_back(summary: Mapping[str, Any], recent: set[str], previous: Mapping[str, Any] | None) -> bool:

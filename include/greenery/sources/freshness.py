@@ -21,8 +21,8 @@ from greenery.sources.schema import RAW_TABLES
 DAILY_SOURCES = {"events": 0, "orders": 1}
 
 
-# A whole-number column of raw (sources/schema.py) in one of these types would be rounded by staging's cast,
-# silently; text is cast too, but a value that is not a whole number fails the model task loudly.
+# A whole-number column of raw (sources/schema.py) in one of these types holding a fraction would be rounded by
+# staging's cast, silently; text is cast too, but a value that is not a whole number fails the model task loudly.
 FRACTIONAL_TYPES = frozenset({"numeric", "real", "double precision"})
 
 
@@ -57,17 +57,18 @@ def check(conn, interval: Interval, raw_schema: str | None = None) -> list[Sourc
                     SourceProblem(table, "columns", f"{raw_schema}.{table} lacks column(s) {', '.join(absent)}")
                 )
                 continue
-            if rounded := [c for c, kind in columns.items() if kind == "integer" and present[c] in FRACTIONAL_TYPES]:
+            ident = sql.Identifier(raw_schema, table)
+            if rounded := _fractional_values(cur, ident, columns, present):
                 problems.append(
                     SourceProblem(
                         table,
                         "columns",
-                        f"{raw_schema}.{table}: {', '.join(f'{c} is {present[c]}' for c in rounded)}, not a whole"
-                        " number: staging would round its values (1.5 becomes 2); cast it back to integer",
+                        f"{raw_schema}.{table}: "
+                        + ", ".join(f"{c} is {present[c]} with {n} value(s) that are not whole" for c, n in rounded)
+                        + ": staging would round them (1.5 becomes 2); fix the values or the column's type",
                     )
                 )
                 continue
-            ident = sql.Identifier(raw_schema, table)
             cur.execute(sql.SQL("select exists (select 1 from {})").format(ident))
             if not cur.fetchone()[0]:
                 problems.append(SourceProblem(table, "empty", f"{raw_schema}.{table} has no rows"))
@@ -89,6 +90,17 @@ def check(conn, interval: Interval, raw_schema: str | None = None) -> list[Sourc
                         )
                     )
     return problems
+
+
+def _fractional_values(cur, ident, columns: dict[str, str], present: dict[str, str]) -> list[tuple[str, int]]:
+    """(column, count) of the whole-number columns whose type holds fractions and whose rows have some."""
+    found = []
+    for column in [c for c, kind in columns.items() if kind == "integer" and present[c] in FRACTIONAL_TYPES]:
+        col = sql.Identifier(column)
+        cur.execute(sql.SQL("select count(*) from {} where {c} <> trunc({c})").format(ident, c=col))
+        if n := cur.fetchone()[0]:
+            found.append((column, n))
+    return found
 
 
 def rows_created_between(

@@ -22,9 +22,15 @@ from greenery.tasks.validate import SUMMARY_KEY
 log = logging.getLogger(__name__)
 
 
-def _not_published() -> dict[str, Any]:
-    with warehouse.connect() as conn:
+def _not_published(connect_timeout: int | None = None) -> dict[str, Any]:
+    with warehouse.connect(connect_timeout=connect_timeout) as conn:
         return audit.not_published_status(conn)
+
+
+# What a failure callback allows itself (Airflow kills it 20 s after its task failed): each warehouse connection,
+# and the Slack post.
+CALLBACK_CONNECT_TIMEOUT_S = 5
+CALLBACK_SLACK_TIMEOUT_S = 8
 
 
 def states_now(context: Any, task_ids: tuple[str, ...] = ("validate", "publish")) -> dict[str, str | None]:
@@ -65,7 +71,7 @@ def published_in_this_run(context: Any) -> bool:
     try:
         if states_now(context).get("publish") != "success":
             return False
-        with warehouse.connect(connect_timeout=5) as conn:  # a failure callback asks, before its page
+        with warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S) as conn:  # a callback asks, before its page
             return audit.run_published_at(conn, context["run_id"]) is not None
     except Exception as exc:
         log.warning("could not read whether publish published: %s", exc)
@@ -77,7 +83,12 @@ def send_validation_alert(context: Any) -> None:
     summary = validation_summary(context)
     if summary is None:
         raise RuntimeError("validate failed without a summary to alert with")
-    deliver(summary, _not_published())
+    deliver(
+        summary,
+        _not_published(CALLBACK_CONNECT_TIMEOUT_S),
+        connect_timeout=CALLBACK_CONNECT_TIMEOUT_S,
+        slack_timeout=CALLBACK_SLACK_TIMEOUT_S,
+    )
 
 
 def send_alert(context: Any) -> None:
@@ -117,11 +128,18 @@ def alert_after_publish(summary: dict[str, Any], published: dict[str, Any], cont
         log.error("alert_slack will not run again, and the run's warnings could not be sent: %s", exc)
 
 
-def deliver(summary: dict[str, Any], published: dict[str, Any]) -> None:
-    """Send the alert unless suppression holds it back (AirflowSkipException), and remember it."""
+def deliver(
+    summary: dict[str, Any],
+    published: dict[str, Any],
+    *,
+    connect_timeout: int | None = None,
+    slack_timeout: int | None = None,
+) -> None:
+    """Send the alert unless suppression holds it back (AirflowSkipException), and remember it. The timeouts
+    (seconds) bound a failure callback's warehouse connections and Slack post."""
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     settings = config.get()
-    with warehouse.connect() as conn:
+    with warehouse.connect(connect_timeout=connect_timeout) as conn:
         recent = audit.recent_alert_signatures(conn, settings.alert_suppress)
         before = history.previous(conn, summary)
     if suppression.held_back(summary, recent, before):
@@ -130,11 +148,16 @@ def deliver(summary: dict[str, Any], published: dict[str, Any]) -> None:
             f" {settings.alert_suppress} (GREENERY_ALERT_SUPPRESS_HOURS); the Data quality view lists them"
         )
     try:
-        delivery.send(messages.build_alert(summary), settings.alert_conn_id, channel=settings.alert_channel)
+        delivery.send(
+            messages.build_alert(summary),
+            settings.alert_conn_id,
+            channel=settings.alert_channel,
+            timeout=slack_timeout,
+        )
     except delivery.SlackDeliveryError as exc:
         if exc.retryable:
             raise
         raise AirflowFailException(f"{exc}: on-call was not paged; define it, then clear alert_slack") from exc
-    with warehouse.connect() as conn:
+    with warehouse.connect(connect_timeout=connect_timeout) as conn:
         audit.record_alert(conn, summary["run_id"], suppression.signatures(summary))
     log.info("alert sent through %s: %d root causes", settings.alert_conn_id, len(summary["root_causes"]))

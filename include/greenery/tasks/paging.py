@@ -30,13 +30,17 @@ log = logging.getLogger(__name__)
 # Seconds a failure callback may spend paging (Airflow kills it 20 s after the task reported its failure), and
 # what each Slack try and the warehouse connection afterwards may take.
 PAGE_BUDGET_S = 12.0
-SLACK_TRY_TIMEOUT_S = 5
+SLACK_TRY_TIMEOUT_S = 10
 BACKOFF_S = (1.0, 2.0)
 WAREHOUSE_CONNECT_TIMEOUT_S = 5
 
 
 def _worth_retrying(exc: SlackDeliveryError) -> bool:
-    return exc.retryable and (exc.status is None or exc.status == 429 or exc.status >= 500)
+    """Refused for now (429, 5xx) or never sent (unreachable); not a request that went out unanswered: Slack may
+    have posted it, and a second try could page twice."""
+    if not exc.retryable or exc.maybe_delivered:
+        return False
+    return exc.status is None or exc.status == 429 or exc.status >= 500
 
 
 def page(payload: dict[str, Any], budget_s: float = PAGE_BUDGET_S) -> bool:
@@ -128,16 +132,15 @@ def on_run_failure(context: Any) -> None:
     run then failed and nobody was paged. When no task of this attempt of the run recorded a failure, page once.
     When the warehouse cannot be read, the tasks' own pages stand (they had it fail too)."""
     run_id = context.get("run_id") or "?"
-    attempt = getattr(context.get("dag_run"), "clear_number", None)  # absent from a minimal context: any attempt
+    attempt = getattr(context.get("dag_run"), "clear_number", None)
     try:
         with warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S) as conn:
             failures = audit.task_failures(conn, run_id)
     except Exception as exc:
         log.warning("run %s failed; its recorded failures cannot be read (%s): not paging again", run_id, exc)
         return
-    if attempt is not None:
-        failures = [f for f in failures if f["clear_number"] == attempt]
-    if failures:
+    # Without run details (Airflow gave no last task instance) the attempt cannot be told: then it pages.
+    if attempt is not None and any(f["clear_number"] == attempt for f in failures):
         return  # the tasks paged (or left their page to alert_slack) and recorded it
     task = runtime.task_id(context)
     logical = context.get("logical_date")

@@ -373,3 +373,31 @@ def test_a_run_that_started_before_a_later_published_one_is_refused_not_let_take
     assert wap.recorded_clock(loaded, slow) == LATER_CLOCK
     held = loaded.execute("select count(*) from staging.stg_postgres__events where event_id = %s", (event,))
     assert held.fetchone()[0] == 1
+
+
+def test_a_run_cleared_after_raw_changed_takes_a_new_clock_and_keeps_what_was_updated_since(loaded):
+    """Review: a red run cleared hours later, once raw was fixed, kept its clock while it read raw as it is now: a
+    buyer who edited their profile after that clock was "in its future", quarantined (future_timestamp) with
+    their orders (orphan_user), their lines and events. Cleared after raw changed, a run takes a new clock; with
+    raw as it was, it keeps its own (test_a_rerun_with_the_clock_moved_gives_identical_tables)."""
+    from greenery.sources import fingerprint
+
+    run = wap.Build("scheduled__2021-02-12", DAYS[2])
+
+    def clear_and_run(wall_clock: dt.datetime) -> dt.datetime:
+        clock = wap.prepare(loaded, run, wall_clock, fingerprint.fingerprint(loaded))
+        wap.build_models(loaded, MODELS, run)
+        wap.publish(loaded, MODELS, run)
+        return clock
+
+    assert clear_and_run(OLD_CLOCK) == OLD_CLOCK
+    buyer, orders = loaded.execute(
+        "select user_id, count(*) from raw.orders group by user_id order by count(*) desc, user_id limit 1"
+    ).fetchone()
+    assert clear_and_run(BETWEEN) == OLD_CLOCK  # raw as it was: the run keeps its clock
+    loaded.execute("update raw.users set updated_at = %s where user_id = %s", (BETWEEN, buyer))
+    assert clear_and_run(LATER_CLOCK) == LATER_CLOCK
+    kept = loaded.execute("select count(*) from marts.fact_orders where user_id = %s", (buyer,)).fetchone()[0]
+    assert kept == orders
+    held = loaded.execute("select count(*) from quarantine.stg_postgres__users where user_id = %s", (buyer,))
+    assert held.fetchone()[0] == 0

@@ -77,11 +77,13 @@ def prepare(
 ) -> dt.datetime:
     """Start a run's build from empty schemas and register it; return the run's clock.
 
-    The clock is the one recorded when the run was first prepared: clearing the whole run keeps it, so its
-    rules decide as they did. Unless another run with a later clock published since: then the clock moves to
-    that run's, since the old one would take back what that run published (rows after the old clock are
-    "in the future" to it: quarantined, and deleted from the incremental tables). ``raw_fingerprint`` is what
-    raw looked like as the build started (see sources.fingerprint).
+    The clock is the one recorded when the run was first prepared: clearing the whole run with raw as it was
+    keeps it, so its rules decide as they did. It moves forward in two cases. Raw changed since the run was last
+    prepared (``raw_fingerprint``, see sources.fingerprint, differs): the run reads raw as it is now, so it takes
+    ``run_time`` (now); with its old clock, rows updated since (a delivery, a profile edit) were "in its future",
+    quarantined with everything that hangs on them (the user's orders and events). And another run with a later
+    clock published since: the old clock would take back what that run published (rows after it are in its
+    future: quarantined, and deleted from the incremental tables), so it takes that run's.
     """
     warehouse.require_supported_server(conn)
     audit.ensure(conn)
@@ -101,14 +103,16 @@ def prepare(
                 " raw_fingerprint = excluded.raw_fingerprint, run_time = greatest(b.run_time, ("
                 "  select max(later.run_time) from {builds} as later join {log} as l"
                 "  on l.run_id = later.run_id and l.logical_date = later.logical_date"
-                "  where later.key <> b.key and l.published_at > b.created_at))"
+                "  where later.key <> b.key and l.published_at > b.created_at),"
+                "  case when b.raw_fingerprint is distinct from excluded.raw_fingerprint then excluded.run_time end)"
                 " returning b.run_time"
             ).format(builds=audit.table("builds"), log=audit.table("publish_log")),
             (build.key, build.run_id, build.day, run_time or dt.datetime.now(dt.UTC), Jsonb(raw_fingerprint)),
         ).fetchone()[0]
     if previous is not None and recorded != previous:
         log.warning(
-            "run %s: its clock moves from %s to %s, the clock of a run that published since it started",
+            "run %s: its clock moves from %s to %s (raw changed since it was prepared, or a run with that clock"
+            " published since it started)",
             build.run_id,
             previous.isoformat(),
             recorded.isoformat(),

@@ -235,3 +235,20 @@ def test_days_skipped_past_the_lookback_stop_the_run_instead_of_never_being_buil
     assert freshness.check(refresh) == {"fresh": True, "problems": []}
     with pytest.raises(freshness.DaysNeverBuiltError):
         freshness.check({**refresh, "params": {"full_refresh": False}})
+
+
+def test_an_old_days_run_with_a_late_clock_does_not_hide_the_days_never_built(published_url):
+    """Review of this stop: the check took the newest published clock as what was built. A run of an old day
+    whose clock is later (cleared after raw changed, or triggered by hand days later) built the events up to that
+    clock, but the daily tables of its day only: the days between kept no daily rows, and the next run passed.
+    What a run built ends with its day."""
+    from greenery.project.render import Interval
+    from greenery.tasks import freshness
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        # The newest publish is the 9th's, run days later: its clock is long after its day.
+        conn.execute("update greenery_audit.publish_log set logical_date = '2021-02-09'")
+        conn.execute("update greenery_audit.builds set logical_date = '2021-02-09', run_time = now()")
+        with pytest.raises(freshness.DaysNeverBuiltError, match="rows created between 2021-02-10 00:00 UTC"):
+            freshness.check_no_skipped_days(conn, Interval.for_day(dt.date(2021, 2, 14)))
+        freshness.check_no_skipped_days(conn, Interval.for_day(dt.date(2021, 2, 13)))  # its window reaches the 10th

@@ -139,16 +139,19 @@ def record_publish(conn, run_id: str, day: dt.date, tables: list[str]) -> None:
     )
 
 
-def newest_published_clock(conn) -> dt.datetime | None:
-    """The latest clock of a build that published: the incremental tables hold rows up to it (and its skew).
-    From the publish log, not the build's state (a build cleared after its publish is 'building' again)."""
+def newest_published_coverage(conn, skew: dt.timedelta) -> dt.datetime | None:
+    """How far the published runs built every table: for each, its clock plus ``skew`` (the incremental tables
+    hold rows up to it) but no later than the end of its day (its daily tables hold that day only: a run of an
+    old day whose clock is later, a cleared or a manual one, did not build the days between); the latest of
+    those. From the publish log, not the build's state (a build cleared after its publish is 'building' again)."""
     if not exists(conn, "builds") or not exists(conn, "publish_log"):
         return None
     return conn.execute(
         sql.SQL(
-            "select max(b.run_time) from {} as b join {} as l"
-            " on l.run_id = b.run_id and l.logical_date = b.logical_date"
-        ).format(table("builds"), table("publish_log"))
+            "select max(least(b.run_time + %s, (l.logical_date + 1)::timestamp at time zone 'UTC'))"
+            " from {} as b join {} as l on l.run_id = b.run_id and l.logical_date = b.logical_date"
+        ).format(table("builds"), table("publish_log")),
+        (skew,),
     ).fetchone()[0]
 
 

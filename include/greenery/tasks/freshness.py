@@ -30,18 +30,18 @@ class DaysNeverBuiltError(AirflowFailException):
 def check_no_skipped_days(conn, interval: Interval) -> None:
     """An incremental run recomputes its day minus the lookback; events older than that, after what the newest
     published run saw, would never be built (days skipped: the DAG does not catch up after a long pause)."""
-    covered = audit.newest_published_clock(conn)
+    covered = audit.newest_published_coverage(conn, CLOCK_SKEW)
     if covered is None:  # nothing published yet: the first run builds everything
         return
-    covered = (covered + CLOCK_SKEW).astimezone(dt.UTC)
+    covered = covered.astimezone(dt.UTC)
     lookback = min(m.lookback_days for m in models.discover().values() if m.materialized == "incremental")
     since = interval.start - dt.timedelta(days=lookback)
     missed = freshness.rows_created_between(conn, "events", covered, since)
     if missed:
         first, last = covered.date(), interval.day - dt.timedelta(days=1)
         raise DaysNeverBuiltError(
-            f"raw.events has {missed} rows created between {covered:%Y-%m-%d %H:%M} UTC (the newest published run's"
-            f" clock + 1 h) and {since:%Y-%m-%d} (where this run's window starts: {interval.day} minus {lookback}"
+            f"raw.events has {missed} rows created between {covered:%Y-%m-%d %H:%M} UTC (what the published runs"
+            f" built: the newest clock + 1 h, or the end of its day) and {since:%Y-%m-%d} (where this run's window starts: {interval.day} minus {lookback}"
             " days): no run would ever build them. Days were skipped (the DAG does not catch up) or their runs"
             " failed. Nothing was built. Run those days first, oldest first: `airflow backfill create --dag-id"
             f" {config.DAG_ID} --from-date {first} --to-date {last} --max-active-runs 1 --reprocess-behavior failed`"

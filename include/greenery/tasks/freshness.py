@@ -41,7 +41,8 @@ def check_no_skipped_days(conn, interval: Interval) -> None:
         first, last = covered.date(), interval.day - dt.timedelta(days=1)
         raise DaysNeverBuiltError(
             f"raw.events has {missed} rows created between {covered:%Y-%m-%d %H:%M} UTC (what the published runs"
-            f" built: the newest clock + 1 h, or the end of its day) and {since:%Y-%m-%d} (where this run's window starts: {interval.day} minus {lookback}"
+            f" built: the newest clock + 1 h, or the end of its day) and {since:%Y-%m-%d} (where this run's window"
+            f" starts: {interval.day} minus {lookback}"
             " days): no run would ever build them. Days were skipped (the DAG does not catch up) or their runs"
             " failed. Nothing was built. Run those days first, oldest first: `airflow backfill create --dag-id"
             f" {config.DAG_ID} --from-date {first} --to-date {last} --max-active-runs 1 --reprocess-behavior failed`"

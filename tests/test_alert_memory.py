@@ -434,3 +434,20 @@ def test_a_partial_sample_of_failing_rows_does_not_make_a_repeat_look_new():
 
     assert signed(9, ["u-1", "u-2"]) == signed(9, ["u-7", "u-8"])  # a sample: the same warning
     assert signed(2, ["u-1", "u-2"]) != signed(2, ["u-7", "u-8"])  # every failing row: other rows, news
+
+
+def test_a_summary_left_by_an_earlier_attempt_is_not_paged_when_validate_died_without_one(slack):
+    """Found by test_local_ui's killed validate, under load: killed before it pushed a summary, validate ended
+    'failed' in this attempt, and alert_slack paged the summary an earlier attempt had left in XCom (checks
+    failing on rows fixed since). The summary carries its attempt (clear_number); another attempt's is not paged."""
+    import types
+
+    stale = {**summary("2021-02-12", "killed-validate", [WARNING], blocking=True), "clear_number": 0}
+    pulled = {("validate", "summary"): stale}
+    ti = FakeTaskInstance(pulled, "killed-validate", {"validate": "failed", "publish": "upstream_failed"})
+    context = {"ti": ti, "run_id": "killed-validate", "dag_run": types.SimpleNamespace(clear_number=1)}
+    with pytest.raises(AirflowSkipException, match="no validation result in this attempt"):
+        notify.send_alert(context)
+    assert slack.webhook_posts() == []
+    notify.send_alert({**context, "dag_run": types.SimpleNamespace(clear_number=0)})  # its own attempt: paged
+    assert len(slack.webhook_posts()) == 1

@@ -50,3 +50,8 @@ def task_id(context: Any) -> str:
 def dag_id(context: Any) -> str:
     dag = context.get("dag")
     return getattr(dag, "dag_id", None) or "greenery_daily"
+
+
+def clear_number(context: Any) -> int | None:
+    """Which attempt of the run this is: Airflow counts the run's clears (None when the context has no run)."""
+    return getattr(context.get("dag_run"), "clear_number", None)

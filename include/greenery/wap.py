@@ -370,7 +370,7 @@ def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None) 
 def _refuse_taking_back(conn, model: Model, build: Build, clock: dt.datetime | None) -> None:
     """The merge deletes the published rows from ``since`` on: rows that a run with a later clock published after
     this build's clock (and its skew) would go, never to come back once out of the lookback. Overlapping runs
-    only (a cleared run takes the later clock, see :func:`prepare`)."""
+    only (cleared, a run takes the later clock or the time of the clear, see :func:`prepare`)."""
     newest = conn.execute(
         sql.SQL("select max({}) from {}").format(sql.Identifier(model.incremental_column), ident(model.relation))
     ).fetchone()[0]

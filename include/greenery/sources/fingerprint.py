@@ -14,18 +14,20 @@ from greenery.sources.schema import RAW_TABLES
 
 
 def fingerprint(conn, raw_schema: str | None = None) -> dict[str, list[int]]:
-    """{table: [row count, newest xmin]}: any insert, update, delete or reload changes it."""
+    """{table: [row count, newest xmin, sum of xmins]}: any insert, update, delete or reload changes it. The sum
+    too: a transaction that began before another one committed writes rows with an older xmin than the newest."""
     raw_schema = raw_schema or config.get().raw_schema
     found = {}
     for table in RAW_TABLES:
         if conn.execute("select to_regclass(%s)", (f"{raw_schema}.{table}",)).fetchone()[0] is None:
             continue
-        count, newest = conn.execute(
-            sql.SQL("select count(*), coalesce(max(xmin::text::bigint), 0) from {}").format(
-                sql.Identifier(raw_schema, table)
-            )
+        count, newest, total = conn.execute(
+            sql.SQL(
+                "select count(*), coalesce(max(xmin::text::bigint), 0), coalesce(sum(xmin::text::bigint), 0)::bigint"
+                " from {}"
+            ).format(sql.Identifier(raw_schema, table))
         ).fetchone()
-        found[table] = [count, newest]
+        found[table] = [count, newest, total]
     return found
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from greenery import audit, config, docs, links, warehouse
+from greenery import audit, config, docs, links, runtime, warehouse
 from greenery.alerts import delivery, messages, suppression
 from greenery.checks import history
 from greenery.tasks.validate import SUMMARY_KEY
@@ -96,6 +96,10 @@ def send_alert(context: Any) -> None:
     states = states_now(context)
     ran = states.get("validate") in ("success", "failed")  # else its summary is an earlier attempt's
     summary = validation_summary(context) if ran else None
+    if summary is not None and summary.get("clear_number") != runtime.clear_number(context):
+        # validate ended in this attempt without a summary of its own (its process killed before it pushed one):
+        # what XCom holds is an earlier attempt's.
+        summary = None
     if summary is None:
         raise AirflowSkipException(
             "no validation result in this attempt: a task before validate failed and paged on its own (killed, or"

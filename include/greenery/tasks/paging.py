@@ -81,7 +81,7 @@ def record(context: Any, error: str) -> None:
                 runtime.task_id(context),
                 runtime.interval(context).day,
                 error,
-                clear_number=getattr(context.get("dag_run"), "clear_number", None),
+                clear_number=runtime.clear_number(context),
             )
     except Exception as exc:
         log.warning("task failure not recorded in the warehouse: %s", exc)
@@ -132,7 +132,7 @@ def on_run_failure(context: Any) -> None:
     run then failed and nobody was paged. When no task of this attempt of the run recorded a failure, page once.
     When the warehouse cannot be read, the tasks' own pages stand (they had it fail too)."""
     run_id = context.get("run_id") or "?"
-    attempt = getattr(context.get("dag_run"), "clear_number", None)
+    attempt = runtime.clear_number(context)
     try:
         with warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S) as conn:
             failures = audit.task_failures(conn, run_id)

@@ -141,6 +141,9 @@ def run(context: Any) -> dict[str, Any]:
         quarantined=quarantined,
         log_url=runtime.log_url(context),
         validation_id=uuid.uuid4().hex,
+        # Which attempt of the run validated (Airflow's count of its clears): a summary left in XCom by an earlier
+        # attempt is not this one's (notify.send_alert).
+        clear_number=runtime.clear_number(context),
         data_docs_pages=len(pages),
         data_docs_url=data_docs_url(len(pages)),
     )

@@ -451,3 +451,15 @@ def test_a_summary_left_by_an_earlier_attempt_is_not_paged_when_validate_died_wi
     assert slack.webhook_posts() == []
     notify.send_alert({**context, "dag_run": types.SimpleNamespace(clear_number=0)})  # its own attempt: paged
     assert len(slack.webhook_posts()) == 1
+
+
+def test_an_alert_sent_but_not_recorded_does_not_fail_the_task_into_a_second_page(slack, monkeypatch):
+    """Review: alert_slack sent, then failed to record what it sent (the warehouse blinking): the task failed, and
+    its retry paged on-call a second time. The page went out: the task succeeds, saying the record failed."""
+
+    def warehouse_gone(*args, **kwargs):
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(audit, "record_alert", warehouse_gone)
+    alert_task(summary("2021-02-12", "unrecorded", [WARNING]))
+    assert len(slack.webhook_posts()) == 1

@@ -162,6 +162,11 @@ def deliver(
         if exc.retryable:
             raise
         raise AirflowFailException(f"{exc}: on-call was not paged; define it, then clear alert_slack") from exc
-    with warehouse.connect(connect_timeout=connect_timeout) as conn:
-        audit.record_alert(conn, summary["run_id"], suppression.signatures(summary))
     log.info("alert sent through %s: %d root causes", settings.alert_conn_id, len(summary["root_causes"]))
+    try:
+        with warehouse.connect(connect_timeout=connect_timeout) as conn:
+            audit.record_alert(conn, summary["run_id"], suppression.signatures(summary))
+    except Exception as exc:
+        # The page went out: failing here would make the task's retry page on-call a second time. Unrecorded, the
+        # same warnings may be sent once more by a later run instead of being held back.
+        log.error("alert sent but not recorded for suppression (a later repeat may be sent again): %s", exc)

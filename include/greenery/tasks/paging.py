@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 PAGE_BUDGET_S = 12.0
 SLACK_TRY_TIMEOUT_S = 10
 BACKOFF_S = (1.0, 2.0)
-WAREHOUSE_CONNECT_TIMEOUT_S = 5
+WAREHOUSE_CONNECT_TIMEOUT_S = notify.CALLBACK_CONNECT_TIMEOUT_S
 
 
 def _worth_retrying(exc: SlackDeliveryError) -> bool:
@@ -143,12 +143,15 @@ def on_run_failure(context: Any) -> None:
     if attempt is not None and any(f["clear_number"] == attempt for f in failures):
         return  # the tasks paged (or left their page to alert_slack) and recorded it
     task = runtime.task_id(context)
-    logical = context.get("logical_date")
+    try:
+        day = runtime.interval(context).day.isoformat()
+    except (KeyError, AttributeError):  # a context without the run's details: no logical date, no run
+        day = None
     sent = page(
         messages.build_task_failure_alert(
             dag_id=runtime.dag_id(context),
             task_id=task,
-            logical_date=logical.date().isoformat() if logical else None,
+            logical_date=day,
             run_id=run_id,
             error=(
                 f"the run failed ({context.get('reason') or 'a task failed'}) and no task recorded its failure: "

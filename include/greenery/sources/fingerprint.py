@@ -1,4 +1,4 @@
-"""A cheap fingerprint of the raw tables: rows and the newest transaction that wrote one, per table.
+"""A cheap fingerprint of the raw tables: rows and the transactions that wrote them, per table.
 
 Recorded when a run prepares its build and compared when it validates: if raw changed in between
 (a load during the run, or a fix loaded before only part of the run was cleared), the built tables mix

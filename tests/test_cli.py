@@ -92,9 +92,16 @@ def test_a_range_backwards_or_a_file_for_a_folder_is_one_line_and_starts_nothing
     assert (tmp_path / "a-file").read_text() == "mine"
 
 
-def test_format_suites_reads_every_file_before_it_writes_one(tmp_path):
+def test_format_suites_reads_every_file_before_it_writes_one(tmp_path, capsys, monkeypatch):
     """A missing or malformed file is named with its line and column, and no file is changed, not even one
-    listed before it that needs formatting."""
+    listed before it that needs formatting. The refusals run ``cli.main`` in this process (each subprocess
+    imported GX again: 30 of the file's worker-seconds); the success goes through the real command."""
+    from greenery import cli
+
+    def refused(*args: str) -> str:
+        assert cli.main(["format-suites", *args]) == 2
+        return capsys.readouterr().err
+
     unformatted = tmp_path / "orders.json"
     suite = Path(config.get().expectations_dir) / "stg_postgres__orders.json"
     unformatted.write_text(json.dumps(json.loads(suite.read_text())))
@@ -114,17 +121,16 @@ def test_format_suites_reads_every_file_before_it_writes_one(tmp_path):
         (not_a_suite, f"{not_a_suite}: not a suite (a JSON object with a name and a list of expectations)"),
         (typo, f"{typo}: GX cannot read expectation 1 (expect_column_values_to_be_unqiue)"),
     ):
-        done = subprocess.run(command("format-suites", str(unformatted), str(bad)), capture_output=True, text=True)
-        assert done.returncode == 2 and f"error: {reason}" in done.stderr, done.stderr
+        stderr = refused(str(unformatted), str(bad))
+        assert f"error: {reason}" in stderr, stderr
         assert unformatted.read_bytes() == before
     assert typo.read_text() == json.dumps(data)
     done = subprocess.run(command("format-suites", str(unformatted)), capture_output=True, text=True)
     assert done.returncode == 0 and "1 of 1 suite file(s) changed" in done.stdout, done.stderr
     assert unformatted.read_bytes() != before  # the positive control: it did need formatting
     # A folder without suite files is an error, not "0 of 0 changed".
-    empty = {**os.environ, "GREENERY_EXPECTATIONS_DIR": str(tmp_path / "none")}
-    done = subprocess.run(command("format-suites"), capture_output=True, text=True, env=empty)
-    assert done.returncode == 2 and f"error: {tmp_path / 'none'}: no suite files (*.json) to format" in done.stderr
+    monkeypatch.setenv("GREENERY_EXPECTATIONS_DIR", str(tmp_path / "none"))
+    assert f"error: {tmp_path / 'none'}: no suite files (*.json) to format" in refused()
 
 
 def test_answers_are_as_of_the_day_asked_and_all_history_figures_say_so(cli_env):

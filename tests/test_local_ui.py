@@ -8,13 +8,13 @@ the UI, on the real Greenery data with one duplicated order and a local fake Sla
 3. Headless Chromium screenshots of the failed run's page and of the Data quality view, taken once each
    page is loaded and its network quiet (kept at $GREENERY_SCREENSHOT_DIR or the temp folder, for people to
    look at).
-4. The wrong click: raw fixed, ``validate`` cleared alone; it refuses (raw changed since the build).
-5. The right one, as the README tells on-call: clear the whole run; it ends green with the marts published.
-6. No task had to retry a call to the Execution API (the first task of a fresh api-server used to).
-7. Every ``validate`` attempt started with Great Expectations imported by the scheduler (``greenery-airflow``).
-8. A cleared run that now fails before ``validate`` pages once, for its own failure, not again for the earlier
-   attempt's checks (a task's XCom outlives a clear until the task runs again).
-9. Cleared again, failed tasks only (``alert_slack`` stays skipped): ``validate``'s failed checks are paged once.
+4. The run cleared, now failing before ``validate``, pages once, for its own failure, not again for the
+   earlier attempt's checks (a task's XCom outlives a clear until the task runs again).
+5. Cleared again, failed tasks only (``alert_slack`` stays skipped): ``validate``'s failed checks are paged once.
+6. The wrong click: raw fixed, ``validate`` cleared alone; it refuses (raw changed since the build).
+7. The right one, as the README tells on-call: clear the whole run; it ends green with the marts published.
+8. No task had to retry a call to the Execution API (the first task of a fresh api-server used to).
+9. Every ``validate`` attempt started with Great Expectations imported by the scheduler (``greenery-airflow``).
 10. Cleared again with raw fixed, ``validate``'s process is killed (as the OOM killer would): no task callback
    runs; the DAG's own failure callback pages once.
 """
@@ -187,7 +187,34 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     colours = {pixel(x, y) for x in range(0, width, 7) for y in range(0, height, 7)}
     assert any(r > 150 and g < 120 and b < 120 for r, g, b in colours), "no red on the Data quality page"
 
-    # 4. The wrong click: the data is fixed, but only validate is cleared. It refuses, and says why.
+    # 4. A cleared run keeps each task's XCom until that task runs again: validate's red summary of step 1 is
+    # there. Cleared with raw.promos gone, the run fails before validate: one page, the source check's, and
+    # alert_slack skips instead of paging the earlier attempt's validation summary a second time.
+    posts = len(slack_server.webhook_posts())
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("alter table raw.promos rename to promos_gone")
+    clear(ui, run_id)
+    assert finished(ui, run_id) == "failed"
+    states = task_states(ui, run_id)
+    assert [t for t, s in states.items() if s == "failed"] == ["check_source_freshness"], states
+    assert (states["validate"], states["alert_slack"]) == ("upstream_failed", "skipped"), states
+    [page] = slack_server.webhook_posts()[posts:]
+    assert "raw.promos does not exist" in json.dumps(page.body, ensure_ascii=False)
+
+    # 5. "Clear only failed tasks" leaves the skipped alert_slack as it was: validate's checks fail again and
+    # its failure callback pages them itself, once (before, nobody was paged).
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("alter table raw.promos_gone rename to promos")
+    clear(ui, run_id, only_failed=True)
+    assert finished(ui, run_id) == "failed"
+    states = task_states(ui, run_id)
+    assert (states["validate"], states["alert_slack"]) == ("failed", "skipped"), states
+    [page] = slack_server.webhook_posts()[posts + 1 :]
+    assert DUPLICATED_ORDER in json.dumps(page.body, ensure_ascii=False) and "🔴" in json.dumps(
+        page.body, ensure_ascii=False
+    )
+
+    # 6. The wrong click: the data is fixed, but only validate is cleared. It refuses, and says why.
     with psycopg.connect(published_url, autocommit=True) as conn:
         conn.execute(
             "delete from raw.orders where ctid = (select max(ctid) from raw.orders where order_id = %s)",
@@ -199,7 +226,7 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
         refused = [f["error"] for f in audit.task_failures(conn, run_id) if f["task_id"] == "validate"][-1]
     assert "raw changed since this run prepared its build (raw.orders)" in refused
 
-    # 5. The right click: clear the whole run (Grid → the run → Clear run). Green, and published.
+    # 7. The right click: clear the whole run (Grid → the run → Clear run). Green, and published.
     clear(ui, run_id)
     assert finished(ui, run_id) == "success", task_states(ui, run_id)
     with psycopg.connect(published_url) as conn:
@@ -214,7 +241,7 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
             == 1
         )
 
-    # 6. No task's call to the Execution API timed out and was retried: wait_ready had the API build its
+    # 8. No task's call to the Execution API timed out and was retried: wait_ready had the API build its
     # routes before any task ran (a first request takes longer than a task's 5 s API timeout on 2 cores).
     retried = [
         line
@@ -223,46 +250,12 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     ]
     assert not retried, retried[:3]
 
-    # 7. The scheduler (greenery-airflow) imported GX before forking: no validate attempt paid its import.
+    # 9. The scheduler (greenery-airflow) imported GX before forking: no validate attempt paid its import.
     attempts = sorted((ui.home / "logs").rglob("task_id=validate/attempt=*.log"))
     assert len(attempts) >= 3, attempts  # failed, refused, green
     for attempt in attempts:
         text = attempt.read_text(errors="replace")
         assert "Great Expectations: already imported when the task started" in text, attempt
-
-    # 8. A cleared run keeps each task's XCom until that task runs again. The duplicate is back: validate red,
-    # alerted. Cleared again with raw.promos gone, the run fails before validate: one page, the source check's,
-    # and alert_slack skips instead of paging the earlier attempt's validation summary a second time.
-    def clear_the_failing_run() -> dict[str, str | None]:
-        clear(ui, run_id)
-        assert finished(ui, run_id) == "failed"
-        return task_states(ui, run_id)
-
-    with psycopg.connect(published_url, autocommit=True) as conn:
-        conn.execute("insert into raw.orders select * from raw.orders where order_id = %s", (DUPLICATED_ORDER,))
-    states = clear_the_failing_run()
-    assert (states["validate"], states["alert_slack"]) == ("failed", "success"), states
-    posts = len(slack_server.webhook_posts())
-    with psycopg.connect(published_url, autocommit=True) as conn:
-        conn.execute("alter table raw.promos rename to promos_gone")
-    states = clear_the_failing_run()
-    assert [t for t, s in states.items() if s == "failed"] == ["check_source_freshness"], states
-    assert (states["validate"], states["alert_slack"]) == ("upstream_failed", "skipped"), states
-    [page] = slack_server.webhook_posts()[posts:]
-    assert "raw.promos does not exist" in json.dumps(page.body, ensure_ascii=False)
-
-    # 9. "Clear only failed tasks" leaves the skipped alert_slack as it was: validate's checks fail again and
-    # its failure callback pages them itself, once (before, nobody was paged).
-    with psycopg.connect(published_url, autocommit=True) as conn:
-        conn.execute("alter table raw.promos_gone rename to promos")
-    clear(ui, run_id, only_failed=True)
-    assert finished(ui, run_id) == "failed"
-    states = task_states(ui, run_id)
-    assert (states["validate"], states["alert_slack"]) == ("failed", "skipped"), states
-    [page] = slack_server.webhook_posts()[posts + 1 :]
-    assert DUPLICATED_ORDER in json.dumps(page.body, ensure_ascii=False) and "🔴" in json.dumps(
-        page.body, ensure_ascii=False
-    )
 
     # 10. A task's process killed (the OOM killer, kill -9) is failed by Airflow without its failure callback
     # (apache/airflow#60858): the DAG's own callback, run by the dag-processor, pages once for the run.

@@ -122,6 +122,40 @@ def test_metrics_as_of_a_day_use_the_versions_known_then(history):
     assert by_day[D2]["avg_delivery_days"] != by_day[D3]["avg_delivery_days"]
 
 
+def test_a_backfill_publishing_after_the_latest_step_was_taken_again_keeps_the_new_version(history):
+    """Review: a backfill of an old day keeps the history as it is (a copy of the published snapshot); the latest
+    day rerun meanwhile took its step again on changed raw (same step, a new version). Publishing the backfill's
+    copy dropped that version, a green run (publish compared the latest step only, which had not moved). The
+    backfill now leaves the snapshot as it is, and publishes the rest."""
+    conn, order = history
+    backfill = wap.Build("backfill", D1 - dt.timedelta(days=1))
+    wap.prepare(conn, backfill)
+    wap.build_models(conn, MODELS, backfill)
+    conn.execute("update raw.orders set shipping_service = 'fedex' where order_id = %s", (order,))
+    run_day(conn, D3, "d3-again")  # the same step taken again: the order's current version now says fedex
+    before = table_hash(conn, "snapshots.snap_orders")
+    assert "snapshots.snap_orders" in wap.publish(conn, MODELS, backfill)  # as it stands: the run stands by it
+    assert table_hash(conn, "snapshots.snap_orders") == before
+    days = conn.execute("select as_of_date from marts.metrics_daily order by 1").fetchall()
+    assert days[0][0] == backfill.day  # the backfill's own day went out
+    current = rows(
+        conn, "select shipping_service from snapshots.snap_orders where order_id = %s and valid_to is null", (order,)
+    )
+    assert current == [{"shipping_service": "fedex"}]
+
+
+def test_a_warehouse_in_another_time_zone_publishes_the_next_step(history):
+    """Review: the step a build was made on (written in UTC) was compared as text with the latest step read in
+    the session's time zone: with a TimeZone other than UTC no run could publish after the first."""
+    conn, order = history
+    conn.execute("set timezone = 'America/St_Johns'")
+    run_day(conn, D3 + dt.timedelta(days=1), "d4")
+    conn.execute("set timezone = 'UTC'")
+    assert max(valid_from for _, valid_from, _ in versions(conn, order)) == end_of(D3)
+    assert conn.execute("select max(valid_from) from snapshots.snap_orders").fetchone()[0] <= end_of(D3)
+    assert conn.execute("select max(as_of_date) from marts.metrics_daily").fetchone()[0] == D3 + dt.timedelta(days=1)
+
+
 def test_a_run_built_on_a_step_another_run_replaced_is_not_published(history):
     conn, _ = history
     late = wap.Build("late", dt.date(2021, 2, 15))

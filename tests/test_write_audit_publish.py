@@ -366,13 +366,48 @@ def test_a_run_that_started_before_a_later_published_one_is_refused_not_let_take
     event = _rows_after_the_old_clock(loaded)
     run_day(loaded, DAYS[2], "manual__fast", LATER_CLOCK)
     before = hashes(loaded)
-    with pytest.raises(wap.PublishError, match=r"staging.stg_postgres__events holds rows up to .*'manual__slow'"):
+    with pytest.raises(wap.PublishError, match=r"run 'manual__fast'.* after run 'manual__slow' started building"):
         wap.publish(loaded, MODELS, slow)
     assert hashes(loaded) == before
     run_day(loaded, DAYS[1], slow.run_id)  # cleared: the whole run again
     assert wap.recorded_clock(loaded, slow) == LATER_CLOCK
     held = loaded.execute("select count(*) from staging.stg_postgres__events where event_id = %s", (event,))
     assert held.fetchone()[0] == 1
+
+
+def test_no_build_with_an_older_clock_is_published_after_a_later_run_whatever_its_models(loaded):
+    """Review: the clock check guarded the incremental merges only. A model task cleared alone in an old run, after
+    later runs published, rebuilt its table with the old run's clock (a clear of the whole run takes the later
+    one): the deliveries known by the later run's clock went from the buyers' behaviour and the repurchase
+    indicators, green. A full refresh overlapping a later run replaced whole tables the same way (the events
+    after its clock quarantined). Both are refused now, changing nothing; the whole run cleared publishes."""
+
+    def clock(day: dt.date, hours: float = 0.08) -> dt.datetime:
+        return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) + dt.timedelta(hours=hours)
+
+    run_day(loaded, DAYS[0], "scheduled__2021-02-10", clock(DAYS[0]))
+    old = run_day(loaded, DAYS[1], "scheduled__2021-02-11", clock(DAYS[1]))
+    refresh = wap.Build("manual__full_refresh", DAYS[0])
+    wap.prepare(loaded, refresh, run_time=clock(DAYS[1], hours=2))
+    wap.build_models(loaded, MODELS, refresh, full_refresh=True)
+    # The latest day rerun meanwhile, hours later (the same snapshot step: the snapshot's check passes).
+    run_day(loaded, DAYS[1], "manual__rerun", clock(DAYS[1], hours=9))
+    before = hashes(loaded)
+    with pytest.raises(wap.PublishError, match=r"run 'manual__rerun'.* after run 'manual__full_refresh'"):
+        wap.publish(loaded, MODELS, refresh)
+    assert hashes(loaded) == before
+
+    run_day(loaded, DAYS[2], "scheduled__2021-02-12", clock(DAYS[2]))
+    before = hashes(loaded)
+    behaviour = ["int_user_behavior", "fact_user_behavior", "repurchase_indicators"]
+    wap.build_models(loaded, MODELS, old, only=behaviour)  # Clear int_user_behavior with its downstream tasks
+    with pytest.raises(wap.PublishError, match=r"would take back what that run published.*Clear the whole run"):
+        wap.publish(loaded, MODELS, old)
+    assert hashes(loaded) == before
+    run_day(loaded, DAYS[1], old.run_id, dt.datetime.now(dt.UTC))  # the whole run cleared: the later clock
+    assert wap.recorded_clock(loaded, old) == clock(DAYS[2])
+    tables = [MODELS[name].relation for name in behaviour]
+    assert hashes(loaded, tables) == {table: before[table] for table in tables}
 
 
 def test_a_run_cleared_after_raw_changed_takes_a_new_clock_and_keeps_what_was_updated_since(loaded):

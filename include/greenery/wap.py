@@ -23,21 +23,18 @@ from dataclasses import dataclass
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from greenery import audit, build_schemas, config, docs, locks, warehouse
+from greenery import audit, build_schemas, config, docs, locks, publish_checks, warehouse
 from greenery.build_schemas import BUILD_PREFIX
-from greenery.materialize import incremental, quarantine, relations, snapshot
+from greenery.materialize import incremental, quarantine, relations
 from greenery.materialize.build import BuildResult, build_model
 from greenery.materialize.relations import ident
 from greenery.project.models import Model
-from greenery.project.render import CLOCK_SKEW, Interval, incremental_since
+from greenery.project.render import Interval, incremental_since
+from greenery.publish_checks import PublishError
 
 log = logging.getLogger(__name__)
 
 QUARANTINE = "quarantine"
-
-
-class PublishError(RuntimeError):
-    """A run's build cannot be published as asked (nothing built, or part of it lost); nothing changed."""
 
 
 class AlreadyPublished(PublishError):
@@ -279,10 +276,12 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
                 f"run {build.run_id!r} built {', '.join(lost)} but {build.key}__* no longer holds them; nothing was"
                 " published. Clear the whole run to rebuild."
             )
-        _check_snapshots(conn, models, build, names)
+        publish_checks.refuse_an_older_clock(conn, build)
+        kept = publish_checks.check_snapshots(conn, models, build, names)
         clock = recorded_clock(conn, build)  # every incremental merge checks against it
         for name in names:
-            _publish_model(conn, models[name], build, clock)
+            if name not in kept:  # a snapshot the run kept as it was is left as it is now (publish_checks)
+                _publish_model(conn, models[name], build, clock)
             published.append(models[name].relation)
         audit.record_publish(conn, build.run_id, build.day, published)
         conn.execute(sql.SQL("delete from {} where key = %s").format(audit.table("build_models")), (build.key,))
@@ -303,27 +302,6 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
     return published
 
 
-def _check_snapshots(conn, models: Mapping[str, Model], build: Build, names: list[str]) -> None:
-    """A snapshot built on a step that is no longer the published one would drop another run's step."""
-    for name in names:
-        model = models[name]
-        if model.materialized != "snapshot":
-            continue
-        info = (
-            conn.execute(
-                sql.SQL("select info from {} where key = %s and model = %s").format(audit.table("build_models")),
-                (build.key, name),
-            ).fetchone()[0]
-            or {}
-        )
-        now = snapshot.latest_step(conn, model.relation)
-        if (now.isoformat() if now else None) != info.get("snapshot_seen"):
-            raise PublishError(
-                f"{model.relation} moved on to the step of {now} since run {build.run_id!r} built it on"
-                f" {info.get('snapshot_seen')}; nothing was published. Clear the whole run to build it again."
-            )
-
-
 def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None) -> None:
     source = f"{build.schema(model.layer)}.{model.name}"
     target = model.relation
@@ -331,7 +309,7 @@ def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None) 
     delta = built_delta(conn, model, build)
     if delta is not None:
         # The build recomputed only recent rows: apply them to the published table.
-        _refuse_taking_back(conn, model, build, clock)
+        publish_checks.refuse_taking_back(conn, model, build, clock)
         since = incremental_since(model, Interval.for_day(build.day))
         incremental.merge(conn, model, target, delta, since)
         # Nothing may keep depending on the published table once this run is done.
@@ -365,30 +343,6 @@ def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None) 
     held_back = built_quarantine(conn, model, build)
     if held_back is not None:
         quarantine.publish_day(conn, held_back, f"{QUARANTINE}.{model.name}", build.day)
-
-
-def _refuse_taking_back(conn, model: Model, build: Build, clock: dt.datetime | None) -> None:
-    """The merge deletes the published rows from ``since`` on: rows that a run with a later clock published after
-    this build's clock (and its skew) would go, never to come back once out of the lookback. Overlapping runs
-    only (cleared, a run takes the later clock or the time of the clear, see :func:`prepare`)."""
-    newest = conn.execute(
-        sql.SQL("select max({}) from {}").format(sql.Identifier(model.incremental_column), ident(model.relation))
-    ).fetchone()[0]
-    newest = _as_time(newest) if newest is not None else None
-    if clock is not None and newest is not None and newest > clock + CLOCK_SKEW:
-        raise PublishError(
-            f"{model.relation} holds rows up to {newest.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, after run"
-            f" {build.run_id!r}'s clock {clock.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
-            " (a run that started later published them); publishing would delete them. Nothing was published."
-            " Clear the whole run: it rebuilds with that run's clock."
-        )
-
-
-def _as_time(value: dt.date | dt.datetime) -> dt.datetime:
-    """A date column's value as the start of its UTC day, to compare with a clock."""
-    if isinstance(value, dt.datetime):
-        return value
-    return dt.datetime.combine(value, dt.time(), tzinfo=dt.UTC)
 
 
 def drop_finished_builds(conn, keep: Build | None = None, ttl: dt.timedelta | None = None) -> list[str]:

@@ -116,7 +116,8 @@ def _write_snapshot(cur, target: Target, select: ModelSql | sql.Composable, step
     rows, seen = snapshot.write(cur, target.model, staged, "pg_temp._greenery_snapshot_source", step)
     cur.execute(sql.SQL("drop table if exists {}").format(ident(target.relation)))
     cur.execute(sql.SQL("alter table {} rename to {}").format(ident(staged), sql.Identifier(target.model.name)))
-    return rows, {"snapshot_seen": seen.isoformat() if seen else None}
+    # Before the latest step the run keeps the history as it is (snapshot.write): publish leaves the table alone.
+    return rows, {"snapshot_seen": seen.isoformat() if seen else None, "history_kept": seen is not None and step < seen}
 
 
 def _write_partition(cur, target: Target, select: ModelSql | sql.Composable, day: dt.date) -> int:

@@ -12,7 +12,8 @@ A run is one step of history, so reruns and backfills must not rewrite it: a run
 snapshot's latest step keeps the snapshot as it is (it did not see what happened since, and cannot say
 what was true then); a run at the latest step itself (a rerun of that day) undoes that step and takes it
 again, so it is idempotent. The whole table is built in the run's build schema and replaced at publish
-(like a ``table`` model); publish refuses it if another run stepped the snapshot meanwhile.
+(like a ``table`` model); publish refuses it if another run stepped the snapshot meanwhile, and leaves the
+published one alone when the run kept the history (publish_checks.check_snapshots).
 """
 
 from __future__ import annotations

@@ -1,0 +1,114 @@
+"""What publish checks before it moves a run's build: that it takes back nothing another run published since.
+
+A build is made with the run's clock (rows after it are in its future: quarantined, and deleted from the
+incremental tables by the merge) and on the published snapshot as it was. Publishing it after a run with a
+later clock published, or after another run stepped the snapshot on, would silently undo that run's work: a
+green run, older tables. Each check refuses such a publish, naming the run and the remedy (clear the whole
+run: it rebuilds with the later clock, on the snapshot as it is).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from psycopg import sql
+
+from greenery import audit
+from greenery.materialize import snapshot
+from greenery.materialize.relations import ident
+from greenery.project.models import Model
+from greenery.project.render import CLOCK_SKEW
+
+CLEAR_THE_RUN = "Nothing was published. Clear the whole run: it rebuilds with that run's clock."
+
+
+class PublishError(RuntimeError):
+    """A run's build cannot be published as asked (nothing built, or part of it lost); nothing changed."""
+
+
+def refuse_an_older_clock(conn, build: Any) -> None:
+    """A run with a later clock (by more than the skew) published after this build was prepared.
+
+    Found by review: a single model task cleared in an old run after later runs published rebuilt its tables
+    with the old run's clock (a clear of the whole run takes the later one, see ``wap.prepare``), and a full
+    refresh that published after a later run replaced whole tables built with an older clock: both green,
+    both taking back the later run's rows (buyers' deliveries known by then, events after the old clock).
+    """
+    row = conn.execute(
+        sql.SQL(
+            "select later.run_id, later.run_time, l.published_at, b.run_time"
+            " from {builds} as b join {builds} as later on later.key <> b.key and later.run_time > b.run_time + %s"
+            " join {log} as l on l.run_id = later.run_id and l.logical_date = later.logical_date"
+            "  and l.published_at > b.created_at"
+            " where b.key = %s order by later.run_time desc limit 1"
+        ).format(builds=audit.table("builds"), log=audit.table("publish_log")),
+        (CLOCK_SKEW, build.key),
+    ).fetchone()
+    if row is not None:
+        later, later_clock, published_at, clock = row
+        raise PublishError(
+            f"run {later!r}, whose clock is {_utc(later_clock)}, published at {_utc(published_at)}, after run"
+            f" {build.run_id!r} started building with its clock {_utc(clock)}: publishing this build would take"
+            f" back what that run published (rows after {_utc(clock)} are in this build's future). {CLEAR_THE_RUN}"
+        )
+
+
+def check_snapshots(conn, models: Mapping[str, Model], build: Any, names: list[str]) -> set[str]:
+    """Refuse a snapshot built on a step that is no longer the published one (it would drop another run's step);
+    return the snapshots this build kept as they were (its step is before their latest), for publish to leave
+    alone: the copy it built is the published table as it was, and the latest day rerun since may have taken
+    its step again (a new version, the same step): review found a backfill's copy dropping that version."""
+    kept = set()
+    for name in names:
+        model = models[name]
+        if model.materialized != "snapshot":
+            continue
+        info = (
+            conn.execute(
+                sql.SQL("select info from {} where key = %s and model = %s").format(audit.table("build_models")),
+                (build.key, name),
+            ).fetchone()[0]
+            or {}
+        )
+        if info.get("history_kept"):
+            kept.add(name)
+            continue
+        now = snapshot.latest_step(conn, model.relation)
+        # Compared as instants: the build wrote its step in UTC, this session may be in the database's time zone
+        # (review: as strings, a warehouse whose TimeZone is not UTC could never publish a second day).
+        seen = info.get("snapshot_seen")
+        if now != (dt.datetime.fromisoformat(seen) if seen else None):
+            raise PublishError(
+                f"{model.relation} moved on to the step of {now} since run {build.run_id!r} built it on"
+                f" {info.get('snapshot_seen')}; nothing was published. Clear the whole run to build it again."
+            )
+    return kept
+
+
+def refuse_taking_back(conn, model: Model, build: Any, clock: dt.datetime | None) -> None:
+    """The merge deletes the published rows from ``since`` on: rows that a run with a later clock published after
+    this build's clock (and its skew) would go, never to come back once out of the lookback. Overlapping runs
+    within the skew of each other (:func:`refuse_an_older_clock` refuses the others)."""
+    newest = conn.execute(
+        sql.SQL("select max({}) from {}").format(sql.Identifier(model.incremental_column), ident(model.relation))
+    ).fetchone()[0]
+    newest = _as_time(newest) if newest is not None else None
+    if clock is not None and newest is not None and newest > clock + CLOCK_SKEW:
+        raise PublishError(
+            f"{model.relation} holds rows up to {newest.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, after run"
+            f" {build.run_id!r}'s clock {clock.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+            f" (a run that started later published them); publishing would delete them. {CLEAR_THE_RUN}"
+        )
+
+
+def _utc(moment: dt.datetime) -> str:
+    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def _as_time(value: dt.date | dt.datetime) -> dt.datetime:
+    """A date column's value as the start of its UTC day, to compare with a clock."""
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.combine(value, dt.time(), tzinfo=dt.UTC)

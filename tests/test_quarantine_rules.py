@@ -143,6 +143,27 @@ CASES = {
         "out_of_range_number",
         ("marts.dim_products", "product_id", PRODUCT),
     ),
+    # Review: 9999999999.995 passed `abs(price) >= 1e10`, rounded to 1e10 and failed the model (numeric overflow).
+    "price rounding up to 1e10": (
+        f"update raw.products set price = 9999999999.995 where product_id = '{PRODUCT}'",
+        "stg_postgres__products",
+        "out_of_range_number",
+        ("marts.dim_products", "product_id", PRODUCT),
+    ),
+    # Review: greatest(cost + NULL, 0) is 0, so a total of 0 "matched" and the order was published as free.
+    "no shipping cost and a total of 0": (
+        f"update raw.orders set shipping_cost = null, order_total = 0 where order_id = '{ORDER}'",
+        "stg_postgres__orders",
+        "null_amount",
+        ("marts.fact_orders", "order_id", ORDER),
+    ),
+    "promo without a discount": (
+        "update raw.promos set discount = null where promo_id = "
+        + _first("orders", "promo_id", "promo_id is not null"),
+        "stg_postgres__promos",
+        "null_amount",
+        None,
+    ),
     "NaN promo discount": (
         "update raw.promos set discount = 'NaN' where promo_id = "
         + _first("orders", "promo_id", "promo_id is not null"),

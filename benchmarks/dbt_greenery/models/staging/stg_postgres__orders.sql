@@ -73,8 +73,16 @@ checked as (
                 or renamed.shipping_cost in ('NaN', 'Infinity', '-Infinity')
                 or renamed.order_total in ('NaN', 'Infinity', '-Infinity')
                 then 'non_finite_number'
-            when greatest(abs(renamed.order_cost), abs(renamed.shipping_cost), abs(renamed.order_total)) >= 1e10
+            when
+                greatest(
+                    round(abs(renamed.order_cost), 2),
+                    round(abs(renamed.shipping_cost), 2),
+                    round(abs(renamed.order_total), 2)
+                ) >= 1e10
                 then 'out_of_range_number'
+            -- Unknown, not zero: greatest() and sums would skip a NULL and publish the order as free.
+            when renamed.order_cost is null or renamed.shipping_cost is null or renamed.order_total is null
+                then 'null_amount'
             when renamed.order_cost < 0 or renamed.shipping_cost < 0 or renamed.order_total < 0
                 then 'negative_amount'
             when renamed.promo_id is not null and promos.promo_id is null then 'orphan_promo'

@@ -380,8 +380,10 @@ def validate(
         raise ValueError(f"{gx_dir}: not empty; GX writes one validation's results and Data Docs to a fresh folder")
     started = time.perf_counter()
     relation = relation or (lambda name: models[name].relation)
-    # Outside a run (ad-hoc validation, tests) the anomaly checks look at today.
-    variables = {"published": lambda name: models[name].relation, "run_date": "current_date", **(variables or {})}
+    refs = refs or relation
+    # Outside a run (ad-hoc validation, tests) the anomaly checks look at today, and what is "published" is what
+    # is checked (the validate task passes the published tables where they exist: a first run has none).
+    variables = {"published": refs, "run_date": "current_date", **(variables or {})}
     with _gx_logs_at_warning():
         results = _run(
             sqlalchemy_url,
@@ -391,7 +393,7 @@ def validate(
             relation,
             run_name,
             build_docs,
-            refs or relation,
+            refs,
             variables,
             connections,
         )

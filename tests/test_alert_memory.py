@@ -73,6 +73,16 @@ def test_a_check_failing_for_three_runs_says_since_when_and_a_pass_breaks_the_st
     assert first["root_causes"][0]["runs_failing"] == 1
 
 
+def test_a_run_validated_again_after_a_clear_is_one_run_of_the_streak(db):
+    """Review: "failing since 2021-02-11 (3 runs)" for two runs, the first of them cleared and validated twice."""
+    audit.record_validation(db, summary("2021-02-11", "r11", [WARNING]), published=False)
+    audit.record_validation(db, summary("2021-02-11", "r11", [WARNING]), published=False)  # cleared, still failing
+    now = summary("2021-02-12", "r12", [WARNING])
+    history.annotate(db, now)
+    [cause] = now["root_causes"]
+    assert (cause["failing_since"], cause["runs_failing"]) == ("2021-02-11", 2)
+
+
 def test_a_backfilled_older_day_counts_the_days_before_it_not_the_later_ones(db):
     """Later days were validated first (a backfill of 2021-02-05 after 02-10..02-12 ran): its streak is its own."""
     for day in ("2021-02-10", "2021-02-11", "2021-02-12"):
@@ -421,6 +431,17 @@ def test_a_page_that_went_out_unanswered_is_not_sent_twice(
     slack_alerts_webhook.respond(200, delay=2.5)
     paging.on_task_failure(failure_context("slow-slack", RuntimeError("disk full")))
     assert len(slack_alerts_webhook.webhook_posts()) == 1
+
+
+def test_an_alert_that_went_out_unanswered_is_not_retried_into_a_second_page(slack):
+    """Review: Slack took the alert and hung up; alert_slack raised a retryable error and its retry posted it again.
+    Now the task fails without a retry, saying it may have been posted (its failure callback pages that, once)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    slack.respond(200, drop=True)
+    with pytest.raises(AirflowFailException, match="may have been posted; not retried"):
+        alert_task(summary("2021-02-12", "unanswered", [WARNING]))
+    assert len(slack.webhook_posts()) == 1
 
 
 def test_a_partial_sample_of_failing_rows_does_not_make_a_repeat_look_new():

@@ -370,3 +370,33 @@ def test_answers_before_anything_was_published_is_one_line(db):
 
     with pytest.raises(answers.NoAnswersError, match=r"marts\.metrics_daily does not exist: nothing was published yet"):
         answers.read(db)
+
+
+def test_the_demo_never_writes_to_a_configured_warehouse(published_url, pg_admin_url, tmp_path, monkeypatch):
+    """Review: with AIRFLOW_CONN_GREENERY_WAREHOUSE set, `greenery demo` loaded its generated data into that
+    warehouse (raw.users: 130 rows became 6) and published its marts there, exit 0. It always takes the embedded
+    PostgreSQL now (here a scratch database stands in for it; the DAG run and the answers are left out)."""
+    import types
+
+    from greenery import cli, warehouse
+    from greenery.dev import embedded_pg
+
+    scratch = warehouse.create_database(pg_admin_url, f"greenery_test_{os.getpid()}_demo")
+    monkeypatch.setattr(
+        embedded_pg, "open_server", lambda path: types.SimpleNamespace(url=lambda: scratch, data_dir=path)
+    )
+    monkeypatch.setattr(cli, "STATE_DIR", tmp_path)
+    ran_on = []
+    monkeypatch.setattr(
+        cli, "run_days", lambda days, verbose=False: ran_on.append(os.environ[warehouse.conn_env_var()]) or 0
+    )
+    monkeypatch.setattr(cli, "print_answers", lambda day: 0)
+    count = "select count(*) from raw.users"
+    with psycopg.connect(published_url) as conn:
+        before = conn.execute(count).fetchone()[0]
+    assert cli.main(["demo", "--scale", "0.05"]) == 0
+    with psycopg.connect(published_url) as conn:
+        assert conn.execute(count).fetchone()[0] == before == 130
+    with psycopg.connect(scratch) as conn:
+        assert 0 < conn.execute(count).fetchone()[0] < before
+    assert ran_on == [warehouse.connection_json(scratch)]

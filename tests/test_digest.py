@@ -422,6 +422,38 @@ def test_a_run_that_published_nothing_gets_no_digest_and_fails_at_once(digest, p
 
 
 @pytest.mark.db
+def test_a_digest_sent_again_after_a_later_publish_is_refused_not_given_that_publish_counts(
+    digest, published_url, email_on
+):
+    """Review: the digest of a run, sent again after a later run published (state_of_the_data cleared, as the
+    README says after fixing SMTP), counted the later publish's rows under its own day. Refused, with the reason."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from greenery import audit
+
+    with psycopg.connect(published_url, autocommit=True) as conn, conn.transaction():
+        audit.record_publish(conn, "scheduled__later", DAY + dt.timedelta(days=1), ["marts.fact_orders"])
+    with pytest.raises(AirflowFailException, match="the marts now hold the publish of run scheduled__later"):
+        digest.send(context())
+    assert email_on.messages == []
+
+
+@pytest.mark.db
+def test_a_note_that_went_out_unanswered_is_not_retried_into_a_second_post(
+    digest, published_url, slack_server, monkeypatch
+):
+    """Review: Slack took the stakeholders' note and hung up; the task's retry posted it again."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv(conn_env_var("stakeholders"), slack_server.webhook_conn_json())
+    monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")
+    slack_server.respond(200, drop=True)
+    with pytest.raises(AirflowFailException, match="may have been posted, so the task is not retried"):
+        digest.send(context())
+    assert len(slack_server.webhook_posts()) == 1
+
+
+@pytest.mark.db
 def test_the_figures_are_read_while_no_publish_can_swap_the_marts(digest, published_url):
     """Review: the digest's counts were separate statements over the live marts, so another run's publish between
     them (overlapping runs) mixed two publishes under one day. They are read under the shared publish lock: a

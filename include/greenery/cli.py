@@ -26,12 +26,13 @@ from greenery import config
 STATE_DIR = config.get().state_dir
 
 
-def _embedded_if_unconfigured() -> object | None:
-    """Start the project's private PostgreSQL unless a warehouse connection is configured."""
+def _embedded_if_unconfigured(always: bool = False) -> object | None:
+    """Start the project's private PostgreSQL unless a warehouse connection is configured (``always``: even then,
+    for this process and its children)."""
     from greenery import warehouse
     from greenery.dev import embedded_pg
 
-    if os.environ.get(warehouse.conn_env_var()):
+    if os.environ.get(warehouse.conn_env_var()) and not always:
         return None
     server = embedded_pg.open_server(STATE_DIR / "pg")
     # Airflow reads connections from the environment: this process's tasks and children use the server.
@@ -197,7 +198,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from greenery.sources import load
 
     started = time.perf_counter()
-    _embedded_if_unconfigured()
+    # Never the configured warehouse: the demo replaces raw with generated data (review: it overwrote one).
+    _embedded_if_unconfigured(always=True)
     data_dir = STATE_DIR / f"data-scale-{args.scale:g}"
     counts = generate(data_dir, scale=args.scale, seed=args.seed)
     print(f"generated {sum(counts.values()):,} rows (scale {args.scale:g}) into {data_dir}")

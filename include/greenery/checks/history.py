@@ -37,7 +37,9 @@ def _earlier(conn, summary: dict[str, Any], limit: int) -> list[tuple]:
     return conn.execute(
         sql.SQL(
             # The days before this one (a backfill of an older day has later days validated before it).
-            "select logical_date, summary from {} where run_id <> %s and logical_date <= %s"
+            # Each run's latest validation only (review: a run cleared and validated again counted twice).
+            "select logical_date, summary from (select distinct on (run_id) logical_date, summary, validated_at"
+            " from {} where run_id <> %s and logical_date <= %s order by run_id, validated_at desc) as runs"
             " order by logical_date desc, validated_at desc limit %s"
         ).format(audit.table("validation_runs")),
         (summary.get("run_id"), summary.get("logical_date"), limit),

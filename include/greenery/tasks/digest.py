@@ -70,6 +70,15 @@ def read_stats(summary: dict[str, Any]) -> tuple[dict[str, Any], list[trend.Poin
     # the marts between these reads, which would mix its counts with this run's.
     with warehouse.connect() as conn, conn.transaction():
         locks.share(conn)
+        latest = audit.last_published(conn)
+        if latest is not None and latest["run_id"] != summary["run_id"]:
+            # Review: sent again after a later publish (a clear of this task), it counted that publish's rows under
+            # this run's day. No retries: they would find the same.
+            raise AirflowFailException(
+                f"the marts now hold the publish of run {latest['run_id']} ({latest['logical_date']}), after this"
+                f" run's: its row counts are gone, so no digest for {day} is sent (that run's digest reports the"
+                " marts as they are)"
+            )
         rows = {
             m.relation: conn.execute(
                 sql.SQL("select count(*) from {}").format(sql.Identifier(m.layer, m.name))
@@ -168,7 +177,7 @@ def send(context: Any) -> None:
         done = audit.digests_sent(conn, run_id, published_at)
     stats, points = read_stats(summary)
     png = chart.render_png(points)
-    failures, sent = [], []
+    failures, sent, maybe_sent = [], [], []
     for part in parts:
         if part in done:
             log.info("digest part %r already went out for this publish (%s): not sent again", part, published_at)
@@ -178,6 +187,7 @@ def send(context: Any) -> None:
         except (delivery.SlackDeliveryError, email_delivery.EmailDeliveryError) as err:
             log.error("digest part %r not delivered: %s", part, err)
             failures.append(f"{part}: {err}")
+            maybe_sent += [part] if getattr(err, "maybe_delivered", False) else []
             if isinstance(err, email_delivery.EmailDeliveryError) and err.delivered:
                 so_far = {"to": [*_emailed(done), *err.delivered]}
                 with warehouse.connect() as conn:
@@ -192,6 +202,12 @@ def send(context: Any) -> None:
         log.info("digest part %r delivered: %s", part, detail)
     if failures:
         also = f" (delivered: {', '.join(sent)})" if sent else ""
+        if maybe_sent:  # review: the retry posted the note a second time
+            raise AirflowFailException(
+                f"state-of-the-data digest for {stats['logical_date']}: {', '.join(maybe_sent)} went out with no answer"
+                f" and may have been posted, so the task is not retried{also}; look in the channel, and clear"
+                " state_of_the_data to send what is missing: " + " | ".join(failures)
+            )
         raise DigestNotDelivered(
             f"state-of-the-data digest for {stats['logical_date']} not fully delivered{also}: " + " | ".join(failures)
         )

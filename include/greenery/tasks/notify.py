@@ -159,6 +159,13 @@ def deliver(
             timeout=slack_timeout,
         )
     except delivery.SlackDeliveryError as exc:
+        if exc.maybe_delivered:
+            # Review: the task's retry posted the alert a second time. No retry: this task's failure pages once,
+            # saying so, and a clear by hand sends it again if it never arrived.
+            raise AirflowFailException(
+                f"{exc}: Slack took the alert and did not answer, so it may have been posted; not retried (it could"
+                " page on-call twice). Look for it in the channel; clear alert_slack to send it again if it is missing"
+            ) from exc
         if exc.retryable:
             raise
         raise AirflowFailException(f"{exc}: on-call was not paged; define it, then clear alert_slack") from exc

@@ -393,6 +393,39 @@ def test_a_run_whose_tables_a_later_publish_replaced_says_so_and_links_into_this
 
 @pytest.mark.db
 @pytest.mark.integration
+def test_a_run_asked_for_by_name_shows_its_own_results_not_a_later_runs(warehouse_url, stored_docs):
+    """Review: the page of the clean, published run of 2024-03-01 (its alerts and digest link there) listed the
+    critical failure and the failed table of the run of 2024-03-02, validated later."""
+    record_two_runs(warehouse_url)
+    page = flat(client().get("/data-quality/", params={"run_id": OLD_RUN}).text)
+    assert "No failing checks" in page
+    assert "expect_column_values_to_be_between" not in page and "not re-checked since" not in page
+    newest = flat(client().get("/data-quality/").text)  # the latest run's page still lists them
+    assert "expect_column_values_to_be_between" in newest
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_a_run_that_failed_before_validate_has_a_page_with_its_failed_tasks(warehouse_url, stored_docs):
+    """Review: every alert carries a Data quality button; for a run that failed before validate (a source check,
+    a model's SQL, the warehouse) it opened a 404: no validation recorded. It shows the run's failed tasks."""
+    record_two_runs(warehouse_url)
+    failed = "scheduled__2024-03-03T00:00:00+00:00"
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_task_failure(
+            conn, failed, "check_source_freshness", dt.date(2024, 3, 3), "raw.events is <b>stale</b>"
+        )
+    response = client().get("/data-quality/", params={"run_id": failed})
+    assert response.status_code == 200, response.text
+    page = flat(response.text)
+    assert "The run was not validated" in page and "check_source_freshness" in page
+    assert "raw.events is &lt;b&gt;stale&lt;/b&gt;" in page  # escaped
+    assert f"runs/{quote(failed, safe='')}/tasks/check_source_freshness" in page  # its failed task's log
+    assert client().get("/data-quality/", params={"run_id": "never-ran"}).status_code == 404
+
+
+@pytest.mark.db
+@pytest.mark.integration
 def test_clean_latest_run_is_shown_as_published(warehouse_url, stored_docs):
     with psycopg.connect(warehouse_url) as conn:
         audit.record_validation(conn, clean_summary(), published=True)

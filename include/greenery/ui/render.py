@@ -105,13 +105,19 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
         notes=data.get("notes") or [],
         task_failures=data.get("task_failures") or [],
         run_link=_run_link(run),
-        log_link=links.task_url(run["run_id"], "validate") if run else None,
+        log_link=links.task_url(run["run_id"], _log_task(run, data)) if run else None,
         run_failures_shown=sum(len(t["failures"]) for t in data["tables"] if t.get("in_latest_run")),
         quarantined=quarantined,
         quarantined_total=sum(quarantined.values()),
         history=data.get("history") or [],
         key_chars=SAMPLE_KEY_CHARS,
     )
+
+
+def _log_task(run: dict[str, Any], data: dict[str, Any]) -> str:
+    """validate's log, or, for a run that failed before it, the log of its first failed task."""
+    failed = data.get("task_failures") or []
+    return failed[0]["task_id"] if run.get("validated") is False and failed else "validate"
 
 
 def _run_link(run: dict[str, Any] | None) -> str | None:

@@ -98,8 +98,9 @@ def recent_runs(conn, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
     return runs
 
 
-def latest_per_table(conn) -> list[dict[str, Any]]:
-    """Every suite's latest result (from the newest run that validated it), with that run's failures of it."""
+def latest_per_table(conn, as_of: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Every suite's latest result (from the newest run that validated it, by ``as_of`` when given), with that
+    run's failures of it."""
     array = "case when jsonb_typeof({col}) = 'array' then {col} else '[]'::jsonb end"
     query = sql.SQL(
         "with latest as ("
@@ -107,6 +108,7 @@ def latest_per_table(conn) -> list[dict[str, Any]]:
         " r.run_id, r.logical_date, r.validated_at, r.published, s.value as suite"
         " from {runs} r cross join lateral jsonb_array_elements(" + array.format(col="r.summary->'suites'") + ") s"
         " where jsonb_typeof(s.value) = 'object' and s.value->>'suite' is not null"
+        " and (%(as_of)s::timestamptz is null or r.validated_at <= %(as_of)s)"
         " order by s.value->>'suite', r.validated_at desc)"
         " select l.run_id, l.logical_date, l.validated_at, l.published, l.suite,"
         " coalesce((select jsonb_agg(f.value order by f.n) from {runs} r2 cross join lateral jsonb_array_elements("
@@ -117,7 +119,7 @@ def latest_per_table(conn) -> list[dict[str, Any]]:
         " from latest l"
     ).format(runs=_runs_table())
     tables = []
-    for run_id, day, at, published, suite, failures in conn.execute(query).fetchall():
+    for run_id, day, at, published, suite, failures in conn.execute(query, {"as_of": as_of}).fetchall():
         critical, warning = _count(suite.get("failed_critical")), _count(suite.get("failed_warning"))
         tables.append(
             {
@@ -172,6 +174,7 @@ def run_record(conn, run_id: str) -> tuple[dict[str, Any], dict[str, Any]] | Non
         "run_id": run_id,
         "logical_date": _day(day),
         "validated_at": _utc(at),
+        "validated": True,
         "published": published,
         "dag_id": summary.get("dag_id") if isinstance(summary.get("dag_id"), str) else config.DAG_ID,
         "evaluated": _count(summary.get("evaluated")),
@@ -201,10 +204,8 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
 
     ``run_id`` picks the run the page is about (an alert links to its own run); default: the latest.
     """
-    if not audit.exists(conn, "validation_runs"):
-        runs, tables = [], []
-    else:
-        runs, tables = recent_runs(conn, history_limit), latest_per_table(conn)
+    recorded = audit.exists(conn, "validation_runs")
+    runs = recent_runs(conn, history_limit) if recorded else []
     last = audit.last_published(conn)
     serving = None
     if last:
@@ -212,11 +213,20 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     latest = runs[0] if runs else None
     causes: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
-    if runs:
-        picked = run_record(conn, run_id or latest["run_id"])
-        if picked is None:
-            raise UnknownRunError(f"no validation recorded for run {run_id!r}")
-        latest, causes, notes = picked[0], _causes(picked[1]), _notes(picked[1])
+    as_of = None
+    if runs or run_id:
+        picked = run_record(conn, run_id or latest["run_id"]) if recorded else None
+        if picked is not None:
+            latest, causes, notes = picked[0], _causes(picked[1]), _notes(picked[1])
+            # A run asked for by name (an alert's link) is shown as it was: each table's latest result up to its
+            # validation (review: a later run's failures were listed under an earlier, clean run).
+            as_of = dt.datetime.fromisoformat(latest["validated_at"]) if run_id else None
+        elif run_id and audit.task_failures(conn, run_id):
+            # It failed before validate (source check, a model, the warehouse): its alert links here as well.
+            latest = not_validated(run_id)
+        else:
+            raise UnknownRunError(f"no validation or task failure recorded for run {run_id!r}")
+    tables = latest_per_table(conn, as_of) if recorded else []
     for table in tables:
         table["in_latest_run"] = latest is not None and table["run_id"] == latest["run_id"]
     failures = [f for t in tables for f in t["failures"]]
@@ -234,6 +244,24 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         else [],
         "quarantined": latest["quarantined"] if latest else {},
         "history": runs,
+    }
+
+
+def not_validated(run_id: str) -> dict[str, Any]:
+    """A run that recorded task failures and no validation, as the page shows it."""
+    return {
+        "run_id": run_id,
+        "logical_date": None,
+        "validated_at": None,
+        "validated": False,
+        "published": False,
+        "dag_id": config.DAG_ID,
+        "evaluated": 0,
+        "failed_critical": 0,
+        "failed_warning": 0,
+        "failures_total": 0,
+        "quarantined": {},
+        "log_url": None,
     }
 
 

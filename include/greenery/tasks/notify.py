@@ -144,7 +144,7 @@ def deliver(
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     settings = config.get()
     with warehouse.connect(connect_timeout=connect_timeout) as conn:
-        recent = audit.recent_alert_signatures(conn, settings.alert_suppress)
+        recent = audit.recent_alert_signatures(conn, suppression.window(settings.alert_suppress))
         before = history.previous(conn, summary)
     if suppression.held_back(summary, recent, before):
         raise AirflowSkipException(

@@ -386,16 +386,7 @@ def validate(
     variables = {"published": refs, "run_date": "current_date", **(variables or {})}
     with _gx_logs_at_warning():
         results = _run(
-            sqlalchemy_url,
-            models,
-            suites,
-            gx_dir,
-            relation,
-            run_name,
-            build_docs,
-            refs,
-            variables,
-            connections,
+            sqlalchemy_url, models, suites, gx_dir, relation, run_name, build_docs, refs, variables, connections
         )
     summary = summarize(results, relation)
     summary.update(seconds=round(time.perf_counter() - started, 3), run_name=run_name)

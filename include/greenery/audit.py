@@ -139,6 +139,26 @@ def record_publish(conn, run_id: str, day: dt.date, tables: list[str]) -> None:
     )
 
 
+def later_publish(conn, build_key: str) -> dict | None:
+    """Of the runs that published after build ``build_key`` was first prepared, the one with the latest clock
+    (run id, clock, publish time); None when there is none (or the build was never prepared). A run's clock moves
+    to it when the run is prepared again (wap.prepare), and a publish refuses a build too far behind it
+    (publish_checks.refuse_an_older_clock)."""
+    if not exists(conn, "builds") or not exists(conn, "publish_log"):
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "select later.run_id, later.run_time, l.published_at from {builds} as b"
+            " join {builds} as later on later.key <> b.key"
+            " join {log} as l on l.run_id = later.run_id and l.logical_date = later.logical_date"
+            "  and l.published_at > b.created_at"
+            " where b.key = %s order by later.run_time desc limit 1"
+        ).format(builds=table("builds"), log=table("publish_log")),
+        (build_key,),
+    ).fetchone()
+    return None if row is None else {"run_id": row[0], "run_time": row[1], "published_at": row[2]}
+
+
 def newest_published_coverage(conn, skew: dt.timedelta) -> dt.datetime | None:
     """How far the published runs built every table: for each, its clock plus ``skew`` (the incremental tables
     hold rows up to it) but no later than the end of its day (its daily tables hold that day only: a run of an

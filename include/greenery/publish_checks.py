@@ -28,30 +28,22 @@ class PublishError(RuntimeError):
     """A run's build cannot be published as asked (nothing built, or part of it lost); nothing changed."""
 
 
-def refuse_an_older_clock(conn, build: Any) -> None:
-    """A run with a later clock (by more than the skew) published after this build was prepared.
+def refuse_an_older_clock(conn, build: Any, clock: dt.datetime | None) -> None:
+    """A run with a later clock (by more than the skew) than ``clock``, the build's, published after this build
+    was prepared (audit.later_publish, the same run a new prepare would take its clock from).
 
     Found by review: a single model task cleared in an old run after later runs published rebuilt its tables
     with the old run's clock (a clear of the whole run takes the later one, see ``wap.prepare``), and a full
     refresh that published after a later run replaced whole tables built with an older clock: both green,
     both taking back the later run's rows (buyers' deliveries known by then, events after the old clock).
     """
-    row = conn.execute(
-        sql.SQL(
-            "select later.run_id, later.run_time, l.published_at, b.run_time"
-            " from {builds} as b join {builds} as later on later.key <> b.key and later.run_time > b.run_time + %s"
-            " join {log} as l on l.run_id = later.run_id and l.logical_date = later.logical_date"
-            "  and l.published_at > b.created_at"
-            " where b.key = %s order by later.run_time desc limit 1"
-        ).format(builds=audit.table("builds"), log=audit.table("publish_log")),
-        (CLOCK_SKEW, build.key),
-    ).fetchone()
-    if row is not None:
-        later, later_clock, published_at, clock = row
+    later = audit.later_publish(conn, build.key)
+    if clock is not None and later is not None and later["run_time"] > clock + CLOCK_SKEW:
         raise PublishError(
-            f"run {later!r}, whose clock is {_utc(later_clock)}, published at {_utc(published_at)}, after run"
-            f" {build.run_id!r} started building with its clock {_utc(clock)}: publishing this build would take"
-            f" back what that run published (rows after {_utc(clock)} are in this build's future). {CLEAR_THE_RUN}"
+            f"run {later['run_id']!r}, whose clock is {_utc(later['run_time'])}, published at"
+            f" {_utc(later['published_at'])}, after run {build.run_id!r} started building with its clock"
+            f" {_utc(clock)}: publishing this build would take back what that run published (rows after"
+            f" {_utc(clock)} are in this build's future). {CLEAR_THE_RUN}"
         )
 
 

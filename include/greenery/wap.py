@@ -91,20 +91,26 @@ def prepare(
             conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
             conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("delete from {} where key = %s").format(audit.table("build_models")), (build.key,))
+        # Read under the shared lock: no publish can come between it and the upsert.
+        later = audit.later_publish(conn, build.key)
         recorded = conn.execute(
             sql.SQL(
                 "insert into {builds} as b"
                 " (key, run_id, logical_date, run_time, created_at, touched_at, state, raw_fingerprint)"
                 " values (%s, %s, %s, %s, now(), now(), 'building', %s)"
                 " on conflict (key) do update set touched_at = now(), state = 'building',"
-                " raw_fingerprint = excluded.raw_fingerprint, run_time = greatest(b.run_time, ("
-                "  select max(later.run_time) from {builds} as later join {log} as l"
-                "  on l.run_id = later.run_id and l.logical_date = later.logical_date"
-                "  where later.key <> b.key and l.published_at > b.created_at),"
+                " raw_fingerprint = excluded.raw_fingerprint, run_time = greatest(b.run_time, %s::timestamptz,"
                 "  case when b.raw_fingerprint is distinct from excluded.raw_fingerprint then excluded.run_time end)"
                 " returning b.run_time"
-            ).format(builds=audit.table("builds"), log=audit.table("publish_log")),
-            (build.key, build.run_id, build.day, run_time or dt.datetime.now(dt.UTC), Jsonb(raw_fingerprint)),
+            ).format(builds=audit.table("builds")),
+            (
+                build.key,
+                build.run_id,
+                build.day,
+                run_time or dt.datetime.now(dt.UTC),
+                Jsonb(raw_fingerprint),
+                later["run_time"] if later else None,
+            ),
         ).fetchone()[0]
     if previous is not None and recorded != previous:
         log.warning(
@@ -276,9 +282,9 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
                 f"run {build.run_id!r} built {', '.join(lost)} but {build.key}__* no longer holds them; nothing was"
                 " published. Clear the whole run to rebuild."
             )
-        publish_checks.refuse_an_older_clock(conn, build)
-        kept = publish_checks.check_snapshots(conn, models, build, names)
         clock = recorded_clock(conn, build)  # every incremental merge checks against it
+        publish_checks.refuse_an_older_clock(conn, build, clock)
+        kept = publish_checks.check_snapshots(conn, models, build, names)
         for name in names:
             if name not in kept:  # a snapshot the run kept as it was is left as it is now (publish_checks)
                 _publish_model(conn, models[name], build, clock)

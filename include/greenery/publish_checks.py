@@ -89,8 +89,7 @@ def refuse_taking_back(conn, model: Model, build: Any, clock: dt.datetime | None
     newest = _as_time(newest) if newest is not None else None
     if clock is not None and newest is not None and newest > clock + CLOCK_SKEW:
         raise PublishError(
-            f"{model.relation} holds rows up to {newest.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, after run"
-            f" {build.run_id!r}'s clock {clock.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+            f"{model.relation} holds rows up to {_utc(newest)}, after run {build.run_id!r}'s clock {_utc(clock)}"
             f" (a run that started later published them); publishing would delete them. {CLEAR_THE_RUN}"
         )
 

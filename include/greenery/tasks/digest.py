@@ -187,7 +187,8 @@ def send(context: Any) -> None:
         except (delivery.SlackDeliveryError, email_delivery.EmailDeliveryError) as err:
             log.error("digest part %r not delivered: %s", part, err)
             failures.append(f"{part}: {err}")
-            maybe_sent += [part] if getattr(err, "maybe_delivered", False) else []
+            if getattr(err, "maybe_delivered", False):  # only a Slack error can say it may have gone out
+                maybe_sent.append(part)
             if isinstance(err, email_delivery.EmailDeliveryError) and err.delivered:
                 so_far = {"to": [*_emailed(done), *err.delivered]}
                 with warehouse.connect() as conn:

@@ -419,8 +419,14 @@ def test_a_run_that_failed_before_validate_has_a_page_with_its_failed_tasks(ware
     assert response.status_code == 200, response.text
     page = flat(response.text)
     assert "The run was not validated" in page and "check_source_freshness" in page
+    # No checks ran: nothing to group or count (review of this change: "Root causes · run of None", "No failing
+    # checks in this run"); its day is the one its failure recorded.
+    assert "Root causes" not in page and "Quarantined rows" not in page and "None" not in page
+    assert '<div class="k">Logical date</div><div class="v">2024-03-03</div>' in page
     assert "raw.events is &lt;b&gt;stale&lt;/b&gt;" in page  # escaped
     assert f"runs/{quote(failed, safe='')}/tasks/check_source_freshness" in page  # its failed task's log
+    as_json = client().get("/data-quality/api/latest", params={"run_id": failed})
+    assert as_json.status_code == 200 and as_json.json()["task_failures"][0]["logical_date"] == "2024-03-03"
     assert client().get("/data-quality/", params={"run_id": "never-ran"}).status_code == 404
 
 

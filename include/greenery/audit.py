@@ -207,12 +207,14 @@ def task_failures(conn, run_id: str) -> list[dict]:
         return []
     ensure(conn)  # an older warehouse's table gets its clear_number column
     rows = conn.execute(
-        sql.SQL("select task_id, failed_at, error, clear_number from {} where run_id = %s order by failed_at").format(
-            table("task_failures")
-        ),
+        sql.SQL(
+            "select task_id, failed_at, error, clear_number, logical_date from {} where run_id = %s order by failed_at"
+        ).format(table("task_failures")),
         (run_id,),
     ).fetchall()
-    return [{"task_id": t, "failed_at": at, "error": e, "clear_number": n} for t, at, e, n in rows]
+    return [
+        {"task_id": t, "failed_at": at, "error": e, "clear_number": n, "logical_date": day} for t, at, e, n, day in rows
+    ]
 
 
 def record_alert(conn, run_id: str, signatures: list) -> None:

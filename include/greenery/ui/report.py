@@ -221,9 +221,9 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
             # A run asked for by name (an alert's link) is shown as it was: each table's latest result up to its
             # validation (review: a later run's failures were listed under an earlier, clean run).
             as_of = dt.datetime.fromisoformat(latest["validated_at"]) if run_id else None
-        elif run_id and audit.task_failures(conn, run_id):
+        elif run_id and (failed := audit.task_failures(conn, run_id)):
             # It failed before validate (source check, a model, the warehouse): its alert links here as well.
-            latest = not_validated(run_id)
+            latest = not_validated(run_id, failed[0]["logical_date"])
         else:
             raise UnknownRunError(f"no validation or task failure recorded for run {run_id!r}")
     tables = latest_per_table(conn, as_of) if recorded else []
@@ -239,7 +239,10 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         "failures": failures,
         "root_causes": causes,
         "notes": notes,
-        "task_failures": [{**f, "failed_at": _utc(f["failed_at"])} for f in audit.task_failures(conn, latest["run_id"])]
+        "task_failures": [
+            {**f, "failed_at": _utc(f["failed_at"]), "logical_date": _day(f["logical_date"])}
+            for f in audit.task_failures(conn, latest["run_id"])
+        ]
         if latest
         else [],
         "quarantined": latest["quarantined"] if latest else {},
@@ -247,11 +250,11 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     }
 
 
-def not_validated(run_id: str) -> dict[str, Any]:
+def not_validated(run_id: str, day: dt.date) -> dict[str, Any]:
     """A run that recorded task failures and no validation, as the page shows it."""
     return {
         "run_id": run_id,
-        "logical_date": None,
+        "logical_date": _day(day),
         "validated_at": None,
         "validated": False,
         "published": False,

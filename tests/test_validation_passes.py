@@ -299,6 +299,17 @@ def test_no_file_under_the_gx_dir_holds_the_password(clean):
     assert files and not [p for p in files if clean.secret.encode() in p.read_bytes()]
 
 
+def test_gx_sessions_read_dates_in_utc_whatever_the_databases_zone(warehouse_url):
+    """An incremental model's merged view compares its date column with the window's start in the session's zone
+    (review: east of UTC a gone day stayed in it); GX's sessions, like the builds and publish, are in UTC."""
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        conn.execute(f"alter database {conn.info.dbname} set timezone = 'Asia/Tokyo'")
+    with psycopg.connect(**validation._connect_args(warehouse.sqlalchemy_url())) as conn:
+        assert conn.execute("show timezone").fetchone()[0] == "UTC"
+    with psycopg.connect(warehouse_url) as conn:
+        assert conn.execute("show timezone").fetchone()[0] == "Asia/Tokyo"  # the control: the database's own
+
+
 def test_every_event_of_a_session_of_two_users_fails_the_one_user_warning(warehouse_url, tmp_path):
     """The rule reads int_user_sessions.users instead of grouping every event again (the slowest query of a
     validation at scale 1000): it must flag the events that grouping the events themselves flags."""

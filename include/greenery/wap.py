@@ -262,6 +262,9 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
     audit.ensure(conn)
     published = []
     with conn.transaction():
+        # As in the builds (materialize/build.py): an incremental merge compares a date column with the window's
+        # start, which PostgreSQL converts in the session's zone; east of UTC the window's first day was kept.
+        conn.execute("set local timezone = 'UTC'")
         locks.exclusive(conn)
         names = built_models(conn, models, build)
         if not names:

@@ -100,7 +100,10 @@ def _context(gx_dir: Path):
 
 def _connect_args(sqlalchemy_url: str) -> dict[str, Any]:
     url = sa.engine.make_url(sqlalchemy_url)
-    return {**url.translate_connect_args(username="user", database="dbname"), **dict(url.query)}
+    args = {**url.translate_connect_args(username="user", database="dbname"), **dict(url.query)}
+    # The checks see dates and hours in UTC, as the builds made them, whatever the database's TimeZone (an
+    # incremental model's merged view compares its date column with the window's start in the session's zone).
+    return {**args, "options": f"{args.get('options', '')} -c TimeZone=UTC".strip()}
 
 
 @contextlib.contextmanager

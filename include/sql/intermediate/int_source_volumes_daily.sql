@@ -56,7 +56,9 @@ days as (
         count(*) as row_count,
         max(created_at) as newest_created_at
     from created
-    -- All days raw holds (as of now), like every current-state model: days run in any order agree.
+    -- All days raw holds up to the run's clock. An incremental run recounts its lookback only: an older day keeps
+    -- the counts raw had the last time a lookback held it (late or deleted rows of it wait for a full_refresh;
+    -- README, Incremental models).
     where created_at >= {{ valid_since }} and created_at <= {{ valid_until }}
     group by source_table, day
 )

@@ -92,6 +92,18 @@ def test_a_range_backwards_or_a_file_for_a_folder_is_one_line_and_starts_nothing
     assert (tmp_path / "a-file").read_text() == "mine"
 
 
+@pytest.mark.parametrize("value", ["garbage", "2021-02-30"])
+def test_a_bad_setting_is_one_line_naming_it(value, tmp_path, capsys, monkeypatch):
+    """Review: the parser's defaults read the settings outside main's handler: a traceback and exit 1."""
+    from greenery import cli
+
+    monkeypatch.setenv("GREENERY_START_DATE", value)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    assert cli.main(["answers"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: GREENERY_START_DATE={value!r}: expected a date YYYY-MM-DD\n", err
+
+
 def test_format_suites_reads_every_file_before_it_writes_one(tmp_path, capsys, monkeypatch):
     """A missing or malformed file is named with its line and column, and no file is changed, not even one
     listed before it that needs formatting. The refusals run ``cli.main`` in this process (each subprocess

@@ -15,7 +15,7 @@ EXPECTED_REFS = {
     # Staging reads staging only to quarantine orphans (rows whose parent is missing or quarantined).
     "stg_postgres__events": {"stg_postgres__users", "stg_postgres__orders", "stg_postgres__products"},
     "stg_postgres__order_items": {"stg_postgres__orders", "stg_postgres__products"},
-    "stg_postgres__orders": {"stg_postgres__users", "stg_postgres__promos"},
+    "stg_postgres__orders": {"stg_postgres__users", "stg_postgres__promos", "stg_postgres__addresses"},
     "stg_postgres__products": set(),
     "stg_postgres__promos": set(),
     "stg_postgres__users": {"stg_postgres__addresses"},

@@ -556,3 +556,30 @@ def test_a_task_failure_page_says_whether_the_run_published_and_what_to_clear(pu
     assert ("Nothing was published by this run" in text) == (not published)
     assert ("clear `state_of_the_data` only" in text) == published
     assert ("*Clear run*" in text) == (not published)
+
+
+def test_the_red_tasks_message_says_when_it_lists_only_part_of_the_problems():
+    """Review: validate's message (the task's error, its recorded failure, the CLI's cause) listed 5 of 8 critical
+    root causes and 3 of each one's keys, and read as complete."""
+    from greenery.tasks.validate import verdict
+
+    def cause(n: int, keys: list[tuple[str, int]], unexpected: int) -> dict:
+        return {
+            "severity": "critical",
+            "table": f"staging.t{n}",
+            "sources": [],
+            "expectation": "expect_column_values_to_be_unique",
+            "column": "id",
+            "also_fails_in": [],
+            "keys": [{"key": k, "count": c} for k, c in keys],
+            "unexpected_count": unexpected,
+        }
+
+    causes = [cause(0, [("a", 2)], 2), cause(1, [("b", 1), ("c", 1), ("d", 1), ("e", 1)], 40)]
+    causes += [cause(n, [("k", 1)], 1) for n in range(2, 8)]
+    lines = verdict({"root_causes": causes}).splitlines()
+    assert lines[0] == "8 critical problem(s) in the data; nothing was published:"
+    assert lines[1] == "- staging.t0: expect_column_values_to_be_unique(id): a x2"  # all of it: nothing more
+    assert lines[2] == "- staging.t1: expect_column_values_to_be_unique(id): b, c, d (and 37 more rows)"
+    assert lines[6] == "- and 3 more: the task log (FAILED lines) and the Data quality view list all"
+    assert len(lines) == 8

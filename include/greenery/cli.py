@@ -23,7 +23,7 @@ from typing import Any
 
 from greenery import config
 
-STATE_DIR = config.get().state_dir
+STATE_DIR = config.state_dir()
 
 
 def _embedded_if_unconfigured(always: bool = False) -> object | None:
@@ -120,7 +120,7 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
     local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
     dag = local_airflow.load_dag()
     # --verbose: Airflow's log goes to the terminal, and no file is named (none is written).
-    log_file = None if verbose else STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
+    log_file = None if verbose else STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     if log_file is not None:
         print(f"Airflow's log of this command: {log_file}")
     for n, day in enumerate(days, 1):
@@ -361,12 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pgserver").setLevel(logging.ERROR)  # its start/stop chatter hides the answers
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-    args = build_parser().parse_args(argv)
     from greenery.dev import local_airflow
 
-    # Airflow fixes its settings when first imported (connections and hooks import it too).
-    local_airflow.configure(Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow"))
-    try:
+    try:  # the parser's defaults read the settings: a bad one is a line too
+        args = build_parser().parse_args(argv)
+        # Airflow fixes its settings when first imported (connections and hooks import it too).
+        local_airflow.configure(Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow"))
         return args.func(args)
     except Exception as exc:  # one clear line for known failures; the traceback is noise to a user
         from greenery.answers import NoAnswersError
@@ -386,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             | RunDidNothingError
             | NoAnswersError
             | ServerInUseError
-            | ReadmeMarkersError,
+            | ReadmeMarkersError
+            | config.SettingError,
         ):
             print(f"error: {exc}", file=sys.stderr)
             return 2

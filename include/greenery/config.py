@@ -95,6 +95,13 @@ def _addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(a.strip() for a in re.split(r"[,;]", env.get(name) or "") if a.strip())
 
 
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where the local state lives (embedded PostgreSQL, Airflow home, logs): readable before the other settings,
+    so a command can start and then report a bad one in a line."""
+    env = os.environ if env is None else env
+    return Path(env.get("GREENERY_STATE_DIR") or PROJECT_DIR / ".greenery")
+
+
 def get(env: Mapping[str, str] | None = None) -> Settings:
     """The settings from ``env`` (default: this process's environment)."""
     env = os.environ if env is None else env
@@ -106,7 +113,7 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
         asset_authority=_text(env, "GREENERY_ASSET_AUTHORITY", "warehouse:5432"),
         asset_database=_text(env, "GREENERY_ASSET_DATABASE", "greenery"),
         start_date=_date(env, "GREENERY_START_DATE", "2021-02-10"),
-        state_dir=Path(env.get("GREENERY_STATE_DIR") or PROJECT_DIR / ".greenery"),
+        state_dir=state_dir(env),
         data_docs_base_url=_text(env, "GREENERY_DATA_DOCS_BASE_URL", None),
         alert_conn_id=_text(env, "GREENERY_ALERT_CONN_ID", "slack_alerts"),
         alert_channel=_text(env, "GREENERY_ALERT_CHANNEL", None),

@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
 
 
+# ISO-8601 (SOURCE.md): PostgreSQL also reads words and other orders into a timestamp ("now" and "yesterday" as
+# of the load, "03/04/2021" as its DateStyle says), which a file must not mean (review: loaded, then published).
+ISO_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?", re.ASCII
+)
+
+
 class RawLoadError(RuntimeError):
     """A CSV file does not fit its raw table; nothing was changed."""
 
@@ -152,10 +159,17 @@ def _copy_csv(path: Path, table: str, cur, copy_statement, allow_empty: bool = F
             if header is None:
                 raise _error(path, "empty file, expected a header row")
             _check_header(path, table, [h.strip() for h in header])
+            times = [(i, c) for i, (c, kind) in enumerate(RAW_TABLES[table].items()) if kind == "timestamptz"]
             with cur.copy(copy_statement) as copy:
                 for start, row in _records(reader, path, len(RAW_TABLES[table])):
                     count += 1
                     lines.note(count, start)
+                    for i, column in times:
+                        if row[i] != "" and not ISO_TIMESTAMP.fullmatch(row[i]):
+                            raise _error(
+                                f"{path}, line {start}, column {column}",
+                                f"{row[i][:40]!r} is not an ISO-8601 timestamp (like 2021-02-10T14:03:00Z)",
+                            )
                     try:  # Greenery CSVs write NULL as an empty field.
                         copy.write_row([value if value != "" else None for value in row])
                     except psycopg.DataError as exc:  # psycopg's own check of a value (a NUL byte), not the server's

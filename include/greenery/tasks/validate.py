@@ -161,16 +161,27 @@ def run(context: Any) -> dict[str, Any]:
     return summary
 
 
+SHOWN_CAUSES, SHOWN_KEYS = 5, 3  # the failed task's message stays readable in the Grid and on a Slack page
+
+
 def verdict(summary: dict[str, Any]) -> str:
     """The failed task's message: what failed at the root, and what to do."""
     critical = [r for r in summary["root_causes"] if r["severity"] == "critical"]
     lines = [f"{len(critical)} critical problem(s) in the data; nothing was published:"]
-    for r in critical[:5]:
-        keys = ", ".join(f"{k['key']}" + (f" x{k['count']}" if k["count"] > 1 else "") for k in r["keys"][:3])
+    for r in critical[:SHOWN_CAUSES]:
+        shown = r["keys"][:SHOWN_KEYS]
+        keys = ", ".join(f"{k['key']}" + (f" x{k['count']}" if k["count"] > 1 else "") for k in shown)
+        # Review: a cut list read as a complete one; say what is left (the log and the view have it all).
+        if keys and (more := (r.get("unexpected_count") or 0) - sum(k["count"] for k in shown)) > 0:
+            keys += f" (and {more} more rows)"
         sources = f" (from {', '.join(r['sources'])})" if r["sources"] else ""
         column = f"({r['column']})" if r.get("column") else ""
         also = f"; also fails in {', '.join(r['also_fails_in'])}" if r["also_fails_in"] else ""
         lines.append(f"- {r['table']}{sources}: {r['expectation']}{column}{': ' + keys if keys else ''}{also}")
+    if len(critical) > SHOWN_CAUSES:
+        lines.append(
+            f"- and {len(critical) - SHOWN_CAUSES} more: the task log (FAILED lines) and the Data quality view list all"
+        )
     lines.append("Fix the source rows, then clear the whole run (Grid → this run → Clear run).")
     return "\n".join(lines)
 

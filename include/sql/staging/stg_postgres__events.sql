@@ -130,6 +130,17 @@ checked as (
                 copies.event_type is null
                 or copies.event_type not in ('page_view', 'add_to_cart', 'checkout', 'package_shipped')
                 then 'invalid_event_type'
+            -- A view or cart names its product and no order; a checkout or shipment its order and no product.
+            when
+                (
+                    copies.event_type in ('page_view', 'add_to_cart')
+                    and (copies.product_id is null or copies.order_id is not null)
+                )
+                or (
+                    copies.event_type in ('checkout', 'package_shipped')
+                    and (copies.order_id is null or copies.product_id is not null)
+                )
+                then 'invalid_event_shape'
             -- The run's clock, not now(): a rerun of this run next year decides the same.
             when copies.created_at > {{ valid_until }} then 'future_timestamp'
             when copies.created_at < {{ valid_since }} then 'far_past_timestamp'

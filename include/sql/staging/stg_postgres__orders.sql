@@ -36,6 +36,10 @@ users as (
     select distinct user_id from {{ ref('stg_postgres__users') }}
 ),
 
+addresses as (
+    select distinct address_id from {{ ref('stg_postgres__addresses') }}
+),
+
 -- One row per id in these lookups: a duplicated parent must not duplicate the rows checked against it.
 promos as (
     select distinct on (promo_id)
@@ -107,9 +111,12 @@ checked as (
                 or renamed.estimated_delivery_at < {{ valid_since }}
                 then 'far_past_timestamp'
             when users.user_id is null then 'orphan_user'
+            -- Most orders ship elsewhere than their user's address: a quarantined address takes its orders along.
+            when renamed.address_id is not null and addresses.address_id is null then 'orphan_address'
         end as quarantine_rule
     from renamed
     left join users on renamed.user_id = users.user_id
+    left join addresses on renamed.address_id = addresses.address_id
     left join promos on renamed.promo_id = promos.promo_id
     {% if is_published() %}
         left join published

@@ -29,7 +29,8 @@ checked as (
             when price in ('NaN', 'Infinity', '-Infinity') then 'non_finite_number'
             -- Rounded first: 9999999999.995 passes a bare 1e10 bound and then overflows numeric(12, 2).
             when round(abs(price), 2) >= 1e10 then 'out_of_range_number'
-            when price is null or price < 0 then 'negative_price'
+            when price is null then 'null_amount'
+            when price < 0 then 'negative_price'
             when inventory < 0 then 'negative_inventory'
         end as quarantine_rule
     from renamed

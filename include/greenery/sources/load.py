@@ -195,7 +195,8 @@ def load_dir(conn, directory: Path, schema: str | None = None, allow_empty: bool
     directory = Path(directory)
     missing = [t for t in RAW_TABLES if not (directory / f"{t}.csv").is_file()]
     if missing:
-        raise _error(directory, f"missing {', '.join(f'{t}.csv' for t in missing)}")
+        named = [f"{t}.csv" + (" (not a file)" if (directory / f"{t}.csv").exists() else "") for t in missing]
+        raise _error(directory, f"missing {', '.join(named)}")
     fills = {
         table: partial(_copy_csv, directory / f"{table}.csv", table, allow_empty=allow_empty) for table in RAW_TABLES
     }

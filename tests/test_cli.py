@@ -104,6 +104,65 @@ def test_a_bad_setting_is_one_line_naming_it(value, tmp_path, capsys, monkeypatc
     assert err == f"error: GREENERY_START_DATE={value!r}: expected a date YYYY-MM-DD\n", err
 
 
+def test_a_reader_that_leaves_early_ends_the_command_quietly(cli_env):
+    """Review: `greenery answers | head` ended in a BrokenPipeError traceback. The reader here leaves before the
+    first line: the command exits as a shell reports a closed pipe (128 + SIGPIPE), saying nothing."""
+    proc = subprocess.Popen(
+        command("answers", "--date", "2021-02-12"), env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+# A live scheduler on the CLI's Airflow state and greenery_daily unpaused, as `greenery ui` leaves them once the
+# DAG is unpaused there; with controls: a scheduler whose heartbeat stopped, and the DAG paused.
+SCHEDULER_BESIDE = """
+import datetime as dt, sys
+from airflow.jobs.job import Job
+from airflow.models.dag import DagModel
+from airflow.models.dagbundle import DagBundleModel
+from airflow.utils.session import create_session
+from greenery.dev import local_airflow
+
+with create_session() as session:
+    session.merge(DagBundleModel(name="dags-folder"))
+    session.flush()
+    session.merge(DagModel(dag_id="greenery_daily", bundle_name="dags-folder", is_paused=False))
+    job = Job(job_type="SchedulerJob")
+    job.state, job.hostname = "running", "the-ui"
+    job.latest_heartbeat = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    session.add(job)
+local_airflow.refuse_beside_a_scheduler("greenery_daily")  # its heartbeat stopped: no refusal
+with create_session() as session:
+    session.query(Job).update({Job.latest_heartbeat: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)})
+    session.query(DagModel).update({DagModel.is_paused: True})
+local_airflow.refuse_beside_a_scheduler("greenery_daily")  # paused: the scheduler leaves the run alone
+with create_session() as session:
+    session.query(DagModel).update({DagModel.is_paused: False})
+try:
+    local_airflow.refuse_beside_a_scheduler("greenery_daily")
+except local_airflow.SchedulerAliveError:
+    sys.exit(0)
+sys.exit("not refused")
+"""
+
+
+def test_a_run_beside_a_live_scheduler_with_the_dag_unpaused_is_refused_before_it_builds(cli_env, published_url):
+    """Review: with `greenery ui` up and the DAG unpaused, its scheduler queued the CLI's own tasks too; one of the
+    two failed each (TaskAlreadyRunningError), and on-call was paged for a killed task, once twice."""
+    marked = subprocess.run([sys.executable, "-c", SCHEDULER_BESIDE], env=cli_env, capture_output=True, text=True)
+    assert marked.returncode == 0, marked.stderr[-2000:]
+    done = greenery("run", "--date", "2021-02-12", env=cli_env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: a scheduler (on the-ui) runs on this Airflow state") and "unpaused" in line, line
+    with psycopg.connect(published_url) as conn:
+        runs = conn.execute("select count(*) from greenery_audit.builds where run_id like 'manual__%'").fetchone()[0]
+    assert runs == 0, "refused before prepare_build"
+
+
 def test_format_suites_reads_every_file_before_it_writes_one(tmp_path, capsys, monkeypatch):
     """A missing or malformed file is named with its line and column, and no file is changed, not even one
     listed before it that needs formatting. The refusals run ``cli.main`` in this process (each subprocess
@@ -160,6 +219,12 @@ def test_answers_for_a_day_without_figures_is_one_line_not_a_traceback(cli_env):
         "error: marts.metrics_daily has no figures for 2021-02-11: run the DAG for that day first"
     )
     assert "Traceback" not in done.stderr
+    # Review: a day `greenery run` refuses as it stands is not "run the DAG for that day".
+    early = greenery("answers", "--date", "2021-02-09", env=cli_env)
+    assert early.returncode == 2 and early.stderr.strip().splitlines()[-1] == (
+        "error: marts.metrics_daily has no figures for 2021-02-09: 2021-02-09 is before GREENERY_START_DATE"
+        " (2021-02-10): set it to 2021-02-09 or earlier, then run that day"
+    ), early.stderr
 
 
 def greenery_started(*args: str, env: dict) -> subprocess.Popen:

@@ -140,7 +140,7 @@ def test_marts_have_an_exact_column_contract():
             continue
         contracts = [e for e in SUITES[name].expectations if e["type"] == "expect_table_columns_to_match_set"]
         # GX leaves exact_match out of the file when it is its default, True: ask GX.
-        assert len(contracts) == 1, name
+        assert len(contracts) == 1, f"{name}: a mart's suite needs one expect_table_columns_to_match_set (README)"
         assert gx.expectations.ExpectTableColumnsToMatchSet(**contracts[0]["kwargs"]).exact_match is True, name
         assert set(model.unique_key) <= set(contracts[0]["kwargs"]["column_set"]), name
 

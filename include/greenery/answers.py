@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from greenery import config
+
 METRICS_SQL = """
 select
     as_of_date,
@@ -75,7 +77,10 @@ def read(conn, day: dt.date | None = None) -> dict[str, Any]:
         row = cur.fetchone()
         if row is None:
             asked = f"for {day}" if day else "yet"
-            raise NoAnswersError(f"marts.metrics_daily has no figures {asked}: run the DAG for that day first")
+            todo = "run the DAG for that day first"
+            if day and day < (start := config.get().start_date):  # review: `run` refuses such a day as it stands
+                todo = f"{day} is before GREENERY_START_DATE ({start}): set it to {day} or earlier, then run that day"
+            raise NoAnswersError(f"marts.metrics_daily has no figures {asked}: {todo}")
         metrics = dict(zip([c.name for c in cur.description], row, strict=True))
         cur.execute(TOP_PRODUCTS_SQL)
         top = cur.fetchall()

@@ -27,8 +27,7 @@ STATE_DIR = config.state_dir()
 
 
 def _embedded_if_unconfigured(always: bool = False) -> object | None:
-    """Start the project's private PostgreSQL unless a warehouse connection is configured (``always``: even then,
-    for this process and its children)."""
+    """Start the private PostgreSQL unless a warehouse is configured (``always``: even then, for this process)."""
     from greenery import warehouse
     from greenery.dev import embedded_pg
 
@@ -50,8 +49,7 @@ def _date(text: str) -> dt.date:
 
 
 def _option(cast: Callable[[str], Any], noun: str, ok: Callable[[Any], bool], rule: str) -> Callable[[str], Any]:
-    """An argparse type: ``cast`` the text; refuse it, with the reason, as not ``noun`` or as breaking ``rule``
-    (argparse's own message names only the type, and a value the command refused later ended in a traceback)."""
+    """An argparse type: ``cast`` the text, refused as not ``noun`` or breaking ``rule`` (argparse names the type)."""
 
     def parse(text: str) -> Any:
         try:
@@ -67,8 +65,7 @@ def _option(cast: Callable[[str], Any], noun: str, ok: Callable[[Any], bool], ru
 
 _scale = _option(float, "a number", lambda v: math.isfinite(v) and v > 0, "a number above 0")
 _count = _option(int, "a whole number", lambda v: v >= 1, "at least 1")
-# 0, "any free port", would leave every link without its port.
-_port = _option(int, "a port number", lambda v: 1 <= v <= 65535, "a port from 1 to 65535")
+_port = _option(int, "a port number", lambda v: 1 <= v <= 65535, "a port from 1 to 65535")  # 0: links portless
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -125,6 +122,7 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
         print(f"Airflow's log of this command: {log_file}")
     for n, day in enumerate(days, 1):
         started = time.perf_counter()
+        local_airflow.refuse_beside_a_scheduler(dag.dag_id)  # before each day: the UI may be unpaused meanwhile
         with contextlib.nullcontext(sys.stdout) if log_file is None else local_airflow.output_to(log_file) as console:
             print(f"[{n}/{len(days)}] {day} ...", end="", flush=True, file=console)
             dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag)
@@ -363,15 +361,18 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     from greenery.dev import local_airflow
 
-    try:  # the parser's defaults read the settings: a bad one is a line too
+    try:  # the parser's defaults read the settings (a bad one is a line too); Airflow's are fixed at its import
         args = build_parser().parse_args(argv)
-        # Airflow fixes its settings when first imported (connections and hooks import it too).
         local_airflow.configure(Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow"))
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader gone (a closed pipe) raises here, in the handler below, not at exit
+        return code
+    except BrokenPipeError:  # `greenery answers | head`: the reader left; exit as a shell would (128 + SIGPIPE)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would raise
+        return 141
     except Exception as exc:  # one clear line for known failures; the traceback is noise to a user
         from greenery.answers import NoAnswersError
         from greenery.dev.embedded_pg import ServerInUseError
-        from greenery.dev.local_airflow import RunDidNothingError
         from greenery.docs import ReadmeMarkersError
         from greenery.materialize.model_sql import ModelBuildError
         from greenery.sources.load import RawLoadError
@@ -383,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             | ModelBuildError
             | WarehouseUnavailableError
             | UsageError
-            | RunDidNothingError
+            | local_airflow.RunDidNothingError
+            | local_airflow.SchedulerAliveError
             | NoAnswersError
             | ServerInUseError
             | ReadmeMarkersError

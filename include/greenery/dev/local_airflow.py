@@ -84,6 +84,33 @@ def run_day(day: dt.date, conf: dict | None = None, dag=None):
     return dag_run
 
 
+class SchedulerAliveError(RuntimeError):
+    """A scheduler runs on this Airflow state with the DAG unpaused: it would run an in-process run's tasks too."""
+
+
+def refuse_beside_a_scheduler(dag_id: str) -> None:
+    """Raise when a live scheduler shares this Airflow home's metadata and ``dag_id`` is unpaused there.
+
+    Review: with ``greenery ui`` up and the DAG unpaused, its scheduler queued the tasks of ``dag.test``'s runs as
+    well; whichever process came second failed the task (TaskAlreadyRunningError), and on-call was paged for a
+    killed task, once twice. A paused DAG's runs are left alone by the scheduler.
+    """
+    from airflow.jobs.job import most_recent_job
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        paused = session.scalar(select(DagModel.is_paused).where(DagModel.dag_id == dag_id))
+        job = most_recent_job("SchedulerJob", session=session)
+        if paused is False and job is not None and job.is_alive():
+            raise SchedulerAliveError(
+                f"a scheduler (on {job.hostname}) runs on this Airflow state ({os.environ.get('AIRFLOW_HOME')}) with"
+                f" {dag_id} unpaused: it would run this command's tasks too, and both would fail. Trigger the day"
+                f" from the UI instead, or pause {dag_id} there (or stop it) and run again"
+            )
+
+
 FINISHED = ("success", "skipped", "failed", "upstream_failed", "removed")
 
 

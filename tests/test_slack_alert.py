@@ -214,6 +214,10 @@ def test_warning_only_alert_uses_the_warning_header():
             "🟡 greenery_daily: 3 rows quarantined",
         ),
         (
+            {"blocking": False, "failed_critical": 0, "failures": [], "failed_warning": 0, "quarantined": {"m": 1}},
+            "🟡 greenery_daily: 1 row quarantined",
+        ),
+        (
             {"blocking": False, "failed_critical": 0, "failed_warning": 1, "quarantined": {"m": 2, "n": 1}},
             "🟡 greenery_daily: data check warnings and 3 rows quarantined",
         ),
@@ -222,7 +226,7 @@ def test_warning_only_alert_uses_the_warning_header():
             "🟢 greenery_daily: all data checks passed",
         ),
     ],
-    ids=["critical", "quarantine only", "warnings and quarantine", "nothing"],
+    ids=["critical", "quarantine only", "one row quarantined", "warnings and quarantine", "nothing"],
 )
 def test_the_header_names_the_worst_thing_in_the_alert(changes, header):
     """Finding 7: an alert that only reported quarantined rows was headed "all data checks passed"."""

@@ -195,14 +195,15 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
 
     # The header names the worst thing in the message.
     held_back = sum(as_int(n) for n in (summary.get("quarantined") or {}).values())
+    rows = f"{held_back:,} row{'' if held_back == 1 else 's'} quarantined"
     if blocking:
         title = f"🔴 {redact(dag_id_raw)}: data checks failed"
     elif (causes or n_warning) and held_back:
-        title = f"🟡 {redact(dag_id_raw)}: data check warnings and {held_back:,} rows quarantined"
+        title = f"🟡 {redact(dag_id_raw)}: data check warnings and {rows}"
     elif causes or n_warning:
         title = f"🟡 {redact(dag_id_raw)}: data check warnings"
     elif held_back:
-        title = f"🟡 {redact(dag_id_raw)}: {held_back:,} rows quarantined"
+        title = f"🟡 {redact(dag_id_raw)}: {rows}"
     else:
         title = f"🟢 {redact(dag_id_raw)}: all data checks passed"
 

@@ -38,7 +38,7 @@ import psycopg
 import pytest
 
 from greenery import audit
-from greenery.dev import local_ui
+from greenery.dev import local_airflow, local_ui
 from greenery.project import models
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
@@ -154,6 +154,8 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     assert len(buttons) == 4
     for url in buttons:
         assert urlsplit(url).port == ui.port, url
+    recorded = (ui.home / local_airflow.BASE_URL_FILE).read_text().strip()
+    assert urlsplit(recorded).port == ui.port, "CLI runs on this Airflow home link here too"
     quality = next(u for u in buttons if "/data-quality/" in u and "run_id=" in u)
     status, page = fetch(quality, token)
     assert status == 200 and DUPLICATED_ORDER in page and "Root causes" in page
@@ -320,3 +322,22 @@ def test_the_ui_settings_yield_to_the_users_own_and_create_no_scheduled_runs(tmp
     }
     theirs = local_ui.airflow_env(tmp_path, 9999, base=users)
     assert {k: theirs[k] for k in users} == users
+
+
+def test_in_process_runs_on_the_uis_home_link_where_it_last_listened(tmp_path, monkeypatch):
+    """Review: `greenery run` beside `greenery ui --port 18080` stored and sent links to Airflow's default
+    localhost:8080. The UI records its address in the Airflow home; a run configured on that home takes it,
+    unless the user set AIRFLOW__API__BASE_URL, which wins."""
+    home = tmp_path.resolve()
+    monkeypatch.setenv("AIRFLOW_HOME", str(home))
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "set")  # so that monkeypatch restores the variable afterwards
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL")
+    local_airflow.configure(home)
+    assert "AIRFLOW__API__BASE_URL" not in os.environ  # no UI has served this home: Airflow's own default
+    served = local_ui.airflow_env(home, 18080, base={})["AIRFLOW__API__BASE_URL"]
+    local_airflow.record_base_url(home, served)
+    local_airflow.configure(home)
+    assert os.environ["AIRFLOW__API__BASE_URL"] == served == "http://localhost:18080"
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com")
+    local_airflow.configure(home)
+    assert os.environ["AIRFLOW__API__BASE_URL"] == "https://airflow.example.com"

@@ -19,6 +19,13 @@ from greenery import config
 
 PROJECT_DIR = config.PROJECT_DIR
 DAG_FILE = PROJECT_DIR / "dags" / "greenery_daily.py"
+BASE_URL_FILE = "greenery-ui-base-url"  # in the Airflow home: where `greenery ui` last served it
+
+
+def record_base_url(home: Path, url: str) -> None:
+    """Keep the address ``greenery ui`` serves ``home`` at, for the in-process runs on the same home (review: their
+    alerts and Data quality links pointed at Airflow's default localhost:8080 whatever port the UI listened on)."""
+    (Path(home) / BASE_URL_FILE).write_text(url + "\n")
 
 
 def configure(home: Path, quiet: bool = False) -> Path:
@@ -32,6 +39,8 @@ def configure(home: Path, quiet: bool = False) -> Path:
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAG_FILE.parent))
     os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_DIR / "plugins"))
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    if (recorded := home / BASE_URL_FILE).is_file():  # the user's own AIRFLOW__API__BASE_URL still wins
+        os.environ.setdefault("AIRFLOW__API__BASE_URL", recorded.read_text().strip())
     if quiet:
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     return home

@@ -308,7 +308,7 @@ def start(
     if "api-server" in components and port_in_use(port, host):
         raise LocalUIError(f"port {port} on {host} is in use: stop what listens there or choose another port")
     ui = LocalAirflow(home=home, port=port, host=host, env=airflow_env(home, port, host, env), log_dir=home / "ui-logs")
-    ui.log_dir.mkdir(exist_ok=True)
+    local_airflow.record_base_url(home, ui.env["AIRFLOW__API__BASE_URL"])  # for `greenery run` on this home
     airflow = _airflow_executable()
     migrated = subprocess.run(
         [airflow, "db", "migrate"], env=ui.env, cwd=home, capture_output=True, text=True, check=False

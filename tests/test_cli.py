@@ -478,3 +478,22 @@ def test_the_demo_never_writes_to_a_configured_warehouse(published_url, pg_admin
     with psycopg.connect(scratch) as conn:
         assert 0 < conn.execute(count).fetchone()[0] < before
     assert ran_on == [warehouse.connection_json(scratch)]
+
+
+def test_a_green_day_says_what_it_quarantined_and_warned(warehouse_url):
+    """Review: a day that quarantined rows or failed warnings printed a bare "success": only Slack or the Data
+    quality view told. The line carries them, from the run's latest recorded validation."""
+    from types import SimpleNamespace
+
+    from greenery import audit, run_outcome
+
+    clean = {"run_id": "clean", "logical_date": "2021-02-12", "failed_warning": 0, "quarantined": {}}
+    found = {"run_id": "found", "logical_date": "2021-02-12", "failed_warning": 1, "quarantined": {"a": 2, "b": 1}}
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        for summary in (clean, found):
+            audit.record_validation(conn, summary, published=True)
+    assert run_outcome.notes(SimpleNamespace(run_id="clean", state="success")) == ""
+    assert run_outcome.notes(SimpleNamespace(run_id="found", state="success")) == (
+        " (1 warning, 3 rows quarantined: see the Data quality view)"
+    )
+    assert run_outcome.notes(SimpleNamespace(run_id="found", state="failed")) == ""  # its causes follow instead

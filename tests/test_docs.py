@@ -112,3 +112,17 @@ def test_comments_are_written_where_they_differ_only(db):
     assert "user_id" in again
     comment = "select col_description('public.documented'::regclass, 2)"  # user_id, the second column
     assert db.execute(comment).fetchone()[0] == doc["columns"]["user_id"]
+
+
+def test_every_setting_is_in_the_readmes_table_with_its_default():
+    """README (Settings): every GREENERY_* variable config.py reads has a row, and a default written there is
+    config.py's (review: seven settings were in no README line)."""
+    from greenery import config
+
+    source = Path(config.__file__).read_text()
+    rows = dict(re.findall(r"^\| `(GREENERY_[A-Z_]+)` \| ([^|]*) \|", README.read_text(), re.M))
+    assert set(re.findall(r'"(GREENERY_[A-Z_]+)"', source)) == set(rows)
+    defaults = re.findall(r'"(GREENERY_[A-Z_]+)", "([^"]+)"', source)
+    assert len(defaults) >= 10  # the pattern still finds them
+    for name, default in defaults:
+        assert rows[name].strip() == f"`{default}`", name

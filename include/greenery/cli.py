@@ -106,6 +106,7 @@ def _days(start: dt.date, end: dt.date | None) -> list[dt.date]:
 
 def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = False) -> int:
     """Run the DAG for each day in turn, a progress line per day; stop at the first failed day."""
+    from greenery import run_outcome
     from greenery.dev import local_airflow
 
     start = config.get().start_date
@@ -128,7 +129,7 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
             dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag)
             local_airflow.check_ran(dag, dag_run)
             seconds = time.perf_counter() - started
-            print(f" {dag_run.state} in {seconds:.1f}s", file=console)
+            print(f" {dag_run.state} in {seconds:.1f}s{run_outcome.notes(dag_run)}", file=console)
         if dag_run.state != "success":
             for task_id, error in _failures(dag_run, local_airflow.failed_tasks(dag_run)):
                 first, *more = error
@@ -146,8 +147,7 @@ CAUSE_LINES = 6  # a failed validate's root causes (verdict()) fit; a traceback'
 
 def _failures(dag_run, failed: list[str]) -> list[tuple[str, list[str]]]:
     """Each failed task with its error as the failure callback recorded it: the first line says what failed,
-    the next few (a failed validate's root causes) say where; the log has the rest.
-    """
+    the next few (a failed validate's root causes) say where; the log has the rest."""
     from greenery import audit, warehouse
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from greenery import audit, warehouse
+from greenery.alerts.text import as_int, counted
 
 
 def notes(dag_run) -> str:
@@ -27,8 +28,8 @@ def notes(dag_run) -> str:
     except Exception as exc:  # the run is green: its record may be unreadable (a permission), not its tables
         return f" (its checks' record could not be read: {type(exc).__name__})"
     summary = row[0] if row else {}
-    warnings = int(summary.get("failed_warning") or 0)
-    held = sum(int(n) for n in (summary.get("quarantined") or {}).values())
-    found = [f"{warnings} warning{'' if warnings == 1 else 's'}"] if warnings else []
-    found += [f"{held} row{'' if held == 1 else 's'} quarantined"] if held else []
+    warnings = as_int(summary.get("failed_warning"))
+    held = sum(as_int(n) for n in (summary.get("quarantined") or {}).values())
+    found = [counted(warnings, "warning")] if warnings else []
+    found += [f"{counted(held, 'row')} quarantined"] if held else []
     return f" ({', '.join(found)}: see the Data quality view)" if found else ""

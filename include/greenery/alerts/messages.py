@@ -21,6 +21,7 @@ from greenery.alerts.text import (
     as_int,
     clean,
     code,
+    counted,
     escape,
     fmt_int,
     plain,
@@ -195,7 +196,7 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
 
     # The header names the worst thing in the message.
     held_back = sum(as_int(n) for n in (summary.get("quarantined") or {}).values())
-    rows = f"{held_back:,} row{'' if held_back == 1 else 's'} quarantined"
+    rows = f"{counted(held_back, 'row')} quarantined"
     if blocking:
         title = f"🔴 {redact(dag_id_raw)}: data checks failed"
     elif (causes or n_warning) and held_back:

@@ -101,3 +101,9 @@ def as_int(value: Any) -> int:
 
 def fmt_int(value: Any) -> str:
     return f"{as_int(value):,}"
+
+
+def counted(value: Any, noun: str) -> str:
+    """``1 row``, ``1,234 rows``: a count with its noun, singular for one."""
+    n = as_int(value)
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

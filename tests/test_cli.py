@@ -497,3 +497,6 @@ def test_a_green_day_says_what_it_quarantined_and_warned(warehouse_url):
         " (1 warning, 3 rows quarantined: see the Data quality view)"
     )
     assert run_outcome.notes(SimpleNamespace(run_id="found", state="failed")) == ""  # its causes follow instead
+    assert run_outcome.notes(SimpleNamespace(run_id="unrecorded", state="success")) == (
+        " (no validation is recorded for it)"
+    )

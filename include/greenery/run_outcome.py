@@ -27,7 +27,9 @@ def notes(dag_run) -> str:
             ).fetchone()
     except Exception as exc:  # the run is green: its record may be unreadable (a permission), not its tables
         return f" (its checks' record could not be read: {type(exc).__name__})"
-    summary = row[0] if row else {}
+    if row is None:  # publish records every green run's validation: its absence is news, not a clean run
+        return " (no validation is recorded for it)"
+    summary = row[0]
     warnings = as_int(summary.get("failed_warning"))
     held = sum(as_int(n) for n in (summary.get("quarantined") or {}).values())
     found = [counted(warnings, "warning")] if warnings else []

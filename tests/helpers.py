@@ -3,9 +3,11 @@ values shaped as the product reports them."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import functools
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 from psycopg import sql
 
@@ -16,6 +18,24 @@ from greenery.project import models
 
 # A real Greenery order whose defects are quarantined without blocking the run (the bad-input catalog's).
 OTHER_ORDER = "f3ab84e6-dec5-43b4-9aa7-45b9988bff58"
+
+
+def parse_python(path: Path) -> ast.Module:
+    """``ast.parse`` of a source file, safe beside other threads.
+
+    CPython before 3.11.8 keeps one AST-conversion depth counter per interpreter (gh-106905): an ``ast.parse`` in
+    another thread at the same moment (3.11's traceback module calls it to underline an error, so any thread that
+    prints or logs a traceback does) makes this one fail with "AST constructor recursion depth mismatch". That
+    failure says nothing of the file, so the parse is tried again.
+    """
+    text = path.read_text()
+    for attempt in range(5):
+        try:
+            return ast.parse(text, str(path))
+        except SystemError as error:
+            if "recursion depth mismatch" not in str(error) or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 def duplicate_keys(conn, relation: str, key: tuple[str, ...]) -> int:

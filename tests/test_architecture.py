@@ -8,6 +8,7 @@ import graphlib
 from pathlib import Path
 
 import pytest
+from helpers import parse_python
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PACKAGE = PROJECT_DIR / "include" / "greenery"
@@ -26,7 +27,7 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 def imported_modules(path: Path) -> set[str]:
     """Every greenery module ``path`` imports, at the top or inside functions."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parse_python(path)):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -90,7 +91,7 @@ def test_settings_are_read_only_in_config():
     for name, path in [*MODULES.items(), ("dags.greenery_daily", DAG_FILE)]:
         if name == "greenery.config":
             continue
-        tree = ast.parse(path.read_text())
+        tree = parse_python(path)
         offenders += [f"{path.name}:{line}" for line in _greenery_reads(tree)]
         # Other variables (AIRFLOW_HOME, connections) are Airflow's business: only the dev tools set them.
         if not name.startswith(("greenery.dev", "greenery.cli")):
@@ -100,7 +101,7 @@ def test_settings_are_read_only_in_config():
 
 def test_every_module_says_what_it_is_for_and_stays_readable():
     for name, path in MODULES.items():
-        tree = ast.parse(path.read_text())
+        tree = parse_python(path)
         doc = ast.get_docstring(tree)
         assert doc and doc.strip(), f"{name} has no docstring"
         lines = len(path.read_text().splitlines())
@@ -109,7 +110,7 @@ def test_every_module_says_what_it_is_for_and_stays_readable():
 
 def test_the_dag_file_only_wires():
     """Task bodies are one call into greenery.tasks (plus its import): no logic in the DAG file."""
-    tree = ast.parse(DAG_FILE.read_text())
+    tree = parse_python(DAG_FILE)
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and any(
             ast.unparse(d).startswith(("task", "task.branch")) for d in node.decorator_list

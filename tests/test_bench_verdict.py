@@ -10,6 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import bench
+from helpers import parse_python
 
 CONTENDERS = ["floor", "dbt", "pipeline"]
 
@@ -118,7 +119,7 @@ def test_every_function_the_bench_times_still_exists():
 
     gone = [f"{module}.{name}" for module, name in bench.PROFILED if not hasattr(importlib.import_module(module), name)]
     # greenery.checks.gx imports GX (seconds): its names are read from its source instead.
-    gx_source = ast.parse((Path(bench.PROJECT_DIR) / "include/greenery/checks/gx.py").read_text())
+    gx_source = parse_python(Path(bench.PROJECT_DIR) / "include/greenery/checks/gx.py")
     defined = {node.name for node in gx_source.body if isinstance(node, ast.FunctionDef)}
     imported = {
         alias.asname or alias.name

@@ -49,8 +49,9 @@ warnings and quarantined rows page too, but the marts are published and the run 
   SQL, then clear the run (or the task with its downstream tasks: every model replaces its table or its
   day in one transaction, so a rerun is always safe).
 - Red `publish`: a view on a mart, a build that lost a table, a model never built (its task marked
-  success), or rows a run started later published after this run's clock (overlapping runs); its log
-  says which. Clear the run.
+  success or skipped), a model built again after the validation that passed (a task cleared without its
+  downstream tasks, or `validate` marked success by hand), or rows a run started later published after this
+  run's clock (overlapping runs); its message says which. Clear the run (or `validate` with its downstream tasks).
 - Red `alert_slack`: Slack refused or was unreachable after retries; its log has the HTTP status. The
   checks are in the *Data quality* view.
 - Red `state_of_the_data`: the stakeholders' digest (Slack note, chart, email) did not all go out; its
@@ -144,7 +145,9 @@ with DAG(
 
         return build.prepare(context)
 
-    @task(task_id="validate", retries=0)
+    # none_failed, here and on publish: a model task marked *skipped* by hand skipped both, and the run ended green
+    # having built, checked and published nothing (review); now publish runs and refuses the incomplete build.
+    @task(task_id="validate", retries=0, trigger_rule=TriggerRule.NONE_FAILED)
     def validate(**context) -> dict:
         """Run every suite of include/expectations in PostgreSQL; fails, named for what failed, on a critical one."""
         from greenery.tasks import validate
@@ -158,8 +161,8 @@ with DAG(
         if model.layer == "marts"
     ]
 
-    @task(task_id="publish", outlets=MART_ASSETS)
-    def publish(summary: dict, **context) -> dict:
+    @task(task_id="publish", outlets=MART_ASSETS, trigger_rule=TriggerRule.NONE_FAILED)
+    def publish(summary: dict | None, **context) -> dict:
         """Atomically swap the run's tables into staging/intermediate/marts (only after validate passed)."""
         from greenery.tasks import publish
 

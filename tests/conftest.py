@@ -176,6 +176,7 @@ def published_template(pg_admin_url, real_greenery) -> str:
     Copying it (CREATE DATABASE ... TEMPLATE) takes a fraction of a second; loading and building takes seconds.
     """
     import psycopg
+    from helpers import publish_checked
 
     from greenery import wap, warehouse
     from greenery.project import models
@@ -189,7 +190,7 @@ def published_template(pg_admin_url, real_greenery) -> str:
         baseline = wap.Build("baseline", PUBLISHED_DAY)
         wap.prepare(conn, baseline)
         wap.build_models(conn, found, baseline)
-        wap.publish(conn, found, baseline)
+        publish_checked(conn, found, baseline)
     return name
 
 

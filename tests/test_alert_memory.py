@@ -395,7 +395,7 @@ def test_a_run_that_failed_with_no_task_failure_on_record_pages_once_from_the_da
     paging.on_run_failure(run_failed("killed", 0))
     [page] = slack_alerts_webhook.webhook_posts()
     body = json.dumps(page.body, ensure_ascii=False)
-    assert "killed" in body and "fact_orders" in body and "no task recorded its failure" in body
+    assert "killed" in body and "fact_orders" in body and "no task recorded a failure in this attempt" in body
 
     failed = failure_context("cleared", RuntimeError("disk full"))
     paging.on_task_failure({**failed, "dag_run": types.SimpleNamespace(clear_number=0)})  # pages and records
@@ -404,6 +404,13 @@ def test_a_run_that_failed_with_no_task_failure_on_record_pages_once_from_the_da
     assert len(slack_alerts_webhook.webhook_posts()) == 2
     paging.on_run_failure(run_failed("cleared", 1))  # cleared since: only the earlier attempt recorded one
     assert len(slack_alerts_webhook.webhook_posts()) == 3
+
+    # Review: after a task cleared alone the run failed again on tasks an earlier attempt left upstream_failed;
+    # Airflow named no last task, and the page said "task ?" was killed, with a log link to a task "?".
+    paging.on_run_failure({**run_failed("left red", 1), "ti": None})
+    body = json.dumps(slack_alerts_webhook.webhook_posts()[-1].body, ensure_ascii=False)
+    assert "the run failed" in body and "left red (upstream_failed) were not cleared" in body
+    assert "task ?" not in body and "/tasks/%3F" not in body and "/tasks/?" not in body
 
 
 def test_a_warehouse_from_before_the_clear_number_gets_the_column(warehouse_url):

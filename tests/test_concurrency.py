@@ -14,7 +14,7 @@ import threading
 
 import psycopg
 import pytest
-from helpers import hashes
+from helpers import hashes, publish_checked
 from psycopg import sql
 
 from greenery import wap, warehouse
@@ -38,7 +38,7 @@ def one_run(url: str, run_id: str, day: dt.date, barrier: threading.Barrier, err
             for name in wap.built_models(conn, MODELS, run):  # what validate reads: fails if the schema went
                 built = wap.built_delta(conn, MODELS[name], run) or f"{run.schema(MODELS[name].layer)}.{name}"
                 conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(*built.split("."))))
-            published = wap.publish(conn, MODELS, run)
+            published = publish_checked(conn, MODELS, run)
             assert len(published) == len(MODELS), published
     except Exception as exc:
         errors.append(exc)
@@ -66,7 +66,7 @@ def sequential(pg_admin_url, published_template):
             run = wap.Build(f"sequential-{day}", day)
             wap.prepare(conn, run)
             wap.build_models(conn, MODELS, run)
-            wap.publish(conn, MODELS, run)
+            publish_checked(conn, MODELS, run)
         return hashes(conn)
 
 
@@ -106,10 +106,10 @@ def test_a_publish_never_drops_another_runs_live_build(published_url):
         wap.build_models(conn, MODELS, live, only=["stg_postgres__users", "stg_postgres__addresses"])
         wap.prepare(conn, other)
         wap.build_models(conn, MODELS, other)
-        wap.publish(conn, MODELS, other)  # drops finished builds: not the live one
+        publish_checked(conn, MODELS, other)  # drops finished builds: not the live one
         assert set(wap.built_models(conn, MODELS, live)) == {"stg_postgres__users", "stg_postgres__addresses"}
         wap.build_models(conn, MODELS, live)
-        assert len(wap.publish(conn, MODELS, live)) == len(MODELS)
+        assert len(publish_checked(conn, MODELS, live)) == len(MODELS)
 
 
 def test_publishing_nothing_or_a_lost_build_is_an_error_that_changes_nothing(published_url):
@@ -118,11 +118,11 @@ def test_publishing_nothing_or_a_lost_build_is_an_error_that_changes_nothing(pub
         run = wap.Build("empty", DAY2)
         wap.prepare(conn, run)
         with pytest.raises(wap.PublishError, match="nothing to publish"):
-            wap.publish(conn, MODELS, run)
+            publish_checked(conn, MODELS, run)
         wap.build_models(conn, MODELS, run)
         conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(run.schema("marts"))))
         with pytest.raises(wap.PublishError, match="no longer holds them"):
-            wap.publish(conn, MODELS, run)
+            publish_checked(conn, MODELS, run)
         assert hashes(conn) == before
         logged = conn.execute("select count(*) from greenery_audit.publish_log where run_id = 'empty'").fetchone()
         assert logged[0] == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import hashes
+from helpers import hashes, publish_checked
 
 from greenery import config, wap
 from greenery.dev import generator
@@ -63,7 +63,7 @@ def run_day(conn, day, full_refresh=False, found=MODELS, tag="run") -> dict[str,
     run = wap.Build(f"{tag}-{day}-{full_refresh}", day)
     wap.prepare(conn, run)
     results = wap.build_models(conn, found, run, full_refresh=full_refresh)
-    wap.publish(conn, found, run)
+    publish_checked(conn, found, run)
     wap.drop_finished_builds(conn, keep=run)
     return {r.model: r for r in results}
 
@@ -314,7 +314,7 @@ def test_a_cleared_model_task_rebuilds_over_what_an_earlier_attempt_left(loaded)
     for full_refresh in (True, False, False):
         result = build.build_model(loaded, events, MODELS, interval, run.schema_of, run.run_id, full_refresh)
         assert result.incremental is not full_refresh
-    wap.publish(loaded, MODELS, run)
+    publish_checked(loaded, MODELS, run)
     assert hashes(loaded) == expected
 
 
@@ -336,7 +336,7 @@ def test_a_column_added_to_a_daily_model_is_appended_and_a_removed_one_blocks_pu
     wap.prepare(loaded, run)
     wap.build_models(loaded, MODELS, run)
     with pytest.raises(wap.PublishError, match=rf"{daily.relation} keeps earlier days.*removed: dropped_metric"):
-        wap.publish(loaded, MODELS, run)
+        publish_checked(loaded, MODELS, run)
     loaded.rollback()
     assert hashes(loaded) == before
 
@@ -563,7 +563,7 @@ def test_a_parent_gone_after_its_events_left_the_lookback_is_a_warning_naming_it
         wap.prepare(conn, run)
         wap.build_models(conn, MODELS, run, full_refresh=full_refresh)
         summary = _validate_build(conn, run, names, tmp_path / tag)
-        wap.publish(conn, MODELS, run)
+        publish_checked(conn, MODELS, run)
         return [f for f in summary["failures"] if "while events of it stay published" in f["description"]]
 
     assert warnings("clean") == []  # the positive control: nothing gone, nothing said

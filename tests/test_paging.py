@@ -155,6 +155,56 @@ def test_a_publish_refused_by_a_readers_view_pages_once_and_changes_nothing(airf
     assert "publish" in alert and "DependentObjectsStillExist" in alert and "orders_report" in alert
 
 
+def test_a_model_task_skipped_fails_the_run_at_publish_and_pages_once(airflow_dag, published_url, paged, monkeypatch):
+    """Review: a model task marked *skipped* in the UI skipped validate and publish (their trigger rule), and the run
+    ended green having built, checked and published nothing, with no page. Now validate checks what was built,
+    publish refuses the incomplete build naming the model, nothing changes and on-call is paged once."""
+    from airflow.sdk.exceptions import AirflowSkipException
+    from helpers import hashes
+
+    from greenery.tasks import build
+
+    real = build.build_one
+
+    def skipped_by_hand(context, model, models, conn_id):
+        if model.name == "stg_postgres__orders":
+            raise AirflowSkipException("marked skipped in the UI")
+        return real(context, model, models, conn_id)
+
+    monkeypatch.setattr(build, "build_one", skipped_by_hand)
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        before = hashes(conn)
+        dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+        assert hashes(conn) == before
+    s = states(dag_run)
+    assert s["stg_postgres__orders"] == "skipped" and s["fact_orders"] == "skipped", s
+    assert dag_run.state == "failed" and s["validate"] == "success" and s["publish"] == "failed", s
+    [alert] = alerts(paged)
+    assert "publish" in alert and "did not build stg_postgres__orders" in alert and "skipped" in alert
+
+
+def test_a_validate_that_left_no_result_fails_publish_at_once_and_pages_once(
+    airflow_dag, published_url, paged, monkeypatch
+):
+    """Review: validate marked success by hand left no result, and publish failed three tries with "TypeError:
+    'NoneType' object is not subscriptable", which is what paged. Now it fails at once, saying what to do."""
+    from helpers import hashes
+
+    from greenery.tasks import validate
+
+    monkeypatch.setattr(validate, "run", lambda context: None)  # a success with no result, as when marked by hand
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        before = hashes(conn)
+        dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+        assert hashes(conn) == before
+    s = states(dag_run)
+    assert dag_run.state == "failed" and s["validate"] == "success" and s["publish"] == "failed", s
+    [ti] = [ti for ti in dag_run.get_task_instances() if ti.task_id == "publish"]
+    assert ti.try_number == 1  # not retried: nothing would change
+    [alert] = alerts(paged)
+    assert "validate left no result in this run" in alert and "TypeError" not in alert
+
+
 def test_a_publish_that_died_after_its_commit_is_retried_to_success_and_pages_nobody(
     airflow_dag, published_url, paged, monkeypatch
 ):

@@ -152,7 +152,7 @@ def run_day(url: str, run_id: str) -> tuple[str, dict | None]:
     except validate_task.ChecksFailed:
         return "blocked", pushed[validate_task.SUMMARY_KEY]
     with psycopg.connect(url, autocommit=True) as conn:
-        wap.publish(conn, MODELS, build)
+        wap.publish(conn, MODELS, build)  # validate marked what it checked
     return "published", summary
 
 

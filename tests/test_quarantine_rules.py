@@ -13,7 +13,7 @@ import datetime as dt
 
 import psycopg
 import pytest
-from helpers import OTHER_ORDER, duplicate_keys
+from helpers import OTHER_ORDER, duplicate_keys, publish_checked
 
 from greenery import wap
 from greenery.project import models
@@ -272,7 +272,7 @@ def run_day(conn, run_id: str) -> list[str]:
     run = wap.Build(run_id, DAY)
     wap.prepare(conn, run)
     wap.build_models(conn, MODELS, run)
-    return wap.publish(conn, MODELS, run)
+    return publish_checked(conn, MODELS, run)
 
 
 def non_finite_values(conn) -> dict[str, int]:

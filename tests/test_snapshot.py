@@ -7,7 +7,7 @@ import datetime as dt
 
 import psycopg
 import pytest
-from helpers import rows, table_hash
+from helpers import publish_checked, rows, table_hash
 
 from greenery import wap
 from greenery.project import models
@@ -26,7 +26,7 @@ def run_day(conn, day: dt.date, run_id: str) -> None:
     run = wap.Build(run_id, day)
     wap.prepare(conn, run)
     wap.build_models(conn, MODELS, run)
-    wap.publish(conn, MODELS, run)
+    publish_checked(conn, MODELS, run)
 
 
 def versions(conn, order_id: str) -> list[tuple]:
@@ -134,7 +134,7 @@ def test_a_backfill_publishing_after_the_latest_step_was_taken_again_keeps_the_n
     conn.execute("update raw.orders set shipping_service = 'fedex' where order_id = %s", (order,))
     run_day(conn, D3, "d3-again")  # the same step taken again: the order's current version now says fedex
     before = table_hash(conn, "snapshots.snap_orders")
-    assert "snapshots.snap_orders" in wap.publish(conn, MODELS, backfill)  # as it stands: the run stands by it
+    assert "snapshots.snap_orders" in publish_checked(conn, MODELS, backfill)  # as it stands: the run stands by it
     assert table_hash(conn, "snapshots.snap_orders") == before
     days = conn.execute("select as_of_date from marts.metrics_daily order by 1").fetchall()
     assert days[0][0] == backfill.day  # the backfill's own day went out
@@ -164,5 +164,5 @@ def test_a_run_built_on_a_step_another_run_replaced_is_not_published(history):
     run_day(conn, dt.date(2021, 2, 16), "meanwhile")  # steps the snapshot past what `late` was built on
     before = table_hash(conn, "snapshots.snap_orders")
     with pytest.raises(wap.PublishError, match="moved on"):
-        wap.publish(conn, MODELS, late)
+        publish_checked(conn, MODELS, late)
     assert table_hash(conn, "snapshots.snap_orders") == before

@@ -12,7 +12,7 @@ import time
 
 import psycopg
 import pytest
-from helpers import hashes, run_day_without_airflow
+from helpers import hashes, publish_checked, run_day_without_airflow
 
 from greenery import audit, wap
 from greenery.materialize import build
@@ -43,7 +43,7 @@ def test_building_does_not_touch_what_readers_see_until_publish(loaded):
     wap.prepare(loaded, run)
     wap.build_models(loaded, MODELS, run)
     assert hashes(loaded) == before  # built, validated or not: not published yet
-    wap.publish(loaded, MODELS, run)
+    publish_checked(loaded, MODELS, run)
     assert hashes(loaded)["marts.fact_orders"] != before["marts.fact_orders"]
     assert loaded.execute("select count(*) from marts.fact_orders where status = 'preparing'").fetchone()[0] == 0
 
@@ -59,7 +59,7 @@ def test_publish_is_all_or_nothing(loaded):
     wap.prepare(loaded, run)
     wap.build_models(loaded, MODELS, run)
     with pytest.raises(psycopg.errors.DependentObjectsStillExist):
-        wap.publish(loaded, MODELS, run)
+        publish_checked(loaded, MODELS, run)
     assert hashes(loaded) == before
     assert wap.built_models(loaded, MODELS, run) == list(MODELS)  # still there, ready for a retry
     assert audit.last_published(loaded)["run_id"] == "run-2021-02-12"
@@ -131,12 +131,12 @@ def test_a_single_cleared_task_rebuilds_from_what_is_published(loaded):
     [result] = wap.build_models(loaded, MODELS, run, only=["fact_orders"])
     assert result.relation == f"{run.schema('marts')}.fact_orders"
     # Only what was rebuilt since the run's publish is published again.
-    assert wap.publish(loaded, MODELS, run) == ["marts.fact_orders"]
+    assert publish_checked(loaded, MODELS, run) == ["marts.fact_orders"]
     assert hashes(loaded) == before
     # Publishing again (a retried try whose commit went through) finds its tables out already: no success for a
     # publish of nothing, and the task tells a retry from it by this exception (test_paging.py).
     with pytest.raises(wap.AlreadyPublished, match="already and nothing was built since") as done:
-        wap.publish(loaded, MODELS, run)
+        publish_checked(loaded, MODELS, run)
     assert done.value.tables == ["marts.fact_orders"] and hashes(loaded) == before
 
 
@@ -150,9 +150,32 @@ def test_a_first_publish_needs_every_model_built(loaded):
     wap.prepare(loaded, run)
     wap.build_models(loaded, MODELS, run, only=[name for name in MODELS if name != "metrics_daily"])
     with pytest.raises(wap.PublishError, match=r"did not build metrics_daily \(a task marked success"):
-        wap.publish(loaded, MODELS, run)
+        publish_checked(loaded, MODELS, run)
     assert hashes(loaded) == before
     wap.build_models(loaded, MODELS, run, only=["metrics_daily"])
+    assert len(publish_checked(loaded, MODELS, run)) == len(MODELS)
+
+
+def test_publish_refuses_a_model_built_again_after_the_validation_that_passed(loaded):
+    """Review: publish trusted whatever validation result an earlier attempt left in XCom, so a model task cleared
+    alone and then publish (or validate marked success by hand) put a build nobody checked out, and the run was
+    green. A passing validation marks the builds it read when it started; a model built again since is refused,
+    named, and nothing is published until a validation checks the new build. A build never validated is refused."""
+    run_day(loaded, DAYS[0])
+    before = hashes(loaded)
+    run = wap.Build("rebuilt", DAYS[1])
+    wap.prepare(loaded, run)
+    wap.build_models(loaded, MODELS, run)
+    with pytest.raises(wap.PublishError, match=r"no validation that passed checked its build of") as never:
+        wap.publish(loaded, MODELS, run)
+    assert f"(and {len(MODELS) - 5} more)" in str(never.value)
+    checked = wap.built_times(loaded, run)  # what validate read when it started
+    wap.build_models(loaded, MODELS, run, only=["fact_orders"])  # cleared alone, validate not run again
+    wap.record_validated(loaded, run, checked)  # it passed: on the earlier build of fact_orders
+    with pytest.raises(wap.PublishError, match=r"no validation that passed checked its build of fact_orders \("):
+        wap.publish(loaded, MODELS, run)
+    assert hashes(loaded) == before
+    wap.record_validated(loaded, run, wap.built_times(loaded, run))  # validate cleared too: checks the new build
     assert len(wap.publish(loaded, MODELS, run)) == len(MODELS)
 
 
@@ -234,7 +257,7 @@ def test_concurrent_runs_do_not_corrupt_each_other(loaded, warehouse_url):
                 run = wap.Build(f"concurrent-{day}", day)
                 wap.prepare(conn, run)
                 wap.build_models(conn, MODELS, run)
-                wap.publish(conn, MODELS, run)
+                publish_checked(conn, MODELS, run)
         except Exception as exc:
             errors.append(exc)
 
@@ -282,7 +305,7 @@ def test_building_a_run_that_is_never_published_leaves_quarantine_untouched(publ
         assert quarantine_hashes(conn) == before
         held = conn.execute(f"select rule from {run.schema('quarantine')}.stg_postgres__products").fetchall()
         assert held == [("non_finite_number",)]  # held in the run's own schema until its publish
-        wap.publish(conn, MODELS, run)
+        publish_checked(conn, MODELS, run)
         assert quarantine_hashes(conn) != before
 
 
@@ -295,20 +318,20 @@ def test_a_rerun_with_the_clock_moved_gives_identical_tables(published_url):
         run = wap.Build("the-run", DAYS[-1])
         assert wap.prepare(conn, run, run_time=clock) == clock
         wap.build_models(conn, MODELS, run)
-        wap.publish(conn, MODELS, run)
+        publish_checked(conn, MODELS, run)
         first = {**hashes(conn), **quarantine_hashes(conn)}
         held = conn.execute("select rule from quarantine.stg_postgres__events where event_id = %s", (late,))
         assert held.fetchall() == [("future_timestamp",)]
         # A year later the same run is cleared and runs again: it keeps its clock, and its tables.
         assert wap.prepare(conn, run, run_time=clock + dt.timedelta(days=365)) == clock
         wap.build_models(conn, MODELS, run)
-        wap.publish(conn, MODELS, run)
+        publish_checked(conn, MODELS, run)
         assert {**hashes(conn), **quarantine_hashes(conn)} == first
         # A new run a year later has a later clock: the event is no longer in its future.
         later = wap.Build("a-new-run", DAYS[-1])
         wap.prepare(conn, later, run_time=clock + dt.timedelta(days=365))
         wap.build_models(conn, MODELS, later)
-        wap.publish(conn, MODELS, later)
+        publish_checked(conn, MODELS, later)
         kept = conn.execute("select count(*) from staging.stg_postgres__events where event_id = %s", (late,))
         assert kept.fetchone()[0] == 1
 
@@ -367,7 +390,7 @@ def test_a_run_that_started_before_a_later_published_one_is_refused_not_let_take
     run_day(loaded, DAYS[2], "manual__fast", LATER_CLOCK)
     before = hashes(loaded)
     with pytest.raises(wap.PublishError, match=r"run 'manual__fast'.* after run 'manual__slow' started building"):
-        wap.publish(loaded, MODELS, slow)
+        publish_checked(loaded, MODELS, slow)
     assert hashes(loaded) == before
     run_day(loaded, DAYS[1], slow.run_id)  # cleared: the whole run again
     assert wap.recorded_clock(loaded, slow) == LATER_CLOCK
@@ -394,7 +417,7 @@ def test_no_build_with_an_older_clock_is_published_after_a_later_run_whatever_it
     run_day(loaded, DAYS[1], "manual__rerun", clock(DAYS[1], hours=9))
     before = hashes(loaded)
     with pytest.raises(wap.PublishError, match=r"run 'manual__rerun'.* after run 'manual__full_refresh'"):
-        wap.publish(loaded, MODELS, refresh)
+        publish_checked(loaded, MODELS, refresh)
     assert hashes(loaded) == before
 
     run_day(loaded, DAYS[2], "scheduled__2021-02-12", clock(DAYS[2]))
@@ -402,7 +425,7 @@ def test_no_build_with_an_older_clock_is_published_after_a_later_run_whatever_it
     behaviour = ["int_user_behavior", "fact_user_behavior", "repurchase_indicators"]
     wap.build_models(loaded, MODELS, old, only=behaviour)  # Clear int_user_behavior with its downstream tasks
     with pytest.raises(wap.PublishError, match=r"would take back what that run published.*Clear the whole run"):
-        wap.publish(loaded, MODELS, old)
+        publish_checked(loaded, MODELS, old)
     assert hashes(loaded) == before
     run_day(loaded, DAYS[1], old.run_id, dt.datetime.now(dt.UTC))  # the whole run cleared: the later clock
     assert wap.recorded_clock(loaded, old) == clock(DAYS[2])
@@ -422,7 +445,7 @@ def test_a_run_cleared_after_raw_changed_takes_a_new_clock_and_keeps_what_was_up
     def clear_and_run(wall_clock: dt.datetime) -> dt.datetime:
         clock = wap.prepare(loaded, run, wall_clock, fingerprint.fingerprint(loaded))
         wap.build_models(loaded, MODELS, run)
-        wap.publish(loaded, MODELS, run)
+        publish_checked(loaded, MODELS, run)
         return clock
 
     assert clear_and_run(OLD_CLOCK) == OLD_CLOCK

@@ -1,7 +1,8 @@
 """The pipeline's own bookkeeping in the warehouse, schema ``greenery_audit``.
 
 - ``builds``: one row per run's build (its schemas), with the run's clock recorded once and its state;
-- ``build_models``: the models a build holds that are not published yet (what publish must find);
+- ``build_models``: the models a build holds that are not published yet (what publish must find), each with
+  the build of it that a passing validation checked (``validated_built_at``: publish refuses any other);
 - ``publish_log``: every publish (run, day, tables);
 - ``validation_runs``: every run's validation summary (the Data quality view and on-call read it);
 - ``task_failures``: every task failure with its error (the CLI and the Data quality view say why a run failed);
@@ -51,7 +52,7 @@ _TABLES = {
     " sent_at timestamptz not null, detail jsonb not null",
 }
 # Columns added to a table after its first release: added to a warehouse that has the table without them.
-_ADDED_COLUMNS = {("task_failures", "clear_number"): "integer"}
+_ADDED_COLUMNS = {("task_failures", "clear_number"): "integer", ("build_models", "validated_built_at"): "timestamptz"}
 # What the Data quality view looks Data Docs pages up by: the newest validations, a run's page of a suite.
 _INDEXES = {
     "data_docs_by_time": "data_docs (stored_at desc)",

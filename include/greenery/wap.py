@@ -7,9 +7,9 @@ advisory lock (:mod:`greenery.locks`): a reader sees all of the previous publish
 
 Each build is registered in ``greenery_audit.builds`` with the run's clock (recorded once, so a rerun
 next year renders the same rules) and every model it built is listed in ``build_models``. Publish
-refuses to publish nothing, or a build that lost a listed model. A build's schemas are dropped by a
-later publish once the build is published, or once it has been idle longer than ``build_ttl``; a live
-run's schemas are never touched.
+refuses to publish nothing, a build that lost a listed model, or one built again after the validation that
+passed (``record_validated``). A build's schemas are dropped by a later publish once the build is published,
+or once it has been idle longer than ``build_ttl``; a live run's schemas are never touched.
 """
 
 from __future__ import annotations
@@ -195,6 +195,33 @@ def build_models(
     return results
 
 
+def built_times(conn, build: Build) -> dict[str, dt.datetime]:
+    """When each model this run has not published yet was last built: what a validation starting now checks."""
+    rows = conn.execute(
+        sql.SQL("select model, built_at from {} where key = %s").format(audit.table("build_models")), (build.key,)
+    ).fetchall()
+    return dict(rows)
+
+
+def record_validated(conn, build: Build, built_at: Mapping[str, dt.datetime]) -> None:
+    """A validation that passed checked these models as they were built at ``built_at`` (read when it started). A
+    model built again since keeps its older mark, so publish refuses it until a validation checks the new build."""
+    conn.execute(
+        sql.SQL(
+            "update {} as m set validated_built_at = v.built_at from unnest(%s::text[], %s::timestamptz[])"
+            " as v(model, built_at) where m.key = %s and m.model = v.model and m.built_at = v.built_at"
+        ).format(audit.table("build_models")),
+        (list(built_at), list(built_at.values()), build.key),
+    )
+
+
+def _unvalidated(conn, build: Build, names: list[str]) -> list[str]:
+    """The models of ``names`` whose current build no passing validation checked."""
+    query = sql.SQL("select model from {} where key = %s and validated_built_at is distinct from built_at")
+    unchecked = {r[0] for r in conn.execute(query.format(audit.table("build_models")), (build.key,))}
+    return [name for name in names if name in unchecked]
+
+
 def built_models(conn, models: Mapping[str, Model], build: Build) -> list[str]:
     """The models this run built and has not published yet, in dependency order."""
     if not audit.exists(conn, "build_models"):
@@ -276,14 +303,23 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
             )
         if (missing := [name for name in models if name not in names]) and not _published_before(conn, build):
             raise PublishError(
-                f"run {build.run_id!r} did not build {', '.join(missing)} (a task marked success, or never run);"
-                " nothing was published: its other tables would go out beside older ones. Clear the whole run."
+                f"run {build.run_id!r} did not build {', '.join(missing)} (a task marked success or skipped, or never"
+                " run); nothing was published: its other tables would go out beside older ones. Clear the whole run."
             )
         lost = _lost(conn, models, build, names)
         if lost:
             raise PublishError(
                 f"run {build.run_id!r} built {', '.join(lost)} but {build.key}__* no longer holds them; nothing was"
                 " published. Clear the whole run to rebuild."
+            )
+        if unchecked := _unvalidated(conn, build, names):
+            more = f" (and {len(unchecked) - 5} more)" if len(unchecked) > 5 else ""
+            # Review: publish trusted validate's result whatever attempt left it in XCom, so a model task cleared
+            # alone and then publish (or validate marked success by hand) put an unchecked build out, green.
+            raise PublishError(
+                f"run {build.run_id!r}: no validation that passed checked its build of {', '.join(unchecked[:5])}"
+                f"{more} (a model task cleared without its downstream tasks, or validate marked success by hand);"
+                " nothing was published. Clear validate with its downstream tasks, or the whole run."
             )
         clock = recorded_clock(conn, build)  # every incremental merge checks against it
         publish_checks.refuse_an_older_clock(conn, build, clock)

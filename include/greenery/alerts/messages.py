@@ -310,7 +310,7 @@ def build_task_failure_alert(
     """A task failed (SQL error, lost connection, timeout...): before publish, nothing of this run was
     published; after it (``published``: the digest, the alert), the marts are this run's."""
     links = {**(links or {}), "log": log_url or (links or {}).get("log")}
-    header = f"🔴 {dag_id}: task {task_id} failed"
+    header = f"🔴 {dag_id}: task {task_id} failed" if task_id != "?" else f"🔴 {dag_id}: the run failed"
     fence = "```"
     blocks = [
         _header(header),

@@ -143,6 +143,7 @@ def on_run_failure(context: Any) -> None:
     if attempt is not None and any(f["clear_number"] == attempt for f in failures):
         return  # the tasks paged (or left their page to alert_slack) and recorded it
     task = runtime.task_id(context)
+    known = task != "?"  # Airflow names no last task when none ran in this attempt
     try:
         day = runtime.interval(context).day.isoformat()
     except (KeyError, AttributeError):  # a context without the run's details: no logical date, no run
@@ -153,13 +154,17 @@ def on_run_failure(context: Any) -> None:
             task_id=task,
             logical_date=day,
             run_id=run_id,
+            # Review: after a task cleared alone, the run failed again on the upstream_failed tasks an earlier
+            # attempt left, and this said a task was killed or marked failed, of "task ?", with a log link to it.
             error=(
-                f"the run failed ({context.get('reason') or 'a task failed'}) and no task recorded its failure: "
-                f"a task's process was killed (out of memory, kill -9) or a task was marked failed by hand. "
-                f"The run's last task: {task}. Its red tasks are in the Grid."
+                f"the run failed ({context.get('reason') or 'a task failed'}) and no task recorded a failure in"
+                " this attempt of it: a task's process was killed (out of memory, kill -9), a task was marked"
+                " failed by hand, or tasks an earlier attempt left red (upstream_failed) were not cleared with it."
+                + (f" The run's last task: {task}." if known else "")
+                + " Its red tasks are in the Grid: clear the first one with its downstream tasks."
             ),
-            log_url=runtime.log_url(context),
-            links=links.for_run(run_id, task),
+            log_url=runtime.log_url(context) if known else None,
+            links=links.for_run(run_id, task if known else None),
             published=notify.published_in_this_run(context),
         )
     )

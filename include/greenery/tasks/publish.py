@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from greenery import audit, runtime, wap, warehouse
 from greenery.project import models as model_files
@@ -14,12 +14,18 @@ from greenery.tasks import notify
 log = logging.getLogger(__name__)
 
 
-def run(summary: dict[str, Any], context: Any) -> dict[str, Any]:
+def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     """Publish, or skip when blocked: then Airflow emits no asset event for marts that did not change.
 
-    A publish that finds nothing to publish, or a build that lost tables, fails (see wap.PublishError); one
-    whose earlier try published the build and failed before reporting it succeeds, saying so.
+    A publish that finds nothing to publish, a build that lost tables or one no passing validation checked fails
+    (see wap.PublishError); one whose earlier try published the build and failed before reporting it succeeds,
+    saying so.
     """
+    if summary is None:  # validate skipped, or marked success, by hand: it returned nothing (review)
+        raise AirflowFailException(
+            "validate left no result in this run (marked skipped or success by hand?): nothing was published."
+            " Clear validate with its downstream tasks."
+        )
     build = runtime.build(context)
     with warehouse.connect() as conn:
         if summary["blocking"]:

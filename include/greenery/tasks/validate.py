@@ -100,6 +100,7 @@ def run(context: Any) -> dict[str, Any]:
         _check_raw_unchanged(conn, this_run)
         # A cleared single task rebuilds only some models: validate what this run built.
         built = wap.built_models(conn, found, this_run)
+        built_at = wap.built_times(conn, this_run)  # what a pass vouches for: publish refuses any later build
         if not built:
             raise NothingToValidateError(
                 f"run {context['run_id']!r} has no built model in {this_run.key}__* to validate: clear the whole run"
@@ -154,6 +155,8 @@ def run(context: Any) -> dict[str, Any]:
             audit.record_data_docs(conn, summary["validation_id"], context["run_id"], pages)
             if summary["blocking"]:
                 audit.record_validation(conn, summary, published=False)
+            else:
+                wap.record_validated(conn, this_run, {name: built_at[name] for name in built})
     log_summary(summary)
     context["ti"].xcom_push(key=SUMMARY_KEY, value=summary)
     if summary["blocking"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, TaskGroup, TriggerRule, task
+from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
 from greenery import config
 from greenery.project import models as model_files
@@ -98,6 +99,10 @@ with DAG(
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(minutes=10),
         "on_failure_callback": _page_on_failure,
+        # Ctrl-C in `greenery run` stops the day: the task it lands in is not retried (greenery/dev/cli_runs.py).
+        "retry_policy": ExceptionRetryPolicy(
+            rules=[RetryRule(exception=KeyboardInterrupt, action=RetryAction.FAIL, reason="interrupted (Ctrl-C)")]
+        ),
     },
     # A backstop for the tasks' own callbacks: Airflow runs none for a task killed (out of memory) or marked failed.
     on_failure_callback=_page_on_run_failure,

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from greenery import config
+from greenery import config, run_outcome
 from greenery.project import models
 
 pytestmark = pytest.mark.db
@@ -284,6 +287,61 @@ def test_a_range_stops_at_its_first_failed_day_with_the_cause_while_another_comm
         assert [n for (n,) in published] == [len(models.discover())] * 2, "every run published every model"
 
 
+def _runs(home: str) -> dict[str, str]:
+    """The runs in an Airflow home's metadata (SQLite), by id: their states."""
+    with contextlib.closing(sqlite3.connect(Path(home) / "airflow.db", timeout=10)) as db:
+        return dict(db.execute("select run_id, state from dag_run"))
+
+
+def _running_run(home: str, proc: subprocess.Popen, timeout: float = 180) -> str:
+    """Wait for ``proc`` to be inside a day's run; return the run's id."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        with contextlib.suppress(sqlite3.OperationalError):  # the run's process may hold a write lock
+            if running := [run for run, state in _runs(home).items() if state == "running"]:
+                time.sleep(2)  # into its tasks
+                return running[0]
+        time.sleep(0.2)
+    raise AssertionError("the command started no run")
+
+
+@pytest.mark.integration
+def test_a_run_stopped_by_ctrl_c_or_killed_is_failed_and_blocks_nothing_after_it(cli_env):
+    """Review: a `greenery run` killed (kill -9) or stopped by Ctrl-C between two tasks left its run `running` in
+    Airflow for good (dag.test runs have no scheduler job), and every run the UI's scheduler queued after it waited
+    forever (max_active_runs=1), nobody paged; Ctrl-C inside a task was retried, or paged "KeyboardInterrupt".
+    Now Ctrl-C stops the day (exit 130, one line, its run failed), and the next command fails the run of a killed
+    one, saying so. The user's own stops page nobody."""
+    from slack_server import FakeSlack
+
+    with FakeSlack() as slack:
+        env = {**cli_env, "AIRFLOW_CONN_SLACK_ALERTS": slack.webhook_conn_json()}
+        home = env["AIRFLOW_HOME"]
+        interrupted = greenery_started("run", "--date", "2021-02-12", env=env)
+        first = _running_run(home, interrupted)
+        interrupted.send_signal(signal.SIGINT)
+        out, err = interrupted.communicate(timeout=300)
+        # 130 as the command returns it, or ended by SIGINT once it returned (CPython does so when a library saw the
+        # KeyboardInterrupt unhandled first, seen under load): a shell shows both as 130.
+        assert interrupted.returncode in (130, -signal.SIGINT), out + err
+        assert f"stopped: interrupted (Ctrl-C) at 2021-02-12: its run {first} failed" in err, err
+        assert "Traceback" not in err and _runs(home)[first] == "failed"
+
+        killed = greenery_started("run", "--date", "2021-02-11", env=env)
+        second = _running_run(home, killed)
+        killed.kill()
+        killed.communicate()
+        assert _runs(home)[second] == "running"
+        after = greenery("run", "--date", "2021-02-12", env=env)
+        assert after.returncode == 0, after.stdout + after.stderr
+        said = f"marked failed: run {second} of greenery_daily, left running by a greenery run that stopped"
+        assert f"{said} (pid {killed.pid})" in after.stderr, after.stderr
+        assert _runs(home)[second] == "failed"
+        assert not list((Path(home) / "greenery-runs").glob("*.json"))  # no process is listed any more
+        assert slack.webhook_posts() == []
+
+
 def test_as_root_a_data_folder_the_server_user_cannot_enter_is_named(tmp_path, monkeypatch):
     from greenery.dev import embedded_pg
 
@@ -383,16 +441,15 @@ def test_a_server_whose_data_is_discarded_stops_without_its_shutdown_checkpoint(
 
 
 def test_a_long_cause_keeps_its_first_lines_and_says_where_the_rest_is():
-    from greenery import cli
 
     verdict = "1 critical problem(s) in the data; nothing was published:\n- staging.x (from raw.x): unique(id): k x2\n"
-    assert cli._cause_lines(verdict) == [
+    assert run_outcome.cause_lines(verdict) == [
         "1 critical problem(s) in the data; nothing was published:",
         "- staging.x (from raw.x): unique(id): k x2",
     ]
     traceback = "\n".join(f"line {i}" for i in range(40))
-    lines = cli._cause_lines(traceback)
-    assert len(lines) == cli.CAUSE_LINES and lines[-1] == "... (35 more lines in the log)"
+    lines = run_outcome.cause_lines(traceback)
+    assert len(lines) == run_outcome.CAUSE_LINES and lines[-1] == "... (35 more lines in the log)"
 
 
 @pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
@@ -413,7 +470,7 @@ def test_a_run_names_its_log_file_only_when_it_writes_one(verbose, tmp_path, mon
     monkeypatch.setattr(local_airflow, "run_day", lambda day, conf, dag: failed_run)
     monkeypatch.setattr(local_airflow, "check_ran", lambda dag, run: None)
     monkeypatch.setattr(local_airflow, "failed_tasks", lambda run: ["validate"])
-    monkeypatch.setattr(cli, "_failures", lambda run, failed: [("validate", ["1 critical problem"])])
+    monkeypatch.setattr(run_outcome, "failures", lambda run, failed: [("validate", ["1 critical problem"])])
     assert cli.run_days([dt.date(2021, 2, 12)], verbose=verbose) == 1
     out, err = capsys.readouterr()
     logs = sorted((tmp_path / "state" / "logs").glob("run-*.log"))
@@ -430,13 +487,13 @@ def test_a_run_failing_on_an_unreachable_warehouse_says_so_not_just_see_the_log(
     tasks then says why nothing is recorded instead of "see the log" alone."""
     from types import SimpleNamespace
 
-    from greenery import cli, warehouse
+    from greenery import warehouse
 
     def unreachable():
         raise warehouse.WarehouseUnavailableError("cannot connect to 127.0.0.1:1 (greenery_warehouse)")
 
     monkeypatch.setattr(warehouse, "connect", unreachable)
-    [(task, lines)] = cli._failures(SimpleNamespace(run_id="r"), ["check_source_freshness"])
+    [(task, lines)] = run_outcome.failures(SimpleNamespace(run_id="r"), ["check_source_freshness"])
     assert task == "check_source_freshness"
     assert lines == [
         "not recorded: the warehouse did not answer (cannot connect to 127.0.0.1:1 (greenery_warehouse)); see the log"

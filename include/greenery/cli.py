@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from greenery import config
+from greenery.dev import cli_runs
 
 STATE_DIR = config.state_dir()
 
@@ -116,6 +117,8 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
             f" To backfill older history, set GREENERY_START_DATE={days[0]} (or earlier) and run again."
         )
     local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
+    for line in cli_runs.fail_abandoned_runs():
+        print(line, file=sys.stderr)
     dag = local_airflow.load_dag()
     # --verbose: Airflow's log goes to the terminal, and no file is named (none is written).
     log_file = None if verbose else STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
@@ -130,8 +133,10 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
             local_airflow.check_ran(dag, dag_run)
             seconds = time.perf_counter() - started
             print(f" {dag_run.state} in {seconds:.1f}s{run_outcome.notes(dag_run)}", file=console)
+        if dag_run.state != "success" and cli_runs.stopped_by_the_user(dag_run):
+            raise cli_runs.RunInterrupted(f"interrupted (Ctrl-C) at {day}: its run {dag_run.run_id} failed")
         if dag_run.state != "success":
-            for task_id, error in _failures(dag_run, local_airflow.failed_tasks(dag_run)):
+            for task_id, error in run_outcome.failures(dag_run, local_airflow.failed_tasks(dag_run)):
                 first, *more = error
                 print(f"  {task_id}: {first}", file=sys.stderr)
                 for line in more:
@@ -140,32 +145,6 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
             print(f"stopped at {day}; the whole log is {where}", file=sys.stderr)
             return 1
     return 0
-
-
-CAUSE_LINES = 6  # a failed validate's root causes (verdict()) fit; a traceback's tail does not matter here
-
-
-def _failures(dag_run, failed: list[str]) -> list[tuple[str, list[str]]]:
-    """Each failed task with its error as the failure callback recorded it: the first line says what failed,
-    the next few (a failed validate's root causes) say where; the log has the rest."""
-    from greenery import audit, warehouse
-
-    try:
-        with warehouse.connect() as conn:
-            recorded = {f["task_id"]: f["error"] for f in audit.task_failures(conn, dag_run.run_id)}
-        unrecorded = "see the log"
-    except Exception as exc:  # the warehouse may be why the run failed (its callback could not record it either)
-        recorded, unrecorded = {}, f"not recorded: the warehouse did not answer ({exc}); see the log"
-        if not failed:
-            return [("run", [str(exc)])]
-    return [(t, _cause_lines(recorded.get(t) or unrecorded)) for t in failed]
-
-
-def _cause_lines(error: str) -> list[str]:
-    lines = [line.rstrip()[:300] for line in error.strip().splitlines() if line.strip()]
-    if len(lines) > CAUSE_LINES:
-        lines = [*lines[: CAUSE_LINES - 1], f"... ({len(lines) - CAUSE_LINES + 1} more lines in the log)"]
-    return lines
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -258,6 +237,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from greenery.dev import local_ui
 
     server = _embedded_if_unconfigured()
+    for line in cli_runs.fail_abandoned_runs():  # else its scheduler's runs would queue behind them for good
+        print(line, file=sys.stderr)
     try:
         return local_ui.serve(Path(os.environ["AIRFLOW_HOME"]), port=args.port, host=args.host)
     finally:
@@ -367,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # a reader gone (a closed pipe) raises here, in the handler below, not at exit
         return code
+    except cli_runs.RunInterrupted as exc:  # Ctrl-C: the day's run failed (dev/cli_runs.py); exit as a shell would
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `greenery answers | head`: the reader left; exit as a shell would (128 + SIGPIPE)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would raise
         return 141

@@ -1,4 +1,4 @@
-"""What a green run found that its state does not say, for ``greenery run``'s line per day: warnings, quarantine."""
+"""What ``greenery run`` says of a finished day: a green run's warnings and quarantine, a red run's failed tasks."""
 
 from __future__ import annotations
 
@@ -35,3 +35,27 @@ def notes(dag_run) -> str:
     found = [counted(warnings, "warning")] if warnings else []
     found += [f"{counted(held, 'row')} quarantined"] if held else []
     return f" ({', '.join(found)}: see the Data quality view)" if found else ""
+
+
+CAUSE_LINES = 6  # a failed validate's root causes (verdict()) fit; a traceback's tail does not matter here
+
+
+def failures(dag_run, failed: list[str]) -> list[tuple[str, list[str]]]:
+    """Each failed task with its error as the failure callback recorded it: the first line says what failed,
+    the next few (a failed validate's root causes) say where; the log has the rest."""
+    try:
+        with warehouse.connect() as conn:
+            recorded = {f["task_id"]: f["error"] for f in audit.task_failures(conn, dag_run.run_id)}
+        unrecorded = "see the log"
+    except Exception as exc:  # the warehouse may be why the run failed (its callback could not record it either)
+        recorded, unrecorded = {}, f"not recorded: the warehouse did not answer ({exc}); see the log"
+        if not failed:
+            return [("run", [str(exc)])]
+    return [(t, cause_lines(recorded.get(t) or unrecorded)) for t in failed]
+
+
+def cause_lines(error: str) -> list[str]:
+    lines = [line.rstrip()[:300] for line in error.strip().splitlines() if line.strip()]
+    if len(lines) > CAUSE_LINES:
+        lines = [*lines[: CAUSE_LINES - 1], f"... ({len(lines) - CAUSE_LINES + 1} more lines in the log)"]
+    return lines

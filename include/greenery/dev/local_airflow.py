@@ -83,9 +83,12 @@ def run_day(day: dt.date, conf: dict | None = None, dag=None):
         dag = copy.deepcopy(dag)
         for task in dag.tasks:
             task.params = copy.deepcopy(task.params)
+    from greenery.dev import cli_runs
+
     started = dt.datetime.now(dt.UTC)
     logical_date = dt.datetime.combine(day, started.time(), tzinfo=dt.UTC)
-    dag_run = dag.test(logical_date=logical_date, run_conf=conf or {})
+    with cli_runs.owned(dag.dag_id, logical_date):  # a run this process leaves behind is failed by the next
+        dag_run = dag.test(logical_date=logical_date, run_conf=conf or {})
     with create_session() as session:
         session.query(DagRun).filter(DagRun.dag_id == dag.dag_id, DagRun.run_id == dag_run.run_id).update(
             {DagRun.start_date: started}, synchronize_session=False

@@ -110,6 +110,9 @@ def _page_for(context: Any, exc: BaseException | None) -> None:
     if isinstance(exc, SlackDeliveryError):
         log.error("not paging: the failure is Slack's own (%s)", exc)
         return
+    if isinstance(exc, KeyboardInterrupt):  # `greenery run` stopped by its user, who knows (dev/cli_runs.py)
+        log.warning("not paging: interrupted by the user (Ctrl-C)")
+        return
     interval = runtime.interval(context)
     sent = page(
         messages.build_task_failure_alert(

@@ -1,0 +1,113 @@
+"""The in-process runs of ``greenery run``: which process owns which, Ctrl-C, and runs left behind.
+
+``dag.test`` runs have no scheduler job, so nothing in Airflow ever fails one whose process is gone (a
+``kill -9``, a closed terminal, Ctrl-C between two tasks): it stayed ``running`` in the metadata for good, and
+with ``max_active_runs=1`` every run the UI's scheduler queued after it waited forever, nobody paged (review).
+Each process lists the run it is in (a file per process in the Airflow home, named by its pid); the next
+``greenery run`` or ``greenery ui`` on that home fails the runs of processes that are gone, saying so.
+
+Ctrl-C stops the day: it fails the task it lands in for good (the DAG's retry policy does not retry a
+``KeyboardInterrupt``, and the failure callback does not page the user's own stop), the run ends failed, and the
+command says where it stopped (exit 130). Between two tasks it reaches this module, which fails the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+REGISTRY = "greenery-runs"  # in the Airflow home
+UNFINISHED = ("running", "queued", "scheduled", "up_for_retry", "up_for_reschedule", "restarting", "deferred")
+
+
+class RunInterrupted(RuntimeError):
+    """The user stopped ``greenery run`` (Ctrl-C): the day's run was failed, and no later day runs."""
+
+
+def _owner_file(pid: int) -> Path:
+    return Path(os.environ["AIRFLOW_HOME"]) / REGISTRY / f"{pid}.json"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a reused pid keeps a run listed until that process ends too: never wrongly
+    failed, only late)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def fail_run(dag_id: str, logical_date: dt.datetime) -> str | None:
+    """Fail the unfinished run of ``logical_date`` and its unfinished tasks; return its run id (None: none)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select, update
+
+    now = dt.datetime.now(dt.UTC)
+    with create_session() as session:
+        run = session.scalar(
+            select(DagRun).where(
+                DagRun.dag_id == dag_id, DagRun.logical_date == logical_date, DagRun.state.in_(("running", "queued"))
+            )
+        )
+        if run is None:
+            return None
+        session.execute(
+            update(TaskInstance)
+            .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)
+            .where(TaskInstance.state.in_(UNFINISHED))
+            .values(state="failed", end_date=now),
+            execution_options={"synchronize_session": False},
+        )
+        run.state, run.end_date = "failed", now
+        return run.run_id
+
+
+def fail_abandoned_runs() -> list[str]:
+    """Fail the runs of ``greenery run`` processes that are gone; one line per run for the user."""
+    registry = Path(os.environ["AIRFLOW_HOME"]) / REGISTRY
+    said = []
+    for path in sorted(registry.glob("*.json")) if registry.is_dir() else []:  # none: Airflow is not even imported
+        if _alive(int(path.stem)):
+            continue
+        owned = json.loads(path.read_text())
+        run_id = fail_run(owned["dag_id"], dt.datetime.fromisoformat(owned["logical_date"]))
+        if run_id is not None:
+            said.append(
+                f"marked failed: run {run_id} of {owned['dag_id']}, left running by a greenery run that stopped"
+                f" (pid {path.stem}); clear it in the UI to run its day again"
+            )
+        path.unlink(missing_ok=True)
+    return said
+
+
+@contextlib.contextmanager
+def owned(dag_id: str, logical_date: dt.datetime) -> Iterator[None]:
+    """List this process as the owner of the run of ``logical_date`` while it runs; Ctrl-C fails the run."""
+    path = _owner_file(os.getpid())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"dag_id": dag_id, "logical_date": logical_date.isoformat()}))
+    try:
+        yield
+    except KeyboardInterrupt:
+        run_id = fail_run(dag_id, logical_date)
+        raise RunInterrupted(f"interrupted (Ctrl-C) at {logical_date.date()}: its run {run_id} failed") from None
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def stopped_by_the_user(dag_run) -> bool:
+    """Whether the run failed because a task was interrupted (Ctrl-C landed inside it)."""
+    from greenery import audit, warehouse
+
+    with contextlib.suppress(Exception), warehouse.connect() as conn:
+        return any(f["error"].startswith("KeyboardInterrupt") for f in audit.task_failures(conn, dag_run.run_id))
+    return False

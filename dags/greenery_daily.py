@@ -99,7 +99,7 @@ with DAG(
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(minutes=10),
         "on_failure_callback": _page_on_failure,
-        # Ctrl-C in `greenery run` stops the day: the task it lands in is not retried (greenery/dev/cli_runs.py).
+        # Ctrl-C stops a day of the CLI's run command: the task it lands in is not retried (greenery/dev/cli_runs.py).
         "retry_policy": ExceptionRetryPolicy(
             rules=[RetryRule(exception=KeyboardInterrupt, action=RetryAction.FAIL, reason="interrupted (Ctrl-C)")]
         ),

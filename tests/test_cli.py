@@ -318,7 +318,17 @@ def test_a_run_stopped_by_ctrl_c_or_killed_is_failed_and_blocks_nothing_after_it
     with FakeSlack() as slack:
         env = {**cli_env, "AIRFLOW_CONN_SLACK_ALERTS": slack.webhook_conn_json()}
         home = env["AIRFLOW_HOME"]
-        interrupted = greenery_started("run", "--date", "2021-02-12", env=env)
+        # As a terminal's foreground job, whose Ctrl-C Python turns into KeyboardInterrupt: a shell starts a
+        # background one (this suite under `nohup ... &`) with SIGINT ignored, and Python then leaves it ignored.
+        foreground = "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+        foreground += " sys.argv[0] = 'greenery'; runpy.run_module('greenery.cli', run_name='__main__')"
+        interrupted = subprocess.Popen(
+            [sys.executable, "-c", foreground, "run", "--date", "2021-02-12"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         first = _running_run(home, interrupted)
         interrupted.send_signal(signal.SIGINT)
         out, err = interrupted.communicate(timeout=300)

@@ -410,6 +410,7 @@ def test_a_run_that_failed_with_no_task_failure_on_record_pages_once_from_the_da
     paging.on_run_failure({**run_failed("left red", 1), "ti": None})
     body = json.dumps(slack_alerts_webhook.webhook_posts()[-1].body, ensure_ascii=False)
     assert "the run failed" in body and "left red (upstream_failed) were not cleared" in body
+    assert "the run failed: the run failed" not in body  # the header's words are not said twice
     assert "task ?" not in body and "/tasks/%3F" not in body and "/tasks/?" not in body
 
 

@@ -179,8 +179,35 @@ def test_a_model_task_skipped_fails_the_run_at_publish_and_pages_once(airflow_da
     s = states(dag_run)
     assert s["stg_postgres__orders"] == "skipped" and s["fact_orders"] == "skipped", s
     assert dag_run.state == "failed" and s["validate"] == "success" and s["publish"] == "failed", s
+    [publish_ti] = [ti for ti in dag_run.get_task_instances() if ti.task_id == "publish"]
+    assert publish_ti.try_number == 1  # a refusal is not retried: the page is not held back by the backoff
     [alert] = alerts(paged)
     assert "publish" in alert and "did not build stg_postgres__orders" in alert and "skipped" in alert
+
+
+def test_publish_skipped_by_hand_after_passing_checks_fails_the_run_and_pages_once(
+    airflow_dag, published_url, paged, monkeypatch
+):
+    """Review: publish marked skipped by hand (it skips itself only on failed checks, which fail validate first) left
+    a green run that published nothing, and alert_slack said "nothing to alert". Now alert_slack fails and pages."""
+    from airflow.sdk.exceptions import AirflowSkipException
+    from helpers import hashes
+
+    from greenery.tasks import publish
+
+    def skipped_by_hand(summary, context):
+        raise AirflowSkipException("marked skipped in the UI")
+
+    monkeypatch.setattr(publish, "run", skipped_by_hand)
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        before = hashes(conn)
+        dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+        assert hashes(conn) == before
+    s = states(dag_run)
+    assert s["validate"] == "success" and s["publish"] == "skipped" and s["alert_slack"] == "failed", s
+    assert dag_run.state == "failed"
+    [alert] = alerts(paged)
+    assert "alert_slack" in alert and "publish was skipped without publishing" in alert
 
 
 def test_a_validate_that_left_no_result_fails_publish_at_once_and_pages_once(

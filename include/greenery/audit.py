@@ -101,6 +101,16 @@ def _columns_added(conn) -> bool:
     return found == len(_ADDED_COLUMNS)
 
 
+def build_day(conn, run_id: str) -> str | None:
+    """The day of a run's build (a callback whose context does not say which day its run is of)."""
+    if not exists(conn, "builds"):
+        return None
+    row = conn.execute(
+        sql.SQL("select logical_date from {} where run_id = %s limit 1").format(table("builds")), (run_id,)
+    ).fetchone()
+    return row[0].isoformat() if row else None
+
+
 def record_validation(conn, summary: dict, published: bool) -> None:
     ensure(conn)
     with conn.transaction():

@@ -105,6 +105,13 @@ def send_alert(context: Any) -> None:
             "no validation result in this attempt: a task before validate failed and paged on its own (killed, or"
             " marked failed by hand in the UI: the run's own failure callback pages)"
         )
+    if not summary["blocking"] and states.get("publish") == "skipped":
+        # Review: publish marked skipped by hand (it skips itself only on failed checks, which fail validate) left
+        # a green run that published nothing, and this said "nothing to alert".
+        raise AirflowFailException(
+            "the checks passed but publish was skipped without publishing (marked by hand?): nothing of this run was"
+            " published; readers still see the previous run. Clear publish with its downstream tasks."
+        )
     if not summary["failures"] and not summary.get("quarantined"):
         raise AirflowSkipException("nothing to alert: every check passed and no row was quarantined")
     if states.get("publish") == "failed":

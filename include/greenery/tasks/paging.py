@@ -149,8 +149,8 @@ def on_run_failure(context: Any) -> None:
     known = task != "?"  # Airflow names no last task when none ran in this attempt
     try:
         day = runtime.interval(context).day.isoformat()
-    except (KeyError, AttributeError):  # a context without the run's details: no logical date, no run
-        day = None
+    except (KeyError, AttributeError):  # a context without the run's details: the run's build knows its day
+        day = next((str(f["logical_date"]) for f in failures), None) or _build_day(run_id)
     sent = page(
         messages.build_task_failure_alert(
             dag_id=runtime.dag_id(context),
@@ -160,8 +160,8 @@ def on_run_failure(context: Any) -> None:
             # Review: after a task cleared alone, the run failed again on the upstream_failed tasks an earlier
             # attempt left, and this said a task was killed or marked failed, of "task ?", with a log link to it.
             error=(
-                f"the run failed ({context.get('reason') or 'a task failed'}) and no task recorded a failure in"
-                " this attempt of it: a task's process was killed (out of memory, kill -9), a task was marked"
+                f"no task recorded a failure in this attempt of the run (Airflow: {context.get('reason') or '-'}):"
+                " a task's process was killed (out of memory, kill -9), a task was marked"
                 " failed by hand, or tasks an earlier attempt left red (upstream_failed) were not cleared with it."
                 + (f" The run's last task: {task}." if known else "")
                 + " Its red tasks are in the Grid: clear the first one with its downstream tasks."
@@ -172,6 +172,15 @@ def on_run_failure(context: Any) -> None:
         )
     )
     log.warning("run failure %s on-call", "paged" if sent else "could NOT be paged to")
+
+
+def _build_day(run_id: str) -> str | None:
+    try:
+        with warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S) as conn:
+            return audit.build_day(conn, run_id)
+    except Exception as exc:
+        log.warning("the run's day could not be read: %s", exc)
+        return None
 
 
 def describe(exc: BaseException | str | None) -> str:

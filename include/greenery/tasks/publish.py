@@ -47,6 +47,10 @@ def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
             log.warning("%s: this try reports that publish", done)
             serving = audit.last_published(conn)["logical_date"]
             published = {"published": True, "serving_run": serving, "tables": done.tables}
+        except wap.PublishError as refused:
+            # A refusal is the build's state, which a retry does not change: fail now (review: retried with backoff,
+            # the page came 5 to 8 minutes late).
+            raise AirflowFailException(str(refused)) from refused
         else:
             log.info("published %s", ", ".join(tables))
             published = {"published": True, "serving_run": summary["logical_date"], "tables": tables}

@@ -31,6 +31,22 @@ def states(dag_run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
 
+def run_leaving_readers_as_they_were(published_url: str, dag):
+    """The day's run through Airflow; what readers see must be byte-identical after it."""
+    from helpers import hashes
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        before = hashes(conn)
+        dag_run = local_airflow.run_day(DAY, dag=dag)
+        assert hashes(conn) == before
+    return dag_run
+
+
+def tries(dag_run, task_id: str) -> int:
+    [ti] = [ti for ti in dag_run.get_task_instances() if ti.task_id == task_id]
+    return ti.try_number
+
+
 def alerts(slack_server) -> list[str]:
     return [json.dumps(r.body) for r in slack_server.webhook_posts()]
 
@@ -160,7 +176,6 @@ def test_a_model_task_skipped_fails_the_run_at_publish_and_pages_once(airflow_da
     ended green having built, checked and published nothing, with no page. Now validate checks what was built,
     publish refuses the incomplete build naming the model, nothing changes and on-call is paged once."""
     from airflow.sdk.exceptions import AirflowSkipException
-    from helpers import hashes
 
     from greenery.tasks import build
 
@@ -172,15 +187,11 @@ def test_a_model_task_skipped_fails_the_run_at_publish_and_pages_once(airflow_da
         return real(context, model, models, conn_id)
 
     monkeypatch.setattr(build, "build_one", skipped_by_hand)
-    with psycopg.connect(published_url, autocommit=True) as conn:
-        before = hashes(conn)
-        dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
-        assert hashes(conn) == before
+    dag_run = run_leaving_readers_as_they_were(published_url, airflow_dag)
     s = states(dag_run)
     assert s["stg_postgres__orders"] == "skipped" and s["fact_orders"] == "skipped", s
     assert dag_run.state == "failed" and s["validate"] == "success" and s["publish"] == "failed", s
-    [publish_ti] = [ti for ti in dag_run.get_task_instances() if ti.task_id == "publish"]
-    assert publish_ti.try_number == 1  # a refusal is not retried: the page is not held back by the backoff
+    assert tries(dag_run, "publish") == 1  # a refusal is not retried: the page is not held back by the backoff
     [alert] = alerts(paged)
     assert "publish" in alert and "did not build stg_postgres__orders" in alert and "skipped" in alert
 
@@ -191,7 +202,6 @@ def test_publish_skipped_by_hand_after_passing_checks_fails_the_run_and_pages_on
     """Review: publish marked skipped by hand (it skips itself only on failed checks, which fail validate first) left
     a green run that published nothing, and alert_slack said "nothing to alert". Now alert_slack fails and pages."""
     from airflow.sdk.exceptions import AirflowSkipException
-    from helpers import hashes
 
     from greenery.tasks import publish
 
@@ -199,10 +209,7 @@ def test_publish_skipped_by_hand_after_passing_checks_fails_the_run_and_pages_on
         raise AirflowSkipException("marked skipped in the UI")
 
     monkeypatch.setattr(publish, "run", skipped_by_hand)
-    with psycopg.connect(published_url, autocommit=True) as conn:
-        before = hashes(conn)
-        dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
-        assert hashes(conn) == before
+    dag_run = run_leaving_readers_as_they_were(published_url, airflow_dag)
     s = states(dag_run)
     assert s["validate"] == "success" and s["publish"] == "skipped" and s["alert_slack"] == "failed", s
     assert dag_run.state == "failed"
@@ -215,19 +222,14 @@ def test_a_validate_that_left_no_result_fails_publish_at_once_and_pages_once(
 ):
     """Review: validate marked success by hand left no result, and publish failed three tries with "TypeError:
     'NoneType' object is not subscriptable", which is what paged. Now it fails at once, saying what to do."""
-    from helpers import hashes
 
     from greenery.tasks import validate
 
     monkeypatch.setattr(validate, "run", lambda context: None)  # a success with no result, as when marked by hand
-    with psycopg.connect(published_url, autocommit=True) as conn:
-        before = hashes(conn)
-        dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
-        assert hashes(conn) == before
+    dag_run = run_leaving_readers_as_they_were(published_url, airflow_dag)
     s = states(dag_run)
     assert dag_run.state == "failed" and s["validate"] == "success" and s["publish"] == "failed", s
-    [ti] = [ti for ti in dag_run.get_task_instances() if ti.task_id == "publish"]
-    assert ti.try_number == 1  # not retried: nothing would change
+    assert tries(dag_run, "publish") == 1  # not retried: nothing would change
     [alert] = alerts(paged)
     assert "validate left no result in this run" in alert and "TypeError" not in alert
 
@@ -273,8 +275,7 @@ def test_a_publish_that_died_after_its_commit_is_retried_to_success_and_pages_no
         ).fetchall()
     s = states(dag_run)
     assert dag_run.state == "success" and s["publish"] == "success" and dying.tries == 1, s
-    [ti] = [ti for ti in dag_run.get_task_instances() if ti.task_id == "publish"]
-    assert ti.try_number == 2  # the positive control: the first try did fail
+    assert tries(dag_run, "publish") == 2  # the positive control: the first try did fail
     assert len(published) == 1 and validations == [(True,)]  # published and recorded once
     marts = {m.relation for m in models.discover().values() if m.layer == "marts"}
     assert asset_events(dag_run) == marts and set(published[0][0]) >= marts

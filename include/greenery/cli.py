@@ -134,7 +134,7 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
             seconds = time.perf_counter() - started
             print(f" {dag_run.state} in {seconds:.1f}s{run_outcome.notes(dag_run)}", file=console)
         if dag_run.state != "success" and cli_runs.stopped_by_the_user(dag_run):
-            raise cli_runs.RunInterrupted(f"interrupted (Ctrl-C) at {day}: its run {dag_run.run_id} failed")
+            raise cli_runs.interrupted(day, dag_run.run_id)
         if dag_run.state != "success":
             for task_id, error in run_outcome.failures(dag_run, local_airflow.failed_tasks(dag_run)):
                 first, *more = error

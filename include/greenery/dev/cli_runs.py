@@ -28,8 +28,12 @@ class RunInterrupted(RuntimeError):
     """The user stopped ``greenery run`` (Ctrl-C): the day's run was failed, and no later day runs."""
 
 
-def _owner_file(pid: int) -> Path:
-    return Path(os.environ["AIRFLOW_HOME"]) / REGISTRY / f"{pid}.json"
+def _registry() -> Path:
+    return Path(os.environ["AIRFLOW_HOME"]) / REGISTRY
+
+
+def interrupted(day: dt.date, run_id: str | None) -> RunInterrupted:
+    return RunInterrupted(f"interrupted (Ctrl-C) at {day}: its run {run_id} failed")
 
 
 def _alive(pid: int) -> bool:
@@ -73,7 +77,7 @@ def fail_run(dag_id: str, logical_date: dt.datetime) -> str | None:
 
 def fail_abandoned_runs() -> list[str]:
     """Fail the runs of ``greenery run`` processes that are gone; one line per run for the user."""
-    registry = Path(os.environ["AIRFLOW_HOME"]) / REGISTRY
+    registry = _registry()
     said = []
     for path in sorted(registry.glob("*.json")) if registry.is_dir() else []:  # none: Airflow is not even imported
         if _alive(int(path.stem)):
@@ -92,14 +96,14 @@ def fail_abandoned_runs() -> list[str]:
 @contextlib.contextmanager
 def owned(dag_id: str, logical_date: dt.datetime) -> Iterator[None]:
     """List this process as the owner of the run of ``logical_date`` while it runs; Ctrl-C fails the run."""
-    path = _owner_file(os.getpid())
+    path = _registry() / f"{os.getpid()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"dag_id": dag_id, "logical_date": logical_date.isoformat()}))
     try:
         yield
     except KeyboardInterrupt:
         run_id = fail_run(dag_id, logical_date)
-        raise RunInterrupted(f"interrupted (Ctrl-C) at {logical_date.date()}: its run {run_id} failed") from None
+        raise interrupted(logical_date.date(), run_id) from None
     finally:
         path.unlink(missing_ok=True)
 

@@ -139,6 +139,7 @@ def on_run_failure(context: Any) -> None:
     try:
         with warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S) as conn:
             failures = audit.task_failures(conn, run_id)
+            build_day = audit.build_day(conn, run_id)  # the day, when Airflow's context does not give it
     except Exception as exc:
         log.warning("run %s failed; its recorded failures cannot be read (%s): not paging again", run_id, exc)
         return
@@ -150,7 +151,7 @@ def on_run_failure(context: Any) -> None:
     try:
         day = runtime.interval(context).day.isoformat()
     except (KeyError, AttributeError):  # a context without the run's details: the run's build knows its day
-        day = next((str(f["logical_date"]) for f in failures), None) or _build_day(run_id)
+        day = next((str(f["logical_date"]) for f in failures), None) or build_day
     sent = page(
         messages.build_task_failure_alert(
             dag_id=runtime.dag_id(context),
@@ -172,15 +173,6 @@ def on_run_failure(context: Any) -> None:
         )
     )
     log.warning("run failure %s on-call", "paged" if sent else "could NOT be paged to")
-
-
-def _build_day(run_id: str) -> str | None:
-    try:
-        with warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S) as conn:
-            return audit.build_day(conn, run_id)
-    except Exception as exc:
-        log.warning("the run's day could not be read: %s", exc)
-        return None
 
 
 def describe(exc: BaseException | str | None) -> str:

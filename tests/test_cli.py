@@ -379,6 +379,14 @@ def test_the_embedded_database_can_stay_up_between_commands(pg_tmp_path):
             assert conn.execute("select 1").fetchone() == (1,)
         psql = greenery("db", "psql", env=env, stdin="select 40 + 2 as answer;\n")
         assert psql.returncode == 0 and "42" in psql.stdout
+        # psql's own options pass through (review: `greenery db psql -c ...` was refused by the argument parser),
+        # and so does its exit status.
+        one_line = greenery("db", "psql", "-X", "-A", "-t", "-c", "select 40 + 2", env=env)
+        assert (one_line.returncode, one_line.stdout.strip()) == (0, "42"), one_line
+        failed = greenery("db", "psql", "-X", "-c", "select no_such_column", env=env)
+        assert failed.returncode != 0 and "no_such_column" in failed.stderr, failed
+        stray = greenery("db", "status", "-c", "select 1", env=env)
+        assert stray.returncode == 2 and "takes no arguments" in stray.stderr, stray
         assert greenery("db", "status", env=env).returncode == 0  # psql did not stop the kept server
         # Another command still holds the server: `db stop` says so and stops nothing (pgserver stops a server
         # with its last handle only; before, it printed "stopped" and left the server running for good).

@@ -251,6 +251,9 @@ def cmd_db(args: argparse.Namespace) -> int:
     from greenery.dev import embedded_pg
 
     data_dir = STATE_DIR / "pg"
+    if args.psql_args and args.action != "psql":
+        print(f"greenery db {args.action} takes no arguments (got {' '.join(args.psql_args)})", file=sys.stderr)
+        return 2
     if args.action == "start":
         server = embedded_pg.start_kept(data_dir)
         print(f"running until `greenery db stop`: {server.url('postgres')}")
@@ -266,7 +269,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         return 0 if pid else 1
     server = embedded_pg.open_server(data_dir)  # psql: start it for the session if needed
     try:
-        return subprocess.call([embedded_pg.psql_path(), server.url()])
+        return subprocess.call([embedded_pg.psql_path(), server.url(), *args.psql_args])
     finally:
         server.stop()
 
@@ -327,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="the embedded PostgreSQL: start (and keep running), stop, status, psql")
     db.add_argument("action", choices=("start", "stop", "status", "psql"))
+    db.add_argument("psql_args", nargs=argparse.REMAINDER, help="psql only: its own options, e.g. -c 'select 1'")
     db.set_defaults(func=cmd_db)
 
     ui = sub.add_parser("ui", help="start Airflow's UI + scheduler locally (no Docker) on the embedded PostgreSQL")

@@ -47,34 +47,43 @@ def refuse_an_older_clock(conn, build: Any, clock: dt.datetime | None) -> None:
         )
 
 
+def _build_info(conn, build: Any, name: str) -> dict:
+    row = conn.execute(
+        sql.SQL("select info from {} where key = %s and model = %s").format(audit.table("build_models")),
+        (build.key, name),
+    ).fetchone()
+    return (row[0] if row else None) or {}
+
+
+def kept_snapshots(conn, models: Mapping[str, Model], build: Any, names: list[str]) -> set[str]:
+    """The snapshots of ``names`` this build kept as they were (its step is before their latest): the published
+    table as it was, which publish leaves alone and validate does not check against this run's models (review:
+    after an order left raw, every backfill failed "a current version is an order staging has")."""
+    return {
+        name
+        for name in names
+        if models[name].materialized == "snapshot" and _build_info(conn, build, name).get("history_kept")
+    }
+
+
 def check_snapshots(conn, models: Mapping[str, Model], build: Any, names: list[str]) -> set[str]:
     """Refuse a snapshot built on a step that is no longer the published one (it would drop another run's step);
     return the snapshots this build kept as they were (its step is before their latest), for publish to leave
     alone: the copy it built is the published table as it was, and the latest day rerun since may have taken
     its step again (a new version, the same step): review found a backfill's copy dropping that version."""
-    kept = set()
+    kept = kept_snapshots(conn, models, build, names)
     for name in names:
         model = models[name]
-        if model.materialized != "snapshot":
-            continue
-        info = (
-            conn.execute(
-                sql.SQL("select info from {} where key = %s and model = %s").format(audit.table("build_models")),
-                (build.key, name),
-            ).fetchone()[0]
-            or {}
-        )
-        if info.get("history_kept"):
-            kept.add(name)
+        if model.materialized != "snapshot" or name in kept:
             continue
         now = snapshot.latest_step(conn, model.relation)
         # Compared as instants: the build wrote its step in UTC, this session may be in the database's time zone
         # (review: as strings, a warehouse whose TimeZone is not UTC could never publish a second day).
-        seen = info.get("snapshot_seen")
+        seen = _build_info(conn, build, name).get("snapshot_seen")
         if now != (dt.datetime.fromisoformat(seen) if seen else None):
             raise PublishError(
                 f"{model.relation} moved on to the step of {now} since run {build.run_id!r} built it on"
-                f" {info.get('snapshot_seen')}; nothing was published. Clear the whole run to build it again."
+                f" {seen}; nothing was published. Clear the whole run to build it again."
             )
     return kept
 

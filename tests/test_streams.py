@@ -115,6 +115,10 @@ def test_jobs_and_connections_must_pair_up():
 def test_the_number_of_connections_is_a_setting_of_at_least_one():
     assert config.get({}).validation_connections == 2
     assert config.get({"GREENERY_VALIDATION_CONNECTIONS": "3"}).validation_connections == 3
-    for bad, reason in (("0", "expected a value >= 1"), ("-1", "expected a value >= 1"), ("two", "expected a int")):
+    for bad, reason in (
+        ("0", "expected a value from 1 to 64"),
+        ("-1", "expected a value from 1 to 64"),
+        ("two", "expected a whole number"),
+    ):
         with pytest.raises(config.SettingError, match=f"GREENERY_VALIDATION_CONNECTIONS='{bad}': {reason}"):
             config.get({"GREENERY_VALIDATION_CONNECTIONS": bad})

@@ -8,6 +8,7 @@ or a task that changes a variable sees it at once; it costs microseconds.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +20,10 @@ DAG_ID = "greenery_daily"
 LAYERS = ("staging", "snapshots", "intermediate", "marts")
 INCLUDE_DIR = Path(__file__).resolve().parent.parent
 PROJECT_DIR = INCLUDE_DIR.parent
+
+
+# Upper bounds of the durations: generous, but within what Airflow's timers and datetime can hold.
+DAY_SECONDS, WEEK_MINUTES, YEAR_HOURS = 24 * 3600, 7 * 24 * 60, 366 * 24
 
 
 class SettingError(ValueError):
@@ -70,15 +75,34 @@ def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
     return env.get(name) or default
 
 
-def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum=0):
+_KINDS = {int: "a whole number", float: "a number"}
+
+
+def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum=0, maximum=None):
+    """A number within [minimum, maximum]: NaN, infinity or a value no timer can hold is refused here, in one line,
+    not deep in a task or in Airflow's DAG parse (review: nan and inf ended in tracebacks, 1e12 minutes failed two
+    tasks with an OverflowError and paged without naming the setting)."""
     text = env.get(name, default)
     try:
         value = kind(text)
     except ValueError:
-        raise SettingError(f"{name}={text!r}: expected a {kind.__name__}") from None
-    if value < minimum:
-        raise SettingError(f"{name}={text!r}: expected a value >= {minimum}")
+        raise SettingError(f"{name}={text!r}: expected {_KINDS[kind]}") from None
+    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        raise SettingError(f"{name}={text!r}: expected a value {bounds}")
     return value
+
+
+def _schema(env: Mapping[str, str], name: str, default: str) -> str:
+    """A schema name the SQL can write as it is: lower case letters, digits and underscores (review: the loader
+    quoted "Raw" while the models read raw, so a run published the old data behind a green run)."""
+    text = _text(env, name, default)
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", text):
+        raise SettingError(
+            f"{name}={text!r}: expected a plain lower-case schema name (letters a-z, digits, underscores; not"
+            " starting with a digit)"
+        )
+    return text
 
 
 def _date(env: Mapping[str, str], name: str, default: str) -> dt.date:
@@ -107,7 +131,7 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     return Settings(
         warehouse_conn_id=_text(env, "GREENERY_WAREHOUSE_CONN_ID", "greenery_warehouse"),
-        raw_schema=_text(env, "GREENERY_RAW_SCHEMA", "raw"),
+        raw_schema=_schema(env, "GREENERY_RAW_SCHEMA", "raw"),
         sql_dir=Path(env.get("GREENERY_SQL_DIR") or INCLUDE_DIR / "sql"),
         expectations_dir=Path(env.get("GREENERY_EXPECTATIONS_DIR") or INCLUDE_DIR / "expectations"),
         asset_authority=_text(env, "GREENERY_ASSET_AUTHORITY", "warehouse:5432"),
@@ -117,16 +141,18 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
         data_docs_base_url=_text(env, "GREENERY_DATA_DOCS_BASE_URL", None),
         alert_conn_id=_text(env, "GREENERY_ALERT_CONN_ID", "slack_alerts"),
         alert_channel=_text(env, "GREENERY_ALERT_CHANNEL", None),
-        alert_suppress=dt.timedelta(hours=_number(env, "GREENERY_ALERT_SUPPRESS_HOURS", "24")),
+        alert_suppress=dt.timedelta(hours=_number(env, "GREENERY_ALERT_SUPPRESS_HOURS", "24", maximum=YEAR_HOURS)),
         summary_conn_id=_text(env, "GREENERY_SUMMARY_CONN_ID", None),
         summary_channel=_text(env, "GREENERY_SUMMARY_CHANNEL", None),
         digest_email_conn_id=_text(env, "GREENERY_DIGEST_EMAIL_CONN_ID", None),
         digest_email_to=_addresses(env, "GREENERY_DIGEST_EMAIL_TO"),
-        retries=_number(env, "GREENERY_RETRIES", "2", int),
-        retry_delay=dt.timedelta(seconds=_number(env, "GREENERY_RETRY_DELAY_SECONDS", "60")),
-        task_timeout=dt.timedelta(minutes=_number(env, "GREENERY_TASK_TIMEOUT_MINUTES", "60")),
-        alert_retries=_number(env, "GREENERY_ALERT_RETRIES", "3", int),
-        alert_retry_delay=dt.timedelta(seconds=_number(env, "GREENERY_ALERT_RETRY_DELAY_SECONDS", "30")),
-        build_ttl=dt.timedelta(hours=_number(env, "GREENERY_BUILD_TTL_HOURS", "48")),
-        validation_connections=_number(env, "GREENERY_VALIDATION_CONNECTIONS", "2", int, minimum=1),
+        retries=_number(env, "GREENERY_RETRIES", "2", int, maximum=100),
+        retry_delay=dt.timedelta(seconds=_number(env, "GREENERY_RETRY_DELAY_SECONDS", "60", maximum=DAY_SECONDS)),
+        task_timeout=dt.timedelta(minutes=_number(env, "GREENERY_TASK_TIMEOUT_MINUTES", "60", maximum=WEEK_MINUTES)),
+        alert_retries=_number(env, "GREENERY_ALERT_RETRIES", "3", int, maximum=100),
+        alert_retry_delay=dt.timedelta(
+            seconds=_number(env, "GREENERY_ALERT_RETRY_DELAY_SECONDS", "30", maximum=DAY_SECONDS)
+        ),
+        build_ttl=dt.timedelta(hours=_number(env, "GREENERY_BUILD_TTL_HOURS", "48", maximum=YEAR_HOURS)),
+        validation_connections=_number(env, "GREENERY_VALIDATION_CONNECTIONS", "2", int, minimum=1, maximum=64),
     )

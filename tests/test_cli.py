@@ -238,6 +238,13 @@ def test_format_suites_reads_every_file_before_it_writes_one(tmp_path, capsys, m
     assert f"error: {tmp_path / 'none'}: no suite files (*.json) to format" in refused()
 
 
+def test_a_broken_model_folder_is_one_line_naming_it(cli_env, tmp_path):
+    """Review: a missing GREENERY_SQL_DIR (or a model's Jinja error) ended `greenery run` in a traceback."""
+    done = greenery("run", "--date", "2021-02-12", env={**cli_env, "GREENERY_SQL_DIR": str(tmp_path / "none")})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done
+    assert done.stderr.strip().splitlines()[-1] == f"error: no models found under {tmp_path / 'none'}", done
+
+
 def test_answers_are_as_of_the_day_asked_and_all_history_figures_say_so(cli_env):
     done = greenery("answers", "--date", "2021-02-12", env=cli_env)
     assert done.returncode == 0, done.stderr
@@ -499,6 +506,11 @@ def test_a_long_cause_keeps_its_first_lines_and_says_where_the_rest_is():
     traceback = "\n".join(f"line {i}" for i in range(40))
     lines = run_outcome.cause_lines(traceback)
     assert len(lines) == run_outcome.CAUSE_LINES and lines[-1] == "... (35 more lines in the log)"
+    # Review: each line was cut at 300 characters without a mark, and a skipped-days error lost its advice.
+    advice = "DaysNeverBuiltError: raw.events has 7029 rows " + "x" * 400 + " Run those days first: `airflow backfill`"
+    assert run_outcome.cause_lines(advice) == [advice]
+    long_cause = run_outcome.cause_lines(f"{advice}\n- " + "k" * 500)[1]
+    assert len(long_cause) == run_outcome.OTHER_LINES and long_cause.endswith("…")
 
 
 @pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])

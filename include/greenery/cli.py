@@ -360,9 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except Exception as exc:  # one clear line for known failures; the traceback is noise to a user
         from greenery.answers import NoAnswersError
+        from greenery.checks.suites import SuiteDefinitionError
         from greenery.dev.embedded_pg import ServerInUseError
         from greenery.docs import ReadmeMarkersError
         from greenery.materialize.model_sql import ModelBuildError
+        from greenery.project.models import ModelDefinitionError
         from greenery.sources.load import RawLoadError
         from greenery.warehouse import WarehouseUnavailableError
 
@@ -370,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             exc,
             RawLoadError
             | ModelBuildError
+            | ModelDefinitionError
+            | SuiteDefinitionError
             | WarehouseUnavailableError
             | UsageError
             | local_airflow.RunDidNothingError

@@ -54,8 +54,18 @@ def failures(dag_run, failed: list[str]) -> list[tuple[str, list[str]]]:
     return [(t, cause_lines(recorded.get(t) or unrecorded)) for t in failed]
 
 
+FIRST_LINE, OTHER_LINES = 2000, 300  # characters: the first line is the error itself (its advice at its end)
+
+
+def _cut(line: str, limit: int) -> str:
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def cause_lines(error: str) -> list[str]:
-    lines = [line.rstrip()[:300] for line in error.strip().splitlines() if line.strip()]
+    """The error's first lines, the first whole (review: cut at 300 characters, a skipped-days error lost the
+    command that fixes it, mid-word and without a mark); a line cut says so with "…"."""
+    lines = [line.rstrip() for line in error.strip().splitlines() if line.strip()]
+    lines = [_cut(line, FIRST_LINE if i == 0 else OTHER_LINES) for i, line in enumerate(lines)]
     if len(lines) > CAUSE_LINES:
         lines = [*lines[: CAUSE_LINES - 1], f"... ({len(lines) - CAUSE_LINES + 1} more lines in the log)"]
     return lines

@@ -217,6 +217,38 @@ def test_a_suite_file_without_ids_is_refused_by_name(tmp_path):
         suites.load_suites(MODELS, tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"[]", "expected a JSON object \\(a suite\\), found a list"),
+        (b'{"name": "stg_postgres__promos", "expectations": "oops"}', "'expectations' must be a list, found a str"),
+        (b'{"name": "stg_postgres__promos", "expectations": [1]}', "expectation 0 must be a JSON object, found a int"),
+        (
+            b'{"name": "stg_postgres__promos", "meta": {"notes": "caf\xe9"}}',
+            "not UTF-8 at byte 55: invalid continuation byte",
+        ),
+    ],
+    ids=["list", "expectations-str", "expectation-int", "latin-1"],
+)
+def test_a_suite_file_of_the_wrong_shape_is_refused_by_name(content, reason, tmp_path):
+    """Review: these failed validate, after every model was built, with an AttributeError or a
+    UnicodeDecodeError naming no file."""
+    (tmp_path / "stg_postgres__promos.json").write_bytes(content)
+    with pytest.raises(suites.SuiteDefinitionError, match=rf"stg_postgres__promos\.json: {reason}"):
+        suites.load_suites(MODELS, tmp_path)
+
+
+def test_a_malformed_suite_fails_the_first_build_task_before_any_model_is_built(tmp_path, monkeypatch):
+    """Review: suites were read only by validate, after every model had been built (prepare_build reads them
+    first; it touches nothing before)."""
+    from greenery.tasks import build
+
+    (tmp_path / "stg_postgres__promos.json").write_bytes(b"[]")
+    monkeypatch.setenv("GREENERY_EXPECTATIONS_DIR", str(tmp_path))
+    with pytest.raises(suites.SuiteDefinitionError, match=r"stg_postgres__promos\.json: expected a JSON object"):
+        build.prepare({})  # no run context needed: it fails before it reads one
+
+
 def test_format_suite_file_adds_missing_ids_and_keeps_the_others(tmp_path):
     data = json.loads(SUITES["stg_postgres__promos"].path.read_text())
     kept = data["expectations"][0]["id"]

@@ -46,9 +46,12 @@ def load_suites(models: Mapping[str, Model], directory: Path | None = None) -> d
     suites: dict[str, SuiteFile] = {}
     for path in sorted(directory.glob("*.json")):
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise SuiteDefinitionError(f"{path}: not UTF-8 at byte {exc.start}: {exc.reason}") from exc
         except json.JSONDecodeError as exc:
             raise SuiteDefinitionError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+        _check_shape(path, data)
         name = data.get("name")
         if name != path.stem:
             raise SuiteDefinitionError(f"{path}: suite name {name!r} must equal the file name {path.stem!r}")
@@ -65,6 +68,19 @@ def load_suites(models: Mapping[str, Model], directory: Path | None = None) -> d
                 )
         suites[name] = SuiteFile(name, path, data)
     return suites
+
+
+def _check_shape(path: Path, data: Any) -> None:
+    """A suite is a JSON object whose expectations are a list of objects (review: ``[]`` or ``"expectations":
+    "oops"`` failed validate with an AttributeError naming no file)."""
+    if not isinstance(data, dict):
+        raise SuiteDefinitionError(f"{path}: expected a JSON object (a suite), found a {type(data).__name__}")
+    expectations = data.get("expectations")
+    if expectations is not None and not isinstance(expectations, list):
+        raise SuiteDefinitionError(f"{path}: 'expectations' must be a list, found a {type(expectations).__name__}")
+    for i, exp in enumerate(expectations or []):
+        if not isinstance(exp, dict):
+            raise SuiteDefinitionError(f"{path}: expectation {i} must be a JSON object, found a {type(exp).__name__}")
 
 
 def dump(data: dict) -> str:

@@ -7,7 +7,9 @@ import logging
 from typing import Any
 
 from greenery import runtime, wap, warehouse
+from greenery.checks import suites as suite_files
 from greenery.materialize.build import build_model
+from greenery.project import models as model_files
 from greenery.project.models import Model
 from greenery.sources import fingerprint
 
@@ -19,7 +21,9 @@ class RunNotPreparedError(RuntimeError):
 
 
 def prepare(context: Any) -> dict[str, Any]:
-    """Empty build schemas for the run, registered with the run's clock (kept when the run is cleared)."""
+    """Empty build schemas for the run, registered with the run's clock (kept when the run is cleared). The suites
+    are read first: a malformed one fails the run here, not in validate after every model was built (review)."""
+    suite_files.load_suites(model_files.discover())
     build = runtime.build(context)
     with warehouse.connect() as conn:
         run_time = wap.prepare(conn, build, dt.datetime.now(dt.UTC), fingerprint.fingerprint(conn))

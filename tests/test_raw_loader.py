@@ -276,6 +276,36 @@ def test_lines_are_counted_in_the_file_across_quoted_newlines(db, real_greenery,
     assert names == [("Ann\nMarie",)]
 
 
+def test_a_quoted_fields_own_line_breaks_load_as_written(db, real_greenery, tmp_path):
+    """Review: the file was read with universal newlines, which turned a CR (or CRLF) inside a quoted field into LF:
+    the loaded value was not the file's. Records still end at CRLF or LF (the real files mix them)."""
+    data = _copy_real(real_greenery, tmp_path)
+    user_id = _set_field(data / "users.csv", 2, 1, "Bam\r\nboo\rX")
+    assert raw.load_dir(db, data)["users"] == REAL_COUNTS["users"]
+    assert db.execute("select first_name from raw.users where user_id = %s", (user_id,)).fetchone() == (
+        "Bam\r\nboo\rX",
+    )
+
+
+def test_an_unreadable_file_is_one_error_naming_it_and_changes_nothing(db, real_greenery, tmp_path, monkeypatch):
+    """Review: a file that cannot be opened (permissions) ended load-raw in a PermissionError traceback. The test
+    runs as root, which reads any file: the open is made to fail as it would for another user."""
+    data = _copy_real(real_greenery, tmp_path)
+    raw.load_dir(db, data)
+    before = _raw_state(db)
+    opened = Path.open
+
+    def refuse_products(self, *args, **kwargs):
+        if self.name == "products.csv":
+            raise PermissionError(13, "Permission denied", str(self))
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse_products)
+    with pytest.raises(raw.RawLoadError, match=r"products\.csv: cannot be read: Permission denied"):
+        raw.load_dir(db, data)
+    assert _raw_state(db) == before
+
+
 def test_a_200_kib_field_loads(db, real_greenery, tmp_path):
     data = _copy_real(real_greenery, tmp_path)
     address_id = _set_field(data / "addresses.csv", 2, 1, "x" * (200 * 1024))

@@ -151,8 +151,10 @@ def _copy_csv(path: Path, table: str, cur, copy_statement, allow_empty: bool = F
     rarely what was meant (a truncated export), and the loss would only show in the next run's checks."""
     lines, count = _Lines(), 0
     try:
-        # newline=None folds CRLF and LF alike (the Greenery files mix them); utf-8-sig drops a BOM.
-        with path.open(newline=None, encoding="utf-8-sig") as handle:
+        # newline="": the csv module ends records at CRLF and LF alike (the Greenery files mix them) and keeps a
+        # quoted field's own line breaks as written (newline=None turned a CR inside one into LF); utf-8-sig
+        # drops a BOM.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             # strict: a quote that never closes is an error, not the rest of the file in one field.
             reader = csv.reader(handle, strict=True)
             header = next(reader, None)
@@ -176,6 +178,8 @@ def _copy_csv(path: Path, table: str, cur, copy_statement, allow_empty: bool = F
                         raise _error(f"{path}, line {start}", str(exc)) from exc
     except UnicodeDecodeError as exc:
         raise _not_utf8(path, exc) from None
+    except OSError as exc:  # unreadable (permissions, an I/O error): one line, not a traceback (review)
+        raise _error(path, f"cannot be read: {exc.strerror or exc}") from None
     except psycopg.Error as exc:
         raise _copy_error(exc, path, lines) from exc
     if count == 0 and not allow_empty:

@@ -322,6 +322,14 @@ def test_the_ui_settings_yield_to_the_users_own_and_create_no_scheduled_runs(tmp
     }
     theirs = local_ui.airflow_env(tmp_path, 9999, base=users)
     assert {k: theirs[k] for k in users} == users
+    # Review: the user's own base URL (a proxy, a tunnel) was replaced, so every link pointed past it; the
+    # components reach the server under its path. An IPv6 address is written in brackets (http://::1:9999 is no URL).
+    proxied = local_ui.airflow_env(tmp_path, 9999, base={"AIRFLOW__API__BASE_URL": "https://airflow.example.com/gr"})
+    assert proxied["AIRFLOW__API__BASE_URL"] == "https://airflow.example.com/gr"
+    assert proxied["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:9999/gr/execution/"
+    six = local_ui.airflow_env(tmp_path, 9999, host="::1", base={})
+    assert six["AIRFLOW__API__BASE_URL"] == "http://[::1]:9999"
+    assert six["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://[::1]:9999/execution/"
 
 
 def test_in_process_runs_on_the_uis_home_link_where_it_last_listened(tmp_path, monkeypatch):
@@ -338,6 +346,11 @@ def test_in_process_runs_on_the_uis_home_link_where_it_last_listened(tmp_path, m
     local_airflow.record_base_url(home, served)
     local_airflow.configure(home)
     assert os.environ["AIRFLOW__API__BASE_URL"] == served == "http://localhost:18080"
+    # `greenery ui` itself does not take the recorded address: it serves anew, maybe on another port (its links
+    # now keep a base URL found in the environment, the user's own).
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL")
+    local_airflow.configure(home, ui_links=False)
+    assert "AIRFLOW__API__BASE_URL" not in os.environ
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com")
     local_airflow.configure(home)
     assert os.environ["AIRFLOW__API__BASE_URL"] == "https://airflow.example.com"

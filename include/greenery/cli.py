@@ -348,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # the parser's defaults read the settings (a bad one is a line too); Airflow's are fixed at its import
         args = build_parser().parse_args(argv)
-        local_airflow.configure(Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow"))
+        # `greenery ui` sets the links itself: the address it listens on now, or the user's AIRFLOW__API__BASE_URL.
+        home = Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow")
+        local_airflow.configure(home, ui_links=args.func is not cmd_ui)
         code = args.func(args)
         sys.stdout.flush()  # a reader gone (a closed pipe) raises here, in the handler below, not at exit
         return code

@@ -28,8 +28,9 @@ def record_base_url(home: Path, url: str) -> None:
     (Path(home) / BASE_URL_FILE).write_text(url + "\n")
 
 
-def configure(home: Path, quiet: bool = False) -> Path:
-    """Point Airflow at ``home`` and this project's dags. Call before anything imports airflow."""
+def configure(home: Path, quiet: bool = False, ui_links: bool = True) -> Path:
+    """Point Airflow at ``home`` and this project's dags. Call before anything imports airflow. ``ui_links``: links
+    start where ``greenery ui`` last served ``home`` (not for ``greenery ui`` itself, which serves anew)."""
     if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != str(Path(home).resolve()):
         raise RuntimeError("airflow was imported before local_airflow.configure(): its settings are fixed")
     home = Path(home).resolve()
@@ -39,7 +40,7 @@ def configure(home: Path, quiet: bool = False) -> Path:
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAG_FILE.parent))
     os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_DIR / "plugins"))
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    if (recorded := home / BASE_URL_FILE).is_file():  # the user's own AIRFLOW__API__BASE_URL still wins
+    if ui_links and (recorded := home / BASE_URL_FILE).is_file():  # the user's own AIRFLOW__API__BASE_URL still wins
         os.environ.setdefault("AIRFLOW__API__BASE_URL", recorded.read_text().strip())
     if quiet:
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")

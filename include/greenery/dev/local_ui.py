@@ -29,11 +29,11 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from greenery import config, preloaded_airflow
-from greenery.dev import local_airflow
+from greenery.dev import addresses, local_airflow
+from greenery.dev.addresses import free_port, port_in_use
 
 DAG_ID = config.DAG_ID
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -52,27 +53,15 @@ class LocalUIError(RuntimeError):
     """The local Airflow could not start or stopped by itself; the message says which part and why."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def airflow_env(
     home: Path, port: int, host: str = "127.0.0.1", base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The environment of the Airflow processes: ``base`` (default: this process's) plus the local setup."""
     env = dict(os.environ if base is None else base)
+    # Links start at the user's own base URL (a proxy, a tunnel) when set, else where the server listens (review:
+    # the user's was replaced); the components reach each other on this machine, under the same path.
+    base_url = env.get("AIRFLOW__API__BASE_URL") or f"http://{addresses.url_host(addresses.browser_host(host))}:{port}"
+    local_url = f"http://{addresses.url_host(addresses.local_host(host))}:{port}{urllib.parse.urlsplit(base_url).path.rstrip('/')}"
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -83,8 +72,8 @@ def airflow_env(
             "AIRFLOW__API__PORT": str(port),
             # Every link Airflow and this project build (task logs, alerts, the Data quality view) starts
             # here: where the API server really listens, not Airflow's default localhost:8080.
-            "AIRFLOW__API__BASE_URL": f"http://{_browser_host(host)}:{port}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API__BASE_URL": base_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{local_url}/execution/",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
@@ -110,11 +99,6 @@ def airflow_env(
     return env
 
 
-def _browser_host(host: str) -> str:
-    """The host a browser on this machine uses for a server listening on ``host``."""
-    return "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104 - a comparison
-
-
 def _airflow_executable() -> str:
     found = Path(sys.executable).with_name("airflow")
     return str(found) if found.exists() else "airflow"
@@ -134,12 +118,13 @@ class LocalAirflow:
 
     @property
     def url(self) -> str:
-        """The address for a browser."""
-        return f"http://localhost:{self.port}"
+        """The address for a browser: Airflow's base URL."""
+        return self.env["AIRFLOW__API__BASE_URL"].rstrip("/")
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """The server as this machine reaches it (under the base URL's path)."""
+        return self.env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].removesuffix("/execution/")
 
     # --- processes -------------------------------------------------------------------------------------
 

@@ -526,6 +526,33 @@ def test_an_api_token_slack_connection_gets_the_note_and_then_the_chart(
 
 
 @pytest.mark.db
+def test_a_chart_slack_took_unanswered_is_not_retried_one_refused_before_sharing_is(
+    digest, published_url, slack_server, monkeypatch
+):
+    """Review: Slack took files.completeUploadExternal (the step that shares the chart) and hung up; the upload's
+    error did not say it may have gone out, so the task's retry posted the chart a second time."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    for name in ("GREENERY_DIGEST_EMAIL_CONN_ID", "GREENERY_DIGEST_EMAIL_TO"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(conn_env_var("stakeholders"), slack_server.api_conn_json())
+    monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")
+    monkeypatch.setenv("GREENERY_SUMMARY_CHANNEL", "#stakeholders")
+    # chat.postMessage, files.getUploadURLExternal and the bytes answer; completeUploadExternal gets no answer.
+    slack_server.respond(times=3)
+    slack_server.respond(200, drop=True)
+    with pytest.raises(AirflowFailException, match="slack-chart went out with no answer and may have been posted"):
+        digest.send(context())
+    assert len(slack_server.api_calls("files.completeUploadExternal")) == 1
+    # A drop before the file was shared (the upload URL asked for) posted nothing: that stays worth a retry.
+    slack_server.reset()
+    slack_server.respond(200, drop=True)
+    with pytest.raises(digest.DigestNotDelivered, match="slack-chart"):
+        digest.send(context())
+    assert slack_server.api_calls("files.completeUploadExternal") == []
+
+
+@pytest.mark.db
 def test_a_webhook_gets_the_sparklines_only_and_a_retry_resends_only_what_failed(
     digest, published_url, email_on, slack_server, monkeypatch
 ):

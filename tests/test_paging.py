@@ -330,3 +330,20 @@ def test_an_old_days_run_with_a_late_clock_does_not_hide_the_days_never_built(pu
         with pytest.raises(freshness.DaysNeverBuiltError, match="rows created between 2021-02-10 00:00 UTC"):
             freshness.check_no_skipped_days(conn, Interval.for_day(dt.date(2021, 2, 14)))
         freshness.check_no_skipped_days(conn, Interval.for_day(dt.date(2021, 2, 13)))  # its window reaches the 10th
+
+
+def test_a_source_alert_that_went_out_unanswered_is_not_paged_again_nor_said_unsent(published_url, paged):
+    """Review: Slack hung up on the source alert (raw has no data on 2021-02-13); page() said "not sent", the task
+    raised "(the source alert could NOT be sent)" and its failure callback paged a second time. A post that went
+    out unanswered may have been posted: the task fails without a second page and says to look in the channel."""
+    from greenery.tasks import freshness, paging
+
+    logical = dt.datetime.combine(dt.date(2021, 2, 13), dt.time(), tzinfo=dt.UTC)
+    context = {"logical_date": logical, "run_id": "manual__dropped", "params": {}}
+    paged.respond(200, drop=True)
+    with pytest.raises(Exception, match="may have been posted: look for it in the alert channel") as failed:
+        freshness.check(context)
+    assert "could NOT be sent" not in str(failed.value)
+    paging.on_task_failure({**context, "exception": failed.value})
+    [alert] = alerts(paged)
+    assert "source data not ready for 2021-02-13" in alert, alert

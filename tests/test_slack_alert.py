@@ -276,11 +276,34 @@ def test_many_failures_fit_slack_limits_with_an_and_more_line():
     assert 30 <= len(shown) < 200
     # the 50 critical ones come first
     assert all(b["text"]["text"].startswith("🔴") for b in shown)
-    more = re.findall(r"… and (\d+) more root causes \(see the Data quality view\)", visible(payload))
+    more = re.findall(
+        r"… and (\d+) more root causes, left out to fit Slack \(see the Data quality view\)", visible(payload)
+    )
     assert more == [str(200 - len(shown))]
     # the links and the rerun instructions survive the cut
     assert blocks[-1]["type"] == "actions" and "clear the whole run" in blocks[-2]["text"]["text"]
     assert len({b.get("block_id") for b in blocks if "block_id" in b}) == len([b for b in blocks if "block_id" in b])
+
+
+@pytest.mark.parametrize("n", [10, 45])
+def test_a_large_incident_fits_slacks_total_text_limit_and_counts_every_root_cause(n):
+    """Review: 10 root causes with compound sample keys made 12k characters of blocks, 45 made 49k; Slack refuses
+    about 13k (msg_blocks_too_long) and then nobody is paged. The last causes' detail is left out, counted, with a
+    link to the Data quality view."""
+    quality = "http://airflow.example/data-quality/runs/scheduled__2021-02-12"
+    keys = [{"key": f"{i}|" + "order-8329a65b-6b6f-4a38|" * 6, "count": 2} for i in range(7)]
+    also = [f"marts.t{j}_{'x' * 60}" for j in range(10)]
+    cause = {**ORDERS_UNIQUE, "description": "d" * 300, "sources": ["raw.orders"], "keys": keys, "also_fails_in": also}
+    causes = [{**cause, "column": f"col_{i}"} for i in range(n)]
+    payload = build_alert(summary(root_causes=causes, links={"quality": quality}), log_url=LOG_URL, docs_url=None)
+
+    assert len("".join(texts(payload)[1:])) <= 12_000  # every text of the blocks, the fallback text aside
+    assert len(json.dumps(payload["blocks"], ensure_ascii=False)) < 13_000  # and with the blocks' structure
+    shown = failure_blocks(payload)
+    [more] = re.findall(r"… and (\d+) more root causes, left out to fit Slack \(see the <([^|]+)\|", visible(payload))
+    assert len(shown) + int(more[0]) == n and more[1] == quality and len(shown) >= 3
+    assert f"*root causes:* {n}" in visible(payload)
+    assert payload["blocks"][-1]["type"] == "actions" and "next-steps" in [b.get("block_id") for b in payload["blocks"]]
 
 
 def test_huge_values_are_cut_to_slack_limits_without_breaking_escapes():
@@ -333,6 +356,35 @@ def test_every_alert_escapes_its_fallback_text_too():
         assert "<!channel>" not in payload["text"] and "<https://evil" not in payload["text"], payload["text"]
     for payload in payloads[:2]:  # both carry the error itself
         assert "&lt;!channel&gt;" in payload["text"] and "&amp; more" in payload["text"]
+
+
+def test_bidi_controls_from_the_data_are_shown_escaped_not_obeyed():
+    """Review: a right-to-left override in a sample key reached Slack as is: the key showed reversed, and on-call
+    read another key than the data holds. Every bidi control from the data is shown as its escape."""
+    controls = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f"
+    key = "order-\u202e1234-5678"  # shows as "order-8765-4321" when obeyed
+    f = {**ORDERS_UNIQUE, "sample_keys": [key], "description": "x" + controls}
+    payloads = [
+        build_alert(summary(dag_id="greenery\u202edaily", failures=[f]), log_url=None, docs_url=None),
+        messages.build_source_alert(
+            dag_id="greenery\u2067daily",
+            logical_date="2021-02-12",
+            run_id="r",
+            problems=[{"table": "raw.events", "problem": "stale", "detail": key}],
+            log_url=None,
+        ),
+        messages.build_task_failure_alert(
+            dag_id="greenery_daily", task_id="publish", logical_date="2021-02-12", run_id="r", error=key, log_url=None
+        ),
+    ]
+    for payload in payloads:
+        shown = json.dumps(payload, ensure_ascii=False)
+        assert not set(controls) & set(shown), [hex(ord(c)) for c in set(controls) & set(shown)]
+        assert "order-\\\\u202e1234-5678" in shown  # the escape, in JSON
+    assert "`order-\\u202e1234-5678`" in visible(payloads[0])
+    assert "x\\u202a\\u202b" in visible(payloads[0]) and payloads[0]["blocks"][0]["text"]["text"].startswith(
+        "🔴 greenery\\u202edaily"
+    )
 
 
 def test_credentials_in_error_messages_are_redacted():

@@ -1,7 +1,8 @@
 """Delivering a Slack payload through an Airflow connection, raising on any failure.
 
 - conn_type ``slackwebhook`` (Incoming Webhook; the password is the token or the full webhook URL):
-  ``SlackWebhookHook.send``. The channel is fixed by the webhook.
+  ``SlackWebhookHook``'s client (its response keeps Slack's headers: Retry-After). The channel is fixed by the
+  webhook.
 - conn_type ``slack`` (API token; extra ``base_url`` may point elsewhere, e.g. ``http://host:port/api/``):
   ``SlackHook.client.chat_postMessage(channel=...)``; a channel is required.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,7 +56,7 @@ class SlackDeliveryError(RuntimeError):
         self.conn_id = conn_id
         self.status = status
         self.body = body
-        # Seconds Slack asked to wait before trying again (its Retry-After header, API connections), when it did.
+        # Seconds Slack asked to wait before trying again (its Retry-After header), when it did.
         self.retry_after = retry_after
         # The request went out and no answer came (a read timeout, the connection dropped): Slack may have posted
         # it, so sending it again could post it twice. A refused or unreachable connection sent nothing.
@@ -98,9 +98,6 @@ def _safe(text: Any, secrets: list[str], limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_PROVIDER_WEBHOOK_ERROR = re.compile(r"Response body: (?P<body>.*), Status Code: (?P<status>\d+)", re.S)
-
-
 def send(
     payload: Mapping[str, Any], conn_id: str, channel: str | None = None, *, timeout: int | None = None
 ) -> dict[str, str] | None:
@@ -113,7 +110,7 @@ def send(
     message's ``channel`` (its id) and ``ts``; None for a webhook (it answers "ok" and nothing else).
     """
     from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
         conn = BaseHook.get_connection(conn_id)
@@ -133,15 +130,9 @@ def send(
             log.warning("Connection %r is an Incoming Webhook: its channel is fixed; ignoring %r", conn_id, channel)
         hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=timeout, retry_handlers=[])
         try:
-            response = hook.send(**body)
-        except AirflowException as err:  # the provider raises on any status != 200
-            match = _PROVIDER_WEBHOOK_ERROR.search(str(err))
-            if not match:
-                raise SlackDeliveryError(f"{what}: {_safe(err, secrets)}", conn_id=conn_id) from None
-            status, resp_body = int(match["status"]), _safe(match["body"], secrets)
-            raise SlackDeliveryError(
-                f"{what}: HTTP {status}, response body: {resp_body}", conn_id=conn_id, status=status, body=resp_body
-            ) from None
+            # The client itself, not hook.send: the hook turns a refusal into an AirflowException text and drops
+            # the response's headers, so a 429's Retry-After was lost (review). The client answers any status.
+            response = hook.client.send_dict({k: v for k, v in body.items() if v is not None})
         except Exception as err:  # connection refused, DNS, TLS, timeout, bad URL in the connection
             raise SlackDeliveryError(
                 f"{what}: {type(err).__name__}: {_safe(err, secrets)}",
@@ -149,10 +140,14 @@ def send(
                 maybe_delivered=_unanswered(err),
             ) from None
         status = getattr(response, "status_code", None)
-        if not isinstance(status, int) or not 200 <= status < 300:  # defensive: the provider checks != 200
+        if not isinstance(status, int) or not 200 <= status < 300:
             resp_body = _safe(getattr(response, "body", ""), secrets)
             raise SlackDeliveryError(
-                f"{what}: HTTP {status}, response body: {resp_body}", conn_id=conn_id, status=status, body=resp_body
+                f"{what}: HTTP {status}, response body: {resp_body}",
+                conn_id=conn_id,
+                status=status,
+                body=resp_body,
+                retry_after=_retry_after(getattr(response, "headers", None)),
             )
         return
 
@@ -258,4 +253,25 @@ def upload_image(
             f"{what}: HTTP {status}, response body: {resp_body}", conn_id=conn_id, status=status, body=resp_body
         ) from None
     except Exception as err:  # the upload URL refused the bytes (SlackRequestError), network errors
-        raise SlackDeliveryError(f"{what}: {type(err).__name__}: {_safe(err, secrets)}", conn_id=conn_id) from None
+        # Review: a completeUploadExternal that Slack took without answering was retried, and the chart was posted
+        # twice. Only that last step shares the file; an earlier step that failed posted nothing.
+        raise SlackDeliveryError(
+            f"{what}: {type(err).__name__}: {_safe(err, secrets)}",
+            conn_id=conn_id,
+            maybe_delivered=_unanswered(err) and not _failed_in(err, _UPLOAD_STEPS_BEFORE_SHARING),
+        ) from None
+
+
+# The steps of files_upload_v2 before the one that shares the file (slack_sdk's method names): a failure in them
+# posted nothing, whatever it was. Any other failure left unanswered is taken as possibly posted.
+_UPLOAD_STEPS_BEFORE_SHARING = frozenset({"files_getUploadURLExternal", "_upload_file"})
+
+
+def _failed_in(err: BaseException, functions: frozenset[str]) -> bool:
+    """Whether ``err`` was raised inside a call of one of ``functions`` (by name)."""
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name in functions:
+            return True
+        tb = tb.tb_next
+    return False

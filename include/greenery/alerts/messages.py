@@ -15,18 +15,22 @@ from greenery import trend
 from greenery.alerts import chart
 from greenery.alerts.text import (
     MAX_BLOCKS,
+    MAX_BLOCKS_TEXT,
     MAX_FALLBACK_TEXT,
     MAX_HEADER_TEXT,
     MAX_SECTION_TEXT,
     as_int,
+    block_chars,
     clean,
     code,
     counted,
     escape,
     fmt_int,
+    link,
     plain,
     redact,
     truncate,
+    within,
 )
 from greenery.checks.summary import SAMPLE_KEY_CHARS
 
@@ -159,11 +163,7 @@ def _buttons(links: Mapping[str, str | None]) -> dict | None:
 
 def _next_steps(blocking: bool, links: Mapping[str, str | None]) -> str:
     run = links.get("run")
-    where = (
-        f"<{escape(run).replace('|', '%7C')}|the run>"
-        if run and urlsplit(run).scheme in ("http", "https")
-        else "the run"
-    )
+    where = link(run, "the run") if run and urlsplit(run).scheme in ("http", "https") else "the run"
     if blocking:
         return (
             "*What to do*\nFix the source rows named above, then clear the whole run: open "
@@ -232,12 +232,12 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
     slots = MAX_BLOCKS - len(head) - len(tail) - (1 if causes else 0)  # 1 = divider before the causes
     if len(causes) > slots:
         slots -= 1  # room for the "… and K more" line
-    shown = causes[:slots]
-    middle: list[dict] = [_DIVIDER] if causes else []
-    middle += [_section(_cause_text(c), f"cause-{i}") for i, c in enumerate(shown)]
-    hidden = len(causes) - len(shown)
-    if hidden:
-        middle.append(_context(f"… and {hidden} more root causes (see the Data quality view)"))
+    # Review: 45 causes with long compound keys made 49k characters; Slack refused the alert and paged nobody.
+    room = MAX_BLOCKS_TEXT - block_chars([*head, *tail, _DIVIDER, _more(len(causes), links)])
+    shown = within([_section(_cause_text(c), f"cause-{i}") for i, c in enumerate(causes[:slots])], room)
+    middle: list[dict] = [_DIVIDER, *shown] if causes else []
+    if len(causes) > len(shown):
+        middle.append(_more(len(causes) - len(shown), links))
     blocks = head + middle + tail
 
     fallback = [
@@ -255,13 +255,14 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
     return {"text": truncate("\n".join(fallback), MAX_FALLBACK_TEXT), "blocks": blocks}
 
 
+def _more(hidden: int, links: Mapping[str, str | None]) -> dict:
+    where = link(links.get("quality"), "Data quality view") or "Data quality view"
+    return _context(f"… and {hidden} more root causes, left out to fit Slack (see the {where})")
+
+
 def _clear_the_run(links: Mapping[str, str | None], first: str) -> str:
     run = links.get("run")
-    where = (
-        f"<{escape(run).replace('|', '%7C')}|the run>"
-        if run and urlsplit(run).scheme in ("http", "https")
-        else "the run"
-    )
+    where = link(run, "the run") if run and urlsplit(run).scheme in ("http", "https") else "the run"
     return f"*What to do*\n{first}, then clear the whole run: open {where} → *Clear run*."
 
 

@@ -12,6 +12,9 @@ MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 MAX_HEADER_TEXT = 150
 MAX_FALLBACK_TEXT = 3000
+# Slack refuses a message whose blocks hold about 13,000 characters in all (msg_blocks_too_long, in none of its
+# documented limits: slackapi/bolt-js#2509), and a refused alert pages nobody: the alerts stay under this.
+MAX_BLOCKS_TEXT = 12_000
 REDACTED = "***"
 
 
@@ -41,9 +44,15 @@ def redact(text: str) -> str:
     return text
 
 
+# Unicode's bidirectional controls (embeddings, overrides, isolates, marks). Review: a right-to-left override in
+# a sample key made Slack show the rest of the key reversed, so on-call read (and looked up) another key. Each is
+# shown as its escape (``\u202e``): visible, and the data's own characters keep their order.
+_BIDI_CONTROLS = {c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
 def escape(text: str) -> str:
-    """Escape the three characters Slack's mrkdwn treats as control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Escape the three characters Slack's mrkdwn treats as control characters; show bidi controls escaped."""
+    return text.translate(_BIDI_CONTROLS).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def clean(value: Any, limit: int = 300) -> str:
@@ -78,7 +87,30 @@ def truncate(text: str, limit: int) -> str:
     return cut + "…"
 
 
+def block_chars(value: Any) -> int:
+    """Characters of every string in Block Kit ``value`` (texts, labels, URLs, types): more than Slack counts."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(block_chars(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(block_chars(v) for v in value)
+    return 0
+
+
+def within(blocks: list[dict], budget: int) -> list[dict]:
+    """The first of ``blocks`` that together hold at most ``budget`` characters (:func:`block_chars`)."""
+    kept: list[dict] = []
+    for block in blocks:
+        budget -= block_chars(block)
+        if budget < 0:
+            break
+        kept.append(block)
+    return kept
+
+
 def plain(text: str, limit: int) -> str:
+    text = text.translate(_BIDI_CONTROLS)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

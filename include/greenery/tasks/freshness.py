@@ -14,7 +14,7 @@ from greenery.project import models
 from greenery.project.render import CLOCK_SKEW, Interval
 from greenery.sources import freshness
 from greenery.tasks.failures import PagedFailure
-from greenery.tasks.paging import page
+from greenery.tasks.paging import MAYBE_SENT, SENT, page
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,13 @@ def check(context: Any) -> dict[str, Any]:
         )
     )
     reason = f"source data not ready for {interval.day}: " + "; ".join(p.detail for p in problems)
-    if sent:
+    if sent == SENT:
         raise PagedFailure(f"{reason} (on-call paged)")
+    if sent == MAYBE_SENT:
+        # Review: this raised "could NOT be sent" and the failure callback paged a second time.
+        raise PagedFailure(
+            f"{reason} (the source alert went to Slack and got no answer, so it may have been posted: look for it"
+            " in the alert channel; not sent again, it could page on-call twice)"
+        )
     # Not paged: let the failure callback try once more with the generic alert.
     raise freshness.SourceNotReadyError(f"{reason} (the source alert could NOT be sent)")

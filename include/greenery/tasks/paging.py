@@ -34,6 +34,10 @@ SLACK_TRY_TIMEOUT_S = 10
 BACKOFF_S = (1.0, 2.0)
 WAREHOUSE_CONNECT_TIMEOUT_S = notify.CALLBACK_CONNECT_TIMEOUT_S
 
+# What page() tells its caller. MAYBE_SENT: the post went out and no answer came (a read timeout, a dropped
+# connection): Slack may have posted it, so nobody may page again, and what follows must say to look in the channel.
+SENT, MAYBE_SENT, NOT_SENT = "sent", "may have been posted", "not sent"
+
 
 def _worth_retrying(exc: SlackDeliveryError) -> bool:
     """Refused for now (429, 5xx) or never sent (unreachable); not a request that went out unanswered: Slack may
@@ -43,9 +47,10 @@ def _worth_retrying(exc: SlackDeliveryError) -> bool:
     return exc.status is None or exc.status == 429 or exc.status >= 500
 
 
-def page(payload: dict[str, Any], budget_s: float = PAGE_BUDGET_S) -> bool:
+def page(payload: dict[str, Any], budget_s: float = PAGE_BUDGET_S) -> str:
     """Send ``payload`` to the alert channel, again after a refusal worth retrying while ``budget_s`` lasts; never
-    raise (the caller fails anyway). Return whether it went."""
+    raise (the caller fails anyway). Return SENT, MAYBE_SENT (it went out unanswered: not to be sent again) or
+    NOT_SENT."""
     settings = config.get()
     deadline = time.monotonic() + budget_s
     for attempt in range(len(BACKOFF_S) + 1):
@@ -57,18 +62,23 @@ def page(payload: dict[str, Any], budget_s: float = PAGE_BUDGET_S) -> bool:
                 channel=settings.alert_channel,
                 timeout=max(1, min(SLACK_TRY_TIMEOUT_S, int(left))),
             )
-            return True
+            return SENT
         except SlackDeliveryError as exc:
+            if exc.maybe_delivered:
+                log.error(
+                    "page went out unanswered (try %d), may have been posted; not sent again: %s", attempt + 1, exc
+                )
+                return MAYBE_SENT
             wait = exc.retry_after if exc.retry_after is not None else BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
             if attempt == len(BACKOFF_S) or not _worth_retrying(exc) or time.monotonic() + wait + 1 > deadline:
                 log.error("could not page on-call (try %d): %s", attempt + 1, exc)
-                return False
+                return NOT_SENT
             log.warning("page refused (try %d), again in %.1fs: %s", attempt + 1, wait, exc)
             time.sleep(wait)
         except Exception as exc:
             log.error("could not page on-call: %s", exc)
-            return False
-    return False
+            return NOT_SENT
+    return NOT_SENT
 
 
 def record(context: Any, error: str) -> None:
@@ -126,7 +136,7 @@ def _page_for(context: Any, exc: BaseException | None) -> None:
             published=notify.published_in_this_run(context),
         )
     )
-    log.warning("task failure %s on-call", "paged" if sent else "could NOT be paged to")
+    log.warning("task failure page to on-call: %s", sent)
 
 
 def on_run_failure(context: Any) -> None:
@@ -172,7 +182,7 @@ def on_run_failure(context: Any) -> None:
             published=notify.published_in_this_run(context),
         )
     )
-    log.warning("run failure %s on-call", "paged" if sent else "could NOT be paged to")
+    log.warning("run failure page to on-call: %s", sent)
 
 
 def describe(exc: BaseException | str | None) -> str:

@@ -598,6 +598,30 @@ def test_the_demo_never_writes_to_a_configured_warehouse(published_url, pg_admin
     assert ran_on == [warehouse.connection_json(scratch)]
 
 
+def test_the_demo_runs_the_last_day_with_orders(pg_admin_url, tmp_path, monkeypatch):
+    """Review: the demo ran the last day with events, one past the generator's last order day: from --scale 3.5 on
+    (a week of history) the volume check blocked that day's zero orders, and the demo failed."""
+    import types
+
+    from greenery import cli, warehouse
+    from greenery.dev import embedded_pg
+
+    scratch = warehouse.create_database(pg_admin_url, f"greenery_test_{os.getpid()}_demo_day")
+    monkeypatch.setattr(
+        embedded_pg, "open_server", lambda path: types.SimpleNamespace(url=lambda: scratch, data_dir=path)
+    )
+    monkeypatch.setattr(cli, "STATE_DIR", tmp_path)
+    ran = []
+    monkeypatch.setattr(cli, "run_days", lambda days, verbose=False: ran.extend(days) or 0)
+    monkeypatch.setattr(cli, "print_answers", lambda day: 0)
+    assert cli.main(["demo", "--scale", "5"]) == 0
+    with psycopg.connect(scratch) as conn:
+        last_orders, last_events = conn.execute(
+            "select (select max(created_at)::date from raw.orders), (select max(created_at)::date from raw.events)"
+        ).fetchone()
+    assert ran == [last_orders] and last_events > last_orders, (ran, last_orders, last_events)
+
+
 def test_a_green_day_says_what_it_quarantined_and_warned(warehouse_url):
     """Review: a day that quarantined rows or failed warnings printed a bare "success": only Slack or the Data
     quality view told. The line carries them, from the run's latest recorded validation."""

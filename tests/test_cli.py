@@ -513,6 +513,21 @@ def test_a_long_cause_keeps_its_first_lines_and_says_where_the_rest_is():
     assert len(long_cause) == run_outcome.OTHER_LINES and long_cause.endswith("…")
 
 
+def test_a_red_run_that_published_says_so():
+    """Review: with no Slack connection, a day that quarantined rows printed "failed" and alert_slack's error, and
+    nothing said its marts had gone out."""
+    import types
+
+    def run(**states):
+        tis = [types.SimpleNamespace(task_id=task_id, state=state) for task_id, state in states.items()]
+        return types.SimpleNamespace(get_task_instances=lambda: tis)
+
+    note = run_outcome.published_anyway(run(validate="success", publish="success", alert_slack="failed"))
+    assert note and "WERE published" in note
+    assert run_outcome.published_anyway(run(validate="failed", publish="upstream_failed")) is None
+    assert run_outcome.published_anyway(run(publish="failed")) is None
+
+
 @pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
 def test_a_run_names_its_log_file_only_when_it_writes_one(verbose, tmp_path, monkeypatch, capsys):
     """README (The CLI): Airflow's whole log goes to the file the command names; with --verbose to the terminal,

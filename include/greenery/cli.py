@@ -136,6 +136,8 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
         if dag_run.state != "success" and cli_runs.stopped_by_the_user(dag_run):
             raise cli_runs.interrupted(day, dag_run.run_id)
         if dag_run.state != "success":
+            if note := run_outcome.published_anyway(dag_run):
+                print(f"  {note}", file=sys.stderr)
             for task_id, error in run_outcome.failures(dag_run, local_airflow.failed_tasks(dag_run)):
                 first, *more = error
                 print(f"  {task_id}: {first}", file=sys.stderr)

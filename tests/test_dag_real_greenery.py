@@ -203,6 +203,7 @@ def test_the_view_serves_each_runs_data_docs_from_the_warehouse_alone(real_run, 
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
+    from greenery import links as deployment
     from greenery.checks import suites
     from greenery.ui import app as quality_view
 
@@ -221,11 +222,12 @@ def test_the_view_serves_each_runs_data_docs_from_the_warehouse_alone(real_run, 
     root.mount("/data-quality", quality_view.create_app(require_auth=False))
     app = TestClient(root)
     latest = app.get("/data-quality/api/latest").json()
-    assert latest["data_docs"] == "docs/index.html" and latest["latest_run"]["run_id"] == stored[-1][0]
+    docs = deployment.docs_url()  # absolute links, from the deployment's base URL
+    assert latest["data_docs"] == f"{docs}index.html" and latest["latest_run"]["run_id"] == stored[-1][0]
     links = {t["suite"]: t["data_docs"] for t in latest["tables"]}
-    assert sorted(links) == expected and all(links.values()), links
+    assert sorted(links) == expected and all(link.startswith(docs) for link in links.values()), links
     for suite, link in links.items():
-        page = app.get(f"/data-quality/{link}")
+        page = app.get(f"/data-quality/docs/{link.removeprefix(docs)}")
         assert page.status_code == 200 and "Expectation Validation Result" in page.text, (suite, page.status_code)
     index = app.get("/data-quality/docs/")
     assert index.status_code == 200 and all(run_id in index.text for run_id, _ in stored)

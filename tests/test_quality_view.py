@@ -8,14 +8,16 @@ import datetime as dt
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
 import browser
 import psycopg
@@ -214,7 +216,7 @@ def test_page_shows_latest_run_tables_failures_and_quarantine(warehouse_url, sto
     assert "Readers are still served the run of <strong>2024-03-01</strong>" in page
     # one row per table, shown under the reader schema even though the run validated build schemas
     for table in ("staging.stg_postgres__orders", "marts.fact_orders", "marts.metrics_daily"):
-        assert f">{table}</span>" in page
+        assert f"><bdi>{table}</bdi></span>" in page
     assert "run of 2024-03-01 (not re-checked since)" in page  # metrics_daily: only in the older run
     assert '<span class="badge failed">failed</span>' in page
     assert '<span class="badge warning">warning</span>' in page
@@ -257,7 +259,7 @@ def test_latest_json_has_each_tables_latest_result(warehouse_url, stored_docs):
     assert dt.datetime.fromisoformat(latest["validated_at"]).utcoffset() == dt.timedelta(0)
     assert body["serving"]["run_id"] == OLD_RUN and body["serving"]["logical_date"] == "2024-03-01"
     assert body["quarantined"] == {"stg_postgres__orders": 3, "stg_postgres__products": 1}
-    assert body["data_docs"] == "docs/index.html"
+    assert re.fullmatch(r"https?://[^/]+(/.*)?/data-quality/docs/index\.html", body["data_docs"])  # absolute
     tables = {t["table"]: t for t in body["tables"]}
     assert set(tables) == {"staging.stg_postgres__orders", "marts.fact_orders", "marts.metrics_daily"}
     orders = tables["staging.stg_postgres__orders"]
@@ -292,8 +294,9 @@ def test_data_docs_are_served_and_nothing_outside_them(warehouse_url, stored_doc
         f"validations/stg_postgres__orders/{quoted_run}/20240302T010203.000000Z/"
         "greenery_warehouse-stg_postgres__orders.html"
     )
-    assert f'<a class="mono" href="{href}">stg_postgres__orders</a>' in index.text
-    assert f'Run <span class="mono">{NEW_RUN}</span>' in index.text and "2024-03-02 01:02:03 UTC" in index.text
+    assert f'<a class="mono" href="{href}"><bdi>stg_postgres__orders</bdi></a>' in index.text
+    assert f'Run <span class="mono"><bdi>{NEW_RUN}</bdi></span>' in index.text
+    assert "2024-03-02 01:02:03 UTC" in index.text
     result = app.get(f"/data-quality/docs/{href}")
     assert result.status_code == 200 and "orders result page" in result.text
     # our stylesheet, first in the head, and GX's markup as it was
@@ -336,6 +339,104 @@ def test_data_docs_are_served_and_nothing_outside_them(warehouse_url, stored_doc
             ORDERS_PAGE + "/",
         ):
             assert data_docs.page(conn, path) is None, path
+
+
+def dead_links(app, pages: list[str]) -> dict[str, list[tuple[str, int]]]:
+    """Each page's links (href and src of any element) to a URL of the app that does not answer 200."""
+
+    class Links(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.found: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.found += [v for k, v in attrs if k in ("href", "src") and v and not v.startswith("#")]
+
+    origin = urlsplit(str(app.base_url)).netloc
+    dead: dict[str, list[tuple[str, int]]] = {}
+    for page in pages:
+        response = app.get(page)
+        assert response.status_code == 200, (page, response.status_code)
+        links = Links()
+        links.feed(response.text)
+        for link in links.found:
+            target = urljoin(f"{app.base_url}{page}", link).split("#")[0]
+            if urlsplit(target).netloc == origin and (status := app.get(target).status_code) != 200:
+                dead.setdefault(page, []).append((link, status))
+    return dead
+
+
+# GX's markup for the suite's page and its favicon, as GX 1.x writes them into each validation page (the pages
+# of a real validation: tests/test_hostile_values.py).
+GX_HEADER = (
+    '<html><head><link rel="shortcut icon" href="../../../static/images/favicon.ico" type="image/x-icon"/></head>'
+    '<body><a href="../../../../index.html">Home</a> <span class="h6" >Expectation Suite:</span> '
+    '<a href="../../../../expectations/fact_orders.html" >fact_orders</a> result</body></html>'
+)
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_no_served_docs_page_links_to_a_page_that_does_not_exist(warehouse_url, stored_docs):
+    """Review: every stored page linked to GX's page of its suite (``docs/expectations/<suite>.html``), which is not
+    built (checks/gx.py): 404. The suite's name stays, unlinked; the favicon link of GX's unkept static folder goes."""
+    page = f"validations/fact_orders/{OLD_RUN}/20240301T010203.000000Z/run.html"
+    store_pages(warehouse_url, OLD_RUN, {page: GX_HEADER})  # stored before the fix: served without them too
+    app = client()
+    pages = ["/data-quality/docs/", f"/data-quality/docs/{data_docs.href(page)}"]
+    pages += [f"/data-quality/docs/{data_docs.href(p)}" for p in (ORDERS_PAGE, RUN_PAGE)]
+    assert dead_links(app, pages) == {}
+    served = app.get(pages[1]).text
+    assert "expectations/" not in served and "favicon" not in served
+    assert '<span class="h6" >Expectation Suite:</span> <a>fact_orders</a> result' in served
+    assert '<a href="../../../../index.html">Home</a>' in served  # the index is served: its link stays
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_the_jsons_data_docs_links_are_absolute_and_answer(warehouse_url, stored_docs, monkeypatch):
+    """Review: the JSON's links were relative (``docs/index.html``): against the JSON's own URL they named
+    ``/data-quality/api/docs/...``, 404. They start at the deployment's base URL, as every other link does."""
+    from greenery import links
+
+    base = "http://airflow.example.test:8793/airflow"  # [api] base_url, under a path
+    monkeypatch.setattr(links, "base_url", lambda: base)
+    record_two_runs(warehouse_url)
+    app = client()
+    body = app.get("/data-quality/api/latest").json()
+    assert body["data_docs"] == f"{base}/data-quality/docs/index.html"
+    tables = {t["suite"]: t["data_docs"] for t in body["tables"]}
+    assert tables == {
+        "stg_postgres__orders": f"{base}/data-quality/docs/{data_docs.href(ORDERS_PAGE)}",
+        "fact_orders": f"{base}/data-quality/docs/{data_docs.href(RUN_PAGE)}",
+        "metrics_daily": None,  # no page stored for its run
+    }
+    for url in [body["data_docs"], *filter(None, tables.values())]:  # each is a page the app serves
+        assert app.get(url.removeprefix(base)).status_code == 200, url
+    # the page's own links stay relative to it: they work under whatever path the API server answers
+    page = app.get("/data-quality/").text
+    assert 'href="docs/"' in page and f'href="docs/{data_docs.href(ORDERS_PAGE)}"' in page
+    assert f"{base}/data-quality/docs" not in page
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_data_docs_links_follow_greenery_data_docs_base_url(warehouse_url, stored_docs, monkeypatch):
+    """Review: .env.example says GREENERY_DATA_DOCS_BASE_URL decides where "the alerts' and the view's Data Docs
+    links start"; the view ignored it. The page's and the JSON's links start there, as the alerts' do."""
+    from greenery import links
+
+    monkeypatch.setenv("GREENERY_DATA_DOCS_BASE_URL", "https://docs.example.test/greenery/")
+    record_two_runs(warehouse_url)
+    orders = f"https://docs.example.test/greenery/{data_docs.href(ORDERS_PAGE)}"
+    page = client().get("/data-quality/").text
+    assert page.count('<a href="https://docs.example.test/greenery/" target="_top">') == 2  # header and card
+    assert f'<a href="{orders}" target="_top">result page</a>' in page
+    assert 'href="docs/' not in page
+    body = client().get("/data-quality/api/latest").json()
+    assert body["data_docs"] == "https://docs.example.test/greenery/index.html"
+    assert {t["suite"]: t["data_docs"] for t in body["tables"]}["stg_postgres__orders"] == orders
+    assert links.for_run(NEW_RUN)["docs"] == "https://docs.example.test/greenery/"  # where the alerts' start
 
 
 @pytest.mark.db
@@ -428,6 +529,33 @@ def test_a_run_that_failed_before_validate_has_a_page_with_its_failed_tasks(ware
     as_json = client().get("/data-quality/api/latest", params={"run_id": failed})
     assert as_json.status_code == 200 and as_json.json()["task_failures"][0]["logical_date"] == "2024-03-03"
     assert client().get("/data-quality/", params={"run_id": "never-ran"}).status_code == 404
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_a_run_that_failed_before_validate_shows_no_later_runs_results(warehouse_url, stored_docs):
+    """Review: the page of a run whose source check failed (its alert's link) listed, as its "earlier runs", the
+    failures of a run validated after it. Its tables are as of its first failure (README: "as of this run's
+    validation")."""
+    failed = "scheduled__2024-03-02T00:00:00+00:00__source_check"
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_validation(conn, clean_summary(), published=True)
+        conn.execute("update greenery_audit.validation_runs set validated_at = now() - interval '2 days'")
+        audit.record_task_failure(conn, failed, "check_source_freshness", dt.date(2024, 3, 2), "raw.events is stale")
+        conn.execute("update greenery_audit.task_failures set failed_at = now() - interval '1 day'")
+        [(failed_at,)] = conn.execute("select failed_at from greenery_audit.task_failures").fetchall()
+        conn.commit()
+        audit.record_validation(conn, failing_summary(), published=False)  # validated after the failure
+    page = flat(client().get("/data-quality/", params={"run_id": failed}).text)
+    assert "The run was not validated" in page
+    assert "expect_column_values_to_be_between" not in page and "pigeon" not in page and "No failing checks" in page
+    assert '<span class="badge failed">failed</span>' not in page
+    assert page.count("run of 2024-03-01 (not re-checked since)") == 3  # every table: the earlier run's result
+    body = client().get("/data-quality/api/latest", params={"run_id": failed}).json()
+    assert {t["run_id"] for t in body["tables"]} == {OLD_RUN}
+    assert dt.datetime.fromisoformat(body["tables_as_of"]) == failed_at
+    # the latest page still shows the later run's results
+    assert "expect_column_values_to_be_between" in flat(client().get("/data-quality/").text)
 
 
 @pytest.mark.db
@@ -703,5 +831,70 @@ def test_a_duplicated_compound_key_is_shown_whole_with_its_copies():
     run.update(run_id="r", logical_date="2021-02-12", published=False, dag_id="d", quarantined={})
     run.update(evaluated=1, failed_critical=1, failed_warning=0)
     page = render_page({"dag_id": "d", "latest_run": run, "tables": [], "failures": [failure], "root_causes": [cause]})
-    assert page.count(f">{key}</code>") == 2
+    assert page.count(f"><bdi>{key}</bdi></code>") == 2
     assert page.count(f'title="{longer}"') == 2 and f">{longer}<" not in page
+
+
+def test_direction_controls_in_data_are_shown_escaped_and_each_value_isolated():
+    """Review: an RLO in a sample key made the view show another key and flipped the rest of its line. Every
+    direction control in a value is shown as its escape (``\\u202e``), in text and in tooltips, and each value is
+    isolated (``<bdi>``): right-to-left text in one cannot reorder what follows it."""
+    from greenery.checks.summary import SAMPLE_KEY_CHARS
+    from greenery.ui import bidi
+    from greenery.ui.data_docs import ValidationRun
+    from greenery.ui.render import render_docs_index, render_page
+
+    controls = "".join(bidi.CONTROLS)
+    assert {f"U+{ord(c):04X}" for c in controls} >= {"U+202A", "U+202E", "U+2066", "U+2069", "U+200E", "U+200F"}
+
+    def hostile(name: str) -> str:
+        return f"{name}\u202e{controls}gnp.exe"
+
+    key = hostile("order")
+    long_key = hostile("x" * SAMPLE_KEY_CHARS)  # cut, whole in its tooltip
+    failure = {
+        "suite": hostile("suite"),
+        "table": hostile("staging.t"),
+        "column": hostile("col"),
+        "expectation": hostile("expect"),
+        "severity": "critical",
+        "description": hostile("desc"),
+        "observed_value": hostile("seen"),
+        "unexpected_count": 1,
+        "sample_keys": [key, long_key],
+        "error": hostile("err"),
+    }
+    keys = [{"key": key, "count": 2}]
+    sources = [hostile("raw.a"), hostile("raw.b")]
+    cause = {**failure, "sources": sources, "also_fails_in": sources, "runs_failing": 2, "keys": keys}
+    cause.update(owner=hostile("owner"), failing_since="2024-03-01")
+    run = {"run_id": hostile("manual__run"), "logical_date": "2024-03-02", "validated_at": None, "log_url": None}
+    run.update(published=False, dag_id=hostile("dag"), quarantined={hostile("stg_model"): 1}, failures_total=1)
+    run.update(evaluated=1, failed_critical=1, failed_warning=0)
+    serving = {"run_id": hostile("manual__served"), "logical_date": "2024-03-01", "published_at": None}
+    table = {"suite": failure["suite"], "table": failure["table"], "validated_table": hostile("_build.t")}
+    table.update(status="failed", evaluated=1, failed_critical=1, failed_warning=0, run_id=run["run_id"])
+    table.update(logical_date="2024-03-02", in_latest_run=True, failures=[failure])
+    task = {"task_id": hostile("task"), "failed_at": None, "error": hostile("why")}
+    data = {"dag_id": run["dag_id"], "latest_run": run, "serving": serving, "tables": [table], "failures": [failure]}
+    data.update(root_causes=[cause], notes=[failure], task_failures=[task], quarantined=run["quarantined"])
+    data.update(history=[run])
+    page = render_page(data)
+    index = render_docs_index(
+        [ValidationRun(hostile("manual__run"), hostile("2024"), ((hostile("suite"), "validations/x.html"),))],
+        app_root="../",
+        docs_root="",
+    )
+    for html in (page, index):
+        assert not set(controls) & set(html), sorted({f"U+{ord(c):04X}" for c in html if c in controls})
+    visible = "\\u202e" + "".join(f"\\u{ord(c):04x}" for c in controls)
+    # each value, as text of its own direction, controls visible
+    assert f'<code class="key"><bdi>order{visible}gnp.exe</bdi> ×2</code>' in page  # root causes: count after
+    assert f'<code class="key"><bdi>order{visible}gnp.exe</bdi></code>' in page  # failing checks
+    assert f'title="{"x" * SAMPLE_KEY_CHARS}{visible}gnp.exe"' in page  # the long key's tooltip
+    assert f"from <bdi>raw.a{visible}gnp.exe</bdi>, <bdi>raw.b{visible}gnp.exe</bdi>" in page
+    for name in ("suite", "col", "desc", "err", "seen", "owner", "stg_model", "task", "why", "dag", "manual__run"):
+        assert f"<bdi>{name}{visible}gnp.exe</bdi>" in page, name
+    assert page.count("<bdi>") > 30
+    assert f'Run <span class="mono"><bdi>manual__run{visible}gnp.exe</bdi></span>' in index
+    assert f"<bdi>suite{visible}gnp.exe</bdi></a>" in index

@@ -25,7 +25,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 
-from greenery import config
+from greenery import config, links
 from greenery.ui import data_docs, render
 from greenery.ui.report import HISTORY_LIMIT, UnknownRunError, WarehouseError, reading, report
 
@@ -130,7 +130,7 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
     def page(run_id: str | None = None) -> HTMLResponse:
         try:
             with reading() as conn:
-                data = _with_docs_pages(conn, report(conn, history_limit, run_id))
+                data = _with_docs_pages(conn, report(conn, history_limit, run_id), render.docs_root())
                 docs = data_docs.built(conn)
         except UnknownRunError as exc:
             raise HTTPException(404, str(exc)) from None
@@ -143,7 +143,8 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
     def latest(run_id: str | None = None) -> JSONResponse:
         try:
             with reading() as conn:
-                data = _with_docs_pages(conn, report(conn, history_limit, run_id))
+                # Absolute links: relative ones would resolve against this URL (…/api/docs/…, 404).
+                data = _with_docs_pages(conn, report(conn, history_limit, run_id), links.docs_url())
                 docs = data_docs.built(conn)
         except UnknownRunError as exc:
             raise HTTPException(404, str(exc)) from None
@@ -156,11 +157,12 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
             "latest_run": data["latest_run"],
             "serving": data["serving"],
             "tables": data["tables"],
+            "tables_as_of": data["tables_as_of"],  # None: each table's latest result; else as of this time
             "root_causes": data["root_causes"],
             "notes": data["notes"],
             "task_failures": data["task_failures"],
             "quarantined": data["quarantined"],
-            "data_docs": "docs/index.html" if docs else None,
+            "data_docs": links.docs_url("index.html") if docs else None,
         }
         return JSONResponse(body, headers=NO_STORE)
 
@@ -185,7 +187,7 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
             return HTMLResponse(page, headers=DOCS_HEADERS)
         if html is None:
             raise HTTPException(404, "Not found")
-        return HTMLResponse(render.with_docs_style(html), headers=DOCS_HEADERS)
+        return HTMLResponse(render.with_docs_style(data_docs.without_unbuilt_links(html)), headers=DOCS_HEADERS)
 
     # The nav icons and the stylesheet carry no data; the UI loads the icons before any login.
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -200,10 +202,10 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
     return app
 
 
-def _with_docs_pages(conn, data: dict) -> dict:
-    """Each table's link to its validation page in the Data Docs (``docs/...``), or None."""
+def _with_docs_pages(conn, data: dict, root: str) -> dict:
+    """Each table's link to its validation page in the Data Docs (``root`` + its path below them), or None."""
     pages = data_docs.pages_of(conn, [(t.get("suite"), t.get("run_id")) for t in data["tables"]])
     for table in data["tables"]:
         page = pages.get((table.get("suite"), table.get("run_id")))
-        table["data_docs"] = f"docs/{page}" if page else None
+        table["data_docs"] = f"{root}{page}" if page else None
     return data

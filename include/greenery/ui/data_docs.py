@@ -12,6 +12,7 @@ without scripts (see :mod:`greenery.ui.app`), and lists the validation runs itse
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -22,6 +23,13 @@ from greenery import audit
 
 INDEX_RUNS = 30
 INDEX_PATHS = ("", "index.html")
+# Links GX writes into every validation page to pages that are never built (checks/gx.py renders validation pages
+# only): the suite's page (``../../../../expectations/<suite>.html``, in the header) and a favicon of GX's static
+# folder, which is not kept. Matched as GX writes them: a data value in a page that looks the same only loses a link.
+_UNBUILT = (
+    (re.compile(r'<a href="(?:\.\./)+expectations/[^"<>]*\.html"\s*>'), "<a>"),  # the suite's name stays, unlinked
+    (re.compile(r'<link rel="shortcut icon" href="[^"<>]*static/images/favicon\.ico"[^<>]*>'), ""),
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,14 @@ def page(conn, path: str) -> str | None:
         return None
     row = conn.execute(sql.SQL("select page from {} where path = %s").format(_table()), (path,)).fetchone()
     return row[0] if row else None
+
+
+def without_unbuilt_links(html: str) -> str:
+    """A stored page without its links to pages that do not exist (each answered 404), of any stored page: an
+    older validation's too."""
+    for pattern, replacement in _UNBUILT:
+        html = pattern.sub(replacement, html)
+    return html
 
 
 def validation_runs(conn, limit: int = INDEX_RUNS) -> list[ValidationRun]:

@@ -15,16 +15,25 @@ from markupsafe import Markup, escape
 
 from greenery import config, links
 from greenery.checks.summary import SAMPLE_KEY_CHARS
+from greenery.ui import bidi
 from greenery.ui.data_docs import ValidationRun
 
 STATIC_DIR = Path(__file__).parent / "static"
 _HEAD = re.compile(r"<head(\s[^>]*)?>", re.IGNORECASE)
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ }}`` of the templates, in text and in attributes (a tooltip too): no raw direction control."""
+    return bidi.visible(value) if isinstance(value, str) else value
+
+
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("greenery.ui", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    finalize=_finalize,
 )
 
 
@@ -78,24 +87,46 @@ def _breakable(value: str | None, after: str = "_.") -> Markup:
     return text
 
 
+def _isolated(value: Any) -> Markup:
+    """A value from data as text of its own direction (``<bdi>``): right-to-left text in it cannot reorder what
+    the page writes around it (``×2``, ``, ``, the next value). Escaped, its direction controls made visible."""
+    text = value if isinstance(value, Markup) else escape(str(value))
+    return Markup("<bdi>{}</bdi>").format(bidi.visible(text))
+
+
 def _short(run_id: str | None, limit: int = 44) -> str:
     run_id = run_id or "—"
     return run_id if len(run_id) <= limit else run_id[: limit - 1] + "…"
 
 
 _ENV.filters.update(
-    when=_when, observed=_observed, safe_url=_safe_url, short=_short, breakable=_breakable, gx_time=_gx_time
+    when=_when,
+    observed=_observed,
+    safe_url=_safe_url,
+    short=_short,
+    breakable=_breakable,
+    gx_time=_gx_time,
+    bdi=_isolated,
 )
+
+
+def docs_root() -> str:
+    """Where the page's Data Docs links start: ``GREENERY_DATA_DOCS_BASE_URL`` when set, as in the alerts; else the
+    app's own ``docs/``, relative to the page, so it works under any base path of the API server."""
+    return links.docs_url() if config.get().data_docs_base_url else "docs/"
 
 
 def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: bool = False) -> str:
     data = data or {"dag_id": config.DAG_ID, "latest_run": None, "serving": None, "tables": [], "failures": []}
     run = data.get("latest_run")
     quarantined = data.get("quarantined") or {}
+    root = docs_root()
     return _ENV.get_template("page.html").render(
         base="",
         error=error,
         docs=docs,
+        docs_root=root,
+        docs_elsewhere=root != "docs/",  # another server's: opened in the whole window, not the UI's iframe
         dag_id=data["dag_id"],
         run=run,
         serving=data.get("serving"),
@@ -110,6 +141,7 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
         quarantined=quarantined,
         quarantined_total=sum(quarantined.values()),
         history=data.get("history") or [],
+        tables_as_of=data.get("tables_as_of"),
         key_chars=SAMPLE_KEY_CHARS,
     )
 

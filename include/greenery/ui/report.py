@@ -202,7 +202,9 @@ def _causes(summary: dict[str, Any]) -> list[dict[str, Any]]:
 def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) -> dict[str, Any]:
     """Everything the page and the JSON endpoint show; ``latest_run`` is None before the first validation.
 
-    ``run_id`` picks the run the page is about (an alert links to its own run); default: the latest.
+    ``run_id`` picks the run the page is about (an alert links to its own run); default: the latest. Its tables
+    are then each one's latest result as of ``tables_as_of``: the run's validation, or its first task failure
+    for a run that failed before validate.
     """
     recorded = audit.exists(conn, "validation_runs")
     runs = recent_runs(conn, history_limit) if recorded else []
@@ -222,8 +224,11 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
             # validation (review: a later run's failures were listed under an earlier, clean run).
             as_of = dt.datetime.fromisoformat(latest["validated_at"]) if run_id else None
         elif run_id and (failed := audit.task_failures(conn, run_id)):
-            # It failed before validate (source check, a model, the warehouse): its alert links here as well.
+            # It failed before validate (source check, a model, the warehouse): its alert links here as well. Its
+            # tables are as of its first failure, so a run validated after it never shows as one of its "earlier
+            # runs" (review: a source check's alert listed a later run's failures).
             latest = not_validated(run_id, failed[0]["logical_date"])
+            as_of = failed[0]["failed_at"]
         else:
             raise UnknownRunError(f"no validation or task failure recorded for run {run_id!r}")
     tables = latest_per_table(conn, as_of) if recorded else []
@@ -247,6 +252,7 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         else [],
         "quarantined": latest["quarantined"] if latest else {},
         "history": runs,
+        "tables_as_of": _utc(as_of),
     }
 
 

@@ -253,6 +253,15 @@ def test_answers_are_as_of_the_day_asked_and_all_history_figures_say_so(cli_env)
     assert "marts.fact_product: all history, as known to the latest run (2021-02-12)" in done.stdout
 
 
+def test_answers_with_a_mart_dropped_is_one_line_naming_it(cli_env, published_url):
+    """Review: with marts.fact_product dropped by hand, `greenery answers` ended in an UndefinedTable traceback."""
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("drop table marts.fact_product cascade")
+    done = greenery("answers", env=cli_env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done
+    assert done.stderr.startswith('error: relation "marts.fact_product" does not exist: the marts are incomplete')
+
+
 def test_answers_for_a_day_without_figures_is_one_line_not_a_traceback(cli_env):
     done = greenery("answers", "--date", "2021-02-11", env=cli_env)
     assert done.returncode == 2

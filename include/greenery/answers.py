@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import psycopg
+
 from greenery import config
 
 METRICS_SQL = """
@@ -70,6 +72,15 @@ class NoAnswersError(LookupError):
 
 def read(conn, day: dt.date | None = None) -> dict[str, Any]:
     """The answers as of ``day`` (default: the latest day in metrics_daily)."""
+    try:
+        return _read(conn, day)
+    except psycopg.errors.UndefinedTable as exc:  # review: a mart dropped by hand ended in a traceback
+        raise NoAnswersError(
+            f"{exc.diag.message_primary}: the marts are incomplete; run the DAG for the latest day to publish them"
+        ) from None
+
+
+def _read(conn, day: dt.date | None) -> dict[str, Any]:
     with conn.cursor() as cur:
         if not _exists(cur, "marts.metrics_daily"):
             raise NoAnswersError("marts.metrics_daily does not exist: nothing was published yet; run the DAG first")

@@ -230,6 +230,15 @@ def test_format_suites_reads_every_file_before_it_writes_one(tmp_path, capsys, m
         assert f"error: {reason}" in stderr, stderr
         assert unformatted.read_bytes() == before
     assert typo.read_text() == json.dumps(data)
+    # Review: a file that could not be written stopped it half way, the files before it rewritten. (As root any
+    # file is writable: a folder in the way of the second file's temporary copy stands in for a read-only file.)
+    second = tmp_path / "orders2.json"
+    second.write_text(unformatted.read_text())
+    (tmp_path / ".orders2.json.formatting").mkdir()
+    stderr = refused(str(unformatted), str(second))
+    assert "orders2.json.formatting: cannot be written (Is a directory); nothing was changed" in stderr, stderr
+    assert unformatted.read_bytes() == before and not (tmp_path / ".orders.json.formatting").exists()
+    (tmp_path / ".orders2.json.formatting").rmdir()
     done = subprocess.run(command("format-suites", str(unformatted)), capture_output=True, text=True)
     assert done.returncode == 0 and "1 of 1 suite file(s) changed" in done.stdout, done.stderr
     assert unformatted.read_bytes() != before  # the positive control: it did need formatting

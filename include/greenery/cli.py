@@ -222,15 +222,18 @@ def cmd_format_suites(args: argparse.Namespace) -> int:
         except UnicodeDecodeError as exc:
             raise UsageError(f"{path}, byte {exc.start}: not UTF-8 text; nothing was changed") from None
     from greenery.checks import gx  # Great Expectations: ~2 s to import, once the files are known to be good
-    from greenery.checks.suites import SuiteDefinitionError
+    from greenery.checks.suites import SuiteDefinitionError, write_all
 
     try:  # every file through GX before any is written
         texts = {path: gx.formatted_suite(path) for path in paths}
     except SuiteDefinitionError as exc:
         raise UsageError(f"{exc}; nothing was changed") from None
-    changed = [path for path, (text, formatted) in texts.items() if formatted != text]
+    changed = {path: formatted for path, (text, formatted) in texts.items() if formatted != text}
+    try:  # all or none
+        write_all(changed)
+    except SuiteDefinitionError as exc:
+        raise UsageError(str(exc)) from None
     for path in changed:
-        path.write_text(texts[path][1])
         print(f"formatted {path}")
     print(f"{len(changed)} of {len(paths)} suite file(s) changed")
     return 0
@@ -352,9 +355,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # the parser's defaults read the settings (a bad one is a line too); Airflow's are fixed at its import
         args = build_parser().parse_args(argv)
-        # `greenery ui` sets the links itself: the address it listens on now, or the user's AIRFLOW__API__BASE_URL.
         home = Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow")
-        local_airflow.configure(home, ui_links=args.func is not cmd_ui)
+        local_airflow.configure(home, ui_links=args.func is not cmd_ui)  # `greenery ui` makes its own links
         code = args.func(args)
         sys.stdout.flush()  # a reader gone (a closed pipe) raises here, in the handler below, not at exit
         return code

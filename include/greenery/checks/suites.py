@@ -10,6 +10,7 @@ only alerts. ``unexpected_rows_query`` texts may name other models with ``{{ ref
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,24 @@ def _check_shape(path: Path, data: Any) -> None:
     for i, exp in enumerate(expectations or []):
         if not isinstance(exp, dict):
             raise SuiteDefinitionError(f"{path}: expectation {i} must be a JSON object, found a {type(exp).__name__}")
+
+
+def write_all(texts: Mapping[Path, str]) -> None:
+    """Write every file of ``texts`` or none: each goes to a temporary file beside it first, and only when all of
+    them are written do they replace the originals (review: a file that could not be written stopped
+    format-suites half way, the files before it rewritten; a write cut short left a half file)."""
+    staged: dict[Path, Path] = {}
+    try:
+        for path, text in texts.items():
+            temporary = path.with_name(f".{path.name}.formatting")
+            temporary.write_text(text)
+            staged[path] = temporary
+    except OSError as exc:
+        for temporary in staged.values():
+            temporary.unlink(missing_ok=True)
+        raise SuiteDefinitionError(f"{exc.filename}: cannot be written ({exc.strerror}); nothing was changed") from None
+    for path, temporary in staged.items():
+        os.replace(temporary, path)
 
 
 def dump(data: dict) -> str:

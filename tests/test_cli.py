@@ -555,7 +555,7 @@ def test_a_run_names_its_log_file_only_when_it_writes_one(verbose, tmp_path, mon
     from greenery import cli
     from greenery.dev import local_airflow
 
-    failed_run = types.SimpleNamespace(state="failed", run_id="manual__x")
+    failed_run = types.SimpleNamespace(state="failed", run_id="manual__x", get_task_instances=lambda: [])
     monkeypatch.setattr(cli, "STATE_DIR", tmp_path / "state")
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
     monkeypatch.setattr(local_airflow, "prepare", lambda home: None)

@@ -327,6 +327,7 @@ LONGEST_FIRST = (
 # Fast-tier files whose tests import Airflow (2 s per process). `make test-fast` passes --airflow-files-together:
 # they run on one worker, so the other never imports Airflow (no file imports it when collected).
 NEEDS_AIRFLOW = (
+    "test_bench_verdict.py",  # the product modules the bench times import Airflow (2 s)
     "test_compose.py",
     "test_dag_integrity.py",
     "test_digest.py",

@@ -47,23 +47,24 @@ def refuse_an_older_clock(conn, build: Any, clock: dt.datetime | None) -> None:
         )
 
 
-def _build_info(conn, build: Any, name: str) -> dict:
-    row = conn.execute(
-        sql.SQL("select info from {} where key = %s and model = %s").format(audit.table("build_models")),
-        (build.key, name),
-    ).fetchone()
-    return (row[0] if row else None) or {}
+def _snapshot_builds(conn, models: Mapping[str, Model], build: Any, names: list[str]) -> dict[str, dict]:
+    """What this build recorded of each snapshot of ``names`` (``history_kept``, ``snapshot_seen``), by name."""
+    snapshots = [name for name in names if models[name].materialized == "snapshot"]
+    if not snapshots:
+        return {}
+    rows = conn.execute(
+        sql.SQL("select model, info from {} where key = %s and model = any(%s)").format(audit.table("build_models")),
+        (build.key, snapshots),
+    ).fetchall()
+    recorded = dict(rows)
+    return {name: recorded.get(name) or {} for name in snapshots}
 
 
 def kept_snapshots(conn, models: Mapping[str, Model], build: Any, names: list[str]) -> set[str]:
     """The snapshots of ``names`` this build kept as they were (its step is before their latest): the published
     table as it was, which publish leaves alone and validate does not check against this run's models (review:
     after an order left raw, every backfill failed "a current version is an order staging has")."""
-    return {
-        name
-        for name in names
-        if models[name].materialized == "snapshot" and _build_info(conn, build, name).get("history_kept")
-    }
+    return {name for name, info in _snapshot_builds(conn, models, build, names).items() if info.get("history_kept")}
 
 
 def check_snapshots(conn, models: Mapping[str, Model], build: Any, names: list[str]) -> set[str]:
@@ -71,18 +72,19 @@ def check_snapshots(conn, models: Mapping[str, Model], build: Any, names: list[s
     return the snapshots this build kept as they were (its step is before their latest), for publish to leave
     alone: the copy it built is the published table as it was, and the latest day rerun since may have taken
     its step again (a new version, the same step): review found a backfill's copy dropping that version."""
-    kept = kept_snapshots(conn, models, build, names)
-    for name in names:
-        model = models[name]
-        if model.materialized != "snapshot" or name in kept:
+    kept = set()
+    for name, info in _snapshot_builds(conn, models, build, names).items():
+        if info.get("history_kept"):
+            kept.add(name)
             continue
-        now = snapshot.latest_step(conn, model.relation)
+        relation = models[name].relation
+        now = snapshot.latest_step(conn, relation)
         # Compared as instants: the build wrote its step in UTC, this session may be in the database's time zone
         # (review: as strings, a warehouse whose TimeZone is not UTC could never publish a second day).
-        seen = _build_info(conn, build, name).get("snapshot_seen")
+        seen = info.get("snapshot_seen")
         if now != (dt.datetime.fromisoformat(seen) if seen else None):
             raise PublishError(
-                f"{model.relation} moved on to the step of {now} since run {build.run_id!r} built it on"
+                f"{relation} moved on to the step of {now} since run {build.run_id!r} built it on"
                 f" {seen}; nothing was published. Clear the whole run to build it again."
             )
     return kept

@@ -839,8 +839,8 @@ def test_direction_controls_in_data_are_shown_escaped_and_each_value_isolated():
     """Review: an RLO in a sample key made the view show another key and flipped the rest of its line. Every
     direction control in a value is shown as its escape (``\\u202e``), in text and in tooltips, and each value is
     isolated (``<bdi>``): right-to-left text in one cannot reorder what follows it."""
+    from greenery import bidi
     from greenery.checks.summary import SAMPLE_KEY_CHARS
-    from greenery.ui import bidi
     from greenery.ui.data_docs import ValidationRun
     from greenery.ui.render import render_docs_index, render_page
 

@@ -7,6 +7,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from greenery import bidi
+
 # Slack limits (https://api.slack.com/reference/block-kit/blocks).
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
@@ -44,15 +46,13 @@ def redact(text: str) -> str:
     return text
 
 
-# Unicode's bidirectional controls (embeddings, overrides, isolates, marks). Review: a right-to-left override in
-# a sample key made Slack show the rest of the key reversed, so on-call read (and looked up) another key. Each is
-# shown as its escape (``\u202e``): visible, and the data's own characters keep their order.
-_BIDI_CONTROLS = {c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+# Review: a right-to-left override in a sample key made Slack show the rest of the key reversed, so on-call read
+# (and looked up) another key: every bidirectional control is shown as its escape (bidi.visible).
 
 
 def escape(text: str) -> str:
     """Escape the three characters Slack's mrkdwn treats as control characters; show bidi controls escaped."""
-    return text.translate(_BIDI_CONTROLS).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return bidi.visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def clean(value: Any, limit: int = 300) -> str:
@@ -110,7 +110,7 @@ def within(blocks: list[dict], budget: int) -> list[dict]:
 
 
 def plain(text: str, limit: int) -> str:
-    text = text.translate(_BIDI_CONTROLS)
+    text = bidi.visible(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

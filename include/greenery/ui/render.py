@@ -13,12 +13,12 @@ from urllib.parse import urlsplit
 import jinja2
 from markupsafe import Markup, escape
 
-from greenery import config, links
+from greenery import bidi, config, links
 from greenery.checks.summary import SAMPLE_KEY_CHARS
-from greenery.ui import bidi
 from greenery.ui.data_docs import ValidationRun
 
 STATIC_DIR = Path(__file__).parent / "static"
+LOCAL_DOCS = "docs/"  # the app's own Data Docs, relative to the page
 _HEAD = re.compile(r"<head(\s[^>]*)?>", re.IGNORECASE)
 
 
@@ -113,7 +113,7 @@ _ENV.filters.update(
 def docs_root() -> str:
     """Where the page's Data Docs links start: ``GREENERY_DATA_DOCS_BASE_URL`` when set, as in the alerts; else the
     app's own ``docs/``, relative to the page, so it works under any base path of the API server."""
-    return links.docs_url() if config.get().data_docs_base_url else "docs/"
+    return links.docs_url() if config.get().data_docs_base_url else LOCAL_DOCS
 
 
 def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: bool = False) -> str:
@@ -126,7 +126,7 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
         error=error,
         docs=docs,
         docs_root=root,
-        docs_elsewhere=root != "docs/",  # another server's: opened in the whole window, not the UI's iframe
+        docs_elsewhere=root != LOCAL_DOCS,  # another server's: opened in the whole window, not the UI's iframe
         dag_id=data["dag_id"],
         run=run,
         serving=data.get("serving"),

@@ -1,9 +1,10 @@
-"""Text-direction controls in data, made visible: the view shows what a value holds, not what it makes a browser do.
+"""Text-direction controls in data, made visible: a reader sees what a value holds, not what it makes a display do.
 
 An RLO (U+202E) in a sample key displays the key reversed and flips the rest of its line; an isolate or mark
-moves the text around it. Each control becomes its escaped form (``\\u202e``), visibly, wherever the view shows a
-value (page.html, the Data Docs index); the templates also isolate each value (``<bdi>``) so right-to-left text
-in one value cannot reorder its neighbours. The JSON keeps the exact values.
+moves the text around it. Each control becomes its escaped form (``\\u202e``), visibly, wherever a value from
+data is shown: the Slack alerts (alerts/text.py) and the Data quality view (ui/render.py, whose templates also
+isolate each value in ``<bdi>`` so right-to-left text in one value cannot reorder its neighbours). The JSON keeps
+the exact values.
 """
 
 from __future__ import annotations

@@ -60,12 +60,18 @@ def test_date_options_explain_themselves():
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
-        (("generate", "OUT", "--scale", "-1"), "argument --scale: must be a number above 0, got -1"),
-        (("generate", "OUT", "--scale", "nan"), "argument --scale: must be a number above 0, got nan"),
+        (("generate", "OUT", "--scale", "-1"), "argument --scale: must be a number above 0, at most 10000, got -1"),
+        (("generate", "OUT", "--scale", "nan"), "argument --scale: must be a number above 0, at most 10000, got nan"),
+        # Review: 1e300 generated for ever; 10**8 days and the last day a date holds raised OverflowError.
+        (("generate", "OUT", "--scale", "1e300"), "--scale: must be a number above 0, at most 10000, got 1e300"),
         (("generate", "OUT", "--scale", "x"), "argument --scale: 'x' is not a number"),
-        (("generate", "OUT", "--days", "0"), "argument --days: must be at least 1, got 0"),
+        (("generate", "OUT", "--days", "0"), "argument --days: must be from 1 to 36525 (a century), got 0"),
+        (("generate", "OUT", "--days", "100000000"), "--days: must be from 1 to 36525 (a century), got 100000000"),
         (("generate", "OUT", "--days", "1.5"), "argument --days: '1.5' is not a whole number"),
-        (("demo", "--scale", "0"), "argument --scale: must be a number above 0, got 0"),
+        (("run", "--date", "9999-12-31"), "argument --date: must be a day before 9999-12-31, got 9999-12-31"),
+        (("run", "--date", "2021-02-12", "--end-date", "9999-12-31"), "--end-date: must be a day before 9999-12-31"),
+        (("answers", "--date", "9999-12-31"), "argument --date: must be a day before 9999-12-31, got 9999-12-31"),
+        (("demo", "--scale", "0"), "argument --scale: must be a number above 0, at most 10000, got 0"),
         (("ui", "--port", "99999"), "argument --port: must be a port from 1 to 65535, got 99999"),
         (("ui", "--port", "0"), "argument --port: must be a port from 1 to 65535, got 0"),
     ],

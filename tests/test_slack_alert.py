@@ -639,3 +639,44 @@ def test_the_red_tasks_message_says_when_it_lists_only_part_of_the_problems():
     assert lines[2] == "- staging.t1: expect_column_values_to_be_unique(id): b, c, d (and 37 more rows)"
     assert lines[6] == "- and 3 more: the task log (FAILED lines) and the Data quality view list all"
     assert len(lines) == 8
+
+
+def test_a_check_that_could_not_be_evaluated_is_the_pipelines_to_fix_not_the_datas():
+    """Review: a critical check whose query failed (a column renamed in its model, a broken suite query) paged as bad
+    data: "Fix the source rows named above". When every blocking cause is such a check, the alert and the red task
+    say the model or suite is at fault; beside real bad rows, they ask for both."""
+    from greenery.tasks.validate import verdict
+
+    broken = {**ORDERS_UNIQUE, "sample_keys": [], "error": 'column "order_id" does not exist'}
+    only_broken = visible(build_alert(summary(failures=[broken, PROMO_WARNING])))
+    assert "could not be evaluated (their query failed): fix their model or suite, not the data" in only_broken
+    assert "Fix the source rows" not in only_broken and 'column "order_id" does not exist' in only_broken
+    mixed = visible(build_alert(summary(failures=[broken, failure(2)], failed_critical=2)))
+    assert "Fix the source rows named above and the suite of each check that could not run" in mixed
+    clean = visible(build_alert(summary()))
+    assert "Fix the source rows named above, then clear the whole run" in clean and "could not" not in clean
+
+    def cause(error: str | None) -> dict:
+        keys = [] if error else [{"key": "k", "count": 2}]
+        return {
+            "severity": "critical",
+            "table": "staging.t",
+            "sources": ["raw.t"],
+            "expectation": "expect_column_values_to_be_unique",
+            "column": "id",
+            "also_fails_in": [],
+            "keys": keys,
+            "unexpected_count": None if error else 2,
+            "error": error,
+        }
+
+    lines = verdict({"root_causes": [cause('column "id" does not exist\n  LINE 1: ...')]}).splitlines()
+    assert lines[0] == "1 critical check(s) could not be evaluated; nothing was published:"
+    assert lines[1] == (
+        '- staging.t (from raw.t): expect_column_values_to_be_unique(id): could not be evaluated: column "id" does'
+        " not exist LINE 1: ..."
+    )
+    assert lines[-1].startswith("Their queries failed: fix the model or suite of each, not the data, then clear")
+    lines = verdict({"root_causes": [cause(None), cause("boom")]}).splitlines()
+    assert lines[0] == "2 critical problem(s) in the data; nothing was published:"
+    assert lines[-1].startswith("Fix the source rows and the suite of each check that could not be evaluated, then")

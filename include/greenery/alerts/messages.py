@@ -161,14 +161,20 @@ def _buttons(links: Mapping[str, str | None]) -> dict | None:
     return {"type": "actions", "block_id": "links", "elements": elements} if elements else None
 
 
-def _next_steps(blocking: bool, links: Mapping[str, str | None]) -> str:
-    run = links.get("run")
-    where = link(run, "the run") if run and urlsplit(run).scheme in ("http", "https") else "the run"
+def _next_steps(blocking: bool, links: Mapping[str, str | None], causes: list) -> str:
+    """A critical check whose query failed is the pipeline's to fix, not the data's (review: a check that could not
+    run was paged as bad data, "Fix the source rows")."""
+    critical = [c for c in causes if _severity(c) == "critical"]
+    broken = sum(1 for c in critical if c.get("error"))
     if blocking:
-        return (
-            "*What to do*\nFix the source rows named above, then clear the whole run: open "
-            f"{where} → *Clear run*. It rebuilds from raw, checks again and publishes if the checks pass."
+        first = "Fix the source rows named above" + (
+            " and the suite of each check that could not run" if broken else ""
         )
+        if critical and broken == len(critical):
+            first = (
+                "The checks above could not be evaluated (their query failed): fix their model or suite, not the data"
+            )
+        return _clear_the_run(links, first) + " It rebuilds from raw, checks again and publishes if the checks pass."
     return (
         "*What to do*\nNothing blocks: the marts were published. Fix the source when it matters;"
         " the next run checks again."
@@ -224,7 +230,7 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
     tail = [_DIVIDER]
     if status_lines:
         tail.append(_section("\n".join(status_lines), "status"))
-    tail.append(_section(_next_steps(blocking, links), "next-steps"))
+    tail.append(_section(_next_steps(blocking, links, causes), "next-steps"))
     buttons = _buttons(links)
     if buttons:
         tail.append(buttons)

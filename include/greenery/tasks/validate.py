@@ -175,7 +175,11 @@ SHOWN_CAUSES, SHOWN_KEYS = 5, 3  # the failed task's message stays readable in t
 def verdict(summary: dict[str, Any]) -> str:
     """The failed task's message: what failed at the root, and what to do."""
     critical = [r for r in summary["root_causes"] if r["severity"] == "critical"]
-    lines = [f"{len(critical)} critical problem(s) in the data; nothing was published:"]
+    # Review: a check whose query failed was reported as bad data; it is the model's or the suite's to fix.
+    broken = sum(1 for r in critical if r.get("error"))
+    unevaluated = bool(critical) and broken == len(critical)
+    what = "check(s) could not be evaluated" if unevaluated else "problem(s) in the data"
+    lines = [f"{len(critical)} critical {what}; nothing was published:"]
     for r in critical[:SHOWN_CAUSES]:
         shown = r["keys"][:SHOWN_KEYS]
         keys = ", ".join(f"{k['key']}" + (f" x{k['count']}" if k["count"] > 1 else "") for k in shown)
@@ -185,12 +189,17 @@ def verdict(summary: dict[str, Any]) -> str:
         sources = f" (from {', '.join(r['sources'])})" if r["sources"] else ""
         column = f"({r['column']})" if r.get("column") else ""
         also = f"; also fails in {', '.join(r['also_fails_in'])}" if r["also_fails_in"] else ""
+        if r.get("error"):  # no rows to name: the check's own query failed
+            keys = "could not be evaluated: " + " ".join(str(r["error"]).split())[:300]
         lines.append(f"- {r['table']}{sources}: {r['expectation']}{column}{': ' + keys if keys else ''}{also}")
     if len(critical) > SHOWN_CAUSES:
         lines.append(
             f"- and {len(critical) - SHOWN_CAUSES} more: the task log (FAILED lines) and the Data quality view list all"
         )
-    lines.append("Fix the source rows, then clear the whole run (Grid → this run → Clear run).")
+    first = "Fix the source rows" + (" and the suite of each check that could not be evaluated" if broken else "")
+    if unevaluated:
+        first = "Their queries failed: fix the model or suite of each, not the data"
+    lines.append(f"{first}, then clear the whole run (Grid → this run → Clear run).")
     return "\n".join(lines)
 
 

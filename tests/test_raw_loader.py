@@ -101,6 +101,10 @@ def test_a_missing_or_renamed_column_is_reported(db, real_greenery, tmp_path):
     (data / "products.csv").write_text(text.replace("product_id,name,", "product_id,product_name,", 1))
     with pytest.raises(raw.RawLoadError, match=r"missing \['name'\], unexpected \['product_name'\]"):
         raw.load_csv(db, data / "products.csv", "products")
+    # Review: a column named twice read "missing none, unexpected none".
+    (data / "products.csv").write_text(text.replace("product_id,name,", "product_id,name,name,", 1))
+    with pytest.raises(raw.RawLoadError, match=r"line 1: header names name more than once; raw\.products has \["):
+        raw.load_csv(db, data / "products.csv", "products")
     assert db.execute("select count(*) from raw.products").fetchone()[0] == 30
 
 
@@ -112,6 +116,21 @@ def test_a_missing_file_is_reported_before_anything_loads(db, real_greenery, tmp
     (data / "promos.csv").mkdir()  # review: a folder of that name was reported as missing, as if absent
     with pytest.raises(raw.RawLoadError, match=r"missing promos\.csv \(not a file\); nothing"):
         raw.load_dir(db, data)
+    # Review: a mistyped folder read as seven missing files, and a CSV of no raw table was left out without a word.
+    with pytest.raises(raw.RawLoadError, match=r"/no-such-folder: no such folder; nothing was changed$"):
+        raw.load_dir(db, tmp_path / "no-such-folder")
+    with pytest.raises(raw.RawLoadError, match=r"/users\.csv: not a folder; nothing was changed$"):
+        raw.load_dir(db, data / "users.csv")
+    (data / "promos.csv").rmdir()
+    shutil.copy(real_greenery / "promos.csv", data / "promos.csv")
+    (data / "order_item.csv").write_text("order_id,product_id,quantity\n")
+    (data / "orders (1).csv").write_text("")
+    with pytest.raises(raw.RawLoadError) as refused:
+        raw.load_dir(db, data)
+    assert str(refused.value) == (
+        f"{data}: order_item.csv, orders (1).csv: not a raw table (the tables are addresses, users, promos, products,"
+        " orders, order_items, events); nothing was changed"
+    )
     assert db.execute("select to_regclass('raw.users')").fetchone()[0] is None
 
 

@@ -97,6 +97,9 @@ def _check_header(path: Path, table: str, header: list[str]) -> None:
         return
     missing = [c for c in expected if c not in header]
     extra = [c for c in header if c not in expected]
+    twice = sorted({c for c in header if header.count(c) > 1})  # review: read "missing none, unexpected none"
+    if twice and not missing and not extra:
+        raise _error(f"{path}, line 1", f"header names {', '.join(twice)} more than once; raw.{table} has {expected}")
     raise _error(
         f"{path}, line 1",
         f"header does not match raw.{table}: missing {missing or 'none'}, unexpected {extra or 'none'}"
@@ -197,6 +200,12 @@ def load_csv(conn, path: Path, table: str, schema: str | None = None, allow_empt
 def load_dir(conn, directory: Path, schema: str | None = None, allow_empty: bool = False) -> dict[str, int]:
     """Replace the seven raw tables with the Greenery CSVs of ``directory``, all or nothing; return row counts."""
     directory = Path(directory)
+    if not directory.is_dir():  # review: a mistyped folder was reported as seven missing files
+        raise _error(directory, "no such folder" if not directory.exists() else "not a folder")
+    # Review: a CSV the loader does not know (a misnamed table, a copy) was left out without a word.
+    unknown = sorted(p.name for p in directory.glob("*.csv") if p.stem not in RAW_TABLES)
+    if unknown:
+        raise _error(directory, f"{', '.join(unknown)}: not a raw table (the tables are {', '.join(RAW_TABLES)})")
     missing = [t for t in RAW_TABLES if not (directory / f"{t}.csv").is_file()]
     if missing:
         named = [f"{t}.csv" + (" (not a file)" if (directory / f"{t}.csv").exists() else "") for t in missing]

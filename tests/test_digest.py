@@ -563,6 +563,10 @@ def test_a_webhook_gets_the_sparklines_only_and_a_retry_resends_only_what_failed
     with pytest.raises(digest.DigestNotDelivered, match=r"\(delivered: slack\): email: .* refused the login"):
         digest.send(context())
     assert len(slack_server.webhook_posts()) == 1 and slack_server.uploads() == []
+    # A retry that fails again says what the first attempt delivered (review: it read as nothing delivered).
+    with pytest.raises(digest.DigestNotDelivered, match=r"\(delivered by an earlier attempt: slack\): email: "):
+        digest.send(context())
+    assert len(slack_server.webhook_posts()) == 1
     # The retry, or the task cleared after the password is fixed: only the email goes out; people in Slack do
     # not get the note twice.
     monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json())

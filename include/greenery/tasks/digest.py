@@ -178,6 +178,7 @@ def send(context: Any) -> None:
     stats, points = read_stats(summary)
     png = chart.render_png(points)
     failures, sent, maybe_sent = [], [], []
+    earlier = [part for part in parts if part in done]  # went out in an earlier attempt of this publish
     for part in parts:
         if part in done:
             log.info("digest part %r already went out for this publish (%s): not sent again", part, published_at)
@@ -202,7 +203,10 @@ def send(context: Any) -> None:
             audit.record_digest(conn, run_id, part, published_at, detail)
         log.info("digest part %r delivered: %s", part, detail)
     if failures:
-        also = f" (delivered: {', '.join(sent)})" if sent else ""
+        # Review: the parts an earlier attempt delivered went unsaid, and read as not delivered at all.
+        said = [f"delivered: {', '.join(sent)}"] if sent else []
+        said += [f"delivered by an earlier attempt: {', '.join(earlier)}"] if earlier else []
+        also = f" ({'; '.join(said)})" if said else ""
         if maybe_sent:  # review: the retry posted the note a second time
             raise AirflowFailException(
                 f"state-of-the-data digest for {stats['logical_date']}: {', '.join(maybe_sent)} went out with no answer"

@@ -553,6 +553,27 @@ def test_a_chart_slack_took_unanswered_is_not_retried_one_refused_before_sharing
 
 
 @pytest.mark.db
+def test_a_slack_configuration_error_fails_the_digest_without_retries(digest, published_url, slack_server, monkeypatch):
+    """Review: an unknown channel (Slack answers ok: false, channel_not_found) failed the task with a retryable error:
+    three more tries, each refused the same way, before anyone saw the red."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    for name in ("GREENERY_DIGEST_EMAIL_CONN_ID", "GREENERY_DIGEST_EMAIL_TO"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(conn_env_var("stakeholders"), slack_server.api_conn_json())
+    monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")
+    monkeypatch.setenv("GREENERY_SUMMARY_CHANNEL", "#gone")
+    slack_server.respond(200, {"ok": False, "error": "channel_not_found"}, times=2)
+    with pytest.raises(AirflowFailException, match=r"not retried .*correct them.*channel_not_found"):
+        digest.send(context())
+    # Slack failing (5xx) is still worth the task's retries.
+    slack_server.reset()
+    slack_server.respond(503, "busy", times=2)
+    with pytest.raises(digest.DigestNotDelivered, match="HTTP 503"):
+        digest.send(context())
+
+
+@pytest.mark.db
 def test_a_webhook_gets_the_sparklines_only_and_a_retry_resends_only_what_failed(
     digest, published_url, email_on, slack_server, monkeypatch
 ):

@@ -537,7 +537,7 @@ def test_api_500_and_not_ok_answers_raise(slack_server, api_conn):
     with pytest.raises(SlackDeliveryError) as err:
         send({"text": "hi"}, api_conn, channel="#data-oncall")
     assert time.monotonic() - started < 2
-    assert err.value.status == 500
+    assert err.value.status == 500 and err.value.retryable  # Slack failing: worth another try
     assert "HTTP 500" in str(err.value) and "upstream exploded" in str(err.value)
     assert API_TOKEN not in str(err.value)
     assert len(slack_server.requests) == 1
@@ -546,7 +546,17 @@ def test_api_500_and_not_ok_answers_raise(slack_server, api_conn):
     slack_server.respond(200, {"ok": False, "error": "channel_not_found"})
     with pytest.raises(SlackDeliveryError, match="channel_not_found") as err:
         send({"text": "hi"}, api_conn, channel="#nope")
-    assert err.value.status == 200
+    # Review: configuration errors were retried, delaying the red by the retries' backoff for nothing.
+    assert err.value.status == 200 and err.value.retryable is False
+    for status, retryable in ((403, False), (404, False), (429, True), (503, True)):
+        slack_server.reset()
+        slack_server.respond(status, "refused")
+        with pytest.raises(SlackDeliveryError) as err:
+            send({"text": "hi"}, api_conn, channel="#data-oncall")
+        assert (err.value.status, err.value.retryable) == (status, retryable)
+    with pytest.raises(SlackDeliveryError, match="a channel is required") as err:
+        send({"text": "hi"}, api_conn)
+    assert err.value.retryable is False
 
 
 @pytest.mark.parametrize("kind", ["webhook", "api"])
@@ -575,8 +585,9 @@ def test_unknown_connection_and_wrong_conn_type_raise(monkeypatch):
         send({"text": "hi"}, "slack_missing")
     assert missing.value.retryable is False  # a configuration error: alert_slack fails without retrying
     monkeypatch.setenv(conn_env_var("slack_http"), json.dumps({"conn_type": "http", "host": "example.com"}))
-    with pytest.raises(SlackDeliveryError, match="unsupported conn_type"):
+    with pytest.raises(SlackDeliveryError, match="unsupported conn_type") as wrong:
         send({"text": "hi"}, "slack_http")
+    assert wrong.value.retryable is False
 
 
 def test_a_duplicated_compound_key_is_shown_whole_with_its_copies():

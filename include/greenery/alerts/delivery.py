@@ -61,8 +61,10 @@ class SlackDeliveryError(RuntimeError):
         # The request went out and no answer came (a read timeout, the connection dropped): Slack may have posted
         # it, so sending it again could post it twice. A refused or unreachable connection sent nothing.
         self.maybe_delivered = maybe_delivered
-        # False for a configuration error (no such connection): retrying cannot fix it, it only delays the red.
-        self.retryable = retryable
+        # False for a configuration error: retrying cannot fix it, it only delays the red (review: a missing channel,
+        # a wrong conn_type, a revoked token or an unknown channel were retried). Worth another try: no answer at all
+        # (unreachable), Slack rate limiting (429) or failing (5xx); any other answer is the configuration's.
+        self.retryable = retryable and (status is None or status == 429 or status >= 500)
 
 
 def _connection_secrets(conn: Any) -> list[str]:
@@ -157,6 +159,7 @@ def send(
                 f"{what}: a channel is required for a Slack API connection (conn_type 'slack'); "
                 "pass channel='#name' or a channel id",
                 conn_id=conn_id,
+                retryable=False,
             )
         from airflow.providers.slack.hooks.slack import SlackHook
         from slack_sdk.errors import SlackApiError
@@ -189,6 +192,7 @@ def send(
     raise SlackDeliveryError(
         f"{what}: unsupported conn_type; use {WEBHOOK_CONN_TYPE!r} (Incoming Webhook) or {API_CONN_TYPE!r} (API token)",
         conn_id=conn_id,
+        retryable=False,
     )
 
 

@@ -115,8 +115,9 @@ def _send_chart(settings, stats, png, points, done) -> dict | None:
         return None
     posted = done.get("slack") or {}
     if not posted.get("channel"):
+        # Not retryable of its own: the note's failure decides whether the task is worth retrying.
         raise delivery.SlackDeliveryError(
-            "the chart follows the Slack note, which was not posted", conn_id=settings.summary_conn_id
+            "the chart follows the Slack note, which was not posted", conn_id=settings.summary_conn_id, retryable=False
         )
     delivery.upload_image(
         png,
@@ -177,7 +178,7 @@ def send(context: Any) -> None:
         done = audit.digests_sent(conn, run_id, published_at)
     stats, points = read_stats(summary)
     png = chart.render_png(points)
-    failures, sent, maybe_sent = [], [], []
+    failures, sent, maybe_sent, misconfigured = [], [], [], []
     earlier = [part for part in parts if part in done]  # went out in an earlier attempt of this publish
     for part in parts:
         if part in done:
@@ -190,6 +191,8 @@ def send(context: Any) -> None:
             failures.append(f"{part}: {err}")
             if getattr(err, "maybe_delivered", False):  # only a Slack error can say it may have gone out
                 maybe_sent.append(part)
+            if getattr(err, "retryable", True) is False:  # review: a Slack configuration error was retried
+                misconfigured.append(part)
             if isinstance(err, email_delivery.EmailDeliveryError) and err.delivered:
                 so_far = {"to": [*_emailed(done), *err.delivered]}
                 with warehouse.connect() as conn:
@@ -212,6 +215,12 @@ def send(context: Any) -> None:
                 f"state-of-the-data digest for {stats['logical_date']}: {', '.join(maybe_sent)} went out with no answer"
                 f" and may have been posted, so the task is not retried{also}; look in the channel, and clear"
                 " state_of_the_data to send what is missing: " + " | ".join(failures)
+            )
+        if len(misconfigured) == len(failures):
+            raise AirflowFailException(
+                f"state-of-the-data digest for {stats['logical_date']} not fully delivered{also}, not retried (retrying"
+                " cannot fix a connection's settings): correct them, then clear state_of_the_data to send what is"
+                " missing: " + " | ".join(failures)
             )
         raise DigestNotDelivered(
             f"state-of-the-data digest for {stats['logical_date']} not fully delivered{also}: " + " | ".join(failures)

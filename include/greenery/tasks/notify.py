@@ -175,7 +175,9 @@ def deliver(
             ) from exc
         if exc.retryable:
             raise
-        raise AirflowFailException(f"{exc}: on-call was not paged; define it, then clear alert_slack") from exc
+        raise AirflowFailException(
+            f"{exc}: on-call was not paged; retrying cannot fix this: correct the connection, then clear alert_slack"
+        ) from exc
     log.info("alert sent through %s: %d root causes", settings.alert_conn_id, len(summary["root_causes"]))
     try:
         with warehouse.connect(connect_timeout=connect_timeout) as conn:

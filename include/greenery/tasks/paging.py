@@ -42,9 +42,7 @@ SENT, MAYBE_SENT, NOT_SENT = "sent", "may have been posted", "not sent"
 def _worth_retrying(exc: SlackDeliveryError) -> bool:
     """Refused for now (429, 5xx) or never sent (unreachable); not a request that went out unanswered: Slack may
     have posted it, and a second try could page twice."""
-    if not exc.retryable or exc.maybe_delivered:
-        return False
-    return exc.status is None or exc.status == 429 or exc.status >= 500
+    return exc.retryable and not exc.maybe_delivered
 
 
 def page(payload: dict[str, Any], budget_s: float = PAGE_BUDGET_S) -> str:

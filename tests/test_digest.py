@@ -222,6 +222,22 @@ def test_the_email_escapes_everything_from_data_and_keeps_headers_on_one_line():
     assert chart.sparkline([p.repeat_rate for p in points]) in text.get_content()
 
 
+def test_direction_controls_in_the_email_show_as_their_escapes():
+    """Review: the digest email left an RLO in a table name or note as it was; it reversed what followed it."""
+    from greenery import bidi
+
+    controls = "".join(bidi.CONTROLS)
+    stats = {**hostile_stats(), "dag_id": f"greenery\u202e{controls}", "rows": {f"marts.t\u202e{controls}": 3}}
+    stats.update(quarantined={f"staging.q\u202e{controls}": 1}, notes=[f"note\u202e{controls}"])
+    message = digest_email.build(stats, synthetic_points(), b"png", sender=SENDER, recipients=TO)
+    text, html, _ = parts(parse(message.as_bytes()))
+    visible = "\\u202e" + "".join(f"\\u{ord(c):04x}" for c in controls)
+    for part in (text.get_content(), html.get_content(), str(message["Subject"])):
+        assert not set(controls) & set(part), sorted({f"U+{ord(c):04X}" for c in part if c in controls})
+    for name in ("greenery", "marts.t", "staging.q", "note"):
+        assert f"{name}{visible}" in text.get_content() and f"{name}{visible}" in html.get_content(), name
+
+
 def test_the_slack_summary_carries_the_trend_within_slack_limits_and_escaped():
     points = synthetic_points()
     from greenery.trend import as_json

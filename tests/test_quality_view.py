@@ -898,3 +898,16 @@ def test_direction_controls_in_data_are_shown_escaped_and_each_value_isolated():
     assert page.count("<bdi>") > 30
     assert f'Run <span class="mono"><bdi>manual__run{visible}gnp.exe</bdi></span>' in index
     assert f"<bdi>suite{visible}gnp.exe</bdi></a>" in index
+
+
+def test_direction_controls_in_a_gx_page_are_shown_escaped():
+    """Review: GX writes data values into its Data Docs as they are; an RLO in a sample key reversed it and the rest
+    of its line in the served page. The view serves every control as its escape (GX's own markup has none)."""
+    from greenery import bidi
+    from greenery.ui.render import with_docs_style
+
+    controls = "".join(bidi.CONTROLS)
+    page = with_docs_style(f"<html><head><title>t</title></head><body><td>order\u202e{controls}gnp.exe</td></body>")
+    assert not set(controls) & set(page)
+    assert "<td>order\\u202e" + "".join(f"\\u{ord(c):04x}" for c in controls) + "gnp.exe</td>" in page
+    assert page.index("<style") < page.index("<title>")  # our stylesheet still first in the head

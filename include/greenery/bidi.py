@@ -2,9 +2,9 @@
 
 An RLO (U+202E) in a sample key displays the key reversed and flips the rest of its line; an isolate or mark
 moves the text around it. Each control becomes its escaped form (``\\u202e``), visibly, wherever a value from
-data is shown: the Slack alerts (alerts/text.py) and the Data quality view (ui/render.py, whose templates also
-isolate each value in ``<bdi>`` so right-to-left text in one value cannot reorder its neighbours). The JSON keeps
-the exact values.
+data is shown: the Slack alerts (alerts/text.py), the digest email (alerts/digest_email.py), the GX Data Docs pages
+the view serves and the Data quality view (ui/render.py, whose templates also isolate each value in ``<bdi>`` so
+right-to-left text in one value cannot reorder its neighbours). The JSON keeps the exact values.
 """
 
 from __future__ import annotations

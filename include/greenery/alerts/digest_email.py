@@ -24,6 +24,7 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 from urllib.parse import urlsplit
 
+from greenery import bidi
 from greenery.alerts import chart
 from greenery.alerts.text import as_int, redact
 from greenery.trend import Point
@@ -43,12 +44,14 @@ def _templates():
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # Every value shown, in both parts: direction controls as their escapes (review: an RLO in a note reversed it).
+        finalize=lambda value: bidi.visible(value) if isinstance(value, str) else value,
     )
 
 
 def _one_line(value: Any, limit: int = 200) -> str:
     """Header-safe text: no control characters (a newline would start a header of its own)."""
-    text = _CONTROL.sub(" ", redact(str(value if value is not None else ""))).strip()
+    text = _CONTROL.sub(" ", bidi.visible(redact(str(value if value is not None else "")))).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -176,7 +176,10 @@ def render_docs_index(runs: list[ValidationRun], *, app_root: str, docs_root: st
 
 
 def with_docs_style(html: str) -> str:
-    """A GX page with our stylesheet first in its head; the first ``<head>`` is GX's own (data come later)."""
+    """A GX page with our stylesheet first in its head; the first ``<head>`` is GX's own (data come later). GX writes
+    data values as they are: each direction control in the page shows as its escape (review: an RLO reversed a
+    sample key and the rest of its line); GX's own markup has none."""
+    html = bidi.visible(html)
     found = _HEAD.search(html)
     at = found.end() if found else 0
     # Plain str: adding a Markup to GX's str would escape GX's whole page.

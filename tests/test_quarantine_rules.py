@@ -64,6 +64,12 @@ CASES = {
         "negative_price",
         ("marts.dim_products", "product_id", PRODUCT),
     ),
+    "negative inventory": (
+        f"update raw.products set inventory = -1 where product_id = '{PRODUCT}'",
+        "stg_postgres__products",
+        "negative_inventory",
+        ("marts.dim_products", "product_id", PRODUCT),
+    ),
     "negative quantity": (
         f"update raw.order_items set quantity = -2 where order_id = '{ORDER}' and product_id = '{PRODUCT}'",
         "stg_postgres__order_items",

@@ -527,3 +527,44 @@ def test_purchases_without_any_viewing_session_is_a_warning(published_url, tmp_p
     [hit] = summary["failures"]
     assert hit["severity"] == "warning" and hit["expectation"] == "expect_column_pair_values_a_to_be_greater_than_b"
     assert any(ORDER_LINE_PRODUCT in sample for sample in hit["sample_keys"]), hit["sample_keys"]
+
+
+@pytest.mark.db
+def test_a_key_repeated_outside_orders_or_a_row_without_its_time_blocks(published_url, tmp_path):
+    """Review (catalog gaps): the catalog showed a duplicated order only. Staging passes a repeated user or product
+    key and a row without its time through from raw (it quarantines neither); their staging suites block on each,
+    naming the key. All three at once in one copy, validated by those three suites only."""
+    defects = {
+        "stg_postgres__users": (
+            "insert into staging.stg_postgres__users select * from staging.stg_postgres__users"
+            f" where user_id = '{BUYER}'",
+            "expect_column_values_to_be_unique",
+            "user_id",
+            BUYER,
+        ),
+        "stg_postgres__products": (
+            "insert into staging.stg_postgres__products select * from staging.stg_postgres__products"
+            f" where product_id = '{ORDER_LINE_PRODUCT}'",
+            "expect_column_values_to_be_unique",
+            "product_id",
+            ORDER_LINE_PRODUCT,
+        ),
+        "stg_postgres__events": (
+            f"update staging.stg_postgres__events set created_at = null where event_id = '{PAGE_VIEW}'",
+            "expect_column_values_to_not_be_null",
+            "created_at",
+            PAGE_VIEW,
+        ),
+    }
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        for defect, *_ in defects.values():
+            assert conn.execute(defect).rowcount == 1, defect
+    summary = _validate(tmp_path, build_docs=False, suites={name: SUITES[name] for name in defects})
+    assert summary["blocking"] and [f for f in summary["failures"] if f["error"]] == []
+    for name, (_, expectation, column, key) in defects.items():
+        [hit] = [
+            f
+            for f in summary["failures"]
+            if f["suite"] == name and f["expectation"] == expectation and f["column"] == column
+        ]
+        assert hit["severity"] == "critical" and any(key in sample for sample in hit["sample_keys"]), hit

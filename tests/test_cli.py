@@ -645,6 +645,10 @@ def test_the_demo_runs_the_last_day_with_orders(pg_admin_url, tmp_path, monkeypa
     from greenery import cli, warehouse
     from greenery.dev import embedded_pg
 
+    # The demo sets the warehouse connection in this process's environment: restored afterwards (it leaked into the
+    # worker's next file, where a view test found a warehouse it was meant not to have).
+    monkeypatch.setenv(warehouse.conn_env_var(), "set")
+    monkeypatch.delenv(warehouse.conn_env_var())
     scratch = warehouse.create_database(pg_admin_url, f"greenery_test_{os.getpid()}_demo_day")
     monkeypatch.setattr(
         embedded_pg, "open_server", lambda path: types.SimpleNamespace(url=lambda: scratch, data_dir=path)

@@ -132,6 +132,7 @@ def _page_for(context: Any, exc: BaseException | None) -> None:
             log_url=runtime.log_url(context),
             links=links.for_run(context["run_id"], runtime.task_id(context)),
             published=notify.published_in_this_run(context),
+            next_step=getattr(exc, "next_step", None),  # failures.MaybePosted: look in the channel, not clear the run
         )
     )
     log.warning("task failure page to on-call: %s", sent)

@@ -65,8 +65,10 @@ warnings and quarantined rows page too, but the marts are published and the run 
   `airflow backfill create --dag-id greenery_daily --from-date 2021-02-10 --to-date 2021-02-12 --max-active-runs 1`
 """
 
-SETTINGS = config.get()
-MODELS = model_files.discover()
+# A bad setting does not stop the DAG loading (an import error runs nothing and pages nobody): its defaults stand in
+# here, and each run's first task, reading the settings again, fails at once and pages with the setting's name.
+SETTINGS, _ = config.get_lenient()
+MODELS = model_files.discover(SETTINGS.sql_dir)
 
 
 def _page_on_failure(context) -> None:
@@ -101,7 +103,10 @@ with DAG(
         "on_failure_callback": _page_on_failure,
         # Ctrl-C stops a day of the CLI's run command: the task it lands in is not retried (greenery/dev/cli_runs.py).
         "retry_policy": ExceptionRetryPolicy(
-            rules=[RetryRule(exception=KeyboardInterrupt, action=RetryAction.FAIL, reason="interrupted (Ctrl-C)")]
+            rules=[
+                RetryRule(exception=KeyboardInterrupt, action=RetryAction.FAIL, reason="interrupted (Ctrl-C)"),
+                RetryRule(exception=config.SettingError, action=RetryAction.FAIL, reason="a bad setting"),
+            ]
         ),
     },
     # A backstop for the tasks' own callbacks: Airflow runs none for a task killed (out of memory) or marked failed.

@@ -482,10 +482,19 @@ def test_an_alert_that_went_out_unanswered_is_not_retried_into_a_second_page(sla
     Now the task fails without a retry, saying it may have been posted (its failure callback pages that, once)."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from greenery.tasks import paging
+
     slack.respond(200, drop=True)
-    with pytest.raises(AirflowFailException, match="may have been posted; not retried"):
+    with pytest.raises(AirflowFailException, match="may have been posted; not retried") as failed:
         alert_task(summary("2021-02-12", "unanswered", [WARNING]))
     assert len(slack.webhook_posts()) == 1
+    # Its failure page gives one instruction, to look in the channel (review: it also said to fix the cause and
+    # clear the whole run, which would rebuild and check the day again).
+    for published in ("success", "upstream_failed"):
+        paging.on_task_failure(failure_context("unanswered", failed.value, {"publish": published}))
+        page = json.dumps(slack.webhook_posts()[-1].body, ensure_ascii=False)
+        assert "*What to do*\\nLook for the alert in the channel; if it is missing, clear alert_slack alone" in page
+        assert page.count("*What to do*") == 1 and "Fix the cause" not in page and "Clear run" not in page
 
 
 def test_a_partial_sample_of_failing_rows_does_not_make_a_repeat_look_new():

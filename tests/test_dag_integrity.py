@@ -165,6 +165,34 @@ def test_retries_and_timeouts_are_the_settings_read_when_the_dag_is_parsed(monke
             assert task.retries == 4, task.task_id
 
 
+def test_a_bad_setting_leaves_the_dag_loadable_and_fails_its_runs_without_retries(monkeypatch):
+    """Review: a bad value on the scheduler (GREENERY_RETRIES=x) made the DAG an import error: no run, no task,
+    nobody paged. It loads with that setting's default; every task that reads the settings fails on it at once
+    (no retry can fix an environment variable), and its failure callback pages (tests/test_paging.py)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from greenery import config
+
+    found = set(models.discover())
+    monkeypatch.setenv("GREENERY_RETRIES", "x")
+    monkeypatch.setenv("GREENERY_RAW_SCHEMA", "Raw")
+    monkeypatch.setenv("GREENERY_TASK_TIMEOUT_MINUTES", "7.5")  # a good one beside them still applies
+    bag = DagBag(dag_folder=str(DAGS_DIR / "greenery_daily.py"))
+    assert bag.import_errors == {}
+    parsed = bag.dags["greenery_daily"]
+    assert found <= set(parsed.task_ids)
+    built = parsed.get_task("stg_postgres__orders")
+    assert built.retries == 2 and built.execution_timeout == dt.timedelta(minutes=7.5)  # the default, the good one
+    assert config.SettingError in {rule.exception for rule in built.retry_policy.rules}
+    settings, problems = config.get_lenient()
+    assert settings.raw_schema == "raw" and [p.split("=")[0] for p in problems] == [
+        "GREENERY_RAW_SCHEMA",
+        "GREENERY_RETRIES",
+    ]
+    with pytest.raises(config.SettingError, match="GREENERY_RAW_SCHEMA='Raw'"):
+        config.get()  # what every task reads: refused
+
+
 def test_full_refresh_is_a_boolean_param_of_the_trigger_form(dag):
     param = dag.params.get_param("full_refresh")
     assert param.value is False

@@ -62,6 +62,28 @@ def test_positive_control_a_model_failure_pages_once(airflow_dag, published_url,
     assert "stg_postgres__order_items.sql" in alert and "invalid input syntax for type integer" in alert
 
 
+def test_a_bad_setting_on_the_workers_fails_the_first_task_at_once_and_pages_once(
+    airflow_dag, published_url, paged, monkeypatch
+):
+    """Review: a bad setting was an import error (no run, nobody paged), or a task's error retried for nothing. The
+    DAG loads (tests/test_dag_integrity.py); in the run, the first task fails on the setting without retrying and
+    pages once, naming it and what to do; nothing is built or published."""
+    from helpers import hashes
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        before = hashes(conn)
+        monkeypatch.setenv("GREENERY_RETRIES", "x")  # as the workers' environment holds it
+        dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+        monkeypatch.delenv("GREENERY_RETRIES")
+        assert hashes(conn) == before
+    s = states(dag_run)
+    assert dag_run.state == "failed" and s["check_source_freshness"] == "failed", s
+    assert tries(dag_run, "check_source_freshness") == 1
+    [alert] = alerts(paged)
+    assert "bad setting: GREENERY_RETRIES='x': expected a whole number" in alert, alert
+    assert "then clear the run" in alert and "check_source_freshness" in alert
+
+
 @pytest.mark.parametrize(
     "connection, cause",
     [

@@ -126,6 +126,23 @@ def state_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("GREENERY_STATE_DIR") or PROJECT_DIR / ".greenery")
 
 
+def get_lenient(env: Mapping[str, str] | None = None) -> tuple[Settings, tuple[str, ...]]:
+    """The settings with each bad value replaced by its default, and what was wrong with each. For the DAG file and
+    the failure callbacks only (review: a bad value on the scheduler made the DAG an import error: no run, nobody
+    paged). The DAG loads, and each task that reads the settings with :func:`get` fails at once, and pages."""
+    env = dict(os.environ if env is None else env)
+    problems: list[str] = []
+    while True:
+        try:
+            return get(env), tuple(problems)
+        except SettingError as exc:  # its message starts with the variable's name
+            name = str(exc).split("=", 1)[0]
+            if name not in env or len(problems) > len(env):
+                raise
+            problems.append(str(exc))
+            del env[name]
+
+
 def get(env: Mapping[str, str] | None = None) -> Settings:
     """The settings from ``env`` (default: this process's environment)."""
     env = os.environ if env is None else env

@@ -313,9 +313,11 @@ def build_task_failure_alert(
     log_url: str | None,
     links: Mapping[str, str | None] | None = None,
     published: bool = False,
+    next_step: str | None = None,
 ) -> dict:
     """A task failed (SQL error, lost connection, timeout...): before publish, nothing of this run was
-    published; after it (``published``: the digest, the alert), the marts are this run's."""
+    published; after it (``published``: the digest, the alert), the marts are this run's. ``next_step``: the one
+    thing to do, when the failure knows it better than "fix the cause, then clear"."""
     links = {**(links or {}), "log": log_url or (links or {}).get("log")}
     header = f"🔴 {dag_id}: task {task_id} failed" if task_id != "?" else f"🔴 {dag_id}: the run failed"
     fence = "```"
@@ -323,7 +325,7 @@ def build_task_failure_alert(
         _header(header),
         _context(f"DAG {code(dag_id)} · day {code(logical_date or '-')} · run {code(run_id, 250)}"),
         _section(fence + clean(error, 2500).replace(fence, "'''") + fence),
-        *_after_a_failure(task_id, links, published),
+        *_after_a_failure(task_id, links, published, next_step),
     ]
     buttons = _buttons(links)
     if buttons:
@@ -331,16 +333,12 @@ def build_task_failure_alert(
     return {"text": truncate(escape(redact(f"{header}: {error}")), MAX_FALLBACK_TEXT), "blocks": blocks}
 
 
-def _after_a_failure(task_id: str, links: Mapping[str, str | None], published: bool) -> list[dict]:
+def _after_a_failure(task_id: str, links: Mapping[str, str | None], published: bool, step: str | None) -> list:
     if published:  # clearing the whole run would publish again, and send the whole digest again
-        return [
-            _section("The marts were published by this run."),
-            _section(f"*What to do*\nFix the cause (the task log has the details), then clear {code(task_id)} only."),
-        ]
-    return [
-        _section("Nothing was published by this run: readers still see the previous run's marts."),
-        _section(_clear_the_run(links, "Fix the cause (the task log has the details)")),
-    ]
+        step = step or f"Fix the cause (the task log has the details), then clear {code(task_id)} only."
+        return [_section("The marts were published by this run."), _section(f"*What to do*\n{step}")]
+    step = f"*What to do*\n{step}" if step else _clear_the_run(links, "Fix the cause (the task log has the details)")
+    return [_section("Nothing was published by this run: readers still see the previous run's marts."), _section(step)]
 
 
 def _trend_text(points: list[trend.Point]) -> str:

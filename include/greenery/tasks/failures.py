@@ -11,3 +11,13 @@ class PagedFailure(AirflowFailException):
 
 class AlertFollows(PagedFailure):
     """The task failed and ``alert_slack``, downstream, pages with the details (validate's failed checks)."""
+
+
+class MaybePosted(AirflowFailException):
+    """Slack took a message and never answered: it may have been posted, so the task is not retried, and the page
+    about it gives ``next_step`` as its only instruction (review: it also said to fix the cause and clear the whole
+    run, which would rebuild and check the day again for a message that may be in the channel already)."""
+
+    def __init__(self, message: str, next_step: str) -> None:
+        super().__init__(message)
+        self.next_step = next_step

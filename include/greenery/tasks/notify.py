@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from greenery import audit, config, docs, links, runtime, warehouse
 from greenery.alerts import delivery, messages, suppression
 from greenery.checks import history
+from greenery.tasks.failures import MaybePosted
 from greenery.tasks.validate import SUMMARY_KEY
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,10 @@ def deliver(
         if exc.maybe_delivered:
             # Review: the task's retry posted the alert a second time. No retry: this task's failure pages once,
             # saying so, and a clear by hand sends it again if it never arrived.
-            raise AirflowFailException(
+            raise MaybePosted(
                 f"{exc}: Slack took the alert and did not answer, so it may have been posted; not retried (it could"
-                " page on-call twice). Look for it in the channel; clear alert_slack to send it again if it is missing"
+                " page on-call twice)",
+                next_step="Look for the alert in the channel; if it is missing, clear alert_slack alone to resend it.",
             ) from exc
         if exc.retryable:
             raise

@@ -49,7 +49,7 @@ def page(payload: dict[str, Any], budget_s: float = PAGE_BUDGET_S) -> str:
     """Send ``payload`` to the alert channel, again after a refusal worth retrying while ``budget_s`` lasts; never
     raise (the caller fails anyway). Return SENT, MAYBE_SENT (it went out unanswered: not to be sent again) or
     NOT_SENT."""
-    settings = config.get()
+    settings, _ = config.get_lenient()  # a bad setting is what it may be paging about
     deadline = time.monotonic() + budget_s
     for attempt in range(len(BACKOFF_S) + 1):
         left = deadline - time.monotonic()
@@ -132,6 +132,7 @@ def _page_for(context: Any, exc: BaseException | None) -> None:
             log_url=runtime.log_url(context),
             links=links.for_run(context["run_id"], runtime.task_id(context)),
             published=notify.published_in_this_run(context),
+            next_step=getattr(exc, "next_step", None),  # failures.MaybePosted: look in the channel, not clear the run
         )
     )
     log.warning("task failure page to on-call: %s", sent)
@@ -191,4 +192,9 @@ def describe(exc: BaseException | str | None) -> str:
         return exc
     text = str(exc).strip()
     name = type(exc).__name__
+    if isinstance(exc, config.SettingError):
+        return (
+            f"bad setting: {text}. Correct it where the scheduler, DAG processor and workers read their environment,"
+            " then clear the run: until then every run fails at its first task"
+        )
     return text if text and name in ("ModelBuildError", "WarehouseUnavailableError") else f"{name}: {text or '-'}"

@@ -127,9 +127,10 @@ def state_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def get_lenient(env: Mapping[str, str] | None = None) -> tuple[Settings, tuple[str, ...]]:
-    """The settings with each bad value replaced by its default, and what was wrong with each. For the DAG file and
-    the failure callbacks only (review: a bad value on the scheduler made the DAG an import error: no run, nobody
-    paged). The DAG loads, and each task that reads the settings with :func:`get` fails at once, and pages."""
+    """The settings with each bad value replaced by its default, and what was wrong with each. For the DAG file, the
+    failure callbacks' page and the links it carries (links.docs_url) only (review: a bad value on the scheduler made
+    the DAG an import error: no run, nobody paged). The DAG loads, and each task that reads the settings with
+    :func:`get` fails at once, and pages."""
     env = dict(os.environ if env is None else env)
     problems: list[str] = []
     while True:

@@ -477,6 +477,32 @@ def test_a_page_that_went_out_unanswered_is_not_sent_twice(
     assert len(slack_alerts_webhook.webhook_posts()) == 1
 
 
+def test_slack_failing_leaves_alert_slack_to_its_retries_and_a_missing_connection_fails_it_at_once(
+    slack, airflow_dag, monkeypatch
+):
+    """Slack answering 500 is worth another try: the error goes to Airflow as is, and the DAG gives alert_slack
+    retries that its retry policy does not take away. A connection that is not defined fails the task with
+    AirflowFailException, which Airflow never retries (review: retries only kept the run waiting, 7 min with the
+    default backoff), before anything is sent. (Until stop 45 two whole `dag.test` runs showed this, 36 CPU-s.)"""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from greenery.alerts.delivery import SlackDeliveryError
+
+    task = airflow_dag.get_task("alert_slack")
+    slack.respond(500, "internal_error", times=1)
+    with pytest.raises(SlackDeliveryError) as failing:
+        alert_task(summary("2021-02-12", "slack-500", [WARNING]))
+    assert failing.value.status == 500 and failing.value.retryable
+    assert not isinstance(failing.value, AirflowFailException) and task.retries > 0
+    assert not any(isinstance(failing.value, rule.exception) for rule in task.retry_policy.rules)
+    assert len(slack.webhook_posts()) == 1
+
+    monkeypatch.delenv(conn_env_var("slack_alerts"))
+    with pytest.raises(AirflowFailException, match=r"is not defined.*retrying cannot fix this"):
+        alert_task(summary("2021-02-12", "no-connection", [WARNING]))
+    assert len(slack.webhook_posts()) == 1  # nothing more was sent
+
+
 def test_an_alert_that_went_out_unanswered_is_not_retried_into_a_second_page(slack):
     """Review: Slack took the alert and hung up; alert_slack raised a retryable error and its retry posted it again.
     Now the task fails without a retry, saying it may have been posted (its failure callback pages that, once)."""

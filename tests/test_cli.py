@@ -368,24 +368,26 @@ def _running_run(home: str, proc: subprocess.Popen, timeout: float = 180) -> str
     raise AssertionError("the command started no run")
 
 
+# `greenery` as a terminal's foreground job, whose Ctrl-C Python turns into KeyboardInterrupt: a shell starts a
+# background one (this suite under `nohup ... &`) with SIGINT ignored, and Python then leaves it ignored.
+FOREGROUND = "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+FOREGROUND += " sys.argv[0] = 'greenery'; runpy.run_module('greenery.cli', run_name='__main__')"
+
+
 @pytest.mark.integration
 def test_a_run_stopped_by_ctrl_c_or_killed_is_failed_and_blocks_nothing_after_it(cli_env):
     """Review: a `greenery run` killed (kill -9) or stopped by Ctrl-C between two tasks left its run `running` in
     Airflow for good (dag.test runs have no scheduler job), and every run the UI's scheduler queued after it waited
-    forever (max_active_runs=1), nobody paged; Ctrl-C inside a task was retried, or paged "KeyboardInterrupt".
-    Now Ctrl-C stops the day (exit 130, one line, its run failed), and the next command fails the run of a killed
-    one, saying so. The user's own stops page nobody."""
+    forever (max_active_runs=1), nobody paged; Ctrl-C inside a task was retried, or paged "KeyboardInterrupt";
+    SIGTERM did not stop it. Now Ctrl-C stops the day (exit 130, one line, its run failed), SIGTERM too (143), and
+    the next command fails the run of a killed one, saying so. The user's own stops page nobody."""
     from slack_server import FakeSlack
 
     with FakeSlack() as slack:
         env = {**cli_env, "AIRFLOW_CONN_SLACK_ALERTS": slack.webhook_conn_json()}
         home = env["AIRFLOW_HOME"]
-        # As a terminal's foreground job, whose Ctrl-C Python turns into KeyboardInterrupt: a shell starts a
-        # background one (this suite under `nohup ... &`) with SIGINT ignored, and Python then leaves it ignored.
-        foreground = "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
-        foreground += " sys.argv[0] = 'greenery'; runpy.run_module('greenery.cli', run_name='__main__')"
         interrupted = subprocess.Popen(
-            [sys.executable, "-c", foreground, "run", "--date", "2021-02-12"],
+            [sys.executable, "-c", FOREGROUND, "run", "--date", "2021-02-12"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -411,6 +413,16 @@ def test_a_run_stopped_by_ctrl_c_or_killed_is_failed_and_blocks_nothing_after_it
         assert f"{said} (pid {killed.pid})" in after.stderr, after.stderr
         assert _runs(home)[second] == "failed"
         assert not list((Path(home) / "greenery-runs").glob("*.json"))  # no process is listed any more
+
+        # SIGTERM (`kill`, `timeout`, a service manager's stop) stops the day as Ctrl-C does, though Airflow's task
+        # runner sets its own SIGTERM handler at each task (review: the run went on to its end).
+        terminated = greenery_started("run", "--date", "2021-02-11", env=env)
+        third = _running_run(home, terminated)
+        terminated.terminate()
+        out, err = terminated.communicate(timeout=300)
+        assert terminated.returncode == 143, out + err
+        assert f"stopped: terminated (SIGTERM) at 2021-02-11: its run {third} failed" in err, err
+        assert "Traceback" not in err and _runs(home)[third] == "failed"
         assert slack.webhook_posts() == []
 
 
@@ -469,6 +481,48 @@ def test_the_embedded_database_can_stay_up_between_commands(pg_tmp_path):
         stopped = greenery("db", "stop", env=env)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert greenery("db", "status", env=env).returncode == 1
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_greenery_ui_and_leaves_a_kept_database_up(pg_tmp_path, new_airflow_home):
+    """The README: Ctrl-C stops `greenery ui`'s Airflow, and its embedded PostgreSQL unless `greenery db start` keeps
+    it (review: the promise had no test; the command said it stopped the database either way)."""
+    import psutil
+
+    from greenery.dev import local_ui
+
+    home = new_airflow_home(pg_tmp_path / "airflow")
+    env = {**os.environ, "GREENERY_STATE_DIR": str(pg_tmp_path / "state"), "AIRFLOW_HOME": str(home)}
+    env.pop("AIRFLOW_CONN_GREENERY_WAREHOUSE", None)
+    assert greenery("db", "start", env=env).returncode == 0
+    ui = None
+    try:
+        ui = subprocess.Popen(
+            [sys.executable, "-c", FOREGROUND, "ui", "--port", str(local_ui.free_port())],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        said = []
+        while not any("is parsed" in line for line in said):  # its components up, the DAG listed
+            line = ui.stdout.readline()
+            assert line, "".join(said) + (ui.stdout.read() or "")
+            said.append(line)
+        components = psutil.Process(ui.pid).children(recursive=True)
+        assert len(components) >= 3, components  # api-server, scheduler, dag-processor (and their workers)
+        assert "Ctrl-C stops Airflow; the embedded PostgreSQL stays up (`greenery db start`).\n" in said, said
+        ui.send_signal(signal.SIGINT)
+        rest, _ = ui.communicate(timeout=120)
+        assert ui.returncode == 0 and "stopping Airflow" in rest, rest
+        _, alive = psutil.wait_procs(components, timeout=30)
+        assert not alive, alive  # nothing of Airflow's is left running
+        status = greenery("db", "status", env=env)
+        assert status.returncode == 0 and "kept running" in status.stdout, status
+    finally:
+        if ui is not None and ui.poll() is None:  # failed above: stop it as the command would
+            ui.terminate()
+            ui.communicate(timeout=120)
+        greenery("db", "stop", env=env)
 
 
 def test_a_command_still_stops_the_server_after_another_one_was_killed(pg_tmp_path):

@@ -86,31 +86,3 @@ def test_a_warning_only_failure_alerts_but_publishes_and_stays_green(airflow_dag
     assert "Marts published" in text
     published = loaded.execute("select email from marts.dim_users where user_id = %s", (user,)).fetchone()[0]
     assert published == "nobody-at-example"  # a warning does not hold the data back
-
-
-def test_an_undefined_slack_connection_fails_the_alert_at_once_without_retries(
-    airflow_dag, loaded, slack_server, monkeypatch
-):
-    """Retrying cannot define a connection: it only kept the run waiting (7 min with the default backoff)."""
-    from greenery.warehouse import conn_env_var
-
-    monkeypatch.delenv(conn_env_var("slack_alerts"))
-    loaded.execute("insert into raw.orders select * from raw.orders where order_id = %s", (DUPLICATED_ORDER,))
-    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
-    s = states(dag_run)
-    assert dag_run.state == "failed" and (s["validate"], s["alert_slack"]) == ("failed", "failed")
-    [alert_ti] = [ti for ti in dag_run.get_task_instances() if ti.task_id == "alert_slack"]
-    assert airflow_dag.get_task("alert_slack").retries > 0 and alert_ti.try_number == 1
-    assert slack_server.requests == []
-
-
-def test_slack_answering_500_retries_then_fails_the_alert_task(airflow_dag, loaded, slack_server):
-    loaded.execute("insert into raw.orders select * from raw.orders where order_id = %s", (DUPLICATED_ORDER,))
-    slack_server.respond(500, "internal_error", times=10)
-    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
-    s = states(dag_run)
-    assert dag_run.state == "failed"
-    assert (s["validate"], s["alert_slack"]) == ("failed", "failed")
-    [alert_ti] = [ti for ti in dag_run.get_task_instances() if ti.task_id == "alert_slack"]
-    assert alert_ti.try_number == airflow_dag.get_task("alert_slack").retries + 1
-    assert len(slack_server.webhook_posts()) == alert_ti.try_number

@@ -496,13 +496,19 @@ def test_a_run_whose_tables_a_later_publish_replaced_says_so_and_links_into_this
 @pytest.mark.integration
 def test_a_run_asked_for_by_name_shows_its_own_results_not_a_later_runs(warehouse_url, stored_docs):
     """Review: the page of the clean, published run of 2024-03-01 (its alerts and digest link there) listed the
-    critical failure and the failed table of the run of 2024-03-02, validated later."""
+    critical failure and the failed table of the run of 2024-03-02, validated later, and that run in its recent
+    runs."""
     record_two_runs(warehouse_url)
     page = flat(client().get("/data-quality/", params={"run_id": OLD_RUN}).text)
     assert "No failing checks" in page
     assert "expect_column_values_to_be_between" not in page and "not re-checked since" not in page
     newest = flat(client().get("/data-quality/").text)  # the latest run's page still lists them
     assert "expect_column_values_to_be_between" in newest
+    # Its recent runs end with it, and say a later one exists (review: they listed the run after it).
+    recent = page[page.index("Recent runs") :]
+    assert "Recent runs up to this one" in recent and OLD_RUN in recent and NEW_RUN not in recent
+    assert '1 later run not listed: <a href="./">the latest run\'s page</a>' in recent
+    assert "later run" not in newest and NEW_RUN in newest[newest.index("Recent runs") :]
 
 
 @pytest.mark.db

@@ -11,17 +11,15 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from greenery import config
+from greenery.cli_types import day_option, port_option, scale_option, span_option
 from greenery.dev import cli_runs
 
 STATE_DIR = config.state_dir()
@@ -39,38 +37,6 @@ def _embedded_if_unconfigured(always: bool = False) -> object | None:
     os.environ[warehouse.conn_env_var()] = warehouse.connection_json(server.url())
     print(f"using the embedded PostgreSQL in {server.data_dir} (greenery db psql)")
     return server
-
-
-def _date(text: str) -> dt.date:
-    """A YYYY-MM-DD day. A bad one is refused with its reason: argparse's own message names only the function."""
-    try:
-        day = dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD): {exc}") from None
-    if day == dt.date.max:  # its run ends at the next midnight, which no date holds (review: an OverflowError)
-        raise argparse.ArgumentTypeError(f"must be a day before {day}, got {text}")
-    return day
-
-
-def _option(cast: Callable[[str], Any], noun: str, ok: Callable[[Any], bool], rule: str) -> Callable[[str], Any]:
-    """An argparse type: ``cast`` the text, refused as not ``noun`` or breaking ``rule`` (argparse names the type)."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
-        return value
-
-    return parse
-
-
-# Upper bounds (review: 1e300 generated for ever, 10**8 days overflowed): 10 times the benchmark's largest scale.
-_scale = _option(float, "a number", lambda v: math.isfinite(v) and 0 < v <= 10_000, "a number above 0, at most 10000")
-_span = _option(int, "a whole number", lambda v: 1 <= v <= 36_525, "from 1 to 36525 (a century)")
-_port = _option(int, "a port number", lambda v: 1 <= v <= 65535, "a port from 1 to 65535")  # 0: links portless
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -109,8 +75,9 @@ def _days(start: dt.date, end: dt.date | None) -> list[dt.date]:
     return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
 
 
+@cli_runs.sigterm_stops_the_day()  # `kill` or `timeout` stops the day as Ctrl-C does
 def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = False) -> int:
-    """Run the DAG for each day in turn, a progress line per day; stop at the first failed day."""
+    """Run the DAG for each day in turn, a progress line per day; stop at the first failed day (or Ctrl-C)."""
     from greenery import run_outcome
     from greenery.dev import local_airflow
 
@@ -240,14 +207,21 @@ def cmd_format_suites(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Airflow's UI, scheduler and DAG processor on this machine; Ctrl-C stops them and the embedded PostgreSQL."""
+    """Airflow's UI, scheduler and DAG processor on this machine; Ctrl-C stops them (and the embedded PostgreSQL,
+    unless `greenery db start` keeps it)."""
     from greenery.dev import local_ui
 
     server = _embedded_if_unconfigured()
     for line in cli_runs.fail_abandoned_runs():  # else its scheduler's runs would queue behind them for good
         print(line, file=sys.stderr)
+    stop_line = "Ctrl-C stops Airflow"  # and with a configured warehouse, nothing else
+    if server is not None:
+        kept = server.cleanup is None
+        stop_line += (
+            "; the embedded PostgreSQL stays up (`greenery db start`)" if kept else " and the embedded PostgreSQL"
+        )
     try:
-        return local_ui.serve(Path(os.environ["AIRFLOW_HOME"]), port=args.port, host=args.host)
+        return local_ui.serve(Path(os.environ["AIRFLOW_HOME"]), port=args.port, host=args.host, stop_line=stop_line)
     finally:
         if server is not None:
             server.stop()
@@ -287,9 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="write Greenery-shaped raw CSVs at a scale factor")
     gen.add_argument("directory", type=Path)
-    gen.add_argument("--scale", type=_scale, default=1.0, help="1 = about the real shop's size")
+    gen.add_argument("--scale", type=scale_option, default=1.0, help="1 = about the real shop's size")
     gen.add_argument("--seed", type=int, default=42)
-    gen.add_argument("--days", type=_span, default=None, help="days of order activity (default grows with scale)")
+    gen.add_argument("--days", type=span_option, default=None, help="days of order activity (default grows with scale)")
     gen.set_defaults(func=cmd_generate)
 
     load = sub.add_parser("load-raw", help="load a folder of the seven Greenery CSVs into the raw schema")
@@ -302,10 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the greenery_daily DAG (in-process, dag.test) for a day or a range")
     run.add_argument(
-        "--date", type=_date, required=True, metavar="YYYY-MM-DD", help="the UTC day to build (the run's logical date)"
+        "--date",
+        type=day_option,
+        required=True,
+        metavar="YYYY-MM-DD",
+        help="the UTC day to build (the run's logical date)",
     )
     run.add_argument(
-        "--end-date", type=_date, default=None, metavar="YYYY-MM-DD", help="build every day from --date to this one"
+        "--end-date",
+        type=day_option,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="build every day from --date to this one",
     )
     run.add_argument("--verbose", action="store_true", help="Airflow's task logs on the console, not in the log file")
     run.add_argument(
@@ -315,7 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     answers = sub.add_parser("answers", help="print the business answers from the marts")
     answers.add_argument(
-        "--date", type=_date, default=None, metavar="YYYY-MM-DD", help="as of the end of this day (default: the latest)"
+        "--date",
+        type=day_option,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="as of the end of this day (default: the latest)",
     )
     answers.set_defaults(func=cmd_answers)
 
@@ -330,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     suites.set_defaults(func=cmd_format_suites)
 
     demo = sub.add_parser("demo", help="generate, load and run on the embedded PostgreSQL, print the answers")
-    demo.add_argument("--scale", type=_scale, default=1.0)
+    demo.add_argument("--scale", type=scale_option, default=1.0)
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--verbose", action="store_true", help="show Airflow's task logs")
     demo.set_defaults(func=cmd_demo)
@@ -341,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.set_defaults(func=cmd_db)
 
     ui = sub.add_parser("ui", help="start Airflow's UI + scheduler locally (no Docker) on the embedded PostgreSQL")
-    ui.add_argument("--port", type=_port, default=8080)
+    ui.add_argument("--port", type=port_option, default=8080)
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (every visitor is an admin)")
     ui.set_defaults(func=cmd_ui)
     return parser
@@ -360,9 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # a reader gone (a closed pipe) raises here, in the handler below, not at exit
         return code
-    except cli_runs.RunInterrupted as exc:  # Ctrl-C: the day's run failed (dev/cli_runs.py); exit as a shell would
+    except cli_runs.RunInterrupted as exc:  # Ctrl-C or SIGTERM: the day's run failed (dev/cli_runs.py)
         print(f"stopped: {exc}", file=sys.stderr)
-        return 130
+        return exc.exit_status
     except BrokenPipeError:  # `greenery answers | head`: the reader left; exit as a shell would (128 + SIGPIPE)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would raise
         return 141

@@ -9,6 +9,7 @@ Each process lists the run it is in (a file per process in the Airflow home, nam
 Ctrl-C stops the day: it fails the task it lands in for good (the DAG's retry policy does not retry a
 ``KeyboardInterrupt``, and the failure callback does not page the user's own stop), the run ends failed, and the
 command says where it stopped (exit 130). Between two tasks it reaches this module, which fails the run.
+SIGTERM (``kill``, ``timeout``, a service manager's stop) does the same, with exit 143.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import contextlib
 import datetime as dt
 import json
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +28,14 @@ UNFINISHED = ("running", "queued", "scheduled", "up_for_retry", "up_for_reschedu
 
 
 class RunInterrupted(RuntimeError):
-    """The user stopped ``greenery run`` (Ctrl-C): the day's run was failed, and no later day runs."""
+    """The user stopped ``greenery run`` (Ctrl-C or SIGTERM): the day's run was failed, and no later day runs."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status  # as a shell reports a command its signal ended: 128 + the signal
+
+
+_terminated = threading.Event()  # the stop came as SIGTERM, not Ctrl-C
 
 
 def _registry() -> Path:
@@ -33,7 +43,49 @@ def _registry() -> Path:
 
 
 def interrupted(day: dt.date, run_id: str | None) -> RunInterrupted:
-    return RunInterrupted(f"interrupted (Ctrl-C) at {day}: its run {run_id} failed")
+    how, signum = (
+        ("terminated (SIGTERM)", signal.SIGTERM) if _terminated.is_set() else ("interrupted (Ctrl-C)", signal.SIGINT)
+    )
+    return RunInterrupted(f"{how} at {day}: its run {run_id} failed", 128 + signum)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_stops_the_day() -> Iterator[None]:
+    """Inside, SIGTERM stops the day as Ctrl-C does (review: it did not stop ``greenery run`` at all).
+
+    A handler of ours would not last: Airflow's task runner sets its own for each task, which only calls the
+    operator's ``on_kill`` (a worker's supervisor follows it with SIGKILL; here nothing does). So SIGTERM is
+    blocked and a thread waits for it, then signals the main thread with SIGUSR2, whose handler raises
+    ``KeyboardInterrupt``: a real signal, so a query waiting in psycopg is cancelled as on Ctrl-C. Call it
+    from the main thread before starting other threads (a thread started earlier could take the SIGTERM).
+    """
+    main = threading.main_thread().ident
+    previous, previous_term = signal.signal(signal.SIGUSR2, _raise_interrupt), signal.getsignal(signal.SIGTERM)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    leaving = threading.Event()
+
+    def wait_for_sigterm() -> None:
+        signal.sigwait({signal.SIGTERM})
+        if not leaving.is_set():
+            _terminated.set()
+            signal.pthread_kill(main, signal.SIGUSR2)
+
+    waiter = threading.Thread(target=wait_for_sigterm, name="greenery-sigterm", daemon=True)
+    waiter.start()
+    try:
+        yield
+    finally:
+        leaving.set()
+        if waiter.is_alive():
+            signal.pthread_kill(waiter.ident, signal.SIGTERM)  # wakes it; it sees it is leaving
+            waiter.join()
+        signal.signal(signal.SIGTERM, previous_term)  # not the last task's handler, which Airflow leaves set
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.signal(signal.SIGUSR2, previous)
 
 
 def _alive(pid: int) -> bool:

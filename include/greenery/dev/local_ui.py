@@ -326,8 +326,15 @@ def launch(ui: LocalAirflow, airflow: str, components: Iterable[str] = COMPONENT
     return ui
 
 
-def serve(home: Path, port: int = 8080, host: str = "127.0.0.1", components: Iterable[str] = COMPONENTS) -> int:
-    """Start, print where to look, and wait for Ctrl-C (or SIGTERM); stop everything on the way out."""
+def serve(
+    home: Path,
+    port: int = 8080,
+    host: str = "127.0.0.1",
+    components: Iterable[str] = COMPONENTS,
+    stop_line: str = "Ctrl-C stops Airflow",
+) -> int:
+    """Start, print where to look (last, ``stop_line``: what Ctrl-C stops), and wait for Ctrl-C (or SIGTERM);
+    stop everything on the way out."""
     from importlib.metadata import version
 
     print(f"starting Airflow {version('apache-airflow')} ({', '.join(components)}) in {home} ...", flush=True)
@@ -346,7 +353,7 @@ def serve(home: Path, port: int = 8080, host: str = "127.0.0.1", components: Ite
             "  data: the DAG reads raw.* through the connection greenery_warehouse; load it with\n"
             "        `greenery demo` (generated) or `greenery load-raw DIR`\n"
             f"  logs: {ui.log_dir}/<component>.log, task logs under {home / 'logs'}\n"
-            "Ctrl-C stops Airflow (and the embedded PostgreSQL).\n",
+            f"{stop_line}.\n",
             flush=True,
         )
         if not ui.env.get("AIRFLOW_CONN_SLACK_ALERTS"):

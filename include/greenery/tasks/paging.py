@@ -119,7 +119,7 @@ def _page_for(context: Any, exc: BaseException | None) -> None:
         log.error("not paging: the failure is Slack's own (%s)", exc)
         return
     if isinstance(exc, KeyboardInterrupt):  # `greenery run` stopped by its user, who knows (dev/cli_runs.py)
-        log.warning("not paging: interrupted by the user (Ctrl-C)")
+        log.warning("not paging: stopped by the user (Ctrl-C or SIGTERM)")
         return
     interval = runtime.interval(context)
     sent = page(

@@ -141,6 +141,7 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
         quarantined=quarantined,
         quarantined_total=sum(quarantined.values()),
         history=data.get("history") or [],
+        later_runs=data.get("later_runs") or 0,
         tables_as_of=data.get("tables_as_of"),
         key_chars=SAMPLE_KEY_CHARS,
     )

@@ -64,16 +64,17 @@ def table_status(failed_critical: int, failed_warning: int) -> str:
     return "failed" if failed_critical else "warning" if failed_warning else "passed"
 
 
-def recent_runs(conn, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
-    """The last ``limit`` recorded validations, newest first, with their totals (not their failures)."""
+def recent_runs(conn, limit: int = HISTORY_LIMIT, up_to: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """The last ``limit`` recorded validations (validated by ``up_to`` when given), newest first, with their totals
+    (not their failures)."""
     rows = conn.execute(
         sql.SQL(
             "select run_id, logical_date, validated_at, published,"
             " summary->'evaluated', summary->'failed_critical', summary->'failed_warning',"
             " summary->'failures_total', summary->'quarantined', summary->'dag_id', summary->'log_url'"
-            " from {} order by validated_at desc limit %s"
+            " from {} where validated_at <= coalesce(%s::timestamptz, 'infinity') order by validated_at desc limit %s"
         ).format(_runs_table()),
-        (limit,),
+        (up_to, limit),
     ).fetchall()
     runs = []
     for row in rows:
@@ -231,6 +232,11 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
             as_of = failed[0]["failed_at"]
         else:
             raise UnknownRunError(f"no validation or task failure recorded for run {run_id!r}")
+    later_runs = 0
+    if as_of is not None:  # a past run's page: its history ends with it (review: it listed the runs after it)
+        runs = recent_runs(conn, history_limit, up_to=as_of)
+        later = sql.SQL("select count(*) from {} where validated_at > %s").format(_runs_table())
+        later_runs = conn.execute(later, (as_of,)).fetchone()[0]
     tables = latest_per_table(conn, as_of) if recorded else []
     for table in tables:
         table["in_latest_run"] = latest is not None and table["run_id"] == latest["run_id"]
@@ -252,6 +258,7 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         else [],
         "quarantined": latest["quarantined"] if latest else {},
         "history": runs,
+        "later_runs": later_runs,  # validated after the run the page is about (none on the latest run's page)
         "tables_as_of": _utc(as_of),
     }
 

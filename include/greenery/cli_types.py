@@ -1,0 +1,43 @@
+"""The ``greenery`` CLI's option types: each refuses a bad value with its rule, before anything runs."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+from collections.abc import Callable
+from typing import Any
+
+
+def day_option(text: str) -> dt.date:
+    """A YYYY-MM-DD day. A bad one is refused with its reason: argparse's own message names only the function."""
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD): {exc}") from None
+    if day == dt.date.max:  # its run ends at the next midnight, which no date holds (review: an OverflowError)
+        raise argparse.ArgumentTypeError(f"must be a day before {day}, got {text}")
+    return day
+
+
+def _option(cast: Callable[[str], Any], noun: str, ok: Callable[[Any], bool], rule: str) -> Callable[[str], Any]:
+    """An argparse type: ``cast`` the text, refused as not ``noun`` or breaking ``rule`` (argparse names the type)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return parse
+
+
+# Upper bounds (review: 1e300 generated for ever, 10**8 days overflowed): 10 times the benchmark's largest scale.
+scale_option = _option(
+    float, "a number", lambda v: math.isfinite(v) and 0 < v <= 10_000, "a number above 0, at most 10000"
+)
+span_option = _option(int, "a whole number", lambda v: 1 <= v <= 36_525, "from 1 to 36525 (a century)")
+port_option = _option(int, "a port number", lambda v: 1 <= v <= 65535, "a port from 1 to 65535")  # 0: links portless

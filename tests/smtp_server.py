@@ -9,13 +9,21 @@
 - ``messages`` holds every accepted message: envelope sender, recipients, the login, the raw bytes.
 - ``conn_json()`` is the AIRFLOW_CONN_* value of an Airflow SMTP connection to it (no TLS: the provider's
   extras ``disable_ssl`` and ``disable_tls``).
+- ``FakeSmtp(tls="starttls")`` requires STARTTLS before a login, ``tls="implicit"`` speaks TLS from the start (as
+  port 465 does), each with a certificate for 127.0.0.1 made for the server; ``ca_file`` is that certificate, for a
+  client to trust (``SSL_CERT_FILE``), and ``conn_json()`` then leaves TLS to the provider's defaults.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import json
 import socket
+import ssl
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -32,6 +40,7 @@ class Received:
     rcpt_tos: list[str]
     login: str | None
     content: bytes
+    tls: bool  # the message came over TLS
 
 
 def free_port() -> int:
@@ -60,23 +69,70 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):
         login = session.auth_data if session.authenticated else None  # what _authenticate returned
-        self._server.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), login, envelope.content))
+        # STARTTLS sets session.ssl; implicit TLS is the transport's (aiosmtpd leaves session.ssl unset then).
+        tls = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
+        received = Received(envelope.mail_from, list(envelope.rcpt_tos), login, envelope.content, tls)
+        self._server.messages.append(received)
         return "250 Message accepted for delivery"
 
 
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, written to ``folder``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "smtp-cert.pem", folder / "smtp-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
 class FakeSmtp:
-    def __init__(self) -> None:
+    def __init__(self, tls: str | None = None) -> None:
         self.messages: list[Received] = []
         self.logins: list[tuple[tuple, str, bool]] = []  # (client address, user, accepted) per AUTH attempt
         self.rcpts: list[str] = []  # every RCPT TO, accepted or not
         self.port = free_port()
+        self.tls = tls
+        self._folder = tempfile.TemporaryDirectory(prefix="fake-smtp-")
+        self.ca_file: Path | None = None
+        options: dict = {"auth_require_tls": False}
+        if tls is not None:
+            self.ca_file, key_file = _certificate(Path(self._folder.name))
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.ca_file, key_file)
+            if tls == "starttls":  # a login before STARTTLS is refused
+                options = {"tls_context": context, "require_starttls": True, "auth_require_tls": True}
+            elif tls == "implicit":  # all TLS (aiosmtpd's auth_require_tls would hide AUTH: it looks for STARTTLS)
+                options |= {"ssl_context": context}
+            else:
+                raise ValueError(f"tls: 'starttls', 'implicit' or None, not {tls!r}")
         self._controller = Controller(
             _Handler(self),
             hostname="127.0.0.1",
             port=self.port,
             authenticator=self._authenticate,
             auth_required=True,
-            auth_require_tls=False,
+            **options,
         )
         self._controller.start()
 
@@ -96,12 +152,19 @@ class FakeSmtp:
                 "port": port or self.port,
                 "login": USER,
                 "password": password,
-                "extra": {"from_email": SENDER, "disable_ssl": True, "disable_tls": True, "timeout": 10, **extra},
+                "extra": {
+                    "from_email": SENDER,
+                    "disable_ssl": self.tls != "implicit",
+                    "disable_tls": self.tls != "starttls",
+                    "timeout": 10,
+                    **extra,
+                },
             }
         )
 
     def close(self) -> None:
         self._controller.stop()
+        self._folder.cleanup()
 
     def __enter__(self) -> FakeSmtp:
         return self

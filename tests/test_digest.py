@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -87,8 +88,9 @@ def published_url(published_url):
 
 
 @pytest.fixture
-def smtp():
-    with FakeSmtp() as server:
+def smtp(request):
+    """The test SMTP server; parametrized indirectly with "starttls" or "implicit", it speaks TLS."""
+    with FakeSmtp(tls=getattr(request, "param", None)) as server:
         yield server
 
 
@@ -355,6 +357,24 @@ def unreachable_port() -> tuple[socket.socket, int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     return sock, sock.getsockname()[1]
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("smtp", ["starttls", "implicit"], indirect=True)
+def test_the_digest_goes_over_tls_to_a_server_whose_certificate_is_checked(
+    digest, published_url, email_on, monkeypatch
+):
+    """README: STARTTLS unless the extra disable_tls, implicit TLS (port 465) unless disable_ssl, with the provider's
+    default context, which checks the certificate (review: only the failures of TLS were tested)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(Path(__file__)))  # trusting nothing: the certificate is refused
+    with pytest.raises(digest.DigestNotDelivered, match=r"TLS failed.*CERTIFICATE_VERIFY_FAILED"):
+        digest.send(context())
+    assert email_on.messages == [] and email_on.logins == []  # no password went out before TLS
+    monkeypatch.setenv("SSL_CERT_FILE", str(email_on.ca_file))  # as a deployment trusts its server's CA
+    digest.send(context())
+    [received] = email_on.messages
+    assert received.tls and received.login == USER and received.rcpt_tos == list(TO)
+    assert parse(received.content)["Subject"].startswith("Greenery, state of the data 2021-02-12")
 
 
 @pytest.mark.db

@@ -340,8 +340,19 @@ def test_a_column_added_to_a_daily_model_is_appended_and_a_removed_one_blocks_pu
     loaded.rollback()
     assert hashes(loaded) == before
 
-    # The in-place path (no build schemas) appends the same way.
+    # A column whose type the model changed (here the published one retyped by hand): refused the same way.
     loaded.execute(f"alter table {daily.relation} drop column dropped_metric")
+    loaded.execute(f"alter table {daily.relation} alter column {added} type text")
+    before = hashes(loaded)
+    run = wap.Build(f"retyped-{DAYS[2]}", DAYS[2])
+    wap.prepare(loaded, run)
+    wap.build_models(loaded, MODELS, run)
+    with pytest.raises(wap.PublishError, match=rf"{daily.relation} keeps earlier days.*changed type: {added} text -> "):
+        publish_checked(loaded, MODELS, run)
+    loaded.rollback()
+    assert hashes(loaded) == before
+
+    # The in-place path (no build schemas) appends the same way.
     loaded.execute(f"alter table {daily.relation} drop column {added}")
     loaded.commit()
     build.build_model(loaded, daily, MODELS, render.Interval.for_day(DAYS[2]))

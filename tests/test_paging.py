@@ -146,9 +146,10 @@ def test_the_cli_refuses_a_day_before_the_start_date(published_url, tmp_path):
 
 
 def test_a_task_killed_by_its_timeout_pages_once(airflow_dag, published_url, paged, monkeypatch):
-    """An Airflow-level failure (execution_timeout) reaches the failure callback and pages."""
+    """An Airflow-level failure (execution_timeout) reaches the failure callback and pages, once: after its last
+    try (review: the test ran with retries off, so a page per try would have passed)."""
     monkeypatch.setenv("GREENERY_TASK_TIMEOUT_MINUTES", "0.05")  # 3 s
-    monkeypatch.setenv("GREENERY_RETRIES", "0")
+    monkeypatch.setenv("GREENERY_RETRIES", "1")
     dag = (
         local_airflow.load_dag()
     )  # parsed again (airflow_dag migrated the metadata DB): settings are read at parse time
@@ -165,6 +166,8 @@ def test_a_task_killed_by_its_timeout_pages_once(airflow_dag, published_url, pag
             blocker.execute("rollback")
     s = states(dag_run)
     assert dag_run.state == "failed" and s["stg_postgres__events"] == "failed", s
+    [events] = [ti for ti in dag_run.get_task_instances() if ti.task_id == "stg_postgres__events"]
+    assert events.try_number == 2  # timed out twice
     [alert] = alerts(paged)
     assert "stg_postgres__events" in alert and "Timeout" in alert
 

@@ -222,6 +222,7 @@ def test_a_killed_build_leaves_published_tables_byte_identical_and_the_rerun_suc
         pid = _wait_for_waiting_backend(loaded, "greenery-build-under-test")
         loaded.execute("select pg_terminate_backend(%s)", (pid,))
         worker.join(30)
+        assert not worker.is_alive(), "the build did not end when its backend was killed"
     assert len(errors) == 1 and isinstance(errors[0], build.ModelBuildError)
     # The first model to read raw.events is the one its lock held (the build order decides which).
     assert any(f"model {m} " in str(errors[0]) for m in ("stg_postgres__events", "int_source_volumes_daily"))
@@ -266,6 +267,7 @@ def test_concurrent_runs_do_not_corrupt_each_other(loaded, warehouse_url):
         t.start()
     for t in threads:
         t.join(60)
+    assert not any(t.is_alive() for t in threads), "a run hung (deadlock between runs?)"  # review: unchecked
     assert errors == []
     assert hashes(loaded) == sequential
 

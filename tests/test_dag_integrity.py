@@ -60,15 +60,18 @@ def parse_report(tmp_path_factory):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.stack  # Airflow in a fresh interpreter (5 s)
 def test_dags_folder_parses_without_errors(parse_report):
     assert parse_report["import_errors"] == {}
     assert parse_report["dag_ids"] == ["greenery_daily"]
 
 
+@pytest.mark.stack  # Airflow in a fresh interpreter (5 s)
 def test_no_connection_or_variable_lookups_at_parse_time(parse_report):
     assert parse_report["calls"] == []
 
 
+@pytest.mark.stack  # Airflow in a fresh interpreter (5 s)
 def test_no_heavy_imports_at_parse_time(parse_report):
     assert parse_report["heavy"] == []
 

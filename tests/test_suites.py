@@ -132,6 +132,7 @@ def test_every_expectation_has_a_severity_and_a_description():
             assert e.get("description"), (name, e["type"], e["kwargs"])
 
 
+@pytest.mark.stack  # imports Great Expectations (6 s of CPU)
 def test_marts_have_an_exact_column_contract():
     import great_expectations as gx
 
@@ -191,6 +192,7 @@ def test_no_query_check_runs_a_subquery_per_row(published_url):
     assert per_row == [], per_row
 
 
+@pytest.mark.stack  # imports Great Expectations
 def test_every_suite_file_round_trips_through_gx_unchanged():
     import great_expectations as gx
 
@@ -249,6 +251,7 @@ def test_a_malformed_suite_fails_the_first_build_task_before_any_model_is_built(
         build.prepare({})  # no run context needed: it fails before it reads one
 
 
+@pytest.mark.stack  # imports Great Expectations
 def test_format_suite_file_adds_missing_ids_and_keeps_the_others(tmp_path):
     data = json.loads(SUITES["stg_postgres__promos"].path.read_text())
     kept = data["expectations"][0]["id"]

@@ -32,6 +32,7 @@ from greenery.alerts.text import (
     truncate,
     within,
 )
+from greenery.checks import root_causes
 from greenery.checks.summary import SAMPLE_KEY_CHARS
 
 MAX_SAMPLE_KEYS = 5
@@ -162,18 +163,8 @@ def _buttons(links: Mapping[str, str | None]) -> dict | None:
 
 
 def _next_steps(blocking: bool, links: Mapping[str, str | None], causes: list) -> str:
-    """A critical check whose query failed is the pipeline's to fix, not the data's (review: a check that could not
-    run was paged as bad data, "Fix the source rows")."""
-    critical = [c for c in causes if _severity(c) == "critical"]
-    broken = sum(1 for c in critical if c.get("error"))
     if blocking:
-        first = "Fix the source rows named above" + (
-            " and the suite of each check that could not run" if broken else ""
-        )
-        if critical and broken == len(critical):
-            first = (
-                "The checks above could not be evaluated (their query failed): fix their model or suite, not the data"
-            )
+        first = root_causes.what_to_fix(causes)
         return _clear_the_run(links, first) + " It rebuilds from raw, checks again and publishes if the checks pass."
     return (
         "*What to do*\nNothing blocks: the marts were published. Fix the source when it matters;"

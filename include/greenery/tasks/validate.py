@@ -175,9 +175,7 @@ SHOWN_CAUSES, SHOWN_KEYS = 5, 3  # the failed task's message stays readable in t
 def verdict(summary: dict[str, Any]) -> str:
     """The failed task's message: what failed at the root, and what to do."""
     critical = [r for r in summary["root_causes"] if r["severity"] == "critical"]
-    # Review: a check whose query failed was reported as bad data; it is the model's or the suite's to fix.
-    broken = sum(1 for r in critical if r.get("error"))
-    unevaluated = bool(critical) and broken == len(critical)
+    unevaluated = bool(critical) and all(r.get("error") for r in critical)  # their queries failed, not the data
     what = "check(s) could not be evaluated" if unevaluated else "problem(s) in the data"
     lines = [f"{len(critical)} critical {what}; nothing was published:"]
     for r in critical[:SHOWN_CAUSES]:
@@ -196,10 +194,7 @@ def verdict(summary: dict[str, Any]) -> str:
         lines.append(
             f"- and {len(critical) - SHOWN_CAUSES} more: the task log (FAILED lines) and the Data quality view list all"
         )
-    first = "Fix the source rows" + (" and the suite of each check that could not be evaluated" if broken else "")
-    if unevaluated:
-        first = "Their queries failed: fix the model or suite of each, not the data"
-    lines.append(f"{first}, then clear the whole run (Grid → this run → Clear run).")
+    lines.append(f"{root_causes.what_to_fix(critical)}, then clear the whole run (Grid → this run → Clear run).")
     return "\n".join(lines)
 
 

@@ -261,8 +261,13 @@ def test_a_broken_model_folder_is_one_line_naming_it(cli_env, tmp_path):
 
 
 def test_answers_are_as_of_the_day_asked_and_all_history_figures_say_so(cli_env):
-    done = greenery("answers", "--date", "2021-02-12", env=cli_env)
+    """Through a warehouse connection of another id (GREENERY_WAREHOUSE_CONN_ID, README; review: no test set it):
+    the command reads that one, and starts no embedded PostgreSQL."""
+    env = {**cli_env, "GREENERY_WAREHOUSE_CONN_ID": "shop_dw"}
+    env["AIRFLOW_CONN_SHOP_DW"] = env.pop("AIRFLOW_CONN_GREENERY_WAREHOUSE")
+    done = greenery("answers", "--date", "2021-02-12", env=env)
     assert done.returncode == 0, done.stderr
+    assert "embedded PostgreSQL" not in done.stdout
     assert "as of the end of 2021-02-12 (marts.metrics_daily)" in done.stdout
     assert "repeat rate                        79.8%" in done.stdout
     assert "marts.fact_product: all history, as known to the latest run (2021-02-12)" in done.stdout

@@ -149,23 +149,32 @@ def test_schedule_owner_retries_tags_docs(dag):
         assert task.retry_exponential_backoff, task.task_id
 
 
-def test_retries_and_timeouts_are_the_settings_read_when_the_dag_is_parsed(monkeypatch):
-    """GREENERY_RETRIES, GREENERY_TASK_TIMEOUT_MINUTES and GREENERY_ALERT_RETRIES (README) reach the tasks: the DAG
-    parsed with other values than the tests' own (conftest.py) carries those."""
+def test_retries_timeouts_and_asset_uris_are_the_settings_read_when_the_dag_is_parsed(monkeypatch):
+    """GREENERY_RETRIES, GREENERY_RETRY_DELAY_SECONDS, GREENERY_TASK_TIMEOUT_MINUTES, GREENERY_ALERT_RETRIES,
+    GREENERY_ALERT_RETRY_DELAY_SECONDS and the marts' Asset URIs (GREENERY_ASSET_AUTHORITY, GREENERY_ASSET_DATABASE;
+    README) reach the tasks: the DAG parsed with other values than the tests' own (conftest.py) carries those
+    (review: the retry delays and the Asset settings were set by no test)."""
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv("GREENERY_RETRIES", "4")
+    monkeypatch.setenv("GREENERY_RETRY_DELAY_SECONDS", "17")
     monkeypatch.setenv("GREENERY_TASK_TIMEOUT_MINUTES", "7.5")
     monkeypatch.setenv("GREENERY_ALERT_RETRIES", "6")
+    monkeypatch.setenv("GREENERY_ALERT_RETRY_DELAY_SECONDS", "23")
+    monkeypatch.setenv("GREENERY_ASSET_AUTHORITY", "warehouse.example.com:6543")
+    monkeypatch.setenv("GREENERY_ASSET_DATABASE", "shop")
     bag = DagBag(dag_folder=str(DAGS_DIR / "greenery_daily.py"))
     assert bag.import_errors == {}
     parsed = bag.dags["greenery_daily"]
     alert = parsed.get_task("alert_slack")
-    assert alert.retries == 6
+    assert (alert.retries, alert.retry_delay) == (6, dt.timedelta(seconds=23))
     for task in parsed.tasks:
         assert task.execution_timeout == dt.timedelta(minutes=7.5), task.task_id
         if task.task_id not in ("validate", "check_source_freshness", "alert_slack"):
-            assert task.retries == 4, task.task_id
+            assert (task.retries, task.retry_delay) == (4, dt.timedelta(seconds=17)), task.task_id
+    marts = {m.relation.split(".")[1] for m in models.discover().values() if m.layer == "marts"}
+    uris = {outlet.uri for outlet in parsed.get_task("publish").outlets}
+    assert uris == {f"postgres://warehouse.example.com:6543/shop/marts/{table}" for table in marts}
 
 
 def test_a_bad_setting_leaves_the_dag_loadable_and_fails_its_runs_without_retries(monkeypatch):

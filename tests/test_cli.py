@@ -561,6 +561,16 @@ time.sleep(600)
 """
 
 
+def test_a_server_that_is_gone_or_stopping_has_no_pid(tmp_path):
+    """Its pid file read once, not looked for first: the server removes it as it stops, and a read between the two
+    failed the test session's teardown with FileNotFoundError (seen once, 2026-12-03)."""
+    from greenery.dev import embedded_pg
+
+    assert embedded_pg.running_pid(tmp_path) is None  # no file at all
+    (tmp_path / "postmaster.pid").write_text("999999999\n")
+    assert embedded_pg.running_pid(tmp_path) is None  # no such process
+
+
 def test_a_server_whose_data_is_discarded_stops_without_its_shutdown_checkpoint(pg_tmp_path):
     """The test sessions' stop (tests/conftest.py): PostgreSQL's immediate shutdown, since the folder is deleted
     next; the cluster is left as a crash leaves it. The positive control, a normal stop, shuts it down cleanly."""

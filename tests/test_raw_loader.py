@@ -60,6 +60,48 @@ def _copy_real(real_greenery, tmp_path):
     return target
 
 
+def test_readers_see_the_old_raw_while_a_load_copies_never_wait_for_it_then_see_the_new(
+    db, real_greenery, warehouse_url
+):
+    """README: a load fills new tables in a side schema and swaps them in at the end, in one transaction, "so readers
+    wait only for the swap" (review: no test attacked it). The load is held mid-COPY (its rows come from a generator
+    that waits); a reader with a 1 s lock_timeout reads raw.users then: no wait, the old rows only."""
+    import threading
+
+    raw.load_dir(db, real_greenery)
+    rows = [dict(zip(raw.RAW_TABLES["users"], r, strict=True)) for r in db.execute("select * from raw.users")]
+    mid_copy, go_on, failed = threading.Event(), threading.Event(), []
+
+    def new_rows():
+        for n, row in enumerate(rows):
+            if n == len(rows) // 2:
+                mid_copy.set()
+                go_on.wait(60)
+            yield {**row, "first_name": "Reloaded"}
+
+    def load() -> None:
+        try:
+            with warehouse.connect() as conn:
+                raw.load_rows(conn, "users", new_rows())
+        except Exception as exc:
+            failed.append(exc)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        assert mid_copy.wait(30), failed
+        with psycopg.connect(warehouse_url, autocommit=True) as reader:
+            reader.execute("set lock_timeout = '1s'")  # a wait for the loader's locks would fail here
+            seen = reader.execute("select count(*), count(*) filter (where first_name = 'Reloaded') from raw.users")
+            assert seen.fetchone() == (len(rows), 0)
+    finally:
+        go_on.set()
+        loader.join(60)
+    assert not loader.is_alive() and failed == []
+    after = db.execute("select count(*), count(*) filter (where first_name = 'Reloaded') from raw.users").fetchone()
+    assert after == (len(rows), len(rows))
+
+
 def test_a_bad_value_names_file_line_and_column_and_keeps_the_old_table(db, real_greenery, tmp_path):
     data = _copy_real(real_greenery, tmp_path)
     raw.load_dir(db, data)

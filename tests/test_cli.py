@@ -384,8 +384,8 @@ def test_a_run_stopped_by_ctrl_c_or_killed_is_failed_and_blocks_nothing_after_it
     """Review: a `greenery run` killed (kill -9) or stopped by Ctrl-C between two tasks left its run `running` in
     Airflow for good (dag.test runs have no scheduler job), and every run the UI's scheduler queued after it waited
     forever (max_active_runs=1), nobody paged; Ctrl-C inside a task was retried, or paged "KeyboardInterrupt";
-    SIGTERM did not stop it. Now Ctrl-C stops the day (exit 130, one line, its run failed), SIGTERM too (143), and
-    the next command fails the run of a killed one, saying so. The user's own stops page nobody."""
+    SIGTERM did not stop it. Now Ctrl-C stops the day (exit 130, one line, its run failed), SIGTERM too (143, and it
+    pages once), and the next command fails the run of a killed one, saying so. Ctrl-C pages nobody."""
     from slack_server import FakeSlack
 
     with FakeSlack() as slack:
@@ -419,16 +419,20 @@ def test_a_run_stopped_by_ctrl_c_or_killed_is_failed_and_blocks_nothing_after_it
         assert _runs(home)[second] == "failed"
         assert not list((Path(home) / "greenery-runs").glob("*.json"))  # no process is listed any more
 
+        assert slack.webhook_posts() == []  # the user's own stops
+
         # SIGTERM (`kill`, `timeout`, a service manager's stop) stops the day as Ctrl-C does, though Airflow's task
-        # runner sets its own SIGTERM handler at each task (review: the run went on to its end).
+        # runner sets its own SIGTERM handler at each task (review: the run went on to its end), and pages once:
+        # nobody may be watching (review: a cron job's `timeout` stopped runs in silence).
         terminated = greenery_started("run", "--date", "2021-02-11", env=env)
         third = _running_run(home, terminated)
         terminated.terminate()
         out, err = terminated.communicate(timeout=300)
         assert terminated.returncode == 143, out + err
-        assert f"stopped: terminated (SIGTERM) at 2021-02-11: its run {third} failed" in err, err
-        assert "Traceback" not in err and _runs(home)[third] == "failed"
-        assert slack.webhook_posts() == []
+        said = f"stopped: terminated (SIGTERM) at 2021-02-11: its run {third} failed; on-call was paged"
+        assert said in err and "Traceback" not in err and _runs(home)[third] == "failed", err
+        [page] = slack.webhook_posts()
+        assert "stopped by SIGTERM" in json.dumps(page.body) and third in json.dumps(page.body)
 
 
 def test_as_root_a_data_folder_the_server_user_cannot_enter_is_named(tmp_path, monkeypatch):
@@ -500,7 +504,7 @@ def test_ctrl_c_stops_greenery_ui_and_leaves_a_kept_database_up(pg_tmp_path, new
     env = {**os.environ, "GREENERY_STATE_DIR": str(pg_tmp_path / "state"), "AIRFLOW_HOME": str(home)}
     env.pop("AIRFLOW_CONN_GREENERY_WAREHOUSE", None)
     assert greenery("db", "start", env=env).returncode == 0
-    ui = None
+    ui, components = None, []
     try:
         ui = subprocess.Popen(
             [sys.executable, "-c", FOREGROUND, "ui", "--port", str(local_ui.free_port())],
@@ -526,9 +530,13 @@ def test_ctrl_c_stops_greenery_ui_and_leaves_a_kept_database_up(pg_tmp_path, new
         status = greenery("db", "status", env=env)
         assert status.returncode == 0 and "kept running" in status.stdout, status
     finally:
-        if ui is not None and ui.poll() is None:  # failed above: stop it as the command would
-            ui.terminate()
-            ui.communicate(timeout=120)
+        if ui is not None:  # failed above: leave nothing running (review: Airflow's components outlived a failure)
+            leftover = psutil.Process(ui.pid).children(recursive=True) if ui.poll() is None else []
+            ui.kill()
+            ui.wait(timeout=30)
+            for process in [*leftover, *components]:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
         greenery("db", "stop", env=env)
 
 

@@ -554,6 +554,8 @@ def test_a_run_that_failed_before_validate_shows_no_later_runs_results(warehouse
         audit.record_validation(conn, failing_summary(), published=False)  # validated after the failure
     page = flat(client().get("/data-quality/", params={"run_id": failed}).text)
     assert "The run was not validated" in page
+    # Its recent runs are those validated before its failure; the one after it is counted, not listed.
+    assert "Recent runs before this one</h2> <p>1 later run not listed" in page and f'title="{NEW_RUN}"' not in page
     assert "expect_column_values_to_be_between" not in page and "pigeon" not in page and "No failing checks" in page
     assert '<span class="badge failed">failed</span>' not in page
     assert page.count("run of 2024-03-01 (not re-checked since)") == 3  # every table: the earlier run's result

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from greenery import config
 from greenery.cli_types import day_option, port_option, scale_option, span_option
-from greenery.dev import cli_runs
+from greenery.dev import cli_runs, local_airflow  # light: Airflow is imported by their functions
 
 STATE_DIR = config.state_dir()
 
@@ -75,12 +75,8 @@ def _days(start: dt.date, end: dt.date | None) -> list[dt.date]:
     return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
 
 
-@cli_runs.sigterm_stops_the_day()  # `kill` or `timeout` stops the day as Ctrl-C does
 def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = False) -> int:
     """Run the DAG for each day in turn, a progress line per day; stop at the first failed day (or Ctrl-C)."""
-    from greenery import run_outcome
-    from greenery.dev import local_airflow
-
     start = config.get().start_date
     if days[0] < start:
         raise UsageError(
@@ -95,17 +91,20 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
     log_file = None if verbose else STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     if log_file is not None:
         print(f"Airflow's log of this command: {log_file}")
+    with cli_runs.sigterm_stops_the_day():  # `kill` or `timeout` stops the day as Ctrl-C does (and pages)
+        return _each_day(days, dag, log_file, full_refresh)
+
+
+def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: bool) -> int:
+    from greenery import run_outcome  # psycopg: 0.6 s that `greenery --help` need not pay
+
     for n, day in enumerate(days, 1):
-        started = time.perf_counter()
-        local_airflow.refuse_beside_a_scheduler(dag.dag_id)  # before each day: the UI may be unpaused meanwhile
-        with contextlib.nullcontext(sys.stdout) if log_file is None else local_airflow.output_to(log_file) as console:
-            print(f"[{n}/{len(days)}] {day} ...", end="", flush=True, file=console)
-            dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag)
-            local_airflow.check_ran(dag, dag_run)
-            seconds = time.perf_counter() - started
-            print(f" {dag_run.state} in {seconds:.1f}s{run_outcome.notes(dag_run)}", file=console)
+        try:
+            dag_run = _one_day(n, days, day, dag, log_file, full_refresh)
+        except KeyboardInterrupt:  # outside the day's run (before it, or after it ended): no run is left running
+            raise cli_runs.stopped(dag.dag_id, day, None) from None
         if dag_run.state != "success" and cli_runs.stopped_by_the_user(dag_run):
-            raise cli_runs.interrupted(day, dag_run.run_id)
+            raise cli_runs.stopped(dag.dag_id, day, dag_run.run_id)
         if dag_run.state != "success":
             if note := run_outcome.published_anyway(dag_run):
                 print(f"  {note}", file=sys.stderr)
@@ -115,6 +114,20 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
             print(f"stopped at {day}; the whole log is {where}", file=sys.stderr)
             return 1
     return 0
+
+
+def _one_day(n: int, days: list[dt.date], day: dt.date, dag, log_file: Path | None, full_refresh: bool):
+    """Run ``day`` (the ``n``th of ``days``) with its progress line; return its DagRun."""
+    from greenery import run_outcome
+
+    started = time.perf_counter()
+    local_airflow.refuse_beside_a_scheduler(dag.dag_id)  # before each day: the UI may be unpaused meanwhile
+    with contextlib.nullcontext(sys.stdout) if log_file is None else local_airflow.output_to(log_file) as console:
+        print(f"[{n}/{len(days)}] {day} ...", end="", flush=True, file=console)
+        dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag)
+        local_airflow.check_ran(dag, dag_run)
+        print(f" {dag_run.state} in {time.perf_counter() - started:.1f}s{run_outcome.notes(dag_run)}", file=console)
+    return dag_run
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -337,8 +350,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pgserver").setLevel(logging.ERROR)  # its start/stop chatter hides the answers
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-    from greenery.dev import local_airflow
-
     try:  # the parser's defaults read the settings (a bad one is a line too); Airflow's are fixed at its import
         args = build_parser().parse_args(argv)
         home = Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow")

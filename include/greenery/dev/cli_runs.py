@@ -9,7 +9,8 @@ Each process lists the run it is in (a file per process in the Airflow home, nam
 Ctrl-C stops the day: it fails the task it lands in for good (the DAG's retry policy does not retry a
 ``KeyboardInterrupt``, and the failure callback does not page the user's own stop), the run ends failed, and the
 command says where it stopped (exit 130). Between two tasks it reaches this module, which fails the run.
-SIGTERM (``kill``, ``timeout``, a service manager's stop) does the same, with exit 143.
+SIGTERM (``kill``, ``timeout``, a service manager's stop) does the same, with exit 143, and pages on-call once
+(this module sends it: nobody may be watching).
 """
 
 from __future__ import annotations
@@ -43,10 +44,38 @@ def _registry() -> Path:
 
 
 def interrupted(day: dt.date, run_id: str | None) -> RunInterrupted:
-    how, signum = (
-        ("terminated (SIGTERM)", signal.SIGTERM) if _terminated.is_set() else ("interrupted (Ctrl-C)", signal.SIGINT)
+    terminated = _terminated.is_set()
+    how, signum = ("terminated (SIGTERM)", signal.SIGTERM) if terminated else ("interrupted (Ctrl-C)", signal.SIGINT)
+    where = f"its run {run_id} failed" if run_id else "no run of it was left running"
+    return RunInterrupted(f"{how} at {day}: {where}", 128 + signum)
+
+
+def stopped(dag_id: str, day: dt.date, run_id: str | None) -> RunInterrupted:
+    """The command's stop at ``day``. Ctrl-C pages nobody (the user is there); SIGTERM pages on-call once, from here
+    (the task it landed in does not page a KeyboardInterrupt): `timeout` or a service manager may have sent it, with
+    nobody watching (review: a cron job's `timeout` stopped runs in silence)."""
+    stop = interrupted(day, run_id)
+    if not _terminated.is_set():
+        return stop
+    from greenery import links
+    from greenery.alerts import messages
+    from greenery.tasks import paging
+
+    what = f"its run {run_id} failed" if run_id else "no run of it was left running"
+    payload = messages.build_task_failure_alert(
+        dag_id=dag_id,
+        task_id="?",
+        logical_date=day.isoformat(),
+        run_id=run_id or "-",
+        error=f"greenery run was stopped by SIGTERM (kill, timeout or a service manager's stop) at {day}: {what};"
+        " nothing more of the day was published",
+        log_url=None,
+        links=links.for_run(run_id) if run_id else None,
+        next_step=f"Run the day again: greenery run --date {day} (or trigger it in the UI).",
     )
-    return RunInterrupted(f"{how} at {day}: its run {run_id} failed", 128 + signum)
+    sent = paging.page(payload)
+    said = {paging.SENT: "on-call was paged", paging.MAYBE_SENT: "the page to on-call may have been posted"}
+    return RunInterrupted(f"{stop}; {said.get(sent, 'on-call could not be paged (see the log)')}", stop.exit_status)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -55,22 +84,27 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def sigterm_stops_the_day() -> Iterator[None]:
-    """Inside, SIGTERM stops the day as Ctrl-C does (review: it did not stop ``greenery run`` at all).
+    """Inside, SIGTERM stops the day as Ctrl-C does, and pages (review: it did not stop ``greenery run`` at all).
 
     A handler of ours would not last: Airflow's task runner sets its own for each task, which only calls the
     operator's ``on_kill`` (a worker's supervisor follows it with SIGKILL; here nothing does). So SIGTERM is
     blocked and a thread waits for it, then signals the main thread with SIGUSR2, whose handler raises
-    ``KeyboardInterrupt``: a real signal, so a query waiting in psycopg is cancelled as on Ctrl-C. Call it
-    from the main thread before starting other threads (a thread started earlier could take the SIGTERM).
+    ``KeyboardInterrupt``: a real signal, so a query waiting in psycopg is cancelled as on Ctrl-C. Blocked signals
+    are inherited: start no subprocess inside. Call it from the main thread, before starting other threads.
     """
+    _terminated.clear()
     main = threading.main_thread().ident
     previous, previous_term = signal.signal(signal.SIGUSR2, _raise_interrupt), signal.getsignal(signal.SIGTERM)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    leaving = threading.Event()
+    leaving, late = threading.Event(), threading.Event()
 
     def wait_for_sigterm() -> None:
-        signal.sigwait({signal.SIGTERM})
-        if not leaving.is_set():
+        while signal.sigtimedwait({signal.SIGTERM}, 0.2) is None:
+            if leaving.is_set():
+                return
+        if leaving.is_set():
+            late.set()  # the day was over: delivered again once SIGTERM is back to what it was
+        else:
             _terminated.set()
             signal.pthread_kill(main, signal.SIGUSR2)
 
@@ -80,12 +114,12 @@ def sigterm_stops_the_day() -> Iterator[None]:
         yield
     finally:
         leaving.set()
-        if waiter.is_alive():
-            signal.pthread_kill(waiter.ident, signal.SIGTERM)  # wakes it; it sees it is leaving
-            waiter.join()
+        waiter.join()
         signal.signal(signal.SIGTERM, previous_term)  # not the last task's handler, which Airflow leaves set
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         signal.signal(signal.SIGUSR2, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one still pending is delivered now
+        if late.is_set():
+            signal.raise_signal(signal.SIGTERM)
 
 
 def _alive(pid: int) -> bool:
@@ -155,7 +189,7 @@ def owned(dag_id: str, logical_date: dt.datetime) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         run_id = fail_run(dag_id, logical_date)
-        raise interrupted(logical_date.date(), run_id) from None
+        raise stopped(dag_id, logical_date.date(), run_id) from None
     finally:
         path.unlink(missing_ok=True)
 

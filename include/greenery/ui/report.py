@@ -235,7 +235,7 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     later_runs = 0
     if as_of is not None:  # a past run's page: its history ends with it (review: it listed the runs after it)
         runs = recent_runs(conn, history_limit, up_to=as_of)
-        later = sql.SQL("select count(*) from {} where validated_at > %s").format(_runs_table())
+        later = sql.SQL("select count(distinct run_id) from {} where validated_at > %s").format(_runs_table())
         later_runs = conn.execute(later, (as_of,)).fetchone()[0]
     tables = latest_per_table(conn, as_of) if recorded else []
     for table in tables:

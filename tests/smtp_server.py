@@ -10,8 +10,9 @@
 - ``conn_json()`` is the AIRFLOW_CONN_* value of an Airflow SMTP connection to it (no TLS: the provider's
   extras ``disable_ssl`` and ``disable_tls``).
 - ``FakeSmtp(tls="starttls")`` requires STARTTLS before a login, ``tls="implicit"`` speaks TLS from the start (as
-  port 465 does), each with a certificate for 127.0.0.1 made for the server; ``ca_file`` is that certificate, for a
-  client to trust (``SSL_CERT_FILE``), and ``conn_json()`` then leaves TLS to the provider's defaults.
+  port 465 does), each with a certificate made for the server, for 127.0.0.1 (``certified``: another address);
+  ``ca_file`` is that certificate, for a client to trust (``SSL_CERT_FILE``), and ``conn_json()`` then leaves TLS
+  to the provider's defaults.
 """
 
 from __future__ import annotations
@@ -76,15 +77,15 @@ class _Handler:
         return "250 Message accepted for delivery"
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key, written to ``folder``."""
+def _certificate(folder: Path, address: str) -> tuple[Path, Path]:
+    """A self-signed certificate for ``address`` and its key, written to ``folder``."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -94,7 +95,7 @@ def _certificate(folder: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -107,7 +108,7 @@ def _certificate(folder: Path) -> tuple[Path, Path]:
 
 
 class FakeSmtp:
-    def __init__(self, tls: str | None = None) -> None:
+    def __init__(self, tls: str | None = None, certified: str = "127.0.0.1") -> None:
         self.messages: list[Received] = []
         self.logins: list[tuple[tuple, str, bool]] = []  # (client address, user, accepted) per AUTH attempt
         self.rcpts: list[str] = []  # every RCPT TO, accepted or not
@@ -117,7 +118,7 @@ class FakeSmtp:
         self.ca_file: Path | None = None
         options: dict = {"auth_require_tls": False}
         if tls is not None:
-            self.ca_file, key_file = _certificate(Path(self._folder.name))
+            self.ca_file, key_file = _certificate(Path(self._folder.name), certified)
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.ca_file, key_file)
             if tls == "starttls":  # a login before STARTTLS is refused

@@ -89,8 +89,10 @@ def published_url(published_url):
 
 @pytest.fixture
 def smtp(request):
-    """The test SMTP server; parametrized indirectly with "starttls" or "implicit", it speaks TLS."""
-    with FakeSmtp(tls=getattr(request, "param", None)) as server:
+    """The test SMTP server; parametrized indirectly with "starttls" or "implicit", it speaks TLS (a dict: the
+    server's options)."""
+    param = getattr(request, "param", None)
+    with FakeSmtp(**param) if isinstance(param, dict) else FakeSmtp(tls=param) as server:
         yield server
 
 
@@ -375,6 +377,17 @@ def test_the_digest_goes_over_tls_to_a_server_whose_certificate_is_checked(
     [received] = email_on.messages
     assert received.tls and received.login == USER and received.rcpt_tos == list(TO)
     assert parse(received.content)["Subject"].startswith("Greenery, state of the data 2021-02-12")
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("smtp", [{"tls": "starttls", "certified": "127.0.0.2"}], indirect=True)
+def test_a_trusted_certificate_for_another_address_is_refused(digest, published_url, email_on, monkeypatch):
+    """The check covers the name too, not only the chain (review): a certificate the client trusts, made for
+    127.0.0.2, on the server at 127.0.0.1."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(email_on.ca_file))
+    with pytest.raises(digest.DigestNotDelivered, match=r"TLS failed.*IP address mismatch"):
+        digest.send(context())
+    assert email_on.messages == [] and email_on.logins == []
 
 
 @pytest.mark.db

@@ -58,10 +58,6 @@ def _context(text: str) -> dict:
 _DIVIDER = {"type": "divider"}
 
 
-def _severity(failure: Mapping[str, Any]) -> str:
-    return str(failure.get("severity") or "critical").lower()
-
-
 def as_root_causes(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The summary's root causes; a summary without them (older runs) lists each failure on its own."""
     if summary.get("root_causes") is not None:
@@ -79,7 +75,7 @@ def as_root_causes(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
                 "also_fails_in": [],
             }
         )
-    return sorted(causes, key=lambda c: _SEVERITY_ORDER.get(_severity(c), 3))
+    return sorted(causes, key=lambda c: _SEVERITY_ORDER.get(root_causes.severity(c), 3))
 
 
 def _keys_text(keys: list[Mapping[str, Any]]) -> str | None:
@@ -94,7 +90,7 @@ def _keys_text(keys: list[Mapping[str, Any]]) -> str | None:
 
 
 def _cause_text(cause: Mapping[str, Any]) -> str:
-    severity = _severity(cause)
+    severity = root_causes.severity(cause)
     where = code(cause.get("table") or "?")
     if cause.get("sources"):
         where += " ← " + ", ".join(code(s, 80) for s in cause["sources"][:4])
@@ -186,7 +182,9 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
     causes = as_root_causes(summary)
     n_critical = as_int(summary.get("failed_critical"))
     n_warning = as_int(summary.get("failed_warning"))
-    blocking = bool(summary.get("blocking", n_critical > 0 or any(_severity(c) == "critical" for c in causes)))
+    blocking = bool(
+        summary.get("blocking", n_critical > 0 or any(root_causes.severity(c) == "critical" for c in causes))
+    )
     links = {**(summary.get("links") or {})}
     links["log"] = log_url or links.get("log") or summary.get("log_url")
     links["docs"] = docs_url or links.get("docs") or summary.get("data_docs_url")
@@ -243,9 +241,8 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
     ]
     for c in causes[:5]:
         column = f".{clean(c.get('column'), 100)}" if c.get("column") else ""
-        fallback.append(
-            f"• {clean(_severity(c), 20)}: {clean(c.get('table'), 120)}{column} {clean(c.get('expectation'), 120)}"
-        )
+        level = clean(root_causes.severity(c), 20)
+        fallback.append(f"• {level}: {clean(c.get('table'), 120)}{column} {clean(c.get('expectation'), 120)}")
     if len(causes) > 5:
         fallback.append(f"… and {len(causes) - 5} more root causes")
     fallback += status_lines

@@ -127,11 +127,16 @@ def _entry(root: Mapping[str, Any], models: Mapping[str, Model], ancestry) -> di
     }
 
 
+def severity(failure: Mapping[str, Any]) -> str:
+    """A failure's or cause's severity as the alert and the red task read it: critical when unsaid."""
+    return str(failure.get("severity") or "critical").lower()
+
+
 def what_to_fix(causes: Iterable[Mapping[str, Any]]) -> str:
     """The first step after critical checks failed, worded once for the alert and the red task: the source rows, or,
     for a check whose own query failed (it names no rows: ``error``), its model or suite (review: such a check was
     paged as bad data, "Fix the source rows")."""
-    critical = [c for c in causes if str(c.get("severity") or "critical").lower() == "critical"]
+    critical = [c for c in causes if severity(c) == "critical"]
     unevaluated = sum(1 for c in critical if c.get("error"))
     if critical and unevaluated == len(critical):
         return "The checks above could not be evaluated (their query failed): fix their model or suite, not the data"

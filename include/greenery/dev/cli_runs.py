@@ -46,8 +46,11 @@ def _registry() -> Path:
 def interrupted(day: dt.date, run_id: str | None) -> RunInterrupted:
     terminated = _terminated.is_set()
     how, signum = ("terminated (SIGTERM)", signal.SIGTERM) if terminated else ("interrupted (Ctrl-C)", signal.SIGINT)
-    where = f"its run {run_id} failed" if run_id else "no run of it was left running"
-    return RunInterrupted(f"{how} at {day}: {where}", 128 + signum)
+    return RunInterrupted(f"{how} at {day}: {_what_became(run_id)}", 128 + signum)
+
+
+def _what_became(run_id: str | None) -> str:
+    return f"its run {run_id} failed" if run_id else "no run of it was left running"
 
 
 def stopped(dag_id: str, day: dt.date, run_id: str | None) -> RunInterrupted:
@@ -61,14 +64,13 @@ def stopped(dag_id: str, day: dt.date, run_id: str | None) -> RunInterrupted:
     from greenery.alerts import messages
     from greenery.tasks import paging
 
-    what = f"its run {run_id} failed" if run_id else "no run of it was left running"
     payload = messages.build_task_failure_alert(
         dag_id=dag_id,
         task_id="?",
         logical_date=day.isoformat(),
         run_id=run_id or "-",
-        error=f"greenery run was stopped by SIGTERM (kill, timeout or a service manager's stop) at {day}: {what};"
-        " nothing more of the day was published",
+        error=f"greenery run was stopped by SIGTERM (kill, timeout or a service manager's stop) at {day}:"
+        f" {_what_became(run_id)}; nothing more of the day was published",
         log_url=None,
         links=links.for_run(run_id) if run_id else None,
         next_step=f"Run the day again: greenery run --date {day} (or trigger it in the UI).",

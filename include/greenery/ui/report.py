@@ -208,7 +208,8 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     for a run that failed before validate.
     """
     recorded = audit.exists(conn, "validation_runs")
-    runs = recent_runs(conn, history_limit) if recorded else []
+    # A run asked for by name gets its own history below (up to it): the latest runs are read only for the latest page.
+    runs = recent_runs(conn, history_limit) if recorded and run_id is None else []
     last = audit.last_published(conn)
     serving = None
     if last:
@@ -233,7 +234,7 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         else:
             raise UnknownRunError(f"no validation or task failure recorded for run {run_id!r}")
     later_runs = 0
-    if as_of is not None:  # a past run's page: its history ends with it (review: it listed the runs after it)
+    if as_of is not None and recorded:  # a past run's page: its history ends with it (review: it listed later ones)
         runs = recent_runs(conn, history_limit, up_to=as_of)
         later = sql.SQL("select count(distinct run_id) from {} where validated_at > %s").format(_runs_table())
         later_runs = conn.execute(later, (as_of,)).fetchone()[0]

@@ -329,28 +329,24 @@ def test_a_column_added_to_a_daily_model_is_appended_and_a_removed_one_blocks_pu
     by_day = dict(loaded.execute(f"select {daily.partition_by}, {added} is null from {daily.relation}").fetchall())
     assert by_day == {DAYS[0]: True, DAYS[1]: False}  # the earlier day says "not known", not a made-up value
 
-    # A column the model no longer has: publish refuses, naming it, and nothing changes.
-    loaded.execute(f"alter table {daily.relation} add column dropped_metric numeric")
-    before = hashes(loaded)
-    run = wap.Build(f"removed-{DAYS[2]}", DAYS[2])
-    wap.prepare(loaded, run)
-    wap.build_models(loaded, MODELS, run)
-    with pytest.raises(wap.PublishError, match=rf"{daily.relation} keeps earlier days.*removed: dropped_metric"):
-        publish_checked(loaded, MODELS, run)
-    loaded.rollback()
-    assert hashes(loaded) == before
+    def refused(name: str, reason: str) -> None:
+        """The next day's build: publish refuses, naming ``reason``, and nothing changes."""
+        before = hashes(loaded)
+        run = wap.Build(f"{name}-{DAYS[2]}", DAYS[2])
+        wap.prepare(loaded, run)
+        wap.build_models(loaded, MODELS, run)
+        with pytest.raises(wap.PublishError, match=rf"{daily.relation} keeps earlier days.*{reason}"):
+            publish_checked(loaded, MODELS, run)
+        loaded.rollback()
+        assert hashes(loaded) == before
 
-    # A column whose type the model changed (here the published one retyped by hand): refused the same way.
+    # A column the model no longer has.
+    loaded.execute(f"alter table {daily.relation} add column dropped_metric numeric")
+    refused("removed", "removed: dropped_metric")
+    # A column whose type the model changed (here the published one retyped by hand).
     loaded.execute(f"alter table {daily.relation} drop column dropped_metric")
     loaded.execute(f"alter table {daily.relation} alter column {added} type text")
-    before = hashes(loaded)
-    run = wap.Build(f"retyped-{DAYS[2]}", DAYS[2])
-    wap.prepare(loaded, run)
-    wap.build_models(loaded, MODELS, run)
-    with pytest.raises(wap.PublishError, match=rf"{daily.relation} keeps earlier days.*changed type: {added} text -> "):
-        publish_checked(loaded, MODELS, run)
-    loaded.rollback()
-    assert hashes(loaded) == before
+    refused("retyped", f"changed type: {added} text -> ")
 
     # The in-place path (no build schemas) appends the same way.
     loaded.execute(f"alter table {daily.relation} drop column {added}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -71,3 +72,43 @@ def test_a_day_left_normally_leaves_no_thread_and_ctrl_c_keeps_its_wording():
     assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     stopped = cli_runs.interrupted(dt.date(2021, 2, 12), "manual__x")
     assert (str(stopped), stopped.exit_status) == ("interrupted (Ctrl-C) at 2021-02-12: its run manual__x failed", 130)
+
+
+
+STOPPED_AND_CONTINUED = """
+import time
+from greenery.dev import cli_runs
+
+@cli_runs.sigterm_stops_the_day()
+def a_day():
+    print("inside a task", flush=True)
+    time.sleep(3)
+
+try:
+    a_day()
+    print("the day ended", flush=True)
+except KeyboardInterrupt:
+    print("stopped with no SIGTERM sent", flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_z_then_fg_is_not_taken_for_sigterm():
+    """A stopped and continued process gets EINTR from `sigtimedwait` (signal(7)), and CPython 3.11 then returns an
+    uninitialized siginfo, not None, once the timeout has passed: the waiting thread took that for SIGTERM (review:
+    Ctrl-Z then `fg`, or `py-spy record --pid`, made `greenery run` stop with "terminated (SIGTERM)" and page)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_AND_CONTINUED], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(proc, "inside a task")
+        for _ in range(3):
+            proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.4)  # longer than the thread's wait
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.1)
+        out, err = proc.communicate(timeout=30)
+        assert (out, proc.returncode) == ("the day ended\n", 0), (out, err)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -98,12 +98,22 @@ def sigterm_stops_the_day() -> Iterator[None]:
     main = threading.main_thread().ident
     previous, previous_term = signal.signal(signal.SIGUSR2, _raise_interrupt), signal.getsignal(signal.SIGTERM)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    leaving, late = threading.Event(), threading.Event()
+    leaving, late, ready, lock = threading.Event(), threading.Event(), threading.Event(), threading.Lock()
+    done = False
 
+    # No timeout: CPython 3.11's `sigtimedwait` returns an uninitialized siginfo, not None, when the wait is
+    # interrupted as its timeout ends, which every Ctrl-Z then `fg` (or a profiler attaching) does (signal(7)); it
+    # was taken for SIGTERM. `sigwaitinfo` is retried on EINTR. Leaving, the main thread wakes it with SIGUSR2 sent
+    # to it alone, which it blocks (a process-wide SIGUSR2 still goes to the main thread's handler).
     def wait_for_sigterm() -> None:
-        while signal.sigtimedwait({signal.SIGTERM}, 0.2) is None:
-            if leaving.is_set():
-                return
+        nonlocal done
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+        ready.set()
+        info = signal.sigwaitinfo({signal.SIGTERM, signal.SIGUSR2})
+        with lock:
+            done = True
+        if info.si_signo == signal.SIGUSR2:
+            return  # leaving
         if leaving.is_set():
             late.set()  # the day was over: delivered again once SIGTERM is back to what it was
         else:
@@ -112,10 +122,14 @@ def sigterm_stops_the_day() -> Iterator[None]:
 
     waiter = threading.Thread(target=wait_for_sigterm, name="greenery-sigterm", daemon=True)
     waiter.start()
+    ready.wait()
     try:
         yield
     finally:
         leaving.set()
+        with lock:
+            if not done:  # alive, in its wait or just out of it; a SIGTERM it took first makes it leave `late`
+                signal.pthread_kill(waiter.ident, signal.SIGUSR2)
         waiter.join()
         signal.signal(signal.SIGTERM, previous_term)  # not the last task's handler, which Airflow leaves set
         signal.signal(signal.SIGUSR2, previous)

@@ -74,7 +74,6 @@ def test_a_day_left_normally_leaves_no_thread_and_ctrl_c_keeps_its_wording():
     assert (str(stopped), stopped.exit_status) == ("interrupted (Ctrl-C) at 2021-02-12: its run manual__x failed", 130)
 
 
-
 STOPPED_AND_CONTINUED = """
 import time
 from greenery.dev import cli_runs

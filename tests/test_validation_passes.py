@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import known_data
 import psycopg
@@ -387,3 +388,23 @@ def test_an_interrupted_validation_cancels_its_queries_and_closes_its_connection
         )
     # A stream that kept its connection, or a query that ran on, would stay listed for the 300 s of its sleep.
     assert _sessions_left(warehouse_url) == 0, "no query still running, no connection left open"
+
+
+def test_gx_connects_with_every_libpq_parameter_the_warehouse_connection_gives(clean, monkeypatch, tmp_path):
+    """The model tasks connect through PostgresHook, which gives libpq every extra of the connection; GX got host,
+    port, login, password, database and two extras (review: a connection URI naming its socket as ``?host=`` built
+    the models, then validate failed on /var/run/postgresql; `sslrootcert`, `sslcert` and the like were dropped)."""
+    given = sa.engine.make_url(warehouse.sqlalchemy_url())  # the test database, by its socket directory
+    uri = f"postgresql://{given.username}@/{given.database}?" + urlencode(
+        {"host": given.query["host"], "application_name": "greenery-probe", "connect_timeout": "7"}
+    )
+    monkeypatch.setenv(warehouse.conn_env_var(), uri)
+    with warehouse.connect() as conn:  # as the model tasks connect
+        assert conn.execute("show application_name").fetchone() == ("greenery-probe",)
+    url = warehouse.sqlalchemy_url()
+    args = validation._connect_args(url)
+    assert (args["host"], args["connect_timeout"]) == (given.query["host"], "7"), args
+    with psycopg.connect(**args) as conn:  # as GX's connections and the publish lock's are made
+        assert conn.execute("show application_name").fetchone() == ("greenery-probe",)
+    result = _validate(tmp_path, url, suites={"dim_products": SUITES["dim_products"]}, connections=1)
+    assert result["evaluated"] > 0 and not result["failures"], result

@@ -110,20 +110,37 @@ def create_database(admin_url: str, name: str, template: str | None = None) -> s
     return parts._replace(path=f"/{name}").geturl()
 
 
-def sqlalchemy_url(conn_id: str | None = None) -> str:
-    """The SQLAlchemy URL (psycopg 3 driver) of the Airflow connection, for Great Expectations."""
+def _libpq_params(conn_id: str | None = None) -> dict[str, str]:
+    """What ``PostgresHook.get_conn`` gives libpq for ``conn_id``: the connection's fields and every extra it does
+    not keep for itself (``sslrootcert``, ``application_name``, a socket directory as ``host`` in a URI's query)."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    hook = PostgresHook(postgres_conn_id=conn_id or config.get().warehouse_conn_id)
+    conn = hook.connection
+    params = {"host": conn.host, "port": conn.port, "user": conn.login, "password": conn.password}
+    params["dbname"] = conn.schema
+    params.update({k: v for k, v in conn.extra_dejson.items() if k not in hook.ignored_extra_options})
+    return {k: str(v) for k, v in params.items() if v not in (None, "")}
+
+
+def sqlalchemy_url(conn_id: str | None = None) -> str:
+    """The SQLAlchemy URL (psycopg 3 driver) of the Airflow connection, for Great Expectations: the parameters the
+    model tasks connect with, every extra included (review: GX got two of them, and a URI naming its socket as
+    ``?host=`` built the models, then validated on the default socket; client certificates were dropped too)."""
     from sqlalchemy.engine import URL
 
-    conn = PostgresHook.get_connection(conn_id or config.get().warehouse_conn_id)
-    query = {"host": conn.host} if conn.host and conn.host.startswith("/") else {}
+    params = _libpq_params(conn_id)
+    host = params.pop("host", None)
+    if host and host.startswith("/"):
+        params["host"], host = host, None  # a socket directory: libpq reads it from the query
+    port = params.pop("port", None)
     url = URL.create(
         "postgresql+psycopg",
-        username=conn.login or None,
-        password=conn.password or None,
-        host=None if query else conn.host or None,
-        port=conn.port or None,
-        database=conn.schema or None,
-        query={**query, **{k: str(v) for k, v in conn.extra_dejson.items() if k in ("sslmode", "options")}},
+        username=params.pop("user", None),
+        password=params.pop("password", None),
+        host=host,
+        port=int(port) if port else None,
+        database=params.pop("dbname", None),
+        query=params,
     )
     return url.render_as_string(hide_password=False)

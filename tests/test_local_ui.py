@@ -17,6 +17,9 @@ the UI, on the real Greenery data with one duplicated order and a local fake Sla
 9. Every ``validate`` attempt started with Great Expectations imported by the scheduler (``greenery-airflow``).
 10. Cleared again with raw fixed, ``validate``'s process is killed (as the OOM killer would): no task callback
    runs; the DAG's own failure callback pages once.
+11. A wrong expectation added to a suite, ``validate`` cleared with its downstream tasks: it fails on that check
+   (raw is unchanged since the build, so it is not refused) and pages.
+12. The expectation fixed, the same click: the same build, no model task run again, is checked and published.
 """
 
 from __future__ import annotations
@@ -51,7 +54,16 @@ SHOTS = Path(os.environ.get("GREENERY_SCREENSHOT_DIR") or tempfile.gettempdir())
 
 
 @pytest.fixture
-def ui(published_url, slack_alerts_webhook, tmp_path):
+def suites_copy(tmp_path, monkeypatch) -> Path:
+    """The suites the stack's tasks read: a copy of include/expectations the test edits, as a user edits theirs."""
+    copy = tmp_path / "expectations"
+    shutil.copytree(Path(models.__file__).parents[2] / "expectations", copy)
+    monkeypatch.setenv("GREENERY_EXPECTATIONS_DIR", str(copy))
+    return copy
+
+
+@pytest.fixture
+def ui(published_url, slack_alerts_webhook, suites_copy, tmp_path):
     """The stack on a free port, over a copy of the published real data with one order duplicated in raw."""
     with psycopg.connect(published_url, autocommit=True) as conn:
         conn.execute("insert into raw.orders select * from raw.orders where order_id = %s", (DUPLICATED_ORDER,))
@@ -85,14 +97,16 @@ def wait_for(ui, run_id: str, predicate, timeout: float = RUN_TIMEOUT, what: str
     pytest.fail(f"{what} did not finish in {timeout}s: {task_states(ui, run_id)}\n{ui.diagnostics(20)}")
 
 
-def clear(ui, run_id: str, task_ids: list[str] | None = None, only_failed: bool = False) -> None:
+def clear(ui, run_id: str, task_ids: list[str] | None = None, only_failed: bool = False, downstream=False) -> None:
     """The UI's Clear: the whole run (Grid -> the run -> Clear run, its failed tasks only if asked) or the
-    given tasks. The API resets the run to queued before it answers, so the next wait sees the new attempt."""
+    given tasks (with their downstream tasks if asked). The API resets the run to queued before it answers, so
+    the next wait sees the new attempt."""
     if task_ids is None:
         path, body = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/clear", {"dry_run": False, "only_failed": only_failed}
     else:
         path = f"/api/v2/dags/{DAG_ID}/clearTaskInstances"
         body = {"dry_run": False, "only_failed": False, "dag_run_id": run_id, "task_ids": task_ids}
+        body["include_downstream"] = downstream
     status, cleared = ui.request("POST", path, body)
     assert status == 200, cleared
     assert run_state(ui, run_id) in ("queued", "running")
@@ -129,7 +143,9 @@ def fetch(url: str, token: str) -> tuple[int, str]:
 # Six runs under a real scheduler: 200 s on a quiet machine, 458 s on a slow one beside two other workers
 # (2026-12-03); the suite's 600 s per test would fail it for the machine's speed, not for anything it checks.
 @pytest.mark.timeout(900)
-def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(ui, published_url, slack_server):
+def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
+    ui, published_url, slack_server, suites_copy
+):
     ui.wait_ready(timeout=120)
     dag = ui.wait_for_dag(DAG_ID, timeout=180)
     assert dag["is_paused"] is True and not ui.import_errors()
@@ -279,6 +295,56 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     [page] = wait_for_posts(slack_server, posts + 1)[posts:]
     text = json.dumps(page.body, ensure_ascii=False)
     assert "no task recorded a failure in this attempt" in text and "killed" in text, text
+
+    # 11. A wrong expectation: a bound the real prices break, added to the suite, then `validate` cleared with its
+    # downstream tasks (raw unchanged since this attempt's build: not refused). It fails on that check and pages.
+    wrong = {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {"column": "price", "min_value": 0, "max_value": 60},
+        "meta": {},
+        "id": "0d1f6a52-3f0e-4c55-9c63-2b8d8f3a7e11",
+        "description": "price is at most 60 (a wrong bound: the shop sells plants up to 95)",
+        "severity": "critical",
+    }
+    suite_file = suites_copy / "dim_products.json"
+    suite = json.loads(suite_file.read_text())
+    suite_file.write_text(json.dumps({**suite, "expectations": [*suite["expectations"], wrong]}, indent=2))
+    built = _tries(ui, run_id)
+    posts = len(slack_server.webhook_posts())
+    clear(ui, run_id, ["validate"], downstream=True)
+    assert finished(ui, run_id) == "failed"
+    states = task_states(ui, run_id)
+    assert (states["validate"], states["publish"], states["alert_slack"]) == ("failed", "upstream_failed", "success")
+    [page] = wait_for_posts(slack_server, posts + 1)[posts:]
+    assert "price is at most 60" in json.dumps(page.body, ensure_ascii=False), page.body
+
+    # 12. The expectation fixed, the same click: the same build (no model task ran again) is checked and published.
+    suite_file.write_text(
+        json.dumps(
+            {
+                **suite,
+                "expectations": [*suite["expectations"], {**wrong, "kwargs": {**wrong["kwargs"], "max_value": 1000}}],
+            },
+            indent=2,
+        )
+    )
+    clear(ui, run_id, ["validate"], downstream=True)
+    assert finished(ui, run_id) == "success", task_states(ui, run_id)
+    assert {t: n for t, n in _tries(ui, run_id).items() if t in models.discover()} == {
+        t: n for t, n in built.items() if t in models.discover()
+    }
+    with psycopg.connect(published_url) as conn:
+        [(published, tables)] = conn.execute(
+            "select count(*), max(cardinality(tables)) from greenery_audit.publish_log where run_id = %s", (run_id,)
+        ).fetchall()
+    assert (published, tables) == (2, len(models.discover())), (published, tables)  # steps 7 and 12
+
+
+def _tries(ui, run_id: str) -> dict[str, int]:
+    """Each task's try number in the run: a task that ran again has a higher one."""
+    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
+    assert status == 200, body
+    return {ti["task_id"]: ti["try_number"] for ti in body["task_instances"]}
 
 
 def kill_task_process(ui, run_id: str, task_id: str) -> int | None:

@@ -30,7 +30,8 @@ except KeyboardInterrupt:
     print(f"stopped: {stopped} {stopped.exit_status}", flush=True)
 assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, signal.getsignal(signal.SIGTERM)
 assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
-assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+assert not {signal.SIGTERM, signal.SIGHUP} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
+assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
 print("after the days", flush=True)
 time.sleep(60)
 print("SIGTERM after the days was ignored", flush=True)
@@ -43,18 +44,43 @@ def _wait_for(proc: subprocess.Popen, line: str) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_inside_a_task_stops_the_day_with_143_and_leaves_sigterm_as_it_was():
+@pytest.mark.parametrize(
+    ("signum", "said"),
+    [(signal.SIGTERM, "terminated (SIGTERM)"), (signal.SIGHUP, "hung up (SIGHUP)")],
+    ids=["SIGTERM", "SIGHUP: the terminal closed"],
+)
+def test_a_stop_signal_inside_a_task_stops_the_day_and_leaves_the_signal_as_it_was(signum, said):
     proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(proc, "inside a task")
-        proc.send_signal(signal.SIGTERM)
-        _wait_for(proc, "stopped: terminated (SIGTERM) at 2021-02-12: its run manual__x failed 143")
+        proc.send_signal(signum)
+        _wait_for(proc, f"stopped: {said} at 2021-02-12: its run manual__x failed {128 + signum}")
         _wait_for(proc, "after the days")
-        # Outside the days SIGTERM is the default again: it ends the process (not the task's leftover handler).
-        proc.send_signal(signal.SIGTERM)
+        # Outside the days the signal is the default again: it ends the process (not the task's leftover handler).
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
-        assert proc.returncode == -signal.SIGTERM, (out, err)
+        assert proc.returncode == -signum, (out, err)
         assert "on_kill only" not in out and "ignored" not in out, out
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.timeout(60)
+def test_under_nohup_sighup_is_left_ignored():
+    """`nohup greenery run ...` asked to run on once the terminal closes: SIGHUP stays ignored, the day goes on."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_AND_CONTINUED],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # what nohup does
+    )
+    try:
+        _wait_for(proc, "inside a task")
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=30)
+        assert (out, proc.returncode) == ("the day ended\n", 0), (out, err)
     finally:
         proc.kill()
         proc.wait()
@@ -111,3 +137,55 @@ def test_ctrl_z_then_fg_is_not_taken_for_sigterm():
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("published", [True, False], ids=["after publish", "before publish"])
+def test_a_stop_after_publish_says_and_pages_that_the_tables_went_out(db, slack_alerts_webhook, published):
+    """Review: SIGTERM after `publish` committed (in the alert after it) said, and paged, "nothing more of the day
+    was published" and "Nothing was published by this run", with the day's marts out."""
+    import datetime as dt
+    import json
+
+    from greenery import audit
+    from greenery.dev import cli_runs
+
+    audit.ensure(db)
+    if published:
+        audit.record_publish(db, "manual__x", dt.date(2021, 2, 12), ["marts.fact_orders"])
+    cli_runs._stopped_by[0] = signal.SIGTERM
+    cli_runs._terminated.set()  # as the waiting thread leaves it
+    try:
+        stop = cli_runs.stopped("greenery_daily", dt.date(2021, 2, 12), "manual__x")
+    finally:
+        cli_runs._terminated.clear()
+    [page] = slack_alerts_webhook.webhook_posts()
+    text = json.dumps(page.body, ensure_ascii=False)
+    assert stop.exit_status == 143 and "on-call was paged" in str(stop), stop
+    if published:
+        assert "failed after its tables WERE published" in str(stop), stop
+        assert "The marts were published by this run." in text and "Nothing was published" not in text, text
+        assert "nothing more of the day was published" not in text, text
+    else:
+        assert str(stop).startswith("terminated (SIGTERM) at 2021-02-12: its run manual__x failed;"), stop
+        assert "Nothing was published by this run" in text, text
+
+
+def test_a_run_file_naming_this_very_pid_from_an_earlier_process_is_taken_as_left_behind(tmp_path, monkeypatch):
+    """Review: `greenery run` as a container's entrypoint gets the same pid at each start; the registry file its
+    killed predecessor left named this process's own pid, so the run it left `running` was never failed."""
+    import datetime as dt
+    import json
+    import os
+
+    from greenery.dev import cli_runs
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    left = tmp_path / cli_runs.REGISTRY / f"{os.getpid()}.json"
+    with cli_runs.owned("greenery_daily", dt.datetime(2021, 2, 12, tzinfo=dt.UTC)):
+        written = json.loads(left.read_text())
+    assert abs(written["started"] - cli_runs._started()) < 1, written
+    assert cli_runs._alive(os.getpid(), written["started"])  # this process, listed by itself
+    assert not cli_runs._alive(os.getpid(), written["started"] - 3600)  # an earlier process with the same pid
+    assert cli_runs._alive(os.getpid(), None)  # a file from before the start time was written: trusted
+    assert not left.exists()

@@ -357,8 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # a reader gone (a closed pipe) raises here, in the handler below, not at exit
         return code
-    except cli_runs.RunInterrupted as exc:  # Ctrl-C or SIGTERM: the day's run failed (dev/cli_runs.py)
-        print(f"stopped: {exc}", file=sys.stderr)
+    except cli_runs.RunInterrupted as exc:  # Ctrl-C, SIGTERM or SIGHUP: the day's run failed (dev/cli_runs.py)
+        with contextlib.suppress(OSError):  # a terminal that hung up answers EIO; the page went out already
+            print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_status
     except BrokenPipeError:  # `greenery answers | head`: the reader left; exit as a shell would (128 + SIGPIPE)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would raise

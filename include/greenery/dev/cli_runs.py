@@ -10,7 +10,8 @@ Ctrl-C stops the day: it fails the task it lands in for good (the DAG's retry po
 ``KeyboardInterrupt``, and the failure callback does not page the user's own stop), the run ends failed, and the
 command says where it stopped (exit 130). Between two tasks it reaches this module, which fails the run.
 SIGTERM (``kill``, ``timeout``, a service manager's stop) does the same, with exit 143, and pages on-call once
-(this module sends it: nobody may be watching).
+(this module sends it: nobody may be watching); so does SIGHUP (its terminal closed, an SSH session ended), with
+exit 129, unless it is ignored (``nohup``).
 """
 
 from __future__ import annotations
@@ -36,44 +37,74 @@ class RunInterrupted(RuntimeError):
         self.exit_status = exit_status  # as a shell reports a command its signal ended: 128 + the signal
 
 
-_terminated = threading.Event()  # the stop came as SIGTERM, not Ctrl-C
+_terminated = threading.Event()  # the stop came as a signal below, not Ctrl-C
+_stopped_by = [signal.SIGTERM]  # which one (set before _terminated)
+# How each stop is named on the command's line, and why it may have come, in the page.
+_SIGNALS = {
+    signal.SIGTERM: ("terminated (SIGTERM)", "kill, timeout or a service manager's stop"),
+    signal.SIGHUP: ("hung up (SIGHUP)", "its terminal closed or its SSH session ended"),
+}
 
 
 def _registry() -> Path:
     return Path(os.environ["AIRFLOW_HOME"]) / REGISTRY
 
 
-def interrupted(day: dt.date, run_id: str | None) -> RunInterrupted:
-    terminated = _terminated.is_set()
-    how, signum = ("terminated (SIGTERM)", signal.SIGTERM) if terminated else ("interrupted (Ctrl-C)", signal.SIGINT)
-    return RunInterrupted(f"{how} at {day}: {_what_became(run_id)}", 128 + signum)
+def interrupted(day: dt.date, run_id: str | None, published: bool = False) -> RunInterrupted:
+    signum = _stopped_by[0] if _terminated.is_set() else signal.SIGINT
+    how = _SIGNALS[signum][0] if signum in _SIGNALS else "interrupted (Ctrl-C)"
+    return RunInterrupted(f"{how} at {day}: {_what_became(run_id, published)}", 128 + signum)
 
 
-def _what_became(run_id: str | None) -> str:
-    return f"its run {run_id} failed" if run_id else "no run of it was left running"
+def _what_became(run_id: str | None, published: bool) -> str:
+    if not run_id:
+        return "no run of it was left running"
+    if published:
+        return f"its run {run_id} failed after its tables WERE published (what follows publish did not all run)"
+    return f"its run {run_id} failed"
+
+
+def published(run_id: str | None) -> bool:
+    """Whether run ``run_id`` published before it was stopped (review: a stop after publish committed said, and
+    paged, that nothing was published). False when the warehouse cannot tell: then nothing is claimed."""
+    if not run_id:
+        return False
+    from greenery import audit, warehouse
+
+    try:
+        with warehouse.connect(connect_timeout=5) as conn:
+            return audit.run_published_at(conn, run_id) is not None
+    except Exception:  # the stop is reported either way; only the claim is left out
+        return False
 
 
 def stopped(dag_id: str, day: dt.date, run_id: str | None) -> RunInterrupted:
-    """The command's stop at ``day``. Ctrl-C pages nobody (the user is there); SIGTERM pages on-call once, from here
-    (the task it landed in does not page a KeyboardInterrupt): `timeout` or a service manager may have sent it, with
-    nobody watching (review: a cron job's `timeout` stopped runs in silence)."""
-    stop = interrupted(day, run_id)
+    """The command's stop at ``day``. Ctrl-C pages nobody (the user is there); SIGTERM or SIGHUP pages on-call once,
+    from here (the task it landed in does not page a KeyboardInterrupt): `timeout` or a service manager may have sent
+    it, or a closed terminal, with nobody watching (review: a cron job's `timeout` stopped runs in silence)."""
+    went_out = published(run_id)
+    stop = interrupted(day, run_id, went_out)
     if not _terminated.is_set():
         return stop
     from greenery import links
     from greenery.alerts import messages
     from greenery.tasks import paging
 
+    name, why = signal.Signals(_stopped_by[0]).name, _SIGNALS[_stopped_by[0]][1]
+    rest = "" if went_out else "; nothing more of the day was published"
+    again = f"greenery run --date {day} (or trigger it in the UI)"
     payload = messages.build_task_failure_alert(
         dag_id=dag_id,
         task_id="?",
         logical_date=day.isoformat(),
         run_id=run_id or "-",
-        error=f"greenery run was stopped by SIGTERM (kill, timeout or a service manager's stop) at {day}:"
-        f" {_what_became(run_id)}; nothing more of the day was published",
+        error=f"greenery run was stopped by {name} ({why}) at {day}: {_what_became(run_id, went_out)}{rest}",
         log_url=None,
         links=links.for_run(run_id) if run_id else None,
-        next_step=f"Run the day again: greenery run --date {day} (or trigger it in the UI).",
+        published=went_out,
+        next_step=f"What follows publish (the digest, the alerts) runs with the day again: {again}."
+        if went_out
+        else f"Run the day again: {again}.",
     )
     sent = paging.page(payload)
     said = {paging.SENT: "on-call was paged", paging.MAYBE_SENT: "the page to on-call may have been posted"}
@@ -86,7 +117,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def sigterm_stops_the_day() -> Iterator[None]:
-    """Inside, SIGTERM stops the day as Ctrl-C does, and pages (review: it did not stop ``greenery run`` at all).
+    """Inside, SIGTERM (and SIGHUP) stops the day as Ctrl-C does, and pages (review: SIGTERM did not stop
+    ``greenery run`` at all; a closed terminal left its run ``running`` until the next command, paging nobody).
 
     A handler of ours would not last: Airflow's task runner sets its own for each task, which only calls the
     operator's ``on_kill`` (a worker's supervisor follows it with SIGKILL; here nothing does). So SIGTERM is
@@ -96,8 +128,10 @@ def sigterm_stops_the_day() -> Iterator[None]:
     """
     _terminated.clear()
     main = threading.main_thread().ident
-    previous, previous_term = signal.signal(signal.SIGUSR2, _raise_interrupt), signal.getsignal(signal.SIGTERM)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    # SIGHUP only where it would end the process: `nohup` (SIG_IGN) asked to run on with no terminal.
+    stops = {s for s in _SIGNALS if s == signal.SIGTERM or signal.getsignal(s) is signal.SIG_DFL}
+    previous, before = signal.signal(signal.SIGUSR2, _raise_interrupt), {s: signal.getsignal(s) for s in stops}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     leaving, late, ready, lock = threading.Event(), threading.Event(), threading.Event(), threading.Lock()
     done = False
 
@@ -109,13 +143,14 @@ def sigterm_stops_the_day() -> Iterator[None]:
         nonlocal done
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
         ready.set()
-        info = signal.sigwaitinfo({signal.SIGTERM, signal.SIGUSR2})
+        info = signal.sigwaitinfo({*stops, signal.SIGUSR2})
         with lock:
             done = True
         if info.si_signo == signal.SIGUSR2:
             return  # leaving
+        _stopped_by[0] = info.si_signo
         if leaving.is_set():
-            late.set()  # the day was over: delivered again once SIGTERM is back to what it was
+            late.set()  # the day was over: delivered again once the signal is back to what it was
         else:
             _terminated.set()
             signal.pthread_kill(main, signal.SIGUSR2)
@@ -131,23 +166,34 @@ def sigterm_stops_the_day() -> Iterator[None]:
             if not done:  # alive, in its wait or just out of it; a SIGTERM it took first makes it leave `late`
                 signal.pthread_kill(waiter.ident, signal.SIGUSR2)
         waiter.join()
-        signal.signal(signal.SIGTERM, previous_term)  # not the last task's handler, which Airflow leaves set
+        for signum, handler in before.items():
+            signal.signal(signum, handler)  # not the last task's SIGTERM handler, which Airflow leaves set
         signal.signal(signal.SIGUSR2, previous)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one still pending is delivered now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)  # one still pending is delivered now
         if late.is_set():
-            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(_stopped_by[0])
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a reused pid keeps a run listed until that process ends too: never wrongly
-    failed, only late)."""
+def _alive(pid: int, started: float | None) -> bool:
+    """Whether the process ``pid`` that started at ``started`` (its create time) still runs. The start time tells
+    a reused pid apart (review: `greenery run` as a container's entrypoint gets the same pid at each start, and
+    took its predecessor's run, left running, for its own: never failed). A file without it (written before this
+    check) trusts the pid: never wrongly failed, only late."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        created = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:  # another user's process
+    except psutil.AccessDenied:  # another user's process
         return True
-    return True
+    return started is None or abs(created - started) < 1
+
+
+def _started() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def fail_run(dag_id: str, logical_date: dt.datetime) -> str | None:
@@ -182,9 +228,9 @@ def fail_abandoned_runs() -> list[str]:
     registry = _registry()
     said = []
     for path in sorted(registry.glob("*.json")) if registry.is_dir() else []:  # none: Airflow is not even imported
-        if _alive(int(path.stem)):
-            continue
         owned = json.loads(path.read_text())
+        if _alive(int(path.stem), owned.get("started")):
+            continue
         run_id = fail_run(owned["dag_id"], dt.datetime.fromisoformat(owned["logical_date"]))
         if run_id is not None:
             said.append(
@@ -200,7 +246,7 @@ def owned(dag_id: str, logical_date: dt.datetime) -> Iterator[None]:
     """List this process as the owner of the run of ``logical_date`` while it runs; Ctrl-C fails the run."""
     path = _registry() / f"{os.getpid()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"dag_id": dag_id, "logical_date": logical_date.isoformat()}))
+    path.write_text(json.dumps({"dag_id": dag_id, "logical_date": logical_date.isoformat(), "started": _started()}))
     try:
         yield
     except KeyboardInterrupt:

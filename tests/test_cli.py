@@ -74,6 +74,8 @@ def test_date_options_explain_themselves():
         (("demo", "--scale", "0"), "argument --scale: must be a number above 0, at most 10000, got 0"),
         (("ui", "--port", "99999"), "argument --port: must be a port from 1 to 65535, got 99999"),
         (("ui", "--port", "0"), "argument --port: must be a port from 1 to 65535, got 0"),
+        # Review: "Raw" was loaded (quoted) beside raw, which the models read unquoted; the run was green on old rows.
+        (("load-raw", "OUT", "--schema", "Raw"), "argument --schema: 'Raw' is not a plain lower-case schema name"),
     ],
 )
 def test_a_bad_option_is_refused_with_its_reason_before_anything_runs(tmp_path, args, reason, capsys):
@@ -271,6 +273,22 @@ def test_answers_are_as_of_the_day_asked_and_all_history_figures_say_so(cli_env)
     assert "as of the end of 2021-02-12 (marts.metrics_daily)" in done.stdout
     assert "repeat rate                        79.8%" in done.stdout
     assert "marts.fact_product: all history, as known to the latest run (2021-02-12)" in done.stdout
+
+
+def test_all_history_figures_name_the_run_that_published_last_not_the_latest_day(published_url):
+    """Review: a backfill of 2021-02-11 published after the 12th's run rebuilt the whole-history tables, and the
+    answers said they were as known to the run of the 12th."""
+    import datetime as dt
+
+    from greenery import answers
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        assert answers.read(conn)["all_history_as_of"] == dt.date(2021, 2, 12)
+        conn.execute(
+            "insert into greenery_audit.publish_log select 'backfill__x', date '2021-02-11', now(), tables"
+            " from greenery_audit.publish_log limit 1"
+        )
+        assert answers.read(conn)["all_history_as_of"] == dt.date(2021, 2, 11)
 
 
 def test_answers_with_a_mart_dropped_is_one_line_naming_it(cli_env, published_url):

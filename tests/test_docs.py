@@ -38,6 +38,20 @@ def test_write_readme_refuses_missing_doubled_or_reversed_markers_and_writes_not
     assert docs.update_readme(readme) and readme.read_text() == f"a\n{docs.readme_section()}\nb\n"
 
 
+def test_write_readme_with_no_mart_docs_found_refuses_and_writes_nothing(tmp_path, monkeypatch):
+    """Review: with GREENERY_SQL_DIR pointing nowhere, `--write-readme` wiped every mart's docs and said "updated"."""
+    readme = tmp_path / "README.md"
+    readme.write_text(text := f"a\n{docs.README_START}\nold\n{docs.README_END}\n")
+    monkeypatch.setenv("GREENERY_SQL_DIR", str(tmp_path / "none"))
+    docs.load.cache_clear()  # read once per process (the docs of the default folder)
+    try:
+        with pytest.raises(docs.DocsError, match=re.escape(f"{tmp_path / 'none' / 'marts' / '_docs.yml'}: no mart")):
+            docs.update_readme(readme)
+    finally:
+        docs.load.cache_clear()
+    assert readme.read_text() == text
+
+
 def test_every_model_is_documented_and_owned():
     found = models.discover()
     assert set(docs.load()) == set(found)

@@ -329,6 +329,7 @@ def test_days_skipped_past_the_lookback_stop_the_run_instead_of_never_being_buil
     assert "raw.events has 1 rows created between 2021-02-08 01:05 UTC" in alert and "2021-02-09" in alert, alert
     assert "airflow backfill create --dag-id greenery_daily --from-date 2021-02-08 --to-date 2021-02-11" in alert
     assert "--reprocess-behavior failed" in alert and "full_refresh" in alert
+    assert "`greenery run --date 2021-02-08 --end-date 2021-02-12`" in alert  # review: the CLI's own way
     # The other way out: a run with the Param full_refresh builds every event, so the check lets it through (the
     # task itself, as the DAG calls it; a whole full-refresh run is test_dag_real_greenery's).
     from greenery.tasks import freshness

@@ -63,7 +63,12 @@ order by abs(rank_biserial) desc nulls last, indicator
 SIGNIFICANCE = 0.05
 STRONGEST = 3
 
-LATEST_RUN_SQL = "select max(logical_date) from greenery_audit.publish_log where cardinality(tables) > 0"
+# The day of the run that published last, not the latest day published: whole-history tables are what the last
+# publish made (a backfill of an older day, published after, rebuilt them: review).
+LATEST_RUN_SQL = (
+    "select logical_date from greenery_audit.publish_log where cardinality(tables) > 0"
+    " order by published_at desc limit 1"
+)
 
 
 class NoAnswersError(LookupError):

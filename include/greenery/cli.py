@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from greenery import config
-from greenery.cli_types import day_option, port_option, scale_option, span_option
+from greenery.cli_types import day_option, port_option, scale_option, schema_option, span_option
 from greenery.dev import cli_runs, local_airflow  # light: Airflow is imported by their functions
 
 STATE_DIR = config.state_dir()
@@ -61,6 +61,8 @@ def cmd_load_raw(args: argparse.Namespace) -> int:
         counts = load.load_dir(conn, args.directory, args.schema, allow_empty=args.allow_empty)
     for table, rows in counts.items():
         print(f"  {args.schema}.{table:<12} {rows:>12,}")
+    if args.schema != (raw := config.get().raw_schema):
+        print(f"note: the pipeline reads {raw} (GREENERY_RAW_SCHEMA), not {args.schema}", file=sys.stderr)
     return 0
 
 
@@ -281,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = sub.add_parser("load-raw", help="load a folder of the seven Greenery CSVs into the raw schema")
     load.add_argument("directory", type=Path)
-    load.add_argument("--schema", default=config.get().raw_schema)
+    load.add_argument("--schema", type=schema_option, default=config.get().raw_schema)
     load.add_argument(
         "--allow-empty", action="store_true", help="load a file with a header and no rows (it empties its table)"
     )
@@ -368,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         from greenery.answers import NoAnswersError
         from greenery.checks.suites import SuiteDefinitionError
         from greenery.dev.embedded_pg import ServerInUseError
-        from greenery.docs import ReadmeMarkersError
+        from greenery.docs import DocsError
         from greenery.materialize.model_sql import ModelBuildError
         from greenery.project.models import ModelDefinitionError
         from greenery.sources.load import RawLoadError
@@ -386,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             | local_airflow.SchedulerAliveError
             | NoAnswersError
             | ServerInUseError
-            | ReadmeMarkersError
+            | DocsError
             | config.SettingError,
         ):
             print(f"error: {exc}", file=sys.stderr)

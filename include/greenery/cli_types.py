@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from greenery import config
+
 
 def day_option(text: str) -> dt.date:
     """A YYYY-MM-DD day. A bad one is refused with its reason: argparse's own message names only the function."""
@@ -18,6 +20,14 @@ def day_option(text: str) -> dt.date:
     if day == dt.date.max:  # its run ends at the next midnight, which no date holds (review: an OverflowError)
         raise argparse.ArgumentTypeError(f"must be a day before {day}, got {text}")
     return day
+
+
+def schema_option(text: str) -> str:
+    """A schema name as the settings take one (review: `load-raw --schema Raw` loaded a schema the SQL never reads,
+    unquoted, and the next run was green on the old rows)."""
+    if not config.SCHEMA_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {config.SCHEMA_RULE}")
+    return text
 
 
 def _option(cast: Callable[[str], Any], noun: str, ok: Callable[[Any], bool], rule: str) -> Callable[[str], Any]:

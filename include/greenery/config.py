@@ -18,6 +18,8 @@ from pathlib import Path
 DAG_ID = "greenery_daily"
 # The layers are also the schemas readers use; their order is the build order. snapshots keep history.
 LAYERS = ("staging", "snapshots", "intermediate", "marts")
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # what the SQL can write unquoted, as the models do
+SCHEMA_RULE = "a plain lower-case schema name (letters a-z, digits, underscores; not starting with a digit)"
 INCLUDE_DIR = Path(__file__).resolve().parent.parent
 PROJECT_DIR = INCLUDE_DIR.parent
 
@@ -97,11 +99,8 @@ def _schema(env: Mapping[str, str], name: str, default: str) -> str:
     """A schema name the SQL can write as it is: lower case letters, digits and underscores (review: the loader
     quoted "Raw" while the models read raw, so a run published the old data behind a green run)."""
     text = _text(env, name, default)
-    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", text):
-        raise SettingError(
-            f"{name}={text!r}: expected a plain lower-case schema name (letters a-z, digits, underscores; not"
-            " starting with a digit)"
-        )
+    if not SCHEMA_NAME.fullmatch(text):
+        raise SettingError(f"{name}={text!r}: expected {SCHEMA_RULE}")
     return text
 
 

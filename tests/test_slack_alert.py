@@ -8,9 +8,10 @@ import re
 import subprocess
 import sys
 import time
+import types
 
 import pytest
-from slack_server import API_TOKEN, WEBHOOK_SECRET, conn_env_var
+from slack_server import API_TOKEN, WEBHOOK_PATH, WEBHOOK_SECRET, conn_env_var
 
 from greenery.alerts import messages
 from greenery.alerts.delivery import SlackDeliveryError, send
@@ -588,6 +589,207 @@ def test_unknown_connection_and_wrong_conn_type_raise(monkeypatch):
     with pytest.raises(SlackDeliveryError, match="unsupported conn_type") as wrong:
         send({"text": "hi"}, "slack_http")
     assert wrong.value.retryable is False
+
+
+# --- what Slack answers that is not "sent": its Web API's errors in a 200, a webhook's redirect or foreign page ---
+
+
+@pytest.fixture
+def page_via(slack_server, monkeypatch):
+    """``page_via(kind)``: paging.page, as the failure callbacks call it, with the on-call connection (slack_alerts)
+    an API-token ("api") or webhook ("webhook") connection to the fake Slack; returns the waits page() asked for
+    between tries (recorded, not slept)."""
+    from greenery.tasks import paging
+
+    def use(kind: str) -> list[float]:
+        conn = slack_server.api_conn_json() if kind == "api" else slack_server.webhook_conn_json()
+        monkeypatch.setenv(conn_env_var("slack_alerts"), conn)
+        monkeypatch.setenv("GREENERY_ALERT_CHANNEL", "#data-oncall")
+        waits: list[float] = []
+        monkeypatch.setattr(paging, "time", types.SimpleNamespace(monotonic=paging.time.monotonic, sleep=waits.append))
+        return waits
+
+    return use
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome", "posts", "retryable", "maybe_posted"),
+    [
+        ("ratelimited", "sent", 2, True, False),
+        ("rate_limited", "sent", 2, True, False),
+        ("service_unavailable", "sent", 2, True, False),
+        ("request_timeout", "sent", 2, True, False),
+        ("internal_error", "may have been posted", 1, True, True),
+        ("fatal_error", "may have been posted", 1, True, True),
+        ("channel_not_found", "not sent", 1, False, False),  # a configuration error: not tried again
+    ],
+)
+def test_slacks_own_errors_in_a_200_answer_are_told_apart_by_their_code(
+    slack_server, api_conn, page_via, error, outcome, posts, retryable, maybe_posted
+):
+    """Review: the Web API answers its errors with HTTP 200 and {"ok": false, "error": code}, and every such answer
+    counted as a configuration error: an internal_error or a rate limit paged nobody, and alert_slack failed at once
+    saying to correct the connection. Transient codes are tried again; after internal_error and fatal_error Slack
+    says the message may have been posted all the same, so it is not posted twice unseen."""
+    from greenery.tasks import paging
+
+    slack_server.respond(200, {"ok": False, "error": error})
+    with pytest.raises(SlackDeliveryError, match=rf"HTTP 200, response body: .*{error}") as err:
+        send({"text": "disk full"}, api_conn, channel="#data-oncall")
+    assert (err.value.status, err.value.retryable, err.value.maybe_delivered) == (200, retryable, maybe_posted)
+    assert err.value.api_error == error
+    assert ("may have been posted all the same" in str(err.value)) == maybe_posted
+
+    slack_server.reset()
+    waits = page_via("api")
+    slack_server.respond(200, {"ok": False, "error": error})
+    assert paging.page({"text": "disk full"}) == outcome
+    calls = slack_server.api_calls("chat.postMessage")
+    assert len(calls) == posts == len(slack_server.requests)
+    assert all(c.body == {"channel": "#data-oncall", "text": "disk full"} for c in calls)
+    assert waits == [1.0] * (posts - 1)  # the first backoff, once: the second try was posted
+
+
+def test_a_transient_api_error_waits_as_long_as_slack_asked(slack_server, page_via):
+    from greenery.tasks import paging
+
+    waits = page_via("api")
+    slack_server.respond(200, {"ok": False, "error": "ratelimited"}, headers={"Retry-After": "3"})
+    assert paging.page({"text": "disk full"}) == paging.SENT
+    assert waits == [3.0] and len(slack_server.api_calls("chat.postMessage")) == 2
+
+
+@pytest.mark.parametrize(("status", "elsewhere"), [(301, False), (302, False), (303, False), (302, True)])
+def test_a_webhook_redirect_is_refused_not_followed_as_a_get_without_the_message(
+    slack_server, webhook_conn, page_via, status, elsewhere
+):
+    """Review: urllib followed a 301/302/303 with a GET without the body and reported the page as sent (the fake
+    logged POST /services/... then GET /landing). Slack's webhooks never redirect: it is an error naming the status
+    and where it pointed (the webhook URL itself masked), and not tried again."""
+    from greenery.tasks import paging
+
+    location = slack_server.webhook_url.replace("http://", "https://") if elsewhere else "/landing"
+    slack_server.respond(status, "moved", headers={"Location": location})
+    with pytest.raises(SlackDeliveryError) as err:
+        send({"text": "disk full"}, webhook_conn)
+    message = str(err.value)
+    assert f"HTTP {status}, a redirect to " in message and "not followed" in message
+    assert ("redirect to /landing," in message) == (not elsewhere)
+    assert WEBHOOK_SECRET not in message and slack_server.webhook_url not in message
+    assert (err.value.status, err.value.retryable, err.value.maybe_delivered) == (status, False, False)
+    assert [(r.method, r.path) for r in slack_server.requests] == [("POST", WEBHOOK_PATH)]
+
+    slack_server.reset()
+    waits = page_via("webhook")
+    slack_server.respond(status, "moved", headers={"Location": location})
+    assert paging.page({"text": "disk full"}) == paging.NOT_SENT
+    assert [(r.method, r.path) for r in slack_server.requests] == [("POST", WEBHOOK_PATH)] and waits == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "<html>\n<head><title>Sign in \u2013 corp proxy</title></head>\n<body>\u202e" + "x" * 400 + "</body></html>",
+        "",
+        "okay",
+    ],
+    ids=["proxy login page", "empty", "not exactly ok"],
+)
+def test_a_webhook_answer_that_is_not_slacks_ok_is_not_sent(slack_server, webhook_conn, page_via, answer):
+    """Review: a 200 whose body was a proxy's HTML login page counted as sent, and the alert was recorded for
+    suppression: the same warnings were held back for a day without ever having reached Slack. A webhook delivers
+    with 200 and exactly ``ok``; anything else names the status and the start of what answered, escaped and cut
+    (it is untrusted: a line break or a direction control of it stays out of the message)."""
+    from greenery.tasks import paging
+
+    slack_server.respond(200, answer)
+    with pytest.raises(SlackDeliveryError, match=r"HTTP 200 without Slack's answer 'ok'") as err:
+        send({"text": "disk full"}, webhook_conn)
+    assert (err.value.status, err.value.retryable, err.value.maybe_delivered) == (200, False, False)
+    message = str(err.value)
+    assert "\n" not in message and "\u202e" not in message and len(err.value.body) <= 200
+    if answer.startswith("<html>"):
+        assert "<html>\\n<head><title>Sign in \u2013 corp proxy</title></head>\\n<body>\\u202exxx" in message
+        assert err.value.body.endswith("x…") and message.endswith(err.value.body)
+    assert len(slack_server.requests) == 1
+
+    slack_server.reset()
+    waits = page_via("webhook")
+    slack_server.respond(200, answer)
+    assert paging.page({"text": "disk full"}) == paging.NOT_SENT
+    assert len(slack_server.requests) == 1 and waits == []
+
+
+def test_slacks_ok_with_a_line_break_is_sent(slack_server, webhook_conn):
+    """The check is on what Slack says, not on its whitespace."""
+    slack_server.respond(200, "ok\n")
+    assert send({"text": "disk full"}, webhook_conn) is None
+    assert len(slack_server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "step", "retryable", "maybe_posted"),
+    [
+        ("ratelimited", "files.getUploadURLExternal", True, False),
+        ("internal_error", "files.getUploadURLExternal", True, False),  # nothing shared yet: tried again
+        ("internal_error", "files.completeUploadExternal", True, True),  # sharing it: it may be in the channel
+        ("channel_not_found", "files.completeUploadExternal", False, False),
+    ],
+)
+def test_an_image_upload_tells_slacks_errors_apart_the_same_way(
+    slack_server, api_conn, error, step, retryable, maybe_posted
+):
+    """The digest's chart goes through the same Web API: a transient error code in a 200 is worth the task's retry,
+    and an internal_error is a maybe-posted chart only in the step that shares it."""
+    from greenery.alerts.delivery import upload_image
+
+    if step == "files.completeUploadExternal":
+        slack_server.respond(200, times=2)  # the upload URL, then the bytes: the defaults
+    slack_server.respond(200, {"ok": False, "error": error})
+    with pytest.raises(SlackDeliveryError, match=error) as err:
+        upload_image(b"\x89PNG", api_conn, "C0FAKE", filename="c.png", title="chart", alt_text="a chart")
+    assert slack_server.last.api_method == step
+    assert (err.value.retryable, err.value.maybe_delivered) == (retryable, maybe_posted)
+    assert err.value.api_error == error
+
+
+@pytest.mark.db
+@pytest.mark.parametrize(
+    ("kind", "answer", "raised"),
+    [
+        ("api", {"ok": False, "error": "service_unavailable"}, "SlackDeliveryError"),
+        ("api", {"ok": False, "error": "internal_error"}, "MaybePosted"),
+        ("webhook", "<html>proxy login</html>", "AirflowFailException"),
+    ],
+)
+def test_alert_slack_retries_what_a_retry_can_fix_and_remembers_only_what_was_sent(
+    slack_server, warehouse_url, monkeypatch, kind, answer, raised
+):
+    """alert_slack's delivery (notify.deliver): a transient Slack error goes to Airflow's retries as is (review: it
+    failed at once, "retrying cannot fix this: correct the connection"); after an internal_error the task says the
+    alert may have been posted; a page that was not Slack's answer fails it without being recorded for suppression,
+    so the next try sends the same warning instead of holding it back as a repeat."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from greenery import audit, warehouse
+    from greenery.tasks import notify
+
+    conn = slack_server.api_conn_json() if kind == "api" else slack_server.webhook_conn_json()
+    monkeypatch.setenv(conn_env_var("slack_alerts"), conn)
+    monkeypatch.setenv("GREENERY_ALERT_CHANNEL", "#data-oncall")
+    monkeypatch.setenv("GREENERY_ALERT_SUPPRESS_HOURS", "24")
+    warned = summary(blocking=False, failed_critical=0, failures=[PROMO_WARNING], root_causes=[PROMO_WARNING])
+    with warehouse.connect() as conn:  # yesterday's run found it too: a repeat, to hold back once it was sent
+        audit.record_validation(conn, {**warned, "run_id": "yesterday", "logical_date": "2021-02-11"}, published=True)
+    slack_server.respond(200, answer)
+    with pytest.raises(Exception) as err:
+        notify.deliver(warned, {"published": True})
+    assert type(err.value).__name__ == raised, err.value
+    assert ("retrying cannot fix this" in str(err.value)) == (kind == "webhook")  # only the proxy page is a setup error
+    notify.deliver(warned, {"published": True})  # not held back: the first was not recorded as sent
+    with pytest.raises(AirflowSkipException, match="suppressed"):  # this one was: its repeat is held back
+        notify.deliver(warned, {"published": True})
+    assert len(slack_server.requests) == 2
 
 
 def test_a_duplicated_compound_key_is_shown_whole_with_its_copies():

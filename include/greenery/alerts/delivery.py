@@ -1,14 +1,16 @@
 """Delivering a Slack payload through an Airflow connection, raising on any failure.
 
-- conn_type ``slackwebhook`` (Incoming Webhook; the password is the token or the full webhook URL):
-  ``SlackWebhookHook``'s client (its response keeps Slack's headers: Retry-After). The channel is fixed by the
+- conn_type ``slackwebhook`` (Incoming Webhook; the password is the token or the full webhook URL): the URL,
+  timeout, TLS context and proxy of ``SlackWebhookHook``'s client, posted with urllib, redirects refused. Slack
+  answers a delivered message with 200 and exactly ``ok``: anything else is an error. The channel is fixed by the
   webhook.
 - conn_type ``slack`` (API token; extra ``base_url`` may point elsewhere, e.g. ``http://host:port/api/``):
   ``SlackHook.client.chat_postMessage(channel=...)``; a channel is required.
 
 Every failure to deliver raises :class:`SlackDeliveryError` (HTTP status and a truncated response body in
 the message, never the webhook URL or token). slack_sdk's own retries are switched off: the Airflow task
-owns retries.
+owns retries. Slack's Web API reports its errors in HTTP 200 answers (``{"ok": false, "error": code}``), so
+the code, not the status, tells a transient one from a configuration error.
 
 Images: a Block Kit image block needs a public URL (``image_url``) or a file uploaded to Slack, and this
 deployment has no public image hosting. :func:`upload_image` shares a PNG in a channel through an API-token
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +36,14 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_CONN_TYPE = "slackwebhook"
 API_CONN_TYPE = "slack"
+
+# Web API error codes of Slack being busy or failing for a while (docs.slack.dev, chat.postMessage and the errors
+# every method may answer): worth another try. Review: they came in HTTP 200 answers and counted as configuration
+# errors, so alert_slack failed at once saying to correct the connection, and nobody was paged.
+TRANSIENT_API_ERRORS = frozenset({"ratelimited", "rate_limited", "service_unavailable", "request_timeout"})
+# Slack documents of these that "some aspect of the operation succeeded before the error was raised": the message
+# may have been posted. Transient too, but a second post could page twice: they are maybe delivered.
+MAYBE_POSTED_API_ERRORS = frozenset({"internal_error", "fatal_error"})
 
 
 class SlackDeliveryError(RuntimeError):
@@ -51,6 +63,7 @@ class SlackDeliveryError(RuntimeError):
         retryable: bool = True,
         retry_after: float | None = None,
         maybe_delivered: bool = False,
+        api_error: str | None = None,
     ):
         super().__init__(message)
         self.conn_id = conn_id
@@ -58,13 +71,18 @@ class SlackDeliveryError(RuntimeError):
         self.body = body
         # Seconds Slack asked to wait before trying again (its Retry-After header), when it did.
         self.retry_after = retry_after
-        # The request went out and no answer came (a read timeout, the connection dropped): Slack may have posted
-        # it, so sending it again could post it twice. A refused or unreachable connection sent nothing.
+        # The request went out and no answer came (a read timeout, the connection dropped), or Slack answered an error
+        # after which it may have posted it (MAYBE_POSTED_API_ERRORS): sending it again could post it twice. A refused
+        # or unreachable connection sent nothing.
         self.maybe_delivered = maybe_delivered
+        # Slack's error code when its Web API answered {"ok": false} with a 2xx status, else None.
+        self.api_error = api_error
         # False for a configuration error: retrying cannot fix it, it only delays the red (review: a missing channel,
         # a wrong conn_type, a revoked token or an unknown channel were retried). Worth another try: no answer at all
-        # (unreachable), Slack rate limiting (429) or failing (5xx); any other answer is the configuration's.
-        self.retryable = retryable and (status is None or status == 429 or status >= 500)
+        # (unreachable), Slack rate limiting (429), failing (5xx) or saying so in a 200 (TRANSIENT_API_ERRORS,
+        # MAYBE_POSTED_API_ERRORS); any other answer is the configuration's.
+        transient = api_error in TRANSIENT_API_ERRORS or api_error in MAYBE_POSTED_API_ERRORS
+        self.retryable = retryable and (status is None or status == 429 or status >= 500 or transient)
 
 
 def _connection_secrets(conn: Any) -> list[str]:
@@ -100,6 +118,13 @@ def _safe(text: Any, secrets: list[str], limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _shown(text: Any, secrets: list[str], limit: int = 200) -> str:
+    """What answered, for an error message on one line: it is untrusted (a proxy's HTML page), so its newlines and
+    other invisible or direction-changing characters are shown as escapes, credentials masked, and it is cut."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text or ""))
+    return _safe(text, secrets, limit)
+
+
 def send(
     payload: Mapping[str, Any], conn_id: str, channel: str | None = None, *, timeout: int | None = None
 ) -> dict[str, str] | None:
@@ -132,24 +157,42 @@ def send(
             log.warning("Connection %r is an Incoming Webhook: its channel is fixed; ignoring %r", conn_id, channel)
         hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=timeout, retry_handlers=[])
         try:
-            # The client itself, not hook.send: the hook turns a refusal into an AirflowException text and drops
-            # the response's headers, so a 429's Retry-After was lost (review). The client answers any status.
-            response = hook.client.send_dict({k: v for k, v in body.items() if v is not None})
+            # Not the client's own send: it follows redirects (review: a 302 turned the POST into a GET without the
+            # message, and the page counted as sent). The answer keeps its headers (a 429's Retry-After).
+            status, answer, headers = _post_webhook(hook.client, {k: v for k, v in body.items() if v is not None})
         except Exception as err:  # connection refused, DNS, TLS, timeout, bad URL in the connection
             raise SlackDeliveryError(
                 f"{what}: {type(err).__name__}: {_safe(err, secrets)}",
                 conn_id=conn_id,
                 maybe_delivered=_unanswered(err),
+                retryable=not isinstance(err, _NotHttp),
             ) from None
-        status = getattr(response, "status_code", None)
-        if not isinstance(status, int) or not 200 <= status < 300:
-            resp_body = _safe(getattr(response, "body", ""), secrets)
+        if 300 <= status < 400:
+            raise SlackDeliveryError(
+                f"{what}: HTTP {status}, a redirect to {_shown(headers.get('location') or '-', secrets)}, not"
+                " followed: Slack's webhooks answer themselves, so the connection's URL is not the webhook's or a"
+                " proxy intercepts it",
+                conn_id=conn_id,
+                status=status,
+                body=_shown(answer, secrets),
+            )
+        resp_body = _shown(answer, secrets)
+        if not 200 <= status < 300:
             raise SlackDeliveryError(
                 f"{what}: HTTP {status}, response body: {resp_body}",
                 conn_id=conn_id,
                 status=status,
                 body=resp_body,
-                retry_after=_retry_after(getattr(response, "headers", None)),
+                retry_after=_retry_after(headers),
+            )
+        if answer.strip() != "ok":
+            # Review: a proxy's login page (200, HTML) counted as sent, and the alert was then held back as a repeat.
+            raise SlackDeliveryError(
+                f"{what}: HTTP {status} without Slack's answer 'ok' (something else answered), response body:"
+                f" {resp_body}",
+                conn_id=conn_id,
+                status=status,
+                body=resp_body,
             )
         return
 
@@ -174,12 +217,17 @@ def send(
             status = getattr(err.response, "status_code", None)
             data = getattr(err.response, "data", None)
             resp_body = _safe(json.dumps(data, default=str) if isinstance(data, dict) else data, secrets)
+            api_error = _api_error(status, data)
+            maybe = api_error in MAYBE_POSTED_API_ERRORS
             raise SlackDeliveryError(
-                f"{what} to channel {channel!r}: HTTP {status}, response body: {resp_body}",
+                f"{what} to channel {channel!r}: HTTP {status}, response body: {resp_body}"
+                + ("; Slack says the message may have been posted all the same" if maybe else ""),
                 conn_id=conn_id,
                 status=status,
                 body=resp_body,
                 retry_after=_retry_after(getattr(err.response, "headers", None)),
+                maybe_delivered=maybe,
+                api_error=api_error,
             ) from None
         except Exception as err:
             raise SlackDeliveryError(
@@ -194,6 +242,48 @@ def send(
         conn_id=conn_id,
         retryable=False,
     )
+
+
+class _NotHttp(ValueError):
+    """The connection's webhook URL is not http(s): a configuration error."""
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect comes back as the 3xx error it is: urllib would follow a 301/302/303 with a GET, which drops the
+    message, and the last page's 200 would read as delivered."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        return None
+
+
+def _post_webhook(client: Any, body: Mapping[str, Any]) -> tuple[int, str, dict[str, str]]:
+    """POST ``body`` as JSON to the webhook of slack_sdk's WebhookClient ``client`` (its URL, timeout, TLS context and
+    proxy), redirects refused: (status, text, lowercased headers) of whatever answered, error statuses included."""
+    scheme = urlsplit(client.url).scheme.lower()
+    if scheme not in ("http", "https"):  # as slack_sdk: urllib would also open file:// and ftp:// URLs
+        raise _NotHttp(f"the webhook URL's scheme {scheme!r} is not http or https")
+    handlers: list[Any] = [_RefuseRedirects(), urllib.request.HTTPSHandler(context=client.ssl)]
+    if client.proxy:
+        handlers.append(urllib.request.ProxyHandler({"http": client.proxy, "https": client.proxy}))
+    headers = {**(client.default_headers or {}), "Content-Type": "application/json;charset=utf-8"}
+    data = json.dumps(dict(body)).encode()
+    request = urllib.request.Request(client.url, data=data, headers=headers, method="POST")  # noqa: S310 (checked)
+    try:
+        response = urllib.request.build_opener(*handlers).open(request, timeout=client.timeout)
+    except urllib.error.HTTPError as err:  # any status but 2xx, redirects included
+        response = err
+    with response:
+        charset = response.headers.get_content_charset() or "utf-8"
+        # A webhook answers "ok" or an error code: the first 64 KiB tell what answered, however much it sends.
+        text = response.read(65536).decode(charset, errors="replace")
+        return response.status, text, {k.lower(): v for k, v in response.headers.items()}
+
+
+def _api_error(status: int | None, data: Any) -> str | None:
+    """Slack's error code of a Web API answer ``{"ok": false, "error": code}`` that came with a 2xx status."""
+    if isinstance(status, int) and 200 <= status < 300 and isinstance(data, dict) and data.get("ok") is False:
+        return str(data.get("error") or "") or None
+    return None
 
 
 def _unanswered(err: BaseException) -> bool:
@@ -253,8 +343,15 @@ def upload_image(
         status = getattr(err.response, "status_code", None)
         data = getattr(err.response, "data", None)
         resp_body = _safe(json.dumps(data, default=str) if isinstance(data, dict) else data, secrets)
+        api_error = _api_error(status, data)
         raise SlackDeliveryError(
-            f"{what}: HTTP {status}, response body: {resp_body}", conn_id=conn_id, status=status, body=resp_body
+            f"{what}: HTTP {status}, response body: {resp_body}",
+            conn_id=conn_id,
+            status=status,
+            body=resp_body,
+            # Only the step that shares the file can have posted it (see below).
+            maybe_delivered=api_error in MAYBE_POSTED_API_ERRORS and not _failed_in(err, _UPLOAD_STEPS_BEFORE_SHARING),
+            api_error=api_error,
         ) from None
     except Exception as err:  # the upload URL refused the bytes (SlackRequestError), network errors
         # Review: a completeUploadExternal that Slack took without answering was retried, and the chart was posted

@@ -86,7 +86,7 @@ def check(context: Any) -> dict[str, Any]:
     if sent == MAYBE_SENT:
         # Review: this raised "could NOT be sent" and the failure callback paged a second time.
         raise PagedFailure(
-            f"{reason} (the source alert went to Slack and got no answer, so it may have been posted: look for it"
+            f"{reason} (the source alert went to Slack and was not confirmed, so it may have been posted: look for it"
             " in the alert channel; not sent again, it could page on-call twice)"
         )
     # Not paged: let the failure callback try once more with the generic alert.

@@ -171,8 +171,8 @@ def deliver(
             # Review: the task's retry posted the alert a second time. No retry: this task's failure pages once,
             # saying so, and a clear by hand sends it again if it never arrived.
             raise MaybePosted(
-                f"{exc}: Slack took the alert and did not answer, so it may have been posted; not retried (it could"
-                " page on-call twice)",
+                f"{exc}: Slack took the alert and did not confirm it (no answer, or internal_error), so it may have"
+                " been posted; not retried (it could page on-call twice)",
                 next_step="Look for the alert in the channel; if it is missing, clear alert_slack alone to resend it.",
             ) from exc
         if exc.retryable:

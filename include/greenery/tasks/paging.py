@@ -9,7 +9,7 @@ with the exception. A failed Slack delivery cannot be paged through Slack: it st
 The page goes before anything touches the warehouse, and within a budget: Airflow runs a failure callback after
 the task reported its failure and kills it 20 s later (``task_success_overtime``), so a callback that first waited
 on a warehouse that accepts and never answers was killed before it paged. A page Slack refuses for a while (429,
-5xx, unreachable) is tried again inside that budget.
+5xx, a transient Web API error such as ``ratelimited``, unreachable) is tried again inside that budget.
 """
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ BACKOFF_S = (1.0, 2.0)
 WAREHOUSE_CONNECT_TIMEOUT_S = notify.CALLBACK_CONNECT_TIMEOUT_S
 
 # What page() tells its caller. MAYBE_SENT: the post went out and no answer came (a read timeout, a dropped
-# connection): Slack may have posted it, so nobody may page again, and what follows must say to look in the channel.
+# connection), or Slack answered an error after which it may have posted it (internal_error, fatal_error): nobody may
+# page again, and what follows must say to look in the channel.
 SENT, MAYBE_SENT, NOT_SENT = "sent", "may have been posted", "not sent"
 
 
 def _worth_retrying(exc: SlackDeliveryError) -> bool:
-    """Refused for now (429, 5xx) or never sent (unreachable); not a request that went out unanswered: Slack may
-    have posted it, and a second try could page twice."""
+    """Refused for now (429, 5xx, a transient Web API error) or never sent (unreachable); not a request Slack may
+    have posted (unanswered, or an internal_error): a second try could page twice."""
     return exc.retryable and not exc.maybe_delivered
 
 
@@ -63,9 +64,7 @@ def page(payload: dict[str, Any], budget_s: float = PAGE_BUDGET_S) -> str:
             return SENT
         except SlackDeliveryError as exc:
             if exc.maybe_delivered:
-                log.error(
-                    "page went out unanswered (try %d), may have been posted; not sent again: %s", attempt + 1, exc
-                )
+                log.error("page may have been posted (try %d); not sent again: %s", attempt + 1, exc)
                 return MAYBE_SENT
             wait = exc.retry_after if exc.retry_after is not None else BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
             if attempt == len(BACKOFF_S) or not _worth_retrying(exc) or time.monotonic() + wait + 1 > deadline:

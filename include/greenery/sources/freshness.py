@@ -27,13 +27,13 @@ FRACTIONAL_TYPES = frozenset({"numeric", "real", "double precision"})
 
 
 class SourceNotReadyError(RuntimeError):
-    """Raw lacks a table, columns or rows for the run's day; nothing was built."""
+    """Raw lacks a table, columns or rows for the run's day, or the role cannot read them; nothing was built."""
 
 
 @dataclass(frozen=True)
 class SourceProblem:
     table: str
-    problem: str  # missing | empty | stale | columns
+    problem: str  # missing | unreadable | empty | stale | columns
     detail: str
 
 
@@ -49,7 +49,23 @@ def check(
     until = min(interval.end, (now or dt.datetime.now(dt.UTC)) + CLOCK_SKEW)
     problems: list[SourceProblem] = []
     with conn.cursor() as cur:
+        role = cur.execute("select current_user").fetchone()[0]
         for table, columns in RAW_TABLES.items():
+            # information_schema hides what the role cannot read: ask the catalog whether the table exists first
+            # (review: a table the role lost its grant on was paged as "does not exist").
+            access = _access(cur, raw_schema, table, columns, role)
+            if access is None:
+                problems.append(SourceProblem(table, "missing", f"{raw_schema}.{table} does not exist"))
+                continue
+            if access:
+                problems.append(
+                    SourceProblem(
+                        table,
+                        "unreadable",
+                        f"{raw_schema}.{table} exists but is not readable by role {role}: it lacks {access}",
+                    )
+                )
+                continue
             cur.execute(
                 "select column_name, data_type from information_schema.columns"
                 " where table_schema = %s and table_name = %s",
@@ -98,6 +114,32 @@ def check(
                         )
                     )
     return problems
+
+
+_ACCESS = """
+select has_schema_privilege(n.oid, 'usage'), has_table_privilege(c.oid, 'select'),
+    array(select a.attname from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+        and a.attname = any(%(columns)s) and not has_column_privilege(c.oid, a.attnum, 'select') order by a.attnum),
+    array(select a.attname from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+        and a.attname = any(%(columns)s))
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where n.nspname = %(schema)s and c.relname = %(table)s and c.relkind in ('r', 'p', 'v', 'm', 'f')
+"""
+
+
+def _access(cur, schema: str, table: str, columns: dict[str, str], role: str) -> str | None:
+    """None: no such table; else the privilege the role lacks to read its columns ("" when it lacks none)."""
+    found = cur.execute(_ACCESS, {"schema": schema, "table": table, "columns": list(columns)}).fetchone()
+    if found is None:
+        return None
+    usage, select, unreadable, present = found
+    if not usage:
+        return f"usage on schema {schema} (grant usage on schema {schema} to {role})"
+    if select or not unreadable:
+        return ""
+    if unreadable != present:  # column grants, and not on all the columns the run reads
+        return f"select on column(s) {', '.join(unreadable)} of {schema}.{table}"
+    return f"select on it (grant select on {schema}.{table} to {role})"
 
 
 def _fractional_values(cur, ident, columns: dict[str, str], present: dict[str, str]) -> list[tuple[str, int]]:

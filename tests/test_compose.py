@@ -27,7 +27,7 @@ _VAR = re.compile(r"\$(?:\$|\{(\w+)(?::-([^}]*))?\})")
 AIRFLOW_IMAGE = re.compile(r"^apache/airflow:(\d+\.\d+\.\d+)-python(\d+\.\d+)$")
 # Runtime dependencies the stack does not pip-install: the image has them, or (pgserver: the embedded
 # PostgreSQL of the CLI and the tests) compose has a real server instead.
-NOT_PIP_INSTALLED = {"apache-airflow", "apache-airflow-task-sdk", "jinja2", "pgserver"}
+NOT_PIP_INSTALLED = {"apache-airflow", "apache-airflow-task-sdk", "jinja2", "psutil", "pgserver"}
 
 
 def interpolate(node, env: dict[str, str]):

@@ -70,7 +70,7 @@ def test_a_stop_signal_inside_a_task_stops_the_day_and_leaves_the_signal_as_it_w
 def test_under_nohup_sighup_is_left_ignored():
     """`nohup greenery run ...` asked to run on once the terminal closes: SIGHUP stays ignored, the day goes on."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", STOPPED_AND_CONTINUED],
+        [sys.executable, "-c", STOPPED_AND_CONTINUED, "0.5"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -101,13 +101,13 @@ def test_a_day_left_normally_leaves_no_thread_and_ctrl_c_keeps_its_wording():
 
 
 STOPPED_AND_CONTINUED = """
-import time
+import sys, time
 from greenery.dev import cli_runs
 
 @cli_runs.sigterm_stops_the_day()
 def a_day():
     print("inside a task", flush=True)
-    time.sleep(3)
+    time.sleep(float(sys.argv[1]))
 
 try:
     a_day()
@@ -123,13 +123,13 @@ def test_ctrl_z_then_fg_is_not_taken_for_sigterm():
     uninitialized siginfo, not None, once the timeout has passed: the waiting thread took that for SIGTERM (review:
     Ctrl-Z then `fg`, or `py-spy record --pid`, made `greenery run` stop with "terminated (SIGTERM)" and page)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", STOPPED_AND_CONTINUED], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", STOPPED_AND_CONTINUED, "1.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         _wait_for(proc, "inside a task")
-        for _ in range(3):
+        for _ in range(2):
             proc.send_signal(signal.SIGSTOP)
-            time.sleep(0.4)  # longer than the thread's wait
+            time.sleep(0.3)  # longer than the thread's wait was (0.2 s)
             proc.send_signal(signal.SIGCONT)
             time.sleep(0.1)
         out, err = proc.communicate(timeout=30)

@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -265,7 +264,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         return 0 if pid else 1
     server = embedded_pg.open_server(data_dir)  # psql: start it for the session if needed
     try:
-        return subprocess.call([embedded_pg.psql_path(), server.url(), *args.psql_args])
+        return embedded_pg.psql(server.url(), args.psql_args)
     finally:
         server.stop()
 

@@ -1,13 +1,15 @@
 """A private PostgreSQL server from the ``pgserver`` wheel, for the demo, the CLI and the tests.
 
-It listens on a unix socket in its data directory. A command that starts it stops it when it ends,
-unless ``greenery db start`` asked to keep it running (a marker file beside the data directory, which
-initdb wants empty): then it
-stays up for psql, notebooks or BI tools until ``greenery db stop``.
+It listens on a unix socket in its data directory (elsewhere when that path is too long for one). A command
+that starts it stops it when it ends, unless ``greenery db start`` asked to keep it running (a marker file
+beside the data directory, which initdb wants empty): then it stays up for psql, notebooks or BI tools until
+``greenery db stop``.
 """
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import json
 import os
 import shutil
@@ -16,6 +18,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
+
+import psutil
 
 from greenery.warehouse import create_database
 
@@ -32,15 +37,29 @@ class EmbeddedPostgres:
     def __post_init__(self) -> None:
         import pgserver  # a heavy import only needed when no warehouse is configured
 
-        self.data_dir = Path(self.data_dir)
+        # Absolute: the URL names the socket's folder, and libpq takes a relative one for a host name.
+        self.data_dir = _absolute(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _check_reachable_when_root(self.data_dir)
         _forget_dead_handles(self.data_dir)
+        # A stale postmaster.pid naming a live process: pgserver would take that process for the server, and
+        # stop it (pg_ctl, then SIGTERM/SIGKILL) when this command ends. running_pid removes such a file.
+        running_pid(self.data_dir)
         self._server = pgserver.get_server(self.data_dir, cleanup_mode=self.cleanup)
+        # atexit runs its hooks last registered first: this one before pgserver's, which would stop the server.
+        atexit.register(self._honour_keep)
+
+    def _honour_keep(self) -> None:
+        """Leave the server running when this process ends if ``greenery db start`` asked so after this process
+        started it: pgserver stops it with its last handle, as this handle's cleanup mode says."""
+        if kept_running(self.data_dir):
+            self._server.cleanup_mode = None
 
     def url(self, database: str = "postgres") -> str:
-        # pgserver listens on a unix socket in its data directory.
-        return f"postgresql://postgres:@/{database}?host={self.data_dir}"
+        # The socket is in the data directory unless that path is too long for a unix socket (107 bytes):
+        # pgserver then puts it in its runtime folder, and postmaster.pid says where.
+        socket_dir = self._server.get_postmaster_info().socket_dir or self.data_dir
+        return f"postgresql://postgres:@/{database}?host={quote(str(socket_dir), safe='/')}"
 
     def create_database(self, name: str) -> str:
         return create_database(self.url(), name)
@@ -55,6 +74,7 @@ class EmbeddedPostgres:
                 time.sleep(0.05)
             # Stopped: pgserver would find the exited postmaster not yet reaped, try pg_ctl and wait 2 s to kill it.
             self._server.cleanup_mode = None
+        self._honour_keep()
         self._server.cleanup()
 
 
@@ -114,8 +134,13 @@ def traversable_tempdir(prefix: str, parent: Path | None = None) -> Path:
     return path
 
 
+def _absolute(data_dir: Path | str) -> Path:
+    return Path(data_dir).resolve()
+
+
 def _marker(data_dir: Path) -> Path:
-    return Path(data_dir).with_name(Path(data_dir).name + KEEP_RUNNING)
+    data_dir = _absolute(data_dir)
+    return data_dir.with_name(data_dir.name + KEEP_RUNNING)
 
 
 def kept_running(data_dir: Path) -> bool:
@@ -135,15 +160,58 @@ def start_kept(data_dir: Path) -> EmbeddedPostgres:
 
 
 def running_pid(data_dir: Path) -> int | None:
-    """The postmaster's pid when the server of ``data_dir`` runs, else None."""
+    """The postmaster's pid when the server of ``data_dir`` runs, else None. A postmaster.pid whose process is
+    not that server (a postmaster killed, or a machine restarted, and its pid reused) is removed."""
+    pid_file = _absolute(data_dir) / "postmaster.pid"
     try:
-        pid = int((Path(data_dir) / "postmaster.pid").read_text().splitlines()[0])
-        os.kill(pid, 0)
+        text = pid_file.read_text()
+        pid = int(text.splitlines()[0])
     # FileNotFoundError: not running, or the server removed the file as it stopped, between a check for it and the
-    # read that followed (seen once: the test session's stop failed its teardown with it).
-    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError, PermissionError):
+    # read that followed (seen once: the test session's stop failed its teardown with it). ValueError, IndexError:
+    # a postmaster creating it, not yet written; left alone.
+    except (FileNotFoundError, ValueError, IndexError):
         return None
-    return pid
+    if _is_postmaster_of(pid, pid_file.parent):
+        return pid
+    _remove_stale(pid_file, text)
+    return None
+
+
+def _is_postmaster_of(pid: int, data_dir: Path) -> bool:
+    """Whether process ``pid`` is a live PostgreSQL server of ``data_dir``: a process of that name whose working
+    folder is the data directory (the postmaster changes to it before it writes postmaster.pid)."""
+    try:
+        process = psutil.Process(pid)
+        if process.name() not in ("postgres", "postmaster") or process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        try:
+            return _same_dir(process.cwd(), data_dir)
+        except psutil.AccessDenied:  # another user's (root without CAP_SYS_PTRACE): its command line is public
+            args = process.cmdline()
+            return any(flag == "-D" and _same_dir(value, data_dir) for flag, value in itertools.pairwise(args))
+    except psutil.Error:  # gone, a zombie, or not to be looked at: not known to be the server, never signalled
+        return False
+
+
+def _same_dir(path: str, data_dir: Path) -> bool:
+    try:
+        return os.path.samefile(path, data_dir)
+    except OSError:
+        return False
+
+
+def _remove_stale(pid_file: Path, seen: str) -> None:
+    """Remove a postmaster.pid naming no server of its data directory, as PostgreSQL does when its process is gone
+    (it refuses to start while that pid is alive, whatever the process). Under pgserver's lock, which it holds
+    while it starts a server, and only if unchanged since read: a server that started meanwhile keeps its file."""
+    from pgserver.postgres_server import PostgresServer
+
+    with PostgresServer._lock:
+        try:
+            if pid_file.read_text() == seen:
+                pid_file.unlink()
+        except FileNotFoundError:
+            pass
 
 
 class ServerInUseError(RuntimeError):
@@ -175,3 +243,16 @@ def psql_path() -> str:
 
     bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
     return str(bundled) if bundled.is_file() else (shutil.which("psql") or "psql")
+
+
+def psql(url: str, args: list[str]) -> int:
+    """Run psql on ``url``; its exit status. Ctrl-C is psql's while it runs: it cancels the query and the session
+    goes on, as in a shell (review: SIGINT also reached this process, whose KeyboardInterrupt killed psql)."""
+    import subprocess
+
+    proc = subprocess.Popen([psql_path(), url, *args])
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,224 @@
+"""The embedded PostgreSQL (greenery.dev.embedded_pg) through `greenery db`, a subprocess per command, as a user
+runs it: what a stale postmaster.pid, an odd state folder or a second command must not break (review findings)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote
+
+import psutil
+import psycopg
+import pytest
+
+from greenery.dev import embedded_pg
+
+pytestmark = pytest.mark.db
+
+
+def db_env(state: Path | str, airflow_home: Path) -> dict:
+    env = {**os.environ, "GREENERY_STATE_DIR": str(state), "AIRFLOW_HOME": str(airflow_home)}
+    env.pop("AIRFLOW_CONN_GREENERY_WAREHOUSE", None)
+    return env
+
+
+def db(*args: str, env: dict, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "greenery.cli", "db", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def printed_url(started: subprocess.CompletedProcess) -> str:
+    return re.search(r"postgresql://\S+", started.stdout).group(0)
+
+
+def saved_pid_file(data_dir: Path, env: dict) -> str:
+    """A real postmaster.pid of ``data_dir``'s server, as it was while the server ran (it is stopped after)."""
+    assert db("start", env=env).returncode == 0
+    try:
+        return (data_dir / "postmaster.pid").read_text()
+    finally:
+        assert db("stop", env=env).stdout.strip() == "stopped"
+
+
+@pytest.mark.parametrize("owner", ["an unrelated process", "another data directory's server"])
+def test_a_stale_pid_file_naming_a_live_process_is_neither_reported_nor_signalled(pg_tmp_path, owner):
+    """A postmaster killed (or a machine restarted) leaves its postmaster.pid, and its pid may now be another
+    process's. Review: `db status` said "running, pid N", and `db stop` (or any command starting the server) had
+    pgserver run pg_ctl stop, then terminate and kill that process. Another server's postmaster is a `postgres`
+    process too: the name alone does not make it this data directory's."""
+    env = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow")
+    data_dir = pg_tmp_path / "state" / "pg"
+    saved = saved_pid_file(data_dir, env)
+    other = None
+    if owner == "an unrelated process":
+        bystander = psutil.Popen(["sleep", "600"])
+    else:
+        other = embedded_pg.EmbeddedPostgres(pg_tmp_path / "other")
+        bystander = psutil.Process(embedded_pg.running_pid(other.data_dir))
+
+    def leave_stale_pid_file() -> None:
+        (data_dir / "postmaster.pid").write_text(re.sub(r"\A\d+", str(bystander.pid), saved))
+
+    try:
+        leave_stale_pid_file()
+        status = db("status", env=env)
+        assert (status.returncode, status.stdout) == (1, f"not running: {data_dir}\n"), status
+        assert not (data_dir / "postmaster.pid").exists()  # stale: removed, as PostgreSQL does with a dead pid's
+
+        leave_stale_pid_file()
+        assert db("stop", env=env).stdout.strip() == "not running"
+        assert bystander.is_running() and bystander.status() != psutil.STATUS_ZOMBIE
+
+        leave_stale_pid_file()
+        started = db("start", env=env)  # pgserver would have taken the bystander for the running server
+        assert started.returncode == 0, started
+        with psycopg.connect(printed_url(started)) as conn:
+            assert conn.execute("select current_setting('data_directory')").fetchone() == (str(data_dir),)
+        status = db("status", env=env)
+        assert status.returncode == 0 and f"pid {bystander.pid}" not in status.stdout, status
+        assert db("stop", env=env).stdout.strip() == "stopped"
+        assert bystander.is_running() and bystander.status() != psutil.STATUS_ZOMBIE
+        if other is not None:
+            with psycopg.connect(other.url()) as conn:
+                assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        db("stop", env=env)
+        if other is not None:
+            other.stop(discard=True)
+        else:
+            bystander.kill()
+            bystander.wait(timeout=30)
+
+
+def test_a_server_is_known_by_its_command_line_when_its_folder_cannot_be_read(pg_tmp_path, monkeypatch):
+    """Root without CAP_SYS_PTRACE (a container's default) may not read the working folder of the server, which
+    runs as the user 'pgserver': the data directory its command line names decides then."""
+    server = embedded_pg.EmbeddedPostgres(pg_tmp_path / "pg")
+    try:
+        pid = embedded_pg.running_pid(server.data_dir)
+        pid_file = (server.data_dir / "postmaster.pid").read_text()
+
+        def denied(process):
+            raise psutil.AccessDenied(process.pid)
+
+        monkeypatch.setattr(psutil.Process, "cwd", denied)
+        assert embedded_pg.running_pid(server.data_dir) == pid
+        elsewhere = pg_tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "postmaster.pid").write_text(pid_file)  # the same server, named by another folder's file
+        assert embedded_pg.running_pid(elsewhere) is None
+        assert not (elsewhere / "postmaster.pid").exists()
+    finally:
+        server.stop(discard=True)
+
+
+@pytest.mark.parametrize("state", ["relative", "long"])
+def test_the_server_is_reachable_whatever_the_state_folder(pg_tmp_path, state):
+    """Review: the URL named the data directory as given: a relative one is a host name to libpq ("failed to resolve
+    host 's2/pg'"), and past 107 bytes a unix socket cannot be there, so pgserver puts it in its runtime folder."""
+    if state == "relative":
+        env, data_dir = db_env("s2", pg_tmp_path / "airflow"), pg_tmp_path / "s2" / "pg"
+    else:
+        long = pg_tmp_path / ("x" * 100)
+        env, data_dir = db_env(long, pg_tmp_path / "airflow"), long / "pg"
+        assert len(os.fsencode(data_dir / ".s.PGSQL.5432")) > 107  # the positive control: no socket fits there
+    try:
+        started = db("start", env=env, cwd=pg_tmp_path)
+        assert started.returncode == 0, started
+        url = printed_url(started)
+        socket_dir = Path(unquote(re.search(r"\?host=(\S+)", url).group(1)))
+        assert socket_dir.is_absolute() and (socket_dir / ".s.PGSQL.5432").is_socket(), url
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select current_setting('data_directory')").fetchone() == (str(data_dir),)
+        psql = db("psql", "-X", "-A", "-t", "-c", "select 40 + 2", env=env, cwd=pg_tmp_path)
+        assert (psql.returncode, psql.stdout.strip()) == (0, "42"), psql
+    finally:
+        stopped = db("stop", env=env, cwd=pg_tmp_path)
+    assert stopped.stdout.strip() == "stopped", stopped
+    assert embedded_pg.running_pid(data_dir) is None
+
+
+def test_db_start_keeps_the_server_another_command_started(pg_tmp_path):
+    """Review: with `greenery db psql` holding the server it had started, `greenery db start` printed "running until
+    `greenery db stop`", yet the server stopped when psql ended (pgserver's cleanup at exit, in the command that
+    started it). The README: it stays up "unless `greenery db start` keeps it running (until `greenery db stop`)"."""
+    env = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow")
+    data_dir = pg_tmp_path / "state" / "pg"
+    holder = subprocess.Popen(  # psql reads its queries from stdin: it ends when that closes
+        [sys.executable, "-m", "greenery.cli", "db", "psql", "-X", "-A", "-t"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        holder.stdin.write("select 'connected';\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "connected"  # the holder started the server
+        pid = embedded_pg.running_pid(data_dir)
+        started = db("start", env=env)
+        assert started.returncode == 0 and "running until `greenery db stop`" in started.stdout, started
+        assert holder.poll() is None  # the holder still holds the server: the case under test
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0, holder.stderr.read()
+        status = db("status", env=env)
+        assert (status.returncode, status.stdout) == (
+            0,
+            f"running, pid {pid} (kept running by `greenery db start`): {data_dir}\n",
+        ), status
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        stopped = db("stop", env=env)
+    assert stopped.stdout.strip() == "stopped", stopped  # and `db stop` still stops a kept server
+    assert db("status", env=env).returncode == 1
+
+
+def test_ctrl_c_in_db_psql_cancels_the_query_not_the_command(pg_tmp_path):
+    """Review: Ctrl-C (SIGINT to the terminal's foreground group: psql and `greenery` both) raised
+    KeyboardInterrupt in `greenery`, which killed psql mid-session with a traceback. Now psql alone acts on it: it
+    cancels the query, and the command ends with psql's status, stopping the server it started."""
+    import signal
+    import time
+
+    env, data_dir = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"), pg_tmp_path / "state" / "pg"
+    # As from a terminal: SIGINT goes to the whole group; Python leaves SIGINT ignored when started with it ignored.
+    foreground = "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+    foreground += " sys.argv[0] = 'greenery'; runpy.run_module('greenery.cli', run_name='__main__')"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", foreground, "db", "psql", "-X", "-c", "select pg_sleep(60)"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)
+            if (data_dir / ".s.PGSQL.5432").is_socket():
+                with psycopg.connect(f"postgresql://postgres:@/postgres?host={data_dir}", autocommit=True) as conn:
+                    sql = "select count(*) from pg_stat_activity where query like 'select pg_sleep%'"
+                    if conn.execute(sql).fetchone()[0]:
+                        break
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "canceling statement due to user request" in err and "Traceback" not in err, err
+    assert proc.returncode == 1, (proc.returncode, out, err)  # psql's status for a failed -c command
+    assert embedded_pg.running_pid(data_dir) is None  # the server the command started was stopped

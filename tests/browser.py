@@ -255,10 +255,15 @@ class DevTools:
             except TimeoutError:
                 break
 
-    def screenshot(self, url: str, png: Path, *, size=(1280, 900), quiet_s: float = 1.5, timeout_s: float = 60) -> list:
+    def screenshot(
+        self, url: str, png: Path, *, size=(1280, 900), quiet_s: float = 1.5, timeout_s: float = 60, until: str = ""
+    ) -> list:
         """Open ``url``, wait in real time for its load event and then for ``quiet_s`` without a request in
-        flight (``timeout_s`` at most in all), save the viewport as a PNG at ``png``; return the URLs still
-        loading when it was taken.
+        flight, and for the JavaScript expression ``until`` to be true (``timeout_s`` at most in all), save the
+        viewport as a PNG at ``png``; return the URLs still loading when it was taken.
+
+        ``until``: the network can be quiet before a single-page app has drawn what it fetched (CI, under the whole
+        suite's load: Airflow's run page was shot with its untranslated labels, "nav.home", and no run yet).
 
         Real time, not ``--virtual-time-budget``: headless Chromium stops its virtual time while a fetch is
         pending, and under the whole suite's load it never ended on Airflow's own run page (twice in clean-clone
@@ -290,10 +295,13 @@ class DevTools:
                 quiet_since = None
             elif quiet_since is None:
                 quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= quiet_s:
+            elif time.monotonic() - quiet_since >= quiet_s and (not until or self._true(until)):
                 break
         png.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"]))
         return sorted(in_flight.values()) if loaded else [url, *sorted(in_flight.values())]
+
+    def _true(self, expression: str) -> bool:
+        return bool(self.send("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value"))
 
     def responses(self) -> list[tuple[str, int]]:
         return [

@@ -194,7 +194,8 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     try:
         for name, url in (("failed-run", buttons[0]), ("data-quality-run", quality)):
             shots[name] = SHOTS / f"greenery-{name}.png"
-            loading = chrome.screenshot(url, shots[name], size=(1400, 1000))
+            drawn = f"document.body.innerText.includes({json.dumps(run_id)})"
+            loading = chrome.screenshot(url, shots[name], size=(1400, 1000), timeout_s=120, until=drawn)
             if loading:  # the page is shot all the same; what never finished loading is named
                 warnings.warn(f"{name}: still loading when shot: {loading}", stacklevel=1)
             assert shots[name].stat().st_size > 20_000, name

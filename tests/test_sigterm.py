@@ -50,7 +50,14 @@ def _wait_for(proc: subprocess.Popen, line: str) -> None:
     ids=["SIGTERM", "SIGHUP: the terminal closed"],
 )
 def test_a_stop_signal_inside_a_task_stops_the_day_and_leaves_the_signal_as_it_was(signum, said):
-    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As a terminal's job: SIGHUP at its default, not ignored as under the `nohup` CI runs the suite with.
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+    )
     try:
         _wait_for(proc, "inside a task")
         proc.send_signal(signum)

@@ -590,7 +590,7 @@ def test_a_chart_slack_took_unanswered_is_not_retried_one_refused_before_sharing
     # chat.postMessage, files.getUploadURLExternal and the bytes answer; completeUploadExternal gets no answer.
     slack_server.respond(times=3)
     slack_server.respond(200, drop=True)
-    with pytest.raises(AirflowFailException, match="slack-chart went out with no answer and may have been posted"):
+    with pytest.raises(AirflowFailException, match="slack-chart went out unconfirmed"):
         digest.send(context())
     assert len(slack_server.api_calls("files.completeUploadExternal")) == 1
     # A drop before the file was shared (the upload URL asked for) posted nothing: that stays worth a retry.

@@ -608,6 +608,31 @@ def test_a_grant_the_load_cannot_make_again_stops_it_and_changes_nothing(db, war
         assert (_acls(db), _raw_state(db)) == before
 
 
+def test_a_loader_in_the_owners_role_keeps_the_owners_grants_as_the_owners(db, warehouse_url, real_greenery):
+    """Review: a loader that is a member of the tables' owner role and holds a grant option from it: once that grant
+    was made again, PostgreSQL recorded the owner's later grants as the loader's, and the load refused itself."""
+    with _roles(db, "owner", "loader", "reader") as (owner, loader, reader):
+        owner_, loader_, reader_ = map(sql.Identifier, (owner, loader, reader))
+        password = uuid.uuid4().hex
+        db.execute(sql.SQL("alter role {} login password {}").format(loader_, sql.Literal(password)))
+        db.execute(sql.SQL("grant {} to {}").format(owner_, loader_))
+        db.execute(sql.SQL("grant create on database {} to {}").format(sql.Identifier(db.info.dbname), loader_))
+        db.execute(sql.SQL("create schema raw authorization {}").format(owner_))
+        with psycopg.connect(warehouse_url, user=loader, password=password, autocommit=True) as conn:
+            raw.load_dir(conn, real_greenery)
+            for table in REAL_COUNTS:
+                db.execute(sql.SQL("alter table {} owner to {}").format(sql.Identifier("raw", table), owner_))
+            db.execute(sql.SQL("set role {}").format(owner_))
+            db.execute(sql.SQL("grant select on raw.orders to {} with grant option").format(loader_))
+            db.execute(sql.SQL("grant select on raw.orders to {}").format(reader_))
+            db.execute("reset role")
+            before = _acls(db)
+            assert ("", owner, reader, "SELECT", False) in before["orders"][2]  # the set-up is what it says
+            assert raw.load_dir(conn, real_greenery) == REAL_COUNTS
+        after = _acls(db)
+        assert {t: a[1:] for t, a in after.items()} == {t: b[1:] for t, b in before.items()}
+
+
 def test_the_source_check_tells_a_table_the_role_cannot_read_from_a_missing_one(published_url, real_greenery):
     """Review: information_schema hides the tables a role cannot read, so the run paged "raw.orders does not exist"
     for a table that was there without the role's grant. Now: the table, the role and the privilege it lacks; and

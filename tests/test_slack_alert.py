@@ -692,8 +692,9 @@ def test_a_webhook_redirect_is_refused_not_followed_as_a_get_without_the_message
         "<html>\n<head><title>Sign in \u2013 corp proxy</title></head>\n<body>\u202e" + "x" * 400 + "</body></html>",
         "",
         "okay",
+        '{"ok": false, "error": "invalid_workflow_input"}',
     ],
-    ids=["proxy login page", "empty", "not exactly ok"],
+    ids=["proxy login page", "empty", "not exactly ok", "a workflow trigger's refusal"],
 )
 def test_a_webhook_answer_that_is_not_slacks_ok_is_not_sent(slack_server, webhook_conn, page_via, answer):
     """Review: a 200 whose body was a proxy's HTML login page counted as sent, and the alert was recorded for
@@ -720,9 +721,10 @@ def test_a_webhook_answer_that_is_not_slacks_ok_is_not_sent(slack_server, webhoo
     assert len(slack_server.requests) == 1 and waits == []
 
 
-def test_slacks_ok_with_a_line_break_is_sent(slack_server, webhook_conn):
-    """The check is on what Slack says, not on its whitespace."""
-    slack_server.respond(200, "ok\n")
+@pytest.mark.parametrize("answer", ["ok\n", '{"ok": true}'], ids=["ok and a line break", "a workflow trigger's"])
+def test_slacks_ok_is_sent(slack_server, webhook_conn, answer):
+    """The check is on what Slack says, not on its whitespace; a workflow trigger URL answers in JSON (review)."""
+    slack_server.respond(200, answer)
     assert send({"text": "disk full"}, webhook_conn) is None
     assert len(slack_server.requests) == 1
 

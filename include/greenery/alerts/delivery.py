@@ -185,7 +185,7 @@ def send(
                 body=resp_body,
                 retry_after=_retry_after(headers),
             )
-        if answer.strip() != "ok":
+        if answer.strip() != "ok" and not _json_ok(answer):  # a workflow trigger answers {"ok": true}
             # Review: a proxy's login page (200, HTML) counted as sent, and the alert was then held back as a repeat.
             raise SlackDeliveryError(
                 f"{what}: HTTP {status} without Slack's answer 'ok' (something else answered), response body:"
@@ -277,6 +277,13 @@ def _post_webhook(client: Any, body: Mapping[str, Any]) -> tuple[int, str, dict[
         # A webhook answers "ok" or an error code: the first 64 KiB tell what answered, however much it sends.
         text = response.read(65536).decode(charset, errors="replace")
         return response.status, text, {k.lower(): v for k, v in response.headers.items()}
+
+
+def _json_ok(text: str) -> bool:
+    try:
+        return json.loads(text).get("ok") is True
+    except (ValueError, AttributeError):
+        return False
 
 
 def _api_error(status: int | None, data: Any) -> str | None:

@@ -73,8 +73,9 @@ def published(run_id: str | None) -> bool:
 
     try:
         with warehouse.connect(connect_timeout=5) as conn:
+            conn.execute("set statement_timeout = 5000")
             return audit.run_published_at(conn, run_id) is not None
-    except Exception:  # the stop is reported either way; only the claim is left out
+    except (Exception, KeyboardInterrupt):  # the stop is reported either way (a second Ctrl-C too): not the claim
         return False
 
 
@@ -102,7 +103,8 @@ def stopped(dag_id: str, day: dt.date, run_id: str | None) -> RunInterrupted:
         log_url=None,
         links=links.for_run(run_id) if run_id else None,
         published=went_out,
-        next_step=f"What follows publish (the digest, the alerts) runs with the day again: {again}."
+        next_step=f"In `greenery ui`, clear the tasks of run {run_id} after publish that did not succeed (Grid →"
+        " the run → the task → Clear): running the day again would publish and send the digest again."
         if went_out
         else f"Run the day again: {again}.",
     )
@@ -166,6 +168,10 @@ def sigterm_stops_the_day() -> Iterator[None]:
             if not done:  # alive, in its wait or just out of it; a SIGTERM it took first makes it leave `late`
                 signal.pthread_kill(waiter.ident, signal.SIGUSR2)
         waiter.join()
+        while _terminated.is_set() and (pending := signal.sigpending() & stops):
+            # The same stop again (a closed terminal: SIGHUP from the shell, then from the kernel): taken here, or
+            # unblocked below it would end the process before its stop line and its exit hooks (review).
+            signal.sigwait(pending)
         for signum, handler in before.items():
             signal.signal(signum, handler)  # not the last task's SIGTERM handler, which Airflow leaves set
         signal.signal(signal.SIGUSR2, previous)
@@ -174,26 +180,40 @@ def sigterm_stops_the_day() -> Iterator[None]:
             signal.raise_signal(_stopped_by[0])
 
 
-def _alive(pid: int, started: float | None) -> bool:
-    """Whether the process ``pid`` that started at ``started`` (its create time) still runs. The start time tells
-    a reused pid apart (review: `greenery run` as a container's entrypoint gets the same pid at each start, and
-    took its predecessor's run, left running, for its own: never failed). A file without it (written before this
-    check) trusts the pid: never wrongly failed, only late."""
+def _alive(pid: int, started: str | None) -> bool:
+    """Whether the process ``pid`` that started at ``started`` (:func:`_start_of`) still runs. The start tells a
+    reused pid apart (review: `greenery run` as a container's entrypoint gets the same pid at each start, and took
+    its predecessor's run, left running, for its own: never failed). A file without it trusts the pid: never
+    wrongly failed, only late."""
+    if not isinstance(started, str):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's process
+            return True
+        return True
+    return _start_of(pid) == started
+
+
+def _start_of(pid: int) -> str | None:
+    """When process ``pid`` started, or None when there is none: on Linux the boot's id and the clock ticks since
+    boot (a wall-clock step moves psutil's create time by whole seconds, and a live run read as left behind:
+    review); elsewhere psutil's create time."""
+    try:
+        ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]  # field 22, starttime
+        return f"{Path('/proc/sys/kernel/random/boot_id').read_text().strip()}:{ticks}"
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None  # Linux, and no such process
+    except OSError:
+        pass
     import psutil
 
     try:
-        created = psutil.Process(pid).create_time()
+        return repr(psutil.Process(pid).create_time())
     except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:  # another user's process
-        return True
-    return started is None or abs(created - started) < 1
-
-
-def _started() -> float:
-    import psutil
-
-    return psutil.Process().create_time()
+        return None
 
 
 def fail_run(dag_id: str, logical_date: dt.datetime) -> str | None:
@@ -228,7 +248,10 @@ def fail_abandoned_runs() -> list[str]:
     registry = _registry()
     said = []
     for path in sorted(registry.glob("*.json")) if registry.is_dir() else []:  # none: Airflow is not even imported
-        owned = json.loads(path.read_text())
+        try:
+            owned = json.loads(path.read_text())
+        except (OSError, ValueError):  # gone since the glob, or not ours to read: its owner's business
+            continue
         if _alive(int(path.stem), owned.get("started")):
             continue
         run_id = fail_run(owned["dag_id"], dt.datetime.fromisoformat(owned["logical_date"]))
@@ -246,7 +269,9 @@ def owned(dag_id: str, logical_date: dt.datetime) -> Iterator[None]:
     """List this process as the owner of the run of ``logical_date`` while it runs; Ctrl-C fails the run."""
     path = _registry() / f"{os.getpid()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"dag_id": dag_id, "logical_date": logical_date.isoformat(), "started": _started()}))
+    listed = {"dag_id": dag_id, "logical_date": logical_date.isoformat(), "started": _start_of(os.getpid())}
+    path.with_suffix(".tmp").write_text(json.dumps(listed))
+    os.replace(path.with_suffix(".tmp"), path)  # whole: another command may read it at any time
     try:
         yield
     except KeyboardInterrupt:

@@ -250,9 +250,11 @@ def psql(url: str, args: list[str]) -> int:
     goes on, as in a shell (review: SIGINT also reached this process, whose KeyboardInterrupt killed psql)."""
     import subprocess
 
-    proc = subprocess.Popen([psql_path(), url, *args])
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # before psql starts: no Ctrl-C may orphan it
     try:
+        proc = subprocess.Popen(
+            [psql_path(), url, *args], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+        )
         return proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)

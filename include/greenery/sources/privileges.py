@@ -33,7 +33,7 @@ class Grant:
 
 
 # A NULL relacl means the owner's default privileges (acldefault), which a new table gets too. In ACL order, the
-# table's before its columns': made again in that order, the new ACL lists them as the old one did.
+# table's before its columns' (the order they are made again in, but for the load's own grant option: see keep).
 _PRIVILEGES = """
 with rel as (
     select c.oid, c.relowner, c.relacl from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -93,7 +93,9 @@ def keep(cur, schema: str, table: str, columns: Collection[str], old: tuple[str,
             )
         # Then the old grants, in order, each after the grant option it was made with.
         held: set[tuple[str | None, str | None, str]] = set()
-        pending = wanted
+        # The owner's grant of a grant option to the load's role last: held, PostgreSQL would record the owner's
+        # later grants as made by the load's role, not the owner (review: a loader in the owner's role).
+        pending = sorted(wanted, key=lambda g: g.grantor == owner and g.grantee == me)
         while pending:
             ready = [g for g in pending if g.grantor == owner or _option(g, g.grantor) & held] or pending
             for grant in ready:  # none ready (cannot be): PostgreSQL ignores the grant, and the check below fails

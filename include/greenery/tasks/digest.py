@@ -212,9 +212,10 @@ def send(context: Any) -> None:
         also = f" ({'; '.join(said)})" if said else ""
         if maybe_sent:  # review: the retry posted the note a second time
             raise AirflowFailException(
-                f"state-of-the-data digest for {stats['logical_date']}: {', '.join(maybe_sent)} went out with no answer"
-                f" and may have been posted, so the task is not retried{also}; look in the channel, and clear"
-                " state_of_the_data to send what is missing: " + " | ".join(failures)
+                f"state-of-the-data digest for {stats['logical_date']}: {', '.join(maybe_sent)} went out"
+                " unconfirmed (no answer, or Slack's internal_error) and may have been posted, so the task is not"
+                f" retried{also}; look in the channel, and clear state_of_the_data to send what is missing: "
+                + " | ".join(failures)
             )
         if len(misconfigured) == len(failures):
             raise AirflowFailException(

@@ -20,8 +20,8 @@ from greenery.dev import cli_runs
 def a_day(where):
     # What Airflow's task runner does at the start of each task, and never undoes.
     signal.signal(signal.SIGTERM, lambda *_: print("on_kill only", flush=True))
-    print(where, flush=True)
     try:
+        print(where, flush=True)  # inside the try: the test's signal may come as soon as this is read
         time.sleep(60)  # a blocking call, as a query is
     except KeyboardInterrupt:
         print("stopping", flush=True)  # cli_runs.stopped pages from inside the days, as here

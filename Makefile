@@ -11,12 +11,16 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-# Bytecode is compiled at install, so the first DAG parse and first task of a fresh install do not pay for it.
+# Bytecode is compiled at install, so the first DAG parse and first task of a fresh install do not pay for it. The
+# project's own modules too: where PYTHONDONTWRITEBYTECODE is set (as on the CI machine) every process compiled them
+# again, each task and each command (0.4 CPU-s for all of include/). A module edited later is compiled in memory as
+# usual: its .pyc no longer matches the source's time.
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m compileall -q include dags plugins
 	@touch $@
 
 install: $(STAMP) ## create .venv with the locked dependencies and the project (editable)

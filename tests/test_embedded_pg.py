@@ -208,10 +208,14 @@ def test_ctrl_c_in_db_psql_cancels_the_query_not_the_command(pg_tmp_path):
         while True:
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)
             if (data_dir / ".s.PGSQL.5432").is_socket():
-                with psycopg.connect(f"postgresql://postgres:@/postgres?host={data_dir}", autocommit=True) as conn:
-                    sql = "select count(*) from pg_stat_activity where query like 'select pg_sleep%'"
-                    if conn.execute(sql).fetchone()[0]:
-                        break
+                try:  # the socket is there before the server takes connections ("starting up")
+                    url = f"postgresql://postgres:@/postgres?host={data_dir}"
+                    with psycopg.connect(url, autocommit=True) as conn:
+                        sql = "select count(*) from pg_stat_activity where query like 'select pg_sleep%'"
+                        if conn.execute(sql).fetchone()[0]:
+                            break
+                except psycopg.OperationalError:
+                    pass
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=30)

@@ -460,7 +460,7 @@ def test_as_root_a_data_folder_the_server_user_cannot_enter_is_named(tmp_path, m
     (closed / "state").mkdir(parents=True)
     closed.chmod(0o700)
     monkeypatch.setattr(embedded_pg.os, "geteuid", lambda: 0)
-    with pytest.raises(PermissionError, match=rf"cannot enter {re.escape(str(closed))} \(mode 700\)"):
+    with pytest.raises(embedded_pg.UnusableFolderError, match=rf"cannot enter {re.escape(str(closed))} \(mode 700\)"):
         embedded_pg.EmbeddedPostgres(closed / "state" / "pg")
     assert not (closed / "state" / "pg" / "PG_VERSION").exists()
 

@@ -3,10 +3,13 @@ runs it: what a stale postmaster.pid, an odd state folder or a second command mu
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -121,14 +124,15 @@ def test_a_server_is_known_by_its_command_line_when_its_folder_cannot_be_read(pg
         server.stop(discard=True)
 
 
-@pytest.mark.parametrize("state", ["relative", "long"])
+@pytest.mark.parametrize("state", ["relative", "long, with a space"])
 def test_the_server_is_reachable_whatever_the_state_folder(pg_tmp_path, state):
     """Review: the URL named the data directory as given: a relative one is a host name to libpq ("failed to resolve
-    host 's2/pg'"), and past 107 bytes a unix socket cannot be there, so pgserver puts it in its runtime folder."""
+    host 's2/pg'"), and past 107 bytes a unix socket cannot be there, so pgserver puts it in its runtime folder
+    (where a space in the state folder's path does not reach the server's shell-quoted socket option)."""
     if state == "relative":
         env, data_dir = db_env("s2", pg_tmp_path / "airflow"), pg_tmp_path / "s2" / "pg"
     else:
-        long = pg_tmp_path / ("x" * 100)
+        long = pg_tmp_path / ("x" * 50 + " " + "y" * 49)
         env, data_dir = db_env(long, pg_tmp_path / "airflow"), long / "pg"
         assert len(os.fsencode(data_dir / ".s.PGSQL.5432")) > 107  # the positive control: no socket fits there
     try:
@@ -145,6 +149,20 @@ def test_the_server_is_reachable_whatever_the_state_folder(pg_tmp_path, state):
         stopped = db("stop", env=env, cwd=pg_tmp_path)
     assert stopped.stdout.strip() == "stopped", stopped
     assert embedded_pg.running_pid(data_dir) is None
+
+
+def test_a_state_folder_the_server_cannot_start_in_is_one_line_naming_it(pg_tmp_path):
+    """Review: a space (or a shell character) in a short state folder's path reached pg_ctl's shell unquoted (through
+    pgserver), and every command ended with a traceback ending in "pg_ctl ... returned non-zero exit status 1"."""
+    env = db_env(pg_tmp_path / "my state", pg_tmp_path / "airflow")
+    started = db("start", env=env)
+    assert (started.returncode, started.stdout) == (2, ""), started
+    assert started.stderr.splitlines() == [
+        f"error: the embedded PostgreSQL cannot use {pg_tmp_path / 'my state' / 'pg'}: its path has ' ', which pgserver"
+        " passes to the server through a shell, unquoted (it would not start); set GREENERY_STATE_DIR to a folder"
+        " whose path has none, or use a warehouse of your own (AIRFLOW_CONN_GREENERY_WAREHOUSE)"
+    ], started.stderr
+    assert not (pg_tmp_path / "my state" / "pg" / "PG_VERSION").exists()
 
 
 def test_db_start_keeps_the_server_another_command_started(pg_tmp_path):
@@ -188,9 +206,6 @@ def test_ctrl_c_in_db_psql_cancels_the_query_not_the_command(pg_tmp_path):
     """Review: Ctrl-C (SIGINT to the terminal's foreground group: psql and `greenery` both) raised
     KeyboardInterrupt in `greenery`, which killed psql mid-session with a traceback. Now psql alone acts on it: it
     cancels the query, and the command ends with psql's status, stopping the server it started."""
-    import signal
-    import time
-
     env, data_dir = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"), pg_tmp_path / "state" / "pg"
     # As from a terminal: SIGINT goes to the whole group; Python leaves SIGINT ignored when started with it ignored.
     foreground = "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
@@ -204,19 +219,7 @@ def test_ctrl_c_in_db_psql_cancels_the_query_not_the_command(pg_tmp_path):
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)
-            if (data_dir / ".s.PGSQL.5432").is_socket():
-                try:  # the socket is there before the server takes connections ("starting up")
-                    url = f"postgresql://postgres:@/postgres?host={data_dir}"
-                    with psycopg.connect(url, autocommit=True) as conn:
-                        sql = "select count(*) from pg_stat_activity where query like 'select pg_sleep%'"
-                        if conn.execute(sql).fetchone()[0]:
-                            break
-                except psycopg.OperationalError:
-                    pass
-            time.sleep(0.2)
+        _wait_for_sleep(proc, data_dir)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -226,3 +229,86 @@ def test_ctrl_c_in_db_psql_cancels_the_query_not_the_command(pg_tmp_path):
     assert "canceling statement due to user request" in err and "Traceback" not in err, err
     assert proc.returncode == 1, (proc.returncode, out, err)  # psql's status for a failed -c command
     assert embedded_pg.running_pid(data_dir) is None  # the server the command started was stopped
+
+
+def _started(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "greenery.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        # As a terminal's job: SIGHUP at its default, not ignored as under the `nohup` CI runs the suite with.
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+    )
+
+
+def _wait_for_line(proc: subprocess.Popen, start: str) -> None:
+    for line in proc.stdout:
+        if line.startswith(start):
+            return
+    pytest.fail(f"no line {start!r}: {proc.communicate(timeout=30)}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_outside_a_day_stops_the_server_the_command_started(pg_tmp_path, signum):
+    """Review: outside a day's run, SIGTERM (or a closed terminal's SIGHUP) ended a command at once, by the
+    signal's default action: the embedded PostgreSQL it had started stayed up, and so did the psql it ran. Now the
+    command ends through its exit hooks, with the shell's status for the signal and one line."""
+    env, data_dir = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"), pg_tmp_path / "state" / "pg"
+    proc = _started(["db", "psql", "-X", "-c", "select pg_sleep(60)"], env)
+    try:
+        _wait_for_sleep(proc, data_dir)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = {signal.SIGTERM: "terminated (SIGTERM)", signal.SIGHUP: "hung up (SIGHUP)"}[signum]
+    assert (proc.returncode, err.strip().splitlines()[-1:]) == (128 + signum, [f"stopped: {said}"]), (out, err)
+    assert embedded_pg.running_pid(data_dir) is None  # psql and the server the command started were stopped
+
+
+def _wait_for_sleep(proc: subprocess.Popen, data_dir: Path) -> None:
+    """Until the psql ``proc`` started runs its pg_sleep on the server in ``data_dir``."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)
+        if (data_dir / ".s.PGSQL.5432").is_socket():
+            try:  # the socket is there before the server takes connections ("starting up")
+                with psycopg.connect(f"postgresql://postgres:@/postgres?host={data_dir}", autocommit=True) as conn:
+                    sql = "select count(*) from pg_stat_activity where query like 'select pg_sleep%'"
+                    if conn.execute(sql).fetchone()[0]:
+                        return
+            except psycopg.OperationalError:
+                pass
+        time.sleep(0.2)
+
+
+def test_sigterm_while_greenery_run_prepares_pages_once_and_stops_the_server(pg_tmp_path):
+    """Review: SIGTERM before the first day (here while a new Airflow home is migrated, ~6 s) ended `greenery run`
+    at once: the embedded server stayed up, and nobody heard of the day that was not built. Now it stops as a
+    SIGTERM in a day does: one line, exit 143, one page, and the server it started is stopped."""
+    from slack_server import FakeSlack
+
+    data_dir = pg_tmp_path / "state" / "pg"
+    with FakeSlack() as slack:
+        env = {
+            **db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"),
+            "AIRFLOW_CONN_SLACK_ALERTS": slack.webhook_conn_json(),
+        }
+        proc = _started(["run", "--date", "2021-02-12"], env)
+        try:
+            _wait_for_line(proc, "using the embedded PostgreSQL")
+            proc.terminate()
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        said = "stopped: terminated (SIGTERM) at 2021-02-12: no run of it was left running; on-call was paged"
+        assert proc.returncode == 143 and said in err and "Traceback" not in err, (out, err)
+        [page] = slack.webhook_posts()
+        assert "stopped by SIGTERM" in json.dumps(page.body), page.body
+    assert embedded_pg.running_pid(data_dir) is None

@@ -149,6 +149,8 @@ def test_a_missing_or_renamed_column_is_reported(db, real_greenery, tmp_path):
     (data / "products.csv").write_text(text.replace("product_id,name,", "product_id,name,name,", 1))
     with pytest.raises(raw.RawLoadError, match=r"line 1: header names name more than once; raw\.products has \["):
         raw.load_csv(db, data / "products.csv", "products")
+    with pytest.raises(raw.RawLoadError, match=r"more than once; raw_next\.products has \["):  # not "raw." (review)
+        raw.load_csv(db, data / "products.csv", "products", "raw_next")
     assert db.execute("select count(*) from raw.products").fetchone()[0] == 30
 
 
@@ -169,13 +171,18 @@ def test_a_missing_file_is_reported_before_anything_loads(db, real_greenery, tmp
     shutil.copy(real_greenery / "promos.csv", data / "promos.csv")
     (data / "order_item.csv").write_text("order_id,product_id,quantity\n")
     (data / "orders (1).csv").write_text("")
-    with pytest.raises(raw.RawLoadError) as refused:
-        raw.load_dir(db, data)
-    assert str(refused.value) == (
+    assert _refusal(db, data) == (
         f"{data}: order_item.csv, orders (1).csv: not a raw table (the tables are addresses, users, promos, products,"
         " orders, order_items, events); nothing was changed"
     )
     assert db.execute("select to_regclass('raw.users')").fetchone()[0] is None
+
+
+def _refusal(db, data, schema: str | None = None) -> str:
+    """The error of loading the folder ``data`` (into ``schema``), which must be refused."""
+    with pytest.raises(raw.RawLoadError) as refused:
+        raw.load_dir(db, data, schema)
+    return str(refused.value)
 
 
 def test_a_csv_named_in_upper_case_is_refused_not_left_out(db, real_greenery, tmp_path):
@@ -183,22 +190,18 @@ def test_a_csv_named_in_upper_case_is_refused_not_left_out(db, real_greenery, tm
     was refused. A table is read from <table>.csv only, so "orders.CSV" is refused too, beside orders.csv or alone."""
     data = _copy_real(real_greenery, tmp_path)
     (data / "orders (1).CSV").write_text("")
-    with pytest.raises(raw.RawLoadError) as refused:
-        raw.load_dir(db, data)
-    assert str(refused.value) == (
+    assert _refusal(db, data) == (
         f"{data}: orders (1).CSV: not a raw table (the tables are addresses, users, promos, products, orders,"
         " order_items, events); nothing was changed"
     )
     (data / "orders (1).CSV").unlink()
     shutil.copy(data / "orders.csv", data / "orders.CSV")
     recased = f"{data}: orders.CSV: not read, raw.orders is loaded from orders.csv (rename or remove it); nothing"
-    with pytest.raises(raw.RawLoadError) as refused:
-        raw.load_dir(db, data)
-    assert str(refused.value) == f"{recased} was changed"
+    assert _refusal(db, data) == f"{recased} was changed"
+    # Loaded into another schema (load-raw --schema), the message names that schema's table (review: "raw.").
+    assert _refusal(db, data, "raw_next") == f"{recased} was changed".replace("raw.orders", "raw_next.orders")
     (data / "orders.csv").unlink()
-    with pytest.raises(raw.RawLoadError) as refused:
-        raw.load_dir(db, data)
-    assert str(refused.value) == f"{recased} was changed"
+    assert _refusal(db, data) == f"{recased} was changed"
     assert db.execute("select to_regclass('raw.orders')").fetchone()[0] is None
     (data / "orders.CSV").rename(data / "orders.csv")
     assert raw.load_dir(db, data) == REAL_COUNTS

@@ -84,10 +84,11 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
             f"{days[0]} is before the pipeline's start date {start}: its run would build nothing."
             f" To backfill older history, set GREENERY_START_DATE={days[0]} (or earlier) and run again."
         )
-    local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
-    for line in cli_runs.fail_abandoned_runs():
-        print(line, file=sys.stderr)
-    dag = local_airflow.load_dag()
+    with cli_runs.preparing(config.DAG_ID, days[0]):
+        local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
+        for line in cli_runs.fail_abandoned_runs():
+            print(line, file=sys.stderr)
+        dag = local_airflow.load_dag()
     # --verbose: Airflow's log goes to the terminal, and no file is named (none is written).
     log_file = None if verbose else STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     if log_file is not None:
@@ -133,7 +134,8 @@ def _one_day(n: int, days: list[dt.date], day: dt.date, dag, log_file: Path | No
 
 def cmd_run(args: argparse.Namespace) -> int:
     days = _days(args.date, args.end_date)  # before the server starts: a wrong range starts nothing
-    _embedded_if_unconfigured()
+    with cli_runs.preparing(config.DAG_ID, days[0]):
+        _embedded_if_unconfigured()
     return run_days(days, verbose=args.verbose, full_refresh=args.full_refresh)
 
 
@@ -289,20 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.set_defaults(func=cmd_load_raw)
 
     run = sub.add_parser("run", help="run the greenery_daily DAG (in-process, dag.test) for a day or a range")
-    run.add_argument(
-        "--date",
-        type=day_option,
-        required=True,
-        metavar="YYYY-MM-DD",
-        help="the UTC day to build (the run's logical date)",
-    )
-    run.add_argument(
-        "--end-date",
-        type=day_option,
-        default=None,
-        metavar="YYYY-MM-DD",
-        help="build every day from --date to this one",
-    )
+    day = {"type": day_option, "metavar": "YYYY-MM-DD"}
+    run.add_argument("--date", **day, required=True, help="the UTC day to build (the run's logical date)")
+    run.add_argument("--end-date", **day, default=None, help="build every day from --date to this one")
     run.add_argument("--verbose", action="store_true", help="Airflow's task logs on the console, not in the log file")
     run.add_argument(
         "--full-refresh", action="store_true", help="rebuild the incremental models from all history (the DAG Param)"
@@ -310,13 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     answers = sub.add_parser("answers", help="print the business answers from the marts")
-    answers.add_argument(
-        "--date",
-        type=day_option,
-        default=None,
-        metavar="YYYY-MM-DD",
-        help="as of the end of this day (default: the latest)",
-    )
+    answers.add_argument("--date", **day, default=None, help="as of the end of this day (default: the latest)")
     answers.set_defaults(func=cmd_answers)
 
     doc = sub.add_parser("docs", help="print the marts' column docs (include/sql/marts/_docs.yml) as Markdown")
@@ -355,10 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         home = Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow")
         local_airflow.configure(home, ui_links=args.func is not cmd_ui)  # `greenery ui` makes its own links
-        code = args.func(args)
+        with cli_runs.stop_signals_end_the_command():
+            code = args.func(args)
         sys.stdout.flush()  # a reader gone (a closed pipe) raises here, in the handler below, not at exit
         return code
-    except cli_runs.RunInterrupted as exc:  # Ctrl-C, SIGTERM or SIGHUP: the day's run failed (dev/cli_runs.py)
+    except (cli_runs.RunInterrupted, cli_runs.StopSignal) as exc:  # Ctrl-C, SIGTERM or SIGHUP (dev/cli_runs.py)
         with contextlib.suppress(OSError):  # a terminal that hung up answers EIO; the page went out already
             print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_status
@@ -368,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one clear line for known failures; the traceback is noise to a user
         from greenery.answers import NoAnswersError
         from greenery.checks.suites import SuiteDefinitionError
-        from greenery.dev.embedded_pg import ServerInUseError
+        from greenery.dev.embedded_pg import ServerInUseError, UnusableFolderError
         from greenery.docs import DocsError
         from greenery.materialize.model_sql import ModelBuildError
         from greenery.project.models import ModelDefinitionError
@@ -387,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             | local_airflow.SchedulerAliveError
             | NoAnswersError
             | ServerInUseError
+            | UnusableFolderError
             | DocsError
             | config.SettingError,
         ):

@@ -46,6 +46,53 @@ _SIGNALS = {
 }
 
 
+class StopSignal(BaseException):  # not an Exception: no library's `except Exception` may swallow it
+    """SIGTERM or SIGHUP outside a day's run: while the command prepares, or in a command that runs no day. It ends
+    the command through Python's own exit, whose hooks stop the embedded PostgreSQL the command started (review:
+    the signal's default action ended it at once, and the server stayed up; `greenery ui`'s Airflow with it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(_SIGNALS[signum][0])
+        self.signum = signum
+        self.exit_status = 128 + signum
+
+
+@contextlib.contextmanager
+def stop_signals_end_the_command() -> Iterator[None]:
+    """Inside, SIGTERM (and SIGHUP, unless ignored as under `nohup`) raise :class:`StopSignal` in the main thread;
+    once one has, the next are ignored, so that the exit hooks run to their end. Within a day,
+    :func:`sigterm_stops_the_day` takes them over."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.signal(s, _raise_stop) for s in _SIGNALS if signal.getsignal(s) is signal.SIG_DFL}
+    try:
+        yield
+    finally:  # after a stop, the handlers stay ignored through the exit hooks
+        if all(signal.getsignal(s) is _raise_stop for s in before):
+            for signum, handler in before.items():
+                signal.signal(signum, handler)
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    for stop in _SIGNALS:
+        if signal.getsignal(stop) is _raise_stop:
+            signal.signal(stop, signal.SIG_IGN)
+    raise StopSignal(signum)
+
+
+@contextlib.contextmanager
+def preparing(dag_id: str, day: dt.date) -> Iterator[None]:
+    """While `greenery run` prepares its first ``day``: a stop signal is :func:`stopped` as one in a day is (it pages
+    once; no day's run was started). Inside :func:`stop_signals_end_the_command`."""
+    try:
+        yield
+    except StopSignal as stop:
+        _stopped_by[0] = stop.signum
+        _terminated.set()
+        raise stopped(dag_id, day, None) from None
+
+
 def _registry() -> Path:
     return Path(os.environ["AIRFLOW_HOME"]) / REGISTRY
 
@@ -131,7 +178,7 @@ def sigterm_stops_the_day() -> Iterator[None]:
     _terminated.clear()
     main = threading.main_thread().ident
     # SIGHUP only where it would end the process: `nohup` (SIG_IGN) asked to run on with no terminal.
-    stops = {s for s in _SIGNALS if s == signal.SIGTERM or signal.getsignal(s) is signal.SIG_DFL}
+    stops = {s for s in _SIGNALS if s == signal.SIGTERM or signal.getsignal(s) is not signal.SIG_IGN}
     previous, before = signal.signal(signal.SIGUSR2, _raise_interrupt), {s: signal.getsignal(s) for s in stops}
     signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     leaving, late, ready, lock = threading.Event(), threading.Event(), threading.Event(), threading.Lock()

@@ -41,6 +41,7 @@ class EmbeddedPostgres:
         self.data_dir = _absolute(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _check_reachable_when_root(self.data_dir)
+        _check_socket_folder(self.data_dir)
         _forget_dead_handles(self.data_dir)
         # A stale postmaster.pid naming a live process: pgserver would take that process for the server, and
         # stop it (pg_ctl, then SIGTERM/SIGKILL) when this command ends. running_pid removes such a file.
@@ -110,6 +111,29 @@ def _exists(pid: int) -> bool:
     return True
 
 
+class UnusableFolderError(RuntimeError):
+    """The embedded PostgreSQL cannot run in the state folder; the message names the folder, why, and what to do."""
+
+
+# pg_ctl hands the server its socket folder (`-k`) through /bin/sh, and pgserver passes it unquoted: a space or a
+# shell character there ended every command with pg_ctl's bare "returned non-zero exit status 1" and a traceback.
+_SHELL_CHARS = frozenset(" \t\n'\"\\$`;&|<>()*?[")
+
+
+def _check_socket_folder(data_dir: Path) -> None:
+    """Refuse a data directory pgserver would start the server in with a broken socket option, naming why. (A path
+    too long for a socket is fine: the socket is then in pgserver's runtime folder.)"""
+    from pgserver.utils import socket_name_length_ok
+
+    found = sorted(set(str(data_dir)) & _SHELL_CHARS)
+    if found and socket_name_length_ok(data_dir / ".s.PGSQL.5432"):
+        raise UnusableFolderError(
+            f"the embedded PostgreSQL cannot use {data_dir}: its path has {' '.join(map(repr, found))}, which"
+            " pgserver passes to the server through a shell, unquoted (it would not start); set GREENERY_STATE_DIR"
+            " to a folder whose path has none, or use a warehouse of your own (AIRFLOW_CONN_GREENERY_WAREHOUSE)"
+        )
+
+
 def _check_reachable_when_root(data_dir: Path) -> None:
     """PostgreSQL refuses to run as root, so as root pgserver runs it as its own user ``pgserver``, which must
     be able to enter every folder above the data directory (initdb otherwise fails with a bare
@@ -119,7 +143,7 @@ def _check_reachable_when_root(data_dir: Path) -> None:
     closed = next(((p, mode) for p in data_dir.resolve().parents if not (mode := p.stat().st_mode) & 0o001), None)
     if closed:
         folder, mode = closed
-        raise PermissionError(
+        raise UnusableFolderError(
             f"the embedded PostgreSQL cannot use {data_dir}: running as root, it runs as the user 'pgserver', "
             f"which cannot enter {folder} (mode {mode & 0o777:o}); run as another user, "
             f"allow others to enter that folder (chmod o+x), or set GREENERY_STATE_DIR to a folder they can enter"

@@ -6,6 +6,7 @@ imports ``airflow``.
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import copy
 import datetime as dt
@@ -20,6 +21,14 @@ from greenery import config
 PROJECT_DIR = config.PROJECT_DIR
 DAG_FILE = PROJECT_DIR / "dags" / "greenery_daily.py"
 BASE_URL_FILE = "greenery-ui-base-url"  # in the Airflow home: where `greenery ui` last served it
+# The paths Airflow writes into a new home's airflow.cfg, from the home's path at that moment. A home moved or
+# copied with its state folder kept naming the old one (review: "no such table: dag", the metadata database
+# being looked for where the folder used to be; task logs written there).
+_HOME_PATHS = {
+    ("database", "sql_alchemy_conn"): "sqlite:///{home}/airflow.db",
+    ("logging", "base_log_folder"): "{home}/logs",
+    ("logging", "dag_processor_child_process_log_directory"): "{home}/logs/dag_processor",
+}
 
 
 def record_base_url(home: Path, url: str) -> None:
@@ -44,13 +53,48 @@ def configure(home: Path, quiet: bool = False, ui_links: bool = True) -> Path:
         os.environ.setdefault("AIRFLOW__API__BASE_URL", recorded.read_text().strip())
     if quiet:
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    for name, value in moved_home_paths(home, os.environ).items():
+        os.environ[name] = value
     return home
+
+
+def moved_home_paths(home: Path, environ) -> dict[str, str]:
+    """The settings of ``home``'s airflow.cfg that still name the folder Airflow created it in, each as the
+    variable that names ``home`` instead. Only values of the shape Airflow generated, in the folder its
+    ``dags_folder`` was generated in: a path the user chose is theirs, and so is any variable already set."""
+    if environ.get("AIRFLOW_CONFIG"):  # a config file of the user's choosing, wherever it is
+        return {}
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        if not parser.read(Path(home) / "airflow.cfg"):
+            return {}
+    except configparser.Error:
+        return {}  # Airflow reports its own config's errors, naming the line
+    created_in = _home_in(parser.get("core", "dags_folder", fallback=""), "{home}/dags")
+    if created_in is None or Path(created_in) == Path(home):
+        return {}
+    moved = {}
+    for (section, key), template in _HOME_PATHS.items():
+        name = f"AIRFLOW__{section.upper()}__{key.upper()}"
+        value = parser.get(section, key, fallback="")
+        if name not in environ and _home_in(value, template) == created_in:
+            moved[name] = template.format(home=home)
+    return moved
+
+
+def _home_in(value: str, template: str) -> str | None:
+    """The folder ``value`` was made from with ``template``, or None if it does not have the template's shape."""
+    prefix, suffix = template.split("{home}")
+    if value.startswith(prefix + "/") and value.endswith(suffix) and len(value) > len(prefix + suffix):
+        return value[len(prefix) : len(value) - len(suffix)]
+    return None
 
 
 def prepare(home: Path, quiet: bool = False) -> Path:
     """:func:`configure`, then create the SQLite metadata DB once."""
     home = configure(home, quiet)
-    if not (home / "airflow.db").exists() and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ:
+    ours = _HOME_PATHS["database", "sql_alchemy_conn"].format(home=home)  # set by configure() for a moved home
+    if not (home / "airflow.db").exists() and os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ours) == ours:
         airflow = Path(sys.executable).with_name("airflow")
         subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
     return home

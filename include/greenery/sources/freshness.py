@@ -118,11 +118,16 @@ def check(
 
 _ACCESS = """
 select has_schema_privilege(n.oid, 'usage'), has_table_privilege(c.oid, 'select'),
-    array(select a.attname from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
-        and a.attname = any(%(columns)s) and not has_column_privilege(c.oid, a.attnum, 'select') order by a.attnum),
-    array(select a.attname from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
-        and a.attname = any(%(columns)s))
+    coalesce(cols.unreadable, '{}'), coalesce(cols.present, '{}')
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+cross join lateral (
+    select array_agg(a.attname order by a.attnum) as present,
+        array_agg(a.attname order by a.attnum) filter (
+            where not has_column_privilege(c.oid, a.attnum, 'select')
+        ) as unreadable
+    from pg_attribute a
+    where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attname = any(%(columns)s)
+) as cols
 where n.nspname = %(schema)s and c.relname = %(table)s and c.relkind in ('r', 'p', 'v', 'm', 'f')
 """
 

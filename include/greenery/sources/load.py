@@ -99,7 +99,7 @@ class _Lines:
         return row + self.shifts[bisect.bisect_right(self.rows, row) - 1]
 
 
-def _check_header(path: Path, table: str, header: list[str]) -> None:
+def _check_header(path: Path, schema: str, table: str, header: list[str]) -> None:
     expected = list(RAW_TABLES[table])
     if header == expected:
         return
@@ -107,10 +107,12 @@ def _check_header(path: Path, table: str, header: list[str]) -> None:
     extra = [c for c in header if c not in expected]
     twice = sorted({c for c in header if header.count(c) > 1})  # review: read "missing none, unexpected none"
     if twice and not missing and not extra:
-        raise _error(f"{path}, line 1", f"header names {', '.join(twice)} more than once; raw.{table} has {expected}")
+        raise _error(
+            f"{path}, line 1", f"header names {', '.join(twice)} more than once; {schema}.{table} has {expected}"
+        )
     raise _error(
         f"{path}, line 1",
-        f"header does not match raw.{table}: missing {missing or 'none'}, unexpected {extra or 'none'}"
+        f"header does not match {schema}.{table}: missing {missing or 'none'}, unexpected {extra or 'none'}"
         + ("" if missing or extra else f"; columns must be in the order {expected}"),
     )
 
@@ -155,7 +157,7 @@ def _records(reader, path: Path, width: int) -> Iterator[tuple[int, list[str]]]:
             yield start, row
 
 
-def _copy_csv(path: Path, table: str, cur, copy_statement, allow_empty: bool = False) -> int:
+def _copy_csv(path: Path, schema: str, table: str, cur, copy_statement, allow_empty: bool = False) -> int:
     """COPY the CSV at ``path`` (a fill for :func:`_replace_tables`); return its row count.
 
     A file with a header and no rows is refused unless ``allow_empty``: replacing a raw table with nothing is
@@ -171,7 +173,7 @@ def _copy_csv(path: Path, table: str, cur, copy_statement, allow_empty: bool = F
             header = next(reader, None)
             if header is None:
                 raise _error(path, "empty file, expected a header row")
-            _check_header(path, table, [h.strip() for h in header])
+            _check_header(path, schema, table, [h.strip() for h in header])
             times = [(i, c) for i, (c, kind) in enumerate(RAW_TABLES[table].items()) if kind == "timestamptz"]
             with cur.copy(copy_statement) as copy:
                 for start, row in _records(reader, path, len(RAW_TABLES[table])):
@@ -194,20 +196,21 @@ def _copy_csv(path: Path, table: str, cur, copy_statement, allow_empty: bool = F
     except psycopg.Error as exc:
         raise _copy_error(exc, path, lines) from exc
     if count == 0 and not allow_empty:
-        raise _error(path, f"a header and no rows, which would empty raw.{table} (--allow-empty loads it so)")
+        raise _error(path, f"a header and no rows, which would empty {schema}.{table} (--allow-empty loads it so)")
     log.info("loaded %s: %d rows from %s", table, count, path)
     return count
 
 
 def load_csv(conn, path: Path, table: str, schema: str | None = None, allow_empty: bool = False) -> int:
     """Replace ``schema.table`` with the rows of the CSV at ``path``; return the row count."""
-    fill = partial(_copy_csv, Path(path), table, allow_empty=allow_empty)
+    schema = schema or config.get().raw_schema
+    fill = partial(_copy_csv, Path(path), schema, table, allow_empty=allow_empty)
     return _replace_tables(conn, schema, {table: fill})[table]
 
 
 def load_dir(conn, directory: Path, schema: str | None = None, allow_empty: bool = False) -> dict[str, int]:
     """Replace the seven raw tables with the Greenery CSVs of ``directory``, all or nothing; return row counts."""
-    directory = Path(directory)
+    directory, schema = Path(directory), schema or config.get().raw_schema
     if not directory.is_dir():  # review: a mistyped folder was reported as seven missing files
         raise _error(directory, "no such folder" if not directory.exists() else "not a folder")
     # Review: a CSV the loader does not know (a misnamed table, a copy) was left out without a word; and so was
@@ -221,7 +224,8 @@ def load_dir(conn, directory: Path, schema: str | None = None, allow_empty: bool
     if unknown or recased:
         why = [f"{', '.join(unknown)}: not a raw table (the tables are {', '.join(RAW_TABLES)})"] if unknown else []
         why += [
-            f"{n}: not read, raw.{names[n.lower()]} is loaded from {n.lower()} (rename or remove it)" for n in recased
+            f"{n}: not read, {schema}.{names[n.lower()]} is loaded from {n.lower()} (rename or remove it)"
+            for n in recased
         ]
         raise _error(directory, "; ".join(why))
     missing = [t for t in RAW_TABLES if not (directory / f"{t}.csv").is_file()]
@@ -229,14 +233,15 @@ def load_dir(conn, directory: Path, schema: str | None = None, allow_empty: bool
         named = [f"{t}.csv" + (" (not a file)" if (directory / f"{t}.csv").exists() else "") for t in missing]
         raise _error(directory, f"missing {', '.join(named)}")
     fills = {
-        table: partial(_copy_csv, directory / f"{table}.csv", table, allow_empty=allow_empty) for table in RAW_TABLES
+        table: partial(_copy_csv, directory / f"{table}.csv", schema, table, allow_empty=allow_empty)
+        for table in RAW_TABLES
     }
     return _replace_tables(conn, schema, fills)
 
 
 def load_rows(conn, table: str, rows: Iterable[Mapping[str, object]], schema: str | None = None) -> int:
     """Replace a raw table with in-memory rows (absent keys are NULL), as a CSV load would; for tests."""
-    columns = list(RAW_TABLES[table])
+    columns, schema = list(RAW_TABLES[table]), schema or config.get().raw_schema
 
     def fill(cur, copy_statement) -> int:
         count = 0
@@ -244,7 +249,7 @@ def load_rows(conn, table: str, rows: Iterable[Mapping[str, object]], schema: st
             for row in rows:
                 unknown = set(row) - set(columns)
                 if unknown:
-                    raise _error(f"raw.{table}", f"no column(s) {sorted(unknown)}")
+                    raise _error(f"{schema}.{table}", f"no column(s) {sorted(unknown)}")
                 copy.write_row([row.get(c) for c in columns])
                 count += 1
         return count

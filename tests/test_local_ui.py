@@ -194,7 +194,10 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     try:
         for name, url in (("failed-run", buttons[0]), ("data-quality-run", quality)):
             shots[name] = SHOTS / f"greenery-{name}.png"
-            drawn = f"document.body.innerText.includes({json.dumps(run_id)})"
+            # The run's id alone is not drawn: Airflow's run page names it (from its URL) before its labels are
+            # translated ("nav.home") and its tasks loaded (CI, under load: shot with skeleton rows, no "failed").
+            ready = "(t => t.includes({}) && t.toLowerCase().includes('failed') && !t.includes('nav.home'))"
+            drawn = ready.format(json.dumps(run_id)) + "(document.body.innerText)"
             loading = chrome.screenshot(url, shots[name], size=(1400, 1000), timeout_s=120, until=drawn)
             if loading:  # the page is shot all the same; what never finished loading is named
                 warnings.warn(f"{name}: still loading when shot: {loading}", stacklevel=1)

@@ -31,7 +31,8 @@ def _embedded_if_unconfigured(always: bool = False) -> object | None:
 
     if os.environ.get(warehouse.conn_env_var()) and not always:
         return None
-    server = embedded_pg.open_server(STATE_DIR / "pg")
+    with cli_runs.stop_signals_deferred():  # initdb or pg_ctl killed half-way would break the folder (review)
+        server = embedded_pg.open_server(STATE_DIR / "pg")
     # Airflow reads connections from the environment: this process's tasks and children use the server.
     os.environ[warehouse.conn_env_var()] = warehouse.connection_json(server.url())
     print(f"using the embedded PostgreSQL in {server.data_dir} (greenery db psql)")
@@ -84,17 +85,18 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
             f"{days[0]} is before the pipeline's start date {start}: its run would build nothing."
             f" To backfill older history, set GREENERY_START_DATE={days[0]} (or earlier) and run again."
         )
-    with cli_runs.preparing(config.DAG_ID, days[0]):
-        local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
+    with cli_runs.preparing(config.DAG_ID, days[0]):  # up to the first day's run: a stop pages
+        with cli_runs.stop_signals_deferred():  # a migration stopped half-way would break the Airflow home
+            local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
         for line in cli_runs.fail_abandoned_runs():
             print(line, file=sys.stderr)
         dag = local_airflow.load_dag()
-    # --verbose: Airflow's log goes to the terminal, and no file is named (none is written).
-    log_file = None if verbose else STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
-    if log_file is not None:
-        print(f"Airflow's log of this command: {log_file}")
-    with cli_runs.sigterm_stops_the_day():  # `kill` or `timeout` stops the day as Ctrl-C does (and pages)
-        return _each_day(days, dag, log_file, full_refresh)
+        # --verbose: Airflow's log goes to the terminal, and no file is named (none is written).
+        log_file = None if verbose else STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+        if log_file is not None:
+            print(f"Airflow's log of this command: {log_file}")
+        with cli_runs.sigterm_stops_the_day():  # `kill` or `timeout` stops the day as Ctrl-C does (and pages)
+            return _each_day(days, dag, log_file, full_refresh)
 
 
 def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: bool) -> int:
@@ -252,9 +254,10 @@ def cmd_db(args: argparse.Namespace) -> int:
         print(f"greenery db {args.action} takes no arguments (got {' '.join(args.psql_args)})", file=sys.stderr)
         return 2
     if args.action == "start":
-        server = embedded_pg.start_kept(data_dir)
-        print(f"running until `greenery db stop`: {server.url('postgres')}")
-        print(f"  psql: greenery db psql   (or {embedded_pg.psql_path()} '{server.url()}')")
+        with cli_runs.stop_signals_deferred():  # a stop in initdb or pg_ctl would break the folder: after they end
+            server = embedded_pg.start_kept(data_dir)
+            print(f"running until `greenery db stop`: {server.url('postgres')}")
+            print(f"  psql: greenery db psql   (or {embedded_pg.psql_path()} '{server.url()}')")
         return 0
     if args.action == "stop":
         print("stopped" if embedded_pg.stop_kept(data_dir) else "not running")
@@ -264,7 +267,8 @@ def cmd_db(args: argparse.Namespace) -> int:
         kept = " (kept running by `greenery db start`)" if embedded_pg.kept_running(data_dir) else ""
         print(f"running, pid {pid}{kept}: {data_dir}" if pid else f"not running: {data_dir}")
         return 0 if pid else 1
-    server = embedded_pg.open_server(data_dir)  # psql: start it for the session if needed
+    with cli_runs.stop_signals_deferred():
+        server = embedded_pg.open_server(data_dir)  # psql: start it for the session if needed
     try:
         return embedded_pg.psql(server.url(), args.psql_args)
     finally:

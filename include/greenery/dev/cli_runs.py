@@ -76,18 +76,49 @@ def stop_signals_end_the_command() -> Iterator[None]:
 
 def _raise_stop(signum: int, frame: object) -> None:
     for stop in _SIGNALS:
-        if signal.getsignal(stop) is _raise_stop:
+        if signal.getsignal(stop) in (_raise_stop, _note_stop):
             signal.signal(stop, signal.SIG_IGN)
     raise StopSignal(signum)
 
 
+_noted: list[int] = []  # the stop signals that came while deferred
+
+
+def _note_stop(signum: int, frame: object) -> None:
+    _noted.append(signum)
+
+
+@contextlib.contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Inside, a stop signal is noted, and raised as :class:`StopSignal` on leaving: for work that a stop half-way
+    would break for good (review: killed mid-initdb, a state folder's server never started again; killed in
+    `pg_ctl start`, the server it launched ran on; killed mid-migration, the next run read "no such table: dag")."""
+    ours = [s for s in _SIGNALS if signal.getsignal(s) is _raise_stop]
+    for signum in ours:
+        signal.signal(signum, _note_stop)
+    try:
+        yield
+    finally:
+        for signum in ours:
+            if signal.getsignal(signum) is _note_stop:
+                signal.signal(signum, _raise_stop)
+        if _noted:
+            _raise_stop(_noted.pop(0), None)
+
+
+_days_entered = threading.Event()  # sigterm_stops_the_day was entered: its days' stops are its own
+
+
 @contextlib.contextmanager
 def preparing(dag_id: str, day: dt.date) -> Iterator[None]:
-    """While `greenery run` prepares its first ``day``: a stop signal is :func:`stopped` as one in a day is (it pages
-    once; no day's run was started). Inside :func:`stop_signals_end_the_command`."""
+    """While `greenery run` prepares its first ``day``, up to its first day's run: a stop signal is :func:`stopped`
+    as one in a day is (it pages once; no day's run was started). Inside :func:`stop_signals_end_the_command`."""
+    _days_entered.clear()
     try:
         yield
     except StopSignal as stop:
+        if _days_entered.is_set():  # after the days (as the command ended): nothing to page about
+            raise
         _stopped_by[0] = stop.signum
         _terminated.set()
         raise stopped(dag_id, day, None) from None
@@ -207,8 +238,13 @@ def sigterm_stops_the_day() -> Iterator[None]:
     waiter = threading.Thread(target=wait_for_sigterm, name="greenery-sigterm", daemon=True)
     waiter.start()
     ready.wait()
+    _days_entered.set()
+    ending = False
     try:
         yield
+    except (KeyboardInterrupt, RunInterrupted):
+        ending = True  # stopped: a later stop signal must not replace this stop's line (review), so it is ignored
+        raise
     finally:
         leaving.set()
         with lock:
@@ -220,10 +256,11 @@ def sigterm_stops_the_day() -> Iterator[None]:
             # unblocked below it would end the process before its stop line and its exit hooks (review).
             signal.sigwait(pending)
         for signum, handler in before.items():
-            signal.signal(signum, handler)  # not the last task's SIGTERM handler, which Airflow leaves set
+            # Not the last task's SIGTERM handler, which Airflow leaves set.
+            signal.signal(signum, signal.SIG_IGN if ending else handler)
         signal.signal(signal.SIGUSR2, previous)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)  # one still pending is delivered now
-        if late.is_set():
+        if late.is_set() and not ending:
             signal.raise_signal(_stopped_by[0])
 
 

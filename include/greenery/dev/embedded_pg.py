@@ -12,6 +12,7 @@ import atexit
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -41,11 +42,11 @@ class EmbeddedPostgres:
         self.data_dir = _absolute(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _check_reachable_when_root(self.data_dir)
-        _check_socket_folder(self.data_dir)
         _forget_dead_handles(self.data_dir)
         # A stale postmaster.pid naming a live process: pgserver would take that process for the server, and
         # stop it (pg_ctl, then SIGTERM/SIGKILL) when this command ends. running_pid removes such a file.
-        running_pid(self.data_dir)
+        if running_pid(self.data_dir) is None:  # to be started: a server running already (db stop) is used as is
+            _check_shell_safe(self.data_dir)
         self._server = pgserver.get_server(self.data_dir, cleanup_mode=self.cleanup)
         # atexit runs its hooks last registered first: this one before pgserver's, which would stop the server.
         atexit.register(self._honour_keep)
@@ -115,21 +116,26 @@ class UnusableFolderError(RuntimeError):
     """The embedded PostgreSQL cannot run in the state folder; the message names the folder, why, and what to do."""
 
 
-# pg_ctl hands the server its socket folder (`-k`) through /bin/sh, and pgserver passes it unquoted: a space or a
-# shell character there ended every command with pg_ctl's bare "returned non-zero exit status 1" and a traceback.
-_SHELL_CHARS = frozenset(" \t\n'\"\\$`;&|<>()*?[")
+# pg_ctl starts the server through /bin/sh: the data directory and the log in double quotes, the socket folder
+# (`-k`, from pgserver) unquoted. What the shell reads there otherwise ended every command with pg_ctl's bare
+# "returned non-zero exit status 1" and a traceback (review). In double quotes: $ (before a name), ` " \. Unquoted,
+# also whitespace, ' and the operators; a glob (* ? [) stays as written unless it matches, so it is let through.
+_EXPANDED_IN_QUOTES = re.compile(r'\$[\w{(@*#?$!-]|[`"\\]')
+_SPLIT_UNQUOTED = re.compile(r"[\s';&|<>()]")
 
 
-def _check_socket_folder(data_dir: Path) -> None:
-    """Refuse a data directory pgserver would start the server in with a broken socket option, naming why. (A path
-    too long for a socket is fine: the socket is then in pgserver's runtime folder.)"""
+def _check_shell_safe(data_dir: Path) -> None:
+    """Refuse a data directory pgserver could not start its server in, naming the characters and why. The socket
+    is in the data directory unless that path is too long for one (then in pgserver's runtime folder)."""
     from pgserver.utils import socket_name_length_ok
 
-    found = sorted(set(str(data_dir)) & _SHELL_CHARS)
-    if found and socket_name_length_ok(data_dir / ".s.PGSQL.5432"):
+    found = _EXPANDED_IN_QUOTES.findall(str(data_dir))
+    if socket_name_length_ok(data_dir / ".s.PGSQL.5432"):
+        found += _SPLIT_UNQUOTED.findall(str(data_dir))
+    if found:
         raise UnusableFolderError(
-            f"the embedded PostgreSQL cannot use {data_dir}: its path has {' '.join(map(repr, found))}, which"
-            " pgserver passes to the server through a shell, unquoted (it would not start); set GREENERY_STATE_DIR"
+            f"the embedded PostgreSQL cannot use {data_dir}: its path has {', '.join(map(repr, sorted(set(found))))},"
+            " which pg_ctl passes to the server through a shell (it would not start); set GREENERY_STATE_DIR"
             " to a folder whose path has none, or use a warehouse of your own (AIRFLOW_CONN_GREENERY_WAREHOUSE)"
         )
 
@@ -275,10 +281,20 @@ def psql(url: str, args: list[str]) -> int:
     import subprocess
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # before psql starts: no Ctrl-C may orphan it
+    proc = None
     try:
         proc = subprocess.Popen(
             [psql_path(), url, *args], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
         )
         return proc.wait()
+    except BaseException:  # this command stopped (SIGTERM, SIGHUP): psql, on its terminal, is stopped with it (review)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)

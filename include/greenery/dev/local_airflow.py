@@ -12,6 +12,7 @@ import copy
 import datetime as dt
 import importlib.util
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -94,10 +95,22 @@ def prepare(home: Path, quiet: bool = False) -> Path:
     """:func:`configure`, then create the SQLite metadata DB once."""
     home = configure(home, quiet)
     ours = _HOME_PATHS["database", "sql_alchemy_conn"].format(home=home)  # set by configure() for a moved home
-    if not (home / "airflow.db").exists() and os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ours) == ours:
+    if not _migrated(home / "airflow.db") and os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ours) == ours:
         airflow = Path(sys.executable).with_name("airflow")
         subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
     return home
+
+
+def _migrated(db: Path) -> bool:
+    """Whether the SQLite metadata database ``db`` exists and a migration finished in it (review: one killed half-way
+    left a file without tables, and every later run failed with "no such table: dag")."""
+    if not db.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+            return conn.execute("select count(*) from alembic_version").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
 
 
 def load_dag(dag_file: Path = DAG_FILE):

@@ -147,7 +147,10 @@ def _sources(
     with contextlib.ExitStack() as stack:
         sources = []
         for stream, stream_tables in enumerate(tables):
-            conn = stack.enter_context(psycopg.connect(**connect_args))
+            # Autocommit: GX opens and closes a SQLAlchemy connection per query, which was a BEGIN and a ROLLBACK
+            # around each of them (READ COMMITTED either way: each query sees its own snapshot). Validation of the
+            # real data, alternating in one process: 5.95 CPU-s against 6.89 (medians of 5, 2026-12-03).
+            conn = stack.enter_context(psycopg.connect(**connect_args, autocommit=True))
             with warnings.catch_warnings():
                 # Generic on purpose: GX's Postgres source rejects socket-only (embedded server) URLs.
                 warnings.filterwarnings("ignore", message="You are using a generic SQLDatasource")

@@ -273,6 +273,18 @@ def _started(args: list[str], env: dict, terminal: int | None = None) -> subproc
     )
 
 
+def _terminated_once(proc: subprocess.Popen, ready) -> tuple[str, str]:
+    """SIGTERM to ``proc`` once ``ready()`` returned; its output. Killed if anything failed before it ended."""
+    try:
+        ready()
+        proc.terminate()
+        return proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _wait_for_line(proc: subprocess.Popen, start: str) -> None:
     for line in proc.stdout:
         if line.startswith(start):
@@ -340,14 +352,7 @@ def test_sigterm_while_greenery_run_prepares_pages_once_and_stops_the_server(pg_
             "AIRFLOW_CONN_SLACK_ALERTS": slack.webhook_conn_json(),
         }
         proc = _started(["run", "--date", "2021-02-12"], env)
-        try:
-            _wait_for_line(proc, "using the embedded PostgreSQL")
-            proc.terminate()
-            out, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        out, err = _terminated_once(proc, lambda: _wait_for_line(proc, "using the embedded PostgreSQL"))
         said = "stopped: terminated (SIGTERM) at 2021-02-12: no run of it was left running; on-call was paged"
         assert proc.returncode == 143 and said in err and "Traceback" not in err, (out, err)
         [page] = slack.webhook_posts()
@@ -365,17 +370,14 @@ def test_a_stop_signal_while_the_server_is_first_made_leaves_a_folder_that_works
     server runs until `greenery db stop`, and so it does."""
     env, data_dir = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"), pg_tmp_path / "state" / "pg"
     proc = _started(["db", "start"], env)
-    try:
+
+    def in_initdb() -> None:
         deadline = time.monotonic() + 60
         while not (data_dir / "PG_VERSION").exists():  # initdb writes it first
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)
             time.sleep(0.01)
-        proc.terminate()
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+    out, err = _terminated_once(proc, in_initdb)
     assert (proc.returncode, err.strip().splitlines()[-1:]) == (143, ["stopped: terminated (SIGTERM)"]), (out, err)
     assert out.startswith("running until `greenery db stop`") and embedded_pg.running_pid(data_dir), out
     try:

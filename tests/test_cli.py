@@ -782,3 +782,26 @@ def test_a_green_day_says_what_it_quarantined_and_warned(warehouse_url):
     assert run_outcome.notes(SimpleNamespace(run_id="unrecorded", state="success")) == (
         " (no validation is recorded for it)"
     )
+
+
+def test_ctrl_c_outside_a_days_run_is_one_line(tmp_path):
+    """Outside a day's run Ctrl-C was a KeyboardInterrupt traceback (second review); now one line and 130."""
+    out = tmp_path / "csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FOREGROUND, "generate", str(out), "--scale", "200"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.is_dir() and any(out.iterdir())):  # writing its files
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, err.strip().splitlines()) == (130, ["stopped: interrupted (Ctrl-C)"]), err

@@ -170,9 +170,12 @@ def test_a_state_folder_the_server_cannot_start_in_is_one_line_naming_it(pg_tmp_
 @pytest.mark.parametrize(
     ("name", "refused"),
     [
-        ("g[1]", []),  # a glob matching nothing stays as written (review: it worked, and was refused)
-        ("st*r", []),
+        # Unquoted, a glob matching another folder started the server on that folder's socket (review).
+        ("g[1]", ["'['"]),
+        ("st*r", ["'*'"]),
+        ("x{a,b}", ["'{'"]),  # two words where /bin/sh is bash
         ("d$", []),  # a $ before / is no expansion
+        ("nb\u00a0sp", []),  # the shell splits on ASCII whitespace only
         ("my state", ["' '"]),
         ("a;b", ["';'"]),
         ("$HOME", ["'$H'"]),
@@ -259,8 +262,9 @@ def test_ctrl_c_in_db_psql_cancels_the_query_not_the_command(pg_tmp_path):
     assert embedded_pg.running_pid(data_dir) is None  # the server the command started was stopped
 
 
-def _started(args: list[str], env: dict, terminal: int | None = None) -> subprocess.Popen:
-    """The command, its output piped, or on the pty ``terminal`` (stdin and stdout) but for its errors."""
+def _started(args: list[str], env: dict, terminal: int | None = None, group: bool = False) -> subprocess.Popen:
+    """The command, its output piped, or on the pty ``terminal`` (stdin and stdout) but for its errors; ``group``:
+    in a process group (and session) of its own."""
     return subprocess.Popen(
         [sys.executable, "-m", "greenery.cli", *args],
         stdin=terminal,
@@ -268,6 +272,7 @@ def _started(args: list[str], env: dict, terminal: int | None = None) -> subproc
         stderr=subprocess.PIPE,
         text=True,
         env={**env, "PYTHONUNBUFFERED": "1"},
+        start_new_session=group,
         # As a terminal's job: SIGHUP at its default, not ignored as under the `nohup` CI runs the suite with.
         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )
@@ -283,6 +288,13 @@ def _terminated_once(proc: subprocess.Popen, ready) -> tuple[str, str]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _wait_for_file(proc: subprocess.Popen, path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)
+        time.sleep(0.005)
 
 
 def _wait_for_line(proc: subprocess.Popen, start: str) -> None:
@@ -352,7 +364,12 @@ def test_sigterm_while_greenery_run_prepares_pages_once_and_stops_the_server(pg_
             "AIRFLOW_CONN_SLACK_ALERTS": slack.webhook_conn_json(),
         }
         proc = _started(["run", "--date", "2021-02-12"], env)
-        out, err = _terminated_once(proc, lambda: _wait_for_line(proc, "using the embedded PostgreSQL"))
+
+        def migrating() -> None:  # the new Airflow home's database is being made
+            _wait_for_line(proc, "using the embedded PostgreSQL")
+            _wait_for_file(proc, pg_tmp_path / "airflow" / "airflow.db")
+
+        out, err = _terminated_once(proc, migrating)
         said = "stopped: terminated (SIGTERM) at 2021-02-12: no run of it was left running; on-call was paged"
         assert proc.returncode == 143 and said in err and "Traceback" not in err, (out, err)
         [page] = slack.webhook_posts()
@@ -366,22 +383,33 @@ def test_sigterm_while_greenery_run_prepares_pages_once_and_stops_the_server(pg_
 def test_a_stop_signal_while_the_server_is_first_made_leaves_a_folder_that_works(pg_tmp_path):
     """Review: SIGTERM in `initdb` killed it half-way (the command's exit killed its child), and the folder's server
     never started again ('database "postgres" does not exist'); in `pg_ctl start`, the server it launched ran on
-    unknown to anyone. The signal now waits for the start, then ends the command: `db start` has said that the
-    server runs until `greenery db stop`, and so it does."""
+    unknown to anyone. The signal now waits for the start, then ends the command, which stops what it started (it
+    said "running until `greenery db stop`" and was stopped: second review)."""
     env, data_dir = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"), pg_tmp_path / "state" / "pg"
     proc = _started(["db", "start"], env)
 
-    def in_initdb() -> None:
-        deadline = time.monotonic() + 60
-        while not (data_dir / "PG_VERSION").exists():  # initdb writes it first
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)
-            time.sleep(0.01)
-
-    out, err = _terminated_once(proc, in_initdb)
+    out, err = _terminated_once(proc, lambda: _wait_for_file(proc, data_dir / "PG_VERSION"))  # initdb writes it first
     assert (proc.returncode, err.strip().splitlines()[-1:]) == (143, ["stopped: terminated (SIGTERM)"]), (out, err)
-    assert out.startswith("running until `greenery db stop`") and embedded_pg.running_pid(data_dir), out
+    assert "running until" not in out and embedded_pg.running_pid(data_dir) is None, out
+    assert not embedded_pg.kept_running(data_dir)
+    psql = db("psql", "-X", "-A", "-t", "-c", "select 40 + 2", env=env)
+    assert (psql.returncode, psql.stdout.strip()) == (0, "42"), psql
+    assert embedded_pg.running_pid(data_dir) is None
+
+
+def test_a_signal_to_the_whole_group_as_the_server_starts_leaves_no_server(pg_tmp_path):
+    """Second review: a closed terminal or `timeout` signals the whole process group, pg_ctl included. Killed while
+    it waited for the server it launched, pg_ctl left a server pgserver never recorded: no exit hook stopped it."""
+    env, data_dir = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"), pg_tmp_path / "state" / "pg"
+    assert db("start", env=env).returncode == 0 and db("stop", env=env).returncode == 0  # made: only a start now
+    proc = _started(["db", "psql", "-X", "-c", "select 1"], env, group=True)
     try:
-        psql = db("psql", "-X", "-A", "-t", "-c", "select 40 + 2", env=env)
-        assert (psql.returncode, psql.stdout.strip()) == (0, "42"), psql
+        _wait_for_file(proc, data_dir / "postmaster.pid")  # pg_ctl launched the server, waits for it to be ready
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
     finally:
-        assert db("stop", env=env).stdout.strip() == "stopped"
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode in (0, 143), (out, err)  # 0: the signal came after psql's answer
+    assert embedded_pg.running_pid(data_dir) is None, (out, err)

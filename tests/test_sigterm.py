@@ -210,3 +210,41 @@ def test_a_process_is_known_by_its_start_not_its_pid_alone(tmp_path, monkeypatch
     assert cli_runs._alive(os.getpid(), None)  # a file from before the start was written: trusted
     assert cli_runs._start_of(2**22 + 1) is None  # above Linux's largest pid: no such process
     assert not left.exists() and not list(left.parent.iterdir())
+
+
+DEFERRED = """
+import os, signal
+from greenery.dev import cli_runs
+
+def stopped_by(work):
+    try:
+        with cli_runs.stop_signals_end_the_command(whole_process=False):
+            with cli_runs.stop_signals_deferred():
+                work()
+    except cli_runs.StopSignal as stop:
+        return stop.signum
+    return None
+
+def twice():
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGHUP)
+    print("the deferred work ran to its end", flush=True)
+
+print(stopped_by(twice) == signal.SIGTERM, flush=True)
+# Nothing is left behind for the next command in the same process (second review: a second signal stayed noted,
+# and the next command, never signalled, was stopped), and the handlers are put back.
+print(stopped_by(lambda: None) is None, flush=True)
+print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL)
+"""
+
+
+def test_signals_during_deferred_work_are_one_stop_after_it_and_leave_nothing_behind():
+    done = subprocess.run(
+        [sys.executable, "-c", DEFERRED],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+        check=False,
+    )
+    assert done.stdout.splitlines() == ["the deferred work ran to its end", "True", "True", "True"], done

@@ -254,10 +254,16 @@ def cmd_db(args: argparse.Namespace) -> int:
         print(f"greenery db {args.action} takes no arguments (got {' '.join(args.psql_args)})", file=sys.stderr)
         return 2
     if args.action == "start":
-        with cli_runs.stop_signals_deferred():  # a stop in initdb or pg_ctl would break the folder: after they end
-            server = embedded_pg.start_kept(data_dir)
-            print(f"running until `greenery db stop`: {server.url('postgres')}")
-            print(f"  psql: greenery db psql   (or {embedded_pg.psql_path()} '{server.url()}')")
+        server, running = None, embedded_pg.running_pid(data_dir)
+        try:
+            with cli_runs.stop_signals_deferred():  # a stop in initdb or pg_ctl would break the folder: after them
+                server = embedded_pg.start_kept(data_dir)
+        except cli_runs.StopSignal:  # stopped as it started: what it started is not left running
+            if server is not None and running is None:
+                server.unkeep()
+            raise
+        print(f"running until `greenery db stop`: {server.url('postgres')}")
+        print(f"  psql: greenery db psql   (or {embedded_pg.psql_path()} '{server.url()}')")
         return 0
     if args.action == "stop":
         print("stopped" if embedded_pg.stop_kept(data_dir) else "not running")
@@ -344,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         home = Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow")
         local_airflow.configure(home, ui_links=args.func is not cmd_ui)  # `greenery ui` makes its own links
-        with cli_runs.stop_signals_end_the_command():
+        with cli_runs.stop_signals_end_the_command(whole_process=argv is None):  # argv: a caller of its own
             code = args.func(args)
         sys.stdout.flush()  # a reader gone (a closed pipe) raises here, in the handler below, not at exit
         return code
@@ -352,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):  # a terminal that hung up answers EIO; the page went out already
             print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_status
+    except KeyboardInterrupt:  # Ctrl-C outside a day's run (in one, it is a RunInterrupted)
+        print("stopped: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `greenery answers | head`: the reader left; exit as a shell would (128 + SIGPIPE)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would raise
         return 141

@@ -58,23 +58,29 @@ class StopSignal(BaseException):  # not an Exception: no library's `except Excep
 
 
 @contextlib.contextmanager
-def stop_signals_end_the_command() -> Iterator[None]:
+def stop_signals_end_the_command(whole_process: bool = True) -> Iterator[None]:
     """Inside, SIGTERM (and SIGHUP, unless ignored as under `nohup`) raise :class:`StopSignal` in the main thread;
-    once one has, the next are ignored, so that the exit hooks run to their end. Within a day,
-    :func:`sigterm_stops_the_day` takes them over."""
+    once one has, the next are ignored. Within a day, :func:`sigterm_stops_the_day` takes them over.
+
+    ``whole_process``: the command is the process, which ends after it: after a stop the signals stay ignored
+    through the stop's line and the exit hooks. Otherwise (a caller in its own process: tests) they are put back."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {s: signal.signal(s, _raise_stop) for s in _SIGNALS if signal.getsignal(s) is signal.SIG_DFL}
+    before = {s: signal.getsignal(s) for s in _SIGNALS if signal.getsignal(s) is signal.SIG_DFL}
+    for signum in before:
+        signal.signal(signum, _raise_stop)
+    _noted.clear()
     try:
         yield
-    finally:  # after a stop, the handlers stay ignored through the exit hooks
-        if all(signal.getsignal(s) is _raise_stop for s in before):
+    finally:
+        if not whole_process or all(signal.getsignal(s) is _raise_stop for s in before):
             for signum, handler in before.items():
                 signal.signal(signum, handler)
 
 
 def _raise_stop(signum: int, frame: object) -> None:
+    """Stop the command; from now on, the stop signals handled here are ignored."""
     for stop in _SIGNALS:
         if signal.getsignal(stop) in (_raise_stop, _note_stop):
             signal.signal(stop, signal.SIG_IGN)
@@ -103,7 +109,9 @@ def stop_signals_deferred() -> Iterator[None]:
             if signal.getsignal(signum) is _note_stop:
                 signal.signal(signum, _raise_stop)
         if _noted:
-            _raise_stop(_noted.pop(0), None)
+            signum = _noted[0]
+            _noted.clear()  # one stop, however many signals came
+            _raise_stop(signum, None)
 
 
 _days_entered = threading.Event()  # sigterm_stops_the_day was entered: its days' stops are its own

@@ -45,9 +45,17 @@ class EmbeddedPostgres:
         _forget_dead_handles(self.data_dir)
         # A stale postmaster.pid naming a live process: pgserver would take that process for the server, and
         # stop it (pg_ctl, then SIGTERM/SIGKILL) when this command ends. running_pid removes such a file.
-        if running_pid(self.data_dir) is None:  # to be started: a server running already (db stop) is used as is
+        starting = running_pid(self.data_dir) is None  # else running already (db stop): used as is
+        if starting:
             _check_shell_safe(self.data_dir)
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode=self.cleanup)
+        try:
+            self._server = pgserver.get_server(self.data_dir, cleanup_mode=self.cleanup)
+        except BaseException:
+            # pg_ctl stopped half-way (a signal to the whole process group: a closed terminal, `timeout`) may have
+            # launched a server pgserver never recorded, which no exit hook would stop (review).
+            if starting and (pid := running_pid(self.data_dir)) is not None:
+                _stop_postmaster(self.data_dir, pid)
+            raise
         # atexit runs its hooks last registered first: this one before pgserver's, which would stop the server.
         atexit.register(self._honour_keep)
 
@@ -70,14 +78,25 @@ class EmbeddedPostgres:
         """Stop the server. ``discard``: its data is deleted next, so it stops at once, without the shutdown
         checkpoint (PostgreSQL's immediate shutdown): writing out a test session's buffers took 4-9 s."""
         if discard and (pid := running_pid(self.data_dir)) is not None:
-            os.kill(pid, signal.SIGQUIT)
-            deadline = time.monotonic() + 30
-            while running_pid(self.data_dir) is not None and time.monotonic() < deadline:
-                time.sleep(0.05)
+            _stop_postmaster(self.data_dir, pid, signal.SIGQUIT)
             # Stopped: pgserver would find the exited postmaster not yet reaped, try pg_ctl and wait 2 s to kill it.
             self._server.cleanup_mode = None
         self._honour_keep()
         self._server.cleanup()
+
+    def unkeep(self) -> None:
+        """Undo :func:`start_kept`: not kept any more, and stopped with this handle if it is the last."""
+        _marker(self.data_dir).unlink(missing_ok=True)
+        self._server.cleanup_mode = "stop"
+        self._server.cleanup()
+
+
+def _stop_postmaster(data_dir: Path, pid: int, how: int = signal.SIGINT) -> None:
+    """Stop the server ``pid`` of ``data_dir`` (SIGINT: PostgreSQL's fast shutdown) and wait for it, 30 s at most."""
+    os.kill(pid, how)
+    deadline = time.monotonic() + 30
+    while running_pid(data_dir) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _forget_dead_handles(data_dir: Path) -> None:
@@ -119,9 +138,11 @@ class UnusableFolderError(RuntimeError):
 # pg_ctl starts the server through /bin/sh: the data directory and the log in double quotes, the socket folder
 # (`-k`, from pgserver) unquoted. What the shell reads there otherwise ended every command with pg_ctl's bare
 # "returned non-zero exit status 1" and a traceback (review). In double quotes: $ (before a name), ` " \. Unquoted,
-# also whitespace, ' and the operators; a glob (* ? [) stays as written unless it matches, so it is let through.
-_EXPANDED_IN_QUOTES = re.compile(r'\$[\w{(@*#?$!-]|[`"\\]')
-_SPLIT_UNQUOTED = re.compile(r"[\s';&|<>()]")
+# also whitespace, ' and the operators, globs and braces (ASCII only: the shell splits on nothing else).
+_EXPANDED_IN_QUOTES = re.compile(r'\$[A-Za-z0-9_{(@*#?$!-]|[`"\\]')
+# A glob expands when it matches a folder (review: g[1] started its server on g1's socket folder), a brace where
+# /bin/sh is bash.
+_SPLIT_UNQUOTED = re.compile(r"[ \t\n\r\v\f';&|<>()*?\[{]")
 
 
 def _check_shell_safe(data_dir: Path) -> None:

@@ -107,10 +107,12 @@ def _migrated(db: Path) -> bool:
     if not db.is_file():
         return False
     try:
-        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=5)) as conn:
             return conn.execute("select count(*) from alembic_version").fetchone()[0] > 0
-    except sqlite3.Error:
-        return False
+    except sqlite3.OperationalError as exc:
+        return "no such table" not in str(exc)  # locked, unreadable: not ours to migrate; Airflow says what it is
+    except sqlite3.DatabaseError:
+        return True  # not a database: Airflow's own error names it (a migration's would be hidden)
 
 
 def load_dag(dag_file: Path = DAG_FILE):

@@ -334,11 +334,11 @@ def serve(
     stop_line: str = "Ctrl-C stops Airflow",
 ) -> int:
     """Start, print where to look (last, ``stop_line``: what Ctrl-C stops), and wait for Ctrl-C (or SIGTERM);
-    stop everything on the way out."""
+    stop everything on the way out. For the process's end: SIGTERM and SIGHUP stay ignored after it."""
     from importlib.metadata import version
 
     print(f"starting Airflow {version('apache-airflow')} ({', '.join(components)}) in {home} ...", flush=True)
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     ui = None
     try:
         ui = start(home, port, host, components)
@@ -377,7 +377,10 @@ def serve(
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # Stopping, whatever stopped it (Ctrl-C, SIGTERM, a closed terminal's SIGHUP): another signal now would cut
+        # the components' orderly stop short (review). The command ends after it, so they stay ignored.
+        for stop in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop, signal.SIG_IGN)
         if ui is not None:
             ui.stop()
 

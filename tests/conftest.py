@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import fcntl
 import functools
 import itertools
 import logging
@@ -271,11 +272,20 @@ def airflow_dag(migrated_airflow_db):
 
 @pytest.fixture(scope="session")
 def migrated_airflow_db(tmp_path_factory) -> Path:
-    """An empty Airflow metadata database (SQLite), migrated once per session to be copied."""
-    home = tmp_path_factory.mktemp("airflow-template")
-    airflow = Path(sys.executable).with_name("airflow")
-    env = {**os.environ, "AIRFLOW_HOME": str(home)}
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True)
+    """An empty Airflow metadata database (SQLite), migrated once per run to be copied: by the first xdist worker
+    that needs it, the others wait for it (a migration is 7-8 CPU-s)."""
+    run_dir = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_dir = run_dir.parent  # this run's, shared by its workers (not the folder of every run, without xdist)
+    home = run_dir / "airflow-template"
+    with (run_dir / "airflow-template.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (home / "migrated").exists():
+            home.mkdir(exist_ok=True)
+            airflow = Path(sys.executable).with_name("airflow")
+            env = {**os.environ, "AIRFLOW_HOME": str(home)}
+            subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True)
+            (home / "migrated").touch()
     return home / "airflow.db"
 
 

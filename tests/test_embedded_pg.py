@@ -4,6 +4,7 @@ runs it: what a stale postmaster.pid, an odd state folder or a second command mu
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pty
@@ -249,14 +250,7 @@ def test_ctrl_c_in_db_psql_cancels_the_query_not_the_command(pg_tmp_path):
         env=env,
         start_new_session=True,
     )
-    try:
-        _wait_for_sleep(proc, data_dir)
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    out, err = _signalled_once(proc, lambda: _wait_for_sleep(proc, data_dir), signal.SIGINT, group=True)
     assert "canceling statement due to user request" in err and "Traceback" not in err, err
     assert proc.returncode == 1, (proc.returncode, out, err)  # psql's status for a failed -c command
     assert embedded_pg.running_pid(data_dir) is None  # the server the command started was stopped
@@ -278,15 +272,17 @@ def _started(args: list[str], env: dict, terminal: int | None = None, group: boo
     )
 
 
-def _terminated_once(proc: subprocess.Popen, ready) -> tuple[str, str]:
-    """SIGTERM to ``proc`` once ``ready()`` returned; its output. Killed if anything failed before it ended."""
+def _signalled_once(proc: subprocess.Popen, ready, signum: int = signal.SIGTERM, group: bool = False):
+    """``signum`` to ``proc`` (to its whole process group if ``group``) once ``ready()`` returned; its output,
+    (stdout, stderr). Killed, its group too, if anything failed before it ended."""
+    send = functools.partial(os.killpg, proc.pid) if group else proc.send_signal
     try:
         ready()
-        proc.terminate()
+        send(signum)
         return proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            send(signal.SIGKILL)
             proc.wait()
 
 
@@ -369,7 +365,7 @@ def test_sigterm_while_greenery_run_prepares_pages_once_and_stops_the_server(pg_
             _wait_for_line(proc, "using the embedded PostgreSQL")
             _wait_for_file(proc, pg_tmp_path / "airflow" / "airflow.db")
 
-        out, err = _terminated_once(proc, migrating)
+        out, err = _signalled_once(proc, migrating)
         said = "stopped: terminated (SIGTERM) at 2021-02-12: no run of it was left running; on-call was paged"
         assert proc.returncode == 143 and said in err and "Traceback" not in err, (out, err)
         [page] = slack.webhook_posts()
@@ -388,7 +384,7 @@ def test_a_stop_signal_while_the_server_is_first_made_leaves_a_folder_that_works
     env, data_dir = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"), pg_tmp_path / "state" / "pg"
     proc = _started(["db", "start"], env)
 
-    out, err = _terminated_once(proc, lambda: _wait_for_file(proc, data_dir / "PG_VERSION"))  # initdb writes it first
+    out, err = _signalled_once(proc, lambda: _wait_for_file(proc, data_dir / "PG_VERSION"))  # initdb writes it first
     assert (proc.returncode, err.strip().splitlines()[-1:]) == (143, ["stopped: terminated (SIGTERM)"]), (out, err)
     assert "running until" not in out and embedded_pg.running_pid(data_dir) is None, out
     assert not embedded_pg.kept_running(data_dir)
@@ -403,13 +399,7 @@ def test_a_signal_to_the_whole_group_as_the_server_starts_leaves_no_server(pg_tm
     env, data_dir = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"), pg_tmp_path / "state" / "pg"
     assert db("start", env=env).returncode == 0 and db("stop", env=env).returncode == 0  # made: only a start now
     proc = _started(["db", "psql", "-X", "-c", "select 1"], env, group=True)
-    try:
-        _wait_for_file(proc, data_dir / "postmaster.pid")  # pg_ctl launched the server, waits for it to be ready
-        os.killpg(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    # pg_ctl launched the server and waits for it to be ready.
+    out, err = _signalled_once(proc, lambda: _wait_for_file(proc, data_dir / "postmaster.pid"), group=True)
     assert proc.returncode in (0, 143), (out, err)  # 0: the signal came after psql's answer
     assert embedded_pg.running_pid(data_dir) is None, (out, err)

@@ -67,16 +67,16 @@ def stop_signals_end_the_command(whole_process: bool = True) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {s: signal.getsignal(s) for s in _SIGNALS if signal.getsignal(s) is signal.SIG_DFL}
-    for signum in before:
+    ours = [s for s in _SIGNALS if signal.getsignal(s) is signal.SIG_DFL]
+    for signum in ours:
         signal.signal(signum, _raise_stop)
     _noted.clear()
     try:
         yield
     finally:
-        if not whole_process or all(signal.getsignal(s) is _raise_stop for s in before):
-            for signum, handler in before.items():
-                signal.signal(signum, handler)
+        if not whole_process or all(signal.getsignal(s) is _raise_stop for s in ours):
+            for signum in ours:
+                signal.signal(signum, signal.SIG_DFL)
 
 
 def _raise_stop(signum: int, frame: object) -> None:

@@ -2,7 +2,8 @@
 
 A load replaces its tables in one transaction: any error leaves every raw table as it was, and names
 the file, the line and (when known) the column. A replaced table's owner and privileges stay
-(sources/privileges.py). Timestamps without a zone are read as UTC.
+(sources/privileges.py), and so do its comments, policies, triggers, keys and indexes (sources/attachments.py).
+Timestamps without a zone are read as UTC.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from greenery import config
-from greenery.sources import privileges
+from greenery.sources import attachments, privileges
 from greenery.sources.schema import RAW_INDEXES, RAW_TABLES
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ def _replace_tables(conn, schema: str | None, fills: Mapping[str, Callable]) -> 
     with conn.transaction(), conn.cursor() as cur:
         # A timestamp without a zone means UTC, whatever the database's TimeZone (`local`: this transaction).
         cur.execute("set local time zone 'UTC'")
+        # What would stop the swap, told before the files are read: the swap reads it again, under its lock.
+        try:
+            attachments.read_all(cur, schema, {table: RAW_TABLES[table] for table in fills}, lock=False)
+        except attachments.AttachmentsNotKept as exc:
+            raise _error(f"replacing the tables of {schema}", str(exc)) from exc
         cur.execute(sql.SQL("create schema {}").format(sql.Identifier(side)))
         for table, fill in fills.items():
             columns = RAW_TABLES[table]
@@ -67,18 +73,24 @@ def _replace_tables(conn, schema: str | None, fills: Mapping[str, Callable]) -> 
         try:
             target = sql.Identifier(schema)
             cur.execute(sql.SQL("create schema if not exists {}").format(target))
+            # Privileges, policies, keys... belong to the table, not its name (review: a load took raw away from the
+            # run's role): read from each old table, made again on the new one.
+            kept = attachments.read_all(cur, schema, {table: RAW_TABLES[table] for table in fills})
+            grants = {table: privileges.read(cur, schema, table) for table in fills}
+            # One statement: a foreign key between two replaced tables goes with them, whichever is dropped first.
+            olds = sql.SQL(", ").join(sql.Identifier(schema, table) for table in fills)
+            cur.execute(sql.SQL("drop table if exists {}").format(olds))
             for table in fills:
-                # Privileges belong to the table, not its name (review: a load took raw away from the run's role).
-                old = privileges.read(cur, schema, table)
-                cur.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(schema, table)))
                 cur.execute(sql.SQL("alter table {} set schema {}").format(sql.Identifier(side, table), target))
+            attachments.make_again(cur, schema, kept)
+            for table, old in grants.items():
                 if old is not None:
                     privileges.keep(cur, schema, table, RAW_TABLES[table], old)
             cur.execute(sql.SQL("drop schema {}").format(sql.Identifier(side)))
-        except psycopg.Error as exc:  # e.g. a view of someone's depends on a raw table
+        except psycopg.Error as exc:  # e.g. a function returning a raw table's row type
             detail = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
             raise _error(f"replacing the tables of {schema}", f"{exc.diag.message_primary or exc}{detail}") from exc
-        except privileges.PrivilegesNotKept as exc:
+        except (privileges.PrivilegesNotKept, attachments.AttachmentsNotKept) as exc:
             raise _error(f"replacing the tables of {schema}", str(exc)) from exc
     return counts
 

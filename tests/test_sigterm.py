@@ -248,3 +248,72 @@ def test_signals_during_deferred_work_are_one_stop_after_it_and_leave_nothing_be
         check=False,
     )
     assert done.stdout.splitlines() == ["the deferred work ran to its end", "True", "True", "True"], done
+
+
+# `greenery ui` as its console script runs it, over a stand-in for Airflow's components (their own stop is the real
+# one in test_cli's Ctrl-C test): what a stop signal does to the command around them. A second signal lands while
+# they stop, as a closed terminal sends SIGHUP to the whole group and then to each process.
+UI_WITH_A_STAND_IN_STACK = """
+import os, signal, sys, time
+from pathlib import Path
+from greenery.dev import local_ui
+
+said = Path(sys.argv[1])
+
+class StandIn:
+    url, log_dir, env = "http://127.0.0.1:9", Path("."), {"AIRFLOW_CONN_SLACK_ALERTS": "set"}
+    def wait_ready(self): pass
+    def _check_alive(self): pass
+    def dag(self, dag_id): return False
+    def stop(self):
+        said.write_text("stopping")
+        os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.3)
+        said.write_text("stopped")
+
+local_ui.start = lambda *args, **kwargs: StandIn()
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # this suite may run under nohup
+sys.argv[:] = ["greenery", "ui", "--port", "8099"]
+from greenery import cli
+sys.exit(cli.main())
+"""
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("signum", "status", "said"),
+    [(signal.SIGHUP, 129, "stopped: hung up (SIGHUP)"), (signal.SIGTERM, 0, "stopping Airflow ...")],
+    ids=["SIGHUP: the terminal closed", "SIGTERM"],
+)
+def test_a_stop_signal_stops_greenery_ui_through_its_components_stop(signum, status, said, tmp_path, new_airflow_home):
+    """Review: `greenery ui` stopped by SIGHUP (its terminal closed) had no test. It stops Airflow's components in
+    full, a second signal meanwhile ignored, and ends with one line: 129 for SIGHUP, 0 for SIGTERM (as for Ctrl-C)."""
+    import os
+
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(new_airflow_home(tmp_path / "airflow")),
+        "GREENERY_STATE_DIR": str(tmp_path / "state"),
+        "AIRFLOW_CONN_GREENERY_WAREHOUSE": "postgresql://nobody@127.0.0.1:9/none",  # configured: no embedded server
+    }
+    marker = tmp_path / "stack"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", UI_WITH_A_STAND_IN_STACK, str(marker)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines = []
+    while not any(line.startswith("Ctrl-C stops Airflow") for line in lines):
+        line = proc.stdout.readline()
+        assert line, "".join(lines) + proc.stderr.read()
+        lines.append(line)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, out + err
+    assert marker.read_text() == "stopped", out + err  # the components' stop ran to its end
+    assert said in (err if status else out).splitlines()[-1:], (out, err)  # the command's last word
+    assert "Traceback" not in err, err

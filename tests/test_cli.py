@@ -595,6 +595,8 @@ def test_a_server_that_is_gone_or_stopping_has_no_pid(tmp_path):
     assert embedded_pg.running_pid(tmp_path) is None  # no file at all
     (tmp_path / "postmaster.pid").write_text("999999999\n")
     assert embedded_pg.running_pid(tmp_path) is None  # no such process
+    (tmp_path / "postmaster.pid").write_text(f"-{os.getpid()}\n")  # a standalone backend's (initdb's): no server
+    assert embedded_pg.running_pid(tmp_path) is None
 
 
 def test_a_server_whose_data_is_discarded_stops_without_its_shutdown_checkpoint(pg_tmp_path):

@@ -267,9 +267,15 @@ def _started(args: list[str], env: dict, terminal: int | None = None, group: boo
         text=True,
         env={**env, "PYTHONUNBUFFERED": "1"},
         start_new_session=group,
-        # As a terminal's job: SIGHUP at its default, not ignored as under the `nohup` CI runs the suite with.
-        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+        # As a terminal's job: SIGHUP and SIGINT at their defaults, not ignored as under the `nohup ... &` CI runs the
+        # suite with (Python then turns SIGINT into KeyboardInterrupt, as it does for Ctrl-C in a terminal).
+        preexec_fn=_as_a_terminals_job,
     )
+
+
+def _as_a_terminals_job() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _signalled_once(proc: subprocess.Popen, ready, signum: int = signal.SIGTERM, group: bool = False):
@@ -347,10 +353,12 @@ def _wait_for_sleep(proc: subprocess.Popen, data_dir: Path) -> None:
         time.sleep(0.2)
 
 
-def test_sigterm_while_greenery_run_prepares_pages_once_and_stops_the_server(pg_tmp_path):
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["SIGTERM", "Ctrl-C: SIGINT to the whole group"])
+def test_sigterm_while_greenery_run_prepares_pages_once_and_stops_the_server(pg_tmp_path, ctrl_c):
     """Review: SIGTERM before the first day (here while a new Airflow home is migrated, ~6 s) ended `greenery run`
     at once: the embedded server stayed up, and nobody heard of the day that was not built. Now it stops as a
-    SIGTERM in a day does: one line, exit 143, one page, and the server it started is stopped."""
+    SIGTERM in a day does: one line, exit 143, one page, and the server it started is stopped. Ctrl-C, which the
+    terminal sends to the whole group (`airflow db migrate` included), is the user's own stop: exit 130, no page."""
     from slack_server import FakeSlack
 
     data_dir = pg_tmp_path / "state" / "pg"
@@ -359,33 +367,51 @@ def test_sigterm_while_greenery_run_prepares_pages_once_and_stops_the_server(pg_
             **db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"),
             "AIRFLOW_CONN_SLACK_ALERTS": slack.webhook_conn_json(),
         }
-        proc = _started(["run", "--date", "2021-02-12"], env)
+        proc = _started(["run", "--date", "2021-02-12"], env, group=ctrl_c)
 
         def migrating() -> None:  # the new Airflow home's database is being made
             _wait_for_line(proc, "using the embedded PostgreSQL")
             _wait_for_file(proc, pg_tmp_path / "airflow" / "airflow.db")
 
-        out, err = _signalled_once(proc, migrating)
-        said = "stopped: terminated (SIGTERM) at 2021-02-12: no run of it was left running; on-call was paged"
-        assert proc.returncode == 143 and said in err and "Traceback" not in err, (out, err)
-        [page] = slack.webhook_posts()
-        assert "stopped by SIGTERM" in json.dumps(page.body), page.body
+        out, err = _signalled_once(proc, migrating, signal.SIGINT if ctrl_c else signal.SIGTERM, group=ctrl_c)
+        assert "Traceback" not in err, err
+        if ctrl_c:
+            assert (proc.returncode, err.strip().splitlines()[-1:]) == (130, ["stopped: interrupted (Ctrl-C)"]), err
+            assert slack.webhook_posts() == []
+        else:
+            said = "stopped: terminated (SIGTERM) at 2021-02-12: no run of it was left running; on-call was paged"
+            assert proc.returncode == 143 and said in err, (out, err)
+            [page] = slack.webhook_posts()
+            assert "stopped by SIGTERM" in json.dumps(page.body), page.body
     assert embedded_pg.running_pid(data_dir) is None
     # The migration the signal came in finished first (review: killed half-way, it left a database without tables,
     # and the run the page asks for failed on "no such table: dag").
     assert local_airflow._migrated(pg_tmp_path / "airflow" / "airflow.db")
 
 
-def test_a_stop_signal_while_the_server_is_first_made_leaves_a_folder_that_works(pg_tmp_path):
+@pytest.mark.parametrize(
+    ("signum", "group", "status", "said"),
+    [
+        (signal.SIGTERM, False, 143, "stopped: terminated (SIGTERM)"),
+        (signal.SIGINT, True, 130, "stopped: interrupted (Ctrl-C)"),
+    ],
+    ids=["SIGTERM", "Ctrl-C: SIGINT to the whole group"],
+)
+def test_a_stop_signal_while_the_server_is_first_made_leaves_a_folder_that_works(
+    pg_tmp_path, signum, group, status, said
+):
     """Review: SIGTERM in `initdb` killed it half-way (the command's exit killed its child), and the folder's server
     never started again ('database "postgres" does not exist'); in `pg_ctl start`, the server it launched ran on
     unknown to anyone. The signal now waits for the start, then ends the command, which stops what it started (it
-    said "running until `greenery db stop`" and was stopped: second review)."""
+    said "running until `greenery db stop`" and was stopped: second review). Ctrl-C reaches the terminal's whole
+    process group: initdb itself was killed by it (and the command ended in a traceback, reading the pid file of
+    initdb's standalone backend, a negative pid); initdb now runs in a session of its own."""
     env, data_dir = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"), pg_tmp_path / "state" / "pg"
-    proc = _started(["db", "start"], env)
+    proc = _started(["db", "start"], env, group=group)
 
-    out, err = _signalled_once(proc, lambda: _wait_for_file(proc, data_dir / "PG_VERSION"))  # initdb writes it first
-    assert (proc.returncode, err.strip().splitlines()[-1:]) == (143, ["stopped: terminated (SIGTERM)"]), (out, err)
+    # initdb writes PG_VERSION first.
+    out, err = _signalled_once(proc, lambda: _wait_for_file(proc, data_dir / "PG_VERSION"), signum, group)
+    assert (proc.returncode, err.strip().splitlines()[-1:]) == (status, [said]), (out, err)
     assert "running until" not in out and embedded_pg.running_pid(data_dir) is None, out
     assert not embedded_pg.kept_running(data_dir)
     psql = db("psql", "-X", "-A", "-t", "-c", "select 40 + 2", env=env)

@@ -258,7 +258,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         try:
             with cli_runs.stop_signals_deferred():  # a stop in initdb or pg_ctl would break the folder: after them
                 server = embedded_pg.start_kept(data_dir)
-        except cli_runs.StopSignal:  # stopped as it started: what it started is not left running
+        except (cli_runs.StopSignal, KeyboardInterrupt):  # stopped as it started: what it started is not left running
             if server is not None and running is None:
                 server.unkeep()
             raise

@@ -98,8 +98,13 @@ def _note_stop(signum: int, frame: object) -> None:
 def stop_signals_deferred() -> Iterator[None]:
     """Inside, a stop signal is noted, and raised as :class:`StopSignal` on leaving: for work that a stop half-way
     would break for good (review: killed mid-initdb, a state folder's server never started again; killed in
-    `pg_ctl start`, the server it launched ran on; killed mid-migration, the next run read "no such table: dag")."""
+    `pg_ctl start`, the server it launched ran on; killed mid-migration, the next run read "no such table: dag").
+    Ctrl-C too, raised as KeyboardInterrupt on leaving: raised inside, it would land in subprocess's wait for the
+    child, which kills the child (the work runs in a session of its own, where the terminal's Ctrl-C does not reach)."""
     ours = [s for s in _SIGNALS if signal.getsignal(s) is _raise_stop]
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        ours.append(signal.SIGINT)
     for signum in ours:
         signal.signal(signum, _note_stop)
     try:
@@ -107,10 +112,12 @@ def stop_signals_deferred() -> Iterator[None]:
     finally:
         for signum in ours:
             if signal.getsignal(signum) is _note_stop:
-                signal.signal(signum, _raise_stop)
+                signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else _raise_stop)
         if _noted:
             signum = _noted[0]
             _noted.clear()  # one stop, however many signals came
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
             _raise_stop(signum, None)
 
 

@@ -9,6 +9,7 @@ beside the data directory, which initdb wants empty): then it stays up for psql,
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import json
 import os
@@ -48,6 +49,7 @@ class EmbeddedPostgres:
         starting = running_pid(self.data_dir) is None  # else running already (db stop): used as is
         if starting:
             _check_shell_safe(self.data_dir)
+            _initdb_in_a_session_of_its_own()
         try:
             self._server = pgserver.get_server(self.data_dir, cleanup_mode=self.cleanup)
         except BaseException:
@@ -89,6 +91,19 @@ class EmbeddedPostgres:
         _marker(self.data_dir).unlink(missing_ok=True)
         self._server.cleanup_mode = "stop"
         self._server.cleanup()
+
+
+def _initdb_in_a_session_of_its_own() -> None:
+    """pgserver runs initdb in the command's process group: a terminal's Ctrl-C or hang-up (sent to the whole group)
+    killed it half-way, leaving a folder with a PG_VERSION, so pgserver never ran initdb again and every later command
+    failed ('database "postgres" does not exist'). In a session of its own it finishes; the command's deferred stop
+    (cli_runs.stop_signals_deferred) comes after it. pgserver passes the extra keyword to subprocess.run."""
+    from pgserver import postgres_server
+
+    if not getattr(postgres_server.initdb, "own_session", False):
+        initdb = functools.partial(postgres_server.initdb, start_new_session=True)
+        initdb.own_session = True
+        postgres_server.initdb = initdb
 
 
 def _stop_postmaster(data_dir: Path, pid: int, how: int = signal.SIGINT) -> None:
@@ -221,6 +236,8 @@ def running_pid(data_dir: Path) -> int | None:
     # read that followed (seen once: the test session's stop failed its teardown with it). ValueError, IndexError:
     # a postmaster creating it, not yet written; left alone.
     except (FileNotFoundError, ValueError, IndexError):
+        return None
+    if pid <= 0:  # a standalone backend's (initdb's, or `postgres --single`): no server; PostgreSQL knows the file
         return None
     if _is_postmaster_of(pid, pid_file.parent):
         return pid

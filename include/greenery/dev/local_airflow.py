@@ -97,7 +97,8 @@ def prepare(home: Path, quiet: bool = False) -> Path:
     ours = _HOME_PATHS["database", "sql_alchemy_conn"].format(home=home)  # set by configure() for a moved home
     if not _migrated(home / "airflow.db") and os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ours) == ours:
         airflow = Path(sys.executable).with_name("airflow")
-        subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
+        # In a session of its own: a terminal's Ctrl-C or hang-up would kill it half-way (cli_runs defers them).
+        subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, start_new_session=True)
     return home
 
 

@@ -63,6 +63,8 @@ alter table raw.order_items add constraint order_items_product_fkey
 create function public.nothing() returns trigger language plpgsql as $$ begin return null; end $$;
 create constraint trigger orders_checked after insert on raw.orders deferrable initially deferred
     for each row execute function public.nothing();
+create statistics users_names (ndistinct) on first_name, last_name from raw.users;
+alter statistics users_names set statistics 50;
 """
 
 
@@ -181,6 +183,17 @@ def test_a_load_whose_rows_break_a_kept_key_stops_naming_it_and_changes_nothing(
             "create table public.base_products (like raw.products); alter table raw.products inherit base_products",
             "its place in table base_products (it inherits from it)",
         ),
+        ("create table public.old_promos () inherits (raw.promos)", "table old_promos (it inherits from this one)"),
+        (
+            "create function public.total(o raw.orders) returns numeric language sql as $$ select o.order_total $$",
+            "function total(raw.orders)",
+        ),
+        ("create table public.snapshots (o raw.orders)", "column o of table snapshots"),
+        (
+            "alter table raw.promos rename to promos_flat;"
+            " create table raw.promos (like raw.promos_flat) partition by list (status); drop table raw.promos_flat",
+            "raw.promos holds what a load would drop with it and cannot make again: its partitioning",
+        ),
         (
             "alter table raw.users add primary key (user_id);"
             " create table public.mine (user_id text references raw.users (user_id))",
@@ -282,3 +295,34 @@ def test_what_another_session_changes_on_a_table_while_it_is_swapped_waits_for_t
     raw.load_dir(db, real_greenery)
     assert tried == ["made", "waited"]  # the early check holds no lock; the swap's read does
     assert db.execute("select obj_description('raw.orders'::regclass, 'pg_class')").fetchone()[0] == "late"
+
+
+def test_an_invalid_index_is_not_made_again(db, real_greenery):
+    """Second review: an index a failed `create index concurrently` left (invalid: never used, never enforced) made
+    every load fail, blaming the loaded rows for the duplicates it would have refused."""
+    raw.load_dir(db, real_greenery)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        db.execute("create unique index concurrently promos_status_unique on raw.promos (status)")
+    assert db.execute("select to_regclass('raw.promos_status_unique')").fetchone()[0] is not None  # left, invalid
+    raw.load_dir(db, real_greenery)
+    assert db.execute("select to_regclass('raw.promos_status_unique')").fetchone()[0] is None
+
+
+def test_names_the_load_gives_its_own_indexes_never_take_one_an_old_index_or_constraint_has(db, real_greenery):
+    """Second review: the load's own indexes were named table by table, before the constraints: a constraint named
+    as the load's index, or an index of another raw table with that name, then failed every load."""
+    raw.load_dir(db, real_greenery)
+    db.execute("drop index raw.orders_created_at_idx")
+    db.execute("create unique index orders_created_at_idx on raw.orders (order_id)")
+    db.execute("alter table raw.orders add constraint orders_created_at_idx unique using index orders_created_at_idx")
+    db.execute("alter index raw.events_created_at_idx rename to events_when")
+    db.execute("create index events_created_at_idx on raw.orders (user_id)")
+    before = _catalog(db)
+    raw.load_dir(db, real_greenery)
+    after = _catalog(db)
+    assert {t: a for t, a in after.items() if t != "orders"} == {t: b for t, b in before.items() if t != "orders"}
+    orders_indexes = {name: definition for name, definition, *_ in after["orders"][3]}
+    assert {name: definition for name, definition, *_ in before["orders"][3]}.items() < orders_indexes.items()
+    # The load's own index on created_at is there under a name of its own.
+    [own] = [name for name in orders_indexes if name not in {name for name, *_ in before["orders"][3]}]
+    assert orders_indexes[own] == f"CREATE INDEX {own} ON raw.orders USING btree (created_at)"

@@ -4,11 +4,13 @@ A load swaps in new tables (sources/load.py), and comments, row-level security a
 constraints, indexes, column defaults and settings belong to the old table: dropped with it, without a word (review:
 a policy that let a role read only its own rows was gone after the next load, while the role's ``select`` grant was
 kept, so the role read every row). Each is read before the swap and made again after it, and a load whose rows break
-one (a primary key, a check) stops, naming it. What a load cannot make again (a view or another table's foreign key
-on the table, a rule, a publication, a sequence it owns, its place in a parent table, a column the files do not have,
-an identity or generated column) stops the load before it changes anything, naming each. A column's type and
-collation are the files' (sources/schema.py), whatever the old table's were; a constraint made ``not valid`` is made
-again so, and so does not check the loaded rows (nor did it check the old table's).
+one (a primary key, a check) stops, naming it. What a load cannot make again stops the load before it changes
+anything, naming each: what depends on the table (a view, a rule, a publication, a sequence it owns, a table that
+inherits from it, another table's foreign key, policy or trigger naming it) or on its row type (a function, a
+column), its place in a parent table, a column the files do not have, an identity or generated column, a partitioned
+table. A column's type and collation are the files' (sources/schema.py); a constraint made ``not valid`` is made
+again so (it does not check the loaded rows, as it did not check the old table's); an invalid index (a failed
+``create index concurrently``, which the old table never used) is not made again.
 """
 
 from __future__ import annotations
@@ -26,23 +28,23 @@ class AttachmentsNotKept(RuntimeError):
 
 @dataclass
 class Attachments:
-    """What makes a table's attachments again, each step as (what it is, statement), in the order they are made."""
+    """What makes a table's attachments again: each step as (what it is, statement), in the order they are made."""
 
     table: str
-    # (name, shape, statement) of each index no constraint makes. The load makes some indexes itself
+    # (name, shape, statement) of each valid index no constraint makes. The load makes some indexes itself
     # (sources/schema.py): an old index of the same shape is that one, given the old name, not a second one.
     indexes: list[tuple[str, str, sql.Composable]] = field(default_factory=list)
-    statements: list[tuple[str, sql.Composable]] = field(default_factory=list)
+    steps: list[tuple[str, sql.Composable]] = field(default_factory=list)
     # Made once every replaced table is in place: they may point at one another.
     foreign_keys: list[tuple[str, sql.Composable]] = field(default_factory=list)
 
 
 _TABLE = """
-select c.oid, c.relrowsecurity, c.relforcerowsecurity, c.relreplident, c.relpersistence = 'u',
-    c.reloptions, (select t.reloptions from pg_class t where t.oid = c.reltoastrelid),
+select c.relname, c.oid, c.reltype, c.relkind = 'p', c.relrowsecurity, c.relforcerowsecurity, c.relreplident,
+    c.relpersistence = 'u', c.reloptions, (select t.reloptions from pg_class t where t.oid = c.reltoastrelid),
     obj_description(c.oid, 'pg_class')
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
-where n.nspname = %(schema)s and c.relname = %(table)s and c.relkind in ('r', 'p')
+where n.nspname = %(schema)s and c.relname = any(%(tables)s) and c.relkind in ('r', 'p')
 """
 
 # A column's storage only when it is not its type's default (which the new column has).
@@ -61,18 +63,23 @@ select i.inhparent::regclass::text, c.relispartition from pg_inherits i join pg_
 where i.inhrelid = %(oid)s order by i.inhseqno
 """
 
-# What depends on the table and is neither made again here nor part of it (its row type, its TOAST table): a view
-# (its rule), a foreign key or policy of a table the load keeps, a rule, a publication, a sequence it owns.
+# What depends on the table or its row type and is neither made again here nor part of it (its row type, its TOAST
+# table): a view (its rule), a rule, a publication, a sequence it owns, a table inheriting from it, a foreign key,
+# policy or trigger of a table the load does not replace, a function or column of its row type.
 _CANNOT_KEEP = """
 select distinct case
     when d.classid = 'pg_rewrite'::regclass and r.rulename = '_RETURN'
         then (case v.relkind when 'm' then 'materialized view ' else 'view ' end) || v.oid::regclass::text
+    when d.classid = 'pg_class'::regclass and exists (select from pg_inherits h where h.inhrelid = d.objid)
+        then 'table ' || d.objid::regclass::text || ' (it inherits from this one)'
     else pg_describe_object(d.classid, d.objid, d.objsubid)
 end
 from pg_depend d
 left join pg_rewrite r on d.classid = 'pg_rewrite'::regclass and r.oid = d.objid
 left join pg_class v on v.oid = r.ev_class
-where d.refclassid = 'pg_class'::regclass and d.refobjid = %(oid)s and d.deptype in ('n', 'a')
+where d.deptype in ('n', 'a')
+    and (d.refclassid = 'pg_class'::regclass and d.refobjid = %(oid)s
+        or d.refclassid = 'pg_type'::regclass and d.refobjid = %(row_type)s)
     and not (d.classid = 'pg_policy'::regclass
         and exists (select from pg_policy p where p.oid = d.objid and p.polrelid = any(%(replaced)s::oid[])))
     and not (d.classid = 'pg_trigger'::regclass
@@ -88,17 +95,6 @@ where d.refclassid = 'pg_class'::regclass and d.refobjid = %(oid)s and d.deptype
 order by 1
 """
 
-_POLICIES = """
-select p.policyname, p.permissive, p.roles, p.cmd, p.qual, p.with_check, obj_description(o.oid, 'pg_policy')
-from pg_policies p join pg_policy o on o.polrelid = %(oid)s and o.polname = p.policyname
-where p.schemaname = %(schema)s and p.tablename = %(table)s order by p.policyname
-"""
-
-_TRIGGERS = """
-select tgname, pg_get_triggerdef(oid), tgenabled, obj_description(oid, 'pg_trigger') from pg_trigger
-where tgrelid = %(oid)s and not tgisinternal order by tgname
-"""
-
 # Not-null is the column's (attnotnull) before PostgreSQL 18, a constraint ('n') from it on: made as the column's. A
 # constraint trigger ('t') is made again as a trigger.
 _CONSTRAINTS = """
@@ -106,11 +102,11 @@ select conname, contype, pg_get_constraintdef(oid), obj_description(oid, 'pg_con
 where conrelid = %(oid)s and contype not in ('n', 't') order by contype = 'f', conname
 """
 
-# Every index, with whether the table's own constraint makes it (a foreign key's conindid is the index it points at,
+# Every index, and whether the table's own constraint makes it (a foreign key's conindid is the index it points at,
 # on the other table). The shape is the definition without the index's name.
 _INDEXES = """
 select c.relname, replace(pg_get_indexdef(i.indexrelid), ' INDEX ' || quote_ident(c.relname) || ' ON ', ' INDEX ON '),
-    pg_get_indexdef(i.indexrelid), i.indisclustered, i.indisreplident, obj_description(c.oid, 'pg_class'),
+    pg_get_indexdef(i.indexrelid), i.indisvalid, i.indisclustered, i.indisreplident, obj_description(c.oid, 'pg_class'),
     exists (select from pg_constraint k where k.conindid = i.indexrelid and k.conrelid = i.indrelid
         and k.contype in ('p', 'u', 'x'))
 from pg_index i join pg_class c on c.oid = i.indexrelid
@@ -119,14 +115,24 @@ order by c.relname
 """
 
 _STATISTICS = """
-select s.stxname, pg_get_statisticsobjdef(s.oid), coalesce(s.stxstattarget, -1), pg_get_userbyid(s.stxowner),
-    obj_description(s.oid, 'pg_statistic_ext')
+select s.stxnamespace::regnamespace::text, s.stxname, pg_get_statisticsobjdef(s.oid), coalesce(s.stxstattarget, -1),
+    pg_get_userbyid(s.stxowner), obj_description(s.oid, 'pg_statistic_ext')
 from pg_statistic_ext s where s.stxrelid = %(oid)s order by s.stxname
+"""
+
+_TRIGGERS = """
+select tgname, pg_get_triggerdef(oid), tgenabled, obj_description(oid, 'pg_trigger') from pg_trigger
+where tgrelid = %(oid)s and not tgisinternal order by tgname
+"""
+
+_POLICIES = """
+select p.policyname, p.permissive, p.roles, p.cmd, p.qual, p.with_check, obj_description(o.oid, 'pg_policy')
+from pg_policies p join pg_policy o on o.polrelid = %(oid)s and o.polname = p.policyname
+where p.schemaname = %(schema)s and p.tablename = %(table)s order by p.policyname
 """
 
 _STORAGE = {"p": "plain", "e": "external", "m": "main", "x": "extended"}
 _COMPRESSION = {"p": "pglz", "l": "lz4"}
-
 _COMMANDS = {"ALL": "all", "SELECT": "select", "INSERT": "insert", "UPDATE": "update", "DELETE": "delete"}
 _TRIGGER_STATES = {"D": "disable trigger", "R": "enable replica trigger", "A": "enable always trigger"}
 
@@ -137,17 +143,18 @@ def read_all(cur, schema: str, tables: Mapping[str, Collection[str]], lock: bool
     will take, so that nothing another session commits (a policy, a comment) falls between this read and the drop.
 
     Raises one AttachmentsNotKept naming every part of every table that the load could not make again."""
-    replaced = replaced_oids(cur, schema, tables)
-    if lock and replaced:
-        names = cur.execute("select oid::regclass::text from unnest(%s::oid[]) as oid", (replaced,)).fetchall()
-        cur.execute(
-            sql.SQL("lock table {} in access exclusive mode").format(sql.SQL(", ").join(sql.SQL(n) for (n,) in names))
-        )
+    params = {"schema": schema, "tables": list(tables)}
+    if lock and (found := [name for name, *_ in cur.execute(_TABLE, params).fetchall()]):
+        names = sql.SQL(", ").join(sql.Identifier(schema, table) for table in found)
+        cur.execute(sql.SQL("lock table {} in access exclusive mode").format(names))
+    rows = {row[0]: row[1:] for row in cur.execute(_TABLE, params).fetchall()}
+    replaced = [row[0] for row in rows.values()]
     kept, refused = [], []
     for table, columns in tables.items():
+        if table not in rows:
+            continue
         try:
-            if (found := _read(cur, schema, table, columns, replaced)) is not None:
-                kept.append(found)
+            kept.append(_read(cur, schema, table, columns, replaced, rows[table]))
         except AttachmentsNotKept as exc:
             refused.append(str(exc))
     if refused:
@@ -155,83 +162,27 @@ def read_all(cur, schema: str, tables: Mapping[str, Collection[str]], lock: bool
     return kept
 
 
-def _read(cur, schema: str, table: str, columns: Collection[str], replaced: Collection[int]) -> Attachments | None:
-    """:func:`read_all` for one table; ``replaced``: the oids of every table the load replaces (their foreign keys,
-    policies and triggers that name one another are kept)."""
-    found = cur.execute(_TABLE, {"schema": schema, "table": table}).fetchone()
-    if found is None:
-        return None
-    oid, row_security, forced, replica_identity, unlogged, options, toast_options, comment = found
-    params = {"oid": oid, "schema": schema, "table": table, "replaced": list(replaced)}
+def _read(cur, schema: str, table: str, columns: Collection[str], replaced: list[int], row: tuple) -> Attachments:
+    """:func:`read_all` for one table, whose catalog ``row`` is read (``_TABLE``); ``replaced``: the oids of every
+    table the load replaces (their foreign keys, policies and triggers naming one another are kept)."""
+    oid, row_type, partitioned, row_security, forced, replica_identity, unlogged, options, toast_options, note = row
+    params = {"oid": oid, "row_type": row_type, "schema": schema, "table": table, "replaced": replaced}
     cannot = [what for (what,) in cur.execute(_CANNOT_KEEP, params).fetchall()]
     for parent, partition in cur.execute(_PARENTS, params).fetchall():
         cannot.append(f"its place in table {parent} ({'a partition of it' if partition else 'it inherits from it'})")
-    kept = Attachments(table)
-    cannot += _columns(cur, kept, sql.Identifier(schema, table), columns, params)
+    if partitioned:
+        cannot.append("its partitioning (the load makes a plain table)")
+    kept, ident = Attachments(table), sql.Identifier(schema, table)
+    cannot += _columns(cur, kept, ident, columns, params)
     if cannot:
-        where = f"{schema}.{table}"
-        raise AttachmentsNotKept(
-            f"{where} holds what a load would drop with it and cannot make again: {', '.join(cannot)}"
-        )
-    ident, add = sql.Identifier(schema, table), kept.statements.append
-    for name, kind, definition, note in cur.execute(_CONSTRAINTS, params).fetchall():
-        steps = kept.foreign_keys if kind == "f" else kept.statements
-        named = sql.SQL("alter table {} add constraint {} ").format(ident, sql.Identifier(name))
-        steps.append((f"constraint {name}", named + sql.SQL(definition)))
-        if note is not None:
-            comment_on = sql.SQL("comment on constraint {} on {} is {}").format(sql.Identifier(name), ident, note)
-            steps.append((f"constraint {name}'s comment", comment_on))
-    for name, shape, definition, clustered, replica, note, by_constraint in cur.execute(_INDEXES, params).fetchall():
-        index = sql.Identifier(schema, name)
-        if not by_constraint:
-            kept.indexes.append((name, shape, sql.SQL(definition)))
-        if clustered:
-            add(
-                (
-                    f"index {name} as the table's clustering",
-                    sql.SQL("alter table {} cluster on {}").format(ident, sql.Identifier(name)),
-                )
-            )
-        if replica and replica_identity == "i":
-            add(
-                (
-                    "replica identity",
-                    sql.SQL("alter table {} replica identity using index {}").format(ident, sql.Identifier(name)),
-                )
-            )
-        if note is not None:
-            add((f"index {name}'s comment", sql.SQL("comment on index {} is {}").format(index, note)))
-    for name, definition, target, owner, note in cur.execute(_STATISTICS, params).fetchall():
-        statistics, what = sql.Identifier(schema, name), f"extended statistics {name}"
-        add((what, sql.SQL(definition)))
-        if target >= 0:
-            add((f"{what}' target", sql.SQL("alter statistics {} set statistics {}").format(statistics, target)))
-        add((f"{what}' owner", sql.SQL("alter statistics {} owner to {}").format(statistics, sql.Identifier(owner))))
-        if note is not None:
-            add((f"{what}' comment", sql.SQL("comment on statistics {} is {}").format(statistics, note)))
-    for name, definition, state, note in cur.execute(_TRIGGERS, params).fetchall():
-        trigger = sql.Identifier(name)
-        add((f"trigger {name}", sql.SQL(definition)))
-        if state in _TRIGGER_STATES:
-            toggle = sql.SQL("alter table {} {} {}").format(ident, sql.SQL(_TRIGGER_STATES[state]), trigger)
-            add((f"trigger {name}'s state", toggle))
-        if note is not None:
-            add(
-                (f"trigger {name}'s comment", sql.SQL("comment on trigger {} on {} is {}").format(trigger, ident, note))
-            )
-    for name, permissive, roles, command, using, check, note in cur.execute(_POLICIES, params).fetchall():
-        policy = sql.Identifier(name)
-        to = sql.SQL(", ").join(sql.SQL("public") if r == "public" else sql.Identifier(r) for r in roles)
-        statement = sql.SQL("create policy {} on {} as {} for {} to {}").format(
-            policy, ident, sql.SQL(permissive.lower()), sql.SQL(_COMMANDS[command]), to
-        )
-        if using is not None:
-            statement += sql.SQL(" using (" + using + ")")
-        if check is not None:
-            statement += sql.SQL(" with check (" + check + ")")
-        add((f"policy {name}", statement))
-        if note is not None:
-            add((f"policy {name}'s comment", sql.SQL("comment on policy {} on {} is {}").format(policy, ident, note)))
+        what = ", ".join(cannot)
+        raise AttachmentsNotKept(f"{schema}.{table} holds what a load would drop with it and cannot make again: {what}")
+    _constraints(cur, kept, ident, params)
+    _indexes(cur, kept, schema, ident, replica_identity, params)
+    _statistics(cur, kept, params)
+    _triggers(cur, kept, ident, params)
+    _policies(cur, kept, ident, params)
+    add = kept.steps.append
     if row_security:
         add(("row-level security", sql.SQL("alter table {} enable row level security").format(ident)))
     if forced:
@@ -241,17 +192,15 @@ def _read(cur, schema: str, table: str, columns: Collection[str], replaced: Coll
         add(("replica identity", sql.SQL("alter table {} replica identity ").format(ident) + identity))
     if unlogged:
         add(("unlogged", sql.SQL("alter table {} set unlogged").format(ident)))
-    settings = [*(options or ()), *(f"toast.{option}" for option in toast_options or ())]
-    if settings:
+    if settings := [*(options or ()), *(f"toast.{option}" for option in toast_options or ())]:
         add(("storage parameters", sql.SQL("alter table {} set ").format(ident) + sql.SQL(f"({', '.join(settings)})")))
-    if comment is not None:
-        add(("comment", sql.SQL("comment on table {} is {}").format(ident, comment)))
+    if note is not None:
+        add(("comment", sql.SQL("comment on table {} is {}").format(ident, note)))
     return kept
 
 
 def _columns(cur, kept: Attachments, ident: sql.Identifier, columns: Collection[str], params: dict) -> list[str]:
-    """Add the steps that make the columns' defaults, constraints, settings and comments again; return what cannot
-    be made again."""
+    """The steps that make the columns' defaults, not-null, settings and comments again; returns what cannot be."""
     cannot = []
     for row in cur.execute(_COLUMNS, params).fetchall():
         name, note, not_null, default, target, options, derived, storage, compression = row
@@ -262,56 +211,139 @@ def _columns(cur, kept: Attachments, ident: sql.Identifier, columns: Collection[
             cannot.append(f"column {name} (an identity or generated column)")
         column = sql.Identifier(name)
         alter = sql.SQL("alter table {} alter column {} ").format(ident, column)
-        steps = [
-            ("default", default is not None, sql.SQL(f"set default {default}")),
-            ("not-null constraint", not_null, sql.SQL("set not null")),
-            ("statistics target", target >= 0, sql.SQL("set statistics {}").format(target)),
-            ("options", bool(options), sql.SQL(f"set ({', '.join(options or ())})")),
-            ("storage", storage is not None, sql.SQL(f"set storage {_STORAGE.get(storage)}")),
-            ("compression", compression is not None, sql.SQL(f"set compression {_COMPRESSION.get(compression)}")),
-        ]
-        kept.statements.extend((f"column {name}'s {what}", alter + step) for what, wanted, step in steps if wanted)
+        steps = []
+        if default is not None:
+            steps.append(("default", sql.SQL(f"set default {default}")))
+        if not_null:
+            steps.append(("not-null constraint", sql.SQL("set not null")))
+        if target >= 0:
+            steps.append(("statistics target", sql.SQL("set statistics {}").format(target)))
+        if options:
+            steps.append(("options", sql.SQL(f"set ({', '.join(options)})")))
+        if storage is not None:
+            steps.append(("storage", sql.SQL(f"set storage {_STORAGE[storage]}")))
+        if compression is not None:
+            steps.append(("compression", sql.SQL(f"set compression {_COMPRESSION[compression]}")))
+        kept.steps.extend((f"column {name}'s {what}", alter + step) for what, step in steps)
         if note is not None:
             on = sql.SQL("comment on column {}.{} is {}").format(ident, column, note)
-            kept.statements.append((f"column {name}'s comment", on))
+            kept.steps.append((f"column {name}'s comment", on))
     return cannot
 
 
-def make_again(cur, schema: str, kept: Collection[Attachments]) -> None:
-    """Make ``kept`` (:func:`read_all`, one per replaced table, each now in place) on the new tables: the indexes
-    first, foreign keys last (they may point at another replaced table).
+def _constraints(cur, kept: Attachments, ident: sql.Identifier, params: dict) -> None:
+    for name, kind, definition, note in cur.execute(_CONSTRAINTS, params).fetchall():
+        steps = kept.foreign_keys if kind == "f" else kept.steps
+        named = sql.SQL("alter table {} add constraint {} ").format(ident, sql.Identifier(name))
+        steps.append((f"constraint {name}", named + sql.SQL(definition)))
+        if note is not None:
+            on = sql.SQL("comment on constraint {} on {} is {}").format(sql.Identifier(name), ident, note)
+            steps.append((f"constraint {name}'s comment", on))
 
-    Raises AttachmentsNotKept naming the table, the part and PostgreSQL's reason (a loaded row breaks a key)."""
+
+def _indexes(cur, kept: Attachments, schema: str, ident: sql.Identifier, replica_identity: str, params: dict) -> None:
+    """The valid indexes no constraint makes (``kept.indexes``); for every index, its comment and its part in the
+    table's clustering and replica identity (steps after the constraints, which make their own indexes)."""
+    for name, shape, definition, valid, clustered, replica, note, by_constraint in cur.execute(
+        _INDEXES, params
+    ).fetchall():
+        if not valid:
+            continue
+        if not by_constraint:
+            kept.indexes.append((name, shape, sql.SQL(definition)))
+        index = sql.Identifier(name)
+        if clustered:
+            kept.steps.append(
+                (f"index {name} as its clustering", sql.SQL("alter table {} cluster on {}").format(ident, index))
+            )
+        if replica and replica_identity == "i":
+            using = sql.SQL("alter table {} replica identity using index {}").format(ident, index)
+            kept.steps.append(("replica identity", using))
+        if note is not None:
+            on = sql.SQL("comment on index {} is {}").format(sql.Identifier(schema, name), note)
+            kept.steps.append((f"index {name}'s comment", on))
+
+
+def _statistics(cur, kept: Attachments, params: dict) -> None:
+    for namespace, name, definition, target, owner, note in cur.execute(_STATISTICS, params).fetchall():
+        statistics, what = sql.Identifier(namespace, name), f"extended statistics {name}"
+        kept.steps.append((what, sql.SQL(definition)))
+        if target >= 0:
+            set_target = sql.SQL("alter statistics {} set statistics {}").format(statistics, target)
+            kept.steps.append((f"{what} (its target)", set_target))
+        owned = sql.SQL("alter statistics {} owner to {}").format(statistics, sql.Identifier(owner))
+        kept.steps.append((f"{what} (its owner)", owned))
+        if note is not None:
+            on = sql.SQL("comment on statistics {} is {}").format(statistics, note)
+            kept.steps.append((f"{what} (its comment)", on))
+
+
+def _triggers(cur, kept: Attachments, ident: sql.Identifier, params: dict) -> None:
+    for name, definition, state, note in cur.execute(_TRIGGERS, params).fetchall():
+        trigger = sql.Identifier(name)
+        kept.steps.append((f"trigger {name}", sql.SQL(definition)))
+        if state in _TRIGGER_STATES:
+            toggle = sql.SQL("alter table {} {} {}").format(ident, sql.SQL(_TRIGGER_STATES[state]), trigger)
+            kept.steps.append((f"trigger {name}'s state", toggle))
+        if note is not None:
+            on = sql.SQL("comment on trigger {} on {} is {}").format(trigger, ident, note)
+            kept.steps.append((f"trigger {name}'s comment", on))
+
+
+def _policies(cur, kept: Attachments, ident: sql.Identifier, params: dict) -> None:
+    for name, permissive, roles, command, using, check, note in cur.execute(_POLICIES, params).fetchall():
+        policy = sql.Identifier(name)
+        to = sql.SQL(", ").join(sql.SQL("public") if r == "public" else sql.Identifier(r) for r in roles)
+        statement = sql.SQL("create policy {} on {} as {} for {} to {}").format(
+            policy, ident, sql.SQL(permissive.lower()), sql.SQL(_COMMANDS[command]), to
+        )
+        if using is not None:
+            statement += sql.SQL(f" using ({using})")
+        if check is not None:
+            statement += sql.SQL(f" with check ({check})")
+        kept.steps.append((f"policy {name}", statement))
+        if note is not None:
+            on = sql.SQL("comment on policy {} on {} is {}").format(policy, ident, note)
+            kept.steps.append((f"policy {name}'s comment", on))
+
+
+def make_again(cur, schema: str, kept: Collection[Attachments]) -> None:
+    """Make ``kept`` (:func:`read_all`, one per replaced table, each now in place) on the new tables.
+
+    Every table's own indexes (the load's) are set aside first, under names no index has: an old index or constraint
+    of any table may want one of their names. Then each table's old indexes, constraints and the rest; then the
+    foreign keys (they may point at another replaced table); last, the load's indexes that no old index was get their
+    names back, or a free one. Raises AttachmentsNotKept naming the table, the part and PostgreSQL's reason."""
+    aside = {attachments.table: _set_aside(cur, schema, attachments.table) for attachments in kept}
     for attachments in kept:
-        where = f"{schema}.{attachments.table}"
-        _make_indexes(cur, schema, attachments, where)
-        for what, statement in attachments.statements:
+        where, made = f"{schema}.{attachments.table}", aside[attachments.table]
+        for name, shape, statement in attachments.indexes:
+            if (own := made.pop(shape, None)) is not None:
+                _rename(cur, schema, own[1], name, where)
+            else:
+                _run(cur, statement, where, f"index {name}")
+        for what, statement in attachments.steps:
             _run(cur, statement, where, what)
     for attachments in kept:
         for what, statement in attachments.foreign_keys:
             _run(cur, statement, f"{schema}.{attachments.table}", what)
+    for table, made in aside.items():
+        for own, temporary in made.values():
+            free, n = own, 0
+            while cur.execute("select to_regclass(%s)", (sql.Identifier(schema, free).as_string(cur),)).fetchone()[0]:
+                n += 1
+                free = f"{own[:60]}{n}"
+            _rename(cur, schema, temporary, free, f"{schema}.{table}")
 
 
-def _make_indexes(cur, schema: str, attachments: Attachments, where: str) -> None:
-    """The old indexes on the new table. One of the shape of an index the load made is that index, renamed; the
-    load's others keep their names, or take another for an old index of another shape that had one of them."""
-    [oid] = replaced_oids(cur, schema, [attachments.table])
-    made = {shape: name for name, shape, *_ in cur.execute(_INDEXES, {"oid": oid}).fetchall()}
-    aside = {shape: f"greenery_load_{oid}_{i}" for i, shape in enumerate(made)}  # no other index is so named
-    for shape, own in made.items():  # out of the way first: an old index may want the name of another shape's
-        _rename(cur, schema, own, aside[shape], where)
-    for name, shape, statement in attachments.indexes:
-        if shape in made:
-            _rename(cur, schema, aside[shape], name, where)
-            del made[shape]
-        else:
-            _run(cur, statement, where, f"index {name}")
-    for shape, own in made.items():  # the load's own that no old index was: its name, unless taken meanwhile
-        free, n = own, 0
-        while cur.execute("select to_regclass(%s)", (sql.Identifier(schema, free).as_string(cur),)).fetchone()[0]:
-            n += 1
-            free = f"{own[:60]}{n}"
-        _rename(cur, schema, aside[shape], free, where)
+def _set_aside(cur, schema: str, table: str) -> dict[str, tuple[str, str]]:
+    """Rename the new table's indexes (the load's own) out of the way; by shape: (own name, temporary name)."""
+    [row] = cur.execute(_TABLE, {"schema": schema, "tables": [table]}).fetchall()
+    made = {}
+    for i, (name, shape, *_) in enumerate(cur.execute(_INDEXES, {"oid": row[1]}).fetchall()):
+        made[shape] = (name, f"greenery_load_{row[1]}_{i}")  # the new table's oid: no other index is so named
+        _rename(cur, schema, name, made[shape][1], f"{schema}.{table}")
+    return made
 
 
 def _rename(cur, schema: str, index: str, to: str, where: str) -> None:
@@ -320,23 +352,16 @@ def _rename(cur, schema: str, index: str, to: str, where: str) -> None:
         _run(cur, rename, where, f"index {to}")
 
 
-def replaced_oids(cur, schema: str, tables: Collection[str]) -> list[int]:
-    """The oids of the tables of ``schema`` among ``tables`` (those a load replaces)."""
-    found = cur.execute(
-        "select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-        " where n.nspname = %s and c.relname = any(%s) and c.relkind in ('r', 'p')",
-        (schema, list(tables)),
-    )
-    return [oid for (oid,) in found.fetchall()]
+def postgres_says(exc: psycopg.Error) -> str:
+    """PostgreSQL's message for ``exc``, and its detail (the key a row broke) in parentheses."""
+    detail = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
+    return f"{exc.diag.message_primary or exc}{detail}"
 
 
 def _run(cur, statement: sql.Composable, where: str, what: str) -> None:
     try:
         cur.execute(statement)
     except psycopg.Error as exc:
-        detail = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
         # Integrity and data errors are the loaded rows'; any other (a missing privilege, say) is the statement's.
         how = "kept on the loaded rows" if (exc.sqlstate or "").startswith(("22", "23")) else "made again"
-        raise AttachmentsNotKept(
-            f"{where}: its {what} cannot be {how}: {exc.diag.message_primary or exc}{detail}"
-        ) from exc
+        raise AttachmentsNotKept(f"{where}: its {what} cannot be {how}: {postgres_says(exc)}") from exc

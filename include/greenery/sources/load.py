@@ -87,9 +87,8 @@ def _replace_tables(conn, schema: str | None, fills: Mapping[str, Callable]) -> 
                 if old is not None:
                     privileges.keep(cur, schema, table, RAW_TABLES[table], old)
             cur.execute(sql.SQL("drop schema {}").format(sql.Identifier(side)))
-        except psycopg.Error as exc:  # e.g. a function returning a raw table's row type
-            detail = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
-            raise _error(f"replacing the tables of {schema}", f"{exc.diag.message_primary or exc}{detail}") from exc
+        except psycopg.Error as exc:
+            raise _error(f"replacing the tables of {schema}", attachments.postgres_says(exc)) from exc
         except (privileges.PrivilegesNotKept, attachments.AttachmentsNotKept) as exc:
             raise _error(f"replacing the tables of {schema}", str(exc)) from exc
     return counts

@@ -238,6 +238,44 @@ print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(si
 """
 
 
+# Ctrl-C while deferred: the work (a child in a session of its own, as initdb is) runs to its end, then the command
+# stops; a second Ctrl-C stops it at once (a hung step), its child killed as subprocess does.
+DEFERRED_CTRL_C = """
+import signal, subprocess, sys
+from greenery.dev import cli_runs
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (this suite may run with it ignored)
+try:
+    with cli_runs.stop_signals_deferred():
+        print("deferring", flush=True)
+        subprocess.run(["sleep", sys.argv[1]], start_new_session=True)
+        print("the step ran to its end", flush=True)
+except KeyboardInterrupt:
+    print("stopped", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("presses", "step", "said"),
+    [(1, "1", ["the step ran to its end", "stopped"]), (2, "600", ["stopped"])],  # 600 s: not waited for
+    ids=["once: after the step", "twice: now"],
+)
+def test_ctrl_c_during_deferred_work_waits_for_it_and_a_second_one_stops_it_now(presses, step, said):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DEFERRED_CTRL_C, step], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(proc, "deferring")
+        for _ in range(presses):
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert out.splitlines() == said, (out, err)
+    assert err.count("Ctrl-C again stops it now") == 1, err
+
+
 def test_signals_during_deferred_work_are_one_stop_after_it_and_leave_nothing_behind():
     done = subprocess.run(
         [sys.executable, "-c", DEFERRED],

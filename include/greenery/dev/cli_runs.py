@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,13 @@ _noted: list[int] = []  # the stop signals that came while deferred
 
 
 def _note_stop(signum: int, frame: object) -> None:
+    if signum == signal.SIGINT:
+        if signal.SIGINT in _noted:  # a second Ctrl-C: the user would rather stop now (a hung step) than wait
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            _noted.clear()
+            raise KeyboardInterrupt
+        with contextlib.suppress(OSError):  # a terminal gone
+            print("stopping once the step under way is done (Ctrl-C again stops it now, half-done)", file=sys.stderr)
     _noted.append(signum)
 
 

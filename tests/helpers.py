@@ -4,8 +4,10 @@ values shaped as the product reports them."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import datetime as dt
 import functools
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -148,3 +150,18 @@ def duplicated_compound_key() -> str:
     }
     [key] = sample_keys({"details": {"unexpected_rows": [row]}})
     return key
+
+
+@contextlib.contextmanager
+def roles(conn, *names: str):
+    """New roles, one per name (unique: roles are the whole cluster's), dropped with their grants at the end."""
+    made = [f"greenery_test_{uuid.uuid4().hex[:8]}_{name}" for name in names]
+    for role in made:
+        conn.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
+    try:
+        yield made
+    finally:
+        conn.execute("reset role")
+        idents = sql.SQL(", ").join(map(sql.Identifier, made))
+        conn.execute(sql.SQL("drop owned by {}").format(idents))  # their grants and tables, in this database
+        conn.execute(sql.SQL("drop role {}").format(idents))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import io
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import table_hash
+from helpers import roles, table_hash
 from psycopg import sql
 
 from greenery import warehouse
@@ -512,21 +511,6 @@ def test_a_whole_number_column_turned_fractional_stops_the_run_instead_of_being_
 # --- a load keeps the owner and the grants of the tables it replaces ----------------------------------
 
 
-@contextlib.contextmanager
-def _roles(conn, *names: str):
-    """New roles, one per name (unique: roles are the whole cluster's), dropped with their grants at the end."""
-    roles = [f"greenery_test_{uuid.uuid4().hex[:8]}_{name}" for name in names]
-    for role in roles:
-        conn.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
-    try:
-        yield roles
-    finally:
-        conn.execute("reset role")
-        idents = sql.SQL(", ").join(map(sql.Identifier, roles))
-        conn.execute(sql.SQL("drop owned by {}").format(idents))  # their grants and tables, in this database
-        conn.execute(sql.SQL("drop role {}").format(idents))
-
-
 def _acls(conn) -> dict[str, tuple]:
     """Each raw table's oid, owner, and ACL entries of the table and of its columns, by role name."""
     acls = {}
@@ -554,7 +538,7 @@ def test_a_load_keeps_the_owner_and_every_grant_of_the_tables_it_replaces(db, re
     several privileges, a column's, PUBLIC's, one made with a grant option by its holder, and the owner; the
     new table's default privileges (ALTER DEFAULT PRIVILEGES) do not add to them."""
     raw.load_dir(db, real_greenery)
-    with _roles(db, "etl", "writer", "owner", "delegate") as (etl, writer, owner, delegate):
+    with roles(db, "etl", "writer", "owner", "delegate") as (etl, writer, owner, delegate):
         etl_, writer_, owner_, delegate_ = map(sql.Identifier, (etl, writer, owner, delegate))
         for statement in (
             sql.SQL("grant usage on schema raw to {}, {}").format(etl_, delegate_),
@@ -587,7 +571,7 @@ def test_a_grant_the_load_cannot_make_again_stops_it_and_changes_nothing(db, war
     """A grant made by a role the loading role cannot act as (it is no superuser, nor a member of that role) cannot
     be made again exactly: the load, by the tables' owner, stops naming the table and the grantor, and raw keeps
     its tables and grants."""
-    with _roles(db, "loader", "delegate", "reader") as (loader, delegate, reader):
+    with roles(db, "loader", "delegate", "reader") as (loader, delegate, reader):
         loader_, delegate_, reader_ = map(sql.Identifier, (loader, delegate, reader))
         password = uuid.uuid4().hex
         db.execute(sql.SQL("alter role {} login password {}").format(loader_, sql.Literal(password)))
@@ -614,7 +598,7 @@ def test_a_grant_the_load_cannot_make_again_stops_it_and_changes_nothing(db, war
 def test_a_loader_in_the_owners_role_keeps_the_owners_grants_as_the_owners(db, warehouse_url, real_greenery):
     """Review: a loader that is a member of the tables' owner role and holds a grant option from it: once that grant
     was made again, PostgreSQL recorded the owner's later grants as the loader's, and the load refused itself."""
-    with _roles(db, "owner", "loader", "reader") as (owner, loader, reader):
+    with roles(db, "owner", "loader", "reader") as (owner, loader, reader):
         owner_, loader_, reader_ = map(sql.Identifier, (owner, loader, reader))
         password = uuid.uuid4().hex
         db.execute(sql.SQL("alter role {} login password {}").format(loader_, sql.Literal(password)))
@@ -644,7 +628,7 @@ def test_the_source_check_tells_a_table_the_role_cannot_read_from_a_missing_one(
     from greenery.sources import freshness
 
     day = Interval.for_day(dt.date(2021, 2, 12))
-    with psycopg.connect(published_url, autocommit=True) as conn, _roles(conn, "etl") as (etl,):
+    with psycopg.connect(published_url, autocommit=True) as conn, roles(conn, "etl") as (etl,):
         etl_ = sql.Identifier(etl)
         conn.execute(sql.SQL("grant usage on schema raw to {}").format(etl_))
         conn.execute(sql.SQL("grant select on all tables in schema raw to {}").format(etl_))

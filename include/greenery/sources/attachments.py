@@ -1,16 +1,15 @@
 """What a raw table holds besides its rows and grants, made again on the table a load replaces it with.
 
 A load swaps in new tables (sources/load.py), and comments, row-level security and its policies, triggers,
-constraints, indexes, column defaults and settings belong to the old table: dropped with it, without a word (review:
-a policy that let a role read only its own rows was gone after the next load, while the role's ``select`` grant was
-kept, so the role read every row). Each is read before the swap and made again after it, and a load whose rows break
-one (a primary key, a check) stops, naming it. What a load cannot make again stops the load before it changes
-anything, naming each: what depends on the table (a view, a rule, a publication, a sequence it owns, a table that
-inherits from it, another table's foreign key, policy or trigger naming it) or on its row type (a function, a
-column), its place in a parent table, a column the files do not have, an identity or generated column, a partitioned
-table. A column's type and collation are the files' (sources/schema.py); a constraint made ``not valid`` is made
-again so (it does not check the loaded rows, as it did not check the old table's); an invalid index (a failed
-``create index concurrently``, which the old table never used) is not made again.
+constraints, indexes and settings belong to the old table: dropped with it, without a word (review: a policy that let
+a role read only its own rows was gone after the next load, while the role's ``select`` grant was kept). Each is read
+before the swap (under the lock the drop takes) and made again after it; what cannot be made again stops the load
+before it reads a file, naming each. README.md (`load-raw`) lists both, and what is not kept.
+
+Order: per table, the old indexes (the load's own set aside first, for every table, as an old index or constraint of
+any table may want a name), then the columns' settings, constraints (their indexes), what names an index
+(clustering, replica identity), statistics, triggers, policies, the table's settings; foreign keys last, once every
+replaced table is in place; the load's own indexes that no old one was get their names last.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ class Attachments:
 _TABLE = """
 select c.relname, c.oid, c.reltype, c.relkind = 'p', c.relrowsecurity, c.relforcerowsecurity, c.relreplident,
     c.relpersistence = 'u', c.reloptions, (select t.reloptions from pg_class t where t.oid = c.reltoastrelid),
-    obj_description(c.oid, 'pg_class')
+    obj_description(c.oid, 'pg_class'), nullif(c.reloftype, 0)::regtype::text, obj_description(c.reltype, 'pg_type')
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
 where n.nspname = %(schema)s and c.relname = any(%(tables)s) and c.relkind in ('r', 'p')
 """
@@ -65,12 +64,13 @@ where i.inhrelid = %(oid)s order by i.inhseqno
 
 # What depends on the table or its row type and is neither made again here nor part of it (its row type, its TOAST
 # table): a view (its rule), a rule, a publication, a sequence it owns, a table inheriting from it, a foreign key,
-# policy or trigger of a table the load does not replace, a function or column of its row type.
+# policy or trigger of a table the load does not replace, a function or column of its row type (or of an array of it).
 _CANNOT_KEEP = """
 select distinct case
     when d.classid = 'pg_rewrite'::regclass and r.rulename = '_RETURN'
         then (case v.relkind when 'm' then 'materialized view ' else 'view ' end) || v.oid::regclass::text
-    when d.classid = 'pg_class'::regclass and exists (select from pg_inherits h where h.inhrelid = d.objid)
+    when d.classid = 'pg_class'::regclass and d.objsubid = 0
+        and exists (select from pg_inherits h where h.inhrelid = d.objid and h.inhparent = %(oid)s)
         then 'table ' || d.objid::regclass::text || ' (it inherits from this one)'
     else pg_describe_object(d.classid, d.objid, d.objsubid)
 end
@@ -79,7 +79,8 @@ left join pg_rewrite r on d.classid = 'pg_rewrite'::regclass and r.oid = d.objid
 left join pg_class v on v.oid = r.ev_class
 where d.deptype in ('n', 'a')
     and (d.refclassid = 'pg_class'::regclass and d.refobjid = %(oid)s
-        or d.refclassid = 'pg_type'::regclass and d.refobjid = %(row_type)s)
+        or d.refclassid = 'pg_type'::regclass
+            and d.refobjid in (%(row_type)s, (select typarray from pg_type where oid = %(row_type)s)))
     and not (d.classid = 'pg_policy'::regclass
         and exists (select from pg_policy p where p.oid = d.objid and p.polrelid = any(%(replaced)s::oid[])))
     and not (d.classid = 'pg_trigger'::regclass
@@ -131,6 +132,21 @@ from pg_policies p join pg_policy o on o.polrelid = %(oid)s and o.polname = p.po
 where p.schemaname = %(schema)s and p.tablename = %(table)s order by p.policyname
 """
 
+# What the load's role could not make again, known before it reads a file: a trigger's function it may not execute,
+# a foreign key to a table (not replaced) it may not reference, statistics owned by a role it cannot act as.
+_NOT_ALLOWED = """
+select 'trigger ' || t.tgname || ' (the loading role may not execute its function ' || t.tgfoid::regproc::text || ')'
+from pg_trigger t where t.tgrelid = %(oid)s and not t.tgisinternal and not has_function_privilege(t.tgfoid, 'execute')
+union all
+select 'constraint ' || k.conname || ' (the loading role may not reference ' || k.confrelid::regclass::text || ')'
+from pg_constraint k where k.conrelid = %(oid)s and k.contype = 'f' and k.confrelid <> all(%(replaced)s::oid[])
+    and not has_table_privilege(k.confrelid, 'references')
+union all
+select 'extended statistics ' || s.stxname || ' (owned by ' || pg_get_userbyid(s.stxowner)
+    || ', a role the loading role cannot act as)'
+from pg_statistic_ext s where s.stxrelid = %(oid)s and not pg_has_role(s.stxowner, 'set')
+"""
+
 _STORAGE = {"p": "plain", "e": "external", "m": "main", "x": "extended"}
 _COMPRESSION = {"p": "pglz", "l": "lz4"}
 _COMMANDS = {"ALL": "all", "SELECT": "select", "INSERT": "insert", "UPDATE": "update", "DELETE": "delete"}
@@ -158,16 +174,22 @@ def read_all(cur, schema: str, tables: Mapping[str, Collection[str]], lock: bool
         except AttachmentsNotKept as exc:
             refused.append(str(exc))
     if refused:
-        raise AttachmentsNotKept("; ".join(refused) + " (remove them before the load and make them again after)")
+        raise AttachmentsNotKept("; ".join(refused))
     return kept
 
 
 def _read(cur, schema: str, table: str, columns: Collection[str], replaced: list[int], row: tuple) -> Attachments:
     """:func:`read_all` for one table, whose catalog ``row`` is read (``_TABLE``); ``replaced``: the oids of every
     table the load replaces (their foreign keys, policies and triggers naming one another are kept)."""
-    oid, row_type, partitioned, row_security, forced, replica_identity, unlogged, options, toast_options, note = row
+    oid, row_type, partitioned, row_security, forced, replica_identity, unlogged, options, toast_options, note = row[
+        :10
+    ]
+    of_type, type_note = row[10:]
     params = {"oid": oid, "row_type": row_type, "schema": schema, "table": table, "replaced": replaced}
     cannot = [what for (what,) in cur.execute(_CANNOT_KEEP, params).fetchall()]
+    cannot += [what for (what,) in cur.execute(_NOT_ALLOWED, params).fetchall()]
+    if of_type is not None:
+        cannot.append(f"its type {of_type} (a typed table; the load makes a plain one)")
     for parent, partition in cur.execute(_PARENTS, params).fetchall():
         cannot.append(f"its place in table {parent} ({'a partition of it' if partition else 'it inherits from it'})")
     if partitioned:
@@ -196,6 +218,8 @@ def _read(cur, schema: str, table: str, columns: Collection[str], replaced: list
         add(("storage parameters", sql.SQL("alter table {} set ").format(ident) + sql.SQL(f"({', '.join(settings)})")))
     if note is not None:
         add(("comment", sql.SQL("comment on table {} is {}").format(ident, note)))
+    if type_note is not None:
+        add(("row type's comment", sql.SQL("comment on type {} is {}").format(ident, type_note)))
     return kept
 
 
@@ -265,14 +289,16 @@ def _indexes(cur, kept: Attachments, schema: str, ident: sql.Identifier, replica
 
 
 def _statistics(cur, kept: Attachments, params: dict) -> None:
+    me = cur.execute("select current_user").fetchone()[0]
     for namespace, name, definition, target, owner, note in cur.execute(_STATISTICS, params).fetchall():
         statistics, what = sql.Identifier(namespace, name), f"extended statistics {name}"
         kept.steps.append((what, sql.SQL(definition)))
         if target >= 0:
             set_target = sql.SQL("alter statistics {} set statistics {}").format(statistics, target)
             kept.steps.append((f"{what} (its target)", set_target))
-        owned = sql.SQL("alter statistics {} owner to {}").format(statistics, sql.Identifier(owner))
-        kept.steps.append((f"{what} (its owner)", owned))
+        if owner != me:
+            owned = sql.SQL("alter statistics {} owner to {}").format(statistics, sql.Identifier(owner))
+            kept.steps.append((f"{what} (its owner)", owned))
         if note is not None:
             on = sql.SQL("comment on statistics {} is {}").format(statistics, note)
             kept.steps.append((f"{what} (its comment)", on))
@@ -338,18 +364,19 @@ def make_again(cur, schema: str, kept: Collection[Attachments]) -> None:
 
 def _set_aside(cur, schema: str, table: str) -> dict[str, tuple[str, str]]:
     """Rename the new table's indexes (the load's own) out of the way; by shape: (own name, temporary name)."""
-    [row] = cur.execute(_TABLE, {"schema": schema, "tables": [table]}).fetchall()
+    oid = cur.execute("select to_regclass(%s)::oid", (sql.Identifier(schema, table).as_string(cur),)).fetchone()[0]
     made = {}
-    for i, (name, shape, *_) in enumerate(cur.execute(_INDEXES, {"oid": row[1]}).fetchall()):
-        made[shape] = (name, f"greenery_load_{row[1]}_{i}")  # the new table's oid: no other index is so named
-        _rename(cur, schema, name, made[shape][1], f"{schema}.{table}")
+    for i, (name, shape, *_) in enumerate(cur.execute(_INDEXES, {"oid": oid}).fetchall()):
+        made[shape] = (name, f"greenery_load_{oid}_{i}")  # the new table's oid: no other index is so named
+        _rename(cur, schema, name, made[shape][1], f"{schema}.{table}", named=name)
     return made
 
 
-def _rename(cur, schema: str, index: str, to: str, where: str) -> None:
+def _rename(cur, schema: str, index: str, to: str, where: str, named: str | None = None) -> None:
+    """Rename ``index`` to ``to``; ``named``: how an error names it (not by a temporary name)."""
     if index != to:
         rename = sql.SQL("alter index {} rename to {}").format(sql.Identifier(schema, index), sql.Identifier(to))
-        _run(cur, rename, where, f"index {to}")
+        _run(cur, rename, where, f"index {named or to}")
 
 
 def postgres_says(exc: psycopg.Error) -> str:

@@ -153,14 +153,15 @@ _COMMANDS = {"ALL": "all", "SELECT": "select", "INSERT": "insert", "UPDATE": "up
 _TRIGGER_STATES = {"D": "disable trigger", "R": "enable replica trigger", "A": "enable always trigger"}
 
 
-def read_all(cur, schema: str, tables: Mapping[str, Collection[str]], lock: bool = True) -> list[Attachments]:
+def read_all(cur, schema: str, tables: Mapping[str, Collection[str]], check_only: bool = False) -> list[Attachments]:
     """What each table of ``schema`` named in ``tables`` (with the columns its replacement has) holds that its
-    replacement must hold too; the tables that do not exist yet hold nothing. ``lock``: first take the lock the drop
-    will take, so that nothing another session commits (a policy, a comment) falls between this read and the drop.
+    replacement must hold too; the tables that do not exist yet hold nothing. First it takes the lock the drop will
+    take, so that nothing another session commits (a policy, a comment) falls between this read and the drop.
+    ``check_only``: no lock, and only what would stop the load is read (the check before the files are read).
 
     Raises one AttachmentsNotKept naming every part of every table that the load could not make again."""
     params = {"schema": schema, "tables": list(tables)}
-    if lock and (found := [name for name, *_ in cur.execute(_TABLE, params).fetchall()]):
+    if not check_only and (found := [name for name, *_ in cur.execute(_TABLE, params).fetchall()]):
         names = sql.SQL(", ").join(sql.Identifier(schema, table) for table in found)
         cur.execute(sql.SQL("lock table {} in access exclusive mode").format(names))
     rows = {row[0]: row[1:] for row in cur.execute(_TABLE, params).fetchall()}
@@ -170,7 +171,7 @@ def read_all(cur, schema: str, tables: Mapping[str, Collection[str]], lock: bool
         if table not in rows:
             continue
         try:
-            kept.append(_read(cur, schema, table, columns, replaced, rows[table]))
+            kept.append(_read(cur, schema, table, columns, replaced, rows[table], check_only))
         except AttachmentsNotKept as exc:
             refused.append(str(exc))
     if refused:
@@ -178,7 +179,9 @@ def read_all(cur, schema: str, tables: Mapping[str, Collection[str]], lock: bool
     return kept
 
 
-def _read(cur, schema: str, table: str, columns: Collection[str], replaced: list[int], row: tuple) -> Attachments:
+def _read(
+    cur, schema: str, table: str, columns: Collection[str], replaced: list[int], row: tuple, check_only: bool = False
+) -> Attachments:
     """:func:`read_all` for one table, whose catalog ``row`` is read (``_TABLE``); ``replaced``: the oids of every
     table the load replaces (their foreign keys, policies and triggers naming one another are kept)."""
     oid, row_type, partitioned, row_security, forced, replica_identity, unlogged, options, toast_options, note = row[
@@ -199,6 +202,8 @@ def _read(cur, schema: str, table: str, columns: Collection[str], replaced: list
     if cannot:
         what = ", ".join(cannot)
         raise AttachmentsNotKept(f"{schema}.{table} holds what a load would drop with it and cannot make again: {what}")
+    if check_only:
+        return kept
     _constraints(cur, kept, ident, params)
     _indexes(cur, kept, schema, ident, replica_identity, params)
     _statistics(cur, kept, params)

@@ -57,7 +57,7 @@ def _replace_tables(conn, schema: str | None, fills: Mapping[str, Callable]) -> 
         cur.execute("set local time zone 'UTC'")
         # What would stop the swap, told before the files are read: the swap reads it again, under its lock.
         try:
-            attachments.read_all(cur, schema, {table: RAW_TABLES[table] for table in fills}, lock=False)
+            attachments.read_all(cur, schema, {table: RAW_TABLES[table] for table in fills}, check_only=True)
         except attachments.AttachmentsNotKept as exc:
             raise _error(f"replacing the tables of {schema}", str(exc)) from exc
         cur.execute(sql.SQL("create schema {}").format(sql.Identifier(side)))

@@ -390,27 +390,35 @@ def test_sigterm_while_greenery_run_prepares_pages_once_and_stops_the_server(pg_
 
 
 @pytest.mark.parametrize(
-    ("signum", "group", "status", "said"),
+    ("signum", "group", "twice", "status", "said"),
     [
-        (signal.SIGTERM, False, 143, "stopped: terminated (SIGTERM)"),
-        (signal.SIGINT, True, 130, "stopped: interrupted (Ctrl-C)"),
+        (signal.SIGTERM, False, False, 143, "stopped: terminated (SIGTERM)"),
+        (signal.SIGINT, True, False, 130, "stopped: interrupted (Ctrl-C)"),
+        (signal.SIGINT, True, True, 130, "stopped: interrupted (Ctrl-C)"),
     ],
-    ids=["SIGTERM", "Ctrl-C: SIGINT to the whole group"],
+    ids=["SIGTERM", "Ctrl-C: SIGINT to the whole group", "Ctrl-C twice: stopped half-way"],
 )
 def test_a_stop_signal_while_the_server_is_first_made_leaves_a_folder_that_works(
-    pg_tmp_path, signum, group, status, said
+    pg_tmp_path, signum, group, twice, status, said
 ):
     """Review: SIGTERM in `initdb` killed it half-way (the command's exit killed its child), and the folder's server
     never started again ('database "postgres" does not exist'); in `pg_ctl start`, the server it launched ran on
     unknown to anyone. The signal now waits for the start, then ends the command, which stops what it started (it
     said "running until `greenery db stop`" and was stopped: second review). Ctrl-C reaches the terminal's whole
     process group: initdb itself was killed by it (and the command ended in a traceback, reading the pid file of
-    initdb's standalone backend, a negative pid); initdb now runs in a session of its own."""
+    initdb's standalone backend, a negative pid); initdb now runs in a session of its own. A second Ctrl-C stops it
+    half-way, as it asks to: initdb is sent SIGINT and removes what it made (killed, it left a folder that never
+    worked: third review), so the next command makes the folder anew."""
     env, data_dir = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"), pg_tmp_path / "state" / "pg"
     proc = _started(["db", "start"], env, group=group)
 
-    # initdb writes PG_VERSION first.
-    out, err = _signalled_once(proc, lambda: _wait_for_file(proc, data_dir / "PG_VERSION"), signum, group)
+    def initdb_under_way() -> None:  # initdb writes PG_VERSION first
+        _wait_for_file(proc, data_dir / "PG_VERSION")
+        if twice:
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.05)
+
+    out, err = _signalled_once(proc, initdb_under_way, signum, group)
     assert (proc.returncode, err.strip().splitlines()[-1:]) == (status, [said]), (out, err)
     assert "running until" not in out and embedded_pg.running_pid(data_dir) is None, out
     assert not embedded_pg.kept_running(data_dir)

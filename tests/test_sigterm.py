@@ -214,14 +214,14 @@ def test_a_process_is_known_by_its_start_not_its_pid_alone(tmp_path, monkeypatch
 
 DEFERRED = """
 import os, signal
-from greenery.dev import cli_runs
+from greenery.dev import stop_signals
 
 def stopped_by(work):
     try:
-        with cli_runs.stop_signals_end_the_command(whole_process=False):
-            with cli_runs.stop_signals_deferred():
+        with stop_signals.end_the_command(whole_process=False):
+            with stop_signals.deferred():
                 work()
-    except cli_runs.StopSignal as stop:
+    except stop_signals.StopSignal as stop:
         return stop.signum
     return None
 
@@ -235,34 +235,56 @@ print(stopped_by(twice) == signal.SIGTERM, flush=True)
 # and the next command, never signalled, was stopped), and the handlers are put back.
 print(stopped_by(lambda: None) is None, flush=True)
 print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL)
+# A stop landing as the handlers are put back (here: SIGTERM as soon as its own is back) leaves none of them deferred
+# (review: Ctrl-C stayed noted-only for good, after that stop).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+put_back = signal.signal
+def signal_then_stop(signum, handler):
+    previous = put_back(signum, handler)
+    if signum == signal.SIGTERM and handler is stop_signals._raise_stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return previous
+signal.signal = signal_then_stop
+print(stopped_by(lambda: None) == signal.SIGTERM, flush=True)
+signal.signal = put_back
+print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
 """
 
 
 # Ctrl-C while deferred: the work (a child in a session of its own, as initdb is) runs to its end, then the command
-# stops; a second Ctrl-C stops it at once (a hung step), its child killed as subprocess does.
+# stops; a second Ctrl-C stops it at once (a hung step), its child killed as subprocess does. A SIGTERM first: the stop
+# is the SIGTERM's, whatever Ctrl-C came after (review: it became a Ctrl-C, which pages nobody).
 DEFERRED_CTRL_C = """
-import signal, subprocess, sys
-from greenery.dev import cli_runs
+import os, signal, subprocess, sys
+from greenery.dev import stop_signals
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (this suite may run with it ignored)
 try:
-    with cli_runs.stop_signals_deferred():
+    with stop_signals.end_the_command(whole_process=False), stop_signals.deferred():
+        if sys.argv[2] == "sigterm first":
+            os.kill(os.getpid(), signal.SIGTERM)
         print("deferring", flush=True)
         subprocess.run(["sleep", sys.argv[1]], start_new_session=True)
         print("the step ran to its end", flush=True)
 except KeyboardInterrupt:
     print("stopped", flush=True)
+except stop_signals.StopSignal as stop:
+    print(f"stopped: {stop}", flush=True)
 """
 
 
 @pytest.mark.parametrize(
-    ("presses", "step", "said"),
-    [(1, "1", ["the step ran to its end", "stopped"]), (2, "600", ["stopped"])],  # 600 s: not waited for
-    ids=["once: after the step", "twice: now"],
+    ("presses", "step", "first", "said"),
+    [
+        (1, "1", "", ["the step ran to its end", "stopped"]),
+        (2, "600", "", ["stopped"]),  # 600 s: not waited for
+        (2, "600", "sigterm first", ["stopped: terminated (SIGTERM)"]),
+    ],
+    ids=["once: after the step", "twice: now", "SIGTERM, then twice: the SIGTERM's stop, now"],
 )
-def test_ctrl_c_during_deferred_work_waits_for_it_and_a_second_one_stops_it_now(presses, step, said):
+def test_ctrl_c_during_deferred_work_waits_for_it_and_a_second_one_stops_it_now(presses, step, first, said):
     proc = subprocess.Popen(
-        [sys.executable, "-c", DEFERRED_CTRL_C, step], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", DEFERRED_CTRL_C, step, first], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         _wait_for(proc, "deferring")
@@ -285,7 +307,7 @@ def test_signals_during_deferred_work_are_one_stop_after_it_and_leave_nothing_be
         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
         check=False,
     )
-    assert done.stdout.splitlines() == ["the deferred work ran to its end", "True", "True", "True"], done
+    assert done.stdout.splitlines() == ["the deferred work ran to its end", *["True"] * 5], done
 
 
 # `greenery ui` as its console script runs it, over a stand-in for Airflow's components (their own stop is the real
@@ -355,3 +377,48 @@ def test_a_stop_signal_stops_greenery_ui_through_its_components_stop(signum, sta
     assert marker.read_text() == "stopped", out + err  # the components' stop ran to its end
     assert said in (err if status else out).splitlines()[-1:], (out, err)  # the command's last word
     assert "Traceback" not in err, err
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(180)
+def test_ctrl_c_while_greenery_ui_migrates_a_new_home_waits_for_the_migration(tmp_path):
+    """Third review: `greenery ui` ran `airflow db migrate` in the terminal's process group, its stop not deferred:
+    Ctrl-C (to the whole group) as it migrated a new home left a database without tables."""
+    import os
+
+    from greenery.dev import local_airflow
+
+    home = tmp_path / "airflow"
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "GREENERY_STATE_DIR": str(tmp_path / "state"),
+        "AIRFLOW_CONN_GREENERY_WAREHOUSE": "postgresql://nobody@127.0.0.1:9/none",  # configured: no embedded server
+        "PYTHONUNBUFFERED": "1",
+    }
+
+    def as_a_terminals_job() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "greenery.cli", "ui", "--port", "8099"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        preexec_fn=as_a_terminals_job,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (home / "airflow.db").exists():  # the migration has begun
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0 and "stopping Airflow ..." in out, (out, err)
+    assert local_airflow._migrated(home / "airflow.db"), (out, err)

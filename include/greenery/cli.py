@@ -19,7 +19,7 @@ from pathlib import Path
 
 from greenery import config
 from greenery.cli_types import day_option, port_option, scale_option, schema_option, span_option
-from greenery.dev import cli_runs, local_airflow  # light: Airflow is imported by their functions
+from greenery.dev import cli_runs, local_airflow, stop_signals  # light: Airflow is imported by their functions
 
 STATE_DIR = config.state_dir()
 
@@ -31,7 +31,7 @@ def _embedded_if_unconfigured(always: bool = False) -> object | None:
 
     if os.environ.get(warehouse.conn_env_var()) and not always:
         return None
-    with cli_runs.stop_signals_deferred():  # initdb or pg_ctl killed half-way would break the folder (review)
+    with stop_signals.deferred():  # initdb or pg_ctl killed half-way would break the folder (review)
         server = embedded_pg.open_server(STATE_DIR / "pg")
     # Airflow reads connections from the environment: this process's tasks and children use the server.
     os.environ[warehouse.conn_env_var()] = warehouse.connection_json(server.url())
@@ -86,7 +86,7 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
             f" To backfill older history, set GREENERY_START_DATE={days[0]} (or earlier) and run again."
         )
     with cli_runs.preparing(config.DAG_ID, days[0]):  # up to the first day's run: a stop pages
-        with cli_runs.stop_signals_deferred():  # a migration stopped half-way would break the Airflow home
+        with stop_signals.deferred():  # a migration stopped half-way would break the Airflow home
             local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
         for line in cli_runs.fail_abandoned_runs():
             print(line, file=sys.stderr)
@@ -256,9 +256,9 @@ def cmd_db(args: argparse.Namespace) -> int:
     if args.action == "start":
         server, running = None, embedded_pg.running_pid(data_dir)
         try:
-            with cli_runs.stop_signals_deferred():  # a stop in initdb or pg_ctl would break the folder: after them
+            with stop_signals.deferred():  # a stop in initdb or pg_ctl would break the folder: after them
                 server = embedded_pg.start_kept(data_dir)
-        except (cli_runs.StopSignal, KeyboardInterrupt):  # stopped as it started: what it started is not left running
+        except (stop_signals.StopSignal, KeyboardInterrupt):  # stopped as it started: not left running
             if server is not None and running is None:
                 server.unkeep()
             raise
@@ -273,7 +273,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         kept = " (kept running by `greenery db start`)" if embedded_pg.kept_running(data_dir) else ""
         print(f"running, pid {pid}{kept}: {data_dir}" if pid else f"not running: {data_dir}")
         return 0 if pid else 1
-    with cli_runs.stop_signals_deferred():
+    with stop_signals.deferred():
         server = embedded_pg.open_server(data_dir)  # psql: start it for the session if needed
     try:
         return embedded_pg.psql(server.url(), args.psql_args)
@@ -350,11 +350,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         home = Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow")
         local_airflow.configure(home, ui_links=args.func is not cmd_ui)  # `greenery ui` makes its own links
-        with cli_runs.stop_signals_end_the_command(whole_process=argv is None):  # argv: a caller of its own
+        with stop_signals.end_the_command(whole_process=argv is None):  # argv: a caller of its own
             code = args.func(args)
         sys.stdout.flush()  # a reader gone (a closed pipe) raises here, in the handler below, not at exit
         return code
-    except (cli_runs.RunInterrupted, cli_runs.StopSignal) as exc:  # Ctrl-C, SIGTERM or SIGHUP (dev/cli_runs.py)
+    except (cli_runs.RunInterrupted, stop_signals.StopSignal) as exc:  # Ctrl-C, SIGTERM, SIGHUP (dev/stop_signals.py)
         with contextlib.suppress(OSError):  # a terminal that hung up answers EIO; the page went out already
             print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_status

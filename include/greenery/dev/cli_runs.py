@@ -21,10 +21,11 @@ import datetime as dt
 import json
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from greenery.dev.stop_signals import SIGNALS, StopSignal
 
 REGISTRY = "greenery-runs"  # in the Airflow home
 UNFINISHED = ("running", "queued", "scheduled", "up_for_retry", "up_for_reschedule", "restarting", "deferred")
@@ -40,102 +41,13 @@ class RunInterrupted(RuntimeError):
 
 _terminated = threading.Event()  # the stop came as a signal below, not Ctrl-C
 _stopped_by = [signal.SIGTERM]  # which one (set before _terminated)
-# How each stop is named on the command's line, and why it may have come, in the page.
-_SIGNALS = {
-    signal.SIGTERM: ("terminated (SIGTERM)", "kill, timeout or a service manager's stop"),
-    signal.SIGHUP: ("hung up (SIGHUP)", "its terminal closed or its SSH session ended"),
-}
-
-
-class StopSignal(BaseException):  # not an Exception: no library's `except Exception` may swallow it
-    """SIGTERM or SIGHUP outside a day's run: while the command prepares, or in a command that runs no day. It ends
-    the command through Python's own exit, whose hooks stop the embedded PostgreSQL the command started (review:
-    the signal's default action ended it at once, and the server stayed up; `greenery ui`'s Airflow with it)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(_SIGNALS[signum][0])
-        self.signum = signum
-        self.exit_status = 128 + signum
-
-
-@contextlib.contextmanager
-def stop_signals_end_the_command(whole_process: bool = True) -> Iterator[None]:
-    """Inside, SIGTERM (and SIGHUP, unless ignored as under `nohup`) raise :class:`StopSignal` in the main thread;
-    once one has, the next are ignored. Within a day, :func:`sigterm_stops_the_day` takes them over.
-
-    ``whole_process``: the command is the process, which ends after it: after a stop the signals stay ignored
-    through the stop's line and the exit hooks. Otherwise (a caller in its own process: tests) they are put back."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    ours = [s for s in _SIGNALS if signal.getsignal(s) is signal.SIG_DFL]
-    for signum in ours:
-        signal.signal(signum, _raise_stop)
-    _noted.clear()
-    try:
-        yield
-    finally:
-        if not whole_process or all(signal.getsignal(s) is _raise_stop for s in ours):
-            for signum in ours:
-                signal.signal(signum, signal.SIG_DFL)
-
-
-def _raise_stop(signum: int, frame: object) -> None:
-    """Stop the command; from now on, the stop signals handled here are ignored."""
-    for stop in _SIGNALS:
-        if signal.getsignal(stop) in (_raise_stop, _note_stop):
-            signal.signal(stop, signal.SIG_IGN)
-    raise StopSignal(signum)
-
-
-_noted: list[int] = []  # the stop signals that came while deferred
-
-
-def _note_stop(signum: int, frame: object) -> None:
-    if signum == signal.SIGINT:
-        if signal.SIGINT in _noted:  # a second Ctrl-C: the user would rather stop now (a hung step) than wait
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            _noted.clear()
-            raise KeyboardInterrupt
-        with contextlib.suppress(OSError):  # a terminal gone
-            print("stopping once the step under way is done (Ctrl-C again stops it now, half-done)", file=sys.stderr)
-    _noted.append(signum)
-
-
-@contextlib.contextmanager
-def stop_signals_deferred() -> Iterator[None]:
-    """Inside, a stop signal is noted, and raised as :class:`StopSignal` on leaving: for work that a stop half-way
-    would break for good (review: killed mid-initdb, a state folder's server never started again; killed in
-    `pg_ctl start`, the server it launched ran on; killed mid-migration, the next run read "no such table: dag").
-    Ctrl-C too, raised as KeyboardInterrupt on leaving: raised inside, it would land in subprocess's wait for the
-    child, which kills the child (the work runs in a session of its own, where the terminal's Ctrl-C does not reach)."""
-    ours = [s for s in _SIGNALS if signal.getsignal(s) is _raise_stop]
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        ours.append(signal.SIGINT)
-    for signum in ours:
-        signal.signal(signum, _note_stop)
-    try:
-        yield
-    finally:
-        for signum in ours:
-            if signal.getsignal(signum) is _note_stop:
-                signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else _raise_stop)
-        if _noted:
-            signum = _noted[0]
-            _noted.clear()  # one stop, however many signals came
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            _raise_stop(signum, None)
-
-
 _days_entered = threading.Event()  # sigterm_stops_the_day was entered: its days' stops are its own
 
 
 @contextlib.contextmanager
 def preparing(dag_id: str, day: dt.date) -> Iterator[None]:
     """While `greenery run` prepares its first ``day``, up to its first day's run: a stop signal is :func:`stopped`
-    as one in a day is (it pages once; no day's run was started). Inside :func:`stop_signals_end_the_command`."""
+    as one in a day is (it pages once; no day's run was started). Inside stop_signals.end_the_command."""
     _days_entered.clear()
     try:
         yield
@@ -153,7 +65,7 @@ def _registry() -> Path:
 
 def interrupted(day: dt.date, run_id: str | None, published: bool = False) -> RunInterrupted:
     signum = _stopped_by[0] if _terminated.is_set() else signal.SIGINT
-    how = _SIGNALS[signum][0] if signum in _SIGNALS else "interrupted (Ctrl-C)"
+    how = SIGNALS[signum][0] if signum in SIGNALS else "interrupted (Ctrl-C)"
     return RunInterrupted(f"{how} at {day}: {_what_became(run_id, published)}", 128 + signum)
 
 
@@ -192,7 +104,7 @@ def stopped(dag_id: str, day: dt.date, run_id: str | None) -> RunInterrupted:
     from greenery.alerts import messages
     from greenery.tasks import paging
 
-    name, why = signal.Signals(_stopped_by[0]).name, _SIGNALS[_stopped_by[0]][1]
+    name, why = signal.Signals(_stopped_by[0]).name, SIGNALS[_stopped_by[0]][1]
     rest = "" if went_out else "; nothing more of the day was published"
     again = f"greenery run --date {day} (or trigger it in the UI)"
     payload = messages.build_task_failure_alert(
@@ -232,7 +144,7 @@ def sigterm_stops_the_day() -> Iterator[None]:
     _terminated.clear()
     main = threading.main_thread().ident
     # SIGHUP only where it would end the process: `nohup` (SIG_IGN) asked to run on with no terminal.
-    stops = {s for s in _SIGNALS if s == signal.SIGTERM or signal.getsignal(s) is not signal.SIG_IGN}
+    stops = {s for s in SIGNALS if s == signal.SIGTERM or signal.getsignal(s) is not signal.SIG_IGN}
     previous, before = signal.signal(signal.SIGUSR2, _raise_interrupt), {s: signal.getsignal(s) for s in stops}
     signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     leaving, late, ready, lock = threading.Event(), threading.Event(), threading.Event(), threading.Lock()

@@ -9,6 +9,7 @@ beside the data directory, which initdb wants empty): then it stays up for psql,
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import itertools
 import json
@@ -16,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -49,7 +51,7 @@ class EmbeddedPostgres:
         starting = running_pid(self.data_dir) is None  # else running already (db stop): used as is
         if starting:
             _check_shell_safe(self.data_dir)
-            _initdb_in_a_session_of_its_own()
+            _in_a_session_of_their_own()
         try:
             self._server = pgserver.get_server(self.data_dir, cleanup_mode=self.cleanup)
         except BaseException:
@@ -93,17 +95,39 @@ class EmbeddedPostgres:
         self._server.cleanup()
 
 
-def _initdb_in_a_session_of_its_own() -> None:
-    """pgserver runs initdb in the command's process group: a terminal's Ctrl-C or hang-up (sent to the whole group)
-    killed it half-way, leaving a folder with a PG_VERSION, so pgserver never ran initdb again and every later command
-    failed ('database "postgres" does not exist'). In a session of its own it finishes; the command's deferred stop
-    (cli_runs.stop_signals_deferred) comes after it. pgserver passes the extra keyword to subprocess.run."""
+def _in_a_session_of_their_own() -> None:
+    """pgserver runs initdb and pg_ctl in the command's process group: a terminal's Ctrl-C or hang-up (sent to the whole
+    group) killed them half-way. initdb left a folder with a PG_VERSION, so pgserver never ran initdb again and every
+    later command failed ('database "postgres" does not exist'); pg_ctl left pgserver's error log on the terminal. In a
+    session of their own they finish, and the command's deferred stop (dev/stop_signals.py) comes after them; the
+    server pg_ctl starts is out of the terminal's reach too, and stopped by the command's exit hooks."""
     from pgserver import postgres_server
 
-    if not getattr(postgres_server.initdb, "own_session", False):
-        initdb = functools.partial(postgres_server.initdb, start_new_session=True)
-        initdb.own_session = True
-        postgres_server.initdb = initdb
+    if postgres_server.initdb is not _initdb:
+        postgres_server.initdb = _initdb
+        postgres_server.pg_ctl = functools.partial(postgres_server.pg_ctl, start_new_session=True)
+
+
+def _initdb(args: list[str], pgdata: Path, **kwargs) -> str:
+    """pgserver's initdb command, in a session of its own. Stopped half-way all the same (a second Ctrl-C: a step
+    that hangs), it is sent SIGINT, on which initdb removes what it made: the next start makes the folder anew
+    (killed, as subprocess would kill it, it left a folder that never worked: review)."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    command = [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), *args]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
+    )
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate()
+        raise
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, command, out, err)
+    return out
 
 
 def _stop_postmaster(data_dir: Path, pid: int, how: int = signal.SIGINT) -> None:

@@ -123,7 +123,10 @@ def _initdb(args: list[str], pgdata: Path, **kwargs) -> str:
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)
-        proc.communicate()
+        try:
+            proc.communicate(timeout=60)  # initdb removing what it made: a second or so
+        except subprocess.TimeoutExpired:
+            proc.kill()
         raise
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, command, out, err)

@@ -67,10 +67,15 @@ _noted: list[int] = []  # the stop signals that came while deferred
 _handlers: dict[int, Callable] = {}  # what each deferred signal did before, and does again after
 
 
+# The same one again stops at once: Ctrl-C pressed twice, or `kill` twice (a step that hangs would hold the command for
+# good). Not SIGHUP: a closed terminal sends it twice by itself (the shell's, then the kernel's).
+_FORCING = (signal.SIGINT, signal.SIGTERM)
+
+
 def _note_stop(signum: int, frame: object) -> None:
-    if signum == signal.SIGINT and signal.SIGINT in _noted:
-        # A second Ctrl-C: the user would rather stop now (a step that hangs) than wait: the first stop, now.
-        _raise_noted()
+    if signum in _FORCING and signum in _noted:
+        _raise_noted()  # the first noted stop, now
+        return
     if signum == signal.SIGINT:
         with contextlib.suppress(OSError):  # a terminal gone
             print("stopping once the step under way is done (Ctrl-C again stops it now, half-done)", file=sys.stderr)
@@ -78,18 +83,24 @@ def _note_stop(signum: int, frame: object) -> None:
 
 
 def _raise_noted() -> None:
-    """Put the handlers back (the signals blocked meanwhile: one landing half-way would leave another one deferred for
-    good), then stop as the first noted signal's own handler does: StopSignal, KeyboardInterrupt."""
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    """Put the handlers back, then stop as the first noted signal's own handler does (StopSignal, KeyboardInterrupt).
+
+    The signals are blocked meanwhile: one landing half-way would leave another still deferred for good (review).
+    Those that came while blocked are the same stop, taken here: unblocked, one would replace it (a Ctrl-C after a
+    SIGTERM, which pages, with a Ctrl-C's stop, which does not)."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # a pending handler may run (and raise) here: nothing changed
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
         for signum, handler in _handlers.items():
             if signal.getsignal(signum) is _note_stop:
                 signal.signal(signum, handler)
         first = _noted[0] if _noted else None
         _noted.clear()  # one stop, however many signals came
         _handlers.clear()
+        while first is not None and (pending := signal.sigpending() & set(_DEFERRED)):
+            signal.sigwait(pending)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
     if first is not None:
         handler = signal.getsignal(first)
         if callable(handler):
@@ -104,7 +115,8 @@ def deferred() -> Iterator[None]:
     handler would once the work is done: for work that a stop half-way would break for good (review: killed
     mid-initdb, a state folder's server never started again; killed in `pg_ctl start`, the server it launched ran
     on; killed mid-migration, the next run read "no such table: dag"). Raised inside, a stop would land in
-    subprocess's wait for the child, which kills the child. A second Ctrl-C acts at once (a step that hangs)."""
+    subprocess's wait for the child, which kills the child. A second Ctrl-C or SIGTERM acts at once (a step that
+    hangs)."""
     if threading.current_thread() is not threading.main_thread() or _handlers:  # not nested: the outer one notes
         yield
         return

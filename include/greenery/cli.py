@@ -86,8 +86,7 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
             f" To backfill older history, set GREENERY_START_DATE={days[0]} (or earlier) and run again."
         )
     with cli_runs.preparing(config.DAG_ID, days[0]):  # up to the first day's run: a stop pages
-        with stop_signals.deferred():  # a migration stopped half-way would break the Airflow home
-            local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
+        local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))  # its migration runs to its end, a stop after it
         for line in cli_runs.fail_abandoned_runs():
             print(line, file=sys.stderr)
         dag = local_airflow.load_dag()

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from greenery import config
+from greenery.dev import stop_signals
 
 PROJECT_DIR = config.PROJECT_DIR
 DAG_FILE = PROJECT_DIR / "dags" / "greenery_daily.py"
@@ -96,10 +97,18 @@ def prepare(home: Path, quiet: bool = False) -> Path:
     home = configure(home, quiet)
     ours = _HOME_PATHS["database", "sql_alchemy_conn"].format(home=home)  # set by configure() for a moved home
     if not _migrated(home / "airflow.db") and os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ours) == ours:
-        airflow = Path(sys.executable).with_name("airflow")
-        # In a session of its own: a terminal's Ctrl-C or hang-up would kill it half-way (cli_runs defers them).
-        subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, start_new_session=True)
+        migrate(str(Path(sys.executable).with_name("airflow"))).check_returncode()
     return home
+
+
+def migrate(airflow: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``airflow db migrate`` with the ``airflow`` executable, run to its end (stopped half-way, it leaves a database
+    without its tables): in a session of its own, out of reach of a terminal's Ctrl-C or hang-up (sent to its whole
+    process group), and with this process's stops deferred until it ends (dev/stop_signals.py)."""
+    with stop_signals.deferred():
+        return subprocess.run(
+            [airflow, "db", "migrate"], env=env, cwd=cwd, capture_output=True, text=True, start_new_session=True
+        )
 
 
 def _migrated(db: Path) -> bool:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from greenery import config, preloaded_airflow
-from greenery.dev import addresses, local_airflow, stop_signals
+from greenery.dev import addresses, local_airflow
 from greenery.dev.addresses import free_port, port_in_use
 
 DAG_ID = config.DAG_ID
@@ -295,10 +295,7 @@ def start(
     ui = LocalAirflow(home=home, port=port, host=host, env=airflow_env(home, port, host, env), log_dir=home / "ui-logs")
     local_airflow.record_base_url(home, ui.env["AIRFLOW__API__BASE_URL"])  # for `greenery run` on this home
     airflow = _airflow_executable()
-    with stop_signals.deferred():  # stopped half-way, the migration would leave a database without its tables
-        migrated = subprocess.run(
-            [airflow, "db", "migrate"], env=ui.env, cwd=home, capture_output=True, text=True, start_new_session=True
-        )
+    migrated = local_airflow.migrate(airflow, env=ui.env, cwd=home)
     if migrated.returncode != 0:
         raise LocalUIError(f"airflow db migrate failed in {home}:\n{migrated.stderr[-3000:]}")
     return launch(ui, airflow, components)

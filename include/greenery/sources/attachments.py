@@ -184,10 +184,8 @@ def _read(
 ) -> Attachments:
     """:func:`read_all` for one table, whose catalog ``row`` is read (``_TABLE``); ``replaced``: the oids of every
     table the load replaces (their foreign keys, policies and triggers naming one another are kept)."""
-    oid, row_type, partitioned, row_security, forced, replica_identity, unlogged, options, toast_options, note = row[
-        :10
-    ]
-    of_type, type_note = row[10:]
+    oid, row_type, partitioned, row_security, forced, replica_identity, unlogged, *rest = row
+    options, toast_options, note, of_type, type_note = rest
     params = {"oid": oid, "row_type": row_type, "schema": schema, "table": table, "replaced": replaced}
     cannot = [what for (what,) in cur.execute(_CANNOT_KEEP, params).fetchall()]
     cannot += [what for (what,) in cur.execute(_NOT_ALLOWED, params).fetchall()]
@@ -294,8 +292,9 @@ def _indexes(cur, kept: Attachments, schema: str, ident: sql.Identifier, replica
 
 
 def _statistics(cur, kept: Attachments, params: dict) -> None:
-    me = cur.execute("select current_user").fetchone()[0]
-    for namespace, name, definition, target, owner, note in cur.execute(_STATISTICS, params).fetchall():
+    found = cur.execute(_STATISTICS, params).fetchall()
+    me = cur.execute("select current_user").fetchone()[0] if found else None
+    for namespace, name, definition, target, owner, note in found:
         statistics, what = sql.Identifier(namespace, name), f"extended statistics {name}"
         kept.steps.append((what, sql.SQL(definition)))
         if target >= 0:

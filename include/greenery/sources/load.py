@@ -56,10 +56,11 @@ def _replace_tables(conn, schema: str | None, fills: Mapping[str, Callable]) -> 
         # A timestamp without a zone means UTC, whatever the database's TimeZone (`local`: this transaction).
         cur.execute("set local time zone 'UTC'")
         # What would stop the swap, told before the files are read: the swap reads it again, under its lock.
+        their_columns, swapping = {table: RAW_TABLES[table] for table in fills}, f"replacing the tables of {schema}"
         try:
-            attachments.read_all(cur, schema, {table: RAW_TABLES[table] for table in fills}, check_only=True)
+            attachments.read_all(cur, schema, their_columns, check_only=True)
         except attachments.AttachmentsNotKept as exc:
-            raise _error(f"replacing the tables of {schema}", str(exc)) from exc
+            raise _error(swapping, str(exc)) from exc
         cur.execute(sql.SQL("create schema {}").format(sql.Identifier(side)))
         for table, fill in fills.items():
             columns = RAW_TABLES[table]
@@ -75,7 +76,7 @@ def _replace_tables(conn, schema: str | None, fills: Mapping[str, Callable]) -> 
             cur.execute(sql.SQL("create schema if not exists {}").format(target))
             # Privileges, policies, keys... belong to the table, not its name (review: a load took raw away from the
             # run's role): read from each old table, made again on the new one.
-            kept = attachments.read_all(cur, schema, {table: RAW_TABLES[table] for table in fills})
+            kept = attachments.read_all(cur, schema, their_columns)
             grants = {table: privileges.read(cur, schema, table) for table in fills}
             # One statement: a foreign key between two replaced tables goes with them, whichever is dropped first.
             olds = sql.SQL(", ").join(sql.Identifier(schema, table) for table in fills)
@@ -85,12 +86,12 @@ def _replace_tables(conn, schema: str | None, fills: Mapping[str, Callable]) -> 
             attachments.make_again(cur, schema, kept)
             for table, old in grants.items():
                 if old is not None:
-                    privileges.keep(cur, schema, table, RAW_TABLES[table], old)
+                    privileges.keep(cur, schema, table, their_columns[table], old)
             cur.execute(sql.SQL("drop schema {}").format(sql.Identifier(side)))
         except psycopg.Error as exc:
-            raise _error(f"replacing the tables of {schema}", attachments.postgres_says(exc)) from exc
+            raise _error(swapping, attachments.postgres_says(exc)) from exc
         except (privileges.PrivilegesNotKept, attachments.AttachmentsNotKept) as exc:
-            raise _error(f"replacing the tables of {schema}", str(exc)) from exc
+            raise _error(swapping, str(exc)) from exc
     return counts
 
 

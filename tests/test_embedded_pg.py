@@ -437,3 +437,37 @@ def test_a_signal_to_the_whole_group_as_the_server_starts_leaves_no_server(pg_tm
     out, err = _signalled_once(proc, lambda: _wait_for_file(proc, data_dir / "postmaster.pid"), group=True)
     assert proc.returncode in (0, 143), (out, err)  # 0: the signal came after psql's answer
     assert embedded_pg.running_pid(data_dir) is None, (out, err)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root has the server run as a user of its own (made when missing)")
+def test_processes_starting_their_first_servers_at_once_make_one_server_user():
+    """Found on a new machine: `make test`'s three workers each made the user 'pgserver' (pgserver's useradd, outside
+    its lock); the last /etc/passwd written won, and two workers' servers failed initdb on folders given to uids that
+    no longer existed (373 errors). Three processes make a user of this test's own at one instant: one uid for all."""
+    name = f"greentest{os.getpid()}"
+    at = time.time() + 3  # after the three interpreters' imports
+    code = (
+        "import sys, time, pwd; from greenery.dev import embedded_pg; at = float(sys.argv[2])\n"
+        "while time.time() < at: pass\n"
+        "embedded_pg._server_user_made(sys.argv[1]); print(pwd.getpwnam(sys.argv[1]).pw_uid)"
+    )
+    makers = [
+        subprocess.Popen([sys.executable, "-c", code, name, str(at)], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    try:
+        seen = [int(proc.communicate(timeout=60)[0]) for proc in makers]
+        import pwd
+
+        assert seen == [pwd.getpwnam(name).pw_uid] * 3, seen
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_initdb_failing_says_what_initdb_said(tmp_path):
+    """The failure above surfaced as "initdb ... returned non-zero exit status 1": what initdb printed was dropped."""
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        embedded_pg._initdb(["--no-such-option"], pgdata=tmp_path / "pg")
+    said = str(failed.value)
+    assert said.startswith(f"initdb of {tmp_path / 'pg'} exited with status 1: "), said
+    assert "unrecognized option '--no-such-option'" in said, said

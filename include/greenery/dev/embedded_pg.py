@@ -45,6 +45,7 @@ class EmbeddedPostgres:
         self.data_dir = _absolute(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _check_reachable_when_root(self.data_dir)
+        _server_user_made()
         _forget_dead_handles(self.data_dir)
         # A stale postmaster.pid naming a live process: pgserver would take that process for the server, and
         # stop it (pg_ctl, then SIGTERM/SIGKILL) when this command ends. running_pid removes such a file.
@@ -129,8 +130,17 @@ def _initdb(args: list[str], pgdata: Path, **kwargs) -> str:
             proc.kill()
         raise
     if proc.returncode != 0:
-        raise subprocess.CalledProcessError(proc.returncode, command, out, err)
+        raise InitdbFailed(proc.returncode, command, out, err)
     return out
+
+
+class InitdbFailed(subprocess.CalledProcessError):
+    """initdb's exit status and what it said: why the folder could not be made."""
+
+    def __str__(self) -> str:
+        said = (self.stderr or self.output or "").strip() or "(it printed nothing)"
+        return f"initdb of {self.cmd[2]} exited with status {self.returncode}: {said}"
+
 
 
 def _stop_postmaster(data_dir: Path, pid: int, how: int = signal.SIGINT) -> None:
@@ -201,6 +211,21 @@ def _check_shell_safe(data_dir: Path) -> None:
             " which pg_ctl passes to the server through a shell (it would not start); set GREENERY_STATE_DIR"
             " to a folder whose path has none, or use a warehouse of your own (AIRFLOW_CONN_GREENERY_WAREHOUSE)"
         )
+
+
+def _server_user_made(name: str = "pgserver") -> None:
+    """As root, pgserver runs PostgreSQL as the user ``pgserver``, which it makes with useradd when missing, outside
+    any lock. Three processes starting their first server at once (the suite's workers on a new machine) each ran
+    useradd and each got another uid; the last one's /etc/passwd stayed, and the others' folders, given to uids that
+    no longer existed, failed initdb ('could not change permissions of directory ...: Operation not permitted').
+    Made here under pgserver's own lock, which every process of the machine takes, and looked up again once held."""
+    if os.geteuid() != 0:
+        return
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import ensure_user_exists
+
+    with PostgresServer._lock:
+        ensure_user_exists(name)
 
 
 def _check_reachable_when_root(data_dir: Path) -> None:

@@ -142,7 +142,6 @@ class InitdbFailed(subprocess.CalledProcessError):
         return f"initdb of {self.cmd[2]} exited with status {self.returncode}: {said}"
 
 
-
 def _stop_postmaster(data_dir: Path, pid: int, how: int = signal.SIGINT) -> None:
     """Stop the server ``pid`` of ``data_dir`` (SIGINT: PostgreSQL's fast shutdown) and wait for it, 30 s at most."""
     os.kill(pid, how)

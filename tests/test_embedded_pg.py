@@ -243,7 +243,7 @@ def test_ctrl_c_in_db_psql_cancels_the_query_not_the_command(pg_tmp_path):
     foreground = "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
     foreground += " sys.argv[0] = 'greenery'; runpy.run_module('greenery.cli', run_name='__main__')"
     proc = subprocess.Popen(
-        [sys.executable, "-c", foreground, "db", "psql", "-X", "-c", "select pg_sleep(60)"],
+        [sys.executable, "-c", foreground, "db", "psql", "-X", "-c", "select pg_sleep(30)"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -318,7 +318,7 @@ def test_a_stop_signal_outside_a_day_stops_the_server_the_command_started(pg_tmp
     os.close(psql_terminal)
     psql = []
     try:
-        os.write(terminal, b"select pg_sleep(60);\n")
+        os.write(terminal, b"select pg_sleep(30);\n")
         _wait_for_sleep(proc, data_dir)
         psql = psutil.Process(proc.pid).children()
         proc.send_signal(signum)
@@ -471,3 +471,23 @@ def test_initdb_failing_says_what_initdb_said(tmp_path):
     said = str(failed.value)
     assert said.startswith(f"initdb of {tmp_path / 'pg'} exited with status 1: "), said
     assert "unrecognized option '--no-such-option'" in said, said
+
+
+def test_db_psql_killed_ends_with_a_shells_status_and_says_so(pg_admin_url, capsys):
+    """`greenery db psql` whose psql was killed (kill -9, the OOM killer) exited 247 (-9 modulo 256) without a word;
+    a shell says 137 (128 + 9)."""
+    import threading
+
+    def kill_psql():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if found := [p for p in psutil.Process().children() if p.name() == "psql"]:
+                found[0].send_signal(signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_psql)
+    killer.start()
+    code = embedded_pg.psql(pg_admin_url, ["-c", "select pg_sleep(30)"])
+    killer.join()
+    assert (code, capsys.readouterr().err) == (137, "psql was stopped by SIGKILL\n")

@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -375,7 +376,10 @@ def psql(url: str, args: list[str]) -> int:
         proc = subprocess.Popen(
             [psql_path(), url, *args], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
         )
-        return proc.wait()
+        if (code := proc.wait()) < 0:  # killed: a shell's 128 + the signal, not -9 taken modulo 256 (247)
+            print(f"psql was stopped by {signal.Signals(-code).name}", file=sys.stderr)
+            return 128 - code
+        return code
     except BaseException:  # this command stopped (SIGTERM, SIGHUP): psql, on its terminal, is stopped with it (review)
         if proc is not None and proc.poll() is None:
             proc.terminate()

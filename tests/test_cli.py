@@ -602,9 +602,9 @@ def test_a_server_that_is_gone_or_stopping_has_no_pid(tmp_path):
 def test_a_server_whose_data_is_discarded_stops_without_its_shutdown_checkpoint(pg_tmp_path):
     """The test sessions' stop (tests/conftest.py): PostgreSQL's immediate shutdown, since the folder is deleted
     next; the cluster is left as a crash leaves it. The positive control, a normal stop, shuts it down cleanly."""
-    from greenery.dev import embedded_pg
+    from greenery.dev import embedded_pg, psql
 
-    controldata = Path(embedded_pg.psql_path()).with_name("pg_controldata")
+    controldata = Path(psql.psql_path()).with_name("pg_controldata")
 
     def state(data_dir: Path) -> str:
         out = subprocess.run([controldata, str(data_dir)], capture_output=True, text=True, check=True).stdout

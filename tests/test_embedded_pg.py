@@ -20,7 +20,7 @@ import psutil
 import psycopg
 import pytest
 
-from greenery.dev import embedded_pg, local_airflow
+from greenery.dev import embedded_pg, local_airflow, psql
 
 pytestmark = pytest.mark.db
 
@@ -413,7 +413,7 @@ def test_a_stop_signal_while_the_server_is_first_made_leaves_a_folder_that_works
     proc = _started(["db", "start"], env, group=group)
 
     def initdb_under_way() -> None:  # initdb writes PG_VERSION first
-        _wait_for_file(proc, data_dir / "PG_VERSION")
+        _wait_for_file(proc, MAKING(data_dir) / "PG_VERSION")
         if twice:
             os.killpg(proc.pid, signal.SIGINT)
             time.sleep(0.05)
@@ -425,6 +425,30 @@ def test_a_stop_signal_while_the_server_is_first_made_leaves_a_folder_that_works
     psql = db("psql", "-X", "-A", "-t", "-c", "select 40 + 2", env=env)
     assert (psql.returncode, psql.stdout.strip()) == (0, "42"), psql
     assert embedded_pg.running_pid(data_dir) is None
+
+
+# Where initdb makes the folder, renamed to the data's once whole (embedded_pg._initdb).
+def MAKING(data_dir: Path) -> Path:
+    return data_dir.with_name(f".{data_dir.name}.initdb")
+
+
+def test_a_first_start_killed_with_its_initdb_leaves_a_folder_the_next_command_makes_anew(pg_tmp_path):
+    """Review: kill -9 (the OOM killer) of the command and its initdb left a folder with a PG_VERSION, which pgserver
+    takes for a made one: no command ever worked in it again ('database "postgres" does not exist')."""
+    env, data_dir = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"), pg_tmp_path / "state" / "pg"
+    proc = _started(["db", "start"], env, group=True)
+    try:
+        _wait_for_file(proc, MAKING(data_dir) / "PG_VERSION")
+        initdb = [p for p in psutil.process_iter(["cmdline"]) if str(MAKING(data_dir)) in (p.info["cmdline"] or [])]
+        for victim in [psutil.Process(proc.pid), *initdb]:
+            victim.kill()
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert initdb and not (data_dir / "PG_VERSION").exists()
+    psql = db("psql", "-X", "-A", "-t", "-c", "select 40 + 2", env=env)
+    assert (psql.returncode, psql.stdout.strip()) == (0, "42"), psql
+    assert not MAKING(data_dir).exists() and embedded_pg.running_pid(data_dir) is None
 
 
 def test_a_signal_to_the_whole_group_as_the_server_starts_leaves_no_server(pg_tmp_path):
@@ -467,7 +491,7 @@ def test_processes_starting_their_first_servers_at_once_make_one_server_user():
 def test_initdb_failing_says_what_initdb_said(tmp_path):
     """The failure above surfaced as "initdb ... returned non-zero exit status 1": what initdb printed was dropped."""
     with pytest.raises(subprocess.CalledProcessError) as failed:
-        embedded_pg._initdb(["--no-such-option"], pgdata=tmp_path / "pg")
+        embedded_pg._initdb(["--no-such-option"], pgdata=(tmp_path / "pg").mkdir() or tmp_path / "pg")
     said = str(failed.value)
     assert said.startswith(f"initdb of {tmp_path / 'pg'} exited with status 1: "), said
     assert "unrecognized option '--no-such-option'" in said, said
@@ -488,6 +512,6 @@ def test_db_psql_killed_ends_with_a_shells_status_and_says_so(pg_admin_url, caps
 
     killer = threading.Thread(target=kill_psql)
     killer.start()
-    code = embedded_pg.psql(pg_admin_url, ["-c", "select pg_sleep(30)"])
+    code = psql.run(pg_admin_url, ["-c", "select pg_sleep(30)"])
     killer.join()
     assert (code, capsys.readouterr().err) == (137, "psql was stopped by SIGKILL\n")

@@ -246,7 +246,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_db(args: argparse.Namespace) -> int:
     """The embedded PostgreSQL on its own: keep it up for psql or a BI tool between commands."""
-    from greenery.dev import embedded_pg
+    from greenery.dev import embedded_pg, psql
 
     data_dir = STATE_DIR / "pg"
     if args.psql_args and args.action != "psql":
@@ -262,7 +262,7 @@ def cmd_db(args: argparse.Namespace) -> int:
                 server.unkeep()
             raise
         print(f"running until `greenery db stop`: {server.url('postgres')}")
-        print(f"  psql: greenery db psql   (or {embedded_pg.psql_path()} '{server.url()}')")
+        print(f"  psql: greenery db psql   (or {psql.psql_path()} '{server.url()}')")
         return 0
     if args.action == "stop":
         print("stopped" if embedded_pg.stop_kept(data_dir) else "not running")
@@ -275,7 +275,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     with stop_signals.deferred():
         server = embedded_pg.open_server(data_dir)  # psql: start it for the session if needed
     try:
-        return embedded_pg.psql(server.url(), args.psql_args)
+        return psql.run(server.url(), args.psql_args)
     finally:
         server.stop()
 

@@ -18,7 +18,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -111,12 +110,21 @@ def _in_a_session_of_their_own() -> None:
 
 
 def _initdb(args: list[str], pgdata: Path, **kwargs) -> str:
-    """pgserver's initdb command, in a session of its own. Stopped half-way all the same (a second Ctrl-C: a step
-    that hangs), it is sent SIGINT, on which initdb removes what it made: the next start makes the folder anew
-    (killed, as subprocess would kill it, it left a folder that never worked: review)."""
+    """pgserver's initdb command, in a session of its own, into a folder beside ``pgdata`` renamed to it once whole.
+
+    pgserver runs initdb whenever the folder has no PG_VERSION, which initdb writes first: a folder it left half-made
+    never worked again ('database "postgres" does not exist'). Stopped half-way (a second Ctrl-C: a step that hangs),
+    initdb is sent SIGINT and its folder removed; killed with the command (kill -9, the OOM killer), its folder is
+    left beside the data's, where the next start removes it and makes the folder anew (reviews)."""
     from pgserver._commands import POSTGRES_BIN_PATH
 
-    command = [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), *args]
+    pgdata = Path(pgdata)
+    making = pgdata.with_name(f".{pgdata.name}.initdb")
+    shutil.rmtree(making, ignore_errors=True)  # a killed start's: under pgserver's lock, no initdb runs for it now
+    making.mkdir(mode=0o700)
+    owner = pgdata.stat()  # pgserver gave the folder to the server's user (as root, 'pgserver')
+    os.chown(making, owner.st_uid, owner.st_gid)
+    command = [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(making), *args]
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
     )
@@ -129,18 +137,32 @@ def _initdb(args: list[str], pgdata: Path, **kwargs) -> str:
             proc.communicate(timeout=60)  # initdb removing what it made: a second or so
         except subprocess.TimeoutExpired:
             proc.kill()
+        shutil.rmtree(making, ignore_errors=True)
         raise
     if proc.returncode != 0:
-        raise InitdbFailed(proc.returncode, command, out, err)
+        shutil.rmtree(making, ignore_errors=True)
+        raise InitdbFailed(proc.returncode, command, out, err, folder=pgdata)
+    try:
+        os.rename(making, pgdata)  # onto the empty folder pgserver made: a whole cluster, or none
+    except OSError as exc:
+        shutil.rmtree(making, ignore_errors=True)
+        raise UnusableFolderError(
+            f"the embedded PostgreSQL cannot use {pgdata}: it holds files but no database (no PG_VERSION), as a first "
+            f"start of an earlier version stopped half-way left it ({exc.strerror}); remove that folder to start anew"
+        ) from exc
     return out
 
 
 class InitdbFailed(subprocess.CalledProcessError):
     """initdb's exit status and what it said: why the folder could not be made."""
 
+    def __init__(self, *args, folder: Path) -> None:
+        super().__init__(*args)
+        self.folder = folder
+
     def __str__(self) -> str:
         said = (self.stderr or self.output or "").strip() or "(it printed nothing)"
-        return f"initdb of {self.cmd[2]} exited with status {self.returncode}: {said}"
+        return f"initdb of {self.folder} exited with status {self.returncode}: {said}"
 
 
 def _stop_postmaster(data_dir: Path, pid: int, how: int = signal.SIGINT) -> None:
@@ -355,39 +377,3 @@ def stop_kept(data_dir: Path) -> bool:
         " nothing was stopped: "
         + ("end that command, then run `greenery db stop` again" if kept else "it stops when that command ends")
     )
-
-
-def psql_path() -> str:
-    """pgserver's own psql (the machine's may be older than the server), else the one on PATH."""
-    import pgserver
-
-    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
-    return str(bundled) if bundled.is_file() else (shutil.which("psql") or "psql")
-
-
-def psql(url: str, args: list[str]) -> int:
-    """Run psql on ``url``; its exit status. Ctrl-C is psql's while it runs: it cancels the query and the session
-    goes on, as in a shell (review: SIGINT also reached this process, whose KeyboardInterrupt killed psql)."""
-    import subprocess
-
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # before psql starts: no Ctrl-C may orphan it
-    proc = None
-    try:
-        proc = subprocess.Popen(
-            [psql_path(), url, *args], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
-        )
-        if (code := proc.wait()) < 0:  # killed: a shell's 128 + the signal, not -9 taken modulo 256 (247)
-            print(f"psql was stopped by {signal.Signals(-code).name}", file=sys.stderr)
-            return 128 - code
-        return code
-    except BaseException:  # this command stopped (SIGTERM, SIGHUP): psql, on its terminal, is stopped with it (review)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        raise
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,43 @@
+"""psql on the embedded PostgreSQL (``greenery db psql``): the server's own psql, Ctrl-C its own while it runs."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+def psql_path() -> str:
+    """pgserver's own psql (the machine's may be older than the server), else the one on PATH."""
+    import pgserver
+
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+    return str(bundled) if bundled.is_file() else (shutil.which("psql") or "psql")
+
+
+def run(url: str, args: list[str]) -> int:
+    """Run psql on ``url``; its exit status. Ctrl-C is psql's while it runs: it cancels the query and the session
+    goes on, as in a shell (review: SIGINT also reached this process, whose KeyboardInterrupt killed psql)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # before psql starts: no Ctrl-C may orphan it
+    proc = None
+    try:
+        proc = subprocess.Popen(
+            [psql_path(), url, *args], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+        )
+        if (code := proc.wait()) < 0:  # killed: a shell's 128 + the signal, not -9 taken modulo 256 (247)
+            print(f"psql was stopped by {signal.Signals(-code).name}", file=sys.stderr)
+            return 128 - code
+        return code
+    except BaseException:  # this command stopped (SIGTERM, SIGHUP): psql, on its terminal, is stopped with it (review)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -203,6 +203,11 @@ def test_a_run_beside_a_live_scheduler_with_the_dag_unpaused_is_refused_before_i
     with psycopg.connect(published_url) as conn:
         runs = conn.execute("select count(*) from greenery_audit.builds where run_id like 'manual__%'").fetchone()[0]
     assert runs == 0, "refused before prepare_build"
+    # Review: the demo replaced raw with generated data first, then was refused.
+    demo = greenery("demo", env=cli_env)
+    assert (demo.returncode, demo.stdout) == (2, ""), demo.stdout + demo.stderr
+    assert demo.stderr.startswith("error: a scheduler (on the-ui) runs on this Airflow state"), demo.stderr
+    assert not (Path(cli_env["GREENERY_STATE_DIR"]) / "pg").exists(), "the embedded server was made for nothing"
 
 
 def test_format_suites_reads_every_file_before_it_writes_one(tmp_path, capsys, monkeypatch):

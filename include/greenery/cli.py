@@ -19,7 +19,12 @@ from pathlib import Path
 
 from greenery import config
 from greenery.cli_types import day_option, port_option, scale_option, schema_option, span_option
-from greenery.dev import cli_runs, local_airflow, stop_signals  # light: Airflow is imported by their functions
+from greenery.dev import (
+    cli_runs,
+    db_command,
+    local_airflow,
+    stop_signals,
+)  # light: Airflow is imported by their functions
 
 STATE_DIR = config.state_dir()
 
@@ -162,6 +167,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     # Never the configured warehouse: the demo replaces raw with generated data (review: it overwrote one).
+    # Before raw is replaced: beside a scheduler running the DAG, the day's run was refused after it (review).
+    local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
+    local_airflow.refuse_beside_a_scheduler(config.DAG_ID)
     _embedded_if_unconfigured(always=True)
     data_dir = STATE_DIR / f"data-scale-{args.scale:g}"
     counts = generate(data_dir, scale=args.scale, seed=args.seed)
@@ -244,42 +252,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
             server.stop()
 
 
-def cmd_db(args: argparse.Namespace) -> int:
-    """The embedded PostgreSQL on its own: keep it up for psql or a BI tool between commands."""
-    from greenery.dev import embedded_pg, psql
-
-    data_dir = STATE_DIR / "pg"
-    if args.psql_args and args.action != "psql":
-        print(f"greenery db {args.action} takes no arguments (got {' '.join(args.psql_args)})", file=sys.stderr)
-        return 2
-    if args.action == "start":
-        server, running = None, embedded_pg.running_pid(data_dir)
-        try:
-            with stop_signals.deferred():  # a stop in initdb or pg_ctl would break the folder: after them
-                server = embedded_pg.start_kept(data_dir)
-        except (stop_signals.StopSignal, KeyboardInterrupt):  # stopped as it started: not left running
-            if server is not None and running is None:
-                server.unkeep()
-            raise
-        print(f"running until `greenery db stop`: {server.url('postgres')}")
-        print(f"  psql: greenery db psql   (or {psql.psql_path()} '{server.url()}')")
-        return 0
-    if args.action == "stop":
-        print("stopped" if embedded_pg.stop_kept(data_dir) else "not running")
-        return 0
-    pid = embedded_pg.running_pid(data_dir)
-    if args.action == "status":
-        kept = " (kept running by `greenery db start`)" if embedded_pg.kept_running(data_dir) else ""
-        print(f"running, pid {pid}{kept}: {data_dir}" if pid else f"not running: {data_dir}")
-        return 0 if pid else 1
-    with stop_signals.deferred():
-        server = embedded_pg.open_server(data_dir)  # psql: start it for the session if needed
-    try:
-        return psql.run(server.url(), args.psql_args)
-    finally:
-        server.stop()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenery", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -332,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="the embedded PostgreSQL: start (and keep running), stop, status, psql")
     db.add_argument("action", choices=("start", "stop", "status", "psql"))
     db.add_argument("psql_args", nargs=argparse.REMAINDER, help="psql only: its own options, e.g. -c 'select 1'")
-    db.set_defaults(func=cmd_db)
+    db.set_defaults(func=lambda args: db_command.run(args, STATE_DIR / "pg"))
 
     ui = sub.add_parser("ui", help="start Airflow's UI + scheduler locally (no Docker) on the embedded PostgreSQL")
     ui.add_argument("--port", type=port_option, default=8080)

@@ -115,12 +115,14 @@ def _initdb(args: list[str], pgdata: Path, **kwargs) -> str:
     pgserver runs initdb whenever the folder has no PG_VERSION, which initdb writes first: a folder it left half-made
     never worked again ('database "postgres" does not exist'). Stopped half-way (a second Ctrl-C: a step that hangs),
     initdb is sent SIGINT and its folder removed; killed with the command (kill -9, the OOM killer), its folder is
-    left beside the data's, where the next start removes it and makes the folder anew (reviews)."""
+    left beside the data's, where the next start removes it and makes one anew, under another name (reviews)."""
     from pgserver._commands import POSTGRES_BIN_PATH
 
     pgdata = Path(pgdata)
-    making = pgdata.with_name(f".{pgdata.name}.initdb")
-    shutil.rmtree(making, ignore_errors=True)  # a killed start's: under pgserver's lock, no initdb runs for it now
+    # A name of its own: a killed command's initdb runs on (in its session) and removes its folder when it fails.
+    making = pgdata.with_name(f".{pgdata.name}.initdb-{os.getpid()}")
+    for left in pgdata.parent.glob(f".{pgdata.name}.initdb-*"):  # killed starts': under pgserver's lock, no command's
+        shutil.rmtree(left, ignore_errors=True)
     making.mkdir(mode=0o700)
     owner = pgdata.stat()  # pgserver gave the folder to the server's user (as root, 'pgserver')
     os.chown(making, owner.st_uid, owner.st_gid)

@@ -89,3 +89,20 @@ def test_airflow_reads_the_moved_homes_own_metadata_database(migrated_airflow_db
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[-3:] == [str(home.resolve() / "logs"), "the copy", ""], done.stdout
+
+
+@pytest.mark.stack
+def test_commands_preparing_a_new_home_at_once_migrate_it_once(tmp_path):
+    """Review: two `greenery run` on a new home both ran `airflow db migrate`; the second failed ('table connection
+    already exists') and its command ended in a traceback. One migrates while the others wait, then find it done."""
+    home = tmp_path / "airflow"
+    code = "import sys; from pathlib import Path; from greenery.dev import local_airflow; "
+    code += "local_airflow.prepare(Path(sys.argv[1]), quiet=True)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    preparing = [
+        subprocess.Popen([sys.executable, "-c", code, str(home)], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    failed = [err for proc in preparing if (err := proc.communicate(timeout=300)[1]) and proc.returncode != 0]
+    assert not failed, failed[0][-2000:]
+    assert local_airflow._migrated(home / "airflow.db")

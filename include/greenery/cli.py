@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one clear line for known failures; the traceback is noise to a user
         from greenery.answers import NoAnswersError
         from greenery.checks.suites import SuiteDefinitionError
-        from greenery.dev.embedded_pg import ServerInUseError, UnusableFolderError
+        from greenery.dev.embedded_pg import InitdbFailed, ServerInUseError, UnusableFolderError
         from greenery.docs import DocsError
         from greenery.materialize.model_sql import ModelBuildError
         from greenery.project.models import ModelDefinitionError
@@ -355,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             | UsageError
             | local_airflow.RunDidNothingError
             | local_airflow.SchedulerAliveError
+            | local_airflow.MigrationError
+            | InitdbFailed
             | NoAnswersError
             | ServerInUseError
             | UnusableFolderError

@@ -10,6 +10,7 @@ import configparser
 import contextlib
 import copy
 import datetime as dt
+import fcntl
 import importlib.util
 import os
 import sqlite3
@@ -96,9 +97,29 @@ def prepare(home: Path, quiet: bool = False) -> Path:
     """:func:`configure`, then create the SQLite metadata DB once."""
     home = configure(home, quiet)
     ours = _HOME_PATHS["database", "sql_alchemy_conn"].format(home=home)  # set by configure() for a moved home
-    if not _migrated(home / "airflow.db") and os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ours) == ours:
-        migrate(str(Path(sys.executable).with_name("airflow"))).check_returncode()
+    if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ours) != ours:
+        return home  # the user's own metadata database: theirs to migrate
+    with one_migration_at_a_time(home):
+        if not _migrated(home / "airflow.db"):
+            done = migrate(str(Path(sys.executable).with_name("airflow")))
+            if done.returncode != 0:
+                said = " / ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+                raise MigrationError(f"airflow db migrate of {home} failed (exit {done.returncode}): {said}")
     return home
+
+
+@contextlib.contextmanager
+def one_migration_at_a_time(home: Path):
+    """Held while a process checks and migrates ``home``'s metadata database (review: two `greenery run` on a new home
+    both migrated it, and the second ended in a traceback, 'table connection already exists')."""
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".greenery-migrate.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+class MigrationError(RuntimeError):
+    """Airflow's metadata database could not be migrated; the message says what ``airflow db migrate`` said."""
 
 
 def migrate(airflow: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -295,7 +295,8 @@ def start(
     ui = LocalAirflow(home=home, port=port, host=host, env=airflow_env(home, port, host, env), log_dir=home / "ui-logs")
     local_airflow.record_base_url(home, ui.env["AIRFLOW__API__BASE_URL"])  # for `greenery run` on this home
     airflow = _airflow_executable()
-    migrated = local_airflow.migrate(airflow, env=ui.env, cwd=home)
+    with local_airflow.one_migration_at_a_time(home):
+        migrated = local_airflow.migrate(airflow, env=ui.env, cwd=home)
     if migrated.returncode != 0:
         raise LocalUIError(f"airflow db migrate failed in {home}:\n{migrated.stderr[-3000:]}")
     return launch(ui, airflow, components)

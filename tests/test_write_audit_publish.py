@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from helpers import hashes, publish_checked, run_day_without_airflow
 
-from greenery import audit, wap
+from greenery import audit, lock_waits, wap
 from greenery.materialize import build
 from greenery.project import models, render
 from greenery.sources import load as raw
@@ -63,6 +63,45 @@ def test_publish_is_all_or_nothing(loaded):
     assert hashes(loaded) == before
     assert wap.built_models(loaded, MODELS, run) == list(MODELS)  # still there, ready for a retry
     assert audit.last_published(loaded)["run_id"] == "run-2021-02-12"
+
+
+def test_a_reader_idle_in_its_transaction_holds_publish_a_bounded_time_and_is_named(loaded, warehouse_url, monkeypatch):
+    """Review: a session idle in an open transaction after reading a mart (psql, a BI tool) held the publish, and every
+    later reader of that table queued behind it, until the task's timeout an hour later, with nothing said. Now the
+    publish waits in short tries (readers pass between them), then fails naming the session; once it ends, it goes."""
+    monkeypatch.setenv("GREENERY_PUBLISH_LOCK_WAIT_SECONDS", "6")
+    monkeypatch.setattr(lock_waits, "TRY_SECONDS", 1.0)
+    run_day(loaded, DAYS[-1])
+    loaded.execute("update raw.products set inventory = inventory + 1")
+    run = wap.Build("second", DAYS[-1])
+    wap.prepare(loaded, run)
+    wap.build_models(loaded, MODELS, run)
+    before = hashes(loaded)
+    read_at = []
+
+    def another_reader():  # comes while the publish waits: answered between two tries, not after the whole wait
+        time.sleep(2)
+        with psycopg.connect(warehouse_url, autocommit=True) as other:
+            other.execute("select count(*) from marts.fact_product")
+        read_at.append(time.monotonic())
+
+    with psycopg.connect(warehouse_url, application_name="a BI tool") as reader:  # a transaction left open
+        reader.execute("select count(*) from marts.fact_product")
+        meanwhile = threading.Thread(target=another_reader)
+        meanwhile.start()
+        with pytest.raises(lock_waits.LockWaitRanOut) as gave_up:
+            publish_checked(loaded, MODELS, run)
+        gave_up_at = time.monotonic()
+        meanwhile.join()
+        said = str(gave_up.value)
+        assert said.startswith("publish waited 6 s (GREENERY_PUBLISH_LOCK_WAIT_SECONDS, "), said
+        assert f"lock on marts.fact_product, held by pid {reader.info.backend_pid} (a BI tool, user " in said, said
+        assert "idle in transaction" in said and ": select count(*) from marts.fact_product)" in said, said
+        assert read_at and read_at[0] < gave_up_at
+        assert hashes(loaded) == before
+    publish_checked(loaded, MODELS, run)
+    assert hashes(loaded)["marts.fact_product"] != before["marts.fact_product"]
+    assert audit.last_published(loaded)["run_id"] == "second"
 
 
 def test_a_view_on_a_daily_mart_does_not_block_publish_and_shows_the_new_day(loaded):

@@ -66,6 +66,8 @@ class Settings:
     build_ttl: dt.timedelta
     # How many warehouse connections validation runs its suites on at once (checks/gx.py).
     validation_connections: int
+    # How long a publish waits, in short tries, for other sessions' locks on published tables (lock_waits.py).
+    publish_lock_wait: dt.timedelta
 
     @property
     def asset_uri_prefix(self) -> str:
@@ -172,4 +174,7 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
         ),
         build_ttl=dt.timedelta(hours=_number(env, "GREENERY_BUILD_TTL_HOURS", "48", maximum=YEAR_HOURS)),
         validation_connections=_number(env, "GREENERY_VALIDATION_CONNECTIONS", "2", int, minimum=1, maximum=64),
+        publish_lock_wait=dt.timedelta(
+            seconds=_number(env, "GREENERY_PUBLISH_LOCK_WAIT_SECONDS", "300", minimum=1, maximum=DAY_SECONDS)
+        ),
     )

@@ -114,3 +114,30 @@ def _as_time(value: dt.date | dt.datetime) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value
     return dt.datetime.combine(value, dt.time(), tzinfo=dt.UTC)
+
+
+def unvalidated(conn, build: Any, names: list[str]) -> list[str]:
+    """The models of ``names`` whose current build no passing validation checked."""
+    query = sql.SQL("select model from {} where key = %s and validated_built_at is distinct from built_at")
+    unchecked = {r[0] for r in conn.execute(query.format(audit.table("build_models")), (build.key,))}
+    return [name for name in names if name in unchecked]
+
+
+def published_before(conn, build: Any, states: tuple[str, ...] = ("published", "rebuilding")) -> bool:
+    """Whether this build was published already (then a cleared task's rebuild is published alone)."""
+    row = conn.execute(sql.SQL("select state from {} where key = %s").format(audit.table("builds")), (build.key,))
+    return (row.fetchone() or [None])[0] in states
+
+
+def earlier_publish(conn, build: Any) -> tuple[list[str], dt.datetime] | None:
+    """The tables and time of this build's last publish, if every model it built went out then."""
+    if not published_before(conn, build, states=("published",)):
+        return None  # 'rebuilding': a task cleared after the publish built again (and lost its table, or failed)
+    row = conn.execute(
+        sql.SQL(
+            "select tables, published_at from {} where run_id = %s and logical_date = %s"
+            " order by published_at desc limit 1"
+        ).format(audit.table("publish_log")),
+        (build.run_id, build.day),
+    ).fetchone()
+    return None if row is None else (list(row[0]), row[1])

@@ -15,15 +15,16 @@ or once it has been idle longer than ``build_ttl``; a live run's schemas are nev
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from greenery import audit, build_schemas, config, docs, locks, publish_checks, warehouse
+from greenery import audit, build_schemas, config, docs, lock_waits, locks, publish_checks, warehouse
 from greenery.build_schemas import BUILD_PREFIX
 from greenery.materialize import incremental, quarantine, relations
 from greenery.materialize.build import BuildResult, build_model
@@ -215,13 +216,6 @@ def record_validated(conn, build: Build, built_at: Mapping[str, dt.datetime]) ->
     )
 
 
-def _unvalidated(conn, build: Build, names: list[str]) -> list[str]:
-    """The models of ``names`` whose current build no passing validation checked."""
-    query = sql.SQL("select model from {} where key = %s and validated_built_at is distinct from built_at")
-    unchecked = {r[0] for r in conn.execute(query.format(audit.table("build_models")), (build.key,))}
-    return [name for name in names if name in unchecked]
-
-
 def built_models(conn, models: Mapping[str, Model], build: Build) -> list[str]:
     """The models this run built and has not published yet, in dependency order."""
     if not audit.exists(conn, "build_models"):
@@ -231,26 +225,6 @@ def built_models(conn, models: Mapping[str, Model], build: Build) -> list[str]:
     ).fetchall()
     listed = {r[0] for r in rows}
     return [name for name in models if name in listed]
-
-
-def _published_before(conn, build: Build, states: tuple[str, ...] = ("published", "rebuilding")) -> bool:
-    """Whether this build was published already (then a cleared task's rebuild is published alone)."""
-    row = conn.execute(sql.SQL("select state from {} where key = %s").format(audit.table("builds")), (build.key,))
-    return (row.fetchone() or [None])[0] in states
-
-
-def _earlier_publish(conn, build: Build) -> tuple[list[str], dt.datetime] | None:
-    """The tables and time of this build's last publish, if every model it built went out then."""
-    if not _published_before(conn, build, states=("published",)):
-        return None  # 'rebuilding': a task cleared after the publish built again (and lost its table, or failed)
-    row = conn.execute(
-        sql.SQL(
-            "select tables, published_at from {} where run_id = %s and logical_date = %s"
-            " order by published_at desc limit 1"
-        ).format(audit.table("publish_log")),
-        (build.run_id, build.day),
-    ).fetchone()
-    return None if row is None else (list(row[0]), row[1])
 
 
 def built_delta(conn, model: Model, build: Build) -> str | None:
@@ -284,24 +258,32 @@ def _lost(conn, models: Mapping[str, Model], build: Build, names: list[str]) -> 
 def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta | None = None) -> list[str]:
     """Move the run's tables into the reader schemas, atomically; return the published relations.
 
-    Then, in the same transaction, drop the build schemas of published or long-idle builds.
+    Then, in the same transaction, drop the build schemas of published or long-idle builds. Other sessions' locks
+    on the published tables are waited for a bounded time (lock_waits.py).
     """
     audit.ensure(conn)
+    attempt = functools.partial(_publish, conn, models, build, ttl)
+    return lock_waits.bounded(conn, attempt, config.get().publish_lock_wait.total_seconds())
+
+
+def _publish(conn, models, build: Build, ttl, timeout_s: float, touching: Callable[[str], None]) -> list[str]:
     published = []
     with conn.transaction():
         # As in the builds (materialize/build.py): an incremental merge compares a date column with the window's
         # start, which PostgreSQL converts in the session's zone; east of UTC the window's first day was kept.
         conn.execute("set local timezone = 'UTC'")
-        locks.exclusive(conn)
+        locks.exclusive(conn)  # waits for the runs building and validating, as long as they take
+        lock_waits.set_for_this_try(conn, timeout_s)
         names = built_models(conn, models, build)
         if not names:
-            if (earlier := _earlier_publish(conn, build)) is not None:
+            if (earlier := publish_checks.earlier_publish(conn, build)) is not None:
                 raise AlreadyPublished(build, *earlier)
             raise PublishError(
                 f"run {build.run_id!r} has nothing to publish: no model was built into {build.key}__* since its"
                 " last publish. Clear the model tasks (or the whole run) to rebuild."
             )
-        if (missing := [name for name in models if name not in names]) and not _published_before(conn, build):
+        missing = [name for name in models if name not in names]
+        if missing and not publish_checks.published_before(conn, build):
             raise PublishError(
                 f"run {build.run_id!r} did not build {', '.join(missing)} (a task marked success or skipped, or never"
                 " run); nothing was published: its other tables would go out beside older ones. Clear the whole run."
@@ -312,7 +294,7 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
                 f"run {build.run_id!r} built {', '.join(lost)} but {build.key}__* no longer holds them; nothing was"
                 " published. Clear the whole run to rebuild."
             )
-        if unchecked := _unvalidated(conn, build, names):
+        if unchecked := publish_checks.unvalidated(conn, build, names):
             more = f" (and {len(unchecked) - 5} more)" if len(unchecked) > 5 else ""
             # Review: publish trusted validate's result whatever attempt left it in XCom, so a model task cleared
             # alone and then publish (or validate marked success by hand) put an unchecked build out, green.
@@ -326,6 +308,7 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
         kept = publish_checks.check_snapshots(conn, models, build, names)
         for name in names:
             if name not in kept:  # a snapshot the run kept as it was is left as it is now (publish_checks)
+                touching(models[name].relation)
                 _publish_model(conn, models[name], build, clock)
             published.append(models[name].relation)
         audit.record_publish(conn, build.run_id, build.day, published)
@@ -336,7 +319,9 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
             ),
             (build.key,),
         )
+        touching("the build schemas of finished runs")
         dropped = build_schemas.drop_finished(conn, build.key, ttl)
+        conn.execute("set local lock_timeout to default")  # the rest of a caller's transaction: its own
     log.info(
         "published %d tables of run %s (%s); dropped %d finished build schemas",
         len(published),

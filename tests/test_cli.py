@@ -71,6 +71,9 @@ def test_date_options_explain_themselves():
         (("run", "--date", "9999-12-31"), "argument --date: must be a day before 9999-12-31, got 9999-12-31"),
         (("run", "--date", "2021-02-12", "--end-date", "9999-12-31"), "--end-date: must be a day before 9999-12-31"),
         (("answers", "--date", "9999-12-31"), "argument --date: must be a day before 9999-12-31, got 9999-12-31"),
+        # Review: Python's date parser took these as 2021-02-11: a typo would run a day the user did not write.
+        (("run", "--date", "20210211"), "argument --date: '20210211' is not a day written YYYY-MM-DD"),
+        (("answers", "--date", "2021-W06-4"), "argument --date: '2021-W06-4' is not a day written YYYY-MM-DD"),
         (("demo", "--scale", "0"), "argument --scale: must be a number above 0, at most 10000, got 0"),
         (("ui", "--port", "99999"), "argument --port: must be a port from 1 to 65535, got 99999"),
         (("ui", "--port", "0"), "argument --port: must be a port from 1 to 65535, got 0"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ def day_option(text: str) -> dt.date:
         day = dt.date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD): {exc}") from None
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):  # Python takes 20210211 and 2021-W06-4 too (review)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day written YYYY-MM-DD")
     if day == dt.date.max:  # its run ends at the next midnight, which no date holds (review: an OverflowError)
         raise argparse.ArgumentTypeError(f"must be a day before {day}, got {text}")
     return day

@@ -209,7 +209,8 @@ def _copy_csv(path: Path, schema: str, table: str, cur, copy_statement, allow_em
         raise _copy_error(exc, path, lines) from exc
     if count == 0 and not allow_empty:
         raise _error(path, f"a header and no rows, which would empty {schema}.{table} (--allow-empty loads it so)")
-    log.info("loaded %s: %d rows from %s", table, count, path)
+    # Not "loaded": the load commits all files or none (review: four "loaded" lines, then "nothing was changed").
+    log.info("read %s: %d rows from %s (kept if every file loads)", table, count, path)
     return count
 
 

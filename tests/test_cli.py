@@ -212,6 +212,22 @@ def test_a_run_beside_a_live_scheduler_with_the_dag_unpaused_is_refused_before_i
     assert (demo.returncode, demo.stdout) == (2, ""), demo.stdout + demo.stderr
     assert demo.stderr.startswith("error: a scheduler (on the-ui) runs on this Airflow state"), demo.stderr
     assert not (Path(cli_env["GREENERY_STATE_DIR"]) / "pg").exists(), "the embedded server was made for nothing"
+    # Review: `greenery ui` started while a `greenery run` ran (the DAG unpaused): its scheduler took the run's tasks.
+    from greenery.dev import cli_runs
+
+    runner = subprocess.Popen(["sleep", "120"])  # a live process listed as running a day, as `greenery run` lists it
+    try:
+        registry = Path(cli_env["AIRFLOW_HOME"]) / cli_runs.REGISTRY
+        registry.mkdir(exist_ok=True)
+        listed = {"dag_id": "greenery_daily", "logical_date": "2021-02-12T08:00:00+00:00"}
+        listed["started"] = cli_runs._start_of(runner.pid)
+        (registry / f"{runner.pid}.json").write_text(json.dumps(listed))
+        ui = greenery("ui", "--port", "18999", env=cli_env)
+    finally:
+        runner.kill()
+        runner.wait()
+    assert (ui.returncode, ui.stdout) == (2, ""), ui.stdout + ui.stderr
+    assert ui.stderr.startswith(f"error: greenery run is running 2021-02-12 (pid {runner.pid}) on this Airflow"), ui
 
 
 def test_format_suites_reads_every_file_before_it_writes_one(tmp_path, capsys, monkeypatch):

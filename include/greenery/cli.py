@@ -236,6 +236,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     unless `greenery db start` keeps it)."""
     from greenery.dev import local_ui
 
+    local_airflow.refuse_beside_cli_runs(config.DAG_ID, cli_runs.live_runs())
     server = _embedded_if_unconfigured()
     for line in cli_runs.fail_abandoned_runs():  # else its scheduler's runs would queue behind them for good
         print(line, file=sys.stderr)

@@ -283,6 +283,17 @@ def fail_abandoned_runs() -> list[str]:
     return said
 
 
+def live_runs() -> list[tuple[int, str]]:
+    """The days (pid, day) that live `greenery run` processes are running on this Airflow home."""
+    registry, live = _registry(), []
+    for path in sorted(registry.glob("*.json")) if registry.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            owned = json.loads(path.read_text())
+            if _alive(int(path.stem), owned.get("started")):
+                live.append((int(path.stem), owned["logical_date"][:10]))
+    return live
+
+
 @contextlib.contextmanager
 def owned(dag_id: str, logical_date: dt.datetime) -> Iterator[None]:
     """List this process as the owner of the run of ``logical_date`` while it runs; Ctrl-C fails the run."""

@@ -214,6 +214,26 @@ def refuse_beside_a_scheduler(dag_id: str) -> None:
             )
 
 
+def refuse_beside_cli_runs(dag_id: str, runs: list[tuple[int, str]]) -> None:
+    """Raise when ``runs`` (pid, day: live `greenery run` days on this home) exist and ``dag_id`` is unpaused: the
+    scheduler about to start would take their tasks (review: it queued three of a running range's tasks, each failed;
+    the command checks for a scheduler only before each day). A paused DAG's runs are left alone by the scheduler."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    if not runs:
+        return
+    with create_session() as session:
+        paused = session.scalar(select(DagModel.is_paused).where(DagModel.dag_id == dag_id))
+    if paused is False:
+        days = ", ".join(f"{day} (pid {pid})" for pid, day in runs)
+        raise SchedulerAliveError(
+            f"greenery run is running {days} on this Airflow state ({os.environ.get('AIRFLOW_HOME')}) with {dag_id}"
+            " unpaused: the UI's scheduler would run its tasks too, and both would fail. Start the UI once it ends"
+        )
+
+
 FINISHED = ("success", "skipped", "failed", "upstream_failed", "removed")
 
 

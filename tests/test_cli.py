@@ -745,6 +745,7 @@ def test_the_demo_never_writes_to_a_configured_warehouse(published_url, pg_admin
         embedded_pg, "open_server", lambda path: types.SimpleNamespace(url=lambda: scratch, data_dir=path)
     )
     monkeypatch.setattr(cli, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(cli, "_no_scheduler_running_the_dag", lambda: None)  # Airflow is left out
     ran_on = []
     monkeypatch.setattr(
         cli, "run_days", lambda days, verbose=False: ran_on.append(os.environ[warehouse.conn_env_var()]) or 0
@@ -778,6 +779,7 @@ def test_the_demo_runs_the_last_day_with_orders(pg_admin_url, tmp_path, monkeypa
         embedded_pg, "open_server", lambda path: types.SimpleNamespace(url=lambda: scratch, data_dir=path)
     )
     monkeypatch.setattr(cli, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(cli, "_no_scheduler_running_the_dag", lambda: None)  # Airflow is left out
     ran = []
     monkeypatch.setattr(cli, "run_days", lambda days, verbose=False: ran.extend(days) or 0)
     monkeypatch.setattr(cli, "print_answers", lambda day: 0)

@@ -197,6 +197,21 @@ def test_only_what_the_shell_would_read_otherwise_is_refused(pg_tmp_path, name, 
             embedded_pg._check_shell_safe(data_dir)
 
 
+def test_a_command_that_opened_a_kept_server_stops_it_if_db_stop_unkept_it_meanwhile(pg_tmp_path):
+    """Review: a command decided as it started that a kept server was to stay up; `greenery db stop` then said
+    "stopped" (and, racing, stopped it before the command registered, which started it anew): the server ran on,
+    nobody's. Whether it stays up is decided when the command ends."""
+    env, data_dir = db_env(pg_tmp_path / "state", pg_tmp_path / "airflow"), pg_tmp_path / "state" / "pg"
+    assert db("start", env=env).returncode == 0
+    try:
+        server = embedded_pg.open_server(data_dir)  # kept, as this command starts
+        embedded_pg._marker(data_dir).unlink()  # what `greenery db stop` does first
+        server.stop()  # the command ends: the last user of a server nobody keeps
+        assert embedded_pg.running_pid(data_dir) is None
+    finally:
+        db("stop", env=env)
+
+
 def test_db_start_keeps_the_server_another_command_started(pg_tmp_path):
     """Review: with `greenery db psql` holding the server it had started, `greenery db start` printed "running until
     `greenery db stop`", yet the server stopped when psql ended (pgserver's cleanup at exit, in the command that

@@ -167,9 +167,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     # Never the configured warehouse: the demo replaces raw with generated data (review: it overwrote one).
-    # Before raw is replaced: beside a scheduler running the DAG, the day's run was refused after it (review).
-    local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
-    local_airflow.refuse_beside_a_scheduler(config.DAG_ID)
+    _no_scheduler_running_the_dag()
     _embedded_if_unconfigured(always=True)
     data_dir = STATE_DIR / f"data-scale-{args.scale:g}"
     counts = generate(data_dir, scale=args.scale, seed=args.seed)
@@ -184,6 +182,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         status = print_answers(last_day)
     print(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
     return status
+
+
+def _no_scheduler_running_the_dag() -> None:
+    """Before the demo replaces raw: beside a scheduler running the DAG, its day's run was refused after (review)."""
+    local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))
+    local_airflow.refuse_beside_a_scheduler(config.DAG_ID)
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -234,7 +238,7 @@ def cmd_format_suites(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     """Airflow's UI, scheduler and DAG processor on this machine; Ctrl-C stops them (and the embedded PostgreSQL,
     unless `greenery db start` keeps it)."""
-    from greenery.dev import local_ui
+    from greenery.dev import embedded_pg, local_ui
 
     local_airflow.refuse_beside_cli_runs(config.DAG_ID, cli_runs.live_runs())
     server = _embedded_if_unconfigured()
@@ -242,7 +246,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     stop_line = "Ctrl-C stops Airflow"  # and with a configured warehouse, nothing else
     if server is not None:
-        kept = server.cleanup is None
+        kept = embedded_pg.kept_running(server.data_dir)
         stop_line += (
             "; the embedded PostgreSQL stays up (`greenery db start`)" if kept else " and the embedded PostgreSQL"
         )

@@ -290,8 +290,10 @@ def kept_running(data_dir: Path) -> bool:
 
 
 def open_server(data_dir: Path) -> EmbeddedPostgres:
-    """The server for one command: stopped when the command ends, unless it is kept running."""
-    return EmbeddedPostgres(data_dir, cleanup=None if kept_running(data_dir) else "stop")
+    """The server for one command: stopped when the command ends, unless it is kept running then (_honour_keep).
+    Not decided as it starts (review: read kept, then `greenery db stop` stopped the server before this command
+    registered; the command started it anew, never to stop it, though `db stop` had said "stopped")."""
+    return EmbeddedPostgres(data_dir, cleanup="stop")
 
 
 def start_kept(data_dir: Path) -> EmbeddedPostgres:

@@ -7,6 +7,7 @@ or a task that changes a variable sees it at once; it costs microseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import os
@@ -148,6 +149,18 @@ def get_lenient(env: Mapping[str, str] | None = None) -> tuple[Settings, tuple[s
 def get(env: Mapping[str, str] | None = None) -> Settings:
     """The settings from ``env`` (default: this process's environment)."""
     env = os.environ if env is None else env
+    settings = _read(env)
+    if settings.publish_lock_wait >= settings.task_timeout:  # the task would time out first, naming nobody (review)
+        if env.get("GREENERY_PUBLISH_LOCK_WAIT_SECONDS"):
+            raise SettingError(
+                f"GREENERY_PUBLISH_LOCK_WAIT_SECONDS={env['GREENERY_PUBLISH_LOCK_WAIT_SECONDS']!r}: expected less than"
+                f" the task timeout (GREENERY_TASK_TIMEOUT_MINUTES, {settings.task_timeout.total_seconds() / 60:g} min)"
+            )
+        return dataclasses.replace(settings, publish_lock_wait=settings.task_timeout / 2)  # the default, shortened
+    return settings
+
+
+def _read(env: Mapping[str, str]) -> Settings:
     return Settings(
         warehouse_conn_id=_text(env, "GREENERY_WAREHOUSE_CONN_ID", "greenery_warehouse"),
         raw_schema=_schema(env, "GREENERY_RAW_SCHEMA", "raw"),

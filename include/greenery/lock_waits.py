@@ -3,9 +3,11 @@
 Publish swaps published tables (``drop table``, ``alter table ... set schema``): each takes an ACCESS EXCLUSIVE lock,
 which waits for every session reading the table, one idle in an open transaction included (a BI tool, psql), and every
 later reader of the table queues behind that wait. Unbounded, one idle session held the publish, and every reader of
-the table after it, until the task's timeout an hour later, with nothing in the log (review). Each try now gives up on
-a lock after TRY_SECONDS, so readers queue that long at most; the publish tries again, all of it, until
-GREENERY_PUBLISH_LOCK_WAIT_SECONDS have passed, then fails naming the sessions that hold the table.
+the table after it, until the task's timeout an hour later, with nothing in the log (review). Each try now takes the
+locks of every table it changes first, giving up after TRY_SECONDS (readers queue that long at most, and a try that
+cannot have them has changed nothing); the publish tries again until GREENERY_PUBLISH_LOCK_WAIT_SECONDS have passed
+since it first held the publish lock (locks.py: the runs building and validating are waited for as before), then
+fails naming the sessions that hold the table.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from psycopg import errors
+from psycopg import errors, sql
 
 log = logging.getLogger(__name__)
 
@@ -23,52 +25,89 @@ TRY_SECONDS = 5.0
 PAUSE_SECONDS = 1.0  # between tries: the readers queued behind the try go first
 T = TypeVar("T")
 
+SWAP, MERGE = "access exclusive", "row exclusive"  # replacing a table; changing its rows
+# The lock modes of other sessions each one waits for (PostgreSQL's conflict table).
+_IN_THE_WAY = {
+    SWAP: None,  # every mode
+    MERGE: ["ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"],
+}
 _HOLDERS = """
 select a.pid, coalesce(nullif(a.application_name, ''), 'no application name'), a.usename, a.state,
     to_char(a.xact_start at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
     left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120)
 from pg_locks as l join pg_stat_activity as a on a.pid = l.pid
-where l.relation = to_regclass(%s) and l.granted and l.pid <> pg_backend_pid()
+where l.relation = to_regclass(%(relation)s) and l.granted and l.pid <> pg_backend_pid()
+    and (%(modes)s::text[] is null or l.mode = any(%(modes)s::text[]))
 order by a.xact_start nulls last, a.pid
 """
 
 
 class LockWaitRanOut(RuntimeError):
-    """A publish gave up waiting for other sessions' locks; nothing was published (a later try may succeed)."""
+    """A publish gave up waiting for other sessions' locks; nothing was published."""
 
 
-def set_for_this_try(conn, timeout_s: float) -> None:
-    """The lock timeout of the transaction under way (call it first in the try's transaction)."""
-    conn.execute("select set_config('lock_timeout', %s, true)", (f"{max(1, round(timeout_s * 1000))}ms",))
+class Try:
+    """One try of a publish: its lock timeout, and the table it takes a lock on."""
+
+    def __init__(self, conn, deadline: list[float], wait_s: float) -> None:
+        self.conn, self._deadline, self._wait_s = conn, deadline, wait_s
+        self.relation, self.mode = "a table it changes", SWAP
+        self._previous: str | None = None
+
+    def arm(self) -> None:
+        """Once the publish lock is held: this try's lock timeout (the wait's clock starts at the first try's)."""
+        if not self._deadline:
+            self._deadline.append(time.monotonic() + self._wait_s)
+        self._previous = self.conn.execute("select current_setting('lock_timeout')").fetchone()[0]
+        timeout_s = min(TRY_SECONDS, max(self._deadline[0] - time.monotonic(), 0.001))
+        self.conn.execute("select set_config('lock_timeout', %s, true)", (f"{max(1, round(timeout_s * 1000))}ms",))
+
+    def working_on(self, relation: str, mode: str) -> None:
+        """What a lock wait running out now waited for: ``relation``, to change it in ``mode`` (SWAP or MERGE)."""
+        self.relation, self.mode = relation, mode
+
+    def take(self, relation: str, mode: str) -> None:
+        """A lock on ``relation`` (if it exists) in ``mode`` (SWAP or MERGE), for the rest of the transaction."""
+        self.working_on(relation, mode)
+        if self.conn.execute("select to_regclass(%s)", (relation,)).fetchone()[0] is not None:
+            schema, _, table = relation.partition(".")
+            lock = sql.SQL("lock table only {}.{} in " + mode + " mode")  # mode: one of the two constants above
+            self.conn.execute(lock.format(sql.Identifier(schema), sql.Identifier(table)))
+
+    def disarm(self) -> None:
+        """The rest of the caller's transaction keeps its own lock timeout."""
+        if self._previous is not None:
+            self.conn.execute("select set_config('lock_timeout', %s, true)", (self._previous,))
 
 
-def bounded(conn, attempt: Callable[[float, Callable[[str], None]], T], wait_s: float) -> T:
-    """``attempt(timeout_s, touching)`` in tries until ``wait_s`` have passed. Each try runs in a transaction of its
-    own (rolled back whole when a lock wait runs out), calls :func:`set_for_this_try` with ``timeout_s``, and
-    ``touching(relation)`` before it changes a published relation, so that the sessions holding it can be named."""
-    deadline = time.monotonic() + wait_s
+def bounded(conn, attempt: Callable[[Try], T], wait_s: float) -> T:
+    """``attempt(try_)`` in tries. Each runs in a transaction of its own (rolled back whole when a lock wait runs out),
+    calls ``try_.arm()`` once it holds the publish lock, ``try_.take`` for each table it changes before it changes
+    any, and ``try_.disarm()`` at its end."""
+    deadline: list[float] = []
     tries = 0
     while True:
-        touched: list[str] = []
         tries += 1
+        try_ = Try(conn, deadline, wait_s)
         try:
-            return attempt(min(TRY_SECONDS, max(deadline - time.monotonic(), 0.001)), touched.append)
+            return attempt(try_)
         except errors.LockNotAvailable as exc:
-            relation = touched[-1] if touched else "a published table"
-            if time.monotonic() + PAUSE_SECONDS >= deadline:
-                raise LockWaitRanOut(_gave_up(conn, relation, wait_s, tries)) from exc
-            log.warning("publish, try %d: %s is locked by another session; trying again", tries, relation)
+            if not deadline or time.monotonic() + PAUSE_SECONDS >= deadline[0]:
+                raise LockWaitRanOut(_gave_up(conn, try_, wait_s, tries)) from exc
+            log.warning("publish, try %d: %s is locked by another session; trying again", tries, try_.relation)
             time.sleep(PAUSE_SECONDS)
 
 
-def _gave_up(conn, relation: str, wait_s: float, tries: int) -> str:
-    holders = conn.execute(_HOLDERS, (relation,)).fetchall() if relation.count(".") == 1 else []
+def _gave_up(conn, try_: Try, wait_s: float, tries: int) -> str:
+    holders = []
+    if try_.relation.count(".") == 1 and " " not in try_.relation:  # a table's name, not the default words
+        holders = conn.execute(_HOLDERS, {"relation": try_.relation, "modes": _IN_THE_WAY[try_.mode]}).fetchall()
     sessions = "; ".join(
         f"pid {pid} ({app}, user {user}, {state}, in a transaction since {since} UTC: {query})"
         for pid, app, user, state, since, query in holders
     )
     return (
-        f"publish waited {wait_s:g} s (GREENERY_PUBLISH_LOCK_WAIT_SECONDS, {tries} tries) for a lock on {relation}, "
-        f"held by {sessions or 'a session that has let go of it since'}; nothing was published. Commit or end "
-        "those sessions (select pg_terminate_backend(pid)), then clear publish."
+        f"publish waited {wait_s:g} s (GREENERY_PUBLISH_LOCK_WAIT_SECONDS, {tries} tries) for a lock on "
+        f"{try_.relation}, held by {sessions or 'a session that has let go of it since'}; nothing was published. "
+        "Commit or end those sessions (select pg_terminate_backend(pid)), then clear publish."
     )

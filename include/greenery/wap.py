@@ -18,9 +18,10 @@ import datetime as dt
 import functools
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -266,14 +267,13 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
     return lock_waits.bounded(conn, attempt, config.get().publish_lock_wait.total_seconds())
 
 
-def _publish(conn, models, build: Build, ttl, timeout_s: float, touching: Callable[[str], None]) -> list[str]:
-    published = []
+def _publish(conn, models, build: Build, ttl, try_: lock_waits.Try) -> list[str]:
     with conn.transaction():
         # As in the builds (materialize/build.py): an incremental merge compares a date column with the window's
         # start, which PostgreSQL converts in the session's zone; east of UTC the window's first day was kept.
         conn.execute("set local timezone = 'UTC'")
         locks.exclusive(conn)  # waits for the runs building and validating, as long as they take
-        lock_waits.set_for_this_try(conn, timeout_s)
+        try_.arm()
         names = built_models(conn, models, build)
         if not names:
             if (earlier := publish_checks.earlier_publish(conn, build)) is not None:
@@ -306,11 +306,16 @@ def _publish(conn, models, build: Build, ttl, timeout_s: float, touching: Callab
         clock = recorded_clock(conn, build)  # every incremental merge checks against it
         publish_checks.refuse_an_older_clock(conn, build, clock)
         kept = publish_checks.check_snapshots(conn, models, build, names)
-        for name in names:
-            if name not in kept:  # a snapshot the run kept as it was is left as it is now (publish_checks)
-                touching(models[name].relation)
-                _publish_model(conn, models[name], build, clock)
-            published.append(models[name].relation)
+        changing = [models[name] for name in names if name not in kept]  # a kept snapshot is left as it is now
+        modes = {}
+        for model in changing:  # every lock first: a try that cannot have one has changed nothing
+            merged = model.materialized == "daily_partition" or built_delta(conn, model, build) is not None
+            modes[model.name] = lock_waits.MERGE if merged else lock_waits.SWAP
+            try_.take(model.relation, modes[model.name])
+        for model in changing:
+            try_.working_on(model.relation, modes[model.name])  # a lock wait running out later names it too
+            _publish_model(conn, model, build, clock)
+        published = [models[name].relation for name in names]
         audit.record_publish(conn, build.run_id, build.day, published)
         conn.execute(sql.SQL("delete from {} where key = %s").format(audit.table("build_models")), (build.key,))
         conn.execute(
@@ -319,9 +324,8 @@ def _publish(conn, models, build: Build, ttl, timeout_s: float, touching: Callab
             ),
             (build.key,),
         )
-        touching("the build schemas of finished runs")
-        dropped = build_schemas.drop_finished(conn, build.key, ttl)
-        conn.execute("set local lock_timeout to default")  # the rest of a caller's transaction: its own
+        dropped = _drop_finished_unless_held(conn, build, ttl)
+        try_.disarm()
     log.info(
         "published %d tables of run %s (%s); dropped %d finished build schemas",
         len(published),
@@ -330,6 +334,17 @@ def _publish(conn, models, build: Build, ttl, timeout_s: float, touching: Callab
         len(dropped),
     )
     return published
+
+
+def _drop_finished_unless_held(conn, build: Build, ttl) -> list[str]:
+    """build_schemas.drop_finished, left for the next publish when a session holds one of those schemas' tables (a
+    failed run's, kept for debugging): old build schemas never stop the marts going out (review)."""
+    try:
+        with conn.transaction():
+            return build_schemas.drop_finished(conn, build.key, ttl)
+    except psycopg.errors.LockNotAvailable:
+        log.warning("finished build schemas kept for the next publish: a session holds one of their tables")
+        return []
 
 
 def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None) -> None:

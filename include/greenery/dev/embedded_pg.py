@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import functools
 import itertools
 import json
@@ -148,10 +149,11 @@ def _initdb(args: list[str], pgdata: Path, **kwargs) -> str:
         os.rename(making, pgdata)  # onto the empty folder pgserver made: a whole cluster, or none
     except OSError as exc:
         shutil.rmtree(making, ignore_errors=True)
-        raise UnusableFolderError(
-            f"the embedded PostgreSQL cannot use {pgdata}: it holds files but no database (no PG_VERSION), as a first "
-            f"start of an earlier version stopped half-way left it ({exc.strerror}); remove that folder to start anew"
-        ) from exc
+        why = f"cannot be replaced by the folder initdb made beside it ({exc.strerror})"
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            why = "it holds files but no database (no PG_VERSION), as a first start stopped half-way by an earlier"
+            why += " version left it; remove that folder to start anew"
+        raise UnusableFolderError(f"the embedded PostgreSQL cannot use {pgdata}: {why}") from exc
     return out
 
 

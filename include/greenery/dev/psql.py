@@ -27,7 +27,8 @@ def run(url: str, args: list[str]) -> int:
             [psql_path(), url, *args], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
         )
         if (code := proc.wait()) < 0:  # killed: a shell's 128 + the signal, not -9 taken modulo 256 (247)
-            print(f"psql was stopped by {signal.Signals(-code).name}", file=sys.stderr)
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            print(f"psql was stopped by {name}", file=sys.stderr)
             return 128 - code
         return code
     except BaseException:  # this command stopped (SIGTERM, SIGHUP): psql, on its terminal, is stopped with it (review)

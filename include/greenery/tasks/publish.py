@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from greenery import audit, runtime, wap, warehouse
+from greenery import audit, lock_waits, runtime, wap, warehouse
 from greenery.project import models as model_files
 from greenery.tasks import notify
 
@@ -47,6 +47,10 @@ def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
             log.warning("%s: this try reports that publish", done)
             serving = audit.last_published(conn)["logical_date"]
             published = {"published": True, "serving_run": serving, "tables": done.tables}
+        except lock_waits.LockWaitRanOut as held:
+            # It waited GREENERY_PUBLISH_LOCK_WAIT_SECONDS in tries already: page now, naming who holds the table,
+            # not after the task's retries and their delays (review: about 18 minutes).
+            raise AirflowFailException(str(held)) from held
         except wap.PublishError as refused:
             # A refusal is the build's state, which a retry does not change: fail now (review: retried with backoff,
             # the page came 5 to 8 minutes late).

@@ -53,6 +53,8 @@ warnings and quarantined rows page too, but the marts are published and the run 
   success or skipped), a model built again after the validation that passed (a task cleared without its
   downstream tasks, or `validate` marked success by hand), or rows a run started later published after this
   run's clock (overlapping runs); its message says which. Clear the run (or `validate` with its downstream tasks).
+  Or sessions held a published table past GREENERY_PUBLISH_LOCK_WAIT_SECONDS (an idle BI tool or psql in an
+  open transaction): the message names each (pid, application, its query); end them, then clear `publish`.
 - Red `alert_slack`: Slack refused or was unreachable after retries; its log has the HTTP status. The
   checks are in the *Data quality* view.
 - Red `state_of_the_data`: the stakeholders' digest (Slack note, chart, email) did not all go out; its

@@ -150,13 +150,9 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
     """The settings from ``env`` (default: this process's environment)."""
     env = os.environ if env is None else env
     settings = _read(env)
-    if settings.publish_lock_wait >= settings.task_timeout:  # the task would time out first, naming nobody (review)
-        if env.get("GREENERY_PUBLISH_LOCK_WAIT_SECONDS"):
-            raise SettingError(
-                f"GREENERY_PUBLISH_LOCK_WAIT_SECONDS={env['GREENERY_PUBLISH_LOCK_WAIT_SECONDS']!r}: expected less than"
-                f" the task timeout (GREENERY_TASK_TIMEOUT_MINUTES, {settings.task_timeout.total_seconds() / 60:g} min)"
-            )
-        return dataclasses.replace(settings, publish_lock_wait=settings.task_timeout / 2)  # the default, shortened
+    timeout = settings.task_timeout  # 0: none (Airflow's execution_timeout)
+    if timeout and settings.publish_lock_wait >= timeout:  # the task would time out first, naming nobody (review)
+        return dataclasses.replace(settings, publish_lock_wait=timeout / 2)
     return settings
 
 

@@ -19,6 +19,9 @@ from typing import TypeVar
 
 from psycopg import errors, sql
 
+from greenery.materialize import relations
+from greenery.project.models import Model
+
 log = logging.getLogger(__name__)
 
 TRY_SECONDS = 5.0
@@ -26,20 +29,26 @@ PAUSE_SECONDS = 1.0  # between tries: the readers queued behind the try go first
 T = TypeVar("T")
 
 SWAP, MERGE = "access exclusive", "row exclusive"  # replacing a table; changing its rows
-# The lock modes of other sessions each one waits for (PostgreSQL's conflict table).
-_IN_THE_WAY = {
-    SWAP: None,  # every mode
-    MERGE: ["ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"],
-}
 _HOLDERS = """
-select a.pid, coalesce(nullif(a.application_name, ''), 'no application name'), a.usename, a.state,
+select a.pid, coalesce(nullif(a.application_name, ''), 'no application name'), a.usename, a.state, l.mode,
     to_char(a.xact_start at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
     left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120)
 from pg_locks as l join pg_stat_activity as a on a.pid = l.pid
-where l.relation = to_regclass(%(relation)s) and l.granted and l.pid <> pg_backend_pid()
-    and (%(modes)s::text[] is null or l.mode = any(%(modes)s::text[]))
+where l.relation = to_regclass(%s) and l.granted and l.pid <> pg_backend_pid()
 order by a.xact_start nulls last, a.pid
 """
+
+
+def mode(conn, model: Model, built: str, delta: str | None) -> str:
+    """How publish changes ``model``'s published table from ``built``: its rows (a delta merged, a day replaced) or the
+    table (swapped; a daily partition given a column the model gained: relations.append_new_columns)."""
+    if delta is not None:
+        return MERGE
+    if model.materialized == "daily_partition":
+        published = {name for name, _ in relations.columns(conn, model.relation) or []}
+        new = {name for name, _ in relations.columns(conn, built) or []} - published
+        return SWAP if published and new else MERGE
+    return SWAP
 
 
 class LockWaitRanOut(RuntimeError):
@@ -52,12 +61,16 @@ class Try:
     def __init__(self, conn, deadline: list[float], wait_s: float) -> None:
         self.conn, self._deadline, self._wait_s = conn, deadline, wait_s
         self.relation, self.mode = "a table it changes", SWAP
+        self._created = time.monotonic()
         self._previous: str | None = None
 
     def arm(self) -> None:
         """Once the publish lock is held: this try's lock timeout (the wait's clock starts at the first try's)."""
+        now = time.monotonic()
         if not self._deadline:
-            self._deadline.append(time.monotonic() + self._wait_s)
+            self._deadline.append(now + self._wait_s)
+        else:  # a later try's wait for the publish lock (other runs) is no wait for readers
+            self._deadline[0] += now - self._created
         self._previous = self.conn.execute("select current_setting('lock_timeout')").fetchone()[0]
         timeout_s = min(TRY_SECONDS, max(self._deadline[0] - time.monotonic(), 0.001))
         self.conn.execute("select set_config('lock_timeout', %s, true)", (f"{max(1, round(timeout_s * 1000))}ms",))
@@ -91,7 +104,7 @@ def bounded(conn, attempt: Callable[[Try], T], wait_s: float) -> T:
         try_ = Try(conn, deadline, wait_s)
         try:
             return attempt(try_)
-        except errors.LockNotAvailable as exc:
+        except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:  # a reader locking in another order
             if not deadline or time.monotonic() + PAUSE_SECONDS >= deadline[0]:
                 raise LockWaitRanOut(_gave_up(conn, try_, wait_s, tries)) from exc
             log.warning("publish, try %d: %s is locked by another session; trying again", tries, try_.relation)
@@ -101,13 +114,13 @@ def bounded(conn, attempt: Callable[[Try], T], wait_s: float) -> T:
 def _gave_up(conn, try_: Try, wait_s: float, tries: int) -> str:
     holders = []
     if try_.relation.count(".") == 1 and " " not in try_.relation:  # a table's name, not the default words
-        holders = conn.execute(_HOLDERS, {"relation": try_.relation, "modes": _IN_THE_WAY[try_.mode]}).fetchall()
+        holders = conn.execute(_HOLDERS, (try_.relation,)).fetchall()
     sessions = "; ".join(
-        f"pid {pid} ({app}, user {user}, {state}, in a transaction since {since} UTC: {query})"
-        for pid, app, user, state, since, query in holders
+        f"pid {pid} ({app}, user {user}, {state}, holding {held}, in a transaction since {since} UTC: {query})"
+        for pid, app, user, state, held, since, query in holders
     )
     return (
-        f"publish waited {wait_s:g} s (GREENERY_PUBLISH_LOCK_WAIT_SECONDS, {tries} tries) for a lock on "
+        f"publish gave up after {tries} tries in {wait_s:g} s (GREENERY_PUBLISH_LOCK_WAIT_SECONDS) to lock "
         f"{try_.relation}, held by {sessions or 'a session that has let go of it since'}; nothing was published. "
         "Commit or end those sessions (select pg_terminate_backend(pid)), then clear publish."
     )

@@ -309,9 +309,10 @@ def _publish(conn, models, build: Build, ttl, try_: lock_waits.Try) -> list[str]
         changing = [models[name] for name in names if name not in kept]  # a kept snapshot is left as it is now
         modes = {}
         for model in changing:  # every lock first: a try that cannot have one has changed nothing
-            merged = model.materialized == "daily_partition" or built_delta(conn, model, build) is not None
-            modes[model.name] = lock_waits.MERGE if merged else lock_waits.SWAP
-            try_.take(model.relation, modes[model.name])
+            built = (f"{build.schema(model.layer)}.{model.name}", built_delta(conn, model, build))
+            try_.take(model.relation, modes.setdefault(model.name, lock_waits.mode(conn, model, *built)))
+            if built_quarantine(conn, model, build) is not None:
+                try_.take(f"{QUARANTINE}.{model.name}", lock_waits.MERGE)
         for model in changing:
             try_.working_on(model.relation, modes[model.name])  # a lock wait running out later names it too
             _publish_model(conn, model, build, clock)

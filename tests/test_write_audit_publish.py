@@ -556,3 +556,15 @@ def test_a_run_cleared_after_raw_changed_takes_a_new_clock_and_keeps_what_was_up
     assert kept == orders
     held = loaded.execute("select count(*) from quarantine.stg_postgres__users where user_id = %s", (buyer,))
     assert held.fetchone()[0] == 0
+
+
+def test_two_first_days_at_once_refuse_the_later_publish_saying_what_it_built_on(loaded):
+    """Review: two runs of a new warehouse's first days started together: the one publishing second was refused,
+    saying its snapshot was "built it on None"."""
+    clock = dt.datetime(2021, 2, 13, 6, tzinfo=dt.UTC)
+    first = wap.Build("first-day", DAYS[1])
+    wap.prepare(loaded, first, run_time=clock)
+    wap.build_models(loaded, MODELS, first)
+    run_day(loaded, DAYS[2], run_time=clock)  # the other day's run publishes first
+    with pytest.raises(wap.PublishError, match="built it on no snapshot \\(none was published yet\\)"):
+        publish_checked(loaded, MODELS, first)

@@ -83,9 +83,11 @@ def check_snapshots(conn, models: Mapping[str, Model], build: Any, names: list[s
         # (review: as strings, a warehouse whose TimeZone is not UTC could never publish a second day).
         seen = info.get("snapshot_seen")
         if now != (dt.datetime.fromisoformat(seen) if seen else None):
+            # Review: "built it on None" when the build found no snapshot yet (a new warehouse, two days at once).
+            built_on = f"the step of {seen}" if seen else "no snapshot (none was published yet)"
             raise PublishError(
-                f"{relation} moved on to the step of {now} since run {build.run_id!r} built it on"
-                f" {seen}; nothing was published. Clear the whole run to build it again."
+                f"{relation} moved on to the step of {now} since run {build.run_id!r} built it on {built_on};"
+                " nothing was published. Clear the whole run to build it again."
             )
     return kept
 

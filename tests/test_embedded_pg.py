@@ -391,7 +391,8 @@ def test_sigterm_while_greenery_run_prepares_pages_once_and_stops_the_server(pg_
         out, err = _signalled_once(proc, migrating, signal.SIGINT if ctrl_c else signal.SIGTERM, group=ctrl_c)
         assert "Traceback" not in err, err
         if ctrl_c:
-            assert (proc.returncode, err.strip().splitlines()[-1:]) == (130, ["stopped: interrupted (Ctrl-C)"]), err
+            said = "stopped: interrupted (Ctrl-C) at 2021-02-12: no run of it was left running"
+            assert (proc.returncode, err.strip().splitlines()[-1:]) == (130, [said]), err
             assert slack.webhook_posts() == []
         else:
             said = "stopped: terminated (SIGTERM) at 2021-02-12: no run of it was left running; on-call was paged"

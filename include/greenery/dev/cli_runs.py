@@ -57,6 +57,10 @@ def preparing(dag_id: str, day: dt.date) -> Iterator[None]:
         _stopped_by[0] = stop.signum
         _terminated.set()
         raise stopped(dag_id, day, None) from None
+    except KeyboardInterrupt:  # Ctrl-C: the user's own stop, no page; it says what became of the day too (review)
+        if _days_entered.is_set():
+            raise
+        raise stopped(dag_id, day, None) from None
 
 
 def _registry() -> Path:

@@ -686,6 +686,10 @@ def test_a_run_names_its_log_file_only_when_it_writes_one(verbose, tmp_path, mon
     from greenery.dev import local_airflow
 
     failed_run = types.SimpleNamespace(state="failed", run_id="manual__x", get_task_instances=lambda: [])
+    # Airflow imported first, under the session's home: imported below, under this test's, it kept this test's empty
+    # metadata database for the rest of the worker's tests ('no such table: task_instance' in test_paging after it).
+    import airflow.settings  # noqa: F401
+
     monkeypatch.setattr(cli, "STATE_DIR", tmp_path / "state")
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
     monkeypatch.setattr(local_airflow, "prepare", lambda home: None)

@@ -308,10 +308,16 @@ def _signalled_once(proc: subprocess.Popen, ready, signum: int = signal.SIGTERM,
 
 
 def _wait_for_file(proc: subprocess.Popen, path: Path) -> None:
+    _wait_until(proc, path.exists)
+
+
+def _wait_until(proc: subprocess.Popen, found):
+    """What ``found()`` returns once true, within 60 s, while ``proc`` runs."""
     deadline = time.monotonic() + 60
-    while not path.exists():
+    while not (value := found()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)
         time.sleep(0.005)
+    return value
 
 
 def _wait_for_line(proc: subprocess.Popen, start: str) -> None:
@@ -446,11 +452,7 @@ def test_a_stop_signal_while_the_server_is_first_made_leaves_a_folder_that_works
 def _wait_for_initdb(proc: subprocess.Popen, data_dir: Path) -> Path:
     """The folder initdb makes beside ``data_dir`` (renamed to it once whole: embedded_pg._initdb), once initdb has
     written its PG_VERSION (its first file)."""
-    deadline = time.monotonic() + 60
-    while not (found := list(data_dir.parent.glob(f".{data_dir.name}.initdb-*/PG_VERSION"))):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)
-        time.sleep(0.005)
-    return found[0].parent
+    return _wait_until(proc, lambda: next(data_dir.parent.glob(f".{data_dir.name}.initdb-*/PG_VERSION"), None)).parent
 
 
 @pytest.mark.parametrize("with_initdb", [True, False], ids=["with its initdb", "its initdb running on"])

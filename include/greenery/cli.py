@@ -19,12 +19,9 @@ from pathlib import Path
 
 from greenery import config
 from greenery.cli_types import day_option, port_option, scale_option, schema_option, span_option
-from greenery.dev import (
-    cli_runs,
-    db_command,
-    local_airflow,
-    stop_signals,
-)  # light: Airflow is imported by their functions
+
+# Light: Airflow is imported by their functions.
+from greenery.dev import cli_runs, db_command, local_airflow, stop_signals
 
 STATE_DIR = config.state_dir()
 

@@ -60,7 +60,8 @@ class Try:
 
     def __init__(self, conn, deadline: list[float], wait_s: float) -> None:
         self.conn, self._deadline, self._wait_s = conn, deadline, wait_s
-        self.relation, self.mode = "a table it changes", SWAP
+        self.relation: str | None = None  # the table a lock wait running out waited for
+        self.mode = SWAP
         self._created = time.monotonic()
         self._previous: str | None = None
 
@@ -82,10 +83,9 @@ class Try:
     def take(self, relation: str, mode: str) -> None:
         """A lock on ``relation`` (if it exists) in ``mode`` (SWAP or MERGE), for the rest of the transaction."""
         self.working_on(relation, mode)
-        if self.conn.execute("select to_regclass(%s)", (relation,)).fetchone()[0] is not None:
-            schema, _, table = relation.partition(".")
-            lock = sql.SQL("lock table only {}.{} in " + mode + " mode")  # mode: one of the two constants above
-            self.conn.execute(lock.format(sql.Identifier(schema), sql.Identifier(table)))
+        if relations.exists(self.conn, relation):
+            lock = sql.SQL("lock table only {} in " + mode + " mode")  # mode: one of the two constants above
+            self.conn.execute(lock.format(relations.ident(relation)))
 
     def disarm(self) -> None:
         """The rest of the caller's transaction keeps its own lock timeout."""
@@ -107,20 +107,22 @@ def bounded(conn, attempt: Callable[[Try], T], wait_s: float) -> T:
         except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:  # a reader locking in another order
             if not deadline or time.monotonic() + PAUSE_SECONDS >= deadline[0]:
                 raise LockWaitRanOut(_gave_up(conn, try_, wait_s, tries)) from exc
-            log.warning("publish, try %d: %s is locked by another session; trying again", tries, try_.relation)
+            log.warning("publish, try %d: %s is locked by another session; trying again", tries, _named(try_))
             time.sleep(PAUSE_SECONDS)
 
 
 def _gave_up(conn, try_: Try, wait_s: float, tries: int) -> str:
-    holders = []
-    if try_.relation.count(".") == 1 and " " not in try_.relation:  # a table's name, not the default words
-        holders = conn.execute(_HOLDERS, (try_.relation,)).fetchall()
+    holders = conn.execute(_HOLDERS, (try_.relation,)).fetchall() if try_.relation else []
     sessions = "; ".join(
         f"pid {pid} ({app}, user {user}, {state}, holding {held}, in a transaction since {since} UTC: {query})"
         for pid, app, user, state, held, since, query in holders
     )
     return (
         f"publish gave up after {tries} tries in {wait_s:g} s (GREENERY_PUBLISH_LOCK_WAIT_SECONDS) to lock "
-        f"{try_.relation}, held by {sessions or 'a session that has let go of it since'}; nothing was published. "
+        f"{_named(try_)}, held by {sessions or 'a session that has let go of it since'}; nothing was published. "
         "Commit or end those sessions (select pg_terminate_backend(pid)), then clear publish."
     )
+
+
+def _named(try_: Try) -> str:
+    return try_.relation or "a table it changes"

@@ -307,15 +307,17 @@ def _publish(conn, models, build: Build, ttl, try_: lock_waits.Try) -> list[str]
         publish_checks.refuse_an_older_clock(conn, build, clock)
         kept = publish_checks.check_snapshots(conn, models, build, names)
         changing = [models[name] for name in names if name not in kept]  # a kept snapshot is left as it is now
+        built = {m.name: (built_delta(conn, m, build), built_quarantine(conn, m, build)) for m in changing}
         modes = {}
         for model in changing:  # every lock first: a try that cannot have one has changed nothing
-            built = (f"{build.schema(model.layer)}.{model.name}", built_delta(conn, model, build))
-            try_.take(model.relation, modes.setdefault(model.name, lock_waits.mode(conn, model, *built)))
-            if built_quarantine(conn, model, build) is not None:
+            delta, held_back = built[model.name]
+            modes[model.name] = lock_waits.mode(conn, model, f"{build.schema(model.layer)}.{model.name}", delta)
+            try_.take(model.relation, modes[model.name])
+            if held_back is not None:
                 try_.take(f"{QUARANTINE}.{model.name}", lock_waits.MERGE)
         for model in changing:
             try_.working_on(model.relation, modes[model.name])  # a lock wait running out later names it too
-            _publish_model(conn, model, build, clock)
+            _publish_model(conn, model, build, clock, *built[model.name])
         published = [models[name].relation for name in names]
         audit.record_publish(conn, build.run_id, build.day, published)
         conn.execute(sql.SQL("delete from {} where key = %s").format(audit.table("build_models")), (build.key,))
@@ -348,11 +350,11 @@ def _drop_finished_unless_held(conn, build: Build, ttl) -> list[str]:
         return []
 
 
-def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None) -> None:
+def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None, delta, held_back) -> None:
+    """Publish ``model``'s build, merging ``delta`` if it has one (built_delta), and its quarantine ``held_back``."""
     source = f"{build.schema(model.layer)}.{model.name}"
     target = model.relation
     conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(model.layer)))
-    delta = built_delta(conn, model, build)
     if delta is not None:
         # The build recomputed only recent rows: apply them to the published table.
         publish_checks.refuse_taking_back(conn, model, build, clock)
@@ -386,7 +388,6 @@ def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None) 
         if not relations.replaced_whole(model):
             # Built whole (a first or full-refresh run), merged into from now on: vacuumed like any table.
             conn.execute(sql.SQL("alter table {} reset (autovacuum_enabled)").format(ident(target)))
-    held_back = built_quarantine(conn, model, build)
     if held_back is not None:
         quarantine.publish_day(conn, held_back, f"{QUARANTINE}.{model.name}", build.day)
 

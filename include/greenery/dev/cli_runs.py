@@ -266,16 +266,22 @@ def fail_run(dag_id: str, logical_date: dt.datetime) -> str | None:
         return run.run_id
 
 
-def fail_abandoned_runs() -> list[str]:
-    """Fail the runs of ``greenery run`` processes that are gone; one line per run for the user."""
+def _listed() -> Iterator[tuple[Path, dict, bool]]:
+    """Each run a `greenery run` process listed on this Airflow home: (its file, what it lists, whether it lives)."""
     registry = _registry()
-    said = []
     for path in sorted(registry.glob("*.json")) if registry.is_dir() else []:  # none: Airflow is not even imported
         try:
-            owned = json.loads(path.read_text())
+            pid, owned = int(path.stem), json.loads(path.read_text())
         except (OSError, ValueError):  # gone since the glob, or not ours to read: its owner's business
             continue
-        if _alive(int(path.stem), owned.get("started")):
+        yield path, owned, _alive(pid, owned.get("started"))
+
+
+def fail_abandoned_runs() -> list[str]:
+    """Fail the runs of ``greenery run`` processes that are gone; one line per run for the user."""
+    said = []
+    for path, owned, alive in _listed():
+        if alive:
             continue
         run_id = fail_run(owned["dag_id"], dt.datetime.fromisoformat(owned["logical_date"]))
         if run_id is not None:
@@ -289,13 +295,7 @@ def fail_abandoned_runs() -> list[str]:
 
 def live_runs() -> list[tuple[int, str]]:
     """The days (pid, day) that live `greenery run` processes are running on this Airflow home."""
-    registry, live = _registry(), []
-    for path in sorted(registry.glob("*.json")) if registry.is_dir() else []:
-        with contextlib.suppress(OSError, ValueError):
-            owned = json.loads(path.read_text())
-            if _alive(int(path.stem), owned.get("started")):
-                live.append((int(path.stem), owned["logical_date"][:10]))
-    return live
+    return [(int(path.stem), owned["logical_date"][:10]) for path, owned, alive in _listed() if alive]
 
 
 @contextlib.contextmanager

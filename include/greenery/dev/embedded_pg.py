@@ -132,7 +132,19 @@ def _initdb(args: list[str], pgdata: Path, **kwargs) -> str:
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
     )
     try:
-        out, err = proc.communicate()
+        out, err = _output_or_stopped(proc)
+        if proc.returncode != 0:
+            raise InitdbFailed(proc.returncode, command, out, err, folder=pgdata)
+        _rename_into_place(making, pgdata)
+    finally:
+        shutil.rmtree(making, ignore_errors=True)  # none once renamed; else what a failed or stopped initdb left
+    return out
+
+
+def _output_or_stopped(proc: subprocess.Popen) -> tuple[str, str]:
+    """initdb's output once it ends; this process stopped meanwhile, initdb is sent SIGINT (it removes what it made)."""
+    try:
+        return proc.communicate()
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)
@@ -140,21 +152,18 @@ def _initdb(args: list[str], pgdata: Path, **kwargs) -> str:
             proc.communicate(timeout=60)  # initdb removing what it made: a second or so
         except subprocess.TimeoutExpired:
             proc.kill()
-        shutil.rmtree(making, ignore_errors=True)
         raise
-    if proc.returncode != 0:
-        shutil.rmtree(making, ignore_errors=True)
-        raise InitdbFailed(proc.returncode, command, out, err, folder=pgdata)
+
+
+def _rename_into_place(making: Path, pgdata: Path) -> None:
     try:
         os.rename(making, pgdata)  # onto the empty folder pgserver made: a whole cluster, or none
     except OSError as exc:
-        shutil.rmtree(making, ignore_errors=True)
         why = f"cannot be replaced by the folder initdb made beside it ({exc.strerror})"
         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
             why = "it holds files but no database (no PG_VERSION), as a first start stopped half-way by an earlier"
             why += " version left it; remove that folder to start anew"
         raise UnusableFolderError(f"the embedded PostgreSQL cannot use {pgdata}: {why}") from exc
-    return out
 
 
 class InitdbFailed(subprocess.CalledProcessError):

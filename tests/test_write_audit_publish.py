@@ -128,6 +128,50 @@ def test_a_reader_idle_in_its_transaction_holds_publish_a_bounded_time_and_is_na
     assert audit.last_published(loaded)["run_id"] == "second"
 
 
+def test_a_reader_locking_in_the_other_order_deadlocks_one_try_and_the_next_publishes(
+    loaded, warehouse_url, second_build, caplog, monkeypatch
+):
+    """README: a deadlock with a reader locking in another order is one more try. The reader holds a mart the publish
+    will swap, the publish holds an earlier table and waits for that mart, and the reader then reads the earlier
+    table: each waits for the other. PostgreSQL aborts whichever backend looks for a deadlock first; the reader's
+    look is put off (``deadlock_timeout``) so that it is the publish's try, which must give way, let the reader
+    finish, and publish on its next try."""
+    monkeypatch.setattr(lock_waits, "TRY_SECONDS", 3.0)  # longer than the publish's deadlock_timeout (1 s)
+    first, held = MODELS["stg_postgres__promos"].relation, "marts.fact_product"
+    assert list(MODELS).index("stg_postgres__promos") < list(MODELS).index("fact_product")  # publish's lock order
+    publisher = loaded.info.backend_pid
+    answered: list = []
+
+    def reader_locking_backwards() -> None:
+        with psycopg.connect(warehouse_url, application_name="a BI tool") as reader:
+            reader.execute("set deadlock_timeout = '60s'")
+            reader.execute(f"select count(*) from {held}")
+            with psycopg.connect(warehouse_url, autocommit=True) as watch:
+                deadline = time.monotonic() + 30
+                while not watch.execute(
+                    "select exists (select from pg_locks where pid = %s and not granted and relation = %s::regclass)",
+                    (publisher, held),
+                ).fetchone()[0]:
+                    assert time.monotonic() < deadline, "publish never waited for the reader"
+                    time.sleep(0.02)
+            answered.append(reader.execute(f"select count(*) from {first}").fetchone()[0])  # waits for publish
+            reader.commit()
+
+    loaded.execute("set deadlock_timeout = '1s'")
+    reading = threading.Thread(target=reader_locking_backwards)
+    reading.start()
+    try:
+        time.sleep(0.5)  # the reader holds the mart first
+        with caplog.at_level("WARNING", "greenery.lock_waits"):
+            publish_checked(loaded, MODELS, second_build)
+    finally:
+        reading.join()
+    tries = [r.message for r in caplog.records if "trying again" in r.message]
+    assert tries == [f"publish, try 1: {held} deadlocked with another session; trying again"], tries
+    assert answered and answered[0] >= 1, "the reader was answered, not aborted"
+    assert audit.last_published(loaded)["run_id"] == "second"
+
+
 def test_the_wait_for_other_runs_is_not_taken_from_the_wait_for_readers(loaded, warehouse_url, second_build):
     """Review: the publish's wait for the runs building and validating (the publish lock, locks.py) used up its wait
     for readers' locks: the first table-lock timeout after it gave up at once, blaming the reader."""

@@ -107,7 +107,8 @@ def bounded(conn, attempt: Callable[[Try], T], wait_s: float) -> T:
         except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:  # a reader locking in another order
             if not deadline or time.monotonic() + PAUSE_SECONDS >= deadline[0]:
                 raise LockWaitRanOut(_gave_up(conn, try_, wait_s, tries)) from exc
-            log.warning("publish, try %d: %s is locked by another session; trying again", tries, _named(try_))
+            why = "deadlocked with" if isinstance(exc, errors.DeadlockDetected) else "is locked by"
+            log.warning("publish, try %d: %s %s another session; trying again", tries, _named(try_), why)
             time.sleep(PAUSE_SECONDS)
 
 

@@ -490,6 +490,10 @@ def test_a_run_whose_tables_a_later_publish_replaced_says_so_and_links_into_this
     assert "old-host" not in page
     run = quote(OLD_RUN, safe="")
     assert f'href="http://airflow.example.test:8793/dags/greenery_daily/runs/{run}/tasks/validate"' in page
+    # The JSON too (it gave the stored URL): the task log and the run's page, from this deployment's base URL.
+    latest = client().get("/data-quality/api/latest", params={"run_id": OLD_RUN}).json()["latest_run"]
+    here = f"http://airflow.example.test:8793/dags/greenery_daily/runs/{run}"
+    assert (latest["log_url"], latest["run_url"]) == (f"{here}/tasks/validate", here), latest
 
 
 @pytest.mark.db

@@ -152,9 +152,12 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
             return JSONResponse(
                 {"error": "warehouse_unavailable", "detail": str(exc)}, status_code=503, headers=NO_STORE
             )
+        run = data["latest_run"]
+        if run:  # this deployment's links, as the page has them: not the URL stored when the run validated
+            run = {**run, "log_url": render.log_link(run, data), "run_url": links.run_url(run["run_id"])}
         body = {
             "dag_id": data["dag_id"],
-            "latest_run": data["latest_run"],
+            "latest_run": run,
             "serving": data["serving"],
             "tables": data["tables"],
             "tables_as_of": data["tables_as_of"],  # None: each table's latest result; else as of this time

@@ -136,7 +136,7 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
         notes=data.get("notes") or [],
         task_failures=data.get("task_failures") or [],
         run_link=_run_link(run),
-        log_link=links.task_url(run["run_id"], _log_task(run, data)) if run else None,
+        log_link=log_link(run, data),
         run_failures_shown=sum(len(t["failures"]) for t in data["tables"] if t.get("in_latest_run")),
         quarantined=quarantined,
         quarantined_total=sum(quarantined.values()),
@@ -145,6 +145,12 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
         tables_as_of=data.get("tables_as_of"),
         key_chars=SAMPLE_KEY_CHARS,
     )
+
+
+def log_link(run: dict[str, Any] | None, data: dict[str, Any]) -> str | None:
+    """The run's task log in the Airflow UI, from the deployment's base URL now (not the URL stored when it ran: another
+    host or port since, e.g. a CLI run before ``greenery ui --port``)."""
+    return links.task_url(run["run_id"], _log_task(run, data)) if run else None
 
 
 def _log_task(run: dict[str, Any], data: dict[str, Any]) -> str:

@@ -838,3 +838,33 @@ def test_ctrl_c_outside_a_days_run_is_one_line(tmp_path):
             proc.kill()
             proc.wait()
     assert (proc.returncode, err.strip().splitlines()) == (130, ["stopped: interrupted (Ctrl-C)"]), err
+
+
+def test_a_range_the_uis_scheduler_stops_half_way_fails_saying_what_ran_and_what_did_not(monkeypatch, capsys):
+    """Review: a DAG unpaused in the UI while a range ran stopped the range before its next day with exit 2 and the
+    refusal alone, as a wrong option is refused before anything runs: it had run days, and did less than asked."""
+    import types
+
+    from greenery import cli
+    from greenery.dev import local_airflow
+
+    days = [dt.date(2021, 2, 10) + dt.timedelta(days=n) for n in range(4)]
+    ran = []
+
+    def one_day(n, range_, day, dag, log_file, full_refresh):
+        if day == days[2]:  # the UI's scheduler came up meanwhile
+            raise local_airflow.SchedulerAliveError("a scheduler (on the-ui) runs on this Airflow state")
+        ran.append(day)
+        return types.SimpleNamespace(state="success", run_id=f"manual__{day}")
+
+    monkeypatch.setattr(cli, "_one_day", one_day)
+    dag = types.SimpleNamespace(dag_id=config.DAG_ID)
+    assert cli._each_day(days, dag, None, full_refresh=False) == 1
+    assert ran == days[:2]
+    assert capsys.readouterr().err.splitlines() == [
+        "stopped before 2021-02-12: a scheduler (on the-ui) runs on this Airflow state",
+        "  ran 2021-02-10 to 2021-02-11 (2 days); not run: 2021-02-12 to 2021-02-13 (2 days)",
+    ]
+    # Refused before its first day, nothing ran: the refusal is the command's (exit 2, one line: cli.main).
+    with pytest.raises(local_airflow.SchedulerAliveError):
+        cli._each_day(days[2:], dag, None, full_refresh=False)

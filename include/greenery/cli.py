@@ -108,6 +108,14 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
             dag_run = _one_day(n, days, day, dag, log_file, full_refresh)
         except KeyboardInterrupt:  # outside the day's run (before it, or after it ended): no run is left running
             raise cli_runs.stopped(dag.dag_id, day, None) from None
+        except local_airflow.SchedulerAliveError as exc:
+            if n == 1:
+                raise  # refused before anything ran: a usage error (exit 2)
+            # Review: a range the UI's scheduler stopped half-way ended with exit 2 and the refusal alone, as if
+            # nothing had run: it did less than asked, and says what was done and what was not.
+            print(f"stopped before {day}: {exc}", file=sys.stderr)
+            print(f"  ran {_span(days[: n - 1])}; not run: {_span(days[n - 1 :])}", file=sys.stderr)
+            return 1
         if dag_run.state != "success" and cli_runs.stopped_by_the_user(dag_run):
             raise cli_runs.stopped(dag.dag_id, day, dag_run.run_id)
         if dag_run.state != "success":
@@ -119,6 +127,10 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
             print(f"stopped at {day}; the whole log is {where}", file=sys.stderr)
             return 1
     return 0
+
+
+def _span(days: list[dt.date]) -> str:
+    return f"{days[0]}" if len(days) == 1 else f"{days[0]} to {days[-1]} ({len(days)} days)"
 
 
 def _one_day(n: int, days: list[dt.date], day: dt.date, dag, log_file: Path | None, full_refresh: bool):

@@ -14,7 +14,8 @@ A pytest plugin (tests/conftest.py registers it), so every test module has its f
   POSTed (``uploads()``), and ``files.completeUploadExternal`` shares them.
 - ``respond(500)``, ``respond(429, headers={"Retry-After": "1"})``, ``respond(200, {"ok": False, ...})``:
   queue the next answers (FIFO); the default answers apply when the queue is empty.
-- ``respond(drop=True)``: hang up without answering (a flaky network, as the client sees it).
+- ``respond(drop=True)``: hang up without answering (a flaky network, as the client sees it); ``respond(raw=b"...")``:
+  send those bytes, then hang up (an answer cut short or garbled).
 - ``requests`` lists every request (``Recorded``: method, path, headers, raw body, parsed ``body``).
 - ``unreachable_url()``: an http URL on a reserved port nothing listens on (connection refused).
 
@@ -78,6 +79,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False  # close the connection without answering (the client sees RemoteDisconnected)
+    raw: bytes | None = None  # these bytes instead of an HTTP answer, then close (an answer cut short or garbled)
 
 
 class _Server(ThreadingHTTPServer):
@@ -148,11 +150,12 @@ class FakeSlack:
         headers: dict[str, str] | None = None,
         delay: float = 0.0,
         drop: bool = False,
+        raw: bytes | None = None,
         times: int = 1,
     ) -> None:
         """Queue the next ``times`` answers."""
         with self._lock:
-            self._responses.extend(Response(status, body, dict(headers or {}), delay, drop) for _ in range(times))
+            self._responses.extend(Response(status, body, dict(headers or {}), delay, drop, raw) for _ in range(times))
 
     def reset(self) -> None:
         with self._lock:
@@ -243,7 +246,8 @@ class FakeSlack:
                 response = fake._next_response(self.path, body)
                 if response.delay:
                     time.sleep(response.delay)
-                if response.drop:
+                if response.drop or response.raw is not None:
+                    self.wfile.write(response.raw or b"")
                     self.close_connection = True
                     return
                 if isinstance(response.body, bytes | str):

@@ -650,6 +650,28 @@ def test_slacks_own_errors_in_a_200_answer_are_told_apart_by_their_code(
     assert waits == [1.0] * (posts - 1)  # the first backoff, once: the second try was posted
 
 
+@pytest.mark.parametrize("kind", ["webhook", "api"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{"ok": tr',
+        b"HTTP/1.1 2",
+    ],
+    ids=["its body cut short", "its status line garbled"],
+)
+def test_a_page_whose_answer_is_cut_short_is_posted_once_and_said_to_be_maybe_posted(
+    slack_server, page_via, kind, answer
+):
+    """Review: Slack read the whole post, then its answer was cut short (IncompleteRead) or garbled (BadStatusLine);
+    the page counted as never sent, was posted again twice, and page() still said "not sent"."""
+    from greenery.tasks import paging
+
+    waits = page_via(kind)
+    slack_server.respond(raw=answer, times=3)
+    assert paging.page({"text": "disk full"}) == paging.MAYBE_SENT
+    assert len(slack_server.requests) == 1 and waits == []
+
+
 def test_a_transient_api_error_waits_as_long_as_slack_asked(slack_server, page_via):
     from greenery.tasks import paging
 

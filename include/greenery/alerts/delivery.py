@@ -22,6 +22,7 @@ is not reliable; sharing the file into the channel is. Webhooks cannot upload at
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import urllib.error
@@ -275,7 +276,12 @@ def _post_webhook(client: Any, body: Mapping[str, Any]) -> tuple[int, str, dict[
     with response:
         charset = response.headers.get_content_charset() or "utf-8"
         # A webhook answers "ok" or an error code: the first 64 KiB tell what answered, however much it sends.
-        text = response.read(65536).decode(charset, errors="replace")
+        data = response.read(65536)
+        declared = response.headers.get("content-length") or ""
+        if 200 <= response.status < 300 and declared.isdigit() and len(data) < min(int(declared), 65536):
+            # http.client returns a body cut short as it is: Slack's answer never came whole (see _unanswered).
+            raise http.client.IncompleteRead(data, int(declared) - len(data))
+        text = data.decode(charset, errors="replace")
         return response.status, text, {k.lower(): v for k, v in response.headers.items()}
 
 
@@ -295,8 +301,13 @@ def _api_error(status: int | None, data: Any) -> str | None:
 
 def _unanswered(err: BaseException) -> bool:
     """Whether ``err`` came after the request was sent: urllib wraps what fails while sending in URLError
-    (refused, DNS, a connect timeout); a read timeout or a dropped connection comes as itself."""
-    return isinstance(err, TimeoutError | ConnectionResetError)
+    (refused, DNS, a connect timeout); a read timeout, a dropped connection or an answer cut short or garbled
+    (http.client's errors reading the status line, headers or body) comes as itself. Review: a post whose answer was
+    cut short was retried as never sent, and on-call got the page three times."""
+    before_sending = http.client.InvalidURL | http.client.ImproperConnectionState
+    return isinstance(err, TimeoutError | ConnectionResetError | http.client.HTTPException) and not isinstance(
+        err, before_sending
+    )
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -264,13 +264,22 @@ def test_a_change_in_quarantine_counts_is_news_an_unchanged_one_is_held_back(sla
 
 
 @pytest.mark.parametrize(
-    ("alert_slack", "paged"), [(None, False), ("scheduled", False), ("skipped", True), ("success", True)]
+    ("alert_slack", "paged", "refused"),
+    [
+        (None, False, None),
+        ("scheduled", False, None),
+        ("skipped", True, None),
+        ("success", True, None),
+        ("skipped", True, 429),
+        ("skipped", True, 503),
+    ],
 )
 def test_validate_pages_its_failed_checks_itself_only_when_alert_slack_will_not_run(
-    slack, airflow_dag, alert_slack, paged
+    slack, airflow_dag, alert_slack, paged, refused
 ):
     """validate leaves the page of its failed checks to alert_slack. When alert_slack already ended in this run
-    (Clear only failed tasks, Mark success/failed), it will not run again: the failure callback pages them."""
+    (Clear only failed tasks, Mark success/failed), it will not run again: the failure callback pages them, and a
+    refusal for a moment (429, 503) is tried again as every page is (review: one 429 and nobody was paged)."""
     import datetime as dt
 
     from greenery.tasks import paging, validate
@@ -285,11 +294,13 @@ def test_validate_pages_its_failed_checks_itself_only_when_alert_slack_will_not_
         "logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC),
         "exception": validate.ChecksFailed("1 critical check failed"),
     }
+    if refused:
+        slack.respond(refused, headers={"Retry-After": "1"})
     paging.on_task_failure(context)
     posts = slack.webhook_posts()
-    assert len(posts) == (1 if paged else 0)
+    assert len(posts) == (1 if paged else 0) + (1 if refused else 0)
     if paged:
-        body = json.dumps(posts[0].body, ensure_ascii=False)
+        body = json.dumps(posts[-1].body, ensure_ascii=False)
         assert "emails look like emails" in body and "not published" in body
 
 

@@ -10,6 +10,7 @@ or when the alert would only repeat unchanged warnings sent within the suppressi
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -28,10 +29,8 @@ def _not_published(connect_timeout: int | None = None) -> dict[str, Any]:
         return audit.not_published_status(conn)
 
 
-# What a failure callback allows itself (Airflow kills it 20 s after its task failed): each warehouse connection,
-# and the Slack post.
+# What a failure callback allows each warehouse connection (Airflow kills it 20 s after its task failed).
 CALLBACK_CONNECT_TIMEOUT_S = 5
-CALLBACK_SLACK_TIMEOUT_S = 8
 
 
 def states_now(context: Any, task_ids: tuple[str, ...] = ("validate", "publish")) -> dict[str, str | None]:
@@ -79,17 +78,13 @@ def published_in_this_run(context: Any) -> bool:
         return False
 
 
-def send_validation_alert(context: Any) -> None:
-    """validate's own failure callback pages its failed checks when alert_slack will not run again."""
+def send_validation_alert(context: Any, send: Callable[[dict[str, Any]], None]) -> None:
+    """validate's own failure callback pages its failed checks when alert_slack will not run again, through ``send``
+    (the callback's page, tried again within its budget: tasks/paging.py), which raises when it was not sent."""
     summary = validation_summary(context)
     if summary is None:
         raise RuntimeError("validate failed without a summary to alert with")
-    deliver(
-        summary,
-        _not_published(CALLBACK_CONNECT_TIMEOUT_S),
-        connect_timeout=CALLBACK_CONNECT_TIMEOUT_S,
-        slack_timeout=CALLBACK_SLACK_TIMEOUT_S,
-    )
+    deliver(summary, _not_published(CALLBACK_CONNECT_TIMEOUT_S), connect_timeout=CALLBACK_CONNECT_TIMEOUT_S, send=send)
 
 
 def send_alert(context: Any) -> None:
@@ -145,10 +140,10 @@ def deliver(
     published: dict[str, Any],
     *,
     connect_timeout: int | None = None,
-    slack_timeout: int | None = None,
+    send: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """Send the alert unless suppression holds it back (AirflowSkipException), and remember it. The timeouts
-    (seconds) bound a failure callback's warehouse connections and Slack post."""
+    """Send the alert unless suppression holds it back (AirflowSkipException), and remember it. ``connect_timeout``
+    (seconds) bounds a failure callback's warehouse connections; ``send`` replaces alert_slack's single post."""
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     settings = config.get()
     with warehouse.connect(connect_timeout=connect_timeout) as conn:
@@ -160,12 +155,10 @@ def deliver(
             f" {settings.alert_suppress} (GREENERY_ALERT_SUPPRESS_HOURS); the Data quality view lists them"
         )
     try:
-        delivery.send(
-            messages.build_alert(summary),
-            settings.alert_conn_id,
-            channel=settings.alert_channel,
-            timeout=slack_timeout,
-        )
+        if send is not None:
+            send(messages.build_alert(summary))
+        else:
+            delivery.send(messages.build_alert(summary), settings.alert_conn_id, channel=settings.alert_channel)
     except delivery.SlackDeliveryError as exc:
         if exc.maybe_delivered:
             # Review: the task's retry posted the alert a second time. No retry: this task's failure pages once,

@@ -51,6 +51,7 @@ def validation_summary(**changes) -> dict:
         "failed_critical": 0,
         "failed_warning": 0,
         "quarantined": {"staging.stg_postgres__events": 2},
+        "validation_id": "attempt-0",
         **changes,
     }
 
@@ -70,13 +71,15 @@ def context(summary: dict | None = None) -> dict:
 
 
 def publish(url: str) -> None:
-    """Log a publish of RUN_ID, as the publish task does (the digest is about the run's latest publish)."""
+    """Log a publish of RUN_ID with its validation, as the publish task does in one transaction (the digest is about
+    the publish of the validation it reads)."""
     from greenery import audit
 
     with psycopg.connect(url, autocommit=True) as conn:
         audit.ensure(conn)
         with conn.transaction():
             audit.record_publish(conn, RUN_ID, DAY, ["marts.fact_orders"])
+            audit.record_validation(conn, validation_summary(), published=True)
 
 
 @pytest.fixture
@@ -468,6 +471,23 @@ def test_a_run_that_published_nothing_gets_no_digest_and_fails_at_once(digest, p
     with pytest.raises(AirflowFailException, match=f"run {re.escape(RUN_ID)} published nothing"):
         digest.send(context())
     assert email_on.messages == []
+
+
+@pytest.mark.db
+def test_an_attempt_that_published_nothing_gets_no_digest_though_an_earlier_attempt_of_the_run_published(
+    digest, published_url, email_on
+):
+    """Review: the run published in its first attempt; cleared whole, its second attempt validated a new build (5 new
+    warnings) and its publish was marked success by hand. The digest went out with that attempt's figures, which
+    nobody published ("the marts are published")."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    second = validation_summary(clear_number=1, failed_warning=5, validation_id="attempt-1")
+    with pytest.raises(AirflowFailException, match=r"published nothing in this attempt \(an earlier attempt"):
+        digest.send(context(second))
+    assert email_on.messages == []
+    digest.send(context())  # the first attempt's digest, cleared and sent again: its publish is on record
+    assert len(email_on.messages) == 1
 
 
 @pytest.mark.db

@@ -270,6 +270,23 @@ def run_published_at(conn, run_id: str) -> dt.datetime | None:
     ).fetchone()[0]
 
 
+def validation_published_at(conn, run_id: str, validation_id: str | None) -> dt.datetime | None:
+    """When the validation ``validation_id`` of run ``run_id`` was published, or None when that attempt published
+    nothing (its record, published, commits with the publish: tasks/publish.py; both are stamped with the publish
+    transaction's now()). Without a validation id (a summary from before ids), the run's last publish."""
+    if validation_id is None:
+        return run_published_at(conn, run_id)
+    if not exists(conn, "validation_runs") or not exists(conn, "publish_log"):
+        return None
+    return conn.execute(
+        sql.SQL(
+            "select max(p.published_at) from {} p join {} v on v.run_id = p.run_id and v.validated_at = p.published_at"
+            " where p.run_id = %s and v.published and v.summary->>'validation_id' = %s"
+        ).format(table("publish_log"), table("validation_runs")),
+        (run_id, validation_id),
+    ).fetchone()[0]
+
+
 def record_digest(conn, run_id: str, part: str, published_at: dt.datetime, detail: dict) -> None:
     """One part of the digest about the run's publish at ``published_at`` went out (see tasks.digest)."""
     ensure(conn)

@@ -169,11 +169,15 @@ def send(context: Any) -> None:
     summary = validation_summary(context)
     run_id = summary["run_id"]
     with warehouse.connect() as conn:
-        published_at = audit.run_published_at(conn, run_id)
+        # This attempt's publish, not the run's: a run published, cleared, and its new attempt's publish marked
+        # success by hand got a digest of figures nobody published (review).
+        published_at = audit.validation_published_at(conn, run_id, summary.get("validation_id"))
         if published_at is None:  # publish marked success by hand: its figures would be another run's
+            earlier = audit.run_published_at(conn, run_id)
+            also = f" (an earlier attempt of the run published, at {earlier:%Y-%m-%d %H:%M} UTC)" if earlier else ""
             raise AirflowFailException(  # no retries: they would find the same
-                f"run {run_id} published nothing (its publish task was marked success, or never ran): no digest of"
-                " marts it did not publish. Clear the whole run to build and publish it."
+                f"run {run_id} published nothing in this attempt{also}: its publish task was marked success, or never"
+                " ran; no digest of marts it did not publish. Clear the whole run to build and publish it."
             )
         done = audit.digests_sent(conn, run_id, published_at)
     stats, points = read_stats(summary)

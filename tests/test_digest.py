@@ -523,6 +523,39 @@ def test_a_note_that_went_out_unanswered_is_not_retried_into_a_second_post(
 
 
 @pytest.mark.db
+@pytest.mark.parametrize("email_refused", [False, True], ids=["the email goes", "the email is refused"])
+def test_a_part_delivered_but_not_recorded_is_not_sent_again_by_a_retry(
+    digest, published_url, slack_server, email_on, monkeypatch, email_refused
+):
+    """Review: the warehouse failed just after the stakeholders' note went out; the task failed on the record with
+    a bare OSError, never tried the email, and its retry posted the note a second time. Now the other parts go; the
+    task ends without a retry, saying what went out and what is missing."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from greenery import audit
+
+    monkeypatch.setenv(conn_env_var("stakeholders"), slack_server.webhook_conn_json())
+    monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")
+    record = audit.record_digest
+
+    def warehouse_blinks(conn, run_id, part, published_at, detail):
+        if part == "slack":
+            raise OSError("server closed the connection unexpectedly")
+        record(conn, run_id, part, published_at, detail)
+
+    monkeypatch.setattr(audit, "record_digest", warehouse_blinks)
+    if email_refused:
+        sock, port = unreachable_port()
+        monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(port=port))
+        with sock, pytest.raises(AirflowFailException, match=r"slack delivered but not recorded .* not retried"):
+            digest.send(context())
+    else:
+        digest.send(context())  # no retry follows a success
+        assert len(email_on.messages) == 1, "the email went too"
+    assert len(slack_server.webhook_posts()) == 1
+
+
+@pytest.mark.db
 def test_the_figures_are_read_while_no_publish_can_swap_the_marts(digest, published_url):
     """Review: the digest's counts were separate statements over the live marts, so another run's publish between
     them (overlapping runs) mixed two publishes under one day. They are read under the shared publish lock: a

@@ -182,7 +182,7 @@ def send(context: Any) -> None:
         done = audit.digests_sent(conn, run_id, published_at)
     stats, points = read_stats(summary)
     png = chart.render_png(points)
-    failures, sent, maybe_sent, misconfigured = [], [], [], []
+    failures, sent, maybe_sent, misconfigured, unrecorded = [], [], [], [], []
     earlier = [part for part in parts if part in done]  # went out in an earlier attempt of this publish
     for part in parts:
         if part in done:
@@ -206,9 +206,20 @@ def send(context: Any) -> None:
             continue
         done[part] = detail
         sent.append(part)
-        with warehouse.connect() as conn:
-            audit.record_digest(conn, run_id, part, published_at, detail)
         log.info("digest part %r delivered: %s", part, detail)
+        try:
+            with warehouse.connect() as conn:
+                audit.record_digest(conn, run_id, part, published_at, detail)
+        except Exception as exc:  # it went out: the task's retry must not send it again (review: posted twice)
+            log.error("digest part %r delivered but not recorded (a clear would send it again): %s", part, exc)
+            unrecorded.append(part)
+    if unrecorded and failures:
+        # A retry would send the unrecorded parts a second time: no retry, and what went out is said.
+        raise AirflowFailException(
+            f"state-of-the-data digest for {stats['logical_date']}: {', '.join(unrecorded)} delivered but not recorded"
+            f" (the warehouse failed after the send), so the task is not retried; clear state_of_the_data to send what"
+            f" is missing once the warehouse answers (it sends {', '.join(unrecorded)} again): " + " | ".join(failures)
+        )
     if failures:
         # Review: the parts an earlier attempt delivered went unsaid, and read as not delivered at all.
         said = [f"delivered: {', '.join(sent)}"] if sent else []

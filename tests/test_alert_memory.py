@@ -451,6 +451,33 @@ def test_a_run_that_failed_with_no_task_failure_on_record_pages_once_from_the_da
     assert "task ?" not in body and "/tasks/%3F" not in body and "/tasks/?" not in body
 
 
+def test_a_failure_the_warehouse_could_not_record_at_once_is_recorded_and_paged_once(
+    slack_alerts_webhook, warehouse_url, airflow_dag, monkeypatch
+):
+    """Review: the warehouse restarting under a task's failure callback: it paged, could not record the failure, and
+    the run's own callback then paged a second time, saying that no task had recorded a failure (a killed process?).
+    The record is tried again for a few seconds; and the run's page names that case too."""
+    import types
+
+    from greenery.tasks import paging
+
+    record, calls = audit.record_task_failure, []
+
+    def restarting(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise psycopg.OperationalError("the database system is starting up")
+        record(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "record_task_failure", restarting)
+    monkeypatch.setattr(paging, "RECORD_PAUSE_S", 0.1)
+    failed = {**failure_context("restart", RuntimeError("disk full")), "dag_run": types.SimpleNamespace(clear_number=0)}
+    paging.on_task_failure(failed)
+    run_failed = {k: v for k, v in failed.items() if k != "exception"}
+    paging.on_run_failure({**run_failed, "reason": "task_failure"})
+    assert len(calls) == 2 and len(slack_alerts_webhook.webhook_posts()) == 1
+
+
 def test_a_warehouse_from_before_the_clear_number_gets_the_column(warehouse_url):
     """task_failures gained a column; a warehouse whose table was created without it gets it on the next
     record, and the rows it had read with no attempt."""

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # Seconds a failure callback may spend paging (Airflow kills it 20 s after the task reported its failure), and
 # what each Slack try and the warehouse connection afterwards may take.
 PAGE_BUDGET_S = 12.0
+CALLBACK_BUDGET_S = 18.0  # the page and then the record of the failure
+RECORD_FOR_S, RECORD_PAUSE_S = 6.0, 1.0  # a warehouse blinking, not one down (each failed task would wait longer)
 SLACK_TRY_TIMEOUT_S = 10
 BACKOFF_S = (1.0, 2.0)
 WAREHOUSE_CONNECT_TIMEOUT_S = notify.CALLBACK_CONNECT_TIMEOUT_S
@@ -78,29 +80,40 @@ def page(payload: dict[str, Any], budget_s: float = PAGE_BUDGET_S) -> str:
     return NOT_SENT
 
 
-def record(context: Any, error: str) -> None:
-    """Keep the failure in greenery_audit.task_failures (best effort: the warehouse may be what failed)."""
-    try:
-        with warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S) as conn:
-            audit.record_task_failure(
-                conn,
-                context["run_id"],
-                runtime.task_id(context),
-                runtime.interval(context).day,
-                error,
-                clear_number=runtime.clear_number(context),
-            )
-    except Exception as exc:
-        log.warning("task failure not recorded in the warehouse: %s", exc)
+def record(context: Any, error: str, deadline: float | None = None) -> None:
+    """Keep the failure in greenery_audit.task_failures (best effort: the warehouse may be what failed), tried again
+    until ``deadline`` (time.monotonic()): the run's own failure callback pages a run whose failure is not on record
+    (review: a warehouse restarting under the task's callback got one failure two pages)."""
+    deadline = deadline if deadline is not None else time.monotonic() + WAREHOUSE_CONNECT_TIMEOUT_S
+    for attempt in range(1, 100):
+        try:
+            timeout = max(1, min(WAREHOUSE_CONNECT_TIMEOUT_S, int(deadline - time.monotonic())))
+            with warehouse.connect(connect_timeout=timeout) as conn:
+                audit.record_task_failure(
+                    conn,
+                    context["run_id"],
+                    runtime.task_id(context),
+                    runtime.interval(context).day,
+                    error,
+                    clear_number=runtime.clear_number(context),
+                )
+            return
+        except Exception as exc:
+            if time.monotonic() + RECORD_PAUSE_S + 1 > deadline:
+                log.warning("task failure not recorded in the warehouse (try %d): %s", attempt, exc)
+                return
+            log.warning("task failure not recorded yet (try %d), again in %.0fs: %s", attempt, RECORD_PAUSE_S, exc)
+            time.sleep(RECORD_PAUSE_S)
 
 
 def on_task_failure(context: Any) -> None:
     """The DAG's ``on_failure_callback``: page with the error unless the task paged already; then record it."""
+    started = time.monotonic()
     exc = context.get("exception")
     try:
         _page_for(context, exc)
     finally:
-        record(context, describe(exc))
+        record(context, describe(exc), deadline=min(started + CALLBACK_BUDGET_S, time.monotonic() + RECORD_FOR_S))
 
 
 def _page_for(context: Any, exc: BaseException | None) -> None:
@@ -179,7 +192,8 @@ def on_run_failure(context: Any) -> None:
             error=(
                 f"no task recorded a failure in this attempt of the run (Airflow: {context.get('reason') or '-'}):"
                 " a task's process was killed (out of memory, kill -9), a task was marked"
-                " failed by hand, or tasks an earlier attempt left red (upstream_failed) were not cleared with it."
+                " failed by hand, tasks an earlier attempt left red (upstream_failed) were not cleared with it,"
+                " or the warehouse did not answer when a failed task's own page went out (that page came first)."
                 + (f" The run's last task: {task}." if known else "")
                 + " Its red tasks are in the Grid: clear the first one with its downstream tasks."
             ),

@@ -122,6 +122,35 @@ def test_metrics_as_of_a_day_use_the_versions_known_then(history):
     assert by_day[D2]["avg_delivery_days"] != by_day[D3]["avg_delivery_days"]
 
 
+def test_an_order_the_history_saw_only_later_counts_in_the_days_delivery_average_with_its_first_version(history):
+    """Review: an order created by the end of a day that the history first saw later (it reached raw late, or the
+    day ran after later days) was left out of that day's delivery average without a word (17 of 98 orders counted).
+    It counts with the first version seen, and delivery_as_of says so."""
+    conn, _ = history
+    late = "00000000-0000-4000-8000-0000000001a7"
+    conn.execute(
+        "insert into raw.orders select %s, user_id, promo_id, address_id, '2021-02-13T10:00:00Z', order_cost,"
+        " shipping_cost, order_total, tracking_id, shipping_service, estimated_delivery_at, '2021-02-16T10:00:00Z',"
+        " 'delivered' from raw.orders where status = 'delivered' order by order_id limit 1",
+        (late,),
+    )
+    run_day(conn, D3, "d3-again")  # the latest step taken again: the late order's first version, at the end of D3
+    assert [v[1] for v in versions(conn, late)] == [end_of(D3)]
+    run_day(conn, D2, "d2-again")  # D2's figures again: the late order was created on D2
+    known_then = rows(  # the orders delivered as the history knew them at the end of D2, and the late one's 3 days
+        conn,
+        "select round(extract(epoch from delivered_at - created_at) / 86400, 4) as days from snapshots.snap_orders"
+        " where status = 'delivered' and valid_from <= %(t)s and (valid_to is null or valid_to > %(t)s)"
+        " and created_at < %(t)s",
+        {"t": end_of(D2)},
+    )
+    days = [r["days"] for r in known_then] + [3]
+    [d2] = rows(conn, "select avg_delivery_days, delivery_as_of from marts.metrics_daily where as_of_date = %s", (D2,))
+    assert d2 == {"avg_delivery_days": round(sum(days) / len(days), 4), "delivery_as_of": "history_and_first_seen"}
+    [d3] = rows(conn, "select delivery_as_of from marts.metrics_daily where as_of_date = %s", (D3,))
+    assert d3 == {"delivery_as_of": "history"}  # by the end of D3 the history had seen every order
+
+
 def test_a_backfill_publishing_after_the_latest_step_was_taken_again_keeps_the_new_version(history):
     """Review: a backfill of an old day keeps the history as it is (a copy of the published snapshot); the latest
     day rerun meanwhile took its step again on changed raw (same step, a new version). Publishing the backfill's

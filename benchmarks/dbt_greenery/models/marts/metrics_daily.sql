@@ -63,17 +63,21 @@ history_started as (
     from {{ ref('snap_orders') }}
 ),
 
+-- Each order created by then, as its version valid then; an order the history first saw later (it reached raw
+-- late, or this day runs after later days did) as that first version, not left out (review: the day's average
+-- covered 17 of 98 delivered orders).
 versions_then as (
-    select
+    select distinct on (order_id)
         order_id,
         status,
         delivered_at,
-        created_at
+        created_at,
+        valid_from > {{ greenery_interval_end() }} as first_seen_later
     from {{ ref('snap_orders') }}
     where
-        valid_from <= {{ greenery_interval_end() }}
-        and (valid_to is null or valid_to > {{ greenery_interval_end() }})
+        (valid_to is null or valid_to > {{ greenery_interval_end() }})
         and created_at < {{ greenery_interval_end() }}
+    order by order_id asc, valid_from asc
 ),
 
 deliveries as (
@@ -92,7 +96,14 @@ deliveries as (
                 where o.days_to_deliver is not null
             )
         end as avg_delivery_days,
-        case when history_started.covers_the_day then 'history' else 'current_state' end as delivery_as_of
+        case
+            when not history_started.covers_the_day then 'current_state'
+            when exists (
+                select from versions_then as later
+                where later.first_seen_later
+            ) then 'history_and_first_seen'
+            else 'history'
+        end as delivery_as_of
     from history_started
 ),
 

@@ -122,6 +122,36 @@ def run_day_without_airflow(
     return run
 
 
+def run_day_through_the_tasks(
+    url: str, run_id: str, day: dt.date, full_refresh: bool = False
+) -> tuple[str, dict | None]:
+    """The DAG's task bodies for ``day`` without Airflow: build, validate (GX, the validate task's own code), publish
+    unless blocked. Returns the outcome ("failed", "blocked", "published") and the validation summary. The Airflow
+    connection greenery_warehouse must point at ``url``."""
+    import psycopg
+
+    from greenery.materialize.model_sql import ModelBuildError
+    from greenery.tasks import validate as validate_task
+
+    pushed = {}
+    ti = type("TaskInstance", (), {"xcom_push": lambda self, key, value: pushed.update({key: value})})()
+    context = {"run_id": run_id, "logical_date": dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), "ti": ti}
+    with psycopg.connect(url, autocommit=True) as conn:
+        build = wap.Build(run_id, day)
+        wap.prepare(conn, build)
+        try:
+            wap.build_models(conn, _models(), build, full_refresh=full_refresh)
+        except ModelBuildError:
+            return "failed", None
+    try:
+        summary = validate_task.run(context)
+    except validate_task.ChecksFailed:
+        return "blocked", pushed[validate_task.SUMMARY_KEY]
+    with psycopg.connect(url, autocommit=True) as conn:
+        wap.publish(conn, _models(), build)  # validate marked what it checked
+    return "published", summary
+
+
 def asset_events(dag_run) -> set[str]:
     """Names of the assets that this run emitted an event for (Airflow's metadata DB)."""
     from airflow.models.asset import AssetEvent, AssetModel

@@ -218,3 +218,27 @@ def test_a_business_metric_far_from_its_published_history_is_a_warning_once_ther
     assert warning["severity"] == "warning" and "metric anomaly" in warning["description"]
     [key] = warning["sample_keys"]
     assert key.startswith(f"{moved} on {DROP_DAY}: {today}; expected {low}-{high} from the last 7 days"), key
+
+
+def test_a_day_whose_published_rows_are_gone_from_raw_is_a_warning_naming_them(published_url):
+    """Review: raw lost a published day's events (a truncated extract loaded again) and the next day's run rebuilt
+    its lookback from raw: the published events and every metric counting them shrank, green, without a word."""
+    from helpers import run_day_through_the_tasks
+
+    day, lost_day = dt.date(2021, 2, 12), dt.date(2021, 2, 10)
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        gone = conn.execute(
+            "delete from raw.events where created_at >= %s and created_at < %s",
+            (lost_day, lost_day + dt.timedelta(days=1)),
+        ).rowcount
+        kept_orders = conn.execute(
+            "delete from raw.orders where order_id in (select order_id from raw.orders order by order_id limit 2)"
+        ).rowcount  # a few rows gone are no news: under the check's threshold
+    assert gone > 100 and kept_orders == 2
+    outcome, summary = run_day_through_the_tasks(published_url, "after-the-loss", day)
+    assert outcome == "published"  # a warning: what raw holds now goes out, and on-call hears of it
+    lost = [f for f in summary["failures"] if "lost history" in (f["description"] or "")]
+    assert len(lost) == 1 and lost[0]["severity"] == "warning", summary["failures"]
+    [sample] = lost[0]["sample_keys"]
+    assert f"events on {lost_day}: {gone} rows published, 0 in raw now ({gone} gone)" in sample, sample
+    assert "orders on" not in sample

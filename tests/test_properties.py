@@ -26,16 +26,14 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-from helpers import hashes
+from helpers import hashes, run_day_through_the_tasks
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from greenery import wap, warehouse
+from greenery import warehouse
 from greenery.alerts import messages
-from greenery.materialize.model_sql import ModelBuildError
 from greenery.project import models
 from greenery.sources.schema import RAW_TABLES
-from greenery.tasks import validate as validate_task
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
@@ -135,27 +133,6 @@ def frozen(conn) -> dict[str, str]:
     return hashes(conn, tables)
 
 
-def run_day(url: str, run_id: str) -> tuple[str, dict | None]:
-    """The DAG's task bodies for the day: build (full), validate (GX), publish unless blocked."""
-    pushed = {}
-    ti = type("TaskInstance", (), {"xcom_push": lambda self, key, value: pushed.update({key: value})})()
-    context = {"run_id": run_id, "logical_date": dt.datetime.combine(DAY, dt.time(), tzinfo=dt.UTC), "ti": ti}
-    with psycopg.connect(url, autocommit=True) as conn:
-        build = wap.Build(run_id, DAY)
-        wap.prepare(conn, build)
-        try:
-            wap.build_models(conn, MODELS, build, full_refresh=True)
-        except ModelBuildError:
-            return "failed", None
-    try:
-        summary = validate_task.run(context)
-    except validate_task.ChecksFailed:
-        return "blocked", pushed[validate_task.SUMMARY_KEY]
-    with psycopg.connect(url, autocommit=True) as conn:
-        wap.publish(conn, MODELS, build)  # validate marked what it checked
-    return "published", summary
-
-
 def oracle(conn) -> list[str]:
     """Critical rules checked in plain SQL, independently of the suites. Returns what is broken."""
     broken = []
@@ -243,7 +220,7 @@ def test_whatever_raw_holds_the_published_tables_stay_trustworthy(mutations, pg_
                 conn.execute(statement)
         run_id = f"prop-{next(_names)}"
         with warehouse_at(url):
-            outcome, summary = run_day(url, run_id)
+            outcome, summary = run_day_through_the_tasks(url, run_id, DAY, full_refresh=True)
         event(f"outcome: {outcome}")
         with psycopg.connect(url, autocommit=True) as conn:
             if outcome == "published":

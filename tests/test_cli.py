@@ -297,7 +297,11 @@ def test_answers_are_as_of_the_day_asked_and_all_history_figures_say_so(cli_env)
     assert "embedded PostgreSQL" not in done.stdout
     assert "as of the end of 2021-02-12 (marts.metrics_daily)" in done.stdout
     assert "repeat rate                        79.8%" in done.stdout
-    assert "marts.fact_product: all history, as known to the latest run (2021-02-12)" in done.stdout
+    assert "\n  (published by run baseline, 20" in done.stdout  # which publish made the day's figures, and when
+    assert (
+        "marts.fact_product: all history, as the last publish read raw: run baseline of 2021-02-12, 20" in done.stdout
+    )
+    assert "note:" not in done.stdout
 
 
 def test_all_history_figures_name_the_run_that_published_last_not_the_latest_day(published_url):
@@ -313,7 +317,15 @@ def test_all_history_figures_name_the_run_that_published_last_not_the_latest_day
             "insert into greenery_audit.publish_log select 'backfill__x', date '2021-02-11', now(), tables"
             " from greenery_audit.publish_log limit 1"
         )
-        assert answers.read(conn)["all_history_as_of"] == dt.date(2021, 2, 11)
+        found = answers.read(conn)
+        assert found["all_history_as_of"] == dt.date(2021, 2, 11)
+        # Review: the 12th's figures, made before the 11th was published again on changed raw, read as current.
+        assert found["day_run"]["run_id"] == "baseline"
+        assert found["earlier_day_published_after"]["run_id"] == "backfill__x"
+        text = answers.format_answers(found)
+        assert "  note: 2021-02-11 was published again after it (" in text, text
+        assert "run 2021-02-12 again to count what it changed" in text
+        assert "run backfill__x of 2021-02-11, " in text and "; not as of 2021-02-12" in text
 
 
 def test_answers_with_a_mart_dropped_is_one_line_naming_it(cli_env, published_url):

@@ -192,3 +192,12 @@ def test_greenery_answers_on_the_real_data(published_url):
     # On this data nothing a buyer did up to the first order tells repeat from one-time buyers.
     assert min(r["p_value"] for r in tested) > answers.SIGNIFICANCE
     assert "  none: no indicator tells repeat from one-time buyers apart at p < 0.05" in text
+
+
+def test_more_checkouts_than_carts_is_not_shown_as_a_conversion_above_100_percent():
+    """Review: with a day's add-to-cart events missing, the funnel printed "361  124.5% of those with an add-to-cart":
+    each step is counted on its own, so that is no conversion rate."""
+    day = {"as_of_date": FEB12, "sessions": 578, "sessions_with_add_to_cart": 290, "sessions_with_checkout": 361}
+    lines = answers.format_funnel(day)
+    assert lines[-1].endswith("361   71 more than with an add-to-cart (add-to-cart events missing?), 62.5% of sessions")
+    assert "%" not in lines[-1].split("(")[0]

@@ -63,10 +63,21 @@ order by abs(rank_biserial) desc nulls last, indicator
 SIGNIFICANCE = 0.05
 STRONGEST = 3
 
-# The day of the run that published last, not the latest day published: whole-history tables are what the last
-# publish made (a backfill of an older day, published after, rebuilt them: review).
+# The run that published last, not the latest day published: whole-history tables are what the last publish made
+# (a backfill of an older day, published after, rebuilt them: review).
 LATEST_RUN_SQL = (
-    "select logical_date from greenery_audit.publish_log where cardinality(tables) > 0"
+    "select run_id, logical_date, published_at from greenery_audit.publish_log where cardinality(tables) > 0"
+    " order by published_at desc limit 1"
+)
+# The publish that made the day's row of metrics_daily, and a later publish of an earlier day (raw read again for
+# the days before: the day's row was made on older raw, review).
+DAY_PUBLISHED_SQL = (
+    "select run_id, logical_date, published_at from greenery_audit.publish_log"
+    " where logical_date = %(day)s and 'marts.metrics_daily' = any(tables) order by published_at desc limit 1"
+)
+EARLIER_DAY_AFTER_SQL = (
+    "select run_id, logical_date, published_at from greenery_audit.publish_log"
+    " where logical_date < %(day)s and published_at > %(at)s and cardinality(tables) > 0"
     " order by published_at desc limit 1"
 )
 
@@ -100,8 +111,29 @@ def _read(conn, day: dt.date | None) -> dict[str, Any]:
         metrics = dict(zip([c.name for c in cur.description], row, strict=True))
         cur.execute(TOP_PRODUCTS_SQL)
         top = cur.fetchall()
-        latest = cur.execute(LATEST_RUN_SQL).fetchone()[0] if _exists(cur, "greenery_audit.publish_log") else None
-    return {"metrics": metrics, "top_products": top, "all_history_as_of": latest, "indicators": read_indicators(conn)}
+        latest = day_run = earlier_after = None
+        if _exists(cur, "greenery_audit.publish_log"):
+            latest = cur.execute(LATEST_RUN_SQL).fetchone()
+            day_run = cur.execute(DAY_PUBLISHED_SQL, {"day": metrics["as_of_date"]}).fetchone()
+            if day_run is not None:
+                earlier_after = cur.execute(EARLIER_DAY_AFTER_SQL, {"day": day_run[1], "at": day_run[2]}).fetchone()
+    return {
+        "metrics": metrics,
+        "top_products": top,
+        "all_history_as_of": latest[1] if latest else None,
+        "all_history_run": _publish(latest),
+        "day_run": _publish(day_run),
+        "earlier_day_published_after": _publish(earlier_after),
+        "indicators": read_indicators(conn),
+    }
+
+
+def _publish(row) -> dict[str, Any] | None:
+    return dict(zip(("run_id", "day", "published_at"), row, strict=True)) if row else None
+
+
+def _when(publish: dict[str, Any]) -> str:
+    return f"{publish['published_at'].astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def read_indicators(conn) -> list[dict] | None:
@@ -139,10 +171,23 @@ def format_answers(answers: dict[str, Any]) -> str:
         f"  sessions per hour (avg)       {num(m['avg_sessions_per_hour']):>10}",
         f"  days to deliver (avg)         {num(m['avg_delivery_days']):>10}",
     ]
+    if made := answers.get("day_run"):
+        lines.insert(1, f"  (published by run {made['run_id']}, {_when(made)})")
+    if later := answers.get("earlier_day_published_after"):
+        # Review: after a rerun of an earlier day on changed raw, the latest day's figures were the older raw's.
+        lines.insert(
+            2,
+            f"  note: {later['day']} was published again after it ({_when(later)}, run {later['run_id']}): these"
+            f" figures predate that; run {m['as_of_date']} again to count what it changed",
+        )
     lines += format_funnel(m)
-    as_of = answers.get("all_history_as_of")
-    label = f"all history, as known to the latest run ({as_of or 'n/a'})"
-    if as_of != m["as_of_date"]:
+    run = answers.get("all_history_run")
+    label = (
+        f"all history, as the last publish read raw: run {run['run_id']} of {run['day']}, {_when(run)}"
+        if run
+        else ("all history, as the last publish read raw")
+    )
+    if run and run["day"] != m["as_of_date"]:
         label += f"; not as of {m['as_of_date']}"
     lines.append(f"Best-converting products (marts.fact_product: {label})")
     for name, viewed, purchased, rate in answers["top_products"]:
@@ -158,12 +203,15 @@ def _ratio(part, whole) -> str:
 def format_funnel(m: dict[str, Any]) -> list[str]:
     """The session funnel as of the day: each step counted on its own, with its conversion from the step before."""
     sessions, carts, checkouts = m["sessions"], m["sessions_with_add_to_cart"], m["sessions_with_checkout"]
+    step = f"{_ratio(checkouts, carts)} of those with an add-to-cart"
+    if checkouts is not None and carts is not None and checkouts > carts:
+        # Each step is counted on its own: more checkouts than carts is no conversion above 100 % (review).
+        step = f"{checkouts - carts:,} more than with an add-to-cart (add-to-cart events missing?)"
     return [
         f"Session funnel (all sessions by the end of {m['as_of_date']}; per day: marts.fact_funnel_daily)",
         f"  sessions                      {sessions:>10,}",
         f"  with an add-to-cart           {carts:>10,}   {_ratio(carts, sessions)} of sessions",
-        f"  with a checkout               {checkouts:>10,}   {_ratio(checkouts, carts)} of those with an"
-        f" add-to-cart, {_ratio(checkouts, sessions)} of sessions",
+        f"  with a checkout               {checkouts:>10,}   {step}, {_ratio(checkouts, sessions)} of sessions",
     ]
 
 

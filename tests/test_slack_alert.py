@@ -784,6 +784,7 @@ def test_an_image_upload_tells_slacks_errors_apart_the_same_way(
         ("api", {"ok": False, "error": "service_unavailable"}, "SlackDeliveryError"),
         ("api", {"ok": False, "error": "internal_error"}, "MaybePosted"),
         ("webhook", "<html>proxy login</html>", "AirflowFailException"),
+        ("api", {"ok": False, "error": "msg_blocks_too_long"}, "AirflowFailException"),
     ],
 )
 def test_alert_slack_retries_what_a_retry_can_fix_and_remembers_only_what_was_sent(
@@ -810,6 +811,9 @@ def test_alert_slack_retries_what_a_retry_can_fix_and_remembers_only_what_was_se
         notify.deliver(warned, {"published": True})
     assert type(err.value).__name__ == raised, err.value
     assert ("retrying cannot fix this" in str(err.value)) == (kind == "webhook")  # only the proxy page is a setup error
+    # Review: Slack refusing the alert's content said to correct the connection.
+    refused_content = "Slack refused the alert's content, not the connection" in str(err.value)
+    assert refused_content == ("msg_blocks_too_long" in str(answer)), err.value
     notify.deliver(warned, {"published": True})  # not held back: the first was not recorded as sent
     with pytest.raises(AirflowSkipException, match="suppressed"):  # this one was: its repeat is held back
         notify.deliver(warned, {"published": True})

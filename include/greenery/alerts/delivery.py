@@ -45,6 +45,12 @@ TRANSIENT_API_ERRORS = frozenset({"ratelimited", "rate_limited", "service_unavai
 # Slack documents of these that "some aspect of the operation succeeded before the error was raised": the message
 # may have been posted. Transient too, but a second post could page twice: they are maybe delivered.
 MAYBE_POSTED_API_ERRORS = frozenset({"internal_error", "fatal_error"})
+# Slack refusing the message itself (its Web API's codes, and an Incoming Webhook's 400 answers): nothing in the
+# connection to correct (review: "correct the connection" sent on-call to the wrong place).
+CONTENT_ERRORS = frozenset(
+    {"msg_too_long", "msg_blocks_too_long", "invalid_blocks", "invalid_blocks_format", "no_text", "invalid_payload"}
+    | {"too_many_attachments", "invalid_attachments", "invalid_arguments"}
+)
 
 
 class SlackDeliveryError(RuntimeError):
@@ -84,6 +90,8 @@ class SlackDeliveryError(RuntimeError):
         # MAYBE_POSTED_API_ERRORS); any other answer is the configuration's.
         transient = api_error in TRANSIENT_API_ERRORS or api_error in MAYBE_POSTED_API_ERRORS
         self.retryable = retryable and (status is None or status == 429 or status >= 500 or transient)
+        # Slack refused what was sent, not who sent it (CONTENT_ERRORS).
+        self.content_refused = api_error in CONTENT_ERRORS or (status == 400 and (body or "").strip() in CONTENT_ERRORS)
 
 
 def _connection_secrets(conn: Any) -> list[str]:

@@ -170,6 +170,11 @@ def deliver(
             ) from exc
         if exc.retryable:
             raise
+        if exc.content_refused:
+            raise AirflowFailException(
+                f"{exc}: on-call was not paged; Slack refused the alert's content, not the connection (a bug in the"
+                " alert's layout: report it); its failures are in the Data quality view and the validate log"
+            ) from exc
         raise AirflowFailException(
             f"{exc}: on-call was not paged; retrying cannot fix this: correct the connection, then clear alert_slack"
         ) from exc

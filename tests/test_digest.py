@@ -12,6 +12,7 @@ import io
 import json
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -402,11 +403,18 @@ def test_a_trusted_certificate_for_another_address_is_refused(digest, published_
         "implicit TLS against a plain server",
         "STARTTLS against a plain server",
         "refused sender",
+        "a server that hangs up at once",
     ],
 )
 def test_bad_smtp_settings_fail_the_task_once_with_the_reason(digest, published_url, email_on, monkeypatch, problem):
     holder = None
-    if problem == "wrong password":
+    if problem == "a server that hangs up at once":  # review: the reason was lost ("Unable to connect to smtp server")
+        holder, port = unreachable_port()
+        holder.listen()
+        threading.Thread(target=lambda: [holder.accept()[0].close() for _ in range(3)], daemon=True).start()
+        monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(port=port))
+        expected = "Unable to connect to smtp server (SMTPServerDisconnected: Connection unexpectedly closed"
+    elif problem == "wrong password":
         monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(password="not-the-password"))  # noqa: S106 (fake)
         expected = f"the server refused the login of '{USER}': 535"
     elif problem == "unreachable server":

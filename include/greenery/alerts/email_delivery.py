@@ -156,7 +156,10 @@ def send(message: EmailMessage, conn_id: str) -> list[str]:
             f"{what}: cannot talk to the server: {type(err).__name__}: {safe(err)}", conn_id=conn_id
         ) from None
     except Exception as err:  # the hook's own AirflowException ("Unable to connect to smtp server", oauth2)
-        raise EmailDeliveryError(f"{what}: {type(err).__name__}: {safe(err)}", conn_id=conn_id) from None
+        # Review: the hook's "Unable to connect" hid why (closed at once, no answer): the error it wraps says.
+        cause = err.__cause__ or err.__context__
+        why = f" ({type(cause).__name__}: {safe(cause) or '-'})" if cause is not None else ""
+        raise EmailDeliveryError(f"{what}: {type(err).__name__}: {safe(err)}{why}", conn_id=conn_id) from None
     finally:
         client = getattr(hook, "_smtp_client", None)
         if client is not None:

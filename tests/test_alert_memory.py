@@ -606,3 +606,24 @@ def test_an_alert_sent_but_not_recorded_does_not_fail_the_task_into_a_second_pag
     monkeypatch.setattr(audit, "record_alert", warehouse_gone)
     alert_task(summary("2021-02-12", "unrecorded", [WARNING]))
     assert len(slack.webhook_posts()) == 1
+
+
+def test_a_failure_slack_did_not_take_says_on_record_that_on_call_was_not_paged(
+    slack_server, warehouse_url, monkeypatch
+):
+    """Review: with no Slack connection (or Slack refusing), a failed task's page went nowhere, and its failure on
+    record (the Data quality view) read as if on-call knew; alert_slack then said the task had paged on its own."""
+    from greenery.tasks import paging
+
+    monkeypatch.delenv(conn_env_var("slack_alerts"), raising=False)  # no connection at all
+    paging.on_task_failure(failure_context("no-slack", RuntimeError("disk full")))
+    monkeypatch.setenv(conn_env_var("slack_alerts"), slack_server.webhook_conn_json())
+    paging.on_task_failure(failure_context("paged", RuntimeError("disk full")))
+    with psycopg.connect(warehouse_url) as conn:
+        [unpaged] = audit.task_failures(conn, "no-slack")
+        [paged] = audit.task_failures(conn, "paged")
+    assert (
+        unpaged["error"]
+        == "RuntimeError: disk full (on-call was NOT paged: Slack did not take the page; the task log says why)"
+    )
+    assert paged["error"] == "RuntimeError: disk full"

@@ -98,8 +98,9 @@ def send_alert(context: Any) -> None:
         summary = None
     if summary is None:
         raise AirflowSkipException(
-            "no validation result in this attempt: a task before validate failed and paged on its own (killed, or"
-            " marked failed by hand in the UI: the run's own failure callback pages)"
+            "no validation result in this attempt: a task before validate failed and paged on its own (its failure"
+            " in the Data quality view says when on-call was NOT paged; killed, or marked failed by hand in the UI:"
+            " the run's own failure callback pages)"
         )
     if not summary["blocking"] and states.get("publish") == "skipped":
         # Review: publish marked skipped by hand (it skips itself only on failed checks, which fail validate) left

@@ -128,6 +128,8 @@ def test_a_day_before_the_start_date_fails_and_pages_instead_of_succeeding_empty
     assert dag_run.state == "failed" and states(dag_run)["check_source_freshness"] == "failed"
     [_, alert] = alerts(paged)
     assert "raw.events has no rows created in [2021-01-12" in alert and "before the pipeline" not in alert
+    # Review: "there are none" read as an empty table.
+    assert "none was created before then: its oldest row was created 2021-02-10" in alert, alert
 
 
 def test_the_cli_refuses_a_day_before_the_start_date(published_url, tmp_path):

@@ -102,7 +102,14 @@ def check(
                 cur.execute(sql.SQL("select max(created_at) from {} where created_at < %s").format(ident), (until,))
                 latest = cur.fetchone()[0]
                 if latest is None or latest < since:
-                    seen = f"the newest is {latest:%Y-%m-%d %H:%M} UTC" if latest else "there are none"
+                    if latest:
+                        seen = f"the newest is {latest:%Y-%m-%d %H:%M} UTC"
+                    else:  # review: "there are none" read as an empty table
+                        cur.execute(sql.SQL("select min(created_at) from {}").format(ident))
+                        oldest = cur.fetchone()[0]
+                        seen = "none was created before then" + (
+                            f": its oldest row was created {oldest:%Y-%m-%d %H:%M} UTC" if oldest else ""
+                        )
                     if until < interval.end:
                         seen += f" (rows created after {until:%Y-%m-%d %H:%M} UTC, the clock, are in the future)"
                     problems.append(

@@ -562,6 +562,17 @@ def test_a_run_that_failed_before_validate_shows_no_later_runs_results(warehouse
     assert "Recent runs before this one</h2> <p>1 later run not listed" in page and f'title="{NEW_RUN}"' not in page
     assert "expect_column_values_to_be_between" not in page and "pigeon" not in page and "No failing checks" in page
     assert '<span class="badge failed">failed</span>' not in page
+    with psycopg.connect(warehouse_url) as conn:  # published before it failed: still served
+        conn.execute(
+            "insert into greenery_audit.publish_log values (%s, '2024-03-01', now() - interval '2 days', '{}')",
+            (OLD_RUN,),
+        )
+    before = flat(client().get("/data-quality/", params={"run_id": failed}).text)
+    assert "Readers are still served the run of <strong>2024-03-01</strong>" in before
+    with psycopg.connect(warehouse_url) as conn:  # review: a publish after its failure read as "still served"
+        conn.execute("insert into greenery_audit.publish_log values ('later', '2024-03-05', now(), '{}')")
+    later = flat(client().get("/data-quality/", params={"run_id": failed}).text)
+    assert "Readers now see a later publish, the run of <strong>2024-03-05</strong>" in later
     assert page.count("run of 2024-03-01 (not re-checked since)") == 3  # every table: the earlier run's result
     body = client().get("/data-quality/api/latest", params={"run_id": failed}).json()
     assert {t["run_id"] for t in body["tables"]} == {OLD_RUN}

@@ -233,6 +233,8 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
             as_of = failed[0]["failed_at"]
         else:
             raise UnknownRunError(f"no validation or task failure recorded for run {run_id!r}")
+    if serving and as_of is not None:  # a past run's page: readers may see a publish made after it (review)
+        serving["after_this_run"] = last["published_at"] > as_of
     later_runs = 0
     if as_of is not None and recorded:  # a past run's page: its history ends with it (review: it listed later ones)
         runs = recent_runs(conn, history_limit, up_to=as_of)

@@ -1,7 +1,7 @@
 """Delivering a Slack payload through an Airflow connection, raising on any failure.
 
 - conn_type ``slackwebhook`` (Incoming Webhook; the password is the token or the full webhook URL): the URL,
-  timeout, TLS context and proxy of ``SlackWebhookHook``'s client, posted with urllib, redirects refused. Slack
+  timeout, TLS context and proxy of ``SlackWebhookHook``'s client, posted by webhook_post.py (redirects refused). Slack
   answers a delivered message with 200 and exactly ``ok``: anything else is an error. The channel is fixed by the
   webhook.
 - conn_type ``slack`` (API token; extra ``base_url`` may point elsewhere, e.g. ``http://host:port/api/``):
@@ -25,12 +25,11 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from greenery.alerts import webhook_post
 from greenery.alerts.text import REDACTED, redact
 
 log = logging.getLogger(__name__)
@@ -168,13 +167,13 @@ def send(
         try:
             # Not the client's own send: it follows redirects (review: a 302 turned the POST into a GET without the
             # message, and the page counted as sent). The answer keeps its headers (a 429's Retry-After).
-            status, answer, headers = _post_webhook(hook.client, {k: v for k, v in body.items() if v is not None})
+            status, answer, headers = webhook_post.post(hook.client, {k: v for k, v in body.items() if v is not None})
         except Exception as err:  # connection refused, DNS, TLS, timeout, bad URL in the connection
             raise SlackDeliveryError(
                 f"{what}: {type(err).__name__}: {_safe(err, secrets)}",
                 conn_id=conn_id,
                 maybe_delivered=_unanswered(err),
-                retryable=not isinstance(err, _NotHttp),
+                retryable=not isinstance(err, webhook_post.NotHttp),
             ) from None
         if 300 <= status < 400:
             raise SlackDeliveryError(
@@ -194,7 +193,7 @@ def send(
                 body=resp_body,
                 retry_after=_retry_after(headers),
             )
-        if answer.strip() != "ok" and not _json_ok(answer):  # a workflow trigger answers {"ok": true}
+        if answer.strip() != "ok" and not webhook_post.json_ok(answer):  # a workflow trigger answers {"ok": true}
             # Review: a proxy's login page (200, HTML) counted as sent, and the alert was then held back as a repeat.
             raise SlackDeliveryError(
                 f"{what}: HTTP {status} without Slack's answer 'ok' (something else answered), response body:"
@@ -251,53 +250,6 @@ def send(
         conn_id=conn_id,
         retryable=False,
     )
-
-
-class _NotHttp(ValueError):
-    """The connection's webhook URL is not http(s): a configuration error."""
-
-
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect comes back as the 3xx error it is: urllib would follow a 301/302/303 with a GET, which drops the
-    message, and the last page's 200 would read as delivered."""
-
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
-        return None
-
-
-def _post_webhook(client: Any, body: Mapping[str, Any]) -> tuple[int, str, dict[str, str]]:
-    """POST ``body`` as JSON to the webhook of slack_sdk's WebhookClient ``client`` (its URL, timeout, TLS context and
-    proxy), redirects refused: (status, text, lowercased headers) of whatever answered, error statuses included."""
-    scheme = urlsplit(client.url).scheme.lower()
-    if scheme not in ("http", "https"):  # as slack_sdk: urllib would also open file:// and ftp:// URLs
-        raise _NotHttp(f"the webhook URL's scheme {scheme!r} is not http or https")
-    handlers: list[Any] = [_RefuseRedirects(), urllib.request.HTTPSHandler(context=client.ssl)]
-    if client.proxy:
-        handlers.append(urllib.request.ProxyHandler({"http": client.proxy, "https": client.proxy}))
-    headers = {**(client.default_headers or {}), "Content-Type": "application/json;charset=utf-8"}
-    data = json.dumps(dict(body)).encode()
-    request = urllib.request.Request(client.url, data=data, headers=headers, method="POST")  # noqa: S310 (checked)
-    try:
-        response = urllib.request.build_opener(*handlers).open(request, timeout=client.timeout)
-    except urllib.error.HTTPError as err:  # any status but 2xx, redirects included
-        response = err
-    with response:
-        charset = response.headers.get_content_charset() or "utf-8"
-        # A webhook answers "ok" or an error code: the first 64 KiB tell what answered, however much it sends.
-        data = response.read(65536)
-        declared = response.headers.get("content-length") or ""
-        if 200 <= response.status < 300 and declared.isdigit() and len(data) < min(int(declared), 65536):
-            # http.client returns a body cut short as it is: Slack's answer never came whole (see _unanswered).
-            raise http.client.IncompleteRead(data, int(declared) - len(data))
-        text = data.decode(charset, errors="replace")
-        return response.status, text, {k.lower(): v for k, v in response.headers.items()}
-
-
-def _json_ok(text: str) -> bool:
-    try:
-        return json.loads(text).get("ok") is True
-    except (ValueError, AttributeError):
-        return False
 
 
 def _api_error(status: int | None, data: Any) -> str | None:

@@ -18,6 +18,7 @@ import logging
 import time
 from typing import Any
 
+import psycopg
 from airflow.sdk.exceptions import AirflowSkipException
 
 from greenery import audit, config, links, runtime, warehouse
@@ -32,7 +33,9 @@ log = logging.getLogger(__name__)
 # Seconds a failure callback may spend paging (Airflow kills it 20 s after the task reported its failure), and
 # what each Slack try and the warehouse connection afterwards may take.
 PAGE_BUDGET_S = 12.0
-CALLBACK_BUDGET_S = 18.0  # the page and then the record of the failure
+# The page and then the record of the failure, with room under Airflow's 20 s: psycopg waits at least 2 s per
+# connection attempt, per address the host resolves to (review).
+CALLBACK_BUDGET_S = 15.0
 RECORD_FOR_S, RECORD_PAUSE_S = 6.0, 1.0  # a warehouse blinking, not one down (each failed task would wait longer)
 SLACK_TRY_TIMEOUT_S = 10
 BACKOFF_S = (1.0, 2.0)
@@ -89,7 +92,7 @@ def record(context: Any, error: str, deadline: float | None = None) -> None:
     deadline = deadline if deadline is not None else time.monotonic() + WAREHOUSE_CONNECT_TIMEOUT_S
     for attempt in range(1, 100):
         try:
-            timeout = max(1, min(WAREHOUSE_CONNECT_TIMEOUT_S, int(deadline - time.monotonic())))
+            timeout = max(2, min(WAREHOUSE_CONNECT_TIMEOUT_S, int(deadline - time.monotonic())))
             with warehouse.connect(connect_timeout=timeout) as conn:
                 audit.record_task_failure(
                     conn,
@@ -101,7 +104,8 @@ def record(context: Any, error: str, deadline: float | None = None) -> None:
                 )
             return
         except Exception as exc:
-            if time.monotonic() + RECORD_PAUSE_S + 1 > deadline:
+            unreachable = isinstance(exc, psycopg.OperationalError | warehouse.WarehouseUnavailableError)
+            if not unreachable or time.monotonic() + RECORD_PAUSE_S + 2 > deadline:  # only a blink is waited for
                 log.warning("task failure not recorded in the warehouse (try %d): %s", attempt, exc)
                 return
             log.warning("task failure not recorded yet (try %d), again in %.0fs: %s", attempt, RECORD_PAUSE_S, exc)
@@ -112,7 +116,7 @@ def on_task_failure(context: Any) -> None:
     """The DAG's ``on_failure_callback``: page with the error unless the task paged already; then record it."""
     started = time.monotonic()
     exc = context.get("exception")
-    sent = None
+    sent = NOT_SENT  # unless _page_for says otherwise (it may itself fail before paging)
     try:
         sent = _page_for(context, exc)
     finally:
@@ -122,6 +126,14 @@ def on_task_failure(context: Any) -> None:
         said[MAYBE_SENT] = " (the page may have been posted: look in the alert channel)"
         error = describe(exc) + said.get(sent, "")
         record(context, error, deadline=min(started + CALLBACK_BUDGET_S, time.monotonic() + RECORD_FOR_S))
+
+
+class _PageOutcome(Exception):
+    """The page of validate's failed checks was not sent, or may have been (``sent``: NOT_SENT or MAYBE_SENT)."""
+
+    def __init__(self, sent: str) -> None:
+        super().__init__(sent)
+        self.sent = sent
 
 
 def _page_for(context: Any, exc: BaseException | None) -> str | None:
@@ -135,13 +147,15 @@ def _page_for(context: Any, exc: BaseException | None) -> str | None:
         def send(payload: dict[str, Any]) -> None:
             sent = page(payload, max(1.0, PAGE_BUDGET_S - (time.monotonic() - started)))
             if sent != SENT:
-                raise RuntimeError(f"the page of the failed checks: {sent}")
+                raise _PageOutcome(sent)
 
         try:
             notify.send_validation_alert(context, send)
         except AirflowSkipException as held:  # suppression (never for a blocking summary)
             log.info("failed checks not paged again: %s", held)
             return None
+        except _PageOutcome as outcome:  # page() logged why (review: "may have been posted" was told "NOT paged")
+            return outcome.sent
         except Exception as err:  # a callback must not raise; the task is red anyway
             log.error("could not page on-call with the failed checks: %s", err)
             return NOT_SENT

@@ -317,6 +317,11 @@ def test_all_history_figures_name_the_run_that_published_last_not_the_latest_day
             "insert into greenery_audit.publish_log select 'backfill__x', date '2021-02-11', now(), tables"
             " from greenery_audit.publish_log limit 1"
         )
+        assert answers.read(conn)["earlier_day_published_after"] is None  # a first backfill of the 11th: no rerun
+        conn.execute(  # the 11th had been published before the 12th's row too: the backfill published it again
+            "insert into greenery_audit.publish_log select 'scheduled__11', date '2021-02-11',"
+            " published_at - interval '1 hour', tables from greenery_audit.publish_log where run_id = 'baseline'"
+        )
         found = answers.read(conn)
         assert found["all_history_as_of"] == dt.date(2021, 2, 11)
         # Review: the 12th's figures, made before the 11th was published again on changed raw, read as current.

@@ -483,7 +483,7 @@ def test_a_run_that_published_nothing_gets_no_digest_and_fails_at_once(digest, p
 
 @pytest.mark.db
 def test_an_attempt_that_published_nothing_gets_no_digest_though_an_earlier_attempt_of_the_run_published(
-    digest, published_url, email_on
+    digest, published_url, email_on, monkeypatch
 ):
     """Review: the run published in its first attempt; cleared whole, its second attempt validated a new build (5 new
     warnings) and its publish was marked success by hand. The digest went out with that attempt's figures, which
@@ -491,8 +491,14 @@ def test_an_attempt_that_published_nothing_gets_no_digest_though_an_earlier_atte
     from airflow.sdk.exceptions import AirflowFailException
 
     second = validation_summary(clear_number=1, failed_warning=5, validation_id="attempt-1")
-    with pytest.raises(AirflowFailException, match=r"published nothing in this attempt \(an earlier attempt"):
+    with psycopg.connect(published_url) as conn:
+        [(at,)] = conn.execute(
+            "select to_char(max(published_at) at time zone 'UTC', 'YYYY-MM-DD HH24:MI') from greenery_audit.publish_log"
+        ).fetchall()
+    monkeypatch.setenv("PGTZ", "America/New_York")  # the warehouse session's zone: the time is still said in UTC
+    with pytest.raises(AirflowFailException, match=r"published nothing in this attempt \(an earlier attempt") as err:
         digest.send(context(second))
+    assert f"published, at {at} UTC)" in str(err.value), err.value
     assert email_on.messages == []
     digest.send(context())  # the first attempt's digest, cleared and sent again: its publish is on record
     assert len(email_on.messages) == 1

@@ -75,10 +75,12 @@ DAY_PUBLISHED_SQL = (
     "select run_id, logical_date, published_at from greenery_audit.publish_log"
     " where logical_date = %(day)s and 'marts.metrics_daily' = any(tables) order by published_at desc limit 1"
 )
-EARLIER_DAY_AFTER_SQL = (
-    "select run_id, logical_date, published_at from greenery_audit.publish_log"
-    " where logical_date < %(day)s and published_at > %(at)s and cardinality(tables) > 0"
-    " order by published_at desc limit 1"
+EARLIER_DAY_AFTER_SQL = (  # "again": that day had been published before this day's row was (a first backfill is not)
+    "select l.run_id, l.logical_date, l.published_at from greenery_audit.publish_log as l"
+    " where l.logical_date < %(day)s and l.published_at > %(at)s and cardinality(l.tables) > 0"
+    " and exists (select from greenery_audit.publish_log as e where e.logical_date = l.logical_date"
+    " and e.published_at < %(at)s and cardinality(e.tables) > 0)"
+    " order by l.published_at desc limit 1"
 )
 
 

@@ -174,7 +174,8 @@ def send(context: Any) -> None:
         published_at = audit.validation_published_at(conn, run_id, summary.get("validation_id"))
         if published_at is None:  # publish marked success by hand: its figures would be another run's
             earlier = audit.run_published_at(conn, run_id)
-            also = f" (an earlier attempt of the run published, at {earlier:%Y-%m-%d %H:%M} UTC)" if earlier else ""
+            at = f"{earlier.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC" if earlier else ""
+            also = f" (an earlier attempt of the run published, at {at})" if earlier else ""
             raise AirflowFailException(  # no retries: they would find the same
                 f"run {run_id} published nothing in this attempt{also}: its publish task was marked success, or never"
                 " ran; no digest of marts it did not publish. Clear the whole run to build and publish it."
@@ -199,8 +200,12 @@ def send(context: Any) -> None:
                 misconfigured.append(part)
             if isinstance(err, email_delivery.EmailDeliveryError) and err.delivered:
                 so_far = {"to": [*_emailed(done), *err.delivered]}
-                with warehouse.connect() as conn:
-                    audit.record_digest(conn, run_id, EMAIL_SO_FAR, published_at, so_far)
+                try:
+                    with warehouse.connect() as conn:
+                        audit.record_digest(conn, run_id, EMAIL_SO_FAR, published_at, so_far)
+                except Exception as exc:  # as a delivered part's record below (review)
+                    log.error("email to %s delivered but not recorded: %s", ", ".join(err.delivered), exc)
+                    unrecorded.append("email (to some recipients)")
             continue
         if detail is None:
             continue

@@ -63,20 +63,43 @@ history_started as (
 ),
 
 -- Each order created by then, as its version valid then; an order the history first saw later (it reached raw
--- late, or this day runs after later days did) as that first version, not left out (review: the day's average
--- covered 17 of 98 delivered orders).
-versions_then as (
-    select distinct on (order_id)
+-- late, or this day runs after later days) as that first version, not left out (review: the day's average
+-- covered 17 of 98 delivered orders). Two scans, no sort of the whole history (a distinct on over every
+-- version was 6 times slower at 400k orders).
+known_then as not materialized (
+    select
         order_id,
         status,
         delivered_at,
-        created_at,
-        valid_from > {{ interval_end }} as first_seen_later
+        created_at
     from {{ ref('snap_orders') }}
     where
-        (valid_to is null or valid_to > {{ interval_end }})
+        valid_from <= {{ interval_end }}
+        and (valid_to is null or valid_to > {{ interval_end }})
         and created_at < {{ interval_end }}
-    order by order_id asc, valid_from asc
+),
+
+first_seen_later as (
+    select distinct on (later.order_id)
+        later.order_id,
+        later.status,
+        later.delivered_at,
+        later.created_at
+    from {{ ref('snap_orders') }} as later
+    where
+        later.valid_from > {{ interval_end }}
+        and later.created_at < {{ interval_end }}
+        and not exists (
+            select from known_then as known
+            where known.order_id = later.order_id
+        )
+    order by later.order_id asc, later.valid_from asc
+),
+
+versions_then as (
+    select * from known_then
+    union all
+    select * from first_seen_later
 ),
 
 deliveries as (
@@ -97,10 +120,7 @@ deliveries as (
         end as avg_delivery_days,
         case
             when not history_started.covers_the_day then 'current_state'
-            when exists (
-                select from versions_then as later
-                where later.first_seen_later
-            ) then 'history_and_first_seen'
+            when exists (select from first_seen_later) then 'history_and_first_seen'
             else 'history'
         end as delivery_as_of
     from history_started

@@ -925,3 +925,17 @@ def test_a_check_that_could_not_be_evaluated_is_the_pipelines_to_fix_not_the_dat
     # One wording for the red task and the alert (checks/root_causes.what_to_fix).
     assert lines[-1].startswith("Fix the source rows named above and the model or suite of each check that could not")
     assert lines[-1].split(", then")[0] in mixed
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "content"),
+    [(400, "invalid_payload", True), (400, "no_text", True), (404, "no_service", False), (403, "invalid_token", False)],
+)
+def test_a_webhook_refusing_the_message_itself_is_told_from_a_wrong_connection(
+    slack_server, webhook_conn, status, answer, content
+):
+    """Review: Slack refusing what was sent (a webhook's 400 invalid_payload) read as the connection's fault."""
+    slack_server.respond(status, answer)
+    with pytest.raises(SlackDeliveryError) as err:
+        send({"text": "hi"}, webhook_conn)
+    assert (err.value.content_refused, err.value.retryable) == (content, False)

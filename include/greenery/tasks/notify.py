@@ -122,14 +122,17 @@ def send_alert(context: Any) -> None:
     deliver(summary, published)
 
 
-def alert_after_publish(summary: dict[str, Any], published: dict[str, Any], context: Any) -> None:
+def alert_after_publish(
+    summary: dict[str, Any], published: dict[str, Any], context: Any, send: Callable[[dict[str, Any]], None]
+) -> None:
     """``publish``'s follow-up. After *Clear only failed tasks*, an ``alert_slack`` skipped by an earlier failure
     stays skipped: the warnings and quarantine counts of the attempt that publishes were never sent. When
-    alert_slack will not run again, send them now; best effort (the marts are out, the view lists them)."""
+    alert_slack will not run again, send them now through ``send`` (a page, tried again: tasks/paging.py); best
+    effort (the marts are out, the view lists them)."""
     if alert_will_run(context) or not (summary.get("failures") or summary.get("quarantined")):
         return
     try:
-        deliver(summary, published)
+        deliver(summary, published, send=send)
     except AirflowSkipException as skip:
         log.info("alert_slack will not run again; %s", skip)
     except Exception as exc:

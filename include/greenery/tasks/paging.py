@@ -129,11 +129,17 @@ def on_task_failure(context: Any) -> None:
 
 
 class _PageOutcome(Exception):
-    """The page of validate's failed checks was not sent, or may have been (``sent``: NOT_SENT or MAYBE_SENT)."""
+    """A page was not sent, or may have been (``sent``: NOT_SENT or MAYBE_SENT); page() logged why."""
 
     def __init__(self, sent: str) -> None:
-        super().__init__(sent)
+        super().__init__(f"the page was {sent}")
         self.sent = sent
+
+
+def send_or_raise(payload: dict[str, Any], budget_s: float = PAGE_BUDGET_S) -> None:
+    """:func:`page`, raising unless it was sent: for notify.deliver's ``send`` (tried again within ``budget_s``)."""
+    if (sent := page(payload, budget_s)) != SENT:
+        raise _PageOutcome(sent)
 
 
 def _page_for(context: Any, exc: BaseException | None) -> str | None:
@@ -145,9 +151,7 @@ def _page_for(context: Any, exc: BaseException | None) -> str | None:
         started = time.monotonic()
 
         def send(payload: dict[str, Any]) -> None:
-            sent = page(payload, max(1.0, PAGE_BUDGET_S - (time.monotonic() - started)))
-            if sent != SENT:
-                raise _PageOutcome(sent)
+            send_or_raise(payload, max(1.0, PAGE_BUDGET_S - (time.monotonic() - started)))
 
         try:
             notify.send_validation_alert(context, send)

@@ -9,7 +9,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from greenery import audit, lock_waits, runtime, wap, warehouse
 from greenery.project import models as model_files
-from greenery.tasks import notify
+from greenery.tasks import notify, paging
 
 log = logging.getLogger(__name__)
 
@@ -58,5 +58,5 @@ def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         else:
             log.info("published %s", ", ".join(tables))
             published = {"published": True, "serving_run": summary["logical_date"], "tables": tables}
-    notify.alert_after_publish(summary, published, context)  # when alert_slack will not run again
+    notify.alert_after_publish(summary, published, context, paging.send_or_raise)  # when alert_slack will not run
     return published

@@ -349,12 +349,18 @@ def test_answers_for_a_day_without_figures_is_one_line_not_a_traceback(cli_env):
         "error: marts.metrics_daily has no figures for 2021-02-11: run the DAG for that day first"
     )
     assert "Traceback" not in done.stderr
-    # Review: a day `greenery run` refuses as it stands is not "run the DAG for that day".
-    early = greenery("answers", "--date", "2021-02-09", env=cli_env)
+    # Review: a day `greenery run` refuses as it stands is not "run the DAG for that day"; and a day before raw's
+    # first order is no day to run at all (the advice to move GREENERY_START_DATE then failed).
+    early = greenery("answers", "--date", "2021-02-09", env={**cli_env, "GREENERY_START_DATE": "2021-02-11"})
     assert early.returncode == 2 and early.stderr.strip().splitlines()[-1] == (
-        "error: marts.metrics_daily has no figures for 2021-02-09: 2021-02-09 is before GREENERY_START_DATE"
-        " (2021-02-10): set it to 2021-02-09 or earlier, then run that day"
+        "error: marts.metrics_daily has no figures for 2021-02-09: raw has no orders before 2021-02-10: there is no"
+        " day 2021-02-09 to run"
     ), early.stderr
+    later = greenery("answers", "--date", "2021-02-10", env={**cli_env, "GREENERY_START_DATE": "2021-02-11"})
+    assert later.returncode == 2 and later.stderr.strip().splitlines()[-1] == (
+        "error: marts.metrics_daily has no figures for 2021-02-10: 2021-02-10 is before GREENERY_START_DATE"
+        " (2021-02-11): set it to 2021-02-10 or earlier, then run that day"
+    ), later.stderr
 
 
 def greenery_started(*args: str, env: dict) -> subprocess.Popen:

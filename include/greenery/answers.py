@@ -13,6 +13,7 @@ import datetime as dt
 from typing import Any
 
 import psycopg
+import psycopg.sql
 
 from greenery import config
 
@@ -109,6 +110,8 @@ def _read(conn, day: dt.date | None) -> dict[str, Any]:
             todo = "run the DAG for that day first"
             if day and day < (start := config.get().start_date):  # review: `run` refuses such a day as it stands
                 todo = f"{day} is before GREENERY_START_DATE ({start}): set it to {day} or earlier, then run that day"
+                if (first := _first_order_day(cur)) is not None and day < first:  # review: advice that fails
+                    todo = f"raw has no orders before {first}: there is no day {day} to run"
             raise NoAnswersError(f"marts.metrics_daily has no figures {asked}: {todo}")
         metrics = dict(zip([c.name for c in cur.description], row, strict=True))
         cur.execute(TOP_PRODUCTS_SQL)
@@ -145,6 +148,15 @@ def read_indicators(conn) -> list[dict] | None:
             return None
         cur.execute(INDICATORS_SQL)
         return [dict(zip([c.name for c in cur.description], r, strict=True)) for r in cur.fetchall()]
+
+
+def _first_order_day(cur) -> dt.date | None:
+    """The day of raw's first order (None without orders, or without the table)."""
+    schema = config.get().raw_schema
+    if not _exists(cur, f"{schema}.orders"):
+        return None
+    query = psycopg.sql.SQL("select min(created_at)::date from {}").format(psycopg.sql.Identifier(schema, "orders"))
+    return cur.execute(query).fetchone()[0]
 
 
 def _exists(cur, relation: str) -> bool:

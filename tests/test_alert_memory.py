@@ -645,3 +645,15 @@ def test_a_failure_slack_did_not_take_says_on_record_that_on_call_was_not_paged(
         == "RuntimeError: disk full (on-call was NOT paged: Slack did not take the page; the task log says why)"
     )
     assert paged["error"] == "RuntimeError: disk full"
+    # Review: alert_slack then skipped, saying the failed task had paged on its own. It fails, naming it.
+    from airflow.sdk.exceptions import AirflowFailException
+
+    for run_id, alert_slack_ends in (("no-slack", AirflowFailException), ("paged", AirflowSkipException)):
+        ti = FakeTaskInstance({}, run_id, {"validate": "upstream_failed", "publish": "upstream_failed"})
+        with pytest.raises(alert_slack_ends) as ended:
+            notify.send_alert({"ti": ti, "run_id": run_id})
+        if alert_slack_ends is AirflowFailException:
+            assert str(ended.value).startswith(
+                "fact_orders failed in this attempt and on-call was NOT paged (Slack did not take its page):"
+                " RuntimeError: disk full. Fix the Slack connection"
+            ), ended.value

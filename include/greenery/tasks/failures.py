@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from airflow.sdk.exceptions import AirflowFailException
 
+# How a task failure on record (greenery_audit.task_failures) says its page did not go (tasks/paging.py); alert_slack
+# reads it (tasks/notify.py).
+NOT_PAGED = " (on-call was NOT paged: Slack did not take the page; the task log says why)"
+
 
 class PagedFailure(AirflowFailException):
     """The task failed after it paged on-call itself (no retry, no second page)."""

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from greenery import audit, config, docs, links, runtime, warehouse
 from greenery.alerts import delivery, messages, suppression
 from greenery.checks import history
-from greenery.tasks.failures import MaybePosted
+from greenery.tasks.failures import NOT_PAGED, MaybePosted
 from greenery.tasks.validate import SUMMARY_KEY
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,14 @@ def send_alert(context: Any) -> None:
         # what XCom holds is an earlier attempt's.
         summary = None
     if summary is None:
+        if unpaged := _not_paged(context):
+            # Review: the task that failed before validate could not page (no Slack connection, Slack refusing), and
+            # this said it had paged on its own. Red instead, naming it: on-call was told nothing.
+            task_id, error = unpaged
+            raise AirflowFailException(
+                f"{task_id} failed in this attempt and on-call was NOT paged (Slack did not take its page): "
+                f"{error.removesuffix(NOT_PAGED)}. Fix the Slack connection (its log says why), then the cause."
+            )
         raise AirflowSkipException(
             "no validation result in this attempt: a task before validate failed and paged on its own (its failure"
             " in the Data quality view says when on-call was NOT paged; killed, or marked failed by hand in the UI:"
@@ -120,6 +128,21 @@ def send_alert(context: Any) -> None:
         _not_published()
     )
     deliver(summary, published)
+
+
+def _not_paged(context: Any) -> tuple[str, str] | None:
+    """The first failure on record in this attempt of the run whose page did not go (task id, error), if any."""
+    attempt = runtime.clear_number(context)
+    try:
+        with warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S) as conn:
+            failures = audit.task_failures(conn, context["run_id"])
+    except Exception as exc:  # the skip below still says where to look
+        log.warning("could not read the run's task failures: %s", exc)
+        return None
+    for f in failures:
+        if f["error"].endswith(NOT_PAGED) and (attempt is None or f["clear_number"] == attempt):
+            return f["task_id"], f["error"]
+    return None
 
 
 def alert_after_publish(

@@ -25,7 +25,7 @@ from greenery import audit, config, links, runtime, warehouse
 from greenery.alerts import delivery, messages
 from greenery.alerts.delivery import SlackDeliveryError
 from greenery.tasks import notify
-from greenery.tasks.failures import AlertFollows, PagedFailure
+from greenery.tasks.failures import NOT_PAGED, AlertFollows, PagedFailure
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def on_task_failure(context: Any) -> None:
     finally:
         # Review: with Slack unreachable or no connection, the failure on record (the Data quality view) read as if
         # on-call had been told; it says so when they were not.
-        said = {NOT_SENT: " (on-call was NOT paged: Slack did not take the page; the task log says why)"}
+        said = {NOT_SENT: NOT_PAGED}
         said[MAYBE_SENT] = " (the page may have been posted: look in the alert channel)"
         error = describe(exc) + said.get(sent, "")
         record(context, error, deadline=min(started + CALLBACK_BUDGET_S, time.monotonic() + RECORD_FOR_S))

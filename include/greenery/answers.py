@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import psycopg.sql
 
-from greenery import config
+from greenery import audit, config
 
 METRICS_SQL = """
 select
@@ -138,7 +138,7 @@ def _publish(row) -> dict[str, Any] | None:
 
 
 def _when(publish: dict[str, Any]) -> str:
-    return f"{publish['published_at'].astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+    return audit.utc_minute(publish["published_at"])
 
 
 def read_indicators(conn) -> list[dict] | None:
@@ -196,11 +196,9 @@ def format_answers(answers: dict[str, Any]) -> str:
         )
     lines += format_funnel(m)
     run = answers.get("all_history_run")
-    label = (
-        f"all history, as the last publish read raw: run {run['run_id']} of {run['day']}, {_when(run)}"
-        if run
-        else ("all history, as the last publish read raw")
-    )
+    label = "all history, as the last publish read raw"
+    if run:
+        label += f": run {run['run_id']} of {run['day']}, {_when(run)}"
     if run and run["day"] != m["as_of_date"]:
         label += f"; not as of {m['as_of_date']}"
     lines.append(f"Best-converting products (marts.fact_product: {label})")

@@ -261,6 +261,11 @@ def not_published_status(conn) -> dict:
     return {"published": False, "serving_run": last["logical_date"] if last else None, "tables": []}
 
 
+def utc_minute(moment: dt.datetime) -> str:
+    """A time of these tables as messages show it: in UTC, whatever the session's zone, to the minute."""
+    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+
+
 def run_published_at(conn, run_id: str) -> dt.datetime | None:
     """When the run last published, or None when it never did."""
     if not exists(conn, "publish_log"):

@@ -40,10 +40,10 @@ def refuse_an_older_clock(conn, build: Any, clock: dt.datetime | None) -> None:
     later = audit.later_publish(conn, build.key)
     if clock is not None and later is not None and later["run_time"] > clock + CLOCK_SKEW:
         raise PublishError(
-            f"run {later['run_id']!r}, whose clock is {_utc(later['run_time'])}, published at"
-            f" {_utc(later['published_at'])}, after run {build.run_id!r} started building with its clock"
-            f" {_utc(clock)}: publishing this build would take back what that run published (rows after"
-            f" {_utc(clock)} are in this build's future). {CLEAR_THE_RUN}"
+            f"run {later['run_id']!r}, whose clock is {audit.utc_minute(later['run_time'])}, published at"
+            f" {audit.utc_minute(later['published_at'])}, after run {build.run_id!r} started building with its clock"
+            f" {audit.utc_minute(clock)}: publishing this build would take back what that run published (rows after"
+            f" {audit.utc_minute(clock)} are in this build's future). {CLEAR_THE_RUN}"
         )
 
 
@@ -102,13 +102,10 @@ def refuse_taking_back(conn, model: Model, build: Any, clock: dt.datetime | None
     newest = _as_time(newest) if newest is not None else None
     if clock is not None and newest is not None and newest > clock + CLOCK_SKEW:
         raise PublishError(
-            f"{model.relation} holds rows up to {_utc(newest)}, after run {build.run_id!r}'s clock {_utc(clock)}"
-            f" (a run that started later published them); publishing would delete them. {CLEAR_THE_RUN}"
+            f"{model.relation} holds rows up to {audit.utc_minute(newest)}, after run {build.run_id!r}'s clock"
+            f" {audit.utc_minute(clock)} (a run that started later published them); publishing would delete them."
+            f" {CLEAR_THE_RUN}"
         )
-
-
-def _utc(moment: dt.datetime) -> str:
-    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def _as_time(value: dt.date | dt.datetime) -> dt.datetime:

@@ -174,8 +174,7 @@ def send(context: Any) -> None:
         published_at = audit.validation_published_at(conn, run_id, summary.get("validation_id"))
         if published_at is None:  # publish marked success by hand: its figures would be another run's
             earlier = audit.run_published_at(conn, run_id)
-            at = f"{earlier.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC" if earlier else ""
-            also = f" (an earlier attempt of the run published, at {at})" if earlier else ""
+            also = f" (an earlier attempt of the run published, at {audit.utc_minute(earlier)})" if earlier else ""
             raise AirflowFailException(  # no retries: they would find the same
                 f"run {run_id} published nothing in this attempt{also}: its publish task was marked success, or never"
                 " ran; no digest of marts it did not publish. Clear the whole run to build and publish it."

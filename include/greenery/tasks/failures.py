@@ -7,6 +7,7 @@ from airflow.sdk.exceptions import AirflowFailException
 # How a task failure on record (greenery_audit.task_failures) says its page did not go (tasks/paging.py); alert_slack
 # reads it (tasks/notify.py).
 NOT_PAGED = " (on-call was NOT paged: Slack did not take the page; the task log says why)"
+MAYBE_PAGED = " (the page may have been posted: look in the alert channel)"
 
 
 class PagedFailure(AirflowFailException):

@@ -14,6 +14,7 @@ on a warehouse that accepts and never answers was killed before it paged. A page
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from typing import Any
@@ -25,7 +26,7 @@ from greenery import audit, config, links, runtime, warehouse
 from greenery.alerts import delivery, messages
 from greenery.alerts.delivery import SlackDeliveryError
 from greenery.tasks import notify
-from greenery.tasks.failures import NOT_PAGED, AlertFollows, PagedFailure
+from greenery.tasks.failures import MAYBE_PAGED, NOT_PAGED, AlertFollows, PagedFailure
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def record(context: Any, error: str, deadline: float | None = None) -> None:
     until ``deadline`` (time.monotonic()): the run's own failure callback pages a run whose failure is not on record
     (review: a warehouse restarting under the task's callback got one failure two pages)."""
     deadline = deadline if deadline is not None else time.monotonic() + WAREHOUSE_CONNECT_TIMEOUT_S
-    for attempt in range(1, 100):
+    for attempt in itertools.count(1):
         try:
             timeout = max(2, min(WAREHOUSE_CONNECT_TIMEOUT_S, int(deadline - time.monotonic())))
             with warehouse.connect(connect_timeout=timeout) as conn:
@@ -122,9 +123,7 @@ def on_task_failure(context: Any) -> None:
     finally:
         # Review: with Slack unreachable or no connection, the failure on record (the Data quality view) read as if
         # on-call had been told; it says so when they were not.
-        said = {NOT_SENT: NOT_PAGED}
-        said[MAYBE_SENT] = " (the page may have been posted: look in the alert channel)"
-        error = describe(exc) + said.get(sent, "")
+        error = describe(exc) + {NOT_SENT: NOT_PAGED, MAYBE_SENT: MAYBE_PAGED}.get(sent, "")
         record(context, error, deadline=min(started + CALLBACK_BUDGET_S, time.monotonic() + RECORD_FOR_S))
 
 

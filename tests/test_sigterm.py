@@ -13,7 +13,7 @@ import time
 import pytest
 
 CHILD = """
-import datetime as dt, os, signal, time
+import datetime as dt, os, signal, sys, time
 from greenery.dev import cli_runs
 
 @cli_runs.sigterm_stops_the_day()
@@ -40,7 +40,9 @@ assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
 assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
 assert not {signal.SIGTERM, signal.SIGHUP} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
 print("after the days", flush=True)
-time.sleep(1)
+# The test sends the signal, then a line: a signal not ignored would have ended this process (or run a handler) by the
+# time read() returns, so no sleep is needed to give it time.
+sys.stdin.readline()
 print("the signal after the stop was ignored", flush=True)
 """
 
@@ -59,6 +61,7 @@ def _wait_for(proc: subprocess.Popen, line: str) -> None:
 def test_a_stop_signal_inside_a_task_stops_the_day_and_leaves_the_signal_as_it_was(signum, said):
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -75,7 +78,7 @@ def test_a_stop_signal_inside_a_task_stops_the_day_and_leaves_the_signal_as_it_w
         _wait_for(proc, f"stopped: {said} at 2021-02-12: its run manual__x failed {128 + signum}")
         _wait_for(proc, "after the days")
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(input="sent\n", timeout=30)
         assert (proc.returncode, out) == (0, "the signal after the stop was ignored\n"), (out, err)
     finally:
         proc.kill()

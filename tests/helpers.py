@@ -97,7 +97,9 @@ def query_checks(suites: Mapping[str, suite_files.SuiteFile]) -> Iterator[tuple[
                 yield (
                     name,
                     expectation,
-                    suite_files.resolve_refs(query, published, {"run_date": "current_date", "published": published}),
+                    suite_files.resolve_refs(
+                        query, published, {**suite_files.run_variables(found), "published": published}
+                    ),
                 )
 
 

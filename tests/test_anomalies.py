@@ -242,3 +242,42 @@ def test_a_day_whose_published_rows_are_gone_from_raw_is_a_warning_naming_them(p
     [sample] = lost[0]["sample_keys"]
     assert f"events on {lost_day}: {gone} rows published, 0 in raw now ({gone} gone)" in sample, sample
     assert "orders on" not in sample
+
+
+def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning_until_a_full_refresh(published_url):
+    """Review: events moved to an older day (a timestamp corrected upstream) and late events of that day left the
+    published tables and never reached staging or quarantine: incremental runs read raw from their lookback on, and
+    the run went out green and silent. A full refresh reads them all, and the warning ends."""
+    from helpers import run_day_through_the_tasks
+
+    day, old_day = dt.date(2021, 2, 12), dt.date(2021, 2, 5)  # the lookback of a run of the 12th starts on the 9th
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        moved = conn.execute(
+            "update raw.events set created_at = '2021-02-05 09:00+00' where event_id in"
+            " (select event_id from raw.events where created_at >= '2021-02-10' order by event_id limit 5)"
+        ).rowcount
+        late = conn.execute(
+            "insert into raw.events select gen_random_uuid()::text, session_id, user_id, page_url, %s, event_type,"
+            " order_id, product_id from raw.events where created_at >= '2021-02-11' order by event_id limit 3",
+            (dt.datetime(2021, 2, 5, 10, tzinfo=dt.UTC),),
+        ).rowcount
+    assert (moved, late) == (5, 3)
+    outcome, summary = run_day_through_the_tasks(published_url, "after-the-move", day)
+    assert outcome == "published"  # a warning: on-call hears of it
+    changed = [f for f in summary["failures"] if "raw changed before the lookback" in (f["description"] or "")]
+    assert len(changed) == 1 and changed[0]["severity"] == "warning", summary["failures"]
+    [sample] = changed[0]["sample_keys"]
+    assert f"events on {old_day}: 8 rows in raw now, 0 when a run last read that day" in sample, sample
+    assert "runs read raw again from 2021-02-09 on" in sample and "full_refresh" in sample, sample
+
+    outcome, summary = run_day_through_the_tasks(published_url, "full-refresh", day, full_refresh=True)
+    assert outcome == "published"
+    assert not [f for f in summary["failures"] if "raw changed" in (f["description"] or "")], summary["failures"]
+    with psycopg.connect(published_url) as conn:
+        staged = conn.execute(
+            "select count(*) from staging.stg_postgres__events where created_at < '2021-02-06'"
+        ).fetchone()[0]
+        quarantined = conn.execute(
+            "select count(*) from quarantine.stg_postgres__events where created_at < '2021-02-06'"
+        ).fetchone()[0]
+    assert staged + quarantined == 8, (staged, quarantined)  # every one of them is somewhere, with a rule if not staged

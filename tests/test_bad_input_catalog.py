@@ -71,8 +71,8 @@ BLOCK = {
     "column of the wrong type": (
         "alter table raw.order_items alter column quantity type text; "
         f"update raw.order_items set quantity = 'two' where order_id = '{ORDER}' and product_id = '{PRODUCT}'",
-        "stg_postgres__order_items",
-        ["stg_postgres__order_items", "stg_postgres__order_items.sql", "invalid input syntax for type integer"],
+        "check_source_freshness",
+        ["order_items", "quantity is text (expected integer)"],
     ),
 }
 

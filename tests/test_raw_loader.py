@@ -508,6 +508,34 @@ def test_a_whole_number_column_turned_fractional_stops_the_run_instead_of_being_
         assert "raw.order_items: quantity is double precision with 1 value(s) that are not whole" in problem.detail
 
 
+@pytest.mark.parametrize(
+    ("alter", "named"),
+    [
+        ("alter table raw.orders alter column delivered_at type text", "delivered_at is text (expected timestamptz)"),
+        ("alter table raw.users alter column updated_at type text", "updated_at is text (expected timestamptz)"),
+        ("alter table raw.order_items alter column quantity type text", "quantity is text (expected integer)"),
+        ("alter table raw.products alter column price type text", "price is text (expected numeric)"),
+    ],
+    ids=["timestamp", "another table's timestamp", "whole number", "number"],
+)
+def test_a_timestamp_or_number_column_turned_to_text_stops_the_run_naming_it(published_url, alter, named):
+    """Review: raw columns altered to text passed every check, and staging read 'yesterday' from the clock and
+    '02/14/2021 10:00' by the server's DateStyle into published orders. Text values are not guessed at: the source
+    check names the column, its type and the one expected, before anything is built. Timestamps without a zone are
+    still read (a type, not a guess); ids are text anyway."""
+    from greenery.project.render import Interval
+    from greenery.sources import freshness
+
+    day = Interval.for_day(dt.date(2021, 2, 12))
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("alter table raw.orders alter column delivered_at type timestamp without time zone")
+        assert freshness.check(conn, day) == []
+        conn.execute(alter)
+        [problem] = freshness.check(conn, day)
+        assert problem.problem == "columns" and named in problem.detail, problem
+        assert problem.detail.startswith(f"raw.{alter.split()[2].split('.')[1]}: "), problem
+
+
 # --- a load keeps the owner and the grants of the tables it replaces ----------------------------------
 
 

@@ -191,7 +191,7 @@ def _one_detailed_pass(tmp_path) -> dict[str, list[dict]]:
             suite = validation._suite(
                 suite_file,
                 lambda n: MODELS[n].relation,
-                {"run_date": "current_date", "published": lambda n: MODELS[n].relation},
+                {**suites.run_variables(MODELS), "published": lambda n: MODELS[n].relation},
             )
             schema, _, table = MODELS[name].relation.partition(".")
             batch = source.add_table_asset(name=name, table_name=table, schema_name=schema)

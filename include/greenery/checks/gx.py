@@ -46,7 +46,7 @@ from great_expectations.data_context.types.base import DataContextConfig, Progre
 
 from greenery import locks
 from greenery.checks import paths, streams
-from greenery.checks.suites import SuiteDefinitionError, SuiteFile, dump, resolve_refs
+from greenery.checks.suites import SuiteDefinitionError, SuiteFile, dump, resolve_refs, run_variables
 from greenery.checks.summary import SAMPLE_KEYS, UNEXPECTED_ROWS, error, failed, summarize
 from greenery.project.models import Model
 
@@ -389,7 +389,7 @@ def validate(
     refs = refs or relation
     # Outside a run (ad-hoc validation, tests) the anomaly checks look at today, and what is "published" is what
     # is checked (the validate task passes the published tables where they exist: a first run has none).
-    variables = {"published": refs, "run_date": "current_date", **(variables or {})}
+    variables = {"published": refs, **run_variables(models), **(variables or {})}
     with _gx_logs_at_warning():
         results = _run(
             sqlalchemy_url, models, suites, gx_dir, relation, run_name, build_docs, refs, variables, connections

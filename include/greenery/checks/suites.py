@@ -9,6 +9,7 @@ only alerts. ``unexpected_rows_query`` texts may name other models with ``{{ ref
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ import jinja2
 
 from greenery import config
 from greenery.project.models import Model
+from greenery.project.render import FAR_PAST, sql_literal
 
 # GX's own severities: critical blocks the publish, warning alerts, info is listed and never alerts.
 SEVERITIES = ("critical", "warning", "info")
@@ -121,11 +123,33 @@ def _check_ids(path: Path, data: dict) -> None:
         seen[id_] = i
 
 
+def run_variables(models: Mapping[str, Model], day: dt.date | None = None) -> dict[str, Any]:
+    """What a suite's queries may use besides ``ref`` and ``published``, for a run of ``day`` (None: outside a run,
+    today): ``{{ run_date }}`` (SQL date), ``{{ source('t') }}`` (a raw table), ``{{ lookback_start }}`` (SQL
+    date: the first day every incremental model reads again in this run, the shortest lookback's start; raw rows
+    created before it are not read again by an incremental run) and ``{{ valid_since }}`` (SQL timestamptz: rows
+    created before it are placeholders the models' row rules refuse: render.py's ``valid_since`` at the day's end)."""
+    lookback = min((m.lookback_days for m in models.values() if m.materialized == "incremental"), default=0)
+    raw_schema = config.get().raw_schema
+    if day is None:
+        run_date, start = "current_date", f"(current_date - {lookback})"
+        valid_since = f"(current_date - {FAR_PAST.days})::timestamptz"
+    else:
+        run_date, start = sql_literal(day), sql_literal(day - dt.timedelta(days=lookback))
+        valid_since = sql_literal(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) - FAR_PAST)
+    return {
+        "run_date": run_date,
+        "lookback_start": start,
+        "valid_since": valid_since,
+        "source": lambda table: f"{raw_schema}.{table}",
+    }
+
+
 def resolve_refs(value: Any, relation, variables: dict[str, Any] | None = None) -> Any:
     """Render ``{{ ref('m') }}`` (through ``relation``) and ``variables`` in every string of a suite.
 
-    The anomaly checks use ``{{ run_date }}`` (the run's day as a SQL date) and ``{{ published('m') }}``
-    (the published table, where a daily model keeps its history).
+    The anomaly checks use the variables of :func:`run_variables` and ``{{ published('m') }}`` (the published
+    table, where a daily model keeps its history).
     """
     if isinstance(value, str) and "{{" in value:
         return _ENV.from_string(value).render(ref=relation, **(variables or {}))

@@ -22,8 +22,17 @@ DAILY_SOURCES = {"events": 0, "orders": 1}
 
 
 # A whole-number column of raw (sources/schema.py) in one of these types holding a fraction would be rounded by
-# staging's cast, silently; text is cast too, but a value that is not a whole number fails the model task loudly.
+# staging's cast, silently.
 FRACTIONAL_TYPES = frozenset({"numeric", "real", "double precision"})
+NUMBER_TYPES = frozenset({"smallint", "integer", "bigint"}) | FRACTIONAL_TYPES
+# What staging can read for each kind of raw column (sources/schema.py) without guessing. A timestamp or number held
+# as text is cast by PostgreSQL's input rules: 'yesterday' and 'now' are read from the clock, '02/03/2021' by the
+# server's DateStyle, '0x10' and '1_0' as 16 and 10 (review: a column turned to text upstream passed every check).
+READABLE_TYPES = {
+    "timestamptz": frozenset({"timestamp with time zone", "timestamp without time zone"}),
+    "integer": NUMBER_TYPES,
+    "numeric": NUMBER_TYPES,
+}
 
 
 class SourceNotReadyError(RuntimeError):
@@ -79,6 +88,21 @@ def check(
             if absent:
                 problems.append(
                     SourceProblem(table, "columns", f"{raw_schema}.{table} lacks column(s) {', '.join(absent)}")
+                )
+                continue
+            mistyped = [
+                f"{c} is {present[c]} (expected {kind})"
+                for c, kind in columns.items()
+                if kind in READABLE_TYPES and present[c] not in READABLE_TYPES[kind]
+            ]
+            if mistyped:
+                problems.append(
+                    SourceProblem(
+                        table,
+                        "columns",
+                        f"{raw_schema}.{table}: {', '.join(mistyped)}: staging would read its values by PostgreSQL's"
+                        " input rules ('yesterday' as a date, '0x10' as 16); give the column its type back",
+                    )
                 )
                 continue
             ident = sql.Identifier(raw_schema, table)

@@ -26,7 +26,6 @@ from greenery.checks import docs_pages, history, root_causes
 from greenery.checks import suites as suite_files
 from greenery.materialize import relations
 from greenery.project import models as model_files
-from greenery.project.render import sql_literal
 from greenery.sources import fingerprint
 from greenery.tasks.failures import AlertFollows
 
@@ -129,7 +128,7 @@ def run(context: Any) -> dict[str, Any]:
             relation=tables.__getitem__,
             run_name=context["run_id"],
             refs=refs.__getitem__,
-            variables={"run_date": sql_literal(interval.day), "published": published.__getitem__},
+            variables={**suite_files.run_variables(found, interval.day), "published": published.__getitem__},
             connections=settings.validation_connections,
         )
         pages = docs_pages.collect(Path(gx_dir))

@@ -137,6 +137,37 @@ def test_a_timestamp_postgres_would_read_by_its_own_rules_is_refused(db, real_gr
     assert db.execute("select md5(string_agg(u::text, '' order by user_id)) from raw.users as u").fetchone() == before
 
 
+@pytest.mark.parametrize(
+    ("file", "field", "value", "said"),
+    [
+        ("order_items.csv", 2, "0x10", "is not a whole number in decimal digits"),
+        ("order_items.csv", 2, "1_0", "is not a whole number in decimal digits"),
+        ("products.csv", 2, "0b11", "is not a decimal number (like 12.5)"),
+        ("products.csv", 3, "4e1", "is not a whole number in decimal digits"),
+    ],
+)
+def test_a_number_postgres_would_read_by_its_own_rules_is_refused(
+    db, real_greenery, tmp_path, file, field, value, said
+):
+    """Review: PostgreSQL 16 reads 0x10 as 16, 0b11 as 3 and 1_0 as 10 into a number column: a typo loaded as a
+    number nobody wrote. Decimal digits only, by line and column; the tables stay as they were."""
+    data = _copy_real(real_greenery, tmp_path)
+    raw.load_dir(db, data)
+    lines = (data / file).read_text().splitlines()
+    fields = lines[3].split(",")
+    fields[field] = value
+    lines[3] = ",".join(fields)
+    (data / file).write_text("\n".join(lines) + "\n")
+    table = file.removesuffix(".csv")
+    column = list(raw.RAW_TABLES[table])[field]
+    before = db.execute(f"select md5(string_agg(t::text, '' order by t::text)) from raw.{table} as t").fetchone()
+    with pytest.raises(raw.RawLoadError) as err:
+        raw.load_dir(db, data)
+    assert str(err.value) == f"{data / file}, line 4, column {column}: {value!r} {said}; nothing was changed"
+    after = db.execute(f"select md5(string_agg(t::text, '' order by t::text)) from raw.{table} as t").fetchone()
+    assert after == before
+
+
 def test_a_missing_or_renamed_column_is_reported(db, real_greenery, tmp_path):
     data = _copy_real(real_greenery, tmp_path)
     raw.load_dir(db, data)

@@ -36,6 +36,23 @@ ISO_TIMESTAMP = re.compile(
 )
 
 
+# Numbers in decimal digits: PostgreSQL 16 also reads 0x10, 0o17, 0b11 and 1_000 into a number column (review: a typo
+# such as 1_0 loaded as ten). Spaces around a number and NaN/Infinity (staging quarantines them) are PostgreSQL's as
+# before. What each kind of column must look like, and how the error says it.
+_SPACES = r"\s*"
+VALUE_SHAPES = {
+    "timestamptz": (ISO_TIMESTAMP, "is not an ISO-8601 timestamp (like 2021-02-10T14:03:00Z)"),
+    "integer": (re.compile(_SPACES + r"[+-]?\d+" + _SPACES, re.ASCII), "is not a whole number in decimal digits"),
+    "numeric": (
+        re.compile(
+            _SPACES + r"(?:[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|(?i:nan|[+-]?inf(?:inity)?))" + _SPACES,
+            re.ASCII,
+        ),
+        "is not a decimal number (like 12.5)",
+    ),
+}
+
+
 class RawLoadError(RuntimeError):
     """A CSV file does not fit its raw table; nothing was changed."""
 
@@ -186,17 +203,15 @@ def _copy_csv(path: Path, schema: str, table: str, cur, copy_statement, allow_em
             if header is None:
                 raise _error(path, "empty file, expected a header row")
             _check_header(path, schema, table, [h.strip() for h in header])
-            times = [(i, c) for i, (c, kind) in enumerate(RAW_TABLES[table].items()) if kind == "timestamptz"]
+            kinds = enumerate(RAW_TABLES[table].items())
+            shaped = [(i, column, *VALUE_SHAPES[kind]) for i, (column, kind) in kinds if kind in VALUE_SHAPES]
             with cur.copy(copy_statement) as copy:
                 for start, row in _records(reader, path, len(RAW_TABLES[table])):
                     count += 1
                     lines.note(count, start)
-                    for i, column in times:
-                        if row[i] != "" and not ISO_TIMESTAMP.fullmatch(row[i]):
-                            raise _error(
-                                f"{path}, line {start}, column {column}",
-                                f"{row[i][:40]!r} is not an ISO-8601 timestamp (like 2021-02-10T14:03:00Z)",
-                            )
+                    for i, column, shape, said in shaped:
+                        if row[i] != "" and not shape.fullmatch(row[i]):
+                            raise _error(f"{path}, line {start}, column {column}", f"{row[i][:40]!r} {said}")
                     try:  # Greenery CSVs write NULL as an empty field.
                         copy.write_row([value if value != "" else None for value in row])
                     except psycopg.DataError as exc:  # psycopg's own check of a value (a NUL byte), not the server's

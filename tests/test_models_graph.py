@@ -95,7 +95,7 @@ def test_layers_and_sources():
         if m.layer == "staging":
             assert m.sources == (m.name.removeprefix("stg_postgres__"),)
         elif m.name == "int_source_volumes_daily":
-            assert set(m.sources) == {"orders", "events", "users"}
+            assert set(m.sources) == {"orders", "events", "users", "order_items"}
         else:
             assert m.sources == (), m.name
 

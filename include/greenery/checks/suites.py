@@ -125,14 +125,15 @@ def _check_ids(path: Path, data: dict) -> None:
 
 def run_variables(models: Mapping[str, Model], day: dt.date | None = None) -> dict[str, Any]:
     """What a suite's queries may use besides ``ref`` and ``published``, for a run of ``day`` (None: outside a run,
-    today): ``{{ run_date }}`` (SQL date), ``{{ source('t') }}`` (a raw table), ``{{ lookback_start }}`` (SQL
-    date: the first day every incremental model reads again in this run, the shortest lookback's start; raw rows
-    created before it are not read again by an incremental run) and ``{{ valid_since }}`` (SQL timestamptz: rows
-    created before it are placeholders the models' row rules refuse: render.py's ``valid_since`` at the day's end)."""
+    as of today, with no day before the lookback): ``{{ run_date }}`` (SQL date), ``{{ source('t') }}`` (a raw
+    table), ``{{ lookback_start }}`` (SQL date: the first day every incremental model reads again in this run, the
+    shortest lookback's start; raw rows created before it are not read again by an incremental run) and
+    ``{{ valid_since }}`` (SQL timestamptz: rows created before it are placeholders the models' row rules refuse:
+    render.py's ``valid_since`` at the day's end)."""
     lookback = min((m.lookback_days for m in models.values() if m.materialized == "incremental"), default=0)
     raw_schema = config.get().raw_schema
-    if day is None:
-        run_date, start = "current_date", f"(current_date - {lookback})"
+    if day is None:  # what a run last read is unknown: no day is before the lookback, and the check is inert
+        run_date, start = "current_date", "'-infinity'::date"
         valid_since = f"(current_date - {FAR_PAST.days})::timestamptz"
     else:
         run_date, start = sql_literal(day), sql_literal(day - dt.timedelta(days=lookback))

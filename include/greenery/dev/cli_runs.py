@@ -104,11 +104,17 @@ def stopped(dag_id: str, day: dt.date, run_id: str | None) -> RunInterrupted:
     stop = interrupted(day, run_id, went_out)
     if not _terminated.is_set():
         return stop
+    name, why = signal.Signals(_stopped_by[0]).name, SIGNALS[_stopped_by[0]][1]
+    said = _page(dag_id, day, run_id, went_out, f"greenery run was stopped by {name} ({why}) at {day}")
+    return RunInterrupted(f"{stop}; {said}", stop.exit_status)
+
+
+def _page(dag_id: str, day: dt.date, run_id: str | None, went_out: bool, what: str) -> str:
+    """Page on-call once that ``what`` ended the day's run; return what became of the page, for the user."""
     from greenery import links
     from greenery.alerts import messages
     from greenery.tasks import paging
 
-    name, why = signal.Signals(_stopped_by[0]).name, SIGNALS[_stopped_by[0]][1]
     rest = "" if went_out else "; nothing more of the day was published"
     again = f"greenery run --date {day} (or trigger it in the UI)"
     payload = messages.build_task_failure_alert(
@@ -116,7 +122,7 @@ def stopped(dag_id: str, day: dt.date, run_id: str | None) -> RunInterrupted:
         task_id="?",
         logical_date=day.isoformat(),
         run_id=run_id or "-",
-        error=f"greenery run was stopped by {name} ({why}) at {day}: {_what_became(run_id, went_out)}{rest}",
+        error=f"{what}: {_what_became(run_id, went_out)}{rest}",
         log_url=None,
         links=links.for_run(run_id) if run_id else None,
         published=went_out,
@@ -127,7 +133,7 @@ def stopped(dag_id: str, day: dt.date, run_id: str | None) -> RunInterrupted:
     )
     sent = paging.page(payload)
     said = {paging.SENT: "on-call was paged", paging.MAYBE_SENT: "the page to on-call may have been posted"}
-    return RunInterrupted(f"{stop}; {said.get(sent, 'on-call could not be paged (see the log)')}", stop.exit_status)
+    return said.get(sent, "on-call could not be paged (see the log)")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -278,18 +284,37 @@ def _listed() -> Iterator[tuple[Path, dict, bool]]:
 
 
 def fail_abandoned_runs() -> list[str]:
-    """Fail the runs of ``greenery run`` processes that are gone; one line per run for the user."""
+    """Fail the runs of ``greenery run`` processes that are gone, and page on-call once for each; one line per run
+    for the user. A process killed outright (kill -9, the out-of-memory killer, the machine gone) could say nothing
+    itself (review: a cron job's run killed so was found by nobody, and a later command failed it in silence)."""
     said = []
     for path, owned, alive in _listed():
         if alive:
             continue
-        run_id = fail_run(owned["dag_id"], dt.datetime.fromisoformat(owned["logical_date"]))
+        claimed = path.with_suffix(f".failing-{os.getpid()}")
+        try:  # one command fails and pages it, should two find it at once
+            os.rename(path, claimed)
+        except FileNotFoundError:
+            continue
+        logical_date = dt.datetime.fromisoformat(owned["logical_date"])
+        run_id = fail_run(owned["dag_id"], logical_date)
         if run_id is not None:
+            went_out = published(run_id)
+            what = (
+                f"the greenery run (pid {path.stem}) running {logical_date.date()} ended without a word (killed"
+                " outright: kill -9, the out-of-memory killer, a machine that went down); a later command found it"
+            )
+            paged = _page(owned["dag_id"], logical_date.date(), run_id, went_out, what)
+            then = (
+                "its tables WERE published; in the UI, clear its tasks after publish that did not succeed"
+                if went_out
+                else "clear it in the UI to run its day again"
+            )
             said.append(
                 f"marked failed: run {run_id} of {owned['dag_id']}, left running by a greenery run that stopped"
-                f" (pid {path.stem}); clear it in the UI to run its day again"
+                f" (pid {path.stem}); {paged}; {then}"
             )
-        path.unlink(missing_ok=True)
+        claimed.unlink(missing_ok=True)
     return said
 
 

@@ -135,3 +135,19 @@ def test_the_defaults_the_readme_gives_are_the_ones_config_has():
         assert config.get({name: value}) == defaults, f"README: {name} defaults to {value}; config.py disagrees"
         other = "2020-01-01" if "-" in value else str(int(value) + 1) if value.isdigit() else str(float(value) + 1)
         assert config.get({name: other}) != defaults, f"{name} is not read by config.get"
+
+
+@pytest.mark.stack
+def test_the_preloading_scheduler_imports_no_module_of_this_project_for_its_tasks():
+    """Review: `greenery-airflow` imported greenery.checks.gx before forking its tasks, so after a deploy a task ran the
+    scheduler's old greenery.checks.suites beside a new tasks/validate.py (AttributeError, paged). Libraries only."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import importlib, sys; from greenery import preloaded_airflow as p\n"
+        "for m in p.LIBRARIES: importlib.import_module(m)\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'greenery')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["greenery", "greenery.preloaded_airflow"], done.stdout

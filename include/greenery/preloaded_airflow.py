@@ -8,6 +8,11 @@ real data: ``validate`` 11.0 s → 6.6 s, the run 28.4 s → 24.1 s). ``greenery
 Only modules are imported: no connection, thread, setting or GX context exists before Airflow's own ``main``
 runs, so nothing of this process's state is shared by the tasks it forks. The price is the scheduler's
 memory (GX's modules, shared copy-on-write with its workers) and 3 to 4 s more at its start.
+
+Only libraries, never this project's own modules: a task forked with them would run the code the scheduler
+started with beside modules it imports fresh (review: after a deploy, ``validate`` failed on a function the
+preloaded ``greenery.checks.suites`` did not have yet; a compatible change would have run stale checks).
+A new version of a library still needs the scheduler restarted, as Airflow's own do.
 """
 
 from __future__ import annotations
@@ -26,9 +31,14 @@ def beside(airflow: str) -> str:
     return str(preloaded) if preloaded.is_file() else airflow
 
 
+# What greenery/checks/gx.py imports that takes time: GX (3 to 4 s), and what it and the tasks connect with.
+LIBRARIES = ("great_expectations", "great_expectations.data_context.types.base", "psycopg", "sqlalchemy")
+
+
 def main() -> int | None:
     # GX first: imported after Airflow, it logs some 200 INFO lines through Airflow's logging at every start.
-    importlib.import_module("greenery.checks.gx")  # for the tasks this process forks, see above
+    for library in LIBRARIES:  # for the tasks this process forks, see above
+        importlib.import_module(library)
     return importlib.import_module("airflow.__main__").main()
 
 

@@ -181,6 +181,9 @@ def test_a_missing_or_renamed_column_is_reported(db, real_greenery, tmp_path):
         raw.load_csv(db, data / "products.csv", "products")
     with pytest.raises(raw.RawLoadError, match=r"more than once; raw_next\.products has \["):  # not "raw." (review)
         raw.load_csv(db, data / "products.csv", "products", "raw_next")
+    (data / "products.csv").write_text(text.replace("price,inventory", "price,price", 1))  # in another's place
+    with pytest.raises(raw.RawLoadError, match=r"missing \['inventory'\], unexpected none; it names price more than"):
+        raw.load_csv(db, data / "products.csv", "products")
     assert db.execute("select count(*) from raw.products").fetchone()[0] == 30
 
 

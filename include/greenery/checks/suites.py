@@ -9,11 +9,11 @@ only alerts. ``unexpected_rows_query`` texts may name other models with ``{{ ref
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import jinja2
 
 from greenery import config
 from greenery.project.models import Model
-from greenery.project.render import FAR_PAST, sql_literal
+from greenery.project.render import FAR_PAST, Interval, incremental_since, sql_literal
 
 # GX's own severities: critical blocks the publish, warning alerts, info is listed and never alerts.
 SEVERITIES = ("critical", "warning", "info")
@@ -123,21 +123,22 @@ def _check_ids(path: Path, data: dict) -> None:
         seen[id_] = i
 
 
-def run_variables(models: Mapping[str, Model], day: dt.date | None = None) -> dict[str, Any]:
+def run_variables(models: Mapping[str, Model], day: date | None = None) -> dict[str, Any]:
     """What a suite's queries may use besides ``ref`` and ``published``, for a run of ``day`` (None: outside a run,
     as of today, with no day before the lookback): ``{{ run_date }}`` (SQL date), ``{{ source('t') }}`` (a raw
     table), ``{{ lookback_start }}`` (SQL date: the first day every incremental model reads again in this run, the
     shortest lookback's start; raw rows created before it are not read again by an incremental run) and
     ``{{ valid_since }}`` (SQL timestamptz: rows created before it are placeholders the models' row rules refuse:
     render.py's ``valid_since`` at the day's end)."""
-    lookback = min((m.lookback_days for m in models.values() if m.materialized == "incremental"), default=0)
     raw_schema = config.get().raw_schema
     if day is None:  # what a run last read is unknown: no day is before the lookback, and the check is inert
         run_date, start = "current_date", "'-infinity'::date"
         valid_since = f"(current_date - {FAR_PAST.days})::timestamptz"
     else:
-        run_date, start = sql_literal(day), sql_literal(day - dt.timedelta(days=lookback))
-        valid_since = sql_literal(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) - FAR_PAST)
+        interval = Interval.for_day(day)  # as render.py renders the models for the day
+        starts = [incremental_since(m, interval) for m in models.values() if m.materialized == "incremental"]
+        run_date, start = sql_literal(day), sql_literal(max(starts, default=interval.start).date())
+        valid_since = sql_literal(interval.end - FAR_PAST)
     return {
         "run_date": run_date,
         "lookback_start": start,

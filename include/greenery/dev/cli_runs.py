@@ -283,14 +283,29 @@ def _listed() -> Iterator[tuple[Path, dict, bool]]:
         yield path, owned, _alive(pid, owned.get("started"))
 
 
+def _left_behind() -> Iterator[tuple[Path, dict]]:
+    """The runs of processes that are gone: listed, or claimed by a command that stopped before it had failed them
+    (review: killed between its claim and its page, or failing on the metadata database, it left the run `running`
+    for good, listed nowhere, and every run the UI's scheduler queued after it waited behind it)."""
+    yield from ((path, owned) for path, owned, alive in _listed() if not alive)
+    registry = _registry()
+    for path in sorted(registry.glob("*.failing-*")) if registry.is_dir() else []:
+        try:
+            claimer, owned = int(path.suffix.removeprefix(".failing-")), json.loads(path.read_text())
+        except (OSError, ValueError):  # gone since the glob (its claimer finished), or not ours to read
+            continue
+        # Not this process: it holds no claim between two runs it fails (one of its own pid is its predecessor's
+        # with that pid, as a container's entrypoint). A live claimer's pid is trusted: late, never twice.
+        if claimer == os.getpid() or not _alive(claimer, None):
+            yield path, owned
+
+
 def fail_abandoned_runs() -> list[str]:
     """Fail the runs of ``greenery run`` processes that are gone, and page on-call once for each; one line per run
     for the user. A process killed outright (kill -9, the out-of-memory killer, the machine gone) could say nothing
     itself (review: a cron job's run killed so was found by nobody, and a later command failed it in silence)."""
     said = []
-    for path, owned, alive in _listed():
-        if alive:
-            continue
+    for path, owned in _left_behind():
         claimed = path.with_suffix(f".failing-{os.getpid()}")
         try:  # one command fails and pages it, should two find it at once
             os.rename(path, claimed)

@@ -281,10 +281,29 @@ def test_format_suites_reads_every_file_before_it_writes_one(tmp_path, capsys, m
 
 
 def test_a_broken_model_folder_is_one_line_naming_it(cli_env, tmp_path):
-    """Review: a missing GREENERY_SQL_DIR (or a model's Jinja error) ended `greenery run` in a traceback."""
+    """Review: a missing GREENERY_SQL_DIR (or a model's Jinja error) ended `greenery run` in a traceback. A folder
+    without models is a bad setting (config.py), named as one."""
     done = greenery("run", "--date", "2021-02-12", env={**cli_env, "GREENERY_SQL_DIR": str(tmp_path / "none")})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done
-    assert done.stderr.strip().splitlines()[-1] == f"error: no models found under {tmp_path / 'none'}", done
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: GREENERY_SQL_DIR='{tmp_path / 'none'}': no models there"), done
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GREENERY_ASSET_AUTHORITY", "warehouse:notaport"),
+        ("GREENERY_ASSET_AUTHORITY", "warehouse:5432/x"),
+        ("GREENERY_ASSET_DATABASE", "a/b"),
+    ],
+)
+def test_a_bad_asset_setting_is_one_line_naming_it(name, value, tmp_path):
+    """Review: Airflow's Asset URI check refused these while `greenery run` parsed the DAG: a traceback, exit 1."""
+    env = {**os.environ, name: value, "GREENERY_STATE_DIR": str(tmp_path / "state")}
+    done = greenery("run", "--date", "2021-02-12", env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {name}={value!r}: expected "), done
 
 
 def test_answers_are_as_of_the_day_asked_and_all_history_figures_say_so(cli_env):

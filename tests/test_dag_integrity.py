@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -203,6 +204,51 @@ def test_a_bad_setting_leaves_the_dag_loadable_and_fails_its_runs_without_retrie
     ]
     with pytest.raises(config.SettingError, match="GREENERY_RAW_SCHEMA='Raw'"):
         config.get()  # what every task reads: refused
+
+
+BAD_PARSE_TIME_SETTINGS = [
+    ("GREENERY_ASSET_AUTHORITY", "warehouse:notaport", "expected host[:port]"),
+    ("GREENERY_ASSET_AUTHORITY", "warehouse:5432/x", "expected host[:port]"),
+    ("GREENERY_ASSET_DATABASE", "a/b", "expected a database name"),
+    ("GREENERY_SQL_DIR", "/no/such/dir", "no models there"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "reason"), BAD_PARSE_TIME_SETTINGS)
+def test_a_bad_asset_or_model_folder_setting_leaves_the_dag_loadable_and_is_refused_by_name(
+    monkeypatch, tmp_path, name, value, reason
+):
+    """Review: these made the DAG an import error (Airflow's Asset URI check, and no models to discover, at parse
+    time): no run, nobody paged. Now refused by config.get, naming the variable; the DAG loads with the default."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from greenery import config
+
+    if name == "GREENERY_SQL_DIR":  # a folder that is there, with layer folders, but no model in them
+        value = str(tmp_path)
+        (tmp_path / "marts").mkdir()
+        (tmp_path / "marts" / "_docs.yml").write_text("{}")
+    monkeypatch.setenv(name, value)
+    bag = DagBag(dag_folder=str(DAGS_DIR / "greenery_daily.py"))
+    assert bag.import_errors == {}
+    assert set(models.discover(config.INCLUDE_DIR / "sql")) <= set(bag.dags["greenery_daily"].task_ids)
+    with pytest.raises(config.SettingError, match=re.escape(f"{name}={value!r}: {reason}")):
+        config.get()
+
+
+@pytest.mark.parametrize(
+    "authority", ["warehouse", "warehouse:5432", "db.example.com:6543", "10.0.0.7:1", "[::1]:5432"]
+)
+@pytest.mark.parametrize("database", ["greenery", "shop-1.x_~"])
+def test_asset_settings_config_accepts_give_uris_airflow_accepts(authority, database):
+    """config.py's rules for the Asset settings (no Airflow import there) against Airflow's own URI check."""
+    from airflow.sdk import Asset
+
+    from greenery import config
+
+    prefix = config.get({"GREENERY_ASSET_AUTHORITY": authority, "GREENERY_ASSET_DATABASE": database}).asset_uri_prefix
+    uri = Asset(name="marts.fact_orders", uri=f"{prefix}/fact_orders").uri
+    assert uri.endswith(f"/{database}/marts/fact_orders")
 
 
 def test_full_refresh_is_a_boolean_param_of_the_trigger_form(dag):

@@ -42,10 +42,13 @@ def test_write_readme_with_no_mart_docs_found_refuses_and_writes_nothing(tmp_pat
     """Review: with GREENERY_SQL_DIR pointing nowhere, `--write-readme` wiped every mart's docs and said "updated"."""
     readme = tmp_path / "README.md"
     readme.write_text(text := f"a\n{docs.README_START}\nold\n{docs.README_END}\n")
-    monkeypatch.setenv("GREENERY_SQL_DIR", str(tmp_path / "none"))
+    # A folder with no model at all is a bad setting (config.py); this one has a model but no mart docs.
+    (tmp_path / "sql" / "staging").mkdir(parents=True)
+    (tmp_path / "sql" / "staging" / "stg_one.sql").write_text("select 1 as one")
+    monkeypatch.setenv("GREENERY_SQL_DIR", str(tmp_path / "sql"))
     docs.load.cache_clear()  # read once per process (the docs of the default folder)
     try:
-        with pytest.raises(docs.DocsError, match=re.escape(f"{tmp_path / 'none' / 'marts' / '_docs.yml'}: no mart")):
+        with pytest.raises(docs.DocsError, match=re.escape(f"{tmp_path / 'sql' / 'marts' / '_docs.yml'}: no mart")):
             docs.update_readme(readme)
     finally:
         docs.load.cache_clear()

@@ -107,6 +107,36 @@ def _schema(env: Mapping[str, str], name: str, default: str) -> str:
     return text
 
 
+# What an Asset URI can carry unescaped (Airflow's own check runs at DAG parse time, where a failure is an import error;
+# tests/test_dag_integrity.py holds these rules to it): host[:port], and the database as one path segment.
+ASSET_AUTHORITY = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
+ASSET_DATABASE = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def _asset_authority(env: Mapping[str, str], name: str, default: str) -> str:
+    """Review: 'warehouse:notaport' or 'warehouse:5432/x' made the DAG an import error, `greenery run` a traceback."""
+    text = _text(env, name, default)
+    found = ASSET_AUTHORITY.fullmatch(text)
+    if not found or (found[1] is not None and not 1 <= int(found[1]) <= 65535):
+        raise SettingError(f"{name}={text!r}: expected host[:port] (a host name or [IPv6 address], port 1-65535)")
+    return text
+
+
+def _asset_database(env: Mapping[str, str], name: str, default: str) -> str:
+    text = _text(env, name, default)
+    if not ASSET_DATABASE.fullmatch(text):
+        raise SettingError(f"{name}={text!r}: expected a database name of letters, digits, '.', '_', '-', '~'")
+    return text
+
+
+def _sql_dir(env: Mapping[str, str], name: str, default: Path) -> Path:
+    """A folder holding models: the DAG discovers them when it is parsed, where none is an import error (review)."""
+    path = Path(env.get(name) or default)
+    if not any(next((path / layer).glob("*.sql"), None) for layer in LAYERS):
+        raise SettingError(f"{name}={str(path)!r}: no models there (no .sql file in its {', '.join(LAYERS)} folders)")
+    return path
+
+
 def _date(env: Mapping[str, str], name: str, default: str) -> dt.date:
     text = env.get(name, default)
     try:
@@ -160,10 +190,10 @@ def _read(env: Mapping[str, str]) -> Settings:
     return Settings(
         warehouse_conn_id=_text(env, "GREENERY_WAREHOUSE_CONN_ID", "greenery_warehouse"),
         raw_schema=_schema(env, "GREENERY_RAW_SCHEMA", "raw"),
-        sql_dir=Path(env.get("GREENERY_SQL_DIR") or INCLUDE_DIR / "sql"),
+        sql_dir=_sql_dir(env, "GREENERY_SQL_DIR", INCLUDE_DIR / "sql"),
         expectations_dir=Path(env.get("GREENERY_EXPECTATIONS_DIR") or INCLUDE_DIR / "expectations"),
-        asset_authority=_text(env, "GREENERY_ASSET_AUTHORITY", "warehouse:5432"),
-        asset_database=_text(env, "GREENERY_ASSET_DATABASE", "greenery"),
+        asset_authority=_asset_authority(env, "GREENERY_ASSET_AUTHORITY", "warehouse:5432"),
+        asset_database=_asset_database(env, "GREENERY_ASSET_DATABASE", "greenery"),
         start_date=_date(env, "GREENERY_START_DATE", "2021-02-10"),
         state_dir=state_dir(env),
         data_docs_base_url=_text(env, "GREENERY_DATA_DOCS_BASE_URL", None),

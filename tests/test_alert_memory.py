@@ -657,3 +657,104 @@ def test_a_failure_slack_did_not_take_says_on_record_that_on_call_was_not_paged(
                 "fact_orders failed in this attempt and on-call was NOT paged (Slack did not take its page):"
                 " RuntimeError: disk full. Fix the Slack connection"
             ), ended.value
+
+
+@pytest.mark.parametrize("warned", [True, False], ids=["with warnings", "all checks passed"])
+def test_a_failed_publish_whose_page_did_not_go_makes_alert_slack_red_naming_it(slack, warehouse_url, warned):
+    """Review: publish failed and its page did not go (Slack refusing, no connection), and alert_slack skipped
+    saying publish "paged on its own" (or "nothing to alert"), so its retries never tried again: nobody was told."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from greenery.tasks.failures import NOT_PAGED
+
+    for run_id, page_went in ((f"unpaged-{warned}", False), (f"paged-{warned}", True)):
+        checked = summary("2021-02-12", run_id, [WARNING] if warned else [])
+        with warehouse.connect() as conn:
+            error = "PublishError: a view on marts.fact_orders" + ("" if page_went else NOT_PAGED)
+            audit.record_task_failure(conn, run_id, "publish", dt.date(2021, 2, 12), error)
+        ti = FakeTaskInstance({("validate", "summary"): checked}, run_id, {"validate": "success", "publish": "failed"})
+        if page_went:
+            with pytest.raises(AirflowSkipException):
+                notify.send_alert({"ti": ti, "run_id": run_id})
+            continue
+        with pytest.raises(AirflowFailException) as ended:
+            notify.send_alert({"ti": ti, "run_id": run_id})
+        assert str(ended.value).startswith(
+            "publish failed in this attempt and on-call was NOT paged (Slack did not take its page): PublishError: a"
+            " view on marts.fact_orders. Fix the Slack connection"
+        ), ended.value
+    assert slack.webhook_posts() == []
+
+
+@pytest.mark.parametrize("warehouse_is", ["silent", "refusing"])
+def test_failed_checks_validate_pages_itself_go_out_though_the_warehouse_does_not_answer(
+    slack_alerts_webhook, airflow_dag, monkeypatch, warehouse_is
+):
+    """Review: validate's failure callback, paging its failed checks itself (alert_slack ended), asked the warehouse
+    which run readers see and for suppression first; a warehouse that did not answer, or refused, held the page
+    back, and the run's own callback then could not read the failures either: nobody was paged."""
+    import socket
+
+    from greenery.tasks import paging, validate
+
+    failed = summary("2021-02-12", "no-warehouse", [{**WARNING, "severity": "critical"}], blocking=True)
+    ti = FakeTaskInstance({("validate", "summary"): failed}, "no-warehouse", {"alert_slack": "success"})
+    ti.task_id = "validate"
+    context = {
+        "ti": ti,
+        "run_id": "no-warehouse",
+        "logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC),
+        "exception": validate.ChecksFailed("1 critical check failed"),
+    }
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nothing ever answers
+        port = silent.getsockname()[1]
+        if warehouse_is == "refusing":
+            silent.close()
+        conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "schema": "greenery", "login": "u"}
+        monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", json.dumps(conn))
+        monkeypatch.setattr(paging, "WAREHOUSE_CONNECT_TIMEOUT_S", 2)
+        monkeypatch.setattr(notify, "CALLBACK_CONNECT_TIMEOUT_S", 2)
+        paging.on_task_failure(context)
+    [page] = slack_alerts_webhook.webhook_posts()
+    body = json.dumps(page.body, ensure_ascii=False)
+    assert "emails look like emails" in body
+    assert "Marts not published (which run readers still see could not be read)" in body
+
+
+def test_warnings_publish_could_not_send_fail_it_after_its_commit_and_its_retry_sends_them(slack, warehouse_url):
+    """Review: after *Clear only failed tasks* publish sends the run's warnings itself (alert_slack stays skipped);
+    when Slack refused them for the whole page budget it only logged it, and the run ended green: nobody was told.
+    publish fails after its commit, saying the marts went out, and its retry (which finds the build published)
+    sends them; one that may have been posted is not retried."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from greenery.tasks import paging
+    from greenery.tasks.failures import MaybePosted, PublishedAlertNotSent
+
+    warned = {**summary("2021-02-12", "refused-after-publish", [WARNING]), "quarantined": {"stg_postgres__orders": 2}}
+    context = {"ti": FakeTaskInstance({}, warned["run_id"], {"alert_slack": "skipped"}), "run_id": warned["run_id"]}
+    published = {"published": True, "serving_run": "2021-02-12"}
+    for _ in paging.BACKOFF_S + (0,):  # every try of the page's budget
+        slack.respond(503, headers={"Retry-After": "0"})
+    with pytest.raises(Exception) as refused:
+        notify.alert_after_publish(warned, published, context, paging.send_or_raise)
+    failure = paging.alert_not_sent_after_publish(refused.value)
+    assert isinstance(failure, PublishedAlertNotSent) and not isinstance(failure, AirflowFailException)  # retried
+    assert str(failure).startswith("the marts WERE published; the run's warnings alert")
+    assert len(slack.webhook_posts()) == len(paging.BACKOFF_S) + 1
+
+    # Its last retry failing too: the page says the marts went out and what to clear.
+    paging.on_task_failure(failure_context(warned["run_id"], failure, {"publish": "failed"}))
+    body = json.dumps(slack.webhook_posts()[-1].body, ensure_ascii=False)
+    assert "The marts were published by this run." in body and "clear publish alone" in body
+
+    notify.alert_after_publish(warned, published, context, paging.send_or_raise)  # a retry, Slack back
+    assert "emails look like emails" in json.dumps(slack.webhook_posts()[-1].body, ensure_ascii=False)
+
+    slack.respond(drop=True)  # taken and never answered: it may be in the channel
+    with pytest.raises(Exception) as unanswered:
+        notify.alert_after_publish(
+            {**warned, "run_id": "unanswered"}, published, {**context, "run_id": "unanswered"}, paging.send_or_raise
+        )
+    maybe = paging.alert_not_sent_after_publish(unanswered.value)
+    assert isinstance(maybe, MaybePosted) and maybe.published and "Look for the alert" in maybe.next_step

@@ -137,6 +137,8 @@ def _publish_text(summary: Mapping[str, Any]) -> str | None:
         return None
     if summary["published"]:
         return "✅ Marts published for this run."
+    if "serving_run" not in summary:  # the warehouse did not answer when the alert was made
+        return "⛔ Marts not published (which run readers still see could not be read)"
     serving = summary.get("serving_run")
     if serving:
         return f"⛔ Marts not published; still serving the run of {clean(serving, 100)}"

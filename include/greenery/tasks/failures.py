@@ -23,6 +23,18 @@ class MaybePosted(AirflowFailException):
     about it gives ``next_step`` as its only instruction (review: it also said to fix the cause and clear the whole
     run, which would rebuild and check the day again for a message that may be in the channel already)."""
 
+    def __init__(self, message: str, next_step: str, published: bool = False) -> None:
+        super().__init__(message)
+        self.next_step = next_step
+        self.published = published  # after publish's commit: the page says the marts went out
+
+
+class PublishedAlertNotSent(Exception):
+    """``publish`` committed, and the run's warnings alert it had to send (alert_slack will not run again) did not
+    go. Retried: a retry finds the build published and only sends the alert."""
+
+    published = True
+
     def __init__(self, message: str, next_step: str) -> None:
         super().__init__(message)
         self.next_step = next_step

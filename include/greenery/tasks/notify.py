@@ -84,7 +84,12 @@ def send_validation_alert(context: Any, send: Callable[[dict[str, Any]], None]) 
     summary = validation_summary(context)
     if summary is None:
         raise RuntimeError("validate failed without a summary to alert with")
-    deliver(summary, _not_published(CALLBACK_CONNECT_TIMEOUT_S), connect_timeout=CALLBACK_CONNECT_TIMEOUT_S, send=send)
+    try:
+        status = _not_published(CALLBACK_CONNECT_TIMEOUT_S)
+    except Exception as exc:  # review: a warehouse that did not answer held the page back: it goes without this
+        log.warning("could not read which run readers still see: %s", exc)
+        status = {"published": False}
+    deliver(summary, status, connect_timeout=CALLBACK_CONNECT_TIMEOUT_S, send=send)
 
 
 def send_alert(context: Any) -> None:
@@ -96,15 +101,15 @@ def send_alert(context: Any) -> None:
         # validate ended in this attempt without a summary of its own (its process killed before it pushed one):
         # what XCom holds is an earlier attempt's.
         summary = None
+    # Review: a task that failed could not page (no Slack connection, Slack refusing), and this said it had paged on
+    # its own (before validate, or publish: then also "nothing to alert"). Red instead, naming it.
+    if (summary is None or states.get("publish") == "failed") and (unpaged := _not_paged(context)):
+        task_id, error = unpaged
+        raise AirflowFailException(
+            f"{task_id} failed in this attempt and on-call was NOT paged (Slack did not take its page): "
+            f"{error.removesuffix(NOT_PAGED)}. Fix the Slack connection (its log says why), then the cause."
+        )
     if summary is None:
-        if unpaged := _not_paged(context):
-            # Review: the task that failed before validate could not page (no Slack connection, Slack refusing), and
-            # this said it had paged on its own. Red instead, naming it: on-call was told nothing.
-            task_id, error = unpaged
-            raise AirflowFailException(
-                f"{task_id} failed in this attempt and on-call was NOT paged (Slack did not take its page): "
-                f"{error.removesuffix(NOT_PAGED)}. Fix the Slack connection (its log says why), then the cause."
-            )
         raise AirflowSkipException(
             "no validation result in this attempt: a task before validate failed and paged on its own (its failure"
             " in the Data quality view says when on-call was NOT paged; killed, or marked failed by hand in the UI:"
@@ -150,16 +155,14 @@ def alert_after_publish(
 ) -> None:
     """``publish``'s follow-up. After *Clear only failed tasks*, an ``alert_slack`` skipped by an earlier failure
     stays skipped: the warnings and quarantine counts of the attempt that publishes were never sent. When
-    alert_slack will not run again, send them now through ``send`` (a page, tried again: tasks/paging.py); best
-    effort (the marts are out, the view lists them)."""
+    alert_slack will not run again, send them now through ``send`` (a page, tried again: tasks/paging.py), which
+    raises when it did not go (review: publish stayed green and nobody was told; the caller fails the task)."""
     if alert_will_run(context) or not (summary.get("failures") or summary.get("quarantined")):
         return
     try:
         deliver(summary, published, send=send)
     except AirflowSkipException as skip:
         log.info("alert_slack will not run again; %s", skip)
-    except Exception as exc:
-        log.error("alert_slack will not run again, and the run's warnings could not be sent: %s", exc)
 
 
 def deliver(
@@ -173,14 +176,15 @@ def deliver(
     (seconds) bounds a failure callback's warehouse connections; ``send`` replaces alert_slack's single post."""
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     settings = config.get()
-    with warehouse.connect(connect_timeout=connect_timeout) as conn:
-        recent = audit.recent_alert_signatures(conn, suppression.window(settings.alert_suppress))
-        before = history.previous(conn, summary)
-    if suppression.held_back(summary, recent, before):
-        raise AirflowSkipException(
-            f"suppressed: the same {len(summary['root_causes'])} warning(s) and quarantine counts were alerted within"
-            f" {settings.alert_suppress} (GREENERY_ALERT_SUPPRESS_HOURS); the Data quality view lists them"
-        )
+    if not summary.get("blocking"):  # failed critical checks always page: no warehouse read may hold that back (review)
+        with warehouse.connect(connect_timeout=connect_timeout) as conn:
+            recent = audit.recent_alert_signatures(conn, suppression.window(settings.alert_suppress))
+            before = history.previous(conn, summary)
+        if suppression.held_back(summary, recent, before):
+            raise AirflowSkipException(
+                f"suppressed: the same {len(summary['root_causes'])} warning(s) and quarantine counts were alerted"
+                f" within {settings.alert_suppress} (GREENERY_ALERT_SUPPRESS_HOURS); the Data quality view lists them"
+            )
     try:
         if send is not None:
             send(messages.build_alert(summary))

@@ -26,7 +26,14 @@ from greenery import audit, config, links, runtime, warehouse
 from greenery.alerts import delivery, messages
 from greenery.alerts.delivery import SlackDeliveryError
 from greenery.tasks import notify
-from greenery.tasks.failures import MAYBE_PAGED, NOT_PAGED, AlertFollows, PagedFailure
+from greenery.tasks.failures import (
+    MAYBE_PAGED,
+    NOT_PAGED,
+    AlertFollows,
+    MaybePosted,
+    PagedFailure,
+    PublishedAlertNotSent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +134,24 @@ def on_task_failure(context: Any) -> None:
         record(context, error, deadline=min(started + CALLBACK_BUDGET_S, time.monotonic() + RECORD_FOR_S))
 
 
+def alert_not_sent_after_publish(exc: Exception) -> Exception:
+    """``publish``'s failure when the warnings alert it sends after its commit (alert_slack will not run again) did
+    not go: retried, unless Slack may have posted it (a retry could page twice)."""
+    resend = "clear publish alone: it does not publish again, it sends this run's warnings alert"
+    if isinstance(exc, _PageOutcome) and exc.sent == MAYBE_SENT:
+        return MaybePosted(
+            "the marts WERE published; the run's warnings alert may have been posted (Slack did not answer); not"
+            " retried (it could page on-call twice)",
+            next_step=f"Look for the alert in the channel; if it is missing, {resend}.",
+            published=True,
+        )
+    return PublishedAlertNotSent(
+        f"the marts WERE published; the run's warnings alert, which alert_slack will not send (it ended), was not"
+        f" sent: {exc}",
+        next_step=f"Fix what kept it from Slack (the task log says why), then {resend}.",
+    )
+
+
 class _PageOutcome(Exception):
     """A page was not sent, or may have been (``sent``: NOT_SENT or MAYBE_SENT); page() logged why."""
 
@@ -181,7 +206,8 @@ def _page_for(context: Any, exc: BaseException | None) -> str | None:
             error=describe(exc),
             log_url=runtime.log_url(context),
             links=links.for_run(context["run_id"], runtime.task_id(context)),
-            published=notify.published_in_this_run(context),
+            # A failure after publish's commit says so itself: the task is red, yet the marts went out.
+            published=getattr(exc, "published", False) or notify.published_in_this_run(context),
             next_step=getattr(exc, "next_step", None),  # failures.MaybePosted: look in the channel, not clear the run
         )
     )

@@ -58,5 +58,8 @@ def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         else:
             log.info("published %s", ", ".join(tables))
             published = {"published": True, "serving_run": summary["logical_date"], "tables": tables}
-    notify.alert_after_publish(summary, published, context, paging.send_or_raise)  # when alert_slack will not run
+    try:
+        notify.alert_after_publish(summary, published, context, paging.send_or_raise)  # when alert_slack will not run
+    except Exception as exc:
+        raise paging.alert_not_sent_after_publish(exc) from exc
     return published

@@ -206,6 +206,24 @@ def test_a_bad_setting_leaves_the_dag_loadable_and_fails_its_runs_without_retrie
         config.get()  # what every task reads: refused
 
 
+@pytest.mark.parametrize("value", ["0", "0.01", "1e-9"])
+def test_a_task_timeout_under_a_second_is_refused_not_taken_for_none(monkeypatch, value):
+    """Review: GREENERY_TASK_TIMEOUT_MINUTES=0 gave timedelta(0), which Airflow reads as no timeout: every task ran
+    unbounded, and publish's lock wait lost its cap of half the timeout. Refused; the DAG keeps the default."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from greenery import config
+
+    with pytest.raises(config.SettingError, match=rf"GREENERY_TASK_TIMEOUT_MINUTES='{value}': expected at least 1 s"):
+        config.get({"GREENERY_TASK_TIMEOUT_MINUTES": value})
+    monkeypatch.setenv("GREENERY_TASK_TIMEOUT_MINUTES", value)
+    bag = DagBag(dag_folder=str(DAGS_DIR / "greenery_daily.py"))
+    assert bag.import_errors == {}
+    assert {t.execution_timeout for t in bag.dags["greenery_daily"].tasks} == {dt.timedelta(minutes=60)}
+    shortest = config.get({"GREENERY_TASK_TIMEOUT_MINUTES": "0.05"})  # 3 s: what tests/test_paging.py times out with
+    assert (shortest.task_timeout, shortest.publish_lock_wait) == (dt.timedelta(seconds=3), dt.timedelta(seconds=1.5))
+
+
 BAD_PARSE_TIME_SETTINGS = [
     ("GREENERY_ASSET_AUTHORITY", "warehouse:notaport", "expected host[:port]"),
     ("GREENERY_ASSET_AUTHORITY", "warehouse:5432/x", "expected host[:port]"),

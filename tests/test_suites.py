@@ -251,6 +251,29 @@ def test_a_malformed_suite_fails_the_first_build_task_before_any_model_is_built(
         build.prepare({})  # no run context needed: it fails before it reads one
 
 
+@pytest.mark.parametrize("folder", ["missing", "one suite short"])
+def test_models_without_a_suite_fail_the_first_build_task_naming_the_configured_folder(tmp_path, monkeypatch, folder):
+    """Review: GREENERY_EXPECTATIONS_DIR=/no/such/dir built every model, then validate failed with "models without a
+    suite in include/expectations" (the default folder, not the setting). prepare_build refuses it, naming both."""
+    from greenery.tasks import build
+
+    directory = tmp_path / "suites"
+    if folder == "one suite short":
+        directory.mkdir()
+        for name, suite in SUITES.items():
+            if name != "fact_orders":
+                (directory / suite.path.name).write_bytes(suite.path.read_bytes())
+    monkeypatch.setenv("GREENERY_EXPECTATIONS_DIR", str(directory))
+    gone = ", no such folder" if folder == "missing" else ""
+    short = f"{len(MODELS)} of {len(MODELS)}" if folder == "missing" else f"1 of {len(MODELS)} ['fact_orders']"
+    with pytest.raises(suites.SuiteDefinitionError) as refused:
+        build.prepare({})  # no run context needed: it fails before it reads one
+    assert str(refused.value).startswith(
+        f"models without a suite in {directory} (GREENERY_EXPECTATIONS_DIR{gone}): {short}"
+    ), refused.value
+    assert len(suites.load_complete(MODELS, config.INCLUDE_DIR / "expectations")) == len(MODELS)  # the control
+
+
 @pytest.mark.stack  # imports Great Expectations
 def test_format_suite_file_adds_missing_ids_and_keeps_the_others(tmp_path):
     data = json.loads(SUITES["stg_postgres__promos"].path.read_text())

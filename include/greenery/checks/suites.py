@@ -73,6 +73,21 @@ def load_suites(models: Mapping[str, Model], directory: Path | None = None) -> d
     return suites
 
 
+def load_complete(models: Mapping[str, Model], directory: Path | None = None) -> dict[str, SuiteFile]:
+    """:func:`load_suites`, refused unless every model has one. The message names the folder and its setting (review:
+    GREENERY_EXPECTATIONS_DIR pointing nowhere read as "no suite in include/expectations", the default folder)."""
+    directory = Path(directory or config.get().expectations_dir)
+    suites = load_suites(models, directory)
+    missing = sorted(set(models) - set(suites))
+    if missing:
+        gone = ", no such folder" if not directory.is_dir() else ""
+        raise SuiteDefinitionError(
+            f"models without a suite in {directory} (GREENERY_EXPECTATIONS_DIR{gone}): {len(missing)} of {len(models)}"
+            f" {missing}"
+        )
+    return suites
+
+
 def _check_shape(path: Path, data: Any) -> None:
     """A suite is a JSON object whose expectations are a list of objects (review: ``[]`` or ``"expectations":
     "oops"`` failed validate with an AttributeError naming no file)."""

@@ -89,10 +89,7 @@ def run(context: Any) -> dict[str, Any]:
         log.info("Great Expectations: imported in %.1fs", time.perf_counter() - started)
 
     found = model_files.discover()
-    suites = suite_files.load_suites(found)
-    missing = sorted(set(found) - set(suites))
-    if missing:
-        raise suite_files.SuiteDefinitionError(f"models without a suite in include/expectations: {missing}")
+    suites = suite_files.load_complete(found)  # prepare_build checked it too, before anything was built
     interval = runtime.interval(context)
     this_run = runtime.build(context)
     with warehouse.connect() as conn:

@@ -176,6 +176,39 @@ def test_off_by_default_the_task_skips_and_says_how_to_turn_it_on(digest, monkey
         digest.send(context())
 
 
+def test_a_summary_channel_without_its_connection_is_asked_for_and_refused_naming_both(digest):
+    """Review: GREENERY_SUMMARY_CHANNEL without GREENERY_SUMMARY_CONN_ID skipped the task ("the digest is off"),
+    while recipients without an SMTP connection failed it: now the Slack note is asked for and refused, not retried."""
+    from greenery import config
+    from greenery.alerts import delivery
+
+    settings = config.get({"GREENERY_SUMMARY_CHANNEL": "#stakeholders"})
+    assert digest.wanted(settings) == ["slack"]
+    with pytest.raises(delivery.SlackDeliveryError) as refused:
+        digest._SENDERS["slack"](settings, {}, b"", [], {})
+    assert not refused.value.retryable
+    assert str(refused.value).startswith(
+        "Slack note not sent: a channel is set (GREENERY_SUMMARY_CHANNEL='#stakeholders') but no Slack connection:"
+        " set GREENERY_SUMMARY_CONN_ID"
+    ), refused.value
+    both = config.get({"GREENERY_SUMMARY_CHANNEL": "C0123", "GREENERY_SUMMARY_CONN_ID": "stakeholders"})
+    assert digest.wanted(both) == ["slack", "slack-chart"] and digest.slack_settings_problem(both) is None
+    assert digest.wanted(config.get({})) == []  # the control: off by default
+
+
+@pytest.mark.db
+def test_a_summary_channel_without_its_connection_fails_the_task_without_retries(digest, published_url, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    for name in ("GREENERY_SUMMARY_CONN_ID", "GREENERY_DIGEST_EMAIL_CONN_ID", "GREENERY_DIGEST_EMAIL_TO"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GREENERY_SUMMARY_CHANNEL", "#stakeholders")
+    with pytest.raises(
+        AirflowFailException, match=r"not retried .*GREENERY_SUMMARY_CHANNEL=.*GREENERY_SUMMARY_CONN_ID"
+    ):
+        digest.send(context())
+
+
 def synthetic_points(days: int = 28) -> list[Point]:
     start = DAY - dt.timedelta(days=days - 1)
     return [

@@ -42,9 +42,22 @@ def wanted(settings: config.Settings) -> list[str]:
     parts = []
     if settings.summary_conn_id:
         parts += ["slack", "slack-chart"]
+    elif settings.summary_channel:  # asked for, without its connection: fails (slack_settings_problem), not skipped
+        parts.append("slack")
     if settings.digest_email_conn_id or settings.digest_email_to:
         parts.append("email")
     return parts
+
+
+def slack_settings_problem(settings: config.Settings) -> str | None:
+    """Why the Slack settings cannot work, or None (review: a channel without a connection skipped the digest as
+    "off", while recipients without an SMTP connection failed)."""
+    if settings.summary_channel and not settings.summary_conn_id:
+        return (
+            f"a channel is set (GREENERY_SUMMARY_CHANNEL={settings.summary_channel!r}) but no Slack connection:"
+            " set GREENERY_SUMMARY_CONN_ID"
+        )
+    return None
 
 
 def email_settings_problem(settings: config.Settings) -> str | None:
@@ -104,6 +117,9 @@ def read_stats(summary: dict[str, Any]) -> tuple[dict[str, Any], list[trend.Poin
 
 
 def _send_slack(settings, stats, png, points, done) -> dict:
+    problem = slack_settings_problem(settings)
+    if problem:  # not retried: only the settings can fix it
+        raise delivery.SlackDeliveryError(f"Slack note not sent: {problem}", conn_id="-", retryable=False)
     payload = messages.build_summary_message(stats)
     return delivery.send(payload, settings.summary_conn_id, settings.summary_channel) or {}
 

@@ -734,7 +734,7 @@ def test_warnings_publish_could_not_send_fail_it_after_its_commit_and_its_retry_
     warned = {**summary("2021-02-12", "refused-after-publish", [WARNING]), "quarantined": {"stg_postgres__orders": 2}}
     context = {"ti": FakeTaskInstance({}, warned["run_id"], {"alert_slack": "skipped"}), "run_id": warned["run_id"]}
     published = {"published": True, "serving_run": "2021-02-12"}
-    for _ in paging.BACKOFF_S + (0,):  # every try of the page's budget
+    for _ in (*paging.BACKOFF_S, 0):  # every try of the page's budget
         slack.respond(503, headers={"Retry-After": "0"})
     with pytest.raises(Exception) as refused:
         notify.alert_after_publish(warned, published, context, paging.send_or_raise)

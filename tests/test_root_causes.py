@@ -93,3 +93,18 @@ def test_a_query_check_naming_another_key_or_column_is_another_problem():
         ("intermediate.int_orders", []),
         ("marts.fact_orders", []),
     ]
+
+
+def test_a_failure_downstream_of_a_critical_root_says_it_may_follow_from_it():
+    """Review: one duplicated user also failed a reconciliation check of marts.repurchase_indicators, an entry of its
+    own naming the mart's other raw sources and owner, under "fix the source rows named above". It stays an entry
+    (an independent problem downstream must not be hidden) and says which failing table above it reads."""
+    failures = [
+        failure("stg_postgres__users", column="user_id", keys=("u1", "u1")),
+        failure("repurchase_indicators", "unexpected_rows_expectation", None, keys=("indicator=sessions",)),
+        failure("fact_orders", severity="warning", column="order_total", keys=()),  # the mart reads it: a warning
+    ]
+    roots = {r["table"]: r for r in root_causes.group(failures, MODELS)}
+    assert roots["marts.repurchase_indicators"]["downstream_of"] == ["staging.stg_postgres__users"]
+    assert roots["staging.stg_postgres__users"]["downstream_of"] == []
+    assert roots["marts.fact_orders"]["downstream_of"] == ["staging.stg_postgres__users"]  # a warning may follow too

@@ -939,3 +939,34 @@ def test_a_webhook_refusing_the_message_itself_is_told_from_a_wrong_connection(
     with pytest.raises(SlackDeliveryError) as err:
         send({"text": "hi"}, webhook_conn)
     assert (err.value.content_refused, err.value.retryable) == (content, False)
+
+
+def test_a_root_cause_downstream_of_a_critical_one_says_it_may_follow_from_it():
+    """Review: a duplicated user's second entry (a mart's reconciliation check) read as a problem of its own, under
+    "fix the source rows named above"; the alert and the red task say which failing table above it reads."""
+    from greenery.tasks.validate import verdict
+
+    upstream = {
+        "severity": "critical",
+        "table": "staging.stg_postgres__users",
+        "sources": ["raw.users"],
+        "expectation": "expect_column_values_to_be_unique",
+        "column": "user_id",
+        "also_fails_in": [],
+        "keys": [{"key": "u1", "count": 2}],
+        "unexpected_count": 2,
+        "downstream_of": [],
+    }
+    mart = {
+        **upstream,
+        "table": "marts.repurchase_indicators",
+        "expectation": "unexpected_rows_expectation",
+        "column": None,
+        "keys": [{"key": "indicator=sessions", "count": 1}],
+        "downstream_of": ["staging.stg_postgres__users"],
+    }
+    body = visible(build_alert(summary(root_causes=[upstream, mart]), log_url=None, docs_url=None))
+    assert body.count("failing above") == 1
+    assert "reads `staging.stg_postgres__users`, failing above: it may follow from that; fix that first" in body
+    lines = verdict({"root_causes": [upstream, mart]}).splitlines()
+    assert lines[2].endswith("; reads staging.stg_postgres__users, failing above: it may follow from that")

@@ -114,6 +114,9 @@ def _cause_text(cause: Mapping[str, Any]) -> str:
         lines.append(" · ".join(facts))
     if cause.get("also_fails_in"):
         lines.append("also fails in " + ", ".join(code(t, 120) for t in cause["also_fails_in"][:10]))
+    if cause.get("downstream_of"):
+        upstream = ", ".join(code(t, 120) for t in cause["downstream_of"][:5])
+        lines.append(f"reads {upstream}, failing above: it may follow from that; fix that first")
     runs = as_int(cause.get("runs_failing"))
     if runs > 1:
         lines.append(f"failing since {clean(cause.get('failing_since'), 40)} ({runs} runs)")

@@ -183,6 +183,8 @@ def verdict(summary: dict[str, Any]) -> str:
         sources = f" (from {', '.join(r['sources'])})" if r["sources"] else ""
         column = f"({r['column']})" if r.get("column") else ""
         also = f"; also fails in {', '.join(r['also_fails_in'])}" if r["also_fails_in"] else ""
+        if r.get("downstream_of"):
+            also += f"; reads {', '.join(r['downstream_of'])}, failing above: it may follow from that"
         if r.get("error"):  # no rows to name: the check's own query failed
             keys = "could not be evaluated: " + " ".join(str(r["error"]).split())[:300]
         lines.append(f"- {r['table']}{sources}: {r['expectation']}{column}{': ' + keys if keys else ''}{also}")

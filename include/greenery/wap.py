@@ -199,10 +199,8 @@ def build_models(
 
 def built_times(conn, build: Build) -> dict[str, dt.datetime]:
     """When each model this run has not published yet was last built: what a validation starting now checks."""
-    rows = conn.execute(
-        sql.SQL("select model, built_at from {} where key = %s").format(audit.table("build_models")), (build.key,)
-    ).fetchall()
-    return dict(rows)
+    query = sql.SQL("select model, built_at from {} where key = %s").format(audit.table("build_models"))
+    return dict(conn.execute(query, (build.key,)).fetchall())
 
 
 def record_validated(conn, build: Build, built_at: Mapping[str, dt.datetime]) -> None:
@@ -363,7 +361,6 @@ def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None, 
         # Nothing may keep depending on the published table once this run is done.
         with conn.cursor() as cur:
             incremental.drop_build(cur, source)
-            docs.apply_comments(cur, model.name, model.layer, model.name)
     elif model.materialized == "daily_partition":
         # The build holds only the run's day: replace that day, keep the others.
         conn.execute(
@@ -390,6 +387,8 @@ def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None, 
             conn.execute(sql.SQL("alter table {} reset (autovacuum_enabled)").format(ident(target)))
     if held_back is not None:
         quarantine.publish_day(conn, held_back, f"{QUARANTINE}.{model.name}", build.day)
+    # Where they differ only. A daily mart's LIKE copy had no table comment and kept old column text (review).
+    docs.apply_comments(conn, model.name, model.layer, model.name)
 
 
 def drop_finished_builds(conn, keep: Build | None = None, ttl: dt.timedelta | None = None) -> list[str]:

@@ -532,6 +532,31 @@ def test_an_attempt_that_published_nothing_gets_no_digest_though_an_earlier_atte
     with pytest.raises(AirflowFailException, match=r"published nothing in this attempt \(an earlier attempt") as err:
         digest.send(context(second))
     assert f"published, at {at} UTC)" in str(err.value), err.value
+    # Its page (review): it said "The marts were published by this run ... clear state_of_the_data only" (the run's
+    # publish state and record, from the first attempt), which fails again.
+    from greenery.alerts.messages import build_task_failure_alert
+    from greenery.tasks import paging
+
+    marked = context(second)  # publish marked success in this attempt; the run's publish (its first) on record
+    marked["ti"].dag_id, marked["ti"].run_id = "greenery_daily", RUN_ID
+    marked["ti"].get_task_states = lambda dag_id, run_ids, task_ids: {RUN_ID: {"publish": "success"}}
+
+    page = json.dumps(
+        build_task_failure_alert(
+            dag_id="greenery_daily",
+            task_id="state_of_the_data",
+            logical_date=str(DAY),
+            run_id="r",
+            error=str(err.value),
+            log_url=None,
+            links=None,
+            published=paging._published(err.value, marked),
+            next_step=err.value.next_step,
+        ),
+        ensure_ascii=False,
+    )
+    assert "Nothing was published by this run" in page and "Clear the whole run (Grid" in page, page
+    assert "The marts were published" not in page
     assert email_on.messages == []
     digest.send(context())  # the first attempt's digest, cleared and sent again: its publish is on record
     assert len(email_on.messages) == 1

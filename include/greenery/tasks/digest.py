@@ -28,6 +28,7 @@ from psycopg import sql
 from greenery import audit, config, links, locks, trend, warehouse
 from greenery.alerts import chart, delivery, digest_email, email_delivery, messages
 from greenery.project import models as model_files
+from greenery.tasks.failures import Refused
 from greenery.tasks.notify import validation_summary
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,11 @@ def read_stats(summary: dict[str, Any]) -> tuple[dict[str, Any], list[trend.Poin
         if latest is not None and latest["run_id"] != summary["run_id"]:
             # Review: sent again after a later publish (a clear of this task), it counted that publish's rows under
             # this run's day. No retries: they would find the same.
-            raise AirflowFailException(
+            raise Refused(
                 f"the marts now hold the publish of run {latest['run_id']} ({latest['logical_date']}), after this"
                 f" run's: its row counts are gone, so no digest for {day} is sent (that run's digest reports the"
-                " marts as they are)"
+                " marts as they are)",
+                next_step=f"Nothing to clear: the digest of run {latest['run_id']} reports the marts readers see.",
             )
         rows = {
             m.relation: conn.execute(
@@ -191,9 +193,12 @@ def send(context: Any) -> None:
         if published_at is None:  # publish marked success by hand: its figures would be another run's
             earlier = audit.run_published_at(conn, run_id)
             also = f" (an earlier attempt of the run published, at {audit.utc_minute(earlier)})" if earlier else ""
-            raise AirflowFailException(  # no retries: they would find the same
+            raise Refused(  # no retries: they would find the same
                 f"run {run_id} published nothing in this attempt{also}: its publish task was marked success, or never"
-                " ran; no digest of marts it did not publish. Clear the whole run to build and publish it."
+                " ran; no digest of marts it did not publish. Clear the whole run to build and publish it.",
+                next_step="Clear the whole run (Grid → this run → Clear run) to build and publish it; its digest"
+                " follows. Clearing state_of_the_data alone fails again.",
+                published=False,
             )
         done = audit.digests_sent(conn, run_id, published_at)
     stats, points = read_stats(summary)

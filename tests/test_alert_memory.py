@@ -609,8 +609,9 @@ def test_a_summary_left_by_an_earlier_attempt_is_not_paged_when_validate_died_wi
     pulled = {("validate", "summary"): stale}
     ti = FakeTaskInstance(pulled, "killed-validate", {"validate": "failed", "publish": "upstream_failed"})
     context = {"ti": ti, "run_id": "killed-validate", "dag_run": types.SimpleNamespace(clear_number=2)}
-    with pytest.raises(AirflowSkipException, match="no validation result in this attempt"):
+    with pytest.raises(AirflowSkipException, match=r"validate's result is an earlier attempt's \(1\)") as skipped:
         notify.send_alert(context)
+    assert "clear validate with its downstream tasks" in str(skipped.value)  # alert_slack cleared alone, after all
     assert slack.webhook_posts() == []
     # Its own attempt, a cleared run's (test_local_ui covers the first attempt's): paged.
     notify.send_alert({**context, "dag_run": types.SimpleNamespace(clear_number=1)})
@@ -765,3 +766,29 @@ def test_warnings_publish_could_not_send_fail_it_after_its_commit_and_its_retry_
         )
     maybe = paging.alert_not_sent_after_publish(unanswered.value)
     assert isinstance(maybe, MaybePosted) and maybe.published and "Look for the alert" in maybe.next_step
+
+
+def test_alert_slack_cleared_alone_to_resend_sends_the_result_of_validate_that_passed(slack):
+    """Review: alert_slack's failure said "correct the connection, then clear alert_slack" (or, maybe posted, "clear
+    alert_slack alone to resend it"); a clear counts as a new attempt of the run (Airflow's clear_number), so the
+    summary validate had pushed was taken for a stale one and alert_slack skipped: nothing was sent. A validate that
+    succeeded did not run since (one that succeeds pushes its own): its summary is sent. After failed checks the
+    instruction is to clear validate with its downstream tasks (test above)."""
+    import types
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    warned = {**summary("2021-02-12", "cleared-alone", [WARNING]), "clear_number": 0}
+    states = {"validate": "success", "publish": "success"}
+    ti = FakeTaskInstance({("validate", "summary"): warned}, "cleared-alone", states)
+    context = {"ti": ti, "run_id": "cleared-alone", "dag_run": types.SimpleNamespace(clear_number=1)}
+    notify.send_alert(context)
+    [post] = slack.webhook_posts()
+    assert "emails look like emails" in json.dumps(post.body, ensure_ascii=False)
+
+    # The instructions: alert_slack alone after passing checks, validate with its downstream after failed ones.
+    for checked, step in ((warned, "clear alert_slack alone"), ({**warned, "blocking": True}, "clear validate with")):
+        slack.respond(404)  # a configuration error: not retried
+        ti.pulled[("validate", "summary")] = {**checked, "run_id": f"refused-{step}"}
+        with pytest.raises(AirflowFailException, match=f"correct the connection, then {step}"):
+            notify.send_alert({**context, "run_id": f"refused-{step}"})

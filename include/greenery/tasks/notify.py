@@ -98,10 +98,16 @@ def send_alert(context: Any) -> None:
     states = states_now(context)
     ran = states.get("validate") in ("success", "failed")  # else its summary is an earlier attempt's
     summary = validation_summary(context) if ran else None
-    if summary is not None and summary.get("clear_number") != runtime.clear_number(context):
+    earlier = None  # the attempt of a summary set aside below
+    if (
+        summary is not None
+        and summary.get("clear_number") != runtime.clear_number(context)
+        and states.get("validate") != "success"  # one that succeeds pushed its own: it did not run in this attempt
+    ):
         # validate ended in this attempt without a summary of its own (its process killed before it pushed one):
-        # what XCom holds is an earlier attempt's.
-        summary = None
+        # what XCom holds is an earlier attempt's. (A validate that succeeded did not run since: alert_slack was
+        # cleared alone, as its failure says, and the summary is validate's latest; review: skipped, nothing sent.)
+        earlier, summary = summary.get("clear_number"), None
     # Review: a task that failed could not page (no Slack connection, Slack refusing), and this said it had paged on
     # its own (before validate, or publish: then also "nothing to alert"). Red instead, naming it.
     failed = "publish" if states.get("publish") == "failed" else None
@@ -110,6 +116,12 @@ def send_alert(context: Any) -> None:
         raise AirflowFailException(
             f"{task_id} failed in this attempt and on-call was NOT paged (Slack did not take its page): "
             f"{error.removesuffix(NOT_PAGED)}. Fix the Slack connection (its log says why), then the cause."
+        )
+    if summary is None and earlier is not None:
+        raise AirflowSkipException(
+            f"validate's result is an earlier attempt's ({earlier}) and validate failed: in this attempt without a"
+            " result of its own (killed: the run's own callback pages), or before, and only alert_slack was cleared:"
+            " to send its alert again, clear validate with its downstream tasks (the same build is checked again)"
         )
     if summary is None:
         raise AirflowSkipException(
@@ -180,6 +192,15 @@ def alert_after_publish(
         log.info("alert_slack will not run again; %s", skip)
 
 
+def _resend(summary: dict[str, Any]) -> str:
+    """How a user sends an alert again that did not go: alert_slack alone after passing checks (its summary is
+    validate's latest); after failed checks validate failed, and alert_slack cleared alone cannot tell its result
+    from one a killed validate left, so validate runs again."""
+    if summary.get("blocking"):
+        return "clear validate with its downstream tasks"
+    return "clear alert_slack alone"
+
+
 def deliver(
     summary: dict[str, Any],
     published: dict[str, Any],
@@ -212,7 +233,7 @@ def deliver(
             raise MaybePosted(
                 f"{exc}: Slack took the alert and did not confirm it (no answer, or internal_error), so it may have"
                 " been posted; not retried (it could page on-call twice)",
-                next_step="Look for the alert in the channel; if it is missing, clear alert_slack alone to resend it.",
+                next_step=f"Look for the alert in the channel; if it is missing, {_resend(summary)} to resend it.",
             ) from exc
         if exc.retryable:
             raise
@@ -222,7 +243,7 @@ def deliver(
                 " alert's layout: report it); its failures are in the Data quality view and the validate log"
             ) from exc
         raise AirflowFailException(
-            f"{exc}: on-call was not paged; retrying cannot fix this: correct the connection, then clear alert_slack"
+            f"{exc}: on-call was not paged; retrying cannot fix this: correct the connection, then {_resend(summary)}"
         ) from exc
     log.info("alert sent through %s: %d root causes", settings.alert_conn_id, len(summary["root_causes"]))
     try:

@@ -792,3 +792,35 @@ def test_alert_slack_cleared_alone_to_resend_sends_the_result_of_validate_that_p
         ti.pulled[("validate", "summary")] = {**checked, "run_id": f"refused-{step}"}
         with pytest.raises(AirflowFailException, match=f"correct the connection, then {step}"):
             notify.send_alert({**context, "run_id": f"refused-{step}"})
+
+
+@pytest.mark.parametrize("blocking", [False, True])
+def test_a_retry_of_an_alert_already_sent_and_recorded_does_not_page_twice_but_a_clear_does(
+    slack, warehouse_url, blocking
+):
+    """Review: alert_slack posted and recorded its alert, then its process was killed before it reported success;
+    the retry (the same attempt of the run) posted it a second time. It is not sent twice in one attempt, failed
+    critical checks included; a clear by hand (the run's next attempt) sends it again; an older warehouse's
+    alerts_sent gets the attempt column."""
+    import types
+
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        audit.ensure(conn)
+        conn.execute("alter table greenery_audit.alerts_sent drop column clear_number")
+    run_id = f"retried-{blocking}"
+    checked = {**summary("2021-02-12", run_id, [WARNING], blocking=blocking), "clear_number": 0}
+    states = {"validate": "failed" if blocking else "success", "publish": "skipped" if blocking else "success"}
+    ti = FakeTaskInstance({("validate", "summary"): checked}, run_id, states)
+    context = {"ti": ti, "run_id": run_id, "dag_run": types.SimpleNamespace(clear_number=0)}
+    with warehouse.connect() as conn:
+        audit.record_validation(conn, checked, published=not blocking)
+    notify.send_alert(context)  # the first try: posted and recorded, then killed
+    assert len(slack.webhook_posts()) == 1
+    with pytest.raises(AirflowSkipException, match=r"already sent at .* by an earlier try of this attempt") as again:
+        notify.send_alert(context)  # its retry
+    assert len(slack.webhook_posts()) == 1
+    assert ("clear validate with" if blocking else "clear alert_slack alone") in str(again.value)
+    # Cleared by hand: the run's next attempt; validate runs again (after failed checks) and pushes its own.
+    ti.pulled[("validate", "summary")] = {**checked, "clear_number": 1}
+    notify.send_alert({**context, "dag_run": types.SimpleNamespace(clear_number=1)})
+    assert len(slack.webhook_posts()) == 2

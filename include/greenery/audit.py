@@ -43,7 +43,9 @@ _TABLES = {
     # clear_number: Airflow's count of the run's clears when the task failed (which attempt of the run it was).
     "task_failures": "run_id text not null, task_id text not null, logical_date date not null,"
     " failed_at timestamptz not null, error text not null, clear_number integer",
-    "alerts_sent": "run_id text not null, sent_at timestamptz not null, signatures jsonb not null",
+    # clear_number: the attempt of the run that sent it (a retry of the same attempt does not send it twice).
+    "alerts_sent": "run_id text not null, sent_at timestamptz not null, signatures jsonb not null,"
+    " clear_number integer",
     # path: the page's URL below the Data Docs root, unique (it holds GX's run time, to the microsecond).
     # result is GX's JSON as text: GX may write NaN, which jsonb refuses. PostgreSQL compresses both (TOAST).
     "data_docs": "path text primary key, validation_id text not null, run_id text not null, suite text not null,"
@@ -52,7 +54,11 @@ _TABLES = {
     " sent_at timestamptz not null, detail jsonb not null",
 }
 # Columns added to a table after its first release: added to a warehouse that has the table without them.
-_ADDED_COLUMNS = {("task_failures", "clear_number"): "integer", ("build_models", "validated_built_at"): "timestamptz"}
+_ADDED_COLUMNS = {
+    ("task_failures", "clear_number"): "integer",
+    ("build_models", "validated_built_at"): "timestamptz",
+    ("alerts_sent", "clear_number"): "integer",
+}
 # What the Data quality view looks Data Docs pages up by: the newest validations, a run's page of a suite.
 _INDEXES = {
     "data_docs_by_time": "data_docs (stored_at desc)",
@@ -228,12 +234,28 @@ def task_failures(conn, run_id: str) -> list[dict]:
     ]
 
 
-def record_alert(conn, run_id: str, signatures: list) -> None:
+def record_alert(conn, run_id: str, signatures: list, clear_number: int | None = None) -> None:
     ensure(conn)
     with conn.transaction():
         conn.execute(
-            sql.SQL("insert into {} values (%s, now(), %s)").format(table("alerts_sent")), (run_id, Jsonb(signatures))
+            sql.SQL("insert into {} (run_id, sent_at, signatures, clear_number) values (%s, now(), %s, %s)").format(
+                table("alerts_sent")
+            ),
+            (run_id, Jsonb(signatures), clear_number),
         )
+
+
+def alert_sent_in_attempt(conn, run_id: str, clear_number: int | None, signatures: list) -> dt.datetime | None:
+    """When this attempt of the run (its ``clear_number``) already sent an alert with exactly these signatures."""
+    if not exists(conn, "alerts_sent"):
+        return None
+    ensure(conn)  # an older warehouse's table gets its clear_number column
+    return conn.execute(
+        sql.SQL(
+            "select max(sent_at) from {} where run_id = %s and clear_number is not distinct from %s and signatures = %s"
+        ).format(table("alerts_sent")),
+        (run_id, clear_number, Jsonb(signatures)),
+    ).fetchone()[0]
 
 
 def recent_alert_signatures(conn, window: dt.timedelta) -> set[str]:

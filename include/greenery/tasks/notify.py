@@ -90,7 +90,9 @@ def send_validation_alert(context: Any, send: Callable[[dict[str, Any]], None]) 
     except Exception as exc:  # review: a warehouse that did not answer held the page back: it goes without this
         log.warning("could not read which run readers still see: %s", exc)
         status = {"published": False}
-    deliver(summary, status, connect_timeout=CALLBACK_CONNECT_TIMEOUT_S, send=send)
+    deliver(
+        summary, status, attempt=runtime.clear_number(context), connect_timeout=CALLBACK_CONNECT_TIMEOUT_S, send=send
+    )
 
 
 def send_alert(context: Any) -> None:
@@ -146,7 +148,7 @@ def send_alert(context: Any) -> None:
     published = (states.get("publish") == "success" and context["ti"].xcom_pull(task_ids="publish")) or (
         _not_published()
     )
-    deliver(summary, published)
+    deliver(summary, published, attempt=runtime.clear_number(context))
 
 
 # How long alert_slack waits for a failed task's callback to record its failure: Airflow starts the callback after
@@ -187,9 +189,20 @@ def alert_after_publish(
     if alert_will_run(context) or not (summary.get("failures") or summary.get("quarantined")):
         return
     try:
-        deliver(summary, published, send=send)
+        deliver(summary, published, attempt=runtime.clear_number(context), send=send)
     except AirflowSkipException as skip:
         log.info("alert_slack will not run again; %s", skip)
+
+
+def _sent_in_attempt(run_id: str, attempt: int | None, signed: list[str]) -> Any:
+    """When this attempt of the run sent this alert already; None when it did not, or when that cannot be read (a
+    page is not held back by a warehouse that does not answer: sent twice rather than not at all)."""
+    try:
+        with warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S) as conn:
+            return audit.alert_sent_in_attempt(conn, run_id, attempt, signed)
+    except Exception as exc:
+        log.warning("could not read whether this alert was sent already (sending it): %s", exc)
+        return None
 
 
 def _resend(summary: dict[str, Any]) -> str:
@@ -205,13 +218,24 @@ def deliver(
     summary: dict[str, Any],
     published: dict[str, Any],
     *,
+    attempt: int | None = None,
     connect_timeout: int | None = None,
     send: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """Send the alert unless suppression holds it back (AirflowSkipException), and remember it. ``connect_timeout``
-    (seconds) bounds a failure callback's warehouse connections; ``send`` replaces alert_slack's single post."""
+    """Send the alert unless this attempt of the run (``attempt``: its clear_number) sent it already or suppression
+    holds it back (AirflowSkipException), and remember it. ``connect_timeout`` (seconds) bounds a failure callback's
+    warehouse connections; ``send`` replaces alert_slack's single post."""
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     settings = config.get()
+    signed = suppression.signatures(summary)
+    # Review: alert_slack's try killed after it posted and recorded the alert (before it reported success) was retried
+    # and posted it again. A clear by hand is a new attempt: it sends. (Only alert_slack's own post: a callback's page
+    # runs once, and reading first would eat into its budget.)
+    if send is None and (sent_at := _sent_in_attempt(summary["run_id"], attempt, signed)):
+        raise AirflowSkipException(
+            f"already sent at {audit.utc_minute(sent_at)} by an earlier try of this attempt of the run (it ended"
+            f" before it reported success): not sent twice; to send it again, {_resend(summary)}"
+        )
     if not summary.get("blocking"):  # failed critical checks always page: no warehouse read may hold that back (review)
         with warehouse.connect(connect_timeout=connect_timeout) as conn:
             recent = audit.recent_alert_signatures(conn, suppression.window(settings.alert_suppress))
@@ -248,7 +272,7 @@ def deliver(
     log.info("alert sent through %s: %d root causes", settings.alert_conn_id, len(summary["root_causes"]))
     try:
         with warehouse.connect(connect_timeout=connect_timeout) as conn:
-            audit.record_alert(conn, summary["run_id"], suppression.signatures(summary))
+            audit.record_alert(conn, summary["run_id"], signed, attempt)
     except Exception as exc:
         # The page went out: failing here would make the task's retry page on-call a second time. Unrecorded, the
         # same warnings may be sent once more by a later run instead of being held back.

@@ -120,7 +120,8 @@ with DAG(
             type="boolean",
             title="Full refresh",
             description="Rebuild the incremental (event history) tables from all raw data instead of "
-            "recomputing the last days only. Use after changing a model or correcting old raw rows.",
+            "recomputing the last days only. Use after changing a model. The daily marts of past days are not "
+            "rebuilt: after correcting old raw rows, run those days again, oldest first.",
         )
     },
     doc_md=DOC_MD,

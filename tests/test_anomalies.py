@@ -274,7 +274,8 @@ def test_order_lines_gone_from_raw_are_lost_history_on_their_orders_day(publishe
 def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning_until_a_full_refresh(published_url):
     """Review: events moved to an older day (a timestamp corrected upstream) and late events of that day left the
     published tables and never reached staging or quarantine: incremental runs read raw from their lookback on, and
-    the run went out green and silent. A full refresh reads them all, and the warning ends."""
+    the run went out green and silent. A full refresh reads them all, and the warning ends (it names the days to run
+    again for the daily marts: README, Incremental models)."""
     from helpers import run_day_through_the_tasks
 
     day, old_day = dt.date(2021, 2, 12), dt.date(2021, 2, 5)  # the lookback of a run of the 12th starts on the 9th
@@ -295,7 +296,10 @@ def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning
     assert len(changed) == 1 and changed[0]["severity"] == "warning", summary["failures"]
     [sample] = changed[0]["sample_keys"]
     assert f"events on {old_day}: 8 rows in raw now, 0 when a run last read that day" in sample, sample
-    assert "runs read raw again from 2021-02-09 on" in sample and "full_refresh" in sample, sample
+    assert "runs read raw again from 2021-02-09 on" in sample, sample
+    # The remedy that reruns the daily marts too (review: "run a full_refresh" ended the warning and left the daily
+    # marts of the 5th and after as they were, green).
+    assert f"(greenery run --date {old_day} --end-date {day}, or a backfill from {old_day}" in sample, sample
 
     outcome, summary = run_day_through_the_tasks(published_url, "full-refresh", day, full_refresh=True)
     assert outcome == "published"
@@ -308,3 +312,32 @@ def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning
             "select count(*) from quarantine.stg_postgres__events where created_at < '2021-02-06'"
         ).fetchone()[0]
     assert staged + quarantined == 8, (staged, quarantined)  # every one of them is somewhere, with a rule if not staged
+
+
+def test_a_day_whose_lookback_starts_after_days_with_order_lines_has_no_raw_changed_warning(published_url):
+    """Review: the model counts order lines on their order's day, and the check compared those counts with raw's
+    orders, events and users only: from the fifth day of a deployment on, every run warned "order_items on D: 0 rows
+    in raw now, N when a run last read that day" about days nobody changed (a new key every day, so never held back
+    as a repeat: a page a day), burying a real change among them. Lines that did change are still seen."""
+    from helpers import run_day_through_the_tasks
+
+    day = dt.date(2021, 2, 16)  # its lookback starts on the 13th: the real data's days (10th-12th) are before it
+    outcome, summary = run_day_through_the_tasks(published_url, "untouched", day)
+    changed = [f for f in summary["failures"] if "raw changed before the lookback" in (f["description"] or "")]
+    assert not changed, (outcome, changed)
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        gone = conn.execute(
+            "delete from raw.order_items where order_id in (select order_id from raw.orders"
+            " where created_at >= '2021-02-11' and created_at < '2021-02-12' order by order_id limit 2)"
+        ).rowcount
+        counted = conn.execute(
+            "select row_count from intermediate.int_source_volumes_daily"
+            " where source_table = 'order_items' and day = '2021-02-11'"
+        ).fetchone()[0]
+    assert gone > 0
+    outcome, summary = run_day_through_the_tasks(published_url, "lines-gone", dt.date(2021, 2, 17))
+    changed = [f for f in summary["failures"] if "raw changed before the lookback" in (f["description"] or "")]
+    assert len(changed) == 1, (outcome, summary["failures"])
+    [sample] = changed[0]["sample_keys"]
+    assert f"order_items on 2021-02-11: {counted - gone} rows in raw now, {counted} when a run last read" in sample

@@ -126,3 +126,27 @@ def test_publishing_nothing_or_a_lost_build_is_an_error_that_changes_nothing(pub
         assert hashes(conn) == before
         logged = conn.execute("select count(*) from greenery_audit.publish_log where run_id = 'empty'").fetchone()
         assert logged[0] == 0
+
+
+def test_two_new_days_at_once_the_second_to_publish_is_refused_changes_nothing_and_publishes_once_cleared(
+    published_url,
+):
+    """Review: the README's failure catalog said two runs of two days at once both publish their day. Two runs of
+    days after the published one each take a new step of the order snapshot; the second to publish built its step on
+    a history the first has replaced: refused, naming the snapshot, leaving every table as the first run left it;
+    its run cleared (built again), it publishes."""
+    first, second = wap.Build("run-13", dt.date(2021, 2, 13)), wap.Build("run-14", dt.date(2021, 2, 14))
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        for run in (first, second):
+            wap.prepare(conn, run)
+        for run in (first, second):
+            wap.build_models(conn, MODELS, run)
+        publish_checked(conn, MODELS, first)
+        after_first = hashes(conn)
+        with pytest.raises(wap.PublishError, match=r"snapshots\.snap_orders moved on .* Clear the whole run"):
+            publish_checked(conn, MODELS, second)
+        assert hashes(conn) == after_first
+        again = wap.Build("run-14-cleared", second.day)
+        wap.prepare(conn, again)
+        wap.build_models(conn, MODELS, again)
+        assert publish_checked(conn, MODELS, again)

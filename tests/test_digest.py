@@ -563,19 +563,22 @@ def test_an_attempt_that_published_nothing_gets_no_digest_though_an_earlier_atte
 
 
 @pytest.mark.db
-def test_a_digest_sent_again_after_a_later_publish_is_refused_not_given_that_publish_counts(
+def test_a_digest_sent_again_after_a_later_publish_is_skipped_not_given_that_publish_counts(
     digest, published_url, email_on
 ):
     """Review: the digest of a run, sent again after a later run published (state_of_the_data cleared, as the
-    README says after fixing SMTP), counted the later publish's rows under its own day. Refused, with the reason."""
-    from airflow.sdk.exceptions import AirflowFailException
+    README says after fixing SMTP), counted the later publish's rows under its own day. Not sent, with the reason;
+    skipped, not failed (review: two overlapping runs, the later one publishing first, made the earlier run red and
+    paged on-call with nothing to do)."""
+    from airflow.sdk.exceptions import AirflowSkipException
 
     from greenery import audit
 
     with psycopg.connect(published_url, autocommit=True) as conn, conn.transaction():
         audit.record_publish(conn, "scheduled__later", DAY + dt.timedelta(days=1), ["marts.fact_orders"])
-    with pytest.raises(AirflowFailException, match="the marts now hold the publish of run scheduled__later"):
+    with pytest.raises(AirflowSkipException, match="the marts now hold the publish of run scheduled__later") as skip:
         digest.send(context())
+    assert "the digest of run scheduled__later reports the marts readers see" in str(skip.value)
     assert email_on.messages == []
 
 

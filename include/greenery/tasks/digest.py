@@ -87,12 +87,12 @@ def read_stats(summary: dict[str, Any]) -> tuple[dict[str, Any], list[trend.Poin
         latest = audit.last_published(conn)
         if latest is not None and latest["run_id"] != summary["run_id"]:
             # Review: sent again after a later publish (a clear of this task), it counted that publish's rows under
-            # this run's day. No retries: they would find the same.
-            raise Refused(
+            # this run's day. Skipped, not failed (review: two overlapping runs, the later publish first, paged
+            # on-call for nothing to do): the digest of the run readers see reports the marts.
+            raise AirflowSkipException(
                 f"the marts now hold the publish of run {latest['run_id']} ({latest['logical_date']}), after this"
-                f" run's: its row counts are gone, so no digest for {day} is sent (that run's digest reports the"
-                " marts as they are)",
-                next_step=f"Nothing to clear: the digest of run {latest['run_id']} reports the marts readers see.",
+                f" run's: its row counts are gone, so no digest for {day} is sent; the digest of run"
+                f" {latest['run_id']} reports the marts readers see (nothing to clear)"
             )
         rows = {
             m.relation: conn.execute(

@@ -214,6 +214,59 @@ def test_an_exact_replay_of_an_old_event_changes_nothing_and_a_full_refresh_quar
     assert hashes(loaded, marts) == after_incremental
 
 
+@pytest.mark.parametrize("in_place", [False, True], ids=["write-audit-publish", "in place"])
+def test_an_incremental_run_after_a_full_refresh_of_its_day_keeps_the_older_quarantined_rows(after_two_days, in_place):
+    """README (quarantine): replaced per day, so nothing is lost silently. Review: an incremental run of a day
+    after a full_refresh run of the same day replaced all of that day's quarantined rows with its own, which
+    cover its window only: an old broken event (before the lookback) left quarantine, and staging never reads
+    it again. The incremental run replaces its window's rows (no copy twice) and keeps the older ones."""
+    conn = after_two_days
+    midnight = {day: dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) for day in DAYS}
+    # Old: before DAYS[2]'s window (3 days of lookback); recent: inside the windows of DAYS[2] and DAYS[3].
+    broken = {
+        name: conn.execute(
+            "select event_id from raw.events where created_at >= %s and created_at < %s and event_type = 'page_view'"
+            " order by event_id limit 1",
+            window,
+        ).fetchone()[0]
+        for name, window in (
+            ("old", (midnight[DAYS[0]] - dt.timedelta(days=2), midnight[DAYS[2]] - dt.timedelta(days=3))),
+            ("recent", (midnight[DAYS[1]], midnight[DAYS[2]])),
+        )
+    }
+    conn.execute("update raw.events set event_type = 'bogus_type' where event_id = any(%s)", (list(broken.values()),))
+
+    def run(day, full_refresh=False, tag="run") -> None:
+        if in_place:
+            results = build.build_all(conn, MODELS, render.Interval.for_day(day), full_refresh=full_refresh)
+            results = {r.model: r for r in results}
+        else:
+            results = run_day(conn, day, full_refresh=full_refresh, tag=tag)
+        assert results["stg_postgres__events"].incremental is not full_refresh
+
+    def held_back(event_id: str) -> list[tuple]:
+        return conn.execute(
+            "select logical_date, rule from quarantine.stg_postgres__events where event_id = %s order by 1",
+            (event_id,),
+        ).fetchall()
+
+    def published(event_id: str) -> int:
+        return conn.execute(
+            "select count(*) from staging.stg_postgres__events where event_id = %s", (event_id,)
+        ).fetchone()[0]
+
+    run(DAYS[2], full_refresh=True, tag="full")
+    full = {name: held_back(event_id) for name, event_id in broken.items()}
+    assert full["old"] == [(DAYS[2], "invalid_event_type")]
+    assert (DAYS[2], "invalid_event_type") in full["recent"]
+    run(DAYS[2])  # the scheduled run of the same day (or `greenery run --date D`)
+    assert {name: held_back(event_id) for name, event_id in broken.items()} == full
+    run(DAYS[3])
+    assert held_back(broken["old"]) == full["old"]
+    assert (DAYS[3], "invalid_event_type") in held_back(broken["recent"])
+    assert [published(event_id) for event_id in broken.values()] == [0, 0]
+
+
 def test_a_changed_column_list_rebuilds_that_model_whole(loaded, tmp_path):
     run_day(loaded, DAYS[0])
     sql_dir = tmp_path / "sql"

@@ -353,10 +353,10 @@ def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None, 
     source = f"{build.schema(model.layer)}.{model.name}"
     target = model.relation
     conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(model.layer)))
+    since = incremental_since(model, Interval.for_day(build.day)) if delta is not None else None
     if delta is not None:
         # The build recomputed only recent rows: apply them to the published table.
         publish_checks.refuse_taking_back(conn, model, build, clock)
-        since = incremental_since(model, Interval.for_day(build.day))
         incremental.merge(conn, model, target, delta, since)
         # Nothing may keep depending on the published table once this run is done.
         with conn.cursor() as cur:
@@ -386,7 +386,7 @@ def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None, 
             # Built whole (a first or full-refresh run), merged into from now on: vacuumed like any table.
             conn.execute(sql.SQL("alter table {} reset (autovacuum_enabled)").format(ident(target)))
     if held_back is not None:
-        quarantine.publish_day(conn, held_back, f"{QUARANTINE}.{model.name}", build.day)
+        quarantine.publish_day(conn, held_back, f"{QUARANTINE}.{model.name}", build.day, model, since)
     # Where they differ only. A daily mart's LIKE copy had no table comment and kept old column text (review).
     docs.apply_comments(conn, model.name, model.layer, model.name)
 

@@ -191,7 +191,14 @@ def build_model(
             if model.config.get("quarantine"):
                 select.execute(cur, quarantine.candidate_prefix())
                 select, quarantined = quarantine.split(
-                    cur, model, target.quarantine, interval.day, run_id, run_time, whole_table=not target.in_place
+                    cur,
+                    model,
+                    target.quarantine,
+                    interval.day,
+                    run_id,
+                    run_time,
+                    whole_table=not target.in_place,
+                    since=since if is_incremental else None,
                 )
             info = None
             if is_incremental:

@@ -3,11 +3,18 @@
 In a write-audit-publish run the flagged rows go to the run's own quarantine schema and are published
 with the run's tables (see :mod:`greenery.wap`); built in place (no build schemas) they replace that
 day's rows of ``quarantine.<model>`` at once.
+
+An incremental build re-reads only its window (``incremental_column`` from ``incremental_since`` on, and rows
+without a value there): it replaces the day's quarantined rows of that window and keeps the older ones, which
+an earlier full refresh of the same day held back and no incremental run reads again (review: a scheduled run
+after a ``full_refresh`` run of its day dropped them from quarantine, and staging never had them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from dataclasses import dataclass
 
 from psycopg import sql
 
@@ -21,6 +28,39 @@ RULE_COLUMN = "quarantine_rule"
 # The model's rows before the split, in a temporary table of the build's transaction.
 CANDIDATE = "_greenery_candidate"
 META_COLUMNS = ("logical_date", "run_id", "rule", "quarantined_at")
+# date, timestamp, timestamptz: a window column of another type in quarantine cannot be compared with its start.
+_TIME_TYPES = (1082, 1114, 1184)
+
+
+@dataclass(frozen=True)
+class Window:
+    """What an incremental build recomputes: the rows whose ``column`` is ``since`` or later, or NULL."""
+
+    column: str
+    since: dt.datetime
+
+
+def _window(model: Model, since: dt.datetime | None) -> Window | None:
+    """The window of an incremental build of ``model`` (``since`` is None for a whole build: no window)."""
+    return None if since is None else Window(model.incremental_column, since)
+
+
+def _replace_day(cur, table: str, day: dt.date, window: Window | None) -> None:
+    """Delete the rows of ``day`` in ``table`` that the run's quarantine replaces: all of them after a whole
+    build, those inside ``window`` after an incremental one (the build did not read the others again)."""
+    where, params = sql.SQL("logical_date = %s"), [day]
+    if window is not None:
+        found = dict(relations.columns(cur, table) or [])
+        if found.get(window.column) in _TIME_TYPES:
+            where = sql.SQL("{} and ({col} >= %s or {col} is null)").format(where, col=sql.Identifier(window.column))
+            params.append(window.since)
+        else:
+            logging.getLogger(__name__).warning(
+                "%s: no date or time column %r to tell the incremental window by; the day's rows are all replaced",
+                table,
+                window.column,
+            )
+    cur.execute(sql.SQL("delete from {} where {}").format(ident(table), where), params)
 
 
 def candidate_prefix() -> sql.Composable:
@@ -28,12 +68,20 @@ def candidate_prefix() -> sql.Composable:
 
 
 def split(
-    cur, model: Model, table: str, day: dt.date, run_id: str, run_time: dt.datetime, *, whole_table: bool
+    cur,
+    model: Model,
+    table: str,
+    day: dt.date,
+    run_id: str,
+    run_time: dt.datetime,
+    *,
+    whole_table: bool,
+    since: dt.datetime | None = None,
 ) -> tuple[sql.Composable, int]:
     """Write the flagged rows of the candidate table to ``table``; return the select of the good rows.
 
-    ``whole_table``: ``table`` belongs to this run (its build schema) and is replaced; otherwise only
-    ``day``'s rows of the shared table are.
+    ``whole_table``: ``table`` belongs to this run (its build schema) and is replaced; otherwise ``day``'s
+    rows of the shared table are (after an incremental build from ``since``, those inside its window only).
     """
     cur.execute(sql.SQL("select * from {} limit 0").format(sql.Identifier(CANDIDATE)))
     columns = [c.name for c in cur.description]
@@ -67,7 +115,7 @@ def split(
         )
     )
     if not whole_table:
-        cur.execute(sql.SQL("delete from {} where logical_date = %s").format(ident(table)), (day,))
+        _replace_day(cur, table, day, _window(model, since))
     cur.execute(
         sql.SQL(
             "insert into {} (logical_date, run_id, rule, quarantined_at, {cols})"
@@ -80,9 +128,12 @@ def split(
     return good, quarantined
 
 
-def publish_day(conn, source: str, target: str, day: dt.date) -> None:
+def publish_day(
+    conn, source: str, target: str, day: dt.date, model: Model | None = None, since: dt.datetime | None = None
+) -> None:
     """Replace ``day``'s rows of the published quarantine table ``target`` with the run's (``source``, dropped),
-    inside the publish transaction."""
+    inside the publish transaction. After an incremental build of ``model`` from ``since`` (None: a whole
+    build), only the rows inside its window are replaced."""
     schema = target.split(".")[0]
     conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
     conn.execute(sql.SQL("create table if not exists {} (like {})").format(ident(target), ident(source)))
@@ -97,6 +148,6 @@ def publish_day(conn, source: str, target: str, day: dt.date) -> None:
                 )
             )
     cols = sql.SQL(", ").join(sql.Identifier(name) for name, _ in wanted)
-    conn.execute(sql.SQL("delete from {} where logical_date = %s").format(ident(target)), (day,))
+    _replace_day(conn, target, day, _window(model, since) if model is not None else None)
     conn.execute(sql.SQL("insert into {} ({}) select {} from {}").format(ident(target), cols, cols, ident(source)))
     conn.execute(sql.SQL("drop table {}").format(ident(source)))

@@ -824,3 +824,39 @@ def test_a_retry_of_an_alert_already_sent_and_recorded_does_not_page_twice_but_a
     ti.pulled[("validate", "summary")] = {**checked, "clear_number": 1}
     notify.send_alert({**context, "dag_run": types.SimpleNamespace(clear_number=1)})
     assert len(slack.webhook_posts()) == 2
+
+
+def test_a_backfill_pages_failed_critical_checks_once_per_root_cause_not_once_per_day(slack, warehouse_url):
+    """Review (reasoning): a duplicated key in raw failed validate on every day of a backfill, and failed critical
+    checks page always: one page per day, minutes apart, for one root cause. A backfill run whose failures another
+    backfill run paged, all of them, within the window is held back, saying which run paged; another failure, a
+    scheduled or manual run, or the window passed: paged. An older warehouse's alerts_sent gets the column."""
+    import types
+
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        audit.ensure(conn)
+        conn.execute("alter table greenery_audit.alerts_sent drop column run_type")
+
+    def backfill_day(run_id: str, day: str, failures: list[dict], run_type: str = "backfill") -> None:
+        checked = {**summary(day, run_id, failures, blocking=True), "clear_number": 0}
+        ti = FakeTaskInstance({("validate", "summary"): checked}, run_id, {"validate": "failed", "publish": "skipped"})
+        with warehouse.connect() as conn:
+            audit.record_validation(conn, checked, published=False)
+        dag_run = types.SimpleNamespace(clear_number=0, run_type=run_type)
+        notify.send_alert({"ti": ti, "run_id": run_id, "dag_run": dag_run})
+
+    backfill_day("backfill__2021-02-11", "2021-02-11", [WARNING])
+    assert len(slack.webhook_posts()) == 1
+    with pytest.raises(AirflowSkipException, match=r"held back: run backfill__2021-02-11 of a backfill paged") as held:
+        backfill_day("backfill__2021-02-12", "2021-02-12", [WARNING])
+    assert "this day is blocked too" in str(held.value)
+    assert len(slack.webhook_posts()) == 1
+    other = {**WARNING, "column": "first_name"}  # a root cause not paged yet: news
+    backfill_day("backfill__2021-02-13", "2021-02-13", [WARNING, other])
+    assert len(slack.webhook_posts()) == 2
+    backfill_day("scheduled__2021-02-14", "2021-02-14", [WARNING], run_type="scheduled")  # always paged
+    assert len(slack.webhook_posts()) == 3
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        conn.execute("update greenery_audit.alerts_sent set sent_at = sent_at - interval '26 hours'")
+    backfill_day("backfill__2021-02-15", "2021-02-15", [WARNING])
+    assert len(slack.webhook_posts()) == 4

@@ -45,7 +45,7 @@ _TABLES = {
     " failed_at timestamptz not null, error text not null, clear_number integer",
     # clear_number: the attempt of the run that sent it (a retry of the same attempt does not send it twice).
     "alerts_sent": "run_id text not null, sent_at timestamptz not null, signatures jsonb not null,"
-    " clear_number integer",
+    " clear_number integer, run_type text",
     # path: the page's URL below the Data Docs root, unique (it holds GX's run time, to the microsecond).
     # result is GX's JSON as text: GX may write NaN, which jsonb refuses. PostgreSQL compresses both (TOAST).
     "data_docs": "path text primary key, validation_id text not null, run_id text not null, suite text not null,"
@@ -58,6 +58,7 @@ _ADDED_COLUMNS = {
     ("task_failures", "clear_number"): "integer",
     ("build_models", "validated_built_at"): "timestamptz",
     ("alerts_sent", "clear_number"): "integer",
+    ("alerts_sent", "run_type"): "text",
 }
 # What the Data quality view looks Data Docs pages up by: the newest validations, a run's page of a suite.
 _INDEXES = {
@@ -234,15 +235,31 @@ def task_failures(conn, run_id: str) -> list[dict]:
     ]
 
 
-def record_alert(conn, run_id: str, signatures: list, clear_number: int | None = None) -> None:
+def record_alert(
+    conn, run_id: str, signatures: list, clear_number: int | None = None, run_type: str | None = None
+) -> None:
     ensure(conn)
     with conn.transaction():
         conn.execute(
-            sql.SQL("insert into {} (run_id, sent_at, signatures, clear_number) values (%s, now(), %s, %s)").format(
-                table("alerts_sent")
-            ),
-            (run_id, Jsonb(signatures), clear_number),
+            sql.SQL(
+                "insert into {} (run_id, sent_at, signatures, clear_number, run_type) values (%s, now(), %s, %s, %s)"
+            ).format(table("alerts_sent")),
+            (run_id, Jsonb(signatures), clear_number, run_type),
         )
+
+
+def backfill_alert_with(conn, run_id: str, signatures: list, window: dt.timedelta) -> tuple[str, dt.datetime] | None:
+    """The latest alert another run of a backfill sent within ``window`` that held every one of ``signatures``."""
+    if not exists(conn, "alerts_sent"):
+        return None
+    ensure(conn)  # an older warehouse's table gets its run_type column
+    return conn.execute(
+        sql.SQL(
+            "select run_id, sent_at from {} where run_type = 'backfill' and run_id <> %s and sent_at > now() - %s"
+            " and signatures @> %s order by sent_at desc limit 1"
+        ).format(table("alerts_sent")),
+        (run_id, window, Jsonb(signatures)),
+    ).fetchone()
 
 
 def alert_sent_in_attempt(conn, run_id: str, clear_number: int | None, signatures: list) -> dt.datetime | None:

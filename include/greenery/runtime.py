@@ -55,3 +55,9 @@ def dag_id(context: Any) -> str:
 def clear_number(context: Any) -> int | None:
     """Which attempt of the run this is: Airflow counts the run's clears (None when the context has no run)."""
     return getattr(context.get("dag_run"), "clear_number", None)
+
+
+def run_type(context: Any) -> str | None:
+    """How the run was made: "scheduled", "manual", "backfill", ... (None when the context has no run)."""
+    kind = getattr(context.get("dag_run"), "run_type", None)
+    return None if kind is None else str(getattr(kind, "value", kind))

@@ -4,10 +4,10 @@ A warning's signature is its table, check, column and description with what it f
 or the observed value, and the failing rows' keys when the sample holds them all): the description tells
 apart a table's query checks, which have no column, so a new one failing is news even when another failed
 with the same count, and other rows failing the same check are news too. Quarantined rows sign as their model
-and count. A run with a critical failure always alerts. An alert is held back only when every one of its
-signatures was sent within the window (GREENERY_ALERT_SUPPRESS_HOURS) *and* was found by the run before this
-one: a problem that went away and came back (a run passed in between) is news again. The Data quality view
-and the daily summary still list them.
+and count. A run with a critical failure always alerts (but for a backfill's repeat of one: tasks/notify.py). An
+alert is held back only when every one of its signatures was sent within the window (GREENERY_ALERT_SUPPRESS_HOURS)
+*and* was found by the run before this one: a problem that went away and came back (a run passed in between) is
+news again. The Data quality view and the daily summary still list them.
 """
 
 from __future__ import annotations

@@ -91,7 +91,12 @@ def send_validation_alert(context: Any, send: Callable[[dict[str, Any]], None]) 
         log.warning("could not read which run readers still see: %s", exc)
         status = {"published": False}
     deliver(
-        summary, status, attempt=runtime.clear_number(context), connect_timeout=CALLBACK_CONNECT_TIMEOUT_S, send=send
+        summary,
+        status,
+        attempt=runtime.clear_number(context),
+        run_type=runtime.run_type(context),
+        connect_timeout=CALLBACK_CONNECT_TIMEOUT_S,
+        send=send,
     )
 
 
@@ -148,7 +153,7 @@ def send_alert(context: Any) -> None:
     published = (states.get("publish") == "success" and context["ti"].xcom_pull(task_ids="publish")) or (
         _not_published()
     )
-    deliver(summary, published, attempt=runtime.clear_number(context))
+    deliver(summary, published, attempt=runtime.clear_number(context), run_type=runtime.run_type(context))
 
 
 # How long alert_slack waits for a failed task's callback to record its failure: Airflow starts the callback after
@@ -189,7 +194,9 @@ def alert_after_publish(
     if alert_will_run(context) or not (summary.get("failures") or summary.get("quarantined")):
         return
     try:
-        deliver(summary, published, attempt=runtime.clear_number(context), send=send)
+        deliver(
+            summary, published, attempt=runtime.clear_number(context), run_type=runtime.run_type(context), send=send
+        )
     except AirflowSkipException as skip:
         log.info("alert_slack will not run again; %s", skip)
 
@@ -203,6 +210,25 @@ def _sent_in_attempt(run_id: str, attempt: int | None, signed: list[str]) -> Any
     except Exception as exc:
         log.warning("could not read whether this alert was sent already (sending it): %s", exc)
         return None
+
+
+def _hold_back_a_backfills_repeat(summary: dict[str, Any], signed: list[str], hours: Any) -> None:
+    """Failed critical checks page always, but one page per root cause in a backfill (review: a duplicated key
+    in raw paged once for every day of a 30-day backfill, minutes apart): a backfill run whose failures another
+    backfill run paged, all of them, within the suppression window is held back. Best effort: a warehouse that
+    cannot be read sends the page."""
+    try:
+        with warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S) as conn:
+            paged = audit.backfill_alert_with(conn, summary["run_id"], signed, suppression.window(hours))
+    except Exception as exc:
+        log.warning("could not read a backfill's earlier pages (paging): %s", exc)
+        return
+    if paged:
+        raise AirflowSkipException(
+            f"held back: run {paged[0]} of a backfill paged these same failed checks at {audit.utc_minute(paged[1])}"
+            " (one page per root cause); this day is blocked too, nothing of it published. Fix the cause, then"
+            " clear the backfill's failed runs (validate with its downstream tasks); the Data quality view lists them"
+        )
 
 
 def _resend(summary: dict[str, Any]) -> str:
@@ -219,12 +245,14 @@ def deliver(
     published: dict[str, Any],
     *,
     attempt: int | None = None,
+    run_type: str | None = None,
     connect_timeout: int | None = None,
     send: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     """Send the alert unless this attempt of the run (``attempt``: its clear_number) sent it already or suppression
-    holds it back (AirflowSkipException), and remember it. ``connect_timeout`` (seconds) bounds a failure callback's
-    warehouse connections; ``send`` replaces alert_slack's single post."""
+    holds it back (AirflowSkipException), and remember it with the run's ``run_type`` (a backfill's repeats of failed
+    critical checks are held back). ``connect_timeout`` (seconds) bounds a failure callback's warehouse connections;
+    ``send`` replaces alert_slack's single post."""
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     settings = config.get()
     signed = suppression.signatures(summary)
@@ -236,6 +264,8 @@ def deliver(
             f"already sent at {audit.utc_minute(sent_at)} by an earlier try of this attempt of the run (it ended"
             f" before it reported success): not sent twice; to send it again, {_resend(summary)}"
         )
+    if summary.get("blocking") and run_type == "backfill" and send is None:
+        _hold_back_a_backfills_repeat(summary, signed, settings.alert_suppress)
     if not summary.get("blocking"):  # failed critical checks always page: no warehouse read may hold that back (review)
         with warehouse.connect(connect_timeout=connect_timeout) as conn:
             recent = audit.recent_alert_signatures(conn, suppression.window(settings.alert_suppress))
@@ -272,7 +302,7 @@ def deliver(
     log.info("alert sent through %s: %d root causes", settings.alert_conn_id, len(summary["root_causes"]))
     try:
         with warehouse.connect(connect_timeout=connect_timeout) as conn:
-            audit.record_alert(conn, summary["run_id"], signed, attempt)
+            audit.record_alert(conn, summary["run_id"], signed, attempt, run_type)
     except Exception as exc:
         # The page went out: failing here would make the task's retry page on-call a second time. Unrecorded, the
         # same warnings may be sent once more by a later run instead of being held back.

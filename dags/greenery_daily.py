@@ -8,6 +8,7 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, TaskGroup,
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
 from greenery import config
+from greenery.errors import RetryCannotFix
 from greenery.project import models as model_files
 from greenery.tasks.operator import SqlModelOperator
 
@@ -60,8 +61,11 @@ warnings and quarantined rows page too, but the marts are published and the run 
 - Red `state_of_the_data`: the stakeholders' digest (Slack note, chart, email) did not all go out; its
   message names each part and the reason (e.g. the SMTP server refused the login). The marts are
   published. Fix the connection, then clear the task: it sends only the parts that did not go out.
-- Events older than the lookback changed in raw, or a model's logic changed: trigger the DAG with the
-  Param `full_refresh` ticked.
+- Raw rows older than the lookback changed (a warning of `int_source_volumes_daily` names the day D): run D
+  and every day after it again, oldest first (a backfill that reprocesses completed runs). A model's logic
+  changed: trigger the DAG with the Param `full_refresh` ticked.
+- Red `check_source_freshness` naming a model file (and no model tasks in the Grid): a model file is broken
+  (a `ref()` naming no model, a bad `config()`, a name that is not lowercase); fix it, then clear the run.
 - Backfill one run at a time (a backfill has its own limit, 10 runs by default, not the DAG's
   `max_active_runs=1`; every run rewrites the current-state tables):
   `airflow backfill create --dag-id greenery_daily --from-date 2021-02-10 --to-date 2021-02-12 --max-active-runs 1`
@@ -70,7 +74,12 @@ warnings and quarantined rows page too, but the marts are published and the run 
 # A bad setting does not stop the DAG loading (an import error runs nothing and pages nobody): its defaults stand in
 # here, and each run's first task, reading the settings again, fails at once and pages with the setting's name.
 SETTINGS, _ = config.get_lenient()
-MODELS = model_files.discover(SETTINGS.sql_dir)
+# Nor does a broken model file (a ref() naming no model, a bad config()): the DAG loads without model tasks, and each
+# run's first task, discovering the models again, fails at once naming the file and pages (review: an import error).
+try:
+    MODELS = model_files.discover(SETTINGS.sql_dir)
+except model_files.ModelDefinitionError:
+    MODELS = {}
 
 
 def _page_on_failure(context) -> None:
@@ -108,6 +117,8 @@ with DAG(
             rules=[
                 RetryRule(exception=KeyboardInterrupt, action=RetryAction.FAIL, reason="interrupted (Ctrl-C)"),
                 RetryRule(exception=config.SettingError, action=RetryAction.FAIL, reason="a bad setting"),
+                # A broken model file, a model's SQL error, a docs key naming no column: a retry runs the same.
+                RetryRule(exception=RetryCannotFix, action=RetryAction.FAIL, reason="the project's files are wrong"),
             ]
         ),
     },
@@ -205,7 +216,7 @@ with DAG(
     summary = validate()
     first = check_source_freshness() >> prepare_build()
     first >> [tasks[name] for name, model in MODELS.items() if not model.refs]
-    list(tasks.values()) >> summary
+    (list(tasks.values()) or first) >> summary  # no model tasks (a broken model file): validate after the first
     published = publish(summary)
     [summary, published] >> alert_slack()
     published >> state_of_the_data()

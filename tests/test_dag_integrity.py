@@ -345,3 +345,47 @@ def test_checks_come_after_every_model_then_publish_then_the_alert_whatever_happ
     assert {a.name for a in dag.get_task("publish").outlets} == {
         m.relation for m in found.values() if m.layer == "marts"
     }
+
+
+def test_a_broken_model_file_leaves_the_dag_loadable_and_its_first_task_fails_at_once_naming_it(monkeypatch, tmp_path):
+    """Review: a ref() naming no model (or any bad model file) made the DAG an import error: every run and table
+    stopped, nobody paged. The DAG loads without model tasks; its first task fails naming the file, with the close
+    match, and is not retried; nor is a model's wrong SQL or a docs key naming no column (review: a typo cost two
+    retries, 60 s then 120 s, before its error)."""
+    import shutil
+
+    import psycopg
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.retry_policy import RetryAction
+
+    from greenery import config, docs
+    from greenery.materialize.model_sql import ModelBuildError, ModelSqlError, build_error
+    from greenery.tasks import freshness
+
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(config.get().sql_dir, sql_dir)
+    broken = sql_dir / "marts" / "fact_promo_usage.sql"
+    broken.write_text("select count(*) as orders from {{ ref('fact_order') }}")
+    monkeypatch.setenv("GREENERY_SQL_DIR", str(sql_dir))
+    bag = DagBag(dag_folder=str(DAGS_DIR / "greenery_daily.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags["greenery_daily"]
+    fixed = {"check_source_freshness", "prepare_build", "validate", "publish", "alert_slack", "state_of_the_data"}
+    assert set(dag.task_ids) == fixed
+    assert dag.get_task("validate").upstream_task_ids == {"prepare_build"}  # not started beside the first task
+    with pytest.raises(models.ModelDefinitionError, match="ref\\('fact_order'\\) names no model; did you mean") as err:
+        freshness.check({"logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC)})
+    assert str(broken) in str(err.value)
+    policy = dag.default_args["retry_policy"]
+    for exc in (err.value, ModelSqlError("model x: [42703] column y does not exist"), docs.DocsError("_docs.yml")):
+        assert policy.evaluate(exc, try_number=1, max_tries=3).action == RetryAction.FAIL, exc
+    assert policy.evaluate(ModelBuildError("[22003] numeric out of range"), 1, 3).action != RetryAction.FAIL
+    # Which of PostgreSQL's errors are the SQL's own: a retry cannot fix those, a load or a grant may fix the others.
+    model = models.discover(config.INCLUDE_DIR / "sql")["fact_orders"]
+    for error, kind in (
+        (psycopg.errors.UndefinedColumn, ModelSqlError),
+        (psycopg.errors.SyntaxError, ModelSqlError),
+        (psycopg.errors.UndefinedTable, ModelBuildError),
+        (psycopg.errors.NumericValueOutOfRange, ModelBuildError),
+    ):
+        assert type(build_error(model, "marts.fact_orders", error("boom"))) is kind, error

@@ -196,3 +196,16 @@ def test_every_setting_is_in_the_readmes_table_with_its_default():
     assert len(defaults) >= 10  # the pattern still finds them
     for name, default in defaults:
         assert rows[name].strip() == f"`{default}`", name
+
+
+@pytest.mark.db
+def test_a_docs_key_naming_no_column_fails_naming_the_docs_file_not_the_models_sql(db, monkeypatch):
+    """Review: a misspelt column key in _docs.yml failed the model's build as its SQL ('column "total_revnue" of
+    relation ... does not exist'), retried twice; the docs file was never named."""
+    db.execute("create table public.promo_usage (promo_id text, total_revenue numeric)")
+    documented = {"layer": "marts", "description": "Promos", "columns": {"promo_id": "P", "total_revnue": "R"}}
+    monkeypatch.setattr(docs, "load", lambda: {"promo_usage": documented})
+    with pytest.raises(docs.DocsError) as err:
+        docs.apply_comments(db, "promo_usage", "public", "promo_usage")
+    expected = f"{config.get().sql_dir / 'marts' / '_docs.yml'}: promo_usage: documents column(s) total_revnue"
+    assert str(err.value).startswith(expected) and "(promo_id, total_revenue)" in str(err.value), err.value

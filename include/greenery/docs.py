@@ -10,6 +10,7 @@ from pathlib import Path
 from psycopg import sql
 
 from greenery import config
+from greenery.errors import RetryCannotFix
 
 README_START = "<!-- mart-docs:start -->"
 README_END = "<!-- mart-docs:end -->"
@@ -63,6 +64,11 @@ def apply_comments(cur, model_name: str, schema: str, table: str) -> None:
             (f"{schema}.{table}",) * 2,
         ).fetchall()
     )
+    unknown = [column for column in doc.get("columns") or {} if column not in current]
+    if unknown:  # review: a misspelt key failed the build as the model's SQL error ("column ... does not exist")
+        path = Path(config.get().sql_dir) / doc["layer"] / "_docs.yml"
+        found = ", ".join(sorted(c for c in current if c))
+        raise DocsError(f"{path}: {model_name}: documents column(s) {', '.join(unknown)} the model has not ({found})")
     wanted = doc.get("description", "")
     if current.get(None) != wanted:
         cur.execute(sql.SQL("comment on table {} is {}").format(ident, sql.Literal(wanted)))
@@ -95,7 +101,7 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|")
 
 
-class DocsError(ValueError):
+class DocsError(ValueError, RetryCannotFix):
     """The docs cannot be rendered or written as asked; nothing was written."""
 
 

@@ -212,7 +212,7 @@ def build_model(
             if target.in_place or not is_incremental:  # a build's delta gets them when it is merged at publish
                 docs.apply_comments(cur, model.name, target.schema, model.name)
                 cur.execute(sql.SQL("analyze {}").format(ident(target.relation)))
-    except ModelBuildError:
+    except (ModelBuildError, docs.DocsError):  # a DocsError names _docs.yml, not the model's SQL
         raise
     except Exception as exc:
         raise build_error(model, target.relation, exc) from exc

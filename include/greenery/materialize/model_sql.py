@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from greenery.errors import RetryCannotFix
 from greenery.project.models import Model
 
 
@@ -13,11 +14,23 @@ class ModelBuildError(RuntimeError):
     """A model's SQL failed in PostgreSQL; the message names the file, the line and the server's error."""
 
 
+class ModelSqlError(ModelBuildError, RetryCannotFix):
+    """The model's SQL itself is wrong (a syntax error, a column or function that does not exist, ...): a retry runs
+    the same SQL, so the task fails at once (review: a typo cost two retries, 60 s then 120 s, before its error)."""
+
+
+# PostgreSQL's errors that the same SQL gets again whatever the moment: syntax error, undefined column, undefined
+# function, ambiguous column, grouping error, datatype mismatch, ambiguous function, invalid column reference. Not a
+# missing relation (42P01) or a privilege (42501): a load or a grant in the meantime can fix those.
+SQL_ERRORS = frozenset(("42601", "42703", "42883", "42702", "42803", "42804", "42725", "42P10"))
+
+
 def build_error(model: Model, target: str, exc: BaseException, where: str = "") -> ModelBuildError:
     diag = getattr(exc, "diag", None)
     detail = getattr(diag, "message_primary", None) or str(exc)
     sqlstate = getattr(exc, "sqlstate", None)
-    return ModelBuildError(
+    kind = ModelSqlError if sqlstate in SQL_ERRORS else ModelBuildError
+    return kind(
         f"model {model.name} ({model.path}) failed building {target}: "
         f"[{sqlstate or type(exc).__name__}] {detail}{where}"
     )

@@ -8,6 +8,7 @@ database, so the DAG file can call :func:`discover` at parse time.
 
 from __future__ import annotations
 
+import difflib
 import graphlib
 import re
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ import jinja2
 from jinja2 import nodes
 
 from greenery import config
+from greenery.errors import RetryCannotFix
 
 MATERIALIZATIONS = ("table", "daily_partition", "incremental", "snapshot")
 # An incremental model recomputes the rows at or after the run's day minus this many days (late data).
@@ -26,7 +28,7 @@ DEFAULT_LOOKBACK_DAYS = 3
 SETTING_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
 
 
-class ModelDefinitionError(ValueError):
+class ModelDefinitionError(ValueError, RetryCannotFix):
     """A model file cannot be understood (bad ref, bad config, cycle...)."""
 
 
@@ -107,7 +109,25 @@ def _const(node: nodes.Node, path: Path, what: str) -> object:
         raise ModelDefinitionError(f"{path}: {what} arguments must be literals") from exc
 
 
+# A model's name is its table's, written unquoted in SQL (``ref``), so PostgreSQL's unquoted identifiers only (review:
+# FactPromoUsage.sql built a table it then could not find); each layer but marts has its prefix (dbt's jaffle-shop).
+NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+PREFIXES = {"staging": "stg_", "snapshots": "snap_", "intermediate": "int_"}
+
+
+def _check_name(path: Path, layer: str) -> None:
+    name, prefix = path.stem, PREFIXES.get(layer, "")
+    if not NAME.fullmatch(name):
+        raise ModelDefinitionError(
+            f"{path}: model name {name!r}: lowercase letters, digits and _ only, at most 63, not starting with a digit"
+            " (it is the table's name, unquoted in SQL)"
+        )
+    if not name.startswith(prefix):
+        raise ModelDefinitionError(f"{path}: a model in {layer}/ is named {prefix}<name>, got {name!r}")
+
+
 def _parse(path: Path, layer: str) -> Model:
+    _check_name(path, layer)
     template = path.read_text()
     try:
         tree = ENV.parse(template)
@@ -192,7 +212,9 @@ def discover(sql_dir: Path | None = None) -> dict[str, Model]:
     for model in found.values():
         for ref in model.refs:
             if ref not in found:
-                raise ModelDefinitionError(f"{model.path}: ref({ref!r}) names no model")
+                close = difflib.get_close_matches(ref, found, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ModelDefinitionError(f"{model.path}: ref({ref!r}) names no model{hint}")
             if config.LAYERS.index(found[ref].layer) > config.LAYERS.index(model.layer):
                 raise ModelDefinitionError(f"{model.path}: reads {ref!r} from a later layer ({found[ref].layer})")
     sorter = graphlib.TopologicalSorter({m.name: m.refs for m in found.values()})

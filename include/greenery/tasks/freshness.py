@@ -56,6 +56,7 @@ def check_no_skipped_days(conn, interval: Interval) -> None:
 def check(context: Any) -> dict[str, Any]:
     interval = runtime.interval(context)
     start = config.get().start_date
+    models.discover()  # a broken model file left the DAG without model tasks: fail here, naming it (not retried)
     if interval.day < start:
         raise BeforeStartDateError(
             f"{interval.day} is before the pipeline's start date {start} (GREENERY_START_DATE): nothing built."

@@ -281,4 +281,5 @@ def describe(exc: BaseException | str | None) -> str:
             f"bad setting: {text}. Correct it where the scheduler, DAG processor and workers read their environment,"
             " then clear the run: until then every run fails at its first task"
         )
-    return text if text and name in ("ModelBuildError", "WarehouseUnavailableError") else f"{name}: {text or '-'}"
+    plain = ("ModelBuildError", "ModelSqlError", "WarehouseUnavailableError")  # their messages say what failed
+    return text if text and name in plain else f"{name}: {text or '-'}"

@@ -108,3 +108,31 @@ def test_a_failure_downstream_of_a_critical_root_says_it_may_follow_from_it():
     assert roots["marts.repurchase_indicators"]["downstream_of"] == ["staging.stg_postgres__users"]
     assert roots["staging.stg_postgres__users"]["downstream_of"] == []
     assert roots["marts.fact_orders"]["downstream_of"] == ["staging.stg_postgres__users"]  # a warning may follow too
+
+
+def test_a_column_contract_failure_says_which_columns_differ_and_to_fix_the_model_or_suite_not_the_data():
+    """Review (a newcomer's suite without a column of the model): validate said "Fix the source rows named above" and
+    showed the table's nine columns; GX's own detail of which differ was dropped."""
+    from greenery.checks import summary
+
+    result = {
+        "success": False,
+        "expectation_config": {
+            "type": "expect_table_columns_to_match_set",
+            "kwargs": {"column_set": ["promo_id", "orders"], "exact_match": True},
+            "severity": "critical",
+            "description": "the mart's columns are its contract",
+        },
+        "result": {
+            "observed_value": ["buyer_count", "orders", "promo_id"],
+            "details": {"mismatched": {"unexpected": ["buyer_count"], "missing": []}},
+        },
+        "exception_info": {"raised_exception": False},
+    }
+    found = summary.summarize({"fact_promo_usage": [result]}, lambda name: f"marts.{name}")
+    [cause] = found["failures"]
+    assert cause["observed_value"] == "columns the suite does not list: buyer_count"
+    assert root_causes.what_to_fix([cause]) == (
+        "The tables' columns differ from their suites' column sets (the contract): fix the model or the suite"
+    )
+    assert root_causes.what_to_fix([cause, failure("stg_postgres__orders")]).startswith("Fix the source rows")

@@ -136,6 +136,14 @@ def _entry(root: Mapping[str, Any], models: Mapping[str, Model], ancestry) -> di
     }
 
 
+# Checks of a table's shape, not its rows: no source row is at fault when they fail.
+CONTRACTS = (
+    "expect_table_columns_to_match_set",
+    "expect_table_columns_to_match_ordered_list",
+    "expect_column_to_exist",
+)
+
+
 def severity(failure: Mapping[str, Any]) -> str:
     """A failure's or cause's severity as the alert and the red task read it: critical when unsaid."""
     return str(failure.get("severity") or "critical").lower()
@@ -149,6 +157,9 @@ def what_to_fix(causes: Iterable[Mapping[str, Any]]) -> str:
     unevaluated = sum(1 for c in critical if c.get("error"))
     if critical and unevaluated == len(critical):
         return "The checks above could not be evaluated (their query failed): fix their model or suite, not the data"
+    if critical and all(c.get("error") or c.get("expectation") in CONTRACTS for c in critical):
+        # Review: a model's columns differing from its suite's column set was told "Fix the source rows".
+        return "The tables' columns differ from their suites' column sets (the contract): fix the model or the suite"
     return "Fix the source rows named above" + (
         " and the model or suite of each check that could not be evaluated" if unevaluated else ""
     )

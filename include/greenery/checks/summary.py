@@ -79,6 +79,15 @@ def _failure(suite: str, table: str, res: Mapping[str, Any]) -> dict[str, Any]:
     outcome = res.get("result") or {}
     message = error(res)
     observed = outcome.get("observed_value")
+    details = outcome.get("details")
+    mismatched = details.get("mismatched") if isinstance(details, Mapping) else None
+    if isinstance(mismatched, Mapping) and (mismatched.get("unexpected") or mismatched.get("missing")):
+        # The column contract: which columns differ, not the table's whole list (review: on-call could not tell).
+        observed = "; ".join(
+            f"{what}: {', '.join(map(str, mismatched[key]))}"
+            for key, what in (("unexpected", "columns the suite does not list"), ("missing", "listed but missing"))
+            if mismatched.get(key)
+        )
     return {
         "suite": suite,
         "table": table,

@@ -209,3 +209,14 @@ def test_a_docs_key_naming_no_column_fails_naming_the_docs_file_not_the_models_s
         docs.apply_comments(db, "promo_usage", "public", "promo_usage")
     expected = f"{config.get().sql_dir / 'marts' / '_docs.yml'}: promo_usage: documents column(s) total_revnue"
     assert str(err.value).startswith(expected) and "(promo_id, total_revenue)" in str(err.value), err.value
+
+
+def test_write_readme_names_the_file_it_wrote(tmp_path, monkeypatch, capsys):
+    """Review: run from another checkout with this venv, it rewrote this checkout's README and said only "README.md
+    updated"; it names the file."""
+    from greenery import cli
+
+    (tmp_path / "README.md").write_text(README.read_text())
+    monkeypatch.setattr(config, "PROJECT_DIR", tmp_path)
+    assert cli.main(["docs", "--write-readme"]) == 0
+    assert capsys.readouterr().out.strip() == f"{tmp_path / 'README.md'} already up to date"

@@ -204,7 +204,9 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
     readme = config.PROJECT_DIR / "README.md"
     if args.write_readme:
-        print("README.md updated" if docs.update_readme(readme) else "README.md already up to date")
+        # The full path: the project is the one the package was installed from (review: run from another checkout
+        # with this venv, it rewrote this checkout's README and said "README.md updated").
+        print(f"{readme} updated" if docs.update_readme(readme) else f"{readme} already up to date")
     else:
         print(docs.readme_section())
     return 0

@@ -263,14 +263,17 @@ def test_every_greenery_name_used_in_the_project_is_a_setting_or_known_to_be_non
     from greenery import config
 
     project = DAGS_DIR.parent
-    skip = {".venv", ".git", ".greenery", ".hypothesis", ".ruff_cache", "__pycache__", "node_modules"}
-    files = [
-        path
-        for path in project.rglob("*")
-        if path.is_file()
-        and not skip & set(path.relative_to(project).parts)
-        and path.suffix in (".py", ".md", ".yaml", ".yml", ".toml", ".cfg", ".sh", ".example", "")
-    ]
+    # Not the project's text: environments, caches, state. Pruned, not filtered: the benchmark's dbt and Cosmos
+    # environments alone held 8,000 files here (3.2 s of the fast tier).
+    skip = {".git", ".greenery", ".hypothesis", ".ruff_cache", ".cache", "__pycache__", "node_modules"}
+    files = []
+    for folder, dirs, names in os.walk(project):
+        dirs[:] = [d for d in dirs if d not in skip and not d.startswith(".venv")]
+        files += [
+            Path(folder, name)
+            for name in names
+            if Path(name).suffix in (".py", ".md", ".yaml", ".yml", ".toml", ".cfg", ".sh", ".example", "")
+        ]
     assert any(path.name == "docker-compose.yaml" for path in files) and any(
         path.parent.name == ".ci" for path in files
     )

@@ -284,20 +284,11 @@ def test_validate_pages_its_failed_checks_itself_only_when_alert_slack_will_not_
     """validate leaves the page of its failed checks to alert_slack. When alert_slack already ended in this run
     (Clear only failed tasks, Mark success/failed), it will not run again: the failure callback pages them, and a
     refusal for a moment (429, 503) is tried again as every page is (review: one 429 and nobody was paged)."""
-    import datetime as dt
 
-    from greenery.tasks import paging, validate
+    from greenery.tasks import paging
 
     assert notify.ALERT_TASK_ID in airflow_dag.task_ids
-    failed = summary("2021-02-12", "only-failed", [{**WARNING, "severity": "critical"}], blocking=True)
-    ti = FakeTaskInstance({("validate", "summary"): failed}, "only-failed", {"alert_slack": alert_slack})
-    ti.task_id = "validate"
-    context = {
-        "ti": ti,
-        "run_id": "only-failed",
-        "logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC),
-        "exception": validate.ChecksFailed("1 critical check failed"),
-    }
+    context = validate_failure_context("only-failed", alert_slack)
     if refused == "dropped":  # Slack took the post and hung up: it may have been posted, and is not sent again
         slack.respond(drop=True)
     elif refused:
@@ -330,11 +321,27 @@ def test_a_page_after_publish_says_the_marts_were_published_only_when_the_run_pu
     assert notify.published_in_this_run({"ti": failed, "run_id": run_id}) is False
 
 
-def failure_context(run_id: str, exception: BaseException, states: dict[str, str] | None = None) -> dict:
-    """What Airflow hands a failure callback of the task ``fact_orders``."""
-    ti = FakeTaskInstance({}, run_id, states or {"publish": "scheduled"})
-    ti.task_id = "fact_orders"
+def failure_context(
+    run_id: str,
+    exception: BaseException,
+    states: dict[str, str] | None = None,
+    task_id: str = "fact_orders",
+    pulled: dict | None = None,
+) -> dict:
+    """What Airflow hands a failure callback of the task ``task_id`` (with these XComs to pull)."""
+    ti = FakeTaskInstance(pulled or {}, run_id, states or {"publish": "scheduled"})
+    ti.task_id = task_id
     return {"ti": ti, "run_id": run_id, "logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC), "exception": exception}
+
+
+def validate_failure_context(run_id: str, alert_slack: str | None) -> dict:
+    """What Airflow hands validate's failure callback after critical checks failed, alert_slack in that state."""
+    from greenery.tasks import validate
+
+    failed = summary("2021-02-12", run_id, [{**WARNING, "severity": "critical"}], blocking=True)
+    exception = validate.ChecksFailed("1 critical check failed")
+    states = {"alert_slack": alert_slack}
+    return failure_context(run_id, exception, states, "validate", {("validate", "summary"): failed})
 
 
 def test_a_failure_is_paged_before_the_warehouse_is_asked_so_a_silent_warehouse_cannot_hold_the_page_back(
@@ -703,17 +710,9 @@ def test_failed_checks_validate_pages_itself_go_out_though_the_warehouse_does_no
     back, and the run's own callback then could not read the failures either: nobody was paged."""
     import socket
 
-    from greenery.tasks import paging, validate
+    from greenery.tasks import paging
 
-    failed = summary("2021-02-12", "no-warehouse", [{**WARNING, "severity": "critical"}], blocking=True)
-    ti = FakeTaskInstance({("validate", "summary"): failed}, "no-warehouse", {"alert_slack": "success"})
-    ti.task_id = "validate"
-    context = {
-        "ti": ti,
-        "run_id": "no-warehouse",
-        "logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC),
-        "exception": validate.ChecksFailed("1 critical check failed"),
-    }
+    context = validate_failure_context("no-warehouse", "success")
     with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nothing ever answers
         port = silent.getsockname()[1]
         if warehouse_is == "refusing":

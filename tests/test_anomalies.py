@@ -271,6 +271,11 @@ def test_order_lines_gone_from_raw_are_lost_history_on_their_orders_day(publishe
     assert expected in sample, sample
 
 
+def raw_changed(summary: dict) -> list[dict]:
+    """The run's warnings that raw changed before its lookback."""
+    return [f for f in summary["failures"] if "raw changed before the lookback" in (f["description"] or "")]
+
+
 def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning_until_a_full_refresh(published_url):
     """Review: events moved to an older day (a timestamp corrected upstream) and late events of that day left the
     published tables and never reached staging or quarantine: incremental runs read raw from their lookback on, and
@@ -292,7 +297,7 @@ def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning
     assert (moved, late) == (5, 3)
     outcome, summary = run_day_through_the_tasks(published_url, "after-the-move", day)
     assert outcome == "published"  # a warning: on-call hears of it
-    changed = [f for f in summary["failures"] if "raw changed before the lookback" in (f["description"] or "")]
+    changed = raw_changed(summary)
     assert len(changed) == 1 and changed[0]["severity"] == "warning", summary["failures"]
     [sample] = changed[0]["sample_keys"]
     assert f"events on {old_day}: 8 rows in raw now, 0 when a run last read that day" in sample, sample
@@ -323,7 +328,7 @@ def test_a_day_whose_lookback_starts_after_days_with_order_lines_has_no_raw_chan
 
     day = dt.date(2021, 2, 16)  # its lookback starts on the 13th: the real data's days (10th-12th) are before it
     outcome, summary = run_day_through_the_tasks(published_url, "untouched", day)
-    changed = [f for f in summary["failures"] if "raw changed before the lookback" in (f["description"] or "")]
+    changed = raw_changed(summary)
     assert not changed, (outcome, changed)
 
     with psycopg.connect(published_url, autocommit=True) as conn:
@@ -337,7 +342,7 @@ def test_a_day_whose_lookback_starts_after_days_with_order_lines_has_no_raw_chan
         ).fetchone()[0]
     assert gone > 0
     outcome, summary = run_day_through_the_tasks(published_url, "lines-gone", dt.date(2021, 2, 17))
-    changed = [f for f in summary["failures"] if "raw changed before the lookback" in (f["description"] or "")]
+    changed = raw_changed(summary)
     assert len(changed) == 1, (outcome, summary["failures"])
     [sample] = changed[0]["sample_keys"]
     assert f"order_items on 2021-02-11: {counted - gone} rows in raw now, {counted} when a run last read" in sample

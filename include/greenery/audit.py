@@ -219,11 +219,19 @@ def record_task_failure(
         )
 
 
+def _readable(conn, name: str) -> bool:
+    """Whether table ``name`` exists, with the columns added since its first release (an older warehouse's gets
+    them here: the readers below select them)."""
+    if not exists(conn, name):
+        return False
+    ensure(conn)
+    return True
+
+
 def task_failures(conn, run_id: str) -> list[dict]:
     """The failures of a run's tasks, oldest first."""
-    if not exists(conn, "task_failures"):
+    if not _readable(conn, "task_failures"):
         return []
-    ensure(conn)  # an older warehouse's table gets its clear_number column
     rows = conn.execute(
         sql.SQL(
             "select task_id, failed_at, error, clear_number, logical_date from {} where run_id = %s order by failed_at"
@@ -250,9 +258,8 @@ def record_alert(
 
 def backfill_alert_with(conn, run_id: str, signatures: list, window: dt.timedelta) -> tuple[str, dt.datetime] | None:
     """The latest alert another run of a backfill sent within ``window`` that held every one of ``signatures``."""
-    if not exists(conn, "alerts_sent"):
+    if not _readable(conn, "alerts_sent"):
         return None
-    ensure(conn)  # an older warehouse's table gets its run_type column
     return conn.execute(
         sql.SQL(
             "select run_id, sent_at from {} where run_type = 'backfill' and run_id <> %s and sent_at > now() - %s"
@@ -264,9 +271,8 @@ def backfill_alert_with(conn, run_id: str, signatures: list, window: dt.timedelt
 
 def alert_sent_in_attempt(conn, run_id: str, clear_number: int | None, signatures: list) -> dt.datetime | None:
     """When this attempt of the run (its ``clear_number``) already sent an alert with exactly these signatures."""
-    if not exists(conn, "alerts_sent"):
+    if not _readable(conn, "alerts_sent"):
         return None
-    ensure(conn)  # an older warehouse's table gets its clear_number column
     return conn.execute(
         sql.SQL(
             "select max(sent_at) from {} where run_id = %s and clear_number is not distinct from %s and signatures = %s"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
 
 from psycopg import sql
 
@@ -32,33 +31,21 @@ META_COLUMNS = ("logical_date", "run_id", "rule", "quarantined_at")
 _TIME_TYPES = (1082, 1114, 1184)
 
 
-@dataclass(frozen=True)
-class Window:
-    """What an incremental build recomputes: the rows whose ``column`` is ``since`` or later, or NULL."""
-
-    column: str
-    since: dt.datetime
-
-
-def _window(model: Model, since: dt.datetime | None) -> Window | None:
-    """The window of an incremental build of ``model`` (``since`` is None for a whole build: no window)."""
-    return None if since is None else Window(model.incremental_column, since)
-
-
-def _replace_day(cur, table: str, day: dt.date, window: Window | None) -> None:
+def _replace_day(cur, table: str, day: dt.date, model: Model, since: dt.datetime | None) -> None:
     """Delete the rows of ``day`` in ``table`` that the run's quarantine replaces: all of them after a whole
-    build, those inside ``window`` after an incremental one (the build did not read the others again)."""
+    build (``since`` None), after an incremental one those whose ``incremental_column`` is ``since`` or later, or
+    NULL: the build did not read the others again."""
     where, params = sql.SQL("logical_date = %s"), [day]
-    if window is not None:
-        found = dict(relations.columns(cur, table) or [])
-        if found.get(window.column) in _TIME_TYPES:
-            where = sql.SQL("{} and ({col} >= %s or {col} is null)").format(where, col=sql.Identifier(window.column))
-            params.append(window.since)
+    if since is not None:
+        column = model.incremental_column
+        if dict(relations.columns(cur, table) or []).get(column) in _TIME_TYPES:
+            where = sql.SQL("{} and ({col} >= %s or {col} is null)").format(where, col=sql.Identifier(column))
+            params.append(since)
         else:
             logging.getLogger(__name__).warning(
                 "%s: no date or time column %r to tell the incremental window by; the day's rows are all replaced",
                 table,
-                window.column,
+                column,
             )
     cur.execute(sql.SQL("delete from {} where {}").format(ident(table), where), params)
 
@@ -115,7 +102,7 @@ def split(
         )
     )
     if not whole_table:
-        _replace_day(cur, table, day, _window(model, since))
+        _replace_day(cur, table, day, model, since)
     cur.execute(
         sql.SQL(
             "insert into {} (logical_date, run_id, rule, quarantined_at, {cols})"
@@ -128,9 +115,7 @@ def split(
     return good, quarantined
 
 
-def publish_day(
-    conn, source: str, target: str, day: dt.date, model: Model | None = None, since: dt.datetime | None = None
-) -> None:
+def publish_day(conn, source: str, target: str, day: dt.date, model: Model, since: dt.datetime | None) -> None:
     """Replace ``day``'s rows of the published quarantine table ``target`` with the run's (``source``, dropped),
     inside the publish transaction. After an incremental build of ``model`` from ``since`` (None: a whole
     build), only the rows inside its window are replaced."""
@@ -148,6 +133,6 @@ def publish_day(
                 )
             )
     cols = sql.SQL(", ").join(sql.Identifier(name) for name, _ in wanted)
-    _replace_day(conn, target, day, _window(model, since) if model is not None else None)
+    _replace_day(conn, target, day, model, since)
     conn.execute(sql.SQL("insert into {} ({}) select {} from {}").format(ident(target), cols, cols, ident(source)))
     conn.execute(sql.SQL("drop table {}").format(ident(source)))

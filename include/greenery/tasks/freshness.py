@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -27,14 +28,15 @@ class DaysNeverBuiltError(AirflowFailException):
     """Raw holds events that no published run covered and that start before this run's incremental window."""
 
 
-def check_no_skipped_days(conn, interval: Interval) -> None:
+def check_no_skipped_days(conn, interval: Interval, found: Mapping[str, models.Model] | None = None) -> None:
     """An incremental run recomputes its day minus the lookback; events older than that, after what the newest
     published run saw, would never be built (days skipped: the DAG does not catch up after a long pause)."""
     covered = audit.newest_published_coverage(conn, CLOCK_SKEW)
     if covered is None:  # nothing published yet: the first run builds everything
         return
     covered = covered.astimezone(dt.UTC)
-    lookback = min(m.lookback_days for m in models.discover().values() if m.materialized == "incremental")
+    found = found or models.discover()
+    lookback = min(m.lookback_days for m in found.values() if m.materialized == "incremental")
     since = interval.start - dt.timedelta(days=lookback)
     missed = freshness.rows_created_between(conn, "events", covered, since)
     if missed:
@@ -56,7 +58,7 @@ def check_no_skipped_days(conn, interval: Interval) -> None:
 def check(context: Any) -> dict[str, Any]:
     interval = runtime.interval(context)
     start = config.get().start_date
-    models.discover()  # a broken model file left the DAG without model tasks: fail here, naming it (not retried)
+    found = models.discover()  # a broken model file left the DAG without model tasks: fail here, naming it
     if interval.day < start:
         raise BeforeStartDateError(
             f"{interval.day} is before the pipeline's start date {start} (GREENERY_START_DATE): nothing built."
@@ -65,7 +67,7 @@ def check(context: Any) -> dict[str, Any]:
     with warehouse.connect() as conn:
         problems = freshness.check(conn, interval)
         if not problems and not runtime.full_refresh(context):
-            check_no_skipped_days(conn, interval)
+            check_no_skipped_days(conn, interval, found)
     if not problems:
         log.info("raw data is fresh for %s", interval.day)
         return {"fresh": True, "problems": []}

@@ -9,6 +9,7 @@ or when the alert would only repeat unchanged warnings sent within the suppressi
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -201,28 +202,31 @@ def alert_after_publish(
         log.info("alert_slack will not run again; %s", skip)
 
 
-def _sent_in_attempt(run_id: str, attempt: int | None, signed: list[str]) -> Any:
-    """When this attempt of the run sent this alert already; None when it did not, or when that cannot be read (a
-    page is not held back by a warehouse that does not answer: sent twice rather than not at all)."""
+def _hold_back_what_was_paged(
+    summary: dict[str, Any], signed: list[str], attempt: int | None, backfill: dt.timedelta | None
+) -> None:
+    """alert_slack's own post is held back (AirflowSkipException) when it was paged already, read in one connection:
+
+    - by an earlier try of this attempt of the run (review: a try killed after it posted and recorded the alert,
+      before it reported success, was retried and posted it again; a clear by hand is a new attempt: it sends);
+    - for failed critical checks of a backfill run (``backfill``: the suppression window, else None), by another
+      backfill run, all of them, within the window: they page always, but once per root cause in a backfill
+      (review: a duplicated key in raw paged once for every day of a 30-day backfill, minutes apart).
+
+    Best effort: a warehouse that cannot be read sends the page (twice rather than not at all)."""
     try:
         with warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S) as conn:
-            return audit.alert_sent_in_attempt(conn, run_id, attempt, signed)
+            sent_at, paged = audit.alert_sent_in_attempt(conn, summary["run_id"], attempt, signed), None
+            if backfill is not None and not sent_at:
+                paged = audit.backfill_alert_with(conn, summary["run_id"], signed, backfill)
     except Exception as exc:
-        log.warning("could not read whether this alert was sent already (sending it): %s", exc)
-        return None
-
-
-def _hold_back_a_backfills_repeat(summary: dict[str, Any], signed: list[str], hours: Any) -> None:
-    """Failed critical checks page always, but one page per root cause in a backfill (review: a duplicated key
-    in raw paged once for every day of a 30-day backfill, minutes apart): a backfill run whose failures another
-    backfill run paged, all of them, within the suppression window is held back. Best effort: a warehouse that
-    cannot be read sends the page."""
-    try:
-        with warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S) as conn:
-            paged = audit.backfill_alert_with(conn, summary["run_id"], signed, suppression.window(hours))
-    except Exception as exc:
-        log.warning("could not read a backfill's earlier pages (paging): %s", exc)
+        log.warning("could not read whether this alert was paged already (sending it): %s", exc)
         return
+    if sent_at:
+        raise AirflowSkipException(
+            f"already sent at {audit.utc_minute(sent_at)} by an earlier try of this attempt of the run (it ended"
+            f" before it reported success): not sent twice; to send it again, {_resend(summary)}"
+        )
     if paged:
         raise AirflowSkipException(
             f"held back: run {paged[0]} of a backfill paged these same failed checks at {audit.utc_minute(paged[1])}"
@@ -256,16 +260,10 @@ def deliver(
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     settings = config.get()
     signed = suppression.signatures(summary)
-    # Review: alert_slack's try killed after it posted and recorded the alert (before it reported success) was retried
-    # and posted it again. A clear by hand is a new attempt: it sends. (Only alert_slack's own post: a callback's page
-    # runs once, and reading first would eat into its budget.)
-    if send is None and (sent_at := _sent_in_attempt(summary["run_id"], attempt, signed)):
-        raise AirflowSkipException(
-            f"already sent at {audit.utc_minute(sent_at)} by an earlier try of this attempt of the run (it ended"
-            f" before it reported success): not sent twice; to send it again, {_resend(summary)}"
-        )
-    if summary.get("blocking") and run_type == "backfill" and send is None:
-        _hold_back_a_backfills_repeat(summary, signed, settings.alert_suppress)
+    if send is None:  # alert_slack's own post (a callback's page runs once, and reading first would eat its budget)
+        backfill = summary.get("blocking") and run_type == "backfill"
+        window = suppression.window(settings.alert_suppress)
+        _hold_back_what_was_paged(summary, signed, attempt, window if backfill else None)
     if not summary.get("blocking"):  # failed critical checks always page: no warehouse read may hold that back (review)
         with warehouse.connect(connect_timeout=connect_timeout) as conn:
             recent = audit.recent_alert_signatures(conn, suppression.window(settings.alert_suppress))

@@ -319,6 +319,36 @@ def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning
     assert staged + quarantined == 8, (staged, quarantined)  # every one of them is somewhere, with a rule if not staged
 
 
+def test_a_full_refresh_leaves_the_warning_on_until_the_changed_day_is_run_again(published_url):
+    """Review: a full refresh counted every day again, so the warning about a day whose raw rows changed ended, while
+    that day's daily marts (and the later days' cumulative ones), which a full refresh does not rebuild, kept the old
+    figures: stale and green. A day read before keeps its counts through a full refresh; running it again ends it."""
+    from helpers import run_day_through_the_tasks
+
+    day, old_day = dt.date(2021, 2, 14), dt.date(2021, 2, 10)  # the lookback of a run of the 14th starts on the 11th
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        counted = conn.execute(
+            "select row_count from intermediate.int_source_volumes_daily where source_table = 'events' and day = %s",
+            (old_day,),
+        ).fetchone()[0]
+        late = conn.execute(
+            "insert into raw.events select gen_random_uuid()::text, session_id, user_id, page_url, %s, event_type,"
+            " order_id, product_id from raw.events where created_at >= '2021-02-11' order by event_id limit 3",
+            (dt.datetime(2021, 2, 10, 10, tzinfo=dt.UTC),),
+        ).rowcount
+    said = f"events on {old_day}: {counted + late} rows in raw now, {counted} when a run last read that day"
+    for run_id, full_refresh in (("late-rows", False), ("full-refresh", True)):
+        outcome, summary = run_day_through_the_tasks(published_url, run_id, day, full_refresh=full_refresh)
+        [changed] = raw_changed(summary)
+        assert outcome == "published" and said in changed["sample_keys"][0], (run_id, summary["failures"])
+    assert "a full_refresh alone" in changed["sample_keys"][0] and "leaves this warning on" in changed["sample_keys"][0]
+
+    # The remedy (the warning's command runs the 10th to the 14th; the 10th is the one that reads the day again).
+    run_day_through_the_tasks(published_url, "rerun-of-the-day", old_day)
+    outcome, summary = run_day_through_the_tasks(published_url, "after-the-rerun", day)
+    assert (outcome, raw_changed(summary)) == ("published", []), summary["failures"]
+
+
 def test_a_day_whose_lookback_starts_after_days_with_order_lines_has_no_raw_changed_warning(published_url):
     """Review: the model counts order lines on their order's day, and the check compared those counts with raw's
     orders, events and users only: from the fifth day of a deployment on, every run warned "order_items on D: 0 rows

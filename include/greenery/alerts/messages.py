@@ -163,10 +163,17 @@ def _buttons(links: Mapping[str, str | None]) -> dict | None:
     return {"type": "actions", "block_id": "links", "elements": elements} if elements else None
 
 
-def _next_steps(blocking: bool, links: Mapping[str, str | None], causes: list) -> str:
+def _next_steps(blocking: bool, links: Mapping[str, str | None], causes: list, backfill_hours: Any = None) -> str:
     if blocking:
         first = root_causes.what_to_fix(causes)
-        return _clear_the_run(links, first) + " It rebuilds from raw, checks again and publishes if the checks pass."
+        steps = _clear_the_run(links, first) + " It rebuilds from raw, checks again and publishes if the checks pass."
+        if backfill_hours:
+            where = link(links.get("quality"), "Data quality view") or "Data quality view"
+            steps += (
+                f"\n_A backfill:_ its other days that fail these same checks in the next {clean(backfill_hours, 20)} h"
+                f" are blocked too and not paged again (one page per root cause); the {where} lists them."
+            )
+        return steps
     return (
         "*What to do*\nNothing blocks: the marts were published. Fix the source when it matters;"
         " the next run checks again."
@@ -224,7 +231,7 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
     tail = [_DIVIDER]
     if status_lines:
         tail.append(_section("\n".join(status_lines), "status"))
-    tail.append(_section(_next_steps(blocking, links, causes), "next-steps"))
+    tail.append(_section(_next_steps(blocking, links, causes, summary.get("backfill_hold_back_hours")), "next-steps"))
     buttons = _buttons(links)
     if buttons:
         tail.append(buttons)

@@ -264,6 +264,8 @@ def deliver(
         backfill = summary.get("blocking") and run_type == "backfill"
         window = suppression.window(settings.alert_suppress)
         _hold_back_what_was_paged(summary, signed, attempt, window if backfill else None)
+        if backfill and settings.alert_suppress:  # the page says its repeats will not come (review: none said so)
+            summary["backfill_hold_back_hours"] = f"{settings.alert_suppress.total_seconds() / 3600:g}"
     if not summary.get("blocking"):  # failed critical checks always page: no warehouse read may hold that back (review)
         with warehouse.connect(connect_timeout=connect_timeout) as conn:
             recent = audit.recent_alert_signatures(conn, suppression.window(settings.alert_suppress))

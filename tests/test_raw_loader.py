@@ -565,6 +565,20 @@ def test_a_timestamp_or_number_column_turned_to_text_stops_the_run_naming_it(pub
     with psycopg.connect(published_url, autocommit=True) as conn:
         conn.execute("alter table raw.orders alter column delivered_at type timestamp without time zone")
         assert freshness.check(conn, day) == []
+        # Creation times without a zone too (review: their max() came back naive and crashed the check): read as UTC.
+        conn.execute("set timezone = 'UTC'")
+        for table in ("orders", "events"):
+            conn.execute(f"alter table raw.{table} alter column created_at type timestamp without time zone")
+        conn.execute("set timezone = 'America/New_York'")  # the caller's zone is not the data's
+        assert freshness.check(conn, day) == []
+        late = [p for p in freshness.check(conn, Interval.for_day(dt.date(2021, 3, 1))) if p.table == "events"]
+        assert [p.problem for p in late] == ["stale"] and "the newest is 2021-02-12" in late[0].detail, late
+        assert conn.execute("show timezone").fetchone()[0] == "America/New_York"  # the caller's session as it was
+        after = dt.datetime(2021, 2, 11, 12, tzinfo=dt.UTC)
+        hour = "created_at > '2021-02-11 12:00' and created_at < '2021-02-11 13:00'"
+        utc = f"select count(*) from raw.events where {hour}"
+        expected = conn.execute(utc).fetchone()[0]
+        assert freshness.rows_created_between(conn, "events", after, after + dt.timedelta(hours=1)) == expected > 0
         conn.execute(alter)
         [problem] = freshness.check(conn, day)
         assert problem.problem == "columns" and named in problem.detail, problem

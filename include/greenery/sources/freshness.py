@@ -57,7 +57,10 @@ def check(
     raw_schema = raw_schema or config.get().raw_schema
     until = min(interval.end, (now or dt.datetime.now(dt.UTC)) + CLOCK_SKEW)
     problems: list[SourceProblem] = []
-    with conn.cursor() as cur:
+    with conn.transaction(), conn.cursor() as cur:
+        # A raw column without a zone holds UTC, as staging reads it (review: max() of one came back naive, and its
+        # comparison with the day crashed the task with a TypeError).
+        cur.execute("set local timezone = 'UTC'")
         role = cur.execute("select current_user").fetchone()[0]
         for table, columns in RAW_TABLES.items():
             # information_schema hides what the role cannot read: ask the catalog whether the table exists first
@@ -123,13 +126,14 @@ def check(
                 continue
             if table in DAILY_SOURCES:
                 since = interval.start - dt.timedelta(days=DAILY_SOURCES[table])
-                cur.execute(sql.SQL("select max(created_at) from {} where created_at < %s").format(ident), (until,))
+                latest_query = sql.SQL("select max(created_at)::timestamptz from {} where created_at < %s")
+                cur.execute(latest_query.format(ident), (until,))
                 latest = cur.fetchone()[0]
                 if latest is None or latest < since:
                     if latest:
                         seen = f"the newest is {latest:%Y-%m-%d %H:%M} UTC"
                     else:  # review: "there are none" read as an empty table
-                        cur.execute(sql.SQL("select min(created_at) from {}").format(ident))
+                        cur.execute(sql.SQL("select min(created_at)::timestamptz from {}").format(ident))
                         oldest = cur.fetchone()[0]
                         seen = "none was created before then" + (
                             f": its oldest row was created {oldest:%Y-%m-%d %H:%M} UTC" if oldest else ""
@@ -195,7 +199,9 @@ def rows_created_between(
     """How many rows of a daily raw table were created in (``after``, ``before``) (its created_at is indexed)."""
     ident = sql.Identifier(raw_schema or config.get().raw_schema, table)
     query = sql.SQL("select count(*) from {} where created_at > %s and created_at < %s").format(ident)
-    return conn.execute(query, (after, before)).fetchone()[0]
+    with conn.transaction():
+        conn.execute("set local timezone = 'UTC'")  # a column without a zone holds UTC (see check)
+        return conn.execute(query, (after, before)).fetchone()[0]
 
 
 def as_dicts(problems: list[SourceProblem]) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ EXPECTED_REFS = {
     "int_product_events": {"stg_postgres__events", "stg_postgres__order_items"},
     "int_user_product_sessions": {"int_product_events"},
     "int_source_volumes_daily": set(),
+    "int_daily_marts_built": {"int_source_volumes_daily"},
     "snap_orders": {"stg_postgres__orders"},
     "fact_delivery_performance": {"fact_orders", "stg_postgres__addresses"},
     "int_sessions_per_hour": {"stg_postgres__events"},
@@ -111,7 +112,9 @@ def test_daily_models_are_partitioned_by_day():
     assert found["fact_product_sessions_daily"].partition_by == "date"
     assert found["fact_funnel_daily"].partition_by == "date"
     assert found["fact_product_funnel_daily"].partition_by == "date"
+    assert found["int_daily_marts_built"].partition_by == "day"  # what each day's own run built them from
     assert {m.name for m in found.values() if m.materialized == "daily_partition"} == {
+        "int_daily_marts_built",
         "metrics_daily",
         "fact_product_sessions_daily",
         "fact_funnel_daily",

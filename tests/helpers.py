@@ -112,13 +112,13 @@ def publish_checked(conn, found: Mapping[str, models.Model], run: wap.Build) -> 
 
 
 def run_day_without_airflow(
-    conn, day: dt.date, run_id: str | None = None, run_time: dt.datetime | None = None
+    conn, day: dt.date, run_id: str | None = None, run_time: dt.datetime | None = None, full_refresh: bool = False
 ) -> wap.Build:
     """What one DAG run does, minus Airflow and GX: prepare (with ``run_time`` as a new run's clock), build every
     model, publish (as if validated), clean up."""
     run = wap.Build(run_id or f"run-{day}", day)
     wap.prepare(conn, run, run_time=run_time)
-    wap.build_models(conn, _models(), run)
+    wap.build_models(conn, _models(), run, full_refresh=full_refresh)
     publish_checked(conn, _models(), run)
     wap.drop_finished_builds(conn, keep=run)
     return run

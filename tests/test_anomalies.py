@@ -272,8 +272,25 @@ def test_order_lines_gone_from_raw_are_lost_history_on_their_orders_day(publishe
 
 
 def raw_changed(summary: dict) -> list[dict]:
-    """The run's warnings that raw changed before its lookback."""
+    """The run's warnings that raw changed since a run read it."""
     return [f for f in summary["failures"] if "raw changed since a run read it" in (f["description"] or "")]
+
+
+def raw_changed_as_of(day: dt.date, tmp_path) -> list[str]:
+    """The rows the raw-changed check names for a run of ``day``, over the published tables (without GX's other
+    checks, at a fraction of a run's cost): what that run's validate names, since the check compares raw only with
+    days before the run's lookback and with the records of days before the run's, which the run's build leaves."""
+    from greenery import warehouse
+    from greenery.checks import gx
+    from greenery.checks import suites as suite_files
+    from greenery.project import models
+
+    found = models.discover()
+    suites = {"int_source_volumes_daily": suite_files.load_suites(found)["int_source_volumes_daily"]}
+    gx_dir = tmp_path / f"gx-{len(list(tmp_path.glob('gx-*')))}"
+    variables = suite_files.run_variables(found, day)
+    summary = gx.validate(warehouse.sqlalchemy_url(), found, suites, gx_dir=gx_dir, variables=variables)
+    return [key.removeprefix("raw_changed=") for f in raw_changed(summary) for key in f["sample_keys"]]
 
 
 def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning_until_a_full_refresh(published_url):
@@ -319,11 +336,12 @@ def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning
     assert staged + quarantined == 8, (staged, quarantined)  # every one of them is somewhere, with a rule if not staged
 
 
-def test_a_full_refresh_leaves_the_warning_on_until_the_changed_day_is_run_again(published_url):
+def test_a_full_refresh_leaves_the_warning_on_until_the_changed_day_is_run_again(published_url, tmp_path):
     """Review: a full refresh counted every day again, so the warning about a day whose raw rows changed ended, while
     that day's daily marts (and the later days' cumulative ones), which a full refresh does not rebuild, kept the old
-    figures: stale and green. A day read before keeps its counts through a full refresh; running it again ends it."""
-    from helpers import run_day_through_the_tasks
+    figures: stale and green. A day read before keeps its counts through a full refresh; running it again, and the
+    days after it, ends it."""
+    from helpers import run_day_without_airflow
 
     day, old_day = dt.date(2021, 2, 14), dt.date(2021, 2, 10)  # the lookback of a run of the 14th starts on the 11th
     with psycopg.connect(published_url, autocommit=True) as conn:
@@ -331,27 +349,25 @@ def test_a_full_refresh_leaves_the_warning_on_until_the_changed_day_is_run_again
             "select row_count from intermediate.int_source_volumes_daily where source_table = 'events' and day = %s",
             (old_day,),
         ).fetchone()[0]
-        late = conn.execute(
-            "insert into raw.events select gen_random_uuid()::text, session_id, user_id, page_url, %s, event_type,"
-            " order_id, product_id from raw.events where created_at >= '2021-02-11' order by event_id limit 3",
-            (dt.datetime(2021, 2, 10, 10, tzinfo=dt.UTC),),
-        ).rowcount
+        late = copy_events(conn, 3, dt.datetime(2021, 2, 10, 10, tzinfo=dt.UTC))
     said = f"events on {old_day}: {counted + late} rows in raw now, {counted} when a run last read that day"
-    for run_id, full_refresh in (("late-rows", False), ("full-refresh", True)):
-        outcome, summary = run_day_through_the_tasks(published_url, run_id, day, full_refresh=full_refresh)
-        [changed] = raw_changed(summary)
-        assert outcome == "published" and said in changed["sample_keys"][0], (run_id, summary["failures"])
-    assert "a full_refresh alone" in changed["sample_keys"][0] and "leaves this warning on" in changed["sample_keys"][0]
+    before = raw_changed_as_of(day, tmp_path)
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        run_day_without_airflow(conn, day, "full-refresh", full_refresh=True)
+    after = raw_changed_as_of(day, tmp_path)
+    # The 10th, and the 12th (its own run built its cumulative marts with the 10th as it was).
+    assert len(before) == 2 and said in before[0] and before[1].startswith("events on 2021-02-12: "), before
+    assert after == before, (before, after)
+    assert "a full_refresh alone rebuilds the history tables, not the daily marts of past days, and leaves" in after[0]
 
-    # The remedy: the warning's command runs the 10th to the 14th (the 10th reads the day again; the 12th, the only
-    # other day with a run of its own here, has its cumulative marts built again).
-    run_day_through_the_tasks(published_url, "rerun-of-the-day", old_day)
-    outcome, summary = run_day_through_the_tasks(published_url, "one-day-rerun", day)
-    [key] = [key for f in raw_changed(summary) for key in f["sample_keys"]]
-    assert key.startswith("raw_changed=events on 2021-02-12: ") and "through that day" in key, key
-    run_day_through_the_tasks(published_url, "rerun-of-a-later-day", dt.date(2021, 2, 12))
-    outcome, summary = run_day_through_the_tasks(published_url, "after-the-reruns", day)
-    assert (outcome, raw_changed(summary)) == ("published", []), summary["failures"]
+    # The remedy, the warning's command, runs the 10th to the 14th: the 10th reads the day again; the 12th, the only
+    # other day with a run of its own here, has its cumulative marts built again.
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        run_day_without_airflow(conn, old_day, "rerun-of-the-day")
+        [left] = raw_changed_as_of(day, tmp_path)
+        assert left.startswith("events on 2021-02-12: ") and "through that day" in left, left
+        run_day_without_airflow(conn, dt.date(2021, 2, 12), "rerun-of-a-later-day")
+    assert raw_changed_as_of(day, tmp_path) == []
 
 
 def copy_events(conn, count: int, to: dt.datetime) -> int:
@@ -364,19 +380,19 @@ def copy_events(conn, count: int, to: dt.datetime) -> int:
 
 
 def test_rows_arriving_late_inside_the_lookback_are_a_warning_until_their_day_and_the_days_after_it_run_again(
-    published_url,
+    published_url, tmp_path
 ):
     """Review: rows of a day arriving after its run, inside the next runs' lookback, were read again by them (the
     counts agreed with raw) while the day's daily marts, written by its own run only, stayed short for good, and the
     cumulative metrics_daily of every later day too: green, no check saying so. Each day's own run now records what
     its daily marts were built from; the warning names the day and every later day built before the rows came, and
     ends only when each of them has run again (running the late day alone leaves the later ones named)."""
-    from helpers import run_day_through_the_tasks
+    from helpers import run_day_through_the_tasks, run_day_without_airflow
 
     late_day, next_day, day = dt.date(2021, 2, 12), dt.date(2021, 2, 13), dt.date(2021, 2, 14)
     with psycopg.connect(published_url, autocommit=True) as conn:
         copy_events(conn, 4, dt.datetime(2021, 2, 13, 9, tzinfo=dt.UTC))  # the 13th has events of its own
-    assert run_day_through_the_tasks(published_url, "next-day", next_day)[0] == "published"
+    assert run_day_through_the_tasks(published_url, "next-day", next_day)[0] == "published"  # its own checks too
     with psycopg.connect(published_url, autocommit=True) as conn:
         built = conn.execute(
             "select day, row_count, rows_through from intermediate.int_daily_marts_built"
@@ -387,13 +403,10 @@ def test_rows_arriving_late_inside_the_lookback_are_a_warning_until_their_day_an
     [(_, on_late_day, _), (_, on_next_day, through_next_day)] = built
     assert on_next_day == 4, built
 
-    def named(run_id: str, run_day: dt.date) -> list[str]:
-        outcome, summary = run_day_through_the_tasks(published_url, run_id, run_day)
-        assert outcome == "published", summary["failures"]
-        return [key.removeprefix("raw_changed=") for f in raw_changed(summary) for key in f["sample_keys"]]
-
-    said = named("late-rows", day)
-    assert len(said) == 2, said
+    # The next run: a warning (published), naming both days.
+    outcome, summary = run_day_through_the_tasks(published_url, "late-rows", day)
+    said = [key.removeprefix("raw_changed=") for f in raw_changed(summary) for key in f["sample_keys"]]
+    assert outcome == "published" and len(said) == 2, (outcome, summary["failures"])
     assert said[0].startswith(f"events on {late_day}: {on_late_day + late} rows in raw now, {on_late_day} when the")
     assert f"(greenery run --date {late_day} --end-date {day}," in said[0], said
     assert said[1].startswith(
@@ -401,12 +414,14 @@ def test_rows_arriving_late_inside_the_lookback_are_a_warning_until_their_day_an
         f" {through_next_day + late} through that day, {through_next_day} then"
     ), said
     # The late day run again alone: the cumulative marts of the 13th are still short, and still named.
-    assert named("late-day-again", late_day) == []  # its own run: no day before it changed
-    [still] = named("after-the-late-day", day)
-    assert still.startswith(f"events on {next_day}: "), still
-    # The warning's command: every day from the late one on (here the 13th is what is left).
-    named("next-day-again", next_day)
-    assert named("after-every-day", day) == []
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        run_day_without_airflow(conn, late_day, "late-day-again")
+        assert raw_changed_as_of(late_day, tmp_path) == []  # no day before the 12th changed
+        [still] = raw_changed_as_of(day, tmp_path)
+        assert still.startswith(f"events on {next_day}: "), still
+        # The warning's command: every day from the late one on (here the 13th is what is left).
+        run_day_without_airflow(conn, next_day, "next-day-again")
+    assert raw_changed_as_of(day, tmp_path) == []
 
 
 def test_a_day_whose_lookback_starts_after_days_with_order_lines_has_no_raw_changed_warning(published_url):

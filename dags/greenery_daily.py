@@ -61,9 +61,10 @@ warnings and quarantined rows page too, but the marts are published and the run 
 - Red `state_of_the_data`: the stakeholders' digest (Slack note, chart, email) did not all go out; its
   message names each part and the reason (e.g. the SMTP server refused the login). The marts are
   published. Fix the connection, then clear the task: it sends only the parts that did not go out.
-- Raw rows older than the lookback changed (a warning of `int_source_volumes_daily` names the day D): run D
-  and every day after it again, oldest first (a backfill that reprocesses completed runs). A model's logic
-  changed: trigger the DAG with the Param `full_refresh` ticked.
+- Raw rows changed since a run read them (a warning of `int_source_volumes_daily` names the day D: rows older
+  than the lookback, or rows that reached or left raw after D's own run built its daily marts): run D and every
+  day after it again, oldest first (a backfill that reprocesses completed runs); each day stays named until it
+  has run again. A model's logic changed: trigger the DAG with the Param `full_refresh` ticked.
 - Red `check_source_freshness` naming a model file (and no model tasks in the Grid): a model file is broken
   (a `ref()` naming no model, a bad `config()`, a name that is not lowercase); fix it, then clear the run.
 - Backfill one run at a time (a backfill has its own limit, 10 runs by default, not the DAG's

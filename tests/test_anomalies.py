@@ -55,8 +55,10 @@ class Statements:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._record)
 
 
-def validate_suite(name: str, day: dt.date, tmp_path) -> dict:
-    """One model's suite against its published table, as the DAG's validate task runs it for ``day``."""
+def validate_suite(name: str, day: dt.date, tmp_path, every_run_variable: bool = False) -> dict:
+    """One model's suite against its published table, as the DAG's validate task runs it for ``day``: with the day
+    only (the raw-changed check inert: no day is before the lookback), or with ``every_run_variable`` as a run of
+    ``day`` sets them."""
     from greenery import warehouse
     from greenery.checks import gx
     from greenery.checks import suites as suite_files
@@ -66,9 +68,8 @@ def validate_suite(name: str, day: dt.date, tmp_path) -> dict:
     found = models.discover()
     suites = {name: suite_files.load_suites(found)[name]}
     gx_dir = tmp_path / f"gx-{name}-{len(list(tmp_path.glob('gx-*')))}"
-    return gx.validate(
-        warehouse.sqlalchemy_url(), found, suites, gx_dir=gx_dir, variables={"run_date": sql_literal(day)}
-    )
+    variables = suite_files.run_variables(found, day) if every_run_variable else {"run_date": sql_literal(day)}
+    return gx.validate(warehouse.sqlalchemy_url(), found, suites, gx_dir=gx_dir, variables=variables)
 
 
 def anomaly_alerts(slack_server) -> list[str]:
@@ -271,6 +272,15 @@ def test_order_lines_gone_from_raw_are_lost_history_on_their_orders_day(publishe
     assert expected in sample, sample
 
 
+def copy_events(conn, count: int, to: dt.datetime) -> int:
+    """``count`` copies of events of the 11th (their sessions and users) created at ``to``: rows arriving late."""
+    return conn.execute(
+        "insert into raw.events select gen_random_uuid()::text, session_id, user_id, page_url, %s, event_type,"
+        " order_id, product_id from raw.events where created_at >= '2021-02-11' order by event_id limit %s",
+        (to, count),
+    ).rowcount
+
+
 def raw_changed(summary: dict) -> list[dict]:
     """The run's warnings that raw changed since a run read it."""
     return [f for f in summary["failures"] if "raw changed since a run read it" in (f["description"] or "")]
@@ -280,16 +290,7 @@ def raw_changed_as_of(day: dt.date, tmp_path) -> list[str]:
     """The rows the raw-changed check names for a run of ``day``, over the published tables (without GX's other
     checks, at a fraction of a run's cost): what that run's validate names, since the check compares raw only with
     days before the run's lookback and with the records of days before the run's, which the run's build leaves."""
-    from greenery import warehouse
-    from greenery.checks import gx
-    from greenery.checks import suites as suite_files
-    from greenery.project import models
-
-    found = models.discover()
-    suites = {"int_source_volumes_daily": suite_files.load_suites(found)["int_source_volumes_daily"]}
-    gx_dir = tmp_path / f"gx-{len(list(tmp_path.glob('gx-*')))}"
-    variables = suite_files.run_variables(found, day)
-    summary = gx.validate(warehouse.sqlalchemy_url(), found, suites, gx_dir=gx_dir, variables=variables)
+    summary = validate_suite("int_source_volumes_daily", day, tmp_path, every_run_variable=True)
     return [key.removeprefix("raw_changed=") for f in raw_changed(summary) for key in f["sample_keys"]]
 
 
@@ -306,11 +307,7 @@ def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning
             "update raw.events set created_at = '2021-02-05 09:00+00' where event_id in"
             " (select event_id from raw.events where created_at >= '2021-02-10' order by event_id limit 5)"
         ).rowcount
-        late = conn.execute(
-            "insert into raw.events select gen_random_uuid()::text, session_id, user_id, page_url, %s, event_type,"
-            " order_id, product_id from raw.events where created_at >= '2021-02-11' order by event_id limit 3",
-            (dt.datetime(2021, 2, 5, 10, tzinfo=dt.UTC),),
-        ).rowcount
+        late = copy_events(conn, 3, dt.datetime(2021, 2, 5, 10, tzinfo=dt.UTC))
     assert (moved, late) == (5, 3)
     outcome, summary = run_day_through_the_tasks(published_url, "after-the-move", day)
     assert outcome == "published"  # a warning: on-call hears of it
@@ -368,15 +365,6 @@ def test_a_full_refresh_leaves_the_warning_on_until_the_changed_day_is_run_again
         assert left.startswith("events on 2021-02-12: ") and "through that day" in left, left
         run_day_without_airflow(conn, dt.date(2021, 2, 12), "rerun-of-a-later-day")
     assert raw_changed_as_of(day, tmp_path) == []
-
-
-def copy_events(conn, count: int, to: dt.datetime) -> int:
-    """``count`` copies of events of the 11th (their sessions and users) created at ``to``: rows arriving late."""
-    return conn.execute(
-        "insert into raw.events select gen_random_uuid()::text, session_id, user_id, page_url, %s, event_type,"
-        " order_id, product_id from raw.events where created_at >= '2021-02-11' order by event_id limit %s",
-        (to, count),
-    ).rowcount
 
 
 def test_rows_arriving_late_inside_the_lookback_are_a_warning_until_their_day_and_the_days_after_it_run_again(

@@ -260,15 +260,15 @@ def deliver(
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     settings = config.get()
     signed = suppression.signatures(summary)
+    window = suppression.window(settings.alert_suppress)
     if send is None:  # alert_slack's own post (a callback's page runs once, and reading first would eat its budget)
         backfill = summary.get("blocking") and run_type == "backfill"
-        window = suppression.window(settings.alert_suppress)
         _hold_back_what_was_paged(summary, signed, attempt, window if backfill else None)
         if backfill and settings.alert_suppress:  # the page says its repeats will not come (review: none said so)
             summary["backfill_hold_back_hours"] = f"{settings.alert_suppress.total_seconds() / 3600:g}"
     if not summary.get("blocking"):  # failed critical checks always page: no warehouse read may hold that back (review)
         with warehouse.connect(connect_timeout=connect_timeout) as conn:
-            recent = audit.recent_alert_signatures(conn, suppression.window(settings.alert_suppress))
+            recent = audit.recent_alert_signatures(conn, window)
             before = history.previous(conn, summary)
         if suppression.held_back(summary, recent, before):
             raise AirflowSkipException(

@@ -33,7 +33,8 @@ ui: $(STAMP) ## Airflow UI + scheduler on the embedded PostgreSQL, no Docker (ht
 
 # Three pytest-xdist workers on the 2-core machines: with two, the cores sat idle 10-11% of the run (the tests
 # wait on Airflow subprocesses, servers and PostgreSQL); a third fills that and adds work of its own (its own
-# imports, PostgreSQL and Airflow home): 2026-12-01, 9 whole runs, medians 383 s on two, 352 s on three (README).
+# imports, PostgreSQL and Airflow home): 2026-12-01, 9 whole runs, medians 383 s on two, 352 s on three; a fourth
+# slows every test: 656 s against 563 s on three, 2026-12-04 (benchmarks/RESULTS.md).
 # A test file per worker at a time (loadfile: module fixtures such as a shared DAG run are set up once).
 # The files run longest first (tests/conftest.py: LONGEST_FIRST), not in xdist's most-tests-first order.
 TEST_WORKERS ?= 3

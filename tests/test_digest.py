@@ -391,6 +391,33 @@ def test_the_trend_reads_the_28_days_up_to_the_run_day(published_url):
     assert all(p.repeat_rate is None for p in points[1:-1])
 
 
+@pytest.mark.db
+@pytest.mark.parametrize(
+    ("zone", "last"),
+    [
+        ("America/Santiago", "2024-09-20"),  # 2024-09-08 00:00 did not exist there: clocks went to 01:00
+        ("Africa/Cairo", "2024-05-10"),  # 2024-04-26 00:00 neither
+        ("Europe/Berlin", "2024-04-10"),  # a change at 02:00
+    ],
+)
+def test_the_trends_days_are_the_28_up_to_the_run_day_whatever_the_warehouse_sessions_zone(
+    published_url, monkeypatch, zone, last
+):
+    """Review: the days were a series of timestamps, stepped in the session's zone (PGTZ, the role's or the server's
+    setting): where a clock change skips midnight, the digest's window lost the run's own day for 27 days, and its
+    trend said the day before's rate beside the headline's."""
+    from greenery import trend
+
+    last = dt.date.fromisoformat(last)
+    monkeypatch.setenv("PGTZ", zone)
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        assert conn.execute("show timezone").fetchone()[0] == zone
+        conn.execute("insert into marts.metrics_daily (as_of_date, repeat_rate) values (%s, 0.9)", (last,))
+        points = trend.read(conn, last)
+    assert [p.day for p in points] == [last - dt.timedelta(days=27 - i) for i in range(28)]
+    assert points[-1].repeat_rate == 0.9
+
+
 def unreachable_port() -> tuple[socket.socket, int]:
     """A port bound but not listening: connections to it are refused."""
     sock = socket.socket()

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import json
@@ -74,6 +75,8 @@ class _Handler:
         tls = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
         received = Received(envelope.mail_from, list(envelope.rcpt_tos), login, envelope.content, tls)
         self._server.messages.append(received)
+        if self._server.data_answer_delay:  # stored, answered late: a content scanner, a slow link
+            await asyncio.sleep(self._server.data_answer_delay)
         return "250 Message accepted for delivery"
 
 
@@ -112,6 +115,7 @@ class FakeSmtp:
         self.messages: list[Received] = []
         self.logins: list[tuple[tuple, str, bool]] = []  # (client address, user, accepted) per AUTH attempt
         self.rcpts: list[str] = []  # every RCPT TO, accepted or not
+        self.data_answer_delay = 0.0
         self.port = free_port()
         self.tls = tls
         self._folder = tempfile.TemporaryDirectory(prefix="fake-smtp-")
@@ -162,6 +166,10 @@ class FakeSmtp:
                 },
             }
         )
+
+    def answer_data_after(self, seconds: float) -> None:
+        """Store each message at once but answer it ``seconds`` later."""
+        self.data_answer_delay = seconds
 
     def close(self) -> None:
         self._controller.stop()

@@ -606,7 +606,32 @@ def test_a_digest_sent_again_after_a_later_publish_is_skipped_not_given_that_pub
     with pytest.raises(AirflowSkipException, match="the marts now hold the publish of run scheduled__later") as skip:
         digest.send(context())
     assert "the digest of run scheduled__later reports the marts readers see" in str(skip.value)
+    assert "an earlier attempt delivered" not in str(skip.value)
     assert email_on.messages == []
+
+
+@pytest.mark.db
+def test_a_skip_after_a_later_publish_says_what_an_earlier_attempt_delivered(
+    digest, published_url, email_on, slack_server, monkeypatch
+):
+    """Review: the Slack note went out, the email failed (a rotated password); the task, cleared after a later run
+    published, skipped saying "no digest ... is sent"."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from greenery import audit
+
+    monkeypatch.setenv(conn_env_var("stakeholders"), slack_server.webhook_conn_json())
+    monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")
+    monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(password="rotated"))  # noqa: S106 (fake)
+    with pytest.raises(digest.DigestNotDelivered):
+        digest.send(context())
+    with psycopg.connect(published_url, autocommit=True) as conn, conn.transaction():
+        audit.record_publish(conn, "scheduled__later", DAY + dt.timedelta(days=1), ["marts.fact_orders"])
+    monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json())  # the password fixed, the task cleared
+    with pytest.raises(AirflowSkipException) as skip:
+        digest.send(context())
+    assert "(an earlier attempt delivered: the Slack note; the rest is not sent)" in str(skip.value), skip.value
+    assert email_on.messages == [] and len(slack_server.webhook_posts()) == 1
 
 
 @pytest.mark.db
@@ -619,7 +644,7 @@ def test_a_note_that_went_out_unanswered_is_not_retried_into_a_second_post(
     monkeypatch.setenv(conn_env_var("stakeholders"), slack_server.webhook_conn_json())
     monkeypatch.setenv("GREENERY_SUMMARY_CONN_ID", "stakeholders")
     slack_server.respond(200, drop=True)
-    with pytest.raises(AirflowFailException, match="may have been posted, so the task is not retried"):
+    with pytest.raises(AirflowFailException, match="may have been delivered, so the task is not retried"):
         digest.send(context())
     assert len(slack_server.webhook_posts()) == 1
 
@@ -686,12 +711,65 @@ def test_a_refused_only_recipient_is_tried_once(digest, published_url, email_on,
 
 
 @pytest.mark.db
+def test_an_email_the_server_took_without_answering_is_not_retried_into_a_second_copy(
+    digest, published_url, email_on, monkeypatch
+):
+    """Review: the server stored the message, and its answer to it came after the connection's timeout (a content
+    scanner, a dropped link): the task failed as retryable, "email not sent", and its retry mailed everyone again."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(timeout=1))
+    email_on.answer_data_after(3)
+    with pytest.raises(AirflowFailException) as failed:
+        digest.send(context())
+    said = str(failed.value)
+    assert "email went out unconfirmed" in said and "may have been delivered, so the task is not retried" in said
+    assert "look in a recipient's inbox" in said and "may have been delivered: the connection was lost" in said
+    assert [m.rcpt_tos for m in email_on.messages] == [list(TO)]
+
+
+@pytest.mark.db
+def test_a_sender_with_a_display_name_is_the_messages_from(digest, published_url, email_on, monkeypatch):
+    """Review: from_email "Greenery Data <greenery@example.com>", a form Airflow's email settings take, failed the task
+    ("names no valid sender") and paged."""
+    monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(from_email="Greenery Data <data@example.com>"))
+    digest.send(context())
+    [received] = email_on.messages
+    headers = email.message_from_bytes(received.content)
+    assert received.mail_from == "data@example.com" and headers["From"] == "Greenery Data <data@example.com>"
+    assert headers["Message-ID"].endswith("@example.com>")
+
+
+@pytest.mark.db
+def test_a_recipient_listed_twice_or_in_another_case_gets_one_copy(digest, published_url, email_on, monkeypatch):
+    """Review: an address listed twice, or again in capitals, got the digest once per listing; and a retry after a
+    refusal, with the address written in another case, sent a second copy."""
+    monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", "ana@example.com, bo@example.com, Ana@Example.com, ana@example.com")
+    digest.send(context())
+    assert [m.rcpt_tos for m in email_on.messages] == [["ana@example.com", "bo@example.com"]]
+
+
+@pytest.mark.db
+def test_a_retry_writing_a_delivered_address_in_another_case_sends_it_nothing(
+    digest, published_url, email_on, monkeypatch
+):
+    monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", f"Ana@Example.com; ghost@{REFUSED_DOMAIN}")
+    with pytest.raises(digest.DigestNotDelivered):
+        digest.send(context())
+    monkeypatch.setenv("GREENERY_DIGEST_EMAIL_TO", "ana@example.com")  # the refused one dropped, the case changed
+    digest.send(context())
+    assert [m.rcpt_tos for m in email_on.messages] == [["Ana@Example.com"]]
+
+
+@pytest.mark.db
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
         ({"GREENERY_DIGEST_EMAIL_CONN_ID": None}, "no SMTP connection: set GREENERY_DIGEST_EMAIL_CONN_ID"),
         ({"GREENERY_DIGEST_EMAIL_TO": None}, "no recipient: set GREENERY_DIGEST_EMAIL_TO"),
         ({"GREENERY_DIGEST_EMAIL_TO": "ana@example.com, not an address"}, "malformed address(es): 'not an address'"),
+        ({"GREENERY_DIGEST_EMAIL_TO": "ana@example..com"}, "malformed address(es): 'ana@example..com'"),
+        ({"GREENERY_DIGEST_EMAIL_TO": "ana@example.com\u202e"}, "malformed address(es): 'ana@example.com\\u202e'"),
         ({"GREENERY_DIGEST_EMAIL_CONN_ID": "nope"}, "SMTP connection 'nope' is not defined"),
     ],
 )

@@ -155,9 +155,14 @@ def _date(env: Mapping[str, str], name: str, default: str) -> dt.date:
 
 
 def _addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """A list of addresses separated by commas or semicolons (checked where they are used: a typo here must
-    not stop the DAG from loading; the task that mails them fails and says which one is wrong)."""
-    return tuple(a.strip() for a in re.split(r"[,;]", env.get(name) or "") if a.strip())
+    """A list of addresses separated by commas or semicolons, each once whatever its case (review: a name listed
+    twice got two copies), checked where they are used: a typo here must not stop the DAG from loading; the task
+    that mails them fails and says which one is wrong."""
+    once: dict[str, str] = {}
+    for address in re.split(r"[,;]", env.get(name) or ""):
+        if address.strip():
+            once.setdefault(address.strip().casefold(), address.strip())
+    return tuple(once.values())
 
 
 def state_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -20,7 +20,7 @@ import functools
 import re
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -111,7 +111,7 @@ def build(
     stats: Mapping[str, Any], points: Sequence[Point], png: bytes, *, sender: str, recipients: Sequence[str]
 ) -> EmailMessage:
     """The digest, ready for SMTP: multipart/alternative (text, related(html, png))."""
-    domain = sender.rpartition("@")[2] or "greenery.invalid"
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "greenery.invalid"  # "Name <name@domain>" too
     cid = make_msgid("trend", domain=domain)  # "<...@domain>"; the HTML refers to it without the brackets
     values = view(stats, points, cid[1:-1])
     message = EmailMessage()

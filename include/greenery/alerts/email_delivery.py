@@ -22,6 +22,7 @@ import contextlib
 import logging
 import smtplib
 import ssl
+import unicodedata
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
@@ -34,19 +35,28 @@ log = logging.getLogger(__name__)
 class EmailDeliveryError(RuntimeError):
     """An email was not delivered (or not to every recipient); the message says why and through what."""
 
-    def __init__(self, message: str, *, conn_id: str, delivered: Sequence[str] = ()):
+    def __init__(self, message: str, *, conn_id: str, delivered: Sequence[str] = (), maybe_delivered: bool = False):
         super().__init__(message)
         self.conn_id = conn_id
         self.delivered = list(delivered)  # the recipients the server took before it refused the others
+        # The message went to the server and its answer never came: it may be in the inboxes (a retry would send a
+        # second copy to everyone).
+        self.maybe_delivered = maybe_delivered
 
 
 def invalid_addresses(addresses: Sequence[str]) -> list[str]:
-    """The addresses that do not look like one address each (``name@domain``, nothing else)."""
+    """The addresses that do not look like one address each (``name@domain``, nothing else): a domain of at least two
+    labels, none empty (``example..com``), and no invisible character (a direction control, a zero-width space)."""
     bad = []
     for address in addresses:
         _, parsed = parseaddr(address)
         local, at, domain = parsed.rpartition("@")
-        if not (at and local and "." in domain) or any(c.isspace() for c in parsed) or parsed != address.strip():
+        labels = domain.split(".")
+        if (
+            not (at and local and len(labels) > 1 and all(labels))
+            or any(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in parsed)
+            or parsed != address.strip()
+        ):
             bad.append(address)
     return bad
 
@@ -71,9 +81,10 @@ def _connection(conn_id: str):
 
 
 def sender_of(conn_id: str) -> str:
-    """The sender the SMTP connection names (extra ``from_email``); raises EmailDeliveryError without one."""
+    """The sender the SMTP connection names (extra ``from_email``: ``name@domain`` or ``Name <name@domain>``, as
+    Airflow's own email settings take it); raises EmailDeliveryError without one."""
     sender = _connection(conn_id).extra_dejson.get("from_email")
-    if not sender or invalid_addresses([str(sender)]):
+    if not sender or not parseaddr(str(sender))[1] or invalid_addresses([parseaddr(str(sender))[1]]):
         raise EmailDeliveryError(
             f"SMTP connection {conn_id!r} names no valid sender: set its extra from_email (found {sender!r})",
             conn_id=conn_id,
@@ -121,9 +132,21 @@ def send(message: EmailMessage, conn_id: str) -> list[str]:
     if not recipients:
         raise EmailDeliveryError(f"{what}: the message has no recipient", conn_id=conn_id)
 
+    data_sent = False
     try:
         hook.get_conn()  # connect, TLS, login: the connection's settings, as Airflow defines them
         client = hook._smtp_client  # the hook has no public "send this MIME message" (see the docstring)
+        data = client.data
+
+        def data_noted(msg):
+            # Review: the server took the message but its answer after it came too late (a content scanner, a
+            # dropped link); the retry then mailed everyone a second copy. Once DATA is under way, a lost
+            # connection may mean delivered (RFC 5321 §4.5.3.2.6 waits 10 minutes for that answer; the hook 30 s).
+            nonlocal data_sent
+            data_sent = True
+            return data(msg)
+
+        client.data = data_noted  # send_message's own flattening and envelope, unchanged
         refused = client.send_message(message, to_addrs=recipients)
     except smtplib.SMTPAuthenticationError as err:
         raise EmailDeliveryError(
@@ -152,6 +175,14 @@ def send(message: EmailMessage, conn_id: str) -> list[str]:
         )
         raise EmailDeliveryError(f"{what}: TLS failed ({safe(err)}); {hint}", conn_id=conn_id) from None
     except (smtplib.SMTPException, OSError) as err:  # refused, unreachable, DNS, timeout, STARTTLS unsupported
+        if data_sent:
+            raise EmailDeliveryError(
+                f"email to {len(recipients)} recipients through SMTP connection {conn_id!r} ({where}) may have been"
+                f" delivered: the connection was lost while the server took the message ({type(err).__name__}:"
+                f" {safe(err)}); look in a recipient's inbox before sending it again",
+                conn_id=conn_id,
+                maybe_delivered=True,
+            ) from None
         raise EmailDeliveryError(
             f"{what}: cannot talk to the server: {type(err).__name__}: {safe(err)}", conn_id=conn_id
         ) from None

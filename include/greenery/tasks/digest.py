@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -76,8 +77,9 @@ def email_settings_problem(settings: config.Settings) -> str | None:
     return None
 
 
-def read_stats(summary: dict[str, Any]) -> tuple[dict[str, Any], list[trend.Point]]:
-    """What every part says: rows per mart, checks, repeat rate, links, and the last 28 days."""
+def read_stats(summary: dict[str, Any], went_out: Sequence[str] = ()) -> tuple[dict[str, Any], list[trend.Point]]:
+    """What every part says: rows per mart, checks, repeat rate, links, and the last 28 days. ``went_out``: the parts
+    an earlier attempt delivered (said when the digest is skipped)."""
     marts = [m for m in model_files.discover().values() if m.layer == "marts"]
     day = summary["logical_date"]
     # Under the shared publish lock, in one transaction: a publish of another run (overlapping runs) cannot swap
@@ -89,9 +91,11 @@ def read_stats(summary: dict[str, Any]) -> tuple[dict[str, Any], list[trend.Poin
             # Review: sent again after a later publish (a clear of this task), it counted that publish's rows under
             # this run's day. Skipped, not failed (review: two overlapping runs, the later publish first, paged
             # on-call for nothing to do): the digest of the run readers see reports the marts.
+            # Review: after an attempt that sent the Slack note, not the email, the skip said nothing went out.
+            sent = f" (an earlier attempt delivered: {', '.join(went_out)}; the rest is not sent)" if went_out else ""
             raise AirflowSkipException(
                 f"the marts now hold the publish of run {latest['run_id']} ({latest['logical_date']}), after this"
-                f" run's: its row counts are gone, so no digest for {day} is sent; the digest of run"
+                f" run's: its row counts are gone, so no digest for {day} is sent{sent}; the digest of run"
                 f" {latest['run_id']} reports the marts readers see (nothing to clear)"
             )
         rows = {
@@ -156,8 +160,8 @@ def _send_email(settings, stats, png, points, done) -> dict:
             f"email not sent: {problem}", conn_id=settings.digest_email_conn_id or "-"
         )
     sender = email_delivery.sender_of(settings.digest_email_conn_id)
-    already = _emailed(done)  # a retry does not send them a second copy
-    recipients = [r for r in settings.digest_email_to if r not in already]
+    already = _emailed(done)  # a retry does not send them a second copy (whatever the case the server echoed)
+    recipients = [r for r in settings.digest_email_to if r.casefold() not in {a.casefold() for a in already}]
     if not recipients:  # the refused address was removed from the setting; everyone else has the email
         return {"to": already}
     message = digest_email.build(stats, points, png, sender=sender, recipients=recipients)
@@ -173,6 +177,7 @@ def _emailed(done: dict[str, dict]) -> list[str]:
 
 
 _SENDERS = {"slack": _send_slack, "slack-chart": _send_chart, "email": _send_email}
+_PART_NAMES = {"slack": "the Slack note", "slack-chart": "the chart in Slack", "email": "the email"}
 
 
 def send(context: Any) -> None:
@@ -201,7 +206,10 @@ def send(context: Any) -> None:
                 published=False,
             )
         done = audit.digests_sent(conn, run_id, published_at)
-    stats, points = read_stats(summary)
+    went_out = [_PART_NAMES[part] for part in parts if part in done]
+    if "email" not in done and _emailed(done):
+        went_out.append(f"the email to {', '.join(_emailed(done))}")
+    stats, points = read_stats(summary, went_out)
     png = chart.render_png(points)
     failures, sent, maybe_sent, misconfigured, unrecorded = [], [], [], [], []
     earlier = [part for part in parts if part in done]  # went out in an earlier attempt of this publish
@@ -214,7 +222,7 @@ def send(context: Any) -> None:
         except (delivery.SlackDeliveryError, email_delivery.EmailDeliveryError) as err:
             log.error("digest part %r not delivered: %s", part, err)
             failures.append(f"{part}: {err}")
-            if getattr(err, "maybe_delivered", False):  # only a Slack error can say it may have gone out
+            if err.maybe_delivered:  # sent, and the answer never came (Slack's or the SMTP server's)
                 maybe_sent.append(part)
             if getattr(err, "retryable", True) is False:  # review: a Slack configuration error was retried
                 misconfigured.append(part)
@@ -250,11 +258,14 @@ def send(context: Any) -> None:
         said = [f"delivered: {', '.join(sent)}"] if sent else []
         said += [f"delivered by an earlier attempt: {', '.join(earlier)}"] if earlier else []
         also = f" ({'; '.join(said)})" if said else ""
-        if maybe_sent:  # review: the retry posted the note a second time
+        if maybe_sent:  # review: the retry posted the note a second time, then mailed everyone a second copy
+            where = " or ".join(
+                dict.fromkeys("in a recipient's inbox" if p == "email" else "in the channel" for p in maybe_sent)
+            )
             raise AirflowFailException(
                 f"state-of-the-data digest for {stats['logical_date']}: {', '.join(maybe_sent)} went out"
-                " unconfirmed (no answer, or Slack's internal_error) and may have been posted, so the task is not"
-                f" retried{also}; look in the channel, and clear state_of_the_data to send what is missing: "
+                " unconfirmed (no answer from the server, or Slack's internal_error) and may have been delivered, so"
+                f" the task is not retried{also}; look {where}, and clear state_of_the_data to send what is missing: "
                 + " | ".join(failures)
             )
         if len(misconfigured) == len(failures):

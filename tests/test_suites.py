@@ -289,6 +289,36 @@ def test_format_suite_file_adds_missing_ids_and_keeps_the_others(tmp_path):
     assert validation().formatted_suite(path) == (formatted, formatted), "formatting is idempotent"
 
 
+@pytest.mark.stack  # imports Great Expectations
+def test_format_suite_file_refuses_a_copy_that_kept_its_neighbours_id_and_names_what_gx_cannot_read(tmp_path):
+    """Review: an expectation copied with its id, its type misspelled, was dropped by GX (its id was still in the suite,
+    through the original) and the file lost it, exit 0; a copy with a correct type kept a shared id. Now both are
+    refused, and GX's reason is in the one line, not a traceback above it."""
+    from greenery.checks.suites import SuiteDefinitionError
+
+    data = json.loads(SUITES["dim_products"].path.read_text())
+    path = tmp_path / "dim_products.json"
+    for copy_type, said in (
+        ("expect_column_values_to_be_uniqe", "expectations 0 and"),
+        (data["expectations"][0]["type"], "expectations 0 and"),
+    ):
+        copy = {**data["expectations"][0], "type": copy_type}
+        path.write_text(json.dumps({**data, "expectations": [*data["expectations"], copy]}))
+        with pytest.raises(SuiteDefinitionError) as refused:
+            validation().formatted_suite(path)
+        assert said in str(refused.value) and f"share the id {copy['id']}" in str(refused.value), refused.value
+        assert "delete the copy's id" in str(refused.value)
+    del copy["id"]
+    copy["type"] = "expect_column_values_to_be_uniqe"
+    path.write_text(json.dumps({**data, "expectations": [*data["expectations"], copy]}))
+    with pytest.raises(SuiteDefinitionError) as refused:
+        validation().formatted_suite(path)
+    last = len(data["expectations"])
+    said = str(refused.value)
+    assert f"GX cannot read expectation {last} (expect_column_values_to_be_uniqe): " in said, said
+    assert "expect_column_values_to_be_uniqe not found" in said and "\n" not in said, said
+
+
 def _between_checks():
     for name, suite in SUITES.items():
         for e in suite.expectations:

@@ -63,7 +63,7 @@ def load_suites(models: Mapping[str, Model], directory: Path | None = None) -> d
         expectations = data.get("expectations") or []
         if not expectations:
             raise SuiteDefinitionError(f"{path}: no expectations")
-        _check_ids(path, data)
+        check_ids(path, data)
         for i, exp in enumerate(expectations):
             if exp.get("severity") not in SEVERITIES:
                 raise SuiteDefinitionError(
@@ -124,7 +124,7 @@ def dump(data: dict) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
-def _check_ids(path: Path, data: dict) -> None:
+def check_ids(path: Path, data: dict) -> None:
     """Without a fixed id GX invents a new one on every run, and results no longer match across runs."""
     if not data.get("id"):
         raise SuiteDefinitionError(f"{path}: the suite needs an 'id' (a UUID that never changes)")

@@ -79,6 +79,11 @@ def test_date_options_explain_themselves():
         (("ui", "--port", "0"), "argument --port: must be a port from 1 to 65535, got 0"),
         # Review: "Raw" was loaded (quoted) beside raw, which the models read unquoted; the run was green on old rows.
         (("load-raw", "OUT", "--schema", "Raw"), "argument --schema: 'Raw' is not a plain lower-case schema name"),
+        # Review: PostgreSQL refused the side schema pg_xyz__loading with a traceback (ReservedName).
+        (("load-raw", "OUT", "--schema", "pg_xyz"), "'pg_xyz' is not a plain lower-case schema name (letters"),
+        (("load-raw", "OUT", "--schema", "pg_xyz"), "nor with pg_, which PostgreSQL reserves"),
+        # Review: a 63-character name's side schema, cut to 63, was the target's own name; the load failed misleadingly.
+        (("load-raw", "OUT", "--schema", "r" * 55), "at most 54 characters, so that load-raw's side schema"),
     ],
 )
 def test_a_bad_option_is_refused_with_its_reason_before_anything_runs(tmp_path, args, reason, capsys):
@@ -106,6 +111,12 @@ def test_a_range_backwards_or_a_file_for_a_folder_is_one_line_and_starts_nothing
     assert (tmp_path / "a-file").read_text() == "mine"
 
 
+# Written out rather than imported, so a rule that stops refusing pg_ or long names fails here.
+SCHEMA_RULE = (
+    "expected a plain lower-case schema name (letters a-z, digits, underscores; not starting with a digit, nor with"
+    " pg_, which PostgreSQL reserves; at most 54 characters, so that load-raw's side schema <name>__loading fits"
+    " PostgreSQL's 63)"
+)
 NUMBER_SETTINGS = (
     "GREENERY_ALERT_SUPPRESS_HOURS",
     "GREENERY_RETRIES",
@@ -127,6 +138,9 @@ NUMBER_SETTINGS = (
         # Review: the loader quoted "Raw" while the models read raw: the old data published behind a green run.
         ("GREENERY_RAW_SCHEMA", "Raw", "expected a plain lower-case schema name"),
         ("GREENERY_RAW_SCHEMA", "raw-x", "expected a plain lower-case schema name"),
+        # Review: a traceback (ReservedName) at the load; a 63-character name's side schema was its own name.
+        ("GREENERY_RAW_SCHEMA", "pg_raw", SCHEMA_RULE),
+        ("GREENERY_RAW_SCHEMA", "r" * 63, SCHEMA_RULE),
         ("GREENERY_RETRIES", "two", "expected a whole number"),
         # Review: nan and inf ended in tracebacks; 1e12 minutes failed two tasks with an OverflowError and paged.
         *[(name, value, "expected a ") for name in NUMBER_SETTINGS for value in ("nan", "inf", "1e12")],

@@ -67,7 +67,7 @@ def _replace_tables(conn, schema: str | None, fills: Mapping[str, Callable]) -> 
     One transaction, so a failure anywhere replaces nothing. The tables are filled in a side schema and moved
     into ``schema`` at the end: in place, raw.* would be locked for all the COPYs, not just for the swap."""
     schema = schema or config.get().raw_schema
-    side = f"{schema}__loading"  # never committed: invisible to others; a second load waits for this one
+    side = f"{schema}{config.LOADING_SUFFIX}"  # never committed: invisible to others; a second load waits for this one
     counts = {}
     with conn.transaction(), conn.cursor() as cur:
         # A timestamp without a zone means UTC, whatever the database's TimeZone (`local`: this transaction).

@@ -799,6 +799,37 @@ def test_answers_before_anything_was_published_is_one_line(db):
         answers.read(db)
 
 
+def test_answers_for_a_role_that_cannot_read_the_marts_is_one_line_naming_what_to_grant(published_url):
+    """Review: `greenery answers` as a role without usage on marts (or select on metrics_daily) ended in an
+    InsufficientPrivilege traceback."""
+    from helpers import roles
+    from psycopg import sql
+
+    from greenery import answers
+
+    with psycopg.connect(published_url, autocommit=True) as admin, roles(admin, "reader") as (reader,):
+        password = "pw-" + reader
+        admin.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(reader), sql.Literal(password)))
+        quoted = f'"{reader}"'  # as the message writes it, ready to paste
+        grant = (
+            f"grant usage on schema marts, greenery_audit to {quoted};"
+            f" grant select on all tables in schema marts, greenery_audit to {quoted}"
+        )
+        with psycopg.connect(published_url, user=reader, password=password, autocommit=True) as conn:
+            with pytest.raises(answers.NoAnswersError) as denied:
+                answers.read(conn)
+            assert str(denied.value) == (
+                f"permission denied for schema marts (role {quoted}): the answers read the marts and"
+                f" greenery_audit.publish_log; {grant}"
+            )
+            admin.execute(sql.SQL("grant usage on schema marts to {}").format(sql.Identifier(reader)))
+            with pytest.raises(answers.NoAnswersError, match=r"^permission denied for table metrics_daily \(role"):
+                answers.read(conn)
+            for statement in grant.split(";"):
+                admin.execute(statement)
+            assert answers.read(conn)["metrics"]["as_of_date"]
+
+
 def test_the_demo_never_writes_to_a_configured_warehouse(published_url, pg_admin_url, tmp_path, monkeypatch):
     """Review: with AIRFLOW_CONN_GREENERY_WAREHOUSE set, `greenery demo` loaded its generated data into that
     warehouse (raw.users: 130 rows became 6) and published its marts there, exit 0. It always takes the embedded

@@ -111,6 +111,21 @@ def test_a_range_backwards_or_a_file_for_a_folder_is_one_line_and_starts_nothing
     assert (tmp_path / "a-file").read_text() == "mine"
 
 
+def test_generate_into_a_folder_it_cannot_make_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """Review: below a file (a-file/sub) or where nothing can be made (/proc/gen), a traceback and exit 1."""
+    from greenery import cli
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    (tmp_path / "a-file").write_text("mine")
+    for folder, reason in (
+        (tmp_path / "a-file" / "sub", "Not a directory"),
+        (Path("/proc/greenery-gen"), "No such file or directory"),
+    ):
+        assert cli.main(["generate", str(folder)]) == 2
+        assert capsys.readouterr().err == f"error: {folder}: cannot be made a folder: {reason}; nothing was written\n"
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
 # Written out rather than imported, so a rule that stops refusing pg_ or long names fails here.
 SCHEMA_RULE = (
     "expected a plain lower-case schema name (letters a-z, digits, underscores; not starting with a digit, nor with"

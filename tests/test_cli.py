@@ -789,6 +789,22 @@ def test_a_run_names_its_log_file_only_when_it_writes_one(verbose, tmp_path, mon
     assert "  validate: 1 critical problem" in err
 
 
+def test_an_unreachable_warehouse_is_one_line(monkeypatch):
+    """Review: libpq's message went on after a newline and a tab ("Is the server running on that host ..."), so the
+    command's error was two lines."""
+    import socket
+
+    from greenery import warehouse
+
+    with socket.socket() as holder:  # bound, not listening: connections to it are refused
+        holder.bind(("127.0.0.1", 0))
+        url = f"postgresql://nobody@127.0.0.1:{holder.getsockname()[1]}/nowhere"
+        monkeypatch.setenv(warehouse.conn_env_var(), warehouse.connection_json(url))
+        with pytest.raises(warehouse.WarehouseUnavailableError) as err:
+            warehouse.connect()
+    assert "\n" not in str(err.value) and "Connection refused Is the server running" in str(err.value), err.value
+
+
 def test_a_run_failing_on_an_unreachable_warehouse_says_so_not_just_see_the_log(monkeypatch):
     """The failure callback cannot record into a warehouse that does not answer; the summary of the failed
     tasks then says why nothing is recorded instead of "see the log" alone."""

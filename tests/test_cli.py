@@ -79,6 +79,11 @@ def test_date_options_explain_themselves():
         (("ui", "--port", "0"), "argument --port: must be a port from 1 to 65535, got 0"),
         # Review: "Raw" was loaded (quoted) beside raw, which the models read unquoted; the run was green on old rows.
         (("load-raw", "OUT", "--schema", "Raw"), "argument --schema: 'Raw' is not a plain lower-case schema name"),
+        # Review: PostgreSQL refused the side schema pg_xyz__loading with a traceback (ReservedName).
+        (("load-raw", "OUT", "--schema", "pg_xyz"), "'pg_xyz' is not a plain lower-case schema name (letters"),
+        (("load-raw", "OUT", "--schema", "pg_xyz"), "nor with pg_, which PostgreSQL reserves"),
+        # Review: a 63-character name's side schema, cut to 63, was the target's own name; the load failed misleadingly.
+        (("load-raw", "OUT", "--schema", "r" * 55), "at most 54 characters, so that load-raw's side schema"),
     ],
 )
 def test_a_bad_option_is_refused_with_its_reason_before_anything_runs(tmp_path, args, reason, capsys):
@@ -106,6 +111,27 @@ def test_a_range_backwards_or_a_file_for_a_folder_is_one_line_and_starts_nothing
     assert (tmp_path / "a-file").read_text() == "mine"
 
 
+def test_generate_into_a_folder_it_cannot_make_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """Review: below a file (a-file/sub) or where nothing can be made (/proc/gen), a traceback and exit 1."""
+    from greenery import cli
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    (tmp_path / "a-file").write_text("mine")
+    for folder, reason in (
+        (tmp_path / "a-file" / "sub", "Not a directory"),
+        (Path("/proc/greenery-gen"), "No such file or directory"),
+    ):
+        assert cli.main(["generate", str(folder)]) == 2
+        assert capsys.readouterr().err == f"error: {folder}: cannot be made a folder: {reason}; nothing was written\n"
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
+# Written out rather than imported, so a rule that stops refusing pg_ or long names fails here.
+SCHEMA_RULE = (
+    "expected a plain lower-case schema name (letters a-z, digits, underscores; not starting with a digit, nor with"
+    " pg_, which PostgreSQL reserves; at most 54 characters, so that load-raw's side schema <name>__loading fits"
+    " PostgreSQL's 63)"
+)
 NUMBER_SETTINGS = (
     "GREENERY_ALERT_SUPPRESS_HOURS",
     "GREENERY_RETRIES",
@@ -127,6 +153,9 @@ NUMBER_SETTINGS = (
         # Review: the loader quoted "Raw" while the models read raw: the old data published behind a green run.
         ("GREENERY_RAW_SCHEMA", "Raw", "expected a plain lower-case schema name"),
         ("GREENERY_RAW_SCHEMA", "raw-x", "expected a plain lower-case schema name"),
+        # Review: a traceback (ReservedName) at the load; a 63-character name's side schema was its own name.
+        ("GREENERY_RAW_SCHEMA", "pg_raw", SCHEMA_RULE),
+        ("GREENERY_RAW_SCHEMA", "r" * 63, SCHEMA_RULE),
         ("GREENERY_RETRIES", "two", "expected a whole number"),
         # Review: nan and inf ended in tracebacks; 1e12 minutes failed two tasks with an OverflowError and paged.
         *[(name, value, "expected a ") for name in NUMBER_SETTINGS for value in ("nan", "inf", "1e12")],
@@ -760,6 +789,22 @@ def test_a_run_names_its_log_file_only_when_it_writes_one(verbose, tmp_path, mon
     assert "  validate: 1 critical problem" in err
 
 
+def test_an_unreachable_warehouse_is_one_line(monkeypatch):
+    """Review: libpq's message went on after a newline and a tab ("Is the server running on that host ..."), so the
+    command's error was two lines."""
+    import socket
+
+    from greenery import warehouse
+
+    with socket.socket() as holder:  # bound, not listening: connections to it are refused
+        holder.bind(("127.0.0.1", 0))
+        url = f"postgresql://nobody@127.0.0.1:{holder.getsockname()[1]}/nowhere"
+        monkeypatch.setenv(warehouse.conn_env_var(), warehouse.connection_json(url))
+        with pytest.raises(warehouse.WarehouseUnavailableError) as err:
+            warehouse.connect()
+    assert "\n" not in str(err.value) and "Connection refused Is the server running" in str(err.value), err.value
+
+
 def test_a_run_failing_on_an_unreachable_warehouse_says_so_not_just_see_the_log(monkeypatch):
     """The failure callback cannot record into a warehouse that does not answer; the summary of the failed
     tasks then says why nothing is recorded instead of "see the log" alone."""
@@ -783,6 +828,37 @@ def test_answers_before_anything_was_published_is_one_line(db):
 
     with pytest.raises(answers.NoAnswersError, match=r"marts\.metrics_daily does not exist: nothing was published yet"):
         answers.read(db)
+
+
+def test_answers_for_a_role_that_cannot_read_the_marts_is_one_line_naming_what_to_grant(published_url):
+    """Review: `greenery answers` as a role without usage on marts (or select on metrics_daily) ended in an
+    InsufficientPrivilege traceback."""
+    from helpers import roles
+    from psycopg import sql
+
+    from greenery import answers
+
+    with psycopg.connect(published_url, autocommit=True) as admin, roles(admin, "reader") as (reader,):
+        password = "pw-" + reader
+        admin.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(reader), sql.Literal(password)))
+        quoted = f'"{reader}"'  # as the message writes it, ready to paste
+        grant = (
+            f"grant usage on schema marts, greenery_audit to {quoted};"
+            f" grant select on all tables in schema marts, greenery_audit to {quoted}"
+        )
+        with psycopg.connect(published_url, user=reader, password=password, autocommit=True) as conn:
+            with pytest.raises(answers.NoAnswersError) as denied:
+                answers.read(conn)
+            assert str(denied.value) == (
+                f"permission denied for schema marts (role {quoted}): the answers read the marts and"
+                f" greenery_audit.publish_log; {grant}"
+            )
+            admin.execute(sql.SQL("grant usage on schema marts to {}").format(sql.Identifier(reader)))
+            with pytest.raises(answers.NoAnswersError, match=r"^permission denied for table metrics_daily \(role"):
+                answers.read(conn)
+            for statement in grant.split(";"):
+                admin.execute(statement)
+            assert answers.read(conn)["metrics"]["as_of_date"]
 
 
 def test_the_demo_never_writes_to_a_configured_warehouse(published_url, pg_admin_url, tmp_path, monkeypatch):

@@ -55,6 +55,40 @@ def test_write_readme_with_no_mart_docs_found_refuses_and_writes_nothing(tmp_pat
     assert readme.read_text() == text
 
 
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        # Review: yaml's traceback (`greenery docs`, `greenery answers`).
+        (
+            'dim_users:\n  description: "unterminated\n',
+            ", line 3, column 1: not YAML: found unexpected end of stream (while scanning a quoted scalar from line 2,"
+            " column 16)",
+        ),
+        # Review: "TypeError: 'str' object is not a mapping".
+        ("dim_users: One row per user\n", ": entry dim_users: expected a mapping of keys to values, got a str"),
+        ("dim_users:\n", ": entry dim_users: expected a mapping of keys to values, got nothing"),
+        ("- dim_users\n", ": expected a mapping of names to entries, got a list"),
+    ],
+)
+def test_a_broken_docs_file_is_one_line_naming_it(text, error, tmp_path, monkeypatch, capsys):
+    (tmp_path / "sql" / "marts").mkdir(parents=True)
+    (tmp_path / "sql" / "marts" / "one.sql").write_text("select 1 as one")
+    (path := tmp_path / "sql" / "marts" / "_docs.yml").write_text(text)
+    monkeypatch.setenv("GREENERY_SQL_DIR", str(tmp_path / "sql"))
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    docs.load.cache_clear()  # read once per process (the docs of the default folder)
+    try:
+        with pytest.raises(docs.DocsError) as err:
+            docs.load()
+        assert str(err.value).startswith(f"{path}{error}"), err.value
+        from greenery import cli
+
+        assert cli.main(["docs"]) == 2
+    finally:
+        docs.load.cache_clear()
+    assert capsys.readouterr().err == f"error: {err.value}\n"
+
+
 def test_every_model_is_documented_and_owned():
     found = models.discover()
     assert set(docs.load()) == set(found)

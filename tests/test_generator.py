@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from greenery.dev import generator
 from greenery.dev.generator import default_days, generate
 
 TABLES = ("addresses", "users", "products", "promos", "orders", "order_items", "events")
@@ -94,6 +95,27 @@ def test_same_inputs_give_byte_identical_files(tmp_path: Path) -> None:
     for table in TABLES:
         name = f"{table}.csv"
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_a_run_stopped_half_way_leaves_the_earlier_files_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review: files written in place were truncated by a killed run, and load-raw took the partial set.
+    generate(tmp_path, scale=0.5, seed=7)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    write_order, written = generator._write_order, []
+
+    def stop_after_some_orders(ctx: generator._Context, user_id: str, address_id: str) -> None:
+        if len(written) == 50:
+            raise KeyboardInterrupt  # as Ctrl-C would; SIGTERM's StopSignal is a BaseException too
+        written.append(user_id)
+        write_order(ctx, user_id, address_id)
+
+    monkeypatch.setattr(generator, "_write_order", stop_after_some_orders)
+    with pytest.raises(KeyboardInterrupt):
+        generate(tmp_path, scale=2, seed=8)
+    assert written, "the run stopped before writing a row"
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
 
 
 def test_another_seed_gives_other_data(tmp_path: Path) -> None:

@@ -672,6 +672,26 @@ def test_a_grant_the_load_cannot_make_again_stops_it_and_changes_nothing(db, war
         assert (_acls(db), _raw_state(db)) == before
 
 
+def test_a_loader_without_create_on_the_database_is_one_line_naming_what_to_grant(db, warehouse_url, real_greenery):
+    """Review: a role without CREATE on the database ended load-raw in InsufficientPrivilege's traceback (making the
+    side schema raw__loading), where the swap's own errors were already one line."""
+    with roles(db, "loader") as (loader,):
+        password = uuid.uuid4().hex
+        db.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(loader), sql.Literal(password)))
+        before = _raw_state(db)
+        with (
+            psycopg.connect(warehouse_url, user=loader, password=password, autocommit=True) as conn,
+            pytest.raises(raw.RawLoadError) as err,
+        ):
+            raw.load_dir(conn, real_greenery)
+        assert str(err.value) == (
+            f"preparing the tables of raw: permission denied for database {db.info.dbname}"
+            " (the loading role needs CREATE on the database, to make the side schema raw__loading);"
+            " nothing was changed"
+        )
+        assert _raw_state(db) == before
+
+
 def test_a_loader_in_the_owners_role_keeps_the_owners_grants_as_the_owners(db, warehouse_url, real_greenery):
     """Review: a loader that is a member of the tables' owner role and holds a grant option from it: once that grant
     was made again, PostgreSQL recorded the owner's later grants as the loader's, and the load refused itself."""

@@ -97,6 +97,13 @@ def read(conn, day: dt.date | None = None) -> dict[str, Any]:
         raise NoAnswersError(
             f"{exc.diag.message_primary}: the marts are incomplete; run the DAG for the latest day to publish them"
         ) from None
+    except psycopg.errors.InsufficientPrivilege as exc:  # review: a role that cannot read the marts: a traceback
+        role = psycopg.sql.Identifier(conn.info.user).as_string(conn)
+        raise NoAnswersError(
+            f"{exc.diag.message_primary} (role {role}): the answers read the marts and greenery_audit.publish_log;"
+            f" grant usage on schema marts, greenery_audit to {role};"
+            f" grant select on all tables in schema marts, greenery_audit to {role}"
+        ) from None
 
 
 def _read(conn, day: dt.date | None) -> dict[str, Any]:

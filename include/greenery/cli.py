@@ -46,6 +46,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.directory.exists() and not args.directory.is_dir():
         raise UsageError(f"{args.directory}: exists and is not a folder; nothing was written")
+    try:  # review: a file above it (a-file/sub) or a folder nothing can be made in (/proc/gen) was a traceback
+        args.directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        failed = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(args.directory) else ""
+        raise UsageError(
+            f"{args.directory}: cannot be made a folder{failed}: {exc.strerror}; nothing was written"
+        ) from None
     started = time.perf_counter()
     counts = generate(args.directory, scale=args.scale, seed=args.seed, days=args.days)
     print(f"wrote {sum(counts.values()):,} rows to {args.directory} in {time.perf_counter() - started:.1f}s")

@@ -20,8 +20,18 @@ from pathlib import Path
 DAG_ID = "greenery_daily"
 # The layers are also the schemas readers use; their order is the build order. snapshots keep history.
 LAYERS = ("staging", "snapshots", "intermediate", "marts")
-SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # what the SQL can write unquoted, as the models do
-SCHEMA_RULE = "a plain lower-case schema name (letters a-z, digits, underscores; not starting with a digit)"
+# load-raw fills a schema's new tables in <schema><LOADING_SUFFIX> (sources/load.py) before it swaps them in.
+LOADING_SUFFIX = "__loading"
+# What the SQL can write unquoted, as the models do. Not pg_...: PostgreSQL reserves that prefix and refused the
+# side schema with a traceback (review). At most 63 - len(LOADING_SUFFIX) characters: PostgreSQL cuts names to 63,
+# so a longer name's side schema was the target's own name, and the load failed with a misleading error (review).
+SCHEMA_MAX_CHARS = 63 - len(LOADING_SUFFIX)
+SCHEMA_NAME = re.compile(rf"(?!pg_)[a-z_][a-z0-9_]{{0,{SCHEMA_MAX_CHARS - 1}}}")
+SCHEMA_RULE = (
+    "a plain lower-case schema name (letters a-z, digits, underscores; not starting with a digit, nor with pg_,"
+    f" which PostgreSQL reserves; at most {SCHEMA_MAX_CHARS} characters, so that load-raw's side schema"
+    f" <name>{LOADING_SUFFIX} fits PostgreSQL's 63)"
+)
 INCLUDE_DIR = Path(__file__).resolve().parent.parent
 PROJECT_DIR = INCLUDE_DIR.parent
 

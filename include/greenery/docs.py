@@ -19,25 +19,44 @@ README_END = "<!-- mart-docs:end -->"
 @cache
 def load(sql_dir: Path | None = None) -> dict[str, dict]:
     """Every model's docs, keyed by model name, each with its ``layer``."""
-    import yaml  # an Airflow dependency; only needed when docs are applied or rendered
-
     sql_dir = Path(sql_dir or config.get().sql_dir)
     docs: dict[str, dict] = {}
     for layer in config.LAYERS:
         path = sql_dir / layer / "_docs.yml"
         if path.is_file():
-            found = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            docs.update({name: {**doc, "layer": layer} for name, doc in found.items()})
+            docs.update({name: {**doc, "layer": layer} for name, doc in _entries(path).items()})
     return docs
 
 
 @cache
 def owners(sql_dir: Path | None = None) -> dict[str, dict]:
     """The owners (include/sql/_owners.yml): name -> {name, slack}."""
-    import yaml
-
     path = Path(sql_dir or config.get().sql_dir) / "_owners.yml"
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    return _entries(path) if path.is_file() else {}
+
+
+def _entries(path: Path) -> dict[str, dict]:
+    """The file's top-level mapping of name -> mapping. Review: an unterminated quote ended `greenery docs` (and
+    `greenery answers`) in yaml's traceback, an entry written as a string in "'str' object is not a mapping"."""
+    import yaml  # an Airflow dependency; only needed when docs are applied or rendered
+
+    try:
+        found = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        started = exc.context_mark if exc.context and exc.problem_mark else None  # an unterminated quote's opening
+        since = f" ({exc.context} from line {started.line + 1}, column {started.column + 1})" if started else ""
+        raise DocsError(f"{where}: not YAML: {exc.problem or exc.context}{since}") from None
+    except yaml.YAMLError as exc:
+        raise DocsError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(found, dict):
+        raise DocsError(f"{path}: expected a mapping of names to entries, got a {type(found).__name__}")
+    for name, entry in found.items():
+        if not isinstance(entry, dict):
+            got = "nothing" if entry is None else f"a {type(entry).__name__} ({str(entry)[:40]!r})"
+            raise DocsError(f"{path}: entry {name}: expected a mapping of keys to values, got {got}")
+    return found
 
 
 def owner_of(model: str) -> dict | None:

@@ -60,9 +60,11 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None):
             hook.connection.extra = json.dumps({**hook.connection.extra_dejson, "connect_timeout": connect_timeout})
         conn = hook.get_conn()
     except Exception as exc:
+        # One line: libpq's message goes on after a newline and a tab ("\n\tIs the server running on that host ...").
+        said = " ".join(str(exc).split())
         raise WarehouseUnavailableError(
             f"cannot connect to the warehouse through Airflow connection {conn_id!r} "
-            f"(set it in the UI or with {conn_env_var(conn_id)}): {type(exc).__name__}: {exc}"
+            f"(set it in the UI or with {conn_env_var(conn_id)}): {type(exc).__name__}: {said}"
         ) from exc
     conn.autocommit = True
     return conn

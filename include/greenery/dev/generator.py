@@ -46,6 +46,9 @@ HEADERS: dict[str, tuple[str, ...]] = {
     }.items()
 }
 
+# What a table's file is named while it is written (its .csv name once the whole dataset is written).
+PARTIAL_SUFFIX = ".partial"
+
 BASE_URL = "https://greenery.com"
 DAY = 86_400
 HOUR = 3_600
@@ -170,8 +173,8 @@ def generate(
     ``scale`` multiplies users, orders and events (products and promos are fixed catalogues). Orders
     are spread evenly over ``days`` calendar days from ``start`` (default: :func:`default_days`);
     sessions start up to a few minutes before the first day and shipping events, deliveries and
-    estimates run past the last. Existing files of the same names in ``out_dir`` are overwritten.
-    Same arguments, same bytes.
+    estimates run past the last. Existing files of the same names in ``out_dir`` are replaced, all of them
+    at the end: a run that stops before leaves them as they were. Same arguments, same bytes.
     """
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale!r}")
@@ -189,17 +192,28 @@ def generate(
     window_start = _epoch(start.date() if isinstance(start, dt.datetime) else start)
     order_days = _order_days(rng, sum(orders_per_user), days)
 
-    with ExitStack() as stack:
-        sink = _Sink(stack, out)
-        for product in products:
-            price = _money(product.price_cents)
-            sink.write("products", (product.product_id, product.name, price, product.inventory))
-        for promo_id, discount, status in PROMOS:
-            sink.write("promos", (promo_id, discount, status))
-        ctx = _Context(rng, sink, products, window_start, window_start + days * DAY, iter(order_days))
-        for n_orders in orders_per_user:
-            _write_user(ctx, n_orders)
-        return dict(sink.counts)
+    # Each table is written to <table>.csv.partial and all are moved into place only once every row is written:
+    # written in place, a run stopped half-way (SIGTERM, an error) destroyed the earlier dataset and left CSVs
+    # ending on whole rows, which load-raw took as a complete set (review). load-raw reads only *.csv.
+    partials = {table: out / f"{table}.csv{PARTIAL_SUFFIX}" for table in HEADERS}
+    try:
+        with ExitStack() as stack:
+            sink = _Sink(stack, partials)
+            for product in products:
+                price = _money(product.price_cents)
+                sink.write("products", (product.product_id, product.name, price, product.inventory))
+            for promo_id, discount, status in PROMOS:
+                sink.write("promos", (promo_id, discount, status))
+            ctx = _Context(rng, sink, products, window_start, window_start + days * DAY, iter(order_days))
+            for n_orders in orders_per_user:
+                _write_user(ctx, n_orders)
+    except BaseException:  # also the CLI's StopSignal (SIGTERM), which is not an Exception
+        for path in partials.values():
+            path.unlink(missing_ok=True)
+        raise
+    for table, path in partials.items():
+        path.replace(out / f"{table}.csv")
+    return dict(sink.counts)
 
 
 # --- plumbing -------------------------------------------------------------------------------------
@@ -208,12 +222,12 @@ def generate(
 class _Sink:
     """One csv writer per table, counting the rows it writes."""
 
-    def __init__(self, stack: ExitStack, out: Path) -> None:
+    def __init__(self, stack: ExitStack, paths: dict[str, Path]) -> None:
         self.writers: dict[str, Any] = {}  # the csv writer type is private to the csv module
         self.counts = dict.fromkeys(HEADERS, 0)
         for table, header in HEADERS.items():
             # newline="" hands line endings to the csv module, which then writes exactly "\n".
-            handle = stack.enter_context((out / f"{table}.csv").open("w", newline="", encoding="utf-8"))
+            handle = stack.enter_context(paths[table].open("w", newline="", encoding="utf-8"))
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(header)
             self.writers[table] = writer

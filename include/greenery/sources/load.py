@@ -9,6 +9,7 @@ Timestamps without a zone are read as UTC.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import csv
 import logging
 import re
@@ -61,33 +62,50 @@ def _error(where: object, what: str) -> RawLoadError:
     return RawLoadError(f"{where}: {what}; nothing was changed")
 
 
+@contextlib.contextmanager
+def _setting_up(schema: str, side: str) -> Iterator[None]:
+    """PostgreSQL's errors while the side schema and its tables are made: one line, not a traceback (review: a role
+    without CREATE on the database ended load-raw in InsufficientPrivilege's). Nothing is changed: the transaction
+    is rolled back."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        hint = ""
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            hint = f" (the loading role needs CREATE on the database, to make the side schema {side})"
+        raise _error(f"preparing the tables of {schema}", attachments.postgres_says(exc) + hint) from exc
+
+
 def _replace_tables(conn, schema: str | None, fills: Mapping[str, Callable]) -> dict[str, int]:
     """Fill each table's new version with ``fills[table](cur, copy_statement)``, then swap them all in.
 
     One transaction, so a failure anywhere replaces nothing. The tables are filled in a side schema and moved
     into ``schema`` at the end: in place, raw.* would be locked for all the COPYs, not just for the swap."""
     schema = schema or config.get().raw_schema
-    side = f"{schema}__loading"  # never committed: invisible to others; a second load waits for this one
+    side = f"{schema}{config.LOADING_SUFFIX}"  # never committed: invisible to others; a second load waits for this one
     counts = {}
     with conn.transaction(), conn.cursor() as cur:
         # A timestamp without a zone means UTC, whatever the database's TimeZone (`local`: this transaction).
         cur.execute("set local time zone 'UTC'")
         # What would stop the swap, told before the files are read: the swap reads it again, under its lock.
         their_columns, swapping = {table: RAW_TABLES[table] for table in fills}, f"replacing the tables of {schema}"
-        try:
-            attachments.read_all(cur, schema, their_columns, check_only=True)
-        except attachments.AttachmentsNotKept as exc:
-            raise _error(swapping, str(exc)) from exc
-        cur.execute(sql.SQL("create schema {}").format(sql.Identifier(side)))
+        with _setting_up(schema, side):
+            try:
+                attachments.read_all(cur, schema, their_columns, check_only=True)
+            except attachments.AttachmentsNotKept as exc:
+                raise _error(swapping, str(exc)) from exc
+            cur.execute(sql.SQL("create schema {}").format(sql.Identifier(side)))
         for table, fill in fills.items():
             columns = RAW_TABLES[table]
             ident = sql.Identifier(side, table)
             typed = (sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns.items())
-            cur.execute(sql.SQL("create table {} ({})").format(ident, sql.SQL(", ").join(typed)))
+            with _setting_up(schema, side):
+                cur.execute(sql.SQL("create table {} ({})").format(ident, sql.SQL(", ").join(typed)))
             names = sql.SQL(", ").join(map(sql.Identifier, columns))
-            counts[table] = fill(cur, sql.SQL("copy {} ({}) from stdin").format(ident, names))
-            for column in RAW_INDEXES.get(table, ()):
-                cur.execute(sql.SQL("create index on {} ({})").format(ident, sql.Identifier(column)))
+            counts[table] = fill(cur, sql.SQL("copy {} ({}) from stdin").format(ident, names))  # its own errors
+            with _setting_up(schema, side):
+                for column in RAW_INDEXES.get(table, ()):
+                    cur.execute(sql.SQL("create index on {} ({})").format(ident, sql.Identifier(column)))
         try:
             target = sql.Identifier(schema)
             cur.execute(sql.SQL("create schema if not exists {}").format(target))

@@ -111,7 +111,8 @@ with DAG(
         "retry_delay": SETTINGS.retry_delay,
         "execution_timeout": SETTINGS.task_timeout,
         "retry_exponential_backoff": True,
-        "max_retry_delay": dt.timedelta(minutes=10),
+        # Doubling stops at 10 minutes, or at the setting's first wait when longer (review: 3600 s waited 10 minutes).
+        "max_retry_delay": max(dt.timedelta(minutes=10), SETTINGS.retry_delay),
         "on_failure_callback": _page_on_failure,
         # Ctrl-C stops a day of the CLI's run command: the task it lands in is not retried (greenery/dev/cli_runs.py).
         "retry_policy": ExceptionRetryPolicy(
@@ -198,6 +199,7 @@ with DAG(
         retries=SETTINGS.alert_retries,
         retry_delay=SETTINGS.alert_retry_delay,
         retry_exponential_backoff=True,
+        max_retry_delay=max(dt.timedelta(minutes=10), SETTINGS.alert_retry_delay),
         # After validate and publish, whatever their outcome: a failed check is exactly when to page.
         trigger_rule=TriggerRule.ALL_DONE,
     )

@@ -224,10 +224,45 @@ def test_a_task_timeout_under_a_second_is_refused_not_taken_for_none(monkeypatch
     assert (shortest.task_timeout, shortest.publish_lock_wait) == (dt.timedelta(seconds=3), dt.timedelta(seconds=1.5))
 
 
+def test_publish_waits_at_most_half_the_task_timeout_and_a_build_outlives_a_task():
+    """Review: a lock wait just under the timeout (6.59 s of 6.6) was kept, and the task timed out first, naming
+    nobody; a build TTL of 0 let another run's publish drop a run's build while its validate ran."""
+    from greenery import config
+
+    wait = config.get({"GREENERY_TASK_TIMEOUT_MINUTES": "0.11", "GREENERY_PUBLISH_LOCK_WAIT_SECONDS": "6.59"})
+    assert wait.publish_lock_wait == dt.timedelta(seconds=3.3)
+    kept = config.get({"GREENERY_TASK_TIMEOUT_MINUTES": "0.11", "GREENERY_PUBLISH_LOCK_WAIT_SECONDS": "3"})
+    assert kept.publish_lock_wait == dt.timedelta(seconds=3)
+    for ttl, timeout, least in (("0", "60", "1"), ("0.5", "10", "1"), ("2", "180", "3")):
+        with pytest.raises(
+            config.SettingError, match=rf"GREENERY_BUILD_TTL_HOURS='{ttl}': expected at least {least} h"
+        ):
+            config.get({"GREENERY_BUILD_TTL_HOURS": ttl, "GREENERY_TASK_TIMEOUT_MINUTES": timeout})
+    assert config.get({"GREENERY_BUILD_TTL_HOURS": "1"}).build_ttl == dt.timedelta(hours=1)
+    long_tasks = config.get({"GREENERY_TASK_TIMEOUT_MINUTES": "4000"})  # the default TTL (48 h) grows with it
+    assert long_tasks.build_ttl == long_tasks.task_timeout == dt.timedelta(minutes=4000)
+    assert config.get_lenient({"GREENERY_TASK_TIMEOUT_MINUTES": "4000"})[1] == ()
+
+
+@pytest.mark.parametrize("word", ["order", "user", "group", "table"])
+def test_a_raw_schema_named_by_a_word_sql_reserves_is_refused(word):
+    """Review: GREENERY_RAW_SCHEMA=order loaded, then the first model failed on `select * from order.addresses` (a
+    syntax error) and paged as a broken model file."""
+    from greenery import config
+
+    with pytest.raises(config.SettingError, match=rf"GREENERY_RAW_SCHEMA='{word}': a word SQL reserves"):
+        config.get({"GREENERY_RAW_SCHEMA": word})
+    assert config.get({"GREENERY_RAW_SCHEMA": f"{word}s"}).raw_schema == f"{word}s"
+
+
 MISSPELT = ("GREENERY_EXPECTATION_DIR", "GREENERY_FOO")  # here and in tests/test_cli.py
 BAD_PARSE_TIME_SETTINGS = [
     ("GREENERY_ASSET_AUTHORITY", "warehouse:notaport", "expected host[:port]"),
     ("GREENERY_ASSET_AUTHORITY", "warehouse:5432/x", "expected host[:port]"),
+    # Review: these passed the pattern; Airflow's URL parser refused them at parse time ("An IPv4 address cannot be in
+    # brackets"): the DAG an import error.
+    ("GREENERY_ASSET_AUTHORITY", "[10.0.0.7]:5432", "expected host[:port]"),
+    ("GREENERY_ASSET_AUTHORITY", "[:]", "expected host[:port]"),
     ("GREENERY_ASSET_DATABASE", "a/b", "expected a database name"),
     ("GREENERY_SQL_DIR", "/no/such/dir", "no models there"),
     # Review: a misspelt name was ignored in silence (the run used the default folder).
@@ -392,3 +427,39 @@ def test_a_broken_model_file_leaves_the_dag_loadable_and_its_first_task_fails_at
         (psycopg.errors.NumericValueOutOfRange, ModelBuildError),
     ):
         assert type(build_error(model, "marts.fact_orders", error("boom"))) is kind, error
+
+
+@pytest.mark.parametrize(
+    ("setting", "seconds"), [("GREENERY_RETRY_DELAY_SECONDS", 3600), ("GREENERY_ALERT_RETRY_DELAY_SECONDS", 1800)]
+)
+def test_a_retry_delay_over_ten_minutes_is_waited(monkeypatch, setting, seconds):
+    """Review: every retry waited at most 10 minutes (the DAG's max_retry_delay, which alert_slack inherited), whatever
+    the delay asked for: 3600 s was 600 s. Airflow's own computation of the next try, on the DAG as the scheduler holds
+    it (serialized and read back)."""
+    import logging
+    import types
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    monkeypatch.setenv(setting, str(seconds))
+    bag = DagBag(dag_folder=str(DAGS_DIR / "greenery_daily.py"))
+    assert bag.import_errors == {}
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags["greenery_daily"]))
+    task = dag.get_task("alert_slack" if "ALERT" in setting else "stg_postgres__orders")
+    end = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    waits = []
+    for try_number in (1, 2, 3):
+        ti = types.SimpleNamespace(
+            retry_delay_override=None,
+            task=task,
+            try_number=try_number,
+            end_date=end,
+            dag_id=dag.dag_id,
+            task_id=task.task_id,
+            logical_date=end,
+            log=logging.getLogger(__name__),
+        )
+        waits.append(TaskInstance.next_retry_datetime(ti) - end)
+    assert all(wait >= dt.timedelta(seconds=seconds) for wait in waits), waits

@@ -333,7 +333,14 @@ def test_published_builds_are_dropped_and_unfinished_ones_kept_until_they_expire
     assert not build_schemas(loaded) & set(first.schema_of.values())
     assert wap.drop_finished_builds(loaded, keep=second) == []  # the default TTL (48 h) has not passed
     # Once idle for longer than the TTL (GREENERY_BUILD_TTL_HOURS, the setting publish reads), it expires too.
-    monkeypatch.setenv("GREENERY_BUILD_TTL_HOURS", "0")
+    monkeypatch.setenv("GREENERY_BUILD_TTL_HOURS", "2")
+    loaded.execute(
+        "update greenery_audit.builds set touched_at = now() - interval '119 minutes' where run_id = 'failed-run'"
+    )
+    assert wap.drop_finished_builds(loaded, keep=second) == []
+    loaded.execute(
+        "update greenery_audit.builds set touched_at = now() - interval '121 minutes' where run_id = 'failed-run'"
+    )
     assert set(wap.drop_finished_builds(loaded, keep=second)) == set(failed.schema_of.values())
     assert build_schemas(loaded) == set(second.schema_of.values())
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import ipaddress
 import math
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,12 +111,32 @@ def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum
     return value
 
 
+# The words PostgreSQL 16 refuses before a dot (`select * from order.addresses` is a syntax error): its reserved
+# keywords and those that may not name a column (pg_get_keywords(), each tried as a schema qualifier).
+_RESERVED = """
+all analyse analyze and any array as asc asymmetric authorization binary both case cast check collate collation
+column concurrently constraint create cross current_catalog current_date current_role current_schema current_time
+current_timestamp current_user default deferrable desc distinct do else end except false fetch for foreign freeze
+from full grant group having ilike in initially inner intersect into is isnull join lateral leading left like limit
+localtime localtimestamp natural not notnull null offset on only or order outer overlaps placing primary references
+returning right select session_user similar some symmetric system_user table tablesample then to trailing true union
+unique user using variadic verbose when where window with
+"""
+RESERVED_WORDS = frozenset(_RESERVED.split())
+
+
 def _schema(env: Mapping[str, str], name: str, default: str) -> str:
     """A schema name the SQL can write as it is: lower case letters, digits and underscores (review: the loader
-    quoted "Raw" while the models read raw, so a run published the old data behind a green run)."""
+    quoted "Raw" while the models read raw, so a run published the old data behind a green run), and no word SQL
+    reserves (review: raw schema 'order' loaded, then the first model failed on a syntax error and paged as a broken
+    model file)."""
     text = _text(env, name, default)
     if not SCHEMA_NAME.fullmatch(text):
         raise SettingError(f"{name}={text!r}: expected {SCHEMA_RULE}")
+    if text in RESERVED_WORDS:
+        raise SettingError(
+            f"{name}={text!r}: a word SQL reserves (the models write the schema unquoted): choose another name"
+        )
     return text
 
 
@@ -122,12 +144,21 @@ def _schema(env: Mapping[str, str], name: str, default: str) -> str:
 # tests/test_dag_integrity.py holds these rules to it): host[:port], and the database as one path segment.
 ASSET_AUTHORITY = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
 ASSET_DATABASE = re.compile(r"[A-Za-z0-9._~-]+")
+MIN_BUILD_TTL = dt.timedelta(hours=1)
 
 
 def _asset_authority(env: Mapping[str, str], name: str, default: str) -> str:
-    """Review: 'warehouse:notaport' or 'warehouse:5432/x' made the DAG an import error, `greenery run` a traceback."""
+    """Review: 'warehouse:notaport' or 'warehouse:5432/x' made the DAG an import error, `greenery run` a traceback;
+    so did '[10.0.0.7]:5432' and '[:]', which pass the pattern: the URL parser Airflow's Asset check uses reads them
+    here too."""
     text = _text(env, name, default)
     found = ASSET_AUTHORITY.fullmatch(text)
+    try:
+        urllib.parse.urlsplit(f"postgres://{text}/").port  # noqa: B018 - read for its ValueError
+        if found and text.startswith("["):
+            ipaddress.IPv6Address(text[1 : text.index("]")])
+    except ValueError:
+        found = None
     if not found or (found[1] is not None and not 1 <= int(found[1]) <= 65535):
         raise SettingError(f"{name}={text!r}: expected host[:port] (a host name or [IPv6 address], port 1-65535)")
     return text
@@ -261,8 +292,18 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
     settings = _read(asked)
     _refuse_unknown(env, asked.names)
     timeout = settings.task_timeout  # Airflow's execution_timeout: at least a second (_task_timeout)
-    if settings.publish_lock_wait >= timeout:  # the task would time out first, naming nobody (review)
-        return dataclasses.replace(settings, publish_lock_wait=timeout / 2)
+    # At most half the timeout: a wait closer to it let the task time out first, naming nobody (review: 6.59 s of a
+    # 6.6 s timeout, the time spent waiting for other runs before it not counted).
+    if settings.publish_lock_wait > timeout / 2:
+        settings = dataclasses.replace(settings, publish_lock_wait=timeout / 2)
+    if settings.build_ttl < max(timeout, MIN_BUILD_TTL):
+        if "GREENERY_BUILD_TTL_HOURS" not in env:  # a long timeout alone lengthens the default with it
+            return dataclasses.replace(settings, build_ttl=max(timeout, MIN_BUILD_TTL))
+        raise SettingError(
+            f"GREENERY_BUILD_TTL_HOURS={env.get('GREENERY_BUILD_TTL_HOURS')!r}: expected at least"
+            f" {max(timeout, MIN_BUILD_TTL) / dt.timedelta(hours=1):g} h (an hour, and the task timeout: a run's"
+            " build is idle while one of its tasks runs, and a shorter time let another run drop it mid-run)"
+        )
     return settings
 
 

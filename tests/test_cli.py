@@ -82,6 +82,7 @@ def test_date_options_explain_themselves():
         # Review: PostgreSQL refused the side schema pg_xyz__loading with a traceback (ReservedName).
         (("load-raw", "OUT", "--schema", "pg_xyz"), "'pg_xyz' is not a plain lower-case schema name (letters"),
         (("load-raw", "OUT", "--schema", "pg_xyz"), "nor with pg_, which PostgreSQL reserves"),
+        (("load-raw", "OUT", "--schema", "order"), "'order' is a word SQL reserves, which the models cannot read"),
         # Review: a 63-character name's side schema, cut to 63, was the target's own name; the load failed misleadingly.
         (("load-raw", "OUT", "--schema", "r" * 55), "at most 54 characters, so that load-raw's side schema"),
     ],

@@ -806,6 +806,27 @@ def test_an_unreachable_warehouse_is_one_line(monkeypatch):
     assert "\n" not in str(err.value) and "Connection refused Is the server running" in str(err.value), err.value
 
 
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("postgres://u:s3cret-pw@host:notaport/db", "Port could not be cast to integer value as 'notaport'"),
+        ('{"conn_type": "postgres", "host": "h", "port": "x", "password": "s3cret-pw"}', "port"),
+    ],
+    ids=["uri", "json"],
+)
+def test_a_malformed_connection_variable_is_said_to_be_set_and_unparsable(monkeypatch, value, why):
+    """Review: a port of "notaport" was reported as "The conn_id greenery_warehouse isn't defined ... (set it ... with
+    AIRFLOW_CONN_GREENERY_WAREHOUSE)", a variable that was set."""
+    from greenery import warehouse
+
+    monkeypatch.setenv(warehouse.conn_env_var(), value)
+    with pytest.raises(warehouse.WarehouseUnavailableError) as err:
+        warehouse.connect()
+    said = str(err.value)
+    assert said.startswith("AIRFLOW_CONN_GREENERY_WAREHOUSE is set, but Airflow could not parse it"), said
+    assert why in said and "isn't defined" not in said and "s3cret-pw" not in said and "\n" not in said, said
+
+
 def test_a_run_failing_on_an_unreachable_warehouse_says_so_not_just_see_the_log(monkeypatch):
     """The failure callback cannot record into a warehouse that does not answer; the summary of the failed
     tasks then says why nothing is recorded instead of "see the log" alone."""

@@ -361,6 +361,20 @@ def test_an_old_days_run_with_a_late_clock_does_not_hide_the_days_never_built(pu
         freshness.check_no_skipped_days(conn, Interval.for_day(dt.date(2021, 2, 13)))  # its window reaches the 10th
 
 
+def test_the_days_never_built_name_the_configured_raw_schema(published_url, monkeypatch):
+    """Review: the stop said raw.events whatever GREENERY_RAW_SCHEMA named."""
+    from greenery.project.render import Interval
+    from greenery.tasks import freshness
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("update greenery_audit.publish_log set logical_date = '2021-02-09'")  # as the test above
+        conn.execute("update greenery_audit.builds set logical_date = '2021-02-09', run_time = now()")
+        conn.execute("alter schema raw rename to landing")
+        monkeypatch.setenv("GREENERY_RAW_SCHEMA", "landing")
+        with pytest.raises(freshness.DaysNeverBuiltError, match=r"^landing\.events has \d+ rows created between"):
+            freshness.check_no_skipped_days(conn, Interval.for_day(dt.date(2021, 2, 14)))
+
+
 def test_a_source_alert_that_went_out_unanswered_is_not_paged_again_nor_said_unsent(published_url, paged):
     """Review: Slack hung up on the source alert (raw has no data on 2021-02-13); page() said "not sent", the task
     raised "(the source alert could NOT be sent)" and its failure callback paged a second time. A post that went

@@ -934,3 +934,16 @@ def test_direction_controls_in_a_gx_page_are_shown_escaped():
     assert not set(controls) & set(page)
     assert "<td>order\\u202e" + "".join(f"\\u{ord(c):04x}" for c in controls) + "gnp.exe</td>" in page
     assert page.index("<style") < page.index("<title>")  # our stylesheet still first in the head
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_a_bad_setting_the_view_does_not_read_does_not_take_it_down(warehouse_url, stored_docs, monkeypatch):
+    """Review: GREENERY_RETRIES=x on the api-server made the page, the JSON and the Data Docs a bare 500."""
+    record_two_runs(warehouse_url)
+    monkeypatch.setenv("GREENERY_RETRIES", "x")
+    app = client()
+    page = app.get("/data-quality/")
+    assert page.status_code == 200 and "orders" in page.text, page.text[:300]
+    assert app.get("/data-quality/api/latest").json()["latest_run"]["run_id"] == NEW_RUN
+    assert app.get("/data-quality/docs/").status_code == 200

@@ -128,6 +128,40 @@ def test_a_reader_idle_in_its_transaction_holds_publish_a_bounded_time_and_is_na
     assert audit.last_published(loaded)["run_id"] == "second"
 
 
+def test_a_reader_of_another_role_is_named_and_its_hidden_query_said_to_be_hidden(db, warehouse_url, monkeypatch):
+    """Review: a pipeline role without pg_read_all_stats sees another role's session as "None, ... in a transaction
+    since None UTC: <insufficient privilege>"; the message now says the query is hidden and what to grant."""
+    from helpers import roles
+    from psycopg import sql
+
+    monkeypatch.setattr(lock_waits, "TRY_SECONDS", 0.5)
+    db.execute("create table public.shared (x int)")
+    with roles(db, "reader", "etl") as (reader, etl):
+        password = f"pw-{reader}"
+        for role, grant in ((reader, "select"), (etl, "all")):
+            who = sql.Identifier(role)
+            db.execute(sql.SQL("alter role {} login password {}").format(who, sql.Literal(password)))
+            db.execute(sql.SQL("grant " + grant + " on public.shared to {}").format(who))  # grant: a literal of ours
+
+        def attempt(try_: lock_waits.Try) -> None:
+            with publisher.transaction():
+                try_.arm()
+                try_.take("public.shared", lock_waits.SWAP)
+
+        with (
+            psycopg.connect(warehouse_url, user=reader, password=password, application_name="a BI tool") as other,
+            psycopg.connect(warehouse_url, user=etl, password=password, autocommit=True) as publisher,
+        ):
+            other.execute("select count(*) from public.shared")  # its transaction left open
+            pid = other.info.backend_pid
+            with pytest.raises(lock_waits.LockWaitRanOut) as gave_up:
+                lock_waits.bounded(publisher, attempt, 1.0)
+    said = str(gave_up.value)
+    assert f"held by pid {pid} (a BI tool, user {reader}, holding AccessShareLock; its query" in said
+    assert f"its query is hidden from role {etl}: grant it pg_read_all_stats to see it)" in said, said
+    assert "None" not in said and "insufficient privilege" not in said and "pg_signal_backend" in said, said
+
+
 def test_a_reader_locking_in_the_other_order_deadlocks_one_try_and_the_next_publishes(
     loaded, warehouse_url, second_build, caplog, monkeypatch
 ):

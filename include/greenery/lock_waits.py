@@ -32,7 +32,7 @@ SWAP, MERGE = "access exclusive", "row exclusive"  # replacing a table; changing
 _HOLDERS = """
 select a.pid, coalesce(nullif(a.application_name, ''), 'no application name'), a.usename, a.state, l.mode,
     to_char(a.xact_start at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-    left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120)
+    left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120), a.query = '<insufficient privilege>', current_user
 from pg_locks as l join pg_stat_activity as a on a.pid = l.pid
 where l.relation = to_regclass(%s) and l.granted and l.pid <> pg_backend_pid()
 order by a.xact_start nulls last, a.pid
@@ -114,15 +114,24 @@ def bounded(conn, attempt: Callable[[Try], T], wait_s: float) -> T:
 
 def _gave_up(conn, try_: Try, wait_s: float, tries: int) -> str:
     holders = conn.execute(_HOLDERS, (try_.relation,)).fetchall() if try_.relation else []
-    sessions = "; ".join(
-        f"pid {pid} ({app}, user {user}, {state}, holding {held}, in a transaction since {since} UTC: {query})"
-        for pid, app, user, state, held, since, query in holders
-    )
+    sessions = "; ".join(_session(*holder) for holder in holders)
     return (
         f"publish gave up after {tries} tries in {wait_s:g} s (GREENERY_PUBLISH_LOCK_WAIT_SECONDS) to lock "
         f"{_named(try_)}, held by {sessions or 'a session that has let go of it since'}; nothing was published. "
-        "Commit or end those sessions (select pg_terminate_backend(pid)), then clear publish."
+        "Commit or end those sessions (select pg_terminate_backend(pid), as a superuser, the session's own role or"
+        " one granted pg_signal_backend), then clear publish."
     )
+
+
+def _session(pid, app, user, state, held, since, query, hidden: bool, me: str) -> str:
+    """One holder as the message names it. Another role's session shows its state, transaction and query only to a
+    role granted pg_read_all_stats: say so, not "None" and "<insufficient privilege>" (review)."""
+    if hidden:
+        return (
+            f"pid {pid} ({app}, user {user}, holding {held}; its query is hidden from role {me}:"
+            " grant it pg_read_all_stats to see it)"
+        )
+    return f"pid {pid} ({app}, user {user}, {state}, holding {held}, in a transaction since {since} UTC: {query})"
 
 
 def _named(try_: Try) -> str:

@@ -6,6 +6,7 @@ Everything talks to PostgreSQL through the Airflow connection ``greenery_warehou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -60,6 +61,9 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None):
             hook.connection.extra = json.dumps({**hook.connection.extra_dejson, "connect_timeout": connect_timeout})
         conn = hook.get_conn()
     except Exception as exc:
+        unparsed = _unparsed(conn_id) if type(exc).__name__ == "AirflowNotFoundException" else None
+        if unparsed is not None:
+            raise WarehouseUnavailableError(unparsed) from exc
         # One line: libpq's message goes on after a newline and a tab ("\n\tIs the server running on that host ...").
         said = " ".join(str(exc).split())
         raise WarehouseUnavailableError(
@@ -68,6 +72,41 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None):
         ) from exc
     conn.autocommit = True
     return conn
+
+
+def _unparsed(conn_id: str) -> str | None:
+    """Why Airflow could not parse the connection's variable, when it is set: Airflow then says only that the conn_id
+    "isn't defined" (review: it told people to set a variable they had set, with a port of "notaport")."""
+    from airflow.secrets.environment_variables import EnvironmentVariablesBackend
+
+    backend = EnvironmentVariablesBackend()  # Airflow's own reading of AIRFLOW_CONN_<ID>
+    value = backend.get_conn_value(conn_id)
+    if not value:
+        return None
+    try:
+        backend.get_connection(conn_id)
+    except Exception as exc:
+        said = " ".join(str(exc).split())
+        for secret in _passwords(value):  # Airflow's messages name a bad port, not the password; never print it
+            said = said.replace(secret, "***")
+        why = f"{type(exc).__name__}: {said}"
+    else:
+        return None  # it parses here: Airflow's not-found has another cause, and connect reports it as it is
+    return (
+        f"{conn_env_var(conn_id)} is set, but Airflow could not parse it as a connection ({why}): write it as a URI"
+        " (postgres://user:password@host:5432/database) or as JSON with a whole-number port"
+    )
+
+
+def _passwords(value: str) -> list[str]:
+    """The password a malformed connection variable holds, as written and decoded, if it can be found."""
+    found = []
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        found.append(json.loads(value).get("password"))
+    with contextlib.suppress(ValueError):
+        raw = urlsplit(value).netloc.rpartition("@")[0].partition(":")[2]
+        found += [raw, unquote(raw)]
+    return [str(p) for p in found if p]
 
 
 def connection_json(url: str) -> str:

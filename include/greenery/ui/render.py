@@ -112,8 +112,9 @@ _ENV.filters.update(
 
 def docs_root() -> str:
     """Where the page's Data Docs links start: ``GREENERY_DATA_DOCS_BASE_URL`` when set, as in the alerts; else the
-    app's own ``docs/``, relative to the page, so it works under any base path of the API server."""
-    return links.docs_url() if config.get().data_docs_base_url else LOCAL_DOCS
+    app's own ``docs/``, relative to the page, so it works under any base path of the API server. Lenient, as
+    links.docs_url: another setting's bad value must not take the page down (review: a bare 500)."""
+    return links.docs_url() if config.get_lenient()[0].data_docs_base_url else LOCAL_DOCS
 
 
 def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: bool = False) -> str:

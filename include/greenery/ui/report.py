@@ -288,10 +288,14 @@ def not_validated(run_id: str, day: dt.date) -> dict[str, Any]:
 def reading() -> Iterator[Any]:
     """A read-only transaction on the warehouse, through the Airflow connection, with a statement timeout.
 
-    Raises :class:`WarehouseError` with a readable reason when the warehouse cannot be reached or read.
+    Raises :class:`WarehouseError` with a readable reason when the warehouse cannot be reached or read, or a setting
+    the view reads is bad.
     """
     try:
-        with warehouse.connect() as conn:
+        # Lenient: a bad setting the view does not read (GREENERY_RETRIES=x) must not take the page down (review: a
+        # bare 500); the connection's name cannot be bad, only unset, and then it is the default.
+        conn_id = config.get_lenient()[0].warehouse_conn_id
+        with warehouse.connect(conn_id) as conn:
             conn.read_only = True
             with conn.transaction():
                 conn.execute(sql.SQL("set local statement_timeout = {}").format(sql.Literal(STATEMENT_TIMEOUT_MS)))
@@ -300,6 +304,8 @@ def reading() -> Iterator[Any]:
         raise WarehouseError(str(exc)) from exc
     except psycopg.OperationalError as exc:
         raise WarehouseError(f"the warehouse connection failed: {type(exc).__name__}: {exc}".strip()) from exc
+    except config.SettingError as exc:  # one line naming the variable; escaped where it is shown
+        raise WarehouseError(f"a GREENERY_* setting of the API server is bad: {exc}") from exc
     except psycopg.Error as exc:
         log.exception("reading the validation results failed")
         raise WarehouseError(f"reading the validation results failed: {type(exc).__name__}: {exc}".strip()) from exc

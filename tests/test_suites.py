@@ -317,6 +317,10 @@ def test_format_suite_file_refuses_a_copy_that_kept_its_neighbours_id_and_names_
     said = str(refused.value)
     assert f"GX cannot read expectation {last} (expect_column_values_to_be_uniqe): " in said, said
     assert "expect_column_values_to_be_uniqe not found" in said and "\n" not in said, said
+    # Review: a file without "expectations" was written back as an empty suite, exit 0.
+    path.write_text(json.dumps({"name": "dim_products"}))
+    with pytest.raises(SuiteDefinitionError, match=r"not a suite \(a JSON object with a name and a list of"):
+        validation().formatted_suite(path)
 
 
 def _between_checks():

@@ -136,3 +136,41 @@ def test_a_column_contract_failure_says_which_columns_differ_and_to_fix_the_mode
         "The tables' columns differ from their suites' column sets (the contract): fix the model or the suite"
     )
     assert root_causes.what_to_fix([cause, failure("stg_postgres__orders")]).startswith("Fix the source rows")
+
+
+def _query_check(suite, description, keys=(), error=None):
+    """A query check's failure (no column), as the summary gives it."""
+    found = failure(suite, expectation="unexpected_rows_expectation", column=None, keys=keys, description=description)
+    return {**found, "error": error} if error else found
+
+
+def test_a_check_that_could_not_run_and_another_ones_rows_are_two_causes():
+    """Review: a query check that errored in staging swallowed a downstream reconciliation's 40 rows (one cause, "fix
+    the model or suite, not the data"), and a warning's rows swallowed a critical check that errored (its error shown
+    nowhere): both are query checks (no column), and a check without rows 'overlapped' any other."""
+    errored = _query_check(
+        "stg_postgres__orders", "every order's promo exists", error='column "promo_id" does not exist'
+    )
+    rows = _query_check("fact_orders", "order_total = order_cost + shipping_cost - discount", keys=("order_id=o1",))
+    causes = root_causes.group([errored, rows], MODELS)
+    assert [(c["table"], bool(c.get("error"))) for c in causes] == [
+        ("staging.stg_postgres__orders", True),
+        ("marts.fact_orders", False),
+    ]
+    warned = {
+        **_query_check("stg_postgres__orders", "no order leaves raw", keys=("order_id=o2",)),
+        "severity": "warning",
+    }
+    broken = _query_check(
+        "fact_orders", "every order's user is in dim_users", error='relation "dim_userz" does not exist'
+    )
+    causes = root_causes.group([warned, broken], MODELS)
+    assert sorted((c["table"], c["severity"], bool(c.get("error"))) for c in causes) == [
+        ("marts.fact_orders", "critical", True),
+        ("staging.stg_postgres__orders", "warning", False),
+    ]
+    # Two different query checks with rows are two problems; one check failing in two models with the same rows, one.
+    other = _query_check("fact_orders", "every order's user is in dim_users", keys=("order_id=o1",))
+    assert len(root_causes.group([rows, other], MODELS)) == 2
+    same = _query_check("int_orders", "order_total = order_cost + shipping_cost - discount", keys=("order_id=o1",))
+    assert len(root_causes.group([rows, same], MODELS)) == 1

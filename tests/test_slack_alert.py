@@ -972,3 +972,39 @@ def test_a_root_cause_downstream_of_a_critical_one_says_it_may_follow_from_it():
     assert "reads `staging.stg_postgres__users`, failing above: it may follow from that; fix that first" in body
     lines = verdict({"root_causes": [upstream, mart]}).splitlines()
     assert lines[2].endswith("; reads staging.stg_postgres__users, failing above: it may follow from that")
+
+
+def test_a_data_docs_address_with_a_login_gives_a_button_without_it(monkeypatch):
+    """Review: GREENERY_DATA_DOCS_BASE_URL=https://user:password@... went into every alert's Data Docs button, in the
+    channel (text links were redacted, buttons not). The button opens the address without them: the browser asks."""
+    from greenery import links
+
+    monkeypatch.setenv("GREENERY_DATA_DOCS_BASE_URL", "https://gx:S3cretDocs@docs.example.com/gx")
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://ops.example.com:8443/airflow/")
+    payload = build_alert(summary(links=links.for_run("scheduled__2021-02-12T00:00:00+00:00", "validate")))
+    assert "S3cretDocs" not in json.dumps(payload) and "gx:" not in json.dumps(payload)
+    assert buttons(payload)["open-docs"].startswith("https://docs.example.com/gx/")
+    assert buttons(payload)["open-run"].startswith("https://ops.example.com:8443/airflow/")
+
+
+def test_three_backticks_in_a_description_do_not_break_the_errors_code_block():
+    """Review: a suite's description holding ``` opened a code block that the error's own fence then closed."""
+    cause = {**ORDERS_UNIQUE, "description": "compares ```raw``` with `staging", "error": 'column "foo" does not exist'}
+    cause.update(sources=[], keys=[], also_fails_in=[])
+    [block] = failure_blocks(build_alert(summary(root_causes=[cause])))
+    assert block["text"]["text"].count("```") == 2, block["text"]["text"]  # the error's fence, opened and closed
+
+
+def test_another_key_duplicated_the_same_number_of_times_is_news():
+    """Review: yesterday order A twice, today order B twice (2 failing rows each): the sample was taken for partial
+    (one key for two rows), its keys left out of the signature, and today's warning held back as unchanged."""
+    from greenery.alerts import suppression
+
+    def warned(key: str) -> dict:
+        cause = {**ORDERS_UNIQUE, "severity": "warning", "keys": [{"key": key, "count": 2}], "unexpected_count": 2}
+        return {"blocking": False, "root_causes": [cause], "quarantined": {}}
+
+    yesterday, today = warned("order-A"), warned("order-B")
+    assert suppression.signatures(yesterday) != suppression.signatures(today)
+    assert not suppression.held_back(today, set(suppression.signatures(yesterday)), yesterday)
+    assert suppression.held_back(warned("order-A"), set(suppression.signatures(yesterday)), yesterday)  # the control

@@ -17,6 +17,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from greenery.alerts.text import as_int
+
 
 def window(hours: dt.timedelta) -> dt.timedelta:
     """How far back a sent alert holds a repeat back: the setting, plus a 24th of it for the runs' own jitter.
@@ -50,9 +52,12 @@ def signatures(summary: Mapping[str, Any]) -> list[str]:
 
 def _all_keys(cause: Mapping[str, Any]) -> list[str] | None:
     """The failing rows' keys when the sample holds them all; a partial sample is whichever rows the database
-    returned first, which can change from run to run with nothing else changed."""
-    keys = sorted(str(k.get("key")) for k in cause.get("keys") or [])
-    return keys if keys and len(keys) >= (cause.get("unexpected_count") or 0) else None
+    returned first, which can change from run to run with nothing else changed. A key counts its rows (a duplicated
+    key is two failing rows: review, another key duplicated today was held back as the same warning)."""
+    found = cause.get("keys") or []
+    keys = sorted(str(k.get("key")) for k in found)
+    rows = sum(as_int(k.get("count")) or 1 for k in found)
+    return keys if keys and rows >= (cause.get("unexpected_count") or 0) else None
 
 
 def held_back(summary: Mapping[str, Any], recent: set[str], previous: Mapping[str, Any] | None) -> bool:

@@ -53,7 +53,10 @@ def distinct_keys(keys: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 def _signature(failure: Mapping[str, Any]) -> tuple:
-    return (failure.get("expectation"), failure.get("column"))
+    # A check without a column (a query, a pair of columns, the contract) is told apart by its description too: two
+    # different query checks failing are two problems (review: an errored check swallowed a reconciliation's rows).
+    column = failure.get("column")
+    return (failure.get("expectation"), column, None if column else failure.get("description"))
 
 
 def _overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -72,6 +75,11 @@ def _names_a_key_of(root: Mapping[str, Any], failure: Mapping[str, Any]) -> bool
 
 
 def _same_problem(root: Mapping[str, Any], failure: Mapping[str, Any]) -> bool:
+    if bool(root.get("error")) != bool(failure.get("error")):
+        # A check that could not run says nothing of the rows another one found, nor they of it (review: either hid
+        # the other, and the alert's next step was the wrong one: "fix the model or suite" for bad rows, or the
+        # reverse).
+        return False
     same_check = _signature(root) == _signature(failure) and _overlap(root, failure)
     return same_check or _names_a_key_of(root, failure)
 

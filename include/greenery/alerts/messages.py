@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from greenery import trend
 from greenery.alerts import chart
@@ -31,6 +31,7 @@ from greenery.alerts.text import (
     redact,
     truncate,
     within,
+    without_login,
 )
 from greenery.checks import root_causes
 from greenery.checks.summary import SAMPLE_KEY_CHARS
@@ -154,7 +155,7 @@ def _buttons(links: Mapping[str, str | None]) -> dict | None:
     labels = {"run": "Open the run", "log": "Task log", "quality": "Data quality", "docs": "Data Docs"}
     elements = []
     for key, label in labels.items():
-        url = _without_login(links.get(key))
+        url = without_login(links.get(key))
         if url and urlsplit(str(url)).scheme.lower() in ("http", "https") and len(url) <= 3000:
             button = {"type": "button", "action_id": f"open-{key}", "url": url}
             button["text"] = {"type": "plain_text", "text": label}
@@ -162,17 +163,6 @@ def _buttons(links: Mapping[str, str | None]) -> dict | None:
                 button["style"] = "primary"
             elements.append(button)
     return {"type": "actions", "block_id": "links", "elements": elements} if elements else None
-
-
-def _without_login(url: str | None) -> str | None:
-    """``url`` without a user and password (review: GREENERY_DATA_DOCS_BASE_URL=https://user:pass@... went into every
-    alert's Data Docs button, in the channel); the browser asks for them instead."""
-    if not url:
-        return url
-    parts = urlsplit(str(url))
-    if parts.username is None and parts.password is None:
-        return str(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _next_steps(blocking: bool, links: Mapping[str, str | None], causes: list, backfill_hours: Any = None) -> str:

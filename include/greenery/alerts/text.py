@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from greenery import bidi
 
@@ -139,3 +139,14 @@ def counted(value: Any, noun: str) -> str:
     """``1 row``, ``1,234 rows``: a count with its noun, singular for one."""
     n = as_int(value)
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def without_login(url: str | None) -> str | None:
+    """``url`` without a user and password (review: GREENERY_DATA_DOCS_BASE_URL=https://user:pass@... went into every
+    alert's Data Docs button, in the channel); the browser asks for them instead."""
+    if not url:
+        return url
+    parts = urlsplit(str(url))
+    if parts.username is None and parts.password is None:
+        return str(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -47,7 +47,9 @@ scoped_orders as (
         unit_count,
         item_count,
         estimated_delivery_at,
-        delivered_at,
+        -- Delivered as fact_orders has it: by its status (a shipped order with a delivery time, which staging warns
+        -- about, was on time here and not delivered there).
+        case when status = 'delivered' then delivered_at end as delivered_at,
         -- Whether a delivery was late is judged with what was known by then.
         {{ run_time }} as known_by
     from orders
@@ -62,7 +64,7 @@ scoped_orders as (
         orders.unit_count,
         orders.item_count,
         orders.estimated_delivery_at,
-        orders.delivered_at,
+        case when orders.status = 'delivered' then orders.delivered_at end as delivered_at,
         coalesce(buyers.second_order_at, {{ run_time }}) as known_by
     from orders
     inner join buyers on orders.order_id = buyers.first_order_id

@@ -102,7 +102,7 @@ def _cause_text(cause: Mapping[str, Any]) -> str:
         check += f" on {code(cause['column'])}"
     if cause.get("description"):
         # Three backticks in a suite's description opened a code block the error's fence below then closed (review).
-        check += f" — {clean(cause['description']).replace('```', chr(39) * 3)}"
+        check += " — " + clean(cause["description"]).replace("```", "'''")
     lines.append(check)
     facts = []
     if cause.get("unexpected_count") is not None:

@@ -174,3 +174,31 @@ def test_a_check_that_could_not_run_and_another_ones_rows_are_two_causes():
     assert len(root_causes.group([rows, other], MODELS)) == 2
     same = _query_check("int_orders", "order_total = order_cost + shipping_cost - discount", keys=("order_id=o1",))
     assert len(root_causes.group([rows, same], MODELS)) == 1
+
+
+def test_an_info_check_that_could_not_run_is_a_warning_not_a_pass():
+    """Review: a note whose query failed was counted as passed (the digest's "checks passed") and listed by its
+    description only; a note that ran and found too little history stays a note."""
+    from greenery.checks import summary
+
+    def note(raised: bool) -> dict:
+        return {
+            "success": False,
+            "expectation_config": {
+                "type": "unexpected_rows_expectation",
+                "kwargs": {"unexpected_rows_query": "select 1"},
+                "severity": "info",
+                "description": "too little history for the anomaly checks",
+            },
+            "result": {} if raised else {"observed_value": 1, "details": {"unexpected_rows": [{"days": 3}]}},
+            "exception_info": {
+                "raised_exception": raised,
+                "exception_message": 'column "nope" does not exist' if raised else None,
+            },
+        }
+
+    found = summary.summarize({"int_source_volumes_daily": [note(raised=True), note(raised=False)]}, "x.{}".format)
+    [errored] = found["failures"]
+    assert errored["severity"] == "warning" and "nope" in errored["error"]
+    assert found["failed_warning"] == 1 and not found["blocking"]
+    assert [n["severity"] for n in found["notes"]] == ["info"]

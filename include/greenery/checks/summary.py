@@ -112,8 +112,11 @@ def summarize(results: Mapping[str, Sequence[Mapping[str, Any]]], relation) -> d
                 continue
             failure = _failure(name, relation(name), res)
             if failure["severity"] == "info":
-                notes.append(failure)  # listed, never alerting (e.g. "too little history for anomalies")
-                continue
+                if not failure["error"]:
+                    notes.append(failure)  # listed, never alerting (e.g. "too little history for anomalies")
+                    continue
+                # Review: a note whose query failed was counted as passed and showed only its description.
+                failure["severity"] = "warning"
             counts["critical" if failure["severity"] == "critical" else "warning"] += 1
             failures.append(failure)
         suites.append(

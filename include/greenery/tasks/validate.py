@@ -115,6 +115,12 @@ def run(context: Any) -> dict[str, Any]:
             name: m.relation if relations.exists(conn, m.relation) else refs[name] for name, m in found.items()
         }
         quarantined = quarantined_counts(conn, found, this_run, built)
+        # What the suites' {{ quarantined('m') }} reads: this run's quarantine (a critical check blocks a source
+        # mostly quarantined, or a key both kept and quarantined: either is a broken extract, not bad rows).
+        held = {
+            name: wap.built_quarantine(conn, found[name], this_run) or suite_files.nothing_quarantined(refs[name])
+            for name in built
+        }
     settings = config.get()
     with tempfile.TemporaryDirectory(prefix="greenery-gx-") as gx_dir:
         summary = gx.validate(
@@ -125,7 +131,11 @@ def run(context: Any) -> dict[str, Any]:
             relation=tables.__getitem__,
             run_name=context["run_id"],
             refs=refs.__getitem__,
-            variables={**suite_files.run_variables(found, interval.day), "published": published.__getitem__},
+            variables={
+                **suite_files.run_variables(found, interval.day),
+                "published": published.__getitem__,
+                "quarantined": held.__getitem__,
+            },
             connections=settings.validation_connections,
         )
         pages = docs_pages.collect(Path(gx_dir))

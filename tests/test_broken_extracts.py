@@ -1,0 +1,96 @@
+"""Broken extracts the row rules cannot tell from bad rows: a source mostly quarantined, a key repeated in raw where a
+copy was quarantined. Both block the publish (the staging suites' checks on the run's quarantine) and change nothing,
+`quarantine.*` included. The DAG's task bodies without Airflow (build, the validate task's own code, publish), from
+the published real day."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+import pytest
+from helpers import hashes, run_day_through_the_tasks
+
+pytestmark = [pytest.mark.db, pytest.mark.stack]
+
+DAY = dt.date(2021, 2, 12)
+ORDER = "8329a65b-7ddf-4250-aeee-bd625f8a401a"
+BUYER = "b3367c91-53bd-4aac-ab6d-0a596fe382c2"
+QUARANTINE_TABLES = "select format('%I.%I', schemaname, tablename) from pg_tables where schemaname = 'quarantine'"
+
+
+def _published_state(conn) -> dict[str, str]:
+    quarantine = [r[0] for r in conn.execute(QUARANTINE_TABLES).fetchall()]
+    return {**hashes(conn), **hashes(conn, quarantine)}
+
+
+def _critical(summary: dict) -> list[tuple[str, list[str]]]:
+    return [
+        (cause["table"], [key["key"] for key in cause["keys"]])
+        for cause in summary["root_causes"]
+        if cause["severity"] == "critical"
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, table, said",
+    [
+        # Review: every order quarantined (invalid_status), every check passed on empty tables, and the order marts
+        # were published empty behind a 🟡 "rows quarantined".
+        ("update raw.orders set status = 'complete'", "staging.stg_postgres__orders", "361 of 361 rows quarantined"),
+        (
+            "update raw.events set event_type = 'pageview' where event_type = 'page_view'",
+            "staging.stg_postgres__events",
+            "1871 of 3553 rows quarantined (invalid_event_type 1871)",
+        ),
+    ],
+    ids=["every order", "most events of the window"],
+)
+def test_a_source_mostly_quarantined_blocks_the_publish_and_changes_nothing(change, table, said, published_url):
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        before = _published_state(conn)
+        conn.execute(change)
+    outcome, summary = run_day_through_the_tasks(published_url, "broken-extract", DAY)
+    assert outcome == "blocked", (outcome, summary and summary["failures"])
+    causes = dict(_critical(summary))
+    assert any(key.startswith(said) for key in causes[table]), causes
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        assert _published_state(conn) == before
+
+
+def test_a_few_rows_quarantined_are_still_published_without_them(published_url):
+    """The other side of the rule: 12 orders breaking a rule (at least 10, fewer than kept) are bad rows."""
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute(
+            "update raw.orders set status = 'complete'"
+            " where order_id in (select order_id from raw.orders order by order_id limit 12)"
+        )
+    outcome, summary = run_day_through_the_tasks(published_url, "bad-rows", DAY)
+    assert outcome == "published" and not _critical(summary), summary["failures"]
+    assert summary["quarantined"]["stg_postgres__orders"] == 12
+
+
+@pytest.mark.parametrize(
+    "table, key, second_copy, said",
+    [
+        ("orders", ORDER, "order_total = order_total + 5", "total_mismatch"),  # the copies disagree on the amount
+        ("orders", ORDER, "status = 'bogus'", "invalid_status"),
+        ("users", BUYER, "created_at = '2100-01-01T00:00:00Z'", "future_timestamp"),
+        ("order_items", ORDER, "quantity = -1", "invalid_quantity"),
+    ],
+    ids=["order, amounts", "order, status", "user", "order line"],
+)
+def test_a_key_repeated_in_raw_blocks_when_a_copy_breaks_a_row_rule(table, key, second_copy, said, published_url):
+    """Review: the copy breaking a rule was quarantined, the other published, green; the duplicate never reported."""
+    column = {"orders": "order_id", "users": "user_id", "order_items": "order_id"}[table]
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        before = _published_state(conn)
+        conn.execute(f"create temp table copy as select * from raw.{table} where {column} = %s limit 1", (key,))
+        conn.execute(f"update copy set {second_copy}")
+        conn.execute(f"insert into raw.{table} select * from copy")
+    outcome, summary = run_day_through_the_tasks(published_url, "repeated-key", DAY)
+    assert outcome == "blocked", (outcome, summary and summary["failures"])
+    keys = dict(_critical(summary))[f"staging.stg_postgres__{table}"]
+    assert any(f"{column}={key}" in k and "kept=1, quarantined=1" in k and said in k for k in keys), keys
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        assert _published_state(conn) == before

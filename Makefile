@@ -42,7 +42,7 @@ TEST_WORKERS ?= 3
 # package (anyio's, imported by httpx, included), in each worker, on every run when bytecode is not written.
 PYTEST := $(BIN)/python -m pytest --disable-plugin-autoload -p xdist.plugin -p pytest_timeout
 test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow + Celery workers (starts its own PostgreSQL and Redis)
-	$(PYTEST) -p _hypothesis_pytestplugin -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PYTEST) -p _hypothesis_pytestplugin -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -rs
 
 test-celery: $(STAMP) ## only the Celery test: Redis, scheduler, api-server and two workers, one killed (~1.5 min)
 	$(PYTEST) tests/test_celery_workers.py
@@ -69,8 +69,10 @@ format: $(STAMP) ## apply ruff formatting and fixes
 lock: ## re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header -o requirements.lock
 
-# real = ../shared/greenery when present; BENCH_CONTENDERS=all adds Cosmos (dag.test and scheduled: minutes more).
-BENCH_SCALES ?= real,1,100
+# real = the real Greenery data (GREENERY_REAL_DATA, else ../shared/greenery), in the default scales when present
+# (named and absent, the benchmark fails); BENCH_CONTENDERS=all adds Cosmos (dag.test and scheduled: minutes more).
+comma := ,
+BENCH_SCALES ?= $(if $(wildcard $(or $(GREENERY_REAL_DATA),../shared/greenery)/orders.csv),real$(comma))1,100
 BENCH_CONTENDERS ?= floor,dbt,pipeline,pipeline_scheduled
 bench: $(STAMP) ## pipeline (dag.test and scheduler) vs bare SQL vs dbt build [vs Cosmos: BENCH_CONTENDERS=all]
 	$(BIN)/python benchmarks/bench.py --scales $(BENCH_SCALES) --contenders $(BENCH_CONTENDERS)

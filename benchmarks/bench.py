@@ -1012,6 +1012,11 @@ def failures(report: dict, contenders: list[str]) -> list[str]:
         reasons.append(f"aborted: {report['aborted']}")
     if not report.get("scales"):
         reasons.append("no data set was benchmarked")
+    # Review: both said "benchmark OK" and exited 0 having run fewer data sets than asked.
+    if report.get("skipped_real"):
+        reasons.append(f"real: {report['skipped_real']}, or leave real out of --scales")
+    if report.get("stopped"):
+        reasons.append(f"stopped early: {report['stopped']} (raise --stop-after-minutes to run them)")
     for rec in report.get("scales", []):
         label = rec.get("label", "?")
         for err in rec.get("errors", []):
@@ -1106,7 +1111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scales",
         default="1",
         help="comma-separated scale factors (1 = the real shop's size), or 'real' for the real Greenery data"
-        " (../shared/greenery or GREENERY_REAL_DATA; skipped when absent)",
+        " (../shared/greenery or GREENERY_REAL_DATA; when absent, the others run and the benchmark fails)",
     )
     p.add_argument("--days", type=int, default=None, help="days of data (default: the generator's; 365 at scale 1000)")
     p.add_argument("--repeat", type=int, default=1, help="runs of each contender per scale (medians reported)")
@@ -1123,7 +1128,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stop-after-minutes",
         type=float,
         default=10,
-        help="skip the remaining (larger) scales once one scale took longer than this",
+        help="skip the remaining (larger) scales once one scale took longer than this (the benchmark then fails)",
     )
     p.add_argument(
         "--as-installed",

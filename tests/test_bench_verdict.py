@@ -57,6 +57,18 @@ def test_no_data_set_or_an_abort_is_not_a_success():
     assert bench.failures(aborted, CONTENDERS) == ["aborted: KeyboardInterrupt: "]
 
 
+def test_data_sets_asked_for_and_skipped_are_not_a_success():
+    """Review: the real data absent, or the larger scales skipped after --stop-after-minutes, said "benchmark OK"."""
+    ran = report_of([run("floor"), run("dbt"), run("pipeline")])
+    absent = ran | {"skipped_real": "no real Greenery data at /nowhere (set GREENERY_REAL_DATA)"}
+    assert bench.failures(absent, CONTENDERS) == [
+        "real: no real Greenery data at /nowhere (set GREENERY_REAL_DATA), or leave real out of --scales"
+    ]
+    stopped = ran | {"stopped": "scale 1 took 11.7 min > 10: the data sets after it skipped"}
+    [reason] = bench.failures(stopped, CONTENDERS)
+    assert reason.startswith("stopped early: scale 1 took 11.7 min") and "--stop-after-minutes" in reason
+
+
 def test_main_exits_non_zero_with_the_reason_on_the_last_line(monkeypatch, tmp_path, capsys):
     # main() with the contenders' loop replaced by one that records a failure: no database, no Airflow.
     def scale(self, scale):

@@ -386,7 +386,7 @@ def validate(
     refs = refs or relation
     # Outside a run (ad-hoc validation, tests) the anomaly checks look at today, and what is "published" is what
     # is checked (the validate task passes the published tables where they exist: a first run has none).
-    variables = {"published": refs, **run_variables(models), **(variables or {})}
+    variables = {"published": refs, **run_variables(models, checked=relation), **(variables or {})}
     with gx_logs.at_warning():
         results = _run(
             sqlalchemy_url, models, suites, gx_dir, relation, run_name, build_docs, refs, variables, connections

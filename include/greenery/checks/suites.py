@@ -138,14 +138,15 @@ def check_ids(path: Path, data: dict) -> None:
         seen[id_] = i
 
 
-def run_variables(models: Mapping[str, Model], day: date | None = None) -> dict[str, Any]:
+def run_variables(models: Mapping[str, Model], day: date | None = None, checked=None) -> dict[str, Any]:
     """What a suite's queries may use besides ``ref`` and ``published``, for a run of ``day`` (None: outside a run,
     as of today, with no day before the lookback): ``{{ run_date }}`` (SQL date), ``{{ source('t') }}`` (a raw
     table), ``{{ lookback_start }}`` (SQL date: the first day every incremental model reads again in this run, the
     shortest lookback's start; raw rows created before it are not read again by an incremental run),
     ``{{ valid_since }}`` (SQL timestamptz: rows created before it are placeholders the models' row rules refuse:
     render.py's ``valid_since`` at the day's end) and ``{{ quarantined('m') }}`` (the rows this run quarantined
-    from staging model ``m``, with their ``rule``: the validate task passes its build's table; outside a run, none)."""
+    from staging model ``m``, with their ``rule``: the validate task passes its build's table; outside a run, none,
+    with the columns of ``checked(m)``, the table the suite checks: by default the published one)."""
     raw_schema = config.get().raw_schema
     if day is None:  # what a run last read is unknown: no day is before the lookback, and the check is inert
         run_date, start = "current_date", "'-infinity'::date"
@@ -160,7 +161,7 @@ def run_variables(models: Mapping[str, Model], day: date | None = None) -> dict[
         "lookback_start": start,
         "valid_since": valid_since,
         "source": lambda table: f"{raw_schema}.{table}",
-        "quarantined": lambda name: nothing_quarantined(models[name].relation),
+        "quarantined": lambda name: nothing_quarantined(checked(name) if checked else models[name].relation),
     }
 
 

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import psycopg
 import pytest
@@ -148,6 +149,21 @@ def test_the_cli_refuses_a_day_before_the_start_date(published_url, tmp_path):
     assert "success" not in done.stdout and "Traceback" not in done.stderr
 
 
+def _statements_left(url: str, *besides: int, wait_s: float = 10) -> list[tuple]:
+    """The statements other sessions still run in the database after up to ``wait_s`` seconds."""
+    with psycopg.connect(url, autocommit=True) as watch:
+        deadline = time.monotonic() + wait_s
+        while True:
+            left = watch.execute(
+                "select pid, left(query, 80) from pg_stat_activity where datname = current_database()"
+                " and state <> 'idle' and pid <> pg_backend_pid() and pid <> all(%s)",
+                (list(besides),),
+            ).fetchall()
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.2)
+
+
 def test_a_task_killed_by_its_timeout_pages_once(airflow_dag, published_url, paged, monkeypatch):
     """An Airflow-level failure (execution_timeout) reaches the failure callback and pages, once: after its last
     try (review: the test ran with retries off, so a page per try would have passed)."""
@@ -164,9 +180,13 @@ def test_a_task_killed_by_its_timeout_pages_once(airflow_dag, published_url, pag
         released.start()
         try:
             dag_run = local_airflow.run_day(DAY, dag=dag)
+            # Review: each timed-out try's statement ran on in the server, waiting behind this lock with the publish
+            # lock held (a publish would have waited for it): the server ends it once its client has gone.
+            left = _statements_left(published_url, blocker.info.backend_pid)
         finally:
             released.cancel()
             blocker.execute("rollback")
+    assert left == [], left
     s = states(dag_run)
     assert dag_run.state == "failed" and s["stg_postgres__events"] == "failed", s
     [events] = [ti for ti in dag_run.get_task_instances() if ti.task_id == "stg_postgres__events"]

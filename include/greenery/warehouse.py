@@ -44,6 +44,9 @@ def conn_env_var(conn_id: str | None = None) -> str:
     return f"AIRFLOW_CONN_{conn_id.upper()}"
 
 
+CLIENT_GONE_CHECK = "set client_connection_check_interval = '2s'"
+
+
 def connect(conn_id: str | None = None, *, connect_timeout: int | None = None):
     """A psycopg connection through the Airflow connection ``conn_id``, in autocommit mode.
 
@@ -71,6 +74,10 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None):
             f"(set it in the UI or with {conn_env_var(conn_id)}): {type(exc).__name__}: {said}"
         ) from exc
     conn.autocommit = True
+    # Review: a task stopped by its timeout (or killed) closed its connection, but its statement ran on in the
+    # server, holding the publish lock (a build waiting behind a reader's lock: until that reader ended). PostgreSQL
+    # ends a statement whose client has gone within this interval (Linux; PostgreSQL 14+, the README asks 16).
+    conn.execute(CLIENT_GONE_CHECK)
     return conn
 
 

@@ -103,7 +103,9 @@ def _connect_args(sqlalchemy_url: str) -> dict[str, Any]:
     args = {**url.translate_connect_args(username="user", database="dbname"), **dict(url.query)}
     # The checks see dates and hours in UTC, as the builds made them, whatever the database's TimeZone (an
     # incremental model's merged view compares its date column with the window's start in the session's zone).
-    return {**args, "options": f"{args.get('options', '')} -c TimeZone=UTC".strip()}
+    # A statement outliving its stopped task ends within 2 s (warehouse.CLIENT_GONE_CHECK).
+    options = f"{args.get('options', '')} -c TimeZone=UTC -c client_connection_check_interval=2s".strip()
+    return {**args, "options": options}
 
 
 @contextlib.contextmanager

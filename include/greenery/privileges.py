@@ -1,13 +1,15 @@
-"""A raw table's owner and privileges, kept on the table a load replaces it with.
+"""A table's owner and privileges, kept on the table that replaces it.
 
-A load swaps in new tables (sources/load.py), and privileges belong to a table, not to its name: without this,
-a role granted ``select`` on raw's tables (README: the pipeline's role) could not read raw after the next load,
-and the run blamed the tables as missing (review).
+A load swaps in new raw tables (sources/load.py) and a publish new marts (wap.py), and privileges belong to a
+table, not to its name: without this, a role granted ``select`` on raw's tables (README: the pipeline's role) could
+not read raw after the next load, and the run blamed the tables as missing; a reader granted ``select`` on the marts
+lost it at the next publish (reviews).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import contextlib
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -113,6 +115,23 @@ def keep(cur, schema: str, table: str, columns: Collection[str], old: tuple[str,
             f"{where}: the replaced table's owner ({owner}) and privileges were not kept exactly"
             f" (owner now {kept[0]}; grants lost: {lost}; grants added: {added})"
         )
+
+
+@contextlib.contextmanager
+def kept_across_swap(conn, schema: str, table: str) -> Iterator[None]:
+    """``schema.table``'s owner and grants, given to the table that replaces it inside the block (if it existed)."""
+    with conn.cursor() as cur:
+        old = read(cur, schema, table)
+    yield
+    if old is not None:
+        with conn.cursor() as cur:
+            columns = [
+                c.name
+                for c in cur.execute(
+                    sql.SQL("select * from {} limit 0").format(sql.Identifier(schema, table))
+                ).description
+            ]
+            keep(cur, schema, table, columns, old)
 
 
 def _option(grant: Grant, role: str | None) -> set[tuple[str | None, str | None, str]]:

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from greenery import audit, build_schemas, config, docs, lock_waits, locks, publish_checks, warehouse
+from greenery import audit, build_schemas, config, docs, lock_waits, locks, privileges, publish_checks, warehouse
 from greenery.build_schemas import BUILD_PREFIX
 from greenery.materialize import incremental, quarantine, relations
 from greenery.materialize.build import BuildResult, build_model
@@ -379,9 +379,10 @@ def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None, 
         )
         conn.execute(sql.SQL("drop table {}").format(ident(source)))
     else:
-        build_schemas.drop_views_on(conn, target)
-        conn.execute(sql.SQL("drop table if exists {}").format(ident(target)))
-        conn.execute(sql.SQL("alter table {} set schema {}").format(ident(source), sql.Identifier(model.layer)))
+        with privileges.kept_across_swap(conn, model.layer, model.name):  # review: readers lost theirs each publish
+            build_schemas.drop_views_on(conn, target)
+            conn.execute(sql.SQL("drop table if exists {}").format(ident(target)))
+            conn.execute(sql.SQL("alter table {} set schema {}").format(ident(source), sql.Identifier(model.layer)))
         if not relations.replaced_whole(model):
             # Built whole (a first or full-refresh run), merged into from now on: vacuumed like any table.
             conn.execute(sql.SQL("alter table {} reset (autovacuum_enabled)").format(ident(target)))

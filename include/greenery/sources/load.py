@@ -2,7 +2,7 @@
 
 A load replaces its tables in one transaction: any error leaves every raw table as it was, and names
 the file, the line and (when known) the column. A replaced table's owner and privileges stay
-(sources/privileges.py), and so do its comments, policies, triggers, keys and indexes (sources/attachments.py).
+(privileges.py), and so do its comments, policies, triggers, keys and indexes (sources/attachments.py).
 Timestamps without a zone are read as UTC.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from greenery import config
-from greenery.sources import attachments, privileges
+from greenery import config, privileges
+from greenery.sources import attachments
 from greenery.sources.schema import RAW_INDEXES, RAW_TABLES
 
 log = logging.getLogger(__name__)

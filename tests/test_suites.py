@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from helpers import query_checks
 
-from greenery import config, warehouse
+from greenery import config, docs, warehouse
 from greenery.checks import docs_pages, root_causes, suites
 from greenery.materialize import build
 from greenery.project import models, render
@@ -130,6 +130,43 @@ def test_every_expectation_has_a_severity_and_a_description():
         for e in suite.expectations:
             assert e["severity"] in ("critical", "warning", "info"), (name, e)
             assert e.get("description"), (name, e["type"], e["kwargs"])
+
+
+# How a mart's doc (include/sql/marts/_docs.yml, the analysts' contract) says a column can be NULL: "NULL when ...",
+# "NULL without ...", "NULL until ...". A column whose doc says no such thing is promised never NULL.
+NULL_WHEN = re.compile(r"\bNULL (?:when|without|until|unless|while|with)\b")
+
+
+def _never_null_checked(expectations: list[dict]) -> set[str]:
+    """The columns a critical not-null check holds on every row (no row_condition, no mostly)."""
+    return {
+        e["kwargs"]["column"]
+        for e in expectations
+        if e["type"] == "expect_column_values_to_not_be_null"
+        and "row_condition" not in e["kwargs"]
+        and "mostly" not in e["kwargs"]
+        and e["severity"] == "critical"
+    }
+
+
+def test_a_mart_column_is_null_only_where_its_doc_says_so():
+    """Review: GX's in_set, between and column-pair checks skip NULLs, and most mart columns had no not-null check,
+    so a model bug that set marts.fact_orders.status or marts.metrics_daily.buyers to NULL passed its whole suite
+    and was published. Every mart column is either documented as NULL in some case or checked never NULL, not both."""
+    marts = {name: doc for name, doc in docs.load().items() if doc["layer"] == "marts"}
+    assert set(marts) == {name for name, model in MODELS.items() if model.layer == "marts"}
+    problems = []
+    for name, doc in marts.items():
+        checked = _never_null_checked(SUITES[name].expectations)
+        for column, text in doc["columns"].items():
+            says_null = NULL_WHEN.search(text) is not None
+            if "NULL" in text and not says_null:
+                problems.append(f"{name}.{column}: its doc mentions NULL without saying when ('NULL when ...')")
+            elif not says_null and column not in checked:
+                problems.append(f"{name}.{column}: documented never NULL, but no critical not-null check on every row")
+            elif says_null and column in checked:
+                problems.append(f"{name}.{column}: documented NULL in some case, but a critical check forbids NULL")
+    assert problems == [], "\n".join(problems)
 
 
 @pytest.mark.stack  # imports Great Expectations (6 s of CPU)
@@ -587,6 +624,34 @@ def test_purchases_without_any_viewing_session_is_a_warning(published_url, tmp_p
     [hit] = summary["failures"]
     assert hit["severity"] == "warning" and hit["expectation"] == "expect_column_pair_values_a_to_be_greater_than_b"
     assert any(ORDER_LINE_PRODUCT in sample for sample in hit["sample_keys"]), hit["sample_keys"]
+
+
+# A column documented never NULL set to NULL in the published table: (the row it is set in, a key its sample names).
+NULLED = {
+    "fact_orders.status": (f"order_id = '{ORDER}'", ORDER),
+    "fact_order_items.quantity": (f"order_id = '{ORDER}' and product_id = '{ORDER_LINE_PRODUCT}'", ORDER),
+    "metrics_daily.buyers": ("as_of_date = '2021-02-12'", "2021-02-12"),
+    "fact_user_behavior.orders": (f"user_id = '{BUYER}'", BUYER),
+}
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("column", list(NULLED))
+def test_a_null_in_a_column_documented_never_null_blocks(column, published_url, tmp_path):
+    """Review: the suite's in_set, between and pair checks skip NULLs, so a NULL status or buyers count passed."""
+    model, name = column.split(".")
+    where, key = NULLED[column]
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        assert conn.execute(f"update {MODELS[model].relation} set {name} = null where {where}").rowcount == 1
+    summary = _validate(tmp_path, build_docs=False, suites={model: SUITES[model]})
+    assert summary["blocking"] and [f for f in summary["failures"] if f["error"]] == []
+    [hit] = [
+        f
+        for f in summary["failures"]
+        if f["expectation"] == "expect_column_values_to_not_be_null" and f["column"] == name
+    ]
+    assert hit["severity"] == "critical" and hit["unexpected_count"] == 1
+    assert any(key in sample for sample in hit["sample_keys"]), hit["sample_keys"]
 
 
 @pytest.mark.db

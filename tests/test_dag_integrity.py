@@ -229,7 +229,10 @@ def test_publish_waits_at_most_half_the_task_timeout_and_a_build_outlives_a_task
     nobody; a build TTL of 0 let another run's publish drop a run's build while its validate ran."""
     from greenery import config
 
-    wait = config.get({"GREENERY_TASK_TIMEOUT_MINUTES": "0.11", "GREENERY_PUBLISH_LOCK_WAIT_SECONDS": "6.59"})
+    # Set above half, refused (review: it was cut to half in silence); the default is shortened to half.
+    with pytest.raises(config.SettingError, match=r"GREENERY_PUBLISH_LOCK_WAIT_SECONDS='6.59': expected at most 3.3 "):
+        config.get({"GREENERY_TASK_TIMEOUT_MINUTES": "0.11", "GREENERY_PUBLISH_LOCK_WAIT_SECONDS": "6.59"})
+    wait = config.get({"GREENERY_TASK_TIMEOUT_MINUTES": "0.11"})
     assert wait.publish_lock_wait == dt.timedelta(seconds=3.3)
     kept = config.get({"GREENERY_TASK_TIMEOUT_MINUTES": "0.11", "GREENERY_PUBLISH_LOCK_WAIT_SECONDS": "3"})
     assert kept.publish_lock_wait == dt.timedelta(seconds=3)

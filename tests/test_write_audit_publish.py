@@ -689,3 +689,40 @@ def _grants_of(conn, role: str) -> list[tuple]:
         " where grantee = %(r)s and table_schema = 'marts') as g order by 1, 2, 3",
         {"r": role},
     ).fetchall()
+
+
+@pytest.mark.parametrize("missing", [("create",), ("temp",), ("create", "temp")])
+def test_a_role_that_may_not_create_what_a_run_creates_is_told_what_to_grant_before_anything_is_built(
+    missing, published_url
+):
+    """Review: without create on the database, prepare_build failed on PostgreSQL's bare "permission denied for
+    database" (naming neither role nor grant); without temp (revoked from PUBLIC: a hardened database) every staging
+    model failed."""
+    import uuid
+
+    from helpers import roles
+    from psycopg import sql
+
+    from greenery import warehouse
+
+    with psycopg.connect(published_url, autocommit=True) as admin, roles(admin, "etl") as (etl,):
+        password, database = uuid.uuid4().hex, admin.info.dbname
+        admin.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(etl), sql.Literal(password)))
+        admin.execute(sql.SQL("grant create, temp on database {} to {}").format(*map(sql.Identifier, (database, etl))))
+        admin.execute(sql.SQL("revoke temp on database {} from public").format(sql.Identifier(database)))
+        revoke = sql.SQL("revoke {} on database {} from {}")
+        admin.execute(revoke.format(sql.SQL(", ".join(missing)), *map(sql.Identifier, (database, etl))))
+        build = wap.Build("no-grant", dt.date(2021, 2, 12))
+        with (
+            psycopg.connect(published_url, user=etl, password=password, autocommit=True) as conn,
+            pytest.raises(warehouse.UnsupportedWarehouseError) as refused,
+        ):
+            wap.prepare(conn, build)
+        assert str(refused.value) == (
+            f"role {etl} may not {' or '.join(missing)} in database {database}: a run creates its build schemas and"
+            " stages rows in temporary tables; nothing was built. As the database's owner: grant"
+            f" {', '.join(missing)} on database {database} to {etl}"
+        )
+        assert not admin.execute(
+            "select 1 from pg_namespace where nspname = any(%s)", (list(build.schema_of.values()),)
+        ).fetchall()

@@ -295,7 +295,13 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
     # At most half the timeout: a wait closer to it let the task time out first, naming nobody (review: 6.59 s of a
     # 6.6 s timeout, the time spent waiting for other runs before it not counted).
     if settings.publish_lock_wait > timeout / 2:
-        settings = dataclasses.replace(settings, publish_lock_wait=timeout / 2)
+        if "GREENERY_PUBLISH_LOCK_WAIT_SECONDS" in env:  # review: a value set was cut to half in silence
+            raise SettingError(
+                f"GREENERY_PUBLISH_LOCK_WAIT_SECONDS={env['GREENERY_PUBLISH_LOCK_WAIT_SECONDS']!r}: expected at most"
+                f" {timeout.total_seconds() / 2:g} (half the task timeout: a wait closer to it let the task time out"
+                " first, naming nobody)"
+            )
+        settings = dataclasses.replace(settings, publish_lock_wait=timeout / 2)  # the default, shortened
     if settings.build_ttl < max(timeout, MIN_BUILD_TTL):
         if "GREENERY_BUILD_TTL_HOURS" not in env:  # a long timeout alone lengthens the default with it
             return dataclasses.replace(settings, build_ttl=max(timeout, MIN_BUILD_TTL))

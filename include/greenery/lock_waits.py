@@ -119,7 +119,7 @@ def _gave_up(conn, try_: Try, wait_s: float, tries: int) -> str:
         f"publish gave up after {tries} tries in {wait_s:g} s (GREENERY_PUBLISH_LOCK_WAIT_SECONDS) to lock "
         f"{_named(try_)}, held by {sessions or 'a session that has let go of it since'}; nothing was published. "
         "Commit or end those sessions (select pg_terminate_backend(pid), as a superuser, the session's own role or"
-        " one granted pg_signal_backend), then clear publish."
+        " one granted pg_signal_backend, which cannot end a superuser's), then clear publish."
     )
 
 

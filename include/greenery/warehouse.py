@@ -29,7 +29,19 @@ class UnsupportedWarehouseError(RuntimeError):
 
 
 def require_supported_server(conn) -> None:
-    """Fail before building anything when the server cannot run the models (not halfway, on an odd SQL error)."""
+    """Fail before building anything when the server cannot run the models (not halfway, on an odd SQL error), or the
+    role may not create what a run creates: its build schemas, and temporary tables staging rows (review: without
+    them, PostgreSQL's bare "permission denied for database", naming neither the role nor the grant)."""
+    role, database, create, temp = conn.execute(
+        "select current_user, current_database(), has_database_privilege(current_database(), 'create'),"
+        " has_database_privilege(current_database(), 'temp')"
+    ).fetchone()
+    if missing := [name for name, held in (("create", create), ("temp", temp)) if not held]:
+        raise UnsupportedWarehouseError(
+            f"role {role} may not {' or '.join(missing)} in database {database}: a run creates its build schemas"
+            f" and stages rows in temporary tables; nothing was built. As the database's owner: grant"
+            f" {', '.join(missing)} on database {database} to {role}"
+        )
     version = conn.info.server_version
     if version < MIN_SERVER_VERSION:
         raise UnsupportedWarehouseError(

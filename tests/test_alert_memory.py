@@ -496,6 +496,36 @@ def test_a_failure_the_warehouse_could_not_record_at_once_is_recorded_and_paged_
     assert len(calls) == 2 and len(slack_alerts_webhook.webhook_posts()) == 1
 
 
+def test_a_role_that_cannot_record_failures_is_paged_once_by_the_failed_task_not_again_by_the_run(
+    slack_alerts_webhook, warehouse_url, airflow_dag, monkeypatch
+):
+    """Review: a role without create on the database cannot make greenery_audit, so no failure was recorded, and the
+    run's callback paged a second time blaming a killed task. With create, a run with nothing recorded still pages."""
+    import uuid
+    from urllib.parse import urlsplit
+
+    from helpers import roles
+    from psycopg import sql
+
+    from greenery.tasks import paging
+
+    monkeypatch.setattr(paging, "RECORD_PAUSE_S", 0.1)
+    with psycopg.connect(warehouse_url, autocommit=True) as admin, roles(admin, "etl") as (etl,):
+        password, database = uuid.uuid4().hex, admin.info.dbname
+        admin.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(etl), sql.Literal(password)))
+        parts = urlsplit(warehouse_url)
+        as_etl = parts._replace(netloc=f"{etl}:{password}@{parts.netloc.rpartition('@')[2]}").geturl()
+        monkeypatch.setenv(warehouse.conn_env_var(), warehouse.connection_json(as_etl))
+        failed = {**failure_context("no-create", RuntimeError("x")), "dag_run": types.SimpleNamespace(clear_number=0)}
+        paging.on_task_failure(failed)  # its page goes out; recording it fails
+        run_failed = {k: v for k, v in failed.items() if k != "exception"}
+        paging.on_run_failure({**run_failed, "reason": "task_failure"})
+        assert len(slack_alerts_webhook.webhook_posts()) == 1
+        admin.execute(sql.SQL("grant create on database {} to {}").format(*map(sql.Identifier, (database, etl))))
+        paging.on_run_failure({**run_failed, "run_id": "killed", "reason": "task_failure"})  # a killed task's run
+        assert len(slack_alerts_webhook.webhook_posts()) == 2
+
+
 def test_a_warehouse_from_before_the_clear_number_gets_the_column(warehouse_url):
     """task_failures gained a column; a warehouse whose table was created without it gets it on the next
     record, and the rows it had read with no attempt."""

@@ -32,11 +32,8 @@ def require_supported_server(conn) -> None:
     """Fail before building anything when the server cannot run the models (not halfway, on an odd SQL error), or the
     role may not create what a run creates: its build schemas, and temporary tables staging rows (review: without
     them, PostgreSQL's bare "permission denied for database", naming neither the role nor the grant)."""
-    role, database, create, temp = conn.execute(
-        "select current_user, current_database(), has_database_privilege(current_database(), 'create'),"
-        " has_database_privilege(current_database(), 'temp')"
-    ).fetchone()
-    if missing := [name for name, held in (("create", create), ("temp", temp)) if not held]:
+    role, database, missing = missing_privileges(conn)
+    if missing:
         raise UnsupportedWarehouseError(
             f"role {role} may not {' or '.join(missing)} in database {database}: a run creates its build schemas"
             f" and stages rows in temporary tables; nothing was built. As the database's owner: grant"
@@ -49,6 +46,15 @@ def require_supported_server(conn) -> None:
             f"the models need PostgreSQL {MIN_SERVER_VERSION // 10000} or newer (pg_input_is_valid in the staging "
             "rules)"
         )
+
+
+def missing_privileges(conn) -> tuple[str, str, list[str]]:
+    """The role, the database, and which of ``create`` and ``temp`` on it the role lacks (a run needs both)."""
+    role, database, create, temp = conn.execute(
+        "select current_user, current_database(), has_database_privilege(current_database(), 'create'),"
+        " has_database_privilege(current_database(), 'temp')"
+    ).fetchone()
+    return role, database, [name for name, held in (("create", create), ("temp", temp)) if not held]
 
 
 def conn_env_var(conn_id: str | None = None) -> str:

@@ -427,3 +427,26 @@ def test_in_process_runs_on_the_uis_home_link_where_it_last_listened(tmp_path, m
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com")
     local_airflow.configure(home)
     assert os.environ["AIRFLOW__API__BASE_URL"] == "https://airflow.example.com"
+
+
+@pytest.mark.parametrize("embedded", [True, False])
+def test_the_banner_says_how_to_load_the_warehouse_the_dag_reads(embedded, tmp_path, monkeypatch, capsys):
+    """Review: with a configured warehouse the banner offered `greenery demo`, which never writes there (it said
+    the default connection's name whatever GREENERY_WAREHOUSE_CONN_ID named)."""
+    import types
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    ui = types.SimpleNamespace(
+        url="http://127.0.0.1:1", log_dir=tmp_path, env={"AIRFLOW_CONN_SLACK_ALERTS": "x"}, wait_ready=lambda: None
+    )
+    ui.stop, ui._check_alive = lambda: None, interrupted
+    monkeypatch.setattr(local_ui, "start", lambda *args: ui)
+    monkeypatch.setattr(local_ui.signal, "signal", lambda *args: None)  # the test process keeps its handlers
+    monkeypatch.setenv("GREENERY_WAREHOUSE_CONN_ID", "analytics_dw")
+    monkeypatch.setenv("GREENERY_RAW_SCHEMA", "landing")
+    assert local_ui.serve(tmp_path, port=1, embedded=embedded) == 0
+    said = capsys.readouterr().out
+    assert "reads landing.* through the connection analytics_dw" in said, said
+    assert ("`greenery demo`" in said) == embedded and "`greenery load-raw DIR`" in said, said

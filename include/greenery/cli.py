@@ -269,7 +269,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
             "; the embedded PostgreSQL stays up (`greenery db start`)" if kept else " and the embedded PostgreSQL"
         )
     try:
-        return local_ui.serve(Path(os.environ["AIRFLOW_HOME"]), port=args.port, host=args.host, stop_line=stop_line)
+        home = Path(os.environ["AIRFLOW_HOME"])
+        return local_ui.serve(home, port=args.port, host=args.host, stop_line=stop_line, embedded=server is not None)
     finally:
         if server is not None:
             server.stop()

@@ -331,6 +331,7 @@ def serve(
     host: str = "127.0.0.1",
     components: Iterable[str] = COMPONENTS,
     stop_line: str = "Ctrl-C stops Airflow",
+    embedded: bool = True,
 ) -> int:
     """Start, print where to look (last, ``stop_line``: what Ctrl-C stops), and wait for Ctrl-C (or SIGTERM);
     stop everything on the way out. For the process's end: SIGTERM and SIGHUP stay ignored after it."""
@@ -338,7 +339,9 @@ def serve(
 
     print(f"starting Airflow {version('apache-airflow')} ({', '.join(components)}) in {home} ...", flush=True)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    ui = None
+    ui, settings = None, config.get()
+    # Review: with a configured warehouse it offered `greenery demo`, which never writes there.
+    load = "load it with `greenery " + ("demo` (generated) or `greenery load-raw DIR`" if embedded else "load-raw DIR`")
     try:
         ui = start(home, port, host, components)
         ui.wait_ready()
@@ -349,8 +352,8 @@ def serve(
             f"  DAG {DAG_ID}: {ui.url}/dags/{DAG_ID} (shows up once the dag-processor has parsed it)\n"
             "  runs: no scheduled runs here; unpause the DAG and Trigger it with a logical date inside the raw\n"
             "        data (the real Greenery data: 2021-02-11 or 2021-02-12); Clear a task to rerun it\n"
-            "  data: the DAG reads raw.* through the connection greenery_warehouse; load it with\n"
-            "        `greenery demo` (generated) or `greenery load-raw DIR`\n"
+            f"  data: the DAG reads {settings.raw_schema}.* through the connection {settings.warehouse_conn_id};\n"
+            f"        {load}\n"
             f"  logs: {ui.log_dir}/<component>.log, task logs under {home / 'logs'}\n"
             f"{stop_line}.\n",
             flush=True,

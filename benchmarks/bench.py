@@ -1030,6 +1030,10 @@ def failures(report: dict, contenders: list[str]) -> list[str]:
             if kind not in ran and kind not in failed:
                 reasons.append(f"{label}: {kind} produced no run")
         agreement = rec.get("agreement") or {}
+        reference = next((r for r in rec.get("runs", []) if r["contender"] == agreement.get("reference")), None)
+        if empty := sorted(t for t, got in (reference or {}).get("tables", {}).items() if not (got or {}).get("rows")):
+            # Review: a table empty or missing in every contender, the floor included, "agreed": nothing was compared.
+            reasons.append(f"{label}: empty or missing in every contender, so not compared: {', '.join(empty[:5])}")
         if agreement.get("all_equal") is False:
             diffs = agreement.get("differences") or []
             named = ", ".join(sorted({f"{d['contender']} {d['mode']} {d['table']}" for d in diffs})[:5])

@@ -69,6 +69,15 @@ def test_data_sets_asked_for_and_skipped_are_not_a_success():
     assert reason.startswith("stopped early: scale 1 took 11.7 min") and "--stop-after-minutes" in reason
 
 
+def test_a_table_empty_in_every_contender_is_not_an_agreement():
+    """Review: a table empty (or missing) in the floor and every contender compared equal: "benchmark OK"."""
+    empty = {"contender": "floor", "mode": "full", "tables": {"marts.fact_orders": {"rows": 0, "digest": None}}}
+    runs = [empty, {**empty, "contender": "dbt"}, {**empty, "contender": "pipeline"}]
+    assert bench.failures(report_of(runs), CONTENDERS) == [
+        "scale 1: empty or missing in every contender, so not compared: marts.fact_orders"
+    ]
+
+
 def test_main_exits_non_zero_with_the_reason_on_the_last_line(monkeypatch, tmp_path, capsys):
     # main() with the contenders' loop replaced by one that records a failure: no database, no Airflow.
     def scale(self, scale):

@@ -32,19 +32,19 @@ def require_supported_server(conn) -> None:
     """Fail before building anything when the server cannot run the models (not halfway, on an odd SQL error), or the
     role may not create what a run creates: its build schemas, and temporary tables staging rows (review: without
     them, PostgreSQL's bare "permission denied for database", naming neither the role nor the grant)."""
-    role, database, missing = missing_privileges(conn)
-    if missing:
-        raise UnsupportedWarehouseError(
-            f"role {role} may not {' or '.join(missing)} in database {database}: a run creates its build schemas"
-            f" and stages rows in temporary tables; nothing was built. As the database's owner: grant"
-            f" {', '.join(missing)} on database {database} to {role}"
-        )
     version = conn.info.server_version
     if version < MIN_SERVER_VERSION:
         raise UnsupportedWarehouseError(
             f"the warehouse runs PostgreSQL {version // 10000}.{version % 10000} (server_version_num {version}); "
             f"the models need PostgreSQL {MIN_SERVER_VERSION // 10000} or newer (pg_input_is_valid in the staging "
             "rules)"
+        )
+    role, database, missing = missing_privileges(conn)
+    if missing:
+        raise UnsupportedWarehouseError(
+            f"role {role} may not {' or '.join(missing)} in database {database}: a run creates its build schemas"
+            f" and stages rows in temporary tables; nothing was built. As the database's owner: grant"
+            f" {', '.join(missing)} on database {database} to {role}"
         )
 
 

@@ -94,3 +94,18 @@ def test_a_key_repeated_in_raw_blocks_when_a_copy_breaks_a_row_rule(table, key, 
     assert any(f"{column}={key}" in k and "kept=1, quarantined=1" in k and said in k for k in keys), keys
     with psycopg.connect(published_url, autocommit=True) as conn:
         assert _published_state(conn) == before
+
+
+def test_future_dated_events_quarantined_again_by_every_run_do_not_block_a_quiet_window(published_url):
+    """Second review: an incremental run reads every event dated after its window again (no upper bound) and
+    quarantines it again (future_timestamp), so 60 events dated 2099 were counted against a quiet window's 46 kept
+    events, and the run was blocked as a broken extract. The events' count is of the window's days."""
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into raw.events select gen_random_uuid()::text, session_id, user_id, page_url,"
+            " '2099-01-01T00:00:00Z', event_type, order_id, product_id from raw.events"
+            " where event_type = 'page_view' order by event_id limit 60"
+        )
+    outcome, summary = run_day_through_the_tasks(published_url, "quiet-window", dt.date(2021, 2, 15))
+    assert outcome == "published", _critical(summary or {"root_causes": []})
+    assert summary["quarantined"]["stg_postgres__events"] == 60

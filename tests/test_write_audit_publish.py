@@ -10,12 +10,14 @@ import contextlib
 import datetime as dt
 import threading
 import time
+import uuid
 
 import psycopg
 import pytest
-from helpers import hashes, publish_checked, run_day_without_airflow
+from helpers import hashes, publish_checked, roles, run_day_without_airflow
+from psycopg import sql
 
-from greenery import audit, lock_waits, locks, wap
+from greenery import audit, lock_waits, locks, privileges, wap
 from greenery.materialize import build
 from greenery.project import models, render
 from greenery.sources import load as raw
@@ -726,3 +728,94 @@ def test_a_role_that_may_not_create_what_a_run_creates_is_told_what_to_grant_bef
         assert not admin.execute(
             "select 1 from pg_namespace where nspname = any(%s)", (list(build.schema_of.values()),)
         ).fetchall()
+
+
+# Review of the grants kept at publish (a swap as wap._publish_model makes it, by a loader that is no superuser): kept
+# exactly, they revoked what ALTER DEFAULT PRIVILEGES gave, and failed every publish where the old owner or a grantor
+# could not be restored.
+def _with_login(admin, role: str) -> str:
+    password = uuid.uuid4().hex
+    admin.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(role), sql.Literal(password)))
+    return password
+
+
+def _swap_as_publish_does(conn, schema: str, table: str) -> None:
+    """What wap._publish_model does for a mart built whole: drop the published table, move the new one in."""
+    with conn.transaction(), privileges.kept_across_swap(conn, schema, table):
+        conn.execute(sql.SQL("drop table {}").format(sql.Identifier(schema, table)))
+        conn.execute(sql.SQL("create table {} (a int)").format(sql.Identifier(schema, table)))
+
+
+def test_publish_keeps_what_alter_default_privileges_gives_a_new_mart(warehouse_url):
+    """ALTER DEFAULT PRIVILEGES on the loader's schema: the new table of the next publish has the reader's select
+    (a table created without the swap has it); kept exactly, the replaced table's ACL revoked it at every publish,
+    so the mart never became readable."""
+    with psycopg.connect(warehouse_url, autocommit=True) as admin, roles(admin, "etl", "reader") as (etl, reader):
+        admin.execute(
+            sql.SQL("grant create on database {} to {}").format(*map(sql.Identifier, (admin.info.dbname, etl)))
+        )
+        password = _with_login(admin, etl)
+        can_read = "select has_table_privilege(%s, %s, 'select')"
+        with psycopg.connect(warehouse_url, user=etl, password=password, autocommit=True) as conn:
+            conn.execute("create schema marts_r")
+            conn.execute("create table marts_r.m (a int)")  # published before the reader was set up
+            admin.execute(
+                sql.SQL("alter default privileges for role {} in schema marts_r grant select on tables to {}").format(
+                    sql.Identifier(etl), sql.Identifier(reader)
+                )
+            )
+            admin.execute(sql.SQL("grant usage on schema marts_r to {}").format(sql.Identifier(reader)))
+            conn.execute("create table marts_r.control (a int)")  # what the publish's new table gets without keep()
+            control = admin.execute(can_read, (reader, "marts_r.control")).fetchone()[0]
+            _swap_as_publish_does(conn, "marts_r", "m")  # the next publish: a new table
+            readable = admin.execute(can_read, (reader, "marts_r.m")).fetchone()[0]
+            acl = admin.execute("select relacl::text from pg_class where oid = 'marts_r.m'::regclass").fetchone()[0]
+            conn.execute("drop schema marts_r cascade")
+        admin.execute(sql.SQL("drop owned by {}").format(sql.Identifier(reader)))  # its default ACL first
+        assert control, "the default privileges did not apply: the test proves nothing"
+        assert readable, f"reader cannot read the mart after the publish; its ACL: {acl}"
+
+
+def test_a_mart_owned_by_another_role_is_still_published_owned_by_the_publisher(warehouse_url):
+    """The loader owns the schema (it may drop any table in it: the publish worked), a table in it is owned by
+    another role (e.g. the loader's role was rotated, or a superuser ran one publish): restoring that owner, which the
+    loader may not, failed every publish."""
+    with psycopg.connect(warehouse_url, autocommit=True) as admin, roles(admin, "etl", "old_etl") as (etl, old):
+        admin.execute(
+            sql.SQL("grant create on database {} to {}").format(*map(sql.Identifier, (admin.info.dbname, etl)))
+        )
+        password = _with_login(admin, etl)
+        with psycopg.connect(warehouse_url, user=etl, password=password, autocommit=True) as conn:
+            conn.execute("create schema marts_o")
+            conn.execute("create table marts_o.m (a int)")
+            admin.execute(sql.SQL("alter table marts_o.m owner to {}").format(sql.Identifier(old)))
+            _swap_as_publish_does(conn, "marts_o", "m")
+            owner = admin.execute("select pg_get_userbyid(relowner) from pg_class where oid = 'marts_o.m'::regclass")
+            assert owner.fetchone()[0] == etl  # the publishing role owns what it published
+            conn.execute("drop schema marts_o cascade")
+
+
+def test_a_grant_by_a_delegated_grantor_is_kept_as_the_owners_and_stops_no_publish(warehouse_url):
+    """A team lead given select with grant option shares a mart with an analyst: the grantor is the lead, whom the
+    loader cannot become: restoring that grantor failed every publish; the analyst keeps the access, granted by the
+    owner."""
+    with (
+        psycopg.connect(warehouse_url, autocommit=True) as admin,
+        roles(admin, "etl", "lead", "analyst") as (etl, lead, analyst),
+    ):
+        admin.execute(
+            sql.SQL("grant create on database {} to {}").format(*map(sql.Identifier, (admin.info.dbname, etl)))
+        )
+        password, lead_password = _with_login(admin, etl), _with_login(admin, lead)
+        with psycopg.connect(warehouse_url, user=etl, password=password, autocommit=True) as conn:
+            conn.execute("create schema marts_g")
+            conn.execute("create table marts_g.m (a int)")
+            conn.execute(sql.SQL("grant usage on schema marts_g to {}").format(sql.Identifier(lead)))
+            conn.execute(sql.SQL("grant select on marts_g.m to {} with grant option").format(sql.Identifier(lead)))
+            with psycopg.connect(warehouse_url, user=lead, password=lead_password, autocommit=True) as as_lead:
+                as_lead.execute(sql.SQL("grant select on marts_g.m to {}").format(sql.Identifier(analyst)))
+            _swap_as_publish_does(conn, "marts_g", "m")
+            can_read = "select has_table_privilege(%s, 'marts_g.m', 'select')"
+            assert admin.execute(can_read, (analyst,)).fetchone()[0]  # kept, as the owner's grant
+            assert admin.execute(can_read, (lead,)).fetchone()[0]
+            conn.execute("drop schema marts_g cascade")

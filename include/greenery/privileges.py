@@ -3,7 +3,9 @@
 A load swaps in new raw tables (sources/load.py) and a publish new marts (wap.py), and privileges belong to a
 table, not to its name: without this, a role granted ``select`` on raw's tables (README: the pipeline's role) could
 not read raw after the next load, and the run blamed the tables as missing; a reader granted ``select`` on the marts
-lost it at the next publish (reviews).
+lost it at the next publish (reviews). A load keeps the owner and the ACL exactly, or fails (:func:`keep`); a
+publish gives every grantee its grants again and fails on nothing it cannot restore exactly
+(:func:`kept_across_swap`).
 """
 
 from __future__ import annotations
@@ -119,19 +121,27 @@ def keep(cur, schema: str, table: str, columns: Collection[str], old: tuple[str,
 
 @contextlib.contextmanager
 def kept_across_swap(conn, schema: str, table: str) -> Iterator[None]:
-    """``schema.table``'s owner and grants, given to the table that replaces it inside the block (if it existed)."""
+    """What a publish owes the readers of ``schema.table``: each grant on it, given again to the table that replaces
+    it inside the block, beside the new table's own (its owner's default privileges stay). The publishing role owns
+    the new table and makes the grants: one another grantor made is kept as the owner's, and the old owner is not
+    restored (review: restoring either exactly failed every publish where the role could not, and revoked what
+    ALTER DEFAULT PRIVILEGES gave)."""
     with conn.cursor() as cur:
         old = read(cur, schema, table)
     yield
-    if old is not None:
-        with conn.cursor() as cur:
-            columns = [
-                c.name
-                for c in cur.execute(
-                    sql.SQL("select * from {} limit 0").format(sql.Identifier(schema, table))
-                ).description
-            ]
-            keep(cur, schema, table, columns, old)
+    if old is None:
+        return
+    ident = sql.Identifier(schema, table)
+    with conn.cursor() as cur:
+        me = cur.execute("select current_user").fetchone()[0]
+        columns = {c.name for c in cur.execute(sql.SQL("select * from {} limit 0").format(ident)).description}
+        held = {(g.column, g.grantee, g.privilege, g.grantable) for g in read(cur, schema, table)[1]}
+        for grant in old[1]:
+            again = Grant(grant.column, me, grant.grantee, grant.privilege, grant.grantable)
+            if grant.grantee == me or (grant.column and grant.column not in columns):
+                continue  # the owner's own; a column the new table no longer has
+            if (again.column, again.grantee, again.privilege, again.grantable) not in held:
+                cur.execute(_grant_statement(ident, again))
 
 
 def _option(grant: Grant, role: str | None) -> set[tuple[str | None, str | None, str]]:

@@ -232,16 +232,12 @@ def on_run_failure(context: Any) -> None:
         with warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S) as conn:
             failures = audit.task_failures(conn, run_id)
             build_day = audit.build_day(conn, run_id)  # the day, when Airflow's context does not give it
-            # Review: a role that may not create greenery_audit could record no failure, and this paged a second
-            # time, blaming a killed task, beside the failed task's page; every run's prepare_build says what to grant.
+            # Review: a role that may not create greenery_audit could record no failure, and this page blamed a
+            # killed task beside the failed task's own. It still pages (the first task may have been killed before
+            # any page), saying why nothing was recorded.
             unrecordable = not audit.exists(conn, "task_failures") and "create" in warehouse.missing_privileges(conn)[2]
     except Exception as exc:
         log.warning("run %s failed; its recorded failures cannot be read (%s): not paging again", run_id, exc)
-        return
-    if unrecordable:
-        log.warning(
-            "run %s failed; this role cannot record failures (no create on the database): not paging again", run_id
-        )
         return
     # Without run details (Airflow gave no last task instance) the attempt cannot be told: then it pages.
     if attempt is not None and any(f["clear_number"] == attempt for f in failures):
@@ -262,9 +258,14 @@ def on_run_failure(context: Any) -> None:
             # attempt left, and this said a task was killed or marked failed, of "task ?", with a log link to it.
             error=(
                 f"no task recorded a failure in this attempt of the run (Airflow: {context.get('reason') or '-'}):"
-                " a task's process was killed (out of memory, kill -9), a task was marked"
-                " failed by hand, tasks an earlier attempt left red (upstream_failed) were not cleared with it,"
-                " or the warehouse did not answer when a failed task's own page went out (that page came first)."
+                + (
+                    f" the warehouse's role may not create {audit.SCHEMA} (no create on the database), so no failure"
+                    " can be recorded: a failed task's own page says why, or the first task was killed first."
+                    if unrecordable
+                    else " a task's process was killed (out of memory, kill -9), a task was marked"
+                    " failed by hand, tasks an earlier attempt left red (upstream_failed) were not cleared with it,"
+                    " or the warehouse did not answer when a failed task's own page went out (that page came first)."
+                )
                 + (f" The run's last task: {task}." if known else "")
                 + " Its red tasks are in the Grid: clear the first one with its downstream tasks."
             ),

@@ -95,8 +95,18 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None):
     # Review: a task stopped by its timeout (or killed) closed its connection, but its statement ran on in the
     # server, holding the publish lock (a build waiting behind a reader's lock: until that reader ended). PostgreSQL
     # ends a statement whose client has gone within this interval (Linux; PostgreSQL 14+, the README asks 16).
-    conn.execute(CLIENT_GONE_CHECK)
+    end_statements_of_gone_clients(conn)
     return conn
+
+
+def end_statements_of_gone_clients(conn) -> None:
+    """PostgreSQL ends a statement of ``conn`` once its client has gone, within 2 s (14+; a platform without the
+    kernel support refuses the setting: then as before)."""
+    from psycopg import errors
+
+    if conn.info.server_version >= 140000:
+        with contextlib.suppress(errors.InvalidParameterValue):
+            conn.execute(CLIENT_GONE_CHECK)
 
 
 def _unparsed(conn_id: str) -> str | None:

@@ -44,7 +44,7 @@ import psycopg
 import sqlalchemy as sa
 from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
 
-from greenery import locks
+from greenery import locks, warehouse
 from greenery.checks import gx_logs, paths, streams
 from greenery.checks.suites import SuiteDefinitionError, SuiteFile, check_ids, dump, resolve_refs, run_variables
 from greenery.checks.summary import SAMPLE_KEYS, UNEXPECTED_ROWS, error, failed, summarize
@@ -103,9 +103,7 @@ def _connect_args(sqlalchemy_url: str) -> dict[str, Any]:
     args = {**url.translate_connect_args(username="user", database="dbname"), **dict(url.query)}
     # The checks see dates and hours in UTC, as the builds made them, whatever the database's TimeZone (an
     # incremental model's merged view compares its date column with the window's start in the session's zone).
-    # A statement outliving its stopped task ends within 2 s (warehouse.CLIENT_GONE_CHECK).
-    options = f"{args.get('options', '')} -c TimeZone=UTC -c client_connection_check_interval=2s".strip()
-    return {**args, "options": options}
+    return {**args, "options": f"{args.get('options', '')} -c TimeZone=UTC".strip()}
 
 
 @contextlib.contextmanager
@@ -153,6 +151,7 @@ def _sources(
             # around each of them (READ COMMITTED either way: each query sees its own snapshot). Validation of the
             # real data, alternating in one process: 5.95 CPU-s against 6.89 (medians of 5, 2026-12-03).
             conn = stack.enter_context(psycopg.connect(**connect_args, autocommit=True))
+            warehouse.end_statements_of_gone_clients(conn)  # a stopped task's query ends with it
             with warnings.catch_warnings():
                 # Generic on purpose: GX's Postgres source rejects socket-only (embedded server) URLs.
                 warnings.filterwarnings("ignore", message="You are using a generic SQLDatasource")

@@ -42,7 +42,7 @@ TEST_WORKERS ?= 3
 # package (anyio's, imported by httpx, included), in each worker, on every run when bytecode is not written.
 PYTEST := $(BIN)/python -m pytest --disable-plugin-autoload -p xdist.plugin -p pytest_timeout
 test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow + Celery workers (starts its own PostgreSQL and Redis)
-	$(PYTEST) -p _hypothesis_pytestplugin -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -rs
+	$(PYTEST) -p _hypothesis_pytestplugin -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-celery: $(STAMP) ## only the Celery test: Redis, scheduler, api-server and two workers, one killed (~1.5 min)
 	$(PYTEST) tests/test_celery_workers.py

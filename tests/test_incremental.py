@@ -644,3 +644,29 @@ def test_a_parent_gone_after_its_events_left_the_lookback_is_a_warning_naming_it
     later = {f["table"].split(".")[-1]: f for f in warnings("next-day", DAYS[3])}
     assert later["stg_postgres__users"]["sample_keys"] == [user], later
     assert warnings("full", DAYS[3], full_refresh=True) == []
+
+
+def test_a_build_publishing_after_a_rerun_read_newer_raw_is_refused_not_deleting_the_late_event(after_two_days):
+    """Review: D3's build was made; a late event dated inside both windows reached raw; D2 was run again and published
+    it; D3's merge (delete its window, insert its delta) then removed it, for good once its day left the lookback.
+    The publish refuses a build whose raw changed since it was prepared."""
+    import uuid
+
+    from greenery.sources import fingerprint
+
+    conn = after_two_days
+    d3 = wap.Build("d3", DAYS[2])
+    wap.prepare(conn, d3, raw_fingerprint=fingerprint.fingerprint(conn))  # as prepare_build records it
+    wap.build_models(conn, MODELS, d3)
+    late = str(uuid.uuid4())
+    conn.execute(
+        "insert into raw.events select %s, session_id, user_id, page_url, %s, event_type, order_id, product_id"
+        " from raw.events where event_type = 'page_view' order by event_id limit 1",
+        (late, dt.datetime.combine(DAYS[2] - dt.timedelta(days=3), dt.time(12), tzinfo=dt.UTC)),
+    )
+    run_day(conn, DAYS[1], tag="again")
+    published = "select count(*) from staging.stg_postgres__events where event_id = %s"
+    assert conn.execute(published, (late,)).fetchone()[0] == 1
+    with pytest.raises(wap.PublishError, match=r"raw changed since this run prepared its build \(raw\.events\)"):
+        publish_checked(conn, MODELS, d3)
+    assert conn.execute(published, (late,)).fetchone()[0] == 1

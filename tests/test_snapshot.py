@@ -195,3 +195,23 @@ def test_a_run_built_on_a_step_another_run_replaced_is_not_published(history):
     with pytest.raises(wap.PublishError, match="moved on"):
         publish_checked(conn, MODELS, late)
     assert table_hash(conn, "snapshots.snap_orders") == before
+
+
+def test_a_build_made_before_a_rerun_of_the_latest_day_took_its_step_again_on_changed_raw_is_not_published(history):
+    """Review: D+1's build was made on D's step; raw changed (the order shipped with fedex) and a rerun of D took the
+    step again with it; D+1's publish then put back the step as it had read it (ups, where raw says fedex). The
+    publish refuses a build whose raw changed since it was prepared, as validate does (the change may come after
+    validate)."""
+    from greenery.sources import fingerprint
+
+    conn, order = history
+    d4 = wap.Build("d4", D3 + dt.timedelta(days=1))
+    wap.prepare(conn, d4, raw_fingerprint=fingerprint.fingerprint(conn))  # as prepare_build records it
+    wap.build_models(conn, MODELS, d4)
+    conn.execute("update raw.orders set shipping_service = 'fedex' where order_id = %s", (order,))
+    run_day(conn, D3, "d3-again")
+    current = "select shipping_service from snapshots.snap_orders where order_id = %s and valid_to is null"
+    assert rows(conn, current, (order,)) == [{"shipping_service": "fedex"}]
+    with pytest.raises(wap.PublishError, match=r"raw changed since this run prepared its build \(raw\.orders\)"):
+        publish_checked(conn, MODELS, d4)
+    assert rows(conn, current, (order,)) == [{"shipping_service": "fedex"}]

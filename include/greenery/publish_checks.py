@@ -15,11 +15,12 @@ from typing import Any
 
 from psycopg import sql
 
-from greenery import audit
+from greenery import audit, config
 from greenery.materialize import snapshot
 from greenery.materialize.relations import ident
 from greenery.project.models import Model
 from greenery.project.render import CLOCK_SKEW
+from greenery.sources import fingerprint
 
 CLEAR_THE_RUN = "Nothing was published. Clear the whole run: it rebuilds with that run's clock."
 
@@ -113,6 +114,22 @@ def _as_time(value: dt.date | dt.datetime) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value
     return dt.datetime.combine(value, dt.time(), tzinfo=dt.UTC)
+
+
+def raw_changed(conn, build: Any) -> str | None:
+    """Which raw tables changed since the build was prepared, said in a sentence (None: unchanged, or not recorded).
+
+    Its tables would mix old and new data; published, an incremental merge would also delete the rows another run
+    read from the newer raw and published meanwhile (review: a late event a rerun published, gone for good)."""
+    row = conn.execute(
+        sql.SQL("select raw_fingerprint from {} where key = %s").format(audit.table("builds")), (build.key,)
+    ).fetchone()
+    if not row or row[0] is None:
+        return None
+    if changed := fingerprint.changed_tables(row[0], fingerprint.fingerprint(conn)):
+        raw = config.get().raw_schema
+        return f"raw changed since this run prepared its build ({', '.join(f'{raw}.{t}' for t in changed)})"
+    return None
 
 
 def unvalidated(conn, build: Any, names: list[str]) -> list[str]:

@@ -135,14 +135,6 @@ def recorded_clock(conn, build: Build) -> dt.datetime | None:
     return row[0] if row else None
 
 
-def raw_fingerprint(conn, build: Build) -> dict | None:
-    """What raw looked like when the build was prepared (None when not recorded)."""
-    row = conn.execute(
-        sql.SQL("select raw_fingerprint from {} where key = %s").format(audit.table("builds")), (build.key,)
-    ).fetchone()
-    return row[0] if row else None
-
-
 def record_built(conn, build: Build, model: str, info: dict | None = None) -> None:
     """List ``model`` as built by this run and not yet published (in the build's own transaction).
 
@@ -301,6 +293,8 @@ def _publish(conn, models, build: Build, ttl, try_: lock_waits.Try) -> list[str]
                 f"{more} (a model task cleared without its downstream tasks, or validate marked success by hand);"
                 " nothing was published. Clear validate with its downstream tasks, or the whole run."
             )
+        if changed := publish_checks.raw_changed(conn, build):  # since validate, or validate marked success
+            raise PublishError(f"{changed}; nothing was published. Clear the whole run to rebuild from raw as it is.")
         clock = recorded_clock(conn, build)  # every incremental merge checks against it
         publish_checks.refuse_an_older_clock(conn, build, clock)
         kept = publish_checks.check_snapshots(conn, models, build, names)

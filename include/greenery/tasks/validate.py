@@ -26,7 +26,6 @@ from greenery.checks import docs_pages, history, root_causes
 from greenery.checks import suites as suite_files
 from greenery.materialize import relations
 from greenery.project import models as model_files
-from greenery.sources import fingerprint
 from greenery.tasks.failures import AlertFollows
 
 log = logging.getLogger(__name__)
@@ -66,15 +65,10 @@ def quarantined_counts(conn, models, build: wap.Build, names: list[str]) -> dict
 
 
 def _check_raw_unchanged(conn, build: wap.Build) -> None:
-    before = wap.raw_fingerprint(conn, build)
-    if before is None:
-        return
-    changed = fingerprint.changed_tables(before, fingerprint.fingerprint(conn))
-    if changed:
-        raw = config.get().raw_schema
+    if changed := publish_checks.raw_changed(conn, build):
         raise RawChangedError(
-            f"raw changed since this run prepared its build ({', '.join(f'{raw}.{t}' for t in changed)}): its tables"
-            " would mix old and new data. Clear the whole run (Grid → this run → Clear run) to rebuild from raw."
+            f"{changed}: its tables would mix old and new data. Clear the whole run (Grid → this run → Clear run)"
+            " to rebuild from raw."
         )
 
 

@@ -184,6 +184,13 @@ def duplicated_compound_key() -> str:
     return key
 
 
+def may_log_in(conn, role: str) -> str:
+    """Let ``role`` (one of :func:`roles`) log in; return its new password."""
+    password = uuid.uuid4().hex
+    conn.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(role), sql.Literal(password)))
+    return password
+
+
 @contextlib.contextmanager
 def roles(conn, *names: str):
     """New roles, one per name (unique: roles are the whole cluster's), dropped with their grants at the end."""

@@ -502,18 +502,16 @@ def test_a_run_whose_role_cannot_record_failures_pages_saying_why_not_that_a_tas
     """Review: a role without create on the database cannot make greenery_audit, so no failure was recorded, and the
     run's callback paged blaming a killed task. It still pages (silent, a first task killed before any page went
     unpaged: a second review), saying why nothing was recorded; with create, the killed-task text."""
-    import uuid
     from urllib.parse import urlsplit
 
-    from helpers import roles
+    from helpers import may_log_in, roles
     from psycopg import sql
 
     from greenery.tasks import paging
 
     monkeypatch.setattr(paging, "RECORD_PAUSE_S", 0.1)
     with psycopg.connect(warehouse_url, autocommit=True) as admin, roles(admin, "etl") as (etl,):
-        password, database = uuid.uuid4().hex, admin.info.dbname
-        admin.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(etl), sql.Literal(password)))
+        password, database = may_log_in(admin, etl), admin.info.dbname
         parts = urlsplit(warehouse_url)
         as_etl = parts._replace(netloc=f"{etl}:{password}@{parts.netloc.rpartition('@')[2]}").geturl()
         monkeypatch.setenv(warehouse.conn_env_var(), warehouse.connection_json(as_etl))

@@ -855,14 +855,13 @@ def test_answers_before_anything_was_published_is_one_line(db):
 def test_answers_for_a_role_that_cannot_read_the_marts_is_one_line_naming_what_to_grant(published_url):
     """Review: `greenery answers` as a role without usage on marts (or select on metrics_daily) ended in an
     InsufficientPrivilege traceback."""
-    from helpers import roles
+    from helpers import may_log_in, roles
     from psycopg import sql
 
     from greenery import answers
 
     with psycopg.connect(published_url, autocommit=True) as admin, roles(admin, "reader") as (reader,):
-        password = "pw-" + reader
-        admin.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(reader), sql.Literal(password)))
+        password = may_log_in(admin, reader)
         quoted = f'"{reader}"'  # as the message writes it, ready to paste
         grant = (
             f"grant usage on schema marts, greenery_audit to {quoted};"

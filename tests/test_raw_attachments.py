@@ -8,11 +8,10 @@ its ``select`` grant kept.
 from __future__ import annotations
 
 import shutil
-import uuid
 
 import psycopg
 import pytest
-from helpers import roles, table_hash
+from helpers import may_log_in, roles, table_hash
 from psycopg import sql
 
 from greenery.sources import load as raw
@@ -340,8 +339,7 @@ def test_what_the_loading_role_may_not_make_again_stops_the_load_before_it_reads
     """Third review: a trigger whose function the loading role may not execute, or statistics owned by a role it
     cannot act as, failed every load after all seven files were read, with PostgreSQL's words."""
     with roles(db, "loader") as (loader,):
-        password = uuid.uuid4().hex
-        db.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(loader), password))
+        password = may_log_in(db, loader)
         db.execute(
             sql.SQL("grant create on database {} to {}").format(sql.Identifier(db.info.dbname), sql.Identifier(loader))
         )

@@ -9,13 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import roles, table_hash
+from helpers import may_log_in, roles, table_hash
 from psycopg import sql
 
 from greenery import warehouse
@@ -650,8 +649,7 @@ def test_a_grant_the_load_cannot_make_again_stops_it_and_changes_nothing(db, war
     its tables and grants."""
     with roles(db, "loader", "delegate", "reader") as (loader, delegate, reader):
         loader_, delegate_, reader_ = map(sql.Identifier, (loader, delegate, reader))
-        password = uuid.uuid4().hex
-        db.execute(sql.SQL("alter role {} login password {}").format(loader_, sql.Literal(password)))
+        password = may_log_in(db, loader)
         db.execute(sql.SQL("grant create on database {} to {}").format(sql.Identifier(db.info.dbname), loader_))
         db.execute("create schema raw")
         db.execute(sql.SQL("grant usage, create on schema raw to {}").format(loader_))
@@ -676,8 +674,7 @@ def test_a_loader_without_create_on_the_database_is_one_line_naming_what_to_gran
     """Review: a role without CREATE on the database ended load-raw in InsufficientPrivilege's traceback (making the
     side schema raw__loading), where the swap's own errors were already one line."""
     with roles(db, "loader") as (loader,):
-        password = uuid.uuid4().hex
-        db.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(loader), sql.Literal(password)))
+        password = may_log_in(db, loader)
         before = _raw_state(db)
         with (
             psycopg.connect(warehouse_url, user=loader, password=password, autocommit=True) as conn,
@@ -697,8 +694,7 @@ def test_a_loader_in_the_owners_role_keeps_the_owners_grants_as_the_owners(db, w
     was made again, PostgreSQL recorded the owner's later grants as the loader's, and the load refused itself."""
     with roles(db, "owner", "loader", "reader") as (owner, loader, reader):
         owner_, loader_, reader_ = map(sql.Identifier, (owner, loader, reader))
-        password = uuid.uuid4().hex
-        db.execute(sql.SQL("alter role {} login password {}").format(loader_, sql.Literal(password)))
+        password = may_log_in(db, loader)
         db.execute(sql.SQL("grant {} to {}").format(owner_, loader_))
         db.execute(sql.SQL("grant create on database {} to {}").format(sql.Identifier(db.info.dbname), loader_))
         db.execute(sql.SQL("create schema raw authorization {}").format(owner_))

@@ -10,11 +10,10 @@ import contextlib
 import datetime as dt
 import threading
 import time
-import uuid
 
 import psycopg
 import pytest
-from helpers import hashes, publish_checked, roles, run_day_without_airflow
+from helpers import hashes, may_log_in, publish_checked, roles, run_day_without_airflow
 from psycopg import sql
 
 from greenery import audit, lock_waits, locks, privileges, wap
@@ -133,7 +132,6 @@ def test_a_reader_idle_in_its_transaction_holds_publish_a_bounded_time_and_is_na
 def test_a_reader_of_another_role_is_named_and_its_hidden_query_said_to_be_hidden(db, warehouse_url, monkeypatch):
     """Review: a pipeline role without pg_read_all_stats sees another role's session as "None, ... in a transaction
     since None UTC: <insufficient privilege>"; the message now says the query is hidden and what to grant."""
-    from helpers import roles
     from psycopg import sql
 
     monkeypatch.setattr(lock_waits, "TRY_SECONDS", 0.5)
@@ -661,14 +659,12 @@ def test_a_readers_grants_on_the_marts_outlive_the_next_publish(published_url):
     """Review: the grant `greenery answers` tells a reader to run (select on every mart) was lost at the next publish
     on the 9 marts built whole (a new table each run), and answers failed again: publish gives the new table the old
     one's grants, a column's grant included; the daily marts keep their table."""
-    from helpers import roles
     from psycopg import sql
 
     from greenery import answers
 
     with psycopg.connect(published_url, autocommit=True) as admin, roles(admin, "reader") as (reader,):
-        password = "pw-" + reader
-        admin.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(reader), sql.Literal(password)))
+        password = may_log_in(admin, reader)
         with psycopg.connect(published_url, user=reader, password=password, autocommit=True) as conn:
             with pytest.raises(answers.NoAnswersError) as denied:
                 answers.read(conn)
@@ -700,16 +696,13 @@ def test_a_role_that_may_not_create_what_a_run_creates_is_told_what_to_grant_bef
     """Review: without create on the database, prepare_build failed on PostgreSQL's bare "permission denied for
     database" (naming neither role nor grant); without temp (revoked from PUBLIC: a hardened database) every staging
     model failed."""
-    import uuid
 
-    from helpers import roles
     from psycopg import sql
 
     from greenery import warehouse
 
     with psycopg.connect(published_url, autocommit=True) as admin, roles(admin, "etl") as (etl,):
-        password, database = uuid.uuid4().hex, admin.info.dbname
-        admin.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(etl), sql.Literal(password)))
+        password, database = may_log_in(admin, etl), admin.info.dbname
         admin.execute(sql.SQL("grant create, temp on database {} to {}").format(*map(sql.Identifier, (database, etl))))
         admin.execute(sql.SQL("revoke temp on database {} from public").format(sql.Identifier(database)))
         revoke = sql.SQL("revoke {} on database {} from {}")
@@ -733,12 +726,6 @@ def test_a_role_that_may_not_create_what_a_run_creates_is_told_what_to_grant_bef
 # Review of the grants kept at publish (a swap as wap._publish_model makes it, by a loader that is no superuser): kept
 # exactly, they revoked what ALTER DEFAULT PRIVILEGES gave, and failed every publish where the old owner or a grantor
 # could not be restored.
-def _with_login(admin, role: str) -> str:
-    password = uuid.uuid4().hex
-    admin.execute(sql.SQL("alter role {} login password {}").format(sql.Identifier(role), sql.Literal(password)))
-    return password
-
-
 def _swap_as_publish_does(conn, schema: str, table: str) -> None:
     """What wap._publish_model does for a mart built whole: drop the published table, move the new one in."""
     with conn.transaction(), privileges.kept_across_swap(conn, schema, table):
@@ -754,7 +741,7 @@ def test_publish_keeps_what_alter_default_privileges_gives_a_new_mart(warehouse_
         admin.execute(
             sql.SQL("grant create on database {} to {}").format(*map(sql.Identifier, (admin.info.dbname, etl)))
         )
-        password = _with_login(admin, etl)
+        password = may_log_in(admin, etl)
         can_read = "select has_table_privilege(%s, %s, 'select')"
         with psycopg.connect(warehouse_url, user=etl, password=password, autocommit=True) as conn:
             conn.execute("create schema marts_r")
@@ -784,7 +771,7 @@ def test_a_mart_owned_by_another_role_is_still_published_owned_by_the_publisher(
         admin.execute(
             sql.SQL("grant create on database {} to {}").format(*map(sql.Identifier, (admin.info.dbname, etl)))
         )
-        password = _with_login(admin, etl)
+        password = may_log_in(admin, etl)
         with psycopg.connect(warehouse_url, user=etl, password=password, autocommit=True) as conn:
             conn.execute("create schema marts_o")
             conn.execute("create table marts_o.m (a int)")
@@ -806,7 +793,7 @@ def test_a_grant_by_a_delegated_grantor_is_kept_as_the_owners_and_stops_no_publi
         admin.execute(
             sql.SQL("grant create on database {} to {}").format(*map(sql.Identifier, (admin.info.dbname, etl)))
         )
-        password, lead_password = _with_login(admin, etl), _with_login(admin, lead)
+        password, lead_password = may_log_in(admin, etl), may_log_in(admin, lead)
         with psycopg.connect(warehouse_url, user=etl, password=password, autocommit=True) as conn:
             conn.execute("create schema marts_g")
             conn.execute("create table marts_g.m (a int)")

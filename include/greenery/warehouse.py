@@ -62,9 +62,6 @@ def conn_env_var(conn_id: str | None = None) -> str:
     return f"AIRFLOW_CONN_{conn_id.upper()}"
 
 
-CLIENT_GONE_CHECK = "set client_connection_check_interval = '2s'"
-
-
 def connect(conn_id: str | None = None, *, connect_timeout: int | None = None):
     """A psycopg connection through the Airflow connection ``conn_id``, in autocommit mode.
 
@@ -106,7 +103,7 @@ def end_statements_of_gone_clients(conn) -> None:
 
     if conn.info.server_version >= 140000:
         with contextlib.suppress(errors.InvalidParameterValue):
-            conn.execute(CLIENT_GONE_CHECK)
+            conn.execute("set client_connection_check_interval = '2s'")
 
 
 def _unparsed(conn_id: str) -> str | None:

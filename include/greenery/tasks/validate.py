@@ -53,9 +53,12 @@ def data_docs_url(pages: int) -> str | None:
 
 def quarantined_counts(conn, models, build: wap.Build, names: list[str]) -> dict[str, int]:
     """Rows this run held back, per model it built (its build's quarantine tables)."""
+    return _counts(conn, {name: wap.built_quarantine(conn, models[name], build) for name in names})
+
+
+def _counts(conn, tables: dict[str, str | None]) -> dict[str, int]:
     counts = {}
-    for name in names:
-        table = wap.built_quarantine(conn, models[name], build)
+    for name, table in tables.items():
         if table is None:
             continue
         n = conn.execute(sql.SQL("select count(*) from {}").format(relations.ident(table))).fetchone()[0]
@@ -108,13 +111,11 @@ def run(context: Any) -> dict[str, Any]:
         published = {
             name: m.relation if relations.exists(conn, m.relation) else refs[name] for name, m in found.items()
         }
-        quarantined = quarantined_counts(conn, found, this_run, built)
+        quarantine_tables = {name: wap.built_quarantine(conn, found[name], this_run) for name in built}
+        quarantined = _counts(conn, quarantine_tables)
         # What the suites' {{ quarantined('m') }} reads: this run's quarantine (a critical check blocks a source
         # mostly quarantined, or a key both kept and quarantined: either is a broken extract, not bad rows).
-        held = {
-            name: wap.built_quarantine(conn, found[name], this_run) or suite_files.nothing_quarantined(refs[name])
-            for name in built
-        }
+        held = {name: table or suite_files.nothing_quarantined(refs[name]) for name, table in quarantine_tables.items()}
     settings = config.get()
     with tempfile.TemporaryDirectory(prefix="greenery-gx-") as gx_dir:
         summary = gx.validate(

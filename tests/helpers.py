@@ -7,9 +7,6 @@ import ast
 import contextlib
 import datetime as dt
 import functools
-import json
-import os
-import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -207,37 +204,3 @@ def roles(conn, *names: str):
         idents = sql.SQL(", ").join(map(sql.Identifier, made))
         conn.execute(sql.SQL("drop owned by {}").format(idents))  # their grants and tables, in this database
         conn.execute(sql.SQL("drop role {}").format(idents))
-
-
-class StatementLog:
-    """Every SQL statement any SQLAlchemy engine sends, in this process and in the ones it forks (validation's
-    streams, checks/streams.py), as lines of a file: a list in memory would see this process's only."""
-
-    def __init__(self) -> None:
-        import sqlalchemy as sa
-
-        fd, self.path = tempfile.mkstemp(prefix="greenery-statements-", suffix=".jsonl")
-        os.close(fd)
-        self._event = (sa.engine.Engine, "before_cursor_execute", self._record)
-        sa.event.listen(*self._event)
-
-    def _record(self, conn, cursor, statement, parameters, *_) -> None:
-        backend = getattr(getattr(cursor.connection, "info", None), "backend_pid", None)  # None: Airflow's SQLite
-        line = {"backend": backend, "statement": statement, "parameters": parameters}
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        try:  # one write per statement: the processes' lines do not interleave
-            os.write(fd, (json.dumps(line, default=str) + "\n").encode())
-        finally:
-            os.close(fd)
-
-    def entries(self) -> list[dict]:
-        return [json.loads(line) for line in Path(self.path).read_text().splitlines()]
-
-    @property
-    def seen(self) -> list[str]:
-        return [entry["statement"] for entry in self.entries()]
-
-    def close(self) -> None:
-        import sqlalchemy as sa
-
-        sa.event.remove(*self._event)

@@ -10,7 +10,7 @@ import json
 
 import psycopg
 import pytest
-from helpers import StatementLog
+import sqlalchemy as sa
 
 from greenery.dev import local_airflow
 from greenery.dev.generator import generate
@@ -39,6 +39,20 @@ def drop_most_orders_of(conn, day: dt.date, kept: int = KEPT) -> None:
     conn.execute(f"delete from raw.events where order_id in ({gone})", params)
     conn.execute(f"delete from raw.order_items where order_id in ({gone})", params)
     conn.execute(f"delete from raw.orders where order_id in ({gone})", params)
+
+
+class Statements:
+    """Every SQL statement any SQLAlchemy engine of this process sends (GX's included)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        self.seen.append(statement)
+
+    def close(self) -> None:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._record)
 
 
 def validate_suite(name: str, day: dt.date, tmp_path, every_run_variable: bool = False) -> dict:
@@ -77,7 +91,7 @@ def test_a_sudden_volume_drop_pages_on_its_day_only_with_the_expected_range(
         run_day_without_airflow(conn, DROP_DAY - dt.timedelta(days=1), "before")
     assert validate_suite("int_source_volumes_daily", DROP_DAY - dt.timedelta(days=1), tmp_path)["failures"] == []
 
-    statements = StatementLog()
+    statements = Statements()
     try:
         dropped = local_airflow.run_day(DROP_DAY, dag=airflow_dag)
     finally:

@@ -6,11 +6,7 @@ PostgreSQL's cancel ends a real one (tests/test_validation_passes.py does it aga
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
-import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -109,103 +105,6 @@ def test_an_exception_in_the_tasks_thread_cancels_every_running_query_and_waits_
         streams.run([job(c) for c in conns], conns)
     assert sorted(map(id, ended)) == sorted(map(id, conns)), "both streams ended before the exception propagated"
     assert all(c.cancels >= 1 for c in conns)
-
-
-forked = pytest.mark.skipif(not streams.CAN_FORK, reason="streams are processes on Linux only")
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting for a parent that is gone counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
-def _sleeper(pids: Path):
-    """A stream that records its process and then waits on a 'query' nothing but a kill ends."""
-
-    def job(stopped):
-        (pids / str(os.getpid())).touch()
-        time.sleep(120)
-        return "never"
-
-    return job
-
-
-@forked
-def test_forked_streams_run_in_their_own_processes_and_return_in_the_jobs_order():
-    jobs = [lambda stopped, i=i: (i, os.getpid(), stopped()) for i in range(3)]
-    results = streams.run(jobs, [FakeConnection() for _ in jobs], processes=True)
-    assert [(i, stopped) for i, _, stopped in results] == [(0, False), (1, False), (2, False)]
-    pids = {pid for _, pid, _ in results}
-    assert len(pids) == 3 and os.getpid() not in pids
-    assert not any(_alive(pid) for pid in pids), "every child reaped"
-
-
-@forked
-def test_a_failing_forked_stream_kills_the_others_and_cancels_their_queries_before_its_error_propagates(tmp_path):
-    conns = [FakeConnection(), FakeConnection()]
-
-    def failing(stopped):
-        deadline = time.monotonic() + 30
-        while not any(tmp_path.iterdir()) and time.monotonic() < deadline:  # the other one is in its 'query'
-            time.sleep(0.02)
-        raise ValueError("suite X: GX could not run")
-
-    started = time.monotonic()
-    with pytest.raises(ValueError, match="suite X"):
-        streams.run([failing, _sleeper(tmp_path)], conns, processes=True)
-    assert time.monotonic() - started < 60, "the sleeping stream was not waited for"
-    [pid] = [int(p.name) for p in tmp_path.iterdir()]
-    assert not _alive(pid), "the other stream's process ended before run() raised"
-    assert conns[1].cancels == 1, "the query it left running was cancelled"
-
-
-@forked
-def test_an_exception_in_the_tasks_thread_kills_every_forked_stream_and_cancels_their_queries(
-    interrupt_main_thread, tmp_path
-):
-    conns = [FakeConnection(), FakeConnection()]
-    interrupt_main_thread(lambda: len(list(tmp_path.iterdir())) == 2)
-    with pytest.raises(interrupt_main_thread.exception):
-        streams.run([_sleeper(tmp_path), _sleeper(tmp_path)], conns, processes=True)
-    pids = [int(p.name) for p in tmp_path.iterdir()]
-    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
-    assert [c.cancels for c in conns] == [1, 1]
-
-
-@forked
-def test_a_forked_stream_killed_by_a_signal_fails_the_validation_naming_it(tmp_path):
-    def killed(stopped):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    died = r"validation stream 2 ended without its results \(killed by SIGKILL"
-    with pytest.raises(streams.StreamDiedError, match=died):
-        streams.run([lambda stopped: "fine", killed], [FakeConnection(), FakeConnection()], processes=True)
-
-
-@forked
-def test_a_forked_stream_dies_with_the_task_process(tmp_path):
-    """The OOM killer's kill -9 of the task: its streams do not run on (their queries end with them)."""
-    task = os.fork()
-    if task == 0:
-        try:
-            streams.run([_sleeper(tmp_path), _sleeper(tmp_path)], [FakeConnection(), FakeConnection()], processes=True)
-        finally:
-            os._exit(1)
-    deadline = time.monotonic() + 30
-    while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    pids = [int(p.name) for p in tmp_path.iterdir()]
-    assert len(pids) == 2
-    os.kill(task, signal.SIGKILL)
-    os.waitpid(task, 0)
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not any(_alive(pid) for pid in pids)
 
 
 def test_jobs_and_connections_must_pair_up():

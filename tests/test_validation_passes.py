@@ -23,7 +23,7 @@ import known_data
 import psycopg
 import pytest
 import sqlalchemy as sa
-from helpers import StatementLog, query_checks
+from helpers import query_checks
 
 from greenery import locks, warehouse
 from greenery.checks import docs_pages, paths, suites, summary
@@ -59,22 +59,25 @@ def _build(url: str, defects=(), raw_defects=()) -> None:
             assert conn.execute(defect).rowcount >= 1, defect
 
 
-class Statements(StatementLog):
-    """Every SQL statement any SQLAlchemy engine sends, here and in validation's forked streams, as (text, the
-    value of its LIMIT or None), and the server processes (connections) they ran on."""
+class Statements(list):
+    """Every SQL statement any SQLAlchemy engine sends, with the value of its LIMIT (None without one)."""
 
-    def __iter__(self):
-        for entry in self.entries():
-            text, parameters = " ".join(entry["statement"].split()), entry["parameters"]
-            match = re.search(r"\bLIMIT (?:%\((\w+)\)s|(\d+))", text, re.IGNORECASE)
-            limit = None
-            if match:
-                limit = int(parameters[match.group(1)]) if match.group(1) else int(match.group(2))
-            yield text, limit
+    def __init__(self) -> None:
+        super().__init__()
+        self.backends: set[int] = set()  # the server processes (connections) the statements ran on
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._record)
 
-    @property
-    def backends(self) -> set[int]:
-        return {entry["backend"] for entry in self.entries() if entry["backend"] is not None}
+    def _record(self, conn, cursor, statement, parameters, *_) -> None:
+        text = " ".join(statement.split())
+        match = re.search(r"\bLIMIT (?:%\((\w+)\)s|(\d+))", text, re.IGNORECASE)
+        limit = None
+        if match:
+            limit = int(parameters[match.group(1)]) if match.group(1) else int(match.group(2))
+        self.append((text, limit))
+        self.backends.add(cursor.connection.info.backend_pid)
+
+    def close(self) -> None:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._record)
 
     def detail_queries(self) -> list[str]:
         """Queries that fetch offending rows or values: a LIMIT above 0 on a filter. (GX's existence probe of

@@ -150,9 +150,7 @@ def _sources(
             # Autocommit: GX opens and closes a SQLAlchemy connection per query, which was a BEGIN and a ROLLBACK
             # around each of them (READ COMMITTED either way: each query sees its own snapshot). Validation of the
             # real data, alternating in one process: 5.95 CPU-s against 6.89 (medians of 5, 2026-12-03).
-            # No server-side prepared statements: a forked stream (checks/streams.py) uses this connection too,
-            # and statements it prepared would collide with the ones this process names the same afterwards.
-            conn = stack.enter_context(psycopg.connect(**connect_args, autocommit=True, prepare_threshold=None))
+            conn = stack.enter_context(psycopg.connect(**connect_args, autocommit=True))
             warehouse.end_statements_of_gone_clients(conn)  # a stopped task's query ends with it
             with warnings.catch_warnings():
                 # Generic on purpose: GX's Postgres source rejects socket-only (embedded server) URLs.
@@ -330,12 +328,12 @@ def _run(
         # Each validation definition run on its own, not through a Checkpoint: a Checkpoint re-serializes and
         # compares all of them with its store before it runs (is_fresh), 1.2 s of CPU for 29 suites, and its
         # only other work here, storing each result, ValidationDefinition.run does too. The streams (one per
-        # connection, checks/streams.py) each run their definitions in a process of their own; each touches only
+        # connection, checks/streams.py) each run their definitions in a thread of their own; each touches only
         # its own data source's execution engine, and the stores they share take results under distinct keys.
         run_id = gx.RunIdentifier(run_name=run_name)
         jobs = [functools.partial(_screen, definitions[stream], run_id) for stream in range(connections)]
         screened = {}
-        for part in streams.run(jobs, [conn for _, conn in sources], processes=connections > 1):
+        for part in streams.run(jobs, [conn for _, conn in sources]):
             screened.update(part)
         detailed_at = time.perf_counter()
         results = {}

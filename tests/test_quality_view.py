@@ -858,6 +858,23 @@ def test_a_duplicated_compound_key_is_shown_whole_with_its_copies():
     assert page.count(f'title="{longer}"') == 2 and f">{longer}<" not in page
 
 
+def test_a_failure_whose_rows_could_not_be_read_says_why_in_place_of_its_keys():
+    """Review: a failure whose detail query failed showed "—" for its keys, as if it had none (checks/gx.py)."""
+    from greenery.ui.render import render_page
+
+    failure = dict.fromkeys(("column", "description", "error", "observed_value"))
+    reason = 'column "no_such<column>" does not exist'
+    failure.update(table="t", suite="t", severity="critical", expectation="x", unexpected_count=2, sample_keys=[])
+    failure.update(detail_error=reason)
+    cause = {**failure, "sources": [], "also_fails_in": [], "runs_failing": 1, "owner": None, "keys": []}
+    run = dict.fromkeys(("validated_at", "log_url", "failures_total"))
+    run.update(run_id="r", logical_date="2021-02-12", published=False, dag_id="d", quarantined={})
+    run.update(evaluated=1, failed_critical=1, failed_warning=0)
+    page = render_page({"dag_id": "d", "latest_run": run, "tables": [], "failures": [failure], "root_causes": [cause]})
+    shown = "keys could not be read: <bdi>column &#34;no_such&lt;column&gt;&#34; does not exist</bdi>"
+    assert page.count(shown) == 2, page  # the root cause and the failure, escaped
+
+
 def test_direction_controls_in_data_are_shown_escaped_and_each_value_isolated():
     """Review: an RLO in a sample key made the view show another key and flipped the rest of its line. Every
     direction control in a value is shown as its escape (``\\u202e``), in text and in tooltips, and each value is

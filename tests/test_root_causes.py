@@ -202,3 +202,9 @@ def test_an_info_check_that_could_not_run_is_a_warning_not_a_pass():
     assert errored["severity"] == "warning" and "nope" in errored["error"]
     assert found["failed_warning"] == 1 and not found["blocking"]
     assert [n["severity"] for n in found["notes"]] == ["info"]
+
+
+def test_a_root_whose_rows_could_not_be_read_carries_why():
+    reason = "OperationalError: the connection is closed"
+    [root] = root_causes.group([failure("stg_postgres__orders", keys=(), detail_error=reason)], MODELS)
+    assert root["keys"] == [] and root["detail_error"] == reason

@@ -406,6 +406,23 @@ def test_credentials_in_error_messages_are_redacted():
     assert "could not be evaluated" in body
 
 
+def test_a_failure_whose_rows_could_not_be_read_says_why_in_the_alert_and_the_red_task():
+    """Review: pass 2 could not read a failure's rows (its query failed, the connection was lost) and the page
+    showed the count with no keys and not a word why."""
+    from greenery.tasks.validate import verdict
+
+    reason = "OperationalError: consuming input failed: server closed the connection unexpectedly"
+    f = {**ORDERS_UNIQUE, "sample_keys": [], "detail_error": reason}
+    body = visible(build_alert(summary(failures=[f]), log_url=None, docs_url=None))
+    assert f"unexpected: *2* · keys could not be read: `{reason}`" in body
+    cause = {**f, "sources": ["raw.orders"], "keys": [], "also_fails_in": []}
+    [_, line, _] = verdict({"root_causes": [cause]}).splitlines()
+    assert line == (
+        "- staging.stg_postgres__orders (from raw.orders): expect_column_values_to_be_unique(order_id): keys could not"
+        f" be read: {reason}"
+    )
+
+
 def test_publish_status_and_quarantine_counts_appear():
     payload = build_alert(
         summary(

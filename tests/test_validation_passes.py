@@ -9,6 +9,7 @@ sent to PostgreSQL (every SQLAlchemy engine, GX's included), not timed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -287,6 +288,46 @@ def test_results_are_stored_under_the_file_ids_and_rendered_for_this_run(defecti
     assert sorted(p.name for p in site.iterdir() if p.is_dir() and p.name != "static") == ["validations"]
     with pytest.raises(ValueError, match=r"defective\d*/gx: not empty"):
         _validate(defective.folder, warehouse.sqlalchemy_url(), "third-run")
+
+
+def test_a_failure_whose_rows_cannot_be_read_says_why_and_still_blocks(defective, tmp_path):
+    """Review: when pass 2 could not read a failure's rows (its query failed), the failure went out with no keys and
+    not a word why. Here the order lines' key names a column the table does not have (as a model whose unique_key
+    was renamed without its table): GX fails each detail query, and pass 1's findings stand."""
+    broken = dataclasses.replace(
+        MODELS["stg_postgres__order_items"],
+        config={**MODELS["stg_postgres__order_items"].config, "unique_key": ["no_such_column"]},
+    )
+    found = {**MODELS, "stg_postgres__order_items": broken}
+    suite = {"stg_postgres__order_items": SUITES["stg_postgres__order_items"]}
+    result = validation.validate(warehouse.sqlalchemy_url(), found, suite, gx_dir=tmp_path / "gx", build_docs=False)
+    [quantity] = [f for f in result["failures"] if f["column"] == "quantity"]
+    assert result["blocking"] and quantity["severity"] == "critical" and quantity["unexpected_count"] == 2
+    assert quantity["sample_keys"] == [] and quantity["error"] is None
+    assert "no_such_column" in quantity["detail_error"], quantity
+
+
+def test_a_connection_lost_between_the_passes_leaves_the_failures_with_the_reason(
+    defective, module_warehouse_url, tmp_path, monkeypatch
+):
+    """A failover or a network cut after pass 1: every detail query of pass 2 fails. The failures went out with no
+    keys and not a word why; now each says why it names no rows."""
+    details = validation._details
+
+    def cut_first(*args, **kwargs):
+        with psycopg.connect(module_warehouse_url, autocommit=True) as admin:
+            admin.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity"
+                " where datname = current_database() and pid <> pg_backend_pid()"
+            )
+        return details(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "_details", cut_first)
+    result = _validate(tmp_path, warehouse.sqlalchemy_url(), "cut", suites={n: SUITES[n] for n in DEFECTIVE})
+    assert result["blocking"] and {f["suite"] for f in result["failures"]} == DEFECTIVE
+    for failure in result["failures"]:
+        assert failure["sample_keys"] == [] and failure["detail_error"], failure
+        assert "terminat" in failure["detail_error"] or "closed" in failure["detail_error"], failure
 
 
 def test_gx_runs_under_the_shared_publish_lock_and_leaves_no_connection(clean):

@@ -110,8 +110,8 @@ def _cause_text(cause: Mapping[str, Any]) -> str:
     if cause.get("observed_value") is not None:
         facts.append(f"observed: {code(cause['observed_value'])}")
     keys = _keys_text(list(cause.get("keys") or []))
-    if keys:
-        facts.append(keys)
+    if keys or cause.get("detail_error"):  # it failed, but its rows could not be read: say so, not nothing
+        facts.append(keys or f"keys could not be read: {code(cause['detail_error'])}")
     if facts:
         lines.append(" · ".join(facts))
     if cause.get("also_fails_in"):

@@ -42,12 +42,13 @@ from typing import Any
 import great_expectations as gx
 import psycopg
 import sqlalchemy as sa
+from great_expectations import exceptions as gx_exceptions
 from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
 
 from greenery import locks, warehouse
 from greenery.checks import gx_logs, paths, streams
 from greenery.checks.suites import SuiteDefinitionError, SuiteFile, check_ids, dump, resolve_refs, run_variables
-from greenery.checks.summary import SAMPLE_KEYS, UNEXPECTED_ROWS, error, failed, summarize
+from greenery.checks.summary import DETAIL_ERROR, SAMPLE_KEYS, UNEXPECTED_ROWS, error, failed, summarize
 from greenery.project.models import Model
 
 log = logging.getLogger(__name__)
@@ -246,32 +247,34 @@ def _detail_format(model: Model) -> dict[str, Any]:
 
 def _details(batch_definition, suite, screened: Mapping[str, dict], model: Model) -> dict[str, dict]:
     """Pass 2: observed values and sample keys of what failed in pass 1 (errors are not retried), by id."""
-    wanted = {id_ for id_, res in screened.items() if failed(res) and error(res) is None}
-    rows = [e for e in suite.expectations if e.id in wanted and e.configuration.type == UNEXPECTED_ROWS]
+    wanted = [e for e in suite.expectations if failed(screened[e.id]) and error(screened[e.id]) is None]
+    rows = [e for e in wanted if e.configuration.type == UNEXPECTED_ROWS]
     # Only map expectations report an unexpected_count; a failed table-level one has its result already.
-    maps = [
-        e
-        for e in suite.expectations
-        if e.id in wanted and e.configuration.type != UNEXPECTED_ROWS and "unexpected_count" in screened[e.id]["result"]
-    ]
+    maps = [e for e in wanted if e not in rows and "unexpected_count" in screened[e.id]["result"]]
     out: dict[str, dict] = {}
     batch = None
     for expectations, result_format in ((maps, _detail_format(model)), (rows, {"result_format": "COMPLETE"})):
         if not expectations:
             continue
-        batch = batch or batch_definition.get_batch()
         configs = [e.configuration.to_json_dict() for e in expectations]
         subset = gx.ExpectationSuite(name=suite.name, expectations=configs)
-        for res in batch.validate(subset, result_format=result_format).results:
-            out[res.expectation_config.id] = res.to_json_dict()
+        try:
+            batch = batch or batch_definition.get_batch()
+            for res in batch.validate(subset, result_format=result_format).results:
+                out[res.expectation_config.id] = res.to_json_dict()
+        except (sa.exc.SQLAlchemyError, psycopg.Error, gx_exceptions.GreatExpectationsError) as exc:
+            # Detail only: what pass 1 found still fails the run, each failure saying why it has no rows.
+            log.warning("%s: the failures' detail could not be read: %s", suite.name, exc)
+            lost = {"raised_exception": True, "exception_message": f"{type(exc).__name__}: {exc}"}
+            out.update({e.id: {"exception_info": lost} for e in expectations})
     return out
 
 
 def _merge(screened: dict, detailed: dict | None) -> dict:
-    """Pass 1 decides; pass 2 only adds detail (and cannot when it failed to compute it)."""
-    if detailed is None or error(detailed) is not None:
-        return screened
-    return {**screened, "result": detailed["result"]}
+    """Pass 1 decides; pass 2 only adds detail, or why it could not (review: no keys, and not a word why)."""
+    if detailed is not None and error(detailed) is not None:
+        return {**screened, DETAIL_ERROR: error(detailed)}
+    return screened if detailed is None else {**screened, "result": detailed["result"]}
 
 
 def _add_models(context, sources: list, stream_of: Mapping[str, int], planned: dict) -> tuple[dict, dict]:

@@ -137,6 +137,7 @@ def _entry(root: Mapping[str, Any], models: Mapping[str, Model], ancestry) -> di
         "unexpected_count": failure.get("unexpected_count"),
         "keys": distinct_keys(failure.get("sample_keys") or []),
         "error": failure.get("error"),
+        "detail_error": failure.get("detail_error"),  # why it names no rows, when they could not be read
         # A table once, however many of its checks repeat the problem.
         "also_fails_in": list(
             dict.fromkeys(models[m["suite"]].relation if m.get("suite") in models else m.get("table") for m in members)

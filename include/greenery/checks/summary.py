@@ -18,6 +18,8 @@ SAMPLE_KEYS = 5
 # with its count (``event_id=…, product_id=…, session_id=…, copies=2``, 153 characters) is shown whole.
 SAMPLE_KEY_CHARS = 160
 UNEXPECTED_ROWS = "unexpected_rows_expectation"
+# Set by checks/gx.py on a failed result whose rows (sample keys) pass 2 could not read: the reason.
+DETAIL_ERROR = "greenery_detail_error"
 
 
 def _finite(value: Any) -> Any:
@@ -99,6 +101,7 @@ def _failure(suite: str, table: str, res: Mapping[str, Any]) -> dict[str, Any]:
         "unexpected_count": outcome.get("unexpected_count", observed if config["type"] == UNEXPECTED_ROWS else None),
         "sample_keys": [] if message else sample_keys(outcome),
         "error": message,
+        "detail_error": None if message else res.get(DETAIL_ERROR),
     }
 
 

@@ -192,6 +192,8 @@ def verdict(summary: dict[str, Any]) -> str:
             also += f"; reads {', '.join(r['downstream_of'])}, failing above: it may follow from that"
         if r.get("error"):  # no rows to name: the check's own query failed
             keys = "could not be evaluated: " + " ".join(str(r["error"]).split())[:300]
+        elif not keys and r.get("detail_error"):  # it failed, but the rows could not be read
+            keys = "keys could not be read: " + " ".join(str(r["detail_error"]).split())[:300]
         lines.append(f"- {r['table']}{sources}: {r['expectation']}{column}{': ' + keys if keys else ''}{also}")
     if len(critical) > SHOWN_CAUSES:
         lines.append(
@@ -219,7 +221,7 @@ def log_summary(summary: dict[str, Any]) -> None:
         )
     for r in summary["root_causes"]:
         log.warning(
-            "FAILED [%s] %s%s %s%s: observed=%s unexpected=%s keys=%s%s%s",
+            "FAILED [%s] %s%s %s%s: observed=%s unexpected=%s keys=%s%s%s%s",
             r["severity"],
             r["table"],
             f" (from {', '.join(r['sources'])})" if r["sources"] else "",
@@ -230,4 +232,5 @@ def log_summary(summary: dict[str, Any]) -> None:
             [f"{k['key']} x{k['count']}" if k["count"] > 1 else k["key"] for k in r["keys"]],
             f"; also fails in {', '.join(r['also_fails_in'])}" if r["also_fails_in"] else "",
             f"; failing since {r['failing_since']} ({r['runs_failing']} runs)" if r.get("runs_failing", 1) > 1 else "",
+            f"; keys could not be read: {r['detail_error']}" if r.get("detail_error") else "",
         )

@@ -156,6 +156,7 @@ def _failure(f: dict[str, Any]) -> dict[str, Any]:
         "unexpected_count": f.get("unexpected_count"),
         "sample_keys": [str(s) for s in samples] if isinstance(samples, list) else [],
         "error": f.get("error"),
+        "detail_error": f.get("detail_error"),
     }
 
 

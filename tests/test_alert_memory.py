@@ -894,3 +894,89 @@ def test_a_backfill_pages_failed_critical_checks_once_per_root_cause_not_once_pe
         conn.execute("update greenery_audit.alerts_sent set sent_at = sent_at - interval '26 hours'")
     backfill_day("backfill__2021-02-15", "2021-02-15", [WARNING])
     assert len(slack.webhook_posts()) == 4
+
+
+@pytest.mark.parametrize("warehouse_is", ["silent", "refusing"])
+def test_alert_slack_pages_failed_checks_though_the_warehouse_does_not_answer(
+    slack_alerts_webhook, airflow_dag, monkeypatch, warehouse_is
+):
+    """Review: alert_slack asked the warehouse which run readers still see before it posted, with no timeout and no
+    fallback: refusing, the task failed and retried for minutes and on-call got "cannot connect" naming no check;
+    silent, it waited until its execution timeout. The page goes, saying what could not be read."""
+    import socket
+    import threading
+
+    failed = summary("2021-02-12", "alert-no-warehouse", [{**WARNING, "severity": "critical"}], blocking=True)
+    ti = FakeTaskInstance({("validate", "summary"): failed}, failed["run_id"], {"validate": "failed"})
+    ti.states["publish"] = "upstream_failed"
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nothing ever answers
+        port = silent.getsockname()[1]
+        if warehouse_is == "refusing":
+            silent.close()
+        conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "schema": "greenery", "login": "u"}
+        monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", json.dumps(conn))
+        monkeypatch.setattr(notify, "CALLBACK_CONNECT_TIMEOUT_S", 2)
+        task = threading.Thread(target=notify.send_alert, args=({"ti": ti, "run_id": failed["run_id"]},), daemon=True)
+        task.start()
+        task.join(60)  # each of its reads and its record give up after 2 s
+        assert not task.is_alive(), "alert_slack still waits on the warehouse"
+    [page] = slack_alerts_webhook.webhook_posts()
+    body = json.dumps(page.body, ensure_ascii=False)
+    assert "emails look like emails" in body
+    assert "Marts not published (which run readers still see could not be read)" in body
+
+
+def test_a_page_whose_record_cannot_be_written_ends_the_task_without_a_second_page(
+    slack_alerts_webhook, airflow_dag, monkeypatch
+):
+    """Review: after Slack took the alert, recording it had no timeout: a warehouse that stopped answering kept the
+    task running until its execution timeout, and the retry (nothing on record) paged a second time."""
+    import socket
+    import time
+
+    failed = summary("2021-02-12", "record-hangs", [{**WARNING, "severity": "critical"}], blocking=True)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": silent.getsockname()[1], "login": "u"}
+        monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", json.dumps(conn))
+        monkeypatch.setattr(notify, "CALLBACK_CONNECT_TIMEOUT_S", 2)
+        started = time.monotonic()
+        notify.deliver(failed, {"published": False}, attempt=0, run_type="scheduled")  # returns: the task succeeds
+        assert time.monotonic() - started < 30
+    assert len(slack_alerts_webhook.webhook_posts()) == 1
+
+
+def test_backfill_runs_alerting_at_the_same_moment_page_one_root_cause_once(slack, warehouse_url):
+    """Review: Airflow runs a backfill's days 10 at once unless told otherwise; four failing the same check at the same
+    moment each read that nobody had paged it, and paged: four pages. They take turns now."""
+    import threading
+    import types
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    contexts = []
+    for day in ("2021-02-11", "2021-02-12", "2021-02-13", "2021-02-14"):
+        run_id = f"backfill__{day}"
+        checked = {**summary(day, run_id, [WARNING], blocking=True), "clear_number": 0}
+        with warehouse.connect() as conn:
+            audit.record_validation(conn, checked, published=False)
+        ti = FakeTaskInstance({("validate", "summary"): checked}, run_id, {"validate": "failed", "publish": "skipped"})
+        run = types.SimpleNamespace(clear_number=0, run_type="backfill")
+        contexts.append({"ti": ti, "run_id": run_id, "dag_run": run})
+    together = threading.Barrier(len(contexts))
+    outcomes: dict[str, str] = {}
+
+    def alert_slack(context) -> None:
+        together.wait()
+        try:
+            notify.send_alert(context)
+            outcomes[context["run_id"]] = "paged"
+        except AirflowSkipException:
+            outcomes[context["run_id"]] = "held back"
+
+    threads = [threading.Thread(target=alert_slack, args=(c,)) for c in contexts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(outcomes.values()) == ["held back"] * 3 + ["paged"], outcomes
+    assert len(slack.webhook_posts()) == 1

@@ -25,3 +25,6 @@ def exclusive(conn_or_cursor) -> None:
 
 SHARE_FOR_SESSION = f"select pg_advisory_lock_shared({PUBLISH_LOCK_KEY})"
 """For connections that run many statements outside one transaction (validation): held until they close."""
+
+# Another key, for backfill runs' alerts taking turns (tasks/notify.py): one root cause pages once.
+BACKFILL_ALERT_LOCK_KEY = PUBLISH_LOCK_KEY + 1

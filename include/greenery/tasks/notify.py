@@ -9,15 +9,16 @@ or when the alert would only repeat unchanged warnings sent within the suppressi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from greenery import audit, config, docs, links, runtime, warehouse
+from greenery import audit, config, docs, links, locks, runtime, warehouse
 from greenery.alerts import delivery, messages, suppression
 from greenery.checks import history
 from greenery.tasks.failures import NOT_PAGED, MaybePosted
@@ -26,13 +27,29 @@ from greenery.tasks.validate import SUMMARY_KEY
 log = logging.getLogger(__name__)
 
 
-def _not_published(connect_timeout: int | None = None) -> dict[str, Any]:
-    with warehouse.connect(connect_timeout=connect_timeout) as conn:
-        return audit.not_published_status(conn)
-
-
-# What a failure callback allows each warehouse connection (Airflow kills it 20 s after its task failed).
+# What the alert's own warehouse reads and writes may take, in a failure callback (Airflow kills it 20 s after its
+# task failed) and in alert_slack: they must not hold a page back, nor keep a task that paged running until its
+# execution timeout, whose retry would page again (review: a warehouse that stopped answering did both).
 CALLBACK_CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_S = 15
+
+
+@contextlib.contextmanager
+def _warehouse(connect_timeout: int | None = None) -> Iterator[Any]:
+    with warehouse.connect(connect_timeout=connect_timeout or CALLBACK_CONNECT_TIMEOUT_S) as conn:
+        conn.execute(f"set statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
+        yield conn
+
+
+def _not_published() -> dict[str, Any]:
+    """Which run readers still see; without it when the warehouse does not answer: it must not hold the page back
+    (review: alert_slack's critical page never went, its task failed naming only the warehouse)."""
+    try:
+        with _warehouse() as conn:
+            return audit.not_published_status(conn)
+    except Exception as exc:
+        log.warning("could not read which run readers still see: %s", exc)
+        return {"published": False}
 
 
 def states_now(context: Any, task_ids: tuple[str, ...] = ("validate", "publish")) -> dict[str, str | None]:
@@ -73,7 +90,7 @@ def published_in_this_run(context: Any) -> bool:
     try:
         if states_now(context).get("publish") != "success":
             return False
-        with warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S) as conn:  # a callback asks, before its page
+        with _warehouse() as conn:  # a callback asks, before its page
             return audit.run_published_at(conn, context["run_id"]) is not None
     except Exception as exc:
         log.warning("could not read whether publish published: %s", exc)
@@ -86,14 +103,9 @@ def send_validation_alert(context: Any, send: Callable[[dict[str, Any]], None]) 
     summary = validation_summary(context)
     if summary is None:
         raise RuntimeError("validate failed without a summary to alert with")
-    try:
-        status = _not_published(CALLBACK_CONNECT_TIMEOUT_S)
-    except Exception as exc:  # review: a warehouse that did not answer held the page back: it goes without this
-        log.warning("could not read which run readers still see: %s", exc)
-        status = {"published": False}
     deliver(
         summary,
-        status,
+        _not_published(),  # review: a warehouse that did not answer held the page back: it goes without this
         attempt=runtime.clear_number(context),
         run_type=runtime.run_type(context),
         connect_timeout=CALLBACK_CONNECT_TIMEOUT_S,
@@ -171,7 +183,7 @@ def _not_paged(context: Any, task_id: str | None = None) -> tuple[str, str] | No
     deadline = time.monotonic() + RECORD_WAIT_S
     while True:
         try:
-            with warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S) as conn:
+            with _warehouse() as conn:
                 failures = audit.task_failures(conn, context["run_id"])
         except Exception as exc:  # the skip below still says where to look
             log.warning("could not read the run's task failures: %s", exc)
@@ -215,7 +227,7 @@ def _hold_back_what_was_paged(
 
     Best effort: a warehouse that cannot be read sends the page (twice rather than not at all)."""
     try:
-        with warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S) as conn:
+        with _warehouse() as conn:
             sent_at, paged = audit.alert_sent_in_attempt(conn, summary["run_id"], attempt, signed), None
             if backfill is not None and not sent_at:
                 paged = audit.backfill_alert_with(conn, summary["run_id"], signed, backfill)
@@ -255,21 +267,51 @@ def deliver(
 ) -> None:
     """Send the alert unless this attempt of the run (``attempt``: its clear_number) sent it already or suppression
     holds it back (AirflowSkipException), and remember it with the run's ``run_type`` (a backfill's repeats of failed
-    critical checks are held back). ``connect_timeout`` (seconds) bounds a failure callback's warehouse connections;
-    ``send`` replaces alert_slack's single post."""
+    critical checks are held back). ``connect_timeout`` (seconds) bounds its warehouse connections (default
+    CALLBACK_CONNECT_TIMEOUT_S); ``send`` replaces alert_slack's single post."""
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
+    backfill = bool(summary.get("blocking")) and run_type == "backfill" and send is None
+    with _taking_turns(backfill):
+        _deliver(summary, attempt, run_type, connect_timeout, send, backfill)
+
+
+# How long a backfill run's alert waits for the others' turns (each: a read, Slack's answer, a write).
+TURN_WAIT_S = 120
+
+
+@contextlib.contextmanager
+def _taking_turns(active: bool) -> Iterator[None]:
+    """Backfill runs alerting at the same moment (a backfill runs 10 at once unless told otherwise) take turns: each
+    reads what the others paged, pages and records it before the next one reads (review: four runs at once paged one
+    root cause four times). Best effort: without the lock in time, a run pages (twice rather than never)."""
+    with contextlib.ExitStack() as stack:
+        if active:
+            try:
+                conn = stack.enter_context(_warehouse())
+                conn.execute("set statement_timeout = 0")
+                conn.execute(f"set lock_timeout = '{TURN_WAIT_S}s'")
+                conn.execute("select pg_advisory_lock(%s)", (locks.BACKFILL_ALERT_LOCK_KEY,))
+            except Exception as exc:
+                log.warning("could not wait for the other backfill runs' alerts (paging): %s", exc)
+        yield
+
+
+def _deliver(summary, attempt, run_type, connect_timeout, send, backfill: bool) -> None:
     settings = config.get()
     signed = suppression.signatures(summary)
     window = suppression.window(settings.alert_suppress)
     if send is None:  # alert_slack's own post (a callback's page runs once, and reading first would eat its budget)
-        backfill = summary.get("blocking") and run_type == "backfill"
         _hold_back_what_was_paged(summary, signed, attempt, window if backfill else None)
         if backfill and settings.alert_suppress:  # the page says its repeats will not come (review: none said so)
             summary["backfill_hold_back_hours"] = f"{settings.alert_suppress.total_seconds() / 3600:g}"
     if not summary.get("blocking"):  # failed critical checks always page: no warehouse read may hold that back (review)
-        with warehouse.connect(connect_timeout=connect_timeout) as conn:
-            recent = audit.recent_alert_signatures(conn, window)
-            before = history.previous(conn, summary)
+        try:
+            with _warehouse(connect_timeout) as conn:
+                recent = audit.recent_alert_signatures(conn, window)
+                before = history.previous(conn, summary)
+        except Exception as exc:  # review: a warehouse that did not answer held the warnings back: sent instead
+            log.warning("could not read which alerts were sent (sending this one): %s", exc)
+            recent, before = set(), None
         if suppression.held_back(summary, recent, before):
             raise AirflowSkipException(
                 f"suppressed: the same {len(summary['root_causes'])} warning(s) and quarantine counts were alerted"
@@ -301,7 +343,7 @@ def deliver(
         ) from exc
     log.info("alert sent through %s: %d root causes", settings.alert_conn_id, len(summary["root_causes"]))
     try:
-        with warehouse.connect(connect_timeout=connect_timeout) as conn:
+        with _warehouse(connect_timeout) as conn:
             audit.record_alert(conn, summary["run_id"], signed, attempt, run_type)
     except Exception as exc:
         # The page went out: failing here would make the task's retry page on-call a second time. Unrecorded, the

@@ -77,8 +77,11 @@ order_behavior as (
         count(*) as orders,
         avg((promo_id is not null)::int) as promo_order_share,
         avg(order_total) as avg_order_total,
-        avg(unit_count) as avg_order_units,
-        avg(item_count) as avg_order_products,
+        -- An order without lines (late or missing in raw: fact_orders warns) has no units to count, not zero: left
+        -- out, so a buyer whose first order has none has no value (review: zeros made an indicator significant).
+        avg(unit_count) filter (where item_count > 0) as avg_order_units,
+        avg(item_count) filter (where item_count > 0) as avg_order_products,
+        count(*) filter (where item_count > 0) as orders_with_lines,
         extract(epoch from max(created_at) - min(created_at)) / 86400 / nullif(count(*) - 1, 0)
             as avg_days_between_orders,
         -- Known: delivered by then, or its estimate passed by then (a missed estimate is late).
@@ -189,7 +192,10 @@ final as (
         round(order_behavior.avg_days_between_orders, 4) as avg_days_between_orders,
         coalesce(order_behavior.deliveries_known, 0) as deliveries_known,
         coalesce(order_behavior.late_deliveries, 0) as late_deliveries,
-        coalesce(favoured_products.bought_repeat_favoured_product, false) as bought_repeat_favoured_product,
+        case
+            when order_behavior.orders_with_lines = 0 then null
+            else coalesce(favoured_products.bought_repeat_favoured_product, false)
+        end as bought_repeat_favoured_product,
         round(extract(epoch from buyers.first_order_at - scoped_users.signed_up_at) / 86400, 4)
             as days_signup_to_first_order
     from scoped_users

@@ -542,6 +542,20 @@ def test_a_run_that_published_nothing_gets_no_digest_and_fails_at_once(digest, p
 
 
 @pytest.mark.db
+def test_a_run_without_a_validation_of_its_own_gets_no_digest_and_fails_at_once(digest, published_url, email_on):
+    """Review: validate and publish marked success by hand left no summary, and the task failed on a TypeError,
+    retried, paging with it; now it refuses at once, saying why and what to clear."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    unvalidated = context()
+    unvalidated["ti"].xcom_pull = lambda task_ids=None, key=None: None
+    with pytest.raises(AirflowFailException, match=f"run {re.escape(RUN_ID)} has no validation of its own") as err:
+        digest.send(unvalidated)
+    assert "Clear the whole run" in str(err.value)
+    assert email_on.messages == []
+
+
+@pytest.mark.db
 def test_an_attempt_that_published_nothing_gets_no_digest_though_an_earlier_attempt_of_the_run_published(
     digest, published_url, email_on, monkeypatch
 ):

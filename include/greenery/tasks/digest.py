@@ -190,6 +190,13 @@ def send(context: Any) -> None:
             " GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO (email)"
         )
     summary = validation_summary(context)
+    if summary is None:  # review: a TypeError, retried, and a page that said nothing of why
+        raise Refused(
+            f"run {context['run_id']} has no validation of its own: validate was marked success by hand, or never ran;"
+            " no digest of marts nobody checked. Clear the whole run to build, check and publish it.",
+            next_step="Clear the whole run (Grid → this run → Clear run); its digest follows.",
+            published=False,
+        )
     run_id = summary["run_id"]
     with warehouse.connect() as conn:
         # This attempt's publish, not the run's: a run published, cleared, and its new attempt's publish marked

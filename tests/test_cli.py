@@ -497,6 +497,29 @@ FOREGROUND += " sys.argv[0] = 'greenery'; runpy.run_module('greenery.cli', run_n
 
 
 @pytest.mark.integration
+def test_a_run_whose_reader_leaves_is_failed_says_so_and_leaves_nothing_running(cli_env):
+    """Review: `greenery run --verbose | head -40` failed the day's tasks on the closed pipe, left the run *running*
+    for good (unlisted: no later command failed it), paged nobody and exited 141 without a word. The reader left, as
+    a Ctrl-C: the run is failed, one line says so, nobody is paged."""
+    home = cli_env["AIRFLOW_HOME"]
+    reader = subprocess.Popen(
+        command("run", "--date", "2021-02-12", "--verbose"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env,
+    )
+    run = _running_run(home, reader)
+    reader.stdout.close()  # `head` has read its lines and left
+    err = reader.stderr.read()
+    assert reader.wait(timeout=300) == 141, err
+    stopped = [line for line in err.splitlines() if line.startswith("stopped: ")]
+    assert stopped == [f"stopped: its output was closed at 2021-02-12: its run {run} failed"], err[-3000:]
+    assert _runs(home)[run] == "failed"
+    assert not list((Path(home) / "greenery-runs").iterdir())
+
+
+@pytest.mark.integration
 def test_a_run_stopped_by_ctrl_c_or_killed_is_failed_and_blocks_nothing_after_it(cli_env, published_url):
     """Review: a `greenery run` killed (kill -9) or stopped by Ctrl-C between two tasks left its run `running` in
     Airflow for good (dag.test runs have no scheduler job), and every run the UI's scheduler queued after it waited

@@ -352,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     except (cli_runs.RunInterrupted, stop_signals.StopSignal) as exc:  # Ctrl-C, SIGTERM, SIGHUP (dev/stop_signals.py)
         with contextlib.suppress(OSError):  # a terminal that hung up answers EIO; the page went out already
             print(f"stopped: {exc}", file=sys.stderr)
+        if exc.exit_status == 141:  # its output closed: Python's own flush at exit would raise
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return exc.exit_status
     except KeyboardInterrupt:  # Ctrl-C outside a day's run (in one, it is a RunInterrupted)
         print("stopped: interrupted (Ctrl-C)", file=sys.stderr)

@@ -340,19 +340,36 @@ def live_runs() -> list[tuple[int, str]]:
 
 @contextlib.contextmanager
 def owned(dag_id: str, logical_date: dt.datetime) -> Iterator[None]:
-    """List this process as the owner of the run of ``logical_date`` while it runs; Ctrl-C fails the run."""
+    """List this process as the owner of the run of ``logical_date`` while it runs; Ctrl-C fails the run, and so
+    does any error out of it (review: `greenery run --verbose | head` failed its tasks on the closed pipe, and left
+    the run running for good, unlisted, nobody told). A run that cannot be failed here stays listed: the next
+    command fails it and pages."""
     path = _registry() / f"{os.getpid()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     listed = {"dag_id": dag_id, "logical_date": logical_date.isoformat(), "started": _start_of(os.getpid())}
     path.with_suffix(".tmp").write_text(json.dumps(listed))
     os.replace(path.with_suffix(".tmp"), path)  # whole: another command may read it at any time
+    day, ended = logical_date.date(), False
     try:
         yield
+        ended = True
     except KeyboardInterrupt:
-        run_id = fail_run(dag_id, logical_date)
-        raise stopped(dag_id, logical_date.date(), run_id) from None
+        run_id, ended = fail_run(dag_id, logical_date), True
+        raise stopped(dag_id, day, run_id) from None
+    except BrokenPipeError:  # the reader of its output left, as a Ctrl-C: failed, nobody paged
+        run_id, ended = fail_run(dag_id, logical_date), True
+        raise RunInterrupted(
+            f"its output was closed at {day}: {_what_became(run_id, published(run_id))}", 141
+        ) from None
+    except Exception as exc:
+        run_id, ended = fail_run(dag_id, logical_date), True
+        if run_id is not None:
+            why = " ".join(str(exc).split())[:300]
+            _page(dag_id, day, run_id, published(run_id), f"greenery run failed at {day}: {type(exc).__name__}: {why}")
+        raise
     finally:
-        path.unlink(missing_ok=True)
+        if ended:
+            path.unlink(missing_ok=True)
 
 
 def stopped_by_the_user(dag_run) -> bool:

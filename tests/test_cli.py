@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import psycopg
@@ -864,7 +865,8 @@ def test_a_run_failing_on_an_unreachable_warehouse_says_so_not_just_see_the_log(
     [(task, lines)] = run_outcome.failures(SimpleNamespace(run_id="r"), ["check_source_freshness"])
     assert task == "check_source_freshness"
     assert lines == [
-        "not recorded: the warehouse did not answer (cannot connect to 127.0.0.1:1 (greenery_warehouse)); see the log"
+        "the tasks' errors could not be read: the warehouse did not answer (cannot connect to 127.0.0.1:1"
+        " (greenery_warehouse)); the log has them"
     ]
 
 
@@ -1038,3 +1040,22 @@ def test_a_range_the_uis_scheduler_stops_half_way_fails_saying_what_ran_and_what
     # Refused before its first day, nothing ran: the refusal is the command's (exit 2, one line: cli.main).
     with pytest.raises(local_airflow.SchedulerAliveError):
         cli._each_day(days[2:], dag, None, full_refresh=False)
+
+
+def test_a_failed_tasks_error_that_cannot_be_read_says_why_not_that_the_warehouse_did_not_answer(monkeypatch):
+    """Review: a role without usage on greenery_audit ran a day that failed; the command said "the warehouse did not
+    answer (permission denied for schema greenery_audit)", sending the user to look for a network problem."""
+    from psycopg import errors
+
+    from greenery import warehouse
+
+    def refused(*args, **kwargs):
+        raise errors.InsufficientPrivilege("permission denied for schema greenery_audit")
+
+    monkeypatch.setattr(warehouse, "connect", refused)
+    run = types.SimpleNamespace(run_id="manual__x")
+    [(task, lines)] = run_outcome.failures(run, ["check_source_freshness"])
+    assert task == "check_source_freshness" and lines == [
+        "the tasks' errors could not be read: this role may not read them (permission denied for schema"
+        " greenery_audit); the log has them"
+    ]

@@ -106,6 +106,11 @@ def test_a_range_backwards_or_a_file_for_a_folder_is_one_line_and_starts_nothing
     assert done.returncode == 2, done
     assert "error: --end-date 2021-02-10 is before --date 2021-02-12; nothing was run" in done.stderr
     assert "embedded PostgreSQL" not in done.stdout and not (tmp_path / "state" / "pg").exists()
+    # Review: a mistyped year (9999) ran, failed on its missing raw data and paged on-call.
+    done = greenery("run", "--date", "2021-02-12", "--end-date", "9999-12-30", env=env)
+    assert done.returncode == 2, done
+    assert "error: 9999-12-30 is after today (" in done.stderr and "nothing was run" in done.stderr
+    assert not (tmp_path / "state" / "pg").exists()
     (tmp_path / "a-file").write_text("mine")
     done = greenery("generate", str(tmp_path / "a-file"), env=env)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr

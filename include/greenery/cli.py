@@ -83,6 +83,8 @@ def _days(start: dt.date, end: dt.date | None) -> list[dt.date]:
     end = end or start
     if end < start:
         raise UsageError(f"--end-date {end} is before --date {start}; nothing was run")
+    if end > (today := dt.datetime.now(dt.UTC).date()):  # review: a mistyped year ran, failed and paged on-call
+        raise UsageError(f"{end} is after today ({today}, UTC): raw holds nothing of it yet; nothing was run")
     return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
 
 

@@ -431,3 +431,36 @@ def test_ctrl_c_while_greenery_ui_migrates_a_new_home_waits_for_the_migration(tm
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0 and "stopping Airflow ..." in out, (out, err)
     assert local_airflow._migrated(home / "airflow.db"), (out, err)
+
+
+def test_an_error_out_of_a_days_run_fails_its_run_and_pages_once_or_leaves_it_listed(tmp_path, monkeypatch):
+    """Review: an error other than Ctrl-C leaving a day's run (a locked metadata database, a full disk under the log)
+    deleted the process's listing on its way out: the run stayed *running* for good and nobody was paged. Now the run
+    is failed and on-call paged once; when failing it does not work either, the listing stays for the next command
+    (which fails it and pages, as for a process killed outright)."""
+    import datetime as dt
+    import os
+
+    from greenery.dev import cli_runs
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    failed, pages = [], []
+    monkeypatch.setattr(cli_runs, "fail_run", lambda dag_id, when: failed.append((dag_id, when)) or "manual__x")
+    monkeypatch.setattr(cli_runs, "_page", lambda dag_id, day, run_id, went_out, what: pages.append((run_id, what)))
+    monkeypatch.setattr(cli_runs, "published", lambda run_id: False)
+    when = dt.datetime(2021, 2, 12, 9, tzinfo=dt.UTC)
+    with pytest.raises(RuntimeError, match="database\n is locked"), cli_runs.owned("greenery_daily", when):
+        raise RuntimeError("database\n is locked")
+    assert failed == [("greenery_daily", when)]
+    assert pages == [("manual__x", "greenery run failed at 2021-02-12: RuntimeError: database is locked")]
+    registry = tmp_path / cli_runs.REGISTRY
+    assert not list(registry.iterdir())
+
+    def still_locked(dag_id, when):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(cli_runs, "fail_run", still_locked)
+    with pytest.raises(RuntimeError), cli_runs.owned("greenery_daily", when):
+        raise RuntimeError("database is locked")
+    assert [p.name for p in registry.iterdir()] == [f"{os.getpid()}.json"], "listed for the next command"
+    assert len(pages) == 1

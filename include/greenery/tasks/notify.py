@@ -270,9 +270,11 @@ def deliver(
     critical checks are held back). ``connect_timeout`` (seconds) bounds its warehouse connections (default
     CALLBACK_CONNECT_TIMEOUT_S); ``send`` replaces alert_slack's single post."""
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
-    backfill = bool(summary.get("blocking")) and run_type == "backfill" and send is None
+    backfill = run_type == "backfill" and send is None
+    # Every backfill alert takes turns (second review: warnings of four runs at once paged four times); a backfill's
+    # failed critical checks are also held back once another run of it paged them.
     with _taking_turns(backfill):
-        _deliver(summary, attempt, run_type, connect_timeout, send, backfill)
+        _deliver(summary, attempt, run_type, connect_timeout, send, backfill and bool(summary.get("blocking")))
 
 
 # How long a backfill run's alert waits for the others' turns (each: a read, Slack's answer, a write).

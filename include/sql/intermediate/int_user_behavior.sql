@@ -115,10 +115,13 @@ product_first_orders as (
 ),
 
 buyer_groups as (
+    -- Buyers whose first order has lines: one without (lines late or missing in raw) has no value here, and must
+    -- not weigh in the shares that decide everyone else's (second review).
     select
         count(*) filter (where is_repeat_buyer) as repeat_buyers,
         count(*) filter (where not is_repeat_buyer) as one_time_buyers
     from buyers
+    where exists (select 1 from order_items where order_items.order_id = buyers.first_order_id)
 ),
 
 scoped_products as (

@@ -121,7 +121,10 @@ buyer_groups as (
         count(*) filter (where is_repeat_buyer) as repeat_buyers,
         count(*) filter (where not is_repeat_buyer) as one_time_buyers
     from buyers
-    where exists (select 1 from order_items where order_items.order_id = buyers.first_order_id)
+    where exists (
+        select 1 from order_items
+        where order_items.order_id = buyers.first_order_id
+    )
 ),
 
 scoped_products as (

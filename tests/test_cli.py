@@ -507,18 +507,22 @@ def test_a_run_whose_reader_leaves_is_failed_says_so_and_leaves_nothing_running(
     """Review: `greenery run --verbose | head -40` failed the day's tasks on the closed pipe, left the run *running*
     for good (unlisted: no later command failed it), paged nobody and exited 141 without a word. The reader left, as
     a Ctrl-C: the run is failed, one line says so, nobody is paged."""
+    from slack_server import FakeSlack
+
     home = cli_env["AIRFLOW_HOME"]
-    reader = subprocess.Popen(
-        command("run", "--date", "2021-02-12", "--verbose"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env,
-    )
-    run = _running_run(home, reader)
-    reader.stdout.close()  # `head` has read its lines and left
-    err = reader.stderr.read()
-    assert reader.wait(timeout=300) == 141, err
+    with FakeSlack() as slack:
+        reader = subprocess.Popen(
+            command("run", "--date", "2021-02-12", "--verbose"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**cli_env, "AIRFLOW_CONN_SLACK_ALERTS": slack.webhook_conn_json()},
+        )
+        run = _running_run(home, reader)
+        reader.stdout.close()  # `head` has read its lines and left
+        err = reader.stderr.read()
+        assert reader.wait(timeout=300) == 141, err
+        assert slack.webhook_posts() == [], "the reader's own action pages nobody"
     stopped = [line for line in err.splitlines() if line.startswith("stopped: ")]
     assert stopped == [f"stopped: its output was closed at 2021-02-12: its run {run} failed"], err[-3000:]
     assert _runs(home)[run] == "failed"
@@ -1064,3 +1068,26 @@ def test_a_failed_tasks_error_that_cannot_be_read_says_why_not_that_the_warehous
         "the tasks' errors could not be read: this role may not read them (permission denied for schema"
         " greenery_audit); the log has them"
     ]
+
+
+def test_a_refused_login_is_not_called_a_warehouse_that_did_not_answer(monkeypatch):
+    from greenery import warehouse
+
+    def refused(*args, **kwargs):
+        raise warehouse.WarehouseUnavailableError(
+            "cannot connect to the warehouse through Airflow connection 'greenery_warehouse': OperationalError:"
+            ' connection failed: FATAL: role "no_such_role" does not exist'
+        )
+
+    monkeypatch.setattr(warehouse, "connect", refused)
+    [(_, [line])] = run_outcome.failures(types.SimpleNamespace(run_id="manual__x"), ["check_source_freshness"])
+    assert line.startswith("the tasks' errors could not be read: the warehouse refused this command's login (")
+
+
+def test_today_may_be_run_and_tomorrow_may_not():
+    from greenery import cli
+
+    today = dt.datetime.now(dt.UTC).date()
+    assert cli._days(today, None) == [today]
+    with pytest.raises(cli.UsageError, match="is after today"):
+        cli._days(today, today + dt.timedelta(days=1))

@@ -50,11 +50,11 @@ def failures(dag_run, failed: list[str]) -> list[tuple[str, list[str]]]:
     except Exception as exc:  # the warehouse may be why the run failed (its callback could not record it either)
         said = " ".join(str(exc).split())
         # Review: a role that may not read greenery_audit was told "the warehouse did not answer" (it did).
-        why = (
-            "this role may not read them"
-            if getattr(exc, "sqlstate", None) == "42501"
-            else "the warehouse did not answer"
-        )
+        why = "the warehouse did not answer"
+        if getattr(exc, "sqlstate", None) == "42501":
+            why = "this role may not read them"
+        elif "FATAL" in said:  # refused at login (a role or password it does not know): it did answer (second review)
+            why = "the warehouse refused this command's login"
         recorded, unrecorded = {}, f"the tasks' errors could not be read: {why} ({said}); the log has them"
         if not failed:
             return [("run", [str(exc)])]

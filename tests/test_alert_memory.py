@@ -980,3 +980,29 @@ def test_backfill_runs_alerting_at_the_same_moment_page_one_root_cause_once(slac
         t.join(120)
     assert sorted(outcomes.values()) == ["held back"] * 3 + ["paged"], outcomes
     assert len(slack.webhook_posts()) == 1
+
+
+def test_a_backfill_page_that_may_have_been_posted_is_not_posted_again_by_the_next_run(slack, warehouse_url):
+    """Second review: Slack took a backfill run's page without answering (it may be in the channel); that run failed
+    saying so, unrecorded, and each next run's turn posted the same root cause again."""
+    import types
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from greenery.tasks.failures import MaybePosted
+
+    def alert(day: str) -> None:
+        run_id = f"backfill__{day}"
+        checked = {**summary(day, run_id, [WARNING], blocking=True), "clear_number": 0}
+        with warehouse.connect() as conn:
+            audit.record_validation(conn, checked, published=False)
+        ti = FakeTaskInstance({("validate", "summary"): checked}, run_id, {"validate": "failed", "publish": "skipped"})
+        run = types.SimpleNamespace(clear_number=0, run_type="backfill")
+        notify.send_alert({"ti": ti, "run_id": run_id, "dag_run": run})
+
+    slack.respond(drop=True)  # taken, never answered
+    with pytest.raises(MaybePosted):
+        alert("2021-02-11")
+    with pytest.raises(AirflowSkipException, match="held back: run backfill__2021-02-11 of a backfill paged"):
+        alert("2021-02-12")
+    assert len(slack.webhook_posts()) == 1

@@ -327,7 +327,10 @@ def _deliver(summary, attempt, run_type, connect_timeout, send, backfill: bool) 
     except delivery.SlackDeliveryError as exc:
         if exc.maybe_delivered:
             # Review: the task's retry posted the alert a second time. No retry: this task's failure pages once,
-            # saying so, and a clear by hand sends it again if it never arrived.
+            # saying so, and a clear by hand sends it again if it never arrived. A backfill's failed checks are
+            # recorded as sent: the other runs' turns must not post them again (second review: four runs, four posts).
+            if backfill:
+                _record(summary, signed, attempt, run_type, connect_timeout)
             raise MaybePosted(
                 f"{exc}: Slack took the alert and did not confirm it (no answer, or internal_error), so it may have"
                 " been posted; not retried (it could page on-call twice)",
@@ -344,6 +347,10 @@ def _deliver(summary, attempt, run_type, connect_timeout, send, backfill: bool) 
             f"{exc}: on-call was not paged; retrying cannot fix this: correct the connection, then {_resend(summary)}"
         ) from exc
     log.info("alert sent through %s: %d root causes", settings.alert_conn_id, len(summary["root_causes"]))
+    _record(summary, signed, attempt, run_type, connect_timeout)
+
+
+def _record(summary, signed: list[str], attempt, run_type, connect_timeout) -> None:
     try:
         with _warehouse(connect_timeout) as conn:
             audit.record_alert(conn, summary["run_id"], signed, attempt, run_type)

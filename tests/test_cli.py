@@ -503,6 +503,19 @@ FOREGROUND += " sys.argv[0] = 'greenery'; runpy.run_module('greenery.cli', run_n
 
 
 @pytest.mark.integration
+def test_a_range_whose_reader_leaves_says_which_days_did_not_run(cli_env):
+    """Review: `greenery run --date A --end-date B | head -3` ran fewer days than asked and exited 141 saying
+    nothing (a script without `pipefail` saw success). It says which days ran and which did not."""
+    reader = greenery_started("run", "--date", "2021-02-11", "--end-date", "2021-02-12", env=cli_env)
+    reader.stdout.close()  # the reader left before the first line
+    err = reader.stderr.read()
+    assert reader.wait(timeout=300) == 141, err
+    said = "stopped: its output was closed at 2021-02-11: not run: 2021-02-11 to 2021-02-12 (2 days)"
+    assert said in err and "Traceback" not in err, err
+    assert not _runs(cli_env["AIRFLOW_HOME"]), "no day ran"
+
+
+@pytest.mark.integration
 def test_a_run_whose_reader_leaves_is_failed_says_so_and_leaves_nothing_running(cli_env):
     """Review: `greenery run --verbose | head -40` failed the day's tasks on the closed pipe, left the run *running*
     for good (unlisted: no later command failed it), paged nobody and exited 141 without a word. The reader left, as

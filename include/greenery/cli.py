@@ -19,9 +19,7 @@ from pathlib import Path
 
 from greenery import config
 from greenery.cli_types import day_option, port_option, scale_option, schema_option, span_option
-
-# Light: Airflow is imported by their functions.
-from greenery.dev import cli_runs, db_command, local_airflow, stop_signals
+from greenery.dev import cli_runs, db_command, local_airflow, stop_signals  # light: Airflow loads in their functions
 
 STATE_DIR = config.state_dir()
 
@@ -103,8 +101,6 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
         dag = local_airflow.load_dag()
         # --verbose: Airflow's log goes to the terminal, and no file is named (none is written).
         log_file = None if verbose else STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
-        if log_file is not None:
-            print(f"Airflow's log of this command: {log_file}")
         with cli_runs.sigterm_stops_the_day():  # `kill` or `timeout` stops the day as Ctrl-C does (and pages)
             return _each_day(days, dag, log_file, full_refresh)
 
@@ -113,17 +109,20 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
     from greenery import run_outcome  # psycopg: 0.6 s that `greenery --help` need not pay
 
     for n, day in enumerate(days, 1):
+        ran: list[dt.date] = []  # the day, once its run ended
         try:
-            dag_run = _one_day(n, days, day, dag, log_file, full_refresh)
+            dag_run = _one_day(n, days, day, dag, log_file, full_refresh, ran)
         except KeyboardInterrupt:  # outside the day's run (before it, or after it ended): no run is left running
             raise cli_runs.stopped(dag.dag_id, day, None) from None
+        except BrokenPipeError:  # the reader left between two days' runs: it did less than asked (review), say so
+            said = run_outcome.ran_and_not(days, n - 1 + len(ran))
+            raise cli_runs.RunInterrupted(f"its output was closed at {day}: {said}", 141) from None
         except local_airflow.SchedulerAliveError as exc:
             if n == 1:
                 raise  # refused before anything ran: a usage error (exit 2)
             # Review: a range the UI's scheduler stopped half-way ended with exit 2 and the refusal alone, as if
             # nothing had run: it did less than asked, and says what was done and what was not.
-            print(f"stopped before {day}: {exc}", file=sys.stderr)
-            print(f"  ran {_span(days[: n - 1])}; not run: {_span(days[n - 1 :])}", file=sys.stderr)
+            print(f"stopped before {day}: {exc}\n  {run_outcome.ran_and_not(days, n - 1)}", file=sys.stderr)
             return 1
         if dag_run.state != "success" and cli_runs.stopped_by_the_user(dag_run):
             raise cli_runs.stopped(dag.dag_id, day, dag_run.run_id)
@@ -138,20 +137,19 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
     return 0
 
 
-def _span(days: list[dt.date]) -> str:
-    return f"{days[0]}" if len(days) == 1 else f"{days[0]} to {days[-1]} ({len(days)} days)"
-
-
-def _one_day(n: int, days: list[dt.date], day: dt.date, dag, log_file: Path | None, full_refresh: bool):
-    """Run ``day`` (the ``n``th of ``days``) with its progress line; return its DagRun."""
+def _one_day(n: int, days: list[dt.date], day: dt.date, dag, log_file: Path | None, full_refresh: bool, ran: list):
+    """Run ``day`` (the ``n``th of ``days``) with its progress line; return its DagRun (``ran`` gets the day)."""
     from greenery import run_outcome
 
     started = time.perf_counter()
+    if n == 1 and log_file is not None:  # here, for a reader that leaves at once to be told what did not run
+        print(f"Airflow's log of this command: {log_file}")
     local_airflow.refuse_beside_a_scheduler(dag.dag_id)  # before each day: the UI may be unpaused meanwhile
     with contextlib.nullcontext(sys.stdout) if log_file is None else local_airflow.output_to(log_file) as console:
         print(f"[{n}/{len(days)}] {day} ...", end="", flush=True, file=console)
         dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag)
         local_airflow.check_ran(dag, dag_run)
+        ran.append(day)
         print(f" {dag_run.state} in {time.perf_counter() - started:.1f}s{run_outcome.notes(dag_run)}", file=console)
     return dag_run
 

@@ -85,3 +85,14 @@ def published_anyway(dag_run) -> str | None:
     if states.get("publish") != "success":
         return None
     return "its tables WERE published (publish succeeded); what failed came after it:"
+
+
+def span(days: list) -> str:
+    """A run of days as the command says it: one day, or the first to the last with their count."""
+    return f"{days[0]}" if len(days) == 1 else f"{days[0]} to {days[-1]} ({len(days)} days)"
+
+
+def ran_and_not(days: list, done: int) -> str:
+    """What a range cut short after its first ``done`` days did: the days that ran, and those that did not."""
+    ran, rest = days[:done], days[done:]
+    return (f"ran {span(ran)}; " if ran else "") + (f"not run: {span(rest)}" if rest else "every day ran")

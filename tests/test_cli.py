@@ -1045,7 +1045,7 @@ def test_a_range_the_uis_scheduler_stops_half_way_fails_saying_what_ran_and_what
     days = [dt.date(2021, 2, 10) + dt.timedelta(days=n) for n in range(4)]
     ran = []
 
-    def one_day(n, range_, day, dag, log_file, full_refresh):
+    def one_day(n, range_, day, dag, log_file, full_refresh, ran_today):
         if day == days[2]:  # the UI's scheduler came up meanwhile
             raise local_airflow.SchedulerAliveError("a scheduler (on the-ui) runs on this Airflow state")
         ran.append(day)

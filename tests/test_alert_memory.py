@@ -4,9 +4,11 @@ Slack webhook; the recorded validations it remembers are real rows of greenery_a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import json
+import socket
 import threading
 import types
 
@@ -138,6 +140,29 @@ def alert_task(summary_: dict, validate: str = "success", publish: str = "succes
     pulled = {("validate", "summary"): summary_, ("publish", "return_value"): {"published": published}}
     ti = FakeTaskInstance(pulled, summary_["run_id"], {"validate": validate, "publish": publish})
     notify.send_alert({"ti": ti, "run_id": summary_["run_id"]})
+
+
+@contextlib.contextmanager
+def unanswering_warehouse(monkeypatch, refusing: bool = False):
+    """The warehouse connection pointed at a local port where the kernel accepts and nothing ever answers, or, with
+    ``refusing``, where nothing listens; its password is "secret" (no file or page may show it)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        if refusing:
+            silent.close()
+        conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "schema": "greenery", "login": "u"}
+        monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", json.dumps({**conn, "password": "secret"}))
+        yield
+
+
+def backfill_alert_context(day: str) -> dict:
+    """alert_slack's context in the backfill run of ``day`` whose critical check failed (its validation on record)."""
+    run_id = f"backfill__{day}"
+    checked = {**summary(day, run_id, [WARNING], blocking=True), "clear_number": 0}
+    with warehouse.connect() as conn:
+        audit.record_validation(conn, checked, published=False)
+    ti = FakeTaskInstance({("validate", "summary"): checked}, run_id, {"validate": "failed", "publish": "skipped"})
+    return {"ti": ti, "run_id": run_id, "dag_run": types.SimpleNamespace(clear_number=0, run_type="backfill")}
 
 
 @pytest.fixture
@@ -350,15 +375,11 @@ def test_a_failure_is_paged_before_the_warehouse_is_asked_so_a_silent_warehouse_
     """Review: the callback recorded the failure in the warehouse first. A warehouse that accepts connections and
     never answers held it in libpq's connect for two minutes, and Airflow kills a failure callback 20 s after the
     task failed: nobody was paged. The page goes first now, and the record gives up after its connect timeout."""
-    import socket
-    import threading
     import time
 
     from greenery.tasks import paging
 
-    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nothing ever answers
-        conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": silent.getsockname()[1], "schema": "greenery"}
-        monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", json.dumps({**conn, "login": "u", "password": "secret"}))
+    with unanswering_warehouse(monkeypatch):
         monkeypatch.setattr(paging, "WAREHOUSE_CONNECT_TIMEOUT_S", 2, raising=False)
         callback = threading.Thread(
             target=paging.on_task_failure, args=(failure_context("silent", RuntimeError("disk full")),), daemon=True
@@ -740,17 +761,10 @@ def test_failed_checks_validate_pages_itself_go_out_though_the_warehouse_does_no
     """Review: validate's failure callback, paging its failed checks itself (alert_slack ended), asked the warehouse
     which run readers see and for suppression first; a warehouse that did not answer, or refused, held the page
     back, and the run's own callback then could not read the failures either: nobody was paged."""
-    import socket
-
     from greenery.tasks import paging
 
     context = validate_failure_context("no-warehouse", "success")
-    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nothing ever answers
-        port = silent.getsockname()[1]
-        if warehouse_is == "refusing":
-            silent.close()
-        conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "schema": "greenery", "login": "u"}
-        monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", json.dumps(conn))
+    with unanswering_warehouse(monkeypatch, refusing=warehouse_is == "refusing"):
         monkeypatch.setattr(paging, "WAREHOUSE_CONNECT_TIMEOUT_S", 2)
         monkeypatch.setattr(notify, "CALLBACK_CONNECT_TIMEOUT_S", 2)
         paging.on_task_failure(context)
@@ -903,18 +917,10 @@ def test_alert_slack_pages_failed_checks_though_the_warehouse_does_not_answer(
     """Review: alert_slack asked the warehouse which run readers still see before it posted, with no timeout and no
     fallback: refusing, the task failed and retried for minutes and on-call got "cannot connect" naming no check;
     silent, it waited until its execution timeout. The page goes, saying what could not be read."""
-    import socket
-    import threading
-
     failed = summary("2021-02-12", "alert-no-warehouse", [{**WARNING, "severity": "critical"}], blocking=True)
     ti = FakeTaskInstance({("validate", "summary"): failed}, failed["run_id"], {"validate": "failed"})
     ti.states["publish"] = "upstream_failed"
-    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nothing ever answers
-        port = silent.getsockname()[1]
-        if warehouse_is == "refusing":
-            silent.close()
-        conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "schema": "greenery", "login": "u"}
-        monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", json.dumps(conn))
+    with unanswering_warehouse(monkeypatch, refusing=warehouse_is == "refusing"):
         monkeypatch.setattr(notify, "CALLBACK_CONNECT_TIMEOUT_S", 2)
         task = threading.Thread(target=notify.send_alert, args=({"ti": ti, "run_id": failed["run_id"]},), daemon=True)
         task.start()
@@ -931,13 +937,10 @@ def test_a_page_whose_record_cannot_be_written_ends_the_task_without_a_second_pa
 ):
     """Review: after Slack took the alert, recording it had no timeout: a warehouse that stopped answering kept the
     task running until its execution timeout, and the retry (nothing on record) paged a second time."""
-    import socket
     import time
 
     failed = summary("2021-02-12", "record-hangs", [{**WARNING, "severity": "critical"}], blocking=True)
-    with socket.create_server(("127.0.0.1", 0)) as silent:
-        conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": silent.getsockname()[1], "login": "u"}
-        monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", json.dumps(conn))
+    with unanswering_warehouse(monkeypatch):
         monkeypatch.setattr(notify, "CALLBACK_CONNECT_TIMEOUT_S", 2)
         started = time.monotonic()
         notify.deliver(failed, {"published": False}, attempt=0, run_type="scheduled")  # returns: the task succeeds
@@ -948,20 +951,7 @@ def test_a_page_whose_record_cannot_be_written_ends_the_task_without_a_second_pa
 def test_backfill_runs_alerting_at_the_same_moment_page_one_root_cause_once(slack, warehouse_url):
     """Review: Airflow runs a backfill's days 10 at once unless told otherwise; four failing the same check at the same
     moment each read that nobody had paged it, and paged: four pages. They take turns now."""
-    import threading
-    import types
-
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    contexts = []
-    for day in ("2021-02-11", "2021-02-12", "2021-02-13", "2021-02-14"):
-        run_id = f"backfill__{day}"
-        checked = {**summary(day, run_id, [WARNING], blocking=True), "clear_number": 0}
-        with warehouse.connect() as conn:
-            audit.record_validation(conn, checked, published=False)
-        ti = FakeTaskInstance({("validate", "summary"): checked}, run_id, {"validate": "failed", "publish": "skipped"})
-        run = types.SimpleNamespace(clear_number=0, run_type="backfill")
-        contexts.append({"ti": ti, "run_id": run_id, "dag_run": run})
+    contexts = [backfill_alert_context(day) for day in ("2021-02-11", "2021-02-12", "2021-02-13", "2021-02-14")]
     together = threading.Barrier(len(contexts))
     outcomes: dict[str, str] = {}
 
@@ -985,24 +975,11 @@ def test_backfill_runs_alerting_at_the_same_moment_page_one_root_cause_once(slac
 def test_a_backfill_page_that_may_have_been_posted_is_not_posted_again_by_the_next_run(slack, warehouse_url):
     """Second review: Slack took a backfill run's page without answering (it may be in the channel); that run failed
     saying so, unrecorded, and each next run's turn posted the same root cause again."""
-    import types
-
-    from airflow.sdk.exceptions import AirflowSkipException
-
     from greenery.tasks.failures import MaybePosted
-
-    def alert(day: str) -> None:
-        run_id = f"backfill__{day}"
-        checked = {**summary(day, run_id, [WARNING], blocking=True), "clear_number": 0}
-        with warehouse.connect() as conn:
-            audit.record_validation(conn, checked, published=False)
-        ti = FakeTaskInstance({("validate", "summary"): checked}, run_id, {"validate": "failed", "publish": "skipped"})
-        run = types.SimpleNamespace(clear_number=0, run_type="backfill")
-        notify.send_alert({"ti": ti, "run_id": run_id, "dag_run": run})
 
     slack.respond(drop=True)  # taken, never answered
     with pytest.raises(MaybePosted):
-        alert("2021-02-11")
+        notify.send_alert(backfill_alert_context("2021-02-11"))
     with pytest.raises(AirflowSkipException, match="held back: run backfill__2021-02-11 of a backfill paged"):
-        alert("2021-02-12")
+        notify.send_alert(backfill_alert_context("2021-02-12"))
     assert len(slack.webhook_posts()) == 1

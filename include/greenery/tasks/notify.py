@@ -270,11 +270,10 @@ def deliver(
     critical checks are held back). ``connect_timeout`` (seconds) bounds its warehouse connections (default
     CALLBACK_CONNECT_TIMEOUT_S); ``send`` replaces alert_slack's single post."""
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
-    backfill = run_type == "backfill" and send is None
     # Every backfill alert takes turns (second review: warnings of four runs at once paged four times); a backfill's
     # failed critical checks are also held back once another run of it paged them.
-    with _taking_turns(backfill):
-        _deliver(summary, attempt, run_type, connect_timeout, send, backfill and bool(summary.get("blocking")))
+    with _taking_turns(run_type == "backfill" and send is None):
+        _deliver(summary, attempt, run_type, connect_timeout, send)
 
 
 # How long a backfill run's alert waits for the others' turns (each: a read, Slack's answer, a write).
@@ -298,8 +297,9 @@ def _taking_turns(active: bool) -> Iterator[None]:
         yield
 
 
-def _deliver(summary, attempt, run_type, connect_timeout, send, backfill: bool) -> None:
+def _deliver(summary, attempt, run_type, connect_timeout, send) -> None:
     settings = config.get()
+    backfill = bool(summary.get("blocking")) and run_type == "backfill" and send is None  # its failed checks
     signed = suppression.signatures(summary)
     window = suppression.window(settings.alert_suppress)
     if send is None:  # alert_slack's own post (a callback's page runs once, and reading first would eat its budget)

@@ -27,7 +27,8 @@ The dbt models are generated, not hand-copied, so the peer always runs the pipel
 - Models documented in include/sql/<layer>/_docs.yml get those descriptions, persisted as COMMENTs like
   the pipeline's.
 
-Run ``python benchmarks/greenery_to_dbt.py`` to refresh (bench.py does it before every run); the files
+Run ``python benchmarks/greenery_to_dbt.py`` to refresh (bench.py does it before every run; ``--check`` lists what is
+out of date, as tests/test_dbt_peer.py does); the files
 under models/ and snapshots/ are overwritten, everything else in the project is hand-written.
 """
 
@@ -212,6 +213,18 @@ def expected_files() -> dict[Path, str]:
     return files
 
 
+def _extra(files: dict[Path, str]) -> list[Path]:
+    """Generated files of models that no longer exist."""
+    return [p for folder in GENERATED_DIRS for p in folder.rglob("*") if p.is_file() and p not in files]
+
+
+def stale() -> list[Path]:
+    """The generated files that differ from what include/sql gives now, are missing, or belong to no model."""
+    files = expected_files()
+    differ = [p for p, text in files.items() if not p.is_file() or p.read_text() != text]
+    return differ + _extra(files)
+
+
 def sync() -> list[Path]:
     """Write the generated files; delete generated files of models that no longer exist. Return what changed."""
     files = expected_files()
@@ -221,10 +234,9 @@ def sync() -> list[Path]:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             changed.append(path)
-    for path in [p for folder in GENERATED_DIRS for p in folder.rglob("*")]:
-        if path.is_file() and path not in files:
-            path.unlink()
-            changed.append(path)
+    for path in _extra(files):
+        path.unlink()
+        changed.append(path)
     return changed
 
 
@@ -233,11 +245,10 @@ def model_names() -> list[str]:
 
 
 if __name__ == "__main__":
-    check = "--check" in sys.argv[1:]
-    if check:
-        stale = [p for p, t in expected_files().items() if not p.is_file() or p.read_text() != t]
-        for p in stale:
+    if "--check" in sys.argv[1:]:
+        out_of_date = stale()
+        for p in out_of_date:
             print(f"out of date: {p.relative_to(PROJECT_DIR)}")
-        sys.exit(1 if stale else 0)
+        sys.exit(1 if out_of_date else 0)
     for p in sync():
         print(f"wrote {p.relative_to(PROJECT_DIR)}")

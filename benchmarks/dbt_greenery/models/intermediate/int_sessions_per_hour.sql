@@ -2,7 +2,8 @@
 {{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key=['event_hour'], indexes=[{'columns': ['event_hour']}]) }}
 
 -- Distinct sessions with an event in each UTC hour (hours without events have no row); an hour is
--- recomputed whole, since incremental_since falls on a day boundary.
+-- recomputed whole, since incremental_since falls on a day boundary. Every event type counts, shipping
+-- included, as in the analytics team's dbt model (its published answers: tests/test_dag_real_greenery.py).
 with
 
 events as (

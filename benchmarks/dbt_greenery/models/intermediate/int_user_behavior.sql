@@ -48,7 +48,9 @@ scoped_orders as (
         unit_count,
         item_count,
         estimated_delivery_at,
-        delivered_at,
+        -- Delivered as fact_orders has it: by its status (a shipped order with a delivery time, which staging warns
+        -- about, was on time here and not delivered there).
+        case when status = 'delivered' then delivered_at end as delivered_at,
         -- Whether a delivery was late is judged with what was known by then.
         {{ greenery_run_time() }} as known_by
     from orders
@@ -63,7 +65,7 @@ scoped_orders as (
         orders.unit_count,
         orders.item_count,
         orders.estimated_delivery_at,
-        orders.delivered_at,
+        case when orders.status = 'delivered' then orders.delivered_at end as delivered_at,
         coalesce(buyers.second_order_at, {{ greenery_run_time() }}) as known_by
     from orders
     inner join buyers on orders.order_id = buyers.first_order_id
@@ -76,8 +78,11 @@ order_behavior as (
         count(*) as orders,
         avg((promo_id is not null)::int) as promo_order_share,
         avg(order_total) as avg_order_total,
-        avg(unit_count) as avg_order_units,
-        avg(item_count) as avg_order_products,
+        -- An order without lines (late or missing in raw: fact_orders warns) has no units to count, not zero: left
+        -- out, so a buyer whose first order has none has no value (review: zeros made an indicator significant).
+        avg(unit_count) filter (where item_count > 0) as avg_order_units,
+        avg(item_count) filter (where item_count > 0) as avg_order_products,
+        count(*) filter (where item_count > 0) as orders_with_lines,
         extract(epoch from max(created_at) - min(created_at)) / 86400 / nullif(count(*) - 1, 0)
             as avg_days_between_orders,
         -- Known: delivered by then, or its estimate passed by then (a missed estimate is late).
@@ -111,10 +116,16 @@ product_first_orders as (
 ),
 
 buyer_groups as (
+    -- Buyers whose first order has lines: one without (lines late or missing in raw) has no value here, and must
+    -- not weigh in the shares that decide everyone else's (second review).
     select
         count(*) filter (where is_repeat_buyer) as repeat_buyers,
         count(*) filter (where not is_repeat_buyer) as one_time_buyers
     from buyers
+    where exists (
+        select 1 from order_items
+        where order_items.order_id = buyers.first_order_id
+    )
 ),
 
 scoped_products as (
@@ -188,7 +199,10 @@ final as (
         round(order_behavior.avg_days_between_orders, 4) as avg_days_between_orders,
         coalesce(order_behavior.deliveries_known, 0) as deliveries_known,
         coalesce(order_behavior.late_deliveries, 0) as late_deliveries,
-        coalesce(favoured_products.bought_repeat_favoured_product, false) as bought_repeat_favoured_product,
+        case
+            when order_behavior.orders_with_lines = 0 then null
+            else coalesce(favoured_products.bought_repeat_favoured_product, false)
+        end as bought_repeat_favoured_product,
         round(extract(epoch from buyers.first_order_at - scoped_users.signed_up_at) / 86400, 4)
             as days_signup_to_first_order
     from scoped_users

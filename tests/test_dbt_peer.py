@@ -1,0 +1,34 @@
+"""The dbt peer committed in benchmarks/dbt_greenery is what benchmarks/greenery_to_dbt.py makes of include/sql.
+
+`make bench` regenerates it before every run, so the benchmark always compared the current SQL; but the committed
+copy, which anyone running dbt or the Cosmos DAG by hand reads, fell behind unseen: on 2026-12-05 it had no
+int_daily_marts_built at all, and five of its files (int_user_behavior, int_source_volumes_daily,
+int_sessions_per_hour and two property files) lacked changes made to the models since."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import greenery_to_dbt
+
+
+def test_the_committed_dbt_project_is_generated_from_include_sql():
+    out_of_date = [str(p.relative_to(greenery_to_dbt.PROJECT_DIR)) for p in greenery_to_dbt.stale()]
+    assert out_of_date == [], "run: python benchmarks/greenery_to_dbt.py, and commit what it wrote"
+
+
+def test_a_model_edited_without_regenerating_is_named(monkeypatch, tmp_path):
+    generated = greenery_to_dbt.expected_files()
+    path, text = next((p, t) for p, t in generated.items() if p.name == "int_user_behavior.sql")
+    monkeypatch.setattr(greenery_to_dbt, "expected_files", lambda: {**generated, path: text + "-- edited\n"})
+    assert path in greenery_to_dbt.stale()
+
+
+def test_a_generated_file_of_a_removed_model_is_named(monkeypatch, tmp_path):
+    left = tmp_path / "models" / "marts" / "gone.sql"
+    left.parent.mkdir(parents=True)
+    left.write_text("select 1\n")
+    monkeypatch.setattr(greenery_to_dbt, "GENERATED_DIRS", (tmp_path / "models",))
+    assert left in greenery_to_dbt.stale()

@@ -239,6 +239,28 @@ def test_settings_and_connections_are_the_ones_the_package_reads():
         assert links.docs_url() == "https://airflow.corp.example/data-quality/docs/"  # the plugin's route
 
 
+def test_every_component_links_from_the_base_url_set_in_dotenv(monkeypatch):
+    """Review: the compose file set no [api] base_url, so every link of an alert sent by a stack on a shared server
+    started at Airflow's own fallback, http://localhost:8080: dead on on-call's machine, and .env had no setting to
+    change it. It is AIRFLOW_BASE_URL now, passed to every Airflow component (tasks build the links, the api-server
+    serves the view), by default where the api-server is published on this machine."""
+    from airflow.configuration import conf
+
+    from greenery import links
+
+    [api] = [svc for svc in AIRFLOW.values() if svc.get("command") == "api-server"]
+    published = {int(p.split(":")[0]) for p in api["ports"] if p.split(":")[-1] == "8080"}
+    for given, expected in ((None, f"http://localhost:{published.pop()}"), ("https://airflow.example", None)):
+        env = {**env_example()[0], **({"AIRFLOW_BASE_URL": given} if given else {})}
+        services = interpolate(RAW, env)["services"]
+        urls = {name: services[name]["environment"].get("AIRFLOW__API__BASE_URL") for name in AIRFLOW}
+        assert set(urls.values()) == {expected or given}, urls
+    with monkeypatch.context() as patched:
+        patched.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example")
+        assert conf.get("api", "base_url") == "https://airflow.example"
+        assert links.run_url("manual__1").startswith("https://airflow.example/dags/")
+
+
 def test_mounted_project_paths_are_in_the_repo_and_where_airflow_looks():
     mounts = dict(reversed(v.split(":")[:2]) for v in COMPOSE["x-airflow-common"]["volumes"] if v.startswith("./"))
     assert mounts["/opt/airflow/dags"] == "./dags" and (PROJECT_DIR / "dags" / "greenery_daily.py").is_file()

@@ -646,6 +646,46 @@ def test_a_parent_gone_after_its_events_left_the_lookback_is_a_warning_naming_it
     assert warnings("full", DAYS[3], full_refresh=True) == []
 
 
+def test_each_gone_parent_is_found_by_its_own_branch_of_the_check(after_two_days, tmp_path):
+    """The check's first branch (parents gone from the build, with events) skips reading the events when nothing is
+    gone (git 6cf28a6: PostgreSQL hashed every event for nothing). Review of that change: the second branch (the
+    sessions still naming the parent) reports the same keys, so a broken first branch went unseen, and no test made
+    a product gone. Here each branch is run on its own, a user and a product gone at once."""
+    from greenery.checks import suites as suite_files
+
+    conn = after_two_days
+    since = render.incremental_since(MODELS["stg_postgres__events"], render.Interval.for_day(DAYS[2]))
+    older = "select {0} from staging.stg_postgres__events where created_at < %s and {0} is not null order by 1 limit 1"
+    product = conn.execute(older.format("product_id"), (since,)).fetchone()[0]
+    user = conn.execute(older.format("user_id"), (since,)).fetchone()[0]
+    conn.execute("update raw.products set inventory = -1 where product_id = %s", (product,))  # quarantined
+    conn.execute("update raw.users set updated_at = '2030-01-01T00:00:00Z' where user_id = %s", (user,))
+    run = wap.Build(f"gone-{DAYS[2]}", DAYS[2])
+    wap.prepare(conn, run)
+    wap.build_models(conn, MODELS, run)
+    relation = relations.resolver(conn, MODELS, run.schema_of)
+    suites = suite_files.load_suites(MODELS)
+    names = {"stg_postgres__users": user, "stg_postgres__products": product}
+    for name, key in names.items():
+        [query] = [
+            e["kwargs"]["unexpected_rows_query"]
+            for e in suites[name].data["expectations"]
+            if "while events of it stay published" in e.get("description", "")
+        ]
+        text = suite_files.resolve_refs(query, relation, {"published": lambda m: MODELS[m].relation})
+        batch = f"(select * from {relation(name)} where true) as subselect"
+        gone_branch, sessions_branch = (part.replace("{batch}", batch) for part in text.split(" union "))
+        assert {r[0] for r in conn.execute(gone_branch)} == {key}, name  # the union removes the duplicates
+        assert {r[0] for r in conn.execute(sessions_branch)} == {key}, name
+    summary = _validate_build(conn, run, list(names), tmp_path / "gx")
+    found = {
+        f["table"].split(".")[-1]: f["sample_keys"]
+        for f in summary["failures"]
+        if "while events of it stay published" in f["description"]
+    }
+    assert found == {name: [key] for name, key in names.items()}, found
+
+
 def test_a_build_publishing_after_a_rerun_read_newer_raw_is_refused_not_deleting_the_late_event(after_two_days):
     """Review: D3's build was made; a late event dated inside both windows reached raw; D2 was run again and published
     it; D3's merge (delete its window, insert its delta) then removed it, for good once its day left the lookback.

@@ -218,26 +218,27 @@ def _extra(files: dict[Path, str]) -> list[Path]:
     return [p for folder in GENERATED_DIRS for p in folder.rglob("*") if p.is_file() and p not in files]
 
 
+def _differing(files: dict[Path, str]) -> list[Path]:
+    """Generated files missing, or whose text is not what include/sql gives now."""
+    return [p for p, text in files.items() if not p.is_file() or p.read_text() != text]
+
+
 def stale() -> list[Path]:
     """The generated files that differ from what include/sql gives now, are missing, or belong to no model."""
     files = expected_files()
-    differ = [p for p, text in files.items() if not p.is_file() or p.read_text() != text]
-    return differ + _extra(files)
+    return _differing(files) + _extra(files)
 
 
 def sync() -> list[Path]:
     """Write the generated files; delete generated files of models that no longer exist. Return what changed."""
     files = expected_files()
-    changed = []
-    for path, text in files.items():
-        if not path.is_file() or path.read_text() != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            changed.append(path)
-    for path in _extra(files):
+    written, extra = _differing(files), _extra(files)
+    for path in written:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(files[path])
+    for path in extra:
         path.unlink()
-        changed.append(path)
-    return changed
+    return written + extra
 
 
 def model_names() -> list[str]:

@@ -285,6 +285,29 @@ def test_a_changed_column_list_rebuilds_that_model_whole(loaded, tmp_path):
     assert results["int_user_sessions"].rows == sessions
 
 
+def test_a_column_whose_precision_changed_rebuilds_that_model_whole(loaded, tmp_path):
+    """Review: the column check compared type oids only, so numeric(6,1) -> numeric(8,3) kept merging: the new
+    rows were rounded to the published column's one decimal, and validation (of the build's unrounded merged view)
+    passed."""
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(config.get().sql_dir, sql_dir)
+    changed = sql_dir / "intermediate" / "int_user_sessions.sql"
+    original = changed.read_text()
+    for day, precision in ((DAYS[0], "6,1"), (DAYS[1], "8,3")):
+        changed.write_text(
+            original.replace(
+                "as first_add_to_cart_at", f"as first_add_to_cart_at,\n        1.25::numeric({precision}) as v"
+            )
+        )
+        results = run_day(loaded, day, found=models.discover(sql_dir))
+    assert not results["int_user_sessions"].incremental
+    assert results["int_user_product_sessions"].incremental  # its columns did not change
+    typed = "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = %s::regclass and attname = 'v'"
+    assert loaded.execute(typed, ("intermediate.int_user_sessions",)).fetchone()[0] == "numeric(8,3)"
+    values = loaded.execute("select distinct v::text from intermediate.int_user_sessions").fetchall()
+    assert values == [("1.250",)]
+
+
 def test_full_build_settings_apply_to_full_builds_only(loaded, tmp_path):
     """int_user_sessions turns index scans off for its full builds; its incremental runs keep them."""
     sql_dir = tmp_path / "sql"

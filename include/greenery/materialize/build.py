@@ -67,13 +67,19 @@ class Target:
 
 def _columns_unchanged(conn, model: Model, interval: Interval, relation, target: str) -> bool:
     """Whether the model's select still has the published table's columns (else it is built whole)."""
-    published = relations.columns(conn, model.relation)
+    published = relations.column_types(conn, model.relation)
     if published is None:
         return False
     probe = ModelSql(model, target, render(model, interval, relation))
     with conn.cursor() as cur:
         probe.execute(cur, sql.SQL("select * from ("), sql.SQL(") as probe limit 0"))
-        wanted = [(c.name, c.type_code) for c in cur.description if c.name != quarantine.RULE_COLUMN]
+        # With the type modifier (review: numeric(6,1) -> numeric(8,3) kept merging, and the merge rounded the new
+        # rows to the published column's one decimal, silently).
+        wanted = [
+            (c.name, c.type_code, cur.pgresult.fmod(i))
+            for i, c in enumerate(cur.description)
+            if c.name != quarantine.RULE_COLUMN
+        ]
     if wanted != published:
         logging.getLogger(__name__).warning("%s: columns changed since it was published; building it whole", model.name)
     return wanted == published

@@ -62,6 +62,17 @@ def columns(conn, relation: str) -> list[tuple[str, int]] | None:
     return [(name, oid) for name, oid in rows] or None
 
 
+def column_types(conn, relation: str) -> list[tuple[str, int, int]] | None:
+    """(name, type oid, type modifier) of a table's columns in order, or None when it does not exist. The modifier
+    holds a type's precision and length (``numeric(8,3)``, ``varchar(20)``; -1 for none)."""
+    rows = conn.execute(
+        "select attname, atttypid::int, atttypmod from pg_attribute where attrelid = to_regclass(%s)"
+        " and attnum > 0 and not attisdropped order by attnum",
+        (ident(relation).as_string(conn),),
+    ).fetchall()
+    return [(name, oid, typmod) for name, oid, typmod in rows] or None
+
+
 class ColumnsChanged(ValueError):
     """A table that keeps earlier days cannot take rows whose columns were removed or changed type."""
 

@@ -8,6 +8,7 @@ import contextlib
 import copy
 import datetime as dt
 import json
+import os
 import socket
 import threading
 import types
@@ -153,6 +154,47 @@ def unanswering_warehouse(monkeypatch, refusing: bool = False):
         conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "schema": "greenery", "login": "u"}
         monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", json.dumps({**conn, "password": "secret"}))
         yield
+
+
+@contextlib.contextmanager
+def stalling_warehouse(monkeypatch, url: str, stall_on: bytes):
+    """The warehouse connection pointed at a local port that forwards to ``url``'s server (a unix socket: the
+    embedded one) until its client sends ``stall_on``: from then on that connection forwards nothing either way and
+    stays open, a warehouse that took the connection and stopped answering (a proxy or a network path that stopped
+    forwarding). Its server never sees the statement, so the server's statement_timeout never starts."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    target = os.path.join(info["host"], f".s.PGSQL.{info.get('port') or 5432}")
+    listener = socket.create_server(("127.0.0.1", 0))
+    opened: list[socket.socket] = []
+
+    def pump(src: socket.socket, dst: socket.socket, quiet: threading.Event, watch: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if watch and stall_on in data:
+                    quiet.set()
+                if not quiet.is_set():
+                    dst.sendall(data)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                client, _ = listener.accept()
+                server = socket.socket(socket.AF_UNIX)
+                server.connect(target)
+                opened.extend((client, server))
+                quiet = threading.Event()
+                for args in ((client, server, quiet, True), (server, client, quiet, False)):
+                    threading.Thread(target=pump, args=args, daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": listener.getsockname()[1], "login": info["user"]}
+    monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", json.dumps({**conn, "schema": info["dbname"]}))
+    try:
+        yield
+    finally:
+        listener.close()
+        for sock in opened:
+            sock.close()
 
 
 def backfill_alert_context(day: str) -> dict:
@@ -925,6 +967,28 @@ def test_alert_slack_pages_failed_checks_though_the_warehouse_does_not_answer(
         task = threading.Thread(target=notify.send_alert, args=({"ti": ti, "run_id": failed["run_id"]},), daemon=True)
         task.start()
         task.join(60)  # each of its reads and its record give up after 2 s
+        assert not task.is_alive(), "alert_slack still waits on the warehouse"
+    [page] = slack_alerts_webhook.webhook_posts()
+    body = json.dumps(page.body, ensure_ascii=False)
+    assert "emails look like emails" in body
+    assert "Marts not published (which run readers still see could not be read)" in body
+
+
+def test_alert_slack_pages_once_though_the_warehouse_stops_answering_after_connecting(
+    slack_alerts_webhook, airflow_dag, warehouse_url, monkeypatch
+):
+    """Review: the alert's reads and its record were bounded by the server's statement_timeout only: a warehouse that
+    took the connection and then stopped answering held alert_slack until its execution timeout, and its retry (no
+    record of the page) could page a second time. They give up on this side now: the page goes once, saying what
+    could not be read, and the task ends."""
+    failed = summary("2021-02-12", "alert-stalled-warehouse", [{**WARNING, "severity": "critical"}], blocking=True)
+    ti = FakeTaskInstance({("validate", "summary"): failed}, failed["run_id"], {"validate": "failed"})
+    ti.states["publish"] = "upstream_failed"
+    with stalling_warehouse(monkeypatch, warehouse_url, stall_on=b"greenery_audit"):
+        monkeypatch.setattr(notify, "ANSWER_WITHIN_S", 2)
+        task = threading.Thread(target=notify.send_alert, args=({"ti": ti, "run_id": failed["run_id"]},), daemon=True)
+        task.start()
+        task.join(60)  # its read and its record each give up after 2 s
         assert not task.is_alive(), "alert_slack still waits on the warehouse"
     [page] = slack_alerts_webhook.webhook_posts()
     body = json.dumps(page.body, ensure_ascii=False)

@@ -9,6 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from greenery import config
@@ -94,6 +98,32 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None):
     # ends a statement whose client has gone within this interval (Linux; PostgreSQL 14+, the README asks 16).
     end_statements_of_gone_clients(conn)
     return conn
+
+
+@contextlib.contextmanager
+def answer_within(conn, seconds: float, what: str) -> Iterator[None]:
+    """Cut ``conn`` off when the block still runs after ``seconds``: the statement it waits on then raises psycopg's
+    OperationalError, as when the server goes away.
+
+    For what must not wait on a warehouse that took the connection and then stopped answering (a proxy or a
+    network path that stopped forwarding): ``statement_timeout`` is the server's, and the statement never reached
+    it (review: the alert's read held ``alert_slack`` until its execution timeout, whose retry could page again).
+    The socket is shut down through a duplicate of its descriptor: psycopg, waiting on it in this thread, sees the
+    connection end; its descriptor stays psycopg's to close.
+    """
+
+    def cut() -> None:
+        log.warning("%s: the warehouse did not answer within %gs; closing the connection", what, seconds)
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def end_statements_of_gone_clients(conn) -> None:

@@ -32,11 +32,17 @@ log = logging.getLogger(__name__)
 # execution timeout, whose retry would page again (review: a warehouse that stopped answering did both).
 CALLBACK_CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_S = 15
+# The same bound on this side, for a warehouse that stops answering after the connection is up (no statement
+# reaches the server, so its timeout never starts): the reads of one `with _warehouse()` block, at most two.
+ANSWER_WITHIN_S = 2 * STATEMENT_TIMEOUT_S
 
 
 @contextlib.contextmanager
 def _warehouse(connect_timeout: int | None = None) -> Iterator[Any]:
-    with warehouse.connect(connect_timeout=connect_timeout or CALLBACK_CONNECT_TIMEOUT_S) as conn:
+    with (
+        warehouse.connect(connect_timeout=connect_timeout or CALLBACK_CONNECT_TIMEOUT_S) as conn,
+        warehouse.answer_within(conn, ANSWER_WITHIN_S, "the alert's warehouse read"),
+    ):
         conn.execute(f"set statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
         yield conn
 
@@ -288,10 +294,12 @@ def _taking_turns(active: bool) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         if active:
             try:
-                conn = stack.enter_context(_warehouse())
-                conn.execute("set statement_timeout = 0")
-                conn.execute(f"set lock_timeout = '{TURN_WAIT_S}s'")
-                conn.execute("select pg_advisory_lock(%s)", (locks.BACKFILL_ALERT_LOCK_KEY,))
+                # Held while this run's alert is read, sent and recorded: only the wait for it is bounded here.
+                conn = stack.enter_context(warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S))
+                with warehouse.answer_within(conn, TURN_WAIT_S + ANSWER_WITHIN_S, "the wait for the alerts' turn"):
+                    conn.execute("set statement_timeout = 0")  # the lock's wait is bounded by lock_timeout
+                    conn.execute(f"set lock_timeout = '{TURN_WAIT_S}s'")
+                    conn.execute("select pg_advisory_lock(%s)", (locks.BACKFILL_ALERT_LOCK_KEY,))
             except Exception as exc:
                 log.warning("could not wait for the other backfill runs' alerts (paging): %s", exc)
         yield

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from greenery import preloaded_airflow, warehouse
-from greenery.dev import local_ui
+from greenery.dev import addresses, local_ui
 from greenery.sources import load as raw
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
@@ -48,7 +48,7 @@ def redis_url(tmp_path):
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 20
-    while local_ui.port_in_use(port) is False:
+    while addresses.port_in_use(port) is False:
         assert server.poll() is None and time.monotonic() < deadline, "redis-server did not start"
         time.sleep(0.1)
     yield f"redis://127.0.0.1:{port}/0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 
 
@@ -11,14 +12,33 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+def cannot_listen(port: int, host: str = "127.0.0.1") -> str | None:
+    """Why a server cannot listen on ``host`` port ``port``, in words for the user; None when it can.
+
+    Review: every reason was "port P on H is in use", also for a ``--host`` that is not an address of this machine.
+    """
+    try:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-        except OSError:
-            return True
-    return False
+    except socket.gaierror as exc:
+        return f"{host} is not an address or a name this machine resolves ({exc.strerror}): choose one of its addresses"
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"port {port} on {host} is in use: stop what listens there or choose another port"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return (
+                f"{host} is not an address of this machine: choose one of its own (127.0.0.1 for this machine only,"
+                " 0.0.0.0 for all of its interfaces)"
+            )
+        if exc.errno == errno.EACCES:
+            return f"port {port} needs privileges this user does not have: choose a port from 1024 up"
+        return f"cannot listen on {host} port {port}: {exc.strerror or exc}"
+    return None
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    return cannot_listen(port, host) is not None
 
 
 def browser_host(host: str) -> str:

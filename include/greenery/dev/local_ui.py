@@ -42,7 +42,7 @@ from typing import Any
 
 from greenery import config, preloaded_airflow
 from greenery.dev import addresses, local_airflow
-from greenery.dev.addresses import free_port, port_in_use
+from greenery.dev.addresses import cannot_listen, free_port
 
 DAG_ID = config.DAG_ID
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -290,8 +290,8 @@ def start(
     unknown = set(components) - set(COMPONENTS)
     if unknown:
         raise ValueError(f"unknown components {sorted(unknown)}; choose from {COMPONENTS}")
-    if "api-server" in components and port_in_use(port, host):
-        raise LocalUIError(f"port {port} on {host} is in use: stop what listens there or choose another port")
+    if "api-server" in components and (why := cannot_listen(port, host)):
+        raise LocalUIError(why)
     ui = LocalAirflow(home=home, port=port, host=host, env=airflow_env(home, port, host, env), log_dir=home / "ui-logs")
     local_airflow.record_base_url(home, ui.env["AIRFLOW__API__BASE_URL"])  # for `greenery run` on this home
     airflow = _airflow_executable()

@@ -18,7 +18,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 from slack_server import conn_env_var
 
-from greenery import audit, warehouse
+from greenery import audit, locks, warehouse
 from greenery.checks import history
 from greenery.tasks import notify
 
@@ -1010,6 +1010,25 @@ def test_a_page_whose_record_cannot_be_written_ends_the_task_without_a_second_pa
         notify.deliver(failed, {"published": False}, attempt=0, run_type="scheduled")  # returns: the task succeeds
         assert time.monotonic() - started < 30
     assert len(slack_alerts_webhook.webhook_posts()) == 1
+
+
+def test_a_backfill_alert_waits_for_its_turn_at_most_a_quarter_of_the_task_timeout(slack, warehouse_url, monkeypatch):
+    """Review: the wait for the other backfill runs' alerts was 120 s whatever the task's timeout: with a 1-minute
+    timeout, alert_slack was stopped while it waited (each retry too) and its alert never went. Here another run holds
+    the turn for good: with a 12 s timeout the alert waits 3 s, then pages all the same."""
+    import time
+
+    monkeypatch.setenv("GREENERY_TASK_TIMEOUT_MINUTES", "0.2")
+    with psycopg.connect(warehouse_url, autocommit=True) as holder:
+        holder.execute("select pg_advisory_lock(%s)", (locks.BACKFILL_ALERT_LOCK_KEY,))
+        started = time.monotonic()
+        task = threading.Thread(target=notify.send_alert, args=(backfill_alert_context("2021-02-11"),), daemon=True)
+        task.start()
+        task.join(60)
+        assert not task.is_alive(), "alert_slack still waits for its turn"
+        waited = time.monotonic() - started
+    assert len(slack.webhook_posts()) == 1
+    assert 3 <= waited < 60, waited  # the lock's wait (3 s) ran out; 120 s before
 
 
 def test_backfill_runs_alerting_at_the_same_moment_page_one_root_cause_once(slack, warehouse_url):

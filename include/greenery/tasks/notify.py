@@ -286,6 +286,13 @@ def deliver(
 TURN_WAIT_S = 120
 
 
+def _turn_wait_s() -> float:
+    """TURN_WAIT_S, or a quarter of the task's timeout when that is shorter: the wait must end, and the page go, before
+    Airflow stops the task (review: with a 1-minute timeout, alert_slack was stopped while it waited, each retry too,
+    and the alert never went)."""
+    return min(TURN_WAIT_S, config.get().task_timeout.total_seconds() / 4)
+
+
 @contextlib.contextmanager
 def _taking_turns(active: bool) -> Iterator[None]:
     """Backfill runs alerting at the same moment (a backfill runs 10 at once unless told otherwise) take turns: each
@@ -296,9 +303,10 @@ def _taking_turns(active: bool) -> Iterator[None]:
             try:
                 # Held while this run's alert is read, sent and recorded: only the wait for it is bounded here.
                 conn = stack.enter_context(warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S))
-                with warehouse.answer_within(conn, TURN_WAIT_S + ANSWER_WITHIN_S, "the wait for the alerts' turn"):
+                wait_s = _turn_wait_s()
+                with warehouse.answer_within(conn, wait_s + ANSWER_WITHIN_S, "the wait for the alerts' turn"):
                     conn.execute("set statement_timeout = 0")  # the lock's wait is bounded by lock_timeout
-                    conn.execute(f"set lock_timeout = '{TURN_WAIT_S}s'")
+                    conn.execute(f"set lock_timeout = '{max(1, round(wait_s * 1000))}ms'")
                     conn.execute("select pg_advisory_lock(%s)", (locks.BACKFILL_ALERT_LOCK_KEY,))
             except Exception as exc:
                 log.warning("could not wait for the other backfill runs' alerts (paging): %s", exc)

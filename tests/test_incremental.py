@@ -68,6 +68,11 @@ def run_day(conn, day, full_refresh=False, found=MODELS, tag="run") -> dict[str,
     return {r.model: r for r in results}
 
 
+def column_type(conn, relation: str, column: str) -> str:
+    typed = "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = %s::regclass and attname = %s"
+    return conn.execute(typed, (relation, column)).fetchone()[0]
+
+
 def drop_published(conn) -> None:
     for schema in (*config.LAYERS, "quarantine"):
         conn.execute(f"drop schema if exists {schema} cascade")
@@ -302,10 +307,29 @@ def test_a_column_whose_precision_changed_rebuilds_that_model_whole(loaded, tmp_
         results = run_day(loaded, day, found=models.discover(sql_dir))
     assert not results["int_user_sessions"].incremental
     assert results["int_user_product_sessions"].incremental  # its columns did not change
-    typed = "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = %s::regclass and attname = 'v'"
-    assert loaded.execute(typed, ("intermediate.int_user_sessions",)).fetchone()[0] == "numeric(8,3)"
+    assert column_type(loaded, "intermediate.int_user_sessions", "v") == "numeric(8,3)"
     values = loaded.execute("select distinct v::text from intermediate.int_user_sessions").fetchall()
     assert values == [("1.250",)]
+
+
+def test_a_declared_column_type_with_a_precision_keeps_its_model_incremental(loaded, tmp_path):
+    """Second review: the kept rows of a quarantine model get their declared types (config(column_types=...)), so the
+    published column is timestamptz(3) where the model's select says timestamptz: compared with the select's own
+    type modifier, every run of such a model was a full build, with only a log line to say so."""
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(config.get().sql_dir, sql_dir)
+    events = sql_dir / "staging" / "stg_postgres__events.sql"
+    events.write_text(
+        events.read_text().replace(
+            "quarantine=true,", "quarantine=true,\n    column_types={'created_at': 'timestamptz(3)'},", 1
+        )
+    )
+    found = models.discover(sql_dir)
+    assert found["stg_postgres__events"].column_types == {"created_at": "timestamptz(3)"}
+    run_day(loaded, DAYS[0], found=found)
+    results = run_day(loaded, DAYS[1], found=found)
+    assert results["stg_postgres__events"].incremental
+    assert column_type(loaded, "staging.stg_postgres__events", "created_at") == "timestamp(3) with time zone"
 
 
 def test_full_build_settings_apply_to_full_builds_only(loaded, tmp_path):

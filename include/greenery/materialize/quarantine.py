@@ -54,6 +54,18 @@ def candidate_prefix() -> sql.Composable:
     return sql.SQL("create temporary table {} on commit drop as ").format(sql.Identifier(CANDIDATE))
 
 
+def typed_columns(model: Model, columns: list[str]) -> sql.Composable:
+    """The select list of the rows a quarantine model keeps: ``columns`` but the rule, each with its declared type
+    (``config(column_types=...)``) where it has one."""
+    return sql.SQL(", ").join(
+        sql.SQL("{c}::{t} as {c}").format(c=sql.Identifier(c), t=sql.SQL(model.column_types[c]))
+        if c in model.column_types
+        else sql.Identifier(c)
+        for c in columns
+        if c != RULE_COLUMN
+    )
+
+
 def split(
     cur,
     model: Model,
@@ -78,13 +90,7 @@ def split(
     rule = sql.Identifier(RULE_COLUMN)
     # Quarantine keeps the values as the source had them (NaN, 1e15...); the model's rows get their
     # declared types (config(column_types=...)), which such values could not even be cast to.
-    typed = sql.SQL(", ").join(
-        sql.SQL("{c}::{t} as {c}").format(c=sql.Identifier(c), t=sql.SQL(model.column_types[c]))
-        if c in model.column_types
-        else sql.Identifier(c)
-        for c in columns
-        if c != RULE_COLUMN
-    )
+    typed = typed_columns(model, columns)
     schema = sql.Identifier(table.partition(".")[0])
     cur.execute(sql.SQL("create schema if not exists {}").format(schema))
     if whole_table:

@@ -192,9 +192,17 @@ def stalling_warehouse(monkeypatch, url: str, stall_on: bytes):
     try:
         yield
     finally:
-        listener.close()
-        for sock in opened:
+        # shutdown() first: close() alone wakes no thread blocked in accept() or recv() (review: the threads and three
+        # server sessions outlived the test).
+        for sock in (listener, *opened):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+# Where the warehouse stops answering: on the setting sent right after connecting (warehouse.connect), or on the
+# first read of the audit tables.
+STALLS = {"after connecting": b"client_connection_check_interval", "on its first read": b"greenery_audit"}
 
 
 def backfill_alert_context(day: str) -> dict:
@@ -816,6 +824,28 @@ def test_failed_checks_validate_pages_itself_go_out_though_the_warehouse_does_no
     assert "Marts not published (which run readers still see could not be read)" in body
 
 
+@pytest.mark.parametrize("stall", STALLS)
+def test_validates_own_page_goes_within_its_callbacks_life_though_the_warehouse_stops_answering(
+    slack_alerts_webhook, airflow_dag, warehouse_url, monkeypatch, stall
+):
+    """Second review: the failure callback read the warehouse before its page with alert_slack's 30 s bound, and
+    Airflow kills a callback 20 s after its task failed: with a warehouse that stopped answering once connected, the
+    page never went. The callback's reads give up after 2 s each; the page goes, and the callback ends within those
+    20 s (its record of the failure given up too)."""
+    from greenery.tasks import paging
+
+    context = validate_failure_context("stalled-warehouse", "success")
+    with stalling_warehouse(monkeypatch, warehouse_url, stall_on=STALLS[stall]):
+        callback = threading.Thread(target=paging.on_task_failure, args=(context,), daemon=True)
+        callback.start()
+        callback.join(20)  # Airflow's kill
+        assert not callback.is_alive(), "the callback still waits on the warehouse"
+    [page] = slack_alerts_webhook.webhook_posts()
+    body = json.dumps(page.body, ensure_ascii=False)
+    assert "emails look like emails" in body
+    assert "Marts not published (which run readers still see could not be read)" in body
+
+
 def test_warnings_publish_could_not_send_fail_it_after_its_commit_and_its_retry_sends_them(slack, warehouse_url):
     """Review: after *Clear only failed tasks* publish sends the run's warnings itself (alert_slack stays skipped);
     when Slack refused them for the whole page budget it only logged it, and the run ended green: nobody was told.
@@ -974,21 +1004,22 @@ def test_alert_slack_pages_failed_checks_though_the_warehouse_does_not_answer(
     assert "Marts not published (which run readers still see could not be read)" in body
 
 
+@pytest.mark.parametrize("stall", STALLS)
 def test_alert_slack_pages_once_though_the_warehouse_stops_answering_after_connecting(
-    slack_alerts_webhook, airflow_dag, warehouse_url, monkeypatch
+    slack_alerts_webhook, airflow_dag, warehouse_url, monkeypatch, stall
 ):
     """Review: the alert's reads and its record were bounded by the server's statement_timeout only: a warehouse that
     took the connection and then stopped answering held alert_slack until its execution timeout, and its retry (no
     record of the page) could page a second time. They give up on this side now: the page goes once, saying what
-    could not be read, and the task ends."""
+    could not be read, and the task ends. (Second review: a stall right after connecting was still unbounded.)"""
     failed = summary("2021-02-12", "alert-stalled-warehouse", [{**WARNING, "severity": "critical"}], blocking=True)
     ti = FakeTaskInstance({("validate", "summary"): failed}, failed["run_id"], {"validate": "failed"})
     ti.states["publish"] = "upstream_failed"
-    with stalling_warehouse(monkeypatch, warehouse_url, stall_on=b"greenery_audit"):
+    with stalling_warehouse(monkeypatch, warehouse_url, stall_on=STALLS[stall]):
         monkeypatch.setattr(notify, "ANSWER_WITHIN_S", 2)
         task = threading.Thread(target=notify.send_alert, args=({"ti": ti, "run_id": failed["run_id"]},), daemon=True)
         task.start()
-        task.join(60)  # its read and its record each give up after 2 s
+        task.join(30)  # its read and its record each give up after 2 s (4 s with the connection's setting)
         assert not task.is_alive(), "alert_slack still waits on the warehouse"
     [page] = slack_alerts_webhook.webhook_posts()
     body = json.dumps(page.body, ensure_ascii=False)

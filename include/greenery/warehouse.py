@@ -66,13 +66,15 @@ def conn_env_var(conn_id: str | None = None) -> str:
     return f"AIRFLOW_CONN_{conn_id.upper()}"
 
 
-def connect(conn_id: str | None = None, *, connect_timeout: int | None = None):
+def connect(conn_id: str | None = None, *, connect_timeout: int | None = None, answer_within_s: float | None = None):
     """A psycopg connection through the Airflow connection ``conn_id``, in autocommit mode.
 
     Autocommit, so that each ``with conn.transaction()`` block is a transaction of its own and a read
     outside one does not leave a transaction open around the next (each model builds in one transaction).
     ``connect_timeout`` (seconds) applies where the connection's extra sets none: a failure callback must not
     wait libpq's two minutes on a warehouse that accepts and never answers (Airflow kills it after 20 s).
+    ``answer_within_s`` bounds, on this side, the setting this function sends once connected (see
+    :func:`answer_within`; review: a warehouse that stopped answering right after the connection held it for good).
     """
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -96,8 +98,18 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None):
     # Review: a task stopped by its timeout (or killed) closed its connection, but its statement ran on in the
     # server, holding the publish lock (a build waiting behind a reader's lock: until that reader ended). PostgreSQL
     # ends a statement whose client has gone within this interval (Linux; PostgreSQL 14+, the README asks 16).
-    end_statements_of_gone_clients(conn)
+    try:
+        with answer_within(conn, answer_within_s, "the connection's settings") if answer_within_s else _nothing():
+            end_statements_of_gone_clients(conn)
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 @contextlib.contextmanager
@@ -108,14 +120,22 @@ def answer_within(conn, seconds: float, what: str) -> Iterator[None]:
     For what must not wait on a warehouse that took the connection and then stopped answering (a proxy or a
     network path that stopped forwarding): ``statement_timeout`` is the server's, and the statement never reached
     it (review: the alert's read held ``alert_slack`` until its execution timeout, whose retry could page again).
-    The socket is shut down through a duplicate of its descriptor: psycopg, waiting on it in this thread, sees the
-    connection end; its descriptor stays psycopg's to close.
+    The socket is shut down through a duplicate of its descriptor, taken here, before the block: it names this
+    connection's socket whatever psycopg closes meanwhile (review: a duplicate taken by the timer could name another
+    socket that reused the number). Once the block has ended, the timer cuts nothing (a lock and a flag: review, a
+    late cut released an advisory lock the connection still held).
     """
+    sock = socket.socket(fileno=os.dup(conn.fileno()))  # this connection's socket, for as long as we hold it
+    guard = threading.Lock()
+    ended = False
 
     def cut() -> None:
-        log.warning("%s: the warehouse did not answer within %gs; closing the connection", what, seconds)
-        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
+        with guard:
+            if ended:
+                return
+            log.warning("%s: the warehouse did not answer within %gs; closing the connection", what, seconds)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     timer = threading.Timer(seconds, cut)
     timer.daemon = True
@@ -124,6 +144,9 @@ def answer_within(conn, seconds: float, what: str) -> Iterator[None]:
         yield
     finally:
         timer.cancel()
+        with guard:
+            ended = True
+        sock.close()  # the duplicate only: psycopg's descriptor stays psycopg's to close
 
 
 def end_statements_of_gone_clients(conn) -> None:

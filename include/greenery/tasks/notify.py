@@ -32,26 +32,35 @@ log = logging.getLogger(__name__)
 # execution timeout, whose retry would page again (review: a warehouse that stopped answering did both).
 CALLBACK_CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_S = 15
-# The same bound on this side, for a warehouse that stops answering after the connection is up (no statement
-# reaches the server, so its timeout never starts): the reads of one `with _warehouse()` block, at most two.
+# A bound on this side too, for a warehouse that stops answering once the connection is up (a proxy or a network path
+# that stops forwarding: no statement reaches the server, whose timeout then never starts): on everything one
+# `with _warehouse()` block sends, its settings included (about 4 to 25 short statements: the audit tables' checks).
+# In alert_slack, twice the statement timeout; in a failure callback, which Airflow kills 20 s after its task failed,
+# 2 s for the settings sent on connecting and 2 s for the read before the page (healthy, they take milliseconds), so
+# that the connection (5 s at most) and they leave the page most of its 12 s (review: a 30 s bound there let the
+# callback be killed before its page).
 ANSWER_WITHIN_S = 2 * STATEMENT_TIMEOUT_S
+CALLBACK_ANSWER_WITHIN_S = 2
 
 
 @contextlib.contextmanager
-def _warehouse(connect_timeout: int | None = None) -> Iterator[Any]:
+def _warehouse(connect_timeout: int | None = None, answer_within_s: float | None = None) -> Iterator[Any]:
+    answer_within_s = answer_within_s or ANSWER_WITHIN_S
     with (
-        warehouse.connect(connect_timeout=connect_timeout or CALLBACK_CONNECT_TIMEOUT_S) as conn,
-        warehouse.answer_within(conn, ANSWER_WITHIN_S, "the alert's warehouse read"),
+        warehouse.connect(
+            connect_timeout=connect_timeout or CALLBACK_CONNECT_TIMEOUT_S, answer_within_s=answer_within_s
+        ) as conn,
+        warehouse.answer_within(conn, answer_within_s, "the alert's warehouse read"),
     ):
         conn.execute(f"set statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
         yield conn
 
 
-def _not_published() -> dict[str, Any]:
+def _not_published(answer_within_s: float | None = None) -> dict[str, Any]:
     """Which run readers still see; without it when the warehouse does not answer: it must not hold the page back
     (review: alert_slack's critical page never went, its task failed naming only the warehouse)."""
     try:
-        with _warehouse() as conn:
+        with _warehouse(answer_within_s=answer_within_s) as conn:
             return audit.not_published_status(conn)
     except Exception as exc:
         log.warning("could not read which run readers still see: %s", exc)
@@ -96,7 +105,7 @@ def published_in_this_run(context: Any) -> bool:
     try:
         if states_now(context).get("publish") != "success":
             return False
-        with _warehouse() as conn:  # a callback asks, before its page
+        with _warehouse(answer_within_s=CALLBACK_ANSWER_WITHIN_S) as conn:  # a callback asks, before its page
             return audit.run_published_at(conn, context["run_id"]) is not None
     except Exception as exc:
         log.warning("could not read whether publish published: %s", exc)
@@ -111,7 +120,8 @@ def send_validation_alert(context: Any, send: Callable[[dict[str, Any]], None]) 
         raise RuntimeError("validate failed without a summary to alert with")
     deliver(
         summary,
-        _not_published(),  # review: a warehouse that did not answer held the page back: it goes without this
+        # Review: a warehouse that did not answer held the page back: it goes without this.
+        _not_published(CALLBACK_ANSWER_WITHIN_S),
         attempt=runtime.clear_number(context),
         run_type=runtime.run_type(context),
         connect_timeout=CALLBACK_CONNECT_TIMEOUT_S,
@@ -302,7 +312,9 @@ def _taking_turns(active: bool) -> Iterator[None]:
         if active:
             try:
                 # Held while this run's alert is read, sent and recorded: only the wait for it is bounded here.
-                conn = stack.enter_context(warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S))
+                conn = stack.enter_context(
+                    warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S, answer_within_s=ANSWER_WITHIN_S)
+                )
                 wait_s = _turn_wait_s()
                 with warehouse.answer_within(conn, wait_s + ANSWER_WITHIN_S, "the wait for the alerts' turn"):
                     conn.execute("set statement_timeout = 0")  # the lock's wait is bounded by lock_timeout
@@ -315,6 +327,7 @@ def _taking_turns(active: bool) -> Iterator[None]:
 
 def _deliver(summary, attempt, run_type, connect_timeout, send) -> None:
     settings = config.get()
+    bound = ANSWER_WITHIN_S if send is None else CALLBACK_ANSWER_WITHIN_S  # send: a failure callback's page
     backfill = bool(summary.get("blocking")) and run_type == "backfill" and send is None  # its failed checks
     signed = suppression.signatures(summary)
     window = suppression.window(settings.alert_suppress)
@@ -324,7 +337,7 @@ def _deliver(summary, attempt, run_type, connect_timeout, send) -> None:
             summary["backfill_hold_back_hours"] = f"{settings.alert_suppress.total_seconds() / 3600:g}"
     if not summary.get("blocking"):  # failed critical checks always page: no warehouse read may hold that back (review)
         try:
-            with _warehouse(connect_timeout) as conn:
+            with _warehouse(connect_timeout, bound) as conn:
                 recent = audit.recent_alert_signatures(conn, window)
                 before = history.previous(conn, summary)
         except Exception as exc:  # review: a warehouse that did not answer held the warnings back: sent instead
@@ -346,7 +359,7 @@ def _deliver(summary, attempt, run_type, connect_timeout, send) -> None:
             # saying so, and a clear by hand sends it again if it never arrived. A backfill's failed checks are
             # recorded as sent: the other runs' turns must not post them again (second review: four runs, four posts).
             if backfill:
-                _record(summary, signed, attempt, run_type, connect_timeout)
+                _record(summary, signed, attempt, run_type, connect_timeout, bound)
             raise MaybePosted(
                 f"{exc}: Slack took the alert and did not confirm it (no answer, or internal_error), so it may have"
                 " been posted; not retried (it could page on-call twice)",
@@ -363,12 +376,12 @@ def _deliver(summary, attempt, run_type, connect_timeout, send) -> None:
             f"{exc}: on-call was not paged; retrying cannot fix this: correct the connection, then {_resend(summary)}"
         ) from exc
     log.info("alert sent through %s: %d root causes", settings.alert_conn_id, len(summary["root_causes"]))
-    _record(summary, signed, attempt, run_type, connect_timeout)
+    _record(summary, signed, attempt, run_type, connect_timeout, bound)
 
 
-def _record(summary, signed: list[str], attempt, run_type, connect_timeout) -> None:
+def _record(summary, signed: list[str], attempt, run_type, connect_timeout, bound: float) -> None:
     try:
-        with _warehouse(connect_timeout) as conn:
+        with _warehouse(connect_timeout, bound) as conn:
             audit.record_alert(conn, summary["run_id"], signed, attempt, run_type)
     except Exception as exc:
         # The page went out: failing here would make the task's retry page on-call a second time. Unrecorded, the

@@ -48,6 +48,7 @@ RECORD_FOR_S, RECORD_PAUSE_S = 6.0, 1.0  # a warehouse blinking, not one down (e
 SLACK_TRY_TIMEOUT_S = 10
 BACKOFF_S = (1.0, 2.0)
 WAREHOUSE_CONNECT_TIMEOUT_S = notify.CALLBACK_CONNECT_TIMEOUT_S
+RUN_READS_WITHIN_S = 5  # the run's callback reads before it may page: a warehouse that stops answering must not hold it
 
 # What page() tells its caller. MAYBE_SENT: the post went out and no answer came (a read timeout, a dropped
 # connection), or Slack answered an error after which it may have posted it (internal_error, fatal_error): nobody may
@@ -101,7 +102,11 @@ def record(context: Any, error: str, deadline: float | None = None) -> None:
     for attempt in itertools.count(1):
         try:
             timeout = max(2, min(WAREHOUSE_CONNECT_TIMEOUT_S, int(deadline - time.monotonic())))
-            with warehouse.connect(connect_timeout=timeout) as conn:
+            within = max(1.0, deadline - time.monotonic())  # a warehouse that stops answering once connected too
+            with (
+                warehouse.connect(connect_timeout=timeout, answer_within_s=within) as conn,
+                warehouse.answer_within(conn, within, "the task failure's record"),
+            ):
                 audit.record_task_failure(
                     conn,
                     context["run_id"],
@@ -229,7 +234,10 @@ def on_run_failure(context: Any) -> None:
     run_id = context.get("run_id") or "?"
     attempt = runtime.clear_number(context)
     try:
-        with warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S) as conn:
+        with (
+            warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S, answer_within_s=RUN_READS_WITHIN_S) as conn,
+            warehouse.answer_within(conn, RUN_READS_WITHIN_S, "the run's recorded failures"),
+        ):
             failures = audit.task_failures(conn, run_id)
             build_day = audit.build_day(conn, run_id)  # the day, when Airflow's context does not give it
             # Review: a role that may not create greenery_audit could record no failure, and this page blamed a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,13 @@ def test_a_taken_port_is_in_use():
         assert addresses.port_in_use(port) is True
 
 
+NONLOCAL_BIND = Path("/proc/sys/net/ipv4/ip_nonlocal_bind")
+
+
+@pytest.mark.skipif(
+    NONLOCAL_BIND.is_file() and NONLOCAL_BIND.read_text().strip() != "0",
+    reason="this kernel lets a socket bind any address (net.ipv4.ip_nonlocal_bind)",
+)
 def test_a_host_that_is_not_this_machines_is_named_as_such_not_as_a_port_in_use(tmp_path):
     """Review: `greenery ui --host 192.0.2.1` said "port 8080 on 192.0.2.1 is in use", sending the user to look
     for a process that does not exist."""
@@ -36,3 +44,8 @@ def test_a_host_that_is_not_this_machines_is_named_as_such_not_as_a_port_in_use(
         local_ui.start(tmp_path / "airflow", port=port, host=NOT_OURS, components=("api-server",))
     assert str(raised.value) == why
     assert not (tmp_path / "airflow" / "airflow.db").exists()  # refused before anything was migrated
+
+
+def test_an_address_in_brackets_is_told_to_drop_them():
+    """Review: `--host [::1]` (as a URL writes it) was called a name this machine does not resolve."""
+    assert addresses.cannot_listen(addresses.free_port(), "[::1]") == "[::1]: give the address without brackets (::1)"

@@ -17,6 +17,8 @@ def cannot_listen(port: int, host: str = "127.0.0.1") -> str | None:
 
     Review: every reason was "port P on H is in use", also for a ``--host`` that is not an address of this machine.
     """
+    if host.startswith("[") and host.endswith("]"):
+        return f"{host}: give the address without brackets ({host[1:-1]})"
     try:
         with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -27,11 +29,9 @@ def cannot_listen(port: int, host: str = "127.0.0.1") -> str | None:
         if exc.errno == errno.EADDRINUSE:
             return f"port {port} on {host} is in use: stop what listens there or choose another port"
         if exc.errno == errno.EADDRNOTAVAIL:
-            return (
-                f"{host} is not an address of this machine: choose one of its own (127.0.0.1 for this machine only,"
-                " 0.0.0.0 for all of its interfaces)"
-            )
-        if exc.errno == errno.EACCES:
+            own = "::1 for this machine only, :: for" if ":" in host else "127.0.0.1 for this machine only, 0.0.0.0 for"
+            return f"{host} is not an address of this machine: choose one of its own ({own} all of its interfaces)"
+        if exc.errno == errno.EACCES and port < 1024:
             return f"port {port} needs privileges this user does not have: choose a port from 1024 up"
         return f"cannot listen on {host} port {port}: {exc.strerror or exc}"
     return None

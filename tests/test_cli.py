@@ -318,6 +318,23 @@ def test_format_suites_reads_every_file_before_it_writes_one(tmp_path, capsys, m
     assert f"error: {tmp_path / 'none'}: no suite files (*.json) to format" in refused()
 
 
+def test_format_suites_formats_a_file_named_twice_once(tmp_path, capsys, monkeypatch):
+    """Review: one file under two spellings (relative, absolute) was staged twice to the same temporary file; the
+    first replace rewrote it, the second found the temporary file gone: a FileNotFoundError traceback, exit 1."""
+    from greenery import cli
+
+    suite = Path(config.get().expectations_dir) / "stg_postgres__orders.json"
+    unformatted = tmp_path / "orders.json"
+    unformatted.write_text(json.dumps(json.loads(suite.read_text())))
+    before = unformatted.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["format-suites", "orders.json", str(unformatted)]) == 0
+    out = capsys.readouterr().out
+    assert out == "formatted orders.json\n1 of 1 suite file(s) changed\n", out
+    assert unformatted.read_bytes() != before  # the positive control: it did need formatting
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["orders.json"], "no .formatting file left"
+
+
 def test_a_broken_model_folder_is_one_line_naming_it(cli_env, tmp_path):
     """Review: a missing GREENERY_SQL_DIR (or a model's Jinja error) ended `greenery run` in a traceback. A folder
     without models is a bad setting (config.py), named as one."""

@@ -221,7 +221,11 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 def cmd_format_suites(args: argparse.Namespace) -> int:
     folder = Path(config.get().expectations_dir)
-    paths = args.files or sorted(folder.glob("*.json"))
+    # Each file once, as first spelled (review: `d.json /abs/d.json` rewrote it, then a traceback: one temporary file)
+    unique: dict[Path, Path] = {}
+    for path in args.files or sorted(folder.glob("*.json")):
+        unique.setdefault(path.resolve(), path)
+    paths = list(unique.values())
     if not paths:  # formatting nothing is not a success
         raise UsageError(f"{folder}: no suite files (*.json) to format")
     # Every file is read before any is written: a bad one changes nothing.
@@ -243,10 +247,8 @@ def cmd_format_suites(args: argparse.Namespace) -> int:
     except SuiteDefinitionError as exc:
         raise UsageError(f"{exc}; nothing was changed") from None
     changed = {path: formatted for path, (text, formatted) in texts.items() if formatted != text}
-    try:  # all or none
+    with stop_signals.deferred():  # all or none: a stop (Ctrl-C, SIGTERM) acts after the last replace
         write_all(changed)
-    except SuiteDefinitionError as exc:
-        raise UsageError(str(exc)) from None
     for path in changed:
         print(f"formatted {path}")
     print(f"{len(changed)} of {len(paths)} suite file(s) changed")

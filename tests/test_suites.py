@@ -256,6 +256,18 @@ def test_a_suite_file_without_ids_is_refused_by_name(tmp_path):
         suites.load_suites(MODELS, tmp_path)
 
 
+def test_a_suite_file_with_an_unknown_severity_is_refused_naming_every_severity(tmp_path):
+    """Review: the message said "needs severity 'critical' or 'warning'", though 'info' is accepted too (a
+    capitalized "Info" is not: GX's severities are lower case)."""
+    data = json.loads(SUITES["stg_postgres__promos"].path.read_text())
+    data["expectations"][2]["severity"] = "Info"
+    (tmp_path / "stg_postgres__promos.json").write_text(suites.dump(data))
+    with pytest.raises(suites.SuiteDefinitionError) as refused:
+        suites.load_suites(MODELS, tmp_path)
+    assert re.search(r"stg_postgres__promos\.json: expectation 2 \(.*\) needs severity ", str(refused.value)), refused
+    assert str(refused.value).endswith("needs severity 'critical', 'warning' or 'info', not 'Info'"), refused.value
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [

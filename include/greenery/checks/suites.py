@@ -4,7 +4,8 @@ A file is GX's own serialized suite (``ExpectationSuite.to_json_dict()``): loadi
 ``gx.ExpectationSuite(**data)`` and serializing it again gives the same file (tests/test_suites.py).
 The suite and each expectation carry a fixed ``id``: GX keys results by it, so it must not change from
 one run to the next. Each expectation carries GX's ``severity``: ``critical`` blocks the run, ``warning``
-only alerts. ``unexpected_rows_query`` texts may name other models with ``{{ ref('model') }}``.
+only alerts, ``info`` is only listed. ``unexpected_rows_query`` texts may name other models with
+``{{ ref('model') }}``.
 """
 
 from __future__ import annotations
@@ -65,9 +66,11 @@ def load_suites(models: Mapping[str, Model], directory: Path | None = None) -> d
             raise SuiteDefinitionError(f"{path}: no expectations")
         check_ids(path, data)
         for i, exp in enumerate(expectations):
-            if exp.get("severity") not in SEVERITIES:
+            if exp.get("severity") not in SEVERITIES:  # named from SEVERITIES (review: 'info' was accepted, unnamed)
+                accepted = ", ".join(map(repr, SEVERITIES[:-1])) + f" or {SEVERITIES[-1]!r}"
+                found = f"not {exp['severity']!r}" if "severity" in exp else "none given"
                 raise SuiteDefinitionError(
-                    f"{path}: expectation {i} ({exp.get('type')}) needs severity 'critical' or 'warning'"
+                    f"{path}: expectation {i} ({exp.get('type')}) needs severity {accepted}, {found}"
                 )
         suites[name] = SuiteFile(name, path, data)
     return suites

@@ -785,17 +785,25 @@ def test_a_retry_writing_a_delivered_address_in_another_case_sends_it_nothing(
         ({"GREENERY_DIGEST_EMAIL_TO": "ana@example..com"}, "malformed address(es): 'ana@example..com'"),
         ({"GREENERY_DIGEST_EMAIL_TO": "ana@example.com\u202e"}, "malformed address(es): 'ana@example.com\\u202e'"),
         ({"GREENERY_DIGEST_EMAIL_CONN_ID": "nope"}, "SMTP connection 'nope' is not defined"),
+        ({"from_email": ""}, "SMTP connection 'digest_email' names no valid sender: set its extra from_email"),
     ],
 )
 def test_incomplete_email_settings_fail_and_say_which(digest, published_url, email_on, monkeypatch, settings, expected):
+    """And fail at once, as the Slack ones do (review: retried with backoff, minutes of tries that could not succeed;
+    an unreachable server or a refused login still is: test_bad_smtp_settings_fail_the_task_once_with_the_reason)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     for name, value in settings.items():
-        if value is None:
+        if name == "from_email":  # the connection's extra
+            monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(from_email=value))
+        elif value is None:
             monkeypatch.delenv(name)
         else:
             monkeypatch.setenv(name, value)
-    with pytest.raises(digest.DigestNotDelivered) as failed:
+    with pytest.raises(AirflowFailException) as failed:
         digest.send(context())
-    assert expected in str(failed.value)
+    said = str(failed.value)
+    assert expected in said and "not retried (retrying cannot fix a connection's settings)" in said, said
     assert email_on.messages == []
 
 

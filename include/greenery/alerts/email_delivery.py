@@ -10,7 +10,8 @@ login (basic, or ``auth_type`` oauth2) and the sender (extra ``from_email``). Tw
 - Retries. The hook retries a lost connection and every failed send ``retry_limit`` more times (5 unless
   the connection says otherwise), a refused recipient or a wrong password included. The Airflow task owns
   retries (with backoff, and visible in the UI), so the hook here tries once and every failure raises
-  :class:`EmailDeliveryError` with the reason: the SMTP code and text, or the network error.
+  :class:`EmailDeliveryError` with the reason: the SMTP code and text, or the network error. Its ``retryable`` is
+  False for settings no retry can fix (no connection, host, sender or recipient).
 
 A recipient the server refuses fails the send even when others accepted it: the task must not report a
 digest as sent to people who did not get it.
@@ -35,9 +36,21 @@ log = logging.getLogger(__name__)
 class EmailDeliveryError(RuntimeError):
     """An email was not delivered (or not to every recipient); the message says why and through what."""
 
-    def __init__(self, message: str, *, conn_id: str, delivered: Sequence[str] = (), maybe_delivered: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        conn_id: str,
+        delivered: Sequence[str] = (),
+        maybe_delivered: bool = False,
+        retryable: bool = True,
+    ):
         super().__init__(message)
         self.conn_id = conn_id
+        # False for a settings error found before any server is asked (no connection, host, sender or recipient):
+        # retrying cannot fix it, it only delays the red (review: the digest retried these for minutes while Slack's
+        # failed at once). Whatever the server or the network answered is worth the task's retries, as before.
+        self.retryable = retryable
         self.delivered = list(delivered)  # the recipients the server took before it refused the others
         # The message went to the server and its answer never came: it may be in the inboxes (a retry would send a
         # second copy to everyone).
@@ -77,6 +90,7 @@ def _connection(conn_id: str):
             f"SMTP connection {conn_id!r} is not defined (create it: conn_type smtp, host, port, login, password,"
             " extra from_email)",
             conn_id=conn_id,
+            retryable=False,
         ) from None
 
 
@@ -88,6 +102,7 @@ def sender_of(conn_id: str) -> str:
         raise EmailDeliveryError(
             f"SMTP connection {conn_id!r} names no valid sender: set its extra from_email (found {sender!r})",
             conn_id=conn_id,
+            retryable=False,
         )
     return str(sender)
 
@@ -123,14 +138,16 @@ def send(message: EmailMessage, conn_id: str) -> list[str]:
     where = f"{conn.host or '?'}:{conn.port or (465 if implicit_tls else 25)}"
     what = f"email not sent through SMTP connection {conn_id!r} ({where})"
     if not conn.host:
-        raise EmailDeliveryError(f"{what}: the connection has no host", conn_id=conn_id)
+        raise EmailDeliveryError(f"{what}: the connection has no host", conn_id=conn_id, retryable=False)
     if "From" not in message:
         if not hook.from_email:
-            raise EmailDeliveryError(f"{what}: no sender: set the connection's extra from_email", conn_id=conn_id)
+            raise EmailDeliveryError(
+                f"{what}: no sender: set the connection's extra from_email", conn_id=conn_id, retryable=False
+            )
         message["From"] = hook.from_email
     recipients = [address for _, address in getaddresses(message.get_all("To", []) + message.get_all("Cc", []))]
     if not recipients:
-        raise EmailDeliveryError(f"{what}: the message has no recipient", conn_id=conn_id)
+        raise EmailDeliveryError(f"{what}: the message has no recipient", conn_id=conn_id, retryable=False)
 
     data_sent = False
     try:

@@ -155,9 +155,9 @@ def _send_chart(settings, stats, png, points, done) -> dict | None:
 
 def _send_email(settings, stats, png, points, done) -> dict:
     problem = email_settings_problem(settings)
-    if problem:
+    if problem:  # not retried: only the settings can fix it
         raise email_delivery.EmailDeliveryError(
-            f"email not sent: {problem}", conn_id=settings.digest_email_conn_id or "-"
+            f"email not sent: {problem}", conn_id=settings.digest_email_conn_id or "-", retryable=False
         )
     sender = email_delivery.sender_of(settings.digest_email_conn_id)
     already = _emailed(done)  # a retry does not send them a second copy (whatever the case the server echoed)
@@ -231,7 +231,7 @@ def send(context: Any) -> None:
             failures.append(f"{part}: {err}")
             if err.maybe_delivered:  # sent, and the answer never came (Slack's or the SMTP server's)
                 maybe_sent.append(part)
-            if getattr(err, "retryable", True) is False:  # review: a Slack configuration error was retried
+            if not err.retryable:  # review: a Slack configuration error was retried, then an email one
                 misconfigured.append(part)
             if isinstance(err, email_delivery.EmailDeliveryError) and err.delivered:
                 so_far = {"to": [*_emailed(done), *err.delivered]}

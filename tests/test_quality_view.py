@@ -581,6 +581,101 @@ def test_a_run_that_failed_before_validate_shows_no_later_runs_results(warehouse
     assert "expect_column_values_to_be_between" in flat(client().get("/data-quality/").text)
 
 
+def record_clean_published_run(url: str, clear_number: int | None = None) -> None:
+    """The clean run of 2024-03-01, validated and published a day ago (by its attempt ``clear_number``)."""
+    with psycopg.connect(url) as conn:
+        audit.record_validation(conn, {**clean_summary(), "clear_number": clear_number}, published=True)
+        conn.execute("update greenery_audit.validation_runs set validated_at = now() - interval '1 day'")
+        conn.execute(
+            "insert into greenery_audit.publish_log values (%s, '2024-03-01', now() - interval '1 day', '{}')",
+            (OLD_RUN,),
+        )
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_the_latest_page_shows_a_run_that_failed_after_the_latest_validation(warehouse_url, stored_docs, monkeypatch):
+    """Review: a run that failed before validate (its source check, a model, the warehouse, a killed task) records
+    a task failure and no validation, so the latest page and /api/latest kept showing the older validated run:
+    "Published. Every check passed; readers see this run." and no failed task, while the newest run was red."""
+    from greenery import links
+
+    monkeypatch.setattr(links, "base_url", lambda: "http://airflow.example.test:8793")  # [api] base_url
+    record_clean_published_run(warehouse_url, clear_number=0)
+    failed = "scheduled__2024-03-02T00:00:00+00:00"
+    with psycopg.connect(warehouse_url) as conn:
+        # The validated run's own attempt failing after its validation is on its page (the digest after publish).
+        audit.record_task_failure(conn, OLD_RUN, "state_of_the_data", dt.date(2024, 3, 1), "smtp down", 0)
+    page = flat(client().get("/data-quality/").text)
+    assert "Every check passed" in page and "The newest run failed" not in page and "smtp down" in page
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_task_failure(
+            conn, failed, "check_source_freshness", dt.date(2024, 3, 2), "raw.events <b>stale</b>"
+        )
+    response = client().get("/data-quality/")
+    assert response.status_code == 200, response.text
+    page = flat(response.text)
+    assert "Every check passed" not in page and "readers see this run" not in page
+    assert "The run was not validated" in page and f'title="{failed}"' in page
+    assert '<div class="k">Logical date</div><div class="v">2024-03-02</div>' in page
+    assert "check_source_freshness" in page and "raw.events &lt;b&gt;stale&lt;/b&gt;" in page  # why, escaped
+    assert "Readers are still served the run of <strong>2024-03-01</strong>" in page
+    # It names the validation it is newer than, with links to both runs' pages from this deployment's base URL.
+    assert "The newest run failed." in page and "that of the run of 2024-03-01" in page
+    here = "http://airflow.example.test:8793"
+    assert f'<a href="{here}/data-quality/?run_id={quote(OLD_RUN, safe="")}">its results</a>' in page
+    assert f'<a href="{here}/data-quality/?run_id={quote(failed, safe="")}">This run' in page
+    assert f'href="{here}/dags/greenery_daily/runs/{quote(failed, safe="")}/tasks/check_source_freshness"' in page
+    # Each table: the earlier run's result; its history still lists that run, and no later run.
+    assert page.count("run of 2024-03-01 (not re-checked since)") == 3 and "not listed" not in page
+    assert OLD_RUN in page[page.index("Recent runs") :]
+    body = client().get("/data-quality/api/latest").json()
+    run = body["latest_run"]
+    assert (run["run_id"], run["validated"], run["published"]) == (failed, False, False), run
+    assert run["log_url"].endswith("/tasks/check_source_freshness")
+    assert [(f["task_id"], f["error"]) for f in body["task_failures"]] == [
+        ("check_source_freshness", "raw.events <b>stale</b>")
+    ]
+    previous = body["previous_validation"]
+    assert (previous["run_id"], previous["published"]) == (OLD_RUN, True), previous
+    assert previous["quality_url"] == f"{here}/data-quality/?run_id={quote(OLD_RUN, safe='')}"
+    assert {t["run_id"] for t in body["tables"]} == {OLD_RUN}
+    # The run's own page is unchanged; so is the validated run's.
+    assert "The newest run failed" not in client().get("/data-quality/", params={"run_id": failed}).text
+    assert "Every check passed" in client().get("/data-quality/", params={"run_id": OLD_RUN}).text
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_a_later_clear_of_the_validated_run_that_failed_is_the_latest_page(warehouse_url, stored_docs):
+    """A rerun of a validated day is a new attempt (Airflow's clear_number): failing before validate, it is red."""
+    record_clean_published_run(warehouse_url, clear_number=0)
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_task_failure(conn, OLD_RUN, "prepare_build", dt.date(2024, 3, 1), "warehouse restarting", 1)
+    page = flat(client().get("/data-quality/").text)
+    assert "Every check passed" not in page and "The run was not validated" in page and "prepare_build" in page
+    assert "The newest run failed." in page
+    body = client().get("/data-quality/api/latest").json()
+    assert (body["latest_run"]["run_id"], body["latest_run"]["validated"]) == (OLD_RUN, False)
+    assert [f["task_id"] for f in body["task_failures"]] == ["prepare_build"]
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_a_failure_before_the_latest_validation_leaves_the_latest_page_as_it_was(warehouse_url, stored_docs):
+    """The control: a run that failed before the latest validation was recorded is not the newest news."""
+    record_clean_published_run(warehouse_url)
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_task_failure(conn, "older", "check_source_freshness", dt.date(2024, 2, 29), "raw.events stale")
+        conn.execute("update greenery_audit.task_failures set failed_at = now() - interval '2 days'")
+    page = flat(client().get("/data-quality/").text)
+    assert "Published.</strong> Every check passed; readers see this run." in page
+    assert "The newest run failed" not in page and "check_source_freshness" not in page
+    body = client().get("/data-quality/api/latest").json()
+    assert body["latest_run"]["run_id"] == OLD_RUN and body["latest_run"]["validated"] is True
+    assert body["task_failures"] == [] and body.get("previous_validation") is None
+
+
 @pytest.mark.db
 @pytest.mark.integration
 def test_clean_latest_run_is_shown_as_published(warehouse_url, stored_docs):

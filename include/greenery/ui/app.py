@@ -3,8 +3,9 @@
 ``plugins/greenery_quality_plugin.py`` mounts :func:`create_app` on the Airflow API server under
 ``/data-quality``; tests mount it on their own. Routes (relative to the mount point):
 
-- ``/``             HTML: the latest validation run, one row per table, failing checks, quarantine, history
-- ``/api/latest``   JSON: the latest run and the latest result of every table
+- ``/``             HTML: the latest run, one row per table, failing checks, quarantine, history: the latest
+  validation's run, or a run that failed after it (before its own validation), with its failed tasks
+- ``/api/latest``   JSON: the same latest run and the latest result of every table
 - ``/docs/``        an index of the GX Data Docs' validation pages (GX's own needs scripts)
 - ``/docs/{path}``  the GX Data Docs, sandboxed: they hold raw data values that GX writes unescaped. They are
   read from the warehouse (``greenery_audit.data_docs``), where the validate task stored them: the API server
@@ -164,6 +165,10 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
             "root_causes": data["root_causes"],
             "notes": data["notes"],
             "task_failures": data["task_failures"],
+            # The latest validation when latest_run is a newer run that failed before its own (else None).
+            "previous_validation": {**previous, "quality_url": links.quality_url(previous["run_id"])}
+            if (previous := data["previous_validation"])
+            else None,
             "quarantined": data["quarantined"],
             "data_docs": links.docs_url("index.html") if docs else None,
         }

@@ -143,6 +143,9 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
         quarantined_total=sum(quarantined.values()),
         history=data.get("history") or [],
         later_runs=data.get("later_runs") or 0,
+        previous_validation=(previous := data.get("previous_validation")),
+        previous_link=links.quality_url(previous["run_id"]) if previous else None,
+        own_page_link=links.quality_url(run["run_id"]) if previous else None,
         tables_as_of=data.get("tables_as_of"),
         key_chars=SAMPLE_KEY_CHARS,
     )

@@ -201,12 +201,42 @@ def _causes(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in causes if isinstance(c, dict)] if isinstance(causes, list) else []
 
 
-def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) -> dict[str, Any]:
-    """Everything the page and the JSON endpoint show; ``latest_run`` is None before the first validation.
+def failed_since(conn, validation: dict[str, Any] | None, attempt: int | None) -> dict[str, Any] | None:
+    """The newest task failure recorded after ``validation`` (the latest, as :func:`recent_runs` lists it; any
+    failure before the first validation) that is not of its attempt (``attempt``, the summary's clear_number):
+    another run's, or a later clear of its run. Its run is newer news than the validation, and red. With
+    ``first_at``, that run's first failure among them. A failure of the validated attempt itself (publish, the
+    digest after validate) is on that run's page already: None then, and when there is none."""
+    if not audit.exists(conn, "task_failures"):
+        return None
+    audit.ensure(conn)  # as audit.task_failures: an older warehouse's table gets clear_number
+    row = conn.execute(
+        sql.SQL(
+            "select run_id, task_id, logical_date, failed_at, min(failed_at) over (partition by run_id) from {}"
+            " where failed_at > coalesce(%(after)s::timestamptz, '-infinity')"
+            " and (run_id is distinct from %(run)s::text or clear_number > %(attempt)s::integer)"
+            " order by failed_at desc limit 1"
+        ).format(audit.table("task_failures")),
+        {
+            "after": validation["validated_at"] if validation else None,
+            "run": validation["run_id"] if validation else None,
+            "attempt": attempt,
+        },
+    ).fetchone()
+    if row is None:
+        return None
+    run_id, task_id, day, at, first_at = row
+    return {"run_id": run_id, "task_id": task_id, "logical_date": day, "failed_at": at, "first_at": first_at}
 
-    ``run_id`` picks the run the page is about (an alert links to its own run); default: the latest. Its tables
-    are then each one's latest result as of ``tables_as_of``: the run's validation, or its first task failure
-    for a run that failed before validate.
+
+def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) -> dict[str, Any]:
+    """Everything the page and the JSON endpoint show; ``latest_run`` is None before the first validation or
+    task failure.
+
+    ``run_id`` picks the run the page is about (an alert links to its own run); default: the latest, which is
+    the latest validation's run unless a task of another run (or a later attempt of it) failed after it: then
+    that run, as a run that failed before validate. Its tables are each one's latest result as of
+    ``tables_as_of``: the run's validation, or its first task failure for a run that failed before validate.
     """
     recorded = audit.exists(conn, "validation_runs")
     # A run asked for by name gets its own history below (up to it): the latest runs are read only for the latest page.
@@ -218,11 +248,12 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     latest = runs[0] if runs else None
     causes: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
-    as_of = None
+    as_of = attempt = previous = None
     if runs or run_id:
         picked = run_record(conn, run_id or latest["run_id"]) if recorded else None
         if picked is not None:
             latest, causes, notes = picked[0], _causes(picked[1]), _notes(picked[1])
+            attempt = picked[1].get("clear_number") if isinstance(picked[1].get("clear_number"), int) else None
             # A run asked for by name (an alert's link) is shown as it was: each table's latest result up to its
             # validation (review: a later run's failures were listed under an earlier, clean run).
             as_of = dt.datetime.fromisoformat(latest["validated_at"]) if run_id else None
@@ -234,6 +265,13 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
             as_of = failed[0]["failed_at"]
         else:
             raise UnknownRunError(f"no validation or task failure recorded for run {run_id!r}")
+    if run_id is None and (newer := failed_since(conn, latest, attempt)):
+        # Review: a run that failed after the latest validation (a source check, a model, the warehouse, a killed
+        # task) recorded no validation, so the latest page said the older run's "Every check passed; readers see
+        # this run" while the newest run was red. Shown as a run that failed before validate, naming the validation.
+        previous = {k: latest[k] for k in ("run_id", "logical_date", "validated_at", "published")} if latest else None
+        latest, causes, notes = not_validated(newer["run_id"], newer["logical_date"]), [], []
+        as_of = newer["first_at"]  # after the latest validation: every table's latest result, none later
     if serving and as_of is not None:  # a past run's page: readers may see a publish made after it (review)
         serving["after_this_run"] = last["published_at"] > as_of
     later_runs = 0
@@ -263,6 +301,8 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         "quarantined": latest["quarantined"] if latest else {},
         "history": runs,
         "later_runs": later_runs,  # validated after the run the page is about (none on the latest run's page)
+        # The latest validation, when the latest page is about a run that failed after it (else None).
+        "previous_validation": previous,
         "tables_as_of": _utc(as_of),
     }
 

@@ -407,6 +407,34 @@ def test_all_history_figures_name_the_run_that_published_last_not_the_latest_day
         assert "run backfill__x of 2021-02-11, " in text and "; not as of 2021-02-12" in text
 
 
+def test_all_history_figures_name_the_run_that_published_their_table_not_a_later_partial_publish(published_url):
+    """Review: after a partial re-publish (a model cleared with its downstream tasks publishes those tables alone),
+    the all-history figures named that run, which had not written fact_product nor repurchase_indicators."""
+    from greenery import answers
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into greenery_audit.publish_log values"
+            " ('manual__delivery', date '2021-02-12', now() + interval '1 hour', '{marts.fact_delivery_performance}')"
+        )
+        found = answers.read(conn)
+        assert found["all_history_run"]["run_id"] == "baseline"
+        assert found["indicators_run"]["run_id"] == "baseline"
+        text = answers.format_answers(found)
+        assert "manual__delivery" not in text, text
+        assert "marts.fact_product: all history, as the last publish read raw: run baseline of 2021-02-12, " in text
+        conn.execute(  # another partial publish, of the indicators alone: each table names its own run
+            "insert into greenery_audit.publish_log values"
+            " ('manual__indicators', date '2021-02-12', now() + interval '2 hours', '{marts.repurchase_indicators}')"
+        )
+        text = answers.format_answers(answers.read(conn))
+        assert "marts.fact_product: all history, as the last publish read raw: run baseline of 2021-02-12, " in text
+        assert (
+            "marts.repurchase_indicators: all history, as the last publish read raw: run manual__indicators of"
+            " 2021-02-12, " in text
+        ), text
+
+
 def test_answers_with_a_mart_dropped_is_one_line_naming_it(cli_env, published_url):
     """Review: with marts.fact_product dropped by hand, `greenery answers` ended in an UndefinedTable traceback."""
     with psycopg.connect(published_url, autocommit=True) as conn:

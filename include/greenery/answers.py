@@ -2,9 +2,9 @@
 
 Figures of ``metrics_daily`` (the session funnel among them) are as of the end of one day; the product
 ranking reads ``fact_product`` and the repurchase indicators read ``repurchase_indicators``, which hold
-all history as of the latest published run, and say so. The strongest indicators are put in words from
-the ``says`` phrases of include/sql/marts/_docs.yml: only those with p below ``SIGNIFICANCE``, ranked by
-the size of their rank-biserial correlation (the effect size of the test that gave the p-value).
+all history as of the latest publish that wrote each, and say which. The strongest indicators are put in
+words from the ``says`` phrases of include/sql/marts/_docs.yml: only those with p below ``SIGNIFICANCE``,
+ranked by the size of their rank-biserial correlation (the effect size of the test that gave the p-value).
 """
 
 from __future__ import annotations
@@ -64,10 +64,11 @@ order by abs(rank_biserial) desc nulls last, indicator
 SIGNIFICANCE = 0.05
 STRONGEST = 3
 
-# The run that published last, not the latest day published: whole-history tables are what the last publish made
-# (a backfill of an older day, published after, rebuilt them: review).
-LATEST_RUN_SQL = (
-    "select run_id, logical_date, published_at from greenery_audit.publish_log where cardinality(tables) > 0"
+# The newest publish that wrote the table, not the latest day published: a whole-history table is what its last
+# publish made (a backfill of an older day, published after, rebuilt it: review); nor the newest publish of any
+# table (a model cleared with its downstream tasks publishes those alone; the table was made before: review).
+TABLE_PUBLISHED_SQL = (
+    "select run_id, logical_date, published_at from greenery_audit.publish_log where %(table)s = any(tables)"
     " order by published_at desc limit 1"
 )
 # The publish that made the day's row of metrics_daily, and a later publish of an earlier day (raw read again for
@@ -123,17 +124,19 @@ def _read(conn, day: dt.date | None) -> dict[str, Any]:
         metrics = dict(zip([c.name for c in cur.description], row, strict=True))
         cur.execute(TOP_PRODUCTS_SQL)
         top = cur.fetchall()
-        latest = day_run = earlier_after = None
+        ranking = indicators = day_run = earlier_after = None
         if _exists(cur, "greenery_audit.publish_log"):
-            latest = cur.execute(LATEST_RUN_SQL).fetchone()
+            ranking = cur.execute(TABLE_PUBLISHED_SQL, {"table": "marts.fact_product"}).fetchone()
+            indicators = cur.execute(TABLE_PUBLISHED_SQL, {"table": "marts.repurchase_indicators"}).fetchone()
             day_run = cur.execute(DAY_PUBLISHED_SQL, {"day": metrics["as_of_date"]}).fetchone()
             if day_run is not None:
                 earlier_after = cur.execute(EARLIER_DAY_AFTER_SQL, {"day": day_run[1], "at": day_run[2]}).fetchone()
     return {
         "metrics": metrics,
         "top_products": top,
-        "all_history_as_of": latest[1] if latest else None,
-        "all_history_run": _publish(latest),
+        "all_history_as_of": ranking[1] if ranking else None,  # the product ranking's (marts.fact_product)
+        "all_history_run": _publish(ranking),
+        "indicators_run": _publish(indicators),  # the publish that wrote marts.repurchase_indicators
         "day_run": _publish(day_run),
         "earlier_day_published_after": _publish(earlier_after),
         "indicators": read_indicators(conn),
@@ -202,17 +205,22 @@ def format_answers(answers: dict[str, Any]) -> str:
             f" figures predate that; run {m['as_of_date']} again to count what it changed",
         )
     lines += format_funnel(m)
-    run = answers.get("all_history_run")
+    # Each all-history table names the publish that last wrote it: they may be of different runs (review).
+    lines.append(f"Best-converting products (marts.fact_product: {_label(answers.get('all_history_run'), m)})")
+    for name, viewed, purchased, rate in answers["top_products"]:
+        lines.append(f"  {name:<22} {purchased:>6} of {viewed:<6} sessions  {pct(rate)}")
+    lines += format_indicators(answers.get("indicators"), _label(answers.get("indicators_run"), m))
+    return "\n".join(lines)
+
+
+def _label(run: dict[str, Any] | None, m: dict[str, Any]) -> str:
+    """An all-history table's label: the publish that last wrote it, and whether its day is not the figures' day."""
     label = "all history, as the last publish read raw"
     if run:
         label += f": run {run['run_id']} of {run['day']}, {_when(run)}"
     if run and run["day"] != m["as_of_date"]:
         label += f"; not as of {m['as_of_date']}"
-    lines.append(f"Best-converting products (marts.fact_product: {label})")
-    for name, viewed, purchased, rate in answers["top_products"]:
-        lines.append(f"  {name:<22} {purchased:>6} of {viewed:<6} sessions  {pct(rate)}")
-    lines += format_indicators(answers.get("indicators"), label)
-    return "\n".join(lines)
+    return label
 
 
 def _ratio(part, whole) -> str:

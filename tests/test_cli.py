@@ -1142,10 +1142,14 @@ def test_a_refused_login_is_not_called_a_warehouse_that_did_not_answer(monkeypat
     assert line.startswith("the tasks' errors could not be read: the warehouse refused this command's login (")
 
 
-def test_today_may_be_run_and_tomorrow_may_not():
-    from greenery import cli
+def test_yesterday_may_be_run_and_today_may_not():
+    """Review: today ran, and published the day's first hours as the whole day; tomorrow was already refused."""
+    from greenery import cli_types
 
     today = dt.datetime.now(dt.UTC).date()
-    assert cli._days(today, None) == [today]
-    with pytest.raises(cli.UsageError, match="is after today"):
-        cli._days(today, today + dt.timedelta(days=1))
+    yesterday = today - dt.timedelta(days=1)
+    assert cli_types.days_to_run(yesterday, None) == [yesterday]
+    with pytest.raises(cli_types.UsageError, match=f"{today} is today \\(UTC\\), not over yet"):
+        cli_types.days_to_run(yesterday, today)
+    with pytest.raises(cli_types.UsageError, match="is after today"):
+        cli_types.days_to_run(today, today + dt.timedelta(days=1))

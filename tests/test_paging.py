@@ -134,6 +134,28 @@ def test_a_day_before_the_start_date_fails_and_pages_instead_of_succeeding_empty
     assert "none was created before then: its oldest row was created 2021-02-10" in alert, alert
 
 
+def test_a_day_not_over_fails_and_pages_instead_of_publishing_part_of_it(airflow_dag, published_url, paged):
+    """Review: a run of today (a manual trigger's logical date defaults to now) passed the source check with the
+    day's first rows and published its daily marts from part of the day, green, "as of the end of" it."""
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        published = conn.execute("select count(*) from greenery_audit.publish_log").fetchone()[0]
+        # The day's first rows: an event and an order a minute old, which pass the source check on their own.
+        for table, key in (("events", "event_id"), ("orders", "order_id")):
+            columns = [c.name for c in conn.execute(f"select * from raw.{table} limit 0").description]
+            picked = ", ".join(
+                {key: "gen_random_uuid()::text", "created_at": "now() - interval '1 minute'"}.get(c, c) for c in columns
+            )
+            conn.execute(f"insert into raw.{table} select {picked} from raw.{table} limit 1")
+    dag_run = local_airflow.run_day(dt.datetime.now(dt.UTC).date(), dag=airflow_dag)
+    s = states(dag_run)
+    assert dag_run.state == "failed" and s["check_source_freshness"] == "failed", s
+    assert s["publish"] == "upstream_failed", s
+    [alert] = alerts(paged)
+    assert "is not over until" in alert and "nothing built" in alert
+    with psycopg.connect(published_url) as conn:
+        assert conn.execute("select count(*) from greenery_audit.publish_log").fetchone()[0] == published
+
+
 def test_the_cli_refuses_a_day_before_the_start_date(published_url, tmp_path):
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow")}
     done = subprocess.run(

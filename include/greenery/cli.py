@@ -18,7 +18,15 @@ import warnings
 from pathlib import Path
 
 from greenery import config
-from greenery.cli_types import day_option, port_option, scale_option, schema_option, span_option
+from greenery.cli_types import (
+    UsageError,
+    day_option,
+    days_to_run,
+    port_option,
+    scale_option,
+    schema_option,
+    span_option,
+)
 from greenery.dev import cli_runs, db_command, local_airflow, stop_signals  # light: Airflow loads in their functions
 
 STATE_DIR = config.state_dir()
@@ -71,19 +79,6 @@ def cmd_load_raw(args: argparse.Namespace) -> int:
     if args.schema != (raw := config.get().raw_schema):
         print(f"note: the pipeline reads {raw} (GREENERY_RAW_SCHEMA), not {args.schema}", file=sys.stderr)
     return 0
-
-
-class UsageError(ValueError):
-    """The command was asked something it cannot do; the message says what to do instead."""
-
-
-def _days(start: dt.date, end: dt.date | None) -> list[dt.date]:
-    end = end or start
-    if end < start:
-        raise UsageError(f"--end-date {end} is before --date {start}; nothing was run")
-    if end > (today := dt.datetime.now(dt.UTC).date()):  # review: a mistyped year ran, failed and paged on-call
-        raise UsageError(f"{end} is after today ({today}, UTC): raw holds nothing of it yet; nothing was run")
-    return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
 
 
 def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = False) -> int:
@@ -155,10 +150,10 @@ def _one_day(n: int, days: list[dt.date], day: dt.date, dag, log_file: Path | No
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    days = _days(args.date, args.end_date)  # before the server starts: a wrong range starts nothing
-    with cli_runs.preparing(config.DAG_ID, days[0]):
+    days_asked = days_to_run(args.date, args.end_date)  # before the server starts: a wrong range starts nothing
+    with cli_runs.preparing(config.DAG_ID, days_asked[0]):
         _embedded_if_unconfigured()
-    return run_days(days, verbose=args.verbose, full_refresh=args.full_refresh)
+    return run_days(days_asked, verbose=args.verbose, full_refresh=args.full_refresh)
 
 
 def print_answers(day: dt.date | None = None) -> int:

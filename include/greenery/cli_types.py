@@ -1,4 +1,5 @@
-"""The ``greenery`` CLI's option types: each refuses a bad value with its rule, before anything runs."""
+"""The ``greenery`` CLI's option types and the days a run may build: each refuses a bad value with its rule, before
+anything runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,22 @@ from collections.abc import Callable
 from typing import Any
 
 from greenery import config
+
+
+class UsageError(ValueError):
+    """The command was asked something it cannot do; the message says what to do instead."""
+
+
+def days_to_run(start: dt.date, end: dt.date | None) -> list[dt.date]:
+    """The days from ``start`` to ``end`` (default: ``start`` alone) a run may build: each one over."""
+    if (end := end or start) < start:
+        raise UsageError(f"--end-date {end} is before --date {start}; nothing was run")
+    today = dt.datetime.now(dt.UTC).date()
+    if end > today:  # review: a mistyped year ran, failed and paged on-call
+        raise UsageError(f"{end} is after today ({today}, UTC): raw holds nothing of it yet; nothing was run")
+    if end == today:  # review: it ran, and published the day's first hours as the whole day (check_source_freshness)
+        raise UsageError(f"{end} is today (UTC), not over yet: its run would publish part of it; nothing was run")
+    return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
 
 
 def day_option(text: str) -> dt.date:

@@ -24,6 +24,15 @@ class BeforeStartDateError(AirflowFailException):
     """The run's day is before the configured start date: building it would build on no data."""
 
 
+class DayNotOverError(AirflowFailException):
+    """The run's day has not ended: its daily marts would publish part of the day as the whole day."""
+
+
+# How far before its day's end a run may start: the scheduler starts a day's run at its end, by its own clock, and
+# the worker's may be a little behind.
+DAY_END_TOLERANCE = dt.timedelta(minutes=5)
+
+
 class DaysNeverBuiltError(AirflowFailException):
     """Raw holds events that no published run covered and that start before this run's incremental window."""
 
@@ -64,6 +73,14 @@ def check(context: Any) -> dict[str, Any]:
         raise BeforeStartDateError(
             f"{interval.day} is before the pipeline's start date {start} (GREENERY_START_DATE): nothing built."
             " Set GREENERY_START_DATE to that day or earlier to backfill older history."
+        )
+    if (now := dt.datetime.now(dt.UTC)) < interval.end - DAY_END_TOLERANCE:
+        # Review: a run of today (a manual trigger's logical date defaults to now) published the day's first hours
+        # as the whole day, green, labelled "as of the end of" it in the digest and `greenery answers`.
+        raise DayNotOverError(
+            f"{interval.day} is not over until {interval.end:%Y-%m-%d %H:%M} UTC (now {now:%H:%M} UTC): its daily"
+            " marts would hold part of the day as the whole day; nothing built. Run it after that, or pick an"
+            " earlier day (a manual run's logical date is the day it builds)."
         )
     with warehouse.connect() as conn:
         problems = freshness.check(conn, interval)

@@ -263,6 +263,41 @@ def test_the_email_escapes_everything_from_data_and_keeps_headers_on_one_line():
     assert chart.sparkline([p.repeat_rate for p in points]) in text.get_content()
 
 
+def test_a_digest_of_a_run_that_checked_some_tables_says_so_wherever_it_counts_the_checks():
+    """Review: a model cleared with its downstream tasks validates only what it rebuilt, and its digest said
+    "10/10 checks passed" beside every mart's row count, as if every table had been checked."""
+    from greenery.alerts import text as alert_text
+
+    assert alert_text.checked_in(32, 32) == "" and alert_text.checked_in(0, 32) == ""
+    scope = alert_text.checked_in(10, 32)
+    assert scope.startswith(", in the 10 tables this run checked (of 32;")
+    stats = {**hostile_stats(), "checks_passed": 10, "checks_evaluated": 10, "checks_scope": scope}
+    payload = build_summary_message(stats)
+    assert "10/10 passed, in the 10 tables this run checked (of 32;" in json.dumps(
+        payload["blocks"], ensure_ascii=False
+    )
+    assert "10/10 checks passed, in the 10 tables this run checked (of 32;" in payload["text"]
+    points = synthetic_points()
+    message = digest_email.build(stats, points, chart.render_png(points), sender=SENDER, recipients=TO)
+    assert message["Subject"].endswith("10/10 checks passed, in the 10 tables this run checked")
+    text, html, _ = parts(parse(message.as_bytes()))
+    assert "10/10, in the 10 tables this run checked (of 32;" in text.get_content()
+    assert "All 10 data checks passed, in the 10 tables this run checked (of 32;" in " ".join(
+        html.get_content().split()
+    )
+
+
+@pytest.mark.db
+def test_the_digest_reads_how_many_tables_the_runs_validation_checked(digest, published_url):
+    suites = [{"suite": name} for name in ("fact_orders", "dim_users")]
+    stats, _ = digest.read_stats(validation_summary(suites=suites, evaluated=12))
+    assert stats["checks_scope"].startswith(", in the 2 tables this run checked (of 32;"), stats["checks_scope"]
+    from greenery.project import models
+
+    every = [{"suite": name} for name in models.discover()]
+    assert digest.read_stats(validation_summary(suites=every))[0]["checks_scope"] == ""
+
+
 def test_direction_controls_in_the_email_show_as_their_escapes():
     """Review: the digest email left an RLO in a table name or note as it was; it reversed what followed it."""
     from greenery import bidi

@@ -66,7 +66,8 @@ def _http_url(value: Any) -> str | None:
 def subject(stats: Mapping[str, Any]) -> str:
     passed, evaluated = as_int(stats.get("checks_passed")), as_int(stats.get("checks_evaluated"))
     day = stats.get("logical_date") or "n/a"
-    return _one_line(f"Greenery, state of the data {day}: {passed:,}/{evaluated:,} checks passed")
+    scope = "".join((stats.get("checks_scope") or "").partition(" (")[:1])  # the subject's line: without the aside
+    return _one_line(f"Greenery, state of the data {day}: {passed:,}/{evaluated:,} checks passed{scope}")
 
 
 def view(stats: Mapping[str, Any], points: Sequence[Point], cid: str | None) -> dict[str, Any]:
@@ -92,6 +93,7 @@ def view(stats: Mapping[str, Any], points: Sequence[Point], cid: str | None) -> 
         "passed": passed,
         "evaluated": evaluated,
         "all_passed": passed == evaluated,
+        "checks_scope": str(stats.get("checks_scope") or ""),
         "notes": [str(n) for n in stats.get("notes") or []][:5],
         "trend": trend,
         "window": {"days": len(points), "first": first_day, "last": points[-1].day if points else None},

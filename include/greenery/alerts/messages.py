@@ -367,8 +367,8 @@ def build_summary_message(stats: Mapping[str, Any]) -> dict:
     passed, evaluated = as_int(stats.get("checks_passed")), as_int(stats.get("checks_evaluated"))
     title = f"📊 {redact(dag_id_raw)}: state of the data, {redact(str(stats.get('logical_date') or 'n/a'))}"
 
-    checks_icon = "✅" if passed == evaluated else "⚠️"
-    lines = [f"{checks_icon} *Data checks:* {passed:,}/{evaluated:,} passed"]
+    checks_icon, scope = ("✅" if passed == evaluated else "⚠️"), stats.get("checks_scope", "")  # digest.read_stats
+    lines = [f"{checks_icon} *Data checks:* {passed:,}/{evaluated:,} passed{scope}"]
     notes = [str(n) for n in stats.get("notes") or []]
     if notes:
         lines.append(":information_source: *For information:* " + "; ".join(clean(n, 200) for n in notes[:5]))
@@ -396,5 +396,5 @@ def build_summary_message(stats: Mapping[str, Any]) -> dict:
         blocks.append(buttons)
     blocks.append(_context(f"DAG `{clean(dag_id_raw, 200)}` · logical date {logical_date}"))
 
-    text = f"{title}: {passed:,}/{evaluated:,} checks passed, {len(rows)} tables refreshed."
+    text = f"{title}: {passed:,}/{evaluated:,} checks passed{scope}, {len(rows)} tables refreshed."
     return {"text": truncate(escape(redact(text)), MAX_FALLBACK_TEXT), "blocks": blocks}

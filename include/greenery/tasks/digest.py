@@ -27,7 +27,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from psycopg import sql
 
 from greenery import audit, config, links, locks, trend, warehouse
-from greenery.alerts import chart, delivery, digest_email, email_delivery, messages
+from greenery.alerts import chart, delivery, digest_email, email_delivery, messages, text
 from greenery.project import models as model_files
 from greenery.tasks.failures import Refused
 from greenery.tasks.notify import validation_summary
@@ -80,7 +80,8 @@ def email_settings_problem(settings: config.Settings) -> str | None:
 def read_stats(summary: dict[str, Any], went_out: Sequence[str] = ()) -> tuple[dict[str, Any], list[trend.Point]]:
     """What every part says: rows per mart, checks, repeat rate, links, and the last 28 days. ``went_out``: the parts
     an earlier attempt delivered (said when the digest is skipped)."""
-    marts = [m for m in model_files.discover().values() if m.layer == "marts"]
+    models = model_files.discover()
+    marts = [m for m in models.values() if m.layer == "marts"]
     day = summary["logical_date"]
     # Under the shared publish lock, in one transaction: a publish of another run (overlapping runs) cannot swap
     # the marts between these reads, which would mix its counts with this run's.
@@ -112,6 +113,7 @@ def read_stats(summary: dict[str, Any], went_out: Sequence[str] = ()) -> tuple[d
         "rows": rows,
         "checks_passed": summary["evaluated"] - summary["failed_critical"] - summary["failed_warning"],
         "checks_evaluated": summary["evaluated"],
+        "checks_scope": text.checked_in(len(summary.get("suites") or []), len(models)),
         # Info results pass by design ("too little history for the anomaly checks"): counted as passed, said apart.
         "notes": sorted({str(n.get("description")) for n in summary.get("notes") or [] if n.get("description")}),
         "repeat_rate": float(found[0]) if found and found[0] is not None else None,

@@ -115,6 +115,13 @@ def test_the_scheduled_run_of_a_day_builds_that_day_once_it_is_over(dag):
     assert runtime.interval(context).day == dt.date(2021, 2, 11)
 
 
+def test_the_data_quality_view_knows_which_tasks_come_after_validate(dag):
+    """The view tells a run that failed before its checks from one whose later task failed (ui/report.py)."""
+    from greenery.ui import report
+
+    assert dag.get_task("validate").get_flat_relative_ids(upstream=False) == set(report.AFTER_VALIDATE)
+
+
 def test_a_run_without_a_logical_date_builds_one_whole_day():
     """Review: a run without a logical date (REST API, asset-triggered) built its data interval as given: from 06:00
     its incremental window began at D-3 06:00 while publish merged from D-3 00:00, deleting the hours between; a

@@ -662,6 +662,37 @@ def test_a_later_clear_of_the_validated_run_that_failed_is_the_latest_page(wareh
 
 @pytest.mark.db
 @pytest.mark.integration
+def test_failures_after_their_runs_validation_leave_the_latest_page_green(warehouse_url, stored_docs):
+    """Second review: a failure of a validated run's later clear (its digest cleared alone, failing again) and, in a
+    backfill, another run's digest failing after the latest validation each showed a checked and published run as
+    "not validated". Only a run attempt without a validation failed before its checks."""
+    record_clean_published_run(warehouse_url, clear_number=0)
+    other = "backfill__2024-02-29T00:00:00+00:00"
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_validation(conn, {**clean_summary(), "run_id": other, "clear_number": 0}, published=True)
+        conn.execute(
+            "update greenery_audit.validation_runs set validated_at = now() - interval '2 days' where run_id = %s",
+            (other,),
+        )
+        audit.record_task_failure(conn, OLD_RUN, "state_of_the_data", dt.date(2024, 3, 1), "smtp down", 1)
+        audit.record_task_failure(conn, other, "state_of_the_data", dt.date(2024, 2, 29), "smtp down", 0)
+    page = flat(client().get("/data-quality/").text)
+    assert "Every check passed" in page and "The newest run failed" not in page and "not validated" not in page
+    body = client().get("/data-quality/api/latest").json()
+    assert (body["latest_run"]["run_id"], body["latest_run"]["validated"]) == (OLD_RUN, True)
+    # A later attempt that validates ends a red clear: the clear that failed before validate is no longer news.
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_task_failure(conn, OLD_RUN, "prepare_build", dt.date(2024, 3, 1), "warehouse restarting", 2)
+    assert client().get("/data-quality/api/latest").json()["latest_run"]["validated"] is False
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_validation(conn, {**clean_summary(), "clear_number": 3}, published=True)
+        latest = "where summary ->> 'clear_number' = '3'"
+        conn.execute(f"update greenery_audit.validation_runs set validated_at = now() - interval '1 hour' {latest}")
+    assert client().get("/data-quality/api/latest").json()["latest_run"]["validated"] is True
+
+
+@pytest.mark.db
+@pytest.mark.integration
 def test_a_failure_before_the_latest_validation_leaves_the_latest_page_as_it_was(warehouse_url, stored_docs):
     """The control: a run that failed before the latest validation was recorded is not the newest news."""
     record_clean_published_run(warehouse_url)

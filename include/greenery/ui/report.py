@@ -201,27 +201,35 @@ def _causes(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in causes if isinstance(c, dict)] if isinstance(causes, list) else []
 
 
-def failed_since(conn, validation: dict[str, Any] | None, attempt: int | None) -> dict[str, Any] | None:
+# The DAG's tasks downstream of validate (tests/test_dag_integrity.py checks the list): one of them failing in a
+# later attempt of a validated run (a digest cleared alone) leaves that run's checks as they were.
+AFTER_VALIDATE = ("publish", "alert_slack", "state_of_the_data")
+
+
+def failed_since(conn, validation: dict[str, Any] | None) -> dict[str, Any] | None:
     """The newest task failure recorded after ``validation`` (the latest, as :func:`recent_runs` lists it; any
-    failure before the first validation) that is not of its attempt (``attempt``, the summary's clear_number):
-    another run's, or a later clear of its run. Its run is newer news than the validation, and red. With
-    ``first_at``, that run's first failure among them. A failure of the validated attempt itself (publish, the
-    digest after validate) is on that run's page already: None then, and when there is none."""
+    failure before the first validation) of a run attempt that has no validation: its run failed before its checks,
+    and is newer news than the validation, and red. With ``first_at``, that run's first failure among them. A failure
+    of an attempt that was validated, of a run validated by a later attempt, or of a task after validate in a run that
+    was validated, is on that run's own page (second review: a digest failing in a later clear of the validated run,
+    or another run's digest failing after the latest validation in a backfill, showed a checked and published run as
+    "not validated"). None when there is none."""
     if not audit.exists(conn, "task_failures"):
         return None
     audit.ensure(conn)  # as audit.task_failures: an older warehouse's table gets clear_number
+    validated = sql.SQL("")
+    if audit.exists(conn, "validation_runs"):
+        attempt = "case when jsonb_typeof(v.summary -> 'clear_number') = 'number' then v.summary ->> 'clear_number' end"
+        validated = sql.SQL(
+            " and not exists (select from {} as v where v.run_id = f.run_id and (f.task_id = any(%(after_checks)s)"
+            f" or coalesce(({attempt})::numeric, 0) >= coalesce(f.clear_number, 0)))"
+        ).format(audit.table("validation_runs"))
     row = conn.execute(
         sql.SQL(
-            "select run_id, task_id, logical_date, failed_at, min(failed_at) over (partition by run_id) from {}"
-            " where failed_at > coalesce(%(after)s::timestamptz, '-infinity')"
-            " and (run_id is distinct from %(run)s::text or clear_number > %(attempt)s::integer)"
-            " order by failed_at desc limit 1"
-        ).format(audit.table("task_failures")),
-        {
-            "after": validation["validated_at"] if validation else None,
-            "run": validation["run_id"] if validation else None,
-            "attempt": attempt,
-        },
+            "select run_id, task_id, logical_date, failed_at, min(failed_at) over (partition by run_id) from {} as f"
+            " where failed_at > coalesce(%(after)s::timestamptz, '-infinity'){} order by failed_at desc limit 1"
+        ).format(audit.table("task_failures"), validated),
+        {"after": validation["validated_at"] if validation else None, "after_checks": list(AFTER_VALIDATE)},
     ).fetchone()
     if row is None:
         return None
@@ -248,12 +256,11 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     latest = runs[0] if runs else None
     causes: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
-    as_of = attempt = previous = None
+    as_of = previous = None
     if runs or run_id:
         picked = run_record(conn, run_id or latest["run_id"]) if recorded else None
         if picked is not None:
             latest, causes, notes = picked[0], _causes(picked[1]), _notes(picked[1])
-            attempt = picked[1].get("clear_number") if isinstance(picked[1].get("clear_number"), int) else None
             # A run asked for by name (an alert's link) is shown as it was: each table's latest result up to its
             # validation (review: a later run's failures were listed under an earlier, clean run).
             as_of = dt.datetime.fromisoformat(latest["validated_at"]) if run_id else None
@@ -265,7 +272,7 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
             as_of = failed[0]["failed_at"]
         else:
             raise UnknownRunError(f"no validation or task failure recorded for run {run_id!r}")
-    if run_id is None and (newer := failed_since(conn, latest, attempt)):
+    if run_id is None and (newer := failed_since(conn, latest)):
         # Review: a run that failed after the latest validation (a source check, a model, the warehouse, a killed
         # task) recorded no validation, so the latest page said the older run's "Every check passed; readers see
         # this run" while the newest run was red. Shown as a run that failed before validate, naming the validation.

@@ -200,6 +200,9 @@ def test_a_backfill_after_an_order_left_raw_keeps_the_history_and_publishes(real
         assert dag_run.state == "success", local_airflow.failed_tasks(dag_run)
         assert table_hash(conn, "snapshots.snap_orders") == snapshot_before  # kept, not re-stepped on old raw
         assert conn.execute("select count(*) from marts.fact_orders where order_id = %s", (gone,)).fetchone() == (0,)
+        # Its validation says so, for the digest: the kept table is not among "the tables this run checked".
+        kept = "select summary -> 'kept_unchecked' from greenery_audit.validation_runs where run_id = %s"
+        assert conn.execute(kept, (dag_run.run_id,)).fetchone() == (["snap_orders"],)
 
 
 def test_the_view_serves_each_runs_data_docs_from_the_warehouse_alone(real_run, real_conn, tmp_path, monkeypatch):

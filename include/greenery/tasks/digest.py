@@ -113,7 +113,9 @@ def read_stats(summary: dict[str, Any], went_out: Sequence[str] = ()) -> tuple[d
         "rows": rows,
         "checks_passed": summary["evaluated"] - summary["failed_critical"] - summary["failed_warning"],
         "checks_evaluated": summary["evaluated"],
-        "checks_scope": text.checked_in(len(summary.get("suites") or []), len(models)),
+        "checks_scope": text.checked_in(
+            len(summary.get("suites") or []), len(models) - len(summary.get("kept_unchecked") or [])
+        ),
         # Info results pass by design ("too little history for the anomaly checks"): counted as passed, said apart.
         "notes": sorted({str(n.get("description")) for n in summary.get("notes") or [] if n.get("description")}),
         "repeat_rate": float(found[0]) if found and found[0] is not None else None,

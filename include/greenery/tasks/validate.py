@@ -151,6 +151,7 @@ def run(context: Any) -> dict[str, Any]:
         # Which attempt of the run validated (Airflow's count of its clears): a summary left in XCom by an earlier
         # attempt is not this one's (notify.send_alert).
         clear_number=runtime.clear_number(context),
+        kept_unchecked=sorted(kept),  # snapshots whose published history this run kept, checked when published
         data_docs_pages=len(pages),
         data_docs_url=data_docs_url(len(pages)),
     )

@@ -205,6 +205,26 @@ def stalling_warehouse(monkeypatch, url: str, stall_on: bytes):
 STALLS = {"after connecting": b"client_connection_check_interval", "on its first read": b"greenery_audit"}
 
 
+def test_answer_within_cuts_a_statement_that_runs_past_it_and_says_when_it_cut_after_the_last_one(warehouse_url):
+    """warehouse.answer_within, the bound the alert's reads rely on: a statement past it raises; a block that ends in
+    time keeps its connection; a cut as the block ended raises too (third review: the block returned and its caller
+    went on with a connection that was gone, e.g. the backfill turn's lock released)."""
+    import time
+
+    with warehouse.connect() as conn:
+        with pytest.raises(psycopg.OperationalError), warehouse.answer_within(conn, 0.5, "a slow read"):
+            conn.execute("select pg_sleep(10)")
+        assert conn.closed
+    with warehouse.connect() as conn:
+        with warehouse.answer_within(conn, 5, "a quick read"):
+            assert conn.execute("select 1").fetchone() == (1,)
+        assert conn.execute("select 2").fetchone() == (2,)  # the timer cut nothing after the block
+    cut_late = pytest.raises(warehouse.WarehouseUnavailableError, match=r"did not answer within 0\.2s")
+    with warehouse.connect() as conn, cut_late, warehouse.answer_within(conn, 0.2, "a read"):
+        conn.execute("select 1")
+        time.sleep(1)  # the cut comes after the block's last statement
+
+
 def backfill_alert_context(day: str) -> dict:
     """alert_slack's context in the backfill run of ``day`` whose critical check failed (its validation on record)."""
     run_id = f"backfill__{day}"

@@ -127,12 +127,14 @@ def answer_within(conn, seconds: float, what: str) -> Iterator[None]:
     """
     sock = socket.socket(fileno=os.dup(conn.fileno()))  # this connection's socket, for as long as we hold it
     guard = threading.Lock()
-    ended = False
+    ended = was_cut = False
 
     def cut() -> None:
+        nonlocal was_cut
         with guard:
             if ended:
                 return
+            was_cut = True
             log.warning("%s: the warehouse did not answer within %gs; closing the connection", what, seconds)
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -147,6 +149,8 @@ def answer_within(conn, seconds: float, what: str) -> Iterator[None]:
         with guard:
             ended = True
         sock.close()  # the duplicate only: psycopg's descriptor stays psycopg's to close
+    if was_cut:  # as the block's last statement returned (third review): the connection is gone all the same
+        raise WarehouseUnavailableError(f"{what}: the warehouse did not answer within {seconds:g}s; connection closed")
 
 
 def end_statements_of_gone_clients(conn) -> None:

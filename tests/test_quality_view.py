@@ -693,6 +693,26 @@ def test_failures_after_their_runs_validation_leave_the_latest_page_green(wareho
 
 @pytest.mark.db
 @pytest.mark.integration
+def test_a_runs_own_page_says_when_a_clear_of_it_failed_before_its_checks(warehouse_url, stored_docs):
+    """Review: the alert of a clear that failed before validate links to the run's own page, which showed the earlier
+    attempt's validation as the run's ("Every check passed") with nothing to say it was not this attempt's."""
+    record_clean_published_run(warehouse_url, clear_number=0)
+    own = f"/data-quality/?run_id={quote(OLD_RUN)}"
+    with psycopg.connect(warehouse_url) as conn:  # the digest cleared alone, failing: the checks stand
+        audit.record_task_failure(conn, OLD_RUN, "state_of_the_data", dt.date(2024, 3, 1), "smtp down", 1)
+    assert "cleared and failed" not in flat(client().get(own).text)
+    assert client().get(f"/data-quality/api/latest?run_id={quote(OLD_RUN)}").json()["cleared_and_failed"] is None
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_task_failure(conn, OLD_RUN, "prepare_build", dt.date(2024, 3, 1), "warehouse <restarting>", 2)
+    page = flat(client().get(own).text)
+    assert "The run was cleared and failed again." in page and "prepare_build" in page, page
+    assert "warehouse &lt;restarting&gt;" in page and "<restarting>" not in page  # its error, escaped
+    body = client().get(f"/data-quality/api/latest?run_id={quote(OLD_RUN)}").json()
+    assert body["cleared_and_failed"]["task_id"] == "prepare_build" and body["latest_run"]["run_id"] == OLD_RUN
+
+
+@pytest.mark.db
+@pytest.mark.integration
 def test_a_failure_before_the_latest_validation_leaves_the_latest_page_as_it_was(warehouse_url, stored_docs):
     """The control: a run that failed before the latest validation was recorded is not the newest news."""
     record_clean_published_run(warehouse_url)

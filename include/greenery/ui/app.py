@@ -169,6 +169,8 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
             "previous_validation": {**previous, "quality_url": links.quality_url(previous["run_id"])}
             if (previous := data["previous_validation"])
             else None,
+            # A run's own page: a later attempt (a clear) failed before validate, after the validation shown.
+            "cleared_and_failed": data["cleared_and_failed"],
             "quarantined": data["quarantined"],
             "data_docs": links.docs_url("index.html") if docs else None,
         }

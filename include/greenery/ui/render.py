@@ -146,6 +146,7 @@ def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: 
         previous_validation=(previous := data.get("previous_validation")),
         previous_link=links.quality_url(previous["run_id"]) if previous else None,
         own_page_link=links.quality_url(run["run_id"]) if previous else None,
+        cleared_and_failed=data.get("cleared_and_failed"),
         tables_as_of=data.get("tables_as_of"),
         key_chars=SAMPLE_KEY_CHARS,
     )

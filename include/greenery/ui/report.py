@@ -206,14 +206,14 @@ def _causes(summary: dict[str, Any]) -> list[dict[str, Any]]:
 AFTER_VALIDATE = ("publish", "alert_slack", "state_of_the_data")
 
 
-def failed_since(conn, validation: dict[str, Any] | None) -> dict[str, Any] | None:
+def failed_since(conn, validation: dict[str, Any] | None, only_run: str | None = None) -> dict[str, Any] | None:
     """The newest task failure recorded after ``validation`` (the latest, as :func:`recent_runs` lists it; any
     failure before the first validation) of a run attempt that has no validation: its run failed before its checks,
     and is newer news than the validation, and red. With ``first_at``, that run's first failure among them. A failure
     of an attempt that was validated, of a run validated by a later attempt, or of a task after validate in a run that
     was validated, is on that run's own page (second review: a digest failing in a later clear of the validated run,
     or another run's digest failing after the latest validation in a backfill, showed a checked and published run as
-    "not validated"). None when there is none."""
+    "not validated"). ``only_run``: that run's failures only. None when there is none."""
     if not audit.exists(conn, "task_failures"):
         return None
     audit.ensure(conn)  # as audit.task_failures: an older warehouse's table gets clear_number
@@ -227,9 +227,14 @@ def failed_since(conn, validation: dict[str, Any] | None) -> dict[str, Any] | No
     row = conn.execute(
         sql.SQL(
             "select run_id, task_id, logical_date, failed_at, min(failed_at) over (partition by run_id) from {} as f"
-            " where failed_at > coalesce(%(after)s::timestamptz, '-infinity'){} order by failed_at desc limit 1"
+            " where failed_at > coalesce(%(after)s::timestamptz, '-infinity'){}"
+            " and (%(run)s::text is null or run_id = %(run)s) order by failed_at desc limit 1"
         ).format(audit.table("task_failures"), validated),
-        {"after": validation["validated_at"] if validation else None, "after_checks": list(AFTER_VALIDATE)},
+        {
+            "after": validation["validated_at"] if validation else None,
+            "after_checks": list(AFTER_VALIDATE),
+            "run": only_run,
+        },
     ).fetchone()
     if row is None:
         return None
@@ -256,7 +261,7 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     latest = runs[0] if runs else None
     causes: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
-    as_of = previous = None
+    as_of = previous = cleared = None
     if runs or run_id:
         picked = run_record(conn, run_id or latest["run_id"]) if recorded else None
         if picked is not None:
@@ -264,6 +269,10 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
             # A run asked for by name (an alert's link) is shown as it was: each table's latest result up to its
             # validation (review: a later run's failures were listed under an earlier, clean run).
             as_of = dt.datetime.fromisoformat(latest["validated_at"]) if run_id else None
+            # Its alert's link, after a clear that failed before validate: the validation shown is an earlier
+            # attempt's, and the page says so (review: it read "Every check passed" under the clear's failure).
+            if run_id and (later := failed_since(conn, latest, run_id)):
+                cleared = {"task_id": later["task_id"], "failed_at": _utc(later["failed_at"])}
         elif run_id and (failed := audit.task_failures(conn, run_id)):
             # It failed before validate (source check, a model, the warehouse): its alert links here as well. Its
             # tables are as of its first failure, so a run validated after it never shows as one of its "earlier
@@ -310,6 +319,8 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         "later_runs": later_runs,  # validated after the run the page is about (none on the latest run's page)
         # The latest validation, when the latest page is about a run that failed after it (else None).
         "previous_validation": previous,
+        # A run's own page: the failure of a later attempt (a clear) before validate, after the validation shown.
+        "cleared_and_failed": cleared,
         "tables_as_of": _utc(as_of),
     }
 

@@ -115,6 +115,31 @@ def test_the_scheduled_run_of_a_day_builds_that_day_once_it_is_over(dag):
     assert runtime.interval(context).day == dt.date(2021, 2, 11)
 
 
+@pytest.mark.parametrize(("before_end", "refused"), [(dt.timedelta(minutes=6), True), (dt.timedelta(minutes=4), False)])
+def test_a_days_run_may_start_up_to_five_minutes_before_the_day_ends(monkeypatch, before_end, refused):
+    """The scheduler starts a day's run at its end by its own clock, and the worker's may be a little behind; a run
+    further from its day's end is a day not over (tasks/freshness.py), refused before the warehouse is asked."""
+    from greenery import warehouse
+    from greenery.tasks import freshness
+
+    day = dt.date(2021, 2, 11)
+    now = dt.datetime(2021, 2, 12, tzinfo=dt.UTC) - before_end
+
+    class Asked(Exception):
+        pass
+
+    def asked(*_args, **_kwargs):
+        raise Asked
+
+    monkeypatch.setattr(freshness, "_now", lambda: now)
+    monkeypatch.setattr(warehouse, "connect", asked)
+    context = {"logical_date": dt.datetime(2021, 2, 11, tzinfo=dt.UTC), "params": {}}
+    with pytest.raises(freshness.DayNotOverError if refused else Asked) as raised:
+        freshness.check(context)
+    if refused:
+        assert str(raised.value).startswith(f"{day} is not over until 2021-02-12 00:00 UTC (now 23:54 UTC)")
+
+
 def test_the_data_quality_view_knows_which_tasks_come_after_validate(dag):
     """The view tells a run that failed before its checks from one whose later task failed (ui/report.py)."""
     from greenery.ui import report

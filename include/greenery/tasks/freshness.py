@@ -33,6 +33,10 @@ class DayNotOverError(AirflowFailException):
 DAY_END_TOLERANCE = dt.timedelta(minutes=5)
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 class DaysNeverBuiltError(AirflowFailException):
     """Raw holds events that no published run covered and that start before this run's incremental window."""
 
@@ -74,7 +78,7 @@ def check(context: Any) -> dict[str, Any]:
             f"{interval.day} is before the pipeline's start date {start} (GREENERY_START_DATE): nothing built."
             " Set GREENERY_START_DATE to that day or earlier to backfill older history."
         )
-    if (now := dt.datetime.now(dt.UTC)) < interval.end - DAY_END_TOLERANCE:
+    if (now := _now()) < interval.end - DAY_END_TOLERANCE:
         # Review: a run of today (a manual trigger's logical date defaults to now) published the day's first hours
         # as the whole day, green, labelled "as of the end of" it in the digest and `greenery answers`.
         raise DayNotOverError(

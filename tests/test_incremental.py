@@ -455,6 +455,34 @@ def test_a_column_added_to_a_daily_model_is_appended_and_a_removed_one_blocks_pu
     assert relations.columns(loaded, daily.relation)[-1][0] == added
 
 
+def test_a_daily_model_giving_rows_of_another_day_fails_its_build_and_writes_nothing(loaded, tmp_path):
+    """Review: a daily model's rows of another day went in beside the run's, and that day's own run added its rows
+    again (each run replaces its own day only): the day held twice, every run green."""
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(config.get().sql_dir, sql_dir)
+    funnel = sql_dir / "marts" / "fact_funnel_daily.sql"
+    yesterday = "select (date - 1)::date, " + ", ".join(
+        ("sessions", "sessions_with_add_to_cart", "sessions_with_checkout", "add_to_cart_rate", "checkout_rate")
+    )
+    funnel.write_text(
+        funnel.read_text().replace(
+            "select * from final", f"select * from final\nunion all\n{yesterday}, conversion_rate from final"
+        )
+    )
+    found = models.discover(sql_dir)
+    run_day(loaded, DAYS[0])  # the real model: the day's row
+    before = hashes(loaded)
+    run = wap.Build(f"other-days-{DAYS[1]}", DAYS[1])
+    wap.prepare(loaded, run)
+    with pytest.raises(
+        build.OtherDaysError,
+        match=rf"fact_funnel_daily .*1 row\(s\) with date {DAYS[0]} to {DAYS[0]}, not the run's day {DAYS[1]}",
+    ):
+        wap.build_models(loaded, found, run)
+    loaded.rollback()
+    assert hashes(loaded) == before
+
+
 def test_a_buyer_whose_first_order_moves_without_an_event_is_recomputed(after_two_days):
     """int_user_session_behavior's daily run reads the events of some users only: those with an event from the
     lookback on, and the buyers whose window (first order and its checkout) is not the published one. Here an

@@ -22,7 +22,7 @@ from psycopg import sql
 
 from greenery import docs, locks
 from greenery.materialize import incremental, quarantine, relations, snapshot
-from greenery.materialize.model_sql import ModelBuildError, ModelSql, build_error
+from greenery.materialize.model_sql import ModelBuildError, ModelSql, OtherDaysError, build_error
 from greenery.materialize.relations import ident
 from greenery.project.models import Model
 from greenery.project.render import Interval, incremental_since, render
@@ -135,11 +135,26 @@ def _write_partition(cur, target: Target, select: ModelSql | sql.Composable, day
     table = ident(target.relation)
     # Through a temporary table: a column added to the model since the table was created is appended.
     _create_as(cur, sql.SQL("create temporary table _greenery_day on commit drop as "), select)
+    partition = sql.Identifier(target.model.partition_by)
+    # Review: a row of another day went in beside the run's, and that day's own run later added its rows again (each
+    # run deletes its own day only): the day held twice, every run green (one run's build has no duplicate).
+    others = cur.execute(
+        sql.SQL(
+            "select count(*), min({p})::text, max({p})::text from pg_temp._greenery_day where {p} is distinct from %s"
+        ).format(p=partition),
+        (day,),
+    ).fetchone()
+    if others[0]:
+        span = f"{others[1]} to {others[2]}" if others[1] else "NULL"
+        raise OtherDaysError(
+            f"model {target.model.name} ({target.model.path}): {others[0]} row(s) with {target.model.partition_by}"
+            f" {span}, not the run's day {day}: a daily_partition model's select must give its run's day only"
+            " (filter on the interval); nothing was written"
+        )
     cur.execute(sql.SQL("create table if not exists {} (like pg_temp._greenery_day)").format(table))
     names = sql.SQL(", ").join(
         map(sql.Identifier, relations.append_new_columns(cur, target.relation, "pg_temp._greenery_day"))
     )
-    partition = sql.Identifier(target.model.partition_by)
     cur.execute(sql.SQL("delete from {} where {} = %s").format(table, partition), (day,))
     cur.execute(sql.SQL("insert into {} ({}) select {} from pg_temp._greenery_day").format(table, names, names))
     rows = cur.rowcount

@@ -19,6 +19,11 @@ class ModelSqlError(ModelBuildError, RetryCannotFix):
     the same SQL, so the task fails at once (review: a typo cost two retries, 60 s then 120 s, before its error)."""
 
 
+class OtherDaysError(ModelBuildError, RetryCannotFix):
+    """A daily model's select gave rows of other days than its run's: a later run of such a day would hold it twice
+    (each run replaces its own day only)."""
+
+
 # PostgreSQL's errors that the same SQL gets again whatever the moment: syntax error, undefined column, undefined
 # function, ambiguous column, grouping error, datatype mismatch, ambiguous function, invalid column reference. Not a
 # missing relation (42P01) or a privilege (42501): a load or a grant in the meantime can fix those.

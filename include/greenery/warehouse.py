@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from greenery import config
@@ -98,8 +99,9 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None, a
     # Review: a task stopped by its timeout (or killed) closed its connection, but its statement ran on in the
     # server, holding the publish lock (a build waiting behind a reader's lock: until that reader ended). PostgreSQL
     # ends a statement whose client has gone within this interval (Linux; PostgreSQL 14+, the README asks 16).
+    bounded = answer_within(conn, answer_within_s, "the connection's settings") if answer_within_s else None
     try:
-        with answer_within(conn, answer_within_s, "the connection's settings") if answer_within_s else _nothing():
+        with bounded if bounded is not None else contextlib.nullcontext():
             end_statements_of_gone_clients(conn)
     except BaseException:
         conn.close()
@@ -108,8 +110,14 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None, a
 
 
 @contextlib.contextmanager
-def _nothing() -> Iterator[None]:
-    yield
+def connect_answering_within(seconds: float, what: str, *, connect_timeout: int | None = None) -> Iterator[Any]:
+    """:func:`connect`, its settings and the ``with`` block each bounded by ``seconds`` on this side
+    (:func:`answer_within`): for the reads and records a page must not wait on."""
+    with (
+        connect(connect_timeout=connect_timeout, answer_within_s=seconds) as conn,
+        answer_within(conn, seconds, what),
+    ):
+        yield conn
 
 
 @contextlib.contextmanager

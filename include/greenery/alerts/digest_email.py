@@ -66,7 +66,7 @@ def _http_url(value: Any) -> str | None:
 def subject(stats: Mapping[str, Any]) -> str:
     passed, evaluated = as_int(stats.get("checks_passed")), as_int(stats.get("checks_evaluated"))
     day = stats.get("logical_date") or "n/a"
-    scope = "".join((stats.get("checks_scope") or "").partition(" (")[:1])  # the subject's line: without the aside
+    scope = (stats.get("checks_scope") or "").partition(" (")[0]  # the subject's line: without the aside
     return _one_line(f"Greenery, state of the data {day}: {passed:,}/{evaluated:,} checks passed{scope}")
 
 

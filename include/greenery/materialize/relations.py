@@ -54,12 +54,8 @@ def resolver(conn, models: Mapping[str, Model], schema_of: Mapping[str, str] | N
 
 def columns(conn, relation: str) -> list[tuple[str, int]] | None:
     """(name, type oid) of a table's columns in order, or None when it does not exist."""
-    rows = conn.execute(
-        "select attname, atttypid::int from pg_attribute where attrelid = to_regclass(%s)"
-        " and attnum > 0 and not attisdropped order by attnum",
-        (ident(relation).as_string(conn),),
-    ).fetchall()
-    return [(name, oid) for name, oid in rows] or None
+    typed = column_types(conn, relation)
+    return [(name, oid) for name, oid, _ in typed] if typed else None
 
 
 def column_types(conn, relation: str) -> list[tuple[str, int, int]] | None:

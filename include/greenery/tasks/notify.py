@@ -46,12 +46,9 @@ CALLBACK_ANSWER_WITHIN_S = 2
 @contextlib.contextmanager
 def _warehouse(connect_timeout: int | None = None, answer_within_s: float | None = None) -> Iterator[Any]:
     answer_within_s = answer_within_s or ANSWER_WITHIN_S
-    with (
-        warehouse.connect(
-            connect_timeout=connect_timeout or CALLBACK_CONNECT_TIMEOUT_S, answer_within_s=answer_within_s
-        ) as conn,
-        warehouse.answer_within(conn, answer_within_s, "the alert's warehouse read"),
-    ):
+    with warehouse.connect_answering_within(
+        answer_within_s, "the alert's warehouse read", connect_timeout=connect_timeout or CALLBACK_CONNECT_TIMEOUT_S
+    ) as conn:
         conn.execute(f"set statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
         yield conn
 

@@ -103,10 +103,9 @@ def record(context: Any, error: str, deadline: float | None = None) -> None:
         try:
             timeout = max(2, min(WAREHOUSE_CONNECT_TIMEOUT_S, int(deadline - time.monotonic())))
             within = max(1.0, deadline - time.monotonic())  # a warehouse that stops answering once connected too
-            with (
-                warehouse.connect(connect_timeout=timeout, answer_within_s=within) as conn,
-                warehouse.answer_within(conn, within, "the task failure's record"),
-            ):
+            with warehouse.connect_answering_within(
+                within, "the task failure's record", connect_timeout=timeout
+            ) as conn:
                 audit.record_task_failure(
                     conn,
                     context["run_id"],
@@ -234,10 +233,9 @@ def on_run_failure(context: Any) -> None:
     run_id = context.get("run_id") or "?"
     attempt = runtime.clear_number(context)
     try:
-        with (
-            warehouse.connect(connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S, answer_within_s=RUN_READS_WITHIN_S) as conn,
-            warehouse.answer_within(conn, RUN_READS_WITHIN_S, "the run's recorded failures"),
-        ):
+        with warehouse.connect_answering_within(
+            RUN_READS_WITHIN_S, "the run's recorded failures", connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S
+        ) as conn:
             failures = audit.task_failures(conn, run_id)
             build_day = audit.build_day(conn, run_id)  # the day, when Airflow's context does not give it
             # Review: a role that may not create greenery_audit could record no failure, and this page blamed a

@@ -2,86 +2,29 @@
 {{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key=['source_table', 'day'], indexes=[{'columns': ['source_table', 'day']}, {'columns': ['day']}]) }}
 
 -- Rows created per UTC day in the raw tables that have a creation time, with the newest of them: the
--- history the volume and freshness anomaly checks compare a day with (include/expectations/). Read from
--- raw, not staging, so quarantined rows count too: a day that lost its rows shows whatever the rules did.
--- An order's lines count on their order's day (review: a truncated order_items.csv went out green, no
--- check counting its rows); lines of an order raw does not hold have no day and are not counted.
+-- history the volume and freshness anomaly checks compare a day with (include/expectations/). Counted in
+-- raw, not staging (int_source_volumes_in_raw), so quarantined rows count too: a day that lost its rows shows
+-- whatever the rules did. An order's lines count on their order's day (review: a truncated order_items.csv went
+-- out green, no check counting its rows).
 with
 
-orders as (
-    select created_at from {{ source('raw', 'orders') }}
-    {% if is_incremental() %}
-        where created_at >= {{ greenery_incremental_since(3) }}
-    {% endif %}
+in_raw as (
+    select * from {{ ref('int_source_volumes_in_raw') }}
 ),
 
-events as (
-    select created_at from {{ source('raw', 'events') }}
-    {% if is_incremental() %}
-        where created_at >= {{ greenery_incremental_since(3) }}
-    {% endif %}
-),
-
-users as (
-    select created_at from {{ source('raw', 'users') }}
-    {% if is_incremental() %}
-        where created_at >= {{ greenery_incremental_since(3) }}
-    {% endif %}
-),
-
--- One day per order id, should raw hold an order twice (a duplicate its suite blocks on).
-order_days as (
-    select
-        order_id,
-        min(created_at) as created_at
-    from {{ source('raw', 'orders') }}
-    {% if is_incremental() %}
-        where created_at >= {{ greenery_incremental_since(3) }}
-    {% endif %}
-    group by order_id
-),
-
-order_items as (
-    select order_days.created_at
-    from {{ source('raw', 'order_items') }} as order_items
-    inner join order_days
-        on order_items.order_id = order_days.order_id
-),
-
-created as (
-    select
-        'orders' as source_table,
-        created_at
-    from orders
-    union all
-    select
-        'events' as source_table,
-        created_at
-    from events
-    union all
-    select
-        'users' as source_table,
-        created_at
-    from users
-    union all
-    select
-        'order_items' as source_table,
-        created_at
-    from order_items
-),
-
+-- All days raw holds up to the run's clock (int_source_volumes_in_raw). An incremental run recounts its lookback
+-- only: an older day keeps the counts raw had the last time a lookback held it (late or deleted rows of it wait for
+-- a full_refresh; README, Incremental models).
 days as (
     select
         source_table,
-        (created_at at time zone 'UTC')::date as day,
-        count(*) as row_count,
-        max(created_at) as newest_created_at
-    from created
-    -- All days raw holds up to the run's clock. An incremental run recounts its lookback only: an older day keeps
-    -- the counts raw had the last time a lookback held it (late or deleted rows of it wait for a full_refresh;
-    -- README, Incremental models).
-    where created_at >= {{ greenery_run_time(-788400000) }} and created_at <= {{ greenery_run_time(3600) }}
-    group by source_table, day
+        day,
+        row_count,
+        newest_created_at
+    from in_raw
+    {% if is_incremental() %}
+        where day >= ({{ greenery_incremental_since(3) }} at time zone 'UTC')::date
+    {% endif %}
 )
 
 select * from days

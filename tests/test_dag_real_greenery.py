@@ -86,6 +86,24 @@ def test_clean_data_takes_the_success_path_sends_nothing_and_emits_the_marts_ass
     assert real_run.assets == {m.relation for m in models.discover().values() if m.layer == "marts"}
 
 
+def test_the_second_days_validation_balanced_its_streams_on_the_first_days_seconds(real_conn):
+    """The validate task passes each suite's seconds in the recorded validations on (checks/history.suite_seconds):
+    the first day's had none before it."""
+    from greenery.checks import streams
+
+    recorded = real_conn.execute(
+        "select logical_date, summary->>'streams_balanced_on', jsonb_array_length(summary->'suites'),"
+        " (select count(*) from jsonb_array_elements(summary->'suites') as s"
+        "  where jsonb_typeof(s->'seconds') = 'number')"
+        " from greenery_audit.validation_runs order by validated_at"
+    ).fetchall()
+    suites = len(models.discover())
+    assert recorded == [
+        (DAYS[0], streams.BY_TABLE_SIZES, suites, suites),
+        (DAYS[1], streams.BY_SECONDS_BEFORE, suites, suites),
+    ], recorded
+
+
 def test_repeat_rate_on_the_real_data_is_99_of_124(real_conn):
     conn = real_conn
     buyers, repeat = conn.execute(

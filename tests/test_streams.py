@@ -49,6 +49,39 @@ def test_every_suite_gets_one_stream_and_no_stream_is_loaded_beyond_the_list_sch
     assert streams.assign(costs, count) == assigned, "the same split on every run"
 
 
+class SizesOnly:
+    """A connection that answers the table-size query only, and counts how often it was asked."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        self.sizes, self.asked = sizes, 0
+
+    def execute(self, query: str, params):
+        assert "pg_total_relation_size" in query, query
+        self.asked += 1
+        names, _ = params
+        return type("Cursor", (), {"fetchall": lambda _: [(name, self.sizes[name]) for name in names]})()
+
+
+def test_streams_are_balanced_on_the_seconds_before_when_every_suite_has_them_else_on_table_sizes():
+    """Review of the scale-1000 streams (21 and 40 s): the size estimate put the events' suite, 12 s of 61, with five
+    others and the other 27 suites together; the seconds each suite took before balance them (32 and 33 s)."""
+    counts = {"events": 17, "orders": 28, "promos": 9}
+    conn = SizesOnly({"events": 1_330_000_000, "orders": 100_000_000, "promos": 8192})
+    before = {"events": 12.0, "orders": 4.8, "promos": 0.1, "gone": 3.0}
+    costs, basis = streams.costs(conn, counts, str, before)
+    assert (costs, basis, conn.asked) == ({"events": 12.0, "orders": 4.8, "promos": 0.1}, streams.BY_SECONDS_BEFORE, 0)
+    assert streams.assign(costs, 2) == {"events": 0, "orders": 1, "promos": 1}
+    # A suite without seconds (a new model, or none recorded yet): every suite on the estimate, not a mix of units.
+    for partial in ({"events": 12.0, "orders": 4.8}, {**before, "promos": None}, {}, None):
+        costs, basis = streams.costs(conn, counts, str, partial)
+        assert basis == streams.BY_TABLE_SIZES
+        assert costs == {
+            "events": (1_330_000_000 + 8192) * 17,
+            "orders": (100_000_000 + 8192) * 28,
+            "promos": 16384 * 9,
+        }
+
+
 def test_results_come_back_in_the_jobs_order():
     jobs = [lambda stopped, i=i: (i, stopped()) for i in range(3)]
     assert streams.run(jobs, [FakeConnection() for _ in jobs]) == [(0, False), (1, False), (2, False)]

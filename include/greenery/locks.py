@@ -9,6 +9,12 @@ is one short-ish transaction) and they wait for it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import psycopg
+
 # Any 64-bit constant shared by every deployment that publishes into this warehouse ("grnry").
 PUBLISH_LOCK_KEY = 0x67726E7279
 
@@ -25,6 +31,16 @@ def exclusive(conn_or_cursor) -> None:
 
 SHARE_FOR_SESSION = f"select pg_advisory_lock_shared({PUBLISH_LOCK_KEY})"
 """For connections that run many statements outside one transaction (validation): held until they close."""
+
+
+@contextlib.contextmanager
+def shared_for_session(connect_args: Mapping[str, Any]) -> Iterator[psycopg.Connection]:
+    """A connection of its own (``psycopg.connect`` arguments) that holds the lock in shared mode until it closes:
+    for a reader that runs many statements on other connections (validation: checks/gx.py)."""
+    with psycopg.connect(**connect_args, autocommit=True) as conn:
+        conn.execute(SHARE_FOR_SESSION)
+        yield conn
+
 
 # Another key, for backfill runs' alerts taking turns (tasks/notify.py): one root cause pages once.
 BACKFILL_ALERT_LOCK_KEY = PUBLISH_LOCK_KEY + 1

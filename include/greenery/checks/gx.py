@@ -107,16 +107,6 @@ def _connect_args(sqlalchemy_url: str) -> dict[str, Any]:
     return {**args, "options": f"{args.get('options', '')} -c TimeZone=UTC".strip()}
 
 
-@contextlib.contextmanager
-def _publish_lock_shared(connect_args: Mapping[str, Any]) -> Iterator[psycopg.Connection]:
-    """Hold the publish lock in shared mode while GX runs: a concurrent run's publish must not swap published
-    tables under GX's queries (locks.py). On a connection of ours, not GX's: GX's would queue behind a waiting
-    publish between two of its own statements while the other holds the lock shared."""
-    with psycopg.connect(**connect_args, autocommit=True) as conn:
-        conn.execute(locks.SHARE_FOR_SESSION)
-        yield conn
-
-
 WHOLE_TABLE = "whole_table"
 
 
@@ -164,19 +154,6 @@ def _sources(
                 )
             sources.append((source, conn))
         yield sources
-
-
-def _costs(conn: psycopg.Connection, planned: Mapping[str, Any], relation) -> dict[str, float]:
-    """A suite's expected cost: its table's bytes times its expectations (GX scans the table once for the
-    bundled column checks and once more per query check)."""
-    sizes = dict(
-        conn.execute(
-            "select name, coalesce(pg_total_relation_size(to_regclass(rel)), 0)"
-            " from unnest(%s::text[], %s::text[]) as t(name, rel)",
-            (list(planned), [relation(name) for name in planned]),
-        ).fetchall()
-    )
-    return {name: (sizes[name] + 8192) * len(suite.expectations) for name, suite in planned.items()}
 
 
 def _suite(suite_file: SuiteFile, refs, variables):
@@ -289,15 +266,18 @@ def _add_models(context, sources: list, stream_of: Mapping[str, int], planned: d
     return batches, definitions
 
 
-def _screen(definitions: list, run_id, stopped: Callable[[], bool]) -> dict[str, dict]:
-    """Pass 1 of one stream: its validation definitions one after the other; each result by suite, by id."""
-    screened = {}
+def _screen(definitions: list, run_id, stopped: Callable[[], bool]) -> tuple[dict[str, dict], dict[str, float]]:
+    """Pass 1 of one stream: its validation definitions one after the other; each result by suite, by id, and
+    each suite's seconds."""
+    screened, seconds = {}, {}
     for definition in definitions:
         if stopped():  # another stream failed, or the task was interrupted: streams.run raises
             break
+        started = time.perf_counter()
         res = definition.run(result_format=SCREEN, run_id=run_id)
+        seconds[res.suite_name] = round(time.perf_counter() - started, 3)
         screened[res.suite_name] = {r.expectation_config.id: r.to_json_dict() for r in res.results}
-    return screened
+    return screened, seconds
 
 
 def _run(
@@ -311,8 +291,10 @@ def _run(
     refs,
     variables,
     connections: int,
-):
-    """Both passes and the Data Docs; every suite's results as plain data, in the suite's order."""
+    seconds_before: Mapping[str, float] | None,
+) -> tuple[dict[str, list], dict[str, Any]]:
+    """Both passes and the Data Docs; every suite's results as plain data, in the suite's order, and its timing:
+    each suite's seconds in pass 1, and what the streams were balanced on."""
     started = time.perf_counter()
     # Every suite is checked before any runs: a malformed one fails the task at once.
     planned = {name: _suite(suite_file, refs, variables) for name, suite_file in suites.items()}
@@ -320,8 +302,11 @@ def _run(
     connect_args = _connect_args(sqlalchemy_url)
     connections = max(1, min(connections, len(planned)))
     with contextlib.ExitStack() as stack:
-        lock_conn = stack.enter_context(_publish_lock_shared(connect_args))
-        stream_of = streams.assign(_costs(lock_conn, planned, relation), connections)
+        # No publish swaps tables under GX's queries; on our connection: GX's would queue behind a waiting publish.
+        lock_conn = stack.enter_context(locks.shared_for_session(connect_args))
+        counts = {name: len(suite.expectations) for name, suite in planned.items()}
+        costs, balanced_on = streams.costs(lock_conn, counts, relation, seconds_before)
+        stream_of = streams.assign(costs, connections)
         tables = [{} for _ in range(connections)]
         for name in planned:
             tables[stream_of[name]][name] = relation(name)
@@ -335,9 +320,10 @@ def _run(
         # its own data source's execution engine, and the stores they share take results under distinct keys.
         run_id = gx.RunIdentifier(run_name=run_name)
         jobs = [functools.partial(_screen, definitions[stream], run_id) for stream in range(connections)]
-        screened = {}
-        for part in streams.run(jobs, [conn for _, conn in sources]):
+        screened, seconds = {}, {}
+        for part, took in streams.run(jobs, [conn for _, conn in sources]):
             screened.update(part)
+            seconds.update(took)
         detailed_at = time.perf_counter()
         results = {}
         for name, suite in planned.items():
@@ -356,7 +342,7 @@ def _run(
         docs_at - detailed_at,
         time.perf_counter() - docs_at,
     )
-    return results
+    return results, {"seconds": seconds, "streams_balanced_on": balanced_on}
 
 
 def validate(
@@ -371,6 +357,7 @@ def validate(
     refs: Callable[[str], str] | None = None,
     variables: dict[str, Any] | None = None,
     connections: int = 1,
+    seconds_before: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run every suite against its model's table; return a JSON-able summary (see README).
 
@@ -380,7 +367,9 @@ def validate(
     model's delta. ``variables`` are rendered into the suites (see suites.resolve_refs). ``gx_dir`` receives
     this validation's GX results and Data Docs pages (checks/docs_pages.collect reads them): it must be new
     or empty, so that it holds nothing else. ``connections`` is how many streams run pass 1 at once, each on
-    its own warehouse connection (see _run).
+    its own warehouse connection (see _run), balanced on ``seconds_before`` (each suite's seconds in an earlier
+    validation, checks/history.suite_seconds) when it has every suite (the summary's ``streams_balanced_on`` says
+    which); each suite's ``seconds`` in the summary are this validation's.
     """
     gx_dir = Path(gx_dir)
     if gx_dir.exists() and any(gx_dir.iterdir()):
@@ -392,9 +381,19 @@ def validate(
     # is checked (the validate task passes the published tables where they exist: a first run has none).
     variables = {"published": refs, **run_variables(models, checked=relation), **(variables or {})}
     with gx_logs.at_warning():
-        results = _run(
-            sqlalchemy_url, models, suites, gx_dir, relation, run_name, build_docs, refs, variables, connections
+        results, timing = _run(
+            sqlalchemy_url,
+            models,
+            suites,
+            gx_dir,
+            relation,
+            run_name,
+            build_docs,
+            refs,
+            variables,
+            connections,
+            seconds_before,
         )
-    summary = summarize(results, relation)
+    summary = summarize(results, relation, timing)
     summary.update(seconds=round(time.perf_counter() - started, 3), run_name=run_name)
     return summary

@@ -1,4 +1,5 @@
-"""Memory of the checks: since when a failing check fails, read from the recorded validations.
+"""Memory of the checks, read from the recorded validations: since when a failing check fails, and how long each
+suite took.
 
 A root cause gets ``failing_since`` (the logical date of the first run of its current streak) and
 ``runs_failing`` (how many recorded runs in a row it failed, this one included), so the alert can say
@@ -15,6 +16,9 @@ from greenery import audit
 
 # Enough to tell a streak of weeks; older runs do not change what on-call does.
 LOOKBACK_RUNS = 90
+# The validations a suite's seconds are looked for in: a run that validated a few suites (its validate cleared
+# after one model task) leaves the others' seconds in the runs before it.
+SECONDS_RUNS = 20
 
 
 def _key(suite: Any, expectation: Any, column: Any, description: Any) -> tuple:
@@ -66,3 +70,22 @@ def annotate(conn, summary: dict[str, Any]) -> None:
                 break
             since, runs = day.isoformat(), runs + 1
         cause["failing_since"], cause["runs_failing"] = since, runs
+
+
+def suite_seconds(conn) -> dict[str, float]:
+    """Each suite's seconds in the newest recorded validation that ran it (of the last ``SECONDS_RUNS``): what
+    validate balances its streams on (checks/gx.py). Empty before the first record."""
+    if not audit.exists(conn, "validation_runs"):
+        return {}
+    return dict(
+        conn.execute(
+            sql.SQL(
+                "select distinct on (suite->>'suite') suite->>'suite', (suite->>'seconds')::float8"
+                " from (select summary, validated_at from {} order by validated_at desc limit %s) as runs"
+                " cross join lateral jsonb_array_elements(runs.summary->'suites') as suite"
+                " where jsonb_typeof(suite->'seconds') = 'number'"
+                " order by suite->>'suite', runs.validated_at desc"
+            ).format(audit.table("validation_runs")),
+            (SECONDS_RUNS,),
+        ).fetchall()
+    )

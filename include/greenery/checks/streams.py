@@ -2,7 +2,8 @@
 
 On a large warehouse GX's pass 1 mostly waits on PostgreSQL (scale 1000: 106 s of validation for about 7 s of
 the task's CPU), so the suites are split into streams, each on its own connection and thread: PostgreSQL runs
-one stream's query while GX builds another's. :func:`assign` splits them, :func:`run` runs them.
+one stream's query while GX builds another's. :func:`costs` says what each suite costs, :func:`assign` splits
+them on it, :func:`run` runs them.
 
 A stream must never outlive :func:`run`: the caller closes the connections right after, and libpq forbids
 closing a connection another thread is using. So when anything goes wrong (a stream raises, or the task's
@@ -32,6 +33,30 @@ WAKE_EVERY_S = 1.0
 
 class Cancellable(Protocol):
     def cancel_safe(self) -> None: ...
+
+
+BY_SECONDS_BEFORE, BY_TABLE_SIZES = "each suite's seconds in earlier validations", "table sizes"
+
+
+def costs(
+    conn, expectations: Mapping[str, int], relation, seconds_before: Mapping[str, float] | None
+) -> tuple[dict[str, float], str]:
+    """What the streams are balanced on, by suite (``expectations``: each suite's count), and what that is: its
+    seconds in an earlier validation when every suite has them, else an estimate, its table's bytes times its
+    expectations (GX scans the table once for the bundled column checks and once more per query check). The
+    estimate cannot see what a query check reads besides its table: at scale 1000 it gave the events' suite (12 s
+    of the 61 s measured) a stream with five others, and the streams took 21 and 40 s; on the seconds measured
+    before, 32 and 33 s (benchmarks/RESULTS.md)."""
+    if seconds_before and all(seconds_before.get(name) is not None for name in expectations):
+        return {name: float(seconds_before[name]) for name in expectations}, BY_SECONDS_BEFORE
+    sizes = dict(
+        conn.execute(
+            "select name, coalesce(pg_total_relation_size(to_regclass(rel)), 0)"
+            " from unnest(%s::text[], %s::text[]) as t(name, rel)",
+            (list(expectations), [relation(name) for name in expectations]),
+        ).fetchall()
+    )
+    return {name: (sizes[name] + 8192) * count for name, count in expectations.items()}, BY_TABLE_SIZES
 
 
 def assign(costs: Mapping[str, float], count: int) -> dict[str, int]:

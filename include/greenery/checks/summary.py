@@ -105,8 +105,12 @@ def _failure(suite: str, table: str, res: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def summarize(results: Mapping[str, Sequence[Mapping[str, Any]]], relation) -> dict[str, Any]:
-    """``results``: every suite's expectation results in GX's JSON form; ``relation``: suite -> table checked."""
+def summarize(
+    results: Mapping[str, Sequence[Mapping[str, Any]]], relation, timing: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``results``: every suite's expectation results in GX's JSON form; ``relation``: suite -> table checked;
+    ``timing``: each suite's ``seconds`` and what the streams were balanced on (``streams_balanced_on``), if known."""
+    timing = timing or {}
     suites, failures, notes = [], [], []
     for name, outcomes in results.items():
         counts = {"critical": 0, "warning": 0}
@@ -129,6 +133,7 @@ def summarize(results: Mapping[str, Sequence[Mapping[str, Any]]], relation) -> d
                 "evaluated": len(outcomes),
                 "failed_critical": counts["critical"],
                 "failed_warning": counts["warning"],
+                "seconds": (timing.get("seconds") or {}).get(name),
             }
         )
     failures.sort(key=lambda f: (f["severity"] != "critical", f["table"], f["expectation"]))
@@ -141,4 +146,5 @@ def summarize(results: Mapping[str, Sequence[Mapping[str, Any]]], relation) -> d
         "suites": suites,
         "failures": failures,
         "notes": notes,
+        "streams_balanced_on": timing.get("streams_balanced_on"),
     }

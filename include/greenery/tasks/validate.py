@@ -116,6 +116,7 @@ def run(context: Any) -> dict[str, Any]:
         # What the suites' {{ quarantined('m') }} reads: this run's quarantine (a critical check blocks a source
         # mostly quarantined, or a key both kept and quarantined: either is a broken extract, not bad rows).
         held = {name: table or suite_files.nothing_quarantined(refs[name]) for name, table in quarantine_tables.items()}
+        seconds_before = history.suite_seconds(conn)
     settings = config.get()
     with tempfile.TemporaryDirectory(prefix="greenery-gx-") as gx_dir:
         summary = gx.validate(
@@ -132,6 +133,7 @@ def run(context: Any) -> dict[str, Any]:
                 "quarantined": held.__getitem__,
             },
             connections=settings.validation_connections,
+            seconds_before=seconds_before,
         )
         pages = docs_pages.collect(Path(gx_dir))
     summary["root_causes"] = [

@@ -355,6 +355,8 @@ def test_each_suites_seconds_are_recorded_and_the_next_validation_balances_its_s
         # A later run that validated two suites (its validate cleared after two model tasks), one without seconds
         # (a record written before suites had them).
         audit.record_validation(conn, recorded("second", {"a": 4.5, "b": None}), published=False)
+        # A record whose suites are not a list (review: it failed every later validate) gives nothing.
+        audit.record_validation(conn, {**recorded("odd", {}), "suites": {"a": 9.0}}, published=False)
         assert history.suite_seconds(conn) == {"a": 4.5, "b": 2.0, "c": 3.0}
 
     few = {name: SUITES[name] for name in ("stg_postgres__promos", "stg_postgres__products", "dim_products")}

@@ -82,7 +82,10 @@ def suite_seconds(conn) -> dict[str, float]:
             sql.SQL(
                 "select distinct on (suite->>'suite') suite->>'suite', (suite->>'seconds')::float8"
                 " from (select summary, validated_at from {} order by validated_at desc limit %s) as runs"
-                " cross join lateral jsonb_array_elements(runs.summary->'suites') as suite"
+                # A record whose suites are not a list (written by hand, or by another version) has none to give:
+                # jsonb_array_elements would fail every run's validate on it.
+                " cross join lateral jsonb_array_elements(case jsonb_typeof(runs.summary->'suites')"
+                " when 'array' then runs.summary->'suites' else '[]' end) as suite"
                 " where jsonb_typeof(suite->'seconds') = 'number'"
                 " order by suite->>'suite', runs.validated_at desc"
             ).format(audit.table("validation_runs")),

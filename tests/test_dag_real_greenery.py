@@ -88,7 +88,8 @@ def test_clean_data_takes_the_success_path_sends_nothing_and_emits_the_marts_ass
 
 def test_the_second_days_validation_balanced_its_streams_on_the_first_days_seconds(real_conn):
     """The validate task passes each suite's seconds in the recorded validations on (checks/history.suite_seconds):
-    the first day's had none before it."""
+    the first day's had none before it; the second day's incremental suites, checked on their delta, take the first
+    day's whole-table seconds, and are recorded as checked on their delta."""
     from greenery.checks import streams
 
     recorded = real_conn.execute(
@@ -98,6 +99,13 @@ def test_the_second_days_validation_balanced_its_streams_on_the_first_days_secon
         " from greenery_audit.validation_runs order by validated_at"
     ).fetchall()
     suites = len(models.discover())
+    on_delta = real_conn.execute(
+        "select s->>'suite' from greenery_audit.validation_runs, jsonb_array_elements(summary->'suites') as s"
+        " where logical_date = %s and s->'on_delta' = 'true'::jsonb",
+        (DAYS[1],),
+    ).fetchall()
+    incremental = {m.name for m in models.discover().values() if m.materialized == "incremental"}
+    assert {name for (name,) in on_delta} == incremental
     assert recorded == [
         (DAYS[0], streams.BY_TABLE_SIZES, suites, suites),
         (DAYS[1], streams.BY_SECONDS_BEFORE, suites, suites),

@@ -358,6 +358,15 @@ def test_each_suites_seconds_are_recorded_and_the_next_validation_balances_its_s
         # A record whose suites are not a list (review: it failed every later validate) gives nothing.
         audit.record_validation(conn, {**recorded("odd", {}), "suites": {"a": 9.0}}, published=False)
         assert history.suite_seconds(conn) == {"a": 4.5, "b": 2.0, "c": 3.0}
+        # A daily run checks "c" on its delta: its seconds serve a suite checked on a delta, never one checked whole
+        # (review: a full refresh after daily runs split on a few days' share of the events' table).
+        daily = recorded("daily", {"c": 0.5})
+        daily["suites"][0]["on_delta"] = True
+        audit.record_validation(conn, daily, published=True)
+        assert history.suite_seconds(conn) == {"a": 4.5, "b": 2.0, "c": 3.0}
+        assert history.suite_seconds(conn, on_delta={"c"}) == {"a": 4.5, "b": 2.0, "c": 0.5}
+        # A suite on its delta with only whole-table seconds before (the first daily run after a full one) takes them.
+        assert history.suite_seconds(conn, on_delta={"a"}) == {"a": 4.5, "b": 2.0, "c": 3.0}
 
     few = {name: SUITES[name] for name in ("stg_postgres__promos", "stg_postgres__products", "dim_products")}
     before = {"stg_postgres__promos": 7.0, "stg_postgres__products": 3.0, "dim_products": 5.0, "other": 1.0}

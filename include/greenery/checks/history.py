@@ -8,6 +8,7 @@ A root cause gets ``failing_since`` (the logical date of the first run of its cu
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from psycopg import sql
@@ -72,23 +73,29 @@ def annotate(conn, summary: dict[str, Any]) -> None:
         cause["failing_since"], cause["runs_failing"] = since, runs
 
 
-def suite_seconds(conn) -> dict[str, float]:
+def suite_seconds(conn, on_delta: Collection[str] = ()) -> dict[str, float]:
     """Each suite's seconds in the newest recorded validation that ran it (of the last ``SECONDS_RUNS``): what
-    validate balances its streams on (checks/gx.py). Empty before the first record."""
+    validate balances its streams on (checks/gx.py). ``on_delta``: the suites this validation checks on their delta
+    (an incremental model's rows of the run), which prefer seconds taken on a delta; every other suite takes only
+    seconds taken on a whole table: a delta's seconds would cost the events' suite of a full refresh at a few days'
+    share of its table (review). Empty before the first record."""
     if not audit.exists(conn, "validation_runs"):
         return {}
     return dict(
         conn.execute(
             sql.SQL(
-                "select distinct on (suite->>'suite') suite->>'suite', (suite->>'seconds')::float8"
-                " from (select summary, validated_at from {} order by validated_at desc limit %s) as runs"
+                "select distinct on (name) name, seconds from ("
+                " select suite->>'suite' as name, (suite->>'seconds')::float8 as seconds, runs.validated_at,"
+                " suite->'on_delta' = 'true'::jsonb as was_delta"
+                " from (select summary, validated_at from {} order by validated_at desc limit %(runs)s) as runs"
                 # A record whose suites are not a list (written by hand, or by another version) has none to give:
                 # jsonb_array_elements would fail every run's validate on it.
                 " cross join lateral jsonb_array_elements(case jsonb_typeof(runs.summary->'suites')"
                 " when 'array' then runs.summary->'suites' else '[]' end) as suite"
-                " where jsonb_typeof(suite->'seconds') = 'number'"
-                " order by suite->>'suite', runs.validated_at desc"
+                " where jsonb_typeof(suite->'seconds') = 'number') as taken"
+                " where not coalesce(was_delta, false) or name = any(%(on_delta)s)"
+                " order by name, coalesce(was_delta, false) = (name = any(%(on_delta)s)) desc, validated_at desc"
             ).format(audit.table("validation_runs")),
-            (SECONDS_RUNS,),
+            {"runs": SECONDS_RUNS, "on_delta": list(on_delta)},
         ).fetchall()
     )

@@ -116,7 +116,8 @@ def run(context: Any) -> dict[str, Any]:
         # What the suites' {{ quarantined('m') }} reads: this run's quarantine (a critical check blocks a source
         # mostly quarantined, or a key both kept and quarantined: either is a broken extract, not bad rows).
         held = {name: table or suite_files.nothing_quarantined(refs[name]) for name, table in quarantine_tables.items()}
-        seconds_before = history.suite_seconds(conn)
+        on_delta = {name for name, delta in deltas.items() if delta}
+        seconds_before = history.suite_seconds(conn, on_delta)
     settings = config.get()
     with tempfile.TemporaryDirectory(prefix="greenery-gx-") as gx_dir:
         summary = gx.validate(
@@ -136,6 +137,8 @@ def run(context: Any) -> dict[str, Any]:
             seconds_before=seconds_before,
         )
         pages = docs_pages.collect(Path(gx_dir))
+    for suite in summary["suites"]:  # whose seconds a later validation may balance on (history.suite_seconds)
+        suite["on_delta"] = suite["suite"] in on_delta
     summary["root_causes"] = [
         {**cause, "owner": (docs.owner_of(cause["model"]) or {}).get("name")}
         for cause in root_causes.group(summary["failures"], found)

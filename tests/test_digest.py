@@ -291,8 +291,10 @@ def test_a_digest_of_a_run_that_checked_some_tables_says_so_wherever_it_counts_t
 def test_the_digest_reads_how_many_tables_the_runs_validation_checked(digest, published_url):
     suites = [{"suite": name} for name in ("fact_orders", "dim_users")]
     stats, _ = digest.read_stats(validation_summary(suites=suites, evaluated=12))
-    assert stats["checks_scope"].startswith(", in the 2 tables this run checked (of 32;"), stats["checks_scope"]
     from greenery.project import models
+
+    tables = len(models.discover())
+    assert stats["checks_scope"].startswith(f", in the 2 tables this run checked (of {tables};"), stats["checks_scope"]
 
     every = [{"suite": name} for name in models.discover()]
     assert digest.read_stats(validation_summary(suites=every))[0]["checks_scope"] == ""

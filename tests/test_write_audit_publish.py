@@ -405,7 +405,7 @@ def test_a_killed_build_leaves_published_tables_byte_identical_and_the_rerun_suc
         assert not worker.is_alive(), "the build did not end when its backend was killed"
     assert len(errors) == 1 and isinstance(errors[0], build.ModelBuildError)
     # The first model to read raw.events is the one its lock held (the build order decides which).
-    assert any(f"model {m} " in str(errors[0]) for m in ("stg_postgres__events", "int_source_volumes_daily"))
+    assert any(f"model {m} " in str(errors[0]) for m in ("stg_postgres__events", "int_source_volumes_in_raw"))
     assert "terminat" in str(errors[0]).lower()
     assert hashes(loaded) == before
     rerun = run_day(loaded, DAYS[-1], "rerun")

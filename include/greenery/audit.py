@@ -67,6 +67,12 @@ _INDEXES = {
 }
 
 
+def json_array(expression: str) -> str:
+    """SQL: the recorded JSON ``expression`` if it is an array, else an empty one: ``jsonb_array_elements`` fails on
+    anything else, and a record written by hand or by another version would fail every reader of the table."""
+    return f"case when jsonb_typeof({expression}) = 'array' then {expression} else '[]'::jsonb end"
+
+
 def table(name: str) -> sql.Identifier:
     return sql.Identifier(SCHEMA, name)
 

@@ -88,10 +88,7 @@ def suite_seconds(conn, on_delta: Collection[str] = ()) -> dict[str, float]:
                 " select suite->>'suite' as name, (suite->>'seconds')::float8 as seconds, runs.validated_at,"
                 " suite->'on_delta' = 'true'::jsonb as was_delta"
                 " from (select summary, validated_at from {} order by validated_at desc limit %(runs)s) as runs"
-                # A record whose suites are not a list (written by hand, or by another version) has none to give:
-                # jsonb_array_elements would fail every run's validate on it.
-                " cross join lateral jsonb_array_elements(case jsonb_typeof(runs.summary->'suites')"
-                " when 'array' then runs.summary->'suites' else '[]' end) as suite"
+                " cross join lateral jsonb_array_elements(" + audit.json_array("runs.summary->'suites'") + ") as suite"
                 " where jsonb_typeof(suite->'seconds') = 'number') as taken"
                 " where not coalesce(was_delta, false) or name = any(%(on_delta)s)"
                 " order by name, coalesce(was_delta, false) = (name = any(%(on_delta)s)) desc, validated_at desc"

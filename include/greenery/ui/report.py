@@ -102,18 +102,17 @@ def recent_runs(conn, limit: int = HISTORY_LIMIT, up_to: dt.datetime | None = No
 def latest_per_table(conn, as_of: dt.datetime | None = None) -> list[dict[str, Any]]:
     """Every suite's latest result (from the newest run that validated it, by ``as_of`` when given), with that
     run's failures of it."""
-    array = "case when jsonb_typeof({col}) = 'array' then {col} else '[]'::jsonb end"
     query = sql.SQL(
         "with latest as ("
         " select distinct on (s.value->>'suite')"
         " r.run_id, r.logical_date, r.validated_at, r.published, s.value as suite"
-        " from {runs} r cross join lateral jsonb_array_elements(" + array.format(col="r.summary->'suites'") + ") s"
+        " from {runs} r cross join lateral jsonb_array_elements(" + audit.json_array("r.summary->'suites'") + ") s"
         " where jsonb_typeof(s.value) = 'object' and s.value->>'suite' is not null"
         " and (%(as_of)s::timestamptz is null or r.validated_at <= %(as_of)s)"
         " order by s.value->>'suite', r.validated_at desc)"
         " select l.run_id, l.logical_date, l.validated_at, l.published, l.suite,"
         " coalesce((select jsonb_agg(f.value order by f.n) from {runs} r2 cross join lateral jsonb_array_elements("
-        + array.format(col="r2.summary->'failures'")
+        + audit.json_array("r2.summary->'failures'")
         + ") with ordinality f(value, n)"
         " where r2.run_id = l.run_id and r2.validated_at = l.validated_at"
         " and f.value->>'suite' = l.suite->>'suite'), '[]'::jsonb)"

@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import json
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -370,15 +371,25 @@ def test_each_suites_seconds_are_recorded_and_the_next_validation_balances_its_s
 
     few = {name: SUITES[name] for name in ("stg_postgres__promos", "stg_postgres__products", "dim_products")}
     before = {"stg_postgres__promos": 7.0, "stg_postgres__products": 3.0, "dim_products": 5.0, "other": 1.0}
-    balanced = []
-    assign = streams.assign
-    monkeypatch.setattr(streams, "assign", lambda costs, count: balanced.append(costs) or assign(costs, count))
+    balanced, took = [], []
+    order, take = streams.order, streams.take
+    monkeypatch.setattr(streams, "order", lambda costs: balanced.append(costs) or order(costs))
+
+    def recorded_take(queue, stopped):
+        for name in take(queue, stopped):
+            took.append((threading.current_thread().name, name))
+            yield name
+
+    monkeypatch.setattr(streams, "take", recorded_take)
     result = validation.validate(
         warehouse.sqlalchemy_url(), MODELS, few, gx_dir=tmp_path / "gx", connections=2, seconds_before=before
     )
     assert balanced == [{name: before[name] for name in few}]
     assert result["streams_balanced_on"] == streams.BY_SECONDS_BEFORE and result["failures"] == []
     assert sorted(s["suite"] for s in result["suites"] if isinstance(s["seconds"], float)) == sorted(few)
+    # The streams took from one queue, each suite once, in GX's stream threads.
+    assert sorted(name for _, name in took) == sorted(few), took
+    assert all(thread.startswith("gx-stream") for thread, _ in took), took
 
 
 def test_no_file_under_the_gx_dir_holds_the_password(clean):

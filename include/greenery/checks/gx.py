@@ -254,25 +254,18 @@ def _merge(screened: dict, detailed: dict | None) -> dict:
     return screened if detailed is None else {**screened, "result": detailed["result"]}
 
 
-def _add_models(context, sources: list, stream_of: Mapping[str, int], planned: dict) -> tuple[dict, dict]:
-    """A validation definition per model, on its stream's data source; ``planned`` gets the added suites.
-    Returns the whole-table batch definitions by model, the validation definitions by stream."""
-    batches, definitions = {}, {stream: [] for stream in range(len(sources))}
-    for name, suite in planned.items():
-        batches[name] = sources[stream_of[name]].get_asset(name).get_batch_definition(WHOLE_TABLE)
-        planned[name] = _add_suite(context, suite)
-        definition = gx.ValidationDefinition(name=name, data=batches[name], suite=planned[name])
-        definitions[stream_of[name]].append(context.validation_definitions.add(definition))
-    return batches, definitions
-
-
-def _screen(definitions: list, run_id, stopped: Callable[[], bool]) -> tuple[dict[str, dict], dict[str, float]]:
-    """Pass 1 of one stream: its validation definitions one after the other; each result by suite, by id, and
-    each suite's seconds."""
+def _screen(
+    context, source, planned: Mapping[str, Any], queue, run_id, stopped: Callable[[], bool]
+) -> tuple[dict[str, dict], dict[str, float]]:
+    """Pass 1 of one stream: the next suite of the shared ``queue`` while there is one (checks/streams.py), through a
+    validation definition on this stream's data source; each result by suite, by id, and each suite's seconds."""
     screened, seconds = {}, {}
-    for definition in definitions:
-        if stopped():  # another stream failed, or the task was interrupted: streams.run raises
-            break
+    for name in streams.take(queue, stopped):  # stops when another stream failed or the task was interrupted
+        batch = source.get_asset(name).get_batch_definition(WHOLE_TABLE)
+        # Added here, by the stream that takes the suite: the store takes each under its own name.
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch, suite=planned[name])
+        )
         started = time.perf_counter()
         res = definition.run(result_format=SCREEN, run_id=run_id)
         seconds[res.suite_name] = round(time.perf_counter() - started, 3)
@@ -294,7 +287,7 @@ def _run(
     seconds_before: Mapping[str, float] | None,
 ) -> tuple[dict[str, list], dict[str, Any]]:
     """Both passes and the Data Docs; every suite's results as plain data, in the suite's order, and its timing:
-    each suite's seconds in pass 1, and what the streams were balanced on."""
+    each suite's seconds in pass 1, and what the queue was ordered on."""
     started = time.perf_counter()
     # Every suite is checked before any runs: a malformed one fails the task at once.
     planned = {name: _suite(suite_file, refs, variables) for name, suite_file in suites.items()}
@@ -306,28 +299,29 @@ def _run(
         lock_conn = stack.enter_context(locks.shared_for_session(connect_args))
         counts = {name: len(suite.expectations) for name, suite in planned.items()}
         costs, balanced_on = streams.costs(lock_conn, counts, relation, seconds_before)
-        stream_of = streams.assign(costs, connections)
-        tables = [{} for _ in range(connections)]
-        for name in planned:
-            tables[stream_of[name]][name] = relation(name)
-        sources = stack.enter_context(_sources(context, connect_args, tables))
-        batches, definitions = _add_models(context, [source for source, _ in sources], stream_of, planned)
+        # Every stream's data source has every table: a suite runs on the stream that takes it (streams.take).
+        tables = {name: relation(name) for name in planned}
+        sources = stack.enter_context(_sources(context, connect_args, [tables] * connections))
+        planned.update({name: _add_suite(context, suite) for name, suite in planned.items()})
         screened_at = time.perf_counter()
         # Each validation definition run on its own, not through a Checkpoint: a Checkpoint re-serializes and
         # compares all of them with its store before it runs (is_fresh), 1.2 s of CPU for 29 suites, and its
         # only other work here, storing each result, ValidationDefinition.run does too. The streams (one per
-        # connection, checks/streams.py) each run their definitions in a thread of their own; each touches only
+        # connection, checks/streams.py) each run their suites in a thread of their own; each touches only
         # its own data source's execution engine, and the stores they share take results under distinct keys.
         run_id = gx.RunIdentifier(run_name=run_name)
-        jobs = [functools.partial(_screen, definitions[stream], run_id) for stream in range(connections)]
+        queue = streams.order(costs)
+        jobs = [functools.partial(_screen, context, source, planned, queue, run_id) for source, _ in sources]
         screened, seconds = {}, {}
         for part, took in streams.run(jobs, [conn for _, conn in sources]):
             screened.update(part)
             seconds.update(took)
         detailed_at = time.perf_counter()
         results = {}
+        first = sources[0][0]  # pass 2 on the first stream's connection, the streams having ended
         for name, suite in planned.items():
-            detailed = _details(batches[name], suite, screened[name], models[name])
+            batch = first.get_asset(name).get_batch_definition(WHOLE_TABLE)
+            detailed = _details(batch, suite, screened[name], models[name])
             results[name] = [_merge(screened[name][e.id], detailed.get(e.id)) for e in suite.expectations]
     docs_at = time.perf_counter()
     if build_docs:
@@ -367,9 +361,9 @@ def validate(
     model's delta. ``variables`` are rendered into the suites (see suites.resolve_refs). ``gx_dir`` receives
     this validation's GX results and Data Docs pages (checks/docs_pages.collect reads them): it must be new
     or empty, so that it holds nothing else. ``connections`` is how many streams run pass 1 at once, each on
-    its own warehouse connection (see _run), balanced on ``seconds_before`` (each suite's seconds in an earlier
-    validation, checks/history.suite_seconds) when it has every suite (the summary's ``streams_balanced_on`` says
-    which); each suite's ``seconds`` in the summary are this validation's.
+    its own warehouse connection (see _run), taking the suites from one queue ordered on ``seconds_before`` (each
+    suite's seconds in an earlier validation, checks/history.suite_seconds) when it has every suite (the summary's
+    ``streams_balanced_on`` says which); each suite's ``seconds`` in the summary are this validation's.
     """
     gx_dir = Path(gx_dir)
     if gx_dir.exists() and any(gx_dir.iterdir()):

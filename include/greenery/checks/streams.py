@@ -2,8 +2,8 @@
 
 On a large warehouse GX's pass 1 mostly waits on PostgreSQL (scale 1000: 106 s of validation for about 7 s of
 the task's CPU), so the suites are split into streams, each on its own connection and thread: PostgreSQL runs
-one stream's query while GX builds another's. :func:`costs` says what each suite costs, :func:`assign` splits
-them on it, :func:`run` runs them.
+one stream's query while GX builds another's. :func:`costs` says what each suite costs, :func:`order` puts the
+costliest first, and :func:`run` runs the streams, each of which takes the next suite (:func:`take`) when it is free.
 
 A stream must never outlive :func:`run`: the caller closes the connections right after, and libpq forbids
 closing a connection another thread is using. So when anything goes wrong (a stream raises, or the task's
@@ -14,10 +14,10 @@ error propagates.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Protocol, TypeVar
 
@@ -41,12 +41,12 @@ BY_SECONDS_BEFORE, BY_TABLE_SIZES = "each suite's seconds in earlier validations
 def costs(
     conn, expectations: Mapping[str, int], relation, seconds_before: Mapping[str, float] | None
 ) -> tuple[dict[str, float], str]:
-    """What the streams are balanced on, by suite (``expectations``: each suite's count), and what that is: its
-    seconds in an earlier validation when every suite has them, else an estimate, its table's bytes times its
+    """What the suites are ordered on (:func:`order`), by suite (``expectations``: each suite's count), and what that
+    is: its seconds in an earlier validation when every suite has them, else an estimate, its table's bytes times its
     expectations (GX scans the table once for the bundled column checks and once more per query check). The
-    estimate cannot see what a query check reads besides its table: at scale 1000 it gave the events' suite (12 s
-    of the 61 s measured) a stream with five others, and the streams took 21 and 40 s; on the seconds measured
-    before, 32 and 33 s (benchmarks/RESULTS.md)."""
+    estimate cannot see what a query check reads besides its table: at scale 1000 it put the events' suite (12 s of
+    the 61 s measured) with five others when the streams' shares were fixed before the start (21 and 40 s; on the
+    seconds measured before, 32 and 33 s: benchmarks/RESULTS.md)."""
     if seconds_before and all(seconds_before.get(name) is not None for name in expectations):
         return {name: float(seconds_before[name]) for name in expectations}, BY_SECONDS_BEFORE
     sizes = dict(
@@ -59,15 +59,24 @@ def costs(
     return {name: (sizes[name] + 8192) * count for name, count in expectations.items()}, BY_TABLE_SIZES
 
 
-def assign(costs: Mapping[str, float], count: int) -> dict[str, int]:
-    """Each item's stream in ``range(count)``: the costliest first, each to the least loaded stream."""
-    loads = [(0.0, stream) for stream in range(count)]
-    assigned = {}
-    for name in sorted(costs, key=lambda name: (-costs[name], name)):
-        load, stream = heapq.heappop(loads)
-        assigned[name] = stream
-        heapq.heappush(loads, (load + costs[name], stream))
-    return assigned
+def order(costs: Mapping[str, float]) -> deque[str]:
+    """The suites costliest first (then by name), as a queue the streams share.
+
+    Each stream takes the next suite when it is free (:func:`take`), not a share fixed before the start: a fixed
+    split is only as good as its estimate, and a fresh warehouse's (table sizes) had left one stream 21 s and the
+    other 40 s at scale 1000. Taken in this order, an estimate's error costs at most the last suite taken.
+    """
+    return deque(sorted(costs, key=lambda name: (-costs[name], name)))
+
+
+def take(queue: deque[T], stopped: Callable[[], bool]) -> Iterator[T]:
+    """The items of ``queue`` one at a time to the stream that iterates, while nothing stopped the streams. Safe
+    from several threads at once: ``deque.popleft`` is atomic, so each item goes to one stream only."""
+    while not stopped():
+        try:
+            yield queue.popleft()
+        except IndexError:
+            return
 
 
 def run(jobs: Sequence[Callable[[Callable[[], bool]], T]], connections: Sequence[Cancellable]) -> list[T]:

@@ -109,7 +109,8 @@ def summarize(
     results: Mapping[str, Sequence[Mapping[str, Any]]], relation, timing: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """``results``: every suite's expectation results in GX's JSON form; ``relation``: suite -> table checked;
-    ``timing``: each suite's ``seconds`` and what the streams were balanced on (``streams_balanced_on``), if known."""
+    ``timing``: each suite's ``seconds`` and what the streams' queue was ordered on (``streams_balanced_on``), if
+    known."""
     timing = timing or {}
     suites, failures, notes = [], [], []
     for name, outcomes in results.items():

@@ -64,7 +64,7 @@ def order(costs: Mapping[str, float]) -> deque[str]:
 
     Each stream takes the next suite when it is free (:func:`take`), not a share fixed before the start: a fixed
     split is only as good as its estimate, and a fresh warehouse's (table sizes) had left one stream 21 s and the
-    other 40 s at scale 1000. Taken in this order, an estimate's error costs at most the last suite taken.
+    other 40 s at scale 1000. Taken in this order, the streams end at most one suite apart: the one that ends last.
     """
     return deque(sorted(costs, key=lambda name: (-costs[name], name)))
 
@@ -74,9 +74,10 @@ def take(queue: deque[T], stopped: Callable[[], bool]) -> Iterator[T]:
     from several threads at once: ``deque.popleft`` is atomic, so each item goes to one stream only."""
     while not stopped():
         try:
-            yield queue.popleft()
+            item = queue.popleft()
         except IndexError:
             return
+        yield item
 
 
 def run(jobs: Sequence[Callable[[Callable[[], bool]], T]], connections: Sequence[Cancellable]) -> list[T]:

@@ -44,6 +44,7 @@ import psycopg
 import sqlalchemy as sa
 from great_expectations import exceptions as gx_exceptions
 from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
+from psycopg.types.numeric import FloatLoader
 
 from greenery import locks, warehouse
 from greenery.checks import gx_logs, paths, streams
@@ -142,6 +143,11 @@ def _sources(
             # around each of them (READ COMMITTED either way: each query sees its own snapshot). Validation of the
             # real data, alternating in one process: 5.95 CPU-s against 6.89 (medians of 5, 2026-12-03).
             conn = stack.enter_context(psycopg.connect(**connect_args, autocommit=True))
+            # numeric as float, the value GX makes of a Decimal: GX converts each one with a walk of the whole
+            # call stack (inspect.stack(), to tell its profiler's calls apart), 10-20 ms a value; a failure on
+            # a numeric column (its sample values) cost seconds in pass 2. Only values shown go through here:
+            # the checks themselves compare in SQL.
+            conn.adapters.register_loader("numeric", FloatLoader)
             warehouse.end_statements_of_gone_clients(conn)  # a stopped task's query ends with it
             with warnings.catch_warnings():
                 # Generic on purpose: GX's Postgres source rejects socket-only (embedded server) URLs.

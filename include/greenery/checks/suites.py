@@ -10,6 +10,7 @@ only alerts, ``info`` is only listed. ``unexpected_rows_query`` texts may name o
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -173,6 +174,12 @@ def nothing_quarantined(relation: str) -> str:
     return f"(select null::text as rule, * from {relation} where false)"
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str) -> jinja2.Template:
+    """A suite's string compiled once per text (each validation renders every one of them again)."""
+    return _ENV.from_string(text)
+
+
 def resolve_refs(value: Any, relation, variables: dict[str, Any] | None = None) -> Any:
     """Render ``{{ ref('m') }}`` (through ``relation``) and ``variables`` in every string of a suite.
 
@@ -180,7 +187,7 @@ def resolve_refs(value: Any, relation, variables: dict[str, Any] | None = None) 
     table, where a daily model keeps its history).
     """
     if isinstance(value, str) and "{{" in value:
-        return _ENV.from_string(value).render(ref=relation, **(variables or {}))
+        return _compiled(value).render(ref=relation, **(variables or {}))
     if isinstance(value, dict):
         return {k: resolve_refs(v, relation, variables) for k, v in value.items()}
     if isinstance(value, list):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import jinja2
 
 from greenery import config
 from greenery.project.models import ENV, Model
@@ -64,6 +67,14 @@ def incremental_since(model: Model, interval: Interval) -> dt.datetime:
     return interval.start - dt.timedelta(days=model.lookback_days)
 
 
+@functools.lru_cache(maxsize=256)
+def compiled(template: str) -> jinja2.Template:
+    """``template`` compiled once per text: a build renders its model twice (its columns' check, then the build),
+    and compiling costs more than rendering. Keyed by the text, so an edited file is compiled anew; a compiled
+    template keeps no state between renders."""
+    return ENV.from_string(template)
+
+
 def render(
     model: Model,
     interval: Interval,
@@ -84,7 +95,7 @@ def render(
     """
     raw_schema = raw_schema or config.get().raw_schema
     clock = run_time or interval.end
-    return ENV.from_string(model.template).render(
+    return compiled(model.template).render(
         is_incremental=lambda: incremental,
         is_published=lambda: published,
         this=model.relation,

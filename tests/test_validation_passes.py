@@ -315,34 +315,56 @@ def test_numeric_sample_values_reach_gx_as_the_floats_it_makes_of_them_without_i
     clean, module_warehouse_url, tmp_path, monkeypatch
 ):
     """GX turns each Decimal it serializes into a float with a walk of the whole call stack (inspect.stack() in
-    great_expectations.util.convert_decimal_to_float), 10-20 ms a value: pass 2's sample values of a failure on a
-    numeric column cost seconds (150 values: 5.5-6.4 CPU-s for the real data's validation against 3.8-4.0). GX's
-    connections load numeric as float: the values GX made of the Decimals, and no walk."""
+    great_expectations.util.convert_decimal_to_float), 9-18 ms a value: pass 2's sample values of a failure on a
+    numeric column cost seconds (800 values: 11.0 CPU-s for the real data's validation against 3.5). GX's
+    connections load numeric as float: the floats GX made of the Decimals, and no walk. A NaN among the values
+    broke GX's sort of them as Decimals (no sample keys); a value beyond a float's range is inf, as before."""
+    import decimal
+
     import great_expectations.util as gx_util
 
-    with psycopg.connect(module_warehouse_url, autocommit=True) as conn:
-        conn.execute("create schema if not exists numeric_probe")
-        conn.execute("create table numeric_probe.orders as select * from staging.stg_postgres__orders")
-        negative = conn.execute(
-            "update numeric_probe.orders set order_cost = -order_cost - 0.37 where ctid in"
-            " (select ctid from numeric_probe.orders order by order_id limit 3) returning order_id, order_cost"
-        ).fetchall()
     conversions = []
     convert = gx_util.convert_decimal_to_float
     monkeypatch.setattr(gx_util, "convert_decimal_to_float", lambda d: conversions.append(d) or convert(d))
-    name = "stg_postgres__orders"
-    result = validation.validate(
-        warehouse.sqlalchemy_url(),
-        MODELS,
-        {name: SUITES[name]},
-        gx_dir=tmp_path / "gx",
-        relation=lambda n: "numeric_probe.orders" if n == name else MODELS[n].relation,
-        refs=lambda n: MODELS[n].relation,
-        build_docs=False,
-    )
+    # Positive control: GX still sends a Decimal it serializes through the function watched here.
+    assert gx_util.convert_to_json_serializable(decimal.Decimal("1.5")) == 1.5
+    assert conversions == [decimal.Decimal("1.5")]
+    conversions.clear()
+    with psycopg.connect(module_warehouse_url, autocommit=True) as conn:
+        conn.execute("drop schema if exists numeric_probe cascade")
+        conn.execute("create schema numeric_probe")
+        conn.execute("create table numeric_probe.orders as select * from staging.stg_postgres__orders")
+        conn.execute("alter table numeric_probe.orders alter column order_cost type numeric")
+        planted = conn.execute(
+            "update numeric_probe.orders set order_cost = case when order_id = (select min(order_id) from"
+            " numeric_probe.orders) then 'NaN' else -order_cost - 0.37 end where ctid in"
+            " (select ctid from numeric_probe.orders order by order_id limit 4) returning order_id, order_cost"
+        ).fetchall()
+        # Beyond a float's range (the checks' own SQL refuses such a value in a double precision comparison, but a
+        # query check may return one): inf, as float() of the Decimal was; psycopg's FloatLoader raises.
+        conn.adapters.register_loader("numeric", validation._NumericAsFloat)
+        edges = conn.execute("select 1e400::numeric, -1e400::numeric, 'NaN'::numeric, 12.37::numeric").fetchone()
+        assert edges[:2] == (float("inf"), float("-inf")) and edges[2] != edges[2] and edges[3] == 12.37
+    try:
+        name = "stg_postgres__orders"
+        result = validation.validate(
+            warehouse.sqlalchemy_url(),
+            MODELS,
+            {name: SUITES[name]},
+            gx_dir=tmp_path / "gx",
+            relation=lambda n: "numeric_probe.orders" if n == name else MODELS[n].relation,
+            refs=lambda n: MODELS[n].relation,
+            build_docs=False,
+        )
+    finally:
+        with psycopg.connect(module_warehouse_url, autocommit=True) as conn:
+            conn.execute("drop schema numeric_probe cascade")
+    assert conversions == []
     [cost] = [f for f in result["failures"] if f["column"] == "order_cost"]
-    assert cost["unexpected_count"] == 3 and conversions == []
-    assert sorted(cost["sample_keys"]) == sorted(f"order_id={o}, order_cost={float(c)}" for o, c in negative)
+    assert cost["unexpected_count"] == len(planted) == 4 and cost["detail_error"] is None
+    shown = {k.split(", ")[0]: k.split(", ")[1] for k in cost["sample_keys"]}
+    # GX writes NaN as null, as it did the Decimal's.
+    assert shown == {f"order_id={o}": f"order_cost={None if c.is_nan() else float(c)}" for o, c in planted}, shown
 
 
 def test_a_connection_lost_between_the_passes_leaves_the_failures_with_the_reason(

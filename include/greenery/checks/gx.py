@@ -8,14 +8,13 @@ This is the only module that imports GX: it hands summary.py each result as plai
 Two passes, for speed (tests/test_validation_passes.py counts the statements):
 
 1. Every suite of the run through its ValidationDefinition, in BASIC with ``partial_unexpected_count`` 0. GX bundles the
-   unexpected counts of a table's map expectations into a few aggregate queries; the unexpected-value query
-   it adds per map expectation carries ``LIMIT 0``, which PostgreSQL plans but does not execute (measured at
-   scale 100: 125 such statements, 0.1 s in all). The results, stored under ``gx_dir`` and rendered in the
-   Data Docs, carry counts and percentages but no row values. ``gx_dir`` is a fresh folder per validation
-   (the validate task's temporary one, stored in the warehouse afterwards: checks/docs_pages.py), and GX's
-   index is not built: it re-reads every result stored in the folder, so with one folder for all runs each
-   validation got slower as the history grew (the view lists the runs itself). SUMMARY would send the same SQL
-   and cost about 0.8 s more CPU for 21 suites (GX then also builds an unexpected-index query per map expectation).
+   unexpected counts of a table's map expectations into a few aggregate queries; the unexpected-value query it adds
+   per map expectation carries ``LIMIT 0``, which PostgreSQL plans but does not execute (at scale 100: 125 such
+   statements, 0.1 s in all). The results, stored under ``gx_dir`` and rendered in the Data Docs, carry counts and
+   percentages but no row values. ``gx_dir`` is a fresh folder per validation (the validate task's temporary one,
+   stored in the warehouse afterwards: checks/docs_pages.py), and GX's index is not built: it re-reads every result
+   in the folder (the view lists the runs itself). SUMMARY would send the same SQL and cost about 0.8 s more CPU for
+   21 suites (GX then also builds an unexpected-index query per map expectation).
 2. Only the expectations that failed, again, through ``Batch.validate`` (nothing stored): map expectations in
    SUMMARY with a few unexpected values and the model's unique key as index columns (the sample keys), an
    ``unexpected_rows_expectation`` in COMPLETE (GX then returns its query's rows). Asking that detail of every
@@ -44,7 +43,6 @@ import psycopg
 import sqlalchemy as sa
 from great_expectations import exceptions as gx_exceptions
 from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
-from psycopg.types.numeric import FloatLoader
 
 from greenery import locks, warehouse
 from greenery.checks import gx_logs, paths, streams
@@ -124,6 +122,15 @@ def _assets(tables: Mapping[str, str]) -> list[dict[str, Any]]:
     return assets
 
 
+class _NumericAsFloat(psycopg.adapt.Loader):
+    """``numeric`` as the float GX makes of a Decimal (inf beyond 1.8e308, where psycopg's FloatLoader raises): GX
+    converts each Decimal it serializes with a walk of the call stack (inspect.stack()), 9-18 ms a value, which a
+    red run's sample values paid. Decisions are made in SQL or on whole counts, exact as floats below 2**53."""
+
+    def load(self, data) -> float:
+        return float(bytes(data))
+
+
 @contextlib.contextmanager
 def _sources(
     context, connect_args: Mapping[str, Any], tables: list[Mapping[str, str]]
@@ -139,15 +146,10 @@ def _sources(
     with contextlib.ExitStack() as stack:
         sources = []
         for stream, stream_tables in enumerate(tables):
-            # Autocommit: GX opens and closes a SQLAlchemy connection per query, which was a BEGIN and a ROLLBACK
-            # around each of them (READ COMMITTED either way: each query sees its own snapshot). Validation of the
-            # real data, alternating in one process: 5.95 CPU-s against 6.89 (medians of 5, 2026-12-03).
+            # Autocommit: GX opens a SQLAlchemy connection per query, each was a BEGIN and a ROLLBACK (READ COMMITTED
+            # either way). The real data's validation, alternating: 5.95 CPU-s against 6.89 (medians of 5, 2026-12-03).
             conn = stack.enter_context(psycopg.connect(**connect_args, autocommit=True))
-            # numeric as float, the value GX makes of a Decimal: GX converts each one with a walk of the whole
-            # call stack (inspect.stack(), to tell its profiler's calls apart), 10-20 ms a value; a failure on
-            # a numeric column (its sample values) cost seconds in pass 2. Only values shown go through here:
-            # the checks themselves compare in SQL.
-            conn.adapters.register_loader("numeric", FloatLoader)
+            conn.adapters.register_loader("numeric", _NumericAsFloat)
             warehouse.end_statements_of_gone_clients(conn)  # a stopped task's query ends with it
             with warnings.catch_warnings():
                 # Generic on purpose: GX's Postgres source rejects socket-only (embedded server) URLs.
@@ -310,11 +312,10 @@ def _run(
         sources = stack.enter_context(_sources(context, connect_args, [tables] * connections))
         planned.update({name: _add_suite(context, suite) for name, suite in planned.items()})
         screened_at = time.perf_counter()
-        # Each validation definition run on its own, not through a Checkpoint: a Checkpoint re-serializes and
-        # compares all of them with its store before it runs (is_fresh), 1.2 s of CPU for 29 suites, and its
-        # only other work here, storing each result, ValidationDefinition.run does too. The streams (one per
-        # connection, checks/streams.py) each run their suites in a thread of their own; each touches only
-        # its own data source's execution engine, and the stores they share take results under distinct keys.
+        # Each validation definition run on its own, not through a Checkpoint: a Checkpoint re-serializes and compares
+        # all of them with its store before it runs (is_fresh: 1.2 CPU-s for 29 suites); storing each result it would
+        # do, ValidationDefinition.run does too. The streams (checks/streams.py) run in threads, each on its own data
+        # source's execution engine; the stores they share take results under distinct keys.
         run_id = gx.RunIdentifier(run_name=run_name)
         queue = streams.order(costs)
         jobs = [functools.partial(_screen, context, source, planned, queue, run_id) for source, _ in sources]

@@ -10,7 +10,6 @@ only alerts, ``info`` is only listed. ``unexpected_rows_query`` texts may name o
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ import jinja2
 
 from greenery import config
 from greenery.project.models import Model
-from greenery.project.render import FAR_PAST, Interval, incremental_since, sql_literal
+from greenery.project.render import FAR_PAST, Interval, compiled, incremental_since, sql_literal
 
 # GX's own severities: critical blocks the publish, warning alerts, info is listed and never alerts.
 SEVERITIES = ("critical", "warning", "info")
@@ -174,12 +173,6 @@ def nothing_quarantined(relation: str) -> str:
     return f"(select null::text as rule, * from {relation} where false)"
 
 
-@functools.lru_cache(maxsize=1024)
-def _compiled(text: str) -> jinja2.Template:
-    """A suite's string compiled once per text (each validation renders every one of them again)."""
-    return _ENV.from_string(text)
-
-
 def resolve_refs(value: Any, relation, variables: dict[str, Any] | None = None) -> Any:
     """Render ``{{ ref('m') }}`` (through ``relation``) and ``variables`` in every string of a suite.
 
@@ -187,7 +180,7 @@ def resolve_refs(value: Any, relation, variables: dict[str, Any] | None = None) 
     table, where a daily model keeps its history).
     """
     if isinstance(value, str) and "{{" in value:
-        return _compiled(value).render(ref=relation, **(variables or {}))
+        return compiled(value, _ENV).render(ref=relation, **(variables or {}))
     if isinstance(value, dict):
         return {k: resolve_refs(v, relation, variables) for k, v in value.items()}
     if isinstance(value, list):

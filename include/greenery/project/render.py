@@ -67,12 +67,13 @@ def incremental_since(model: Model, interval: Interval) -> dt.datetime:
     return interval.start - dt.timedelta(days=model.lookback_days)
 
 
-@functools.lru_cache(maxsize=256)
-def compiled(template: str) -> jinja2.Template:
-    """``template`` compiled once per text: a build renders its model twice (its columns' check, then the build),
-    and compiling costs more than rendering. Keyed by the text, so an edited file is compiled anew; a compiled
-    template keeps no state between renders."""
-    return ENV.from_string(template)
+@functools.lru_cache(maxsize=1024)
+def compiled(template: str, env: jinja2.Environment = ENV) -> jinja2.Template:
+    """``template`` compiled by ``env`` once per text (models here, suites' strings in checks/suites.py): a build
+    renders its model twice (its columns' check, then the build), each validation every suite string, and compiling
+    costs more than rendering. Keyed by the text, so an edited file is compiled anew; a compiled template keeps no
+    state between renders."""
+    return env.from_string(template)
 
 
 def render(

@@ -221,15 +221,16 @@ def markdown(report: dict) -> str:
         "",
         "### steps (s)",
         "",
-        "| data | generate data | load raw + VACUUM ANALYZE | clone a database (median) | whole data set |",
-        "|---:|---:|---:|---:|---:|",
+        "| data | generate data | load raw + VACUUM ANALYZE | clone a database (median) |"
+        " settle before each incremental run | whole data set |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for rec in report["scales"]:
         st = rec["steps"]
         generated = "cached" if st.get("generate_s") == 0 else st.get("generate_s", "-")
         lines.append(
             f"| {rec['label']} | {generated} | {st.get('load_raw_s', '-')} | {st.get('clone_s_median', '-')} | "
-            f"{st.get('total_s', 'aborted')} |"
+            f"{_settled(st.get('settle_s'))} | {st.get('total_s', 'aborted')} |"
         )
     setup = ", ".join(f"{k} {v} s" for k, v in report["setup"].items())
     if report.get("slack_alerts_received"):
@@ -244,6 +245,14 @@ def markdown(report: dict) -> str:
         f"{report.get('bytecode')}; git {report.get('git_head')}.",
     ]
     return "\n".join(lines)
+
+
+def _settled(seconds: list[float] | None) -> str:
+    """The settle step's seconds (bench.settle), or why there were none: results from before it, or
+    ``--back-to-back``."""
+    if seconds is None:
+        return "-"
+    return ", ".join(map(str, seconds)) if seconds else "none (back to back)"
 
 
 def scheduled_section(rec: dict, g: dict) -> list[str]:

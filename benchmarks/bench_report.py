@@ -225,12 +225,13 @@ def markdown(report: dict) -> str:
         " settle before each incremental run | whole data set |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
+    back_to_back = report.get("args", {}).get("back_to_back")
     for rec in report["scales"]:
         st = rec["steps"]
         generated = "cached" if st.get("generate_s") == 0 else st.get("generate_s", "-")
         lines.append(
             f"| {rec['label']} | {generated} | {st.get('load_raw_s', '-')} | {st.get('clone_s_median', '-')} | "
-            f"{_settled(st.get('settle_s'))} | {st.get('total_s', 'aborted')} |"
+            f"{_settled(st.get('settle_s'), back_to_back)} | {st.get('total_s', 'aborted')} |"
         )
     setup = ", ".join(f"{k} {v} s" for k, v in report["setup"].items())
     if report.get("slack_alerts_received"):
@@ -247,12 +248,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _settled(seconds: list[float] | None) -> str:
-    """The settle step's seconds (bench.settle), or why there were none: results from before it, or
-    ``--back-to-back``."""
-    if seconds is None:
+def _settled(steps: list[dict] | None, back_to_back: bool | None = False) -> str:
+    """Each contender's settle seconds (bench.settle), or why there were none: ``--back-to-back``, no incremental
+    run (``None``, or results from before the step), no contender that reached one."""
+    if steps is None:
         return "-"
-    return ", ".join(map(str, seconds)) if seconds else "none (back to back)"
+    if back_to_back:
+        return "none (back to back)"
+    return ", ".join(f"{s['contender']} {s['seconds']}" for s in steps) or "none"
 
 
 def scheduled_section(rec: dict, g: dict) -> list[str]:

@@ -16,10 +16,11 @@ import bench_report
 
 pytestmark = pytest.mark.db
 
-KEPT = "marts.incremental_events"
-# As the pipeline writes them: a table replaced whole each run has autovacuum off (README, Safe runs), an incremental
-# one keeps it. A quoted name with a dot and a quote: settle names each table safely.
-WHOLE = 'marts."whole.table\'s"'
+# As the pipeline writes them: an incremental table keeps autovacuum, a table replaced whole each run has it off
+# (README, Safe runs). A name with a dot and a quote: settle names each table safely. PostgreSQL keeps the option as
+# spelled ('false' normalised, 'off' or '0' as written): every spelling of off is left alone.
+KEPT = 'marts."incremental.event\'s"'
+WHOLE = {"marts.whole_false": "false", "marts.whole_off": "off", "marts.whole_zero": "0"}
 
 
 def _counts(conn, table: str) -> tuple[int, int]:
@@ -35,8 +36,9 @@ def test_settle_vacuums_and_analyzes_what_autovacuum_may_process_and_nothing_it_
         conn.execute("create schema marts")
         rows = "select g as id from generate_series(1, 5000) as g"
         conn.execute(f"create table {KEPT} as {rows}")
-        conn.execute(f"create table {WHOLE} with (autovacuum_enabled = false) as {rows}")
-        before = {t: _counts(conn, t) for t in (KEPT, WHOLE)}
+        for table, off in WHOLE.items():
+            conn.execute(f"create table {table} with (autovacuum_enabled = {off}) as {rows}")
+        before = {t: _counts(conn, t) for t in (KEPT, *WHOLE)}
 
     took = bench.settle(warehouse_url)
 
@@ -51,13 +53,15 @@ def test_settle_vacuums_and_analyzes_what_autovacuum_may_process_and_nothing_it_
             "select relallvisible, relpages from pg_class where oid = %s::regclass", (KEPT,)
         ).fetchone()
         assert visible == pages > 0
-        assert _counts(conn, WHOLE) == before[WHOLE]
+        assert {t: _counts(conn, t) for t in WHOLE} == {t: before[t] for t in WHOLE}
     assert took >= 0
 
 
 def test_the_report_says_when_the_incremental_runs_were_settled_and_when_they_ran_back_to_back():
-    assert bench_report._settled([12.3, 4.5]) == "12.3, 4.5"
-    assert bench_report._settled([]) == "none (back to back)"
+    steps = [{"contender": "dbt", "repeat": 0, "seconds": 12.3}, {"contender": "pipeline", "repeat": 0, "seconds": 4.5}]
+    assert bench_report._settled(steps) == "dbt 12.3, pipeline 4.5"
+    assert bench_report._settled([], back_to_back=True) == "none (back to back)"
+    assert bench_report._settled([]) == "none"  # no contender reached its incremental run (the floor alone, failures)
     assert bench_report._settled(None) == "-"  # no incremental run, or results from before the step
 
 

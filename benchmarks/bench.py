@@ -68,6 +68,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -838,8 +839,9 @@ class Bench:
             "tests_s": round(sum(v.get("seconds") or 0 for v in tests), 3),
         }
 
-    def scheduled(self, kind: str, url: str, day: dt.date, tag: str, modes: list[str], rep: int, settled=None):
-        """Start the contender's Airflow, trigger a run per mode, yield each; stop Airflow at the end."""
+    def scheduled(self, kind: str, url: str, day: dt.date, tag: str, modes: Iterable[str], rep: int):
+        """Start the contender's Airflow, trigger a run per mode as ``modes`` yields it (the caller settles the
+        database before an incremental one), yield each; stop Airflow at the end."""
         import scheduled
 
         if kind == "pipeline_scheduled":
@@ -869,7 +871,7 @@ class Bench:
             roots = {name: proc.pid for name, proc in ui.processes.items()}
             if self.postmaster:
                 roots["postgres"] = self.postmaster
-            for second, mode in enumerate(map(settled, modes) if settled else modes):
+            for second, mode in enumerate(modes):
                 # One run per logical date: the second run of the same day is a second later.
                 logical_date = dt.datetime.combine(day, dt.time(0, 0, second), tzinfo=dt.UTC)
                 run = scheduled.trigger_and_wait(
@@ -1010,7 +1012,7 @@ class Bench:
                         for mode in map(settled, modes):
                             checked(self.cosmos(url, day, f"{db}-{mode}", cache=db))
                     elif kind in SCHEDULED_CONTENDERS:
-                        for run in self.scheduled(kind, url, day, db, modes, rep, settled):
+                        for run in self.scheduled(kind, url, day, db, map(settled, modes), rep):
                             checked(run)
                 except Exception as exc:  # one broken contender must not lose the others' numbers
                     say(f"{label}: {kind} FAILED: {exc}")

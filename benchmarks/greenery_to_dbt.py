@@ -78,17 +78,18 @@ def dbt_config(model: Model) -> str:
     if model.materialized == "incremental":
         key = "[" + ", ".join(_q(k) for k in model.unique_key) + "]"
         indexes = ", ".join("{'columns': [" + ", ".join(_q(c) for c in cols) + "]}" for cols in model.indexes)
-        # dbt's sql_header goes before every create table as of the model, the incremental runs' too: dbt
-        # renders it once, so it cannot tell a full build from an incremental one as the pipeline does.
-        header = "".join(
-            f"set local {name} = '{value.replace(chr(39), chr(39) * 2)}'; "
+        # As the pipeline: for full builds only. A pre-hook, not sql_header: dbt renders a hook when it runs it, so
+        # is_incremental() is this run's (sql_header is rendered once, at parse time: with it the settings held in
+        # the incremental runs too, where they turned the index lookups of int_user_sessions into scans). The hook
+        # runs inside the model's transaction, so set local holds for its create table.
+        settings = "; ".join(
+            f"set local {name} = '{value.replace(chr(39), chr(39) * 2)}'"
             for name, value in model.full_build_settings.items()
         )
+        hook = "{% if not is_incremental() %}" + settings + "{% endif %}"
         return (
             "{{ config(materialized='incremental', incremental_strategy='delete+insert', "
-            f"unique_key={key}, indexes=[{indexes}]"
-            + (f", sql_header={_q(header.strip())}" if header else "")
-            + ") }}\n"
+            f"unique_key={key}, indexes=[{indexes}]" + (f", pre_hook={_q(hook)}" if settings else "") + ") }}\n"
         )
     if model.materialized == "daily_partition":
         return (

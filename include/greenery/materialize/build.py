@@ -99,6 +99,11 @@ def _write_incremental(cur, target: Target, select: ModelSql | sql.Composable, s
     delta = incremental.delta_relation(target.relation)
     incremental.drop_build(cur, target.relation)
     rows = _create_as(cur, sql.SQL("create table {} {} as ").format(ident(delta), relations.NO_AUTOVACUUM), select)
+    # The published table's indexes on the delta too: a downstream incremental model reads the merged view below by
+    # key (``session_id = any(array(...))``), and each branch of it then looks its keys up in an index. Without one on
+    # the delta that branch is a scan comparing every row with every key (int_user_sessions' daily build at scale
+    # 1000: 2.2 s with the published table's index alone, 0.27 s with both, 2.5-2.8 s reading the view whole).
+    relations.create_indexes(cur, target.model, delta)
     cur.execute(sql.SQL("analyze {}").format(ident(delta)))
     cur.execute(incremental.merged_view(target.model, target.relation, delta, since))
     return rows

@@ -17,7 +17,11 @@ with
 events as (
     select * from {{ ref('stg_postgres__events') }}
     {% if is_incremental() %}
-        where session_id in (
+        -- = any(array(...)), not in (...): the sessions become one value, which each part of the merged view
+        -- (the published events, this run's delta) looks up in its session_id index; a semi-join read the view
+        -- whole (2.5-2.8 s at scale 1000 against 0.3 s). Only an aggregate reads this CTE: the planner's guess of a
+        -- few rows for an array it cannot see into picks no join.
+        where session_id = any(array(
             select recent.session_id
             from {{ ref('stg_postgres__events') }} as recent
             where recent.created_at >= {{ incremental_since }}
@@ -25,7 +29,7 @@ events as (
             select published.session_id
             from {{ this }} as published
             where published.session_ended_at >= {{ incremental_since }}
-        )
+        ))
     {% endif %}
 ),
 

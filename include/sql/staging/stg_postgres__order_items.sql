@@ -8,7 +8,9 @@ source as (
     select * from {{ source('order_items') }}
 ),
 
-renamed as (
+-- Materialized: each id is trimmed once, not again in every rule that reads it (a CTE read once is inlined, and
+-- its expressions repeated where they are used): 4.0-4.2 s against 2.7-2.8 s for 866 k order lines at scale 1000.
+renamed as materialized (
     select
         nullif(trim(order_id::text), '') as order_id,
         nullif(trim(product_id::text), '') as product_id,

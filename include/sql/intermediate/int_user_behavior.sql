@@ -14,7 +14,7 @@
 -- A buyer's first and second orders are int_buyers'.
 -- The import CTEs are read several times each: "not materialized" has the planner read the tables (with their
 -- statistics) where they are used, instead of copies it can only guess the size of: materialized, its joins were
--- estimated at up to 971 M rows for 1.2 M and every sort spilled to disk (8.2-8.7 s at scale 1000, 4.3-5.3 s now,
+-- estimated at up to 971 M rows for 1.2 M and every sort spilled to disk (7.7-8.7 s at scale 1000, 4.3-5.4 s now,
 -- with favouring below).
 with
 
@@ -111,12 +111,12 @@ product_first_orders as (
     group by order_items.product_id
 ),
 
-buyer_groups as (
+counted_buyers as (
     -- Buyers whose first order has lines: one without (lines late or missing in raw) has no value here, and must
     -- not weigh in the shares that decide everyone else's (second review).
     select
-        count(*) filter (where is_repeat_buyer) as repeat_buyers,
-        count(*) filter (where not is_repeat_buyer) as one_time_buyers
+        user_id,
+        is_repeat_buyer
     from buyers
     where exists (
         select 1 from order_items
@@ -124,24 +124,36 @@ buyer_groups as (
     )
 ),
 
+buyer_groups as (
+    select
+        count(*) filter (where is_repeat_buyer) as repeat_buyers,
+        count(*) filter (where not is_repeat_buyer) as one_time_buyers
+    from counted_buyers
+),
+
 favouring as (
     -- Whether a product is repeat-favoured for a buyer depends only on the product, the buyer's label and whether
     -- the product was in the buyer's own first order: a larger share of the *other* repeat buyers than of the
     -- other one-time buyers had it in their first order (leave-one-out: the buyer's own label, which the indicator
     -- is compared with, does not decide it). r/R > s/S is compared as r*S > s*R, which is false when either group
-    -- is empty. Four rows per product (label x own first order), looked up once per product a buyer bought.
+    -- is empty. The buyer leaves the groups' sizes only if counted in them (review: a repeat buyer whose first order
+    -- had no lines was taken out of the repeat buyers all the same, and a product one-time buyers had first came
+    -- out repeat-favoured, 0 * 1 > 1 * -1). A product in the buyer's own first order means the buyer is counted.
+    -- Eight rows per product (label x own first order x counted), looked up once per product a buyer bought.
     select
         product_first_orders.product_id,
         labels.is_repeat_buyer,
         own.in_first_order,
+        counted.is_counted,
         (product_first_orders.repeat_buyers - (own.in_first_order and labels.is_repeat_buyer)::int)
-        * (buyer_groups.one_time_buyers - (not labels.is_repeat_buyer)::int)
+        * (buyer_groups.one_time_buyers - (counted.is_counted and not labels.is_repeat_buyer)::int)
         > (product_first_orders.one_time_buyers - (own.in_first_order and not labels.is_repeat_buyer)::int)
-        * (buyer_groups.repeat_buyers - labels.is_repeat_buyer::int) as is_favoured
+        * (buyer_groups.repeat_buyers - (counted.is_counted and labels.is_repeat_buyer)::int) as is_favoured
     from product_first_orders
     cross join buyer_groups
     cross join (values (true), (false)) as labels (is_repeat_buyer)
     cross join (values (true), (false)) as own (in_first_order)
+    cross join (values (true), (false)) as counted (is_counted)
 ),
 
 bought_products as (
@@ -167,11 +179,13 @@ favoured_by_buyer as (
         ) as through_first_order
     from bought_products
     inner join buyers on bought_products.user_id = buyers.user_id
+    left join counted_buyers on bought_products.user_id = counted_buyers.user_id
     left join favouring
         on
             bought_products.product_id = favouring.product_id
             and buyers.is_repeat_buyer = favouring.is_repeat_buyer
             and bought_products.in_first_order = favouring.in_first_order
+            and (counted_buyers.user_id is not null) = favouring.is_counted
     group by bought_products.user_id
 ),
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import hashes, publish_checked
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from greenery import config, wap
 from greenery.dev import generator
@@ -610,6 +612,52 @@ def test_a_merge_replaces_the_recomputed_keys_and_keeps_the_callers_planner_sett
         assert _table_scans(db, "merged") == before, "looked up by key, not read whole"
     versions = dict(db.execute("select version, count(*) from merged group by 1").fetchall())
     assert versions == {"new": len(recomputed), "old": published - 60 - len([i for i in recomputed if i > 60])}
+
+
+MERGED = models.Model(
+    "m",
+    "public",
+    Path("m.sql"),
+    "",
+    (),
+    (),
+    {"unique_key": ["id"], "incremental_column": "seen_at", "indexes": [["id"]]},
+)
+AT = dt.datetime(2021, 2, 10, tzinfo=dt.UTC)
+rows = st.dictionaries(
+    st.integers(1, 12), st.tuples(st.integers(0, 5), st.sampled_from(["a", "b", "", None])), max_size=10
+)
+
+
+# The test's own database (the module's is a template other tests copy): each example rolls its tables back.
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(published=rows, recomputed=rows, window=st.integers(0, 6))
+def test_a_merge_leaves_what_replacing_every_recomputed_row_leaves_and_rewrites_no_row_it_kept(
+    db, published, recomputed, window
+):
+    """The merge keeps a published row the delta recomputed as it was (the same key, the same text) in place, and
+    the table ends as if every row from ``since`` on or with a recomputed key had been replaced by the delta: rows
+    gone from the window go, changed ones change, new ones arrive, NULL and empty text told apart."""
+    since = AT + dt.timedelta(hours=window)
+
+    def as_rows(found):
+        return [(key, AT + dt.timedelta(hours=hour), value) for key, (hour, value) in found.items()]
+
+    with db.transaction(force_rollback=True):
+        db.execute("create table m (id int, seen_at timestamptz, v text)")
+        db.execute("create index on m (id)")
+        db.execute("create table m__delta (like m)")
+        with db.cursor() as cur:
+            cur.executemany("insert into m values (%s, %s, %s)", as_rows(published))
+            cur.executemany("insert into m__delta values (%s, %s, %s)", as_rows(recomputed))
+        before = dict(db.execute("select id, ctid::text from m").fetchall())
+        incremental.merge(db, MERGED, "public.m", "public.m__delta", since)
+        after = db.execute("select id, seen_at, v, ctid::text from m").fetchall()
+    replaced = [r for r in as_rows(published) if r[1] >= since or r[0] in recomputed]
+    kept = [r for r in as_rows(published) if r not in replaced]
+    assert sorted(r[:3] for r in after) == sorted(kept + as_rows(recomputed))
+    unchanged = {key for key, row in recomputed.items() if published.get(key) == row}
+    assert {r[0] for r in after if before.get(r[0]) == r[3]} >= unchanged | {r[0] for r in kept}
 
 
 def test_autovacuum_is_off_only_where_the_next_run_replaces_the_table(after_two_days):

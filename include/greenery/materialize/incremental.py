@@ -54,18 +54,17 @@ def merge(cur, model: Model, target: str, delta: str, since: dt.datetime) -> Non
     new_rows = sql.SQL("insert into {} select * from {} as d where not exists (select from {} as t where {})").format(
         ident(target), ident(delta), ident(target), _keys_match(model)
     )
-    if _few_keys(cur, model, target, delta):
-        # The planner hashes the delta and reads the whole published table, even for a delta of 1% of it: the
-        # key delete took 1.1-1.2 s for 3.5 M events at scale 1000 (2026-12-01). Without hash and merge joins
-        # it looks each delta key up in the key's index; for these statements only.
+    # The planner hashes the delta and reads the whole published table, even for a delta of 1% of it: the key
+    # delete took 1.1-1.2 s for 3.5 M events at scale 1000 (2026-12-01). Without hash and merge joins it looks
+    # each delta key up in the key's index; for these statements only.
+    few = _few_keys(cur, model, target, delta)
+    if few:
         saved = cur.execute("select current_setting('enable_hashjoin'), current_setting('enable_mergejoin')").fetchone()
         cur.execute("select set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)")
-        cur.execute(by_key)
-        cur.execute(new_rows)
+    cur.execute(by_key)
+    cur.execute(new_rows)
+    if few:
         cur.execute("select set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true)", saved)
-    else:
-        cur.execute(by_key)
-        cur.execute(new_rows)
 
 
 def _few_keys(cur, model: Model, target: str, delta: str) -> bool:

@@ -16,6 +16,8 @@ import known_data as k
 import psycopg
 import pytest
 from helpers import rows
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from greenery import answers
 from greenery.materialize import build
@@ -119,17 +121,23 @@ def _at(text: str) -> dt.datetime:
 
 
 def funnel_from_csv(folder) -> tuple[dict, dict]:
-    """Per start day: (sessions, with an add-to-cart, with a checkout after it) and per (day, product):
-    (viewed, added after the view, bought after the add), steps by the end of the start day."""
+    """:func:`funnels_of` the real data's CSV files."""
     with (folder / "events.csv").open(newline="") as handle:
-        events = list(csv.DictReader(handle))
+        events = [{**e, "created_at": _at(e["created_at"])} for e in csv.DictReader(handle)]
     with (folder / "order_items.csv").open(newline="") as handle:
         items = defaultdict(list)
         for item in csv.DictReader(handle):
             items[item["order_id"]].append(item["product_id"])
+    return funnels_of(events, items)
+
+
+def funnels_of(events: list[dict], items: dict[str, list[str]]) -> tuple[dict, dict]:
+    """Per start day: (sessions, with an add-to-cart, with a checkout after it) and per (day, product):
+    (viewed, added after the view, bought after the add), steps by the end of the start day. Written from the
+    definition, event by event: the models count per session in one pass (tests below)."""
     sessions = defaultdict(list)
     for e in events:
-        sessions[e["session_id"]].append((_at(e["created_at"]), e))
+        sessions[e["session_id"]].append((e["created_at"], e))
     days: dict = defaultdict(lambda: [0, 0, 0])
     products: dict = defaultdict(lambda: [0, 0, 0])
     for found in sessions.values():
@@ -201,3 +209,89 @@ def test_more_checkouts_than_carts_is_not_shown_as_a_conversion_above_100_percen
     lines = answers.format_funnel(day)
     assert lines[-1].endswith("361   71 more than with an add-to-cart (add-to-cart events missing?), 62.5% of sessions")
     assert "%" not in lines[-1].split("(")[0]
+
+
+# ------------------------------------------------------------------------------------------ the rule, on random days
+
+# Times around the day's edges, few enough that events tie: a step at the same moment as the one it follows counts.
+AT = [
+    dt.datetime.combine(FEB12, dt.time(), tzinfo=dt.UTC) + dt.timedelta(minutes=m)
+    for m in (-90, -1, 0, 1, 30, 1439, 1440)
+]
+PRODUCTS = ["p0", "p1", "p2"]
+STEPS = st.one_of(
+    st.tuples(st.sampled_from(["page_view", "add_to_cart"]), st.sampled_from(PRODUCTS)),
+    st.tuples(st.just("checkout"), st.sets(st.sampled_from(PRODUCTS), max_size=2)),  # the products of its order
+)
+# Per session: its events, (time, step).
+DAYS = st.lists(st.lists(st.tuples(st.sampled_from(AT), STEPS), min_size=1, max_size=6), max_size=5)
+
+
+@pytest.fixture(scope="module")
+def module_conn(module_warehouse_url):
+    with psycopg.connect(module_warehouse_url) as conn:
+        yield conn
+
+
+def _events(sessions: list[list]) -> tuple[list[dict], dict[str, list[str]]]:
+    events, items = [], {}
+    for s, steps in enumerate(sessions):
+        for i, (at, (kind, what)) in enumerate(steps):
+            event = {"event_id": f"e{s}-{i}", "session_id": f"s{s}", "created_at": at, "event_type": kind}
+            event.update(product_id=None, order_id=None)
+            if kind == "checkout":
+                event["order_id"] = f"o{s}-{i}"
+                items[event["order_id"]] = sorted(what)
+            else:
+                event["product_id"] = what
+            events.append(event)
+    return events, items
+
+
+def built_funnels(conn, events: list[dict], items: dict[str, list[str]]) -> tuple[tuple, dict]:
+    """FEB12's row of fact_funnel_daily and fact_product_funnel_daily's rows, the models (and the two they read) run on
+    ``events`` as written, in a transaction rolled back after."""
+    found = models.discover()
+    interval = render.Interval.for_day(FEB12)
+    relation = "t.{}".format
+    with conn.transaction(force_rollback=True):
+        conn.execute("create schema t")
+        conn.execute(
+            "create table t.stg_postgres__events (event_id text, session_id text, user_id text, page_url text,"
+            " created_at timestamptz, event_type text, order_id text, product_id text)"
+        )
+        conn.execute("create table t.stg_postgres__order_items (order_id text, product_id text, quantity integer)")
+        for e in events:
+            conn.execute(
+                "insert into t.stg_postgres__events values (%s, %s, 'u', null, %s, %s, %s, %s)",
+                (e["event_id"], e["session_id"], e["created_at"], e["event_type"], e["order_id"], e["product_id"]),
+            )
+        for order_id, products in items.items():
+            for product in products:
+                conn.execute("insert into t.stg_postgres__order_items values (%s, %s, 1)", (order_id, product))
+        for upstream in ("int_user_sessions", "int_product_events"):
+            conn.execute(f"create table t.{upstream} as " + render.render(found[upstream], interval, relation))
+        daily = conn.execute(
+            "select sessions, sessions_with_add_to_cart, sessions_with_checkout from ("
+            + render.render(found["fact_funnel_daily"], interval, relation)
+            + ") as funnel"
+        ).fetchone()
+        per_product = conn.execute(
+            "select product_id, sessions_viewed, sessions_added_to_cart, sessions_purchased from ("
+            + render.render(found["fact_product_funnel_daily"], interval, relation)
+            + ") as funnel"
+        ).fetchall()
+    return daily, {(FEB12, product): tuple(counts) for product, *counts in per_product}
+
+
+@settings(max_examples=150, deadline=None)
+@given(sessions=DAYS)
+def test_both_daily_funnels_follow_their_definition_event_by_event(module_conn, sessions):
+    events, items = _events(sessions)
+    daily, per_product = funnels_of(events, items)
+    want_daily = daily.get(FEB12, (0, 0, 0))
+    event(f"sessions with a checkout after a cart: {want_daily[2]}")  # --hypothesis-show-statistics
+    assert built_funnels(module_conn, events, items) == (
+        want_daily,
+        {key: counts for key, counts in per_product.items() if key[0] == FEB12},
+    )

@@ -18,35 +18,32 @@ events as (
     select * from {{ ref('stg_postgres__events') }}
     where
         session_id in (select day_sessions.session_id from day_sessions)
+        -- Implied (a session starts at its first event), and what lets a daily run read one day of the merged
+        -- view through its created_at index instead of all of it.
+        and created_at >= {{ greenery_interval_start() }}
         and created_at < {{ greenery_interval_end() }}
 ),
 
-carts as (
+session_steps as (
+    -- One pass per session, no join: a checkout at or after the first add-to-cart exists exactly when the last
+    -- checkout is at or after it.
     select
         session_id,
-        min(created_at) as first_add_to_cart_at
+        min(created_at) filter (where event_type = 'add_to_cart') as first_add_to_cart_at,
+        max(created_at) filter (where event_type = 'checkout') as last_checkout_at
     from events
-    where event_type = 'add_to_cart'
     group by session_id
-),
-
-checkouts as (
-    select distinct events.session_id
-    from events
-    inner join carts on events.session_id = carts.session_id
-    where
-        events.event_type = 'checkout'
-        and events.created_at >= carts.first_add_to_cart_at
 ),
 
 steps as (
     select
         count(*) as sessions,
-        count(carts.session_id) as sessions_with_add_to_cart,
-        count(checkouts.session_id) as sessions_with_checkout
+        count(session_steps.first_add_to_cart_at) as sessions_with_add_to_cart,
+        count(*) filter (
+            where session_steps.last_checkout_at >= session_steps.first_add_to_cart_at
+        ) as sessions_with_checkout
     from day_sessions
-    left join carts on day_sessions.session_id = carts.session_id
-    left join checkouts on day_sessions.session_id = checkouts.session_id
+    left join session_steps on day_sessions.session_id = session_steps.session_id
 ),
 
 final as (

@@ -18,59 +18,49 @@ product_events as (
     select * from {{ ref('int_product_events') }}
     where
         session_id in (select day_sessions.session_id from day_sessions)
+        -- Implied (a session starts at its first event), and what lets a daily run read one day of the merged
+        -- view through its created_at index instead of all of it.
+        and created_at >= {{ greenery_interval_start() }}
         and created_at < {{ greenery_interval_end() }}
 ),
 
-views as (
+first_views as (
+    -- Each event with its session's first view of the product: the steps below read the events once, with no
+    -- join between them (a join's row estimate for one day's events picked nested loops).
     select
         session_id,
         product_id,
-        min(created_at) as first_viewed_at
+        event_type,
+        created_at,
+        min(created_at) filter (where event_type = 'page_view')
+            over (partition by session_id, product_id)
+            as first_viewed_at
     from product_events
-    where event_type = 'page_view'
-    group by session_id, product_id
 ),
 
-carts as (
+session_products as (
+    -- A purchase at or after the first add-to-cart exists exactly when the last purchase is at or after it.
     select
-        views.session_id,
-        views.product_id,
-        min(product_events.created_at) as first_added_at
-    from views
-    inner join product_events
-        on
-            views.session_id = product_events.session_id
-            and views.product_id = product_events.product_id
-    where
-        product_events.event_type = 'add_to_cart'
-        and product_events.created_at >= views.first_viewed_at
-    group by views.session_id, views.product_id
-),
-
-purchases as (
-    select distinct
-        carts.session_id,
-        carts.product_id
-    from carts
-    inner join product_events
-        on
-            carts.session_id = product_events.session_id
-            and carts.product_id = product_events.product_id
-    where
-        product_events.event_type = 'purchase'
-        and product_events.created_at >= carts.first_added_at
+        session_id,
+        product_id,
+        min(first_viewed_at) as first_viewed_at,
+        min(created_at) filter (
+            where event_type = 'add_to_cart' and created_at >= first_viewed_at
+        ) as first_added_at,
+        max(created_at) filter (where event_type = 'purchase') as last_purchased_at
+    from first_views
+    group by session_id, product_id
 ),
 
 steps as (
     select
-        views.product_id,
+        product_id,
         count(*) as sessions_viewed,
-        count(carts.session_id) as sessions_added_to_cart,
-        count(purchases.session_id) as sessions_purchased
-    from views
-    left join carts on views.session_id = carts.session_id and views.product_id = carts.product_id
-    left join purchases on views.session_id = purchases.session_id and views.product_id = purchases.product_id
-    group by views.product_id
+        count(first_added_at) as sessions_added_to_cart,
+        count(*) filter (where last_purchased_at >= first_added_at) as sessions_purchased
+    from session_products
+    where first_viewed_at is not null
+    group by product_id
 ),
 
 final as (

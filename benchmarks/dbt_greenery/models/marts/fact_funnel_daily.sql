@@ -18,8 +18,8 @@ events as (
     select * from {{ ref('stg_postgres__events') }}
     where
         session_id in (select day_sessions.session_id from day_sessions)
-        -- Implied (a session starts at its first event), and what lets a daily run read one day of the merged
-        -- view through its created_at index instead of all of it.
+        -- Implied (a session starts at its first event, and its events are this run's), and what lets a daily
+        -- run read one day of the merged view through its created_at index instead of all of it.
         and created_at >= {{ greenery_interval_start() }}
         and created_at < {{ greenery_interval_end() }}
 ),

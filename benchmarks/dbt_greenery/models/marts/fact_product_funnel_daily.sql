@@ -18,13 +18,14 @@ product_events as (
     select * from {{ ref('int_product_events') }}
     where
         session_id in (select day_sessions.session_id from day_sessions)
-        -- Implied (a session starts at its first event), and what lets a daily run read one day of the merged
-        -- view through its created_at index instead of all of it.
+        -- A session starts at its first event, so this drops nothing a full refresh keeps (only a product event
+        -- from before the lookback whose event the events model, rebuilt whole, no longer has), and it lets a
+        -- daily run read one day of the merged view through its created_at index instead of all of it.
         and created_at >= {{ greenery_interval_start() }}
         and created_at < {{ greenery_interval_end() }}
 ),
 
-first_views as (
+events_with_first_view as (
     -- Each event with its session's first view of the product: the steps below read the events once, with no
     -- join between them (a join's row estimate for one day's events picked nested loops).
     select
@@ -48,7 +49,7 @@ session_products as (
             where event_type = 'add_to_cart' and created_at >= first_viewed_at
         ) as first_added_at,
         max(created_at) filter (where event_type = 'purchase') as last_purchased_at
-    from first_views
+    from events_with_first_view
     group by session_id, product_id
 ),
 

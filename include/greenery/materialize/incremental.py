@@ -33,21 +33,25 @@ KEY_LOOKUP_RATIO = 20
 def merge(cur, model: Model, target: str, delta: str, since: dt.datetime) -> None:
     """Replace ``target``'s rows that ``delta`` recomputes: from ``since`` on, or with a key in the delta.
 
-    A published row the delta recomputed as it was (the same key, the same text) is kept rather than deleted and
+    A published row the delta recomputed as it was (the same key, the same bytes) is kept rather than deleted and
     inserted again: a daily run recomputes its lookback's days, most of them unchanged, and rewriting them cost index
     maintenance, dead rows for autovacuum and WAL. The result is the same table. Runs inside the caller's transaction
     (publish's, or an in-place build's).
     """
     column = sql.Identifier(model.incremental_column)
     # Two deletes, not one with OR, so each can use its index (column range, then key lookups): the window's rows
-    # the delta did not recompute, then every row it recomputed otherwise (as text: NULL and '' differ).
+    # the delta did not recompute, then every row it recomputed otherwise. "Otherwise" is PostgreSQL's record image
+    # comparison (*<>, what REFRESH MATERIALIZED VIEW CONCURRENTLY uses): any byte apart, so NULL and '' differ, and
+    # 1.0 and 1.00, which = calls equal. Comparing the rows as text did the same, writing out every value of both:
+    # for an unchanged window at scale 1000 the events' key delete took 0.35-0.40 s against 0.27-0.28 s, the product
+    # events' 0.33-0.37 s against 0.26-0.32 s (four rounds each, alternating).
     cur.execute(
         sql.SQL("delete from {} as t where t.{} >= %s and not exists (select from {} as d where {})").format(
             ident(target), column, ident(delta), _keys_match(model)
         ),
         (since,),
     )
-    by_key = sql.SQL("delete from {} as t using {} as d where {} and d::text <> t::text").format(
+    by_key = sql.SQL("delete from {} as t using {} as d where {} and d *<> t").format(
         ident(target), ident(delta), _keys_match(model)
     )
     # What is left of target with a delta row's key is that row, unchanged: the rest of the delta goes in.

@@ -258,6 +258,16 @@ def db(warehouse_url):
         yield conn
 
 
+@pytest.fixture(scope="module")
+def module_db(module_warehouse_url):
+    """A connection to the module's database, not in autocommit: for tests that build in a transaction they roll
+    back (``conn.transaction(force_rollback=True)``), example after example."""
+    import psycopg
+
+    with psycopg.connect(module_warehouse_url) as conn:
+        yield conn
+
+
 @pytest.fixture(scope="session")
 def airflow_dag(migrated_airflow_db):
     """The greenery_daily DAG, loaded under a migrated private Airflow home."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 from fractions import Fraction
 
-import psycopg
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -48,12 +47,6 @@ orders = st.lists(  # per user: (hour of the day it was placed, its products)
     st.tuples(st.integers(0, 3), st.sets(st.sampled_from(PRODUCTS), max_size=3)), max_size=3
 )
 shops = st.fixed_dictionaries({user: orders for user in USERS})
-
-
-@pytest.fixture(scope="module")
-def conn(module_warehouse_url):
-    with psycopg.connect(module_warehouse_url) as conn:
-        yield conn
 
 
 def expected(shop: dict[str, list]) -> dict[tuple[str, str], bool | None]:
@@ -113,26 +106,26 @@ def built(conn, shop: dict[str, list]) -> dict[tuple[str, str], bool | None]:
 
 @settings(max_examples=120, deadline=None)
 @given(shop=shops)
-def test_the_repeat_favoured_product_indicator_follows_its_definition(conn, shop):
+def test_the_repeat_favoured_product_indicator_follows_its_definition(module_db, shop):
     want = expected(shop)
     for (scope, _), value in want.items():
         event(f"{scope}: {value}")  # --hypothesis-show-statistics: each scope draws true, false and NULL
-    assert built(conn, shop) == want
+    assert built(module_db, shop) == want
 
 
-def test_a_repeat_buyer_whose_first_order_had_no_lines_is_not_taken_out_of_the_repeat_buyers(conn):
+def test_a_repeat_buyer_whose_first_order_had_no_lines_is_not_taken_out_of_the_repeat_buyers(module_db):
     """Review: u0 repeats, its first order had no lines (so it is in no group), its second holds p0, which u1, the one
     one-time buyer, had first. The other repeat buyers are none: p0 is favoured for nobody. Subtracting u0 from the
     repeat buyers all the same made it 0 * 1 > 1 * -1: true."""
     shop = {user: [] for user in USERS}
     shop.update(u0=[(0, set()), (1, {"p0"})], u1=[(0, {"p0"})])
-    got = built(conn, shop)
+    got = built(module_db, shop)
     assert got["all_history", "u0"] is False
     assert got["through_first_order", "u0"] is None  # its first order has no lines
     assert got == expected(shop)
 
 
-def test_a_product_only_the_buyer_had_first_is_not_favoured_by_their_own_label(conn):
+def test_a_product_only_the_buyer_had_first_is_not_favoured_by_their_own_label(module_db):
     """Leave-one-out, by hand: u0 (repeat) alone had p0 first; without u0 no repeat buyer had it. u1 (repeat) had
     p0 first too: for u1 the other repeat buyer u0 had it, against none of the one-time buyers (u2, u3)."""
     shop = {user: [] for user in USERS}
@@ -141,9 +134,9 @@ def test_a_product_only_the_buyer_had_first_is_not_favoured_by_their_own_label(c
         u2=[(0, {"p1"})],
         u3=[(0, {"p2"})],
     )
-    assert built(conn, shop)["through_first_order", "u0"] is False
+    assert built(module_db, shop)["through_first_order", "u0"] is False
     shop["u1"] = [(0, {"p0"}), (2, set())]
-    got = built(conn, shop)
+    got = built(module_db, shop)
     assert got["through_first_order", "u1"] is True
     assert got["through_first_order", "u0"] is True  # now u1 is the other repeat buyer who had p0 first
     assert got == expected(shop)

@@ -227,12 +227,6 @@ STEPS = st.one_of(
 DAYS = st.lists(st.lists(st.tuples(st.sampled_from(AT), STEPS), min_size=1, max_size=6), max_size=5)
 
 
-@pytest.fixture(scope="module")
-def module_conn(module_warehouse_url):
-    with psycopg.connect(module_warehouse_url) as conn:
-        yield conn
-
-
 def _events(sessions: list[list]) -> tuple[list[dict], dict[str, list[str]]]:
     events, items = [], {}
     for s, steps in enumerate(sessions):
@@ -286,7 +280,7 @@ def built_funnels(conn, events: list[dict], items: dict[str, list[str]]) -> tupl
 
 @settings(max_examples=150, deadline=None)
 @given(sessions=DAYS)
-def test_both_daily_funnels_follow_their_definition_event_by_event(module_conn, sessions):
+def test_both_daily_funnels_follow_their_definition_event_by_event(module_db, sessions):
     """The models as a full build (or a first run) runs them, on one table of events: a daily run reads the same SQL
     through merged views, whose rows the incremental tests compare with full refreshes (test_incremental.py)."""
     events, items = _events(sessions)
@@ -295,7 +289,7 @@ def test_both_daily_funnels_follow_their_definition_event_by_event(module_conn, 
     # --hypothesis-show-statistics: each step is reached and missed
     event(f"sessions with a checkout after a cart: {want_daily[2]}")
     event(f"products bought after a cart: {sum(c[2] for k, c in per_product.items() if k[0] == FEB12)}")
-    assert built_funnels(module_conn, events, items) == (
+    assert built_funnels(module_db, events, items) == (
         want_daily,
         {key: counts for key, counts in per_product.items() if key[0] == FEB12},
     )

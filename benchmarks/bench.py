@@ -364,7 +364,10 @@ def worker_cosmos(args: dict) -> dict:
 
 def worker_pipeline(args: dict) -> dict:
     """The whole DAG through Airflow's dag.test, in this process, for one day."""
+    from greenery import gc_tuning
     from greenery.dev import local_airflow
+
+    gc_tuning.apply()  # this process is `greenery run`'s (local_airflow.run_day), with that command's collector
 
     local_airflow.configure(Path(args["airflow_home"]), quiet=True)  # migrated by the parent
     warnings.filterwarnings("ignore")

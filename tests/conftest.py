@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from greenery import gc_tuning
 from greenery.dev import embedded_pg, local_airflow
 
 # Traversable: as root, the embedded PostgreSQL runs as the user 'pgserver', which must enter this folder.
@@ -108,6 +109,10 @@ def _poll_dag_test_faster() -> None:
 
 
 _poll_dag_test_faster()
+
+# The tests' processes collect garbage as the `greenery` command does (greenery/gc_tuning.py): each imports Airflow
+# and GX, runs whole DAGs and validations in process, and paid for full collections over that heap.
+gc_tuning.apply()
 
 
 class Interrupted(Exception):
@@ -361,6 +366,7 @@ NEEDS_AIRFLOW = (
     "test_compose.py",
     "test_dag_integrity.py",
     "test_digest.py",
+    "test_gc_tuning.py",  # the validate task's module
     "test_quality_view.py",
     "test_slack_alert.py",
 )

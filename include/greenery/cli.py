@@ -17,7 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-from greenery import config
+from greenery import config, gc_tuning
 from greenery.cli_types import (
     UsageError,
     day_option,
@@ -335,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the whole process is this command's (a caller passing argv keeps its own collector settings)
+        gc_tuning.apply()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pgserver").setLevel(logging.ERROR)  # its start/stop chatter hides the answers
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")

@@ -43,6 +43,10 @@ installed without --compile-bytecode (plain ``uv pip install``; ``make install``
 files while dbt's venv has, and Airflow and GX would pay for compiling their modules at every import and
 dbt would not (--as-installed measures them without it; the DAG parse time is reported both ways).
 
+The ``pipeline`` worker runs with the collector thresholds of the ``greenery`` command, whose ``greenery run`` it
+stands for (greenery/gc_tuning.py: 3.6 s of a demo's 18 CPU-s were collections); dbt and Cosmos run with CPython's
+own, as their commands do (Cosmos' ``dag.test`` would gain as well; that control is not measured).
+
 Every contender runs in its own subprocess; its peak memory is that process tree's peak RSS as
 ``os.wait4`` reports it for that child (the per-child form of ``getrusage(RUSAGE_CHILDREN)``). The
 PostgreSQL server is shared and its memory is not counted; neither is its CPU ("client CPU" is the

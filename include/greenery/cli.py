@@ -106,6 +106,8 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
     for n, day in enumerate(days, 1):
         ran: list[dt.date] = []  # the day, once its run ended
         try:
+            if n > 1:
+                gc_tuning.between_runs()  # what the last day's cycles hold (gc_tuning.py)
             dag_run = _one_day(n, days, day, dag, log_file, full_refresh, ran)
         except KeyboardInterrupt:  # outside the day's run (before it, or after it ended): no run is left running
             raise cli_runs.stopped(dag.dag_id, day, None) from None

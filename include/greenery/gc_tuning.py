@@ -4,36 +4,62 @@ CPython collects its youngest generation every 700 allocations net of frees, and
 process in a full collection when enough new objects have survived: importing Airflow and GX makes about a million
 of them, so their imports and GX's validation (hundreds of thousands of small objects per suite) paid for some 2,300
 young and a dozen full collections per ``greenery demo``, the full ones about 0.25 s each. Measured with a
-``gc.callbacks`` timer on every collection (2026-12-06, ``greenery demo``): 3.6 s of its 18 CPU-s in the collector
-with CPython's thresholds, 0.6 s with these; a validation of the real data alone, 0.5-1.0 s → 0.03-0.13 s.
+``gc.callbacks`` timer on every collection (2026-12-06, ``greenery demo``, benchmarks/RESULTS.md): 3.6 s of its 18
+CPU-s in the collector with CPython's thresholds, 0.6 s with these, its peak memory 422 → 432 MB.
 
-Cycles are still collected, later: the demo's peak memory went from 422 to 432 MB. Nothing here changes what a
-program does, only when its unreachable cycles are freed (a finalizer runs later).
+The thresholds are the process's, for all its threads. Cycles are still collected, later, so a finalizer of one runs
+later; nothing of this project's depends on when (its connections are closed explicitly). Not tuned: the Airflow
+components (api-server, scheduler, dag-processor, triggerer, Celery workers) and every task but ``validate``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from collections.abc import Iterator
 
-# Youngest generation every 50,000 allocations (CPython: 700); the older two as CPython counts them, in collections
-# of the generation below. The full collection still comes, once enough survivors pile up (CPython's own rule).
+# The youngest generation every 50,000 allocations (CPython: 700); the middle one every 20 young collections (about
+# a million allocations); a full one after 20 middle ones, when CPython's own rule (a quarter more long-lived
+# objects than at the last one) also holds. 20 rather than CPython's 10: fewer walks of the middle generation, which
+# holds what the imports left until a full collection moves it on.
 THRESHOLDS = (50_000, 20, 20)
+
+_lock = threading.Lock()
+_inside = 0  # validations in fewer_collections() at once (threads of one process)
+_before: tuple[int, int, int] | None = None
 
 
 def apply() -> None:
-    """For a whole process of ours (the ``greenery`` command). Not in ``greenery-airflow``: the tasks it forks would
-    inherit this module from it (preloaded_airflow.py imports libraries only); ``validate`` sets its own."""
+    """For a whole process of ours: the ``greenery`` command (``greenery ui``'s supervising process included, which
+    allocates little). Not in ``greenery-airflow``: its forked tasks would inherit this module from it
+    (preloaded_airflow.py imports libraries only); ``validate`` sets its own."""
     gc.set_threshold(*THRESHOLDS)
+
+
+def between_runs() -> None:
+    """A full collection between two days' runs of one process (``greenery run`` over a range), where nothing waits
+    on it. With these thresholds the full ones stopped coming, and a range kept what each day's cycles held: 15 MB
+    more resident per day (441 → 562 MB over nine days at scale 1), 2 MB with this (441 → 483 MB), for 0.6-0.9 s a
+    day (benchmarks/RESULTS.md)."""
+    gc.collect()
 
 
 @contextlib.contextmanager
 def fewer_collections() -> Iterator[None]:
-    """For a while in a process that is not ours (a task in ``airflow dags test``, a caller's ``dag.test``)."""
-    before = gc.get_threshold()
-    gc.set_threshold(*THRESHOLDS)
+    """For a while in a process that may not be ours (a task in ``airflow dags test``, a caller's ``dag.test``):
+    the process's own thresholds come back when the last of the validations running at once in it ends."""
+    global _inside, _before
+    with _lock:
+        if _inside == 0:
+            _before = gc.get_threshold()
+            gc.set_threshold(*THRESHOLDS)
+        _inside += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        with _lock:
+            _inside -= 1
+            if _inside == 0 and _before is not None:
+                gc.set_threshold(*_before)
+                _before = None

@@ -44,8 +44,10 @@ files while dbt's venv has, and Airflow and GX would pay for compiling their mod
 dbt would not (--as-installed measures them without it; the DAG parse time is reported both ways).
 
 The ``pipeline`` worker runs with the collector thresholds of the ``greenery`` command, whose ``greenery run`` it
-stands for (greenery/gc_tuning.py: 3.6 s of a demo's 18 CPU-s were collections); dbt and Cosmos run with CPython's
-own, as their commands do (Cosmos' ``dag.test`` would gain as well; that control is not measured).
+stands for (greenery/gc_tuning.py: 3.6 s of a demo's 18 CPU-s were collections), and ``pipeline_scheduled``'s Airflow
+components with those of ``greenery-airflow``, through which ``greenery ui`` starts them (the same thresholds:
+greenery/preloaded_airflow.py); dbt and Cosmos, in both modes, run with CPython's own, as their commands do (Cosmos
+would gain as well; that control is not measured).
 
 Every contender runs in its own subprocess; its peak memory is that process tree's peak RSS as
 ``os.wait4`` reports it for that child (the per-child form of ``getrusage(RUSAGE_CHILDREN)``). The

@@ -4,8 +4,9 @@ The Airflow components start as ``greenery ui`` starts them (greenery.dev.local_
 dag-processor as subprocesses of one private AIRFLOW_HOME, LocalExecutor, no scheduled runs), with two
 differences: the metadata database is a database of the bench's PostgreSQL server (a fresh clone of one
 migrated once per bench), not SQLite, so the LocalExecutor's task processes really run side by side; and
-the ``airflow`` executable may be another venv's (the Cosmos contender runs its own Airflow). The
-triggerer is not started: neither DAG defers a task.
+the ``airflow`` executable may be another venv's (the Cosmos contender runs its own Airflow, started as plain
+``airflow``: its venv has no ``greenery-airflow``, so it keeps CPython's collector thresholds and imports nothing
+first). The triggerer is not started: neither DAG defers a task.
 
 A run is triggered through the REST API for one day (``POST /api/v2/dags/{id}/dagRuns`` with its
 logical date, as the UI's Trigger button does) and its end is read from the metadata database, which

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from greenery import preloaded_airflow
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PLUGINS_DIR = PROJECT_DIR / "plugins"
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
@@ -76,7 +78,8 @@ def api_server(
         env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "False"
         env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = ",".join(f"{name}:viewer" for name in users)
         env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords)
-    airflow = str(Path(sys.executable).with_name("airflow"))
+    # As greenery ui starts it: through greenery-airflow (the collector's thresholds; no GX import for an api-server).
+    airflow = preloaded_airflow.beside(str(Path(sys.executable).with_name("airflow")))
     shutil.copyfile(airflow_db, home / "airflow.db")
     port = free_port()
     log_path = tmp_path / "api-server.log"

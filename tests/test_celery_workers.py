@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit
 import psycopg
 import pytest
 
-from greenery import preloaded_airflow, warehouse
+from greenery import gc_tuning, preloaded_airflow, warehouse
 from greenery.dev import addresses, local_ui
 from greenery.sources import load as raw
 
@@ -206,4 +206,7 @@ def test_a_run_on_two_workers_survives_one_killed_mid_task_and_the_view_shows_it
     # after GX was imported, so validate did not import it again.
     logs = sorted((ui.home.parent / rows["validate"]["hostname"] / "logs").rglob("task_id=validate/attempt=*.log"))
     assert logs, "no validate log in the worker's home"
-    assert "Great Expectations: already imported when the task started" in logs[-1].read_text(errors="replace")
+    text = logs[-1].read_text(errors="replace")
+    assert "Great Expectations: already imported when the task started" in text
+    # And with the collector's thresholds greenery-airflow set in the worker (preloaded_airflow.py).
+    assert f"collector thresholds when the task started: {gc_tuning.THRESHOLDS}" in text

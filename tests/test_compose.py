@@ -82,6 +82,12 @@ def _argv(value: str | list | None) -> list[str]:
     return shlex.split(value) if isinstance(value, str) else list(value or [])
 
 
+def airflow_command(svc: dict) -> list[str]:
+    """The airflow subcommand a service runs, as the image's entrypoint or through greenery.preloaded_airflow."""
+    argv = _argv(svc.get("command"))
+    return argv[3:] if argv[:3] == ["python", "-m", "greenery.preloaded_airflow"] else argv
+
+
 def commands(svc: dict) -> list[list[str]]:
     """What a service runs: its command (through the image's entrypoint), bash -c lines, health checks."""
     argv = _argv(svc.get("entrypoint")) + _argv(svc.get("command"))
@@ -132,6 +138,14 @@ def test_every_command_on_the_airflow_image_is_one_airflow_3_accepts():
     assert lexed == [["f"], ["a", "x"], ["c"]]
 
 
+def test_every_airflow_component_runs_through_greenery_airflow():
+    """Python's cycle collector run less in each (greenery/preloaded_airflow.py), GX imported first only by the
+    processes the tasks are forked from (the scheduler; the Celery workers: the test below)."""
+    preloaded = ["python", "-m", "greenery.preloaded_airflow"]
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
+        assert _argv(AIRFLOW[name]["command"])[:3] == preloaded, name
+
+
 def documented_commands() -> list[tuple[str, list[str]]]:
     """(where, argv) of each `airflow` and `greenery` command the README's bash blocks and the DAG's notes tell
     people to run. Placeholders are resolved as a reader would: ``[...]`` left out, ``a|b`` each tried."""
@@ -176,7 +190,7 @@ def test_airflow_settings_are_core_options_and_the_components_meet():
                 assert m[2].lower() in options.get(m[1].lower(), {}).get("options", {}), f"{name}: {key} is unknown"
     assert not COMMON_ENV["AIRFLOW__CORE__AUTH_MANAGER"].startswith("airflow.providers.")  # no provider needed
     api = urlsplit(COMMON_ENV["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
-    assert SERVICES[api.hostname]["command"] == "api-server" and api.port == 8080
+    assert airflow_command(SERVICES[api.hostname]) == ["api-server"] and api.port == 8080
     assert_is_a_postgres_service(COMMON_ENV["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
 
 
@@ -190,7 +204,7 @@ def test_the_stack_has_the_settings_and_start_order_the_readme_states(tmp_path):
     for key in ("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"):
         assert COMMON_ENV.get(key) == ours[key], key
     assert interpolate(RAW, {})["x-airflow-common"]["environment"]["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"] == "180"
-    [api] = [name for name, svc in AIRFLOW.items() if svc.get("command") == "api-server"]
+    [api] = [name for name, svc in AIRFLOW.items() if airflow_command(svc) == ["api-server"]]
     assert "/execution/health" in " ".join(SERVICES[api]["healthcheck"]["test"])
     waiting = {
         name for name, svc in AIRFLOW.items() if svc.get("depends_on", {}).get(api) == {"condition": "service_healthy"}
@@ -248,7 +262,7 @@ def test_every_component_links_from_the_base_url_set_in_dotenv(monkeypatch):
 
     from greenery import links
 
-    [api] = [svc for svc in AIRFLOW.values() if svc.get("command") == "api-server"]
+    [api] = [svc for svc in AIRFLOW.values() if airflow_command(svc) == ["api-server"]]
     [published] = [p.split(":")[0] for p in api["ports"] if p.split(":")[-1] == "8080"]
     for given, expected in ((None, f"http://localhost:{published}"), ("https://airflow.example",) * 2):
         env = {**env_example()[0], **({"AIRFLOW_BASE_URL": given} if given else {})}

@@ -4,6 +4,7 @@ validate task wherever it runs, and given back to a process that is not the proj
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 import threading
@@ -46,7 +47,10 @@ def test_a_caller_of_the_cli_with_its_own_argv_keeps_its_collector(cpython_thres
     assert gc.get_threshold() == CPYTHON
 
 
-def test_validate_runs_with_them_and_gives_the_process_its_own_back_even_when_it_fails(cpython_thresholds, monkeypatch):
+def test_validate_runs_with_them_and_gives_the_process_its_own_back_even_when_it_fails(
+    cpython_thresholds, monkeypatch, caplog
+):
+    """It logs what the process started it with (the stack tests read that line from greenery-airflow's tasks)."""
     from greenery.tasks import validate
 
     seen = []
@@ -56,10 +60,17 @@ def test_validate_runs_with_them_and_gives_the_process_its_own_back_even_when_it
         raise validate.ChecksFailed("1 critical check failed")
 
     monkeypatch.setattr(validate, "_validate", checks)
-    with pytest.raises(validate.ChecksFailed):
-        validate.run({})
+    # Airflow's logging set-up, run by the first import of the task's modules, replaces the root logger's handlers
+    # (caplog's among them): the record is taken from the task's logger itself.
+    validate.log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger=validate.log.name), pytest.raises(validate.ChecksFailed):
+            validate.run({})
+    finally:
+        validate.log.removeHandler(caplog.handler)
     assert seen == [gc_tuning.THRESHOLDS]
     assert gc.get_threshold() == CPYTHON
+    assert f"collector thresholds when the task started: {CPYTHON}" in caplog.text
 
 
 def test_two_validations_at_once_keep_them_until_the_last_ends_then_give_the_process_its_own_back(cpython_thresholds):
@@ -114,3 +125,84 @@ def test_a_range_of_days_collects_between_its_days_only(monkeypatch):
     days = [dt.date(2021, 2, 10) + dt.timedelta(days=i) for i in range(3)]
     assert cli._each_day(days, SimpleNamespace(dag_id="greenery_daily"), None, False) == 0
     assert calls == [days[0], "collect", days[1], "collect", days[2]]
+
+
+# `greenery-airflow` in a process of its own, with stand-ins first on the path: for Airflow (its `__main__`, which
+# reports what the component starts with) and for GX (a library no process imports at its start; the real imports
+# are test_architecture's and test_local_ui's). Each notes the thresholds it was imported under.
+STAND_INS = {
+    "airflow/__init__.py": "",
+    "airflow/__main__.py": (
+        "import gc, sys\n"
+        "imported_under = gc.get_threshold()\n"
+        "def main():\n"
+        "    library = sys.modules.get('stand_in_library')\n"
+        "    print('airflow', *imported_under)\n"
+        "    print('library', *(library.imported_under if library else ['not', 'imported']))\n"
+        "    print('project', *sorted(m for m in sys.modules if m.split('.')[0] == 'greenery'))\n"
+    ),
+    "stand_in_library.py": "import gc\nimported_under = gc.get_threshold()\n",
+}
+COMPONENT = (
+    "import sys\n"
+    "from greenery import preloaded_airflow as p\n"
+    "p.LIBRARIES = ('stand_in_library',)\n"
+    "sys.argv = ['greenery-airflow', *sys.argv[1:]]\n"
+    "p.main()\n"
+)
+FORKING = ["scheduler", "celery worker -q default"]  # the processes the tasks are forked from
+OTHERS = ["api-server --port 8080", "dag-processor", "triggerer", "celery flower", "db migrate"]
+
+
+@pytest.mark.parametrize("command", FORKING + OTHERS)
+def test_every_airflow_component_started_by_greenery_airflow_runs_with_them_from_its_first_import(command, tmp_path):
+    """Set before Airflow's import (and GX's, imported only by the processes the tasks are forked from), without
+    importing a module of the project (gc_tuning.py) that the scheduler's tasks would inherit (test_architecture)."""
+    for name, text in STAND_INS.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-c", COMPONENT, *command.split()], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    thresholds = " ".join(map(str, gc_tuning.THRESHOLDS))
+    library = thresholds if command in FORKING else "not imported"
+    assert done.stdout.splitlines()[-3:] == [
+        f"airflow {thresholds}",
+        f"library {library}",
+        "project greenery greenery.preloaded_airflow",
+    ], done.stdout + done.stderr
+
+
+def test_greenery_airflow_writes_the_same_thresholds_without_importing_this_module():
+    """Written twice on purpose: the scheduler's forked tasks would inherit gc_tuning.py from it."""
+    from greenery import preloaded_airflow
+
+    assert preloaded_airflow.THRESHOLDS == gc_tuning.THRESHOLDS
+
+
+def test_greenery_ui_starts_every_component_and_the_migration_through_greenery_airflow(tmp_path, monkeypatch):
+    from greenery import preloaded_airflow
+    from greenery.dev import local_airflow, local_ui
+
+    started = []
+
+    class Recorded:
+        def __init__(self, args, **kwargs):
+            started.append(args)
+            self.args, self.returncode = args, 0
+
+    monkeypatch.setattr(local_ui.subprocess, "Popen", Recorded)
+    monkeypatch.setattr(local_airflow.subprocess, "run", Recorded)
+    for venv, ours in (("project", True), ("cosmos", False)):  # the benchmark's Cosmos venv has no greenery-airflow
+        bindir = tmp_path / venv / "bin"
+        bindir.mkdir(parents=True)
+        if ours:
+            (bindir / preloaded_airflow.COMMAND).touch()
+        started.clear()
+        local_airflow.migrate(str(bindir / "airflow"))
+        ui = local_ui.LocalAirflow(home=tmp_path, port=8080, host="127.0.0.1", env={}, log_dir=tmp_path / "logs")
+        local_ui.launch(ui, str(bindir / "airflow"))
+        command = bindir / (preloaded_airflow.COMMAND if ours else "airflow")
+        assert [args[:2] for args in started] == [[str(command), name] for name in ("db", *local_ui.COMPONENTS)]

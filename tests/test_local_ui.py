@@ -40,7 +40,7 @@ import browser
 import psycopg
 import pytest
 
-from greenery import audit
+from greenery import audit, gc_tuning
 from greenery.dev import local_airflow, local_ui
 from greenery.project import models
 
@@ -275,12 +275,14 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     ]
     assert not retried, retried[:3]
 
-    # 9. The scheduler (greenery-airflow) imported GX before forking: no validate attempt paid its import.
+    # 9. The scheduler (greenery-airflow) imported GX before forking: no validate attempt paid its import; and each
+    # task started with the collector's thresholds greenery-airflow set in the scheduler (preloaded_airflow.py).
     attempts = sorted((ui.home / "logs").rglob("task_id=validate/attempt=*.log"))
     assert len(attempts) >= 3, attempts  # failed, refused, green
     for attempt in attempts:
         text = attempt.read_text(errors="replace")
         assert "Great Expectations: already imported when the task started" in text, attempt
+        assert f"collector thresholds when the task started: {gc_tuning.THRESHOLDS}" in text, attempt
 
     # 10. A task's process killed (the OOM killer, kill -9) is failed by Airflow without its failure callback
     # (apache/airflow#60858): the DAG's own callback, run by the dag-processor, pages once for the run.

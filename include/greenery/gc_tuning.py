@@ -8,8 +8,10 @@ young and a dozen full collections per ``greenery demo``, the full ones about 0.
 CPU-s in the collector with CPython's thresholds, 0.6 s with these, its peak memory 422 → 432 MB.
 
 The thresholds are the process's, for all its threads. Cycles are still collected, later, so a finalizer of one runs
-later; nothing of this project's depends on when (its connections are closed explicitly). Not tuned: the Airflow
-components (api-server, scheduler, dag-processor, triggerer, Celery workers) and every task but ``validate``.
+later; nothing of this project's depends on when (its connections are closed explicitly). The Airflow components
+started through ``greenery-airflow`` (``greenery ui``'s, and the scheduler and Celery workers of docker-compose.yaml)
+set the same thresholds themselves (preloaded_airflow.py), and the tasks forked from them inherit them; elsewhere
+(``airflow dags test``, a deployment's plain ``airflow`` commands) only ``validate`` sets them.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ _before: tuple[int, int, int] | None = None
 
 def apply() -> None:
     """For a whole process of ours: the ``greenery`` command (``greenery ui``'s supervising process included, which
-    allocates little). Not in ``greenery-airflow``: its forked tasks would inherit this module from it
-    (preloaded_airflow.py imports libraries only); ``validate`` sets its own."""
+    allocates little). ``greenery-airflow`` sets the same without importing this module: its forked tasks would
+    inherit the module from it (preloaded_airflow.py imports libraries only)."""
     gc.set_threshold(*THRESHOLDS)
 
 

@@ -1,27 +1,43 @@
-"""``greenery-airflow``: the ``airflow`` command with the validate task's code imported first.
+"""``greenery-airflow``: the ``airflow`` command for this project's Airflow components, with Python's cycle collector
+run less, and, for the commands that fork the tasks, the validate task's libraries imported first.
 
-The LocalExecutor forks its workers from the scheduler, and each task is forked from a worker: whatever the
-scheduler imported, every task starts with. Great Expectations takes 3 to 4 s to import, in every ``validate``
-task; imported once by the scheduler, that task starts with it (``make bench``'s ``pipeline_scheduled`` on the
-real data: ``validate`` 11.0 s → 6.6 s, the run 28.4 s → 24.1 s). ``greenery ui`` runs its scheduler with it.
+The collector (every component): Airflow's processes hold about a million objects after their imports, and CPython
+walks all of them at every full collection. With greenery/gc_tuning.py's thresholds, set before Airflow is imported,
+the collections of ``greenery ui``'s components in the on-call test (tests/test_local_ui.py, about 100 s here) took
+2.4-2.7 s of their CPU instead of 7.4-8.3 s, for 5-9 MB more memory each at their peak; over 24 runs in a row under
+one scheduler, and 30 idle minutes, their memory levelled off 5-10 MB above CPython's (benchmarks/RESULTS.md,
+2026-12-06). Tasks forked from the scheduler or a Celery worker inherit them; full collections still come, rarer.
+``greenery ui`` and docker-compose.yaml start every component through this command, and the ``greenery`` command
+every ``airflow db migrate`` it runs. (An api-server with more than one worker starts them as new interpreters:
+they keep CPython's thresholds.)
 
-Only modules are imported: no connection, thread, setting or GX context exists before Airflow's own ``main``
-runs, so nothing of this process's state is shared by the tasks it forks. The price is the scheduler's
-memory (GX's modules, shared copy-on-write with its workers) and 3 to 4 s more at its start.
+The imports (``scheduler``, ``celery worker``): the LocalExecutor forks its workers from the scheduler, and each task
+is forked from a worker: whatever the scheduler imported, every task starts with. Great Expectations takes 3 to 4 s
+to import, in every ``validate`` task; imported once by the scheduler, that task starts with it (``make bench``'s
+``pipeline_scheduled`` on the real data: ``validate`` 11.0 s → 6.6 s, the run 28.4 s → 24.1 s). Celery's pool
+processes are forked from the worker the same way. Only modules are imported: no connection, thread, setting or GX
+context exists before Airflow's own ``main`` runs, so nothing of this process's state is shared by the tasks it
+forks. The price is the process's memory (GX's modules, shared copy-on-write with its workers) and 3 to 4 s more
+at its start, which the other components (api-server, dag-processor, triggerer) do not pay.
 
 Only libraries, never this project's own modules: a task forked with them would run the code the scheduler
 started with beside modules it imports fresh (review: after a deploy, ``validate`` failed on a function the
-preloaded ``greenery.checks.suites`` did not have yet; a compatible change would have run stale checks).
+preloaded ``greenery.checks.suites`` did not have yet; a compatible change would have run stale checks). So the
+thresholds are written here again, not imported from gc_tuning.py (tests/test_gc_tuning.py holds them equal).
 A new version of a library still needs the scheduler restarted, as Airflow's own do.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from pathlib import Path
 
 COMMAND = "greenery-airflow"
+
+# greenery/gc_tuning.py's THRESHOLDS, which says why these.
+THRESHOLDS = (50_000, 20, 20)
 
 
 def beside(airflow: str) -> str:
@@ -34,11 +50,21 @@ def beside(airflow: str) -> str:
 # What greenery/checks/gx.py imports that takes time: GX (3 to 4 s), and what it and the tasks connect with.
 LIBRARIES = ("great_expectations", "great_expectations.data_context.types.base", "psycopg", "sqlalchemy")
 
+# The Airflow commands whose process forks the tasks: they import LIBRARIES first.
+FORKS_TASKS = (("scheduler",), ("celery", "worker"))
+
+
+def forks_tasks(args: list[str]) -> bool:
+    """Whether ``args`` (an ``airflow`` command line without the program) start a process the tasks are forked from."""
+    return any(tuple(args[: len(command)]) == command for command in FORKS_TASKS)
+
 
 def main() -> int | None:
-    # GX first: imported after Airflow, it logs some 200 INFO lines through Airflow's logging at every start.
-    for library in LIBRARIES:  # for the tasks this process forks, see above
-        importlib.import_module(library)
+    gc.set_threshold(*THRESHOLDS)  # before any import: Airflow's own made most of the collections
+    if forks_tasks(sys.argv[1:]):
+        # GX first: imported after Airflow, it logs some 200 INFO lines through Airflow's logging at every start.
+        for library in LIBRARIES:  # for the tasks this process forks, see above
+            importlib.import_module(library)
     return importlib.import_module("airflow.__main__").main()
 
 

@@ -1,9 +1,9 @@
 """``greenery ui``: Airflow 3's UI, scheduler and DAG processor on this machine, without Docker.
 
-:func:`start` runs ``airflow api-server``, ``scheduler`` (through ``greenery-airflow``, preloaded_airflow.py),
-``dag-processor`` (and ``triggerer``) as subprocesses of one private Airflow home (``.greenery/airflow`` for the
-CLI: SQLite metadata DB, LocalExecutor) with this project's dags and plugins folders; returns a
-:class:`LocalAirflow` handle;
+:func:`start` runs ``airflow api-server``, ``scheduler``, ``dag-processor`` (and ``triggerer``), each through
+``greenery-airflow`` (preloaded_airflow.py: the collector's thresholds; GX imported first by the scheduler), as
+subprocesses of one private Airflow home (``.greenery/airflow`` for the CLI: SQLite metadata DB, LocalExecutor) with
+this project's dags and plugins folders; returns a :class:`LocalAirflow` handle;
 :func:`serve` is the CLI's foreground loop around it (Ctrl-C stops everything). The warehouse is whatever
 the Airflow connection ``greenery_warehouse`` points at: the CLI starts the embedded PostgreSQL first when
 none is configured, as the other commands do.
@@ -303,15 +303,16 @@ def start(
 
 
 def launch(ui: LocalAirflow, airflow: str, components: Iterable[str] = COMPONENTS) -> LocalAirflow:
-    """Start ``components`` with the ``airflow`` executable, each logging to ``ui.log_dir/<name>.log``,
-    in its own process group; on any error stop what already started."""
+    """Start ``components`` with the ``airflow`` executable, through ``greenery-airflow`` where it is installed
+    beside it (preloaded_airflow.py: the collector's thresholds for all, GX imported first by the scheduler), each
+    logging to ``ui.log_dir/<name>.log``, in its own process group; on any error stop what already started."""
     ui.log_dir.mkdir(exist_ok=True)
     try:
         for name in components:
             args = ["--host", ui.host, "--port", str(ui.port)] if name == "api-server" else []
             with (ui.log_dir / f"{name}.log").open("wb") as log:
                 ui.processes[name] = subprocess.Popen(
-                    [preloaded_airflow.beside(airflow) if name == "scheduler" else airflow, name, *args],
+                    [preloaded_airflow.beside(airflow), name, *args],
                     env=ui.env,
                     cwd=ui.home,
                     stdin=subprocess.DEVNULL,

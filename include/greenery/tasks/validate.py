@@ -11,6 +11,7 @@ data): after fixing raw, clear the whole run.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import tempfile
@@ -76,6 +77,9 @@ def _check_raw_unchanged(conn, build: wap.Build) -> None:
 
 
 def run(context: Any) -> dict[str, Any]:
+    # What the task's process started with: greenery-airflow's thresholds where the scheduler or a Celery worker that
+    # it started forked the task (preloaded_airflow.py; the stack tests read this line), CPython's elsewhere.
+    log.info("Python's collector thresholds when the task started: %s", gc.get_threshold())
     # GX's import and validation make millions of short-lived objects: the collector runs less (gc_tuning.py), also
     # where the task runs in a process this project did not start (`airflow dags test`, a caller's dag.test).
     with gc_tuning.fewer_collections():

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from greenery import gc_tuning, preloaded_airflow
+from greenery import gc_tuning
 from greenery.dev import embedded_pg, local_airflow
 
 # Traversable: as root, the embedded PostgreSQL runs as the user 'pgserver', which must enter this folder.
@@ -297,11 +297,10 @@ def migrated_airflow_db(tmp_path_factory) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (home / "migrated").exists():
             home.mkdir(exist_ok=True)
-            airflow = Path(sys.executable).with_name("airflow")
             env = {**os.environ, "AIRFLOW_HOME": str(home)}
-            # As greenery ui migrates a home: through greenery-airflow (its collector thresholds, 0.5 CPU-s less).
-            command = [preloaded_airflow.beside(str(airflow)), "db", "migrate"]
-            subprocess.run(command, env=env, check=True, capture_output=True)
+            # As greenery ui and greenery run migrate a home (through greenery-airflow: its collector thresholds).
+            done = local_airflow.migrate(str(Path(sys.executable).with_name("airflow")), env=env)
+            assert done.returncode == 0, f"airflow db migrate failed: {done.stderr[-3000:]}"
             (home / "migrated").touch()
     return home / "airflow.db"
 

@@ -82,10 +82,13 @@ def _argv(value: str | list | None) -> list[str]:
     return shlex.split(value) if isinstance(value, str) else list(value or [])
 
 
+PRELOADED = ["python", "-m", "greenery.preloaded_airflow"]  # `airflow` through greenery-airflow
+
+
 def airflow_command(svc: dict) -> list[str]:
     """The airflow subcommand a service runs, as the image's entrypoint or through greenery.preloaded_airflow."""
     argv = _argv(svc.get("command"))
-    return argv[3:] if argv[:3] == ["python", "-m", "greenery.preloaded_airflow"] else argv
+    return argv[3:] if argv[:3] == PRELOADED else argv
 
 
 def commands(svc: dict) -> list[list[str]]:
@@ -96,7 +99,7 @@ def commands(svc: dict) -> list[list[str]]:
     test = svc.get("healthcheck", {}).get("test", [""])
     script = argv[2] if argv[:2] == ["bash", "-c"] else ""
     found = ([] if script else [argv]) + ([test[1:]] if test[0] == "CMD" else [])
-    if argv[:3] == ["python", "-m", "greenery.preloaded_airflow"]:  # `airflow`, with imports done first
+    if argv[:3] == PRELOADED:  # `airflow`, with imports done first
         found.append(["airflow", *argv[3:]])
     for line in (script + "\n" + (test[1] if test[0] == "CMD-SHELL" else "")).splitlines():
         # A line's first command, up to && || ; | (the scripts here use no other shell syntax).
@@ -141,9 +144,8 @@ def test_every_command_on_the_airflow_image_is_one_airflow_3_accepts():
 def test_every_airflow_component_runs_through_greenery_airflow():
     """Python's cycle collector run less in each (greenery/preloaded_airflow.py), GX imported first only by the
     processes the tasks are forked from (the scheduler; the Celery workers: the test below)."""
-    preloaded = ["python", "-m", "greenery.preloaded_airflow"]
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
-        assert _argv(AIRFLOW[name]["command"])[:3] == preloaded, name
+        assert _argv(AIRFLOW[name]["command"])[:3] == PRELOADED, name
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:
@@ -346,7 +348,7 @@ def test_the_default_stack_runs_the_local_executor_without_any_profile_service()
 
 
 def test_the_celery_profile_has_a_broker_and_two_workers_that_share_no_file():
-    preloaded = ["python", "-m", "greenery.preloaded_airflow", "celery", "worker"]  # `airflow celery worker`, GX first
+    preloaded = [*PRELOADED, "celery", "worker"]  # `airflow celery worker`, GX first
     workers = {name: svc for name, svc in CELERY.items() if svc.get("command") == preloaded}
     assert sorted(workers) == ["airflow-worker-1", "airflow-worker-2"]
     assert in_profiles(CELERY["redis"]) == {"celery"} and CELERY["redis"]["image"].startswith("redis:")

@@ -9,9 +9,9 @@ CPU-s in the collector with CPython's thresholds, 0.6 s with these, its peak mem
 
 The thresholds are the process's, for all its threads. Cycles are still collected, later, so a finalizer of one runs
 later; nothing of this project's depends on when (its connections are closed explicitly). The Airflow components
-started through ``greenery-airflow`` (``greenery ui``'s, and the scheduler and Celery workers of docker-compose.yaml)
-set the same thresholds themselves (preloaded_airflow.py), and the tasks forked from them inherit them; elsewhere
-(``airflow dags test``, a deployment's plain ``airflow`` commands) only ``validate`` sets them.
+started through ``greenery-airflow`` (every one of ``greenery ui`` and of docker-compose.yaml) set the same thresholds
+themselves (preloaded_airflow.py), and the tasks forked from them inherit them; elsewhere (``airflow dags test``, a
+deployment's plain ``airflow`` commands) only ``validate`` sets them.
 """
 
 from __future__ import annotations

@@ -151,3 +151,49 @@ def test_the_preloading_scheduler_imports_no_module_of_this_project_for_its_task
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.split() == ["greenery", "greenery.preloaded_airflow"], done.stdout
+
+
+# Imported in a fresh interpreter as the scheduler has them when its LocalExecutor forks a task: greenery-airflow's
+# libraries, then what the scheduler itself imports.
+SCHEDULER_IMPORTS = (
+    "airflow.__main__",
+    "airflow.jobs.scheduler_job_runner",
+    "airflow.executors.local_executor",
+    "airflow.sdk.execution_time.supervisor",
+    "airflow.sdk.execution_time.task_runner",
+)
+
+
+@pytest.mark.stack
+def test_a_task_forked_from_the_preloading_scheduler_imports_no_library_the_scheduler_did_not():
+    """Between its fork and its SQL every task parsed the DAG file and connected: the Task SDK's decorators, the assets'
+    providers and the Postgres provider's hook (with sqlparse, wrapt, deprecated, more_itertools, psycopg2) took about
+    0.1 s of CPU in each (py-spy, a scheduled run). greenery-airflow imports them once; a library a task comes to
+    import later (a new dependency of a task's module) fails here until it is preloaded too. Airflow's own core
+    modules are left to the scheduler, which imports them anyway."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import importlib, importlib.util, sys\n"
+        "from greenery import preloaded_airflow as p\n"
+        f"for m in (*p.LIBRARIES, *{SCHEDULER_IMPORTS!r}): importlib.import_module(m)\n"
+        "before = set(sys.modules)\n"
+        f"spec = importlib.util.spec_from_file_location('greenery_daily', {str(DAG_FILE)!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "import pkgutil, greenery.tasks\n"
+        "for task in pkgutil.iter_modules(greenery.tasks.__path__):\n"
+        "    importlib.import_module(f'greenery.tasks.{task.name}')\n"
+        "from airflow.providers.postgres.hooks.postgres import PostgresHook  # as greenery.warehouse.connect does\n"
+        "print('\\n'.join(sorted(set(sys.modules) - before)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180, check=True)
+    new = done.stdout.split()
+    assert any(m.startswith("greenery.tasks.") for m in new), "the probe imported the tasks' modules"
+    libraries = [
+        m
+        for m in new
+        if m.split(".")[0] not in {"greenery", "greenery_daily", *sys.stdlib_module_names}
+        and not (m.startswith("airflow.") and not m.startswith("airflow.providers."))
+    ]
+    assert libraries == [], "imported by every task after its fork: add them to preloaded_airflow.LIBRARIES"

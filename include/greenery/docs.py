@@ -41,7 +41,10 @@ def _entries(path: Path) -> dict[str, dict]:
     import yaml  # an Airflow dependency; only needed when docs are applied or rendered
 
     try:
-        found = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        # libyaml's loader where PyYAML has it (its wheels do): the same documents and errors, a tenth of the CPU.
+        # Every model task reads these files for its comments: 24-30 ms of each with PyYAML's own Python.
+        found = (yaml.load(text, Loader=yaml.CSafeLoader) if yaml.__with_libyaml__ else yaml.safe_load(text)) or {}
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)

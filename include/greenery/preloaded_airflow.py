@@ -14,8 +14,11 @@ they keep CPython's thresholds.)
 The imports (``scheduler``, ``celery worker``): the LocalExecutor forks its workers from the scheduler, and each task
 is forked from a worker: whatever the scheduler imported, every task starts with. Great Expectations takes 3 to 4 s
 to import, in every ``validate`` task; imported once by the scheduler, that task starts with it (``make bench``'s
-``pipeline_scheduled`` on the real data: ``validate`` 11.0 s → 6.6 s, the run 28.4 s → 24.1 s). Celery's pool
-processes are forked from the worker the same way. Only modules are imported: no connection, thread, setting or GX
+``pipeline_scheduled`` on the real data: ``validate`` 11.0 s → 6.6 s, the run 28.4 s → 24.1 s). Every task also
+imported, between its fork and its SQL, the Task SDK's decorators and the assets' providers (parsing the DAG file)
+and the Postgres provider's hook (connecting): about 0.1 s of CPU in each of the 40; they are imported here too
+(tests/test_architecture.py fails on a library a task imports that is not). Celery's pool processes are forked from
+the worker the same way. Only modules are imported: no connection, thread, setting or GX
 context exists before Airflow's own ``main`` runs, so nothing of this process's state is shared by the tasks it
 forks. The price is the process's memory (GX's modules, shared copy-on-write with its workers) and 3 to 4 s more
 at its start, which the other components (api-server, dag-processor, triggerer) do not pay.
@@ -47,8 +50,21 @@ def beside(airflow: str) -> str:
     return str(preloaded) if preloaded.is_file() else airflow
 
 
-# What greenery/checks/gx.py imports that takes time: GX (3 to 4 s), and what it and the tasks connect with.
-LIBRARIES = ("great_expectations", "great_expectations.data_context.types.base", "psycopg", "sqlalchemy")
+# What the tasks import that takes time, in this order. First greenery/checks/gx.py's: GX (3 to 4 s), and what it
+# and the tasks connect with. Then, once GX is in, Airflow's: what every task imports between its fork and its SQL
+# (the DAG file's decorators and assets, the Postgres provider's hook that greenery/warehouse.py connects through),
+# about 0.1 s of CPU in each (py-spy in a scheduled run: benchmarks/RESULTS.md, 2026-12-06 late morning).
+LIBRARIES = (
+    "great_expectations",
+    "great_expectations.data_context.types.base",
+    "psycopg",
+    "sqlalchemy",
+    "airflow.sdk.definitions.decorators",
+    "airflow.providers.common.compat.assets",
+    "airflow.providers.common.io.assets.file",
+    "airflow.providers.postgres.assets.postgres",
+    "airflow.providers.postgres.hooks.postgres",
+)
 
 # The Airflow commands whose process forks the tasks: they import LIBRARIES first.
 FORKS_TASKS = (("scheduler",), ("celery", "worker"))

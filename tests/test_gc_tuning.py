@@ -154,25 +154,54 @@ FORKING = ["scheduler", "celery worker -q default"]  # the processes the tasks a
 OTHERS = ["api-server --port 8080", "dag-processor", "triggerer", "celery flower", "db migrate"]
 
 
-@pytest.mark.parametrize("command", FORKING + OTHERS)
-def test_every_airflow_component_started_by_greenery_airflow_runs_with_them_from_its_first_import(command, tmp_path):
-    """Set before Airflow's import (and GX's, imported only by the processes the tasks are forked from), without
-    importing a module of the project (gc_tuning.py) that the scheduler's tasks would inherit (test_architecture)."""
+def started_component(tmp_path, command: str, executor: str | None = None) -> list[str]:
+    """What the stand-in Airflow reports from ``greenery-airflow <command>``, with AIRFLOW__CORE__EXECUTOR unset or
+    set to ``executor``."""
     for name, text in STAND_INS.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    env.pop("AIRFLOW__CORE__EXECUTOR", None)
+    if executor is not None:
+        env["AIRFLOW__CORE__EXECUTOR"] = executor
     done = subprocess.run(
         [sys.executable, "-c", COMPONENT, *command.split()], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    thresholds = " ".join(map(str, gc_tuning.THRESHOLDS))
-    library = thresholds if command in FORKING else "not imported"
-    assert done.stdout.splitlines()[-3:] == [
-        f"airflow {thresholds}",
+    return done.stdout.splitlines()[-3:]
+
+
+THRESHOLDS_TEXT = " ".join(map(str, gc_tuning.THRESHOLDS))
+
+
+@pytest.mark.parametrize("command", FORKING + OTHERS)
+def test_every_airflow_component_started_by_greenery_airflow_runs_with_them_from_its_first_import(command, tmp_path):
+    """Set before Airflow's import (and GX's, imported only by the processes the tasks are forked from), without
+    importing a module of the project (gc_tuning.py) that the scheduler's tasks would inherit (test_architecture)."""
+    library = THRESHOLDS_TEXT if command in FORKING else "not imported"
+    assert started_component(tmp_path, command) == [
+        f"airflow {THRESHOLDS_TEXT}",
         f"library {library}",
         "project greenery greenery.preloaded_airflow",
-    ], done.stdout + done.stderr
+    ]
+
+
+@pytest.mark.parametrize(
+    ("command", "executor", "preloads"),
+    [
+        ("scheduler", "LocalExecutor", True),
+        ("scheduler", "CeleryExecutor", False),  # docker-compose's Celery profile: the workers fork the tasks
+        ("scheduler", "LocalExecutor,CeleryExecutor", True),  # Airflow 3's several executors: some tasks are local
+        ("scheduler", "airflow.executors.local_executor.LocalExecutor", True),
+        ("celery worker -q default", "CeleryExecutor", True),
+    ],
+)
+def test_the_scheduler_preloads_only_when_a_localexecutor_forks_its_tasks(command, executor, preloads, tmp_path):
+    """Review: with CeleryExecutor the scheduler forks no task, and paid GX's import and memory for nothing."""
+    assert started_component(tmp_path, command, executor)[:2] == [
+        f"airflow {THRESHOLDS_TEXT}",
+        f"library {THRESHOLDS_TEXT if preloads else 'not imported'}",
+    ]
 
 
 def test_greenery_airflow_writes_the_same_thresholds_without_importing_this_module():

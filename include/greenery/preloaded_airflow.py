@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 COMMAND = "greenery-airflow"
@@ -70,8 +72,18 @@ LIBRARIES = (
 FORKS_TASKS = (("scheduler",), ("celery", "worker"))
 
 
-def forks_tasks(args: list[str]) -> bool:
-    """Whether ``args`` (an ``airflow`` command line without the program) start a process the tasks are forked from."""
+def forks_tasks(args: list[str], environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``args`` (an ``airflow`` command line without the program) start a process the tasks are forked from.
+
+    The scheduler forks them only through a LocalExecutor: with the executor set to others only (docker-compose's
+    Celery profile sets CeleryExecutor), its preload was 3 to 4 s and GX's memory for nothing. Read from the
+    environment, where docker-compose and ``greenery ui`` set it: Airflow's own configuration is read by importing
+    Airflow, which must come after GX. Without the variable Airflow's default (LocalExecutor) or airflow.cfg decide,
+    and the scheduler preloads as before.
+    """
+    if tuple(args[:1]) == ("scheduler",):
+        executors = environ.get("AIRFLOW__CORE__EXECUTOR")
+        return executors is None or "LocalExecutor" in executors
     return any(tuple(args[: len(command)]) == command for command in FORKS_TASKS)
 
 

@@ -58,16 +58,14 @@ def test_the_cycle_check_catches_a_cycle():
 
 
 def _env_access(tree: ast.AST) -> list[int]:
-    """Lines that read or write the process environment (os.environ[...], os.environ.get/setdefault/..., getenv)."""
-    lines = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            target = ast.unparse(node.func)
-            if target == "os.getenv" or target.startswith("os.environ."):
-                lines.append(node.lineno)
-        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
-            lines.append(node.lineno)
-    return lines
+    """Lines that touch the process environment: os.environ (read, written or handed on) or os.getenv."""
+    return sorted(
+        {
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and ast.unparse(node) in ("os.environ", "os.getenv")
+        }
+    )
 
 
 def _greenery_reads(tree: ast.AST) -> list[int]:
@@ -93,8 +91,10 @@ def test_settings_are_read_only_in_config():
             continue
         tree = parse_python(path)
         offenders += [f"{path.name}:{line}" for line in _greenery_reads(tree)]
-        # Other variables (AIRFLOW_HOME, connections) are Airflow's business: only the dev tools set them.
-        if not name.startswith(("greenery.dev", "greenery.cli")):
+        # Other variables (AIRFLOW_HOME, connections) are Airflow's business: only the dev tools set them, and
+        # greenery-airflow reads AIRFLOW__CORE__EXECUTOR before Airflow may be imported (it imports no module of the
+        # project, config.py included: the scheduler's tasks would inherit it).
+        if not name.startswith(("greenery.dev", "greenery.cli")) and name != "greenery.preloaded_airflow":
             offenders += [f"{path.name}:{line} uses os.environ" for line in _env_access(tree)]
     assert offenders == []
 
@@ -153,47 +153,77 @@ def test_the_preloading_scheduler_imports_no_module_of_this_project_for_its_task
     assert done.stdout.split() == ["greenery", "greenery.preloaded_airflow"], done.stdout
 
 
-# Imported in a fresh interpreter as the scheduler has them when its LocalExecutor forks a task: greenery-airflow's
-# libraries, then what the scheduler itself imports.
+# What the scheduler holds when its LocalExecutor forks a task, besides greenery-airflow's preload: Airflow's CLI and
+# scheduler, the task runner (`import airflow` itself imports it, masking secrets through the Task SDK) and the
+# supervisor (imported by each LocalExecutor worker once, at its first task, not by each task).
 SCHEDULER_IMPORTS = (
     "airflow.__main__",
+    "airflow.cli.commands.scheduler_command",
     "airflow.jobs.scheduler_job_runner",
     "airflow.executors.local_executor",
     "airflow.sdk.execution_time.supervisor",
     "airflow.sdk.execution_time.task_runner",
 )
 
+# A task's imports after its fork: the DAG file (parsed by each task), every task module, the docs its model task
+# reads (a function-level import of yaml) and the Postgres hook it connects through (built, not connected).
+TASK_IMPORTS = """
+import importlib, importlib.util, json, pkgutil, sys
+from greenery import preloaded_airflow as p
+for m in (*PRELOADED, *SCHEDULER_IMPORTS): importlib.import_module(m)
+before = set(sys.modules)
+spec = importlib.util.spec_from_file_location('greenery_daily', DAG_FILE)
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+import greenery.tasks
+for task in pkgutil.iter_modules(greenery.tasks.__path__):
+    importlib.import_module(f'greenery.tasks.{task.name}')
+from greenery import docs
+docs.load()
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+PostgresHook(postgres_conn_id='greenery_warehouse')
+print('MODULES', json.dumps(sorted(set(sys.modules) - before)))
+"""
 
-@pytest.mark.stack
-def test_a_task_forked_from_the_preloading_scheduler_imports_no_library_the_scheduler_did_not():
-    """Between its fork and its SQL every task parsed the DAG file and connected: the Task SDK's decorators, the assets'
-    providers and the Postgres provider's hook (with sqlparse, wrapt, deprecated, more_itertools, psycopg2) took about
-    0.1 s of CPU in each (py-spy, a scheduled run). greenery-airflow imports them once; a library a task comes to
-    import later (a new dependency of a task's module) fails here until it is preloaded too. Airflow's own core
-    modules are left to the scheduler, which imports them anyway."""
+
+def modules_a_task_imports(preloaded: tuple[str, ...]) -> list[str]:
+    """The modules a task forked from a scheduler that preloaded ``preloaded`` imports (a fresh interpreter)."""
+    import json
     import subprocess
     import sys
 
     probe = (
-        "import importlib, importlib.util, sys\n"
-        "from greenery import preloaded_airflow as p\n"
-        f"for m in (*p.LIBRARIES, *{SCHEDULER_IMPORTS!r}): importlib.import_module(m)\n"
-        "before = set(sys.modules)\n"
-        f"spec = importlib.util.spec_from_file_location('greenery_daily', {str(DAG_FILE)!r})\n"
-        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-        "import pkgutil, greenery.tasks\n"
-        "for task in pkgutil.iter_modules(greenery.tasks.__path__):\n"
-        "    importlib.import_module(f'greenery.tasks.{task.name}')\n"
-        "from airflow.providers.postgres.hooks.postgres import PostgresHook  # as greenery.warehouse.connect does\n"
-        "print('\\n'.join(sorted(set(sys.modules) - before)))\n"
+        f"PRELOADED, SCHEDULER_IMPORTS, DAG_FILE = {preloaded!r}, {SCHEDULER_IMPORTS!r}, {str(DAG_FILE)!r}\n"
+        + TASK_IMPORTS
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180, check=True)
-    new = done.stdout.split()
-    assert any(m.startswith("greenery.tasks.") for m in new), "the probe imported the tasks' modules"
-    libraries = [
-        m
-        for m in new
-        if m.split(".")[0] not in {"greenery", "greenery_daily", *sys.stdlib_module_names}
-        and not (m.startswith("airflow.") and not m.startswith("airflow.providers."))
-    ]
-    assert libraries == [], "imported by every task after its fork: add them to preloaded_airflow.LIBRARIES"
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("MODULES ")]
+    return json.loads(line.removeprefix("MODULES "))
+
+
+# What a task still imports after the preload, beside the project's modules: the DAG file's retry policy, a
+# dataclass or two (not worth a line in LIBRARIES). Another Airflow version may name others: look at their cost.
+PER_TASK = ("airflow.sdk.definitions.retry_policy",)
+
+
+@pytest.mark.stack
+def test_a_task_forked_from_the_preloading_scheduler_imports_no_library_the_scheduler_did_not():
+    """Between its fork and its SQL every task parsed the DAG file and connected: the Task SDK's decorators, the assets'
+    providers and the Postgres provider's hook (with sqlparse, wrapt, deprecated, more_itertools, psycopg2) took 30-40
+    ms of CPU in each (benchmarks/RESULTS.md, 2026-12-06). greenery-airflow imports them once. A library the DAG file, a
+    task module, the docs or the hook comes to import (a new dependency) fails here until it is preloaded too; and
+    each of Airflow's entries in LIBRARIES must be one a task would import without it. What is left is one module of
+    the Task SDK, a few classes (PER_TASK)."""
+    import sys
+
+    from greenery import preloaded_airflow
+
+    airflows = [m for m in preloaded_airflow.LIBRARIES if m.split(".")[0] == "airflow"]
+    others = [m for m in preloaded_airflow.LIBRARIES if m not in airflows]
+    # GX first (preloaded_airflow.main: imported after Airflow it logs through Airflow's logging at every start).
+    assert list(preloaded_airflow.LIBRARIES) == others + airflows
+    new = modules_a_task_imports(preloaded_airflow.LIBRARIES)
+    assert "greenery.tasks.build" in new and "greenery.docs" in new, "the probe imported the tasks' modules"
+    libraries = [m for m in new if m.split(".")[0] not in {"greenery", "greenery_daily", *sys.stdlib_module_names}]
+    assert libraries == list(PER_TASK), "imported by every task after its fork: add them to preloaded_airflow.LIBRARIES"
+    without = modules_a_task_imports(tuple(others))
+    assert [m for m in airflows if m not in without] == [], "preloaded, though no task imports it"

@@ -154,9 +154,11 @@ FORKING = ["scheduler", "celery worker -q default"]  # the processes the tasks a
 OTHERS = ["api-server --port 8080", "dag-processor", "triggerer", "celery flower", "db migrate"]
 
 
-def started_component(tmp_path, command: str, executor: str | None = None) -> list[str]:
-    """What the stand-in Airflow reports from ``greenery-airflow <command>``, with AIRFLOW__CORE__EXECUTOR unset or
-    set to ``executor``."""
+def start_component(
+    tmp_path, command: str, executor: str | None = None, component: str = COMPONENT
+) -> subprocess.CompletedProcess:
+    """``greenery-airflow <command>`` with the stand-ins first on the path (``component`` may set other LIBRARIES),
+    AIRFLOW__CORE__EXECUTOR unset or set to ``executor``."""
     for name, text in STAND_INS.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
@@ -164,9 +166,14 @@ def started_component(tmp_path, command: str, executor: str | None = None) -> li
     env.pop("AIRFLOW__CORE__EXECUTOR", None)
     if executor is not None:
         env["AIRFLOW__CORE__EXECUTOR"] = executor
-    done = subprocess.run(
-        [sys.executable, "-c", COMPONENT, *command.split()], env=env, capture_output=True, text=True, timeout=60
+    return subprocess.run(
+        [sys.executable, "-c", component, *command.split()], env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def reported(done: subprocess.CompletedProcess) -> list[str]:
+    """What the stand-in Airflow printed: the thresholds it and the library were imported under, the project's
+    modules loaded."""
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()[-3:]
 
@@ -179,11 +186,12 @@ def test_every_airflow_component_started_by_greenery_airflow_runs_with_them_from
     """Set before Airflow's import (and GX's, imported only by the processes the tasks are forked from), without
     importing a module of the project (gc_tuning.py) that the scheduler's tasks would inherit (test_architecture)."""
     library = THRESHOLDS_TEXT if command in FORKING else "not imported"
-    assert started_component(tmp_path, command) == [
+    done = start_component(tmp_path, command)
+    assert reported(done) == [
         f"airflow {THRESHOLDS_TEXT}",
         f"library {library}",
         "project greenery greenery.preloaded_airflow",
-    ]
+    ], done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(
@@ -193,15 +201,17 @@ def test_every_airflow_component_started_by_greenery_airflow_runs_with_them_from
         ("scheduler", "CeleryExecutor", False),  # docker-compose's Celery profile: the workers fork the tasks
         ("scheduler", "LocalExecutor,CeleryExecutor", True),  # Airflow 3's several executors: some tasks are local
         ("scheduler", "airflow.executors.local_executor.LocalExecutor", True),
+        ("scheduler", "fast:LocalExecutor", True),  # an alias
         ("celery worker -q default", "CeleryExecutor", True),
     ],
 )
 def test_the_scheduler_preloads_only_when_a_localexecutor_forks_its_tasks(command, executor, preloads, tmp_path):
     """Review: with CeleryExecutor the scheduler forks no task, and paid GX's import and memory for nothing."""
-    assert started_component(tmp_path, command, executor)[:2] == [
+    done = start_component(tmp_path, command, executor)
+    assert reported(done)[:2] == [
         f"airflow {THRESHOLDS_TEXT}",
         f"library {THRESHOLDS_TEXT if preloads else 'not imported'}",
-    ]
+    ], done.stdout + done.stderr
 
 
 def test_greenery_airflow_writes_the_same_thresholds_without_importing_this_module():
@@ -235,3 +245,17 @@ def test_greenery_ui_starts_every_component_and_the_migration_through_greenery_a
         local_ui.launch(ui, str(bindir / "airflow"))
         command = bindir / (preloaded_airflow.COMMAND if ours else "airflow")
         assert [args[:2] for args in started] == [[str(command), name] for name in ("db", *local_ui.COMPONENTS)]
+
+
+def test_a_library_that_is_not_installed_is_skipped_with_a_line_and_the_component_starts(tmp_path):
+    """The preload only saves time: a provider release that moved one of LIBRARIES must not keep the scheduler from
+    starting (test_architecture fails on it instead). A module that is there but fails to import still fails."""
+    moved = COMPONENT.replace("('stand_in_library',)", "('airflow_provider_that_moved.assets', 'stand_in_library')")
+    done = start_component(tmp_path, "scheduler", component=moved)
+    assert reported(done)[1] == f"library {THRESHOLDS_TEXT}", done.stdout + done.stderr
+    assert "greenery-airflow: airflow_provider_that_moved.assets is not installed: not preloaded" in done.stderr
+
+    (tmp_path / "broken_library.py").write_text("import no_such_dependency_of_it\n")
+    broken = COMPONENT.replace("('stand_in_library',)", "('broken_library', 'stand_in_library')")
+    done = start_component(tmp_path, "scheduler", component=broken)
+    assert done.returncode != 0 and "No module named 'no_such_dependency_of_it'" in done.stderr

@@ -42,8 +42,9 @@ def _entries(path: Path) -> dict[str, dict]:
 
     try:
         text = path.read_text(encoding="utf-8")
-        # libyaml's loader where PyYAML has it (its wheels do): the same documents and errors, a tenth of the CPU.
-        # Every model task reads these files for its comments: 24-30 ms of each with PyYAML's own Python.
+        # libyaml's loader where PyYAML has it (its wheels do): the same documents, errors at the same line and column
+        # (in libyaml's words), a tenth of the CPU. Every model task reads these files for its comments: 24-30 ms of
+        # each with PyYAML's own Python.
         found = (yaml.load(text, Loader=yaml.CSafeLoader) if yaml.__with_libyaml__ else yaml.safe_load(text)) or {}
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -1,5 +1,6 @@
 """``greenery-airflow``: the ``airflow`` command for this project's Airflow components, with Python's cycle collector
-run less, and, for the commands that fork the tasks, the validate task's libraries imported first.
+run less, and, for the commands that fork the tasks (a LocalExecutor's scheduler, a Celery worker), the libraries
+the tasks import imported first.
 
 The collector (every component): Airflow's processes hold about a million objects after their imports, and CPython
 walks all of them at every full collection. With greenery/gc_tuning.py's thresholds, set before Airflow is imported,
@@ -16,12 +17,14 @@ is forked from a worker: whatever the scheduler imported, every task starts with
 to import, in every ``validate`` task; imported once by the scheduler, that task starts with it (``make bench``'s
 ``pipeline_scheduled`` on the real data: ``validate`` 11.0 s → 6.6 s, the run 28.4 s → 24.1 s). Every task also
 imported, between its fork and its SQL, the Task SDK's decorators and the assets' providers (parsing the DAG file)
-and the Postgres provider's hook (connecting): about 0.1 s of CPU in each of the 40; they are imported here too
-(tests/test_architecture.py fails on a library a task imports that is not). Celery's pool processes are forked from
-the worker the same way. Only modules are imported: no connection, thread, setting or GX
-context exists before Airflow's own ``main`` runs, so nothing of this process's state is shared by the tasks it
-forks. The price is the process's memory (GX's modules, shared copy-on-write with its workers) and 3 to 4 s more
-at its start, which the other components (api-server, dag-processor, triggerer) do not pay.
+and the Postgres provider's hook (connecting): 30-40 ms of CPU in each of a run's 39 tasks, measured alone; they
+are imported here too (tests/test_architecture.py fails on a library that the DAG file, a task module or the hook
+imports and the list misses). Celery's pool processes are forked from the worker the same way. Only modules are
+imported: Airflow's own import-time set-up runs here as it did when ``airflow.__main__`` was imported (its logging,
+its secrets masker, an engine that connects to nothing), and no connection, thread or GX context exists before
+Airflow's ``main`` runs, so nothing of this process's state is shared by the tasks it forks. The price is the
+process's memory (GX's modules, shared copy-on-write with its workers) and 3 to 4 s more at its start, which the
+other components (api-server, dag-processor, triggerer) do not pay.
 
 Only libraries, never this project's own modules: a task forked with them would run the code the scheduler
 started with beside modules it imports fresh (review: after a deploy, ``validate`` failed on a function the
@@ -55,20 +58,19 @@ def beside(airflow: str) -> str:
 # What the tasks import that takes time, in this order. First greenery/checks/gx.py's: GX (3 to 4 s), and what it
 # and the tasks connect with. Then, once GX is in, Airflow's: what every task imports between its fork and its SQL
 # (the DAG file's decorators and assets, the Postgres provider's hook that greenery/warehouse.py connects through),
-# about 0.1 s of CPU in each (py-spy in a scheduled run: benchmarks/RESULTS.md, 2026-12-06 late morning).
+# 30-40 ms of CPU in each (benchmarks/RESULTS.md, 2026-12-06 late morning).
 LIBRARIES = (
     "great_expectations",
     "great_expectations.data_context.types.base",
     "psycopg",
     "sqlalchemy",
     "airflow.sdk.definitions.decorators",
-    "airflow.providers.common.compat.assets",
     "airflow.providers.common.io.assets.file",
     "airflow.providers.postgres.assets.postgres",
     "airflow.providers.postgres.hooks.postgres",
 )
 
-# The Airflow commands whose process forks the tasks: they import LIBRARIES first.
+# The Airflow commands whose process forks the tasks (the scheduler only through a LocalExecutor: forks_tasks).
 FORKS_TASKS = (("scheduler",), ("celery", "worker"))
 
 
@@ -81,18 +83,33 @@ def forks_tasks(args: list[str], environ: Mapping[str, str] = os.environ) -> boo
     Airflow, which must come after GX. Without the variable Airflow's default (LocalExecutor) or airflow.cfg decide,
     and the scheduler preloads as before.
     """
-    if tuple(args[:1]) == ("scheduler",):
+    command = next((c for c in FORKS_TASKS if tuple(args[: len(c)]) == c), None)
+    if command == ("scheduler",):
         executors = environ.get("AIRFLOW__CORE__EXECUTOR")
+        # A substring: an alias ("fast:LocalExecutor"), a module path and a list of several executors all name the
+        # class. A wrong answer only costs the preload or goes without it.
         return executors is None or "LocalExecutor" in executors
-    return any(tuple(args[: len(command)]) == command for command in FORKS_TASKS)
+    return command is not None
+
+
+def preload(libraries: tuple[str, ...] | None = None) -> None:
+    """Import ``libraries`` (LIBRARIES) in order, skipping (with a line on stderr) one that is not installed: the
+    preload only saves time, and a provider release that moves a module must not keep the scheduler from starting
+    (tests/test_architecture.py fails on it instead). A module that is there but fails to import still fails."""
+    for library in LIBRARIES if libraries is None else libraries:
+        try:
+            importlib.import_module(library)
+        except ModuleNotFoundError as exc:
+            if not exc.name or not (library == exc.name or library.startswith(f"{exc.name}.")):
+                raise
+            print(f"{COMMAND}: {library} is not installed: not preloaded", file=sys.stderr)
 
 
 def main() -> int | None:
     gc.set_threshold(*THRESHOLDS)  # before any import: Airflow's own made most of the collections
     if forks_tasks(sys.argv[1:]):
         # GX first: imported after Airflow, it logs some 200 INFO lines through Airflow's logging at every start.
-        for library in LIBRARIES:  # for the tasks this process forks, see above
-            importlib.import_module(library)
+        preload()  # for the tasks this process forks, see above
     return importlib.import_module("airflow.__main__").main()
 
 

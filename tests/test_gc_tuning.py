@@ -221,7 +221,8 @@ def test_greenery_airflow_writes_the_same_thresholds_without_importing_this_modu
     assert preloaded_airflow.THRESHOLDS == gc_tuning.THRESHOLDS
 
 
-def test_greenery_ui_starts_every_component_and_the_migration_through_greenery_airflow(tmp_path, monkeypatch):
+def test_greenery_ui_starts_every_component_and_the_migration_through_greenery_airflow(tmp_path, monkeypatch, caplog):
+    """And says so, once, where greenery-airflow is not there (review: the fallback was silent)."""
     from greenery import preloaded_airflow
     from greenery.dev import local_airflow, local_ui
 
@@ -245,6 +246,12 @@ def test_greenery_ui_starts_every_component_and_the_migration_through_greenery_a
         local_ui.launch(ui, str(bindir / "airflow"))
         command = bindir / (preloaded_airflow.COMMAND if ours else "airflow")
         assert [args[:2] for args in started] == [[str(command), name] for name in ("db", *local_ui.COMPONENTS)]
+    said = [r.getMessage() for r in caplog.records if r.name == preloaded_airflow.__name__]
+    assert said == [
+        f"greenery-airflow is not installed beside {tmp_path / 'cosmos' / 'bin' / 'airflow'}: Airflow's components"
+        " start as plain airflow, with CPython's collector thresholds and no libraries preloaded for the tasks"
+        " (install the project: make install)"
+    ]
 
 
 def test_a_library_that_is_not_installed_is_skipped_with_a_line_and_the_component_starts(tmp_path):

@@ -35,6 +35,7 @@ A new version of a library still needs the scheduler restarted, as Airflow's own
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib
 import os
@@ -48,11 +49,23 @@ COMMAND = "greenery-airflow"
 THRESHOLDS = (50_000, 20, 20)
 
 
+@functools.cache
 def beside(airflow: str) -> str:
     """This command beside the ``airflow`` executable ``airflow``, or ``airflow`` itself where this project is
-    not installed (the benchmark's Cosmos venv)."""
+    not installed (the benchmark's Cosmos venv), said once per executable: the components then run without what
+    this command gives them, and a `greenery ui` from a checkout that was never installed should not look the same."""
     preloaded = Path(airflow).with_name(COMMAND)
-    return str(preloaded) if preloaded.is_file() else airflow
+    if preloaded.is_file():
+        return str(preloaded)
+    import logging  # not at the top: main() sets the thresholds before any import
+
+    logging.getLogger(__name__).warning(
+        "%s is not installed beside %s: Airflow's components start as plain airflow, with CPython's collector"
+        " thresholds and no libraries preloaded for the tasks (install the project: make install)",
+        COMMAND,
+        airflow,
+    )
+    return airflow
 
 
 # What the tasks import that takes time, in this order. First greenery/checks/gx.py's: GX (3 to 4 s), and what it

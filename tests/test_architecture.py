@@ -4,6 +4,7 @@ module says what it is for, and the DAG file only wires (its task bodies live in
 from __future__ import annotations
 
 import ast
+import functools
 import graphlib
 from pathlib import Path
 
@@ -137,22 +138,6 @@ def test_the_defaults_the_readme_gives_are_the_ones_config_has():
         assert config.get({name: other}) != defaults, f"{name} is not read by config.get"
 
 
-@pytest.mark.stack
-def test_the_preloading_scheduler_imports_no_module_of_this_project_for_its_tasks():
-    """Review: `greenery-airflow` imported greenery.checks.gx before forking its tasks, so after a deploy a task ran the
-    scheduler's old greenery.checks.suites beside a new tasks/validate.py (AttributeError, paged). Libraries only."""
-    import subprocess
-    import sys
-
-    probe = (
-        "import importlib, sys; from greenery import preloaded_airflow as p\n"
-        "for m in p.LIBRARIES: importlib.import_module(m)\n"
-        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'greenery')))"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
-    assert done.stdout.split() == ["greenery", "greenery.preloaded_airflow"], done.stdout
-
-
 # What the scheduler holds when its LocalExecutor forks a task, besides greenery-airflow's preload: Airflow's CLI and
 # scheduler, the task runner (`import airflow` itself imports it, masking secrets through the Task SDK) and the
 # supervisor (imported by each LocalExecutor worker once, at its first task, not by each task).
@@ -181,12 +166,15 @@ from greenery import docs
 docs.load()
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 PostgresHook(postgres_conn_id='greenery_warehouse')
-print('MODULES', json.dumps(sorted(set(sys.modules) - before)))
+print('SCHEDULER', json.dumps(sorted(m for m in before if m.split('.')[0] == 'greenery')))
+print('TASK', json.dumps(sorted(set(sys.modules) - before)))
 """
 
 
-def modules_a_task_imports(preloaded: tuple[str, ...]) -> list[str]:
-    """The modules a task forked from a scheduler that preloaded ``preloaded`` imports (a fresh interpreter)."""
+@functools.cache
+def scheduler_and_task_modules(preloaded: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """In a fresh interpreter, a scheduler that preloaded ``preloaded``: the project's modules it holds, and the
+    modules a task forked from it imports (one probe for the tests below)."""
     import json
     import subprocess
     import sys
@@ -196,8 +184,18 @@ def modules_a_task_imports(preloaded: tuple[str, ...]) -> list[str]:
         + TASK_IMPORTS
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180, check=True)
-    [line] = [line for line in done.stdout.splitlines() if line.startswith("MODULES ")]
-    return json.loads(line.removeprefix("MODULES "))
+    found = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("SCHEDULER ", "TASK ")))
+    return json.loads(found["SCHEDULER"]), json.loads(found["TASK"])
+
+
+@pytest.mark.stack
+def test_the_preloading_scheduler_imports_no_module_of_this_project_for_its_tasks():
+    """Review: `greenery-airflow` imported greenery.checks.gx before forking its tasks, so after a deploy a task ran the
+    scheduler's old greenery.checks.suites beside a new tasks/validate.py (AttributeError, paged). Libraries only."""
+    from greenery import preloaded_airflow
+
+    project, _ = scheduler_and_task_modules(preloaded_airflow.LIBRARIES)
+    assert project == ["greenery", "greenery.preloaded_airflow"]
 
 
 # What a task still imports after the preload, beside the project's modules: the DAG file's retry policy, a
@@ -221,9 +219,9 @@ def test_a_task_forked_from_the_preloading_scheduler_imports_no_library_the_sche
     others = [m for m in preloaded_airflow.LIBRARIES if m not in airflows]
     # GX first (preloaded_airflow.main: imported after Airflow it logs through Airflow's logging at every start).
     assert list(preloaded_airflow.LIBRARIES) == others + airflows
-    new = modules_a_task_imports(preloaded_airflow.LIBRARIES)
+    _, new = scheduler_and_task_modules(preloaded_airflow.LIBRARIES)
     assert "greenery.tasks.build" in new and "greenery.docs" in new, "the probe imported the tasks' modules"
     libraries = [m for m in new if m.split(".")[0] not in {"greenery", "greenery_daily", *sys.stdlib_module_names}]
     assert libraries == list(PER_TASK), "imported by every task after its fork: add them to preloaded_airflow.LIBRARIES"
-    without = modules_a_task_imports(tuple(others))
+    _, without = scheduler_and_task_modules(tuple(others))
     assert [m for m in airflows if m not in without] == [], "preloaded, though no task imports it"

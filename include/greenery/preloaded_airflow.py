@@ -40,7 +40,6 @@ import gc
 import importlib
 import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 COMMAND = "greenery-airflow"
@@ -87,7 +86,7 @@ LIBRARIES = (
 FORKS_TASKS = (("scheduler",), ("celery", "worker"))
 
 
-def forks_tasks(args: list[str], environ: Mapping[str, str] = os.environ) -> bool:
+def forks_tasks(args: list[str]) -> bool:
     """Whether ``args`` (an ``airflow`` command line without the program) start a process the tasks are forked from.
 
     The scheduler forks them only through a LocalExecutor: with the executor set to others only (docker-compose's
@@ -98,18 +97,18 @@ def forks_tasks(args: list[str], environ: Mapping[str, str] = os.environ) -> boo
     """
     command = next((c for c in FORKS_TASKS if tuple(args[: len(c)]) == c), None)
     if command == ("scheduler",):
-        executors = environ.get("AIRFLOW__CORE__EXECUTOR")
+        executors = os.environ.get("AIRFLOW__CORE__EXECUTOR")
         # A substring: an alias ("fast:LocalExecutor"), a module path and a list of several executors all name the
         # class. A wrong answer only costs the preload or goes without it.
         return executors is None or "LocalExecutor" in executors
     return command is not None
 
 
-def preload(libraries: tuple[str, ...] | None = None) -> None:
-    """Import ``libraries`` (LIBRARIES) in order, skipping (with a line on stderr) one that is not installed: the
+def preload() -> None:
+    """Import LIBRARIES in order, skipping (with a line on stderr) one that is not installed: the
     preload only saves time, and a provider release that moves a module must not keep the scheduler from starting
     (tests/test_architecture.py fails on it instead). A module that is there but fails to import still fails."""
-    for library in LIBRARIES if libraries is None else libraries:
+    for library in LIBRARIES:
         try:
             importlib.import_module(library)
         except ModuleNotFoundError as exc:

@@ -301,6 +301,7 @@ def migrated_airflow_db(tmp_path_factory) -> Path:
             # As greenery ui and greenery run migrate a home (through greenery-airflow: its collector thresholds).
             done = local_airflow.migrate(str(Path(sys.executable).with_name("airflow")), env=env)
             assert done.returncode == 0, f"airflow db migrate failed: {done.stderr[-3000:]}"
+            local_airflow.record_migration(home)  # as they stamp it: their copies start without migrating again
             (home / "migrated").touch()
     return home / "airflow.db"
 
@@ -313,9 +314,10 @@ def new_airflow_home(migrated_airflow_db):
 
 
 def _with_migrated_db(path: Path, migrated: Path) -> Path:
-    """``path`` as an Airflow home holding a copy of the migrated metadata database ``migrated``."""
+    """``path`` as an Airflow home holding a copy of the migrated metadata database ``migrated``, and its stamp."""
     path.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(migrated, path / "airflow.db")
+    shutil.copyfile(migrated.with_name(local_airflow.MIGRATION_STAMP), path / local_airflow.MIGRATION_STAMP)
     return path
 
 

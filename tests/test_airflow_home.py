@@ -7,6 +7,7 @@ the original's database.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import sqlite3
@@ -106,3 +107,7 @@ def test_commands_preparing_a_new_home_at_once_migrate_it_once(tmp_path):
     failed = [err for proc in preparing if (err := proc.communicate(timeout=300)[1]) and proc.returncode != 0]
     assert not failed, failed[0][-2000:]
     assert local_airflow._migrated(home / "airflow.db")
+    # Stamped with the installed Airflow and the revision its migration left: a `greenery ui` start migrates no more.
+    version, revision = (home / local_airflow.MIGRATION_STAMP).read_text().split()
+    assert version == importlib.metadata.version("apache-airflow-core") and len(revision) == 12, (version, revision)
+    assert local_airflow.up_to_date(home)

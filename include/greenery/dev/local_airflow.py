@@ -11,6 +11,7 @@ import contextlib
 import copy
 import datetime as dt
 import fcntl
+import importlib.metadata
 import importlib.util
 import os
 import sqlite3
@@ -100,12 +101,34 @@ def prepare(home: Path, quiet: bool = False) -> Path:
     if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ours) != ours:
         return home  # the user's own metadata database: theirs to migrate
     with one_migration_at_a_time(home):
-        if not _migrated(home / "airflow.db"):
+        # Migrated before by another Airflow (an upgrade: its new tables and columns missing, every task would fail),
+        # or since changed: migrated again. A home never stamped (made before the stamp, or copied) is taken as it is.
+        if not _migrated(home / "airflow.db") or (_stamp(home) is not None and not up_to_date(home)):
             done = migrate(str(Path(sys.executable).with_name("airflow")))
             if done.returncode != 0:
                 said = " / ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
                 raise MigrationError(f"airflow db migrate of {home} failed (exit {done.returncode}): {said}")
+            record_migration(home)
     return home
+
+
+def uses_own_database(home: Path, environ) -> bool:
+    """Whether Airflow run with ``environ`` keeps its metadata in ``home``'s own SQLite file (as Airflow made it, or
+    as configure() points a moved home at it); not a database the user configured (an airflow.cfg of their choosing,
+    the connection set another way)."""
+    ours = _HOME_PATHS["database", "sql_alchemy_conn"].format(home=home)
+    if environ.get("AIRFLOW_CONFIG") or any(
+        name.startswith("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_") for name in environ
+    ):  # _CMD, _SECRET
+        return False
+    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in environ:
+        return environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == ours
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read(Path(home) / "airflow.cfg")
+    except configparser.Error:
+        return False
+    return parser.get("database", "sql_alchemy_conn", fallback=ours) == ours
 
 
 @contextlib.contextmanager
@@ -141,15 +164,50 @@ def migrate(airflow: str, env: dict[str, str] | None = None, cwd: Path | None = 
 def _migrated(db: Path) -> bool:
     """Whether the SQLite metadata database ``db`` exists and a migration finished in it (review: one killed half-way
     left a file without tables, and every later run failed with "no such table: dag")."""
+    return _revision(db) != ""
+
+
+def _revision(db: Path) -> str | None:
+    """The migration revision of the SQLite metadata database ``db``; "" where it has none (no file, no table); None
+    where it cannot be read (locked, or not a database: not ours to migrate, Airflow's own error names it)."""
     if not db.is_file():
-        return False
+        return ""
     try:
         with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=5)) as conn:
-            return conn.execute("select count(*) from alembic_version").fetchone()[0] > 0
+            row = conn.execute("select version_num from alembic_version").fetchone()
     except sqlite3.OperationalError as exc:
-        return "no such table" not in str(exc)  # locked, unreadable: not ours to migrate; Airflow says what it is
+        return "" if "no such table" in str(exc) else None
     except sqlite3.DatabaseError:
-        return True  # not a database: Airflow's own error names it (a migration's would be hidden)
+        return None
+    return row[0] if row else ""
+
+
+# In an Airflow home: "<Airflow's version> <revision>" after each migration by this project. `airflow db migrate` of a
+# database already at the installed Airflow's last revision changes nothing and took 3 s of every `greenery ui` start.
+MIGRATION_STAMP = ".greenery-migrated"
+
+
+def up_to_date(home: Path) -> bool:
+    """Whether ``home``'s SQLite metadata database is as the installed Airflow's migration by this project left it."""
+    revision = _revision(home / "airflow.db")
+    return bool(revision) and _stamp(home) == f"{_airflow_version()} {revision}"
+
+
+def record_migration(home: Path) -> None:
+    """Stamp ``home`` after a migration of its SQLite metadata database (a database elsewhere is not stamped)."""
+    if revision := _revision(home / "airflow.db"):
+        (home / MIGRATION_STAMP).write_text(f"{_airflow_version()} {revision}\n")
+
+
+def _stamp(home: Path) -> str | None:
+    try:
+        return (home / MIGRATION_STAMP).read_text().strip()
+    except OSError:
+        return None
+
+
+def _airflow_version() -> str:
+    return importlib.metadata.version("apache-airflow-core")  # the package holding the migrations
 
 
 def load_dag(dag_file: Path = DAG_FILE):

@@ -95,40 +95,58 @@ def _home_in(value: str, template: str) -> str | None:
 
 
 def prepare(home: Path, quiet: bool = False) -> Path:
-    """:func:`configure`, then create the SQLite metadata DB once."""
+    """:func:`configure`, then migrate the metadata DB unless this Airflow's migration of it is stamped (up_to_date):
+    a new home, one an earlier Airflow migrated (an upgrade: the tasks would meet tables without its columns), one
+    migrated before the stamp existed (once), or a database configured in airflow.cfg (every time)."""
     home = configure(home, quiet)
     ours = _HOME_PATHS["database", "sql_alchemy_conn"].format(home=home)  # set by configure() for a moved home
     if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ours) != ours:
         return home  # the user's own metadata database: theirs to migrate
     with one_migration_at_a_time(home):
-        # Migrated before by another Airflow (an upgrade: its new tables and columns missing, every task would fail),
-        # or since changed: migrated again. A home never stamped (made before the stamp, or copied) is taken as it is.
-        if not _migrated(home / "airflow.db") or (_stamp(home) is not None and not up_to_date(home)):
+        own = uses_own_database(home, os.environ)
+        # A database that cannot be read (locked, not a database) is left to Airflow, whose error names it.
+        if (_revision(home / "airflow.db") if own else "") is not None and not (own and up_to_date(home)):
             done = migrate(str(Path(sys.executable).with_name("airflow")))
             if done.returncode != 0:
                 said = " / ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
                 raise MigrationError(f"airflow db migrate of {home} failed (exit {done.returncode}): {said}")
-            record_migration(home)
+            record_migration(home, os.environ)
     return home
 
 
 def uses_own_database(home: Path, environ) -> bool:
     """Whether Airflow run with ``environ`` keeps its metadata in ``home``'s own SQLite file (as Airflow made it, or
-    as configure() points a moved home at it); not a database the user configured (an airflow.cfg of their choosing,
-    the connection set another way)."""
+    as configure() points a moved home at it), not in a database the user configured: any other setting naming the
+    connection (a _CMD or _SECRET variant, the deprecated [core] option, an airflow.cfg of their choosing) says no."""
     ours = _HOME_PATHS["database", "sql_alchemy_conn"].format(home=home)
-    if environ.get("AIRFLOW_CONFIG") or any(
-        name.startswith("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_") for name in environ
-    ):  # _CMD, _SECRET
+    if environ.get("AIRFLOW_CONFIG"):
         return False
-    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in environ:
-        return environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == ours
+    # Any setting starting so (sql_alchemy_conn_async, _connect_args too: then every start migrates, as before).
+    named = [
+        n for n in environ if n.startswith(("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN"))
+    ]
+    if named:  # the variables come before the file
+        return named == ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] and environ[named[0]] == ours
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:
         parser.read(Path(home) / "airflow.cfg")
     except configparser.Error:
         return False
-    return parser.get("database", "sql_alchemy_conn", fallback=ours) == ours
+    found = [
+        (k, parser.get(s, k))
+        for s in ("database", "core")
+        if parser.has_section(s)
+        for k in parser.options(s)
+        if k.startswith("sql_alchemy_conn")
+    ]
+    return all(k == "sql_alchemy_conn" and value == ours for k, value in found)  # none: Airflow's default, ours
+
+
+def may_skip_migration(home: Path, environ) -> bool:
+    """Whether components started at once on ``home`` with ``environ`` may skip `airflow db migrate`: its own SQLite
+    database, this Airflow's migration of it stamped, and its airflow.cfg there (the migration writes a missing one,
+    Fernet key included, before they start: each would write its own at once)."""
+    return uses_own_database(home, environ) and (home / "airflow.cfg").is_file() and up_to_date(home)
 
 
 @contextlib.contextmanager
@@ -193,9 +211,10 @@ def up_to_date(home: Path) -> bool:
     return bool(revision) and _stamp(home) == f"{_airflow_version()} {revision}"
 
 
-def record_migration(home: Path) -> None:
-    """Stamp ``home`` after a migration of its SQLite metadata database (a database elsewhere is not stamped)."""
-    if revision := _revision(home / "airflow.db"):
+def record_migration(home: Path, environ) -> None:
+    """Stamp ``home`` after Airflow run with ``environ`` migrated its own SQLite metadata database (uses_own_database;
+    a database elsewhere is not stamped, nor a stale file beside it)."""
+    if uses_own_database(home, environ) and (revision := _revision(home / "airflow.db")):
         (home / MIGRATION_STAMP).write_text(f"{_airflow_version()} {revision}\n")
 
 

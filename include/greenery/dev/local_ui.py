@@ -278,7 +278,7 @@ def start(
     components: Iterable[str] = COMPONENTS,
     env: Mapping[str, str] | None = None,
 ) -> LocalAirflow:
-    """Migrate the metadata DB of ``home`` and start the components; return their handles.
+    """Migrate the metadata DB of ``home`` (local_airflow.may_skip_migration) and start the components; return them.
 
     ``env`` is the base environment (default: this process's, which carries the warehouse connection).
     The components run in their own process groups, so a terminal's Ctrl-C reaches only the caller,
@@ -296,11 +296,10 @@ def start(
     local_airflow.record_base_url(home, ui.env["AIRFLOW__API__BASE_URL"])  # for `greenery run` on this home
     airflow = _airflow_executable()
     with local_airflow.one_migration_at_a_time(home):  # not where this Airflow's own migration is stamped (3 s)
-        if not ((own := local_airflow.uses_own_database(home, ui.env)) and local_airflow.up_to_date(home)):
+        if not local_airflow.may_skip_migration(home, ui.env):
             if (migrated := local_airflow.migrate(airflow, env=ui.env, cwd=home)).returncode != 0:
                 raise LocalUIError(f"airflow db migrate failed in {home}:\n{migrated.stderr[-3000:]}")
-            if own:
-                local_airflow.record_migration(home)
+            local_airflow.record_migration(home, ui.env)
     return launch(ui, airflow, components)
 
 

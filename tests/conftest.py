@@ -301,7 +301,7 @@ def migrated_airflow_db(tmp_path_factory) -> Path:
             # As greenery ui and greenery run migrate a home (through greenery-airflow: its collector thresholds).
             done = local_airflow.migrate(str(Path(sys.executable).with_name("airflow")), env=env)
             assert done.returncode == 0, f"airflow db migrate failed: {done.stderr[-3000:]}"
-            local_airflow.record_migration(home, env)  # as they stamp it: their copies start without migrating again
+            local_airflow.record_migration(home, env)  # as they stamp it: `greenery run` takes the copies as they are
             assert local_airflow.up_to_date(home), "the session's migrated template is not stamped"
             (home / "migrated").touch()
     return home / "airflow.db"

@@ -106,7 +106,7 @@ def test_commands_preparing_a_new_home_at_once_migrate_it_once(tmp_path):
     ]
     failed = [err for proc in preparing if (err := proc.communicate(timeout=300)[1]) and proc.returncode != 0]
     assert not failed, failed[0][-2000:]
-    assert local_airflow._migrated(home / "airflow.db")
+    assert local_airflow._revision(home / "airflow.db")
     # Stamped with the installed Airflow and the revision its migration left: a `greenery ui` start migrates no more.
     version, revision = (home / local_airflow.MIGRATION_STAMP).read_text().split()
     assert version == importlib.metadata.version("apache-airflow-core") and len(revision) == 12, (version, revision)

@@ -408,7 +408,7 @@ def test_sigterm_while_greenery_run_prepares_pages_once_and_stops_the_server(pg_
     assert embedded_pg.running_pid(data_dir) is None
     # The migration the signal came in finished first (review: killed half-way, it left a database without tables,
     # and the run the page asks for failed on "no such table: dag").
-    assert local_airflow._migrated(pg_tmp_path / "airflow" / "airflow.db")
+    assert local_airflow._revision(pg_tmp_path / "airflow" / "airflow.db")
 
 
 @pytest.mark.parametrize(

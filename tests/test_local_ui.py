@@ -63,15 +63,12 @@ def suites_copy(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def ui(published_url, slack_alerts_webhook, suites_copy, tmp_path, new_airflow_home):
-    """The stack on a free port, over a copy of the published real data with one order duplicated in raw; its home's
-    database migrated (and stamped) by the session, as a `greenery ui` restarted finds it."""
+def ui(published_url, slack_alerts_webhook, suites_copy, tmp_path):
+    """The stack on a free port, over a copy of the published real data with one order duplicated in raw."""
     with psycopg.connect(published_url, autocommit=True) as conn:
         conn.execute("insert into raw.orders select * from raw.orders where order_id = %s", (DUPLICATED_ORDER,))
     handle = local_ui.start(
-        new_airflow_home(tmp_path / "airflow"),
-        port=local_ui.free_port(),
-        components=("api-server", "scheduler", "dag-processor"),
+        tmp_path / "airflow", port=local_ui.free_port(), components=("api-server", "scheduler", "dag-processor")
     )
     yield handle
     handle.stop()

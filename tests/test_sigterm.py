@@ -430,7 +430,7 @@ def test_ctrl_c_while_greenery_ui_migrates_a_new_home_waits_for_the_migration(tm
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0 and "stopping Airflow ..." in out, (out, err)
-    assert local_airflow._migrated(home / "airflow.db"), (out, err)
+    assert local_airflow._revision(home / "airflow.db"), (out, err)
 
 
 def test_an_error_out_of_a_days_run_fails_its_run_and_pages_once_or_leaves_it_listed(tmp_path, monkeypatch):

@@ -103,14 +103,14 @@ def prepare(home: Path, quiet: bool = False) -> Path:
     if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ours) != ours:
         return home  # the user's own metadata database: theirs to migrate
     with one_migration_at_a_time(home):
-        own = uses_own_database(home, os.environ)
         # A database that cannot be read (locked, not a database) is left to Airflow, whose error names it.
-        if (_revision(home / "airflow.db") if own else "") is not None and not (own and up_to_date(home)):
-            done = migrate(str(Path(sys.executable).with_name("airflow")))
-            if done.returncode != 0:
-                said = " / ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-                raise MigrationError(f"airflow db migrate of {home} failed (exit {done.returncode}): {said}")
-            record_migration(home, os.environ)
+        if uses_own_database(home, os.environ) and (_revision(home / "airflow.db") is None or up_to_date(home)):
+            return home
+        done = migrate(str(Path(sys.executable).with_name("airflow")))
+        if done.returncode != 0:
+            said = " / ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            raise MigrationError(f"airflow db migrate of {home} failed (exit {done.returncode}): {said}")
+        record_migration(home, os.environ)
     return home
 
 
@@ -179,15 +179,10 @@ def migrate(airflow: str, env: dict[str, str] | None = None, cwd: Path | None = 
         )
 
 
-def _migrated(db: Path) -> bool:
-    """Whether the SQLite metadata database ``db`` exists and a migration finished in it (review: one killed half-way
-    left a file without tables, and every later run failed with "no such table: dag")."""
-    return _revision(db) != ""
-
-
 def _revision(db: Path) -> str | None:
-    """The migration revision of the SQLite metadata database ``db``; "" where it has none (no file, no table); None
-    where it cannot be read (locked, or not a database: not ours to migrate, Airflow's own error names it)."""
+    """The migration revision of the SQLite metadata database ``db``; "" where it has none (no file, no table: review,
+    a migration killed half-way left a file without tables, and every later run failed with "no such table: dag");
+    None where it cannot be read (locked, or not a database: not ours to migrate, Airflow's own error names it)."""
     if not db.is_file():
         return ""
     try:

@@ -70,6 +70,8 @@ warnings and quarantined rows page too, but the marts are published and the run 
 - Backfill one run at a time (a backfill has its own limit, 10 runs by default, not the DAG's
   `max_active_runs=1`; every run rewrites the current-state tables):
   `airflow backfill create --dag-id greenery_daily --from-date 2021-02-10 --to-date 2021-02-12 --max-active-runs 1`
+  (refused on `greenery ui`'s SQLite metadata, where Airflow cannot make one safely: GREENERY_ALLOW_BACKFILLS;
+  there, `greenery run --date 2021-02-10 --end-date 2021-02-12`)
 """
 
 # A bad setting does not stop the DAG loading (an import error runs nothing and pages nobody): its defaults stand in
@@ -95,6 +97,10 @@ def _page_on_run_failure(context) -> None:
     paging.on_run_failure(context)
 
 
+# Airflow has no "all but" form (a cron timetable must allow "scheduled"); tests/test_dag_integrity.py compares this
+# with Airflow's own list of kinds, so an upgrade that adds one is noticed.
+ALL_RUN_TYPES_BUT_BACKFILL = ("scheduled", "manual", "operator_triggered", "asset_triggered", "asset_materialization")
+
 with DAG(
     dag_id=config.DAG_ID,
     description="Greenery raw data to validated analytics marts",
@@ -105,6 +111,9 @@ with DAG(
     # The earliest day is GREENERY_START_DATE, enforced by check_source_freshness (red and paged).
     catchup=False,
     max_active_runs=1,
+    # Off where Airflow's metadata database is SQLite (dev/local_airflow.py: greenery ui's, greenery run's): Airflow
+    # then refuses a backfill before it writes anything, where its clean-up of a half-made one deleted older runs.
+    allowed_run_types=None if SETTINGS.allow_backfills else ALL_RUN_TYPES_BUT_BACKFILL,
     default_args={
         "owner": "data-engineering",
         "retries": SETTINGS.retries,

@@ -298,13 +298,32 @@ class DevTools:
                 quiet_since = None
             elif quiet_since is None:
                 quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= quiet_s and (not until or self._true(until)):
+            elif time.monotonic() - quiet_since >= quiet_s and (not until or self.holds(until)):
                 break
-        png.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"]))
+        self.capture(png)
         return sorted(in_flight.values()) if loaded else [url, *sorted(in_flight.values())]
 
-    def _true(self, expression: str) -> bool:
+    def capture(self, png: Path) -> None:
+        """Save the viewport as it is now as a PNG at ``png``."""
+        png.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"]))
+
+    def run(self, expression: str) -> None:
+        """Run the JavaScript ``expression`` in the page (a click); its error fails the test."""
+        done = self.send("Runtime.evaluate", expression=expression)
+        assert "exceptionDetails" not in done, done["exceptionDetails"]
+
+    def holds(self, expression: str) -> bool:
+        """Whether the JavaScript ``expression`` is true in the page now."""
         return bool(self.send("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value"))
+
+    def wait_until(self, expression: str, timeout_s: float = 30) -> bool:
+        """Whether the JavaScript ``expression`` became true within ``timeout_s`` (a page drawing after a click)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.holds(expression):
+            if time.monotonic() > deadline:
+                return False
+            self.wait(0.2)
+        return True
 
     def responses(self) -> list[tuple[str, int]]:
         return [

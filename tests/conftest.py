@@ -36,6 +36,9 @@ from greenery.dev import embedded_pg, local_airflow
 # Traversable: as root, the embedded PostgreSQL runs as the user 'pgserver', which must enter this folder.
 _SESSION_DIR = embedded_pg.traversable_tempdir("greenery-tests-")
 local_airflow.configure(_SESSION_DIR / "airflow")
+# configure() turned the DAG's backfills off for that home's SQLite database; the Airflow stacks the tests start
+# decide for themselves (local_ui.airflow_env), as `greenery ui` does, instead of inheriting it.
+os.environ.pop("GREENERY_ALLOW_BACKFILLS", None)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
@@ -337,6 +340,7 @@ def real_greenery() -> Path:
 LONGEST_FIRST = (
     "test_celery_workers.py",
     "test_local_ui.py",
+    "test_backfill.py",
     "test_cli.py",
     "test_dag_real_greenery.py",
     "test_dag_quality.py",

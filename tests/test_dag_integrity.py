@@ -498,3 +498,61 @@ def test_a_retry_delay_over_ten_minutes_is_waited(monkeypatch, setting, seconds)
         )
         waits.append(TaskInstance.next_retry_datetime(ti) - end)
     assert all(wait >= dt.timedelta(seconds=seconds) for wait in waits), waits
+
+
+def test_backfills_are_turned_off_only_where_the_setting_says_and_a_bad_value_is_named(monkeypatch):
+    """GREENERY_ALLOW_BACKFILLS (README): by default (or empty) the DAG takes every kind of run; false, every kind but
+    backfills, so Airflow refuses a backfill before it writes anything; a value neither true nor false is refused by
+    name while the DAG loads with the default."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils.types import DagRunType
+
+    from greenery import config
+
+    def allowed():
+        bag = DagBag(dag_folder=str(DAGS_DIR / "greenery_daily.py"))
+        assert bag.import_errors == {}
+        kinds = bag.dags["greenery_daily"].allowed_run_types
+        return None if kinds is None else {str(kind.value) for kind in kinds}
+
+    monkeypatch.delenv("GREENERY_ALLOW_BACKFILLS", raising=False)
+    assert allowed() is None
+    for value in ("", "True"):
+        monkeypatch.setenv("GREENERY_ALLOW_BACKFILLS", value)
+        assert allowed() is None, value
+    monkeypatch.setenv("GREENERY_ALLOW_BACKFILLS", "False")
+    assert allowed() == {kind.value for kind in DagRunType} - {"backfill"}  # every other kind Airflow has
+    monkeypatch.setenv("GREENERY_ALLOW_BACKFILLS", "no")
+    assert allowed() is None
+    with pytest.raises(config.SettingError, match="GREENERY_ALLOW_BACKFILLS='no': expected true or false"):
+        config.get()
+
+
+def test_the_commands_turn_backfills_off_where_airflows_metadata_is_sqlite_unless_told(tmp_path, monkeypatch):
+    """README: Airflow cannot make a backfill safely on SQLite, and its clean-up of one that failed half-way deleted
+    the runs it had taken in. The components `greenery ui` starts and the in-process runs of `greenery run` have
+    backfills off on the home's own SQLite file or any other named; on another database, or with a value the user
+    set, they are left alone (Airflow's DAG parsing processes are not told the database: the commands decide)."""
+    from greenery.dev import local_airflow, local_ui
+
+    for name in [n for n in os.environ if n.startswith(("AIRFLOW__DATABASE__", "AIRFLOW__CORE__SQL"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("AIRFLOW_CONFIG", raising=False)
+    monkeypatch.delenv("GREENERY_ALLOW_BACKFILLS", raising=False)
+    home = (tmp_path / "airflow").resolve()
+    postgres = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airflow@db/airflow"}
+    elsewhere = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////data/airflow-meta.db"}
+    for base, expected in (
+        ({}, "false"),
+        (elsewhere, "false"),
+        ({"AIRFLOW__CORE__SQL_ALCHEMY_CONN": "sqlite:////data/airflow-meta.db"}, "false"),
+        ({"GREENERY_ALLOW_BACKFILLS": ""}, "false"),  # empty is unset
+        (postgres, None),
+        ({"GREENERY_ALLOW_BACKFILLS": "true"}, "true"),  # the user's own value stands
+        ({**postgres, "GREENERY_ALLOW_BACKFILLS": "false"}, "false"),
+    ):
+        assert local_ui.airflow_env(home, 9999, base=base).get("GREENERY_ALLOW_BACKFILLS") == expected, base
+        # greenery run: configure() sets this process's environment, which the DAG it runs is parsed with.
+        monkeypatch.setattr(os, "environ", {**base, "AIRFLOW_HOME": str(home)})
+        local_airflow.configure(home)
+        assert os.environ.get("GREENERY_ALLOW_BACKFILLS") == expected, base

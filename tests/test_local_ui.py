@@ -3,11 +3,13 @@ scheduler with the LocalExecutor, dag-processor), driven through the REST API v2
 the UI, on the real Greenery data with one duplicated order and a local fake Slack.
 
 1. The DAG is listed (parsed, paused, no import error) and a triggered run fails at ``validate``, which
-   says what failed; ``alert_slack`` pages once, with links built from the deployment's base URL.
+   says what failed; ``alert_slack`` pages once, with links built from the deployment's base URL. A backfill
+   of that day (the API's, ``airflow backfill create``) is refused at once on this SQLite metadata database, and
+   the failed run is kept.
 2. Every URL of the alert and of the Data quality view opens (200) once logged in, Data Docs included.
 3. Headless Chromium screenshots of the failed run's page and of the Data quality view, taken once each
    page is loaded and its network quiet (kept at $GREENERY_SCREENSHOT_DIR or the temp folder, for people to
-   look at).
+   look at), and of the Trigger dialog, whose Backfill choice is greyed out.
 4. The run cleared, now failing before ``validate``, pages once, for its own failure, not again for the
    earlier attempt's checks (a task's XCom outlives a clear until the task runs again).
 5. Cleared again, failed tasks only (``alert_slack`` stays skipped): ``validate``'s failed checks are paged once.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -166,6 +169,22 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     with psycopg.connect(published_url) as conn:
         [why] = [f["error"] for f in audit.task_failures(conn, run_id) if f["task_id"] == "validate"]
     assert "staging.stg_postgres__orders (from raw.orders)" in why and "clear the whole run" in why
+    # A backfill of that day (the UI dialog's call for "Missing and Errored Runs", then the CLI's) is refused at once
+    # on this SQLite metadata database, creating and deleting nothing (README: Airflow's clean-up of one that failed
+    # half-way deleted the failed run).
+    days = {"from_date": f"{DAY}T00:00:00Z", "to_date": f"{DAY}T00:00:00Z"}
+    request = {"dag_id": DAG_ID, **days, "reprocess_behavior": "failed", "max_active_runs": 1}
+    status, body = ui.request("POST", "/api/v2/backfills", request)
+    assert status == 400 and "does not allow backfill runs" in str(body), body
+    command = ["backfill", "create", "--dag-id", DAG_ID, "--from-date", DAY, "--to-date", DAY, "--max-active-runs", "1"]
+    pasted = subprocess.run(
+        [local_ui._airflow_executable(), *command], env=ui.env, capture_output=True, text=True, timeout=180
+    )
+    assert pasted.returncode != 0 and "does not allow backfill runs" in pasted.stdout + pasted.stderr, pasted
+    status, body = ui.request("GET", f"/api/v2/backfills?dag_id={DAG_ID}")
+    assert status == 200 and body["total_entries"] == 0, body
+    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns")
+    assert [(r["dag_run_id"], r["state"]) for r in body["dag_runs"]] == [(run_id, "failed")], body
 
     # 2. Every link opens, from the deployment's base URL (the free port, not localhost:8080).
     token = ui.token()
@@ -205,6 +224,15 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
             shown = chrome.send("Runtime.evaluate", expression="document.body.innerText", returnByValue=True)
             text = shown["result"]["value"]
             assert run_id in text and "failed" in text.lower(), name
+        # The Trigger dialog greys its Backfill choice out (the DAG's allowed run types, above).
+        shots["trigger"] = SHOTS / "greenery-trigger-dialog.png"
+        trigger = "[...document.querySelectorAll('button')].filter(b => b.innerText.trim() === 'Trigger')"
+        chrome.screenshot(f"{ui.url}/dags/{DAG_ID}", shots["trigger"], until=f"{trigger}.length > 0")
+        chrome.run(f"{trigger}[0].click()")
+        choice = "document.querySelector('input[type=radio][value=backfill]')"
+        assert chrome.wait_until(f"!!{choice}"), "no Trigger dialog"
+        chrome.capture(shots["trigger"])  # the dialog, over the page's shot
+        assert chrome.holds(f"{choice}.disabled"), "the Trigger dialog offers a backfill on SQLite"
     finally:
         chrome.close()
         shutil.rmtree(profile, ignore_errors=True)
@@ -357,7 +385,6 @@ def kill_task_process(ui, run_id: str, task_id: str) -> int | None:
     """SIGKILL the process running ``task_id`` (Airflow titles it ``airflow worker -- <task instance id>``) once it
     runs; its pid, or None while there is none yet."""
     import signal
-    import subprocess
 
     status, ti = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
     if status != 200 or ti["state"] != "running":

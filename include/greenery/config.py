@@ -15,7 +15,7 @@ import math
 import os
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +82,8 @@ class Settings:
     validation_connections: int
     # How long a publish waits, in short tries, for other sessions' locks on published tables (lock_waits.py).
     publish_lock_wait: dt.timedelta
+    # Whether the DAG takes Airflow backfills: commands running Airflow on SQLite turn it off (dev/local_airflow.py).
+    allow_backfills: bool
 
     @property
     def asset_uri_prefix(self) -> str:
@@ -193,6 +195,13 @@ def _date(env: Mapping[str, str], name: str, default: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise SettingError(f"{name}={text!r}: expected a date YYYY-MM-DD") from None
+
+
+def _flag(env: Mapping[str, str], name: str, default: str) -> bool:
+    text = env.get(name) or default  # empty: the default
+    if text.strip().lower() not in ("true", "false"):
+        raise SettingError(f"{name}={text!r}: expected true or false")
+    return text.strip().lower() == "true"
 
 
 def _addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -347,4 +356,11 @@ def _read(env: Mapping[str, str]) -> Settings:
         publish_lock_wait=dt.timedelta(
             seconds=_number(env, "GREENERY_PUBLISH_LOCK_WAIT_SECONDS", "300", minimum=1, maximum=DAY_SECONDS)
         ),
+        allow_backfills=_flag(env, "GREENERY_ALLOW_BACKFILLS", "true"),
     )
+
+
+def turn_backfills_off(environ: MutableMapping[str, str]) -> None:
+    """Set GREENERY_ALLOW_BACKFILLS=false in ``environ`` unless it holds a value (for dev/local_airflow.py)."""
+    if not environ.get("GREENERY_ALLOW_BACKFILLS"):
+        environ["GREENERY_ALLOW_BACKFILLS"] = "false"

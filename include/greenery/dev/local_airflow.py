@@ -59,7 +59,18 @@ def configure(home: Path, quiet: bool = False, ui_links: bool = True) -> Path:
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     for name, value in moved_home_paths(home, os.environ).items():
         os.environ[name] = value
+    no_backfills_on_sqlite(home, os.environ)  # dag.test writes the DAG's allowed run types where the UI reads them
     return home
+
+
+def no_backfills_on_sqlite(home: Path, environ) -> None:
+    """Turn the DAG's backfills off in ``environ`` (config.turn_backfills_off: unless set) when Airflow run with it
+    keeps its metadata in SQLite, ``home``'s own file or another: Airflow cannot make a backfill safely there, and its
+    clean-up of one that failed half-way ("database is locked") deleted the runs it had taken in, older ones too.
+    Decided here, by the commands that start Airflow: its DAG parsing processes are not told the database."""
+    named = environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or environ.get("AIRFLOW__CORE__SQL_ALCHEMY_CONN") or ""
+    if uses_own_database(home, environ) or named.startswith("sqlite"):
+        config.turn_backfills_off(environ)
 
 
 def moved_home_paths(home: Path, environ) -> dict[str, str]:

@@ -402,6 +402,30 @@ def pytest_xdist_make_scheduler(config, log):
     return AirflowFilesTogether(config, log)
 
 
+_airflow_seen = {"by_its_files": False, "reported": False}
+
+
+def pytest_runtest_setup(item):
+    if item.path.name in NEEDS_AIRFLOW:
+        _airflow_seen["by_its_files"] = True
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own teardown, which a failure here would otherwise cut short
+def pytest_runtest_teardown(item):
+    """Under --airflow-files-together, a fast-tier test of a file left off NEEDS_AIRFLOW that imports Airflow fails
+    (once per worker): it would cost the worker that never needs Airflow its import (review: one test of
+    test_docs.py cost `make test-fast` 2.5 s that way)."""
+    fast = not any(item.get_closest_marker(m) for m in ("db", "integration", "stack"))
+    if (
+        fast
+        and item.config.getoption("airflow_files_together")
+        and "airflow" in sys.modules
+        and not _airflow_seen["by_its_files"] | _airflow_seen["reported"]
+    ):
+        _airflow_seen["reported"] = True
+        pytest.fail(f"{item.nodeid} imported Airflow: add its file to NEEDS_AIRFLOW (tests/conftest.py) or move it")
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept

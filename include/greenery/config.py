@@ -360,7 +360,12 @@ def _read(env: Mapping[str, str]) -> Settings:
     )
 
 
+def backfills_set(environ: Mapping[str, str]) -> bool:
+    """Whether ``environ`` holds a value of GREENERY_ALLOW_BACKFILLS (empty counts as unset, as everywhere)."""
+    return bool(environ.get("GREENERY_ALLOW_BACKFILLS"))
+
+
 def turn_backfills_off(environ: MutableMapping[str, str]) -> None:
     """Set GREENERY_ALLOW_BACKFILLS=false in ``environ`` unless it holds a value (for dev/local_airflow.py)."""
-    if not environ.get("GREENERY_ALLOW_BACKFILLS"):
+    if not backfills_set(environ):
         environ["GREENERY_ALLOW_BACKFILLS"] = "false"

@@ -68,9 +68,29 @@ def no_backfills_on_sqlite(home: Path, environ) -> None:
     keeps its metadata in SQLite, ``home``'s own file or another: Airflow cannot make a backfill safely there, and its
     clean-up of one that failed half-way ("database is locked") deleted the runs it had taken in, older ones too.
     Decided here, by the commands that start Airflow: its DAG parsing processes are not told the database."""
-    named = environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or environ.get("AIRFLOW__CORE__SQL_ALCHEMY_CONN") or ""
-    if uses_own_database(home, environ) or named.startswith("sqlite"):
+    if config.backfills_set(environ):
+        return  # the user's own value stands (config.turn_backfills_off): no need to ask Airflow
+    if uses_own_database(home, environ) or metadata_url(home, environ).startswith("sqlite"):
         config.turn_backfills_off(environ)
+
+
+def metadata_url(home: Path, environ) -> str:
+    """The metadata database Airflow run on ``home`` with ``environ`` uses: the variable naming it, else, when a _CMD
+    or _SECRET variant, an airflow.cfg or AIRFLOW_CONFIG may (review: a SQLite file named so kept backfills on), what
+    Airflow itself reads, in a child process (seconds: only then); "" where it cannot tell (Airflow will say why)."""
+    for name in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN"):
+        if environ.get(name):
+            return environ[name]
+    if uses_own_database(home, environ):
+        return ""  # Airflow's default, the home's own file: the caller knows that case
+    read = "from airflow.configuration import conf; print(conf.get('database', 'sql_alchemy_conn'))"
+    env = {**environ, "AIRFLOW_HOME": str(home), "PYTHONWARNINGS": "ignore"}
+    try:
+        done = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return ""
+    lines = done.stdout.strip().splitlines()
+    return lines[-1].strip() if done.returncode == 0 and lines else ""
 
 
 def moved_home_paths(home: Path, environ) -> dict[str, str]:

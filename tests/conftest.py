@@ -402,28 +402,31 @@ def pytest_xdist_make_scheduler(config, log):
     return AirflowFilesTogether(config, log)
 
 
-_airflow_seen = {"by_its_files": False, "reported": False}
+_HAD_AIRFLOW = pytest.StashKey[bool]()
+
+
+def _kept_from_airflow(item) -> bool:
+    """A fast-tier test of a file left off NEEDS_AIRFLOW, under --airflow-files-together (`make test-fast`)."""
+    fast = not any(item.get_closest_marker(m) for m in ("db", "integration", "stack"))
+    return fast and item.path.name not in NEEDS_AIRFLOW and item.config.getoption("airflow_files_together")
 
 
 def pytest_runtest_setup(item):
-    if item.path.name in NEEDS_AIRFLOW:
-        _airflow_seen["by_its_files"] = True
+    item.stash[_HAD_AIRFLOW] = "airflow" in sys.modules
 
 
 @pytest.hookimpl(trylast=True)  # after the test's own teardown, which a failure here would otherwise cut short
 def pytest_runtest_teardown(item):
-    """Under --airflow-files-together, a fast-tier test of a file left off NEEDS_AIRFLOW that imports Airflow fails
-    (once per worker): it would cost the worker that never needs Airflow its import (review: one test of
-    test_docs.py cost `make test-fast` 2.5 s that way)."""
-    fast = not any(item.get_closest_marker(m) for m in ("db", "integration", "stack"))
-    if (
-        fast
-        and item.config.getoption("airflow_files_together")
-        and "airflow" in sys.modules
-        and not _airflow_seen["by_its_files"] | _airflow_seen["reported"]
-    ):
-        _airflow_seen["reported"] = True
+    """Such a test that imports Airflow fails, naming itself, where Airflow was not imported before it: it would cost
+    the worker that never needs Airflow its import (review: one test of test_docs.py cost `make test-fast` 2.5 s).
+    (On the worker that ran NEEDS_AIRFLOW's files first, Airflow is there already: nothing to see.)"""
+    if _kept_from_airflow(item) and not item.stash.get(_HAD_AIRFLOW, True) and "airflow" in sys.modules:
         pytest.fail(f"{item.nodeid} imported Airflow: add its file to NEEDS_AIRFLOW (tests/conftest.py) or move it")
+
+
+def pytest_collection_finish(session):
+    if session.config.getoption("airflow_files_together") and "airflow" in sys.modules:
+        raise pytest.UsageError("a test file imported Airflow when collected: import it inside the tests that need it")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -225,3 +225,34 @@ def test_a_task_forked_from_the_preloading_scheduler_imports_no_library_the_sche
     assert libraries == list(PER_TASK), "imported by every task after its fork: add them to preloaded_airflow.LIBRARIES"
     _, without = scheduler_and_task_modules(tuple(others))
     assert [m for m in airflows if m not in without] == [], "preloaded, though no task imports it"
+
+
+def test_the_fast_tier_fails_a_test_that_imports_airflow_outside_its_files(monkeypatch):
+    """`make test-fast` keeps Airflow's import off one worker (conftest.NEEDS_AIRFLOW); a test of another file that
+    imports it fails, where Airflow was not imported before it, and only then."""
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    import conftest
+
+    def item(path: str, option: bool = True, marker=None):
+        config = SimpleNamespace(getoption=lambda name: option)
+        return SimpleNamespace(
+            path=Path(path), nodeid=f"{path}::t", stash={}, config=config, get_closest_marker=lambda m: marker
+        )
+
+    def imports_airflow(test) -> None:
+        monkeypatch.delitem(sys.modules, "airflow", raising=False)
+        conftest.pytest_runtest_setup(test)
+        monkeypatch.setitem(sys.modules, "airflow", types.ModuleType("airflow"))
+        conftest.pytest_runtest_teardown(test)
+
+    with pytest.raises(pytest.fail.Exception, match=r"tests/test_docs.py::t imported Airflow: add its file"):
+        imports_airflow(item("tests/test_docs.py"))
+    imports_airflow(item("tests/test_dag_integrity.py"))  # one of NEEDS_AIRFLOW
+    imports_airflow(item("tests/test_docs.py", option=False))  # make test: every file may
+    imports_airflow(item("tests/test_docs.py", marker="stack"))  # not the fast tier
+    already = item("tests/test_docs.py")
+    conftest.pytest_runtest_setup(already)  # Airflow there before the test: not its import
+    conftest.pytest_runtest_teardown(already)

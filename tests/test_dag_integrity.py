@@ -564,11 +564,12 @@ def test_the_commands_turn_backfills_off_where_airflows_metadata_is_sqlite_unles
         assert os.environ.get("GREENERY_ALLOW_BACKFILLS") == expected, base
 
 
-@pytest.mark.stack  # each case asks Airflow in a fresh interpreter (2-3 s)
-def test_a_sqlite_metadata_database_named_another_way_turns_backfills_off_too(tmp_path, monkeypatch):
+@pytest.mark.stack  # each case asks Airflow in a fresh interpreter (1-3 s)
+def test_a_sqlite_metadata_database_named_another_way_turns_backfills_off_too(tmp_path, monkeypatch, caplog):
     """Review: a SQLite metadata database named by a _CMD variant, an airflow.cfg of the user's choosing
     (AIRFLOW_CONFIG) or the home's own airflow.cfg kept the DAG's backfills on. The commands ask Airflow what it reads
-    then; a database it cannot tell (a failing command) is left to Airflow, which names the error."""
+    then (once per setting; not at all when the user chose), in Airflow's order; what it cannot tell turns them off,
+    with a warning saying why."""
     from greenery.dev import local_airflow, local_ui
 
     for name in [n for n in os.environ if n.startswith(("AIRFLOW__DATABASE__", "AIRFLOW__CORE__SQL"))]:
@@ -579,14 +580,24 @@ def test_a_sqlite_metadata_database_named_another_way_turns_backfills_off_too(tm
     home.mkdir()
     users_cfg = tmp_path / "users-airflow.cfg"
     users_cfg.write_text("[database]\nsql_alchemy_conn = sqlite:////data/airflow-meta.db\n")
+    asked = tmp_path / "asked"  # a line per run of the user's command
     command = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD"
+    sqlite_cmd = {command: f"sh -c 'echo . >> {asked}; echo sqlite:////data/airflow-meta.db'"}
+    postgres = "postgresql+psycopg2://airflow@db/airflow"
+    assert local_ui.airflow_env(home, 9999, base=sqlite_cmd)["GREENERY_ALLOW_BACKFILLS"] == "false"
+    runs = asked.read_text()  # Airflow runs a _CMD several times as it reads its configuration (4 in 3.3)
     for base, expected in (
-        ({command: "echo sqlite:////data/airflow-meta.db"}, "false"),
-        ({command: "echo postgresql+psycopg2://airflow@db/airflow"}, None),
-        ({command: "false"}, None),
+        (sqlite_cmd, "false"),  # asked once per process and setting
+        ({**sqlite_cmd, "GREENERY_ALLOW_BACKFILLS": "true"}, "true"),  # the user chose: not asked
+        ({command: f"echo {postgres}"}, None),
+        ({command: "echo sqlite:////data/x.db", "AIRFLOW__CORE__SQL_ALCHEMY_CONN": postgres}, "false"),  # _CMD first
         ({"AIRFLOW_CONFIG": str(users_cfg)}, "false"),
     ):
         assert local_ui.airflow_env(home, 9999, base=base).get("GREENERY_ALLOW_BACKFILLS") == expected, base
+    assert runs and asked.read_text() == runs
+    with caplog.at_level("WARNING"):
+        assert local_ui.airflow_env(home, 9999, base={command: "false"})["GREENERY_ALLOW_BACKFILLS"] == "false"
+    assert "could not tell which metadata database Airflow reads" in caplog.text, caplog.text
     # greenery run on a home whose own airflow.cfg names another SQLite file: configure() sets this process's
     # environment, which the DAG it runs is parsed with.
     (home / "airflow.cfg").write_text(

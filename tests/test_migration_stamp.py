@@ -16,7 +16,7 @@ from unittest import mock
 
 import pytest
 
-from greenery.dev import local_airflow, local_ui
+from greenery.dev import local_airflow, local_ui, metadata_db
 
 OURS = "sqlite:///{home}/airflow.db"
 CFG = "[core]\nload_examples = False\n"  # an airflow.cfg as Airflow writes one, naming no database: the default
@@ -54,7 +54,7 @@ def migrations(monkeypatch):
     monkeypatch.setattr(local_airflow, "_airflow_version", lambda: "3.3.2")
     # Which database Airflow reads, asked of Airflow in a child for a configured one (2-3 s): the backfill decision,
     # tested in test_dag_integrity.py, not here.
-    monkeypatch.setattr(local_airflow, "metadata_url", lambda home, environ: "")
+    monkeypatch.setattr(metadata_db, "metadata_url", lambda home, environ: "")
     for name in [n for n in os.environ if n.startswith(("AIRFLOW__DATABASE__", "AIRFLOW__CORE__SQL"))]:
         monkeypatch.delenv(name)
     monkeypatch.delenv("AIRFLOW_CONFIG", raising=False)

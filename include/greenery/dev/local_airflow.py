@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from greenery import config, preloaded_airflow
-from greenery.dev import stop_signals
+from greenery.dev import metadata_db, stop_signals
+from greenery.dev.metadata_db import uses_own_database
 
 PROJECT_DIR = config.PROJECT_DIR
 DAG_FILE = PROJECT_DIR / "dags" / "greenery_daily.py"
@@ -29,7 +30,7 @@ BASE_URL_FILE = "greenery-ui-base-url"  # in the Airflow home: where `greenery u
 # copied with its state folder kept naming the old one (review: "no such table: dag", the metadata database
 # being looked for where the folder used to be; task logs written there).
 _HOME_PATHS = {
-    ("database", "sql_alchemy_conn"): "sqlite:///{home}/airflow.db",
+    ("database", "sql_alchemy_conn"): metadata_db.OWN_DATABASE,
     ("logging", "base_log_folder"): "{home}/logs",
     ("logging", "dag_processor_child_process_log_directory"): "{home}/logs/dag_processor",
 }
@@ -59,38 +60,10 @@ def configure(home: Path, quiet: bool = False, ui_links: bool = True) -> Path:
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     for name, value in moved_home_paths(home, os.environ).items():
         os.environ[name] = value
-    no_backfills_on_sqlite(home, os.environ)  # dag.test writes the DAG's allowed run types where the UI reads them
+    metadata_db.no_backfills_on_sqlite(
+        home, os.environ
+    )  # dag.test writes the DAG's allowed run types where the UI reads them
     return home
-
-
-def no_backfills_on_sqlite(home: Path, environ) -> None:
-    """Turn the DAG's backfills off in ``environ`` (config.turn_backfills_off: unless set) when Airflow run with it
-    keeps its metadata in SQLite, ``home``'s own file or another: Airflow cannot make a backfill safely there, and its
-    clean-up of one that failed half-way ("database is locked") deleted the runs it had taken in, older ones too.
-    Decided here, by the commands that start Airflow: its DAG parsing processes are not told the database."""
-    if config.backfills_set(environ):
-        return  # the user's own value stands (config.turn_backfills_off): no need to ask Airflow
-    if uses_own_database(home, environ) or metadata_url(home, environ).startswith("sqlite"):
-        config.turn_backfills_off(environ)
-
-
-def metadata_url(home: Path, environ) -> str:
-    """The metadata database Airflow run on ``home`` with ``environ`` uses: the variable naming it, else, when a _CMD
-    or _SECRET variant, an airflow.cfg or AIRFLOW_CONFIG may (review: a SQLite file named so kept backfills on), what
-    Airflow itself reads, in a child process (seconds: only then); "" where it cannot tell (Airflow will say why)."""
-    for name in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN"):
-        if environ.get(name):
-            return environ[name]
-    if uses_own_database(home, environ):
-        return ""  # Airflow's default, the home's own file: the caller knows that case
-    read = "from airflow.configuration import conf; print(conf.get('database', 'sql_alchemy_conn'))"
-    env = {**environ, "AIRFLOW_HOME": str(home), "PYTHONWARNINGS": "ignore"}
-    try:
-        done = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        return ""
-    lines = done.stdout.strip().splitlines()
-    return lines[-1].strip() if done.returncode == 0 and lines else ""
 
 
 def moved_home_paths(home: Path, environ) -> dict[str, str]:
@@ -143,34 +116,6 @@ def prepare(home: Path, quiet: bool = False) -> Path:
             raise MigrationError(f"airflow db migrate of {home} failed (exit {done.returncode}): {said}")
         record_migration(home, os.environ)
     return home
-
-
-def uses_own_database(home: Path, environ) -> bool:
-    """Whether Airflow run with ``environ`` keeps its metadata in ``home``'s own SQLite file (as Airflow made it, or
-    as configure() points a moved home at it), not in a database the user configured: any other setting naming the
-    connection (a _CMD or _SECRET variant, the deprecated [core] option, an airflow.cfg of their choosing) says no."""
-    ours = _HOME_PATHS["database", "sql_alchemy_conn"].format(home=home)
-    if environ.get("AIRFLOW_CONFIG"):
-        return False
-    # Any setting starting so (sql_alchemy_conn_async, _connect_args too: then every start migrates, as before).
-    named = [
-        n for n in environ if n.startswith(("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN"))
-    ]
-    if named:  # the variables come before the file
-        return named == ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] and environ[named[0]] == ours
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    try:
-        parser.read(Path(home) / "airflow.cfg")
-    except configparser.Error:
-        return False
-    found = [
-        (k, parser.get(s, k))
-        for s in ("database", "core")
-        if parser.has_section(s)
-        for k in parser.options(s)
-        if k.startswith("sql_alchemy_conn")
-    ]
-    return all(k == "sql_alchemy_conn" and value == ours for k, value in found)  # none: Airflow's default, ours
 
 
 def may_skip_migration(home: Path, environ) -> bool:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from greenery import config, preloaded_airflow
-from greenery.dev import addresses, local_airflow
+from greenery.dev import addresses, local_airflow, metadata_db
 from greenery.dev.addresses import cannot_listen, free_port
 
 DAG_ID = config.DAG_ID
@@ -87,7 +87,7 @@ def airflow_env(
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(local_airflow.DAG_FILE.parent))
     env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(local_airflow.PROJECT_DIR / "plugins"))
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
-    local_airflow.no_backfills_on_sqlite(home, env)
+    metadata_db.no_backfills_on_sqlite(home, env)
     # Speed (README, "Settings it applies for speed", measured by make bench): a task's exit is seen within 1 s,
     # not 5 (its supervisor's wait between heartbeats); warm LocalExecutor workers (a worker's first task pays
     # ~0.4 CPU-s of set-up; at the default 32 nearly every task got a cold one); the scheduler's sleep after an

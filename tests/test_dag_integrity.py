@@ -606,3 +606,19 @@ def test_a_sqlite_metadata_database_named_another_way_turns_backfills_off_too(tm
     monkeypatch.setattr(os, "environ", {"AIRFLOW_HOME": str(home), "PATH": os.environ["PATH"]})
     local_airflow.configure(home)
     assert os.environ.get("GREENERY_ALLOW_BACKFILLS") == "false"
+
+
+def test_a_command_that_starts_no_airflow_does_not_ask_airflow_which_database(tmp_path, monkeypatch, capsys):
+    """The question above costs seconds (Airflow's import in a child): `greenery db status` (like `answers`, `docs`,
+    `generate`) starts no Airflow and does not ask; `run` and `demo` decide in prepare(), `ui` in airflow_env."""
+    from greenery import cli
+    from greenery.dev import metadata_db
+
+    asked = []
+    monkeypatch.setattr(metadata_db, "_ask_airflow", lambda home, environ: asked.append(home) or "sqlite:////x.db")
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD", "echo sqlite:////x.db")
+    monkeypatch.delenv("GREENERY_ALLOW_BACKFILLS", raising=False)
+    monkeypatch.setenv("GREENERY_STATE_DIR", str(tmp_path / "state"))
+    assert cli.main(["db", "status"]) == 1  # no server there
+    assert asked == []
+    assert "GREENERY_ALLOW_BACKFILLS" not in os.environ

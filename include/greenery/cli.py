@@ -345,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the parser's defaults read the settings (a bad one is a line too); Airflow's are fixed at its import
         args = build_parser().parse_args(argv)
         home = Path(os.environ.get("AIRFLOW_HOME") or STATE_DIR / "airflow")
-        local_airflow.configure(home, ui_links=args.func is not cmd_ui)  # `greenery ui` makes its own links
+        # `ui` makes its own links; run/demo (prepare()) and ui decide on backfills where they start Airflow, not here
+        local_airflow.configure(home, ui_links=args.func is not cmd_ui, backfills=False)
         with stop_signals.end_the_command(whole_process=argv is None):  # argv: a caller of its own
             code = args.func(args)
         sys.stdout.flush()  # a reader gone (a closed pipe) raises here, in the handler below, not at exit

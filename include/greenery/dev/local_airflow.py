@@ -42,9 +42,11 @@ def record_base_url(home: Path, url: str) -> None:
     (Path(home) / BASE_URL_FILE).write_text(url + "\n")
 
 
-def configure(home: Path, quiet: bool = False, ui_links: bool = True) -> Path:
+def configure(home: Path, quiet: bool = False, ui_links: bool = True, backfills: bool = True) -> Path:
     """Point Airflow at ``home`` and this project's dags. Call before anything imports airflow. ``ui_links``: links
-    start where ``greenery ui`` last served ``home`` (not for ``greenery ui`` itself, which serves anew)."""
+    start where ``greenery ui`` last served ``home`` (not for ``greenery ui`` itself, which serves anew).
+    ``backfills``: decide here whether the DAG takes them (metadata_db; the CLI leaves it to prepare() and to
+    ``greenery ui``'s components, so that a command starting no Airflow never asks Airflow which database)."""
     if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != str(Path(home).resolve()):
         raise RuntimeError("airflow was imported before local_airflow.configure(): its settings are fixed")
     home = Path(home).resolve()
@@ -60,9 +62,8 @@ def configure(home: Path, quiet: bool = False, ui_links: bool = True) -> Path:
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     for name, value in moved_home_paths(home, os.environ).items():
         os.environ[name] = value
-    metadata_db.no_backfills_on_sqlite(
-        home, os.environ
-    )  # dag.test writes the DAG's allowed run types where the UI reads them
+    if backfills:  # dag.test writes the DAG's allowed run types where the UI reads them
+        metadata_db.no_backfills_on_sqlite(home, os.environ)
     return home
 
 

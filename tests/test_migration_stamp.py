@@ -194,15 +194,15 @@ def test_a_database_the_user_configured_is_migrated_at_every_start_and_never_sta
 def test_the_home_made_by_airflow_or_pointed_at_by_configure_is_its_own(tmp_path):
     home = tmp_path / "airflow"
     home.mkdir()
-    assert local_airflow.uses_own_database(home, {})
+    assert metadata_db.uses_own_database(home, {})
     (home / "airflow.cfg").write_text(f"[database]\nsql_alchemy_conn = {OURS.format(home=home)}\n")
-    assert local_airflow.uses_own_database(home, {})
-    assert local_airflow.uses_own_database(home, {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": OURS.format(home=home)})
-    assert not local_airflow.uses_own_database(home, {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": OURS.format(home="/x")})
+    assert metadata_db.uses_own_database(home, {})
+    assert metadata_db.uses_own_database(home, {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": OURS.format(home=home)})
+    assert not metadata_db.uses_own_database(home, {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": OURS.format(home="/x")})
     # A moved home: the file still names the old folder, configure() points Airflow at this one.
     (home / "airflow.cfg").write_text(f"[database]\nsql_alchemy_conn = {OURS.format(home='/old')}\n")
-    assert not local_airflow.uses_own_database(home, {})
-    assert local_airflow.uses_own_database(home, {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": OURS.format(home=home)})
+    assert not metadata_db.uses_own_database(home, {})
+    assert metadata_db.uses_own_database(home, {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": OURS.format(home=home)})
 
 
 def test_greenery_run_migrates_a_database_named_in_airflow_cfg_every_time(migrations, tmp_path):

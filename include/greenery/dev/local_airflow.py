@@ -21,7 +21,6 @@ from pathlib import Path
 
 from greenery import config, preloaded_airflow
 from greenery.dev import metadata_db, stop_signals
-from greenery.dev.metadata_db import uses_own_database
 
 PROJECT_DIR = config.PROJECT_DIR
 DAG_FILE = PROJECT_DIR / "dags" / "greenery_daily.py"
@@ -109,7 +108,9 @@ def prepare(home: Path, quiet: bool = False) -> Path:
         return home  # the user's own metadata database: theirs to migrate
     with one_migration_at_a_time(home):
         # A database that cannot be read (locked, not a database) is left to Airflow, whose error names it.
-        if uses_own_database(home, os.environ) and (_revision(home / "airflow.db") is None or up_to_date(home)):
+        if metadata_db.uses_own_database(home, os.environ) and (
+            _revision(home / "airflow.db") is None or up_to_date(home)
+        ):
             return home
         done = migrate(str(Path(sys.executable).with_name("airflow")))
         if done.returncode != 0:
@@ -123,7 +124,7 @@ def may_skip_migration(home: Path, environ) -> bool:
     """Whether components started at once on ``home`` with ``environ`` may skip `airflow db migrate`: its own SQLite
     database, this Airflow's migration of it stamped, and its airflow.cfg there (the migration writes a missing one,
     Fernet key included, before they start: each would write its own at once)."""
-    return uses_own_database(home, environ) and (home / "airflow.cfg").is_file() and up_to_date(home)
+    return metadata_db.uses_own_database(home, environ) and (home / "airflow.cfg").is_file() and up_to_date(home)
 
 
 @contextlib.contextmanager
@@ -186,7 +187,7 @@ def up_to_date(home: Path) -> bool:
 def record_migration(home: Path, environ) -> None:
     """Stamp ``home`` after Airflow run with ``environ`` migrated its own SQLite metadata database (uses_own_database;
     a database elsewhere is not stamped, nor a stale file beside it)."""
-    if uses_own_database(home, environ) and (revision := _revision(home / "airflow.db")):
+    if metadata_db.uses_own_database(home, environ) and (revision := _revision(home / "airflow.db")):
         (home / MIGRATION_STAMP).write_text(f"{_airflow_version()} {revision}\n")
 
 

@@ -19,7 +19,7 @@ from greenery import config
 
 OWN_DATABASE = "sqlite:///{home}/airflow.db"  # what Airflow writes into a new home's airflow.cfg
 _DATABASE_VAR, _CORE_VAR = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN"
-# Airflow's own answer, asked once per process and setting (every command configures; `demo` three times).
+# Airflow's own answer, asked once per process and setting (`demo` prepares twice; `ui` asks for its components).
 _asked: dict[tuple, str | None] = {}
 _READ = "from airflow.configuration import conf; print('URL=' + conf.get('database', 'sql_alchemy_conn'))"
 log = logging.getLogger(__name__)

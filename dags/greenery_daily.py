@@ -60,7 +60,8 @@ warnings and quarantined rows page too, but the marts are published and the run 
   checks are in the *Data quality* view.
 - Red `state_of_the_data`: the stakeholders' digest (Slack note, chart, email) did not all go out; its
   message names each part and the reason (e.g. the SMTP server refused the login). The marts are
-  published. Fix the connection, then clear the task: it sends only the parts that did not go out.
+  published. Fix the connection, then clear the task: it sends only the parts that did not go out. Or, digest
+  on or off, this attempt published nothing (`publish` marked success by hand): clear the whole run.
 - Raw rows changed since a run read them (a warning of `int_source_volumes_daily` names the day D: rows older
   than the lookback, or rows that reached or left raw after D's own run built its daily marts): run D and every
   day after it again, oldest first (a backfill that reprocesses completed runs); each day stays named until it

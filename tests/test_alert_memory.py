@@ -905,6 +905,29 @@ def test_warnings_publish_could_not_send_fail_it_after_its_commit_and_its_retry_
     assert isinstance(maybe, MaybePosted) and maybe.published and "Look for the alert" in maybe.next_step
 
 
+def test_warnings_publish_sent_and_recorded_are_not_sent_again_by_its_retry_but_are_by_a_clear(slack, warehouse_url):
+    """Review: after *Clear only failed tasks* publish sends the run's warnings itself (alert_slack stays skipped). A
+    try that posted and recorded them, then died before it reported success, was retried: the retry found the build
+    published and posted them a second time (the hold-back of an earlier try's page ran for alert_slack's post only,
+    and suppression does not hold back warnings the run before did not have). A clear, the run's next attempt, sends."""
+    import types
+
+    from greenery.tasks import paging
+
+    warned = {**summary("2021-02-12", "publish-retried", [WARNING]), "quarantined": {"stg_postgres__orders": 2}}
+    ti = FakeTaskInstance({}, warned["run_id"], {"alert_slack": "skipped"})
+    context = {"ti": ti, "run_id": warned["run_id"], "dag_run": types.SimpleNamespace(clear_number=1)}
+    published = {"published": True, "serving_run": "2021-02-12"}
+    notify.alert_after_publish(warned, published, context, paging.send_or_raise)  # the try that is then killed
+    assert len(slack.webhook_posts()) == 1
+    notify.alert_after_publish(warned, published, context, paging.send_or_raise)  # its retry
+    assert len(slack.webhook_posts()) == 1
+    cleared = {**context, "dag_run": types.SimpleNamespace(clear_number=2)}
+    notify.alert_after_publish(warned, published, cleared, paging.send_or_raise)
+    assert len(slack.webhook_posts()) == 2
+    assert "emails look like emails" in json.dumps(slack.webhook_posts()[-1].body, ensure_ascii=False)
+
+
 def test_alert_slack_cleared_alone_to_resend_sends_the_result_of_validate_that_passed(slack):
     """Review: alert_slack's failure said "correct the connection, then clear alert_slack" (or, maybe posted, "clear
     alert_slack alone to resend it"); a clear counts as a new attempt of the run (Airflow's clear_number), so the

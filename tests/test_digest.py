@@ -168,12 +168,25 @@ def test_the_notes_say_how_each_series_moved_over_the_window():
     assert chart.note(chart.Series("x", [None, 0.5], GREEN, "line", "pct"), days[:2]) is None  # one figure
 
 
-def test_off_by_default_the_task_skips_and_says_how_to_turn_it_on(digest, monkeypatch):
+@pytest.mark.db
+def test_off_by_default_the_task_skips_and_says_how_to_turn_it_on_once_the_run_published(
+    digest, published_url, monkeypatch
+):
+    """Review: off, it skipped before it looked at the publish: a publish marked success by hand (or while it still
+    ran) left a green run that published nothing, and nobody paged. Off or on, such a run fails, and pages."""
     for name in ("GREENERY_SUMMARY_CONN_ID", "GREENERY_DIGEST_EMAIL_CONN_ID", "GREENERY_DIGEST_EMAIL_TO"):
         monkeypatch.delenv(name, raising=False)
-    from airflow.sdk.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     with pytest.raises(AirflowSkipException, match="GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO"):
+        digest.send(context())
+    unvalidated = context()
+    unvalidated["ti"].xcom_pull = lambda task_ids=None, key=None: None  # validate marked success too
+    with pytest.raises(AirflowFailException, match=f"run {re.escape(RUN_ID)} has no validation of its own"):
+        digest.send(unvalidated)
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("delete from greenery_audit.publish_log where run_id = %s", (RUN_ID,))
+    with pytest.raises(AirflowFailException, match=f"run {re.escape(RUN_ID)} published nothing in this attempt"):
         digest.send(context())
 
 
@@ -835,6 +848,7 @@ def test_a_retry_writing_a_delivered_address_in_another_case_sends_it_nothing(
         ({"GREENERY_DIGEST_EMAIL_TO": "ana@example.com\u202e"}, "malformed address(es): 'ana@example.com\\u202e'"),
         ({"GREENERY_DIGEST_EMAIL_CONN_ID": "nope"}, "SMTP connection 'nope' is not defined"),
         ({"from_email": ""}, "SMTP connection 'digest_email' names no valid sender: set its extra from_email"),
+        ({"host": ""}, "SMTP connection 'digest_email' (?:"),  # the port it would have used, and no host
     ],
 )
 def test_incomplete_email_settings_fail_and_say_which(digest, published_url, email_on, monkeypatch, settings, expected):
@@ -845,6 +859,9 @@ def test_incomplete_email_settings_fail_and_say_which(digest, published_url, ema
     for name, value in settings.items():
         if name == "from_email":  # the connection's extra
             monkeypatch.setenv(conn_env_var("digest_email"), email_on.conn_json(from_email=value))
+        elif name == "host":  # the connection's own
+            hostless = {**json.loads(email_on.conn_json()), name: value}
+            monkeypatch.setenv(conn_env_var("digest_email"), json.dumps(hostless))
         elif value is None:
             monkeypatch.delenv(name)
         else:
@@ -853,6 +870,8 @@ def test_incomplete_email_settings_fail_and_say_which(digest, published_url, ema
         digest.send(context())
     said = str(failed.value)
     assert expected in said and "not retried (retrying cannot fix a connection's settings)" in said, said
+    if "host" in settings:
+        assert "the connection has no host" in said, said
     assert email_on.messages == []
 
 

@@ -185,19 +185,17 @@ _PART_NAMES = {"slack": "the Slack note", "slack-chart": "the chart in Slack", "
 
 
 def send(context: Any) -> None:
-    """Send every part of the digest the settings ask for; skip when none, raise if any failed."""
+    """Send every part of the digest the settings ask for; skip when none, raise if any failed. First, digest on or
+    off, fail (and page) when this attempt of the run published nothing: its publish was marked success by hand, and
+    the run would otherwise end green (review: with the digest off, the default, nothing else looks)."""
     settings = config.get()
     parts = wanted(settings)
-    if not parts:
-        raise AirflowSkipException(
-            "the state-of-the-data digest is off: set GREENERY_SUMMARY_CONN_ID (Slack) and/or"
-            " GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO (email)"
-        )
     summary = validation_summary(context)
     if summary is None:  # review: a TypeError, retried, and a page that said nothing of why
         raise Refused(
-            f"run {context['run_id']} has no validation of its own: validate was marked success by hand, or never ran;"
-            " no digest of marts nobody checked. Clear the whole run to build, check and publish it.",
+            f"run {context['run_id']} has no validation of its own: validate was marked success by hand, or never ran:"
+            " nothing it checked was published, and no digest goes out of marts nobody checked. Clear the whole run to"
+            " build, check and publish it.",
             next_step="Clear the whole run (Grid → this run → Clear run); its digest follows.",
             published=False,
         )
@@ -211,10 +209,16 @@ def send(context: Any) -> None:
             also = f" (an earlier attempt of the run published, at {audit.utc_minute(earlier)})" if earlier else ""
             raise Refused(  # no retries: they would find the same
                 f"run {run_id} published nothing in this attempt{also}: its publish task was marked success, or never"
-                " ran; no digest of marts it did not publish. Clear the whole run to build and publish it.",
+                " ran; readers still see an earlier publish, and no digest goes out of marts it did not publish."
+                " Clear the whole run to build and publish it.",
                 next_step="Clear the whole run (Grid → this run → Clear run) to build and publish it; its digest"
                 " follows. Clearing state_of_the_data alone fails again.",
                 published=False,
+            )
+        if not parts:
+            raise AirflowSkipException(
+                "the state-of-the-data digest is off: set GREENERY_SUMMARY_CONN_ID (Slack) and/or"
+                " GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO (email)"
             )
         done = audit.digests_sent(conn, run_id, published_at)
     went_out = [_PART_NAMES[part] for part in parts if part in done]

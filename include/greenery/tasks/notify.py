@@ -221,7 +221,12 @@ def alert_after_publish(
         return
     try:
         deliver(
-            summary, published, attempt=runtime.clear_number(context), run_type=runtime.run_type(context), send=send
+            summary,
+            published,
+            attempt=runtime.clear_number(context),
+            run_type=runtime.run_type(context),
+            send=send,
+            retried_task=True,
         )
     except AirflowSkipException as skip:
         log.info("alert_slack will not run again; %s", skip)
@@ -230,7 +235,8 @@ def alert_after_publish(
 def _hold_back_what_was_paged(
     summary: dict[str, Any], signed: list[str], attempt: int | None, backfill: dt.timedelta | None
 ) -> None:
-    """alert_slack's own post is held back (AirflowSkipException) when it was paged already, read in one connection:
+    """alert_slack's own post (or publish's) is held back (AirflowSkipException) when it was paged already, read in one
+    connection:
 
     - by an earlier try of this attempt of the run (review: a try killed after it posted and recorded the alert,
       before it reported success, was retried and posted it again; a clear by hand is a new attempt: it sends);
@@ -277,16 +283,18 @@ def deliver(
     run_type: str | None = None,
     connect_timeout: int | None = None,
     send: Callable[[dict[str, Any]], None] | None = None,
+    retried_task: bool = False,
 ) -> None:
     """Send the alert unless this attempt of the run (``attempt``: its clear_number) sent it already or suppression
     holds it back (AirflowSkipException), and remember it with the run's ``run_type`` (a backfill's repeats of failed
     critical checks are held back). ``connect_timeout`` (seconds) bounds its warehouse connections (default
-    CALLBACK_CONNECT_TIMEOUT_S); ``send`` replaces alert_slack's single post."""
+    CALLBACK_CONNECT_TIMEOUT_S); ``send`` replaces alert_slack's single post: a failure callback's page, which runs
+    once, or, ``retried_task``, a task's that Airflow tries again (publish's), which an earlier try's holds back."""
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     # Every backfill alert takes turns (second review: warnings of four runs at once paged four times); a backfill's
     # failed critical checks are also held back once another run of it paged them.
     with _taking_turns(run_type == "backfill" and send is None):
-        _deliver(summary, attempt, run_type, connect_timeout, send)
+        _deliver(summary, attempt, run_type, connect_timeout, send, retried_task)
 
 
 # How long a backfill run's alert waits for the others' turns (each: a read, Slack's answer, a write).
@@ -322,13 +330,15 @@ def _taking_turns(active: bool) -> Iterator[None]:
         yield
 
 
-def _deliver(summary, attempt, run_type, connect_timeout, send) -> None:
+def _deliver(summary, attempt, run_type, connect_timeout, send, retried_task: bool) -> None:
     settings = config.get()
     bound = ANSWER_WITHIN_S if send is None else CALLBACK_ANSWER_WITHIN_S  # send: a failure callback's page
     backfill = bool(summary.get("blocking")) and run_type == "backfill" and send is None  # its failed checks
     signed = suppression.signatures(summary)
     window = suppression.window(settings.alert_suppress)
-    if send is None:  # alert_slack's own post (a callback's page runs once, and reading first would eat its budget)
+    # Not before a callback's page: it runs once, and reading first would eat its budget. publish's is retried (review:
+    # a try killed after it posted and recorded the warnings, before it reported success, posted them again).
+    if send is None or retried_task:
         _hold_back_what_was_paged(summary, signed, attempt, window if backfill else None)
         if backfill and settings.alert_suppress:  # the page says its repeats will not come (review: none said so)
             summary["backfill_hold_back_hours"] = f"{settings.alert_suppress.total_seconds() / 3600:g}"

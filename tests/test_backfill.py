@@ -23,6 +23,7 @@ import time
 
 import psycopg
 import pytest
+from airflow_api import DAG_ID, task_instance, task_log, unpause
 from psycopg import sql
 
 from greenery import audit, config, warehouse
@@ -31,7 +32,6 @@ from greenery.sources import load as raw
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
-DAG_ID = local_ui.DAG_ID
 DUPLICATED_ORDER = "8329a65b-7ddf-4250-aeee-bd625f8a401a"
 BACKFILL_TIMEOUT = 540  # the runs under one scheduler on two busy cores (each about a minute at worst)
 
@@ -96,19 +96,6 @@ def assert_one_at_a_time(runs: list[dict]) -> None:
         assert started >= ended, f"runs overlapped: {spans}"
 
 
-def task_state(ui, run_id: str, task_id: str) -> dict:
-    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
-    assert status == 200, body
-    return body
-
-
-def task_log(ui, run_id: str, task_id: str, try_number: int) -> str:
-    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?full_content=true"
-    status, body = ui.request("GET", path)
-    assert status == 200, body
-    return str(body)
-
-
 def publishes(warehouse_url: str) -> list[tuple[str, dt.date]]:
     with psycopg.connect(warehouse_url) as conn:
         if not audit.exists(conn, "publish_log"):
@@ -130,8 +117,7 @@ def test_the_readmes_backfill_pages_a_root_cause_once_and_reruns_its_failed_days
     assert option(command, "--dag-id") == DAG_ID and option(command, "--max-active-runs") == "1"
     ui.wait_ready(timeout=180)
     ui.wait_for_dag(DAG_ID, timeout=240)
-    status, body = ui.request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
-    assert status == 200, body
+    unpause(ui)
 
     # 1. The README's command, as pasted, with the deployment's environment.
     created = subprocess.run(
@@ -151,10 +137,10 @@ def test_the_readmes_backfill_pages_a_root_cause_once_and_reruns_its_failed_days
     page = str(posts[0])
     assert DUPLICATED_ORDER in page and "_A backfill:_" in page, page
     paged, *held = [r["dag_run_id"] for r in runs]  # the first day's run pages, the later ones find its page
-    assert task_state(ui, paged, "alert_slack")["state"] == "success"
+    assert task_instance(ui, paged, "alert_slack")["state"] == "success"
     for run_id in held:
-        assert task_state(ui, run_id, "validate")["state"] == "failed"
-        alert = task_state(ui, run_id, "alert_slack")
+        assert task_instance(ui, run_id, "validate")["state"] == "failed"
+        alert = task_instance(ui, run_id, "alert_slack")
         assert alert["state"] == "skipped", alert
         assert f"held back: run {paged} of a backfill paged these same failed checks" in task_log(
             ui, run_id, "alert_slack", alert["try_number"]

@@ -21,6 +21,7 @@ from urllib.parse import urlencode, urlsplit
 
 import psycopg
 import pytest
+from airflow_api import DAG_ID, finished, task_instances, trigger, unpause
 
 from greenery import gc_tuning, preloaded_airflow, warehouse
 from greenery.dev import addresses, local_ui
@@ -28,7 +29,6 @@ from greenery.sources import load as raw
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
-DAG_ID = local_ui.DAG_ID
 DAY = "2021-02-12"
 RUN_TIMEOUT = 600
 REDIS = shutil.which("redis-server")
@@ -103,29 +103,11 @@ def celery_stack(request, pg_admin_url, warehouse_url, real_greenery, redis_url,
     ui.stop()
 
 
-def trigger(ui) -> str:
+def trigger_the_day(ui) -> str:
     ui.wait_ready(timeout=180)
     ui.wait_for_dag(DAG_ID, timeout=240)
-    status, body = ui.request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
-    assert status == 200, body
-    status, run = ui.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": f"{DAY}T00:00:00Z"})
-    assert status == 200, run
-    return run["dag_run_id"]
-
-
-def task_instances(ui, run_id: str) -> list[dict]:
-    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
-    assert status == 200, body
-    return body["task_instances"]
-
-
-def wait_finished(ui, run_id: str, started: float) -> str:
-    while True:
-        _, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
-        if body["state"] in ("success", "failed"):
-            return body["state"]
-        assert time.monotonic() - started < RUN_TIMEOUT, ui.diagnostics(30)
-        time.sleep(0.5)
+    unpause(ui)
+    return trigger(ui, DAY)
 
 
 KILL_SETTINGS = {
@@ -158,7 +140,7 @@ def test_a_run_on_two_workers_survives_one_killed_mid_task_and_the_view_shows_it
         expected = hashes(conn, marts)
 
     ui = celery_stack
-    run_id, started = trigger(ui), time.monotonic()
+    run_id, started = trigger_the_day(ui), time.monotonic()
     model_tasks = set(models.discover())
     # Kill a worker that has already finished a task (so both workers' work is in the run) while it runs a
     # model task: the process group, its task too.
@@ -175,7 +157,7 @@ def test_a_run_on_two_workers_survives_one_killed_mid_task_and_the_view_shows_it
         assert time.monotonic() - started < RUN_TIMEOUT, ui.diagnostics(30)
         time.sleep(0.2)
     ui._signal(victim, signal.SIGKILL)
-    state = wait_finished(ui, run_id, started)
+    state = finished(ui, run_id, timeout=RUN_TIMEOUT - (time.monotonic() - started))
     rows = {ti["task_id"]: ti for ti in task_instances(ui, run_id)}
     print(f"killed {victim} during {killed}; run {state} in {time.monotonic() - started:.0f}s")
     for ti in rows.values():

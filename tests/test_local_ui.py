@@ -42,6 +42,7 @@ from urllib.parse import urljoin, urlsplit
 import browser
 import psycopg
 import pytest
+from airflow_api import DAG_ID, finished, run_state, task_instance, task_states, tries, trigger, unpause, wait_for
 
 from greenery import audit, gc_tuning
 from greenery.dev import local_airflow, local_ui
@@ -49,10 +50,8 @@ from greenery.project import models
 
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
-DAG_ID = local_ui.DAG_ID
 DAY = "2021-02-12"
 DUPLICATED_ORDER = "8329a65b-7ddf-4250-aeee-bd625f8a401a"
-RUN_TIMEOUT = 420  # a whole run under the real scheduler: ~1 min on an idle 2-core machine
 SHOTS = Path(os.environ.get("GREENERY_SCREENSHOT_DIR") or tempfile.gettempdir())
 
 
@@ -79,27 +78,6 @@ def ui(published_url, slack_alerts_webhook, suites_copy, tmp_path):
     assert not still_running, f"not stopped: {still_running}"
 
 
-def task_states(ui, run_id: str) -> dict[str, str | None]:
-    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
-    assert status == 200, body
-    return {ti["task_id"]: ti["state"] for ti in body["task_instances"]}
-
-
-def run_state(ui, run_id: str) -> str:
-    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
-    assert status == 200, body
-    return body["state"]
-
-
-def wait_for(ui, run_id: str, predicate, timeout: float = RUN_TIMEOUT, what: str = "the run"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"{what} did not finish in {timeout}s: {task_states(ui, run_id)}\n{ui.diagnostics(20)}")
-
-
 def clear(ui, run_id: str, task_ids: list[str] | None = None, only_failed: bool = False, downstream=False) -> None:
     """The UI's Clear: the whole run (Grid -> the run -> Clear run, its failed tasks only if asked) or the
     given tasks (with their downstream tasks if asked). The API resets the run to queued before it answers, so
@@ -113,14 +91,6 @@ def clear(ui, run_id: str, task_ids: list[str] | None = None, only_failed: bool 
     status, cleared = ui.request("POST", path, body)
     assert status == 200, cleared
     assert run_state(ui, run_id) in ("queued", "running")
-
-
-def finished(ui, run_id: str):
-    def done():
-        state = run_state(ui, run_id)
-        return state if state in ("success", "failed") else None
-
-    return wait_for(ui, run_id, done)
 
 
 class Links(HTMLParser):
@@ -154,13 +124,10 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     assert dag["is_paused"] is True and not ui.import_errors()
     status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/tasks")
     assert status == 200 and set(models.discover()) <= {t["task_id"] for t in body["tasks"]}
-    status, body = ui.request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
-    assert status == 200, body
+    unpause(ui)
 
     # 1. The failing run: validate is the red task, alert_slack pages once.
-    status, run = ui.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": f"{DAY}T00:00:00Z"})
-    assert status == 200, run
-    run_id = run["dag_run_id"]
+    run_id = trigger(ui, DAY)
     assert finished(ui, run_id) == "failed"
     states = task_states(ui, run_id)
     assert (states["validate"], states["publish"], states["alert_slack"]) == ("failed", "upstream_failed", "success")
@@ -226,9 +193,9 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
             assert run_id in text and "failed" in text.lower(), name
         # The Trigger dialog greys its Backfill choice out (the DAG's allowed run types, above).
         shots["trigger"] = SHOTS / "greenery-trigger-dialog.png"
-        trigger = "[...document.querySelectorAll('button')].filter(b => b.innerText.trim() === 'Trigger')"
-        chrome.screenshot(f"{ui.url}/dags/{DAG_ID}", shots["trigger"], until=f"{trigger}.length > 0")
-        chrome.run(f"{trigger}[0].click()")
+        buttons_js = "[...document.querySelectorAll('button')].filter(b => b.innerText.trim() === 'Trigger')"
+        chrome.screenshot(f"{ui.url}/dags/{DAG_ID}", shots["trigger"], until=f"{buttons_js}.length > 0")
+        chrome.run(f"{buttons_js}[0].click()")
         choice = "document.querySelector('input[type=radio][value=backfill]')"
         assert chrome.wait_until(f"!!{choice}"), "no Trigger dialog"
         chrome.capture(shots["trigger"])  # the dialog, over the page's shot
@@ -343,7 +310,7 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     suite_file = suites_copy / "dim_products.json"
     suite = json.loads(suite_file.read_text())
     suite_file.write_text(json.dumps({**suite, "expectations": [*suite["expectations"], wrong]}, indent=2))
-    built = _tries(ui, run_id)
+    built = tries(ui, run_id)
     posts = len(slack_server.webhook_posts())
     clear(ui, run_id, ["validate"], downstream=True)
     assert finished(ui, run_id) == "failed"
@@ -364,7 +331,7 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     )
     clear(ui, run_id, ["validate"], downstream=True)
     assert finished(ui, run_id) == "success", task_states(ui, run_id)
-    assert {t: n for t, n in _tries(ui, run_id).items() if t in models.discover()} == {
+    assert {t: n for t, n in tries(ui, run_id).items() if t in models.discover()} == {
         t: n for t, n in built.items() if t in models.discover()
     }
     with psycopg.connect(published_url) as conn:
@@ -374,20 +341,12 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
     assert (published, tables) == (2, len(models.discover())), (published, tables)  # steps 7 and 12
 
 
-def _tries(ui, run_id: str) -> dict[str, int]:
-    """Each task's try number in the run: a task that ran again has a higher one."""
-    status, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
-    assert status == 200, body
-    return {ti["task_id"]: ti["try_number"] for ti in body["task_instances"]}
-
-
 def kill_task_process(ui, run_id: str, task_id: str) -> int | None:
     """SIGKILL the process running ``task_id`` (Airflow titles it ``airflow worker -- <task instance id>``) once it
     runs; its pid, or None while there is none yet."""
     import signal
 
-    status, ti = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
-    if status != 200 or ti["state"] != "running":
+    if (ti := task_instance(ui, run_id, task_id))["state"] != "running":
         return None
     found = subprocess.run(["pgrep", "-f", f"airflow worker -- {ti['id']}"], capture_output=True, text=True)
     pids = [int(p) for p in found.stdout.split()]

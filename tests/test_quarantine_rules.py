@@ -340,6 +340,10 @@ def test_a_bad_row_is_quarantined_with_its_rule_and_kept_out_of_the_published_ta
         ).fetchall()
     )
     assert rules.get(rule, 0) >= 1, rules
+    # README: quarantined_at is the run's clock (recorded once by prepare), not the time of the insert.
+    clock = wap.recorded_clock(conn, wap.Build(f"run-{case}", DAY))
+    stamped = f"select distinct quarantined_at from quarantine.{model} where run_id = %s"
+    assert conn.execute(stamped, (f"run-{case}",)).fetchall() == [(clock,)]
     if gone:
         relation, column, key = gone
         assert conn.execute(f"select count(*) from {relation} where {column} = %s", (key,)).fetchone()[0] == 0

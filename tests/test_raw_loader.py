@@ -184,6 +184,16 @@ def test_a_missing_or_renamed_column_is_reported(db, real_greenery, tmp_path):
     with pytest.raises(raw.RawLoadError, match=r"missing \['inventory'\], unexpected none; it names price more than"):
         raw.load_csv(db, data / "products.csv", "products")
     assert db.execute("select count(*) from raw.products").fetchone()[0] == 30
+    # README: a header in the table's column order. Two columns of one type swapped, values and all, would load
+    # each user's first name as the last (COPY goes by position): refused, raw as it was.
+    before = db.execute("select md5(string_agg(t::text, '' order by t::text)) from raw.users as t").fetchone()
+    users = [line.split(",") for line in (data / "users.csv").read_text().splitlines()]
+    swapped = "\n".join(",".join([r[0], r[2], r[1], *r[3:]]) for r in users) + "\n"
+    (data / "users.csv").write_text(swapped)
+    with pytest.raises(raw.RawLoadError, match=r"users\.csv, line 1: .*missing none, unexpected none; columns must be"):
+        raw.load_csv(db, data / "users.csv", "users")
+    after = db.execute("select md5(string_agg(t::text, '' order by t::text)) from raw.users as t").fetchone()
+    assert after == before
 
 
 def test_a_missing_file_is_reported_before_anything_loads(db, real_greenery, tmp_path):

@@ -528,10 +528,15 @@ def _rows_after_the_old_clock(conn) -> str:
     """A new event and a user's update, both at BETWEEN; returns the event's id."""
     user = "(select min(user_id) from raw.users)"
     conn.execute(f"update raw.users set updated_at = %s where user_id = {user}", (BETWEEN,))
+    return _new_event(conn, BETWEEN)
+
+
+def _new_event(conn, at: dt.datetime) -> str:
+    """A page view of a known user and product, created ``at``; its id."""
     return conn.execute(
         "insert into raw.events select gen_random_uuid()::text, gen_random_uuid()::text, user_id, page_url, %s,"
         " event_type, order_id, product_id from raw.events where event_type = 'page_view' limit 1 returning event_id",
-        (BETWEEN,),
+        (at,),
     ).fetchone()[0]
 
 
@@ -578,6 +583,27 @@ def test_a_run_that_started_before_a_later_published_one_is_refused_not_let_take
     assert wap.recorded_clock(loaded, slow) == LATER_CLOCK
     held = loaded.execute("select count(*) from staging.stg_postgres__events where event_id = %s", (event,))
     assert held.fetchone()[0] == 1
+
+
+def test_within_the_skew_a_merge_that_would_delete_rows_a_later_run_published_is_refused_naming_the_table(loaded):
+    """README: runs within the hour of skew of each other pass the clock check above, but a merge that would delete
+    rows the later run published (an event after the earlier clock and its skew, in that build's future) is refused,
+    naming the table, and changes nothing; cleared, the run takes the later clock and keeps the event."""
+    run_day(loaded, DAYS[2], "scheduled__2021-02-12", OLD_CLOCK - dt.timedelta(days=1))
+    slow = wap.Build("manual__slow", DAYS[1])
+    wap.prepare(loaded, slow, run_time=OLD_CLOCK)
+    wap.build_models(loaded, MODELS, slow)
+    event = _new_event(loaded, OLD_CLOCK + render.CLOCK_SKEW + dt.timedelta(minutes=15))
+    run_day(loaded, DAYS[2], "manual__fast", OLD_CLOCK + render.CLOCK_SKEW / 2)  # within the skew: its event is valid
+    published = "select count(*) from staging.stg_postgres__events where event_id = %s"
+    assert loaded.execute(published, (event,)).fetchone()[0] == 1
+    before = {**hashes(loaded), **quarantine_hashes(loaded)}
+    with pytest.raises(wap.PublishError, match=r"staging\.stg_postgres__events holds rows up to .* 'manual__slow'"):
+        publish_checked(loaded, MODELS, slow)
+    assert {**hashes(loaded), **quarantine_hashes(loaded)} == before
+    run_day(loaded, DAYS[1], slow.run_id)  # cleared: the whole run again
+    assert wap.recorded_clock(loaded, slow) == OLD_CLOCK + render.CLOCK_SKEW / 2
+    assert loaded.execute(published, (event,)).fetchone()[0] == 1
 
 
 def test_no_build_with_an_older_clock_is_published_after_a_later_run_whatever_its_models(loaded):

@@ -429,8 +429,8 @@ def test_checks_come_after_every_model_then_publish_then_the_alert_whatever_happ
 def test_a_broken_model_file_leaves_the_dag_loadable_and_its_first_task_fails_at_once_naming_it(monkeypatch, tmp_path):
     """Review: a ref() naming no model (or any bad model file) made the DAG an import error: every run and table
     stopped, nobody paged. The DAG loads without model tasks; its first task fails naming the file, with the close
-    match, and is not retried; nor is a model's wrong SQL or a docs key naming no column (review: a typo cost two
-    retries, 60 s then 120 s, before its error)."""
+    match, and is not retried; nor is a model's wrong SQL, a docs key naming no column or a missing or broken suite
+    (review: a typo cost two retries, 60 s then 120 s, before its error; user trial: a missing suite, five minutes)."""
     import shutil
 
     import psycopg
@@ -438,6 +438,7 @@ def test_a_broken_model_file_leaves_the_dag_loadable_and_its_first_task_fails_at
     from airflow.sdk.definitions.retry_policy import RetryAction
 
     from greenery import config, docs
+    from greenery.checks.suites import SuiteDefinitionError
     from greenery.materialize.model_sql import ModelBuildError, ModelSqlError, build_error
     from greenery.tasks import freshness
 
@@ -456,7 +457,9 @@ def test_a_broken_model_file_leaves_the_dag_loadable_and_its_first_task_fails_at
         freshness.check({"logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC)})
     assert str(broken) in str(err.value)
     policy = dag.default_args["retry_policy"]
-    for exc in (err.value, ModelSqlError("model x: [42703] column y does not exist"), docs.DocsError("_docs.yml")):
+    missing = SuiteDefinitionError("models without a suite in /x (GREENERY_EXPECTATIONS_DIR): 1 of 33 ['fact_orders']")
+    wrong_sql = ModelSqlError("model x: [42703] column y does not exist")
+    for exc in (err.value, wrong_sql, docs.DocsError("_docs.yml"), missing):
         assert policy.evaluate(exc, try_number=1, max_tries=3).action == RetryAction.FAIL, exc
     assert policy.evaluate(ModelBuildError("[22003] numeric out of range"), 1, 3).action != RetryAction.FAIL
     # Which of PostgreSQL's errors are the SQL's own: a retry cannot fix those, a load or a grant may fix the others.

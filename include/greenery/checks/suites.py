@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from greenery import config
+from greenery.errors import RetryCannotFix
 from greenery.project.models import Model
 from greenery.project.render import FAR_PAST, Interval, compiled, incremental_since, sql_literal
 
@@ -29,8 +30,9 @@ SEVERITIES = ("critical", "warning", "info")
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - SQL, not HTML
 
 
-class SuiteDefinitionError(ValueError):
-    """A suite file is malformed, names an unknown model, or holds an expectation GX rejects."""
+class SuiteDefinitionError(ValueError, RetryCannotFix):
+    """A suite file is malformed, names an unknown model, or holds an expectation GX rejects; or a model has none.
+    Not retried (user trial: a missing suite failed prepare_build after two retries, five minutes later)."""
 
 
 @dataclass(frozen=True)
@@ -146,11 +148,13 @@ def run_variables(models: Mapping[str, Model], day: date | None = None, checked=
     as of today, with no day before the lookback): ``{{ run_date }}`` (SQL date), ``{{ source('t') }}`` (a raw
     table), ``{{ lookback_start }}`` (SQL date: the first day every incremental model reads again in this run, the
     shortest lookback's start; raw rows created before it are not read again by an incremental run),
+    ``{{ start_date }}`` (SQL date: GREENERY_START_DATE, before which no run builds a day's daily marts),
     ``{{ valid_since }}`` (SQL timestamptz: rows created before it are placeholders the models' row rules refuse:
     render.py's ``valid_since`` at the day's end) and ``{{ quarantined('m') }}`` (the rows this run quarantined
     from staging model ``m``, with their ``rule``: the validate task passes its build's table; outside a run, none,
     with the columns of ``checked(m)``, the table the suite checks: by default the published one)."""
-    raw_schema = config.get().raw_schema
+    settings = config.get()
+    raw_schema = settings.raw_schema
     if day is None:  # what a run last read is unknown: no day is before the lookback, and the check is inert
         run_date, start = "current_date", "'-infinity'::date"
         valid_since = f"(current_date - {FAR_PAST.days})::timestamptz"
@@ -161,6 +165,7 @@ def run_variables(models: Mapping[str, Model], day: date | None = None, checked=
         valid_since = sql_literal(interval.end - FAR_PAST)
     return {
         "run_date": run_date,
+        "start_date": sql_literal(settings.start_date),
         "lookback_start": start,
         "valid_since": valid_since,
         "source": lambda table: f"{raw_schema}.{table}",

@@ -59,6 +59,7 @@ VARIABLES = {
     "interval_start": "greenery_interval_start()",
     "interval_end": "greenery_interval_end()",
     "run_date": "greenery_run_date()",
+    "start_date": "greenery_start_date()",
     # The run's clock (greenery.project.render): dbt's is var('run_time') or its own run_started_at.
     "run_time": "greenery_run_time()",
     "valid_since": f"greenery_run_time({-int(FAR_PAST.total_seconds())})",

@@ -19,6 +19,7 @@ from greenery.sources import load
 pytestmark = [pytest.mark.db, pytest.mark.integration]
 
 DROP_DAY = dt.date(2021, 3, 12)
+START = dt.date(2021, 2, 10)  # GREENERY_START_DATE's default, which the tests leave
 KEPT = 5  # of the ~90 orders that day
 
 
@@ -332,9 +333,11 @@ def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning
     [sample] = changed[0]["sample_keys"]
     assert f"events on {old_day}: 8 rows in raw now, 0 when a run last read that day" in sample, sample
     assert "runs read raw again from 2021-02-09 on" in sample, sample
-    # The remedy that reruns the daily marts too (review: "run a full_refresh" ended the warning and left the daily
-    # marts of the 5th and after as they were, green).
-    assert f"(greenery run --date {old_day} --end-date {day}, or a backfill from {old_day}" in sample, sample
+    # The 5th is before the start date: no run builds its daily marts, so the remedy is a full refresh (user trial:
+    # the warning said to run the 5th, which the CLI and the DAG refuse). Days from the start date on are told to run
+    # again instead (review: "run a full_refresh" ended the warning and left their daily marts stale, green).
+    assert "a day before the start date 2021-02-10 (GREENERY_START_DATE), which no run builds daily marts for" in sample
+    assert "greenery run --date" not in sample, sample
 
     outcome, summary = run_day_through_the_tasks(published_url, "full-refresh", day, full_refresh=True)
     assert outcome == "published"
@@ -347,6 +350,40 @@ def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning
             "select count(*) from quarantine.stg_postgres__events where created_at < '2021-02-06'"
         ).fetchone()[0]
     assert staged + quarantined == 8, (staged, quarantined)  # every one of them is somewhere, with a rule if not staged
+
+
+def test_a_day_before_the_start_date_whose_rows_changed_is_named_until_a_full_refresh_reads_it_again(
+    published_url, tmp_path
+):
+    """User trial: a user created in 2020 deleted from raw. The warning named that day with "run that day and every
+    day after it again (greenery run --date 2020-...)", which the CLI and the DAG refuse (before GREENERY_START_DATE),
+    and a full refresh kept the day's old count: the warning came back on every run, for good. Such a day has no
+    daily marts of its own: the warning says a full_refresh reads it again, and one does, ending it."""
+    from helpers import run_day_without_airflow
+
+    day = dt.date(2021, 2, 12)
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        [(user_day,)] = conn.execute(
+            "delete from raw.users where user_id = (select u.user_id from raw.users as u where u.created_at < %s"
+            " and not exists (select from raw.orders as o where o.user_id = u.user_id)"
+            " and not exists (select from raw.events as e where e.user_id = u.user_id) order by u.user_id limit 1)"
+            " returning created_at::date",
+            (START,),
+        ).fetchall()
+        counted = "select row_count from intermediate.int_source_volumes_daily where source_table = 'users' and day=%s"
+        [(before,)] = conn.execute(counted, (user_day,)).fetchall()
+    said = raw_changed_as_of(day, tmp_path)
+    [line] = [s for s in said if s.startswith(f"users on {user_day}: ")]
+    assert line.startswith(f"users on {user_day}: {before - 1} rows in raw now, {before} when a run last read"), line
+    assert f"a day before the start date {START} (GREENERY_START_DATE), which no run builds daily marts for: a" in line
+    assert "greenery run --date" not in line, line
+    # Any other day named is from the start date on, told to run again (its cumulative marts counted the user).
+    assert all(s >= f"users on {START}" and "greenery run --date" in s for s in said if s != line), said
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        run_day_without_airflow(conn, day, "full-refresh", full_refresh=True)
+        assert conn.execute(counted, (user_day,)).fetchall() == ([(before - 1,)] if before > 1 else [])  # read again
+    assert not [s for s in raw_changed_as_of(day, tmp_path) if s.startswith(f"users on {user_day}")]
 
 
 def test_a_full_refresh_leaves_the_warning_on_until_the_changed_day_is_run_again(published_url, tmp_path):

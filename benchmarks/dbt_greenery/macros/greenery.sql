@@ -9,6 +9,11 @@
     '{{ greenery_day().isoformat() }}'::date
 {%- endmacro %}
 
+{# GREENERY_START_DATE, the first day a run may build: var('start_date'), else the pipeline's default. #}
+{% macro greenery_start_date() -%}
+    '{{ var('start_date', '2021-02-10') }}'::date
+{%- endmacro %}
+
 {% macro greenery_interval_start() -%}
     '{{ greenery_day().isoformat() }}T00:00:00+00:00'::timestamptz
 {%- endmacro %}

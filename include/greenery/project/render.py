@@ -92,9 +92,11 @@ def render(
     (default: the end of the interval) is the run's own clock: row rules compare timestamps with
     ``valid_since`` and ``valid_until`` around it, never with now(), so a rerun gives the same answer.
     ``published`` renders the ``{% if is_published() %}`` branches: the model's published table (``this``)
-    exists, so the model may compare its rows with what was published (a full refresh too).
+    exists, so the model may compare its rows with what was published (a full refresh too). ``start_date`` is
+    GREENERY_START_DATE, the first day a run may build.
     """
-    raw_schema = raw_schema or config.get().raw_schema
+    settings = config.get()
+    raw_schema = raw_schema or settings.raw_schema
     clock = run_time or interval.end
     return compiled(model.template).render(
         is_incremental=lambda: incremental,
@@ -107,6 +109,7 @@ def render(
         interval_start=sql_literal(interval.start),
         interval_end=sql_literal(interval.end),
         run_date=sql_literal(interval.day),
+        start_date=sql_literal(settings.start_date),
         malformed_uuid=malformed_uuid,
         run_time=sql_literal(clock),
         valid_since=sql_literal(clock - FAR_PAST),

@@ -32,9 +32,12 @@ select * from days
     -- A full refresh reads every day again but writes the daily marts of its own day only: a day before its
     -- lookback keeps the counts of the run that last read it, so the raw-changed check (this model's suite) goes on
     -- naming the days whose daily marts miss a change until they are run again (review: a full refresh ended the
-    -- warning and left those marts stale, green). A day never read before is counted.
+    -- warning and left those marts stale, green). A day never read before is counted, and so is a day before the
+    -- start date: no run builds its daily marts, so only a full refresh can read it again (review: the warning
+    -- told to run such a day, which the CLI and the DAG refuse, and stayed on for good).
     where
         day >= ({{ greenery_incremental_since(3) }} at time zone 'UTC')::date
+        or day < {{ greenery_start_date() }}
         or not exists (
             select from {{ this }} as kept
             where kept.source_table = days.source_table and kept.day = days.day
@@ -46,5 +49,7 @@ select * from days
         row_count,
         newest_created_at
     from {{ this }}
-    where day < ({{ greenery_incremental_since(3) }} at time zone 'UTC')::date
+    where
+        day < ({{ greenery_incremental_since(3) }} at time zone 'UTC')::date
+        and day >= {{ greenery_start_date() }}
 {% endif %}

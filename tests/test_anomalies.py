@@ -353,7 +353,7 @@ def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning
 
 
 def test_a_day_before_the_start_date_whose_rows_changed_is_named_until_a_full_refresh_reads_it_again(
-    published_url, tmp_path
+    published_url, tmp_path, monkeypatch
 ):
     """User trial: a user created in 2020 deleted from raw. The warning named that day with "run that day and every
     day after it again (greenery run --date 2020-...)", which the CLI and the DAG refuse (before GREENERY_START_DATE),
@@ -377,13 +377,23 @@ def test_a_day_before_the_start_date_whose_rows_changed_is_named_until_a_full_re
     assert line.startswith(f"users on {user_day}: {before - 1} rows in raw now, {before} when a run last read"), line
     assert f"a day before the start date {START} (GREENERY_START_DATE), which no run builds daily marts for: a" in line
     assert "greenery run --date" not in line, line
-    # Any other day named is from the start date on, told to run again (its cumulative marts counted the user).
-    assert all(s >= f"users on {START}" and "greenery run --date" in s for s in said if s != line), said
+    assert said == [line], said  # the only day with daily marts is the 12th, which no run of the 12th compares
 
     with psycopg.connect(published_url, autocommit=True) as conn:
         run_day_without_airflow(conn, day, "full-refresh", full_refresh=True)
         assert conn.execute(counted, (user_day,)).fetchall() == ([(before - 1,)] if before > 1 else [])  # read again
-    assert not [s for s in raw_changed_as_of(day, tmp_path) if s.startswith(f"users on {user_day}")]
+    assert raw_changed_as_of(day, tmp_path) == []
+
+    # GREENERY_START_DATE moved past a day that had its own run (review): that day has daily marts, so it is told to
+    # run again, saying the setting refuses it now, not that a full refresh ends it.
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        copy_events(conn, 2, dt.datetime(2021, 2, 12, 10, tzinfo=dt.UTC))
+    monkeypatch.setenv("GREENERY_START_DATE", "2021-02-13")
+    [moved] = raw_changed_as_of(dt.date(2021, 2, 14), tmp_path)
+    assert moved.startswith("events on 2021-02-12: "), moved
+    assert "(greenery run --date 2021-02-12 --end-date 2021-02-14" in moved, moved
+    assert "the day is before GREENERY_START_DATE 2021-02-13 now, which refuses it" in moved, moved
+    assert "a full_refresh run reads it again" not in moved, moved
 
 
 def test_a_full_refresh_leaves_the_warning_on_until_the_changed_day_is_run_again(published_url, tmp_path):

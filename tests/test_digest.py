@@ -178,12 +178,35 @@ def test_off_by_default_the_task_skips_and_says_how_to_turn_it_on_once_the_run_p
         monkeypatch.delenv(name, raising=False)
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    with pytest.raises(AirflowSkipException, match="GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO"):
+    from greenery import wap, warehouse
+
+    off = "GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO"
+    with pytest.raises(AirflowSkipException, match=off):
         digest.send(context())
     unvalidated = context()
     unvalidated["ti"].xcom_pull = lambda task_ids=None, key=None: None  # validate marked success too
     with pytest.raises(AirflowFailException, match=f"run {re.escape(RUN_ID)} has no validation of its own"):
         digest.send(unvalidated)
+    # The whole run cleared (its build prepared again), validate marked success by hand: XCom still holds the earlier
+    # attempt's summary, whose validation that attempt published (review). The build was not published again.
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        wap.prepare(conn, wap.Build(RUN_ID, DAY))
+    with pytest.raises(AirflowFailException, match=r"published nothing in this attempt \(an earlier attempt of the"):
+        digest.send(context())
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("update greenery_audit.builds set state = 'published' where run_id = %s", (RUN_ID,))
+    with pytest.raises(AirflowSkipException, match=off):  # the control: that build published
+        digest.send(context())
+
+    # A warehouse that does not answer after publish reported success: skipped, saying so, not paged as "nothing was
+    # published" (review).
+    def unreachable(*_, **__):
+        raise warehouse.WarehouseUnavailableError("warehouse unreachable: connection refused")
+
+    with monkeypatch.context() as patched, pytest.raises(AirflowSkipException, match=off):
+        patched.setattr(warehouse, "connect", unreachable)
+        digest.send(context())
+
     with psycopg.connect(published_url, autocommit=True) as conn:
         conn.execute("delete from greenery_audit.publish_log where run_id = %s", (RUN_ID,))
     with pytest.raises(AirflowFailException, match=f"run {re.escape(RUN_ID)} published nothing in this attempt"):

@@ -317,6 +317,14 @@ def utc_minute(moment: dt.datetime) -> str:
     return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
 
 
+def build_state(conn, key: str) -> str | None:
+    """The state wap gave build ``key`` (building, rebuilding, published, dropped), or None where none is recorded."""
+    if not exists(conn, "builds"):
+        return None
+    row = conn.execute(sql.SQL("select state from {} where key = %s").format(table("builds")), (key,)).fetchone()
+    return row[0] if row else None
+
+
 def run_published_at(conn, run_id: str) -> dt.datetime | None:
     """When the run last published, or None when it never did."""
     if not exists(conn, "publish_log"):

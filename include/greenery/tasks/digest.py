@@ -23,10 +23,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from psycopg import sql
 
-from greenery import audit, config, links, locks, trend, warehouse
+from greenery import audit, config, links, locks, runtime, trend, warehouse
 from greenery.alerts import chart, delivery, digest_email, email_delivery, messages, text
 from greenery.project import models as model_files
 from greenery.tasks.failures import Refused
@@ -184,6 +185,28 @@ _SENDERS = {"slack": _send_slack, "slack-chart": _send_chart, "email": _send_ema
 _PART_NAMES = {"slack": "the Slack note", "slack-chart": "the chart in Slack", "email": "the email"}
 
 
+def _this_attempts_publish(conn, context: Any, summary: dict[str, Any]) -> dt.datetime:
+    """When this attempt of the run published what its validation checked; Refused when it published nothing."""
+    run_id = summary["run_id"]
+    # This attempt's publish, not the run's: a run published, cleared, and its new attempt's publish marked success by
+    # hand got a digest of figures nobody published (review). And the build's: validate marked success too leaves the
+    # earlier attempt's summary in XCom, whose validation was published then, while this attempt's build is not (its
+    # prepare set it building again; a rebuild's publish, a publish retried or cleared alone, leave it published).
+    published_at = audit.validation_published_at(conn, run_id, summary.get("validation_id"))
+    if published_at is None or audit.build_state(conn, runtime.build(context).key) not in (None, "published"):
+        earlier = audit.run_published_at(conn, run_id)
+        also = f" (an earlier attempt of the run published, at {audit.utc_minute(earlier)})" if earlier else ""
+        raise Refused(  # no retries: they would find the same
+            f"run {run_id} published nothing in this attempt{also}: its publish task was marked success, or never"
+            " ran; readers still see an earlier publish, and no digest goes out of marts it did not publish."
+            " Clear the whole run to build and publish it.",
+            next_step="Clear the whole run (Grid → this run → Clear run) to build and publish it; its digest"
+            " follows. Clearing state_of_the_data alone fails again.",
+            published=False,
+        )
+    return published_at
+
+
 def send(context: Any) -> None:
     """Send every part of the digest the settings ask for; skip when none, raise if any failed. First, digest on or
     off, fail (and page) when this attempt of the run published nothing: its publish was marked success by hand, and
@@ -200,26 +223,20 @@ def send(context: Any) -> None:
             published=False,
         )
     run_id = summary["run_id"]
+    if not parts:
+        try:
+            with warehouse.connect() as conn:
+                _this_attempts_publish(conn, context, summary)
+        except (warehouse.WarehouseUnavailableError, psycopg.OperationalError) as exc:
+            # publish reported success; a warehouse that does not answer now must not page "nothing was published"
+            # (review): said, and skipped like the rest of an off digest.
+            log.warning("could not read whether this attempt published (the warehouse did not answer): %s", exc)
+        raise AirflowSkipException(
+            "the state-of-the-data digest is off: set GREENERY_SUMMARY_CONN_ID (Slack) and/or"
+            " GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO (email)"
+        )
     with warehouse.connect() as conn:
-        # This attempt's publish, not the run's: a run published, cleared, and its new attempt's publish marked
-        # success by hand got a digest of figures nobody published (review).
-        published_at = audit.validation_published_at(conn, run_id, summary.get("validation_id"))
-        if published_at is None:  # publish marked success by hand: its figures would be another run's
-            earlier = audit.run_published_at(conn, run_id)
-            also = f" (an earlier attempt of the run published, at {audit.utc_minute(earlier)})" if earlier else ""
-            raise Refused(  # no retries: they would find the same
-                f"run {run_id} published nothing in this attempt{also}: its publish task was marked success, or never"
-                " ran; readers still see an earlier publish, and no digest goes out of marts it did not publish."
-                " Clear the whole run to build and publish it.",
-                next_step="Clear the whole run (Grid → this run → Clear run) to build and publish it; its digest"
-                " follows. Clearing state_of_the_data alone fails again.",
-                published=False,
-            )
-        if not parts:
-            raise AirflowSkipException(
-                "the state-of-the-data digest is off: set GREENERY_SUMMARY_CONN_ID (Slack) and/or"
-                " GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO (email)"
-            )
+        published_at = _this_attempts_publish(conn, context, summary)
         done = audit.digests_sent(conn, run_id, published_at)
     went_out = [_PART_NAMES[part] for part in parts if part in done]
     if "email" not in done and _emailed(done):

@@ -539,6 +539,11 @@ def test_a_run_that_failed_before_validate_has_a_page_with_its_failed_tasks(ware
     as_json = client().get("/data-quality/api/latest", params={"run_id": failed})
     assert as_json.status_code == 200 and as_json.json()["task_failures"][0]["logical_date"] == "2024-03-03"
     assert client().get("/data-quality/", params={"run_id": "never-ran"}).status_code == 404
+    # A browser (an alert's button for a run that recorded nothing yet) gets a page saying so, not JSON (review).
+    page = client().get("/data-quality/", params={"run_id": "<never-ran>"}, headers={"Accept": "text/html"})
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html"), page.text
+    assert "no validation or task failure recorded for run &#39;&lt;never-ran&gt;&#39;" in page.text, page.text
+    assert "sign in" not in page.text and "The latest run's data quality" in page.text
 
 
 @pytest.mark.db
@@ -678,6 +683,9 @@ def test_failures_after_their_runs_validation_leave_the_latest_page_green(wareho
         audit.record_task_failure(conn, other, "state_of_the_data", dt.date(2024, 2, 29), "smtp down", 0)
     page = flat(client().get("/data-quality/").text)
     assert "Every check passed" in page and "The newest run failed" not in page and "not validated" not in page
+    # Its failed digest: clear that task, not the whole run, which would publish and send the digest again (review).
+    assert "The marts were published by this run: after fixing the cause, clear the failed task only." in page
+    assert "clear the whole run" not in page
     body = client().get("/data-quality/api/latest").json()
     assert (body["latest_run"]["run_id"], body["latest_run"]["validated"]) == (OLD_RUN, True)
     # A later attempt that validates ends a red clear: the clear that failed before validate is no longer news.
@@ -1002,6 +1010,22 @@ def test_a_duplicated_compound_key_is_shown_whole_with_its_copies():
     page = render_page({"dag_id": "d", "latest_run": run, "tables": [], "failures": [failure], "root_causes": [cause]})
     assert page.count(f"><bdi>{key}</bdi></code>") == 2
     assert page.count(f'title="{longer}"') == 2 and f">{longer}<" not in page
+
+
+def test_a_runs_own_page_links_the_json_of_that_run_not_the_latest():
+    """Review: the JSON link of a run's page (``?run_id=X``) opened the latest run's JSON."""
+    from urllib.parse import urlencode
+
+    from greenery.ui.render import render_page
+
+    run = dict.fromkeys(("validated_at", "log_url", "failures_total"))
+    run_id = "manual__2021-02-12T00:00:00+00:00 &<x>"
+    run.update(run_id=run_id, logical_date="2021-02-12", published=True, dag_id="d", quarantined={})
+    run.update(evaluated=1, failed_critical=0, failed_warning=0)
+    data = {"dag_id": "d", "latest_run": run, "tables": [], "failures": []}
+    asked = render_page(data, run_id=run_id)
+    assert f'href="api/latest?{urlencode({"run_id": run_id})}">JSON</a>' in asked  # "+" as %2B, "&" and "<" too
+    assert 'href="api/latest">JSON</a>' in render_page(data)  # the latest page: the latest run's
 
 
 def test_a_failure_whose_rows_could_not_be_read_says_why_in_place_of_its_keys():

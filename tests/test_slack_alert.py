@@ -445,6 +445,15 @@ def test_publish_status_and_quarantine_counts_appear():
     body = visible(build_alert(summary(quarantined={}), log_url=None, docs_url=None))
     assert "not published" not in body and "Quarantined" not in body
 
+    # Warnings only, and nothing published (publish marked success by hand): the next step says so (review: it said
+    # "Nothing blocks: the marts were published" under "Marts not published").
+    warned = summary(blocking=False, failed_critical=0, failures=[PROMO_WARNING], published=False, serving_run="x")
+    body = visible(build_alert(warned, log_url=None, docs_url=None))
+    assert "Marts not published; still serving the run of x" in body and "the marts were published" not in body
+    assert "Nothing blocks, yet this run published nothing" in body and "clear the whole run" in body
+    body = visible(build_alert({**warned, "published": True}, log_url=None, docs_url=None))
+    assert "Nothing blocks: the marts were published." in body
+
 
 def test_summary_message_reports_rows_checks_and_repeat_rate():
     stats = {

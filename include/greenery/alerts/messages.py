@@ -165,21 +165,21 @@ def _buttons(links: Mapping[str, str | None]) -> dict | None:
     return {"type": "actions", "block_id": "links", "elements": elements} if elements else None
 
 
-def _next_steps(blocking: bool, links: Mapping[str, str | None], causes: list, backfill_hours: Any = None) -> str:
-    if blocking:
+def _next_steps(summary: Mapping[str, Any], links: Mapping[str, str | None], causes: list) -> str:
+    if summary.get("blocking"):
         first = root_causes.what_to_fix(causes)
         steps = _clear_the_run(links, first) + " It rebuilds from raw, checks again and publishes if the checks pass."
-        if backfill_hours:
+        if hours := summary.get("backfill_hold_back_hours"):
             where = link(links.get("quality"), "Data quality view") or "Data quality view"
             steps += (
-                f"\n_A backfill:_ its other days that fail these same checks in the next {clean(backfill_hours, 20)} h"
+                f"\n_A backfill:_ its other days that fail these same checks in the next {clean(hours, 20)} h"
                 f" are blocked too and not paged again (one page per root cause); the {where} lists them."
             )
         return steps
-    return (
-        "*What to do*\nNothing blocks: the marts were published. Fix the source when it matters;"
-        " the next run checks again."
-    )
+    if not summary.get("published", True):  # review: it said "the marts were published" under "not published"
+        return _clear_the_run(links, f"Nothing blocks, yet this run published nothing ({code('publish')} marked?)")
+    fix = "Fix the source when it matters; the next run checks again."
+    return f"*What to do*\nNothing blocks: the marts were published. {fix}"
 
 
 def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_url: str | None = None) -> dict:
@@ -233,7 +233,7 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
     tail = [_DIVIDER]
     if status_lines:
         tail.append(_section("\n".join(status_lines), "status"))
-    tail.append(_section(_next_steps(blocking, links, causes, summary.get("backfill_hold_back_hours")), "next-steps"))
+    tail.append(_section(_next_steps({**summary, "blocking": blocking}, links, causes), "next-steps"))
     buttons = _buttons(links)
     if buttons:
         tail.append(buttons)

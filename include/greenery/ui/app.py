@@ -116,14 +116,19 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        wants_html = exc.status_code in (401, 403) and "text/html" in request.headers.get("accept", "")
+        # A 404 too: an alert's Data quality button of a run that recorded nothing yet (killed before validate, whose
+        # page the run's own callback sends) opened raw JSON (review).
+        wants_html = exc.status_code in (401, 403, 404) and "text/html" in request.headers.get("accept", "")
         if wants_html:
-            title = "Sign in to Airflow" if exc.status_code == 401 else "Not allowed"
+            title = {401: "Sign in to Airflow", 403: "Not allowed"}.get(exc.status_code, "Nothing to show here yet")
             # Links are relative (the API server may live under a base path): climb to Airflow's root.
             below = request.url.path[len(request.scope.get("root_path", "")) :]
             home = "../" * max(1, below.count("/"))
             app_root = "../" * max(0, below.count("/") - 1)
-            page = render.render_unauthorized(title=title, detail=str(exc.detail), home=home, base=app_root)
+            sign_in = exc.status_code != 404
+            page = render.render_unauthorized(
+                title=title, detail=str(exc.detail), home=home, base=app_root, sign_in=sign_in
+            )
             return HTMLResponse(page, status_code=exc.status_code, headers=PAGE_HEADERS)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
@@ -138,7 +143,7 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
         except WarehouseError as exc:
             page = render.render_page(None, error=str(exc), docs=False)
             return HTMLResponse(page, status_code=503, headers=PAGE_HEADERS)
-        return HTMLResponse(render.render_page(data, docs=docs), headers=PAGE_HEADERS)
+        return HTMLResponse(render.render_page(data, docs=docs, run_id=run_id), headers=PAGE_HEADERS)
 
     @router.get("/api/latest")
     def latest(run_id: str | None = None) -> JSONResponse:

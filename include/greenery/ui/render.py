@@ -117,13 +117,17 @@ def docs_root() -> str:
     return links.docs_url() if config.get_lenient()[0].data_docs_base_url else LOCAL_DOCS
 
 
-def render_page(data: dict[str, Any] | None, *, error: str | None = None, docs: bool = False) -> str:
+def render_page(
+    data: dict[str, Any] | None, *, error: str | None = None, docs: bool = False, run_id: str | None = None
+) -> str:
+    """The page of ``data`` (report.py's); ``run_id``: the run asked for (its JSON link asks for it too)."""
     data = data or {"dag_id": config.DAG_ID, "latest_run": None, "serving": None, "tables": [], "failures": []}
     run = data.get("latest_run")
     quarantined = data.get("quarantined") or {}
     root = docs_root()
     return _ENV.get_template("page.html").render(
         base="",
+        asked_run=run_id,
         error=error,
         docs=docs,
         docs_root=root,
@@ -169,8 +173,10 @@ def _run_link(run: dict[str, Any] | None) -> str | None:
     return links.run_url(run["run_id"]) if run else None
 
 
-def render_unauthorized(*, title: str, detail: str, home: str, base: str) -> str:
-    return _ENV.get_template("unauthorized.html").render(title=title, detail=detail, home=home, base=base)
+def render_unauthorized(*, title: str, detail: str, home: str, base: str, sign_in: bool = True) -> str:
+    """An error page for a browser: sign in (401, 403), or nothing recorded for the run asked for (404)."""
+    page = _ENV.get_template("unauthorized.html")
+    return page.render(title=title, detail=detail, home=home, base=base, sign_in=sign_in)
 
 
 @functools.cache

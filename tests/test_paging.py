@@ -224,6 +224,7 @@ def test_a_publish_refused_by_a_readers_view_pages_once_and_changes_nothing(airf
     from helpers import OTHER_ORDER, hashes
 
     from greenery.project import models
+    from greenery.ui.report import report
 
     marts = [m.relation for m in models.discover().values() if m.layer == "marts"]
     with psycopg.connect(published_url, autocommit=True) as conn:
@@ -236,6 +237,13 @@ def test_a_publish_refused_by_a_readers_view_pages_once_and_changes_nothing(airf
         assert dag_run.state == "failed" and s["validate"] == "success" and s["publish"] == "failed", s
         assert hashes(conn, marts) == before
         assert conn.execute("select count(*) from public.orders_report").fetchone()[0] > 0
+        # Its checks are on record, not published, once (its tries included), and the Data quality view shows them
+        # with its quarantined row, which alert_slack's skip says the view lists (review: "not validated").
+        recorded = "select published, summary->'quarantined' from greenery_audit.validation_runs where run_id = %s"
+        [(published, quarantined)] = conn.execute(recorded, (dag_run.run_id,)).fetchall()
+        assert published is False and quarantined, quarantined
+        shown = report(conn, run_id=dag_run.run_id)["latest_run"]
+        assert shown["validated"] is not False and shown["published"] is False, shown
     assert s["alert_slack"] == "skipped", s
     [alert] = alerts(paged)
     assert "publish" in alert and "DependentObjectsStillExist" in alert and "orders_report" in alert

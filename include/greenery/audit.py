@@ -135,6 +135,15 @@ def record_validation(conn, summary: dict, published: bool) -> None:
         )
 
 
+def validation_recorded(conn, summary: dict) -> bool:
+    """Whether ``summary`` (its run and validation id) is on record already, published or not."""
+    if not exists(conn, "validation_runs"):
+        return False
+    query = "select from {} where run_id = %s and summary->>'validation_id' is not distinct from %s limit 1"
+    keys = (summary["run_id"], summary.get("validation_id"))
+    return conn.execute(sql.SQL(query).format(table("validation_runs")), keys).fetchone() is not None
+
+
 def record_data_docs(conn, validation_id: str, run_id: str, pages: Sequence[DocsPage]) -> int:
     """Store one validation's Data Docs pages (checks/docs_pages.py); return how many.
 

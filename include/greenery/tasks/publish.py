@@ -50,11 +50,16 @@ def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         except lock_waits.LockWaitRanOut as held:
             # It waited GREENERY_PUBLISH_LOCK_WAIT_SECONDS in tries already: page now, naming who holds the table,
             # not after the task's retries and their delays (review: about 18 minutes).
+            _record_unpublished(conn, summary)
             raise AirflowFailException(str(held)) from held
         except wap.PublishError as refused:
             # A refusal is the build's state, which a retry does not change: fail now (review: retried with backoff,
             # the page came 5 to 8 minutes late).
+            _record_unpublished(conn, summary)
             raise AirflowFailException(str(refused)) from refused
+        except Exception:
+            _record_unpublished(conn, summary)
+            raise
         else:
             log.info("published %s", ", ".join(tables))
             published = {"published": True, "serving_run": summary["logical_date"], "tables": tables}
@@ -63,3 +68,14 @@ def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     except Exception as exc:
         raise paging.alert_not_sent_after_publish(exc) from exc
     return published
+
+
+def _record_unpublished(conn, summary: dict[str, Any]) -> None:
+    """This validation on record as not published, once: its record commits with the publish, which rolled back, so
+    the Data quality view showed the run as "not validated", its warnings and quarantine hidden, while alert_slack
+    skipped saying the view lists them (review). Best effort: the failure being raised is what pages."""
+    try:
+        if not audit.validation_recorded(conn, summary):
+            audit.record_validation(conn, summary, published=False)
+    except Exception as exc:
+        log.warning("could not record this run's validation as not published: %s", exc)

@@ -249,6 +249,40 @@ def test_a_publish_refused_by_a_readers_view_pages_once_and_changes_nothing(airf
     assert "publish" in alert and "DependentObjectsStillExist" in alert and "orders_report" in alert
 
 
+@pytest.mark.parametrize("error", ["lock wait", "refusal", "other"])
+def test_a_failed_publish_records_its_checks_once_and_fails_at_once_unless_a_retry_may_help(
+    published_url, monkeypatch, error
+):
+    """A lock wait that ran out and a refusal fail publish without retries (AirflowFailException: the page comes
+    now); any other error is raised as it is, for Airflow's retries. Each try records the run's checks as not
+    published, once for the validation, its retries included."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from greenery import lock_waits, wap
+    from greenery.tasks import publish
+
+    raised = {
+        "lock wait": lock_waits.LockWaitRanOut("publish gave up after 3 tries"),
+        "refusal": wap.PublishError("run 'r' was never prepared"),
+        "other": psycopg.errors.DependentObjectsStillExist("view orders_report depends on table fact_orders"),
+    }[error]
+
+    def failing(*_, **__):
+        raise raised
+
+    monkeypatch.setattr(wap, "publish", failing)
+    run_id = f"publish-{error.replace(' ', '-')}"
+    summary = {"run_id": run_id, "logical_date": DAY.isoformat(), "blocking": False, "validation_id": "v1"}
+    context = {"run_id": run_id, "logical_date": dt.datetime.combine(DAY, dt.time(), tzinfo=dt.UTC)}
+    for _ in range(2):  # a try, and its retry
+        with pytest.raises(AirflowFailException if error != "other" else type(raised), match=str(raised)) as failed:
+            publish.run(summary, context)
+        assert failed.value.__cause__ is (raised if error != "other" else None)
+    with psycopg.connect(published_url) as conn:
+        recorded = "select published from greenery_audit.validation_runs where run_id = %s"
+        assert conn.execute(recorded, (run_id,)).fetchall() == [(False,)]
+
+
 def test_a_model_task_skipped_fails_the_run_at_publish_and_pages_once(airflow_dag, published_url, paged, monkeypatch):
     """Review: a model task marked *skipped* in the UI skipped validate and publish (their trigger rule), and the run
     ended green having built, checked and published nothing, with no page. Now validate checks what was built,

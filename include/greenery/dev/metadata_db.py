@@ -57,11 +57,7 @@ def no_backfills_on_sqlite(home: Path, environ: MutableMapping[str, str]) -> Non
     safe side; GREENERY_ALLOW_BACKFILLS=true undoes it)."""
     if config.backfills_set(environ):
         return  # the user's own value stands: no need to ask Airflow
-    if uses_own_database(home, environ):
-        config.turn_backfills_off(environ)
-        return
-    url = metadata_url(home, environ)
-    if url is None or url.startswith("sqlite"):
+    if uses_own_database(home, environ) or (url := metadata_url(home, environ)) is None or url.startswith("sqlite"):
         config.turn_backfills_off(environ)
 
 

@@ -47,18 +47,14 @@ def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
             log.warning("%s: this try reports that publish", done)
             serving = audit.last_published(conn)["logical_date"]
             published = {"published": True, "serving_run": serving, "tables": done.tables}
-        except lock_waits.LockWaitRanOut as held:
-            # It waited GREENERY_PUBLISH_LOCK_WAIT_SECONDS in tries already: page now, naming who holds the table,
-            # not after the task's retries and their delays (review: about 18 minutes).
+        except Exception as failed:
             _record_unpublished(conn, summary)
-            raise AirflowFailException(str(held)) from held
-        except wap.PublishError as refused:
-            # A refusal is the build's state, which a retry does not change: fail now (review: retried with backoff,
-            # the page came 5 to 8 minutes late).
-            _record_unpublished(conn, summary)
-            raise AirflowFailException(str(refused)) from refused
-        except Exception:
-            _record_unpublished(conn, summary)
+            # A lock wait that ran out waited GREENERY_PUBLISH_LOCK_WAIT_SECONDS in tries already: page now, naming
+            # who holds the table, not after the task's retries and their delays (review: about 18 minutes). A
+            # refusal is the build's state, which a retry does not change: fail now (review: retried with backoff,
+            # the page came 5 to 8 minutes late). Anything else is retried.
+            if isinstance(failed, lock_waits.LockWaitRanOut | wap.PublishError):
+                raise AirflowFailException(str(failed)) from failed
             raise
         else:
             log.info("published %s", ", ".join(tables))

@@ -177,7 +177,7 @@ def _next_steps(summary: Mapping[str, Any], links: Mapping[str, str | None], cau
             )
         return steps
     if not summary.get("published", True):  # review: it said "the marts were published" under "not published"
-        return _clear_the_run(links, f"Nothing blocks, yet this run published nothing ({code('publish')} marked?)")
+        return _clear_the_run(links, "Nothing blocks, yet this run published nothing (`publish` marked by hand?)")
     fix = "Fix the source when it matters; the next run checks again."
     return f"*What to do*\nNothing blocks: the marts were published. {fix}"
 

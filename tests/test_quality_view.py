@@ -426,10 +426,12 @@ def test_data_docs_links_follow_greenery_data_docs_base_url(warehouse_url, store
     links start"; the view ignored it. The page's and the JSON's links start there, as the alerts' do."""
     from greenery import links
 
-    monkeypatch.setenv("GREENERY_DATA_DOCS_BASE_URL", "https://docs.example.test/greenery/")
+    # With a login (review: the view's links and JSON carried it to every reader; the browser asks for it instead).
+    monkeypatch.setenv("GREENERY_DATA_DOCS_BASE_URL", "https://gx:S3cretDocs@docs.example.test/greenery/")
     record_two_runs(warehouse_url)
     orders = f"https://docs.example.test/greenery/{data_docs.href(ORDERS_PAGE)}"
     page = client().get("/data-quality/").text
+    assert "S3cretDocs" not in page and "S3cretDocs" not in client().get("/data-quality/api/latest").text
     assert page.count('<a href="https://docs.example.test/greenery/" target="_top">') == 2  # header and card
     assert f'<a href="{orders}" target="_top">result page</a>' in page
     assert 'href="docs/' not in page
@@ -437,6 +439,39 @@ def test_data_docs_links_follow_greenery_data_docs_base_url(warehouse_url, store
     assert body["data_docs"] == "https://docs.example.test/greenery/index.html"
     assert {t["suite"]: t["data_docs"] for t in body["tables"]}["stg_postgres__orders"] == orders
     assert links.for_run(NEW_RUN)["docs"] == "https://docs.example.test/greenery/"  # where the alerts' start
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_credentials_in_recorded_errors_are_masked_on_the_page_and_in_the_json(warehouse_url, stored_docs):
+    """Review: a password put in a misspelt setting was echoed by the error every task failed with; Slack masked
+    it, the view showed it (and the JSON) to every reader of the DAG's runs. Masked when recorded and when shown
+    (a record kept before this change included); where it failed stays readable."""
+    record_two_runs(warehouse_url)
+    failed = "scheduled__2024-03-03T00:00:00+00:00"
+    said = "bad setting: GREENERY_WAREHOUSE_PASSWORD='Hunter2': no such setting; "
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_task_failure(conn, failed, "prepare_build", dt.date(2024, 3, 3), said + "PGPASSWORD=pg-Secret")
+        conn.execute(  # as an older version recorded it, unmasked
+            "insert into greenery_audit.task_failures (run_id, task_id, logical_date, failed_at, error)"
+            " values (%s, 'load', '2024-03-03', now(), %s)",
+            (failed, 'connecting to postgresql://etl:Old-Secret@db:5432/x with {"api_token": "tok-Secret"}'),
+        )
+        summary = failing_summary()
+        summary["failures"][0] |= {"error": "secret_key=gx-Secret", "detail_error": "password: 'pw-Secret'"}
+        cause = {"keys": [], "sources": [], "also_fails_in": [], "runs_failing": 1, "owner": None}
+        summary["root_causes"] = [{**summary["failures"][0], **cause}]
+        audit.record_validation(conn, summary, published=False)
+        stored = " ".join(e for (e,) in conn.execute("select error from greenery_audit.task_failures"))
+    assert "Hunter2" not in stored and "pg-Secret" not in stored and "PGPASSWORD=***" in stored
+    for run in (failed, NEW_RUN):
+        page = client().get("/data-quality/", params={"run_id": run}).text
+        body = client().get("/data-quality/api/latest", params={"run_id": run}).text
+        for secret in ("Hunter2", "pg-Secret", "Old-Secret", "tok-Secret", "gx-Secret", "pw-Secret"):
+            assert secret not in page and secret not in body, (run, secret)
+    page = flat(client().get("/data-quality/", params={"run_id": failed}).text)
+    assert "GREENERY_WAREHOUSE_PASSWORD=&#39;***&#39;: no such setting" in page and "postgresql://***@db:5432/x" in page
+    assert "secret_key=***" in flat(client().get("/data-quality/", params={"run_id": NEW_RUN}).text)
 
 
 @pytest.mark.db

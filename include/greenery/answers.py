@@ -16,6 +16,7 @@ import psycopg
 import psycopg.sql
 
 from greenery import audit, config
+from greenery.printable import printable
 
 METRICS_SQL = """
 select
@@ -196,19 +197,20 @@ def format_answers(answers: dict[str, Any]) -> str:
         f"  days to deliver (avg)         {num(m['avg_delivery_days']):>10}",
     ]
     if made := answers.get("day_run"):
-        lines.insert(1, f"  (published by run {made['run_id']}, {_when(made)})")
+        lines.insert(1, f"  (published by run {printable(made['run_id'])}, {_when(made)})")
     if later := answers.get("earlier_day_published_after"):
         # Review: after a rerun of an earlier day on changed raw, the latest day's figures were the older raw's.
         lines.insert(
             2,
-            f"  note: {later['day']} was published again after it ({_when(later)}, run {later['run_id']}): these"
-            f" figures predate that; run {m['as_of_date']} again to count what it changed",
+            f"  note: {later['day']} was published again after it ({_when(later)}, run"
+            f" {printable(later['run_id'])}): these figures predate that; run {m['as_of_date']} again to count what it"
+            " changed",
         )
     lines += format_funnel(m)
     # Each all-history table names the publish that last wrote it: they may be of different runs (review).
     lines.append(f"Best-converting products (marts.fact_product: {_label(answers.get('all_history_run'), m)})")
-    for name, viewed, purchased, rate in answers["top_products"]:
-        lines.append(f"  {name:<22} {purchased:>6} of {viewed:<6} sessions  {pct(rate)}")
+    for name, viewed, purchased, rate in answers["top_products"]:  # a name is raw data: shown, never obeyed (review)
+        lines.append(f"  {printable(name):<22} {purchased:>6} of {viewed:<6} sessions  {pct(rate)}")
     lines += format_indicators(answers.get("indicators"), _label(answers.get("indicators_run"), m))
     return "\n".join(lines)
 
@@ -217,7 +219,7 @@ def _label(run: dict[str, Any] | None, m: dict[str, Any]) -> str:
     """An all-history table's label: the publish that last wrote it, and whether its day is not the figures' day."""
     label = "all history, as the last publish read raw"
     if run:
-        label += f": run {run['run_id']} of {run['day']}, {_when(run)}"
+        label += f": run {printable(run['run_id'])} of {run['day']}, {_when(run)}"
     if run and run["day"] != m["as_of_date"]:
         label += f"; not as of {m['as_of_date']}"
     return label

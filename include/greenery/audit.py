@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 
 from greenery import locks
 from greenery.checks.docs_pages import DocsPage
+from greenery.redaction import redact
 
 SCHEMA = "greenery_audit"
 
@@ -230,7 +231,7 @@ def record_task_failure(
                 "insert into {} (run_id, task_id, logical_date, failed_at, error, clear_number)"
                 " values (%s, %s, %s, now(), %s, %s)"
             ).format(table("task_failures")),
-            (run_id, task_id, day, error, clear_number),
+            (run_id, task_id, day, redact(error), clear_number),  # kept, and read by everyone the DAG's runs are
         )
 
 

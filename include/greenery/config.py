@@ -19,6 +19,8 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from greenery.redaction import redact
+
 DAG_ID = "greenery_daily"
 # The layers are also the schemas readers use; their order is the build order. snapshots keep history.
 LAYERS = ("staging", "snapshots", "intermediate", "marts")
@@ -44,6 +46,10 @@ DAY_SECONDS, WEEK_MINUTES, YEAR_HOURS = 24 * 3600, 7 * 24 * 60, 366 * 24
 
 class SettingError(ValueError):
     """An environment variable holds a value the pipeline cannot use; the message names it."""
+
+    def __init__(self, message: str) -> None:
+        # The value echoed may hold a credential (a login in an address): the message pages on-call and is kept.
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)
@@ -233,7 +239,7 @@ def get_lenient(env: Mapping[str, str] | None = None) -> tuple[Settings, tuple[s
         try:
             return get(env), tuple(problems)
         except SettingError as exc:  # its message starts with the variable's name
-            name = str(exc).split("=", 1)[0]
+            name = re.match(r"[A-Z0-9_]*", str(exc))[0]
             if name not in env or len(problems) > len(env):
                 raise
             problems.append(str(exc))
@@ -291,7 +297,8 @@ def _refuse_unknown(env: Mapping[str, str], known: set[str]) -> None:
     for name in sorted(n for n in env if n.startswith("GREENERY_") and n not in known and n not in NOT_SETTINGS):
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
         hint = f"; did you mean {close[0]}?" if close else " (README: Settings lists them)"
-        raise SettingError(f"{name}={env[name]!r}: no such setting{hint}")
+        # Not its value: a password put in a misspelt name (review) would go to the channel with the page.
+        raise SettingError(f"{name}: no such setting{hint}")
 
 
 def get(env: Mapping[str, str] | None = None) -> Settings:

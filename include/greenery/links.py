@@ -10,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import quote, urlencode
 
 from greenery import config
+from greenery.redaction import without_login
 
 # The Data quality view's mount point on the API server (plugins/greenery_quality_plugin.py).
 QUALITY_PATH = "data-quality"
@@ -37,7 +38,8 @@ def quality_url(run_id: str | None = None, base: str | None = None) -> str:
 def docs_url(page: str = "", base: str | None = None) -> str:
     """A Data Docs page as the plugin serves it (sandboxed, behind the Airflow login)."""
     override = config.get_lenient()[0].data_docs_base_url  # an alert about a bad setting still gets its links
-    root = override.rstrip("/") if override else f"{base or base_url()}/{QUALITY_PATH}/docs"
+    # Its login, if it has one, is the browser's to ask for: not in the view's links, its JSON, nor the alerts (review).
+    root = without_login(override).rstrip("/") if override else f"{base or base_url()}/{QUALITY_PATH}/docs"
     return f"{root}/{quote(page)}" if page else f"{root}/"
 
 

@@ -6,6 +6,7 @@ from psycopg import sql
 
 from greenery import audit, warehouse
 from greenery.alerts.text import as_int, counted
+from greenery.printable import printable
 
 
 def notes(dag_run) -> str:
@@ -71,7 +72,8 @@ def _cut(line: str, limit: int) -> str:
 def cause_lines(error: str) -> list[str]:
     """The error's first lines, the first whole (review: cut at 300 characters, a skipped-days error lost the
     command that fixes it, mid-word and without a mark); a line cut says so with "…"."""
-    lines = [line.rstrip() for line in error.strip().splitlines() if line.strip()]
+    # A line may quote raw data (a key, a name): shown on the terminal, never obeyed (review: escape sequences).
+    lines = [printable(line.rstrip()) for line in error.strip().splitlines() if line.strip()]
     lines = [_cut(line, FIRST_LINE if i == 0 else OTHER_LINES) for i, line in enumerate(lines)]
     if len(lines) > CAUSE_LINES:
         lines = [*lines[: CAUSE_LINES - 1], f"... ({len(lines) - CAUSE_LINES + 1} more lines in the log)"]

@@ -30,7 +30,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from greenery.alerts import webhook_post
-from greenery.alerts.text import REDACTED, redact
+from greenery.printable import printable
+from greenery.redaction import REDACTED, redact
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,7 @@ def _safe(text: Any, secrets: list[str], limit: int = 500) -> str:
 def _shown(text: Any, secrets: list[str], limit: int = 200) -> str:
     """What answered, for an error message on one line: it is untrusted (a proxy's HTML page), so its newlines and
     other invisible or direction-changing characters are shown as escapes, credentials masked, and it is cut."""
-    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text or ""))
-    return _safe(text, secrets, limit)
+    return _safe(printable(text or ""), secrets, limit)
 
 
 def send(

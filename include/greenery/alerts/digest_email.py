@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 
 from greenery import bidi
 from greenery.alerts import chart
-from greenery.alerts.text import as_int, redact
+from greenery.alerts.text import as_int
+from greenery.redaction import redact
 from greenery.trend import Point
 
 CHART_FILENAME = "greenery-trend.png"

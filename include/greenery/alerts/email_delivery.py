@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
 
-from greenery.alerts.text import REDACTED, redact
+from greenery.redaction import REDACTED, redact
 
 log = logging.getLogger(__name__)
 

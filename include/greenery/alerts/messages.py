@@ -28,13 +28,12 @@ from greenery.alerts.text import (
     fmt_int,
     link,
     plain,
-    redact,
     truncate,
     within,
-    without_login,
 )
 from greenery.checks import root_causes
 from greenery.checks.summary import SAMPLE_KEY_CHARS
+from greenery.redaction import redact, without_login
 
 MAX_SAMPLE_KEYS = 5
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}

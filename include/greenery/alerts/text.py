@@ -1,13 +1,13 @@
-"""Text for Slack: redaction of credentials, mrkdwn escaping, and Slack's size limits."""
+"""Text for Slack: mrkdwn escaping of redacted values, and Slack's size limits."""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from greenery import bidi
+from greenery.redaction import redact
 
 # Slack limits (https://api.slack.com/reference/block-kit/blocks).
 MAX_BLOCKS = 50
@@ -17,34 +17,6 @@ MAX_FALLBACK_TEXT = 3000
 # Slack refuses a message whose blocks hold about 13,000 characters in all (msg_blocks_too_long, in none of its
 # documented limits: slackapi/bolt-js#2509), and a refused alert pages nobody: the alerts stay under this.
 MAX_BLOCKS_TEXT = 12_000
-REDACTED = "***"
-
-
-_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # scheme://user:password@host and scheme://token@host (DSNs, URLs with credentials)
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/@<>|]+@"), rf"\1{REDACTED}@"),
-    # Slack tokens: xoxb-, xoxp-, xoxa-, xoxe-, xoxr-, xoxs-, app-level xapp-
-    (re.compile(r"\bxox[a-z]-[A-Za-z0-9\-]+"), f"xox-{REDACTED}"),
-    (re.compile(r"\bxapp-[A-Za-z0-9\-]+"), f"xapp-{REDACTED}"),
-    # Incoming webhooks / workflow triggers
-    (
-        re.compile(r"(?i)(hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/)[^\s<>|\"'`)\]]+"),
-        rf"\1{REDACTED}",
-    ),
-    # key=value / key: value secrets (libpq keyword DSNs, config dumps)
-    (
-        re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"),
-        rf"\1\2{REDACTED}",
-    ),
-)
-
-
-def redact(text: str) -> str:
-    """Mask credentials in free text: URL userinfo, Slack tokens, webhook paths, ``password=...``."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
 
 # Review: a right-to-left override in a sample key made Slack show the rest of the key reversed, so on-call read
 # (and looked up) another key: every bidirectional control is shown as its escape (bidi.visible).
@@ -139,17 +111,6 @@ def counted(value: Any, noun: str) -> str:
     """``1 row``, ``1,234 rows``: a count with its noun, singular for one."""
     n = as_int(value)
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
-def without_login(url: str | None) -> str | None:
-    """``url`` without a user and password (review: GREENERY_DATA_DOCS_BASE_URL=https://user:pass@... went into every
-    alert's Data Docs button, in the channel); the browser asks for them instead."""
-    if not url:
-        return url
-    parts = urlsplit(str(url))
-    if parts.username is None and parts.password is None:
-        return str(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def checked_in(checked: int, total: int) -> str:

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from greenery import audit, config, wap, warehouse
+from greenery.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,15 @@ def _failure(f: dict[str, Any]) -> dict[str, Any]:
         "observed_value": f.get("observed_value"),
         "unexpected_count": f.get("unexpected_count"),
         "sample_keys": [str(s) for s in samples] if isinstance(samples, list) else [],
-        "error": f.get("error"),
-        "detail_error": f.get("detail_error"),
+        "error": _redacted(f.get("error")),
+        "detail_error": _redacted(f.get("detail_error")),
     }
+
+
+def _redacted(value: Any) -> Any:
+    """An error as recorded, credentials masked (review: a password in a misspelt setting, echoed by the error a task
+    failed with, was on the page and in the JSON of every reader of the DAG's runs; Slack had it masked)."""
+    return redact(value) if isinstance(value, str) else value
 
 
 def run_record(conn, run_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -197,7 +204,10 @@ def _notes(summary: dict[str, Any]) -> list[dict[str, Any]]:
 def _causes(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The root causes a run recorded (runs recorded before grouping existed have none)."""
     causes = summary.get("root_causes")
-    return [c for c in causes if isinstance(c, dict)] if isinstance(causes, list) else []
+    if not isinstance(causes, list):
+        return []
+    errors = ("error", "detail_error")
+    return [{**c, **{k: _redacted(c[k]) for k in errors if k in c}} for c in causes if isinstance(c, dict)]
 
 
 # The DAG's tasks downstream of validate (tests/test_dag_integrity.py checks the list): one of them failing in a
@@ -308,7 +318,12 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         "root_causes": causes,
         "notes": notes,
         "task_failures": [
-            {**f, "failed_at": _utc(f["failed_at"]), "logical_date": _day(f["logical_date"])}
+            {
+                **f,
+                "failed_at": _utc(f["failed_at"]),
+                "logical_date": _day(f["logical_date"]),
+                "error": _redacted(f["error"]),
+            }
             for f in audit.task_failures(conn, latest["run_id"])
         ]
         if latest

@@ -215,3 +215,41 @@ def test_a_build_made_before_a_rerun_of_the_latest_day_took_its_step_again_on_ch
     with pytest.raises(wap.PublishError, match=r"raw changed since this run prepared its build \(raw\.orders\)"):
         publish_checked(conn, MODELS, d4)
     assert rows(conn, current, (order,)) == [{"shipping_service": "fedex"}]
+
+
+def test_a_build_on_the_latest_step_is_not_published_after_a_rerun_of_that_day_took_the_step_again(history):
+    """Review: raw changed (the order shipped with fedex), then D+1 was prepared and built on D's step as D's first
+    run took it (ups); a rerun of D took the step again with fedex and published; D+1's publish found the same
+    latest step and raw unchanged since it was prepared, and put back the step as it first was: both runs green,
+    the rerun's version gone, D's published figures computed from a history that no longer existed."""
+    from greenery.sources import fingerprint
+
+    conn, order = history
+    conn.execute("update raw.orders set shipping_service = 'fedex' where order_id = %s", (order,))
+    d4 = wap.Build("d4", D3 + dt.timedelta(days=1))
+    wap.prepare(conn, d4, raw_fingerprint=fingerprint.fingerprint(conn))  # after the change: raw is as it read it
+    wap.build_models(conn, MODELS, d4)
+    run_day(conn, D3, "d3-again")  # D's step again, with fedex
+    before = table_hash(conn, "snapshots.snap_orders")
+    with pytest.raises(wap.PublishError, match=r"was published again since run 'd4' built on it \(a rerun of its"):
+        publish_checked(conn, MODELS, d4)
+    assert table_hash(conn, "snapshots.snap_orders") == before
+    wap.prepare(conn, d4, raw_fingerprint=fingerprint.fingerprint(conn))  # the whole run cleared, as it says
+    wap.build_models(conn, MODELS, d4)
+    publish_checked(conn, MODELS, d4)
+    current = "select shipping_service, valid_from from snapshots.snap_orders where order_id = %s and valid_to is null"
+    assert rows(conn, current, (order,)) == [{"shipping_service": "fedex", "valid_from": end_of(D3)}]  # the rerun's
+
+
+def test_two_reruns_of_the_latest_day_on_the_same_raw_both_publish(history):
+    """The refusal above is for a history that differs: two reruns of one day at once (a scheduled and a manual
+    run) step from the same history, and the second leaves the snapshot the first published, as the README says."""
+    conn, _ = history
+    first, second = wap.Build("d3-a", D3), wap.Build("d3-b", D3)
+    for build in (first, second):
+        wap.prepare(conn, build)
+        wap.build_models(conn, MODELS, build)
+    publish_checked(conn, MODELS, first)
+    after_first = table_hash(conn, "snapshots.snap_orders")
+    assert "snapshots.snap_orders" in publish_checked(conn, MODELS, second)
+    assert table_hash(conn, "snapshots.snap_orders") == after_first

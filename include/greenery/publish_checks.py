@@ -90,6 +90,17 @@ def check_snapshots(conn, models: Mapping[str, Model], build: Any, names: list[s
                 f"{relation} moved on to the step of {now} since run {build.run_id!r} built it on {built_on};"
                 " nothing was published. Clear the whole run to build it again."
             )
+        # The same step, another table: a rerun of that day took it again since (builds before this check: none),
+        # on other raw than this build's base, or its step would be undone (two reruns of one day on the same raw).
+        if "built_on" in info and snapshot.published_table(conn, relation) != info["built_on"]:
+            built = f"{build.schema(models[name].layer)}.{name}"
+            if snapshot.same_history(conn, relation, built, dt.datetime.fromisoformat(info["step"])):
+                continue
+            raise PublishError(
+                f"{relation} was published again since run {build.run_id!r} built on it (a rerun of its latest day,"
+                f" {now}, took that step again): publishing this build would put back the step as it first was and"
+                " undo that rerun; nothing was published. Clear the whole run to build it on the snapshot as it is."
+            )
     return kept
 
 

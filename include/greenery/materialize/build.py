@@ -129,11 +129,14 @@ def _write_snapshot(cur, target: Target, select: ModelSql | sql.Composable, step
     _create_as(cur, sql.SQL("create temporary table _greenery_snapshot_source on commit drop as "), select)
     staged = f"{target.relation}__next"
     cur.execute(sql.SQL("drop table if exists {}").format(ident(staged)))
+    built_on = snapshot.published_table(cur.connection, target.model.relation)  # read under the shared lock, as seen
     rows, seen = snapshot.write(cur, target.model, staged, "pg_temp._greenery_snapshot_source", step)
     cur.execute(sql.SQL("drop table if exists {}").format(ident(target.relation)))
     cur.execute(sql.SQL("alter table {} rename to {}").format(ident(staged), sql.Identifier(target.model.name)))
     # Before the latest step the run keeps the history as it is (snapshot.write): publish leaves the table alone.
-    return rows, {"snapshot_seen": seen.isoformat() if seen else None, "history_kept": seen is not None and step < seen}
+    kept = seen is not None and step < seen
+    seen_at = seen.isoformat() if seen else None
+    return rows, {"snapshot_seen": seen_at, "history_kept": kept, "built_on": built_on, "step": step.isoformat()}
 
 
 def _write_partition(cur, target: Target, select: ModelSql | sql.Composable, day: dt.date) -> int:

@@ -46,6 +46,32 @@ def latest_step(conn, relation: str) -> dt.datetime | None:
     return max((t for t in (newest, stepped) if t is not None), default=None)
 
 
+def published_table(conn, relation: str) -> int | None:
+    """Which table is published as ``relation`` now (its oid; None before the first publish). A publish that steps
+    the snapshot replaces the table, so another oid means another run's snapshot, even at the same latest step: a
+    rerun of the latest day takes that step again (review: a build made on the step as it first was put it back)."""
+    return conn.execute("select to_regclass(%s)::oid::bigint", (relation,)).fetchone()[0]
+
+
+def same_history(conn, published: str, built: str, step: dt.datetime) -> bool:
+    """Whether a build's snapshot stepped from the history published now: the two tables hold the same versions with
+    ``step`` undone in both (two reruns of one day on the same raw do; a build made before a rerun took the step
+    again on changed raw does not). Read only when the published table was replaced since the build (rare)."""
+    columns = relations.columns(conn, built)
+    if columns != relations.columns(conn, published):
+        return False
+    cols = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns if name != VALID_TO)
+    vf, vt = sql.Identifier(VALID_FROM), sql.Identifier(VALID_TO)
+    undone = [
+        sql.SQL(
+            "select {cols}, case when {vt} = %(step)s then null else {vt} end from {t} where {vf} <> %(step)s"
+        ).format(cols=cols, vt=vt, vf=vf, t=ident(table))
+        for table in (published, built)
+    ]
+    differ = sql.SQL("(({a}) except all ({b})) union all (({b}) except all ({a}))").format(a=undone[0], b=undone[1])
+    return conn.execute(sql.SQL("select not exists ({})").format(differ), {"step": step}).fetchone()[0]
+
+
 def write(cur, model: Model, target: str, source: str, step: dt.datetime) -> tuple[int, dt.datetime | None]:
     """Create ``target``: the published snapshot stepped to ``step`` from the rows of ``source`` (a table).
 

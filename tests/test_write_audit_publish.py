@@ -219,6 +219,46 @@ def test_the_wait_for_other_runs_is_not_taken_from_the_wait_for_readers(loaded, 
     assert audit.last_published(loaded)["run_id"] == "second"
 
 
+@pytest.mark.parametrize("in_a_transaction", [False, True])
+def test_a_run_that_never_lets_go_of_the_publish_lock_is_named_before_the_task_times_out(
+    loaded, warehouse_url, second_build, caplog, monkeypatch, in_a_transaction
+):
+    """Review: a validating worker frozen, or whose host was cut off, kept its shared lock on a session the server
+    kept (no FIN; the keepalive two hours away): every publish waited until the task's timeout, which named nobody.
+    The publish waits 80 % of what the timeout leaves after its wait for readers, then fails naming the session."""
+    monkeypatch.setenv("GREENERY_TASK_TIMEOUT_MINUTES", "0.25")  # 15 s: 0.8 * (15 - 2) = 10.4 s for the runs
+    monkeypatch.setenv("GREENERY_PUBLISH_LOCK_WAIT_SECONDS", "2")
+    monkeypatch.setattr(lock_waits, "RUNS_SAID_EVERY_S", 4.0)
+    before = hashes(loaded)
+    with psycopg.connect(warehouse_url, autocommit=True, application_name="greenery validate (hung)") as hung:
+        hung.execute(locks.SHARE_FOR_SESSION)
+        started = time.monotonic()
+        with (
+            pytest.raises(lock_waits.LockWaitRanOut) as gave_up,
+            caplog.at_level("WARNING", "greenery.lock_waits"),
+            loaded.transaction() if in_a_transaction else contextlib.nullcontext(),
+        ):
+            publish_checked(loaded, MODELS, second_build)
+        waited = time.monotonic() - started
+        said = str(gave_up.value)
+        assert 5.4 <= waited <= 15, waited  # within its budget, before the timeout (tries of 5 s)
+        assert said.startswith("publish waited ") and "for the runs building and validating" in said, said
+        assert f"pid {hung.info.backend_pid} (greenery validate (hung), user " in said, said
+        assert "holding ShareLock" in said and "nothing was published" in said, said
+        said_meanwhile = [r.message for r in caplog.records if "publish has waited" in r.message]
+        assert said_meanwhile and f"pid {hung.info.backend_pid}" in said_meanwhile[0], said_meanwhile
+    assert hashes(loaded) == before and (audit.last_published(loaded) or {}).get("run_id") != "second"
+    publish_checked(loaded, MODELS, second_build)  # the session gone, the publish goes
+    assert audit.last_published(loaded)["run_id"] == "second"
+    # A validation's session (checks/gx.py) has the server probe its peer: a host gone lets go within minutes.
+    with locks.shared_for_session({"conninfo": warehouse_url}) as validating:
+        probes = validating.execute(
+            "select name, source from pg_settings where name like 'tcp_keepalives%' order by name"
+        ).fetchall()
+    # Set for the session (the tests reach their server on a Unix socket, where the values read 0: no peer to probe).
+    assert probes == [(f"tcp_keepalives_{n}", "session") for n in ("count", "idle", "interval")], probes
+
+
 def test_a_session_on_a_failed_runs_build_schema_does_not_stop_the_publish(loaded, warehouse_url, second_build, caplog):
     """Review: the build schemas of finished runs are dropped by the publish; a session reading one (a failed run's,
     kept for debugging) made every publish fail, naming nobody. They are left for the next publish instead."""

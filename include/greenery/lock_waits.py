@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from psycopg import errors, sql
 
+from greenery import config, locks
 from greenery.materialize import relations
 from greenery.project.models import Model
 
@@ -110,6 +111,55 @@ def bounded(conn, attempt: Callable[[Try], T], wait_s: float) -> T:
             why = "deadlocked with" if isinstance(exc, errors.DeadlockDetected) else "is locked by"
             log.warning("publish, try %d: %s %s another session; trying again", tries, _named(try_), why)
             time.sleep(PAUSE_SECONDS)
+
+
+RUNS_SAID_EVERY_S = 60.0
+_RUN_HOLDERS = f"""
+select a.pid, coalesce(nullif(a.application_name, ''), 'no application name'), a.usename, a.state, l.mode,
+    to_char(coalesce(a.xact_start, a.backend_start) at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+    left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120), a.query = '<insufficient privilege>', current_user
+from pg_locks as l join pg_stat_activity as a on a.pid = l.pid
+where {locks.HOLDERS_WHERE} and l.granted and l.pid <> pg_backend_pid()
+order by a.backend_start, a.pid
+"""
+
+
+def runs_wait_s() -> float:
+    """How long a publish waits for the runs building and validating: 80 % of what the task timeout leaves after its
+    wait for readers, so that it fails naming them before the timeout names nobody."""
+    settings = config.get()
+    return 0.8 * (settings.task_timeout - settings.publish_lock_wait).total_seconds()
+
+
+def take_publish_lock(conn, budget_s: float) -> None:
+    """``locks.exclusive``: wait for the runs building and validating, in tries of TRY_SECONDS, saying in the log each
+    minute who they are, at most ``budget_s``; then LockWaitRanOut naming them. Review: a validating worker frozen or
+    cut off held its shared lock on a session the server kept; every publish (and every run queued behind it) waited
+    until the task's timeout, which named nobody. Call it first in the publish's transaction."""
+    previous = conn.execute("select current_setting('lock_timeout')").fetchone()[0]
+    started = said = time.monotonic()
+    while True:
+        try:
+            with conn.transaction():  # a savepoint: a try that runs out leaves the publish's transaction as it was
+                conn.execute("select set_config('lock_timeout', %s, true)", (f"{round(TRY_SECONDS * 1000)}ms",))
+                locks.exclusive(conn)
+            break
+        except errors.LockNotAvailable:
+            now = time.monotonic()
+            holders = "; ".join(_session(*h) for h in conn.execute(_RUN_HOLDERS).fetchall()) or "none any more"
+            if now - started + TRY_SECONDS > budget_s:
+                raise LockWaitRanOut(
+                    f"publish waited {now - started:.0f} s (80 % of what the task timeout leaves after"
+                    f" GREENERY_PUBLISH_LOCK_WAIT_SECONDS) for the runs building and validating, which hold the publish"
+                    f" lock: {holders}; nothing was published. A session idle for long is a run's task that hangs or"
+                    " whose host is gone: end it (select pg_terminate_backend(pid)), then clear publish."
+                ) from None
+            if now - said >= RUNS_SAID_EVERY_S:
+                said = now
+                log.warning(
+                    "publish has waited %.0f s for the runs building and validating: %s", now - started, holders
+                )
+    conn.execute("select set_config('lock_timeout', %s, true)", (previous,))
 
 
 def _gave_up(conn, try_: Try, wait_s: float, tries: int) -> str:

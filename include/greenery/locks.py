@@ -30,6 +30,15 @@ def exclusive(conn_or_cursor) -> None:
 
 
 SHARE_FOR_SESSION = f"select pg_advisory_lock_shared({PUBLISH_LOCK_KEY})"
+KEEPALIVES = (
+    "select set_config('tcp_keepalives_idle', '60', false), set_config('tcp_keepalives_interval', '10', false),"
+    " set_config('tcp_keepalives_count', '6', false)"
+)
+# Who holds the lock (pg_locks splits a bigint key in two; objsubid 1 marks a bigint key).
+HOLDERS_WHERE = (
+    f"l.locktype = 'advisory' and l.classid::bigint = {PUBLISH_LOCK_KEY >> 32}"
+    f" and l.objid::bigint = {PUBLISH_LOCK_KEY & 0xFFFFFFFF} and l.objsubid = 1"
+)
 """For connections that run many statements outside one transaction (validation): held until they close."""
 
 
@@ -38,6 +47,10 @@ def shared_for_session(connect_args: Mapping[str, Any]) -> Iterator[psycopg.Conn
     """A connection of its own (``psycopg.connect`` arguments) that holds the lock in shared mode until it closes:
     for a reader that runs many statements on other connections (validation: checks/gx.py)."""
     with psycopg.connect(**connect_args, autocommit=True) as conn:
+        # Held while it idles between the checks' queries: a host lost or cut off sends no FIN, and the server kept
+        # the session, and the lock every publish waits for, until its TCP keepalive (two hours by default; review).
+        # Its own probes end it in about two minutes (a Unix socket ignores them: its peer is on this host).
+        conn.execute(KEEPALIVES)
         conn.execute(SHARE_FOR_SESSION)
         yield conn
 

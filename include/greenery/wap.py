@@ -262,7 +262,7 @@ def _publish(conn, models, build: Build, ttl, try_: lock_waits.Try) -> list[str]
         # As in the builds (materialize/build.py): an incremental merge compares a date column with the window's
         # start, which PostgreSQL converts in the session's zone; east of UTC the window's first day was kept.
         conn.execute("set local timezone = 'UTC'")
-        locks.exclusive(conn)  # waits for the runs building and validating, as long as they take
+        lock_waits.take_publish_lock(conn, lock_waits.runs_wait_s())  # the runs building and validating
         try_.arm()
         names = built_models(conn, models, build)
         if not names:

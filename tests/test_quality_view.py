@@ -1169,3 +1169,28 @@ def test_a_bad_setting_the_view_does_not_read_does_not_take_it_down(warehouse_ur
     assert page.status_code == 200 and "orders" in page.text, page.text[:300]
     assert app.get("/data-quality/api/latest").json()["latest_run"]["run_id"] == NEW_RUN
     assert app.get("/data-quality/docs/").status_code == 200
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_a_failure_the_run_ran_again_after_is_marked_as_an_earlier_attempt(warehouse_url, stored_docs):
+    """Review: a run's first attempt failed (prepare_build), a clear validated and published it; its page listed
+    that failure as "Failed tasks of this run" under "Published" and said to clear the failed task. Each failure
+    now names its attempt, and one the run ran again after says so; a failure of the latest attempt does not."""
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_task_failure(conn, OLD_RUN, "prepare_build", dt.date(2024, 3, 1), "warehouse gone", clear_number=0)
+        conn.execute("update greenery_audit.task_failures set failed_at = now() - interval '2 days'")
+    record_clean_published_run(warehouse_url, clear_number=1)
+    page = flat(client().get("/data-quality/", params={"run_id": OLD_RUN}).text)
+    assert '<tr class="earlier"><td class="mono"><bdi>prepare_build</bdi></td>' in page, page
+    assert '<td>first run<div class="sub">the run ran again after it</div></td>' in page
+    assert "Each of these failed in an earlier attempt of the run" in page and "clear the failed task only" not in page
+    assert '<section class="card"> <h2>Failures of earlier attempts of this run</h2>' in page  # not a red card
+    body = client().get("/data-quality/api/latest", params={"run_id": OLD_RUN}).json()
+    assert [(f["attempt"], f["earlier_attempt"]) for f in body["task_failures"]] == [(0, True)]
+    with psycopg.connect(warehouse_url) as conn:  # its digest failed in the latest attempt, after the publish
+        audit.record_task_failure(conn, OLD_RUN, "state_of_the_data", dt.date(2024, 3, 1), "smtp gone", clear_number=1)
+    page = flat(client().get("/data-quality/", params={"run_id": OLD_RUN}).text)
+    assert '<tr><td class="mono"><bdi>state_of_the_data</bdi></td> <td>clear 1</td>' in page, page
+    assert "clear the failed task only" in page and "Each of these failed in an earlier attempt" not in page
+    assert '<section class="card error-card"> <h2>Failed tasks of this run</h2>' in page

@@ -270,11 +270,12 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     latest = runs[0] if runs else None
     causes: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
-    as_of = previous = cleared = None
+    as_of = previous = cleared = validated_attempt = None
     if runs or run_id:
         picked = run_record(conn, run_id or latest["run_id"]) if recorded else None
         if picked is not None:
             latest, causes, notes = picked[0], _causes(picked[1]), _notes(picked[1])
+            validated_attempt = picked[1].get("clear_number")
             # A run asked for by name (an alert's link) is shown as it was: each table's latest result up to its
             # validation (review: a later run's failures were listed under an earlier, clean run).
             as_of = dt.datetime.fromisoformat(latest["validated_at"]) if run_id else None
@@ -296,6 +297,7 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         # this run" while the newest run was red. Shown as a run that failed before validate, naming the validation.
         previous = {k: latest[k] for k in ("run_id", "logical_date", "validated_at", "published")} if latest else None
         latest, causes, notes = not_validated(newer["run_id"], newer["logical_date"]), [], []
+        validated_attempt = None
         as_of = newer["first_at"]  # after the latest validation: every table's latest result, none later
     if serving and as_of is not None:  # a past run's page: readers may see a publish made after it (review)
         serving["after_this_run"] = last["published_at"] > as_of
@@ -317,17 +319,7 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         "failures": failures,
         "root_causes": causes,
         "notes": notes,
-        "task_failures": [
-            {
-                **f,
-                "failed_at": _utc(f["failed_at"]),
-                "logical_date": _day(f["logical_date"]),
-                "error": _redacted(f["error"]),
-            }
-            for f in audit.task_failures(conn, latest["run_id"])
-        ]
-        if latest
-        else [],
+        "task_failures": _task_failures(conn, latest["run_id"], validated_attempt) if latest else [],
         "quarantined": latest["quarantined"] if latest else {},
         "history": runs,
         "later_runs": later_runs,  # validated after the run the page is about (none on the latest run's page)
@@ -337,6 +329,26 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         "cleared_and_failed": cleared,
         "tables_as_of": _utc(as_of),
     }
+
+
+def _task_failures(conn, run_id: str, validated_attempt: Any) -> list[dict[str, Any]]:
+    """The run's task failures, each with its attempt (Airflow's clear number, 0 for the first) and whether the run
+    ran again after it: a later attempt failed or was validated (review: the card listed the failures of attempts a
+    clear had since repaired as if they were the run's, under a published run)."""
+    failures = audit.task_failures(conn, run_id)
+    attempts = [f["clear_number"] or 0 for f in failures]
+    last = max([*attempts, validated_attempt if isinstance(validated_attempt, int) else 0], default=0)
+    return [
+        {
+            **f,
+            "failed_at": _utc(f["failed_at"]),
+            "logical_date": _day(f["logical_date"]),
+            "error": _redacted(f["error"]),
+            "attempt": attempt,
+            "earlier_attempt": attempt < last,
+        }
+        for f, attempt in zip(failures, attempts, strict=True)
+    ]
 
 
 def not_validated(run_id: str, day: dt.date) -> dict[str, Any]:

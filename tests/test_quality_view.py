@@ -458,12 +458,16 @@ def test_credentials_in_recorded_errors_are_masked_on_the_page_and_in_the_json(w
             (failed, 'connecting to postgresql://etl:Old-Secret@db:5432/x with {"api_token": "tok-Secret"}'),
         )
         summary = failing_summary()
-        summary["failures"][0] |= {"error": "secret_key=gx-Secret", "detail_error": "password: 'pw-Secret'"}
+        summary["failures"][0] |= {"error": "secret_key=gx-Secret", "detail_error": "password='pw-Secret'"}
         cause = {"keys": [], "sources": [], "also_fails_in": [], "runs_failing": 1, "owner": None}
         summary["root_causes"] = [{**summary["failures"][0], **cause}]
         audit.record_validation(conn, summary, published=False)
         stored = " ".join(e for (e,) in conn.execute("select error from greenery_audit.task_failures"))
+        stored += conn.execute("select string_agg(summary::text, ' ') from greenery_audit.validation_runs").fetchone()[
+            0
+        ]
     assert "Hunter2" not in stored and "pg-Secret" not in stored and "PGPASSWORD=***" in stored
+    assert "gx-Secret" not in stored and "pw-Secret" not in stored and "secret_key=***" in stored  # checks' errors
     for run in (failed, NEW_RUN):
         page = client().get("/data-quality/", params={"run_id": run}).text
         body = client().get("/data-quality/api/latest", params={"run_id": run}).text

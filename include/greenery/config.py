@@ -19,7 +19,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from greenery.redaction import redact
+from greenery.redaction import REDACTED, redact
 
 DAG_ID = "greenery_daily"
 # The layers are also the schemas readers use; their order is the build order. snapshots keep history.
@@ -168,7 +168,8 @@ def _asset_authority(env: Mapping[str, str], name: str, default: str) -> str:
     except ValueError:
         found = None
     if not found or (found[1] is not None and not 1 <= int(found[1]) <= 65535):
-        raise SettingError(f"{name}={text!r}: expected host[:port] (a host name or [IPv6 address], port 1-65535)")
+        shown = f"{REDACTED}@{text.rpartition('@')[2]}" if "@" in text else text  # a login given with it (review)
+        raise SettingError(f"{name}={shown!r}: expected host[:port] (a host name or [IPv6 address], port 1-65535)")
     return text
 
 
@@ -185,6 +186,14 @@ def _sql_dir(env: Mapping[str, str], name: str, default: Path) -> Path:
     if not any(next((path / layer).glob("*.sql"), None) for layer in LAYERS):
         raise SettingError(f"{name}={str(path)!r}: no models there (no .sql file in its {', '.join(LAYERS)} folders)")
     return path
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    """An http(s) address, or unset (user trial: 'not a url' was taken, and the alerts' Data Docs button vanished)."""
+    text = _text(env, name, None)
+    if text is not None and (urllib.parse.urlsplit(text).scheme not in ("http", "https") or "://" not in text):
+        raise SettingError(f"{name}={text!r}: expected an http:// or https:// address")
+    return text
 
 
 def _task_timeout(env: Mapping[str, str], name: str, minutes: float) -> dt.timedelta:
@@ -239,7 +248,7 @@ def get_lenient(env: Mapping[str, str] | None = None) -> tuple[Settings, tuple[s
         try:
             return get(env), tuple(problems)
         except SettingError as exc:  # its message starts with the variable's name
-            name = re.match(r"[A-Z0-9_]*", str(exc))[0]
+            name = re.match(r"[^=:\s]*", str(exc))[0]  # GREENERY_Foo too (review)
             if name not in env or len(problems) > len(env):
                 raise
             problems.append(str(exc))
@@ -339,7 +348,7 @@ def _read(env: Mapping[str, str]) -> Settings:
         asset_database=_asset_database(env, "GREENERY_ASSET_DATABASE", "greenery"),
         start_date=_date(env, "GREENERY_START_DATE", "2021-02-10"),
         state_dir=state_dir(env),
-        data_docs_base_url=_text(env, "GREENERY_DATA_DOCS_BASE_URL", None),
+        data_docs_base_url=_url(env, "GREENERY_DATA_DOCS_BASE_URL"),
         alert_conn_id=_text(env, "GREENERY_ALERT_CONN_ID", "slack_alerts"),
         alert_channel=_text(env, "GREENERY_ALERT_CHANNEL", None),
         alert_suppress=dt.timedelta(hours=_number(env, "GREENERY_ALERT_SUPPRESS_HOURS", "24", maximum=YEAR_HOURS)),

@@ -113,53 +113,55 @@ def bounded(conn, attempt: Callable[[Try], T], wait_s: float) -> T:
             time.sleep(PAUSE_SECONDS)
 
 
-RUNS_SAID_EVERY_S = 60.0
 _RUN_HOLDERS = f"""
 select a.pid, coalesce(nullif(a.application_name, ''), 'no application name'), a.usename, a.state, l.mode,
     to_char(coalesce(a.xact_start, a.backend_start) at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-    left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120), a.query = '<insufficient privilege>', current_user
+    left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120), a.query = '<insufficient privilege>', current_user,
+    a.xact_start
 from pg_locks as l join pg_stat_activity as a on a.pid = l.pid
 where {locks.HOLDERS_WHERE} and l.granted and l.pid <> pg_backend_pid()
 order by a.backend_start, a.pid
 """
 
 
-def runs_wait_s() -> float:
-    """How long a publish waits for the runs building and validating: 80 % of what the task timeout leaves after its
-    wait for readers, so that it fails naming them before the timeout names nobody."""
+def runs_deadline() -> float:
+    """Until when (time.monotonic()) a publish waits for the runs building and validating: 80 % of what the task
+    timeout leaves after its wait for readers, so that it fails naming them before the timeout names nobody."""
     settings = config.get()
-    return 0.8 * (settings.task_timeout - settings.publish_lock_wait).total_seconds()
+    return time.monotonic() + 0.8 * (settings.task_timeout - settings.publish_lock_wait).total_seconds()
 
 
-def take_publish_lock(conn, budget_s: float) -> None:
-    """``locks.exclusive``: wait for the runs building and validating, in tries of TRY_SECONDS, saying in the log each
-    minute who they are, at most ``budget_s``; then LockWaitRanOut naming them. Review: a validating worker frozen or
-    cut off held its shared lock on a session the server kept; every publish (and every run queued behind it) waited
-    until the task's timeout, which named nobody. Call it first in the publish's transaction."""
-    previous = conn.execute("select current_setting('lock_timeout')").fetchone()[0]
-    started = said = time.monotonic()
-    while True:
-        try:
-            with conn.transaction():  # a savepoint: a try that runs out leaves the publish's transaction as it was
-                conn.execute("select set_config('lock_timeout', %s, true)", (f"{round(TRY_SECONDS * 1000)}ms",))
-                locks.exclusive(conn)
-            break
-        except errors.LockNotAvailable:
-            now = time.monotonic()
-            holders = "; ".join(_session(*h) for h in conn.execute(_RUN_HOLDERS).fetchall()) or "none any more"
-            if now - started + TRY_SECONDS > budget_s:
-                raise LockWaitRanOut(
-                    f"publish waited {now - started:.0f} s (80 % of what the task timeout leaves after"
-                    f" GREENERY_PUBLISH_LOCK_WAIT_SECONDS) for the runs building and validating, which hold the publish"
-                    f" lock: {holders}; nothing was published. A session idle for long is a run's task that hangs or"
-                    " whose host is gone: end it (select pg_terminate_backend(pid)), then clear publish."
-                ) from None
-            if now - said >= RUNS_SAID_EVERY_S:
-                said = now
-                log.warning(
-                    "publish has waited %.0f s for the runs building and validating: %s", now - started, holders
-                )
+def take_publish_lock(conn, deadline: float) -> None:
+    """``locks.exclusive``: wait for the runs building and validating until ``deadline`` (time.monotonic()), naming
+    them in the log when it has to wait; then LockWaitRanOut naming them. Review: a validating worker frozen or cut off
+    held its shared lock on a session the server kept; every publish (and every run queued behind it) waited until the
+    task's timeout, which named nobody. One wait, not tries: a try given up lets the runs that queued behind the
+    publish go first (review of tries of 5 s). Call it first in the publish's transaction."""
+    if conn.execute("select pg_try_advisory_xact_lock(%s)", (locks.PUBLISH_LOCK_KEY,)).fetchone()[0]:
+        return
+    started, previous = time.monotonic(), conn.execute("select current_setting('lock_timeout')").fetchone()[0]
+    log.warning(
+        "publish waits for the runs building and validating (at most %.0f s): %s", deadline - started, _runs(conn)
+    )
+    try:
+        with conn.transaction():  # a savepoint: a wait that runs out leaves the publish's transaction as it was
+            wait_ms = max(1, round((deadline - started) * 1000))
+            conn.execute("select set_config('lock_timeout', %s, true)", (f"{wait_ms}ms",))
+            locks.exclusive(conn)
+    except errors.LockNotAvailable:
+        raise LockWaitRanOut(
+            f"publish waited {time.monotonic() - started:.0f} s (80 % of what the task timeout leaves after"
+            f" GREENERY_PUBLISH_LOCK_WAIT_SECONDS) for the runs building and validating, which hold the publish lock:"
+            f" {_runs(conn)}; nothing was published. A session idle for long is a run's task that hangs or whose host"
+            " is gone: end it (select pg_terminate_backend(pid)), then clear publish."
+        ) from None
     conn.execute("select set_config('lock_timeout', %s, true)", (previous,))
+
+
+def _runs(conn) -> str:
+    """The sessions holding the publish lock, as the messages name them."""
+    held = conn.execute(_RUN_HOLDERS).fetchall()
+    return "; ".join(_session(*h, connected=xact is None) for *h, xact in held) or "none any more"
 
 
 def _gave_up(conn, try_: Try, wait_s: float, tries: int) -> str:
@@ -173,7 +175,7 @@ def _gave_up(conn, try_: Try, wait_s: float, tries: int) -> str:
     )
 
 
-def _session(pid, app, user, state, held, since, query, hidden: bool, me: str) -> str:
+def _session(pid, app, user, state, held, since, query, hidden: bool, me: str, connected: bool = False) -> str:
     """One holder as the message names it. Another role's session shows its state, transaction and query only to a
     role granted pg_read_all_stats: say so, not "None" and "<insufficient privilege>" (review)."""
     if hidden:
@@ -181,7 +183,8 @@ def _session(pid, app, user, state, held, since, query, hidden: bool, me: str) -
             f"pid {pid} ({app}, user {user}, holding {held}; its query is hidden from role {me}:"
             " grant it pg_read_all_stats to see it)"
         )
-    return f"pid {pid} ({app}, user {user}, {state}, holding {held}, in a transaction since {since} UTC: {query})"
+    when = "connected" if connected else "in a transaction"  # a session-level lock outside one (a validation)
+    return f"pid {pid} ({app}, user {user}, {state}, holding {held}, {when} since {since} UTC: {query})"
 
 
 def _named(try_: Try) -> str:

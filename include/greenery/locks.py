@@ -30,6 +30,7 @@ def exclusive(conn_or_cursor) -> None:
 
 
 SHARE_FOR_SESSION = f"select pg_advisory_lock_shared({PUBLISH_LOCK_KEY})"
+"""For connections that run many statements outside one transaction (validation): held until they close."""
 KEEPALIVES = (
     "select set_config('tcp_keepalives_idle', '60', false), set_config('tcp_keepalives_interval', '10', false),"
     " set_config('tcp_keepalives_count', '6', false)"
@@ -39,7 +40,6 @@ HOLDERS_WHERE = (
     f"l.locktype = 'advisory' and l.classid::bigint = {PUBLISH_LOCK_KEY >> 32}"
     f" and l.objid::bigint = {PUBLISH_LOCK_KEY & 0xFFFFFFFF} and l.objsubid = 1"
 )
-"""For connections that run many statements outside one transaction (validation): held until they close."""
 
 
 @contextlib.contextmanager

@@ -253,16 +253,17 @@ def publish(conn, models: Mapping[str, Model], build: Build, ttl: dt.timedelta |
     on the published tables are waited for a bounded time (lock_waits.py).
     """
     audit.ensure(conn)
-    attempt = functools.partial(_publish, conn, models, build, ttl)
+    runs_until = lock_waits.runs_deadline()  # one budget for every try (review)
+    attempt = functools.partial(_publish, conn, models, build, ttl, runs_until)
     return lock_waits.bounded(conn, attempt, config.get().publish_lock_wait.total_seconds())
 
 
-def _publish(conn, models, build: Build, ttl, try_: lock_waits.Try) -> list[str]:
+def _publish(conn, models, build: Build, ttl, runs_until: float, try_: lock_waits.Try) -> list[str]:
     with conn.transaction():
         # As in the builds (materialize/build.py): an incremental merge compares a date column with the window's
         # start, which PostgreSQL converts in the session's zone; east of UTC the window's first day was kept.
         conn.execute("set local timezone = 'UTC'")
-        lock_waits.take_publish_lock(conn, lock_waits.runs_wait_s())  # the runs building and validating
+        lock_waits.take_publish_lock(conn, runs_until)  # the runs building and validating
         try_.arm()
         names = built_models(conn, models, build)
         if not names:

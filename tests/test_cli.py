@@ -168,6 +168,9 @@ NUMBER_SETTINGS = (
         *[(name, value, "expected a ") for name in NUMBER_SETTINGS for value in ("nan", "inf", "1e12")],
         # Review: a misspelt name was ignored in silence (tests/test_dag_integrity.py's MISSPELT).
         ("GREENERY_EXPECTATION_DIR", "/x", "no such setting; did you mean GREENERY_EXPECTATIONS_DIR?"),
+        # User trial: taken as it was; the alerts' Data Docs button vanished without a word.
+        ("GREENERY_DATA_DOCS_BASE_URL", "not a url", "expected an http:// or https:// address"),
+        ("GREENERY_DATA_DOCS_BASE_URL", "javascript:alert(1)", "expected an http:// or https:// address"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(name, value, expected, tmp_path, capsys, monkeypatch):
@@ -180,6 +183,18 @@ def test_a_bad_setting_is_one_line_naming_it(name, value, expected, tmp_path, ca
     err = capsys.readouterr().err
     shown = name if expected.startswith("no such setting") else f"{name}={value!r}"  # an unknown name's value is not
     assert err.startswith(f"error: {shown}: {expected}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("command_args", [("db", "status"), ("answers",)])
+def test_a_state_folder_that_cannot_be_one_is_a_line_naming_the_setting(command_args, tmp_path):
+    """Review (user trial): GREENERY_STATE_DIR set to a file (or /proc/...) ended every command, `db status` too, in a
+    NotADirectoryError traceback, exit 1."""
+    (tmp_path / "statefile").write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("AIRFLOW_HOME", "AIRFLOW_CONN_GREENERY_WAREHOUSE")}
+    done = greenery(*command_args, env={**env, "GREENERY_STATE_DIR": str(tmp_path / "statefile")})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    said = f"error: {tmp_path / 'statefile' / 'airflow'}: cannot make Airflow's home there (Not a directory); set"
+    assert done.stderr.startswith(said) and "GREENERY_STATE_DIR" in done.stderr and done.stderr.count("\n") == 1
 
 
 def test_every_number_setting_is_in_the_bad_setting_test():
@@ -638,6 +653,11 @@ def test_a_run_stopped_by_ctrl_c_or_killed_is_failed_and_blocks_nothing_after_it
         assert f"stopped: interrupted (Ctrl-C) at 2021-02-12: its run {first} failed" in err, err
         assert "Traceback" not in err and _runs(home)[first] == "failed"
         assert slack.webhook_posts() == []  # the user's own stop
+        with psycopg.connect(published_url) as conn:  # what the view shows of it (when a task was stopped)
+            said = [
+                e for (e,) in conn.execute("select error from greenery_audit.task_failures where run_id = %s", (first,))
+            ]
+        assert all(e.startswith("stopped while it ran: `greenery run` was interrupted (Ctrl-C)") for e in said), said
 
         killed = greenery_started("run", "--date", "2021-02-11", env=env)
         second = _running_run(home, killed)
@@ -659,15 +679,18 @@ def test_a_run_stopped_by_ctrl_c_or_killed_is_failed_and_blocks_nothing_after_it
         # SIGTERM (`kill`, `timeout`, a service manager's stop) stops the day as Ctrl-C does, though Airflow's task
         # runner sets its own SIGTERM handler at each task (review: the run went on to its end), and pages once:
         # nobody may be watching (review: a cron job's `timeout` stopped runs in silence).
-        terminated = greenery_started("run", "--date", "2021-02-11", env=env)
+        # A range: the days after the one stopped are named, and the command given runs them too (review: the
+        # command and the page named the stopped day alone, and the advice left the next day unrun).
+        terminated = greenery_started("run", "--date", "2021-02-11", "--end-date", "2021-02-12", env=env)
         third = _running_run(home, terminated)
         terminated.terminate()
         out, err = terminated.communicate(timeout=300)
         assert terminated.returncode == 143, out + err
-        said = f"stopped: terminated (SIGTERM) at 2021-02-11: its run {third} failed; on-call was paged"
+        said = f"stopped: terminated (SIGTERM) at 2021-02-11: its run {third} failed; not run: 2021-02-12; on-call"
         assert said in err and "Traceback" not in err and _runs(home)[third] == "failed", err
         _, page = slack.webhook_posts()  # the killed run's page is not sent again by this command
         assert "stopped by SIGTERM" in json.dumps(page.body) and third in json.dumps(page.body)
+        assert "Run the day again: greenery run --date 2021-02-11 --end-date 2021-02-12 (or" in json.dumps(page.body)
 
 
 def test_as_root_a_data_folder_the_server_user_cannot_enter_is_named(tmp_path, monkeypatch):

@@ -611,6 +611,19 @@ def test_unknown_connection_and_wrong_conn_type_raise(monkeypatch):
     with pytest.raises(SlackDeliveryError, match="'slack_missing' is not defined") as missing:
         send({"text": "hi"}, "slack_missing")
     assert missing.value.retryable is False  # a configuration error: alert_slack fails without retrying
+    # Set, with a brace missing (user trial: it was "not defined" too, as if unset): what Airflow could not parse,
+    # without the webhook's secret path.
+    monkeypatch.setenv(conn_env_var("slack_broken"), '{"conn_type": "slackwebhook", "password": "' + WEBHOOK_SECRET)
+    with pytest.raises(
+        SlackDeliveryError, match="AIRFLOW_CONN_SLACK_BROKEN is set, but Airflow could not parse"
+    ) as bad:
+        send({"text": "hi"}, "slack_broken")
+    assert (
+        bad.value.retryable is False
+        and "JSONDecodeError" in str(bad.value)
+        and '"conn_type": "slackwebhook"' in str(bad.value)
+    )
+    assert WEBHOOK_SECRET not in str(bad.value), str(bad.value)
     monkeypatch.setenv(conn_env_var("slack_http"), json.dumps({"conn_type": "http", "host": "example.com"}))
     with pytest.raises(SlackDeliveryError, match="unsupported conn_type") as wrong:
         send({"text": "hi"}, "slack_http")
@@ -1034,3 +1047,11 @@ def test_another_key_duplicated_the_same_number_of_times_is_news():
     assert suppression.signatures(yesterday) != suppression.signatures(today)
     assert not suppression.held_back(today, set(suppression.signatures(yesterday)), yesterday)
     assert suppression.held_back(warned("order-A"), set(suppression.signatures(yesterday)), yesterday)  # the control
+
+
+def test_a_task_stopped_by_the_user_is_recorded_as_such():
+    """Review: Ctrl-C or SIGTERM in a task of `greenery run` was recorded, and shown by the view, as
+    "KeyboardInterrupt: -"."""
+    from greenery.tasks.paging import describe
+
+    assert describe(KeyboardInterrupt()).startswith("stopped while it ran: `greenery run` was interrupted (Ctrl-C)")

@@ -89,7 +89,7 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
             f"{days[0]} is before the pipeline's start date {start}: its run would build nothing."
             f" To backfill older history, set GREENERY_START_DATE={days[0]} (or earlier) and run again."
         )
-    with cli_runs.preparing(config.DAG_ID, days[0]):  # up to the first day's run: a stop pages
+    with cli_runs.preparing(config.DAG_ID, days):  # up to the first day's run: a stop pages
         local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))  # its migration runs to its end, a stop after it
         for line in cli_runs.fail_abandoned_runs():
             print(line, file=sys.stderr)
@@ -129,7 +129,7 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
             for task_id, error in run_outcome.failures(dag_run, local_airflow.failed_tasks(dag_run)):
                 print(f"  {task_id}: " + "\n    ".join(error), file=sys.stderr)  # its later lines indented
             where = "above" if log_file is None else f"in {log_file}"
-            print(f"stopped at {day}; the whole log is {where}", file=sys.stderr)
+            print(f"stopped at {day}{cli_runs.not_run_after(day)}; the whole log is {where}", file=sys.stderr)
             return 1
     return 0
 
@@ -153,7 +153,7 @@ def _one_day(n: int, days: list[dt.date], day: dt.date, dag, log_file: Path | No
 
 def cmd_run(args: argparse.Namespace) -> int:
     days_asked = days_to_run(args.date, args.end_date)  # before the server starts: a wrong range starts nothing
-    with cli_runs.preparing(config.DAG_ID, days_asked[0]):
+    with cli_runs.preparing(config.DAG_ID, days_asked):
         _embedded_if_unconfigured()
     return run_days(days_asked, verbose=args.verbose, full_refresh=args.full_refresh)
 

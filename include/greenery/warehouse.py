@@ -86,7 +86,7 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None, a
             hook.connection.extra = json.dumps({**hook.connection.extra_dejson, "connect_timeout": connect_timeout})
         conn = hook.get_conn()
     except Exception as exc:
-        unparsed = _unparsed(conn_id) if type(exc).__name__ == "AirflowNotFoundException" else None
+        unparsed = unparsed_connection(conn_id) if type(exc).__name__ == "AirflowNotFoundException" else None
         if unparsed is not None:
             raise WarehouseUnavailableError(unparsed) from exc
         # One line: libpq's message goes on after a newline and a tab ("\n\tIs the server running on that host ...").
@@ -171,9 +171,13 @@ def end_statements_of_gone_clients(conn) -> None:
             conn.execute("set client_connection_check_interval = '2s'")
 
 
-def _unparsed(conn_id: str) -> str | None:
+POSTGRES_WRITTEN_AS = "a URI (postgres://user:password@host:5432/database) or as JSON with a whole-number port"
+
+
+def unparsed_connection(conn_id: str, written_as: str = POSTGRES_WRITTEN_AS) -> str | None:
     """Why Airflow could not parse the connection's variable, when it is set: Airflow then says only that the conn_id
-    "isn't defined" (review: it told people to set a variable they had set, with a port of "notaport")."""
+    "isn't defined" (review: it told people to set a variable they had set, with a port of "notaport"; the Slack
+    connection's, with a brace missing, said "not defined" too). ``written_as``: how to write one of its kind."""
     from airflow.secrets.environment_variables import EnvironmentVariablesBackend
 
     backend = EnvironmentVariablesBackend()  # Airflow's own reading of AIRFLOW_CONN_<ID>
@@ -190,8 +194,8 @@ def _unparsed(conn_id: str) -> str | None:
     else:
         return None  # it parses here: Airflow's not-found has another cause, and connect reports it as it is
     return (
-        f"{conn_env_var(conn_id)} is set, but Airflow could not parse it as a connection ({why}): write it as a URI"
-        " (postgres://user:password@host:5432/database) or as JSON with a whole-number port"
+        f"{conn_env_var(conn_id)} is set, but Airflow could not parse it as a connection ({why}): write it as"
+        f" {written_as}"
     )
 
 

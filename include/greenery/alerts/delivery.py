@@ -150,9 +150,11 @@ def send(
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
-        raise SlackDeliveryError(
-            f"Slack connection {conn_id!r} is not defined", conn_id=conn_id, retryable=False
-        ) from None
+        from greenery.warehouse import unparsed_connection
+
+        written_as = 'JSON, as the README has it: {"conn_type": "slackwebhook", "password": "<the webhook URL>"}'
+        said = unparsed_connection(conn_id, written_as) or f"Slack connection {conn_id!r} is not defined"
+        raise SlackDeliveryError(said, conn_id=conn_id, retryable=False) from None
     conn_type = (conn.conn_type or "").lower()
     secrets = _connection_secrets(conn)
     body = _scrub(dict(payload), secrets)

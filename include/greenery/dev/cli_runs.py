@@ -42,12 +42,14 @@ class RunInterrupted(RuntimeError):
 _terminated = threading.Event()  # the stop came as a signal below, not Ctrl-C
 _stopped_by = [signal.SIGTERM]  # which one (set before _terminated)
 _days_entered = threading.Event()  # sigterm_stops_the_day was entered: its days' stops are its own
+_last_day: list[dt.date | None] = [None]  # the last day the command was asked to run (a range's end)
 
 
 @contextlib.contextmanager
-def preparing(dag_id: str, day: dt.date) -> Iterator[None]:
-    """While `greenery run` prepares its first ``day``, up to its first day's run: a stop signal is :func:`stopped`
-    as one in a day is (it pages once; no day's run was started). Inside stop_signals.end_the_command."""
+def preparing(dag_id: str, days: list[dt.date]) -> Iterator[None]:
+    """While `greenery run` prepares the first of ``days``, up to its run: a stop signal is :func:`stopped` as one
+    in a day is (it pages once; no day's run was started). Inside stop_signals.end_the_command."""
+    day, _last_day[0] = days[0], days[-1]
     _days_entered.clear()
     try:
         yield
@@ -70,7 +72,23 @@ def _registry() -> Path:
 def interrupted(day: dt.date, run_id: str | None, published: bool = False) -> RunInterrupted:
     signum = _stopped_by[0] if _terminated.is_set() else signal.SIGINT
     how = SIGNALS[signum][0] if signum in SIGNALS else "interrupted (Ctrl-C)"
-    return RunInterrupted(f"{how} at {day}: {_what_became(run_id, published)}", 128 + signum)
+    return RunInterrupted(f"{how} at {day}: {_what_became(run_id, published)}{not_run_after(day)}", 128 + signum)
+
+
+def not_run_after(day: dt.date) -> str:
+    """``"; not run: <the range's days after day>"`` when the command stopped at ``day`` of a range (review: a range
+    stopped on its second day named that day alone, and its advice left the third unrun), else ``""``."""
+    last = _last_day[0]
+    if last is None or last <= day:
+        return ""
+    after = day + dt.timedelta(days=1)
+    return f"; not run: {after}" + (f" to {last} ({(last - day).days} days)" if last > after else "")
+
+
+def run_again(day: dt.date) -> str:
+    """The command that runs ``day`` again and the rest of the range it stopped at."""
+    last = _last_day[0]
+    return f"greenery run --date {day}" + (f" --end-date {last}" if last is not None and last > day else "")
 
 
 def _what_became(run_id: str | None, published: bool) -> str:
@@ -115,8 +133,8 @@ def _page(dag_id: str, day: dt.date, run_id: str | None, went_out: bool, what: s
     from greenery.alerts import messages
     from greenery.tasks import paging
 
-    rest = "" if went_out else "; nothing more of the day was published"
-    again = f"greenery run --date {day} (or trigger it in the UI)"
+    rest = ("" if went_out else "; nothing more of the day was published") + not_run_after(day)
+    again = f"{run_again(day)} (or trigger it in the UI)"
     payload = messages.build_task_failure_alert(
         dag_id=dag_id,
         task_id="?",
@@ -128,6 +146,7 @@ def _page(dag_id: str, day: dt.date, run_id: str | None, went_out: bool, what: s
         published=went_out,
         next_step=f"In `greenery ui`, clear the tasks of run {run_id} after publish that did not succeed (Grid →"
         " the run → the task → Clear): running the day again would publish and send the digest again."
+        + (f" Then run the rest: {run_again(day + dt.timedelta(days=1))}." if not_run_after(day) else "")
         if went_out
         else f"Run the day again: {again}.",
     )

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from greenery import config, preloaded_airflow
+from greenery.cli_types import UsageError
 from greenery.dev import metadata_db, stop_signals
 
 PROJECT_DIR = config.PROJECT_DIR
@@ -49,7 +50,13 @@ def configure(home: Path, quiet: bool = False, ui_links: bool = True, backfills:
     if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != str(Path(home).resolve()):
         raise RuntimeError("airflow was imported before local_airflow.configure(): its settings are fixed")
     home = Path(home).resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # review: a traceback (NotADirectoryError) for every command, `greenery db status` too
+        raise UsageError(
+            f"{home}: cannot make Airflow's home there ({exc.strerror}); set GREENERY_STATE_DIR (its airflow folder is"
+            " the default home) or AIRFLOW_HOME to a folder this user can write"
+        ) from None
     os.environ["AIRFLOW_HOME"] = str(home)
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAG_FILE.parent))

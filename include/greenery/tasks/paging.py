@@ -291,6 +291,8 @@ def describe(exc: BaseException | str | None) -> str:
         return exc
     text = str(exc).strip()
     name = type(exc).__name__
+    if isinstance(exc, KeyboardInterrupt):  # review: recorded as "KeyboardInterrupt: -", the view's only word on it
+        return "stopped while it ran: `greenery run` was interrupted (Ctrl-C) or ended by SIGTERM or SIGHUP"
     if isinstance(exc, config.SettingError):
         return (
             f"bad setting: {text}. Correct it where the scheduler, DAG processor and workers read their environment,"

@@ -332,22 +332,15 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
 
 
 def _task_failures(conn, run_id: str, validated_attempt: Any) -> list[dict[str, Any]]:
-    """The run's task failures, each with its attempt (Airflow's clear number, 0 for the first) and whether the run
-    ran again after it: a later attempt failed or was validated (review: the card listed the failures of attempts a
-    clear had since repaired as if they were the run's, under a published run)."""
+    """The run's task failures, each with its attempt (Airflow's clear number, 0 for the first) and whether a later
+    attempt ran after it (review: the card listed failures a clear had since repaired, under a published run)."""
     failures = audit.task_failures(conn, run_id)
     attempts = [f["clear_number"] or 0 for f in failures]
     last = max([*attempts, validated_attempt if isinstance(validated_attempt, int) else 0], default=0)
+    shown = [{"failed_at": _utc(f["failed_at"]), "logical_date": _day(f["logical_date"])} for f in failures]
     return [
-        {
-            **f,
-            "failed_at": _utc(f["failed_at"]),
-            "logical_date": _day(f["logical_date"]),
-            "error": _redacted(f["error"]),
-            "attempt": attempt,
-            "earlier_attempt": attempt < last,
-        }
-        for f, attempt in zip(failures, attempts, strict=True)
+        {**f, **at, "error": _redacted(f["error"]), "attempt": attempt, "earlier_attempt": attempt < last}
+        for f, at, attempt in zip(failures, shown, attempts, strict=True)
     ]
 
 

@@ -197,6 +197,23 @@ def test_a_state_folder_that_cannot_be_one_is_a_line_naming_the_setting(command_
     assert done.stderr.startswith(said) and "GREENERY_STATE_DIR" in done.stderr and done.stderr.count("\n") == 1
 
 
+def test_a_stop_names_the_asked_days_not_run_and_only_for_its_own_range(monkeypatch):
+    """Review: a range stopped part-way named the stopped day alone; the fix's review: a run of another day, left
+    behind by a killed command and failed by this one, was paged with this command's range."""
+    from greenery.dev import cli_runs
+
+    day = dt.date
+    monkeypatch.setattr(cli_runs, "_asked", [(day(2021, 2, 10), day(2021, 2, 13))])
+    assert cli_runs.not_run_after(day(2021, 2, 11)) == "; not run: 2021-02-12 to 2021-02-13 (2 days)"
+    assert cli_runs.not_run_after(day(2021, 2, 10), inclusive=True) == "; not run: 2021-02-10 to 2021-02-13 (4 days)"
+    assert cli_runs.not_run_after(day(2021, 2, 12)) == "; not run: 2021-02-13"
+    assert cli_runs.not_run_after(day(2021, 2, 13)) == ""
+    assert cli_runs.not_run_after(day(2021, 1, 5)) == ""  # a run left behind by another command
+    assert cli_runs.run_again(day(2021, 2, 11)) == "greenery run --date 2021-02-11 --end-date 2021-02-13"
+    assert cli_runs.run_again(day(2021, 2, 13)) == "greenery run --date 2021-02-13"
+    assert cli_runs.run_again(day(2021, 1, 5)) == "greenery run --date 2021-01-05"
+
+
 def test_every_number_setting_is_in_the_bad_setting_test():
     from greenery import config
 

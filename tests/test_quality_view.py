@@ -1198,3 +1198,21 @@ def test_a_failure_the_run_ran_again_after_is_marked_as_an_earlier_attempt(wareh
     assert '<tr><td class="mono"><bdi>state_of_the_data</bdi></td> <td>clear 1</td>' in page, page
     assert "clear the failed task only" in page and "Each of these failed in an earlier attempt" not in page
     assert '<section class="card error-card"> <h2>Failed tasks of this run</h2>' in page
+
+
+@pytest.mark.db
+@pytest.mark.integration
+def test_a_publish_cleared_alone_after_its_failure_marks_that_failure_as_repaired(warehouse_url, stored_docs):
+    """Review: clearing publish alone (as the card advises) records a new validation with validate's attempt, so the
+    failure it repaired, of the same attempt, stayed red under the published run: a validation recorded after a
+    failure means the run ran again after it."""
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_task_failure(conn, OLD_RUN, "publish", dt.date(2024, 3, 1), "lock wait ran out", clear_number=0)
+        conn.execute("update greenery_audit.task_failures set failed_at = now() - interval '2 days'")
+    record_clean_published_run(warehouse_url, clear_number=0)  # a day ago: after the failure
+    body = client().get("/data-quality/api/latest", params={"run_id": OLD_RUN}).json()
+    assert [(f["task_id"], f["attempt"], f["earlier_attempt"]) for f in body["task_failures"]] == [("publish", 0, True)]
+    with psycopg.connect(warehouse_url) as conn:  # the same failure after the validation shown: not repaired
+        conn.execute("update greenery_audit.task_failures set failed_at = now()")
+    body = client().get("/data-quality/api/latest", params={"run_id": OLD_RUN}).json()
+    assert [f["earlier_attempt"] for f in body["task_failures"]] == [False]

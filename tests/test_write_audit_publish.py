@@ -228,6 +228,7 @@ def test_a_run_that_never_lets_go_of_the_publish_lock_is_named_before_the_task_t
     The publish waits 80 % of what the timeout leaves after its wait for readers, then fails naming the session."""
     monkeypatch.setenv("GREENERY_TASK_TIMEOUT_MINUTES", "0.25")  # 15 s: 0.8 * (15 - 2) = 10.4 s for the runs
     monkeypatch.setenv("GREENERY_PUBLISH_LOCK_WAIT_SECONDS", "2")
+    loaded.execute("set statement_timeout = '3s'")  # a role's own, shorter than the wait (review: it cut it short)
     before = hashes(loaded)
     with psycopg.connect(warehouse_url, autocommit=True, application_name="greenery validate (hung)") as hung:
         hung.execute(locks.SHARE_FOR_SESSION)
@@ -241,12 +242,16 @@ def test_a_run_that_never_lets_go_of_the_publish_lock_is_named_before_the_task_t
         waited = time.monotonic() - started
         said = str(gave_up.value)
         assert 9 <= waited <= 14, waited  # its budget, before the 15 s timeout
-        assert said.startswith("publish waited 10 s") and "for the runs building and validating" in said, said
+        assert (
+            said.startswith("publish waited 10 s, the rest of its 80 %") and "the runs building and validating" in said
+        )
         assert f"pid {hung.info.backend_pid} (greenery validate (hung), user " in said, said
         assert "holding ShareLock, connected since " in said and "nothing was published" in said, said
         [waits] = [r.message for r in caplog.records if "publish waits for the runs" in r.message]
         assert f"pid {hung.info.backend_pid} (greenery validate (hung)" in waits, waits
     assert hashes(loaded) == before and (audit.last_published(loaded) or {}).get("run_id") != "second"
+    assert loaded.execute("show statement_timeout").fetchone()[0] == "3s"  # the session's own, as it was
+    loaded.execute("reset statement_timeout")
     publish_checked(loaded, MODELS, second_build)  # the session gone, the publish goes
     assert audit.last_published(loaded)["run_id"] == "second"
     # A validation's session (checks/gx.py) has the server probe its peer: a host gone lets go within minutes.

@@ -191,7 +191,18 @@ def _sql_dir(env: Mapping[str, str], name: str, default: Path) -> Path:
 def _url(env: Mapping[str, str], name: str) -> str | None:
     """An http(s) address, or unset (user trial: 'not a url' was taken, and the alerts' Data Docs button vanished)."""
     text = _text(env, name, None)
-    if text is not None and (urllib.parse.urlsplit(text).scheme not in ("http", "https") or "://" not in text):
+    if text is None:
+        return None
+    try:  # a bad [IPv6 address] or port raises here: refused by name, not a ValueError out of the DAG's parse (review)
+        parts = urllib.parse.urlsplit(text)
+        usable = (
+            parts.scheme.lower() in ("http", "https")
+            and bool(parts.hostname)
+            and (parts.port is None or parts.port > 0)
+        )
+    except ValueError:
+        usable = False
+    if not usable or text != text.strip() or " " in text:
         raise SettingError(f"{name}={text!r}: expected an http:// or https:// address")
     return text
 

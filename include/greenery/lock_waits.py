@@ -139,23 +139,28 @@ def take_publish_lock(conn, deadline: float) -> None:
     publish go first (review of tries of 5 s). Call it first in the publish's transaction."""
     if conn.execute("select pg_try_advisory_xact_lock(%s)", (locks.PUBLISH_LOCK_KEY,)).fetchone()[0]:
         return
-    started, previous = time.monotonic(), conn.execute("select current_setting('lock_timeout')").fetchone()[0]
-    log.warning(
-        "publish waits for the runs building and validating (at most %.0f s): %s", deadline - started, _runs(conn)
-    )
+    started = time.monotonic()
+    previous = conn.execute("select current_setting('lock_timeout'), current_setting('statement_timeout')").fetchone()
+    left = max(0.0, deadline - started)  # shared by the publish's tries: a later one may have none left
+    log.warning("publish waits for the runs building and validating (at most %.0f s): %s", left, _runs(conn))
     try:
         with conn.transaction():  # a savepoint: a wait that runs out leaves the publish's transaction as it was
-            wait_ms = max(1, round((deadline - started) * 1000))
-            conn.execute("select set_config('lock_timeout', %s, true)", (f"{wait_ms}ms",))
+            # The lock timeout bounds it; a role's statement_timeout would cut it short as another error (review).
+            conn.execute(
+                "select set_config('lock_timeout', %s, true), set_config('statement_timeout', '0', true)",
+                (f"{max(1, round(left * 1000))}ms",),
+            )
             locks.exclusive(conn)
     except errors.LockNotAvailable:
         raise LockWaitRanOut(
-            f"publish waited {time.monotonic() - started:.0f} s (80 % of what the task timeout leaves after"
-            f" GREENERY_PUBLISH_LOCK_WAIT_SECONDS) for the runs building and validating, which hold the publish lock:"
-            f" {_runs(conn)}; nothing was published. A session idle for long is a run's task that hangs or whose host"
-            " is gone: end it (select pg_terminate_backend(pid)), then clear publish."
+            f"publish waited {time.monotonic() - started:.0f} s, the rest of its 80 % of what the task timeout leaves"
+            " after GREENERY_PUBLISH_LOCK_WAIT_SECONDS, for the runs building and validating, which hold the publish"
+            f" lock: {_runs(conn)}; nothing was published. A session idle for long is a run's task that hangs or whose"
+            " host is gone: end it (select pg_terminate_backend(pid)), then clear publish."
         ) from None
-    conn.execute("select set_config('lock_timeout', %s, true)", (previous,))
+    conn.execute(
+        "select set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)", tuple(previous)
+    )
 
 
 def _runs(conn) -> str:

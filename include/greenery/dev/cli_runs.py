@@ -1,17 +1,15 @@
 """The in-process runs of ``greenery run``: which process owns which, Ctrl-C, and runs left behind.
 
-``dag.test`` runs have no scheduler job, so nothing in Airflow ever fails one whose process is gone (a
-``kill -9``, a closed terminal, Ctrl-C between two tasks): it stayed ``running`` in the metadata for good, and
-with ``max_active_runs=1`` every run the UI's scheduler queued after it waited forever, nobody paged (review).
-Each process lists the run it is in (a file per process in the Airflow home, named by its pid); the next
-``greenery run`` or ``greenery ui`` on that home fails the runs of processes that are gone, saying so.
+``dag.test`` runs have no scheduler job, so nothing in Airflow ever fails one whose process is gone (a ``kill -9``,
+a closed terminal, Ctrl-C between two tasks): it stayed ``running`` for good, and with ``max_active_runs=1`` every
+run the UI's scheduler queued after it waited forever, nobody paged (review). Each process lists the run it is in (a
+file per pid in the Airflow home); the next ``greenery run`` or ``greenery ui`` fails the runs of processes gone.
 
-Ctrl-C stops the day: it fails the task it lands in for good (the DAG's retry policy does not retry a
-``KeyboardInterrupt``, and the failure callback does not page the user's own stop), the run ends failed, and the
-command says where it stopped (exit 130). Between two tasks it reaches this module, which fails the run.
-SIGTERM (``kill``, ``timeout``, a service manager's stop) does the same, with exit 143, and pages on-call once
-(this module sends it: nobody may be watching); so does SIGHUP (its terminal closed, an SSH session ended), with
-exit 129, unless it is ignored (``nohup``).
+Ctrl-C stops the day: it fails the task it lands in for good (no retry of a ``KeyboardInterrupt``, no page for the
+user's own stop), the run ends failed, and the command says where it stopped (exit 130); between two tasks it
+reaches this module, which fails the run. SIGTERM (``kill``, ``timeout``, a service manager's stop) does the same,
+exit 143, and pages on-call once (from here: nobody may be watching); so does SIGHUP (a closed terminal, an ended
+SSH session), exit 129, unless it is ignored (``nohup``).
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from greenery.dev.stop_signals import SIGNALS, StopSignal
+from greenery.errors import USER_STOPPED
 
 REGISTRY = "greenery-runs"  # in the Airflow home
 UNFINISHED = ("running", "queued", "scheduled", "up_for_retry", "up_for_reschedule", "restarting", "deferred")
@@ -42,14 +41,14 @@ class RunInterrupted(RuntimeError):
 _terminated = threading.Event()  # the stop came as a signal below, not Ctrl-C
 _stopped_by = [signal.SIGTERM]  # which one (set before _terminated)
 _days_entered = threading.Event()  # sigterm_stops_the_day was entered: its days' stops are its own
-_last_day: list[dt.date | None] = [None]  # the last day the command was asked to run (a range's end)
+_asked: list[tuple[dt.date, dt.date] | None] = [None]  # the first and last day the command was asked to run
 
 
 @contextlib.contextmanager
 def preparing(dag_id: str, days: list[dt.date]) -> Iterator[None]:
     """While `greenery run` prepares the first of ``days``, up to its run: a stop signal is :func:`stopped` as one
     in a day is (it pages once; no day's run was started). Inside stop_signals.end_the_command."""
-    day, _last_day[0] = days[0], days[-1]
+    day, _asked[0] = days[0], (days[0], days[-1])
     _days_entered.clear()
     try:
         yield
@@ -72,23 +71,23 @@ def _registry() -> Path:
 def interrupted(day: dt.date, run_id: str | None, published: bool = False) -> RunInterrupted:
     signum = _stopped_by[0] if _terminated.is_set() else signal.SIGINT
     how = SIGNALS[signum][0] if signum in SIGNALS else "interrupted (Ctrl-C)"
-    return RunInterrupted(f"{how} at {day}: {_what_became(run_id, published)}{not_run_after(day)}", 128 + signum)
+    rest = not_run_after(day, inclusive=run_id is None)
+    return RunInterrupted(f"{how} at {day}: {_what_became(run_id, published)}{rest}", 128 + signum)
 
 
-def not_run_after(day: dt.date) -> str:
-    """``"; not run: <the range's days after day>"`` when the command stopped at ``day`` of a range (review: a range
-    stopped on its second day named that day alone, and its advice left the third unrun), else ``""``."""
-    last = _last_day[0]
-    if last is None or last <= day:
+def not_run_after(day: dt.date, inclusive: bool = False) -> str:
+    """``"; not run: <the asked days after day (from it: inclusive)>"``; ``""`` for the last or another day (review)."""
+    first, last = _asked[0] or (day, day)
+    after = day + dt.timedelta(days=0 if inclusive else 1)
+    if not first <= day <= last or after > last:  # another day's run (one left behind, found by this command)
         return ""
-    after = day + dt.timedelta(days=1)
-    return f"; not run: {after}" + (f" to {last} ({(last - day).days} days)" if last > after else "")
+    return f"; not run: {after}" + (f" to {last} ({(last - after).days + 1} days)" if last > after else "")
 
 
 def run_again(day: dt.date) -> str:
-    """The command that runs ``day`` again and the rest of the range it stopped at."""
-    last = _last_day[0]
-    return f"greenery run --date {day}" + (f" --end-date {last}" if last is not None and last > day else "")
+    """The command that runs ``day`` again and the rest of the asked range it stopped in."""
+    first, last = _asked[0] or (day, day)
+    return f"greenery run --date {day}" + (f" --end-date {last}" if first <= day < last else "")
 
 
 def _what_became(run_id: str | None, published: bool) -> str:
@@ -396,5 +395,6 @@ def stopped_by_the_user(dag_run) -> bool:
     from greenery import audit, warehouse
 
     with contextlib.suppress(Exception), warehouse.connect() as conn:
-        return any(f["error"].startswith("KeyboardInterrupt") for f in audit.task_failures(conn, dag_run.run_id))
+        stops = ("KeyboardInterrupt", USER_STOPPED)  # as recorded before and since (review: the new text was missed)
+        return any(f["error"].startswith(stops) for f in audit.task_failures(conn, dag_run.run_id))
     return False

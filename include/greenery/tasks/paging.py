@@ -25,6 +25,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from greenery import audit, config, links, runtime, warehouse
 from greenery.alerts import delivery, messages
 from greenery.alerts.delivery import SlackDeliveryError
+from greenery.errors import USER_STOPPED
 from greenery.tasks import notify
 from greenery.tasks.failures import (
     MAYBE_PAGED,
@@ -292,7 +293,7 @@ def describe(exc: BaseException | str | None) -> str:
     text = str(exc).strip()
     name = type(exc).__name__
     if isinstance(exc, KeyboardInterrupt):  # review: recorded as "KeyboardInterrupt: -", the view's only word on it
-        return "stopped while it ran: `greenery run` was interrupted (Ctrl-C) or ended by SIGTERM or SIGHUP"
+        return USER_STOPPED
     if isinstance(exc, config.SettingError):
         return (
             f"bad setting: {text}. Correct it where the scheduler, DAG processor and workers read their environment,"

@@ -66,8 +66,7 @@ def table_status(failed_critical: int, failed_warning: int) -> str:
 
 
 def recent_runs(conn, limit: int = HISTORY_LIMIT, up_to: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """The last ``limit`` recorded validations (validated by ``up_to`` when given), newest first, with their totals
-    (not their failures)."""
+    """The last ``limit`` validations (by ``up_to`` when given), newest first, with their totals, not failures."""
     rows = conn.execute(
         sql.SQL(
             "select run_id, logical_date, validated_at, published,"
@@ -161,8 +160,8 @@ def _failure(f: dict[str, Any]) -> dict[str, Any]:
 
 
 def _redacted(value: Any) -> Any:
-    """An error as recorded, credentials masked (review: a password in a misspelt setting, echoed by the error a task
-    failed with, was on the page and in the JSON of every reader of the DAG's runs; Slack had it masked)."""
+    """An error as recorded, credentials masked (review: a password in a misspelt setting, echoed by every task's
+    error, was on the page and in the JSON; a record kept before masking too)."""
     return redact(value) if isinstance(value, str) else value
 
 
@@ -268,14 +267,14 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     if last:
         serving = {**last, "published_at": _utc(last["published_at"])}
     latest = runs[0] if runs else None
-    causes: list[dict[str, Any]] = []
-    notes: list[dict[str, Any]] = []
-    as_of = previous = cleared = validated_attempt = None
+    causes, notes = [], []  # the run's root causes and info results, when it was validated
+    as_of = previous = cleared = None
+    validated_attempt: tuple[Any, Any] = (None, None)  # the clear number and time of the run's validation shown
     if runs or run_id:
         picked = run_record(conn, run_id or latest["run_id"]) if recorded else None
         if picked is not None:
             latest, causes, notes = picked[0], _causes(picked[1]), _notes(picked[1])
-            validated_attempt = picked[1].get("clear_number")
+            validated_attempt = (picked[1].get("clear_number"), dt.datetime.fromisoformat(latest["validated_at"]))
             # A run asked for by name (an alert's link) is shown as it was: each table's latest result up to its
             # validation (review: a later run's failures were listed under an earlier, clean run).
             as_of = dt.datetime.fromisoformat(latest["validated_at"]) if run_id else None
@@ -297,7 +296,7 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         # this run" while the newest run was red. Shown as a run that failed before validate, naming the validation.
         previous = {k: latest[k] for k in ("run_id", "logical_date", "validated_at", "published")} if latest else None
         latest, causes, notes = not_validated(newer["run_id"], newer["logical_date"]), [], []
-        validated_attempt = None
+        validated_attempt = (None, None)
         as_of = newer["first_at"]  # after the latest validation: every table's latest result, none later
     if serving and as_of is not None:  # a past run's page: readers may see a publish made after it (review)
         serving["after_this_run"] = last["published_at"] > as_of
@@ -331,16 +330,22 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     }
 
 
-def _task_failures(conn, run_id: str, validated_attempt: Any) -> list[dict[str, Any]]:
-    """The run's task failures, each with its attempt (Airflow's clear number, 0 for the first) and whether a later
-    attempt ran after it (review: the card listed failures a clear had since repaired, under a published run)."""
+def _task_failures(conn, run_id: str, validated: tuple[Any, dt.datetime | None]) -> list[dict[str, Any]]:
+    """The run's task failures, each with its attempt (Airflow's clear number, 0 for the first) and whether the run
+    ran again after it: a later attempt, or a later validation (a publish cleared alone records one: review)."""
     failures = audit.task_failures(conn, run_id)
-    attempts = [f["clear_number"] or 0 for f in failures]
-    last = max([*attempts, validated_attempt if isinstance(validated_attempt, int) else 0], default=0)
-    shown = [{"failed_at": _utc(f["failed_at"]), "logical_date": _day(f["logical_date"])} for f in failures]
+    number, at = validated
+    last = max([*(f["clear_number"] or 0 for f in failures), number if isinstance(number, int) else 0], default=0)
     return [
-        {**f, **at, "error": _redacted(f["error"]), "attempt": attempt, "earlier_attempt": attempt < last}
-        for f, at, attempt in zip(failures, shown, attempts, strict=True)
+        {
+            **f,
+            "failed_at": _utc(f["failed_at"]),
+            "logical_date": _day(f["logical_date"]),
+            "error": _redacted(f["error"]),
+            "attempt": f["clear_number"] or 0,
+            "earlier_attempt": (f["clear_number"] or 0) < last or (at is not None and f["failed_at"] < at),
+        }
+        for f in failures
     ]
 
 

@@ -214,6 +214,25 @@ def test_a_stop_names_the_asked_days_not_run_and_only_for_its_own_range(monkeypa
     assert cli_runs.run_again(day(2021, 1, 5)) == "greenery run --date 2021-01-05"
 
 
+@pytest.mark.db
+def test_a_task_stopped_by_the_user_is_told_from_a_failure(warehouse_url):
+    """Review: the failure of a task Ctrl-C or SIGTERM stopped got a readable record, which the command no longer
+    recognised as a stop: exit 1 as a failure (not 130 or 143), and no page for a SIGTERM."""
+    from types import SimpleNamespace
+
+    from greenery import audit
+    from greenery.dev import cli_runs
+    from greenery.tasks.paging import describe
+
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        audit.record_task_failure(conn, "stopped", "validate", dt.date(2021, 2, 12), describe(KeyboardInterrupt()))
+        audit.record_task_failure(conn, "failed", "validate", dt.date(2021, 2, 12), describe(ValueError("x")))
+        audit.record_task_failure(conn, "older", "validate", dt.date(2021, 2, 12), "KeyboardInterrupt: -")
+    assert cli_runs.stopped_by_the_user(SimpleNamespace(run_id="stopped"))
+    assert cli_runs.stopped_by_the_user(SimpleNamespace(run_id="older"))  # as recorded before
+    assert not cli_runs.stopped_by_the_user(SimpleNamespace(run_id="failed"))
+
+
 def test_every_number_setting_is_in_the_bad_setting_test():
     from greenery import config
 

@@ -207,7 +207,7 @@ def test_a_stop_names_the_asked_days_not_run_and_only_for_its_own_range(monkeypa
     assert cli_runs.not_run_after(day(2021, 2, 11)) == "; not run: 2021-02-12 to 2021-02-13 (2 days)"
     assert cli_runs.not_run_after(day(2021, 2, 10), inclusive=True) == "; not run: 2021-02-10 to 2021-02-13 (4 days)"
     assert cli_runs.not_run_after(day(2021, 2, 12)) == "; not run: 2021-02-13"
-    assert cli_runs.not_run_after(day(2021, 2, 13)) == ""
+    assert cli_runs.not_run_after(day(2021, 2, 13)) == "" == cli_runs.not_run_after(day(2021, 2, 13), inclusive=True)
     assert cli_runs.not_run_after(day(2021, 1, 5)) == ""  # a run left behind by another command
     assert cli_runs.run_again(day(2021, 2, 11)) == "greenery run --date 2021-02-11 --end-date 2021-02-13"
     assert cli_runs.run_again(day(2021, 2, 13)) == "greenery run --date 2021-02-13"

@@ -79,7 +79,7 @@ def not_run_after(day: dt.date, inclusive: bool = False) -> str:
     """``"; not run: <the asked days after day (from it: inclusive)>"``; ``""`` for the last or another day (review)."""
     first, last = _asked[0] or (day, day)
     after = day + dt.timedelta(days=0 if inclusive else 1)
-    if not first <= day <= last or after > last:  # another day's run (one left behind, found by this command)
+    if not first <= day < last:  # the last day (the line said it), or another day's run (one left behind, found)
         return ""
     return f"; not run: {after}" + (f" to {last} ({(last - after).days + 1} days)" if last > after else "")
 

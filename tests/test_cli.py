@@ -203,7 +203,7 @@ def test_a_stop_names_the_asked_days_not_run_and_only_for_its_own_range(monkeypa
     from greenery.dev import cli_runs
 
     day = dt.date
-    monkeypatch.setattr(cli_runs, "_asked", [(day(2021, 2, 10), day(2021, 2, 13))])
+    monkeypatch.setattr(cli_runs, "_asked", [[day(2021, 2, 10) + dt.timedelta(days=n) for n in range(4)]])
     assert cli_runs.not_run_after(day(2021, 2, 11)) == "; not run: 2021-02-12 to 2021-02-13 (2 days)"
     assert cli_runs.not_run_after(day(2021, 2, 10), inclusive=True) == "; not run: 2021-02-10 to 2021-02-13 (4 days)"
     assert cli_runs.not_run_after(day(2021, 2, 12)) == "; not run: 2021-02-13"

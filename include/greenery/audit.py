@@ -132,19 +132,19 @@ def record_validation(conn, summary: dict, published: bool) -> None:
             sql.SQL(
                 "insert into {} (run_id, logical_date, validated_at, published, summary) values (%s, %s, now(), %s, %s)"
             ).format(table("validation_runs")),
-            (summary["run_id"], summary["logical_date"], published, Jsonb(_errors_redacted(summary))),
+            (summary["run_id"], summary["logical_date"], published, Jsonb(errors_redacted(summary))),
         )
 
 
-def _errors_redacted(value):
-    """The summary as kept: each check's error, wherever it is listed (GX's exception message, which may quote a
-    connection), masked."""
+def errors_redacted(value):
+    """``value`` (a summary, a check's result) with each check's error, wherever it is listed (GX's exception message,
+    which may quote a connection), masked: as it is kept, and as the view shows a record kept before."""
     if isinstance(value, list):
-        return [_errors_redacted(v) for v in value]
+        return [errors_redacted(v) for v in value]
     if not isinstance(value, dict):
         return value
     return {
-        k: redact(v) if k in ("error", "detail_error") and isinstance(v, str) else _errors_redacted(v)
+        k: redact(v) if k in ("error", "detail_error") and isinstance(v, str) else errors_redacted(v)
         for k, v in value.items()
     }
 

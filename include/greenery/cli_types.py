@@ -29,6 +29,11 @@ def days_to_run(start: dt.date, end: dt.date | None) -> list[dt.date]:
     return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
 
 
+def span(days: list) -> str:
+    """A run of days as the command says it: one day, or the first to the last with their count."""
+    return f"{days[0]}" if len(days) == 1 else f"{days[0]} to {days[-1]} ({len(days)} days)"
+
+
 def day_option(text: str) -> dt.date:
     """A YYYY-MM-DD day. A bad one is refused with its reason: argparse's own message names only the function."""
     try:

@@ -30,13 +30,16 @@ PAUSE_SECONDS = 1.0  # between tries: the readers queued behind the try go first
 T = TypeVar("T")
 
 SWAP, MERGE = "access exclusive", "row exclusive"  # replacing a table; changing its rows
+# The sessions holding a lock (``{where}`` picks it), oldest holder first: one in a transaction since it began, one
+# holding a session-level lock outside any (a validation's) since it connected.
 _HOLDERS = """
 select a.pid, coalesce(nullif(a.application_name, ''), 'no application name'), a.usename, a.state, l.mode,
-    to_char(a.xact_start at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-    left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120), a.query = '<insufficient privilege>', current_user
+    to_char(coalesce(a.xact_start, a.backend_start) at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+    left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120), a.query = '<insufficient privilege>', current_user,
+    a.xact_start is null
 from pg_locks as l join pg_stat_activity as a on a.pid = l.pid
-where l.relation = to_regclass(%s) and l.granted and l.pid <> pg_backend_pid()
-order by a.xact_start nulls last, a.pid
+where {where} and l.granted and l.pid <> pg_backend_pid()
+order by coalesce(a.xact_start, a.backend_start), a.pid
 """
 
 
@@ -113,17 +116,6 @@ def bounded(conn, attempt: Callable[[Try], T], wait_s: float) -> T:
             time.sleep(PAUSE_SECONDS)
 
 
-_RUN_HOLDERS = f"""
-select a.pid, coalesce(nullif(a.application_name, ''), 'no application name'), a.usename, a.state, l.mode,
-    to_char(coalesce(a.xact_start, a.backend_start) at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-    left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120), a.query = '<insufficient privilege>', current_user,
-    a.xact_start
-from pg_locks as l join pg_stat_activity as a on a.pid = l.pid
-where {locks.HOLDERS_WHERE} and l.granted and l.pid <> pg_backend_pid()
-order by a.backend_start, a.pid
-"""
-
-
 def runs_deadline() -> float:
     """Until when (time.monotonic()) a publish waits for the runs building and validating: 80 % of what the task
     timeout leaves after its wait for readers, so that it fails naming them before the timeout names nobody."""
@@ -165,13 +157,16 @@ def take_publish_lock(conn, deadline: float) -> None:
 
 def _runs(conn) -> str:
     """The sessions holding the publish lock, as the messages name them."""
-    held = conn.execute(_RUN_HOLDERS).fetchall()
-    return "; ".join(_session(*h, connected=xact is None) for *h, xact in held) or "none any more"
+    return _holders(conn, locks.HOLDERS_WHERE) or "none any more"
+
+
+def _holders(conn, where: str, params: tuple = ()) -> str:
+    """The sessions holding the locks ``where`` picks (over ``pg_locks as l``), as the messages name them."""
+    return "; ".join(_session(*held) for held in conn.execute(_HOLDERS.format(where=where), params).fetchall())
 
 
 def _gave_up(conn, try_: Try, wait_s: float, tries: int) -> str:
-    holders = conn.execute(_HOLDERS, (try_.relation,)).fetchall() if try_.relation else []
-    sessions = "; ".join(_session(*holder) for holder in holders)
+    sessions = _holders(conn, "l.relation = to_regclass(%s)", (try_.relation,)) if try_.relation else ""
     return (
         f"publish gave up after {tries} tries in {wait_s:g} s (GREENERY_PUBLISH_LOCK_WAIT_SECONDS) to lock "
         f"{_named(try_)}, held by {sessions or 'a session that has let go of it since'}; nothing was published. "
@@ -180,7 +175,7 @@ def _gave_up(conn, try_: Try, wait_s: float, tries: int) -> str:
     )
 
 
-def _session(pid, app, user, state, held, since, query, hidden: bool, me: str, connected: bool = False) -> str:
+def _session(pid, app, user, state, held, since, query, hidden: bool, me: str, connected: bool) -> str:
     """One holder as the message names it. Another role's session shows its state, transaction and query only to a
     role granted pg_read_all_stats: say so, not "None" and "<insufficient privilege>" (review)."""
     if hidden:

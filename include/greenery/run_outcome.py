@@ -6,6 +6,7 @@ from psycopg import sql
 
 from greenery import audit, warehouse
 from greenery.alerts.text import as_int, counted
+from greenery.cli_types import span
 from greenery.printable import printable
 
 
@@ -87,11 +88,6 @@ def published_anyway(dag_run) -> str | None:
     if states.get("publish") != "success":
         return None
     return "its tables WERE published (publish succeeded); what failed came after it:"
-
-
-def span(days: list) -> str:
-    """A run of days as the command says it: one day, or the first to the last with their count."""
-    return f"{days[0]}" if len(days) == 1 else f"{days[0]} to {days[-1]} ({len(days)} days)"
 
 
 def ran_and_not(days: list, done: int) -> str:

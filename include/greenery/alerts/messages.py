@@ -164,8 +164,8 @@ def _buttons(links: Mapping[str, str | None]) -> dict | None:
     return {"type": "actions", "block_id": "links", "elements": elements} if elements else None
 
 
-def _next_steps(summary: Mapping[str, Any], links: Mapping[str, str | None], causes: list) -> str:
-    if summary.get("blocking"):
+def _next_steps(summary: Mapping[str, Any], blocking: bool, links: Mapping[str, str | None], causes: list) -> str:
+    if blocking:
         first = root_causes.what_to_fix(causes)
         steps = _clear_the_run(links, first) + " It rebuilds from raw, checks again and publishes if the checks pass."
         if hours := summary.get("backfill_hold_back_hours"):
@@ -232,7 +232,7 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
     tail = [_DIVIDER]
     if status_lines:
         tail.append(_section("\n".join(status_lines), "status"))
-    tail.append(_section(_next_steps({**summary, "blocking": blocking}, links, causes), "next-steps"))
+    tail.append(_section(_next_steps(summary, blocking, links, causes), "next-steps"))
     buttons = _buttons(links)
     if buttons:
         tail.append(buttons)

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from greenery.cli_types import span
 from greenery.dev.stop_signals import SIGNALS, StopSignal
 from greenery.errors import USER_STOPPED
 
@@ -41,14 +42,14 @@ class RunInterrupted(RuntimeError):
 _terminated = threading.Event()  # the stop came as a signal below, not Ctrl-C
 _stopped_by = [signal.SIGTERM]  # which one (set before _terminated)
 _days_entered = threading.Event()  # sigterm_stops_the_day was entered: its days' stops are its own
-_asked: list[tuple[dt.date, dt.date] | None] = [None]  # the first and last day the command was asked to run
+_asked: list[list[dt.date]] = [[]]  # the days the command was asked to run
 
 
 @contextlib.contextmanager
 def preparing(dag_id: str, days: list[dt.date]) -> Iterator[None]:
     """While `greenery run` prepares the first of ``days``, up to its run: a stop signal is :func:`stopped` as one
     in a day is (it pages once; no day's run was started). Inside stop_signals.end_the_command."""
-    day, _asked[0] = days[0], (days[0], days[-1])
+    day, _asked[0] = days[0], list(days)
     _days_entered.clear()
     try:
         yield
@@ -77,17 +78,16 @@ def interrupted(day: dt.date, run_id: str | None, published: bool = False) -> Ru
 
 def not_run_after(day: dt.date, inclusive: bool = False) -> str:
     """``"; not run: <the asked days after day (from it: inclusive)>"``; ``""`` for the last or another day (review)."""
-    first, last = _asked[0] or (day, day)
-    after = day + dt.timedelta(days=0 if inclusive else 1)
-    if not first <= day < last:  # the last day (the line said it), or another day's run (one left behind, found)
+    days = _asked[0]
+    if day not in days[:-1]:  # the last day (the line said it), or another day's run (one left behind, found)
         return ""
-    return f"; not run: {after}" + (f" to {last} ({(last - after).days + 1} days)" if last > after else "")
+    return f"; not run: {span(days[days.index(day) + (0 if inclusive else 1) :])}"
 
 
 def run_again(day: dt.date) -> str:
     """The command that runs ``day`` again and the rest of the asked range it stopped in."""
-    first, last = _asked[0] or (day, day)
-    return f"greenery run --date {day}" + (f" --end-date {last}" if first <= day < last else "")
+    days = _asked[0]
+    return f"greenery run --date {day}" + (f" --end-date {days[-1]}" if day in days[:-1] else "")
 
 
 def _what_became(run_id: str | None, published: bool) -> str:

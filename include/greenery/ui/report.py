@@ -203,10 +203,7 @@ def _notes(summary: dict[str, Any]) -> list[dict[str, Any]]:
 def _causes(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The root causes a run recorded (runs recorded before grouping existed have none)."""
     causes = summary.get("root_causes")
-    if not isinstance(causes, list):
-        return []
-    errors = ("error", "detail_error")
-    return [{**c, **{k: _redacted(c[k]) for k in errors if k in c}} for c in causes if isinstance(c, dict)]
+    return [audit.errors_redacted(c) for c in causes if isinstance(c, dict)] if isinstance(causes, list) else []
 
 
 # The DAG's tasks downstream of validate (tests/test_dag_integrity.py checks the list): one of them failing in a
@@ -277,7 +274,7 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
             validated_attempt = (picked[1].get("clear_number"), dt.datetime.fromisoformat(latest["validated_at"]))
             # A run asked for by name (an alert's link) is shown as it was: each table's latest result up to its
             # validation (review: a later run's failures were listed under an earlier, clean run).
-            as_of = dt.datetime.fromisoformat(latest["validated_at"]) if run_id else None
+            as_of = validated_attempt[1] if run_id else None
             # Its alert's link, after a clear that failed before validate: the validation shown is an earlier
             # attempt's, and the page says so (review: it read "Every check passed" under the clear's failure).
             if run_id and (later := failed_since(conn, latest, run_id)):

@@ -950,14 +950,17 @@ def test_a_run_names_its_log_file_only_when_it_writes_one(verbose, tmp_path, mon
     monkeypatch.setattr(local_airflow, "check_ran", lambda dag, run: None)
     monkeypatch.setattr(local_airflow, "failed_tasks", lambda run: ["validate"])
     monkeypatch.setattr(run_outcome, "failures", lambda run, failed: [("validate", ["1 critical problem"])])
-    assert cli.run_days([dt.date(2021, 2, 12)], verbose=verbose) == 1
+    # A range: the day after the red one did not run, and the line says so (README: The CLI).
+    assert cli.run_days([dt.date(2021, 2, 12), dt.date(2021, 2, 13)], verbose=verbose) == 1
     out, err = capsys.readouterr()
     logs = sorted((tmp_path / "state" / "logs").glob("run-*.log"))
     named = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("Airflow's log of this command: ")]
     if verbose:
-        assert named == [] and logs == [] and "stopped at 2021-02-12; the whole log is above" in err
+        assert (
+            named == [] and logs == [] and "stopped at 2021-02-12; not run: 2021-02-13; the whole log is above" in err
+        )
     else:
-        assert named == [str(logs[0])] and f"the whole log is in {logs[0]}" in err
+        assert named == [str(logs[0])] and f"not run: 2021-02-13; the whole log is in {logs[0]}" in err
     assert "  validate: 1 critical problem" in err
 
 

@@ -53,16 +53,15 @@ def preparing(dag_id: str, days: list[dt.date]) -> Iterator[None]:
     _days_entered.clear()
     try:
         yield
-    except StopSignal as stop:
+    except (StopSignal, KeyboardInterrupt) as stop:
         if _days_entered.is_set():  # after the days (as the command ended): nothing to page about
             raise
-        _stopped_by[0] = stop.signum
-        _terminated.set()
+        if isinstance(stop, StopSignal):  # not Ctrl-C, the user's own stop: no page, it says what became of the day
+            _stopped_by[0] = stop.signum
+            _terminated.set()
         raise stopped(dag_id, day, None) from None
-    except KeyboardInterrupt:  # Ctrl-C: the user's own stop, no page; it says what became of the day too (review)
-        if _days_entered.is_set():
-            raise
-        raise stopped(dag_id, day, None) from None
+    finally:  # the asked days are this command's (CI: a range run in-process leaked into the next caller's stop)
+        _asked[0] = []
 
 
 def _registry() -> Path:

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from greenery import config, run_outcome
+from greenery.cli_types import UsageError
 from greenery.project import models
 
 pytestmark = pytest.mark.db
@@ -116,6 +117,20 @@ def test_a_range_backwards_or_a_file_for_a_folder_is_one_line_and_starts_nothing
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert f"error: {tmp_path / 'a-file'}: exists and is not a folder; nothing was written" in done.stderr
     assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_an_error_line_masks_a_login_its_message_holds(tmp_path, monkeypatch, capsys):
+    """Review: the CLI's own `error:` lines were not masked as the alerts, the view and the records are (their
+    messages are the product's own, but one may quote a URL or a connection it was given)."""
+    from greenery import cli
+
+    def answers(args):
+        raise UsageError("cannot read postgresql://analyst:s3cret-pw@db.internal/greenery")
+
+    monkeypatch.setattr(cli, "cmd_answers", answers)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    assert cli.main(["answers"]) == 2
+    assert capsys.readouterr().err == "error: cannot read postgresql://***@db.internal/greenery\n"
 
 
 def test_generate_into_a_folder_it_cannot_make_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
@@ -567,11 +582,20 @@ def test_a_range_stops_at_its_first_failed_day_with_the_cause_while_another_comm
         "GREENERY_STATE_DIR": str(tmp_path / "state-beside"),
         "GREENERY_ALERT_CONN_ID": "none",
     }
-    ranged = greenery_started("run", "--date", "2021-02-12", "--end-date", "2021-02-14", env=cli_env)
-    beside = greenery_started("run", "--date", "2021-02-10", env=beside_env)
-    stdout, stderr = ranged.communicate(timeout=600)
-    beside_out = beside.communicate(timeout=600)
+    from slack_server import FakeSlack, conn_env_var
+
+    with FakeSlack() as slack:
+        paged_env = {**cli_env, conn_env_var("slack_alerts"): slack.webhook_conn_json()}
+        ranged = greenery_started("run", "--date", "2021-02-12", "--end-date", "2021-02-14", env=paged_env)
+        beside = greenery_started("run", "--date", "2021-02-10", env=beside_env)
+        stdout, stderr = ranged.communicate(timeout=600)
+        beside_out = beside.communicate(timeout=600)
+        pages = [json.dumps(p.body, ensure_ascii=False) for p in slack.webhook_posts()]
     assert beside.returncode == 0, beside_out
+    # The red day's page gives the command that runs it and the rest of the range again (user trial: it said only to
+    # clear the run in a UI nobody had started).
+    [page] = [p for p in pages if "source data not ready for 2021-02-13" in p]
+    assert "then run the day again: `greenery run --date 2021-02-13 --end-date 2021-02-14`" in page, page
 
     assert ranged.returncode == 1, stdout + stderr
     [log_line] = [line for line in stdout.splitlines() if line.startswith("Airflow's log of this command: ")]
@@ -999,6 +1023,25 @@ def test_a_malformed_connection_variable_is_said_to_be_set_and_unparsable(monkey
     said = str(err.value)
     assert said.startswith("AIRFLOW_CONN_GREENERY_WAREHOUSE is set, but Airflow could not parse it"), said
     assert why in said and "isn't defined" not in said and "s3cret-pw" not in said and "\n" not in said, said
+
+
+@pytest.mark.parametrize("extra", ['{"sslmode": "require"', '["sslmode", "require"]', '"sslmode=require"'])
+def test_a_warehouse_connection_whose_extra_is_not_a_json_object_is_refused_naming_it(monkeypatch, extra):
+    """Airflow reads such an extra as none (logging a traceback), and its sslmode went with it: a connection asked to
+    require TLS connected without it, in silence. Refused before connecting, by the tasks and by GX's URL alike."""
+    from greenery import warehouse
+
+    conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "password": "s3cret-pw", "extra": extra}
+    monkeypatch.setenv(warehouse.conn_env_var(), json.dumps(conn))
+    for reach in (warehouse.connect, warehouse.sqlalchemy_url):
+        with pytest.raises(warehouse.WarehouseUnavailableError) as err:
+            reach()
+        said = str(err.value)
+        assert said.startswith("the extra of Airflow connection 'greenery_warehouse' is not a JSON object ("), said
+        assert "s3cret-pw" not in said and "Connection refused" not in said
+    monkeypatch.setenv(warehouse.conn_env_var(), json.dumps({**conn, "extra": '{"sslmode": "disable"}'}))
+    with pytest.raises(warehouse.WarehouseUnavailableError, match="Connection refused"):  # the control: it tries
+        warehouse.connect()
 
 
 def test_a_run_failing_on_an_unreachable_warehouse_says_so_not_just_see_the_log(monkeypatch):

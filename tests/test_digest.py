@@ -1060,5 +1060,8 @@ def test_a_digest_failing_after_the_publish_pages_that_the_marts_were_published(
     [page] = slack_alerts_webhook.webhook_posts()
     body = json.dumps(page.body, ensure_ascii=False)
     assert "task state_of_the_data failed" in body and f"ghost@{REFUSED_DOMAIN}" in body
-    assert "The marts were published by this run." in body and "clear `state_of_the_data` only" in body
+    assert (
+        "The marts were published by this run." in body
+        and "clear `state_of_the_data` (with its downstream tasks" in body
+    )
     assert [m.rcpt_tos for m in email_on.messages] == [["ana@example.com"]]

@@ -723,7 +723,7 @@ def test_failures_after_their_runs_validation_leave_the_latest_page_green(wareho
     page = flat(client().get("/data-quality/").text)
     assert "Every check passed" in page and "The newest run failed" not in page and "not validated" not in page
     # Its failed digest: clear that task, not the whole run, which would publish and send the digest again (review).
-    assert "The marts were published by this run: after fixing the cause, clear the failed task only." in page
+    assert "The marts were published by this run: after fixing the cause, clear the failed task (with its" in page
     assert "clear the whole run" not in page
     body = client().get("/data-quality/api/latest").json()
     assert (body["latest_run"]["run_id"], body["latest_run"]["validated"]) == (OLD_RUN, True)
@@ -1188,7 +1188,10 @@ def test_a_failure_the_run_ran_again_after_is_marked_as_an_earlier_attempt(wareh
     page = flat(client().get("/data-quality/", params={"run_id": OLD_RUN}).text)
     assert '<tr class="earlier"><td class="mono"><bdi>prepare_build</bdi></td>' in page, page
     assert '<td>first run<div class="sub">the run ran again after it</div></td>' in page
-    assert "Each of these failed in an earlier attempt of the run" in page and "clear the failed task only" not in page
+    assert (
+        "Each of these failed in an earlier attempt of the run" in page
+        and "clear the failed task (with its" not in page
+    )
     assert '<section class="card"> <h2>Failures of earlier attempts of this run</h2>' in page  # not a red card
     body = client().get("/data-quality/api/latest", params={"run_id": OLD_RUN}).json()
     assert [(f["attempt"], f["earlier_attempt"]) for f in body["task_failures"]] == [(0, True)]
@@ -1196,7 +1199,7 @@ def test_a_failure_the_run_ran_again_after_is_marked_as_an_earlier_attempt(wareh
         audit.record_task_failure(conn, OLD_RUN, "state_of_the_data", dt.date(2024, 3, 1), "smtp gone", clear_number=1)
     page = flat(client().get("/data-quality/", params={"run_id": OLD_RUN}).text)
     assert '<tr><td class="mono"><bdi>state_of_the_data</bdi></td> <td>clear 1</td>' in page, page
-    assert "clear the failed task only" in page and "Each of these failed in an earlier attempt" not in page
+    assert "clear the failed task (with its" in page and "Each of these failed in an earlier attempt" not in page
     assert '<section class="card error-card"> <h2>Failed tasks of this run</h2>' in page
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
@@ -873,12 +874,23 @@ def test_a_duplicated_compound_key_is_shown_whole_with_its_copies():
     assert f"`{key}`" in body
 
 
+@pytest.mark.parametrize("rerun", [None, "greenery run --date 2021-02-12 --end-date 2021-02-14"])
 @pytest.mark.parametrize("published", [False, True])
-def test_a_task_failure_page_says_whether_the_run_published_and_what_to_clear(published):
+def test_a_task_failure_page_says_whether_the_run_published_and_what_to_clear(published, rerun):
     """Before publish, nothing of the run was published: clear the whole run. After it (the digest, the alert),
-    the marts are the run's: clear that task only (a whole-run clear would publish and send the digest again)."""
+    the marts are the run's: clear that task (a whole-run clear would publish and send the digest again). A run of
+    `greenery run` (its ``rerun`` command in the links) gives that command first: its UI may not be running (user
+    trial: the page said only to clear the run in the UI); after publish, running the day again would publish again."""
+    from greenery import links as links_module
     from greenery.alerts import messages
 
+    with contextlib.ExitStack() as stack:
+        if rerun:
+            stack.enter_context(links_module.rerun_with(rerun))
+        links = links_module.for_run("r1", "state_of_the_data")
+    assert ("rerun" in links) == bool(rerun) and "rerun" not in links_module.for_run("r1")  # only while it runs
+    with links_module.rerun_with("greenery demo"), links_module.rerun_with("greenery run --date 2021-02-12"):
+        assert links_module.for_run("r1")["rerun"] == "greenery demo"  # the outer command's: the demo's own database
     payload = messages.build_task_failure_alert(
         dag_id="greenery_daily",
         task_id="state_of_the_data",
@@ -886,14 +898,20 @@ def test_a_task_failure_page_says_whether_the_run_published_and_what_to_clear(pu
         run_id="r1",
         error="EmailDeliveryError: 535",
         log_url="http://localhost:8080/log",
-        links={"run": "http://localhost:8080/dags/greenery_daily/runs/r1"},
+        links=links,
         published=published,
     )
     text = json.dumps(payload["blocks"], ensure_ascii=False)
     assert ("The marts were published by this run." in text) == published
     assert ("Nothing was published by this run" in text) == (not published)
-    assert ("clear `state_of_the_data` only" in text) == published
+    assert ("clear `state_of_the_data` (with its downstream tasks, the Clear dialog's default)" in text) == published
+    assert ("then in `greenery ui` (the command's Airflow), clear `state_of_the_data`" in text) == bool(
+        published and rerun
+    )
     assert ("*Clear run*" in text) == (not published)
+    again = f"then run the day again: `{rerun}` (or <{links['run']}|the run> → *Clear run*)."
+    assert (again in text) == bool(rerun and not published)
+    assert ("clear the whole run" in text) == (not published and not rerun)
 
 
 def test_the_red_tasks_message_says_when_it_lists_only_part_of_the_problems():
@@ -1055,3 +1073,61 @@ def test_a_task_stopped_by_the_user_is_recorded_as_such():
     from greenery.tasks.paging import describe
 
     assert describe(KeyboardInterrupt()).startswith("stopped while it ran: `greenery run` was interrupted (Ctrl-C)")
+
+
+def test_a_run_with_nothing_to_page_says_when_no_page_could_go_and_fails_on_a_connection_set_but_not_defined(
+    slack_server, monkeypatch
+):
+    """User trial: GREENERY_ALERT_CONN_ID misspelt surfaced only on the day a page was needed, and that page went
+    nowhere. alert_slack with nothing to page checks the route: a connection set but not defined fails it (red every
+    day, naming it); the default connection not defined (a setup without Slack) and `none` (on purpose) skip, the
+    first saying that pages go nowhere. Nothing is posted either way."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from fake_task_instance import FakeTaskInstance
+
+    from greenery.tasks import notify
+
+    clean = summary(failures=[], root_causes=[], quarantined={}, blocking=False, failed_critical=0, failed_warning=0)
+
+    def alert_slack() -> None:
+        ti = FakeTaskInstance({("validate", "summary"): clean}, clean["run_id"], {"validate": "success"})
+        notify.send_alert({"ti": ti, "run_id": clean["run_id"]})
+
+    nothing = "nothing to alert: every check passed and no row was quarantined"
+    monkeypatch.delenv(conn_env_var("slack_alerts"), raising=False)
+    monkeypatch.delenv("GREENERY_ALERT_CONN_ID", raising=False)
+    with pytest.raises(AirflowSkipException) as skipped:
+        alert_slack()
+    assert (
+        str(skipped.value)
+        == f"{nothing} (Slack connection 'slack_alerts' is not defined: pages go nowhere; see the README's Slack setup)"
+    )
+    monkeypatch.setenv(conn_env_var("slack_alerts"), '{"conn_type": "slackwebhook", "password": "https://x"')
+    with pytest.raises(
+        AirflowFailException, match=r"^GREENERY_ALERT_CONN_ID='slack_alerts': AIRFLOW_CONN_SLACK_ALERTS is"
+    ):
+        alert_slack()  # review: the default connection set but unparsable is no setup without Slack
+    monkeypatch.setenv(
+        conn_env_var("slack_alerts"), '{"conn_type": "slackwebhook", "password": ""}'
+    )  # Compose's, unset
+    with pytest.raises(AirflowSkipException, match="has no webhook URL or token: pages go nowhere"):
+        alert_slack()
+    monkeypatch.setenv(conn_env_var("slack_alerts"), slack_server.webhook_conn_json())
+    with pytest.raises(AirflowSkipException) as skipped:
+        alert_slack()
+    assert str(skipped.value) == nothing  # the control: a route, nothing said about it
+    monkeypatch.setenv("GREENERY_ALERT_CONN_ID", "slak_alerts")
+    with pytest.raises(AirflowFailException) as failed:
+        alert_slack()
+    assert str(failed.value).startswith(
+        "GREENERY_ALERT_CONN_ID='slak_alerts': Slack connection 'slak_alerts' is not defined: no page can reach"
+        " on-call."
+    ), failed.value
+    monkeypatch.setenv(conn_env_var("slak_alerts"), "{not json")
+    with pytest.raises(AirflowFailException, match="AIRFLOW_CONN_SLAK_ALERTS is set, but Airflow could not parse it"):
+        alert_slack()
+    monkeypatch.setenv("GREENERY_ALERT_CONN_ID", "none")
+    with pytest.raises(AirflowSkipException) as skipped:
+        alert_slack()
+    assert str(skipped.value) == nothing
+    assert slack_server.requests == []

@@ -248,7 +248,7 @@ def record_task_failure(
         )
 
 
-def _readable(conn, name: str) -> bool:
+def readable(conn, name: str) -> bool:
     """Whether table ``name`` exists, with the columns added since its first release (an older warehouse's gets
     them here: the readers below select them)."""
     if not exists(conn, name):
@@ -259,7 +259,7 @@ def _readable(conn, name: str) -> bool:
 
 def task_failures(conn, run_id: str) -> list[dict]:
     """The failures of a run's tasks, oldest first."""
-    if not _readable(conn, "task_failures"):
+    if not readable(conn, "task_failures"):
         return []
     rows = conn.execute(
         sql.SQL(
@@ -270,54 +270,6 @@ def task_failures(conn, run_id: str) -> list[dict]:
     return [
         {"task_id": t, "failed_at": at, "error": e, "clear_number": n, "logical_date": day} for t, at, e, n, day in rows
     ]
-
-
-def record_alert(
-    conn, run_id: str, signatures: list, clear_number: int | None = None, run_type: str | None = None
-) -> None:
-    ensure(conn)
-    with conn.transaction():
-        conn.execute(
-            sql.SQL(
-                "insert into {} (run_id, sent_at, signatures, clear_number, run_type) values (%s, now(), %s, %s, %s)"
-            ).format(table("alerts_sent")),
-            (run_id, Jsonb(signatures), clear_number, run_type),
-        )
-
-
-def backfill_alert_with(conn, run_id: str, signatures: list, window: dt.timedelta) -> tuple[str, dt.datetime] | None:
-    """The latest alert another run of a backfill sent within ``window`` that held every one of ``signatures``."""
-    if not _readable(conn, "alerts_sent"):
-        return None
-    return conn.execute(
-        sql.SQL(
-            "select run_id, sent_at from {} where run_type = 'backfill' and run_id <> %s and sent_at > now() - %s"
-            " and signatures @> %s order by sent_at desc limit 1"
-        ).format(table("alerts_sent")),
-        (run_id, window, Jsonb(signatures)),
-    ).fetchone()
-
-
-def alert_sent_in_attempt(conn, run_id: str, clear_number: int | None, signatures: list) -> dt.datetime | None:
-    """When this attempt of the run (its ``clear_number``) already sent an alert with exactly these signatures."""
-    if not _readable(conn, "alerts_sent"):
-        return None
-    return conn.execute(
-        sql.SQL(
-            "select max(sent_at) from {} where run_id = %s and clear_number is not distinct from %s and signatures = %s"
-        ).format(table("alerts_sent")),
-        (run_id, clear_number, Jsonb(signatures)),
-    ).fetchone()[0]
-
-
-def recent_alert_signatures(conn, window: dt.timedelta) -> set[str]:
-    """The signatures (see alerts.suppression) of the alerts sent within ``window``."""
-    if not exists(conn, "alerts_sent"):
-        return set()
-    rows = conn.execute(
-        sql.SQL("select signatures from {} where sent_at > now() - %s").format(table("alerts_sent")), (window,)
-    ).fetchall()
-    return {s for (signatures,) in rows for s in signatures}
 
 
 def last_publish_of(conn, relation: str) -> dt.date | None:

@@ -17,7 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-from greenery import config, gc_tuning
+from greenery import config, gc_tuning, links, redaction
 from greenery.cli_types import (
     UsageError,
     day_option,
@@ -190,7 +190,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # The last day with orders: the generator's sessions run on past its last order day, whose zero orders the
         # volume check rightly blocks once there is a week of history (review: every --scale from 3.5 failed).
         last_day = conn.execute(f"select max(created_at)::date from {config.get().raw_schema}.orders").fetchone()[0]
-    status = run_days([last_day], verbose=args.verbose)
+    with links.rerun_with(f"greenery demo --scale {args.scale:g} --seed {args.seed}"):  # its own database's
+        status = run_days([last_day], verbose=args.verbose)
     if status == 0:
         status = print_answers(last_day)
     print(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
@@ -208,8 +209,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
     readme = config.PROJECT_DIR / "README.md"
     if args.write_readme:
-        # The full path: the project is the one the package was installed from (review: run from another checkout
-        # with this venv, it rewrote this checkout's README and said "README.md updated").
+        # The full path: the package's checkout (review: run from another, it said "README.md updated" of this one)
         print(f"{readme} updated" if docs.update_readme(readme) else f"{readme} already up to date")
     else:
         print(docs.readme_section())
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             | DocsError
             | config.SettingError,
         ):
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {redaction.redact(str(exc))}", file=sys.stderr)  # review: a password said in it
             return 2
         raise
 

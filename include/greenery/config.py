@@ -22,6 +22,7 @@ from pathlib import Path
 from greenery.redaction import REDACTED, redact
 
 DAG_ID = "greenery_daily"
+ALERT_CONN_ID = "slack_alerts"  # GREENERY_ALERT_CONN_ID's default; not defined: a setup without Slack
 # The layers are also the schemas readers use; their order is the build order. snapshots keep history.
 LAYERS = ("staging", "snapshots", "intermediate", "marts")
 # load-raw fills a schema's new tables in <schema><LOADING_SUFFIX> (sources/load.py) before it swaps them in.
@@ -360,7 +361,7 @@ def _read(env: Mapping[str, str]) -> Settings:
         start_date=_date(env, "GREENERY_START_DATE", "2021-02-10"),
         state_dir=state_dir(env),
         data_docs_base_url=_url(env, "GREENERY_DATA_DOCS_BASE_URL"),
-        alert_conn_id=_text(env, "GREENERY_ALERT_CONN_ID", "slack_alerts"),
+        alert_conn_id=_text(env, "GREENERY_ALERT_CONN_ID", ALERT_CONN_ID),
         alert_channel=_text(env, "GREENERY_ALERT_CHANNEL", None),
         alert_suppress=dt.timedelta(hours=_number(env, "GREENERY_ALERT_SUPPRESS_HOURS", "24", maximum=YEAR_HOURS)),
         summary_conn_id=_text(env, "GREENERY_SUMMARY_CONN_ID", None),

@@ -7,6 +7,8 @@ stakeholder note follows it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from urllib.parse import quote, urlencode
 
 from greenery import config
@@ -14,6 +16,22 @@ from greenery.redaction import without_login
 
 # The Data quality view's mount point on the API server (plugins/greenery_quality_plugin.py).
 QUALITY_PATH = "data-quality"
+
+# `greenery run` runs its days' tasks in its own process (dag.test): their alerts give the command that runs the
+# day again, not only a UI's Clear, whose `greenery ui` may not be running (user trial). Set while a day runs.
+_RERUN: list[str | None] = [None]
+
+
+@contextlib.contextmanager
+def rerun_with(command: str) -> Iterator[None]:
+    """While the command in this process runs a day: its alerts say to run the day again with ``command``, unless
+    an outer one was given (``greenery demo`` runs its day as ``greenery run`` does, on its own database)."""
+    outer = _RERUN[0]
+    _RERUN[0] = outer or command
+    try:
+        yield
+    finally:
+        _RERUN[0] = outer
 
 
 def base_url() -> str:
@@ -44,9 +62,12 @@ def docs_url(page: str = "", base: str | None = None) -> str:
 
 
 def for_run(run_id: str, task_id: str | None = None) -> dict[str, str]:
-    """The links an alert about a run carries: the run, the task's log, the Data quality view, Data Docs."""
+    """The links an alert about a run carries: the run, the task's log, the Data quality view, Data Docs, and the
+    command that runs its day again while `greenery run` runs it here."""
     base = base_url()
     links = {"run": run_url(run_id, base), "quality": quality_url(run_id, base), "docs": docs_url(base=base)}
+    if _RERUN[0]:
+        links["rerun"] = _RERUN[0]
     if task_id:
         links["log"] = task_url(run_id, task_id, base)
     return links

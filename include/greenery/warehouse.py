@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from greenery import config
+from greenery.errors import RetryCannotFix
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,10 @@ MIN_SERVER_VERSION = 160000
 
 class WarehouseUnavailableError(RuntimeError):
     """The warehouse cannot be reached; the message says which connection and why."""
+
+
+class ConnectionSettingError(WarehouseUnavailableError, RetryCannotFix):
+    """The connection itself is written wrong (its variable, its extra): trying again cannot help."""
 
 
 class UnsupportedWarehouseError(RuntimeError):
@@ -82,13 +87,16 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None, a
     conn_id = conn_id or config.get().warehouse_conn_id
     try:
         hook = PostgresHook(postgres_conn_id=conn_id)
+        _refuse_unparsable_extra(hook.connection, conn_id)
         if connect_timeout is not None and "connect_timeout" not in hook.connection.extra_dejson:
             hook.connection.extra = json.dumps({**hook.connection.extra_dejson, "connect_timeout": connect_timeout})
         conn = hook.get_conn()
+    except WarehouseUnavailableError:
+        raise
     except Exception as exc:
         unparsed = unparsed_connection(conn_id) if type(exc).__name__ == "AirflowNotFoundException" else None
         if unparsed is not None:
-            raise WarehouseUnavailableError(unparsed) from exc
+            raise ConnectionSettingError(unparsed) from exc
         # One line: libpq's message goes on after a newline and a tab ("\n\tIs the server running on that host ...").
         said = " ".join(str(exc).split())
         raise WarehouseUnavailableError(
@@ -252,6 +260,21 @@ def create_database(admin_url: str, name: str, template: str | None = None) -> s
     return parts._replace(path=f"/{name}").geturl()
 
 
+def _refuse_unparsable_extra(conn, conn_id: str) -> None:
+    """Airflow reads an extra that is not a JSON object as none, logging a traceback: its sslmode, sslrootcert,
+    options... dropped in silence (a connection asked to require TLS went without it). Refused, naming it."""
+    try:
+        extra = json.loads(conn.extra) if conn.extra else {}
+    except ValueError as exc:
+        extra = exc
+    if not isinstance(extra, dict):
+        said = f"{type(extra).__name__}: {extra}" if isinstance(extra, Exception) else f"a JSON {type(extra).__name__}"
+        raise ConnectionSettingError(
+            f"the extra of Airflow connection {conn_id!r} is not a JSON object ({said}): Airflow would drop every"
+            f' option in it (sslmode, sslrootcert, ...); write it as one, e.g. {{"sslmode": "require"}}'
+        )
+
+
 def _libpq_params(conn_id: str | None = None) -> dict[str, str]:
     """What ``PostgresHook.get_conn`` gives libpq for ``conn_id``: the connection's fields and every extra it does
     not keep for itself (``sslrootcert``, ``application_name``, a socket directory as ``host`` in a URI's query)."""
@@ -259,6 +282,7 @@ def _libpq_params(conn_id: str | None = None) -> dict[str, str]:
 
     hook = PostgresHook(postgres_conn_id=conn_id or config.get().warehouse_conn_id)
     conn = hook.connection
+    _refuse_unparsable_extra(conn, conn_id or config.get().warehouse_conn_id)
     params = {"host": conn.host, "port": conn.port, "user": conn.login, "password": conn.password}
     params["dbname"] = conn.schema
     params.update({k: v for k, v in conn.extra_dejson.items() if k not in hook.ignored_extra_options})

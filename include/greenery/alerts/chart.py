@@ -148,3 +148,15 @@ def _panel(draw, fonts, s: Series, days, box, k: int) -> None:
     if days:
         draw.text((left, bottom), f"{days[0]:%b %d}", font=fonts[10], fill=_MUTED, anchor="ld")
         draw.text((right, bottom), f"{days[-1]:%b %d}", font=fonts[10], fill=_MUTED, anchor="rd")
+
+
+def as_text(points: Sequence[Point]) -> str:
+    """The digest chart's series as text sparklines (what a webhook, which cannot carry an image, shows)."""
+    span = f" ({points[0].day:%b %d} to {points[-1].day:%b %d})" if points else ""
+    lines = [f"*Last {len(points)} days*{span}"]
+    for s in series_of(points):
+        said = note(s, [p.day for p in points])
+        lines.append(
+            f"`{sparkline(s.values)}` {s.label}: *{s.text(latest(s.values))}*" + (f" ({said})" if said else "")
+        )
+    return "\n".join(lines)

@@ -150,11 +150,7 @@ def send(
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
-        from greenery.warehouse import unparsed_connection
-
-        written_as = 'JSON, as the README has it: {"conn_type": "slackwebhook", "password": "<the webhook URL>"}'
-        said = unparsed_connection(conn_id, written_as) or f"Slack connection {conn_id!r} is not defined"
-        raise SlackDeliveryError(said, conn_id=conn_id, retryable=False) from None
+        raise SlackDeliveryError(not_defined(conn_id), conn_id=conn_id, retryable=False) from None
     conn_type = (conn.conn_type or "").lower()
     secrets = _connection_secrets(conn)
     body = _scrub(dict(payload), secrets)
@@ -280,6 +276,27 @@ def _retry_after(headers: Any) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def not_defined(conn_id: str) -> str:
+    """Why Airflow found no connection ``conn_id``: its AIRFLOW_CONN_* variable unparsable, or none at all."""
+    from greenery.warehouse import unparsed_connection
+
+    written_as = 'JSON, as the README has it: {"conn_type": "slackwebhook", "password": "<the webhook URL>"}'
+    return unparsed_connection(conn_id, written_as) or f"Slack connection {conn_id!r} is not defined"
+
+
+def route_problem(conn_id: str) -> str | None:
+    """Why nothing can go through ``conn_id`` (not defined, its variable unparsable, no webhook URL or token in its
+    password: Compose's with SLACK_WEBHOOK_URL unset), or None when a message can be tried."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return not_defined(conn_id)
+    return None if (conn.password or "").strip() else f"Slack connection {conn_id!r} has no webhook URL or token"
 
 
 def conn_type_of(conn_id: str) -> str | None:

@@ -12,13 +12,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from greenery import trend
+from greenery.alerts import block_kit as kit
 from greenery.alerts import chart
 from greenery.alerts.text import (
     MAX_BLOCKS,
     MAX_BLOCKS_TEXT,
     MAX_FALLBACK_TEXT,
-    MAX_HEADER_TEXT,
-    MAX_SECTION_TEXT,
     as_int,
     block_chars,
     clean,
@@ -27,35 +26,16 @@ from greenery.alerts.text import (
     escape,
     fmt_int,
     link,
-    plain,
     truncate,
     within,
 )
 from greenery.checks import root_causes
 from greenery.checks.summary import SAMPLE_KEY_CHARS
-from greenery.redaction import redact, without_login
+from greenery.redaction import redact
 
 MAX_SAMPLE_KEYS = 5
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 _SEVERITY_ICON = {"critical": "🔴", "warning": "🟡"}
-
-
-def _header(text: str) -> dict:
-    return {"type": "header", "text": {"type": "plain_text", "text": plain(text, MAX_HEADER_TEXT), "emoji": True}}
-
-
-def _section(text: str, block_id: str | None = None) -> dict:
-    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, MAX_SECTION_TEXT)}}
-    if block_id:
-        block["block_id"] = block_id
-    return block
-
-
-def _context(text: str) -> dict:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, MAX_SECTION_TEXT)}]}
-
-
-_DIVIDER = {"type": "divider"}
 
 
 def as_root_causes(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -149,21 +129,6 @@ def _publish_text(summary: Mapping[str, Any]) -> str | None:
     return "⛔ Marts not published; nothing published yet"
 
 
-def _buttons(links: Mapping[str, str | None]) -> dict | None:
-    """Block Kit buttons for the links that open (http or https only)."""
-    labels = {"run": "Open the run", "log": "Task log", "quality": "Data quality", "docs": "Data Docs"}
-    elements = []
-    for key, label in labels.items():
-        url = without_login(links.get(key))
-        if url and urlsplit(str(url)).scheme.lower() in ("http", "https") and len(url) <= 3000:
-            button = {"type": "button", "action_id": f"open-{key}", "url": url}
-            button["text"] = {"type": "plain_text", "text": label}
-            if key == "run":
-                button["style"] = "primary"
-            elements.append(button)
-    return {"type": "actions", "block_id": "links", "elements": elements} if elements else None
-
-
 def _next_steps(summary: Mapping[str, Any], blocking: bool, links: Mapping[str, str | None], causes: list) -> str:
     if blocking:
         first = root_causes.what_to_fix(causes)
@@ -228,12 +193,12 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
     if summary.get("quarantined"):
         status_lines.append(_quarantine_text(summary["quarantined"]))
 
-    head = [_header(title), _section("\n".join(overview), "overview")]
-    tail = [_DIVIDER]
+    head = [kit.header(title), kit.section("\n".join(overview), "overview")]
+    tail = [kit.DIVIDER]
     if status_lines:
-        tail.append(_section("\n".join(status_lines), "status"))
-    tail.append(_section(_next_steps(summary, blocking, links, causes), "next-steps"))
-    buttons = _buttons(links)
+        tail.append(kit.section("\n".join(status_lines), "status"))
+    tail.append(kit.section(_next_steps(summary, blocking, links, causes), "next-steps"))
+    buttons = kit.buttons(links)
     if buttons:
         tail.append(buttons)
 
@@ -241,9 +206,9 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
     if len(causes) > slots:
         slots -= 1  # room for the "… and K more" line
     # Review: 45 causes with long compound keys made 49k characters; Slack refused the alert and paged nobody.
-    room = MAX_BLOCKS_TEXT - block_chars([*head, *tail, _DIVIDER, _more(len(causes), links)])
-    shown = within([_section(_cause_text(c), f"cause-{i}") for i, c in enumerate(causes[:slots])], room)
-    middle: list[dict] = [_DIVIDER, *shown] if causes else []
+    room = MAX_BLOCKS_TEXT - block_chars([*head, *tail, kit.DIVIDER, _more(len(causes), links)])
+    shown = within([kit.section(_cause_text(c), f"cause-{i}") for i, c in enumerate(causes[:slots])], room)
+    middle: list[dict] = [kit.DIVIDER, *shown] if causes else []
     if len(causes) > len(shown):
         middle.append(_more(len(causes) - len(shown), links))
     blocks = head + middle + tail
@@ -264,12 +229,14 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
 
 def _more(hidden: int, links: Mapping[str, str | None]) -> dict:
     where = link(links.get("quality"), "Data quality view") or "Data quality view"
-    return _context(f"… and {hidden} more root causes, left out to fit Slack (see the {where})")
+    return kit.context(f"… and {hidden} more root causes, left out to fit Slack (see the {where})")
 
 
 def _clear_the_run(links: Mapping[str, str | None], first: str) -> str:
     run = links.get("run")
     where = link(run, "the run") if run and urlsplit(run).scheme in ("http", "https") else "the run"
+    if links.get("rerun"):  # a run of `greenery run`, whose UI may not be up: its command first
+        return f"*What to do*\n{first}, then run the day again: {code(links['rerun'], 200)} (or {where} → *Clear run*)."
     return f"*What to do*\n{first}, then clear the whole run: open {where} → *Clear run*."
 
 
@@ -291,13 +258,13 @@ def build_source_alert(
         for p in problems[:20]
     ]
     blocks = [
-        _header(header),
-        _context(f"DAG {code(dag_id)} · day {code(logical_date)} · run {code(run_id, 250)}"),
-        _section("*Source freshness*\n" + "\n".join(lines)),
-        _section("Published marts are untouched (still serving the previous run)."),
-        _section(_clear_the_run(links, "Once the source is loaded")),
+        kit.header(header),
+        kit.context(f"DAG {code(dag_id)} · day {code(logical_date)} · run {code(run_id, 250)}"),
+        kit.section("*Source freshness*\n" + "\n".join(lines)),
+        kit.section("Published marts are untouched (still serving the previous run)."),
+        kit.section(_clear_the_run(links, "Once the source is loaded")),
     ]
-    buttons = _buttons(links)
+    buttons = kit.buttons(links)
     if buttons:
         blocks.append(buttons)
     details = "; ".join(str(p.get("detail")) for p in problems)
@@ -323,12 +290,12 @@ def build_task_failure_alert(
     header = f"🔴 {dag_id}: task {task_id} failed" if task_id != "?" else f"🔴 {dag_id}: the run failed"
     fence = "```"
     blocks = [
-        _header(header),
-        _context(f"DAG {code(dag_id)} · day {code(logical_date or '-')} · run {code(run_id, 250)}"),
-        _section(fence + clean(error, 2500).replace(fence, "'''") + fence),
+        kit.header(header),
+        kit.context(f"DAG {code(dag_id)} · day {code(logical_date or '-')} · run {code(run_id, 250)}"),
+        kit.section(fence + clean(error, 2500).replace(fence, "'''") + fence),
         *_after_a_failure(task_id, links, published, next_step),
     ]
-    buttons = _buttons(links)
+    buttons = kit.buttons(links)
     if buttons:
         blocks.append(buttons)
     return {"text": truncate(escape(redact(f"{header}: {error}")), MAX_FALLBACK_TEXT), "blocks": blocks}
@@ -336,23 +303,16 @@ def build_task_failure_alert(
 
 def _after_a_failure(task_id: str, links: Mapping[str, str | None], published: bool, step: str | None) -> list:
     if published:  # clearing the whole run would publish again, and send the whole digest again
-        step = step or f"Fix the cause (the task log has the details), then clear {code(task_id)} only."
-        return [_section("The marts were published by this run."), _section(f"*What to do*\n{step}")]
+        ran_by = str(links.get("rerun") or "")  # `greenery run`'s Airflow is `greenery ui`'s (not the demo's)
+        where = "in `greenery ui` (the command's Airflow), " if ran_by.startswith("greenery run") else ""
+        then = f"then {where}clear {code(task_id)} (with its downstream tasks, the Clear dialog's default)"
+        step = step or f"Fix the cause (the task log has the details), {then}, not the whole run."
+        return [kit.section("The marts were published by this run."), kit.section(f"*What to do*\n{step}")]
     step = f"*What to do*\n{step}" if step else _clear_the_run(links, "Fix the cause (the task log has the details)")
-    return [_section("Nothing was published by this run: readers still see the previous run's marts."), _section(step)]
-
-
-def _trend_text(points: list[trend.Point]) -> str:
-    """The digest chart's series as text sparklines (what a webhook, which cannot carry an image, shows)."""
-    span = f" ({points[0].day:%b %d} to {points[-1].day:%b %d})" if points else ""
-    lines = [f"*Last {len(points)} days*{span}"]
-    for s in chart.series_of(points):
-        said = chart.note(s, [p.day for p in points])
-        lines.append(
-            f"`{chart.sparkline(s.values)}` {s.label}: *{s.text(chart.latest(s.values))}*"
-            + (f" ({said})" if said else "")
-        )
-    return "\n".join(lines)
+    return [
+        kit.section("Nothing was published by this run: readers still see the previous run's marts."),
+        kit.section(step),
+    ]
 
 
 def build_summary_message(stats: Mapping[str, Any]) -> dict:
@@ -382,18 +342,18 @@ def build_summary_message(stats: Mapping[str, Any]) -> dict:
     if len(rows) > 30:
         row_lines.append(f"… and {len(rows) - 30} more tables")
 
-    blocks = [_header(title), _section("\n".join(lines), "checks")]
+    blocks = [kit.header(title), kit.section("\n".join(lines), "checks")]
     if stats.get("trend"):
-        blocks.append(_section(_trend_text(trend.from_json(stats["trend"])), "trend"))
+        blocks.append(kit.section(chart.as_text(trend.from_json(stats["trend"])), "trend"))
     if row_lines:
-        blocks.append(_section("*Tables*\n" + "\n".join(row_lines), "rows"))
+        blocks.append(kit.section("*Tables*\n" + "\n".join(row_lines), "rows"))
     quarantined = stats.get("quarantined")
     if quarantined:
-        blocks.append(_section(_quarantine_text(quarantined), "quarantine"))
-    buttons = _buttons(stats.get("links") or {})  # the run, the Data quality view, the Data Docs
+        blocks.append(kit.section(_quarantine_text(quarantined), "quarantine"))
+    buttons = kit.buttons(stats.get("links") or {})  # the run, the Data quality view, the Data Docs
     if buttons:
         blocks.append(buttons)
-    blocks.append(_context(f"DAG `{clean(dag_id_raw, 200)}` · logical date {logical_date}"))
+    blocks.append(kit.context(f"DAG `{clean(dag_id_raw, 200)}` · logical date {logical_date}"))
 
     text = f"{title}: {passed:,}/{evaluated:,} checks passed{scope}, {len(rows)} tables refreshed."
     return {"text": truncate(escape(redact(text)), MAX_FALLBACK_TEXT), "blocks": blocks}

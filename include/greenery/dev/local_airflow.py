@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from greenery import config, preloaded_airflow
+from greenery import config, links, preloaded_airflow
 from greenery.cli_types import UsageError
 from greenery.dev import metadata_db, stop_signals
 
@@ -241,7 +241,9 @@ def run_day(day: dt.date, conf: dict | None = None, dag=None):
 
     started = dt.datetime.now(dt.UTC)
     logical_date = dt.datetime.combine(day, started.time(), tzinfo=dt.UTC)
-    with cli_runs.owned(dag.dag_id, logical_date):  # a run this process leaves behind is failed by the next
+    again = cli_runs.run_again(day) + (" --full-refresh" if (conf or {}).get("full_refresh") else "")
+    # A run this process leaves behind is failed by the next; its alerts give the command that runs the day again.
+    with cli_runs.owned(dag.dag_id, logical_date), links.rerun_with(again):
         dag_run = dag.test(logical_date=logical_date, run_conf=conf or {})
     with create_session() as session:
         session.query(DagRun).filter(DagRun.dag_id == dag.dag_id, DagRun.run_id == dag_run.run_id).update(

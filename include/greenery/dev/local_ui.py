@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from greenery import config, preloaded_airflow
+from greenery import config, preloaded_airflow, redaction
 from greenery.dev import addresses, local_airflow, metadata_db
 from greenery.dev.addresses import cannot_listen, free_port
 
@@ -378,8 +378,8 @@ def serve(
     except KeyboardInterrupt:
         print("\nstopping Airflow ...", flush=True)
         return 0
-    except LocalUIError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except LocalUIError as exc:  # it may quote Airflow's own output: masked as every error line (review)
+        print(f"error: {redaction.redact(str(exc))}", file=sys.stderr)
         return 1
     finally:
         # Stopping, whatever stopped it (Ctrl-C, SIGTERM, a closed terminal's SIGHUP): another signal now would cut

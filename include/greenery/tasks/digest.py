@@ -230,7 +230,7 @@ def send(context: Any) -> None:
         except (warehouse.WarehouseUnavailableError, psycopg.OperationalError) as exc:
             # publish reported success; a warehouse that does not answer now must not page "nothing was published"
             # (review): said, and skipped like the rest of an off digest.
-            log.warning("could not read whether this attempt published (the warehouse did not answer): %s", exc)
+            log.warning("could not read whether this attempt published: %s", exc)
         raise AirflowSkipException(
             "the state-of-the-data digest is off: set GREENERY_SUMMARY_CONN_ID (Slack) and/or"
             " GREENERY_DIGEST_EMAIL_CONN_ID with GREENERY_DIGEST_EMAIL_TO (email)"

@@ -16,11 +16,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSkipException,
+    AirflowTaskTerminated,
+    AirflowTaskTimeout,
+)
 
-from greenery import audit, config, docs, links, locks, runtime, warehouse
+from greenery import alerts_sent, audit, config, docs, links, runtime, warehouse
 from greenery.alerts import delivery, messages, suppression
 from greenery.checks import history
+from greenery.tasks import alert_turns, repaired
 from greenery.tasks.failures import NOT_PAGED, MaybePosted
 from greenery.tasks.validate import SUMMARY_KEY
 
@@ -95,17 +101,27 @@ def alert_will_run(context: Any) -> bool:
     return states_now(context, (ALERT_TASK_ID,)).get(ALERT_TASK_ID) not in FINISHED
 
 
-def published_in_this_run(context: Any) -> bool:
-    """Whether publish succeeded in this run (a task failing after it: the digest, the alert) and the run's publish
-    is on record (a publish marked success by hand published nothing); False when either cannot be read (a
-    failure callback must still page)."""
+def published_in_this_run(context: Any, exc: BaseException | None = None) -> bool:
+    """Whether the marts are this run's: publish succeeded (a task failing after it: the digest, the alert) and the
+    run's publish is on record (a publish marked success by hand published nothing), or publish ended without a word
+    (killed: no ``exc``; timed out or terminated) after committing the validation validate last gave it (review: the
+    run's page said nothing was published). Any other failure of publish is before its commit, and published
+    nothing: not read (a failure callback's page must not wait on a warehouse that may be what failed). False when
+    this cannot be read (a failure callback must still page)."""
     try:
-        if states_now(context).get("publish") != "success":
-            return False
+        states = states_now(context)
+        if states.get("publish") != "success":
+            ended = exc is None or isinstance(exc, AirflowTaskTimeout | AirflowTaskTerminated)
+            # validate's last summary: this attempt's, or, publish cleared alone, the one publish was given
+            summary = validation_summary(context) if ended and states.get("validate") == "success" else None
+            if not (summary or {}).get("validation_id"):
+                return False
         with _warehouse(answer_within_s=CALLBACK_ANSWER_WITHIN_S) as conn:  # a callback asks, before its page
-            return audit.run_published_at(conn, context["run_id"]) is not None
-    except Exception as exc:
-        log.warning("could not read whether publish published: %s", exc)
+            if states.get("publish") == "success":
+                return audit.run_published_at(conn, context["run_id"]) is not None
+            return audit.validation_published_at(conn, context["run_id"], summary["validation_id"]) is not None
+    except Exception as err:
+        log.warning("could not read whether publish published: %s", err)
         return False
 
 
@@ -169,8 +185,11 @@ def send_alert(context: Any) -> None:
             "the checks passed but publish was skipped without publishing (marked by hand?): nothing of this run was"
             " published; readers still see the previous run. Clear publish with its downstream tasks."
         )
+    told = repaired.announce(context, states.get("publish") == "success")  # an earlier attempt failed: it is done
     if not summary["failures"] and not summary.get("quarantined"):
-        raise AirflowSkipException("nothing to alert: every check passed and no row was quarantined")
+        raise AirflowSkipException(
+            f"nothing to alert: every check passed and no row was quarantined{told}{_no_route()}"
+        )
     if states.get("publish") == "failed":
         raise AirflowSkipException(
             "publish failed and paged on its own; the warnings and quarantine counts of this run are alerted by the"
@@ -180,6 +199,21 @@ def send_alert(context: Any) -> None:
         _not_published()
     )
     deliver(summary, published, attempt=runtime.clear_number(context), run_type=runtime.run_type(context))
+
+
+def _no_route() -> str:
+    """What the skip of a run with nothing to page adds when pages cannot go: a note without a Slack setup (the default
+    connection not defined, or without a URL); a failure for any other connection that cannot carry one (user trial: a
+    misspelt one surfaced only on the day a page was needed, and that page went nowhere). ``none``: no Slack."""
+    conn_id = config.get().alert_conn_id
+    if conn_id == "none" or (why := delivery.route_problem(conn_id)) is None:
+        return ""
+    if conn_id == config.ALERT_CONN_ID and not warehouse.unparsed_connection(conn_id):
+        return f" ({why}: pages go nowhere; see the README's Slack setup)"
+    raise AirflowFailException(
+        f"GREENERY_ALERT_CONN_ID={conn_id!r}: {why}: no page can reach on-call. This run needed none (every check"
+        " passed, no row quarantined). Define the connection, or set GREENERY_ALERT_CONN_ID=none to run without Slack"
+    )
 
 
 # How long alert_slack waits for a failed task's callback to record its failure: Airflow starts the callback after
@@ -217,7 +251,10 @@ def alert_after_publish(
     stays skipped: the warnings and quarantine counts of the attempt that publishes were never sent. When
     alert_slack will not run again, send them now through ``send`` (a page, tried again: tasks/paging.py), which
     raises when it did not go (review: publish stayed green and nobody was told; the caller fails the task)."""
-    if alert_will_run(context) or not (summary.get("failures") or summary.get("quarantined")):
+    if alert_will_run(context):
+        return
+    repaired.announce(context, True)  # alert_slack would (second review: after *Clear only failed tasks*, none went)
+    if not (summary.get("failures") or summary.get("quarantined")):
         return
     try:
         deliver(
@@ -247,9 +284,9 @@ def _hold_back_what_was_paged(
     Best effort: a warehouse that cannot be read sends the page (twice rather than not at all)."""
     try:
         with _warehouse() as conn:
-            sent_at, paged = audit.alert_sent_in_attempt(conn, summary["run_id"], attempt, signed), None
+            sent_at, paged = alerts_sent.sent_in_attempt(conn, summary["run_id"], attempt, signed), None
             if backfill is not None and not sent_at:
-                paged = audit.backfill_alert_with(conn, summary["run_id"], signed, backfill)
+                paged = alerts_sent.backfill_alert_with(conn, summary["run_id"], signed, backfill)
     except Exception as exc:
         log.warning("could not read whether this alert was paged already (sending it): %s", exc)
         return
@@ -293,41 +330,8 @@ def deliver(
     summary = {**for_on_call(summary), **{k: v for k, v in published.items() if k in ("published", "serving_run")}}
     # Every backfill alert takes turns (second review: warnings of four runs at once paged four times); a backfill's
     # failed critical checks are also held back once another run of it paged them.
-    with _taking_turns(run_type == "backfill" and send is None):
+    with alert_turns.taking_turns(run_type == "backfill" and send is None, CALLBACK_CONNECT_TIMEOUT_S, ANSWER_WITHIN_S):
         _deliver(summary, attempt, run_type, connect_timeout, send, retried_task)
-
-
-# How long a backfill run's alert waits for the others' turns (each: a read, Slack's answer, a write).
-TURN_WAIT_S = 120
-
-
-def _turn_wait_s() -> float:
-    """TURN_WAIT_S, or a quarter of the task's timeout when that is shorter: the wait must end, and the page go, before
-    Airflow stops the task (review: with a 1-minute timeout, alert_slack was stopped while it waited, each retry too,
-    and the alert never went)."""
-    return min(TURN_WAIT_S, config.get().task_timeout.total_seconds() / 4)
-
-
-@contextlib.contextmanager
-def _taking_turns(active: bool) -> Iterator[None]:
-    """Backfill runs alerting at the same moment (a backfill runs 10 at once unless told otherwise) take turns: each
-    reads what the others paged, pages and records it before the next one reads (review: four runs at once paged one
-    root cause four times). Best effort: without the lock in time, a run pages (twice rather than never)."""
-    with contextlib.ExitStack() as stack:
-        if active:
-            try:
-                # Held while this run's alert is read, sent and recorded: only the wait for it is bounded here.
-                conn = stack.enter_context(
-                    warehouse.connect(connect_timeout=CALLBACK_CONNECT_TIMEOUT_S, answer_within_s=ANSWER_WITHIN_S)
-                )
-                wait_s = _turn_wait_s()
-                with warehouse.answer_within(conn, wait_s + ANSWER_WITHIN_S, "the wait for the alerts' turn"):
-                    conn.execute("set statement_timeout = 0")  # the lock's wait is bounded by lock_timeout
-                    conn.execute(f"set lock_timeout = '{max(1, round(wait_s * 1000))}ms'")
-                    conn.execute("select pg_advisory_lock(%s)", (locks.BACKFILL_ALERT_LOCK_KEY,))
-            except Exception as exc:
-                log.warning("could not wait for the other backfill runs' alerts (paging): %s", exc)
-        yield
 
 
 def _deliver(summary, attempt, run_type, connect_timeout, send, retried_task: bool) -> None:
@@ -345,7 +349,7 @@ def _deliver(summary, attempt, run_type, connect_timeout, send, retried_task: bo
     if not summary.get("blocking"):  # failed critical checks always page: no warehouse read may hold that back (review)
         try:
             with _warehouse(connect_timeout, bound) as conn:
-                recent = audit.recent_alert_signatures(conn, window)
+                recent = alerts_sent.recent_signatures(conn, window)
                 before = history.previous(conn, summary)
         except Exception as exc:  # review: a warehouse that did not answer held the warnings back: sent instead
             log.warning("could not read which alerts were sent (sending this one): %s", exc)
@@ -389,7 +393,7 @@ def _deliver(summary, attempt, run_type, connect_timeout, send, retried_task: bo
 def _record(summary, signed: list[str], attempt, run_type, connect_timeout, bound: float) -> None:
     try:
         with _warehouse(connect_timeout, bound) as conn:
-            audit.record_alert(conn, summary["run_id"], signed, attempt, run_type)
+            alerts_sent.record(conn, summary["run_id"], signed, attempt, run_type)
     except Exception as exc:
         # The page went out: failing here would make the task's retry page on-call a second time. Unrecorded, the
         # same warnings may be sent once more by a later run instead of being held back.

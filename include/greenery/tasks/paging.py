@@ -118,6 +118,7 @@ def record(context: Any, error: str, deadline: float | None = None) -> None:
             return
         except Exception as exc:
             unreachable = isinstance(exc, psycopg.OperationalError | warehouse.WarehouseUnavailableError)
+            unreachable = unreachable and not isinstance(exc, warehouse.ConnectionSettingError)  # not a blink
             if not unreachable or time.monotonic() + RECORD_PAUSE_S + 2 > deadline:  # only a blink is waited for
                 log.warning("task failure not recorded in the warehouse (try %d): %s", attempt, exc)
                 return
@@ -173,6 +174,7 @@ def send_or_raise(payload: dict[str, Any], budget_s: float = PAGE_BUDGET_S) -> N
 
 def _page_for(context: Any, exc: BaseException | None) -> str | None:
     """Page for the task's failure unless another page covers it; the page's outcome, None when none was due."""
+    began = time.monotonic()  # the page gets what is left of its budget once its payload is made (a warehouse read)
     if isinstance(exc, AlertFollows) and not notify.alert_will_run(context):
         # alert_slack already ended in this run and will not run again (only the failed tasks were cleared, or a
         # Mark success/failed cleared them): the page it would have sent goes now, tried again as every page is
@@ -213,7 +215,8 @@ def _page_for(context: Any, exc: BaseException | None) -> str | None:
             links=links.for_run(context["run_id"], runtime.task_id(context)),
             published=_published(exc, context),
             next_step=getattr(exc, "next_step", None),  # failures.MaybePosted: look in the channel, not clear the run
-        )
+        ),
+        max(1.0, PAGE_BUDGET_S - (time.monotonic() - began)),
     )
     log.warning("task failure page to on-call: %s", sent)
     return sent
@@ -223,7 +226,7 @@ def _published(exc: BaseException | None, context: Any) -> bool:
     """Whether the page says the marts went out: as the failure knows it (after publish's commit; an attempt that
     published nothing), else as the run's state and the publish on record say."""
     said = getattr(exc, "published", None)
-    return said if isinstance(said, bool) else notify.published_in_this_run(context)
+    return said if isinstance(said, bool) else notify.published_in_this_run(context, exc)
 
 
 def on_run_failure(context: Any) -> None:
@@ -299,5 +302,6 @@ def describe(exc: BaseException | str | None) -> str:
             f"bad setting: {text}. Correct it where the scheduler, DAG processor and workers read their environment,"
             " then clear the run: until then every run fails at its first task"
         )
-    plain = ("ModelBuildError", "ModelSqlError", "WarehouseUnavailableError")  # their messages say what failed
+    # Their messages say what failed:
+    plain = ("ModelBuildError", "ModelSqlError", "WarehouseUnavailableError", "ConnectionSettingError")
     return text if text and name in plain else f"{name}: {text or '-'}"

@@ -1062,6 +1062,13 @@ def test_a_run_failing_on_an_unreachable_warehouse_says_so_not_just_see_the_log(
         " (greenery_warehouse)); the log has them"
     ]
 
+    def written_wrong():  # user trial: "the warehouse did not answer" of a connection nothing was sent through
+        raise warehouse.ConnectionSettingError("the extra of Airflow connection 'greenery_warehouse' is not a JSON")
+
+    monkeypatch.setattr(warehouse, "connect", written_wrong)
+    [(_, lines)] = run_outcome.failures(SimpleNamespace(run_id="r"), ["check_source_freshness"])
+    assert lines[0].startswith("the tasks' errors could not be read: the warehouse connection is written wrong (the ")
+
 
 def test_answers_before_anything_was_published_is_one_line(db):
     from greenery import answers

@@ -622,7 +622,7 @@ def test_unknown_connection_and_wrong_conn_type_raise(monkeypatch):
     assert (
         bad.value.retryable is False
         and "JSONDecodeError" in str(bad.value)
-        and '"conn_type": "slackwebhook"' in str(bad.value)
+        and "conn_type slackwebhook, the webhook URL as its password" in str(bad.value)
     )
     assert WEBHOOK_SECRET not in str(bad.value), str(bad.value)
     monkeypatch.setenv(conn_env_var("slack_http"), json.dumps({"conn_type": "http", "host": "example.com"}))
@@ -1121,8 +1121,12 @@ def test_a_run_with_nothing_to_page_says_when_no_page_could_go_and_fails_on_a_co
         alert_slack()
     assert str(failed.value).startswith(
         "GREENERY_ALERT_CONN_ID='slak_alerts': Slack connection 'slak_alerts' is not defined: no page can reach"
-        " on-call."
+        " on-call, on any run"
     ), failed.value
+    warned = {**clean, "failures": [failure(1, "warning")], "failed_warning": 1}
+    ti = FakeTaskInstance({("validate", "summary"): warned}, clean["run_id"], {"validate": "success"})
+    with pytest.raises(AirflowFailException, match="no page can reach on-call"):  # trial: not only with nothing to say
+        notify.send_alert({"ti": ti, "run_id": clean["run_id"]})  # (a suppressed warning passed green before)
     monkeypatch.setenv(conn_env_var("slak_alerts"), "{not json")
     with pytest.raises(AirflowFailException, match="AIRFLOW_CONN_SLAK_ALERTS is set, but Airflow could not parse it"):
         alert_slack()
@@ -1131,3 +1135,26 @@ def test_a_run_with_nothing_to_page_says_when_no_page_could_go_and_fails_on_a_co
         alert_slack()
     assert str(skipped.value) == nothing
     assert slack_server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("conn_id", "conn", "said"),
+    [
+        ("slack_alerts", '{"conn_type": "slackwebhook", "password": ""}', "has no webhook URL or token"),
+        ("none", None, "Slack is off (GREENERY_ALERT_CONN_ID=none)"),
+        ("slack_alerts", '{"conn_type": "slackwebhook"', "conn_type slackwebhook, the webhook URL as its password"),
+    ],
+    ids=["no URL", "none", "unparsable"],
+)
+def test_a_connection_that_cannot_carry_a_message_is_refused_at_once_saying_why(
+    monkeypatch, slack_server, conn_id, conn, said
+):
+    """User trial: Compose's connection without SLACK_WEBHOOK_URL was retried for over four minutes (the provider's
+    "does not contain password" taken for a transient error); `none` read as a misspelt connection; the unparsable
+    variable's hint came out as '"password": "***"' in Airflow's masked log. Refused at once, saying why."""
+    if conn is not None:
+        monkeypatch.setenv(conn_env_var(conn_id), conn)
+    with pytest.raises(SlackDeliveryError) as refused:
+        send({"text": "x"}, conn_id)
+    assert said in str(refused.value) and not refused.value.retryable, refused.value
+    assert 'password"' not in str(refused.value) and slack_server.requests == []

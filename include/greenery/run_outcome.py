@@ -55,6 +55,8 @@ def failures(dag_run, failed: list[str]) -> list[tuple[str, list[str]]]:
         why = "the warehouse did not answer"
         if getattr(exc, "sqlstate", None) == "42501":
             why = "this role may not read them"
+        elif isinstance(exc, warehouse.ConnectionSettingError):  # it was never asked (trial): the setting is wrong
+            why = "the warehouse connection is written wrong"
         elif "FATAL" in said:  # refused at login (a role or password it does not know): it did answer (second review)
             why = "the warehouse refused this command's login"
         recorded, unrecorded = {}, f"the tasks' errors could not be read: {why} ({said}); the log has them"

@@ -152,6 +152,9 @@ def send(
     except AirflowNotFoundException:
         raise SlackDeliveryError(not_defined(conn_id), conn_id=conn_id, retryable=False) from None
     conn_type = (conn.conn_type or "").lower()
+    slack = conn_type in (WEBHOOK_CONN_TYPE, API_CONN_TYPE)  # any other: refused below, naming its type
+    if slack and (problem := _unusable(conn, conn_id)):  # trial: retried for minutes ("does not contain password")
+        raise SlackDeliveryError(problem, conn_id=conn_id, retryable=False)
     secrets = _connection_secrets(conn)
     body = _scrub(dict(payload), secrets)
     what = f"Slack message not delivered via connection {conn_id!r} ({conn_type or 'no conn_type'})"
@@ -282,7 +285,10 @@ def not_defined(conn_id: str) -> str:
     """Why Airflow found no connection ``conn_id``: its AIRFLOW_CONN_* variable unparsable, or none at all."""
     from greenery.warehouse import unparsed_connection
 
-    written_as = 'JSON, as the README has it: {"conn_type": "slackwebhook", "password": "<the webhook URL>"}'
+    if conn_id == "none":
+        return "Slack is off (GREENERY_ALERT_CONN_ID=none)"
+    # Not as JSON: Airflow's log masks a "password" key's value, and the hint read "***" (trial).
+    written_as = "JSON, as the README has it: conn_type slackwebhook, the webhook URL as its password"
     return unparsed_connection(conn_id, written_as) or f"Slack connection {conn_id!r} is not defined"
 
 
@@ -293,9 +299,12 @@ def route_problem(conn_id: str) -> str | None:
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
-        conn = BaseHook.get_connection(conn_id)
+        return _unusable(BaseHook.get_connection(conn_id), conn_id)
     except AirflowNotFoundException:
         return not_defined(conn_id)
+
+
+def _unusable(conn: Any, conn_id: str) -> str | None:
     return None if (conn.password or "").strip() else f"Slack connection {conn_id!r} has no webhook URL or token"
 
 

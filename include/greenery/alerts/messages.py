@@ -262,7 +262,7 @@ def build_source_alert(
         kit.context(f"DAG {code(dag_id)} · day {code(logical_date)} · run {code(run_id, 250)}"),
         kit.section("*Source freshness*\n" + "\n".join(lines)),
         kit.section("Published marts are untouched (still serving the previous run)."),
-        kit.section(_clear_the_run(links, "Once the source is loaded")),
+        kit.section(_clear_the_run(links, "Load the source")),
     ]
     buttons = kit.buttons(links)
     if buttons:

@@ -185,11 +185,10 @@ def send_alert(context: Any) -> None:
             "the checks passed but publish was skipped without publishing (marked by hand?): nothing of this run was"
             " published; readers still see the previous run. Clear publish with its downstream tasks."
         )
+    route = _no_route()  # trial: a misspelt connection passed green on every day whose warnings were suppressed
     told = repaired.announce(context, states.get("publish") == "success")  # an earlier attempt failed: it is done
     if not summary["failures"] and not summary.get("quarantined"):
-        raise AirflowSkipException(
-            f"nothing to alert: every check passed and no row was quarantined{told}{_no_route()}"
-        )
+        raise AirflowSkipException(f"nothing to alert: every check passed and no row was quarantined{told}{route}")
     if states.get("publish") == "failed":
         raise AirflowSkipException(
             "publish failed and paged on its own; the warnings and quarantine counts of this run are alerted by the"
@@ -202,17 +201,17 @@ def send_alert(context: Any) -> None:
 
 
 def _no_route() -> str:
-    """What the skip of a run with nothing to page adds when pages cannot go: a note without a Slack setup (the default
-    connection not defined, or without a URL); a failure for any other connection that cannot carry one (user trial: a
-    misspelt one surfaced only on the day a page was needed, and that page went nowhere). ``none``: no Slack."""
+    """Checked on every alert_slack: a note for its skip without a Slack setup (the default connection not defined, or
+    without a URL); a failure for any other connection that cannot carry a page (user trial: a misspelt one surfaced
+    only on the day a page was needed, and that page went nowhere). ``none``: no Slack."""
     conn_id = config.get().alert_conn_id
     if conn_id == "none" or (why := delivery.route_problem(conn_id)) is None:
         return ""
     if conn_id == config.ALERT_CONN_ID and not warehouse.unparsed_connection(conn_id):
         return f" ({why}: pages go nowhere; see the README's Slack setup)"
     raise AirflowFailException(
-        f"GREENERY_ALERT_CONN_ID={conn_id!r}: {why}: no page can reach on-call. This run needed none (every check"
-        " passed, no row quarantined). Define the connection, or set GREENERY_ALERT_CONN_ID=none to run without Slack"
+        f"GREENERY_ALERT_CONN_ID={conn_id!r}: {why}: no page can reach on-call, on any run (this one's marts are as"
+        " its checks left them). Correct the setting or define the connection, or set GREENERY_ALERT_CONN_ID=none"
     )
 
 

@@ -57,6 +57,13 @@ def clear_number(context: Any) -> int | None:
     return getattr(context.get("dag_run"), "clear_number", None)
 
 
+def task_states(context: Any, task_ids: tuple[str, ...]) -> dict[str, str | None]:
+    """This run's states of ``task_ids`` now (the Execution API's). XCom alone does not say a task ran in this
+    attempt: a cleared run keeps what a task pushed before until that task starts again."""
+    ti = context["ti"]
+    return ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=list(task_ids)).get(ti.run_id, {})
+
+
 def run_type(context: Any) -> str | None:
     """How the run was made: "scheduled", "manual", "backfill", ... (None when the context has no run)."""
     kind = getattr(context.get("dag_run"), "run_type", None)

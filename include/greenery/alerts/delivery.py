@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_CONN_TYPE = "slackwebhook"
 API_CONN_TYPE = "slack"
+SLACK_OFF = "none"  # GREENERY_ALERT_CONN_ID's value for no Slack, on purpose
 
 # Web API error codes of Slack being busy or failing for a while (docs.slack.dev, chat.postMessage and the errors
 # every method may answer): worth another try. Review: they came in HTTP 200 answers and counted as configuration
@@ -285,8 +286,8 @@ def not_defined(conn_id: str) -> str:
     """Why Airflow found no connection ``conn_id``: its AIRFLOW_CONN_* variable unparsable, or none at all."""
     from greenery.warehouse import unparsed_connection
 
-    if conn_id == "none":
-        return "Slack is off (GREENERY_ALERT_CONN_ID=none)"
+    if conn_id == SLACK_OFF:
+        return f"Slack is off (GREENERY_ALERT_CONN_ID={SLACK_OFF})"
     # Not as JSON: Airflow's log masks a "password" key's value, and the hint read "***" (trial).
     written_as = "JSON, as the README has it: conn_type slackwebhook, the webhook URL as its password"
     return unparsed_connection(conn_id, written_as) or f"Slack connection {conn_id!r} is not defined"

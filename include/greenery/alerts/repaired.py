@@ -13,6 +13,7 @@ from typing import Any
 
 from greenery.alerts import block_kit as kit
 from greenery.alerts.text import MAX_FALLBACK_TEXT, code, escape, truncate
+from greenery.audit import utc_minute
 from greenery.redaction import redact
 
 SHOWN = 10  # failures listed; the Data quality view lists them all
@@ -21,10 +22,6 @@ SHOWN = 10  # failures listed; the Data quality view lists them all
 def attempt_name(clear_number: int | None) -> str:
     """An attempt of a run as the Data quality view names it: its first run, or its Nth clear."""
     return "first run" if not clear_number else f"clear {clear_number}"
-
-
-def _utc(moment: dt.datetime) -> str:
-    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def build_repaired_notice(
@@ -40,12 +37,12 @@ def build_repaired_notice(
     header = f"✅ {dag_id}: {logical_date} repaired"
     lines = [
         f"• {code(f.get('task_id'), 80)} failed in its {attempt_name(f.get('clear_number'))} at"
-        f" {_utc(f['failed_at'])}" + ("" if f.get("paged") else " (on-call was NOT paged about it)")
+        f" {utc_minute(f['failed_at'])}" + ("" if f.get("paged") else " (on-call was NOT paged about it)")
         for f in failures[:SHOWN]
     ]
     if len(failures) > SHOWN:
         lines.append(f"… and {len(failures) - SHOWN} more (the Data quality view lists them)")
-    said = f"The run published at {_utc(published_at)}: readers see its marts. What failed before:"
+    said = f"The run published at {utc_minute(published_at)}: readers see its marts. What failed before:"
     blocks = [
         kit.header(header),
         kit.context(f"DAG {code(dag_id)} · day {code(logical_date)} · run {code(run_id, 250)}"),

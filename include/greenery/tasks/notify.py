@@ -70,13 +70,10 @@ def _not_published(answer_within_s: float | None = None) -> dict[str, Any]:
         return {"published": False}
 
 
-def states_now(context: Any, task_ids: tuple[str, ...] = ("validate", "publish")) -> dict[str, str | None]:
-    """This run's states of ``task_ids``. XCom alone does not say a task ran in this attempt: a cleared run
-    keeps what a task pushed before until that task starts again, and a run that now fails before validate
-    would read the earlier attempt's summary and page its failures a second time."""
-    ti = context["ti"]
-    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=list(task_ids))
-    return states.get(ti.run_id, {})
+def states_now(context: Any) -> dict[str, str | None]:
+    """validate's and publish's states now: a run that now fails before validate would read the earlier attempt's
+    summary in XCom (runtime.task_states) and page its failures a second time."""
+    return runtime.task_states(context, ("validate", "publish"))
 
 
 def validation_summary(context: Any) -> dict[str, Any] | None:
@@ -98,7 +95,7 @@ FINISHED = ("success", "failed", "skipped", "upstream_failed", "removed")
 
 def alert_will_run(context: Any) -> bool:
     """Whether alert_slack is still to run in this run (it is not when it ended and was not cleared)."""
-    return states_now(context, (ALERT_TASK_ID,)).get(ALERT_TASK_ID) not in FINISHED
+    return runtime.task_states(context, (ALERT_TASK_ID,)).get(ALERT_TASK_ID) not in FINISHED
 
 
 def published_in_this_run(context: Any, exc: BaseException | None = None) -> bool:
@@ -110,14 +107,15 @@ def published_in_this_run(context: Any, exc: BaseException | None = None) -> boo
     this cannot be read (a failure callback must still page)."""
     try:
         states = states_now(context)
-        if states.get("publish") != "success":
+        succeeded = states.get("publish") == "success"
+        if not succeeded:
             ended = exc is None or isinstance(exc, AirflowTaskTimeout | AirflowTaskTerminated)
             # validate's last summary: this attempt's, or, publish cleared alone, the one publish was given
             summary = validation_summary(context) if ended and states.get("validate") == "success" else None
             if not (summary or {}).get("validation_id"):
                 return False
         with _warehouse(answer_within_s=CALLBACK_ANSWER_WITHIN_S) as conn:  # a callback asks, before its page
-            if states.get("publish") == "success":
+            if succeeded:
                 return audit.run_published_at(conn, context["run_id"]) is not None
             return audit.validation_published_at(conn, context["run_id"], summary["validation_id"]) is not None
     except Exception as err:
@@ -205,7 +203,7 @@ def _no_route() -> str:
     without a URL); a failure for any other connection that cannot carry a page (user trial: a misspelt one surfaced
     only on the day a page was needed, and that page went nowhere). ``none``: no Slack."""
     conn_id = config.get().alert_conn_id
-    if conn_id == "none" or (why := delivery.route_problem(conn_id)) is None:
+    if conn_id == delivery.SLACK_OFF or (why := delivery.route_problem(conn_id)) is None:
         return ""
     if conn_id == config.ALERT_CONN_ID and not warehouse.unparsed_connection(conn_id):
         return f" ({why}: pages go nowhere; see the README's Slack setup)"

@@ -81,8 +81,8 @@ def _announce(context: Any, published: bool) -> str:
 
 def _still_red(context: Any, task_ids: set[str]) -> list[str]:
     """Which of ``task_ids`` have not succeeded (or been skipped) since they failed; this task is running: done."""
-    ti, own = context["ti"], runtime.task_id(context)
-    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=sorted(task_ids)).get(ti.run_id, {})
+    own = runtime.task_id(context)
+    states = runtime.task_states(context, tuple(sorted(task_ids)))
     red = sorted(t for t in task_ids if t != own and states.get(t) not in DONE)
     if red:
         log.info("not repaired yet: %s have not succeeded since they failed", ", ".join(red))

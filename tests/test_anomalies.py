@@ -331,12 +331,16 @@ def test_raw_rows_of_a_day_before_the_lookback_that_arrive_or_move_are_a_warning
     changed = raw_changed(summary)
     assert len(changed) == 1 and changed[0]["severity"] == "warning", summary["failures"]
     [sample] = changed[0]["sample_keys"]
-    assert f"events on {old_day}: 8 rows in raw now, 0 when a run last read that day" in sample, sample
+    # What to do first, before the 160 characters a key keeps in an alert (stop 73's trial: clipped mid-advice).
+    said = f"events on {old_day}: a full_refresh run reads it again and ends this line; 8 rows in raw now, 0 when a run"
+    assert f"{said} last read that day" in sample, sample
     assert "runs read raw again from 2021-02-09 on" in sample, sample
     # The 5th is before the start date: no run builds its daily marts, so the remedy is a full refresh (user trial:
     # the warning said to run the 5th, which the CLI and the DAG refuse). Days from the start date on are told to run
     # again instead (review: "run a full_refresh" ended the warning and left their daily marts stale, green).
-    assert "a day before the start date 2021-02-10 (GREENERY_START_DATE), which no run builds daily marts for" in sample
+    assert (
+        "; a day before the start date 2021-02-10 (GREENERY_START_DATE), which no run builds daily marts for" in sample
+    )
     assert "greenery run --date" not in sample, sample
 
     outcome, summary = run_day_through_the_tasks(published_url, "full-refresh", day, full_refresh=True)
@@ -374,8 +378,9 @@ def test_a_day_before_the_start_date_whose_rows_changed_is_named_until_a_full_re
         [(before,)] = conn.execute(counted, (user_day,)).fetchall()
     said = raw_changed_as_of(day, tmp_path)
     [line] = [s for s in said if s.startswith(f"users on {user_day}: ")]
-    assert line.startswith(f"users on {user_day}: {before - 1} rows in raw now, {before} when a run last read"), line
-    assert f"a day before the start date {START} (GREENERY_START_DATE), which no run builds daily marts for: a" in line
+    assert line.startswith(f"users on {user_day}: a full_refresh run reads it again and ends this line; {before - 1}")
+    assert f"; {before - 1} rows in raw now, {before} when a run last read" in line, line
+    assert f"a day before the start date {START} (GREENERY_START_DATE), which no run builds daily marts for (" in line
     assert "greenery run --date" not in line, line
     assert said == [line], said  # the only day with daily marts is the 12th, which no run of the 12th compares
 
@@ -390,8 +395,10 @@ def test_a_day_before_the_start_date_whose_rows_changed_is_named_until_a_full_re
         copy_events(conn, 2, dt.datetime(2021, 2, 12, 10, tzinfo=dt.UTC))
     monkeypatch.setenv("GREENERY_START_DATE", "2021-02-13")
     [moved] = raw_changed_as_of(dt.date(2021, 2, 14), tmp_path)
-    assert moved.startswith("events on 2021-02-12: "), moved
-    assert "(greenery run --date 2021-02-12 --end-date 2021-02-14" in moved, moved
+    assert moved.startswith(
+        "events on 2021-02-12: run it and the days after it again, oldest first: greenery run"
+        " --date 2021-02-12 --end-date 2021-02-14 (or a backfill"
+    ), moved
     assert "the day is before GREENERY_START_DATE 2021-02-13 now, which refuses it" in moved, moved
     assert "a full_refresh run reads it again" not in moved, moved
 
@@ -410,13 +417,14 @@ def test_a_full_refresh_leaves_the_warning_on_until_the_changed_day_is_run_again
             (old_day,),
         ).fetchone()[0]
         late = copy_events(conn, 3, dt.datetime(2021, 2, 10, 10, tzinfo=dt.UTC))
-    said = f"events on {old_day}: {counted + late} rows in raw now, {counted} when a run last read that day"
+    said = f"; {counted + late} rows in raw now, {counted} when a run last read that day"
     before = raw_changed_as_of(day, tmp_path)
     with psycopg.connect(published_url, autocommit=True) as conn:
         run_day_without_airflow(conn, day, "full-refresh", full_refresh=True)
     after = raw_changed_as_of(day, tmp_path)
     # The 10th, and the 12th (its own run built its cumulative marts with the 10th as it was).
-    assert len(before) == 2 and said in before[0] and before[1].startswith("events on 2021-02-12: "), before
+    assert len(before) == 2 and said in before[0] and before[0].startswith(f"events on {old_day}: "), before
+    assert before[1].startswith("events on 2021-02-12: "), before
     assert after == before, (before, after)
     assert "a full_refresh alone rebuilds the history tables, not the daily marts of past days, and leaves" in after[0]
 
@@ -458,12 +466,19 @@ def test_rows_arriving_late_inside_the_lookback_are_a_warning_until_their_day_an
     outcome, summary = run_day_through_the_tasks(published_url, "late-rows", day)
     said = [key.removeprefix("raw_changed=") for f in raw_changed(summary) for key in f["sample_keys"]]
     assert outcome == "published" and len(said) == 2, (outcome, summary["failures"])
-    assert said[0].startswith(f"events on {late_day}: {on_late_day + late} rows in raw now, {on_late_day} when the")
-    assert f"(greenery run --date {late_day} --end-date {day}," in said[0], said
-    assert said[1].startswith(
-        f"events on {next_day}: 4 rows in raw now, as when the day's own run built its daily marts, but"
+    assert said[0].startswith(f"events on {late_day}: run it and the days after it again, oldest first: greenery run")
+    assert f": greenery run --date {late_day} --end-date {day} (or a backfill from {late_day} " in said[0], said
+    # Slack shows a key's first 160 characters: the command is in them (stop 73's trial: clipped mid-advice).
+    from greenery.alerts import messages
+
+    shown = json.dumps(messages.build_alert(summary), ensure_ascii=False)
+    assert f"greenery run --date {late_day} --end-date {day}" in shown, shown
+    assert f"; {on_late_day + late} rows in raw now, {on_late_day} when the" in said[0], said
+    assert said[1].startswith(f"events on {next_day}: run it and the days after it again"), said
+    assert (
+        f"; 4 rows in raw now, as when the day's own run built its daily marts, but"
         f" {through_next_day + late} through that day, {through_next_day} then"
-    ), said
+    ) in said[1], said
     # The late day run again alone: the cumulative marts of the 13th are still short, and still named.
     with psycopg.connect(published_url, autocommit=True) as conn:
         run_day_without_airflow(conn, late_day, "late-day-again")
@@ -501,7 +516,8 @@ def test_a_day_whose_lookback_starts_after_days_with_order_lines_has_no_raw_chan
     changed = raw_changed(summary)
     assert len(changed) == 1, (outcome, summary["failures"])
     sample, *later = changed[0]["sample_keys"]
-    assert f"order_items on 2021-02-11: {counted - gone} rows in raw now, {counted} when a run last read" in sample
+    assert sample.startswith("raw_changed=order_items on 2021-02-11: run it and the days after it again"), sample
+    assert f"; {counted - gone} rows in raw now, {counted} when a run last read" in sample, sample
     # The 12th and the 16th, built by their own runs (the template's, this test's) with those lines in their
     # cumulative marts: named too.
     assert [key.split(": ")[0] for key in later] == [f"raw_changed=order_items on 2021-02-{d}" for d in (12, 16)]

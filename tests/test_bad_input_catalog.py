@@ -171,6 +171,9 @@ def test_blocking_inputs_leave_the_published_marts_untouched(case, airflow_dag, 
     text = _alerts(slack_server)
     for word in words:
         assert word in text, (word, text[:2000])
+    if failing_task == "check_source_freshness":  # the catalog's alert column: one 🟠 source alert, no 🔴 page too
+        headers = [r.body["blocks"][0]["text"]["text"] for r in slack_server.webhook_posts()]
+        assert headers == ["🟠 greenery_daily: source data not ready for 2021-02-12; nothing built"], headers
 
 
 def test_a_day_without_data_alerts_instead_of_building_empty_partitions(airflow_dag, published, slack_server):

@@ -230,6 +230,13 @@ def test_every_setting_is_in_the_readmes_table_with_its_default():
     assert len(defaults) >= 10  # the pattern still finds them
     for name, default in defaults:
         assert rows[name].strip() == f"`{default}`", name
+    # The defaults made in code rather than written as a pair above (review: the pattern skipped them).
+    made = config.get({})
+    project = config.PROJECT_DIR
+    assert rows["GREENERY_ALERT_CONN_ID"].strip() == f"`{made.alert_conn_id}`"
+    assert rows["GREENERY_SQL_DIR"].strip() == f"`{made.sql_dir.relative_to(project)}`"
+    assert rows["GREENERY_EXPECTATIONS_DIR"].strip() == f"`{made.expectations_dir.relative_to(project)}`"
+    assert rows["GREENERY_STATE_DIR"].strip() == f"`{config.state_dir({}).relative_to(project)}` (in the project)"
 
 
 @pytest.mark.db

@@ -202,7 +202,8 @@ def test_warning_only_alert_uses_the_warning_header():
         docs_url=None,
     )
     assert payload["blocks"][0]["text"]["text"] == "🟡 greenery_daily: data check warnings"
-    assert payload["text"].startswith("🟡 greenery_daily: data check warnings")
+    # The notification's text: counts a phone shows read as a sentence ("0 warning of 240" read as a typo).
+    assert payload["text"].startswith("🟡 greenery_daily: data check warnings — 0 critical and 2 warning failures of")
     assert "🔴" not in visible(payload)
     assert "Task log" not in visible(payload)  # no log link when none is given
 
@@ -939,6 +940,26 @@ def test_the_red_tasks_message_says_when_it_lists_only_part_of_the_problems():
     assert lines[2] == "- staging.t1: expect_column_values_to_be_unique(id): b, c, d (and 37 more rows)"
     assert lines[6] == "- and 3 more: the task log (FAILED lines) and the Data quality view list all"
     assert len(lines) == 8
+
+
+def test_the_red_tasks_message_gives_the_command_that_runs_the_day_again_when_a_command_runs_it():
+    """User trial: `greenery run`'s terminal printed validate's "clear the whole run (Grid → this run → Clear run)"
+    while its page gave the command; no UI need be running. The command's message gives the command, Airflow's the
+    Clear; alert_slack's refusal after failed checks likewise."""
+    from greenery import links
+    from greenery.tasks import notify
+    from greenery.tasks.validate import verdict
+
+    causes = {
+        "root_causes": [{**ORDERS_UNIQUE, "keys": [{"key": "o1", "count": 2}], "sources": [], "also_fails_in": []}]
+    }
+    assert verdict(causes).endswith("then clear the whole run (Grid → this run → Clear run).")
+    assert notify._resend({"blocking": True}) == "clear validate with its downstream tasks"
+    with links.rerun_with("greenery run --date 2021-02-12"):
+        assert verdict(causes).endswith("then run the day again with `greenery run --date 2021-02-12`.")
+        assert notify._resend({"blocking": True}) == "run the day again with `greenery run --date 2021-02-12`"
+        assert notify._resend({"blocking": False}) == "run the day again with `greenery run --date 2021-02-12`"
+    assert "Grid" in verdict(causes)  # the command's setting ends with it
 
 
 def test_a_check_that_could_not_be_evaluated_is_the_pipelines_to_fix_not_the_datas():

@@ -34,6 +34,13 @@ def rerun_with(command: str) -> Iterator[None]:
         _RERUN[0] = outer
 
 
+def run_again(in_airflow: str) -> str:
+    """How a task's message tells its reader to run the day again: ``in_airflow`` (the UI's way), or, while a command
+    here runs the day (``rerun_with``), that command: its terminal prints the message, and no UI may be running
+    (trial: `greenery run` said "Grid → this run → Clear run" while its page gave the command)."""
+    return f"run the day again with `{_RERUN[0]}`" if _RERUN[0] else in_airflow
+
+
 def base_url() -> str:
     from airflow.configuration import conf  # Airflow's own setting, read where Airflow keeps it
 

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from greenery import audit, build_schemas, config, docs, lock_waits, locks, privileges, publish_checks, warehouse
+from greenery import audit, build_schemas, config, docs, links, lock_waits, locks, privileges, publish_checks, warehouse
 from greenery.build_schemas import BUILD_PREFIX
 from greenery.materialize import incremental, quarantine, relations
 from greenery.materialize.build import BuildResult, build_model
@@ -295,7 +295,8 @@ def _publish(conn, models, build: Build, ttl, runs_until: float, try_: lock_wait
                 " nothing was published. Clear validate with its downstream tasks, or the whole run."
             )
         if changed := publish_checks.raw_changed(conn, build):  # since validate, or validate marked success
-            raise PublishError(f"{changed}; nothing was published. Clear the whole run to rebuild from raw as it is.")
+            again = links.run_again("clear the whole run")
+            raise PublishError(f"{changed}; nothing was published. To rebuild from raw as it is, {again}.")
         clock = recorded_clock(conn, build)  # every incremental merge checks against it
         publish_checks.refuse_an_older_clock(conn, build, clock)
         kept = publish_checks.check_snapshots(conn, models, build, names)

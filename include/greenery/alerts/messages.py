@@ -214,8 +214,8 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
     blocks = head + middle + tail
 
     fallback = [
-        f"{escape(title)} — {n_critical} critical, {n_warning} warning of {as_int(summary.get('evaluated'))} checks"
-        f" (day {clean(logical_date, 80) or 'n/a'})."
+        f"{escape(title)} — {n_critical} critical and {n_warning} warning failures"
+        f" of {as_int(summary.get('evaluated'))} checks (day {clean(logical_date, 80) or 'n/a'})."
     ]
     for c in causes[:5]:
         column = f".{clean(c.get('column'), 100)}" if c.get("column") else ""

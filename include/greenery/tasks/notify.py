@@ -305,8 +305,8 @@ def _resend(summary: dict[str, Any]) -> str:
     validate's latest); after failed checks validate failed, and alert_slack cleared alone cannot tell its result
     from one a killed validate left, so validate runs again."""
     if summary.get("blocking"):
-        return "clear validate with its downstream tasks"
-    return "clear alert_slack alone"
+        return links.run_again("clear validate with its downstream tasks")
+    return links.run_again("clear alert_slack alone")
 
 
 def deliver(

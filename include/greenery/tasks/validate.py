@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_FAILURES_IN_SUMMARY = 100
 SUMMARY_KEY = "summary"
+CLEAR_THE_RUN = "clear the whole run (Grid → this run → Clear run)"
 
 
 class NothingToValidateError(RuntimeError):
@@ -71,8 +72,7 @@ def _counts(conn, tables: dict[str, str | None]) -> dict[str, int]:
 def _check_raw_unchanged(conn, build: wap.Build) -> None:
     if changed := publish_checks.raw_changed(conn, build):
         raise RawChangedError(
-            f"{changed}: its tables would mix old and new data. Clear the whole run (Grid → this run → Clear run)"
-            " to rebuild from raw."
+            f"{changed}: its tables would mix old and new data. To rebuild from raw, {links.run_again(CLEAR_THE_RUN)}."
         )
 
 
@@ -216,7 +216,7 @@ def verdict(summary: dict[str, Any]) -> str:
         lines.append(
             f"- and {len(critical) - SHOWN_CAUSES} more: the task log (FAILED lines) and the Data quality view list all"
         )
-    lines.append(f"{root_causes.what_to_fix(critical)}, then clear the whole run (Grid → this run → Clear run).")
+    lines.append(f"{root_causes.what_to_fix(critical)}, then {links.run_again(CLEAR_THE_RUN)}.")
     return "\n".join(lines)
 
 

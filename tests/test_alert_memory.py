@@ -658,30 +658,6 @@ def test_a_run_that_failed_with_no_task_failure_on_record_pages_once_from_the_da
     assert "task ?" not in body and "/tasks/%3F" not in body and "/tasks/?" not in body
 
 
-def test_a_run_whose_failures_cannot_be_read_pages_saying_a_tasks_page_may_have_come_first(
-    slack_alerts_webhook, monkeypatch
-):
-    """README promise review: with the warehouse down or slow, the run's own callback logged "not paging again" and
-    returned, so a task killed then (no callback of its own: out of memory, kill -9) left a red run that paged
-    nobody. It pages, once, saying so: twice (after a task's own page) rather than never."""
-    import types
-
-    from greenery.tasks import paging
-
-    def down(*args, **kwargs):
-        raise warehouse.WarehouseUnavailableError("cannot connect to the warehouse: Connection refused")
-
-    monkeypatch.setattr(warehouse, "connect_answering_within", down)
-    context = failure_context("killed-while-down", RuntimeError("unused"))
-    context.pop("exception")
-    paging.on_run_failure({**context, "dag_run": types.SimpleNamespace(clear_number=0), "reason": "task_failure"})
-    [page] = slack_alerts_webhook.webhook_posts()
-    said = json.dumps(page.body, ensure_ascii=False)
-    assert "its recorded failures cannot be read (cannot connect to the warehouse: Connection refused" in said, said
-    assert "if a task of this run paged just before, this is the same failure" in said, said
-    assert "2021-02-12" in said and "fact_orders" in said, said  # the day and the last task, from Airflow's context
-
-
 def test_a_failure_the_warehouse_could_not_record_at_once_is_recorded_and_paged_once(
     slack_alerts_webhook, warehouse_url, airflow_dag, monkeypatch
 ):

@@ -140,8 +140,10 @@ def test_quarantined_rows_stay_out_of_the_marts(case, quarantine_run):
                 nan = conn.execute(f"select count(*) from {relation} where {column} in ('NaN', 'Infinity')")
                 assert nan.fetchone()[0] == 0, (relation, column)
     [alert] = posts
-    text = json.dumps(alert.body)
+    text = json.dumps(alert.body, ensure_ascii=False)
     assert "Quarantined" in text and model in text
+    # Why, not only how many (stop 73's trial): each rule the model's rows broke, with its rows, as the table has it.
+    assert f"`{rule}` {rules[rule]}" in text, text
     assert alert.body["blocks"][0]["text"]["text"].startswith("🟡")
 
 
@@ -174,6 +176,7 @@ def test_blocking_inputs_leave_the_published_marts_untouched(case, airflow_dag, 
     if failing_task == "check_source_freshness":  # the catalog's alert column: one 🟠 source alert, no 🔴 page too
         headers = [r.body["blocks"][0]["text"]["text"] for r in slack_server.webhook_posts()]
         assert headers == ["🟠 greenery_daily: source data not ready for 2021-02-12; nothing built"], headers
+        assert "Published marts are untouched (still serving the run of 2021-02-12)." in text  # as publish_log says
 
 
 def test_a_day_without_data_alerts_instead_of_building_empty_partitions(airflow_dag, published, slack_server):

@@ -333,6 +333,27 @@ def test_values_are_escaped_for_mrkdwn():
     assert "<!channel>" not in body and "<@U123>" not in body
 
 
+def test_the_source_alert_says_which_run_readers_still_see_or_that_none_was_ever_published():
+    """User trial: a warehouse that never published was told "still serving the previous run"."""
+
+    def said(serving) -> str:
+        problems = [{"table": "raw.addresses", "problem": "missing", "detail": "raw.addresses does not exist"}]
+        alert = messages.build_source_alert(
+            dag_id="greenery_daily",
+            logical_date="2021-02-12",
+            run_id="r",
+            problems=problems,
+            log_url=None,
+            serving=serving,
+        )
+        return visible(alert)
+
+    assert "Published marts are untouched (still serving the run of 2021-02-11)." in said({"serving_run": "2021-02-11"})
+    never = said({"serving_run": None})
+    assert "Nothing was ever published to this warehouse" in never and "untouched" not in never
+    assert "Published marts are untouched (still serving the previous run)." in said(None)  # not known: as before
+
+
 def test_every_alert_escapes_its_fallback_text_too():
     """Slack reads a message's top-level text as mrkdwn too (it is what notifications show): the source alert and the
     task-failure page put error text there unescaped, so `<!channel>` in an exception pinged everyone."""
@@ -439,6 +460,14 @@ def test_publish_status_and_quarantine_counts_appear():
     assert "Marts not published; still serving the run of 2021-02-11" in body
     assert "*Quarantined rows* (1,235): `stg_postgres__orders`: 1, `stg_postgres__events`: 1,234" in body
     assert "still serving the run of 2021-02-11" in payload["text"]
+    # With the rules the rows broke (stop 73's trial: counted by table only), most rows first, four at most.
+    rules = {"stg_postgres__events": {f"rule_{n}": 1234 - n for n in range(6)}, "stg_postgres__orders": {"`x`": 1}}
+    quarantined = {"stg_postgres__orders": 1, "stg_postgres__events": 1234}
+    body = visible(build_alert(summary(quarantined=quarantined, quarantined_rules=rules)))
+    assert (
+        "`stg_postgres__orders`: 1 (`'x'` 1), `stg_postgres__events`: 1,234 (`rule_0` 1,234, `rule_1` 1,233,"
+        " `rule_2` 1,232, `rule_3` 1,231, … 2 more)"
+    ) in body, body
 
     body = visible(build_alert(summary(published=False, serving_run=None), log_url=None, docs_url=None))
     assert "Marts not published; nothing published yet" in body

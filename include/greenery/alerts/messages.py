@@ -107,13 +107,23 @@ def _cause_text(cause: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _quarantine_text(quarantined: Mapping[str, Any], limit: int = 20) -> str:
+def _quarantine_text(quarantined: Mapping[str, Any], rules: Mapping[str, Any] | None, limit: int = 20) -> str:
+    rules = rules if isinstance(rules, Mapping) else {}
     items = list(quarantined.items())
     total = sum(as_int(v) for _, v in items)
-    parts = [f"{code(name, 120)}: {fmt_int(count)}" for name, count in items[:limit]]
+    parts = [f"{code(name, 120)}: {fmt_int(count)}{_rules_text(rules.get(name))}" for name, count in items[:limit]]
     if len(items) > limit:
         parts.append(f"… and {len(items) - limit} more")
     return f"*Quarantined rows* ({fmt_int(total)}): " + ", ".join(parts)
+
+
+def _rules_text(broken: Any, limit: int = 4) -> str:
+    """`` (`future_timestamp` 4, `orphan_user` 2)``: the rules a model's rows broke, most rows first."""
+    if not isinstance(broken, Mapping) or not broken:
+        return ""
+    shown = [f"{code(rule, 60)} {fmt_int(as_int(n))}" for rule, n in list(broken.items())[:limit]]
+    more = f", … {len(broken) - limit} more" if len(broken) > limit else ""
+    return f" ({', '.join(shown)}{more})"
 
 
 def _publish_text(summary: Mapping[str, Any]) -> str | None:
@@ -191,7 +201,7 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
         overview.append("*Owners:* " + " ".join(mentions))
     status_lines = [line for line in (_publish_text(summary),) if line]
     if summary.get("quarantined"):
-        status_lines.append(_quarantine_text(summary["quarantined"]))
+        status_lines.append(_quarantine_text(summary["quarantined"], summary.get("quarantined_rules")))
 
     head = [kit.header(title), kit.section("\n".join(overview), "overview")]
     tail = [kit.DIVIDER]
@@ -248,8 +258,10 @@ def build_source_alert(
     problems: Iterable[Mapping[str, Any]],
     log_url: str | None,
     links: Mapping[str, str | None] | None = None,
+    serving: Mapping[str, str | None] | None = None,
 ) -> dict:
-    """The run stopped before building: raw tables missing, empty, incomplete or stale for the day."""
+    """The run stopped before building: raw tables missing, empty, incomplete or stale for the day. ``serving``:
+    {"serving_run": the day readers still see, or None when nothing was published}; {} or None: not known."""
     problems = list(problems)
     links = {**(links or {}), "log": log_url or (links or {}).get("log")}
     header = f"🟠 {dag_id}: source data not ready for {logical_date}; nothing built"
@@ -261,7 +273,7 @@ def build_source_alert(
         kit.header(header),
         kit.context(f"DAG {code(dag_id)} · day {code(logical_date)} · run {code(run_id, 250)}"),
         kit.section("*Source freshness*\n" + "\n".join(lines)),
-        kit.section("Published marts are untouched (still serving the previous run)."),
+        kit.section(_untouched(serving or {})),
         kit.section(_clear_the_run(links, "Load the source")),
     ]
     buttons = kit.buttons(links)
@@ -269,6 +281,14 @@ def build_source_alert(
         blocks.append(buttons)
     details = "; ".join(str(p.get("detail")) for p in problems)
     return {"text": truncate(escape(redact(f"{header}: {details}")), MAX_FALLBACK_TEXT), "blocks": blocks}
+
+
+def _untouched(serving: Mapping[str, str | None]) -> str:
+    if "serving_run" not in serving:
+        return "Published marts are untouched (still serving the previous run)."
+    if serving["serving_run"] is None:
+        return "Nothing was ever published to this warehouse: there are no marts to read until a run publishes."
+    return f"Published marts are untouched (still serving the run of {clean(serving['serving_run'], 40)})."
 
 
 def build_task_failure_alert(
@@ -349,7 +369,7 @@ def build_summary_message(stats: Mapping[str, Any]) -> dict:
         blocks.append(kit.section("*Tables*\n" + "\n".join(row_lines), "rows"))
     quarantined = stats.get("quarantined")
     if quarantined:
-        blocks.append(kit.section(_quarantine_text(quarantined), "quarantine"))
+        blocks.append(kit.section(_quarantine_text(quarantined, stats.get("quarantined_rules")), "quarantine"))
     buttons = kit.buttons(stats.get("links") or {})  # the run, the Data quality view, the Data Docs
     if buttons:
         blocks.append(buttons)

@@ -121,6 +121,7 @@ def read_stats(summary: dict[str, Any], went_out: Sequence[str] = ()) -> tuple[d
         "notes": sorted({str(n.get("description")) for n in summary.get("notes") or [] if n.get("description")}),
         "repeat_rate": float(found[0]) if found and found[0] is not None else None,
         "quarantined": summary.get("quarantined") or {},
+        "quarantined_rules": summary.get("quarantined_rules") or {},
         "links": links.for_run(summary["run_id"]),
         "trend": trend.as_json(points),
     }

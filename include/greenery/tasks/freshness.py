@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from airflow.sdk.exceptions import AirflowFailException
 
 from greenery import audit, config, links, runtime, warehouse
@@ -69,6 +70,16 @@ def check_no_skipped_days(conn, interval: Interval, found: Mapping[str, models.M
         )
 
 
+def _serving(conn) -> dict[str, str | None]:
+    """The run readers still see, for the source alert: {"serving_run": day or None}, or {} when it cannot be read
+    (user trial: a warehouse that never published was told "still serving the previous run")."""
+    try:
+        return {"serving_run": (audit.last_published(conn) or {}).get("logical_date")}
+    except psycopg.Error as exc:  # a role that may not read greenery_audit: the alert goes out without it
+        log.warning("which run readers see could not be read: %s", exc)
+        return {}
+
+
 def check(context: Any) -> dict[str, Any]:
     interval = runtime.interval(context)
     start = config.get().start_date
@@ -90,6 +101,7 @@ def check(context: Any) -> dict[str, Any]:
         problems = freshness.check(conn, interval)
         if not problems and not runtime.full_refresh(context):
             check_no_skipped_days(conn, interval, found)
+        serving = _serving(conn) if problems else None
     if not problems:
         log.info("raw data is fresh for %s", interval.day)
         return {"fresh": True, "problems": []}
@@ -103,6 +115,7 @@ def check(context: Any) -> dict[str, Any]:
             problems=freshness.as_dicts(problems),
             log_url=runtime.log_url(context),
             links=links.for_run(context["run_id"], runtime.task_id(context)),
+            serving=serving,
         )
     )
     reason = f"source data not ready for {interval.day}: " + "; ".join(p.detail for p in problems)

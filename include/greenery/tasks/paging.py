@@ -233,11 +233,9 @@ def on_run_failure(context: Any) -> None:
     """The DAG's own ``on_failure_callback``, a backstop. Airflow runs no task failure callback for a task whose
     process was killed (out of memory, ``kill -9``: apache/airflow#60858) or that was marked failed by hand; the
     run then failed and nobody was paged. When no task of this attempt of the run recorded a failure, page once.
-    When the warehouse cannot be read, page too, saying that a task's page may have come first: twice rather than
-    never (review: a task killed while the warehouse was down or slow left a red run that paged nobody)."""
+    When the warehouse cannot be read, the tasks' own pages stand (they had it fail too)."""
     run_id = context.get("run_id") or "?"
     attempt = runtime.clear_number(context)
-    failures, build_day, unrecordable, unreadable = [], None, False, None
     try:
         with warehouse.connect_answering_within(
             RUN_READS_WITHIN_S, "the run's recorded failures", connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S
@@ -249,8 +247,8 @@ def on_run_failure(context: Any) -> None:
             # any page), saying why nothing was recorded.
             unrecordable = not audit.exists(conn, "task_failures") and "create" in warehouse.missing_privileges(conn)[2]
     except Exception as exc:
-        log.warning("run %s failed; its recorded failures cannot be read (%s): paging", run_id, exc)
-        unreadable = describe(exc)
+        log.warning("run %s failed; its recorded failures cannot be read (%s): not paging again", run_id, exc)
+        return
     # Without run details (Airflow gave no last task instance) the attempt cannot be told: then it pages.
     if attempt is not None and any(f["clear_number"] == attempt for f in failures):
         return  # the tasks paged (or left their page to alert_slack) and recorded it
@@ -269,7 +267,15 @@ def on_run_failure(context: Any) -> None:
             # Review: after a task cleared alone, the run failed again on the upstream_failed tasks an earlier
             # attempt left, and this said a task was killed or marked failed, of "task ?", with a log link to it.
             error=(
-                _no_failure_on_record(context.get("reason") or "-", unreadable, unrecordable)
+                f"no task recorded a failure in this attempt of the run (Airflow: {context.get('reason') or '-'}):"
+                + (
+                    f" the warehouse's role may not create {audit.SCHEMA} (no create on the database), so no failure"
+                    " can be recorded: a failed task's own page says why, or the first task was killed first."
+                    if unrecordable
+                    else " a task's process was killed (out of memory, kill -9), a task was marked"
+                    " failed by hand, tasks an earlier attempt left red (upstream_failed) were not cleared with it,"
+                    " or the warehouse did not answer when a failed task's own page went out (that page came first)."
+                )
                 + (f" The run's last task: {task}." if known else "")
                 + " Its red tasks are in the Grid: clear the first one with its downstream tasks."
             ),
@@ -279,27 +285,6 @@ def on_run_failure(context: Any) -> None:
         )
     )
     log.warning("run failure page to on-call: %s", sent)
-
-
-def _no_failure_on_record(reason: str, unreadable: str | None, unrecordable: bool) -> str:
-    """What the run's own page says of why no task's failure explains it."""
-    if unreadable:  # review: a task killed while the warehouse was down paged nobody
-        return (
-            f"its recorded failures cannot be read ({unreadable}; Airflow: {reason}): if a task of this run paged just"
-            " before, this is the same failure; if none did, a task's process was killed (out of memory, kill -9) or"
-            " a task was marked failed by hand."
-        )
-    said = f"no task recorded a failure in this attempt of the run (Airflow: {reason}):"
-    if unrecordable:
-        return (
-            f"{said} the warehouse's role may not create {audit.SCHEMA} (no create on the database), so no failure"
-            " can be recorded: a failed task's own page says why, or the first task was killed first."
-        )
-    return (
-        f"{said} a task's process was killed (out of memory, kill -9), a task was marked failed by hand, tasks an"
-        " earlier attempt left red (upstream_failed) were not cleared with it, or the warehouse did not answer when a"
-        " failed task's own page went out (that page came first)."
-    )
 
 
 def describe(exc: BaseException | str | None) -> str:

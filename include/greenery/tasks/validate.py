@@ -69,6 +69,19 @@ def _counts(conn, tables: dict[str, str | None]) -> dict[str, int]:
     return counts
 
 
+def _by_rule(conn, tables: dict[str, str | None]) -> dict[str, dict[str, int]]:
+    """Rows held back per model by the rule each broke (its quarantine table's ``rule``), most rows first: on-call
+    reads why, not only how many (stop 73's trial: counted by table only, in the alert and the view)."""
+    held = {}
+    for name, table in tables.items():
+        if table is None:
+            continue
+        by_rule = sql.SQL("select rule, count(*) from {} group by rule order by count(*) desc, rule")
+        if rows := conn.execute(by_rule.format(relations.ident(table))).fetchall():
+            held[name] = {str(rule): n for rule, n in rows}
+    return held
+
+
 def _check_raw_unchanged(conn, build: wap.Build) -> None:
     if changed := publish_checks.raw_changed(conn, build):
         raise RawChangedError(
@@ -123,7 +136,8 @@ def _validate(context: Any) -> dict[str, Any]:
             name: m.relation if relations.exists(conn, m.relation) else refs[name] for name, m in found.items()
         }
         quarantine_tables = {name: wap.built_quarantine(conn, found[name], this_run) for name in built}
-        quarantined = _counts(conn, quarantine_tables)
+        quarantined_rules = _by_rule(conn, quarantine_tables)
+        quarantined = {name: sum(rules.values()) for name, rules in quarantined_rules.items()}
         # What the suites' {{ quarantined('m') }} reads: this run's quarantine (a critical check blocks a source
         # mostly quarantined, or a key both kept and quarantined: either is a broken extract, not bad rows).
         held = {name: table or suite_files.nothing_quarantined(refs[name]) for name, table in quarantine_tables.items()}
@@ -162,6 +176,7 @@ def _validate(context: Any) -> dict[str, Any]:
         logical_date=interval.day.isoformat(),
         failures_total=total_failures,
         quarantined=quarantined,
+        quarantined_rules=quarantined_rules,
         log_url=runtime.log_url(context),
         validation_id=uuid.uuid4().hex,
         # Which attempt of the run validated (Airflow's count of its clears): a summary left in XCom by an earlier

@@ -145,6 +145,7 @@ def render_page(
         log_link=log_link(run, data),
         run_failures_shown=sum(len(t["failures"]) for t in data["tables"] if t.get("in_latest_run")),
         quarantined=quarantined,
+        quarantined_rules=data.get("quarantined_rules") or {},
         quarantined_total=sum(quarantined.values()),
         history=data.get("history") or [],
         later_runs=data.get("later_runs") or 0,

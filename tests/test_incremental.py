@@ -223,6 +223,36 @@ def test_an_exact_replay_of_an_old_event_changes_nothing_and_a_full_refresh_quar
 
 
 @pytest.mark.parametrize("in_place", [False, True], ids=["write-audit-publish", "in place"])
+def test_an_event_older_than_valid_since_is_quarantined_by_incremental_runs_too_once_per_day(after_two_days, in_place):
+    """User trial: an event created in 1900 (before the run's valid_since, 25 years before its clock) was neither
+    staged nor quarantined by an incremental run, green: the run reads raw from its lookback on, and the raw-changed
+    check counts from valid_since on. Only a full refresh quarantined it (far_past_timestamp). Incremental runs read
+    such events too; a rerun of the day replaces its row rather than adding a copy."""
+    conn = after_two_days
+    [(event_id,)] = conn.execute(
+        "insert into raw.events select gen_random_uuid()::text, session_id, user_id, page_url,"
+        " '1900-01-01T00:00:00Z', event_type, order_id, product_id from raw.events"
+        " where event_type = 'page_view' order by event_id limit 1 returning event_id"
+    ).fetchall()
+
+    def run(day) -> None:
+        if in_place:
+            results = {r.model: r for r in build.build_all(conn, MODELS, render.Interval.for_day(day))}
+        else:
+            results = run_day(conn, day)
+        assert results["stg_postgres__events"].incremental
+
+    held = "select logical_date, rule from quarantine.stg_postgres__events where event_id = %s order by 1"
+    run(DAYS[2])
+    assert conn.execute(held, (event_id,)).fetchall() == [(DAYS[2], "far_past_timestamp")]
+    run(DAYS[2])  # the day again: its row replaced, not copied
+    run(DAYS[3])
+    assert conn.execute(held, (event_id,)).fetchall() == [(d, "far_past_timestamp") for d in DAYS[2:4]]
+    staged = "select count(*) from staging.stg_postgres__events where event_id = %s"
+    assert conn.execute(staged, (event_id,)).fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["write-audit-publish", "in place"])
 def test_an_incremental_run_after_a_full_refresh_of_its_day_keeps_the_older_quarantined_rows(after_two_days, in_place):
     """README (quarantine): replaced per day, so nothing is lost silently. Review: an incremental run of a day
     after a full_refresh run of the same day replaced all of that day's quarantined rows with its own, which

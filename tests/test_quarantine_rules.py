@@ -179,6 +179,12 @@ CASES = {
         "non_finite_number",
         None,
     ),
+    "negative promo discount": (
+        "update raw.promos set discount = -5 where promo_id = " + _first("orders", "promo_id", "promo_id is not null"),
+        "stg_postgres__promos",
+        "negative_amount",
+        None,
+    ),
     "NaN order_total": (
         f"update raw.orders set order_total = 'NaN' where order_id = '{ORDER}'",
         "stg_postgres__orders",

@@ -991,6 +991,18 @@ def test_the_red_tasks_message_gives_the_command_that_runs_the_day_again_when_a_
     assert "Grid" in verdict(causes)  # the command's setting ends with it
 
 
+def test_a_key_with_a_newline_stays_on_its_causes_line_of_the_red_tasks_message():
+    """User trial: a duplicated promo_id holding a newline printed the rest of the key as lines of their own under
+    `greenery run`'s cause (the terminal, the Grid and the recorded failure show validate's message)."""
+    from greenery.tasks.validate import verdict
+
+    key = "x`\n```\nforged & <script> \u202eRTL"
+    cause = {**ORDERS_UNIQUE, "keys": [{"key": key, "count": 2}], "sources": [], "also_fails_in": []}
+    lines = verdict({"root_causes": [cause]}).splitlines()
+    assert len(lines) == 3, lines  # the count, the cause, what to do
+    assert lines[1].endswith("x`\\n```\\nforged & <script> \\u202eRTL x2"), lines[1]
+
+
 def test_a_check_that_could_not_be_evaluated_is_the_pipelines_to_fix_not_the_datas():
     """Review: a critical check whose query failed (a column renamed in its model, a broken suite query) paged as bad
     data: "Fix the source rows named above". When every blocking cause is such a check, the alert and the red task
@@ -1185,6 +1197,55 @@ def test_a_run_with_nothing_to_page_says_when_no_page_could_go_and_fails_on_a_co
         alert_slack()
     assert str(skipped.value) == nothing
     assert slack_server.requests == []
+
+
+def test_without_slack_a_published_runs_warnings_and_quarantine_skip_the_alert_and_failed_checks_still_fail_it(
+    slack_server, monkeypatch
+):
+    """User trial: with no Slack set up (the default connection not defined, or `none`), every day with a warning or
+    a quarantined row failed alert_slack and `greenery run` stopped its range there, though the day published (the
+    catalog: "stays green"). Skipped, saying what was not alerted and why; failed critical checks still fail it."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from fake_task_instance import FakeTaskInstance
+
+    from greenery.tasks import notify
+
+    warned = summary(
+        failures=[PROMO_WARNING],
+        quarantined={"stg_postgres__orders": 3},
+        blocking=False,
+        failed_critical=0,
+        failed_warning=1,
+    )
+
+    def alert_slack(validated: dict, publish: str = "success") -> None:
+        states = {"validate": "success" if not validated["blocking"] else "failed", "publish": publish}
+        ti = FakeTaskInstance(
+            {("validate", "summary"): validated, ("publish", "return_value"): {"published": True}},
+            validated["run_id"],
+            states,
+        )
+        notify.send_alert({"ti": ti, "run_id": validated["run_id"]})
+
+    monkeypatch.delenv(conn_env_var("slack_alerts"), raising=False)
+    monkeypatch.delenv("GREENERY_ALERT_CONN_ID", raising=False)
+    with pytest.raises(AirflowSkipException) as skipped:
+        alert_slack(warned)
+    assert str(skipped.value) == (
+        "not alerted: 1 warning, 3 rows quarantined in a run that published (Slack connection 'slack_alerts' is not"
+        " defined: pages go nowhere; see the README's Slack setup); see the view"
+    )
+    with pytest.raises(AirflowFailException, match="is not defined: on-call was not paged"):
+        alert_slack(SUMMARY, publish="skipped")  # failed checks: a page that could not go is a failure
+    monkeypatch.setenv("GREENERY_ALERT_CONN_ID", "none")
+    with pytest.raises(
+        AirflowSkipException, match=r"rows quarantined in a run that published \(GREENERY_ALERT_CONN_ID"
+    ):
+        alert_slack(warned)
+    monkeypatch.delenv("GREENERY_ALERT_CONN_ID")
+    monkeypatch.setenv(conn_env_var("slack_alerts"), slack_server.webhook_conn_json())
+    alert_slack(warned)  # the control: with Slack, it is sent
+    assert len(slack_server.webhook_posts()) == 1
 
 
 @pytest.mark.parametrize(

@@ -161,6 +161,23 @@ def read_indicators(conn) -> list[dict] | None:
         return [dict(zip([c.name for c in cur.description], r, strict=True)) for r in cur.fetchall()]
 
 
+def before_start(day: dt.date, start: dt.date) -> str:
+    """Why `greenery run` refuses a day before GREENERY_START_DATE, and what to do: move the setting, unless raw has
+    no orders that early (user trial: that advice, followed, failed its source check and paged on-call)."""
+    from greenery import warehouse
+
+    said = f"{day} is before the pipeline's start date {start}: its run would build nothing."
+    try:
+        with warehouse.connect() as conn, conn.cursor() as cur:
+            first = _first_order_day(cur)
+    except Exception:  # not readable (a warehouse down, a setting wrong): the advice about the setting stands
+        first = None
+    if first is not None and day < first:
+        also = f" To backfill from {first}, set GREENERY_START_DATE={first} and run that day." if first < start else ""
+        return f"{said} raw has no orders before {first}: there is no day {day} to run.{also}"
+    return f"{said} To backfill older history, set GREENERY_START_DATE={day} (or earlier) and run again."
+
+
 def _first_order_day(cur) -> dt.date | None:
     """The day of raw's first order (None without orders, or without the table)."""
     schema = config.get().raw_schema

@@ -83,12 +83,10 @@ def cmd_load_raw(args: argparse.Namespace) -> int:
 
 def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = False) -> int:
     """Run the DAG for each day in turn, a progress line per day; stop at the first failed day (or Ctrl-C)."""
-    start = config.get().start_date
-    if days[0] < start:
-        raise UsageError(
-            f"{days[0]} is before the pipeline's start date {start}: its run would build nothing."
-            f" To backfill older history, set GREENERY_START_DATE={days[0]} (or earlier) and run again."
-        )
+    if days[0] < (start := config.get().start_date):
+        from greenery.answers import before_start  # reads raw's first order (trial: advice that could not work)
+
+        raise UsageError(before_start(days[0], start))
     with cli_runs.preparing(config.DAG_ID, days):  # up to the first day's run: a stop pages
         local_airflow.prepare(Path(os.environ["AIRFLOW_HOME"]))  # its migration runs to its end, a stop after it
         for line in cli_runs.fail_abandoned_runs():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from greenery import audit, warehouse
-from greenery.alerts.text import as_int, counted
+from greenery.alerts.text import found
 from greenery.cli_types import span
 from greenery.printable import printable
 
@@ -31,12 +31,8 @@ def notes(dag_run) -> str:
         return f" (its checks' record could not be read: {type(exc).__name__})"
     if row is None:  # publish records every green run's validation: its absence is news, not a clean run
         return " (no validation is recorded for it)"
-    summary = row[0]
-    warnings = as_int(summary.get("failed_warning"))
-    held = sum(as_int(n) for n in (summary.get("quarantined") or {}).values())
-    found = [counted(warnings, "warning")] if warnings else []
-    found += [f"{counted(held, 'row')} quarantined"] if held else []
-    return f" ({', '.join(found)}: see the Data quality view)" if found else ""
+    said = found(row[0])
+    return f" ({said}: see the Data quality view)" if said else ""
 
 
 CAUSE_LINES = 6  # a failed validate's root causes (verdict()) fit; a traceback's tail does not matter here

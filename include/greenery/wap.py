@@ -383,7 +383,8 @@ def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None, 
             # Built whole (a first or full-refresh run), merged into from now on: vacuumed like any table.
             conn.execute(sql.SQL("alter table {} reset (autovacuum_enabled)").format(ident(target)))
     if held_back is not None:
-        quarantine.publish_day(conn, held_back, f"{QUARANTINE}.{model.name}", build.day, model, since)
+        clock_or_end = clock or Interval.for_day(build.day).end  # the clock its build rendered with (render.render)
+        quarantine.publish_day(conn, held_back, f"{QUARANTINE}.{model.name}", build.day, model, since, clock_or_end)
     # Where they differ only. A daily mart's LIKE copy had no table comment and kept old column text (review).
     docs.apply_comments(conn, model.name, model.layer, model.name)
 

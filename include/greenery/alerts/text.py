@@ -113,6 +113,14 @@ def counted(value: Any, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
+def found(summary: Any) -> str:
+    """``2 warnings, 3 rows quarantined``: what a published run's checks found; '' when nothing."""
+    warnings = as_int(summary.get("failed_warning"))
+    held = sum(as_int(n) for n in (summary.get("quarantined") or {}).values())
+    said = [counted(warnings, "warning")] if warnings else []
+    return ", ".join(said + ([f"{counted(held, 'row')} quarantined"] if held else []))
+
+
 def checked_in(checked: int, total: int) -> str:
     """ ", in the N tables this run checked (of M: ...)" when a run validated only some of the tables (a model cleared
     with its downstream tasks validates what it rebuilt), else "". Review: the digest of such a run said "10/10 checks

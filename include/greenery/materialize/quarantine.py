@@ -20,6 +20,7 @@ from psycopg import sql
 from greenery.materialize import relations
 from greenery.materialize.relations import NO_AUTOVACUUM, ident
 from greenery.project.models import Model
+from greenery.project.render import FAR_PAST
 
 SCHEMA = "quarantine"
 # A model with config(quarantine=true) selects this column: NULL keeps the row, text names the broken rule.
@@ -31,16 +32,19 @@ META_COLUMNS = ("logical_date", "run_id", "rule", "quarantined_at")
 _TIME_TYPES = (1082, 1114, 1184)
 
 
-def _replace_day(cur, table: str, day: dt.date, model: Model, since: dt.datetime | None) -> None:
+def _replace_day(cur, table: str, day: dt.date, model: Model, since: dt.datetime | None, clock: dt.datetime) -> None:
     """Delete the rows of ``day`` in ``table`` that the run's quarantine replaces: all of them after a whole
-    build (``since`` None), after an incremental one those whose ``incremental_column`` is ``since`` or later, or
-    NULL: the build did not read the others again."""
+    build (``since`` None), after an incremental one those whose ``incremental_column`` is ``since`` or later,
+    NULL, or before the run's ``valid_since`` (``clock`` - FAR_PAST: an incremental build reads those again, as
+    stg_postgres__events does): the build did not read the others again."""
     where, params = sql.SQL("logical_date = %s"), [day]
     if since is not None:
         column = model.incremental_column
         if dict(relations.columns(cur, table) or []).get(column) in _TIME_TYPES:
-            where = sql.SQL("{} and ({col} >= %s or {col} is null)").format(where, col=sql.Identifier(column))
-            params.append(since)
+            where = sql.SQL("{} and ({col} >= %s or {col} is null or {col} < %s)").format(
+                where, col=sql.Identifier(column)
+            )
+            params += [since, clock - FAR_PAST]
         else:
             logging.getLogger(__name__).warning(
                 "%s: no date or time column %r to tell the incremental window by; the day's rows are all replaced",
@@ -108,7 +112,7 @@ def split(
         )
     )
     if not whole_table:
-        _replace_day(cur, table, day, model, since)
+        _replace_day(cur, table, day, model, since, run_time)
     cur.execute(
         sql.SQL(
             "insert into {} (logical_date, run_id, rule, quarantined_at, {cols})"
@@ -121,10 +125,12 @@ def split(
     return good, quarantined
 
 
-def publish_day(conn, source: str, target: str, day: dt.date, model: Model, since: dt.datetime | None) -> None:
+def publish_day(
+    conn, source: str, target: str, day: dt.date, model: Model, since: dt.datetime | None, clock: dt.datetime
+) -> None:
     """Replace ``day``'s rows of the published quarantine table ``target`` with the run's (``source``, dropped),
     inside the publish transaction. After an incremental build of ``model`` from ``since`` (None: a whole
-    build), only the rows inside its window are replaced."""
+    build), only the rows inside its window are replaced (``clock``: the run's, as _replace_day reads it)."""
     schema = target.split(".")[0]
     conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
     conn.execute(sql.SQL("create table if not exists {} (like {})").format(ident(target), ident(source)))
@@ -139,6 +145,6 @@ def publish_day(conn, source: str, target: str, day: dt.date, model: Model, sinc
                 )
             )
     cols = sql.SQL(", ").join(sql.Identifier(name) for name, _ in wanted)
-    _replace_day(conn, target, day, model, since)
+    _replace_day(conn, target, day, model, since, clock)
     conn.execute(sql.SQL("insert into {} ({}) select {} from {}").format(ident(target), cols, cols, ident(source)))
     conn.execute(sql.SQL("drop table {}").format(ident(source)))

@@ -24,7 +24,7 @@ from airflow.sdk.exceptions import (
 )
 
 from greenery import alerts_sent, audit, config, docs, links, runtime, warehouse
-from greenery.alerts import delivery, messages, suppression
+from greenery.alerts import delivery, messages, suppression, text
 from greenery.checks import history
 from greenery.tasks import alert_turns, repaired
 from greenery.tasks.failures import NOT_PAGED, MaybePosted
@@ -192,6 +192,9 @@ def send_alert(context: Any) -> None:
             "publish failed and paged on its own; the warnings and quarantine counts of this run are alerted by the"
             " attempt that publishes (clear publish with its downstream tasks); the Data quality view lists them"
         )
+    if not summary["blocking"] and (route or config.get().alert_conn_id == delivery.SLACK_OFF):
+        off = route or " (GREENERY_ALERT_CONN_ID=none: Slack is off)"  # trial: failed, and stopped `greenery run`
+        raise AirflowSkipException(f"not alerted: {text.found(summary)} in a run that published{off}; see the view")
     published = (states.get("publish") == "success" and context["ti"].xcom_pull(task_ids="publish")) or (
         _not_published()
     )

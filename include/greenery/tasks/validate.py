@@ -26,6 +26,7 @@ from greenery import audit, config, docs, gc_tuning, links, publish_checks, runt
 from greenery.checks import docs_pages, history, root_causes
 from greenery.checks import suites as suite_files
 from greenery.materialize import relations
+from greenery.printable import printable
 from greenery.project import models as model_files
 from greenery.tasks.failures import AlertFollows
 
@@ -213,7 +214,8 @@ def verdict(summary: dict[str, Any]) -> str:
     lines = [f"{len(critical)} critical {what}; nothing was published:"]
     for r in critical[:SHOWN_CAUSES]:
         shown = r["keys"][:SHOWN_KEYS]
-        keys = ", ".join(f"{k['key']}" + (f" x{k['count']}" if k["count"] > 1 else "") for k in shown)
+        # A key is raw data: a newline in it would forge a line of its own where the message is shown (user trial).
+        keys = ", ".join(printable(k["key"]) + (f" x{k['count']}" if k["count"] > 1 else "") for k in shown)
         # Review: a cut list read as a complete one; say what is left (the log and the view have it all).
         if keys and (more := (r.get("unexpected_count") or 0) - sum(k["count"] for k in shown)) > 0:
             keys += f" (and {more} more rows)"

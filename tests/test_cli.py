@@ -87,6 +87,8 @@ def test_date_options_explain_themselves():
         (("load-raw", "OUT", "--schema", "order"), "'order' is a word SQL reserves, which the models cannot read"),
         # Review: a 63-character name's side schema, cut to 63, was the target's own name; the load failed misleadingly.
         (("load-raw", "OUT", "--schema", "r" * 55), "at most 54 characters, so that load-raw's side schema"),
+        # User trial: "required: action, psql_args", though psql's own options may be left out.
+        (("db",), "the following arguments are required: action\n"),
     ],
 )
 def test_a_bad_option_is_refused_with_its_reason_before_anything_runs(tmp_path, args, reason, capsys):
@@ -1189,7 +1191,7 @@ def test_a_green_day_says_what_it_quarantined_and_warned(warehouse_url):
             audit.record_validation(conn, summary, published=True)
     assert run_outcome.notes(SimpleNamespace(run_id="clean", state="success")) == ""
     assert run_outcome.notes(SimpleNamespace(run_id="found", state="success")) == (
-        " (1 warning, 3 rows quarantined: see the Data quality view)"
+        " (1 warning, 3 rows quarantined: see the Data quality view; rows in quarantine.a, quarantine.b)"
     )
     assert run_outcome.notes(SimpleNamespace(run_id="found", state="failed")) == ""  # its causes follow instead
     assert run_outcome.notes(SimpleNamespace(run_id="unrecorded", state="success")) == (

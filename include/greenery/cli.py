@@ -280,13 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="write Greenery-shaped raw CSVs at a scale factor")
     gen.add_argument("directory", type=Path)
     gen.add_argument("--scale", type=scale_option, default=1.0, help="1 = about the real shop's size")
-    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--seed", type=int, default=42, help="the same seed gives the same files (default 42)")
     gen.add_argument("--days", type=span_option, default=None, help="days of order activity (default grows with scale)")
     gen.set_defaults(func=cmd_generate)
 
     load = sub.add_parser("load-raw", help="load a folder of the seven Greenery CSVs into the raw schema")
     load.add_argument("directory", type=Path)
-    load.add_argument("--schema", type=schema_option, default=config.get().raw_schema)
+    raw = config.get().raw_schema
+    load.add_argument("--schema", type=schema_option, default=raw, help=f"default {raw}, which runs read")
     load.add_argument(
         "--allow-empty", action="store_true", help="load a file with a header and no rows (it empties its table)"
     )
@@ -317,18 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
     suites.set_defaults(func=cmd_format_suites)
 
     demo = sub.add_parser("demo", help="generate, load and run on the embedded PostgreSQL, print the answers")
-    demo.add_argument("--scale", type=scale_option, default=1.0)
-    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--scale", type=scale_option, default=1.0, help="1 = about the real shop's size (default)")
+    demo.add_argument("--seed", type=int, default=42, help="the same seed gives the same data (default 42)")
     demo.add_argument("--verbose", action="store_true", help="show Airflow's task logs")
     demo.set_defaults(func=cmd_demo)
 
     db = sub.add_parser("db", help="the embedded PostgreSQL: start (and keep running), stop, status, psql")
     db.add_argument("action", choices=("start", "stop", "status", "psql"))
-    db.add_argument("psql_args", nargs=argparse.REMAINDER, help="psql only: its own options, e.g. -c 'select 1'")
+    psql = db.add_argument("psql_args", nargs=argparse.REMAINDER, help="psql only: its own options, e.g. -c 'select 1'")
+    psql.required = False  # trial: a missing action was reported as "required: action, psql_args"
     db.set_defaults(func=lambda args: db_command.run(args, STATE_DIR / "pg"))
 
     ui = sub.add_parser("ui", help="start Airflow's UI + scheduler locally (no Docker) on the embedded PostgreSQL")
-    ui.add_argument("--port", type=port_option, default=8080)
+    ui.add_argument("--port", type=port_option, default=8080, help="port to listen on (default 8080)")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (every visitor is an admin)")
     ui.set_defaults(func=cmd_ui)
     return parser

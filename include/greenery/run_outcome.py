@@ -31,8 +31,12 @@ def notes(dag_run) -> str:
         return f" (its checks' record could not be read: {type(exc).__name__})"
     if row is None:  # publish records every green run's validation: its absence is news, not a clean run
         return " (no validation is recorded for it)"
-    said = found(row[0])
-    return f" ({said}: see the Data quality view)" if said else ""
+    said, held = found(row[0]), sorted(row[0].get("quarantined") or {})
+    # A terminal's reader may have no UI running (user trial): the tables that hold the rows are named too.
+    tables = (
+        f"; rows in {', '.join(f'quarantine.{name}' for name in held[:3])}{', …' * (len(held) > 3)}" if held else ""
+    )
+    return f" ({said}: see the Data quality view{tables})" if said else ""
 
 
 CAUSE_LINES = 6  # a failed validate's root causes (verdict()) fit; a traceback's tail does not matter here

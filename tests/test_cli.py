@@ -549,12 +549,17 @@ def test_answers_for_a_day_without_figures_is_one_line_not_a_traceback(cli_env):
     ), early.stderr
     # `greenery run` of that day likewise (user trial: it said to move GREENERY_START_DATE, and the run then failed
     # its source check and paged on-call).
-    ran = greenery("run", "--date", "2021-02-09", env={**cli_env, "GREENERY_START_DATE": "2021-02-11"})
-    assert ran.returncode == 2 and ran.stderr.strip().splitlines()[-1] == (
-        "error: 2021-02-09 is before the pipeline's start date 2021-02-11: its run would build nothing. raw has no"
-        " orders before 2021-02-10: there is no day 2021-02-09 to run. To backfill from 2021-02-10, set"
+    from greenery import cli
+
+    with pytest.MonkeyPatch.context() as env:  # in this process: the refusal comes before anything runs
+        env.setenv("GREENERY_START_DATE", "2021-02-11")
+        with pytest.raises(cli.UsageError) as refused:
+            cli.run_days([dt.date(2021, 2, 9)])
+    assert str(refused.value) == (
+        "2021-02-09 is before the pipeline's start date 2021-02-11: its run would build nothing. raw has no orders"
+        " before 2021-02-10: there is no day 2021-02-09 to run. To backfill from 2021-02-10, set"
         " GREENERY_START_DATE=2021-02-10 and run that day."
-    ), ran.stderr
+    )
     later = greenery("answers", "--date", "2021-02-10", env={**cli_env, "GREENERY_START_DATE": "2021-02-11"})
     assert later.returncode == 2 and later.stderr.strip().splitlines()[-1] == (
         "error: marts.metrics_daily has no figures for 2021-02-10: 2021-02-10 is before GREENERY_START_DATE"

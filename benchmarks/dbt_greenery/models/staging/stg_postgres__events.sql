@@ -5,15 +5,16 @@
 -- The event stream is at-least-once: an exact replay of an event keeps its first copy (the others are
 -- quarantined as duplicate_event); copies that disagree cannot be told apart and all go to quarantine.
 -- Incremental runs read only events from incremental_since on (raw.events is indexed on created_at),
--- plus those without a time, which must fail their checks rather than vanish; an event already
--- published from before that window is a duplicate (or a conflicting copy) of it.
+-- plus those without a time or before valid_since, which must fail their checks rather than vanish (user
+-- trial: an event of 1900 was neither staged nor quarantined, green); an event already published from
+-- before that window is a duplicate (or a conflicting copy) of it.
 
 with
 
 source as (
     select * from {{ source('raw', 'events') }}
     {% if is_incremental() %}
-        where created_at >= {{ greenery_incremental_since(3) }} or created_at is null
+        where created_at >= {{ greenery_incremental_since(3) }} or created_at is null or created_at < {{ greenery_run_time(-788400000) }}
     {% endif %}
 ),
 

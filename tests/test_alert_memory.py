@@ -780,6 +780,26 @@ def test_after_clearing_only_failed_tasks_the_warnings_of_the_attempt_that_publi
     assert len(slack.webhook_posts()) == sent
 
 
+@pytest.mark.parametrize("setup", ["no connection", "none"])
+def test_without_slack_publish_does_not_fail_after_its_commit_for_warnings_alert_slack_would_skip(
+    warehouse_url, monkeypatch, setup
+):
+    """Review: alert_slack skips a published run's warnings without a Slack setup, but publish, sending them when
+    alert_slack will not run again (*Clear only failed tasks*), failed after its commit for the same reason."""
+    from greenery.tasks import paging
+
+    monkeypatch.delenv("AIRFLOW_CONN_SLACK_ALERTS", raising=False)
+    if setup == "none":
+        monkeypatch.setenv("GREENERY_ALERT_CONN_ID", "none")
+    warned = {**summary("2021-02-12", f"no-slack-{setup}", [WARNING]), "quarantined": {"stg_postgres__orders": 2}}
+    ti = FakeTaskInstance({}, warned["run_id"], {"alert_slack": "skipped"})
+    published = {"published": True, "serving_run": "2021-02-12"}
+    notify.alert_after_publish(warned, published, {"ti": ti}, paging.send_or_raise)  # no PageNotSent
+    monkeypatch.setenv("GREENERY_ALERT_CONN_ID", "slak_alerts")  # the control: a connection set but broken fails
+    with pytest.raises(Exception, match="the page was not sent"):
+        notify.alert_after_publish(warned, published, {"ti": ti}, paging.send_or_raise)
+
+
 def test_a_page_that_went_out_unanswered_is_not_sent_twice(
     slack_alerts_webhook, warehouse_url, airflow_dag, monkeypatch
 ):
@@ -816,8 +836,9 @@ def test_slack_failing_leaves_alert_slack_to_its_retries_and_a_missing_connectio
     assert len(slack.webhook_posts()) == 1
 
     monkeypatch.delenv(conn_env_var("slack_alerts"))
+    failed = summary("2021-02-12", "no-connection", [{**WARNING, "severity": "critical"}], blocking=True)
     with pytest.raises(AirflowFailException, match=r"is not defined.*retrying cannot fix this"):
-        alert_task(summary("2021-02-12", "no-connection", [WARNING]))
+        alert_task(failed)  # failed checks: a page that cannot go (a published run's warnings are skipped instead)
     assert len(slack.webhook_posts()) == 1  # nothing more was sent
 
 

@@ -119,9 +119,11 @@ def failing_summary() -> dict:
     quarantined = {"stg_postgres__orders": 3, "stg_postgres__products": 1}
     summary = _summary(NEW_RUN, "2024-03-02", suites, failures, quarantined)
     # Which rule the rows broke (stop 73's trial: counted by table only); a rule's text is data, escaped.
+    # Shorter names with fewer rows: jsonb keeps keys shortest first, the page most rows first (review).
     summary["quarantined_rules"] = {
-        "stg_postgres__orders": {"future_timestamp": 2, "<b>orphan_user</b>": 1},
-        "stg_postgres__products": {"non_finite_number": 1},
+        "stg_postgres__orders": {"<b>x</b>": 1, "future_timestamp": 2},
+        "stg_postgres__products": {"non_finite_number": 1, "bad": "1; drop"},
+        "stg_postgres__users": ["not", "a", "mapping"],
     }
     # An info result (checks/summary.py: listed, never alerting), as the anomaly checks give with little history.
     summary["notes"] = [
@@ -246,8 +248,9 @@ def test_page_shows_latest_run_tables_failures_and_quarantine(warehouse_url, sto
     assert "orders: 2 days of history before 2024-03-02; the anomaly checks need 7" in page
     # quarantine, Data Docs link, history
     assert "stg_postgres__products" in page and "rows quarantined" in page
-    rules = '<span class="mono"><bdi>future_timestamp</bdi></span> 2, <span class="mono"><bdi>&lt;b&gt;orphan_user'
+    rules = '<span class="mono"><bdi>future_timestamp</bdi></span> 2, <span class="mono"><bdi>&lt;b&gt;x&lt;/b&gt;'
     assert rules in page and '<span class="mono"><bdi>non_finite_number</bdi></span> 1' in page
+    assert "<bdi>bad</bdi></span> 0" in page and "drop" not in page  # a malformed record shows nothing of it
     assert 'href="docs/"' in page
     assert page.count(OLD_RUN) >= 1 and "Recent runs" in page
 

@@ -183,8 +183,10 @@ def _first_order_day(cur) -> dt.date | None:
     schema = config.get().raw_schema
     if not _exists(cur, f"{schema}.orders"):
         return None
-    query = psycopg.sql.SQL("select min(created_at)::date from {}").format(psycopg.sql.Identifier(schema, "orders"))
-    return cur.execute(query).fetchone()[0]
+    query = psycopg.sql.SQL("select min(created_at) from {}").format(psycopg.sql.Identifier(schema, "orders"))
+    first = cur.execute(query).fetchone()[0]
+    # A UTC day, whatever the session's time zone (review); a time without a zone is UTC, as the models read it.
+    return None if first is None else (first.astimezone(dt.UTC) if first.tzinfo else first).date()
 
 
 def _exists(cur, relation: str) -> bool:

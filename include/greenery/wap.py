@@ -283,7 +283,7 @@ def _publish(conn, models, build: Build, ttl, runs_until: float, try_: lock_wait
         if lost:
             raise PublishError(
                 f"run {build.run_id!r} built {', '.join(lost)} but {build.key}__* no longer holds them; nothing was"
-                " published. Clear the whole run to rebuild."
+                f" published. To rebuild, {links.run_again('clear the whole run')}."
             )
         if unchecked := publish_checks.unvalidated(conn, build, names):
             more = f" (and {len(unchecked) - 5} more)" if len(unchecked) > 5 else ""
@@ -292,7 +292,8 @@ def _publish(conn, models, build: Build, ttl, runs_until: float, try_: lock_wait
             raise PublishError(
                 f"run {build.run_id!r}: no validation that passed checked its build of {', '.join(unchecked[:5])}"
                 f"{more} (a model task cleared without its downstream tasks, or validate marked success by hand);"
-                " nothing was published. Clear validate with its downstream tasks, or the whole run."
+                " nothing was published. To check it,"
+                f" {links.run_again('clear validate with its downstream tasks, or the whole run')}."
             )
         if changed := publish_checks.raw_changed(conn, build):  # since validate, or validate marked success
             again = links.run_again("clear the whole run")
@@ -383,7 +384,7 @@ def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None, 
             # Built whole (a first or full-refresh run), merged into from now on: vacuumed like any table.
             conn.execute(sql.SQL("alter table {} reset (autovacuum_enabled)").format(ident(target)))
     if held_back is not None:
-        clock_or_end = clock or Interval.for_day(build.day).end  # the clock its build rendered with (render.render)
+        clock_or_end = clock or Interval.for_day(build.day).end  # the recorded clock its build rendered with
         quarantine.publish_day(conn, held_back, f"{QUARANTINE}.{model.name}", build.day, model, since, clock_or_end)
     # Where they differ only. A daily mart's LIKE copy had no table comment and kept old column text (review).
     docs.apply_comments(conn, model.name, model.layer, model.name)

@@ -121,7 +121,9 @@ def _rules_text(broken: Any, limit: int = 4) -> str:
     """`` (`future_timestamp` 4, `orphan_user` 2)``: the rules a model's rows broke, most rows first."""
     if not isinstance(broken, Mapping) or not broken:
         return ""
-    shown = [f"{code(rule, 60)} {fmt_int(as_int(n))}" for rule, n in list(broken.items())[:limit]]
+    # Sorted here: jsonb (the record, Airflow's XCom on PostgreSQL) keeps keys shortest first, not as written (review).
+    ranked = sorted(broken.items(), key=lambda item: (-as_int(item[1]), str(item[0])))
+    shown = [f"{code(rule, 60)} {fmt_int(as_int(n))}" for rule, n in ranked[:limit]]
     more = f", … {len(broken) - limit} more" if len(broken) > limit else ""
     return f" ({', '.join(shown)}{more})"
 

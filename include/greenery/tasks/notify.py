@@ -26,7 +26,7 @@ from airflow.sdk.exceptions import (
 from greenery import alerts_sent, audit, config, docs, links, runtime, warehouse
 from greenery.alerts import delivery, messages, suppression, text
 from greenery.checks import history
-from greenery.tasks import alert_turns, repaired
+from greenery.tasks import alert_route, alert_turns, repaired
 from greenery.tasks.failures import NOT_PAGED, MaybePosted
 from greenery.tasks.validate import SUMMARY_KEY
 
@@ -183,7 +183,7 @@ def send_alert(context: Any) -> None:
             "the checks passed but publish was skipped without publishing (marked by hand?): nothing of this run was"
             " published; readers still see the previous run. Clear publish with its downstream tasks."
         )
-    route = _no_route()  # trial: a misspelt connection passed green on every day whose warnings were suppressed
+    route = alert_route.no_route()  # trial: a misspelt connection passed green on days whose warnings were suppressed
     told = repaired.announce(context, states.get("publish") == "success")  # an earlier attempt failed: it is done
     if not summary["failures"] and not summary.get("quarantined"):
         raise AirflowSkipException(f"nothing to alert: every check passed and no row was quarantined{told}{route}")
@@ -192,28 +192,12 @@ def send_alert(context: Any) -> None:
             "publish failed and paged on its own; the warnings and quarantine counts of this run are alerted by the"
             " attempt that publishes (clear publish with its downstream tasks); the Data quality view lists them"
         )
-    if not summary["blocking"] and (route or config.get().alert_conn_id == delivery.SLACK_OFF):
-        off = route or " (GREENERY_ALERT_CONN_ID=none: Slack is off)"  # trial: failed, and stopped `greenery run`
-        raise AirflowSkipException(f"not alerted: {text.found(summary)} in a run that published{off}; see the view")
+    if not summary["blocking"] and (off := alert_route.slack_off(route)):
+        raise AirflowSkipException(f"not alerted: {text.found(summary)} in a run that published{off}{told}")
     published = (states.get("publish") == "success" and context["ti"].xcom_pull(task_ids="publish")) or (
         _not_published()
     )
     deliver(summary, published, attempt=runtime.clear_number(context), run_type=runtime.run_type(context))
-
-
-def _no_route() -> str:
-    """Checked on every alert_slack: a note for its skip without a Slack setup (the default connection not defined, or
-    without a URL); a failure for any other connection that cannot carry a page (user trial: a misspelt one surfaced
-    only on the day a page was needed, and that page went nowhere). ``none``: no Slack."""
-    conn_id = config.get().alert_conn_id
-    if conn_id == delivery.SLACK_OFF or (why := delivery.route_problem(conn_id)) is None:
-        return ""
-    if conn_id == config.ALERT_CONN_ID and not warehouse.unparsed_connection(conn_id):
-        return f" ({why}: pages go nowhere; see the README's Slack setup)"
-    raise AirflowFailException(
-        f"GREENERY_ALERT_CONN_ID={conn_id!r}: {why}: no page can reach on-call, on any run (this one's marts are as"
-        " its checks left them). Correct the setting or define the connection, or set GREENERY_ALERT_CONN_ID=none"
-    )
 
 
 # How long alert_slack waits for a failed task's callback to record its failure: Airflow starts the callback after
@@ -255,6 +239,9 @@ def alert_after_publish(
         return
     repaired.announce(context, True)  # alert_slack would (second review: after *Clear only failed tasks*, none went)
     if not (summary.get("failures") or summary.get("quarantined")):
+        return
+    if off := alert_route.slack_off():  # review: publish failed after its commit where alert_slack skips
+        log.info("not alerted: %s in a run that published%s", text.found(summary), off)
         return
     try:
         deliver(
@@ -309,7 +296,7 @@ def _resend(summary: dict[str, Any]) -> str:
     from one a killed validate left, so validate runs again."""
     if summary.get("blocking"):
         return links.run_again("clear validate with its downstream tasks")
-    return links.run_again("clear alert_slack alone")
+    return "clear alert_slack alone"  # review: a whole run again would find the same warnings sent, and hold them back
 
 
 def deliver(

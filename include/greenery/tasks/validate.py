@@ -126,7 +126,8 @@ def _validate(context: Any) -> dict[str, Any]:
             log.info("not checked again: %s (history kept: the run's day is before the latest step)", sorted(kept))
         if not built:
             raise NothingToValidateError(
-                f"run {context['run_id']!r} has no built model in {this_run.key}__* to validate: clear the whole run"
+                f"run {context['run_id']!r} has no built model in {this_run.key}__* to validate:"
+                f" {links.run_again('clear the whole run')}"
             )
         relation = relations.resolver(conn, found, this_run.schema_of)
         deltas = {name: wap.built_delta(conn, found[name], this_run) for name in built}

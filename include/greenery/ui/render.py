@@ -117,6 +117,14 @@ def docs_root() -> str:
     return links.docs_url() if config.get_lenient()[0].data_docs_base_url else LOCAL_DOCS
 
 
+def _rules(held: Any) -> dict[str, dict[str, int]]:
+    """The rules each model's quarantined rows broke, with their rows, as recorded: a record is data, so only
+    mappings of counts, which the page sorts (review: a malformed one would fail the page)."""
+    pairs = held.items() if isinstance(held, dict) else ()
+    count = lambda n: n if isinstance(n, int) and not isinstance(n, bool) else 0  # noqa: E731
+    return {str(m): {str(r): count(n) for r, n in rules.items()} for m, rules in pairs if isinstance(rules, dict)}
+
+
 def render_page(
     data: dict[str, Any] | None, *, error: str | None = None, docs: bool = False, run_id: str | None = None
 ) -> str:
@@ -145,7 +153,7 @@ def render_page(
         log_link=log_link(run, data),
         run_failures_shown=sum(len(t["failures"]) for t in data["tables"] if t.get("in_latest_run")),
         quarantined=quarantined,
-        quarantined_rules=data.get("quarantined_rules") or {},
+        quarantined_rules=_rules((run or {}).get("quarantined_rules")),
         quarantined_total=sum(quarantined.values()),
         history=data.get("history") or [],
         later_runs=data.get("later_runs") or 0,

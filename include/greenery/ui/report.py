@@ -189,7 +189,7 @@ def run_record(conn, run_id: str) -> tuple[dict[str, Any], dict[str, Any]] | Non
         "failed_warning": _count(summary.get("failed_warning")),
         "failures_total": _count(summary.get("failures_total")),
         "quarantined": {str(k): _count(v) for k, v in (summary.get("quarantined") or {}).items()},
-        "quarantined_rules": rules if isinstance(rules := summary.get("quarantined_rules"), dict) else {},
+        "quarantined_rules": summary.get("quarantined_rules"),  # as recorded: ui/render.py reads it
         "log_url": summary.get("log_url") if isinstance(summary.get("log_url"), str) else None,
     }
     return run, summary
@@ -318,7 +318,6 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
         "notes": notes,
         "task_failures": _task_failures(conn, latest["run_id"], validated_attempt) if latest else [],
         "quarantined": latest["quarantined"] if latest else {},
-        "quarantined_rules": latest.get("quarantined_rules") or {} if latest else {},
         "history": runs,
         "later_runs": later_runs,  # validated after the run the page is about (none on the latest run's page)
         # The latest validation, when the latest page is about a run that failed after it (else None).

@@ -489,11 +489,22 @@ def test_a_product_name_from_raw_is_shown_in_the_answers_never_obeyed_by_the_ter
             " limit 1)",
             (forged,),
         )
+        conn.execute(  # wide characters take two columns each: the figures stay in line (user trial)
+            "update marts.fact_product set product_name = '植物🌿' where product_name ="
+            " (select product_name from marts.fact_product order by conversion_rate desc nulls last, product_name"
+            " offset 1 limit 1)"
+        )
         text = answers.format_answers(answers.read(conn))
     assert not {"\x1b", "\x07", "\r", "\u202e"} & set(text), text
-    [line] = [line for line in text.splitlines() if "Pothos" in line]
-    assert line.startswith("  Pothos\\n  repeat rate   99.9%\\x1b]52;c;ZWNobw==\\x07\\x1b[8m\\r\\u202e "), line
-    assert sum("repeat rate" in line for line in text.splitlines()) == 2  # the headline's, and the name's own line
+    lines = text.splitlines()
+    [at] = [i for i, line in enumerate(lines) if "Pothos" in line]
+    # Longer than its column: on a line of its own, its figures under it, aligned (user trial: 300 characters).
+    assert lines[at] == "  Pothos\\n  repeat rate   99.9%\\x1b]52;c;ZWNobw==\\x07\\x1b[8m\\r\\u202e", lines[at]
+    assert re.fullmatch(r" {25} *\d+ of \d+ +sessions  .*", lines[at + 1]), lines[at + 1]
+    assert sum("repeat rate" in line for line in lines) == 2  # the headline's, and the name's own line
+    rows = [line for line in lines if line.endswith("%") and " sessions  " in line]
+    assert len(rows) >= 3 and any("植物🌿" in row for row in rows), rows
+    assert {answers._columns(row[: row.index(" of ")]) for row in rows} == {2 + answers.NAME_COLUMNS + 7}, rows
 
 
 def test_all_history_figures_name_the_run_that_published_their_table_not_a_later_partial_publish(published_url):

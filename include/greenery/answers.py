@@ -10,6 +10,7 @@ ranked by the size of their rank-biserial correlation (the effect size of the te
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from typing import Any
 
 import psycopg
@@ -161,6 +162,16 @@ def read_indicators(conn) -> list[dict] | None:
         return [dict(zip([c.name for c in cur.description], r, strict=True)) for r in cur.fetchall()]
 
 
+NAME_COLUMNS = 22  # the product column of the answers' table; a longer name has a line of its own above its figures
+
+
+def _columns(text: str) -> int:
+    """How many terminal columns ``text`` takes: East Asian wide characters and most emoji two, marks none."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text
+    )
+
+
 def before_start(day: dt.date, start: dt.date) -> str:
     """Why `greenery run` refuses a day before GREENERY_START_DATE, and what to do: move the setting, unless raw has
     no orders that early (user trial: that advice, followed, failed its source check and paged on-call)."""
@@ -229,7 +240,12 @@ def format_answers(answers: dict[str, Any]) -> str:
     # Each all-history table names the publish that last wrote it: they may be of different runs (review).
     lines.append(f"Best-converting products (marts.fact_product: {_label(answers.get('all_history_run'), m)})")
     for name, viewed, purchased, rate in answers["top_products"]:  # a name is raw data: shown, never obeyed (review)
-        lines.append(f"  {printable(name):<22} {purchased:>6} of {viewed:<6} sessions  {pct(rate)}")
+        shown = printable(name)
+        if _columns(shown) > NAME_COLUMNS:  # user trial: a 300-character name pushed its figures off the table
+            lines.append(f"  {shown}")
+            shown = ""
+        padding = " " * (NAME_COLUMNS - _columns(shown))
+        lines.append(f"  {shown}{padding} {purchased:>6} of {viewed:<6} sessions  {pct(rate)}")
     lines += format_indicators(answers.get("indicators"), _label(answers.get("indicators_run"), m))
     return "\n".join(lines)
 

@@ -337,6 +337,8 @@ def real_greenery() -> Path:
 # to start among the last), started first: pytest-xdist hands a worker
 # a whole file at a time (--dist loadfile), so a long file started last keeps one worker busy alone at the end.
 # (xdist's own order, most tests first, started the three longest single-test files last: 2 minutes idle.)
+# test_broken_extracts (106 s alone, 2026-12-07: nine DAG-less runs of the tasks) and four files of 14-21 s had been
+# left unlisted, so they started among the last.
 LONGEST_FIRST = (
     "test_celery_workers.py",
     "test_local_ui.py",
@@ -349,6 +351,7 @@ LONGEST_FIRST = (
     "test_hostile_values.py",
     "test_paging.py",
     "test_write_audit_publish.py",
+    "test_broken_extracts.py",
     "test_concurrency.py",
     "test_anomalies.py",
     "test_validation_passes.py",
@@ -361,6 +364,10 @@ LONGEST_FIRST = (
     "test_known_answers.py",
     "test_snapshot.py",
     "test_embedded_pg.py",
+    "test_funnel.py",
+    "test_airflow_home.py",
+    "test_repurchase_indicators.py",
+    "test_raw_attachments.py",
     "test_slack_alert.py",
     "test_alert_memory.py",
     "test_sigterm.py",

@@ -24,6 +24,7 @@ from greenery import config
 from greenery.errors import RetryCannotFix
 from greenery.project.models import Model
 from greenery.project.render import FAR_PAST, Interval, compiled, incremental_since, sql_literal
+from greenery.project.render import valid_since as render_valid_since
 
 # GX's own severities: critical blocks the publish, warning alerts, info is listed and never alerts.
 SEVERITIES = ("critical", "warning", "info")
@@ -162,7 +163,7 @@ def run_variables(models: Mapping[str, Model], day: date | None = None, checked=
         interval = Interval.for_day(day)  # as render.py renders the models for the day
         starts = [incremental_since(m, interval) for m in models.values() if m.materialized == "incremental"]
         run_date, start = sql_literal(day), sql_literal(max(starts, default=interval.start).date())
-        valid_since = sql_literal(interval.end - FAR_PAST)
+        valid_since = sql_literal(render_valid_since(interval.end))
     return {
         "run_date": run_date,
         "start_date": sql_literal(settings.start_date),

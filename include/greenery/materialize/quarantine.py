@@ -20,7 +20,7 @@ from psycopg import sql
 from greenery.materialize import relations
 from greenery.materialize.relations import NO_AUTOVACUUM, ident
 from greenery.project.models import Model
-from greenery.project.render import FAR_PAST
+from greenery.project.render import valid_since
 
 SCHEMA = "quarantine"
 # A model with config(quarantine=true) selects this column: NULL keeps the row, text names the broken rule.
@@ -35,8 +35,8 @@ _TIME_TYPES = (1082, 1114, 1184)
 def _replace_day(cur, table: str, day: dt.date, model: Model, since: dt.datetime | None, clock: dt.datetime) -> None:
     """Delete the rows of ``day`` in ``table`` that the run's quarantine replaces: all of them after a whole
     build (``since`` None), after an incremental one those whose ``incremental_column`` is ``since`` or later,
-    NULL, or before the run's ``valid_since`` (``clock`` - FAR_PAST: an incremental build reads those again, as
-    stg_postgres__events does): the build did not read the others again."""
+    NULL, or before the run's ``valid_since(clock)`` (an incremental build reads those again, as stg_postgres__events
+    does): the build did not read the others again."""
     where, params = sql.SQL("logical_date = %s"), [day]
     if since is not None:
         column = model.incremental_column
@@ -44,7 +44,7 @@ def _replace_day(cur, table: str, day: dt.date, model: Model, since: dt.datetime
             where = sql.SQL("{} and ({col} >= %s or {col} is null or {col} < %s)").format(
                 where, col=sql.Identifier(column)
             )
-            params += [since, clock - FAR_PAST]
+            params += [since, valid_since(clock)]
         else:
             logging.getLogger(__name__).warning(
                 "%s: no date or time column %r to tell the incremental window by; the day's rows are all replaced",

@@ -21,6 +21,12 @@ CLOCK_SKEW = dt.timedelta(hours=1)
 FAR_PAST = dt.timedelta(days=365 * 25)
 
 
+def valid_since(clock: dt.datetime) -> dt.datetime:
+    """Rows created before this, by a run with ``clock``, are placeholders the row rules refuse (far_past_timestamp):
+    the rules' bound, the events' incremental read and the quarantine rows a run replaces, from one definition."""
+    return clock - FAR_PAST
+
+
 def sql_literal(value: dt.datetime | dt.date) -> str:
     """A typed SQL literal for a date or an aware datetime (values come from Airflow, not from users)."""
     if isinstance(value, dt.datetime):
@@ -112,6 +118,6 @@ def render(
         start_date=sql_literal(settings.start_date),
         malformed_uuid=malformed_uuid,
         run_time=sql_literal(clock),
-        valid_since=sql_literal(clock - FAR_PAST),
+        valid_since=sql_literal(valid_since(clock)),
         valid_until=sql_literal(clock + CLOCK_SKEW),
     )

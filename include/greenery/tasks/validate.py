@@ -56,18 +56,12 @@ def data_docs_url(pages: int) -> str | None:
 
 def quarantined_counts(conn, models, build: wap.Build, names: list[str]) -> dict[str, int]:
     """Rows this run held back, per model it built (its build's quarantine tables)."""
-    return _counts(conn, {name: wap.built_quarantine(conn, models[name], build) for name in names})
+    held = _by_rule(conn, {name: wap.built_quarantine(conn, models[name], build) for name in names})
+    return _totals(held)
 
 
-def _counts(conn, tables: dict[str, str | None]) -> dict[str, int]:
-    counts = {}
-    for name, table in tables.items():
-        if table is None:
-            continue
-        n = conn.execute(sql.SQL("select count(*) from {}").format(relations.ident(table))).fetchone()[0]
-        if n:
-            counts[name] = n
-    return counts
+def _totals(held: dict[str, dict[str, int]]) -> dict[str, int]:
+    return {name: sum(rules.values()) for name, rules in held.items()}
 
 
 def _by_rule(conn, tables: dict[str, str | None]) -> dict[str, dict[str, int]]:
@@ -139,7 +133,7 @@ def _validate(context: Any) -> dict[str, Any]:
         }
         quarantine_tables = {name: wap.built_quarantine(conn, found[name], this_run) for name in built}
         quarantined_rules = _by_rule(conn, quarantine_tables)
-        quarantined = {name: sum(rules.values()) for name, rules in quarantined_rules.items()}
+        quarantined = _totals(quarantined_rules)
         # What the suites' {{ quarantined('m') }} reads: this run's quarantine (a critical check blocks a source
         # mostly quarantined, or a key both kept and quarantined: either is a broken extract, not bad rows).
         held = {name: table or suite_files.nothing_quarantined(refs[name]) for name, table in quarantine_tables.items()}

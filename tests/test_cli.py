@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import repeated_expectations
 
 from greenery import config, run_outcome
 from greenery.cli_types import UsageError
@@ -360,11 +361,16 @@ def test_format_suites_reads_every_file_before_it_writes_one(tmp_path, capsys, m
     data = json.loads(suite.read_text())
     data["expectations"][1]["type"] = "expect_column_values_to_be_unqiue"
     typo.write_text(json.dumps(data))
+    # Review: json kept the second of two "expectations" arrays; the file was rewritten without the first's, exit 0.
+    twice = tmp_path / "twice.json"
+    twice.write_text(repeated_expectations(suite.read_text()))
+    line = twice.read_text().count("\n", 0, twice.read_text().rindex('"expectations"')) + 1
     for bad, reason in (
         (tmp_path / "missing.json", f"{tmp_path / 'missing.json'}: no such suite file; nothing was changed"),
         (broken, f"{broken}, line 3, column 1: not JSON: Expecting value; nothing was changed"),
         (not_a_suite, f"{not_a_suite}: not a suite (a JSON object with a name and a list of expectations)"),
         (typo, f"{typo}: GX cannot read expectation 1 (expect_column_values_to_be_unqiue)"),
+        (twice, f"{twice}, line {line}, column 3: the key 'expectations' is given twice in one object"),
     ):
         stderr = refused(str(unformatted), str(bad))
         assert f"error: {reason}" in stderr, stderr
@@ -996,8 +1002,7 @@ def test_a_run_names_its_log_file_only_when_it_writes_one(verbose, tmp_path, mon
     monkeypatch.setattr(local_airflow, "prepare", lambda home: None)
     monkeypatch.setattr(local_airflow, "load_dag", lambda: types.SimpleNamespace(dag_id="greenery_daily"))
     monkeypatch.setattr(local_airflow, "refuse_beside_a_scheduler", lambda dag_id: None)
-    monkeypatch.setattr(local_airflow, "run_day", lambda day, conf, dag: failed_run)
-    monkeypatch.setattr(local_airflow, "check_ran", lambda dag, run: None)
+    monkeypatch.setattr(local_airflow, "run_day", lambda day, conf, dag, must_finish: failed_run)
     monkeypatch.setattr(local_airflow, "failed_tasks", lambda run: ["validate"])
     monkeypatch.setattr(run_outcome, "failures", lambda run, failed: [("validate", ["1 critical problem"])])
     # A range: the day after the red one did not run, and the line says so (README: The CLI).
@@ -1267,6 +1272,20 @@ def test_a_range_the_uis_scheduler_stops_half_way_fails_saying_what_ran_and_what
     with pytest.raises(local_airflow.SchedulerAliveError):
         cli._each_day(days[2:], dag, None, full_refresh=False)
 
+    # Review: any other error on a later day (a run that ended with tasks unfinished, the metadata database locked)
+    # ended the same way, exit 2 and the error alone; it says what ran, with the error on one line, masked.
+    def unfinished(n, range_, day, dag, log_file, full_refresh, ran_today):
+        if day == days[1]:
+            raise local_airflow.RunDidNothingError("run manual__x ended 'running'\n at postgresql://u:hunter2@db/x")
+        return types.SimpleNamespace(state="success", run_id=f"manual__{day}")
+
+    monkeypatch.setattr(cli, "_one_day", unfinished)
+    assert cli._each_day(days, dag, None, full_refresh=False) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "stopped at 2021-02-11: RunDidNothingError: run manual__x ended 'running' at postgresql://***@db/x",
+        "  ran 2021-02-10; not run: 2021-02-11 to 2021-02-13 (3 days)",
+    ]
+
 
 def test_a_failed_tasks_error_that_cannot_be_read_says_why_not_that_the_warehouse_did_not_answer(monkeypatch):
     """Review: a role without usage on greenery_audit ran a day that failed; the command said "the warehouse did not
@@ -1312,3 +1331,29 @@ def test_yesterday_may_be_run_and_today_may_not():
         cli_types.days_to_run(yesterday, today)
     with pytest.raises(cli_types.UsageError, match="is after today"):
         cli_types.days_to_run(today, today + dt.timedelta(days=1))
+
+
+def test_a_day_whose_run_ended_with_tasks_unfinished_is_failed_and_paged_while_still_its_own(airflow_dag, monkeypatch):
+    """Review: `greenery run` checked that every task had finished only after the run was no longer listed as its
+    own: a run that ended with a task unfinished was left *running*, unlisted, nobody paged. The check is made while
+    the run is listed (local_airflow.run_day's must_finish): the run is failed and on-call paged once."""
+    import types
+
+    from greenery.dev import cli_runs, local_airflow
+
+    unfinished = types.SimpleNamespace(
+        run_id="manual__x",
+        state="running",
+        get_task_instances=lambda: [types.SimpleNamespace(task_id="publish", state="running")],
+    )
+    dag = types.SimpleNamespace(dag_id=config.DAG_ID, task_ids=["publish", "validate"], test=lambda **_: unfinished)
+    failed, pages = [], []
+    monkeypatch.setattr(cli_runs, "fail_run", lambda dag_id, when: failed.append(when.date()) or "manual__x")
+    monkeypatch.setattr(cli_runs, "_page", lambda dag_id, day, run_id, went_out, what: pages.append(what))
+    monkeypatch.setattr(cli_runs, "published", lambda run_id: False)
+    with pytest.raises(local_airflow.RunDidNothingError):
+        local_airflow.run_day(dt.date(2021, 2, 12), dag=dag, must_finish=True)
+    why = "without running every task (no task instance: validate; unfinished: publish"
+    assert failed == [dt.date(2021, 2, 12)]
+    assert pages == [f"greenery run failed at 2021-02-12: RunDidNothingError: run manual__x ended 'running' {why})"]
+    assert local_airflow.run_day(dt.date(2021, 2, 12), dag=dag) is unfinished  # the tests' own runs: not checked

@@ -1065,3 +1065,30 @@ def test_a_digest_failing_after_the_publish_pages_that_the_marts_were_published(
         and "clear `state_of_the_data` (with its downstream tasks" in body
     )
     assert [m.rcpt_tos for m in email_on.messages] == [["ana@example.com"]]
+
+
+def test_the_email_names_the_rules_each_tables_quarantined_rows_broke_most_rows_first():
+    """The Slack digest said which rules a table's quarantined rows broke; the email said only how many rows (review).
+    Both parts now name them as Slack does: most rows first, four at most, and a rule's text on one line, escaped."""
+    stats = {
+        **hostile_stats(),
+        "quarantined": {"staging.stg_postgres__orders": 7, "staging.stg_postgres__users": 1},
+        "quarantined_rules": {
+            "staging.stg_postgres__orders": {
+                "a\nBcc: x <b>y</b>": 1,
+                "null_key": 3,
+                "future_timestamp": 2,
+                "b": 1,
+                "c": 0,
+            },
+            "staging.stg_postgres__users": {"orphan_user": 1},
+        },
+    }
+    message = digest_email.build(stats, synthetic_points(), b"png", sender=SENDER, recipients=TO)
+    text, html, _ = parts(parse(message.as_bytes()))
+    ranked = "null_key 3, future_timestamp 2, a Bcc: x <b>y</b> 1, b 1, … 1 more"
+    [orders] = [line for line in text.get_content().splitlines() if "stg_postgres__orders" in line]
+    assert orders.endswith(f"7  ({ranked})"), orders
+    assert "stg_postgres__users" in text.get_content() and "(orphan_user 1)" in text.get_content()
+    body = html.get_content()
+    assert ranked.replace("<", "&lt;").replace(">", "&gt;") in body and "<b>y</b>" not in body

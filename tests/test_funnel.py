@@ -211,6 +211,17 @@ def test_more_checkouts_than_carts_is_not_shown_as_a_conversion_above_100_percen
     assert "%" not in lines[-1].split("(")[0]
 
 
+def test_a_day_built_before_a_column_existed_prints_n_a_and_how_to_fill_it_not_a_traceback():
+    """Review: a column added to a daily model is NULL on the days built before it (README); `greenery answers` for
+    such a day ended in a TypeError traceback, nothing printed."""
+    day = {"as_of_date": FEB12, "sessions": 578, "sessions_with_add_to_cart": None, "sessions_with_checkout": 361}
+    lines = answers.format_funnel(day)
+    assert lines[2].split() == ["with", "an", "add-to-cart", "n/a", "n/a", "of", "sessions"], lines
+    said = f"  n/a: not built on {FEB12} (its run is older than the column); running the day again fills it"
+    assert lines[-1] == said
+    assert (answers.count(None), answers.count(1234)) == ("n/a", "1,234")  # the other counts of `greenery answers`
+
+
 # ------------------------------------------------------------------------------------------ the rule, on random days
 
 # Times around the day's edges, few enough that events tie: a step at the same moment as the one it follows counts.

@@ -1061,6 +1061,43 @@ def test_a_duplicated_compound_key_is_shown_whole_with_its_copies():
     assert page.count(f'title="{longer}"') == 2 and f">{longer}<" not in page
 
 
+@pytest.mark.parametrize(
+    "recorded_as",
+    [
+        {"owner": None},  # before owners existed (git 43458f1): no key at all
+        {"runs_failing": None, "failing_since": None},
+        {"sources": None, "also_fails_in": None},
+        {"keys": [{"key": "k"}]},  # a key without its count
+        {"keys": [7]},
+        {"runs_failing": "3"},
+        {"table": None, "expectation": None, "severity": None},
+    ],
+    ids=["owner", "runs-failing", "sources", "key-count", "key-int", "runs-failing-str", "names"],
+)
+def test_a_root_cause_recorded_by_an_older_version_is_shown_not_a_500(recorded_as):
+    """Review: the page read each recorded root cause as it was, and its template names every field: a run recorded
+    before a field existed (a cause without ``owner``, as validate recorded them before owners) made the page a 500.
+    Each field is filled in with its type: "—" for a missing owner, "this run" for a missing count."""
+    from greenery.ui import recorded
+    from greenery.ui.render import render_page
+
+    cause = {"table": "marts.t", "suite": "t", "severity": "critical", "expectation": "x", "column": None}
+    cause.update(sources=["raw.t"], also_fails_in=[], runs_failing=2, failing_since="2021-02-11", owner="@ana")
+    cause.update(keys=[{"key": "k", "count": 2}], description=None, error=None, observed_value=None)
+    cause.update(unexpected_count=2)
+    for name, value in recorded_as.items():
+        cause.pop(name) if value is None else cause.update({name: value})
+    run = dict.fromkeys(("validated_at", "log_url", "failures_total"))
+    run.update(run_id="r", logical_date="2021-02-12", published=False, dag_id="d", quarantined={})
+    run.update(evaluated=1, failed_critical=1, failed_warning=0)
+    data = {"dag_id": "d", "latest_run": run, "tables": [], "failures": []}
+    causes = recorded.causes({"root_causes": [cause]})
+    page = render_page({**data, "root_causes": causes})
+    assert "<td>—</td>" in page if "owner" in recorded_as else "@ana" in page
+    with pytest.raises(Exception):  # noqa: B017 - the positive control: the cause as recorded fails the page
+        render_page({**data, "root_causes": [cause]})
+
+
 def test_a_runs_own_page_links_the_json_of_that_run_not_the_latest():
     """Review: the JSON link of a run's page (``?run_id=X``) opened the latest run's JSON."""
     from urllib.parse import urlencode
@@ -1229,3 +1266,24 @@ def test_a_publish_cleared_alone_after_its_failure_marks_that_failure_as_repaire
         conn.execute("update greenery_audit.task_failures set failed_at = now()")
     body = client().get("/data-quality/api/latest", params={"run_id": OLD_RUN}).json()
     assert [f["earlier_attempt"] for f in body["task_failures"]] == [False]
+
+
+def test_an_empty_run_id_asks_for_the_latest_run_not_a_run_named_nothing(monkeypatch):
+    """Review: ``?run_id=`` left empty (an edited bookmark, a link built from an empty id) read as a run named "",
+    and the page and the JSON said that nothing had ever been validated."""
+    import contextlib
+
+    from greenery.ui.report import WarehouseError
+
+    asked = []
+
+    def report(conn, history_limit, run_id):
+        asked.append(run_id)
+        raise WarehouseError("stub: what was asked is all this test reads")
+
+    monkeypatch.setattr(quality_view, "reading", lambda: contextlib.nullcontext(object()))
+    monkeypatch.setattr(quality_view, "report", report)
+    app = client()
+    for path in ("/data-quality/?run_id=", "/data-quality/api/latest?run_id=%20", "/data-quality/?run_id=r1"):
+        assert app.get(path).status_code == 503
+    assert asked == [None, None, "r1"]  # the positive control: a run asked by name is asked by its name

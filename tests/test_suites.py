@@ -20,7 +20,7 @@ from pathlib import Path
 import known_data
 import psycopg
 import pytest
-from helpers import query_checks
+from helpers import query_checks, repeated_expectations
 
 from greenery import config, docs, warehouse
 from greenery.checks import docs_pages, root_causes, suites
@@ -287,6 +287,36 @@ def test_a_suite_file_of_the_wrong_shape_is_refused_by_name(content, reason, tmp
     (tmp_path / "stg_postgres__promos.json").write_bytes(content)
     with pytest.raises(suites.SuiteDefinitionError, match=rf"stg_postgres__promos\.json: {reason}"):
         suites.load_suites(MODELS, tmp_path)
+
+
+def test_a_key_given_twice_in_a_suite_file_is_refused_naming_its_line_not_settled_silently(tmp_path):
+    """Review: json keeps the last of two equal keys, so a suite whose merge left two "expectations" arrays was
+    checked with the second alone, green, fewer checks than the file holds; a severity given twice took the last."""
+    text = SUITES["stg_postgres__promos"].path.read_text()
+    doubled = repeated_expectations(text)
+    assert len(json.loads(doubled)["expectations"]) == 1  # the positive control: what json alone made of it
+    line = doubled.count("\n", 0, doubled.rindex('"expectations"')) + 1
+    (tmp_path / "stg_postgres__promos.json").write_text(doubled)
+    key = "'expectations' is given twice in one object"
+    with pytest.raises(suites.SuiteDefinitionError, match=rf"stg_postgres__promos\.json:{line}: the key {key}"):
+        suites.load_suites(MODELS, tmp_path)
+    inner = text.replace('"severity": "critical"', '"severity": "critical", "severity": "info"', 1)
+    (tmp_path / "stg_postgres__promos.json").write_text(inner)
+    with pytest.raises(suites.SuiteDefinitionError, match="the key 'severity' is given twice"):
+        suites.load_suites(MODELS, tmp_path)
+
+
+def test_strict_json_reads_what_json_reads_and_finds_the_second_of_two_keys_where_it_is():
+    from greenery.checks import strict_json
+
+    for path in sorted(Path(config.get().expectations_dir).glob("*.json")):
+        assert strict_json.loads(path.read_text()) == json.loads(path.read_text()), path
+    nested = '{"a": {"b": 1, "c": {"b": 2}},\n "b": [{"b": 3}],\n  "\\u0062": 4}'  # b again, escaped, line 3
+    with pytest.raises(strict_json.RepeatedKeyError) as found:
+        strict_json.loads(nested)
+    assert (found.value.key, found.value.lineno, found.value.colno) == ("b", 3, 3)
+    with pytest.raises(strict_json.JSONDecodeError, match="Expecting property name"):
+        strict_json.loads('{"a": 1,}')
 
 
 def test_a_malformed_suite_fails_the_first_build_task_before_any_model_is_built(tmp_path, monkeypatch):

@@ -212,15 +212,20 @@ def num(value) -> str:
     return "n/a" if value is None else f"{float(value):.2f}"
 
 
+def count(value) -> str:
+    """A count, or n/a: a column added to a daily model is NULL on the days built before it (review: a traceback)."""
+    return "n/a" if value is None else f"{int(value):,}"
+
+
 def format_answers(answers: dict[str, Any]) -> str:
     m = answers["metrics"]
     lines = [
         f"Greenery, as of the end of {m['as_of_date']} (marts.metrics_daily)",
-        f"  users                         {m['users']:>10,}",
-        f"  buyers (>= 1 order)           {m['buyers']:>10,}",
-        f"  repeat buyers (>= 2 orders)   {m['repeat_buyers']:>10,}",
+        f"  users                         {count(m['users']):>10}",
+        f"  buyers (>= 1 order)           {count(m['buyers']):>10}",
+        f"  repeat buyers (>= 2 orders)   {count(m['repeat_buyers']):>10}",
         f"  repeat rate                   {pct(m['repeat_rate']):>10}",
-        f"  sessions                      {m['sessions']:>10,}",
+        f"  sessions                      {count(m['sessions']):>10}",
         f"  session conversion rate       {pct(m['conversion_rate']):>10}",
         f"  orders per hour (avg)         {num(m['avg_orders_per_hour']):>10}",
         f"  sessions per hour (avg)       {num(m['avg_sessions_per_hour']):>10}",
@@ -271,12 +276,16 @@ def format_funnel(m: dict[str, Any]) -> list[str]:
     if checkouts is not None and carts is not None and checkouts > carts:
         # Each step is counted on its own: more checkouts than carts is no conversion above 100 % (review).
         step = f"{checkouts - carts:,} more than with an add-to-cart (add-to-cart events missing?)"
-    return [
+    lines = [
         f"Session funnel (all sessions by the end of {m['as_of_date']}; per day: marts.fact_funnel_daily)",
-        f"  sessions                      {sessions:>10,}",
-        f"  with an add-to-cart           {carts:>10,}   {_ratio(carts, sessions)} of sessions",
-        f"  with a checkout               {checkouts:>10,}   {step}, {_ratio(checkouts, sessions)} of sessions",
+        f"  sessions                      {count(sessions):>10}",
+        f"  with an add-to-cart           {count(carts):>10}   {_ratio(carts, sessions)} of sessions",
+        f"  with a checkout               {count(checkouts):>10}   {step}, {_ratio(checkouts, sessions)} of sessions",
     ]
+    if None in (sessions, carts, checkouts):
+        day = m["as_of_date"]
+        lines.append(f"  n/a: not built on {day} (its run is older than the column); running the day again fills it")
+    return lines
 
 
 def _p(p) -> str:

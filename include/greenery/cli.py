@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from greenery import config, gc_tuning, links, redaction
+from greenery.checks import strict_json
 from greenery.cli_types import (
     UsageError,
     day_option,
@@ -112,12 +112,14 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
         except BrokenPipeError:  # the reader left between two days' runs: it did less than asked (review), say so
             said = run_outcome.ran_and_not(days, n - 1 + len(ran))
             raise cli_runs.RunInterrupted(f"its output was closed at {day}: {said}", 141) from None
-        except local_airflow.SchedulerAliveError as exc:
+        except Exception as exc:
             if n == 1:
-                raise  # refused before anything ran: a usage error (exit 2)
-            # Review: a range the UI's scheduler stopped half-way ended with exit 2 and the refusal alone, as if
-            # nothing had run: it did less than asked, and says what was done and what was not.
-            print(f"stopped before {day}: {exc}\n  {run_outcome.ran_and_not(days, n - 1)}", file=sys.stderr)
+                raise  # before anything ran: main's one line (exit 2), or the traceback of the unknown
+            # Review: a range stopped half-way ended with exit 2 and the error alone, as if nothing had run.
+            before = isinstance(exc, local_airflow.SchedulerAliveError)  # refused before the day's run
+            why = exc if before else redaction.redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:600]
+            said = run_outcome.ran_and_not(days, n - 1 + len(ran))
+            print(f"stopped {'before' if before else 'at'} {day}: {why}\n  {said}", file=sys.stderr)
             return 1
         if dag_run.state != "success" and cli_runs.stopped_by_the_user(dag_run):
             raise cli_runs.stopped(dag.dag_id, day, dag_run.run_id)
@@ -142,8 +144,7 @@ def _one_day(n: int, days: list[dt.date], day: dt.date, dag, log_file: Path | No
     local_airflow.refuse_beside_a_scheduler(dag.dag_id)  # before each day: the UI may be unpaused meanwhile
     with contextlib.nullcontext(sys.stdout) if log_file is None else local_airflow.output_to(log_file) as console:
         print(f"[{n}/{len(days)}] {day} ...", end="", flush=True, file=console)
-        dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag)
-        local_airflow.check_ran(dag, dag_run)
+        dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag, must_finish=True)
         ran.append(day)
         print(f" {dag_run.state} in {time.perf_counter() - started:.1f}s{run_outcome.notes(dag_run)}", file=console)
     return dag_run
@@ -228,10 +229,10 @@ def cmd_format_suites(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UsageError(f"{path}: no such suite file; nothing was changed")
         try:
-            json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            strict_json.loads(path.read_text())
+        except strict_json.JSONDecodeError as exc:
             where = f"{path}, line {exc.lineno}, column {exc.colno}"
-            raise UsageError(f"{where}: not JSON: {exc.msg}; nothing was changed") from None
+            raise UsageError(f"{where}: {strict_json.why(exc)}; nothing was changed") from None
         except UnicodeDecodeError as exc:
             raise UsageError(f"{path}, byte {exc.start}: not UTF-8 text; nothing was changed") from None
     from greenery.checks import gx  # Great Expectations: ~2 s to import, once the files are known to be good
@@ -251,8 +252,7 @@ def cmd_format_suites(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Airflow's UI, scheduler and DAG processor on this machine; Ctrl-C stops them (and the embedded PostgreSQL,
-    unless `greenery db start` keeps it)."""
+    """Airflow's UI, scheduler and DAG processor here; Ctrl-C stops them (and the embedded PostgreSQL, unless kept)."""
     from greenery.dev import embedded_pg, local_ui
 
     local_airflow.refuse_beside_cli_runs(config.DAG_ID, cli_runs.live_runs())

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from greenery import bidi
 from greenery.alerts import chart
-from greenery.alerts.text import as_int
+from greenery.alerts.text import as_int, ranked_rules
 from greenery.redaction import redact
 from greenery.trend import Point
 
@@ -64,6 +64,13 @@ def _http_url(value: Any) -> str | None:
     return None
 
 
+def _rules(broken: Any) -> str:
+    """``future_timestamp 4, orphan_user 2``: one line, most rows first (alerts/text.ranked_rules)."""
+    ranked, hidden = ranked_rules(broken)
+    shown = [f"{_one_line(rule, 60)} {n:,}" for rule, n in ranked] + ([f"… {hidden} more"] if hidden else [])
+    return ", ".join(shown)
+
+
 def subject(stats: Mapping[str, Any]) -> str:
     passed, evaluated = as_int(stats.get("checks_passed")), as_int(stats.get("checks_evaluated"))
     day = stats.get("logical_date") or "n/a"
@@ -87,6 +94,7 @@ def view(stats: Mapping[str, Any], points: Sequence[Point], cid: str | None) -> 
         for s in series
     ]
     quarantined = {str(k): as_int(v) for k, v in (stats.get("quarantined") or {}).items()}
+    rules = stats.get("quarantined_rules") if isinstance(stats.get("quarantined_rules"), Mapping) else {}
     links = stats.get("links") or {}
     return {
         "dag_id": str(stats.get("dag_id") or "greenery"),
@@ -100,7 +108,8 @@ def view(stats: Mapping[str, Any], points: Sequence[Point], cid: str | None) -> 
         "window": {"days": len(points), "first": first_day, "last": points[-1].day if points else None},
         "chart": {"cid": cid, "alt": chart.describe(points), "width": chart.WIDTH, "height": chart.HEIGHT},
         "tables": sorted((str(k), as_int(v)) for k, v in (stats.get("rows") or {}).items()),
-        "quarantined": sorted(quarantined.items()),
+        # Each table's rows with the rules they broke, as Slack says them (review: the email had counts only).
+        "quarantined": [(name, n, _rules(rules.get(name))) for name, n in sorted(quarantined.items())],
         "quarantined_total": sum(quarantined.values()),
         "links": [
             (label, url)

@@ -26,6 +26,7 @@ from greenery.alerts.text import (
     escape,
     fmt_int,
     link,
+    ranked_rules,
     truncate,
     within,
 )
@@ -119,13 +120,11 @@ def _quarantine_text(quarantined: Mapping[str, Any], rules: Mapping[str, Any] | 
 
 def _rules_text(broken: Any, limit: int = 4) -> str:
     """`` (`future_timestamp` 4, `orphan_user` 2)``: the rules a model's rows broke, most rows first."""
-    if not isinstance(broken, Mapping) or not broken:
+    ranked, hidden = ranked_rules(broken, limit)
+    if not ranked:
         return ""
-    # Sorted here: jsonb (the record, Airflow's XCom on PostgreSQL) keeps keys shortest first, not as written (review).
-    ranked = sorted(broken.items(), key=lambda item: (-as_int(item[1]), str(item[0])))
-    shown = [f"{code(rule, 60)} {fmt_int(as_int(n))}" for rule, n in ranked[:limit]]
-    more = f", … {len(broken) - limit} more" if len(broken) > limit else ""
-    return f" ({', '.join(shown)}{more})"
+    shown = [f"{code(rule, 60)} {fmt_int(n)}" for rule, n in ranked]
+    return f" ({', '.join(shown)}{f', … {hidden} more' if hidden else ''})"
 
 
 def _publish_text(summary: Mapping[str, Any]) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -119,6 +120,15 @@ def found(summary: Any) -> str:
     held = sum(as_int(n) for n in (summary.get("quarantined") or {}).values())
     said = [counted(warnings, "warning")] if warnings else []
     return ", ".join(said + ([f"{counted(held, 'row')} quarantined"] if held else []))
+
+
+def ranked_rules(broken: Any, limit: int = 4) -> tuple[list[tuple[str, int]], int]:
+    """The rules a model's quarantined rows broke, most rows first (then by name), at most ``limit`` of them, and how
+    many more there are. jsonb (the record, Airflow's XCom on PostgreSQL) keeps keys shortest first, not as written."""
+    if not isinstance(broken, Mapping) or not broken:
+        return [], 0
+    ranked = sorted(((str(rule), as_int(n)) for rule, n in broken.items()), key=lambda item: (-item[1], item[0]))
+    return ranked[:limit], max(0, len(ranked) - limit)
 
 
 def checked_in(checked: int, total: int) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import time
 import uuid
@@ -45,7 +44,7 @@ from great_expectations import exceptions as gx_exceptions
 from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
 
 from greenery import locks, warehouse
-from greenery.checks import gx_logs, paths, streams
+from greenery.checks import gx_logs, paths, streams, strict_json
 from greenery.checks.suites import SuiteDefinitionError, SuiteFile, check_ids, dump, resolve_refs, run_variables
 from greenery.checks.summary import DETAIL_ERROR, SAMPLE_KEYS, UNEXPECTED_ROWS, error, failed, summarize
 from greenery.project.models import Model
@@ -179,7 +178,7 @@ def _suite(suite_file: SuiteFile, refs, variables):
 
 def formatted_suite(path: Path) -> tuple[str, str]:
     """(its text, GX's serialized form with new ids where missing); else SuiteDefinitionError. Writes nothing."""
-    data = json.loads(text := path.read_text())
+    data = strict_json.loads(text := path.read_text())  # a key given twice: refused (checks/strict_json.py)
     expectations = data.get("expectations") if isinstance(data, dict) else None
     if not isinstance(expectations, list) or not all(isinstance(e, dict) for e in expectations):
         raise SuiteDefinitionError(f"{path}: not a suite (a JSON object with a name and a list of expectations)")

@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from greenery import config
+from greenery.checks import strict_json
 from greenery.errors import RetryCannotFix
 from greenery.project.models import Model
 from greenery.project.render import FAR_PAST, Interval, compiled, incremental_since, sql_literal
@@ -53,9 +54,11 @@ def load_suites(models: Mapping[str, Model], directory: Path | None = None) -> d
     suites: dict[str, SuiteFile] = {}
     for path in sorted(directory.glob("*.json")):
         try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
+            data = strict_json.loads(path.read_bytes().decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise SuiteDefinitionError(f"{path}: not UTF-8 at byte {exc.start}: {exc.reason}") from exc
+        except strict_json.RepeatedKeyError as exc:
+            raise SuiteDefinitionError(f"{path}:{exc.lineno}: {exc.msg}") from exc
         except json.JSONDecodeError as exc:
             raise SuiteDefinitionError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
         _check_shape(path, data)

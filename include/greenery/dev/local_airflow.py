@@ -216,8 +216,10 @@ def load_dag(dag_file: Path = DAG_FILE):
     return module.dag
 
 
-def run_day(day: dt.date, conf: dict | None = None, dag=None):
-    """Run the whole DAG for ``day`` (the UTC day [day, day+1)); return the finished DagRun.
+def run_day(day: dt.date, conf: dict | None = None, dag=None, must_finish: bool = False):
+    """Run the whole DAG for ``day`` (the UTC day [day, day+1)); return the finished DagRun. ``must_finish``: raise
+    :class:`RunDidNothingError` unless every task finished (:func:`check_ran`), while the run is still this process's:
+    it is then failed and on-call paged (review: raised after, the unfinished run was left running, unlisted).
 
     The run shares Airflow's history with ``greenery ui`` (same AIRFLOW_HOME), so it must look like any
     other run there: its logical date is ``day`` at the time of day it starts (a run's day is its logical
@@ -245,10 +247,12 @@ def run_day(day: dt.date, conf: dict | None = None, dag=None):
     # A run this process leaves behind is failed by the next; its alerts give the command that runs the day again.
     with cli_runs.owned(dag.dag_id, logical_date), links.rerun_with(again):
         dag_run = dag.test(logical_date=logical_date, run_conf=conf or {})
-    with create_session() as session:
-        session.query(DagRun).filter(DagRun.dag_id == dag.dag_id, DagRun.run_id == dag_run.run_id).update(
-            {DagRun.start_date: started}, synchronize_session=False
-        )
+        with create_session() as session:
+            session.query(DagRun).filter(DagRun.dag_id == dag.dag_id, DagRun.run_id == dag_run.run_id).update(
+                {DagRun.start_date: started}, synchronize_session=False
+            )
+        if must_finish:
+            check_ran(dag, dag_run)
     return dag_run
 
 

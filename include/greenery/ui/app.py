@@ -134,6 +134,7 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
 
     @router.get("/", response_class=HTMLResponse)
     def page(run_id: str | None = None) -> HTMLResponse:
+        run_id = _asked(run_id)
         try:
             with reading() as conn:
                 data = _with_docs_pages(conn, report(conn, history_limit, run_id), render.docs_root())
@@ -147,6 +148,7 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
 
     @router.get("/api/latest")
     def latest(run_id: str | None = None) -> JSONResponse:
+        run_id = _asked(run_id)
         try:
             with reading() as conn:
                 # Absolute links: relative ones would resolve against this URL (…/api/docs/…, 404).
@@ -215,6 +217,12 @@ def create_app(*, require_auth: bool = True, history_limit: int = HISTORY_LIMIT)
     app.include_router(router)
     app.add_middleware(_BaselineHeaders)
     return app
+
+
+def _asked(run_id: str | None) -> str | None:
+    """``?run_id=`` left empty (a link built from an empty id, an edited bookmark) asks for the latest run: it said
+    that nothing had ever been validated (review)."""
+    return (run_id.strip() or None) if run_id else None
 
 
 def _with_docs_pages(conn, data: dict, root: str) -> dict:

@@ -11,22 +11,20 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from greenery import audit, config, wap, warehouse
-from greenery.redaction import redact
+from greenery import audit, config, warehouse
+from greenery.ui import recorded
 
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 10
 # Reading the audit tables is cheap; never hold one of the API server's threads for long.
 STATEMENT_TIMEOUT_MS = 15_000
-_BUILD_TABLE = re.compile(rf"^{re.escape(wap.BUILD_PREFIX)}\d{{8}}_[0-9a-f]+__(?P<layer>[^.]+)\.(?P<name>.+)$")
 
 
 class UnknownRunError(LookupError):
@@ -47,18 +45,6 @@ def _utc(value: dt.datetime | None) -> str | None:
 
 def _day(value: dt.date | str | None) -> str | None:
     return value.isoformat() if isinstance(value, dt.date) else value
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def display_table(table: str | None) -> str | None:
-    """``_build_20240101_ab12cd34__marts.fact_orders`` (where a run validated it) -> ``marts.fact_orders``."""
-    if not table:
-        return table
-    found = _BUILD_TABLE.match(table)
-    return f"{found['layer']}.{found['name']}" if found else table
 
 
 def table_status(failed_critical: int, failed_warning: int) -> str:
@@ -86,11 +72,11 @@ def recent_runs(conn, limit: int = HISTORY_LIMIT, up_to: dt.datetime | None = No
                 "validated_at": _utc(at),
                 "published": published,
                 "dag_id": dag if isinstance(dag, str) else config.DAG_ID,
-                "evaluated": _count(evaluated),
-                "failed_critical": _count(critical),
-                "failed_warning": _count(warning),
-                "failures_total": _count(total) if total is not None else None,
-                "quarantined": {str(k): _count(v) for k, v in (quarantined or {}).items()}
+                "evaluated": recorded.count(evaluated),
+                "failed_critical": recorded.count(critical),
+                "failed_warning": recorded.count(warning),
+                "failures_total": recorded.count(total) if total is not None else None,
+                "quarantined": {str(k): recorded.count(v) for k, v in (quarantined or {}).items()}
                 if isinstance(quarantined, dict)
                 else {},
                 "log_url": url if isinstance(url, str) else None,
@@ -120,13 +106,13 @@ def latest_per_table(conn, as_of: dt.datetime | None = None) -> list[dict[str, A
     ).format(runs=_runs_table())
     tables = []
     for run_id, day, at, published, suite, failures in conn.execute(query, {"as_of": as_of}).fetchall():
-        critical, warning = _count(suite.get("failed_critical")), _count(suite.get("failed_warning"))
+        critical, warning = recorded.count(suite.get("failed_critical")), recorded.count(suite.get("failed_warning"))
         tables.append(
             {
                 "suite": suite.get("suite"),
-                "table": display_table(suite.get("table")),
+                "table": recorded.display_table(suite.get("table")),
                 "validated_table": suite.get("table"),
-                "evaluated": _count(suite.get("evaluated")),
+                "evaluated": recorded.count(suite.get("evaluated")),
                 "failed_critical": critical,
                 "failed_warning": warning,
                 "status": table_status(critical, warning),
@@ -134,35 +120,12 @@ def latest_per_table(conn, as_of: dt.datetime | None = None) -> list[dict[str, A
                 "logical_date": _day(day),
                 "validated_at": _utc(at),
                 "published": published,
-                "failures": [_failure(f) for f in failures if isinstance(f, dict)],
+                "failures": [recorded.failure(f) for f in failures if isinstance(f, dict)],
             }
         )
     rank = {"failed": 0, "warning": 1, "passed": 2}
     tables.sort(key=lambda t: (rank[t["status"]], t["table"] or "", t["suite"] or ""))
     return tables
-
-
-def _failure(f: dict[str, Any]) -> dict[str, Any]:
-    samples = f.get("sample_keys")
-    return {
-        "suite": f.get("suite"),
-        "table": display_table(f.get("table")),
-        "column": f.get("column"),
-        "expectation": f.get("expectation"),
-        "severity": f.get("severity") or "critical",
-        "description": f.get("description"),
-        "observed_value": f.get("observed_value"),
-        "unexpected_count": f.get("unexpected_count"),
-        "sample_keys": [str(s) for s in samples] if isinstance(samples, list) else [],
-        "error": _redacted(f.get("error")),
-        "detail_error": _redacted(f.get("detail_error")),
-    }
-
-
-def _redacted(value: Any) -> Any:
-    """An error as recorded, credentials masked (review: a password in a misspelt setting, echoed by every task's
-    error, was on the page and in the JSON; a record kept before masking too)."""
-    return redact(value) if isinstance(value, str) else value
 
 
 def run_record(conn, run_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -184,27 +147,15 @@ def run_record(conn, run_id: str) -> tuple[dict[str, Any], dict[str, Any]] | Non
         "validated": True,
         "published": published,
         "dag_id": summary.get("dag_id") if isinstance(summary.get("dag_id"), str) else config.DAG_ID,
-        "evaluated": _count(summary.get("evaluated")),
-        "failed_critical": _count(summary.get("failed_critical")),
-        "failed_warning": _count(summary.get("failed_warning")),
-        "failures_total": _count(summary.get("failures_total")),
-        "quarantined": {str(k): _count(v) for k, v in (summary.get("quarantined") or {}).items()},
+        "evaluated": recorded.count(summary.get("evaluated")),
+        "failed_critical": recorded.count(summary.get("failed_critical")),
+        "failed_warning": recorded.count(summary.get("failed_warning")),
+        "failures_total": recorded.count(summary.get("failures_total")),
+        "quarantined": {str(k): recorded.count(v) for k, v in (summary.get("quarantined") or {}).items()},
         "quarantined_rules": summary.get("quarantined_rules"),  # as recorded: ui/render.py reads it
         "log_url": summary.get("log_url") if isinstance(summary.get("log_url"), str) else None,
     }
     return run, summary
-
-
-def _notes(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """The run's *info* results (never alerting: e.g. too little history for the anomaly checks)."""
-    notes = summary.get("notes")
-    return [_failure(n) for n in notes if isinstance(n, dict)] if isinstance(notes, list) else []
-
-
-def _causes(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """The root causes a run recorded (runs recorded before grouping existed have none)."""
-    causes = summary.get("root_causes")
-    return [audit.errors_redacted(c) for c in causes if isinstance(c, dict)] if isinstance(causes, list) else []
 
 
 # The DAG's tasks downstream of validate (tests/test_dag_integrity.py checks the list): one of them failing in a
@@ -257,9 +208,9 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     that run, as a run that failed before validate. Its tables are each one's latest result as of
     ``tables_as_of``: the run's validation, or its first task failure for a run that failed before validate.
     """
-    recorded = audit.exists(conn, "validation_runs")
+    any_validation = audit.exists(conn, "validation_runs")
     # A run asked for by name gets its own history below (up to it): the latest runs are read only for the latest page.
-    runs = recent_runs(conn, history_limit) if recorded and run_id is None else []
+    runs = recent_runs(conn, history_limit) if any_validation and run_id is None else []
     last = audit.last_published(conn)
     serving = None
     if last:
@@ -269,9 +220,9 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     as_of = previous = cleared = None
     validated_attempt: tuple[Any, Any] = (None, None)  # the clear number and time of the run's validation shown
     if runs or run_id:
-        picked = run_record(conn, run_id or latest["run_id"]) if recorded else None
+        picked = run_record(conn, run_id or latest["run_id"]) if any_validation else None
         if picked is not None:
-            latest, causes, notes = picked[0], _causes(picked[1]), _notes(picked[1])
+            latest, causes, notes = picked[0], recorded.causes(picked[1]), recorded.notes(picked[1])
             validated_attempt = (picked[1].get("clear_number"), dt.datetime.fromisoformat(latest["validated_at"]))
             # A run asked for by name (an alert's link) is shown as it was: each table's latest result up to its
             # validation (review: a later run's failures were listed under an earlier, clean run).
@@ -299,11 +250,13 @@ def report(conn, history_limit: int = HISTORY_LIMIT, run_id: str | None = None) 
     if serving and as_of is not None:  # a past run's page: readers may see a publish made after it (review)
         serving["after_this_run"] = last["published_at"] > as_of
     later_runs = 0
-    if as_of is not None and recorded:  # a past run's page: its history ends with it (review: it listed later ones)
+    if (
+        as_of is not None and any_validation
+    ):  # a past run's page: its history ends with it (review: it listed later ones)
         runs = recent_runs(conn, history_limit, up_to=as_of)
         later = sql.SQL("select count(distinct run_id) from {} where validated_at > %s").format(_runs_table())
         later_runs = conn.execute(later, (as_of,)).fetchone()[0]
-    tables = latest_per_table(conn, as_of) if recorded else []
+    tables = latest_per_table(conn, as_of) if any_validation else []
     for table in tables:
         table["in_latest_run"] = latest is not None and table["run_id"] == latest["run_id"]
     failures = [f for t in tables for f in t["failures"]]
@@ -339,7 +292,7 @@ def _task_failures(conn, run_id: str, validated: tuple[Any, dt.datetime | None])
             **f,
             "failed_at": _utc(f["failed_at"]),
             "logical_date": _day(f["logical_date"]),
-            "error": _redacted(f["error"]),
+            "error": recorded.redacted(f["error"]),
             "attempt": f["clear_number"] or 0,
             "earlier_attempt": (f["clear_number"] or 0) < last or (at is not None and f["failed_at"] < at),
         }

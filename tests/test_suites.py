@@ -37,6 +37,13 @@ def validation():
     return module
 
 
+def gx_suites():
+    """greenery.checks.gx_suites (suite files as GX reads them), imported as late as :func:`validation`."""
+    from greenery.checks import gx_suites as module
+
+    return module
+
+
 MODELS = models.discover()
 SUITES = suites.load_suites(MODELS)
 ANCESTORS = root_causes.ancestors(MODELS)
@@ -360,12 +367,12 @@ def test_format_suite_file_adds_missing_ids_and_keeps_the_others(tmp_path):
     del data["id"], data["expectations"][1]["id"]
     path = tmp_path / "stg_postgres__promos.json"
     path.write_text(json.dumps(data))  # hand-written: no ids, other layout
-    text, formatted = validation().formatted_suite(path)
+    text, formatted = gx_suites().formatted_suite(path)
     assert formatted != text and path.read_text() == text  # nothing written
     path.write_text(formatted)
     [suite] = suites.load_suites(MODELS, tmp_path).values()
     assert suite.expectations[0]["id"] == kept and suite.expectations[1]["id"] and suite.data["id"]
-    assert validation().formatted_suite(path) == (formatted, formatted), "formatting is idempotent"
+    assert gx_suites().formatted_suite(path) == (formatted, formatted), "formatting is idempotent"
 
 
 @pytest.mark.stack  # imports Great Expectations
@@ -384,14 +391,14 @@ def test_format_suite_file_refuses_a_copy_that_kept_its_neighbours_id_and_names_
         copy = {**data["expectations"][0], "type": copy_type}
         path.write_text(json.dumps({**data, "expectations": [*data["expectations"], copy]}))
         with pytest.raises(SuiteDefinitionError) as refused:
-            validation().formatted_suite(path)
+            gx_suites().formatted_suite(path)
         assert said in str(refused.value) and f"share the id {copy['id']}" in str(refused.value), refused.value
         assert "delete the copy's id" in str(refused.value)
     del copy["id"]
     copy["type"] = "expect_column_values_to_be_uniqe"
     path.write_text(json.dumps({**data, "expectations": [*data["expectations"], copy]}))
     with pytest.raises(SuiteDefinitionError) as refused:
-        validation().formatted_suite(path)
+        gx_suites().formatted_suite(path)
     last = len(data["expectations"])
     said = str(refused.value)
     assert f"GX cannot read expectation {last} (expect_column_values_to_be_uniqe): " in said, said
@@ -399,7 +406,49 @@ def test_format_suite_file_refuses_a_copy_that_kept_its_neighbours_id_and_names_
     # Review: a file without "expectations" was written back as an empty suite, exit 0.
     path.write_text(json.dumps({"name": "dim_products"}))
     with pytest.raises(SuiteDefinitionError, match=r"not a suite \(a JSON object with a name and a list of"):
-        validation().formatted_suite(path)
+        gx_suites().formatted_suite(path)
+
+
+def test_suites_gx_cannot_read_fail_the_first_task_each_file_named_with_each_expectation_and_why(tmp_path, monkeypatch):
+    """User trial: a misspelt key (``"kwarg"``, ``row_conditon``) or type in a suite passed prepare_build and failed
+    validate after every model was built, naming no file (``TypeError: ... unexpected keyword argument 'kwarg'``) or
+    saying "see the log above" with no log above; with three files wrong, one was named per run, and each run paged.
+    prepare_build now reads every suite through GX first and names every file, expectation and reason at once."""
+    from greenery.tasks import build
+
+    for path in SUITES.values():
+        (tmp_path / path.path.name).write_text(path.path.read_text())
+    edits = {
+        "stg_postgres__orders": ("kwargs", "kwarg", "TypeError: ExpectationConfiguration.__init__() got an unexpected"),
+        "stg_postgres__users": ("expect_column_values_to_be_unique", "expect_column_values_to_be_uniqe", "not found"),
+        "stg_postgres__events": ('"kwargs": {', '"kwargs": {"row_conditon": "x", ', "row_conditon extra fields not"),
+    }
+    for name, (old, new, _) in edits.items():
+        text = (tmp_path / f"{name}.json").read_text()
+        assert old in text, name  # the positive control: each edit changes its file
+        (tmp_path / f"{name}.json").write_text(text.replace(old, new, 1))
+    monkeypatch.setenv("GREENERY_EXPECTATIONS_DIR", str(tmp_path))
+    suites.load_complete(MODELS, tmp_path)  # each file still reads as JSON, with its ids and severities
+    with pytest.raises(suites.SuiteDefinitionError) as refused:
+        build.prepare({})  # no run context needed: it fails before it reads one
+    lines = str(refused.value).splitlines()
+    assert len(lines) == 3, lines
+    for line, (name, (_, _, why)) in zip(lines, sorted(edits.items()), strict=True):
+        assert line.startswith(f"{tmp_path / name}.json: GX cannot read expectation ") and why in line, line
+
+
+def test_every_malformed_suite_file_is_named_at_once(tmp_path):
+    """User trial: a bad severity in one file and a second file's broken JSON took a run (and a page) each to find."""
+    for path in SUITES.values():
+        (tmp_path / path.path.name).write_text(path.path.read_text())
+    users = tmp_path / "stg_postgres__users.json"
+    users.write_text(users.read_text().replace('"severity": "critical"', '"severity": "critcal"', 1))
+    (tmp_path / "stg_postgres__orders.json").write_text('{"name": "stg_postgres__orders",\n')
+    with pytest.raises(suites.SuiteDefinitionError) as refused:
+        suites.load_suites(MODELS, tmp_path)
+    lines = str(refused.value).splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{tmp_path}/stg_postgres__orders.json:2: invalid JSON"), lines
+    assert lines[1].startswith(f"{users}: expectation ") and lines[1].endswith("not 'critcal'"), lines
 
 
 def _between_checks():

@@ -235,11 +235,11 @@ def cmd_format_suites(args: argparse.Namespace) -> int:
             raise UsageError(f"{where}: {strict_json.why(exc)}; nothing was changed") from None
         except UnicodeDecodeError as exc:
             raise UsageError(f"{path}, byte {exc.start}: not UTF-8 text; nothing was changed") from None
-    from greenery.checks import gx  # Great Expectations: ~2 s to import, once the files are known to be good
+    from greenery.checks import gx_suites  # GX: ~2 s to import, once the files are known to be good
     from greenery.checks.suites import SuiteDefinitionError, write_all
 
     try:  # every file through GX before any is written
-        texts = {path: gx.formatted_suite(path) for path in paths}
+        texts = {path: gx_suites.formatted_suite(path) for path in paths}
     except SuiteDefinitionError as exc:
         raise UsageError(f"{exc}; nothing was changed") from None
     changed = {path: formatted for path, (text, formatted) in texts.items() if formatted != text}

@@ -3,7 +3,8 @@
 Suites are the files of include/expectations (checks/suites.py). ``unexpected_rows_query`` texts may name other models
 with ``{{ ref('model') }}``; ``{batch}`` is GX's placeholder for the table under test: it becomes ``(select ...) as
 subselect`` (do not alias it). GX computes every metric in SQL against the warehouse: nothing is pulled into pandas.
-This is the only module that imports GX: it hands summary.py each result as plain data (GX's JSON form).
+With checks/gx_suites.py (suite files as GX reads them), the only modules that import GX: it hands summary.py
+each result as plain data (GX's JSON form).
 
 Two passes, for speed (tests/test_validation_passes.py counts the statements):
 
@@ -31,7 +32,6 @@ import contextlib
 import functools
 import logging
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -44,8 +44,8 @@ from great_expectations import exceptions as gx_exceptions
 from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
 
 from greenery import locks, warehouse
-from greenery.checks import gx_logs, paths, streams, strict_json
-from greenery.checks.suites import SuiteDefinitionError, SuiteFile, check_ids, dump, resolve_refs, run_variables
+from greenery.checks import gx_logs, gx_suites, paths, streams
+from greenery.checks.suites import SuiteFile, resolve_refs, run_variables
 from greenery.checks.summary import DETAIL_ERROR, SAMPLE_KEYS, UNEXPECTED_ROWS, error, failed, summarize
 from greenery.project.models import Model
 
@@ -165,44 +165,7 @@ def _sources(
 
 def _suite(suite_file: SuiteFile, refs, variables):
     """The suite of ``suite_file`` with its refs and variables rendered for this run."""
-    data = resolve_refs(suite_file.data, refs, variables)
-    suite = gx.ExpectationSuite(**data)
-    # GX drops an expectation it cannot parse with only a log line: refuse instead.
-    if len(suite.expectations) != len(data["expectations"]):
-        raise SuiteDefinitionError(
-            f"{suite_file.path}: GX rejected {len(data['expectations']) - len(suite.expectations)} "
-            "expectation(s); see the log above for the reason"
-        )
-    return suite
-
-
-def formatted_suite(path: Path) -> tuple[str, str]:
-    """(its text, GX's serialized form with new ids where missing); else SuiteDefinitionError. Writes nothing."""
-    data = strict_json.loads(text := path.read_text())  # a key given twice: refused (checks/strict_json.py)
-    expectations = data.get("expectations") if isinstance(data, dict) else None
-    if not isinstance(expectations, list) or not all(isinstance(e, dict) for e in expectations):
-        raise SuiteDefinitionError(f"{path}: not a suite (a JSON object with a name and a list of expectations)")
-    for item in (data, *expectations):
-        item["id"] = item.get("id") or str(uuid.uuid4())
-    # Review: a copied expectation that kept its neighbour's id, with a typo in its type, was dropped by GX (below)
-    # unseen, since its id was still there: the file lost it, exit 0. Ids are one per expectation before GX reads them.
-    try:
-        check_ids(path, data)
-    except SuiteDefinitionError as exc:
-        raise SuiteDefinitionError(f"{exc} (delete the copy's id: formatting gives it a new one)") from None
-    dropped_because: list[str] = []
-    try:
-        with gx_logs.errors_to(dropped_because):
-            suite = gx.ExpectationSuite(**data)
-    except Exception as exc:  # GX raises many types here (pydantic's, TypeError, ValueError...)
-        raise SuiteDefinitionError(f"{path}: GX cannot read it: {type(exc).__name__}: {gx_logs.one_line(exc)}") from exc
-    # GX drops an expectation it cannot parse with only a log line; formatting would delete it from the file.
-    kept = {e.id for e in suite.expectations}
-    dropped = [f"expectation {i} ({e.get('type')})" for i, e in enumerate(expectations) if e["id"] not in kept]
-    if dropped:  # the ids are one per expectation (above): a dropped one is missing from GX's
-        why = f": {dropped_because[-1]}" if dropped_because else ""
-        raise SuiteDefinitionError(f"{path}: GX cannot read {', '.join(dropped)}{why}")
-    return text, dump(suite.to_json_dict())
+    return gx_suites.read(suite_file.path, resolve_refs(suite_file.data, refs, variables))
 
 
 def _ids(suite) -> tuple[str, list[str]]:

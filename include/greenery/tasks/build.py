@@ -23,8 +23,11 @@ class RunNotPreparedError(RuntimeError):
 def prepare(context: Any) -> dict[str, Any]:
     """Empty build schemas for the run, registered with the run's clock (kept when the run is cleared). The suites
     are read first: a malformed or missing one (GREENERY_EXPECTATIONS_DIR pointing nowhere) fails the run here, not
-    in validate after every model was built (review)."""
-    suite_files.load_complete(model_files.discover())
+    in validate after every model was built (review), and so does one GX cannot read, every file's problems at once
+    (user trial: a misspelt key failed validate, naming no file, one file per run)."""
+    from greenery.checks import gx_suites  # GX: imported by the task, never when the DAG is parsed
+
+    gx_suites.check_readable(suite_files.load_complete(model_files.discover()))
     build = runtime.build(context)
     with warehouse.connect() as conn:
         run_time = wap.prepare(conn, build, dt.datetime.now(dt.UTC), fingerprint.fingerprint(conn))

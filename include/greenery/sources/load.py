@@ -157,10 +157,11 @@ def _check_header(path: Path, schema: str, table: str, header: list[str]) -> Non
         raise _error(
             f"{path}, line 1", f"header names {', '.join(twice)} more than once; {schema}.{table} has {expected}"
         )
+    if not missing and not extra:  # user trial: "missing none, unexpected none" said nothing of what was wrong
+        raise _error(f"{path}, line 1", f"header has {schema}.{table}'s columns in another order: {expected}")
     raise _error(
         f"{path}, line 1",
         f"header does not match {schema}.{table}: missing {missing or 'none'}, unexpected {extra or 'none'}"
-        + ("" if missing or extra else f"; columns must be in the order {expected}")
         # review: a column named twice in another's place was only "missing ['inventory']"
         + (f"; it names {', '.join(twice)} more than once" if twice else ""),
     )

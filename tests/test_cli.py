@@ -1249,7 +1249,7 @@ def test_a_range_the_uis_scheduler_stops_half_way_fails_saying_what_ran_and_what
     import types
 
     from greenery import cli
-    from greenery.dev import local_airflow
+    from greenery.dev import cli_runs, local_airflow
 
     days = [dt.date(2021, 2, 10) + dt.timedelta(days=n) for n in range(4)]
     ran = []
@@ -1285,6 +1285,17 @@ def test_a_range_the_uis_scheduler_stops_half_way_fails_saying_what_ran_and_what
         "stopped at 2021-02-11: RunDidNothingError: run manual__x ended 'running' at postgresql://***@db/x",
         "  ran 2021-02-10; not run: 2021-02-11 to 2021-02-13 (3 days)",
     ]
+
+    # A stop on a later day (Ctrl-C, a reader gone) is not such an error: it keeps its own line and status (130, 141).
+    def interrupted(n, range_, day, dag, log_file, full_refresh, ran_today):
+        if day == days[1]:
+            raise cli_runs.RunInterrupted("interrupted (Ctrl-C) at 2021-02-11: its run manual__x failed", 130)
+        return types.SimpleNamespace(state="success", run_id=f"manual__{day}")
+
+    monkeypatch.setattr(cli, "_one_day", interrupted)
+    with pytest.raises(cli_runs.RunInterrupted) as stopped:
+        cli._each_day(days, dag, None, full_refresh=False)
+    assert stopped.value.exit_status == 130 and capsys.readouterr().err == ""
 
 
 def test_a_failed_tasks_error_that_cannot_be_read_says_why_not_that_the_warehouse_did_not_answer(monkeypatch):

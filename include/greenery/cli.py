@@ -113,7 +113,7 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
             said = run_outcome.ran_and_not(days, n - 1 + len(ran))
             raise cli_runs.RunInterrupted(f"its output was closed at {day}: {said}", 141) from None
         except Exception as exc:
-            if n == 1:
+            if n == 1 or isinstance(exc, cli_runs.RunInterrupted):  # a stop says what ran itself (130, 141)
                 raise  # before anything ran: main's one line (exit 2), or the traceback of the unknown
             # Review: a range stopped half-way ended with exit 2 and the error alone, as if nothing had run.
             before = isinstance(exc, local_airflow.SchedulerAliveError)  # refused before the day's run

@@ -1286,6 +1286,21 @@ def test_a_range_the_uis_scheduler_stops_half_way_fails_saying_what_ran_and_what
         "  ran 2021-02-10; not run: 2021-02-11 to 2021-02-13 (3 days)",
     ]
 
+    # An error not of this package's kinds (a bug's) keeps its traceback after those lines (review: one line only).
+    def broken(n, range_, day, dag, log_file, full_refresh, ran_today):
+        if day == days[1]:
+            raise AttributeError("'NoneType' object has no attribute 'state'")
+        return types.SimpleNamespace(state="success", run_id=f"manual__{day}")
+
+    monkeypatch.setattr(cli, "_one_day", broken)
+    assert cli._each_day(days, dag, None, full_refresh=False) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[:2] == [
+        "stopped at 2021-02-11: AttributeError: 'NoneType' object has no attribute 'state'",
+        "  ran 2021-02-10; not run: 2021-02-11 to 2021-02-13 (3 days)",
+    ]
+    assert err[2] == "Traceback (most recent call last):" and "in broken" in "\n".join(err), err
+
     # A stop on a later day (Ctrl-C, a reader gone) is not such an error: it keeps its own line and status (130, 141).
     def interrupted(n, range_, day, dag, log_file, full_refresh, ran_today):
         if day == days[1]:

@@ -324,6 +324,8 @@ def test_strict_json_reads_what_json_reads_and_finds_the_second_of_two_keys_wher
     assert (found.value.key, found.value.lineno, found.value.colno) == ("b", 3, 3)
     with pytest.raises(strict_json.JSONDecodeError, match="Expecting property name"):
         strict_json.loads('{"a": 1,}')
+    with pytest.raises(strict_json.JSONDecodeError, match="Unexpected UTF-8 BOM"):  # as json says it (review)
+        strict_json.loads('\ufeff{"a": 1}')
 
 
 def test_a_malformed_suite_fails_the_first_build_task_before_any_model_is_built(tmp_path, monkeypatch):

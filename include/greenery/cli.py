@@ -115,11 +115,8 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
         except Exception as exc:
             if n == 1 or isinstance(exc, cli_runs.RunInterrupted):  # a stop says what ran itself (130, 141)
                 raise  # before anything ran: main's one line (exit 2), or the traceback of the unknown
-            # Review: a range stopped half-way ended with exit 2 and the error alone, as if nothing had run.
             before = isinstance(exc, local_airflow.SchedulerAliveError)  # refused before the day's run
-            why = exc if before else redaction.redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:600]
-            said = run_outcome.ran_and_not(days, n - 1 + len(ran))
-            print(f"stopped {'before' if before else 'at'} {day}: {why}\n  {said}", file=sys.stderr)
+            print(run_outcome.stopped_later(exc, before, day, days, n - 1 + len(ran)), file=sys.stderr)
             return 1
         if dag_run.state != "success" and cli_runs.stopped_by_the_user(dag_run):
             raise cli_runs.stopped(dag.dag_id, day, dag_run.run_id)

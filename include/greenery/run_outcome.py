@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import traceback
+
 from psycopg import sql
 
 from greenery import audit, warehouse
 from greenery.alerts.text import found
 from greenery.cli_types import span
 from greenery.printable import printable
+from greenery.redaction import redact
 
 
 def notes(dag_run) -> str:
@@ -96,3 +99,14 @@ def ran_and_not(days: list, done: int) -> str:
     """What a range cut short after its first ``done`` days did: the days that ran, and those that did not."""
     ran, rest = days[:done], days[done:]
     return (f"ran {span(ran)}; " if ran else "") + (f"not run: {span(rest)}" if rest else "every day ran")
+
+
+def stopped_later(exc: Exception, before: bool, day, days: list, done: int) -> str:
+    """What a range says when ``exc`` stops it at ``day``, after its first ``done`` days (review: exit 2 and the error
+    alone, as if nothing had run): the error on one line, masked, and what ran; an error not of this package's kinds
+    (a bug's) keeps its traceback after them. ``before``: refused before the day's run started."""
+    why = exc if before else redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:600]
+    said = f"stopped {'before' if before else 'at'} {day}: {why}\n  {ran_and_not(days, done)}"
+    if not type(exc).__module__.startswith("greenery."):
+        said += "\n" + redact("".join(traceback.format_exception(exc)).rstrip())
+    return said

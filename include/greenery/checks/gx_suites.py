@@ -9,6 +9,7 @@ expectation (its index and type) and GX's reason (user trial: ``validate: TypeEr
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,8 @@ import great_expectations as gx
 
 from greenery.checks import gx_logs, strict_json
 from greenery.checks.suites import SuiteDefinitionError, SuiteFile, check_ids, dump
+
+log = logging.getLogger(__name__)
 
 
 def read(path: Path, data: Mapping[str, Any]):
@@ -33,6 +36,8 @@ def read(path: Path, data: Mapping[str, Any]):
     if len(suite.expectations) != len(data["expectations"]):  # dropped, with a log line only
         why = _unreadable(data) or [f"GX dropped an expectation: {said[-1] if said else 'no reason given'}"]
         raise SuiteDefinitionError(f"{path}: " + "; ".join(why))
+    for line in said:  # read whole, but GX said something: the task's log keeps it
+        log.warning("%s: %s", path, line)
     return suite
 
 

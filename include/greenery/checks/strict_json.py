@@ -69,6 +69,8 @@ class _Decoder(json.JSONDecoder):
 def loads(text: str) -> Any:
     """The JSON value of ``text``; :class:`json.JSONDecodeError` (a :class:`RepeatedKeyError` for a key given twice)
     naming the line and column."""
+    if text.startswith("\ufeff"):  # as json.loads says it (review: read as "Expecting value")
+        raise JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
     return _Decoder().decode(text)
 
 

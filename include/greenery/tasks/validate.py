@@ -99,7 +99,9 @@ def _validate(context: Any) -> dict[str, Any]:
     started = time.perf_counter()
     from greenery.checks import gx  # Great Expectations: 3-4 s to import, only in this task
 
-    if preloaded:  # the scheduler imported it before forking this task (greenery/preloaded_airflow.py)
+    # Preloaded by the scheduler before it forked this task (greenery/preloaded_airflow.py), or imported by
+    # prepare_build earlier in this process (a dag.test run: `greenery run`).
+    if preloaded:
         log.info("Great Expectations: already imported when the task started")
     else:
         log.info("Great Expectations: imported in %.1fs", time.perf_counter() - started)

@@ -84,7 +84,7 @@ def cause(c: dict[str, Any]) -> dict[str, Any]:
         "downstream_of": texts("downstream_of"),
         "also_fails_in": texts("also_fails_in"),
         "keys": [{"key": str(k.get("key", "")), "count": count(k.get("count")) or 1} for k in keys],
-        "runs_failing": count(c.get("runs_failing")),
+        "runs_failing": count(c.get("runs_failing")) or None,  # at least 1 when recorded (checks/history.py)
         "failing_since": str(c["failing_since"]) if c.get("failing_since") is not None else None,
         "detail_error": c.get("detail_error"),
     }

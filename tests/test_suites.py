@@ -411,6 +411,7 @@ def test_format_suite_file_refuses_a_copy_that_kept_its_neighbours_id_and_names_
         gx_suites().formatted_suite(path)
 
 
+@pytest.mark.stack  # imports Great Expectations
 def test_suites_gx_cannot_read_fail_the_first_task_each_file_named_with_each_expectation_and_why(tmp_path, monkeypatch):
     """User trial: a misspelt key (``"kwarg"``, ``row_conditon``) or type in a suite passed prepare_build and failed
     validate after every model was built, naming no file (``TypeError: ... unexpected keyword argument 'kwarg'``) or

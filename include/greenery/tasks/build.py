@@ -25,10 +25,11 @@ def prepare(context: Any) -> dict[str, Any]:
     are read first: a malformed or missing one (GREENERY_EXPECTATIONS_DIR pointing nowhere) fails the run here, not
     in validate after every model was built (review), and so does one GX cannot read, every file's problems at once
     (user trial: a misspelt key failed validate, naming no file, one file per run)."""
+    suites = suite_files.load_complete(model_files.discover())  # without GX: a malformed file is named at once
     with gc_tuning.fewer_collections():  # GX's import makes millions of objects (validate does the same)
         from greenery.checks import gx_suites  # GX: imported by the task, never when the DAG is parsed
 
-        gx_suites.check_readable(suite_files.load_complete(model_files.discover()))
+        gx_suites.check_readable(suites)
     build = runtime.build(context)
     with warehouse.connect() as conn:
         run_time = wap.prepare(conn, build, dt.datetime.now(dt.UTC), fingerprint.fingerprint(conn))

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import known_data
@@ -411,6 +412,11 @@ def test_format_suite_file_refuses_a_copy_that_kept_its_neighbours_id_and_names_
         gx_suites().formatted_suite(path)
 
 
+def copy_suites(folder: Path) -> None:
+    """Every suite file into ``folder``, to be broken there as a user's edit would break one."""
+    shutil.copytree(Path(config.get().expectations_dir), folder, dirs_exist_ok=True)
+
+
 @pytest.mark.stack  # imports Great Expectations
 def test_suites_gx_cannot_read_fail_the_first_task_each_file_named_with_each_expectation_and_why(tmp_path, monkeypatch):
     """User trial: a misspelt key (``"kwarg"``, ``row_conditon``) or type in a suite passed prepare_build and failed
@@ -419,8 +425,7 @@ def test_suites_gx_cannot_read_fail_the_first_task_each_file_named_with_each_exp
     prepare_build now reads every suite through GX first and names every file, expectation and reason at once."""
     from greenery.tasks import build
 
-    for path in SUITES.values():
-        (tmp_path / path.path.name).write_text(path.path.read_text())
+    copy_suites(tmp_path)
     edits = {
         "stg_postgres__orders": ("kwargs", "kwarg", "TypeError: ExpectationConfiguration.__init__() got an unexpected"),
         "stg_postgres__users": ("expect_column_values_to_be_unique", "expect_column_values_to_be_uniqe", "not found"),
@@ -442,8 +447,7 @@ def test_suites_gx_cannot_read_fail_the_first_task_each_file_named_with_each_exp
 
 def test_every_malformed_suite_file_is_named_at_once(tmp_path):
     """User trial: a bad severity in one file and a second file's broken JSON took a run (and a page) each to find."""
-    for path in SUITES.values():
-        (tmp_path / path.path.name).write_text(path.path.read_text())
+    copy_suites(tmp_path)
     users = tmp_path / "stg_postgres__users.json"
     users.write_text(users.read_text().replace('"severity": "critical"', '"severity": "critcal"', 1))
     (tmp_path / "stg_postgres__orders.json").write_text('{"name": "stg_postgres__orders",\n')

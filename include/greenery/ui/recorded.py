@@ -73,18 +73,14 @@ def cause(c: dict[str, Any]) -> dict[str, Any]:
         return [str(v) for v in c[key]] if isinstance(c.get(key), list) else []
 
     keys = [k for k in c.get("keys") or [] if isinstance(k, dict)] if isinstance(c.get("keys"), list) else []
-    filled = {name: c.get(name) for name in ("table", "column", "expectation", "description", "error", "owner")}
     return {
         **c,
-        **{name: str(value) if value is not None else None for name, value in filled.items()},
-        "severity": str(c.get("severity") or "critical"),
-        "observed_value": c.get("observed_value"),
-        "unexpected_count": c.get("unexpected_count"),
+        **failure(c),  # the fields a cause shares with a failure, each defaulted as a failure's is
+        **{name: str(c[name]) if c.get(name) is not None else None for name in ("table", "owner")},  # table as recorded
         "sources": texts("sources"),
         "downstream_of": texts("downstream_of"),
         "also_fails_in": texts("also_fails_in"),
         "keys": [{"key": str(k.get("key", "")), "count": count(k.get("count")) or 1} for k in keys],
         "runs_failing": count(c.get("runs_failing")) or None,  # at least 1 when recorded (checks/history.py)
         "failing_since": str(c["failing_since"]) if c.get("failing_since") is not None else None,
-        "detail_error": c.get("detail_error"),
     }

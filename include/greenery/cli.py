@@ -141,7 +141,8 @@ def _one_day(n: int, days: list[dt.date], day: dt.date, dag, log_file: Path | No
     local_airflow.refuse_beside_a_scheduler(dag.dag_id)  # before each day: the UI may be unpaused meanwhile
     with contextlib.nullcontext(sys.stdout) if log_file is None else local_airflow.output_to(log_file) as console:
         print(f"[{n}/{len(days)}] {day} ...", end="", flush=True, file=console)
-        dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag, must_finish=True)
+        with run_outcome.line_ends_on_a_stop(console):
+            dag_run = local_airflow.run_day(day, conf={"full_refresh": full_refresh}, dag=dag, must_finish=True)
         ran.append(day)
         print(f" {dag_run.state} in {time.perf_counter() - started:.1f}s{run_outcome.notes(dag_run)}", file=console)
     return dag_run

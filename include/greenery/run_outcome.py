@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 
 from psycopg import sql
@@ -95,18 +96,37 @@ def published_anyway(dag_run) -> str | None:
     return "its tables WERE published (publish succeeded); what failed came after it:"
 
 
-def ran_and_not(days: list, done: int) -> str:
-    """What a range cut short after its first ``done`` days did: the days that ran, and those that did not."""
+@contextlib.contextmanager
+def line_ends_on_a_stop(console):
+    """End a day's progress line (``[2/3] D ...``) with " stopped" when its run raises, before the stop's own line on
+    stderr (review: it was left open on stdout); a reader that left (a closed pipe) is told nothing more."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            print(" stopped", file=console, flush=True)
+        raise
+
+
+def ran_and_not(days: list, done: int, partly: bool = False) -> str:
+    """What a range cut short after its first ``done`` days did: the days that ran, and those that did not.
+    ``partly``: the next day's run ended unfinished (review: that day was listed as not run)."""
     ran, rest = days[:done], days[done:]
-    return (f"ran {span(ran)}; " if ran else "") + (f"not run: {span(rest)}" if rest else "every day ran")
+    said = f"ran {span(ran)}; " if ran else ""
+    if partly and rest:
+        said += f"{rest[0]} ran in part (its run ended unfinished); "
+        rest = rest[1:]
+    return said + (f"not run: {span(rest)}" if rest else "no day left to run" if partly else "every day ran")
 
 
 def stopped_later(exc: Exception, before: bool, day, days: list, done: int) -> str:
     """What a range says when ``exc`` stops it at ``day``, after its first ``done`` days (review: exit 2 and the error
     alone, as if nothing had run): the error on one line, masked, and what ran; an error not of this package's kinds
-    (a bug's) keeps its traceback after them. ``before``: refused before the day's run started."""
+    (a bug's) keeps its traceback after them. ``before``: refused before the day's run started. An error saying the
+    day's run ended unfinished (``ran_in_part``: local_airflow.RunDidNothingError) says the day ran in part."""
     why = exc if before else redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:600]
-    said = f"stopped {'before' if before else 'at'} {day}: {why}\n  {ran_and_not(days, done)}"
+    partly = getattr(exc, "ran_in_part", False)
+    said = f"stopped {'before' if before else 'at'} {day}: {why}\n  {ran_and_not(days, done, partly)}"
     if not type(exc).__module__.startswith("greenery."):
         said += "\n" + redact("".join(traceback.format_exception(exc)).rstrip())
     return said

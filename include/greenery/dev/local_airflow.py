@@ -309,6 +309,8 @@ FINISHED = ("success", "skipped", "failed", "upstream_failed", "removed")
 class RunDidNothingError(RuntimeError):
     """``dag.test`` came back without running the DAG's tasks (so its state says nothing about the day)."""
 
+    ran_in_part = True  # its run exists (run_outcome.stopped_later: the day is not listed as not run)
+
 
 def check_ran(dag, dag_run) -> None:
     """Raise unless every task of ``dag`` has a finished task instance in ``dag_run``."""

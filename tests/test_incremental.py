@@ -323,6 +323,60 @@ def test_a_changed_column_list_rebuilds_that_model_whole(loaded, tmp_path):
     assert results["int_user_sessions"].rows == sessions
 
 
+def test_a_model_built_whole_for_its_columns_rebuilds_what_reads_it_whole_as_a_full_refresh_would(
+    after_two_days, tmp_path
+):
+    """Review: a column added to stg_postgres__events built it whole (all of raw again: a late event older than the
+    lookback came in), while the incremental models reading it recomputed their window only: the run was green and
+    the sessions did not hold the event staging did. Every incremental model below it is built whole too; the
+    others stay incremental, and the tables are what a full refresh gives."""
+    loaded = after_two_days
+    cur = loaded.execute(
+        "select * from raw.events where event_type = 'page_view' and created_at < %s limit 1", (DAYS[0],)
+    )
+    like = dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
+    late = _late_event(
+        "00000000-0000-4000-8000-00000000a003",
+        dt.datetime.combine(DAYS[2], dt.time(6), tzinfo=dt.UTC) - dt.timedelta(5),
+        like,
+    )
+    late["session_id"] = "00000000-0000-4000-8000-00000000a004"  # a session of its own: one no window recomputes
+    columns = list(raw.RAW_TABLES["events"])
+    loaded.execute(
+        f"insert into raw.events ({', '.join(columns)}) values ({', '.join(['%s'] * len(columns))})",
+        [late[c] for c in columns],
+    )
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(config.get().sql_dir, sql_dir)
+    changed = sql_dir / "staging" / "stg_postgres__events.sql"
+    text = changed.read_text()
+    assert text.rstrip().endswith("\nselect * from checked"), "the model's final select is where the column goes"
+    changed.write_text(text.rstrip().removesuffix("select * from checked") + "select *, 1 as version from checked\n")
+    found = models.discover(sql_dir)
+    below = {n for n in INCREMENTAL if "stg_postgres__events" in _ancestors(found, n)}
+    assert {"int_user_sessions", "int_product_events"} <= below and INCREMENTAL - below - {"stg_postgres__events"}
+
+    results = run_day(loaded, DAYS[2], found=found)
+    assert {n for n, r in results.items() if r.incremental} == INCREMENTAL - below - {"stg_postgres__events"}
+    sessions = "select count(*) from intermediate.int_user_sessions where session_id = %s"
+    assert loaded.execute(sessions, (late["session_id"],)).fetchone()[0] == 1
+    # Raw's volumes are counted per day while the day is inside a lookback (README: a late row is counted at the next
+    # full refresh), and the daily marts' record of them with them: they read raw, not the events built whole.
+    counted_from_raw = {"intermediate.int_source_volumes_daily", "intermediate.int_daily_marts_built"}
+    incremental_run = {r: h for r, h in hashes(loaded).items() if r not in counted_from_raw}
+    run_day(loaded, DAYS[2], full_refresh=True, found=found, tag="full")
+    assert {r: h for r, h in hashes(loaded).items() if r not in counted_from_raw} == incremental_run
+
+
+def _ancestors(found: dict, name: str) -> set[str]:
+    above, todo = set(), list(found[name].refs)
+    while todo:
+        if (ref := todo.pop()) not in above:
+            above.add(ref)
+            todo.extend(found[ref].refs)
+    return above
+
+
 def test_a_column_whose_precision_changed_rebuilds_that_model_whole(loaded, tmp_path):
     """Review: the column check compared type oids only, so numeric(6,1) -> numeric(8,3) kept merging: the new
     rows were rounded to the published column's one decimal, and validation (of the build's unrounded merged view)

@@ -29,14 +29,22 @@ def record(conn, run_id: str, signatures: list, clear_number: int | None = None,
 
 
 def backfill_alert_with(conn, run_id: str, signatures: list, window: dt.timedelta) -> tuple[str, dt.datetime] | None:
-    """The latest alert another run of a backfill sent within ``window`` that held every one of ``signatures``."""
-    if not audit.readable(conn, "alerts_sent"):
+    """The latest alert another run of a backfill sent within ``window`` that held every one of ``signatures`` (none:
+    no alert), with no run published since: a problem that came back after a repair is news (review: a backfill's
+    relapse within the day was held back behind the page before the repair, and the channel's last word was
+    "repaired")."""
+    if not signatures or not audit.readable(conn, "alerts_sent"):
         return None
+    passed_since = sql.SQL("")
+    if audit.readable(conn, "validation_runs"):  # a run's passing checks are recorded when it publishes
+        passed_since = sql.SQL(
+            " and not exists (select from {} v where v.published and v.validated_at > a.sent_at)"
+        ).format(audit.table("validation_runs"))
     return conn.execute(
         sql.SQL(
-            "select run_id, sent_at from {} where run_type = 'backfill' and run_id <> %s and sent_at > now() - %s"
-            " and signatures @> %s order by sent_at desc limit 1"
-        ).format(audit.table("alerts_sent")),
+            "select run_id, sent_at from {} a where run_type = 'backfill' and run_id <> %s and sent_at > now() - %s"
+            " and signatures @> %s{} order by sent_at desc limit 1"
+        ).format(audit.table("alerts_sent"), passed_since),
         (run_id, window, Jsonb(signatures)),
     ).fetchone()
 

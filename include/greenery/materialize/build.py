@@ -90,6 +90,29 @@ def _columns_unchanged(conn, model: Model, interval: Interval, relation, target:
     return wanted == published
 
 
+def _above_built_whole(conn, model: Model, models: Mapping[str, Model], schema_of: Mapping[str, str]) -> bool:
+    """Whether an incremental model ``model`` reads, directly or through others, was built whole in this run's build
+    (a table there, no delta: its columns changed): its history may have changed (late rows, conflicting copies
+    re-read from raw), so ``model`` is built whole too (review: only its window was recomputed, and the run ended
+    green with tables that did not agree). In-place builds keep no trace of how a model was built: not looked at."""
+    seen, todo = set(), list(model.refs)
+    while todo:
+        if (name := todo.pop()) in seen:
+            continue
+        seen.add(name)
+        above = models[name]
+        todo.extend(above.refs)
+        if above.materialized != "incremental" or schema_of.get(above.layer, above.layer) == above.layer:
+            continue
+        built = f"{schema_of[above.layer]}.{name}"
+        if relations.exists(conn, built) and not relations.exists(conn, incremental.delta_relation(built)):
+            logging.getLogger(__name__).warning(
+                "%s: %s was built whole in this run; building it whole", model.name, name
+            )
+            return True
+    return False
+
+
 def _write_incremental(cur, target: Target, select: ModelSql | sql.Composable, since: dt.datetime) -> int:
     if target.in_place:
         delta = "pg_temp._greenery_delta"
@@ -206,6 +229,7 @@ def build_model(
             is_incremental = (
                 model.materialized == "incremental"
                 and not full_refresh
+                and not _above_built_whole(conn, model, models, target.schema_of)
                 and _columns_unchanged(conn, model, interval, relation, target.relation)
             )
             published = relations.exists(conn, model.relation)

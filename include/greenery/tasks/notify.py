@@ -265,15 +265,16 @@ def _hold_back_what_was_paged(
     - by an earlier try of this attempt of the run (review: a try killed after it posted and recorded the alert,
       before it reported success, was retried and posted it again; a clear by hand is a new attempt: it sends);
     - for failed critical checks of a backfill run (``backfill``: the suppression window, else None), by another
-      backfill run, all of them, within the window: they page always, but once per root cause in a backfill
-      (review: a duplicated key in raw paged once for every day of a 30-day backfill, minutes apart).
+      backfill run, all of them, within the window, no run published since: they page always, but once per root
+      cause in a backfill (review: a duplicated key in raw paged once for every day of a 30-day backfill).
 
     Best effort: a warehouse that cannot be read sends the page (twice rather than not at all)."""
     try:
         with _warehouse() as conn:
             sent_at, paged = alerts_sent.sent_in_attempt(conn, summary["run_id"], attempt, signed), None
             if backfill is not None and not sent_at:
-                paged = alerts_sent.backfill_alert_with(conn, summary["run_id"], signed, backfill)
+                critical = suppression.critical_signatures(summary)  # its warnings and quarantine not compared
+                paged = alerts_sent.backfill_alert_with(conn, summary["run_id"], critical, backfill)
     except Exception as exc:
         log.warning("could not read whether this alert was paged already (sending it): %s", exc)
         return

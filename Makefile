@@ -40,7 +40,10 @@ ui: $(STAMP) ## Airflow UI + scheduler on the embedded PostgreSQL, no Docker (ht
 TEST_WORKERS ?= 3
 # Plugins are named, not auto-loaded: pytest rewrites the asserts of every module of every installed plugin's
 # package (anyio's, imported by httpx, included), in each worker, on every run when bytecode is not written.
-PYTEST := $(BIN)/python -m pytest --disable-plugin-autoload -p xdist.plugin -p pytest_timeout
+# And the tests' bytecode is written (PYTHONDONTWRITEBYTECODE emptied, as `install` compiles the project's): pytest
+# keeps a test module with its asserts rewritten only where it may, and where the variable is set (as on the CI
+# machine) each worker rewrote every test module on every run, 1.2-1.5 of the 2-3 CPU-s its collection took.
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest --disable-plugin-autoload -p xdist.plugin -p pytest_timeout
 test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow + Celery workers (starts its own PostgreSQL and Redis)
 	$(PYTEST) -p _hypothesis_pytestplugin -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

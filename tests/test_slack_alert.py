@@ -1094,6 +1094,33 @@ def test_a_root_cause_downstream_of_a_critical_one_says_it_may_follow_from_it():
     assert lines[2].endswith("; reads staging.stg_postgres__users, failing above: it may follow from that")
 
 
+def test_the_overview_counts_the_critical_root_causes_among_them_as_the_red_task_does():
+    """User trial: Slack said "failed critical: 3 · root causes: 2" where the red task and `greenery run` said "1
+    critical problem(s)": the checks count every table a problem shows in, root causes fold them, and one of the two
+    was a warning. The overview says how many root causes are critical when not all are."""
+    from greenery.tasks.validate import verdict
+
+    critical = {
+        "severity": "critical",
+        "table": "staging.stg_postgres__orders",
+        "sources": ["raw.orders"],
+        "expectation": "expect_column_values_to_be_unique",
+        "column": "order_id",
+        "also_fails_in": ["marts.fact_orders"],
+        "keys": [{"key": "o1", "count": 2}],
+        "unexpected_count": 2,
+        "downstream_of": [],
+    }
+    warning = {**critical, "severity": "warning", "table": "staging.stg_postgres__promos", "column": "discount"}
+    body = visible(build_alert(summary(root_causes=[critical, warning]), log_url=None, docs_url=None))
+    assert "*root causes:* 2 (1 critical)" in body
+    assert verdict({"root_causes": [critical, warning]}).startswith("1 critical problem(s) in the data")
+    body = visible(
+        build_alert(summary(root_causes=[critical, {**critical, "column": "x"}]), log_url=None, docs_url=None)
+    )
+    assert re.search(r"\*root causes:\* 2(?! \()", body), body
+
+
 def test_a_data_docs_address_with_a_login_gives_a_button_without_it(monkeypatch):
     """Review: GREENERY_DATA_DOCS_BASE_URL=https://user:password@... went into every alert's Data Docs button, in the
     channel (text links were redacted, buttons not). The button opens the address without them: the browser asks."""

@@ -193,9 +193,13 @@ def build_alert(summary: Mapping[str, Any], *, log_url: str | None = None, docs_
         title = f"🟢 {redact(dag_id_raw)}: all data checks passed"
 
     overview = [f"*DAG* `{dag_id}` · *day* {clean(logical_date, 80) or 'n/a'} · *run* {code(run_id, 250)}"]
+    # Checks count each table's failure; root causes fold a problem seen downstream into one (user trial: "3 critical
+    # failures, root causes: 2" beside a CLI's "1 critical problem": the critical ones are counted too).
+    critical_causes = sum(root_causes.severity(c) == "critical" for c in causes)
     overview.append(
         f"*Checks evaluated:* {fmt_int(summary.get('evaluated'))} · *failed critical:* {fmt_int(n_critical)}"
         f" · *failed warning:* {fmt_int(n_warning)} · *root causes:* {len(causes)}"
+        + (f" ({critical_causes} critical)" if 0 < critical_causes < len(causes) else "")
     )
     mentions = sorted({c["mention"] for c in causes if c.get("mention")})
     if mentions:

@@ -14,7 +14,7 @@ import types
 
 import psycopg
 import pytest
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from fake_task_instance import FakeTaskInstance
 from slack_server import conn_env_var
 
@@ -614,6 +614,40 @@ def test_a_page_slack_refuses_with_retry_after_waits_as_long_as_slack_asked(slac
     slack_server.respond(429, headers={"Retry-After": "60"})  # longer than the callback may take: not waited for
     assert paging.page({"text": "disk full"}) == paging.NOT_SENT
     assert waits == [4.0] and len(slack_server.requests) == 1
+
+
+def test_a_repeat_of_a_run_whose_alert_failed_is_news_not_held_back(slack, monkeypatch):
+    """User trial: a warning paged, went away (a run passed), came back while Slack was down (that run's alert_slack
+    failed: on-call was not paged), and the next run, Slack back, held it back as a repeat of the page sent before it
+    went away: nobody heard of the recurrence, and the command said success. A run whose alert did not go holds
+    nothing back; once an alert of it is sent (alert_slack cleared), it does again."""
+    from greenery.alerts import suppression
+
+    monkeypatch.setenv("GREENERY_ALERT_SUPPRESS_HOURS", "24")
+
+    def failed_alert(checked: dict) -> None:
+        slack.respond(404, body="no_service")
+        with pytest.raises(AirflowFailException, match="on-call was not paged"):
+            alert_task(checked)
+        with warehouse.connect() as conn:  # as alert_slack's failure callback records it
+            audit.record_task_failure(conn, checked["run_id"], "alert_slack", dt.date(2021, 2, 12), "Slack: 404")
+
+    alert_task(summary("2021-02-12", "first", [WARNING]))
+    with pytest.raises(AirflowSkipException, match="nothing to alert"):
+        alert_task(summary("2021-02-12", "fixed", []))
+    failed_alert(summary("2021-02-12", "back-slack-down", [WARNING]))
+    alert_task(summary("2021-02-12", "back-slack-up", [WARNING]))
+    assert len(slack.webhook_posts()) == 3 and "emails look like emails" in json.dumps(slack.last.body)
+    with pytest.raises(AirflowSkipException, match="suppressed"):  # a repeat of that one: held back
+        alert_task(summary("2021-02-12", "again", [WARNING]))
+
+    both = [WARNING, {**WARNING, "column": "first_name"}]
+    failed_alert(down := summary("2021-02-12", "down-then-resent", both))
+    with warehouse.connect() as conn:  # its alert_slack cleared, Slack back: sent after the failure
+        alerts_sent.record(conn, down["run_id"], suppression.signatures(notify.for_on_call(down)))
+    with pytest.raises(AirflowSkipException, match="suppressed"):
+        alert_task(summary("2021-02-12", "after-the-resend", both))
+    assert len(slack.webhook_posts()) == 4
 
 
 def test_a_warning_that_went_away_and_came_back_or_moved_to_other_rows_is_news(slack, monkeypatch):

@@ -49,6 +49,26 @@ def backfill_alert_with(conn, run_id: str, signatures: list, window: dt.timedelt
     ).fetchone()
 
 
+def undelivered(conn, run_id: str) -> bool:
+    """Whether the run's alert did not reach on-call: its ``alert_slack`` (or ``publish``, which sends a published
+    run's warnings when alert_slack will not) failed, and no alert of the run was sent after. Such a run does not
+    hold the next one's repeat back (user trial: Slack down, the recurrence's alert failed; the next run found it a
+    repeat of a page sent before the problem went away, and nobody heard of it)."""
+    if not audit.exists(conn, "task_failures"):
+        return False
+    sent_after = sql.SQL("")
+    if audit.exists(conn, "alerts_sent"):
+        sent_after = sql.SQL(
+            " and not exists (select from {} a where a.run_id = f.run_id and a.sent_at > f.failed_at)"
+        ).format(audit.table("alerts_sent"))
+    return conn.execute(
+        sql.SQL(
+            "select exists (select from {} f where f.run_id = %s and f.task_id in ('alert_slack', 'publish'){})"
+        ).format(audit.table("task_failures"), sent_after),
+        (run_id,),
+    ).fetchone()[0]
+
+
 def sent_in_attempt(conn, run_id: str, clear_number: int | None, signatures: list) -> dt.datetime | None:
     """When this attempt of the run (its ``clear_number``) already sent an alert with exactly these signatures."""
     if not audit.readable(conn, "alerts_sent"):

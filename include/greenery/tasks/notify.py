@@ -339,6 +339,8 @@ def _deliver(summary, attempt, run_type, connect_timeout, send, retried_task: bo
             with _warehouse(connect_timeout, bound) as conn:
                 recent = alerts_sent.recent_signatures(conn, window)
                 before = history.previous(conn, summary)
+                if before is not None and alerts_sent.undelivered(conn, str(before.get("run_id"))):
+                    before = None  # what it found did not reach on-call: this alert is news
         except Exception as exc:  # review: a warehouse that did not answer held the warnings back: sent instead
             log.warning("could not read which alerts were sent (sending this one): %s", exc)
             recent, before = set(), None

@@ -43,8 +43,16 @@ def _critical(summary: dict) -> list[tuple[str, list[str]]]:
             "staging.stg_postgres__events",
             "1871 of 3553 rows quarantined (invalid_event_type 1871)",
         ),
+        # User trial: every event of the run's day renamed was a minority of the window's days (46 of 180), and
+        # published behind a 🟡: the run's day is counted on its own too.
+        (
+            "update raw.events set event_type = 'shipment_sent'"
+            " where created_at >= '2021-02-12T00:00:00Z' and created_at < '2021-02-13T00:00:00Z'",
+            "staging.stg_postgres__events",
+            "46 of 46 rows of 2021-02-12 quarantined (invalid_event_type 46)",
+        ),
     ],
-    ids=["every order", "most events of the window"],
+    ids=["every order", "most events of the window", "every event of the day"],
 )
 def test_a_source_mostly_quarantined_blocks_the_publish_and_changes_nothing(change, table, said, published_url):
     with psycopg.connect(published_url, autocommit=True) as conn:

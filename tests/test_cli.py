@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -1274,9 +1275,11 @@ def test_a_range_the_uis_scheduler_stops_half_way_fails_saying_what_ran_and_what
 
     # Review: any other error on a later day (a run that ended with tasks unfinished, the metadata database locked)
     # ended the same way, exit 2 and the error alone; it says what ran, with the error on one line, masked.
-    def unfinished(n, range_, day, dag, log_file, full_refresh, ran_today):
-        if day == days[1]:
-            raise local_airflow.RunDidNothingError("run manual__x ended 'running'\n at postgresql://u:hunter2@db/x")
+    def unfinished(n, range_, day, dag, log_file, full_refresh, ran_today, on=days[1]):
+        if day == on:
+            error = local_airflow.RunDidNothingError("run manual__x ended 'running'\n at postgresql://u:hunter2@db/x")
+            error.ran_in_part = True  # as check_ran says when some of its tasks finished
+            raise error
         return types.SimpleNamespace(state="success", run_id=f"manual__{day}")
 
     monkeypatch.setattr(cli, "_one_day", unfinished)
@@ -1287,6 +1290,10 @@ def test_a_range_the_uis_scheduler_stops_half_way_fails_saying_what_ran_and_what
         "  ran 2021-02-10; 2021-02-11 ran in part (its run ended unfinished);"
         " not run: 2021-02-12 to 2021-02-13 (2 days)",
     ]
+    # On the first day too: it ran, in part (review: exit 2, as if nothing had run).
+    monkeypatch.setattr(cli, "_one_day", functools.partial(unfinished, on=days[0]))
+    assert cli._each_day(days[:1], dag, None, full_refresh=False) == 1
+    assert capsys.readouterr().err.splitlines()[1:] == ["  2021-02-10 ran in part (its run ended unfinished)"]
 
     # An error not of this package's kinds (a bug's) keeps its traceback after those lines (review: one line only).
     def broken(n, range_, day, dag, log_file, full_refresh, ran_today):
@@ -1315,7 +1322,7 @@ def test_a_range_the_uis_scheduler_stops_half_way_fails_saying_what_ran_and_what
     assert stopped.value.exit_status == 130 and capsys.readouterr().err == ""
 
 
-def test_a_days_progress_line_ends_before_the_stop_when_its_run_raises(monkeypatch, capsys):
+def test_a_days_progress_line_ends_before_the_stop_when_its_run_raises(monkeypatch, capsys, tmp_path):
     """Review: `[2/3] D ...` was left open on stdout when the day's run raised (a Ctrl-C, an unfinished run), and the
     terminal showed the stop's own line (stderr) run on after it. A reader that left is written nothing more: the
     day's own error is what the command says, not the closed pipe's."""
@@ -1356,6 +1363,30 @@ def test_a_days_progress_line_ends_before_the_stop_when_its_run_raises(monkeypat
     with pytest.raises(local_airflow.RunDidNothingError):
         cli._one_day(1, days, days[0], dag, None, False, [])
     assert out.getvalue() == "[1/3] 2021-02-10 ..."
+    monkeypatch.undo()
+
+    # The same with Airflow's log in a file and the terminal a pipe whose reader left (review: the line it did not
+    # take was flushed again when the command's writer closed, and that closed pipe replaced the day's error).
+    read_end, write_end = os.pipe()
+    taken = []
+
+    def reader_leaves_while_it_runs(*args, **kwargs):
+        taken.append(os.read(read_end, 100))
+        os.close(read_end)
+        raise local_airflow.RunDidNothingError("run manual__x ended 'running'")
+
+    monkeypatch.setattr(local_airflow, "refuse_beside_a_scheduler", lambda dag_id: None)
+    monkeypatch.setattr(local_airflow, "run_day", reader_leaves_while_it_runs)
+    saved = os.dup(1)
+    try:
+        os.dup2(write_end, 1)
+        os.close(write_end)
+        with pytest.raises(local_airflow.RunDidNothingError):
+            cli._one_day(1, days, days[0], dag, tmp_path / "run.log", False, [])
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert taken == [b"[1/3] 2021-02-10 ..."]
 
 
 def test_a_failed_tasks_error_that_cannot_be_read_says_why_not_that_the_warehouse_did_not_answer(monkeypatch):
@@ -1422,9 +1453,17 @@ def test_a_day_whose_run_ended_with_tasks_unfinished_is_failed_and_paged_while_s
     monkeypatch.setattr(cli_runs, "fail_run", lambda dag_id, when: failed.append(when.date()) or "manual__x")
     monkeypatch.setattr(cli_runs, "_page", lambda dag_id, day, run_id, went_out, what: pages.append(what))
     monkeypatch.setattr(cli_runs, "published", lambda run_id: False)
-    with pytest.raises(local_airflow.RunDidNothingError):
+    with pytest.raises(local_airflow.RunDidNothingError) as nothing_finished:
         local_airflow.run_day(dt.date(2021, 2, 12), dag=dag, must_finish=True)
+    assert not nothing_finished.value.ran_in_part  # no task of it finished: the range lists the day as not run
     why = "without running every task (no task instance: validate; unfinished: publish"
     assert failed == [dt.date(2021, 2, 12)]
     assert pages == [f"greenery run failed at 2021-02-12: RunDidNothingError: run manual__x ended 'running' {why})"]
     assert local_airflow.run_day(dt.date(2021, 2, 12), dag=dag) is unfinished  # the tests' own runs: not checked
+    validated = types.SimpleNamespace(task_id="validate", state="success")
+    part = types.SimpleNamespace(
+        **{**vars(unfinished), "get_task_instances": lambda: [validated, *unfinished.get_task_instances()]}
+    )
+    with pytest.raises(local_airflow.RunDidNothingError) as some_finished:
+        local_airflow.check_ran(dag, part)
+    assert some_finished.value.ran_in_part  # the range says the day ran in part

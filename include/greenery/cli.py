@@ -113,8 +113,8 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
             said = run_outcome.ran_and_not(days, n - 1 + len(ran))
             raise cli_runs.RunInterrupted(f"its output was closed at {day}: {said}", 141) from None
         except Exception as exc:
-            if n == 1 or isinstance(exc, cli_runs.RunInterrupted):  # a stop says what ran itself (130, 141)
-                raise  # before anything ran: main's one line (exit 2), or the traceback of the unknown
+            if (n == 1 and not getattr(exc, "ran_in_part", False)) or isinstance(exc, cli_runs.RunInterrupted):
+                raise  # nothing ran: main's one line (exit 2), or the traceback of the unknown; a stop says (130, 141)
             before = isinstance(exc, local_airflow.SchedulerAliveError)  # refused before the day's run
             print(run_outcome.stopped_later(exc, before, day, days, n - 1 + len(ran)), file=sys.stderr)
             return 1

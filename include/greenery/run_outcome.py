@@ -112,11 +112,13 @@ def ran_and_not(days: list, done: int, partly: bool = False) -> str:
     """What a range cut short after its first ``done`` days did: the days that ran, and those that did not.
     ``partly``: the next day's run ended unfinished (review: that day was listed as not run)."""
     ran, rest = days[:done], days[done:]
-    said = f"ran {span(ran)}; " if ran else ""
+    said = [f"ran {span(ran)}"] if ran else []
     if partly and rest:
-        said += f"{rest[0]} ran in part (its run ended unfinished); "
+        said.append(f"{rest[0]} ran in part (its run ended unfinished)")
         rest = rest[1:]
-    return said + (f"not run: {span(rest)}" if rest else "no day left to run" if partly else "every day ran")
+    if rest or not partly:
+        said.append(f"not run: {span(rest)}" if rest else "every day ran")
+    return "; ".join(said)
 
 
 def stopped_later(exc: Exception, before: bool, day, days: list, done: int) -> str:

@@ -148,7 +148,8 @@ def _next_steps(summary: Mapping[str, Any], blocking: bool, links: Mapping[str, 
             where = link(links.get("quality"), "Data quality view") or "Data quality view"
             steps += (
                 f"\n_A backfill:_ its other days that fail these same checks in the next {clean(hours, 20)} h"
-                f" are blocked too and not paged again (one page per root cause); the {where} lists them."
+                f" are blocked too and not paged again, unless a run publishes meanwhile (one page per root cause);"
+                f" the {where} lists them."
             )
         return steps
     if not summary.get("published", True):  # review: it said "the marts were published" under "not published"

@@ -309,7 +309,7 @@ FINISHED = ("success", "skipped", "failed", "upstream_failed", "removed")
 class RunDidNothingError(RuntimeError):
     """``dag.test`` came back without running the DAG's tasks (so its state says nothing about the day)."""
 
-    ran_in_part = True  # its run exists (run_outcome.stopped_later: the day is not listed as not run)
+    ran_in_part = False  # set when some of its tasks finished (run_outcome.stopped_later: "ran in part")
 
 
 def check_ran(dag, dag_run) -> None:
@@ -318,10 +318,12 @@ def check_ran(dag, dag_run) -> None:
     missing = sorted(set(dag.task_ids) - set(states))
     unfinished = sorted(t for t, state in states.items() if state not in FINISHED)
     if missing or unfinished:
-        raise RunDidNothingError(
+        error = RunDidNothingError(
             f"run {dag_run.run_id} ended {dag_run.state!r} without running every task"
             f" (no task instance: {', '.join(missing) or 'none'}; unfinished: {', '.join(unfinished) or 'none'})"
         )
+        error.ran_in_part = any(state in FINISHED for state in states.values())
+        raise error
 
 
 @contextlib.contextmanager
@@ -348,7 +350,10 @@ def output_to(path: Path):
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
-            console.close()
+            # A reader gone: a line it did not take (run_outcome.line_ends_on_a_stop) must not replace the error in
+            # flight (review: exit 141 "its output was closed" instead of the day's own error); a print to it raised.
+            with contextlib.suppress(OSError):
+                console.close()
 
 
 def failed_tasks(dag_run) -> list[str]:

@@ -1121,6 +1121,37 @@ def test_the_overview_counts_the_critical_root_causes_among_them_as_the_red_task
     assert re.search(r"\*root causes:\* 2(?! \()", body), body
 
 
+def test_a_warning_that_says_what_to_run_is_shown_whole_and_quarantine_says_to_run_the_rows_days_again():
+    """User trial: the lost-history warning's instruction, written into its key, was cut at 160 characters ("restore
+    raw and run the…"); and a 🟡 with rows quarantined said "the next run checks again", which left the rows' day's
+    daily marts without them once the source was fixed (a later run does not rebuild an earlier day's daily marts).
+    The first key of a cause is shown up to 600 characters (the others as before); the advice names the days."""
+    said = (
+        "lost_history=orders on 2021-02-11: 3 rows the published marts hold are gone from raw; if the extract lost"
+        " them, restore raw and run the day again: greenery run --date 2021-02-11 --end-date 2021-02-12"
+    )
+    other = "x" * 300
+    warning = {
+        "severity": "warning",
+        "table": "intermediate.int_source_volumes_daily",
+        "sources": [],
+        "expectation": "unexpected_rows_expectation",
+        "column": None,
+        "also_fails_in": [],
+        "keys": [{"key": said, "count": 1}, {"key": other, "count": 1}],
+        "unexpected_count": 2,
+    }
+    green = {"blocking": False, "failed_critical": 0, "failed_warning": 2, "published": True}
+    body = visible(
+        build_alert(summary(root_causes=[warning], quarantined={"stg_postgres__orders": 6}, **green), log_url=None)
+    )
+    assert f"`{said}`" in body and f"`{other[:159]}…`" in body
+    assert "then run again the days the quarantined rows were created on" in body
+    assert "A warning that names days to run again (raw changed, history lost) repeats until they run." in body
+    body = visible(build_alert(summary(root_causes=[warning], **green), log_url=None))
+    assert "Fix the source when it matters; the next run checks again. A warning that names days" in body
+
+
 def test_a_data_docs_address_with_a_login_gives_a_button_without_it(monkeypatch):
     """Review: GREENERY_DATA_DOCS_BASE_URL=https://user:password@... went into every alert's Data Docs button, in the
     channel (text links were redacted, buttons not). The button opens the address without them: the browser asks."""

@@ -59,10 +59,17 @@ def as_root_causes(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return sorted(causes, key=lambda c: _SEVERITY_ORDER.get(root_causes.severity(c), 3))
 
 
+# A key can be a check's own message: the raw-changed and lost-history warnings write the days to run again, and
+# how, into theirs. The first key is shown up to this many characters (user trial: cut at 160, "restore raw and
+# run the…"), the others as the Data quality view shows them (whole in its tooltip).
+FIRST_KEY_CHARS = 600
+
+
 def _keys_text(keys: list[Mapping[str, Any]]) -> str | None:
     shown = [
-        code(k.get("key"), SAMPLE_KEY_CHARS) + (f" ×{as_int(k.get('count'))}" if as_int(k.get("count")) > 1 else "")
-        for k in keys[:MAX_SAMPLE_KEYS]
+        code(k.get("key"), FIRST_KEY_CHARS if i == 0 else SAMPLE_KEY_CHARS)
+        + (f" ×{as_int(k.get('count'))}" if as_int(k.get("count")) > 1 else "")
+        for i, k in enumerate(keys[:MAX_SAMPLE_KEYS])
     ]
     if not shown:
         return None
@@ -155,6 +162,13 @@ def _next_steps(summary: Mapping[str, Any], blocking: bool, links: Mapping[str, 
     if not summary.get("published", True):  # review: it said "the marts were published" under "not published"
         return _clear_the_run(links, "Nothing blocks, yet this run published nothing (`publish` marked by hand?)")
     fix = "Fix the source when it matters; the next run checks again."
+    if summary.get("quarantined"):  # user trial: fixed, the next run left the rows' day's daily marts without them
+        fix = (
+            "Fix the source when it matters, then run again the days the quarantined rows were created on: the next"
+            " run rebuilds the tables, not the daily marts of earlier days, which each day's own run builds."
+        )
+    if causes:  # user trial: "the next run checks again" beside a warning that repeats until its days run again
+        fix += " A warning that names days to run again (raw changed, history lost) repeats until they run."
     return f"*What to do*\nNothing blocks: the marts were published. {fix}"
 
 

@@ -66,7 +66,7 @@ BLOCK = {
     "column missing or renamed": (
         "alter table raw.products rename column name to product_name",
         "check_source_freshness",
-        ["products", "lacks column", "name"],
+        ["products", "lacks column(s) name; it has product_name, which the pipeline does not read (renamed?)"],
     ),
     "column of the wrong type": (
         "alter table raw.order_items alter column quantity type text; "

@@ -169,7 +169,17 @@ def test_a_load_whose_rows_break_a_kept_key_stops_naming_it_and_changes_nothing(
     [
         ("create view public.open_orders as select * from raw.orders", "view open_orders"),
         ("create publication greenery_test_pub for table raw.orders", "publication of table raw.orders"),
-        ("alter table raw.users add column loaded_at timestamptz", "column loaded_at (the files do not have it"),
+        (
+            "alter table raw.users add column loaded_at timestamptz",
+            'column loaded_at (the files do not have it: its values would be lost; drop it (alter table "raw"."users"'
+            ' drop column "loaded_at") or add it to the files, then load)',
+        ),
+        # User trial: a column renamed upstream was refused, naming no way out; the rename back is given.
+        (
+            "alter table raw.products rename column name to product_name",
+            "column product_name (the files do not have it: its values would be lost; rename it back (alter table"
+            ' "raw"."products" rename column "product_name" to "name"), then load)',
+        ),
         ("create rule no_deletes as on delete to raw.promos do instead nothing", "rule no_deletes on table raw.promos"),
         (
             "create table public.all_promos (like raw.promos) partition by list (status);"

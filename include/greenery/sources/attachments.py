@@ -229,10 +229,20 @@ def _read(
 def _columns(cur, kept: Attachments, ident: sql.Identifier, columns: Collection[str], params: dict) -> list[str]:
     """The steps that make the columns' defaults, not-null, settings and comments again; returns what cannot be."""
     cannot = []
-    for row in cur.execute(_COLUMNS, params).fetchall():
+    rows = cur.execute(_COLUMNS, params).fetchall()
+    extra = [row[0] for row in rows if row[0] not in columns]
+    absent = [name for name in columns if name not in {row[0] for row in rows}]
+    for row in rows:
         name, note, not_null, default, target, options, derived, storage, compression = row
         if name not in columns:
-            cannot.append(f"column {name} (the files do not have it: its values would be lost)")
+            # The way out (user trial: a column renamed upstream was refused, naming none).
+            table, column = ident.as_string(cur), sql.Identifier(name).as_string(cur)
+            if len(extra) == len(absent) == 1:
+                renamed = sql.Identifier(absent[0]).as_string(cur)
+                way = f"rename it back (alter table {table} rename column {column} to {renamed})"
+            else:
+                way = f"drop it (alter table {table} drop column {column}) or add it to the files"
+            cannot.append(f"column {name} (the files do not have it: its values would be lost; {way}, then load)")
             continue
         if derived:
             cannot.append(f"column {name} (an identity or generated column)")

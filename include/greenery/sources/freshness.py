@@ -89,8 +89,12 @@ def check(
                 continue
             absent = [c for c in columns if c not in present]
             if absent:
+                # User trial: a column renamed upstream read as one lost; the load it was told to run then refused
+                # the table's other column. Those it has that the pipeline does not read are named too.
+                extra = [c for c in present if c not in columns]
+                also = f"; it has {', '.join(extra)}, which the pipeline does not read (renamed?)" if extra else ""
                 problems.append(
-                    SourceProblem(table, "columns", f"{raw_schema}.{table} lacks column(s) {', '.join(absent)}")
+                    SourceProblem(table, "columns", f"{raw_schema}.{table} lacks column(s) {', '.join(absent)}{also}")
                 )
                 continue
             mistyped = [

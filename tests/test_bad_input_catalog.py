@@ -147,6 +147,28 @@ def test_quarantined_rows_stay_out_of_the_marts(case, quarantine_run):
     assert alert.body["blocks"][0]["text"]["text"].startswith("🟡")
 
 
+def test_an_order_published_without_a_quarantined_line_is_named_with_the_lines_rule(quarantine_run):
+    """User trial: a product's bad price quarantined it and its order lines; their orders were published with item
+    counts short, and the one warning said "order_cost = sum of its lines (a price change ...)". A warning of
+    fact_orders names each published order's quarantined lines, with their rules."""
+    conn, _, _, posts = quarantine_run
+    orders = [
+        order_id
+        for (order_id,) in conn.execute(
+            "select distinct order_id from raw.order_items where product_id = %s and order_id <> %s", (PRODUCT, ORDER)
+        ).fetchall()
+    ]
+    assert orders, "the product is on another order than ORDER (itself quarantined)"
+    rules = conn.execute(
+        "select distinct rule from quarantine.stg_postgres__order_items where order_id = any(%s)", (orders,)
+    ).fetchall()
+    [alert] = posts
+    text = json.dumps(alert.body, ensure_ascii=False)
+    assert "an order published with some of its lines quarantined in this run" in text, text
+    assert [rule for (rule,) in rules] and all(f"product_id={PRODUCT}, rule={rule}" in text for (rule,) in rules), text
+    assert any(f"order_id={order_id}, product_id={PRODUCT}" in text for order_id in orders), text
+
+
 def test_duplicate_events_are_deduplicated_and_the_marts_equal_the_clean_ones(airflow_dag, published):
     conn, clean = published
     conn.execute(DUPLICATE_EVENTS)

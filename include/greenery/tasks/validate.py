@@ -138,7 +138,12 @@ def _validate(context: Any) -> dict[str, Any]:
         quarantined = _totals(quarantined_rules)
         # What the suites' {{ quarantined('m') }} reads: this run's quarantine (a critical check blocks a source
         # mostly quarantined, or a key both kept and quarantined: either is a broken extract, not bad rows).
-        held = {name: table or suite_files.nothing_quarantined(refs[name]) for name, table in quarantine_tables.items()}
+        # Every quarantining model's, built in this run or not: a mart's suite reads its staging's too (fact_orders).
+        held = {
+            name: quarantine_tables.get(name) or suite_files.nothing_quarantined(refs[name])
+            for name, model in found.items()
+            if model.config.get("quarantine")
+        }
         on_delta = {name for name, delta in deltas.items() if delta}
         seconds_before = history.suite_seconds(conn, on_delta)
     settings = config.get()

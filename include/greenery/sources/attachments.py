@@ -4,12 +4,12 @@ A load swaps in new tables (sources/load.py), and comments, row-level security a
 constraints, indexes and settings belong to the old table: dropped with it, without a word (review: a policy that let
 a role read only its own rows was gone after the next load, while the role's ``select`` grant was kept). Each is read
 before the swap (under the lock the drop takes) and made again after it; what cannot be made again stops the load
-before it reads a file, naming each. README.md (`load-raw`) lists both, and what is not kept.
+before it reads a file, naming each (README.md, `load-raw`, lists both, and what is not kept).
 
 Order: per table, the old indexes (the load's own set aside first, for every table, as an old index or constraint of
-any table may want a name), then the columns' settings, constraints (their indexes), what names an index
-(clustering, replica identity), statistics, triggers, policies, the table's settings; foreign keys last, once every
-replaced table is in place; the load's own indexes that no old one was get their names last.
+any table may want a name), then the columns' settings, constraints (their indexes), what names an index (clustering,
+replica identity), statistics, triggers, policies, the table's settings; foreign keys last, once every replaced table
+is in place; the load's own indexes that no old one was get their names last.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
+
+from greenery.sources.schema import way_out
 
 
 class AttachmentsNotKept(RuntimeError):
@@ -121,10 +123,8 @@ select s.stxnamespace::regnamespace::text, s.stxname, pg_get_statisticsobjdef(s.
 from pg_statistic_ext s where s.stxrelid = %(oid)s order by s.stxname
 """
 
-_TRIGGERS = """
-select tgname, pg_get_triggerdef(oid), tgenabled, obj_description(oid, 'pg_trigger') from pg_trigger
-where tgrelid = %(oid)s and not tgisinternal order by tgname
-"""
+_TRIGGERS = """select tgname, pg_get_triggerdef(oid), tgenabled, obj_description(oid, 'pg_trigger') from pg_trigger
+where tgrelid = %(oid)s and not tgisinternal order by tgname"""
 
 _POLICIES = """
 select p.policyname, p.permissive, p.roles, p.cmd, p.qual, p.with_check, obj_description(o.oid, 'pg_policy')
@@ -230,18 +230,12 @@ def _columns(cur, kept: Attachments, ident: sql.Identifier, columns: Collection[
     """The steps that make the columns' defaults, not-null, settings and comments again; returns what cannot be."""
     cannot = []
     rows = cur.execute(_COLUMNS, params).fetchall()
-    extra = [row[0] for row in rows if row[0] not in columns]
-    absent = [name for name in columns if name not in {row[0] for row in rows}]
+    extra, absent = [r[0] for r in rows if r[0] not in columns], set(columns) - {r[0] for r in rows}
     for row in rows:
         name, note, not_null, default, target, options, derived, storage, compression = row
-        if name not in columns:
-            # The way out (user trial: a column renamed upstream was refused, naming none).
-            table, column = ident.as_string(cur), sql.Identifier(name).as_string(cur)
-            if len(extra) == len(absent) == 1:
-                renamed = sql.Identifier(absent[0]).as_string(cur)
-                way = f"rename it back (alter table {table} rename column {column} to {renamed})"
-            else:
-                way = f"drop it (alter table {table} drop column {column}) or add it to the files"
+        if name not in columns:  # with the way out (user trial: a column renamed upstream was refused, naming none)
+            renamed_from = sql.Identifier(*absent).as_string(cur) if len(extra) == len(absent) == 1 else None
+            way = way_out(ident.as_string(cur), sql.Identifier(name).as_string(cur), renamed_from)
             cannot.append(f"column {name} (the files do not have it: its values would be lost; {way}, then load)")
             continue
         if derived:
@@ -281,18 +275,15 @@ def _constraints(cur, kept: Attachments, ident: sql.Identifier, params: dict) ->
 def _indexes(cur, kept: Attachments, schema: str, ident: sql.Identifier, replica_identity: str, params: dict) -> None:
     """The valid indexes no constraint makes (``kept.indexes``); for every index, its comment and its part in the
     table's clustering and replica identity (steps after the constraints, which make their own indexes)."""
-    for name, shape, definition, valid, clustered, replica, note, by_constraint in cur.execute(
-        _INDEXES, params
-    ).fetchall():
+    for name, shape, definition, valid, clustered, replica, note, by_constraint in cur.execute(_INDEXES, params):
         if not valid:
             continue
         if not by_constraint:
             kept.indexes.append((name, shape, sql.SQL(definition)))
         index = sql.Identifier(name)
         if clustered:
-            kept.steps.append(
-                (f"index {name} as its clustering", sql.SQL("alter table {} cluster on {}").format(ident, index))
-            )
+            cluster = sql.SQL("alter table {} cluster on {}").format(ident, index)
+            kept.steps.append((f"index {name} as its clustering", cluster))
         if replica and replica_identity == "i":
             using = sql.SQL("alter table {} replica identity using index {}").format(ident, index)
             kept.steps.append(("replica identity", using))

@@ -67,3 +67,11 @@ RAW_TABLES: dict[str, dict[str, str]] = {
 
 # Incremental runs read raw events from a point in time on: without this index each run scans them all.
 RAW_INDEXES: dict[str, tuple[str, ...]] = {"events": ("created_at",), "orders": ("created_at",)}
+
+
+def way_out(table: str, column: str, renamed_from: str | None = None) -> str:
+    """What to run about ``column`` of raw ``table`` (SQL names, quoted) that the files do not have: rename it back
+    to ``renamed_from``, the files' column missing beside it (renamed upstream), else drop it."""
+    if renamed_from is not None:
+        return f"rename it back (alter table {table} rename column {column} to {renamed_from})"
+    return f"drop it (alter table {table} drop column {column}) or add it to the files"

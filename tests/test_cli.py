@@ -1216,6 +1216,15 @@ def test_a_green_day_says_what_it_quarantined_and_warned(warehouse_url):
         " (1 warning, 3 rows quarantined: see the Data quality view; rows in quarantine.a, quarantine.b)"
     )
     assert run_outcome.notes(SimpleNamespace(run_id="found", state="failed")) == ""  # its causes follow instead
+    # User trial: a day whose alert was held back as a repeat read the same as one that paged.
+    skipped = [
+        SimpleNamespace(task_id="publish", state="success"),
+        SimpleNamespace(task_id="alert_slack", state="skipped"),
+    ]
+    assert run_outcome.notes(SimpleNamespace(run_id="found", state="success", get_task_instances=lambda: skipped)) == (
+        " (1 warning, 3 rows quarantined: see the Data quality view; rows in quarantine.a, quarantine.b; not alerted:"
+        " alert_slack skipped it (a repeat held back, or Slack off: its log says))"
+    )
     assert run_outcome.notes(SimpleNamespace(run_id="unrecorded", state="success")) == (
         " (no validation is recorded for it)"
     )

@@ -40,7 +40,11 @@ def notes(dag_run) -> str:
     tables = (
         f"; rows in {', '.join(f'quarantine.{name}' for name in held[:3])}{', …' * (len(held) > 3)}" if held else ""
     )
-    return f" ({said}: see the Data quality view{tables})" if said else ""
+    # User trial: a green day whose alert suppression held back read the same as one that paged.
+    instances = getattr(dag_run, "get_task_instances", list)()
+    held = any(ti.task_id == "alert_slack" and ti.state == "skipped" for ti in instances)
+    quiet = "; not alerted: alert_slack skipped it (a repeat held back, or Slack off: its log says)" if held else ""
+    return f" ({said}: see the Data quality view{tables}{quiet})" if said else ""
 
 
 CAUSE_LINES = 6  # a failed validate's root causes (verdict()) fit; a traceback's tail does not matter here

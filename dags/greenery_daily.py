@@ -24,8 +24,8 @@ warehouse reached through the Airflow connection `greenery_warehouse`.
 **Outputs.** Schemas `staging`, `intermediate`, `marts`. Current-state tables (users, orders,
 products) are rebuilt from all raw data. Event-history tables are *incremental*: a run recomputes the
 rows from its day minus a lookback (3 days, for late events) and merges them, so its cost follows the
-day's data. The daily tables (`fact_product_sessions_daily`, `metrics_daily`) get only the run's day,
-overwritten, from raw rows created before the end of that day.
+day's data. The daily tables (`metrics_daily`, `fact_funnel_daily`, `fact_product_funnel_daily`,
+`fact_product_sessions_daily`) get only the run's day, overwritten, from raw rows created before the end of that day.
 
 **Graph.** One task per file of `include/sql/<layer>/`, task id = file name; the edges come from the
 `ref()` calls inside the SQL, so a new model file wires itself in.
@@ -43,10 +43,12 @@ warnings and quarantined rows page too, but the marts are published and the run 
   Clearing `validate` with its downstream tasks re-checks the same build and publishes it if the checks
   pass: useful after fixing an expectation; refused (with this advice) when raw changed since the build,
   because its tables would mix old and new data.
-- Red `check_source_freshness`: raw is missing, empty or stale for the day (or the warehouse cannot be
-  reached: check the `greenery_warehouse` connection). Load it, then clear the run. Or days were
-  skipped for longer than the incremental lookback (a paused DAG does not catch up): its log gives the
-  gap; run the missed days first, or trigger the day with the Param `full_refresh`.
+- Red `check_source_freshness`: raw is missing, empty, stale for the day, without a column or of another type, or
+  not readable by the run's role (or the warehouse cannot be reached: check the `greenery_warehouse` connection).
+  Load it (or grant what its message names), then clear the run. A day before GREENERY_START_DATE or not over yet
+  (UTC) is refused: set the start date back, or wait for the day to end. Or days were skipped for longer than the
+  incremental lookback (a paused DAG does not catch up): its log gives the gap and the backfill command
+  (`--reprocess-behavior failed`); run the missed days first, or trigger the day with the Param `full_refresh`.
 - A red model task: its log names the SQL file, the line and the PostgreSQL error. Fix the data or the
   SQL, then clear the run (or the task with its downstream tasks: every model replaces its table or its
   day in one transaction, so a rerun is always safe).
@@ -56,15 +58,21 @@ warnings and quarantined rows page too, but the marts are published and the run 
   run's clock (overlapping runs); its message says which. Clear the run (or `validate` with its downstream tasks).
   Or sessions held a published table past GREENERY_PUBLISH_LOCK_WAIT_SECONDS (an idle BI tool or psql in an
   open transaction): the message names each (pid, application, its query); end them, then clear `publish`.
-- Red `alert_slack`: Slack refused or was unreachable after retries; its log has the HTTP status. The
-  checks are in the *Data quality* view.
+- Red `alert_slack`: Slack refused or was unreachable after retries (its log has the HTTP status; a configuration
+  error, such as a misspelt GREENERY_ALERT_CONN_ID, fails at once and on every run), or an earlier task failed and
+  its own page did not go ("on-call was NOT paged"), or `publish` was marked skipped by hand. The checks are in the
+  *Data quality* view. Fix the connection, then clear `alert_slack` alone after passing checks, or `validate` with
+  its downstream tasks after failed ones (its message says which).
 - Red `state_of_the_data`: the stakeholders' digest (Slack note, chart, email) did not all go out; its
   message names each part and the reason (e.g. the SMTP server refused the login). The marts are
   published. Fix the connection, then clear the task: it sends only the parts that did not go out. Or, digest
   on or off, this attempt published nothing (`publish` marked success by hand): clear the whole run.
+- Rows quarantined (a 🟡 alert; `quarantine.<model>` holds them with their rule): fix the source when it matters,
+  then run again, oldest first, the days from the first the rows were created on to the latest (a backfill with
+  `--reprocess-behavior completed`): a later run rebuilds the tables, not earlier days' daily marts.
 - Raw rows changed since a run read them (a warning of `int_source_volumes_daily` names the day D: rows older
   than the lookback, or rows that reached or left raw after D's own run built its daily marts): run D and every
-  day after it again, oldest first (a backfill that reprocesses completed runs); each day stays named until it
+  day after it again, oldest first (a backfill with `--reprocess-behavior completed`); each day stays named until it
   has run again. A model's logic changed: trigger the DAG with the Param `full_refresh` ticked.
 - Red `check_source_freshness` naming a model file (and no model tasks in the Grid): a model file is broken
   (a `ref()` naming no model, a bad `config()`, a name that is not lowercase); fix it, then clear the run.

@@ -1146,10 +1146,10 @@ def test_a_warning_that_says_what_to_run_is_shown_whole_and_quarantine_says_to_r
         build_alert(summary(root_causes=[warning], quarantined={"stg_postgres__orders": 6}, **green), log_url=None)
     )
     assert f"`{said}`" in body and f"`{other[:159]}…`" in body
-    assert "then run again the days the quarantined rows were created on" in body
-    assert "A warning that names days to run again (raw changed, history lost) repeats until they run." in body
+    assert "then run again, oldest first, the days from the first the quarantined rows were created on" in body
+    assert "A raw-changed warning repeats until the days it names run again." in body
     body = visible(build_alert(summary(root_causes=[warning], **green), log_url=None))
-    assert "Fix the source when it matters; the next run checks again. A warning that names days" in body
+    assert "Fix the source when it matters; the next run checks again. A raw-changed warning repeats" in body
 
 
 def test_a_data_docs_address_with_a_login_gives_a_button_without_it(monkeypatch):

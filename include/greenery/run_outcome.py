@@ -43,7 +43,10 @@ def notes(dag_run) -> str:
     # User trial: a green day whose alert suppression held back read the same as one that paged.
     instances = getattr(dag_run, "get_task_instances", list)()
     held = any(ti.task_id == "alert_slack" and ti.state == "skipped" for ti in instances)
-    quiet = "; not alerted: alert_slack skipped it (a repeat held back, or Slack off: its log says)" if held else ""
+    quiet = (
+        "; not alerted: alert_slack skipped it (a repeat held back, sent by an earlier try, or Slack off: its log says)"
+    )
+    quiet = quiet if held else ""
     return f" ({said}: see the Data quality view{tables}{quiet})" if said else ""
 
 

@@ -164,11 +164,12 @@ def _next_steps(summary: Mapping[str, Any], blocking: bool, links: Mapping[str, 
     fix = "Fix the source when it matters; the next run checks again."
     if summary.get("quarantined"):  # user trial: fixed, the next run left the rows' day's daily marts without them
         fix = (
-            "Fix the source when it matters, then run again the days the quarantined rows were created on: the next"
-            " run rebuilds the tables, not the daily marts of earlier days, which each day's own run builds."
+            "Fix the source when it matters, then run again, oldest first, the days from the first the quarantined"
+            " rows were created on (`quarantine.<model>`'s `created_at`) to the latest: a later run rebuilds the"
+            " tables, not earlier days' daily marts, and metrics_daily counts every day before its own."
         )
     if causes:  # user trial: "the next run checks again" beside a warning that repeats until its days run again
-        fix += " A warning that names days to run again (raw changed, history lost) repeats until they run."
+        fix += " A raw-changed warning repeats until the days it names run again."
     return f"*What to do*\nNothing blocks: the marts were published. {fix}"
 
 

@@ -277,7 +277,9 @@ def on_run_failure(context: Any) -> None:
                     " or the warehouse did not answer when a failed task's own page went out (that page came first)."
                 )
                 + (f" The run's last task: {task}." if known else "")
-                + " Its red tasks are in the Grid: clear the first one with its downstream tasks."
+                # Review: it said to clear the first red task with its downstream tasks, the page's next step to
+                # clear the whole run; the whole run also takes the tasks an earlier attempt left red.
+                + " Its red tasks are in the Grid."
             ),
             log_url=runtime.log_url(context) if known else None,
             links=links.for_run(run_id, task if known else None),

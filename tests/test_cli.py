@@ -1223,7 +1223,7 @@ def test_a_green_day_says_what_it_quarantined_and_warned(warehouse_url):
     ]
     assert run_outcome.notes(SimpleNamespace(run_id="found", state="success", get_task_instances=lambda: skipped)) == (
         " (1 warning, 3 rows quarantined: see the Data quality view; rows in quarantine.a, quarantine.b; not alerted:"
-        " alert_slack skipped it (a repeat held back, sent by an earlier try, or Slack off: its log says))"
+        " alert_slack skipped it, a repeat held back, sent by an earlier try or Slack off)"
     )
     assert run_outcome.notes(SimpleNamespace(run_id="unrecorded", state="success")) == (
         " (no validation is recorded for it)"

@@ -1146,7 +1146,7 @@ def test_a_warning_that_says_what_to_run_is_shown_whole_and_quarantine_says_to_r
         build_alert(summary(root_causes=[warning], quarantined={"stg_postgres__orders": 6}, **green), log_url=None)
     )
     assert f"`{said}`" in body and f"`{other[:159]}…`" in body
-    assert "then run again, oldest first, the days from the first the quarantined rows were created on" in body
+    assert "then run again, oldest first, the days from the first the quarantined rows (or the orders" in body
     assert "A raw-changed warning repeats until the days it names run again." in body
     body = visible(build_alert(summary(root_causes=[warning], **green), log_url=None))
     assert "Fix the source when it matters; the next run checks again. A raw-changed warning repeats" in body

@@ -42,11 +42,9 @@ def notes(dag_run) -> str:
     )
     # User trial: a green day whose alert suppression held back read the same as one that paged.
     instances = getattr(dag_run, "get_task_instances", list)()
-    held = any(ti.task_id == "alert_slack" and ti.state == "skipped" for ti in instances)
-    quiet = (
-        "; not alerted: alert_slack skipped it (a repeat held back, sent by an earlier try, or Slack off: its log says)"
-    )
-    quiet = quiet if held else ""
+    skipped = any(ti.task_id == "alert_slack" and ti.state == "skipped" for ti in instances)
+    quiet = "; not alerted: alert_slack skipped it, a repeat held back, sent by an earlier try or Slack off"
+    quiet = quiet if skipped else ""
     return f" ({said}: see the Data quality view{tables}{quiet})" if said else ""
 
 

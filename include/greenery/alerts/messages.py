@@ -165,7 +165,7 @@ def _next_steps(summary: Mapping[str, Any], blocking: bool, links: Mapping[str, 
     if summary.get("quarantined"):  # user trial: fixed, the next run left the rows' day's daily marts without them
         fix = (
             "Fix the source when it matters, then run again, oldest first, the days from the first the quarantined"
-            " rows were created on (`quarantine.<model>`'s `created_at`) to the latest: a later run rebuilds the"
+            " rows (or the orders and events they belong to) were created on to the latest: a later run rebuilds the"
             " tables, not earlier days' daily marts, and metrics_daily counts every day before its own."
         )
     if causes:  # user trial: "the next run checks again" beside a warning that repeats until its days run again

@@ -347,7 +347,8 @@ def _deliver(summary, attempt, run_type, connect_timeout, send, retried_task: bo
         if suppression.held_back(summary, recent, before):
             raise AirflowSkipException(
                 f"suppressed: the same {len(summary['root_causes'])} warning(s) and quarantine counts were alerted"
-                f" within {settings.alert_suppress} (GREENERY_ALERT_SUPPRESS_HOURS); the Data quality view lists them"
+                f" within {settings.alert_suppress.total_seconds() / 3600:g} h (GREENERY_ALERT_SUPPRESS_HOURS);"
+                " the Data quality view lists them"
             )
     try:
         if send is not None:

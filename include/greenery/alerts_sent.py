@@ -35,11 +35,8 @@ def backfill_alert_with(conn, run_id: str, signatures: list, window: dt.timedelt
     "repaired")."""
     if not signatures or not audit.readable(conn, "alerts_sent"):
         return None
-    passed_since = sql.SQL("")
-    if audit.readable(conn, "validation_runs"):  # a run's passing checks are recorded when it publishes
-        passed_since = sql.SQL(
-            " and not exists (select from {} v where v.published and v.validated_at > a.sent_at)"
-        ).format(audit.table("validation_runs"))
+    # A run's passing checks are recorded when it publishes.
+    passed_since = _none_in(conn, "validation_runs", "v where v.published and v.validated_at > a.sent_at")
     return conn.execute(
         sql.SQL(
             "select run_id, sent_at from {} a where run_type = 'backfill' and run_id <> %s and sent_at > now() - %s"
@@ -56,17 +53,21 @@ def undelivered(conn, run_id: str) -> bool:
     repeat of a page sent before the problem went away, and nobody heard of it)."""
     if not audit.exists(conn, "task_failures"):
         return False
-    sent_after = sql.SQL("")
-    if audit.exists(conn, "alerts_sent"):
-        sent_after = sql.SQL(
-            " and not exists (select from {} a where a.run_id = f.run_id and a.sent_at > f.failed_at)"
-        ).format(audit.table("alerts_sent"))
+    sent_after = _none_in(conn, "alerts_sent", "a where a.run_id = f.run_id and a.sent_at > f.failed_at")
     return conn.execute(
         sql.SQL(
             "select exists (select from {} f where f.run_id = %s and f.task_id in ('alert_slack', 'publish'){})"
         ).format(audit.table("task_failures"), sent_after),
         (run_id,),
     ).fetchone()[0]
+
+
+def _none_in(conn, table: str, rows: str) -> sql.Composable:
+    """`` and not exists (select from <table> <rows>)`` (``rows``: an alias and a condition, this module's own text),
+    or nothing before ``table`` exists (an older or a new warehouse)."""
+    if not audit.exists(conn, table):
+        return sql.SQL("")
+    return sql.SQL(" and not exists (select from {} " + rows + ")").format(audit.table(table))
 
 
 def sent_in_attempt(conn, run_id: str, clear_number: int | None, signatures: list) -> dt.datetime | None:

@@ -353,7 +353,7 @@ def test_a_model_built_whole_for_its_columns_rebuilds_what_reads_it_whole_as_a_f
     assert text.rstrip().endswith("\nselect * from checked"), "the model's final select is where the column goes"
     changed.write_text(text.rstrip().removesuffix("select * from checked") + "select *, 1 as version from checked\n")
     found = models.discover(sql_dir)
-    below = {n for n in INCREMENTAL if "stg_postgres__events" in _ancestors(found, n)}
+    below = {n for n in INCREMENTAL if "stg_postgres__events" in models.ancestors(found)[n]}
     assert {"int_user_sessions", "int_product_events"} <= below and INCREMENTAL - below - {"stg_postgres__events"}
 
     results = run_day(loaded, DAYS[2], found=found)
@@ -366,15 +366,6 @@ def test_a_model_built_whole_for_its_columns_rebuilds_what_reads_it_whole_as_a_f
     incremental_run = {r: h for r, h in hashes(loaded).items() if r not in counted_from_raw}
     run_day(loaded, DAYS[2], full_refresh=True, found=found, tag="full")
     assert {r: h for r, h in hashes(loaded).items() if r not in counted_from_raw} == incremental_run
-
-
-def _ancestors(found: dict, name: str) -> set[str]:
-    above, todo = set(), list(found[name].refs)
-    while todo:
-        if (ref := todo.pop()) not in above:
-            above.add(ref)
-            todo.extend(found[ref].refs)
-    return above
 
 
 def test_a_column_whose_precision_changed_rebuilds_that_model_whole(loaded, tmp_path):

@@ -24,7 +24,7 @@ import pytest
 from helpers import query_checks, repeated_expectations
 
 from greenery import config, docs, warehouse
-from greenery.checks import docs_pages, root_causes, suites
+from greenery.checks import docs_pages, suites
 from greenery.materialize import build
 from greenery.project import models, render
 from greenery.sources import load as raw
@@ -47,7 +47,7 @@ def gx_suites():
 
 MODELS = models.discover()
 SUITES = suites.load_suites(MODELS)
-ANCESTORS = root_causes.ancestors(MODELS)
+ANCESTORS = models.ancestors(MODELS)
 DAYS = (dt.date(2021, 2, 11), dt.date(2021, 2, 12))
 
 # Rows of the real data that the defects below tamper with.

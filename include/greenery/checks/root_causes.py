@@ -21,19 +21,9 @@ from typing import Any
 
 from greenery import config
 from greenery.checks.summary import row_names
-from greenery.project.models import Model
+from greenery.project.models import Model, ancestors
 
 _SEVERITY_RANK = {"critical": 0, "warning": 1}
-
-
-def ancestors(models: Mapping[str, Model]) -> dict[str, set[str]]:
-    """Every model's transitive refs (``models`` is in dependency order)."""
-    found: dict[str, set[str]] = {}
-    for name, model in models.items():
-        found[name] = set()
-        for ref in model.refs:
-            found[name] |= {ref} | found.get(ref, set())
-    return found
 
 
 def raw_sources(models: Mapping[str, Model], name: str, ancestry: Mapping[str, set[str]]) -> list[str]:

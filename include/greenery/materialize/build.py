@@ -24,7 +24,7 @@ from greenery import docs, locks
 from greenery.materialize import incremental, quarantine, relations, snapshot
 from greenery.materialize.model_sql import ModelBuildError, ModelSql, OtherDaysError, build_error
 from greenery.materialize.relations import ident
-from greenery.project.models import Model
+from greenery.project.models import Model, ancestors
 from greenery.project.render import Interval, incremental_since, render
 
 
@@ -95,13 +95,8 @@ def _above_built_whole(conn, model: Model, models: Mapping[str, Model], schema_o
     (a table there, no delta: its columns changed): its history may have changed (late rows, conflicting copies
     re-read from raw), so ``model`` is built whole too (review: only its window was recomputed, and the run ended
     green with tables that did not agree). In-place builds keep no trace of how a model was built: not looked at."""
-    seen, todo = set(), list(model.refs)
-    while todo:
-        if (name := todo.pop()) in seen:
-            continue
-        seen.add(name)
+    for name in ancestors(models)[model.name]:
         above = models[name]
-        todo.extend(above.refs)
         if above.materialized != "incremental" or schema_of.get(above.layer, above.layer) == above.layer:
             continue
         built = f"{schema_of[above.layer]}.{name}"

@@ -234,3 +234,13 @@ def discover(sql_dir: Path | None = None) -> dict[str, Model]:
     except graphlib.CycleError as exc:
         raise ModelDefinitionError(f"models form a cycle: {' -> '.join(exc.args[1])}") from exc
     return {name: found[name] for name in order}
+
+
+def ancestors(models: Mapping[str, Model]) -> dict[str, set[str]]:
+    """Every model's transitive refs (``models`` is in dependency order, as :func:`discover` gives them)."""
+    found: dict[str, set[str]] = {}
+    for name, model in models.items():
+        found[name] = set()
+        for ref in model.refs:
+            found[name] |= {ref} | found.get(ref, set())
+    return found

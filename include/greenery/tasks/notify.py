@@ -328,12 +328,13 @@ def _deliver(summary, attempt, run_type, connect_timeout, send, retried_task: bo
     backfill = bool(summary.get("blocking")) and run_type == "backfill" and send is None  # its failed checks
     signed = suppression.signatures(summary)
     window = suppression.window(settings.alert_suppress)
+    hours = f"{settings.alert_suppress.total_seconds() / 3600:g}"  # as the page and the skip say it
     # Not before a callback's page: it runs once, and reading first would eat its budget. publish's is retried (review:
     # a try killed after it posted and recorded the warnings, before it reported success, posted them again).
     if send is None or retried_task:
         _hold_back_what_was_paged(summary, signed, attempt, window if backfill else None)
         if backfill and settings.alert_suppress:  # the page says its repeats will not come (review: none said so)
-            summary["backfill_hold_back_hours"] = f"{settings.alert_suppress.total_seconds() / 3600:g}"
+            summary["backfill_hold_back_hours"] = hours
     if not summary.get("blocking"):  # failed critical checks always page: no warehouse read may hold that back (review)
         try:
             with _warehouse(connect_timeout, bound) as conn:
@@ -347,8 +348,7 @@ def _deliver(summary, attempt, run_type, connect_timeout, send, retried_task: bo
         if suppression.held_back(summary, recent, before):
             raise AirflowSkipException(
                 f"suppressed: the same {len(summary['root_causes'])} warning(s) and quarantine counts were alerted"
-                f" within {settings.alert_suppress.total_seconds() / 3600:g} h (GREENERY_ALERT_SUPPRESS_HOURS);"
-                " the Data quality view lists them"
+                f" within {hours} h (GREENERY_ALERT_SUPPRESS_HOURS); the Data quality view lists them"
             )
     try:
         if send is not None:

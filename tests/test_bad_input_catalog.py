@@ -61,12 +61,21 @@ BLOCK = {
         "validate",
         ["stg_postgres__orders", "expect_column_values_to_be_unique", ORDER, "not published", "2021-02-12"],
     ),
-    "empty raw table": ("delete from raw.order_items", "check_source_freshness", ["order_items", "empty"]),
+    "empty raw table": (
+        "delete from raw.order_items",
+        "check_source_freshness",
+        ["order_items", "empty", "What to do*\\nLoad the source, then"],
+    ),
     "raw table missing": ("drop table raw.promos", "check_source_freshness", ["promos", "missing"]),
     "column missing or renamed": (
         "alter table raw.products rename column name to product_name",
         "check_source_freshness",
-        ["products", "lacks column(s) name; it has product_name, which the pipeline does not read (renamed?)"],
+        [
+            "products",
+            "lacks column(s) name; it has product_name, which the pipeline does not read (renamed?): rename it back"
+            ' (alter table \\"raw\\".\\"products\\" rename column \\"product_name\\" to \\"name\\")',
+            "What to do*\\nFix the raw tables as the lines above say, then",
+        ],
     ),
     "column of the wrong type": (
         "alter table raw.order_items alter column quantity type text; "

@@ -354,6 +354,31 @@ def test_the_source_alert_says_which_run_readers_still_see_or_that_none_was_ever
     assert "Published marts are untouched (still serving the previous run)." in said(None)  # not known: as before
 
 
+def test_the_source_alert_asks_for_a_load_only_where_a_load_is_the_fix():
+    """User trial: a column renamed upstream was paged "Load the source", and the load then refused the table: a load
+    brings rows and tables, not a column's name or type, nor a grant."""
+    from greenery.sources.freshness import SourceProblem, first_step
+
+    def step(*kinds: str) -> str:
+        problems = [SourceProblem(f"t{i}", kind, "detail") for i, kind in enumerate(kinds)]
+        alert = messages.build_source_alert(
+            dag_id="greenery_daily",
+            logical_date="2021-02-12",
+            run_id="r",
+            problems=[vars(p) for p in problems],
+            log_url=None,
+            first_step=first_step(problems),
+        )
+        return visible(alert).split("*What to do*")[1]
+
+    for late in (["stale"], ["missing", "empty"]):
+        assert step(*late).strip().startswith("Load the source, then clear the whole run")
+    for unloadable in (["columns"], ["unreadable"], ["columns", "unreadable"]):
+        said = step(*unloadable)
+        assert "Fix the raw tables as the lines above say, then clear" in said and "load" not in said.lower(), said
+    assert "Fix the raw tables as the lines above say, load the source, then clear" in step("columns", "stale")
+
+
 def test_every_alert_escapes_its_fallback_text_too():
     """Slack reads a message's top-level text as mrkdwn too (it is what notifications show): the source alert and the
     task-failure page put error text there unescaped, so `<!channel>` in an exception pinged everyone."""

@@ -280,6 +280,7 @@ def build_source_alert(
     log_url: str | None,
     links: Mapping[str, str | None] | None = None,
     serving: Mapping[str, str | None] | None = None,
+    first_step: str = "Load the source",
 ) -> dict:
     """The run stopped before building: raw tables missing, empty, incomplete or stale for the day. ``serving``:
     {"serving_run": the day readers still see, or None when nothing was published}; {} or None: not known."""
@@ -295,10 +296,9 @@ def build_source_alert(
         kit.context(f"DAG {code(dag_id)} · day {code(logical_date)} · run {code(run_id, 250)}"),
         kit.section("*Source freshness*\n" + "\n".join(lines)),
         kit.section(_untouched(serving or {})),
-        kit.section(_clear_the_run(links, "Load the source")),
+        kit.section(_clear_the_run(links, first_step)),
     ]
-    buttons = kit.buttons(links)
-    if buttons:
+    if buttons := kit.buttons(links):
         blocks.append(buttons)
     details = "; ".join(str(p.get("detail")) for p in problems)
     return {"text": truncate(escape(redact(f"{header}: {details}")), MAX_FALLBACK_TEXT), "blocks": blocks}

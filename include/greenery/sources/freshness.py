@@ -14,7 +14,7 @@ from psycopg import sql
 
 from greenery import config
 from greenery.project.render import CLOCK_SKEW, Interval
-from greenery.sources.schema import RAW_TABLES
+from greenery.sources.schema import RAW_TABLES, way_out
 
 # The event stream must have rows inside the run's day; orders may lag behind by a day (the shop's
 # orders stop before its last shipping events); the other tables are state without a daily cadence.
@@ -93,6 +93,9 @@ def check(
                 # the table's other column. Those it has that the pipeline does not read are named too.
                 extra = [c for c in present if c not in columns]
                 also = f"; it has {', '.join(extra)}, which the pipeline does not read (renamed?)" if extra else ""
+                if len(absent) == len(extra) == 1:  # user trial: the page said "load the source"; this is the fix
+                    quoted = (sql.Identifier(raw_schema, table), sql.Identifier(extra[0]), sql.Identifier(absent[0]))
+                    also += ": " + way_out(*(name.as_string(cur) for name in quoted))
                 problems.append(
                     SourceProblem(table, "columns", f"{raw_schema}.{table} lacks column(s) {', '.join(absent)}{also}")
                 )
@@ -210,3 +213,12 @@ def rows_created_between(
 
 def as_dicts(problems: list[SourceProblem]) -> list[dict[str, Any]]:
     return [asdict(p) for p in problems]
+
+
+def first_step(problems: list[SourceProblem]) -> str:
+    """What on-call does first about ``problems``: a load brings rows and tables, not a column's name or type, nor
+    a grant (user trial: a renamed column was paged "Load the source", and the load then refused the table)."""
+    if all(p.problem in ("missing", "empty", "stale") for p in problems):
+        return "Load the source"
+    late = any(p.problem in ("missing", "empty", "stale") for p in problems)
+    return "Fix the raw tables as the lines above say" + (", load the source" if late else "")

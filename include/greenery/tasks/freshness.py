@@ -113,6 +113,7 @@ def check(context: Any) -> dict[str, Any]:
             logical_date=interval.day.isoformat(),
             run_id=context["run_id"],
             problems=freshness.as_dicts(problems),
+            first_step=freshness.first_step(problems),
             log_url=runtime.log_url(context),
             links=links.for_run(context["run_id"], runtime.task_id(context)),
             serving=serving,

@@ -86,11 +86,12 @@ warnings and quarantined rows page too, but the marts are published and the run 
 # A bad setting does not stop the DAG loading (an import error runs nothing and pages nobody): its defaults stand in
 # here, and each run's first task, reading the settings again, fails at once and pages with the setting's name.
 SETTINGS, _ = config.get_lenient()
-# Nor does a broken model file (a ref() naming no model, a bad config()): the DAG loads without model tasks, and each
-# run's first task, discovering the models again, fails at once naming the file and pages (review: an import error).
+# Nor does a broken model file (a ref() naming no model, a bad config(), a file not in UTF-8): the DAG loads without
+# model tasks, and each run's first task, discovering the models again, fails at once naming the file and pages
+# (review: an import error). Any other error too: the first task meets it again, with its traceback, and pages.
 try:
     MODELS = model_files.discover(SETTINGS.sql_dir)
-except model_files.ModelDefinitionError:
+except Exception:
     MODELS = {}
 
 

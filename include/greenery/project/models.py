@@ -130,7 +130,11 @@ def _check_name(path: Path, layer: str) -> None:
 
 def _parse(path: Path, layer: str) -> Model:
     _check_name(path, layer)
-    model = _model(path, layer, path.read_text())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:  # review: either left the DAG an import error that paged nobody
+        raise ModelDefinitionError(f"{path}: cannot be read as UTF-8 text: {exc}") from exc
+    model = _model(path, layer, text)
     # Each caller's own config (a dict, which a frozen dataclass does not freeze): none leaks into the cache.
     return replace(model, config=copy.deepcopy(model.config))
 
@@ -150,6 +154,10 @@ def _model(path: Path, layer: str, template: str) -> Model:
     for call in tree.find_all(nodes.Call):
         if not isinstance(call.node, nodes.Name):
             continue
+        if call.node.name in ("ref", "source") and (len(call.args) != 1 or call.kwargs):
+            raise ModelDefinitionError(
+                f"{path}:{call.lineno}: {call.node.name}() takes one name, as {call.node.name}('x')"
+            )
         if call.node.name == "ref":
             refs.append(str(_const(call.args[0], path, "ref()")))
         elif call.node.name == "source":

@@ -153,11 +153,10 @@ def _when(publish: dict[str, Any]) -> str:
     return audit.utc_minute(publish["published_at"])
 
 
-def read_indicators(conn) -> list[dict] | None:
-    """The rows of repurchase_indicators, largest |rank-biserial| first; None before the mart was first built."""
+def read_indicators(conn) -> list[dict]:
+    """The rows of repurchase_indicators, largest |rank-biserial| first. Missing, it is an incomplete warehouse, as a
+    missing fact_product is (review: "not built yet" and exit 0, where fact_product missing exits 2)."""
     with conn.cursor() as cur:
-        if not _exists(cur, "marts.repurchase_indicators"):
-            return None
         cur.execute(INDICATORS_SQL)
         return [dict(zip([c.name for c in cur.description], r, strict=True)) for r in cur.fetchall()]
 
@@ -300,11 +299,9 @@ def _value(value, binary: bool) -> str:
     return f"{float(value):.0%}" if binary else f"{float(value):.2f}"
 
 
-def format_indicators(rows: list[dict] | None, label: str) -> list[str]:
+def format_indicators(rows: list[dict], label: str) -> list[str]:
     """The indicator table, then the strongest indicators with p below SIGNIFICANCE in words."""
     head = f"What repeat buyers did differently up to their first order (marts.repurchase_indicators: {label})"
-    if rows is None:
-        return [head, "  not built yet: run the DAG"]
     if not rows:
         return [head, "  no buyers yet"]
     lines = [

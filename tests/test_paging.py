@@ -113,6 +113,29 @@ def test_an_unreachable_warehouse_pages_once_with_the_cause(
     assert "old-secret" not in alert
 
 
+def test_a_warehouse_gone_mid_run_pages_once_not_once_per_task_it_fails(airflow_dag, published_url, paged, monkeypatch):
+    """Review: the warehouse gone after prepare_build, the four model tasks without an upstream model failed, and each
+    paged: four pages for one cause. The first to fail pages; the others' records say nothing of a page of theirs."""
+    from greenery.tasks import build
+
+    prepared = build.prepare
+    down = {"conn_type": "postgres", "host": "127.0.0.1", "port": 9, "login": "etl", "schema": "greenery"}
+
+    def prepare_then_lose_the_warehouse(context):
+        done = prepared(context)
+        monkeypatch.setenv(warehouse.conn_env_var(), json.dumps(down))
+        return done
+
+    monkeypatch.setattr(build, "prepare", prepare_then_lose_the_warehouse)
+    monkeypatch.setenv("GREENERY_RETRIES", "0")
+    dag_run = local_airflow.run_day(DAY, dag=airflow_dag)
+    failed = sorted(t for t, state in states(dag_run).items() if state == "failed")
+    assert dag_run.state == "failed" and len(failed) >= 2, failed  # several tasks meet the same cause
+    [alert] = alerts(paged)
+    assert "cannot connect to the warehouse" in alert and "refused" in alert
+    assert sum(f"task {t} failed" in alert for t in failed) == 1, alert  # the first to fail names itself
+
+
 def test_a_day_before_the_start_date_fails_and_pages_instead_of_succeeding_empty(
     airflow_dag, published_url, paged, monkeypatch
 ):

@@ -136,6 +136,46 @@ def test_a_warehouse_gone_mid_run_pages_once_not_once_per_task_it_fails(airflow_
     assert sum(f"task {t} failed" in alert for t in failed) == 1, alert  # the first to fail names itself
 
 
+@pytest.mark.timeout(600)
+def test_a_warehouse_gone_mid_run_under_the_scheduler_pages_once_for_the_tasks_failing_side_by_side(
+    published_url, pg_admin_url, paged, tmp_path, monkeypatch
+):
+    """The same outage under a real scheduler, whose LocalExecutor runs the four model tasks without an upstream
+    model side by side: they fail within a second of each other, each claims the page, one pages (four before).
+    The warehouse stops taking connections while prepare_build waits for the publish lock, held here: that task's
+    own connection is up already, every later one is refused."""
+    from airflow_api import DAG_ID, finished, task_states, trigger, unpause
+
+    from greenery import locks
+    from greenery.dev import local_ui
+
+    monkeypatch.setenv("GREENERY_RETRIES", "0")  # a connection error is retried otherwise, a minute apart
+    database = psycopg.conninfo.conninfo_to_dict(published_url)["dbname"]
+    waiting = "select count(*) from pg_stat_activity where datname = %s and wait_event_type = 'Lock'"
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        ui = local_ui.start(tmp_path / "airflow", port=local_ui.free_port(), components=local_ui.COMPONENTS[:3])
+        try:
+            ui.wait_ready(timeout=180)
+            ui.wait_for_dag(DAG_ID, timeout=180)
+            unpause(ui)
+            with psycopg.connect(published_url) as holder:
+                locks.exclusive(holder)
+                run_id = trigger(ui, DAY.isoformat())
+                deadline = time.monotonic() + 300
+                while not admin.execute(waiting, (database,)).fetchone()[0]:  # prepare_build, at its lock
+                    assert time.monotonic() < deadline, ui.diagnostics()
+                    time.sleep(0.2)
+                admin.execute(f'alter database "{database}" with allow_connections false')
+            assert finished(ui, run_id) == "failed"
+            failed = sorted(t for t, state in task_states(ui, run_id).items() if state == "failed")
+        finally:
+            admin.execute(f'alter database "{database}" with allow_connections true')
+            ui.stop()
+    assert len(failed) >= 2 and "prepare_build" not in failed, failed
+    [alert] = alerts(paged)
+    assert "cannot connect to the warehouse" in alert and sum(f"task {t} failed" in alert for t in failed) == 1, alert
+
+
 def test_a_day_before_the_start_date_fails_and_pages_instead_of_succeeding_empty(
     airflow_dag, published_url, paged, monkeypatch
 ):

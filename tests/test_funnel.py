@@ -189,14 +189,21 @@ def test_greenery_answers_on_the_real_data(published_url):
     print("\n" + text)  # the table the issue asks to see: pytest -s shows it
     assert "  sessions                             578" in text
     assert "  with an add-to-cart                  467   80.8% of sessions" in text
-    assert "  with a checkout                      361   77.3% of those with an add-to-cart, 62.5% of sessions" in text
+    assert (
+        "  with a checkout                      361   77.3% as many as with an add-to-cart, 62.5% of sessions" in text
+    )
     indicators = {r["indicator"]: r for r in found["indicators"]}
     assert len(indicators) == 15
     assert (indicators["page_views"]["n_repeat"], indicators["page_views"]["n_one_time"]) == (99, 25)
     # Most repeat buyers ordered again before their first order was due: too few known deliveries to test.
     assert indicators["first_order_delivered_late"]["untested_reason"] == "fewer than 10 buyers with a value in a group"
+    # Review: its values come from the other buyers' labels; on 2,000 shuffles of the real labels its p passed 0.05
+    # in 16 % of them. Its shares stay (99 and 25 buyers, values apart), its p does not.
+    favoured = indicators["bought_repeat_favoured_product"]
+    assert (favoured["n_repeat"], favoured["n_one_time"], favoured["p_value"]) == (99, 25, None), favoured
+    assert favoured["untested_reason"].startswith("its values come from the other buyers' labels")
     tested = [r for r in indicators.values() if r["p_value"] is not None]
-    assert len(tested) == 14
+    assert len(tested) == 13  # and bought_repeat_favoured_product: its values come from the others' labels
     # On this data nothing a buyer did up to the first order tells repeat from one-time buyers.
     assert min(r["p_value"] for r in tested) > answers.SIGNIFICANCE
     assert "  none: no indicator tells repeat from one-time buyers apart at p < 0.05" in text
@@ -209,6 +216,16 @@ def test_more_checkouts_than_carts_is_not_shown_as_a_conversion_above_100_percen
     lines = answers.format_funnel(day)
     assert lines[-1].endswith("361   71 more than with an add-to-cart (add-to-cart events missing?), 62.5% of sessions")
     assert "%" not in lines[-1].split("(")[0]
+
+
+def test_the_checkout_step_is_a_ratio_of_counts_not_a_share_of_the_carts():
+    """Review: 5 checkouts beside 5 add-to-carts, 2 of the checkouts without one, printed "100.0% of those with an
+    add-to-cart" where 60 % of them checked out: each step is counted on its own, so it says what it is."""
+    day = {"as_of_date": FEB12, "sessions": 10, "sessions_with_add_to_cart": 5, "sessions_with_checkout": 5}
+    assert (
+        answers.format_funnel(day)[-1].split(None, 4)[-1] == "100.0% as many as with an add-to-cart, 50.0% of sessions"
+    )
+    assert not any("of those with" in line for line in answers.format_funnel(day))
 
 
 def test_a_day_built_before_a_column_existed_prints_n_a_and_how_to_fill_it_not_a_traceback():

@@ -183,7 +183,13 @@ def test_each_indicator_row_compares_the_hand_values(shop, name):
     assert_row_matches(row, expected_row(rounded(b.WINDOW[name]), b.REPEAT), name)
     # Two buyers a group at most: too few for the normal approximation, and the mart says so.
     assert (row["z_score"], row["p_value"]) == (None, None)
-    assert row["untested_reason"] == "fewer than 10 buyers with a value in a group"
+    if name == "bought_repeat_favoured_product":  # never tested: see the next test
+        assert row["untested_reason"] == NOT_INDEPENDENT
+    else:
+        assert row["untested_reason"] == "fewer than 10 buyers with a value in a group"
+
+
+NOT_INDEPENDENT = "its values come from the other buyers' labels: Mann-Whitney's p would not hold"
 
 
 def test_a_few_rows_worked_out_completely_by_hand(shop):

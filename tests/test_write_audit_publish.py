@@ -446,6 +446,48 @@ def test_published_builds_are_dropped_and_unfinished_ones_kept_until_they_expire
     assert build_schemas(loaded) == set(second.schema_of.values())
 
 
+def test_a_build_is_in_use_until_its_last_model_ends_and_while_it_is_validated(published_url, monkeypatch):
+    """Review: a build was marked in use when its last model's transaction began, and not by its validation, so a
+    long last model and its validation, each shorter than GREENERY_BUILD_TTL_HOURS, added up to a build idle past it
+    for another run's publish, which dropped it: the run failed at its own publish. A build is touched when each
+    model ends and when its validation starts."""
+    from greenery.tasks import validate
+
+    monkeypatch.setenv("GREENERY_BUILD_TTL_HOURS", "1")
+    day = DAYS[-1]
+    slow, other = wap.Build("slow-run", day), wap.Build("other-run", day)
+    last = list(MODELS)[-1]
+    recorded = wap.record_built
+
+    def taking_two_seconds(conn, build_, model, info=None):
+        if build_ is slow and model == last:
+            time.sleep(2)  # the model's SQL, in its transaction
+        return recorded(conn, build_, model, info)
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        for run in (slow, other):
+            wap.prepare(conn, run)
+            with monkeypatch.context() as patched:
+                patched.setattr(wap, "record_built", taking_two_seconds)
+                wap.build_models(conn, MODELS, run)
+        took = conn.execute(
+            "select b.touched_at - m.built_at from greenery_audit.builds b join greenery_audit.build_models m"
+            " using (key) where b.run_id = 'slow-run' and m.model = %s",
+            (last,),
+        ).fetchone()[0]
+        assert took >= dt.timedelta(seconds=2), took  # touched as it ended, not as it began
+        # Its last model ended two hours ago (a long one); now it is validated, then the other run publishes.
+        conn.execute(
+            "update greenery_audit.builds set touched_at = now() - interval '2 hours' where run_id = 'slow-run'"
+        )
+        ti = type("TaskInstance", (), {"xcom_push": lambda self, key, value: None})()
+        logical_date = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+        validate.run({"run_id": "slow-run", "logical_date": logical_date, "ti": ti})
+        publish_checked(conn, MODELS, other)
+        assert set(slow.schema_of.values()) <= build_schemas(conn)
+        assert wap.publish(conn, MODELS, slow)  # its own publish finds its build
+
+
 def test_a_killed_build_leaves_published_tables_byte_identical_and_the_rerun_succeeds(loaded, warehouse_url):
     run_day(loaded, DAYS[-1], "published")
     before = hashes(loaded)

@@ -33,6 +33,14 @@ def drop_views_on(conn, relation: str) -> None:
         conn.execute(sql.SQL("drop view if exists {}").format(sql.SQL(view)))
 
 
+def touch(conn, key: str) -> None:
+    """Mark the build ``key`` in use now, as a task starts work on it (review: validate did not, so a long last
+    model and its validation, each shorter than the TTL, left the build idle past it for another run's publish)."""
+    if audit.exists(conn, "builds"):  # else nothing was prepared, which the caller says
+        query = sql.SQL("update {} set touched_at = clock_timestamp() where key = %s").format(audit.table("builds"))
+        conn.execute(query, (key,))
+
+
 def drop_finished(conn, keep_key: str | None, ttl: dt.timedelta | None = None) -> list[str]:
     """Drop the build schemas of builds that are published, idle longer than ``ttl`` (default: the setting
     GREENERY_BUILD_TTL_HOURS), or unregistered.

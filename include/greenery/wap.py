@@ -150,7 +150,7 @@ def record_built(conn, build: Build, model: str, info: dict | None = None) -> No
     conn.execute(
         # 'rebuilding': a task cleared after the build was published (then its rebuild is published alone).
         sql.SQL(
-            "update {} set touched_at = now(), state = case when state in ('published', 'rebuilding')"
+            "update {} set touched_at = clock_timestamp(), state = case when state in ('published', 'rebuilding')"
             " then 'rebuilding' else 'building' end where key = %s"
         ).format(audit.table("builds")),
         (build.key,),

@@ -22,7 +22,7 @@ from typing import Any
 
 from psycopg import sql
 
-from greenery import audit, config, docs, gc_tuning, links, publish_checks, runtime, wap, warehouse
+from greenery import audit, build_schemas, config, docs, gc_tuning, links, publish_checks, runtime, wap, warehouse
 from greenery.checks import docs_pages, history, root_causes
 from greenery.checks import suites as suite_files
 from greenery.materialize import relations
@@ -112,6 +112,7 @@ def _validate(context: Any) -> dict[str, Any]:
     this_run = runtime.build(context)
     with warehouse.connect() as conn:
         _check_raw_unchanged(conn, this_run)
+        build_schemas.touch(conn, this_run.key)  # a validation is work on the build: not idle while it lasts
         # A cleared single task rebuilds only some models: validate what this run built.
         built = wap.built_models(conn, found, this_run)
         built_at = wap.built_times(conn, this_run)  # what a pass vouches for: publish refuses any later build

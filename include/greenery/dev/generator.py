@@ -48,6 +48,7 @@ HEADERS: dict[str, tuple[str, ...]] = {
 
 # What a table's file is named while it is written (its .csv name once the whole dataset is written).
 PARTIAL_SUFFIX = ".partial"
+PREVIOUS_SUFFIX = ".previous"  # an earlier file, kept while the new ones move in
 
 BASE_URL = "https://greenery.com"
 DAY = 86_400
@@ -211,9 +212,34 @@ def generate(
         for path in partials.values():
             path.unlink(missing_ok=True)
         raise
-    for table, path in partials.items():
-        path.replace(out / f"{table}.csv")
+    _move_into_place(partials, out)
     return dict(sink.counts)
+
+
+def _move_into_place(partials: dict[str, Path], out: Path) -> None:
+    """Every table's partial file to ``<table>.csv``, or none: a stop or an error between two moves puts the moved
+    tables' earlier files back (review: Ctrl-C there left three tables of the new seed beside four of the old)."""
+    undo: list[tuple[Path, Path | None]] = []  # (a csv in place, the earlier file kept beside it, if any)
+    try:
+        for table, partial in partials.items():
+            final = out / f"{table}.csv"
+            kept = final.with_name(final.name + PREVIOUS_SUFFIX) if final.exists() else None
+            undo.append((final, kept))
+            if kept is not None:
+                final.replace(kept)
+            partial.replace(final)
+    except BaseException:
+        for final, kept in reversed(undo):
+            if kept is not None and kept.exists():
+                kept.replace(final)
+            elif kept is None:
+                final.unlink(missing_ok=True)
+        for partial in partials.values():
+            partial.unlink(missing_ok=True)
+        raise
+    for _, kept in undo:
+        if kept is not None:
+            kept.unlink(missing_ok=True)
 
 
 # --- plumbing -------------------------------------------------------------------------------------

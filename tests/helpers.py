@@ -139,6 +139,7 @@ def run_day_through_the_tasks(
     pushed = {}
     ti = type("TaskInstance", (), {"xcom_push": lambda self, key, value: pushed.update({key: value})})()
     context = {"run_id": run_id, "logical_date": dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), "ti": ti}
+    context["params"] = {"full_refresh": full_refresh}  # the DAG's Param, as validate reads it
     with psycopg.connect(url, autocommit=True) as conn:
         build = wap.Build(run_id, day)
         wap.prepare(conn, build)

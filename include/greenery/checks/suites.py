@@ -158,14 +158,17 @@ def check_ids(path: Path, data: dict) -> None:
         seen[id_] = i
 
 
-def run_variables(models: Mapping[str, Model], day: date | None = None, checked=None) -> dict[str, Any]:
+def run_variables(
+    models: Mapping[str, Model], day: date | None = None, checked=None, full_refresh: bool = False
+) -> dict[str, Any]:
     """What a suite's queries may use besides ``ref`` and ``published``, for a run of ``day`` (None: outside a run,
     as of today, with no day before the lookback): ``{{ run_date }}`` (SQL date), ``{{ source('t') }}`` (a raw
     table), ``{{ lookback_start }}`` (SQL date: the first day every incremental model reads again in this run, the
     shortest lookback's start; raw rows created before it are not read again by an incremental run),
     ``{{ start_date }}`` (SQL date: GREENERY_START_DATE, before which no run builds a day's daily marts),
     ``{{ valid_since }}`` (SQL timestamptz: rows created before it are placeholders the models' row rules refuse:
-    render.py's ``valid_since`` at the day's end) and ``{{ quarantined('m') }}`` (the rows this run quarantined
+    render.py's ``valid_since`` at the day's end), ``{{ full_refresh }}`` (SQL boolean: the run reads all of raw
+    again, and publishes it as it is) and ``{{ quarantined('m') }}`` (the rows this run quarantined
     from staging model ``m``, with their ``rule``: the validate task passes its build's table; outside a run, none,
     with the columns of ``checked(m)``, the table the suite checks: by default the published one)."""
     settings = config.get()
@@ -183,6 +186,7 @@ def run_variables(models: Mapping[str, Model], day: date | None = None, checked=
         "start_date": sql_literal(settings.start_date),
         "lookback_start": start,
         "valid_since": valid_since,
+        "full_refresh": "true" if full_refresh else "false",
         "source": lambda table: f"{raw_schema}.{table}",
         "quarantined": lambda name: nothing_quarantined(checked(name) if checked else models[name].relation),
     }

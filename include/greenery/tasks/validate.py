@@ -158,7 +158,7 @@ def _validate(context: Any) -> dict[str, Any]:
             run_name=context["run_id"],
             refs=refs.__getitem__,
             variables={
-                **suite_files.run_variables(found, interval.day),
+                **suite_files.run_variables(found, interval.day, full_refresh=runtime.full_refresh(context)),
                 "published": published.__getitem__,
                 "quarantined": held.__getitem__,
             },

@@ -138,8 +138,9 @@ with DAG(
             rules=[
                 RetryRule(exception=KeyboardInterrupt, action=RetryAction.FAIL, reason="interrupted (Ctrl-C)"),
                 RetryRule(exception=config.SettingError, action=RetryAction.FAIL, reason="a bad setting"),
-                # A broken model file, a model's SQL error, a docs key naming no column: a retry runs the same.
-                RetryRule(exception=RetryCannotFix, action=RetryAction.FAIL, reason="the project's files are wrong"),
+                # A broken model file, a model's SQL error, a docs key naming no column, a warehouse too old or a grant
+                # missing: a retry runs the same.
+                RetryRule(exception=RetryCannotFix, action=RetryAction.FAIL, reason="a retry would meet it again"),
             ]
         ),
     },

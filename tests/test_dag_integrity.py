@@ -447,7 +447,7 @@ def test_a_broken_model_file_leaves_the_dag_loadable_and_its_first_task_fails_at
     from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk.definitions.retry_policy import RetryAction
 
-    from greenery import config, docs
+    from greenery import config, docs, warehouse
     from greenery.checks.suites import SuiteDefinitionError
     from greenery.materialize.model_sql import ModelBuildError, ModelSqlError, build_error
     from greenery.tasks import freshness
@@ -490,7 +490,8 @@ def test_a_broken_model_file_leaves_the_dag_loadable_and_its_first_task_fails_at
     policy = dag.default_args["retry_policy"]
     missing = SuiteDefinitionError("models without a suite in /x (GREENERY_EXPECTATIONS_DIR): 1 of 33 ['fact_orders']")
     wrong_sql = ModelSqlError("model x: [42703] column y does not exist")
-    for exc in (err.value, wrong_sql, docs.DocsError("_docs.yml"), missing):
+    unsupported = warehouse.UnsupportedWarehouseError("role etl may not temp in database analytics: grant temp ...")
+    for exc in (err.value, wrong_sql, docs.DocsError("_docs.yml"), missing, unsupported):
         assert policy.evaluate(exc, try_number=1, max_tries=3).action == RetryAction.FAIL, exc
     assert policy.evaluate(ModelBuildError("[22003] numeric out of range"), 1, 3).action != RetryAction.FAIL
     # Which of PostgreSQL's errors are the SQL's own: a retry cannot fix those, a load or a grant may fix the others.

@@ -8,5 +8,6 @@ USER_STOPPED = "stopped while it ran: `greenery run` was interrupted (Ctrl-C) or
 
 
 class RetryCannotFix(Exception):
-    """A mix-in for errors of the project's own files or SQL: the DAG's retry policy fails the task at once (review:
-    a typo in a model cost two retries, 60 s then 120 s, before its error reached the user)."""
+    """A mix-in for errors of the project's own files or SQL, or of the warehouse's setup (its version, the role's
+    grants): the DAG's retry policy fails the task at once (review: a typo in a model cost two retries, 60 s then
+    120 s, before its error reached the user)."""

@@ -34,8 +34,9 @@ class ConnectionSettingError(WarehouseUnavailableError, RetryCannotFix):
     """The connection itself is written wrong (its variable, its extra): trying again cannot help."""
 
 
-class UnsupportedWarehouseError(RuntimeError):
-    """The warehouse's PostgreSQL is older than the models need."""
+class UnsupportedWarehouseError(RuntimeError, RetryCannotFix):
+    """The warehouse's PostgreSQL is older than the models need, or the role lacks a grant a run needs: a retry meets
+    it again (trial: two retries, four minutes, before the page that named the grant)."""
 
 
 def require_supported_server(conn) -> None:

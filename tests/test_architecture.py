@@ -84,6 +84,26 @@ def _greenery_reads(tree: ast.AST) -> list[int]:
     return lines
 
 
+def test_an_installed_wheel_carries_every_subpackage_and_the_markup_beside_the_code():
+    """Operator trial: `packages = ["greenery"]` built a wheel without greenery.checks and the seven other
+    subpackages (`import greenery.cli` failed). What pyproject.toml tells setuptools, against the package's files."""
+    import fnmatch
+    import tomllib
+
+    from setuptools import find_packages
+
+    tool = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = tool["packages"]["find"]
+    shipped = set(find_packages(where=PROJECT_DIR / found["where"][0], include=found["include"]))
+    assert shipped == {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    data = tool["package-data"]
+    for path in PACKAGE.rglob("*"):
+        if path.is_file() and path.suffix not in (".py", ".pyc"):
+            home = next(d for d in path.parents if (d / "__init__.py").exists())  # the package it belongs to
+            package, inside = module_name(home / "__init__.py"), path.relative_to(home).as_posix()
+            assert any(fnmatch.fnmatch(inside, pattern) for pattern in data.get(package, ())), path
+
+
 def test_settings_are_read_only_in_config():
     """No module but greenery.config reads a GREENERY_* variable (or names one to read it)."""
     offenders = []

@@ -543,3 +543,28 @@ def test_db_psql_killed_ends_with_a_shells_status_and_says_so(pg_admin_url, caps
     code = psql.run(pg_admin_url, ["-c", "select pg_sleep(30)"])
     killer.join()
     assert (code, capsys.readouterr().err) == (137, "psql was stopped by SIGKILL\n")
+
+
+@pytest.mark.parametrize("configured", [True, False])
+def test_db_psql_says_it_is_the_embedded_server_when_a_warehouse_is_configured(
+    configured, tmp_path, monkeypatch, capsys
+):
+    """Operator trial: with AIRFLOW_CONN_GREENERY_WAREHOUSE set, `greenery db psql -c 'select * from marts...'`
+    opened the embedded server without a word and answered that the marts do not exist."""
+    import argparse
+    import types
+
+    from greenery.dev import db_command, embedded_pg
+
+    server = types.SimpleNamespace(url=lambda: "postgresql://embedded", stop=lambda: None)
+    monkeypatch.setattr(embedded_pg, "open_server", lambda data_dir: server)
+    monkeypatch.setattr(psql, "run", lambda url, args: 0)
+    monkeypatch.delenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", raising=False)
+    if configured:
+        monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", "postgres://etl@warehouse.internal:5432/analytics")
+    assert db_command.run(argparse.Namespace(action="psql", psql_args=["-c", "select 1"]), tmp_path / "pg") == 0
+    said = capsys.readouterr().err
+    note = (
+        f"note: this is the embedded PostgreSQL ({tmp_path / 'pg'}), not the warehouse AIRFLOW_CONN_GREENERY_WAREHOUSE"
+    )
+    assert said.startswith(note) if configured else said == "", said

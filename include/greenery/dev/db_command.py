@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from greenery import warehouse
 from greenery.dev import stop_signals
 
 
@@ -36,6 +38,12 @@ def run(args: argparse.Namespace, data_dir: Path) -> int:
         kept = " (kept running by `greenery db start`)" if embedded_pg.kept_running(data_dir) else ""
         print(f"running, pid {pid}{kept}: {data_dir}" if pid else f"not running: {data_dir}")
         return 0 if pid else 1
+    if os.environ.get(variable := warehouse.conn_env_var()):  # operator trial: it looked like the warehouse, empty
+        print(
+            f"note: this is the embedded PostgreSQL ({data_dir}), not the warehouse {variable} names; for that one,"
+            " run psql with its address",
+            file=sys.stderr,
+        )
     with stop_signals.deferred():
         server = embedded_pg.open_server(data_dir)  # psql: start it for the session if needed
     try:

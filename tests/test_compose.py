@@ -381,3 +381,5 @@ def test_flower_is_optional_local_and_behind_a_password():
     assert user and password, "Flower shows the queued workloads: never without a login"
     published = {name for name, svc in CELERY.items() if svc.get("ports")}
     assert published == {"airflow-apiserver", "warehouse", "flower"}, published
+    # Operator trial: the warehouse, whose login is the fixed greenery/greenery, was published on every interface.
+    assert all(str(p).startswith("127.0.0.1:") for p in CELERY["warehouse"]["ports"]), CELERY["warehouse"]["ports"]

@@ -39,7 +39,8 @@ warnings and quarantined rows page too, but the marts are published and the run 
 **Triage.**
 - Red `validate`: its message (and the alert, and the *Data quality* view) names the failing table, its
   raw source, the check and the keys. Fix the source rows, then **clear the whole run** (Grid → the run →
-  Clear run): every model rebuilds from raw, is checked again and published if the checks pass.
+  Clear, shift+C → Clear existing tasks, not only the failed ones): every model rebuilds from raw, is checked again
+  and published if the checks pass.
   Clearing `validate` with its downstream tasks re-checks the same build and publishes it if the checks
   pass: useful after fixing an expectation; refused (with this advice) when raw changed since the build,
   because its tables would mix old and new data.
@@ -79,8 +80,10 @@ warnings and quarantined rows page too, but the marts are published and the run 
 - Backfill one run at a time (a backfill has its own limit, 10 runs by default, not the DAG's
   `max_active_runs=1`; every run rewrites the current-state tables):
   `airflow backfill create --dag-id greenery_daily --from-date 2021-02-10 --to-date 2021-02-12 --max-active-runs 1`
-  (refused on `greenery ui`'s SQLite metadata, where Airflow cannot make one safely: GREENERY_ALLOW_BACKFILLS;
-  there, `greenery run --date 2021-02-10 --end-date 2021-02-12`)
+  (`--reprocess-behavior completed` to run days that have a run again; refused on `greenery ui`'s SQLite metadata,
+  where Airflow cannot make one safely: GREENERY_ALLOW_BACKFILLS; there, pause greenery_daily, then
+  `greenery run --date 2021-02-10 --end-date 2021-02-12`, or, in the Grid, clear each day's run, oldest first, one
+  once the one before has ended: cleared together, the scheduler picks them in any order)
 """
 
 # A bad setting does not stop the DAG loading (an import error runs nothing and pages nobody): its defaults stand in

@@ -906,7 +906,7 @@ def test_an_alert_that_went_out_unanswered_is_not_retried_into_a_second_page(sla
         paging.on_task_failure(failure_context("unanswered", failed.value, {"publish": published}))
         page = json.dumps(slack.webhook_posts()[-1].body, ensure_ascii=False)
         assert "*What to do*\\nLook for the alert in the channel; if it is missing, clear alert_slack alone" in page
-        assert page.count("*What to do*") == 1 and "Fix the cause" not in page and "Clear run" not in page
+        assert page.count("*What to do*") == 1 and "Fix the cause" not in page and "Clear existing tasks" not in page
 
 
 def test_a_partial_sample_of_failing_rows_does_not_make_a_repeat_look_new():

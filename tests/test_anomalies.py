@@ -482,6 +482,8 @@ def test_rows_arriving_late_inside_the_lookback_are_a_warning_until_their_day_an
     assert outcome == "published" and len(said) == 2, (outcome, summary["failures"])
     assert said[0].startswith(f"events on {late_day}: run it and the days after it again, oldest first: greenery run")
     assert f": greenery run --date {late_day} --end-date {day} (or a backfill from {late_day} " in said[0], said
+    # User trial: neither works beside `greenery ui` (its DAG unpaused, backfills off on SQLite): the UI's own way.
+    assert "or, in the UI, clear each day's run in turn, oldest first" in said[0], said
     # Slack shows a key's first 160 characters: the command is in them (stop 73's trial: clipped mid-advice).
     from greenery.alerts import messages
 

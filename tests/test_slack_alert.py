@@ -261,7 +261,7 @@ def test_every_link_of_the_run_is_a_button_and_the_run_is_linked_in_the_advice()
     }
     payload = build_alert(summary(links=links, data_docs_url=None))
     assert buttons(payload) == {f"open-{k}": v for k, v in links.items() if k != "other"}
-    assert f"<{links['run']}|the run> → *Clear run*" in visible(payload)
+    assert f"<{links['run']}|the run> → *Clear* (shift+C) → *Clear existing tasks*" in visible(payload)
     assert "javascript" not in json.dumps(payload)
 
 
@@ -965,8 +965,10 @@ def test_a_task_failure_page_says_whether_the_run_published_and_what_to_clear(pu
     assert ("then in `greenery ui` (the command's Airflow), clear `state_of_the_data`" in text) == bool(
         published and rerun
     )
-    assert ("*Clear run*" in text) == (not published)
-    again = f"then run the day again: `{rerun}` (or <{links['run']}|the run> → *Clear run*)."
+    assert ("*Clear existing tasks*" in text) == (not published)
+    again = (
+        f"then run the day again: `{rerun}` (or <{links['run']}|the run> → *Clear* (shift+C) → *Clear existing tasks*)."
+    )
     assert (again in text) == bool(rerun and not published)
     assert ("clear the whole run" in text) == (not published and not rerun)
 
@@ -1009,7 +1011,9 @@ def test_the_red_tasks_message_gives_the_command_that_runs_the_day_again_when_a_
     causes = {
         "root_causes": [{**ORDERS_UNIQUE, "keys": [{"key": "o1", "count": 2}], "sources": [], "also_fails_in": []}]
     }
-    assert verdict(causes).endswith("then clear the whole run (Grid → this run → Clear run).")
+    assert verdict(causes).endswith(
+        "then clear the whole run (Grid → this run → Clear, shift+C → Clear existing tasks)."
+    )
     assert notify._resend({"blocking": True}) == "clear validate with its downstream tasks"
     with links.rerun_with("greenery run --date 2021-02-12"):
         assert verdict(causes).endswith("then run the day again with `greenery run --date 2021-02-12`.")

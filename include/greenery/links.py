@@ -34,6 +34,11 @@ def rerun_with(command: str) -> Iterator[None]:
         _RERUN[0] = outer
 
 
+# Where a whole run is cleared, in Airflow 3.3's words (user trial: its UI has no "Clear run"; and "Clear only failed
+# tasks" after fixing raw fails again, on the raw-changed check).
+CLEAR_IN_THE_GRID = "Grid → this run → Clear, shift+C → Clear existing tasks"
+
+
 def run_again(in_airflow: str) -> str:
     """How a task's message tells its reader to run the day again: ``in_airflow`` (the UI's way), or, while a command
     here runs the day (``rerun_with``), that command: its terminal prints the message, and no UI may be running

@@ -266,9 +266,10 @@ def _more(hidden: int, links: Mapping[str, str | None]) -> dict:
 def _clear_the_run(links: Mapping[str, str | None], first: str) -> str:
     run = links.get("run")
     where = link(run, "the run") if run and urlsplit(run).scheme in ("http", "https") else "the run"
+    clear = f"{where} → *Clear* (shift+C) → *Clear existing tasks*"  # Airflow 3.3's words (user trial)
     if links.get("rerun"):  # a run of `greenery run`, whose UI may not be up: its command first
-        return f"*What to do*\n{first}, then run the day again: {code(links['rerun'], 200)} (or {where} → *Clear run*)."
-    return f"*What to do*\n{first}, then clear the whole run: open {where} → *Clear run*."
+        return f"*What to do*\n{first}, then run the day again: {code(links['rerun'], 200)} (or {clear})."
+    return f"*What to do*\n{first}, then clear the whole run: open {clear}."
 
 
 def build_source_alert(
@@ -336,8 +337,7 @@ def build_task_failure_alert(
         kit.section(fence + clean(error, 2500).replace(fence, "'''") + fence),
         *_after_a_failure(task_id, links, published, next_step),
     ]
-    buttons = kit.buttons(links)
-    if buttons:
+    if buttons := kit.buttons(links):
         blocks.append(buttons)
     return {"text": truncate(escape(redact(f"{header}: {error}")), MAX_FALLBACK_TEXT), "blocks": blocks}
 

@@ -201,8 +201,8 @@ def _this_attempts_publish(conn, context: Any, summary: dict[str, Any]) -> dt.da
             f"run {run_id} published nothing in this attempt{also}: its publish task was marked success, or never"
             " ran; readers still see an earlier publish, and no digest goes out of marts it did not publish."
             " Clear the whole run to build and publish it.",
-            next_step="Clear the whole run (Grid → this run → Clear run) to build and publish it; its digest"
-            " follows. Clearing state_of_the_data alone fails again.",
+            next_step=f"Clear the whole run ({links.CLEAR_IN_THE_GRID}) to build and publish it; its digest follows."
+            " Clearing state_of_the_data alone fails again.",
             published=False,
         )
     return published_at
@@ -220,7 +220,7 @@ def send(context: Any) -> None:
             f"run {context['run_id']} has no validation of its own: validate was marked success by hand, or never ran:"
             " nothing it checked was published, and no digest goes out of marts nobody checked. Clear the whole run to"
             " build, check and publish it.",
-            next_step="Clear the whole run (Grid → this run → Clear run); its digest follows.",
+            next_step=f"Clear the whole run ({links.CLEAR_IN_THE_GRID}); its digest follows.",
             published=False,
         )
     run_id = summary["run_id"]

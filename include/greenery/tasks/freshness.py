@@ -64,7 +64,8 @@ def check_no_skipped_days(conn, interval: Interval, found: Mapping[str, models.M
             " failed. Nothing was built. Run those days first, oldest first: `airflow backfill create --dag-id"
             f" {config.DAG_ID} --from-date {first} --to-date {last} --max-active-runs 1 --reprocess-behavior failed`"
             " (it also reruns their red runs), then clear this run; with the `greenery` command, one command does"
-            f" both: `greenery run --date {first} --end-date {interval.day}`. Or trigger this day with the Param"
+            f" both: `greenery run --date {first} --end-date {interval.day}`; in the UI, trigger each day with its"
+            " date, oldest first, one once the one before has ended. Or trigger this day with the Param"
             " full_refresh (`greenery run --full-refresh`): it builds every event, but the skipped days keep no rows"
             " in the daily tables."
         )

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_FAILURES_IN_SUMMARY = 100
 SUMMARY_KEY = "summary"
-CLEAR_THE_RUN = "clear the whole run (Grid → this run → Clear run)"
+CLEAR_THE_RUN = f"clear the whole run ({links.CLEAR_IN_THE_GRID})"
 
 
 class NothingToValidateError(RuntimeError):

@@ -359,6 +359,28 @@ def test_a_change_in_quarantine_counts_is_news_an_unchanged_one_is_held_back(sla
     assert len(slack.webhook_posts()) == 4
 
 
+def test_a_rerun_of_an_older_day_does_not_page_again_what_the_run_validated_last_paged(slack, monkeypatch):
+    """User trial: 02-12's quarantine paged, then 02-11 run again found the same rows and paged them again (its
+    "run before" was 02-10's, by day). The run validated last counts as the run before too; the day before still
+    does (a rerun of an older day in between holds tomorrow's repeat back as before)."""
+    monkeypatch.setenv("GREENERY_ALERT_SUPPRESS_HOURS", "24")
+
+    def quarantining(day: str, run_id: str, rows: int = 2) -> dict:
+        return {**summary(day, run_id, [WARNING]), "quarantined": {"stg_postgres__events": rows}}
+
+    alert_task(quarantining("2021-02-12", "d12"))
+    with pytest.raises(AirflowSkipException, match="suppressed"):
+        alert_task(quarantining("2021-02-11", "d11-again"))
+    with pytest.raises(AirflowSkipException, match="suppressed"):
+        alert_task(quarantining("2021-02-10", "d10-again"))
+    with pytest.raises(AirflowSkipException, match="nothing to alert"):
+        alert_task(summary("2021-02-09", "d09-again", []))  # an older day again, without them
+    with pytest.raises(AirflowSkipException, match="suppressed"):
+        alert_task(quarantining("2021-02-13", "d13"))  # the day before, 02-12, found them: a repeat
+    alert_task(quarantining("2021-02-11", "d11-third", rows=3))  # another count: news
+    assert len(slack.webhook_posts()) == 2
+
+
 @pytest.mark.parametrize(
     ("alert_slack", "paged", "refused"),
     [

@@ -57,6 +57,21 @@ def previous(conn, summary: dict[str, Any]) -> dict[str, Any] | None:
     return found[0][1] if found else None
 
 
+def latest(conn, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The recorded summary of the validation validated last before ``summary``'s run, whatever its day: what on-call
+    last heard of when an older day runs again (user trial: a rerun of 02-11 after 02-12 was compared with 02-10's
+    run, and paged 02-12's quarantine again)."""
+    if not audit.exists(conn, "validation_runs"):
+        return None
+    found = conn.execute(
+        sql.SQL("select summary from {} where run_id <> %s order by validated_at desc limit 1").format(
+            audit.table("validation_runs")
+        ),
+        (summary.get("run_id"),),
+    ).fetchone()
+    return found[0] if found else None
+
+
 def annotate(conn, summary: dict[str, Any]) -> None:
     """Add ``failing_since`` and ``runs_failing`` to each of ``summary["root_causes"]`` (in place)."""
     earlier = _earlier(conn, summary, LOOKBACK_RUNS)

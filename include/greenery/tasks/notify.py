@@ -339,13 +339,14 @@ def _deliver(summary, attempt, run_type, connect_timeout, send, retried_task: bo
         try:
             with _warehouse(connect_timeout, bound) as conn:
                 recent = alerts_sent.recent_signatures(conn, window)
-                before = history.previous(conn, summary)
-                if before is not None and alerts_sent.undelivered(conn, str(before.get("run_id"))):
-                    before = None  # what it found did not reach on-call: this alert is news
+                # The day before this one, and the run validated last (a rerun of an older day): either found it too.
+                before = [history.previous(conn, summary), history.latest(conn, summary)]
+                # What one found that did not reach on-call makes this alert news.
+                before = [b for b in before if b and not alerts_sent.undelivered(conn, str(b.get("run_id")))]
         except Exception as exc:  # review: a warehouse that did not answer held the warnings back: sent instead
             log.warning("could not read which alerts were sent (sending this one): %s", exc)
-            recent, before = set(), None
-        if suppression.held_back(summary, recent, before):
+            recent, before = set(), []
+        if any(suppression.held_back(summary, recent, b) for b in before):
             raise AirflowSkipException(
                 f"suppressed: the same {len(summary['root_causes'])} warning(s) and quarantine counts were alerted"
                 f" within {hours} h (GREENERY_ALERT_SUPPRESS_HOURS); the Data quality view lists them"

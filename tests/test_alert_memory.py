@@ -369,7 +369,7 @@ def test_a_rerun_of_an_older_day_does_not_page_again_what_the_run_validated_last
         return {**summary(day, run_id, [WARNING]), "quarantined": {"stg_postgres__events": rows}}
 
     alert_task(quarantining("2021-02-12", "d12"))
-    with pytest.raises(AirflowSkipException, match="suppressed"):
+    with pytest.raises(AirflowSkipException, match=r"suppressed: the same 1 warning\(s\) and quarantine counts were"):
         alert_task(quarantining("2021-02-11", "d11-again"))
     with pytest.raises(AirflowSkipException, match="suppressed"):
         alert_task(quarantining("2021-02-10", "d10-again"))
@@ -378,7 +378,11 @@ def test_a_rerun_of_an_older_day_does_not_page_again_what_the_run_validated_last
     with pytest.raises(AirflowSkipException, match="suppressed"):
         alert_task(quarantining("2021-02-13", "d13"))  # the day before, 02-12, found them: a repeat
     alert_task(quarantining("2021-02-11", "d11-third", rows=3))  # another count: news
-    assert len(slack.webhook_posts()) == 2
+    only_rows = {**summary("2021-03-01", "rows", []), "quarantined": {"stg_postgres__events": 5}}
+    alert_task(only_rows)  # news: no warning beside them
+    with pytest.raises(AirflowSkipException, match="suppressed: the same quarantine counts were"):  # not "the same 0"
+        alert_task({**only_rows, "run_id": "rows-again"})
+    assert len(slack.webhook_posts()) == 3
 
 
 @pytest.mark.parametrize(

@@ -795,6 +795,17 @@ def test_clean_latest_run_is_shown_as_published(warehouse_url, stored_docs):
     assert "For information" not in page  # no info result in this run
 
 
+@pytest.mark.db
+@pytest.mark.integration
+def test_a_published_run_with_rows_quarantined_and_no_warning_says_so_not_with_warnings(warehouse_url, stored_docs):
+    """User trial: "Published with warnings ... review the checks below" over no warning and two rows quarantined."""
+    with psycopg.connect(warehouse_url) as conn:
+        audit.record_validation(conn, {**clean_summary(), "quarantined": {"stg_postgres__events": 2}}, published=True)
+    page = client().get("/data-quality/").text
+    assert "<strong>Published with rows quarantined.</strong>" in page and "review the quarantine below" in page
+    assert "with warnings" not in page
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,7 +8,8 @@ count and count per rule. A run with a critical failure always alerts (but for a
 on its critical failures alone: tasks/notify.py). An
 alert is held back only when every one of its signatures was sent within the window (GREENERY_ALERT_SUPPRESS_HOURS)
 *and* was found by the run before this one (the day before's, or the run validated last: tasks/notify.py): a problem
-that went away and came back (a run passed in between) is news again. The Data quality view and the daily summary still list them.
+that went away and came back (a run passed in between) is news again. The Data quality view and the daily summary
+still list them.
 """
 
 from __future__ import annotations

@@ -347,8 +347,10 @@ def _deliver(summary, attempt, run_type, connect_timeout, send, retried_task: bo
             log.warning("could not read which alerts were sent (sending this one): %s", exc)
             recent, before = set(), []
         if any(suppression.held_back(summary, recent, b) for b in before):
+            what = [f"{len(summary['root_causes'])} warning(s)"] * bool(summary["root_causes"])  # trial: "the same 0"
+            what += ["quarantine counts"] * bool(summary.get("quarantined"))
             raise AirflowSkipException(
-                f"suppressed: the same {len(summary['root_causes'])} warning(s) and quarantine counts were alerted"
+                f"suppressed: the same {' and '.join(what)} were alerted"
                 f" within {hours} h (GREENERY_ALERT_SUPPRESS_HOURS); the Data quality view lists them"
             )
     try:

@@ -67,6 +67,8 @@ def test_a_duplicated_order_is_one_root_cause_the_red_task_says_so_and_on_call_i
     buttons = {e["action_id"]: e["url"] for b in post.body["blocks"] if b["type"] == "actions" for e in b["elements"]}
     assert set(buttons) == {"open-run", "open-log", "open-quality", "open-docs"}
     assert all(url.startswith("http") for url in buttons.values())
+    # User trial: without its try, an old alert's button opened the newest try's log after a clear.
+    assert buttons["open-log"].endswith("/tasks/validate?try_number=1"), buttons["open-log"]
     # The red task tells the truth on its own: the same root cause and what to do.
     [failure] = [f for f in audit_failures(loaded, dag_run.run_id) if f["task_id"] == "validate"]
     assert "staging.stg_postgres__orders (from raw.orders)" in failure["error"]

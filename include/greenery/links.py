@@ -73,13 +73,14 @@ def docs_url(page: str = "", base: str | None = None) -> str:
     return f"{root}/{quote(page)}" if page else f"{root}/"
 
 
-def for_run(run_id: str, task_id: str | None = None) -> dict[str, str]:
-    """The links an alert about a run carries: the run, the task's log, the Data quality view, Data Docs, and the
-    command that runs its day again while `greenery run` runs it here."""
+def for_run(run_id: str, task_id: str | None = None, try_number: int | None = None) -> dict[str, str]:
+    """The links an alert about a run carries: the run, the task's log (of its try ``try_number``: user trial, an old
+    alert opened the newest try's log after a clear), the Data quality view, Data Docs, and the command that runs its
+    day again while `greenery run` runs it here."""
     base = base_url()
     links = {"run": run_url(run_id, base), "quality": quality_url(run_id, base), "docs": docs_url(base=base)}
     if _RERUN[0]:
         links["rerun"] = _RERUN[0]
     if task_id:
-        links["log"] = task_url(run_id, task_id, base)
+        links["log"] = task_url(run_id, task_id, base) + (f"?try_number={try_number}" if try_number else "")
     return links

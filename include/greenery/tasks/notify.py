@@ -86,7 +86,8 @@ def for_on_call(summary: dict[str, Any]) -> dict[str, Any]:
     for cause in summary.get("root_causes") or []:
         owner = docs.owner_of(cause.get("model") or "") or {}
         causes.append({**cause, "owner": owner.get("name"), "mention": owner.get("slack")})  # Slack only
-    return {**summary, "root_causes": causes, "links": links.for_run(summary["run_id"], "validate")}
+    found = links.for_run(summary["run_id"], "validate", text.as_int(summary.get("try_number")))
+    return {**summary, "root_causes": causes, "links": found}
 
 
 ALERT_TASK_ID = "alert_slack"  # the DAG's task that runs send_alert

@@ -182,6 +182,7 @@ def _validate(context: Any) -> dict[str, Any]:
         quarantined=quarantined,
         quarantined_rules=quarantined_rules,
         log_url=runtime.log_url(context),
+        try_number=getattr(context.get("ti"), "try_number", None),  # the alert's log link opens this try's
         validation_id=uuid.uuid4().hex,
         # Which attempt of the run validated (Airflow's count of its clears): a summary left in XCom by an earlier
         # attempt is not this one's (notify.send_alert).

@@ -584,6 +584,14 @@ def test_a_run_that_failed_before_validate_has_a_page_with_its_failed_tasks(ware
     assert "Root causes" not in page and "Quarantined rows" not in page and "None" not in page
     assert '<div class="k">Logical date</div><div class="v">2024-03-03</div>' in page
     assert "raw.events is &lt;b&gt;stale&lt;/b&gt;" in page  # escaped
+    # User trial: a 5,000-character key from raw filled the page (Slack shows 600): 1,500, the rest folded.
+    with psycopg.connect(warehouse_url) as conn:
+        long = "duplicate promo <img src=x onerror=alert(1)>" + "Z" * 5000
+        audit.record_task_failure(conn, failed, "validate", dt.date(2024, 3, 3), long)
+    page = flat(client().get("/data-quality/", params={"run_id": failed}).text)
+    shown = "duplicate promo &lt;img src=x onerror=alert(1)&gt;" + "Z" * (1500 - 44) + "</bdi>…</pre>"
+    assert shown in page and "<summary>the whole message (5,044 characters)</summary>" in page
+    assert page.count("Z" * 5000) == 1  # once, inside the folded part
     assert f"runs/{quote(failed, safe='')}/tasks/check_source_freshness" in page  # its failed task's log
     as_json = client().get("/data-quality/api/latest", params={"run_id": failed})
     assert as_json.status_code == 200 and as_json.json()["task_failures"][0]["logical_date"] == "2024-03-03"

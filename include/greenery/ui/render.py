@@ -108,6 +108,8 @@ _ENV.filters.update(
     gx_time=_gx_time,
     bdi=_isolated,
 )
+# A failed task's message is shown up to this many characters, the rest behind "the whole message" (user trial).
+_ENV.globals["WHY_CHARS"] = 1500
 
 
 def docs_root() -> str:

@@ -937,6 +937,7 @@ def test_a_build_publishing_after_a_rerun_read_newer_raw_is_refused_not_deleting
     run_day(conn, DAYS[1], tag="again")
     published = "select count(*) from staging.stg_postgres__events where event_id = %s"
     assert conn.execute(published, (late,)).fetchone()[0] == 1
-    with pytest.raises(wap.PublishError, match=r"raw changed since this run prepared its build \(raw\.events\)"):
+    with pytest.raises(wap.PublishError, match=r"raw changed since this run prepared its build \(raw\.events\)") as e:
         publish_checked(conn, MODELS, d3)
+    assert e.value.next_step.startswith("Nothing to fix: clear the whole run (Grid")  # user trial: "Fix the cause"
     assert conn.execute(published, (late,)).fetchone()[0] == 1

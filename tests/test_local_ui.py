@@ -240,13 +240,20 @@ def test_alert_links_open_the_red_task_says_why_and_clearing_the_run_repairs_it(
             "delete from raw.orders where ctid = (select max(ctid) from raw.orders where order_id = %s)",
             (DUPLICATED_ORDER,),
         )
+    posts = len(slack_server.webhook_posts())
     clear(ui, run_id, ["validate"])
     assert finished(ui, run_id) == "failed"
     with psycopg.connect(published_url) as conn:
         refused = [f["error"] for f in audit.task_failures(conn, run_id) if f["task_id"] == "validate"][-1]
     assert "raw changed since this run prepared its build (raw.orders)" in refused
+    # User trial: its page said "Fix the cause (the task log has the details), then clear the whole run".
+    [page] = wait_for_posts(slack_server, posts + 1)[posts:]
+    text = json.dumps(page.body, ensure_ascii=False)
+    assert (
+        "Nothing to fix: clear the whole run (Grid → this run → Clear, shift+C" in text and "Fix the cause" not in text
+    )
 
-    # 7. The right click: clear the whole run (Grid → the run → Clear run). Green, and published.
+    # 7. The right click: clear the whole run (Grid → the run → Clear → Clear existing tasks). Green, and published.
     clear(ui, run_id)
     assert finished(ui, run_id) == "success", task_states(ui, run_id)
     with psycopg.connect(published_url) as conn:

@@ -215,6 +215,8 @@ def test_a_day_not_over_fails_and_pages_instead_of_publishing_part_of_it(airflow
     assert s["publish"] == "upstream_failed", s
     [alert] = alerts(paged)
     assert "is not over until" in alert and "nothing built" in alert
+    # User trial: "Fix the cause, then clear the whole run", which fails again before midnight.
+    assert "What to do*\\nNothing to fix: clear the whole run after " in alert and "Fix the cause" not in alert, alert
     with psycopg.connect(published_url) as conn:
         assert conn.execute("select count(*) from greenery_audit.publish_log").fetchone()[0] == published
 
@@ -409,6 +411,8 @@ def test_a_validate_that_left_no_result_fails_publish_at_once_and_pages_once(
     assert tries(dag_run, "publish") == 1  # not retried: nothing would change
     [alert] = alerts(paged)
     assert "validate left no result in this run" in alert and "TypeError" not in alert
+    # User trial: the message said to clear validate with its downstream tasks, its page to clear the whole run.
+    assert "What to do*\\nClear validate with its downstream tasks: it checks" in alert and "whole run" not in alert
 
 
 def test_a_publish_that_died_after_its_commit_is_retried_to_success_and_pages_nobody(

@@ -1224,6 +1224,13 @@ def test_a_task_stopped_by_the_user_is_recorded_as_such():
     from greenery.tasks.paging import describe
 
     assert describe(KeyboardInterrupt()).startswith("stopped while it ran: `greenery run` was interrupted (Ctrl-C)")
+    # User trial: the Data quality view's "Why" read "PagedFailure: source data not ready ...": our own failures say
+    # what happened in their message; others keep their type.
+    from greenery.tasks.failures import PagedFailure, Refused
+
+    said = "source data not ready for 2021-02-12: raw.promos does not exist (on-call paged)"
+    assert describe(PagedFailure(said)) == said and describe(Refused("no result", next_step="x")) == "no result"
+    assert describe(ValueError("x")) == "ValueError: x"
 
 
 def test_a_run_with_nothing_to_page_says_when_no_page_could_go_and_fails_on_a_connection_set_but_not_defined(

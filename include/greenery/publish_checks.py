@@ -26,7 +26,13 @@ CLEAR_THE_RUN = "Nothing was published. Clear the whole run: it rebuilds with th
 
 
 class PublishError(RuntimeError):
-    """A run's build cannot be published as asked (nothing built, or part of it lost); nothing changed."""
+    """A run's build cannot be published as asked (nothing built, or part of it lost); nothing changed. ``next_step``:
+    the page's instruction where it is not "fix the cause, then clear the whole run" (user trial: the message said to
+    clear validate with its downstream tasks, its page to fix the cause and clear the whole run)."""
+
+    def __init__(self, message: str, next_step: str | None = None) -> None:
+        super().__init__(message)
+        self.next_step = next_step
 
 
 def refuse_an_older_clock(conn, build: Any, clock: dt.datetime | None) -> None:

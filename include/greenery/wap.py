@@ -289,15 +289,17 @@ def _publish(conn, models, build: Build, ttl, runs_until: float, try_: lock_wait
             more = f" (and {len(unchecked) - 5} more)" if len(unchecked) > 5 else ""
             # Review: publish trusted validate's result whatever attempt left it in XCom, so a model task cleared
             # alone and then publish (or validate marked success by hand) put an unchecked build out, green.
+            check = links.run_again("clear validate with its downstream tasks, or the whole run")
             raise PublishError(
                 f"run {build.run_id!r}: no validation that passed checked its build of {', '.join(unchecked[:5])}"
                 f"{more} (a model task cleared without its downstream tasks, or validate marked success by hand);"
-                " nothing was published. To check it,"
-                f" {links.run_again('clear validate with its downstream tasks, or the whole run')}."
+                f" nothing was published. To check it, {check}.",
+                next_step=f"{check[:1].upper()}{check[1:]}: it checks this build again, and publishes it if it passes.",
             )
         if changed := publish_checks.raw_changed(conn, build):  # since validate, or validate marked success
-            again = links.run_again("clear the whole run")
-            raise PublishError(f"{changed}; nothing was published. To rebuild from raw as it is, {again}.")
+            again = links.run_again(f"clear the whole run ({links.CLEAR_IN_THE_GRID})")
+            step = f"Nothing to fix: {again}, which rebuilds from raw as it is now."
+            raise PublishError(f"{changed}; nothing was published. To rebuild from raw as it is, {again}.", step)
         clock = recorded_clock(conn, build)  # every incremental merge checks against it
         publish_checks.refuse_an_older_clock(conn, build, clock)
         kept = publish_checks.check_snapshots(conn, models, build, names)

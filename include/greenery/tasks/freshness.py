@@ -93,11 +93,16 @@ def check(context: Any) -> dict[str, Any]:
     if (now := _now()) < interval.end - DAY_END_TOLERANCE:
         # Review: a run of today (a manual trigger's logical date defaults to now) published the day's first hours
         # as the whole day, green, labelled "as of the end of" it in the digest and `greenery answers`.
-        raise DayNotOverError(
+        not_over = DayNotOverError(
             f"{interval.day} is not over until {interval.end:%Y-%m-%d %H:%M} UTC (now {now:%H:%M} UTC): its daily"
             " marts would hold part of the day as the whole day; nothing built. Run it after that, or pick an"
             " earlier day (a manual run's logical date is the day it builds)."
         )
+        # User trial: its page said "Fix the cause, then clear the whole run", which fails again before midnight.
+        not_over.next_step = (
+            f"Nothing to fix: clear the whole run after {interval.end:%Y-%m-%d %H:%M} UTC, or trigger an earlier day."
+        )
+        raise not_over
     with warehouse.connect() as conn:
         problems = freshness.check(conn, interval)
         if not problems and not runtime.full_refresh(context):

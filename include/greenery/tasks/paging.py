@@ -34,6 +34,7 @@ from greenery.tasks.failures import (
     MaybePosted,
     PagedFailure,
     PublishedAlertNotSent,
+    Refused,
 )
 
 log = logging.getLogger(__name__)
@@ -340,4 +341,5 @@ def describe(exc: BaseException | str | None) -> str:
         )
     # Their messages say what failed:
     plain = ("ModelBuildError", "ModelSqlError", "WarehouseUnavailableError", "ConnectionSettingError")
-    return text if text and name in plain else f"{name}: {text or '-'}"
+    ours = isinstance(exc, PagedFailure | Refused | MaybePosted)  # user trial: "PagedFailure: source data not ready"
+    return text if text and (name in plain or ours) else f"{name}: {text or '-'}"

@@ -10,6 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from greenery import audit, lock_waits, runtime, wap, warehouse
 from greenery.project import models as model_files
 from greenery.tasks import notify, paging
+from greenery.tasks.failures import Refused
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,11 @@ def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     saying so.
     """
     if summary is None:  # validate skipped, or marked success, by hand: it returned nothing (review)
-        raise AirflowFailException(
+        raise Refused(
             "validate left no result in this run (marked skipped or success by hand?): nothing was published."
-            " Clear validate with its downstream tasks."
+            " Clear validate with its downstream tasks.",
+            next_step="Clear validate with its downstream tasks: it checks this run's build, then publishes it.",
+            published=False,
         )
     build = runtime.build(context)
     with warehouse.connect() as conn:

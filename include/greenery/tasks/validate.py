@@ -42,7 +42,13 @@ class NothingToValidateError(RuntimeError):
 
 
 class RawChangedError(RuntimeError):
-    """Raw changed after the run prepared its build: its tables mix old and new data."""
+    """Raw changed after the run prepared its build: its tables mix old and new data. Nothing to fix (user trial: its
+    page said "Fix the cause"): the run rebuilds from raw as it is now."""
+
+    @property
+    def next_step(self) -> str:
+        again = links.run_again(CLEAR_THE_RUN)
+        return f"Nothing to fix: {again}, which rebuilds from raw as it is now."
 
 
 class ChecksFailed(AlertFollows):

@@ -642,6 +642,16 @@ def test_a_page_slack_refuses_with_retry_after_waits_as_long_as_slack_asked(slac
     assert waits == [4.0] and len(slack_server.requests) == 1
 
 
+@pytest.mark.parametrize(("validate", "which"), [("failed", "validate"), ("upstream_failed", "a task before validate")])
+def test_alert_slack_without_a_result_names_the_task_that_failed(slack, validate, which):
+    """User trial: validate marked failed by hand mid-run, and alert_slack's skip said "a task before validate
+    failed"."""
+    ti = FakeTaskInstance({}, "marked", {"validate": validate, "publish": "upstream_failed"})
+    with pytest.raises(AirflowSkipException, match=f"^no validation result in this attempt: {which} failed and paged"):
+        notify.send_alert({"ti": ti, "run_id": "marked"})
+    assert slack.webhook_posts() == []
+
+
 def test_a_repeat_of_a_run_whose_alert_failed_is_news_not_held_back(slack, monkeypatch):
     """User trial: a warning paged, went away (a run passed), came back while Slack was down (that run's alert_slack
     failed: on-call was not paged), and the next run, Slack back, held it back as a repeat of the page sent before it

@@ -172,8 +172,9 @@ def send_alert(context: Any) -> None:
             " to send its alert again, clear validate with its downstream tasks (the same build is checked again)"
         )
     if summary is None:
+        which = "validate" if ran else "a task before validate"  # user trial: validate itself, marked failed by hand
         raise AirflowSkipException(
-            "no validation result in this attempt: a task before validate failed and paged on its own (its failure"
+            f"no validation result in this attempt: {which} failed and paged on its own (its failure"
             " in the Data quality view says when on-call was NOT paged; killed, or marked failed by hand in the UI:"
             " the run's own failure callback pages)"
         )

@@ -110,6 +110,31 @@ def test_a_failure_downstream_of_a_critical_root_says_it_may_follow_from_it():
     assert roots["marts.fact_orders"]["downstream_of"] == ["staging.stg_postgres__users"]  # a warning may follow too
 
 
+def test_a_failure_whose_every_row_names_another_key_of_the_upstream_column_does_not_follow_from_it():
+    """User trial: an order's lines quarantined for their product's price (fact_orders' warning, its rows by order)
+    read "reads staging.stg_postgres__orders, failing above: it may follow from that; fix that first", the duplicated
+    order being another one. Rows that name the duplicated order, a sample of more rows, or rows of another kind
+    (keyed by something else) may still follow."""
+    lines = "unexpected_rows_expectation"
+
+    def roots(*rows: str, **kw) -> dict[str, dict]:
+        failures = [failure("stg_postgres__orders"), failure("fact_orders", lines, None, keys=rows, severity="warning")]
+        failures[1].update(kw)
+        return {r["table"]: r for r in root_causes.group(failures, MODELS)}
+
+    def downstream(*rows: str, **kw) -> list[str]:
+        return roots(*rows, **kw)["marts.fact_orders"]["downstream_of"]
+
+    other = "order_id=o2, product_id=p1, rule=orphan_product"
+    assert downstream(other) == []
+    assert downstream(other, unexpected_count=9) == ["staging.stg_postgres__orders"]  # 8 rows not in the sample
+    assert downstream("product_id=p1, rule=orphan_product") == ["staging.stg_postgres__orders"]  # not by order
+    # A row naming the duplicated order is the same problem: folded into it, as before.
+    folded = roots(other, f"order_id={DUP}, product_id=p1, rule=orphan_product")
+    assert list(folded) == ["staging.stg_postgres__orders"]
+    assert folded["staging.stg_postgres__orders"]["also_fails_in"] == ["marts.fact_orders"]
+
+
 def test_a_column_contract_failure_says_which_columns_differ_and_to_fix_the_model_or_suite_not_the_data():
     """Review (a newcomer's suite without a column of the model): validate said "Fix the source rows named above" and
     showed the table's nine columns; GX's own detail of which differ was dropped."""

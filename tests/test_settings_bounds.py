@@ -44,6 +44,17 @@ def test_each_number_setting_takes_its_bounds_and_refuses_a_step_beyond(name):
             config.get(_env(name, value))
 
 
+@pytest.mark.parametrize("value", ["-1", "0", "0.01"])
+def test_a_task_timeout_under_a_second_is_told_its_floor(value):
+    """Operator trial: -1 was told "expected a value from 0 to 10080", and 0 is refused too."""
+    with pytest.raises(
+        config.SettingError, match=rf"^GREENERY_TASK_TIMEOUT_MINUTES='{value}': expected at least 1 sec"
+    ):
+        config.get({"GREENERY_TASK_TIMEOUT_MINUTES": value})
+    with pytest.raises(config.SettingError, match=r"expected a value at most 10080$"):
+        config.get({"GREENERY_TASK_TIMEOUT_MINUTES": "10081"})
+
+
 def test_the_build_ttl_is_at_least_the_task_timeout_and_the_lock_wait_at_most_half_of_it():
     two_hours = {"GREENERY_TASK_TIMEOUT_MINUTES": "120"}
     assert config.get({**two_hours, "GREENERY_BUILD_TTL_HOURS": "2"}).build_ttl.total_seconds() == 7200

@@ -105,7 +105,7 @@ def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
 _KINDS = {int: "a whole number", float: "a number"}
 
 
-def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum=0, maximum=None):
+def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum=0, *, maximum):
     """A number within [minimum, maximum]: NaN, infinity or a value no timer can hold is refused here, in one line,
     not deep in a task or in Airflow's DAG parse (review: nan and inf ended in tracebacks, 1e12 minutes failed two
     tasks with an OverflowError and paged without naming the setting)."""
@@ -114,8 +114,9 @@ def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum
         value = kind(text)
     except ValueError:
         raise SettingError(f"{name}={text!r}: expected {_KINDS[kind]}") from None
-    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
-        bounds = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+    if not math.isfinite(value) or value < minimum or value > maximum:
+        # -inf: the caller checks the floor itself (trial: a task timeout of -1 was told "from 0", and 0 is refused)
+        bounds = f"at most {maximum}" if minimum == -math.inf else f"from {minimum} to {maximum}"
         raise SettingError(f"{name}={text!r}: expected a value {bounds}")
     return value
 
@@ -373,7 +374,7 @@ def _read(env: Mapping[str, str]) -> Settings:
         task_timeout=_task_timeout(
             env,
             "GREENERY_TASK_TIMEOUT_MINUTES",
-            _number(env, "GREENERY_TASK_TIMEOUT_MINUTES", "60", maximum=WEEK_MINUTES),
+            _number(env, "GREENERY_TASK_TIMEOUT_MINUTES", "60", minimum=-math.inf, maximum=WEEK_MINUTES),  # 1 s: below
         ),
         alert_retries=_number(env, "GREENERY_ALERT_RETRIES", "3", int, maximum=100),
         alert_retry_delay=dt.timedelta(

@@ -350,6 +350,22 @@ def test_a_failed_publish_records_its_checks_once_and_fails_at_once_unless_a_ret
         assert conn.execute(recorded, (run_id,)).fetchall() == [(False,)]
 
 
+def test_a_publish_refused_for_an_unchecked_build_pages_its_own_step(airflow_dag, published_url, paged, monkeypatch):
+    """Review: publish's refusals carry their step (next_step), which the task lost wrapping them: the page of an
+    unchecked build said "Fix the cause, then clear the whole run" beside "clear validate with its downstream
+    tasks"."""
+    from greenery import publish_checks
+
+    monkeypatch.setattr(publish_checks, "unvalidated", lambda conn, build, names: ["fact_orders"])
+    dag_run = run_leaving_readers_as_they_were(published_url, airflow_dag)
+    assert states(dag_run)["publish"] == "failed" and tries(dag_run, "publish") == 1
+    [alert] = alerts(paged)
+    assert "no validation that passed checked its build of fact_orders" in alert
+    # Run as `greenery run` runs a day: its command (in the UI: "Clear validate with its downstream tasks, ...").
+    assert "What to do*\\nRun the day again with `greenery run --date 2021-02-12`." in alert, alert
+    assert "Fix the cause" not in alert
+
+
 def test_a_model_task_skipped_fails_the_run_at_publish_and_pages_once(airflow_dag, published_url, paged, monkeypatch):
     """Review: a model task marked *skipped* in the UI skipped validate and publish (their trigger rule), and the run
     ended green having built, checked and published nothing, with no page. Now validate checks what was built,

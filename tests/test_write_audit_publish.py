@@ -410,7 +410,7 @@ def test_publish_refuses_a_model_built_again_after_the_validation_that_passed(lo
         wap.publish(loaded, MODELS, run)
     assert f"(and {len(MODELS) - 5} more)" in str(never.value)
     # User trial: the page's own step said "Fix the cause ... clear the whole run" beside this advice.
-    assert never.value.next_step.startswith("Clear validate with its downstream tasks, or the whole run: it checks")
+    assert never.value.next_step == "Clear validate with its downstream tasks, or the whole run."
     checked = wap.built_times(loaded, run)  # what validate read when it started
     wap.build_models(loaded, MODELS, run, only=["fact_orders"])  # cleared alone, validate not run again
     wap.record_validated(loaded, run, checked)  # it passed: on the earlier build of fact_orders

@@ -294,7 +294,7 @@ def _publish(conn, models, build: Build, ttl, runs_until: float, try_: lock_wait
                 f"run {build.run_id!r}: no validation that passed checked its build of {', '.join(unchecked[:5])}"
                 f"{more} (a model task cleared without its downstream tasks, or validate marked success by hand);"
                 f" nothing was published. To check it, {check}.",
-                next_step=f"{check[:1].upper()}{check[1:]}: it checks this build again, and publishes it if it passes.",
+                next_step=f"{check[:1].upper()}{check[1:]}.",
             )
         if changed := publish_checks.raw_changed(conn, build):  # since validate, or validate marked success
             again = links.run_again(f"clear the whole run ({links.CLEAR_IN_THE_GRID})")

@@ -57,6 +57,8 @@ def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
             # refusal is the build's state, which a retry does not change: fail now (review: retried with backoff,
             # the page came 5 to 8 minutes late). Anything else is retried.
             if isinstance(failed, lock_waits.LockWaitRanOut | wap.PublishError):
+                if step := getattr(failed, "next_step", None):  # review: lost in the wrapping, the page said another
+                    raise Refused(str(failed), next_step=step, published=False) from failed
                 raise AirflowFailException(str(failed)) from failed
             raise
         else:

@@ -8,7 +8,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
 import types
 
@@ -1365,80 +1364,3 @@ def test_a_connection_that_cannot_carry_a_message_is_refused_at_once_saying_why(
         send({"text": "x"}, conn_id)
     assert said in str(refused.value) and not refused.value.retryable, refused.value
     assert 'password"' not in str(refused.value) and slack_server.requests == []
-
-
-class _Run:
-    """One DAG run's task states and XComs as the Execution API keeps them, shared by the tasks' threads."""
-
-    def __init__(self, tasks: list[str]) -> None:
-        self.tasks, self.states, self.xcom, self.lock = tasks, {}, {}, threading.Lock()
-        self.latency: dict[str, float] = {}  # each task's request time, under the claim's time to be seen
-
-    def context(self, task: str, attempt: int = 0) -> dict:
-        run = self
-
-        class TaskInstance:
-            task_id, dag_id, run_id = task, "greenery_daily", "r"
-
-            def xcom_push(self, key, value):
-                time.sleep(run.latency.get(task, 0.002))  # a request
-                with run.lock:
-                    run.xcom[(task, key)] = value
-
-            def xcom_pull(self, task_ids, key):
-                with run.lock:
-                    return [run.xcom.get((t, key)) for t in task_ids]
-
-            def get_task_states(self, dag_id, run_ids, task_ids):
-                with run.lock:
-                    return {"r": {t: run.states.get(t) for t in task_ids}}
-
-        return {
-            "ti": TaskInstance(),
-            "dag": types.SimpleNamespace(task_ids=self.tasks),
-            "dag_run": types.SimpleNamespace(clear_number=attempt),
-        }
-
-    def fail(self, task: str, error: str, attempt: int = 0) -> str | None:
-        from greenery.tasks import paging
-
-        with self.lock:
-            self.states[task] = "failed"  # Airflow reports the failure, then runs the callback
-        return paging._paged_by_another_task(self.context(task, attempt), error)
-
-
-def test_tasks_failing_at_once_with_one_error_page_once_and_another_error_pages_too(monkeypatch):
-    """Review: a warehouse gone mid-run paged once per task it failed (four pages). Whatever the order and overlap of
-    the failures, the tasks with one error page once, a task with another error pages too, and a claim left by an
-    earlier attempt of the run holds nothing back."""
-    import random
-
-    from greenery.tasks import paging
-
-    monkeypatch.setattr(paging, "CLAIM_SEEN_WITHIN_S", 0.15)  # far above a request: no flake on a busy machine
-    rng = random.Random(7)  # noqa: S311 (the failures' order and overlap, not a secret)
-    for _ in range(4):
-        run = _Run([f"t{i}" for i in range(6)])
-        errors = {f"t{i}": "cannot connect to the warehouse" for i in range(4)} | {"t4": "integer out of range"}
-        run.latency = {t: rng.uniform(0, 0.02) for t in errors}
-        covered = _fail_at_once(run, errors, {t: rng.uniform(0, 0.03) for t in errors})
-        pagers = sorted(t for t, by in covered.items() if by is None)
-        assert len(pagers) == 2 and "t4" in pagers, covered
-        assert {by for by in covered.values() if by} <= set(pagers)
-    assert run.fail("t5", "cannot connect to the warehouse", attempt=1) is None  # the run cleared: news again
-
-
-def _fail_at_once(run: _Run, errors: dict[str, str], delays: dict[str, float]) -> dict[str, str | None]:
-    """Each task of ``errors`` fails with its error after its delay, all in threads; which task's page covers each."""
-    covered: dict[str, str | None] = {}
-
-    def failing(task: str) -> None:
-        time.sleep(delays[task])
-        covered[task] = run.fail(task, errors[task])
-
-    threads = [threading.Thread(target=failing, args=(t,)) for t in errors]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return covered

@@ -26,7 +26,7 @@ from greenery import audit, config, links, runtime, warehouse
 from greenery.alerts import delivery, messages
 from greenery.alerts.delivery import SlackDeliveryError
 from greenery.errors import USER_STOPPED
-from greenery.tasks import notify
+from greenery.tasks import notify, page_claims
 from greenery.tasks.failures import (
     MAYBE_PAGED,
     NOT_PAGED,
@@ -204,7 +204,7 @@ def _page_for(context: Any, exc: BaseException | None) -> str | None:
     if isinstance(exc, KeyboardInterrupt):  # `greenery run` stopped by its user, who knows (dev/cli_runs.py)
         log.warning("not paging: stopped by the user (Ctrl-C or SIGTERM)")
         return None
-    if first := _paged_by_another_task(context, describe(exc)):
+    if first := page_claims.covered_by(context, describe(exc)):
         log.warning("not paging: %s failed first with the same error, and its page covers this task", first)
         return None
     interval = runtime.interval(context)
@@ -223,38 +223,8 @@ def _page_for(context: Any, exc: BaseException | None) -> str | None:
         max(1.0, PAGE_BUDGET_S - (time.monotonic() - began)),
     )
     log.warning("task failure page to on-call: %s", sent)
+    page_claims.settle(context, sent in (SENT, MAYBE_SENT))
     return sent
-
-
-# Each failing task's claim to page for its error (XCom: what a task's callback can share with the others through
-# the Execution API), and how long a claim takes to be seen by the others (one request on the same API).
-CLAIM_KEY, CLAIM_SEEN_WITHIN_S = "failure_page", 1.0
-
-
-def _paged_by_another_task(context: Any, error: str) -> str | None:
-    """The task whose page covers this failure: the first of this attempt of the run to fail with the same error
-    (review: a warehouse gone mid-run paged once per task it failed, four at once). Each failed task claims its page
-    with the time it failed, and the earliest claim pages: a later one, made after it, sees it. A task that may fail
-    beside this one (another failed task) gets the time for its claim to be seen. Anything amiss pages."""
-    ti = context.get("ti")
-    mine = {
-        "error": error,
-        "attempt": runtime.clear_number(context),
-        "at": time.time(),
-        "task": getattr(ti, "task_id", ""),
-    }
-    try:
-        ti.xcom_push(key=CLAIM_KEY, value=mine)
-        others = [t for t in context["dag"].task_ids if t != mine["task"]]
-        if "failed" in runtime.task_states(context, tuple(others)).values():
-            time.sleep(CLAIM_SEEN_WITHIN_S)
-        claims = [c for c in ti.xcom_pull(task_ids=others, key=CLAIM_KEY) if isinstance(c, dict)]
-    except Exception as exc:  # fail toward paging: a page more rather than none
-        log.warning("paging: the other failed tasks' pages could not be read (%s)", exc)
-        return None
-    same = [c for c in claims if (c.get("error"), c.get("attempt")) == (error, mine["attempt"])]
-    first = min([*same, mine], key=lambda c: (c.get("at", 0), str(c.get("task"))))
-    return None if first is mine else str(first.get("task"))
 
 
 def _published(exc: BaseException | None, context: Any) -> bool:

@@ -263,7 +263,11 @@ def test_a_day_whose_published_rows_are_mostly_gone_from_raw_blocks_until_a_full
     assert [f["severity"] for f in lost] == ["critical"], summary["failures"]
     [sample] = lost[0]["sample_keys"]
     said = f"events on {lost_day}: {gone} rows published, 0 in raw now ({gone} gone, more than half the day)"
-    assert said in sample and "run a full_refresh, which publishes raw as it is" in sample, sample
+    assert (
+        said in sample
+        and "run a full_refresh, which publishes the tables from raw as it is (then, for their daily marts, run again"
+        in sample
+    )
     assert "orders on" not in sample
     with psycopg.connect(published_url, autocommit=True) as conn:
         assert hashes(conn) == before  # nothing published

@@ -453,7 +453,9 @@ def test_a_build_is_in_use_until_its_last_model_ends_and_while_it_is_validated(p
     long last model and its validation, each shorter than GREENERY_BUILD_TTL_HOURS, added up to a build idle past it
     for another run's publish, which dropped it: the run failed at its own publish. A build is touched when each
     model ends and when its validation starts."""
-    from greenery.tasks import validate
+    from fake_task_instance import FakeTaskInstance
+
+    from greenery.tasks import publish, validate
 
     monkeypatch.setenv("GREENERY_BUILD_TTL_HOURS", "1")
     day = DAYS[-1]
@@ -482,12 +484,27 @@ def test_a_build_is_in_use_until_its_last_model_ends_and_while_it_is_validated(p
         conn.execute(
             "update greenery_audit.builds set touched_at = now() - interval '2 hours' where run_id = 'slow-run'"
         )
-        ti = type("TaskInstance", (), {"xcom_push": lambda self, key, value: None})()
-        logical_date = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-        validate.run({"run_id": "slow-run", "logical_date": logical_date, "ti": ti})
+        ti = FakeTaskInstance({}, "slow-run", {"alert_slack": "scheduled"})
+        ti.xcom_push = lambda key, value: None  # validate's summary: passed on by hand here
+        context = {"run_id": "slow-run", "logical_date": dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), "ti": ti}
+        summary = validate.run(context)
         publish_checked(conn, MODELS, other)
         assert set(slow.schema_of.values()) <= build_schemas(conn)
-        assert wap.publish(conn, MODELS, slow)  # its own publish finds its build
+        # The validation took long too, then publish waits for the lock: it is in use from the start of that wait.
+        conn.execute(
+            "update greenery_audit.builds set touched_at = now() - interval '2 hours' where run_id = 'slow-run'"
+        )
+        taking = lock_waits.take_publish_lock
+        dropped: list[str] = []
+
+        def another_run_publishes_first(conn_, runs_until):  # it got the lock while this one waited for it
+            with psycopg.connect(published_url, autocommit=True) as other_conn:
+                dropped.extend(wap.drop_finished_builds(other_conn, keep=other))
+            return taking(conn_, runs_until)
+
+        monkeypatch.setattr(lock_waits, "take_publish_lock", another_run_publishes_first)
+        assert publish.run(summary, context)["tables"]  # its own publish finds its build
+        assert not set(slow.schema_of.values()) & set(dropped), dropped
 
 
 def test_a_killed_build_leaves_published_tables_byte_identical_and_the_rerun_succeeds(loaded, warehouse_url):

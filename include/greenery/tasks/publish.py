@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from greenery import audit, lock_waits, runtime, wap, warehouse
+from greenery import audit, build_schemas, lock_waits, runtime, wap, warehouse
 from greenery.project import models as model_files
 from greenery.tasks import notify, paging
 from greenery.tasks.failures import Refused
@@ -31,6 +31,9 @@ def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         )
     build = runtime.build(context)
     with warehouse.connect() as conn:
+        # In use while it waits for the publish lock, up to half the task timeout after a validation of up to all of
+        # it (diff review: idle past a TTL near the timeout, another run's publish dropped it).
+        build_schemas.touch(conn, build.key)
         if summary["blocking"]:
             audit.record_validation(conn, summary, published=False)
             status = audit.not_published_status(conn)

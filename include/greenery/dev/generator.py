@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from greenery.dev import stop_signals
+
 __all__ = ["HEADERS", "default_days", "generate"]
 
 # The header line of each table, exactly as in the source dataset.
@@ -212,14 +214,18 @@ def generate(
         for path in partials.values():
             path.unlink(missing_ok=True)
         raise
-    _move_into_place(partials, out)
+    with stop_signals.deferred():  # a Ctrl-C or SIGTERM between two moves acts once all seven are in place
+        _move_into_place(partials, out)
     return dict(sink.counts)
 
 
 def _move_into_place(partials: dict[str, Path], out: Path) -> None:
     """Every table's partial file to ``<table>.csv``, or none: a stop or an error between two moves puts the moved
-    tables' earlier files back (review: Ctrl-C there left three tables of the new seed beside four of the old)."""
+    tables' earlier files back (review: Ctrl-C there left three tables of the new seed beside four of the old). The
+    caller defers stops around it: what puts the files back is for errors (a full disk, a permission)."""
     undo: list[tuple[Path, Path | None]] = []  # (a csv in place, the earlier file kept beside it, if any)
+    for table in partials:  # left by a run killed here (kill -9): never put back over the files now in place
+        (out / f"{table}.csv{PREVIOUS_SUFFIX}").unlink(missing_ok=True)
     try:
         for table, partial in partials.items():
             final = out / f"{table}.csv"

@@ -593,6 +593,7 @@ def test_a_run_that_failed_before_validate_has_a_page_with_its_failed_tasks(ware
     assert shown in page and "<summary>the whole message (5,044 characters)</summary>" in page
     assert page.count("Z" * 5000) == 1  # once, inside the folded part
     assert f"runs/{quote(failed, safe='')}/tasks/check_source_freshness" in page  # its failed task's log
+    assert "open the run</a> → Clear, shift+C → Clear existing tasks)" in page  # Airflow 3.3's words (user trial)
     as_json = client().get("/data-quality/api/latest", params={"run_id": failed})
     assert as_json.status_code == 200 and as_json.json()["task_failures"][0]["logical_date"] == "2024-03-03"
     assert client().get("/data-quality/", params={"run_id": "never-ran"}).status_code == 404

@@ -36,7 +36,8 @@ def rerun_with(command: str) -> Iterator[None]:
 
 # Where a whole run is cleared, in Airflow 3.3's words (user trial: its UI has no "Clear run"; and "Clear only failed
 # tasks" after fixing raw fails again, on the raw-changed check).
-CLEAR_IN_THE_GRID = "Grid → this run → Clear, shift+C → Clear existing tasks"
+CLEAR_STEPS = "Clear, shift+C → Clear existing tasks"
+CLEAR_IN_THE_GRID = f"Grid → this run → {CLEAR_STEPS}"
 
 
 def run_again(in_airflow: str) -> str:
@@ -44,6 +45,12 @@ def run_again(in_airflow: str) -> str:
     here runs the day (``rerun_with``), that command: its terminal prints the message, and no UI may be running
     (trial: `greenery run` said "Grid → this run → Clear run" while its page gave the command)."""
     return f"run the day again with `{_RERUN[0]}`" if _RERUN[0] else in_airflow
+
+
+def rebuild_from_raw() -> str:
+    """The step when raw changed under a run's build: nothing to fix (user trial: its page said "Fix the cause")."""
+    again = run_again(f"clear the whole run ({CLEAR_IN_THE_GRID})")
+    return f"Nothing to fix: {again}, which rebuilds from raw as it is now."
 
 
 def base_url() -> str:

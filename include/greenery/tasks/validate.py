@@ -47,8 +47,7 @@ class RawChangedError(RuntimeError):
 
     @property
     def next_step(self) -> str:
-        again = links.run_again(CLEAR_THE_RUN)
-        return f"Nothing to fix: {again}, which rebuilds from raw as it is now."
+        return links.rebuild_from_raw()
 
 
 class ChecksFailed(AlertFollows):

@@ -110,6 +110,7 @@ _ENV.filters.update(
 )
 # A failed task's message is shown up to this many characters, the rest behind "the whole message" (user trial).
 _ENV.globals["WHY_CHARS"] = 1500
+_ENV.globals["CLEAR_STEPS"] = links.CLEAR_STEPS  # Airflow's words, as the alerts say them
 
 
 def docs_root() -> str:

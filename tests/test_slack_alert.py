@@ -1217,6 +1217,24 @@ def test_another_key_duplicated_the_same_number_of_times_is_news():
     assert suppression.held_back(warned("order-A"), set(suppression.signatures(yesterday)), yesterday)  # the control
 
 
+def test_a_raw_changed_warning_is_the_same_warning_whatever_day_ran():
+    """Re-trial: its key's command ends on the run's own day ("--end-date <run date>"), so the same warning was news
+    to every run of another day, paged each time (and would page every day). Its day and counts still tell."""
+    from greenery.alerts import suppression
+
+    def warned(run_date: str, rows_now: int = 0) -> dict:
+        key = (
+            f"raw_changed=orders on 2021-02-10: run it and the days after it again, oldest first: greenery run --date"
+            f" 2021-02-10 --end-date {run_date} (or ...); {rows_now} rows in raw now, 177 when a run last read that day"
+        )
+        cause = {**ORDERS_UNIQUE, "severity": "warning", "keys": [{"key": key, "count": 1}], "unexpected_count": 1}
+        return {"blocking": False, "root_causes": [cause], "quarantined": {}}
+
+    yesterday = warned("2021-02-12")
+    assert suppression.held_back(warned("2021-02-13"), set(suppression.signatures(yesterday)), yesterday)
+    assert not suppression.held_back(warned("2021-02-13", 5), set(suppression.signatures(yesterday)), yesterday)
+
+
 def test_a_task_stopped_by_the_user_is_recorded_as_such():
     """Review: Ctrl-C or SIGTERM in a task of `greenery run` was recorded, and shown by the view, as
     "KeyboardInterrupt: -"."""

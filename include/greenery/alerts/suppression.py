@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,12 +67,17 @@ def _signature(cause: Mapping[str, Any]) -> str:
     )
 
 
+# What a key says of the run that found it, not of the rows: the raw-changed warning's command ends on the run's own
+# day (re-trial: the same warning was news to every run of another day, and would page every day).
+_RUN_OWN = re.compile(r"(--end-date )\d{4}-\d{2}-\d{2}")
+
+
 def _all_keys(cause: Mapping[str, Any]) -> list[str] | None:
     """The failing rows' keys when the sample holds them all; a partial sample is whichever rows the database
     returned first, which can change from run to run with nothing else changed. A key counts its rows (a duplicated
     key is two failing rows: review, another key duplicated today was held back as the same warning)."""
     found = cause.get("keys") or []
-    keys = sorted(str(k.get("key")) for k in found)
+    keys = sorted(_RUN_OWN.sub(r"\1…", str(k.get("key"))) for k in found)
     rows = sum(as_int(k.get("count")) or 1 for k in found)
     return keys if keys and rows >= (cause.get("unexpected_count") or 0) else None
 

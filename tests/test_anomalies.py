@@ -269,6 +269,12 @@ def test_a_day_whose_published_rows_are_mostly_gone_from_raw_blocks_until_a_full
         in sample
     )
     assert "orders on" not in sample
+    # Re-trial: "Fix the source rows named above, then run the day again", which for rows deleted on purpose loops.
+    from greenery.checks import root_causes
+
+    assert root_causes.what_to_fix(summary["root_causes"]).startswith(
+        "Restore the raw rows named above (deleted on purpose? instead, trigger the day with the Param full_refresh"
+    )
     with psycopg.connect(published_url, autocommit=True) as conn:
         assert hashes(conn) == before  # nothing published
     outcome, summary = run_day_through_the_tasks(published_url, "deleted-on-purpose", day, full_refresh=True)

@@ -179,6 +179,14 @@ def what_to_fix(causes: Iterable[Mapping[str, Any]]) -> str:
     if critical and all(c.get("error") or c.get("expectation") in CONTRACTS for c in critical):
         # Review: a model's columns differing from its suite's column set was told "Fix the source rows".
         return "The tables' columns differ from their suites' column sets (the contract): fix the model or the suite"
-    return "Fix the source rows named above" + (
-        " and the model or suite of each check that could not be evaluated" if unevaluated else ""
-    )
+    fix = "Fix the source rows named above"
+    if any(str(c.get("description") or "").startswith(LOST_DAY) for c in critical):  # re-trial: it looped
+        fix = (
+            "Restore the raw rows named above (deleted on purpose? instead, trigger the day with the Param"
+            " full_refresh ticked, or `greenery run --date <day> --full-refresh`: a clear runs it again without it)"
+        )
+    return fix + (" and the model or suite of each check that could not be evaluated" if unevaluated else "")
+
+
+# The critical lost-history check's description starts so (include/expectations/int_source_volumes_daily.json).
+LOST_DAY = "lost history, most of a day"

@@ -159,8 +159,12 @@ def test_a_stop_while_moving_the_files_into_place_waits_for_the_seven(tmp_path: 
         return replace(self, target)
 
     monkeypatch.setattr(Path, "replace", stopped_on_the_way)
-    with pytest.raises(KeyboardInterrupt):
-        generate(tmp_path / "here", scale=0.2, seed=8)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a pytest-xdist worker ignores SIGINT
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            generate(tmp_path / "here", scale=0.2, seed=8)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     monkeypatch.undo()
     assert len(moves) == 14
     new = {p.name: p.read_bytes() for p in (tmp_path / "new").iterdir()}

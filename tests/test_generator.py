@@ -158,12 +158,20 @@ def test_a_stop_while_moving_the_files_into_place_waits_for_the_seven(tmp_path: 
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
         return replace(self, target)
 
+    from greenery.dev import stop_signals
+
     monkeypatch.setattr(Path, "replace", stopped_on_the_way)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a pytest-xdist worker ignores SIGINT
+    # As a terminal's `greenery generate` starts: Python's own SIGINT handler (CI's xdist worker had another, or a
+    # deferral an earlier test of the worker left noted), nothing deferred yet.
+    monkeypatch.setattr(stop_signals, "_handlers", {})
+    monkeypatch.setattr(stop_signals, "_noted", [])
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])  # and not blocked
     try:
         with pytest.raises(KeyboardInterrupt):
             generate(tmp_path / "here", scale=0.2, seed=8)
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         signal.signal(signal.SIGINT, previous)
     monkeypatch.undo()
     assert len(moves) == 14

@@ -38,6 +38,7 @@ def rerun_with(command: str) -> Iterator[None]:
 # tasks" after fixing raw fails again, on the raw-changed check).
 CLEAR_STEPS = "Clear, shift+C → Clear existing tasks"
 CLEAR_IN_THE_GRID = f"Grid → this run → {CLEAR_STEPS}"
+CLEAR_THE_RUN = f"clear the whole run ({CLEAR_IN_THE_GRID})"
 
 
 def run_again(in_airflow: str) -> str:
@@ -49,8 +50,7 @@ def run_again(in_airflow: str) -> str:
 
 def rebuild_from_raw() -> str:
     """The step when raw changed under a run's build: nothing to fix (user trial: its page said "Fix the cause")."""
-    again = run_again(f"clear the whole run ({CLEAR_IN_THE_GRID})")
-    return f"Nothing to fix: {again}, which rebuilds from raw as it is now."
+    return f"Nothing to fix: {run_again(CLEAR_THE_RUN)}, which rebuilds from raw as it is now."
 
 
 def base_url() -> str:

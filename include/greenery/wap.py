@@ -297,7 +297,7 @@ def _publish(conn, models, build: Build, ttl, runs_until: float, try_: lock_wait
                 next_step=f"{check[:1].upper()}{check[1:]}.",
             )
         if changed := publish_checks.raw_changed(conn, build):  # since validate, or validate marked success
-            again, step = links.run_again(f"clear the whole run ({links.CLEAR_IN_THE_GRID})"), links.rebuild_from_raw()
+            again, step = links.run_again(links.CLEAR_THE_RUN), links.rebuild_from_raw()
             raise PublishError(f"{changed}; nothing was published. To rebuild from raw as it is, {again}.", step)
         clock = recorded_clock(conn, build)  # every incremental merge checks against it
         publish_checks.refuse_an_older_clock(conn, build, clock)

@@ -15,13 +15,12 @@ plain dicts of the validation summary, so the alert, the log and the Data qualit
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from greenery import config
-from greenery.checks.summary import row_names
+from greenery.checks.summary import row_has, row_names
 from greenery.project.models import Model, ancestors
 
 _SEVERITY_RANK = {"critical": 0, "warning": 1}
@@ -126,7 +125,7 @@ def _other_rows(entry: Mapping[str, Any], upstream: Mapping[str, Any]) -> bool:
         return False  # a sample of its rows: the others may be the upstream's
     if entry.get("column") == column:  # its keys are values of the same column
         return not set(rows) & set(found)
-    keyed = all(re.search(rf"(?:^|, ){re.escape(column)}=", row) for row in rows)
+    keyed = all(row_has(row, column) for row in rows)
     return keyed and not any(row_names(row, column, value) for row in rows for value in found)
 
 

@@ -44,6 +44,11 @@ def _row_text(row: Any) -> str:
     return str(row)
 
 
+def row_has(sample_key: str, column: str) -> bool:
+    """Whether a query's row, as ``_row_text`` wrote it (``a=1, b=2``), has ``column``, whatever its value."""
+    return re.search(rf"(?:^|, ){re.escape(column)}=", sample_key) is not None
+
+
 def row_names(sample_key: str, column: str, value: Any) -> bool:
     """Whether a query's row, as ``_row_text`` wrote it (``a=1, b=2``), has ``column`` equal to ``value``."""
     return re.search(rf"(?:^|, ){re.escape(column)}={re.escape(str(value))}(?:, |$)", sample_key) is not None

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 MAX_FAILURES_IN_SUMMARY = 100
 SUMMARY_KEY = "summary"
-CLEAR_THE_RUN = f"clear the whole run ({links.CLEAR_IN_THE_GRID})"
 
 
 class NothingToValidateError(RuntimeError):
@@ -84,9 +83,8 @@ def _by_rule(conn, tables: dict[str, str | None]) -> dict[str, dict[str, int]]:
 
 def _check_raw_unchanged(conn, build: wap.Build) -> None:
     if changed := publish_checks.raw_changed(conn, build):
-        raise RawChangedError(
-            f"{changed}: its tables would mix old and new data. To rebuild from raw, {links.run_again(CLEAR_THE_RUN)}."
-        )
+        again = links.run_again(links.CLEAR_THE_RUN)
+        raise RawChangedError(f"{changed}: its tables would mix old and new data. To rebuild from raw, {again}.")
 
 
 def run(context: Any) -> dict[str, Any]:
@@ -242,7 +240,7 @@ def verdict(summary: dict[str, Any]) -> str:
         lines.append(
             f"- and {len(critical) - SHOWN_CAUSES} more: the task log (FAILED lines) and the Data quality view list all"
         )
-    lines.append(f"{root_causes.what_to_fix(critical)}, then {links.run_again(CLEAR_THE_RUN)}.")
+    lines.append(f"{root_causes.what_to_fix(critical)}, then {links.run_again(links.CLEAR_THE_RUN)}.")
     return "\n".join(lines)
 
 

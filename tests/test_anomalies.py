@@ -56,7 +56,9 @@ class Statements:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._record)
 
 
-def validate_suite(name: str, day: dt.date, tmp_path, every_run_variable: bool = False) -> dict:
+def validate_suite(
+    name: str, day: dt.date, tmp_path, every_run_variable: bool = False, full_refresh: bool = False
+) -> dict:
     """One model's suite against its published table, as the DAG's validate task runs it for ``day``: with the day
     only (the raw-changed check inert: no day is before the lookback), or with ``every_run_variable`` as a run of
     ``day`` sets them; then ``ref('int_source_volumes_in_raw')`` is raw as it is now, as a run's build reads it (built
@@ -85,13 +87,36 @@ def validate_suite(name: str, day: dt.date, tmp_path, every_run_variable: bool =
         suites,
         gx_dir=gx_dir,
         refs=lambda n: refs.get(n, found[n].relation),
-        variables=suite_files.run_variables(found, day),
+        variables=suite_files.run_variables(found, day, full_refresh=full_refresh),
     )
 
 
 def anomaly_alerts(slack_server) -> list[str]:
     texts = [json.dumps(post.body, ensure_ascii=False) for post in slack_server.webhook_posts()]
     return [t for t in texts if "anomaly" in t]
+
+
+def test_a_day_emptied_on_purpose_in_the_middle_of_the_history_publishes_with_a_full_refresh_as_a_warning(
+    warehouse_url, generated, tmp_path
+):
+    """Re-trial: a day deleted from raw on purpose, its run refused by the source check, then, run with a
+    full_refresh, blocked by the volume check (none of its ~90 orders against 28 days of them): it could never be
+    built as raw holds it. A full_refresh publishes raw as it is: the drop is a warning; without it, critical."""
+    from helpers import run_day_without_airflow
+
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        load.load_dir(conn, generated)
+        run_day_without_airflow(conn, DROP_DAY, "history")
+        drop_most_orders_of(conn, DROP_DAY, kept=0)
+        run_day_without_airflow(conn, DROP_DAY, "emptied-on-purpose", full_refresh=True)
+    said = f"orders on {DROP_DAY}: 0 rows; expected "
+    for full_refresh, severity in ((True, "warning"), (False, "critical")):
+        summary = validate_suite(
+            "int_source_volumes_daily", DROP_DAY, tmp_path, every_run_variable=True, full_refresh=full_refresh
+        )
+        drops = [f for f in summary["failures"] if said in json.dumps(f["sample_keys"])]
+        assert [f["severity"] for f in drops] == [severity], summary["failures"]
+        assert summary["blocking"] is not full_refresh, summary["failures"]
 
 
 def test_a_sudden_volume_drop_pages_on_its_day_only_with_the_expected_range(
@@ -575,3 +600,51 @@ def test_a_day_whose_lookback_starts_after_days_with_order_lines_has_no_raw_chan
     # cumulative marts: named too.
     assert [key.split(": ")[0] for key in later] == [f"raw_changed=order_items on 2021-02-{d}" for d in (12, 16)]
     assert all("0 rows in raw now, as when the day's own run built its daily marts, but" in key for key in later)
+
+
+def test_a_day_deleted_from_raw_on_purpose_runs_again_with_a_full_refresh_and_the_warning_ends(published_url, tmp_path):
+    """Re-trial: a day's rows deleted from raw on purpose, the later day published by a full_refresh as its page said;
+    the warning then named the emptied day to run again, and its run was refused as a source not loaded ("Load the
+    source"): its daily marts kept the deleted rows, the warning came back on every run. The refusal says the rows
+    left raw and how to build the day as raw holds it; a full_refresh of the day does, and the warning ends."""
+    from helpers import run_day_through_the_tasks, run_day_without_airflow
+
+    from greenery.project.render import Interval
+    from greenery.sources import freshness
+    from greenery.tasks import freshness as freshness_task
+
+    gone_day, day = dt.date(2021, 2, 10), dt.date(2021, 2, 12)
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        for d in (gone_day, dt.date(2021, 2, 11)):
+            run_day_without_airflow(conn, d, f"first-run-of-{d}")
+        gone = conn.execute(
+            "delete from raw.events where created_at >= %s and created_at < %s",
+            (gone_day, gone_day + dt.timedelta(days=1)),
+        ).rowcount
+        run_day_without_airflow(conn, day, "deleted-on-purpose", full_refresh=True)
+    assert gone > 100
+    assert [line.split(":")[0] for line in raw_changed_as_of(day, tmp_path)][:1] == [f"events on {gone_day}"]
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        [stale] = freshness.check(conn, Interval.for_day(gone_day), built="intermediate.int_daily_marts_built")
+    assert stale.table == "events" and stale.problem == "stale", stale
+    assert f"its daily marts were built from {gone} rows created that day: they left raw" in stale.detail, stale.detail
+    assert "trigger the day with the Param full_refresh" in stale.detail, stale.detail
+
+    context = {
+        "run_id": "emptied-on-purpose",
+        "logical_date": dt.datetime.combine(gone_day, dt.time(), tzinfo=dt.UTC),
+        "params": {"full_refresh": True},
+    }
+    assert freshness_task.check(context)["problems"] == []  # built as raw holds it, not refused, nobody paged
+    outcome, _ = run_day_through_the_tasks(published_url, "emptied-on-purpose", gone_day, full_refresh=True)
+    assert outcome == "published"
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        events = conn.execute(
+            "select row_count from intermediate.int_daily_marts_built where day = %s and source_table = 'events'",
+            (gone_day,),
+        ).fetchone()[0]
+        assert events == 0
+        for d in (dt.date(2021, 2, 11), day):  # the days after it, as the warning says
+            run_day_without_airflow(conn, d, f"again-{d}")
+    assert raw_changed_as_of(day, tmp_path) == []

@@ -71,6 +71,15 @@ def check_no_skipped_days(conn, interval: Interval, found: Mapping[str, models.M
         )
 
 
+def _accept_a_day_without_rows(problems: list[freshness.SourceProblem]) -> list[freshness.SourceProblem]:
+    """A full_refresh builds the day as raw holds it, rows or none (re-trial: a day deleted from raw on purpose
+    could never run again, its daily marts keeping the deleted rows). What raw lacks otherwise still stops it."""
+    for p in problems:
+        if p.problem == "stale":
+            log.warning("full_refresh: building the day as raw holds it, though %s", p.detail)
+    return [p for p in problems if p.problem != "stale"]
+
+
 def _serving(conn) -> dict[str, str | None]:
     """The run readers still see, for the source alert: {"serving_run": day or None}, or {} when it cannot be read
     (user trial: a warehouse that never published was told "still serving the previous run")."""
@@ -104,8 +113,10 @@ def check(context: Any) -> dict[str, Any]:
         )
         raise not_over
     with warehouse.connect() as conn:
-        problems = freshness.check(conn, interval)
-        if not problems and not runtime.full_refresh(context):
+        problems = freshness.check(conn, interval, built=found["int_daily_marts_built"].relation)
+        if runtime.full_refresh(context):
+            problems = _accept_a_day_without_rows(problems)
+        elif not problems:
             check_no_skipped_days(conn, interval, found)
         serving = _serving(conn) if problems else None
     if not problems:

@@ -158,7 +158,8 @@ with DAG(
             description="Rebuild the incremental (event history) tables from all raw data instead of "
             "recomputing the last days only. Use after changing a model. The daily marts of past days are not "
             "rebuilt: after correcting old raw rows, run those days again, oldest first. A day whose rows "
-            "were deleted from raw on purpose is built as raw holds it (its volume drop a warning).",
+            "were deleted from raw on purpose (raw holds later ones) is built as raw holds it, its volume drop a "
+            "warning.",
         )
     },
     doc_md=DOC_MD,

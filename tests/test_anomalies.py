@@ -637,6 +637,9 @@ def test_a_day_deleted_from_raw_on_purpose_runs_again_with_a_full_refresh_and_th
         "params": {"full_refresh": True},
     }
     assert freshness_task.check(context)["problems"] == []  # built as raw holds it, not refused, nobody paged
+    after_raw = dt.datetime(2021, 3, 1, tzinfo=dt.UTC)  # no rows yet: not loaded (or a mistyped date), refused
+    with pytest.raises(freshness.SourceNotReadyError, match=r"raw\.events has no rows created in"):
+        freshness_task.check({**context, "logical_date": after_raw})
     outcome, _ = run_day_through_the_tasks(published_url, "emptied-on-purpose", gone_day, full_refresh=True)
     assert outcome == "published"
     with psycopg.connect(published_url, autocommit=True) as conn:

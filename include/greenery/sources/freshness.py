@@ -223,8 +223,15 @@ def _left_raw(cur, built: str | None, table: str, day: dt.date) -> str:
     )
 
 
+NEVER = dt.datetime.max.replace(tzinfo=dt.UTC)  # rows_created_between's default end: no end
+
+
 def rows_created_between(
-    conn, table: str, after: dt.datetime, before: dt.datetime, raw_schema: str | None = None
+    conn,
+    table: str,
+    after: dt.datetime,
+    before: dt.datetime = NEVER,
+    raw_schema: str | None = None,
 ) -> int:
     """How many rows of a daily raw table were created in (``after``, ``before``) (its created_at is indexed)."""
     ident = sql.Identifier(raw_schema or config.get().raw_schema, table)

@@ -71,13 +71,21 @@ def check_no_skipped_days(conn, interval: Interval, found: Mapping[str, models.M
         )
 
 
-def _accept_a_day_without_rows(problems: list[freshness.SourceProblem]) -> list[freshness.SourceProblem]:
-    """A full_refresh builds the day as raw holds it, rows or none (re-trial: a day deleted from raw on purpose
-    could never run again, its daily marts keeping the deleted rows). What raw lacks otherwise still stops it."""
-    for p in problems:
-        if p.problem == "stale":
-            log.warning("full_refresh: building the day as raw holds it, though %s", p.detail)
-    return [p for p in problems if p.problem != "stale"]
+def _accept_a_day_without_rows(conn, interval: Interval, problems: list) -> list[freshness.SourceProblem]:
+    """A full_refresh builds a day raw holds no rows of when raw holds later ones: a gap in its history, such as a
+    day deleted on purpose (re-trial: it could never run again, its daily marts keeping the deleted rows). A day after
+    raw's last rows is data not loaded yet (or a mistyped date): refused as without the Param, as is what raw lacks
+    otherwise."""
+    raw_schema = config.get().raw_schema
+    gaps = [p for p in problems if p.problem == "stale" and freshness.rows_created_between(conn, p.table, interval.end)]
+    for p in gaps:
+        log.warning(
+            "full_refresh: building the day as raw holds it (it has later rows of %s.%s): %s",
+            raw_schema,
+            p.table,
+            p.detail,
+        )
+    return [p for p in problems if p not in gaps]
 
 
 def _serving(conn) -> dict[str, str | None]:
@@ -115,7 +123,7 @@ def check(context: Any) -> dict[str, Any]:
     with warehouse.connect() as conn:
         problems = freshness.check(conn, interval, built=found["int_daily_marts_built"].relation)
         if runtime.full_refresh(context):
-            problems = _accept_a_day_without_rows(problems)
+            problems = _accept_a_day_without_rows(conn, interval, problems)
         elif not problems:
             check_no_skipped_days(conn, interval, found)
         serving = _serving(conn) if problems else None

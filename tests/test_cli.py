@@ -580,6 +580,13 @@ def test_answers_for_a_day_without_figures_is_one_line_not_a_traceback(cli_env):
         " before 2021-02-10: there is no day 2021-02-09 to run. To backfill from 2021-02-10, set"
         " GREENERY_START_DATE=2021-02-10 and run that day."
     )
+    # User trial: a day after raw's last events was "run the DAG for that day first", whose run failed its source
+    # check and paged on-call.
+    after = greenery("answers", "--date", "2021-02-15", env=cli_env)
+    assert after.returncode == 2 and after.stderr.strip().splitlines()[-1] == (
+        "error: marts.metrics_daily has no figures for 2021-02-15: raw has no events after 2021-02-12: load"
+        " 2021-02-15's data, then run that day"
+    ), after.stderr
     later = greenery("answers", "--date", "2021-02-10", env={**cli_env, "GREENERY_START_DATE": "2021-02-11"})
     assert later.returncode == 2 and later.stderr.strip().splitlines()[-1] == (
         "error: marts.metrics_daily has no figures for 2021-02-10: 2021-02-10 is before GREENERY_START_DATE"

@@ -525,8 +525,10 @@ def test_an_old_days_run_with_a_late_clock_does_not_hide_the_days_never_built(pu
         # The newest publish is the 9th's, run days later: its clock is long after its day.
         conn.execute("update greenery_audit.publish_log set logical_date = '2021-02-09'")
         conn.execute("update greenery_audit.builds set logical_date = '2021-02-09', run_time = now()")
-        with pytest.raises(freshness.DaysNeverBuiltError, match="rows created between 2021-02-10 00:00 UTC"):
+        with pytest.raises(freshness.DaysNeverBuiltError, match="rows created between 2021-02-10 00:00 UTC") as told:
             freshness.check_no_skipped_days(conn, Interval.for_day(dt.date(2021, 2, 14)))
+        # User trial: it said `greenery run --full-refresh`, which the CLI refuses without --date.
+        assert "Param full_refresh (`greenery run --date 2021-02-14 --full-refresh`)" in str(told.value)
         freshness.check_no_skipped_days(conn, Interval.for_day(dt.date(2021, 2, 13)))  # its window reaches the 10th
 
 

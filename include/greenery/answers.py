@@ -122,6 +122,8 @@ def _read(conn, day: dt.date | None) -> dict[str, Any]:
                 todo = f"{day} is before GREENERY_START_DATE ({start}): set it to {day} or earlier, then run that day"
                 if (first := _first_order_day(cur)) is not None and day < first:  # review: advice that fails
                     todo = f"raw has no orders before {first}: there is no day {day} to run"
+            elif day and (last := _raw_day(cur, "events", "max")) is not None and day > last:  # user trial: same
+                todo = f"raw has no events after {last}: load {day}'s data, then run that day"
             raise NoAnswersError(f"marts.metrics_daily has no figures {asked}: {todo}")
         metrics = dict(zip([c.name for c in cur.description], row, strict=True))
         cur.execute(TOP_PRODUCTS_SQL)
@@ -190,13 +192,20 @@ def before_start(day: dt.date, start: dt.date) -> str:
 
 def _first_order_day(cur) -> dt.date | None:
     """The day of raw's first order (None without orders, or without the table)."""
+    return _raw_day(cur, "orders", "min")
+
+
+def _raw_day(cur, table: str, which: str) -> dt.date | None:
+    """The day of raw ``table``'s first (``which`` "min") or last ("max") row (None without rows or table)."""
     schema = config.get().raw_schema
-    if not _exists(cur, f"{schema}.orders"):
+    if not _exists(cur, f"{schema}.{table}"):
         return None
-    query = psycopg.sql.SQL("select min(created_at) from {}").format(psycopg.sql.Identifier(schema, "orders"))
-    first = cur.execute(query).fetchone()[0]
+    query = psycopg.sql.SQL("select {}(created_at) from {}").format(
+        psycopg.sql.SQL(which), psycopg.sql.Identifier(schema, table)
+    )
+    found = cur.execute(query).fetchone()[0]
     # A UTC day, whatever the session's time zone (review); a time without a zone is UTC, as the models read it.
-    return None if first is None else (first.astimezone(dt.UTC) if first.tzinfo else first).date()
+    return None if found is None else (found.astimezone(dt.UTC) if found.tzinfo else found).date()
 
 
 def _exists(cur, relation: str) -> bool:

@@ -66,8 +66,8 @@ def check_no_skipped_days(conn, interval: Interval, found: Mapping[str, models.M
             " (it also reruns their red runs), then clear this run; with the `greenery` command, one command does"
             f" both: `greenery run --date {first} --end-date {interval.day}`; in the UI, trigger each day with its"
             " date, oldest first, one once the one before has ended. Or trigger this day with the Param"
-            " full_refresh (`greenery run --full-refresh`): it builds every event, but the skipped days keep no rows"
-            " in the daily tables."
+            f" full_refresh (`greenery run --date {interval.day} --full-refresh`): it builds every event, but the"
+            " skipped days keep no rows in the daily tables."
         )
 
 

@@ -58,7 +58,8 @@ def test_date_options_explain_themselves():
         command("run", "--date", "2021-02-10", "--end-date", "2021-13-01"), capture_output=True, text=True
     )
     assert done.returncode == 2 and not done.stdout
-    assert "argument --end-date: '2021-13-01' is not a day (YYYY-MM-DD): month must be in 1..12" in done.stderr
+    said = "argument --end-date: '2021-13-01' is not a day: expected a date YYYY-MM-DD: month must be in 1..12"
+    assert said in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -76,8 +77,11 @@ def test_date_options_explain_themselves():
         (("run", "--date", "2021-02-12", "--end-date", "9999-12-31"), "--end-date: must be a day before 9999-12-31"),
         (("answers", "--date", "9999-12-31"), "argument --date: must be a day before 9999-12-31, got 9999-12-31"),
         # Review: Python's date parser took these as 2021-02-11: a typo would run a day the user did not write.
-        (("run", "--date", "20210211"), "argument --date: '20210211' is not a day written YYYY-MM-DD"),
-        (("answers", "--date", "2021-W06-4"), "argument --date: '2021-W06-4' is not a day written YYYY-MM-DD"),
+        (("run", "--date", "20210211"), "argument --date: '20210211' is not a day: expected a date written YYYY-MM-DD"),
+        (
+            ("answers", "--date", "2021-W06-4"),
+            "argument --date: '2021-W06-4' is not a day: expected a date written YYYY-MM-DD",
+        ),
         (("demo", "--scale", "0"), "argument --scale: must be a number above 0, at most 10000, got 0"),
         (("ui", "--port", "99999"), "argument --port: must be a port from 1 to 65535, got 99999"),
         (("ui", "--port", "0"), "argument --port: must be a port from 1 to 65535, got 0"),
@@ -174,8 +178,22 @@ NUMBER_SETTINGS = (
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("GREENERY_START_DATE", "garbage", "expected a date YYYY-MM-DD"),
-        ("GREENERY_START_DATE", "2021-02-30", "expected a date YYYY-MM-DD"),
+        ("GREENERY_START_DATE", "garbage", "expected a date written YYYY-MM-DD"),
+        ("GREENERY_START_DATE", "2021-02-30", "expected a date YYYY-MM-DD: day is out of range for month"),
+        # Review: taken, as --date refuses them; 2021-W06 as 2021-02-08.
+        ("GREENERY_START_DATE", "20210210", "expected a date written YYYY-MM-DD"),
+        ("GREENERY_START_DATE", "2021-W06", "expected a date written YYYY-MM-DD"),
+        # Review: Python reads 1_0 as 10 and Arabic-Indic digits; a TTL of 0 was told "from 0", then refused.
+        ("GREENERY_RETRIES", "1_0", "expected a whole number"),
+        ("GREENERY_ALERT_SUPPRESS_HOURS", "\u0663", "expected a number"),
+        ("GREENERY_BUILD_TTL_HOURS", "-1", "expected at least 1 h (an hour, and the task timeout"),
+        # Review: taken as connection ids; ' ' made the CLI use its private database, 'None' failed alert_slack on
+        # every run after publishing.
+        *[
+            (name, value, "expected an Airflow connection id")
+            for name in ("GREENERY_WAREHOUSE_CONN_ID", "GREENERY_ALERT_CONN_ID", "GREENERY_SUMMARY_CONN_ID")
+            for value in (" ", "None", "my conn")
+        ],
         # Review: the loader quoted "Raw" while the models read raw: the old data published behind a green run.
         ("GREENERY_RAW_SCHEMA", "Raw", "expected a plain lower-case schema name"),
         ("GREENERY_RAW_SCHEMA", "raw-x", "expected a plain lower-case schema name"),
@@ -202,6 +220,29 @@ def test_a_bad_setting_is_one_line_naming_it(name, value, expected, tmp_path, ca
     err = capsys.readouterr().err
     shown = name if expected.startswith("no such setting") else f"{name}={value!r}"  # an unknown name's value is not
     assert err.startswith(f"error: {shown}: {expected}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("command", ["answers", "load-raw", "run", "ui"])
+def test_a_warehouse_connection_named_and_not_defined_is_refused_not_replaced_by_the_embedded_one(
+    command, tmp_path, capsys, monkeypatch
+):
+    """Review: GREENERY_WAREHOUSE_CONN_ID misspelt (its AIRFLOW_CONN_ not set) and the command said "using the
+    embedded PostgreSQL", printed its figures, exit 0; load-raw and run would have written there."""
+    from greenery import cli
+
+    args = {"answers": [], "load-raw": [str(tmp_path)], "run": ["--date", "2021-02-11"], "ui": []}[command]
+    monkeypatch.setattr(cli, "STATE_DIR", tmp_path / "state")  # where the embedded server would start
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", "postgresql://u:pw@127.0.0.1:1/prod")
+    monkeypatch.setenv("GREENERY_WAREHOUSE_CONN_ID", "greenery_warehous")
+    assert cli.main([command, *args]) == 2
+    out, err = capsys.readouterr()
+    assert err == (
+        "error: GREENERY_WAREHOUSE_CONN_ID='greenery_warehous': no such connection (AIRFLOW_CONN_GREENERY_WAREHOUS is"
+        " not set; the greenery command reads connections from the environment); unset GREENERY_WAREHOUSE_CONN_ID to"
+        " use the embedded PostgreSQL; nothing was done\n"
+    ), (out, err)
+    assert "embedded PostgreSQL in" not in out and not (tmp_path / "state" / "pg").exists()
 
 
 @pytest.mark.parametrize("command_args", [("db", "status"), ("answers",)])

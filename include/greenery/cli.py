@@ -37,7 +37,7 @@ def _embedded_if_unconfigured(always: bool = False) -> object | None:
     from greenery import warehouse
     from greenery.dev import embedded_pg
 
-    if os.environ.get(warehouse.conn_env_var()) and not always:
+    if not always and (os.environ.get(warehouse.conn_env_var()) or warehouse.refuse_undefined(os.environ)):
         return None
     with stop_signals.deferred():  # initdb or pg_ctl killed half-way would break the folder (review)
         server = embedded_pg.open_server(STATE_DIR / "pg")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -37,11 +36,9 @@ def span(days: list) -> str:
 def day_option(text: str) -> dt.date:
     """A YYYY-MM-DD day. A bad one is refused with its reason: argparse's own message names only the function."""
     try:
-        day = dt.date.fromisoformat(text)
+        day = config.parse_day(text)  # the rule GREENERY_START_DATE follows (Python takes 20210211 and 2021-W06-4)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD): {exc}") from None
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):  # Python takes 20210211 and 2021-W06-4 too (review)
-        raise argparse.ArgumentTypeError(f"{text!r} is not a day written YYYY-MM-DD")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: {exc}") from None
     if day == dt.date.max:  # its run ends at the next midnight, which no date holds (review: an OverflowError)
         raise argparse.ArgumentTypeError(f"must be a day before {day}, got {text}")
     return day

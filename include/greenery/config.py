@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
-import ipaddress
 import math
 import os
 import re
@@ -19,7 +18,9 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from greenery import asset_names
 from greenery.redaction import REDACTED, redact
+from greenery.sql_words import RESERVED_WORDS
 
 DAG_ID = "greenery_daily"
 ALERT_CONN_ID = "slack_alerts"  # GREENERY_ALERT_CONN_ID's default; not defined: a setup without Slack
@@ -111,6 +112,8 @@ def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum
     tasks with an OverflowError and paged without naming the setting)."""
     text = env.get(name, default)
     try:
+        if "_" in text or not text.isascii():  # Python reads 1_0 as 10 and Arabic-Indic digits (review)
+            raise ValueError(text)
         value = kind(text)
     except ValueError:
         raise SettingError(f"{name}={text!r}: expected {_KINDS[kind]}") from None
@@ -119,20 +122,6 @@ def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum
         bounds = f"at most {maximum}" if minimum == -math.inf else f"from {minimum} to {maximum}"
         raise SettingError(f"{name}={text!r}: expected a value {bounds}")
     return value
-
-
-# The words PostgreSQL 16 refuses before a dot (`select * from order.addresses` is a syntax error): its reserved
-# keywords and those that may not name a column (pg_get_keywords(), each tried as a schema qualifier).
-_RESERVED = """
-all analyse analyze and any array as asc asymmetric authorization binary both case cast check collate collation
-column concurrently constraint create cross current_catalog current_date current_role current_schema current_time
-current_timestamp current_user default deferrable desc distinct do else end except false fetch for foreign freeze
-from full grant group having ilike in initially inner intersect into is isnull join lateral leading left like limit
-localtime localtimestamp natural not notnull null offset on only or order outer overlaps placing primary references
-returning right select session_user similar some symmetric system_user table tablesample then to trailing true union
-unique user using variadic verbose when where window with
-"""
-RESERVED_WORDS = frozenset(_RESERVED.split())
 
 
 def _schema(env: Mapping[str, str], name: str, default: str) -> str:
@@ -150,26 +139,13 @@ def _schema(env: Mapping[str, str], name: str, default: str) -> str:
     return text
 
 
-# What an Asset URI can carry unescaped (Airflow's own check runs at DAG parse time, where a failure is an import error;
-# tests/test_dag_integrity.py holds these rules to it): host[:port], and the database as one path segment.
-ASSET_AUTHORITY = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
-ASSET_DATABASE = re.compile(r"[A-Za-z0-9._~-]+")
 MIN_BUILD_TTL = dt.timedelta(hours=1)
 
 
 def _asset_authority(env: Mapping[str, str], name: str, default: str) -> str:
-    """Review: 'warehouse:notaport' or 'warehouse:5432/x' made the DAG an import error, `greenery run` a traceback;
-    so did '[10.0.0.7]:5432' and '[:]', which pass the pattern: the URL parser Airflow's Asset check uses reads them
-    here too."""
+    """Review: 'warehouse:notaport' or 'warehouse:5432/x' made the DAG an import error, `greenery run` a traceback."""
     text = _text(env, name, default)
-    found = ASSET_AUTHORITY.fullmatch(text)
-    try:
-        urllib.parse.urlsplit(f"postgres://{text}/").port  # noqa: B018 - read for its ValueError
-        if found and text.startswith("["):
-            ipaddress.IPv6Address(text[1 : text.index("]")])
-    except ValueError:
-        found = None
-    if not found or (found[1] is not None and not 1 <= int(found[1]) <= 65535):
+    if not asset_names.is_authority(text):
         shown = f"{REDACTED}@{text.rpartition('@')[2]}" if "@" in text else text  # a login given with it (review)
         raise SettingError(f"{name}={shown!r}: expected host[:port] (a host name or [IPv6 address], port 1-65535)")
     return text
@@ -177,7 +153,7 @@ def _asset_authority(env: Mapping[str, str], name: str, default: str) -> str:
 
 def _asset_database(env: Mapping[str, str], name: str, default: str) -> str:
     text = _text(env, name, default)
-    if not ASSET_DATABASE.fullmatch(text):
+    if not asset_names.DATABASE.fullmatch(text):
         raise SettingError(f"{name}={text!r}: expected a database name of letters, digits, '.', '_', '-', '~'")
     return text
 
@@ -217,12 +193,40 @@ def _task_timeout(env: Mapping[str, str], name: str, minutes: float) -> dt.timed
     return dt.timedelta(minutes=minutes)
 
 
+def parse_day(text: str) -> dt.date:
+    """A day written YYYY-MM-DD, else a ValueError saying why: Python's reader also takes 20210210 and 2021-W06, the
+    latter as 2021-02-08 (review: accepted as GREENERY_START_DATE, which --date refused)."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text, re.ASCII):
+        raise ValueError("expected a date written YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"expected a date YYYY-MM-DD: {exc}") from None
+
+
 def _date(env: Mapping[str, str], name: str, default: str) -> dt.date:
     text = env.get(name, default)
     try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise SettingError(f"{name}={text!r}: expected a date YYYY-MM-DD") from None
+        return parse_day(text)
+    except ValueError as exc:
+        raise SettingError(f"{name}={text!r}: {exc}") from None
+
+
+def _conn_id(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    """An Airflow connection id as Airflow's own rule has it (review: ' ' and 'None', a template's unset value, were
+    taken; the CLI then used its private database instead of the warehouse, and tasks failed far downstream)."""
+    text = _text(env, name, default)
+    if text is not None and (not re.fullmatch(r"[\w.-]{1,250}", text) or text.lower() == "none" != text):
+        raise SettingError(
+            f"{name}={text!r}: expected an Airflow connection id (letters, digits, '_', '.', '-'); unset or empty for"
+            " the default" + (", none (lower case) where the README says it turns the feature off" if text else "")
+        )
+    return text
+
+
+def warehouse_named(env: Mapping[str, str] | None = None) -> bool:
+    """Whether GREENERY_WAREHOUSE_CONN_ID names a connection (the CLI falls back to its private database when not)."""
+    return bool((os.environ if env is None else env).get("GREENERY_WAREHOUSE_CONN_ID"))
 
 
 def _flag(env: Mapping[str, str], name: str, default: str) -> bool:
@@ -270,20 +274,11 @@ def get_lenient(env: Mapping[str, str] | None = None) -> tuple[Settings, tuple[s
 
 # GREENERY_ + these are read by the tests, the benchmark and docker-compose, not here: not refused as misspellings.
 # Written without the prefix so that tests/test_docs.py, which keeps the README's table of settings, skips them.
-NOT_SETTINGS = frozenset(
-    "GREENERY_" + name
-    for name in (
-        "REAL_DATA",
-        "TEST_POSTGRES_URL",
-        "BENCH_POSTGRES_URL",
-        "SEED_SCALE",
-        "STRESS_LOOPS",
-        "PROPERTY_EXAMPLES",
-        "SCREENSHOT",
-        "SCREENSHOT_DIR",
-        "DOCS_SCREENSHOT",
-    )
-)
+# fmt: off
+NOT_SETTINGS = frozenset("GREENERY_" + name for name in (
+    "REAL_DATA", "TEST_POSTGRES_URL", "BENCH_POSTGRES_URL", "SEED_SCALE", "STRESS_LOOPS", "PROPERTY_EXAMPLES",
+    "SCREENSHOT", "SCREENSHOT_DIR", "DOCS_SCREENSHOT"))
+# fmt: on
 
 
 class _Asked(Mapping):
@@ -353,7 +348,7 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
 
 def _read(env: Mapping[str, str]) -> Settings:
     return Settings(
-        warehouse_conn_id=_text(env, "GREENERY_WAREHOUSE_CONN_ID", "greenery_warehouse"),
+        warehouse_conn_id=_conn_id(env, "GREENERY_WAREHOUSE_CONN_ID", "greenery_warehouse"),
         raw_schema=_schema(env, "GREENERY_RAW_SCHEMA", "raw"),
         sql_dir=_sql_dir(env, "GREENERY_SQL_DIR", INCLUDE_DIR / "sql"),
         expectations_dir=Path(env.get("GREENERY_EXPECTATIONS_DIR") or INCLUDE_DIR / "expectations"),
@@ -362,12 +357,12 @@ def _read(env: Mapping[str, str]) -> Settings:
         start_date=_date(env, "GREENERY_START_DATE", "2021-02-10"),
         state_dir=state_dir(env),
         data_docs_base_url=_url(env, "GREENERY_DATA_DOCS_BASE_URL"),
-        alert_conn_id=_text(env, "GREENERY_ALERT_CONN_ID", ALERT_CONN_ID),
+        alert_conn_id=_conn_id(env, "GREENERY_ALERT_CONN_ID", ALERT_CONN_ID),
         alert_channel=_text(env, "GREENERY_ALERT_CHANNEL", None),
         alert_suppress=dt.timedelta(hours=_number(env, "GREENERY_ALERT_SUPPRESS_HOURS", "24", maximum=YEAR_HOURS)),
-        summary_conn_id=_text(env, "GREENERY_SUMMARY_CONN_ID", None),
+        summary_conn_id=_conn_id(env, "GREENERY_SUMMARY_CONN_ID", None),
         summary_channel=_text(env, "GREENERY_SUMMARY_CHANNEL", None),
-        digest_email_conn_id=_text(env, "GREENERY_DIGEST_EMAIL_CONN_ID", None),
+        digest_email_conn_id=_conn_id(env, "GREENERY_DIGEST_EMAIL_CONN_ID", None),
         digest_email_to=_addresses(env, "GREENERY_DIGEST_EMAIL_TO"),
         retries=_number(env, "GREENERY_RETRIES", "2", int, maximum=100),
         retry_delay=dt.timedelta(seconds=_number(env, "GREENERY_RETRY_DELAY_SECONDS", "60", maximum=DAY_SECONDS)),
@@ -380,7 +375,9 @@ def _read(env: Mapping[str, str]) -> Settings:
         alert_retry_delay=dt.timedelta(
             seconds=_number(env, "GREENERY_ALERT_RETRY_DELAY_SECONDS", "30", maximum=DAY_SECONDS)
         ),
-        build_ttl=dt.timedelta(hours=_number(env, "GREENERY_BUILD_TTL_HOURS", "48", maximum=YEAR_HOURS)),
+        build_ttl=dt.timedelta(
+            hours=_number(env, "GREENERY_BUILD_TTL_HOURS", "48", minimum=-math.inf, maximum=YEAR_HOURS)
+        ),  # its floor (an hour, and the task timeout) is checked in get()
         validation_connections=_number(env, "GREENERY_VALIDATION_CONNECTIONS", "2", int, minimum=1, maximum=64),
         publish_lock_wait=dt.timedelta(
             seconds=_number(env, "GREENERY_PUBLISH_LOCK_WAIT_SECONDS", "300", minimum=1, maximum=DAY_SECONDS)

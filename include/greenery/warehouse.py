@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -71,6 +71,17 @@ def missing_privileges(conn) -> tuple[str, str, list[str]]:
 def conn_env_var(conn_id: str | None = None) -> str:
     conn_id = conn_id or config.get().warehouse_conn_id
     return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def refuse_undefined(environ: Mapping[str, str]) -> None:
+    """Refuse the connection GREENERY_WAREHOUSE_CONN_ID names when ``environ``, where a command reads connections,
+    does not define it (review: a misspelt id used the command's private database instead, exit 0)."""
+    if config.warehouse_named() and not environ.get(conn_env_var()):
+        raise config.SettingError(
+            f"GREENERY_WAREHOUSE_CONN_ID={config.get().warehouse_conn_id!r}: no such connection ({conn_env_var()} is"
+            " not set; the greenery command reads connections from the environment); unset"
+            " GREENERY_WAREHOUSE_CONN_ID to use the embedded PostgreSQL; nothing was done"
+        )
 
 
 def connect(conn_id: str | None = None, *, connect_timeout: int | None = None, answer_within_s: float | None = None):

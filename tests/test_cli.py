@@ -223,26 +223,24 @@ def test_a_bad_setting_is_one_line_naming_it(name, value, expected, tmp_path, ca
 
 
 @pytest.mark.parametrize("command", ["answers", "load-raw", "run", "ui"])
-def test_a_warehouse_connection_named_and_not_defined_is_refused_not_replaced_by_the_embedded_one(
-    command, tmp_path, capsys, monkeypatch
-):
+def test_a_warehouse_connection_named_and_not_defined_is_refused_not_replaced_by_the_embedded_one(command, tmp_path):
     """Review: GREENERY_WAREHOUSE_CONN_ID misspelt (its AIRFLOW_CONN_ not set) and the command said "using the
-    embedded PostgreSQL", printed its figures, exit 0; load-raw and run would have written there."""
-    from greenery import cli
-
+    embedded PostgreSQL", printed its figures, exit 0; load-raw and run would have written there. In a process of its
+    own: `run` and `ui` set Airflow up before they look for the warehouse."""
     args = {"answers": [], "load-raw": [str(tmp_path)], "run": ["--date", "2021-02-11"], "ui": []}[command]
-    monkeypatch.setattr(cli, "STATE_DIR", tmp_path / "state")  # where the embedded server would start
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-    monkeypatch.setenv("AIRFLOW_CONN_GREENERY_WAREHOUSE", "postgresql://u:pw@127.0.0.1:1/prod")
-    monkeypatch.setenv("GREENERY_WAREHOUSE_CONN_ID", "greenery_warehous")
-    assert cli.main([command, *args]) == 2
-    out, err = capsys.readouterr()
-    assert err == (
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "GREENERY_"))}
+    env.update(
+        GREENERY_STATE_DIR=str(tmp_path / "state"),
+        AIRFLOW_CONN_GREENERY_WAREHOUSE="postgresql://u:pw@127.0.0.1:1/prod",
+        GREENERY_WAREHOUSE_CONN_ID="greenery_warehous",
+    )
+    done = greenery(command, *args, env=env)
+    assert done.returncode == 2 and done.stderr == (
         "error: GREENERY_WAREHOUSE_CONN_ID='greenery_warehous': no such connection (AIRFLOW_CONN_GREENERY_WAREHOUS is"
         " not set; the greenery command reads connections from the environment); unset GREENERY_WAREHOUSE_CONN_ID to"
         " use the embedded PostgreSQL; nothing was done\n"
-    ), (out, err)
-    assert "embedded PostgreSQL in" not in out and not (tmp_path / "state" / "pg").exists()
+    ), done
+    assert "embedded PostgreSQL in" not in done.stdout and not (tmp_path / "state" / "pg").exists()
 
 
 @pytest.mark.parametrize("command_args", [("db", "status"), ("answers",)])

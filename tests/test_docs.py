@@ -89,6 +89,54 @@ def test_a_broken_docs_file_is_one_line_naming_it(text, error, tmp_path, monkeyp
     assert capsys.readouterr().err == f"error: {err.value}\n"
 
 
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        # Review: each went unused in silence, or failed the model's task as its SQL's error, retried (338 s).
+        ("one:\n  columns:\n    - one\n", ": entry one: columns: expected a mapping (key: value lines), got a list"),
+        ("one:\n  columns:\n    one: [a]\n", ": entry one: column one: expected its meaning as text, got a list"),
+        ("one:\n  description: a\none:\n  owner: analytics\n", ", line 3: one is given twice (YAML keeps the last"),
+        ("one:\n  columns:\n    one: a\n    one: b\n", ", line 4: one is given twice"),
+        ("onne:\n  description: a\n", ": entry onne: no marts model of that name"),
+        ("one:\n  owner: analytcs\n", ": entry one: owner 'analytcs' is not in _owners.yml (analytics)"),
+        ("one:\n  descripton: a\n", ": entry one: descripton: no such key (an entry holds description, owner,"),
+    ],
+    ids=["columns-list", "column-list", "model-twice", "column-twice", "no-model", "owner", "key"],
+)
+def test_a_docs_entry_that_would_be_lost_or_break_its_model_is_refused_naming_it(
+    text, error, tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "sql" / "marts").mkdir(parents=True)
+    (tmp_path / "sql" / "marts" / "one.sql").write_text("select 1 as one")
+    (tmp_path / "sql" / "_owners.yml").write_text("analytics:\n  name: Analytics\n")
+    (path := tmp_path / "sql" / "marts" / "_docs.yml").write_text(text)
+    monkeypatch.setenv("GREENERY_SQL_DIR", str(tmp_path / "sql"))
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    with pytest.raises(docs.DocsError) as err:
+        docs.check(models.discover())
+    assert str(err.value).startswith(f"{path}{error}"), err.value
+    from greenery import cli
+
+    assert cli.main(["docs"]) == 2
+    assert capsys.readouterr().err == f"error: {err.value}\n"
+
+
+def test_a_docs_file_of_the_wrong_shape_fails_the_run_at_its_first_build_task(tmp_path, monkeypatch):
+    """Review: int_buyers' columns written as a list failed its own task as a SQL error, twice retried; a YAML error
+    in one layer's file failed four other models' tasks. prepare_build reads them before anything is built."""
+    import shutil
+
+    from greenery.tasks import build as build_task
+
+    shutil.copytree(config.get().sql_dir, tmp_path / "sql")
+    docs_file = tmp_path / "sql" / "intermediate" / "_docs.yml"
+    text = docs_file.read_text()
+    docs_file.write_text(text.replace("int_buyers:\n", "int_buyers:\n  colour: green\n", 1))
+    monkeypatch.setenv("GREENERY_SQL_DIR", str(tmp_path / "sql"))
+    with pytest.raises(docs.DocsError, match=r"_docs\.yml: entry int_buyers: colour: no such key"):
+        build_task.prepare({"run_id": "x", "logical_date": dt.datetime(2021, 2, 11, tzinfo=dt.UTC)})
+
+
 def test_every_model_is_documented_and_owned():
     found = models.discover()
     assert set(docs.load()) == set(found)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -162,6 +163,15 @@ def sql_copy(tmp_path):
     return target
 
 
+@pytest.mark.parametrize("where", ["mart/fact_x.sql", "marts/sub/fact_x.sql", "marts/fact_x.SQL", "fact_x.sql"])
+def test_a_model_file_outside_the_layer_folders_is_refused_not_left_unbuilt(sql_copy, where):
+    """Review: each was never built, and nothing said so."""
+    (sql_copy / where).parent.mkdir(parents=True, exist_ok=True)
+    (sql_copy / where).write_text("select 1 as x")
+    with pytest.raises(models.ModelDefinitionError, match=re.escape(f"{sql_copy / where}: not a model file: a model")):
+        models.discover(sql_copy)
+
+
 def test_a_new_model_file_wires_itself_in(sql_copy):
     (sql_copy / "marts" / "fact_orders_by_state.sql").write_text(
         "{{ config(unique_key='state') }}\n"
@@ -194,6 +204,19 @@ def test_a_new_model_file_wires_itself_in(sql_copy):
         ("marts", "{{ config(full_build_settings={'work_mem': 64}) }} select 1", "full_build_settings"),
         ("marts", "select * from {{ ref(some_variable) }}", "must be literals"),
         ("marts", "select {{ ", "unexpected"),
+        # Review: a misspelt key was ignored (an incremental model built whole, green); a misspelt source() was built,
+        # failed on a missing relation, and was retried for minutes.
+        (
+            "marts",
+            "{{ config(materialised='incremental') }} select 1",
+            re.escape(":1: config(materialised=...) is no setting; did you mean 'materialized'?"),
+        ),
+        ("marts", "{{ config(colour='red') }} select 1", re.escape("config() takes materialized, unique_key")),
+        (
+            "marts",
+            "select * from {{ source('promo') }}",
+            re.escape("source('promo') names no raw table; did you mean 'promos'?"),
+        ),
     ],
 )
 def test_bad_model_files_are_reported_with_their_path(sql_copy, layer, text, message):

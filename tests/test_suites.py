@@ -264,6 +264,32 @@ def test_a_suite_file_without_ids_is_refused_by_name(tmp_path):
         suites.load_suites(MODELS, tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("suite", "typo", "said"),
+    [
+        ("int_orders", ("ref('stg_postgres__orders')", "ref('stg_postgres__order')"), "ref('stg_postgres__order')"),
+        ("int_orders", ("ref('stg_postgres__orders')", "source('order')"), "source('order') names no raw table; did"),
+        ("int_orders", ("ref('stg_postgres__orders')", "ref(name)"), "ref() takes one name, as ref('x')"),
+        ("metrics_daily", ("{{ run_date }}", "{{ run_day }}"), "no variable run_day; a suite's text may use run_date,"),
+        ("metrics_daily", ("{{ run_date }}", "{{ run_date }"), "unexpected '}'"),
+    ],
+    ids=["ref", "source", "not-a-name", "variable", "syntax"],
+)
+def test_a_suite_naming_what_does_not_exist_is_refused_by_file_and_expectation(suite, typo, said, tmp_path):
+    """Review: a typo'd ref() in a suite's query passed prepare_build and failed validate, after every model was
+    built, with "KeyError: 'stg_postgres__order'", naming no file or expectation (in the page too)."""
+    data = json.loads(SUITES[suite].path.read_text())
+    i = next(i for i, e in enumerate(data["expectations"]) if typo[0] in json.dumps(e))
+    data["expectations"][i] = json.loads(json.dumps(data["expectations"][i]).replace(typo[0], typo[1], 1))
+    (tmp_path / f"{suite}.json").write_text(suites.dump(data))
+    with pytest.raises(suites.SuiteDefinitionError) as refused:
+        suites.load_suites(MODELS, tmp_path)
+    where = f"{suite}.json: expectation {i} ({data['expectations'][i]['type']}): "
+    assert where + said in str(refused.value), refused.value
+    if typo[1].startswith("ref('"):
+        assert str(refused.value).endswith("names no model; did you mean 'stg_postgres__orders'?"), refused.value
+
+
 def test_a_suite_file_with_an_unknown_severity_is_refused_naming_every_severity(tmp_path):
     """Review: the message said "needs severity 'critical' or 'warning'", though 'info' is accepted too (a
     capitalized "Info" is not: GX's severities are lower case)."""

@@ -56,11 +56,67 @@ def _entries(path: Path) -> dict[str, dict]:
         raise DocsError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(found, dict):
         raise DocsError(f"{path}: expected a mapping of names to entries, got a {type(found).__name__}")
+    if repeated := _repeated_key(
+        yaml.compose(text, Loader=yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
+    ):
+        key, line = repeated  # review: a model named twice lost its first entry, green and silent
+        raise DocsError(f"{path}, line {line}: {key} is given twice (YAML keeps the last, dropping the other)")
     for name, entry in found.items():
         if not isinstance(entry, dict):
             got = "nothing" if entry is None else f"a {type(entry).__name__} ({str(entry)[:40]!r})"
             raise DocsError(f"{path}: entry {name}: expected a mapping of keys to values, got {got}")
     return found
+
+
+def _repeated_key(node) -> tuple[str, int] | None:
+    """The first key a mapping of the document repeats, with its line, at any depth."""
+    pairs = getattr(node, "value", None)
+    if not isinstance(pairs, list):
+        return None
+    seen = set()
+    for item in pairs:
+        key, value = item if isinstance(item, tuple) else (None, item)
+        if key is not None and key.value in seen:
+            return key.value, key.start_mark.line + 1
+        seen.add(getattr(key, "value", None))
+        if found := _repeated_key(value):
+            return found
+    return None
+
+
+# What an entry may hold, and the type of each (review: columns written as a list failed every run of the model with
+# an AttributeError blamed on its SQL, retried twice, 338 s).
+ENTRY_KEYS = {"description": str, "owner": str, "columns": dict, "indicators": dict}
+
+
+def check(models: dict) -> None:
+    """Every entry of the layers' _docs.yml names a model of its layer, holds what :data:`ENTRY_KEYS` allows, its
+    columns text, its owner one of _owners.yml (review: an entry naming no model, or a misspelt owner, went unused in
+    silence: the model lost its docs, its alerts their owner). Raises DocsError naming the file and entry."""
+    folder = Path(config.get().sql_dir)
+    known_owners = owners(folder)
+    for name, doc in load(folder).items():
+        where = f"{folder / doc['layer'] / '_docs.yml'}: entry {name}"
+        if name not in models or models[name].layer != doc["layer"]:
+            layer = f" (it is a {models[name].layer} model)" if name in models else ""
+            raise DocsError(f"{where}: no {doc['layer']} model of that name{layer}")
+        for key, value in doc.items():
+            if key != "layer" and key not in ENTRY_KEYS:
+                raise DocsError(f"{where}: {key}: no such key (an entry holds {', '.join(ENTRY_KEYS)})")
+            if key != "layer" and not isinstance(value, ENTRY_KEYS[key]):
+                raise DocsError(f"{where}: {key}: expected {_KIND[ENTRY_KEYS[key]]}, got {_kind(value)}")
+        for column, text in (doc.get("columns") or {}).items():
+            if not isinstance(text, str):
+                raise DocsError(f"{where}: column {column}: expected its meaning as text, got {_kind(text)}")
+        if doc.get("owner") and doc["owner"] not in known_owners:
+            raise DocsError(f"{where}: owner {doc['owner']!r} is not in _owners.yml ({', '.join(known_owners)})")
+
+
+_KIND = {str: "text", dict: "a mapping (key: value lines)"}
+
+
+def _kind(value: object) -> str:
+    return "nothing" if value is None else _KIND.get(type(value)) or f"a {type(value).__name__}"
 
 
 def owner_of(model: str) -> dict | None:

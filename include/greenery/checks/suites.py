@@ -10,6 +10,7 @@ only alerts, ``info`` is only listed. ``unexpected_rows_query`` texts may name o
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import meta, nodes
 
 from greenery import config
 from greenery.checks import strict_json
@@ -26,7 +28,17 @@ from greenery.errors import RetryCannotFix
 from greenery.project.models import Model
 from greenery.project.render import FAR_PAST, Interval, compiled, incremental_since, sql_literal
 from greenery.project.render import valid_since as render_valid_since
+from greenery.sources.schema import RAW_TABLES
 
+# What a suite's text may name (resolve_refs, run_variables; gx.validate adds published): each call's kind of name
+# and the names it takes.
+CALLS = {
+    "ref": lambda models: ("model", models),
+    "published": lambda models: ("model", models),
+    "quarantined": lambda models: ("model", models),
+    "source": lambda models: ("raw table", RAW_TABLES),
+}
+VARIABLES = ("run_date", "start_date", "lookback_start", "valid_since", "full_refresh")
 # GX's own severities: critical blocks the publish, warning alerts, info is listed and never alerts.
 SEVERITIES = ("critical", "warning", "info")
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - SQL, not HTML
@@ -84,6 +96,7 @@ def _load(path: Path, models: Mapping[str, Model]) -> SuiteFile:
         raise SuiteDefinitionError(f"{path}: no expectations")
     check_ids(path, data)
     for i, exp in enumerate(expectations):
+        _check_templates(path, f"expectation {i} ({exp.get('type')})", exp, models)
         if exp.get("severity") not in SEVERITIES:  # named from SEVERITIES (review: 'info' was accepted, unnamed)
             accepted = ", ".join(map(repr, SEVERITIES[:-1])) + f" or {SEVERITIES[-1]!r}"
             found = f"not {exp['severity']!r}" if "severity" in exp else "none given"
@@ -91,6 +104,37 @@ def _load(path: Path, models: Mapping[str, Model]) -> SuiteFile:
                 f"{path}: expectation {i} ({exp.get('type')}) needs severity {accepted}, {found}"
             )
     return SuiteFile(name, path, data)
+
+
+def _check_templates(path: Path, where: str, value: Any, models: Mapping[str, Model]) -> None:
+    """Every ``{{ }}`` of an expectation names models, raw tables and variables that exist (review: a typo'd ref()
+    failed validate, after every model was built, with a bare KeyError naming nothing)."""
+    if isinstance(value, dict | list):
+        for v in value.values() if isinstance(value, dict) else value:
+            _check_templates(path, where, v, models)
+        return
+    if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
+        return
+    try:
+        tree = _ENV.parse(value)
+    except jinja2.TemplateSyntaxError as exc:
+        raise SuiteDefinitionError(f"{path}: {where}: {exc.message} (line {exc.lineno} of its text)") from None
+    for call in tree.find_all(nodes.Call):
+        if not isinstance(call.node, nodes.Name) or call.node.name not in CALLS:
+            continue
+        name, (kind, known) = call.node.name, CALLS[call.node.name](models)
+        [arg] = call.args if len(call.args) == 1 and not call.kwargs else [None]
+        if not isinstance(arg, nodes.Const) or not isinstance(arg.value, str):
+            raise SuiteDefinitionError(f"{path}: {where}: {name}() takes one name, as {name}('x')")
+        if arg.value not in known:
+            close = difflib.get_close_matches(arg.value, list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SuiteDefinitionError(f"{path}: {where}: {name}({arg.value!r}) names no {kind}{hint}")
+    if unknown := sorted(meta.find_undeclared_variables(tree) - set(CALLS) - set(VARIABLES)):
+        raise SuiteDefinitionError(
+            f"{path}: {where}: no variable {', '.join(unknown)}; a suite's text may use {', '.join(VARIABLES)}"
+            f" and {', '.join(f'{c}()' for c in CALLS)}"
+        )
 
 
 def load_complete(models: Mapping[str, Model], directory: Path | None = None) -> dict[str, SuiteFile]:

@@ -22,8 +22,14 @@ from jinja2 import nodes
 
 from greenery import config
 from greenery.errors import RetryCannotFix
+from greenery.sources.schema import RAW_TABLES
 
 MATERIALIZATIONS = ("table", "daily_partition", "incremental", "snapshot")
+# What config() takes (review: materialised='incremental' built a whole table each day, green, without a word).
+CONFIG_KEYS = (
+    "materialized", "unique_key", "incremental_column", "lookback_days", "partition_by", "check_cols", "quarantine",
+    "column_types", "indexes", "full_build_settings",
+)  # fmt: skip
 # An incremental model recomputes the rows at or after the run's day minus this many days (late data).
 DEFAULT_LOOKBACK_DAYS = 3
 # A PostgreSQL setting's name (enable_indexscan, or an extension's such as pg_trgm.similarity_threshold).
@@ -163,7 +169,12 @@ def _model(path: Path, layer: str, template: str) -> Model:
         elif call.node.name == "source":
             sources.append(str(_const(call.args[0], path, "source()")))
         elif call.node.name == "config":
-            config.update({kw.key: _const(kw.value, path, "config()") for kw in call.kwargs})
+            for kw in call.kwargs:
+                if kw.key not in CONFIG_KEYS:
+                    close = difflib.get_close_matches(kw.key, CONFIG_KEYS, n=1)
+                    hint = f"did you mean {close[0]!r}?" if close else f"config() takes {', '.join(CONFIG_KEYS)}"
+                    raise ModelDefinitionError(f"{path}:{kw.lineno}: config({kw.key}=...) is no setting; {hint}")
+                config[kw.key] = _const(kw.value, path, "config()")
     materialized = config.get("materialized", "table")
     if materialized not in MATERIALIZATIONS:
         raise ModelDefinitionError(f"{path}: materialized={materialized!r}, expected one of {MATERIALIZATIONS}")
@@ -228,7 +239,19 @@ def discover(sql_dir: Path | None = None) -> dict[str, Model]:
             found[model.name] = model
     if not found:
         raise ModelDefinitionError(f"no models found under {sql_dir}")
+    for path in sorted(sql_dir.rglob("*")):  # review: marts/sub/x.sql, mart/x.sql and x.SQL were never built, silently
+        placed = path.suffix == ".sql" and path.parent.parent == sql_dir and path.parent.name in config.LAYERS
+        if path.suffix.lower() == ".sql" and not placed:
+            raise ModelDefinitionError(
+                f"{path}: not a model file: a model is <layer>/<name>.sql under {sql_dir}, a layer one of"
+                f" {', '.join(config.LAYERS)}"
+            )
     for model in found.values():
+        for table in model.sources:  # review: source('promo') was built, failed on a missing relation, and retried
+            if table not in RAW_TABLES:
+                close = difflib.get_close_matches(table, RAW_TABLES, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (raw has {', '.join(RAW_TABLES)})"
+                raise ModelDefinitionError(f"{model.path}: source({table!r}) names no raw table{hint}")
         for ref in model.refs:
             if ref not in found:
                 close = difflib.get_close_matches(ref, found, n=1)

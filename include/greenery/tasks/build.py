@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from greenery import gc_tuning, runtime, wap, warehouse
+from greenery import docs, gc_tuning, runtime, wap, warehouse
 from greenery.checks import suites as suite_files
 from greenery.materialize.build import build_model
 from greenery.project import models as model_files
@@ -25,7 +25,9 @@ def prepare(context: Any) -> dict[str, Any]:
     are read first: a malformed or missing one (GREENERY_EXPECTATIONS_DIR pointing nowhere) fails the run here, not
     in validate after every model was built (review), and so does one GX cannot read, every file's problems at once
     (user trial: a misspelt key failed validate, naming no file, one file per run)."""
-    suites = suite_files.load_complete(model_files.discover())  # without GX: a malformed file is named at once
+    found = model_files.discover()
+    suites = suite_files.load_complete(found)  # without GX: a malformed file is named at once
+    docs.check(found)  # review: a _docs.yml entry of the wrong shape failed its model's task, retried, 338 s
     with gc_tuning.fewer_collections():  # GX's import makes millions of objects (validate does the same)
         from greenery.checks import gx_suites  # GX: imported by the task, never when the DAG is parsed
 

@@ -227,10 +227,22 @@ def test_bad_model_files_are_reported_with_their_path(sql_copy, layer, text, mes
     assert "bad_model" in str(err.value)
 
 
-def test_cycles_are_rejected(sql_copy):
-    (sql_copy / "marts" / "a_model.sql").write_text("select * from {{ ref('b_model') }}")
-    (sql_copy / "marts" / "b_model.sql").write_text("select * from {{ ref('a_model') }}")
-    with pytest.raises(models.ModelDefinitionError, match="cycle"):
+def test_cycles_are_rejected_naming_where_each_model_reads_the_next(sql_copy):
+    """Review: the message named the models but not the files and lines to fix."""
+    (sql_copy / "marts" / "a_model.sql").write_text("-- a\nselect * from {{ ref('b_model') }}")
+    (sql_copy / "marts" / "b_model.sql").write_text("select * from {{ ref( 'a_model' ) }}")
+    with pytest.raises(models.ModelDefinitionError) as refused:
+        models.discover(sql_copy)
+    a, b = sql_copy / "marts" / "a_model.sql", sql_copy / "marts" / "b_model.sql"
+    assert str(refused.value) in (
+        f"models form a cycle: a_model reads b_model at {a}:2, b_model reads a_model at {b}:1",
+        f"models form a cycle: b_model reads a_model at {b}:1, a_model reads b_model at {a}:2",
+    ), refused.value
+
+
+def test_an_unknown_ref_is_named_with_its_line(sql_copy):
+    (sql_copy / "marts" / "a_model.sql").write_text("with x as (\n  select * from {{ ref('fact_order') }}\n)\nselect 1")
+    with pytest.raises(models.ModelDefinitionError, match=re.escape("a_model.sql:2: ref('fact_order') names no")):
         models.discover(sql_copy)
 
 

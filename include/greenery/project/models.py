@@ -15,6 +15,7 @@ import graphlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
 
 import jinja2
@@ -256,15 +257,23 @@ def discover(sql_dir: Path | None = None) -> dict[str, Model]:
             if ref not in found:
                 close = difflib.get_close_matches(ref, found, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ModelDefinitionError(f"{model.path}: ref({ref!r}) names no model{hint}")
+                raise ModelDefinitionError(f"{model.path}{_line_of(model, ref)}: ref({ref!r}) names no model{hint}")
             if config.LAYERS.index(found[ref].layer) > config.LAYERS.index(model.layer):
                 raise ModelDefinitionError(f"{model.path}: reads {ref!r} from a later layer ({found[ref].layer})")
     sorter = graphlib.TopologicalSorter({m.name: m.refs for m in found.values()})
     try:
         order = list(sorter.static_order())
     except graphlib.CycleError as exc:
-        raise ModelDefinitionError(f"models form a cycle: {' -> '.join(exc.args[1])}") from exc
+        cycle = exc.args[1]  # each model read by the next: name where each reads the one before
+        reads = ", ".join(f"{b} reads {a} at {found[b].path}{_line_of(found[b], a)}" for a, b in pairwise(cycle))
+        raise ModelDefinitionError(f"models form a cycle: {reads}") from exc
     return {name: found[name] for name in order}
+
+
+def _line_of(model: Model, ref: str) -> str:
+    """ ":N", the line of ``model``'s file where it reads ``ref`` ("" when not found as written)."""
+    found = re.search(rf"ref\(\s*['\"]{re.escape(ref)}['\"]\s*\)", model.template)
+    return f":{model.template.count(chr(10), 0, found.start()) + 1}" if found else ""
 
 
 def ancestors(models: Mapping[str, Model]) -> dict[str, set[str]]:

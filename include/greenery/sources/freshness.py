@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from greenery import config
@@ -213,7 +214,11 @@ def _left_raw(cur, built: str | None, table: str, day: dt.date) -> str:
     if built is None or cur.execute("select to_regclass(%s)", (built,)).fetchone()[0] is None:
         return ""
     query = sql.SQL("select row_count from {} where source_table = %s and day = %s")
-    found = cur.execute(query.format(sql.Identifier(*built.split("."))), (table, day)).fetchone()
+    try:
+        with cur.connection.transaction():  # a savepoint: a table this cannot read only loses the hint
+            found = cur.execute(query.format(sql.Identifier(*built.split("."))), (table, day)).fetchone()
+    except psycopg.Error:
+        return ""
     if not found or not found[0]:
         return ""
     return (

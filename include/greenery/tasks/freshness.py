@@ -121,7 +121,8 @@ def check(context: Any) -> dict[str, Any]:
         )
         raise not_over
     with warehouse.connect() as conn:
-        problems = freshness.check(conn, interval, built=found["int_daily_marts_built"].relation)
+        built = found["int_daily_marts_built"].relation if "int_daily_marts_built" in found else None
+        problems = freshness.check(conn, interval, built=built)
         if runtime.full_refresh(context):
             problems = _accept_a_day_without_rows(conn, interval, problems)
         elif not problems:

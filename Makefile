@@ -44,8 +44,9 @@ TEST_WORKERS ?= 3
 # keeps a test module with its asserts rewritten only where it may, and where the variable is set (as on the CI
 # machine) each worker rewrote every test module on every run, 1.2-1.5 of the 2-3 CPU-s its collection took.
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest --disable-plugin-autoload -p xdist.plugin -p pytest_timeout
+# The 25 slowest tests are listed at the end: where the suite's time goes, in every CI log (issue #15).
 test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow + Celery workers (starts its own PostgreSQL and Redis)
-	$(PYTEST) -p _hypothesis_pytestplugin -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PYTEST) -p _hypothesis_pytestplugin -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 test-celery: $(STAMP) ## only the Celery test: Redis, scheduler, api-server and two workers, one killed (~1.5 min)
 	$(PYTEST) tests/test_celery_workers.py

@@ -1203,9 +1203,7 @@ def test_the_demo_never_writes_to_a_configured_warehouse(published_url, pg_admin
     monkeypatch.setattr(cli, "STATE_DIR", tmp_path)
     monkeypatch.setattr(cli, "_no_scheduler_running_the_dag", lambda: None)  # Airflow is left out
     ran_on = []
-    monkeypatch.setattr(
-        cli, "run_days", lambda days, verbose=False: ran_on.append(os.environ[warehouse.conn_env_var()]) or 0
-    )
+    monkeypatch.setattr(cli, "run_days", lambda days, **_: ran_on.append(os.environ[warehouse.conn_env_var()]) or 0)
     monkeypatch.setattr(cli, "print_answers", lambda day: 0)
     count = "select count(*) from raw.users"
     with psycopg.connect(published_url) as conn:
@@ -1236,8 +1234,12 @@ def test_the_demo_runs_the_last_day_with_orders(pg_admin_url, tmp_path, monkeypa
     )
     monkeypatch.setattr(cli, "STATE_DIR", tmp_path)
     monkeypatch.setattr(cli, "_no_scheduler_running_the_dag", lambda: None)  # Airflow is left out
-    ran = []
-    monkeypatch.setattr(cli, "run_days", lambda days, verbose=False: ran.extend(days) or 0)
+    ran, refreshed = [], []
+    monkeypatch.setattr(
+        cli,
+        "run_days",
+        lambda days, verbose=False, full_refresh=False: ran.extend(days) or refreshed.append(full_refresh) or 0,
+    )
     monkeypatch.setattr(cli, "print_answers", lambda day: 0)
     assert cli.main(["demo", "--scale", "5"]) == 0
     with psycopg.connect(scratch) as conn:
@@ -1245,6 +1247,29 @@ def test_the_demo_runs_the_last_day_with_orders(pg_admin_url, tmp_path, monkeypa
             "select (select max(created_at)::date from raw.orders), (select max(created_at)::date from raw.events)"
         ).fetchone()
     assert ran == [last_orders] and last_events > last_orders, (ran, last_orders, last_events)
+    assert refreshed == [False]  # nothing published there yet: its first run reads all of raw anyway
+
+
+def test_the_demo_over_tables_published_from_other_raw_rebuilds_them_from_its_own(published_url, tmp_path, monkeypatch):
+    """Developer's trial: `greenery load-raw` of the real data and runs of its days, then `greenery demo` in the same
+    state folder: its raw replaced whole, the run blocked on lost history and said to run the demo again, which
+    failed the same way. Over published tables the demo's run is a full refresh (raw as the demo loaded it)."""
+    import types
+
+    from greenery import cli
+    from greenery.dev import embedded_pg
+
+    monkeypatch.setattr(
+        embedded_pg, "open_server", lambda path: types.SimpleNamespace(url=lambda: published_url, data_dir=path)
+    )
+    monkeypatch.setattr(cli, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(cli, "_no_scheduler_running_the_dag", lambda: None)  # Airflow is left out
+    refreshed = []
+    monkeypatch.setattr(
+        cli, "run_days", lambda days, verbose=False, full_refresh=False: refreshed.append(full_refresh) or 0
+    )
+    monkeypatch.setattr(cli, "print_answers", lambda day: 0)
+    assert cli.main(["demo", "--scale", "0.05"]) == 0 and refreshed == [True]
 
 
 def test_a_green_day_says_what_it_quarantined_and_warned(warehouse_url):

@@ -300,6 +300,28 @@ def test_a_docs_key_naming_no_column_fails_naming_the_docs_file_not_the_models_s
     assert str(err.value).startswith(expected) and "(promo_id, total_revenue)" in str(err.value), err.value
 
 
+def test_a_unique_key_naming_no_column_fails_the_build_naming_the_model(db, tmp_path):
+    """Developer's trial: config(unique_key='promoid') published green; every alert on the table then said its keys
+    could not be read. The build names the model, the key and its columns, and is not retried."""
+    import shutil
+
+    from greenery.errors import RetryCannotFix
+    from greenery.materialize.model_sql import ModelBuildError
+
+    shutil.copytree(config.get().sql_dir, tmp_path / "sql")
+    (tmp_path / "sql" / "marts" / "fact_promo_usage.sql").write_text(
+        "{{ config(unique_key='promoid') }}\nselect 'p1' as promo_id, 2 as orders"
+    )
+    found = models.discover(tmp_path / "sql")
+    with pytest.raises(ModelBuildError) as err:
+        build.build_model(db, found["fact_promo_usage"], found, render.Interval.for_day(dt.date(2021, 2, 11)))
+    assert isinstance(err.value, RetryCannotFix)
+    assert (
+        "fact_promo_usage.sql): config(unique_key=...) names promoid, not a column of the model (orders, promo_id)"
+        in (str(err.value))
+    ), err.value
+
+
 def test_write_readme_names_the_file_it_wrote(tmp_path, monkeypatch, capsys):
     """Review: run from another checkout with this venv, it rewrote this checkout's README and said only "README.md
     updated"; it names the file."""

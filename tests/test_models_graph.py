@@ -217,6 +217,7 @@ def test_a_new_model_file_wires_itself_in(sql_copy):
             "select * from {{ source('promo') }}",
             re.escape("source('promo') names no raw table; did you mean 'promos'?"),
         ),
+        ("marts", "{{ config(partition_by='day') }} select 1", re.escape("partition_by is for materialized='daily")),
     ],
 )
 def test_bad_model_files_are_reported_with_their_path(sql_copy, layer, text, message):

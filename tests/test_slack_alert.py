@@ -1071,6 +1071,15 @@ def test_a_check_that_could_not_be_evaluated_is_the_pipelines_to_fix_not_the_dat
     assert lines[-1].startswith(
         "The checks above could not be evaluated (their query failed): fix their model or suite, not the data, then"
     )
+    # Developer's trial: three query checks on the table, and the message did not say which one could not run.
+    query = {
+        **cause("boom"),
+        "expectation": "unexpected_rows_expectation",
+        "column": None,
+        "description": "x matches y",
+    }
+    [_, line, _] = verdict({"root_causes": [query]}).splitlines()
+    assert line == "- staging.t (from raw.t): unexpected_rows_expectation (x matches y): could not be evaluated: boom"
     lines = verdict({"root_causes": [cause(None), cause("boom")]}).splitlines()
     assert lines[0] == "2 critical problem(s) in the data; nothing was published:"
     # One wording for the red task and the alert (checks/root_causes.what_to_fix).

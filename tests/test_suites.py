@@ -191,6 +191,27 @@ def test_marts_have_an_exact_column_contract():
         assert set(model.unique_key) <= set(contracts[0]["kwargs"]["column_set"]), name
 
 
+COLUMN_KWARGS = ("column", "column_A", "column_B", "column_list")
+
+
+def test_every_column_a_suite_checks_is_a_column_of_its_model():
+    """Developer's trial: a warning's misspelt column ('revenu') passed make test-fast and every run, checking nothing.
+    The columns a suite names are the model's: its column-set contract, else its documented columns."""
+    documented = docs.load()
+    problems = []
+    for name, suite in SUITES.items():
+        contract = [e for e in suite.expectations if e["type"] == "expect_table_columns_to_match_set"]
+        known = set(contract[0]["kwargs"]["column_set"]) if contract else set(documented[name].get("columns") or {})
+        if not known:
+            continue  # neither says its columns (make test checks them on a built warehouse)
+        for i, e in enumerate(suite.expectations):
+            named = [e["kwargs"][k] for k in COLUMN_KWARGS if k in e["kwargs"]]
+            for column in [c for n in named for c in (n if isinstance(n, list) else [n])]:
+                if column not in known:
+                    problems.append(f"{suite.path.name}: expectation {i} ({e['type']}) checks {column!r}, not a column")
+    assert problems == [], "\n".join(problems)
+
+
 def test_queries_name_tables_through_ref_only():
     for name, suite in SUITES.items():
         for e in suite.expectations:
@@ -202,7 +223,10 @@ def test_queries_name_tables_through_ref_only():
             # queries use EXISTS / subqueries instead, so every one reads "subselect".
             after = re.findall(r"\{batch\}\s*(\w*)", query)
             assert all(word.lower() in BATCH_FOLLOWERS for word in after), f"{name}: alias after {{batch}}: {query}"
-            assert not re.search(r"\bjoin\b", query, re.IGNORECASE), (name, query)
+            assert not re.search(r"\bjoin\b", query, re.IGNORECASE), (
+                f"{name}: a suite query may not use JOIN (GX then leaves {{batch}} unaliased): read the other table"
+                f" with exists (...) or a subquery in the select list instead: {query}"
+            )
             for ref in re.findall(r"ref\('([^']+)'\)", query):
                 assert ref in MODELS, (name, ref)
             schemas = (config.get().raw_schema, *config.LAYERS)
@@ -288,6 +312,18 @@ def test_a_suite_naming_what_does_not_exist_is_refused_by_file_and_expectation(s
     assert where + said in str(refused.value), refused.value
     if typo[1].startswith("ref('"):
         assert str(refused.value).endswith("names no model; did you mean 'stg_postgres__orders'?"), refused.value
+
+
+def test_a_suite_file_naming_no_model_names_the_models_folder_and_the_closest_model(tmp_path):
+    data = json.loads(SUITES["fact_orders"].path.read_text())
+    data["name"] = "fact_order"
+    (tmp_path / "fact_order.json").write_text(suites.dump(data))
+    with pytest.raises(suites.SuiteDefinitionError) as refused:
+        suites.load_suites(MODELS, tmp_path)
+    assert str(refused.value) == (
+        f"{tmp_path / 'fact_order.json'}: no model named 'fact_order' in {config.get().sql_dir}; did you mean"
+        " 'fact_orders' (rename the file and its name)?"
+    )
 
 
 def test_a_suite_file_with_an_unknown_severity_is_refused_naming_every_severity(tmp_path):

@@ -179,12 +179,31 @@ def what_to_fix(causes: Iterable[Mapping[str, Any]]) -> str:
         # Review: a model's columns differing from its suite's column set was told "Fix the source rows".
         return "The tables' columns differ from their suites' column sets (the contract): fix the model or the suite"
     fix = "Fix the source rows named above"
+    found = [c for c in critical if not c.get("error")]
+    if found and all(_made_by_its_model(c) for c in found):
+        # Developer's trial: a model's join repeated a key, its staging passed every check, and the page said to fix
+        # the source rows, which were right.
+        fix = "Fix the model of each table named above (its key repeats where the tables it reads pass their checks:"
+        fix += " a join that repeats rows?), or the source rows it reads"
     if any(str(c.get("description") or "").startswith(LOST_DAY) for c in critical):  # re-trial: it looped
         fix = (
             "Restore the raw rows named above (deleted on purpose? instead, trigger the day with the Param"
             " full_refresh ticked, or `greenery run --date <day> --full-refresh`: a clear runs it again without it)"
         )
     return fix + (" and the model or suite of each check that could not be evaluated" if unevaluated else "")
+
+
+# Layers whose tables a model makes from others: a key repeated there with nothing failing upstream is likely the
+# model's own doing (a staging key repeated comes from raw).
+BUILT_LAYERS = ("intermediate", "marts")
+
+
+def _made_by_its_model(cause: Mapping[str, Any]) -> bool:
+    """A primary-key check of an intermediate or mart table, with no failing table upstream of it."""
+    described = str(cause.get("description") or "")
+    key = cause.get("expectation") == "expect_column_values_to_be_unique" or "primary key" in described
+    key = key or described.startswith("one row per")
+    return key and str(cause.get("table")).split(".")[0] in BUILT_LAYERS and not cause.get("downstream_of")
 
 
 # The critical lost-history check's description starts so (include/expectations/int_source_volumes_daily.json).

@@ -89,8 +89,10 @@ def _load(path: Path, models: Mapping[str, Model]) -> SuiteFile:
     name = data.get("name")
     if name != path.stem:
         raise SuiteDefinitionError(f"{path}: suite name {name!r} must equal the file name {path.stem!r}")
-    if name not in models:
-        raise SuiteDefinitionError(f"{path}: no model named {name!r} in include/sql")
+    if name not in models:  # developer's trial: it named the default folder, and no close name
+        close = difflib.get_close_matches(name, list(models), n=1)
+        hint = f"; did you mean {close[0]!r} (rename the file and its name)?" if close else ""
+        raise SuiteDefinitionError(f"{path}: no model named {name!r} in {config.get().sql_dir}{hint}")
     expectations = data.get("expectations") or []
     if not expectations:
         raise SuiteDefinitionError(f"{path}: no expectations")

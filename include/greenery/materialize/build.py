@@ -22,7 +22,7 @@ from psycopg import sql
 
 from greenery import docs, locks
 from greenery.materialize import incremental, quarantine, relations, snapshot
-from greenery.materialize.model_sql import ModelBuildError, ModelSql, OtherDaysError, build_error
+from greenery.materialize.model_sql import ModelBuildError, ModelSql, ModelSqlError, OtherDaysError, build_error
 from greenery.materialize.relations import ident
 from greenery.project.models import Model, ancestors
 from greenery.project.render import Interval, incremental_since, render
@@ -196,6 +196,21 @@ def _create_as(cur, prefix: sql.Composable, select: ModelSql | sql.Composable, s
     return cur.rowcount
 
 
+def _check_unique_key(cur, model: Model, relation: str) -> None:
+    """config(unique_key=...) names columns of the model (developer's trial: a misspelt key published green, and
+    every alert on the table then said its keys could not be read)."""
+    found = cur.execute(
+        "select array_agg(attname::text) from pg_attribute where attrelid = %s::regclass and attnum > 0"
+        " and not attisdropped",
+        (relation,),
+    ).fetchone()[0]
+    if missing := [k for k in model.unique_key if k not in found]:
+        raise ModelSqlError(
+            f"model {model.name} ({model.path}): config(unique_key=...) names {', '.join(missing)}, not a column of"
+            f" the model ({', '.join(sorted(found))})"
+        )
+
+
 def build_model(
     conn,
     model: Model,
@@ -262,6 +277,7 @@ def build_model(
                 rows = _write_table(cur, target, select)
             else:
                 rows = _write_partition(cur, target, select, interval.day)
+            _check_unique_key(cur, model, target.relation)
             if target.in_place or not is_incremental:  # a build's delta gets them when it is merged at publish
                 docs.apply_comments(cur, model.name, target.schema, model.name)
                 cur.execute(sql.SQL("analyze {}").format(ident(target.relation)))

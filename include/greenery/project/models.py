@@ -181,6 +181,8 @@ def _model(path: Path, layer: str, template: str) -> Model:
         raise ModelDefinitionError(f"{path}: materialized={materialized!r}, expected one of {MATERIALIZATIONS}")
     if materialized == "daily_partition" and not config.get("partition_by"):
         raise ModelDefinitionError(f"{path}: a daily_partition model needs config(partition_by=...)")
+    if materialized != "daily_partition" and "partition_by" in config:  # developer's trial: ignored in silence
+        raise ModelDefinitionError(f"{path}: partition_by is for materialized='daily_partition', not {materialized!r}")
     if materialized == "incremental":
         if not config.get("unique_key") or not config.get("incremental_column"):
             raise ModelDefinitionError(

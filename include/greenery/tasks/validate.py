@@ -227,7 +227,8 @@ def verdict(summary: dict[str, Any]) -> str:
         if keys and (more := (r.get("unexpected_count") or 0) - sum(k["count"] for k in shown)) > 0:
             keys += f" (and {more} more rows)"
         sources = f" (from {', '.join(r['sources'])})" if r["sources"] else ""
-        column = f"({r['column']})" if r.get("column") else ""
+        # A query check has no column: its description says which (developer's trial: three such checks, one broken)
+        column = f"({r['column']})" if r.get("column") else (f" ({r['description']})" if r.get("description") else "")
         also = f"; also fails in {', '.join(r['also_fails_in'])}" if r["also_fails_in"] else ""
         if r.get("downstream_of"):
             also += f"; reads {', '.join(r['downstream_of'])}, failing above: it may follow from that"

@@ -300,6 +300,7 @@ def test_a_docs_key_naming_no_column_fails_naming_the_docs_file_not_the_models_s
     assert str(err.value).startswith(expected) and "(promo_id, total_revenue)" in str(err.value), err.value
 
 
+@pytest.mark.db
 def test_a_unique_key_naming_no_column_fails_the_build_naming_the_model(db, tmp_path):
     """Developer's trial: config(unique_key='promoid') published green; every alert on the table then said its keys
     could not be read. The build names the model, the key and its columns, and is not retried."""

@@ -104,19 +104,23 @@ def test_a_day_emptied_on_purpose_in_the_middle_of_the_history_publishes_with_a_
     built as raw holds it. A full_refresh publishes raw as it is: the drop is a warning; without it, critical."""
     from helpers import run_day_without_airflow
 
-    with psycopg.connect(warehouse_url, autocommit=True) as conn:
-        load.load_dir(conn, generated)
-        run_day_without_airflow(conn, DROP_DAY, "history")
-        drop_most_orders_of(conn, DROP_DAY, kept=0)
-        run_day_without_airflow(conn, DROP_DAY, "emptied-on-purpose", full_refresh=True)
-    said = f"orders on {DROP_DAY}: 0 rows; expected "
-    for full_refresh, severity in ((True, "warning"), (False, "critical")):
+    def drop_of(full_refresh: bool, kept: int) -> tuple[list[str], bool]:
         summary = validate_suite(
             "int_source_volumes_daily", DROP_DAY, tmp_path, every_run_variable=True, full_refresh=full_refresh
         )
-        drops = [f for f in summary["failures"] if said in json.dumps(f["sample_keys"])]
-        assert [f["severity"] for f in drops] == [severity], summary["failures"]
-        assert summary["blocking"] is not full_refresh, summary["failures"]
+        said = f"orders on {DROP_DAY}: {kept} rows; expected "
+        return [f["severity"] for f in summary["failures"] if said in json.dumps(f["sample_keys"])], summary["blocking"]
+
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        load.load_dir(conn, generated)
+        run_day_without_airflow(conn, DROP_DAY, "history")
+        drop_most_orders_of(conn, DROP_DAY, kept=KEPT)  # a broken extract, in a full_refresh too: critical
+        run_day_without_airflow(conn, DROP_DAY, "cut-short", full_refresh=True)
+        assert drop_of(full_refresh=True, kept=KEPT) == (["critical"], True)  # review: a full_refresh let it out
+        drop_most_orders_of(conn, DROP_DAY, kept=0)
+        run_day_without_airflow(conn, DROP_DAY, "emptied-on-purpose", full_refresh=True)
+    assert drop_of(full_refresh=True, kept=0) == (["warning"], False)
+    assert drop_of(full_refresh=False, kept=0) == (["critical"], True)
 
 
 def test_a_sudden_volume_drop_pages_on_its_day_only_with_the_expected_range(
@@ -626,9 +630,10 @@ def test_a_day_deleted_from_raw_on_purpose_runs_again_with_a_full_refresh_and_th
     first = raw_changed_as_of(day, tmp_path)[0]
     # Its command is one that runs (re-trial: without --full-refresh, the source check refused the emptied day).
     assert first.startswith(
-        f"events on {gone_day}: no rows left that day (deleted on purpose?): run it and the days after it again with a"
-        f" full_refresh, which builds a day as raw holds it, oldest first: greenery run --date {gone_day} --end-date"
-        f" {day} --full-refresh (in the UI, trigger each day with the Param full_refresh, oldest first); 0 rows in raw"
+        f"events on {gone_day}: no rows left that day (deleted on purpose?): run it with a full_refresh, which builds a"
+        f" day as raw holds it, then the days after it, oldest first: greenery run --date {gone_day} --full-refresh,"
+        f" then greenery run --date {gone_day + dt.timedelta(days=1)} --end-date {day} (in the UI, trigger the day"
+        " with the Param full_refresh, then clear each later day's run in turn); 0 rows in raw"
     ), first
 
     with psycopg.connect(published_url, autocommit=True) as conn:

@@ -222,6 +222,15 @@ def test_a_bad_setting_is_one_line_naming_it(name, value, expected, tmp_path, ca
     assert err.startswith(f"error: {shown}: {expected}") and err.count("\n") == 1, err
 
 
+def test_connection_ids_airflow_takes_are_taken():
+    """Review: the first rule was narrower than Airflow's (RE_SANITIZE_CONN_ID): a secrets backend's aws/warehouse or
+    wh:prod was refused."""
+    for conn_id in ("aws/warehouse", "wh:prod", "dw#1", "a" * 250, "none"):
+        assert config.get({"GREENERY_WAREHOUSE_CONN_ID": conn_id}).warehouse_conn_id == conn_id
+    with pytest.raises(config.SettingError, match="at most 250"):
+        config.get({"GREENERY_WAREHOUSE_CONN_ID": "a" * 251})
+
+
 @pytest.mark.parametrize("command", ["answers", "load-raw", "run", "ui"])
 def test_a_warehouse_connection_named_and_not_defined_is_refused_not_replaced_by_the_embedded_one(command, tmp_path):
     """Review: GREENERY_WAREHOUSE_CONN_ID misspelt (its AIRFLOW_CONN_ not set) and the command said "using the
@@ -238,7 +247,7 @@ def test_a_warehouse_connection_named_and_not_defined_is_refused_not_replaced_by
     assert done.returncode == 2 and done.stderr == (
         "error: GREENERY_WAREHOUSE_CONN_ID='greenery_warehous': no such connection (AIRFLOW_CONN_GREENERY_WAREHOUS is"
         " not set; the greenery command reads connections from the environment); unset GREENERY_WAREHOUSE_CONN_ID to"
-        " use the embedded PostgreSQL; nothing was done\n"
+        " use the connection AIRFLOW_CONN_GREENERY_WAREHOUSE defines; nothing was done\n"
     ), done
     assert "embedded PostgreSQL in" not in done.stdout and not (tmp_path / "state" / "pg").exists()
 
@@ -1270,6 +1279,8 @@ def test_the_demo_over_tables_published_from_other_raw_rebuilds_them_from_its_ow
     )
     monkeypatch.setattr(cli, "print_answers", lambda day: 0)
     assert cli.main(["demo", "--scale", "0.05"]) == 0 and refreshed == [True]
+    # Review: then every demo after the first was a full refresh; the same raw again is not (its content, not its load)
+    assert cli.main(["demo", "--scale", "0.05"]) == 0 and refreshed == [True, False]
 
 
 def test_a_green_day_says_what_it_quarantined_and_warned(warehouse_url):

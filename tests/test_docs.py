@@ -100,8 +100,12 @@ def test_a_broken_docs_file_is_one_line_naming_it(text, error, tmp_path, monkeyp
         ("onne:\n  description: a\n", ": entry onne: no marts model of that name"),
         ("one:\n  owner: analytcs\n", ": entry one: owner 'analytcs' is not in _owners.yml (analytics)"),
         ("one:\n  descripton: a\n", ": entry one: descripton: no such key (an entry holds description, owner,"),
+        (
+            "one:\n  indicators:\n    x:\n      definition: d\n",
+            ": entry one: indicator x: expected definition and says",
+        ),
     ],
-    ids=["columns-list", "column-list", "model-twice", "column-twice", "no-model", "owner", "key"],
+    ids=["columns-list", "column-list", "model-twice", "column-twice", "no-model", "owner", "key", "indicator"],
 )
 def test_a_docs_entry_that_would_be_lost_or_break_its_model_is_refused_naming_it(
     text, error, tmp_path, monkeypatch, capsys

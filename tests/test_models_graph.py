@@ -170,6 +170,10 @@ def test_a_model_file_outside_the_layer_folders_is_refused_not_left_unbuilt(sql_
     (sql_copy / where).write_text("select 1 as x")
     with pytest.raises(models.ModelDefinitionError, match=re.escape(f"{sql_copy / where}: not a model file: a model")):
         models.discover(sql_copy)
+    (sql_copy / where).unlink()
+    (sql_copy / "marts" / ".ipynb_checkpoints").mkdir()
+    (sql_copy / "marts" / ".ipynb_checkpoints" / "fact_x-checkpoint.sql").write_text("select 1 as x")  # an editor's
+    assert "fact_x" not in models.discover(sql_copy)
 
 
 def test_a_new_model_file_wires_itself_in(sql_copy):

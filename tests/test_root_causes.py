@@ -233,6 +233,13 @@ def test_a_check_that_could_not_run_counts_one_severity_up_not_as_a_pass():
     broken = summary.summarize({"int_orders": [note(raised=True, severity="warning")]}, "x.{}".format)
     [errored] = broken["failures"]
     assert errored["severity"] == "critical" and broken["failed_critical"] == 1 and broken["blocking"]
+    # Review: a warning the database could not answer this time (a statement timeout) is no broken suite.
+    timed_out = note(raised=True, severity="warning")
+    timed_out["exception_info"]["exception_message"] = (
+        "(psycopg.errors.QueryCanceled) canceling statement due to statement timeout"
+    )
+    weather = summary.summarize({"int_orders": [timed_out]}, "x.{}".format)
+    assert [f["severity"] for f in weather["failures"]] == ["warning"] and not weather["blocking"]
 
 
 def test_a_root_whose_rows_could_not_be_read_carries_why():

@@ -293,11 +293,21 @@ def test_a_suite_file_without_ids_is_refused_by_name(tmp_path):
     [
         ("int_orders", ("ref('stg_postgres__orders')", "ref('stg_postgres__order')"), "ref('stg_postgres__order')"),
         ("int_orders", ("ref('stg_postgres__orders')", "source('order')"), "source('order') names no raw table; did"),
-        ("int_orders", ("ref('stg_postgres__orders')", "ref(name)"), "ref() takes one name, as ref('x')"),
-        ("metrics_daily", ("{{ run_date }}", "{{ run_day }}"), "no variable run_day; a suite's text may use run_date,"),
+        ("int_orders", ("ref('stg_postgres__orders')", "ref('a', 'b')"), "ref() takes one name, as ref('x')"),
+        # Review: any model passed, and validate, which passes the quarantines of the models that have one, KeyError.
+        (
+            "int_orders",
+            ("ref('stg_postgres__orders')", "quarantined('fact_orders')"),
+            "quarantined('fact_orders') names no model with a quarantine",
+        ),
+        (
+            "metrics_daily",
+            ("{{ run_date }}", "{{ run_day }}"),
+            "no variable run_day; a suite's text may use full_refresh,",
+        ),
         ("metrics_daily", ("{{ run_date }}", "{{ run_date }"), "unexpected '}'"),
     ],
-    ids=["ref", "source", "not-a-name", "variable", "syntax"],
+    ids=["ref", "source", "two-names", "quarantined", "variable", "syntax"],
 )
 def test_a_suite_naming_what_does_not_exist_is_refused_by_file_and_expectation(suite, typo, said, tmp_path):
     """Review: a typo'd ref() in a suite's query passed prepare_build and failed validate, after every model was
@@ -310,8 +320,18 @@ def test_a_suite_naming_what_does_not_exist_is_refused_by_file_and_expectation(s
         suites.load_suites(MODELS, tmp_path)
     where = f"{suite}.json: expectation {i} ({data['expectations'][i]['type']}): "
     assert where + said in str(refused.value), refused.value
-    if typo[1].startswith("ref('"):
+    if typo[1] == "ref('stg_postgres__order')":
         assert str(refused.value).endswith("names no model; did you mean 'stg_postgres__orders'?"), refused.value
+
+
+def test_a_suite_text_is_checked_and_rendered_as_the_same_jinja():
+    """Review: names a template makes ({% for %}) were refused though they render; a text with only a {% if %} was
+    checked, then sent to PostgreSQL unrendered."""
+    looped = "{% for m in ['int_orders'] %}select 1 from {{ ref(m) }}{% endfor %}"
+    suites._check_templates(Path("x.json"), "expectation 0", looped, MODELS)  # not refused
+    branch = "select 1 where {% if full_refresh == 'true' %}false{% else %}true{% endif %}"
+    suites._check_templates(Path("x.json"), "expectation 0", branch, MODELS)
+    assert suites.resolve_refs(branch, str, {"full_refresh": "true"}) == "select 1 where false"
 
 
 def test_a_suite_file_naming_no_model_names_the_models_folder_and_the_closest_model(tmp_path):

@@ -212,14 +212,16 @@ def _date(env: Mapping[str, str], name: str, default: str) -> dt.date:
         raise SettingError(f"{name}={text!r}: {exc}") from None
 
 
-def _conn_id(env: Mapping[str, str], name: str, default: str | None) -> str | None:
-    """An Airflow connection id as Airflow's own rule has it (review: ' ' and 'None', a template's unset value, were
-    taken; the CLI then used its private database instead of the warehouse, and tasks failed far downstream)."""
+def _conn_id(env: Mapping[str, str], name: str, default: str | None, off: bool = False) -> str | None:
+    """An Airflow connection id by Airflow's own rule (RE_SANITIZE_CONN_ID; review: ' ' and 'None', a template's unset
+    value, were taken, the CLI then used its private database, and tasks failed far downstream). ``off``: "none"
+    turns the feature off, and "None" is refused as its misspelling."""
     text = _text(env, name, default)
-    if text is not None and (not re.fullmatch(r"[\w.-]{1,250}", text) or text.lower() == "none" != text):
+    if text is not None and (not re.fullmatch(r"[\w#!()\-.:/\\]{1,250}", text) or text.lower() == "none" != text):
+        hint = "none (lower case) turns it off" if off else "'None' is a template's unset value: leave it unset"
         raise SettingError(
-            f"{name}={text!r}: expected an Airflow connection id (letters, digits, '_', '.', '-'); unset or empty for"
-            " the default" + (", none (lower case) where the README says it turns the feature off" if text else "")
+            f"{name}={text!r}: expected an Airflow connection id (letters, digits, _ # ! ( ) - . : / \\; at most"
+            f" 250); unset or empty for the default; {hint}"
         )
     return text
 
@@ -357,7 +359,7 @@ def _read(env: Mapping[str, str]) -> Settings:
         start_date=_date(env, "GREENERY_START_DATE", "2021-02-10"),
         state_dir=state_dir(env),
         data_docs_base_url=_url(env, "GREENERY_DATA_DOCS_BASE_URL"),
-        alert_conn_id=_conn_id(env, "GREENERY_ALERT_CONN_ID", ALERT_CONN_ID),
+        alert_conn_id=_conn_id(env, "GREENERY_ALERT_CONN_ID", ALERT_CONN_ID, off=True),
         alert_channel=_text(env, "GREENERY_ALERT_CHANNEL", None),
         alert_suppress=dt.timedelta(hours=_number(env, "GREENERY_ALERT_SUPPRESS_HOURS", "24", maximum=YEAR_HOURS)),
         summary_conn_id=_conn_id(env, "GREENERY_SUMMARY_CONN_ID", None),

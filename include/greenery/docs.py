@@ -87,6 +87,7 @@ def _repeated_key(node) -> tuple[str, int] | None:
 # What an entry may hold, and the type of each (review: columns written as a list failed every run of the model with
 # an AttributeError blamed on its SQL, retried twice, 338 s).
 ENTRY_KEYS = {"description": str, "owner": str, "columns": dict, "indicators": dict}
+INDICATOR_KEYS = ("definition", "says")  # an indicator's: README's table, and the answers' sentence
 
 
 def check(models: dict) -> None:
@@ -108,6 +109,9 @@ def check(models: dict) -> None:
         for column, text in (doc.get("columns") or {}).items():
             if not isinstance(text, str):
                 raise DocsError(f"{where}: column {column}: expected its meaning as text, got {_kind(text)}")
+        for indicator, said in (doc.get("indicators") or {}).items():  # the README and the answers read both (review)
+            if not isinstance(said, dict) or not all(isinstance(said.get(k), str) for k in INDICATOR_KEYS):
+                raise DocsError(f"{where}: indicator {indicator}: expected {' and '.join(INDICATOR_KEYS)}, as text")
         if doc.get("owner") and doc["owner"] not in known_owners:
             raise DocsError(f"{where}: owner {doc['owner']!r} is not in _owners.yml ({', '.join(known_owners)})")
 

@@ -35,10 +35,13 @@ from greenery.sources.schema import RAW_TABLES
 CALLS = {
     "ref": lambda models: ("model", models),
     "published": lambda models: ("model", models),
-    "quarantined": lambda models: ("model", models),
+    # The validate task passes the quarantine of the models that have one (review: any model passed, then KeyError).
+    "quarantined": lambda models: (
+        "model with a quarantine",
+        [n for n, m in models.items() if m.config.get("quarantine")],
+    ),
     "source": lambda models: ("raw table", RAW_TABLES),
 }
-VARIABLES = ("run_date", "start_date", "lookback_start", "valid_since", "full_refresh")
 # GX's own severities: critical blocks the publish, warning alerts, info is listed and never alerts.
 SEVERITIES = ("critical", "warning", "info")
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - SQL, not HTML
@@ -115,7 +118,7 @@ def _check_templates(path: Path, where: str, value: Any, models: Mapping[str, Mo
         for v in value.values() if isinstance(value, dict) else value:
             _check_templates(path, where, v, models)
         return
-    if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
+    if not isinstance(value, str) or not is_template(value):
         return
     try:
         tree = _ENV.parse(value)
@@ -125,16 +128,19 @@ def _check_templates(path: Path, where: str, value: Any, models: Mapping[str, Mo
         if not isinstance(call.node, nodes.Name) or call.node.name not in CALLS:
             continue
         name, (kind, known) = call.node.name, CALLS[call.node.name](models)
-        [arg] = call.args if len(call.args) == 1 and not call.kwargs else [None]
-        if not isinstance(arg, nodes.Const) or not isinstance(arg.value, str):
+        if len(call.args) != 1 or call.kwargs:
             raise SuiteDefinitionError(f"{path}: {where}: {name}() takes one name, as {name}('x')")
+        [arg] = call.args
+        if not isinstance(arg, nodes.Const) or not isinstance(arg.value, str):
+            continue  # a name made by the template ({% for m in [...] %}): checked when it is rendered
         if arg.value not in known:
             close = difflib.get_close_matches(arg.value, list(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise SuiteDefinitionError(f"{path}: {where}: {name}({arg.value!r}) names no {kind}{hint}")
-    if unknown := sorted(meta.find_undeclared_variables(tree) - set(CALLS) - set(VARIABLES)):
+    variables = sorted(set(run_variables(models)) - set(CALLS))  # what a run renders a suite with
+    if unknown := sorted(meta.find_undeclared_variables(tree) - set(CALLS) - set(variables)):
         raise SuiteDefinitionError(
-            f"{path}: {where}: no variable {', '.join(unknown)}; a suite's text may use {', '.join(VARIABLES)}"
+            f"{path}: {where}: no variable {', '.join(unknown)}; a suite's text may use {', '.join(variables)}"
             f" and {', '.join(f'{c}()' for c in CALLS)}"
         )
 
@@ -243,13 +249,19 @@ def nothing_quarantined(relation: str) -> str:
     return f"(select null::text as rule, * from {relation} where false)"
 
 
+def is_template(text: str) -> bool:
+    """Whether a suite's text is rendered (and checked) as Jinja: one test for both (review: a text with only a
+    {% if %} was checked, then sent to PostgreSQL unrendered)."""
+    return "{{" in text or "{%" in text
+
+
 def resolve_refs(value: Any, relation, variables: dict[str, Any] | None = None) -> Any:
     """Render ``{{ ref('m') }}`` (through ``relation``) and ``variables`` in every string of a suite.
 
     The anomaly checks use the variables of :func:`run_variables` and ``{{ published('m') }}`` (the published
     table, where a daily model keeps its history).
     """
-    if isinstance(value, str) and "{{" in value:
+    if isinstance(value, str) and is_template(value):
         return compiled(value, _ENV).render(ref=relation, **(variables or {}))
     if isinstance(value, dict):
         return {k: resolve_refs(v, relation, variables) for k, v in value.items()}

@@ -111,6 +111,13 @@ def _failure(suite: str, table: str, res: Mapping[str, Any]) -> dict[str, Any]:
 
 
 UP = {"info": "warning", "warning": "critical"}
+# What the database says when it could not answer this time (psycopg's class names, PostgreSQL's words), not of a
+# check's own definition (a missing column, a syntax error, a grant).
+TRANSIENT = re.compile(
+    r"OperationalError|QueryCanceled|AdminShutdown|ConnectionFailure|OutOfMemory|DiskFull|InsufficientResources"
+    r"|DeadlockDetected|SerializationFailure|LockNotAvailable|canceling statement|terminating connection"
+    r"|server closed the connection|connection .*(closed|lost|refused)"
+)
 
 
 def summarize(
@@ -130,10 +137,11 @@ def summarize(
             if failure["severity"] == "info" and not failure["error"]:
                 notes.append(failure)  # listed, never alerting (e.g. "too little history for anomalies")
                 continue
-            if failure["error"]:
+            if failure["error"] and (failure["severity"] == "info" or not TRANSIENT.search(failure["error"])):
                 # A check that could not run checked nothing: one severity up. Review: a note whose query failed was
                 # counted as passed; a developer's trial: a warning's misspelt column published every day behind a 🟡,
-                # the data it was to check never checked (a broken suite is fixed before its data goes out).
+                # the data it was to check never checked (a broken suite is fixed before its data goes out). Not for a
+                # warning the database could not answer this time (review): it would block on the weather.
                 failure["severity"] = UP.get(failure["severity"], failure["severity"])
             counts["critical" if failure["severity"] == "critical" else "warning"] += 1
             failures.append(failure)

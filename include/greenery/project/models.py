@@ -244,7 +244,8 @@ def discover(sql_dir: Path | None = None) -> dict[str, Model]:
         raise ModelDefinitionError(f"no models found under {sql_dir}")
     for path in sorted(sql_dir.rglob("*")):  # review: marts/sub/x.sql, mart/x.sql and x.SQL were never built, silently
         placed = path.suffix == ".sql" and path.parent.parent == sql_dir and path.parent.name in config.LAYERS
-        if path.suffix.lower() == ".sql" and not placed:
+        hidden = any(part.startswith(".") for part in path.relative_to(sql_dir).parts)  # .ipynb_checkpoints (review)
+        if path.suffix.lower() == ".sql" and not placed and not hidden:
             raise ModelDefinitionError(
                 f"{path}: not a model file: a model is <layer>/<name>.sql under {sql_dir}, a layer one of"
                 f" {', '.join(config.LAYERS)}"

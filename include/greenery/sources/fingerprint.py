@@ -33,3 +33,15 @@ def fingerprint(conn, raw_schema: str | None = None) -> dict[str, list[int]]:
 
 def changed_tables(before: dict, after: dict) -> list[str]:
     return sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
+
+
+def content(conn, raw_schema: str | None = None) -> dict[str, list[int]]:
+    """{table: [row count, sum of the rows' hashes]}: the same for the same rows however loaded (the fingerprint
+    changes with every load). A whole scan of raw: for the demo's small data."""
+    raw_schema = raw_schema or config.get().raw_schema
+    found = {}
+    for table in RAW_TABLES:
+        if conn.execute("select to_regclass(%s)", (f"{raw_schema}.{table}",)).fetchone()[0] is not None:
+            query = sql.SQL("select count(*), coalesce(sum(hashtext(t::text)::bigint), 0) from {} as t")
+            found[table] = list(conn.execute(query.format(sql.Identifier(raw_schema, table))).fetchone())
+    return found

@@ -211,11 +211,13 @@ def _fractional_values(cur, ident, columns: dict[str, str], present: dict[str, s
 def _left_raw(cur, built: str | None, table: str, day: dt.date) -> str:
     """What to say of a day without rows whose daily marts were built from some (re-trial: a day deleted from raw on
     purpose was paged "Load the source" and refused on every run, its daily marts keeping the deleted rows)."""
-    if built is None or cur.execute("select to_regclass(%s)", (built,)).fetchone()[0] is None:
+    if built is None:
         return ""
     query = sql.SQL("select row_count from {} where source_table = %s and day = %s")
     try:
-        with cur.connection.transaction():  # a savepoint: a table this cannot read only loses the hint
+        with cur.connection.transaction():  # a savepoint: a table (or schema) this cannot read only loses the hint
+            if cur.execute("select to_regclass(%s)", (built,)).fetchone()[0] is None:
+                return ""
             found = cur.execute(query.format(sql.Identifier(*built.split("."))), (table, day)).fetchone()
     except psycopg.Error:
         return ""
@@ -224,18 +226,15 @@ def _left_raw(cur, built: str | None, table: str, day: dt.date) -> str:
     return (
         f"; its daily marts were built from {found[0]} rows created that day: they left raw. Load them again; if"
         f" they were deleted on purpose, trigger the day with the Param full_refresh (`greenery run --date {day}"
-        " --full-refresh`), which builds it as raw holds it"
+        " --full-refresh`), which builds it as raw holds it, then run the days after it again"
     )
-
-
-NEVER = dt.datetime.max.replace(tzinfo=dt.UTC)  # rows_created_between's default end: no end
 
 
 def rows_created_between(
     conn,
     table: str,
     after: dt.datetime,
-    before: dt.datetime = NEVER,
+    before: dt.datetime,
     raw_schema: str | None = None,
 ) -> int:
     """How many rows of a daily raw table were created in (``after``, ``before``) (its created_at is indexed)."""

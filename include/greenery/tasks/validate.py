@@ -213,6 +213,10 @@ def _validate(context: Any) -> dict[str, Any]:
 SHOWN_CAUSES, SHOWN_KEYS = 5, 3  # the failed task's message stays readable in the Grid and on a Slack page
 
 
+def _cut(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
 def verdict(summary: dict[str, Any]) -> str:
     """The failed task's message: what failed at the root, and what to do."""
     critical = [r for r in summary["root_causes"] if r["severity"] == "critical"]
@@ -228,7 +232,8 @@ def verdict(summary: dict[str, Any]) -> str:
             keys += f" (and {more} more rows)"
         sources = f" (from {', '.join(r['sources'])})" if r["sources"] else ""
         # A query check has no column: its description says which (developer's trial: three such checks, one broken)
-        column = f"({r['column']})" if r.get("column") else (f" ({r['description']})" if r.get("description") else "")
+        described = f" ({_cut(str(r['description']), 120)})" if r.get("description") else ""
+        column = f"({r['column']})" if r.get("column") else described
         also = f"; also fails in {', '.join(r['also_fails_in'])}" if r["also_fails_in"] else ""
         if r.get("downstream_of"):
             also += f"; reads {', '.join(r['downstream_of'])}, failing above: it may follow from that"

@@ -49,7 +49,8 @@ warnings and quarantined rows page too, but the marts are published and the run 
   Load it (or grant what its message names), then clear the run. A day before GREENERY_START_DATE or not over yet
   (UTC) is refused: set the start date back, or wait for the day to end. Or days were skipped for longer than the
   incremental lookback (a paused DAG does not catch up): its log gives the gap and the backfill command
-  (`--reprocess-behavior failed`); run the missed days first, or trigger the day with the Param `full_refresh`.
+  (`--reprocess-behavior failed`); run the missed days first, or trigger the day with the Param `full_refresh`
+  (at another time than its run's 00:00: one run per logical date; any time builds that UTC day).
 - A red model task: its log names the SQL file, the line and the PostgreSQL error. Fix the data or the
   SQL, then clear the run (or the task with its downstream tasks: every model replaces its table or its
   day in one transaction, so a rerun is always safe).
@@ -158,8 +159,9 @@ with DAG(
             description="Rebuild the incremental (event history) tables from all raw data instead of "
             "recomputing the last days only. Use after changing a model. The daily marts of past days are not "
             "rebuilt: after correcting old raw rows, run those days again, oldest first. A day whose rows "
-            "were deleted from raw on purpose (raw holds later ones) is built as raw holds it, its volume drop a "
-            "warning.",
+            "were deleted from raw on purpose (raw holds later ones) is built as raw holds it (its volume drop a "
+            "warning once 7 days of history exist). A day that has a run: pick another time of it than 00:00 "
+            "(any time builds that UTC day; a clear keeps the run's Params).",
         )
     },
     doc_md=DOC_MD,

@@ -302,7 +302,8 @@ def test_a_day_whose_published_rows_are_mostly_gone_from_raw_blocks_until_a_full
     from greenery.checks import root_causes
 
     assert root_causes.what_to_fix(summary["root_causes"]).startswith(
-        "Restore the raw rows named above (deleted on purpose? instead, trigger the day with the Param full_refresh"
+        "Restore the raw rows named above (deleted on purpose? instead of the clear below, trigger this run's day with"
+        " the Param full_refresh ticked (in the trigger form at a time other than its runs', such as 01:00"
     )
     with psycopg.connect(published_url, autocommit=True) as conn:
         assert hashes(conn) == before  # nothing published
@@ -625,22 +626,34 @@ def test_a_day_deleted_from_raw_on_purpose_runs_again_with_a_full_refresh_and_th
             "delete from raw.events where created_at >= %s and created_at < %s",
             (gone_day, gone_day + dt.timedelta(days=1)),
         ).rowcount
+        lines = conn.execute(  # the day's order lines too (the orders stay: their day is not emptied by them)
+            "delete from raw.order_items where order_id in (select order_id from raw.orders where created_at >= %s"
+            " and created_at < %s)",
+            (gone_day, gone_day + dt.timedelta(days=1)),
+        ).rowcount
         run_day_without_airflow(conn, day, "deleted-on-purpose", full_refresh=True)
-    assert gone > 100
-    first = raw_changed_as_of(day, tmp_path)[0]
+    assert gone > 100 and lines > 10
+    first, second = raw_changed_as_of(day, tmp_path)[:2]
+    # UI trial: the order lines' line of the same day said to run it as usual, which the source check refuses.
+    assert second.startswith(f"order_items on {gone_day}: no events or orders left that day"), second
     # Its command is one that runs (re-trial: without --full-refresh, the source check refused the emptied day).
     assert first.startswith(
-        f"events on {gone_day}: no rows left that day (deleted on purpose?): run it with a full_refresh, which builds a"
-        f" day as raw holds it, then the days after it, oldest first: greenery run --date {gone_day} --full-refresh,"
-        f" then greenery run --date {gone_day + dt.timedelta(days=1)} --end-date {day} (in the UI, trigger the day"
-        " with the Param full_refresh, then clear each later day's run in turn); 0 rows in raw"
+        f"events on {gone_day}: no events or orders left that day (deleted on purpose?): run it with a full_refresh,"
+        f" which builds a day as raw holds it, then the days after it, oldest first: greenery run --date {gone_day}"
+        f" --full-refresh, then greenery run --date {gone_day + dt.timedelta(days=1)} --end-date {day} (in the UI,"
+        " trigger the day with the Param full_refresh at a time other than its runs', such as 01:00, then clear each"
+        " later day's run in turn); 0 rows in raw"
     ), first
 
     with psycopg.connect(published_url, autocommit=True) as conn:
         [stale] = freshness.check(conn, Interval.for_day(gone_day), built="intermediate.int_daily_marts_built")
     assert stale.table == "events" and stale.problem == "stale", stale
     assert f"its daily marts were built from {gone} rows created that day: they left raw" in stale.detail, stale.detail
-    assert "trigger the day with the Param full_refresh" in stale.detail, stale.detail
+    # UI trial: a trigger at the run's 00:00 was a 409 Conflict; and the days after it kept the deleted rows.
+    assert (
+        "trigger the day with the Param full_refresh ticked (in the trigger form at a time other than" in stale.detail
+    )
+    assert stale.detail.endswith("which builds it as raw holds it, then run the days after it again"), stale.detail
 
     context = {
         "run_id": "emptied-on-purpose",
@@ -649,8 +662,15 @@ def test_a_day_deleted_from_raw_on_purpose_runs_again_with_a_full_refresh_and_th
     }
     assert freshness_task.check(context)["problems"] == []  # built as raw holds it, not refused, nobody paged
     after_raw = dt.datetime(2021, 3, 1, tzinfo=dt.UTC)  # no rows yet: not loaded (or a mistyped date), refused
+    with psycopg.connect(published_url, autocommit=True) as conn:  # UI trial: a future-dated row made it a "gap"
+        conn.execute(
+            "insert into raw.events select gen_random_uuid()::text, session_id, user_id, page_url, '2031-02-13 10:00Z',"
+            " event_type, order_id, product_id from raw.events limit 1"
+        )
     with pytest.raises(freshness.SourceNotReadyError, match=r"raw\.events has no rows created in"):
         freshness_task.check({**context, "logical_date": after_raw})
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("delete from raw.events where created_at > '2030-01-01'")
     outcome, _ = run_day_through_the_tasks(published_url, "emptied-on-purpose", gone_day, full_refresh=True)
     assert outcome == "published"
     with psycopg.connect(published_url, autocommit=True) as conn:

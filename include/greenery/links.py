@@ -37,6 +37,12 @@ def rerun_with(command: str) -> Iterator[None]:
 # Where a whole run is cleared, in Airflow 3.3's words (user trial: its UI has no "Clear run"; and "Clear only failed
 # tasks" after fixing raw fails again, on the raw-changed check).
 CLEAR_STEPS = "Clear, shift+C → Clear existing tasks"
+# A day with a run at 00:00 cannot be triggered at 00:00 again (one run per logical date; UI trial: 409 Conflict), and
+# a clear keeps the run's Params: a full_refresh of a day is a new trigger, at any other time of the day.
+TRIGGER_FULL_REFRESH = (
+    "trigger the day with the Param full_refresh ticked (in the trigger form at a time other than its runs', such as"
+    " 01:00: any time builds that UTC day)"
+)
 CLEAR_IN_THE_GRID = f"Grid → this run → {CLEAR_STEPS}"
 CLEAR_THE_RUN = f"clear the whole run ({CLEAR_IN_THE_GRID})"
 

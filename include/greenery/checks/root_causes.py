@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from greenery import config
+from greenery import config, links
 from greenery.checks.summary import row_has, row_names
 from greenery.project.models import Model, ancestors
 
@@ -186,9 +186,11 @@ def what_to_fix(causes: Iterable[Mapping[str, Any]]) -> str:
         fix = "Fix the model of each table named above (its key repeats where the tables it reads pass their checks:"
         fix += " a join that repeats rows?), or the source rows it reads"
     if any(str(c.get("description") or "").startswith(LOST_DAY) for c in critical):  # re-trial: it looped
+        # UI trial: "the day" read as the lost day too, and "then clear the whole run" after it failed again.
         fix = (
-            "Restore the raw rows named above (deleted on purpose? instead, trigger the day with the Param"
-            " full_refresh ticked, or `greenery run --date <day> --full-refresh`: a clear runs it again without it)"
+            "Restore the raw rows named above (deleted on purpose? instead of the clear below, "
+            + links.TRIGGER_FULL_REFRESH.replace("the day", "this run's day", 1)
+            + ", or `greenery run --date <this run's day> --full-refresh`: a clear runs it again without it)"
         )
     return fix + (" and the model or suite of each check that could not be evaluated" if unevaluated else "")
 

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from greenery import config
+from greenery import config, links
 from greenery.project.render import CLOCK_SKEW, Interval
 from greenery.sources.schema import RAW_TABLES, way_out
 
@@ -62,7 +62,8 @@ def check(
     some is told as rows that left raw, not as rows not loaded yet.
     """
     raw_schema = raw_schema or config.get().raw_schema
-    until = min(interval.end, (now or dt.datetime.now(dt.UTC)) + CLOCK_SKEW)
+    clock = (now or dt.datetime.now(dt.UTC)) + CLOCK_SKEW
+    until = min(interval.end, clock)
     problems: list[SourceProblem] = []
     with conn.transaction(), conn.cursor() as cur:
         # A raw column without a zone holds UTC, as staging reads it (review: max() of one came back naive, and its
@@ -154,7 +155,7 @@ def check(
                         )
                     if until < interval.end:
                         seen += f" (rows created after {until:%Y-%m-%d %H:%M} UTC, the clock, are in the future)"
-                    seen += _left_raw(cur, built, table, interval.day)
+                    seen += _left_raw(cur, built, table, ident, interval, clock)
                     problems.append(
                         SourceProblem(
                             table,
@@ -208,26 +209,37 @@ def _fractional_values(cur, ident, columns: dict[str, str], present: dict[str, s
     return found
 
 
-def _left_raw(cur, built: str | None, table: str, day: dt.date) -> str:
+def _left_raw(cur, built: str | None, table: str, ident, interval: Interval, clock: dt.datetime) -> str:
     """What to say of a day without rows whose daily marts were built from some (re-trial: a day deleted from raw on
-    purpose was paged "Load the source" and refused on every run, its daily marts keeping the deleted rows)."""
-    if built is None:
-        return ""
-    query = sql.SQL("select row_count from {} where source_table = %s and day = %s")
-    try:
-        with cur.connection.transaction():  # a savepoint: a table (or schema) this cannot read only loses the hint
-            if cur.execute("select to_regclass(%s)", (built,)).fetchone()[0] is None:
-                return ""
-            found = cur.execute(query.format(sql.Identifier(*built.split("."))), (table, day)).fetchone()
-    except psycopg.Error:
-        return ""
-    if not found or not found[0]:
+    purpose was paged "Load the source" and refused on every run, its daily marts keeping the deleted rows), or that
+    raw holds later rows of (a gap: a day emptied on purpose, or not loaded; UI trial: no hint once rebuilt empty)."""
+    found = None
+    if built is not None:
+        query = sql.SQL("select row_count from {} where source_table = %s and day = %s")
+        try:
+            with cur.connection.transaction():  # a savepoint: a table (or schema) this cannot read only loses the hint
+                if cur.execute("select to_regclass(%s)", (built,)).fetchone()[0] is not None:
+                    found = cur.execute(
+                        query.format(sql.Identifier(*built.split("."))), (table, interval.day)
+                    ).fetchone()
+        except psycopg.Error:
+            found = None
+    if found and found[0]:
+        said = f"; its daily marts were built from {found[0]} rows created that day: they left raw. Load them again"
+    elif _later_rows(cur, ident, interval.end, clock):
+        said = "; raw holds later rows: load the day's, or"
+    else:
         return ""
     return (
-        f"; its daily marts were built from {found[0]} rows created that day: they left raw. Load them again; if"
-        f" they were deleted on purpose, trigger the day with the Param full_refresh (`greenery run --date {day}"
+        f"{said}; if the day has none on purpose, {links.TRIGGER_FULL_REFRESH} (`greenery run --date {interval.day}"
         " --full-refresh`), which builds it as raw holds it, then run the days after it again"
     )
+
+
+def _later_rows(cur, ident, after: dt.datetime, clock: dt.datetime) -> bool:
+    """Whether raw holds rows created from ``after`` to the clock (later ones the run quarantines as future)."""
+    query = sql.SQL("select exists (select from {} where created_at >= %s and created_at < %s)").format(ident)
+    return cur.execute(query, (after, clock)).fetchone()[0]
 
 
 def rows_created_between(

@@ -635,10 +635,10 @@ def test_a_day_deleted_from_raw_on_purpose_runs_again_with_a_full_refresh_and_th
     assert gone > 100 and lines > 10
     first, second = raw_changed_as_of(day, tmp_path)[:2]
     # UI trial: the order lines' line of the same day said to run it as usual, which the source check refuses.
-    assert second.startswith(f"order_items on {gone_day}: no events or orders left that day"), second
+    assert second.startswith(f"order_items on {gone_day}: no events or orders left for it"), second
     # Its command is one that runs (re-trial: without --full-refresh, the source check refused the emptied day).
     assert first.startswith(
-        f"events on {gone_day}: no events or orders left that day (deleted on purpose?): run it with a full_refresh,"
+        f"events on {gone_day}: no events or orders left for it (deleted on purpose?): run it with a full_refresh,"
         f" which builds a day as raw holds it, then the days after it, oldest first: greenery run --date {gone_day}"
         f" --full-refresh, then greenery run --date {gone_day + dt.timedelta(days=1)} --end-date {day} (in the UI,"
         " trigger the day with the Param full_refresh at a time other than its runs', such as 01:00, then clear each"

@@ -76,6 +76,7 @@ LIBRARIES = (
     "great_expectations.data_context.types.base",
     "psycopg",
     "sqlalchemy",
+    "jinja2.meta",  # checks/suites.py: each task's suite checks (prepare_build, validate)
     "airflow.sdk.definitions.decorators",
     "airflow.providers.common.io.assets.file",
     "airflow.providers.postgres.assets.postgres",

@@ -45,6 +45,7 @@ class SourceProblem:
     table: str
     problem: str  # missing | unreadable | empty | stale | columns
     detail: str
+    gap: bool = False  # stale, and raw holds later rows (up to the clock): the day is missing inside raw's history
 
 
 def check(
@@ -155,13 +156,15 @@ def check(
                         )
                     if until < interval.end:
                         seen += f" (rows created after {until:%Y-%m-%d %H:%M} UTC, the clock, are in the future)"
-                    seen += _left_raw(cur, built, table, ident, interval, clock)
+                    gap = _later_rows(cur, ident, interval.end, clock)
+                    seen += _left_raw(cur, built, table, interval, gap)
                     problems.append(
                         SourceProblem(
                             table,
                             "stale",
                             f"{raw_schema}.{table} has no rows created in [{since:%Y-%m-%d}, {interval.end:%Y-%m-%d})"
                             f"; {seen}",
+                            gap,
                         )
                     )
     return problems
@@ -209,7 +212,7 @@ def _fractional_values(cur, ident, columns: dict[str, str], present: dict[str, s
     return found
 
 
-def _left_raw(cur, built: str | None, table: str, ident, interval: Interval, clock: dt.datetime) -> str:
+def _left_raw(cur, built: str | None, table: str, interval: Interval, gap: bool) -> str:
     """What to say of a day without rows whose daily marts were built from some (re-trial: a day deleted from raw on
     purpose was paged "Load the source" and refused on every run, its daily marts keeping the deleted rows), or that
     raw holds later rows of (a gap: a day emptied on purpose, or not loaded; UI trial: no hint once rebuilt empty)."""
@@ -226,7 +229,7 @@ def _left_raw(cur, built: str | None, table: str, ident, interval: Interval, clo
             found = None
     if found and found[0]:
         said = f"; its daily marts were built from {found[0]} rows created that day: they left raw. Load them again"
-    elif _later_rows(cur, ident, interval.end, clock):
+    elif gap:
         said = "; raw holds later rows: load the day's, or"
     else:
         return ""
@@ -243,11 +246,7 @@ def _later_rows(cur, ident, after: dt.datetime, clock: dt.datetime) -> bool:
 
 
 def rows_created_between(
-    conn,
-    table: str,
-    after: dt.datetime,
-    before: dt.datetime,
-    raw_schema: str | None = None,
+    conn, table: str, after: dt.datetime, before: dt.datetime, raw_schema: str | None = None
 ) -> int:
     """How many rows of a daily raw table were created in (``after``, ``before``) (its created_at is indexed)."""
     ident = sql.Identifier(raw_schema or config.get().raw_schema, table)

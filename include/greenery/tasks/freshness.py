@@ -71,23 +71,14 @@ def check_no_skipped_days(conn, interval: Interval, found: Mapping[str, models.M
         )
 
 
-def _accept_a_day_without_rows(conn, interval: Interval, problems: list) -> list[freshness.SourceProblem]:
-    """A full_refresh builds a day raw holds no rows of when raw holds later ones: a gap in its history, such as a
-    day deleted on purpose (re-trial: it could never run again, its daily marts keeping the deleted rows). A day after
+def _accept_a_day_without_rows(problems: list[freshness.SourceProblem]) -> list[freshness.SourceProblem]:
+    """A full_refresh builds a day raw holds no rows of when raw holds later ones (the source check's ``gap``): a day
+    deleted on purpose (re-trial: it could never run again, its daily marts keeping the deleted rows). A day after
     raw's last rows is data not loaded yet (or a mistyped date): refused as without the Param, as is what raw lacks
     otherwise."""
-    raw_schema = config.get().raw_schema
-    now = _now() + CLOCK_SKEW  # rows dated later are no data yet: the run quarantines them (review)
-    gaps = [
-        p for p in problems if p.problem == "stale" and freshness.rows_created_between(conn, p.table, interval.end, now)
-    ]
+    gaps = [p for p in problems if p.problem == "stale" and p.gap]
     for p in gaps:
-        log.warning(
-            "full_refresh: building the day as raw holds it (it has later rows of %s.%s): %s",
-            raw_schema,
-            p.table,
-            p.detail,
-        )
+        log.warning("full_refresh: building the day as raw holds it (raw holds later rows of the table): %s", p.detail)
     return [p for p in problems if p not in gaps]
 
 
@@ -127,7 +118,7 @@ def check(context: Any) -> dict[str, Any]:
         built = found["int_daily_marts_built"].relation if "int_daily_marts_built" in found else None
         problems = freshness.check(conn, interval, built=built)
         if runtime.full_refresh(context):
-            problems = _accept_a_day_without_rows(conn, interval, problems)
+            problems = _accept_a_day_without_rows(problems)
         elif not problems:
             check_no_skipped_days(conn, interval, found)
         serving = _serving(conn) if problems else None

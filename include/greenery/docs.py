@@ -40,12 +40,14 @@ def _entries(path: Path) -> dict[str, dict]:
     `greenery answers`) in yaml's traceback, an entry written as a string in "'str' object is not a mapping"."""
     import yaml  # an Airflow dependency; only needed when docs are applied or rendered
 
+    # libyaml's loader where PyYAML has it (its wheels do): the same documents, errors at the same line and column
+    # (in libyaml's words), a tenth of the CPU. Every model task reads these files for its comments: 24-30 ms of each
+    # with PyYAML's own Python.
+    text, loader = path.read_text(encoding="utf-8"), None
     try:
-        text = path.read_text(encoding="utf-8")
-        # libyaml's loader where PyYAML has it (its wheels do): the same documents, errors at the same line and column
-        # (in libyaml's words), a tenth of the CPU. Every model task reads these files for its comments: 24-30 ms of
-        # each with PyYAML's own Python.
-        found = (yaml.load(text, Loader=yaml.CSafeLoader) if yaml.__with_libyaml__ else yaml.safe_load(text)) or {}
+        loader = (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)(text)  # PyYAML's reads it here
+        node = loader.get_single_node()  # parsed once: its nodes say where a key repeats, then the document
+        found = (loader.construct_document(node) if node is not None else None) or {}
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
@@ -54,11 +56,12 @@ def _entries(path: Path) -> dict[str, dict]:
         raise DocsError(f"{where}: not YAML: {exc.problem or exc.context}{since}") from None
     except yaml.YAMLError as exc:
         raise DocsError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not isinstance(found, dict):
         raise DocsError(f"{path}: expected a mapping of names to entries, got a {type(found).__name__}")
-    if repeated := _repeated_key(
-        yaml.compose(text, Loader=yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
-    ):
+    if repeated := _repeated_key(node):
         key, line = repeated  # review: a model named twice lost its first entry, green and silent
         raise DocsError(f"{path}, line {line}: {key} is given twice (YAML keeps the last, dropping the other)")
     for name, entry in found.items():
@@ -102,9 +105,11 @@ def check(models: dict) -> None:
             layer = f" (it is a {models[name].layer} model)" if name in models else ""
             raise DocsError(f"{where}: no {doc['layer']} model of that name{layer}")
         for key, value in doc.items():
-            if key != "layer" and key not in ENTRY_KEYS:
+            if key == "layer":  # load's own, from the file's folder
+                continue
+            if key not in ENTRY_KEYS:
                 raise DocsError(f"{where}: {key}: no such key (an entry holds {', '.join(ENTRY_KEYS)})")
-            if key != "layer" and not isinstance(value, ENTRY_KEYS[key]):
+            if not isinstance(value, ENTRY_KEYS[key]):
                 raise DocsError(f"{where}: {key}: expected {_KIND[ENTRY_KEYS[key]]}, got {_kind(value)}")
         for column, text in (doc.get("columns") or {}).items():
             if not isinstance(text, str):

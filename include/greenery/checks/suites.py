@@ -11,6 +11,7 @@ only alerts, ``info`` is only listed. ``unexpected_rows_query`` texts may name o
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -137,12 +138,19 @@ def _check_templates(path: Path, where: str, value: Any, models: Mapping[str, Mo
             close = difflib.get_close_matches(arg.value, list(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise SuiteDefinitionError(f"{path}: {where}: {name}({arg.value!r}) names no {kind}{hint}")
-    variables = sorted(set(run_variables(models)) - set(CALLS))  # what a run renders a suite with
+    variables = _variables()
     if unknown := sorted(meta.find_undeclared_variables(tree) - set(CALLS) - set(variables)):
         raise SuiteDefinitionError(
             f"{path}: {where}: no variable {', '.join(unknown)}; a suite's text may use {', '.join(variables)}"
             f" and {', '.join(f'{c}()' for c in CALLS)}"
         )
+
+
+@functools.cache
+def _variables() -> tuple[str, ...]:
+    """The variables a run renders a suite with besides CALLS: run_variables' names, the same for every day (it read
+    every setting again for each of a run's ~150 templated texts)."""
+    return tuple(sorted(set(run_variables({})) - set(CALLS)))
 
 
 def load_complete(models: Mapping[str, Model], directory: Path | None = None) -> dict[str, SuiteFile]:

@@ -37,8 +37,10 @@ def _embedded_if_unconfigured(always: bool = False) -> object | None:
     from greenery import warehouse
     from greenery.dev import embedded_pg
 
-    if not always and (os.environ.get(warehouse.conn_env_var()) or warehouse.refuse_undefined(os.environ)):
-        return None
+    if not always:
+        warehouse.refuse_undefined(os.environ)  # a connection named and not defined: no fallback (review)
+        if os.environ.get(warehouse.conn_env_var()):
+            return None
     with stop_signals.deferred():  # initdb or pg_ctl killed half-way would break the folder (review)
         server = embedded_pg.open_server(STATE_DIR / "pg")
     # Airflow reads connections from the environment: this process's tasks and children use the server.

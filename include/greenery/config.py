@@ -24,6 +24,7 @@ from greenery.sql_words import RESERVED_WORDS
 
 DAG_ID = "greenery_daily"
 ALERT_CONN_ID = "slack_alerts"  # GREENERY_ALERT_CONN_ID's default; not defined: a setup without Slack
+WAREHOUSE_CONN_ID = "greenery_warehouse"  # GREENERY_WAREHOUSE_CONN_ID's default
 # The layers are also the schemas readers use; their order is the build order. snapshots keep history.
 LAYERS = ("staging", "snapshots", "intermediate", "marts")
 # load-raw fills a schema's new tables in <schema><LOADING_SUFFIX> (sources/load.py) before it swaps them in.
@@ -350,7 +351,7 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
 
 def _read(env: Mapping[str, str]) -> Settings:
     return Settings(
-        warehouse_conn_id=_conn_id(env, "GREENERY_WAREHOUSE_CONN_ID", "greenery_warehouse"),
+        warehouse_conn_id=_conn_id(env, "GREENERY_WAREHOUSE_CONN_ID", WAREHOUSE_CONN_ID),
         raw_schema=_schema(env, "GREENERY_RAW_SCHEMA", "raw"),
         sql_dir=_sql_dir(env, "GREENERY_SQL_DIR", INCLUDE_DIR / "sql"),
         expectations_dir=Path(env.get("GREENERY_EXPECTATIONS_DIR") or INCLUDE_DIR / "expectations"),

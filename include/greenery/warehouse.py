@@ -77,7 +77,7 @@ def refuse_undefined(environ: Mapping[str, str]) -> None:
     """Refuse the connection GREENERY_WAREHOUSE_CONN_ID names when ``environ``, where a command reads connections,
     does not define it (review: a misspelt id used the command's private database instead, exit 0)."""
     if config.warehouse_named() and not environ.get(conn_env_var()):
-        default = conn_env_var("greenery_warehouse")  # review: "to use the embedded one" was not so when this is set
+        default = conn_env_var(config.WAREHOUSE_CONN_ID)  # review: "to use the embedded one" was not so when it is set
         unset = f"the connection {default} defines" if environ.get(default) else "the embedded PostgreSQL"
         raise config.SettingError(
             f"GREENERY_WAREHOUSE_CONN_ID={config.get().warehouse_conn_id!r}: no such connection ({conn_env_var()} is"

@@ -199,11 +199,7 @@ def _create_as(cur, prefix: sql.Composable, select: ModelSql | sql.Composable, s
 def _check_unique_key(cur, model: Model, relation: str) -> None:
     """config(unique_key=...) names columns of the model (developer's trial: a misspelt key published green, and
     every alert on the table then said its keys could not be read)."""
-    found = cur.execute(
-        "select array_agg(attname::text) from pg_attribute where attrelid = %s::regclass and attnum > 0"
-        " and not attisdropped",
-        (relation,),
-    ).fetchone()[0]
+    found = [name for name, _ in relations.columns(cur, relation) or ()]
     if missing := [k for k in model.unique_key if k not in found]:
         raise ModelSqlError(
             f"model {model.name} ({model.path}): config(unique_key=...) names {', '.join(missing)}, not a column of"

@@ -50,6 +50,7 @@ class Model:
     refs: tuple[str, ...]
     sources: tuple[str, ...]
     config: Mapping[str, object] = field(default_factory=dict)
+    ref_lines: Mapping[str, int] = field(default_factory=dict)  # each ref's first line in the file, as parsed
 
     @property
     def materialized(self) -> str:
@@ -156,6 +157,7 @@ def _model(path: Path, layer: str, template: str) -> Model:
     except jinja2.TemplateSyntaxError as exc:
         raise ModelDefinitionError(f"{path}:{exc.lineno}: {exc.message}") from exc
     refs: list[str] = []
+    ref_lines: dict[str, int] = {}
     sources: list[str] = []
     config: dict[str, object] = {}
     for call in tree.find_all(nodes.Call):
@@ -167,6 +169,7 @@ def _model(path: Path, layer: str, template: str) -> Model:
             )
         if call.node.name == "ref":
             refs.append(str(_const(call.args[0], path, "ref()")))
+            ref_lines.setdefault(refs[-1], call.lineno)
         elif call.node.name == "source":
             sources.append(str(_const(call.args[0], path, "source()")))
         elif call.node.name == "config":
@@ -225,6 +228,7 @@ def _model(path: Path, layer: str, template: str) -> Model:
         path=path,
         template=template,
         refs=tuple(dict.fromkeys(refs)),
+        ref_lines=ref_lines,
         sources=tuple(dict.fromkeys(sources)),
         config=config,
     )
@@ -274,9 +278,8 @@ def discover(sql_dir: Path | None = None) -> dict[str, Model]:
 
 
 def _line_of(model: Model, ref: str) -> str:
-    """ ":N", the line of ``model``'s file where it reads ``ref`` ("" when not found as written)."""
-    found = re.search(rf"ref\(\s*['\"]{re.escape(ref)}['\"]\s*\)", model.template)
-    return f":{model.template.count(chr(10), 0, found.start()) + 1}" if found else ""
+    """ ":N", the line of ``model``'s file where it first reads ``ref``, as the parser found it ("" if unknown)."""
+    return f":{model.ref_lines[ref]}" if ref in model.ref_lines else ""
 
 
 def ancestors(models: Mapping[str, Model]) -> dict[str, set[str]]:

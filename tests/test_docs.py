@@ -104,8 +104,19 @@ def test_a_broken_docs_file_is_one_line_naming_it(text, error, tmp_path, monkeyp
             "one:\n  indicators:\n    x:\n      definition: d\n",
             ": entry one: indicator x: expected definition and says",
         ),
+        ("one:\n  layer: staging\n", ": entry one: layer: no such key (the file's folder is its layer, marts)"),
     ],
-    ids=["columns-list", "column-list", "model-twice", "column-twice", "no-model", "owner", "key", "indicator"],
+    ids=[
+        "columns-list",
+        "column-list",
+        "model-twice",
+        "column-twice",
+        "no-model",
+        "owner",
+        "key",
+        "indicator",
+        "layer",
+    ],
 )
 def test_a_docs_entry_that_would_be_lost_or_break_its_model_is_refused_naming_it(
     text, error, tmp_path, monkeypatch, capsys

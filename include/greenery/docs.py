@@ -23,8 +23,12 @@ def load(sql_dir: Path | None = None) -> dict[str, dict]:
     docs: dict[str, dict] = {}
     for layer in config.LAYERS:
         path = sql_dir / layer / "_docs.yml"
-        if path.is_file():
-            docs.update({name: {**doc, "layer": layer} for name, doc in _entries(path).items()})
+        if not path.is_file():
+            continue
+        for name, doc in _entries(path).items():
+            if "layer" in doc:  # review: it was overwritten by the folder's, in silence
+                raise DocsError(f"{path}: entry {name}: layer: no such key (the file's folder is its layer, {layer})")
+            docs[name] = {**doc, "layer": layer}
     return docs
 
 

@@ -194,6 +194,11 @@ NUMBER_SETTINGS = (
             for name in ("GREENERY_WAREHOUSE_CONN_ID", "GREENERY_ALERT_CONN_ID", "GREENERY_SUMMARY_CONN_ID")
             for value in (" ", "None", "my conn")
         ],
+        # Review: "none" turns the alert off; the digest's and the warehouse's looked it up as a connection.
+        *[
+            (name, "none", "expected an Airflow connection id")
+            for name in ("GREENERY_WAREHOUSE_CONN_ID", "GREENERY_SUMMARY_CONN_ID", "GREENERY_DIGEST_EMAIL_CONN_ID")
+        ],
         # Review: the loader quoted "Raw" while the models read raw: the old data published behind a green run.
         ("GREENERY_RAW_SCHEMA", "Raw", "expected a plain lower-case schema name"),
         ("GREENERY_RAW_SCHEMA", "raw-x", "expected a plain lower-case schema name"),
@@ -208,6 +213,11 @@ NUMBER_SETTINGS = (
         # User trial: taken as it was; the alerts' Data Docs button vanished without a word.
         ("GREENERY_DATA_DOCS_BASE_URL", "not a url", "expected an http:// or https:// address"),
         ("GREENERY_DATA_DOCS_BASE_URL", "javascript:alert(1)", "expected an http:// or https:// address"),
+        # Review: taken; each Data Docs page's name went after the query (…/?a=1/index.html): every link broken.
+        *[
+            ("GREENERY_DATA_DOCS_BASE_URL", value, "expected an http:// or https:// address, without ?query")
+            for value in ("http://docs.example/d?a=1", "http://docs.example/?", "http://docs.example/d#top")
+        ],
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(name, value, expected, tmp_path, capsys, monkeypatch):
@@ -225,7 +235,7 @@ def test_a_bad_setting_is_one_line_naming_it(name, value, expected, tmp_path, ca
 def test_connection_ids_airflow_takes_are_taken():
     """Review: the first rule was narrower than Airflow's (RE_SANITIZE_CONN_ID): a secrets backend's aws/warehouse or
     wh:prod was refused."""
-    for conn_id in ("aws/warehouse", "wh:prod", "dw#1", "a" * 250, "none"):
+    for conn_id in ("aws/warehouse", "wh:prod", "dw#1", "a" * 250):
         assert config.get({"GREENERY_WAREHOUSE_CONN_ID": conn_id}).warehouse_conn_id == conn_id
     with pytest.raises(config.SettingError, match="at most 250"):
         config.get({"GREENERY_WAREHOUSE_CONN_ID": "a" * 251})
@@ -298,6 +308,15 @@ def test_a_task_stopped_by_the_user_is_told_from_a_failure(warehouse_url):
     assert cli_runs.stopped_by_the_user(SimpleNamespace(run_id="stopped"))
     assert cli_runs.stopped_by_the_user(SimpleNamespace(run_id="older"))  # as recorded before
     assert not cli_runs.stopped_by_the_user(SimpleNamespace(run_id="failed"))
+
+
+@pytest.mark.parametrize("name", [*NUMBER_SETTINGS, "GREENERY_START_DATE"])
+def test_an_empty_number_or_date_setting_is_its_default_as_every_other_setting(name):
+    """Review: refused ("expected a whole number"), where every other setting takes empty for unset, and Compose's
+    ``GREENERY_X: ${GREENERY_X:-}`` (README: how a setting reaches the containers) passes an empty value."""
+    from greenery import config
+
+    assert config.get({name: ""}) == config.get({})
 
 
 def test_every_number_setting_is_in_the_bad_setting_test():

@@ -16,6 +16,7 @@ import pytest
 from greenery.project import models
 
 DAGS_DIR = Path(__file__).resolve().parent.parent / "dags"
+REPO_SQL_DIR = DAGS_DIR.parent / "include" / "sql"
 
 # Imports a DAG file in a fresh interpreter with every lookup Airflow offers booby-trapped, and reports
 # what the import pulled in.
@@ -318,6 +319,33 @@ BAD_PARSE_TIME_SETTINGS = [
     # Review: a misspelt name was ignored in silence (the run used the default folder).
     ("GREENERY_EXPECTATION_DIR", "/x", "no such setting; did you mean GREENERY_EXPECTATIONS_DIR?"),
 ]
+
+
+@pytest.mark.parametrize("sql_dir", [None, "/no/such/dir"], ids=["unset", "wrong"])
+def test_an_install_without_its_models_folder_loads_the_dag_and_its_first_task_names_the_setting(
+    monkeypatch, tmp_path, sql_dir
+):
+    """Review: a wheel install (README: `pip install .`, then GREENERY_SQL_DIR) has no models beside the package; with
+    GREENERY_SQL_DIR unset or wrong, the default stood in and was refused too: the DAG an import error (no run,
+    nobody paged), the failure callback's and the Data quality view's settings too. The DAG loads without model
+    tasks; each run's first task reads the settings and fails naming the setting."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from greenery import config
+
+    monkeypatch.setattr(config, "INCLUDE_DIR", tmp_path / "site-packages")  # where a wheel puts the package
+    if sql_dir:
+        monkeypatch.setenv("GREENERY_SQL_DIR", sql_dir)
+    else:
+        monkeypatch.delenv("GREENERY_SQL_DIR", raising=False)
+    bag = DagBag(dag_folder=str(DAGS_DIR / "greenery_daily.py"))
+    assert bag.import_errors == {}
+    task_ids = set(bag.dags["greenery_daily"].task_ids)
+    assert "check_source_freshness" in task_ids and not set(models.discover(REPO_SQL_DIR)) & task_ids
+    with pytest.raises(config.SettingError, match=r"GREENERY_SQL_DIR='[^']*': no models there"):
+        config.get()
+    settings, problems = config.get_lenient()  # what the failure callback's page and the view read
+    assert settings.sql_dir == tmp_path / "site-packages" / "sql" and "no models there" in problems[-1]
 
 
 @pytest.mark.parametrize(("name", "value", "reason"), BAD_PARSE_TIME_SETTINGS)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from greenery import asset_names
+from greenery.asked_names import AskedNames
 from greenery.redaction import REDACTED, redact
 from greenery.sql_words import RESERVED_WORDS
 
@@ -111,7 +112,7 @@ def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum
     """A number within [minimum, maximum]: NaN, infinity or a value no timer can hold is refused here, in one line,
     not deep in a task or in Airflow's DAG parse (review: nan and inf ended in tracebacks, 1e12 minutes failed two
     tasks with an OverflowError and paged without naming the setting)."""
-    text = env.get(name, default)
+    text = env.get(name) or default  # empty: the default, as everywhere (review: Compose's ${NAME:-} passes it)
     try:
         if "_" in text or not text.isascii():  # Python reads 1_0 as 10 and Arabic-Indic digits (review)
             raise ValueError(text)
@@ -159,10 +160,10 @@ def _asset_database(env: Mapping[str, str], name: str, default: str) -> str:
     return text
 
 
-def _sql_dir(env: Mapping[str, str], name: str, default: Path) -> Path:
+def _sql_dir(env: Mapping[str, str], name: str, default: Path, need_models: bool = True) -> Path:
     """A folder holding models: the DAG discovers them when it is parsed, where none is an import error (review)."""
     path = Path(env.get(name) or default)
-    if not any(next((path / layer).glob("*.sql"), None) for layer in LAYERS):
+    if need_models and not any(next((path / layer).glob("*.sql"), None) for layer in LAYERS):
         raise SettingError(f"{name}={str(path)!r}: no models there (no .sql file in its {', '.join(LAYERS)} folders)")
     return path
 
@@ -178,11 +179,12 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
             parts.scheme.lower() in ("http", "https")
             and bool(parts.hostname)
             and (parts.port is None or parts.port > 0)
+            and not {"?", "#"} & set(text)  # review: each page's name went after it (…/?a=1/index.html)
         )
     except ValueError:
         usable = False
     if not usable or text != text.strip() or " " in text:
-        raise SettingError(f"{name}={text!r}: expected an http:// or https:// address")
+        raise SettingError(f"{name}={text!r}: expected an http:// or https:// address, without ?query or #fragment")
     return text
 
 
@@ -206,7 +208,7 @@ def parse_day(text: str) -> dt.date:
 
 
 def _date(env: Mapping[str, str], name: str, default: str) -> dt.date:
-    text = env.get(name, default)
+    text = env.get(name) or default  # empty: the default, as everywhere (review: Compose's ${NAME:-} passes it)
     try:
         return parse_day(text)
     except ValueError as exc:
@@ -218,8 +220,10 @@ def _conn_id(env: Mapping[str, str], name: str, default: str | None, off: bool =
     value, were taken, the CLI then used its private database, and tasks failed far downstream). ``off``: "none"
     turns the feature off, and "None" is refused as its misspelling."""
     text = _text(env, name, default)
-    if text is not None and (not re.fullmatch(r"[\w#!()\-.:/\\]{1,250}", text) or text.lower() == "none" != text):
-        hint = "none (lower case) turns it off" if off else "'None' is a template's unset value: leave it unset"
+    # "none" turns only the alert off; elsewhere it was looked up as a connection (review)
+    none = text is not None and text.lower() == "none" and (text != "none" or not off)
+    if text is not None and (not re.fullmatch(r"[\w#!()\-.:/\\]{1,250}", text) or none):
+        hint = "none (lower case) turns it off" if off else f"{text!r} is not a connection: leave it unset"
         raise SettingError(
             f"{name}={text!r}: expected an Airflow connection id (letters, digits, _ # ! ( ) - . : / \\; at most"
             f" 250); unset or empty for the default; {hint}"
@@ -264,15 +268,21 @@ def get_lenient(env: Mapping[str, str] | None = None) -> tuple[Settings, tuple[s
     :func:`get` fails at once, and pages."""
     env = dict(os.environ if env is None else env)
     problems: list[str] = []
+    need_models = True
     while True:
         try:
-            return get(env), tuple(problems)
+            return get(env, need_models=need_models), tuple(problems)
         except SettingError as exc:  # its message starts with the variable's name
             name = re.match(r"[^=:\s]*", str(exc))[0]  # GREENERY_Foo too (review)
-            if name not in env or len(problems) > len(env):
-                raise
             problems.append(str(exc))
-            del env[name]
+            # Its default holds no models either (a wheel install: review, the DAG was an import error): it loads
+            # without model tasks, and each run's first task fails naming the folder.
+            if name == "GREENERY_SQL_DIR" and name not in env:
+                need_models = False
+            elif name not in env or len(problems) > len(env) + 1:
+                raise
+            else:
+                del env[name]
 
 
 # GREENERY_ + these are read by the tests, the benchmark and docker-compose, not here: not refused as misspellings.
@@ -284,30 +294,9 @@ NOT_SETTINGS = frozenset("GREENERY_" + name for name in (
 # fmt: on
 
 
-class _Asked(Mapping):
-    """``env``, remembering each name :func:`_read` asks for: the settings' names, listed in one place (_read)."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env, self.names = env, set()
-
-    def __getitem__(self, name: str) -> str:
-        self.names.add(name)
-        return self.env[name]
-
-    def get(self, name: str, default=None):
-        self.names.add(name)
-        return self.env.get(name, default)
-
-    def __iter__(self):
-        return iter(self.env)
-
-    def __len__(self) -> int:
-        return len(self.env)
-
-
 def setting_names() -> frozenset[str]:
     """The names :func:`get` reads."""
-    asked = _Asked({})
+    asked = AskedNames({})
     _read(asked)
     return frozenset(asked.names)
 
@@ -321,11 +310,12 @@ def _refuse_unknown(env: Mapping[str, str], known: set[str]) -> None:
         raise SettingError(f"{name}: no such setting{hint}")
 
 
-def get(env: Mapping[str, str] | None = None) -> Settings:
-    """The settings from ``env`` (default: this process's environment); a GREENERY_* name that is none is refused."""
+def get(env: Mapping[str, str] | None = None, *, need_models: bool = True) -> Settings:
+    """The settings from ``env`` (default: this process's environment); a GREENERY_* name that is none is refused.
+    ``need_models``: GREENERY_SQL_DIR must hold models (get_lenient's last resort only)."""
     env = os.environ if env is None else env
-    asked = _Asked(env)
-    settings = _read(asked)
+    asked = AskedNames(env)
+    settings = _read(asked, need_models)
     _refuse_unknown(env, asked.names)
     timeout = settings.task_timeout  # Airflow's execution_timeout: at least a second (_task_timeout)
     # At most half the timeout: a wait closer to it let the task time out first, naming nobody (review: 6.59 s of a
@@ -349,11 +339,11 @@ def get(env: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
-def _read(env: Mapping[str, str]) -> Settings:
+def _read(env: Mapping[str, str], need_models: bool = True) -> Settings:
     return Settings(
         warehouse_conn_id=_conn_id(env, "GREENERY_WAREHOUSE_CONN_ID", WAREHOUSE_CONN_ID),
         raw_schema=_schema(env, "GREENERY_RAW_SCHEMA", "raw"),
-        sql_dir=_sql_dir(env, "GREENERY_SQL_DIR", INCLUDE_DIR / "sql"),
+        sql_dir=_sql_dir(env, "GREENERY_SQL_DIR", INCLUDE_DIR / "sql", need_models),
         expectations_dir=Path(env.get("GREENERY_EXPECTATIONS_DIR") or INCLUDE_DIR / "expectations"),
         asset_authority=_asset_authority(env, "GREENERY_ASSET_AUTHORITY", "warehouse:5432"),
         asset_database=_asset_database(env, "GREENERY_ASSET_DATABASE", "greenery"),

@@ -23,7 +23,7 @@ from slack_server import conn_env_var
 from smtp_server import PASSWORD, REFUSED_DOMAIN, SENDER, USER, FakeSmtp
 
 from greenery.alerts import chart, digest_email
-from greenery.alerts.messages import build_summary_message
+from greenery.alerts.digest_message import build_summary_message
 from greenery.trend import Point
 
 # The test server takes AUTH over plain loopback on purpose (no certificate to make); aiosmtpd warns about it.

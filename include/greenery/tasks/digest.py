@@ -28,7 +28,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from psycopg import sql
 
 from greenery import audit, config, links, locks, runtime, trend, warehouse
-from greenery.alerts import chart, delivery, digest_email, email_delivery, messages, text
+from greenery.alerts import chart, delivery, digest_email, digest_message, email_delivery, text
 from greenery.project import models as model_files
 from greenery.tasks.failures import Refused
 from greenery.tasks.notify import validation_summary
@@ -132,7 +132,7 @@ def _send_slack(settings, stats, png, points, done) -> dict:
     problem = slack_settings_problem(settings)
     if problem:  # not retried: only the settings can fix it
         raise delivery.SlackDeliveryError(f"Slack note not sent: {problem}", conn_id="-", retryable=False)
-    payload = messages.build_summary_message(stats)
+    payload = digest_message.build_summary_message(stats)
     return delivery.send(payload, settings.summary_conn_id, settings.summary_channel) or {}
 
 

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from fake_task_instance import FakeTaskInstance
 from slack_server import conn_env_var
 
-from greenery import alerts_sent, audit, locks, warehouse
+from greenery import alerts_sent, audit, docs, locks, warehouse
 from greenery.checks import history
 from greenery.tasks import notify
 
@@ -727,6 +727,9 @@ def test_a_run_that_failed_with_no_task_failure_on_record_pages_once_from_the_da
     failed = failure_context("cleared", RuntimeError("disk full"))
     paging.on_task_failure({**failed, "dag_run": types.SimpleNamespace(clear_number=0)})  # pages and records
     assert len(slack_alerts_webhook.webhook_posts()) == 2
+    # Review: a model's failure named nobody, where a failed check of its table mentions its owner (_owners.yml).
+    said = json.dumps(slack_alerts_webhook.webhook_posts()[-1].body, ensure_ascii=False)
+    assert f"owner {docs.owner_of('fact_orders')['slack']}" in said and "<!subteam^" in said, said
     paging.on_run_failure(run_failed("cleared", 0))  # its task paged and recorded it: not again
     assert len(slack_alerts_webhook.webhook_posts()) == 2
     paging.on_run_failure(run_failed("cleared", 1))  # cleared since: only the earlier attempt recorded one
@@ -739,6 +742,56 @@ def test_a_run_that_failed_with_no_task_failure_on_record_pages_once_from_the_da
     assert "the run failed" in body and "left red (upstream_failed) were not cleared" in body
     assert "the run failed: the run failed" not in body  # the header's words are not said twice
     assert "task ?" not in body and "/tasks/%3F" not in body and "/tasks/?" not in body
+
+
+def test_a_run_whose_last_failed_task_recorded_nothing_or_was_not_paged_is_paged_by_the_dags_callback(
+    slack_alerts_webhook, warehouse_url, airflow_dag, monkeypatch
+):
+    """Review (on-call paths): validate failed its critical checks and left the page to alert_slack, which was killed
+    (or marked failed by hand) before it posted; the run's callback found validate's failure on record and paged
+    nobody. And a page Slack refused then (a 429 asking for 30 s) was never tried again. The run's callback pages when
+    its last failed task (Airflow's: the latest to end) has no record in this attempt, once it waited for one, or its
+    record says on-call was NOT paged; a task that recorded its failure and paged is not paged again."""
+    from greenery.tasks import paging
+
+    monkeypatch.setattr(paging, "LAST_RECORD_WAIT_S", 1.0)
+    monkeypatch.setattr(paging, "LAST_RECORD_POLL_S", 0.2)
+    attempt = types.SimpleNamespace(clear_number=0)
+    failed_validate = {**validate_failure_context("alert-killed", alert_slack="queued"), "dag_run": attempt}
+    paging.on_task_failure(failed_validate)
+    assert slack_alerts_webhook.webhook_posts() == []  # left to alert_slack, which will run
+
+    def run_failed(run_id: str, last_task: str) -> dict:
+        context = {**failure_context(run_id, RuntimeError("unused"), task_id=last_task), "dag_run": attempt}
+        context.pop("exception")
+        return {**context, "reason": "task_failure"}
+
+    paging.on_run_failure(run_failed("alert-killed", "validate"))  # the control: validate's record stands
+    assert slack_alerts_webhook.webhook_posts() == []
+    paging.on_run_failure(run_failed("alert-killed", "alert_slack"))  # killed after validate: nobody had been paged
+    [page] = slack_alerts_webhook.webhook_posts()
+    body = json.dumps(page.body, ensure_ascii=False)
+    assert "alert_slack failed without recording its failure in this attempt" in body, body
+    assert "killed" in body and "Recorded in this attempt: validate: 1 critical check failed" in body, body
+
+    # Slack refused the task's own page (and its tries within the callback's budget); the run's callback pages it.
+    slack_alerts_webhook.respond(429, headers={"Retry-After": "30"})
+    refused = {**failure_context("refused", RuntimeError("disk full"), task_id="publish"), "dag_run": attempt}
+    paging.on_task_failure(refused)
+    assert len(slack_alerts_webhook.webhook_posts()) == 2  # tried once: Slack asked for more time than it had
+    paging.on_run_failure(run_failed("refused", "publish"))
+    assert len(slack_alerts_webhook.webhook_posts()) == 3
+    body = json.dumps(slack_alerts_webhook.webhook_posts()[-1].body, ensure_ascii=False)
+    assert "publish failed and its page did not reach on-call then: RuntimeError: disk full" in body, body
+    assert "NOT paged" not in body
+
+    assert " · owner " not in body  # publish builds no model: no owner named
+    # The control: a task's page that went out is not sent again.
+    paging.on_task_failure(
+        {**failure_context("paged", RuntimeError("disk full"), task_id="publish"), "dag_run": attempt}
+    )
+    paging.on_run_failure(run_failed("paged", "publish"))
+    assert len(slack_alerts_webhook.webhook_posts()) == 4
 
 
 def test_a_failure_the_warehouse_could_not_record_at_once_is_recorded_and_paged_once(

@@ -93,6 +93,45 @@ def test_tasks_failing_at_once_with_one_error_page_once_and_another_error_pages_
     assert run.fail("t5", WAREHOUSE_GONE, attempt=1) is None  # the run cleared: news again
 
 
+def test_one_warehouse_outage_is_one_cause_whatever_each_task_met_and_a_models_own_error_is_its_own(quick):
+    """Review: the warehouse restarting under four model tasks: caught mid-statement, each error named its model; at
+    connect, "refused", "timeout expired" or "starting up": a page each. The outage is one cause; a statement
+    timeout, a SQL error or a connection written wrong are each their own."""
+    import psycopg
+
+    from greenery import warehouse
+    from greenery.materialize.model_sql import ModelBuildError
+
+    def built(model: str, error: BaseException) -> BaseException:
+        try:
+            raise ModelBuildError(
+                f"model {model} failed building x: [{getattr(error, 'sqlstate', '')}] {error}"
+            ) from error
+        except ModelBuildError as exc:
+            return exc
+
+    outage = [
+        built("fact_orders", psycopg.errors.AdminShutdown("terminating connection due to administrator command")),
+        built("dim_users", psycopg.OperationalError("consuming input failed: server closed the connection")),
+        psycopg.errors.CannotConnectNow("the database system is starting up"),
+        warehouse.WarehouseUnavailableError("cannot connect to the warehouse: Connection refused"),
+    ]
+    assert {page_claims.cause_of(exc, str(exc)) for exc in outage} == {page_claims.WAREHOUSE_UNREACHABLE}
+    own = [
+        built("fact_orders", psycopg.errors.QueryCanceled("canceling statement due to statement timeout")),
+        built("fact_orders", psycopg.errors.UndefinedColumn('column "x" does not exist')),
+        warehouse.ConnectionSettingError("the extra of Airflow connection 'w' is not a JSON object"),
+        ValueError("disk full"),
+    ]
+    assert [page_claims.cause_of(exc, str(exc)) for exc in own] == [str(exc) for exc in own]
+    run = _Run(["fact_orders", "dim_users", "int_orders"])
+    causes = {task: page_claims.cause_of(exc, str(exc)) for task, exc in zip(run.tasks, outage, strict=False)}
+    covered = _fail_at_once(run, causes, dict.fromkeys(causes, 0.0))
+    assert len(run.pages) == 1 and sorted(t for t, by in covered.items() if by) == sorted(
+        set(run.tasks) - set(run.pages)
+    )
+
+
 def test_a_claim_whose_page_did_not_go_or_was_killed_or_is_old_covers_nothing(quick, monkeypatch):
     """The first claim's page refused by Slack: the next task of the same error pages. A claim still "paging" long
     after (its callback killed before it said), or from long ago (another outage), covers nothing either; one that

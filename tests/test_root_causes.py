@@ -263,3 +263,24 @@ def test_a_key_repeated_by_a_models_join_is_told_to_fix_the_model_not_only_the_s
     assert root_causes.what_to_fix(root_causes.group([staged], MODELS)) == "Fix the source rows named above"
     both = root_causes.group([staged, mart], MODELS)  # the mart's follows from staging's: raw first
     assert root_causes.what_to_fix(both) == "Fix the source rows named above"
+
+
+def test_a_new_key_failing_downstream_only_is_news_to_the_repeat_check_not_a_repeat_of_the_upstream_entry():
+    """Review (on-call paths): not_null(order_id) failing on key A in staging and on A and B in int_orders is one entry
+    (A's), whose signature was yesterday's staging-only one: the alert was held back as a repeat, B unheard of. The
+    signature holds what each table downstream found; the same findings again are a repeat (the control)."""
+    from greenery.alerts import suppression
+
+    def signatures(*found: list[str]) -> list[str]:
+        failures = [
+            failure(suite, "expect_column_values_to_not_be_null", keys=tuple(keys), severity="warning")
+            for suite, keys in zip(("stg_postgres__orders", "int_orders"), found, strict=False)
+        ]
+        return suppression.signatures({"root_causes": root_causes.group(failures, MODELS)})
+
+    yesterday = signatures(["A"])
+    [today] = signatures(["A"], ["A", "B"])
+    assert today not in yesterday
+    assert signatures(["A"], ["A", "B"]) == [today]  # the same again: a repeat
+    [root] = root_causes.group([failure("int_orders", keys=("A",)), failure("fact_orders", keys=("A",))], MODELS)
+    assert root["also_found"] == [["marts.fact_orders", 1, ["A"]]]  # the published table, not the build's

@@ -61,6 +61,7 @@ def _signature(cause: Mapping[str, Any]) -> str:
             cause.get("unexpected_count"),
             cause.get("observed_value"),
             _all_keys(cause),
+            *([cause["also_found"]] if cause.get("also_found") else []),  # none: as signed before it was kept
         ],
         default=str,
         sort_keys=True,

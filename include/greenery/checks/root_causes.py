@@ -147,11 +147,21 @@ def _entry(root: Mapping[str, Any], models: Mapping[str, Model], ancestry) -> di
         "keys": distinct_keys(failure.get("sample_keys") or []),
         "error": failure.get("error"),
         "detail_error": failure.get("detail_error"),  # why it names no rows, when they could not be read
-        # A table once, however many of its checks repeat the problem.
-        "also_fails_in": list(
-            dict.fromkeys(models[m["suite"]].relation if m.get("suite") in models else m.get("table") for m in members)
+        # What each table downstream found, for the repeat's signature (review: a new key failing downstream only,
+        # folded into yesterday's upstream entry, was held back as its repeat): alerts/suppression.py.
+        "also_found": sorted(
+            [_relation(m, models), m.get("unexpected_count"), sorted(set(map(str, m.get("sample_keys") or [])))]
+            for m in members
         ),
+        # A table once, however many of its checks repeat the problem.
+        "also_fails_in": list(dict.fromkeys(_relation(m, models) for m in members)),
     }
+
+
+def _relation(failure: Mapping[str, Any], models: Mapping[str, Model]) -> str:
+    """The published table a failure is of (its own names the run's build schema)."""
+    suite = failure.get("suite")
+    return models[suite].relation if suite in models else str(failure.get("table"))
 
 
 # Checks of a table's shape, not its rows: no source row is at fault when they fail.

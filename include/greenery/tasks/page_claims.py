@@ -15,7 +15,9 @@ import logging
 import time
 from typing import Any
 
-from greenery import runtime
+import psycopg
+
+from greenery import runtime, warehouse
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,27 @@ KILLED_AFTER_S = 30.0
 # the same attempt, "killed" again, went unpaged).
 COVERS_S = 15 * 60.0
 PAGING, SENT, NOT_SENT, COVERED = "paging", "sent", "not sent", "covered"
+
+
+WAREHOUSE_UNREACHABLE = "the warehouse unreachable"
+
+
+def cause_of(exc: BaseException | None, error: str) -> str:
+    """What claims compare: the failure's ``error``, but one for every task an outage of the warehouse fails,
+    whatever each met (review: mid-statement, each text named its own model; at connect, "refused", "timeout expired"
+    or "starting up": one page each). An outage: the warehouse not reached (WarehouseUnavailableError but a
+    connection written wrong), or psycopg's connection errors (no SQLSTATE, or classes 08 and 57P: the server shut
+    down, or not yet up); a statement timeout (57014) is the model's own."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        state = getattr(exc, "sqlstate", None) or ""
+        if isinstance(exc, warehouse.WarehouseUnavailableError):
+            return error if isinstance(exc, warehouse.ConnectionSettingError) else WAREHOUSE_UNREACHABLE
+        if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "57P"))):
+            return WAREHOUSE_UNREACHABLE
+        exc = exc.__cause__ or exc.__context__
+    return error
 
 
 def covered_by(context: Any, error: str) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from airflow.sdk.exceptions import AirflowSkipException
 
-from greenery import audit, config, links, runtime, warehouse
+from greenery import audit, config, docs, links, runtime, warehouse
 from greenery.alerts import delivery, messages
 from greenery.alerts.delivery import SlackDeliveryError
 from greenery.errors import USER_STOPPED
@@ -204,7 +204,7 @@ def _page_for(context: Any, exc: BaseException | None) -> str | None:
     if isinstance(exc, KeyboardInterrupt):  # `greenery run` stopped by its user, who knows (dev/cli_runs.py)
         log.warning("not paging: stopped by the user (Ctrl-C or SIGTERM)")
         return None
-    if first := page_claims.covered_by(context, describe(exc)):
+    if first := page_claims.covered_by(context, page_claims.cause_of(exc, describe(exc))):
         log.warning("not paging: %s failed first with the same error, and its page covers this task", first)
         return None
     interval = runtime.interval(context)
@@ -219,12 +219,24 @@ def _page_for(context: Any, exc: BaseException | None) -> str | None:
             links=links.for_run(context["run_id"], runtime.task_id(context)),
             published=_published(exc, context),
             next_step=getattr(exc, "next_step", None),  # failures.MaybePosted: look in the channel, not clear the run
+            mention=_owner_mention(runtime.task_id(context)),
         ),
         max(1.0, PAGE_BUDGET_S - (time.monotonic() - began)),
     )
     log.warning("task failure page to on-call: %s", sent)
     page_claims.settle(context, sent in (SENT, MAYBE_SENT))
     return sent
+
+
+def _owner_mention(task_id: str) -> str | None:
+    """The Slack handle of the owner of the model ``task_id`` builds (review: a model's failure named nobody, where a
+    failed check of its table mentions its owner); None for other tasks, or when the docs cannot be read (what
+    failed may be them)."""
+    try:
+        return (docs.owner_of(task_id) or {}).get("slack")
+    except Exception as exc:
+        log.warning("the page names no owner: %s", exc)
+        return None
 
 
 def _published(exc: BaseException | None, context: Any) -> bool:
@@ -237,11 +249,81 @@ def _published(exc: BaseException | None, context: Any) -> bool:
 def on_run_failure(context: Any) -> None:
     """The DAG's own ``on_failure_callback``, a backstop. Airflow runs no task failure callback for a task whose
     process was killed (out of memory, ``kill -9``: apache/airflow#60858) or that was marked failed by hand; the
-    run then failed and nobody was paged. When no task of this attempt of the run recorded a failure, page once.
+    run then failed and nobody was paged. It pages once when no task of this attempt of the run recorded a failure,
+    when the run's last failed task did not (others did: review, ``alert_slack`` killed after validate left it the
+    failed checks paged nobody), or when that task's page did not go (Slack refused it then: it may take it now).
     When the warehouse cannot be read, the tasks' own pages stand (they had it fail too)."""
     run_id = context.get("run_id") or "?"
     attempt = runtime.clear_number(context)
+    task = runtime.task_id(context)
+    known = task != "?"  # Airflow names no last task when none ran in this attempt
     try:
+        failures, build_day, unrecordable = _recorded(run_id, attempt, task if known else None)
+    except Exception as exc:
+        log.warning("run %s failed; its recorded failures cannot be read (%s): not paging again", run_id, exc)
+        return
+    # Without run details (Airflow gave no last task instance) the attempt cannot be told: then it pages.
+    mine = [f for f in failures if attempt is not None and f["clear_number"] == attempt]
+    last = [f for f in mine if f["task_id"] == task] if known else mine
+    if last and not last[-1]["error"].endswith(NOT_PAGED):
+        return  # the task paged (or left its page to alert_slack) and recorded it
+    try:
+        day = runtime.interval(context).day.isoformat()
+    except (KeyError, AttributeError):  # a context without the run's details: the run's build knows its day
+        day = next((str(f["logical_date"]) for f in failures), None) or build_day
+    if last:
+        error = f"{task} failed and its page did not reach on-call then: {last[-1]['error'].removesuffix(NOT_PAGED)}"
+    elif mine:
+        others = "; ".join(f"{f['task_id']}: {f['error'].strip().splitlines()[0][:300]}" for f in mine)
+        error = (
+            f"{task} failed without recording its failure in this attempt of the run (Airflow:"
+            f" {context.get('reason') or '-'}): its process was killed (out of memory, kill -9) or it was marked"
+            f" failed by hand, so what it was to do did not happen. Recorded in this attempt: {others}."
+            " Its red tasks are in the Grid."
+        )
+    else:
+        error = (
+            f"no task recorded a failure in this attempt of the run (Airflow: {context.get('reason') or '-'}):"
+            + (
+                f" the warehouse's role may not create {audit.SCHEMA} (no create on the database), so no failure"
+                " can be recorded: a failed task's own page says why, or the first task was killed first."
+                if unrecordable
+                else " a task's process was killed (out of memory, kill -9), a task was marked"
+                " failed by hand, tasks an earlier attempt left red (upstream_failed) were not cleared with it,"
+                " or the warehouse did not answer when a failed task's own page went out (that page came first)."
+            )
+            + (f" The run's last task: {task}." if known else "")
+            # Review: it said to clear the first red task with its downstream tasks, the page's next step to
+            # clear the whole run; the whole run also takes the tasks an earlier attempt left red.
+            + " Its red tasks are in the Grid."
+        )
+    sent = page(
+        messages.build_task_failure_alert(
+            dag_id=runtime.dag_id(context),
+            task_id=task,
+            logical_date=day,
+            run_id=run_id,
+            error=error,
+            log_url=runtime.log_url(context) if known else None,
+            links=links.for_run(run_id, task if known else None),
+            published=notify.published_in_this_run(context),
+            mention=_owner_mention(task),
+        )
+    )
+    log.warning("run failure page to on-call: %s", sent)
+
+
+# How long the run's callback waits for its last failed task's record while other tasks of the attempt recorded
+# theirs: Airflow may mark the run failed while that task's own callback still pages (it has 20 s), and a page
+# from here as well would be a second.
+LAST_RECORD_WAIT_S, LAST_RECORD_POLL_S = 20.0, 1.0
+
+
+def _recorded(run_id: str, attempt: int | None, task: str | None) -> tuple[list[dict], Any, bool]:
+    """The run's recorded failures, its build's day, and whether its role cannot record any; waiting for ``task``'s
+    record while other records of this ``attempt`` say its callback may still be running."""
+    deadline = time.monotonic() + LAST_RECORD_WAIT_S
+    while True:
         with warehouse.connect_answering_within(
             RUN_READS_WITHIN_S, "the run's recorded failures", connect_timeout=WAREHOUSE_CONNECT_TIMEOUT_S
         ) as conn:
@@ -251,47 +333,10 @@ def on_run_failure(context: Any) -> None:
             # killed task beside the failed task's own. It still pages (the first task may have been killed before
             # any page), saying why nothing was recorded.
             unrecordable = not audit.exists(conn, "task_failures") and "create" in warehouse.missing_privileges(conn)[2]
-    except Exception as exc:
-        log.warning("run %s failed; its recorded failures cannot be read (%s): not paging again", run_id, exc)
-        return
-    # Without run details (Airflow gave no last task instance) the attempt cannot be told: then it pages.
-    if attempt is not None and any(f["clear_number"] == attempt for f in failures):
-        return  # the tasks paged (or left their page to alert_slack) and recorded it
-    task = runtime.task_id(context)
-    known = task != "?"  # Airflow names no last task when none ran in this attempt
-    try:
-        day = runtime.interval(context).day.isoformat()
-    except (KeyError, AttributeError):  # a context without the run's details: the run's build knows its day
-        day = next((str(f["logical_date"]) for f in failures), None) or build_day
-    sent = page(
-        messages.build_task_failure_alert(
-            dag_id=runtime.dag_id(context),
-            task_id=task,
-            logical_date=day,
-            run_id=run_id,
-            # Review: after a task cleared alone, the run failed again on the upstream_failed tasks an earlier
-            # attempt left, and this said a task was killed or marked failed, of "task ?", with a log link to it.
-            error=(
-                f"no task recorded a failure in this attempt of the run (Airflow: {context.get('reason') or '-'}):"
-                + (
-                    f" the warehouse's role may not create {audit.SCHEMA} (no create on the database), so no failure"
-                    " can be recorded: a failed task's own page says why, or the first task was killed first."
-                    if unrecordable
-                    else " a task's process was killed (out of memory, kill -9), a task was marked"
-                    " failed by hand, tasks an earlier attempt left red (upstream_failed) were not cleared with it,"
-                    " or the warehouse did not answer when a failed task's own page went out (that page came first)."
-                )
-                + (f" The run's last task: {task}." if known else "")
-                # Review: it said to clear the first red task with its downstream tasks, the page's next step to
-                # clear the whole run; the whole run also takes the tasks an earlier attempt left red.
-                + " Its red tasks are in the Grid."
-            ),
-            log_url=runtime.log_url(context) if known else None,
-            links=links.for_run(run_id, task if known else None),
-            published=notify.published_in_this_run(context),
-        )
-    )
-    log.warning("run failure page to on-call: %s", sent)
+        mine = [f["task_id"] for f in failures if attempt is not None and f["clear_number"] == attempt]
+        if task is None or not mine or task in mine or time.monotonic() + LAST_RECORD_POLL_S > deadline:
+            return failures, build_day, unrecordable
+        time.sleep(LAST_RECORD_POLL_S)
 
 
 def describe(exc: BaseException | str | None) -> str:

@@ -782,8 +782,26 @@ def test_a_run_whose_last_failed_task_recorded_nothing_or_was_not_paged_is_paged
     paging.on_run_failure(run_failed("refused", "publish"))
     assert len(slack_alerts_webhook.webhook_posts()) == 3
     body = json.dumps(slack_alerts_webhook.webhook_posts()[-1].body, ensure_ascii=False)
-    assert "publish failed and its page did not reach on-call then: RuntimeError: disk full" in body, body
+    assert "publish failed, and its page did not reach on-call then (tried again now): RuntimeError: disk" in body
     assert "NOT paged" not in body
+
+    # Diff review: the last task's own page went (its claim says so) and the warehouse lost its record: not again.
+    # Nor for a task an earlier attempt left red, which recorded and paged it then, beside this attempt's failure.
+    import time
+
+    from greenery.tasks import page_claims
+
+    claimed = {"attempt": 0, "page": page_claims.SENT, "at": time.time()}
+    lost = run_failed("alert-killed", "alert_slack")
+    lost["ti"].pulled[("alert_slack", page_claims.KEY)] = claimed
+    paging.on_run_failure(lost)
+    earlier = {**failure_context("left-red", RuntimeError("x"), task_id="fact_orders"), "dag_run": attempt}
+    paging.on_task_failure(earlier)  # attempt 0: recorded and paged
+    later = types.SimpleNamespace(clear_number=1)
+    paging.on_task_failure({**failure_context("left-red", RuntimeError("y"), task_id="dim_users"), "dag_run": later})
+    assert len(slack_alerts_webhook.webhook_posts()) == 5
+    paging.on_run_failure({**run_failed("left-red", "fact_orders"), "dag_run": later})
+    assert len(slack_alerts_webhook.webhook_posts()) == 5
 
     assert " · owner " not in body  # publish builds no model: no owner named
     # The control: a task's page that went out is not sent again.
@@ -791,7 +809,7 @@ def test_a_run_whose_last_failed_task_recorded_nothing_or_was_not_paged_is_paged
         {**failure_context("paged", RuntimeError("disk full"), task_id="publish"), "dag_run": attempt}
     )
     paging.on_run_failure(run_failed("paged", "publish"))
-    assert len(slack_alerts_webhook.webhook_posts()) == 4
+    assert len(slack_alerts_webhook.webhook_posts()) == 6
 
 
 def test_a_failure_the_warehouse_could_not_record_at_once_is_recorded_and_paged_once(

@@ -61,7 +61,7 @@ def _signature(cause: Mapping[str, Any]) -> str:
             cause.get("unexpected_count"),
             cause.get("observed_value"),
             _all_keys(cause),
-            *([cause["also_found"]] if cause.get("also_found") else []),  # none: as signed before it was kept
+            *([_downstream(cause["also_found"])] if cause.get("also_found") else []),  # none: as signed before
         ],
         default=str,
         sort_keys=True,
@@ -71,6 +71,13 @@ def _signature(cause: Mapping[str, Any]) -> str:
 # What a key says of the run that found it, not of the rows: the raw-changed warning's command ends on the run's own
 # day (re-trial: the same warning was news to every run of another day, and would page every day).
 _RUN_OWN = re.compile(r"(--end-date )\d{4}-\d{2}-\d{2}")
+
+
+def _downstream(found: list[Mapping[str, Any]]) -> list[list]:
+    """What each table downstream found of the root cause (root_causes: also_found): its count and, as for the
+    root's own, its keys when its sample holds them all (diff review: a sample of 5 of more rows changed from run to
+    run, and so did the signature: the warning was news every day)."""
+    return [[f.get("table"), f.get("unexpected_count"), _all_keys(f)] for f in found if isinstance(f, Mapping)]
 
 
 def _all_keys(cause: Mapping[str, Any]) -> list[str] | None:

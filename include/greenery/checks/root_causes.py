@@ -150,12 +150,19 @@ def _entry(root: Mapping[str, Any], models: Mapping[str, Model], ancestry) -> di
         # What each table downstream found, for the repeat's signature (review: a new key failing downstream only,
         # folded into yesterday's upstream entry, was held back as its repeat): alerts/suppression.py.
         "also_found": sorted(
-            [_relation(m, models), m.get("unexpected_count"), sorted(set(map(str, m.get("sample_keys") or [])))]
-            for m in members
+            (
+                {"table": _relation(m, models), "unexpected_count": m.get("unexpected_count"), "keys": _keys(m)}
+                for m in members
+            ),
+            key=lambda found: (found["table"], str(found["unexpected_count"])),
         ),
         # A table once, however many of its checks repeat the problem.
         "also_fails_in": list(dict.fromkeys(_relation(m, models) for m in members)),
     }
+
+
+def _keys(failure: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return distinct_keys(sorted(map(str, failure.get("sample_keys") or [])))
 
 
 def _relation(failure: Mapping[str, Any], models: Mapping[str, Model]) -> str:

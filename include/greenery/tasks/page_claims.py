@@ -94,6 +94,21 @@ def covered_by(context: Any, error: str) -> str | None:
         return None
 
 
+def claim_of(context: Any, task_id: str, attempt: int | None) -> str | None:
+    """How ``task_id``'s page for this ``attempt`` of the run went, as its claim says (PAGING, SENT, NOT_SENT,
+    COVERED; PAGING long after: its callback was killed, NOT_SENT), or None: no claim, or it cannot be read."""
+    try:
+        claim = context["ti"].xcom_pull(task_ids=task_id, key=KEY)
+    except Exception as exc:  # toward paging
+        log.warning("paging: %s's claim could not be read (%s)", task_id, exc)
+        return None
+    if not isinstance(claim, dict) or claim.get("attempt") != attempt:
+        return None
+    if claim.get("page") == PAGING and time.time() - float(claim.get("at") or 0) > KILLED_AFTER_S:
+        return NOT_SENT
+    return claim.get("page")
+
+
 def settle(context: Any, went: bool) -> None:
     """Say whether this task's page went (or may have): a claim whose page did not go covers nothing."""
     ti = context.get("ti")

@@ -258,28 +258,33 @@ def on_run_failure(context: Any) -> None:
     task = runtime.task_id(context)
     known = task != "?"  # Airflow names no last task when none ran in this attempt
     try:
-        failures, build_day, unrecordable = _recorded(run_id, attempt, task if known else None)
+        failures, build_day, unrecordable = _recorded(context, run_id, attempt, task if known else None)
     except Exception as exc:
         log.warning("run %s failed; its recorded failures cannot be read (%s): not paging again", run_id, exc)
         return
     # Without run details (Airflow gave no last task instance) the attempt cannot be told: then it pages.
     mine = [f for f in failures if attempt is not None and f["clear_number"] == attempt]
-    last = [f for f in mine if f["task_id"] == task] if known else mine
+    last = [f for f in mine if f["task_id"] == task] if known else mine[-1:]
     if last and not last[-1]["error"].endswith(NOT_PAGED):
         return  # the task paged (or left its page to alert_slack) and recorded it
+    if known and page_claims.claim_of(context, task, attempt) in (page_claims.SENT, page_claims.COVERED):
+        return  # its own callback paged; the warehouse lost its record (diff review: paged twice, "killed")
+    if mine and not last and any(f["task_id"] == task for f in failures):
+        return  # the task an earlier attempt left red, which recorded and paged it then; this attempt's tasks too
     try:
         day = runtime.interval(context).day.isoformat()
     except (KeyError, AttributeError):  # a context without the run's details: the run's build knows its day
         day = next((str(f["logical_date"]) for f in failures), None) or build_day
     if last:
-        error = f"{task} failed and its page did not reach on-call then: {last[-1]['error'].removesuffix(NOT_PAGED)}"
+        said = last[-1]["error"].removesuffix(NOT_PAGED)
+        error = f"{last[-1]['task_id']} failed, and its page did not reach on-call then (tried again now): {said}"
     elif mine:
         others = "; ".join(f"{f['task_id']}: {f['error'].strip().splitlines()[0][:300]}" for f in mine)
         error = (
             f"{task} failed without recording its failure in this attempt of the run (Airflow:"
             f" {context.get('reason') or '-'}): its process was killed (out of memory, kill -9) or it was marked"
-            f" failed by hand, so what it was to do did not happen. Recorded in this attempt: {others}."
-            " Its red tasks are in the Grid."
+            f" failed by hand, so what it was to do did not happen (or the warehouse did not answer when its own"
+            f" page went out: that page came first). Recorded in this attempt: {others}. Its red tasks are in the Grid."
         )
     else:
         error = (
@@ -313,15 +318,15 @@ def on_run_failure(context: Any) -> None:
     log.warning("run failure page to on-call: %s", sent)
 
 
-# How long the run's callback waits for its last failed task's record while other tasks of the attempt recorded
-# theirs: Airflow may mark the run failed while that task's own callback still pages (it has 20 s), and a page
-# from here as well would be a second.
-LAST_RECORD_WAIT_S, LAST_RECORD_POLL_S = 20.0, 1.0
+# How long the run's callback waits for its last failed task's record while that task's callback may still be paging
+# (its claim says so, or other tasks of the attempt recorded theirs): Airflow may mark the run failed while it runs
+# (it has 20 s), and a page from here as well would be a second. Within the DAG processor's 50 s for the callback.
+LAST_RECORD_WAIT_S, LAST_RECORD_POLL_S = 15.0, 1.0
 
 
-def _recorded(run_id: str, attempt: int | None, task: str | None) -> tuple[list[dict], Any, bool]:
+def _recorded(context: Any, run_id: str, attempt: int | None, task: str | None) -> tuple[list[dict], Any, bool]:
     """The run's recorded failures, its build's day, and whether its role cannot record any; waiting for ``task``'s
-    record while other records of this ``attempt`` say its callback may still be running."""
+    record while its callback may still be running."""
     deadline = time.monotonic() + LAST_RECORD_WAIT_S
     while True:
         with warehouse.connect_answering_within(
@@ -334,8 +339,11 @@ def _recorded(run_id: str, attempt: int | None, task: str | None) -> tuple[list[
             # any page), saying why nothing was recorded.
             unrecordable = not audit.exists(conn, "task_failures") and "create" in warehouse.missing_privileges(conn)[2]
         mine = [f["task_id"] for f in failures if attempt is not None and f["clear_number"] == attempt]
-        if task is None or not mine or task in mine or time.monotonic() + LAST_RECORD_POLL_S > deadline:
+        if task is None or task in mine or time.monotonic() + LAST_RECORD_POLL_S > deadline:
             return failures, build_day, unrecordable
+        claim = page_claims.claim_of(context, task, attempt)
+        if claim in (page_claims.SENT, page_claims.COVERED) or not (mine or claim == page_claims.PAGING):
+            return failures, build_day, unrecordable  # paged; or nothing says a callback of it runs (killed)
         time.sleep(LAST_RECORD_POLL_S)
 
 

@@ -104,7 +104,7 @@ def test_a_broken_docs_file_is_one_line_naming_it(text, error, tmp_path, monkeyp
             "one:\n  indicators:\n    x:\n      definition: d\n",
             ": entry one: indicator x: expected definition and says",
         ),
-        ("one:\n  layer: staging\n", ": entry one: layer: no such key (the file's folder is its layer, marts)"),
+        ("one:\n  layer: staging\n", ": entry one: layer: the file's folder is its layer, marts"),
     ],
     ids=[
         "columns-list",
@@ -134,6 +134,16 @@ def test_a_docs_entry_that_would_be_lost_or_break_its_model_is_refused_naming_it
 
     assert cli.main(["docs"]) == 2
     assert capsys.readouterr().err == f"error: {err.value}\n"
+
+
+def test_a_docs_entry_naming_its_own_layer_is_taken(tmp_path, monkeypatch):
+    """Diff review: refusing every layer: key failed every run of a _docs.yml that worked, naming its own folder."""
+    (tmp_path / "sql" / "marts").mkdir(parents=True)
+    (tmp_path / "sql" / "marts" / "one.sql").write_text("select 1 as one")
+    (tmp_path / "sql" / "marts" / "_docs.yml").write_text("one:\n  layer: marts\n  description: a\n")
+    monkeypatch.setenv("GREENERY_SQL_DIR", str(tmp_path / "sql"))
+    docs.check(models.discover())
+    assert docs.load(tmp_path / "sql")["one"] == {"layer": "marts", "description": "a"}
 
 
 def test_a_docs_file_of_the_wrong_shape_fails_the_run_at_its_first_build_task(tmp_path, monkeypatch):

@@ -26,8 +26,8 @@ def load(sql_dir: Path | None = None) -> dict[str, dict]:
         if not path.is_file():
             continue
         for name, doc in _entries(path).items():
-            if "layer" in doc:  # review: it was overwritten by the folder's, in silence
-                raise DocsError(f"{path}: entry {name}: layer: no such key (the file's folder is its layer, {layer})")
+            if doc.get("layer", layer) != layer:  # review: overwritten by the folder's, in silence
+                raise DocsError(f"{path}: entry {name}: layer: the file's folder is its layer, {layer}")
             docs[name] = {**doc, "layer": layer}
     return docs
 

@@ -342,8 +342,11 @@ def test_an_install_without_its_models_folder_loads_the_dag_and_its_first_task_n
     assert bag.import_errors == {}
     task_ids = set(bag.dags["greenery_daily"].task_ids)
     assert "check_source_freshness" in task_ids and not set(models.discover(REPO_SQL_DIR)) & task_ids
+    from greenery.tasks import freshness
+
+    first_task = {"logical_date": dt.datetime(2021, 2, 11, tzinfo=dt.UTC), "run_id": "r"}  # check_source_freshness's
     with pytest.raises(config.SettingError, match=r"GREENERY_SQL_DIR='[^']*': no models there"):
-        config.get()
+        freshness.check(first_task)
     settings, problems = config.get_lenient()  # what the failure callback's page and the view read
     assert settings.sql_dir == tmp_path / "site-packages" / "sql" and "no models there" in problems[-1]
 

@@ -58,8 +58,22 @@ def _critical(summary: dict) -> list[tuple[str, list[str]]]:
             "staging.stg_postgres__events",
             "1429 of 1429 rows of 2021-02-10 quarantined (invalid_event_type 1429)",
         ),
+        # Review: a status renamed from one day on is a minority of a month's orders (the whole-table count), and
+        # that day's order marts went out empty behind a 🟡: each day of the orders is counted on its own too.
+        (
+            "update raw.orders set status = 'complete' where order_id in (select order_id from raw.orders"
+            " where created_at >= '2021-02-11T00:00:00Z' order by created_at desc limit 100)",
+            "staging.stg_postgres__orders",
+            "100 of 184 rows of 2021-02-11 quarantined (invalid_status 100)",
+        ),
     ],
-    ids=["every order", "most events of the window", "every event of the day", "every event of an earlier day"],
+    ids=[
+        "every order",
+        "most events of the window",
+        "every event of the day",
+        "every event of an earlier day",
+        "most orders of a day",
+    ],
 )
 def test_a_source_mostly_quarantined_blocks_the_publish_and_changes_nothing(change, table, said, published_url):
     with psycopg.connect(published_url, autocommit=True) as conn:

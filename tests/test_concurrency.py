@@ -18,6 +18,7 @@ from helpers import hashes, publish_checked
 from psycopg import sql
 
 from greenery import wap, warehouse
+from greenery.materialize import relations
 from greenery.project import models
 
 pytestmark = pytest.mark.db
@@ -110,6 +111,33 @@ def test_a_publish_never_drops_another_runs_live_build(published_url):
         assert set(wap.built_models(conn, MODELS, live)) == {"stg_postgres__users", "stg_postgres__addresses"}
         wap.build_models(conn, MODELS, live)
         assert len(publish_checked(conn, MODELS, live)) == len(MODELS)
+
+
+def test_a_full_refresh_published_under_a_run_building_on_its_merged_view_refuses_that_run_not_mixes_it(
+    published_url,
+):
+    """Review (README: "no run drops or reads another's build"): a full_refresh publishing stg_postgres__events whole
+    dropped the merged view of a run building beside it (its recomputed events over the published table), and that
+    run's later models read the other run's table for their own, green. They refuse, naming the view and the step; the
+    run cleared builds again on what is published, and publishes."""
+    events = "stg_postgres__events"
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        live, whole = wap.Build("live", DAY2), wap.Build("whole", DAY2)
+        wap.prepare(conn, live)
+        wap.build_models(conn, MODELS, live, only=[events])
+        assert wap.built_delta(conn, MODELS[events], live)  # incremental: its delta, and the view over it
+        wap.prepare(conn, whole)
+        wap.build_models(conn, MODELS, whole, full_refresh=True)
+        publish_checked(conn, MODELS, whole)  # events published whole: the live run's view on it dropped
+        before = hashes(conn)
+        rest = [name for name in MODELS if name != events]
+        with pytest.raises(relations.MergedViewDropped, match=r"dropped by another run publishing .* Clear the whole"):
+            wap.build_models(conn, MODELS, live, only=rest)
+        assert hashes(conn) == before
+        again = wap.Build("live-cleared", DAY2)  # the run cleared: prepared and built again
+        wap.prepare(conn, again)
+        wap.build_models(conn, MODELS, again)
+        assert len(publish_checked(conn, MODELS, again)) == len(MODELS)
 
 
 def test_publishing_nothing_or_a_lost_build_is_an_error_that_changes_nothing(published_url):

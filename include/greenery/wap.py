@@ -226,7 +226,7 @@ def built_delta(conn, model: Model, build: Build) -> str | None:
     """
     if model.materialized != "incremental":
         return None
-    delta = incremental.delta_relation(f"{build.schema(model.layer)}.{model.name}")
+    delta = relations.delta_relation(f"{build.schema(model.layer)}.{model.name}")
     return delta if relations.exists(conn, delta) else None
 
 

@@ -100,7 +100,7 @@ def _above_built_whole(conn, model: Model, models: Mapping[str, Model], schema_o
         if above.materialized != "incremental" or schema_of.get(above.layer, above.layer) == above.layer:
             continue
         built = f"{schema_of[above.layer]}.{name}"
-        if relations.exists(conn, built) and not relations.exists(conn, incremental.delta_relation(built)):
+        if relations.exists(conn, built) and not relations.exists(conn, relations.delta_relation(built)):
             logging.getLogger(__name__).warning(
                 "%s: %s was built whole in this run; building it whole", model.name, name
             )
@@ -114,7 +114,7 @@ def _write_incremental(cur, target: Target, select: ModelSql | sql.Composable, s
         rows = _create_as(cur, sql.SQL("create temporary table _greenery_delta on commit drop as "), select)
         incremental.merge(cur, target.model, target.relation, delta, since)
         return rows
-    delta = incremental.delta_relation(target.relation)
+    delta = relations.delta_relation(target.relation)
     incremental.drop_build(cur, target.relation)
     rows = _create_as(cur, sql.SQL("create table {} {} as ").format(ident(delta), relations.NO_AUTOVACUUM), select)
     # The published table's indexes on the delta too: a downstream incremental model reads the merged view below by
@@ -277,7 +277,8 @@ def build_model(
             if target.in_place or not is_incremental:  # a build's delta gets them when it is merged at publish
                 docs.apply_comments(cur, model.name, target.schema, model.name)
                 cur.execute(sql.SQL("analyze {}").format(ident(target.relation)))
-    except (ModelBuildError, docs.DocsError):  # a DocsError names _docs.yml, not the model's SQL
+    # A DocsError names _docs.yml, not the model's SQL; a dropped merged view another run's (not retried either)
+    except (ModelBuildError, docs.DocsError, relations.MergedViewDropped):
         raise
     except Exception as exc:
         raise build_error(model, target.relation, exc) from exc

@@ -12,13 +12,8 @@ import datetime as dt
 from psycopg import sql
 
 from greenery.materialize import relations
-from greenery.materialize.relations import ident
+from greenery.materialize.relations import delta_relation, ident
 from greenery.project.models import Model
-
-
-def delta_relation(relation: str) -> str:
-    """Where an incremental build keeps the rows it recomputed (``<schema>.<model>__delta``)."""
-    return f"{relation}__delta"
 
 
 def _keys_match(model: Model) -> sql.Composed:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 
 from psycopg import sql
 
+from greenery.errors import RetryCannotFix
 from greenery.project.models import Model
 
 # Storage options of the tables a run creates and drops again, or replaces whole the next day. Autovacuum
@@ -33,11 +34,22 @@ def exists(conn, relation: str) -> bool:
     return found[0] is not None
 
 
+def delta_relation(relation: str) -> str:
+    """Where an incremental build keeps the rows it recomputed (``<schema>.<model>__delta``), beside its merged view."""
+    return f"{relation}__delta"
+
+
+class MergedViewDropped(RuntimeError, RetryCannotFix):
+    """Another run published an incremental model whole while this run's build merged into it."""
+
+
 def resolver(conn, models: Mapping[str, Model], schema_of: Mapping[str, str] | None) -> Callable[[str], str]:
     """Name -> relation: the run's build schema when the model is there, else the published table.
 
     Falling back lets a single cleared task rebuild from what is published when its run's build
-    schemas were already published or cleaned up.
+    schemas were already published or cleaned up. Not for an incremental model whose delta is there without its
+    merged view: another run's publish of it whole (a full refresh) dropped the view (build_schemas.drop_views_on),
+    and this run's models would read that run's table for their own, green (review): refused.
     """
     schema_of = dict(schema_of or {})
 
@@ -47,7 +59,16 @@ def resolver(conn, models: Mapping[str, Model], schema_of: Mapping[str, str] | N
         if build_schema is None:
             return model.relation
         built = f"{build_schema}.{name}"
-        return built if exists(conn, built) else model.relation
+        if exists(conn, built):
+            return built
+        if model.materialized == "incremental" and exists(conn, delta_relation(built)):
+            raise MergedViewDropped(
+                f"{built}, this run's {model.relation} (its recomputed rows merged into the published table), was"
+                f" dropped by another run publishing {model.relation} whole (a full_refresh) while this run was"
+                " building: its models would read that run's rows for this run's. Clear the whole run: it builds"
+                " again on what is published now"
+            )
+        return model.relation
 
     return relation
 

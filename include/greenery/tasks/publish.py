@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from greenery import audit, build_schemas, lock_waits, runtime, wap, warehouse
@@ -13,6 +14,14 @@ from greenery.tasks import notify, paging
 from greenery.tasks.failures import Refused
 
 log = logging.getLogger(__name__)
+
+# Review: retried with backoff (a retry meets the same view), the page came minutes late, and PostgreSQL's hint said
+# to drop it with CASCADE.
+VIEW_ON_A_MART = (
+    "Nothing was published. Have the view it names dropped (a view on a mart that publish replaces blocks every"
+    " publish: build it as a table in a DAG scheduled on the mart Assets, or on a daily mart, which publish updates"
+    " in place; the README's Views on marts), then clear publish with its downstream tasks: the same build publishes."
+)
 
 
 def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
@@ -63,6 +72,8 @@ def run(summary: dict[str, Any] | None, context: Any) -> dict[str, Any]:
                 if step := getattr(failed, "next_step", None):  # review: lost in the wrapping, the page said another
                     raise Refused(str(failed), next_step=step, published=False) from failed
                 raise AirflowFailException(str(failed)) from failed
+            if isinstance(failed, psycopg.errors.DependentObjectsStillExist):  # a view on a mart: there until dropped
+                raise Refused(str(failed).split("\nHINT:")[0], next_step=VIEW_ON_A_MART, published=False) from failed
             raise
         else:
             log.info("published %s", ", ".join(tables))

@@ -62,6 +62,7 @@ def summary(day: str, run_id: str, failures: list[dict], blocking: bool = False)
                 "unexpected_count": f["unexpected_count"],
                 "keys": [{"key": k, "count": 1} for k in f["sample_keys"]],
                 "also_fails_in": [],
+                "error": f.get("error"),
             }
             for f in failures
         ],
@@ -283,6 +284,22 @@ def test_another_query_check_of_the_table_failing_is_news_not_a_repeat(slack, mo
     alert_task(summary("2021-02-12", "one", [{**query, "description": "every user has an address"}]))
     alert_task(summary("2021-02-13", "other", [{**query, "description": "no user signed up twice"}]))
     assert len(slack.webhook_posts()) == 2
+
+
+def test_a_warning_that_could_not_run_is_sent_every_time_not_held_back_as_a_repeat(slack, monkeypatch):
+    """Review: a warning whose query the database could not answer (a statement timeout: transient, so it stays a
+    warning) was held back as an unchanged repeat, every other day: a check that always times out checked nothing, in
+    silence. A check that could not run is news each time; the same warning that ran is held back (the control)."""
+    monkeypatch.setenv("GREENERY_ALERT_SUPPRESS_HOURS", "24")
+    error = "QueryCanceled: canceling statement due to statement timeout"
+    timed_out = {**WARNING, "error": error, "unexpected_count": None, "sample_keys": []}  # it found nothing
+    alert_task(summary("2021-02-12", "t1", [timed_out]))
+    alert_task(summary("2021-02-13", "t2", [timed_out]))
+    assert len(slack.webhook_posts()) == 2
+    alert_task(summary("2021-02-14", "ran", [WARNING]))
+    with pytest.raises(AirflowSkipException, match="suppressed"):
+        alert_task(summary("2021-02-15", "ran-again", [WARNING]))
+    assert len(slack.webhook_posts()) == 3
 
 
 def test_a_critical_failure_is_always_sent(slack, monkeypatch):

@@ -297,3 +297,19 @@ def test_a_new_key_failing_downstream_only_is_news_to_the_repeat_check_not_a_rep
         return suppression.signatures({"root_causes": root_causes.group(failures, MODELS)})
 
     assert sampled(("A", "B", "C", "D", "E")) == sampled(("A", "C", "D", "E", "F"))
+
+
+def test_a_backfills_critical_root_cause_signs_without_its_downstream_findings_which_differ_by_day():
+    """CI: with the downstream findings in the signature, the README's backfill paged the same duplicated order once
+    per day (its daily tables' counts differ by day). A backfill's repeat of a critical root cause is compared on the
+    root alone; a warning's repeat keeps them (a new key downstream is news)."""
+    from greenery.alerts import suppression
+
+    def summary(downstream_rows: int) -> dict:
+        failures = [failure("stg_postgres__orders"), {**failure("int_orders"), "unexpected_count": downstream_rows}]
+        return {"root_causes": root_causes.group(failures, MODELS)}
+
+    assert suppression.critical_signatures(summary(2)) == suppression.critical_signatures(summary(7))
+    assert suppression.signatures(summary(2)) != suppression.signatures(summary(7))
+    # What the first day's alert is recorded with holds what the next day compares (alerts_sent: containment).
+    assert set(suppression.critical_signatures(summary(7))) <= set(suppression.recorded(summary(2)))

@@ -45,13 +45,26 @@ def signatures(summary: Mapping[str, Any]) -> list[str]:
     return found
 
 
+def recorded(summary: Mapping[str, Any]) -> list[str]:
+    """What an alert is recorded with (alerts_sent): its signatures, and its critical root causes' as a backfill's
+    other days compare them (:func:`critical_signatures`, without the downstream findings)."""
+    return list(dict.fromkeys(signatures(summary) + critical_signatures(summary)))
+
+
 def critical_signatures(summary: Mapping[str, Any]) -> list[str]:
     """The failed critical checks' signatures alone: what a backfill's day repeats of another's page (review: a day
     whose warnings or quarantine counts differed was paged again for the same critical root cause)."""
-    return [_signature(c) for c in summary.get("root_causes") or [] if root_causes.severity(c) == "critical"]
+    return [
+        _signature(c, downstream=False)
+        for c in summary.get("root_causes") or []
+        if root_causes.severity(c) == "critical"
+    ]
 
 
-def _signature(cause: Mapping[str, Any]) -> str:
+def _signature(cause: Mapping[str, Any], downstream: bool = True) -> str:
+    """``downstream``: with what each table downstream found of it (a warning's repeat: a new key there is news); a
+    backfill's critical root cause is one page across its days, whose downstream counts differ by day (CI: the
+    README's backfill paged each day)."""
     return json.dumps(
         [
             cause.get("table"),
@@ -61,7 +74,7 @@ def _signature(cause: Mapping[str, Any]) -> str:
             cause.get("unexpected_count"),
             cause.get("observed_value"),
             _all_keys(cause),
-            *([_downstream(cause["also_found"])] if cause.get("also_found") else []),  # none: as signed before
+            *([_downstream(cause["also_found"])] if downstream and cause.get("also_found") else []),  # none: as before
         ],
         default=str,
         sort_keys=True,
@@ -94,6 +107,10 @@ def held_back(summary: Mapping[str, Any], recent: set[str], previous: Mapping[st
     """Whether the alert only repeats what was sent within the window and what the previous run (its recorded
     summary, None when there is none) found as well."""
     if summary.get("blocking") or previous is None:
+        return False
+    # A check that could not run checked nothing: each day it does not is news (review: one that always timed out,
+    # a transient error that stays a warning, was held back as an unchanged repeat, its table unchecked for good).
+    if any(cause.get("error") for cause in summary.get("root_causes") or []):
         return False
     mine = set(signatures(summary))
     return bool(mine) and mine <= recent and mine <= set(signatures(previous))

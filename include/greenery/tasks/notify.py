@@ -328,7 +328,7 @@ def _deliver(summary, attempt, run_type, connect_timeout, send, retried_task: bo
     settings = config.get()
     bound = ANSWER_WITHIN_S if send is None else CALLBACK_ANSWER_WITHIN_S  # send: a failure callback's page
     backfill = bool(summary.get("blocking")) and run_type == "backfill" and send is None  # its failed checks
-    signed = suppression.signatures(summary)
+    signed = suppression.recorded(summary)
     window = suppression.window(settings.alert_suppress)
     hours = f"{settings.alert_suppress.total_seconds() / 3600:g}"  # as the page and the skip say it
     # Not before a callback's page: it runs once, and reading first would eat its budget. publish's is retried (review:

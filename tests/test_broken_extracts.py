@@ -141,3 +141,29 @@ def test_events_quarantined_again_by_every_run_do_not_block_a_quiet_window(publi
     outcome, summary = run_day_through_the_tasks(published_url, "quiet-window", dt.date(2021, 2, 15))
     assert outcome == "published", _critical(summary or {"root_causes": []})
     assert summary["quarantined"]["stg_postgres__events"] == 60
+
+
+def test_a_model_rebuilt_alone_is_checked_by_the_suites_that_read_it_not_only_its_own(published_url):
+    """Diff review: a cleared dim_users (a deploy dropping users) was checked by its own suite only; fact_orders'
+    check that every order's user is in dim_users never ran, and publish put out the new dim_users beside orders of
+    users it no longer held, green. Validate runs every suite that reads a model the run built."""
+    from greenery import wap
+    from greenery.project import models
+    from greenery.tasks import validate as validate_task
+
+    found = models.discover()
+    pushed = {}
+    ti = type("TaskInstance", (), {"xcom_push": lambda self, key, value: pushed.update({key: value})})()
+    context = {"run_id": "dim-users-alone", "logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC), "ti": ti}
+    context["params"] = {"full_refresh": False}
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        build = wap.Build("dim-users-alone", DAY)
+        wap.prepare(conn, build)
+        wap.build_models(conn, found, build, only=["dim_users"])
+        conn.execute(f"delete from {build.schema('marts')}.dim_users where user_id = %s", (BUYER,))
+    with pytest.raises(validate_task.ChecksFailed):
+        validate_task.run(context)
+    summary = pushed[validate_task.SUMMARY_KEY]
+    checked = {suite["suite"] for suite in summary["suites"]}
+    assert {"dim_users", "fact_orders", "fact_user_orders"} <= checked and "stg_postgres__events" not in checked
+    assert any(cause["table"] == "marts.fact_orders" for cause in summary["root_causes"]), summary["root_causes"]

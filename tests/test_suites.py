@@ -527,6 +527,56 @@ def test_suites_gx_cannot_read_fail_the_first_task_each_file_named_with_each_exp
         assert line.startswith(f"{tmp_path / name}.json: GX cannot read expectation ") and why in line, line
 
 
+@pytest.mark.parametrize(
+    ("expectation", "said"),
+    [
+        (
+            {"type": "unexpected_rows_expectation", "kwargs": {"unexpected_rows_query": "select 1 where false"}},
+            "its unexpected_rows_query does not read {batch}, the table it checks",
+        ),
+        (
+            {
+                "type": "unexpected_rows_expectation",
+                "kwargs": {
+                    "unexpected_rows_query": "select user_id from {batch} where user_id not in"
+                    " (select user_id from staging.stg_postgres__users)"
+                },
+            },
+            "its query names staging.stg_postgres__users itself: the published table, not this run's; use ref()",
+        ),
+        (
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "user_id", "mostly": 0}},
+            "mostly 0: expected a fraction above 0 and at most 1",
+        ),
+        (
+            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "user_id", "min_value": 0}},
+            "min_value and max_value, both numbers",
+        ),
+        (
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": "user_id", "min_value": 0, "max_value": math.inf},
+            },
+            "a bound or number that is NaN or infinite checks nothing: give a finite one",
+        ),
+    ],
+    ids=["no batch", "a schema named", "mostly 0", "one bound", "infinity"],
+)
+def test_a_check_that_would_check_nothing_or_another_table_is_refused_naming_its_file_and_rule(
+    tmp_path, expectation, said
+):
+    """Review: only this repo's tests refused these (GX takes them, and only warns of a query without {batch}); a
+    deployment's own suites checked the published table instead of the run's build, or nothing, green."""
+    copy_suites(tmp_path)
+    users = tmp_path / "stg_postgres__users.json"
+    data = json.loads(users.read_text())
+    data["expectations"][0] = {**data["expectations"][0], "kwargs": {}, **expectation}
+    users.write_text(json.dumps(data, indent=2))
+    with pytest.raises(suites.SuiteDefinitionError) as refused:
+        suites.load_suites(MODELS, tmp_path)
+    assert str(refused.value).startswith(f"{users}: expectation 0 ({expectation['type']}): {said}"), refused.value
+
+
 def test_every_malformed_suite_file_is_named_at_once(tmp_path):
     """User trial: a bad severity in one file and a second file's broken JSON took a run (and a page) each to find."""
     copy_suites(tmp_path)

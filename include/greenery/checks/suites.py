@@ -13,7 +13,9 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -103,6 +105,8 @@ def _load(path: Path, models: Mapping[str, Model]) -> SuiteFile:
     check_ids(path, data)
     for i, exp in enumerate(expectations):
         _check_templates(path, f"expectation {i} ({exp.get('type')})", exp, models)
+        if problem := _vacuous(exp):
+            raise SuiteDefinitionError(f"{path}: expectation {i} ({exp.get('type')}): {problem}")
         if exp.get("severity") not in SEVERITIES:  # named from SEVERITIES (review: 'info' was accepted, unnamed)
             accepted = ", ".join(map(repr, SEVERITIES[:-1])) + f" or {SEVERITIES[-1]!r}"
             found = f"not {exp['severity']!r}" if "severity" in exp else "none given"
@@ -144,6 +148,40 @@ def _check_templates(path: Path, where: str, value: Any, models: Mapping[str, Mo
             f"{path}: {where}: no variable {', '.join(unknown)}; a suite's text may use {', '.join(variables)}"
             f" and {', '.join(f'{c}()' for c in CALLS)}"
         )
+
+
+def _vacuous(exp: dict) -> str | None:
+    """Why an expectation would check something else than it says, or nothing (review: only the repo's tests refused
+    these: a deployment's own suites were taken as they were), or None."""
+    kwargs = exp.get("kwargs") if isinstance(exp.get("kwargs"), dict) else {}
+    numbers = [v for v in _values(kwargs) if isinstance(v, float)]
+    if any(not math.isfinite(v) for v in numbers):  # strict_json reads NaN and Infinity
+        return "a bound or number that is NaN or infinite checks nothing: give a finite one"
+    mostly = kwargs.get("mostly")
+    if mostly is not None and not (isinstance(mostly, int | float) and 0 < mostly <= 1):
+        return f"mostly {mostly!r}: expected a fraction above 0 and at most 1 (0 lets every row fail)"
+    query = kwargs.get("unexpected_rows_query")
+    if isinstance(query, str):
+        if "{batch}" not in query:  # GX only warns: the query then reads what it names, not this run's build
+            return "its unexpected_rows_query does not read {batch}, the table it checks"
+        schemas = (config.get().raw_schema, *config.LAYERS)
+        if found := re.search(rf"\b({'|'.join(map(re.escape, schemas))})\.\w+", query):
+            return f"its query names {found.group(0)} itself: the published table, not this run's; use ref()"
+    if exp.get("type") == "expect_column_values_to_be_between":
+        bounds = (kwargs.get("min_value"), kwargs.get("max_value"))
+        if not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds):
+            return (
+                "min_value and max_value, both numbers: PostgreSQL sorts NaN above every number, so one side lets it by"
+            )
+    return None
+
+
+def _values(value: Any):
+    if isinstance(value, dict | list):
+        for v in value.values() if isinstance(value, dict) else value:
+            yield from _values(v)
+    else:
+        yield value
 
 
 @functools.cache
@@ -255,6 +293,24 @@ def run_variables(
 def nothing_quarantined(relation: str) -> str:
     """An empty quarantine of the model whose table is ``relation``: its columns and ``rule``, no row."""
     return f"(select null::text as rule, * from {relation} where false)"
+
+
+def models_read(suite: SuiteFile) -> frozenset[str] | None:
+    """The models a suite's checks name besides its own (``ref``, ``published``, ``quarantined``); None when one is
+    named by the template itself (a loop over names): then it may read any."""
+    found: set[str] = set()
+    texts = [suite.data["expectations"]]
+    while texts:
+        value = texts.pop()
+        if isinstance(value, dict | list):
+            texts.extend(value.values() if isinstance(value, dict) else value)
+        elif isinstance(value, str) and is_template(value):
+            for call in _ENV.parse(value).find_all(nodes.Call):
+                if isinstance(call.node, nodes.Name) and call.node.name in CALLS and call.node.name != "source":
+                    if not (call.args and isinstance(call.args[0], nodes.Const)):
+                        return None
+                    found.add(call.args[0].value)
+    return frozenset(found - {suite.model})
 
 
 def is_template(text: str) -> bool:

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -119,33 +119,33 @@ def _load(path: Path, models: Mapping[str, Model]) -> SuiteFile:
 def _check_templates(path: Path, where: str, value: Any, models: Mapping[str, Model]) -> None:
     """Every ``{{ }}`` of an expectation names models, raw tables and variables that exist (review: a typo'd ref()
     failed validate, after every model was built, with a bare KeyError naming nothing)."""
-    if isinstance(value, dict | list):
-        for v in value.values() if isinstance(value, dict) else value:
-            _check_templates(path, where, v, models)
-        return
-    if not isinstance(value, str) or not is_template(value):
-        return
-    try:
-        tree = _ENV.parse(value)
-    except jinja2.TemplateSyntaxError as exc:
-        raise SuiteDefinitionError(f"{path}: {where}: {exc.message} (line {exc.lineno} of its text)") from None
+    for text in _texts(value):
+        try:
+            tree = _tree(text)
+        except jinja2.TemplateSyntaxError as exc:
+            raise SuiteDefinitionError(f"{path}: {where}: {exc.message} (line {exc.lineno} of its text)") from None
+        _check_template(tree, models, f"{path}: {where}")
+
+
+def _check_template(tree: nodes.Template, models: Mapping[str, Model], at: str) -> None:
+    """One text's calls and variables; ``at`` names its file and expectation."""
     for call in tree.find_all(nodes.Call):
         if not isinstance(call.node, nodes.Name) or call.node.name not in CALLS:
             continue
         name, (kind, known) = call.node.name, CALLS[call.node.name](models)
         if len(call.args) != 1 or call.kwargs:
-            raise SuiteDefinitionError(f"{path}: {where}: {name}() takes one name, as {name}('x')")
+            raise SuiteDefinitionError(f"{at}: {name}() takes one name, as {name}('x')")
         [arg] = call.args
         if not isinstance(arg, nodes.Const) or not isinstance(arg.value, str):
             continue  # a name made by the template ({% for m in [...] %}): checked when it is rendered
         if arg.value not in known:
             close = difflib.get_close_matches(arg.value, list(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise SuiteDefinitionError(f"{path}: {where}: {name}({arg.value!r}) names no {kind}{hint}")
+            raise SuiteDefinitionError(f"{at}: {name}({arg.value!r}) names no {kind}{hint}")
     variables = _variables()
     if unknown := sorted(meta.find_undeclared_variables(tree) - set(CALLS) - set(variables)):
         raise SuiteDefinitionError(
-            f"{path}: {where}: no variable {', '.join(unknown)}; a suite's text may use {', '.join(variables)}"
+            f"{at}: no variable {', '.join(unknown)}; a suite's text may use {', '.join(variables)}"
             f" and {', '.join(f'{c}()' for c in CALLS)}"
         )
 
@@ -176,12 +176,24 @@ def _vacuous(exp: dict) -> str | None:
     return None
 
 
-def _values(value: Any):
+def _values(value: Any) -> Iterator[Any]:
+    """Every value of a suite's JSON, at any depth."""
     if isinstance(value, dict | list):
         for v in value.values() if isinstance(value, dict) else value:
             yield from _values(v)
     else:
         yield value
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every text of a suite's JSON rendered as Jinja, at any depth."""
+    return (v for v in _values(value) if isinstance(v, str) and is_template(v))
+
+
+@functools.cache
+def _tree(text: str) -> nodes.Template:
+    """A text's Jinja tree, parsed once: load_complete checks each, then validate reads which models it names."""
+    return _ENV.parse(text)
 
 
 @functools.cache
@@ -299,17 +311,12 @@ def models_read(suite: SuiteFile) -> frozenset[str] | None:
     """The models a suite's checks name besides its own (``ref``, ``published``, ``quarantined``); None when one is
     named by the template itself (a loop over names): then it may read any."""
     found: set[str] = set()
-    texts = [suite.data["expectations"]]
-    while texts:
-        value = texts.pop()
-        if isinstance(value, dict | list):
-            texts.extend(value.values() if isinstance(value, dict) else value)
-        elif isinstance(value, str) and is_template(value):
-            for call in _ENV.parse(value).find_all(nodes.Call):
-                if isinstance(call.node, nodes.Name) and call.node.name in CALLS and call.node.name != "source":
-                    if not (call.args and isinstance(call.args[0], nodes.Const)):
-                        return None
-                    found.add(call.args[0].value)
+    for text in _texts(suite.data["expectations"]):
+        for call in _tree(text).find_all(nodes.Call):
+            if isinstance(call.node, nodes.Name) and call.node.name in CALLS and call.node.name != "source":
+                if not (call.args and isinstance(call.args[0], nodes.Const)):
+                    return None
+                found.add(call.args[0].value)
     return frozenset(found - {suite.model})
 
 

@@ -28,7 +28,7 @@ from PIL import Image
 from greenery import audit, wap
 from greenery.checks.docs_pages import DocsPage
 from greenery.ui import app as quality_view
-from greenery.ui import data_docs
+from greenery.ui import data_docs, report
 
 # One screenshot is kept for people to look at (the test's own copy goes away with its tmp_path).
 SCREENSHOT = Path(os.environ.get("GREENERY_SCREENSHOT") or Path(tempfile.gettempdir()) / "data-quality.png")
@@ -838,6 +838,25 @@ def test_unreachable_warehouse_is_a_503_with_a_message(monkeypatch):
     api = app.get("/data-quality/api/latest")
     assert api.status_code == 503
     assert api.json()["error"] == "warehouse_unavailable" and str(port) in api.json()["detail"]
+
+
+def test_a_warehouse_that_takes_the_connection_and_never_answers_is_a_503_within_seconds(monkeypatch):
+    """Review: the view connected with no timeout of its own; a warehouse (or a proxy) that took the connection and
+    never answered held the request, one of the API server's threads, for as long as it was up (over 40 s)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel takes the connection; nothing ever reads or answers it
+        port = silent.getsockname()[1]
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_GREENERY_WAREHOUSE",
+            json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "x", "schema": "x"}),
+        )
+        started = time.monotonic()
+        page = client().get("/data-quality/")
+        took = time.monotonic() - started
+    assert page.status_code == 503 and "The warehouse cannot be reached" in page.text, page.text
+    assert "timeout expired" in page.text and str(port) in page.text, page.text
+    assert took < report.CONNECT_TIMEOUT_S + 5, took
 
 
 def test_missing_connection_is_a_503_too(monkeypatch):

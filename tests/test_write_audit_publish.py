@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import threading
 import time
 
@@ -17,6 +18,7 @@ from helpers import hashes, may_log_in, publish_checked, roles, run_day_without_
 from psycopg import sql
 
 from greenery import audit, lock_waits, locks, privileges, wap
+from greenery.errors import RetryCannotFix
 from greenery.materialize import build
 from greenery.project import models, render
 from greenery.sources import load as raw
@@ -322,6 +324,30 @@ def test_a_run_that_never_lets_go_of_the_publish_lock_is_named_before_the_task_t
         ).fetchall()
     # Set for the session (the tests reach their server on a Unix socket, where the values read 0: no peer to probe).
     assert probes == [(f"tcp_keepalives_{n}", "session") for n in ("count", "idle", "interval")], probes
+
+
+@pytest.mark.parametrize("ended_by", ["the role's idle_session_timeout", "pg_terminate_backend"])
+def test_a_validation_whose_lock_session_ended_fails_not_trusting_its_results(db, warehouse_url, ended_by):
+    """Review: the session holding validation's shared lock idles between the checks; a role's idle_session_timeout
+    (or a DBA) ended it, the lock with it, in silence: a publish could swap tables under the checks and the run went
+    on with their results. The session turns the role's idle timeouts off, and the lock is checked at the end."""
+    with psycopg.connect(warehouse_url, autocommit=True) as admin, roles(admin, "validator") as (validator,):
+        password = may_log_in(admin, validator)
+        admin.execute(sql.SQL("alter role {} set idle_session_timeout = '300ms'").format(sql.Identifier(validator)))
+        as_validator = {"conninfo": warehouse_url, "user": validator, "password": password}
+        if ended_by == "pg_terminate_backend":
+            with pytest.raises(locks.LockLostError) as lost, locks.shared_for_session(as_validator) as validating:
+                admin.execute("select pg_terminate_backend(%s)", (validating.info.backend_pid,))
+            assert str(lost.value).startswith(
+                "the shared publish lock held while the checks ran was gone at their end (its session ended: "
+            ), lost.value
+            assert str(lost.value).endswith(
+                "their results are not used and nothing is published: clear the task to check again"
+            )
+            return
+        with locks.shared_for_session(as_validator) as validating:
+            time.sleep(1)  # idle between two checks, longer than the role allows
+            assert validating.execute("show idle_session_timeout").fetchone()[0] == "0"
 
 
 def test_a_waiting_publish_keeps_its_place_before_the_runs_that_came_after_it(loaded, warehouse_url, second_build):
@@ -936,6 +962,69 @@ def test_a_role_that_may_not_create_what_a_run_creates_is_told_what_to_grant_bef
         assert not admin.execute(
             "select 1 from pg_namespace where nspname = any(%s)", (list(build.schema_of.values()),)
         ).fetchall()
+
+
+@pytest.mark.parametrize("made_by_another", ["schema", "tables", "read-only"])
+def test_a_role_that_may_not_replace_what_was_published_is_refused_before_anything_is_built(
+    made_by_another, published_url, monkeypatch
+):
+    """Review: with create and temp on the database, a role switched to where another role (a first deployment's
+    superuser) made the published schemas and tables built the whole day, then failed at publish on PostgreSQL's
+    bare "permission denied for schema marts"; a read-only role failed at its first statement, PostgreSQL's words."""
+    from greenery import warehouse
+    from greenery.tasks import build as build_task
+
+    with psycopg.connect(published_url, autocommit=True) as admin, roles(admin, "etl") as (etl,):
+        password, database = may_log_in(admin, etl), admin.info.dbname
+        admin.execute(sql.SQL("grant create, temp on database {} to {}").format(*map(sql.Identifier, (database, etl))))
+        admin.execute(sql.SQL("grant usage on schema raw to {}").format(sql.Identifier(etl)))
+        admin.execute(sql.SQL("grant select on all tables in schema raw to {}").format(sql.Identifier(etl)))
+        schemas = ("staging", "snapshots", "intermediate", "marts", "quarantine", "greenery_audit")
+        for schema in schemas:  # as its own deployment left them: the role's schemas and tables, but for one thing
+            admin.execute(sql.SQL("alter schema {} owner to {}").format(*map(sql.Identifier, (schema, etl))))
+            for (table,) in admin.execute(
+                "select tablename from pg_tables where schemaname = %s order by 1", (schema,)
+            ).fetchall():
+                admin.execute(
+                    sql.SQL("alter table {} owner to {}").format(sql.Identifier(schema, table), sql.Identifier(etl))
+                )
+        if made_by_another == "schema":
+            admin.execute("alter schema marts owner to current_user")
+        elif made_by_another == "tables":
+            admin.execute("alter table marts.fact_orders owner to current_user")
+            admin.execute("alter table greenery_audit.builds owner to current_user")
+            admin.execute("create table marts.kept_by_an_analyst (a int)")  # not the pipeline's: not its concern
+        else:
+            admin.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(etl)))
+        as_etl = {**json.loads(warehouse.connection_json(published_url)), "login": etl, "password": password}
+        monkeypatch.setenv(warehouse.conn_env_var(), json.dumps(as_etl))
+        context = {"run_id": "no-grant", "logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC)}
+        with pytest.raises(Exception) as refused:
+            build_task.prepare(context)
+        admin_user = admin.info.user
+        expected = {
+            "schema": f"role {etl} may not replace what a run publishes: schema marts (owner {admin_user}) grants it"
+            " no create (a publish creates tables in these schemas and drops the ones it replaces); nothing was"
+            f" built. As their owner: grant usage, create on schema marts to {etl}",
+            "tables": f"role {etl} may not replace what a run publishes: greenery_audit.builds is {admin_user}'s, not"
+            f" its own; marts.fact_orders is {admin_user}'s, not its own (a publish creates tables in these schemas"
+            " and drops the ones it replaces); nothing was built. As their owner: alter table greenery_audit.builds"
+            f" owner to {etl}; alter table marts.fact_orders owner to {etl}",
+            "read-only": f"the warehouse session is read-only (default_transaction_read_only is on for role {etl}): a"
+            " run creates schemas and replaces tables; nothing was built. As its owner: alter role"
+            f" {etl} reset default_transaction_read_only",
+        }[made_by_another]
+        assert str(refused.value) == expected
+        assert isinstance(refused.value, RetryCannotFix)  # failed at once, paged: a retry meets it again
+        built = wap.Build("no-grant", dt.date(2021, 2, 12))
+        assert not admin.execute(
+            "select 1 from pg_namespace where nspname = any(%s)", (list(built.schema_of.values()),)
+        ).fetchall()
+        # What the message says to run (the role's name needs no quotes) lets the role's next run go on.
+        for statement in expected.split("owner: ")[1].split("; "):
+            admin.execute(statement)
+        assert build_task.prepare(context)["build"] == built.key
+        admin.execute("drop table if exists marts.kept_by_an_analyst")  # the role's schema is dropped with it
 
 
 # Review of the grants kept at publish (a swap as wap._publish_model makes it, by a loader that is no superuser): kept

@@ -31,9 +31,10 @@ def exclusive(conn_or_cursor) -> None:
 
 SHARE_FOR_SESSION = f"select pg_advisory_lock_shared({PUBLISH_LOCK_KEY})"
 """For connections that run many statements outside one transaction (validation): held until they close."""
-KEEPALIVES = (
+LOCK_SESSION = (
     "select set_config('tcp_keepalives_idle', '60', false), set_config('tcp_keepalives_interval', '10', false),"
-    " set_config('tcp_keepalives_count', '6', false)"
+    " set_config('tcp_keepalives_count', '6', false), set_config('idle_session_timeout', '0', false),"
+    " set_config('idle_in_transaction_session_timeout', '0', false)"
 )
 # Who holds the lock (pg_locks splits a bigint key in two; objsubid 1 marks a bigint key).
 HOLDERS_WHERE = (
@@ -49,10 +50,35 @@ def shared_for_session(connect_args: Mapping[str, Any]) -> Iterator[psycopg.Conn
     with psycopg.connect(**connect_args, autocommit=True) as conn:
         # Held while it idles between the checks' queries: a host lost or cut off sends no FIN, and the server kept
         # the session, and the lock every publish waits for, until its TCP keepalive (two hours by default; review).
-        # Its own probes end it in about two minutes (a Unix socket ignores them: its peer is on this host).
-        conn.execute(KEEPALIVES)
+        # Its own probes end it in about two minutes (a Unix socket ignores them: its peer is on this host). A role's
+        # idle_session_timeout would end it between two checks, and the lock with it, in silence (review).
+        conn.execute(LOCK_SESSION)
         conn.execute(SHARE_FOR_SESSION)
         yield conn
+        _still_held(conn)
+
+
+class LockLostError(RuntimeError):
+    """The session holding the shared lock ended before its reader did: a publish may have come in between."""
+
+
+def _still_held(conn: psycopg.Connection) -> None:
+    """Fail when the session no longer holds the lock in shared mode (review: ended by a DBA's pg_terminate_backend,
+    a pooler or a timeout, the reader went on and its results were taken as read from one state of the tables)."""
+    try:
+        held = conn.execute(
+            f"select count(*) from pg_locks l where {HOLDERS_WHERE} and l.pid = pg_backend_pid()"
+            " and l.granted and l.mode = 'ShareLock'"
+        ).fetchone()[0]
+        why = "its session lost it"
+    except psycopg.OperationalError as lost:
+        held, why = 0, f"its session ended: {' '.join(str(lost).split())}"
+    if not held:
+        raise LockLostError(
+            f"the shared publish lock held while the checks ran was gone at their end ({why}): a publish may have"
+            " replaced tables under them, so their results are not used and nothing is published: clear the task to"
+            " check again"
+        )
 
 
 # Another key, for backfill runs' alerts taking turns (tasks/notify.py): one root cause pages once.

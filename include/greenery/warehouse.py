@@ -113,6 +113,8 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None, a
             raise ConnectionSettingError(unparsed) from exc
         # One line: libpq's message goes on after a newline and a tab ("\n\tIs the server running on that host ...").
         said = " ".join(str(exc).split())
+        if type(exc).__name__ == "ConnectionTimeout":  # psycopg's own words name no server: on-call needs which
+            said += f" (server {hook.connection.host}, port {hook.connection.port or 5432})"
         raise WarehouseUnavailableError(
             f"cannot connect to the warehouse through Airflow connection {conn_id!r} "
             f"(set it in the UI or with {conn_env_var(conn_id)}): {type(exc).__name__}: {said}"

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from greenery import docs, gc_tuning, runtime, wap, warehouse
+from greenery import audit, config, docs, gc_tuning, publish_grants, runtime, wap, warehouse
 from greenery.checks import suites as suite_files
 from greenery.materialize.build import build_model
 from greenery.project import models as model_files
@@ -34,9 +34,21 @@ def prepare(context: Any) -> dict[str, Any]:
         gx_suites.check_readable(suites)
     build = runtime.build(context)
     with warehouse.connect() as conn:
+        publish_grants.require(conn, _published(found))
         run_time = wap.prepare(conn, build, dt.datetime.now(dt.UTC), fingerprint.fingerprint(conn))
     log.info("build schemas ready: %s (run clock %s)", ", ".join(build.schema_of.values()), run_time.isoformat())
     return {"build": build.key, "run_time": run_time.isoformat()}
+
+
+def _published(models: dict[str, Model]) -> dict[str, list[str] | None]:
+    """Each schema's tables a publish replaces or writes to: the models', their quarantine tables, all of audit's."""
+    published: dict[str, list[str] | None] = {layer: [] for layer in config.LAYERS}
+    published[wap.QUARANTINE], published[audit.SCHEMA] = [], None
+    for model in models.values():
+        published[model.layer].append(model.name)
+        if model.config.get("quarantine"):
+            published[wap.QUARANTINE].append(model.name)
+    return published
 
 
 def build_one(context: Any, model: Model, models: dict[str, Model], conn_id: str) -> dict[str, Any]:

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 HISTORY_LIMIT = 10
 # Reading the audit tables is cheap; never hold one of the API server's threads for long.
 STATEMENT_TIMEOUT_MS = 15_000
+CONNECT_TIMEOUT_S = 5
+ANSWER_WITHIN_S = 20  # the whole read, on this side: more than one statement's timeout
 
 
 class UnknownRunError(LookupError):
@@ -329,7 +331,12 @@ def reading() -> Iterator[Any]:
         # Lenient: a bad setting the view does not read (GREENERY_RETRIES=x) must not take the page down (review: a
         # bare 500); the connection's name cannot be bad, only unset, and then it is the default.
         conn_id = config.get_lenient()[0].warehouse_conn_id
-        with warehouse.connect(conn_id) as conn:
+        # Bounded on this side too: a warehouse that took the connection and never answered held one of the API
+        # server's threads for as long as it took the connection (review: over 40 s; minutes for a host gone).
+        with (
+            warehouse.connect(conn_id, connect_timeout=CONNECT_TIMEOUT_S, answer_within_s=ANSWER_WITHIN_S) as conn,
+            warehouse.answer_within(conn, ANSWER_WITHIN_S, "the Data quality view"),
+        ):
             conn.read_only = True
             with conn.transaction():
                 conn.execute(sql.SQL("set local statement_timeout = {}").format(sql.Literal(STATEMENT_TIMEOUT_MS)))

@@ -273,6 +273,22 @@ def test_a_first_order_without_lines_leaves_its_buyer_out_of_the_line_indicators
     assert nobody and all(r["bought_repeat_favoured_product"] is False for r in nobody), "no orders: false, as before"
 
 
+def test_a_delivered_order_without_its_delivery_time_is_not_known_to_be_late(fresh_shop):
+    """Review: an order delivered by its status with no delivered_at (staging warns; published) counted as a late
+    delivery once its estimate passed: a missing timestamp read as a late one, in first_order_delivered_late too."""
+    before = window(fresh_shop)["first_order_delivered_late"]
+    assert before[b.U2] == 0  # o3: delivered before its estimate
+    assert fresh_shop.execute("update raw.orders set delivered_at = null where order_id = %s", (b.O3,)).rowcount == 1
+    _build(fresh_shop, full_refresh=True)
+    assert window(fresh_shop)["first_order_delivered_late"] == {**before, b.U2: None}
+    [(known, late)] = fresh_shop.execute(
+        "select deliveries_known, late_deliveries from marts.fact_user_behavior where user_id = %s", (b.U2,)
+    ).fetchall()
+    assert (known, late) == (0, 0)
+    [(status,)] = fresh_shop.execute("select status from marts.fact_orders where order_id = %s", (b.O3,)).fetchall()
+    assert status == "delivered"  # still delivered, as fact_orders has it; only its punctuality is unknown
+
+
 def test_buyers_whose_first_orders_have_no_lines_do_not_weigh_in_anyone_elses_favoured_product(
     warehouse_url, real_greenery
 ):

@@ -54,6 +54,9 @@ scoped_orders as (
         -- Delivered as fact_orders has it: by its status (a shipped order with a delivery time, which staging warns
         -- about, was on time here and not delivered there).
         case when status = 'delivered' then delivered_at end as delivered_at,
+        -- Delivered by its status, with no time (staging warns): whether it was late is not known (review: it
+        -- counted as late once its estimate passed, a missing timestamp read as a late delivery).
+        coalesce(status = 'delivered', false) and delivered_at is null as delivered_at_missing,
         -- Whether a delivery was late is judged with what was known by then.
         {{ run_time }} as known_by
     from orders
@@ -69,6 +72,7 @@ scoped_orders as (
         orders.item_count,
         orders.estimated_delivery_at,
         case when orders.status = 'delivered' then orders.delivered_at end as delivered_at,
+        coalesce(orders.status = 'delivered', false) and orders.delivered_at is null as delivered_at_missing,
         coalesce(buyers.second_order_at, {{ run_time }}) as known_by
     from orders
     inner join buyers on orders.order_id = buyers.first_order_id
@@ -90,10 +94,13 @@ order_behavior as (
             as avg_days_between_orders,
         -- Known: delivered by then, or its estimate passed by then (a missed estimate is late).
         count(*) filter (
-            where estimated_delivery_at <= known_by or (estimated_delivery_at is not null and delivered_at <= known_by)
+            where not delivered_at_missing and (
+                estimated_delivery_at <= known_by or (estimated_delivery_at is not null and delivered_at <= known_by)
+            )
         ) as deliveries_known,
         count(*) filter (
-            where estimated_delivery_at <= known_by and (delivered_at is null or delivered_at > estimated_delivery_at)
+            where not delivered_at_missing and estimated_delivery_at <= known_by
+            and (delivered_at is null or delivered_at > estimated_delivery_at)
         ) as late_deliveries
     from scoped_orders
     group by behavior_scope, user_id

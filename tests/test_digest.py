@@ -521,6 +521,23 @@ def test_the_digest_goes_over_tls_to_a_server_whose_certificate_is_checked(
 
 
 @pytest.mark.db
+@pytest.mark.parametrize("smtp", ["implicit"], indirect=True)
+def test_port_465_with_the_connections_defaults_is_tls_from_the_start_without_starttls_inside_it(
+    digest, published_url, email_on, monkeypatch
+):
+    """Review: with neither extra set (implicit TLS, and STARTTLS by the provider's default), the provider asked for
+    STARTTLS inside the TLS connection; the server does not offer it there, and every try failed, retried with backoff,
+    saying "STARTTLS extension not supported by server". STARTTLS is for a plain connection only."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(email_on.ca_file))
+    settings = json.loads(email_on.conn_json())
+    del settings["extra"]["disable_tls"]
+    monkeypatch.setenv(conn_env_var("digest_email"), json.dumps(settings))
+    digest.send(context())
+    [received] = email_on.messages
+    assert received.tls and received.login == USER and received.rcpt_tos == list(TO)
+
+
+@pytest.mark.db
 @pytest.mark.parametrize("smtp", [{"tls": "starttls", "certified": "127.0.0.2"}], indirect=True)
 def test_a_trusted_certificate_for_another_address_is_refused(digest, published_url, email_on, monkeypatch):
     """The check covers the name too, not only the chain (review): a certificate the client trusts, made for
@@ -710,6 +727,22 @@ def test_a_digest_sent_again_after_a_later_publish_is_skipped_not_given_that_pub
 
 
 @pytest.mark.db
+def test_a_backfill_run_sends_no_digest_and_says_why(digest, published_url, email_on):
+    """Review: a backfill of a year mailed the stakeholders 365 digests (and a backfill reprocessing it, 365 more)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    def run_of(kind: str) -> dict:
+        return {**context(), "dag_run": type("DagRun", (), {"run_type": kind})()}
+
+    with pytest.raises(AirflowSkipException, match="a backfill run sends no digest") as skip:
+        digest.send(run_of("backfill"))
+    assert "the next scheduled run's digest shows the last 28 days" in str(skip.value)
+    assert email_on.messages == []
+    digest.send(run_of("scheduled"))  # the control: the same run, scheduled, sends it
+    assert len(email_on.messages) == 1
+
+
+@pytest.mark.db
 def test_a_skip_after_a_later_publish_says_what_an_earlier_attempt_delivered(
     digest, published_url, email_on, slack_server, monkeypatch
 ):
@@ -824,6 +857,34 @@ def test_an_email_the_server_took_without_answering_is_not_retried_into_a_second
     said = str(failed.value)
     assert "email went out unconfirmed" in said and "may have been delivered, so the task is not retried" in said
     assert "look in a recipient's inbox" in said and "may have been delivered: the connection was lost" in said
+    assert [m.rcpt_tos for m in email_on.messages] == [list(TO)]
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("smtp", ["implicit"], indirect=True)
+def test_tls_breaking_while_the_server_takes_the_email_is_maybe_delivered_not_retried(
+    digest, published_url, email_on, monkeypatch
+):
+    """Review: a TLS error once the message was under way (a bad record, the link cut mid-record) was reported as
+    "TLS failed", retryable, before the check that the message had gone: the retry could mail everyone again."""
+    import smtplib
+    import ssl
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(email_on.ca_file))
+    data = smtplib.SMTP.data
+
+    def taken_then_tls_broke(self, msg):
+        data(self, msg)
+        raise ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] decryption failed or bad record mac")
+
+    monkeypatch.setattr(smtplib.SMTP, "data", taken_then_tls_broke)
+    with pytest.raises(AirflowFailException) as failed:
+        digest.send(context())
+    said = str(failed.value)
+    assert "may have been delivered, so the task is not retried" in said and "SSLError" in said, said
+    assert "TLS failed" not in said, said
     assert [m.rcpt_tos for m in email_on.messages] == [list(TO)]
 
 

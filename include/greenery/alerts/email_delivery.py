@@ -123,6 +123,12 @@ def send(message: EmailMessage, conn_id: str) -> list[str]:
         def smtp_retry_limit(self) -> int:
             return 0
 
+        @property
+        def smtp_starttls(self) -> bool:
+            # STARTTLS upgrades a plain connection only: inside implicit TLS (the default) the server offers none,
+            # and with neither extra set every try failed on it (review).
+            return super().smtp_starttls and not self.use_ssl
+
     conn = _connection(conn_id)
     secrets = [s for s in (conn.password,) if s]
 
@@ -184,6 +190,8 @@ def send(message: EmailMessage, conn_id: str) -> list[str]:
     except smtplib.SMTPResponseException as err:
         raise EmailDeliveryError(f"{what}: {safe(_reply(err.smtp_code, err.smtp_error))}", conn_id=conn_id) from None
     except ssl.SSLError as err:
+        if data_sent:  # TLS broke while the server took the message: maybe delivered, as below (review)
+            raise _maybe_delivered(len(recipients), conn_id, where, err, safe) from None
         hint = (
             "the server may not speak TLS from the start (port 465): set the extra disable_ssl to true for"
             " STARTTLS or a plain port"
@@ -193,13 +201,7 @@ def send(message: EmailMessage, conn_id: str) -> list[str]:
         raise EmailDeliveryError(f"{what}: TLS failed ({safe(err)}); {hint}", conn_id=conn_id) from None
     except (smtplib.SMTPException, OSError) as err:  # refused, unreachable, DNS, timeout, STARTTLS unsupported
         if data_sent:
-            raise EmailDeliveryError(
-                f"email to {len(recipients)} recipients through SMTP connection {conn_id!r} ({where}) may have been"
-                f" delivered: the connection was lost while the server took the message ({type(err).__name__}:"
-                f" {safe(err)}); look in a recipient's inbox before sending it again",
-                conn_id=conn_id,
-                maybe_delivered=True,
-            ) from None
+            raise _maybe_delivered(len(recipients), conn_id, where, err, safe) from None
         raise EmailDeliveryError(
             f"{what}: cannot talk to the server: {type(err).__name__}: {safe(err)}", conn_id=conn_id
         ) from None
@@ -225,3 +227,14 @@ def send(message: EmailMessage, conn_id: str) -> list[str]:
         )
     log.info("email %r sent through %r (%s) to %d recipients", message["Subject"], conn_id, where, len(recipients))
     return recipients
+
+
+def _maybe_delivered(count: int, conn_id: str, where: str, err: BaseException, safe) -> EmailDeliveryError:
+    """The connection broke once DATA was under way: the server may have taken the message (not retried)."""
+    return EmailDeliveryError(
+        f"email to {count} recipients through SMTP connection {conn_id!r} ({where}) may have been delivered: the"
+        f" connection was lost while the server took the message ({type(err).__name__}: {safe(err)}); look in a"
+        " recipient's inbox before sending it again",
+        conn_id=conn_id,
+        maybe_delivered=True,
+    )

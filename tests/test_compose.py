@@ -188,8 +188,12 @@ def test_airflow_settings_are_core_options_and_the_components_meet():
     options = {**core, **provided}
     for name, svc in AIRFLOW.items():
         for key in svc.get("environment", {}):
-            if m := re.fullmatch(r"AIRFLOW__([A-Z0-9_]+?)__([A-Z0-9_]+)", key):
-                assert m[2].lower() in options.get(m[1].lower(), {}).get("options", {}), f"{name}: {key} is unknown"
+            if m := re.fullmatch(r"AIRFLOW__([A-Z0-9_]+?)__([A-Z0-9_]+?)(_CMD)?", key):
+                option = options.get(m[1].lower(), {}).get("options", {}).get(m[2].lower())
+                assert option is not None, f"{name}: {key} is unknown"
+                assert not m[3] or option.get("sensitive"), (
+                    f"{name}: {key}: Airflow runs _CMD for sensitive options only"
+                )
     assert not COMMON_ENV["AIRFLOW__CORE__AUTH_MANAGER"].startswith("airflow.providers.")  # no provider needed
     api = urlsplit(COMMON_ENV["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     assert airflow_command(SERVICES[api.hostname]) == ["api-server"] and api.port == 8080
@@ -265,7 +269,7 @@ def test_every_component_links_from_the_base_url_set_in_dotenv(monkeypatch):
     from greenery import links
 
     [api] = [svc for svc in AIRFLOW.values() if airflow_command(svc) == ["api-server"]]
-    [published] = [p.split(":")[0] for p in api["ports"] if p.split(":")[-1] == "8080"]
+    [published] = [p.split(":")[-2] for p in api["ports"] if p.split(":")[-1] == "8080"]
     for given, expected in ((None, f"http://localhost:{published}"), ("https://airflow.example",) * 2):
         env = {**env_example()[0], **({"AIRFLOW_BASE_URL": given} if given else {})}
         services = interpolate(RAW, env)["services"]
@@ -275,6 +279,37 @@ def test_every_component_links_from_the_base_url_set_in_dotenv(monkeypatch):
         patched.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example")
         assert conf.get("api", "base_url") == "https://airflow.example"
         assert links.run_url("manual__1").startswith("https://airflow.example/dags/")
+
+
+def test_airflows_shared_secrets_are_made_at_the_first_start_and_the_ui_is_published_on_this_machine(tmp_path):
+    """Review: the JWT secret defaulted to "change-me" (written in this file and in .env.example) on a port published
+    to every interface: anyone could sign an admin token. airflow-init writes the secrets (the .env values, else
+    random), every component reads the same file, and the UI's port is this machine's unless .env widens it."""
+    from greenery.dev import compose_secrets
+
+    services = interpolate(RAW, env_example()[0])["services"]
+    init = services["airflow-init"]
+    assert "python -m greenery.dev.compose_secrets /opt/airflow/config" in init["command"][-1]
+    assert init["command"][-1].index("compose_secrets") < init["command"][-1].index("airflow db migrate")
+    options = {"jwt_secret": "AIRFLOW__API_AUTH__JWT_SECRET", "secret_key": "AIRFLOW__API__SECRET_KEY"}
+    assert set(options) == set(compose_secrets.SECRETS)
+    for name in AIRFLOW:
+        env = services[name]["environment"]
+        for file, option in options.items():
+            assert env[f"{option}_CMD"] == f"cat /opt/airflow/config/{file}" and option not in env, (name, option)
+    assert {v for k, v in env_example()[0].items() if k in compose_secrets.SECRETS.values()} == {""}
+    made = compose_secrets.write(tmp_path, {"AIRFLOW_JWT_SECRET": "", "AIRFLOW_SECRET_KEY": ""})
+    first = {name: (tmp_path / name).read_text() for name in compose_secrets.SECRETS}
+    assert len(made) == 2 and all(len(secret) >= 40 for secret in first.values()), first
+    assert all((tmp_path / name).stat().st_mode & 0o777 == 0o600 for name in first)
+    assert compose_secrets.write(tmp_path, {}) == []  # the next start keeps them: tokens given out stay valid
+    assert {name: (tmp_path / name).read_text() for name in first} == first
+    compose_secrets.write(tmp_path, {"AIRFLOW_JWT_SECRET": "from-dotenv"})
+    assert (tmp_path / "jwt_secret").read_text() == "from-dotenv"
+    [published] = [p for p in services["airflow-apiserver"]["ports"] if p.endswith(":8080")]
+    assert published == "127.0.0.1:8080:8080"
+    widened = interpolate(RAW, {**env_example()[0], "AIRFLOW_PUBLISH_ADDRESS": "192.0.2.7"})["services"]
+    assert "192.0.2.7:8080:8080" in widened["airflow-apiserver"]["ports"]
 
 
 def test_mounted_project_paths_are_in_the_repo_and_where_airflow_looks():

@@ -8,7 +8,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -47,12 +49,34 @@ print("the signal after the stop was ignored", flush=True)
 """
 
 
-def _wait_for(proc: subprocess.Popen, line: str) -> None:
-    got = proc.stdout.readline().strip()
-    assert got == line, (got, proc.stdout.read() if proc.poll() is not None else "")
+def _wait_for(proc: subprocess.Popen, line: str, within_s: float = 20) -> None:
+    """The child's next line is ``line``. A child silent for ``within_s`` fails here, with how its threads held each
+    signal then (a SIGHUP case once timed out in CI with no more said: the pytest-timeout's stack is the test's)."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline().strip()), daemon=True)
+    started = time.monotonic()
+    reader.start()
+    reader.join(within_s)
+    if not got:
+        pytest.fail(f"no {line!r} from the child in {time.monotonic() - started:.1f} s; {_signal_state(proc.pid)}")
+    assert got[0] == line, (got[0], proc.stdout.read() if proc.poll() is not None else "")
 
 
-@pytest.mark.timeout(60)
+def _signal_state(pid: int) -> str:
+    """Each thread's signal masks from /proc (hex bitmaps: bit n-1 is signal n; SIGHUP 0x1, SIGTERM 0x4000)."""
+    keys = ("State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+    try:
+        tasks = sorted(Path(f"/proc/{pid}/task").iterdir())
+        return "; ".join(
+            f"thread {task.name}: "
+            + " ".join(row for row in (task / "status").read_text().splitlines() if row.startswith(keys))
+            for task in tasks
+        )
+    except OSError as error:
+        return f"its /proc entry could not be read: {error}"
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("signum", "said"),
     [(signal.SIGTERM, "terminated (SIGTERM)"), (signal.SIGHUP, "hung up (SIGHUP)")],
@@ -69,7 +93,7 @@ def test_a_stop_signal_inside_a_task_stops_the_day_and_leaves_the_signal_as_it_w
         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )
     try:
-        _wait_for(proc, "inside a task")
+        _wait_for(proc, "inside a task", within_s=60)  # a new interpreter, on a machine the suite keeps busy
         proc.send_signal(signum)
         _wait_for(proc, "stopping")
         # The same signal again while it stops (a closed terminal sends SIGHUP twice: the shell's, then the

@@ -32,7 +32,7 @@ COMMAND = textwrap.dedent(
         with open(record, "a") as out:  # O_APPEND: one write per line, whole, whatever the others do
             out.write(f"{line} {os.getpid()}\\n")
 
-    def fail_run(dag_id, logical_date):
+    def fail_run(dag_id, logical_date, started=None):
         if crash_after_claim:
             os._exit(9)  # killed between its claim and its page
         time.sleep(random.random() / 200)  # the metadata database's time: lets the others overtake

@@ -141,6 +141,46 @@ def test_an_error_line_masks_a_login_its_message_holds(tmp_path, monkeypatch, ca
     assert capsys.readouterr().err == "error: cannot read postgresql://***@db.internal/greenery\n"
 
 
+def test_an_error_line_shows_raw_values_and_file_names_escaped_on_their_line(tmp_path, monkeypatch, capsys):
+    """Review: a duplicated key loaded from a CSV, "evil\nerror: all fine" with a direction override and a terminal
+    escape, printed a forged `error:` line of its own and recoloured the terminal; file names alike. A suite's
+    problems keep one line per file."""
+    from greenery import cli
+    from greenery.checks.suites import SuiteDefinitionError
+    from greenery.sources.load import RawLoadError
+
+    hostile = "evil\nerror: all fine\u202e\x1b[31mRED"
+    errors = iter(
+        [
+            RawLoadError(f"orders.csv: order_id {hostile} is there twice"),
+            SuiteDefinitionError(f"a{hostile}.json: expected a JSON object", "b.json: line 3: a key given twice"),
+        ]
+    )
+
+    def answers(args):
+        raise next(errors)
+
+    monkeypatch.setattr(cli, "cmd_answers", answers)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    assert cli.main(["answers"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: orders.csv: order_id evil\\nerror: all fine\\u202e\\x1b[31mRED is there twice"
+    ]
+    assert cli.main(["answers"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: aevil\\nerror: all fine\\u202e\\x1b[31mRED.json: expected a JSON object",
+        "b.json: line 3: a key given twice",
+    ]
+
+
+@pytest.mark.parametrize("where", [["-d", "postgres"], ["-dpostgres"], ["--port=5432"], ["-h", "elsewhere"]])
+def test_db_psql_refuses_options_that_would_connect_elsewhere(where):
+    from greenery.dev import psql
+
+    with pytest.raises(UsageError, match=f"^greenery db psql connects to the embedded server itself: {where[0]} "):
+        psql.run("postgresql://greenery@127.0.0.1:9/greenery", ["-X", *where, "-c", "select 1"])
+
+
 def test_generate_into_a_folder_it_cannot_make_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
     """Review: below a file (a-file/sub) or where nothing can be made (/proc/gen), a traceback and exit 1."""
     from greenery import cli
@@ -789,6 +829,11 @@ def test_a_run_whose_reader_leaves_is_failed_says_so_and_leaves_nothing_running(
     stopped = [line for line in err.splitlines() if line.startswith("stopped: ")]
     assert stopped == [f"stopped: its output was closed at 2021-02-12: its run {run} failed"], err[-3000:]
     assert _runs(home)[run] == "failed"
+    assert "--- Logging error ---" not in err, err[-3000:]  # review: 200 tracebacks of log lines the pipe refused
+    with contextlib.closing(sqlite3.connect(Path(home) / "airflow.db", timeout=10)) as db:
+        [(start,)] = db.execute("select start_date from dag_run where run_id = ?", (run,))
+    # Review: dag.test starts a run at its logical date; stopped, it lasted years in the UI.
+    assert dt.datetime.fromisoformat(start).replace(tzinfo=dt.UTC) > dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     assert not list((Path(home) / "greenery-runs").iterdir())
 
 
@@ -895,6 +940,11 @@ def test_the_embedded_database_can_stay_up_between_commands(pg_tmp_path):
         assert (one_line.returncode, one_line.stdout.strip()) == (0, "42"), one_line
         failed = greenery("db", "psql", "-X", "-c", "select no_such_column", env=env)
         assert failed.returncode != 0 and "no_such_column" in failed.stderr, failed
+        # Review: with -d, psql took the embedded server's URL for a user name and went to the machine's default.
+        elsewhere = greenery("db", "psql", "-d", "postgres", "-c", "select 1", env=env)
+        assert elsewhere.returncode == 2 and elsewhere.stderr.startswith(
+            "error: greenery db psql connects to the embedded server itself: -d would send psql elsewhere"
+        ), elsewhere
         stray = greenery("db", "status", "-c", "select 1", env=env)
         assert stray.returncode == 2 and "takes no arguments" in stray.stderr, stray
         assert greenery("db", "status", env=env).returncode == 0  # psql did not stop the kept server
@@ -1562,7 +1612,9 @@ def test_a_day_whose_run_ended_with_tasks_unfinished_is_failed_and_paged_while_s
     )
     dag = types.SimpleNamespace(dag_id=config.DAG_ID, task_ids=["publish", "validate"], test=lambda **_: unfinished)
     failed, pages = [], []
-    monkeypatch.setattr(cli_runs, "fail_run", lambda dag_id, when: failed.append(when.date()) or "manual__x")
+    monkeypatch.setattr(
+        cli_runs, "fail_run", lambda dag_id, when, started=None: failed.append(when.date()) or "manual__x"
+    )
     monkeypatch.setattr(cli_runs, "_page", lambda dag_id, day, run_id, went_out, what: pages.append(what))
     monkeypatch.setattr(cli_runs, "published", lambda run_id: False)
     with pytest.raises(local_airflow.RunDidNothingError) as nothing_finished:

@@ -109,6 +109,58 @@ def test_a_stop_signal_inside_a_task_stops_the_day_and_leaves_the_signal_as_it_w
         proc.wait()
 
 
+LOST_IN_A_COLLECTION = """
+import datetime as dt, os, signal, sys, time, types
+from greenery import cli
+from greenery.dev import cli_runs
+
+signum = getattr(signal, sys.argv[1])
+days = [dt.date(2021, 2, 10) + dt.timedelta(days=n) for n in range(3)]
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (this suite may run with it ignored)
+
+class Collected:
+    def __del__(self):  # a stop landing here: Python drops the KeyboardInterrupt ("Exception ignored in")
+        os.kill(os.getpid(), signum)
+        time.sleep(0.5)  # the signal (for SIGTERM, the waiting thread's SIGUSR2) lands while in here
+
+def one_day(n, range_, day, dag, log_file, full_refresh, ran):
+    Collected()
+    ran.append(day)
+    print(f"ran {day}", flush=True)
+    return types.SimpleNamespace(state="success", run_id=f"manual__{day}")
+
+cli._one_day = one_day
+try:
+    with cli_runs.preparing("greenery_daily", days), cli_runs.sigterm_stops_the_day():
+        status = cli._each_day(days, types.SimpleNamespace(dag_id="greenery_daily"), None, False)
+    print(f"every day ran: {status}", flush=True)
+except cli_runs.RunInterrupted as stop:
+    print(f"stopped: {stop} ({stop.exit_status})", flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("signum", "said"), [("SIGINT", "interrupted (Ctrl-C)"), ("SIGTERM", "terminated (SIGTERM)")])
+def test_a_stop_whose_interrupt_python_dropped_in_a_collection_still_stops_the_range(signum, said, monkeypatch):
+    """Review: Ctrl-C in validate, 1 in 14 tries, and the range went on to its end, exit 0: Python drops an exception
+    raised in a ``__del__`` or weakref callback, and the signal's KeyboardInterrupt landed in one (GX's collections).
+    The stop is noted as well as raised: once the day's run ends, no later day runs."""
+    monkeypatch.delenv("AIRFLOW_CONN_SLACK_ALERTS", raising=False)  # the SIGTERM's page: none configured here
+    done = subprocess.run(
+        [sys.executable, "-c", LOST_IN_A_COLLECTION, signum], capture_output=True, text=True, timeout=50, check=False
+    )
+    out = [line for line in done.stdout.splitlines() if line.startswith(("ran ", "stopped: ", "every day"))]
+    assert "Exception ignored in" in done.stderr and "KeyboardInterrupt" in done.stderr, done  # it was dropped
+    assert out[0] == "ran 2021-02-10" and len(out) == 2, done
+    assert out[1].startswith(
+        f"stopped: {said} at 2021-02-10: its run manual__2021-02-10 ended success (the stop came while it ran);"
+        " not run: 2021-02-11 to 2021-02-12 (2 days)"
+    ), done
+    assert out[1].endswith(f"({128 + getattr(signal, signum)})"), done
+    if signum == "SIGTERM":  # paged, as any SIGTERM stop (here: said that it could not be)
+        assert "on-call could not be paged" in out[1], done
+
+
 @pytest.mark.timeout(60)
 def test_under_nohup_sighup_is_left_ignored():
     """`nohup greenery run ...` asked to run on once the terminal closes: SIGHUP stays ignored, the day goes on."""
@@ -457,6 +509,29 @@ def test_ctrl_c_while_greenery_ui_migrates_a_new_home_waits_for_the_migration(tm
     assert local_airflow._revision(home / "airflow.db"), (out, err)
 
 
+def test_a_reader_leaving_inside_a_days_run_says_which_days_did_not_run(tmp_path, monkeypatch):
+    """Review: `greenery run --date A --end-date B --verbose | head` said only "its output was closed at A: its run
+    ... failed", not the days after it that did not run (a Ctrl-C's line says them)."""
+    import datetime as dt
+
+    from greenery.dev import cli_runs
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    failed = []
+    monkeypatch.setattr(cli_runs, "fail_run", lambda dag_id, when, started=None: failed.append(started) or "manual__x")
+    monkeypatch.setattr(cli_runs, "published", lambda run_id: False)
+    monkeypatch.setattr(cli_runs, "_asked", [[dt.date(2021, 2, 10) + dt.timedelta(days=n) for n in range(3)]])
+    started = dt.datetime.now(dt.UTC)
+    when = dt.datetime(2021, 2, 10, 9, tzinfo=dt.UTC)
+    with pytest.raises(cli_runs.RunInterrupted) as stop, cli_runs.owned("greenery_daily", when, started):
+        raise BrokenPipeError
+    assert (str(stop.value), stop.value.exit_status) == (
+        "its output was closed at 2021-02-10: its run manual__x failed; not run: 2021-02-11 to 2021-02-12 (2 days)",
+        141,
+    )
+    assert failed == [started]  # the run's real start, not its logical date (review: a stopped run lasted years)
+
+
 def test_an_error_out_of_a_days_run_fails_its_run_and_pages_once_or_leaves_it_listed(tmp_path, monkeypatch):
     """Review: an error other than Ctrl-C leaving a day's run (a locked metadata database, a full disk under the log)
     deleted the process's listing on its way out: the run stayed *running* for good and nobody was paged. Now the run
@@ -469,7 +544,9 @@ def test_an_error_out_of_a_days_run_fails_its_run_and_pages_once_or_leaves_it_li
 
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
     failed, pages = [], []
-    monkeypatch.setattr(cli_runs, "fail_run", lambda dag_id, when: failed.append((dag_id, when)) or "manual__x")
+    monkeypatch.setattr(
+        cli_runs, "fail_run", lambda dag_id, when, started=None: failed.append((dag_id, when)) or "manual__x"
+    )
     monkeypatch.setattr(cli_runs, "_page", lambda dag_id, day, run_id, went_out, what: pages.append((run_id, what)))
     monkeypatch.setattr(cli_runs, "published", lambda run_id: False)
     when = dt.datetime(2021, 2, 12, 9, tzinfo=dt.UTC)
@@ -480,7 +557,7 @@ def test_an_error_out_of_a_days_run_fails_its_run_and_pages_once_or_leaves_it_li
     registry = tmp_path / cli_runs.REGISTRY
     assert not list(registry.iterdir())
 
-    def still_locked(dag_id, when):
+    def still_locked(dag_id, when, started=None):
         raise RuntimeError("database is locked")
 
     monkeypatch.setattr(cli_runs, "fail_run", still_locked)

@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-from greenery import config, gc_tuning, links, redaction
+from greenery import config, gc_tuning, links
 from greenery.checks import strict_json
 from greenery.cli_types import (
     UsageError,
@@ -96,8 +96,13 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
         dag = local_airflow.load_dag()
         # --verbose: Airflow's log goes to the terminal, and no file is named (none is written).
         log_file = None if verbose else STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
-        with cli_runs.sigterm_stops_the_day():  # `kill` or `timeout` stops the day as Ctrl-C does (and pages)
-            return _each_day(days, dag, log_file, full_refresh)
+        # A log line the terminal cannot take (`| head` left) is dropped, not 200 tracebacks on stderr (review).
+        raising, logging.raiseExceptions = logging.raiseExceptions, logging.raiseExceptions and not verbose
+        try:
+            with cli_runs.sigterm_stops_the_day():  # `kill` or `timeout` stops the day as Ctrl-C does (and pages)
+                return _each_day(days, dag, log_file, full_refresh)
+        finally:
+            logging.raiseExceptions = raising
 
 
 def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: bool) -> int:
@@ -122,6 +127,8 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
             return 1
         if dag_run.state != "success" and cli_runs.stopped_by_the_user(dag_run):
             raise cli_runs.stopped(dag.dag_id, day, dag_run.run_id)
+        if cli_runs.stop_noted():  # a stop whose KeyboardInterrupt Python dropped: the run went on to its end
+            raise cli_runs.stopped_after_the_run(dag.dag_id, day, dag_run.run_id, str(dag_run.state))
         if dag_run.state != "success":
             if note := run_outcome.published_anyway(dag_run):
                 print(f"  {note}", file=sys.stderr)
@@ -364,36 +371,12 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would raise
         return 141
     except Exception as exc:  # one clear line for known failures; the traceback is noise to a user
-        from greenery.answers import NoAnswersError
-        from greenery.checks.suites import SuiteDefinitionError
-        from greenery.dev.embedded_pg import InitdbFailed, ServerInUseError, UnusableFolderError
-        from greenery.docs import DocsError
-        from greenery.materialize.model_sql import ModelBuildError
-        from greenery.project.models import ModelDefinitionError
-        from greenery.sources.load import RawLoadError
-        from greenery.warehouse import WarehouseUnavailableError
+        from greenery.cli_errors import error_line
 
-        if isinstance(
-            exc,
-            RawLoadError
-            | ModelBuildError
-            | ModelDefinitionError
-            | SuiteDefinitionError
-            | WarehouseUnavailableError
-            | UsageError
-            | local_airflow.RunDidNothingError
-            | local_airflow.SchedulerAliveError
-            | local_airflow.MigrationError
-            | InitdbFailed
-            | NoAnswersError
-            | ServerInUseError
-            | UnusableFolderError
-            | DocsError
-            | config.SettingError,
-        ):
-            print(f"error: {redaction.redact(str(exc))}", file=sys.stderr)  # review: a password said in it
-            return 2
-        raise
+        if (line := error_line(exc)) is None:
+            raise
+        print(line, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

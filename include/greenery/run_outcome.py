@@ -131,7 +131,7 @@ def stopped_later(exc: Exception, before: bool, day, days: list, done: int) -> s
     alone, as if nothing had run): the error on one line, masked, and what ran; an error not of this package's kinds
     (a bug's) keeps its traceback after them. ``before``: refused before the day's run started. An error saying the
     day's run ended unfinished (``ran_in_part``: local_airflow.RunDidNothingError) says the day ran in part."""
-    why = exc if before else redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:600]
+    why = printable(redact(str(exc)) if before else redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:600])
     partly = getattr(exc, "ran_in_part", False)
     said = f"stopped {'before' if before else 'at'} {day}: {why}\n  {ran_and_not(days, done, partly)}"
     if not type(exc).__module__.startswith("greenery."):

@@ -65,9 +65,9 @@ def check_readable(suites: Mapping[str, SuiteFile]) -> None:
         try:
             read(suite_file.path, suite_file.data)
         except SuiteDefinitionError as exc:
-            problems.append(str(exc))
+            problems.extend(map(str, exc.args))
     if problems:
-        raise SuiteDefinitionError("\n".join(problems))
+        raise SuiteDefinitionError(*problems)
 
 
 def formatted_suite(path: Path) -> tuple[str, str]:

@@ -52,7 +52,11 @@ _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  #
 
 class SuiteDefinitionError(ValueError, RetryCannotFix):
     """A suite file is malformed, names an unknown model, or holds an expectation GX rejects; or a model has none.
-    Not retried (user trial: a missing suite failed prepare_build after two retries, five minutes later)."""
+    Not retried (user trial: a missing suite failed prepare_build after two retries, five minutes later). Its
+    arguments are its problems, one per file, a line each when said."""
+
+    def __str__(self) -> str:
+        return "\n".join(map(str, self.args))
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,9 @@ def load_suites(models: Mapping[str, Model], directory: Path | None = None) -> d
         try:
             suites[path.stem] = _load(path, models)
         except SuiteDefinitionError as exc:
-            problems.append(str(exc))
+            problems.extend(map(str, exc.args))
     if problems:  # every file's at once (user trial: three files' typos took three runs, and three pages)
-        raise SuiteDefinitionError("\n".join(problems))
+        raise SuiteDefinitionError(*problems)
     return suites
 
 

@@ -245,7 +245,7 @@ def run_day(day: dt.date, conf: dict | None = None, dag=None, must_finish: bool 
     logical_date = dt.datetime.combine(day, started.time(), tzinfo=dt.UTC)
     again = cli_runs.run_again(day) + (" --full-refresh" if (conf or {}).get("full_refresh") else "")
     # A run this process leaves behind is failed by the next; its alerts give the command that runs the day again.
-    with cli_runs.owned(dag.dag_id, logical_date), links.rerun_with(again):
+    with cli_runs.owned(dag.dag_id, logical_date, started), links.rerun_with(again):
         dag_run = dag.test(logical_date=logical_date, run_conf=conf or {})
         with create_session() as session:
             session.query(DagRun).filter(DagRun.dag_id == dag.dag_id, DagRun.run_id == dag_run.run_id).update(

@@ -17,9 +17,21 @@ def psql_path() -> str:
     return str(bundled) if bundled.is_file() else (shutil.which("psql") or "psql")
 
 
+# Where psql connects: the embedded server's URL says it. Given too, psql took the URL for a user name and connected
+# to the machine's default server (or PGHOST's), not the embedded one (review).
+WHERE = ("-d", "-h", "-p", "-U", "--dbname", "--host", "--port", "--username")
+
+
 def run(url: str, args: list[str]) -> int:
     """Run psql on ``url``; its exit status. Ctrl-C is psql's while it runs: it cancels the query and the session
     goes on, as in a shell (review: SIGINT also reached this process, whose KeyboardInterrupt killed psql)."""
+    from greenery.cli_types import UsageError
+
+    if where := [a for a in args if a.startswith(WHERE)]:  # -dname, --port=5433 too
+        raise UsageError(
+            f"greenery db psql connects to the embedded server itself: {' '.join(where)} would send psql elsewhere;"
+            " for another server run psql there"
+        )
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # before psql starts: no Ctrl-C may orphan it
     proc = None
     try:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import browser
 import psycopg
@@ -562,6 +562,14 @@ def test_a_run_asked_for_by_name_shows_its_own_results_not_a_later_runs(warehous
     assert "Recent runs up to this one" in recent and OLD_RUN in recent and NEW_RUN not in recent
     assert '1 later run not listed: <a href="./">the latest run\'s page</a>' in recent
     assert "later run" not in newest and NEW_RUN in newest[newest.index("Recent runs") :]
+    # Each listed run links to its own page, which lists the runs before it (review: past the ten shown, and the
+    # Data Docs index's 30, an older run's page could be reached only by typing its id into the URL).
+    old_page = f'<a href="?{urlencode({"run_id": OLD_RUN})}">'
+    assert old_page in newest[newest.index("Recent runs") :], newest
+    assert (
+        client().get(f"/data-quality/{old_page[9:-2]}").text
+        == client().get("/data-quality/", params={"run_id": OLD_RUN}).text
+    )
 
 
 @pytest.mark.db

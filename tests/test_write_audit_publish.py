@@ -17,7 +17,7 @@ import pytest
 from helpers import hashes, may_log_in, publish_checked, roles, run_day_without_airflow
 from psycopg import sql
 
-from greenery import audit, lock_waits, locks, privileges, wap
+from greenery import audit, lock_waits, locks, privileges, publish_grants, wap
 from greenery.errors import RetryCannotFix
 from greenery.materialize import build
 from greenery.project import models, render
@@ -964,7 +964,7 @@ def test_a_role_that_may_not_create_what_a_run_creates_is_told_what_to_grant_bef
         ).fetchall()
 
 
-@pytest.mark.parametrize("made_by_another", ["schema", "tables", "read-only"])
+@pytest.mark.parametrize("made_by_another", ["schema", "tables", "read-only", "read-only database"])
 def test_a_role_that_may_not_replace_what_was_published_is_refused_before_anything_is_built(
     made_by_another, published_url, monkeypatch
 ):
@@ -994,8 +994,12 @@ def test_a_role_that_may_not_replace_what_was_published_is_refused_before_anythi
             admin.execute("alter table marts.fact_orders owner to current_user")
             admin.execute("alter table greenery_audit.builds owner to current_user")
             admin.execute("create table marts.kept_by_an_analyst (a int)")  # not the pipeline's: not its concern
-        else:
+        elif made_by_another == "read-only":
             admin.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(etl)))
+        else:  # diff review: the refusal said "alter role ..." for a database's setting, which that does not turn off
+            admin.execute(
+                sql.SQL("alter database {} set default_transaction_read_only = on").format(sql.Identifier(database))
+            )
         as_etl = {**json.loads(warehouse.connection_json(published_url)), "login": etl, "password": password}
         monkeypatch.setenv(warehouse.conn_env_var(), json.dumps(as_etl))
         context = {"run_id": "no-grant", "logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC)}
@@ -1010,9 +1014,12 @@ def test_a_role_that_may_not_replace_what_was_published_is_refused_before_anythi
             f" its own; marts.fact_orders is {admin_user}'s, not its own (a publish creates tables in these schemas"
             " and drops the ones it replaces); nothing was built. As their owner: alter table greenery_audit.builds"
             f" owner to {etl}; alter table marts.fact_orders owner to {etl}",
-            "read-only": f"the warehouse session is read-only (default_transaction_read_only is on for role {etl}): a"
-            " run creates schemas and replaces tables; nothing was built. As its owner: alter role"
-            f" {etl} reset default_transaction_read_only",
+            "read-only": "the warehouse session is read-only: a run creates schemas and replaces tables; nothing was"
+            f" built. default_transaction_read_only is on for role {etl}; as a superuser (or a role with CREATEROLE):"
+            f" alter role {etl} reset default_transaction_read_only",
+            "read-only database": "the warehouse session is read-only: a run creates schemas and replaces tables;"
+            f" nothing was built. default_transaction_read_only is on for database {database}; as its owner: alter"
+            f" database {database} reset default_transaction_read_only",
         }[made_by_another]
         assert str(refused.value) == expected
         assert isinstance(refused.value, RetryCannotFix)  # failed at once, paged: a retry meets it again
@@ -1021,10 +1028,56 @@ def test_a_role_that_may_not_replace_what_was_published_is_refused_before_anythi
             "select 1 from pg_namespace where nspname = any(%s)", (list(built.schema_of.values()),)
         ).fetchall()
         # What the message says to run (the role's name needs no quotes) lets the role's next run go on.
-        for statement in expected.split("owner: ")[1].split("; "):
+        for statement in expected.rsplit(": ", 1)[1].split("; "):
             admin.execute(statement)
         assert build_task.prepare(context)["build"] == built.key
         admin.execute("drop table if exists marts.kept_by_an_analyst")  # the role's schema is dropped with it
+
+
+def test_a_role_that_took_over_publishes_and_leaves_the_build_schemas_the_other_role_left(published_url, monkeypatch):
+    """Diff review: the role the pipeline ran as before leaves its finished build schemas; the new role's first publish
+    dropped them, and PostgreSQL's "must be owner of schema" rolled the whole publish back, after the day was built
+    and checked. They are left for their owner, said in the log; the role may own tables through a role it is in."""
+    import logging
+
+    from greenery import warehouse
+    from greenery.tasks import build as build_task
+
+    with psycopg.connect(published_url, autocommit=True) as admin, roles(admin, "etl", "owners") as (etl, owners):
+        password, database = may_log_in(admin, etl), admin.info.dbname
+        admin.execute(sql.SQL("grant create, temp on database {} to {}").format(*map(sql.Identifier, (database, etl))))
+        admin.execute(sql.SQL("grant {} to {}").format(sql.Identifier(owners), sql.Identifier(etl)))
+        admin.execute(sql.SQL("grant usage on schema raw to {}").format(sql.Identifier(etl)))
+        admin.execute(sql.SQL("grant select on all tables in schema raw to {}").format(sql.Identifier(etl)))
+        for schema in ("staging", "snapshots", "intermediate", "marts", "quarantine", "greenery_audit"):
+            admin.execute(sql.SQL("alter schema {} owner to {}").format(sql.Identifier(schema), sql.Identifier(etl)))
+            for (table,) in admin.execute(
+                "select tablename from pg_tables where schemaname = %s", (schema,)
+            ).fetchall():
+                owner = owners if schema == "marts" else etl  # the marts owned through a role etl is in
+                admin.execute(
+                    sql.SQL("alter table {} owner to {}").format(sql.Identifier(schema, table), sql.Identifier(owner))
+                )
+        left = "_build_20210211_0123abcd__staging"  # an unregistered build schema: "finished", the other role's
+        admin.execute(sql.SQL("create schema {}").format(sql.Identifier(left)))
+        as_etl = {**json.loads(warehouse.connection_json(published_url)), "login": etl, "password": password}
+        monkeypatch.setenv(warehouse.conn_env_var(), json.dumps(as_etl))
+        found, run = models.discover(), wap.Build("taken-over", dt.date(2021, 2, 12))
+        said_in_the_log = logging.Handler(logging.WARNING)  # Airflow's logging setup may replace caplog's handler
+        said_in_the_log.emit = lambda record: seen.append(record.getMessage())
+        seen: list[str] = []
+        logging.getLogger("greenery.build_schemas").addHandler(said_in_the_log)
+        with warehouse.connect() as conn:
+            publish_grants.require(conn, build_task._published(found))  # prepare_build's check: it passes
+            wap.prepare(conn, run)
+            wap.build_models(conn, found, run)
+            assert publish_checked(conn, found, run)
+            assert audit.last_published(conn)["run_id"] == "taken-over"
+        assert admin.execute("select 1 from pg_namespace where nspname = %s", (left,)).fetchall() == [(1,)]
+        said = f"build schema {left} is {admin.info.user}'s: left for its owner to drop (drop schema {left} cascade)"
+        logging.getLogger("greenery.build_schemas").removeHandler(said_in_the_log)
+        assert said in seen, seen
+        admin.execute(sql.SQL("drop schema {}").format(sql.Identifier(left)))
 
 
 # Review of the grants kept at publish (a swap as wap._publish_model makes it, by a loader that is no superuser): kept

@@ -29,7 +29,7 @@ from greenery.redaction import redact
 
 SCHEMA = "greenery_audit"
 
-_TABLES = {
+TABLES = {
     "builds": (
         "key text primary key, run_id text not null, logical_date date not null, run_time timestamptz not null,"
         " created_at timestamptz not null, touched_at timestamptz not null, state text not null,"
@@ -85,12 +85,12 @@ def exists(conn, name: str) -> bool:
 def ensure(conn) -> None:
     """Create the audit tables once. Two runs creating them at the same moment would collide in
     PostgreSQL's catalog, so creation happens under the exclusive lock (checked first without it)."""
-    if all(exists(conn, name) for name in _TABLES) and _columns_added(conn):
+    if all(exists(conn, name) for name in TABLES) and _columns_added(conn):
         return
     with conn.transaction():
         locks.exclusive(conn)
         conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
-        for name, columns in _TABLES.items():
+        for name, columns in TABLES.items():
             conn.execute(sql.SQL("create table if not exists {} ({})").format(table(name), sql.SQL(columns)))
         for (name, column), kind in _ADDED_COLUMNS.items():
             conn.execute(

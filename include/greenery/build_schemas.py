@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from psycopg import sql
 
 from greenery import audit, config
+
+log = logging.getLogger(__name__)
 
 BUILD_PREFIX = "_build_"
 _BUILD_SCHEMAS = BUILD_PREFIX.replace("_", r"\_") + "%"  # a LIKE pattern: "_" is its one-character wildcard
@@ -50,15 +53,21 @@ def drop_finished(conn, keep_key: str | None, ttl: dt.timedelta | None = None) -
     """
     rows = conn.execute(
         sql.SQL(
-            "select n.nspname, b.state, b.touched_at < now() - %s"
+            "select n.nspname, b.state, b.touched_at < now() - %s, pg_has_role(n.nspowner, 'usage'),"
+            " pg_get_userbyid(n.nspowner)"
             " from pg_namespace n left join {} b on b.key = split_part(n.nspname, '__', 1)"
             " where n.nspname like %s order by n.nspname"
         ).format(audit.table("builds")),
         (ttl if ttl is not None else config.get().build_ttl, _BUILD_SCHEMAS),
     ).fetchall()
     dropped = []
-    for schema, state, idle in rows:
+    for schema, state, idle, ours, owner in rows:
         if keep_key is not None and schema.startswith(keep_key + "__"):
+            continue
+        if not ours:  # another role's (the role the pipeline ran as before): dropping it failed the whole publish
+            log.warning(
+                "build schema %s is %s's: left for its owner to drop (drop schema %s cascade)", schema, owner, schema
+            )
             continue
         if state is None or state == "published" or idle:
             conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(schema)))

@@ -18,23 +18,27 @@ class CannotPublishError(RuntimeError, RetryCannotFix):
     """The role may not create in a schema the run publishes to, or does not own a table a publish replaces."""
 
 
-def require(conn, published: Mapping[str, Collection[str] | None]) -> None:
+def require(conn, published: Mapping[str, Collection[str]]) -> None:
     """Refuse, naming each schema and table and the statement that fixes it, when the role's session is read-only,
     lacks ``create`` or ``usage`` on a schema of ``published`` that exists, or does not own (nor act as the owner
-    of) one of its tables. ``published``: each schema's tables a run replaces; ``None``: every table in it."""
-    role, read_only, standby = conn.execute(
-        "select current_user, current_setting('transaction_read_only') = 'on', pg_is_in_recovery()"
+    of) one of its tables. ``published``: each schema's tables a run replaces or writes to."""
+    role, database, read_only, standby, source = conn.execute(
+        "select current_user, current_database(), current_setting('transaction_read_only') = 'on',"
+        " pg_is_in_recovery(), (select source from pg_settings where name = 'default_transaction_read_only')"
     ).fetchone()
     if read_only:
-        why = "the server is a standby" if standby else f"default_transaction_read_only is on for role {role}"
+        # Where the setting comes from says what turns it off (diff review: "alter role" did nothing for a database's).
+        fix = {
+            "user": f"default_transaction_read_only is on for role {role}; as a superuser (or a role with"
+            f" CREATEROLE): alter role {role} reset default_transaction_read_only",
+            "database": f"default_transaction_read_only is on for database {database}; as its owner: alter database"
+            f" {database} reset default_transaction_read_only",
+            "database user": f"default_transaction_read_only is on for role {role} in database {database}; as a"
+            f" superuser: alter role {role} in database {database} reset default_transaction_read_only",
+        }.get(source, f"default_transaction_read_only is on (set by: {source}); turn it off where it is set")
         raise CannotPublishError(
-            f"the warehouse session is read-only ({why}): a run creates schemas and replaces tables; nothing was"
-            " built. "
-            + (
-                "Connect to the primary"
-                if standby
-                else f"As its owner: alter role {role} reset default_transaction_read_only"
-            )
+            "the warehouse session is read-only: a run creates schemas and replaces tables; nothing was built. "
+            + ("The server is a standby: connect to the primary" if standby else fix)
         )
     schemas = conn.execute(
         "select nspname, pg_get_userbyid(nspowner) from pg_namespace where nspname = any(%s)"
@@ -49,7 +53,7 @@ def require(conn, published: Mapping[str, Collection[str] | None]) -> None:
             " and not pg_has_role(c.relowner, 'usage') order by 1, 2",
             (list(published),),
         ).fetchall()
-        if published[schema] is None or table in published[schema]
+        if table in published[schema]
     ]
     if not (schemas or tables):
         return

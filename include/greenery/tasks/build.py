@@ -40,10 +40,10 @@ def prepare(context: Any) -> dict[str, Any]:
     return {"build": build.key, "run_time": run_time.isoformat()}
 
 
-def _published(models: dict[str, Model]) -> dict[str, list[str] | None]:
-    """Each schema's tables a publish replaces or writes to: the models', their quarantine tables, all of audit's."""
-    published: dict[str, list[str] | None] = {layer: [] for layer in config.LAYERS}
-    published[wap.QUARANTINE], published[audit.SCHEMA] = [], None
+def _published(models: dict[str, Model]) -> dict[str, list[str]]:
+    """Each schema's tables a publish replaces or writes to: the models', their quarantine tables, audit's own."""
+    published: dict[str, list[str]] = {layer: [] for layer in config.LAYERS}
+    published[wap.QUARANTINE], published[audit.SCHEMA] = [], list(audit.TABLES)
     for model in models.values():
         published[model.layer].append(model.name)
         if model.config.get("quarantine"):

@@ -173,12 +173,58 @@ def test_an_error_line_shows_raw_values_and_file_names_escaped_on_their_line(tmp
     ]
 
 
-@pytest.mark.parametrize("where", [["-d", "postgres"], ["-dpostgres"], ["--port=5432"], ["-h", "elsewhere"]])
+def test_log_lines_a_closed_pipe_refused_are_dropped_and_other_logging_errors_still_said(capsys):
+    """Review: `greenery run --verbose | head` printed 214 "--- Logging error ---" tracebacks (34,543 lines) once the
+    reader left: each log line the closed pipe refused. Those are dropped; a logging error of another kind is not."""
+    import logging
+
+    from greenery import cli
+
+    class Refusing:
+        def __init__(self, error):
+            self.error = error
+
+        def write(self, text):
+            raise self.error
+
+        def flush(self):
+            pass
+
+    logger = logging.getLogger("greenery.test.closed_pipe")
+    logger.propagate = False
+    for error, said in ((BrokenPipeError(32, "Broken pipe"), False), (ValueError("I/O on a closed file"), True)):
+        handler = logging.StreamHandler(Refusing(error))
+        logger.addHandler(handler)
+        try:
+            with cli._closed_pipe_lines_dropped():
+                logger.warning("a task's log line")
+        finally:
+            logger.removeHandler(handler)
+        assert ("--- Logging error ---" in capsys.readouterr().err) is said, error
+    assert logging.Handler.handleError.__name__ == "handleError"  # put back
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ["-d", "postgres"],
+        ["-dpostgres"],
+        ["--port=5432"],
+        ["-h", "elsewhere"],
+        ["-Xd", "postgres"],
+        ["--db=x"],
+        ["--user=x"],
+    ],
+)
 def test_db_psql_refuses_options_that_would_connect_elsewhere(where):
+    """Diff review: bundled short options and abbreviated long ones, which psql's getopt takes, passed too."""
     from greenery.dev import psql
 
     with pytest.raises(UsageError, match=f"^greenery db psql connects to the embedded server itself: {where[0]} "):
         psql.run("postgresql://greenery@127.0.0.1:9/greenery", ["-X", *where, "-c", "select 1"])
+    # psql's other options, and values that look like options, are psql's own.
+    for own in (["-P", "format=csv"], ["-H"], ["--help"], ["-c", "-d"], ["-cselect 1"], ["-v", "d=1"], ["--pset=x"]):
+        assert psql.elsewhere(own) == [], own
 
 
 def test_generate_into_a_folder_it_cannot_make_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
@@ -1167,8 +1213,11 @@ def test_an_unreachable_warehouse_is_one_line(monkeypatch):
     [
         ("postgres://u:s3cret-pw@host:notaport/db", "Port could not be cast to integer value as 'notaport'"),
         ('{"conn_type": "postgres", "host": "h", "port": "x", "password": "s3cret-pw"}', "port"),
+        # Review: Airflow read it as a connection of no type and no host, and libpq tried this machine's socket.
+        ("greenery:s3cret-pw@db.internal:5432/greenery", "no postgres scheme, no host: neither a URI nor JSON"),
+        ("not a uri", "no postgres scheme, no host: neither a URI nor JSON"),
     ],
-    ids=["uri", "json"],
+    ids=["uri", "json", "no scheme", "neither"],
 )
 def test_a_malformed_connection_variable_is_said_to_be_set_and_unparsable(monkeypatch, value, why):
     """Review: a port of "notaport" was reported as "The conn_id greenery_warehouse isn't defined ... (set it ... with

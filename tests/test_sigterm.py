@@ -124,12 +124,15 @@ class Collected:
         time.sleep(0.5)  # the signal (for SIGTERM, the waiting thread's SIGUSR2) lands while in here
 
 def one_day(n, range_, day, dag, log_file, full_refresh, ran):
-    Collected()
+    if sys.argv[2] == "in the day's run":
+        Collected()
     ran.append(day)
     print(f"ran {day}", flush=True)
     return types.SimpleNamespace(state="success", run_id=f"manual__{day}")
 
 cli._one_day = one_day
+if sys.argv[2] == "between two days":  # the full collection before the next day's run (gc_tuning.between_runs)
+    cli.gc_tuning.between_runs = lambda: Collected()
 try:
     with cli_runs.preparing("greenery_daily", days), cli_runs.sigterm_stops_the_day():
         status = cli._each_day(days, types.SimpleNamespace(dag_id="greenery_daily"), None, False)
@@ -140,22 +143,30 @@ except cli_runs.RunInterrupted as stop:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["in the day's run", "between two days"])
 @pytest.mark.parametrize(("signum", "said"), [("SIGINT", "interrupted (Ctrl-C)"), ("SIGTERM", "terminated (SIGTERM)")])
-def test_a_stop_whose_interrupt_python_dropped_in_a_collection_still_stops_the_range(signum, said, monkeypatch):
+def test_a_stop_whose_interrupt_python_dropped_in_a_collection_still_stops_the_range(signum, said, where, monkeypatch):
     """Review: Ctrl-C in validate, 1 in 14 tries, and the range went on to its end, exit 0: Python drops an exception
     raised in a ``__del__`` or weakref callback, and the signal's KeyboardInterrupt landed in one (GX's collections).
     The stop is noted as well as raised: once the day's run ends, no later day runs."""
     monkeypatch.delenv("AIRFLOW_CONN_SLACK_ALERTS", raising=False)  # the SIGTERM's page: none configured here
     done = subprocess.run(
-        [sys.executable, "-c", LOST_IN_A_COLLECTION, signum], capture_output=True, text=True, timeout=50, check=False
+        [sys.executable, "-c", LOST_IN_A_COLLECTION, signum, where],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
     )
     out = [line for line in done.stdout.splitlines() if line.startswith(("ran ", "stopped: ", "every day"))]
     assert "Exception ignored in" in done.stderr and "KeyboardInterrupt" in done.stderr, done  # it was dropped
     assert out[0] == "ran 2021-02-10" and len(out) == 2, done
-    assert out[1].startswith(
-        f"stopped: {said} at 2021-02-10: its run manual__2021-02-10 ended success (the stop came while it ran);"
-        " not run: 2021-02-11 to 2021-02-12 (2 days)"
-    ), done
+    stopped = {
+        "in the day's run": f"stopped: {said} at 2021-02-10: its run manual__2021-02-10 ended success (the stop came"
+        " while it ran); not run: 2021-02-11 to 2021-02-12 (2 days)",
+        "between two days": f"stopped: {said} at 2021-02-11: no run of it was left running; not run: 2021-02-11 to"
+        " 2021-02-12 (2 days)",  # diff review: the next day ran whole, and published
+    }[where]
+    assert out[1].startswith(stopped), done
     assert out[1].endswith(f"({128 + getattr(signal, signum)})"), done
     if signum == "SIGTERM":  # paged, as any SIGTERM stop (here: said that it could not be)
         assert "on-call could not be paged" in out[1], done
@@ -187,11 +198,21 @@ def test_a_day_left_normally_leaves_no_thread_and_ctrl_c_keeps_its_wording():
 
     from greenery.dev import cli_runs
 
-    before, handlers = set(threading.enumerate()), [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)]
-    cli_runs.sigterm_stops_the_day()(lambda: None)()
+    kinds = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    before, handlers = set(threading.enumerate()), [signal.getsignal(s) for s in kinds]
+    cli_runs._ctrl_c[0] = True  # a stop noted by an earlier command in this process (tests run many)
+    cli_runs.sigterm_stops_the_day()(lambda: None if not cli_runs.stop_noted() else pytest.fail("carried over"))()
     assert set(threading.enumerate()) == before
     assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)] == handlers  # as they were
+    assert [signal.getsignal(s) for s in kinds] == handlers  # as they were, Ctrl-C's too (diff review)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:  # in a terminal: Ctrl-C noted inside (stop_noted), its own handler back after
+        cli_runs.sigterm_stops_the_day()(
+            lambda: signal.getsignal(signal.SIGINT) is cli_runs._raise_interrupt or 1 / 0
+        )()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
     stopped = cli_runs.interrupted(dt.date(2021, 2, 12), "manual__x")
     assert (str(stopped), stopped.exit_status) == ("interrupted (Ctrl-C) at 2021-02-12: its run manual__x failed", 130)
 

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from greenery import config, gc_tuning, links
@@ -96,13 +97,25 @@ def run_days(days: list[dt.date], verbose: bool = False, full_refresh: bool = Fa
         dag = local_airflow.load_dag()
         # --verbose: Airflow's log goes to the terminal, and no file is named (none is written).
         log_file = None if verbose else STATE_DIR / "logs" / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
-        # A log line the terminal cannot take (`| head` left) is dropped, not 200 tracebacks on stderr (review).
-        raising, logging.raiseExceptions = logging.raiseExceptions, logging.raiseExceptions and not verbose
-        try:
-            with cli_runs.sigterm_stops_the_day():  # `kill` or `timeout` stops the day as Ctrl-C does (and pages)
-                return _each_day(days, dag, log_file, full_refresh)
-        finally:
-            logging.raiseExceptions = raising
+        with cli_runs.sigterm_stops_the_day(), _closed_pipe_lines_dropped():  # `kill` or `timeout` stops as Ctrl-C
+            return _each_day(days, dag, log_file, full_refresh)
+
+
+@contextlib.contextmanager
+def _closed_pipe_lines_dropped() -> Iterator[None]:
+    """A log line the terminal no longer takes (`--verbose | head` left) is dropped, not a traceback each on stderr
+    (review: 200 of them); any other logging error is still said."""
+    handle_error = logging.Handler.handleError
+
+    def unless_the_pipe_closed(handler: logging.Handler, record: logging.LogRecord) -> None:
+        if not isinstance(sys.exc_info()[1], BrokenPipeError):
+            handle_error(handler, record)
+
+    logging.Handler.handleError = unless_the_pipe_closed
+    try:
+        yield
+    finally:
+        logging.Handler.handleError = handle_error
 
 
 def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: bool) -> int:
@@ -113,6 +126,8 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
         try:
             if n > 1:
                 gc_tuning.between_runs()  # what the last day's cycles hold (gc_tuning.py)
+            if cli_runs.stop_noted():  # a stop dropped in that collection (diff review: a whole day more ran)
+                raise KeyboardInterrupt
             dag_run = _one_day(n, days, day, dag, log_file, full_refresh, ran)
         except KeyboardInterrupt:  # outside the day's run (before it, or after it ended): no run is left running
             raise cli_runs.stopped(dag.dag_id, day, None) from None

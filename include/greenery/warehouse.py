@@ -102,6 +102,12 @@ def connect(conn_id: str | None = None, *, connect_timeout: int | None = None, a
     try:
         hook = PostgresHook(postgres_conn_id=conn_id)
         _refuse_unparsable_extra(hook.connection, conn_id)
+        if not hook.connection.host and hook.connection.conn_type not in ("postgres", "postgresql"):
+            # Review: "not a uri", or one without its postgres:// ("user:pw@host/db"), tried this machine's socket.
+            raise ConnectionSettingError(
+                f"{conn_env_var(conn_id)} is set, but Airflow could not parse it as a connection (no postgres scheme,"
+                f" no host: neither a URI nor JSON): write it as {POSTGRES_WRITTEN_AS}"
+            )
         if connect_timeout is not None and "connect_timeout" not in hook.connection.extra_dejson:
             hook.connection.extra = json.dumps({**hook.connection.extra_dejson, "connect_timeout": connect_timeout})
         conn = hook.get_conn()

@@ -42,7 +42,7 @@ class RunInterrupted(RuntimeError):
 
 
 _terminated = threading.Event()  # the stop came as a signal below, not Ctrl-C
-_ctrl_c = threading.Event()  # Ctrl-C came inside the days (its KeyboardInterrupt may have been lost: stop_noted)
+_ctrl_c = [False]  # Ctrl-C came in the days (stop_noted); not an Event: its set() takes a lock, in a handler
 _stopped_by = [signal.SIGTERM]  # which one (set before _terminated)
 _days_entered = threading.Event()  # sigterm_stops_the_day was entered: its days' stops are its own
 _asked: list[list[dt.date]] = [[]]  # the days the command was asked to run
@@ -159,7 +159,7 @@ def _page(dag_id: str, day: dt.date, run_id: str | None, went_out: bool, what: s
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     if signum == signal.SIGINT:
-        _ctrl_c.set()  # noted too: its KeyboardInterrupt may be lost (stop_noted)
+        _ctrl_c[0] = True  # noted too: its KeyboardInterrupt may be lost (stop_noted)
     raise KeyboardInterrupt
 
 
@@ -167,7 +167,7 @@ def stop_noted() -> bool:
     """Whether a stop came in the day's run though the run went on: Python drops an exception raised in a ``__del__``
     or weakref callback, and a signal's landing there, in a collection of GX's objects, was lost (review: Ctrl-C in
     validate, 1 in 14 tries, and the range ran on to exit 0)."""
-    return _terminated.is_set() or _ctrl_c.is_set()
+    return _terminated.is_set() or _ctrl_c[0]
 
 
 def stopped_after_the_run(dag_id: str, day: dt.date, run_id: str, state: str) -> RunInterrupted:
@@ -196,7 +196,7 @@ def sigterm_stops_the_day() -> Iterator[None]:
     are inherited: start no subprocess inside. Call it from the main thread, before starting other threads.
     """
     _terminated.clear()
-    _ctrl_c.clear()
+    _ctrl_c[0] = False
     main = threading.main_thread().ident
     # SIGHUP only where it would end the process: `nohup` (SIG_IGN) asked to run on with no terminal.
     stops = {s for s in SIGNALS if s == signal.SIGTERM or signal.getsignal(s) is not signal.SIG_IGN}

@@ -19,7 +19,32 @@ def psql_path() -> str:
 
 # Where psql connects: the embedded server's URL says it. Given too, psql took the URL for a user name and connected
 # to the machine's default server (or PGHOST's), not the embedded one (review).
-WHERE = ("-d", "-h", "-p", "-U", "--dbname", "--host", "--port", "--username")
+ELSEWHERE_SHORT, ELSEWHERE_LONG = "dhpU", ("dbname", "host", "port", "username")
+TAKES_A_VALUE = "cdfFhLoPpRTUv"  # psql's short options that take one (the rest of the word, or the next word)
+
+
+def elsewhere(args: list[str]) -> list[str]:
+    """The options of ``args`` that name another database, host, port or user, as psql's getopt reads them: short
+    options bundled (``-Xd db``), long ones abbreviated (``--db=x``: any prefix getopt takes); values skipped."""
+    found, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            break
+        if arg.startswith("--") and len(arg) > 2:
+            name = arg[2:].split("=", 1)[0]
+            if any(long.startswith(name) for long in ELSEWHERE_LONG):
+                found.append(arg)
+        elif arg.startswith("-") and len(arg) > 1:
+            for at, letter in enumerate(arg[1:], 1):
+                if letter in ELSEWHERE_SHORT:
+                    found.append(arg)
+                    break
+                if letter in TAKES_A_VALUE:
+                    i += at == len(arg) - 1  # its value is the next word
+                    break
+        i += 1
+    return found
 
 
 def run(url: str, args: list[str]) -> int:
@@ -27,7 +52,7 @@ def run(url: str, args: list[str]) -> int:
     goes on, as in a shell (review: SIGINT also reached this process, whose KeyboardInterrupt killed psql)."""
     from greenery.cli_types import UsageError
 
-    if where := [a for a in args if a.startswith(WHERE)]:  # -dname, --port=5433 too
+    if where := elsewhere(args):
         raise UsageError(
             f"greenery db psql connects to the embedded server itself: {' '.join(where)} would send psql elsewhere;"
             " for another server run psql there"

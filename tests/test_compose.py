@@ -304,8 +304,14 @@ def test_airflows_shared_secrets_are_made_at_the_first_start_and_the_ui_is_publi
     assert all((tmp_path / name).stat().st_mode & 0o777 == 0o600 for name in first)
     assert compose_secrets.write(tmp_path, {}) == []  # the next start keeps them: tokens given out stay valid
     assert {name: (tmp_path / name).read_text() for name in first} == first
-    compose_secrets.write(tmp_path, {"AIRFLOW_JWT_SECRET": "from-dotenv"})
-    assert (tmp_path / "jwt_secret").read_text() == "from-dotenv"
+    given = "x" * compose_secrets.SHORTEST
+    compose_secrets.write(tmp_path, {"AIRFLOW_JWT_SECRET": given})
+    assert (tmp_path / "jwt_secret").read_text() == given
+    # An .env copied from the old .env.example keeps its known value (diff review): refused, nothing written.
+    for weak in ("change-me", "short"):
+        with pytest.raises(compose_secrets.WeakSecretError, match=r"AIRFLOW_JWT_SECRET in \.env is"):
+            compose_secrets.write(tmp_path, {"AIRFLOW_JWT_SECRET": weak})
+        assert (tmp_path / "jwt_secret").read_text() == given
     [published] = [p for p in services["airflow-apiserver"]["ports"] if p.endswith(":8080")]
     assert published == "127.0.0.1:8080:8080"
     widened = interpolate(RAW, {**env_example()[0], "AIRFLOW_PUBLISH_ADDRESS": "192.0.2.7"})["services"]

@@ -1,7 +1,8 @@
 """Sending an email through an Airflow SMTP connection (apache-airflow-providers-smtp), raising on any failure.
 
 The provider's ``SmtpHook`` does what a deployment configures in the connection: host, port, implicit TLS
-(on unless the extra ``disable_ssl`` is true), STARTTLS (unless ``disable_tls``), ``ssl_context``, timeout,
+(on unless the extra ``disable_ssl`` is true), STARTTLS on a plain connection (unless ``disable_tls``; never
+inside implicit TLS, where the provider would ask for it too), ``ssl_context``, timeout,
 login (basic, or ``auth_type`` oauth2) and the sender (extra ``from_email``). Two things are ours:
 
 - The message. The hook's ``send_email_smtp`` builds its own ``multipart/mixed`` with files attached as

@@ -17,12 +17,26 @@ from pathlib import Path
 
 # file in the config volume -> the .env variable that sets it
 SECRETS = {"jwt_secret": "AIRFLOW_JWT_SECRET", "secret_key": "AIRFLOW_SECRET_KEY"}
+# What .env.example held before (an .env copied from it keeps them: diff review), and the shortest secret taken.
+KNOWN = ("change-me", "change-me-too")
+SHORTEST = 32
+
+
+class WeakSecretError(ValueError):
+    """A secret .env gives is one anybody knows, or too short to withstand guessing."""
 
 
 def write(directory: Path, environ: Mapping[str, str]) -> list[str]:
     """Write each secret file that ``environ`` sets or that does not exist yet (random), readable by its owner only;
     return what was written. A secret kept from an earlier start stays: tokens already given out stay valid."""
     written = []
+    for variable in SECRETS.values():
+        if (given := environ.get(variable, "")) and (given in KNOWN or len(given) < SHORTEST):
+            raise WeakSecretError(
+                f"{variable} in .env is {'a value written in this project' if given in KNOWN else 'too short'}:"
+                f" anyone could sign Airflow's tokens with it; empty it (a random one is made and kept) or set"
+                f' {SHORTEST} characters or more (python -c "import secrets; print(secrets.token_urlsafe(32))")'
+            )
     for name, variable in SECRETS.items():
         path, given = directory / name, environ.get(variable, "")
         if given or not path.exists():
@@ -34,5 +48,8 @@ def write(directory: Path, environ: Mapping[str, str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    made = write(Path(sys.argv[1]), os.environ)
+    try:
+        made = write(Path(sys.argv[1]), os.environ)
+    except WeakSecretError as weak:  # airflow-init fails: no component starts with it
+        sys.exit(f"error: {weak}")
     print(f"Airflow's shared secrets: {', '.join(made) or 'kept from the last start'}")

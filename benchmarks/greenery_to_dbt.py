@@ -66,6 +66,10 @@ VARIABLES = {
     "valid_until": f"greenery_run_time({int(CLOCK_SKEW.total_seconds())})",
 }
 
+# The published quarantine table a model may read: dbt keeps none, so nothing was quarantined before (a relation of
+# the model's own columns, empty).
+RELATIONS = {"quarantined": "(select * from {{ this }} where false) as none_quarantined"}
+
 # The renderer's functions (greenery.project.render), expanded to their SQL here: one definition for both.
 FUNCTIONS = {"malformed_uuid": malformed_uuid}
 FUNCTION_CALL = re.compile(r"\{\{\s*(\w+)\(\s*(['\"])([^'\"]*)\2\s*\)\s*\}\}")
@@ -117,6 +121,8 @@ def translate(model: Model) -> str:
     variables = VARIABLES | {"incremental_since": f"greenery_incremental_since({model.lookback_days})"}
     for name, macro in variables.items():
         body = re.sub(r"\{\{\s*" + name + r"\s*\}\}", "{{ " + macro + " }}", body)
+    for name, relation in RELATIONS.items():
+        body = re.sub(r"\{\{\s*" + name + r"\s*\}\}", lambda _, relation=relation: relation, body)
     body = FUNCTION_CALL.sub(lambda m: FUNCTIONS[m[1]](m[3]) if m[1] in FUNCTIONS else m[0], body)
     # dbt knows {{ this }} and is_incremental() itself.
     leftover = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", body)) - {"this"}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from greenery import config
 from greenery.project import models
 
 DAGS_DIR = Path(__file__).resolve().parent.parent / "dags"
@@ -444,6 +445,13 @@ def test_one_task_group_per_layer(dag):
     found = models.discover()
     for name, model in found.items():
         assert dag.get_task(name).task_group.group_id == model.layer
+
+
+def test_the_names_a_model_may_not_take_are_the_dags_own_task_and_group_ids(dag):
+    """A model's task id is its name: models.RESERVED (with the layers) must be every other id the DAG has."""
+    found = models.discover()
+    assert set(dag.task_ids) - set(found) == set(models.RESERVED)
+    assert set(dag.task_group_dict) == set(config.LAYERS)
 
 
 def test_checks_come_after_every_model_then_publish_then_the_alert_whatever_happened(dag):

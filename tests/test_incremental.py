@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -193,6 +194,38 @@ def test_a_conflicting_copy_of_a_published_event_is_quarantined_and_the_publishe
         (old[0], DAYS[2]),
     ).fetchall()
     assert rule == [("conflicting_event_id",)]
+
+
+def test_copies_that_disagree_on_different_days_stay_quarantined_when_the_first_leaves_the_window(after_two_days):
+    """Models review: copies of an event that disagree all go to quarantine, but once the older copy left the window
+    the newer one alone, agreeing with nothing published, was published days later (a full refresh quarantines
+    both: an incremental run must give its tables). Quarantined copies from before the window count as earlier."""
+    loaded = after_two_days
+    [(model_event,)] = loaded.execute(
+        "select event_id from raw.events where event_type = 'page_view' order by event_id limit 1"
+    ).fetchall()
+    copy = str(uuid.UUID(int=uuid.UUID(model_event).int ^ 1))  # a new id
+    for at, url in ((DAYS[1], "https://greenery.example/a"), (DAYS[2], "https://greenery.example/b")):
+        loaded.execute(
+            "insert into raw.events select %s, session_id, user_id, %s, %s, event_type, order_id, product_id"
+            " from raw.events where event_id = %s",
+            (copy, url, dt.datetime.combine(at, dt.time(10), tzinfo=dt.UTC), model_event),
+        )
+
+    def staged_and_rules():
+        staged = loaded.execute("select count(*) from staging.stg_postgres__events where event_id = %s", (copy,))
+        rules = loaded.execute(
+            "select distinct rule from quarantine.stg_postgres__events where event_id = %s", (copy,)
+        ).fetchall()
+        return staged.fetchone()[0], rules
+
+    run_day(loaded, DAYS[2])  # both copies in its window: both quarantined
+    assert staged_and_rules() == (0, [("conflicting_event_id",)])
+    results = run_day(loaded, DAYS[5])  # its window starts after the first copy: it reads the second alone
+    assert results["stg_postgres__events"].incremental
+    assert staged_and_rules() == (0, [("conflicting_event_id",)])
+    run_day(loaded, DAYS[5], full_refresh=True, tag="full")  # what the incremental run must give
+    assert staged_and_rules() == (0, [("conflicting_event_id",)])
 
 
 def test_an_exact_replay_of_an_old_event_changes_nothing_and_a_full_refresh_quarantines_it(after_two_days):
@@ -920,8 +953,6 @@ def test_a_build_publishing_after_a_rerun_read_newer_raw_is_refused_not_deleting
     """Review: D3's build was made; a late event dated inside both windows reached raw; D2 was run again and published
     it; D3's merge (delete its window, insert its delta) then removed it, for good once its day left the lookback.
     The publish refuses a build whose raw changed since it was prepared."""
-    import uuid
-
     from greenery.sources import fingerprint
 
     conn = after_two_days

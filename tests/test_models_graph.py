@@ -275,6 +275,10 @@ def test_render_fills_refs_sources_and_interval():
         ("staging", "postgres__promos_v2", r"a model in staging/ is named stg_<name>"),
         ("intermediate", "user_sessions_v2", r"a model in intermediate/ is named int_<name>"),
         ("snapshots", "orders_history", r"a model in snapshots/ is named snap_<name>"),
+        # Models review: Airflow renamed the DAG's own task publish__1 in silence; a task group's id broke the DAG.
+        ("marts", "publish", r"model name 'publish' is the DAG's own \(its tasks check_source_freshness, "),
+        ("marts", "alert_slack", "is the DAG's own"),
+        ("marts", "marts", r"and its task groups staging, snapshots, intermediate, marts\)"),
     ],
 )
 def test_a_model_name_that_breaks_the_convention_is_refused_naming_the_file(sql_copy, layer, name, message):

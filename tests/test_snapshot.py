@@ -99,6 +99,25 @@ def test_a_backfill_of_an_earlier_day_invents_no_version(history):
     assert len(versions(conn, order)) == 3
 
 
+def test_a_corrected_created_at_is_a_new_version(history):
+    """Models review: created_at was no check column, so a correction in raw (a time-zone fix) made no version and
+    the history, which metrics_daily reads for the day an order counts on and its delivery time, kept the old one."""
+    conn, order = history
+    [(other, created)] = conn.execute(
+        "select order_id, created_at from snapshots.snap_orders where order_id <> %s and valid_to is null"
+        " order by order_id limit 1",
+        (order,),
+    ).fetchall()
+    corrected = created - dt.timedelta(hours=1)
+    conn.execute("update raw.orders set created_at = %s where order_id = %s", (corrected, other))
+    run_day(conn, D3, "d3-corrected")  # the latest step, taken again on the corrected raw
+    history_of = conn.execute(
+        "select created_at, valid_to is null from snapshots.snap_orders where order_id = %s order by valid_from",
+        (other,),
+    ).fetchall()
+    assert history_of == [(created, False), (corrected, True)]
+
+
 def test_metrics_as_of_a_day_use_the_versions_known_then(history):
     conn, _ = history
     run_day(conn, D1 - dt.timedelta(days=1), "before-history")  # backfilled after the history started

@@ -28,6 +28,7 @@ ALERT_CONN_ID = "slack_alerts"  # GREENERY_ALERT_CONN_ID's default; not defined:
 WAREHOUSE_CONN_ID = "greenery_warehouse"  # GREENERY_WAREHOUSE_CONN_ID's default
 # The layers are also the schemas readers use; their order is the build order. snapshots keep history.
 LAYERS = ("staging", "snapshots", "intermediate", "marts")
+QUARANTINE_SCHEMA = "quarantine"  # the rows staging holds back, per model (materialize/quarantine.py)
 # load-raw fills a schema's new tables in <schema><LOADING_SUFFIX> (sources/load.py) before it swaps them in.
 LOADING_SUFFIX = "__loading"
 # What the SQL can write unquoted, as the models do. Not pg_...: PostgreSQL reserves that prefix and refused the

@@ -36,7 +36,7 @@ from greenery.publish_checks import PublishError
 
 log = logging.getLogger(__name__)
 
-QUARANTINE = "quarantine"
+QUARANTINE = config.QUARANTINE_SCHEMA
 
 
 class AlreadyPublished(PublishError):

@@ -17,12 +17,13 @@ import logging
 
 from psycopg import sql
 
+from greenery import config
 from greenery.materialize import relations
 from greenery.materialize.relations import NO_AUTOVACUUM, ident
 from greenery.project.models import Model
 from greenery.project.render import valid_since
 
-SCHEMA = "quarantine"
+SCHEMA = config.QUARANTINE_SCHEMA
 # A model with config(quarantine=true) selects this column: NULL keeps the row, text names the broken rule.
 RULE_COLUMN = "quarantine_rule"
 # The model's rows before the split, in a temporary table of the build's transaction.

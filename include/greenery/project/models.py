@@ -123,6 +123,10 @@ def _const(node: nodes.Node, path: Path, what: str) -> object:
 # FactPromoUsage.sql built a table it then could not find); each layer but marts has its prefix (dbt's jaffle-shop).
 NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 PREFIXES = {"staging": "stg_", "snapshots": "snap_", "intermediate": "int_"}
+# The DAG's own task ids and its task groups' (a model's task id is its name: review, a marts/publish.sql took the id
+# "publish", Airflow renamed the real task publish__1 in silence and the alerts read the model's state as publish's;
+# a marts/marts.sql made the DAG an import error). tests/test_dag_integrity.py holds this to the DAG.
+RESERVED = ("check_source_freshness", "prepare_build", "validate", "publish", "alert_slack", "state_of_the_data")
 
 
 def _check_name(path: Path, layer: str) -> None:
@@ -134,6 +138,11 @@ def _check_name(path: Path, layer: str) -> None:
         )
     if not name.startswith(prefix):
         raise ModelDefinitionError(f"{path}: a model in {layer}/ is named {prefix}<name>, got {name!r}")
+    if name in RESERVED or name in config.LAYERS:
+        raise ModelDefinitionError(
+            f"{path}: model name {name!r} is the DAG's own (its tasks {', '.join(RESERVED)} and its task groups"
+            f" {', '.join(config.LAYERS)}): a model's task id is its name; choose another"
+        )
 
 
 def _parse(path: Path, layer: str) -> Model:

@@ -108,6 +108,7 @@ def render(
         is_incremental=lambda: incremental,
         is_published=lambda: published,
         this=model.relation,
+        quarantined=f"{config.QUARANTINE_SCHEMA}.{model.name}",  # the published rows it held back (if quarantine)
         incremental_since=sql_literal(incremental_since(model, interval)),
         ref=relation,
         source=lambda table: f"{raw_schema}.{table}",

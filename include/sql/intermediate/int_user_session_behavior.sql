@@ -17,7 +17,8 @@
 -- whose published row the merge deletes (an event of theirs may be gone) and
 -- the buyers whose window is not the one published (a first order, or its checkout, came or changed). A row
 -- nobody recomputes keeps its events, since events before incremental_since are not rebuilt either. A user who
--- stops being a buyer keeps a through_first_order row here, which int_user_behavior (buyers only) never reads.
+-- stops being a buyer keeps a through_first_order row here while none of its events is in the window (the merge
+-- deletes it otherwise), which int_user_behavior (buyers only) never reads.
 with
 
 first_orders as (

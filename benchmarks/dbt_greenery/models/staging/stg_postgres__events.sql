@@ -56,6 +56,21 @@ published as (
             product_id
         from {{ this }}
         where created_at < {{ greenery_incremental_since(3) }}
+        union all
+        -- Copies quarantined before the window count too (review: of two copies that disagree, quarantined together,
+        -- the newer alone was published once the older left the window; a full refresh quarantines both). Not
+        -- those before valid_since, which every run reads again: the same rows.
+        select
+            event_id,
+            session_id,
+            user_id,
+            page_url,
+            created_at,
+            event_type,
+            order_id,
+            product_id
+        from (select * from {{ this }} where false) as none_quarantined
+        where created_at < {{ greenery_incremental_since(3) }} and created_at >= {{ greenery_run_time(-788400000) }}
     {% else %}
         -- A full build has no earlier copies: an empty set of the same shape.
         select
@@ -83,9 +98,10 @@ copies as (
 ),
 
 earlier as (
+    -- One row per event: identical only when every earlier copy (published or quarantined) is.
     select
         copies.event_id,
-        (
+        bool_and(
             published.session_id is not distinct from copies.session_id
             and published.user_id is not distinct from copies.user_id
             and published.page_url is not distinct from copies.page_url
@@ -97,6 +113,7 @@ earlier as (
     from copies
     inner join published on copies.event_id = published.event_id
     where copies.copy_number = 1
+    group by copies.event_id
 ),
 
 checked as (

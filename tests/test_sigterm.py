@@ -121,7 +121,9 @@ signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (th
 class Collected:
     def __del__(self):  # a stop landing here: Python drops the KeyboardInterrupt ("Exception ignored in")
         os.kill(os.getpid(), signum)
-        time.sleep(0.5)  # the signal (for SIGTERM, the waiting thread's SIGUSR2) lands while in here
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the signal (for SIGTERM, the waiting thread's SIGUSR2) lands here
+            time.sleep(0.01)
 
 def one_day(n, range_, day, dag, log_file, full_refresh, ran):
     if sys.argv[2] == "in the day's run":

@@ -31,7 +31,30 @@ from pathlib import Path
 import pytest
 
 from greenery import gc_tuning
-from greenery.dev import embedded_pg, local_airflow
+from greenery.dev import addresses, embedded_pg, local_airflow
+
+
+def _ports_of_this_worker() -> Callable[[str], int]:
+    """Ports for the servers the tests start, each handed out once, from a range of this xdist worker's own below
+    Linux's ephemeral ports (32768-60999), where ``bind(0)`` picks (CI: a worker's api-server was given the port
+    another worker's Airflow log server took a moment later, and its token request met that server: 404)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = 20000 + 500 * (int(worker) if worker.isdigit() else 0)
+    ports = itertools.count(first)
+
+    def free_port(host: str = "127.0.0.1") -> int:
+        for port in ports:
+            if port >= first + 500:
+                raise RuntimeError(f"this worker's 500 ports from {first} are used up")
+            if addresses.cannot_listen(port, host) is None:
+                return port
+        raise AssertionError("unreachable")
+
+    return free_port
+
+
+# Before any test module imports local_ui (which takes free_port by name).
+addresses.free_port = _ports_of_this_worker()
 
 # Traversable: as root, the embedded PostgreSQL runs as the user 'pgserver', which must enter this folder.
 _SESSION_DIR = embedded_pg.traversable_tempdir("greenery-tests-")

@@ -143,7 +143,7 @@ def _each_day(days: list[dt.date], dag, log_file: Path | None, full_refresh: boo
         if dag_run.state != "success" and cli_runs.stopped_by_the_user(dag_run):
             raise cli_runs.stopped(dag.dag_id, day, dag_run.run_id)
         if cli_runs.stop_noted():  # a stop whose KeyboardInterrupt Python dropped: the run went on to its end
-            raise cli_runs.stopped_after_the_run(dag.dag_id, day, dag_run.run_id, str(dag_run.state))
+            raise cli_runs.stopped(dag.dag_id, day, dag_run.run_id, ended=str(dag_run.state))
         if dag_run.state != "success":
             if note := run_outcome.published_anyway(dag_run):
                 print(f"  {note}", file=sys.stderr)

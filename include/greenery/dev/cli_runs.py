@@ -71,11 +71,11 @@ def _registry() -> Path:
     return Path(os.environ["AIRFLOW_HOME"]) / REGISTRY
 
 
-def interrupted(day: dt.date, run_id: str | None, published: bool = False) -> RunInterrupted:
+def interrupted(day: dt.date, run_id: str | None, published: bool = False, became: str | None = None) -> RunInterrupted:
     signum = _stopped_by[0] if _terminated.is_set() else signal.SIGINT
     how = SIGNALS[signum][0] if signum in SIGNALS else "interrupted (Ctrl-C)"
     rest = not_run_after(day, inclusive=run_id is None)
-    return RunInterrupted(f"{how} at {day}: {_what_became(run_id, published)}{rest}", 128 + signum)
+    return RunInterrupted(f"{how} at {day}: {became or _what_became(run_id, published)}{rest}", 128 + signum)
 
 
 def not_run_after(day: dt.date, inclusive: bool = False) -> str:
@@ -115,16 +115,18 @@ def published(run_id: str | None) -> bool:
         return False
 
 
-def stopped(dag_id: str, day: dt.date, run_id: str | None) -> RunInterrupted:
+def stopped(dag_id: str, day: dt.date, run_id: str | None, ended: str | None = None) -> RunInterrupted:
     """The command's stop at ``day``. Ctrl-C pages nobody (the user is there); SIGTERM or SIGHUP pages on-call once,
     from here (the task it landed in does not page a KeyboardInterrupt): `timeout` or a service manager may have sent
-    it, or a closed terminal, with nobody watching (review: a cron job's `timeout` stopped runs in silence)."""
+    it, or a closed terminal, with nobody watching (review: a cron job's `timeout` stopped runs in silence).
+    ``ended``: the state the day's run ended in although the stop came while it ran (:func:`stop_noted`)."""
     went_out = published(run_id)
-    stop = interrupted(day, run_id, went_out)
+    became = ended and f"its run {run_id} ended {ended} (the stop came while it ran)"
+    stop = interrupted(day, run_id, went_out, became)
     if not _terminated.is_set():
         return stop
     name, why = signal.Signals(_stopped_by[0]).name, SIGNALS[_stopped_by[0]][1]
-    said = _page(dag_id, day, run_id, went_out, f"greenery run was stopped by {name} ({why}) at {day}")
+    said = _page(dag_id, day, run_id, went_out, f"greenery run was stopped by {name} ({why}) at {day}", became)
     return RunInterrupted(f"{stop}; {said}", stop.exit_status)
 
 
@@ -168,20 +170,6 @@ def stop_noted() -> bool:
     or weakref callback, and a signal's landing there, in a collection of GX's objects, was lost (review: Ctrl-C in
     validate, 1 in 14 tries, and the range ran on to exit 0)."""
     return _terminated.is_set() or _ctrl_c[0]
-
-
-def stopped_after_the_run(dag_id: str, day: dt.date, run_id: str, state: str) -> RunInterrupted:
-    """The stop noted in ``day``'s run, once it ended (``state``): no later day runs; SIGTERM and SIGHUP page."""
-    ended = f"its run {run_id} ended {state} (the stop came while it ran)"
-    stop = interrupted(day, run_id)
-    if not _terminated.is_set():
-        return RunInterrupted(f"interrupted (Ctrl-C) at {day}: {ended}{not_run_after(day)}", stop.exit_status)
-    name, why = signal.Signals(_stopped_by[0]).name, SIGNALS[_stopped_by[0]][1]
-    what = f"greenery run was stopped by {name} ({why}) at {day}"
-    said = _page(dag_id, day, run_id, published(run_id), what, became=ended)
-    return RunInterrupted(
-        f"{SIGNALS[_stopped_by[0]][0]} at {day}: {ended}{not_run_after(day)}; {said}", stop.exit_status
-    )
 
 
 @contextlib.contextmanager

@@ -43,11 +43,11 @@ def prepare(context: Any) -> dict[str, Any]:
 def _published(models: dict[str, Model]) -> dict[str, list[str]]:
     """Each schema's tables a publish replaces or writes to: the models', their quarantine tables, audit's own."""
     published: dict[str, list[str]] = {layer: [] for layer in config.LAYERS}
-    published[wap.QUARANTINE], published[audit.SCHEMA] = [], list(audit.TABLES)
+    published[config.QUARANTINE_SCHEMA], published[audit.SCHEMA] = [], list(audit.TABLES)
     for model in models.values():
         published[model.layer].append(model.name)
         if model.config.get("quarantine"):
-            published[wap.QUARANTINE].append(model.name)
+            published[config.QUARANTINE_SCHEMA].append(model.name)
     return published
 
 

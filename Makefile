@@ -51,9 +51,11 @@ test: $(STAMP) ## all tests: fast tier + PostgreSQL + Airflow + Celery workers (
 test-celery: $(STAMP) ## only the Celery test: Redis, scheduler, api-server and two workers, one killed (~1.5 min)
 	$(PYTEST) tests/test_celery_workers.py
 
-# The fast tier on both cores, one worker each: it is bound by CPU (busy 19 of 23 core-seconds, README), so a
-# third worker would only add its start-up.
-FAST_WORKERS ?= 2
+# The fast tier on three workers, as the whole suite: its tests wait more than they compute now (2026-12-07: 15-17
+# CPU-s in 15-16 s of two workers' wall, cores idle half the time; the stop tests wait on their children, the
+# view's on a timeout), and the longest unit is the files that import Airflow. Alternating runs of the same code:
+# three workers 12.53, 12.71, 12.90 s; two 15.34, 14.71, 15.83 s (benchmarks/RESULTS.md).
+FAST_WORKERS ?= 3
 # Files whose every test it deselects are not even imported
 # (tests/collect_by_marks.py), and Hypothesis' plugin is not loaded: its import alone took 1.7 s, for no test here.
 # The files that need Airflow go to one worker together (tests/conftest.py: NEEDS_AIRFLOW).

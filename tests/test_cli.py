@@ -50,6 +50,8 @@ def cli_env(published_url, tmp_path, new_airflow_home) -> dict:
 
 
 def test_date_options_explain_themselves():
+    done = subprocess.run(command("--help"), capture_output=True, text=True)
+    assert "greenery: generate data" in done.stdout and "``" not in done.stdout, done.stdout  # no reST on a terminal
     done = subprocess.run(command("run", "--help"), capture_output=True, text=True)
     assert "the UTC day to build" in done.stdout and "--end-date YYYY-MM-DD" in done.stdout
     done = subprocess.run(command("answers", "--help"), capture_output=True, text=True)

@@ -300,7 +300,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="greenery", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="greenery", description=__doc__.splitlines()[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="write Greenery-shaped raw CSVs at a scale factor")

@@ -54,6 +54,7 @@ def test_date_options_explain_themselves():
     assert "greenery: generate data" in done.stdout and "``" not in done.stdout, done.stdout  # no reST on a terminal
     done = subprocess.run(command("run", "--help"), capture_output=True, text=True)
     assert "the UTC day to build" in done.stdout and "--end-date YYYY-MM-DD" in done.stdout
+    assert "run the greenery_daily DAG" in done.stdout and "  130  Ctrl-C; 143 SIGTERM" in done.stdout, done.stdout
     done = subprocess.run(command("answers", "--help"), capture_output=True, text=True)
     assert "as of the end of this day" in done.stdout
     done = subprocess.run(

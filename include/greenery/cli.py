@@ -21,8 +21,10 @@ from greenery import config, gc_tuning, links
 from greenery.checks import strict_json
 from greenery.cli_types import (
     UsageError,
+    command,
     day_option,
     days_to_run,
+    output_folder,
     port_option,
     scale_option,
     schema_option,
@@ -53,15 +55,7 @@ def _embedded_if_unconfigured(always: bool = False) -> object | None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from greenery.dev.generator import generate
 
-    if args.directory.exists() and not args.directory.is_dir():
-        raise UsageError(f"{args.directory}: exists and is not a folder; nothing was written")
-    try:  # review: a file above it (a-file/sub) or a folder nothing can be made in (/proc/gen) was a traceback
-        args.directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        failed = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(args.directory) else ""
-        raise UsageError(
-            f"{args.directory}: cannot be made a folder{failed}: {exc.strerror}; nothing was written"
-        ) from None
+    output_folder(args.directory)
     started = time.perf_counter()
     counts = generate(args.directory, scale=args.scale, seed=args.seed, days=args.days)
     print(f"wrote {sum(counts.values()):,} rows to {args.directory} in {time.perf_counter() - started:.1f}s")
@@ -303,14 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenery", description=__doc__.splitlines()[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gen = sub.add_parser("generate", help="write Greenery-shaped raw CSVs at a scale factor")
+    gen = command(sub, "generate", "write Greenery-shaped raw CSVs at a scale factor")
     gen.add_argument("directory", type=Path)
     gen.add_argument("--scale", type=scale_option, default=1.0, help="1 = about the real shop's size")
     gen.add_argument("--seed", type=int, default=42, help="the same seed gives the same files (default 42)")
     gen.add_argument("--days", type=span_option, default=None, help="days of order activity (default grows with scale)")
     gen.set_defaults(func=cmd_generate)
 
-    load = sub.add_parser("load-raw", help="load a folder of the seven Greenery CSVs into the raw schema")
+    load = command(sub, "load-raw", "load a folder of the seven Greenery CSVs into the raw schema")
     load.add_argument("directory", type=Path)
     raw = config.get().raw_schema
     load.add_argument("--schema", type=schema_option, default=raw, help=f"default {raw}, which runs read")
@@ -319,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.set_defaults(func=cmd_load_raw)
 
-    run = sub.add_parser("run", help="run the greenery_daily DAG (in-process, dag.test) for a day or a range")
+    run = command(sub, "run", "run the greenery_daily DAG (in-process, dag.test) for a day or a range")
     day = {"type": day_option, "metavar": "YYYY-MM-DD"}
     run.add_argument("--date", **day, required=True, help="the UTC day to build (the run's logical date)")
     run.add_argument("--end-date", **day, default=None, help="build every day from --date to this one")
@@ -327,31 +321,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full-refresh", action="store_true", help="rebuild the history tables from all of raw (Param)")
     run.set_defaults(func=cmd_run)
 
-    answers = sub.add_parser("answers", help="print the business answers from the marts")
+    answers = command(sub, "answers", "print the business answers from the marts")
     answers.add_argument("--date", **day, default=None, help="as of the end of this day (default: the latest)")
     answers.set_defaults(func=cmd_answers)
 
-    doc = sub.add_parser("docs", help="print the marts' column docs (include/sql/marts/_docs.yml) as Markdown")
+    doc = command(sub, "docs", "print the marts' column docs (include/sql/marts/_docs.yml) as Markdown")
     doc.add_argument("--write-readme", action="store_true", help="refresh the generated section of README.md")
     doc.set_defaults(func=cmd_docs)
 
-    suites = sub.add_parser("format-suites", help="give suite files missing ids and GX's form (include/expectations)")
+    suites = command(sub, "format-suites", "give suite files missing ids and GX's form (include/expectations)")
     suites.add_argument("files", type=Path, nargs="*", help="default: every suite file")
     suites.set_defaults(func=cmd_format_suites)
 
-    demo = sub.add_parser("demo", help="generate, load and run on the embedded PostgreSQL, print the answers")
+    demo = command(sub, "demo", "generate, load and run on the embedded PostgreSQL, print the answers")
     demo.add_argument("--scale", type=scale_option, default=1.0, help="1 = about the real shop's size (default)")
     demo.add_argument("--seed", type=int, default=42, help="the same seed gives the same data (default 42)")
     demo.add_argument("--verbose", action="store_true", help="show Airflow's task logs")
     demo.set_defaults(func=cmd_demo)
 
-    db = sub.add_parser("db", help="the embedded PostgreSQL: start (and keep running), stop, status, psql")
+    db = command(sub, "db", "the embedded PostgreSQL: start (and keep running), stop, status, psql")
     db.add_argument("action", choices=("start", "stop", "status", "psql"))
     psql = db.add_argument("psql_args", nargs=argparse.REMAINDER, help="psql only: its own options, e.g. -c 'select 1'")
     psql.required = False  # trial: a missing action was reported as "required: action, psql_args"
     db.set_defaults(func=lambda args: db_command.run(args, STATE_DIR / "pg"))
 
-    ui = sub.add_parser("ui", help="start Airflow's UI + scheduler locally (no Docker) on the embedded PostgreSQL")
+    ui = command(sub, "ui", "start Airflow's UI + scheduler locally (no Docker) on the embedded PostgreSQL")
     ui.add_argument("--port", type=port_option, default=8080, help="port to listen on (default 8080)")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (every visitor is an admin)")
     ui.set_defaults(func=cmd_ui)

@@ -7,6 +7,7 @@ import argparse
 import datetime as dt
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from greenery import config
@@ -26,6 +27,18 @@ def days_to_run(start: dt.date, end: dt.date | None) -> list[dt.date]:
     if end == today:  # review: it ran, and published the day's first hours as the whole day (check_source_freshness)
         raise UsageError(f"{end} is today (UTC), not over yet: its run would publish part of it; nothing was run")
     return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
+
+
+def output_folder(path: Path) -> None:
+    """Make ``path`` a folder to write to, or refuse it saying why (review: a file above it, ``a-file/sub``, or a
+    folder nothing can be made in, ``/proc/gen``, was a traceback)."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: exists and is not a folder; nothing was written")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        failed = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise UsageError(f"{path}: cannot be made a folder{failed}: {exc.strerror}; nothing was written") from None
 
 
 def span(days: list) -> str:
@@ -75,3 +88,20 @@ scale_option = _option(
 )
 span_option = _option(int, "a whole number", lambda v: 1 <= v <= 36_525, "from 1 to 36525 (a century)")
 port_option = _option(int, "a port number", lambda v: 1 <= v <= 65535, "a port from 1 to 65535")  # 0: links portless
+
+
+# What `greenery run --help` says of how it ends (the README's *The CLI* says the rest).
+RUN_EXIT_STATUSES = """\
+exit status:
+  0    every day's run succeeded (warnings and quarantined rows are said on its line)
+  1    a day's run failed (its failed tasks are listed) or ended in error; later days were not run
+  2    refused or failed before any day ran (an option, a setting, the warehouse), said on the error line
+  130  Ctrl-C; 143 SIGTERM, 129 SIGHUP (these two page on-call); 141 its output was closed
+  The day's run is failed when stopped; the line says what was published and which days did not run."""
+
+
+def command(sub: argparse._SubParsersAction, name: str, summary: str):
+    """Subcommand ``name``, its summary in both `greenery --help` and `greenery <name> --help`."""
+    epilog = {"run": RUN_EXIT_STATUSES}.get(name)
+    formatter = argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter
+    return sub.add_parser(name, help=summary, description=summary, epilog=epilog, formatter_class=formatter)

@@ -279,9 +279,11 @@ def test_a_new_key_failing_downstream_only_is_news_to_the_repeat_check_not_a_rep
         return suppression.signatures({"root_causes": root_causes.group(failures, MODELS)})
 
     yesterday = signatures(["A"])
-    [today] = signatures(["A"], ["A", "B"])
-    assert today not in yesterday
-    assert signatures(["A"], ["A", "B"]) == [today]  # the same again: a repeat
+    today = signatures(["A"], ["A", "B"])  # B, int_orders' own: an entry of its own (the next test)
+    assert len(today) == 2 and not set(today) <= set(yesterday)
+    assert signatures(["A"], ["A", "B"]) == today  # the same again: a repeat
+    [today] = signatures(["A"], ["A"])  # A alone downstream: one entry, folded
+    assert today not in yesterday  # what int_orders found is in its signature
     [root] = root_causes.group([failure("int_orders", keys=("A",)), failure("fact_orders", keys=("A",))], MODELS)
     found = [{"table": "marts.fact_orders", "unexpected_count": 1, "keys": [{"key": "A", "count": 1}]}]
     assert root["also_found"] == found  # the published table, not the build's
@@ -313,3 +315,50 @@ def test_a_backfills_critical_root_cause_signs_without_its_downstream_findings_w
     assert suppression.signatures(summary(2)) != suppression.signatures(summary(7))
     # What the first day's alert is recorded with holds what the next day compares (alerts_sent: containment).
     assert set(suppression.critical_signatures(summary(7))) <= set(suppression.recorded(summary(2)))
+
+
+def test_a_key_only_a_downstream_table_has_is_its_own_root_cause_named_in_the_alert_and_news_to_a_backfill():
+    """Review (on-call loop): raw duplicates order A (staging and fact_orders fail on it) and fact_orders' join also
+    repeats order B. Folded into staging's entry, B was named nowhere (the alert said "keys: A x2"), the next step
+    was "fix the source rows" (B's are right) and a backfill held the day back as a repeat of A's page. Folded only
+    when the downstream table's keys are all the upstream's, or the upstream's sample is a part of its rows."""
+    from greenery.alerts import messages, suppression
+    from greenery.tasks import validate
+
+    def summary(failures: list[dict], run_id: str) -> dict:
+        causes = root_causes.group(failures, MODELS)
+        links = {"run": "http://x/dags/d/runs/r", "quality": "http://x/data-quality/?run_id=r"}
+        return {
+            "dag_id": "greenery_daily",
+            "run_id": run_id,
+            "logical_date": "2021-02-12",
+            "evaluated": 300,
+            "failed_critical": len(failures),
+            "failed_warning": 0,
+            "blocking": True,
+            "root_causes": causes,
+            "failures": failures,
+            "published": False,
+            "serving_run": "2021-02-10",
+            "links": links,
+        }
+
+    day1 = summary([failure("stg_postgres__orders", keys=("A", "A")), failure("fact_orders", keys=("A", "A"))], "b1")
+    assert [c["table"] for c in day1["root_causes"]] == ["staging.stg_postgres__orders"]  # the control: folded
+    day2 = summary(
+        [failure("stg_postgres__orders", keys=("A", "A")), failure("fact_orders", keys=("A", "A", "B", "B"))], "b2"
+    )
+    staging, mart = day2["root_causes"]
+    assert (staging["table"], staging["also_fails_in"]) == ("staging.stg_postgres__orders", [])
+    assert (mart["table"], mart["keys"], mart["downstream_of"]) == (
+        "marts.fact_orders",
+        [{"key": "A", "count": 2}, {"key": "B", "count": 2}],
+        [],  # not "it may follow from that": B does not
+    )
+    assert "`B`" in str(messages.build_alert(day2)) and "B x2" in validate.verdict(day2)
+    assert not set(suppression.critical_signatures(day2)) <= set(suppression.recorded(day1))  # a backfill pages it
+
+    # Staging's sample a part of its rows (2 of 40): B may be one of the others, and is folded as before.
+    partial = failure("stg_postgres__orders", keys=("A", "A"))
+    [root] = root_causes.group([{**partial, "unexpected_count": 40}, failure("fact_orders", keys=("A", "B"))], MODELS)
+    assert root["also_fails_in"] == ["marts.fact_orders"]

@@ -964,17 +964,24 @@ def test_a_role_that_may_not_create_what_a_run_creates_is_told_what_to_grant_bef
         ).fetchall()
 
 
-@pytest.mark.parametrize("made_by_another", ["schema", "tables", "read-only", "read-only database"])
+@pytest.mark.parametrize(
+    "made_by_another",
+    ["schema", "schema usage", "tables", "an unpublished build", "read-only", "read-only database"],
+)
 def test_a_role_that_may_not_replace_what_was_published_is_refused_before_anything_is_built(
     made_by_another, published_url, monkeypatch
 ):
     """Review: with create and temp on the database, a role switched to where another role (a first deployment's
     superuser) made the published schemas and tables built the whole day, then failed at publish on PostgreSQL's
-    bare "permission denied for schema marts"; a read-only role failed at its first statement, PostgreSQL's words."""
+    bare "permission denied for schema marts"; a read-only role failed at its first statement, PostgreSQL's words.
+    Diff review: a build the other role left unpublished holds merge views on the published incremental tables, which
+    the new role's full refresh could not drop at publish; and the statements named a role "Etl" unquoted (granting to
+    "etl", or to no one). The role's name here has a capital, so each statement is run as the message gives it."""
     from greenery import warehouse
     from greenery.tasks import build as build_task
 
-    with psycopg.connect(published_url, autocommit=True) as admin, roles(admin, "etl") as (etl,):
+    with psycopg.connect(published_url, autocommit=True) as admin, roles(admin, "Etl") as (etl,):
+        quoted = f'"{etl}"'
         password, database = may_log_in(admin, etl), admin.info.dbname
         admin.execute(sql.SQL("grant create, temp on database {} to {}").format(*map(sql.Identifier, (database, etl))))
         admin.execute(sql.SQL("grant usage on schema raw to {}").format(sql.Identifier(etl)))
@@ -988,8 +995,19 @@ def test_a_role_that_may_not_replace_what_was_published_is_refused_before_anythi
                 admin.execute(
                     sql.SQL("alter table {} owner to {}").format(sql.Identifier(schema, table), sql.Identifier(etl))
                 )
+        left = "_build_20210211_0123abcd__staging"
         if made_by_another == "schema":
             admin.execute("alter schema marts owner to current_user")
+        elif made_by_another == "schema usage":  # create alone: a mutation checking create only passed every case
+            admin.execute("alter schema marts owner to current_user")
+            admin.execute(sql.SQL("grant create on schema marts to {}").format(sql.Identifier(etl)))
+        elif made_by_another == "an unpublished build":  # a merge view, as an incremental build makes it
+            admin.execute(sql.SQL("create schema {}").format(sql.Identifier(left)))
+            admin.execute(
+                sql.SQL("create view {} as select * from staging.stg_postgres__events").format(
+                    sql.Identifier(left, "stg_postgres__events")
+                )
+            )
         elif made_by_another == "tables":
             admin.execute("alter table marts.fact_orders owner to current_user")
             admin.execute("alter table greenery_audit.builds owner to current_user")
@@ -1006,17 +1024,22 @@ def test_a_role_that_may_not_replace_what_was_published_is_refused_before_anythi
         with pytest.raises(Exception) as refused:
             build_task.prepare(context)
         admin_user = admin.info.user
+        replace = f"role {quoted} may not replace what a run publishes: "
+        why = " (a publish creates tables in these schemas and drops the ones it replaces); nothing was built."
         expected = {
-            "schema": f"role {etl} may not replace what a run publishes: schema marts (owner {admin_user}) grants it"
-            " no create (a publish creates tables in these schemas and drops the ones it replaces); nothing was"
-            f" built. As their owner: grant usage, create on schema marts to {etl}",
-            "tables": f"role {etl} may not replace what a run publishes: greenery_audit.builds is {admin_user}'s, not"
-            f" its own; marts.fact_orders is {admin_user}'s, not its own (a publish creates tables in these schemas"
-            " and drops the ones it replaces); nothing was built. As their owner: alter table greenery_audit.builds"
-            f" owner to {etl}; alter table marts.fact_orders owner to {etl}",
+            "schema": f"{replace}schema marts (owner {admin_user}) grants it no usage or create{why} As their owner:"
+            f" grant usage, create on schema marts to {quoted}",
+            "schema usage": f"{replace}schema marts (owner {admin_user}) grants it no usage{why} As their owner:"
+            f" grant usage, create on schema marts to {quoted}",
+            "tables": f"{replace}greenery_audit.builds is {admin_user}'s, not its own; marts.fact_orders is"
+            f" {admin_user}'s, not its own{why} As their owner: alter table greenery_audit.builds owner to {quoted};"
+            f" alter table marts.fact_orders owner to {quoted}",
+            "an unpublished build": f"{replace}build schema {left} (owner {admin_user}, a run of that role's left"
+            " unpublished) holds views that read published tables: replacing one whole (a full refresh) could not"
+            f" drop them{why} As their owner: drop schema {left} cascade",
             "read-only": "the warehouse session is read-only: a run creates schemas and replaces tables; nothing was"
-            f" built. default_transaction_read_only is on for role {etl}; as a superuser (or a role with CREATEROLE):"
-            f" alter role {etl} reset default_transaction_read_only",
+            f" built. default_transaction_read_only is on for role {quoted}; as a superuser (or a role with"
+            f" CREATEROLE): alter role {quoted} reset default_transaction_read_only",
             "read-only database": "the warehouse session is read-only: a run creates schemas and replaces tables;"
             f" nothing was built. default_transaction_read_only is on for database {database}; as its owner: alter"
             f" database {database} reset default_transaction_read_only",
@@ -1027,7 +1050,7 @@ def test_a_role_that_may_not_replace_what_was_published_is_refused_before_anythi
         assert not admin.execute(
             "select 1 from pg_namespace where nspname = any(%s)", (list(built.schema_of.values()),)
         ).fetchall()
-        # What the message says to run (the role's name needs no quotes) lets the role's next run go on.
+        # What the message says to run lets the role's next run go on.
         for statement in expected.rsplit(": ", 1)[1].split("; "):
             admin.execute(statement)
         assert build_task.prepare(context)["build"] == built.key

@@ -15,7 +15,7 @@ from greenery import audit, config
 log = logging.getLogger(__name__)
 
 BUILD_PREFIX = "_build_"
-_BUILD_SCHEMAS = BUILD_PREFIX.replace("_", r"\_") + "%"  # a LIKE pattern: "_" is its one-character wildcard
+BUILD_SCHEMAS = BUILD_PREFIX.replace("_", r"\_") + "%"  # a LIKE pattern: "_" is its one-character wildcard
 
 
 def drop_views_on(conn, relation: str) -> None:
@@ -30,7 +30,7 @@ def drop_views_on(conn, relation: str) -> None:
         " join pg_rewrite r on r.oid = d.objid join pg_class v on v.oid = r.ev_class"
         " join pg_namespace n on n.oid = v.relnamespace"
         " where d.refobjid = to_regclass(%s) and v.oid <> d.refobjid and n.nspname like %s",
-        (relation, _BUILD_SCHEMAS),
+        (relation, BUILD_SCHEMAS),
     ).fetchall()
     for (view,) in views:
         conn.execute(sql.SQL("drop view if exists {}").format(sql.SQL(view)))
@@ -58,7 +58,7 @@ def drop_finished(conn, keep_key: str | None, ttl: dt.timedelta | None = None) -
             " from pg_namespace n left join {} b on b.key = split_part(n.nspname, '__', 1)"
             " where n.nspname like %s order by n.nspname"
         ).format(audit.table("builds")),
-        (ttl if ttl is not None else config.get().build_ttl, _BUILD_SCHEMAS),
+        (ttl if ttl is not None else config.get().build_ttl, BUILD_SCHEMAS),
     ).fetchall()
     dropped = []
     for schema, state, idle, ours, owner in rows:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
+from greenery.build_schemas import BUILD_SCHEMAS
 from greenery.errors import RetryCannotFix
 
 
@@ -22,9 +23,11 @@ def require(conn, published: Mapping[str, Collection[str]]) -> None:
     """Refuse, naming each schema and table and the statement that fixes it, when the role's session is read-only,
     lacks ``create`` or ``usage`` on a schema of ``published`` that exists, or does not own (nor act as the owner
     of) one of its tables. ``published``: each schema's tables a run replaces or writes to."""
+    # Names as a statement needs them (review: "to greenery_Etl" granted to greenery_etl, or to no such role).
     role, database, read_only, standby, source = conn.execute(
-        "select current_user, current_database(), current_setting('transaction_read_only') = 'on',"
-        " pg_is_in_recovery(), (select source from pg_settings where name = 'default_transaction_read_only')"
+        "select quote_ident(current_user), quote_ident(current_database()),"
+        " current_setting('transaction_read_only') = 'on', pg_is_in_recovery(),"
+        " (select source from pg_settings where name = 'default_transaction_read_only')"
     ).fetchone()
     if read_only:
         # Where the setting comes from says what turns it off (diff review: "alter role" did nothing for a database's).
@@ -41,27 +44,52 @@ def require(conn, published: Mapping[str, Collection[str]]) -> None:
             + ("The server is a standby: connect to the primary" if standby else fix)
         )
     schemas = conn.execute(
-        "select nspname, pg_get_userbyid(nspowner) from pg_namespace where nspname = any(%s)"
-        " and not (has_schema_privilege(oid, 'create') and has_schema_privilege(oid, 'usage')) order by nspname",
+        "select quote_ident(nspname), pg_get_userbyid(nspowner), array_remove(array[case when not"
+        " has_schema_privilege(oid, 'usage') then 'usage' end, case when not has_schema_privilege(oid, 'create')"
+        " then 'create' end], null) from pg_namespace where nspname = any(%s) order by nspname",
         (list(published),),
     ).fetchall()
+    schemas = [(schema, owner, missing) for schema, owner, missing in schemas if missing]
     tables = [
         (schema, table, owner)
-        for schema, table, owner in conn.execute(
-            "select n.nspname, c.relname, pg_get_userbyid(c.relowner) from pg_class c join pg_namespace n"
-            " on n.oid = c.relnamespace where n.nspname = any(%s) and c.relkind in ('r', 'p')"
-            " and not pg_has_role(c.relowner, 'usage') order by 1, 2",
+        for name, relname, schema, table, owner in conn.execute(
+            "select n.nspname, c.relname, quote_ident(n.nspname), quote_ident(c.relname), pg_get_userbyid(c.relowner)"
+            " from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = any(%s)"
+            " and c.relkind in ('r', 'p') and not pg_has_role(c.relowner, 'usage') order by 1, 2",
             (list(published),),
         ).fetchall()
-        if table in published[schema]
+        if relname in published[name]
     ]
-    if not (schemas or tables):
+    views = _views_of_others_on(conn, list(published))
+    if not (schemas or tables or views):
         return
-    said = [f"schema {schema} (owner {owner}) grants it no create" for schema, owner in schemas]
+    said = [f"schema {schema} (owner {owner}) grants it no {' or '.join(no)}" for schema, owner, no in schemas]
     said += [f"{schema}.{table} is {owner}'s, not its own" for schema, table, owner in tables]
-    fixes = [f"grant usage, create on schema {schema} to {role}" for schema, _ in schemas]
+    said += [
+        f"build schema {schema} (owner {owner}, a run of that role's left unpublished) holds views that read published"
+        " tables: replacing one whole (a full refresh) could not drop them"
+        for schema, owner in views
+    ]
+    fixes = [f"grant usage, create on schema {schema} to {role}" for schema, _, _ in schemas]
     fixes += [f"alter table {schema}.{table} owner to {role}" for schema, table, _ in tables]
+    fixes += [f"drop schema {schema} cascade" for schema, _ in views]
     raise CannotPublishError(
         f"role {role} may not replace what a run publishes: {'; '.join(said)} (a publish creates tables in these"
         f" schemas and drops the ones it replaces); nothing was built. As their owner: {'; '.join(fixes)}"
     )
+
+
+def _views_of_others_on(conn, schemas: list[str]) -> list[tuple[str, str]]:
+    """Build schemas of other roles (build_schemas.drop_finished leaves them to their owner) whose views read a table
+    of ``schemas``: an incremental build's merge views, left by a run that did not publish. Publish drops such a view
+    before it replaces the table it reads (build_schemas.drop_views_on); another role's it may not (diff review: the
+    new role's full refresh built and checked the whole day, then failed on "permission denied for schema")."""
+    return conn.execute(
+        "select distinct quote_ident(n.nspname), pg_get_userbyid(n.nspowner) from pg_depend d"
+        " join pg_rewrite r on r.oid = d.objid join pg_class v on v.oid = r.ev_class"
+        " join pg_namespace n on n.oid = v.relnamespace join pg_class t on t.oid = d.refobjid"
+        " join pg_namespace tn on tn.oid = t.relnamespace"
+        " where tn.nspname = any(%s) and v.oid <> t.oid and n.nspname like %s"
+        " and not pg_has_role(v.relowner, 'usage') and not pg_has_role(n.nspowner, 'usage') order by 1",
+        (schemas, BUILD_SCHEMAS),
+    ).fetchall()

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,6 +25,7 @@ import psycopg
 import pytest
 from browser import PLUGINS_DIR, http_get
 from PIL import Image
+from stalling_warehouse import STALLS, stalling_warehouse
 
 from greenery import audit, wap
 from greenery.checks.docs_pages import DocsPage
@@ -866,6 +868,26 @@ def test_a_warehouse_that_takes_the_connection_and_never_answers_is_a_503_within
     assert page.status_code == 503 and "The warehouse cannot be reached" in page.text, page.text
     assert "timeout expired" in page.text and str(port) in page.text, page.text
     assert took < report.CONNECT_TIMEOUT_S + 5, took
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("stall", STALLS)
+def test_a_warehouse_that_stops_answering_once_connected_is_a_503_within_the_views_bound(
+    stall, warehouse_url, monkeypatch
+):
+    """Diff review: the test above is stopped by libpq's connect timeout, so taking out the view's bound on the read
+    (warehouse.answer_within) failed no test. Here the login goes through and the warehouse goes quiet after it."""
+    record_two_runs(warehouse_url)
+    monkeypatch.setattr(report, "ANSWER_WITHIN_S", 1)
+    answered: list = []
+    with stalling_warehouse(monkeypatch, warehouse_url, stall_on=STALLS[stall]):
+        # In a thread: without the bound the request waits for good, beyond pytest-timeout's reach (a blocked recv);
+        # the stand-in's sockets closed at the block's end then free it.
+        asking = threading.Thread(target=lambda: answered.append(client().get("/data-quality/")), daemon=True)
+        asking.start()
+        asking.join(report.ANSWER_WITHIN_S + 10)
+    assert answered, f"no answer in {report.ANSWER_WITHIN_S + 10} s: the view's read has no bound of its own"
+    assert answered[0].status_code == 503 and "The warehouse cannot be reached" in answered[0].text, answered[0].text
 
 
 def test_missing_connection_is_a_503_too(monkeypatch):

@@ -535,6 +535,38 @@ def test_published_builds_are_dropped_and_unfinished_ones_kept_until_they_expire
     assert build_schemas(loaded) == set(second.schema_of.values())
 
 
+@pytest.mark.parametrize("lock_table", ["large enough", "full"])
+def test_a_backlog_of_expired_builds_goes_ten_a_publish_and_never_stops_one(lock_table, loaded, monkeypatch):
+    """Review: 60 expired builds (an abandoned backfill's) were all dropped in the publish's transaction, which ran
+    PostgreSQL's lock table out ("out of shared memory"): every publish failed and left them all. A publish drops
+    ten builds, the earliest days first, and publishes whatever that drop meets; maintenance drops every one, ten
+    a transaction."""
+    from greenery import build_schemas as schemas
+
+    monkeypatch.delenv("GREENERY_BUILD_TTL_HOURS", raising=False)
+    left = [wap.Build(f"abandoned-{n:02d}", DAYS[0] - dt.timedelta(days=n)) for n in range(23)]
+    for abandoned in left:  # empty: what matters is how many one publish drops
+        wap.prepare(loaded, abandoned)
+    loaded.execute("update greenery_audit.builds set touched_at = now() - interval '49 hours'")
+    if lock_table == "full":
+        full = psycopg.errors.OutOfMemory("out of shared memory")
+        monkeypatch.setattr(schemas, "drop_finished", lambda *args, **kwargs: (_ for _ in ()).throw(full))
+    run = wap.Build("today", DAYS[1])
+    wap.prepare(loaded, run)
+    wap.build_models(loaded, MODELS, run)
+    assert publish_checked(loaded, MODELS, run)
+    assert audit.last_published(loaded)["run_id"] == "today"
+    kept = {b.run_id for b in left if set(b.schema_of.values()) <= build_schemas(loaded)}
+    gone = {b.run_id for b in left if not set(b.schema_of.values()) & build_schemas(loaded)}
+    if lock_table == "full":
+        assert len(kept) == 23 and not gone
+        return
+    assert (len(gone), len(kept)) == (schemas.BUILDS_PER_CALL, 23 - schemas.BUILDS_PER_CALL)
+    assert gone == {f"abandoned-{n:02d}" for n in range(13, 23)}  # the earliest days
+    assert len(wap.drop_finished_builds(loaded, keep=run)) == sum(len(b.schema_of) for b in left if b.run_id in kept)
+    assert build_schemas(loaded) == set(run.schema_of.values())
+
+
 def test_a_build_is_in_use_until_its_last_model_ends_and_while_it_is_validated(published_url, monkeypatch):
     """Review: a build was marked in use when its last model's transaction began, and not by its validation, so a
     long last model and its validation, each shorter than GREENERY_BUILD_TTL_HOURS, added up to a build idle past it

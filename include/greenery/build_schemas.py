@@ -8,9 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+import psycopg
 from psycopg import sql
 
-from greenery import audit, config
+from greenery import audit, config, locks
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,18 @@ def touch(conn, key: str) -> None:
         conn.execute(query, (key,))
 
 
-def drop_finished(conn, keep_key: str | None, ttl: dt.timedelta | None = None) -> list[str]:
+# Builds dropped by one call, the oldest first. Dropping a schema locks each of its objects until the transaction
+# ends, and a build's five schemas hold some 200: 60 builds left by an abandoned backfill ran PostgreSQL's shared
+# lock table out (max_locks_per_transaction, 64 a connection by default), and every publish then failed, "out of
+# shared memory", leaving them all (review). Ten a publish clears the backlog in a few days' runs.
+BUILDS_PER_CALL = 10
+
+
+def drop_finished(
+    conn, keep_key: str | None, ttl: dt.timedelta | None = None, limit: int = BUILDS_PER_CALL
+) -> list[str]:
     """Drop the build schemas of builds that are published, idle longer than ``ttl`` (default: the setting
-    GREENERY_BUILD_TTL_HOURS), or unregistered.
+    GREENERY_BUILD_TTL_HOURS), or unregistered: those of ``limit`` builds at most, the oldest first.
 
     Runs under the exclusive lock: a build under way holds the shared one while it writes, and touches
     its registry row in the same transaction, so it is never seen idle here.
@@ -60,7 +70,7 @@ def drop_finished(conn, keep_key: str | None, ttl: dt.timedelta | None = None) -
         ).format(audit.table("builds")),
         (ttl if ttl is not None else config.get().build_ttl, BUILD_SCHEMAS),
     ).fetchall()
-    dropped = []
+    dropped, builds = [], set()
     for schema, state, idle, ours, owner in rows:
         if keep_key is not None and schema.startswith(keep_key + "__"):
             continue
@@ -70,9 +80,12 @@ def drop_finished(conn, keep_key: str | None, ttl: dt.timedelta | None = None) -
             )
             continue
         if state is None or state == "published" or idle:
+            if (key := schema.split("__")[0]) not in builds and len(builds) >= limit:
+                continue  # the next call's
             conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(schema)))
             dropped.append(schema)
-    keys = sorted({s.split("__")[0] for s in dropped})
+            builds.add(key)
+    keys = sorted(builds)
     if keys:
         conn.execute(
             sql.SQL("update {} set state = 'dropped' where key = any(%s) and state <> 'published'").format(
@@ -81,3 +94,30 @@ def drop_finished(conn, keep_key: str | None, ttl: dt.timedelta | None = None) -
             (keys,),
         )
     return dropped
+
+
+def drop_finished_unless_held(conn, keep_key: str, ttl: dt.timedelta | None) -> list[str]:
+    """:func:`drop_finished` inside publish's transaction, left for the next publish when a session holds one of those
+    schemas' tables (a failed run's, kept for debugging) or the lock table is full: old build schemas never stop the
+    marts going out (review)."""
+    try:
+        with conn.transaction():
+            return drop_finished(conn, keep_key, ttl)
+    except psycopg.errors.LockNotAvailable:
+        log.warning("finished build schemas kept for the next publish: a session holds one of their tables")
+        return []
+    except psycopg.errors.OutOfMemory as exc:  # a lock table smaller than the default's (BUILDS_PER_CALL)
+        log.warning("finished build schemas kept for the next publish: %s (max_locks_per_transaction)", exc)
+        return []
+
+
+def drop_all_finished(conn, keep_key: str | None = None, ttl: dt.timedelta | None = None) -> list[str]:
+    """Every finished build's schemas, :data:`BUILDS_PER_CALL` builds a transaction (maintenance and tests)."""
+    audit.ensure(conn)
+    dropped: list[str] = []
+    while True:
+        with conn.transaction():
+            locks.exclusive(conn)
+            if not (batch := drop_finished(conn, keep_key, ttl)):
+                return dropped
+        dropped += batch

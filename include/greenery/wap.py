@@ -21,7 +21,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -323,7 +322,7 @@ def _publish(conn, models, build: Build, ttl, runs_until: float, try_: lock_wait
             ),
             (build.key,),
         )
-        dropped = _drop_finished_unless_held(conn, build, ttl)
+        dropped = build_schemas.drop_finished_unless_held(conn, build.key, ttl)
         try_.disarm()
     log.info(
         "published %d tables of run %s (%s); dropped %d finished build schemas",
@@ -333,17 +332,6 @@ def _publish(conn, models, build: Build, ttl, runs_until: float, try_: lock_wait
         len(dropped),
     )
     return published
-
-
-def _drop_finished_unless_held(conn, build: Build, ttl) -> list[str]:
-    """build_schemas.drop_finished, left for the next publish when a session holds one of those schemas' tables (a
-    failed run's, kept for debugging): old build schemas never stop the marts going out (review)."""
-    try:
-        with conn.transaction():
-            return build_schemas.drop_finished(conn, build.key, ttl)
-    except psycopg.errors.LockNotAvailable:
-        log.warning("finished build schemas kept for the next publish: a session holds one of their tables")
-        return []
 
 
 def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None, delta, held_back) -> None:
@@ -392,8 +380,5 @@ def _publish_model(conn, model: Model, build: Build, clock: dt.datetime | None, 
 
 
 def drop_finished_builds(conn, keep: Build | None = None, ttl: dt.timedelta | None = None) -> list[str]:
-    """:func:`build_schemas.drop_finished` in its own transaction (``greenery`` maintenance and tests)."""
-    audit.ensure(conn)
-    with conn.transaction():
-        locks.exclusive(conn)
-        return build_schemas.drop_finished(conn, keep.key if keep else None, ttl)
+    """:func:`build_schemas.drop_all_finished` (``greenery`` maintenance and tests)."""
+    return build_schemas.drop_all_finished(conn, keep.key if keep else None, ttl)

@@ -888,6 +888,49 @@ def test_no_build_with_an_older_clock_is_published_after_a_later_run_whatever_it
     assert hashes(loaded, tables) == {table: before[table] for table in tables}
 
 
+def test_raw_changed_between_the_source_check_and_prepare_build_is_refused_and_nothing_is_published(published_url):
+    """Review: the day's events deleted between check_source_freshness (which found them) and prepare_build (whose
+    fingerprint of raw was the first) published the day empty, green. The source check takes the fingerprint in its
+    check's snapshot and prepare_build registers that one: validate refuses the run as raw changed during it."""
+    from greenery.tasks import build as build_task
+    from greenery.tasks import freshness as freshness_task
+    from greenery.tasks import validate as validate_task
+
+    day = dt.date(2021, 2, 12)
+    results: dict = {}
+
+    class TaskInstance:
+        def xcom_pull(self, task_ids: str, key: str = "return_value"):
+            return results.get(task_ids)
+
+        def xcom_push(self, key: str, value) -> None:
+            results[key] = value
+
+    context = {
+        "run_id": "raw-changed-between",
+        "logical_date": dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC),
+        "params": {"full_refresh": False},
+        "ti": TaskInstance(),
+    }
+    results["check_source_freshness"] = freshness_task.check(context)
+    assert results["check_source_freshness"]["problems"] == []
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        before = hashes(conn)
+        deleted = conn.execute(
+            "delete from raw.events where created_at >= %s and created_at < %s", (day, day + dt.timedelta(days=1))
+        ).rowcount
+        assert deleted > 0
+        build = wap.Build(context["run_id"], day)
+        assert build_task.prepare(context)["build"] == build.key
+        wap.build_models(conn, MODELS, build)
+    with pytest.raises(
+        validate_task.RawChangedError, match=r"raw changed since this run prepared its build \(raw\.events\)"
+    ):
+        validate_task.run(context)
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        assert hashes(conn) == before
+
+
 def test_a_run_cleared_after_raw_changed_takes_a_new_clock_and_keeps_what_was_updated_since(loaded):
     """Review: a red run cleared hours later, once raw was fixed, kept its clock while it read raw as it is now: a
     buyer who edited their profile after that clock was "in its future", quarantined (future_timestamp) with

@@ -1,8 +1,8 @@
 """A cheap fingerprint of the raw tables: rows and the transactions that wrote them, per table.
 
-Recorded when a run prepares its build and compared when it validates: if raw changed in between
-(a load during the run, or a fix loaded before only part of the run was cleared), the built tables mix
-old and new data, and the run must be cleared whole instead of validated and published.
+Taken with the source check, recorded when a run prepares its build and compared when it validates: if raw
+changed in between (a load during the run, or a fix loaded before only part of the run was cleared), the built
+tables mix old and new data, and the run must be cleared whole instead of validated and published.
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ from psycopg import sql
 
 from greenery import config
 from greenery.sources.schema import RAW_TABLES
+
+# The key of check_source_freshness's result that holds the fingerprint in its check's snapshot (prepare_build
+# registers that one: a change between the two tasks is then a change during the run).
+AS_CHECKED = "raw_fingerprint"
 
 
 def fingerprint(conn, raw_schema: str | None = None) -> dict[str, list[int]]:

@@ -35,9 +35,18 @@ def prepare(context: Any) -> dict[str, Any]:
     build = runtime.build(context)
     with warehouse.connect() as conn:
         publish_grants.require(conn, _published(found))
-        run_time = wap.prepare(conn, build, dt.datetime.now(dt.UTC), fingerprint.fingerprint(conn))
+        raw = _raw_as_checked(context) or fingerprint.fingerprint(conn)
+        run_time = wap.prepare(conn, build, dt.datetime.now(dt.UTC), raw)
     log.info("build schemas ready: %s (run clock %s)", ", ".join(build.schema_of.values()), run_time.isoformat())
     return {"build": build.key, "run_time": run_time.isoformat()}
+
+
+def _raw_as_checked(context: Any) -> dict | None:
+    """Raw's fingerprint in the snapshot check_source_freshness checked (None: no such result, as where its task was
+    not run in this context): what validate and publish compare raw with, so that a change between the two tasks is
+    seen (review: the day's events deleted between them, the run published the day empty)."""
+    checked = context["ti"].xcom_pull(task_ids="check_source_freshness") if context.get("ti") else None
+    return checked.get(fingerprint.AS_CHECKED) if isinstance(checked, dict) else None
 
 
 def _published(models: dict[str, Model]) -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ from greenery import audit, config, links, runtime, warehouse
 from greenery.alerts import messages
 from greenery.project import models
 from greenery.project.render import CLOCK_SKEW, Interval
-from greenery.sources import freshness
+from greenery.sources import fingerprint, freshness
 from greenery.tasks.failures import PagedFailure
 from greenery.tasks.paging import MAYBE_SENT, SENT, page
 
@@ -116,15 +116,22 @@ def check(context: Any) -> dict[str, Any]:
         raise not_over
     with warehouse.connect() as conn:
         built = found["int_daily_marts_built"].relation if "int_daily_marts_built" in found else None
-        problems = freshness.check(conn, interval, built=built)
-        if runtime.full_refresh(context):
-            problems = _accept_a_day_without_rows(problems)
-        elif not problems:
-            check_no_skipped_days(conn, interval, found)
+        # One snapshot for the check and raw's fingerprint, which prepare_build registers for validate and publish to
+        # compare: raw changed after the check is refused as raw changed during the run (review: the day's events
+        # deleted between this task and prepare_build published the day empty, green).
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            problems = freshness.check(conn, interval, built=built)
+            if runtime.full_refresh(context):
+                problems = _accept_a_day_without_rows(problems)
+            elif not problems:
+                check_no_skipped_days(conn, interval, found)
+            raw = None if problems else fingerprint.fingerprint(conn)
+        conn.isolation_level = None
         serving = _serving(conn) if problems else None
     if not problems:
         log.info("raw data is fresh for %s", interval.day)
-        return {"fresh": True, "problems": []}
+        return {"fresh": True, "problems": [], fingerprint.AS_CHECKED: raw}
     for p in problems:
         log.error("source %s %s: %s", p.table, p.problem, p.detail)
     sent = page(

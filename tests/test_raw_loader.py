@@ -554,6 +554,44 @@ def test_a_whole_number_column_turned_fractional_stops_the_run_instead_of_being_
 
 
 @pytest.mark.parametrize(
+    ("column_type", "value", "said"),
+    [
+        ("numeric", "'NaN'", "1 value(s) that are not numbers (NaN, Infinity)"),
+        ("double precision", "'-Infinity'", "1 value(s) that are not numbers (NaN, Infinity)"),
+        ("numeric", "1e10", "1 value(s) beyond integer's range (2147483647)"),
+        ("bigint", "3000000000", "1 value(s) beyond integer's range (2147483647)"),
+        ("bigint", "-2147483648", None),  # integer's least value: fits
+    ],
+    ids=["NaN", "-Infinity", "1e10", "bigint beyond integer", "integer's least"],
+)
+def test_a_whole_number_the_cast_to_integer_would_fail_on_stops_the_run_naming_it(
+    published_url, column_type, value, said
+):
+    """Review: quantity as numeric holding NaN, Infinity or 1e10, or as bigint holding 3000000000, passed the source
+    check (``NaN <> trunc(NaN)`` is false) and failed stg_postgres__order_items on "cannot convert NaN to integer" or
+    "integer out of range", retried, paged with PostgreSQL's words."""
+    from greenery.project.render import Interval
+    from greenery.sources import freshness
+
+    day = Interval.for_day(dt.date(2021, 2, 12))
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute(f"alter table raw.order_items alter column quantity type {column_type}")
+        conn.execute(
+            f"update raw.order_items set quantity = {value} where ctid = (select min(ctid) from raw.order_items)"
+        )
+        problems = freshness.check(conn, day)
+    if said is None:
+        assert problems == []
+        return
+    [problem] = problems
+    assert (problem.table, problem.problem) == ("order_items", "columns")
+    assert problem.detail == (
+        f"raw.order_items: quantity is {column_type} with {said}: staging's cast to integer would round them (1.5"
+        " becomes 2) or fail on them; fix the values or the column's type"
+    )
+
+
+@pytest.mark.parametrize(
     ("alter", "named"),
     [
         ("alter table raw.orders alter column delivered_at type text", "delivered_at is text (expected timestamptz)"),

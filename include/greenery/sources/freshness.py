@@ -125,14 +125,13 @@ def check(
                 )
                 continue
             ident = sql.Identifier(raw_schema, table)
-            if rounded := _fractional_values(cur, ident, columns, present):
+            if unfit := _unfit_whole_numbers(cur, ident, columns, present):
                 problems.append(
                     SourceProblem(
                         table,
                         "columns",
-                        f"{raw_schema}.{table}: "
-                        + ", ".join(f"{c} is {present[c]} with {n} value(s) that are not whole" for c, n in rounded)
-                        + ": staging would round them (1.5 becomes 2); fix the values or the column's type",
+                        f"{raw_schema}.{table}: {'; '.join(unfit)}: staging's cast to integer would round them (1.5"
+                        " becomes 2) or fail on them; fix the values or the column's type",
                     )
                 )
                 continue
@@ -201,15 +200,32 @@ def _access(cur, schema: str, table: str, columns: dict[str, str], role: str) ->
     return f"select on it (grant select on {schema}.{table} to {role})"
 
 
-def _fractional_values(cur, ident, columns: dict[str, str], present: dict[str, str]) -> list[tuple[str, int]]:
-    """(column, count) of the whole-number columns whose type holds fractions and whose rows have some."""
-    found = []
-    for column in [c for c, kind in columns.items() if kind == "integer" and present[c] in FRACTIONAL_TYPES]:
-        col = sql.Identifier(column)
-        cur.execute(sql.SQL("select count(*) from {} where {c} <> trunc({c})").format(ident, c=col))
-        if n := cur.fetchone()[0]:
-            found.append((column, n))
-    return found
+def _unfit_whole_numbers(cur, ident, columns: dict[str, str], present: dict[str, str]) -> list[str]:
+    """What staging's ``::integer`` of each whole-number column would round or fail on, said per column: values not
+    whole, not numbers (NaN, Infinity: a type that holds fractions) and beyond integer's range (review: NaN passed
+    this check, ``NaN <> trunc(NaN)`` being false, and 3000000000 in a bigint too; the model then failed on "cannot
+    convert NaN to integer", retried, paged with PostgreSQL's words)."""
+    said = []
+    for column in [c for c, kind in columns.items() if kind == "integer" and present[c] not in ("smallint", "integer")]:
+        col, fractional = sql.Identifier(column), present[column] in FRACTIONAL_TYPES
+        finite = sql.SQL("{c} not in ('NaN', 'Infinity', '-Infinity')" if fractional else "true").format(c=col)
+        query = sql.SQL(
+            "select count(*) filter (where {finite} and {c} <> trunc({c})), count(*) filter (where not {finite}),"
+            " count(*) filter (where {finite} and ({c} < -2147483648 or {c} > 2147483647)) from {t}"
+        )
+        rounded, not_numbers, too_large = cur.execute(query.format(finite=finite, c=col, t=ident)).fetchone()
+        found = [
+            f"{n} value(s) {what}"
+            for n, what in (
+                (rounded, "that are not whole"),
+                (not_numbers, "that are not numbers (NaN, Infinity)"),
+                (too_large, "beyond integer's range (2147483647)"),
+            )
+            if n
+        ]
+        if found:
+            said.append(f"{column} is {present[column]} with {', '.join(found)}")
+    return said
 
 
 def _left_raw(cur, built: str | None, table: str, interval: Interval, gap: bool) -> str:

@@ -106,8 +106,11 @@ def test_a_few_rows_quarantined_are_still_published_without_them(published_url):
         ("orders", ORDER, "status = 'bogus'", "invalid_status"),
         ("users", BUYER, "created_at = '2100-01-01T00:00:00Z'", "future_timestamp"),
         ("order_items", ORDER, "quantity = -1", "invalid_quantity"),
+        # Review: a copy whose id is the same UUID spelled otherwise (capitals, braces) was compared as text, missed.
+        ("orders", ORDER, "order_id = upper(order_id), order_total = order_total + 100", "malformed_uuid"),
+        ("users", BUYER, "user_id = '{' || user_id || '}'", "malformed_uuid"),
     ],
-    ids=["order, amounts", "order, status", "user", "order line"],
+    ids=["order, amounts", "order, status", "user", "order line", "order, its id in capitals", "user, its id braced"],
 )
 def test_a_key_repeated_in_raw_blocks_when_a_copy_breaks_a_row_rule(table, key, second_copy, said, published_url):
     """Review: the copy breaking a rule was quarantined, the other published, green; the duplicate never reported."""

@@ -606,3 +606,16 @@ def test_an_error_out_of_a_days_run_fails_its_run_and_pages_once_or_leaves_it_li
         raise RuntimeError("database is locked")
     assert [p.name for p in registry.iterdir()] == [f"{os.getpid()}.json"], "listed for the next command"
     assert len(pages) == 1
+
+
+@pytest.mark.parametrize(("ended", "said"), [("failed", " after its tables WERE published"), ("success", "")])
+def test_a_noted_stop_of_a_run_that_published_says_so_unless_it_ended_green(ended, said, monkeypatch):
+    """Diff review: a stop noted while the run went on (its KeyboardInterrupt dropped) whose run then failed after its
+    publish had committed said "ended failed": the line lost what `_what_became` says, that the tables went out."""
+    import datetime as dt
+
+    from greenery.dev import cli_runs
+
+    monkeypatch.setattr(cli_runs, "published", lambda run_id: True)
+    stop = cli_runs.stopped("greenery_daily", dt.date(2021, 2, 12), "manual__x", ended=ended)
+    assert f"its run manual__x ended {ended}{said} (the stop came while it ran)" in str(stop), stop

@@ -121,7 +121,9 @@ def stopped(dag_id: str, day: dt.date, run_id: str | None, ended: str | None = N
     it, or a closed terminal, with nobody watching (review: a cron job's `timeout` stopped runs in silence).
     ``ended``: the state the day's run ended in although the stop came while it ran (:func:`stop_noted`)."""
     went_out = published(run_id)
-    became = ended and f"its run {run_id} ended {ended} (the stop came while it ran)"
+    # Diff review: a run that ended failed after its publish had committed lost "WERE published" from the line.
+    after = " after its tables WERE published" if went_out and ended != "success" else ""
+    became = ended and f"its run {run_id} ended {ended}{after} (the stop came while it ran)"
     stop = interrupted(day, run_id, went_out, became)
     if not _terminated.is_set():
         return stop

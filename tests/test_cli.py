@@ -144,6 +144,25 @@ def test_an_error_line_masks_a_login_its_message_holds(tmp_path, monkeypatch, ca
     assert capsys.readouterr().err == "error: cannot read postgresql://***@db.internal/greenery\n"
 
 
+def test_initdbs_own_lines_stay_lines_indented_under_the_error(tmp_path, monkeypatch, capsys):
+    """Diff review: escaping every newline of a known error printed initdb's several lines of stderr as one line of
+    literal \\n's. They are initdb's words, not a value: a line each, indented (no line of it begins "error:")."""
+    from greenery import cli
+    from greenery.dev.embedded_pg import InitdbFailed
+
+    def answers(args):
+        said = "initdb: error: cannot be run as root\ninitdb: hint: Please log in as the (unprivileged) user\x1b[31m\n"
+        raise InitdbFailed(1, ["initdb"], "", said, folder=tmp_path / "pg")
+
+    monkeypatch.setattr(cli, "cmd_answers", answers)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    assert cli.main(["answers"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: initdb of {tmp_path / 'pg'} exited with status 1: initdb: error: cannot be run as root",
+        "  initdb: hint: Please log in as the (unprivileged) user\\x1b[31m",
+    ]
+
+
 def test_an_error_line_shows_raw_values_and_file_names_escaped_on_their_line(tmp_path, monkeypatch, capsys):
     """Review: a duplicated key loaded from a CSV, "evil\nerror: all fine" with a direction override and a terminal
     escape, printed a forged `error:` line of its own and recoloured the terminal; file names alike. A suite's

@@ -304,6 +304,13 @@ def test_airflows_shared_secrets_are_made_at_the_first_start_and_the_ui_is_publi
     assert all((tmp_path / name).stat().st_mode & 0o777 == 0o600 for name in first)
     assert compose_secrets.write(tmp_path, {}) == []  # the next start keeps them: tokens given out stay valid
     assert {name: (tmp_path / name).read_text() for name in first} == first
+    # Diff review: an empty file (an init stopped mid-write) was kept for good, and each component made its own key.
+    (tmp_path / "secret_key").write_text("")
+    assert compose_secrets.write(tmp_path, {}) == ["secret_key (made at random, the kept one being short)"]
+    assert (
+        len((tmp_path / "secret_key").read_text()) >= 40 and (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    )
+    assert (tmp_path / "jwt_secret").read_text() == first["jwt_secret"] and not list(tmp_path.glob(".*.new"))
     given = "x" * compose_secrets.SHORTEST
     compose_secrets.write(tmp_path, {"AIRFLOW_JWT_SECRET": given})
     assert (tmp_path / "jwt_secret").read_text() == given

@@ -39,11 +39,18 @@ def write(directory: Path, environ: Mapping[str, str]) -> list[str]:
             )
     for name, variable in SECRETS.items():
         path, given = directory / name, environ.get(variable, "")
-        if given or not path.exists():
-            path.touch(mode=0o600)
-            path.chmod(0o600)
-            path.write_text(given or secrets.token_urlsafe(32))
-            written.append(f"{name} ({'from ' + variable if given else 'made at random'})")
+        # A file short of a secret (an init stopped mid-write, a full disk) is made again: Airflow makes a key of
+        # its own for an empty one, each component another, and their tokens did not match (diff review).
+        short = path.exists() and len(path.read_text().strip()) < SHORTEST
+        if given or short or not path.exists():
+            written_to = path.with_name(f".{name}.new")
+            written_to.unlink(missing_ok=True)
+            written_to.touch(mode=0o600)
+            written_to.chmod(0o600)
+            written_to.write_text(given or secrets.token_urlsafe(32))
+            os.replace(written_to, path)  # whole or not at all
+            why = f"from {variable}" if given else "made at random" + (", the kept one being short" if short else "")
+            written.append(f"{name} ({why})")
     return written
 
 

@@ -931,6 +931,28 @@ def test_raw_changed_between_the_source_check_and_prepare_build_is_refused_and_n
         assert hashes(conn) == before
 
 
+def test_a_raw_table_that_is_a_view_is_read_and_fingerprinted_by_its_rows(published_url):
+    """Review: a raw table that is a view (over an extract's schema) passes the source check, and the fingerprint,
+    reading xmin, which a view has not, then crashed the run. A view's fingerprint is its rows' hashes."""
+    from greenery.project.render import Interval
+    from greenery.sources import fingerprint, freshness
+
+    with psycopg.connect(published_url, autocommit=True) as conn:
+        conn.execute("alter table raw.promos rename to promos_extract")
+        conn.execute("create view raw.promos as select * from raw.promos_extract")
+        assert freshness.check(conn, Interval.for_day(dt.date(2021, 2, 12))) == []
+        before = fingerprint.fingerprint(conn)
+        assert before["promos"][0] == conn.execute("select count(*) from raw.promos").fetchone()[0]
+        assert fingerprint.fingerprint(conn) == before  # the same rows: the same fingerprint
+        conn.execute(
+            "update raw.promos_extract set discount = discount + 1"
+            " where ctid = (select min(ctid) from raw.promos_extract)"
+        )
+        assert fingerprint.changed_tables(before, fingerprint.fingerprint(conn)) == ["promos"]
+        run_day_without_airflow(conn, dt.date(2021, 2, 12), "raw-promos-a-view")
+        assert audit.last_published(conn)["run_id"] == "raw-promos-a-view"
+
+
 def test_a_run_cleared_after_raw_changed_takes_a_new_clock_and_keeps_what_was_updated_since(loaded):
     """Review: a red run cleared hours later, once raw was fixed, kept its clock while it read raw as it is now: a
     buyer who edited their profile after that clock was "in its future", quarantined (future_timestamp) with

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import threading
 import time
 
@@ -888,10 +889,13 @@ def test_no_build_with_an_older_clock_is_published_after_a_later_run_whatever_it
     assert hashes(loaded, tables) == {table: before[table] for table in tables}
 
 
-def test_raw_changed_between_the_source_check_and_prepare_build_is_refused_and_nothing_is_published(published_url):
+@pytest.mark.parametrize("when", ["between the two tasks", "during the check"])
+def test_raw_changed_from_the_source_check_on_is_refused_and_nothing_is_published(when, published_url, monkeypatch):
     """Review: the day's events deleted between check_source_freshness (which found them) and prepare_build (whose
-    fingerprint of raw was the first) published the day empty, green. The source check takes the fingerprint in its
-    check's snapshot and prepare_build registers that one: validate refuses the run as raw changed during it."""
+    fingerprint of raw was the first) published the day empty, green. The source check fingerprints raw before it
+    checks and prepare_build registers that fingerprint: validate refuses the run as raw changed during it. (Diff
+    review: a fingerprint taken after the check, in one snapshot with it, passed this test's first case.)"""
+    from greenery.sources import freshness
     from greenery.tasks import build as build_task
     from greenery.tasks import freshness as freshness_task
     from greenery.tasks import validate as validate_task
@@ -906,26 +910,38 @@ def test_raw_changed_between_the_source_check_and_prepare_build_is_refused_and_n
         def xcom_push(self, key: str, value) -> None:
             results[key] = value
 
+    def delete_the_days_events() -> int:
+        with psycopg.connect(published_url, autocommit=True) as conn:
+            query = "delete from raw.events where created_at >= %s and created_at < %s"
+            return conn.execute(query, (day, day + dt.timedelta(days=1))).rowcount
+
+    deleted: list[int] = []
+    if when == "during the check":  # the check found the events; they left right after it looked
+        check = freshness.check
+        monkeypatch.setattr(
+            freshness,
+            "check",
+            lambda *args, **kwargs: (check(*args, **kwargs), deleted.append(delete_the_days_events()))[0],
+        )
     context = {
         "run_id": "raw-changed-between",
         "logical_date": dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC),
         "params": {"full_refresh": False},
         "ti": TaskInstance(),
     }
-    results["check_source_freshness"] = freshness_task.check(context)
-    assert results["check_source_freshness"]["problems"] == []
     with psycopg.connect(published_url, autocommit=True) as conn:
         before = hashes(conn)
-        deleted = conn.execute(
-            "delete from raw.events where created_at >= %s and created_at < %s", (day, day + dt.timedelta(days=1))
-        ).rowcount
-        assert deleted > 0
+    results["check_source_freshness"] = freshness_task.check(context)
+    assert results["check_source_freshness"]["problems"] == []
+    if when == "between the two tasks":
+        deleted.append(delete_the_days_events())
+    assert deleted[0] > 0
+    with psycopg.connect(published_url, autocommit=True) as conn:
         build = wap.Build(context["run_id"], day)
         assert build_task.prepare(context)["build"] == build.key
         wap.build_models(conn, MODELS, build)
-    with pytest.raises(
-        validate_task.RawChangedError, match=r"raw changed since this run prepared its build \(raw\.events\)"
-    ):
+    changed = r"raw changed since this run prepared its build \(raw\.events\)"
+    with pytest.raises(validate_task.RawChangedError, match=changed):
         validate_task.run(context)
     with psycopg.connect(published_url, autocommit=True) as conn:
         assert hashes(conn) == before
@@ -949,7 +965,11 @@ def test_a_raw_table_that_is_a_view_is_read_and_fingerprinted_by_its_rows(publis
             " where ctid = (select min(ctid) from raw.promos_extract)"
         )
         assert fingerprint.changed_tables(before, fingerprint.fingerprint(conn)) == ["promos"]
-        run_day_without_airflow(conn, dt.date(2021, 2, 12), "raw-promos-a-view")
+        run = wap.Build("raw-promos-a-view", dt.date(2021, 2, 12))
+        # Registered as prepare_build registers it (diff review: a sum of bigints is numeric, a Decimal JSON refused).
+        wap.prepare(conn, run, raw_fingerprint=fingerprint.fingerprint(conn))
+        wap.build_models(conn, MODELS, run)
+        assert publish_checked(conn, MODELS, run)  # raw unchanged since: the fingerprints agree
         assert audit.last_published(conn)["run_id"] == "raw-promos-a-view"
 
 
@@ -1118,6 +1138,21 @@ def test_a_role_that_may_not_replace_what_was_published_is_refused_before_anythi
         as_etl = {**json.loads(warehouse.connection_json(published_url)), "login": etl, "password": password}
         monkeypatch.setenv(warehouse.conn_env_var(), json.dumps(as_etl))
         context = {"run_id": "no-grant", "logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC)}
+        if made_by_another == "an unpublished build":  # its views stop a full refresh's publish only (diff review)
+            said = logging.Handler(logging.WARNING)
+            said.emit = lambda record: warned.append(record.getMessage())
+            warned: list[str] = []
+            logging.getLogger("greenery.publish_grants").addHandler(said)
+            try:
+                daily = {**context, "run_id": "daily-beside-it"}
+                assert build_task.prepare(daily)["build"] == wap.Build("daily-beside-it", dt.date(2021, 2, 12)).key
+            finally:
+                logging.getLogger("greenery.publish_grants").removeHandler(said)
+            assert warned == [
+                f"build schema {left} (owner {admin.info.user}) holds views on published tables: a full refresh's"
+                f" publish could not drop them; as its owner: drop schema {left} cascade"
+            ]
+            context["params"] = {"full_refresh": True}
         with pytest.raises(Exception) as refused:
             build_task.prepare(context)
         admin_user = admin.info.user

@@ -9,20 +9,25 @@ failed on the first ``create schema`` with PostgreSQL's words only.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping
 
 from greenery.build_schemas import BUILD_SCHEMAS
 from greenery.errors import RetryCannotFix
+
+log = logging.getLogger(__name__)
 
 
 class CannotPublishError(RuntimeError, RetryCannotFix):
     """The role may not create in a schema the run publishes to, or does not own a table a publish replaces."""
 
 
-def require(conn, published: Mapping[str, Collection[str]]) -> None:
+def require(conn, published: Mapping[str, Collection[str]], full_refresh: bool = False) -> None:
     """Refuse, naming each schema and table and the statement that fixes it, when the role's session is read-only,
     lacks ``create`` or ``usage`` on a schema of ``published`` that exists, or does not own (nor act as the owner
-    of) one of its tables. ``published``: each schema's tables a run replaces or writes to."""
+    of) one of its tables; and, for a ``full_refresh``, when another role's build holds views on published tables
+    (a daily run, which merges into them, is only told so in its log). ``published``: each schema's tables a run
+    replaces or writes to."""
     # Names as a statement needs them (review: "to greenery_Etl" granted to greenery_etl, or to no such role).
     role, database, read_only, standby, source = conn.execute(
         "select quote_ident(current_user), quote_ident(current_database()),"
@@ -61,6 +66,16 @@ def require(conn, published: Mapping[str, Collection[str]]) -> None:
         if relname in published[name]
     ]
     views = _views_of_others_on(conn, list(published))
+    if views and not full_refresh:  # they stop only the publish of an incremental table replaced whole (diff review)
+        for schema, owner in views:
+            log.warning(
+                "build schema %s (owner %s) holds views on published tables: a full refresh's publish could not drop"
+                " them; as its owner: drop schema %s cascade",
+                schema,
+                owner,
+                schema,
+            )
+        views = []
     if not (schemas or tables or views):
         return
     said = [f"schema {schema} (owner {owner}) grants it no {' or '.join(no)}" for schema, owner, no in schemas]

@@ -12,8 +12,8 @@ from psycopg import sql
 from greenery import config
 from greenery.sources.schema import RAW_TABLES
 
-# The key of check_source_freshness's result that holds the fingerprint in its check's snapshot (prepare_build
-# registers that one: a change between the two tasks is then a change during the run).
+# The key of check_source_freshness's result that holds the fingerprint it took before its check (prepare_build
+# registers that one: a change during the check or between the two tasks is then a change during the run).
 AS_CHECKED = "raw_fingerprint"
 
 
@@ -32,7 +32,7 @@ def fingerprint(conn, raw_schema: str | None = None) -> dict[str, list[int]]:
             "select count(*), coalesce(max(xmin::text::bigint), 0), coalesce(sum(xmin::text::bigint), 0)::bigint"
             " from {}"
             if kind[0] in ("r", "p")
-            else "select count(*), 0, coalesce(sum(hashtext(t::text)::bigint), 0) from {} as t"
+            else "select count(*), 0, coalesce(sum(hashtext(t::text)::bigint), 0)::bigint from {} as t"
         )
         count, newest, total = conn.execute(sql.SQL(query).format(sql.Identifier(raw_schema, table))).fetchone()
         found[table] = [count, newest, total]

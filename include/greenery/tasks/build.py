@@ -34,7 +34,7 @@ def prepare(context: Any) -> dict[str, Any]:
         gx_suites.check_readable(suites)
     build = runtime.build(context)
     with warehouse.connect() as conn:
-        publish_grants.require(conn, _published(found))
+        publish_grants.require(conn, _published(found), runtime.full_refresh(context))
         raw = _raw_as_checked(context) or fingerprint.fingerprint(conn)
         run_time = wap.prepare(conn, build, dt.datetime.now(dt.UTC), raw)
     log.info("build schemas ready: %s (run clock %s)", ", ".join(build.schema_of.values()), run_time.isoformat())
@@ -42,9 +42,10 @@ def prepare(context: Any) -> dict[str, Any]:
 
 
 def _raw_as_checked(context: Any) -> dict | None:
-    """Raw's fingerprint in the snapshot check_source_freshness checked (None: no such result, as where its task was
-    not run in this context): what validate and publish compare raw with, so that a change between the two tasks is
-    seen (review: the day's events deleted between them, the run published the day empty)."""
+    """Raw's fingerprint as check_source_freshness took it, before its check (None: no such result, as where its task
+    was not run in this context): what validate and publish compare raw with, so that a change during the check or
+    between the two tasks is seen (review: the day's events deleted between them, the run published the day empty).
+    Cleared from here on after raw changed, the run is refused by validate: clear it whole, so the check sees raw."""
     checked = context["ti"].xcom_pull(task_ids="check_source_freshness") if context.get("ti") else None
     return checked.get(fingerprint.AS_CHECKED) if isinstance(checked, dict) else None
 

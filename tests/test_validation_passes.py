@@ -567,3 +567,34 @@ def test_gx_connects_with_every_libpq_parameter_the_warehouse_connection_gives(c
         assert conn.execute("show application_name").fetchone() == ("greenery-probe",)
     result = _validate(tmp_path, url, suites={"dim_products": SUITES["dim_products"]}, connections=1)
     assert result["evaluated"] > 0 and not result["failures"], result
+
+
+def test_the_validation_streams_turn_a_roles_or_databases_idle_timeouts_off(warehouse_url, tmp_path, monkeypatch):
+    """Diff review: only the lock session turned idle_session_timeout off; a stream idles while the others finish
+    pass 1, then runs pass 2, and a role's or database's timeout could end it between the two, its rows lost."""
+    import contextlib
+
+    from psycopg import sql
+
+    _build(warehouse_url)
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        for setting in ("idle_session_timeout", "idle_in_transaction_session_timeout"):
+            query = sql.SQL("alter database {} set {} = '1min'")
+            conn.execute(query.format(sql.Identifier(conn.info.dbname), sql.Identifier(setting)))
+    seen: list[tuple] = []
+    sources = validation._sources
+
+    @contextlib.contextmanager
+    def watching(*args, **kwargs):
+        with sources(*args, **kwargs) as made:
+            for _, conn in made:
+                settings = (
+                    "select current_setting('idle_session_timeout'), current_setting('idle_in_transaction_session"
+                )
+                seen.append(conn.execute(settings + "_timeout')").fetchone())
+            yield made
+
+    monkeypatch.setattr(validation, "_sources", watching)
+    two = {name: SUITES[name] for name in list(SUITES)[:2]}
+    _validate(tmp_path, sa.engine.make_url(warehouse.sqlalchemy_url()).render_as_string(False), suites=two)
+    assert seen == [("0", "0"), ("0", "0")], seen

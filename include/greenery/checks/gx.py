@@ -130,6 +130,12 @@ class _NumericAsFloat(psycopg.adapt.Loader):
         return float(bytes(data))
 
 
+IDLE_TIMEOUTS_OFF = (
+    "select set_config('idle_session_timeout', '0', false), set_config('idle_in_transaction_session_timeout', '0',"
+    " false)"
+)
+
+
 @contextlib.contextmanager
 def _sources(
     context, connect_args: Mapping[str, Any], tables: list[Mapping[str, str]]
@@ -150,6 +156,9 @@ def _sources(
             conn = stack.enter_context(psycopg.connect(**connect_args, autocommit=True))
             conn.adapters.register_loader("numeric", _NumericAsFloat)
             warehouse.end_statements_of_gone_clients(conn)  # a stopped task's query ends with it
+            # A stream idles while the others finish pass 1, then runs pass 2: a role's or database's idle timeout
+            # ended it between the two, its failures' rows lost (diff review; the lock session does the same).
+            conn.execute(IDLE_TIMEOUTS_OFF)
             with warnings.catch_warnings():
                 # Generic on purpose: GX's Postgres source rejects socket-only (embedded server) URLs.
                 warnings.filterwarnings("ignore", message="You are using a generic SQLDatasource")

@@ -112,7 +112,9 @@ def test_the_readmes_backfill_pages_a_root_cause_once_and_reruns_its_failed_days
 ):
     ui = stack
     command = readme_backfill_command()
-    first, last = (dt.date.fromisoformat(option(command, name)) for name in ("--from-date", "--to-date"))
+    first, last = (dt.datetime.fromisoformat(option(command, name)) for name in ("--from-date", "--to-date"))
+    assert first.utcoffset() == last.utcoffset() == dt.timedelta(0)  # UTC days, whatever Airflow's default_timezone
+    first, last = first.date(), last.date()
     days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
     assert len(days) >= 2, "one day shows nothing held back nor one run at a time"
     assert option(command, "--dag-id") == DAG_ID and option(command, "--max-active-runs") == "1"

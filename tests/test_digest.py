@@ -1153,3 +1153,18 @@ def test_the_email_names_the_rules_each_tables_quarantined_rows_broke_most_rows_
     assert "stg_postgres__users" in text.get_content() and "(orphan_user 1)" in text.get_content()
     body = html.get_content()
     assert ranked.replace("<", "&lt;").replace(">", "&gt;") in body and "<b>y</b>" not in body
+
+
+def test_a_login_in_airflows_base_url_reaches_no_link_of_the_digest(monkeypatch):
+    """Review: with AIRFLOW__API__BASE_URL carrying a login, the email to the stakeholders printed the password in
+    every link, text and HTML (the Slack note's buttons stripped it). links.base_url strips it for every channel."""
+    from greenery import links
+
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://ops:S3cretPw@airflow.example.com")
+    stats = {**hostile_stats(), "links": links.for_run("scheduled__2021-02-12T00:00:00+00:00")}
+    points = synthetic_points()
+    message = digest_email.build(stats, points, chart.render_png(points), sender=SENDER, recipients=TO)
+    text, html, _ = parts(parse(message.as_bytes()))
+    for body in (text.get_content(), html.get_content(), json.dumps(build_summary_message(stats))):
+        assert "S3cretPw" not in body and "ops@" not in body, body
+    assert "https://airflow.example.com/dags/greenery_daily/runs/scheduled__2021-02-12" in text.get_content()

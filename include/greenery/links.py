@@ -60,9 +60,11 @@ def rebuild_from_raw() -> str:
 
 
 def base_url() -> str:
+    """Airflow's ``[api] base_url`` without a login it may carry (review: the digest's email, which goes to the
+    stakeholders, printed ``https://ops:password@...`` in every link; the Slack buttons stripped it)."""
     from airflow.configuration import conf  # Airflow's own setting, read where Airflow keeps it
 
-    return conf.get("api", "base_url", fallback="http://localhost:8080/").rstrip("/")
+    return without_login(conf.get("api", "base_url", fallback="http://localhost:8080/")).rstrip("/")
 
 
 def run_url(run_id: str, base: str | None = None) -> str:

@@ -602,8 +602,11 @@ def test_backfills_are_turned_off_only_where_the_setting_says_and_a_bad_value_is
         assert allowed() is None, value
     monkeypatch.setenv("GREENERY_ALLOW_BACKFILLS", "False")
     assert allowed() == {kind.value for kind in DagRunType} - {"backfill"}  # every other kind Airflow has
+    off = allowed()
+    for bad in ("no", "off", "0"):  # review: a misspelt "off" turned them on; the safe side is off
+        monkeypatch.setenv("GREENERY_ALLOW_BACKFILLS", bad)
+        assert allowed() == off, bad
     monkeypatch.setenv("GREENERY_ALLOW_BACKFILLS", "no")
-    assert allowed() is None
     with pytest.raises(config.SettingError, match="GREENERY_ALLOW_BACKFILLS='no': expected true or false"):
         config.get()
 

@@ -282,8 +282,15 @@ def get_lenient(env: Mapping[str, str] | None = None) -> tuple[Settings, tuple[s
                 need_models = False
             elif name not in env or len(problems) > len(env) + 1:
                 raise
+            elif name in SAFE_WHEN_BAD and env[name] != SAFE_WHEN_BAD[name]:
+                env[name] = SAFE_WHEN_BAD[name]
             else:
                 del env[name]
+
+
+# A bad value of these takes the safe side, not the default (review: GREENERY_ALLOW_BACKFILLS=no turned backfills on
+# where the deployment had meant them off: Airflow cannot make one safely on SQLite, and its clean-up deleted runs).
+SAFE_WHEN_BAD = {"GREENERY_ALLOW_BACKFILLS": "false"}
 
 
 # GREENERY_ + these are read by the tests, the benchmark and docker-compose, not here: not refused as misspellings.

@@ -50,10 +50,12 @@ warnings and quarantined rows page too, but the marts are published and the run 
   (UTC) is refused: set the start date back, or wait for the day to end. Or days were skipped for longer than the
   incremental lookback (a paused DAG does not catch up): its log gives the gap and the backfill command
   (`--reprocess-behavior failed`); run the missed days first, or trigger the day with the Param `full_refresh`
-  (at another time than its run's 00:00: one run per logical date; any time builds that UTC day).
-- A red model task: its log names the SQL file, the line and the PostgreSQL error. Fix the data or the
-  SQL, then clear the run (or the task with its downstream tasks: every model replaces its table or its
-  day in one transaction, so a rerun is always safe).
+  (at another time than its run's 00:00: one run per logical date; any time builds that UTC day: the trigger form
+  reads it in the UI's time zone, the browser's unless UTC is picked in the user menu).
+- A red model task: its log names the SQL file, the line and the PostgreSQL error. After fixing the SQL, clear
+  the task with its downstream tasks (every model replaces its table or its day in one transaction, so a rerun is
+  always safe); after fixing the data in raw, clear the whole run: a partial clear is refused by `validate`, since
+  the source check has not seen the new raw and the other models were built from the old.
 - Red `publish`: a view on a mart, a build that lost a table, a model never built (its task marked
   success or skipped), a model built again after the validation that passed (a task cleared without its
   downstream tasks, or `validate` marked success by hand), or rows a run started later published after this

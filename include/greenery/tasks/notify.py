@@ -289,7 +289,8 @@ def _hold_back_what_was_paged(
         raise AirflowSkipException(
             f"held back: run {paged[0]} of a backfill paged these same failed checks at {audit.utc_minute(paged[1])}"
             " (one page per root cause); this day is blocked too, nothing of it published. Fix the cause, then"
-            " clear the backfill's failed runs (validate with its downstream tasks); the Data quality view lists them"
+            " clear the backfill's failed runs (whole, after a fix in raw; validate with its downstream tasks, after"
+            " a fix of an expectation); the Data quality view lists them"
         )
 
 

@@ -718,12 +718,36 @@ def test_a_digest_sent_again_after_a_later_publish_is_skipped_not_given_that_pub
     from greenery import audit
 
     with psycopg.connect(published_url, autocommit=True) as conn, conn.transaction():
-        audit.record_publish(conn, "scheduled__later", DAY + dt.timedelta(days=1), ["marts.fact_orders"])
-    with pytest.raises(AirflowSkipException, match="the marts now hold the publish of run scheduled__later") as skip:
+        audit.record_publish(conn, "manual__later", DAY, ["marts.fact_orders"])  # the same day, published again
+    with pytest.raises(AirflowSkipException, match="the marts now hold the publish of run manual__later") as skip:
         digest.send(context())
-    assert "the digest of run scheduled__later reports the marts readers see" in str(skip.value)
+    assert "the digest of run manual__later reports the marts readers see" in str(skip.value)
     assert "an earlier attempt delivered" not in str(skip.value)
     assert email_on.messages == []
+
+
+@pytest.mark.db
+def test_a_run_of_a_day_earlier_than_one_published_sends_no_digest(digest, published_url, email_on):
+    """Review: `greenery run` over a range ending at the latest day (the raw-changed warning's command), or a manual
+    run of an old day, mailed the stakeholders each earlier day as the state of the data, after the latest day's
+    digest. A later day published already: skipped, saying so; an earlier one published: sent (the control)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from greenery import audit
+
+    with psycopg.connect(published_url, autocommit=True) as conn, conn.transaction():
+        audit.record_publish(conn, "scheduled__before", DAY - dt.timedelta(days=1), ["marts.fact_orders"])
+    with psycopg.connect(published_url, autocommit=True) as conn, conn.transaction():
+        audit.record_publish(conn, RUN_ID, DAY, ["marts.fact_orders"])  # this run's, published last
+    digest.send(context())
+    assert len(email_on.messages) == 1
+    with psycopg.connect(published_url, autocommit=True) as conn, conn.transaction():
+        audit.record_publish(conn, "scheduled__later", DAY + dt.timedelta(days=1), ["marts.fact_orders"])
+        audit.record_publish(conn, RUN_ID, DAY, ["marts.fact_orders"])  # replayed after it: the latest publish
+    with pytest.raises(AirflowSkipException, match=f"{DAY + dt.timedelta(days=1)} is published already") as skip:
+        digest.send(context())
+    assert f"a later day than this run's {DAY} (a replay of earlier days)" in str(skip.value), skip.value
+    assert len(email_on.messages) == 1
 
 
 @pytest.mark.db

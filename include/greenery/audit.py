@@ -234,6 +234,13 @@ def last_published(conn) -> dict | None:
     return None if row is None else {"run_id": row[0], "logical_date": row[1].isoformat(), "published_at": row[2]}
 
 
+def latest_published_day(conn) -> dt.date | None:
+    """The latest day any run published, or None when nothing was ever published."""
+    if not exists(conn, "publish_log"):
+        return None
+    return conn.execute(sql.SQL("select max(logical_date) from {}").format(table("publish_log"))).fetchone()[0]
+
+
 def record_task_failure(
     conn, run_id: str, task_id: str, day: dt.date, error: str, clear_number: int | None = None
 ) -> None:

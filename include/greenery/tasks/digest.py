@@ -89,12 +89,20 @@ def read_stats(summary: dict[str, Any], went_out: Sequence[str] = ()) -> tuple[d
     with warehouse.connect() as conn, conn.transaction():
         locks.share(conn)
         latest = audit.last_published(conn)
+        # Review: after an attempt that sent the Slack note, not the email, the skip said nothing went out.
+        sent = f" (an earlier attempt delivered: {', '.join(went_out)}; the rest is not sent)" if went_out else ""
+        if (later := audit.latest_published_day(conn)) is not None and later > dt.date.fromisoformat(str(day)):
+            # Review: `greenery run` over a range ending at the latest day (the raw-changed warning's command), or a
+            # manual run of an old day, mailed the stakeholders each earlier day as the state of the data.
+            raise AirflowSkipException(
+                f"{later} is published already, a later day than this run's {day} (a replay of earlier days): its"
+                f" digest would reach the stakeholders as the state of the data, behind what they were sent; not"
+                f" sent{sent}; the digest of {later} reports the marts (nothing to clear)"
+            )
         if latest is not None and latest["run_id"] != summary["run_id"]:
             # Review: sent again after a later publish (a clear of this task), it counted that publish's rows under
             # this run's day. Skipped, not failed (review: two overlapping runs, the later publish first, paged
             # on-call for nothing to do): the digest of the run readers see reports the marts.
-            # Review: after an attempt that sent the Slack note, not the email, the skip said nothing went out.
-            sent = f" (an earlier attempt delivered: {', '.join(went_out)}; the rest is not sent)" if went_out else ""
             raise AirflowSkipException(
                 f"the marts now hold the publish of run {latest['run_id']} ({latest['logical_date']}), after this"
                 f" run's: its row counts are gone, so no digest for {day} is sent{sent}; the digest of run"

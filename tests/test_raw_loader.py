@@ -762,6 +762,32 @@ def test_a_loader_in_the_owners_role_keeps_the_owners_grants_as_the_owners(db, w
         assert {t: a[1:] for t, a in after.items()} == {t: b[1:] for t, b in before.items()}
 
 
+def test_the_source_check_task_names_a_table_the_role_cannot_read_though_it_fingerprints_raw_first(
+    published_url, monkeypatch
+):
+    """Self-review: the task fingerprints raw before its check (a change during the check is then refused), and the
+    fingerprint's count of a table the role cannot read failed the task on PostgreSQL's bare "permission denied"
+    before the check could name the table, the role and the grant."""
+    import json
+
+    from greenery.sources import freshness
+    from greenery.tasks import freshness as freshness_task
+
+    with psycopg.connect(published_url, autocommit=True) as conn, roles(conn, "etl") as (etl,):
+        etl_ = sql.Identifier(etl)
+        password = may_log_in(conn, etl)
+        conn.execute(sql.SQL("grant usage on schema raw to {}").format(etl_))
+        conn.execute(sql.SQL("grant select on all tables in schema raw to {}").format(etl_))
+        conn.execute(sql.SQL("revoke select on raw.users from {}").format(etl_))
+        as_etl = {**json.loads(warehouse.connection_json(published_url)), "login": etl, "password": password}
+        monkeypatch.setenv(warehouse.conn_env_var(), json.dumps(as_etl))
+        monkeypatch.delenv("AIRFLOW_CONN_SLACK_ALERTS", raising=False)
+        context = {"run_id": "unreadable", "logical_date": dt.datetime(2021, 2, 12, tzinfo=dt.UTC)}
+        with pytest.raises(freshness.SourceNotReadyError) as refused:
+            freshness_task.check(context)
+    assert f"raw.users exists but is not readable by role {etl}: it lacks select on it" in str(refused.value)
+
+
 def test_the_source_check_tells_a_table_the_role_cannot_read_from_a_missing_one(published_url, real_greenery):
     """Review: information_schema hides the tables a role cannot read, so the run paged "raw.orders does not exist"
     for a table that was there without the role's grant. Now: the table, the role and the privilege it lacks; and

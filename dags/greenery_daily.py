@@ -82,9 +82,9 @@ warnings and quarantined rows page too, but the marts are published and the run 
   (a `ref()` naming no model, a bad `config()`, a name that is not lowercase); fix it, then clear the run.
 - Backfill one run at a time (a backfill has its own limit, 10 runs by default, not the DAG's
   `max_active_runs=1`; every run rewrites the current-state tables):
-  `airflow backfill create --dag-id greenery_daily --from-date 2021-02-10T00:00+00:00`
-  `--to-date 2021-02-12T00:00+00:00 --max-active-runs 1` (one command: the dates at UTC midnight, as a bare date is
-  read in Airflow's `default_timezone` and a day would be left out)
+  `airflow backfill create --dag-id greenery_daily --from-date 2021-02-10T00:00Z --to-date 2021-02-12T00:00Z
+  --max-active-runs 1`
+  (the dates at UTC midnight: a bare date is read in Airflow's `default_timezone`, and a day would be left out)
   (`--reprocess-behavior completed` to run days that have a run again; refused on `greenery ui`'s SQLite metadata,
   where Airflow cannot make one safely: GREENERY_ALLOW_BACKFILLS; there, pause greenery_daily, then
   `greenery run --date 2021-02-10 --end-date 2021-02-12`, or, in the Grid, clear each day's run, oldest first, one

@@ -513,8 +513,7 @@ def test_days_skipped_past_the_lookback_stop_the_run_instead_of_never_being_buil
     [alert] = alerts(paged)
     assert "raw.events has 1 rows created between 2021-02-08 01:05 UTC" in alert and "2021-02-09" in alert, alert
     assert (
-        "airflow backfill create --dag-id greenery_daily --from-date 2021-02-08T00:00+00:00 --to-date"
-        " 2021-02-11T00:00+00:00"
+        "airflow backfill create --dag-id greenery_daily --from-date 2021-02-08T00:00Z --to-date 2021-02-11T00:00Z"
     ) in alert
     assert "--reprocess-behavior failed" in alert and "full_refresh" in alert
     assert "`greenery run --date 2021-02-08 --end-date 2021-02-12`" in alert  # review: the CLI's own way

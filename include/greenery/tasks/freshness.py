@@ -62,7 +62,7 @@ def check_no_skipped_days(conn, interval: Interval, found: Mapping[str, models.M
             f" starts: {interval.day} minus {lookback}"
             " days): no run would ever build them. Days were skipped (the DAG does not catch up) or their runs"
             " failed. Nothing was built. Run those days first, oldest first: `airflow backfill create --dag-id"
-            f" {config.DAG_ID} --from-date {first}T00:00+00:00 --to-date {last}T00:00+00:00 --max-active-runs 1"
+            f" {config.DAG_ID} --from-date {first}T00:00Z --to-date {last}T00:00Z --max-active-runs 1"
             " --reprocess-behavior failed`"
             " (it also reruns their red runs), then clear this run; with the `greenery` command, one command does"
             f" both: `greenery run --date {first} --end-date {interval.day}`; in the UI, trigger each day with its"

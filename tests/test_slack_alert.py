@@ -1422,3 +1422,35 @@ def test_a_connection_that_cannot_carry_a_message_is_refused_at_once_saying_why(
         send({"text": "x"}, conn_id)
     assert said in str(refused.value) and not refused.value.retryable, refused.value
     assert 'password"' not in str(refused.value) and slack_server.requests == []
+
+
+def test_the_red_validates_message_names_a_key_only_a_downstream_table_has():
+    """Review (on-call loop): a key only fact_orders' join repeated, beside raw's duplicate, was folded into the
+    duplicate's entry, and validate's message named only the duplicate ("fix the source rows"). It names both
+    (test_root_causes: the entries, the alert and the backfill's signatures)."""
+    from greenery.checks import root_causes
+    from greenery.project import models
+    from greenery.tasks import validate
+
+    def failure(suite: str, keys: tuple[str, ...]) -> dict:
+        return {
+            "suite": suite,
+            "table": f"_build_x__y.{suite}",
+            "column": "order_id",
+            "severity": "critical",
+            "expectation": "expect_column_values_to_be_unique",
+            "unexpected_count": len(keys),
+            "sample_keys": list(keys),
+        }
+
+    failures = [failure("stg_postgres__orders", ("A", "A")), failure("fact_orders", ("A", "A", "B", "B"))]
+    summary = {
+        "run_id": "r",
+        "logical_date": "2021-02-12",
+        "failures": failures,
+        "blocking": True,
+        "root_causes": root_causes.group(failures, models.discover()),
+    }
+    said = validate.verdict(summary)
+    assert "staging.stg_postgres__orders" in said and "A x2" in said, said
+    assert "marts.fact_orders" in said and "B x2" in said, said

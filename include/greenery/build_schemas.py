@@ -16,7 +16,14 @@ from greenery import audit, config, locks
 log = logging.getLogger(__name__)
 
 BUILD_PREFIX = "_build_"
-BUILD_SCHEMAS = BUILD_PREFIX.replace("_", r"\_") + "%"  # a LIKE pattern: "_" is its one-character wildcard
+_BUILD_SCHEMAS = BUILD_PREFIX.replace("_", r"\_") + "%"  # a LIKE pattern: "_" is its one-character wildcard
+
+
+# The views of build schemas (v, in n) and what each reads (d.refobjid): an incremental build's merge views.
+_BUILD_VIEWS = (
+    " from pg_depend d join pg_rewrite r on r.oid = d.objid join pg_class v on v.oid = r.ev_class"
+    " join pg_namespace n on n.oid = v.relnamespace where v.oid <> d.refobjid and n.nspname like %s"
+)
 
 
 def drop_views_on(conn, relation: str) -> None:
@@ -27,14 +34,25 @@ def drop_views_on(conn, relation: str) -> None:
     purpose (see the README).
     """
     views = conn.execute(
-        "select distinct v.oid::regclass::text from pg_depend d"
-        " join pg_rewrite r on r.oid = d.objid join pg_class v on v.oid = r.ev_class"
-        " join pg_namespace n on n.oid = v.relnamespace"
-        " where d.refobjid = to_regclass(%s) and v.oid <> d.refobjid and n.nspname like %s",
-        (relation, BUILD_SCHEMAS),
+        "select distinct v.oid::regclass::text" + _BUILD_VIEWS + " and d.refobjid = to_regclass(%s)",
+        (_BUILD_SCHEMAS, relation),
     ).fetchall()
     for (view,) in views:
         conn.execute(sql.SQL("drop view if exists {}").format(sql.SQL(view)))
+
+
+def others_views_on(conn, schemas: list[str]) -> list[tuple[str, str]]:
+    """(schema, owner) of the build schemas of other roles (:func:`drop_finished` leaves them to their owner) whose
+    views read a table of ``schemas``: merge views left by a run that did not publish. :func:`drop_views_on` drops
+    such a view before a publish replaces the table it reads; another role's it may not (publish_grants)."""
+    return conn.execute(
+        "select distinct quote_ident(n.nspname), pg_get_userbyid(n.nspowner)"
+        + _BUILD_VIEWS
+        + " and d.refobjid in (select c.oid from pg_class c join pg_namespace tn on tn.oid = c.relnamespace"
+        " where tn.nspname = any(%s))"
+        " and not pg_has_role(v.relowner, 'usage') and not pg_has_role(n.nspowner, 'usage') order by 1",
+        (_BUILD_SCHEMAS, schemas),
+    ).fetchall()
 
 
 def touch(conn, key: str) -> None:
@@ -68,7 +86,7 @@ def drop_finished(
             " from pg_namespace n left join {} b on b.key = split_part(n.nspname, '__', 1)"
             " where n.nspname like %s order by n.nspname"
         ).format(audit.table("builds")),
-        (ttl if ttl is not None else config.get().build_ttl, BUILD_SCHEMAS),
+        (ttl if ttl is not None else config.get().build_ttl, _BUILD_SCHEMAS),
     ).fetchall()
     dropped, builds = [], set()
     for schema, state, idle, ours, owner in rows:

@@ -20,6 +20,7 @@ from pathlib import Path
 from greenery import config, gc_tuning, links
 from greenery.checks import strict_json
 from greenery.cli_types import (
+    RUN_EXIT_STATUSES,
     UsageError,
     command,
     day_option,
@@ -313,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.set_defaults(func=cmd_load_raw)
 
-    run = command(sub, "run", "run the greenery_daily DAG (in-process, dag.test) for a day or a range")
+    run = command(
+        sub, "run", "run the greenery_daily DAG (in-process, dag.test) for a day or a range", RUN_EXIT_STATUSES
+    )
     day = {"type": day_option, "metavar": "YYYY-MM-DD"}
     run.add_argument("--date", **day, required=True, help="the UTC day to build (the run's logical date)")
     run.add_argument("--end-date", **day, default=None, help="build every day from --date to this one")

@@ -41,8 +41,8 @@ def error_line(exc: BaseException) -> str | None:
     )
     if not isinstance(exc, known):
         return None
+    # initdb's own lines, not a value's: each on a line of its own, indented (diff review: one line of literal \n's)
+    if isinstance(exc, InitdbFailed):
+        return "error: " + "\n  ".join(printable(redact(line)) for line in str(exc).splitlines())
     problems = exc.args if isinstance(exc, SuiteDefinitionError) else [exc]
-    if isinstance(exc, InitdbFailed):  # initdb's own lines, not a value's: each on a line of its own, indented
-        problems = str(exc).splitlines()  # (diff review: one line of literal \n's)
-        return "error: " + "\n  ".join(printable(redact(line)) for line in problems)
     return "error: " + "\n".join(printable(redact(str(problem))) for problem in problems)

@@ -100,8 +100,8 @@ exit status:
   The day's run is failed when stopped; the line says what was published and which days did not run."""
 
 
-def command(sub: argparse._SubParsersAction, name: str, summary: str):
-    """Subcommand ``name``, its summary in both `greenery --help` and `greenery <name> --help`."""
-    epilog = {"run": RUN_EXIT_STATUSES}.get(name)
+def command(sub: argparse._SubParsersAction, name: str, summary: str, epilog: str | None = None):
+    """Subcommand ``name``, its summary in both `greenery --help` and `greenery <name> --help` (``epilog``, as
+    written, after its options)."""
     formatter = argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter
     return sub.add_parser(name, help=summary, description=summary, epilog=epilog, formatter_class=formatter)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 
-from greenery.build_schemas import BUILD_SCHEMAS
+from greenery import build_schemas
 from greenery.errors import RetryCannotFix
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,9 @@ def require(conn, published: Mapping[str, Collection[str]], full_refresh: bool =
         ).fetchall()
         if relname in published[name]
     ]
-    views = _views_of_others_on(conn, list(published))
+    # Diff review: the new role's full refresh built and checked the whole day, then failed on "permission denied
+    # for schema _build_..." dropping the views another role's unpublished build left on the published tables.
+    views = build_schemas.others_views_on(conn, list(published))
     if views and not full_refresh:  # they stop only the publish of an incremental table replaced whole (diff review)
         for schema, owner in views:
             log.warning(
@@ -92,19 +94,3 @@ def require(conn, published: Mapping[str, Collection[str]], full_refresh: bool =
         f"role {role} may not replace what a run publishes: {'; '.join(said)} (a publish creates tables in these"
         f" schemas and drops the ones it replaces); nothing was built. As their owner: {'; '.join(fixes)}"
     )
-
-
-def _views_of_others_on(conn, schemas: list[str]) -> list[tuple[str, str]]:
-    """Build schemas of other roles (build_schemas.drop_finished leaves them to their owner) whose views read a table
-    of ``schemas``: an incremental build's merge views, left by a run that did not publish. Publish drops such a view
-    before it replaces the table it reads (build_schemas.drop_views_on); another role's it may not (diff review: the
-    new role's full refresh built and checked the whole day, then failed on "permission denied for schema")."""
-    return conn.execute(
-        "select distinct quote_ident(n.nspname), pg_get_userbyid(n.nspowner) from pg_depend d"
-        " join pg_rewrite r on r.oid = d.objid join pg_class v on v.oid = r.ev_class"
-        " join pg_namespace n on n.oid = v.relnamespace join pg_class t on t.oid = d.refobjid"
-        " join pg_namespace tn on tn.oid = t.relnamespace"
-        " where tn.nspname = any(%s) and v.oid <> t.oid and n.nspname like %s"
-        " and not pg_has_role(v.relowner, 'usage') and not pg_has_role(n.nspowner, 'usage') order by 1",
-        (schemas, BUILD_SCHEMAS),
-    ).fetchall()

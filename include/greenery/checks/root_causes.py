@@ -54,25 +54,26 @@ def _overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return not keys_a or not keys_b or bool(keys_a & keys_b)
 
 
-def _own_part(root: Mapping[str, Any], later: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The part of ``later``, the same check as ``root`` downstream of it, that is not ``root``'s problem: its sample
-    keys that ``root``'s sample, holding all of its failing rows, does not name (None: there are none, or ``root``'s
-    sample is a part of its rows and may hold them). Review: a key only a mart's join repeated, beside the raw
-    duplicate both found, was folded in: named nowhere, told "fix the source rows", held back in a backfill as the
-    duplicate's repeat. Its keys alone: with the shared ones its signature changed with whether the mart's window
-    held the duplicate, and a backfill paged it again on such days (diff review)."""
+def _split(root: Mapping[str, Any], later: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``later``, the same check as ``root`` downstream of it, as (the part that is ``root``'s problem, the part that
+    is not): its sample keys that ``root``'s sample, holding all of its failing rows, names, and those it does not
+    (None: there are none of these, or ``root``'s sample is a part of its rows and may hold them). Review: a key only
+    a mart's join repeated, beside the raw duplicate both found, was folded in: named nowhere, told "fix the source
+    rows", held back in a backfill as the duplicate's repeat. Its keys alone: with the shared ones its signature
+    changed with whether the mart's window held the duplicate, and a backfill paged it again on such days (diff
+    review)."""
     found = {str(k) for k in root.get("sample_keys") or []}
     if not found or len(root.get("sample_keys") or []) < (root.get("unexpected_count") or 0):
         return None
-    own = [k for k in later.get("sample_keys") or [] if str(k) not in found]
+    keys = later.get("sample_keys") or []
+    shared, own = [k for k in keys if str(k) in found], [k for k in keys if str(k) not in found]
     if not own:
         return None
-    shared = len(later.get("sample_keys") or []) - len(own)
-    return {
-        **later,
-        "sample_keys": own,
-        "unexpected_count": max((later.get("unexpected_count") or 0) - shared, len(own)),
-    }
+    own_count = max((later.get("unexpected_count") or 0) - len(shared), len(own))
+    return (
+        {**later, "sample_keys": shared, "unexpected_count": len(shared)},
+        {**later, "sample_keys": own, "unexpected_count": own_count},
+    )
 
 
 def _names_a_key_of(root: Mapping[str, Any], failure: Mapping[str, Any]) -> bool:
@@ -114,10 +115,9 @@ def group(failures: Iterable[Mapping[str, Any]], models: Mapping[str, Model]) ->
             None,
         )
         same_check = home is not None and _signature(home["failure"]) == _signature(failure)
-        if same_check and (own := _own_part(home["failure"], failure)) is not None:  # the shared keys fold, not these
-            shared = [k for k in failure.get("sample_keys") or [] if k not in own["sample_keys"]]
-            home["members"].append({**failure, "sample_keys": shared, "unexpected_count": len(shared)})
-            roots.append({"model": suite, "failure": own, "members": []})
+        if same_check and (parts := _split(home["failure"], failure)) is not None:  # the shared keys fold, not these
+            home["members"].append(parts[0])
+            roots.append({"model": suite, "failure": parts[1], "members": []})
             continue
         if home is not None:
             home["members"].append(failure)

@@ -240,10 +240,11 @@ PROFILED = (
     ("greenery.audit", "record_validation"),
     ("greenery.build_schemas", "drop_finished"),
 )
-# greenery.checks.gx (its two-pass run: _run sets up, runs every suite's validation definition (pass 1), asks
-# _details for what failed (pass 2), builds the Data Docs). The validate task imports it (and GX) itself:
-# these are wrapped once it is imported, inside the task, so the task's time keeps the import.
-GX_PROFILED = ("validate", "_run", "_context", "_suite", "_add_suite", "_details", "summarize")
+# greenery.checks.gx (its two-pass run: _run sets up and runs the streams, each of which keeps a suite's query rows,
+# runs its validation definition (pass 1) and asks _details for what failed (pass 2); then the Data Docs). The
+# validate task imports it (and GX) itself: these are wrapped once it is imported, inside the task, so the task's
+# time keeps the import.
+GX_PROFILED = ("validate", "_run", "_context", "_planned", "_add_suite", "_details", "summarize")
 
 
 def _timer(profile: dict):
@@ -285,8 +286,8 @@ def _install_gx_timers(profile: dict, module) -> None:
             module._details = timed(GX_PASS2_TIMER, module._details, key=lambda batch, suite, *_: suite.name)
         else:
             setattr(module, attr, timed(name, getattr(module, attr)))
-    # Pass 1 is every suite's ValidationDefinition.run, in the streams that streams.run runs at once: its wall
-    # time (the definitions' own times would add up the streams' overlapping seconds).
+    # The suites run in the streams that streams.run runs at once: its wall time (the definitions' own times would
+    # add up the streams' overlapping seconds).
     module.streams.run = timed(GX_PASS1_TIMER, module.streams.run)
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import logging
 import re
 import threading
 import time
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 from helpers import query_checks
 
 from greenery import audit, locks, warehouse
-from greenery.checks import docs_pages, history, paths, streams, suites, summary
+from greenery.checks import docs_pages, history, paths, query_rows, streams, suites, summary
 from greenery.checks import gx as validation
 from greenery.materialize import build
 from greenery.project import models, render
@@ -62,14 +63,24 @@ def _build(url: str, defects=(), raw_defects=()) -> None:
 
 
 class Statements(list):
-    """Every SQL statement any SQLAlchemy engine sends, with the value of its LIMIT (None without one)."""
+    """Every SQL statement any SQLAlchemy engine (GX's) sends, with the value of its LIMIT (None without one); in
+    ``sent``, every statement any psycopg cursor sends (GX's through SQLAlchemy, and the validation's own)."""
 
     def __init__(self) -> None:
         super().__init__()
         # The server processes (connections) that ran a check: GX's existence probe of each table (``select 1 from t
         # limit 1``) runs on every connection whose data source has the table, and every one has every table.
         self.backends: set[int] = set()
+        self.sent: list[str] = []
         sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._record)
+        execute = self._execute = psycopg.Cursor.execute
+        sent = self.sent
+
+        def recorded(cursor, query, *args, **kwargs):
+            sent.append(query if isinstance(query, str | bytes) else query.as_string(cursor))
+            return execute(cursor, query, *args, **kwargs)
+
+        psycopg.Cursor.execute = recorded
 
     def _record(self, conn, cursor, statement, parameters, *_) -> None:
         text = " ".join(statement.split())
@@ -83,6 +94,7 @@ class Statements(list):
 
     def close(self) -> None:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._record)
+        psycopg.Cursor.execute = self._execute
 
     def detail_queries(self) -> list[str]:
         """Queries that fetch offending rows or values: a LIMIT above 0 on a filter. (GX's existence probe of
@@ -90,10 +102,14 @@ class Statements(list):
         return [text for text, limit in self if limit and re.search(r"\bwhere\b", text, re.IGNORECASE)]
 
     def runs_of(self, query: str, table: str) -> int:
-        """How many statements execute ``query``, an unexpected_rows_query with {batch} substituted by GX."""
-        batch = rf"\(SELECT \* FROM {re.escape(table)} WHERE true\) AS subselect"
-        pattern = re.compile(batch.join(re.escape(re.sub(r"\s+", " ", part)) for part in query.split("{batch}")))
-        return sum(1 for text, _ in self if pattern.search(text))
+        """How many statements sent execute ``query``, an unexpected_rows_query, its {batch} substituted as GX does
+        (the table's name quoted or not); a comment that quotes it does not count."""
+        name = r"\.".join(rf'"?{re.escape(part)}"?' for part in table.split("."))
+        batch = rf"\(SELECT \* FROM {name} WHERE true\) AS subselect"
+        parts = (re.escape(re.sub(r"\s+", " ", part)) for part in query.split("{batch}"))
+        pattern = re.compile(batch.join(parts), re.IGNORECASE)
+        sent = (" ".join(re.sub(r"/\*.*?\*/", "", text, flags=re.DOTALL).split()) for text in self.sent)
+        return sum(1 for text in sent if pattern.search(text))
 
 
 @pytest.fixture
@@ -210,16 +226,19 @@ def _key(failure: dict) -> tuple:
     return (failure["table"], failure["expectation"], failure["column"], failure["description"])
 
 
-def test_a_clean_run_asks_no_detail_and_runs_each_query_check_twice(clean):
+def test_a_clean_run_asks_no_detail_and_runs_each_query_check_once(clean):
     result, statements = clean.result, clean.statements
     assert result["failures"] == [] and result["evaluated"] == sum(len(s.expectations) for s in SUITES.values())
     assert len(statements.backends) == 2, "the suites' checks ran on both connections"
     # Pass 1 does ask GX for unexpected values, with LIMIT 0: planned, never executed by PostgreSQL.
     assert any(limit == 0 and "unexpected_values" in text for text, limit in statements)
     assert statements.detail_queries() == [], "nothing failed: no query may fetch offending rows"
-    # The price of GX's own UnexpectedRowsExpectation: its query runs twice (counted, then fetched).
+    # GX's UnexpectedRowsExpectation runs its query twice (counted, then fetched): each query runs once, its rows
+    # kept in a temporary table of the stream's session (checks/query_rows.py), which GX counts and fetches.
     queries = [(query, MODELS[name]) for name, _, query in query_checks(SUITES)]
-    assert queries and {q: statements.runs_of(q, m.relation) for q, m in queries} == {q: 2 for q, _ in queries}
+    assert queries and {q: statements.runs_of(q, m.relation) for q, m in queries} == {q: 1 for q, _ in queries}
+    kept = [text for text, _ in statements if re.search(r"\bfrom pg_temp\.greenery_rows_\d+\b", text)]
+    assert len(kept) == 2 * len(queries), "GX counted and fetched each query's kept rows"
 
 
 def test_failures_carry_the_detail_of_one_detailed_pass_and_only_they_cost_detail_queries(
@@ -370,9 +389,11 @@ def test_numeric_sample_values_reach_gx_as_the_floats_it_makes_of_them_without_i
 def test_a_connection_lost_between_the_passes_leaves_the_failures_with_the_reason(
     defective, module_warehouse_url, tmp_path, monkeypatch
 ):
-    """A failover or a network cut after pass 1: every detail query of pass 2 fails. The failures went out with no
-    keys and not a word why; now each says why it names no rows. (The session holding the publish lock is spared:
-    cut too, the validation fails, not trusting its results: test_write_audit_publish.)"""
+    """A failover or a network cut between a suite's pass 1 and its pass 2: every detail query of pass 2 fails. The
+    failures went out with no keys and not a word why; now each says why it names no rows. (The session holding the
+    publish lock is spared: cut too, the validation fails, not trusting its results: test_write_audit_publish.) One
+    suite per validation, on one connection: a cut during another suite's pass 1 is another case (its checks'
+    errors)."""
     details = validation._details
 
     def cut_first(*args, **kwargs):
@@ -385,11 +406,83 @@ def test_a_connection_lost_between_the_passes_leaves_the_failures_with_the_reaso
         return details(*args, **kwargs)
 
     monkeypatch.setattr(validation, "_details", cut_first)
-    result = _validate(tmp_path, warehouse.sqlalchemy_url(), "cut", suites={n: SUITES[n] for n in DEFECTIVE})
-    assert result["blocking"] and {f["suite"] for f in result["failures"]} == DEFECTIVE
-    for failure in result["failures"]:
+    failures = []
+    for name in sorted(DEFECTIVE):
+        result = _validate(tmp_path / name, warehouse.sqlalchemy_url(), "cut", 1, suites={name: SUITES[name]})
+        assert result["blocking"], name
+        failures += result["failures"]
+    assert {f["suite"] for f in failures} == DEFECTIVE
+    assert {f["expectation"] for f in failures} > {summary.UNEXPECTED_ROWS}, "map and query checks alike"
+    for failure in failures:
         assert failure["sample_keys"] == [] and failure["detail_error"], failure
         assert "terminat" in failure["detail_error"] or "closed" in failure["detail_error"], failure
+
+
+def _query_suite(name: str, queries: dict[str, str]) -> suites.SuiteFile:
+    """A suite of ``name``'s table whose expectations are ``queries`` (description -> unexpected_rows_query)."""
+    expectations = [
+        {"type": summary.UNEXPECTED_ROWS, "id": str(uuid.uuid4()), "kwargs": {"unexpected_rows_query": q},
+         "description": d, "severity": "critical", "meta": {}}
+        for d, q in queries.items()
+    ]  # fmt: skip
+    data = {"name": name, "id": str(uuid.uuid4()), "expectations": expectations, "meta": {}, "notes": None}
+    return suites.SuiteFile(name, Path(f"{name}.json"), data)
+
+
+def test_a_query_whose_rows_cannot_be_kept_runs_as_gx_runs_it_with_the_same_findings(
+    clean, module_warehouse_url, tmp_path, statements
+):
+    """A query check's rows are kept in a temporary table (checks/query_rows.py) only when the table holds what GX
+    would have read: two columns of one name or a column of type record (PostgreSQL refuses such a table), or a
+    join (GX renders {batch} unaliased then), and the query runs as GX runs it, twice, its findings the same."""
+    where = "where subselect.status = 'delivered' and '{tag}' = '{tag}'"
+    queries = {
+        "kept": f"select subselect.order_id from {{batch}} {where.format(tag='kept')}",
+        "twice a name": f"select subselect.order_id, subselect.order_id from {{batch}} {where.format(tag='dup')}",
+        "a record": "select subselect.order_id, (subselect.order_id, subselect.status) as pair from {batch} "
+        + where.format(tag="record"),
+        "a join": "select o.order_id from {batch} as o left join {{ ref('stg_postgres__users') }} as u"
+        " on u.user_id = o.user_id where o.status = 'delivered' and 'join' = 'join'",
+    }
+    said = _Said()
+    logging.getLogger(query_rows.__name__).addHandler(said)
+    try:
+        result = validation.validate(
+            warehouse.sqlalchemy_url(),
+            MODELS,
+            {"stg_postgres__orders": _query_suite("stg_postgres__orders", queries)},
+            gx_dir=tmp_path / "gx",
+            build_docs=False,
+        )
+    finally:
+        logging.getLogger(query_rows.__name__).removeHandler(said)
+    with psycopg.connect(module_warehouse_url) as conn:
+        delivered = {
+            o for (o,) in conn.execute("select order_id from staging.stg_postgres__orders where status = 'delivered'")
+        }
+    assert len(delivered) >= 2
+    found = {f["description"]: f for f in result["failures"]}
+    assert set(found) == set(queries) and all(f["error"] is None for f in found.values())
+    for description, failure in found.items():
+        assert failure["unexpected_count"] == len(delivered), description
+        keys = {k.split(", ")[0].removeprefix("order_id=") for k in failure["sample_keys"]}  # one column: its value
+        assert keys and keys <= delivered, (description, failure["sample_keys"])
+    sent = [" ".join(re.sub(r"/\*.*?\*/", "", t, flags=re.DOTALL).split()) for t in statements.sent]
+    runs = {tag: sum(f"'{tag}' = '{tag}'" in text for text in sent) for tag in ("kept", "dup", "record", "join")}
+    # Kept: its one run, pass 2 reads the kept rows too. Not kept: the refused table, then GX's two runs in pass 1 and
+    # two in pass 2 (which fetches a failure's rows). A join: GX's four, nothing tried.
+    assert runs == {"kept": 1, "dup": 5, "record": 5, "join": 4}, runs
+    assert sum("its rows not kept" in line for line in said.lines) == 2, said.lines
+    assert any('column "order_id" specified more than once' in line for line in said.lines), said.lines
+
+
+class _Said(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 def test_gx_runs_under_the_shared_publish_lock_and_leaves_no_connection(clean):

@@ -16,19 +16,22 @@ Two passes, for speed (tests/test_validation_passes.py counts the statements):
    stored in the warehouse afterwards: checks/docs_pages.py), and GX's index is not built: it re-reads every result
    in the folder (the view lists the runs itself). SUMMARY would send the same SQL and cost about 0.8 s more CPU for
    21 suites (GX then also builds an unexpected-index query per map expectation).
-2. Only the expectations that failed, again, through ``Batch.validate`` (nothing stored): map expectations in
-   SUMMARY with a few unexpected values and the model's unique key as index columns (the sample keys), an
-   ``unexpected_rows_expectation`` in COMPLETE (GX then returns its query's rows). Asking that detail of every
-   expectation in one pass would scan each table once more per map expectation, even when nothing fails.
+2. Only the expectations that failed, again, through ``Batch.validate`` (nothing stored), right after the suite's
+   pass 1 on the same connection: map expectations in SUMMARY with a few unexpected values and the model's unique key
+   as index columns (the sample keys), an ``unexpected_rows_expectation`` in COMPLETE (GX then returns its query's
+   rows). Asking that detail of every expectation in one pass would scan each table once more per map expectation,
+   even when nothing fails.
 
 What the public API costs: GX's UnexpectedRowsExpectation runs its query twice in any result format (counted, then
-fetched), so each relationship or reconciliation query runs twice on a clean run too (at scale 100, 375 k events: 1.2
-to 1.7 s of database time in a 9 to 12 s validation); once would take a custom expectation class.
+fetched). Each query check's rows are found once, before the suite runs, into a temporary table of the stream's
+session that GX's expectation then reads (checks/query_rows.py): the relationship and reconciliation queries run
+once per validation, not twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -44,7 +47,7 @@ from great_expectations import exceptions as gx_exceptions
 from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
 
 from greenery import locks, warehouse
-from greenery.checks import gx_logs, gx_suites, paths, streams
+from greenery.checks import gx_logs, gx_suites, paths, query_rows, streams
 from greenery.checks.suites import SuiteFile, resolve_refs, run_variables
 from greenery.checks.summary import DETAIL_ERROR, SAMPLE_KEYS, UNEXPECTED_ROWS, error, failed, summarize
 from greenery.project.models import Model
@@ -174,7 +177,18 @@ def _sources(
 
 def _suite(suite_file: SuiteFile, refs, variables):
     """The suite of ``suite_file`` with its refs and variables rendered for this run."""
-    return gx_suites.read(suite_file.path, resolve_refs(suite_file.data, refs, variables))
+    return gx_suites.read(suite_file.path, _rendered(suite_file, refs, variables))
+
+
+def _rendered(suite_file: SuiteFile, refs, variables) -> dict[str, Any]:
+    return resolve_refs(suite_file.data, refs, variables)
+
+
+def _planned(suites: Mapping[str, SuiteFile], refs, variables) -> tuple[dict[str, dict], dict[str, Any]]:
+    """Each suite's data rendered for this run, and GX's suite of it: every suite is read before any runs, so a
+    malformed one fails the task at once (a stream reads its suite again, its query checks reading kept rows)."""
+    rendered = {name: _rendered(suite_file, refs, variables) for name, suite_file in suites.items()}
+    return rendered, {name: gx_suites.read(suites[name].path, data) for name, data in rendered.items()}
 
 
 def _ids(suite) -> tuple[str, list[str]]:
@@ -233,23 +247,42 @@ def _merge(screened: dict, detailed: dict | None) -> dict:
     return screened if detailed is None else {**screened, "result": detailed["result"]}
 
 
-def _screen(
-    context, source, planned: Mapping[str, Any], queue, run_id, stopped: Callable[[], bool]
-) -> tuple[dict[str, dict], dict[str, float]]:
-    """Pass 1 of one stream: the next suite of the shared ``queue`` while there is one (checks/streams.py), through a
-    validation definition on this stream's data source; each result by suite, by id, and each suite's seconds."""
-    screened, seconds = {}, {}
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What every stream reads: the context and run id, each suite's file and its data rendered for this run (the GX
+    suites of which were read before any ran), the models and the tables they are checked in."""
+
+    context: Any
+    run_id: Any
+    files: Mapping[str, SuiteFile]
+    rendered: Mapping[str, dict[str, Any]]
+    models: Mapping[str, Model]
+    relation: Callable[[str], str]
+
+
+def _stream(
+    plan: _Plan, source, conn: psycopg.Connection, queue, stopped: Callable[[], bool]
+) -> tuple[dict[str, dict], dict[str, dict], dict[str, float]]:
+    """One stream: the next suite of the shared ``queue`` while there is one (checks/streams.py), its query checks'
+    rows kept on this stream's connection (checks/query_rows.py), pass 1 through a validation definition on this
+    stream's data source, then pass 2 of what failed, on the same connection (the kept rows are its session's).
+    Each suite's pass-1 results by id, its pass-2 details by id, and its seconds (its rows kept and pass 1)."""
+    screened, detailed, seconds = {}, {}, {}
     for name in streams.take(queue, stopped):  # stops when another stream failed or the task was interrupted
-        batch = source.get_asset(name).get_batch_definition(WHOLE_TABLE)
-        # Added here, by the stream that takes the suite: the store takes each under its own name.
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=name, data=batch, suite=planned[name])
-        )
         started = time.perf_counter()
-        res = definition.run(result_format=SCREEN, run_id=run_id)
-        seconds[res.suite_name] = round(time.perf_counter() - started, 3)
-        screened[res.suite_name] = {r.expectation_config.id: r.to_json_dict() for r in res.results}
-    return screened, seconds
+        data = query_rows.kept(conn, plan.rendered[name], plan.relation(name), stopped)
+        # Added here, by the stream that takes the suite: the stores take each under its own name.
+        suite = _add_suite(plan.context, gx_suites.read(plan.files[name].path, data))
+        batch = source.get_asset(name).get_batch_definition(WHOLE_TABLE)
+        definition = plan.context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite)
+        )
+        res = definition.run(result_format=SCREEN, run_id=plan.run_id)
+        seconds[name] = round(time.perf_counter() - started, 3)
+        screened[name] = {r.expectation_config.id: r.to_json_dict() for r in res.results}
+        detailed[name] = _details(batch, suite, screened[name], plan.models[name])
+        query_rows.forget(conn)
+    return screened, detailed, seconds
 
 
 def _run(
@@ -268,8 +301,7 @@ def _run(
     """Both passes and the Data Docs; every suite's results as plain data, in the suite's order, and its timing:
     each suite's seconds in pass 1, and what the queue was ordered on."""
     started = time.perf_counter()
-    # Every suite is checked before any runs: a malformed one fails the task at once.
-    planned = {name: _suite(suite_file, refs, variables) for name, suite_file in suites.items()}
+    rendered, planned = _planned(suites, refs, variables)
     context = _context(gx_dir)
     connect_args = _connect_args(sqlalchemy_url)
     connections = max(1, min(connections, len(planned)))
@@ -281,26 +313,23 @@ def _run(
         # Every stream's data source has every table: a suite runs on the stream that takes it (streams.take).
         tables = {name: relation(name) for name in planned}
         sources = stack.enter_context(_sources(context, connect_args, [tables] * connections))
-        planned.update({name: _add_suite(context, suite) for name, suite in planned.items()})
         screened_at = time.perf_counter()
         # Each validation definition run on its own, not through a Checkpoint: a Checkpoint re-serializes and compares
         # all of them with its store before it runs (is_fresh: 1.2 CPU-s for 29 suites); storing each result it would
         # do, ValidationDefinition.run does too. The streams (checks/streams.py) run in threads, each on its own data
         # source's execution engine; the stores they share take results under distinct keys.
-        run_id = gx.RunIdentifier(run_name=run_name)
+        plan = _Plan(context, gx.RunIdentifier(run_name=run_name), suites, rendered, models, relation)
         queue = streams.order(costs)
-        jobs = [functools.partial(_screen, context, source, planned, queue, run_id) for source, _ in sources]
-        screened, seconds = {}, {}
-        for part, took in streams.run(jobs, [conn for _, conn in sources]):
+        jobs = [functools.partial(_stream, plan, source, conn, queue) for source, conn in sources]
+        screened, detailed, seconds = {}, {}, {}
+        for part, details, took in streams.run(jobs, [conn for _, conn in sources]):
             screened.update(part)
+            detailed.update(details)
             seconds.update(took)
-        detailed_at = time.perf_counter()
-        results = {}
-        first = sources[0][0]  # pass 2 on the first stream's connection, the streams having ended
-        for name, suite in planned.items():
-            batch = first.get_asset(name).get_batch_definition(WHOLE_TABLE)
-            detailed = _details(batch, suite, screened[name], models[name])
-            results[name] = [_merge(screened[name][e.id], detailed.get(e.id)) for e in suite.expectations]
+        results = {
+            name: [_merge(screened[name][e.id], detailed[name].get(e.id)) for e in suite.expectations]
+            for name, suite in planned.items()
+        }
     docs_at = time.perf_counter()
     if build_docs:
         # One build for the run's results, without GX's index: it re-reads every stored result. GX's
@@ -308,10 +337,9 @@ def _run(
         # The store holds this validation's results only (gx_dir is fresh): all of them are this run's.
         context.build_data_docs(build_index=False)
     log.info(
-        "GX: setup %.1fs, pass 1 %.1fs, pass 2 %.1fs, Data Docs %.1fs",
+        "GX: setup %.1fs, the suites (both passes) %.1fs, Data Docs %.1fs",
         screened_at - started,
-        detailed_at - screened_at,
-        docs_at - detailed_at,
+        docs_at - screened_at,
         time.perf_counter() - docs_at,
     )
     return results, {"seconds": seconds, "streams_balanced_on": balanced_on}

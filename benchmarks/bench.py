@@ -249,6 +249,9 @@ GX_PROFILED = ("validate", "_run", "_context", "_planned", "_add_suite", "_detai
 
 def _timer(profile: dict):
     import functools
+    import threading
+
+    lock = threading.Lock()  # the validation's streams call timed functions side by side
 
     def timed(name: str, fn, key=None):
         @functools.wraps(fn)
@@ -257,12 +260,14 @@ def _timer(profile: dict):
             try:
                 return fn(*a, **kw)
             finally:
-                entry = profile.setdefault(name, {"seconds": 0.0, "calls": 0})
-                entry["seconds"] += time.perf_counter() - t
-                entry["calls"] += 1
-                if key is not None:
-                    per = profile.setdefault(name + " by suite", {})
-                    per[key(*a)] = round(per.get(key(*a), 0) + time.perf_counter() - t, 4)
+                took = time.perf_counter() - t
+                with lock:
+                    entry = profile.setdefault(name, {"seconds": 0.0, "calls": 0})
+                    entry["seconds"] += took
+                    entry["calls"] += 1
+                    if key is not None:
+                        per = profile.setdefault(name + " by suite", {})
+                        per[key(*a)] = round(per.get(key(*a), 0) + took, 4)
 
         return wrapper
 

@@ -22,15 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+import helpers
 import known_data
 import psycopg
 import pytest
 import sqlalchemy as sa
 from helpers import query_checks
+from psycopg import sql
 
 from greenery import audit, locks, warehouse
 from greenery.checks import docs_pages, history, paths, query_rows, streams, suites, summary
 from greenery.checks import gx as validation
+from greenery.checks.query_rows import QUERY
 from greenery.materialize import build
 from greenery.project import models, render
 
@@ -209,11 +212,12 @@ def _one_detailed_pass(tmp_path) -> dict[str, list[dict]]:
     out = {}
     with validation._sources(context, validation._connect_args(warehouse.sqlalchemy_url()), [{}]) as [(source, _)]:
         for name, suite_file in SUITES.items():
-            suite = validation._suite(
-                suite_file,
+            _, planned = validation._planned(
+                {name: suite_file},
                 lambda n: MODELS[n].relation,
                 {**suites.run_variables(MODELS), "published": lambda n: MODELS[n].relation},
             )
+            suite = planned[name]
             schema, _, table = MODELS[name].relation.partition(".")
             batch = source.add_table_asset(name=name, table_name=table, schema_name=schema)
             batch = batch.add_batch_definition_whole_table("whole_table").get_batch()
@@ -474,6 +478,57 @@ def test_a_query_whose_rows_cannot_be_kept_runs_as_gx_runs_it_with_the_same_find
     assert runs == {"kept": 1, "dup": 5, "record": 5, "join": 4}, runs
     assert sum("its rows not kept" in line for line in said.lines) == 2, said.lines
     assert any('column "order_id" specified more than once' in line for line in said.lines), said.lines
+
+
+def _keeper_suite(queries: list[dict]) -> dict:
+    return {
+        "name": "stg_postgres__orders",
+        "expectations": [{"type": summary.UNEXPECTED_ROWS, "kwargs": q} for q in queries],
+    }
+
+
+def test_rows_are_not_kept_for_a_narrowed_batch_nor_a_query_that_is_not_one(clean, module_warehouse_url):
+    """A row_condition narrows GX's {batch} (kept, the whole table was read: a "not in {batch}" check found less);
+    a trailing line comment or a second statement GX refuses (its count wraps the query) are not run as a table's."""
+    queries = [
+        {QUERY: "select subselect.order_id from {batch}", "row_condition": 'col("status")=="delivered"',
+         "condition_parser": "great_expectations"},
+        {QUERY: "select subselect.order_id from {batch} where false -- no rows"},
+        {QUERY: "select subselect.order_id from {batch} where false; select 1"},
+        {QUERY: "select subselect.order_id from {batch} where false"},  # the control: kept
+    ]  # fmt: skip
+    with psycopg.connect(module_warehouse_url, autocommit=True) as conn:
+        keeper = query_rows.Keeper(conn, lambda: False)
+        out = keeper.suite(_keeper_suite(queries), "staging.stg_postgres__orders")
+        kept = [e["kwargs"][QUERY].startswith("select * from pg_temp.") for e in out["expectations"]]
+        assert kept == [False, False, False, True] and keeper.kept == 1
+        keeper.forget()
+        assert conn.execute("select count(*) from pg_class where relpersistence = 't'").fetchone()[0] == 0
+
+
+def test_a_session_that_cannot_create_temporary_tables_tries_once_and_runs_the_queries_as_gx_does(
+    clean, module_warehouse_url
+):
+    said = _Said()
+    logging.getLogger(query_rows.__name__).addHandler(said)
+    queries = [{QUERY: f"select subselect.order_id from {{batch}} where {n} = 0"} for n in range(3)]
+    with psycopg.connect(module_warehouse_url, autocommit=True) as conn, helpers.roles(conn, "no_temp") as [role]:
+        database = sql.Identifier(conn.info.dbname)
+        conn.execute(sql.SQL("grant usage on schema staging to {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("grant select on all tables in schema staging to {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("revoke temporary on database {} from public").format(database))
+        try:
+            conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+            keeper = query_rows.Keeper(conn, lambda: False)
+            first = keeper.suite(_keeper_suite(queries), "staging.stg_postgres__orders")
+            again = keeper.suite(_keeper_suite(queries), "staging.stg_postgres__orders")
+        finally:
+            conn.execute("reset role")
+            conn.execute(sql.SQL("grant temporary on database {} to public").format(database))
+            logging.getLogger(query_rows.__name__).removeHandler(said)
+    assert first == again == _keeper_suite(queries) and keeper.kept == 0
+    assert "permission denied" in keeper.refused
+    assert len(said.lines) == 1 and "no temporary table on this connection" in said.lines[0], said.lines
 
 
 class _Said(logging.Handler):

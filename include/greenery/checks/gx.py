@@ -159,8 +159,9 @@ def _sources(
             conn = stack.enter_context(psycopg.connect(**connect_args, autocommit=True))
             conn.adapters.register_loader("numeric", _NumericAsFloat)
             warehouse.end_statements_of_gone_clients(conn)  # a stopped task's query ends with it
-            # A stream idles while the others finish pass 1, then runs pass 2: a role's or database's idle timeout
-            # ended it between the two, its failures' rows lost (diff review; the lock session does the same).
+            # A stream's connection idles while GX's Python runs (in this thread or another's; pass 2 once waited for
+            # every stream's pass 1): a role's or database's idle timeout ended it, a failure's rows lost (diff
+            # review; the lock session does the same).
             conn.execute(IDLE_TIMEOUTS_OFF)
             with warnings.catch_warnings():
                 # Generic on purpose: GX's Postgres source rejects socket-only (embedded server) URLs.
@@ -173,11 +174,6 @@ def _sources(
                 )
             sources.append((source, conn))
         yield sources
-
-
-def _suite(suite_file: SuiteFile, refs, variables):
-    """The suite of ``suite_file`` with its refs and variables rendered for this run."""
-    return gx_suites.read(suite_file.path, _rendered(suite_file, refs, variables))
 
 
 def _rendered(suite_file: SuiteFile, refs, variables) -> dict[str, Any]:
@@ -268,9 +264,10 @@ def _stream(
     stream's data source, then pass 2 of what failed, on the same connection (the kept rows are its session's).
     Each suite's pass-1 results by id, its pass-2 details by id, and its seconds (its rows kept and pass 1)."""
     screened, detailed, seconds = {}, {}, {}
+    keeper = query_rows.Keeper(conn, stopped)
     for name in streams.take(queue, stopped):  # stops when another stream failed or the task was interrupted
         started = time.perf_counter()
-        data = query_rows.kept(conn, plan.rendered[name], plan.relation(name), stopped)
+        data = keeper.suite(plan.rendered[name], plan.relation(name))
         # Added here, by the stream that takes the suite: the stores take each under its own name.
         suite = _add_suite(plan.context, gx_suites.read(plan.files[name].path, data))
         batch = source.get_asset(name).get_batch_definition(WHOLE_TABLE)
@@ -281,7 +278,7 @@ def _stream(
         seconds[name] = round(time.perf_counter() - started, 3)
         screened[name] = {r.expectation_config.id: r.to_json_dict() for r in res.results}
         detailed[name] = _details(batch, suite, screened[name], plan.models[name])
-        query_rows.forget(conn)
+        keeper.forget()
     return screened, detailed, seconds
 
 
@@ -299,7 +296,7 @@ def _run(
     seconds_before: Mapping[str, float] | None,
 ) -> tuple[dict[str, list], dict[str, Any]]:
     """Both passes and the Data Docs; every suite's results as plain data, in the suite's order, and its timing:
-    each suite's seconds in pass 1, and what the queue was ordered on."""
+    each suite's seconds (its query rows kept and pass 1), and what the queue was ordered on."""
     started = time.perf_counter()
     rendered, planned = _planned(suites, refs, variables)
     context = _context(gx_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 
 
@@ -26,23 +27,33 @@ def one_line(error: object) -> str:
     return " ".join(str(error).split())
 
 
+# One reader at a time: errors_to swaps the GX logger's handler and propagation, which every thread shares (the
+# validation's streams read their suites side by side; two overlapping swaps left propagation off for good: review).
+_ONE_READER = threading.Lock()
+
+
 @contextlib.contextmanager
 def errors_to(found: list[str]) -> Iterator[None]:
-    """GX's error log lines while reading a suite, as one line each in ``found``, not on the terminal (a
-    29-line traceback above a command's one-line error)."""
+    """GX's error log lines of this thread while reading a suite, as one line each in ``found``, not on the terminal
+    (a 29-line traceback above a command's one-line error). Another thread's GX lines go where they would have."""
+    reader = threading.get_ident()
+    logger = logging.getLogger("great_expectations")
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            if record.levelno >= logging.ERROR:
+            if record.thread != reader:  # another stream's, not this suite's
+                if logger.parent is not None:
+                    logger.parent.handle(record)
+            elif record.levelno >= logging.ERROR:
                 cause = record.exc_info[1] if record.exc_info else None
                 found.append(one_line(cause if cause is not None else record.getMessage()))
 
-    logger = logging.getLogger("great_expectations")
-    keep, propagate = Keep(), logger.propagate
-    logger.addHandler(keep)
-    logger.propagate = False
-    try:
-        yield
-    finally:
-        logger.removeHandler(keep)
-        logger.propagate = propagate
+    with _ONE_READER:
+        keep, propagate = Keep(), logger.propagate
+        logger.addHandler(keep)
+        logger.propagate = False
+        try:
+            yield
+        finally:
+            logger.removeHandler(keep)
+            logger.propagate = propagate

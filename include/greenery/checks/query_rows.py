@@ -11,9 +11,11 @@ query's own, from a table that is empty on a clean run. The check's query stays 
 for the Data Docs and whoever reads the stored results.
 
 A query GX then runs as written (twice, as before) when its rows could not be kept the same way: it has a join
-(GX renders ``{batch}`` without an alias then, the query gives its own), a block comment, braces GX would refuse,
-or PostgreSQL refuses the table (two columns of one name, a column of type record, a role without TEMPORARY on
-the database: the reason is logged).
+(GX renders ``{batch}`` without an alias then, the query gives its own), a block comment, a ``row_condition`` (GX
+narrows the batch by it), what SQLAlchemy's ``text()`` would read otherwise than PostgreSQL (``\\:``, a ``:name``
+bind), braces GX would refuse, or PostgreSQL refuses the table: two columns of one name, a column of type record, a
+statement that is not one query (the table is made from ``select * from (<query>) as ...``, as GX counts it). A role
+without TEMPORARY on the database, or a standby, is tried once per connection: the reason is logged once.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import errors, sql
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +35,72 @@ TABLE_PREFIX = "greenery_rows_"
 # What GX puts for {batch} in a query without a join, for a whole-table batch definition (the suites read
 # ``subselect.<column>``).
 _BATCH = "(select * from {} where true) as subselect"
-_NOT_KEPT = re.compile(r"\bjoin\b|/\*|\*/", re.IGNORECASE)
+# A join; a block comment (the kept query is quoted in one); what SQLAlchemy's text() turns into something else
+# than PostgreSQL reads: an escaped colon, a bind parameter (its own pattern: a colon and a word, not a cast).
+_NOT_KEPT = re.compile(r"\bjoin\b|/\*|\*/|\\:|(?<![:\w\\]):\w+(?!:)", re.IGNORECASE)
+# The batch narrowed by the expectation: GX's {batch} is then a query of its own.
+_NARROWED = ("row_condition", "condition_parser")
+# The session cannot create temporary tables at all: no use trying for each query.
+_NEVER = (errors.InsufficientPrivilege, errors.ReadOnlySqlTransaction)
 
 
-def kept(
-    conn: psycopg.Connection, data: Mapping[str, Any], relation: str, stopped: Callable[[], bool]
-) -> dict[str, Any]:
-    """``data`` (a suite, its refs rendered) with each query check reading, from a temporary table of ``conn``'s
-    session, the rows its query returned on ``relation`` (the table the suite checks) just now; each query whose rows
-    could not be kept so, as it was."""
-    batch = _BATCH.format(sql.Identifier(*relation.split(".", 1)).as_string(conn))
-    expectations = []
-    for index, expectation in enumerate(data["expectations"]):
-        kwargs = expectation.get("kwargs") or {}
-        query = kwargs.get(QUERY)
-        table = f"{TABLE_PREFIX}{index}"
-        if isinstance(query, str) and _create(conn, table, _rendered(query, batch), data["name"], stopped):
-            reads = f"select * from pg_temp.{table} /* the rows, kept once, of: {query} */"
-            expectation = {**expectation, "kwargs": {**kwargs, QUERY: reads}}
-        expectations.append(expectation)
-    return {**data, "expectations": expectations}
+class Keeper:
+    """Keeps the query checks' rows of one suite at a time on ``conn``, one stream's connection."""
 
+    def __init__(self, conn: psycopg.Connection, stopped: Callable[[], bool]) -> None:
+        self.conn, self.stopped = conn, stopped
+        self.refused: str | None = None  # why this session cannot create temporary tables, once it could not
+        self.kept = 0  # tables kept for the current suite
 
-def forget(conn: psycopg.Connection) -> None:
-    """Drop the session's kept rows (the next suite's tables take the same names)."""
-    try:
-        conn.execute("discard temp")
-    except psycopg.Error as exc:  # a connection lost: GX's next statement on it says so, in the results
-        log.warning("the validation's kept query rows could not be dropped: %s", exc)
+    def suite(self, data: Mapping[str, Any], relation: str) -> dict[str, Any]:
+        """``data`` (a suite, its refs rendered) with each query check reading, from a temporary table of this
+        session, the rows its query returned on ``relation`` (the table the suite checks) just now; each query whose
+        rows could not be kept so, as it was."""
+        batch = _BATCH.format(sql.Identifier(*relation.split(".", 1)).as_string(self.conn))
+        expectations = []
+        for index, expectation in enumerate(data["expectations"]):
+            kwargs = expectation.get("kwargs") or {}
+            query = kwargs.get(QUERY)
+            table = f"{TABLE_PREFIX}{index}"
+            if (
+                isinstance(query, str)
+                and not any(kwargs.get(key) for key in _NARROWED)
+                and self._create(table, _rendered(query, batch), data["name"])
+            ):
+                reads = f"select * from pg_temp.{table} /* the rows, kept once, of: {query} */"
+                expectation = {**expectation, "kwargs": {**kwargs, QUERY: reads}}
+            expectations.append(expectation)
+        return {**data, "expectations": expectations}
+
+    def forget(self) -> None:
+        """Drop the current suite's kept rows (the next suite's tables take the same names)."""
+        if not self.kept:
+            return
+        self.kept = 0
+        try:
+            self.conn.execute("discard temp")
+        except psycopg.Error as exc:  # a connection lost: GX's next statement on it says so, in the results
+            log.warning("the validation's kept query rows could not be dropped: %s", exc)
+
+    def _create(self, table: str, query: str | None, suite: str) -> bool:
+        if query is None or self.refused is not None:
+            return False
+        statement = sql.SQL("create temporary table {} as select * from ({}) as substituted_batch_subquery").format(
+            sql.Identifier(table), sql.SQL(query)
+        )
+        try:
+            self.conn.execute(statement)
+        except psycopg.Error as exc:
+            if self.stopped():  # cancelled because the validation stops: not a query to run again
+                raise
+            if isinstance(exc, _NEVER):
+                self.refused = str(exc)
+                log.warning("query checks run as GX runs them (twice): no temporary table on this connection: %s", exc)
+            else:
+                log.info("%s: a query check runs as GX runs it (twice), its rows not kept: %s", suite, exc)
+            return False
+        self.kept += 1
+        return True
 
 
 def _rendered(query: str, batch: str) -> str | None:
@@ -70,19 +110,5 @@ def _rendered(query: str, batch: str) -> str | None:
     try:
         # As GX substitutes it (str.format, and the trailing semicolons and spaces it strips).
         return query.rstrip("; \t\r\n\v\f").format(batch=batch)
-    except (KeyError, IndexError, ValueError):  # GX refuses such braces itself, naming the query
+    except Exception:  # KeyError, ValueError, AttributeError ({batch.x}), ...: GX refuses such braces itself
         return None
-
-
-def _create(conn: psycopg.Connection, table: str, query: str | None, suite: str, stopped: Callable[[], bool]) -> bool:
-    if query is None:
-        return False
-    statement = sql.SQL("create temporary table {} as {}").format(sql.Identifier(table), sql.SQL(query))
-    try:
-        conn.execute(statement)
-    except psycopg.Error as exc:
-        if stopped():  # cancelled because the validation stops: not a query to run again
-            raise
-        log.info("%s: a query check runs as GX runs it (twice), its rows not kept: %s", suite, exc)
-        return False
-    return True

@@ -53,6 +53,16 @@ def test_another_threads_gx_error_during_a_read_goes_where_it_would_have(caplog)
     assert [r.getMessage() for r in caplog.records] == ["the other stream's"]
 
 
+def test_a_reads_own_error_is_kept_when_logging_records_no_threads(monkeypatch):
+    """Review: with logging.logThreads off a record's thread is None: every line was taken for another thread's, a
+    suite's reasons lost ("no reason given")."""
+    monkeypatch.setattr(logging, "logThreads", False)
+    found: list[str] = []
+    with gx_logs.errors_to(found):
+        logging.getLogger("great_expectations.core").error("this read's")
+    assert found == ["this read's"]
+
+
 BATCH = '(select * from "s"."t" where true) as subselect'
 
 
@@ -65,6 +75,9 @@ BATCH = '(select * from "s"."t" where true) as subselect'
         "select subselect.id from {batch} where subselect.at = :day",  # a bind parameter to SQLAlchemy
         "select subselect.id from {batch.name}",  # str.format raises AttributeError: GX names the brace itself
         "select subselect.id from {batch} where {x}",
+        "select subselect.id, '{batch}' as checked from {batch}",  # GX's text for it is not ours: a value differs
+        "select subselect.id from {batch} where '{batch!r}' <> ''",
+        "select subselect.id from {batch:>5}",
     ],
 )
 def test_a_query_is_not_kept_when_gx_would_read_it_otherwise(query):

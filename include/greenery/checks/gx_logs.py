@@ -35,24 +35,29 @@ _ONE_READER = threading.Lock()
 @contextlib.contextmanager
 def errors_to(found: list[str]) -> Iterator[None]:
     """GX's error log lines of this thread while reading a suite, as one line each in ``found``, not on the terminal
-    (a 29-line traceback above a command's one-line error). Another thread's GX lines go where they would have."""
+    (a 29-line traceback above a command's one-line error). Another thread's GX lines go where they would have (a
+    line logged in the instant the handler goes on or off may be lost: never doubled)."""
     reader = threading.get_ident()
     logger = logging.getLogger("great_expectations")
 
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.thread != reader:  # another stream's, not this suite's
-                if logger.parent is not None:
-                    logger.parent.handle(record)
-            elif record.levelno >= logging.ERROR:
-                cause = record.exc_info[1] if record.exc_info else None
-                found.append(one_line(cause if cause is not None else record.getMessage()))
-
     with _ONE_READER:
-        keep, propagate = Keep(), logger.propagate
-        logger.addHandler(keep)
-        logger.propagate = False
-        try:
+        propagate = logger.propagate
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                # Asked here, not of the record: emit runs in the thread that logged (record.thread is None when
+                # logging.logThreads is off).
+                if threading.get_ident() != reader:  # another stream's, not this suite's: propagated as it was
+                    if propagate and logger.parent is not None:
+                        logger.parent.callHandlers(record)
+                elif record.levelno >= logging.ERROR:
+                    cause = record.exc_info[1] if record.exc_info else None
+                    found.append(one_line(cause if cause is not None else record.getMessage()))
+
+        keep = Keep()
+        try:  # inside: an exception raised right after the swap (Airflow's timeout) still restores it
+            logger.propagate = False
+            logger.addHandler(keep)
             yield
         finally:
             logger.removeHandler(keep)

@@ -13,20 +13,22 @@ for the Data Docs and whoever reads the stored results.
 A query GX then runs as written (twice, as before) when its rows could not be kept the same way: it has a join
 (GX renders ``{batch}`` without an alias then, the query gives its own), a block comment, a ``row_condition`` (GX
 narrows the batch by it), what SQLAlchemy's ``text()`` would read otherwise than PostgreSQL (``\\:``, a ``:name``
-bind), braces GX would refuse, or PostgreSQL refuses the table: two columns of one name, a column of type record, a
-statement that is not one query (the table is made from ``select * from (<query>) as ...``, as GX counts it). A role
-without TEMPORARY on the database, or a standby, is tried once per connection: the reason is logged once.
+bind), ``{batch}`` used otherwise than as a table (in a literal, with a conversion), braces GX would refuse, or
+PostgreSQL refuses the table: two columns of one name, a column of type record, a statement that is not one query
+(the table is made from ``select * from (<query>) as ...``, as GX counts it). Whether the session may create
+temporary tables at all (a role without TEMPORARY, a standby) is asked once per connection, and said once.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import string
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
-from psycopg import errors, sql
+from psycopg import sql
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,12 @@ _BATCH = "(select * from {} where true) as subselect"
 _NOT_KEPT = re.compile(r"\bjoin\b|/\*|\*/|\\:|(?<![:\w\\]):\w+(?!:)", re.IGNORECASE)
 # The batch narrowed by the expectation: GX's {batch} is then a query of its own.
 _NARROWED = ("row_condition", "condition_parser")
-# The session cannot create temporary tables at all: no use trying for each query.
-_NEVER = (errors.InsufficientPrivilege, errors.ReadOnlySqlTransaction)
+# Whether this session may create temporary tables at all (a role without TEMPORARY, a standby): asked once, not read
+# from a create's error, which may be the query's own (a table it names the role cannot read: review).
+_MAY_CREATE = (
+    "select has_database_privilege(current_database(), 'TEMPORARY')"
+    " and not current_setting('transaction_read_only')::boolean"
+)
 
 
 class Keeper:
@@ -49,14 +55,17 @@ class Keeper:
 
     def __init__(self, conn: psycopg.Connection, stopped: Callable[[], bool]) -> None:
         self.conn, self.stopped = conn, stopped
-        self.refused: str | None = None  # why this session cannot create temporary tables, once it could not
+        self.refused: str | None = None  # why this session cannot create temporary tables, once asked
+        self._asked = False
         self.kept = 0  # tables kept for the current suite
 
     def suite(self, data: Mapping[str, Any], relation: str) -> dict[str, Any]:
         """``data`` (a suite, its refs rendered) with each query check reading, from a temporary table of this
         session, the rows its query returned on ``relation`` (the table the suite checks) just now; each query whose
         rows could not be kept so, as it was."""
-        batch = _BATCH.format(sql.Identifier(*relation.split(".", 1)).as_string(self.conn))
+        # Quoted without the connection: a lost one is GX's to report, in the results (review: this raised, and the
+        # whole validation with it).
+        batch = _BATCH.format(sql.Identifier(*relation.split(".", 1)).as_string(None))
         expectations = []
         for index, expectation in enumerate(data["expectations"]):
             kwargs = expectation.get("kwargs") or {}
@@ -82,8 +91,23 @@ class Keeper:
         except psycopg.Error as exc:  # a connection lost: GX's next statement on it says so, in the results
             log.warning("the validation's kept query rows could not be dropped: %s", exc)
 
+    def _may_create(self) -> bool:
+        if not self._asked:
+            self._asked = True
+            try:
+                if not self.conn.execute(_MAY_CREATE).fetchone()[0]:
+                    self.refused = "no TEMPORARY privilege on the database, or a read-only session"
+            except psycopg.Error as exc:
+                if self.stopped():
+                    raise
+                self.refused = str(exc)
+            if self.refused is not None:
+                log.warning("query checks run as GX runs them (twice): no temporary table on this connection: %s",
+                            self.refused)  # fmt: skip
+        return self.refused is None
+
     def _create(self, table: str, query: str | None, suite: str) -> bool:
-        if query is None or self.refused is not None:
+        if query is None or not self._may_create():
             return False
         statement = sql.SQL("create temporary table {} as select * from ({}) as substituted_batch_subquery").format(
             sql.Identifier(table), sql.SQL(query)
@@ -93,11 +117,7 @@ class Keeper:
         except psycopg.Error as exc:
             if self.stopped():  # cancelled because the validation stops: not a query to run again
                 raise
-            if isinstance(exc, _NEVER):
-                self.refused = str(exc)
-                log.warning("query checks run as GX runs them (twice): no temporary table on this connection: %s", exc)
-            else:
-                log.info("%s: a query check runs as GX runs it (twice), its rows not kept: %s", suite, exc)
+            log.info("%s: a query check runs as GX runs it (twice), its rows not kept: %s", suite, exc)
             return False
         self.kept += 1
         return True
@@ -105,10 +125,25 @@ class Keeper:
 
 def _rendered(query: str, batch: str) -> str | None:
     """``query`` as GX would run it on a whole-table batch, or None when that is not certain."""
-    if _NOT_KEPT.search(query):
+    if _NOT_KEPT.search(query) or not _batch_as_a_table(query):
         return None
     try:
         # As GX substitutes it (str.format, and the trailing semicolons and spaces it strips).
         return query.rstrip("; \t\r\n\v\f").format(batch=batch)
     except Exception:  # KeyError, ValueError, AttributeError ({batch.x}), ...: GX refuses such braces itself
         return None
+
+
+def _batch_as_a_table(query: str) -> bool:
+    """Every field of ``query`` is a plain ``{batch}`` outside a string literal: GX's own text for it differs from
+    ours (its spacing and capitals), so a query that uses it as a value (``'{batch}'``, ``{batch!r}``) is not kept."""
+    try:
+        fields = list(string.Formatter().parse(query))
+    except ValueError:
+        return False
+    quotes = 0
+    for literal, field, spec, conversion in fields:
+        quotes += literal.count("'")
+        if field is not None and (field != "batch" or spec or conversion or quotes % 2):
+            return False
+    return True

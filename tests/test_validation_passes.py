@@ -390,6 +390,16 @@ def test_numeric_sample_values_reach_gx_as_the_floats_it_makes_of_them_without_i
     assert shown == {f"order_id={o}": f"order_cost={None if c.is_nan() else float(c)}" for o, c in planted}, shown
 
 
+def _cut_validation_connections(url: str) -> None:
+    """A failover or a network cut: every other session ends but the one holding the publish lock."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()"
+            " and pid not in (select pid from pg_locks where locktype = 'advisory')"
+        )
+
+
 def test_a_connection_lost_between_the_passes_leaves_the_failures_with_the_reason(
     defective, module_warehouse_url, tmp_path, monkeypatch
 ):
@@ -401,12 +411,7 @@ def test_a_connection_lost_between_the_passes_leaves_the_failures_with_the_reaso
     details = validation._details
 
     def cut_first(*args, **kwargs):
-        with psycopg.connect(module_warehouse_url, autocommit=True) as admin:
-            admin.execute(
-                "select pg_terminate_backend(pid) from pg_stat_activity"
-                " where datname = current_database() and pid <> pg_backend_pid()"
-                " and pid not in (select pid from pg_locks where locktype = 'advisory')"
-            )
+        _cut_validation_connections(module_warehouse_url)
         return details(*args, **kwargs)
 
     monkeypatch.setattr(validation, "_details", cut_first)
@@ -570,12 +575,7 @@ def test_a_connection_lost_mid_stream_leaves_the_next_suites_checks_failing_with
     def cut_once(*args, **kwargs):
         if not cuts:
             cuts.append(1)
-            with psycopg.connect(module_warehouse_url, autocommit=True) as admin:
-                admin.execute(
-                    "select pg_terminate_backend(pid) from pg_stat_activity"
-                    " where datname = current_database() and pid <> pg_backend_pid()"
-                    " and pid not in (select pid from pg_locks where locktype = 'advisory')"
-                )
+            _cut_validation_connections(module_warehouse_url)
         return details(*args, **kwargs)
 
     monkeypatch.setattr(validation, "_details", cut_once)

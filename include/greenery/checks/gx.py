@@ -176,14 +176,10 @@ def _sources(
         yield sources
 
 
-def _rendered(suite_file: SuiteFile, refs, variables) -> dict[str, Any]:
-    return resolve_refs(suite_file.data, refs, variables)
-
-
 def _planned(suites: Mapping[str, SuiteFile], refs, variables) -> tuple[dict[str, dict], dict[str, Any]]:
     """Each suite's data rendered for this run, and GX's suite of it: every suite is read before any runs, so a
     malformed one fails the task at once (a stream reads its suite again, its query checks reading kept rows)."""
-    rendered = {name: _rendered(suite_file, refs, variables) for name, suite_file in suites.items()}
+    rendered = {name: resolve_refs(suite_file.data, refs, variables) for name, suite_file in suites.items()}
     return rendered, {name: gx_suites.read(suites[name].path, data) for name, data in rendered.items()}
 
 

@@ -30,6 +30,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from greenery import warehouse
+
 log = logging.getLogger(__name__)
 
 QUERY = "unexpected_rows_query"
@@ -42,12 +44,6 @@ _BATCH = "(select * from {} where true) as subselect"
 _NOT_KEPT = re.compile(r"\bjoin\b|/\*|\*/|\\:|(?<![:\w\\]):\w+(?!:)", re.IGNORECASE)
 # The batch narrowed by the expectation: GX's {batch} is then a query of its own.
 _NARROWED = ("row_condition", "condition_parser")
-# Whether this session may create temporary tables at all (a role without TEMPORARY, a standby): asked once, not read
-# from a create's error, which may be the query's own (a table it names the role cannot read: review).
-_MAY_CREATE = (
-    "select has_database_privilege(current_database(), 'TEMPORARY')"
-    " and not current_setting('transaction_read_only')::boolean"
-)
 
 
 class Keeper:
@@ -92,11 +88,16 @@ class Keeper:
             log.warning("the validation's kept query rows could not be dropped: %s", exc)
 
     def _may_create(self) -> bool:
+        """Whether this session may create temporary tables at all (a role without TEMPORARY, a standby): asked once,
+        not read from a create's error, which may be the query's own (a table it names the role cannot read: review)."""
         if not self._asked:
             self._asked = True
             try:
-                if not self.conn.execute(_MAY_CREATE).fetchone()[0]:
-                    self.refused = "no TEMPORARY privilege on the database, or a read-only session"
+                role, database, missing = warehouse.missing_privileges(self.conn)
+                if "temp" in missing:
+                    self.refused = f"role {role} has no TEMPORARY privilege on database {database}"
+                elif self.conn.execute("show transaction_read_only").fetchone()[0] == "on":
+                    self.refused = "a read-only session"
             except psycopg.Error as exc:
                 if self.stopped():
                     raise
